@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Fetches and runs wardflow's local services, bound to 127.0.0.1:
+#   the Apache Kafka broker (KRaft, single node) and the Flink SQL connector jars, from Maven Central;
+#   Redis (Debian's redis-server) for the Feast online store in integration tests.
+# ClickHouse needs no service: chdb runs embedded (clickhouse-connect's chdb:// DSN).
+#
+# usage: deploy/local/services.sh {fetch|start|stop|status|env} [kafka|redis|all]
+# Idempotent: start on a running service and stop on a stopped one are no-ops.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${WARDFLOW_CACHE:-$HOME/.cache/wardflow}"
+STATE="${WARDFLOW_STATE:-$CACHE/state}"
+KAFKA_VERSION="4.1.1"
+KAFKA_PORT="${WARDFLOW_KAFKA_PORT:-19092}"
+CONTROLLER_PORT="${WARDFLOW_KAFKA_CONTROLLER_PORT:-19093}"
+REDIS_PORT="${WARDFLOW_REDIS_PORT:-16379}"
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+FLINK_JARS="$CACHE/flink-jars"
+
+die() { echo "services.sh: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is missing: $2"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {  # name port seconds logfile
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    port_open "$2" && return 0
+    sleep 0.1
+  done
+  echo "--- last lines of $4" >&2; tail -n 30 "$4" >&2 || true
+  die "$1 did not open 127.0.0.1:$2 within $3 s"
+}
+
+fetch_kafka() {
+  [[ -f "$KAFKA_LIBS/.complete" ]] && return 0
+  need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+  need mvn "install Maven (Debian: apt-get install maven)"
+  echo "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS"; mkdir -p "$KAFKA_LIBS"
+  mvn -q -B -f "$HERE/maven/kafka-pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" || die "mvn could not resolve the Kafka jars"
+  touch "$KAFKA_LIBS/.complete"
+}
+
+fetch_flink() {
+  [[ -f "$FLINK_JARS/.complete" ]] && return 0
+  need mvn "install Maven (Debian: apt-get install maven)"
+  echo "fetching the Flink Kafka SQL connector and Avro format jars into $FLINK_JARS"
+  rm -rf "$FLINK_JARS"; mkdir -p "$FLINK_JARS"
+  mvn -q -B -f "$HERE/maven/flink-pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+    -DexcludeArtifactIds=slf4j-api,jsr305 -DoutputDirectory="$FLINK_JARS" \
+    || die "mvn could not resolve the Flink connector jars"
+  touch "$FLINK_JARS/.complete"
+}
+
+fetch_redis() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || die "redis-server is missing and apt-get is not available"
+  echo "installing Debian's redis-server"
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_kafka() {
+  fetch_kafka
+  local dir="$STATE/kafka" pidf="$STATE/kafka.pid" log="$STATE/kafka.out"
+  if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then echo "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+  port_open "$KAFKA_PORT" && die "127.0.0.1:$KAFKA_PORT is taken by another process (set WARDFLOW_KAFKA_PORT)"
+  mkdir -p "$dir/data" "$dir/logs"
+  sed -e "s|@BROKER_PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" \
+      -e "s|@DATA_DIR@|$dir/data|g" "$HERE/kafka/server.properties.in" > "$dir/server.properties"
+  local java=(java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+              "-Dkafka.logs.dir=$dir/logs" "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml"
+              -cp "$KAFKA_LIBS/*")
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    "${java[@]}" kafka.tools.StorageTool format -t "wardflow-local-kraft-01" \
+      -c "$dir/server.properties" >"$dir/format.out" 2>&1 || { cat "$dir/format.out" >&2; die "kafka storage format failed"; }
+  fi
+  nohup "${java[@]}" kafka.Kafka "$dir/server.properties" >"$log" 2>&1 &
+  echo $! > "$pidf"
+  wait_port kafka "$KAFKA_PORT" 60 "$dir/logs/server.log"
+  echo "kafka $KAFKA_VERSION running on 127.0.0.1:$KAFKA_PORT (pid $(cat "$pidf"), data $dir/data)"
+}
+
+start_redis() {
+  fetch_redis
+  local pidf="$STATE/redis.pid" log="$STATE/redis.log"
+  mkdir -p "$STATE/redis"
+  if pid_alive "$pidf" && port_open "$REDIS_PORT"; then echo "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; fi
+  port_open "$REDIS_PORT" && die "127.0.0.1:$REDIS_PORT is taken by another process (set WARDFLOW_REDIS_PORT)"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE/redis" --save "" --appendonly no \
+    --daemonize yes --pidfile "$pidf" --logfile "$log" >/dev/null
+  wait_port redis "$REDIS_PORT" 20 "$log"
+  echo "redis running on 127.0.0.1:$REDIS_PORT"
+}
+
+stop_pid() {  # name pidfile
+  if pid_alive "$2"; then
+    local pid; pid="$(cat "$2")"; kill "$pid"
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    echo "$1 stopped"
+  fi
+  rm -f "$2"
+}
+
+status() {
+  pid_alive "$STATE/kafka.pid" && port_open "$KAFKA_PORT" && echo "kafka: up on 127.0.0.1:$KAFKA_PORT" || echo "kafka: down"
+  pid_alive "$STATE/redis.pid" && port_open "$REDIS_PORT" && echo "redis: up on 127.0.0.1:$REDIS_PORT" || echo "redis: down"
+}
+
+cmd="${1:-}"; what="${2:-all}"
+mkdir -p "$CACHE" "$STATE"
+case "$cmd:$what" in
+  fetch:kafka) fetch_kafka; fetch_flink ;;
+  fetch:redis) fetch_redis ;;
+  fetch:all) fetch_kafka; fetch_flink; fetch_redis ;;
+  start:kafka) fetch_flink; start_kafka ;;
+  start:redis) start_redis ;;
+  start:all) fetch_flink; start_kafka; start_redis ;;
+  stop:kafka) stop_pid kafka "$STATE/kafka.pid" ;;
+  stop:redis) stop_pid redis "$STATE/redis.pid" ;;
+  stop:all) stop_pid kafka "$STATE/kafka.pid"; stop_pid redis "$STATE/redis.pid" ;;
+  reset:kafka) stop_pid kafka "$STATE/kafka.pid"; rm -rf "$STATE/kafka" ;;
+  status:*) status ;;
+  env:*)
+    echo "WARDFLOW_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+    echo "WARDFLOW_FLINK_JARS=$FLINK_JARS"
+    echo "WARDFLOW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" ;;
+  *) die "usage: $0 {fetch|start|stop|reset|status|env} [kafka|redis|all]" ;;
+esac

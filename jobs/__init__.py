@@ -1,0 +1,1 @@
+"""wardflow's PyFlink jobs and the tools that feed them."""

@@ -1,0 +1,40 @@
+"""Creates the PyFlink TableEnvironment every wardflow job runs in (local MiniCluster by default)."""
+
+from __future__ import annotations
+
+from pyflink.table import EnvironmentSettings, TableEnvironment
+
+from jobs.settings import Settings
+
+
+def connector_jars(settings: Settings) -> list[str]:
+    jars = sorted(settings.flink_jars_dir.glob("*.jar"))
+    if not any("flink-sql-connector-kafka" in j.name for j in jars):
+        raise FileNotFoundError(
+            f"no Flink Kafka SQL connector jar in {settings.flink_jars_dir}: "
+            "run `deploy/local/services.sh fetch kafka` (or `make services`)"
+        )
+    return [j.as_uri() for j in jars]
+
+
+def table_env(settings: Settings, *, streaming: bool = True) -> TableEnvironment:
+    mode = EnvironmentSettings.in_streaming_mode() if streaming else (
+        EnvironmentSettings.in_batch_mode())
+    t_env = TableEnvironment.create(mode)
+    settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
+    conf = t_env.get_config()
+    for key, value in {
+        "pipeline.name": settings.job_name,
+        "pipeline.jars": ";".join(connector_jars(settings)),
+        "python.executable": settings.python_executable,
+        "python.client.executable": settings.python_executable,
+        "parallelism.default": str(settings.parallelism),
+        "table.local-time-zone": "UTC",
+        "table.exec.source.idle-timeout": f"{settings.source_idle_timeout_s} s",
+        "python.fn-execution.bundle.size": str(settings.python_bundle_size),
+        "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
+        "io.tmp.dirs": str(settings.flink_tmp_dir),
+        "pipeline.auto-watermark-interval": "200 ms",
+    }.items():
+        conf.set(key, value)
+    return t_env

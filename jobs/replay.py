@@ -1,0 +1,161 @@
+"""Replay producer: streams real ICU patients into `vitals.observation.v1` as device observations.
+
+Reads a file in the PhysioNet/CinC 2019 format (set A by default; the bundled 40-patient sample
+when the data set is absent), maps each hourly row to an observation whose event time is the
+patient's ICU admission plus ICULOS hours, tokenises patient ids with a keyed HMAC, and produces
+in event-time order at a chosen speed-up (0 = as fast as possible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from jobs import kafka_io
+from jobs.settings import Settings
+from schemas import load_schema
+from udfs import codec, phi
+
+SAMPLE = Path(__file__).resolve().parent / "sample" / "physionet2019_setA_sample.parquet"
+TOPIC = "vitals.observation.v1"
+DEFAULT_BASE_TIME = datetime(2026, 1, 5, tzinfo=UTC)
+FACILITY = "hospital-a"
+# PhysioNet column -> observation field (units per the challenge's data dictionary).
+VITALS = {"HR": "heart_rate_bpm", "Resp": "resp_rate_per_min", "O2Sat": "spo2_pct",
+          "Temp": "temp_c", "SBP": "sbp_mmhg", "DBP": "dbp_mmhg", "MAP": "map_mmhg",
+          "FiO2": "fio2_fraction"}
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    patients: int
+    seed: int = 2019
+    base_time: datetime = DEFAULT_BASE_TIME
+    admission_spread_h: float = 24.0
+
+
+def load_physionet(path: Path | None, settings: Settings) -> tuple[pd.DataFrame, str]:
+    p = path or settings.physionet_setA
+    if p.exists():
+        return pd.read_parquet(p), f"physionet2019:{p.stem}"
+    return pd.read_parquet(SAMPLE), "physionet2019:setA-sample"
+
+
+def select_patients(df: pd.DataFrame, plan: ReplayPlan) -> pd.DataFrame:
+    ids = np.sort(df["patient_id"].unique())
+    rng = np.random.default_rng(plan.seed)
+    chosen = ids if plan.patients >= len(ids) else rng.choice(ids, plan.patients, replace=False)
+    return df[df["patient_id"].isin(set(chosen))]
+
+
+def unit_of(unit1: float, unit2: float) -> str:
+    if unit1 == 1:
+        return "MICU"
+    if unit2 == 1:
+        return "SICU"
+    return "ICU"
+
+
+def observations(df: pd.DataFrame, plan: ReplayPlan, key: bytes,
+                 source: str) -> list[dict[str, Any]]:
+    """Observation records in event-time order (ties broken by patient token)."""
+    rng = np.random.default_rng(plan.seed + 1)
+    ids = np.sort(df["patient_id"].unique())
+    admit_h = dict(zip(ids, rng.uniform(0, plan.admission_spread_h, len(ids)), strict=True))
+    out: list[dict[str, Any]] = []
+    for pid, rows in df.groupby("patient_id", sort=True):
+        tok = phi.token(key, source, str(pid))
+        admit = plan.base_time + timedelta(hours=round(float(admit_h[pid]), 3))
+        unit = unit_of(float(rows["Unit1"].iloc[0]), float(rows["Unit2"].iloc[0]))
+        vit = {f: rows[c].to_numpy(dtype=np.float64) for c, f in VITALS.items()}
+        for i, iculos in enumerate(rows["ICULOS"].to_numpy()):
+            rec: dict[str, Any] = {
+                "observation_id": f"{tok}:{int(iculos)}",
+                "patient_token": tok, "facility_id": FACILITY, "unit_id": unit,
+                "bed_id": None, "device_id": None,
+                "event_time": admit + timedelta(hours=int(iculos)),
+                "on_supplemental_o2": None, "acvpu": None, "spo2_scale2": None,
+                "source": source,
+            }
+            for f, arr in vit.items():
+                v = arr[i]
+                rec[f] = None if math.isnan(v) else float(v)
+            out.append(rec)
+    out.sort(key=lambda r: (r["event_time"], r["patient_token"]))
+    return out
+
+
+def produce(settings: Settings, records: Iterable[dict[str, Any]], *, topic: str = TOPIC,
+            speedup: float = 0.0, total: int | None = None, progress: bool = True) -> int:
+    """Produce records keyed by patient token, Kafka timestamp = event_time; returns the count."""
+    schema = load_schema("vitals.observation.v1")
+    p = kafka_io.producer(settings)
+    sent = 0
+    t0_wall = time.monotonic()
+    t0_event: datetime | None = None
+    bar = tqdm(total=total, unit="obs", desc=f"replay → {topic}", disable=not progress)
+    for rec in records:
+        et: datetime = rec["event_time"]
+        if speedup > 0:
+            t0_event = t0_event or et
+            due = (et - t0_event).total_seconds() / speedup
+            lag = due - (time.monotonic() - t0_wall)
+            if lag > 0:
+                p.flush()
+                time.sleep(lag)
+        produce_raw(p, topic, rec["patient_token"].encode(), codec.encode(schema, rec),
+                    codec.epoch_ms(et))
+        sent += 1
+        bar.update()
+    p.flush(60)
+    bar.close()
+    return sent
+
+
+def produce_raw(p: Any, topic: str, key: bytes | None, value: bytes | None, ts_ms: int) -> None:
+    while True:
+        try:
+            p.produce(topic, key=key, value=value, timestamp=ts_ms)
+            return
+        except BufferError:
+            p.poll(0.1)
+
+
+def replay(settings: Settings, plan: ReplayPlan, *, path: Path | None = None,
+           speedup: float = 0.0, topic: str = TOPIC, progress: bool = True) -> int:
+    df, source = load_physionet(path, settings)
+    recs = observations(select_patients(df, plan), plan, settings.require_phi_key(), source)
+    return produce(settings, iter(recs), topic=topic, speedup=speedup, total=len(recs),
+                   progress=progress)
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--patients", type=int, default=300)
+    ap.add_argument("--file", type=Path, default=None, help="a PhysioNet 2019 format parquet")
+    ap.add_argument("--speedup", type=float, default=0.0, help="event time / wall time; 0 = max")
+    ap.add_argument("--seed", type=int, default=2019)
+    ap.add_argument("--topic", default=TOPIC)
+    ap.add_argument("--bootstrap", default=None)
+    a = ap.parse_args(argv)
+    settings = Settings.from_env(kafka_bootstrap=a.bootstrap)
+    kafka_io.wait_for_broker(settings)
+    kafka_io.ensure_topics(settings, [TOPIC])
+    n = replay(settings, ReplayPlan(patients=a.patients, seed=a.seed), path=a.file,
+               speedup=a.speedup, topic=a.topic)
+    print(f"produced {n} observations to {a.topic}")
+
+
+if __name__ == "__main__":
+    main()

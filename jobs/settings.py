@@ -1,0 +1,73 @@
+"""The one typed settings object, built at the edge from the environment and command-line args."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CACHE = Path.home() / ".cache" / "wardflow"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    flink_jars_dir: Path = DEFAULT_CACHE / "flink-jars"
+    clickhouse_url: str = f"chdb://{DEFAULT_CACHE / 'state' / 'clickhouse'}"
+    clickhouse_database: str = "wardflow"
+    phi_key: bytes = field(default=b"", repr=False)
+    data_dir: Path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    parallelism: int = 1
+    max_out_of_orderness_s: int = 60
+    source_idle_timeout_s: int = 5
+    python_bundle_size: int = 1000
+    python_bundle_time_ms: int = 200
+    flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
+    job_name: str = "wardflow"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read WARDFLOW_* variables; explicit keyword overrides (from CLI args) win."""
+        e = os.environ if env is None else env
+        s = cls()
+        vals: dict[str, Any] = {}
+        if "WARDFLOW_KAFKA_BOOTSTRAP" in e:
+            vals["kafka_bootstrap"] = e["WARDFLOW_KAFKA_BOOTSTRAP"]
+        if "WARDFLOW_FLINK_JARS" in e:
+            vals["flink_jars_dir"] = Path(e["WARDFLOW_FLINK_JARS"])
+        if "CLICKHOUSE_URL" in e:
+            vals["clickhouse_url"] = e["CLICKHOUSE_URL"]
+        if "WARDFLOW_CLICKHOUSE_DATABASE" in e:
+            vals["clickhouse_database"] = e["WARDFLOW_CLICKHOUSE_DATABASE"]
+        if "WARDFLOW_DATA_DIR" in e:
+            vals["data_dir"] = Path(e["WARDFLOW_DATA_DIR"])
+        if "WARDFLOW_PARALLELISM" in e:
+            vals["parallelism"] = int(e["WARDFLOW_PARALLELISM"])
+        if e.get("WARDFLOW_PHI_KEY"):
+            vals["phi_key"] = e["WARDFLOW_PHI_KEY"].encode()
+        vals.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(s, **vals)
+
+    def require_phi_key(self) -> bytes:
+        """The HMAC key for patient tokens. Without WARDFLOW_PHI_KEY, a random per-process key is
+        used (tokens then differ between runs) and a warning says so."""
+        if self.phi_key:
+            return self.phi_key
+        warnings.warn("WARDFLOW_PHI_KEY is not set: using a random key for this run only",
+                      stacklevel=2)
+        key = secrets.token_hex(32).encode()
+        object.__setattr__(self, "phi_key", key)
+        return key
+
+    @property
+    def physionet_setA(self) -> Path:  # noqa: N802 - the data set's own name
+        return self.data_dir / "physionet2019" / "setA.parquet"
+
+    @property
+    def python_executable(self) -> str:
+        return sys.executable

@@ -1,0 +1,48 @@
+"""The topic registry: every Kafka topic wardflow reads or writes, with its schema and key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from schemas.avro import load_schema
+
+if TYPE_CHECKING:
+    from schemas.avro import Schema
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    schema_name: str
+    key_field: str
+    partitions: int
+    doc: str
+
+    @property
+    def schema(self) -> Schema:
+        return load_schema(self.schema_name)
+
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        Topic("vitals.observation.v1", "vitals.observation.v1", "patient_token", 3,
+              "Bedside-device vital signs, one record per observation set."),
+        Topic("vitals.news2.v1", "vitals.news2.v1", "patient_token", 3,
+              "Processed observations with their NEWS2 score."),
+        Topic("alert.v1", "alert.v1", "patient_token", 3,
+              "Clinical alerts for nurses, paging and EHR consumers."),
+        Topic("adt.event.v1", "adt.event.v1", "patient_token", 3,
+              "Canonical admit/discharge/transfer events."),
+        Topic("deadletter.v1", "deadletter.v1", "source_topic", 1,
+              "Records that could not be processed, with the reason."),
+    )
+}
+
+
+def topic(name: str) -> Topic:
+    try:
+        return TOPICS[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; known: {sorted(TOPICS)}") from None

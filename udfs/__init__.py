@@ -1,0 +1,1 @@
+"""Pure, typed functions behind wardflow's Flink UDFs (unit-tested without a JVM)."""

@@ -1,0 +1,89 @@
+"""Schema-driven Avro decoding and validation of Kafka record values.
+
+A record is *accepted* when it decodes with the topic's writer schema, consumes every byte,
+and every value lies inside the field's `wardflow.range` / `wardflow.enum` from the schema.
+Otherwise the caller gets a `Rejection` whose `reason_code` is one of REASON_CODES.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import fastavro
+
+from schemas.avro import Schema
+
+REASON_CODES = ("undecodable", "out_of_range", "not_a_number", "bad_enum", "missing_field",
+                "timestamp_mismatch")
+
+
+class Rejection(NamedTuple):
+    reason_code: str
+    reason: str
+
+
+def decode(schema: Schema, payload: bytes | None) -> dict[str, Any] | Rejection:
+    if not payload:
+        return Rejection("undecodable", "empty payload")
+    buf = io.BytesIO(payload)
+    try:
+        record = fastavro.schemaless_reader(buf, schema.parsed, None)
+    except Exception as exc:  # fastavro raises many types on corrupt input
+        return Rejection("undecodable", f"{type(exc).__name__}: {exc}"[:500])
+    if buf.tell() != len(payload):
+        return Rejection("undecodable", f"{len(payload) - buf.tell()} trailing bytes after record")
+    if not isinstance(record, dict):
+        return Rejection("undecodable", "payload is not a record")
+    return record
+
+
+def validate(schema: Schema, record: dict[str, Any]) -> Rejection | None:
+    for f in schema.fields:
+        v = record.get(f.name)
+        if v is None:
+            continue
+        if f.base == "string" and not f.nullable and v == "":
+            return Rejection("missing_field", f"{f.name} is empty")
+        if f.value_range is not None:
+            if isinstance(v, float) and math.isnan(v):
+                return Rejection("not_a_number", f"{f.name} is NaN")
+            lo, hi = f.value_range
+            if not lo <= v <= hi:
+                return Rejection("out_of_range", f"{f.name}={v:g} outside [{lo:g}, {hi:g}]")
+        if f.allowed is not None and v not in f.allowed:
+            return Rejection("bad_enum", f"{f.name}={v!r} not in {list(f.allowed)}")
+    return None
+
+
+def epoch_ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
+def decode_valid(
+    schema: Schema, payload: bytes | None, record_timestamp_ms: int | None = None
+) -> dict[str, Any] | Rejection:
+    """Decode and validate; when given, the record timestamp must equal the payload event_time."""
+    record = decode(schema, payload)
+    if isinstance(record, Rejection):
+        return record
+    bad = validate(schema, record)
+    if bad is not None:
+        return bad
+    et = record.get("event_time")
+    if record_timestamp_ms is not None and isinstance(et, datetime):
+        ms = epoch_ms(et)
+        if ms != record_timestamp_ms:
+            return Rejection(
+                "timestamp_mismatch",
+                f"event_time {ms} != Kafka record timestamp {record_timestamp_ms}",
+            )
+    return record
+
+
+def encode(schema: Schema, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema.parsed, record)
+    return buf.getvalue()
