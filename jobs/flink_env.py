@@ -30,7 +30,7 @@ def table_env(settings: Settings, *, streaming: bool = True) -> TableEnvironment
         "python.client.executable": settings.python_executable,
         "parallelism.default": str(settings.parallelism),
         "table.local-time-zone": "UTC",
-        "table.exec.source.idle-timeout": f"{settings.source_idle_timeout_s} s",
+        "table.exec.source.idle-timeout": f"{settings.source_idle_timeout_s * 1000} ms",
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
         "io.tmp.dirs": str(settings.flink_tmp_dir),

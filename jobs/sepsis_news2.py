@@ -67,7 +67,7 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
     ss.add_insert_sql(f"""
         INSERT INTO `{t.dead_letters}`
         SELECT '{t.source_topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)),
-               '{STAGE}', reason_code, reason, `value`, kafka_ts
+               '{STAGE}', reason_code, reason, COALESCE(`value`, ENCODE('', 'UTF-8')), kafka_ts
         FROM decoded WHERE reason_code IS NOT NULL""")
     ss.add_insert_sql(f"""
         INSERT INTO `{t.news2}`

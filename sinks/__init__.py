@@ -1,0 +1,1 @@
+"""ClickHouse side of wardflow: migrations, the client, and the Kafka → ClickHouse loader."""

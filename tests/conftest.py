@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings.from_env(
+        phi_key=b"wardflow-integration-tests-only",
+        clickhouse_database=f"wf_test_{uuid.uuid4().hex[:8]}",
+        flink_tmp_dir=tmp_path_factory.mktemp("flink-tmp"),
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings) -> Settings:
+    """The real Apache Kafka broker, started by the repo's own script (a no-op when running)."""
+    from jobs import kafka_io
+
+    subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "kafka"], check=True)
+    kafka_io.wait_for_broker(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def clickhouse(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """ClickHouse: the server at CLICKHOUSE_URL when set, else embedded chdb in a temp folder
+    (chdb allows one data path per process, so the whole session shares it)."""
+    import os
+
+    from sinks import clickhouse as ch
+
+    url = os.environ.get("CLICKHOUSE_URL") or f"chdb://{tmp_path_factory.mktemp('chdb')}"
+    client = ch.connect(url)
+    ch.migrate(client, settings.clickhouse_database)
+    yield client
+    client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
