@@ -76,7 +76,7 @@ start_kafka() {
   mkdir -p "$dir/data" "$dir/logs"
   sed -e "s|@BROKER_PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" \
       -e "s|@DATA_DIR@|$dir/data|g" "$HERE/kafka/server.properties.in" > "$dir/server.properties"
-  local java=(java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+  local java=(java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true
               "-Dkafka.logs.dir=$dir/logs" "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml"
               -cp "$KAFKA_LIBS/*")
   if [[ ! -f "$dir/data/meta.properties" ]]; then

@@ -1,0 +1,48 @@
+# wardflow: `make demo` and `make test` do all set-up on a fresh machine (Python 3.11, Java 17, Maven).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES := deploy/local/services.sh
+
+.PHONY: venv services stop demo test test-unit test-integration check lint typecheck bench clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	touch $@
+
+services: venv
+	$(SERVICES) start all
+
+stop:
+	$(SERVICES) stop all
+
+demo: venv
+	$(BIN)/python -m jobs.demo
+
+test: venv services
+	$(BIN)/python -m pytest -q
+
+test-unit: venv
+	$(BIN)/python -m pytest -q -m "not integration"
+
+test-integration: venv services
+	$(BIN)/python -m pytest -q -m integration
+
+check: lint typecheck
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv
+	$(SERVICES) start kafka
+	$(BIN)/python -m bench.spine
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from schemas import load_schema
+from udfs import codec
+from udfs.vitals import DECODED_FIELDS, decode_observation
+
+OBS = load_schema("vitals.observation.v1")
+T = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+def _rec(**kw: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {f: None for f in OBS.field_names}
+    r.update(observation_id="o1", patient_token="tok", facility_id="f", unit_id="u",
+             event_time=T, heart_rate_bpm=88.0, source="test")
+    r.update(kw)
+    return r
+
+
+def test_a_valid_observation_round_trips() -> None:
+    rec = codec.decode_valid(OBS, codec.encode(OBS, _rec()), codec.epoch_ms(T))
+    assert isinstance(rec, dict)
+    assert rec["heart_rate_bpm"] == 88.0 and rec["event_time"] == T
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"", "undecodable"),
+    (None, "undecodable"),
+    (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "undecodable"),
+])
+def test_bytes_that_are_not_an_observation_are_undecodable(payload: bytes | None,
+                                                           code: str) -> None:
+    r = codec.decode_valid(OBS, payload)
+    assert isinstance(r, codec.Rejection) and r.reason_code == code
+
+
+def test_trailing_bytes_after_a_record_are_rejected() -> None:
+    r = codec.decode_valid(OBS, codec.encode(OBS, _rec()) + b"\x00")
+    assert isinstance(r, codec.Rejection) and "trailing" in r.reason
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"heart_rate_bpm": 900.0}, "out_of_range"),
+    ({"spo2_pct": 101.0}, "out_of_range"),
+    ({"fio2_fraction": 21.0}, "out_of_range"),  # percent instead of a fraction
+    ({"temp_c": 98.6}, "out_of_range"),  # Fahrenheit
+    ({"spo2_pct": float("nan")}, "not_a_number"),
+    ({"acvpu": "Z"}, "bad_enum"),
+    ({"patient_token": ""}, "missing_field"),
+])
+def test_impossible_values_are_rejected_with_a_reason(change: dict[str, Any], code: str) -> None:
+    r = codec.decode_valid(OBS, codec.encode(OBS, _rec(**change)))
+    assert isinstance(r, codec.Rejection) and r.reason_code == code
+
+
+def test_a_record_timestamp_other_than_the_event_time_is_rejected() -> None:
+    r = codec.decode_valid(OBS, codec.encode(OBS, _rec()), codec.epoch_ms(T) + 1)
+    assert isinstance(r, codec.Rejection) and r.reason_code == "timestamp_mismatch"
+
+
+def test_decode_observation_returns_reason_or_fields_in_schema_order() -> None:
+    ok = decode_observation(codec.encode(OBS, _rec()), T)
+    assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS)
+    assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:], strict=True))["unit_id"] == "u"
+    bad = decode_observation(b"junk", T)
+    assert bad[0] == "undecodable" and all(v is None for v in bad[2:])

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from jobs import replay
+from jobs.settings import Settings
+from udfs import phi
+
+KEY = b"unit-test-key"
+
+
+def test_tokens_are_stable_keyed_and_do_not_contain_the_identifier() -> None:
+    a = phi.token(KEY, "physionet", "p000001")
+    assert a == phi.token(KEY, "physionet", "p000001")
+    assert a != phi.token(b"other-key", "physionet", "p000001")
+    assert a != phi.token(KEY, "mimic", "p000001")
+    assert "p000001" not in a and "000001" not in a
+
+
+def test_replay_maps_rows_to_observations_in_event_time_order() -> None:
+    df = pd.read_parquet(replay.SAMPLE)
+    plan = replay.ReplayPlan(patients=5)
+    sub = replay.select_patients(df, plan)
+    obs = replay.observations(sub, plan, KEY, "physionet2019:sample")
+    assert len(obs) == len(sub)
+    times = [o["event_time"] for o in obs]
+    assert times == sorted(times)
+    assert not any(str(pid) in str(o) for pid in sub["patient_id"].unique() for o in obs[:50])
+    first = sub.sort_values(["patient_id", "ICULOS"]).iloc[0]
+    tok = phi.token(KEY, "physionet2019:sample", first["patient_id"])
+    mine = [o for o in obs if o["patient_token"] == tok]
+    assert mine[1]["event_time"] - mine[0]["event_time"] == timedelta(hours=1)
+    hr = first["HR"]
+    assert mine[0]["heart_rate_bpm"] == (None if pd.isna(hr) else float(hr))
+
+
+def test_replay_falls_back_to_the_bundled_sample_without_the_data_set(tmp_path: Path) -> None:
+    df, source = replay.load_physionet(None, Settings(data_dir=tmp_path))
+    assert source.endswith("sample") and df["patient_id"].nunique() == 40

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
+from schemas import TOPICS, load_schema
+
+
+def test_every_registered_topic_has_a_parseable_versioned_schema() -> None:
+    for name, t in TOPICS.items():
+        assert name.endswith(".v1")
+        assert t.schema.fields and t.key_field in t.schema.field_names
+
+
+def test_patient_identifiers_are_tagged_as_tokens_in_every_schema() -> None:
+    for t in TOPICS.values():
+        if "patient_token" in t.schema.field_names:
+            assert t.schema.field("patient_token").phi == "token"
+
+
+def test_flink_sink_columns_are_derived_from_the_schema_in_order() -> None:
+    ddl = avro_sink_ddl("alerts", "alert.v1", KafkaTable("alert.v1", "127.0.0.1:1"))
+    schema = load_schema("alert.v1")
+    positions = [ddl.index(f"`{f}`") for f in schema.field_names]
+    assert positions == sorted(positions)
+    assert "`first_event_time` TIMESTAMP(3) NOT NULL" in ddl
+    assert "'key.fields' = 'patient_token'" in ddl
+
+
+def test_raw_source_watermarks_on_the_record_timestamp_and_can_be_bounded() -> None:
+    ddl = raw_source_ddl("src", KafkaTable("t", "127.0.0.1:1", bounded=True), watermark_delay_s=9)
+    assert "WATERMARK FOR `kafka_ts` AS `kafka_ts` - INTERVAL '9' SECOND" in ddl
+    assert "'scan.bounded.mode' = 'latest-offset'" in ddl
+
+
+def test_unknown_topics_are_refused() -> None:
+    from schemas import topic
+
+    with pytest.raises(KeyError, match="unknown topic"):
+        topic("vitals.v0")
