@@ -1,4 +1,4 @@
-"""Creates the PyFlink TableEnvironment every wardflow job runs in (local MiniCluster by default)."""
+"""The PyFlink TableEnvironment every wardflow job runs in (local MiniCluster by default)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ def connector_jars(settings: Settings) -> list[str]:
 
 
 def table_env(settings: Settings, *, streaming: bool = True) -> TableEnvironment:
-    mode = EnvironmentSettings.in_streaming_mode() if streaming else (
-        EnvironmentSettings.in_batch_mode())
+    mode = (
+        EnvironmentSettings.in_streaming_mode()
+        if streaming
+        else (EnvironmentSettings.in_batch_mode())
+    )
     t_env = TableEnvironment.create(mode)
     settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
     conf = t_env.get_config()

@@ -41,7 +41,8 @@ def ensure_topics(settings: Settings, names: list[str], *, prefix: str = "") -> 
     existing = set(a.list_topics(timeout=10).topics)
     new = [
         NewTopic(prefix + n, num_partitions=registry_topic(n).partitions, replication_factor=1)
-        for n in names if prefix + n not in existing
+        for n in names
+        if prefix + n not in existing
     ]
     if not new:
         return
@@ -67,8 +68,13 @@ def producer(settings: Settings, **extra: Any) -> Producer:
 
 
 def end_offsets(settings: Settings, topic_name: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "wardflow-offsets",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "wardflow-offsets",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         md = c.list_topics(topic_name, timeout=10).topics[topic_name]
         out = {}
@@ -93,15 +99,24 @@ class Message:
     value: bytes | None
 
 
-def read_all(settings: Settings, topic_name: str, *, timeout_s: float = 30.0,
-             isolation: str = "read_committed") -> Iterator[Message]:
+def read_all(
+    settings: Settings,
+    topic_name: str,
+    *,
+    timeout_s: float = 30.0,
+    isolation: str = "read_committed",
+) -> Iterator[Message]:
     """Every record currently in the topic, from the earliest offset to the end offsets."""
     ends = end_offsets(settings, topic_name)
-    c = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"wardflow-read-{time.time_ns()}",
-        "enable.auto.commit": False, "isolation.level": isolation,
-        "auto.offset.reset": "earliest",
-    })
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"wardflow-read-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         todo = {p for p, end in ends.items() if end > 0}
         c.assign([TopicPartition(topic_name, p, 0) for p in ends])
@@ -112,7 +127,7 @@ def read_all(settings: Settings, topic_name: str, *, timeout_s: float = 30.0,
                     continue
                 _, ts = m.timestamp()
                 yield Message(m.partition(), m.offset(), ts, m.key(), m.value())
-            # Positions, not offsets seen: transaction markers occupy offsets but are never returned.
+            # Positions, not offsets seen: transaction markers take offsets but never arrive.
             for tp in c.position([TopicPartition(topic_name, p) for p in todo]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)
@@ -122,8 +137,9 @@ def read_all(settings: Settings, topic_name: str, *, timeout_s: float = 30.0,
         c.close()
 
 
-def read_records(settings: Settings, topic_name: str, schema_name: str,
-                 **kw: Any) -> list[dict[str, Any]]:
+def read_records(
+    settings: Settings, topic_name: str, schema_name: str, **kw: Any
+) -> list[dict[str, Any]]:
     schema = registry_topic(schema_name).schema
     out = []
     for m in read_all(settings, topic_name, **kw):

@@ -31,9 +31,16 @@ TOPIC = "vitals.observation.v1"
 DEFAULT_BASE_TIME = datetime(2026, 1, 5, tzinfo=UTC)
 FACILITY = "hospital-a"
 # PhysioNet column -> observation field (units per the challenge's data dictionary).
-VITALS = {"HR": "heart_rate_bpm", "Resp": "resp_rate_per_min", "O2Sat": "spo2_pct",
-          "Temp": "temp_c", "SBP": "sbp_mmhg", "DBP": "dbp_mmhg", "MAP": "map_mmhg",
-          "FiO2": "fio2_fraction"}
+VITALS = {
+    "HR": "heart_rate_bpm",
+    "Resp": "resp_rate_per_min",
+    "O2Sat": "spo2_pct",
+    "Temp": "temp_c",
+    "SBP": "sbp_mmhg",
+    "DBP": "dbp_mmhg",
+    "MAP": "map_mmhg",
+    "FiO2": "fio2_fraction",
+}
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,9 @@ def unit_of(unit1: float, unit2: float) -> str:
     return "ICU"
 
 
-def observations(df: pd.DataFrame, plan: ReplayPlan, key: bytes,
-                 source: str) -> list[dict[str, Any]]:
+def observations(
+    df: pd.DataFrame, plan: ReplayPlan, key: bytes, source: str
+) -> list[dict[str, Any]]:
     """Observation records in event-time order (ties broken by patient token)."""
     rng = np.random.default_rng(plan.seed + 1)
     ids = np.sort(df["patient_id"].unique())
@@ -81,10 +89,15 @@ def observations(df: pd.DataFrame, plan: ReplayPlan, key: bytes,
         for i, iculos in enumerate(rows["ICULOS"].to_numpy()):
             rec: dict[str, Any] = {
                 "observation_id": f"{tok}:{int(iculos)}",
-                "patient_token": tok, "facility_id": FACILITY, "unit_id": unit,
-                "bed_id": None, "device_id": None,
+                "patient_token": tok,
+                "facility_id": FACILITY,
+                "unit_id": unit,
+                "bed_id": None,
+                "device_id": None,
                 "event_time": admit + timedelta(hours=int(iculos)),
-                "on_supplemental_o2": None, "acvpu": None, "spo2_scale2": None,
+                "on_supplemental_o2": None,
+                "acvpu": None,
+                "spo2_scale2": None,
                 "source": source,
             }
             for f, arr in vit.items():
@@ -95,8 +108,15 @@ def observations(df: pd.DataFrame, plan: ReplayPlan, key: bytes,
     return out
 
 
-def produce(settings: Settings, records: Iterable[dict[str, Any]], *, topic: str = TOPIC,
-            speedup: float = 0.0, total: int | None = None, progress: bool = True) -> int:
+def produce(
+    settings: Settings,
+    records: Iterable[dict[str, Any]],
+    *,
+    topic: str = TOPIC,
+    speedup: float = 0.0,
+    total: int | None = None,
+    progress: bool = True,
+) -> int:
     """Produce records keyed by patient token, Kafka timestamp = event_time; returns the count."""
     schema = load_schema("vitals.observation.v1")
     p = kafka_io.producer(settings)
@@ -113,8 +133,9 @@ def produce(settings: Settings, records: Iterable[dict[str, Any]], *, topic: str
             if lag > 0:
                 p.flush()
                 time.sleep(lag)
-        produce_raw(p, topic, rec["patient_token"].encode(), codec.encode(schema, rec),
-                    codec.epoch_ms(et))
+        produce_raw(
+            p, topic, rec["patient_token"].encode(), codec.encode(schema, rec), codec.epoch_ms(et)
+        )
         sent += 1
         bar.update()
     p.flush(60)
@@ -131,13 +152,20 @@ def produce_raw(p: Any, topic: str, key: bytes | None, value: bytes | None, ts_m
             p.poll(0.1)
 
 
-def replay(settings: Settings, plan: ReplayPlan, *, path: Path | None = None,
-           speedup: float = 0.0, topic: str = TOPIC, progress: bool = True) -> int:
+def replay(
+    settings: Settings,
+    plan: ReplayPlan,
+    *,
+    path: Path | None = None,
+    speedup: float = 0.0,
+    topic: str = TOPIC,
+    progress: bool = True,
+) -> int:
     df, source = load_physionet(path, settings)
     recs = observations(select_patients(df, plan), plan, settings.require_phi_key(), source)
-    return produce(settings, iter(recs), topic=topic, speedup=speedup, total=len(recs),
-                   progress=progress)
-
+    return produce(
+        settings, iter(recs), topic=topic, speedup=speedup, total=len(recs), progress=progress
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,8 +180,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env(kafka_bootstrap=a.bootstrap)
     kafka_io.wait_for_broker(settings)
     kafka_io.ensure_topics(settings, [TOPIC])
-    n = replay(settings, ReplayPlan(patients=a.patients, seed=a.seed), path=a.file,
-               speedup=a.speedup, topic=a.topic)
+    n = replay(
+        settings,
+        ReplayPlan(patients=a.patients, seed=a.seed),
+        path=a.file,
+        speedup=a.speedup,
+        topic=a.topic,
+    )
     print(f"produced {n} observations to {a.topic}")
 
 

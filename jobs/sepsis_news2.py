@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from pyflink.table import StatementSet, TableEnvironment
+from pyflink.table import StatementSet, TableEnvironment, TableResult
 
 from jobs import kafka_io
 from jobs.flink_env import table_env
@@ -49,19 +49,28 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
     t_env.create_temporary_system_function("wf_news2", news2_udf())
     cols = ", ".join(f"`{c}`" for c in DECODED_COLUMNS)
     fields = ", ".join(f"`{f.name}`" for f in DECODED_FIELDS)
-    t_env.create_temporary_view("decoded", t_env.sql_query(f"""
+    t_env.create_temporary_view(
+        "decoded",
+        t_env.sql_query(f"""
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
         FROM `{t.vitals_raw}` AS r,
-             LATERAL TABLE(wf_decode_observation(r.`value`, r.kafka_ts)) AS d({cols})"""))
-    t_env.create_temporary_view("observations", t_env.sql_query(f"""
+             LATERAL TABLE(wf_decode_observation(r.`value`, r.kafka_ts)) AS d({cols})"""),
+    )
+    t_env.create_temporary_view(
+        "observations",
+        t_env.sql_query(f"""
         SELECT {fields}, kafka_ts AS event_time, kafka_partition, kafka_offset
-        FROM decoded WHERE reason_code IS NULL"""))
-    t_env.create_temporary_view("scored", t_env.sql_query("""
+        FROM decoded WHERE reason_code IS NULL"""),
+    )
+    t_env.create_temporary_view(
+        "scored",
+        t_env.sql_query("""
         SELECT o.*, n.score AS news2_score, n.params_scored AS news2_params_scored,
                n.red_flag AS news2_red_flag
         FROM (SELECT *, wf_news2(resp_rate_per_min, spo2_pct, on_supplemental_o2, fio2_fraction,
                                  sbp_mmhg, heart_rate_bpm, acvpu, temp_c, spo2_scale2) AS n
-              FROM observations) AS o"""))
+              FROM observations) AS o"""),
+    )
 
     ss = t_env.create_statement_set()
     ss.add_insert_sql(f"""
@@ -108,25 +117,44 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
     return ss
 
 
-def create_kafka_tables(t_env: TableEnvironment, settings: Settings, t: Tables, *,
-                        prefix: str = "", bounded: bool = False) -> None:
-    src = KafkaTable.of(settings, "vitals.observation.v1", prefix=prefix, bounded=bounded,
-                        group_id=f"{prefix}{STAGE}")
-    t_env.execute_sql(raw_source_ddl(t.vitals_raw, src,
-                                     watermark_delay_s=settings.max_out_of_orderness_s))
-    for name, topic in ((t.news2, "vitals.news2.v1"), (t.alerts, "alert.v1"),
-                        (t.dead_letters, "deadletter.v1")):
+def create_kafka_tables(
+    t_env: TableEnvironment,
+    settings: Settings,
+    t: Tables,
+    *,
+    prefix: str = "",
+    bounded: bool = False,
+) -> None:
+    src = KafkaTable.of(
+        settings,
+        "vitals.observation.v1",
+        prefix=prefix,
+        bounded=bounded,
+        group_id=f"{prefix}{STAGE}",
+    )
+    t_env.execute_sql(
+        raw_source_ddl(t.vitals_raw, src, watermark_delay_s=settings.max_out_of_orderness_s)
+    )
+    for name, topic in (
+        (t.news2, "vitals.news2.v1"),
+        (t.alerts, "alert.v1"),
+        (t.dead_letters, "deadletter.v1"),
+    ):
         t_env.execute_sql(avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=prefix)))
 
 
-def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
-    """Run the job on Kafka topics (named `prefix + topic`); returns when a bounded run drains."""
+def start(settings: Settings, *, prefix: str = "", bounded: bool = False) -> TableResult:
+    """Submit the job over Kafka topics named `prefix + topic`; returns without waiting."""
     kafka_io.ensure_topics(settings, INPUT_TOPICS + OUTPUT_TOPICS, prefix=prefix)
     t_env = table_env(settings)
     tables = Tables(source_topic=prefix + "vitals.observation.v1")
     create_kafka_tables(t_env, settings, tables, prefix=prefix, bounded=bounded)
-    result = build(t_env, tables).execute()
-    result.wait()
+    return build(t_env, tables).execute()
+
+
+def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
+    """Run the job; returns when a bounded run has drained its input (an unbounded one never)."""
+    start(settings, prefix=prefix, bounded=bounded).wait()
 
 
 def main(argv: list[str] | None = None) -> None:

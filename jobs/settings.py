@@ -60,14 +60,15 @@ class Settings:
         used (tokens then differ between runs) and a warning says so."""
         if self.phi_key:
             return self.phi_key
-        warnings.warn("WARDFLOW_PHI_KEY is not set: using a random key for this run only",
-                      stacklevel=2)
+        warnings.warn(
+            "WARDFLOW_PHI_KEY is not set: using a random key for this run only", stacklevel=2
+        )
         key = secrets.token_hex(32).encode()
         object.__setattr__(self, "phi_key", key)
         return key
 
     @property
-    def physionet_setA(self) -> Path:  # noqa: N802 - the data set's own name
+    def physionet_setA(self) -> Path:
         return self.data_dir / "physionet2019" / "setA.parquet"
 
     @property

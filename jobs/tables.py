@@ -18,8 +18,15 @@ class KafkaTable:
     group_id: str = "wardflow"
 
     @classmethod
-    def of(cls, settings: Settings, topic: str, *, prefix: str = "", bounded: bool = False,
-           group_id: str = "wardflow") -> KafkaTable:
+    def of(
+        cls,
+        settings: Settings,
+        topic: str,
+        *,
+        prefix: str = "",
+        bounded: bool = False,
+        group_id: str = "wardflow",
+    ) -> KafkaTable:
         return cls(prefix + topic, settings.kafka_bootstrap, bounded, group_id)
 
 
@@ -34,9 +41,13 @@ def raw_source_ddl(name: str, t: KafkaTable, *, watermark_delay_s: int) -> str:
     instead of failing the job.
     """
     opts = {
-        "connector": "kafka", "topic": t.topic, "properties.bootstrap.servers": t.bootstrap,
-        "properties.group.id": t.group_id, "properties.isolation.level": "read_committed",
-        "scan.startup.mode": "earliest-offset", "format": "raw",
+        "connector": "kafka",
+        "topic": t.topic,
+        "properties.bootstrap.servers": t.bootstrap,
+        "properties.group.id": t.group_id,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "earliest-offset",
+        "format": "raw",
     }
     if t.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
@@ -51,13 +62,17 @@ def raw_source_ddl(name: str, t: KafkaTable, *, watermark_delay_s: int) -> str:
 )"""
 
 
-def avro_source_ddl(name: str, schema_topic: str, t: KafkaTable, *, rowtime: str,
-                    watermark_delay_s: int) -> str:
+def avro_source_ddl(
+    name: str, schema_topic: str, t: KafkaTable, *, rowtime: str, watermark_delay_s: int
+) -> str:
     """Decoded by Flink's Java Avro format (no Python): used by the Java-only baseline job."""
     schema = registry_topic(schema_topic).schema
     opts = {
-        "connector": "kafka", "topic": t.topic, "properties.bootstrap.servers": t.bootstrap,
-        "properties.group.id": t.group_id, "scan.startup.mode": "earliest-offset",
+        "connector": "kafka",
+        "topic": t.topic,
+        "properties.bootstrap.servers": t.bootstrap,
+        "properties.group.id": t.group_id,
+        "scan.startup.mode": "earliest-offset",
         "format": "avro",
     }
     if t.bounded:
@@ -76,9 +91,13 @@ def avro_sink_ddl(name: str, schema_topic: str, t: KafkaTable) -> str:
     with the Kafka record timestamp taken from the `kafka_ts` column."""
     reg = registry_topic(schema_topic)
     opts = {
-        "connector": "kafka", "topic": t.topic, "properties.bootstrap.servers": t.bootstrap,
-        "key.format": "raw", "key.fields": reg.key_field,
-        "value.format": "avro", "value.fields-include": "ALL",
+        "connector": "kafka",
+        "topic": t.topic,
+        "properties.bootstrap.servers": t.bootstrap,
+        "key.format": "raw",
+        "key.fields": reg.key_field,
+        "value.format": "avro",
+        "value.fields-include": "ALL",
         "sink.delivery-guarantee": "at-least-once",
     }
     return f"""CREATE TEMPORARY TABLE `{name}` (

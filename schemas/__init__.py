@@ -1,4 +1,4 @@
-"""Avro contracts of wardflow's Kafka topics: the one place where each topic's fields are spelled."""
+"""Avro contracts of wardflow's Kafka topics: the one place where their fields are spelled."""
 
 from schemas.avro import AvroField, Schema, load_schema
 from schemas.topics import TOPICS, Topic, topic

@@ -17,10 +17,24 @@ import fastavro
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 
-_FLINK = {"string": "STRING", "int": "INT", "long": "BIGINT", "float": "FLOAT",
-          "double": "DOUBLE", "boolean": "BOOLEAN", "bytes": "BYTES"}
-_CLICKHOUSE = {"string": "String", "int": "Int32", "long": "Int64", "float": "Float32",
-               "double": "Float64", "boolean": "Bool", "bytes": "String"}
+_FLINK = {
+    "string": "STRING",
+    "int": "INT",
+    "long": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "bytes": "BYTES",
+}
+_CLICKHOUSE = {
+    "string": "String",
+    "int": "Int32",
+    "long": "Int64",
+    "float": "Float32",
+    "double": "Float64",
+    "boolean": "Bool",
+    "bytes": "String",
+}
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,12 @@ def _field(spec: dict[str, Any]) -> AvroField:
     rng = spec.get("wardflow.range")
     allowed = spec.get("wardflow.enum")
     return AvroField(
-        name=spec["name"], base=t, logical=logical, nullable=nullable,
-        doc=spec.get("doc", ""), phi=spec.get("wardflow.phi"),
+        name=spec["name"],
+        base=t,
+        logical=logical,
+        nullable=nullable,
+        doc=spec.get("doc", ""),
+        phi=spec.get("wardflow.phi"),
         value_range=(float(rng[0]), float(rng[1])) if rng else None,
         allowed=tuple(allowed) if allowed else None,
     )
@@ -101,5 +119,4 @@ def load_schema(name: str) -> Schema:
     path = SCHEMA_DIR / f"{name}.avsc"
     raw = json.loads(path.read_text())
     parsed = fastavro.parse_schema(raw)
-    return Schema(name=name, raw=raw, parsed=parsed,
-                  fields=tuple(_field(f) for f in raw["fields"]))
+    return Schema(name=name, raw=raw, parsed=parsed, fields=tuple(_field(f) for f in raw["fields"]))

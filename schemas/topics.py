@@ -27,16 +27,41 @@ class Topic:
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
-        Topic("vitals.observation.v1", "vitals.observation.v1", "patient_token", 3,
-              "Bedside-device vital signs, one record per observation set."),
-        Topic("vitals.news2.v1", "vitals.news2.v1", "patient_token", 3,
-              "Processed observations with their NEWS2 score."),
-        Topic("alert.v1", "alert.v1", "patient_token", 3,
-              "Clinical alerts for nurses, paging and EHR consumers."),
-        Topic("adt.event.v1", "adt.event.v1", "patient_token", 3,
-              "Canonical admit/discharge/transfer events."),
-        Topic("deadletter.v1", "deadletter.v1", "source_topic", 1,
-              "Records that could not be processed, with the reason."),
+        Topic(
+            "vitals.observation.v1",
+            "vitals.observation.v1",
+            "patient_token",
+            3,
+            "Bedside-device vital signs, one record per observation set.",
+        ),
+        Topic(
+            "vitals.news2.v1",
+            "vitals.news2.v1",
+            "patient_token",
+            3,
+            "Processed observations with their NEWS2 score.",
+        ),
+        Topic(
+            "alert.v1",
+            "alert.v1",
+            "patient_token",
+            3,
+            "Clinical alerts for nurses, paging and EHR consumers.",
+        ),
+        Topic(
+            "adt.event.v1",
+            "adt.event.v1",
+            "patient_token",
+            3,
+            "Canonical admit/discharge/transfer events.",
+        ),
+        Topic(
+            "deadletter.v1",
+            "deadletter.v1",
+            "source_topic",
+            1,
+            "Records that could not be processed, with the reason.",
+        ),
     )
 }
 

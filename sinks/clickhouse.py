@@ -49,16 +49,20 @@ def migrate(client: Any, database: str) -> list[int]:
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
         "ENGINE = MergeTree ORDER BY version"
     )
-    done = {r[0] for r in client.query(
-        f"SELECT version FROM {database}.schema_migrations").result_rows}
+    done = {
+        r[0] for r in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows
+    }
     applied = []
     for version, path in migrations():
         if version in done:
             continue
         for stmt in statements(path.read_text()):
             client.command(stmt.replace("{db}", database))
-        client.insert(f"{database}.schema_migrations", [[version, path.name]],
-                      column_names=["version", "name"])
+        client.insert(
+            f"{database}.schema_migrations",
+            [[version, path.name]],
+            column_names=["version", "name"],
+        )
         applied.append(version)
     return applied
 
@@ -66,5 +70,7 @@ def migrate(client: Any, database: str) -> list[int]:
 def table_columns(client: Any, database: str, table: str) -> dict[str, str]:
     rows = client.query(
         "SELECT name, type FROM system.columns WHERE database = %(db)s AND table = %(t)s "
-        "ORDER BY position", parameters={"db": database, "t": table}).result_rows
+        "ORDER BY position",
+        parameters={"db": database, "t": table},
+    ).result_rows
     return {name: typ for name, typ in rows}

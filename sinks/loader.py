@@ -20,8 +20,7 @@ from sinks import clickhouse
 from udfs import codec
 
 # topic (registry name) -> ClickHouse table
-TABLES = {"vitals.news2.v1": "vitals_news2", "alert.v1": "alerts",
-          "deadletter.v1": "dead_letters"}
+TABLES = {"vitals.news2.v1": "vitals_news2", "alert.v1": "alerts", "deadletter.v1": "dead_letters"}
 META = ("kafka_partition", "kafka_offset")
 
 
@@ -35,23 +34,34 @@ class LoadStats:
 
 
 class Loader:
-    def __init__(self, settings: Settings, client: Any, *, prefix: str = "",
-                 topics: dict[str, str] | None = None, batch_size: int = 20000,
-                 group_id: str = "wardflow-clickhouse-loader") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        *,
+        prefix: str = "",
+        topics: dict[str, str] | None = None,
+        batch_size: int = 20000,
+        group_id: str = "wardflow-clickhouse-loader",
+    ) -> None:
         self.settings = settings
         self.client = client
         self.prefix = prefix
         self.topics = topics or TABLES
         self.batch_size = batch_size
         self.schemas = {prefix + t: load_schema(t) for t in self.topics}
-        self.tables = {prefix + t: f"{settings.clickhouse_database}.{tbl}"
-                       for t, tbl in self.topics.items()}
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": prefix + group_id,
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        })
+        self.tables = {
+            prefix + t: f"{settings.clickhouse_database}.{tbl}" for t, tbl in self.topics.items()
+        }
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": prefix + group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
         self.consumer.subscribe(list(self.schemas))
         self.stats = LoadStats()
 
@@ -69,7 +79,8 @@ class Loader:
                 self.stats.undecodable[t] = self.stats.undecodable.get(t, 0) + 1
                 continue
             by_topic.setdefault(t, []).append(
-                [rec[f] for f in schema.field_names] + [m.partition(), m.offset()])
+                [rec[f] for f in schema.field_names] + [m.partition(), m.offset()]
+            )
         for t, rows in by_topic.items():
             cols = [*self.schemas[t].field_names, *META]
             self.client.insert(self.tables[t], rows, column_names=cols)

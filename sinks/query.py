@@ -14,8 +14,12 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     client = clickhouse.connect(Settings.from_env().clickhouse_url)
     r = client.query(a.sql)
-    widths = [max(len(str(c)), *(len(str(row[i])) for row in r.result_rows)) if r.result_rows
-              else len(str(c)) for i, c in enumerate(r.column_names)]
+    widths = [
+        max(len(str(c)), *(len(str(row[i])) for row in r.result_rows))
+        if r.result_rows
+        else len(str(c))
+        for i, c in enumerate(r.column_names)
+    ]
     print("  ".join(str(c).ljust(w) for c, w in zip(r.column_names, widths, strict=True)))
     for row in r.result_rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))

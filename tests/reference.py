@@ -28,8 +28,19 @@ def _bands(x: pd.Series, edges: list[float], points: list[int]) -> pd.Series:
 
 def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
     """NEWS2 (RCP 2017 chart 1) per row; absent parameters score 0 and are not counted."""
-    f = obs.astype({c: "float64" for c in ("resp_rate_per_min", "spo2_pct", "sbp_mmhg",
-                                            "heart_rate_bpm", "temp_c", "fio2_fraction")})
+    f = obs.astype(
+        {
+            c: "float64"
+            for c in (
+                "resp_rate_per_min",
+                "spo2_pct",
+                "sbp_mmhg",
+                "heart_rate_bpm",
+                "temp_c",
+                "fio2_fraction",
+            )
+        }
+    )
     whole = lambda c: np.floor(f[c] + 0.5)  # noqa: E731
     rr = _bands(whole("resp_rate_per_min"), [8, 11, 20, 24], [3, 1, 0, 2, 3])
     sp1 = _bands(whole("spo2_pct"), [91, 93, 95], [3, 2, 1, 0])
@@ -37,9 +48,18 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
     oxygen = oxygen.fillna(f["fio2_fraction"].gt(0.21).where(f["fio2_fraction"].notna()))
     s = whole("spo2_pct")
     on_o2 = oxygen.fillna(False).astype(bool)
-    sp2 = pd.Series(np.select(
-        [s <= 83, s <= 85, s <= 87, (s <= 92) | ~on_o2, s <= 94, s <= 96], [3, 2, 1, 0, 1, 2], 3),
-        index=f.index).astype(float).where(s.notna())
+    sp2 = (
+        pd.Series(
+            np.select(
+                [s <= 83, s <= 85, s <= 87, (s <= 92) | ~on_o2, s <= 94, s <= 96],
+                [3, 2, 1, 0, 1, 2],
+                3,
+            ),
+            index=f.index,
+        )
+        .astype(float)
+        .where(s.notna())
+    )
     scale2 = f["spo2_scale2"].fillna(False).astype(bool)
     sp = sp2.where(scale2, sp1)
     ox = oxygen.map({True: 2.0, False: 0.0}).astype("float64")
@@ -49,11 +69,14 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
     tenths = np.floor(f["temp_c"] * 10 + 0.5)
     tp = _bands(tenths, [350, 360, 380, 390], [3, 1, 0, 1, 2])
     parts = pd.concat([rr, sp, ox, bp, hr, cns.astype(float), tp], axis=1)
-    return pd.DataFrame({
-        "news2_score": parts.fillna(0).sum(axis=1).astype(int),
-        "news2_params_scored": parts.notna().sum(axis=1).astype(int),
-        "news2_red_flag": (parts == 3).any(axis=1),
-    }, index=obs.index)
+    return pd.DataFrame(
+        {
+            "news2_score": parts.fillna(0).sum(axis=1).astype(int),
+            "news2_params_scored": parts.notna().sum(axis=1).astype(int),
+            "news2_red_flag": (parts == 3).any(axis=1),
+        },
+        index=obs.index,
+    )
 
 
 def accepted(obs: pd.DataFrame) -> pd.Series:
@@ -89,19 +112,31 @@ def alerts(scored: pd.DataFrame) -> list[dict[str, Any]]:
         i = 0
         while i + 1 < len(rows):
             a, b = rows[i], rows[i + 1]
-            if (a["news2_score"] >= 5 and b["news2_score"] >= 5
-                    and b["event_time"] - a["event_time"] < within):
+            if (
+                a["news2_score"] >= 5
+                and b["news2_score"] >= 5
+                and b["event_time"] - a["event_time"] < within
+            ):
                 mx = max(a["news2_score"], b["news2_score"])
-                out.append({
-                    "alert_id": alert_id(str(tok), a["event_time"]), "rule_id": RULE_ID,
-                    "rule_version": RULE_VERSION, "severity": "high" if mx >= 7 else "medium",
-                    "patient_token": tok, "facility_id": b["facility_id"],
-                    "unit_id": b["unit_id"], "first_event_time": a["event_time"],
-                    "last_event_time": b["event_time"], "reading_count": 2,
-                    "score_first": a["news2_score"], "score_last": b["news2_score"],
-                    "score_max": mx, "first_observation_id": a["observation_id"],
-                    "last_observation_id": b["observation_id"],
-                })
+                out.append(
+                    {
+                        "alert_id": alert_id(str(tok), a["event_time"]),
+                        "rule_id": RULE_ID,
+                        "rule_version": RULE_VERSION,
+                        "severity": "high" if mx >= 7 else "medium",
+                        "patient_token": tok,
+                        "facility_id": b["facility_id"],
+                        "unit_id": b["unit_id"],
+                        "first_event_time": a["event_time"],
+                        "last_event_time": b["event_time"],
+                        "reading_count": 2,
+                        "score_first": a["news2_score"],
+                        "score_last": b["news2_score"],
+                        "score_max": mx,
+                        "first_observation_id": a["observation_id"],
+                        "last_observation_id": b["observation_id"],
+                    }
+                )
                 i += 2
             else:
                 i += 1

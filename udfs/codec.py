@@ -16,8 +16,14 @@ import fastavro
 
 from schemas.avro import Schema
 
-REASON_CODES = ("undecodable", "out_of_range", "not_a_number", "bad_enum", "missing_field",
-                "timestamp_mismatch")
+REASON_CODES = (
+    "undecodable",
+    "out_of_range",
+    "not_a_number",
+    "bad_enum",
+    "missing_field",
+    "timestamp_mismatch",
+)
 
 
 class Rejection(NamedTuple):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from pyflink.common import Row
@@ -21,9 +21,15 @@ from pyflink.table.udf import (
 from schemas.avro import AvroField
 from udfs.vitals import DECODED_FIELDS, decode_observation, news2_summary
 
-_TYPES = {"string": DataTypes.STRING, "int": DataTypes.INT, "long": DataTypes.BIGINT,
-          "float": DataTypes.FLOAT, "double": DataTypes.DOUBLE, "boolean": DataTypes.BOOLEAN,
-          "bytes": DataTypes.BYTES}
+_TYPES = {
+    "string": DataTypes.STRING,
+    "int": DataTypes.INT,
+    "long": DataTypes.BIGINT,
+    "float": DataTypes.FLOAT,
+    "double": DataTypes.DOUBLE,
+    "boolean": DataTypes.BOOLEAN,
+    "bytes": DataTypes.BYTES,
+}
 
 
 def flink_data_type(f: AvroField) -> DataType:
@@ -31,13 +37,18 @@ def flink_data_type(f: AvroField) -> DataType:
 
 
 DECODED_COLUMNS = ("reason_code", "reason", *(f.name for f in DECODED_FIELDS))
-DECODED_TYPES = [DataTypes.STRING(), DataTypes.STRING(),
-                 *(flink_data_type(f) for f in DECODED_FIELDS)]
-NEWS2_TYPE = DataTypes.ROW([
-    DataTypes.FIELD("score", DataTypes.INT()),
-    DataTypes.FIELD("params_scored", DataTypes.INT()),
-    DataTypes.FIELD("red_flag", DataTypes.BOOLEAN()),
-])
+DECODED_TYPES = [
+    DataTypes.STRING(),
+    DataTypes.STRING(),
+    *(flink_data_type(f) for f in DECODED_FIELDS),
+]
+NEWS2_TYPE = DataTypes.ROW(
+    [
+        DataTypes.FIELD("score", DataTypes.INT()),
+        DataTypes.FIELD("params_scored", DataTypes.INT()),
+        DataTypes.FIELD("red_flag", DataTypes.BOOLEAN()),
+    ]
+)
 
 
 class DecodeObservation(TableFunction):  # type: ignore[misc]

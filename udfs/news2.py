@@ -162,6 +162,11 @@ def news2(
         score=sum(present),
         params_scored=len(present),
         red_flag=any(p == 3 for p in present),
-        resp_rate=rr or 0, spo2=sp or 0, air_or_oxygen=ox or 0, sbp=bp or 0,
-        pulse=hr or 0, consciousness=cns or 0, temperature=tp or 0,
+        resp_rate=rr or 0,
+        spo2=sp or 0,
+        air_or_oxygen=ox or 0,
+        sbp=bp or 0,
+        pulse=hr or 0,
+        consciousness=cns or 0,
+        temperature=tp or 0,
     )

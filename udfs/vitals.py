@@ -25,13 +25,26 @@ def decode_observation(payload: bytes | None, record_time: datetime | None) -> t
 
 
 def news2_summary(
-    resp_rate_per_min: float | None, spo2_pct: float | None, on_supplemental_o2: bool | None,
-    fio2_fraction: float | None, sbp_mmhg: float | None, heart_rate_bpm: float | None,
-    acvpu: str | None, temp_c: float | None, spo2_scale2: bool | None,
+    resp_rate_per_min: float | None,
+    spo2_pct: float | None,
+    on_supplemental_o2: bool | None,
+    fio2_fraction: float | None,
+    sbp_mmhg: float | None,
+    heart_rate_bpm: float | None,
+    acvpu: str | None,
+    temp_c: float | None,
+    spo2_scale2: bool | None,
 ) -> tuple[int, int, bool]:
     """(score, params_scored, red_flag)."""
-    n = news2(resp_rate_per_min=resp_rate_per_min, spo2_pct=spo2_pct,
-              on_supplemental_o2=on_supplemental_o2, fio2_fraction=fio2_fraction,
-              sbp_mmhg=sbp_mmhg, heart_rate_bpm=heart_rate_bpm, acvpu=acvpu, temp_c=temp_c,
-              spo2_scale2=spo2_scale2)
+    n = news2(
+        resp_rate_per_min=resp_rate_per_min,
+        spo2_pct=spo2_pct,
+        on_supplemental_o2=on_supplemental_o2,
+        fio2_fraction=fio2_fraction,
+        sbp_mmhg=sbp_mmhg,
+        heart_rate_bpm=heart_rate_bpm,
+        acvpu=acvpu,
+        temp_c=temp_c,
+        spo2_scale2=spo2_scale2,
+    )
     return n.score, n.params_scored, n.red_flag

@@ -14,8 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "deploy/local/services.sh"
 
 
 def _run(*args: str) -> str:
-    return subprocess.run([str(SCRIPT), *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run([str(SCRIPT), *args], check=True, capture_output=True, text=True).stdout
 
 
 def _listening(port: int) -> set[str]:

@@ -60,8 +60,9 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
     settings = kafka
     prefix = f"it-{uuid.uuid4().hex[:8]}."
     topic = prefix + "vitals.observation.v1"
-    kafka_io.ensure_topics(settings, sepsis_news2.INPUT_TOPICS + sepsis_news2.OUTPUT_TOPICS,
-                           prefix=prefix)
+    kafka_io.ensure_topics(
+        settings, sepsis_news2.INPUT_TOPICS + sepsis_news2.OUTPUT_TOPICS, prefix=prefix
+    )
     plan = replay.ReplayPlan(patients=PATIENTS)
     df, source = replay.load_physionet(None, settings)
     obs = replay.observations(replay.select_patients(df, plan), plan, settings.phi_key, source)
@@ -78,8 +79,15 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
     loader = Loader(settings, clickhouse, prefix=prefix)
     loader.drain()
     loader.close()
-    return SpineRun(prefix, obs, {label: code for label, code, _, _ in bad}, n + len(bad),
-                    settings, clickhouse, settings.clickhouse_database)
+    return SpineRun(
+        prefix,
+        obs,
+        {label: code for label, code, _, _ in bad},
+        n + len(bad),
+        settings,
+        clickhouse,
+        settings.clickhouse_database,
+    )
 
 
 def _topic(run: SpineRun, name: str) -> list[dict[str, Any]]:
@@ -123,8 +131,9 @@ def test_news2_of_every_accepted_reading_equals_the_reference(spine: SpineRun) -
     want = ref.set_index("observation_id")
     assert sorted(got.index) == sorted(want.index)
     cols = ["news2_score", "news2_params_scored", "news2_red_flag"]
-    pd.testing.assert_frame_equal(got.loc[want.index, cols].astype("int64"),
-                                  want[cols].astype("int64"))
+    pd.testing.assert_frame_equal(
+        got.loc[want.index, cols].astype("int64"), want[cols].astype("int64")
+    )
 
 
 def test_alerts_on_kafka_equal_the_offline_reference(spine: SpineRun) -> None:
@@ -143,8 +152,10 @@ def test_alerts_in_clickhouse_equal_the_offline_reference(spine: SpineRun) -> No
 
 def test_reloading_the_topics_into_clickhouse_is_idempotent(spine: SpineRun) -> None:
     def counts(final: str) -> tuple[int, int]:
-        q = (f"SELECT (SELECT count() FROM {spine.database}.vitals_news2 {final}), "
-             f"(SELECT count() FROM {spine.database}.alerts {final})")
+        q = (
+            f"SELECT (SELECT count() FROM {spine.database}.vitals_news2 {final}), "
+            f"(SELECT count() FROM {spine.database}.alerts {final})"
+        )
         return tuple(spine.ch.query(q).result_rows[0])  # type: ignore[return-value]
 
     before = counts("FINAL")

@@ -15,8 +15,15 @@ T = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 def _rec(**kw: Any) -> dict[str, Any]:
     r: dict[str, Any] = {f: None for f in OBS.field_names}
-    r.update(observation_id="o1", patient_token="tok", facility_id="f", unit_id="u",
-             event_time=T, heart_rate_bpm=88.0, source="test")
+    r.update(
+        observation_id="o1",
+        patient_token="tok",
+        facility_id="f",
+        unit_id="u",
+        event_time=T,
+        heart_rate_bpm=88.0,
+        source="test",
+    )
     r.update(kw)
     return r
 
@@ -27,13 +34,17 @@ def test_a_valid_observation_round_trips() -> None:
     assert rec["heart_rate_bpm"] == 88.0 and rec["event_time"] == T
 
 
-@pytest.mark.parametrize(("payload", "code"), [
-    (b"", "undecodable"),
-    (None, "undecodable"),
-    (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "undecodable"),
-])
-def test_bytes_that_are_not_an_observation_are_undecodable(payload: bytes | None,
-                                                           code: str) -> None:
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"", "undecodable"),
+        (None, "undecodable"),
+        (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "undecodable"),
+    ],
+)
+def test_bytes_that_are_not_an_observation_are_undecodable(
+    payload: bytes | None, code: str
+) -> None:
     r = codec.decode_valid(OBS, payload)
     assert isinstance(r, codec.Rejection) and r.reason_code == code
 
@@ -43,15 +54,18 @@ def test_trailing_bytes_after_a_record_are_rejected() -> None:
     assert isinstance(r, codec.Rejection) and "trailing" in r.reason
 
 
-@pytest.mark.parametrize(("change", "code"), [
-    ({"heart_rate_bpm": 900.0}, "out_of_range"),
-    ({"spo2_pct": 101.0}, "out_of_range"),
-    ({"fio2_fraction": 21.0}, "out_of_range"),  # percent instead of a fraction
-    ({"temp_c": 98.6}, "out_of_range"),  # Fahrenheit
-    ({"spo2_pct": float("nan")}, "not_a_number"),
-    ({"acvpu": "Z"}, "bad_enum"),
-    ({"patient_token": ""}, "missing_field"),
-])
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"heart_rate_bpm": 900.0}, "out_of_range"),
+        ({"spo2_pct": 101.0}, "out_of_range"),
+        ({"fio2_fraction": 21.0}, "out_of_range"),  # percent instead of a fraction
+        ({"temp_c": 98.6}, "out_of_range"),  # Fahrenheit
+        ({"spo2_pct": float("nan")}, "not_a_number"),
+        ({"acvpu": "Z"}, "bad_enum"),
+        ({"patient_token": ""}, "missing_field"),
+    ],
+)
 def test_impossible_values_are_rejected_with_a_reason(change: dict[str, Any], code: str) -> None:
     r = codec.decode_valid(OBS, codec.encode(OBS, _rec(**change)))
     assert isinstance(r, codec.Rejection) and r.reason_code == code

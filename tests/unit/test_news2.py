@@ -9,58 +9,141 @@ import pytest
 from udfs import news2 as n
 
 
-@pytest.mark.parametrize(("rr", "points"), [
-    (5, 3), (8, 3), (8.4, 3), (8.5, 1), (9, 1), (11, 1), (12, 0), (20, 0), (21, 2), (24, 2),
-    (25, 3), (40, 3),
-])
+@pytest.mark.parametrize(
+    ("rr", "points"),
+    [
+        (5, 3),
+        (8, 3),
+        (8.4, 3),
+        (8.5, 1),
+        (9, 1),
+        (11, 1),
+        (12, 0),
+        (20, 0),
+        (21, 2),
+        (24, 2),
+        (25, 3),
+        (40, 3),
+    ],
+)
 def test_respiration_rate_bands(rr: float, points: int) -> None:
     assert n.resp_rate_points(rr) == points
 
 
-@pytest.mark.parametrize(("spo2", "points"), [
-    (80, 3), (91, 3), (92, 2), (93, 2), (94, 1), (95, 1), (95.5, 0), (96, 0), (100, 0),
-])
+@pytest.mark.parametrize(
+    ("spo2", "points"),
+    [
+        (80, 3),
+        (91, 3),
+        (92, 2),
+        (93, 2),
+        (94, 1),
+        (95, 1),
+        (95.5, 0),
+        (96, 0),
+        (100, 0),
+    ],
+)
 def test_spo2_scale1_bands(spo2: float, points: int) -> None:
     assert n.spo2_scale1_points(spo2) == points
 
 
-@pytest.mark.parametrize(("spo2", "on_o2", "points"), [
-    (83, False, 3), (84, False, 2), (85, True, 2), (86, False, 1), (87, True, 1),
-    (88, True, 0), (92, True, 0), (93, False, 0), (100, False, 0),
-    (93, True, 1), (94, True, 1), (95, True, 2), (96, True, 2), (97, True, 3), (100, True, 3),
-])
-def test_spo2_scale2_bands_depend_on_oxygen_above_92(spo2: float, on_o2: bool,
-                                                      points: int) -> None:
+@pytest.mark.parametrize(
+    ("spo2", "on_o2", "points"),
+    [
+        (83, False, 3),
+        (84, False, 2),
+        (85, True, 2),
+        (86, False, 1),
+        (87, True, 1),
+        (88, True, 0),
+        (92, True, 0),
+        (93, False, 0),
+        (100, False, 0),
+        (93, True, 1),
+        (94, True, 1),
+        (95, True, 2),
+        (96, True, 2),
+        (97, True, 3),
+        (100, True, 3),
+    ],
+)
+def test_spo2_scale2_bands_depend_on_oxygen_above_92(spo2: float, on_o2: bool, points: int) -> None:
     assert n.spo2_scale2_points(spo2, on_o2) == points
 
 
-@pytest.mark.parametrize(("sbp", "points"), [
-    (70, 3), (90, 3), (91, 2), (100, 2), (101, 1), (110, 1), (111, 0), (219, 0), (220, 3),
-])
+@pytest.mark.parametrize(
+    ("sbp", "points"),
+    [
+        (70, 3),
+        (90, 3),
+        (91, 2),
+        (100, 2),
+        (101, 1),
+        (110, 1),
+        (111, 0),
+        (219, 0),
+        (220, 3),
+    ],
+)
 def test_systolic_bp_bands(sbp: float, points: int) -> None:
     assert n.sbp_points(sbp) == points
 
 
-@pytest.mark.parametrize(("hr", "points"), [
-    (30, 3), (40, 3), (41, 1), (50, 1), (51, 0), (90, 0), (91, 1), (110, 1), (111, 2),
-    (130, 2), (131, 3), (180, 3),
-])
+@pytest.mark.parametrize(
+    ("hr", "points"),
+    [
+        (30, 3),
+        (40, 3),
+        (41, 1),
+        (50, 1),
+        (51, 0),
+        (90, 0),
+        (91, 1),
+        (110, 1),
+        (111, 2),
+        (130, 2),
+        (131, 3),
+        (180, 3),
+    ],
+)
 def test_pulse_bands(hr: float, points: int) -> None:
     assert n.pulse_points(hr) == points
 
 
-@pytest.mark.parametrize(("temp", "points"), [
-    (34.0, 3), (35.0, 3), (35.04, 3), (35.05, 1), (35.1, 1), (36.0, 1), (36.1, 0), (38.0, 0),
-    (38.1, 1), (39.0, 1), (39.1, 2), (41.0, 2),
-])
+@pytest.mark.parametrize(
+    ("temp", "points"),
+    [
+        (34.0, 3),
+        (35.0, 3),
+        (35.04, 3),
+        (35.05, 1),
+        (35.1, 1),
+        (36.0, 1),
+        (36.1, 0),
+        (38.0, 0),
+        (38.1, 1),
+        (39.0, 1),
+        (39.1, 2),
+        (41.0, 2),
+    ],
+)
 def test_temperature_bands_at_one_decimal(temp: float, points: int) -> None:
     assert n.temperature_points(temp) == points
 
 
 def _obs(**kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = dict(resp_rate_per_min=16, spo2_pct=97, on_supplemental_o2=False,
-                                fio2_fraction=None, sbp_mmhg=125, heart_rate_bpm=75, acvpu="A",
-                                temp_c=37.0, spo2_scale2=None)
+    base: dict[str, Any] = dict(
+        resp_rate_per_min=16,
+        spo2_pct=97,
+        on_supplemental_o2=False,
+        fio2_fraction=None,
+        sbp_mmhg=125,
+        heart_rate_bpm=75,
+        acvpu="A",
+        temp_c=37.0,
+        spo2_scale2=None,
+    )
     base.update(kw)
     return base
 
@@ -102,8 +185,23 @@ def test_missing_parameters_score_zero_so_the_score_is_a_lower_bound() -> None:
 
 
 def test_aggregate_is_the_sum_of_the_parameter_scores() -> None:
-    r = n.news2(resp_rate_per_min=26, spo2_pct=92, on_supplemental_o2=True, fio2_fraction=None,
-                sbp_mmhg=95, heart_rate_bpm=120, acvpu="A", temp_c=38.6, spo2_scale2=False)
+    r = n.news2(
+        resp_rate_per_min=26,
+        spo2_pct=92,
+        on_supplemental_o2=True,
+        fio2_fraction=None,
+        sbp_mmhg=95,
+        heart_rate_bpm=120,
+        acvpu="A",
+        temp_c=38.6,
+        spo2_scale2=False,
+    )
     assert (r.resp_rate, r.spo2, r.air_or_oxygen, r.sbp, r.pulse, r.temperature) == (
-        3, 2, 2, 2, 2, 1)
+        3,
+        2,
+        2,
+        2,
+        2,
+        1,
+    )
     assert r.score == 12 and r.score >= n.HIGH_RISK_THRESHOLD
