@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from jobs.settings import Settings
@@ -18,6 +20,10 @@ def connector_jars(settings: Settings) -> list[str]:
 
 
 def table_env(settings: Settings, *, streaming: bool = True) -> TableEnvironment:
+    """A table environment; the first one in a process also starts the PyFlink gateway JVM,
+    which logs to `settings.flink_log_dir` instead of inside the installed pyflink package."""
+    settings.flink_log_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(settings.flink_log_dir))
     mode = (
         EnvironmentSettings.in_streaming_mode()
         if streaming

@@ -30,6 +30,7 @@ class Settings:
     python_bundle_size: int = 1000
     python_bundle_time_ms: int = 200
     flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
+    flink_log_dir: Path = DEFAULT_CACHE / "flink-logs"
     job_name: str = "wardflow"
 
     @classmethod

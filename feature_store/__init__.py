@@ -1,0 +1,1 @@
+"""Feast feature repository for patient features (entities, sources, services): not built."""

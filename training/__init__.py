@@ -1,0 +1,1 @@
+"""Sepsis risk model training (torch → ONNX), validation and model cards: not built yet."""
