@@ -39,6 +39,15 @@ class Settings:
         e = os.environ if env is None else env
         s = cls()
         vals: dict[str, Any] = {}
+        if e.get("WARDFLOW_CACHE"):  # the same cache deploy/local/services.sh fills
+            cache = Path(e["WARDFLOW_CACHE"])
+            state = Path(e.get("WARDFLOW_STATE") or cache / "state")
+            vals.update(
+                flink_jars_dir=cache / "flink-jars",
+                flink_tmp_dir=cache / "flink-tmp",
+                flink_log_dir=cache / "flink-logs",
+                clickhouse_url=f"chdb://{state / 'clickhouse'}",
+            )
         if "WARDFLOW_KAFKA_BOOTSTRAP" in e:
             vals["kafka_bootstrap"] = e["WARDFLOW_KAFKA_BOOTSTRAP"]
         if "WARDFLOW_FLINK_JARS" in e:
