@@ -19,17 +19,12 @@ def connector_jars(settings: Settings) -> list[str]:
     return [j.as_uri() for j in jars]
 
 
-def table_env(settings: Settings, *, streaming: bool = True) -> TableEnvironment:
-    """A table environment; the first one in a process also starts the PyFlink gateway JVM,
+def table_env(settings: Settings) -> TableEnvironment:
+    """A streaming table environment; the first in a process also starts the PyFlink gateway JVM,
     which logs to `settings.flink_log_dir` instead of inside the installed pyflink package."""
     settings.flink_log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(settings.flink_log_dir))
-    mode = (
-        EnvironmentSettings.in_streaming_mode()
-        if streaming
-        else (EnvironmentSettings.in_batch_mode())
-    )
-    t_env = TableEnvironment.create(mode)
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
     conf = t_env.get_config()
     for key, value in {

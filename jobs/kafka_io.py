@@ -54,7 +54,27 @@ def ensure_topics(settings: Settings, names: list[str], *, prefix: str = "") -> 
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
 
 
-def producer(settings: Settings, **extra: Any) -> Producer:
+class CheckedProducer(Producer):  # type: ignore[misc]
+    """A producer that remembers failed deliveries, so that nothing is lost without an error."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.failed: list[str] = []
+        super().__init__({**conf, "on_delivery": self._delivered})
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+
+    def flush_or_raise(self, timeout_s: float = 60.0) -> None:
+        left = self.flush(timeout_s)
+        if left or self.failed:
+            raise RuntimeError(
+                f"{left} records undelivered after {timeout_s:.0f} s and "
+                f"{len(self.failed)} failed: {self.failed[:3]}"
+            )
+
+
+def producer(settings: Settings, **extra: Any) -> CheckedProducer:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "enable.idempotence": True,
@@ -64,7 +84,7 @@ def producer(settings: Settings, **extra: Any) -> Producer:
         "compression.type": "lz4",
     }
     conf.update(extra)
-    return Producer(conf)
+    return CheckedProducer(conf)
 
 
 def end_offsets(settings: Settings, topic_name: str) -> dict[int, int]:

@@ -138,7 +138,7 @@ def produce(
         )
         sent += 1
         bar.update()
-    p.flush(60)
+    p.flush_or_raise(60)
     bar.close()
     return sent
 

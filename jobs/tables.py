@@ -78,7 +78,7 @@ def avro_source_ddl(
     if t.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
     return f"""CREATE TEMPORARY TABLE `{name}` (
-  {schema.flink_columns(ltz=False)},
+  {schema.flink_columns()},
   `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
   WATERMARK FOR `{rowtime}` AS `{rowtime}` - INTERVAL '{watermark_delay_s}' SECOND
 ) WITH (
@@ -101,7 +101,7 @@ def avro_sink_ddl(name: str, schema_topic: str, t: KafkaTable) -> str:
         "sink.delivery-guarantee": "at-least-once",
     }
     return f"""CREATE TEMPORARY TABLE `{name}` (
-  {reg.schema.flink_columns(ltz=False)},
+  {reg.schema.flink_columns()},
   `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'
 ) WITH (
   {_with(opts)}

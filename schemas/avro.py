@@ -48,11 +48,9 @@ class AvroField:
     value_range: tuple[float, float] | None
     allowed: tuple[str, ...] | None
 
-    def flink_type(self, *, ltz: bool = True) -> str:
-        if self.logical == "timestamp-millis":
-            t = "TIMESTAMP_LTZ(3)" if ltz else "TIMESTAMP(3)"
-        else:
-            t = _FLINK[self.base]
+    def flink_type(self) -> str:
+        """As Flink's Avro format reads and writes it (timestamp-millis ↔ TIMESTAMP(3))."""
+        t = "TIMESTAMP(3)" if self.logical == "timestamp-millis" else _FLINK[self.base]
         return t if self.nullable else f"{t} NOT NULL"
 
     def clickhouse_type(self) -> str:
@@ -77,9 +75,9 @@ class Schema:
                 return f
         raise KeyError(name)
 
-    def flink_columns(self, *, ltz: bool = True) -> str:
+    def flink_columns(self) -> str:
         """Column list for a Flink `CREATE TABLE` whose format decodes this schema."""
-        return ",\n  ".join(f"`{f.name}` {f.flink_type(ltz=ltz)}" for f in self.fields)
+        return ",\n  ".join(f"`{f.name}` {f.flink_type()}" for f in self.fields)
 
     def clickhouse_columns(self) -> dict[str, str]:
         return {f.name: f.clickhouse_type() for f in self.fields}

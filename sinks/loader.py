@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -22,12 +23,13 @@ from udfs import codec
 # topic (registry name) -> ClickHouse table
 TABLES = {"vitals.news2.v1": "vitals_news2", "alert.v1": "alerts", "deadletter.v1": "dead_letters"}
 META = ("kafka_partition", "kafka_offset")
+STAGE = "clickhouse_loader"
 
 
 @dataclass
 class LoadStats:
     rows: dict[str, int] = field(default_factory=dict)
-    undecodable: dict[str, int] = field(default_factory=dict)
+    dead_lettered: dict[str, int] = field(default_factory=dict)
 
     def add(self, table: str, n: int) -> None:
         self.rows[table] = self.rows.get(table, 0) + n
@@ -63,7 +65,25 @@ class Loader:
             }
         )
         self.consumer.subscribe(list(self.schemas))
+        self.dead_letter_topic = prefix + "deadletter.v1"
+        self.schemas.setdefault(self.dead_letter_topic, load_schema("deadletter.v1"))
+        self.tables.setdefault(
+            self.dead_letter_topic, f"{settings.clickhouse_database}.{TABLES['deadletter.v1']}"
+        )
         self.stats = LoadStats()
+
+    def _dead_letter(self, m: Any, why: codec.Rejection) -> dict[str, Any]:
+        _, ts = m.timestamp()
+        return {
+            "source_topic": m.topic(),
+            "source_partition": m.partition(),
+            "source_offset": m.offset(),
+            "source_timestamp": datetime.fromtimestamp(ts / 1000, UTC) if ts > 0 else None,
+            "stage": STAGE,
+            "reason_code": why.reason_code,
+            "reason": why.reason,
+            "payload": m.value() or b"",
+        }
 
     def poll_batch(self, timeout_s: float = 1.0) -> int:
         msgs = self.consumer.consume(num_messages=self.batch_size, timeout=timeout_s)
@@ -75,11 +95,12 @@ class Loader:
             schema = self.schemas[t]
             rec = codec.decode(schema, m.value())
             if isinstance(rec, codec.Rejection):
-                # Our own jobs wrote these topics: a record that does not decode is a bug, counted.
-                self.stats.undecodable[t] = self.stats.undecodable.get(t, 0) + 1
-                continue
+                # Our own jobs wrote these topics, so this is a bug; keep the record, with why.
+                rec = self._dead_letter(m, rec)
+                t = self.dead_letter_topic
+                self.stats.dead_lettered[m.topic()] = self.stats.dead_lettered.get(m.topic(), 0) + 1
             by_topic.setdefault(t, []).append(
-                [rec[f] for f in schema.field_names] + [m.partition(), m.offset()]
+                [rec[f] for f in self.schemas[t].field_names] + [m.partition(), m.offset()]
             )
         for t, rows in by_topic.items():
             cols = [*self.schemas[t].field_names, *META]
@@ -139,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         stats = loader.drain() if a.drain else loader.run_forever(lambda: stopping)
     finally:
         loader.close()
-    print(f"loaded {stats.rows}; undecodable {stats.undecodable}")
+    print(f"loaded {stats.rows}; dead-lettered {stats.dead_lettered}")
 
 
 if __name__ == "__main__":

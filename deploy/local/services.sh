@@ -69,6 +69,7 @@ fetch_redis() {
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 start_kafka() {
+  need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
   fetch_kafka
   local dir="$STATE/kafka" pidf="$STATE/kafka.pid" log="$STATE/kafka.out"
   if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then echo "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi

@@ -73,7 +73,7 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
     p = kafka_io.producer(settings)
     for _, _, value, ts in bad:
         replay.produce_raw(p, topic, mid["patient_token"].encode(), value, ts)
-    p.flush(30)
+    p.flush_or_raise(30)
 
     sepsis_news2.run(settings, prefix=prefix, bounded=True)
     loader = Loader(settings, clickhouse, prefix=prefix)
