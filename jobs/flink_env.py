@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from pyflink.table import EnvironmentSettings, TableEnvironment
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import EnvironmentSettings, StreamTableEnvironment, TableEnvironment
 
 from jobs.settings import Settings
 
@@ -19,15 +21,8 @@ def connector_jars(settings: Settings) -> list[str]:
     return [j.as_uri() for j in jars]
 
 
-def table_env(settings: Settings) -> TableEnvironment:
-    """A streaming table environment; the first in a process also starts the PyFlink gateway JVM,
-    which logs to `settings.flink_log_dir` instead of inside the installed pyflink package."""
-    settings.flink_log_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FLINK_LOG_DIR", str(settings.flink_log_dir))
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
-    conf = t_env.get_config()
-    for key, value in {
+def _options(settings: Settings) -> dict[str, str]:
+    return {
         "pipeline.name": settings.job_name,
         "pipeline.jars": ";".join(connector_jars(settings)),
         "python.executable": settings.python_executable,
@@ -39,6 +34,36 @@ def table_env(settings: Settings) -> TableEnvironment:
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
         "io.tmp.dirs": str(settings.flink_tmp_dir),
         "pipeline.auto-watermark-interval": "200 ms",
-    }.items():
+    }
+
+
+def _prepare(settings: Settings) -> None:
+    settings.flink_log_dir.mkdir(parents=True, exist_ok=True)
+    settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(settings.flink_log_dir))
+
+
+def table_env(settings: Settings) -> TableEnvironment:
+    """A streaming table environment; the first in a process also starts the PyFlink gateway JVM,
+    which logs to `settings.flink_log_dir` instead of inside the installed pyflink package."""
+    _prepare(settings)
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    conf = t_env.get_config()
+    for key, value in _options(settings).items():
         conf.set(key, value)
     return t_env
+
+
+def stream_table_env(
+    settings: Settings,
+) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    """For jobs that mix SQL with DataStream operators (keyed state and timers)."""
+    _prepare(settings)
+    conf = Configuration()
+    for key, value in _options(settings).items():
+        conf.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    t_env = StreamTableEnvironment.create(env)
+    for key, value in _options(settings).items():
+        t_env.get_config().set(key, value)
+    return env, t_env

@@ -41,6 +41,16 @@ VITALS = {
     "MAP": "map_mmhg",
     "FiO2": "fio2_fraction",
 }
+LABS = {
+    "Lactate": "lactate_mmol_l",
+    "PaCO2": "paco2_mmhg",
+    "WBC": "wbc_10e9_l",
+    "Platelets": "platelets_10e9_l",
+    "Creatinine": "creatinine_mg_dl",
+    "Bilirubin_total": "bilirubin_total_mg_dl",
+}
+LABS_TOPIC = "labs.result.v1"
+ADT_TOPIC = "adt.event.v1"
 
 
 @dataclass(frozen=True)
@@ -77,13 +87,11 @@ def observations(
     df: pd.DataFrame, plan: ReplayPlan, key: bytes, source: str
 ) -> list[dict[str, Any]]:
     """Observation records in event-time order (ties broken by patient token)."""
-    rng = np.random.default_rng(plan.seed + 1)
-    ids = np.sort(df["patient_id"].unique())
-    admit_h = dict(zip(ids, rng.uniform(0, plan.admission_spread_h, len(ids)), strict=True))
+    admissions = _admissions(df, plan)
     out: list[dict[str, Any]] = []
     for pid, rows in df.groupby("patient_id", sort=True):
         tok = phi.token(key, source, str(pid))
-        admit = plan.base_time + timedelta(hours=round(float(admit_h[pid]), 3))
+        admit = admissions[pid]
         unit = unit_of(float(rows["Unit1"].iloc[0]), float(rows["Unit2"].iloc[0]))
         vit = {f: rows[c].to_numpy(dtype=np.float64) for c, f in VITALS.items()}
         for i, iculos in enumerate(rows["ICULOS"].to_numpy()):
@@ -106,6 +114,95 @@ def observations(
             out.append(rec)
     out.sort(key=lambda r: (r["event_time"], r["patient_token"]))
     return out
+
+
+def _admissions(df: pd.DataFrame, plan: ReplayPlan) -> dict[Any, datetime]:
+    rng = np.random.default_rng(plan.seed + 1)
+    ids = np.sort(df["patient_id"].unique())
+    admit_h = rng.uniform(0, plan.admission_spread_h, len(ids))
+    return {
+        pid: plan.base_time + timedelta(hours=round(float(h), 3))
+        for pid, h in zip(ids, admit_h, strict=True)
+    }
+
+
+def clinical_stream(
+    df: pd.DataFrame, plan: ReplayPlan, key: bytes, source: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, record) for vitals, lab results (one per hour with any lab value) and an ADT
+    discharge one hour after each patient's last row, in event-time order (vitals, then labs,
+    then ADT at equal times). Vitals are exactly `observations()`."""
+    out: list[tuple[str, dict[str, Any]]] = [
+        (TOPIC, r) for r in observations(df, plan, key, source)
+    ]
+    admit = _admissions(df, plan)
+    for pid, rows in df.groupby("patient_id", sort=True):
+        tok = phi.token(key, source, str(pid))
+        unit = unit_of(float(rows["Unit1"].iloc[0]), float(rows["Unit2"].iloc[0]))
+        labs = {f: rows[c].to_numpy(dtype=np.float64) for c, f in LABS.items()}
+        iculos = rows["ICULOS"].to_numpy()
+        for i, hour in enumerate(iculos):
+            values = {f: None if math.isnan(a[i]) else float(a[i]) for f, a in labs.items()}
+            if all(v is None for v in values.values()):
+                continue
+            out.append(
+                (
+                    LABS_TOPIC,
+                    {
+                        "result_id": f"{tok}:{int(hour)}:labs",
+                        "patient_token": tok,
+                        "facility_id": FACILITY,
+                        "unit_id": unit,
+                        "event_time": admit[pid] + timedelta(hours=int(hour)),
+                        **values,
+                        "source": source,
+                    },
+                )
+            )
+        out.append(
+            (
+                ADT_TOPIC,
+                {
+                    "event_id": f"{tok}:discharge",
+                    "event_type": "discharge",
+                    "source_message_type": "replay",
+                    "patient_token": tok,
+                    "encounter_token": None,
+                    "facility_id": FACILITY,
+                    "unit_id": None,
+                    "bed_id": None,
+                    "prior_unit_id": unit,
+                    "prior_bed_id": None,
+                    "event_time": admit[pid] + timedelta(hours=int(iculos.max()) + 1),
+                    "recorded_time": None,
+                    "source": source,
+                },
+            )
+        )
+    order = {TOPIC: 0, LABS_TOPIC: 1, ADT_TOPIC: 2}
+    out.sort(key=lambda tr: (tr[1]["event_time"], order[tr[0]], tr[1]["patient_token"]))
+    return out
+
+
+def produce_stream(
+    settings: Settings,
+    items: Iterable[tuple[str, dict[str, Any]]],
+    *,
+    prefix: str = "",
+    total: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Produce (topic, record) pairs to `prefix + topic`, keyed by patient token, with the
+    Kafka timestamp = event_time; returns the count."""
+    p = kafka_io.producer(settings)
+    sent = 0
+    for topic, rec in tqdm(items, total=total, unit="rec", desc="replay", disable=not progress):
+        value = codec.encode(load_schema(topic), rec)
+        ts = codec.epoch_ms(rec["event_time"])
+        produce_raw(p, prefix + topic, rec["patient_token"].encode(), value, ts)
+        sent += 1
+    p.flush_or_raise(60)
+    return sent
 
 
 def produce(

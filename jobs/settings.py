@@ -27,6 +27,9 @@ class Settings:
     # 0 = never mark a partition idle. A positive value lets an empty partition stop holding the
     # watermark back, but while a backlog is read it can make a slow partition's records late.
     source_idle_timeout_s: int = 0
+    # Emit a watermark after every record (deterministic lateness, for tests) instead of
+    # periodically (cheaper).
+    watermark_on_event: bool = False
     python_bundle_size: int = 1000
     python_bundle_time_ms: int = 200
     flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"

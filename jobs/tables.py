@@ -34,7 +34,9 @@ def _with(options: dict[str, str]) -> str:
     return ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
 
 
-def raw_source_ddl(name: str, t: KafkaTable, *, watermark_delay_s: int) -> str:
+def raw_source_ddl(
+    name: str, t: KafkaTable, *, watermark_delay_s: int, watermark_on_event: bool = False
+) -> str:
     """Undecoded records with Kafka metadata; the record timestamp (= event time) is the rowtime.
 
     Values stay bytes so that a record that does not decode reaches the dead-letter topic
@@ -51,6 +53,8 @@ def raw_source_ddl(name: str, t: KafkaTable, *, watermark_delay_s: int) -> str:
     }
     if t.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
+    if watermark_on_event:  # a watermark after every record instead of every auto-interval
+        opts["scan.watermark.emit.strategy"] = "on-event"
     return f"""CREATE TEMPORARY TABLE `{name}` (
   `value` BYTES,
   `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,

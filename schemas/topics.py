@@ -49,6 +49,27 @@ TOPICS: dict[str, Topic] = {
             "Clinical alerts for nurses, paging and EHR consumers.",
         ),
         Topic(
+            "labs.result.v1",
+            "labs.result.v1",
+            "patient_token",
+            3,
+            "Laboratory results, one record per specimen result set.",
+        ),
+        Topic(
+            "sepsis.screen.v1",
+            "sepsis.screen.v1",
+            "patient_token",
+            3,
+            "Each patient's screened state (valid values and scores) after every input record.",
+        ),
+        Topic(
+            "alert.v2",
+            "alert.v2",
+            "patient_token",
+            3,
+            "Alert lifecycle events (raise, escalate, resolve) for nurses, paging and EHR.",
+        ),
+        Topic(
             "adt.event.v1",
             "adt.event.v1",
             "patient_token",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pyflink.common import Row
+from pyflink.common import Row, Types
+from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from pyflink.table import DataTypes
 from pyflink.table.types import DataType
 from pyflink.table.udf import (
@@ -18,8 +20,17 @@ from pyflink.table.udf import (
     udtf,
 )
 
+from schemas import load_schema
 from schemas.avro import AvroField
-from udfs.vitals import DECODED_FIELDS, decode_observation, news2_summary
+from udfs import lifecycle
+from udfs.sepsis import screen_row
+from udfs.vitals import (
+    DECODED_FIELDS,
+    decode_observation,
+    decode_record,
+    decoded_fields,
+    news2_summary,
+)
 
 _TYPES = {
     "string": DataTypes.STRING,
@@ -64,9 +75,159 @@ class News2(ScalarFunction):  # type: ignore[misc]
         return Row(*news2_summary(*values))
 
 
+class DecodeRecord(TableFunction):  # type: ignore[misc]
+    """Decode + validate a raw Kafka value with a registry schema (see udfs.vitals)."""
+
+    def __init__(self, schema_name: str) -> None:
+        self.schema_name = schema_name
+
+    def open(self, function_context: Any) -> None:
+        self.schema = load_schema(self.schema_name)
+
+    def eval(self, payload: bytes | None, record_time: datetime | None) -> Iterator[Row]:
+        yield Row(*decode_record(self.schema, payload, record_time))
+
+
+def decoded_columns(schema_name: str) -> tuple[str, ...]:
+    return ("reason_code", "reason", *(f.name for f in decoded_fields(load_schema(schema_name))))
+
+
+def decode_udtf(schema_name: str) -> UserDefinedTableFunctionWrapper:
+    fields = decoded_fields(load_schema(schema_name))
+    types = [DataTypes.STRING(), DataTypes.STRING(), *(flink_data_type(f) for f in fields)]
+    return udtf(DecodeRecord(schema_name), result_types=types)
+
+
+SCREEN_COLUMNS = (
+    "news2_score",
+    "news2_params_scored",
+    "news2_red_flag",
+    "sirs_count",
+    "sirs_criteria_known",
+    "qsofa_score",
+    "qsofa_criteria_known",
+    "sofa_partial_score",
+    "sofa_components_known",
+)
+
+
+class ScreenState(TableFunction):  # type: ignore[misc]
+    """All sepsis scores of one patient state (udfs.sepsis.screen_row); a table function so that
+    the rules can filter on its columns."""
+
+    def eval(self, *values: Any) -> Iterator[Row]:
+        yield Row(*screen_row(*values))
+
+
+def screen_udtf() -> UserDefinedTableFunctionWrapper:
+    types = [
+        DataTypes.BOOLEAN() if c == "news2_red_flag" else DataTypes.INT() for c in SCREEN_COLUMNS
+    ]
+    return udtf(ScreenState(), result_types=types)
+
+
 def decode_observation_udtf() -> UserDefinedTableFunctionWrapper:
     return udtf(DecodeObservation(), result_types=DECODED_TYPES)
 
 
 def news2_udf() -> UserDefinedScalarFunctionWrapper:
     return udf(News2(), result_type=NEWS2_TYPE)
+
+
+class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (patient, rule): buffers hits and discharges until the watermark passes their
+    event time, then feeds them in event-time order to udfs.lifecycle.Lifecycle. Resolution
+    after a quiet period is an event-time timer, so it also fires at the end of a bounded run."""
+
+    def __init__(self, evidence_params: tuple[str, ...], quiet_h: int = lifecycle.QUIET_H) -> None:
+        self.evidence_params = evidence_params
+        self.quiet_h = quiet_h
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.pending = runtime_context.get_list_state(
+            ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        )
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("lifecycle", Types.PICKLED_BYTE_ARRAY())
+        )
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        at = ctx.timestamp()
+        hit = None if value.kind == "discharge" else self._hit(value, at)
+        self.pending.add((*lifecycle.order_key(at, hit), hit))
+        ctx.timer_service().register_event_time_timer(at)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        lc: lifecycle.Lifecycle = self.state.value() or lifecycle.Lifecycle(self.quiet_h)
+        pending = list(self.pending.get() or [])
+        due = sorted((p for p in pending if p[0] <= timestamp), key=lambda p: p[:3])
+        later = [p for p in pending if p[0] > timestamp]
+        out: list[dict[str, Any]] = []
+        for at, _, _, hit in due:
+            out += lc.hit(hit) if hit is not None else lc.discharge(at)
+        out += lc.advance(timestamp)
+        self.pending.update(later)
+        if lc.open is not None:
+            ctx.timer_service().register_event_time_timer(
+                lc.open.last_hit_ms + self.quiet_h * 3_600_000
+            )
+            self.state.update(lc)
+        else:
+            self.state.clear()
+        for ev in out:
+            yield Row(*(ev[n] for n, _ in ALERT_EVENT_FIELDS))
+
+    def _hit(self, r: Row, at: int) -> lifecycle.Hit:
+        evidence = {}
+        for p in self.evidence_params:
+            v = r[p]
+            if v is not None:
+                measured = r[f"{p}_measured_time"]
+                evidence[p] = {
+                    "value": round(v, 3) if isinstance(v, float) else v,
+                    "measured_time": measured.isoformat(timespec="milliseconds") + "Z"
+                    if measured is not None
+                    else None,
+                }
+        return lifecycle.Hit(
+            rule_id=r.rule_id,
+            rule_version=r.rule_version,
+            severity=r.severity,
+            patient_token=r.patient_token,
+            facility_id=r.facility_id,
+            unit_id=r.unit_id,
+            event_time_ms=at,
+            first_event_time_ms=int(r.first_time.replace(tzinfo=UTC).timestamp() * 1000),
+            first_record_id=r.first_record_id,
+            last_record_id=r.last_record_id,
+            score_name=r.score_name,
+            score_value=r.score_value,
+            evidence=evidence,
+        )
+
+
+ALERT_EVENT_FIELDS = (
+    ("alert_event_id", Types.STRING()),
+    ("alert_id", Types.STRING()),
+    ("action", Types.STRING()),
+    ("sequence", Types.INT()),
+    ("rule_id", Types.STRING()),
+    ("rule_version", Types.STRING()),
+    ("severity", Types.STRING()),
+    ("patient_token", Types.STRING()),
+    ("facility_id", Types.STRING()),
+    ("unit_id", Types.STRING()),
+    ("opened_time_ms", Types.LONG()),
+    ("event_time_ms", Types.LONG()),
+    ("resolve_reason", Types.STRING()),
+    ("hit_count", Types.INT()),
+    ("score_name", Types.STRING()),
+    ("score_value", Types.INT()),
+    ("first_record_id", Types.STRING()),
+    ("last_record_id", Types.STRING()),
+    ("evidence_json", Types.STRING()),
+)
+ALERT_EVENT_TYPE = Types.ROW_NAMED(
+    [n for n, _ in ALERT_EVENT_FIELDS], [t for _, t in ALERT_EVENT_FIELDS]
+)

@@ -6,22 +6,37 @@ from datetime import datetime
 from typing import Any
 
 from schemas import load_schema
+from schemas.avro import AvroField, Schema
 from udfs import codec
 from udfs.news2 import news2
 
 OBSERVATION = load_schema("vitals.observation.v1")
-# event_time is not returned: the Kafka record timestamp (checked equal to it) is the rowtime.
-DECODED_FIELDS = tuple(f for f in OBSERVATION.fields if f.logical is None)
+
+
+def decoded_fields(schema: Schema) -> tuple[AvroField, ...]:
+    """The fields a decode UDF returns: all but timestamps, because the Kafka record timestamp
+    (checked equal to event_time) is the rowtime."""
+    return tuple(f for f in schema.fields if f.logical is None)
+
+
+DECODED_FIELDS = decoded_fields(OBSERVATION)
+
+
+def decode_record(
+    schema: Schema, payload: bytes | None, record_time: datetime | None
+) -> tuple[Any, ...]:
+    """(reason_code, reason, *decoded_fields(schema)): reason_code is None for an accepted record
+    and the fields are None for a rejected one."""
+    fields = decoded_fields(schema)
+    ts_ms = None if record_time is None else codec.epoch_ms(record_time)
+    rec = codec.decode_valid(schema, payload, ts_ms)
+    if isinstance(rec, codec.Rejection):
+        return (rec.reason_code, rec.reason, *(None for _ in fields))
+    return (None, None, *(rec[f.name] for f in fields))
 
 
 def decode_observation(payload: bytes | None, record_time: datetime | None) -> tuple[Any, ...]:
-    """(reason_code, reason, *DECODED_FIELDS): reason_code is None for an accepted record and the
-    fields are None for a rejected one."""
-    ts_ms = None if record_time is None else codec.epoch_ms(record_time)
-    rec = codec.decode_valid(OBSERVATION, payload, ts_ms)
-    if isinstance(rec, codec.Rejection):
-        return (rec.reason_code, rec.reason, *(None for _ in DECODED_FIELDS))
-    return (None, None, *(rec[f.name] for f in DECODED_FIELDS))
+    return decode_record(OBSERVATION, payload, record_time)
 
 
 def news2_summary(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
@@ -8,7 +10,7 @@ from schemas import TOPICS, load_schema
 
 def test_every_registered_topic_has_a_parseable_versioned_schema() -> None:
     for name, t in TOPICS.items():
-        assert name.endswith(".v1")
+        assert re.fullmatch(r".+\.v[0-9]+", name) and name == t.schema_name
         assert t.schema.fields and t.key_field in t.schema.field_names
 
 

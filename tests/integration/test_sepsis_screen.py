@@ -1,0 +1,144 @@
+"""The screening job on real parts and real patients: vitals, labs and ADT from a few hundred
+PhysioNet 2019 patients → Kafka → PyFlink → Kafka, checked against the offline reference."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from jobs import kafka_io, replay, sepsis_screen
+from jobs.settings import Settings
+from tests import reference_screen as ref
+from udfs.sepsis import STATE_PARAMS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PATIENTS = 300
+
+
+@dataclass
+class ScreenRun:
+    prefix: str
+    items: list[tuple[str, dict[str, Any]]]
+    settings: Settings
+    rows: list[ref.Row]
+    events: list[dict[str, Any]]
+
+    def topic(self, name: str) -> list[dict[str, Any]]:
+        return kafka_io.read_records(self.settings, self.prefix + name, name)
+
+
+@pytest.fixture(scope="module")
+def screened(kafka: Settings) -> ScreenRun:
+    prefix = f"it-{uuid.uuid4().hex[:8]}."
+    kafka_io.ensure_topics(
+        kafka, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
+    )
+    plan = replay.ReplayPlan(patients=PATIENTS)
+    df, source = replay.load_physionet(None, kafka)
+    items = replay.clinical_stream(replay.select_patients(df, plan), plan, kafka.phi_key, source)
+    replay.produce_stream(kafka, items, prefix=prefix, progress=False)
+    sepsis_screen.run(kafka, prefix=prefix, bounded=True)
+    rows, events = ref.run(items)
+    return ScreenRun(prefix, items, kafka, rows, events)
+
+
+def test_every_record_of_every_input_topic_is_screened_or_dead_lettered(
+    screened: ScreenRun,
+) -> None:
+    received = sum(
+        kafka_io.count_records(screened.settings, screened.prefix + t)
+        for t in sepsis_screen.INPUT_TOPICS
+    )
+    out = kafka_io.count_records(screened.settings, screened.prefix + "sepsis.screen.v1")
+    dead = screened.topic("deadletter.v1")
+    assert received == len(screened.items)
+    assert out + len(dead) == received
+    assert out == len(screened.rows)
+    assert {d["reason_code"] for d in dead} <= {"out_of_range"}  # real FiO2 of 0 or 10
+
+
+def test_screened_states_equal_the_offline_reference(screened: ScreenRun) -> None:
+    got = pd.DataFrame(screened.topic("sepsis.screen.v1")).set_index("record_id").sort_index()
+    want = (
+        pd.DataFrame(
+            [
+                {
+                    "record_id": r.record_id,
+                    **(r.scores or {}),
+                    **(r.state or {}),
+                    **{f"{p}_measured_time": t for p, t in (r.measured or {}).items()},
+                }
+                for r in screened.rows
+            ]
+        )
+        .set_index("record_id")
+        .sort_index()
+    )
+    assert list(got.index) == list(want.index)
+    score_cols = [c for c in want.columns if c in ref.SCORE_COLUMNS]
+    pd.testing.assert_frame_equal(got[score_cols].astype("int64"), want[score_cols].astype("int64"))
+    for p in STATE_PARAMS:
+        pd.testing.assert_series_equal(
+            got[p].astype("object").where(got[p].notna(), None),
+            want[p].astype("object").where(want[p].notna(), None),
+            check_names=False,
+        )
+        pd.testing.assert_series_equal(
+            pd.to_datetime(got[f"{p}_measured_time"], utc=True),
+            pd.to_datetime(want[f"{p}_measured_time"], utc=True),
+            check_names=False,
+        )
+
+
+def test_alert_lifecycle_events_equal_the_offline_reference(screened: ScreenRun) -> None:
+    got = screened.topic("alert.v2")
+    want = screened.events
+    actions = Counter((e["rule_id"], e["action"]) for e in want)
+    assert all(actions[(r.rule_id, "raise")] > 0 for r in sepsis_screen.RULES), actions
+    assert actions[("news2_sustained_medium", "escalate")] > 0
+
+    def norm(events: list[dict[str, Any]]) -> pd.DataFrame:
+        df = pd.DataFrame(events)
+        for c in ("opened_time", "event_time"):
+            if c in df:
+                df[c] = pd.to_datetime(df[c], utc=True)
+        for c in ("opened_time_ms", "event_time_ms"):
+            if c in df:
+                df[c.removesuffix("_ms")] = pd.to_datetime(df.pop(c), unit="ms", utc=True)
+        return df[sorted(df.columns)].sort_values("alert_event_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(norm(got), norm(want))
+
+
+def test_every_alert_opens_once_and_closes_once(screened: ScreenRun) -> None:
+    by_alert: dict[str, list[dict[str, Any]]] = {}
+    for e in screened.topic("alert.v2"):
+        by_alert.setdefault(e["alert_id"], []).append(e)
+    for events in by_alert.values():
+        events.sort(key=lambda e: e["sequence"])
+        actions = [e["action"] for e in events]
+        assert actions[0] == "raise" and actions[-1] == "resolve"
+        assert set(actions[1:-1]) <= {"escalate"}
+        assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["resolve_reason"] in {"condition_cleared", "discharged"}
+        assert all(e["opened_time"] <= e["event_time"] for e in events)
+
+
+def test_alerts_carry_rule_version_and_the_triggering_values_with_their_times(
+    screened: ScreenRun,
+) -> None:
+    versions = {r.rule_id: r.version for r in sepsis_screen.RULES}
+    for e in screened.topic("alert.v2"):
+        assert e["rule_version"] == versions[e["rule_id"]]
+        assert e["patient_token"] and e["unit_id"] and e["facility_id"] == replay.FACILITY
+        evidence = json.loads(e["evidence_json"])
+        assert evidence, e
+        for v in evidence.values():
+            assert pd.Timestamp(v["measured_time"]) <= pd.Timestamp(e["event_time"])

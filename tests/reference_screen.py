@@ -1,0 +1,274 @@
+"""Offline reference for the sepsis screening job, in plain Python over the same input records.
+
+It shares the contract with the job (schemas, rule thresholds, validity table, the pure scoring
+functions and the lifecycle state machine, all unit-tested on their own) but re-does in its own
+way what streaming does: per-patient ordering, last-valid-value carry-forward, discharge
+handling, the five rule patterns with their WITHIN bounds and skip-past-last-row semantics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from jobs import sepsis_screen as job
+from schemas import load_schema
+from udfs import codec, lifecycle
+from udfs.news2 import HIGH_RISK_THRESHOLD
+from udfs.sepsis import LACTATE_HIGH_MMOL_L, STATE_PARAMS, VALIDITY_H, screen
+
+KIND = {"vitals.observation.v1": "vitals", "labs.result.v1": "labs", "adt.event.v1": "adt"}
+ID_FIELD = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
+SCORE_COLUMNS = (
+    "news2_score",
+    "news2_params_scored",
+    "news2_red_flag",
+    "sirs_count",
+    "sirs_criteria_known",
+    "qsofa_score",
+    "qsofa_criteria_known",
+    "sofa_partial_score",
+    "sofa_components_known",
+)
+FLOAT32 = {f.name for f in load_schema("sepsis.screen.v1").fields if f.base == "float"}
+
+
+@dataclass
+class Row:
+    record_id: str
+    kind: str
+    patient_token: str
+    facility_id: str
+    unit_id: str
+    t: datetime
+    values: dict[str, Any]  # raw values carried by this record
+    is_discharge: bool
+    state: dict[str, Any] | None = None
+    measured: dict[str, datetime | None] | None = None
+    scores: dict[str, int] | None = None
+
+
+def _f32(p: str, v: Any) -> Any:
+    return float(np.float32(v)) if v is not None and p in FLOAT32 else v
+
+
+def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
+    rows = []
+    for topic, rec in items:
+        schema = load_schema(topic)
+        if codec.validate(schema, rec) is not None:
+            continue
+        kind = KIND[topic]
+        rows.append(
+            Row(
+                record_id=rec[ID_FIELD[kind]],
+                kind=kind,
+                patient_token=rec["patient_token"],
+                facility_id=rec["facility_id"],
+                unit_id=rec.get("unit_id") or rec.get("prior_unit_id") or "unknown",
+                t=rec["event_time"],
+                values={p: _f32(p, rec.get(p)) for p in STATE_PARAMS},
+                is_discharge=kind == "adt" and rec["event_type"] == "discharge",
+            )
+        )
+    return rows
+
+
+def _screen_patient(rows: list[Row]) -> None:
+    """Carry each parameter's last value forward within its validity, never across a discharge;
+    all records at one event time see each other (they are one state)."""
+    by_time: dict[datetime, list[Row]] = defaultdict(list)
+    for r in rows:
+        by_time[r.t].append(r)
+    last: dict[str, tuple[Any, datetime]] = {}
+    discharged: datetime | None = None
+    for t in sorted(by_time):
+        peers = by_time[t]
+        for r in peers:
+            for p, v in r.values.items():
+                if v is not None:
+                    last[p] = (v, t)
+            if r.is_discharge:
+                discharged = t
+        state: dict[str, Any] = {}
+        measured: dict[str, datetime | None] = {}
+        for p in STATE_PARAMS:
+            v, at = last.get(p, (None, None))
+            ok = (
+                at is not None
+                and t - at <= timedelta(hours=VALIDITY_H[p])
+                and (discharged is None or at > discharged)
+            )
+            state[p], measured[p] = (v, at) if ok else (None, None)
+        s = screen(**state)
+        scores = {
+            "news2_score": s.news2.score,
+            "news2_params_scored": s.news2.params_scored,
+            "news2_red_flag": int(s.news2.red_flag),
+            "sirs_count": s.sirs.count,
+            "sirs_criteria_known": s.sirs.known,
+            "qsofa_score": s.qsofa.score,
+            "qsofa_criteria_known": s.qsofa.known,
+            "sofa_partial_score": s.sofa.score,
+            "sofa_components_known": s.sofa.known,
+        }
+        for r in peers:
+            r.state, r.measured, r.scores = state, measured, scores
+
+
+def _sc(r: Row, name: str) -> int:
+    assert r.scores is not None
+    return r.scores[name]
+
+
+Predicate = Callable[[list[Row]], bool]
+
+
+def _matches(rows: list[Row], ok: Predicate, within: timedelta) -> list[tuple[int, int]]:
+    """Skip-past-last-row matching: at each row, of the partial matches alive there, the one
+    started earliest that completes emits; every partial started at or before it is dropped."""
+    out = []
+    skip = 0
+    for end in range(len(rows)):
+        for start in range(skip, end + 1):
+            if rows[end].t - rows[start].t < within and ok(rows[start : end + 1]):
+                out.append((start, end))
+                skip = end + 1
+                break
+    return out
+
+
+def _sustained(seg: list[Row]) -> bool:
+    a, c = seg[0], seg[-1]
+    return (
+        len(seg) == 2
+        and a.kind == c.kind == "vitals"
+        and _sc(a, "news2_score") >= 5
+        and _sc(c, "news2_score") >= 5
+        and c.t > a.t
+    )
+
+
+def _rising(seg: list[Row]) -> bool:
+    if len(seg) < 2 or any(r.kind != "vitals" for r in seg):
+        return False
+    s = [_sc(r, "news2_score") for r in seg]
+    return all(b >= a for a, b in zip(s, s[1:], strict=False)) and s[-1] >= 5 and s[-1] >= s[0] + 3
+
+
+def _sirs(seg: list[Row]) -> bool:
+    return (
+        len(seg) >= 2
+        and all(_sc(r, "sirs_count") >= 2 for r in seg)
+        and seg[-1].t - seg[0].t >= timedelta(hours=4)
+    )
+
+
+def _rising_first_completion(seg: list[Row]) -> bool:
+    """Reluctant U*?: the match ends at the first row where C holds."""
+    return _rising(seg) and not any(_rising(seg[: i + 1]) for i in range(1, len(seg) - 1))
+
+
+def _ms(t: datetime) -> int:
+    return codec.epoch_ms(t)
+
+
+def _hit(rule: job.Rule, first: Row, last: Row, severity: str, score: int) -> lifecycle.Hit:
+    assert last.state is not None and last.measured is not None
+    evidence = {}
+    for p in STATE_PARAMS:
+        v = last.state[p]
+        if v is not None:
+            at = last.measured[p]
+            evidence[p] = {
+                "value": round(v, 3) if isinstance(v, float) else v,
+                "measured_time": None
+                if at is None
+                else at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            }
+    return lifecycle.Hit(
+        rule.rule_id,
+        rule.version,
+        severity,
+        last.patient_token,
+        last.facility_id,
+        last.unit_id,
+        _ms(last.t),
+        _ms(first.t),
+        first.record_id,
+        last.record_id,
+        rule.score,
+        score,
+        evidence,
+    )
+
+
+def _news2_sev(x: int) -> str:
+    return "high" if x >= HIGH_RISK_THRESHOLD else "medium"
+
+
+def hits(rows: list[Row]) -> list[tuple[int, lifecycle.Hit | None]]:
+    """Every rule's hits for one patient (rows sorted by time, record id), plus discharges."""
+    out: list[tuple[int, lifecycle.Hit | None]] = []
+    vit = [r for r in rows if r.kind == "vitals" or r.is_discharge]
+    for s, e in _matches(vit, _sustained, timedelta(hours=3)):
+        a, c = vit[s], vit[e]
+        sev = _news2_sev(max(_sc(a, "news2_score"), _sc(c, "news2_score")))
+        out.append((_ms(c.t), _hit(job.NEWS2_SUSTAINED, a, c, sev, _sc(c, "news2_score"))))
+    for s, e in _matches(vit, _rising_first_completion, timedelta(hours=6)):
+        a, c = vit[s], vit[e]
+        out.append(
+            (
+                _ms(c.t),
+                _hit(
+                    job.NEWS2_RISING, a, c, _news2_sev(_sc(c, "news2_score")), _sc(c, "news2_score")
+                ),
+            )
+        )
+    for s, e in _matches(rows, _sirs, timedelta(hours=6)):
+        a, c = rows[s], rows[e]
+        out.append((_ms(c.t), _hit(job.SIRS_PERSISTENT, a, c, "low", _sc(c, "sirs_count"))))
+    for r in rows:
+        assert r.state is not None
+        lac = r.state["lactate_mmol_l"]
+        if _sc(r, "qsofa_score") >= 2 and lac is not None and lac > LACTATE_HIGH_MMOL_L:
+            out.append((_ms(r.t), _hit(job.QSOFA_LACTATE, r, r, "high", _sc(r, "qsofa_score"))))
+        sofa = _sc(r, "sofa_partial_score")
+        if sofa >= 2 and _sc(r, "sirs_count") >= 2:
+            sev = "high" if sofa >= 4 else "medium"
+            out.append((_ms(r.t), _hit(job.ORGAN_DYSFUNCTION, r, r, sev, sofa)))
+        if r.is_discharge:
+            out.append((_ms(r.t), None))
+    return out
+
+
+def run(items: Sequence[tuple[str, dict[str, Any]]]) -> tuple[list[Row], list[dict[str, Any]]]:
+    """(screened rows, alert lifecycle events) for the accepted input records."""
+    rows = accepted_rows(items)
+    per_patient: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        per_patient[r.patient_token].append(r)
+    events: list[dict[str, Any]] = []
+    for pr in per_patient.values():
+        pr.sort(key=lambda r: (r.t, r.record_id))
+        _screen_patient(pr)
+        by_rule: dict[str, list[tuple[int, lifecycle.Hit | None]]] = defaultdict(list)
+        for at, h in hits(pr):
+            if h is None:
+                for rule in job.RULES:
+                    by_rule[rule.rule_id].append((at, None))
+            else:
+                by_rule[h.rule_id].append((at, h))
+        for stream in by_rule.values():
+            events += lifecycle.run(stream)
+    return rows, events
+
+
+def is_nan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
