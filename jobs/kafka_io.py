@@ -35,12 +35,19 @@ def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
     )
 
 
-def ensure_topics(settings: Settings, names: list[str], *, prefix: str = "") -> None:
-    """Create the registry's topics (optionally under a prefix, for isolated test runs)."""
+def ensure_topics(
+    settings: Settings, names: list[str], *, prefix: str = "", partitions: int | None = None
+) -> None:
+    """Create the registry's topics (optionally under a prefix, for isolated test runs, and
+    with a partition count other than the registry's)."""
     a = admin(settings)
     existing = set(a.list_topics(timeout=10).topics)
     new = [
-        NewTopic(prefix + n, num_partitions=registry_topic(n).partitions, replication_factor=1)
+        NewTopic(
+            prefix + n,
+            num_partitions=partitions or registry_topic(n).partitions,
+            replication_factor=1,
+        )
         for n in names
         if prefix + n not in existing
     ]

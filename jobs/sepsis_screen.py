@@ -13,7 +13,6 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyflink.common import Types
@@ -22,6 +21,7 @@ from pyflink.table import StreamTableEnvironment
 
 from jobs import kafka_io
 from jobs.flink_env import stream_table_env
+from jobs.sepsis_rules import RULES
 from jobs.settings import Settings
 from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
 from schemas import load_schema
@@ -33,8 +33,7 @@ from udfs.flink import (
     decoded_columns,
     screen_udtf,
 )
-from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
-from udfs.sepsis import LACTATE_HIGH_MMOL_L, MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H
+from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H
 
 STAGE = "sepsis_screen"
 SOURCES = {  # logical name -> (topic, id field)
@@ -45,146 +44,6 @@ SOURCES = {  # logical name -> (topic, id field)
 INPUT_TOPICS = [t for t, _ in SOURCES.values()]
 OUTPUT_TOPICS = ["sepsis.screen.v1", "alert.v2", "deadletter.v1"]
 SCREEN = load_schema("sepsis.screen.v1")
-
-
-@dataclass(frozen=True)
-class Rule:
-    rule_id: str
-    version: str
-    score: str
-    sql: Callable[[str], str]  # the screened view's name -> SELECT producing hit columns
-
-
-def _evidence(var: str) -> str:
-    return ", ".join(
-        f"LAST({var}.{p}) AS {p}, LAST({var}.{p}_measured_time) AS {p}_measured_time"
-        for p in STATE_PARAMS
-    )
-
-
-def _hit_columns(rule: Rule) -> str:
-    return (
-        f"'{rule.rule_id}' AS rule_id, '{rule.version}' AS rule_version, severity, "
-        "patient_token, facility_id, unit_id, first_time, first_record_id, last_record_id, "
-        f"'{rule.score}' AS score_name, score_value, "
-        + ", ".join(f"{p}, {p}_measured_time" for p in STATE_PARAMS)
-        + ", event_time"
-    )
-
-
-def _pattern(
-    rule: Rule, src: str, pattern: str, within_h: int, severity: str, score: str, define: str
-) -> str:
-    """One MATCH_RECOGNIZE rule over `src`; the pattern's first variable is A, its last is C."""
-    return f"""
-    SELECT {_hit_columns(rule)} FROM {src} MATCH_RECOGNIZE (
-      PARTITION BY patient_token ORDER BY event_time, record_id
-      MEASURES LAST(C.facility_id) AS facility_id, LAST(C.unit_id) AS unit_id,
-        CAST(FIRST(A.event_time) AS TIMESTAMP(3)) AS first_time,
-        FIRST(A.record_id) AS first_record_id, LAST(C.record_id) AS last_record_id,
-        {severity} AS severity, {score} AS score_value, {_evidence("C")},
-        MATCH_ROWTIME(event_time) AS event_time
-      ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW
-      PATTERN ({pattern}) WITHIN INTERVAL '{within_h}' HOUR
-      DEFINE {define})"""
-
-
-def _single_state(rule: Rule, src: str, condition: str, severity: str, score: str) -> str:
-    return f"""
-    SELECT {_hit_columns(rule)} FROM (
-      SELECT *, CAST(event_time AS TIMESTAMP(3)) AS first_time, record_id AS first_record_id,
-             record_id AS last_record_id, {severity} AS severity, {score} AS score_value
-      FROM {src} WHERE {condition})"""
-
-
-def _news2_severity(expr: str) -> str:
-    return f"CASE WHEN {expr} >= {HIGH_RISK_THRESHOLD} THEN 'high' ELSE 'medium' END"
-
-
-# RCP 2017 chart 2: NEWS2 ≥ 5 calls for an urgent response, ≥ 7 an emergency one. One reading can
-# be an artefact, so the sustained rule needs two distinct readings ≥ 5 within 3 hours.
-NEWS2_SUSTAINED = Rule(
-    "news2_sustained_medium",
-    "2",
-    "news2_score",
-    lambda s: _pattern(
-        NEWS2_SUSTAINED,
-        s,
-        "A C",
-        3,
-        _news2_severity("GREATEST(FIRST(A.news2_score), LAST(C.news2_score))"),
-        "LAST(C.news2_score)",
-        f"""A AS A.record_kind = 'vitals' AND A.news2_score >= {MEDIUM_RISK_THRESHOLD},
-        C AS C.record_kind = 'vitals' AND C.news2_score >= {MEDIUM_RISK_THRESHOLD}
-             AND C.event_time > FIRST(A.event_time)""",
-    ),
-)
-# RCP 2017 asks that the NEWS2 trend be watched, not only its level (wardflow's operational
-# form): a rise of ≥ 3 points within 6 hours, never falling on the way, ending at ≥ 5.
-NEWS2_RISING = Rule(
-    "news2_rising",
-    "1",
-    "news2_score",
-    lambda s: _pattern(
-        NEWS2_RISING,
-        s,
-        "A U*? C",
-        6,
-        _news2_severity("LAST(C.news2_score)"),
-        "LAST(C.news2_score)",
-        f"""A AS A.record_kind = 'vitals',
-        U AS U.record_kind = 'vitals'
-             AND U.news2_score >= COALESCE(LAST(U.news2_score, 1), FIRST(A.news2_score)),
-        C AS C.record_kind = 'vitals' AND C.news2_score >= {MEDIUM_RISK_THRESHOLD}
-             AND C.news2_score >= FIRST(A.news2_score) + 3
-             AND C.news2_score >= COALESCE(LAST(U.news2_score), FIRST(A.news2_score))""",
-    ),
-)
-# SIRS ≥ 2 (Bone 1992) on every state for at least 4 hours (persistence is wardflow's filter
-# against transient physiology such as pain or exertion).
-SIRS_PERSISTENT = Rule(
-    "sirs_persistent",
-    "1",
-    "sirs_count",
-    lambda s: _pattern(
-        SIRS_PERSISTENT,
-        s,
-        "A B*? C",
-        6,
-        "'low'",
-        "LAST(C.sirs_count)",
-        """A AS A.sirs_count >= 2, B AS B.sirs_count >= 2,
-       C AS C.sirs_count >= 2 AND C.event_time >= FIRST(A.event_time) + INTERVAL '4' HOUR""",
-    ),
-)
-# qSOFA ≥ 2 (Seymour 2016) with hypoperfusion, lactate > 2 mmol/L (Singer 2016, Sepsis-3).
-QSOFA_LACTATE = Rule(
-    "qsofa_lactate",
-    "1",
-    "qsofa_score",
-    lambda s: _single_state(
-        QSOFA_LACTATE,
-        s,
-        f"qsofa_score >= 2 AND lactate_mmol_l > {LACTATE_HIGH_MMOL_L}",
-        "'high'",
-        "qsofa_score",
-    ),
-)
-# Sepsis-3 (Singer 2016): organ dysfunction = SOFA ≥ 2 above a baseline assumed 0; infection is
-# not in the data, so SIRS ≥ 2 stands in as the inflammatory-response screen.
-ORGAN_DYSFUNCTION = Rule(
-    "sepsis3_organ_dysfunction",
-    "1",
-    "sofa_partial_score",
-    lambda s: _single_state(
-        ORGAN_DYSFUNCTION,
-        s,
-        "sofa_partial_score >= 2 AND sirs_count >= 2",
-        "CASE WHEN sofa_partial_score >= 4 THEN 'high' ELSE 'medium' END",
-        "sofa_partial_score",
-    ),
-)
-RULES = (NEWS2_SUSTAINED, NEWS2_RISING, SIRS_PERSISTENT, QSOFA_LACTATE, ORGAN_DYSFUNCTION)
 
 
 @dataclass(frozen=True)
@@ -287,8 +146,7 @@ def build(t_env: StreamTableEnvironment, t: Tables) -> None:
         "screened_vitals",
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
-    srcs = {NEWS2_SUSTAINED: "screened_vitals", NEWS2_RISING: "screened_vitals"}
-    hits = " UNION ALL ".join(r.sql(srcs.get(r, "screened")) for r in RULES)
+    hits = " UNION ALL ".join(r.sql() for r in RULES)
     t_env.create_temporary_view("hits", t_env.sql_query(hits))
     nulls = ", ".join(f"{p}, {p}_measured_time" for p in STATE_PARAMS)
     discharges = "".join(

@@ -8,6 +8,7 @@ handling, the five rule patterns with their WITHIN bounds and skip-past-last-row
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs import sepsis_screen as job
+from jobs import sepsis_rules as job
 from schemas import load_schema
 from udfs import codec, lifecycle
 from udfs.news2 import HIGH_RISK_THRESHOLD
@@ -111,7 +112,7 @@ def _screen_patient(rows: list[Row]) -> None:
             "news2_score": s.news2.score,
             "news2_params_scored": s.news2.params_scored,
             "news2_red_flag": int(s.news2.red_flag),
-            "sirs_count": s.sirs.count,
+            "sirs_count": s.sirs.met,
             "sirs_criteria_known": s.sirs.known,
             "qsofa_score": s.qsofa.score,
             "qsofa_criteria_known": s.qsofa.known,
@@ -131,15 +132,15 @@ Predicate = Callable[[list[Row]], bool]
 
 
 def _matches(rows: list[Row], ok: Predicate, within: timedelta) -> list[tuple[int, int]]:
-    """Skip-past-last-row matching: at each row, of the partial matches alive there, the one
-    started earliest that completes emits; every partial started at or before it is dropped."""
+    """Skip-to-next-row matching: every row starts a match attempt, which ends at the first row
+    that completes it, unless the WITHIN bound runs out first."""
     out = []
-    skip = 0
-    for end in range(len(rows)):
-        for start in range(skip, end + 1):
-            if rows[end].t - rows[start].t < within and ok(rows[start : end + 1]):
+    for start in range(len(rows)):
+        for end in range(start, len(rows)):
+            if rows[end].t - rows[start].t >= within:
+                break
+            if ok(rows[start : end + 1]):
                 out.append((start, end))
-                skip = end + 1
                 break
     return out
 
@@ -159,7 +160,7 @@ def _rising(seg: list[Row]) -> bool:
     if len(seg) < 2 or any(r.kind != "vitals" for r in seg):
         return False
     s = [_sc(r, "news2_score") for r in seg]
-    return all(b >= a for a, b in zip(s, s[1:], strict=False)) and s[-1] >= 5 and s[-1] >= s[0] + 3
+    return all(b >= a for a, b in itertools.pairwise(s)) and s[-1] >= 5 and s[-1] >= s[0] + 3
 
 
 def _sirs(seg: list[Row]) -> bool:
@@ -168,11 +169,6 @@ def _sirs(seg: list[Row]) -> bool:
         and all(_sc(r, "sirs_count") >= 2 for r in seg)
         and seg[-1].t - seg[0].t >= timedelta(hours=4)
     )
-
-
-def _rising_first_completion(seg: list[Row]) -> bool:
-    """Reluctant U*?: the match ends at the first row where C holds."""
-    return _rising(seg) and not any(_rising(seg[: i + 1]) for i in range(1, len(seg) - 1))
 
 
 def _ms(t: datetime) -> int:
@@ -221,7 +217,7 @@ def hits(rows: list[Row]) -> list[tuple[int, lifecycle.Hit | None]]:
         a, c = vit[s], vit[e]
         sev = _news2_sev(max(_sc(a, "news2_score"), _sc(c, "news2_score")))
         out.append((_ms(c.t), _hit(job.NEWS2_SUSTAINED, a, c, sev, _sc(c, "news2_score"))))
-    for s, e in _matches(vit, _rising_first_completion, timedelta(hours=6)):
+    for s, e in _matches(vit, _rising, timedelta(hours=6)):
         a, c = vit[s], vit[e]
         out.append(
             (

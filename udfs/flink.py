@@ -161,10 +161,10 @@ class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
         lc: lifecycle.Lifecycle = self.state.value() or lifecycle.Lifecycle(self.quiet_h)
         pending = list(self.pending.get() or [])
-        due = sorted((p for p in pending if p[0] <= timestamp), key=lambda p: p[:3])
+        due = sorted((p for p in pending if p[0] <= timestamp), key=lambda p: p[:4])
         later = [p for p in pending if p[0] > timestamp]
         out: list[dict[str, Any]] = []
-        for at, _, _, hit in due:
+        for at, _, _, _, hit in due:
             out += lc.hit(hit) if hit is not None else lc.discharge(at)
         out += lc.advance(timestamp)
         self.pending.update(later)

@@ -88,6 +88,8 @@ class Lifecycle:
                 h,
             )
             return [*out, self._event("raise", h.event_time_ms, None)]
+        if h.last_record_id == a.last.last_record_id and h.event_time_ms == a.last_hit_ms:
+            return out  # the same completing record again (re-sent, or another start): no news
         a.hits += 1
         a.last_hit_ms = max(a.last_hit_ms, h.event_time_ms)
         a.last = h
@@ -135,9 +137,11 @@ class Lifecycle:
         }
 
 
-def order_key(at_ms: int, hit: Hit | None) -> tuple[int, int, str]:
-    """Event-time order; at equal times hits before a discharge, then by completing record."""
-    return (at_ms, 0, hit.last_record_id) if hit is not None else (at_ms, 1, "")
+def order_key(at_ms: int, hit: Hit | None) -> tuple[int, int, str, str]:
+    """Event-time order; at equal times hits before a discharge, then by their records."""
+    if hit is None:
+        return (at_ms, 1, "", "")
+    return (at_ms, 0, hit.last_record_id, hit.first_record_id)
 
 
 def run(events: list[tuple[int, Hit | None]], quiet_h: int = QUIET_H) -> list[dict[str, Any]]:

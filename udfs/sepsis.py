@@ -43,7 +43,7 @@ LACTATE_HIGH_MMOL_L = 2.0
 
 
 class Sirs(NamedTuple):
-    count: int
+    met: int
     known: int
 
 
@@ -210,7 +210,7 @@ def screen_row(*values: object) -> tuple[int, ...]:
         s.news2.score,
         s.news2.params_scored,
         s.news2.red_flag,
-        s.sirs.count,
+        s.sirs.met,
         s.sirs.known,
         s.qsofa.score,
         s.qsofa.known,

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from jobs import kafka_io, replay, sepsis_screen
+from jobs import kafka_io, replay, sepsis_rules, sepsis_screen
 from jobs.settings import Settings
 from tests import reference_screen as ref
 from udfs.sepsis import STATE_PARAMS
@@ -101,7 +101,7 @@ def test_alert_lifecycle_events_equal_the_offline_reference(screened: ScreenRun)
     got = screened.topic("alert.v2")
     want = screened.events
     actions = Counter((e["rule_id"], e["action"]) for e in want)
-    assert all(actions[(r.rule_id, "raise")] > 0 for r in sepsis_screen.RULES), actions
+    assert all(actions[(r.rule_id, "raise")] > 0 for r in sepsis_rules.RULES), actions
     assert actions[("news2_sustained_medium", "escalate")] > 0
 
     def norm(events: list[dict[str, Any]]) -> pd.DataFrame:
@@ -134,7 +134,7 @@ def test_every_alert_opens_once_and_closes_once(screened: ScreenRun) -> None:
 def test_alerts_carry_rule_version_and_the_triggering_values_with_their_times(
     screened: ScreenRun,
 ) -> None:
-    versions = {r.rule_id: r.version for r in sepsis_screen.RULES}
+    versions = {r.rule_id: r.version for r in sepsis_rules.RULES}
     for e in screened.topic("alert.v2"):
         assert e["rule_version"] == versions[e["rule_id"]]
         assert e["patient_token"] and e["unit_id"] and e["facility_id"] == replay.FACILITY

@@ -1,0 +1,135 @@
+"""The sepsis screening rules, each compiled to one Flink SQL query that yields rule hits.
+
+A rule reads the screened patient states (`screened`, or `screened_vitals`: vitals readings and
+discharges only) and is either a MATCH_RECOGNIZE pattern (first variable A, last C) or a condition on a single state. Patterns skip to the next row after a match, so a condition
+that persists hits again at every new record (the alert lifecycle folds repeats into the open
+alert, and a re-sent record's repeat hit is ignored there). Every hit carries the rule's id and version, the
+first and completing records, the rule's score and every valid parameter with the time it was
+measured, so that an alert can say why it fired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
+from udfs.sepsis import LACTATE_HIGH_MMOL_L, STATE_PARAMS
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: str
+    version: str
+    score: str  # the screened column the rule is about
+    source: str  # the view it reads
+    condition: str  # DEFINE clause of a pattern, or WHERE clause of a single-state rule
+    severity: str  # SQL expression → 'low' | 'medium' | 'high'
+    score_value: str  # SQL expression for the hit's score
+    pattern: str | None = None  # None: a single-state rule
+    within_h: int = 0
+
+    def sql(self) -> str:
+        cols = (
+            f"'{self.rule_id}' AS rule_id, '{self.version}' AS rule_version, severity, "
+            "patient_token, facility_id, unit_id, first_time, first_record_id, last_record_id, "
+            f"'{self.score}' AS score_name, score_value, "
+            + ", ".join(f"{p}, {p}_measured_time" for p in STATE_PARAMS)
+            + ", event_time"
+        )
+        if self.pattern is None:
+            return f"""
+    SELECT {cols} FROM (
+      SELECT *, CAST(event_time AS TIMESTAMP(3)) AS first_time, record_id AS first_record_id,
+             record_id AS last_record_id, {self.severity} AS severity,
+             {self.score_value} AS score_value
+      FROM {self.source} WHERE {self.condition})"""
+        evidence = ", ".join(
+            f"LAST(C.{p}) AS {p}, LAST(C.{p}_measured_time) AS {p}_measured_time"
+            for p in STATE_PARAMS
+        )
+        return f"""
+    SELECT {cols} FROM {self.source} MATCH_RECOGNIZE (
+      PARTITION BY patient_token ORDER BY event_time, record_id
+      MEASURES LAST(C.facility_id) AS facility_id, LAST(C.unit_id) AS unit_id,
+        CAST(FIRST(A.event_time) AS TIMESTAMP(3)) AS first_time,
+        FIRST(A.record_id) AS first_record_id, LAST(C.record_id) AS last_record_id,
+        {self.severity} AS severity, {self.score_value} AS score_value, {evidence},
+        MATCH_ROWTIME(event_time) AS event_time
+      ONE ROW PER MATCH AFTER MATCH SKIP TO NEXT ROW
+      PATTERN ({self.pattern}) WITHIN INTERVAL '{self.within_h}' HOUR
+      DEFINE {self.condition})"""
+
+
+def _news2_severity(expr: str) -> str:
+    return f"CASE WHEN {expr} >= {HIGH_RISK_THRESHOLD} THEN 'high' ELSE 'medium' END"
+
+
+# RCP 2017 chart 2: NEWS2 ≥ 5 calls for an urgent response, ≥ 7 an emergency one. One reading can
+# be an artefact, so the rule needs two consecutive distinct readings ≥ 5 within 3 hours.
+NEWS2_SUSTAINED = Rule(
+    "news2_sustained_medium",
+    "2",
+    "news2_score",
+    "screened_vitals",
+    f"""A AS A.record_kind = 'vitals' AND A.news2_score >= {MEDIUM_RISK_THRESHOLD},
+        C AS C.record_kind = 'vitals' AND C.news2_score >= {MEDIUM_RISK_THRESHOLD}
+             AND C.event_time > FIRST(A.event_time)""",
+    _news2_severity("GREATEST(FIRST(A.news2_score), LAST(C.news2_score))"),
+    "LAST(C.news2_score)",
+    "A C",
+    3,
+)
+# RCP 2017 asks that the NEWS2 trend be watched, not only its level; wardflow's operational form:
+# a rise of ≥ 3 points within 6 hours, never falling on the way, ending at ≥ 5.
+NEWS2_RISING = Rule(
+    "news2_rising",
+    "1",
+    "news2_score",
+    "screened_vitals",
+    f"""A AS A.record_kind = 'vitals',
+        U AS U.record_kind = 'vitals'
+             AND U.news2_score >= COALESCE(LAST(U.news2_score, 1), FIRST(A.news2_score)),
+        C AS C.record_kind = 'vitals' AND C.news2_score >= {MEDIUM_RISK_THRESHOLD}
+             AND C.news2_score >= FIRST(A.news2_score) + 3
+             AND C.news2_score >= COALESCE(LAST(U.news2_score), FIRST(A.news2_score))""",
+    _news2_severity("LAST(C.news2_score)"),
+    "LAST(C.news2_score)",
+    "A U*? C",
+    6,
+)
+# SIRS ≥ 2 (Bone 1992) in every state for at least 4 hours; the persistence is wardflow's filter
+# against transient physiology such as pain or exertion.
+SIRS_PERSISTENT = Rule(
+    "sirs_persistent",
+    "1",
+    "sirs_count",
+    "screened",
+    """A AS A.sirs_count >= 2, B AS B.sirs_count >= 2,
+       C AS C.sirs_count >= 2 AND C.event_time >= FIRST(A.event_time) + INTERVAL '4' HOUR""",
+    "'low'",
+    "LAST(C.sirs_count)",
+    "A B*? C",
+    6,
+)
+# qSOFA ≥ 2 (Seymour 2016) with hypoperfusion: lactate > 2 mmol/L (Singer 2016, Sepsis-3).
+QSOFA_LACTATE = Rule(
+    "qsofa_lactate",
+    "1",
+    "qsofa_score",
+    "screened",
+    f"qsofa_score >= 2 AND lactate_mmol_l > {LACTATE_HIGH_MMOL_L}",
+    "'high'",
+    "qsofa_score",
+)
+# Sepsis-3 (Singer 2016): organ dysfunction is SOFA ≥ 2 above a baseline assumed 0. Infection is
+# not in the data, so SIRS ≥ 2 stands in as the inflammatory-response screen.
+ORGAN_DYSFUNCTION = Rule(
+    "sepsis3_organ_dysfunction",
+    "1",
+    "sofa_partial_score",
+    "screened",
+    "sofa_partial_score >= 2 AND sirs_count >= 2",
+    "CASE WHEN sofa_partial_score >= 4 THEN 'high' ELSE 'medium' END",
+    "sofa_partial_score",
+)
+RULES = (NEWS2_SUSTAINED, NEWS2_RISING, SIRS_PERSISTENT, QSOFA_LACTATE, ORGAN_DYSFUNCTION)
