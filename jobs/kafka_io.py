@@ -61,6 +61,15 @@ def ensure_topics(
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
 
 
+def delete_topics(settings: Settings, names: list[str], *, prefix: str) -> None:
+    """Delete `prefix + name` topics (the isolated topics of an evaluation or test run)."""
+    if not prefix:
+        raise ValueError("refusing to delete unprefixed (production) topics")
+    a = admin(settings)  # keep the client alive until the futures resolve
+    for fut in a.delete_topics([prefix + n for n in names], operation_timeout=30).values():
+        fut.result()
+
+
 class CheckedProducer(Producer):  # type: ignore[misc]
     """A producer that remembers failed deliveries, so that nothing is lost without an error."""
 

@@ -87,11 +87,11 @@ def observations(
     df: pd.DataFrame, plan: ReplayPlan, key: bytes, source: str
 ) -> list[dict[str, Any]]:
     """Observation records in event-time order (ties broken by patient token)."""
-    admissions = _admissions(df, plan)
+    admit_at = admissions(df, plan)
     out: list[dict[str, Any]] = []
     for pid, rows in df.groupby("patient_id", sort=True):
         tok = phi.token(key, source, str(pid))
-        admit = admissions[pid]
+        admit = admit_at[pid]
         unit = unit_of(float(rows["Unit1"].iloc[0]), float(rows["Unit2"].iloc[0]))
         vit = {f: rows[c].to_numpy(dtype=np.float64) for c, f in VITALS.items()}
         for i, iculos in enumerate(rows["ICULOS"].to_numpy()):
@@ -116,7 +116,7 @@ def observations(
     return out
 
 
-def _admissions(df: pd.DataFrame, plan: ReplayPlan) -> dict[Any, datetime]:
+def admissions(df: pd.DataFrame, plan: ReplayPlan) -> dict[Any, datetime]:
     rng = np.random.default_rng(plan.seed + 1)
     ids = np.sort(df["patient_id"].unique())
     admit_h = rng.uniform(0, plan.admission_spread_h, len(ids))
@@ -135,7 +135,7 @@ def clinical_stream(
     out: list[tuple[str, dict[str, Any]]] = [
         (TOPIC, r) for r in observations(df, plan, key, source)
     ]
-    admit = _admissions(df, plan)
+    admit = admissions(df, plan)
     for pid, rows in df.groupby("patient_id", sort=True):
         tok = phi.token(key, source, str(pid))
         unit = unit_of(float(rows["Unit1"].iloc[0]), float(rows["Unit2"].iloc[0]))

@@ -1,9 +1,10 @@
 """The sepsis screening rules, each compiled to one Flink SQL query that yields rule hits.
 
 A rule reads the screened patient states (`screened`, or `screened_vitals`: vitals readings and
-discharges only) and is either a MATCH_RECOGNIZE pattern (first variable A, last C) or a condition on a single state. Patterns skip to the next row after a match, so a condition
-that persists hits again at every new record (the alert lifecycle folds repeats into the open
-alert, and a re-sent record's repeat hit is ignored there). Every hit carries the rule's id and version, the
+discharges only) and is either a MATCH_RECOGNIZE pattern (first variable A, last C) or a
+condition on a single state. Patterns skip to the next row after a match, so a condition that
+persists hits again at every new record; the alert lifecycle folds repeats into the open alert
+and ignores a repeated hit on the same record. Every hit carries the rule's id and version, the
 first and completing records, the rule's score and every valid parameter with the time it was
 measured, so that an alert can say why it fired.
 """
