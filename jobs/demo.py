@@ -1,5 +1,6 @@
-"""`make demo`: start Kafka, replay a few hundred real ICU patients, run the sepsis NEWS2 job on
-the Flink MiniCluster, load ClickHouse (embedded chdb), print an alert summary, stop services."""
+"""`make demo`: start Kafka, replay a few hundred real ICU patients (vitals, labs, discharges),
+run the sepsis screening job on the Flink MiniCluster, load ClickHouse (embedded chdb), print an
+alert summary, stop the services it started."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
-from jobs import kafka_io, replay, sepsis_news2
+from jobs import kafka_io, replay, sepsis_screen
 from jobs.settings import Settings
 from sinks import clickhouse
-from sinks.loader import Loader
+from sinks.loader import TABLES, Loader
 
 SERVICES = Path(__file__).resolve().parents[1] / "deploy" / "local" / "services.sh"
 DEMO_DB = "wardflow_demo"
@@ -28,28 +29,34 @@ def _services(*args: str) -> str:
 def summary(ch: object, db: str) -> str:
     q = ch.query  # type: ignore[attr-defined]
     lines = ["", "── alert summary " + "─" * 50]
-    ((patients, readings),) = q(
-        f"SELECT uniqExact(patient_token), count() FROM {db}.vitals_news2 FINAL"
+    ((patients, states),) = q(
+        f"SELECT uniqExact(patient_token), count() FROM {db}.sepsis_screen FINAL"
     ).result_rows
-    ((alerts, alerted),) = q(
-        f"SELECT count(), uniqExact(patient_token) FROM {db}.alerts FINAL"
+    ((alerts, alerted, events),) = q(
+        f"SELECT uniqExact(alert_id), uniqExact(patient_token), count() "
+        f"FROM {db}.alert_events FINAL"
     ).result_rows
     lines.append(
-        f"{readings} readings from {patients} patients → {alerts} alerts for {alerted} patients"
+        f"{states} screened states of {patients} patients → {alerts} alerts for {alerted} "
+        f"patients ({events} lifecycle events)"
     )
-    for unit, sev, n in q(
-        f"SELECT unit_id, severity, count() FROM {db}.alerts FINAL "
-        "GROUP BY ALL ORDER BY unit_id, severity"
+    head = ("rule", "raised", "escalated", "resolved", "hits/alert")
+    lines.append("  {:<26} {:>6} {:>9} {:>8} {:>10}".format(*head))
+    for rule, raised, escalated, resolved, hits in q(
+        f"SELECT rule_id, countIf(action = 'raise'), countIf(action = 'escalate'), "
+        f"countIf(action = 'resolve'), round(avgIf(hit_count, action = 'resolve'), 1) "
+        f"FROM {db}.alert_events FINAL GROUP BY rule_id ORDER BY rule_id"
     ).result_rows:
-        lines.append(f"  {unit:<5} {sev:<7} {n:>5}")
+        lines.append(f"  {rule:<26} {raised:>6} {escalated:>9} {resolved:>8} {hits:>10}")
     lines.append("first alerts:")
-    for row in q(
-        f"SELECT first_event_time, unit_id, left(patient_token, 8), severity, "
-        f"score_first, score_last FROM {db}.alerts FINAL "
-        "ORDER BY first_event_time LIMIT 5"
+    for t, unit, tok, rule, sev, score_name, score in q(
+        f"SELECT event_time, unit_id, left(patient_token, 8), rule_id, severity, score_name, "
+        f"score_value FROM {db}.alert_events FINAL WHERE action = 'raise' "
+        "ORDER BY event_time, rule_id LIMIT 5"
     ).result_rows:
-        t, unit, tok, sev, s1, s2 = row
-        lines.append(f"  {t:%Y-%m-%d %H:%M} {unit:<5} patient {tok}… {sev:<6} NEWS2 {s1}→{s2}")
+        lines.append(
+            f"  {t:%Y-%m-%d %H:%M} {unit:<5} patient {tok}… {rule} ({sev}, {score_name} {score})"
+        )
     dead = q(
         f"SELECT reason_code, count() FROM {db}.dead_letters FINAL GROUP BY 1 ORDER BY 2 DESC"
     ).result_rows
@@ -73,25 +80,27 @@ def main(argv: list[str] | None = None) -> None:
         kafka_io.wait_for_broker(settings)
         prefix = f"demo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:4]}."
         kafka_io.ensure_topics(
-            settings, sepsis_news2.INPUT_TOPICS + sepsis_news2.OUTPUT_TOPICS, prefix=prefix
+            settings, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
         )
-        n = replay.replay(
-            settings,
-            replay.ReplayPlan(patients=a.patients),
-            path=a.file,
-            topic=prefix + "vitals.observation.v1",
+        plan = replay.ReplayPlan(patients=a.patients)
+        df, source = replay.load_physionet(a.file, settings)
+        items = replay.clinical_stream(
+            replay.select_patients(df, plan), plan, settings.require_phi_key(), source
         )
+        n = replay.produce_stream(settings, items, prefix=prefix, total=len(items))
         print(
-            f"running {sepsis_news2.STAGE} on the Flink MiniCluster over {n} observations…",
+            f"running {sepsis_screen.STAGE} on the Flink MiniCluster over {n} vitals, lab and "
+            "ADT records…",
             flush=True,
         )
         t0 = time.monotonic()
-        sepsis_news2.run(settings, prefix=prefix, bounded=True)
+        sepsis_screen.run(settings, prefix=prefix, bounded=True)
         print(f"job drained its input in {time.monotonic() - t0:.1f} s", flush=True)
         ch = clickhouse.connect(settings.clickhouse_url)
         ch.command(f"DROP DATABASE IF EXISTS {DEMO_DB}")
         clickhouse.migrate(ch, DEMO_DB)
-        loader = Loader(settings, ch, prefix=prefix)
+        topics = {t: TABLES[t] for t in sepsis_screen.OUTPUT_TOPICS}
+        loader = Loader(settings, ch, prefix=prefix, topics=topics)
         stats = loader.drain()
         loader.close()
         print(
@@ -100,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         print(summary(ch, DEMO_DB))
         print(
             f"\nquery it: .venv/bin/python -m sinks.query "
-            f'"SELECT unit_id, severity, count() FROM {DEMO_DB}.alerts FINAL GROUP BY ALL"'
+            f'"SELECT unit_id, rule_id, count() FROM {DEMO_DB}.alert_events FINAL '
+            "WHERE action = 'raise' GROUP BY ALL ORDER BY ALL\""
         )
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -32,6 +32,7 @@ class Settings:
     watermark_on_event: bool = False
     python_bundle_size: int = 1000
     python_bundle_time_ms: int = 200
+    python_state_cache_keys: int = 200_000
     flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
     flink_log_dir: Path = DEFAULT_CACHE / "flink-logs"
     job_name: str = "wardflow"

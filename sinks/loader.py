@@ -21,7 +21,13 @@ from sinks import clickhouse
 from udfs import codec
 
 # topic (registry name) -> ClickHouse table
-TABLES = {"vitals.news2.v1": "vitals_news2", "alert.v1": "alerts", "deadletter.v1": "dead_letters"}
+TABLES = {
+    "vitals.news2.v1": "vitals_news2",
+    "alert.v1": "alerts",
+    "sepsis.screen.v1": "sepsis_screen",
+    "alert.v2": "alert_events",
+    "deadletter.v1": "dead_letters",
+}
 META = ("kafka_partition", "kafka_offset")
 STAGE = "clickhouse_loader"
 
@@ -51,6 +57,7 @@ class Loader:
         self.prefix = prefix
         self.topics = topics or TABLES
         self.batch_size = batch_size
+        kafka_io.ensure_topics(settings, list(self.topics), prefix=prefix)
         self.schemas = {prefix + t: load_schema(t) for t in self.topics}
         self.tables = {
             prefix + t: f"{settings.clickhouse_database}.{tbl}" for t, tbl in self.topics.items()

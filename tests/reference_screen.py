@@ -9,6 +9,7 @@ handling, the five rule patterns with their WITHIN bounds and skip-past-last-row
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -177,17 +178,15 @@ def _ms(t: datetime) -> int:
 
 def _hit(rule: job.Rule, first: Row, last: Row, severity: str, score: int) -> lifecycle.Hit:
     assert last.state is not None and last.measured is not None
-    evidence = {}
+    evidence: dict[str, Any] = {}
     for p in STATE_PARAMS:
-        v = last.state[p]
-        if v is not None:
+        if last.state[p] is not None:
             at = last.measured[p]
-            evidence[p] = {
-                "value": round(v, 3) if isinstance(v, float) else v,
-                "measured_time": None
-                if at is None
-                else at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            }
+            assert at is not None
+            evidence[p] = last.state[p]
+            evidence[f"{p}_measured_time"] = (
+                at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            )
     return lifecycle.Hit(
         rule.rule_id,
         rule.version,
@@ -201,7 +200,7 @@ def _hit(rule: job.Rule, first: Row, last: Row, severity: str, score: int) -> li
         last.record_id,
         rule.score,
         score,
-        evidence,
+        json.dumps(evidence),
     )
 
 
@@ -264,6 +263,16 @@ def run(items: Sequence[tuple[str, dict[str, Any]]]) -> tuple[list[Row], list[di
         for stream in by_rule.values():
             events += lifecycle.run(stream)
     return rows, events
+
+
+def canonical_evidence(evidence_json: str) -> str:
+    """Evidence with floats to 4 significant digits and sorted keys: Flink writes a FLOAT with
+    Java's shortest repr (39.67), Python widens the same float32 (39.66999816894531)."""
+    ev = json.loads(evidence_json)
+    return json.dumps(
+        {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in ev.items()},
+        sort_keys=True,
+    )
 
 
 def is_nan(x: Any) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import DataTypes
 from pyflink.table.types import DataType
 from pyflink.table.udf import (
@@ -134,19 +134,20 @@ def news2_udf() -> UserDefinedScalarFunctionWrapper:
     return udf(News2(), result_type=NEWS2_TYPE)
 
 
+Pending = tuple[int, int, str, str, lifecycle.Hit | None]  # order key..., hit (None: discharge)
+Stored = tuple[lifecycle.Lifecycle | None, list[Pending]]
+
+
 class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by (patient, rule): buffers hits and discharges until the watermark passes their
     event time, then feeds them in event-time order to udfs.lifecycle.Lifecycle. Resolution
-    after a quiet period is an event-time timer, so it also fires at the end of a bounded run."""
+    after a quiet period is an event-time timer, so it also fires at the end of a bounded run.
+    The lifecycle and the buffer share one value state: one read and one write per call."""
 
-    def __init__(self, evidence_params: tuple[str, ...], quiet_h: int = lifecycle.QUIET_H) -> None:
-        self.evidence_params = evidence_params
+    def __init__(self, quiet_h: int = lifecycle.QUIET_H) -> None:
         self.quiet_h = quiet_h
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.pending = runtime_context.get_list_state(
-            ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
-        )
         self.state = runtime_context.get_state(
             ValueStateDescriptor("lifecycle", Types.PICKLED_BYTE_ARRAY())
         )
@@ -154,42 +155,37 @@ class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         at = ctx.timestamp()
         hit = None if value.kind == "discharge" else self._hit(value, at)
-        self.pending.add((*lifecycle.order_key(at, hit), hit))
+        stored: Stored = self.state.value() or (None, [])
+        lc, pending = stored
+        pending.append((*lifecycle.order_key(at, hit), hit))
+        self.state.update((lc, pending))
         ctx.timer_service().register_event_time_timer(at)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
-        lc: lifecycle.Lifecycle = self.state.value() or lifecycle.Lifecycle(self.quiet_h)
-        pending = list(self.pending.get() or [])
+        stored: Stored = self.state.value() or (None, [])
+        lc = stored[0] or lifecycle.Lifecycle(self.quiet_h)
+        pending = stored[1]
         due = sorted((p for p in pending if p[0] <= timestamp), key=lambda p: p[:4])
         later = [p for p in pending if p[0] > timestamp]
         out: list[dict[str, Any]] = []
         for at, _, _, _, hit in due:
             out += lc.hit(hit) if hit is not None else lc.discharge(at)
         out += lc.advance(timestamp)
-        self.pending.update(later)
         if lc.open is not None:
             ctx.timer_service().register_event_time_timer(
                 lc.open.last_hit_ms + self.quiet_h * 3_600_000
             )
-            self.state.update(lc)
+            self.state.update((lc, later))
+        elif later:
+            self.state.update((None, later))
         else:
             self.state.clear()
         for ev in out:
             yield Row(*(ev[n] for n, _ in ALERT_EVENT_FIELDS))
 
-    def _hit(self, r: Row, at: int) -> lifecycle.Hit:
-        evidence = {}
-        for p in self.evidence_params:
-            v = r[p]
-            if v is not None:
-                measured = r[f"{p}_measured_time"]
-                evidence[p] = {
-                    "value": round(v, 3) if isinstance(v, float) else v,
-                    "measured_time": measured.isoformat(timespec="milliseconds") + "Z"
-                    if measured is not None
-                    else None,
-                }
+    @staticmethod
+    def _hit(r: Row, at: int) -> lifecycle.Hit:
         return lifecycle.Hit(
             rule_id=r.rule_id,
             rule_version=r.rule_version,
@@ -203,7 +199,7 @@ class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
             last_record_id=r.last_record_id,
             score_name=r.score_name,
             score_value=r.score_value,
-            evidence=evidence,
+            evidence_json=r.evidence_json,
         )
 
 

@@ -10,7 +10,6 @@ passes, so the outcome does not depend on arrival order.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +44,7 @@ class Hit:
     last_record_id: str
     score_name: str
     score_value: int
-    evidence: dict[str, Any]
+    evidence_json: str
 
 
 @dataclass
@@ -133,7 +132,7 @@ class Lifecycle:
             "score_value": h.score_value,
             "first_record_id": h.first_record_id,
             "last_record_id": h.last_record_id,
-            "evidence_json": json.dumps(h.evidence, sort_keys=True, separators=(",", ":")),
+            "evidence_json": h.evidence_json,
         }
 
 

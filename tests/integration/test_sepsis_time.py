@@ -225,7 +225,8 @@ def test_a_discharge_resolves_the_open_alert_at_the_discharge_time(
 
 def test_every_crafted_patient_matches_the_offline_reference(timed: dict[str, Any]) -> None:
     def key(e: dict[str, Any]) -> tuple:
-        return (e["alert_event_id"], e["action"], e["hit_count"], e["evidence_json"])
+        evidence = ref.canonical_evidence(e["evidence_json"])
+        return (e["alert_event_id"], e["action"], e["hit_count"], evidence)
 
     assert sorted(map(key, timed["alert.v2"])) == sorted(map(key, timed["events"]))
     assert len(timed["sepsis.screen.v1"]) == len(timed["rows"])

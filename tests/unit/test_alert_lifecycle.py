@@ -23,7 +23,7 @@ def hit(at_h: float, severity: str = "medium", record: str | None = None) -> Hit
         rid,
         "news2_score",
         5,
-        {"heart_rate_bpm": {"value": 120.0}},
+        '{"heart_rate_bpm":120.0}',
     )
 
 
@@ -86,5 +86,5 @@ def test_the_same_completing_record_twice_is_one_hit() -> None:
 def test_events_carry_the_latest_evidence_as_json_and_deterministic_ids() -> None:
     a, b = run([(0, hit(0))]), run([(0, hit(0))])
     assert a == b
-    assert json.loads(a[0]["evidence_json"]) == {"heart_rate_bpm": {"value": 120.0}}
+    assert json.loads(a[0]["evidence_json"]) == {"heart_rate_bpm": 120.0}
     assert len({e["alert_event_id"] for e in a}) == len(a)
