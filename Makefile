@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: venv services stop demo test test-unit test-integration check lint typecheck bench clean
+.PHONY: venv services stop demo test test-unit test-integration check lint typecheck bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -43,6 +43,12 @@ typecheck: venv
 bench: venv
 	$(SERVICES) start kafka
 	$(BIN)/python -m bench.spine
+	$(BIN)/python -m bench.sepsis_screen
+
+# The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
+evaluate: venv
+	$(SERVICES) start kafka
+	$(BIN)/python -m jobs.evaluate_screen $(if $(FILE),--file $(FILE)) $(if $(PATIENTS),--patients $(PATIENTS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -32,8 +32,6 @@ def _options(settings: Settings) -> dict[str, str]:
         "table.exec.source.idle-timeout": f"{settings.source_idle_timeout_s * 1000} ms",
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
-        # keyed state of Python operators is cached in the worker; a miss is a round trip to
-        # the JVM, so the cache should hold every active key (patient × rule)
         "python.state.cache-size": str(settings.python_state_cache_keys),
         "io.tmp.dirs": str(settings.flink_tmp_dir),
         "pipeline.auto-watermark-interval": "200 ms",

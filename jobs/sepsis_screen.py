@@ -148,25 +148,23 @@ def build(t_env: StreamTableEnvironment, t: Tables) -> None:
     )
     hits = " UNION ALL ".join(r.sql() for r in RULES)
     t_env.create_temporary_view("hits", t_env.sql_query(hits))
-    discharges = "".join(
-        f"""
-        UNION ALL
-        SELECT 'discharge', '{r.rule_id}', '', '', patient_token, facility_id, unit_id,
-               CAST(event_time AS TIMESTAMP(3)), record_id, record_id, '', 0, '{{}}', event_time
-        FROM screened WHERE is_discharge"""
-        for r in RULES
-    )
     t_env.create_temporary_view(
-        "lifecycle_in", t_env.sql_query(f"SELECT 'hit' AS kind, * FROM hits {discharges}")
+        "lifecycle_in",
+        t_env.sql_query("""
+        SELECT 'hit' AS kind, * FROM hits
+        UNION ALL
+        SELECT 'discharge', '', '', '', patient_token, facility_id, unit_id,
+               CAST(event_time AS TIMESTAMP(3)), record_id, record_id, '', 0, '{}', event_time
+        FROM screened WHERE is_discharge"""),
     )
 
 
 def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
     """Attach every output: dead letters, screened states and the alert lifecycle."""
     env_ds = t_env.to_data_stream(t_env.from_path("lifecycle_in"))
-    alerts = env_ds.key_by(
-        lambda r: f"{r.patient_token}|{r.rule_id}", key_type=Types.STRING()
-    ).process(AlertLifecycle(), output_type=ALERT_EVENT_TYPE)
+    alerts = env_ds.key_by(lambda r: r.patient_token, key_type=Types.STRING()).process(
+        AlertLifecycle(), output_type=ALERT_EVENT_TYPE
+    )
     t_env.create_temporary_view("alert_lifecycle", t_env.from_data_stream(alerts))
 
     ss = t_env.create_statement_set()

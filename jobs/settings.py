@@ -32,7 +32,9 @@ class Settings:
     watermark_on_event: bool = False
     python_bundle_size: int = 1000
     python_bundle_time_ms: int = 200
-    python_state_cache_keys: int = 200_000
+    # Python keyed-state cache, in keys (patients): a miss is a round trip to the JVM, but every
+    # bundle commit walks the whole cache, so size it near the number of active patients.
+    python_state_cache_keys: int = 20_000
     flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
     flink_log_dir: Path = DEFAULT_CACHE / "flink-logs"
     job_name: str = "wardflow"

@@ -135,50 +135,45 @@ def news2_udf() -> UserDefinedScalarFunctionWrapper:
 
 
 Pending = tuple[int, int, str, str, lifecycle.Hit | None]  # order key..., hit (None: discharge)
-Stored = tuple[lifecycle.Lifecycle | None, list[Pending]]
+Stored = tuple[lifecycle.PatientAlerts | None, list[Pending]]
 
 
 class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by (patient, rule): buffers hits and discharges until the watermark passes their
-    event time, then feeds them in event-time order to udfs.lifecycle.Lifecycle. Resolution
-    after a quiet period is an event-time timer, so it also fires at the end of a bounded run.
-    The lifecycle and the buffer share one value state: one read and one write per call."""
+    """Keyed by patient: buffers rule hits and discharges until the watermark passes their event
+    time, then applies them in event-time order (udfs.lifecycle.PatientAlerts). Resolution after
+    a quiet period is an event-time timer, so it also fires at the end of a bounded run. All of a
+    patient's alerts and the buffer share one value state: one read and one write per call."""
 
     def __init__(self, quiet_h: int = lifecycle.QUIET_H) -> None:
         self.quiet_h = quiet_h
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(
-            ValueStateDescriptor("lifecycle", Types.PICKLED_BYTE_ARRAY())
+            ValueStateDescriptor("alerts", Types.PICKLED_BYTE_ARRAY())
         )
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         at = ctx.timestamp()
         hit = None if value.kind == "discharge" else self._hit(value, at)
         stored: Stored = self.state.value() or (None, [])
-        lc, pending = stored
-        pending.append((*lifecycle.order_key(at, hit), hit))
-        self.state.update((lc, pending))
+        stored[1].append((*lifecycle.order_key(at, hit), hit))
+        self.state.update(stored)
         ctx.timer_service().register_event_time_timer(at)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
         stored: Stored = self.state.value() or (None, [])
-        lc = stored[0] or lifecycle.Lifecycle(self.quiet_h)
-        pending = stored[1]
-        due = sorted((p for p in pending if p[0] <= timestamp), key=lambda p: p[:4])
-        later = [p for p in pending if p[0] > timestamp]
+        alerts = stored[0] or lifecycle.PatientAlerts(self.quiet_h)
+        due = sorted((p for p in stored[1] if p[0] <= timestamp), key=lambda p: p[:4])
+        later = [p for p in stored[1] if p[0] > timestamp]
         out: list[dict[str, Any]] = []
         for at, _, _, _, hit in due:
-            out += lc.hit(hit) if hit is not None else lc.discharge(at)
-        out += lc.advance(timestamp)
-        if lc.open is not None:
-            ctx.timer_service().register_event_time_timer(
-                lc.open.last_hit_ms + self.quiet_h * 3_600_000
-            )
-            self.state.update((lc, later))
-        elif later:
-            self.state.update((None, later))
+            out += alerts.advance(at) + alerts.apply(at, hit)
+        out += alerts.advance(timestamp)
+        for deadline in alerts.deadlines():
+            ctx.timer_service().register_event_time_timer(deadline)
+        if alerts.rules or later:
+            self.state.update((alerts if alerts.rules else None, later))
         else:
             self.state.clear()
         for ev in out:

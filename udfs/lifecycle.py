@@ -64,7 +64,6 @@ class Lifecycle:
 
     quiet_h: int = QUIET_H
     open: OpenAlert | None = None
-    emitted: list[dict[str, Any]] = field(default_factory=list)
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]:
         """Resolve an open alert whose quiet period ended at or before `now_ms`."""
@@ -133,6 +132,33 @@ class Lifecycle:
             "first_record_id": h.first_record_id,
             "last_record_id": h.last_record_id,
             "evidence_json": h.evidence_json,
+        }
+
+
+@dataclass
+class PatientAlerts:
+    """Every rule's lifecycle for one patient (rules are independent; a discharge ends all)."""
+
+    quiet_h: int = QUIET_H
+    rules: dict[str, Lifecycle] = field(default_factory=dict)
+
+    def apply(self, at_ms: int, hit: Hit | None) -> list[dict[str, Any]]:
+        """A hit, or a discharge (None), in order_key order."""
+        if hit is not None:
+            return self.rules.setdefault(hit.rule_id, Lifecycle(self.quiet_h)).hit(hit)
+        return [ev for lc in self.rules.values() for ev in lc.discharge(at_ms)]
+
+    def advance(self, now_ms: int) -> list[dict[str, Any]]:
+        out = [ev for lc in self.rules.values() for ev in lc.advance(now_ms)]
+        self.rules = {r: lc for r, lc in self.rules.items() if lc.open is not None}
+        return out
+
+    def deadlines(self) -> set[int]:
+        """When each open alert resolves if its rule does not hit again."""
+        return {
+            lc.open.last_hit_ms + self.quiet_h * _MS_PER_H
+            for lc in self.rules.values()
+            if lc.open is not None
         }
 
 
