@@ -27,13 +27,12 @@ from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
 from schemas import load_schema
 from udfs.flink import (
     ALERT_EVENT_TYPE,
-    SCREEN_COLUMNS,
     AlertLifecycle,
     decode_udtf,
     decoded_columns,
     screen_udtf,
 )
-from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H
+from udfs.sepsis import MAX_VALIDITY_H, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H
 
 STAGE = "sepsis_screen"
 SOURCES = {  # logical name -> (topic, id field)
@@ -139,8 +138,8 @@ def build(t_env: StreamTableEnvironment, t: Tables) -> None:
     t_env.create_temporary_view(
         "screened",
         t_env.sql_query(f"""
-        SELECT s.*, {", ".join(f"x.{c}" for c in SCREEN_COLUMNS)}
-        FROM state AS s, LATERAL TABLE(wf_screen({params})) AS x({", ".join(SCREEN_COLUMNS)})"""),
+        SELECT s.*, {", ".join(f"x.{c}" for c in SCORE_COLUMNS)}
+        FROM state AS s, LATERAL TABLE(wf_screen({params})) AS x({", ".join(SCORE_COLUMNS)})"""),
     )
     t_env.create_temporary_view(
         "screened_vitals",

@@ -23,21 +23,10 @@ from jobs import sepsis_rules as job
 from schemas import load_schema
 from udfs import codec, lifecycle
 from udfs.news2 import HIGH_RISK_THRESHOLD
-from udfs.sepsis import LACTATE_HIGH_MMOL_L, STATE_PARAMS, VALIDITY_H, screen
+from udfs.sepsis import LACTATE_HIGH_MMOL_L, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H, screen_row
 
 KIND = {"vitals.observation.v1": "vitals", "labs.result.v1": "labs", "adt.event.v1": "adt"}
 ID_FIELD = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
-SCORE_COLUMNS = (
-    "news2_score",
-    "news2_params_scored",
-    "news2_red_flag",
-    "sirs_count",
-    "sirs_criteria_known",
-    "qsofa_score",
-    "qsofa_criteria_known",
-    "sofa_partial_score",
-    "sofa_components_known",
-)
 FLOAT32 = {f.name for f in load_schema("sepsis.screen.v1").fields if f.base == "float"}
 
 
@@ -53,7 +42,7 @@ class Row:
     is_discharge: bool
     state: dict[str, Any] | None = None
     measured: dict[str, datetime | None] | None = None
-    scores: dict[str, int] | None = None
+    scores: dict[str, int | bool] | None = None
 
 
 def _f32(p: str, v: Any) -> Any:
@@ -108,18 +97,9 @@ def _screen_patient(rows: list[Row]) -> None:
                 and (discharged is None or at > discharged)
             )
             state[p], measured[p] = (v, at) if ok else (None, None)
-        s = screen(**state)
-        scores = {
-            "news2_score": s.news2.score,
-            "news2_params_scored": s.news2.params_scored,
-            "news2_red_flag": int(s.news2.red_flag),
-            "sirs_count": s.sirs.met,
-            "sirs_criteria_known": s.sirs.known,
-            "qsofa_score": s.qsofa.score,
-            "qsofa_criteria_known": s.qsofa.known,
-            "sofa_partial_score": s.sofa.score,
-            "sofa_components_known": s.sofa.known,
-        }
+        scores = dict(
+            zip(SCORE_COLUMNS, screen_row(*(state[p] for p in STATE_PARAMS)), strict=True)
+        )
         for r in peers:
             r.state, r.measured, r.scores = state, measured, scores
 

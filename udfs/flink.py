@@ -23,7 +23,7 @@ from pyflink.table.udf import (
 from schemas import load_schema
 from schemas.avro import AvroField
 from udfs import lifecycle
-from udfs.sepsis import screen_row
+from udfs.sepsis import SCORE_COLUMNS, screen_row
 from udfs.vitals import (
     DECODED_FIELDS,
     decode_observation,
@@ -98,19 +98,6 @@ def decode_udtf(schema_name: str) -> UserDefinedTableFunctionWrapper:
     return udtf(DecodeRecord(schema_name), result_types=types)
 
 
-SCREEN_COLUMNS = (
-    "news2_score",
-    "news2_params_scored",
-    "news2_red_flag",
-    "sirs_count",
-    "sirs_criteria_known",
-    "qsofa_score",
-    "qsofa_criteria_known",
-    "sofa_partial_score",
-    "sofa_components_known",
-)
-
-
 class ScreenState(TableFunction):  # type: ignore[misc]
     """All sepsis scores of one patient state (udfs.sepsis.screen_row); a table function so that
     the rules can filter on its columns."""
@@ -121,7 +108,7 @@ class ScreenState(TableFunction):  # type: ignore[misc]
 
 def screen_udtf() -> UserDefinedTableFunctionWrapper:
     types = [
-        DataTypes.BOOLEAN() if c == "news2_red_flag" else DataTypes.INT() for c in SCREEN_COLUMNS
+        DataTypes.BOOLEAN() if c == "news2_red_flag" else DataTypes.INT() for c in SCORE_COLUMNS
     ]
     return udtf(ScreenState(), result_types=types)
 

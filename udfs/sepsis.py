@@ -199,12 +199,21 @@ def screen(
 
 
 STATE_PARAMS: tuple[str, ...] = tuple(VALIDITY_H)
+SCORE_COLUMNS = (
+    "news2_score",
+    "news2_params_scored",
+    "news2_red_flag",
+    "sirs_count",
+    "sirs_criteria_known",
+    "qsofa_score",
+    "qsofa_criteria_known",
+    "sofa_partial_score",
+    "sofa_components_known",
+)
 
 
 def screen_row(*values: object) -> tuple[int, ...]:
-    """Positional adapter for the Flink UDF: values in STATE_PARAMS order →
-    (news2_score, news2_params_scored, news2_red_flag, sirs_count, sirs_criteria_known,
-    qsofa_score, qsofa_criteria_known, sofa_partial_score, sofa_components_known)."""
+    """Positional adapter for the Flink UDF: values in STATE_PARAMS order → SCORE_COLUMNS."""
     s = screen(**dict(zip(STATE_PARAMS, values, strict=True)))  # type: ignore[arg-type]
     return (
         s.news2.score,

@@ -16,7 +16,7 @@ from jobs import kafka_io, replay, sepsis_rules, sepsis_screen
 from jobs.settings import Settings
 from sinks.loader import TABLES, Loader
 from tests import reference_screen as ref
-from udfs.sepsis import STATE_PARAMS
+from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,7 +83,7 @@ def test_screened_states_equal_the_offline_reference(screened: ScreenRun) -> Non
         .sort_index()
     )
     assert list(got.index) == list(want.index)
-    score_cols = [c for c in want.columns if c in ref.SCORE_COLUMNS]
+    score_cols = [c for c in want.columns if c in SCORE_COLUMNS]
     pd.testing.assert_frame_equal(got[score_cols].astype("int64"), want[score_cols].astype("int64"))
     for p in STATE_PARAMS:
         pd.testing.assert_series_equal(
