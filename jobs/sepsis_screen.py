@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pyflink.common import Types
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import Schema, StreamTableEnvironment
 
 from jobs import kafka_io
 from jobs.flink_env import stream_table_env
@@ -105,19 +105,20 @@ def _state_sql() -> str:
         f"LAST_VALUE(CASE WHEN {p} IS NOT NULL THEN {ts} END) OVER w AS {p}_at"
         for p in STATE_PARAMS
     )
-    valid = ", ".join(
-        f"CASE WHEN {p}_at >= {ts} - INTERVAL '{VALIDITY_H[p]}' HOUR"
-        f" AND ({p}_at > discharged_at OR discharged_at IS NULL) THEN {{v}} END".format(
-            v=f"{p}_last"
+
+    def valid(p: str) -> str:
+        return (
+            f"{p}_at >= {ts} - INTERVAL '{VALIDITY_H[p]}' HOUR"
+            f" AND ({p}_at > discharged_at OR discharged_at IS NULL)"
         )
-        + f" AS {p}, "
-        + f"CASE WHEN {p}_at >= {ts} - INTERVAL '{VALIDITY_H[p]}' HOUR"
-        f" AND ({p}_at > discharged_at OR discharged_at IS NULL) THEN {p}_at END"
-        f" AS {p}_measured_time"
+
+    columns = ", ".join(
+        f"CASE WHEN {valid(p)} THEN {p}_last END AS {p}, "
+        f"CASE WHEN {valid(p)} THEN {p}_at END AS {p}_measured_time"
         for p in STATE_PARAMS
     )
     return f"""
-    SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, {valid},
+    SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, {columns},
            is_discharge, source_topic, source_partition, source_offset
     FROM (
       SELECT *, {last},
@@ -158,36 +159,112 @@ def build(t_env: StreamTableEnvironment, t: Tables) -> None:
     )
 
 
+def _row(schema_columns: str) -> str:
+    return f"ROW<{schema_columns}>"
+
+
+DEAD_LETTER_ROW = _row(load_schema("deadletter.v1").flink_columns())
+SCREEN_ROW = _row(SCREEN.flink_columns())
+HIT_ROW = _row(
+    ", ".join(
+        f"`{c}` {t}"
+        for c, t in (
+            ("kind", "STRING"),
+            ("rule_id", "STRING"),
+            ("rule_version", "STRING"),
+            ("severity", "STRING"),
+            ("patient_token", "STRING"),
+            ("facility_id", "STRING"),
+            ("unit_id", "STRING"),
+            ("first_time", "TIMESTAMP(3)"),
+            ("first_record_id", "STRING"),
+            ("last_record_id", "STRING"),
+            ("score_name", "STRING"),
+            ("score_value", "INT"),
+            ("evidence_json", "STRING"),
+        )
+    )
+)
+
+
+def outputs_sql(t: Tables) -> str:
+    """Dead letters, screened states and lifecycle inputs as one table (`output` says which),
+    so that the SQL part is planned once even though the lifecycle runs as a DataStream: each
+    separate Table → DataStream conversion would plan, and read, the sources again."""
+    nulls = {
+        "dead_letter": f"CAST(NULL AS {DEAD_LETTER_ROW})",
+        "screen": f"CAST(NULL AS {SCREEN_ROW})",
+        "hit": f"CAST(NULL AS {HIT_ROW})",
+    }
+
+    def branch(output: str, row: str, source: str, rowtime: str) -> str:
+        cols = {**nulls, output: row}
+        return (
+            f"SELECT '{output}' AS output, {cols['dead_letter']} AS dead_letter, "
+            f"{cols['screen']} AS screen, {cols['hit']} AS hit, {rowtime} AS event_time "
+            f"FROM {source}"
+        )
+
+    payload = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
+    branches = []
+    for name in t.raw:
+        meta = (
+            f"'{t.source_topics[name]}', kafka_partition, kafka_offset, "
+            f"CAST(kafka_ts AS TIMESTAMP(3)), '{STAGE}'"
+        )
+        rejected = f"CAST(ROW({meta}, reason_code, reason, {payload}) AS {DEAD_LETTER_ROW})"
+        late_reason = (
+            "CONCAT('event time ', CAST(kafka_ts AS STRING), ' is at or behind the watermark ', "
+            "CAST(CURRENT_WATERMARK(kafka_ts) AS STRING))"
+        )
+        late = f"CAST(ROW({meta}, 'late', {late_reason}, {payload}) AS {DEAD_LETTER_ROW})"
+        branches.append(
+            branch(
+                "dead_letter", rejected, f"{name}_decoded WHERE reason_code IS NOT NULL", "kafka_ts"
+            )
+        )
+        branches.append(branch("dead_letter", late, f"{name}_late", "kafka_ts"))
+    screen_cols = ", ".join(
+        f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in SCREEN.fields
+    )
+    branches.append(
+        branch("screen", f"CAST(ROW({screen_cols}) AS {SCREEN_ROW})", "screened", "event_time")
+    )
+    hit_cols = (
+        "kind, rule_id, rule_version, severity, patient_token, facility_id, unit_id, first_time, "
+        "first_record_id, last_record_id, score_name, score_value, evidence_json"
+    )
+    branches.append(
+        branch("hit", f"CAST(ROW({hit_cols}) AS {HIT_ROW})", "lifecycle_in", "event_time")
+    )
+    return "\nUNION ALL\n".join(branches)
+
+
 def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
     """Attach every output: dead letters, screened states and the alert lifecycle."""
-    env_ds = t_env.to_data_stream(t_env.from_path("lifecycle_in"))
-    alerts = env_ds.key_by(lambda r: r.patient_token, key_type=Types.STRING()).process(
-        AlertLifecycle(), output_type=ALERT_EVENT_TYPE
+    t_env.create_temporary_view("outputs", t_env.sql_query(outputs_sql(t)))
+    rowtime = (
+        Schema.new_builder()
+        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+        .watermark("rowtime", "SOURCE_WATERMARK()")
+        .build()
+    )
+    planned = t_env.from_data_stream(t_env.to_data_stream(t_env.from_path("outputs")), rowtime)
+    t_env.create_temporary_view("planned", planned)
+    hits = t_env.sql_query("SELECT hit.*, rowtime FROM planned WHERE output = 'hit'")
+    alerts = (
+        t_env.to_data_stream(hits)
+        .key_by(lambda r: r.patient_token, key_type=Types.STRING())
+        .process(AlertLifecycle(), output_type=ALERT_EVENT_TYPE)
     )
     t_env.create_temporary_view("alert_lifecycle", t_env.from_data_stream(alerts))
 
     ss = t_env.create_statement_set()
-    for name in t.raw:
-        topic = t.source_topics[name]
-        ss.add_insert_sql(f"""
-            INSERT INTO `{t.dead_letters}`
-            SELECT '{topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)),
-                   '{STAGE}', reason_code, reason, COALESCE(`value`, ENCODE('', 'UTF-8')),
-                   kafka_ts
-            FROM {name}_decoded WHERE reason_code IS NOT NULL""")
-        ss.add_insert_sql(f"""
-            INSERT INTO `{t.dead_letters}`
-            SELECT '{topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)),
-                   '{STAGE}', 'late',
-                   CONCAT('event time ', CAST(kafka_ts AS STRING),
-                          ' is at or behind the watermark ',
-                          CAST(CURRENT_WATERMARK(kafka_ts) AS STRING)),
-                   COALESCE(`value`, ENCODE('', 'UTF-8')), kafka_ts
-            FROM {name}_late""")
-    cols = ", ".join(
-        f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in SCREEN.fields
-    )
-    ss.add_insert_sql(f"INSERT INTO `{t.screen}` SELECT {cols}, event_time FROM screened")
+    ss.add_insert_sql(f"""
+        INSERT INTO `{t.dead_letters}`
+        SELECT dead_letter.*, rowtime FROM planned WHERE output = 'dead_letter'""")
+    ss.add_insert_sql(f"""
+        INSERT INTO `{t.screen}` SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
     ss.add_insert_sql(f"""
         INSERT INTO `{t.alerts}`
         SELECT alert_event_id, alert_id, action, sequence, rule_id, rule_version, severity,
