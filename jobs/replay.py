@@ -184,19 +184,43 @@ def clinical_stream(
     return out
 
 
+class Pacer:
+    """Holds production back so that event time advances `speedup` times faster than wall time
+    (0 = as fast as possible)."""
+
+    def __init__(self, speedup: float, producer: Any) -> None:
+        self.speedup = speedup
+        self.producer = producer
+        self.t0_wall = time.monotonic()
+        self.t0_event: datetime | None = None
+
+    def wait_for(self, event_time: datetime) -> None:
+        if self.speedup <= 0:
+            return
+        self.t0_event = self.t0_event or event_time
+        due = (event_time - self.t0_event).total_seconds() / self.speedup
+        lag = due - (time.monotonic() - self.t0_wall)
+        if lag > 0:
+            self.producer.flush()
+            time.sleep(lag)
+
+
 def produce_stream(
     settings: Settings,
     items: Iterable[tuple[str, dict[str, Any]]],
     *,
     prefix: str = "",
+    speedup: float = 0.0,
     total: int | None = None,
     progress: bool = True,
 ) -> int:
     """Produce (topic, record) pairs to `prefix + topic`, keyed by patient token, with the
     Kafka timestamp = event_time; returns the count."""
     p = kafka_io.producer(settings)
+    pacer = Pacer(speedup, p)
     sent = 0
     for topic, rec in tqdm(items, total=total, unit="rec", desc="replay", disable=not progress):
+        pacer.wait_for(rec["event_time"])
         value = codec.encode(load_schema(topic), rec)
         ts = codec.epoch_ms(rec["event_time"])
         produce_raw(p, prefix + topic, rec["patient_token"].encode(), value, ts)
@@ -217,19 +241,12 @@ def produce(
     """Produce records keyed by patient token, Kafka timestamp = event_time; returns the count."""
     schema = load_schema("vitals.observation.v1")
     p = kafka_io.producer(settings)
+    pacer = Pacer(speedup, p)
     sent = 0
-    t0_wall = time.monotonic()
-    t0_event: datetime | None = None
     bar = tqdm(total=total, unit="obs", desc=f"replay → {topic}", disable=not progress)
     for rec in records:
         et: datetime = rec["event_time"]
-        if speedup > 0:
-            t0_event = t0_event or et
-            due = (et - t0_event).total_seconds() / speedup
-            lag = due - (time.monotonic() - t0_wall)
-            if lag > 0:
-                p.flush()
-                time.sleep(lag)
+        pacer.wait_for(et)
         produce_raw(
             p, topic, rec["patient_token"].encode(), codec.encode(schema, rec), codec.epoch_ms(et)
         )
@@ -271,20 +288,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--file", type=Path, default=None, help="a PhysioNet 2019 format parquet")
     ap.add_argument("--speedup", type=float, default=0.0, help="event time / wall time; 0 = max")
     ap.add_argument("--seed", type=int, default=2019)
-    ap.add_argument("--topic", default=TOPIC)
+    ap.add_argument("--topic-prefix", default="")
+    ap.add_argument(
+        "--vitals-only",
+        action="store_true",
+        help="only vitals.observation.v1 (the NEWS2 spine job); default: vitals, labs, ADT",
+    )
     ap.add_argument("--bootstrap", default=None)
     a = ap.parse_args(argv)
     settings = Settings.from_env(kafka_bootstrap=a.bootstrap)
     kafka_io.wait_for_broker(settings)
-    kafka_io.ensure_topics(settings, [TOPIC])
-    n = replay(
-        settings,
-        ReplayPlan(patients=a.patients, seed=a.seed),
-        path=a.file,
-        speedup=a.speedup,
-        topic=a.topic,
-    )
-    print(f"produced {n} observations to {a.topic}")
+    plan = ReplayPlan(patients=a.patients, seed=a.seed)
+    if a.vitals_only:
+        kafka_io.ensure_topics(settings, [TOPIC], prefix=a.topic_prefix)
+        n = replay(settings, plan, path=a.file, speedup=a.speedup, topic=a.topic_prefix + TOPIC)
+        print(f"produced {n} observations to {a.topic_prefix + TOPIC}")
+        return
+    df, source = load_physionet(a.file, settings)
+    items = clinical_stream(select_patients(df, plan), plan, settings.require_phi_key(), source)
+    kafka_io.ensure_topics(settings, [TOPIC, LABS_TOPIC, ADT_TOPIC], prefix=a.topic_prefix)
+    n = produce_stream(settings, items, prefix=a.topic_prefix, speedup=a.speedup, total=len(items))
+    print(f"produced {n} vitals, lab and ADT records under prefix {a.topic_prefix!r}")
 
 
 if __name__ == "__main__":
