@@ -44,6 +44,7 @@ class Cohort:
     pages: pd.DataFrame  # raises and escalations: rule_id, patient_id, event_time
     rows: dict[Any, npt.NDArray[np.intp]]  # patient -> positions in `hours`
     onset: dict[Any, int | None]  # patient -> onset row (challenge definition)
+    row_of: dict[tuple[Any, Any], int]  # (patient, hour's time) -> row
 
 
 def run_job(settings: Settings, df: pd.DataFrame, plan: replay.ReplayPlan, source: str) -> str:
@@ -123,7 +124,10 @@ def collect(
     groups = hours.groupby("patient_id")
     rows = {pid: g.index.to_numpy() for pid, g in groups}
     onset = {pid: onset_row(g["SepsisLabel"].to_numpy()) for pid, g in groups}
-    return Cohort(hours, alerts, pages, rows, onset)
+    row_of = dict(
+        zip(zip(hours["patient_id"], hours["time"], strict=True), hours["row"], strict=True)
+    )
+    return Cohort(hours, alerts, pages, rows, onset, row_of)
 
 
 def predictions(c: Cohort, rule_id: str | None, policy: str) -> npt.NDArray[np.bool_]:
@@ -148,13 +152,10 @@ def rule_metrics(c: Cohort, rule_id: str | None, policy: str) -> dict[str, float
     labels = c.hours["SepsisLabel"].to_numpy()
     utility = normalized_utility((labels[r], pred[r]) for r in c.rows.values())
     a = c.alerts if rule_id is None else c.alerts[c.alerts["rule_id"] == rule_id]
-    row_of = dict(
-        zip(zip(c.hours["patient_id"], c.hours["time"], strict=True), c.hours["row"], strict=True)
-    )
     leads: dict[Any, int] = {}
     in_window = 0
     for pid, raised in a[["patient_id", "raised"]].itertuples(index=False):
-        r, t = row_of.get((pid, raised)), c.onset[pid]
+        r, t = c.row_of.get((pid, raised)), c.onset[pid]
         if r is None or t is None:
             continue
         in_window += t + DT_EARLY <= r <= t + DT_LATE

@@ -8,12 +8,12 @@ source (raw Kafka records) → decode + validate (Python UDF) ─┬─ rejected
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from pyflink.table import StatementSet, TableEnvironment, TableResult
 
 from jobs import kafka_io
+from jobs.cli import job_main
 from jobs.flink_env import table_env
 from jobs.settings import Settings
 from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
@@ -158,14 +158,7 @@ def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--bounded", action="store_true", help="stop at the topics' current end")
-    ap.add_argument("--topic-prefix", default="")
-    ap.add_argument("--parallelism", type=int, default=None)
-    a = ap.parse_args(argv)
-    settings = Settings.from_env(parallelism=a.parallelism, job_name=STAGE)
-    kafka_io.wait_for_broker(settings)
-    run(settings, prefix=a.topic_prefix, bounded=a.bounded)
+    job_main(__doc__, STAGE, run, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from pyflink.common import Types
@@ -20,6 +19,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import Schema, StreamTableEnvironment
 
 from jobs import kafka_io
+from jobs.cli import job_main
 from jobs.flink_env import stream_table_env
 from jobs.sepsis_rules import RULES
 from jobs.settings import Settings
@@ -322,14 +322,7 @@ def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--bounded", action="store_true", help="stop at the topics' current end")
-    ap.add_argument("--topic-prefix", default="")
-    ap.add_argument("--parallelism", type=int, default=None)
-    a = ap.parse_args(argv)
-    settings = Settings.from_env(parallelism=a.parallelism, job_name=STAGE)
-    kafka_io.wait_for_broker(settings)
-    run(settings, prefix=a.topic_prefix, bounded=a.bounded)
+    job_main(__doc__, STAGE, run, argv)
 
 
 if __name__ == "__main__":
