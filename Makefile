@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: venv services stop demo test test-unit test-integration check lint typecheck bench evaluate clean
+.PHONY: venv services stop demo census-demo test test-unit test-integration check lint typecheck bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,11 @@ stop:
 
 demo: venv
 	$(BIN)/python -m jobs.demo
+
+# The bed census over generated multi-site ADT traffic (MIMIC=1: the MIMIC-IV demo's transfers).
+census-demo: venv
+	$(SERVICES) start kafka
+	$(BIN)/python -m jobs.census_demo $(if $(MIMIC),--mimic)
 
 test: venv services
 	$(BIN)/python -m pytest -q
@@ -44,6 +49,7 @@ bench: venv
 	$(SERVICES) start kafka
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.sepsis_screen
+	$(BIN)/python -m bench.census
 
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv

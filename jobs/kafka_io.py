@@ -66,7 +66,11 @@ def delete_topics(settings: Settings, names: list[str], *, prefix: str) -> None:
     if not prefix:
         raise ValueError("refusing to delete unprefixed (production) topics")
     a = admin(settings)  # keep the client alive until the futures resolve
-    for fut in a.delete_topics([prefix + n for n in names], operation_timeout=30).values():
+    existing = set(a.list_topics(timeout=10).topics)
+    doomed = sorted({prefix + n for n in names} & existing)
+    if not doomed:
+        return
+    for fut in a.delete_topics(doomed, operation_timeout=30).values():
         fut.result()
 
 

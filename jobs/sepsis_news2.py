@@ -54,7 +54,7 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
         t_env.sql_query(f"""
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
         FROM `{t.vitals_raw}` AS r,
-             LATERAL TABLE(wf_decode_observation(r.`value`, r.kafka_ts)) AS d({cols})"""),
+             LATERAL TABLE(wf_decode_observation(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
     )
     t_env.create_temporary_view(
         "observations",

@@ -70,7 +70,7 @@ def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
         t_env.sql_query(f"""
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
         FROM (SELECT * FROM `{raw}` WHERE {on_time}) AS r,
-             LATERAL TABLE(wf_decode_{name}(r.`value`, r.kafka_ts)) AS d({cols})"""),
+             LATERAL TABLE(wf_decode_{name}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
     )
 
 

@@ -38,6 +38,10 @@ class Settings:
     flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
     flink_log_dir: Path = DEFAULT_CACHE / "flink-logs"
     job_name: str = "wardflow"
+    # Time zone of HL7 v2 time stamps that carry no offset (an IANA name).
+    hl7_timezone: str = "UTC"
+    # Bed capacity per facility and unit, with surge thresholds (jobs.capacity).
+    capacity_file: Path = Path(__file__).resolve().parent / "sample" / "capacity_demo.json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -66,6 +70,10 @@ class Settings:
             vals["data_dir"] = Path(e["WARDFLOW_DATA_DIR"])
         if "WARDFLOW_PARALLELISM" in e:
             vals["parallelism"] = int(e["WARDFLOW_PARALLELISM"])
+        if "WARDFLOW_HL7_TIMEZONE" in e:
+            vals["hl7_timezone"] = e["WARDFLOW_HL7_TIMEZONE"]
+        if "WARDFLOW_CAPACITY_FILE" in e:
+            vals["capacity_file"] = Path(e["WARDFLOW_CAPACITY_FILE"])
         if e.get("WARDFLOW_PHI_KEY"):
             vals["phi_key"] = e["WARDFLOW_PHI_KEY"].encode()
         vals.update({k: v for k, v in overrides.items() if v is not None})

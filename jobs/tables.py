@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from jobs.settings import Settings
 from schemas import topic as registry_topic
 
+# Epoch milliseconds of a TIMESTAMP_LTZ(3), exact past 2038: PyFlink hands Python UDFs timestamps
+# through 32-bit seconds (and TIMESTAMPDIFF overflows the same way), so UDFs get this BIGINT.
+EPOCH_MS = "UNIX_TIMESTAMP(CAST({0} AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM {0})"
+
 
 @dataclass(frozen=True)
 class KafkaTable:
@@ -60,6 +64,7 @@ def raw_source_ddl(
   `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
   `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
   `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  `kafka_ts_ms` AS {EPOCH_MS.format("`kafka_ts`")},
   WATERMARK FOR `kafka_ts` AS `kafka_ts` - INTERVAL '{watermark_delay_s}' SECOND
 ) WITH (
   {_with(opts)}

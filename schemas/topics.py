@@ -77,6 +77,27 @@ TOPICS: dict[str, Topic] = {
             "Canonical admit/discharge/transfer events.",
         ),
         Topic(
+            "census.unit.v1",
+            "census.unit.v1",
+            "facility_id",
+            3,
+            "Bed census per unit and facility at each minute it changed, with surge level.",
+        ),
+        Topic(
+            "census.flow.v1",
+            "census.flow.v1",
+            "facility_id",
+            3,
+            "Arrivals, discharges, transfers and cancels per unit and facility per hour.",
+        ),
+        Topic(
+            "census.event.v1",
+            "census.event.v1",
+            "patient_token",
+            3,
+            "Each accepted ADT event with what the bed census made of it.",
+        ),
+        Topic(
             "deadletter.v1",
             "deadletter.v1",
             "source_topic",

@@ -26,6 +26,9 @@ TABLES = {
     "alert.v1": "alerts",
     "sepsis.screen.v1": "sepsis_screen",
     "alert.v2": "alert_events",
+    "census.unit.v1": "census_unit",
+    "census.flow.v1": "census_flow",
+    "census.event.v1": "census_events",
     "deadletter.v1": "dead_letters",
 }
 META = ("kafka_partition", "kafka_offset")

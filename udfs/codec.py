@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import fastavro
@@ -24,6 +24,9 @@ REASON_CODES = (
     "missing_field",
     "timestamp_mismatch",
 )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Rejection(NamedTuple):
@@ -65,7 +68,9 @@ def validate(schema: Schema, record: dict[str, Any]) -> Rejection | None:
 
 
 def epoch_ms(t: datetime) -> int:
-    return round(t.timestamp() * 1000)
+    """Milliseconds since the epoch, truncated as Avro timestamp-millis encoding truncates (so a
+    record's Kafka timestamp equals its encoded event_time)."""
+    return (t - EPOCH) // timedelta(milliseconds=1)
 
 
 def decode_valid(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from pyflink.common import Row, Types
@@ -66,8 +66,8 @@ class DecodeObservation(TableFunction):  # type: ignore[misc]
     """One row per record: a table function, because the planner cannot filter on the fields of
     a row-typed Python scalar result (RemoteCalcSplitRule fails) and the rowtime must survive."""
 
-    def eval(self, payload: bytes | None, record_time: datetime | None) -> Iterator[Row]:
-        yield Row(*decode_observation(payload, record_time))
+    def eval(self, payload: bytes | None, record_time_ms: int | None) -> Iterator[Row]:
+        yield Row(*decode_observation(payload, record_time_ms))
 
 
 class News2(ScalarFunction):  # type: ignore[misc]
@@ -84,8 +84,8 @@ class DecodeRecord(TableFunction):  # type: ignore[misc]
     def open(self, function_context: Any) -> None:
         self.schema = load_schema(self.schema_name)
 
-    def eval(self, payload: bytes | None, record_time: datetime | None) -> Iterator[Row]:
-        yield Row(*decode_record(self.schema, payload, record_time))
+    def eval(self, payload: bytes | None, record_time_ms: int | None) -> Iterator[Row]:
+        yield Row(*decode_record(self.schema, payload, record_time_ms))
 
 
 def decoded_columns(schema_name: str) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from schemas import load_schema
@@ -23,20 +22,19 @@ DECODED_FIELDS = decoded_fields(OBSERVATION)
 
 
 def decode_record(
-    schema: Schema, payload: bytes | None, record_time: datetime | None
+    schema: Schema, payload: bytes | None, record_time_ms: int | None
 ) -> tuple[Any, ...]:
     """(reason_code, reason, *decoded_fields(schema)): reason_code is None for an accepted record
     and the fields are None for a rejected one."""
     fields = decoded_fields(schema)
-    ts_ms = None if record_time is None else codec.epoch_ms(record_time)
-    rec = codec.decode_valid(schema, payload, ts_ms)
+    rec = codec.decode_valid(schema, payload, record_time_ms)
     if isinstance(rec, codec.Rejection):
         return (rec.reason_code, rec.reason, *(None for _ in fields))
     return (None, None, *(rec[f.name] for f in fields))
 
 
-def decode_observation(payload: bytes | None, record_time: datetime | None) -> tuple[Any, ...]:
-    return decode_record(OBSERVATION, payload, record_time)
+def decode_observation(payload: bytes | None, record_time_ms: int | None) -> tuple[Any, ...]:
+    return decode_record(OBSERVATION, payload, record_time_ms)
 
 
 def news2_summary(

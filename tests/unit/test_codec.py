@@ -77,8 +77,8 @@ def test_a_record_timestamp_other_than_the_event_time_is_rejected() -> None:
 
 
 def test_decode_observation_returns_reason_or_fields_in_schema_order() -> None:
-    ok = decode_observation(codec.encode(OBS, _rec()), T)
+    ok = decode_observation(codec.encode(OBS, _rec()), codec.epoch_ms(T))
     assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS)
     assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:], strict=True))["unit_id"] == "u"
-    bad = decode_observation(b"junk", T)
+    bad = decode_observation(b"junk", codec.epoch_ms(T))
     assert bad[0] == "undecodable" and all(v is None for v in bad[2:])

@@ -1,0 +1,235 @@
+"""Bed-census benchmark: throughput and end-to-end latency of the census job on generated
+multi-site ADT traffic (jobs.adt_generator: 12 facilities × 500 beds by default).
+
+Throughput: all events of `--days` are pre-loaded; the job runs bounded while the end offsets of
+census.event (one record per accepted ADT event) are sampled. Sustained rate = 80 % of N /
+(t(90 %) - t(10 %)), leaving out start-up; `drained_s` is until the job has finished.
+
+Latency: the job runs unbounded; after a warm-up (the first 6 h of events at once, until the
+first census row appears) the rest of `--latency-days` is produced paced at `--speedup` × real
+time. A facility's census row for the minute ending at m can only be final
+once the watermark passes m, i.e. once an event at m + max_out_of_orderness has been produced.
+Latency = wall time the row is read from census.unit - wall time that event was produced
+(p50/p99 over all facility rows). In real time a row also waits out the event-time part: up to
+one minute of window plus the watermark delay (`event_time_wait_s`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from jobs import adt_generator, bed_census, kafka_io, replay
+from jobs.bed_census import ADT, OUTPUT_TOPICS
+from jobs.capacity import Capacity
+from jobs.flink_env import stream_table_env
+from jobs.settings import Settings
+from schemas import load_schema
+from udfs import codec
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def _sampled_run(settings: Settings, prefix: str, n: int) -> dict[str, Any]:
+    out_topic = prefix + "census.event.v1"
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sampler"})
+    parts = list(c.list_topics(out_topic, timeout=10).topics[out_topic].partitions)
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def _run() -> None:
+        try:
+            bed_census.run(settings, prefix=prefix, bounded=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=_run, daemon=True).start()
+    while not done.is_set():
+        total = sum(
+            c.get_watermark_offsets(TopicPartition(out_topic, p), timeout=5)[1] for p in parts
+        )
+        samples.append((time.monotonic() - t0, total))
+        time.sleep(0.2)
+    drained = time.monotonic() - t0
+    c.close()
+    applied = kafka_io.count_records(settings, out_topic)
+    dead = kafka_io.count_records(settings, prefix + "deadletter.v1")
+
+    def when(frac: float) -> float:
+        return next(t for t, k in samples if k >= frac * applied)
+
+    return {
+        "events": n,
+        "census_events": applied,
+        "dead_lettered": dead,
+        "census_rows": kafka_io.count_records(settings, prefix + "census.unit.v1"),
+        "flow_rows": kafka_io.count_records(settings, prefix + "census.flow.v1"),
+        "sustained_events_per_s": round(0.8 * applied / max(when(0.9) - when(0.1), 1e-9)),
+        "first_output_s": round(when(1 / applied), 1),
+        "drained_s": round(drained, 1),
+        "events_per_s_end_to_end": round(n / drained),
+    }
+
+
+def _latency(
+    settings: Settings, prefix: str, evs: list[dict[str, Any]], speedup: float
+) -> dict[str, Any]:
+    census_schema = load_schema("census.unit.v1")
+    adt_schema = load_schema(ADT)
+    seen: dict[tuple[str, int], float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        c.subscribe([prefix + "census.unit.v1"])
+        while not stop.is_set():
+            for m in c.consume(500, timeout=0.05):
+                if m.error():
+                    continue
+                rec = codec.decode(census_schema, m.value())
+                if isinstance(rec, dict) and rec["scope"] == "facility":
+                    key = (rec["facility_id"], codec.epoch_ms(rec["window_end"]))
+                    seen.setdefault(key, time.time())
+        c.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    env, _ = _unbounded(settings, prefix)
+    client = env.execute_async("bench-census-latency")
+    p = kafka_io.producer(settings, **{"linger.ms": 2})
+    times_ms: list[int] = []
+    produced_at: list[float] = []
+
+    def send(e: dict[str, Any]) -> None:
+        ts = codec.epoch_ms(e["event_time"])
+        value = codec.encode(adt_schema, e)
+        replay.produce_raw(p, prefix + ADT, e["patient_token"].encode(), value, ts)
+        p.poll(0)
+        times_ms.append(ts)
+        produced_at.append(time.time())
+
+    # Warm-up: the first 6 h of events at once, then wait for the job's first census row, so
+    # that start-up (tens of seconds on the MiniCluster) is not counted.
+    warm_until = codec.epoch_ms(evs[0]["event_time"]) + 6 * 3600 * 1000
+    warm = [e for e in evs if codec.epoch_ms(e["event_time"]) < warm_until]
+    for e in warm:
+        send(e)
+    p.flush_or_raise()
+    deadline = time.monotonic() + 300
+    while not seen:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the census job produced no row within 300 s")
+        time.sleep(0.2)
+    rest = evs[len(warm) :]
+    t0_wall = time.monotonic()
+    t0_event = codec.epoch_ms(rest[0]["event_time"])
+    for e in rest:
+        due = t0_wall + (codec.epoch_ms(e["event_time"]) - t0_event) / 1000 / speedup
+        while (lag := due - time.monotonic()) > 0:
+            p.poll(min(lag, 0.005))
+        send(e)
+    p.flush_or_raise()
+    time.sleep(10)
+    stop.set()
+    watcher.join()
+    client.cancel().result()
+    delay_ms = settings.max_out_of_orderness_s * 1000
+    lat = []
+    for (_, window_end), read in seen.items():
+        i = bisect.bisect_left(times_ms, window_end + delay_ms)
+        if len(warm) <= i < len(times_ms):
+            lat.append((read - produced_at[i]) * 1000)
+    lat.sort()
+    if not lat:
+        raise RuntimeError("no census rows observed")
+    return {
+        "speedup": speedup,
+        "events": len(evs),
+        "events_per_s": round(len(rest) / (times_ms[-1] - t0_event) * 1000 * speedup, 1),
+        "facility_rows": len(lat),
+        "p50_ms": round(statistics.median(lat)),
+        "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))]),
+        "max_ms": round(lat[-1]),
+        "event_time_wait_s": f"up to 60 + {settings.max_out_of_orderness_s}",
+    }
+
+
+def _unbounded(settings: Settings, prefix: str) -> tuple[Any, Any]:
+    kafka_io.ensure_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
+    env, t_env = stream_table_env(settings)
+    tables = bed_census.create_kafka_tables(t_env, settings, prefix=prefix)
+    bed_census.build(t_env, tables, Capacity.load(settings.capacity_file))
+    return env, t_env
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--facilities", type=int, default=12)
+    ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument("--latency-days", type=float, default=2.0)
+    ap.add_argument("--speedup", type=float, default=3600.0)
+    ap.add_argument("--out", type=Path, default=OUT / "census.json")
+    a = ap.parse_args(argv)
+    cap = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-capacity-{uuid.uuid4().hex[:6]}.json"
+    cap.write_text(json.dumps(adt_generator.capacity(a.facilities).to_dict()))
+    settings = Settings.from_env(
+        phi_key=b"wardflow-bench", job_name="bench-census", capacity_file=cap
+    )
+    kafka_io.wait_for_broker(settings)
+    evs = adt_generator.events(adt_generator.Plan(facilities=a.facilities, days=a.days))
+
+    prefix = f"bench-census-{uuid.uuid4().hex[:6]}."
+    kafka_io.ensure_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
+    n = replay.produce_stream(settings, ((ADT, e) for e in evs), prefix=prefix, progress=False)
+    throughput = _sampled_run(settings, prefix, n)
+    kafka_io.delete_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
+
+    lat_prefix = f"bench-census-lat-{uuid.uuid4().hex[:6]}."
+    horizon = evs[0]["event_time"].timestamp() + a.latency_days * 86400
+    lat_evs = [e for e in evs if e["event_time"].timestamp() < horizon]
+    latency = _latency(
+        dataclasses.replace(settings, job_name="bench-census-latency"),
+        lat_prefix,
+        lat_evs,
+        a.speedup,
+    )
+    kafka_io.delete_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=lat_prefix)
+    cap.unlink()
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "facilities": a.facilities,
+        "beds": a.facilities * sum(adt_generator.UNITS.values()),
+        "days": a.days,
+        "throughput": throughput,
+        "latency": latency,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Configured bed capacity per facility and unit, and the occupancy thresholds of surge levels.
+
+A JSON file (settings.capacity_file):
+
+    {"surge_thresholds_pct": [85, 92, 100],
+     "facilities": {"north": {"ICU": 20, "Ward 4B": 32}, ...}}
+
+Default thresholds: 85 % is the occupancy above which the risk of bed shortages and of
+refused emergency admissions rises steeply (Bagust, Place & Posnett, BMJ 1999;319:155-8); 92 %
+is NHS England's general and acute bed occupancy planning ceiling (2024/25 priorities and
+operational planning guidance); 100 % is a full unit. Levels 1-3 are reached at each threshold.
+Units outside the file are unknown: their events are dead-lettered, never counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_THRESHOLDS_PCT = (85.0, 92.0, 100.0)
+ALL_UNITS = "ALL"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    units: dict[tuple[str, str], int]  # (facility, unit) -> staffed beds
+    thresholds_pct: tuple[float, ...] = DEFAULT_THRESHOLDS_PCT
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Capacity:
+        units = {
+            (fac, unit): int(beds)
+            for fac, fac_units in d["facilities"].items()
+            for unit, beds in fac_units.items()
+        }
+        if any(b <= 0 for b in units.values()):
+            raise ValueError("every unit needs a positive bed count")
+        if any(u == ALL_UNITS for _, u in units):
+            raise ValueError(f"{ALL_UNITS!r} is reserved for facility totals")
+        th = tuple(float(t) for t in d.get("surge_thresholds_pct", DEFAULT_THRESHOLDS_PCT))
+        if list(th) != sorted(th) or len(th) != 3:
+            raise ValueError("surge_thresholds_pct must be three ascending percentages")
+        return cls(units, th)
+
+    @classmethod
+    def load(cls, path: Path) -> Capacity:
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        facilities: dict[str, dict[str, int]] = {}
+        for (fac, unit), beds in sorted(self.units.items()):
+            facilities.setdefault(fac, {})[unit] = beds
+        return {"surge_thresholds_pct": list(self.thresholds_pct), "facilities": facilities}
+
+    def facility_beds(self, facility: str) -> int:
+        return sum(b for (f, _), b in self.units.items() if f == facility)

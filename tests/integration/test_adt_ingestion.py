@@ -1,0 +1,113 @@
+"""HL7 v2 over MLLP and FHIR R4 bundle drops into real Kafka, and on through the census job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from jobs import bed_census, fhir_ingest, hl7_gateway, kafka_io
+from jobs.settings import Settings
+from tests.unit.test_hl7v2 import DATA as HL7_DATA
+from tests.unit.test_hl7v2 import EXPECTED
+
+pytestmark = pytest.mark.integration
+FHIR_DATA = HL7_DATA.parent / "fhir_r4"
+TOPICS = ["adt.event.v1", "vitals.observation.v1", "labs.result.v1", "deadletter.v1"]
+
+
+@pytest.fixture
+def prefix(kafka: Settings) -> str:
+    p = f"t-ingest-{uuid.uuid4().hex[:8]}."
+    yield p
+    kafka_io.delete_topics(kafka, [*TOPICS, *bed_census.OUTPUT_TOPICS], prefix=p)
+
+
+def counts(s: Settings, prefix: str) -> dict[str, int]:
+    return {t: kafka_io.count_records(s, prefix + t) for t in TOPICS}
+
+
+def ack_code(ack: str) -> str:
+    return ack.split("\r")[1].split("|")[1]
+
+
+def test_every_hl7_sample_is_acknowledged_and_published_or_dead_lettered(
+    kafka: Settings, prefix: str
+) -> None:
+    server = hl7_gateway.serve(kafka, port=0, prefix=prefix)
+    try:
+        names = sorted(EXPECTED)
+        messages = [(HL7_DATA / n).read_bytes() for n in names]
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], [*messages, b"not hl7"])
+    finally:
+        server.shutdown()
+    for name, ack in zip(names, acks, strict=False):
+        want = "AR" if "unsupported" in EXPECTED[name] else "AE"
+        assert ack_code(ack) == (want if EXPECTED[name].startswith("refused") else "AA"), name
+    assert ack_code(acks[-1]) == "AE"
+    refused = sum(v.startswith("refused") for v in EXPECTED.values()) + 1
+    n = counts(kafka, prefix)
+    assert n == {
+        "adt.event.v1": sum(not v.startswith(("refused", "labs")) for v in EXPECTED.values()),
+        "vitals.observation.v1": 0,
+        "labs.result.v1": 1,
+        "deadletter.v1": refused,
+    }
+    letters = kafka_io.read_records(kafka, prefix + "deadletter.v1", "deadletter.v1")
+    assert {d["stage"] for d in letters} == {"hl7_gateway"}
+    assert {d["payload"] for d in letters} >= {
+        b"not hl7",
+        (HL7_DATA / "ADT-A09-01.hl7").read_bytes(),
+    }
+
+
+def test_every_fhir_example_is_published_or_dead_lettered(kafka: Settings, prefix: str) -> None:
+    report = fhir_ingest.ingest(kafka, [FHIR_DATA], prefix=prefix, facility_id="F")
+    n = counts(kafka, prefix)
+    assert report.resources == report.mapped + sum(report.refused.values())
+    assert n["deadletter.v1"] == sum(report.refused.values())
+    assert n["adt.event.v1"] == report.records["adt.event.v1"] == 3
+    assert n["vitals.observation.v1"] == report.records["vitals.observation.v1"] == 2
+
+
+def hl7_adt(control: str, trigger: str, when: str, unit: str = "", bed: str = "") -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EPIC|GH|WF|GH|{when}||ADT^{trigger}|{control}|P|2.5.1",
+            f"EVN|{trigger}|{when}",
+            "PID|1||MRN77^^^GH^MR||DOE^JANE",
+            f"PV1|1|I|{unit}^^{bed}^GH||||||||||||||||V900",
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_hl7_admit_transfer_discharge_and_cancel_reach_the_census(
+    kafka: Settings, prefix: str, tmp_path: Path
+) -> None:
+    cap = tmp_path / "cap.json"
+    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
+    s = dataclasses.replace(kafka, capacity_file=cap, job_name="hl7-census-test")
+    messages = [
+        hl7_adt("m1", "A01", "20260301080000", "4E", "12"),
+        hl7_adt("m2", "A02", "20260301093000", "ICU", "2"),
+        hl7_adt("m3", "A03", "20260301120000"),
+        hl7_adt("m4", "A13", "20260301121500", "ICU", "2"),
+        hl7_adt("m2", "A02", "20260301093000", "ICU", "2"),  # a resend: same event id
+    ]
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA"] * 5
+    bed_census.run(s, prefix=prefix, bounded=True)
+    census = kafka_io.read_records(s, prefix + "census.unit.v1", "census.unit.v1")
+    latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+    assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 1, "ALL": 1}
+    letters = kafka_io.read_records(s, prefix + "deadletter.v1", "deadletter.v1")
+    assert Counter(d["reason_code"] for d in letters) == {"duplicate": 1}

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from udfs.census import AdtEvent, PatientPlacement, surge_level
+
+
+def ev(i: int, kind: str, unit: str | None = None, bed: str | None = None) -> AdtEvent:
+    return AdtEvent(f"e{i}", kind, "F", unit, bed, i * 1000)
+
+
+def occupancy(p: PatientPlacement, events: list[AdtEvent]) -> tuple[dict[str, int], list[str]]:
+    units: dict[str, int] = {}
+    outcomes = []
+    for e in events:
+        outcome, deltas = p.apply(e)
+        outcomes.append(outcome.status)
+        for d in deltas:
+            units[d.unit_id] = units.get(d.unit_id, 0) + d.occupied
+            assert units[d.unit_id] >= 0
+    return units, outcomes
+
+
+def test_admit_transfer_discharge_moves_one_patient_through_units() -> None:
+    units, outcomes = occupancy(
+        PatientPlacement(), [ev(1, "admit", "ED"), ev(2, "transfer", "ICU"), ev(3, "discharge")]
+    )
+    assert units == {"ED": 0, "ICU": 0} and outcomes == ["applied"] * 3
+
+
+def test_transfer_counts_out_of_the_old_unit_and_into_the_new() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "ED"))
+    _, deltas = p.apply(ev(2, "transfer", "ICU"))
+    assert [(d.unit_id, d.occupied, d.transfers_out, d.transfers_in) for d in deltas] == [
+        ("ED", -1, 1, 0),
+        ("ICU", 1, 0, 1),
+    ]
+
+
+def test_a_bed_move_inside_a_unit_changes_no_census() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "ICU", "1"))
+    outcome, deltas = p.apply(ev(2, "transfer", "ICU", "2"))
+    assert outcome.status == "applied" and deltas == []
+    assert p.place is not None and p.place.bed_id == "2"
+
+
+def test_cancel_admit_frees_the_bed_even_after_a_transfer() -> None:
+    units, outcomes = occupancy(
+        PatientPlacement(), [ev(1, "admit", "ED"), ev(2, "transfer", "ICU"), ev(3, "cancel_admit")]
+    )
+    assert units == {"ED": 0, "ICU": 0} and outcomes[-1] == "applied"
+
+
+def test_cancel_transfer_returns_the_patient_to_the_unit_before() -> None:
+    p = PatientPlacement()
+    occupancy(p, [ev(1, "admit", "ED"), ev(2, "transfer", "ICU")])
+    outcome, deltas = p.apply(ev(3, "cancel_transfer"))
+    assert outcome.status == "applied"
+    assert [(d.unit_id, d.occupied, d.cancels) for d in deltas] == [("ICU", -1, 1), ("ED", 1, 1)]
+
+
+def test_cancel_discharge_gives_the_bed_back() -> None:
+    p = PatientPlacement()
+    units, outcomes = occupancy(
+        p, [ev(1, "admit", "W4"), ev(2, "discharge"), ev(3, "cancel_discharge")]
+    )
+    assert units == {"W4": 1} and outcomes == ["applied"] * 3
+    assert p.place is not None and p.place.unit_id == "W4"
+
+
+def test_a_cancel_with_nothing_to_undo_is_refused() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "W4"))
+    outcome, deltas = p.apply(ev(2, "cancel_discharge"))
+    assert outcome.status == "nothing_to_cancel" and deltas == []
+
+
+def test_discharging_a_patient_without_a_bed_is_refused_and_never_negative() -> None:
+    units, outcomes = occupancy(PatientPlacement(), [ev(1, "discharge"), ev(2, "transfer", "ICU")])
+    assert units == {} and outcomes == ["not_admitted", "not_admitted"]
+
+
+def test_a_second_admission_without_a_discharge_is_refused() -> None:
+    _, outcomes = occupancy(PatientPlacement(), [ev(1, "admit", "W4"), ev(2, "admit", "W5")])
+    assert outcomes == ["applied", "already_admitted"]
+
+
+def test_the_same_event_twice_is_a_duplicate() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "W4"))
+    outcome, deltas = p.apply(ev(1, "admit", "W4"))
+    assert outcome.status == "duplicate" and deltas == []
+
+
+def test_an_update_corrects_the_unit_without_counting_a_transfer() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "W4"))
+    outcome, deltas = p.apply(ev(2, "update", "W5"))
+    assert outcome.status == "applied"
+    assert [(d.unit_id, d.occupied, d.transfers_in + d.transfers_out) for d in deltas] == [
+        ("W4", -1, 0),
+        ("W5", 1, 0),
+    ]
+    assert p.apply(ev(3, "update", "W5"))[0].status == "no_change"
+
+
+def test_registration_and_preadmission_occupy_no_bed() -> None:
+    _, outcomes = occupancy(PatientPlacement(), [ev(1, "register", "OPD"), ev(2, "preadmit", "W")])
+    assert outcomes == ["no_change", "no_change"]
+
+
+def test_surge_level_counts_the_thresholds_reached() -> None:
+    th = (85.0, 92.0, 100.0)
+    assert [surge_level(p, th) for p in (50, 85, 91.9, 92, 100, 130)] == [0, 1, 1, 2, 3, 3]

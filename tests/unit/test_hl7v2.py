@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from udfs import hl7v2
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7v2"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/hl7v2 is not here")
+
+
+def tok(namespace: str, ident: str) -> str:
+    return f"{namespace}|{ident}"
+
+
+def outcome(text: str) -> hl7v2.Mapped | hl7v2.Refused:
+    msg = hl7v2.parse(text)
+    return msg if isinstance(msg, hl7v2.Refused) else hl7v2.map_message(msg, tok, source="t")
+
+
+def sample(name: str) -> str:
+    return (DATA / name).read_bytes().decode("utf-8")
+
+
+# What every sample in ../shared/data/hl7v2 must become: canonical event type(s) or refusal code.
+EXPECTED = {
+    "ADT-A01-01.hl7": "admit",
+    "ADT-A01-02.hl7": "admit",
+    "ADT-A02-01.hl7": "transfer",
+    "ADT-A02-02.hl7": "transfer",
+    "ADT-A03-01.hl7": "discharge",
+    "ADT-A03-02.hl7": "discharge",
+    "ADT-A04-01.hl7": "register",
+    "ADT-A04-02.hl7": "register",
+    "ADT-A05-01.hl7": "preadmit",
+    "ADT-A06-01.hl7": "admit",
+    "ADT-A07-01.hl7": "discharge",
+    "ADT-A08-01.hl7": "update",
+    "ADT-A08-02.hl7": "update",
+    "ADT-A09-01.hl7": "refused:unsupported_event",
+    "ADT-A10-01.hl7": "refused:unsupported_event",
+    "ADT-A11-01.hl7": "cancel_admit",
+    "ADT-A11-02.hl7": "cancel_admit",
+    "ADT-A13-01.hl7": "cancel_discharge",
+    "ADT-A13-02.hl7": "cancel_discharge",
+    "ADT01-23.hl7": "admit",
+    "ADT01-28.hl7": "admit",
+    "ADT04-23.hl7": "register",
+    "ADT04-251.hl7": "register",
+    "ADT04-28.hl7": "register",
+    "LAB-ORU-1.hl7": "refused:not_a_vital_sign",
+    "LAB-ORU-2.hl7": "refused:not_a_vital_sign",
+    "LRI_2.0-NG_CBC_Typ_Message.hl7": "labs",
+    "ORU-R01-01.hl7": "refused:malformed",
+    "ORU-R01-RMGEAD.hl7": "refused:not_a_vital_sign",
+}
+
+
+def summary(o: hl7v2.Mapped | hl7v2.Refused) -> str:
+    if isinstance(o, hl7v2.Refused):
+        return f"refused:{o.reason_code}"
+    (topic, rec), *_ = o.records
+    return rec["event_type"] if topic == "adt.event.v1" else topic.split(".")[0]
+
+
+@needs_data
+def test_every_sample_message_maps_or_is_refused_with_a_stated_reason() -> None:
+    names = sorted(p.name for p in DATA.glob("*.hl7"))
+    assert names == sorted(EXPECTED)
+    for name in names:
+        o = outcome(sample(name))
+        assert summary(o) == EXPECTED[name], name
+        if isinstance(o, hl7v2.Refused):
+            assert o.reason and o.ack_code in ("AE", "AR")
+
+
+@needs_data
+def test_an_admission_carries_unit_bed_visit_and_the_event_occurred_time() -> None:
+    o = outcome(sample("ADT01-23.hl7"))
+    assert isinstance(o, hl7v2.Mapped)
+    [(topic, rec)] = o.records
+    assert topic == "adt.event.v1"
+    assert rec["patient_token"] == "1|10006579"  # PID-3 MR, assigning authority 1
+    assert (rec["facility_id"], rec["unit_id"], rec["bed_id"]) == ("1", "PREOP", "1")
+    assert rec["encounter_token"] == "1/visit|40007716"
+    assert rec["event_time"] == datetime(2005, 1, 9, 21, 55, 2, tzinfo=UTC)  # +0700 in EVN-2
+
+
+@needs_data
+def test_a_cbc_result_becomes_labs_in_the_screen_units() -> None:
+    o = outcome(sample("LRI_2.0-NG_CBC_Typ_Message.hl7"))
+    assert isinstance(o, hl7v2.Mapped)
+    [(topic, rec)] = o.records
+    assert topic == "labs.result.v1"
+    assert rec["wbc_10e9_l"] == pytest.approx(105.6)  # 105600 {cells}/uL
+    assert rec["platelets_10e9_l"] == pytest.approx(210.0)
+
+
+def oru(obx: str) -> str:
+    return "\r".join(
+        [
+            "MSH|^~\\&|MON|ICU|WF|H|20260301101500||ORU^R01|C1|P|2.5.1",
+            "PID|1||MRN9^^^H^MR",
+            "PV1|1|I|MICU^12^A^H",
+            "OBR|1|||vitals|||20260301101000",
+            obx,
+        ]
+    )
+
+
+def test_oru_vital_signs_convert_units_and_use_the_observation_time() -> None:
+    msg = oru(
+        "OBX|1|NM|8867-4^Heart rate^LN||118|/min|||||F|||20260301100500+0100\r"
+        "OBX|2|NM|8310-5^Temp^LN||101.3|[degF]|||||F"
+    )
+    o = outcome(msg)
+    assert isinstance(o, hl7v2.Mapped)
+    [(topic, rec)] = o.records
+    assert topic == "vitals.observation.v1"
+    assert rec["heart_rate_bpm"] == 118 and rec["temp_c"] == pytest.approx(38.5)
+    assert (rec["facility_id"], rec["unit_id"]) == ("H", "MICU")
+    assert rec["event_time"] == datetime(2026, 3, 1, 9, 5, tzinfo=UTC)
+
+
+def test_a_unit_the_code_does_not_take_is_a_data_type_error() -> None:
+    o = outcome(oru("OBX|1|NM|8867-4^Heart rate^LN||118|mmHg|||||F"))
+    assert isinstance(o, hl7v2.Refused)
+    assert (o.reason_code, o.hl7_error) == ("bad_value", "102")
+
+
+def test_deleted_results_are_skipped() -> None:
+    o = outcome(oru("OBX|1|NM|8867-4^Heart rate^LN||118|/min|||||D"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "not_a_vital_sign"
+
+
+def test_text_that_is_not_hl7_is_refused_as_malformed() -> None:
+    o = outcome("hello")
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "malformed"
+
+
+def test_an_admission_without_a_unit_is_refused() -> None:
+    msg = "MSH|^~\\&|A|H|||20260301||ADT^A01|X1|P|2.5\rEVN|A01|20260301\rPID|1||9^^^H^MR\rPV1|1|I"
+    o = outcome(msg)
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "missing_field"
+
+
+def test_time_stamps_honour_offsets_precision_and_the_default_zone() -> None:
+    assert hl7v2.hl7_time("20260301101500.25-0500") == datetime(
+        2026, 3, 1, 15, 15, 0, 250000, tzinfo=UTC
+    )
+    assert hl7v2.hl7_time("202603") == datetime(2026, 3, 1, tzinfo=UTC)
+    summer = hl7v2.hl7_time("20260701120000", ZoneInfo("Europe/London"))
+    assert summer == datetime(2026, 7, 1, 11, 0, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        hl7v2.hl7_time("2026-03-01")
+
+
+@needs_data
+def test_acks_quote_the_control_id_and_carry_an_error_for_refusals() -> None:
+    msg = hl7v2.parse(sample("ADT-A09-01.hl7"))
+    assert not isinstance(msg, hl7v2.Refused)
+    ack = hl7v2.ack(msg, "AR", "not a census event", "201").split("\r")
+    assert ack[0].split("|")[8] == "ACK" and ack[0].split("|")[11] == "2.8"
+    assert ack[1].startswith("MSA|AR|MSG00009|")
+    assert ack[2] == "ERR|||201^^HL70357|E"
+    bad = hl7v2.ack(None, "AE", "x", "100", raw="MSH|^~\\&|A|B|C|D|2026||ADT^A01|CTL7|P|2.3")
+    assert "MSA|AE|CTL7|x" in bad

@@ -1,0 +1,190 @@
+"""Bed census: where each patient is, from canonical ADT events applied in event-time order.
+
+`PatientPlacement.apply` is the whole state machine of one patient (pure; the Flink job keys it
+by patient and feeds events once the watermark has passed them). It returns the census
+*changes* the event causes, as `Delta`s per unit, or an `Outcome` that says why the event changed
+nothing or was refused. Occupancy only ever moves a patient out of the unit they are in, so a
+unit's running sum of deltas can never go negative.
+
+Semantics (HL7 v2.8 chapter 3 trigger events):
+- admit (A01, A06): place the patient; refused if they already hold a bed (a missed discharge
+  must be reconciled, not silently overwritten).
+- transfer (A02): move to the new unit/bed; refused for a patient who holds no bed.
+- discharge (A03, A07): free the bed; refused for a patient who holds no bed.
+- update (A08): corrects the bed or unit of a placed patient (no arrival or transfer counted);
+  otherwise changes nothing.
+- register (A04), preadmit (A05): no bed, no change.
+- cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
+  placement change of that kind, from the cancel's event time on: the cancelled admission's
+  bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
+  before the cancelled transfer, or takes back the bed they were discharged from. Census rows
+  already emitted are not rewritten: they were the census as known then. Refused when the
+  latest change is not of that kind.
+- the same event id twice: refused as a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+HISTORY = 16  # placement changes kept per patient for cancels
+
+
+class Place(NamedTuple):
+    facility_id: str
+    unit_id: str
+    bed_id: str | None
+
+
+class AdtEvent(NamedTuple):
+    event_id: str
+    event_type: str
+    facility_id: str
+    unit_id: str | None
+    bed_id: str | None
+    event_time_ms: int
+
+
+class Delta(NamedTuple):
+    """A change to one unit's census at `event_time_ms` (counts are 0 or ±1)."""
+
+    facility_id: str
+    unit_id: str
+    event_time_ms: int
+    occupied: int
+    arrivals: int = 0
+    discharges: int = 0
+    transfers_in: int = 0
+    transfers_out: int = 0
+    cancels: int = 0
+
+
+class Outcome(NamedTuple):
+    """What became of an event: applied, no_change, or a refusal reason code (dead-lettered)."""
+
+    status: str
+    reason: str = ""
+
+    @property
+    def refused(self) -> bool:
+        return self.status not in ("applied", "no_change")
+
+
+APPLIED = Outcome("applied")
+
+
+@dataclass
+class PatientPlacement:
+    place: Place | None = None
+    history: list[tuple[str, Place | None]] = field(default_factory=list)  # (event type, before)
+    seen: set[str] = field(default_factory=set)
+
+    def apply(self, e: AdtEvent) -> tuple[Outcome, list[Delta]]:
+        if e.event_id in self.seen:
+            return Outcome("duplicate", f"event {e.event_id} was already applied"), []
+        outcome, deltas = self._apply(e)
+        if not outcome.refused:
+            self.seen.add(e.event_id)
+        return outcome, deltas
+
+    def _apply(self, e: AdtEvent) -> tuple[Outcome, list[Delta]]:
+        t = e.event_time_ms
+        new = Place(e.facility_id, e.unit_id, e.bed_id) if e.unit_id else None
+        before = self.place
+        kind = e.event_type
+        if kind in ("register", "preadmit"):
+            return Outcome("no_change", f"{kind} does not occupy a bed"), []
+        if kind == "admit":
+            if new is None:
+                return Outcome("missing_unit", "an admission must name a unit"), []
+            if before is not None:
+                return Outcome(
+                    "already_admitted", f"patient holds a bed in {before.unit_id} already"
+                ), []
+            return self._move(kind, new, t, arrival=True)
+        if kind in ("transfer", "discharge") and before is None:
+            return Outcome("not_admitted", f"{kind} for a patient who holds no bed"), []
+        if kind == "transfer":
+            if new is None:
+                return Outcome("missing_unit", "a transfer must name a unit"), []
+            return self._move(kind, new, t)
+        if kind == "discharge":
+            return self._move(kind, None, t)
+        if kind == "update":
+            if before is None or new is None or new == before:
+                return Outcome("no_change", "no bed or unit change"), []
+            self.place = new
+            return APPLIED, _between(before, new, t)
+        if kind.startswith("cancel_"):
+            return self._cancel(kind.removeprefix("cancel_"), t)
+        return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
+
+    def _move(
+        self, kind: str, new: Place | None, t: int, *, arrival: bool = False
+    ) -> tuple[Outcome, list[Delta]]:
+        before = self.place
+        self.history = [*self.history, (kind, before)][-HISTORY:]
+        self.place = new
+        if before is not None and new is not None and before[:2] == new[:2]:
+            return APPLIED, []  # a bed move inside the unit
+        out = []
+        if before is not None:
+            out.append(
+                Delta(
+                    before.facility_id,
+                    before.unit_id,
+                    t,
+                    -1,
+                    discharges=int(new is None),
+                    transfers_out=int(new is not None),
+                )
+            )
+        if new is not None:
+            out.append(
+                Delta(
+                    new.facility_id,
+                    new.unit_id,
+                    t,
+                    +1,
+                    arrivals=int(arrival),
+                    transfers_in=int(not arrival),
+                )
+            )
+        return APPLIED, out
+
+    def _cancel(self, what: str, t: int) -> tuple[Outcome, list[Delta]]:
+        open_stay = any(kind == "admit" for kind, _ in self.history)
+        if what == "admit" and self.place is not None and open_stay:  # the stay is void
+            voided, self.place, self.history = self.place, None, []
+            return APPLIED, [d._replace(cancels=1) for d in _between(voided, None, t)]
+        if not self.history or self.history[-1][0] != what:
+            last = self.history[-1][0] if self.history else "none"
+            return Outcome(
+                "nothing_to_cancel", f"latest placement change is {last}, not {what}"
+            ), []
+        _, before = self.history.pop()
+        now = self.place
+        self.place = before
+        deltas = _between(now, before, t)
+        return APPLIED, [d._replace(cancels=1) for d in deltas]
+
+
+def _between(old: Place | None, new: Place | None, t: int) -> list[Delta]:
+    """Occupancy-only deltas for a correction (no arrivals, discharges or transfers counted)."""
+    if old is not None and new is not None and old[:2] == new[:2]:
+        return []
+    out = []
+    if old is not None:
+        out.append(Delta(old.facility_id, old.unit_id, t, -1))
+    if new is not None:
+        out.append(Delta(new.facility_id, new.unit_id, t, +1))
+    return out
+
+
+SURGE_LABELS = ("normal", "moderate", "severe", "critical")
+
+
+def surge_level(occupancy_pct: float, thresholds_pct: tuple[float, ...]) -> int:
+    """0..len(thresholds): how many ascending thresholds the occupancy has reached."""
+    return sum(occupancy_pct >= t for t in thresholds_pct)

@@ -1,0 +1,220 @@
+"""FHIR R4 Encounter and vital-sign Observation resources → canonical wardflow records.
+
+Resources are validated with fhir.resources (its R4B models: R4B changed nothing in Encounter or
+Observation). Every resource ends as `Mapped` records or a `Refused` reason, like HL7 v2
+messages (udfs.hl7v2). A Bundle is opened and each entry handled on its own.
+
+Encounter → ADT events from its location history (`Encounter.location`, FHIR R4 §9.1.4.1): the
+first location is the admission, each change of location a transfer, and the end of a finished
+encounter's last location the discharge. Consecutive entries for the same location (a bed kept
+`reserved` while the patient is on leave) are one stay. Only inpatient-like classes (IMP, ACUTE,
+NONAC, EMER, OBSENC; v3 ActCode) occupy beds.
+
+Observation → one vitals record. Accepted by LOINC code (udfs.loinc), with UCUM units; a panel's
+values come from its components. Values with a dataAbsentReason are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from udfs.hl7v2 import Mapped, Refused
+from udfs.loinc import CODES, PANELS, VITALS, convert
+
+BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
+USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
+Tokenise = Callable[[str, str], str]
+
+
+def map_json(
+    data: dict[str, Any], tokenise: Tokenise, *, source: str, facility_id: str
+) -> list[tuple[str, Mapped | Refused]]:
+    """[(label, outcome)] for a resource or for each entry of a Bundle."""
+    kind = data.get("resourceType") if isinstance(data, dict) else None
+    label = f"{kind}/{data.get('id', '?')}" if isinstance(data, dict) else "?"
+    if kind == "Bundle":
+        out: list[tuple[str, Mapped | Refused]] = []
+        for i, entry in enumerate(data.get("entry") or []):
+            sub = entry.get("resource") if isinstance(entry, dict) else None
+            if sub is None:
+                why = "the entry has no resource (a request or response only)"
+                out.append((f"{label}#entry{i}", Refused("no_resource", why)))
+            else:
+                for sub_label, outcome in map_json(
+                    sub, tokenise, source=source, facility_id=facility_id
+                ):
+                    out.append((f"{label}#entry{i}:{sub_label}", outcome))
+        return out
+    return [(label, map_resource(data, tokenise, source=source, facility_id=facility_id))]
+
+
+def map_resource(
+    data: dict[str, Any], tokenise: Tokenise, *, source: str, facility_id: str
+) -> Mapped | Refused:
+    kind = data.get("resourceType")
+    if kind not in ("Encounter", "Observation"):
+        return Refused(
+            "unsupported_resource", f"{kind} is not ingested (Encounter and Observation are)"
+        )
+    try:
+        resource = get_fhir_model_class(kind).model_validate(data)
+    except Exception as exc:  # pydantic ValidationError and fhir_core errors
+        return Refused("invalid_fhir", f"{kind} does not validate: {exc}"[:500])
+    if kind == "Encounter":
+        return _encounter(resource, tokenise, source, facility_id)
+    return _observation(resource, tokenise, source, facility_id)
+
+
+def _instant(value: Any, what: str) -> datetime | Refused:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return Refused("imprecise_time", f"{what} {value.isoformat()} has no time zone")
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return Refused("imprecise_time", f"{what} {value.isoformat()} is a date without a time")
+    return Refused("missing_field", f"{what} is missing")
+
+
+def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> Mapped | Refused:
+    if enc.status in ("cancelled", "entered-in-error"):
+        return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}")
+    if enc.status == "planned":
+        return Refused("planned", "a planned encounter occupies no bed yet")
+    cls = enc.class_fhir.code if enc.class_fhir is not None else None
+    if cls not in BED_CLASSES:
+        return Refused(
+            "not_inpatient", f"class {cls} does not occupy a bed ({sorted(BED_CLASSES)})"
+        )
+    if enc.subject is None or not enc.subject.reference:
+        return Refused("missing_field", "Encounter.subject is missing")
+    stays: list[tuple[str, datetime, datetime | None]] = []
+    for loc in enc.location or []:
+        if loc.status == "planned":
+            continue
+        where = loc.location.display or loc.location.reference
+        start = _instant(loc.period.start if loc.period else None, "location period.start")
+        if isinstance(start, Refused):
+            return start
+        end = loc.period.end if loc.period else None
+        end_at = None if end is None else _instant(end, "location period.end")
+        if isinstance(end_at, Refused):
+            return end_at
+        if stays and stays[-1][0] == where:
+            stays[-1] = (where, stays[-1][1], end_at)
+        else:
+            stays.append((where, start, end_at))
+    if not stays:
+        return Refused("no_location", "the Encounter has no location history: no bed to count")
+    facility = (
+        enc.serviceProvider.reference if enc.serviceProvider is not None else None
+    ) or facility_id
+    common = {
+        "source_message_type": "FHIR Encounter",
+        "patient_token": tokenise("fhir:Patient", enc.subject.reference),
+        "encounter_token": tokenise("fhir:Encounter", enc.id or ""),
+        "facility_id": facility,
+        "bed_id": None,
+        "prior_bed_id": None,
+        "recorded_time": None,
+        "source": source,
+    }
+    records = []
+    prior = None
+    for i, (where, start, _) in enumerate(stays):
+        kind = "admit" if i == 0 else "transfer"
+        records.append(
+            {
+                "event_id": f"fhir:Encounter/{enc.id}:{i}:{kind}",
+                "event_type": kind,
+                "unit_id": where,
+                "prior_unit_id": prior,
+                "event_time": start,
+                **common,
+            }
+        )
+        prior = where
+    last_where, _, last_end = stays[-1]
+    if enc.status == "finished" and last_end is not None:
+        records.append(
+            {
+                "event_id": f"fhir:Encounter/{enc.id}:{len(stays)}:discharge",
+                "event_type": "discharge",
+                "unit_id": last_where,
+                "prior_unit_id": None,
+                "event_time": last_end,
+                **common,
+            }
+        )
+    return Mapped([("adt.event.v1", r) for r in records])
+
+
+def _loinc(concept: Any) -> str | None:
+    for c in concept.coding or []:
+        if c.system == "http://loinc.org":
+            return str(c.code)
+    return None
+
+
+def _display(concept: Any) -> str:
+    return next((str(c.display) for c in concept.coding or [] if c.display), "no display")
+
+
+def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) -> Mapped | Refused:
+    if obs.status not in USABLE_OBSERVATION:
+        return Refused(
+            obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
+        )
+    code = _loinc(obs.code)
+    if code is None:
+        return Refused("not_a_vital_sign", "the Observation has no LOINC code")
+    if code in PANELS and obs.hasMember:
+        return Refused(
+            "panel_by_reference",
+            f"{PANELS[code]} {code} holds its values in other resources (hasMember): "
+            "send those Observations",
+        )
+    parts = [(code, obs.valueQuantity, obs.dataAbsentReason)] + [
+        (_loinc(c.code), c.valueQuantity, c.dataAbsentReason) for c in obs.component or []
+    ]
+    values: dict[str, float] = {}
+    for part_code, quantity, absent in parts:
+        if part_code not in CODES or quantity is None or absent is not None:
+            continue
+        try:
+            topic, name, value = convert(part_code, float(quantity.value), quantity.code or "")
+        except ValueError as exc:
+            return Refused("bad_unit", str(exc))
+        if topic != VITALS:
+            return Refused("not_a_vital_sign", f"{code} is a laboratory result; labs come by ORU")
+        values[name] = value
+    if not values:
+        known = code in CODES or code in PANELS
+        reason = (
+            f"{code} carries no value wardflow reads"
+            if known
+            else f"LOINC {code} ({obs.code.text or _display(obs.code)}) is not a vital sign "
+            "wardflow reads"
+        )
+        return Refused("no_value" if known else "not_a_vital_sign", reason)
+    at = _instant(
+        obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None),
+        "effective time",
+    )
+    if isinstance(at, Refused):
+        return at
+    if obs.subject is None or not obs.subject.reference:
+        return Refused("missing_field", "Observation.subject is missing")
+    record = {
+        "observation_id": f"fhir:Observation/{obs.id}",
+        "patient_token": tokenise("fhir:Patient", obs.subject.reference),
+        "facility_id": facility_id,
+        "unit_id": "unknown",
+        "event_time": at,
+        **values,
+        "source": source,
+    }
+    return Mapped([(VITALS, record)])

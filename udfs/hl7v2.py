@@ -1,0 +1,309 @@
+"""HL7 v2 ADT and ORU^R01 messages → canonical wardflow records, and their ACK/NAK.
+
+Parsing is hl7apy's (tolerant validation, so that real-world messages with local quirks still
+parse); this module only reads fields out of the parsed message. Every message ends as one of:
+
+- `Mapped`: records for Kafka topics (`adt.event.v1`, `vitals.observation.v1`, `labs.result.v1`),
+  acknowledged with AA;
+- `Refused`: a reason code, a human reason and the acknowledgment code (AE: the message is in
+  error; AR: the message type or trigger event is not one wardflow takes), with the HL7 error
+  code (table 0357) for the ERR segment. Refused messages are dead-lettered by the gateway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.parser import parse_message
+
+from udfs.loinc import CODES, LABS, VITALS, convert
+
+# ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
+ADT_EVENTS = {
+    "A01": "admit",
+    "A02": "transfer",
+    "A03": "discharge",
+    "A04": "register",
+    "A05": "preadmit",
+    "A06": "admit",  # change an outpatient to an inpatient: enters the bed census
+    "A07": "discharge",  # change an inpatient to an outpatient: leaves the bed census
+    "A08": "update",
+    "A11": "cancel_admit",
+    "A12": "cancel_transfer",
+    "A13": "cancel_discharge",
+}
+_TS = re.compile(
+    r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
+    r"(?:\.(?P<frac>\d{1,4}))?(?P<tz>[+-]\d{4})?$"
+)
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason_code: str
+    reason: str
+    ack_code: str = "AE"  # AE: error in the message; AR: not a message wardflow takes
+    hl7_error: str = "207"  # HL7 table 0357: 100 segment, 101 required field, 102 data type,
+    # 200 unsupported message type, 201 unsupported event, 207 application error
+
+
+@dataclass(frozen=True)
+class Mapped:
+    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
+
+
+def parse(text: str) -> Message | Refused:
+    """Parse ER7 text (segments separated by CR) with hl7apy; a refusal says why it failed."""
+    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 ")
+    if not text.startswith("MSH"):
+        return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
+    try:
+        return parse_message(text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
+    except Exception as exc:  # hl7apy raises a family of its own errors, plus ValueError
+        return Refused("malformed", f"hl7apy: {type(exc).__name__}: {exc}"[:500], hl7_error="100")
+
+
+def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
+    """An HL7 DTM/TS value (YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]) as an aware datetime;
+    without an offset the value is taken to be in `default_tz`."""
+    m = _TS.match(value.strip())
+    if m is None:
+        raise ValueError(f"not an HL7 time stamp: {value!r}")
+    g = m.groupdict()
+    tz: tzinfo = default_tz
+    if g["tz"]:
+        sign = -1 if g["tz"][0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][3:5])))
+    frac = g["frac"] or "0"
+    return datetime(
+        int(g["y"]),
+        int(g["mo"] or 1),
+        int(g["d"] or 1),
+        int(g["h"] or 0),
+        int(g["mi"] or 0),
+        int(g["s"] or 0),
+        int(frac.ljust(6, "0")[:6]),
+        tzinfo=tz,
+    ).astimezone(UTC)
+
+
+def _field(msg: Message, segment: str, index: int, *components: int) -> str:
+    """The text of SEG-index[.component[.subcomponent]] of the first `segment`, '' if absent.
+    Components are read from the field's ER7 text, so that a local field type does not matter."""
+    segs = [s for s in msg.children if s.name == segment]
+    if not segs:
+        return ""
+    fields = getattr(segs[0], f"{segment.lower()}_{index}", None)
+    if fields is None or not len(fields):
+        return ""
+    er7: str = fields[0].to_er7()
+    enc = msg.encoding_chars
+    for depth, c in enumerate(components):
+        sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
+        parts = er7.split(sep)
+        er7 = parts[c - 1] if c - 1 < len(parts) else ""
+    return er7.strip()
+
+
+def _patient_id(msg: Message) -> tuple[str, str] | None:
+    """(assigning authority, id) of PID-3: the medical record number (type MR) if there is one."""
+    segs = [s for s in msg.children if s.name == "PID"]
+    if not segs:
+        return None
+    enc = msg.encoding_chars
+    ids = []
+    for rep in segs[0].pid_3:
+        comps = rep.to_er7().split(enc["COMPONENT"])
+        if comps and comps[0].strip():
+            authority = comps[3].split(enc["SUBCOMPONENT"])[0] if len(comps) > 3 else ""
+            kind = comps[4] if len(comps) > 4 else ""
+            ids.append((kind, authority, comps[0].strip()))
+    if not ids:
+        return None
+    kind, authority, ident = next((i for i in ids if i[0] == "MR"), ids[0])
+    return authority, ident
+
+
+def message_type(msg: Message) -> tuple[str, str]:
+    return _field(msg, "MSH", 9, 1), _field(msg, "MSH", 9, 2)
+
+
+def map_message(
+    msg: Message, tokenise: Tokenise, *, source: str, default_tz: tzinfo = UTC
+) -> Mapped | Refused:
+    """Map a parsed message to canonical records (see the module docstring)."""
+    code, trigger = message_type(msg)
+    control_id = _field(msg, "MSH", 10)
+    if not control_id:
+        return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
+    pid = _patient_id(msg)
+    if pid is None:
+        return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
+    sender = _field(msg, "MSH", 4, 1) or _field(msg, "MSH", 3, 1)
+    namespace = pid[0] or sender
+    patient = tokenise(namespace, pid[1])
+    facility = _field(msg, "PV1", 3, 4, 1) or sender
+    if not facility:
+        return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
+    base_id = f"hl7:{sender}:{control_id}"
+    try:
+        if code == "ADT":
+            return _adt(msg, trigger, base_id, patient, facility, tokenise, source, default_tz)
+        if code == "ORU" and trigger == "R01":
+            return _oru(msg, base_id, patient, facility, source, default_tz)
+    except ValueError as exc:
+        return Refused("bad_value", str(exc)[:500], hl7_error="102")
+    return Refused(
+        "unsupported_message",
+        f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13; ORU^R01)",
+        "AR",
+        "200" if code not in ("ADT", "ORU") else "201",
+    )
+
+
+def _event_time(msg: Message, tz: tzinfo) -> tuple[datetime, datetime | None]:
+    """(event occurred, recorded): EVN-6 if sent, else EVN-2, else MSH-7 (HL7 v2.8 3.4.1)."""
+    recorded = _field(msg, "EVN", 2) or _field(msg, "MSH", 7)
+    occurred = _field(msg, "EVN", 6) or recorded
+    if not occurred:
+        raise ValueError("no event time in EVN-6, EVN-2 or MSH-7")
+    return hl7_time(occurred, tz), hl7_time(recorded, tz) if recorded else None
+
+
+def _adt(
+    msg: Message,
+    trigger: str,
+    base_id: str,
+    patient: str,
+    facility: str,
+    tokenise: Tokenise,
+    source: str,
+    tz: tzinfo,
+) -> Mapped | Refused:
+    event_type = ADT_EVENTS.get(trigger)
+    if event_type is None:
+        return Refused(
+            "unsupported_event",
+            f"ADT^{trigger} is not a census event wardflow ingests (A01-A08, A11-A13)",
+            "AR",
+            "201",
+        )
+    occurred, recorded = _event_time(msg, tz)
+    unit = _field(msg, "PV1", 3, 1, 1) or None
+    if unit is None and event_type in ("admit", "transfer"):
+        return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
+    visit = _field(msg, "PV1", 19, 1)
+    record = {
+        "event_id": f"{base_id}:{trigger}",
+        "event_type": event_type,
+        "source_message_type": f"ADT^{trigger}",
+        "patient_token": patient,
+        "encounter_token": tokenise(f"{facility}/visit", visit) if visit else None,
+        "facility_id": facility,
+        "unit_id": unit,
+        "bed_id": _field(msg, "PV1", 3, 3) or None,
+        "prior_unit_id": _field(msg, "PV1", 6, 1, 1) or None,
+        "prior_bed_id": _field(msg, "PV1", 6, 3) or None,
+        "event_time": occurred,
+        "recorded_time": recorded,
+        "source": source,
+    }
+    return Mapped([("adt.event.v1", record)])
+
+
+def _oru(
+    msg: Message, base_id: str, patient: str, facility: str, source: str, tz: tzinfo
+) -> Mapped | Refused:
+    enc = msg.encoding_chars
+    unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
+    values: dict[str, dict[str, float]] = {VITALS: {}, LABS: {}}
+    times: list[datetime] = []
+    skipped: list[str] = []
+    for seg in (s for s in msg.children if s.name == "OBX"):
+        code = seg.obx_3.to_er7().split(enc["COMPONENT"])[0]
+        status = seg.obx_11.to_er7() if len(seg.obx_11) else ""
+        if code not in CODES:
+            skipped.append(code or "?")
+            continue
+        if status in ("D", "W", "X", "I"):  # deleted, wrong, cannot obtain, pending (table 0085)
+            continue
+        unit_code = seg.obx_6.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_6) else ""
+        raw = seg.obx_5.to_er7() if len(seg.obx_5) else ""
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"OBX {code}: value {raw!r} is not a number") from None
+        topic, name, value = convert(code, number, unit_code)
+        values[topic][name] = value
+        when = seg.obx_14.to_er7() if len(seg.obx_14) else ""
+        if when:
+            times.append(hl7_time(when, tz))
+    if not values[VITALS] and not values[LABS]:
+        return Refused(
+            "not_a_vital_sign",
+            f"no OBX carries a vital sign or screening lab LOINC code (saw {', '.join(skipped)})",
+            "AE",
+            "207",
+        )
+    observed = _field(msg, "OBR", 7) or _field(msg, "MSH", 7)
+    at = min(times) if times else hl7_time(observed, tz)
+    common = {"patient_token": patient, "facility_id": facility, "unit_id": unit, "event_time": at}
+    out: list[tuple[str, dict[str, Any]]] = []
+    if values[VITALS]:
+        out.append(
+            (VITALS, {"observation_id": f"{base_id}:vitals", **common, **values[VITALS],
+                      "source": source})
+        )  # fmt: skip
+    if values[LABS]:
+        out.append((LABS, {"result_id": f"{base_id}:labs", **common, **values[LABS],
+                           "source": source}))  # fmt: skip
+    return Mapped(out)
+
+
+def raw_control_id(text: str) -> str:
+    """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse."""
+    if not text.startswith("MSH") or len(text) < 4:
+        return ""
+    fields = text.split("\r", 1)[0].split(text[3])
+    return fields[9].strip() if len(fields) > 9 else ""
+
+
+def ack(
+    msg: Message | None, ack_code: str, text: str = "", error_code: str = "", *, raw: str = ""
+) -> str:
+    """An ACK (MSA; ERR for AE/AR) for `msg`, in its HL7 version, as ER7 with CR separators.
+    Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`."""
+    version = msg.version if msg is not None else "2.5"
+    try:
+        reply = Message("ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+    except Exception:  # a version hl7apy cannot build: answer in 2.5
+        version = "2.5"
+        reply = Message("ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+    reply.msh.msh_3 = "WARDFLOW"
+    if msg is not None:
+        for ours, theirs in ((5, 3), (6, 4)):
+            value = getattr(msg.msh, f"msh_{theirs}")
+            if len(value):
+                setattr(reply.msh, f"msh_{ours}", value.to_er7())
+    reply.msh.msh_9 = "ACK"
+    reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+    reply.msh.msh_11 = "P"
+    reply.msa.msa_1 = ack_code
+    reply.msa.msa_2 = msg.msh.msh_10.to_er7() if msg is not None else raw_control_id(raw)
+    if text:
+        reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
+    out: str = reply.to_er7()
+    if ack_code != "AA":  # ERR: 2.3/2.4 carry the code in ERR-1, 2.5+ in ERR-3 with severity
+        code = error_code or "207"
+        old = version in ("2.3", "2.3.1", "2.4")
+        out += f"\rERR|^^^{code}&&HL70357" if old else f"\rERR|||{code}^^HL70357|E"
+    return out
