@@ -23,14 +23,12 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
+from bench.sampling import TopicWatcher, first_reaching, sampled_run, sustained_rate
 from jobs import adt_generator, bed_census, kafka_io, replay
 from jobs.bed_census import ADT, OUTPUT_TOPICS
 from jobs.capacity import Capacity
@@ -44,41 +42,19 @@ OUT = Path(__file__).resolve().parent / "results"
 
 def _sampled_run(settings: Settings, prefix: str, n: int) -> dict[str, Any]:
     out_topic = prefix + "census.event.v1"
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sampler"})
-    parts = list(c.list_topics(out_topic, timeout=10).topics[out_topic].partitions)
-    samples: list[tuple[float, int]] = []
-    done = threading.Event()
-    t0 = time.monotonic()
-
-    def _run() -> None:
-        try:
-            bed_census.run(settings, prefix=prefix, bounded=True)
-        finally:
-            done.set()
-
-    threading.Thread(target=_run, daemon=True).start()
-    while not done.is_set():
-        total = sum(
-            c.get_watermark_offsets(TopicPartition(out_topic, p), timeout=5)[1] for p in parts
-        )
-        samples.append((time.monotonic() - t0, total))
-        time.sleep(0.2)
-    drained = time.monotonic() - t0
-    c.close()
+    samples, drained = sampled_run(
+        settings, out_topic, lambda: bed_census.run(settings, prefix=prefix, bounded=True)
+    )
     applied = kafka_io.count_records(settings, out_topic)
     dead = kafka_io.count_records(settings, prefix + "deadletter.v1")
-
-    def when(frac: float) -> float:
-        return next(t for t, k in samples if k >= frac * applied)
-
     return {
         "events": n,
         "census_events": applied,
         "dead_lettered": dead,
         "census_rows": kafka_io.count_records(settings, prefix + "census.unit.v1"),
         "flow_rows": kafka_io.count_records(settings, prefix + "census.flow.v1"),
-        "sustained_events_per_s": round(0.8 * applied / max(when(0.9) - when(0.1), 1e-9)),
-        "first_output_s": round(when(1 / applied), 1),
+        "sustained_events_per_s": round(sustained_rate(samples, applied)),
+        "first_output_s": round(first_reaching(samples, 1), 1),
         "drained_s": round(drained, 1),
         "events_per_s_end_to_end": round(n / drained),
     }
@@ -90,29 +66,13 @@ def _latency(
     census_schema = load_schema("census.unit.v1")
     adt_schema = load_schema(ADT)
     seen: dict[tuple[str, int], float] = {}
-    stop = threading.Event()
 
-    def watch() -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        c.subscribe([prefix + "census.unit.v1"])
-        while not stop.is_set():
-            for m in c.consume(500, timeout=0.05):
-                if m.error():
-                    continue
-                rec = codec.decode(census_schema, m.value())
-                if isinstance(rec, dict) and rec["scope"] == "facility":
-                    key = (rec["facility_id"], codec.epoch_ms(rec["window_end"]))
-                    seen.setdefault(key, time.time())
-        c.close()
+    def on_value(value: bytes, at: float) -> None:
+        rec = codec.decode(census_schema, value)
+        if isinstance(rec, dict) and rec["scope"] == "facility":
+            seen.setdefault((rec["facility_id"], codec.epoch_ms(rec["window_end"])), at)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watcher = TopicWatcher(settings, prefix + "census.unit.v1", on_value)
     env, _ = _unbounded(settings, prefix)
     client = env.execute_async("bench-census-latency")
     p = kafka_io.producer(settings, **{"linger.ms": 2})
@@ -149,8 +109,7 @@ def _latency(
         send(e)
     p.flush_or_raise()
     time.sleep(10)
-    stop.set()
-    watcher.join()
+    watcher.close()
     client.cancel().result()
     delay_ms = settings.max_out_of_orderness_s * 1000
     lat = []

@@ -13,14 +13,11 @@ import argparse
 import json
 import os
 import platform
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
+from bench.sampling import first_reaching, sampled_run, sustained_rate
 from jobs import kafka_io, replay, sepsis_screen
 from jobs.settings import Settings
 
@@ -43,32 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     n = replay.produce_stream(settings, items, prefix=prefix, progress=False)
 
     out_topic = prefix + "sepsis.screen.v1"
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sampler"})
-    parts = list(c.list_topics(out_topic, timeout=10).topics[out_topic].partitions)
-    samples: list[tuple[float, int]] = []
-    done = threading.Event()
-    t0 = time.monotonic()
-
-    def _run() -> None:
-        try:
-            sepsis_screen.run(settings, prefix=prefix, bounded=True)
-        finally:
-            done.set()
-
-    threading.Thread(target=_run, daemon=True).start()
-    while not done.is_set():
-        total = sum(
-            c.get_watermark_offsets(TopicPartition(out_topic, p), timeout=5)[1] for p in parts
-        )
-        samples.append((time.monotonic() - t0, total))
-        time.sleep(0.2)
-    drained = time.monotonic() - t0
-    c.close()
+    samples, drained = sampled_run(
+        settings, out_topic, lambda: sepsis_screen.run(settings, prefix=prefix, bounded=True)
+    )
     screened = kafka_io.count_records(settings, out_topic)
     dead = kafka_io.count_records(settings, prefix + "deadletter.v1")
-
-    def when(frac: float) -> float:
-        return next(t for t, k in samples if k >= frac * screened)
 
     result: dict[str, Any] = {
         "machine": {
@@ -81,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         "screened": screened,
         "dead_lettered": dead,
         "alert_events": kafka_io.count_records(settings, prefix + "alert.v2"),
-        "sustained_screened_per_s": round(0.8 * screened / max(when(0.9) - when(0.1), 1e-9)),
-        "first_output_s": round(when(1 / screened), 1),
+        "sustained_screened_per_s": round(sustained_rate(samples, screened)),
+        "first_output_s": round(first_reaching(samples, 1), 1),
         "drained_s": round(drained, 1),
         "records_per_s_end_to_end": round(n / drained),
     }

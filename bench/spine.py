@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pyflink.table import TableResult
 
 from bench import java_baseline
+from bench.sampling import TopicWatcher
 from jobs import kafka_io, replay, sepsis_news2
 from jobs.flink_env import table_env
 from jobs.settings import Settings
@@ -108,28 +109,13 @@ def latency(
     topic = in_prefix + "vitals.observation.v1"
     produced: dict[str, float] = {}
     seen: dict[str, float] = {}
-    stop = threading.Event()
 
-    def watch() -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        c.subscribe([out_prefix + "alert.v1"])
-        while not stop.is_set():
-            for m in c.consume(500, timeout=0.05):
-                if m.error():
-                    continue
-                rec = codec.decode(alert_schema, m.value())
-                if isinstance(rec, dict):
-                    seen[rec["last_observation_id"]] = time.time()
-        c.close()
+    def on_value(value: bytes, at: float) -> None:
+        rec = codec.decode(alert_schema, value)
+        if isinstance(rec, dict):
+            seen[rec["last_observation_id"]] = at
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watcher = TopicWatcher(settings, out_prefix + "alert.v1", on_value)
     result = submit(in_prefix)
     p = kafka_io.producer(settings, **{"linger.ms": 2})
     # Warm-up: wait until the job has produced output, so start-up is not counted.
@@ -164,8 +150,7 @@ def latency(
         p.poll(0)
     p.flush_or_raise()
     time.sleep(5)
-    stop.set()
-    watcher.join()
+    watcher.close()
     result.get_job_client().cancel().result()
     lat = sorted((seen[k] - produced[k]) * 1000 for k in seen if k in produced)
     if not lat:

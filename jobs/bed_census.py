@@ -18,17 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyflink.common import Types
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import Schema, StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment
 
 from jobs import kafka_io
 from jobs.capacity import ALL_UNITS, Capacity
 from jobs.cli import job_main
-from jobs.flink_env import stream_table_env
+from jobs.flink_env import plan_once, process_by_patient, rowtime_from_stream, stream_table_env
 from jobs.settings import Settings
-from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
-from schemas import load_schema
+from jobs.tables import (
+    LATE,
+    ON_TIME,
+    PAYLOAD,
+    create_raw_source,
+    create_sinks,
+    dead_letter_sql,
+    late_dead_letter_sql,
+)
 from udfs.census import SURGE_LABELS
 from udfs.flink import decode_udtf, decoded_columns
 from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
@@ -36,7 +42,6 @@ from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 STAGE = "bed_census"
 ADT = "adt.event.v1"
 OUTPUT_TOPICS = ["census.unit.v1", "census.flow.v1", "census.event.v1", "deadletter.v1"]
-DEAD_LETTER_ROW = f"ROW<{load_schema('deadletter.v1').flink_columns()}>"
 EVENT_COLUMNS = (
     "event_id",
     "event_type",
@@ -70,31 +75,21 @@ class Tables:
 def _planned_sql(t: Tables) -> str:
     """Dead letters of the SQL part and accepted events as one table, planned once."""
     cols = ", ".join(f"`{c}`" for c in decoded_columns(ADT))
-    payload = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
-    meta = (
-        f"'{t.adt_topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)), '{STAGE}'"
-    )
-    on_time = "CURRENT_WATERMARK(kafka_ts) IS NULL OR kafka_ts > CURRENT_WATERMARK(kafka_ts)"
-    late_reason = (
-        "CONCAT('event time ', CAST(kafka_ts AS STRING), ' is at or behind the watermark ', "
-        "CAST(CURRENT_WATERMARK(kafka_ts) AS STRING))"
-    )
     event = (
         "CAST(ROW(event_id, event_type, patient_token, facility_id, unit_id, bed_id, "
-        f"'{t.adt_topic}', kafka_partition, kafka_offset, {payload}) AS {EVENT_ROW})"
+        f"'{t.adt_topic}', kafka_partition, kafka_offset, {PAYLOAD}) AS {EVENT_ROW})"
     )
+    rejected = dead_letter_sql(t.adt_topic, STAGE, "d.reason_code", "d.reason")
     return f"""
-    SELECT 'dead_letter' AS output,
-           CAST(ROW({meta}, 'late', {late_reason}, {payload}) AS {DEAD_LETTER_ROW}) AS dead_letter,
+    SELECT 'dead_letter' AS output, {late_dead_letter_sql(t.adt_topic, STAGE)} AS dead_letter,
            CAST(NULL AS {EVENT_ROW}) AS event, kafka_ts AS event_time
-    FROM `{t.raw}` WHERE kafka_ts <= CURRENT_WATERMARK(kafka_ts)
+    FROM `{t.raw}` WHERE {LATE}
     UNION ALL
     SELECT CASE WHEN d.reason_code IS NULL THEN 'event' ELSE 'dead_letter' END,
-           CASE WHEN d.reason_code IS NOT NULL THEN
-             CAST(ROW({meta}, d.reason_code, d.reason, {payload}) AS {DEAD_LETTER_ROW}) END,
+           CASE WHEN d.reason_code IS NOT NULL THEN {rejected} END,
            CASE WHEN d.reason_code IS NULL THEN {event} END,
            kafka_ts
-    FROM (SELECT * FROM `{t.raw}` WHERE {on_time}) AS r,
+    FROM (SELECT * FROM `{t.raw}` WHERE {ON_TIME}) AS r,
          LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts_ms)) AS d({cols})"""
 
 
@@ -129,23 +124,16 @@ def build(t_env: StreamTableEnvironment, t: Tables, capacity: Capacity) -> None:
     """Views up to `census_out` (the keyed function's output) and `deltas`, and every sink."""
     t_env.create_temporary_system_function("wf_decode_adt", decode_udtf(ADT))
     t_env.create_temporary_view("census_in", t_env.sql_query(_planned_sql(t)))
-    rowtime = (
-        Schema.new_builder()
-        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
-        .watermark("rowtime", "SOURCE_WATERMARK()")
-        .build()
+    plan_once(t_env, "census_in")
+    # The function reads each record's timestamp (ctx.timestamp()), not the rowtime column,
+    # whose Python datetime is wrong after 2038.
+    placed = process_by_patient(
+        t_env,
+        "SELECT event.*, rowtime FROM planned WHERE output = 'event'",
+        CensusPlacement(capacity),
+        CENSUS_OUT_TYPE,
     )
-    planned = t_env.from_data_stream(t_env.to_data_stream(t_env.from_path("census_in")), rowtime)
-    t_env.create_temporary_view("planned", planned)
-    # The rowtime column makes to_data_stream stamp each record; the function reads the stamp
-    # (ctx.timestamp()), not the column, whose Python datetime is wrong after 2038.
-    events = t_env.sql_query("SELECT event.*, rowtime FROM planned WHERE output = 'event'")
-    placed = (
-        t_env.to_data_stream(events)
-        .key_by(lambda r: r.patient_token, key_type=Types.STRING())
-        .process(CensusPlacement(capacity), output_type=CENSUS_OUT_TYPE)
-    )
-    t_env.create_temporary_view("census_out", t_env.from_data_stream(placed, rowtime))
+    t_env.create_temporary_view("census_out", t_env.from_data_stream(placed, rowtime_from_stream()))
     counts = ", ".join(COUNTS)
     t_env.create_temporary_view(
         "deltas",
@@ -193,22 +181,11 @@ def create_kafka_tables(
     t_env: StreamTableEnvironment, settings: Settings, *, prefix: str = "", bounded: bool = False
 ) -> Tables:
     t = Tables(raw="adt_raw", adt_topic=prefix + ADT)
-    src = KafkaTable.of(settings, ADT, prefix=prefix, bounded=bounded, group_id=prefix + STAGE)
-    t_env.execute_sql(
-        raw_source_ddl(
-            t.raw,
-            src,
-            watermark_delay_s=settings.max_out_of_orderness_s,
-            watermark_on_event=settings.watermark_on_event,
-        )
+    create_raw_source(
+        t_env, settings, t.raw, ADT, prefix=prefix, bounded=bounded, group_id=prefix + STAGE
     )
-    for name, topic in (
-        (t.census, "census.unit.v1"),
-        (t.flow, "census.flow.v1"),
-        (t.events, "census.event.v1"),
-        (t.dead_letters, "deadletter.v1"),
-    ):
-        t_env.execute_sql(avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=prefix)))
+    sinks = {t.census: "census.unit.v1", t.flow: "census.flow.v1", t.events: "census.event.v1"}
+    create_sinks(t_env, settings, {**sinks, t.dead_letters: "deadletter.v1"}, prefix=prefix)
     return t
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from pyflink.common import Configuration
-from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import EnvironmentSettings, StreamTableEnvironment, TableEnvironment
+from pyflink.common import Configuration, Types
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.functions import KeyedProcessFunction
+from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
 from jobs.settings import Settings
 
@@ -68,3 +70,34 @@ def stream_table_env(
     for key, value in _options(settings).items():
         t_env.get_config().set(key, value)
     return env, t_env
+
+
+def rowtime_from_stream() -> Schema:
+    """A DataStream → Table schema whose `rowtime` is the records' timestamps and whose watermark
+    is the stream's own."""
+    return (
+        Schema.new_builder()
+        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+        .watermark("rowtime", "SOURCE_WATERMARK()")
+        .build()
+    )
+
+
+def plan_once(t_env: StreamTableEnvironment, view: str, name: str = "planned") -> None:
+    """Register `name` as `view` passed through one Table → DataStream → Table round trip.
+    Every separate Table → DataStream conversion plans (and reads) its SQL again, so a job whose
+    outputs leave SQL more than once reads them all from this one view."""
+    stream = t_env.to_data_stream(t_env.from_path(view))
+    t_env.create_temporary_view(name, t_env.from_data_stream(stream, rowtime_from_stream()))
+
+
+def process_by_patient(
+    t_env: StreamTableEnvironment, sql: str, fn: KeyedProcessFunction, output_type: Any
+) -> DataStream:
+    """Rows of `sql` (which must select the rowtime, so that records carry their timestamps)
+    keyed by patient_token through a keyed process function."""
+    return (
+        t_env.to_data_stream(t_env.sql_query(sql))
+        .key_by(lambda r: r.patient_token, key_type=Types.STRING())
+        .process(fn, output_type=output_type)
+    )

@@ -14,16 +14,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyflink.common import Types
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import Schema, StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment
 
 from jobs import kafka_io
 from jobs.cli import job_main
-from jobs.flink_env import stream_table_env
+from jobs.flink_env import plan_once, process_by_patient, stream_table_env
 from jobs.sepsis_rules import RULES
 from jobs.settings import Settings
-from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
+from jobs.tables import (
+    DEAD_LETTER_ROW,
+    LATE,
+    ON_TIME,
+    create_raw_source,
+    create_sinks,
+    dead_letter_sql,
+    late_dead_letter_sql,
+)
 from schemas import load_schema
 from udfs.flink import (
     ALERT_EVENT_TYPE,
@@ -60,16 +67,15 @@ def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
     topic, _ = SOURCES[name]
     cols = ", ".join(f"`{c}`" for c in decoded_columns(topic))
     t_env.create_temporary_system_function(f"wf_decode_{name}", decode_udtf(topic))
-    on_time = "CURRENT_WATERMARK(kafka_ts) IS NULL OR kafka_ts > CURRENT_WATERMARK(kafka_ts)"
     t_env.create_temporary_view(
         f"{name}_late",
-        t_env.sql_query(f"SELECT * FROM `{raw}` WHERE kafka_ts <= CURRENT_WATERMARK(kafka_ts)"),
+        t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}"),
     )
     t_env.create_temporary_view(
         f"{name}_decoded",
         t_env.sql_query(f"""
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
-        FROM (SELECT * FROM `{raw}` WHERE {on_time}) AS r,
+        FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
              LATERAL TABLE(wf_decode_{name}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
     )
 
@@ -163,7 +169,6 @@ def _row(schema_columns: str) -> str:
     return f"ROW<{schema_columns}>"
 
 
-DEAD_LETTER_ROW = _row(load_schema("deadletter.v1").flink_columns())
 SCREEN_ROW = _row(SCREEN.flink_columns())
 HIT_ROW = _row(
     ", ".join(
@@ -205,19 +210,11 @@ def outputs_sql(t: Tables) -> str:
             f"FROM {source}"
         )
 
-    payload = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
     branches = []
     for name in t.raw:
-        meta = (
-            f"'{t.source_topics[name]}', kafka_partition, kafka_offset, "
-            f"CAST(kafka_ts AS TIMESTAMP(3)), '{STAGE}'"
-        )
-        rejected = f"CAST(ROW({meta}, reason_code, reason, {payload}) AS {DEAD_LETTER_ROW})"
-        late_reason = (
-            "CONCAT('event time ', CAST(kafka_ts AS STRING), ' is at or behind the watermark ', "
-            "CAST(CURRENT_WATERMARK(kafka_ts) AS STRING))"
-        )
-        late = f"CAST(ROW({meta}, 'late', {late_reason}, {payload}) AS {DEAD_LETTER_ROW})"
+        topic = t.source_topics[name]
+        rejected = dead_letter_sql(topic, STAGE, "reason_code", "reason")
+        late = late_dead_letter_sql(topic, STAGE)
         branches.append(
             branch(
                 "dead_letter", rejected, f"{name}_decoded WHERE reason_code IS NOT NULL", "kafka_ts"
@@ -243,19 +240,12 @@ def outputs_sql(t: Tables) -> str:
 def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
     """Attach every output: dead letters, screened states and the alert lifecycle."""
     t_env.create_temporary_view("outputs", t_env.sql_query(outputs_sql(t)))
-    rowtime = (
-        Schema.new_builder()
-        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
-        .watermark("rowtime", "SOURCE_WATERMARK()")
-        .build()
-    )
-    planned = t_env.from_data_stream(t_env.to_data_stream(t_env.from_path("outputs")), rowtime)
-    t_env.create_temporary_view("planned", planned)
-    hits = t_env.sql_query("SELECT hit.*, rowtime FROM planned WHERE output = 'hit'")
-    alerts = (
-        t_env.to_data_stream(hits)
-        .key_by(lambda r: r.patient_token, key_type=Types.STRING())
-        .process(AlertLifecycle(), output_type=ALERT_EVENT_TYPE)
+    plan_once(t_env, "outputs")
+    alerts = process_by_patient(
+        t_env,
+        "SELECT hit.*, rowtime FROM planned WHERE output = 'hit'",
+        AlertLifecycle(),
+        ALERT_EVENT_TYPE,
     )
     t_env.create_temporary_view("alert_lifecycle", t_env.from_data_stream(alerts))
 
@@ -285,23 +275,12 @@ def create_kafka_tables(
         source_topics={name: prefix + topic for name, (topic, _) in SOURCES.items()},
     )
     for name, (topic, _) in SOURCES.items():
-        src = KafkaTable.of(
-            settings, topic, prefix=prefix, bounded=bounded, group_id=f"{prefix}{STAGE}"
+        group = prefix + STAGE
+        create_raw_source(
+            t_env, settings, t.raw[name], topic, prefix=prefix, bounded=bounded, group_id=group
         )
-        t_env.execute_sql(
-            raw_source_ddl(
-                t.raw[name],
-                src,
-                watermark_delay_s=settings.max_out_of_orderness_s,
-                watermark_on_event=settings.watermark_on_event,
-            )
-        )
-    for name, topic in (
-        (t.screen, "sepsis.screen.v1"),
-        (t.alerts, "alert.v2"),
-        (t.dead_letters, "deadletter.v1"),
-    ):
-        t_env.execute_sql(avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=prefix)))
+    sinks = {t.screen: "sepsis.screen.v1", t.alerts: "alert.v2", t.dead_letters: "deadletter.v1"}
+    create_sinks(t_env, settings, sinks, prefix=prefix)
     return t
 
 

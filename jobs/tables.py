@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jobs.settings import Settings
 from schemas import topic as registry_topic
@@ -115,3 +116,51 @@ def avro_sink_ddl(name: str, schema_topic: str, t: KafkaTable) -> str:
 ) WITH (
   {_with(opts)}
 )"""
+
+
+# Dead letters built in SQL from a raw source row (columns of raw_source_ddl).
+DEAD_LETTER_ROW = f"ROW<{registry_topic('deadletter.v1').schema.flink_columns()}>"
+PAYLOAD = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
+ON_TIME = "CURRENT_WATERMARK(kafka_ts) IS NULL OR kafka_ts > CURRENT_WATERMARK(kafka_ts)"
+LATE = "kafka_ts <= CURRENT_WATERMARK(kafka_ts)"
+_LATE_REASON = (
+    "CONCAT('event time ', CAST(kafka_ts AS STRING), ' is at or behind the watermark ', "
+    "CAST(CURRENT_WATERMARK(kafka_ts) AS STRING))"
+)
+
+
+def dead_letter_sql(topic: str, stage: str, reason_code: str, reason: str) -> str:
+    """A DEAD_LETTER_ROW expression over a raw source row (reason_code/reason: SQL expressions)."""
+    meta = f"'{topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)), '{stage}'"
+    return f"CAST(ROW({meta}, {reason_code}, {reason}, {PAYLOAD}) AS {DEAD_LETTER_ROW})"
+
+
+def late_dead_letter_sql(topic: str, stage: str) -> str:
+    return dead_letter_sql(topic, stage, "'late'", _LATE_REASON)
+
+
+def create_raw_source(
+    t_env: Any,
+    settings: Settings,
+    name: str,
+    topic: str,
+    *,
+    prefix: str,
+    bounded: bool,
+    group_id: str,
+) -> None:
+    src = KafkaTable.of(settings, topic, prefix=prefix, bounded=bounded, group_id=group_id)
+    t_env.execute_sql(
+        raw_source_ddl(
+            name,
+            src,
+            watermark_delay_s=settings.max_out_of_orderness_s,
+            watermark_on_event=settings.watermark_on_event,
+        )
+    )
+
+
+def create_sinks(t_env: Any, settings: Settings, sinks: dict[str, str], *, prefix: str) -> None:
+    """One Avro sink table per {table name: registry topic}."""
+    for name, topic in sinks.items():
+        t_env.execute_sql(avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=prefix)))

@@ -1,0 +1,88 @@
+"""What the benchmarks share: sampling an output topic while a bounded job drains, and reading
+an output topic on a thread while a job runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from jobs.settings import Settings
+
+
+def sampled_run(
+    settings: Settings, out_topic: str, run: Callable[[], None]
+) -> tuple[list[tuple[float, int]], float]:
+    """Run `run` (a bounded job) on a thread while sampling `out_topic`'s end offsets every
+    0.2 s: ([(seconds since start, records)], seconds until the job returned)."""
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sampler"})
+    parts = list(c.list_topics(out_topic, timeout=10).topics[out_topic].partitions)
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def _run() -> None:
+        try:
+            run()
+        finally:
+            done.set()
+
+    threading.Thread(target=_run, daemon=True).start()
+    while not done.is_set():
+        total = sum(
+            c.get_watermark_offsets(TopicPartition(out_topic, p), timeout=5)[1] for p in parts
+        )
+        samples.append((time.monotonic() - t0, total))
+        time.sleep(0.2)
+    drained = time.monotonic() - t0
+    c.close()
+    return samples, drained
+
+
+def first_reaching(samples: list[tuple[float, int]], count: float) -> float:
+    return next(t for t, k in samples if k >= count)
+
+
+def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
+    """80 % of `total` / the time between 10 % and 90 % of it (start-up and tail left out)."""
+    t10, t90 = first_reaching(samples, 0.1 * total), first_reaching(samples, 0.9 * total)
+    return 0.8 * total / max(t90 - t10, 1e-9)
+
+
+class TopicWatcher:
+    """Reads a topic from the start on a thread; `on_value(value_bytes)` is called per record
+    with the wall-clock time (time.time()) it was read."""
+
+    def __init__(
+        self, settings: Settings, topic: str, on_value: Callable[[bytes, float], Any]
+    ) -> None:
+        self.stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, args=(settings, topic, on_value), daemon=True
+        )
+        self._thread.start()
+
+    def _watch(
+        self, settings: Settings, topic: str, on_value: Callable[[bytes, float], Any]
+    ) -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        c.subscribe([topic])
+        while not self.stop.is_set():
+            for m in c.consume(500, timeout=0.05):
+                if not m.error():
+                    on_value(m.value(), time.time())
+        c.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join()
