@@ -5,7 +5,8 @@ arrive at the ED as a Poisson process with a diurnal profile (peak late morning,
 night); after an ED stay (lognormal, median 4 h) 80 % are admitted to a unit, the rest go
 home. Inpatient stays are lognormal (median 3.5 days, about 5.4 days mean: the English NHS
 general and acute mean is 4.5-5.5 days); ICU stays are shorter (median 2 days) and step down to a
-ward; 5 % of ward patients deteriorate into the ICU. Arrival rates are set for about 88 %
+ward; 8 % of admissions go to the ICU and 3 % of ward patients deteriorate into it. Wards are
+chosen in proportion to their beds. Arrival rates are set for about 88 %
 occupancy, and one facility has a surge (arrivals × 1.35 for a week). Real feeds' noise is in
 it too: A08 bed changes, cancelled admissions (A11, 1 %), cancelled discharges (A13, 1 %).
 """
@@ -42,6 +43,7 @@ UNITS = {  # staffed beds per unit: 500 per facility
     "PAED": 30,
 }
 WARDS = [u for u in UNITS if u not in ("ED", "ICU")]
+WARD_SHARE = [UNITS[u] / sum(UNITS[w] for w in WARDS) for u in WARDS]  # admissions by beds
 START = datetime(2026, 1, 5, tzinfo=UTC)
 SOURCE = "wardflow-adt-generator"
 
@@ -111,18 +113,18 @@ def _visit(
     if rng.random() < 0.2:
         steps.append(("discharge", None, t))
     else:
-        icu = rng.random() < 0.12
-        unit: str = "ICU" if icu else str(rng.choice(WARDS))
+        icu = rng.random() < 0.08
+        unit: str = "ICU" if icu else str(rng.choice(WARDS, p=WARD_SHARE))
         steps.append(("transfer", unit, t))
         if icu:
             t += _hours(rng, 48.0, 0.7)
-            unit = str(rng.choice(WARDS))
+            unit = str(rng.choice(WARDS, p=WARD_SHARE))
             steps.append(("transfer", unit, t))
-        elif rng.random() < 0.05:
+        elif rng.random() < 0.03:
             t += _hours(rng, 30.0, 0.8)
             steps.append(("transfer", "ICU", t))
             t += _hours(rng, 48.0, 0.7)
-            unit = str(rng.choice(WARDS))
+            unit = str(rng.choice(WARDS, p=WARD_SHARE))
             steps.append(("transfer", unit, t))
         if rng.random() < 0.1:
             steps.append(("update", unit, t + _hours(rng, 12.0, 0.8)))
