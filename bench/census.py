@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     cap = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-capacity-{uuid.uuid4().hex[:6]}.json"
     cap.write_text(json.dumps(adt_generator.capacity(a.facilities).to_dict()))
     settings = Settings.from_env(
-        phi_key=b"wardflow-bench", job_name="bench-census", capacity_file=cap
+        delivery_guarantee="at-least-once",
+        phi_key=b"wardflow-bench",
+        job_name="bench-census",
+        capacity_file=cap,
     )
     kafka_io.wait_for_broker(settings)
     evs = adt_generator.events(adt_generator.Plan(facilities=a.facilities, days=a.days))

@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT / "sepsis_screen.json")
     a = ap.parse_args(argv)
-    settings = Settings.from_env(phi_key=b"wardflow-bench", job_name="bench-sepsis-screen")
+    settings = Settings.from_env(
+        delivery_guarantee="at-least-once",
+        phi_key=b"wardflow-bench",
+        job_name="bench-sepsis-screen",
+    )
     kafka_io.wait_for_broker(settings)
     prefix = f"bench-screen-{uuid.uuid4().hex[:6]}."
     topics = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS

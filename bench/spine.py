@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=int, default=2000, help="events/s in the latency phase")
     ap.add_argument("--out", type=Path, default=OUT / "spine.json")
     a = ap.parse_args(argv)
-    settings = Settings.from_env(phi_key=b"wardflow-bench")
+    settings = Settings.from_env(delivery_guarantee="at-least-once", phi_key=b"wardflow-bench")
     kafka_io.wait_for_broker(settings)
     run = f"bench-{uuid.uuid4().hex[:6]}."
     df, source = replay.load_physionet(None, settings)

@@ -24,7 +24,13 @@ from pyflink.table import StreamTableEnvironment
 from jobs import kafka_io
 from jobs.capacity import ALL_UNITS, Capacity
 from jobs.cli import job_main
-from jobs.flink_env import plan_once, process_by_patient, rowtime_from_stream, stream_table_env
+from jobs.flink_env import (
+    execute,
+    plan_once,
+    process_by_patient,
+    rowtime_from_stream,
+    stream_table_env,
+)
 from jobs.settings import Settings
 from jobs.tables import (
     LATE,
@@ -200,8 +206,9 @@ def pipeline(
 
 
 def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
-    """Run the job; returns when a bounded run has drained its input (an unbounded one never)."""
-    pipeline(settings, prefix=prefix, bounded=bounded).execute(settings.job_name)
+    """Run the job; returns when a bounded run has drained its input (an unbounded one never,
+    unless interrupted: then it is cancelled, its transactions aborted, checkpoints retained)."""
+    execute(pipeline(settings, prefix=prefix, bounded=bounded), settings.job_name)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import signal
 from collections.abc import Callable
+from types import FrameType
 
 from jobs import kafka_io
+from jobs.flink_env import latest_checkpoint
 from jobs.settings import Settings
 
 
@@ -19,7 +23,25 @@ def job_main(
     ap.add_argument("--bounded", action="store_true", help="stop at the topics' current end")
     ap.add_argument("--topic-prefix", default="")
     ap.add_argument("--parallelism", type=int, default=None)
+    ap.add_argument(
+        "--restore",
+        default=None,
+        help="a retained checkpoint or savepoint to start from, or `latest` (this job's newest)",
+    )
     a = ap.parse_args(argv)
     settings = Settings.from_env(parallelism=a.parallelism, job_name=stage)
+    if a.restore:
+        path = latest_checkpoint(settings) if a.restore == "latest" else a.restore
+        if path is None:
+            raise SystemExit(f"no retained checkpoint of {stage} under {settings.checkpoint_dir}")
+        settings = dataclasses.replace(settings, restore_from=str(path))
     kafka_io.wait_for_broker(settings)
-    run(settings, prefix=a.topic_prefix, bounded=a.bounded)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run(settings, prefix=a.topic_prefix, bounded=a.bounded)
+    except KeyboardInterrupt:
+        print(f"{stage} cancelled; checkpoints are retained under {settings.checkpoint_dir}")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

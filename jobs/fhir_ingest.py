@@ -11,6 +11,7 @@ line per resource and a summary; exits 1 if Kafka did not confirm every record.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -52,7 +53,8 @@ def ingest(
     report = IngestReport()
     for path in files(paths):
         raw = path.read_bytes()
-        source = f"fhir:{path.name}"
+        # By content, not by name: a drop file may be named after the patient (an MRN).
+        source = f"fhir:sha256:{hashlib.sha256(raw).hexdigest()[:16]}"
         try:
             data = json.loads(raw)
         except ValueError as exc:

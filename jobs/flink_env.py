@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from pyflink.common import Configuration, Types
@@ -37,6 +39,22 @@ def _options(settings: Settings) -> dict[str, str]:
         "python.state.cache-size": str(settings.python_state_cache_keys),
         "io.tmp.dirs": str(settings.flink_tmp_dir),
         "pipeline.auto-watermark-interval": "200 ms",
+        # Exactly-once state and sinks: every job checkpoints; a retained checkpoint survives a
+        # crash or cancel and can be given back as settings.restore_from.
+        "execution.checkpointing.interval": f"{int(settings.checkpoint_interval_s * 1000)} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": (settings.checkpoint_dir / settings.job_name).as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "3",
+        "state.backend.type": "hashmap",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(settings.restart_attempts),
+        "restart-strategy.fixed-delay.delay": "2 s",
+        **(
+            {"execution.state-recovery.path": settings.restore_from}
+            if settings.restore_from
+            else {}
+        ),
     }
 
 
@@ -101,3 +119,26 @@ def process_by_patient(
         .key_by(lambda r: r.patient_token, key_type=Types.STRING())
         .process(fn, output_type=output_type)
     )
+
+
+def latest_checkpoint(settings: Settings) -> Path | None:
+    """The newest completed checkpoint this job retained (…/<job id>/chk-N), if any."""
+    done = (settings.checkpoint_dir / settings.job_name).glob("*/chk-*/_metadata")
+    newest = max(done, key=lambda p: p.stat().st_mtime, default=None)
+    return None if newest is None else newest.parent
+
+
+def execute(env: StreamExecutionEnvironment, name: str) -> None:
+    """Submit and wait for the job. On KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI)
+    the job is cancelled first, which aborts its open Kafka transactions: nothing uncommitted
+    lingers to block read_committed consumers, and the retained checkpoint stays for --restore.
+    The status is polled, so that the interrupt never lands inside a gateway call."""
+    client = env.execute_async(name)
+    outcome = client.get_job_execution_result()
+    try:
+        while not outcome.done():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        client.cancel().result()
+        raise
+    outcome.result()  # raises if the job failed

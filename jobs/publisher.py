@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs import kafka_io
 from jobs.replay import produce_raw
 from jobs.settings import Settings
 from schemas import load_schema
-from udfs import codec
+from udfs import codec, phi
 
 DEAD_LETTER = load_schema("deadletter.v1")
 Encoded = tuple[str, dict[str, Any], bytes]  # topic, record, Avro value
@@ -22,14 +22,23 @@ class Publisher:
     def __init__(self, settings: Settings, *, prefix: str = "", stage: str) -> None:
         self.prefix = prefix
         self.stage = stage
+        self.key = settings.require_phi_key()
+        self.max_future_s = settings.max_future_s
         self.producer = kafka_io.producer(settings, **{"linger.ms": 1})
 
-    @staticmethod
-    def encode(
-        records: list[tuple[str, dict[str, Any]]],
-    ) -> list[tuple[str, dict[str, Any], bytes]] | codec.Rejection:
+    def encode(self, records: list[tuple[str, dict[str, Any]]]) -> list[Encoded] | codec.Rejection:
+        """Validated Avro values, or the first record's rejection. A feed's clock may run a
+        little ahead; an event time further in the future than settings.max_future_s is an
+        error in the message (a wrong year or zone), refused as `future_time`."""
+        limit = datetime.now(UTC) + timedelta(seconds=self.max_future_s)
         out = []
         for topic, rec in records:
+            if rec["event_time"] > limit:
+                return codec.Rejection(
+                    "future_time",
+                    f"{topic}: event time {rec['event_time']:%Y-%m-%dT%H:%M:%SZ} is more than "
+                    f"{self.max_future_s} s ahead of the gateway's clock",
+                )
             schema = load_schema(topic)
             bad = codec.validate(schema, rec)
             if bad is not None:
@@ -46,6 +55,7 @@ class Publisher:
     def dead_letter(
         self, source: str, seq: int, reason_code: str, reason: str, payload: bytes
     ) -> None:
+        """The rejected input, sealed (udfs.phi.seal, context = the stage) with its reason."""
         now = datetime.now(UTC)
         letter = {
             "source_topic": source,
@@ -55,7 +65,7 @@ class Publisher:
             "stage": self.stage,
             "reason_code": reason_code,
             "reason": reason,
-            "payload": payload,
+            "payload": phi.seal(self.key, payload, self.stage),  # raw input may name the patient
         }
         value = codec.encode(DEAD_LETTER, letter)
         produce_raw(self.producer, self.prefix + "deadletter.v1", None, value, codec.epoch_ms(now))

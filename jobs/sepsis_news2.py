@@ -16,7 +16,7 @@ from jobs import kafka_io
 from jobs.cli import job_main
 from jobs.flink_env import table_env
 from jobs.settings import Settings
-from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
+from jobs.tables import create_raw_source, create_sinks
 from udfs.flink import DECODED_COLUMNS, decode_observation_udtf, news2_udf
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
 from udfs.vitals import DECODED_FIELDS
@@ -125,22 +125,17 @@ def create_kafka_tables(
     prefix: str = "",
     bounded: bool = False,
 ) -> None:
-    src = KafkaTable.of(
+    create_raw_source(
+        t_env,
         settings,
+        t.vitals_raw,
         "vitals.observation.v1",
         prefix=prefix,
         bounded=bounded,
-        group_id=f"{prefix}{STAGE}",
+        group_id=prefix + STAGE,
     )
-    t_env.execute_sql(
-        raw_source_ddl(t.vitals_raw, src, watermark_delay_s=settings.max_out_of_orderness_s)
-    )
-    for name, topic in (
-        (t.news2, "vitals.news2.v1"),
-        (t.alerts, "alert.v1"),
-        (t.dead_letters, "deadletter.v1"),
-    ):
-        t_env.execute_sql(avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=prefix)))
+    sinks = {t.news2: "vitals.news2.v1", t.alerts: "alert.v1", t.dead_letters: "deadletter.v1"}
+    create_sinks(t_env, settings, sinks, prefix=prefix)
 
 
 def start(settings: Settings, *, prefix: str = "", bounded: bool = False) -> TableResult:

@@ -24,9 +24,11 @@ class Settings:
     data_dir: Path = Path(__file__).resolve().parents[2] / "shared" / "data"
     parallelism: int = 1
     max_out_of_orderness_s: int = 60
-    # 0 = never mark a partition idle. A positive value lets an empty partition stop holding the
-    # watermark back, but while a backlog is read it can make a slow partition's records late.
-    source_idle_timeout_s: int = 0
+    # A partition with no record for this long stops holding the watermark back: a feed that goes
+    # quiet (ADT at night) and every partition already read when a job restarts from a
+    # checkpoint (watermarks are not checkpointed). While a backlog is read a starved partition
+    # could be marked idle and its records then arrive late, hence a long default; 0 = never.
+    source_idle_timeout_s: int = 60
     # Emit a watermark after every record (deterministic lateness, for tests) instead of
     # periodically (cheaper).
     watermark_on_event: bool = False
@@ -38,6 +40,19 @@ class Settings:
     flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
     flink_log_dir: Path = DEFAULT_CACHE / "flink-logs"
     job_name: str = "wardflow"
+    # Exactly-once: Kafka sinks write in transactions committed by checkpoints (consumers read
+    # read_committed), so output becomes visible once per checkpoint interval. "at-least-once"
+    # writes at once and may repeat records after a failure (the loader's keys absorb repeats).
+    delivery_guarantee: str = "exactly-once"
+    checkpoint_interval_s: float = 10.0
+    checkpoint_dir: Path = DEFAULT_CACHE / "checkpoints"
+    # A retained checkpoint (…/chk-N) or savepoint to start from: state and source offsets.
+    restore_from: str = ""
+    # Above checkpoint interval + restart time, at most the broker's transaction.max.timeout.ms.
+    transaction_timeout_s: int = 900
+    restart_attempts: int = 10
+    # The ingestion edges refuse an event time this far ahead of their clock (`future_time`).
+    max_future_s: int = 300
     # Time zone of HL7 v2 time stamps that carry no offset (an IANA name).
     hl7_timezone: str = "UTC"
     # Bed capacity per facility and unit, with surge thresholds (jobs.capacity).
@@ -70,6 +85,16 @@ class Settings:
             vals["data_dir"] = Path(e["WARDFLOW_DATA_DIR"])
         if "WARDFLOW_PARALLELISM" in e:
             vals["parallelism"] = int(e["WARDFLOW_PARALLELISM"])
+        if "WARDFLOW_SOURCE_IDLE_TIMEOUT_S" in e:
+            vals["source_idle_timeout_s"] = int(e["WARDFLOW_SOURCE_IDLE_TIMEOUT_S"])
+        if "WARDFLOW_DELIVERY_GUARANTEE" in e:
+            vals["delivery_guarantee"] = e["WARDFLOW_DELIVERY_GUARANTEE"]
+        if "WARDFLOW_CHECKPOINT_INTERVAL_S" in e:
+            vals["checkpoint_interval_s"] = float(e["WARDFLOW_CHECKPOINT_INTERVAL_S"])
+        if "WARDFLOW_CHECKPOINT_DIR" in e:
+            vals["checkpoint_dir"] = Path(e["WARDFLOW_CHECKPOINT_DIR"])
+        if e.get("WARDFLOW_CACHE") and "WARDFLOW_CHECKPOINT_DIR" not in e:
+            vals["checkpoint_dir"] = Path(e["WARDFLOW_CACHE"]) / "checkpoints"
         if "WARDFLOW_HL7_TIMEZONE" in e:
             vals["hl7_timezone"] = e["WARDFLOW_HL7_TIMEZONE"]
         if "WARDFLOW_CAPACITY_FILE" in e:
@@ -77,7 +102,19 @@ class Settings:
         if e.get("WARDFLOW_PHI_KEY"):
             vals["phi_key"] = e["WARDFLOW_PHI_KEY"].encode()
         vals.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(s, **vals)
+        return replace(s, **vals).checked()
+
+    def checked(self) -> Settings:
+        if self.delivery_guarantee not in ("exactly-once", "at-least-once"):
+            raise ValueError(f"delivery_guarantee {self.delivery_guarantee!r}")
+        if self.checkpoint_interval_s <= 0:
+            raise ValueError("checkpointing is always on: checkpoint_interval_s must be > 0")
+        if not 2 * self.checkpoint_interval_s + 60 < self.transaction_timeout_s <= 900:
+            raise ValueError(
+                "transaction_timeout_s must exceed two checkpoint intervals plus a minute of "
+                "restart and stay within the broker's transaction.max.timeout.ms (900 s)"
+            )
+        return self
 
     def require_phi_key(self) -> bytes:
         """The HMAC key for patient tokens. Without WARDFLOW_PHI_KEY, a random per-process key is

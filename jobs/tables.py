@@ -96,9 +96,19 @@ def avro_source_ddl(
 )"""
 
 
-def avro_sink_ddl(name: str, schema_topic: str, t: KafkaTable) -> str:
+def avro_sink_ddl(
+    name: str,
+    schema_topic: str,
+    t: KafkaTable,
+    *,
+    delivery: str = "at-least-once",
+    transactional_id_prefix: str = "",
+    transaction_timeout_s: int = 900,
+) -> str:
     """A topic written in its registry schema's Avro encoding, keyed by the schema's key field,
-    with the Kafka record timestamp taken from the `kafka_ts` column."""
+    with the Kafka record timestamp taken from the `kafka_ts` column. Exactly-once sinks write in
+    Kafka transactions committed when a checkpoint completes; their transactional id prefix must
+    stay the same across restarts of the job (lingering transactions are aborted by it)."""
     reg = registry_topic(schema_topic)
     opts = {
         "connector": "kafka",
@@ -108,8 +118,13 @@ def avro_sink_ddl(name: str, schema_topic: str, t: KafkaTable) -> str:
         "key.fields": reg.key_field,
         "value.format": "avro",
         "value.fields-include": "ALL",
-        "sink.delivery-guarantee": "at-least-once",
+        "sink.delivery-guarantee": delivery,
     }
+    if delivery == "exactly-once":
+        if not transactional_id_prefix:
+            raise ValueError("an exactly-once sink needs a transactional id prefix")
+        opts["sink.transactional-id-prefix"] = transactional_id_prefix
+        opts["properties.transaction.timeout.ms"] = str(transaction_timeout_s * 1000)
     return f"""CREATE TEMPORARY TABLE `{name}` (
   {reg.schema.flink_columns()},
   `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'
@@ -161,6 +176,16 @@ def create_raw_source(
 
 
 def create_sinks(t_env: Any, settings: Settings, sinks: dict[str, str], *, prefix: str) -> None:
-    """One Avro sink table per {table name: registry topic}."""
+    """One Avro sink table per {table name: registry topic}, with the settings' delivery
+    guarantee; transactional ids are the job name, topic prefix and table name."""
     for name, topic in sinks.items():
-        t_env.execute_sql(avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=prefix)))
+        t_env.execute_sql(
+            avro_sink_ddl(
+                name,
+                topic,
+                KafkaTable.of(settings, topic, prefix=prefix),
+                delivery=settings.delivery_guarantee,
+                transactional_id_prefix=f"{settings.job_name}.{prefix}{name}",
+                transaction_timeout_s=settings.transaction_timeout_s,
+            )
+        )

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
 
 from udfs.hl7v2 import Mapped, Refused
 from udfs.loinc import CODES, PANELS, VITALS, convert
@@ -49,6 +50,8 @@ def map_json(
                 ):
                     out.append((f"{label}#entry{i}:{sub_label}", outcome))
         return out
+    if not isinstance(data, dict):
+        return [(label, Refused("unsupported_resource", "not a FHIR resource (a JSON object)"))]
     return [(label, map_resource(data, tokenise, source=source, facility_id=facility_id))]
 
 
@@ -62,8 +65,14 @@ def map_resource(
         )
     try:
         resource = get_fhir_model_class(kind).model_validate(data)
-    except Exception as exc:  # pydantic ValidationError and fhir_core errors
-        return Refused("invalid_fhir", f"{kind} does not validate: {exc}"[:500])
+    except ValidationError as exc:  # where and what, never the input values (they may be PHI)
+        where = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        return Refused("invalid_fhir", f"{kind} does not validate: {where}"[:500])
+    except Exception as exc:  # fhir_core's own errors
+        return Refused("invalid_fhir", f"{kind} does not validate: {type(exc).__name__}")
     if kind == "Encounter":
         return _encounter(resource, tokenise, source, facility_id)
     return _observation(resource, tokenise, source, facility_id)

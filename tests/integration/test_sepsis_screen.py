@@ -14,8 +14,11 @@ import pytest
 
 from jobs import kafka_io, replay, sepsis_rules, sepsis_screen
 from jobs.settings import Settings
+from schemas import load_schema
+from sinks.explain import explain
 from sinks.loader import TABLES, Loader
 from tests import reference_screen as ref
+from udfs import codec
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -175,3 +178,41 @@ def test_alerts_carry_rule_version_and_the_triggering_values_with_their_times(
                 assert pd.Timestamp(v) <= pd.Timestamp(e["event_time"])
             else:
                 assert f"{k}_measured_time" in evidence
+
+
+def test_every_alert_traces_to_its_rule_version_inputs_and_their_offsets(
+    screened: ScreenRun, clickhouse: Any
+) -> None:
+    db = screened.settings.clickhouse_database
+    topics = {t: TABLES[t] for t in ("sepsis.screen.v1", "alert.v2")}
+    loader = Loader(
+        screened.settings, clickhouse, prefix=screened.prefix, topics=topics, group_id="audit"
+    )
+    loader.drain()
+    loader.close()
+    where: dict[str, tuple[str, int, int]] = {}  # input record id -> its Kafka location
+    for topic in sepsis_screen.INPUT_TOPICS:
+        schema = load_schema(topic)
+        id_field = schema.field_names[0]
+        for m in kafka_io.read_all(screened.settings, screened.prefix + topic):
+            rec = codec.decode(schema, m.value)
+            assert isinstance(rec, dict)
+            where[rec[id_field]] = (screened.prefix + topic, m.partition, m.offset)
+    raises = [e for e in screened.events if e["action"] == "raise"]
+    for e in raises[:: max(1, len(raises) // 25)]:  # a sample across rules
+        rows = clickhouse.query(
+            f"""SELECT input_record_id, pattern_end, source_topic, source_partition,
+                       source_offset, rule_version
+                FROM {db}.alert_audit WHERE alert_event_id = %(a)s""",
+            parameters={"a": e["alert_event_id"]},
+        ).result_rows
+        inputs = {r[0] for r in rows}
+        assert {e["first_record_id"], e["last_record_id"]} <= inputs
+        assert {r[0] for r in rows if r[1]} == {e["first_record_id"], e["last_record_id"]}
+        for record, _, topic, part, offset, version in rows:
+            assert (topic, part, offset) == where[record]
+            assert version == e["rule_version"]
+    text = explain(clickhouse, db, raises[0]["alert_id"])
+    assert f"rule {raises[0]['rule_id']} v{raises[0]['rule_version']}" in text
+    first = where[raises[0]["first_record_id"]]
+    assert f"{first[0]}[{first[1]}]@{first[2]}" in text

@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from jobs import replay
 from jobs.settings import Settings
@@ -40,3 +41,17 @@ def test_replay_maps_rows_to_observations_in_event_time_order() -> None:
 def test_replay_falls_back_to_the_bundled_sample_without_the_data_set(tmp_path: Path) -> None:
     df, source = replay.load_physionet(None, Settings(data_dir=tmp_path))
     assert source.endswith("sample") and df["patient_id"].nunique() == 40
+
+
+def test_sealed_payloads_open_only_with_the_key_and_the_same_context() -> None:
+    from cryptography.exceptions import InvalidTag
+
+    from udfs.phi import seal, unseal
+
+    sealed = seal(b"k1", b"PID|1||MRN123^^^H^MR||DOE^JANE", "hl7_gateway")
+    assert b"DOE" not in sealed and sealed != seal(b"k1", b"PID|1||MRN123", "hl7_gateway")
+    assert unseal(b"k1", sealed, "hl7_gateway") == b"PID|1||MRN123^^^H^MR||DOE^JANE"
+    with pytest.raises(InvalidTag):
+        unseal(b"k2", sealed, "hl7_gateway")
+    with pytest.raises(InvalidTag):
+        unseal(b"k1", sealed, "fhir_ingest")

@@ -1,0 +1,232 @@
+"""Exactly-once through crashes: the screening job runs unbounded, as in production, and is
+killed (SIGKILL to its whole process: client, JVM MiniCluster and Python workers) at random
+points, each time restarted from its latest retained checkpoint; the Kafka broker is restarted
+under it once. At the end it is stopped with SIGTERM, which cancels it (aborting its open
+transaction). Its committed output must equal an uninterrupted run's (the offline reference):
+no alert lost, none twice, and ClickHouse the same.
+
+Watermarks are not part of a checkpoint: a restarted job's event time moves on with the records
+that arrive after it. So, as a live feed would, the stream goes on after the last restart: a
+record 30 days later on every partition of every input topic moves the watermark past the end,
+as the end of a bounded run would, and every window and alert closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from jobs import kafka_io, replay, sepsis_screen
+from jobs.settings import Settings
+from schemas import TOPICS, load_schema
+from sinks import clickhouse as ch
+from sinks.loader import Loader
+from tests import reference_screen as ref
+from tests.conftest import REPO
+from udfs import codec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PATIENTS = 150
+KILLS = 3
+
+
+def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(partition, topic, record): one record per partition of each input topic, 30 days on."""
+    at = max(r["event_time"] for _, r in items) + timedelta(days=30)
+    out = []
+    for topic in sepsis_screen.INPUT_TOPICS:
+        for p in range(TOPICS[topic].partitions):
+            rec: dict[str, Any] = {f.name: None for f in load_schema(topic).fields if f.nullable}
+            rec |= {"patient_token": f"sentinel-{p}", "facility_id": "end", "event_time": at}
+            rec |= {"source": "test", "unit_id": "end"}
+            if topic == "adt.event.v1":
+                rec |= {"event_id": f"end-{p}", "event_type": "discharge"}
+                rec |= {"source_message_type": "test", "unit_id": None}
+            elif topic == "labs.result.v1":
+                rec |= {"result_id": f"end-labs-{p}"}
+            else:
+                rec |= {"observation_id": f"end-vitals-{p}", "heart_rate_bpm": 70.0}
+            out.append((p, topic, rec))
+    return out
+
+
+def _start(prefix: str, env: dict[str, str], restore: bool, log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "jobs.sepsis_screen", "--topic-prefix", prefix]
+    runs = len(list(log.parent.glob("flink-logs-*")))
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*args, *(["--restore", "latest"] if restore else [])],
+            env={**env, "FLINK_LOG_DIR": str(log.parent / f"flink-logs-{runs}")},
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the JVM and workers die with it
+        )
+
+
+def _checkpoints(root: Path) -> set[Path]:
+    return {p.parent for p in root.glob("*/*/chk-*/_metadata")}
+
+
+def _wait_for_new_checkpoint(root: Path, proc: subprocess.Popen[bytes]) -> None:
+    before = _checkpoints(root)
+    deadline = time.monotonic() + 180
+    while not _checkpoints(root) - before:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the job ended or made no checkpoint (rc {proc.poll()})")
+        time.sleep(0.2)
+
+
+class Committed:
+    """Counts committed (read_committed) records per output topic as they appear."""
+
+    def __init__(self, s: Settings, topics: list[str]) -> None:
+        self.counts: Counter[str] = Counter()
+        self.stop = threading.Event()
+        c = Consumer(
+            {
+                "bootstrap.servers": s.kafka_bootstrap,
+                "group.id": f"eo-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        c.subscribe(topics)
+
+        def loop() -> None:
+            while not self.stop.is_set():
+                for m in c.consume(500, timeout=0.2):
+                    if not m.error():
+                        self.counts[m.topic()] += 1
+            c.close()
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.fixture(scope="module")
+def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    prefix = f"t-eo-{uuid.uuid4().hex[:8]}."
+    topics = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    kafka_io.ensure_topics(kafka, topics, prefix=prefix)
+    plan = replay.ReplayPlan(patients=PATIENTS, seed=7)
+    df, source = replay.load_physionet(None, kafka)
+    items = replay.clinical_stream(replay.select_patients(df, plan), plan, kafka.phi_key, source)
+    replay.produce_stream(kafka, items, prefix=prefix, progress=False)
+    ends = sentinels(items)
+    rows, events = ref.run([*items, *((t, r) for _, t, r in ends)])
+    # The end records move the watermark to just before themselves: they are not screened yet.
+    rows = [r for r in rows if not r.patient_token.startswith("sentinel-")]
+    expected = {prefix + "sepsis.screen.v1": len(rows), prefix + "alert.v2": len(events)}
+
+    root = tmp_path_factory.mktemp("eo-checkpoints")
+    log = root / "job.log"
+    # Not PyFlink's own variables: a worker run in this process sets PYFLINK_GATEWAY_DISABLED.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYFLINK", "FLINK_"))},
+        "WARDFLOW_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "WARDFLOW_FLINK_JARS": str(kafka.flink_jars_dir),
+        "WARDFLOW_CHECKPOINT_DIR": str(root),
+        "WARDFLOW_CHECKPOINT_INTERVAL_S": "1",
+        "WARDFLOW_SOURCE_IDLE_TIMEOUT_S": "5",
+    }
+    seed = os.environ.get("WARDFLOW_FAULT_SEED", str(time.time_ns()))
+    rng = random.Random(seed)
+    committed = Committed(kafka, list(expected))
+    proc = _start(prefix, env, restore=False, log=log)
+    try:
+        for kill in range(KILLS):
+            _wait_for_new_checkpoint(root, proc)
+            if kill == 1:  # the broker goes away under a running job and comes back
+                subprocess.run(
+                    [str(REPO / "deploy/local/services.sh"), "stop", "kafka"], check=True
+                )
+                time.sleep(2)
+                subprocess.run(
+                    [str(REPO / "deploy/local/services.sh"), "start", "kafka"], check=True
+                )
+                kafka_io.wait_for_broker(kafka)
+                _wait_for_new_checkpoint(root, proc)
+            time.sleep(rng.uniform(0.0, 3.0))
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc = _start(prefix, env, restore=True, log=log)
+        _wait_for_new_checkpoint(root, proc)
+        p = kafka_io.producer(kafka)
+        for part, topic, rec in ends:
+            value = codec.encode(load_schema(topic), rec)
+            ts = codec.epoch_ms(rec["event_time"])
+            p.produce(prefix + topic, value=value, partition=part, timestamp=ts)
+        p.flush_or_raise(30)
+        deadline = time.monotonic() + 300
+        while any(committed.counts[t] < n for t, n in expected.items()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"output incomplete: {dict(committed.counts)} of {expected}")
+            time.sleep(0.5)
+        time.sleep(3)  # a few more checkpoints: anything twice would show by now
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        committed.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    yield {"settings": kafka, "prefix": prefix, "seed": seed, "rows": rows, "events": events}
+    kafka_io.delete_topics(kafka, topics, prefix=prefix)
+
+
+def test_committed_alerts_equal_an_uninterrupted_run_none_lost_none_twice(
+    crashed: dict[str, Any],
+) -> None:
+    s, prefix = crashed["settings"], crashed["prefix"]
+    got = Counter(
+        r["alert_event_id"] for r in kafka_io.read_records(s, prefix + "alert.v2", "alert.v2")
+    )
+    want = Counter(e["alert_event_id"] for e in crashed["events"])
+    assert want and max(got.values()) == 1
+    assert got == want
+
+
+def test_committed_screened_states_are_each_written_exactly_once(crashed: dict[str, Any]) -> None:
+    s, prefix = crashed["settings"], crashed["prefix"]
+    got = Counter(
+        r["record_id"]
+        for r in kafka_io.read_records(s, prefix + "sepsis.screen.v1", "sepsis.screen.v1")
+    )
+    assert got == Counter(r.record_id for r in crashed["rows"])
+
+
+def test_clickhouse_holds_each_alert_event_once(crashed: dict[str, Any], clickhouse: Any) -> None:
+    s = dataclasses.replace(
+        crashed["settings"], clickhouse_database=crashed["settings"].clickhouse_database + "_eo"
+    )
+    db = s.clickhouse_database
+    ch.migrate(clickhouse, db)
+    for group in ("first", "again"):  # a second load of the same topic changes nothing
+        loader = Loader(
+            s, clickhouse, prefix=crashed["prefix"], topics={"alert.v2": "alert_events"},
+            group_id=group,
+        )  # fmt: skip
+        loader.drain()
+        loader.close()
+    n = clickhouse.query(f"SELECT count() FROM {db}.alert_events FINAL").result_rows[0][0]
+    assert n == len(crashed["events"])
+    clickhouse.command(f"DROP DATABASE {db}")
