@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.sampling import TopicWatcher, first_reaching, sampled_run, sustained_rate
+from bench.sampling import first_reaching, sampled_run, sustained_rate
 from jobs import adt_generator, bed_census, kafka_io, replay
 from jobs.bed_census import ADT, OUTPUT_TOPICS
 from jobs.capacity import Capacity
@@ -67,12 +67,12 @@ def _latency(
     adt_schema = load_schema(ADT)
     seen: dict[tuple[str, int], float] = {}
 
-    def on_value(value: bytes, at: float) -> None:
+    def on_value(_: str, value: bytes, at: float) -> None:
         rec = codec.decode(census_schema, value)
         if isinstance(rec, dict) and rec["scope"] == "facility":
             seen.setdefault((rec["facility_id"], codec.epoch_ms(rec["window_end"])), at)
 
-    watcher = TopicWatcher(settings, prefix + "census.unit.v1", on_value)
+    watcher = kafka_io.TopicWatcher(settings, [prefix + "census.unit.v1"], on_value)
     env, _ = _unbounded(settings, prefix)
     client = env.execute_async("bench-census-latency")
     p = kafka_io.producer(settings, **{"linger.ms": 2})

@@ -1,13 +1,10 @@
-"""What the benchmarks share: sampling an output topic while a bounded job drains, and reading
-an output topic on a thread while a job runs."""
+"""What the benchmarks share: sampling an output topic while a bounded job drains."""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -51,38 +48,3 @@ def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
     """80 % of `total` / the time between 10 % and 90 % of it (start-up and tail left out)."""
     t10, t90 = first_reaching(samples, 0.1 * total), first_reaching(samples, 0.9 * total)
     return 0.8 * total / max(t90 - t10, 1e-9)
-
-
-class TopicWatcher:
-    """Reads a topic from the start on a thread; `on_value(value_bytes)` is called per record
-    with the wall-clock time (time.time()) it was read."""
-
-    def __init__(
-        self, settings: Settings, topic: str, on_value: Callable[[bytes, float], Any]
-    ) -> None:
-        self.stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._watch, args=(settings, topic, on_value), daemon=True
-        )
-        self._thread.start()
-
-    def _watch(
-        self, settings: Settings, topic: str, on_value: Callable[[bytes, float], Any]
-    ) -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        c.subscribe([topic])
-        while not self.stop.is_set():
-            for m in c.consume(500, timeout=0.05):
-                if not m.error():
-                    on_value(m.value(), time.time())
-        c.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self._thread.join()

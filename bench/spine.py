@@ -26,7 +26,6 @@ from confluent_kafka import Consumer, TopicPartition
 from pyflink.table import TableResult
 
 from bench import java_baseline
-from bench.sampling import TopicWatcher
 from jobs import kafka_io, replay, sepsis_news2
 from jobs.flink_env import table_env
 from jobs.settings import Settings
@@ -110,12 +109,12 @@ def latency(
     produced: dict[str, float] = {}
     seen: dict[str, float] = {}
 
-    def on_value(value: bytes, at: float) -> None:
+    def on_value(_: str, value: bytes, at: float) -> None:
         rec = codec.decode(alert_schema, value)
         if isinstance(rec, dict):
             seen[rec["last_observation_id"]] = at
 
-    watcher = TopicWatcher(settings, out_prefix + "alert.v1", on_value)
+    watcher = kafka_io.TopicWatcher(settings, [out_prefix + "alert.v1"], on_value)
     result = submit(in_prefix)
     p = kafka_io.producer(settings, **{"linger.ms": 2})
     # Warm-up: wait until the job has produced output, so start-up is not counted.

@@ -181,20 +181,6 @@ def _from_start(visit: list[dict[str, Any]], start: datetime) -> list[dict[str, 
     return [snapshot, *after]
 
 
-def occupancy_at_end(evs: list[dict[str, Any]]) -> dict[str, int]:
-    """Patients in a bed per facility after the last event (a quick sanity figure)."""
-    where: dict[str, str | None] = {}
-    for e in evs:
-        placed = e["event_type"] in ("admit", "transfer", "update", "cancel_discharge")
-        if placed or e["event_type"] in ("discharge", "cancel_admit"):
-            where[e["patient_token"]] = e["facility_id"] if placed else None
-    out: dict[str, int] = {}
-    for fac in where.values():
-        if fac is not None:
-            out[fac] = out.get(fac, 0) + 1
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--facilities", type=int, default=12)

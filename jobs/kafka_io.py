@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,3 +192,39 @@ def read_records(
             raise ValueError(f"{topic_name}@{m.partition}:{m.offset} does not decode: {rec.reason}")
         out.append(rec)
     return out
+
+
+class TopicWatcher:
+    """Reads topics from their start on a thread (read_committed) and calls
+    `on_record(topic, value, wall time read)` for each record, until close()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str],
+        on_record: Callable[[str, bytes, float], Any],
+    ) -> None:
+        self._stop = threading.Event()
+        c = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"wardflow-watch-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        c.subscribe(topics)
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                for m in c.consume(500, timeout=0.05):
+                    if not m.error():
+                        on_record(m.topic(), m.value(), time.time())
+            c.close()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

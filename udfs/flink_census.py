@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
@@ -92,9 +91,10 @@ class CensusPlacement(KeyedProcessFunction):  # type: ignore[misc]
             if outcome is None:
                 outcome, deltas = placement.apply(event)
             if outcome.refused:
-                yield self._row("dead_letter", event, patient, outcome, source)
+                yield self._row("dead_letter", event, event.unit_id, patient, outcome, source)
                 continue
-            yield self._row("event", event, patient, outcome, source, placement)
+            after = placement.place.unit_id if placement.place is not None else None
+            yield self._row("event", event, after, patient, outcome, source)
             for d in deltas:
                 yield self._delta(d)
         if due and placement.place is None:
@@ -126,13 +126,11 @@ class CensusPlacement(KeyedProcessFunction):  # type: ignore[misc]
     def _row(
         kind: str,
         e: AdtEvent,
+        unit: str | None,
         patient: str,
         outcome: Outcome,
         source: tuple[str, int, int, bytes],
-        placement: PatientPlacement | None = None,
     ) -> Row:
-        place = placement.place if placement is not None else None
-        unit: Any = place.unit_id if place is not None else (None if placement else e.unit_id)
         return Row(
             kind,
             e.facility_id,

@@ -19,7 +19,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from jobs import kafka_io, replay, sepsis_screen
 from jobs.settings import Settings
@@ -92,37 +90,6 @@ def _wait_for_new_checkpoint(root: Path, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.2)
 
 
-class Committed:
-    """Counts committed (read_committed) records per output topic as they appear."""
-
-    def __init__(self, s: Settings, topics: list[str]) -> None:
-        self.counts: Counter[str] = Counter()
-        self.stop = threading.Event()
-        c = Consumer(
-            {
-                "bootstrap.servers": s.kafka_bootstrap,
-                "group.id": f"eo-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
-        c.subscribe(topics)
-
-        def loop() -> None:
-            while not self.stop.is_set():
-                for m in c.consume(500, timeout=0.2):
-                    if not m.error():
-                        self.counts[m.topic()] += 1
-            c.close()
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 @pytest.fixture(scope="module")
 def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prefix = f"t-eo-{uuid.uuid4().hex[:8]}."
@@ -151,7 +118,10 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     }
     seed = os.environ.get("WARDFLOW_FAULT_SEED", str(time.time_ns()))
     rng = random.Random(seed)
-    committed = Committed(kafka, list(expected))
+    committed: Counter[str] = Counter()  # records readable read_committed, per topic
+    watcher = kafka_io.TopicWatcher(
+        kafka, list(expected), lambda topic, _, __: committed.update([topic])
+    )
     proc = _start(prefix, env, restore=False, log=log)
     try:
         for kill in range(KILLS):
@@ -178,15 +148,15 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             p.produce(prefix + topic, value=value, partition=part, timestamp=ts)
         p.flush_or_raise(30)
         deadline = time.monotonic() + 300
-        while any(committed.counts[t] < n for t, n in expected.items()):
+        while any(committed[t] < n for t, n in expected.items()):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"output incomplete: {dict(committed.counts)} of {expected}")
+                raise RuntimeError(f"output incomplete: {dict(committed)} of {expected}")
             time.sleep(0.5)
         time.sleep(3)  # a few more checkpoints: anything twice would show by now
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:
-        committed.close()
+        watcher.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     yield {"settings": kafka, "prefix": prefix, "seed": seed, "rows": rows, "events": events}
