@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: venv services stop demo census-demo test test-unit test-integration check lint typecheck bench evaluate clean
+.PHONY: venv services stop demo census-demo test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -36,7 +36,18 @@ test-unit: venv
 test-integration: venv services
 	$(BIN)/python -m pytest -q -m integration
 
-check: lint typecheck
+check: lint typecheck dashboards-check
+
+# Grafana dashboards and provisioning from grafana/specs.py; CI fails when the JSON is stale.
+dashboards: venv
+	$(BIN)/python -m grafana.build
+
+dashboards-check: venv
+	$(BIN)/python -m grafana.build --check
+
+# PNG previews of every dashboard from the same SQL, over a freshly seeded warehouse.
+previews: venv
+	$(BIN)/python -m grafana.preview --seed
 
 lint: venv
 	$(BIN)/ruff check .
@@ -50,6 +61,7 @@ bench: venv
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.sepsis_screen
 	$(BIN)/python -m bench.census
+	$(BIN)/python -m bench.dashboards
 
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv

@@ -98,6 +98,20 @@ TOPICS: dict[str, Topic] = {
             "Each accepted ADT event with what the bed census made of it.",
         ),
         Topic(
+            "alert.response.v1",
+            "alert.response.v1",
+            "patient_token",
+            3,
+            "Acknowledgements and sepsis-bundle actions reported back by paging and the EHR.",
+        ),
+        Topic(
+            "sepsis.score.v1",
+            "sepsis.score.v1",
+            "patient_token",
+            3,
+            "Model risk scores per screened state, champion and shadow challengers.",
+        ),
+        Topic(
             "deadletter.v1",
             "deadletter.v1",
             "source_topic",

@@ -1,6 +1,13 @@
 """Kafka → ClickHouse loader: decodes topic records with their Avro schema and inserts them in
-batches, committing consumer offsets only after ClickHouse accepted the batch (at-least-once;
-ReplacingMergeTree keys make repeats idempotent)."""
+batches, each row carrying the topic, partition and offset it came from.
+
+Loading is effectively once. ClickHouse is the offset store: when a partition is assigned, the
+loader resumes after the highest offset the partition's table already holds, if that is past the
+consumer group's committed offset (which is committed after each batch, for monitoring and as
+the fallback). So a crash between an insert and its commit does not load the batch again, and
+the rollups that materialized views keep from those inserts (migration 0005) count each record
+once. ReplacingMergeTree keys keep the facts exact under FINAL even when a second loader with
+another group re-reads a topic."""
 
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from jobs import kafka_io
+from jobs.capacity import Capacity
 from jobs.settings import Settings
 from schemas import load_schema
-from sinks import clickhouse
+from sinks import clickhouse, dims
 from udfs import codec
 
 # topic (registry name) -> ClickHouse table
@@ -29,9 +37,12 @@ TABLES = {
     "census.unit.v1": "census_unit",
     "census.flow.v1": "census_flow",
     "census.event.v1": "census_events",
+    "adt.event.v1": "adt_events",
+    "alert.response.v1": "alert_responses",
+    "sepsis.score.v1": "model_scores",
     "deadletter.v1": "dead_letters",
 }
-META = ("kafka_partition", "kafka_offset")
+META = ("kafka_partition", "kafka_offset", "kafka_topic")
 STAGE = "clickhouse_loader"
 
 
@@ -75,13 +86,14 @@ class Loader:
             }
         )
         self.subscribed = list(self.schemas)
-        self.consumer.subscribe(self.subscribed)
+        self.consumer.subscribe(self.subscribed, on_assign=self._resume)
         self.dead_letter_topic = prefix + "deadletter.v1"
         self.schemas.setdefault(self.dead_letter_topic, load_schema("deadletter.v1"))
         self.tables.setdefault(
             self.dead_letter_topic, f"{settings.clickhouse_database}.{TABLES['deadletter.v1']}"
         )
         self.stats = LoadStats()
+        self.resumed: dict[tuple[str, int], int] = {}
 
     def _dead_letter(self, m: Any, why: codec.Rejection) -> dict[str, Any]:
         _, ts = m.timestamp()
@@ -111,7 +123,8 @@ class Loader:
                 t = self.dead_letter_topic
                 self.stats.dead_lettered[m.topic()] = self.stats.dead_lettered.get(m.topic(), 0) + 1
             by_topic.setdefault(t, []).append(
-                [rec[f] for f in self.schemas[t].field_names] + [m.partition(), m.offset()]
+                [rec[f] for f in self.schemas[t].field_names]
+                + [m.partition(), m.offset(), m.topic()]
             )
         for t, rows in by_topic.items():
             cols = [*self.schemas[t].field_names, *META]
@@ -120,6 +133,27 @@ class Loader:
         if msgs:
             self.consumer.commit(asynchronous=False)
         return len(msgs)
+
+    def loaded_offsets(self, topic: str) -> dict[int, int]:
+        """partition → the next offset to load, from what `topic`'s table already holds."""
+        rows = self.client.query(
+            f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {self.tables[topic]} "
+            "WHERE kafka_topic = %(t)s GROUP BY kafka_partition",
+            parameters={"t": topic},
+        ).result_rows
+        return {int(p): int(o) for p, o in rows}
+
+    def _resume(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)
+        }
+        loaded = {t: self.loaded_offsets(t) for t in {tp.topic for tp in partitions}}
+        for tp in partitions:
+            nxt = loaded[tp.topic].get(tp.partition)
+            if nxt is not None and nxt > committed.get((tp.topic, tp.partition), -1):
+                tp.offset = nxt
+                self.resumed[(tp.topic, tp.partition)] = nxt
+        consumer.assign(partitions)
 
     def lag(self) -> int:
         """Offsets in the subscribed topics this loader has neither committed nor read past.
@@ -132,7 +166,10 @@ class Loader:
             committed = self.consumer.committed(tps, timeout=10)
             read = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
             for tp in committed:
-                total += ends[tp.partition] - max(tp.offset, read.get(tp.partition, -1), 0)
+                done = max(
+                    tp.offset, read.get(tp.partition, -1), self.resumed.get((t, tp.partition), 0)
+                )
+                total += ends[tp.partition] - max(done, 0)
         return total
 
     def drain(self, *, timeout_s: float = 120.0) -> LoadStats:
@@ -161,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     kafka_io.wait_for_broker(settings)
     client = clickhouse.connect(settings.clickhouse_url)
     clickhouse.migrate(client, settings.clickhouse_database)
+    # Facility and unit dimensions from the same capacity file the census job reads.
+    dims.load_capacity(client, settings.clickhouse_database, Capacity.load(settings.capacity_file))
     kafka_io.ensure_topics(settings, list(TABLES), prefix=a.topic_prefix)
     loader = Loader(settings, client, prefix=a.topic_prefix)
     stopping = False

@@ -1,0 +1,561 @@
+"""The four dashboards as data: each panel's SQL (ClickHouse plugin macros, Grafana variables),
+the columns it must return, and how it is drawn. grafana/build.py turns these into Grafana JSON
+with grafana-foundation-sdk; the tests, the benchmark and the previews run the same SQL.
+
+Tables are qualified with the hidden constant variable `db` (default "wardflow"). Queries read
+the per-minute rollups where they can, and `argMax`/`min` over facts where FINAL is not needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["stat", "table", "timeseries", "barchart", "bargauge"]
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str  # stable: panel ids and preview file names derive from it
+    title: str
+    kind: Kind
+    sql: str
+    columns: tuple[str, ...]  # what the panel reads; the tests check the query returns them
+    unit: str = ""
+    width: int = 12
+    height: int = 8
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    label: str
+    sql: str
+    multi: bool = False
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    time_from: str  # relative: now-24h
+    refresh: str
+    variables: tuple[Variable, ...]
+    panels: tuple[Panel, ...]
+    tags: tuple[str, ...] = field(default=("wardflow",))
+
+
+FACILITY = Variable(
+    "facility", "Facility", "SELECT facility_id FROM ${db}.dim_facility FINAL ORDER BY facility_id"
+)
+FACILITIES = Variable(
+    "facility",
+    "Facilities",
+    "SELECT facility_id FROM ${db}.dim_facility FINAL ORDER BY facility_id",
+    multi=True,
+)
+UNIT = Variable(
+    "unit",
+    "Unit",
+    "SELECT unit_id FROM ${db}.dim_unit FINAL WHERE facility_id = '${facility}' ORDER BY unit_id",
+)
+MODEL = Variable(
+    "model", "Model", "SELECT DISTINCT model_name FROM ${db}.dim_model_version ORDER BY model_name"
+)
+
+# The latest step of each alert up to the end of the range, for alerts whose latest step is in
+# the unit (an alert follows its patient: each step carries the unit of the latest hit).
+_UNIT_ALERTS = """
+    SELECT alert_id, min(opened_time) AS opened, argMax(action, sequence) AS state,
+           argMax(patient_token, sequence) AS patient_token, argMax(rule_id, sequence) AS rule,
+           argMax(severity, sequence) AS severity, argMax(score_name, sequence) AS score,
+           argMax(score_value, sequence) AS value, argMax(hit_count, sequence) AS hits
+    FROM ${db}.alert_events
+    WHERE facility_id = '${facility}' AND event_time <= $__toTime
+    GROUP BY alert_id
+    HAVING argMax(unit_id, sequence) = '${unit}'"""
+
+NURSE_BOARD = Dashboard(
+    uid="wardflow-nurse-board",
+    title="Charge nurse: unit alert board",
+    description="Open alerts, latest vitals and the NEWS2 trend of one unit.",
+    time_from="now-24h",
+    refresh="30s",
+    variables=(FACILITY, UNIT),
+    panels=(
+        Panel(
+            "open_alerts_count",
+            "Open alerts",
+            "stat",
+            f"SELECT count() AS open_alerts FROM ({_UNIT_ALERTS}) WHERE state != 'resolve'",
+            ("open_alerts",),
+            width=6,
+            height=5,
+        ),
+        Panel(
+            "unacknowledged_count",
+            "Open, not acknowledged",
+            "stat",
+            f"""SELECT count() AS unacknowledged FROM ({_UNIT_ALERTS}) AS a
+            WHERE a.state != 'resolve' AND a.alert_id NOT IN (
+                SELECT alert_id FROM ${{db}}.alert_responses
+                WHERE facility_id = '${{facility}}' AND unit_id = '${{unit}}'
+                  AND action = 'acknowledge' AND event_time <= $__toTime)""",
+            ("unacknowledged",),
+            width=6,
+            height=5,
+        ),
+        Panel(
+            "news2_high_patients",
+            "Patients with NEWS2 ≥ 5 (latest reading, 12 h)",
+            "stat",
+            """SELECT countIf(news2 >= 5) AS patients_news2_ge5 FROM (
+                SELECT patient_token, argMax(news2_score, event_time) AS news2
+                FROM ${db}.sepsis_screen
+                WHERE facility_id = '${facility}' AND unit_id = '${unit}'
+                  AND record_kind = 'vitals'
+                  AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime
+                GROUP BY patient_token)""",
+            ("patients_news2_ge5",),
+            width=6,
+            height=5,
+        ),
+        Panel(
+            "alerts_raised_24h",
+            "Alerts raised in range",
+            "stat",
+            """SELECT sum(events) AS alerts_raised FROM ${db}.alert_minute
+            WHERE facility_id = '${facility}' AND unit_id = '${unit}' AND action = 'raise'
+              AND $__timeFilter(minute)""",
+            ("alerts_raised",),
+            width=6,
+            height=5,
+        ),
+        Panel(
+            "open_alerts",
+            "Open alerts",
+            "table",
+            f"""SELECT a.opened AS opened, left(a.patient_token, 8) AS patient, a.rule AS rule,
+                   a.severity AS severity, a.score AS score, a.value AS value, a.hits AS hits,
+                   dateDiff('minute', a.opened, $__toTime) AS minutes_open,
+                   r.acknowledged AS acknowledged
+            FROM ({_UNIT_ALERTS}) AS a
+            LEFT JOIN (
+                SELECT alert_id, min(event_time) AS acknowledged FROM ${{db}}.alert_responses
+                WHERE facility_id = '${{facility}}' AND unit_id = '${{unit}}'
+                  AND action = 'acknowledge' AND event_time <= $__toTime
+                GROUP BY alert_id) AS r ON r.alert_id = a.alert_id
+            WHERE a.state != 'resolve'
+            ORDER BY a.severity = 'high' DESC, a.opened
+            SETTINGS join_use_nulls = 1""",
+            ("opened", "patient", "rule", "severity", "value", "minutes_open", "acknowledged"),
+            width=24,
+            height=9,
+        ),
+        Panel(
+            "latest_vitals",
+            "Latest vitals (12 h)",
+            "table",
+            """SELECT left(patient_token, 8) AS patient, max(event_time) AS observed,
+                   argMax(news2_score, event_time) AS news2,
+                   argMax(qsofa_score, event_time) AS qsofa,
+                   argMax(heart_rate_bpm, event_time) AS heart_rate_bpm,
+                   argMax(resp_rate_per_min, event_time) AS resp_rate_per_min,
+                   argMax(spo2_pct, event_time) AS spo2_pct,
+                   argMax(temp_c, event_time) AS temp_c,
+                   argMax(sbp_mmhg, event_time) AS sbp_mmhg
+            FROM ${db}.sepsis_screen
+            WHERE facility_id = '${facility}' AND unit_id = '${unit}' AND record_kind = 'vitals'
+              AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime
+            GROUP BY patient_token
+            ORDER BY news2 DESC, observed DESC
+            LIMIT 60""",
+            ("patient", "observed", "news2", "heart_rate_bpm", "spo2_pct", "sbp_mmhg"),
+            width=24,
+            height=10,
+        ),
+        Panel(
+            "news2_trend",
+            "NEWS2 on the unit",
+            "timeseries",
+            """SELECT $__timeInterval(minute) AS time, round(avgMerge(news2_avg), 2) AS mean_news2,
+                   max(news2_max) AS max_news2, sum(news2_ge5) AS readings_news2_ge5
+            FROM ${db}.vitals_minute
+            WHERE facility_id = '${facility}' AND unit_id = '${unit}' AND $__timeFilter(minute)
+            GROUP BY time ORDER BY time""",
+            ("time", "mean_news2", "max_news2"),
+            width=24,
+        ),
+    ),
+)
+
+_FAC = "facility_id IN (${facility:singlequote})"
+_LATEST = """argMax(occupied_beds, window_end) AS occupied,
+       argMax(capacity_beds, window_end) AS beds,
+       round(argMax(occupancy_pct, window_end), 1) AS occupancy_pct,
+       argMax(surge_label, window_end) AS surge"""
+
+COMMAND_CENTRE = Dashboard(
+    uid="wardflow-command-centre",
+    title="Command centre: census and surge",
+    description="Bed census and surge levels by facility and unit, flows, and a 24 h projection.",
+    time_from="now-7d",
+    refresh="1m",
+    variables=(FACILITIES,),
+    panels=(
+        Panel(
+            "beds_free",
+            "Staffed beds free",
+            "stat",
+            f"""SELECT sum(beds - occupied) AS beds_free, sum(occupied) AS beds_occupied FROM (
+                SELECT facility_id, {_LATEST} FROM ${{db}}.census_unit
+                WHERE scope = 'facility' AND {_FAC} AND window_end <= $__toTime
+                GROUP BY facility_id)""",
+            ("beds_free",),
+            width=6,
+            height=6,
+        ),
+        Panel(
+            "facility_census",
+            "Census by facility",
+            "bargauge",
+            f"""SELECT facility_id AS facility, {_LATEST} FROM ${{db}}.census_unit
+            WHERE scope = 'facility' AND {_FAC} AND window_end <= $__toTime
+            GROUP BY facility_id ORDER BY facility""",
+            ("facility", "occupancy_pct"),
+            unit="percent",
+            width=18,
+            height=6,
+        ),
+        Panel(
+            "units_by_occupancy",
+            "Units by occupancy",
+            "table",
+            f"""SELECT facility_id AS facility, unit_id AS unit, {_LATEST},
+                   argMax(surge_level, window_end) AS surge_level
+            FROM ${{db}}.census_unit
+            WHERE scope = 'unit' AND {_FAC} AND window_end <= $__toTime
+            GROUP BY facility_id, unit_id
+            ORDER BY occupancy_pct DESC LIMIT 40""",
+            ("facility", "unit", "occupied", "beds", "occupancy_pct", "surge"),
+            width=12,
+            height=10,
+        ),
+        Panel(
+            "forecast",
+            "Projected occupancy (hour-of-day net flow of the last 7 days)",
+            "table",
+            f"""SELECT n.facility_id AS facility, round(100 * n.occ / n.beds, 1) AS now_pct,
+                   round(100 * (n.occ + arraySum(arraySlice(nets, 1, 8))) / n.beds, 1) AS in_8h_pct,
+                   round(100 * (n.occ + arraySum(nets)) / n.beds, 1) AS in_24h_pct
+            FROM (
+                SELECT facility_id, argMax(occupied_beds, window_end) AS occ,
+                       argMax(capacity_beds, window_end) AS beds
+                FROM ${{db}}.census_unit
+                WHERE scope = 'facility' AND {_FAC} AND window_end <= $__toTime
+                GROUP BY facility_id) AS n
+            INNER JOIN (
+                SELECT facility_id,
+                       sumMap([toUInt8(toHour(window_start))],
+                              [toInt64(arrivals) - toInt64(discharges)]) AS m,
+                       arrayMap(k -> indexOf(m.1, toUInt8(toHour($__toTime + toIntervalHour(k)))),
+                                range(1, 25)) AS at,
+                       arrayMap(i -> if(i = 0, 0, m.2[i]) / 7, at) AS nets
+                FROM ${{db}}.census_flow FINAL
+                WHERE scope = 'facility' AND {_FAC}
+                  AND window_start >= $__toTime - INTERVAL 7 DAY AND window_start < $__toTime
+                GROUP BY facility_id) AS p ON p.facility_id = n.facility_id
+            ORDER BY in_24h_pct DESC""",
+            ("facility", "now_pct", "in_8h_pct", "in_24h_pct"),
+            unit="percent",
+            width=12,
+            height=10,
+            description="Current census plus the mean net admissions (arrivals − discharges) "
+            "for each coming hour of the day over the past 7 days: a seasonal-naive projection.",
+        ),
+        Panel(
+            "occupancy_trend",
+            "Occupancy by facility",
+            "timeseries",
+            f"""SELECT $__timeInterval(window_end) AS time, facility_id,
+                   argMax(occupancy_pct, window_end) AS occupancy_pct
+            FROM ${{db}}.census_unit
+            WHERE scope = 'facility' AND {_FAC} AND $__timeFilter(window_end)
+            GROUP BY time, facility_id ORDER BY time""",
+            ("time", "facility_id", "occupancy_pct"),
+            unit="percent",
+            width=24,
+        ),
+        Panel(
+            "flows",
+            "Arrivals and discharges per hour",
+            "timeseries",
+            f"""SELECT $__timeInterval(window_start) AS time, sum(arrivals) AS arrivals,
+                   sum(discharges) AS discharges, sum(transfers_in) AS transfers
+            FROM ${{db}}.census_flow FINAL
+            WHERE scope = 'facility' AND {_FAC} AND $__timeFilter(window_start)
+            GROUP BY time ORDER BY time""",
+            ("time", "arrivals", "discharges"),
+            width=24,
+        ),
+    ),
+)
+
+# Raised alerts in range, with their first acknowledgement (join_use_nulls: NULL if none).
+_ACK = f"""
+    SELECT a.alert_id AS alert_id, a.raised AS raised,
+           dateDiff('second', a.raised, r.acknowledged) / 60 AS minutes
+    FROM (SELECT alert_id, min(event_time) AS raised FROM ${{db}}.alert_events
+          WHERE action = 'raise' AND {_FAC} AND $__timeFilter(event_time)
+          GROUP BY alert_id) AS a
+    LEFT JOIN (SELECT alert_id, min(event_time) AS acknowledged FROM ${{db}}.alert_responses
+               WHERE action = 'acknowledge' AND {_FAC} GROUP BY alert_id) AS r
+        ON r.alert_id = a.alert_id"""
+
+EXECUTIVE = Dashboard(
+    uid="wardflow-executive-quality",
+    title="Executive: quality of the sepsis response",
+    description="Alert-to-acknowledge times, hour-1 bundle timing, length of stay, readmissions.",
+    time_from="now-30d",
+    refresh="5m",
+    variables=(FACILITIES,),
+    panels=(
+        Panel(
+            "ack_minutes",
+            "Alert → acknowledge (minutes)",
+            "stat",
+            f"""SELECT round(quantileExact(0.5)(minutes), 1) AS median_minutes,
+                   round(quantileExact(0.9)(minutes), 1) AS p90_minutes,
+                   round(100 * countIf(minutes <= 15) / count(), 1) AS within_15_min_pct,
+                   round(100 * countIf(minutes IS NULL) / count(), 1) AS never_acknowledged_pct
+            FROM ({_ACK}) SETTINGS join_use_nulls = 1""",
+            ("median_minutes", "p90_minutes", "within_15_min_pct"),
+            width=12,
+            height=6,
+        ),
+        Panel(
+            "readmissions",
+            "30-day readmissions",
+            "stat",
+            f"""SELECT count() AS discharges, countIf(readmitted) AS readmissions,
+                   round(100 * countIf(readmitted) / count(), 1) AS readmission_pct
+            FROM (
+                SELECT d.encounter_token AS encounter,
+                       max(a.admitted > d.discharged
+                           AND a.admitted <= d.discharged + INTERVAL 30 DAY) AS readmitted
+                FROM (SELECT patient_token, encounter_token, max(event_time) AS discharged
+                      FROM ${{db}}.adt_events
+                      WHERE event_type = 'discharge' AND {_FAC} AND $__timeFilter(event_time)
+                      GROUP BY patient_token, encounter_token) AS d
+                LEFT JOIN (SELECT patient_token, encounter_token, min(event_time) AS admitted
+                           FROM ${{db}}.adt_events
+                           WHERE event_type = 'admit' AND event_time >= $__fromTime
+                           GROUP BY patient_token, encounter_token) AS a
+                    ON a.patient_token = d.patient_token
+                GROUP BY d.encounter_token)""",
+            ("discharges", "readmissions", "readmission_pct"),
+            width=12,
+            height=6,
+            description="Share of discharges in range followed by an admission of the same "
+            "patient (any facility) within 30 days; recent discharges have had less time.",
+        ),
+        Panel(
+            "ack_trend",
+            "Alert → acknowledge by day (minutes)",
+            "timeseries",
+            f"""SELECT toStartOfDay(raised) AS time,
+                   round(quantileExact(0.5)(minutes), 1) AS median_minutes,
+                   round(quantileExact(0.9)(minutes), 1) AS p90_minutes
+            FROM ({_ACK}) WHERE minutes IS NOT NULL
+            GROUP BY time ORDER BY time SETTINGS join_use_nulls = 1""",
+            ("time", "median_minutes", "p90_minutes"),
+            width=12,
+        ),
+        Panel(
+            "bundle",
+            "Hour-1 sepsis bundle after an alert (SSC 2018)",
+            "table",
+            f"""WITH alerts AS (
+                SELECT alert_id, min(event_time) AS raised FROM ${{db}}.alert_events
+                WHERE action = 'raise' AND (rule_id = 'qsofa_lactate' OR severity = 'high')
+                  AND {_FAC} AND $__timeFilter(event_time)
+                GROUP BY alert_id)
+            SELECT action AS element, count() AS alerts_with_element,
+                   round(100 * count() / (SELECT count() FROM alerts), 1) AS pct_of_alerts,
+                   round(quantileExact(0.5)(minutes)) AS median_minutes,
+                   round(100 * countIf(minutes <= 60) / (SELECT count() FROM alerts), 1)
+                       AS within_1h_pct
+            FROM (SELECT r.action AS action, r.alert_id AS alert_id,
+                         dateDiff('second', any(a.raised), min(r.event_time)) / 60 AS minutes
+                  FROM ${{db}}.alert_responses AS r
+                  INNER JOIN alerts AS a ON a.alert_id = r.alert_id
+                  WHERE r.action != 'acknowledge'
+                  GROUP BY r.action, r.alert_id)
+            GROUP BY action ORDER BY median_minutes""",
+            ("element", "pct_of_alerts", "median_minutes", "within_1h_pct"),
+            width=12,
+            description="Surviving Sepsis Campaign hour-1 bundle (Levy, Evans, Rhodes 2018): "
+            "lactate, blood cultures before antibiotics, antibiotics, 30 mL/kg crystalloid for "
+            "hypotension or lactate ≥ 4. For high-severity and qSOFA+lactate alerts.",
+        ),
+        Panel(
+            "length_of_stay",
+            "Inpatient length of stay (discharged in range)",
+            "table",
+            f"""SELECT facility_id AS facility, count() AS stays,
+                   round(quantileExact(0.5)(los_h) / 24, 2) AS median_los_days,
+                   round(avg(los_h) / 24, 2) AS mean_los_days,
+                   round(quantileExact(0.9)(los_h) / 24, 2) AS p90_los_days
+            FROM (
+                SELECT facility_id, encounter_token,
+                       dateDiff('minute', minIf(event_time, event_type = 'admit'),
+                                maxIf(event_time, event_type = 'discharge')) / 60 AS los_h
+                FROM ${{db}}.adt_events
+                WHERE {_FAC} AND encounter_token IS NOT NULL
+                GROUP BY facility_id, encounter_token
+                HAVING countIf(event_type = 'admit') > 0
+                   AND countIf(event_type = 'discharge') > 0
+                   AND countIf(event_type = 'cancel_admit') = 0
+                   AND countIf(unit_id IS NOT NULL AND unit_id NOT IN (
+                           SELECT unit_id FROM ${{db}}.dim_unit FINAL WHERE unit_type = 'ed')) > 0
+                   AND maxIf(event_time, event_type = 'discharge') >= $__fromTime
+                   AND maxIf(event_time, event_type = 'discharge') <= $__toTime)
+            GROUP BY facility_id ORDER BY facility""",
+            ("facility", "stays", "median_los_days", "mean_los_days"),
+            width=12,
+        ),
+        Panel(
+            "alerts_by_rule",
+            "Alerts raised per day by rule",
+            "timeseries",
+            f"""SELECT toStartOfDay(minute) AS time, rule_id, sum(events) AS alerts
+            FROM ${{db}}.alert_minute
+            WHERE action = 'raise' AND {_FAC} AND $__timeFilter(minute)
+            GROUP BY time, rule_id ORDER BY time""",
+            ("time", "rule_id", "alerts"),
+            width=12,
+        ),
+    ),
+)
+
+_MODEL = "model_name = '${model}'"
+
+ML_OPS = Dashboard(
+    uid="wardflow-ml-ops",
+    title="ML ops: sepsis risk models",
+    description="Champion and challenger side by side: risk distribution, drift, latency, "
+    "agreement; model versions; dead letters.",
+    time_from="now-7d",
+    refresh="1m",
+    variables=(MODEL,),
+    panels=(
+        Panel(
+            "versions",
+            "Model versions",
+            "table",
+            f"""SELECT model_version AS version, role, role_since, threshold,
+                   round(auroc, 3) AS auroc, round(auprc, 3) AS auprc,
+                   round(normalised_utility, 3) AS utility
+            FROM ${{db}}.dim_model_version FINAL WHERE {_MODEL}
+            ORDER BY registered_at DESC""",
+            ("version", "role", "threshold", "auroc"),
+            width=12,
+            height=6,
+        ),
+        Panel(
+            "agreement",
+            "Champion and challenger agree (alerting decision)",
+            "stat",
+            f"""SELECT round(100 * avg(c.above = h.above), 2) AS agreement_pct,
+                   count() AS states_scored_by_both
+            FROM (SELECT record_id, above_threshold AS above FROM ${{db}}.model_scores
+                  WHERE {_MODEL} AND role = 'champion' AND $__timeFilter(event_time)) AS c
+            INNER JOIN (SELECT record_id, above_threshold AS above FROM ${{db}}.model_scores
+                        WHERE {_MODEL} AND role = 'challenger' AND $__timeFilter(event_time)) AS h
+                ON h.record_id = c.record_id""",
+            ("agreement_pct", "states_scored_by_both"),
+            unit="percent",
+            width=12,
+            height=6,
+        ),
+        Panel(
+            "risk_distribution",
+            "Risk distribution (share of scored states)",
+            "barchart",
+            f"""SELECT toString(round(bin * 0.05, 2)) AS risk_from,
+                   round(100 * sumIf(scored, role = 'champion')
+                         / sum(sumIf(scored, role = 'champion')) OVER (), 2) AS champion_pct,
+                   round(100 * sumIf(scored, role = 'challenger')
+                         / sum(sumIf(scored, role = 'challenger')) OVER (), 2) AS challenger_pct
+            FROM ${{db}}.score_hist_hour WHERE {_MODEL} AND $__timeFilter(hour)
+            GROUP BY bin ORDER BY bin""",
+            ("risk_from", "champion_pct", "challenger_pct"),
+            unit="percent",
+            width=12,
+        ),
+        Panel(
+            "drift",
+            "Drift: PSI of the risk distribution against the 7 days before the range",
+            "timeseries",
+            f"""WITH hist AS (
+                SELECT role, toStartOfDay(hour) AS day,
+                       sumForEach(arrayMap(i -> if(i = bin, scored, 0), range(20))) AS h
+                FROM ${{db}}.score_hist_hour
+                WHERE {_MODEL} AND hour >= $__fromTime - INTERVAL 7 DAY AND hour <= $__toTime
+                GROUP BY role, day)
+            SELECT c.day AS time, c.role AS role,
+                   round(arraySum(arrayMap((p, q) -> (p - q) * log(p / q),
+                       arrayMap(x -> greatest(x / arraySum(c.h), 0.0001), c.h),
+                       arrayMap(x -> greatest(x / arraySum(r.h), 0.0001), r.h))), 4) AS psi
+            FROM (SELECT role, day, h FROM hist WHERE day >= toStartOfDay($__fromTime)) AS c
+            INNER JOIN (SELECT role, sumForEach(h) AS h FROM hist
+                        WHERE day < toStartOfDay($__fromTime) GROUP BY role) AS r
+                ON r.role = c.role
+            ORDER BY time""",
+            ("time", "role", "psi"),
+            width=12,
+            description="Population stability index over 20 risk bins; above 0.1 is commonly "
+            "read as a moderate shift and above 0.25 as a major one.",
+        ),
+        Panel(
+            "above_threshold",
+            "Share of states above the alerting threshold",
+            "timeseries",
+            f"""SELECT $__timeInterval(minute) AS time, role,
+                   round(100 * sum(above_threshold) / sum(scored), 2) AS above_threshold_pct
+            FROM ${{db}}.score_minute WHERE {_MODEL} AND $__timeFilter(minute)
+            GROUP BY time, role ORDER BY time""",
+            ("time", "role", "above_threshold_pct"),
+            unit="percent",
+            width=12,
+        ),
+        Panel(
+            "latency",
+            "Scoring latency, champion (feature lookup + inference per batch)",
+            "timeseries",
+            f"""SELECT $__timeInterval(minute) AS time,
+                   round(quantilesMerge(0.5, 0.99)(latency_ms)[1], 2) AS p50_ms,
+                   round(quantilesMerge(0.5, 0.99)(latency_ms)[2], 2) AS p99_ms
+            FROM ${{db}}.score_minute
+            WHERE {_MODEL} AND role = 'champion' AND $__timeFilter(minute)
+            GROUP BY time ORDER BY time""",
+            ("time", "p50_ms", "p99_ms"),
+            unit="ms",
+            width=12,
+        ),
+        Panel(
+            "dead_letters",
+            "Dead letters per hour by reason",
+            "timeseries",
+            """SELECT toStartOfHour(minute) AS time, reason_code, sum(records) AS records
+            FROM ${db}.dead_letter_minute WHERE $__timeFilter(minute)
+            GROUP BY time, reason_code ORDER BY time""",
+            ("time", "reason_code", "records"),
+            width=24,
+        ),
+    ),
+)
+
+DASHBOARDS = (NURSE_BOARD, COMMAND_CENTRE, EXECUTIVE, ML_OPS)

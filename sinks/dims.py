@@ -1,0 +1,59 @@
+"""Dimension rows: facilities and units from the capacity file, model versions from the registry.
+Beds and patients are kept by materialized views over `adt_events` (migration 0005)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from jobs.capacity import Capacity
+
+UNIT_TYPES = {"ED": "ed", "ICU": "icu", "HDU": "step_down", "PAED": "paediatric"}
+REGIONS = ("north", "south", "east", "west")
+
+
+def unit_type(unit_id: str) -> str:
+    return UNIT_TYPES.get(unit_id.upper(), "ward")
+
+
+def load_capacity(client: Any, db: str, capacity: Capacity) -> None:
+    """Upsert dim_facility and dim_unit from the capacity configuration (re-running is safe)."""
+    facilities = sorted({f for f, _ in capacity.units})
+    client.insert(
+        f"{db}.dim_facility",
+        [
+            [f, f"Facility {f}", REGIONS[i % len(REGIONS)], "UTC", capacity.facility_beds(f)]
+            for i, f in enumerate(facilities)
+        ],
+        column_names=["facility_id", "facility_name", "region", "timezone", "capacity_beds"],
+    )
+    client.insert(
+        f"{db}.dim_unit",
+        [[f, u, u, unit_type(u), beds] for (f, u), beds in sorted(capacity.units.items())],
+        column_names=["facility_id", "unit_id", "unit_name", "unit_type", "capacity_beds"],
+    )
+
+
+@dataclass(frozen=True)
+class ModelVersionRow:
+    model_name: str
+    model_version: str
+    role: str  # champion | challenger | retired
+    registered_at: datetime
+    role_since: datetime
+    threshold: float
+    auroc: float
+    auprc: float
+    normalised_utility: float
+    training_data_sha256: str
+    onnx_sha256: str
+
+
+def upsert_model_versions(client: Any, db: str, rows: Iterable[ModelVersionRow]) -> None:
+    dicts = [asdict(r) for r in rows]
+    if not dicts:
+        return
+    cols = list(dicts[0])
+    client.insert(f"{db}.dim_model_version", [list(d.values()) for d in dicts], column_names=cols)

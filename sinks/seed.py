@@ -1,0 +1,580 @@
+"""A realistic warehouse without running the jobs: for the dashboard tests, the dashboard
+benchmark and the previews (`python -m sinks.seed --facilities 12 --days 30`).
+
+- ADT: the multi-site generator (jobs.adt_generator: N facilities × 500 beds), with 8 % of
+  admissions re-using the token of a patient discharged at least a day earlier (readmissions).
+  The census state machine (udfs.census) places every patient, giving the census rows, the
+  census events and each patient's stays.
+- Observations: each stay gets the hourly rows of a real PhysioNet 2019 patient (set A, or the
+  bundled sample), values carried forward as the screening job does: hourly in ED, ICU and HDU,
+  4-hourly on wards (NEWS2 asks for at least 12-hourly, RCP 2017; 4-hourly is common ward
+  practice). udfs.sepsis scores them.
+- Alerts: two of the screening rules (NEWS2 ≥ 5 on two readings within 3 h; qSOFA ≥ 2 with
+  lactate > 2 mmol/L) through the real alert lifecycle (udfs.lifecycle).
+- Simulated, because no data set here has them: acknowledgement and sepsis-bundle times,
+  champion and challenger risk scores (a logistic function of the scores, with noise; the
+  challenger drifts upward in the last third), and a trickle of dead letters.
+
+Rows go into the same tables the loader fills, with `kafka_topic = 'seed:<table>'`, so the
+materialized views build the rollups exactly as they do from Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from jobs import adt_generator
+from jobs.capacity import ALL_UNITS, Capacity
+from jobs.replay import LABS, SAMPLE, VITALS
+from jobs.settings import Settings
+from schemas import load_schema
+from sinks import clickhouse, dims
+from udfs import lifecycle
+from udfs.census import SURGE_LABELS, AdtEvent, Delta, PatientPlacement
+from udfs.sepsis import SCORE_COLUMNS, screen
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+FREQUENT_UNITS = ("ED", "ICU", "HDU")
+MODEL = "sepsis-risk"
+CHAMPION, CHALLENGER = "3", "4"
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    facilities: int = 12
+    days: float = 30.0
+    seed: int = 7
+    readmit_share: float = 0.08
+
+    @property
+    def adt(self) -> adt_generator.Plan:
+        return adt_generator.Plan(facilities=self.facilities, days=self.days, seed=self.seed)
+
+    @property
+    def end_ms(self) -> int:
+        return _ms(adt_generator.START + timedelta(days=self.days))
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _dt(ms: Any) -> Any:
+    return pd.to_datetime(pd.Series(ms, dtype="int64"), unit="ms", utc=True)
+
+
+def _md5(*parts: object) -> str:
+    return hashlib.md5("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def adt_events(plan: SeedPlan) -> list[dict[str, Any]]:
+    """The generator's events, with some admissions given an earlier patient's token."""
+    rng = np.random.default_rng(plan.seed + 1)
+    token_of: dict[str, str] = {}
+    pool: deque[tuple[datetime, str]] = deque()  # (available from, token), in time order
+    pooled: set[str] = set()
+    out = []
+    for e in adt_generator.events(plan.adt):
+        enc = e["encounter_token"]
+        if enc not in token_of:
+            token = e["patient_token"]
+            fresh = e["event_type"] == "admit" and not e["event_id"].endswith(":census-load")
+            ready = fresh and pool and pool[0][0] <= e["event_time"]
+            if ready and rng.random() < plan.readmit_share:
+                token = pool.popleft()[1]
+                pooled.discard(token)
+            token_of[enc] = token
+        e = {**e, "patient_token": token_of[enc]}
+        if e["event_type"] == "discharge" and e["patient_token"] not in pooled:
+            pool.append((e["event_time"] + timedelta(days=1), e["patient_token"]))
+            pooled.add(e["patient_token"])
+        out.append(e)
+    return out
+
+
+@dataclass
+class Census:
+    events: list[dict[str, Any]]
+    refused: list[dict[str, Any]]
+    deltas: list[Delta]
+    stays: pd.DataFrame  # patient_token, facility_id, unit_id, start_ms, end_ms
+    discharges: dict[str, list[int]]
+
+
+def place(events: list[dict[str, Any]], end_ms: int) -> Census:
+    placements: dict[str, PatientPlacement] = {}
+    open_stay: dict[str, tuple[str, str, int]] = {}
+    stays: list[tuple[str, str, str, int, int]] = []
+    out, refused, deltas = [], [], []
+    discharges: dict[str, list[int]] = {}
+    for e in events:
+        tok, ms = e["patient_token"], _ms(e["event_time"])
+        pp = placements.setdefault(tok, PatientPlacement())
+        ev = AdtEvent(
+            e["event_id"], e["event_type"], e["facility_id"], e["unit_id"], e["bed_id"], ms
+        )
+        outcome, ds = pp.apply(ev)
+        if outcome.refused:
+            refused.append({**e, "reason_code": outcome.status, "reason": outcome.reason})
+            continue
+        deltas += ds
+        where = pp.place
+        out.append(
+            {
+                "event_id": e["event_id"],
+                "event_type": e["event_type"],
+                "patient_token": tok,
+                "facility_id": e["facility_id"],
+                "unit_id": where.unit_id if where else None,
+                "event_time": e["event_time"],
+                "outcome": outcome.status,
+                "reason": outcome.reason or None,
+            }
+        )
+        cur = open_stay.get(tok)
+        if cur and (where is None or (cur[0], cur[1]) != (where.facility_id, where.unit_id)):
+            stays.append((tok, cur[0], cur[1], cur[2], ms))
+            del open_stay[tok]
+        if where is not None and tok not in open_stay:
+            open_stay[tok] = (where.facility_id, where.unit_id, ms)
+        if where is None and e["event_type"] == "discharge":
+            discharges.setdefault(tok, []).append(ms)
+    stays += [(tok, f, u, start, end_ms) for tok, (f, u, start) in open_stay.items()]
+    cols = ["patient_token", "facility_id", "unit_id", "start_ms", "end_ms"]
+    return Census(out, refused, deltas, pd.DataFrame(stays, columns=cols), discharges)
+
+
+def census_rows(deltas: list[Delta], capacity: Capacity) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """census_unit (a row per unit and facility per minute it changed) and census_flow (hourly)."""
+    d = pd.DataFrame(deltas, columns=list(Delta._fields))
+    counts = ["arrivals", "discharges", "transfers_in", "transfers_out", "cancels"]
+    both = pd.concat(
+        [d.assign(scope="unit"), d.assign(unit_id=ALL_UNITS, scope="facility")], ignore_index=True
+    )
+    keys = ["facility_id", "unit_id", "scope"]
+    both["window_end"] = (both.event_time_ms // MINUTE_MS + 1) * MINUTE_MS
+    unit = both.groupby([*keys, "window_end"], as_index=False)[["occupied", *counts]].sum()
+    unit = unit.sort_values([*keys, "window_end"])
+    unit["occupied_beds"] = unit.groupby(keys).occupied.cumsum().astype("int32")
+    beds = [
+        capacity.units[(f, u)] if s == "unit" else capacity.facility_beds(f)
+        for f, u, s in zip(unit.facility_id, unit.unit_id, unit.scope, strict=True)
+    ]
+    unit["capacity_beds"] = np.array(beds, dtype="int32")
+    unit["occupancy_pct"] = 100.0 * unit.occupied_beds / unit.capacity_beds
+    th = np.array(capacity.thresholds_pct)
+    unit["surge_level"] = (unit.occupancy_pct.to_numpy()[:, None] >= th).sum(axis=1)
+    unit["surge_label"] = [SURGE_LABELS[lv] for lv in unit.surge_level]
+    unit["window_start"] = _dt(unit.window_end - MINUTE_MS).to_numpy()
+    unit["window_end"] = _dt(unit.window_end).to_numpy()
+    both["window_start"] = both.event_time_ms // HOUR_MS * HOUR_MS
+    flow = both.groupby([*keys, "window_start"], as_index=False)[counts].sum()
+    flow["window_end"] = _dt(flow.window_start + HOUR_MS).to_numpy()
+    flow["window_start"] = _dt(flow.window_start).to_numpy()
+    return unit.drop(columns="occupied"), flow
+
+
+class Physiology:
+    """PhysioNet rows per patient, values carried forward (the state the screening job keeps)."""
+
+    COLUMNS: ClassVar[dict[str, str]] = {**VITALS, **LABS}
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        df = df.sort_values(["patient_id", "hour"])
+        cols = [c for c in self.COLUMNS if c in df]
+        filled = df.groupby("patient_id")[cols].ffill()
+        self.fields = [self.COLUMNS[c] for c in cols]
+        self.values = filled.to_numpy(dtype="float64")
+        sizes = df.groupby("patient_id", sort=True).size().to_numpy()
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.sizes = sizes
+
+    def rows(self, patient: int, first: int, n: int) -> Any:
+        """Row indices of `n` consecutive hours of one PhysioNet patient, wrapping around."""
+        k = patient % len(self.sizes)
+        return self.starts[k] + (first + np.arange(n)) % self.sizes[k]
+
+
+def observations(stays: pd.DataFrame, phys: Physiology, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 2)
+    cursor: dict[str, int] = {}
+    parts = []
+    stay_rows: Any = stays.itertuples(index=False)
+    for s in stay_rows:
+        every = HOUR_MS if s.unit_id in FREQUENT_UNITS else 4 * HOUR_MS
+        first = s.start_ms + int(rng.integers(5, 40)) * MINUTE_MS
+        if first >= s.end_ms:
+            continue
+        times = np.arange(first, s.end_ms, every) + rng.integers(0, 10, size=1) * MINUTE_MS
+        times = times[times < s.end_ms]
+        who = int(hashlib.md5(s.patient_token.encode()).hexdigest()[:8], 16)
+        at = cursor.get(s.patient_token, 0)
+        cursor[s.patient_token] = at + len(times) * every // HOUR_MS
+        idx = (
+            phys.rows(who, at, len(times))
+            if every == HOUR_MS
+            else phys.rows(who, at, len(times) * 4)[::4]
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    "patient_token": s.patient_token,
+                    "facility_id": s.facility_id,
+                    "unit_id": s.unit_id,
+                    "event_ms": times,
+                    "row": idx,
+                }
+            )
+        )
+    obs = pd.concat(parts, ignore_index=True).sort_values(["event_ms", "patient_token"])
+    values = pd.DataFrame(phys.values[obs.row.to_numpy()], columns=phys.fields)
+    obs = pd.concat([obs.drop(columns="row").reset_index(drop=True), values], axis=1)
+    for f in load_schema("vitals.observation.v1").fields + load_schema("labs.result.v1").fields:
+        if f.name in obs and f.value_range:  # what the job would dead-letter, left unknown here
+            lo, hi = f.value_range
+            obs[f.name] = obs[f.name].where(obs[f.name].between(lo, hi))
+    return obs.astype({f: "float64" for f in phys.fields})
+
+
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def screens(obs: pd.DataFrame) -> pd.DataFrame:
+    """sepsis_screen rows (record_kind 'vitals') with the four scores from udfs.sepsis."""
+    params = [f for f in obs.columns if f in {*VITALS.values(), *LABS.values()} and f != "dbp_mmhg"]
+    scored = []
+    for vals in zip(*(obs[p].to_numpy() for p in params), strict=True):
+        s = screen(**{p: _opt(v) for p, v in zip(params, vals, strict=True)})  # type: ignore[arg-type]
+        scored.append(
+            (
+                s.news2.score,
+                s.news2.params_scored,
+                s.news2.red_flag,
+                s.sirs.met,
+                s.sirs.known,
+                s.qsofa.score,
+                s.qsofa.known,
+                s.sofa.score,
+                s.sofa.known,
+            )
+        )
+    out = obs.copy()
+    out[list(SCORE_COLUMNS)] = pd.DataFrame(scored, index=obs.index, columns=list(SCORE_COLUMNS))
+    out["record_id"] = [_md5(t, m) for t, m in zip(out.patient_token, out.event_ms, strict=True)]
+    out["record_kind"] = "vitals"
+    out["on_supplemental_o2"] = (out.fio2_fraction > 0.21).where(out.fio2_fraction.notna())
+    out["acvpu"] = None
+    out["spo2_scale2"] = None
+    out["event_time"] = _dt(out.event_ms).to_numpy()
+    for p in [*params, "on_supplemental_o2", "acvpu", "spo2_scale2"]:
+        out[p + "_measured_time"] = out.event_time.where(out[p].notna())
+    out["source_topic"] = "vitals.observation.v1"
+    out["source_partition"] = 0
+    out["source_offset"] = np.arange(len(out))
+    return out
+
+
+def _hit(
+    rule: str, version: str, sev: str, r: Any, first_id: str, first_ms: int, score: str
+) -> lifecycle.Hit:
+    value = int(getattr(r, score))
+    evidence = {score: {"value": value, "measured_time": lifecycle.iso_ms(int(r.event_ms))}}
+    return lifecycle.Hit(
+        rule,
+        version,
+        sev,
+        r.patient_token,
+        r.facility_id,
+        r.unit_id,
+        int(r.event_ms),
+        first_ms,
+        first_id,
+        r.record_id,
+        score,
+        value,
+        json.dumps(evidence),
+    )
+
+
+def alert_events(scr: pd.DataFrame, discharges: dict[str, list[int]], end_ms: int) -> pd.DataFrame:
+    """Two screening rules' hits (jobs/sepsis_rules.py) through the alert lifecycle."""
+    out: list[dict[str, Any]] = []
+    for tok, g in scr.sort_values("event_ms").groupby("patient_token", sort=False):
+        hits: list[tuple[int, lifecycle.Hit | None]]
+        hits = [(t, None) for t in discharges.get(str(tok), [])]
+        prev: Any = None
+        readings: Any = g.itertuples(index=False)
+        for r in readings:
+            # RCP 2017 chart 2: NEWS2 ≥ 5 urgent, ≥ 7 emergency; two readings within 3 h.
+            sustained = prev is not None and prev.news2_score >= 5 and r.news2_score >= 5
+            if sustained and r.event_ms - prev.event_ms <= 3 * HOUR_MS:
+                sev = "high" if max(prev.news2_score, r.news2_score) >= 7 else "medium"
+                first = (prev.record_id, int(prev.event_ms))
+                h = _hit("news2_sustained_medium", "2", sev, r, *first, "news2_score")
+                hits.append((int(r.event_ms), h))
+            # qSOFA ≥ 2 (Seymour 2016) with lactate > 2 mmol/L (Singer 2016).
+            if r.qsofa_score >= 2 and r.lactate_mmol_l > 2.0:
+                h = _hit(
+                    "qsofa_lactate", "1", "high", r, r.record_id, int(r.event_ms), "qsofa_score"
+                )
+                hits.append((int(r.event_ms), h))
+            prev = r
+        pa = lifecycle.PatientAlerts()
+        for t, hit in sorted(hits, key=lambda e: lifecycle.order_key(*e)):
+            out += pa.advance(t)
+            out += pa.apply(t, hit)
+        out += pa.advance(end_ms)
+    ev = pd.DataFrame(out)
+    ev["opened_time"] = _dt(ev.pop("opened_time_ms")).to_numpy()
+    ev["event_time"] = _dt(ev.pop("event_time_ms")).to_numpy()
+    kept: pd.DataFrame = ev[ev.event_time < _dt(pd.Series([end_ms]))[0]]
+    return kept
+
+
+# Simulated response delays after a raise: (probability, median minutes, lognormal sigma).
+RESPONSES = {
+    "acknowledge": (0.94, 6.0, 0.9),
+    "lactate_measured": (0.85, 40.0, 0.7),
+    "blood_culture_drawn": (0.8, 50.0, 0.7),
+    "antibiotic_given": (0.75, 85.0, 0.6),
+    "fluid_bolus_started": (0.55, 60.0, 0.7),
+}
+BUNDLE_RULES = ("qsofa_lactate",)
+
+
+def responses(alerts: pd.DataFrame, seed: int, end_ms: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 3)
+    raised = alerts[alerts.action == "raise"]
+    rows = []
+    alerts_raised: Any = raised.itertuples(index=False)
+    for a in alerts_raised:
+        t0 = int(pd.Timestamp(a.event_time).value // 1_000_000)
+        bundle = a.rule_id in BUNDLE_RULES or a.severity == "high"
+        for action, (p, median, sigma) in RESPONSES.items():
+            if (action != "acknowledge" and not bundle) or rng.random() > p:
+                continue
+            t = t0 + int(rng.lognormal(math.log(median), sigma) * MINUTE_MS)
+            if t >= end_ms:
+                continue
+            role = (
+                "physician"
+                if action == "antibiotic_given"
+                else str(rng.choice(["nurse", "charge_nurse"]))
+            )
+            rows.append(
+                (
+                    _md5(a.alert_id, action),
+                    a.alert_id,
+                    action,
+                    role,
+                    a.patient_token,
+                    a.facility_id,
+                    a.unit_id,
+                    t,
+                    "paging" if action == "acknowledge" else "ehr",
+                )
+            )
+    cols = load_schema("alert.response.v1").field_names
+    df = pd.DataFrame(rows, columns=cols)
+    df["event_time"] = _dt(df.event_time).to_numpy()
+    return df
+
+
+def scores(scr: pd.DataFrame, seed: int, start_ms: int, end_ms: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 4)
+    n = len(scr)
+    base = -4.6 + 0.42 * scr.news2_score + 0.45 * scr.qsofa_score + 0.3 * scr.sofa_partial_score
+    late = (scr.event_ms.to_numpy() - start_ms) / (end_ms - start_ms) > 2 / 3
+    missing = (
+        scr[
+            [
+                "heart_rate_bpm",
+                "resp_rate_per_min",
+                "spo2_pct",
+                "temp_c",
+                "sbp_mmhg",
+                "lactate_mmol_l",
+                "wbc_10e9_l",
+                "creatinine_mg_dl",
+            ]
+        ]
+        .isna()
+        .sum(axis=1)
+    )
+    parts = []
+    for version, role, threshold, noise, shift in (
+        (CHAMPION, "champion", 0.30, 0.7, 0.0),
+        (CHALLENGER, "challenger", 0.28, 0.6, 0.35),
+    ):
+        logit = base.to_numpy() + rng.normal(0, noise, n) + shift * late
+        risk = 1 / (1 + np.exp(-logit))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "score_id": [_md5(r, MODEL, version) for r in scr.record_id],
+                    "record_id": scr.record_id.to_numpy(),
+                    "patient_token": scr.patient_token.to_numpy(),
+                    "facility_id": scr.facility_id.to_numpy(),
+                    "unit_id": scr.unit_id.to_numpy(),
+                    "event_time": scr.event_time.to_numpy(),
+                    "model_name": MODEL,
+                    "model_version": version,
+                    "role": role,
+                    "risk": risk,
+                    "threshold": threshold,
+                    "above_threshold": risk >= threshold,
+                    "features_missing": missing.to_numpy().astype("int32"),
+                    "scoring_latency_ms": rng.lognormal(math.log(2.5), 0.5, n),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 5)
+    bad = scr.sample(frac=0.002, random_state=seed)
+    codes = rng.choice(["out_of_range", "missing_field", "not_a_number", "undecodable"], len(bad))
+    rows = [
+        ("vitals.observation.v1", 0, int(o), t, "sepsis_screen", c, f"simulated {c}", b"")
+        for o, t, c in zip(bad.source_offset, bad.event_time, codes, strict=True)
+    ]
+    rows += [
+        ("adt.event.v1", 0, i, e["event_time"], "bed_census", e["reason_code"], e["reason"], b"")
+        for i, e in enumerate(census.refused)
+    ]
+    return pd.DataFrame(rows, columns=load_schema("deadletter.v1").field_names)
+
+
+@dataclass
+class Warehouse:
+    tables: dict[str, pd.DataFrame]
+    capacity: Capacity
+    model_versions: list[dims.ModelVersionRow]
+    end_ms: int
+
+
+def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
+    capacity = adt_generator.capacity(plan.facilities)
+    adt = adt_events(plan)
+    census = place(adt, plan.end_ms)
+    unit, flow = census_rows(census.deltas, capacity)
+    scr = screens(observations(census.stays, Physiology(physionet), plan.seed))
+    alerts = alert_events(scr, census.discharges, plan.end_ms)
+    start_ms = _ms(adt_generator.START)
+    t0 = adt_generator.START
+    versions = [
+        dims.ModelVersionRow(
+            MODEL,
+            CHAMPION,
+            "champion",
+            t0 - timedelta(days=60),
+            t0 - timedelta(days=30),
+            0.30,
+            0.81,
+            0.11,
+            0.38,
+            _md5("train", 3),
+            _md5("onnx", 3),
+        ),
+        dims.ModelVersionRow(
+            MODEL,
+            CHALLENGER,
+            "challenger",
+            t0 - timedelta(days=5),
+            t0 - timedelta(days=5),
+            0.28,
+            0.83,
+            0.12,
+            0.41,
+            _md5("train", 4),
+            _md5("onnx", 4),
+        ),
+    ]
+    tables = {
+        "adt_events": pd.DataFrame(adt),
+        "census_events": pd.DataFrame(census.events),
+        "census_unit": unit,
+        "census_flow": flow,
+        "sepsis_screen": scr,
+        "alert_events": alerts,
+        "alert_responses": responses(alerts, plan.seed, plan.end_ms),
+        "model_scores": scores(scr, plan.seed, start_ms, plan.end_ms),
+        "dead_letters": dead_letters(scr, census, plan.seed),
+    }
+    return Warehouse(tables, capacity, versions, plan.end_ms)
+
+
+def _chunks(df: pd.DataFrame, n: int) -> Iterator[pd.DataFrame]:
+    for i in range(0, len(df), n):
+        yield df.iloc[i : i + n]
+
+
+def load(client: Any, db: str, wh: Warehouse, *, chunk: int = 200_000) -> dict[str, int]:
+    """Insert every table the way the loader does (schema columns + kafka_*), in chunks."""
+    clickhouse.migrate(client, db)
+    dims.load_capacity(client, db, wh.capacity)
+    dims.upsert_model_versions(client, db, wh.model_versions)
+    topic_of = {
+        "alert_responses": "alert.response.v1",
+        "model_scores": "sepsis.score.v1",
+        "adt_events": "adt.event.v1",
+        "census_events": "census.event.v1",
+        "census_unit": "census.unit.v1",
+        "census_flow": "census.flow.v1",
+        "sepsis_screen": "sepsis.screen.v1",
+        "alert_events": "alert.v2",
+        "dead_letters": "deadletter.v1",
+    }
+    counts = {}
+    for table, df in wh.tables.items():
+        fields = load_schema(topic_of[table]).field_names
+        out = df[fields].copy()
+        out["kafka_partition"] = 0
+        out["kafka_offset"] = np.arange(len(out), dtype="int64")
+        out["kafka_topic"] = f"seed:{table}"
+        for part in _chunks(out, chunk):
+            rows = part.astype(object).where(part.notna(), None).to_numpy().tolist()
+            client.insert(f"{db}.{table}", rows, column_names=list(out.columns))
+        counts[table] = len(out)
+    return counts
+
+
+def physionet(settings: Settings) -> pd.DataFrame:
+    p = settings.physionet_setA
+    return pd.read_parquet(p if p.exists() else SAMPLE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--facilities", type=int, default=12)
+    ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--database", default=None, help="default: settings.clickhouse_database")
+    a = ap.parse_args(argv)
+    settings = Settings.from_env()
+    db = a.database or settings.clickhouse_database
+    t0 = time.monotonic()
+    wh = build(SeedPlan(a.facilities, a.days, a.seed), physionet(settings))
+    client = clickhouse.connect(settings.clickhouse_url)
+    client.command(f"DROP DATABASE IF EXISTS {db}")
+    counts = load(client, db, wh)
+    print(f"seeded {db} in {time.monotonic() - t0:.0f} s: {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The dashboards: generated JSON is current, and every panel's SQL, with macros and variables
+expanded as Grafana and the ClickHouse plugin do, runs on a realistic warehouse (sinks.seed in
+embedded ClickHouse) and returns what the panel reads; some panels are checked against pandas."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from grafana import build, run
+from grafana.macros import TimeRange, expand_macros, interpolate
+from grafana.specs import COMMAND_CENTRE, DASHBOARDS, NURSE_BOARD, Dashboard, Panel
+from jobs.settings import Settings
+from sinks import seed
+
+PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
+
+
+@dataclasses.dataclass
+class Seeded:
+    client: Any
+    db: str
+    wh: seed.Warehouse
+    now: datetime
+    unit: str  # the unit with the most open alerts at `now`, for the nurse board
+
+
+def _open_alerts(ev: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    ev = ev[ev.event_time <= pd.Timestamp(now)]
+    last = ev.sort_values("sequence").groupby("alert_id").tail(1)
+    return last[last.action != "resolve"]
+
+
+@pytest.fixture(scope="module")
+def seeded(clickhouse: Any, settings: Settings) -> Seeded:
+    db = settings.clickhouse_database + "_dash"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    wh = seed.build(seed.SeedPlan(facilities=2, days=10), seed.physionet(settings))
+    seed.load(clickhouse, db, wh)
+    now = run.latest_time(clickhouse, db)
+    open_now = _open_alerts(wh.tables["alert_events"], now)
+    unit = open_now[open_now.facility_id == "F01"].unit_id.value_counts().index[0]
+    return Seeded(clickhouse, db, wh, now, str(unit))
+
+
+def _run(s: Seeded, d: Dashboard, p: Panel) -> run.Result:
+    tr = run.default_range(d, s.now)
+    prefer = {"unit": s.unit} if d is NURSE_BOARD else None
+    return run.run_panel(s.client, p, tr, run.resolve_variables(s.client, d, s.db, tr, prefer))
+
+
+def test_committed_dashboards_and_provisioning_are_what_the_code_generates() -> None:
+    assert build.main(["--check"]) == 0
+
+
+def test_panel_ids_are_unique_within_each_dashboard_and_uids_across_them() -> None:
+    assert len({d.uid for d in DASHBOARDS}) == len(DASHBOARDS)
+    for d in DASHBOARDS:
+        ids = [p["id"] for p in build.dashboard(d)["panels"]]
+        assert len(set(ids)) == len(ids) == len(d.panels)
+        assert [p.key for p in d.panels] == [p.key for p in d.panels if p.key.isidentifier()]
+
+
+def test_every_query_targets_the_clickhouse_plugin_in_sql_mode() -> None:
+    for d in DASHBOARDS:
+        for p in build.dashboard(d)["panels"]:
+            (t,) = p["targets"]
+            assert t["datasource"]["type"] == "grafana-clickhouse-datasource"
+            assert t["editorType"] == "sql"
+            assert t["format"] == (0 if p["type"] == "timeseries" else 1)
+
+
+def test_macros_expand_as_the_clickhouse_plugin_does() -> None:
+    tr = TimeRange(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
+    sql = "$__timeInterval(t) WHERE $__timeFilter(t) AND x > $__fromTime AND y < $__toTime_ms"
+    assert expand_macros(sql, tr, 60) == (
+        "toStartOfInterval(toDateTime(t), INTERVAL 60 second) WHERE "
+        "t >= toDateTime(1767571200) AND t <= toDateTime(1767657600) AND "
+        "x > toDateTime(1767571200) AND y < fromUnixTimestamp64Milli(1767657600000)"
+    )
+
+
+def test_variables_interpolate_with_grafana_formats_and_unknown_ones_are_refused() -> None:
+    sql = "a IN (${f:singlequote}) AND b = '$u' AND c = ${db}.t AND $__fromTime"
+    got = interpolate(sql, {"f": ["F01", "O'Neil"], "u": "ICU", "db": "wf"})
+    assert got == "a IN ('F01','O\\'Neil') AND b = 'ICU' AND c = wf.t AND $__fromTime"
+    with pytest.raises(KeyError, match="unit"):
+        interpolate("x = '${unit}'", {})
+
+
+@pytest.mark.parametrize(("d", "p"), PANELS, ids=[f"{d.uid}/{p.key}" for d, p in PANELS])
+def test_every_panel_runs_on_a_seeded_warehouse_and_returns_its_columns(
+    seeded: Seeded, d: Dashboard, p: Panel
+) -> None:
+    r = _run(seeded, d, p)
+    assert set(p.columns) <= set(r.columns), f"missing {set(p.columns) - set(r.columns)}"
+    assert r.rows, "no rows on a realistic warehouse"
+    if p.kind == "timeseries":
+        assert r.columns[0] == "time"
+
+
+def test_open_alerts_panels_agree_with_the_alert_events(seeded: Seeded) -> None:
+    want = _open_alerts(seeded.wh.tables["alert_events"], seeded.now)
+    want = want[(want.facility_id == "F01") & (want.unit_id == seeded.unit)]
+    count = _run(seeded, NURSE_BOARD, NURSE_BOARD.panels[0])
+    table = _run(seeded, NURSE_BOARD, next(p for p in NURSE_BOARD.panels if p.key == "open_alerts"))
+    assert count.rows == [(len(want),)] and len(want) > 0
+    assert sorted(r[1] for r in table.rows) == sorted(t[:8] for t in want.patient_token)
+
+
+def test_facility_census_panel_shows_each_facilitys_last_census_row(seeded: Seeded) -> None:
+    unit = seeded.wh.tables["census_unit"]
+    last = unit[unit.scope == "facility"].sort_values("window_end").groupby("facility_id").tail(1)
+    panel = next(p for p in COMMAND_CENTRE.panels if p.key == "facility_census")
+    got = {r[0]: r[1] for r in _run(seeded, COMMAND_CENTRE, panel).rows}
+    assert got == dict(zip(last.facility_id, last.occupied_beds, strict=True))
+
+
+def test_minute_rollups_kept_by_materialized_views_equal_the_facts(seeded: Seeded) -> None:
+    q = seeded.client.query
+    db = seeded.db
+    assert (
+        q(f"SELECT sum(readings), sum(news2_ge5) FROM {db}.vitals_minute").result_rows
+        == q(f"SELECT count(), countIf(news2_score >= 5) FROM {db}.sepsis_screen FINAL").result_rows
+    )
+    assert (
+        q(
+            f"SELECT round(avgMerge(news2_avg), 6) FROM {db}.vitals_minute WHERE unit_id = 'ICU'"
+        ).result_rows
+        == q(
+            f"SELECT round(avg(news2_score), 6) FROM {db}.sepsis_screen WHERE unit_id = 'ICU'"
+        ).result_rows
+    )
+    assert (
+        q(f"SELECT sum(scored), sum(above_threshold) FROM {db}.score_minute").result_rows
+        == q(f"SELECT count(), countIf(above_threshold) FROM {db}.model_scores FINAL").result_rows
+    )
+    assert (
+        q(f"SELECT action, sum(events) FROM {db}.alert_minute GROUP BY 1 ORDER BY 1").result_rows
+        == q(
+            f"SELECT action, count() FROM {db}.alert_events FINAL GROUP BY 1 ORDER BY 1"
+        ).result_rows
+    )
+    assert q(f"SELECT sum(records) FROM {db}.dead_letter_minute").result_rows == [
+        (len(seeded.wh.tables["dead_letters"]),)
+    ]
+
+
+def test_bed_and_patient_dimensions_are_kept_from_the_adt_events(seeded: Seeded) -> None:
+    adt = seeded.wh.tables["adt_events"]
+    placed = adt.dropna(subset=["unit_id", "bed_id"])
+    beds = placed[["facility_id", "unit_id", "bed_id"]].drop_duplicates()
+    q = seeded.client.query
+    assert q(f"SELECT count() FROM {seeded.db}.dim_bed FINAL").result_rows == [(len(beds),)]
+    assert q(
+        f"SELECT count(), sum(e) FROM (SELECT patient_token, uniqMerge(encounters) AS e "
+        f"FROM {seeded.db}.dim_patient GROUP BY patient_token)"
+    ).result_rows == [(adt.patient_token.nunique(), adt.encounter_token.nunique())]
+
+
+def test_seeded_readmissions_reuse_tokens_of_patients_already_discharged(seeded: Seeded) -> None:
+    adt = seeded.wh.tables["adt_events"]
+    spans = adt.groupby(["patient_token", "encounter_token"]).event_time.agg(["min", "max"])
+    spans = spans.reset_index().sort_values(["patient_token", "min"])
+    again = spans[spans.patient_token.duplicated(keep=False)]
+    assert again.patient_token.nunique() > 10
+    gaps = again.groupby("patient_token")[["min", "max"]].apply(
+        lambda g: (g["min"].iloc[1:].to_numpy() - g["max"].iloc[:-1].to_numpy()).min()
+    )
+    assert (gaps >= pd.Timedelta(days=1)).all()
