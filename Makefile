@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: venv services stop demo census-demo test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
+.PHONY: venv services stop demo census-demo train evaluate-model test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e ".[dev,train]" --config-settings editable_mode=compat
 	touch $@
 
 services: venv
@@ -26,6 +26,17 @@ demo: venv
 census-demo: venv
 	$(SERVICES) start kafka
 	$(BIN)/python -m jobs.census_demo $(if $(MIMIC),--mimic)
+
+# Train the sepsis risk model (PhysioNet 2019 format: FILE=…, set A by default), write its
+# validation report, register it if its subgroup gate passes (the first version is champion).
+train: venv
+	$(BIN)/python -m training.train $(if $(FILE),--file $(FILE))
+
+# The registry's champion on a PhysioNet 2019 format file (or a folder of .psv): AUROC and
+# normalised utility on the last line.
+evaluate-model: venv
+	$(BIN)/python -m training.registry bootstrap
+	$(BIN)/python -m training.evaluate --file $(or $(FILE),../shared/data/physionet2019/setA.parquet)
 
 test: venv services
 	$(BIN)/python -m pytest -q
@@ -62,6 +73,7 @@ bench: venv
 	$(BIN)/python -m bench.sepsis_screen
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.dashboards
+	$(BIN)/python -m bench.scoring
 
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv

@@ -14,9 +14,11 @@ from pathlib import Path
 from types import FrameType
 
 from jobs import kafka_io, replay, sepsis_screen
+from jobs.sepsis_scoring import Scoring
 from jobs.settings import Settings
-from sinks import clickhouse
+from sinks import clickhouse, dims
 from sinks.loader import TABLES, Loader
+from training.registry import Registry, bootstrap
 
 SERVICES = Path(__file__).resolve().parents[1] / "deploy" / "local" / "services.sh"
 DEMO_DB = "wardflow_demo"
@@ -57,6 +59,15 @@ def summary(ch: object, db: str) -> str:
         lines.append(
             f"  {t:%Y-%m-%d %H:%M} {unit:<5} patient {tok}… {rule} ({sev}, {score_name} {score})"
         )
+    models = q(
+        f"SELECT role, model_version, count(), round(avg(risk), 4), countIf(above_threshold) "
+        f"FROM {db}.model_scores FINAL GROUP BY ALL ORDER BY role DESC"
+    ).result_rows
+    for role, version, n, mean, above in models:
+        lines.append(
+            f"model sepsis-risk {version} ({role}): {n} states scored, mean risk {mean}, "
+            f"{above} at or above its threshold"
+        )
     dead = q(
         f"SELECT reason_code, count() FROM {db}.dead_letters FINAL GROUP BY 1 ORDER BY 2 DESC"
     ).result_rows
@@ -84,9 +95,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         plan = replay.ReplayPlan(patients=a.patients)
         df, source = replay.load_physionet(a.file, settings)
-        items = replay.clinical_stream(
-            replay.select_patients(df, plan), plan, settings.require_phi_key(), source
-        )
+        chosen = replay.select_patients(df, plan)
+        key = settings.require_phi_key()
+        items = replay.clinical_stream(chosen, plan, key, source)
+        if settings.scoring and bootstrap(Registry(settings.model_registry), settings.model_name):
+            print(f"registered the bundled models in {settings.model_registry}")
+        if Scoring.of(settings):
+            from feature_store import repo  # importing feast takes seconds
+
+            store = repo.open_store(settings.feast_dir, settings.feast_online_store)
+            repo.push_static(store, replay.static_features(chosen, plan, key, source))
         n = replay.produce_stream(settings, items, prefix=prefix, total=len(items))
         print(
             f"running {sepsis_screen.STAGE} on the Flink MiniCluster over {n} vitals, lab and "
@@ -99,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         ch = clickhouse.connect(settings.clickhouse_url)
         ch.command(f"DROP DATABASE IF EXISTS {DEMO_DB}")
         clickhouse.migrate(ch, DEMO_DB)
+        registry = Registry(settings.model_registry)
+        dims.upsert_model_versions(ch, DEMO_DB, dims.model_versions(registry, settings.model_name))
         topics = {t: TABLES[t] for t in sepsis_screen.OUTPUT_TOPICS}
         loader = Loader(settings, ch, prefix=prefix, topics=topics)
         stats = loader.drain()

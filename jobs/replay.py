@@ -126,6 +126,21 @@ def admissions(df: pd.DataFrame, plan: ReplayPlan) -> dict[Any, datetime]:
     }
 
 
+def static_features(df: pd.DataFrame, plan: ReplayPlan, key: bytes, source: str) -> pd.DataFrame:
+    """What registration knows of each replayed patient, for the Feast online store
+    (feature_store.repo.push_static): age and sex, valid from admission."""
+    first = df.groupby("patient_id", sort=True)[["Age", "Gender"]].first()
+    admit = admissions(df, plan)
+    return pd.DataFrame(
+        {
+            "patient_token": [phi.token(key, source, str(pid)) for pid in first.index],
+            "event_timestamp": [admit[pid] for pid in first.index],
+            "age_years": first["Age"].astype("float64").to_numpy(),
+            "female": (first["Gender"] == 0).astype("float64").to_numpy(),
+        }
+    )
+
+
 def clinical_stream(
     df: pd.DataFrame, plan: ReplayPlan, key: bytes, source: str
 ) -> list[tuple[str, dict[str, Any]]]:

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
+from feature_store.definitions import LAB_AGE, LAB_AGE_CAP_H, ROLLING, lab_age_name, rolling_name
 from jobs import kafka_io
 from jobs.cli import job_main
 from jobs.flink_env import execute, plan_once, process_by_patient, stream_table_env
 from jobs.sepsis_rules import RULES
+from jobs.sepsis_scoring import (
+    Scoring,
+    feature_events_sql,
+    model_hits_sql,
+    score_rows_sql,
+    scored_sql,
+)
 from jobs.settings import Settings
 from jobs.tables import (
     DEAD_LETTER_ROW,
@@ -39,6 +47,7 @@ from udfs.flink import (
     decoded_columns,
     screen_udtf,
 )
+from udfs.flink_scoring import score_udf
 from udfs.sepsis import MAX_VALIDITY_H, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H
 
 STAGE = "sepsis_screen"
@@ -48,8 +57,9 @@ SOURCES = {  # logical name -> (topic, id field)
     "adt": ("adt.event.v1", "event_id"),
 }
 INPUT_TOPICS = [t for t, _ in SOURCES.values()]
-OUTPUT_TOPICS = ["sepsis.screen.v1", "alert.v2", "deadletter.v1"]
+OUTPUT_TOPICS = ["sepsis.screen.v1", "alert.v2", "sepsis.score.v1", "deadletter.v1"]
 SCREEN = load_schema("sepsis.screen.v1")
+SCORE = load_schema("sepsis.score.v1")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Tables:
     source_topics: dict[str, str]  # logical source name -> topic name (for dead letters)
     screen: str = "sepsis_screen"
     alerts: str = "alert_events"
+    scores: str | None = None  # set when the job scores
     dead_letters: str = "dead_letters"
 
 
@@ -103,8 +114,10 @@ def _events_sql(t: Tables) -> str:
     return " UNION ALL ".join(selects)
 
 
-def _state_sql() -> str:
-    """Last value of each parameter within its validity, never carried across a discharge."""
+def _state_sql(source: str = "events", features: bool = False) -> str:
+    """Last value of each parameter within its validity, never carried across a discharge;
+    with `features`, also the model's stream features that are not state values (from
+    `feature_events`): 6-hour extremes, lab ages (capped), the stay so far."""
     ts = "CAST(event_time AS TIMESTAMP(3))"
     last = ", ".join(
         f"LAST_VALUE({p}) OVER w AS {p}_last, "
@@ -118,28 +131,44 @@ def _state_sql() -> str:
             f" AND ({p}_at > discharged_at OR discharged_at IS NULL)"
         )
 
+    def hours_since(at: str) -> str:
+        return f"CAST(TIMESTAMPDIFF(SECOND, {at}, {ts}) AS DOUBLE) / 3600"
+
     columns = ", ".join(
         f"CASE WHEN {valid(p)} THEN {p}_last END AS {p}, "
         f"CASE WHEN {valid(p)} THEN {p}_at END AS {p}_measured_time"
         for p in STATE_PARAMS
     )
+    if features:
+        columns += "".join(f", {rolling_name(p)}" for p in ROLLING)
+        cap = f"CAST({LAB_AGE_CAP_H} AS DOUBLE)"
+        columns += "".join(
+            f", COALESCE(LEAST({hours_since(p + '_at')}, {cap}), {cap}) AS {lab_age_name(p)}"
+            for p in LAB_AGE
+        )
+        columns += f", {hours_since('first_time')} AS hours_since_first_record"
     return f"""
     SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, {columns},
            is_discharge, source_topic, source_partition, source_offset
     FROM (
       SELECT *, {last},
              LAST_VALUE(CASE WHEN is_discharge THEN {ts} END) OVER w AS discharged_at
-      FROM events
+      FROM {source}
       WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
                    RANGE BETWEEN INTERVAL '{MAX_VALIDITY_H}' HOUR PRECEDING AND CURRENT ROW))"""
 
 
-def build(t_env: StreamTableEnvironment, t: Tables) -> None:
-    """Define every view up to `screened`, `hits` and `lifecycle_in` (no sinks)."""
+def build(t_env: StreamTableEnvironment, t: Tables, scoring: Scoring | None = None) -> None:
+    """Define every view up to `screened`, `hits` and `lifecycle_in` (no sinks); with scoring,
+    also `scored` and `score_rows` (jobs/sepsis_scoring.py), the champion's hits joining the
+    lifecycle as rule `model_sepsis_risk`."""
     for name, raw in t.raw.items():
         _source_views(t_env, name, raw)
     t_env.create_temporary_view("events", t_env.sql_query(_events_sql(t)))
-    t_env.create_temporary_view("state", t_env.sql_query(_state_sql()))
+    if scoring:
+        t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
+    source = "feature_events" if scoring else "events"
+    t_env.create_temporary_view("state", t_env.sql_query(_state_sql(source, bool(scoring))))
     t_env.create_temporary_system_function("wf_screen", screen_udtf())
     params = ", ".join(STATE_PARAMS)
     t_env.create_temporary_view(
@@ -153,6 +182,20 @@ def build(t_env: StreamTableEnvironment, t: Tables) -> None:
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
     hits = " UNION ALL ".join(r.sql() for r in RULES)
+    if scoring:
+        udf = score_udf(
+            scoring.registry,
+            scoring.model_name,
+            scoring.feast_dir,
+            scoring.feast_online_store,
+            scoring.cache_ttl_s,
+        )
+        t_env.create_temporary_system_function("wf_score", udf)
+        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
+        t_env.create_temporary_view(
+            "score_rows", t_env.sql_query(score_rows_sql(scoring.model_name))
+        )
+        hits += " UNION ALL " + model_hits_sql(scoring.model_name)
     t_env.create_temporary_view("hits", t_env.sql_query(hits))
     t_env.create_temporary_view(
         "lifecycle_in",
@@ -170,6 +213,7 @@ def _row(schema_columns: str) -> str:
 
 
 SCREEN_ROW = _row(SCREEN.flink_columns())
+SCORE_ROW = _row(SCORE.flink_columns())
 HIT_ROW = _row(
     ", ".join(
         f"`{c}` {t}"
@@ -201,14 +245,13 @@ def outputs_sql(t: Tables) -> str:
         "screen": f"CAST(NULL AS {SCREEN_ROW})",
         "hit": f"CAST(NULL AS {HIT_ROW})",
     }
+    if t.scores:
+        nulls["score"] = f"CAST(NULL AS {SCORE_ROW})"
 
     def branch(output: str, row: str, source: str, rowtime: str) -> str:
         cols = {**nulls, output: row}
-        return (
-            f"SELECT '{output}' AS output, {cols['dead_letter']} AS dead_letter, "
-            f"{cols['screen']} AS screen, {cols['hit']} AS hit, {rowtime} AS event_time "
-            f"FROM {source}"
-        )
+        rows = ", ".join(f"{v} AS {k}" for k, v in cols.items())
+        return f"SELECT '{output}' AS output, {rows}, {rowtime} AS event_time FROM {source}"
 
     branches = []
     for name in t.raw:
@@ -234,6 +277,11 @@ def outputs_sql(t: Tables) -> str:
     branches.append(
         branch("hit", f"CAST(ROW({hit_cols}) AS {HIT_ROW})", "lifecycle_in", "event_time")
     )
+    if t.scores:
+        score_cols = ", ".join(f"`{f.name}`" for f in SCORE.fields)
+        branches.append(
+            branch("score", f"CAST(ROW({score_cols}) AS {SCORE_ROW})", "score_rows", "rowtime")
+        )
     return "\nUNION ALL\n".join(branches)
 
 
@@ -255,6 +303,9 @@ def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
         SELECT dead_letter.*, rowtime FROM planned WHERE output = 'dead_letter'""")
     ss.add_insert_sql(f"""
         INSERT INTO `{t.screen}` SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
+    if t.scores:
+        ss.add_insert_sql(f"""
+        INSERT INTO `{t.scores}` SELECT score.*, rowtime FROM planned WHERE output = 'score'""")
     ss.add_insert_sql(f"""
         INSERT INTO `{t.alerts}`
         SELECT alert_event_id, alert_id, action, sequence, rule_id, rule_version, severity,
@@ -268,11 +319,17 @@ def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
 
 
 def create_kafka_tables(
-    t_env: StreamTableEnvironment, settings: Settings, *, prefix: str = "", bounded: bool = False
+    t_env: StreamTableEnvironment,
+    settings: Settings,
+    *,
+    prefix: str = "",
+    bounded: bool = False,
+    scoring: bool = False,
 ) -> Tables:
     t = Tables(
         raw={name: f"{name}_raw" for name in SOURCES},
         source_topics={name: prefix + topic for name, (topic, _) in SOURCES.items()},
+        scores="sepsis_scores" if scoring else None,
     )
     for name, (topic, _) in SOURCES.items():
         group = prefix + STAGE
@@ -280,6 +337,8 @@ def create_kafka_tables(
             t_env, settings, t.raw[name], topic, prefix=prefix, bounded=bounded, group_id=group
         )
     sinks = {t.screen: "sepsis.screen.v1", t.alerts: "alert.v2", t.dead_letters: "deadletter.v1"}
+    if t.scores:
+        sinks[t.scores] = "sepsis.score.v1"
     create_sinks(t_env, settings, sinks, prefix=prefix)
     return t
 
@@ -289,8 +348,11 @@ def pipeline(
 ) -> StreamExecutionEnvironment:
     kafka_io.ensure_topics(settings, INPUT_TOPICS + OUTPUT_TOPICS, prefix=prefix)
     env, t_env = stream_table_env(settings)
-    tables = create_kafka_tables(t_env, settings, prefix=prefix, bounded=bounded)
-    build(t_env, tables)
+    scoring = Scoring.of(settings)
+    tables = create_kafka_tables(
+        t_env, settings, prefix=prefix, bounded=bounded, scoring=scoring is not None
+    )
+    build(t_env, tables, scoring)
     sinks(t_env, tables)
     return env
 

@@ -57,6 +57,17 @@ class Settings:
     hl7_timezone: str = "UTC"
     # Bed capacity per facility and unit, with surge thresholds (jobs.capacity).
     capacity_file: Path = Path(__file__).resolve().parent / "sample" / "capacity_demo.json"
+    # The model registry (training/registry.py): versions, champion/challenger roles.
+    model_registry: Path = DEFAULT_CACHE / "state" / "registry"
+    model_name: str = "sepsis-risk"
+    # Sepsis risk scoring in the screening job (champion + shadow challenger); off: rules only.
+    scoring: bool = True
+    # Feast: the repo's online store, "sqlite" (a file under the state folder) or a Redis
+    # connection string (host:port), and the feature repo's working folder.
+    feast_online_store: str = "sqlite"
+    feast_dir: Path = DEFAULT_CACHE / "state" / "feast"
+    # How long the scoring UDF keeps a patient's static features from Feast before asking again.
+    feature_cache_ttl_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -99,6 +110,17 @@ class Settings:
             vals["hl7_timezone"] = e["WARDFLOW_HL7_TIMEZONE"]
         if "WARDFLOW_CAPACITY_FILE" in e:
             vals["capacity_file"] = Path(e["WARDFLOW_CAPACITY_FILE"])
+        if e.get("WARDFLOW_CACHE"):
+            state = Path(e.get("WARDFLOW_STATE") or Path(e["WARDFLOW_CACHE"]) / "state")
+            vals.update(model_registry=state / "registry", feast_dir=state / "feast")
+        if "WARDFLOW_MODEL_REGISTRY" in e:
+            vals["model_registry"] = Path(e["WARDFLOW_MODEL_REGISTRY"])
+        if "WARDFLOW_SCORING" in e:
+            vals["scoring"] = e["WARDFLOW_SCORING"].lower() not in ("0", "false", "off", "")
+        if "WARDFLOW_FEAST_ONLINE_STORE" in e:
+            vals["feast_online_store"] = e["WARDFLOW_FEAST_ONLINE_STORE"]
+        if "WARDFLOW_FEAST_DIR" in e:
+            vals["feast_dir"] = Path(e["WARDFLOW_FEAST_DIR"])
         if e.get("WARDFLOW_PHI_KEY"):
             vals["phi_key"] = e["WARDFLOW_PHI_KEY"].encode()
         vals.update({k: v for k, v in overrides.items() if v is not None})

@@ -57,3 +57,37 @@ def upsert_model_versions(client: Any, db: str, rows: Iterable[ModelVersionRow])
         return
     cols = list(dicts[0])
     client.insert(f"{db}.dim_model_version", [list(d.values()) for d in dicts], column_names=cols)
+
+
+def model_versions(registry: Any, model: str) -> list[ModelVersionRow]:
+    """dim_model_version rows for every version in a training.registry.Registry, with the role
+    each holds now (retired: none)."""
+    roles = {v: r for r, v in registry.roles(model).items()}
+    since = {}
+    for entry in registry.history(model):
+        for role, version in entry["roles"].items():
+            since.setdefault((role, version), entry["at"])
+    rows = []
+    for version in registry.versions(model):
+        spec = registry.get(model, version).spec
+        role = roles.get(version, "retired")
+        registered = datetime.fromisoformat(spec["registered_at"])
+        m = spec["metrics"]
+        rows.append(
+            ModelVersionRow(
+                model_name=model,
+                model_version=version,
+                role=role,
+                registered_at=registered,
+                role_since=datetime.fromisoformat(
+                    since.get((role, version), spec["registered_at"])
+                ),
+                threshold=float(spec["threshold"]),
+                auroc=float(m["auroc"]),
+                auprc=float(m["auprc"]),
+                normalised_utility=float(m["normalised_utility"]),
+                training_data_sha256=spec["training_data"]["sha256"],
+                onnx_sha256=spec["onnx_sha256"],
+            )
+        )
+    return rows

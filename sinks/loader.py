@@ -26,6 +26,7 @@ from jobs.capacity import Capacity
 from jobs.settings import Settings
 from schemas import load_schema
 from sinks import clickhouse, dims
+from training.registry import Registry
 from udfs import codec
 
 # topic (registry name) -> ClickHouse table
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     clickhouse.migrate(client, settings.clickhouse_database)
     # Facility and unit dimensions from the same capacity file the census job reads.
     dims.load_capacity(client, settings.clickhouse_database, Capacity.load(settings.capacity_file))
+    registry = Registry(settings.model_registry)
+    versions = dims.model_versions(registry, settings.model_name)
+    dims.upsert_model_versions(client, settings.clickhouse_database, versions)
     kafka_io.ensure_topics(settings, list(TABLES), prefix=a.topic_prefix)
     loader = Loader(settings, client, prefix=a.topic_prefix)
     stopping = False

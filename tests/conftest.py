@@ -21,6 +21,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         flink_tmp_dir=tmp_path_factory.mktemp("flink-tmp"),
         checkpoint_dir=tmp_path_factory.mktemp("checkpoints"),
         checkpoint_interval_s=1.0,
+        # Rules only unless a test turns scoring on with a registry of its own.
+        scoring=False,
+        model_registry=tmp_path_factory.mktemp("registry"),
+        feast_dir=tmp_path_factory.mktemp("feast"),
     )
 
 

@@ -1,0 +1,164 @@
+"""The Feast repo: entity, sources, feature views and the feature services named for model
+versions, built in code from feature_store/definitions.py.
+
+- `patient_stream`: the rolling per-patient features the screening job computes from its keyed
+  state and pushes after scoring (push source `patient_stream_push`); its batch source is the
+  hourly feature parquet that training writes, so the offline store rebuilds training rows
+  point-in-time.
+- `patient_static`: age and sex, pushed by registration (the replay, for PhysioNet patients).
+- `sepsis_risk_v<N>`: one feature service per registered model version.
+
+The online store is SQLite (a file) by default, or Redis (`feast_online_store = host:port`).
+Importing feast takes seconds, so this module is imported where the store is opened, not at
+job start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    FileSource,
+    PushSource,
+    ValueType,
+)
+from feast.data_format import ParquetFormat
+from feast.data_source import PushMode
+from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+from feast.repo_config import RepoConfig
+from feast.types import Float32
+
+from feature_store.definitions import STATIC_FEATURES, STREAM_FEATURES
+
+PROJECT = "wardflow"
+ENTITY_KEY = "patient_token"
+TIMESTAMP = "event_timestamp"
+STREAM_VIEW = "patient_stream"
+STATIC_VIEW = "patient_static"
+STREAM_PUSH = "patient_stream_push"
+STATIC_PUSH = "patient_static_push"
+
+
+def offline_paths(root: Path) -> tuple[Path, Path]:
+    return root / "offline" / "patient_stream.parquet", root / "offline" / "patient_static.parquet"
+
+
+def _empty_offline(path: Path, features: Iterable[str]) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = {
+        ENTITY_KEY: pd.Series(dtype="string"),
+        TIMESTAMP: pd.Series(dtype="datetime64[ns, UTC]"),
+    }
+    cols.update({f: pd.Series(dtype="float32") for f in features})
+    pd.DataFrame(cols).to_parquet(path)
+
+
+def objects(root: Path, service_names: Iterable[str] = ()) -> list[Any]:
+    stream_path, static_path = offline_paths(root)
+    patient = Entity(
+        name="patient",
+        join_keys=[ENTITY_KEY],
+        value_type=ValueType.STRING,
+        description="a tokenised patient",
+    )
+
+    def view(name: str, push: str, path: Path, features: Iterable[str], ttl: timedelta) -> Any:
+        batch = FileSource(
+            name=f"{name}_offline",
+            path=str(path),
+            timestamp_field=TIMESTAMP,
+            file_format=ParquetFormat(),
+        )
+        return FeatureView(
+            name=name,
+            entities=[patient],
+            ttl=ttl,
+            schema=[Field(name=f, dtype=Float32) for f in features],
+            source=PushSource(name=push, batch_source=batch),
+            online=True,
+        )
+
+    stream = view(STREAM_VIEW, STREAM_PUSH, stream_path, STREAM_FEATURES, timedelta(hours=24))
+    static = view(STATIC_VIEW, STATIC_PUSH, static_path, STATIC_FEATURES, timedelta(days=3650))
+    services = [FeatureService(name=n, features=[stream, static]) for n in service_names]
+    return [patient, stream, static, *services]
+
+
+def config(root: Path, online: str) -> RepoConfig:
+    store: Any
+    if online == "sqlite":
+        store = SqliteOnlineStoreConfig(path=str(root / "online.db"))
+    else:
+        store = RedisOnlineStoreConfig(connection_string=online)
+    return RepoConfig(
+        project=PROJECT,
+        registry=str(root / "registry.db"),
+        provider="local",
+        online_store=store,
+        offline_store=DaskOfflineStoreConfig(),
+        entity_key_serialization_version=3,
+    )
+
+
+def open_store(root: Path, online: str, service_names: Iterable[str] = ()) -> FeatureStore:
+    """The store, with the repo's objects applied (idempotent)."""
+    root.mkdir(parents=True, exist_ok=True)
+    stream_path, static_path = offline_paths(root)
+    _empty_offline(stream_path, STREAM_FEATURES)
+    _empty_offline(static_path, STATIC_FEATURES)
+    store = FeatureStore(config=config(root, online))
+    store.apply(objects(root, service_names))
+    return store
+
+
+def service_name(model_version: str) -> str:
+    return f"sepsis_risk_v{model_version}"
+
+
+def _frame(rows: pd.DataFrame, features: Iterable[str]) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            ENTITY_KEY: rows[ENTITY_KEY].astype(str),
+            TIMESTAMP: pd.to_datetime(rows[TIMESTAMP], utc=True),
+        }
+    )
+    for f in features:
+        out[f] = rows[f].astype("float32")
+    return out
+
+
+def push_stream(store: FeatureStore, rows: pd.DataFrame) -> None:
+    store.push(STREAM_PUSH, _frame(rows, STREAM_FEATURES), to=PushMode.ONLINE)
+
+
+def push_static(store: FeatureStore, rows: pd.DataFrame) -> None:
+    store.push(STATIC_PUSH, _frame(rows, STATIC_FEATURES), to=PushMode.ONLINE)
+
+
+def write_offline(root: Path, stream: pd.DataFrame, static: pd.DataFrame) -> None:
+    """Replace the offline sources (training's hourly features, patients' static features)."""
+    stream_path, static_path = offline_paths(root)
+    stream_path.parent.mkdir(parents=True, exist_ok=True)
+    _frame(stream, STREAM_FEATURES).to_parquet(stream_path)
+    _frame(static, STATIC_FEATURES).to_parquet(static_path)
+
+
+def online_static(store: FeatureStore, tokens: list[str]) -> pd.DataFrame:
+    """Static features for these patients (NaN where unknown), indexed by token."""
+    refs = [f"{STATIC_VIEW}:{f}" for f in STATIC_FEATURES]
+    got = store.get_online_features(features=refs, entity_rows=[{ENTITY_KEY: t} for t in tokens])
+    frame: pd.DataFrame = got.to_df().set_index(ENTITY_KEY)[list(STATIC_FEATURES)]
+    return frame.astype("float64")

@@ -1,0 +1,122 @@
+"""Scoring a batch: the registry's ONNX models, static features from a real Feast store (SQLite
+online store), stream features pushed back, roles swapped without a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from feature_store import repo
+from feature_store.definitions import FEATURES, STREAM_FEATURES
+from jobs.replay import SAMPLE
+from training.features import hourly_features
+from training.registry import BUNDLED, Registry, bootstrap
+from udfs.scoring import FeatureSource, Scorer, feast_source
+
+MODEL = "sepsis-risk"
+T0 = pd.Timestamp("2026-01-05", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def sample() -> pd.DataFrame:
+    f = hourly_features(pd.read_parquet(SAMPLE))
+    f["patient_token"] = f["patient_id"]
+    f["event_time"] = T0 + pd.to_timedelta(f["iculos_h"], unit="h")
+    return f
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Registry:
+    reg = Registry(tmp_path / "registry")
+    bootstrap(reg, MODEL)
+    return reg
+
+
+@pytest.fixture()
+def source(tmp_path: Path, sample: pd.DataFrame) -> FeatureSource:
+    fs = feast_source(tmp_path / "feast", "sqlite", cache_ttl_s=3600)
+    store = repo.open_store(tmp_path / "feast", "sqlite")
+    static = sample.groupby("patient_token", as_index=False)[["age_years", "female"]].first()
+    repo.push_static(store, static.assign(event_timestamp=T0))
+    return fs
+
+
+def _onnx(reg: Registry, version: str, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    s = ort.InferenceSession(str(reg.get(MODEL, version).onnx))
+    return np.asarray(s.run(None, {"features": x})[0])
+
+
+def test_a_batch_is_scored_by_champion_and_challenger_as_onnxruntime_scores_the_features(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    scorer = Scorer(registry, MODEL, source)
+    out = scorer.score(sample)
+    x = sample[list(FEATURES)].to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(out["champion_risk"], _onnx(registry, "1", x), rtol=1e-6)
+    np.testing.assert_allclose(out["challenger_risk"], _onnx(registry, "2", x), rtol=1e-6)
+    assert set(out["champion_version"]) == {"1"} and set(out["challenger_version"]) == {"2"}
+    assert (out["champion_threshold"] == registry.get(MODEL, "1").threshold).all()
+    assert (out["latency_ms"] > 0).all()
+    assert (out["features_missing"] == np.isnan(x).sum(axis=1)).all()
+
+
+def test_static_features_come_from_feast_once_per_patient_while_cached(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    scorer = Scorer(registry, MODEL, source)
+    first, rest = sample.head(300), sample.iloc[300:]
+    scorer.score(first)
+    scorer.score(first)
+    assert source.lookups == 1
+    scorer.score(rest)
+    assert source.lookups == 2
+    assert len(source.cache) == sample.patient_token.nunique()
+    source.cache_ttl_s = 0.0
+    scorer.score(first)
+    assert source.lookups == 3
+
+
+def test_a_patient_unknown_to_feast_is_scored_with_imputed_static_features(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    stranger = sample.head(3).assign(patient_token="never-registered")
+    out = Scorer(registry, MODEL, source).score(stranger)
+    x = stranger[list(FEATURES)].to_numpy(dtype=np.float32)
+    x[:, -2:] = np.nan
+    np.testing.assert_allclose(out["champion_risk"], _onnx(registry, "1", x), rtol=1e-6)
+    assert (out["features_missing"] == np.isnan(x).sum(axis=1)).all()
+
+
+def test_the_batch_stream_features_are_pushed_to_the_online_store(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    scorer = Scorer(registry, MODEL, source)
+    for _, part in sample.groupby(sample.index // 500):
+        scorer.score(part)
+    source.flush()  # also on the UDF's close()
+    store = repo.open_store(tmp_path / "feast", "sqlite")
+    latest = sample.sort_values("event_time").groupby("patient_token").tail(1)
+    got = store.get_online_features(
+        features=[f"{repo.STREAM_VIEW}:{f}" for f in STREAM_FEATURES],
+        entity_rows=[{"patient_token": t} for t in latest.patient_token],
+    ).to_df()
+    want = latest[list(STREAM_FEATURES)].to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(got[list(STREAM_FEATURES)].to_numpy(dtype=np.float32), want)
+
+
+def test_a_promotion_takes_effect_without_a_restart(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    scorer = Scorer(registry, MODEL, source, roles_check_s=0.0)
+    assert set(scorer.score(sample.head(5))["champion_version"]) == {"1"}
+    retrained = registry.register(sorted((BUNDLED / MODEL).iterdir())[0])
+    registry.promote(MODEL, retrained.version)
+    out = scorer.score(sample.head(5))
+    assert set(out["champion_version"]) == {"3"} and set(out["challenger_version"]) == {"2"}
+    registry.rollback(MODEL)
+    assert set(scorer.score(sample.head(5))["champion_version"]) == {"1"}

@@ -1,0 +1,132 @@
+"""Training: causal features, a reproducible run that exports ONNX matching torch, the spec and
+report, and the subgroup gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_store.definitions import FEATURES, STREAM_FEATURES
+from jobs.replay import SAMPLE
+from jobs.settings import Settings
+from training import validation
+from training.features import hourly_features
+from training.registry import GateFailed, Registry
+from training.train import build, split_of
+
+
+def test_features_at_an_hour_do_not_change_when_later_hours_are_removed() -> None:
+    df = pd.read_parquet(SAMPLE)
+    full = hourly_features(df).set_index(["patient_id", "iculos_h"])
+    cut = df[df["ICULOS"] <= df.groupby("patient_id")["ICULOS"].transform("median")]
+    early = hourly_features(cut).set_index(["patient_id", "iculos_h"])
+    pd.testing.assert_frame_equal(
+        early[list(FEATURES)], full.loc[early.index, list(FEATURES)], check_exact=False
+    )
+
+
+def test_values_are_carried_forward_only_within_their_validity_and_rejected_records_drop() -> None:
+    rows = pd.DataFrame(
+        {
+            "patient_id": "p",
+            "ICULOS": [1, 2, 3, 4, 5],
+            "HR": [90.0, np.nan, np.nan, np.nan, 400.0],  # 400 bpm is outside the schema range
+            "O2Sat": [97.0, np.nan, np.nan, np.nan, 95.0],
+            "Lactate": [np.nan, 3.0, np.nan, np.nan, np.nan],
+            "Age": 70.0,
+            "Gender": 1,
+            "Unit1": 1.0,
+            "Unit2": 0.0,
+            "SepsisLabel": 0,
+        }
+    )
+    f = hourly_features(rows)
+    # HR is valid for 2 h (udfs.sepsis.VALIDITY_H); the record with HR 400 is dead-lettered whole.
+    hr = f["heart_rate_bpm"].to_numpy()
+    assert hr[:3].tolist() == [90.0, 90.0, 90.0] and np.isnan(hr[3:]).all()
+    assert np.isnan(f["spo2_pct"].iloc[4])
+    assert f["heart_rate_bpm_max_6h"].iloc[4] == 90.0
+    assert f["lactate_mmol_l_age_h"].tolist() == [24.0, 0.0, 1.0, 2.0, 3.0]
+    assert f["hours_since_first_record"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert set(STREAM_FEATURES) <= set(f.columns)
+
+
+def test_patients_are_split_by_a_stable_hash_of_their_id() -> None:
+    ids = [f"p{i:06d}" for i in range(5000)]
+    splits = pd.Series([split_of(i) for i in ids]).value_counts(normalize=True)
+    assert abs(splits["train"] - 0.70) < 0.03 and abs(splits["test"] - 0.15) < 0.03
+    assert [split_of(i) for i in ids[:50]] == [split_of(i) for i in ids[:50]]
+
+
+def test_the_gate_blocks_a_subgroup_far_behind_and_ignores_small_ones() -> None:
+    groups = pd.DataFrame(
+        [
+            ("unit", "MICU", 800, 90, 0.68),
+            ("unit", "SICU", 900, 40, 0.80),
+            ("age", "<50", 30, 5, 0.40),  # too few septic patients to judge
+        ],
+        columns=["kind", "group", "patients", "septic_patients", "auroc"],
+    )
+    g = validation.gate(0.75, groups)
+    assert not g.passed and len(g.reasons) == 1 and "MICU" in g.reasons[0]
+    assert validation.gate(0.72, groups).passed
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    setA = Settings.from_env().physionet_setA
+    if not setA.exists():
+        pytest.skip("needs ../shared/data/physionet2019/setA.parquet")
+    out = tmp_path_factory.mktemp("model") / "built"
+    return build(setA, out, epochs=2, seed=1, max_patients=2500)
+
+
+def test_a_small_training_run_exports_onnx_that_matches_torch_with_a_full_spec(
+    built: Path,
+) -> None:
+    spec = json.loads((built / "spec.json").read_text())
+    assert spec["onnx_parity_max_abs_diff"] < 1e-5
+    assert spec["opset"] == 18 and [f["name"] for f in spec["features"]] == list(FEATURES)
+    assert all(f["unit"] for f in spec["features"])
+    assert len(spec["training_data"]["sha256"]) == 64 and spec["training_data"]["patients"] == 2500
+    m = spec["metrics"]
+    assert 0.5 < m["auroc"] <= 1 and 0 < m["threshold"] < 1
+    assert {"normalised_utility", "auprc", "brier", "ece", "patients_alerted_pct"} <= set(m)
+    assert {r["kind"] for r in spec["subgroups"]} == {"age", "sex", "unit"}
+    report = (built / "report.md").read_text()
+    for section in ("## Test set", "## Subgroups", "## Baselines", "Gate", "roc.png"):
+        assert section in report
+    assert (built / "roc.png").exists() and (built / "calibration.png").exists()
+
+
+def test_registration_follows_the_gate(built: Path, tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    spec = json.loads((built / "spec.json").read_text())
+    if spec["gate"]["passed"]:
+        assert reg.register(built).version == "1"
+    else:
+        with pytest.raises(GateFailed):
+            reg.register(built)
+
+
+def test_evaluate_prints_auroc_and_utility_last_for_a_folder_of_challenge_psv_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import evaluate
+    from training.registry import bootstrap
+
+    df = pd.read_parquet(SAMPLE)
+    psv = tmp_path / "psv"
+    psv.mkdir()
+    for pid, rows in df.groupby("patient_id"):
+        rows.drop(columns=["patient_id", "hour"]).to_csv(psv / f"{pid}.psv", sep="|", index=False)
+    monkeypatch.setenv("WARDFLOW_MODEL_REGISTRY", str(tmp_path / "registry"))
+    bootstrap(Registry(tmp_path / "registry"), "sepsis-risk")
+    evaluate.main(["--file", str(psv)])
+    last = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert last[0] == "AUROC" and 0.5 < float(last[1]) <= 1
+    assert last[2] == "normalised_utility" and -2 < float(last[3]) <= 1

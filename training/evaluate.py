@@ -1,0 +1,67 @@
+"""Evaluate the registry's current champion (or a given version) on any file in the PhysioNet
+2019 format (parquet with a patient_id column, or a folder of the challenge's .psv files).
+Needs onnxruntime only. The last line printed is `AUROC <x> normalised_utility <y>`.
+
+    python -m training.evaluate --file ../shared/data/physionet2019/setA.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from feature_store.definitions import FEATURES
+from jobs.settings import Settings
+from training import validation
+from training.features import hourly_features
+from training.registry import Registry, Version
+
+
+def read_physionet(path: Path) -> pd.DataFrame:
+    if path.is_dir():  # the challenge's layout: one pipe-separated file per patient
+        frames = []
+        for f in sorted(path.glob("*.psv")):
+            d = pd.read_csv(f, sep="|")
+            d.insert(0, "patient_id", f.stem)
+            frames.append(d)
+        return pd.concat(frames, ignore_index=True)
+    return pd.read_parquet(path)
+
+
+def score(version: Version, features: pd.DataFrame, batch: int = 65536) -> np.ndarray[Any, Any]:
+    session = ort.InferenceSession(str(version.onnx), providers=["CPUExecutionProvider"])
+    x = features[list(FEATURES)].to_numpy(dtype=np.float32)
+    out = [session.run(None, {"features": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--file", type=Path, required=True)
+    ap.add_argument("--model", default=None, help="default: settings.model_name")
+    ap.add_argument("--version", default=None, help="default: the champion")
+    a = ap.parse_args(argv)
+    settings = Settings.from_env()
+    reg = Registry(settings.model_registry)
+    model = a.model or settings.model_name
+    v = reg.get(model, a.version) if a.version else reg.role(model, "champion")
+    if v is None:
+        raise SystemExit(f"{model} has no champion in {settings.model_registry}")
+    frame = hourly_features(read_physionet(a.file))
+    frame["risk"] = score(v, frame)
+    m = validation.metrics(frame, v.threshold)
+    print(
+        f"{model} version {v.version} on {a.file}: {m['patients']} patients "
+        f"({m['septic_patients']} septic), {m['rows']} hours; AUPRC {m['auprc']:.4f}, "
+        f"threshold {v.threshold:.4f}, {m['patients_alerted_pct']} % of patients alerted"
+    )
+    print(f"AUROC {m['auroc']:.4f} normalised_utility {m['normalised_utility']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Train the sepsis risk model on a PhysioNet 2019 format file, validate it on held-out
+patients, export ONNX with its spec, and register it if the subgroup gate passes.
+
+    python -m training.train                      # set A (../shared/data), register
+    python -m training.train --file my.parquet --no-register --out build/model
+
+Reproducible: patients are split by a keyed hash of their id (70 % train, 15 % validation for
+early stopping and the threshold, 15 % test for the report), torch is seeded, and the spec
+records the data's SHA-256. Labels are the challenge's SepsisLabel (positive from 6 h before
+Sepsis-3 onset); features are causal (feature_store/definitions.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from feature_store.definitions import FEATURES, unit_of
+from jobs.settings import Settings
+from training import validation
+from training.features import hourly_features
+from training.model import SepsisRisk, fit_scaling
+from training.registry import Registry, sha256
+
+MODEL_NAME = "sepsis-risk"
+OPSET = 18
+SPLIT_KEY = "wardflow-split-v1"
+
+
+def split_of(patient_id: str) -> str:
+    h = int(hashlib.sha256(f"{SPLIT_KEY}:{patient_id}".encode()).hexdigest()[:8], 16) % 100
+    return "train" if h < 70 else "val" if h < 85 else "test"
+
+
+def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return frame[list(FEATURES)].to_numpy(dtype=np.float32)
+
+
+def _predict(model: SepsisRisk, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    model.eval()
+    with torch.no_grad():
+        out: np.ndarray[Any, Any] = model(torch.from_numpy(x)).numpy()
+    return out
+
+
+def fit(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    epochs: int,
+    seed: int,
+    hidden: tuple[int, ...] = (64, 32),
+    log: Any = print,
+) -> SepsisRisk:
+    torch.manual_seed(seed)
+    x, y = _x(train), train["label"].to_numpy(dtype=np.float32)
+    model = SepsisRisk(*fit_scaling(x), hidden=hidden)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xv, yv = _x(val), val["label"].to_numpy()
+    best, best_state, stale = -1.0, None, 0
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(xt), generator=g).split(2048):
+            opt.zero_grad()
+            loss = loss_fn(model.logits(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        sched.step()
+        auroc = float(roc_auc_score(yv, _predict(model, xv)))
+        log(f"epoch {epoch + 1}: validation AUROC {auroc:.4f}")
+        if auroc > best:
+            best, stale = auroc, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= 3:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    return model
+
+
+def export(model: SepsisRisk, path: Path, sample: np.ndarray[Any, Any]) -> float:
+    """ONNX (dynamo exporter, opset 18, dynamic batch); returns max |torch − onnxruntime|."""
+    batch = torch.export.Dim("batch")
+    program = torch.onnx.export(
+        model,
+        (torch.from_numpy(sample[:8]),),
+        input_names=["features"],
+        output_names=["risk"],
+        dynamo=True,
+        opset_version=OPSET,
+        dynamic_shapes=({0: batch},),
+    )
+    assert program is not None
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"features": sample})
+    return float(np.abs(got - _predict(model, sample)).max())
+
+
+def report_markdown(spec: dict[str, Any], groups: pd.DataFrame, plots: list[str]) -> str:
+    m, v = spec["metrics"], spec["validation_metrics"]
+    nu = "normalised_utility"
+    rows = "\n".join(
+        f"| {r.kind} | {r.group} | {r.patients} | {r.septic_patients} | {r.auroc:.3f} |"
+        for r in groups.itertuples(index=False)
+    )
+    base = "\n".join(
+        f"| {k} | {b['auroc']:.3f} | {b['auprc']:.3f} |" for k, b in spec["baselines"].items()
+    )
+    gate = "passed" if spec["gate"]["passed"] else "FAILED: " + "; ".join(spec["gate"]["reasons"])
+    return f"""# {spec["name"]}: validation report
+
+Trained {spec["created_at"]} on `{spec["training_data"]["file"]}` (SHA-256
+`{spec["training_data"]["sha256"][:16]}…`, {spec["training_data"]["patients"]} patients), split
+by patient: {spec["split"]}. Test patients were used for nothing but this report.
+
+## Test set ({m["patients"]} patients, {m["septic_patients"]} septic, {m["rows"]} hours)
+
+| metric | test | validation |
+|---|---|---|
+| AUROC | {m["auroc"]:.4f} | {v["auroc"]:.4f} |
+| AUPRC | {m["auprc"]:.4f} | {v["auprc"]:.4f} |
+| PhysioNet 2019 normalised utility | {m[nu]:.4f} | {v[nu]:.4f} |
+| Brier score | {m["brier"]:.5f} | {v["brier"]:.5f} |
+| expected calibration error | {m["ece"]:.5f} | {v["ece"]:.5f} |
+
+Threshold {spec["threshold"]:.4f} (maximises normalised utility on the validation patients).
+Alert burden at it, test: {m["hours_above_threshold_pct"]} % of patient-hours above threshold,
+{m["patients_alerted_pct"]} % of patients alerted at least once,
+{m["alert_episodes_per_patient_day"]} alert episodes per patient-day.
+
+## Baselines on the same test rows
+
+| model | AUROC | AUPRC |
+|---|---|---|
+{base}
+
+## Subgroups (test)
+
+| kind | group | patients | septic | AUROC |
+|---|---|---|---|---|
+{rows}
+
+Gate (no subgroup with ≥ {validation.MIN_SEPTIC_PATIENTS} septic patients more than
+{validation.MAX_AUROC_GAP} AUROC below overall): **{gate}**.
+
+## Plots
+
+{chr(10).join(f"![{p}]({p})" for p in plots)}
+
+ONNX opset {spec["opset"]}; max |torch − onnxruntime| on 2,000 validation rows:
+{spec["onnx_parity_max_abs_diff"]:.2e}.
+"""
+
+
+def build(
+    file: Path,
+    out: Path,
+    *,
+    epochs: int,
+    seed: int,
+    max_patients: int | None = None,
+    hidden: tuple[int, ...] = (64, 32),
+) -> Path:
+    t0 = time.monotonic()
+    raw = pd.read_parquet(file)
+    if max_patients:
+        keep = np.sort(raw["patient_id"].unique())[:max_patients]
+        raw = raw[raw["patient_id"].isin(set(keep))]
+    frame = hourly_features(raw)
+    frame["split"] = frame["patient_id"].map(split_of)
+    parts = {s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    print(
+        f"features for {len(frame)} hours in {time.monotonic() - t0:.0f} s; "
+        + ", ".join(f"{k} {v['patient_id'].nunique()} patients" for k, v in parts.items())
+    )
+    model = fit(parts["train"], parts["val"], epochs=epochs, seed=seed, hidden=hidden)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    parity = export(model, out / "model.onnx", _x(parts["val"])[:2000])
+    for s in ("val", "test"):
+        parts[s]["risk"] = _predict(model, _x(parts[s]))
+    threshold = validation.choose_threshold(parts["val"])
+    test = parts["test"]
+    xs = [np.where(np.isnan(_x(p)), model.medians.numpy(), _x(p)) for p in (parts["train"], test)]
+    z = [(x - model.means.numpy()) / model.stds.numpy() for x in xs]
+    lr = LogisticRegression(max_iter=300).fit(z[0], parts["train"]["label"])
+    baselines = {
+        "logistic regression (same features)": pd.Series(lr.predict_proba(z[1])[:, 1]),
+        "NEWS2 score": test["news2_score"],
+        "qSOFA score": test["qsofa_score"],
+    }
+    metrics = validation.metrics(test, threshold)
+    groups = validation.subgroups(test)
+    g = validation.gate(metrics["auroc"], groups)
+    plots = validation.plots(
+        test, out, {"logistic regression": baselines["logistic regression (same features)"]}
+    )
+    from sklearn.metrics import average_precision_score
+
+    spec: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "version": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "framework": f"torch {torch.__version__} → ONNX (dynamo exporter)",
+        "architecture": f"MLP, hidden layers {list(hidden)}" if hidden else "logistic (linear)",
+        "opset": OPSET,
+        "input": {
+            "name": "features",
+            "dtype": "float32",
+            "shape": ["batch", len(FEATURES)],
+            "missing": "NaN (imputed inside the model with training medians)",
+        },
+        "features": [{"name": f, "unit": unit_of(f)} for f in FEATURES],
+        "output": {
+            "name": "risk",
+            "meaning": "probability of SepsisLabel (Sepsis-3 onset within 6 h)",
+        },
+        "feature_service": None,
+        "training_data": {
+            "file": file.name,
+            "sha256": sha256(file),
+            "rows": len(frame),
+            "patients": int(frame["patient_id"].nunique()),
+        },
+        "split": {
+            "key": SPLIT_KEY,
+            "train_pct": 70,
+            "validation_pct": 15,
+            "test_pct": 15,
+            "seed": seed,
+        },
+        "threshold": threshold,
+        "metrics": metrics,
+        "validation_metrics": validation.metrics(parts["val"], threshold),
+        "baselines": {
+            k: {
+                "auroc": float(roc_auc_score(test["label"], b)),
+                "auprc": float(average_precision_score(test["label"], b)),
+            }
+            for k, b in baselines.items()
+        },
+        "subgroups": groups.to_dict(orient="records"),
+        "gate": {"passed": g.passed, "reasons": g.reasons},
+        "onnx_parity_max_abs_diff": parity,
+    }
+    (out / "spec.json").write_text(json.dumps(spec, indent=1, default=float) + "\n")
+    (out / "report.md").write_text(report_markdown(spec, groups, plots))
+    print(
+        f"test AUROC {metrics['auroc']:.4f}, AUPRC {metrics['auprc']:.4f}, normalised utility "
+        f"{metrics['normalised_utility']:.4f}; gate {'passed' if g.passed else 'FAILED'}; "
+        f"built in {time.monotonic() - t0:.0f} s → {out}"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--file", type=Path, default=None, help="PhysioNet 2019 format parquet")
+    ap.add_argument("--out", type=Path, default=Path("build/model"))
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=2019)
+    ap.add_argument("--max-patients", type=int, default=None)
+    ap.add_argument("--hidden", default="64,32", help="hidden layer widths; empty: linear")
+    ap.add_argument("--no-register", action="store_true")
+    ap.add_argument(
+        "--role",
+        choices=["champion", "challenger"],
+        default="challenger",
+        help="role of the registered version (the first one is always champion)",
+    )
+    a = ap.parse_args(argv)
+    settings = Settings.from_env()
+    hidden = tuple(int(h) for h in a.hidden.split(",") if h)
+    out = build(
+        a.file or settings.physionet_setA,
+        a.out,
+        epochs=a.epochs,
+        seed=a.seed,
+        max_patients=a.max_patients,
+        hidden=hidden,
+    )
+    if a.no_register:
+        return
+    reg = Registry(settings.model_registry)
+    v = reg.register(out)
+    role = "champion" if not reg.roles(v.model).get("champion") else a.role
+    reg.set_role(v.model, role, v.version, why=f"trained, registered as {role}")
+    print(f"registered {v.model} version {v.version} as {role} in {settings.model_registry}")
+
+
+if __name__ == "__main__":
+    main()

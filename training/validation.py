@@ -1,0 +1,146 @@
+"""Validation of a risk model on held-out patients: discrimination, PhysioNet 2019 utility,
+calibration, alert burden at the threshold, subgroups, and the gate that blocks registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    roc_auc_score,
+    roc_curve,
+)
+
+from training.metrics import normalized_utility
+
+AGE_BANDS = [(0, 50, "<50"), (50, 65, "50-64"), (65, 80, "65-79"), (80, 200, "80+")]
+MIN_SEPTIC_PATIENTS = 20  # a subgroup smaller than this is reported, not gated
+MAX_AUROC_GAP = 0.05  # a subgroup this far below the overall AUROC blocks registration
+
+
+def utility(frame: pd.DataFrame, threshold: float) -> float:
+    """Normalised utility with alarms = risk ≥ threshold; frame sorted by patient, hour."""
+    return normalized_utility(
+        (g["label"].to_numpy(), g["risk"].to_numpy() >= threshold)
+        for _, g in frame.groupby("patient_id", sort=False)
+    )
+
+
+def choose_threshold(frame: pd.DataFrame, candidates: int = 40) -> float:
+    """The threshold that maximises normalised utility (validation patients only)."""
+    qs = np.quantile(frame["risk"], np.linspace(0.70, 0.995, candidates))
+    scored = [(utility(frame, float(q)), float(q)) for q in np.unique(qs)]
+    return max(scored)[1]
+
+
+def calibration(frame: pd.DataFrame, bins: int = 10) -> tuple[pd.DataFrame, float]:
+    """Reliability by risk decile, and the expected calibration error."""
+    q = pd.qcut(frame["risk"], bins, labels=False, duplicates="drop")
+    table = frame.groupby(q).agg(
+        mean_risk=("risk", "mean"), observed=("label", "mean"), n=("label", "size")
+    )
+    ece = float((table["n"] * (table["mean_risk"] - table["observed"]).abs()).sum() / len(frame))
+    return table, ece
+
+
+def alert_burden(frame: pd.DataFrame, threshold: float) -> dict[str, float]:
+    above = frame["risk"] >= threshold
+    starts = above & ~above.groupby(frame["patient_id"]).shift(1, fill_value=False)
+    patient_days = len(frame) / 24
+    return {
+        "hours_above_threshold_pct": round(100 * float(above.mean()), 2),
+        "patients_alerted_pct": round(
+            100 * float(above.groupby(frame["patient_id"]).any().mean()), 2
+        ),
+        "alert_episodes_per_patient_day": round(float(starts.sum()) / patient_days, 3),
+    }
+
+
+def metrics(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    y, p = frame["label"].to_numpy(), frame["risk"].to_numpy()
+    _, ece = calibration(frame)
+    return {
+        "patients": int(frame["patient_id"].nunique()),
+        "septic_patients": int(frame.groupby("patient_id")["label"].max().sum()),
+        "rows": len(frame),
+        "auroc": round(float(roc_auc_score(y, p)), 4),
+        "auprc": round(float(average_precision_score(y, p)), 4),
+        "normalised_utility": round(utility(frame, threshold), 4),
+        "brier": round(float(brier_score_loss(y, p)), 5),
+        "ece": round(ece, 5),
+        "threshold": round(threshold, 5),
+        **alert_burden(frame, threshold),
+    }
+
+
+def subgroups(frame: pd.DataFrame) -> pd.DataFrame:
+    """AUROC per age band, sex and ICU unit."""
+    bands = pd.Series("", index=frame.index)
+    for lo, hi, name in AGE_BANDS:
+        bands[(frame["age_years"] >= lo) & (frame["age_years"] < hi)] = name
+    groups = {
+        "age": bands,
+        "sex": frame["female"].map({1.0: "female", 0.0: "male"}),
+        "unit": frame["unit"],
+    }
+    rows = []
+    for kind, labels in groups.items():
+        for name, g in frame.groupby(labels):
+            septic = int(g.groupby("patient_id")["label"].max().sum())
+            auroc = roc_auc_score(g["label"], g["risk"]) if g["label"].nunique() == 2 else np.nan
+            rows.append((kind, str(name), int(g["patient_id"].nunique()), septic, float(auroc)))
+    return pd.DataFrame(rows, columns=["kind", "group", "patients", "septic_patients", "auroc"])
+
+
+@dataclass
+class Gate:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def gate(overall_auroc: float, groups: pd.DataFrame, max_gap: float = MAX_AUROC_GAP) -> Gate:
+    reasons = []
+    rows: Any = groups.itertuples(index=False)
+    for r in rows:
+        if r.septic_patients < MIN_SEPTIC_PATIENTS or np.isnan(r.auroc):
+            continue
+        if r.auroc < overall_auroc - max_gap:
+            reasons.append(
+                f"{r.kind}={r.group}: AUROC {r.auroc:.3f} is more than {max_gap} below "
+                f"the overall {overall_auroc:.3f}"
+            )
+    return Gate(not reasons, reasons)
+
+
+def plots(frame: pd.DataFrame, out: Path, baselines: dict[str, Any]) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, risk in {"model": frame["risk"], **baselines}.items():
+        fpr, tpr, _ = roc_curve(frame["label"], risk)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(frame['label'], risk):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=8)
+    fig.savefig(out / "roc.png", dpi=80)
+    plt.close(fig)
+    table, ece = calibration(frame)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(table["mean_risk"], table["observed"], marker="o")
+    top = float(max(table["mean_risk"].max(), table["observed"].max()))
+    ax.plot([0, top], [0, top], color="grey", linewidth=0.5)
+    ax.set_xlabel("mean predicted risk (decile)")
+    ax.set_ylabel("observed label rate")
+    ax.set_title(f"calibration (ECE {ece:.4f})")
+    fig.savefig(out / "calibration.png", dpi=80)
+    plt.close(fig)
+    return ["roc.png", "calibration.png"]

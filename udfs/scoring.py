@@ -1,0 +1,181 @@
+"""Sepsis risk scoring of a batch of screened states: champion and shadow challenger ONNX models
+from the registry, stream features from the job, static features from Feast.
+
+`Scorer` is plain Python (tested without a JVM); `udfs.flink_scoring` wraps it as a vectorised
+PyFlink UDF whose `open()` builds it once per worker. Per batch:
+
+1. static features (age, sex) for patients not in the in-process cache come from the Feast
+   online store in one call; cached for `cache_ttl_s` (they do not change during a stay);
+2. both models score the whole batch (onnxruntime, one call each);
+3. the batch's stream features, the latest per patient, are staged and pushed to the online
+   store every `push_interval_s` in one call (Feast's push is fast only in batches);
+4. every `roles_check_s`, roles.json is checked and changed roles are loaded (no restart).
+
+Latency is the wall time of steps 1-3 for the batch (a push included when one was due),
+recorded on every score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from feature_store.definitions import FEATURES, STATIC_FEATURES, STREAM_FEATURES
+from training.registry import Registry, Version
+
+OUTPUT_COLUMNS = (
+    "champion_version",
+    "champion_risk",
+    "champion_threshold",
+    "challenger_version",
+    "challenger_risk",
+    "challenger_threshold",
+    "features_missing",
+    "latency_ms",
+)
+
+
+@dataclass
+class Model:
+    version: Version
+    session: ort.InferenceSession
+
+    @classmethod
+    def load(cls, v: Version) -> Model:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        return cls(v, ort.InferenceSession(str(v.onnx), opts, providers=["CPUExecutionProvider"]))
+
+    def risk(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        (out,) = self.session.run(None, {"features": x})
+        return np.asarray(out, dtype="float64")
+
+
+@dataclass
+class FeatureSource:
+    """Static features by patient: `lookup(tokens) -> frame indexed by token` (Feast), with an
+    in-process TTL cache; `push(frame)` writes stream features to the online store."""
+
+    lookup: Callable[[list[str]], pd.DataFrame]
+    push: Callable[[pd.DataFrame], None]
+    cache_ttl_s: float = 3600.0
+    push_interval_s: float = 5.0
+    cache: dict[str, tuple[float, np.ndarray[Any, Any]]] = field(default_factory=dict)
+    lookups: int = 0
+    staged: list[pd.DataFrame] = field(default_factory=list)
+    pushed_at: float = 0.0
+
+    def stage(self, latest: pd.DataFrame) -> None:
+        """Queue stream features; push everything queued once `push_interval_s` has passed."""
+        self.staged.append(latest)
+        if time.monotonic() - self.pushed_at >= self.push_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.staged:
+            frame = pd.concat(self.staged, ignore_index=True)
+            frame = frame.sort_values("event_timestamp").groupby("patient_token").tail(1)
+            self.push(frame)
+            self.staged = []
+        self.pushed_at = time.monotonic()
+
+    def static(self, tokens: pd.Series[str]) -> np.ndarray[Any, Any]:
+        now = time.monotonic()
+        unique = pd.unique(tokens)
+        missing = [
+            t for t in unique if (c := self.cache.get(t)) is None or now - c[0] > self.cache_ttl_s
+        ]
+        if missing:
+            self.lookups += 1
+            got = self.lookup(missing)
+            for t in missing:
+                row = got.loc[t].to_numpy(dtype="float64") if t in got.index else None
+                self.cache[t] = (
+                    now,
+                    row if row is not None else np.full(len(STATIC_FEATURES), np.nan),
+                )
+        return np.stack([self.cache[t][1] for t in tokens])
+
+
+class Scorer:
+    def __init__(
+        self,
+        registry: Registry,
+        model_name: str,
+        features: FeatureSource,
+        roles_check_s: float = 30.0,
+    ) -> None:
+        self.registry = registry
+        self.model_name = model_name
+        self.features = features
+        self.roles_check_s = roles_check_s
+        self._stamp = -1.0
+        self._checked = 0.0
+        self.champion: Model | None = None
+        self.challenger: Model | None = None
+        self.reload()
+
+    def reload(self) -> None:
+        stamp = self.registry.roles_stamp(self.model_name)
+        if stamp == self._stamp:
+            return
+        loaded = {m.version.version: m for m in (self.champion, self.challenger) if m}
+        roles = self.registry.roles(self.model_name)
+
+        def model(role: str) -> Model | None:
+            v = roles.get(role)
+            if v is None:
+                return None
+            return loaded.get(v) or Model.load(self.registry.get(self.model_name, v))
+
+        self.champion, self.challenger = model("champion"), model("challenger")
+        self._stamp = stamp
+
+    def score(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """batch: patient_token, event_time and STREAM_FEATURES (NaN = unknown) → OUTPUT_COLUMNS."""
+        t0 = time.perf_counter()
+        if t0 - self._checked > self.roles_check_s:
+            self.reload()
+            self._checked = t0
+        n = len(batch)
+        stream = batch[list(STREAM_FEATURES)].to_numpy(dtype="float64")
+        static = self.features.static(batch["patient_token"])
+        x = np.concatenate([stream, static], axis=1).astype("float32")
+        out = pd.DataFrame(index=batch.index)
+        out["features_missing"] = np.isnan(x).sum(axis=1).astype("int32")
+        for role, m in (("champion", self.champion), ("challenger", self.challenger)):
+            out[f"{role}_version"] = m.version.version if m else None
+            out[f"{role}_risk"] = m.risk(x) if m else np.full(n, np.nan)
+            out[f"{role}_threshold"] = m.version.threshold if m else np.nan
+        latest = batch.sort_values("event_time").groupby("patient_token", sort=False).tail(1)
+        self.features.stage(
+            latest.rename(columns={"event_time": "event_timestamp"})[
+                ["patient_token", "event_timestamp", *STREAM_FEATURES]
+            ]
+        )
+        out["latency_ms"] = (time.perf_counter() - t0) * 1000.0
+        return out[list(OUTPUT_COLUMNS)]
+
+
+def feast_source(
+    feast_dir: Path, online: str, cache_ttl_s: float, push_interval_s: float = 5.0
+) -> FeatureSource:
+    from feature_store import repo  # importing feast takes seconds: only where it is used
+
+    store = repo.open_store(feast_dir, online)
+    return FeatureSource(
+        lookup=lambda tokens: repo.online_static(store, tokens),
+        push=lambda frame: repo.push_stream(store, frame),
+        cache_ttl_s=cache_ttl_s,
+        push_interval_s=push_interval_s,
+    )
+
+
+assert (*STREAM_FEATURES, *STATIC_FEATURES) == FEATURES
