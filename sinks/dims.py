@@ -63,7 +63,7 @@ def model_versions(registry: Any, model: str) -> list[ModelVersionRow]:
     """dim_model_version rows for every version in a training.registry.Registry, with the role
     each holds now (retired: none)."""
     roles = {v: r for r, v in registry.roles(model).items()}
-    since = {}
+    since: dict[tuple[str, str], str] = {}
     for entry in registry.history(model):
         for role, version in entry["roles"].items():
             since.setdefault((role, version), entry["at"])
