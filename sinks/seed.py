@@ -43,7 +43,7 @@ from schemas import load_schema
 from sinks import clickhouse, dims
 from udfs import lifecycle
 from udfs.census import SURGE_LABELS, AdtEvent, Delta, PatientPlacement
-from udfs.sepsis import SCORE_COLUMNS, screen
+from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS, screen_row
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -256,22 +256,9 @@ def _opt(x: float) -> float | None:
 def screens(obs: pd.DataFrame) -> pd.DataFrame:
     """sepsis_screen rows (record_kind 'vitals') with the four scores from udfs.sepsis."""
     params = [f for f in obs.columns if f in {*VITALS.values(), *LABS.values()} and f != "dbp_mmhg"]
-    scored = []
-    for vals in zip(*(obs[p].to_numpy() for p in params), strict=True):
-        s = screen(**{p: _opt(v) for p, v in zip(params, vals, strict=True)})  # type: ignore[arg-type]
-        scored.append(
-            (
-                s.news2.score,
-                s.news2.params_scored,
-                s.news2.red_flag,
-                s.sirs.met,
-                s.sirs.known,
-                s.qsofa.score,
-                s.qsofa.known,
-                s.sofa.score,
-                s.sofa.known,
-            )
-        )
+    missing = np.full(len(obs), np.nan)
+    columns = [obs[p].to_numpy() if p in obs else missing for p in STATE_PARAMS]
+    scored = [screen_row(*map(_opt, values)) for values in zip(*columns, strict=True)]
     out = obs.copy()
     out[list(SCORE_COLUMNS)] = pd.DataFrame(scored, index=obs.index, columns=list(SCORE_COLUMNS))
     out["record_id"] = [_md5(t, m) for t, m in zip(out.patient_token, out.event_ms, strict=True)]
@@ -460,6 +447,17 @@ def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=load_schema("deadletter.v1").field_names)
 
 
+def _version(
+    version: str, role: str, *, registered_days: int, role_days: int, auroc: float
+) -> dims.ModelVersionRow:
+    t0 = adt_generator.START
+    return dims.ModelVersionRow(
+        MODEL, version, role, t0 - timedelta(days=registered_days),
+        t0 - timedelta(days=role_days), 0.3, auroc, 0.11, 0.38,
+        _md5("train", version), _md5("onnx", version),
+    )  # fmt: skip
+
+
 @dataclass
 class Warehouse:
     tables: dict[str, pd.DataFrame]
@@ -476,34 +474,9 @@ def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
     scr = screens(observations(census.stays, Physiology(physionet), plan.seed))
     alerts = alert_events(scr, census.discharges, plan.end_ms)
     start_ms = _ms(adt_generator.START)
-    t0 = adt_generator.START
     versions = [
-        dims.ModelVersionRow(
-            MODEL,
-            CHAMPION,
-            "champion",
-            t0 - timedelta(days=60),
-            t0 - timedelta(days=30),
-            0.30,
-            0.81,
-            0.11,
-            0.38,
-            _md5("train", 3),
-            _md5("onnx", 3),
-        ),
-        dims.ModelVersionRow(
-            MODEL,
-            CHALLENGER,
-            "challenger",
-            t0 - timedelta(days=5),
-            t0 - timedelta(days=5),
-            0.28,
-            0.83,
-            0.12,
-            0.41,
-            _md5("train", 4),
-            _md5("onnx", 4),
-        ),
+        _version(CHAMPION, "champion", registered_days=60, role_days=30, auroc=0.81),
+        _version(CHALLENGER, "challenger", registered_days=5, role_days=5, auroc=0.83),
     ]
     tables = {
         "adt_events": pd.DataFrame(adt),
