@@ -115,6 +115,7 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         "WARDFLOW_CHECKPOINT_DIR": str(root),
         "WARDFLOW_CHECKPOINT_INTERVAL_S": "1",
         "WARDFLOW_SOURCE_IDLE_TIMEOUT_S": "5",
+        "WARDFLOW_SCORING": "0",  # the rules' alerts, against the rules-only reference
     }
     seed = os.environ.get("WARDFLOW_FAULT_SEED", str(time.time_ns()))
     rng = random.Random(seed)
