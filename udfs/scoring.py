@@ -17,6 +17,7 @@ recorded on every score.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import pandas as pd
 from feature_store.definitions import FEATURES, STATIC_FEATURES, STREAM_FEATURES
 from training.registry import Registry, Version
 
+log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = (
     "champion_version",
     "champion_risk",
@@ -61,7 +63,12 @@ class Model:
 @dataclass
 class FeatureSource:
     """Static features by patient: `lookup(tokens) -> frame indexed by token` (Feast), with an
-    in-process TTL cache; `push(frame)` writes stream features to the online store."""
+    in-process TTL cache; `push(frame)` writes stream features to the online store.
+
+    An online store that fails does not stop scoring: a failed lookup leaves those patients'
+    static features unknown for this batch (imputed by the model, counted in
+    `features_missing`, asked again next batch); a failed push keeps the latest features per
+    patient for the next attempt. `failures` counts both."""
 
     lookup: Callable[[list[str]], pd.DataFrame]
     push: Callable[[pd.DataFrame], None]
@@ -69,6 +76,7 @@ class FeatureSource:
     push_interval_s: float = 5.0
     cache: dict[str, tuple[float, np.ndarray[Any, Any]]] = field(default_factory=dict)
     lookups: int = 0
+    failures: int = 0
     staged: list[pd.DataFrame] = field(default_factory=list)
     pushed_at: float = 0.0
 
@@ -82,25 +90,37 @@ class FeatureSource:
         if self.staged:
             frame = pd.concat(self.staged, ignore_index=True)
             frame = frame.sort_values("event_timestamp").groupby("patient_token").tail(1)
-            self.push(frame)
-            self.staged = []
+            try:
+                self.push(frame)
+                self.staged = []
+            except Exception as e:
+                self.failures += 1
+                self.staged = [frame]
+                log.warning(
+                    "feature push failed (%s rows kept for the next one): %s", len(frame), e
+                )
         self.pushed_at = time.monotonic()
 
     def static(self, tokens: pd.Series[str]) -> np.ndarray[Any, Any]:
         now = time.monotonic()
-        unique = pd.unique(tokens)
+        unknown = np.full(len(STATIC_FEATURES), np.nan)
         missing = [
-            t for t in unique if (c := self.cache.get(t)) is None or now - c[0] > self.cache_ttl_s
+            t
+            for t in pd.unique(tokens)
+            if (c := self.cache.get(t)) is None or now - c[0] > self.cache_ttl_s
         ]
         if missing:
             self.lookups += 1
-            got = self.lookup(missing)
+            try:
+                got = self.lookup(missing)
+            except Exception as e:
+                self.failures += 1
+                log.warning("static feature lookup failed for %s patients: %s", len(missing), e)
+                fresh = {t: c[1] for t, c in self.cache.items() if t not in missing}
+                return np.stack([fresh.get(t, unknown) for t in tokens])
             for t in missing:
-                row = got.loc[t].to_numpy(dtype="float64") if t in got.index else None
-                self.cache[t] = (
-                    now,
-                    row if row is not None else np.full(len(STATIC_FEATURES), np.nan),
-                )
+                row = got.loc[t].to_numpy(dtype="float64") if t in got.index else unknown
+                self.cache[t] = (now, row)
         return np.stack([self.cache[t][1] for t in tokens])
 
 

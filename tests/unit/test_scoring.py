@@ -120,3 +120,41 @@ def test_a_promotion_takes_effect_without_a_restart(
     assert set(out["champion_version"]) == {"3"} and set(out["challenger_version"]) == {"2"}
     registry.rollback(MODEL)
     assert set(scorer.score(sample.head(5))["champion_version"]) == {"1"}
+
+
+def _refused(*_: Any) -> Any:
+    raise ConnectionError("online store unreachable")
+
+
+def test_an_unreachable_online_store_leaves_static_features_unknown_and_scoring_goes_on(
+    registry: Registry, sample: pd.DataFrame
+) -> None:
+    down = FeatureSource(lookup=_refused, push=_refused, push_interval_s=0.0)
+    out = Scorer(registry, MODEL, down).score(sample.head(50))
+    x = sample.head(50)[list(FEATURES)].to_numpy(dtype=np.float32)
+    x[:, -2:] = np.nan
+    np.testing.assert_allclose(out["champion_risk"], _onnx(registry, "1", x), rtol=1e-6)
+    assert down.failures == 2  # one lookup, one push
+    assert down.cache == {}  # asked again next batch
+    assert len(down.staged) == 1 and len(down.staged[0]) == sample.head(50).patient_token.nunique()
+
+
+def test_a_failed_push_is_retried_with_the_latest_features_per_patient(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    push = source.push
+    source.push, source.push_interval_s = _refused, 0.0
+    scorer = Scorer(registry, MODEL, source)
+    scorer.score(sample.head(100))
+    scorer.score(sample.iloc[100:200])
+    assert source.failures == 2
+    source.push = push
+    scorer.score(sample.iloc[200:300])
+    assert source.staged == []
+    store = repo.open_store(tmp_path / "feast", "sqlite")
+    first = sample.head(300).sort_values("event_time").groupby("patient_token").tail(1)
+    got = store.get_online_features(
+        features=[f"{repo.STREAM_VIEW}:hours_since_first_record"],
+        entity_rows=[{"patient_token": t} for t in first.patient_token],
+    ).to_df()
+    np.testing.assert_allclose(got["hours_since_first_record"], first["hours_since_first_record"])
