@@ -6,6 +6,9 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
        └─ union per patient → event-time OVER window: last valid value of each parameter
           (udfs.sepsis.VALIDITY_H, never across a discharge) → scores (Python UDTF)
             ├─ screened state ──────────────────────── sepsis.screen topic
+            ├─ with scoring (jobs/sepsis_scoring.py): stream features → ONNX champion and
+            │  shadow challenger (vectorised UDF, Feast static features) ── sepsis.score topic;
+            │  champion risk ≥ threshold → hits of rule model_sepsis_risk
             └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
                  └─ keyed state + timers: raise → escalate → resolve ── alert.v2 topic
 """

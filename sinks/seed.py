@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ from jobs.replay import LABS, SAMPLE, VITALS
 from jobs.settings import Settings
 from schemas import load_schema
 from sinks import clickhouse, dims
+from training.features import measurements
 from udfs import lifecycle
 from udfs.census import SURGE_LABELS, AdtEvent, Delta, PatientPlacement
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS, screen_row
@@ -188,15 +189,13 @@ def census_rows(deltas: list[Delta], capacity: Capacity) -> tuple[pd.DataFrame, 
 
 
 class Physiology:
-    """PhysioNet rows per patient, values carried forward (the state the screening job keeps)."""
-
-    COLUMNS: ClassVar[dict[str, str]] = {**VITALS, **LABS}
+    """PhysioNet rows per patient, as the job would accept them (training.features
+    .measurements: a record with an implausible value is unknown whole), carried forward."""
 
     def __init__(self, df: pd.DataFrame) -> None:
-        df = df.sort_values(["patient_id", "hour"])
-        cols = [c for c in self.COLUMNS if c in df]
-        filled = df.groupby("patient_id")[cols].ffill()
-        self.fields = [self.COLUMNS[c] for c in cols]
+        df = df.sort_values(["patient_id", "hour"]).reset_index(drop=True)
+        filled = measurements(df).groupby(df["patient_id"]).ffill()
+        self.fields = list(filled.columns)
         self.values = filled.to_numpy(dtype="float64")
         sizes = df.groupby("patient_id", sort=True).size().to_numpy()
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -242,10 +241,6 @@ def observations(stays: pd.DataFrame, phys: Physiology, seed: int) -> pd.DataFra
     obs = pd.concat(parts, ignore_index=True).sort_values(["event_ms", "patient_token"])
     values = pd.DataFrame(phys.values[obs.row.to_numpy()], columns=phys.fields)
     obs = pd.concat([obs.drop(columns="row").reset_index(drop=True), values], axis=1)
-    for f in load_schema("vitals.observation.v1").fields + load_schema("labs.result.v1").fields:
-        if f.name in obs and f.value_range:  # what the job would dead-letter, left unknown here
-            lo, hi = f.value_range
-            obs[f.name] = obs[f.name].where(obs[f.name].between(lo, hi))
     return obs.astype({f: "float64" for f in phys.fields})
 
 
