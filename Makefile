@@ -20,12 +20,12 @@ stop:
 	$(SERVICES) stop all
 
 demo: venv
-	$(BIN)/python -m jobs.demo
+	$(BIN)/python -m deploy.local.demo
 
 # The bed census over generated multi-site ADT traffic (MIMIC=1: the MIMIC-IV demo's transfers).
 census-demo: venv
 	$(SERVICES) start kafka
-	$(BIN)/python -m jobs.census_demo $(if $(MIMIC),--mimic)
+	$(BIN)/python -m deploy.local.census_demo $(if $(MIMIC),--mimic)
 
 # Train the sepsis risk model (PhysioNet 2019 format: FILE=…, set A by default), write its
 # validation report, register it if its subgroup gate passes (the first version is champion).
@@ -78,7 +78,7 @@ bench: venv
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv
 	$(SERVICES) start kafka
-	$(BIN)/python -m jobs.evaluate_screen $(if $(FILE),--file $(FILE)) $(if $(PATIENTS),--patients $(PATIENTS))
+	$(BIN)/python -m training.evaluate_rules $(if $(FILE),--file $(FILE)) $(if $(PATIENTS),--patients $(PATIENTS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,5 +1,5 @@
 """Bed-census benchmark: throughput and end-to-end latency of the census job on generated
-multi-site ADT traffic (jobs.adt_generator: 12 facilities × 500 beds by default).
+multi-site ADT traffic (jobs.feeds.adt_generator: 12 facilities × 500 beds by default).
 
 Throughput: all events of `--days` are pre-loaded; the job runs bounded while the end offsets of
 census.event (one record per accepted ADT event) are sampled. Sustained rate = 80 % of N /
@@ -29,30 +29,31 @@ from pathlib import Path
 from typing import Any
 
 from bench.sampling import first_reaching, sampled_run, sustained_rate
-from jobs import adt_generator, bed_census, kafka_io, replay
+from jobs import bed_census
 from jobs.bed_census import ADT, OUTPUT_TOPICS
-from jobs.capacity import Capacity
-from jobs.flink_env import stream_table_env
-from jobs.settings import Settings
-from schemas import load_schema
-from udfs import codec
+from jobs.feeds import adt_generator, replay
+from jobs.runtime import kafka_io
+from jobs.runtime.flink_env import stream_table_env
+from schemas import codec, load_schema, topics
+from schemas.capacity import Capacity
+from schemas.settings import Settings
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
 def _sampled_run(settings: Settings, prefix: str, n: int) -> dict[str, Any]:
-    out_topic = prefix + "census.event.v1"
+    out_topic = prefix + topics.CENSUS_EVENT.name
     samples, drained = sampled_run(
         settings, out_topic, lambda: bed_census.run(settings, prefix=prefix, bounded=True)
     )
     applied = kafka_io.count_records(settings, out_topic)
-    dead = kafka_io.count_records(settings, prefix + "deadletter.v1")
+    dead = kafka_io.count_records(settings, prefix + topics.DEAD_LETTER.name)
     return {
         "events": n,
         "census_events": applied,
         "dead_lettered": dead,
-        "census_rows": kafka_io.count_records(settings, prefix + "census.unit.v1"),
-        "flow_rows": kafka_io.count_records(settings, prefix + "census.flow.v1"),
+        "census_rows": kafka_io.count_records(settings, prefix + topics.CENSUS_UNIT.name),
+        "flow_rows": kafka_io.count_records(settings, prefix + topics.CENSUS_FLOW.name),
         "sustained_events_per_s": round(sustained_rate(samples, applied)),
         "first_output_s": round(first_reaching(samples, 1), 1),
         "drained_s": round(drained, 1),
@@ -63,7 +64,7 @@ def _sampled_run(settings: Settings, prefix: str, n: int) -> dict[str, Any]:
 def _latency(
     settings: Settings, prefix: str, evs: list[dict[str, Any]], speedup: float
 ) -> dict[str, Any]:
-    census_schema = load_schema("census.unit.v1")
+    census_schema = topics.CENSUS_UNIT.schema
     adt_schema = load_schema(ADT)
     seen: dict[tuple[str, int], float] = {}
 
@@ -72,7 +73,7 @@ def _latency(
         if isinstance(rec, dict) and rec["scope"] == "facility":
             seen.setdefault((rec["facility_id"], codec.epoch_ms(rec["window_end"])), at)
 
-    watcher = kafka_io.TopicWatcher(settings, [prefix + "census.unit.v1"], on_value)
+    watcher = kafka_io.TopicWatcher(settings, [prefix + topics.CENSUS_UNIT.name], on_value)
     env, _ = _unbounded(settings, prefix)
     client = env.execute_async("bench-census-latency")
     p = kafka_io.producer(settings, **{"linger.ms": 2})

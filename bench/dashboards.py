@@ -1,5 +1,5 @@
 """Dashboard benchmark: every panel's query, macros and variables expanded as Grafana would send
-them, timed on a warehouse at the seed's scale (sinks.seed: 12 facilities × 500 beds, 30 days:
+them, timed on a warehouse at the seed's scale (grafana.seed: 12 facilities × 500 beds, 30 days:
 minute rollups, census, alerts, scores) in embedded ClickHouse (chdb) or CLICKHOUSE_URL.
 
 Each panel runs once to warm caches, then `--runs` times; p50/p95 are over those runs. Ranges
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grafana import run
+from grafana import run, seed
 from grafana.specs import DASHBOARDS, NURSE_BOARD
-from jobs.settings import Settings
-from sinks import clickhouse, seed
+from schemas.settings import Settings
+from sinks import clickhouse
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pyflink.table import StatementSet, TableEnvironment
 
+from jobs.runtime.tables import KafkaTable, avro_sink_ddl, avro_source_ddl
 from jobs.sepsis_news2 import RULE_ID, RULE_VERSION, SUSTAINED_READINGS, SUSTAINED_WITHIN_H
-from jobs.settings import Settings
-from jobs.tables import KafkaTable, avro_sink_ddl, avro_source_ddl
+from schemas import topics
+from schemas.settings import Settings
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
 
 
@@ -45,7 +46,7 @@ def create_tables(
 ) -> None:
     src = KafkaTable.of(
         settings,
-        "vitals.observation.v1",
+        topics.VITALS_OBSERVATION.name,
         prefix=in_prefix,
         bounded=bounded,
         group_id=f"{out_prefix}java-baseline",
@@ -53,13 +54,13 @@ def create_tables(
     t_env.execute_sql(
         avro_source_ddl(
             "j_vitals",
-            "vitals.observation.v1",
+            topics.VITALS_OBSERVATION.name,
             src,
             rowtime="event_time",
             watermark_delay_s=settings.max_out_of_orderness_s,
         )
     )
-    for name, topic in (("j_news2", "vitals.news2.v1"), ("j_alerts", "alert.v1")):
+    for name, topic in (("j_news2", topics.VITALS_NEWS2.name), ("j_alerts", topics.ALERT_V1.name)):
         t_env.execute_sql(
             avro_sink_ddl(name, topic, KafkaTable.of(settings, topic, prefix=out_prefix))
         )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
-from jobs.settings import Settings
+from schemas.settings import Settings
 
 
 def sampled_run(

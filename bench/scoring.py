@@ -29,10 +29,14 @@ import pandas as pd
 
 from bench.sampling import sampled_run, sustained_rate
 from feature_store import repo
-from jobs import kafka_io, replay, sepsis_screen
-from jobs.settings import Settings
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import topics
+from schemas.settings import Settings
 from training.features import hourly_features
-from training.registry import Registry, bootstrap
+from training.registry import bootstrap
+from udfs.registry import Registry
 from udfs.scoring import Scorer, feast_source
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -122,10 +126,10 @@ def job_throughput(settings: Settings, tmp: Path, patients: int) -> dict[str, An
             store = repo.open_store(s.feast_dir, s.feast_online_store)
             repo.push_static(store, replay.static_features(chosen, plan, s.phi_key, source))
         prefix = f"bench-sc-{uuid.uuid4().hex[:6]}."
-        topics = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
-        kafka_io.ensure_topics(s, topics, prefix=prefix)
+        topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+        kafka_io.ensure_topics(s, topic_names, prefix=prefix)
         n = replay.produce_stream(s, items, prefix=prefix, progress=False)
-        out_topic = prefix + "sepsis.screen.v1"
+        out_topic = prefix + topics.SEPSIS_SCREEN.name
 
         def job(s: Settings = s, p: str = prefix) -> None:
             sepsis_screen.run(s, prefix=p, bounded=True)
@@ -135,12 +139,12 @@ def job_throughput(settings: Settings, tmp: Path, patients: int) -> dict[str, An
         results["scoring_on" if scoring else "scoring_off"] = {
             "records": n,
             "screened": screened,
-            "scores": kafka_io.count_records(s, prefix + "sepsis.score.v1"),
+            "scores": kafka_io.count_records(s, prefix + topics.SEPSIS_SCORE.name),
             "sustained_screened_per_s": round(sustained_rate(samples, screened)),
             "drained_s": round(drained, 1),
         }
         print(results, flush=True)
-        kafka_io.delete_topics(s, topics, prefix=prefix)
+        kafka_io.delete_topics(s, topic_names, prefix=prefix)
     on, off = results["scoring_on"], results["scoring_off"]
     results["ratio_on_off_sustained"] = round(
         on["sustained_screened_per_s"] / off["sustained_screened_per_s"], 2

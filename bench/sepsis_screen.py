@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.sampling import first_reaching, sampled_run, sustained_rate
-from jobs import kafka_io, replay, sepsis_screen
-from jobs.settings import Settings
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import topics
+from schemas.settings import Settings
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -36,19 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     kafka_io.wait_for_broker(settings)
     prefix = f"bench-screen-{uuid.uuid4().hex[:6]}."
-    topics = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
-    kafka_io.ensure_topics(settings, topics, prefix=prefix)
+    topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    kafka_io.ensure_topics(settings, topic_names, prefix=prefix)
     df, source = replay.load_physionet(None, settings)
     plan = replay.ReplayPlan(patients=a.patients)
     items = replay.clinical_stream(replay.select_patients(df, plan), plan, settings.phi_key, source)
     n = replay.produce_stream(settings, items, prefix=prefix, progress=False)
 
-    out_topic = prefix + "sepsis.screen.v1"
+    out_topic = prefix + topics.SEPSIS_SCREEN.name
     samples, drained = sampled_run(
         settings, out_topic, lambda: sepsis_screen.run(settings, prefix=prefix, bounded=True)
     )
     screened = kafka_io.count_records(settings, out_topic)
-    dead = kafka_io.count_records(settings, prefix + "deadletter.v1")
+    dead = kafka_io.count_records(settings, prefix + topics.DEAD_LETTER.name)
 
     result: dict[str, Any] = {
         "machine": {
@@ -60,13 +63,13 @@ def main(argv: list[str] | None = None) -> None:
         "records": n,
         "screened": screened,
         "dead_lettered": dead,
-        "alert_events": kafka_io.count_records(settings, prefix + "alert.v2"),
+        "alert_events": kafka_io.count_records(settings, prefix + topics.ALERT_V2.name),
         "sustained_screened_per_s": round(sustained_rate(samples, screened)),
         "first_output_s": round(first_reaching(samples, 1), 1),
         "drained_s": round(drained, 1),
         "records_per_s_end_to_end": round(n / drained),
     }
-    kafka_io.delete_topics(settings, topics, prefix=prefix)
+    kafka_io.delete_topics(settings, topic_names, prefix=prefix)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -26,11 +26,12 @@ from confluent_kafka import Consumer, TopicPartition
 from pyflink.table import TableResult
 
 from bench import java_baseline
-from jobs import kafka_io, replay, sepsis_news2
-from jobs.flink_env import table_env
-from jobs.settings import Settings
-from schemas import load_schema
-from udfs import codec
+from jobs import sepsis_news2
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from jobs.runtime.flink_env import table_env
+from schemas import codec, topics
+from schemas.settings import Settings
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -62,7 +63,7 @@ def _offsets_total(c: Consumer, topic: str, parts: list[int]) -> int:
 def throughput(
     settings: Settings, name: str, submit: Callable[[], TableResult], out_prefix: str, n: int
 ) -> Throughput:
-    topic = out_prefix + "vitals.news2.v1"
+    topic = out_prefix + topics.VITALS_NEWS2.name
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sampler"})
     parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
     samples: list[tuple[float, int]] = []
@@ -90,7 +91,7 @@ def throughput(
     if samples[-1][1] < n:
         raise RuntimeError(f"{name}: {samples[-1][1]} of {n} readings reached {topic}")
     t10, t90 = when(0.1), when(0.9)
-    alerts = kafka_io.count_records(settings, out_prefix + "alert.v1")
+    alerts = kafka_io.count_records(settings, out_prefix + topics.ALERT_V1.name)
     return Throughput(name, n, 0.8 * n / max(t90 - t10, 1e-9), wall, when(1 / n), alerts)
 
 
@@ -103,9 +104,9 @@ def latency(
     obs: list[dict[str, Any]],
     rate: int,
 ) -> Latency:
-    schema = load_schema("vitals.observation.v1")
-    alert_schema = load_schema("alert.v1")
-    topic = in_prefix + "vitals.observation.v1"
+    schema = topics.VITALS_OBSERVATION.schema
+    alert_schema = topics.ALERT_V1.schema
+    topic = in_prefix + topics.VITALS_OBSERVATION.name
     produced: dict[str, float] = {}
     seen: dict[str, float] = {}
 
@@ -114,7 +115,7 @@ def latency(
         if isinstance(rec, dict):
             seen[rec["last_observation_id"]] = at
 
-    watcher = kafka_io.TopicWatcher(settings, [out_prefix + "alert.v1"], on_value)
+    watcher = kafka_io.TopicWatcher(settings, [out_prefix + topics.ALERT_V1.name], on_value)
     result = submit(in_prefix)
     p = kafka_io.producer(settings, **{"linger.ms": 2})
     # Warm-up: wait until the job has produced output, so start-up is not counted.
@@ -129,7 +130,7 @@ def latency(
         )
     p.flush_or_raise()
     deadline = time.monotonic() + 120
-    while kafka_io.count_records(settings, out_prefix + "vitals.news2.v1") < len(warm):
+    while kafka_io.count_records(settings, out_prefix + topics.VITALS_NEWS2.name) < len(warm):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} produced no output within 120 s")
         time.sleep(0.2)
@@ -181,14 +182,18 @@ def main(argv: list[str] | None = None) -> None:
         settings.phi_key,
         source,
     )
-    observation = load_schema("vitals.observation.v1")
+    observation = topics.VITALS_OBSERVATION.schema
     obs = [o for o in obs if codec.validate(observation, o) is None]  # the baseline has no DLQ
     kafka_io.ensure_topics(
-        settings, ["vitals.observation.v1", *sepsis_news2.OUTPUT_TOPICS], prefix=run
+        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.OUTPUT_TOPICS], prefix=run
     )
-    n = replay.produce(settings, iter(obs), topic=run + "vitals.observation.v1", progress=False)
+    n = replay.produce(
+        settings, iter(obs), topic=run + topics.VITALS_OBSERVATION.name, progress=False
+    )
     jprefix = "java-" + run
-    kafka_io.ensure_topics(settings, ["vitals.news2.v1", "alert.v1"], prefix=jprefix)
+    kafka_io.ensure_topics(
+        settings, [topics.VITALS_NEWS2.name, topics.ALERT_V1.name], prefix=jprefix
+    )
 
     def java_submit(in_prefix: str, out_prefix: str, bounded: bool) -> TableResult:
         t_env = table_env(settings)
@@ -227,10 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     lp, lj = "lat-py-" + run, "lat-java-" + run
     kafka_io.ensure_topics(
-        settings, ["vitals.observation.v1", *sepsis_news2.OUTPUT_TOPICS], prefix=lp
+        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.OUTPUT_TOPICS], prefix=lp
     )
     kafka_io.ensure_topics(
-        settings, ["vitals.observation.v1", *sepsis_news2.OUTPUT_TOPICS], prefix=lj
+        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.OUTPUT_TOPICS], prefix=lj
     )
     results["latency"] = [
         asdict(

@@ -18,10 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from grafana import build, run
+from grafana import build, run, seed
 from grafana.specs import DASHBOARDS, Dashboard
-from jobs.settings import Settings
-from sinks import clickhouse, seed
+from schemas.settings import Settings
+from sinks import clickhouse
 
 OUT = Path(__file__).resolve().parent / "previews"
 ROW_IN = 0.32  # figure inches per grid row

@@ -21,18 +21,16 @@ from dataclasses import dataclass
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
-from jobs import kafka_io
-from jobs.capacity import ALL_UNITS, Capacity
-from jobs.cli import job_main
-from jobs.flink_env import (
+from jobs.runtime import kafka_io
+from jobs.runtime.cli import job_main
+from jobs.runtime.flink_env import (
     execute,
     plan_once,
     process_by_patient,
     rowtime_from_stream,
     stream_table_env,
 )
-from jobs.settings import Settings
-from jobs.tables import (
+from jobs.runtime.tables import (
     LATE,
     ON_TIME,
     PAYLOAD,
@@ -41,13 +39,21 @@ from jobs.tables import (
     dead_letter_sql,
     late_dead_letter_sql,
 )
+from schemas import topics
+from schemas.capacity import ALL_UNITS, Capacity
+from schemas.settings import Settings
 from udfs.census import SURGE_LABELS
 from udfs.flink import decode_udtf, decoded_columns
 from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 
 STAGE = "bed_census"
-ADT = "adt.event.v1"
-OUTPUT_TOPICS = ["census.unit.v1", "census.flow.v1", "census.event.v1", "deadletter.v1"]
+ADT = topics.ADT_EVENT.name
+OUTPUT_TOPICS = [
+    topics.CENSUS_UNIT.name,
+    topics.CENSUS_FLOW.name,
+    topics.CENSUS_EVENT.name,
+    topics.DEAD_LETTER.name,
+]
 EVENT_COLUMNS = (
     "event_id",
     "event_type",
@@ -190,8 +196,12 @@ def create_kafka_tables(
     create_raw_source(
         t_env, settings, t.raw, ADT, prefix=prefix, bounded=bounded, group_id=prefix + STAGE
     )
-    sinks = {t.census: "census.unit.v1", t.flow: "census.flow.v1", t.events: "census.event.v1"}
-    create_sinks(t_env, settings, {**sinks, t.dead_letters: "deadletter.v1"}, prefix=prefix)
+    sinks = {
+        t.census: topics.CENSUS_UNIT.name,
+        t.flow: topics.CENSUS_FLOW.name,
+        t.events: topics.CENSUS_EVENT.name,
+    }
+    create_sinks(t_env, settings, {**sinks, t.dead_letters: topics.DEAD_LETTER.name}, prefix=prefix)
     return t
 
 

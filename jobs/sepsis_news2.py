@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from pyflink.table import StatementSet, TableEnvironment, TableResult
 
-from jobs import kafka_io
-from jobs.cli import job_main
-from jobs.flink_env import table_env
-from jobs.settings import Settings
-from jobs.tables import create_raw_source, create_sinks
+from jobs.runtime import kafka_io
+from jobs.runtime.cli import job_main
+from jobs.runtime.flink_env import table_env
+from jobs.runtime.tables import create_raw_source, create_sinks
+from schemas import topics
+from schemas.settings import Settings
 from udfs.flink import DECODED_COLUMNS, decode_observation_udtf, news2_udf
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
 from udfs.vitals import DECODED_FIELDS
@@ -29,8 +30,8 @@ RULE_VERSION = "1"
 # needs two consecutive readings at or above 5 within 3 hours; matches do not overlap.
 SUSTAINED_READINGS = 2
 SUSTAINED_WITHIN_H = 3
-INPUT_TOPICS = ["vitals.observation.v1"]
-OUTPUT_TOPICS = ["vitals.news2.v1", "alert.v1", "deadletter.v1"]
+INPUT_TOPICS = [topics.VITALS_OBSERVATION.name]
+OUTPUT_TOPICS = [topics.VITALS_NEWS2.name, topics.ALERT_V1.name, topics.DEAD_LETTER.name]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Tables:
     news2: str = "vitals_news2"
     alerts: str = "alerts"
     dead_letters: str = "dead_letters"
-    source_topic: str = "vitals.observation.v1"
+    source_topic: str = topics.VITALS_OBSERVATION.name
 
 
 def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
@@ -129,12 +130,16 @@ def create_kafka_tables(
         t_env,
         settings,
         t.vitals_raw,
-        "vitals.observation.v1",
+        topics.VITALS_OBSERVATION.name,
         prefix=prefix,
         bounded=bounded,
         group_id=prefix + STAGE,
     )
-    sinks = {t.news2: "vitals.news2.v1", t.alerts: "alert.v1", t.dead_letters: "deadletter.v1"}
+    sinks = {
+        t.news2: topics.VITALS_NEWS2.name,
+        t.alerts: topics.ALERT_V1.name,
+        t.dead_letters: topics.DEAD_LETTER.name,
+    }
     create_sinks(t_env, settings, sinks, prefix=prefix)
 
 
@@ -142,7 +147,7 @@ def start(settings: Settings, *, prefix: str = "", bounded: bool = False) -> Tab
     """Submit the job over Kafka topics named `prefix + topic`; returns without waiting."""
     kafka_io.ensure_topics(settings, INPUT_TOPICS + OUTPUT_TOPICS, prefix=prefix)
     t_env = table_env(settings)
-    tables = Tables(source_topic=prefix + "vitals.observation.v1")
+    tables = Tables(source_topic=prefix + topics.VITALS_OBSERVATION.name)
     create_kafka_tables(t_env, settings, tables, prefix=prefix, bounded=bounded)
     return build(t_env, tables).execute()
 

@@ -6,7 +6,7 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
        └─ union per patient → event-time OVER window: last valid value of each parameter
           (udfs.sepsis.VALIDITY_H, never across a discharge) → scores (Python UDTF)
             ├─ screened state ──────────────────────── sepsis.screen topic
-            ├─ with scoring (jobs/sepsis_scoring.py): stream features → ONNX champion and
+            ├─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
             │  shadow challenger (vectorised UDF, Feast static features) ── sepsis.score topic;
             │  champion risk ≥ threshold → hits of rule model_sepsis_risk
             └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
@@ -21,19 +21,10 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from feature_store.definitions import LAB_AGE, LAB_AGE_CAP_H, ROLLING, lab_age_name, rolling_name
-from jobs import kafka_io
-from jobs.cli import job_main
-from jobs.flink_env import execute, plan_once, process_by_patient, stream_table_env
-from jobs.sepsis_rules import RULES
-from jobs.sepsis_scoring import (
-    Scoring,
-    feature_events_sql,
-    model_hits_sql,
-    score_rows_sql,
-    scored_sql,
-)
-from jobs.settings import Settings
-from jobs.tables import (
+from jobs.runtime import kafka_io
+from jobs.runtime.cli import job_main
+from jobs.runtime.flink_env import execute, plan_once, process_by_patient, stream_table_env
+from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
     LATE,
     ON_TIME,
@@ -42,7 +33,16 @@ from jobs.tables import (
     dead_letter_sql,
     late_dead_letter_sql,
 )
-from schemas import load_schema
+from jobs.screening.rules import RULES
+from jobs.screening.scoring import (
+    Scoring,
+    feature_events_sql,
+    model_hits_sql,
+    score_rows_sql,
+    scored_sql,
+)
+from schemas import topics
+from schemas.settings import Settings
 from udfs.flink import (
     ALERT_EVENT_TYPE,
     AlertLifecycle,
@@ -55,14 +55,19 @@ from udfs.sepsis import MAX_VALIDITY_H, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H
 
 STAGE = "sepsis_screen"
 SOURCES = {  # logical name -> (topic, id field)
-    "vitals": ("vitals.observation.v1", "observation_id"),
-    "labs": ("labs.result.v1", "result_id"),
-    "adt": ("adt.event.v1", "event_id"),
+    "vitals": (topics.VITALS_OBSERVATION.name, "observation_id"),
+    "labs": (topics.LABS_RESULT.name, "result_id"),
+    "adt": (topics.ADT_EVENT.name, "event_id"),
 }
 INPUT_TOPICS = [t for t, _ in SOURCES.values()]
-OUTPUT_TOPICS = ["sepsis.screen.v1", "alert.v2", "sepsis.score.v1", "deadletter.v1"]
-SCREEN = load_schema("sepsis.screen.v1")
-SCORE = load_schema("sepsis.score.v1")
+OUTPUT_TOPICS = [
+    topics.SEPSIS_SCREEN.name,
+    topics.ALERT_V2.name,
+    topics.SEPSIS_SCORE.name,
+    topics.DEAD_LETTER.name,
+]
+SCREEN = topics.SEPSIS_SCREEN.schema
+SCORE = topics.SEPSIS_SCORE.schema
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,7 @@ def _state_sql(source: str = "events", features: bool = False) -> str:
 
 def build(t_env: StreamTableEnvironment, t: Tables, scoring: Scoring | None = None) -> None:
     """Define every view up to `screened`, `hits` and `lifecycle_in` (no sinks); with scoring,
-    also `scored` and `score_rows` (jobs/sepsis_scoring.py), the champion's hits joining the
+    also `scored` and `score_rows` (jobs/screening/scoring.py), the champion's hits joining the
     lifecycle as rule `model_sepsis_risk`."""
     for name, raw in t.raw.items():
         _source_views(t_env, name, raw)
@@ -339,9 +344,13 @@ def create_kafka_tables(
         create_raw_source(
             t_env, settings, t.raw[name], topic, prefix=prefix, bounded=bounded, group_id=group
         )
-    sinks = {t.screen: "sepsis.screen.v1", t.alerts: "alert.v2", t.dead_letters: "deadletter.v1"}
+    sinks = {
+        t.screen: topics.SEPSIS_SCREEN.name,
+        t.alerts: topics.ALERT_V2.name,
+        t.dead_letters: topics.DEAD_LETTER.name,
+    }
     if t.scores:
-        sinks[t.scores] = "sepsis.score.v1"
+        sinks[t.scores] = topics.SEPSIS_SCORE.name
     create_sinks(t_env, settings, sinks, prefix=prefix)
     return t
 

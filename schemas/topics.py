@@ -24,100 +24,126 @@ class Topic:
         return load_schema(self.schema_name)
 
 
+VITALS_OBSERVATION = Topic(
+    "vitals.observation.v1",
+    "vitals.observation.v1",
+    "patient_token",
+    3,
+    "Bedside-device vital signs, one record per observation set.",
+)
+
+VITALS_NEWS2 = Topic(
+    "vitals.news2.v1",
+    "vitals.news2.v1",
+    "patient_token",
+    3,
+    "Processed observations with their NEWS2 score.",
+)
+
+ALERT_V1 = Topic(
+    "alert.v1",
+    "alert.v1",
+    "patient_token",
+    3,
+    "Clinical alerts for nurses, paging and EHR consumers.",
+)
+
+LABS_RESULT = Topic(
+    "labs.result.v1",
+    "labs.result.v1",
+    "patient_token",
+    3,
+    "Laboratory results, one record per specimen result set.",
+)
+
+SEPSIS_SCREEN = Topic(
+    "sepsis.screen.v1",
+    "sepsis.screen.v1",
+    "patient_token",
+    3,
+    "Each patient's screened state (valid values and scores) after every input record.",
+)
+
+ALERT_V2 = Topic(
+    "alert.v2",
+    "alert.v2",
+    "patient_token",
+    3,
+    "Alert lifecycle events (raise, escalate, resolve) for nurses, paging and EHR.",
+)
+
+ADT_EVENT = Topic(
+    "adt.event.v1",
+    "adt.event.v1",
+    "patient_token",
+    3,
+    "Canonical admit/discharge/transfer events.",
+)
+
+CENSUS_UNIT = Topic(
+    "census.unit.v1",
+    "census.unit.v1",
+    "facility_id",
+    3,
+    "Bed census per unit and facility at each minute it changed, with surge level.",
+)
+
+CENSUS_FLOW = Topic(
+    "census.flow.v1",
+    "census.flow.v1",
+    "facility_id",
+    3,
+    "Arrivals, discharges, transfers and cancels per unit and facility per hour.",
+)
+
+CENSUS_EVENT = Topic(
+    "census.event.v1",
+    "census.event.v1",
+    "patient_token",
+    3,
+    "Each accepted ADT event with what the bed census made of it.",
+)
+
+ALERT_RESPONSE = Topic(
+    "alert.response.v1",
+    "alert.response.v1",
+    "patient_token",
+    3,
+    "Acknowledgements and sepsis-bundle actions reported back by paging and the EHR.",
+)
+
+SEPSIS_SCORE = Topic(
+    "sepsis.score.v1",
+    "sepsis.score.v1",
+    "patient_token",
+    3,
+    "Model risk scores per screened state, champion and shadow challengers.",
+)
+
+DEAD_LETTER = Topic(
+    "deadletter.v1",
+    "deadletter.v1",
+    "source_topic",
+    1,
+    "Records that could not be processed, with the reason.",
+)
+
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
-        Topic(
-            "vitals.observation.v1",
-            "vitals.observation.v1",
-            "patient_token",
-            3,
-            "Bedside-device vital signs, one record per observation set.",
-        ),
-        Topic(
-            "vitals.news2.v1",
-            "vitals.news2.v1",
-            "patient_token",
-            3,
-            "Processed observations with their NEWS2 score.",
-        ),
-        Topic(
-            "alert.v1",
-            "alert.v1",
-            "patient_token",
-            3,
-            "Clinical alerts for nurses, paging and EHR consumers.",
-        ),
-        Topic(
-            "labs.result.v1",
-            "labs.result.v1",
-            "patient_token",
-            3,
-            "Laboratory results, one record per specimen result set.",
-        ),
-        Topic(
-            "sepsis.screen.v1",
-            "sepsis.screen.v1",
-            "patient_token",
-            3,
-            "Each patient's screened state (valid values and scores) after every input record.",
-        ),
-        Topic(
-            "alert.v2",
-            "alert.v2",
-            "patient_token",
-            3,
-            "Alert lifecycle events (raise, escalate, resolve) for nurses, paging and EHR.",
-        ),
-        Topic(
-            "adt.event.v1",
-            "adt.event.v1",
-            "patient_token",
-            3,
-            "Canonical admit/discharge/transfer events.",
-        ),
-        Topic(
-            "census.unit.v1",
-            "census.unit.v1",
-            "facility_id",
-            3,
-            "Bed census per unit and facility at each minute it changed, with surge level.",
-        ),
-        Topic(
-            "census.flow.v1",
-            "census.flow.v1",
-            "facility_id",
-            3,
-            "Arrivals, discharges, transfers and cancels per unit and facility per hour.",
-        ),
-        Topic(
-            "census.event.v1",
-            "census.event.v1",
-            "patient_token",
-            3,
-            "Each accepted ADT event with what the bed census made of it.",
-        ),
-        Topic(
-            "alert.response.v1",
-            "alert.response.v1",
-            "patient_token",
-            3,
-            "Acknowledgements and sepsis-bundle actions reported back by paging and the EHR.",
-        ),
-        Topic(
-            "sepsis.score.v1",
-            "sepsis.score.v1",
-            "patient_token",
-            3,
-            "Model risk scores per screened state, champion and shadow challengers.",
-        ),
-        Topic(
-            "deadletter.v1",
-            "deadletter.v1",
-            "source_topic",
-            1,
-            "Records that could not be processed, with the reason.",
-        ),
+        VITALS_OBSERVATION,
+        VITALS_NEWS2,
+        ALERT_V1,
+        LABS_RESULT,
+        SEPSIS_SCREEN,
+        ALERT_V2,
+        ADT_EVENT,
+        CENSUS_UNIT,
+        CENSUS_FLOW,
+        CENSUS_EVENT,
+        ALERT_RESPONSE,
+        SEPSIS_SCORE,
+        DEAD_LETTER,
     )
 }
 

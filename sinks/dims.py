@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs.capacity import Capacity
+from schemas.capacity import Capacity
 
 UNIT_TYPES = {"ED": "ed", "ICU": "icu", "HDU": "step_down", "PAED": "paediatric"}
 REGIONS = ("north", "south", "east", "west")

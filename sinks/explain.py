@@ -10,8 +10,8 @@ import argparse
 import json
 from typing import Any
 
-from jobs.sepsis_rules import RULES
-from jobs.settings import Settings
+from jobs.screening.rules import RULES
+from schemas.settings import Settings
 from sinks import clickhouse
 
 

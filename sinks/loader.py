@@ -21,27 +21,27 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from jobs import kafka_io
-from jobs.capacity import Capacity
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs.runtime import kafka_io
+from schemas import codec, load_schema
+from schemas import topics as registry
+from schemas.capacity import Capacity
+from schemas.settings import Settings
 from sinks import clickhouse, dims
-from training.registry import Registry
-from udfs import codec
+from udfs.registry import Registry
 
 # topic (registry name) -> ClickHouse table
 TABLES = {
-    "vitals.news2.v1": "vitals_news2",
-    "alert.v1": "alerts",
-    "sepsis.screen.v1": "sepsis_screen",
-    "alert.v2": "alert_events",
-    "census.unit.v1": "census_unit",
-    "census.flow.v1": "census_flow",
-    "census.event.v1": "census_events",
-    "adt.event.v1": "adt_events",
-    "alert.response.v1": "alert_responses",
-    "sepsis.score.v1": "model_scores",
-    "deadletter.v1": "dead_letters",
+    registry.VITALS_NEWS2.name: "vitals_news2",
+    registry.ALERT_V1.name: "alerts",
+    registry.SEPSIS_SCREEN.name: "sepsis_screen",
+    registry.ALERT_V2.name: "alert_events",
+    registry.CENSUS_UNIT.name: "census_unit",
+    registry.CENSUS_FLOW.name: "census_flow",
+    registry.CENSUS_EVENT.name: "census_events",
+    registry.ADT_EVENT.name: "adt_events",
+    registry.ALERT_RESPONSE.name: "alert_responses",
+    registry.SEPSIS_SCORE.name: "model_scores",
+    registry.DEAD_LETTER.name: "dead_letters",
 }
 META = ("kafka_partition", "kafka_offset", "kafka_topic")
 STAGE = "clickhouse_loader"
@@ -88,10 +88,11 @@ class Loader:
         )
         self.subscribed = list(self.schemas)
         self.consumer.subscribe(self.subscribed, on_assign=self._resume)
-        self.dead_letter_topic = prefix + "deadletter.v1"
-        self.schemas.setdefault(self.dead_letter_topic, load_schema("deadletter.v1"))
+        self.dead_letter_topic = prefix + registry.DEAD_LETTER.name
+        self.schemas.setdefault(self.dead_letter_topic, registry.DEAD_LETTER.schema)
         self.tables.setdefault(
-            self.dead_letter_topic, f"{settings.clickhouse_database}.{TABLES['deadletter.v1']}"
+            self.dead_letter_topic,
+            f"{settings.clickhouse_database}.{TABLES[registry.DEAD_LETTER.name]}",
         )
         self.stats = LoadStats()
         self.resumed: dict[tuple[str, int], int] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.settings import Settings
+from schemas.settings import Settings
 from sinks import clickhouse
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jobs.settings import Settings
+from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def kafka(settings: Settings) -> Settings:
     """The real Apache Kafka broker, started by the repo's own script (a no-op when running)."""
-    from jobs import kafka_io
+    from jobs.runtime import kafka_io
 
     subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "kafka"], check=True)
     kafka_io.wait_for_broker(settings)

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from jobs.sepsis_news2 import RULE_ID, RULE_VERSION, SUSTAINED_READINGS, SUSTAINED_WITHIN_H
-from schemas import load_schema
+from schemas import topics
 
-OBS = load_schema("vitals.observation.v1")
+OBS = topics.VITALS_OBSERVATION.schema
 
 
 def _bands(x: pd.Series, edges: list[float], points: list[int]) -> pd.Series:

@@ -19,15 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from jobs import sepsis_rules as job
-from schemas import load_schema
-from udfs import codec, lifecycle
+from jobs.screening import rules as job
+from schemas import codec, load_schema, topics
+from udfs import lifecycle
 from udfs.news2 import HIGH_RISK_THRESHOLD
 from udfs.sepsis import LACTATE_HIGH_MMOL_L, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H, screen_row
 
-KIND = {"vitals.observation.v1": "vitals", "labs.result.v1": "labs", "adt.event.v1": "adt"}
+KIND = {
+    topics.VITALS_OBSERVATION.name: "vitals",
+    topics.LABS_RESULT.name: "labs",
+    topics.ADT_EVENT.name: "adt",
+}
 ID_FIELD = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
-FLOAT32 = {f.name for f in load_schema("sepsis.screen.v1").fields if f.base == "float"}
+FLOAT32 = {f.name for f in topics.SEPSIS_SCREEN.schema.fields if f.base == "float"}
 
 
 @dataclass

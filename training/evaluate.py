@@ -16,10 +16,10 @@ import onnxruntime as ort
 import pandas as pd
 
 from feature_store.definitions import FEATURES
-from jobs.settings import Settings
+from schemas.settings import Settings
 from training import validation
 from training.features import hourly_features
-from training.registry import Registry, Version
+from udfs.registry import Registry, Version
 
 
 def read_physionet(path: Path) -> pd.DataFrame:

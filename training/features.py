@@ -22,29 +22,8 @@ from feature_store.definitions import (
     lab_age_name,
     rolling_name,
 )
-from jobs.replay import LABS, VITALS
-from schemas import load_schema
+from schemas.physionet import measurements
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H, screen_row
-
-RECORDS = {"vitals.observation.v1": VITALS, "labs.result.v1": LABS}
-
-
-def measurements(df: pd.DataFrame) -> pd.DataFrame:
-    """Measured values per row by feature name (NaN: not measured, or in a rejected record)."""
-    out = pd.DataFrame(index=df.index)
-    for topic, columns in RECORDS.items():
-        ranges = {f.name: f.value_range for f in load_schema(topic).fields}
-        values = pd.DataFrame(
-            {f: df[c].astype("float64") if c in df else np.nan for c, f in columns.items()},
-            index=df.index,
-        )
-        bad = pd.Series(False, index=df.index)
-        for f in values:
-            lo_hi = ranges.get(str(f))
-            if lo_hi is not None:
-                bad |= values[f].notna() & ~values[f].between(*lo_hi)
-        out[list(values)] = values.mask(bad, np.nan)
-    return out
 
 
 def hourly_features(df: pd.DataFrame) -> pd.DataFrame:

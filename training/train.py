@@ -29,11 +29,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from feature_store.definitions import FEATURES, unit_of
-from jobs.settings import Settings
+from schemas.settings import Settings
 from training import validation
 from training.features import hourly_features
 from training.model import SepsisRisk, fit_scaling
-from training.registry import Registry, sha256
+from udfs.registry import Registry, sha256
 
 MODEL_NAME = "sepsis-risk"
 OPSET = 18

@@ -8,7 +8,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from jobs.capacity import Capacity
+from schemas.capacity import Capacity
 from udfs.census import AdtEvent, Delta, Outcome, PatientPlacement
 
 PLACING = ("admit", "transfer", "update")

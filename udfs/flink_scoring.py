@@ -1,8 +1,14 @@
 """The vectorised (pandas) PyFlink UDF around udfs.scoring.Scorer: the registry's models and the
-Feast store are opened once per worker in `open()`, never per record."""
+feature source are opened once per worker in `open()`, never per record.
+
+The job says which stream features it passes (their order is the UDF's arguments after
+patient_token and event_time) and how to open the feature source (a picklable factory, e.g.
+`functools.partial(feature_store.online.feast_source, …)`), so this layer knows no feature
+store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +16,9 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalarFunctionWrapper, udf
 
-from feature_store.definitions import STREAM_FEATURES
-from training.registry import Registry
-from udfs.scoring import OUTPUT_COLUMNS, Scorer, feast_source
+from udfs.registry import Registry
+from udfs.scoring import OUTPUT_COLUMNS, FeatureSource, Scorer
 
-INPUT_COLUMNS = ("patient_token", "event_time", *STREAM_FEATURES)
 RESULT_TYPE = DataTypes.ROW(
     [
         DataTypes.FIELD("champion_version", DataTypes.STRING()),
@@ -32,14 +36,19 @@ assert tuple(f.name for f in RESULT_TYPE.fields) == OUTPUT_COLUMNS
 
 class ScoreBatch(ScalarFunction):  # type: ignore[misc]
     def __init__(
-        self, registry: Path, model_name: str, feast_dir: Path, online: str, cache_ttl_s: float
+        self,
+        stream_features: tuple[str, ...],
+        registry: Path,
+        model_name: str,
+        source: Callable[[], FeatureSource],
     ) -> None:
-        self.args = (registry, model_name, feast_dir, online, cache_ttl_s)
+        self.input_columns = ("patient_token", "event_time", *stream_features)
+        self.args = (registry, model_name, source)
         self.scorer: Scorer | None = None
 
     def open(self, function_context: FunctionContext) -> None:
-        registry, model_name, feast_dir, online, ttl = self.args
-        self.scorer = Scorer(Registry(registry), model_name, feast_source(feast_dir, online, ttl))
+        registry, model_name, source = self.args
+        self.scorer = Scorer(Registry(registry), model_name, source())
 
     def close(self) -> None:
         if self.scorer is not None:
@@ -48,24 +57,23 @@ class ScoreBatch(ScalarFunction):  # type: ignore[misc]
     def eval(self, *columns: pd.Series[Any]) -> pd.DataFrame:
         assert self.scorer is not None
         batch = pd.concat(
-            [c.rename(n) for n, c in zip(INPUT_COLUMNS, columns, strict=True)], axis=1
+            [c.rename(n) for n, c in zip(self.input_columns, columns, strict=True)], axis=1
         )
         return self.scorer.score(batch)
 
 
 def score_udf(
-    registry: Path, model_name: str, feast_dir: Path, online: str, cache_ttl_s: float
+    stream_features: tuple[str, ...],
+    registry: Path,
+    model_name: str,
+    source: Callable[[], FeatureSource],
 ) -> UserDefinedScalarFunctionWrapper:
     types = [DataTypes.STRING(), DataTypes.TIMESTAMP(3)] + [DataTypes.DOUBLE()] * len(
-        STREAM_FEATURES
+        stream_features
     )
     return udf(
-        ScoreBatch(registry, model_name, feast_dir, online, cache_ttl_s),
+        ScoreBatch(stream_features, registry, model_name, source),
         input_types=types,
         result_type=RESULT_TYPE,
         func_type="pandas",
     )
-
-
-def _unused(*_: Any) -> None:  # keep the Any import honest for mypy's strict mode
-    return None

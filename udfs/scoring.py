@@ -28,8 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
-from feature_store.definitions import FEATURES, STATIC_FEATURES, STREAM_FEATURES
-from training.registry import Registry, Version
+from udfs.registry import Registry, Version
 
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = (
@@ -48,6 +47,11 @@ OUTPUT_COLUMNS = (
 class Model:
     version: Version
     session: ort.InferenceSession
+
+    @property
+    def features(self) -> list[str]:
+        """The model's inputs in order, as its spec names them."""
+        return [f["name"] for f in self.version.spec["features"]]
 
     @classmethod
     def load(cls, v: Version) -> Model:
@@ -72,6 +76,7 @@ class FeatureSource:
 
     lookup: Callable[[list[str]], pd.DataFrame]
     push: Callable[[pd.DataFrame], None]
+    static_features: tuple[str, ...] = ()  # what `lookup` returns, in order
     cache_ttl_s: float = 3600.0
     push_interval_s: float = 5.0
     cache: dict[str, tuple[float, np.ndarray[Any, Any]]] = field(default_factory=dict)
@@ -103,7 +108,7 @@ class FeatureSource:
 
     def static(self, tokens: pd.Series[str]) -> np.ndarray[Any, Any]:
         now = time.monotonic()
-        unknown = np.full(len(STATIC_FEATURES), np.nan)
+        unknown = np.full(len(self.static_features), np.nan)
         missing = [
             t
             for t in pd.unique(tokens)
@@ -157,45 +162,52 @@ class Scorer:
 
         self.champion, self.challenger = model("champion"), model("challenger")
         self._stamp = stamp
+        if self.champion is None:
+            log.warning(
+                "%s has no champion in %s: states are scored by no model (no risk, no model "
+                "alerts) until one is promoted",
+                self.model_name,
+                self.registry.root,
+            )
+        else:
+            log.info(
+                "%s: champion %s, challenger %s",
+                self.model_name,
+                self.champion.version.version,
+                self.challenger.version.version if self.challenger else "none",
+            )
 
     def score(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """batch: patient_token, event_time and STREAM_FEATURES (NaN = unknown) → OUTPUT_COLUMNS."""
+        """batch: patient_token, event_time and the models' stream features (NaN = unknown) →
+        OUTPUT_COLUMNS. Each model reads its inputs by the names in its spec: the static ones
+        from the feature source, the rest from the batch."""
         t0 = time.perf_counter()
         if t0 - self._checked > self.roles_check_s:
             self.reload()
             self._checked = t0
         n = len(batch)
-        stream = batch[list(STREAM_FEATURES)].to_numpy(dtype="float64")
-        static = self.features.static(batch["patient_token"])
-        x = np.concatenate([stream, static], axis=1).astype("float32")
+        models = [m for m in (self.champion, self.challenger) if m]
+        static = pd.DataFrame(
+            self.features.static(batch["patient_token"]),
+            columns=list(self.features.static_features),
+            index=batch.index,
+        )
+        stream = list(dict.fromkeys(f for m in models for f in m.features if f not in static))
+        inputs = pd.concat([batch[stream].astype("float64"), static], axis=1)
         out = pd.DataFrame(index=batch.index)
-        out["features_missing"] = np.isnan(x).sum(axis=1).astype("int32")
+        first = models[0].features if models else []
+        out["features_missing"] = inputs[first].isna().sum(axis=1).astype("int32")
         for role, m in (("champion", self.champion), ("challenger", self.challenger)):
             out[f"{role}_version"] = m.version.version if m else None
-            out[f"{role}_risk"] = m.risk(x) if m else np.full(n, np.nan)
+            x = inputs[m.features].to_numpy(dtype="float32") if m else None
+            out[f"{role}_risk"] = m.risk(x) if m and x is not None else np.full(n, np.nan)
             out[f"{role}_threshold"] = m.version.threshold if m else np.nan
-        latest = batch.sort_values("event_time").groupby("patient_token", sort=False).tail(1)
-        self.features.stage(
-            latest.rename(columns={"event_time": "event_timestamp"})[
-                ["patient_token", "event_timestamp", *STREAM_FEATURES]
-            ]
-        )
+        if stream:
+            latest = batch.sort_values("event_time").groupby("patient_token", sort=False).tail(1)
+            self.features.stage(
+                latest.rename(columns={"event_time": "event_timestamp"})[
+                    ["patient_token", "event_timestamp", *stream]
+                ]
+            )
         out["latency_ms"] = (time.perf_counter() - t0) * 1000.0
         return out[list(OUTPUT_COLUMNS)]
-
-
-def feast_source(
-    feast_dir: Path, online: str, cache_ttl_s: float, push_interval_s: float = 5.0
-) -> FeatureSource:
-    from feature_store import repo  # importing feast takes seconds: only where it is used
-
-    store = repo.open_store(feast_dir, online)
-    return FeatureSource(
-        lookup=lambda tokens: repo.online_static(store, tokens),
-        push=lambda frame: repo.push_stream(store, frame),
-        cache_ttl_s=cache_ttl_s,
-        push_interval_s=push_interval_s,
-    )
-
-
-assert (*STREAM_FEATURES, *STATIC_FEATURES) == FEATURES

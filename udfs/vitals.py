@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas import load_schema
+from schemas import codec, topics
 from schemas.avro import AvroField, Schema
-from udfs import codec
 from udfs.news2 import news2
 
-OBSERVATION = load_schema("vitals.observation.v1")
+OBSERVATION = topics.VITALS_OBSERVATION.schema
 
 
 def decoded_fields(schema: Schema) -> tuple[AvroField, ...]:

@@ -10,15 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bed_census, fhir_ingest, hl7_gateway, kafka_io
-from jobs.settings import Settings
+from jobs import bed_census
+from jobs.feeds import fhir_ingest, hl7_gateway
+from jobs.runtime import kafka_io
+from schemas import phi, topics
+from schemas.settings import Settings
 from tests.unit.test_hl7v2 import DATA as HL7_DATA
 from tests.unit.test_hl7v2 import EXPECTED
-from udfs import phi
 
 pytestmark = pytest.mark.integration
 FHIR_DATA = HL7_DATA.parent / "fhir_r4"
-TOPICS = ["adt.event.v1", "vitals.observation.v1", "labs.result.v1", "deadletter.v1"]
+TOPICS = [
+    topics.ADT_EVENT.name,
+    topics.VITALS_OBSERVATION.name,
+    topics.LABS_RESULT.name,
+    topics.DEAD_LETTER.name,
+]
 
 
 @pytest.fixture
@@ -53,12 +60,16 @@ def test_every_hl7_sample_is_acknowledged_and_published_or_dead_lettered(
     refused = sum(v.startswith("refused") for v in EXPECTED.values()) + 1
     n = counts(kafka, prefix)
     assert n == {
-        "adt.event.v1": sum(not v.startswith(("refused", "labs")) for v in EXPECTED.values()),
-        "vitals.observation.v1": 0,
-        "labs.result.v1": 1,
-        "deadletter.v1": refused,
+        topics.ADT_EVENT.name: sum(
+            not v.startswith(("refused", "labs")) for v in EXPECTED.values()
+        ),
+        topics.VITALS_OBSERVATION.name: 0,
+        topics.LABS_RESULT.name: 1,
+        topics.DEAD_LETTER.name: refused,
     }
-    letters = kafka_io.read_records(kafka, prefix + "deadletter.v1", "deadletter.v1")
+    letters = kafka_io.read_records(
+        kafka, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
+    )
     assert {d["stage"] for d in letters} == {"hl7_gateway"}
     a09 = (HL7_DATA / "ADT-A09-01.hl7").read_bytes()
     payloads = {phi.unseal(kafka.phi_key, d["payload"], "hl7_gateway") for d in letters}
@@ -70,9 +81,9 @@ def test_every_fhir_example_is_published_or_dead_lettered(kafka: Settings, prefi
     report = fhir_ingest.ingest(kafka, [FHIR_DATA], prefix=prefix, facility_id="F")
     n = counts(kafka, prefix)
     assert report.resources == report.mapped + sum(report.refused.values())
-    assert n["deadletter.v1"] == sum(report.refused.values())
-    assert n["adt.event.v1"] == report.records["adt.event.v1"] == 3
-    assert n["vitals.observation.v1"] == report.records["vitals.observation.v1"] == 2
+    assert n[topics.DEAD_LETTER.name] == sum(report.refused.values())
+    assert n[topics.ADT_EVENT.name] == report.records[topics.ADT_EVENT.name] == 3
+    assert n[topics.VITALS_OBSERVATION.name] == report.records[topics.VITALS_OBSERVATION.name] == 2
 
 
 def hl7_adt(control: str, trigger: str, when: str, unit: str = "", bed: str = "") -> str:
@@ -107,8 +118,8 @@ def test_hl7_admit_transfer_discharge_and_cancel_reach_the_census(
         server.shutdown()
     assert [ack_code(a) for a in acks] == ["AA"] * 5
     bed_census.run(s, prefix=prefix, bounded=True)
-    census = kafka_io.read_records(s, prefix + "census.unit.v1", "census.unit.v1")
+    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
     latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 1, "ALL": 1}
-    letters = kafka_io.read_records(s, prefix + "deadletter.v1", "deadletter.v1")
+    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
     assert Counter(d["reason_code"] for d in letters) == {"duplicate": 1}

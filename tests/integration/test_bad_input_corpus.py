@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 
-from jobs import bed_census, fhir_ingest, hl7_gateway, kafka_io, replay
-from jobs.settings import Settings
-from schemas import load_schema
-from udfs import codec
+from jobs import bed_census
+from jobs.feeds import fhir_ingest, hl7_gateway, replay
+from jobs.runtime import kafka_io
+from schemas import codec, load_schema, topics
+from schemas.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 MANIFEST: dict[str, dict[str, Any]] = json.loads((CORPUS / "manifest.json").read_text())
-ADT = "adt.event.v1"
+ADT = topics.ADT_EVENT.name
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
@@ -71,7 +72,9 @@ def test_every_hl7_file_gets_its_ack_and_dead_letter_reason(kafka: Settings) -> 
         )
     finally:
         server.shutdown()
-    letters = kafka_io.read_records(kafka, prefix + "deadletter.v1", "deadletter.v1")
+    letters = kafka_io.read_records(
+        kafka, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
+    )
     for name, ack in zip(names, acks, strict=True):
         assert ack.split("\r")[1].split("|")[1] == MANIFEST[name]["ack"], name
     refused = Counter(m["reason"] for n, m in MANIFEST.items() if n in names and m["reason"])
@@ -87,7 +90,7 @@ def test_every_fhir_file_is_mapped_or_refused_with_its_reason(kafka: Settings) -
     want = Counter(m["reason"] for n, m in MANIFEST.items() if n.startswith("fhir/"))
     assert report.mapped == want.pop(None)
     assert report.refused == want
-    assert kafka_io.count_records(kafka, prefix + "deadletter.v1") == sum(want.values())
+    assert kafka_io.count_records(kafka, prefix + topics.DEAD_LETTER.name) == sum(want.values())
     kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)
 
 
@@ -105,10 +108,10 @@ def test_corrupt_and_impossible_adt_records_are_dead_lettered_by_the_census_job(
         replay.produce_raw(p, prefix + ADT, b"k", value, ts)
     p.flush_or_raise(30)
     bed_census.run(s, prefix=prefix, bounded=True)
-    letters = kafka_io.read_records(s, prefix + "deadletter.v1", "deadletter.v1")
-    events = kafka_io.read_records(s, prefix + "census.event.v1", "census.event.v1")
+    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
+    events = kafka_io.read_records(s, prefix + topics.CENSUS_EVENT.name, topics.CENSUS_EVENT.name)
     assert len(cases) == len(events) + len(letters)
     assert Counter(d["reason_code"] for d in letters) == Counter(r for *_, r in cases if r)
-    census = kafka_io.read_records(s, prefix + "census.unit.v1", "census.unit.v1")
+    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
     assert {(c["unit_id"], c["occupied_beds"]) for c in census} == {("4E", 1), ("ALL", 1)}
     kafka_io.delete_topics(s, [ADT, *bed_census.OUTPUT_TOPICS], prefix=prefix)

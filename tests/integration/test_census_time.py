@@ -19,18 +19,19 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from jobs import bed_census, kafka_io, replay
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs import bed_census
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import codec, load_schema, topics
+from schemas.settings import Settings
 from sinks.loader import TABLES, Loader
 from tests import reference_census as ref
-from udfs import codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
-ADT = "adt.event.v1"
+ADT = topics.ADT_EVENT.name
 CAPACITY = {"facilities": {"H": {"ICU": 2, "W4": 3}}}
 
 
@@ -136,7 +137,7 @@ def _job(rows: list[dict], unit: str) -> tuple:
 
 
 def test_census_equals_the_hand_written_stays_at_every_minute_boundary(run: dict) -> None:
-    census = run["census.unit.v1"]
+    census = run[topics.CENSUS_UNIT.name]
     for unit in ("ICU", "W4"):
         assert ref.mismatches(expected(unit), *_job(census, unit)) == [], unit
     assert ref.mismatches(expected(None), *_job(census, "ALL")) == []
@@ -144,29 +145,31 @@ def test_census_equals_the_hand_written_stays_at_every_minute_boundary(run: dict
 
 
 def test_bad_events_are_dead_lettered_with_their_reason_and_counts_add_up(run: dict) -> None:
-    letters = run["deadletter.v1"]
+    letters = run[topics.DEAD_LETTER.name]
     assert Counter(d["reason_code"] for d in letters) == Counter({r: 1 for r in DEAD})
     assert all(d["reason"] and d["stage"] == "bed_census" for d in letters)
-    assert len(PRODUCED) == len(run["census.event.v1"]) + len(letters)
+    assert len(PRODUCED) == len(run[topics.CENSUS_EVENT.name]) + len(letters)
     late = next(d for d in letters if d["reason_code"] == "late")
     assert codec.decode(load_schema(ADT), late["payload"])["event_id"] == "p8-a"
 
 
 def test_a_full_unit_raises_the_surge_level(run: dict) -> None:
-    icu = {r["window_end"]: r for r in run["census.unit.v1"] if r["unit_id"] == "ICU"}
+    icu = {r["window_end"]: r for r in run[topics.CENSUS_UNIT.name] if r["unit_id"] == "ICU"}
     full = icu[T0 + 6 * M]  # p1 and p2 in 2 beds
     assert (full["occupied_beds"], full["occupancy_pct"], full["surge_label"]) == (
         2,
         100.0,
         "critical",
     )
-    w4 = [r for r in run["census.unit.v1"] if r["unit_id"] == "W4"]
+    w4 = [r for r in run[topics.CENSUS_UNIT.name] if r["unit_id"] == "W4"]
     assert max(r["occupied_beds"] for r in w4) == 4 and max(r["surge_level"] for r in w4) == 3
 
 
 def test_hourly_flow_counts_arrivals_discharges_and_cancels(run: dict) -> None:
     flows = {
-        (f["unit_id"], f["window_start"]): f for f in run["census.flow.v1"] if f["scope"] == "unit"
+        (f["unit_id"], f["window_start"]): f
+        for f in run[topics.CENSUS_FLOW.name]
+        if f["scope"] == "unit"
     }
     icu0 = flows[("ICU", T0)]
     assert (icu0["arrivals"], icu0["transfers_out"], icu0["cancels"]) == (4, 1, 1)
@@ -178,14 +181,14 @@ def test_census_loads_into_clickhouse_idempotently_and_answers_as_of_a_time(
     run: dict, clickhouse: Any
 ) -> None:
     db = run["settings"].clickhouse_database
-    topics = {t: TABLES[t] for t in bed_census.OUTPUT_TOPICS}
+    topic_names = {t: TABLES[t] for t in bed_census.OUTPUT_TOPICS}
     for group in ("first", "again"):
         loader = Loader(
-            run["settings"], clickhouse, prefix=run["prefix"], topics=topics, group_id=group
+            run["settings"], clickhouse, prefix=run["prefix"], topics=topic_names, group_id=group
         )
         loader.drain()
         loader.close()
-    for topic in ("census.unit.v1", "census.flow.v1", "census.event.v1"):
+    for topic in (topics.CENSUS_UNIT.name, topics.CENSUS_FLOW.name, topics.CENSUS_EVENT.name):
         n = clickhouse.query(f"SELECT count() FROM {db}.{TABLES[topic]} FINAL").result_rows
         assert n[0][0] == len(run[topic]), topic
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import evaluate_screen, sepsis_rules
-from jobs.settings import Settings
+from jobs.screening import rules as sepsis_rules
+from schemas.settings import Settings
+from training import evaluate_rules as evaluate_screen
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,14 +28,15 @@ from typing import Any
 
 import pytest
 
-from jobs import kafka_io, replay, sepsis_screen
-from jobs.settings import Settings
-from schemas import TOPICS, load_schema
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import TOPICS, codec, load_schema, topics
+from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import Loader
 from tests import reference_screen as ref
 from tests.conftest import REPO
-from udfs import codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,10 +53,10 @@ def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, d
             rec: dict[str, Any] = {f.name: None for f in load_schema(topic).fields if f.nullable}
             rec |= {"patient_token": f"sentinel-{p}", "facility_id": "end", "event_time": at}
             rec |= {"source": "test", "unit_id": "end"}
-            if topic == "adt.event.v1":
+            if topic == topics.ADT_EVENT.name:
                 rec |= {"event_id": f"end-{p}", "event_type": "discharge"}
                 rec |= {"source_message_type": "test", "unit_id": None}
-            elif topic == "labs.result.v1":
+            elif topic == topics.LABS_RESULT.name:
                 rec |= {"result_id": f"end-labs-{p}"}
             else:
                 rec |= {"observation_id": f"end-vitals-{p}", "heart_rate_bpm": 70.0}
@@ -93,8 +94,8 @@ def _wait_for_new_checkpoint(root: Path, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prefix = f"t-eo-{uuid.uuid4().hex[:8]}."
-    topics = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
-    kafka_io.ensure_topics(kafka, topics, prefix=prefix)
+    topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    kafka_io.ensure_topics(kafka, topic_names, prefix=prefix)
     plan = replay.ReplayPlan(patients=PATIENTS, seed=7)
     df, source = replay.load_physionet(None, kafka)
     items = replay.clinical_stream(replay.select_patients(df, plan), plan, kafka.phi_key, source)
@@ -103,7 +104,10 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     rows, events = ref.run([*items, *((t, r) for _, t, r in ends)])
     # The end records move the watermark to just before themselves: they are not screened yet.
     rows = [r for r in rows if not r.patient_token.startswith("sentinel-")]
-    expected = {prefix + "sepsis.screen.v1": len(rows), prefix + "alert.v2": len(events)}
+    expected = {
+        prefix + topics.SEPSIS_SCREEN.name: len(rows),
+        prefix + topics.ALERT_V2.name: len(events),
+    }
 
     root = tmp_path_factory.mktemp("eo-checkpoints")
     log = root / "job.log"
@@ -161,7 +165,7 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     yield {"settings": kafka, "prefix": prefix, "seed": seed, "rows": rows, "events": events}
-    kafka_io.delete_topics(kafka, topics, prefix=prefix)
+    kafka_io.delete_topics(kafka, topic_names, prefix=prefix)
 
 
 def test_committed_alerts_equal_an_uninterrupted_run_none_lost_none_twice(
@@ -169,7 +173,8 @@ def test_committed_alerts_equal_an_uninterrupted_run_none_lost_none_twice(
 ) -> None:
     s, prefix = crashed["settings"], crashed["prefix"]
     got = Counter(
-        r["alert_event_id"] for r in kafka_io.read_records(s, prefix + "alert.v2", "alert.v2")
+        r["alert_event_id"]
+        for r in kafka_io.read_records(s, prefix + topics.ALERT_V2.name, topics.ALERT_V2.name)
     )
     want = Counter(e["alert_event_id"] for e in crashed["events"])
     assert want and max(got.values()) == 1
@@ -180,7 +185,9 @@ def test_committed_screened_states_are_each_written_exactly_once(crashed: dict[s
     s, prefix = crashed["settings"], crashed["prefix"]
     got = Counter(
         r["record_id"]
-        for r in kafka_io.read_records(s, prefix + "sepsis.screen.v1", "sepsis.screen.v1")
+        for r in kafka_io.read_records(
+            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
+        )
     )
     assert got == Counter(r.record_id for r in crashed["rows"])
 
@@ -193,7 +200,7 @@ def test_clickhouse_holds_each_alert_event_once(crashed: dict[str, Any], clickho
     ch.migrate(clickhouse, db)
     for group in ("first", "again"):  # a second load of the same topic changes nothing
         loader = Loader(
-            s, clickhouse, prefix=crashed["prefix"], topics={"alert.v2": "alert_events"},
+            s, clickhouse, prefix=crashed["prefix"], topics={topics.ALERT_V2.name: "alert_events"},
             group_id=group,
         )  # fmt: skip
         loader.drain()

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from jobs import kafka_io
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs.runtime import kafka_io
+from schemas import codec, topics
+from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks import loader
-from udfs import codec
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ def test_an_undecodable_record_on_a_loaded_topic_becomes_a_dead_letter_row(
     ch.migrate(clickhouse, settings.clickhouse_database)
     kafka_io.ensure_topics(kafka, list(loader.TABLES), prefix=prefix)
     t = datetime(2026, 1, 5, 8, tzinfo=UTC)
-    alert = {f: "x" for f in load_schema("alert.v1").field_names} | {
+    alert = {f: "x" for f in topics.ALERT_V1.schema.field_names} | {
         "alert_id": f"{prefix}a1",
         "first_event_time": t,
         "last_event_time": t,
@@ -38,8 +37,10 @@ def test_an_undecodable_record_on_a_loaded_topic_becomes_a_dead_letter_row(
         "score_max": 6,
     }
     p = kafka_io.producer(kafka)
-    p.produce(prefix + "alert.v1", key=b"x", value=codec.encode(load_schema("alert.v1"), alert))
-    p.produce(prefix + "alert.v1", key=b"x", value=b"\x07 not an alert")
+    p.produce(
+        prefix + topics.ALERT_V1.name, key=b"x", value=codec.encode(topics.ALERT_V1.schema, alert)
+    )
+    p.produce(prefix + topics.ALERT_V1.name, key=b"x", value=b"\x07 not an alert")
     p.flush_or_raise(30)
 
     ld = loader.Loader(settings, clickhouse, prefix=prefix)
@@ -47,13 +48,13 @@ def test_an_undecodable_record_on_a_loaded_topic_becomes_a_dead_letter_row(
     ld.close()
 
     db = settings.clickhouse_database
-    assert stats.dead_lettered == {prefix + "alert.v1": 1}
+    assert stats.dead_lettered == {prefix + topics.ALERT_V1.name: 1}
     assert clickhouse.query(
         f"SELECT count() FROM {db}.alerts WHERE alert_id = %(a)s", parameters={"a": f"{prefix}a1"}
     ).result_rows == [(1,)]
     rows = clickhouse.query(
         f"SELECT stage, reason_code, payload FROM {db}.dead_letters WHERE source_topic = %(t)s",
-        parameters={"t": prefix + "alert.v1"},
+        parameters={"t": prefix + topics.ALERT_V1.name},
     ).result_rows
     assert [(s, c) for s, c, _ in rows] == [(loader.STAGE, "undecodable")]
     assert "not an alert" in rows[0][2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.settings import Settings
+from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy/local/services.sh"

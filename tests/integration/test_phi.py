@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from jobs import bed_census, fhir_ingest, hl7_gateway, kafka_io, sepsis_screen
-from jobs.settings import Settings
+from jobs import bed_census, sepsis_screen
+from jobs.feeds import fhir_ingest, hl7_gateway
+from jobs.runtime import kafka_io
+from schemas import phi, topics
+from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import TABLES, Loader
-from udfs import phi
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -130,10 +132,12 @@ def stored(kafka: Settings, clickhouse: Any, tmp_path_factory: pytest.TempPathFa
     loader = Loader(s, clickhouse, prefix=prefix, topics=TABLES)
     loader.drain()
     loader.close()
-    topics = [t for t in kafka_io.admin(s).list_topics(timeout=10).topics if t.startswith(prefix)]
-    yield {"settings": s, "prefix": prefix, "acks": acks, "report": report, "topics": topics}
+    topic_names = [
+        t for t in kafka_io.admin(s).list_topics(timeout=10).topics if t.startswith(prefix)
+    ]
+    yield {"settings": s, "prefix": prefix, "acks": acks, "report": report, "topics": topic_names}
     clickhouse.command(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
-    kafka_io.delete_topics(s, [t.removeprefix(prefix) for t in topics], prefix=prefix)
+    kafka_io.delete_topics(s, [t.removeprefix(prefix) for t in topic_names], prefix=prefix)
 
 
 def test_the_messages_really_named_the_patient_and_were_ingested(stored: dict) -> None:
@@ -152,7 +156,9 @@ def test_no_topic_holds_an_identifier_in_clear(stored: dict) -> None:
 
 def test_dead_letters_keep_the_rejected_input_sealed_for_reprocessing(stored: dict) -> None:
     s = stored["settings"]
-    letters = kafka_io.read_records(s, stored["prefix"] + "deadletter.v1", "deadletter.v1")
+    letters = kafka_io.read_records(
+        s, stored["prefix"] + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
+    )
     edges = [d for d in letters if d["stage"] in ("hl7_gateway", "fhir_ingest")]
     assert {d["stage"] for d in edges} == {"hl7_gateway", "fhir_ingest"}
     for d in edges:

@@ -20,13 +20,16 @@ import pytest
 
 from feature_store import repo
 from feature_store.definitions import FEATURES, STREAM_FEATURES
-from jobs import kafka_io, replay, sepsis_screen
-from jobs.settings import Settings
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import phi, topics
+from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import TABLES, Loader
 from training.features import hourly_features
-from training.registry import Registry, bootstrap
-from udfs import phi
+from training.registry import bootstrap
+from udfs.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,11 +89,11 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def _scores(run: Run) -> pd.DataFrame:
-    return pd.DataFrame(run.topic("sepsis.score.v1"))
+    return pd.DataFrame(run.topic(topics.SEPSIS_SCORE.name))
 
 
 def test_every_vitals_state_is_scored_by_the_champion_and_the_shadow_challenger(run: Run) -> None:
-    states = pd.DataFrame(run.topic("sepsis.screen.v1"))
+    states = pd.DataFrame(run.topic(topics.SEPSIS_SCREEN.name))
     vitals = set(states.loc[states.record_kind == "vitals", "record_id"])
     scores = _scores(run)
     assert set(scores.record_id) == vitals
@@ -116,7 +119,7 @@ def test_the_streams_risk_equals_the_training_codes_risk_for_the_same_patient_ho
 
 
 def test_the_champions_alerts_join_the_alert_lifecycle(run: Run) -> None:
-    events = pd.DataFrame(run.topic("alert.v2"))
+    events = pd.DataFrame(run.topic(topics.ALERT_V2.name))
     model = events[events.rule_id == "model_sepsis_risk"]
     raised = model[model.action == "raise"]
     assert len(raised) > 0 and set(model.rule_version) == {"1"}
@@ -152,7 +155,7 @@ def test_scores_load_into_clickhouse_for_the_ml_ops_dashboard(run: Run, clickhou
         settings,
         clickhouse,
         prefix=run.prefix,
-        topics={"sepsis.score.v1": TABLES["sepsis.score.v1"]},
+        topics={topics.SEPSIS_SCORE.name: TABLES[topics.SEPSIS_SCORE.name]},
     )
     loader.drain()
     loader.close()

@@ -12,13 +12,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from jobs import kafka_io, replay, sepsis_rules, sepsis_screen
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from jobs.screening import rules as sepsis_rules
+from schemas import codec, load_schema, topics
+from schemas.settings import Settings
 from sinks.explain import explain
 from sinks.loader import TABLES, Loader
 from tests import reference_screen as ref
-from udfs import codec
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,8 +62,8 @@ def test_every_record_of_every_input_topic_is_screened_or_dead_lettered(
         kafka_io.count_records(screened.settings, screened.prefix + t)
         for t in sepsis_screen.INPUT_TOPICS
     )
-    out = kafka_io.count_records(screened.settings, screened.prefix + "sepsis.screen.v1")
-    dead = screened.topic("deadletter.v1")
+    out = kafka_io.count_records(screened.settings, screened.prefix + topics.SEPSIS_SCREEN.name)
+    dead = screened.topic(topics.DEAD_LETTER.name)
     assert received == len(screened.items)
     assert out + len(dead) == received
     assert out == len(screened.rows)
@@ -69,7 +71,9 @@ def test_every_record_of_every_input_topic_is_screened_or_dead_lettered(
 
 
 def test_screened_states_equal_the_offline_reference(screened: ScreenRun) -> None:
-    got = pd.DataFrame(screened.topic("sepsis.screen.v1")).set_index("record_id").sort_index()
+    got = (
+        pd.DataFrame(screened.topic(topics.SEPSIS_SCREEN.name)).set_index("record_id").sort_index()
+    )
     want = (
         pd.DataFrame(
             [
@@ -102,7 +106,7 @@ def test_screened_states_equal_the_offline_reference(screened: ScreenRun) -> Non
 
 
 def test_alert_lifecycle_events_equal_the_offline_reference(screened: ScreenRun) -> None:
-    got = screened.topic("alert.v2")
+    got = screened.topic(topics.ALERT_V2.name)
     want = screened.events
     actions = Counter((e["rule_id"], e["action"]) for e in want)
     assert all(actions[(r.rule_id, "raise")] > 0 for r in sepsis_rules.RULES), actions
@@ -124,7 +128,7 @@ def test_alert_lifecycle_events_equal_the_offline_reference(screened: ScreenRun)
 
 def test_every_alert_opens_once_and_closes_once(screened: ScreenRun) -> None:
     by_alert: dict[str, list[dict[str, Any]]] = {}
-    for e in screened.topic("alert.v2"):
+    for e in screened.topic(topics.ALERT_V2.name):
         by_alert.setdefault(e["alert_id"], []).append(e)
     for events in by_alert.values():
         events.sort(key=lambda e: e["sequence"])
@@ -140,13 +144,16 @@ def test_screen_and_alert_lifecycle_load_into_clickhouse_idempotently(
     screened: ScreenRun, clickhouse: Any
 ) -> None:
     db = screened.settings.clickhouse_database
-    topics = {t: TABLES[t] for t in ("sepsis.screen.v1", "alert.v2", "deadletter.v1")}
+    topic_names = {
+        t: TABLES[t]
+        for t in (topics.SEPSIS_SCREEN.name, topics.ALERT_V2.name, topics.DEAD_LETTER.name)
+    }
     for group in ("first", "again"):
         loader = Loader(
             screened.settings,
             clickhouse,
             prefix=screened.prefix,
-            topics=topics,
+            topics=topic_names,
             group_id=f"screen-{group}",
         )
         loader.drain()
@@ -168,7 +175,7 @@ def test_alerts_carry_rule_version_and_the_triggering_values_with_their_times(
     screened: ScreenRun,
 ) -> None:
     versions = {r.rule_id: r.version for r in sepsis_rules.RULES}
-    for e in screened.topic("alert.v2"):
+    for e in screened.topic(topics.ALERT_V2.name):
         assert e["rule_version"] == versions[e["rule_id"]]
         assert e["patient_token"] and e["unit_id"] and e["facility_id"] == replay.FACILITY
         evidence = json.loads(e["evidence_json"])
@@ -184,9 +191,9 @@ def test_every_alert_traces_to_its_rule_version_inputs_and_their_offsets(
     screened: ScreenRun, clickhouse: Any
 ) -> None:
     db = screened.settings.clickhouse_database
-    topics = {t: TABLES[t] for t in ("sepsis.screen.v1", "alert.v2")}
+    topic_names = {t: TABLES[t] for t in (topics.SEPSIS_SCREEN.name, topics.ALERT_V2.name)}
     loader = Loader(
-        screened.settings, clickhouse, prefix=screened.prefix, topics=topics, group_id="audit"
+        screened.settings, clickhouse, prefix=screened.prefix, topics=topic_names, group_id="audit"
     )
     loader.drain()
     loader.close()

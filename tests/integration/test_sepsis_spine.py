@@ -11,17 +11,18 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from jobs import kafka_io, replay, sepsis_news2
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs import sepsis_news2
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import codec, topics
+from schemas.settings import Settings
 from sinks.loader import Loader
 from tests import reference
-from udfs import codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 300
-OBS = load_schema("vitals.observation.v1")
+OBS = topics.VITALS_OBSERVATION.schema
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _bad_records(sample: dict[str, Any]) -> list[tuple[str, str, bytes | None, i
 def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
     settings = kafka
     prefix = f"it-{uuid.uuid4().hex[:8]}."
-    topic = prefix + "vitals.observation.v1"
+    topic = prefix + topics.VITALS_OBSERVATION.name
     kafka_io.ensure_topics(
         settings, sepsis_news2.INPUT_TOPICS + sepsis_news2.OUTPUT_TOPICS, prefix=prefix
     )
@@ -103,16 +104,16 @@ def _norm_alerts(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def test_received_equals_processed_plus_dead_lettered(spine: SpineRun) -> None:
-    received = kafka_io.count_records(spine.settings, spine.prefix + "vitals.observation.v1")
-    processed = kafka_io.count_records(spine.settings, spine.prefix + "vitals.news2.v1")
-    dead = kafka_io.count_records(spine.settings, spine.prefix + "deadletter.v1")
+    received = kafka_io.count_records(spine.settings, spine.prefix + topics.VITALS_OBSERVATION.name)
+    processed = kafka_io.count_records(spine.settings, spine.prefix + topics.VITALS_NEWS2.name)
+    dead = kafka_io.count_records(spine.settings, spine.prefix + topics.DEAD_LETTER.name)
     assert received == spine.received
     assert processed + dead == received
     assert dead >= len(spine.bad)
 
 
 def test_each_bad_record_is_dead_lettered_with_its_reason(spine: SpineRun) -> None:
-    dead = _topic(spine, "deadletter.v1")
+    dead = _topic(spine, topics.DEAD_LETTER.name)
     reasons = [d["reason_code"] for d in dead]
     ref_scored, _ = reference.run(spine.observations)
     real_rejects = len(spine.observations) - len(ref_scored)
@@ -122,12 +123,12 @@ def test_each_bad_record_is_dead_lettered_with_its_reason(spine: SpineRun) -> No
             expected += real_rejects
         assert reasons.count(code) == expected, code
     assert all(d["stage"] == sepsis_news2.STAGE and d["reason"] for d in dead)
-    assert all(d["source_topic"] == spine.prefix + "vitals.observation.v1" for d in dead)
+    assert all(d["source_topic"] == spine.prefix + topics.VITALS_OBSERVATION.name for d in dead)
 
 
 def test_news2_of_every_accepted_reading_equals_the_reference(spine: SpineRun) -> None:
     ref, _ = reference.run(spine.observations)
-    got = pd.DataFrame(_topic(spine, "vitals.news2.v1")).set_index("observation_id")
+    got = pd.DataFrame(_topic(spine, topics.VITALS_NEWS2.name)).set_index("observation_id")
     want = ref.set_index("observation_id")
     assert sorted(got.index) == sorted(want.index)
     cols = ["news2_score", "news2_params_scored", "news2_red_flag"]
@@ -138,7 +139,7 @@ def test_news2_of_every_accepted_reading_equals_the_reference(spine: SpineRun) -
 
 def test_alerts_on_kafka_equal_the_offline_reference(spine: SpineRun) -> None:
     _, ref_alerts = reference.run(spine.observations)
-    got = _topic(spine, "alert.v1")
+    got = _topic(spine, topics.ALERT_V1.name)
     assert len(ref_alerts) > 20, "the sample must exercise the rule"
     pd.testing.assert_frame_equal(_norm_alerts(got), _norm_alerts(ref_alerts))
 
@@ -172,6 +173,6 @@ def test_reloading_the_topics_into_clickhouse_loads_nothing_twice(spine: SpineRu
 def test_alert_timestamps_are_event_times_within_the_replayed_span(spine: SpineRun) -> None:
     first = min(o["event_time"] for o in spine.observations)
     last = max(o["event_time"] for o in spine.observations)
-    for a in _topic(spine, "alert.v1"):
+    for a in _topic(spine, topics.ALERT_V1.name):
         assert first <= a["first_event_time"] < a["last_event_time"] <= last
         assert a["last_event_time"] - a["first_event_time"] < timedelta(hours=3)

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from jobs import kafka_io, replay, sepsis_screen
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import load_schema, topics
+from schemas.settings import Settings
 from tests import reference_screen as ref
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,7 +29,7 @@ H = timedelta(hours=1)
 HIGH = {"resp_rate_per_min": 26.0, "spo2_pct": 91.0, "heart_rate_bpm": 125.0, "sbp_mmhg": 95.0}
 MEDIUM = {"resp_rate_per_min": 22.0, "heart_rate_bpm": 112.0, "temp_c": 38.5}  # NEWS2 5
 NORMAL = {"resp_rate_per_min": 16.0, "spo2_pct": 97.0, "heart_rate_bpm": 75.0, "sbp_mmhg": 125.0}
-V, L, A = "vitals.observation.v1", "labs.result.v1", "adt.event.v1"
+V, L, A = topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name, topics.ADT_EVENT.name
 
 
 def vitals(tok: str, at: datetime, values: dict[str, float]) -> tuple:
@@ -121,8 +123,8 @@ def scenario() -> tuple[list[tuple], list[tuple]]:
 def timed(kafka: Settings) -> dict[str, Any]:
     settings = dataclasses.replace(kafka, watermark_on_event=True)
     prefix = f"time-{uuid.uuid4().hex[:8]}."
-    topics = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
-    kafka_io.ensure_topics(settings, topics, prefix=prefix, partitions=1)
+    topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    kafka_io.ensure_topics(settings, topic_names, prefix=prefix, partitions=1)
     items, late = scenario()
     replay.produce_stream(settings, items, prefix=prefix, progress=False)
     sepsis_screen.run(settings, prefix=prefix, bounded=True)
@@ -134,23 +136,23 @@ def timed(kafka: Settings) -> dict[str, Any]:
 
 def _alerts(timed: dict[str, Any], tok: str) -> list[dict[str, Any]]:
     return sorted(
-        (a for a in timed["alert.v2"] if a["patient_token"] == tok),
+        (a for a in timed[topics.ALERT_V2.name] if a["patient_token"] == tok),
         key=lambda a: (a["event_time"], a["rule_id"], a["sequence"]),
     )
 
 
 def _state(timed: dict[str, Any], record_id: str) -> dict[str, Any]:
-    (row,) = [r for r in timed["sepsis.screen.v1"] if r["record_id"] == record_id]
+    (row,) = [r for r in timed[topics.SEPSIS_SCREEN.name] if r["record_id"] == record_id]
     return row
 
 
 def test_a_late_reading_is_dead_lettered_as_late_and_counted(timed: dict[str, Any]) -> None:
-    dead = timed["deadletter.v1"]
+    dead = timed[topics.DEAD_LETTER.name]
     assert [d["reason_code"] for d in dead] == ["late"]
     assert "behind the watermark" in dead[0]["reason"]
     assert dead[0]["source_timestamp"] == T0 + 1.5 * H
-    assert len(timed["sepsis.screen.v1"]) + len(dead) == len(timed["items"])
-    assert not [a for a in timed["alert.v2"] if a["patient_token"] == "late"]
+    assert len(timed[topics.SEPSIS_SCREEN.name]) + len(dead) == len(timed["items"])
+    assert not [a for a in timed[topics.ALERT_V2.name] if a["patient_token"] == "late"]
 
 
 def test_labs_arriving_after_later_vitals_join_at_their_event_time(
@@ -169,7 +171,7 @@ def test_labs_arriving_after_later_vitals_join_at_their_event_time(
 def test_readings_swapped_within_the_out_of_orderness_bound_are_both_screened(
     timed: dict[str, Any],
 ) -> None:
-    ids = [r["record_id"] for r in timed["sepsis.screen.v1"]]
+    ids = [r["record_id"] for r in timed[topics.SEPSIS_SCREEN.name]]
     assert ids.count("ooo:14400") == ids.count("ooo:14440") == 1
 
 
@@ -228,5 +230,5 @@ def test_every_crafted_patient_matches_the_offline_reference(timed: dict[str, An
         evidence = ref.canonical_evidence(e["evidence_json"])
         return (e["alert_event_id"], e["action"], e["hit_count"], evidence)
 
-    assert sorted(map(key, timed["alert.v2"])) == sorted(map(key, timed["events"]))
-    assert len(timed["sepsis.screen.v1"]) == len(timed["rows"])
+    assert sorted(map(key, timed[topics.ALERT_V2.name])) == sorted(map(key, timed["events"]))
+    assert len(timed[topics.SEPSIS_SCREEN.name]) == len(timed["rows"])

@@ -11,15 +11,14 @@ from typing import Any
 
 import pytest
 
-from jobs import kafka_io
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs.runtime import kafka_io
+from schemas import codec, load_schema, topics
+from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks import loader
-from udfs import codec
 
 pytestmark = pytest.mark.integration
-TOPICS = {t: loader.TABLES[t] for t in ("sepsis.score.v1", "alert.response.v1")}
+TOPICS = {t: loader.TABLES[t] for t in (topics.SEPSIS_SCORE.name, topics.ALERT_RESPONSE.name)}
 
 
 def _score(i: int, t0: datetime) -> dict[str, Any]:
@@ -60,7 +59,10 @@ def _produce(settings: Settings, prefix: str, lo: int, hi: int) -> None:
     t0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
     p = kafka_io.producer(settings)
     for i in range(lo, hi):
-        for topic, make in (("sepsis.score.v1", _score), ("alert.response.v1", _response)):
+        for topic, make in (
+            (topics.SEPSIS_SCORE.name, _score),
+            (topics.ALERT_RESPONSE.name, _response),
+        ):
             rec = make(i, t0)
             p.produce(
                 prefix + topic,
@@ -86,7 +88,7 @@ def test_a_second_loader_of_the_same_topics_loads_nothing_twice_and_rollups_stay
     settings = dataclasses.replace(kafka, clickhouse_database=kafka.clickhouse_database + "_wl")
     db = settings.clickhouse_database
     ch.migrate(clickhouse, db)
-    kafka_io.ensure_topics(settings, [*TOPICS, "deadletter.v1"], prefix=prefix)
+    kafka_io.ensure_topics(settings, [*TOPICS, topics.DEAD_LETTER.name], prefix=prefix)
 
     def totals() -> list[tuple[Any, ...]]:
         return clickhouse.query(
@@ -112,6 +114,6 @@ def test_a_second_loader_of_the_same_topics_loads_nothing_twice_and_rollups_stay
     assert totals() == [(400, above, 400, 400)]
     assert clickhouse.query(
         f"SELECT count() FROM {db}.model_scores WHERE kafka_topic = %(t)s",
-        parameters={"t": prefix + "sepsis.score.v1"},
+        parameters={"t": prefix + topics.SEPSIS_SCORE.name},
     ).result_rows == [(400,)]
     clickhouse.command(f"DROP DATABASE {db}")

@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from jobs import adt_generator
-from jobs.capacity import Capacity
-from udfs import codec
+from jobs.feeds import adt_generator
+from schemas import codec
+from schemas.capacity import Capacity
 from udfs.census import AdtEvent, PatientPlacement
 from udfs.flink_census import check_unit
 

@@ -5,11 +5,10 @@ from typing import Any
 
 import pytest
 
-from schemas import load_schema
-from udfs import codec
+from schemas import codec, topics
 from udfs.vitals import DECODED_FIELDS, decode_observation
 
-OBS = load_schema("vitals.observation.v1")
+OBS = topics.VITALS_OBSERVATION.schema
 T = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 

@@ -1,5 +1,5 @@
 """The dashboards: generated JSON is current, and every panel's SQL, with macros and variables
-expanded as Grafana and the ClickHouse plugin do, runs on a realistic warehouse (sinks.seed in
+expanded as Grafana and the ClickHouse plugin do, runs on a realistic warehouse (grafana.seed in
 embedded ClickHouse) and returns what the panel reads; some panels are checked against pandas."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from grafana import build, run
+from grafana import build, run, seed
 from grafana.macros import TimeRange, expand_macros, interpolate
 from grafana.specs import COMMAND_CENTRE, DASHBOARDS, NURSE_BOARD, Dashboard, Panel
-from jobs.settings import Settings
-from sinks import seed
+from schemas.settings import Settings
 
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
 

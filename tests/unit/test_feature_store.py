@@ -11,7 +11,7 @@ import pytest
 
 from feature_store import repo
 from feature_store.definitions import FEATURES
-from jobs.replay import SAMPLE
+from jobs.feeds.replay import SAMPLE
 from training.features import hourly_features
 
 T0 = pd.Timestamp("2026-01-05", tz="UTC")

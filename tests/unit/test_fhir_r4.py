@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from udfs import fhir_r4
-from udfs.hl7v2 import Mapped, Refused
+from schemas import topics
+from schemas.interop import fhir_r4
+from schemas.interop.hl7v2 import Mapped, Refused
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir_r4"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/fhir_r4 is not here")
@@ -76,7 +77,7 @@ def test_a_blood_pressure_panel_maps_its_components_and_skips_absent_ones() -> N
     [(_, o)] = run(bp)
     assert isinstance(o, Mapped)
     [(topic, rec)] = o.records
-    assert topic == "vitals.observation.v1"
+    assert topic == topics.VITALS_OBSERVATION.name
     assert rec["sbp_mmhg"] == 107 and "dbp_mmhg" not in rec
 
 

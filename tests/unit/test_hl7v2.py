@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from udfs import hl7v2
+from schemas import topics
+from schemas.interop import hl7v2
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7v2"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/hl7v2 is not here")
@@ -63,7 +64,7 @@ def summary(o: hl7v2.Mapped | hl7v2.Refused) -> str:
     if isinstance(o, hl7v2.Refused):
         return f"refused:{o.reason_code}"
     (topic, rec), *_ = o.records
-    return rec["event_type"] if topic == "adt.event.v1" else topic.split(".")[0]
+    return rec["event_type"] if topic == topics.ADT_EVENT.name else topic.split(".")[0]
 
 
 @needs_data
@@ -82,7 +83,7 @@ def test_an_admission_carries_unit_bed_visit_and_the_event_occurred_time() -> No
     o = outcome(sample("ADT01-23.hl7"))
     assert isinstance(o, hl7v2.Mapped)
     [(topic, rec)] = o.records
-    assert topic == "adt.event.v1"
+    assert topic == topics.ADT_EVENT.name
     assert rec["patient_token"] == "1|10006579"  # PID-3 MR, assigning authority 1
     assert (rec["facility_id"], rec["unit_id"], rec["bed_id"]) == ("1", "PREOP", "1")
     assert rec["encounter_token"] == "1/visit|40007716"
@@ -94,7 +95,7 @@ def test_a_cbc_result_becomes_labs_in_the_screen_units() -> None:
     o = outcome(sample("LRI_2.0-NG_CBC_Typ_Message.hl7"))
     assert isinstance(o, hl7v2.Mapped)
     [(topic, rec)] = o.records
-    assert topic == "labs.result.v1"
+    assert topic == topics.LABS_RESULT.name
     assert rec["wbc_10e9_l"] == pytest.approx(105.6)  # 105600 {cells}/uL
     assert rec["platelets_10e9_l"] == pytest.approx(210.0)
 
@@ -119,7 +120,7 @@ def test_oru_vital_signs_convert_units_and_use_the_observation_time() -> None:
     o = outcome(msg)
     assert isinstance(o, hl7v2.Mapped)
     [(topic, rec)] = o.records
-    assert topic == "vitals.observation.v1"
+    assert topic == topics.VITALS_OBSERVATION.name
     assert rec["heart_rate_bpm"] == 118 and rec["temp_c"] == pytest.approx(38.5)
     assert (rec["facility_id"], rec["unit_id"]) == ("H", "MICU")
     assert rec["event_time"] == datetime(2026, 3, 1, 9, 5, tzinfo=UTC)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from training.registry import BUNDLED, GateFailed, Registry, bootstrap
+from training.registry import BUNDLED, bootstrap
+from udfs.registry import GateFailed, Registry
 
 MODEL = "sepsis-risk"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs import replay
-from jobs.settings import Settings
-from udfs import phi
+from jobs.feeds import replay
+from schemas import phi
+from schemas.settings import Settings
 
 KEY = b"unit-test-key"
 
@@ -46,7 +46,7 @@ def test_replay_falls_back_to_the_bundled_sample_without_the_data_set(tmp_path: 
 def test_sealed_payloads_open_only_with_the_key_and_the_same_context() -> None:
     from cryptography.exceptions import InvalidTag
 
-    from udfs.phi import seal, unseal
+    from schemas.phi import seal, unseal
 
     sealed = seal(b"k1", b"PID|1||MRN123^^^H^MR||DOE^JANE", "hl7_gateway")
     assert b"DOE" not in sealed and sealed != seal(b"k1", b"PID|1||MRN123", "hl7_gateway")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from jobs import replay
-from jobs.settings import Settings
+from jobs.feeds import replay
+from schemas.settings import Settings
 from tests import reference
 from udfs.vitals import news2_summary
 

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from jobs.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
-from schemas import TOPICS, load_schema
+from jobs.runtime.tables import KafkaTable, avro_sink_ddl, raw_source_ddl
+from schemas import TOPICS, topics
 
 
 def test_every_registered_topic_has_a_parseable_versioned_schema() -> None:
@@ -21,8 +21,10 @@ def test_patient_identifiers_are_tagged_as_tokens_in_every_schema() -> None:
 
 
 def test_flink_sink_columns_are_derived_from_the_schema_in_order() -> None:
-    ddl = avro_sink_ddl("alerts", "alert.v1", KafkaTable("alert.v1", "127.0.0.1:1"))
-    schema = load_schema("alert.v1")
+    ddl = avro_sink_ddl(
+        "alerts", topics.ALERT_V1.name, KafkaTable(topics.ALERT_V1.name, "127.0.0.1:1")
+    )
+    schema = topics.ALERT_V1.schema
     positions = [ddl.index(f"`{f}`") for f in schema.field_names]
     assert positions == sorted(positions)
     assert "`first_event_time` TIMESTAMP(3) NOT NULL" in ddl

@@ -13,9 +13,10 @@ import pytest
 
 from feature_store import repo
 from feature_store.definitions import FEATURES, STREAM_FEATURES
-from jobs.replay import SAMPLE
+from jobs.feeds.replay import SAMPLE
 from training.features import hourly_features
-from training.registry import BUNDLED, Registry, bootstrap
+from training.registry import BUNDLED, bootstrap
+from udfs.registry import Registry
 from udfs.scoring import FeatureSource, Scorer, feast_source
 
 MODEL = "sepsis-risk"

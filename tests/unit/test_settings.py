@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.settings import Settings
+from schemas.settings import Settings
 
 
 def test_settings_follow_the_cache_that_the_services_script_fills() -> None:

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from feature_store.definitions import FEATURES, STREAM_FEATURES
-from jobs.replay import SAMPLE
-from jobs.settings import Settings
+from jobs.feeds.replay import SAMPLE
+from schemas.settings import Settings
 from training import validation
 from training.features import hourly_features
-from training.registry import GateFailed, Registry
 from training.train import build, split_of
+from udfs.registry import GateFailed, Registry
 
 
 def test_features_at_an_hour_do_not_change_when_later_hours_are_removed() -> None:

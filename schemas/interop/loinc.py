@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-VITALS = "vitals.observation.v1"
-LABS = "labs.result.v1"
+from schemas import topics
+
+VITALS = topics.VITALS_OBSERVATION.name
+LABS = topics.LABS_RESULT.name
 _PER_MIN = {"/min": (1.0, 0.0), "beats/min": (1.0, 0.0), "{beats}/min": (1.0, 0.0)}
 _MMHG = {"mm[Hg]": (1.0, 0.0), "mmHg": (1.0, 0.0)}
 _COUNT = {"10*3/uL": (1.0, 0.0), "10*9/L": (1.0, 0.0), "{cells}/uL": (0.001, 0.0)}

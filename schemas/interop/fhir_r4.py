@@ -2,7 +2,7 @@
 
 Resources are validated with fhir.resources (its R4B models: R4B changed nothing in Encounter or
 Observation). Every resource ends as `Mapped` records or a `Refused` reason, like HL7 v2
-messages (udfs.hl7v2). A Bundle is opened and each entry handled on its own.
+messages (schemas.interop.hl7v2). A Bundle is opened and each entry handled on its own.
 
 Encounter → ADT events from its location history (`Encounter.location`, FHIR R4 §9.1.4.1): the
 first location is the admission, each change of location a transfer, and the end of a finished
@@ -10,8 +10,8 @@ encounter's last location the discharge. Consecutive entries for the same locati
 `reserved` while the patient is on leave) are one stay. Only inpatient-like classes (IMP, ACUTE,
 NONAC, EMER, OBSENC; v3 ActCode) occupy beds.
 
-Observation → one vitals record. Accepted by LOINC code (udfs.loinc), with UCUM units; a panel's
-values come from its components. Values with a dataAbsentReason are skipped.
+Observation → one vitals record. Accepted by LOINC code (schemas.interop.loinc), with UCUM units;
+a panel's values come from its components. Values with a dataAbsentReason are skipped.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from udfs.hl7v2 import Mapped, Refused
-from udfs.loinc import CODES, PANELS, VITALS, convert
+from schemas import topics
+from schemas.interop.hl7v2 import Mapped, Refused
+from schemas.interop.loinc import CODES, PANELS, VITALS, convert
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
@@ -158,7 +159,7 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
                 **common,
             }
         )
-    return Mapped([("adt.event.v1", r) for r in records])
+    return Mapped([(topics.ADT_EVENT.name, r) for r in records])
 
 
 def _loinc(concept: Any) -> str | None:

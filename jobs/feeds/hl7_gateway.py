@@ -1,7 +1,7 @@
 """HL7 v2 gateway: an MLLP listener that maps ADT and ORU^R01 messages to canonical Avro records
 on Kafka and acknowledges every message.
 
-    sender ──MLLP──▶ parse (hl7apy) ─ map (udfs.hl7v2) ─ validate (schema) ─▶ Kafka ─▶ ACK AA
+    sender ──MLLP──▶ parse (hl7apy) ─ map (schemas.interop.hl7v2) ─ validate ─▶ Kafka ─▶ ACK AA
                         └────────────── refused ───────────▶ dead-letter topic ─▶ ACK AE/AR
 
 A message is acknowledged with AA only after Kafka confirmed every record it produced (acks=all,
@@ -23,14 +23,20 @@ from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs import kafka_io
-from jobs.publisher import Publisher
-from jobs.settings import Settings
-from udfs import codec, hl7v2, phi
+from jobs.feeds.publisher import Publisher
+from jobs.runtime import kafka_io
+from schemas import codec, phi, topics
+from schemas.interop import hl7v2
+from schemas.settings import Settings
 
 START, END = b"\x0b", b"\x1c\x0d"
 STAGE = "hl7_gateway"
-TOPICS = ["adt.event.v1", "vitals.observation.v1", "labs.result.v1", "deadletter.v1"]
+TOPICS = [
+    topics.ADT_EVENT.name,
+    topics.VITALS_OBSERVATION.name,
+    topics.LABS_RESULT.name,
+    topics.DEAD_LETTER.name,
+]
 MAX_MESSAGE_BYTES = 1 << 20
 
 

@@ -13,14 +13,17 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
-from jobs import kafka_io, replay, sepsis_screen
-from jobs.sepsis_scoring import Scoring
-from jobs.settings import Settings
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from jobs.screening.scoring import Scoring
+from schemas.settings import Settings
 from sinks import clickhouse, dims
 from sinks.loader import TABLES, Loader
-from training.registry import Registry, bootstrap
+from training.registry import bootstrap
+from udfs.registry import Registry
 
-SERVICES = Path(__file__).resolve().parents[1] / "deploy" / "local" / "services.sh"
+SERVICES = Path(__file__).resolve().parent / "services.sh"
 DEMO_DB = "wardflow_demo"
 
 
@@ -119,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         clickhouse.migrate(ch, DEMO_DB)
         registry = Registry(settings.model_registry)
         dims.upsert_model_versions(ch, DEMO_DB, dims.model_versions(registry, settings.model_name))
-        topics = {t: TABLES[t] for t in sepsis_screen.OUTPUT_TOPICS}
-        loader = Loader(settings, ch, prefix=prefix, topics=topics)
+        topic_names = {t: TABLES[t] for t in sepsis_screen.OUTPUT_TOPICS}
+        loader = Loader(settings, ch, prefix=prefix, topics=topic_names)
         stats = loader.drain()
         loader.close()
         print(

@@ -1,7 +1,7 @@
 """A realistic warehouse without running the jobs: for the dashboard tests, the dashboard
-benchmark and the previews (`python -m sinks.seed --facilities 12 --days 30`).
+benchmark and the previews (`python -m grafana.seed --facilities 12 --days 30`).
 
-- ADT: the multi-site generator (jobs.adt_generator: N facilities × 500 beds), with 8 % of
+- ADT: the multi-site generator (jobs.feeds.adt_generator: N facilities × 500 beds), with 8 % of
   admissions re-using the token of a patient discharged at least a day earlier (readmissions).
   The census state machine (udfs.census) places every patient, giving the census rows, the
   census events and each patient's stays.
@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs import adt_generator
-from jobs.capacity import ALL_UNITS, Capacity
-from jobs.replay import LABS, SAMPLE, VITALS
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs.feeds import adt_generator
+from jobs.feeds.replay import SAMPLE
+from schemas import load_schema, topics
+from schemas.capacity import ALL_UNITS, Capacity
+from schemas.physionet import LABS, VITALS, measurements
+from schemas.settings import Settings
 from sinks import clickhouse, dims
-from training.features import measurements
 from udfs import lifecycle
 from udfs.census import SURGE_LABELS, AdtEvent, Delta, PatientPlacement
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS, screen_row
@@ -189,7 +189,7 @@ def census_rows(deltas: list[Delta], capacity: Capacity) -> tuple[pd.DataFrame, 
 
 
 class Physiology:
-    """PhysioNet rows per patient, as the job would accept them (training.features
+    """PhysioNet rows per patient, as the job would accept them (schemas.physionet
     .measurements: a record with an implausible value is unknown whole), carried forward."""
 
     def __init__(self, df: pd.DataFrame) -> None:
@@ -264,7 +264,7 @@ def screens(obs: pd.DataFrame) -> pd.DataFrame:
     out["event_time"] = _dt(out.event_ms).to_numpy()
     for p in [*params, "on_supplemental_o2", "acvpu", "spo2_scale2"]:
         out[p + "_measured_time"] = out.event_time.where(out[p].notna())
-    out["source_topic"] = "vitals.observation.v1"
+    out["source_topic"] = topics.VITALS_OBSERVATION.name
     out["source_partition"] = 0
     out["source_offset"] = np.arange(len(out))
     return out
@@ -293,7 +293,7 @@ def _hit(
 
 
 def alert_events(scr: pd.DataFrame, discharges: dict[str, list[int]], end_ms: int) -> pd.DataFrame:
-    """Two screening rules' hits (jobs/sepsis_rules.py) through the alert lifecycle."""
+    """Two screening rules' hits (jobs/screening/rules.py) through the alert lifecycle."""
     out: list[dict[str, Any]] = []
     for tok, g in scr.sort_values("event_ms").groupby("patient_token", sort=False):
         hits: list[tuple[int, lifecycle.Hit | None]]
@@ -370,7 +370,7 @@ def responses(alerts: pd.DataFrame, seed: int, end_ms: int) -> pd.DataFrame:
                     "paging" if action == "acknowledge" else "ehr",
                 )
             )
-    cols = load_schema("alert.response.v1").field_names
+    cols = topics.ALERT_RESPONSE.schema.field_names
     df = pd.DataFrame(rows, columns=cols)
     df["event_time"] = _dt(df.event_time).to_numpy()
     return df
@@ -432,14 +432,23 @@ def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
     bad = scr.sample(frac=0.002, random_state=seed)
     codes = rng.choice(["out_of_range", "missing_field", "not_a_number", "undecodable"], len(bad))
     rows = [
-        ("vitals.observation.v1", 0, int(o), t, "sepsis_screen", c, f"simulated {c}", b"")
+        (topics.VITALS_OBSERVATION.name, 0, int(o), t, "sepsis_screen", c, f"simulated {c}", b"")
         for o, t, c in zip(bad.source_offset, bad.event_time, codes, strict=True)
     ]
     rows += [
-        ("adt.event.v1", 0, i, e["event_time"], "bed_census", e["reason_code"], e["reason"], b"")
+        (
+            topics.ADT_EVENT.name,
+            0,
+            i,
+            e["event_time"],
+            "bed_census",
+            e["reason_code"],
+            e["reason"],
+            b"",
+        )
         for i, e in enumerate(census.refused)
     ]
-    return pd.DataFrame(rows, columns=load_schema("deadletter.v1").field_names)
+    return pd.DataFrame(rows, columns=topics.DEAD_LETTER.schema.field_names)
 
 
 def _version(
@@ -498,15 +507,15 @@ def load(client: Any, db: str, wh: Warehouse, *, chunk: int = 200_000) -> dict[s
     dims.load_capacity(client, db, wh.capacity)
     dims.upsert_model_versions(client, db, wh.model_versions)
     topic_of = {
-        "alert_responses": "alert.response.v1",
-        "model_scores": "sepsis.score.v1",
-        "adt_events": "adt.event.v1",
-        "census_events": "census.event.v1",
-        "census_unit": "census.unit.v1",
-        "census_flow": "census.flow.v1",
-        "sepsis_screen": "sepsis.screen.v1",
-        "alert_events": "alert.v2",
-        "dead_letters": "deadletter.v1",
+        "alert_responses": topics.ALERT_RESPONSE.name,
+        "model_scores": topics.SEPSIS_SCORE.name,
+        "adt_events": topics.ADT_EVENT.name,
+        "census_events": topics.CENSUS_EVENT.name,
+        "census_unit": topics.CENSUS_UNIT.name,
+        "census_flow": topics.CENSUS_FLOW.name,
+        "sepsis_screen": topics.SEPSIS_SCREEN.name,
+        "alert_events": topics.ALERT_V2.name,
+        "dead_letters": topics.DEAD_LETTER.name,
     }
     counts = {}
     for table, df in wh.tables.items():

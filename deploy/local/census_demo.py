@@ -13,8 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from jobs import adt_generator, bed_census, kafka_io, mimic_adt, replay
-from jobs.settings import Settings
+from jobs import bed_census
+from jobs.feeds import adt_generator, mimic_adt, replay
+from jobs.runtime import kafka_io
+from schemas import topics
+from schemas.settings import Settings
 from sinks import clickhouse
 from sinks.loader import TABLES, Loader
 
@@ -63,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         events = adt_generator.events(adt_generator.Plan(facilities=a.facilities, days=a.days))
     settings = dataclasses.replace(settings, capacity_file=cap)
     prefix = f"census-demo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:4]}."
-    topics = ["adt.event.v1", *bed_census.OUTPUT_TOPICS]
-    kafka_io.ensure_topics(settings, topics, prefix=prefix)
-    n = replay.produce_stream(settings, (("adt.event.v1", e) for e in events), prefix=prefix)
+    names = [topics.ADT_EVENT.name, *bed_census.OUTPUT_TOPICS]
+    kafka_io.ensure_topics(settings, names, prefix=prefix)
+    n = replay.produce_stream(settings, ((topics.ADT_EVENT.name, e) for e in events), prefix=prefix)
     print(f"running {bed_census.STAGE} on the Flink MiniCluster over {n} ADT events…", flush=True)
     t0 = time.monotonic()
     bed_census.run(settings, prefix=prefix, bounded=True)
@@ -73,12 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     ch = clickhouse.connect(settings.clickhouse_url)
     ch.command(f"DROP DATABASE IF EXISTS {DEMO_DB}")
     clickhouse.migrate(ch, DEMO_DB)
-    loader = Loader(settings, ch, prefix=prefix, topics={t: TABLES[t] for t in topics[1:]})
+    loader = Loader(settings, ch, prefix=prefix, topics={t: TABLES[t] for t in names[1:]})
     stats = loader.drain()
     loader.close()
     print(f"loaded into ClickHouse ({settings.clickhouse_url}, database {DEMO_DB}): {stats.rows}")
     print(board(ch, DEMO_DB))
-    kafka_io.delete_topics(settings, topics, prefix=prefix)
+    kafka_io.delete_topics(settings, names, prefix=prefix)
 
 
 if __name__ == "__main__":

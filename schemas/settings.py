@@ -55,8 +55,8 @@ class Settings:
     max_future_s: int = 300
     # Time zone of HL7 v2 time stamps that carry no offset (an IANA name).
     hl7_timezone: str = "UTC"
-    # Bed capacity per facility and unit, with surge thresholds (jobs.capacity).
-    capacity_file: Path = Path(__file__).resolve().parent / "sample" / "capacity_demo.json"
+    # Bed capacity per facility and unit, with surge thresholds (schemas.capacity).
+    capacity_file: Path = Path(__file__).resolve().parent / "capacity_demo.json"
     # The model registry (training/registry.py): versions, champion/challenger roles.
     model_registry: Path = DEFAULT_CACHE / "state" / "registry"
     model_name: str = "sepsis-risk"

@@ -20,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
-from jobs import kafka_io
-from jobs.capacity import Capacity
-from jobs.replay import produce_stream
-from jobs.settings import Settings
-from udfs import phi
+from jobs.feeds.replay import produce_stream
+from jobs.runtime import kafka_io
+from schemas import phi, topics
+from schemas.capacity import Capacity
+from schemas.settings import Settings
 
 FACILITY = "BIDMC"
 SOURCE = "mimic-iv-demo-2.2:hosp/transfers"
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.capacity_out:
         a.capacity_out.write_text(json.dumps(capacity(table).to_dict(), indent=1))
     kafka_io.wait_for_broker(settings)
-    kafka_io.ensure_topics(settings, ["adt.event.v1"], prefix=a.topic_prefix)
+    kafka_io.ensure_topics(settings, [topics.ADT_EVENT.name], prefix=a.topic_prefix)
     evs = events(table, settings.require_phi_key())
-    n = produce_stream(settings, (("adt.event.v1", e) for e in evs), prefix=a.topic_prefix)
+    n = produce_stream(settings, ((topics.ADT_EVENT.name, e) for e in evs), prefix=a.topic_prefix)
     print(f"{n} ADT events from {len(stays(table))} MIMIC-IV demo stays")
 
 

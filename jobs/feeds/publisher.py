@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobs import kafka_io
-from jobs.replay import produce_raw
-from jobs.settings import Settings
-from schemas import load_schema
-from udfs import codec, phi
+from jobs.feeds.replay import produce_raw
+from jobs.runtime import kafka_io
+from schemas import codec, load_schema, phi, topics
+from schemas.settings import Settings
 
-DEAD_LETTER = load_schema("deadletter.v1")
+DEAD_LETTER = topics.DEAD_LETTER.schema
 Encoded = tuple[str, dict[str, Any], bytes]  # topic, record, Avro value
 
 
@@ -55,7 +54,7 @@ class Publisher:
     def dead_letter(
         self, source: str, seq: int, reason_code: str, reason: str, payload: bytes
     ) -> None:
-        """The rejected input, sealed (udfs.phi.seal, context = the stage) with its reason."""
+        """The rejected input, sealed (schemas.phi.seal, context = the stage) with its reason."""
         now = datetime.now(UTC)
         letter = {
             "source_topic": source,
@@ -68,7 +67,9 @@ class Publisher:
             "payload": phi.seal(self.key, payload, self.stage),  # raw input may name the patient
         }
         value = codec.encode(DEAD_LETTER, letter)
-        produce_raw(self.producer, self.prefix + "deadletter.v1", None, value, codec.epoch_ms(now))
+        produce_raw(
+            self.producer, self.prefix + topics.DEAD_LETTER.name, None, value, codec.epoch_ms(now)
+        )
 
     def flush(self, timeout_s: float = 30.0) -> None:
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.settings import Settings
 from schemas import topic as registry_topic
+from schemas import topics
+from schemas.settings import Settings
 
 # Epoch milliseconds of a TIMESTAMP_LTZ(3), exact past 2038: PyFlink hands Python UDFs timestamps
 # through 32-bit seconds (and TIMESTAMPDIFF overflows the same way), so UDFs get this BIGINT.
@@ -134,7 +135,7 @@ def avro_sink_ddl(
 
 
 # Dead letters built in SQL from a raw source row (columns of raw_source_ddl).
-DEAD_LETTER_ROW = f"ROW<{registry_topic('deadletter.v1').schema.flink_columns()}>"
+DEAD_LETTER_ROW = f"ROW<{registry_topic(topics.DEAD_LETTER.name).schema.flink_columns()}>"
 PAYLOAD = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
 ON_TIME = "CURRENT_WATERMARK(kafka_ts) IS NULL OR kafka_ts > CURRENT_WATERMARK(kafka_ts)"
 LATE = "kafka_ts <= CURRENT_WATERMARK(kafka_ts)"

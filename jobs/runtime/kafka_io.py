@@ -12,9 +12,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from jobs.settings import Settings
+from schemas import codec
 from schemas import topic as registry_topic
-from udfs import codec
+from schemas.settings import Settings
 
 
 def admin(settings: Settings) -> AdminClient:

@@ -12,7 +12,7 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction
 from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
-from jobs.settings import Settings
+from schemas.settings import Settings
 
 
 def connector_jars(settings: Settings) -> list[str]:

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from jobs import kafka_io
-from jobs.capacity import Capacity
-from jobs.replay import produce_stream
-from jobs.settings import Settings
+from jobs.feeds.replay import produce_stream
+from jobs.runtime import kafka_io
+from schemas import topics
+from schemas.capacity import Capacity
+from schemas.settings import Settings
 
 UNITS = {  # staffed beds per unit: 500 per facility
     "ED": 40,
@@ -194,9 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         a.capacity_out.write_text(json.dumps(capacity(a.facilities).to_dict(), indent=1) + "\n")
     settings = Settings.from_env()
     kafka_io.wait_for_broker(settings)
-    kafka_io.ensure_topics(settings, ["adt.event.v1"], prefix=a.topic_prefix)
+    kafka_io.ensure_topics(settings, [topics.ADT_EVENT.name], prefix=a.topic_prefix)
     evs = events(plan)
-    n = produce_stream(settings, (("adt.event.v1", e) for e in evs), prefix=a.topic_prefix)
+    n = produce_stream(settings, ((topics.ADT_EVENT.name, e) for e in evs), prefix=a.topic_prefix)
     print(f"{n} ADT events, {a.facilities} facilities, {a.days:g} days")
 
 

@@ -25,11 +25,13 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from jobs import kafka_io, replay, sepsis_rules, sepsis_screen
-from jobs.settings import Settings
-from schemas import load_schema
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from jobs.screening import rules as sepsis_rules
+from schemas import codec, load_schema, phi, topics
+from schemas.settings import Settings
 from training.metrics import DT_EARLY, DT_LATE, normalized_utility, onset_row
-from udfs import codec, phi
 
 SCORES = ("news2_score", "sirs_count", "qsofa_score", "sofa_partial_score")
 POLICIES = ("open", "raise")
@@ -87,8 +89,8 @@ def collect(
     tokens = {phi.token(key, source, str(pid)): pid for pid in admit}
     screen = _read(
         settings,
-        prefix + "sepsis.screen.v1",
-        "sepsis.screen.v1",
+        prefix + topics.SEPSIS_SCREEN.name,
+        topics.SEPSIS_SCREEN.name,
         ("record_id", "record_kind", *SCORES),
     )
     screen = screen[screen["record_kind"] != "adt"]
@@ -106,8 +108,8 @@ def collect(
 
     ev = _read(
         settings,
-        prefix + "alert.v2",
-        "alert.v2",
+        prefix + topics.ALERT_V2.name,
+        topics.ALERT_V2.name,
         ("alert_id", "rule_id", "action", "patient_token", "event_time"),
     )
     ev["patient_id"] = ev["patient_token"].map(tokens)
@@ -235,7 +237,8 @@ def report(c: Cohort, source: str, out: Path, elapsed_s: float) -> tuple[str, di
             "# Sepsis screening rules: evaluation through the streaming job",
             "",
             f"Data: `{source}`, {patients} patients ({septic} septic), {len(h)} patient-hours. "
-            f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m jobs.evaluate_screen` "
+            f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by "
+            "`python -m training.evaluate_rules` "
             f"(job + read-back {elapsed_s:.0f} s).",
             "",
             "Definitions: *utility* is the PhysioNet/CinC 2019 normalised utility (official "

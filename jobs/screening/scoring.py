@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feature_store.definitions import ROLLING, STREAM_FEATURES, WINDOW_H, rolling_name
-from jobs.settings import Settings
-from training.registry import Registry
+from schemas.settings import Settings
+from udfs.registry import Registry
 
 MODEL_RULE = "model_sepsis_risk"
 ISO = "'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''"

@@ -2,10 +2,11 @@
 
     wardflow-fhir-ingest FILE_OR_DIR...   (a resource or a Bundle per .json file)
 
-Each resource (each Bundle entry) is validated with fhir.resources and mapped (udfs.fhir_r4) to
-canonical records on Kafka, or dead-lettered with its reason. A file is moved nowhere: the same
-file ingested twice produces the same event ids, which the census job deduplicates. Prints one
-line per resource and a summary; exits 1 if Kafka did not confirm every record.
+Each resource (each Bundle entry) is validated with fhir.resources and mapped
+(schemas.interop.fhir_r4) to canonical records on Kafka, or dead-lettered with its reason. A
+file is moved nowhere: the same file ingested twice produces the same event ids, which the
+census job deduplicates. Prints one line per resource and a summary; exits 1 if Kafka did not
+confirm every record.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import kafka_io
-from jobs.publisher import Publisher
-from jobs.settings import Settings
-from udfs import codec, fhir_r4, phi
-from udfs.hl7v2 import Mapped, Refused
+from jobs.feeds.publisher import Publisher
+from jobs.runtime import kafka_io
+from schemas import codec, phi, topics
+from schemas.interop import fhir_r4
+from schemas.interop.hl7v2 import Mapped, Refused
+from schemas.settings import Settings
 
 STAGE = "fhir_ingest"
-TOPICS = ["adt.event.v1", "vitals.observation.v1", "deadletter.v1"]
+TOPICS = [topics.ADT_EVENT.name, topics.VITALS_OBSERVATION.name, topics.DEAD_LETTER.name]
 
 
 @dataclass

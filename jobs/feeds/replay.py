@@ -21,36 +21,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from jobs import kafka_io
-from jobs.settings import Settings
-from schemas import load_schema
-from udfs import codec, phi
+from jobs.runtime import kafka_io
+from schemas import codec, load_schema, phi, topics
+from schemas.physionet import LABS, VITALS
+from schemas.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parent / "sample" / "physionet2019_setA_sample.parquet"
-TOPIC = "vitals.observation.v1"
+TOPIC = topics.VITALS_OBSERVATION.name
 DEFAULT_BASE_TIME = datetime(2026, 1, 5, tzinfo=UTC)
 FACILITY = "hospital-a"
-# PhysioNet column -> observation field (units per the challenge's data dictionary).
-VITALS = {
-    "HR": "heart_rate_bpm",
-    "Resp": "resp_rate_per_min",
-    "O2Sat": "spo2_pct",
-    "Temp": "temp_c",
-    "SBP": "sbp_mmhg",
-    "DBP": "dbp_mmhg",
-    "MAP": "map_mmhg",
-    "FiO2": "fio2_fraction",
-}
-LABS = {
-    "Lactate": "lactate_mmol_l",
-    "PaCO2": "paco2_mmhg",
-    "WBC": "wbc_10e9_l",
-    "Platelets": "platelets_10e9_l",
-    "Creatinine": "creatinine_mg_dl",
-    "Bilirubin_total": "bilirubin_total_mg_dl",
-}
-LABS_TOPIC = "labs.result.v1"
-ADT_TOPIC = "adt.event.v1"
+LABS_TOPIC = topics.LABS_RESULT.name
+ADT_TOPIC = topics.ADT_EVENT.name
 
 
 @dataclass(frozen=True)
@@ -254,7 +235,7 @@ def produce(
     progress: bool = True,
 ) -> int:
     """Produce records keyed by patient token, Kafka timestamp = event_time; returns the count."""
-    schema = load_schema("vitals.observation.v1")
+    schema = topics.VITALS_OBSERVATION.schema
     p = kafka_io.producer(settings)
     pacer = Pacer(speedup, p)
     sent = 0

@@ -22,7 +22,8 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
-from udfs.loinc import CODES, LABS, VITALS, convert
+from schemas import topics
+from schemas.interop.loinc import CODES, LABS, VITALS, convert
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -217,7 +218,7 @@ def _adt(
         "recorded_time": recorded,
         "source": source,
     }
-    return Mapped([("adt.event.v1", record)])
+    return Mapped([(topics.ADT_EVENT.name, record)])
 
 
 def _oru(

@@ -8,9 +8,9 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-from jobs import kafka_io
-from jobs.flink_env import latest_checkpoint
-from jobs.settings import Settings
+from jobs.runtime import kafka_io
+from jobs.runtime.flink_env import latest_checkpoint
+from schemas.settings import Settings
 
 
 def job_main(
