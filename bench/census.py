@@ -33,9 +33,7 @@ from jobs import bed_census
 from jobs.bed_census import ADT, OUTPUT_TOPICS
 from jobs.feeds import adt_generator, replay
 from jobs.runtime import kafka_io
-from jobs.runtime.flink_env import stream_table_env
 from schemas import codec, load_schema, topics
-from schemas.capacity import Capacity
 from schemas.settings import Settings
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -74,8 +72,7 @@ def _latency(
             seen.setdefault((rec["facility_id"], codec.epoch_ms(rec["window_end"])), at)
 
     watcher = kafka_io.TopicWatcher(settings, [prefix + topics.CENSUS_UNIT.name], on_value)
-    env, _ = _unbounded(settings, prefix)
-    client = env.execute_async("bench-census-latency")
+    client = bed_census.JOB.pipeline(settings, prefix=prefix).execute_async("bench-census-latency")
     p = kafka_io.producer(settings, **{"linger.ms": 2})
     times_ms: list[int] = []
     produced_at: list[float] = []
@@ -131,14 +128,6 @@ def _latency(
         "max_ms": round(lat[-1]),
         "event_time_wait_s": f"up to 60 + {settings.max_out_of_orderness_s}",
     }
-
-
-def _unbounded(settings: Settings, prefix: str) -> tuple[Any, Any]:
-    kafka_io.ensure_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
-    env, t_env = stream_table_env(settings)
-    tables = bed_census.create_kafka_tables(t_env, settings, prefix=prefix)
-    bed_census.build(t_env, tables, Capacity.load(settings.capacity_file))
-    return env, t_env
 
 
 def main(argv: list[str] | None = None) -> None:

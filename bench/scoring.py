@@ -29,6 +29,7 @@ import pandas as pd
 
 from bench.sampling import sampled_run, sustained_rate
 from feature_store import repo
+from feature_store.online import feast_source
 from jobs import sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
@@ -37,7 +38,7 @@ from schemas.settings import Settings
 from training.features import hourly_features
 from training.registry import bootstrap
 from udfs.registry import Registry
-from udfs.scoring import Scorer, feast_source
+from udfs.scoring import Scorer
 
 OUT = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]

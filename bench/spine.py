@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from pyflink.table import TableResult
+from pyflink.common.job_client import JobClient
 
 from bench import java_baseline
 from jobs import sepsis_news2
@@ -61,19 +61,19 @@ def _offsets_total(c: Consumer, topic: str, parts: list[int]) -> int:
 
 
 def throughput(
-    settings: Settings, name: str, submit: Callable[[], TableResult], out_prefix: str, n: int
+    settings: Settings, name: str, submit: Callable[[], JobClient], out_prefix: str, n: int
 ) -> Throughput:
     topic = out_prefix + topics.VITALS_NEWS2.name
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sampler"})
     parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
-    result = submit()
+    client = submit()
     done = threading.Event()
 
     def _wait() -> None:
         try:
-            result.wait()
+            client.get_job_execution_result().result()
         finally:
             done.set()
 
@@ -98,7 +98,7 @@ def throughput(
 def latency(
     settings: Settings,
     name: str,
-    submit: Callable[[str], TableResult],
+    submit: Callable[[str], JobClient],
     in_prefix: str,
     out_prefix: str,
     obs: list[dict[str, Any]],
@@ -116,7 +116,7 @@ def latency(
             seen[rec["last_observation_id"]] = at
 
     watcher = kafka_io.TopicWatcher(settings, [out_prefix + topics.ALERT_V1.name], on_value)
-    result = submit(in_prefix)
+    client = submit(in_prefix)
     p = kafka_io.producer(settings, **{"linger.ms": 2})
     # Warm-up: wait until the job has produced output, so start-up is not counted.
     warm, rest = obs[:200], obs[200:]
@@ -151,7 +151,7 @@ def latency(
     p.flush_or_raise()
     time.sleep(5)
     watcher.close()
-    result.get_job_client().cancel().result()
+    client.cancel().result()
     lat = sorted((seen[k] - produced[k]) * 1000 for k in seen if k in produced)
     if not lat:
         raise RuntimeError(f"{name}: no alerts observed")
@@ -195,12 +195,12 @@ def main(argv: list[str] | None = None) -> None:
         settings, [topics.VITALS_NEWS2.name, topics.ALERT_V1.name], prefix=jprefix
     )
 
-    def java_submit(in_prefix: str, out_prefix: str, bounded: bool) -> TableResult:
+    def java_submit(in_prefix: str, out_prefix: str, bounded: bool) -> JobClient:
         t_env = table_env(settings)
         java_baseline.create_tables(
             t_env, settings, in_prefix=in_prefix, out_prefix=out_prefix, bounded=bounded
         )
-        return java_baseline.build(t_env).execute()
+        return java_baseline.build(t_env).execute().get_job_client()
 
     results: dict[str, Any] = {
         "machine": {
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     tp_py = throughput(
         settings,
         "pyflink (Python UDFs)",
-        lambda: sepsis_news2.start(settings, prefix=run, bounded=True),
+        lambda: sepsis_news2.JOB.submit(settings, prefix=run, bounded=True),
         run,
         n,
     )
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             latency(
                 settings,
                 "pyflink (Python UDFs)",
-                lambda pre: sepsis_news2.start(settings, prefix=pre),
+                lambda pre: sepsis_news2.JOB.submit(settings, prefix=pre),
                 lp,
                 lp,
                 lat_obs,

@@ -1,1 +1,2 @@
-"""Grafana dashboards as code (grafana-foundation-sdk) over ClickHouse: not built yet."""
+"""Grafana dashboards as code (grafana-foundation-sdk) over ClickHouse, their provisioning, the
+ClickHouse plugin's macro expansion, previews, and the seeded warehouse they are tested on."""

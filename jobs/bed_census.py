@@ -16,31 +16,20 @@ event before m; a unit appears in census.unit only in minutes when it changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
-from jobs.runtime import kafka_io
-from jobs.runtime.cli import job_main
-from jobs.runtime.flink_env import (
-    execute,
-    plan_once,
-    process_by_patient,
-    rowtime_from_stream,
-    stream_table_env,
-)
+from jobs.runtime.flink_env import plan_once, process_by_patient, rowtime_from_stream
+from jobs.runtime.job import Job, Sinks, Source, Sources
 from jobs.runtime.tables import (
     LATE,
     ON_TIME,
     PAYLOAD,
-    create_raw_source,
-    create_sinks,
     dead_letter_sql,
     late_dead_letter_sql,
 )
 from schemas import topics
 from schemas.capacity import ALL_UNITS, Capacity
+from schemas.rows import CENSUS_IN, CENSUS_OUT, avro_values_sql
 from schemas.settings import Settings
 from udfs.census import SURGE_LABELS
 from udfs.flink import decode_udtf, decoded_columns
@@ -48,60 +37,38 @@ from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 
 STAGE = "bed_census"
 ADT = topics.ADT_EVENT.name
-OUTPUT_TOPICS = [
-    topics.CENSUS_UNIT.name,
-    topics.CENSUS_FLOW.name,
-    topics.CENSUS_EVENT.name,
-    topics.DEAD_LETTER.name,
-]
-EVENT_COLUMNS = (
-    "event_id",
-    "event_type",
-    "patient_token",
-    "facility_id",
-    "unit_id",
-    "bed_id",
-    "source_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "payload",
-)
-EVENT_ROW = (
-    "ROW<event_id STRING, event_type STRING, patient_token STRING, facility_id STRING, "
-    "unit_id STRING, bed_id STRING, source_topic STRING, kafka_partition INT, "
-    "kafka_offset BIGINT, payload BYTES>"
+INPUTS = {"adt": topics.ADT_EVENT}
+OUTPUTS = {
+    "census_unit": topics.CENSUS_UNIT,
+    "census_flow": topics.CENSUS_FLOW,
+    "census_events": topics.CENSUS_EVENT,
+    "dead_letters": topics.DEAD_LETTER,
+}
+# A refused event as a dead letter: its source record, event time and the census's reason.
+REFUSED = avro_values_sql(
+    CENSUS_OUT,
+    topics.DEAD_LETTER.schema,
+    rename={"source_timestamp": "event_time_ms", "reason_code": "outcome"},
+    exprs={"stage": f"'{STAGE}'"},
 )
 COUNTS = ("arrivals", "discharges", "transfers_in", "transfers_out", "cancels")
 
 
-@dataclass(frozen=True)
-class Tables:
-    raw: str
-    adt_topic: str
-    census: str = "census_unit"
-    flow: str = "census_flow"
-    events: str = "census_events"
-    dead_letters: str = "dead_letters"
-
-
-def _planned_sql(t: Tables) -> str:
+def _planned_sql(adt: Source) -> str:
     """Dead letters of the SQL part and accepted events as one table, planned once."""
     cols = ", ".join(f"`{c}`" for c in decoded_columns(ADT))
-    event = (
-        "CAST(ROW(event_id, event_type, patient_token, facility_id, unit_id, bed_id, "
-        f"'{t.adt_topic}', kafka_partition, kafka_offset, {PAYLOAD}) AS {EVENT_ROW})"
-    )
-    rejected = dead_letter_sql(t.adt_topic, STAGE, "d.reason_code", "d.reason")
+    event = CENSUS_IN.cast_sql({"source_topic": f"'{adt.topic}'", "payload": PAYLOAD})
+    rejected = dead_letter_sql(adt.topic, STAGE, "d.reason_code", "d.reason")
     return f"""
-    SELECT 'dead_letter' AS output, {late_dead_letter_sql(t.adt_topic, STAGE)} AS dead_letter,
-           CAST(NULL AS {EVENT_ROW}) AS event, kafka_ts AS event_time
-    FROM `{t.raw}` WHERE {LATE}
+    SELECT 'dead_letter' AS output, {late_dead_letter_sql(adt.topic, STAGE)} AS dead_letter,
+           {CENSUS_IN.null_sql()} AS event, kafka_ts AS event_time
+    FROM `{adt.table}` WHERE {LATE}
     UNION ALL
     SELECT CASE WHEN d.reason_code IS NULL THEN 'event' ELSE 'dead_letter' END,
            CASE WHEN d.reason_code IS NOT NULL THEN {rejected} END,
            CASE WHEN d.reason_code IS NULL THEN {event} END,
            kafka_ts
-    FROM (SELECT * FROM `{t.raw}` WHERE {ON_TIME}) AS r,
+    FROM (SELECT * FROM `{adt.table}` WHERE {ON_TIME}) AS r,
          LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts_ms)) AS d({cols})"""
 
 
@@ -132,10 +99,14 @@ def _census_sql(capacity: Capacity) -> str:
                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))))"""
 
 
-def build(t_env: StreamTableEnvironment, t: Tables, capacity: Capacity) -> None:
-    """Views up to `census_out` (the keyed function's output) and `deltas`, and every sink."""
+def build(
+    t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
+) -> None:
+    """Source `adt` → sinks `census_unit`, `census_flow`, `census_events`, `dead_letters`:
+    views up to `census_out` (the keyed function's output) and `deltas`, and every sink."""
+    capacity = Capacity.load(settings.capacity_file)
     t_env.create_temporary_system_function("wf_decode_adt", decode_udtf(ADT))
-    t_env.create_temporary_view("census_in", t_env.sql_query(_planned_sql(t)))
+    t_env.create_temporary_view("census_in", t_env.sql_query(_planned_sql(sources["adt"])))
     plan_once(t_env, "census_in")
     # The function reads each record's timestamp (ctx.timestamp()), not the rowtime column,
     # whose Python datetime is wrong after 2038.
@@ -161,26 +132,22 @@ def build(t_env: StreamTableEnvironment, t: Tables, capacity: Capacity) -> None:
 
     ss = t_env.create_statement_set()
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.dead_letters}`
+        INSERT INTO `{sinks["dead_letters"]}`
         SELECT dead_letter.*, rowtime FROM planned WHERE output = 'dead_letter'
         UNION ALL
-        SELECT source_topic, source_partition, source_offset,
-               CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)), '{STAGE}', outcome,
-               reason, payload, rowtime
-        FROM census_out WHERE kind = 'dead_letter'""")
+        SELECT {REFUSED}, rowtime FROM census_out WHERE kind = 'dead_letter'""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.events}`
-        SELECT event_id, event_type, patient_token, facility_id, unit_id,
-               CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)), outcome, reason, rowtime
+        INSERT INTO `{sinks["census_events"]}`
+        SELECT {avro_values_sql(CENSUS_OUT, topics.CENSUS_EVENT.schema)}, rowtime
         FROM census_out WHERE kind = 'event'""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.census}`
+        INSERT INTO `{sinks["census_unit"]}`
         SELECT facility_id, unit_id, `scope`, window_start, window_end, occupied_beds,
                capacity_beds, occupancy_pct, surge_level, surge_label, {counts},
                CAST(window_end AS TIMESTAMP_LTZ(3))
         FROM ({_census_sql(capacity)})""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.flow}`
+        INSERT INTO `{sinks["census_flow"]}`
         SELECT facility_id, unit_id, `scope`, window_start, window_end,
                {", ".join(f"CAST(SUM({c}) AS INT)" for c in COUNTS)},
                CAST(window_end AS TIMESTAMP_LTZ(3))
@@ -189,40 +156,10 @@ def build(t_env: StreamTableEnvironment, t: Tables, capacity: Capacity) -> None:
     ss.attach_as_datastream()
 
 
-def create_kafka_tables(
-    t_env: StreamTableEnvironment, settings: Settings, *, prefix: str = "", bounded: bool = False
-) -> Tables:
-    t = Tables(raw="adt_raw", adt_topic=prefix + ADT)
-    create_raw_source(
-        t_env, settings, t.raw, ADT, prefix=prefix, bounded=bounded, group_id=prefix + STAGE
-    )
-    sinks = {
-        t.census: topics.CENSUS_UNIT.name,
-        t.flow: topics.CENSUS_FLOW.name,
-        t.events: topics.CENSUS_EVENT.name,
-    }
-    create_sinks(t_env, settings, {**sinks, t.dead_letters: topics.DEAD_LETTER.name}, prefix=prefix)
-    return t
-
-
-def pipeline(
-    settings: Settings, *, prefix: str = "", bounded: bool = False
-) -> StreamExecutionEnvironment:
-    kafka_io.ensure_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
-    env, t_env = stream_table_env(settings)
-    tables = create_kafka_tables(t_env, settings, prefix=prefix, bounded=bounded)
-    build(t_env, tables, Capacity.load(settings.capacity_file))
-    return env
-
-
-def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
-    """Run the job; returns when a bounded run has drained its input (an unbounded one never,
-    unless interrupted: then it is cancelled, its transactions aborted, checkpoints retained)."""
-    execute(pipeline(settings, prefix=prefix, bounded=bounded), settings.job_name)
-
-
-def main(argv: list[str] | None = None) -> None:
-    job_main(__doc__, STAGE, run, argv)
+JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
+OUTPUT_TOPICS = JOB.output_topics
+run = JOB.run
+main = JOB.main
 
 
 if __name__ == "__main__":

@@ -4,18 +4,17 @@ source (raw Kafka records) → decode + validate (Python UDF) ─┬─ rejected
                                                               └─ accepted → NEWS2 (Python UDF)
                                                                    ├─ scored readings topic
                                                                    └─ MATCH_RECOGNIZE → alert topic
+
+Kept because a benchmark needs it: `bench/spine.py` runs it against the same pipeline in Java-only
+Flink SQL (`bench/java_baseline.py`) to measure what the Python UDFs cost. The screening job is
+`jobs/sepsis_screen.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pyflink.table import StreamTableEnvironment
 
-from pyflink.table import StatementSet, TableEnvironment, TableResult
-
-from jobs.runtime import kafka_io
-from jobs.runtime.cli import job_main
-from jobs.runtime.flink_env import table_env
-from jobs.runtime.tables import create_raw_source, create_sinks
+from jobs.runtime.job import Job, Sinks, Sources
 from schemas import topics
 from schemas.settings import Settings
 from udfs.flink import DECODED_COLUMNS, decode_observation_udtf, news2_udf
@@ -30,22 +29,19 @@ RULE_VERSION = "1"
 # needs two consecutive readings at or above 5 within 3 hours; matches do not overlap.
 SUSTAINED_READINGS = 2
 SUSTAINED_WITHIN_H = 3
-INPUT_TOPICS = [topics.VITALS_OBSERVATION.name]
-OUTPUT_TOPICS = [topics.VITALS_NEWS2.name, topics.ALERT_V1.name, topics.DEAD_LETTER.name]
+INPUTS = {"vitals": topics.VITALS_OBSERVATION}
+OUTPUTS = {
+    "vitals_news2": topics.VITALS_NEWS2,
+    "alerts": topics.ALERT_V1,
+    "dead_letters": topics.DEAD_LETTER,
+}
 
 
-@dataclass(frozen=True)
-class Tables:
-    """Names of the Flink tables the pipeline reads and writes (created by the caller)."""
-
-    vitals_raw: str = "vitals_raw"
-    news2: str = "vitals_news2"
-    alerts: str = "alerts"
-    dead_letters: str = "dead_letters"
-    source_topic: str = topics.VITALS_OBSERVATION.name
-
-
-def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
+def build(
+    t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
+) -> None:
+    """Source `vitals` → sinks `vitals_news2`, `alerts`, `dead_letters`."""
+    vitals = sources["vitals"]
     t_env.create_temporary_system_function("wf_decode_observation", decode_observation_udtf())
     t_env.create_temporary_system_function("wf_news2", news2_udf())
     cols = ", ".join(f"`{c}`" for c in DECODED_COLUMNS)
@@ -54,7 +50,7 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
         "decoded",
         t_env.sql_query(f"""
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
-        FROM `{t.vitals_raw}` AS r,
+        FROM `{vitals.table}` AS r,
              LATERAL TABLE(wf_decode_observation(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
     )
     t_env.create_temporary_view(
@@ -75,19 +71,19 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
 
     ss = t_env.create_statement_set()
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.dead_letters}`
-        SELECT '{t.source_topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)),
+        INSERT INTO `{sinks["dead_letters"]}`
+        SELECT '{vitals.topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)),
                '{STAGE}', reason_code, reason, COALESCE(`value`, ENCODE('', 'UTF-8')), kafka_ts
         FROM decoded WHERE reason_code IS NOT NULL""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.news2}`
+        INSERT INTO `{sinks["vitals_news2"]}`
         SELECT observation_id, patient_token, facility_id, unit_id,
                CAST(event_time AS TIMESTAMP(3)), heart_rate_bpm, resp_rate_per_min, spo2_pct,
                temp_c, sbp_mmhg, news2_score, news2_params_scored, news2_red_flag,
                kafka_partition, kafka_offset, event_time
         FROM scored""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.alerts}`
+        INSERT INTO `{sinks["alerts"]}`
         SELECT MD5(CONCAT_WS('|', '{RULE_ID}', patient_token,
                              DATE_FORMAT(first_event_time, 'yyyy-MM-dd''T''HH:mm:ss.SSS'))),
                '{RULE_ID}', '{RULE_VERSION}',
@@ -115,50 +111,14 @@ def build(t_env: TableEnvironment, t: Tables) -> StatementSet:
           PATTERN (H{{{SUSTAINED_READINGS}}}) WITHIN INTERVAL '{SUSTAINED_WITHIN_H}' HOUR
           DEFINE H AS H.news2_score >= {MEDIUM_RISK_THRESHOLD}
         )""")
-    return ss
+    ss.attach_as_datastream()
 
 
-def create_kafka_tables(
-    t_env: TableEnvironment,
-    settings: Settings,
-    t: Tables,
-    *,
-    prefix: str = "",
-    bounded: bool = False,
-) -> None:
-    create_raw_source(
-        t_env,
-        settings,
-        t.vitals_raw,
-        topics.VITALS_OBSERVATION.name,
-        prefix=prefix,
-        bounded=bounded,
-        group_id=prefix + STAGE,
-    )
-    sinks = {
-        t.news2: topics.VITALS_NEWS2.name,
-        t.alerts: topics.ALERT_V1.name,
-        t.dead_letters: topics.DEAD_LETTER.name,
-    }
-    create_sinks(t_env, settings, sinks, prefix=prefix)
-
-
-def start(settings: Settings, *, prefix: str = "", bounded: bool = False) -> TableResult:
-    """Submit the job over Kafka topics named `prefix + topic`; returns without waiting."""
-    kafka_io.ensure_topics(settings, INPUT_TOPICS + OUTPUT_TOPICS, prefix=prefix)
-    t_env = table_env(settings)
-    tables = Tables(source_topic=prefix + topics.VITALS_OBSERVATION.name)
-    create_kafka_tables(t_env, settings, tables, prefix=prefix, bounded=bounded)
-    return build(t_env, tables).execute()
-
-
-def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
-    """Run the job; returns when a bounded run has drained its input (an unbounded one never)."""
-    start(settings, prefix=prefix, bounded=bounded).wait()
-
-
-def main(argv: list[str] | None = None) -> None:
-    job_main(__doc__, STAGE, run, argv)
+JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
+INPUT_TOPICS = JOB.input_topics
+OUTPUT_TOPICS = JOB.output_topics
+run = JOB.run
+main = JOB.main
 
 
 if __name__ == "__main__":

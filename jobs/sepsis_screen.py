@@ -15,21 +15,15 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from feature_store.definitions import LAB_AGE, LAB_AGE_CAP_H, ROLLING, lab_age_name, rolling_name
-from jobs.runtime import kafka_io
-from jobs.runtime.cli import job_main
-from jobs.runtime.flink_env import execute, plan_once, process_by_patient, stream_table_env
+from jobs.runtime.flink_env import plan_once, process_by_patient
+from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
     LATE,
     ON_TIME,
-    create_raw_source,
-    create_sinks,
     dead_letter_sql,
     late_dead_letter_sql,
 )
@@ -42,6 +36,7 @@ from jobs.screening.scoring import (
     scored_sql,
 )
 from schemas import topics
+from schemas.rows import ALERT_EVENT, RULE_HIT, avro_values_sql
 from schemas.settings import Settings
 from udfs.flink import (
     ALERT_EVENT_TYPE,
@@ -50,40 +45,45 @@ from udfs.flink import (
     decoded_columns,
     screen_udtf,
 )
-from udfs.flink_scoring import score_udf
 from udfs.sepsis import MAX_VALIDITY_H, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H
 
 STAGE = "sepsis_screen"
-SOURCES = {  # logical name -> (topic, id field)
-    "vitals": (topics.VITALS_OBSERVATION.name, "observation_id"),
-    "labs": (topics.LABS_RESULT.name, "result_id"),
-    "adt": (topics.ADT_EVENT.name, "event_id"),
+INPUTS = {
+    "vitals": topics.VITALS_OBSERVATION,
+    "labs": topics.LABS_RESULT,
+    "adt": topics.ADT_EVENT,
 }
-INPUT_TOPICS = [t for t, _ in SOURCES.values()]
-OUTPUT_TOPICS = [
-    topics.SEPSIS_SCREEN.name,
-    topics.ALERT_V2.name,
-    topics.SEPSIS_SCORE.name,
-    topics.DEAD_LETTER.name,
-]
+ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
+OUTPUTS = {  # sink -> topic; the score sink is there whether or not a champion is registered
+    "sepsis_screen": topics.SEPSIS_SCREEN,
+    "alert_events": topics.ALERT_V2,
+    "sepsis_scores": topics.SEPSIS_SCORE,
+    "dead_letters": topics.DEAD_LETTER,
+}
 SCREEN = topics.SEPSIS_SCREEN.schema
 SCORE = topics.SEPSIS_SCORE.schema
 
-
-@dataclass(frozen=True)
-class Tables:
-    """Names of the Flink tables the pipeline reads and writes (created by the caller)."""
-
-    raw: dict[str, str]  # logical source name -> raw table
-    source_topics: dict[str, str]  # logical source name -> topic name (for dead letters)
-    screen: str = "sepsis_screen"
-    alerts: str = "alert_events"
-    scores: str | None = None  # set when the job scores
-    dead_letters: str = "dead_letters"
+# A discharge resolves the patient's open alerts: a RULE_HIT of kind `discharge`.
+DISCHARGE = RULE_HIT.select_sql(
+    {
+        "kind": "'discharge'",
+        "rule_id": "''",
+        "rule_version": "''",
+        "severity": "''",
+        "first_time": "CAST(event_time AS TIMESTAMP(3))",
+        "first_record_id": "record_id",
+        "last_record_id": "record_id",
+        "score_name": "''",
+        "score_value": "0",
+        "evidence_json": "'{}'",
+    }
+)
+SCREEN_ROW = SCREEN.flink_row()
+SCORE_ROW = SCORE.flink_row()
 
 
 def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
-    topic, _ = SOURCES[name]
+    topic = INPUTS[name].name
     cols = ", ".join(f"`{c}`" for c in decoded_columns(topic))
     t_env.create_temporary_system_function(f"wf_decode_{name}", decode_udtf(topic))
     t_env.create_temporary_view(
@@ -99,12 +99,13 @@ def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
     )
 
 
-def _events_sql(t: Tables) -> str:
+def _events_sql(sources: Sources) -> str:
     """One row per accepted input record, every state parameter a column (null if absent)."""
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     selects = []
-    for name, (topic, id_field) in SOURCES.items():
-        have = set(decoded_columns(topic))
+    for name, topic in INPUTS.items():
+        id_field = ID_FIELDS[name]
+        have = set(decoded_columns(topic.name))
         params = ", ".join(
             p if p in have else f"CAST(NULL AS {types[p]}) AS {p}" for p in STATE_PARAMS
         )
@@ -116,7 +117,7 @@ def _events_sql(t: Tables) -> str:
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {params},
-               {discharge} AS is_discharge, '{t.source_topics[name]}' AS source_topic,
+               {discharge} AS is_discharge, '{sources[name].topic}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset
         FROM {name}_decoded WHERE reason_code IS NULL""")
     return " UNION ALL ".join(selects)
@@ -166,13 +167,23 @@ def _state_sql(source: str = "events", features: bool = False) -> str:
                    RANGE BETWEEN INTERVAL '{MAX_VALIDITY_H}' HOUR PRECEDING AND CURRENT ROW))"""
 
 
-def build(t_env: StreamTableEnvironment, t: Tables, scoring: Scoring | None = None) -> None:
+def build(
+    t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
+) -> None:
+    """Sources `vitals`, `labs`, `adt` → sinks `sepsis_screen`, `alert_events`,
+    `sepsis_scores` (written when scoring is on) and `dead_letters`."""
+    scoring = Scoring.of(settings)
+    views(t_env, sources, scoring)
+    attach(t_env, sources, sinks, scoring)
+
+
+def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | None) -> None:
     """Define every view up to `screened`, `hits` and `lifecycle_in` (no sinks); with scoring,
     also `scored` and `score_rows` (jobs/screening/scoring.py), the champion's hits joining the
     lifecycle as rule `model_sepsis_risk`."""
-    for name, raw in t.raw.items():
-        _source_views(t_env, name, raw)
-    t_env.create_temporary_view("events", t_env.sql_query(_events_sql(t)))
+    for name, src in sources.items():
+        _source_views(t_env, name, src.table)
+    t_env.create_temporary_view("events", t_env.sql_query(_events_sql(sources)))
     if scoring:
         t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
     source = "feature_events" if scoring else "events"
@@ -191,14 +202,7 @@ def build(t_env: StreamTableEnvironment, t: Tables, scoring: Scoring | None = No
     )
     hits = " UNION ALL ".join(r.sql() for r in RULES)
     if scoring:
-        udf = score_udf(
-            scoring.registry,
-            scoring.model_name,
-            scoring.feast_dir,
-            scoring.feast_online_store,
-            scoring.cache_ttl_s,
-        )
-        t_env.create_temporary_system_function("wf_score", udf)
+        t_env.create_temporary_system_function("wf_score", scoring.udf())
         t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
         t_env.create_temporary_view(
             "score_rows", t_env.sql_query(score_rows_sql(scoring.model_name))
@@ -207,53 +211,23 @@ def build(t_env: StreamTableEnvironment, t: Tables, scoring: Scoring | None = No
     t_env.create_temporary_view("hits", t_env.sql_query(hits))
     t_env.create_temporary_view(
         "lifecycle_in",
-        t_env.sql_query("""
-        SELECT 'hit' AS kind, * FROM hits
+        t_env.sql_query(f"""
+        SELECT * FROM hits
         UNION ALL
-        SELECT 'discharge', '', '', '', patient_token, facility_id, unit_id,
-               CAST(event_time AS TIMESTAMP(3)), record_id, record_id, '', 0, '{}', event_time
-        FROM screened WHERE is_discharge"""),
+        SELECT {DISCHARGE}, event_time FROM screened WHERE is_discharge"""),
     )
 
 
-def _row(schema_columns: str) -> str:
-    return f"ROW<{schema_columns}>"
-
-
-SCREEN_ROW = _row(SCREEN.flink_columns())
-SCORE_ROW = _row(SCORE.flink_columns())
-HIT_ROW = _row(
-    ", ".join(
-        f"`{c}` {t}"
-        for c, t in (
-            ("kind", "STRING"),
-            ("rule_id", "STRING"),
-            ("rule_version", "STRING"),
-            ("severity", "STRING"),
-            ("patient_token", "STRING"),
-            ("facility_id", "STRING"),
-            ("unit_id", "STRING"),
-            ("first_time", "TIMESTAMP(3)"),
-            ("first_record_id", "STRING"),
-            ("last_record_id", "STRING"),
-            ("score_name", "STRING"),
-            ("score_value", "INT"),
-            ("evidence_json", "STRING"),
-        )
-    )
-)
-
-
-def outputs_sql(t: Tables) -> str:
+def outputs_sql(sources: Sources, scoring: bool) -> str:
     """Dead letters, screened states and lifecycle inputs as one table (`output` says which),
     so that the SQL part is planned once even though the lifecycle runs as a DataStream: each
     separate Table → DataStream conversion would plan, and read, the sources again."""
     nulls = {
         "dead_letter": f"CAST(NULL AS {DEAD_LETTER_ROW})",
         "screen": f"CAST(NULL AS {SCREEN_ROW})",
-        "hit": f"CAST(NULL AS {HIT_ROW})",
+        "hit": RULE_HIT.null_sql(),
     }
-    if t.scores:
+    if scoring:
         nulls["score"] = f"CAST(NULL AS {SCORE_ROW})"
 
     def branch(output: str, row: str, source: str, rowtime: str) -> str:
@@ -262,8 +236,8 @@ def outputs_sql(t: Tables) -> str:
         return f"SELECT '{output}' AS output, {rows}, {rowtime} AS event_time FROM {source}"
 
     branches = []
-    for name in t.raw:
-        topic = t.source_topics[name]
+    for name, source in sources.items():
+        topic = source.topic
         rejected = dead_letter_sql(topic, STAGE, "reason_code", "reason")
         late = late_dead_letter_sql(topic, STAGE)
         branches.append(
@@ -278,14 +252,8 @@ def outputs_sql(t: Tables) -> str:
     branches.append(
         branch("screen", f"CAST(ROW({screen_cols}) AS {SCREEN_ROW})", "screened", "event_time")
     )
-    hit_cols = (
-        "kind, rule_id, rule_version, severity, patient_token, facility_id, unit_id, first_time, "
-        "first_record_id, last_record_id, score_name, score_value, evidence_json"
-    )
-    branches.append(
-        branch("hit", f"CAST(ROW({hit_cols}) AS {HIT_ROW})", "lifecycle_in", "event_time")
-    )
-    if t.scores:
+    branches.append(branch("hit", RULE_HIT.cast_sql(), "lifecycle_in", "event_time"))
+    if scoring:
         score_cols = ", ".join(f"`{f.name}`" for f in SCORE.fields)
         branches.append(
             branch("score", f"CAST(ROW({score_cols}) AS {SCORE_ROW})", "score_rows", "rowtime")
@@ -293,9 +261,11 @@ def outputs_sql(t: Tables) -> str:
     return "\nUNION ALL\n".join(branches)
 
 
-def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
-    """Attach every output: dead letters, screened states and the alert lifecycle."""
-    t_env.create_temporary_view("outputs", t_env.sql_query(outputs_sql(t)))
+def attach(
+    t_env: StreamTableEnvironment, sources: Sources, sinks: Sinks, scoring: Scoring | None
+) -> None:
+    """Attach every output: dead letters, screened states, scores and the alert lifecycle."""
+    t_env.create_temporary_view("outputs", t_env.sql_query(outputs_sql(sources, bool(scoring))))
     plan_once(t_env, "outputs")
     alerts = process_by_patient(
         t_env,
@@ -307,76 +277,28 @@ def sinks(t_env: StreamTableEnvironment, t: Tables) -> None:
 
     ss = t_env.create_statement_set()
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.dead_letters}`
+        INSERT INTO `{sinks["dead_letters"]}`
         SELECT dead_letter.*, rowtime FROM planned WHERE output = 'dead_letter'""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.screen}` SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
-    if t.scores:
+        INSERT INTO `{sinks["sepsis_screen"]}`
+        SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
+    if scoring:
         ss.add_insert_sql(f"""
-        INSERT INTO `{t.scores}` SELECT score.*, rowtime FROM planned WHERE output = 'score'""")
+        INSERT INTO `{sinks["sepsis_scores"]}`
+        SELECT score.*, rowtime FROM planned WHERE output = 'score'""")
     ss.add_insert_sql(f"""
-        INSERT INTO `{t.alerts}`
-        SELECT alert_event_id, alert_id, action, sequence, rule_id, rule_version, severity,
-               patient_token, facility_id, unit_id,
-               CAST(TO_TIMESTAMP_LTZ(opened_time_ms, 3) AS TIMESTAMP(3)),
-               CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)),
-               resolve_reason, hit_count, score_name, score_value, first_record_id,
-               last_record_id, evidence_json, TO_TIMESTAMP_LTZ(event_time_ms, 3)
+        INSERT INTO `{sinks["alert_events"]}`
+        SELECT {avro_values_sql(ALERT_EVENT, topics.ALERT_V2.schema)},
+               TO_TIMESTAMP_LTZ(event_time_ms, 3)
         FROM alert_lifecycle""")
     ss.attach_as_datastream()
 
 
-def create_kafka_tables(
-    t_env: StreamTableEnvironment,
-    settings: Settings,
-    *,
-    prefix: str = "",
-    bounded: bool = False,
-    scoring: bool = False,
-) -> Tables:
-    t = Tables(
-        raw={name: f"{name}_raw" for name in SOURCES},
-        source_topics={name: prefix + topic for name, (topic, _) in SOURCES.items()},
-        scores="sepsis_scores" if scoring else None,
-    )
-    for name, (topic, _) in SOURCES.items():
-        group = prefix + STAGE
-        create_raw_source(
-            t_env, settings, t.raw[name], topic, prefix=prefix, bounded=bounded, group_id=group
-        )
-    sinks = {
-        t.screen: topics.SEPSIS_SCREEN.name,
-        t.alerts: topics.ALERT_V2.name,
-        t.dead_letters: topics.DEAD_LETTER.name,
-    }
-    if t.scores:
-        sinks[t.scores] = topics.SEPSIS_SCORE.name
-    create_sinks(t_env, settings, sinks, prefix=prefix)
-    return t
-
-
-def pipeline(
-    settings: Settings, *, prefix: str = "", bounded: bool = False
-) -> StreamExecutionEnvironment:
-    kafka_io.ensure_topics(settings, INPUT_TOPICS + OUTPUT_TOPICS, prefix=prefix)
-    env, t_env = stream_table_env(settings)
-    scoring = Scoring.of(settings)
-    tables = create_kafka_tables(
-        t_env, settings, prefix=prefix, bounded=bounded, scoring=scoring is not None
-    )
-    build(t_env, tables, scoring)
-    sinks(t_env, tables)
-    return env
-
-
-def run(settings: Settings, *, prefix: str = "", bounded: bool = False) -> None:
-    """Run the job; returns when a bounded run has drained its input (an unbounded one never,
-    unless interrupted: then it is cancelled, its transactions aborted, checkpoints retained)."""
-    execute(pipeline(settings, prefix=prefix, bounded=bounded), settings.job_name)
-
-
-def main(argv: list[str] | None = None) -> None:
-    job_main(__doc__, STAGE, run, argv)
+JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
+INPUT_TOPICS = JOB.input_topics
+OUTPUT_TOPICS = JOB.output_topics
+run = JOB.run
+main = JOB.main
 
 
 if __name__ == "__main__":

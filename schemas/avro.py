@@ -79,6 +79,10 @@ class Schema:
         """Column list for a Flink `CREATE TABLE` whose format decodes this schema."""
         return ",\n  ".join(f"`{f.name}` {f.flink_type()}" for f in self.fields)
 
+    def flink_row(self) -> str:
+        """The schema as a Flink SQL row type, ``ROW<`a` STRING, …>``."""
+        return f"ROW<{self.flink_columns()}>"
+
     def clickhouse_columns(self) -> dict[str, str]:
         return {f.name: f.clickhouse_type() for f in self.fields}
 

@@ -1,130 +1,259 @@
-"""The one typed settings object, built at the edge from the environment and command-line args."""
+"""The one typed settings object, built at the edge from the environment and command-line args.
 
+The fields of `Settings` are the settings table: each is declared once, with `setting(...)` or
+`cache_setting(...)`, giving its name, type (the annotation), default, environment variable,
+command-line flag and documentation. The environment parsing (`Settings.from_env`), the argparse
+options (`Settings.add_arguments`), the resolution of both (`Settings.resolve`) and the README's
+configuration table (`settings_markdown`) are all generated from it (`SETTINGS`).
+"""
+
+# setting() and cache_setting() return dataclasses.field(): ruff cannot see through them.
+# ruff: noqa: RUF009
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import secrets
 import sys
+import typing
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULT_CACHE = Path.home() / ".cache" / "wardflow"
+DEFAULT_STATE = DEFAULT_CACHE / "state"
+# Not settings themselves: they move every default declared with `cache_setting`.
+CACHE_ENV = "WARDFLOW_CACHE"
+STATE_ENV = "WARDFLOW_STATE"
+PHI_KEY_WARNING = "WARDFLOW_PHI_KEY is not set: using a random key for this run only"
+
+_REPO = Path(__file__).resolve().parents[1]
+_META = "wardflow.setting"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """What a field's metadata holds; `Spec` adds the name and type from the field itself."""
+
+    doc: str
+    env: str | None
+    flag: str | None
+    under_cache: Callable[[Path, Path], Any] | None
+
+
+def setting(
+    default: _T,
+    doc: str,
+    *,
+    env: str | None = None,
+    flag: str | None = None,
+    secret: bool = False,
+    under_cache: Callable[[Path, Path], _T] | None = None,
+) -> _T:
+    """Declare one setting (a dataclass field). `env` defaults to WARDFLOW_<NAME>, `flag` to
+    --kebab-name; a `secret` one is left out of repr."""
+    declared = _Declared(doc=doc, env=env, flag=flag, under_cache=under_cache)
+    return field(default=default, repr=not secret, metadata={_META: declared})
+
+
+def cache_setting(
+    under_cache: Callable[[Path, Path], _T], doc: str, *, env: str | None = None
+) -> _T:
+    """A setting whose default lies under WARDFLOW_CACHE or WARDFLOW_STATE: `under_cache(cache,
+    state)` gives it, with the defaults `~/.cache/wardflow` and `$WARDFLOW_CACHE/state`."""
+    default = under_cache(DEFAULT_CACHE, DEFAULT_STATE)
+    return setting(default, doc, env=env, under_cache=under_cache)
 
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str = "127.0.0.1:19092"
-    flink_jars_dir: Path = DEFAULT_CACHE / "flink-jars"
-    clickhouse_url: str = f"chdb://{DEFAULT_CACHE / 'state' / 'clickhouse'}"
-    clickhouse_database: str = "wardflow"
-    phi_key: bytes = field(default=b"", repr=False)
-    data_dir: Path = Path(__file__).resolve().parents[2] / "shared" / "data"
-    parallelism: int = 1
-    max_out_of_orderness_s: int = 60
-    # A partition with no record for this long stops holding the watermark back: a feed that goes
-    # quiet (ADT at night) and every partition already read when a job restarts from a
-    # checkpoint (watermarks are not checkpointed). While a backlog is read a starved partition
-    # could be marked idle and its records then arrive late, hence a long default; 0 = never.
-    source_idle_timeout_s: int = 60
-    # Emit a watermark after every record (deterministic lateness, for tests) instead of
-    # periodically (cheaper).
-    watermark_on_event: bool = False
-    python_bundle_size: int = 1000
-    python_bundle_time_ms: int = 200
-    # Python keyed-state cache, in keys (patients): a miss is a round trip to the JVM, but every
-    # bundle commit walks the whole cache, so size it near the number of active patients.
-    python_state_cache_keys: int = 20_000
-    flink_tmp_dir: Path = DEFAULT_CACHE / "flink-tmp"
-    flink_log_dir: Path = DEFAULT_CACHE / "flink-logs"
-    job_name: str = "wardflow"
-    # Exactly-once: Kafka sinks write in transactions committed by checkpoints (consumers read
-    # read_committed), so output becomes visible once per checkpoint interval. "at-least-once"
-    # writes at once and may repeat records after a failure (the loader's keys absorb repeats).
-    delivery_guarantee: str = "exactly-once"
-    checkpoint_interval_s: float = 10.0
-    checkpoint_dir: Path = DEFAULT_CACHE / "checkpoints"
-    # A retained checkpoint (…/chk-N) or savepoint to start from: state and source offsets.
-    restore_from: str = ""
-    # Above checkpoint interval + restart time, at most the broker's transaction.max.timeout.ms.
-    transaction_timeout_s: int = 900
-    restart_attempts: int = 10
-    # The ingestion edges refuse an event time this far ahead of their clock (`future_time`).
-    max_future_s: int = 300
-    # Time zone of HL7 v2 time stamps that carry no offset (an IANA name).
-    hl7_timezone: str = "UTC"
-    # Bed capacity per facility and unit, with surge thresholds (schemas.capacity).
-    capacity_file: Path = Path(__file__).resolve().parent / "capacity_demo.json"
-    # The model registry (training/registry.py): versions, champion/challenger roles.
-    model_registry: Path = DEFAULT_CACHE / "state" / "registry"
-    model_name: str = "sepsis-risk"
-    # Sepsis risk scoring in the screening job (champion + shadow challenger); off: rules only.
-    scoring: bool = True
-    # Feast: the repo's online store, "sqlite" (a file under the state folder) or a Redis
-    # connection string (host:port), and the feature repo's working folder.
-    feast_online_store: str = "sqlite"
-    feast_dir: Path = DEFAULT_CACHE / "state" / "feast"
-    # How long the scoring UDF keeps a patient's static features from Feast before asking again.
-    feature_cache_ttl_s: float = 3600.0
+    kafka_bootstrap: str = setting(
+        "127.0.0.1:19092",
+        "Kafka bootstrap servers (`host:port`, comma-separated); the default is the local broker "
+        "of `deploy/local/services.sh`.",
+    )
+    flink_jars_dir: Path = cache_setting(
+        lambda cache, state: cache / "flink-jars",
+        "Folder of the Flink connector jars the jobs load.",
+        env="WARDFLOW_FLINK_JARS",
+    )
+    clickhouse_url: str = cache_setting(
+        lambda cache, state: f"chdb://{state / 'clickhouse'}",
+        "ClickHouse to load into and query: `chdb://<folder>` (embedded) or `http://host:8123`.",
+        env="CLICKHOUSE_URL",
+    )
+    clickhouse_database: str = setting("wardflow", "ClickHouse database of the loader.")
+    phi_key: bytes = setting(
+        b"",
+        "HMAC key for patient tokens (the variable's text, encoded). Without it a random key is "
+        "used for this run only, with a warning, so tokens differ between runs. Never commit "
+        "one; prefer the variable to the flag, which other users can see in the process list.",
+        secret=True,
+    )
+    data_dir: Path = setting(
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+        "Folder of the downloaded data sets (`physionet2019/setA.parquet`, `mimic_iv_demo/`); "
+        "without set A the replay uses a bundled sample.",
+    )
+    parallelism: int = setting(1, "Parallelism of the streaming jobs.")
+    max_out_of_orderness_s: int = setting(
+        60,
+        "Watermark delay: each source's watermark trails its largest record timestamp by this "
+        "many seconds. A record at or behind the watermark is late (dead-lettered), so a feed "
+        "that delivers later needs a larger delay; results wait that much longer.",
+    )
+    source_idle_timeout_s: int = setting(
+        60,
+        "A partition with no record for this long stops holding the watermark back: a feed that "
+        "goes quiet (ADT at night) and every partition already read when a job restarts from a "
+        "checkpoint (watermarks are not checkpointed). While a backlog is read a starved "
+        "partition could be marked idle and its records then arrive late, hence a long default; "
+        "0 = never.",
+    )
+    watermark_on_event: bool = setting(
+        False,
+        "Emit a watermark after every record (deterministic lateness, for tests) instead of "
+        "periodically (cheaper).",
+    )
+    python_bundle_size: int = setting(
+        1000,
+        "Records per bundle of the Python functions (`python.fn-execution.bundle.size`): larger "
+        "bundles cost fewer round trips to the JVM and add latency.",
+    )
+    python_bundle_time_ms: int = setting(
+        200,
+        "Longest wait before a Python bundle is processed although not full "
+        "(`python.fn-execution.bundle.time`), which bounds the latency bundling adds.",
+    )
+    python_state_cache_keys: int = setting(
+        20_000,
+        "Python keyed-state cache, in keys (patients): a miss is a round trip to the JVM, but "
+        "every bundle commit walks the whole cache, so size it near the number of active "
+        "patients.",
+    )
+    flink_tmp_dir: Path = cache_setting(
+        lambda cache, state: cache / "flink-tmp", "Flink's temporary files (`io.tmp.dirs`)."
+    )
+    flink_log_dir: Path = cache_setting(
+        lambda cache, state: cache / "flink-logs", "Flink's logs (`FLINK_LOG_DIR`)."
+    )
+    job_name: str = setting(
+        "wardflow",
+        "Flink job name, also the job's folder under the checkpoint folder and its Kafka "
+        "transactional id prefix; a streaming job defaults it to its stage.",
+    )
+    delivery_guarantee: str = setting(
+        "exactly-once",
+        "`exactly-once`: Kafka sinks write in transactions committed by checkpoints (consumers "
+        "read read_committed), so output becomes visible once per checkpoint interval. "
+        "`at-least-once` writes at once and may repeat records after a failure (the loader's "
+        "keys absorb repeats).",
+    )
+    checkpoint_interval_s: float = setting(
+        10.0, "Seconds between checkpoints (> 0: checkpointing is always on)."
+    )
+    checkpoint_dir: Path = cache_setting(
+        lambda cache, state: cache / "checkpoints",
+        "Where checkpoints are retained, also on cancel and failure (`--restore latest`).",
+    )
+    restore_from: str = setting(
+        "",
+        "A retained checkpoint (…/chk-N) or savepoint to start from: state and source offsets.",
+    )
+    transaction_timeout_s: int = setting(
+        900,
+        "Kafka transaction timeout: above checkpoint interval + restart time, at most the "
+        "broker's transaction.max.timeout.ms (900 s).",
+    )
+    restart_attempts: int = setting(10, "Restarts after a failure before a job fails.")
+    max_future_s: int = setting(
+        300,
+        "The ingestion edges refuse an event time this far ahead of their clock (`future_time`).",
+    )
+    hl7_timezone: str = setting(
+        "UTC", "Time zone of HL7 v2 time stamps that carry no offset (an IANA name)."
+    )
+    capacity_file: Path = setting(
+        Path(__file__).resolve().parent / "capacity_demo.json",
+        "Bed capacity per facility and unit, with surge thresholds (`schemas/capacity.py`): the "
+        "census job and the loader's facility and unit dimensions.",
+    )
+    model_registry: Path = cache_setting(
+        lambda cache, state: state / "registry",
+        "The model registry (`training/registry.py`): versions, champion/challenger roles.",
+    )
+    model_name: str = setting(
+        "sepsis-risk", "The registry's model that the screening job scores with."
+    )
+    scoring: bool = setting(
+        True,
+        "Sepsis risk scoring in the screening job (champion + shadow challenger); off: rules only.",
+    )
+    feast_online_store: str = setting(
+        "sqlite",
+        "Feast's online store: `sqlite` (a file under the state folder) or a Redis connection "
+        "string (`host:port`).",
+    )
+    feast_dir: Path = cache_setting(
+        lambda cache, state: state / "feast", "The Feast feature repo's working folder."
+    )
+    feature_cache_ttl_s: float = setting(
+        3600.0,
+        "How long the scoring function keeps a patient's static features from Feast before "
+        "asking again.",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read WARDFLOW_* variables; explicit keyword overrides (from CLI args) win."""
+        """Read the settings' variables (`os.environ` by default); explicit keyword overrides win
+        (None ones are ignored)."""
+        return cls.resolve(None, env, **overrides)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One option per setting. An option not given is left out of the parsed namespace, so it
+        does not hide the environment."""
+        group = parser.add_argument_group(
+            "settings",
+            f"each also read from its environment variable; {CACHE_ENV} and "
+            f"{STATE_ENV} move the defaults under them",
+        )
+        for spec in SETTINGS:
+            group.add_argument(spec.flag, **spec.argparse_options())
+
+    @classmethod
+    def resolve(
+        cls,
+        args: argparse.Namespace | Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """The settings of this process: defaults (moved by WARDFLOW_CACHE / WARDFLOW_STATE), then
+        the environment (`os.environ` by default), then parsed command-line `args` (of
+        `add_arguments`; other names in them are ignored), then explicit keyword `overrides`;
+        None values and empty variables count as not given. Without any PHI key, the process's
+        random one is chosen here, once."""
         e = os.environ if env is None else env
-        s = cls()
         vals: dict[str, Any] = {}
-        if e.get("WARDFLOW_CACHE"):  # the same cache deploy/local/services.sh fills
-            cache = Path(e["WARDFLOW_CACHE"])
-            state = Path(e.get("WARDFLOW_STATE") or cache / "state")
-            vals.update(
-                flink_jars_dir=cache / "flink-jars",
-                flink_tmp_dir=cache / "flink-tmp",
-                flink_log_dir=cache / "flink-logs",
-                clickhouse_url=f"chdb://{state / 'clickhouse'}",
-            )
-        if "WARDFLOW_KAFKA_BOOTSTRAP" in e:
-            vals["kafka_bootstrap"] = e["WARDFLOW_KAFKA_BOOTSTRAP"]
-        if "WARDFLOW_FLINK_JARS" in e:
-            vals["flink_jars_dir"] = Path(e["WARDFLOW_FLINK_JARS"])
-        if "CLICKHOUSE_URL" in e:
-            vals["clickhouse_url"] = e["CLICKHOUSE_URL"]
-        if "WARDFLOW_CLICKHOUSE_DATABASE" in e:
-            vals["clickhouse_database"] = e["WARDFLOW_CLICKHOUSE_DATABASE"]
-        if "WARDFLOW_DATA_DIR" in e:
-            vals["data_dir"] = Path(e["WARDFLOW_DATA_DIR"])
-        if "WARDFLOW_PARALLELISM" in e:
-            vals["parallelism"] = int(e["WARDFLOW_PARALLELISM"])
-        if "WARDFLOW_SOURCE_IDLE_TIMEOUT_S" in e:
-            vals["source_idle_timeout_s"] = int(e["WARDFLOW_SOURCE_IDLE_TIMEOUT_S"])
-        if "WARDFLOW_DELIVERY_GUARANTEE" in e:
-            vals["delivery_guarantee"] = e["WARDFLOW_DELIVERY_GUARANTEE"]
-        if "WARDFLOW_CHECKPOINT_INTERVAL_S" in e:
-            vals["checkpoint_interval_s"] = float(e["WARDFLOW_CHECKPOINT_INTERVAL_S"])
-        if "WARDFLOW_CHECKPOINT_DIR" in e:
-            vals["checkpoint_dir"] = Path(e["WARDFLOW_CHECKPOINT_DIR"])
-        if e.get("WARDFLOW_CACHE") and "WARDFLOW_CHECKPOINT_DIR" not in e:
-            vals["checkpoint_dir"] = Path(e["WARDFLOW_CACHE"]) / "checkpoints"
-        if "WARDFLOW_HL7_TIMEZONE" in e:
-            vals["hl7_timezone"] = e["WARDFLOW_HL7_TIMEZONE"]
-        if "WARDFLOW_CAPACITY_FILE" in e:
-            vals["capacity_file"] = Path(e["WARDFLOW_CAPACITY_FILE"])
-        if e.get("WARDFLOW_CACHE"):
-            state = Path(e.get("WARDFLOW_STATE") or Path(e["WARDFLOW_CACHE"]) / "state")
-            vals.update(model_registry=state / "registry", feast_dir=state / "feast")
-        if "WARDFLOW_MODEL_REGISTRY" in e:
-            vals["model_registry"] = Path(e["WARDFLOW_MODEL_REGISTRY"])
-        if "WARDFLOW_SCORING" in e:
-            vals["scoring"] = e["WARDFLOW_SCORING"].lower() not in ("0", "false", "off", "")
-        if "WARDFLOW_FEAST_ONLINE_STORE" in e:
-            vals["feast_online_store"] = e["WARDFLOW_FEAST_ONLINE_STORE"]
-        if "WARDFLOW_FEAST_DIR" in e:
-            vals["feast_dir"] = Path(e["WARDFLOW_FEAST_DIR"])
-        if e.get("WARDFLOW_PHI_KEY"):
-            vals["phi_key"] = e["WARDFLOW_PHI_KEY"].encode()
+        if e.get(CACHE_ENV):  # the same cache deploy/local/services.sh fills
+            cache = Path(e[CACHE_ENV])
+            state = Path(e.get(STATE_ENV) or cache / "state")
+            for spec in SETTINGS:
+                if spec.under_cache is not None:
+                    vals[spec.name] = spec.under_cache(cache, state)
+        for spec in SETTINGS:
+            if e.get(spec.env):
+                vals[spec.name] = spec.from_env(e[spec.env])
+        given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+        vals.update({k: v for k, v in given.items() if k in _BY_NAME and v is not None})
         vals.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(s, **vals).checked()
+        if not vals.get("phi_key"):
+            vals["phi_key"] = _process_phi_key()
+        return cls(**vals).checked()
 
     def checked(self) -> Settings:
         if self.delivery_guarantee not in ("exactly-once", "at-least-once"):
@@ -138,17 +267,24 @@ class Settings:
             )
         return self
 
+    @property
+    def phi_key_ephemeral(self) -> bool:
+        """Whether the PHI key is this process's random one (no WARDFLOW_PHI_KEY was given)."""
+        return bool(self.phi_key) and self.phi_key == _process_phi_key()
+
     def require_phi_key(self) -> bytes:
-        """The HMAC key for patient tokens. Without WARDFLOW_PHI_KEY, a random per-process key is
-        used (tokens then differ between runs) and a warning says so."""
-        if self.phi_key:
-            return self.phi_key
-        warnings.warn(
-            "WARDFLOW_PHI_KEY is not set: using a random key for this run only", stacklevel=2
-        )
-        key = secrets.token_hex(32).encode()
-        object.__setattr__(self, "phi_key", key)
-        return key
+        """The HMAC key for patient tokens, as resolved by `from_env`/`resolve`. The random
+        per-process key they fall back to without WARDFLOW_PHI_KEY (tokens then differ between
+        runs) is announced by a warning, once per process. Never changes the settings."""
+        if not self.phi_key:
+            raise ValueError(
+                "no PHI key: these settings were built without one; build them with "
+                "Settings.from_env() or Settings.resolve() (which read WARDFLOW_PHI_KEY) or pass "
+                "phi_key="
+            )
+        if self.phi_key_ephemeral:
+            _warn_ephemeral_phi_key()
+        return self.phi_key
 
     @property
     def physionet_setA(self) -> Path:
@@ -157,3 +293,147 @@ class Settings:
     @property
     def python_executable(self) -> str:
         return sys.executable
+
+
+@functools.cache
+def _process_phi_key() -> bytes:
+    """The random PHI key of this process, drawn the first time a key is resolved without one."""
+    return secrets.token_hex(32).encode()
+
+
+@functools.cache
+def _warn_ephemeral_phi_key() -> None:
+    # 1: here, 2: require_phi_key, 3: its caller (functools.cache adds no Python frame).
+    warnings.warn(PHI_KEY_WARNING, stacklevel=3)
+
+
+def _parse_bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "on", "yes"):
+        return True
+    if v in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean: use 1/true/on/yes or 0/false/off/no")
+
+
+def _parse_bytes(text: str) -> bytes:
+    return text.encode()
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {
+    str: str,
+    int: int,
+    float: float,
+    bool: _parse_bool,
+    Path: Path,
+    bytes: _parse_bytes,
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One row of the settings table."""
+
+    name: str
+    type: type
+    default: Any
+    env: str
+    flag: str
+    doc: str
+    secret: bool
+    under_cache: Callable[[Path, Path], Any] | None
+
+    def parse(self, text: str) -> Any:
+        """The value of this setting written as text (an environment variable, a flag)."""
+        return _PARSERS[self.type](text)
+
+    def from_env(self, text: str) -> Any:
+        try:
+            return self.parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{self.env}={text!r}: not a valid {self.type.__name__}") from exc
+
+    def argparse_options(self) -> dict[str, Any]:
+        def parse(text: str) -> Any:
+            try:
+                return self.parse(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a valid {self.type.__name__}"
+                ) from exc
+
+        opts: dict[str, Any] = {
+            "dest": self.name,
+            "type": parse,
+            "default": argparse.SUPPRESS,
+            "metavar": self.type.__name__.upper(),
+            # argparse %-formats help texts.
+            "help": f"{self.doc} [{self.env}; default {_display(self)}]".replace("%", "%%"),
+        }
+        if self.type is bool:  # `--scoring` alone means on; `--scoring off`
+            opts.update(nargs="?", const=True, metavar="BOOL")
+        return opts
+
+
+def _table() -> tuple[Spec, ...]:
+    hints = typing.get_type_hints(Settings)
+    specs = []
+    for f in fields(Settings):
+        d: _Declared = f.metadata[_META]
+        specs.append(
+            Spec(
+                name=f.name,
+                type=hints[f.name],
+                default=f.default,
+                env=d.env or f"WARDFLOW_{f.name.upper()}",
+                flag=d.flag or "--" + f.name.replace("_", "-"),
+                doc=d.doc,
+                secret=not f.repr,
+                under_cache=d.under_cache,
+            )
+        )
+    return tuple(specs)
+
+
+SETTINGS: tuple[Spec, ...] = _table()
+_BY_NAME = {spec.name: spec for spec in SETTINGS}
+
+
+def _display(spec: Spec) -> str:
+    """A setting's default as the README shows it: the same on every machine."""
+    if spec.under_cache is not None:
+        return str(spec.under_cache(Path(f"${CACHE_ENV}"), Path(f"${STATE_ENV}")))
+    v = spec.default
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v in ("", b""):
+        return "none"
+    if isinstance(v, Path):
+        for base, prefix in ((_REPO, ""), (_REPO.parent, "../"), (Path.home(), "~/")):
+            if v.is_relative_to(base):
+                return prefix + v.relative_to(base).as_posix()
+    return str(v)
+
+
+def settings_markdown() -> str:
+    """The README's configuration table, generated from the settings table."""
+    rows = [
+        "| setting | variable | flag | type | default | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        doc = s.doc.replace("|", "\\|")
+        rows.append(
+            f"| `{s.name}` | `{s.env}` | `{s.flag}` | {s.type.__name__} | `{_display(s)}` | {doc} |"
+        )
+    rows += [
+        "",
+        f"`{CACHE_ENV}` (default `~/.cache/wardflow`: jars, broker data, chdb) and `{STATE_ENV}` "
+        f"(default `${CACHE_ENV}/state`) move the defaults written under them. Booleans take "
+        "1/true/on/yes or 0/false/off/no; an empty variable counts as unset.",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

@@ -1,1 +1,2 @@
-"""ClickHouse side of wardflow: migrations, the client, and the Kafka → ClickHouse loader."""
+"""ClickHouse side of wardflow: numbered migrations, the client, the Kafka → ClickHouse loader,
+dimensions, a query command and the alert explainer."""

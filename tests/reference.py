@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.sepsis_news2 import RULE_ID, RULE_VERSION, SUSTAINED_READINGS, SUSTAINED_WITHIN_H
-from schemas import topics
+from schemas import codec, topics
 
 OBS = topics.VITALS_OBSERVATION.schema
 
@@ -150,3 +150,33 @@ def run(observations: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[dict[str
     obs = obs[accepted(obs)].copy()
     obs = obs.join(news2_frame(obs))
     return obs, alerts(obs)
+
+
+def bad_observations(sample: dict[str, Any]) -> list[tuple[str, str, bytes | None, int]]:
+    """(label, expected reason_code, value, record timestamp ms)."""
+    good = codec.encode(topics.VITALS_OBSERVATION.schema, sample)
+    ts = codec.epoch_ms(sample["event_time"])
+
+    def variant(**changes: Any) -> bytes:
+        return codec.encode(
+            topics.VITALS_OBSERVATION.schema, {**sample, **changes, "observation_id": "bad"}
+        )
+
+    return [
+        ("garbage", "undecodable", b"\x00\xffnot avro at all\x13", ts),
+        ("truncated", "undecodable", good[: len(good) // 2], ts),
+        ("trailing", "undecodable", good + b"\x00\x01", ts),
+        ("empty", "undecodable", None, ts),
+        ("hr_900", "out_of_range", variant(heart_rate_bpm=900.0), ts),
+        ("spo2_nan", "not_a_number", variant(spo2_pct=float("nan")), ts),
+        ("acvpu_z", "bad_enum", variant(acvpu="Z"), ts),
+        ("clock_skew", "timestamp_mismatch", variant(), ts + 3_600_000),
+    ]
+
+
+def norm_alerts(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in ("first_event_time", "last_event_time"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    cols = sorted(c for c in df.columns if not c.startswith("kafka_") and c != "loaded_at")
+    return df[cols].sort_values("alert_id").reset_index(drop=True)

@@ -62,3 +62,11 @@ def mismatches(
     want, got = ref.at(points), job_at(ends, occupied, points)
     bad = np.nonzero(want != got)[0]
     return [(int(points[i]), int(want[i]), int(got[i])) for i in bad]
+
+
+def series(rows: list[dict], unit: str) -> tuple:
+    mine = [r for r in rows if r["unit_id"] == unit]
+    return from_rows(
+        (int(r["window_end"].timestamp() * 1000) for r in mine),
+        (r["occupied_beds"] for r in mine),
+    )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from jobs.screening import rules as job
 from schemas import codec, load_schema, topics
@@ -261,3 +262,55 @@ def canonical_evidence(evidence_json: str) -> str:
 
 def is_nan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
+
+
+def assert_states_equal(got_records: list[dict[str, Any]], rows: list[Row]) -> None:
+    """The job's screened states (sepsis.screen records) equal the reference rows: same records,
+    scores, valid values and their measurement times."""
+    got = pd.DataFrame(got_records).set_index("record_id").sort_index()
+    want = (
+        pd.DataFrame(
+            [
+                {
+                    "record_id": r.record_id,
+                    **(r.scores or {}),
+                    **(r.state or {}),
+                    **{f"{p}_measured_time": t for p, t in (r.measured or {}).items()},
+                }
+                for r in rows
+            ]
+        )
+        .set_index("record_id")
+        .sort_index()
+    )
+    assert list(got.index) == list(want.index)
+    score_cols = [c for c in want.columns if c in SCORE_COLUMNS]
+    pd.testing.assert_frame_equal(got[score_cols].astype("int64"), want[score_cols].astype("int64"))
+    for p in STATE_PARAMS:
+        pd.testing.assert_series_equal(
+            got[p].astype("object").where(got[p].notna(), None),
+            want[p].astype("object").where(want[p].notna(), None),
+            check_names=False,
+        )
+        pd.testing.assert_series_equal(
+            pd.to_datetime(got[f"{p}_measured_time"], utc=True),
+            pd.to_datetime(want[f"{p}_measured_time"], utc=True),
+            check_names=False,
+        )
+
+
+def assert_events_equal(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """The job's alert lifecycle events (alert.v2 records) equal the reference's."""
+
+    def norm(events: list[dict[str, Any]]) -> pd.DataFrame:
+        df = pd.DataFrame(events)
+        for c in ("opened_time", "event_time"):
+            if c in df:
+                df[c] = pd.to_datetime(df[c], utc=True)
+        for c in ("opened_time_ms", "event_time_ms"):
+            if c in df:
+                df[c.removesuffix("_ms")] = pd.to_datetime(df.pop(c), unit="ms", utc=True)
+        df["evidence_json"] = df["evidence_json"].map(canonical_evidence)
+        return df[sorted(df.columns)].sort_values("alert_event_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(norm(got), norm(want))

@@ -1,1 +1,3 @@
-"""Sepsis risk model training (torch → ONNX), validation and model cards: not built yet."""
+"""On top of the stack: the sepsis model's training (torch → ONNX), validation report and
+subgroup gate, the registry's command line and bundled versions, and the evaluation commands
+(the model, and the screening rules run through the real job)."""

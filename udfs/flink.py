@@ -9,8 +9,6 @@ from typing import Any
 from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
-from pyflink.table import DataTypes
-from pyflink.table.types import DataType
 from pyflink.table.udf import (
     ScalarFunction,
     TableFunction,
@@ -20,45 +18,35 @@ from pyflink.table.udf import (
     udtf,
 )
 
-from schemas import load_schema
-from schemas.avro import AvroField
+from schemas import load_schema, rows, topics
 from udfs import lifecycle
+from udfs.flink_types import data_type, field_data_types, type_info
 from udfs.sepsis import SCORE_COLUMNS, screen_row
 from udfs.vitals import (
-    DECODED_FIELDS,
     decode_observation,
     decode_record,
     decoded_fields,
     news2_summary,
 )
 
-_TYPES = {
-    "string": DataTypes.STRING,
-    "int": DataTypes.INT,
-    "long": DataTypes.BIGINT,
-    "float": DataTypes.FLOAT,
-    "double": DataTypes.DOUBLE,
-    "boolean": DataTypes.BOOLEAN,
-    "bytes": DataTypes.BYTES,
-}
+
+def decoded_row(schema_name: str) -> rows.Row:
+    """The decode UDTF's result row for a registry schema (udfs.vitals.decode_record)."""
+    schema = load_schema(schema_name)
+    return rows.decoded(schema, (f.name for f in decoded_fields(schema)))
 
 
-def flink_data_type(f: AvroField) -> DataType:
-    return _TYPES[f.base]()
-
-
-DECODED_COLUMNS = ("reason_code", "reason", *(f.name for f in DECODED_FIELDS))
-DECODED_TYPES = [
-    DataTypes.STRING(),
-    DataTypes.STRING(),
-    *(flink_data_type(f) for f in DECODED_FIELDS),
-]
-NEWS2_TYPE = DataTypes.ROW(
-    [
-        DataTypes.FIELD("score", DataTypes.INT()),
-        DataTypes.FIELD("params_scored", DataTypes.INT()),
-        DataTypes.FIELD("red_flag", DataTypes.BOOLEAN()),
-    ]
+DECODED_ROW = decoded_row(topics.VITALS_OBSERVATION.schema_name)
+DECODED_COLUMNS = DECODED_ROW.columns
+DECODED_TYPES = field_data_types(DECODED_ROW)
+NEWS2_TYPE = data_type(rows.NEWS2_RESULT)
+ALERT_EVENT_TYPE = type_info(rows.ALERT_EVENT)
+SCREEN_SCORES = rows.from_avro(
+    topics.SEPSIS_SCREEN.schema,
+    "screen_scores",
+    "The screening UDTF's result (udfs.sepsis.screen_row): the scores of one patient state, "
+    "named and typed as in sepsis.screen.v1.",
+    only=SCORE_COLUMNS,
 )
 
 
@@ -89,12 +77,11 @@ class DecodeRecord(TableFunction):  # type: ignore[misc]
 
 
 def decoded_columns(schema_name: str) -> tuple[str, ...]:
-    return ("reason_code", "reason", *(f.name for f in decoded_fields(load_schema(schema_name))))
+    return decoded_row(schema_name).columns
 
 
 def decode_udtf(schema_name: str) -> UserDefinedTableFunctionWrapper:
-    fields = decoded_fields(load_schema(schema_name))
-    types = [DataTypes.STRING(), DataTypes.STRING(), *(flink_data_type(f) for f in fields)]
+    types = field_data_types(decoded_row(schema_name))
     return udtf(DecodeRecord(schema_name), result_types=types)
 
 
@@ -107,10 +94,7 @@ class ScreenState(TableFunction):  # type: ignore[misc]
 
 
 def screen_udtf() -> UserDefinedTableFunctionWrapper:
-    types = [
-        DataTypes.BOOLEAN() if c == "news2_red_flag" else DataTypes.INT() for c in SCORE_COLUMNS
-    ]
-    return udtf(ScreenState(), result_types=types)
+    return udtf(ScreenState(), result_types=field_data_types(SCREEN_SCORES))
 
 
 def decode_observation_udtf() -> UserDefinedTableFunctionWrapper:
@@ -129,7 +113,10 @@ class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by patient: buffers rule hits and discharges until the watermark passes their event
     time, then applies them in event-time order (udfs.lifecycle.PatientAlerts). Resolution after
     a quiet period is an event-time timer, so it also fires at the end of a bounded run. All of a
-    patient's alerts and the buffer share one value state: one read and one write per call."""
+    patient's alerts and the buffer share one value state: one read and one write per call.
+
+    In: schemas.rows.RULE_HIT rows (by name) with their event time as the record timestamp.
+    Out: schemas.rows.ALERT_EVENT rows (ALERT_EVENT_TYPE)."""
 
     def __init__(self, quiet_h: int = lifecycle.QUIET_H) -> None:
         self.quiet_h = quiet_h
@@ -164,7 +151,7 @@ class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
         else:
             self.state.clear()
         for ev in out:
-            yield Row(*(ev[n] for n, _ in ALERT_EVENT_FIELDS))
+            yield Row(*(ev[n] for n in rows.ALERT_EVENT.columns))
 
     @staticmethod
     def _hit(r: Row, at: int) -> lifecycle.Hit:
@@ -183,29 +170,3 @@ class AlertLifecycle(KeyedProcessFunction):  # type: ignore[misc]
             score_value=r.score_value,
             evidence_json=r.evidence_json,
         )
-
-
-ALERT_EVENT_FIELDS = (
-    ("alert_event_id", Types.STRING()),
-    ("alert_id", Types.STRING()),
-    ("action", Types.STRING()),
-    ("sequence", Types.INT()),
-    ("rule_id", Types.STRING()),
-    ("rule_version", Types.STRING()),
-    ("severity", Types.STRING()),
-    ("patient_token", Types.STRING()),
-    ("facility_id", Types.STRING()),
-    ("unit_id", Types.STRING()),
-    ("opened_time_ms", Types.LONG()),
-    ("event_time_ms", Types.LONG()),
-    ("resolve_reason", Types.STRING()),
-    ("hit_count", Types.INT()),
-    ("score_name", Types.STRING()),
-    ("score_value", Types.INT()),
-    ("first_record_id", Types.STRING()),
-    ("last_record_id", Types.STRING()),
-    ("evidence_json", Types.STRING()),
-)
-ALERT_EVENT_TYPE = Types.ROW_NAMED(
-    [n for n, _ in ALERT_EVENT_FIELDS], [t for _, t in ALERT_EVENT_FIELDS]
-)

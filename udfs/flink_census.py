@@ -9,37 +9,14 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from schemas.capacity import Capacity
+from schemas.rows import CENSUS_OUT
 from udfs.census import AdtEvent, Delta, Outcome, PatientPlacement
+from udfs.flink_types import type_info
 
 PLACING = ("admit", "transfer", "update")
 RETENTION_MS = 7 * 24 * 3600 * 1000  # event time a discharged patient's history is kept (A13)
 
-CENSUS_OUT_FIELDS = (
-    ("kind", Types.STRING()),  # delta | event | dead_letter
-    ("facility_id", Types.STRING()),
-    ("unit_id", Types.STRING()),
-    ("event_time_ms", Types.LONG()),
-    ("occupied", Types.INT()),
-    ("arrivals", Types.INT()),
-    ("discharges", Types.INT()),
-    ("transfers_in", Types.INT()),
-    ("transfers_out", Types.INT()),
-    ("cancels", Types.INT()),
-    ("unit_capacity", Types.INT()),
-    ("facility_capacity", Types.INT()),
-    ("event_id", Types.STRING()),
-    ("event_type", Types.STRING()),
-    ("patient_token", Types.STRING()),
-    ("outcome", Types.STRING()),
-    ("reason", Types.STRING()),
-    ("source_topic", Types.STRING()),
-    ("source_partition", Types.INT()),
-    ("source_offset", Types.LONG()),
-    ("payload", Types.PRIMITIVE_ARRAY(Types.BYTE())),
-)
-CENSUS_OUT_TYPE = Types.ROW_NAMED(
-    [n for n, _ in CENSUS_OUT_FIELDS], [t for _, t in CENSUS_OUT_FIELDS]
-)
+CENSUS_OUT_TYPE = type_info(CENSUS_OUT)
 Pending = tuple[int, int, int, AdtEvent, tuple[str, int, int, bytes]]  # order key, event, source
 Stored = tuple[PatientPlacement, list[Pending], int]  # placement, buffer, expiry (event time)
 
@@ -54,7 +31,8 @@ def check_unit(e: AdtEvent, capacity: Capacity) -> Outcome | None:
 class CensusPlacement(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by patient: buffers ADT events until the watermark passes their event time, then
     applies them in (event time, partition, offset) order. Emits census deltas, one `event` row
-    per applied or unchanged event and a `dead_letter` row per refused one."""
+    per applied or unchanged event and a `dead_letter` row per refused one, all as
+    schemas.rows.CENSUS_OUT rows (CENSUS_OUT_TYPE)."""
 
     def __init__(self, capacity: Capacity) -> None:
         self.capacity = capacity
@@ -107,19 +85,12 @@ class CensusPlacement(KeyedProcessFunction):  # type: ignore[misc]
 
     def _delta(self, d: Delta) -> Row:
         return Row(
-            "delta",
-            d.facility_id,
-            d.unit_id,
-            d.event_time_ms,
-            d.occupied,
-            d.arrivals,
-            d.discharges,
-            d.transfers_in,
-            d.transfers_out,
-            d.cancels,
-            self.capacity.units[(d.facility_id, d.unit_id)],
-            self.facility_beds[d.facility_id],
-            *(None for _ in range(9)),
+            *CENSUS_OUT.make(
+                kind="delta",
+                **d._asdict(),
+                unit_capacity=self.capacity.units[(d.facility_id, d.unit_id)],
+                facility_capacity=self.facility_beds[d.facility_id],
+            )
         )
 
     @staticmethod
@@ -131,16 +102,21 @@ class CensusPlacement(KeyedProcessFunction):  # type: ignore[misc]
         outcome: Outcome,
         source: tuple[str, int, int, bytes],
     ) -> Row:
+        source_topic, source_partition, source_offset, payload = source
         return Row(
-            kind,
-            e.facility_id,
-            unit,
-            e.event_time_ms,
-            *(None for _ in range(8)),
-            e.event_id,
-            e.event_type,
-            patient,
-            outcome.status,
-            outcome.reason or None,
-            *source,
+            *CENSUS_OUT.make(
+                kind=kind,
+                facility_id=e.facility_id,
+                unit_id=unit,
+                event_time_ms=e.event_time_ms,
+                event_id=e.event_id,
+                event_type=e.event_type,
+                patient_token=patient,
+                outcome=outcome.status,
+                reason=outcome.reason or None,
+                source_topic=source_topic,
+                source_partition=source_partition,
+                source_offset=source_offset,
+                payload=payload,
+            )
         )

@@ -16,22 +16,12 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalarFunctionWrapper, udf
 
+from schemas.rows import SCORE_RESULT
+from udfs.flink_types import data_type
 from udfs.registry import Registry
-from udfs.scoring import OUTPUT_COLUMNS, FeatureSource, Scorer
+from udfs.scoring import FeatureSource, Scorer
 
-RESULT_TYPE = DataTypes.ROW(
-    [
-        DataTypes.FIELD("champion_version", DataTypes.STRING()),
-        DataTypes.FIELD("champion_risk", DataTypes.DOUBLE()),
-        DataTypes.FIELD("champion_threshold", DataTypes.DOUBLE()),
-        DataTypes.FIELD("challenger_version", DataTypes.STRING()),
-        DataTypes.FIELD("challenger_risk", DataTypes.DOUBLE()),
-        DataTypes.FIELD("challenger_threshold", DataTypes.DOUBLE()),
-        DataTypes.FIELD("features_missing", DataTypes.INT()),
-        DataTypes.FIELD("latency_ms", DataTypes.DOUBLE()),
-    ]
-)
-assert tuple(f.name for f in RESULT_TYPE.fields) == OUTPUT_COLUMNS
+RESULT_TYPE = data_type(SCORE_RESULT)
 
 
 class ScoreBatch(ScalarFunction):  # type: ignore[misc]

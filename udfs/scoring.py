@@ -21,26 +21,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from schemas.rows import SCORE_RESULT
 from udfs.registry import Registry, Version
 
 log = logging.getLogger(__name__)
-OUTPUT_COLUMNS = (
-    "champion_version",
-    "champion_risk",
-    "champion_threshold",
-    "challenger_version",
-    "challenger_risk",
-    "challenger_threshold",
-    "features_missing",
-    "latency_ms",
-)
+OUTPUT_COLUMNS = SCORE_RESULT.columns
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The local demos (`make demo`, `make census-demo`) over the services `services.sh` starts."""

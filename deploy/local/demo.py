@@ -16,7 +16,6 @@ from types import FrameType
 from jobs import sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
-from jobs.screening.scoring import Scoring
 from schemas.settings import Settings
 from sinks import clickhouse, dims
 from sinks.loader import TABLES, Loader
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         items = replay.clinical_stream(chosen, plan, key, source)
         if settings.scoring and bootstrap(Registry(settings.model_registry), settings.model_name):
             print(f"registered the bundled models in {settings.model_registry}")
-        if Scoring.of(settings):
+        if settings.scoring:
             from feature_store import repo  # importing feast takes seconds
 
             store = repo.open_store(settings.feast_dir, settings.feast_online_store)

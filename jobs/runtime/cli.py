@@ -19,17 +19,10 @@ def job_main(
     run: Callable[..., None],
     argv: list[str] | None = None,
 ) -> None:
-    ap = argparse.ArgumentParser(description=doc)
-    ap.add_argument("--bounded", action="store_true", help="stop at the topics' current end")
-    ap.add_argument("--topic-prefix", default="")
-    ap.add_argument("--parallelism", type=int, default=None)
-    ap.add_argument(
-        "--restore",
-        default=None,
-        help="a retained checkpoint or savepoint to start from, or `latest` (this job's newest)",
-    )
-    a = ap.parse_args(argv)
-    settings = Settings.from_env(parallelism=a.parallelism, job_name=stage)
+    a = parser(doc).parse_args(argv)
+    # The stage names the job (and its checkpoints) unless --job-name does: a WARDFLOW_JOB_NAME
+    # meant for one job must not give every job the same checkpoint folder.
+    settings = Settings.resolve(a, job_name=getattr(a, "job_name", stage))
     if a.restore:
         path = latest_checkpoint(settings) if a.restore == "latest" else a.restore
         if path is None:
@@ -41,6 +34,21 @@ def job_main(
         run(settings, prefix=a.topic_prefix, bounded=a.bounded)
     except KeyboardInterrupt:
         print(f"{stage} cancelled; checkpoints are retained under {settings.checkpoint_dir}")
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """The job's own options, then one per setting (`--parallelism`, `--max-out-of-orderness-s`,
+    …), each winning over its environment variable."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--bounded", action="store_true", help="stop at the topics' current end")
+    ap.add_argument("--topic-prefix", default="")
+    ap.add_argument(
+        "--restore",
+        default=None,
+        help="a retained checkpoint or savepoint to start from, or `latest` (this job's newest)",
+    )
+    Settings.add_arguments(ap)
+    return ap
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -25,10 +25,11 @@ def connector_jars(settings: Settings) -> list[str]:
     return [j.as_uri() for j in jars]
 
 
-def _options(settings: Settings) -> dict[str, str]:
+def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
+    """connectors=False: no Kafka connector jars (a job over in-memory sources and file sinks)."""
     return {
         "pipeline.name": settings.job_name,
-        "pipeline.jars": ";".join(connector_jars(settings)),
+        **({"pipeline.jars": ";".join(connector_jars(settings))} if connectors else {}),
         "python.executable": settings.python_executable,
         "python.client.executable": settings.python_executable,
         "parallelism.default": str(settings.parallelism),
@@ -76,16 +77,17 @@ def table_env(settings: Settings) -> TableEnvironment:
 
 
 def stream_table_env(
-    settings: Settings,
+    settings: Settings, *, connectors: bool = True
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     """For jobs that mix SQL with DataStream operators (keyed state and timers)."""
     _prepare(settings)
+    options = _options(settings, connectors)
     conf = Configuration()
-    for key, value in _options(settings).items():
+    for key, value in options.items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     t_env = StreamTableEnvironment.create(env)
-    for key, value in _options(settings).items():
+    for key, value in options.items():
         t_env.get_config().set(key, value)
     return env, t_env
 

@@ -135,7 +135,7 @@ def avro_sink_ddl(
 
 
 # Dead letters built in SQL from a raw source row (columns of raw_source_ddl).
-DEAD_LETTER_ROW = f"ROW<{registry_topic(topics.DEAD_LETTER.name).schema.flink_columns()}>"
+DEAD_LETTER_ROW = topics.DEAD_LETTER.schema.flink_row()
 PAYLOAD = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
 ON_TIME = "CURRENT_WATERMARK(kafka_ts) IS NULL OR kafka_ts > CURRENT_WATERMARK(kafka_ts)"
 LATE = "kafka_ts <= CURRENT_WATERMARK(kafka_ts)"

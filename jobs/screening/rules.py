@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.rows import RULE_HIT
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
 from udfs.sepsis import LACTATE_HIGH_MMOL_L, STATE_PARAMS
 
@@ -30,12 +31,17 @@ class Rule:
     within_h: int = 0
 
     def sql(self) -> str:
-        cols = (
-            f"'{self.rule_id}' AS rule_id, '{self.version}' AS rule_version, severity, "
-            "patient_token, facility_id, unit_id, first_time, first_record_id, last_record_id, "
-            f"'{self.score}' AS score_name, score_value, {EVIDENCE_JSON} AS evidence_json, "
-            "event_time"
+        """Hits as RULE_HIT rows (kind `hit`) with their event time."""
+        hit = RULE_HIT.select_sql(
+            {
+                "kind": "'hit'",
+                "rule_id": f"'{self.rule_id}'",
+                "rule_version": f"'{self.version}'",
+                "score_name": f"'{self.score}'",
+                "evidence_json": EVIDENCE_JSON,
+            }
         )
+        cols = f"{hit}, event_time"
         if self.pattern is None:
             return f"""
     SELECT {cols} FROM (

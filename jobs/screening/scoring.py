@@ -12,14 +12,21 @@
 
 from __future__ import annotations
 
-import warnings
+import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyflink.table.udf import UserDefinedScalarFunctionWrapper
+
 from feature_store.definitions import ROLLING, STREAM_FEATURES, WINDOW_H, rolling_name
+from feature_store.online import feast_source
+from schemas.rows import RULE_HIT, SCORE_RESULT, quote
 from schemas.settings import Settings
+from udfs.flink_scoring import score_udf
 from udfs.registry import Registry
 
+log = logging.getLogger(__name__)
 MODEL_RULE = "model_sepsis_risk"
 ISO = "'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''"
 
@@ -36,17 +43,19 @@ class Scoring:
 
     @classmethod
     def of(cls, s: Settings) -> Scoring | None:
-        """None when scoring is off, or on but the registry has no champion (then the job
-        runs the rules only, and says so)."""
+        """None when scoring is off. When it is on, the job's graph is the same whatever the
+        registry holds (a savepoint restores whether or not a champion is registered): with no
+        champion the scores carry no risk and raise nothing until one is promoted, and that
+        state is logged here and by the scorer on every worker."""
         if not s.scoring:
             return None
         if not Registry(s.model_registry).roles(s.model_name).get("champion"):
-            warnings.warn(
-                f"scoring is on but {s.model_name} has no champion in {s.model_registry}: "
-                "screening with the rules only (python -m training.registry bootstrap)",
-                stacklevel=2,
+            log.warning(
+                "scoring is on but %s has no champion in %s: no risk is scored until one is "
+                "promoted (python -m training.registry bootstrap)",
+                s.model_name,
+                s.model_registry,
             )
-            return None
         return cls(
             s.model_registry,
             s.model_name,
@@ -54,6 +63,14 @@ class Scoring:
             s.feast_online_store,
             s.feature_cache_ttl_s,
         )
+
+    def udf(self) -> UserDefinedScalarFunctionWrapper:
+        """The vectorised scoring UDF over the model's stream features, with Feast as its
+        feature source (opened on each worker)."""
+        source = functools.partial(
+            feast_source, self.feast_dir, self.feast_online_store, self.cache_ttl_s
+        )
+        return score_udf(STREAM_FEATURES, self.registry, self.model_name, source)
 
 
 def feature_events_sql() -> str:
@@ -73,13 +90,9 @@ def feature_events_sql() -> str:
 
 def scored_sql() -> str:
     args = ", ".join(f"CAST({f} AS DOUBLE)" for f in STREAM_FEATURES)
+    result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in SCORE_RESULT.columns)
     return f"""
-    SELECT record_id, patient_token, facility_id, unit_id, event_time,
-           s.champion_version AS champion_version, s.champion_risk AS champion_risk,
-           s.champion_threshold AS champion_threshold,
-           s.challenger_version AS challenger_version, s.challenger_risk AS challenger_risk,
-           s.challenger_threshold AS challenger_threshold,
-           s.features_missing AS features_missing, s.latency_ms AS latency_ms
+    SELECT record_id, patient_token, facility_id, unit_id, event_time, {result}
     FROM (SELECT *, wf_score(patient_token, CAST(event_time AS TIMESTAMP(3)), {args}) AS s
           FROM screened WHERE record_kind = 'vitals')"""
 
@@ -99,17 +112,26 @@ def score_rows_sql(model_name: str) -> str:
 
 
 def model_hits_sql(model_name: str) -> str:
-    """Columns as the rules' hits (jobs/sepsis_rules.Rule.sql)."""
+    """The champion's hits as RULE_HIT rows, like the rules' (jobs/screening/rules.py)."""
     evidence = (
         "JSON_OBJECT('sepsis_risk' VALUE JSON_OBJECT('value' VALUE champion_risk, "
         f"'threshold' VALUE champion_threshold, 'model' VALUE '{model_name}', "
         "'version' VALUE champion_version, "
         f"'measured_time' VALUE DATE_FORMAT(CAST(event_time AS TIMESTAMP(3)), {ISO})))"
     )
+    hit = RULE_HIT.select_sql(
+        {
+            "kind": "'hit'",
+            "rule_id": f"'{MODEL_RULE}'",
+            "rule_version": "champion_version",
+            "severity": "'medium'",
+            "first_time": "CAST(event_time AS TIMESTAMP(3))",
+            "first_record_id": "record_id",
+            "last_record_id": "record_id",
+            "score_name": "'sepsis_risk_pct'",
+            "score_value": "CAST(ROUND(champion_risk * 100) AS INT)",
+            "evidence_json": evidence,
+        }
+    )
     return f"""
-    SELECT '{MODEL_RULE}' AS rule_id, champion_version AS rule_version, 'medium' AS severity,
-           patient_token, facility_id, unit_id, CAST(event_time AS TIMESTAMP(3)) AS first_time,
-           record_id AS first_record_id, record_id AS last_record_id,
-           'sepsis_risk_pct' AS score_name, CAST(ROUND(champion_risk * 100) AS INT) AS score_value,
-           {evidence} AS evidence_json, event_time
-    FROM scored WHERE champion_risk >= champion_threshold"""
+    SELECT {hit}, event_time FROM scored WHERE champion_risk >= champion_threshold"""

@@ -48,22 +48,14 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
     kafka_io.delete_topics(s, [topics.ADT_EVENT.name, *bed_census.OUTPUT_TOPICS], prefix=prefix)
 
 
-def _series(rows: list[dict], unit: str) -> tuple:
-    mine = [r for r in rows if r["unit_id"] == unit]
-    return ref.from_rows(
-        (int(r["window_end"].timestamp() * 1000) for r in mine),
-        (r["occupied_beds"] for r in mine),
-    )
-
-
 def test_census_of_every_unit_equals_the_table_at_every_minute_boundary(run: dict) -> None:
     stays = mimic_adt.stays(run["table"])
     census = run[topics.CENSUS_UNIT.name]
     assert {r["unit_id"] for r in census} == set(stays.careunit) | {ALL_UNITS}
     for unit, unit_stays in stays.groupby("careunit"):
-        ends, occupied = _series(census, unit)
+        ends, occupied = ref.series(census, unit)
         assert ref.mismatches(ref.StepCensus.from_stays(unit_stays), ends, occupied) == []
-    ends, occupied = _series(census, ALL_UNITS)
+    ends, occupied = ref.series(census, ALL_UNITS)
     assert ref.mismatches(ref.StepCensus.from_stays(stays), ends, occupied) == []
 
 

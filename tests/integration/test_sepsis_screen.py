@@ -21,7 +21,6 @@ from schemas.settings import Settings
 from sinks.explain import explain
 from sinks.loader import TABLES, Loader
 from tests import reference_screen as ref
-from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,59 +70,15 @@ def test_every_record_of_every_input_topic_is_screened_or_dead_lettered(
 
 
 def test_screened_states_equal_the_offline_reference(screened: ScreenRun) -> None:
-    got = (
-        pd.DataFrame(screened.topic(topics.SEPSIS_SCREEN.name)).set_index("record_id").sort_index()
-    )
-    want = (
-        pd.DataFrame(
-            [
-                {
-                    "record_id": r.record_id,
-                    **(r.scores or {}),
-                    **(r.state or {}),
-                    **{f"{p}_measured_time": t for p, t in (r.measured or {}).items()},
-                }
-                for r in screened.rows
-            ]
-        )
-        .set_index("record_id")
-        .sort_index()
-    )
-    assert list(got.index) == list(want.index)
-    score_cols = [c for c in want.columns if c in SCORE_COLUMNS]
-    pd.testing.assert_frame_equal(got[score_cols].astype("int64"), want[score_cols].astype("int64"))
-    for p in STATE_PARAMS:
-        pd.testing.assert_series_equal(
-            got[p].astype("object").where(got[p].notna(), None),
-            want[p].astype("object").where(want[p].notna(), None),
-            check_names=False,
-        )
-        pd.testing.assert_series_equal(
-            pd.to_datetime(got[f"{p}_measured_time"], utc=True),
-            pd.to_datetime(want[f"{p}_measured_time"], utc=True),
-            check_names=False,
-        )
+    ref.assert_states_equal(screened.topic(topics.SEPSIS_SCREEN.name), screened.rows)
 
 
 def test_alert_lifecycle_events_equal_the_offline_reference(screened: ScreenRun) -> None:
-    got = screened.topic(topics.ALERT_V2.name)
     want = screened.events
     actions = Counter((e["rule_id"], e["action"]) for e in want)
     assert all(actions[(r.rule_id, "raise")] > 0 for r in sepsis_rules.RULES), actions
     assert actions[("news2_sustained_medium", "escalate")] > 0
-
-    def norm(events: list[dict[str, Any]]) -> pd.DataFrame:
-        df = pd.DataFrame(events)
-        for c in ("opened_time", "event_time"):
-            if c in df:
-                df[c] = pd.to_datetime(df[c], utc=True)
-        for c in ("opened_time_ms", "event_time_ms"):
-            if c in df:
-                df[c.removesuffix("_ms")] = pd.to_datetime(df.pop(c), unit="ms", utc=True)
-        df["evidence_json"] = df["evidence_json"].map(ref.canonical_evidence)
-        return df[sorted(df.columns)].sort_values("alert_event_id").reset_index(drop=True)
-
-    pd.testing.assert_frame_equal(norm(got), norm(want))
+    ref.assert_events_equal(screened.topic(topics.ALERT_V2.name), want)
 
 
 def test_every_alert_opens_once_and_closes_once(screened: ScreenRun) -> None:

@@ -14,7 +14,7 @@ import pytest
 from jobs import sepsis_news2
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
-from schemas import codec, topics
+from schemas import topics
 from schemas.settings import Settings
 from sinks.loader import Loader
 from tests import reference
@@ -22,7 +22,6 @@ from tests import reference
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 300
-OBS = topics.VITALS_OBSERVATION.schema
 
 
 @dataclass
@@ -34,26 +33,6 @@ class SpineRun:
     settings: Settings
     ch: Any
     database: str
-
-
-def _bad_records(sample: dict[str, Any]) -> list[tuple[str, str, bytes | None, int]]:
-    """(label, expected reason_code, value, record timestamp ms)."""
-    good = codec.encode(OBS, sample)
-    ts = codec.epoch_ms(sample["event_time"])
-
-    def variant(**changes: Any) -> bytes:
-        return codec.encode(OBS, {**sample, **changes, "observation_id": "bad"})
-
-    return [
-        ("garbage", "undecodable", b"\x00\xffnot avro at all\x13", ts),
-        ("truncated", "undecodable", good[: len(good) // 2], ts),
-        ("trailing", "undecodable", good + b"\x00\x01", ts),
-        ("empty", "undecodable", None, ts),
-        ("hr_900", "out_of_range", variant(heart_rate_bpm=900.0), ts),
-        ("spo2_nan", "not_a_number", variant(spo2_pct=float("nan")), ts),
-        ("acvpu_z", "bad_enum", variant(acvpu="Z"), ts),
-        ("clock_skew", "timestamp_mismatch", variant(), ts + 3_600_000),
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +49,7 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
     n = replay.produce(settings, iter(obs), topic=topic, progress=False)
 
     mid = obs[len(obs) // 2]
-    bad = _bad_records(mid)
+    bad = reference.bad_observations(mid)
     p = kafka_io.producer(settings)
     for _, _, value, ts in bad:
         replay.produce_raw(p, topic, mid["patient_token"].encode(), value, ts)
@@ -93,14 +72,6 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
 
 def _topic(run: SpineRun, name: str) -> list[dict[str, Any]]:
     return kafka_io.read_records(run.settings, run.prefix + name, name)
-
-
-def _norm_alerts(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
-    for c in ("first_event_time", "last_event_time"):
-        df[c] = pd.to_datetime(df[c], utc=True)
-    cols = sorted(c for c in df.columns if not c.startswith("kafka_") and c != "loaded_at")
-    return df[cols].sort_values("alert_id").reset_index(drop=True)
 
 
 def test_received_equals_processed_plus_dead_lettered(spine: SpineRun) -> None:
@@ -141,14 +112,14 @@ def test_alerts_on_kafka_equal_the_offline_reference(spine: SpineRun) -> None:
     _, ref_alerts = reference.run(spine.observations)
     got = _topic(spine, topics.ALERT_V1.name)
     assert len(ref_alerts) > 20, "the sample must exercise the rule"
-    pd.testing.assert_frame_equal(_norm_alerts(got), _norm_alerts(ref_alerts))
+    pd.testing.assert_frame_equal(reference.norm_alerts(got), reference.norm_alerts(ref_alerts))
 
 
 def test_alerts_in_clickhouse_equal_the_offline_reference(spine: SpineRun) -> None:
     _, ref_alerts = reference.run(spine.observations)
     q = spine.ch.query(f"SELECT * FROM {spine.database}.alerts FINAL")
     rows = [dict(zip(q.column_names, r, strict=True)) for r in q.result_rows]
-    pd.testing.assert_frame_equal(_norm_alerts(rows), _norm_alerts(ref_alerts))
+    pd.testing.assert_frame_equal(reference.norm_alerts(rows), reference.norm_alerts(ref_alerts))
 
 
 def test_reloading_the_topics_into_clickhouse_loads_nothing_twice(spine: SpineRun) -> None:

@@ -3,6 +3,7 @@ online store), stream features pushed back, roles swapped without a restart."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ import pandas as pd
 import pytest
 
 from feature_store import repo
-from feature_store.definitions import FEATURES, STREAM_FEATURES
+from feature_store.definitions import FEATURES, STATIC_FEATURES, STREAM_FEATURES
+from feature_store.online import feast_source
 from jobs.feeds.replay import SAMPLE
 from training.features import hourly_features
 from training.registry import BUNDLED, bootstrap
 from udfs.registry import Registry
-from udfs.scoring import FeatureSource, Scorer, feast_source
+from udfs.scoring import FeatureSource, Scorer
 
 MODEL = "sepsis-risk"
 T0 = pd.Timestamp("2026-01-05", tz="UTC")
@@ -130,7 +132,9 @@ def _refused(*_: Any) -> Any:
 def test_an_unreachable_online_store_leaves_static_features_unknown_and_scoring_goes_on(
     registry: Registry, sample: pd.DataFrame
 ) -> None:
-    down = FeatureSource(lookup=_refused, push=_refused, push_interval_s=0.0)
+    down = FeatureSource(
+        lookup=_refused, push=_refused, static_features=STATIC_FEATURES, push_interval_s=0.0
+    )
     out = Scorer(registry, MODEL, down).score(sample.head(50))
     x = sample.head(50)[list(FEATURES)].to_numpy(dtype=np.float32)
     x[:, -2:] = np.nan
@@ -159,3 +163,14 @@ def test_a_failed_push_is_retried_with_the_latest_features_per_patient(
         entity_rows=[{"patient_token": t} for t in first.patient_token],
     ).to_df()
     np.testing.assert_allclose(got["hours_since_first_record"], first["hours_since_first_record"])
+
+
+def test_with_no_champion_the_scorer_scores_no_risk_and_logs_that_state(
+    tmp_path: Path, source: FeatureSource, sample: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="udfs.scoring"):
+        out = Scorer(Registry(tmp_path / "empty"), MODEL, source).score(sample.head(20))
+    assert out["champion_version"].isna().all()
+    assert out["champion_risk"].isna().all()
+    assert out["challenger_version"].isna().all()
+    assert "has no champion" in caplog.text

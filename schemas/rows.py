@@ -1,0 +1,320 @@
+"""Internal rows: the rows passed between Flink SQL and the Python functions (DataStream
+process functions, UDF and UDTF results), each declared once here.
+
+Topic rows come from the Avro schemas (schemas.avro); these are the rows in between. From a
+declaration come the Flink SQL type (`flink_sql()`), column lists and `CAST(ROW(…) AS …)`
+expressions for SQL, and the Python tuple in declared order (`make(**values)`);
+udfs.flink_types turns one into PyFlink's TypeInformation and DataType. Pure Python: no PyFlink.
+
+Every field of an internal row is nullable. Kinds are logical types; a new one is a deliberate
+change here (and in udfs.flink_types), as a new Avro shape is in schemas.avro:
+
+    string   STRING        int      INT      long     BIGINT    float   FLOAT
+    double   DOUBLE        boolean  BOOLEAN  bytes    BYTES     timestamp  TIMESTAMP(3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from schemas import topics
+from schemas.avro import AvroField, Schema
+
+Kind = Literal["string", "int", "long", "float", "double", "boolean", "bytes", "timestamp"]
+KINDS: tuple[str, ...] = get_args(Kind)
+SQL_TYPES: dict[str, str] = {
+    "string": "STRING",
+    "int": "INT",
+    "long": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "bytes": "BYTES",
+    "timestamp": "TIMESTAMP(3)",
+}
+MS_SUFFIX = "_ms"
+
+
+def quote(name: str) -> str:
+    """A Flink SQL identifier (backquoted, so reserved words such as `value` work)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column of an internal row; `kind` is one of KINDS (always nullable)."""
+
+    name: str
+    kind: Kind
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"field {self.name}: unknown kind {self.kind!r}; known: {KINDS}")
+
+    def flink_sql(self) -> str:
+        """``"`name` TYPE"`` as in a Flink ROW<…> type."""
+        return f"{quote(self.name)} {SQL_TYPES[self.kind]}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """An internal row: its fields in order. The order is the contract (Python UDFs and process
+    functions produce positional tuples); the names are what SQL selects."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"row {self.name}: duplicate fields {dupes}")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"row {self.name} has no field {name!r}")
+
+    def flink_sql(self) -> str:
+        """The Flink SQL type, ``ROW<`a` STRING, `b` INT, …>``."""
+        return f"ROW<{', '.join(f.flink_sql() for f in self.fields)}>"
+
+    def column_list(self, prefix: str = "") -> str:
+        """Comma-joined quoted columns for a SELECT or an `AS x(…)` alias, each after `prefix`
+        (e.g. ``"x."``)."""
+        return ", ".join(prefix + quote(c) for c in self.columns)
+
+    def cast_sql(self, exprs: Mapping[str, str] | None = None, *, prefix: str = "") -> str:
+        """``CAST(ROW(…) AS ROW<…>)``: each field's value is `exprs[name]` (a SQL expression)
+        where given, else the column of the same name after `prefix`. Unknown names raise."""
+        exprs = dict(exprs or {})
+        self._check_names(exprs)
+        values = ", ".join(exprs.get(c, prefix + quote(c)) for c in self.columns)
+        return f"CAST(ROW({values}) AS {self.flink_sql()})"
+
+    def select_sql(self, exprs: Mapping[str, str] | None = None) -> str:
+        """A SELECT list of the row's columns in order, ``expr AS `col`, …``: `exprs[name]`
+        where given, else the column of that name. Unknown names raise."""
+        exprs = dict(exprs or {})
+        self._check_names(exprs)
+        return ", ".join(f"{exprs.get(c, quote(c))} AS {quote(c)}" for c in self.columns)
+
+    def null_sql(self) -> str:
+        """``CAST(NULL AS ROW<…>)``: a typed null of this row."""
+        return f"CAST(NULL AS {self.flink_sql()})"
+
+    def make(self, /, **values: Any) -> tuple[Any, ...]:
+        """The row as a tuple in declared order; unnamed fields are None, unknown names raise."""
+        self._check_names(values)
+        return tuple(values.get(c) for c in self.columns)
+
+    def _check_names(self, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - set(self.columns))
+        if unknown:
+            raise TypeError(f"row {self.name} has no fields {unknown}; fields: {self.columns}")
+
+
+def avro_kind(f: AvroField) -> Kind:
+    """The kind of an Avro field as Flink's Avro format reads it (timestamp-millis: TIMESTAMP)."""
+    kind = "timestamp" if f.logical == "timestamp-millis" else f.base
+    if kind not in KINDS:
+        raise ValueError(f"field {f.name}: Avro type {f.base} has no row kind")
+    return kind  # type: ignore[return-value]
+
+
+def from_avro(
+    schema: Schema,
+    name: str | None = None,
+    doc: str | None = None,
+    *,
+    only: Iterable[str] | None = None,
+    rename: Mapping[str, str] | None = None,
+    timestamps_as_ms: bool = True,
+) -> Row:
+    """A row with the fields of an Avro schema (in schema order, or in `only`'s order if given),
+    their docs included. With `timestamps_as_ms` (the default) a timestamp-millis field `x`
+    becomes `x_ms`, epoch milliseconds (long), as the Python functions carry event times;
+    otherwise a TIMESTAMP(3). `rename` maps schema names to row names (after the `_ms` rule).
+    Unknown names in `only` or `rename` raise KeyError."""
+    rename = dict(rename or {})
+    picked = [schema.field(n) for n in only] if only is not None else list(schema.fields)
+    unknown = sorted(set(rename) - set(schema.field_names))
+    if unknown:
+        raise KeyError(f"schema {schema.name} has no fields {unknown}")
+    fields = []
+    for f in picked:
+        kind, field_name = avro_kind(f), f.name
+        if kind == "timestamp" and timestamps_as_ms:
+            kind, field_name = "long", f.name + MS_SUFFIX
+        fields.append(Field(rename.get(f.name, field_name), kind, f.doc))
+    return Row(
+        name or schema.name, tuple(fields), schema.raw.get("doc", "") if doc is None else doc
+    )
+
+
+def avro_values_sql(
+    row: Row,
+    schema: Schema,
+    *,
+    prefix: str = "",
+    rename: Mapping[str, str] | None = None,
+    exprs: Mapping[str, str] | None = None,
+) -> str:
+    """The inverse of `from_avro` in SQL: comma-joined expressions over `row`'s columns (after
+    `prefix`) that give `schema`'s fields in schema order, for ``INSERT INTO <topic table>
+    SELECT <this>, <rowtime> FROM <view of row>``. A schema field is read from the column
+    `rename` maps it to, else the column of its name, else (timestamp-millis) its `_ms` column;
+    an epoch-ms long becomes the TIMESTAMP(3) the topic table wants; `exprs` gives a field's SQL
+    expression outright (a constant). A missing column raises."""
+    rename = dict(rename or {})
+    given = dict(exprs or {})
+    unknown = sorted(set(given) - set(schema.field_names))
+    if unknown:
+        raise KeyError(f"{schema.name} has no fields {unknown}")
+    values = []
+    for f in schema.fields:
+        if f.name in given:
+            values.append(given[f.name])
+            continue
+        name = rename.get(f.name, f.name)
+        if name not in row.columns and avro_kind(f) == "timestamp":
+            name += MS_SUFFIX
+        col = prefix + quote(row.field(name).name)
+        if avro_kind(f) == "timestamp" and row.field(name).kind == "long":
+            col = f"CAST(TO_TIMESTAMP_LTZ({col}, 3) AS TIMESTAMP(3))"
+        values.append(col)
+    return ", ".join(values)
+
+
+REJECTION = (
+    Field("reason_code", "string", "Why the record was rejected; None for an accepted record."),
+    Field("reason", "string", "The rejection in words; None for an accepted record."),
+)
+
+
+def decoded(schema: Schema, only: Iterable[str]) -> Row:
+    """The result of a decode UDTF (udfs.flink.decode_udtf) for `schema`: REJECTION, then the
+    fields `only` names (udfs.vitals.decoded_fields), None for a rejected record."""
+    fields = from_avro(schema, only=only).fields
+    return Row(
+        f"decoded.{schema.name}",
+        (*REJECTION, *fields),
+        f"A raw {schema.name} Kafka value decoded and validated: accepted (reason_code None) "
+        "with its fields, or rejected with the reason.",
+    )
+
+
+RULE_HIT = Row(
+    "rule_hit",
+    (
+        Field("kind", "string", "hit, or discharge (which resolves the patient's open alerts)."),
+        Field("rule_id", "string"),
+        Field("rule_version", "string"),
+        Field("severity", "string", "low, medium or high."),
+        Field("patient_token", "string"),
+        Field("facility_id", "string"),
+        Field("unit_id", "string"),
+        Field("first_time", "timestamp", "Event time of the pattern's first record."),
+        Field("first_record_id", "string", "First input record of the pattern."),
+        Field("last_record_id", "string", "Input record that completed the pattern."),
+        Field("score_name", "string"),
+        Field("score_value", "int", "The rule's score at this hit."),
+        Field("evidence_json", "string", "The triggering values: {param: {value, measured_time}}."),
+    ),
+    "A rule hit (or a discharge) on its way from the screening SQL to the alert lifecycle "
+    "(udfs.flink.AlertLifecycle, which reads it by these names); its event time is the "
+    "record's timestamp (the completing record's), not a column.",
+)
+
+ALERT_EVENT = from_avro(
+    topics.ALERT_V2.schema,
+    "alert_event",
+    "An alert lifecycle event as udfs.flink.AlertLifecycle emits it (udfs.lifecycle's event "
+    "dicts): alert.v2's fields in its order, its timestamps as epoch-ms `_ms` longs.",
+)
+
+CENSUS_IN = Row(
+    "census_in",
+    (
+        Field("event_id", "string"),
+        Field("event_type", "string"),
+        Field("patient_token", "string"),
+        Field("facility_id", "string"),
+        Field("unit_id", "string"),
+        Field("bed_id", "string"),
+        Field("source_topic", "string", "The topic the ADT record came from."),
+        Field("kafka_partition", "int"),
+        Field("kafka_offset", "long"),
+        Field("payload", "bytes", "The raw ADT record, kept for a dead letter."),
+    ),
+    "An accepted ADT event on its way from the census SQL to the keyed placement function "
+    "(udfs.flink_census.CensusPlacement, which reads it by these names); its event time is the "
+    "record's timestamp, not a column.",
+)
+
+CENSUS_OUT = Row(
+    "census_out",
+    (
+        Field("kind", "string", "delta, event or dead_letter: which fields are set."),
+        Field("facility_id", "string"),
+        Field(
+            "unit_id", "string", "delta: the unit; event: the unit after it; dead_letter: asked."
+        ),
+        Field("event_time_ms", "long", "Event time, epoch milliseconds."),
+        Field("occupied", "int", "delta: change to occupied beds (-1, 0 or +1)."),
+        Field("arrivals", "int", "delta only."),
+        Field("discharges", "int", "delta only."),
+        Field("transfers_in", "int", "delta only."),
+        Field("transfers_out", "int", "delta only."),
+        Field("cancels", "int", "delta only."),
+        Field("unit_capacity", "int", "delta: the unit's staffed beds."),
+        Field("facility_capacity", "int", "delta: the facility's staffed beds."),
+        Field("event_id", "string", "event and dead_letter: the ADT event."),
+        Field("event_type", "string", "event and dead_letter."),
+        Field("patient_token", "string", "event and dead_letter."),
+        Field("outcome", "string", "event: applied or no_change; dead_letter: the reason code."),
+        Field("reason", "string", "event and dead_letter: the outcome in words, if any."),
+        Field("source_topic", "string", "event and dead_letter: where the ADT record came from."),
+        Field("source_partition", "int", "event and dead_letter."),
+        Field("source_offset", "long", "event and dead_letter."),
+        Field("payload", "bytes", "event and dead_letter: the raw ADT record."),
+    ),
+    "What the bed-census keyed function (udfs.flink_census.CensusPlacement) emits: census "
+    "deltas, one `event` row per applied or unchanged ADT event and one `dead_letter` row per "
+    "refused one, in one row type; `kind` says which, the other kind's fields are None.",
+)
+
+SCORE_RESULT = Row(
+    "score_result",
+    (
+        Field("champion_version", "string", "None when the registry has no champion."),
+        Field("champion_risk", "double"),
+        Field("champion_threshold", "double"),
+        Field("challenger_version", "string", "None when there is no shadow challenger."),
+        Field("challenger_risk", "double"),
+        Field("challenger_threshold", "double"),
+        Field("features_missing", "int", "The champion's inputs that were unknown."),
+        Field("latency_ms", "double", "Wall time to score the batch this state was in."),
+    ),
+    "The sepsis scoring UDF's result per screened state (udfs.scoring.Scorer's columns, "
+    "udfs.flink_scoring.score_udf): champion and shadow challenger risk with their thresholds.",
+)
+
+NEWS2_RESULT = Row(
+    "news2_result",
+    (
+        Field("score", "int", "Aggregate NEWS2 (a lower bound when parameters are absent)."),
+        Field("params_scored", "int", "Parameters present and scored (of the 7)."),
+        Field("red_flag", "boolean", "Some single parameter scored 3."),
+    ),
+    "The NEWS2 scalar UDF's result (udfs.vitals.news2_summary, udfs.flink.news2_udf).",
+)

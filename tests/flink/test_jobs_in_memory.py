@@ -1,0 +1,166 @@
+"""The fast ring: every Flink job's `build` on the MiniCluster over bounded in-memory sources and
+collecting sinks, no broker, checked against the offline references (the Kafka integration
+tests check the same jobs end to end)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from jobs import bed_census, sepsis_news2, sepsis_screen
+from jobs.feeds import mimic_adt, replay
+from schemas import topics
+from schemas.capacity import ALL_UNITS
+from schemas.settings import Settings
+from tests import reference, reference_census, reference_screen
+from tests.flink_harness import build_bounded, run_bounded
+from training.registry import bootstrap
+from udfs.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+PATIENTS = 40
+INPUT_OF = {
+    topics.VITALS_OBSERVATION.name: "vitals",
+    topics.LABS_RESULT.name: "labs",
+    topics.ADT_EVENT.name: "adt",
+}
+
+
+@pytest.fixture(scope="module")
+def sample_items(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    plan = replay.ReplayPlan(patients=PATIENTS)
+    df = pd.read_parquet(replay.SAMPLE)
+    chosen = replay.select_patients(df, plan)
+    return replay.clinical_stream(chosen, plan, settings.require_phi_key(), "setA-sample")
+
+
+@pytest.fixture(scope="module")
+def screened(
+    settings: Settings, sample_items: list[tuple[str, dict[str, Any]]], tmp_path_factory: Any
+) -> dict[str, list[dict[str, Any]]]:
+    inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
+    for topic, rec in sample_items:
+        inputs[INPUT_OF[topic]].append(rec)
+    return run_bounded(
+        sepsis_screen.JOB, settings, inputs, Path(tmp_path_factory.mktemp("screen-memory"))
+    )
+
+
+def test_the_screening_job_screens_or_dead_letters_every_record_without_a_broker(
+    screened: dict[str, list[dict[str, Any]]], sample_items: list[tuple[str, dict[str, Any]]]
+) -> None:
+    rows, _ = reference_screen.run(sample_items)
+    assert len(screened["sepsis_screen"]) + len(screened["dead_letters"]) == len(sample_items)
+    assert len(screened["sepsis_screen"]) == len(rows)
+    assert screened["sepsis_scores"] == []  # scoring is off in these settings
+
+
+def test_the_screening_job_in_memory_equals_the_offline_reference(
+    screened: dict[str, list[dict[str, Any]]], sample_items: list[tuple[str, dict[str, Any]]]
+) -> None:
+    rows, events = reference_screen.run(sample_items)
+    reference_screen.assert_states_equal(screened["sepsis_screen"], rows)
+    assert events, "the sample raises alerts"
+    reference_screen.assert_events_equal(screened["alert_events"], events)
+
+
+@pytest.fixture(scope="module")
+def spine(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
+    plan = replay.ReplayPlan(patients=PATIENTS)
+    chosen = replay.select_patients(pd.read_parquet(replay.SAMPLE), plan)
+    obs = replay.observations(chosen, plan, settings.require_phi_key(), "setA-sample")
+    bad = reference.bad_observations(obs[len(obs) // 2])
+    inputs = {"vitals": [*obs, *((value, ts) for _, _, value, ts in bad)]}
+    out = run_bounded(
+        sepsis_news2.JOB, settings, inputs, Path(tmp_path_factory.mktemp("spine-memory"))
+    )
+    return {"observations": obs, "bad": bad, **out}
+
+
+def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_its_reason(
+    spine: dict[str, Any],
+) -> None:
+    scored, alerts = reference.run(spine["observations"])
+    rejected = len(spine["observations"]) - len(scored)
+    codes = [d["reason_code"] for d in spine["dead_letters"]]
+    assert len(spine["vitals_news2"]) == len(scored)
+    assert len(codes) == rejected + len(spine["bad"])
+    for code in {c for _, c, _, _ in spine["bad"]}:
+        expected = sum(c == code for _, c, _, _ in spine["bad"])
+        assert codes.count(code) == expected + (rejected if code == "out_of_range" else 0)
+    got = pd.DataFrame(spine["vitals_news2"]).set_index("observation_id")
+    want = scored.set_index("observation_id")
+    cols = ["news2_score", "news2_params_scored", "news2_red_flag"]
+    pd.testing.assert_frame_equal(
+        got.loc[want.index, cols].astype("int64"), want[cols].astype("int64")
+    )
+    assert alerts, "the sample raises sustained-NEWS2 alerts"
+    pd.testing.assert_frame_equal(
+        reference.norm_alerts(spine["alerts"]), reference.norm_alerts(alerts)
+    )
+
+
+@pytest.fixture(scope="module")
+def census(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
+    folder = Path(tmp_path_factory.mktemp("census-memory"))
+    table = mimic_adt.load_transfers(settings.data_dir)
+    (folder / "capacity.json").write_text(json.dumps(mimic_adt.capacity(table).to_dict()))
+    s = dataclasses.replace(settings, capacity_file=folder / "capacity.json")
+    events = mimic_adt.events(table, s.require_phi_key())
+    out = run_bounded(bed_census.JOB, s, {"adt": events}, folder)
+    return {"table": table, "events": events, **out}
+
+
+def test_the_census_job_counts_every_unit_at_every_minute_as_the_mimic_table_says(
+    census: dict[str, Any],
+) -> None:
+    stays = mimic_adt.stays(census["table"])
+    rows = census["census_unit"]
+    assert {r["unit_id"] for r in rows} == set(stays.careunit) | {ALL_UNITS}
+    for unit, unit_stays in stays.groupby("careunit"):
+        ends, occupied = reference_census.series(rows, unit)
+        step = reference_census.StepCensus.from_stays(unit_stays)
+        assert reference_census.mismatches(step, ends, occupied) == []
+    assert len(census["census_events"]) + len(census["dead_letters"]) == len(census["events"])
+    assert census["dead_letters"] == []
+
+
+def _plan(env: Any, folder: Path) -> list[tuple[str, str, list[int | None]]]:
+    """The stream graph's operators in order with their inputs, ids and paths left out."""
+    nodes = json.loads(env.get_execution_plan())["nodes"]
+    index = {n["id"]: i for i, n in enumerate(nodes)}
+
+    def text(t: str) -> str:
+        return re.sub(r"\[\d+\]|\$\d+", "", t.replace(str(folder), "<sinks>"))
+
+    return [
+        (
+            text(n["type"]),
+            text(n.get("contents", "")),
+            [index.get(p["id"]) for p in n.get("predecessors", [])],
+        )
+        for n in nodes
+    ]
+
+
+def test_the_screening_graph_is_the_same_with_or_without_a_champion(
+    settings: Settings, sample_items: list[tuple[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    s = dataclasses.replace(settings, scoring=True, model_registry=tmp_path / "registry")
+    inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
+    for topic, rec in sample_items[:200]:
+        inputs[INPUT_OF[topic]].append(rec)
+    without = _plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path / "a"), tmp_path / "a")
+    assert bootstrap(Registry(s.model_registry), s.model_name)
+    with_champion = _plan(
+        build_bounded(sepsis_screen.JOB, s, inputs, tmp_path / "b"), tmp_path / "b"
+    )
+    assert without == with_champion
+    assert any("score_id" in contents for _, contents, _ in with_champion)  # the score branch
