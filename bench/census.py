@@ -30,7 +30,6 @@ from typing import Any
 
 from bench.sampling import first_reaching, sampled_run, sustained_rate
 from jobs import bed_census
-from jobs.bed_census import ADT, OUTPUT_TOPICS
 from jobs.feeds import adt_generator, replay
 from jobs.runtime import kafka_io
 from schemas import codec, load_schema, topics
@@ -42,7 +41,7 @@ OUT = Path(__file__).resolve().parent / "results"
 def _sampled_run(settings: Settings, prefix: str, n: int) -> dict[str, Any]:
     out_topic = prefix + topics.CENSUS_EVENT.name
     samples, drained = sampled_run(
-        settings, out_topic, lambda: bed_census.run(settings, prefix=prefix, bounded=True)
+        settings, out_topic, lambda: bed_census.JOB.run(settings, prefix=prefix, bounded=True)
     )
     applied = kafka_io.count_records(settings, out_topic)
     dead = kafka_io.count_records(settings, prefix + topics.DEAD_LETTER.name)
@@ -63,7 +62,7 @@ def _latency(
     settings: Settings, prefix: str, evs: list[dict[str, Any]], speedup: float
 ) -> dict[str, Any]:
     census_schema = topics.CENSUS_UNIT.schema
-    adt_schema = load_schema(ADT)
+    adt_schema = load_schema(bed_census.ADT)
     seen: dict[tuple[str, int], float] = {}
 
     def on_value(_: str, value: bytes, at: float) -> None:
@@ -80,7 +79,7 @@ def _latency(
     def send(e: dict[str, Any]) -> None:
         ts = codec.epoch_ms(e["event_time"])
         value = codec.encode(adt_schema, e)
-        replay.produce_raw(p, prefix + ADT, e["patient_token"].encode(), value, ts)
+        replay.produce_raw(p, prefix + bed_census.ADT, e["patient_token"].encode(), value, ts)
         p.poll(0)
         times_ms.append(ts)
         produced_at.append(time.time())
@@ -150,10 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     evs = adt_generator.events(adt_generator.Plan(facilities=a.facilities, days=a.days))
 
     prefix = f"bench-census-{uuid.uuid4().hex[:6]}."
-    kafka_io.ensure_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
-    n = replay.produce_stream(settings, ((ADT, e) for e in evs), prefix=prefix, progress=False)
+    kafka_io.ensure_topics(settings, [bed_census.ADT, *bed_census.JOB.output_topics], prefix=prefix)
+    n = replay.produce_stream(
+        settings, ((bed_census.ADT, e) for e in evs), prefix=prefix, progress=False
+    )
     throughput = _sampled_run(settings, prefix, n)
-    kafka_io.delete_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=prefix)
+    kafka_io.delete_topics(settings, [bed_census.ADT, *bed_census.JOB.output_topics], prefix=prefix)
 
     lat_prefix = f"bench-census-lat-{uuid.uuid4().hex[:6]}."
     horizon = evs[0]["event_time"].timestamp() + a.latency_days * 86400
@@ -164,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         lat_evs,
         a.speedup,
     )
-    kafka_io.delete_topics(settings, [ADT, *OUTPUT_TOPICS], prefix=lat_prefix)
+    kafka_io.delete_topics(
+        settings, [bed_census.ADT, *bed_census.JOB.output_topics], prefix=lat_prefix
+    )
     cap.unlink()
     result = {
         "machine": {

@@ -127,13 +127,13 @@ def job_throughput(settings: Settings, tmp: Path, patients: int) -> dict[str, An
             store = repo.open_store(s.feast_dir, s.feast_online_store)
             repo.push_static(store, replay.static_features(chosen, plan, s.phi_key, source))
         prefix = f"bench-sc-{uuid.uuid4().hex[:6]}."
-        topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+        topic_names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
         kafka_io.ensure_topics(s, topic_names, prefix=prefix)
         n = replay.produce_stream(s, items, prefix=prefix, progress=False)
         out_topic = prefix + topics.SEPSIS_SCREEN.name
 
         def job(s: Settings = s, p: str = prefix) -> None:
-            sepsis_screen.run(s, prefix=p, bounded=True)
+            sepsis_screen.JOB.run(s, prefix=p, bounded=True)
 
         samples, drained = sampled_run(s, out_topic, job)
         screened = kafka_io.count_records(s, out_topic)

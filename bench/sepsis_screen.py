@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     kafka_io.wait_for_broker(settings)
     prefix = f"bench-screen-{uuid.uuid4().hex[:6]}."
-    topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    topic_names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
     kafka_io.ensure_topics(settings, topic_names, prefix=prefix)
     df, source = replay.load_physionet(None, settings)
     plan = replay.ReplayPlan(patients=a.patients)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out_topic = prefix + topics.SEPSIS_SCREEN.name
     samples, drained = sampled_run(
-        settings, out_topic, lambda: sepsis_screen.run(settings, prefix=prefix, bounded=True)
+        settings, out_topic, lambda: sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
     )
     screened = kafka_io.count_records(settings, out_topic)
     dead = kafka_io.count_records(settings, prefix + topics.DEAD_LETTER.name)

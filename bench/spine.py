@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     observation = topics.VITALS_OBSERVATION.schema
     obs = [o for o in obs if codec.validate(observation, o) is None]  # the baseline has no DLQ
     kafka_io.ensure_topics(
-        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.OUTPUT_TOPICS], prefix=run
+        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.JOB.output_topics], prefix=run
     )
     n = replay.produce(
         settings, iter(obs), topic=run + topics.VITALS_OBSERVATION.name, progress=False
@@ -232,10 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     lp, lj = "lat-py-" + run, "lat-java-" + run
     kafka_io.ensure_topics(
-        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.OUTPUT_TOPICS], prefix=lp
+        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.JOB.output_topics], prefix=lp
     )
     kafka_io.ensure_topics(
-        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.OUTPUT_TOPICS], prefix=lj
+        settings, [topics.VITALS_OBSERVATION.name, *sepsis_news2.JOB.output_topics], prefix=lj
     )
     results["latency"] = [
         asdict(

@@ -157,10 +157,7 @@ def build(
 
 
 JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
-OUTPUT_TOPICS = JOB.output_topics
-run = JOB.run
-main = JOB.main
 
 
 if __name__ == "__main__":
-    main()
+    JOB.main()

@@ -115,11 +115,7 @@ def build(
 
 
 JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
-INPUT_TOPICS = JOB.input_topics
-OUTPUT_TOPICS = JOB.output_topics
-run = JOB.run
-main = JOB.main
 
 
 if __name__ == "__main__":
-    main()
+    JOB.main()

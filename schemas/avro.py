@@ -17,7 +17,7 @@ import fastavro
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 
-_FLINK = {
+FLINK_TYPES = {  # Avro primitive -> Flink SQL type
     "string": "STRING",
     "int": "INT",
     "long": "BIGINT",
@@ -50,7 +50,7 @@ class AvroField:
 
     def flink_type(self) -> str:
         """As Flink's Avro format reads and writes it (timestamp-millis ↔ TIMESTAMP(3))."""
-        t = "TIMESTAMP(3)" if self.logical == "timestamp-millis" else _FLINK[self.base]
+        t = "TIMESTAMP(3)" if self.logical == "timestamp-millis" else FLINK_TYPES[self.base]
         return t if self.nullable else f"{t} NOT NULL"
 
     def clickhouse_type(self) -> str:
@@ -100,7 +100,7 @@ def _field(spec: dict[str, Any]) -> AvroField:
         if t["type"] != "long" or logical != "timestamp-millis":
             raise ValueError(f"field {spec['name']}: unsupported complex type {t}")
         t = "long"
-    if t not in _FLINK:
+    if t not in FLINK_TYPES:
         raise ValueError(f"field {spec['name']}: unsupported type {t}")
     rng = spec.get("wardflow.range")
     allowed = spec.get("wardflow.enum")

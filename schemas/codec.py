@@ -2,7 +2,8 @@
 
 A record is *accepted* when it decodes with the topic's writer schema, consumes every byte,
 and every value lies inside the field's `wardflow.range` / `wardflow.enum` from the schema.
-Otherwise the caller gets a `Rejection` whose `reason_code` is one of REASON_CODES.
+Otherwise the caller gets a `Rejection` whose `reason_code` is one of `undecodable`,
+`out_of_range`, `not_a_number`, `bad_enum`, `missing_field`, `timestamp_mismatch`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,6 @@ from typing import Any, NamedTuple
 import fastavro
 
 from schemas.avro import Schema
-
-REASON_CODES = (
-    "undecodable",
-    "out_of_range",
-    "not_a_number",
-    "bad_enum",
-    "missing_field",
-    "timestamp_mismatch",
-)
-
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -20,20 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from schemas import topics
-from schemas.avro import AvroField, Schema
+from schemas.avro import FLINK_TYPES, AvroField, Schema
 
 Kind = Literal["string", "int", "long", "float", "double", "boolean", "bytes", "timestamp"]
 KINDS: tuple[str, ...] = get_args(Kind)
-SQL_TYPES: dict[str, str] = {
-    "string": "STRING",
-    "int": "INT",
-    "long": "BIGINT",
-    "float": "FLOAT",
-    "double": "DOUBLE",
-    "boolean": "BOOLEAN",
-    "bytes": "BYTES",
-    "timestamp": "TIMESTAMP(3)",
-}
+SQL_TYPES: dict[str, str] = {**FLINK_TYPES, "timestamp": "TIMESTAMP(3)"}
 MS_SUFFIX = "_ms"
 
 

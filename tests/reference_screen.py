@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -258,10 +257,6 @@ def canonical_evidence(evidence_json: str) -> str:
         {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in ev.items()},
         sort_keys=True,
     )
-
-
-def is_nan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
 
 
 def assert_states_equal(got_records: list[dict[str, Any]], rows: list[Row]) -> None:

@@ -53,11 +53,11 @@ def run_job(settings: Settings, df: pd.DataFrame, plan: replay.ReplayPlan, sourc
     prefix = f"eval-{uuid.uuid4().hex[:8]}."
     items = replay.clinical_stream(df, plan, settings.require_phi_key(), source)
     kafka_io.ensure_topics(
-        settings, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
+        settings, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix
     )
     replay.produce_stream(settings, items, prefix=prefix, total=len(items))
     t0 = time.monotonic()
-    sepsis_screen.run(settings, prefix=prefix, bounded=True)
+    sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
     print(f"job: {len(items)} records in {time.monotonic() - t0:.0f} s")
     return prefix
 
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     prefix = run_job(settings, df, plan, source)
     cohort = collect(settings, prefix, df, plan, source)
     kafka_io.delete_topics(
-        settings, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
+        settings, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix
     )
     md, s = report(cohort, source, a.out, time.monotonic() - t0)
     print(md)

@@ -66,12 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         events = adt_generator.events(adt_generator.Plan(facilities=a.facilities, days=a.days))
     settings = dataclasses.replace(settings, capacity_file=cap)
     prefix = f"census-demo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:4]}."
-    names = [topics.ADT_EVENT.name, *bed_census.OUTPUT_TOPICS]
+    names = [topics.ADT_EVENT.name, *bed_census.JOB.output_topics]
     kafka_io.ensure_topics(settings, names, prefix=prefix)
     n = replay.produce_stream(settings, ((topics.ADT_EVENT.name, e) for e in events), prefix=prefix)
     print(f"running {bed_census.STAGE} on the Flink MiniCluster over {n} ADT events…", flush=True)
     t0 = time.monotonic()
-    bed_census.run(settings, prefix=prefix, bounded=True)
+    bed_census.JOB.run(settings, prefix=prefix, bounded=True)
     print(f"job drained its input in {time.monotonic() - t0:.1f} s", flush=True)
     ch = clickhouse.connect(settings.clickhouse_url)
     ch.command(f"DROP DATABASE IF EXISTS {DEMO_DB}")

@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         kafka_io.wait_for_broker(settings)
         prefix = f"demo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:4]}."
         kafka_io.ensure_topics(
-            settings, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
+            settings,
+            sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics,
+            prefix=prefix,
         )
         plan = replay.ReplayPlan(patients=a.patients)
         df, source = replay.load_physionet(a.file, settings)
@@ -114,14 +116,14 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         t0 = time.monotonic()
-        sepsis_screen.run(settings, prefix=prefix, bounded=True)
+        sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
         print(f"job drained its input in {time.monotonic() - t0:.1f} s", flush=True)
         ch = clickhouse.connect(settings.clickhouse_url)
         ch.command(f"DROP DATABASE IF EXISTS {DEMO_DB}")
         clickhouse.migrate(ch, DEMO_DB)
         registry = Registry(settings.model_registry)
         dims.upsert_model_versions(ch, DEMO_DB, dims.model_versions(registry, settings.model_name))
-        topic_names = {t: TABLES[t] for t in sepsis_screen.OUTPUT_TOPICS}
+        topic_names = {t: TABLES[t] for t in sepsis_screen.JOB.output_topics}
         loader = Loader(settings, ch, prefix=prefix, topics=topic_names)
         stats = loader.drain()
         loader.close()

@@ -32,7 +32,7 @@ TOPICS = [
 def prefix(kafka: Settings) -> str:
     p = f"t-ingest-{uuid.uuid4().hex[:8]}."
     yield p
-    kafka_io.delete_topics(kafka, [*TOPICS, *bed_census.OUTPUT_TOPICS], prefix=p)
+    kafka_io.delete_topics(kafka, [*TOPICS, *bed_census.JOB.output_topics], prefix=p)
 
 
 def counts(s: Settings, prefix: str) -> dict[str, int]:
@@ -117,7 +117,7 @@ def test_hl7_admit_transfer_discharge_and_cancel_reach_the_census(
     finally:
         server.shutdown()
     assert [ack_code(a) for a in acks] == ["AA"] * 5
-    bed_census.run(s, prefix=prefix, bounded=True)
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
     census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
     latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 1, "ALL": 1}

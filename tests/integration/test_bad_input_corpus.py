@@ -101,17 +101,17 @@ def test_corrupt_and_impossible_adt_records_are_dead_lettered_by_the_census_job(
     cap.write_text(json.dumps({"facilities": {"GH": {"4E": 10}}}))
     s = dataclasses.replace(kafka, capacity_file=cap, job_name="corpus-census")
     prefix = f"t-corpus-{uuid.uuid4().hex[:8]}."
-    kafka_io.ensure_topics(s, [ADT, *bed_census.OUTPUT_TOPICS], prefix=prefix, partitions=1)
+    kafka_io.ensure_topics(s, [ADT, *bed_census.JOB.output_topics], prefix=prefix, partitions=1)
     p = kafka_io.producer(s)
     cases = avro_cases()
     for value, ts, _ in cases:
         replay.produce_raw(p, prefix + ADT, b"k", value, ts)
     p.flush_or_raise(30)
-    bed_census.run(s, prefix=prefix, bounded=True)
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
     letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
     events = kafka_io.read_records(s, prefix + topics.CENSUS_EVENT.name, topics.CENSUS_EVENT.name)
     assert len(cases) == len(events) + len(letters)
     assert Counter(d["reason_code"] for d in letters) == Counter(r for *_, r in cases if r)
     census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
     assert {(c["unit_id"], c["occupied_beds"]) for c in census} == {("4E", 1), ("ALL", 1)}
-    kafka_io.delete_topics(s, [ADT, *bed_census.OUTPUT_TOPICS], prefix=prefix)
+    kafka_io.delete_topics(s, [ADT, *bed_census.JOB.output_topics], prefix=prefix)

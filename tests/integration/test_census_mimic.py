@@ -34,7 +34,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
     sent = replay.produce_stream(
         s, ((topics.ADT_EVENT.name, e) for e in events), prefix=prefix, progress=False
     )
-    bed_census.run(s, prefix=prefix, bounded=True)
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
     out = {
         t: kafka_io.read_records(s, prefix + t, t)
         for t in (
@@ -45,7 +45,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
     }
     yield {"table": table, "events": events, "sent": sent, **out}
-    kafka_io.delete_topics(s, [topics.ADT_EVENT.name, *bed_census.OUTPUT_TOPICS], prefix=prefix)
+    kafka_io.delete_topics(s, [topics.ADT_EVENT.name, *bed_census.JOB.output_topics], prefix=prefix)
 
 
 def test_census_of_every_unit_equals_the_table_at_every_minute_boundary(run: dict) -> None:

@@ -108,7 +108,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
         kafka, capacity_file=cap, watermark_on_event=True, job_name="census-time-test"
     )
     prefix = f"t-ctime-{uuid.uuid4().hex[:8]}."
-    kafka_io.ensure_topics(s, [ADT, *bed_census.OUTPUT_TOPICS], prefix=prefix, partitions=1)
+    kafka_io.ensure_topics(s, [ADT, *bed_census.JOB.output_topics], prefix=prefix, partitions=1)
     p = kafka_io.producer(s)
     schema = load_schema(ADT)
     newest = 0
@@ -121,12 +121,12 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
         value = codec.encode(schema, rec)
         replay.produce_raw(p, prefix + ADT, rec["patient_token"].encode(), value, ts)
     p.flush_or_raise(30)
-    bed_census.run(s, prefix=prefix, bounded=True)
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
     out: dict[str, Any] = {
-        t: kafka_io.read_records(s, prefix + t, t) for t in bed_census.OUTPUT_TOPICS
+        t: kafka_io.read_records(s, prefix + t, t) for t in bed_census.JOB.output_topics
     }
     yield out | {"settings": s, "prefix": prefix}
-    kafka_io.delete_topics(s, [ADT, *bed_census.OUTPUT_TOPICS], prefix=prefix)
+    kafka_io.delete_topics(s, [ADT, *bed_census.JOB.output_topics], prefix=prefix)
 
 
 def _job(rows: list[dict], unit: str) -> tuple:
@@ -181,7 +181,7 @@ def test_census_loads_into_clickhouse_idempotently_and_answers_as_of_a_time(
     run: dict, clickhouse: Any
 ) -> None:
     db = run["settings"].clickhouse_database
-    topic_names = {t: TABLES[t] for t in bed_census.OUTPUT_TOPICS}
+    topic_names = {t: TABLES[t] for t in bed_census.JOB.output_topics}
     for group in ("first", "again"):
         loader = Loader(
             run["settings"], clickhouse, prefix=run["prefix"], topics=topic_names, group_id=group

@@ -48,7 +48,7 @@ def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, d
     """(partition, topic, record): one record per partition of each input topic, 30 days on."""
     at = max(r["event_time"] for _, r in items) + timedelta(days=30)
     out = []
-    for topic in sepsis_screen.INPUT_TOPICS:
+    for topic in sepsis_screen.JOB.input_topics:
         for p in range(TOPICS[topic].partitions):
             rec: dict[str, Any] = {f.name: None for f in load_schema(topic).fields if f.nullable}
             rec |= {"patient_token": f"sentinel-{p}", "facility_id": "end", "event_time": at}
@@ -94,7 +94,7 @@ def _wait_for_new_checkpoint(root: Path, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prefix = f"t-eo-{uuid.uuid4().hex[:8]}."
-    topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    topic_names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
     kafka_io.ensure_topics(kafka, topic_names, prefix=prefix)
     plan = replay.ReplayPlan(patients=PATIENTS, seed=7)
     df, source = replay.load_physionet(None, kafka)

@@ -126,8 +126,8 @@ def stored(kafka: Settings, clickhouse: Any, tmp_path_factory: pytest.TempPathFa
     for r in FHIR:
         (drop / f"{r['id']}.json").write_text(json.dumps(r))
     report = fhir_ingest.ingest(s, [drop], prefix=prefix, facility_id="GH")
-    sepsis_screen.run(s, prefix=prefix, bounded=True)
-    bed_census.run(s, prefix=prefix, bounded=True)
+    sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
     ch.migrate(clickhouse, s.clickhouse_database)
     loader = Loader(s, clickhouse, prefix=prefix, topics=TABLES)
     loader.drain()

@@ -65,7 +65,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Run:
     bootstrap(registry, settings.model_name)
     prefix = f"sc-{uuid.uuid4().hex[:8]}."
     kafka_io.ensure_topics(
-        settings, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
+        settings, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix
     )
     plan = replay.ReplayPlan(patients=PATIENTS, seed=11)
     df, source = replay.load_physionet(None, settings)
@@ -74,7 +74,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Run:
     repo.push_static(store, replay.static_features(chosen, plan, settings.phi_key, source))
     items = replay.clinical_stream(chosen, plan, settings.phi_key, source)
     replay.produce_stream(settings, items, prefix=prefix, progress=False)
-    sepsis_screen.run(settings, prefix=prefix, bounded=True)
+    sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
 
     offline = hourly_features(chosen)
     tokens = {p: phi.token(settings.phi_key, source, str(p)) for p in offline.patient_id.unique()}

@@ -43,13 +43,13 @@ class ScreenRun:
 def screened(kafka: Settings) -> ScreenRun:
     prefix = f"it-{uuid.uuid4().hex[:8]}."
     kafka_io.ensure_topics(
-        kafka, sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS, prefix=prefix
+        kafka, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix
     )
     plan = replay.ReplayPlan(patients=PATIENTS)
     df, source = replay.load_physionet(None, kafka)
     items = replay.clinical_stream(replay.select_patients(df, plan), plan, kafka.phi_key, source)
     replay.produce_stream(kafka, items, prefix=prefix, progress=False)
-    sepsis_screen.run(kafka, prefix=prefix, bounded=True)
+    sepsis_screen.JOB.run(kafka, prefix=prefix, bounded=True)
     rows, events = ref.run(items)
     return ScreenRun(prefix, items, kafka, rows, events)
 
@@ -59,7 +59,7 @@ def test_every_record_of_every_input_topic_is_screened_or_dead_lettered(
 ) -> None:
     received = sum(
         kafka_io.count_records(screened.settings, screened.prefix + t)
-        for t in sepsis_screen.INPUT_TOPICS
+        for t in sepsis_screen.JOB.input_topics
     )
     out = kafka_io.count_records(screened.settings, screened.prefix + topics.SEPSIS_SCREEN.name)
     dead = screened.topic(topics.DEAD_LETTER.name)
@@ -153,7 +153,7 @@ def test_every_alert_traces_to_its_rule_version_inputs_and_their_offsets(
     loader.drain()
     loader.close()
     where: dict[str, tuple[str, int, int]] = {}  # input record id -> its Kafka location
-    for topic in sepsis_screen.INPUT_TOPICS:
+    for topic in sepsis_screen.JOB.input_topics:
         schema = load_schema(topic)
         id_field = schema.field_names[0]
         for m in kafka_io.read_all(screened.settings, screened.prefix + topic):

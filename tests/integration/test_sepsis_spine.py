@@ -41,7 +41,7 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
     prefix = f"it-{uuid.uuid4().hex[:8]}."
     topic = prefix + topics.VITALS_OBSERVATION.name
     kafka_io.ensure_topics(
-        settings, sepsis_news2.INPUT_TOPICS + sepsis_news2.OUTPUT_TOPICS, prefix=prefix
+        settings, sepsis_news2.JOB.input_topics + sepsis_news2.JOB.output_topics, prefix=prefix
     )
     plan = replay.ReplayPlan(patients=PATIENTS)
     df, source = replay.load_physionet(None, settings)
@@ -55,7 +55,7 @@ def spine(kafka: Settings, clickhouse: Any) -> SpineRun:
         replay.produce_raw(p, topic, mid["patient_token"].encode(), value, ts)
     p.flush_or_raise(30)
 
-    sepsis_news2.run(settings, prefix=prefix, bounded=True)
+    sepsis_news2.JOB.run(settings, prefix=prefix, bounded=True)
     loader = Loader(settings, clickhouse, prefix=prefix)
     loader.drain()
     loader.close()

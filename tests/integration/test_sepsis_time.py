@@ -123,12 +123,14 @@ def scenario() -> tuple[list[tuple], list[tuple]]:
 def timed(kafka: Settings) -> dict[str, Any]:
     settings = dataclasses.replace(kafka, watermark_on_event=True)
     prefix = f"time-{uuid.uuid4().hex[:8]}."
-    topic_names = sepsis_screen.INPUT_TOPICS + sepsis_screen.OUTPUT_TOPICS
+    topic_names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
     kafka_io.ensure_topics(settings, topic_names, prefix=prefix, partitions=1)
     items, late = scenario()
     replay.produce_stream(settings, items, prefix=prefix, progress=False)
-    sepsis_screen.run(settings, prefix=prefix, bounded=True)
-    read = {t: kafka_io.read_records(settings, prefix + t, t) for t in sepsis_screen.OUTPUT_TOPICS}
+    sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
+    read = {
+        t: kafka_io.read_records(settings, prefix + t, t) for t in sepsis_screen.JOB.output_topics
+    }
     on_time = [i for i in items if i not in late]
     rows, events = ref.run(on_time)
     return {"items": items, "late": late, "rows": rows, "events": events, **read}

@@ -65,4 +65,25 @@ def test_every_top_level_module_in_jobs_is_a_flink_job() -> None:
     for name in modules:
         module = __import__(f"jobs.{name}", fromlist=["JOB"])
         assert isinstance(getattr(module, "JOB", None), Job), f"jobs/{name}.py is not a job"
-        assert module.main == module.JOB.main
+
+
+def topic_literals(root: Path = REPO) -> list[str]:
+    """Places outside the topic registry that spell a registered topic name as a string."""
+    from schemas.topics import TOPICS
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in (".venv", "build") or rel == Path("schemas/topics.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in TOPICS:
+                found.append(f"{rel}:{node.lineno} {node.value!r}")
+    return found
+
+
+def test_topic_names_come_from_the_registry_never_from_literals(tmp_path: Path) -> None:
+    assert topic_literals() == []
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "x.py").write_text('TOPIC = "alert.v2"\n')
+    assert topic_literals(tmp_path) == ["jobs/x.py:1 'alert.v2'"]

@@ -272,7 +272,7 @@ def test_a_census_delta_row_is_the_old_positional_row() -> None:
 
 def test_a_census_event_row_is_the_old_positional_row() -> None:
     e = AdtEvent("e1", "transfer", "f", "v", "b1", 2000)
-    source = ("adt.event.v1", 2, 42, b"raw")
+    source = (topics.ADT_EVENT.name, 2, 42, b"raw")
     got = CensusPlacement._row("event", e, "v", "p", Outcome("applied", ""), source)
     old = Row("event", "f", "v", 2000, *(None for _ in range(8)), "e1", "transfer", "p")
     old = Row(*old, "applied", None, *source)
