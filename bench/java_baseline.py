@@ -1,5 +1,6 @@
 """The same pipeline as jobs.sepsis_news2 with no Python in it: Flink's Java Avro format decodes,
-NEWS2 (RCP 2017 chart 1) is SQL CASE expressions, the same MATCH_RECOGNIZE raises alerts.
+NEWS2 (RCP 2017 chart 1) is SQL generated from udfs.news2's tables, the same MATCH_RECOGNIZE
+raises alerts.
 A benchmark baseline only: it has no dead-letter path, so its input must be clean."""
 
 from __future__ import annotations
@@ -10,35 +11,11 @@ from jobs.runtime.tables import KafkaTable, avro_sink_ddl, avro_source_ddl
 from jobs.sepsis_news2 import RULE_ID, RULE_VERSION, SUSTAINED_READINGS, SUSTAINED_WITHIN_H
 from schemas import topics
 from schemas.settings import Settings
-from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
+from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD, news2_sql
 
-
-def _whole(c: str) -> str:
-    return f"FLOOR(CAST({c} AS DOUBLE) + 0.5)"
-
-
-def _bands(expr: str, edges: list[int], points: list[int]) -> str:
-    whens = " ".join(f"WHEN {expr} <= {e} THEN {p}" for e, p in zip(edges, points, strict=False))
-    return f"CASE WHEN {expr} IS NULL THEN CAST(NULL AS INT) {whens} ELSE {points[-1]} END"
-
-
-OXYGEN = "COALESCE(on_supplemental_o2, CAST(fio2_fraction AS DOUBLE) > 0.21E0)"
-S = _whole("spo2_pct")
-COMPONENTS = {
-    "p_rr": _bands(_whole("resp_rate_per_min"), [8, 11, 20, 24], [3, 1, 0, 2, 3]),
-    "p_spo2": f"""CASE WHEN spo2_pct IS NULL THEN CAST(NULL AS INT)
-        WHEN COALESCE(spo2_scale2, FALSE) THEN (CASE WHEN {S} <= 83 THEN 3 WHEN {S} <= 85 THEN 2
-            WHEN {S} <= 87 THEN 1 WHEN {S} <= 92 OR NOT COALESCE({OXYGEN}, FALSE) THEN 0
-            WHEN {S} <= 94 THEN 1 WHEN {S} <= 96 THEN 2 ELSE 3 END)
-        ELSE {_bands(S, [91, 93, 95], [3, 2, 1, 0])} END""",
-    "p_o2": f"CASE WHEN {OXYGEN} IS NULL THEN CAST(NULL AS INT) WHEN {OXYGEN} THEN 2 ELSE 0 END",
-    "p_sbp": _bands(_whole("sbp_mmhg"), [90, 100, 110, 219], [3, 2, 1, 0, 3]),
-    "p_hr": _bands(_whole("heart_rate_bpm"), [40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3]),
-    "p_cns": "CASE WHEN acvpu IS NULL THEN CAST(NULL AS INT) WHEN acvpu = 'A' THEN 0 ELSE 3 END",
-    "p_temp": _bands(
-        "FLOOR(CAST(temp_c AS DOUBLE) * 10 + 0.5)", [350, 360, 380, 390], [3, 1, 0, 1, 2]
-    ),
-}
+# NEWS2 (RCP 2017 chart 1) as SQL generated from udfs.news2's chart tables, as the screening job
+# scores in the JVM.
+NEWS2 = news2_sql()
 
 
 def create_tables(
@@ -67,16 +44,12 @@ def create_tables(
 
 
 def build(t_env: TableEnvironment) -> StatementSet:
-    comps = ",\n ".join(f"{expr} AS {name}" for name, expr in COMPONENTS.items())
-    t_env.create_temporary_view("j_parts", t_env.sql_query(f"SELECT *, {comps} FROM j_vitals"))
-    total = " + ".join(f"COALESCE({c}, 0)" for c in COMPONENTS)
-    present = " + ".join(f"CASE WHEN {c} IS NULL THEN 0 ELSE 1 END" for c in COMPONENTS)
-    red = " OR ".join(f"COALESCE({c} = 3, FALSE)" for c in COMPONENTS)
     t_env.create_temporary_view(
         "j_scored",
         t_env.sql_query(
-            f"SELECT *, {total} AS news2_score, {present} AS news2_params_scored, "
-            f"({red}) AS news2_red_flag FROM j_parts"
+            f"SELECT *, {NEWS2['score']} AS news2_score, "
+            f"{NEWS2['params_scored']} AS news2_params_scored, "
+            f"{NEWS2['red_flag']} AS news2_red_flag FROM j_vitals"
         ),
     )
     ss = t_env.create_statement_set()

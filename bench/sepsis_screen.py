@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         delivery_guarantee="at-least-once",
         phi_key=b"wardflow-bench",
         job_name="bench-sepsis-screen",
+        scoring=False,  # the rules; bench/scoring.py measures what the model adds
     )
     kafka_io.wait_for_broker(settings)
     prefix = f"bench-screen-{uuid.uuid4().hex[:6]}."

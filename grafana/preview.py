@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seed", action="store_true", help="seed a small warehouse and preview it")
     ap.add_argument("--out", type=Path, default=OUT)
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if a.seed:

@@ -542,8 +542,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--database", default=None, help="default: settings.clickhouse_database")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     db = a.database or settings.clickhouse_database
     t0 = time.monotonic()
     wh = build(SeedPlan(a.facilities, a.days, a.seed), physionet(settings))

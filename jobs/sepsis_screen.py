@@ -43,9 +43,8 @@ from udfs.flink import (
     AlertLifecycle,
     decode_udtf,
     decoded_columns,
-    screen_udtf,
 )
-from udfs.sepsis import MAX_VALIDITY_H, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H
+from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
 
 STAGE = "sepsis_screen"
 INPUTS = {
@@ -77,6 +76,12 @@ DISCHARGE = RULE_HIT.select_sql(
         "score_value": "0",
         "evidence_json": "'{}'",
     }
+)
+# NEWS2, SIRS, qSOFA and partial SOFA of a state in the JVM: SQL generated from the Python
+# tables (udfs.sepsis.screen_sql, equal to udfs.sepsis.screen_row on every row of set A).
+SCORES = ", ".join(
+    f"CAST({sql} AS {SCREEN.field(name).flink_type().removesuffix(' NOT NULL')}) AS {name}"
+    for name, sql in screen_sql().items()
 )
 SCREEN_ROW = SCREEN.flink_row()
 SCORE_ROW = SCORE.flink_row()
@@ -188,13 +193,8 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
         t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
     source = "feature_events" if scoring else "events"
     t_env.create_temporary_view("state", t_env.sql_query(_state_sql(source, bool(scoring))))
-    t_env.create_temporary_system_function("wf_screen", screen_udtf())
-    params = ", ".join(STATE_PARAMS)
     t_env.create_temporary_view(
-        "screened",
-        t_env.sql_query(f"""
-        SELECT s.*, {", ".join(f"x.{c}" for c in SCORE_COLUMNS)}
-        FROM state AS s, LATERAL TABLE(wf_screen({params})) AS x({", ".join(SCORE_COLUMNS)})"""),
+        "screened", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
     )
     t_env.create_temporary_view(
         "screened_vitals",

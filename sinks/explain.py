@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("alert_id")
     ap.add_argument("--database", default=None)
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     client = clickhouse.connect(settings.clickhouse_url)
     print(explain(client, a.database or settings.clickhouse_database, a.alert_id))
 

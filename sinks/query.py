@@ -11,8 +11,9 @@ from sinks import clickhouse
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("sql")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    client = clickhouse.connect(Settings.from_env().clickhouse_url)
+    client = clickhouse.connect(Settings.resolve(a).clickhouse_url)
     r = client.query(a.sql)
     widths = [
         max(len(str(c)), *(len(str(row[i])) for row in r.result_rows))

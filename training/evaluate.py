@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--file", type=Path, required=True)
     ap.add_argument("--model", default=None, help="default: settings.model_name")
     ap.add_argument("--version", default=None, help="default: the champion")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     reg = Registry(settings.model_registry)
     model = a.model or settings.model_name
     v = reg.get(model, a.version) if a.version else reg.role(model, "champion")

@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("model", nargs="?", default="sepsis-risk")
     ap.add_argument("version_or_path", nargs="?")
     ap.add_argument("--override", default=None, help="register despite a failed gate: why")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    reg = Registry(Settings.from_env().model_registry)
+    reg = Registry(Settings.resolve(a).model_registry)
     if a.command == "bootstrap":
         print("bootstrapped" if bootstrap(reg, a.model) else "registry not empty: unchanged")
     elif a.command == "register":

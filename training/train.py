@@ -290,8 +290,9 @@ def main(argv: list[str] | None = None) -> None:
         default="challenger",
         help="role of the registered version (the first one is always champion)",
     )
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     hidden = tuple(int(h) for h in a.hidden.split(",") if h)
     out = build(
         a.file or settings.physionet_setA,

@@ -21,7 +21,6 @@ from pyflink.table.udf import (
 from schemas import load_schema, rows, topics
 from udfs import lifecycle
 from udfs.flink_types import data_type, field_data_types, type_info
-from udfs.sepsis import SCORE_COLUMNS, screen_row
 from udfs.vitals import (
     decode_observation,
     decode_record,
@@ -41,13 +40,6 @@ DECODED_COLUMNS = DECODED_ROW.columns
 DECODED_TYPES = field_data_types(DECODED_ROW)
 NEWS2_TYPE = data_type(rows.NEWS2_RESULT)
 ALERT_EVENT_TYPE = type_info(rows.ALERT_EVENT)
-SCREEN_SCORES = rows.from_avro(
-    topics.SEPSIS_SCREEN.schema,
-    "screen_scores",
-    "The screening UDTF's result (udfs.sepsis.screen_row): the scores of one patient state, "
-    "named and typed as in sepsis.screen.v1.",
-    only=SCORE_COLUMNS,
-)
 
 
 class DecodeObservation(TableFunction):  # type: ignore[misc]
@@ -83,18 +75,6 @@ def decoded_columns(schema_name: str) -> tuple[str, ...]:
 def decode_udtf(schema_name: str) -> UserDefinedTableFunctionWrapper:
     types = field_data_types(decoded_row(schema_name))
     return udtf(DecodeRecord(schema_name), result_types=types)
-
-
-class ScreenState(TableFunction):  # type: ignore[misc]
-    """All sepsis scores of one patient state (udfs.sepsis.screen_row); a table function so that
-    the rules can filter on its columns."""
-
-    def eval(self, *values: Any) -> Iterator[Row]:
-        yield Row(*screen_row(*values))
-
-
-def screen_udtf() -> UserDefinedTableFunctionWrapper:
-    return udtf(ScreenState(), result_types=field_data_types(SCREEN_SCORES))
 
 
 def decode_observation_udtf() -> UserDefinedTableFunctionWrapper:

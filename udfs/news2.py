@@ -13,6 +13,8 @@ Values are rounded half-up to the chart's resolution before banding (whole numbe
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 CONSCIOUSNESS_NEW_CONFUSION_OR_WORSE = frozenset({"C", "V", "P", "U"})
@@ -35,91 +37,73 @@ class News2(NamedTuple):
     temperature: int
 
 
+@dataclass(frozen=True)
+class Bands:
+    """One parameter's NEWS2 chart row: a value, rounded to the chart's resolution, scores the
+    points of the first upper bound (`edges`, ascending) at or above it, else `points[-1]`.
+    The one table the Python scores (`points`) and the Flink SQL (`sql`) are made from."""
+
+    edges: tuple[int, ...]
+    points: tuple[int, ...]
+
+    def score(self, rounded: int) -> int:
+        for edge, p in zip(self.edges, self.points, strict=False):
+            if rounded <= edge:
+                return p
+        return self.points[-1]
+
+    def sql(self, rounded: str) -> str:
+        whens = " ".join(
+            f"WHEN {rounded} <= {e} THEN {p}" for e, p in zip(self.edges, self.points, strict=False)
+        )
+        return f"CASE {whens} ELSE {self.points[-1]} END"
+
+
+# RCP 2017 chart 1, by the value rounded half-up to the chart's resolution.
+RESP_RATE = Bands((8, 11, 20, 24), (3, 1, 0, 2, 3))  # breaths/min
+SPO2_SCALE1 = Bands((91, 93, 95), (3, 2, 1, 0))  # %
+# Scale 2 (prescribed 88-92 % target, hypercapnic respiratory failure): above the target's top
+# it scores only on oxygen; on air it scores 0.
+SPO2_SCALE2 = Bands((83, 85, 87, 92, 94, 96), (3, 2, 1, 0, 1, 2, 3))  # %
+SPO2_SCALE2_TARGET_MAX_PCT = 92
+SBP = Bands((90, 100, 110, 219), (3, 2, 1, 0, 3))  # mmHg
+PULSE = Bands((40, 50, 90, 110, 130), (3, 1, 0, 1, 2, 3))  # beats/min
+TEMPERATURE_TENTHS = Bands((350, 360, 380, 390), (3, 1, 0, 1, 2))  # tenths of a °C
+OXYGEN_POINTS = 2
+CONSCIOUSNESS_POINTS = 3
+ROOM_AIR_FIO2 = 0.21
+
+
 def _whole(x: float) -> int:
     return math.floor(x + 0.5)
 
 
 def resp_rate_points(resp_rate_per_min: float) -> int:
-    r = _whole(resp_rate_per_min)
-    if r <= 8:
-        return 3
-    if r <= 11:
-        return 1
-    if r <= 20:
-        return 0
-    if r <= 24:
-        return 2
-    return 3
+    return RESP_RATE.score(_whole(resp_rate_per_min))
 
 
 def spo2_scale1_points(spo2_pct: float) -> int:
-    s = _whole(spo2_pct)
-    if s <= 91:
-        return 3
-    if s <= 93:
-        return 2
-    if s <= 95:
-        return 1
-    return 0
+    return SPO2_SCALE1.score(_whole(spo2_pct))
 
 
 def spo2_scale2_points(spo2_pct: float, on_oxygen: bool) -> int:
     """SpO2 scale 2, for a prescribed 88-92 % target (hypercapnic respiratory failure)."""
     s = _whole(spo2_pct)
-    if s <= 83:
-        return 3
-    if s <= 85:
-        return 2
-    if s <= 87:
-        return 1
-    if s <= 92 or not on_oxygen:
+    if s > SPO2_SCALE2_TARGET_MAX_PCT and not on_oxygen:
         return 0
-    if s <= 94:
-        return 1
-    if s <= 96:
-        return 2
-    return 3
+    return SPO2_SCALE2.score(s)
 
 
 def sbp_points(sbp_mmhg: float) -> int:
-    s = _whole(sbp_mmhg)
-    if s <= 90:
-        return 3
-    if s <= 100:
-        return 2
-    if s <= 110:
-        return 1
-    if s <= 219:
-        return 0
-    return 3
+    return SBP.score(_whole(sbp_mmhg))
 
 
 def pulse_points(heart_rate_bpm: float) -> int:
-    p = _whole(heart_rate_bpm)
-    if p <= 40:
-        return 3
-    if p <= 50:
-        return 1
-    if p <= 90:
-        return 0
-    if p <= 110:
-        return 1
-    if p <= 130:
-        return 2
-    return 3
+    return PULSE.score(_whole(heart_rate_bpm))
 
 
 def temperature_points(temp_c: float) -> int:
-    tenths = math.floor(temp_c * 10 + 0.5)
-    if tenths <= 350:
-        return 3
-    if tenths <= 360:
-        return 1
-    if tenths <= 380:
-        return 0
-    if tenths <= 390:
-        return 1
-    return 2
+    return TEMPERATURE_TENTHS.score(math.floor(temp_c * 10 + 0.5))
 
 
 def on_oxygen(on_supplemental_o2: bool | None, fio2_fraction: float | None) -> bool | None:
@@ -127,7 +111,7 @@ def on_oxygen(on_supplemental_o2: bool | None, fio2_fraction: float | None) -> b
     if on_supplemental_o2 is not None:
         return on_supplemental_o2
     if fio2_fraction is not None:
-        return fio2_fraction > 0.21
+        return fio2_fraction > ROOM_AIR_FIO2
     return None
 
 
@@ -151,10 +135,14 @@ def news2(
         sp = spo2_scale2_points(spo2_pct, bool(oxygen))
     else:
         sp = spo2_scale1_points(spo2_pct)
-    ox = None if oxygen is None else (2 if oxygen else 0)
+    ox = None if oxygen is None else (OXYGEN_POINTS if oxygen else 0)
     bp = None if sbp_mmhg is None else sbp_points(sbp_mmhg)
     hr = None if heart_rate_bpm is None else pulse_points(heart_rate_bpm)
-    cns = None if acvpu is None else (3 if acvpu in CONSCIOUSNESS_NEW_CONFUSION_OR_WORSE else 0)
+    cns = (
+        None
+        if acvpu is None
+        else (CONSCIOUSNESS_POINTS if acvpu in CONSCIOUSNESS_NEW_CONFUSION_OR_WORSE else 0)
+    )
     tp = None if temp_c is None else temperature_points(temp_c)
     parts = (rr, sp, ox, bp, hr, cns, tp)
     present = [p for p in parts if p is not None]
@@ -170,3 +158,54 @@ def news2(
         consciousness=cns or 0,
         temperature=tp or 0,
     )
+
+
+def _rounded_sql(column: str, scale: int = 1) -> str:
+    """SQL of `math.floor(x * scale + 0.5)` over a FLOAT column, in DOUBLE as Python does it."""
+    x = f"CAST({column} AS DOUBLE)" + (f" * {scale}" if scale != 1 else "")
+    return f"CAST(FLOOR({x} + 0.5E0) AS INT)"
+
+
+def news2_sql(c: Mapping[str, str] | None = None) -> dict[str, str]:
+    """NEWS2 as Flink SQL over a row holding the `news2` arguments (`c` maps an argument to its
+    column when the names differ): `score`, `params_scored`, `red_flag`, equal to `news2` on
+    every input, generated from the same chart tables."""
+
+    def col(name: str) -> str:
+        return (c or {}).get(name, name)
+
+    oxygen = (
+        f"COALESCE({col('on_supplemental_o2')}, "
+        f"CAST({col('fio2_fraction')} AS DOUBLE) > {ROOM_AIR_FIO2}E0)"
+    )
+    spo2 = _rounded_sql(col("spo2_pct"))
+    scale2 = (
+        f"CASE WHEN {spo2} > {SPO2_SCALE2_TARGET_MAX_PCT} AND NOT COALESCE({oxygen}, FALSE) "
+        f"THEN 0 ELSE {SPO2_SCALE2.sql(spo2)} END"
+    )
+    confused = ", ".join(f"'{v}'" for v in sorted(CONSCIOUSNESS_NEW_CONFUSION_OR_WORSE))
+
+    def present(value: str, points: str) -> str:
+        return f"CASE WHEN {value} IS NULL THEN CAST(NULL AS INT) ELSE {points} END"
+
+    parts = [
+        present(col("resp_rate_per_min"), RESP_RATE.sql(_rounded_sql(col("resp_rate_per_min")))),
+        present(
+            col("spo2_pct"),
+            f"CASE WHEN COALESCE({col('spo2_scale2')}, FALSE) THEN {scale2} "
+            f"ELSE {SPO2_SCALE1.sql(spo2)} END",
+        ),
+        present(oxygen, f"CASE WHEN {oxygen} THEN {OXYGEN_POINTS} ELSE 0 END"),
+        present(col("sbp_mmhg"), SBP.sql(_rounded_sql(col("sbp_mmhg")))),
+        present(col("heart_rate_bpm"), PULSE.sql(_rounded_sql(col("heart_rate_bpm")))),
+        present(
+            col("acvpu"),
+            f"CASE WHEN {col('acvpu')} IN ({confused}) THEN {CONSCIOUSNESS_POINTS} ELSE 0 END",
+        ),
+        present(col("temp_c"), TEMPERATURE_TENTHS.sql(_rounded_sql(col("temp_c"), 10))),
+    ]
+    return {
+        "score": " + ".join(f"COALESCE({p}, 0)" for p in parts),
+        "params_scored": " + ".join(f"CASE WHEN {p} IS NULL THEN 0 ELSE 1 END" for p in parts),
+        "red_flag": "(" + " OR ".join(f"COALESCE({p} = 3, FALSE)" for p in parts) + ")",
+    }

@@ -9,9 +9,11 @@ lower bound and the `*_known` count says how many criteria could be evaluated.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from udfs.news2 import News2, news2
+from udfs.news2 import News2, news2, news2_sql
 
 # How long a last value stays valid, in hours (last observation carried forward, LOCF).
 # Vitals are charted hourly in ICUs, so one missed hour is tolerated; temperature is taken
@@ -64,6 +66,103 @@ class Screen(NamedTuple):
     sofa: Sofa
 
 
+@dataclass(frozen=True)
+class Test:
+    """`param op value`; a test on an absent parameter is not met."""
+
+    param: str
+    op: str  # one of OPS
+    value: float | str
+
+    def met(self, values: Mapping[str, Any]) -> bool:
+        v = values.get(self.param)
+        return v is not None and bool(OPS[self.op](v, self.value))
+
+    def sql(self, col: Callable[[str], str]) -> str:
+        if isinstance(self.value, str):
+            return f"COALESCE({col(self.param)} {SQL_OPS[self.op]} '{self.value}', FALSE)"
+        value = f"CAST({col(self.param)} AS DOUBLE)"
+        return f"COALESCE({value} {SQL_OPS[self.op]} {self.value!r}E0, FALSE)"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Met when any of its tests is; known when any of their parameters is present."""
+
+    tests: tuple[Test, ...]
+
+    def params(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.param for t in self.tests))
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """A SOFA component: points = cut-offs crossed by the value (≥ cut when rising, < cut when
+    falling), the value being `params[0]` or, with two params, their ratio. Known when every
+    param is present and, with `valid_while`, while `param ≤ bound`."""
+
+    params: tuple[str, ...]
+    cuts: tuple[float, ...]
+    rising: bool
+    valid_while: tuple[str, float] | None = None
+
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "!=": lambda a, b: a != b,
+}
+SQL_OPS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "!=": "<>"}
+
+# SIRS (Bone et al., ACCP/SCCM Consensus 1992, Chest 101:1644): temperature > 38 or < 36 °C;
+# heart rate > 90/min; respiratory rate > 20/min or PaCO2 < 32 mmHg; WBC > 12 or < 4 ×10⁹/L
+# (band forms are not in the data).
+SIRS_CRITERIA = (
+    Criterion((Test("temp_c", ">", 38.0), Test("temp_c", "<", 36.0))),
+    Criterion((Test("heart_rate_bpm", ">", 90.0),)),
+    Criterion((Test("resp_rate_per_min", ">", 20.0), Test("paco2_mmhg", "<", 32.0))),
+    Criterion((Test("wbc_10e9_l", ">", 12.0), Test("wbc_10e9_l", "<", 4.0))),
+)
+# qSOFA (Seymour et al. 2016, JAMA 315:762): respiratory rate ≥ 22/min, systolic BP ≤ 100 mmHg,
+# altered mentation (GCS < 15; here any ACVPU other than Alert).
+QSOFA_CRITERIA = (
+    Criterion((Test("resp_rate_per_min", ">=", 22.0),)),
+    Criterion((Test("sbp_mmhg", "<=", 100.0),)),
+    Criterion((Test("acvpu", "!=", "A"),)),
+)
+# The SOFA components the data support (Vincent et al. 1996, Intensive Care Med 22:707): see
+# `sofa_partial`.
+SOFA_COMPONENTS = (
+    Cuts(("platelets_10e9_l",), (150.0, 100.0, 50.0, 20.0), rising=False),
+    Cuts(("bilirubin_total_mg_dl",), (1.2, 2.0, 6.0, 12.0), rising=True),
+    Cuts(("map_mmhg",), (70.0,), rising=False),
+    Cuts(("creatinine_mg_dl",), (1.2, 2.0, 3.5, 5.0), rising=True),
+    Cuts(
+        ("spo2_pct", "fio2_fraction"),
+        (400.0, 315.0, 235.0, 150.0),
+        rising=False,
+        valid_while=("spo2_pct", 97.0),
+    ),
+)
+
+
+def _count(criteria: tuple[Criterion, ...], values: Mapping[str, Any]) -> tuple[int, int]:
+    """(criteria met, criteria known)."""
+    met = known = 0
+    for c in criteria:
+        if any(values.get(p) is not None for p in c.params()):
+            known += 1
+            met += any(t.met(values) for t in c.tests)
+    return met, known
+
+
+def _cut_points(x: float, cuts: tuple[float, ...], rising: bool) -> int:
+    """Number of cut-offs crossed: x ≥ cut when rising, x < cut when falling."""
+    return sum(1 for c in cuts if (x >= c if rising else x < c))
+
+
 def sirs(
     temp_c: float | None,
     heart_rate_bpm: float | None,
@@ -71,48 +170,13 @@ def sirs(
     paco2_mmhg: float | None,
     wbc_10e9_l: float | None,
 ) -> Sirs:
-    """SIRS criteria met (Bone et al., ACCP/SCCM Consensus 1992, Chest 101:1644).
-
-    Temperature > 38 or < 36 °C; heart rate > 90/min; respiratory rate > 20/min or PaCO2 <
-    32 mmHg; WBC > 12 or < 4 ×10⁹/L (band forms are not in the data).
-    """
-    met = known = 0
-    if temp_c is not None:
-        known += 1
-        met += temp_c > 38.0 or temp_c < 36.0
-    if heart_rate_bpm is not None:
-        known += 1
-        met += heart_rate_bpm > 90.0
-    if resp_rate_per_min is not None or paco2_mmhg is not None:
-        known += 1
-        met += (resp_rate_per_min is not None and resp_rate_per_min > 20.0) or (
-            paco2_mmhg is not None and paco2_mmhg < 32.0
-        )
-    if wbc_10e9_l is not None:
-        known += 1
-        met += wbc_10e9_l > 12.0 or wbc_10e9_l < 4.0
-    return Sirs(int(met), known)
+    """SIRS criteria met (`SIRS_CRITERIA`)."""
+    return Sirs(*_count(SIRS_CRITERIA, locals()))
 
 
 def qsofa(resp_rate_per_min: float | None, sbp_mmhg: float | None, acvpu: str | None) -> Qsofa:
-    """qSOFA (Seymour et al. 2016, JAMA 315:762): respiratory rate ≥ 22/min, systolic BP ≤
-    100 mmHg, altered mentation (GCS < 15; here any ACVPU other than Alert)."""
-    met = known = 0
-    if resp_rate_per_min is not None:
-        known += 1
-        met += resp_rate_per_min >= 22.0
-    if sbp_mmhg is not None:
-        known += 1
-        met += sbp_mmhg <= 100.0
-    if acvpu is not None:
-        known += 1
-        met += acvpu != "A"
-    return Qsofa(int(met), known)
-
-
-def _points(x: float, cuts: tuple[float, ...], rising: bool) -> int:
-    """Number of cut-offs crossed: x ≥ cut when rising, x < cut when falling."""
-    return sum(1 for c in cuts if (x >= c if rising else x < c))
+    """qSOFA criteria met (`QSOFA_CRITERIA`)."""
+    return Qsofa(*_count(QSOFA_CRITERIA, locals()))
 
 
 def sofa_partial(
@@ -123,7 +187,7 @@ def sofa_partial(
     spo2_pct: float | None,
     fio2_fraction: float | None,
 ) -> Sofa:
-    """The SOFA components the data support (Vincent et al. 1996, Intensive Care Med 22:707).
+    """The SOFA components the data support (`SOFA_COMPONENTS`; Vincent et al. 1996).
 
     Coagulation: platelets < 150/100/50/20 ×10⁹/L → 1–4. Liver: bilirubin ≥ 1.2/2.0/6.0/12.0
     mg/dL → 1–4. Cardiovascular: MAP < 70 mmHg → 1 (vasopressor doses are not in the data, so
@@ -133,22 +197,17 @@ def sofa_partial(
     CNS (GCS) is not in the data. Sepsis-3 assumes a baseline of 0 without known prior organ
     dysfunction (Singer 2016), so a score ≥ 2 screens positive for organ dysfunction.
     """
+    values = locals()
     score = known = 0
-    if platelets_10e9_l is not None:
+    for comp in SOFA_COMPONENTS:
+        xs = [values[p] for p in comp.params]
+        if any(x is None for x in xs):
+            continue
+        if comp.valid_while and not values[comp.valid_while[0]] <= comp.valid_while[1]:
+            continue
         known += 1
-        score += _points(platelets_10e9_l, (150.0, 100.0, 50.0, 20.0), rising=False)
-    if bilirubin_total_mg_dl is not None:
-        known += 1
-        score += _points(bilirubin_total_mg_dl, (1.2, 2.0, 6.0, 12.0), rising=True)
-    if map_mmhg is not None:
-        known += 1
-        score += map_mmhg < 70.0
-    if creatinine_mg_dl is not None:
-        known += 1
-        score += _points(creatinine_mg_dl, (1.2, 2.0, 3.5, 5.0), rising=True)
-    if spo2_pct is not None and fio2_fraction is not None and spo2_pct <= 97.0:
-        known += 1
-        score += _points(spo2_pct / fio2_fraction, (400.0, 315.0, 235.0, 150.0), rising=False)
+        x = xs[0] if len(xs) == 1 else xs[0] / xs[1]
+        score += _cut_points(x, comp.cuts, comp.rising)
     return Sofa(int(score), known)
 
 
@@ -226,3 +285,54 @@ def screen_row(*values: object) -> tuple[int, ...]:
         s.sofa.score,
         s.sofa.known,
     )
+
+
+def screen_sql(c: Mapping[str, str] | None = None) -> dict[str, str]:
+    """SCORE_COLUMNS as Flink SQL over a row holding the state's parameters (`c` maps a parameter
+    to its column when the names differ), equal to `screen_row` on every state: generated from
+    the same tables (NEWS2 chart, SIRS and qSOFA criteria, SOFA cut-offs)."""
+
+    def col(name: str) -> str:
+        return (c or {}).get(name, name)
+
+    def counts(criteria: tuple[Criterion, ...]) -> tuple[str, str]:
+        met = " + ".join(
+            "CASE WHEN " + " OR ".join(t.sql(col) for t in k.tests) + " THEN 1 ELSE 0 END"
+            for k in criteria
+        )
+        known = " + ".join(
+            "CASE WHEN "
+            + " OR ".join(f"{col(p)} IS NOT NULL" for p in k.params())
+            + " THEN 1 ELSE 0 END"
+            for k in criteria
+        )
+        return met, known
+
+    def component(comp: Cuts) -> tuple[str, str]:
+        xs = [f"CAST({col(p)} AS DOUBLE)" for p in comp.params]
+        x = xs[0] if len(xs) == 1 else f"{xs[0]} / {xs[1]}"
+        known = " AND ".join(f"{col(p)} IS NOT NULL" for p in comp.params)
+        if comp.valid_while:
+            known += f" AND CAST({col(comp.valid_while[0])} AS DOUBLE) <= {comp.valid_while[1]!r}E0"
+        op = ">=" if comp.rising else "<"
+        crossed = " + ".join(f"CASE WHEN {x} {op} {cut!r}E0 THEN 1 ELSE 0 END" for cut in comp.cuts)
+        return (
+            f"CASE WHEN {known} THEN {crossed} ELSE 0 END",
+            f"CASE WHEN {known} THEN 1 ELSE 0 END",
+        )
+
+    n = news2_sql(c)
+    sirs_met, sirs_known = counts(SIRS_CRITERIA)
+    qsofa_met, qsofa_known = counts(QSOFA_CRITERIA)
+    sofa = [component(k) for k in SOFA_COMPONENTS]
+    return {
+        "news2_score": n["score"],
+        "news2_params_scored": n["params_scored"],
+        "news2_red_flag": n["red_flag"],
+        "sirs_count": sirs_met,
+        "sirs_criteria_known": sirs_known,
+        "qsofa_score": qsofa_met,
+        "qsofa_criteria_known": qsofa_known,
+        "sofa_partial_score": " + ".join(points for points, _ in sofa),
+        "sofa_components_known": " + ".join(known for _, known in sofa),
+    }

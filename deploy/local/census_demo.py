@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--facilities", type=int, default=3)
     ap.add_argument("--days", type=float, default=3.0)
     ap.add_argument("--mimic", action="store_true", help="replay the MIMIC-IV demo transfers")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env(clickhouse_database=DEMO_DB, job_name="wardflow-census-demo")
+    settings = Settings.resolve(a, clickhouse_database=DEMO_DB, job_name="wardflow-census-demo")
     kafka_io.wait_for_broker(settings)
     cap = Path(tempfile.mkdtemp()) / "capacity.json"
     if a.mimic:

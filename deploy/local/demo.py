@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=300)
     ap.add_argument("--file", type=Path, default=None, help="a PhysioNet 2019 format parquet")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env(clickhouse_database=DEMO_DB, job_name="wardflow-demo")
+    settings = Settings.resolve(a, clickhouse_database=DEMO_DB, job_name="wardflow-demo")
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--topic-prefix", default="")
     ap.add_argument("--capacity-out", type=Path, default=None)
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     plan = Plan(facilities=a.facilities, days=a.days, seed=a.seed)
     if a.capacity_out:
         a.capacity_out.write_text(json.dumps(capacity(a.facilities).to_dict(), indent=1) + "\n")
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     kafka_io.wait_for_broker(settings)
     kafka_io.ensure_topics(settings, [topics.ADT_EVENT.name], prefix=a.topic_prefix)
     evs = events(plan)

@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("paths", nargs="+", type=Path)
     ap.add_argument("--facility-id", default="fhir", help="for resources that name none")
     ap.add_argument("--topic-prefix", default="")
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.resolve(a)
     kafka_io.wait_for_broker(settings)
     try:
         r = ingest(settings, a.paths, prefix=a.topic_prefix, facility_id=a.facility_id)

@@ -6,7 +6,7 @@ transfer (a move to the same unit is a bed move), and the end of a visit's last 
 discharge. The `discharge` rows mark the same moment and carry no unit, so they add nothing.
 Times are the table's (shifted, zone-less local time), taken as UTC.
 
-    wardflow-mimic-adt [--dir ../shared/data/mimic_iv_demo] [--topic-prefix P] [--capacity-out F]
+    wardflow-mimic-adt [--data-dir ../shared/data] [--topic-prefix P] [--capacity-out F]
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ def capacity(transfers: pd.DataFrame, headroom: float = 1.25) -> Capacity:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--dir", type=Path, default=None, help="folder holding mimic_iv_demo/")
     ap.add_argument("--topic-prefix", default="")
     ap.add_argument("--capacity-out", type=Path, default=None)
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env(data_dir=a.dir)
+    settings = Settings.resolve(a)
     table = load_transfers(settings.data_dir)
     if a.capacity_out:
         a.capacity_out.write_text(json.dumps(capacity(table).to_dict(), indent=1))

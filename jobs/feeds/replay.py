@@ -290,9 +290,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only vitals.observation.v1 (the NEWS2 spine job); default: vitals, labs, ADT",
     )
-    ap.add_argument("--bootstrap", default=None)
+    Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.from_env(kafka_bootstrap=a.bootstrap)
+    settings = Settings.resolve(a)
     kafka_io.wait_for_broker(settings)
     plan = ReplayPlan(patients=a.patients, seed=a.seed)
     if a.vitals_only:

@@ -21,12 +21,10 @@ from udfs.flink import (
     AlertLifecycle,
     decode_udtf,
     decoded_columns,
-    screen_udtf,
 )
 from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 from udfs.flink_scoring import RESULT_TYPE
 from udfs.scoring import OUTPUT_COLUMNS
-from udfs.sepsis import SCORE_COLUMNS
 
 # jobs/sepsis_screen.py HIT_ROW before this change.
 OLD_HIT_ROW = (
@@ -286,11 +284,6 @@ def test_the_scoring_result_is_the_old_hand_spelled_one() -> None:
 
 def test_the_news2_result_is_the_old_hand_spelled_one() -> None:
     assert NEWS2_TYPE == OLD_NEWS2_TYPE
-
-
-def test_the_screen_udtf_result_types_are_the_old_ones() -> None:
-    old = [DataTypes.BOOLEAN() if c == "news2_red_flag" else DataTypes.INT() for c in SCORE_COLUMNS]
-    assert screen_udtf()._result_types == old
 
 
 @pytest.mark.parametrize("topic", [topics.VITALS_OBSERVATION, topics.LABS_RESULT, topics.ADT_EVENT])
