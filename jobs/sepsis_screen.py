@@ -4,7 +4,8 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
   ├─ behind the watermark ─────────────────────────── dead-letter topic (reason `late`)
   └─ decode + validate (Python UDTF) ─ rejected ───── dead-letter topic (reason per record)
        └─ union per patient → event-time OVER window: last valid value of each parameter
-          (udfs.sepsis.VALIDITY_H, never across a discharge) → scores (Python UDTF)
+          (udfs.sepsis.VALIDITY_H, never across a discharge) → scores (SQL generated from
+          the Python tables: udfs.sepsis.screen_sql)
             ├─ screened state ──────────────────────── sepsis.screen topic
             ├─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
             │  shadow challenger (vectorised UDF, Feast static features) ── sepsis.score topic;

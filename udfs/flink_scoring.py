@@ -2,9 +2,9 @@
 feature source are opened once per worker in `open()`, never per record.
 
 The job says which stream features it passes (their order is the UDF's arguments after
-patient_token and event_time) and how to open the feature source (a picklable factory, e.g.
-`functools.partial(feature_store.online.feast_source, …)`), so this layer knows no feature
-store."""
+patient_token, event_time and whether the row is to be scored) and how to open the feature
+source (a picklable factory, e.g. `functools.partial(feature_store.online.feast_source, …)`), so
+this layer knows no feature store."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ScoreBatch(ScalarFunction):  # type: ignore[misc]
         model_name: str,
         source: Callable[[], FeatureSource],
     ) -> None:
-        self.input_columns = ("patient_token", "event_time", *stream_features)
+        self.input_columns = ("patient_token", "event_time", "scorable", *stream_features)
         self.args = (registry, model_name, source)
         self.scorer: Scorer | None = None
 
@@ -44,10 +44,16 @@ class ScoreBatch(ScalarFunction):  # type: ignore[misc]
         if self.scorer is not None:
             self.scorer.features.flush()
 
-    def eval(self, *columns: pd.Series[Any]) -> pd.DataFrame:
+    def eval(self, *columns: Any) -> pd.DataFrame:
+        """One batch: a Series per argument, or a scalar where the planner folded it into a
+        constant (e.g. `scorable` once the filter runs first), broadcast to the batch."""
         assert self.scorer is not None
-        batch = pd.concat(
-            [c.rename(n) for n, c in zip(self.input_columns, columns, strict=True)], axis=1
+        index = next(c.index for c in columns if isinstance(c, pd.Series))
+        batch = pd.DataFrame(
+            {
+                n: c if isinstance(c, pd.Series) else pd.Series(c, index=index)
+                for n, c in zip(self.input_columns, columns, strict=True)
+            }
         )
         return self.scorer.score(batch)
 
@@ -58,9 +64,8 @@ def score_udf(
     model_name: str,
     source: Callable[[], FeatureSource],
 ) -> UserDefinedScalarFunctionWrapper:
-    types = [DataTypes.STRING(), DataTypes.TIMESTAMP(3)] + [DataTypes.DOUBLE()] * len(
-        stream_features
-    )
+    types = [DataTypes.STRING(), DataTypes.TIMESTAMP(3), DataTypes.BOOLEAN()]
+    types += [DataTypes.DOUBLE()] * len(stream_features)
     return udf(
         ScoreBatch(stream_features, registry, model_name, source),
         input_types=types,

@@ -171,7 +171,21 @@ class Scorer:
     def score(self, batch: pd.DataFrame) -> pd.DataFrame:
         """batch: patient_token, event_time and the models' stream features (NaN = unknown) →
         OUTPUT_COLUMNS. Each model reads its inputs by the names in its spec: the static ones
-        from the feature source, the rest from the batch."""
+        from the feature source, the rest from the batch. With a boolean `scorable` column,
+        only those rows are scored and their features pushed; the others get no score (the
+        planner may hand the UDF rows that the job filters out after it)."""
+        if "scorable" in batch:
+            keep = batch["scorable"].fillna(False).astype(bool)
+            rows = batch[keep].drop(columns="scorable")
+            if keep.all():
+                return self.score(rows)
+            out = self.score(rows) if len(rows) else pd.DataFrame(columns=list(OUTPUT_COLUMNS))
+            out = out.reindex(batch.index)
+            out["features_missing"] = out["features_missing"].fillna(0).astype("int32")
+            for role in ("champion", "challenger"):
+                v = out[f"{role}_version"].astype(object)
+                out[f"{role}_version"] = v.where(v.notna(), None)
+            return out
         t0 = time.perf_counter()
         if t0 - self._checked > self.roles_check_s:
             self.reload()

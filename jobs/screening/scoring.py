@@ -4,7 +4,7 @@
   extremes of the measurements (JVM keyed state of two OVER windows);
 - the state view then adds the lab ages and the stay so far (jobs/sepsis_screen._state_sql);
 - `scored`: champion and challenger risk for every vitals state, one vectorised UDF call per
-  batch;
+  batch (the UDF is told which states are vitals states and scores and pushes only those);
 - `score_rows`: what goes to `sepsis.score.v1`, one row per model per state;
 - `model_hits`: the champion's risk at or above its threshold, a hit of rule
   `model_sepsis_risk` (version = model version) for the alert lifecycle.
@@ -89,12 +89,18 @@ def feature_events_sql() -> str:
 
 
 def scored_sql() -> str:
+    """Every state through the UDF, told which are vitals states: only those are scored (and
+    pushed to the online store); the others come back without a model version and go no further
+    (score rows need a version, model hits a risk). Not a WHERE clause: the planner evaluates the
+    UDF before a filter that it merges with the filters downstream, and then folds the flag to
+    TRUE, so the UDF would score (and push) lab and discharge states as well."""
     args = ", ".join(f"CAST({f} AS DOUBLE)" for f in STREAM_FEATURES)
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in SCORE_RESULT.columns)
     return f"""
     SELECT record_id, patient_token, facility_id, unit_id, event_time, {result}
-    FROM (SELECT *, wf_score(patient_token, CAST(event_time AS TIMESTAMP(3)), {args}) AS s
-          FROM screened WHERE record_kind = 'vitals')"""
+    FROM (SELECT *, wf_score(patient_token, CAST(event_time AS TIMESTAMP(3)),
+                             record_kind = 'vitals', {args}) AS s
+          FROM screened)"""
 
 
 def score_rows_sql(model_name: str) -> str:

@@ -174,3 +174,19 @@ def test_with_no_champion_the_scorer_scores_no_risk_and_logs_that_state(
     assert out["champion_risk"].isna().all()
     assert out["challenger_version"].isna().all()
     assert "has no champion" in caplog.text
+
+
+def test_rows_not_to_be_scored_get_no_score_and_no_feature_push(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    batch = sample.head(40).assign(scorable=[i % 2 == 0 for i in range(40)])
+    staged: list[pd.DataFrame] = []
+    source.stage = staged.append  # type: ignore[method-assign]
+    out = Scorer(registry, MODEL, source).score(batch)
+    assert list(out.index) == list(batch.index)
+    assert out.loc[batch.scorable, "champion_risk"].notna().all()
+    assert out.loc[~batch.scorable, "champion_risk"].isna().all()
+    assert out.loc[~batch.scorable, "champion_version"].isna().all()
+    pushed = pd.concat(staged)
+    kept = batch[batch.scorable]
+    assert set(pushed.event_timestamp) <= set(kept.event_time)
