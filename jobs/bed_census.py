@@ -32,7 +32,7 @@ from schemas.capacity import ALL_UNITS, Capacity
 from schemas.rows import CENSUS_IN, CENSUS_OUT, avro_values_sql
 from schemas.settings import Settings
 from udfs.census import SURGE_LABELS
-from udfs.flink import decode_udtf, decoded_columns
+from udfs.flink import decode_udtf, decoded_row
 from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 
 STAGE = "bed_census"
@@ -56,7 +56,7 @@ COUNTS = ("arrivals", "discharges", "transfers_in", "transfers_out", "cancels")
 
 def _planned_sql(adt: Source) -> str:
     """Dead letters of the SQL part and accepted events as one table, planned once."""
-    cols = ", ".join(f"`{c}`" for c in decoded_columns(ADT))
+    cols = decoded_row(ADT).column_list()
     event = CENSUS_IN.cast_sql({"source_topic": f"'{adt.topic}'", "payload": PAYLOAD})
     rejected = dead_letter_sql(adt.topic, STAGE, "d.reason_code", "d.reason")
     return f"""

@@ -17,7 +17,7 @@ from pyflink.table import StreamTableEnvironment
 from jobs.runtime.job import Job, Sinks, Sources
 from schemas import topics
 from schemas.settings import Settings
-from udfs.flink import DECODED_COLUMNS, decode_observation_udtf, news2_udf
+from udfs.flink import DECODED_ROW, decode_observation_udtf, news2_udf
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
 from udfs.vitals import DECODED_FIELDS
 
@@ -44,7 +44,7 @@ def build(
     vitals = sources["vitals"]
     t_env.create_temporary_system_function("wf_decode_observation", decode_observation_udtf())
     t_env.create_temporary_system_function("wf_news2", news2_udf())
-    cols = ", ".join(f"`{c}`" for c in DECODED_COLUMNS)
+    cols = DECODED_ROW.column_list()
     fields = ", ".join(f"`{f.name}`" for f in DECODED_FIELDS)
     t_env.create_temporary_view(
         "decoded",

@@ -44,6 +44,7 @@ from udfs.flink import (
     AlertLifecycle,
     decode_udtf,
     decoded_columns,
+    decoded_row,
 )
 from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
 
@@ -90,7 +91,7 @@ SCORE_ROW = SCORE.flink_row()
 
 def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
     topic = INPUTS[name].name
-    cols = ", ".join(f"`{c}`" for c in decoded_columns(topic))
+    cols = decoded_row(topic).column_list()
     t_env.create_temporary_system_function(f"wf_decode_{name}", decode_udtf(topic))
     t_env.create_temporary_view(
         f"{name}_late",

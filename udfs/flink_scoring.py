@@ -45,8 +45,8 @@ class ScoreBatch(ScalarFunction):  # type: ignore[misc]
             self.scorer.features.flush()
 
     def eval(self, *columns: Any) -> pd.DataFrame:
-        """One batch: a Series per argument, or a scalar where the planner folded it into a
-        constant (e.g. `scorable` once the filter runs first), broadcast to the batch."""
+        """One batch: a Series per argument, or a scalar where the planner folded an argument
+        into a constant, broadcast to the batch."""
         assert self.scorer is not None
         index = next(c.index for c in columns if isinstance(c, pd.Series))
         batch = pd.DataFrame(

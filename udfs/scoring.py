@@ -120,6 +120,12 @@ class FeatureSource:
         return np.stack([self.cache[t][1] for t in tokens])
 
 
+def _unscored(index: pd.Index[Any]) -> pd.DataFrame:
+    """OUTPUT_COLUMNS for rows with no score: no versions, NaN risks, typed as scored rows."""
+    out = pd.DataFrame(np.nan, index=index, columns=list(OUTPUT_COLUMNS), dtype="float64")
+    return out.astype({"champion_version": object, "challenger_version": object})
+
+
 class Scorer:
     def __init__(
         self,
@@ -179,8 +185,7 @@ class Scorer:
             rows = batch[keep].drop(columns="scorable")
             if keep.all():
                 return self.score(rows)
-            out = self.score(rows) if len(rows) else pd.DataFrame(columns=list(OUTPUT_COLUMNS))
-            out = out.reindex(batch.index)
+            out = self.score(rows).reindex(batch.index) if len(rows) else _unscored(batch.index)
             out["features_missing"] = out["features_missing"].fillna(0).astype("int32")
             for role in ("champion", "challenger"):
                 v = out[f"{role}_version"].astype(object)

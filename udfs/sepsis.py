@@ -171,12 +171,20 @@ def sirs(
     wbc_10e9_l: float | None,
 ) -> Sirs:
     """SIRS criteria met (`SIRS_CRITERIA`)."""
-    return Sirs(*_count(SIRS_CRITERIA, locals()))
+    values = {
+        "temp_c": temp_c,
+        "heart_rate_bpm": heart_rate_bpm,
+        "resp_rate_per_min": resp_rate_per_min,
+        "paco2_mmhg": paco2_mmhg,
+        "wbc_10e9_l": wbc_10e9_l,
+    }
+    return Sirs(*_count(SIRS_CRITERIA, values))
 
 
 def qsofa(resp_rate_per_min: float | None, sbp_mmhg: float | None, acvpu: str | None) -> Qsofa:
     """qSOFA criteria met (`QSOFA_CRITERIA`)."""
-    return Qsofa(*_count(QSOFA_CRITERIA, locals()))
+    values = {"resp_rate_per_min": resp_rate_per_min, "sbp_mmhg": sbp_mmhg, "acvpu": acvpu}
+    return Qsofa(*_count(QSOFA_CRITERIA, values))
 
 
 def sofa_partial(
@@ -197,14 +205,24 @@ def sofa_partial(
     CNS (GCS) is not in the data. Sepsis-3 assumes a baseline of 0 without known prior organ
     dysfunction (Singer 2016), so a score ≥ 2 screens positive for organ dysfunction.
     """
-    values = locals()
+    values = {
+        "platelets_10e9_l": platelets_10e9_l,
+        "bilirubin_total_mg_dl": bilirubin_total_mg_dl,
+        "map_mmhg": map_mmhg,
+        "creatinine_mg_dl": creatinine_mg_dl,
+        "spo2_pct": spo2_pct,
+        "fio2_fraction": fio2_fraction,
+    }
     score = known = 0
     for comp in SOFA_COMPONENTS:
-        xs = [values[p] for p in comp.params]
-        if any(x is None for x in xs):
+        xs = [v for p in comp.params if (v := values[p]) is not None]
+        if len(xs) < len(comp.params):
             continue
-        if comp.valid_while and not values[comp.valid_while[0]] <= comp.valid_while[1]:
-            continue
+        if comp.valid_while:
+            param, bound = comp.valid_while
+            value = values[param]
+            if value is None or value > bound:
+                continue
         known += 1
         x = xs[0] if len(xs) == 1 else xs[0] / xs[1]
         score += _cut_points(x, comp.cuts, comp.rising)

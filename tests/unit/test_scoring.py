@@ -190,3 +190,12 @@ def test_rows_not_to_be_scored_get_no_score_and_no_feature_push(
     pushed = pd.concat(staged)
     kept = batch[batch.scorable]
     assert set(pushed.event_timestamp) <= set(kept.event_time)
+
+
+def test_a_batch_with_nothing_to_score_comes_back_typed_as_scored_rows(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    out = Scorer(registry, MODEL, source).score(sample.head(5).assign(scorable=False))
+    assert out["champion_risk"].dtype == "float64" and out["champion_risk"].isna().all()
+    assert out["features_missing"].dtype == "int32"
+    assert out["champion_version"].isna().all()
