@@ -31,8 +31,9 @@ from schemas import topics
 from schemas.capacity import ALL_UNITS, Capacity
 from schemas.rows import CENSUS_IN, CENSUS_OUT, avro_values_sql
 from schemas.settings import Settings
+from udfs import java_decode
 from udfs.census import SURGE_LABELS
-from udfs.flink import decode_udtf, decoded_row
+from udfs.flink import decoded_row
 from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 
 STAGE = "bed_census"
@@ -105,7 +106,7 @@ def build(
     """Source `adt` → sinks `census_unit`, `census_flow`, `census_events`, `dead_letters`:
     views up to `census_out` (the keyed function's output) and `deltas`, and every sink."""
     capacity = Capacity.load(settings.capacity_file)
-    t_env.create_temporary_system_function("wf_decode_adt", decode_udtf(ADT))
+    t_env.create_java_temporary_system_function("wf_decode_adt", java_decode.function_class(ADT))
     t_env.create_temporary_view("census_in", t_env.sql_query(_planned_sql(sources["adt"])))
     plan_once(t_env, "census_in")
     # The function reads each record's timestamp (ctx.timestamp()), not the rowtime column,

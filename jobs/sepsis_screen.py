@@ -1,17 +1,25 @@
-"""Sepsis screening job: vitals + labs + ADT → patient state → rule patterns → alert lifecycle.
+"""Sepsis screening job: device numerics + charted vitals + labs + ADT → patient state → rule
+patterns → alert lifecycle.
 
-vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
+device numerics (about 1 Hz per monitor), vitals, labs, ADT (raw Kafka records, rowtime = record
+timestamp)
   ├─ behind the watermark ─────────────────────────── dead-letter topic (reason `late`)
-  └─ decode + validate (Python UDTF) ─ rejected ───── dead-letter topic (reason per record)
-       └─ union per patient → event-time OVER window: last valid value of each parameter
-          (udfs.sepsis.VALIDITY_H, never across a discharge) → scores (SQL generated from
-          the Python tables: udfs.sepsis.screen_sql)
+  └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
+       ├─ rejected ────────────────────────────────── dead-letter topic (reason per record)
+       ├─ device numerics → per patient-minute: median of the valid seconds (udfs/device.py,
+       │  JVM window aggregation) ─────────────────── vitals.charted topic, and a vitals record
+       └─ union per patient → event-time OVER window (accumulate only; bounded by state TTL):
+          last valid value of each parameter (udfs.sepsis.VALIDITY_H, never across a
+          discharge) → scores (SQL generated from the Python tables: udfs.sepsis.screen_sql)
             ├─ screened state ──────────────────────── sepsis.screen topic
             ├─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
             │  shadow challenger (vectorised UDF, Feast static features) ── sepsis.score topic;
             │  champion risk ≥ threshold → hits of rule model_sepsis_risk
             └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
                  └─ keyed state + timers: raise → escalate → resolve ── alert.v2 topic
+
+Python runs only at clinical rate: the scoring UDF (vectorised) and the alert lifecycle see
+charted states, never device records.
 """
 
 from __future__ import annotations
@@ -39,17 +47,14 @@ from jobs.screening.scoring import (
 from schemas import topics
 from schemas.rows import ALERT_EVENT, RULE_HIT, avro_values_sql
 from schemas.settings import Settings
-from udfs.flink import (
-    ALERT_EVENT_TYPE,
-    AlertLifecycle,
-    decode_udtf,
-    decoded_columns,
-    decoded_row,
-)
-from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
+from udfs import java_decode
+from udfs.device import CHANNEL_PARAMS, chart_sql
+from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns, decoded_row
+from udfs.sepsis import STATE_PARAMS, VALIDITY_H, screen_sql
 
 STAGE = "sepsis_screen"
 INPUTS = {
+    "device": topics.VITALS_DEVICE,
     "vitals": topics.VITALS_OBSERVATION,
     "labs": topics.LABS_RESULT,
     "adt": topics.ADT_EVENT,
@@ -57,6 +62,7 @@ INPUTS = {
 ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
 OUTPUTS = {  # sink -> topic; the score sink is there whether or not a champion is registered
     "sepsis_screen": topics.SEPSIS_SCREEN,
+    "vitals_charted": topics.VITALS_CHARTED,
     "alert_events": topics.ALERT_V2,
     "sepsis_scores": topics.SEPSIS_SCORE,
     "dead_letters": topics.DEAD_LETTER,
@@ -86,13 +92,17 @@ SCORES = ", ".join(
     for name, sql in screen_sql().items()
 )
 SCREEN_ROW = SCREEN.flink_row()
+CHARTED = topics.VITALS_CHARTED.schema
+CHARTED_ROW = CHARTED.flink_row()
 SCORE_ROW = SCORE.flink_row()
 
 
 def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
-    topic = INPUTS[name].name
+    topic = INPUTS[name].schema_name
     cols = decoded_row(topic).column_list()
-    t_env.create_temporary_system_function(f"wf_decode_{name}", decode_udtf(topic))
+    t_env.create_java_temporary_system_function(
+        f"wf_decode_{name}", java_decode.function_class(topic)
+    )
     t_env.create_temporary_view(
         f"{name}_late",
         t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}"),
@@ -111,6 +121,8 @@ def _events_sql(sources: Sources) -> str:
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     selects = []
     for name, topic in INPUTS.items():
+        if name == "device":
+            continue
         id_field = ID_FIELDS[name]
         have = set(decoded_columns(topic.name))
         params = ", ".join(
@@ -127,11 +139,26 @@ def _events_sql(sources: Sources) -> str:
                {discharge} AS is_discharge, '{sources[name].topic}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset
         FROM {name}_decoded WHERE reason_code IS NULL""")
+    charted = set(CHANNEL_PARAMS)
+    params = ", ".join(
+        p if p in charted else f"CAST(NULL AS {types[p]}) AS {p}" for p in STATE_PARAMS
+    )
+    selects.append(f"""
+        SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
+               unit_id, event_time, {params}, FALSE AS is_discharge,
+               '{sources["device"].topic}' AS source_topic, source_partition, source_offset
+        FROM device_charted
+        WHERE {" OR ".join(f"{p} IS NOT NULL" for p in CHANNEL_PARAMS)}""")
     return " UNION ALL ".join(selects)
 
 
 def _state_sql(source: str = "events", features: bool = False) -> str:
-    """Last value of each parameter within its validity, never carried across a discharge;
+    """Last value of each parameter within its validity, never carried across a discharge.
+    The window only accumulates (a last value and its time per parameter: no retraction, no
+    rows kept), and validity is decided from the stored measurement times, so the state per
+    patient is a few values whatever the rate; an idle patient's state goes with the state TTL
+    (settings.state_ttl_h, longer than the longest validity).
+    With `features`,
     with `features`, also the model's stream features that are not state values (from
     `feature_events`): 6-hour extremes, lab ages (capped), the stay so far."""
     ts = "CAST(event_time AS TIMESTAMP(3))"
@@ -171,14 +198,14 @@ def _state_sql(source: str = "events", features: bool = False) -> str:
              LAST_VALUE(CASE WHEN is_discharge THEN {ts} END) OVER w AS discharged_at
       FROM {source}
       WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
-                   RANGE BETWEEN INTERVAL '{MAX_VALIDITY_H}' HOUR PRECEDING AND CURRENT ROW))"""
+                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))"""
 
 
 def build(
     t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
 ) -> None:
-    """Sources `vitals`, `labs`, `adt` → sinks `sepsis_screen`, `alert_events`,
-    `sepsis_scores` (written when scoring is on) and `dead_letters`."""
+    """Sources `device`, `vitals`, `labs`, `adt` → sinks `sepsis_screen`, `vitals_charted`,
+    `alert_events`, `sepsis_scores` (written when scoring is on) and `dead_letters`."""
     scoring = Scoring.of(settings)
     views(t_env, sources, scoring)
     attach(t_env, sources, sinks, scoring)
@@ -190,6 +217,12 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
     lifecycle as rule `model_sepsis_risk`."""
     for name, src in sources.items():
         _source_views(t_env, name, src.table)
+    t_env.create_temporary_view(
+        "device_accepted", t_env.sql_query("SELECT * FROM device_decoded WHERE reason_code IS NULL")
+    )
+    t_env.create_temporary_view(
+        "device_charted", t_env.sql_query(chart_sql("device_accepted", "kafka_ts"))
+    )
     t_env.create_temporary_view("events", t_env.sql_query(_events_sql(sources)))
     if scoring:
         t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
@@ -227,6 +260,7 @@ def outputs_sql(sources: Sources, scoring: bool) -> str:
     nulls = {
         "dead_letter": f"CAST(NULL AS {DEAD_LETTER_ROW})",
         "screen": f"CAST(NULL AS {SCREEN_ROW})",
+        "charted": f"CAST(NULL AS {CHARTED_ROW})",
         "hit": RULE_HIT.null_sql(),
     }
     if scoring:
@@ -253,6 +287,14 @@ def outputs_sql(sources: Sources, scoring: bool) -> str:
     )
     branches.append(
         branch("screen", f"CAST(ROW({screen_cols}) AS {SCREEN_ROW})", "screened", "event_time")
+    )
+    charted_cols = ", ".join(
+        f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in CHARTED.fields
+    )
+    branches.append(
+        branch(
+            "charted", f"CAST(ROW({charted_cols}) AS {CHARTED_ROW})", "device_charted", "event_time"
+        )
     )
     branches.append(branch("hit", RULE_HIT.cast_sql(), "lifecycle_in", "event_time"))
     if scoring:
@@ -284,6 +326,9 @@ def attach(
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["sepsis_screen"]}`
         SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
+    ss.add_insert_sql(f"""
+        INSERT INTO `{sinks["vitals_charted"]}`
+        SELECT charted.*, rowtime FROM planned WHERE output = 'charted'""")
     if scoring:
         ss.add_insert_sql(f"""
         INSERT INTO `{sinks["sepsis_scores"]}`

@@ -81,6 +81,11 @@ class Settings:
         "Folder of the Flink connector jars the jobs load.",
         env="WARDFLOW_FLINK_JARS",
     )
+    udf_jar_dir: Path = cache_setting(
+        lambda cache, state: cache / "udf-jars",
+        "Folder of the jar of JVM functions generated from the schemas (udfs/java_decode.py); "
+        "built there on first use.",
+    )
     clickhouse_url: str = cache_setting(
         lambda cache, state: f"chdb://{state / 'clickhouse'}",
         "ClickHouse to load into and query: `chdb://<folder>` (embedded) or `http://host:8123`.",
@@ -168,6 +173,17 @@ class Settings:
         900,
         "Kafka transaction timeout: above checkpoint interval + restart time, at most the "
         "broker's transaction.max.timeout.ms (900 s).",
+    )
+    state_backend: str = setting(
+        "hashmap",
+        "Where keyed state lives: `hashmap` (JVM heap, fastest while it fits) or `rocksdb` "
+        "(embedded RocksDB on local disk, incremental checkpoints; for state beyond the heap).",
+    )
+    state_ttl_h: float = setting(
+        25.0,
+        "A patient's SQL state (last values, first record time) is dropped after this many hours "
+        "without a record (processing time). Longer than the longest validity of a value "
+        "(24 h), so dropping it changes no result.",
     )
     restart_attempts: int = setting(10, "Restarts after a failure before a job fails.")
     max_future_s: int = setting(

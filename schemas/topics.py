@@ -32,6 +32,22 @@ VITALS_OBSERVATION = Topic(
     "Bedside-device vital signs, one record per observation set.",
 )
 
+VITALS_DEVICE = Topic(
+    "vitals.device.v1",
+    "vitals.device.v1",
+    "patient_token",
+    6,
+    "Bedside-monitor numerics at device rate (about one record per device per second).",
+)
+
+VITALS_CHARTED = Topic(
+    "vitals.charted.v1",
+    "vitals.charted.v1",
+    "patient_token",
+    3,
+    "Device numerics reduced to one charted value per parameter per patient-minute.",
+)
+
 VITALS_NEWS2 = Topic(
     "vitals.news2.v1",
     "vitals.news2.v1",
@@ -132,6 +148,8 @@ TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
         VITALS_OBSERVATION,
+        VITALS_DEVICE,
+        VITALS_CHARTED,
         VITALS_NEWS2,
         ALERT_V1,
         LABS_RESULT,

@@ -13,6 +13,7 @@ from pyflink.datastream.functions import KeyedProcessFunction
 from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
 from schemas.settings import Settings
+from udfs import java_decode
 
 
 def connector_jars(settings: Settings) -> list[str]:
@@ -25,11 +26,21 @@ def connector_jars(settings: Settings) -> list[str]:
     return [j.as_uri() for j in jars]
 
 
+def job_jars(settings: Settings, connectors: bool = True) -> list[str]:
+    """The JVM functions generated from the schemas (udfs/java_decode.py) with Avro, and with
+    `connectors` the Kafka connector jars."""
+    jars = [java_decode.decoder_jar(settings), *java_decode.runtime_jars(settings)]
+    uris = [j.as_uri() for j in jars]
+    if connectors:
+        uris += connector_jars(settings)
+    return list(dict.fromkeys(uris))
+
+
 def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
     """connectors=False: no Kafka connector jars (a job over in-memory sources and file sinks)."""
     return {
         "pipeline.name": settings.job_name,
-        **({"pipeline.jars": ";".join(connector_jars(settings))} if connectors else {}),
+        "pipeline.jars": ";".join(job_jars(settings, connectors)),
         "python.executable": settings.python_executable,
         "python.client.executable": settings.python_executable,
         "parallelism.default": str(settings.parallelism),
@@ -47,7 +58,8 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         "execution.checkpointing.dir": (settings.checkpoint_dir / settings.job_name).as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
-        "state.backend.type": "hashmap",
+        **_state_backend(settings),
+        "table.exec.state.ttl": f"{int(settings.state_ttl_h * 3600)} s",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": str(settings.restart_attempts),
         "restart-strategy.fixed-delay.delay": "2 s",
@@ -57,6 +69,14 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
             else {}
         ),
     }
+
+
+def _state_backend(settings: Settings) -> dict[str, str]:
+    if settings.state_backend == "hashmap":
+        return {"state.backend.type": "hashmap"}
+    if settings.state_backend == "rocksdb":  # in flink-dist; incremental checkpoints
+        return {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": "true"}
+    raise ValueError(f"state_backend must be hashmap or rocksdb, not {settings.state_backend!r}")
 
 
 def _prepare(settings: Settings) -> None:

@@ -1,0 +1,121 @@
+"""The device-rate path of the screening job, in memory: 1 Hz monitor numerics (simulated from
+real set-A patients, with artefacts and impossible values) become charted minutes, screened
+states and alerts that equal an offline computation over the same records (pandas charting,
+then the screening reference), and every device record is charted or dead-lettered."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import sepsis_screen
+from jobs.feeds import device_sim, replay
+from schemas import codec, topics
+from schemas.settings import Settings
+from tests import reference_screen
+from tests.flink_harness import run_bounded
+from udfs.device import CHANNELS, chart_frame
+
+pytestmark = pytest.mark.slow
+
+PLAN = device_sim.DevicePlan(beds=12, seconds=45 * 60, corrupt_rate=2e-4)
+DEVICE = topics.VITALS_DEVICE.schema
+OBSERVATION = topics.VITALS_OBSERVATION.schema
+
+
+@pytest.fixture(scope="module")
+def run(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
+    df = pd.read_parquet(replay.SAMPLE)
+    key = settings.require_phi_key()
+    device = [r for sec in device_sim.device_seconds(df, PLAN, key, "setA-sample") for r in sec]
+    clinical = device_sim.clinical_records(df, PLAN, key, "setA-sample")
+    inputs: dict[str, list[dict[str, Any]]] = {"device": device, "labs": [], "adt": []}
+    for topic, rec in clinical:
+        inputs["labs" if topic == topics.LABS_RESULT.name else "adt"].append(rec)
+    out = run_bounded(
+        sepsis_screen.JOB, settings, inputs, Path(tmp_path_factory.mktemp("device-memory"))
+    )
+    return {"device": device, "clinical": clinical, **out}
+
+
+def accepted_device(device: list[dict[str, Any]]) -> pd.DataFrame:
+    ok = [r for r in device if codec.validate(DEVICE, r) is None]
+    return pd.DataFrame(ok)
+
+
+def as_observations(charted: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
+    """The reference's charted minutes as the vitals records the screening reference reads."""
+    out = []
+    for r in charted.itertuples(index=False):
+        values = {c.param: getattr(r, c.param) for c in CHANNELS}
+        if all(v is None or np.isnan(v) for v in values.values()):
+            continue
+        rec: dict[str, Any] = {f.name: None for f in OBSERVATION.fields if f.nullable}
+        rec |= {
+            "observation_id": r.chart_id,
+            "patient_token": r.patient_token,
+            "facility_id": r.facility_id,
+            "unit_id": r.unit_id,
+            "event_time": r.event_time.to_pydatetime(),
+            "source": "device",
+        }
+        rec |= {p: None if v is None or np.isnan(v) else float(v) for p, v in values.items()}
+        out.append((topics.VITALS_OBSERVATION.name, rec))
+    return out
+
+
+def reference_charted(device: list[dict[str, Any]]) -> pd.DataFrame:
+    want = chart_frame(accepted_device(device))
+    want["chart_id"] = want.patient_token + "@" + want.minute_start.dt.strftime("%Y-%m-%dT%H:%M")
+    return want
+
+
+def test_every_device_record_is_charted_or_dead_lettered_with_its_reason(
+    run: dict[str, Any],
+) -> None:
+    device = run["device"]
+    rejected = Counter(
+        bad.reason_code for r in device if (bad := codec.validate(DEVICE, r)) is not None
+    )
+    assert rejected["out_of_range"] > 0, "the plan corrupts some records"
+    letters = [d for d in run["dead_letters"] if d["source_topic"] == topics.VITALS_DEVICE.name]
+    assert Counter(d["reason_code"] for d in letters) == rejected
+    charted_records = sum(r["records"] for r in run["vitals_charted"])
+    assert charted_records + len(letters) == len(device)
+
+
+def test_the_charted_minutes_equal_the_pandas_charting_of_the_same_records(
+    run: dict[str, Any],
+) -> None:
+    want = reference_charted(run["device"]).set_index("chart_id").sort_index()
+    got = pd.DataFrame(run["vitals_charted"]).set_index("chart_id").sort_index()
+    assert list(got.index) == list(want.index)
+    for col in ("patient_token", "facility_id", "unit_id", "bed_id", "device_id", "records"):
+        assert (got[col] == want[col]).all(), col
+    assert (pd.to_datetime(got.event_time, utc=True) == want.event_time).all()
+    for c in CHANNELS:
+        assert (got[c.valid_s] == want[c.valid_s]).all(), c.valid_s
+        g = got[c.param].astype("float64").to_numpy()
+        w = want[c.param].astype("float64").to_numpy()
+        assert np.array_equal(np.isnan(g), np.isnan(w)), c.param
+        assert np.array_equal(np.float32(g[~np.isnan(g)]), np.float32(w[~np.isnan(w)])), c.param
+    artefact_seconds = sum(
+        (want.records - want[c.valid_s]).sum() for c in CHANNELS[:2]
+    )
+    assert artefact_seconds > 0, "the simulated artefacts are left out of the chart"
+
+
+def test_states_and_alerts_from_device_numerics_equal_the_reference_over_charted_minutes(
+    run: dict[str, Any],
+) -> None:
+    items = as_observations(reference_charted(run["device"])) + run["clinical"]
+    items.sort(key=lambda tr: tr[1]["event_time"])
+    rows, events = reference_screen.run(items)
+    reference_screen.assert_states_equal(run["sepsis_screen"], rows)
+    assert events, "the simulated patients raise alerts"
+    reference_screen.assert_events_equal(run["alert_events"], events)

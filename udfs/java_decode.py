@@ -1,0 +1,271 @@
+"""Decode + validate in the JVM: a Flink table function per registry schema, generated as Java
+from the schema and compiled once into a jar (javac from the JDK; Avro from the Flink jars).
+
+Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
+reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
+record_time_ms BIGINT)` yields one row, `schemas.rows.decoded(schema, decoded_fields)` — the
+rejection (reason_code, reason), then every field but the timestamps. A record is accepted when
+it decodes with the writer schema and consumes every byte, every value lies inside the field's
+`wardflow.range` / `wardflow.enum`, no required string is empty, and its `event_time` equals the
+Kafka record timestamp; otherwise the row carries the first reason, in the codec's order, with
+the codec's reason codes (schemas.codec). The checks are generated from the same schema fields
+as the codec's, so a range changes in one place.
+
+The jar is content-addressed (`wardflow-udfs-<hash>.jar` under `settings.udf_jar_dir`): a change
+of a schema or of this generator builds a new one; an existing one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from schemas import load_schema, topics
+from schemas.avro import AvroField, Schema
+from schemas.rows import decoded
+from schemas.settings import Settings
+
+PACKAGE = "io.wardflow.udf"
+GENERATOR_VERSION = "1"
+# The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
+INGESTED = (
+    topics.VITALS_DEVICE,
+    topics.VITALS_OBSERVATION,
+    topics.LABS_RESULT,
+    topics.ADT_EVENT,
+    topics.ALERT_RESPONSE,
+)
+_JAVA_TYPES = {
+    "string": "String",
+    "float": "Float",
+    "double": "Double",
+    "int": "Integer",
+    "long": "Long",
+    "boolean": "Boolean",
+    "bytes": "byte[]",
+}
+
+
+def decoded_fields(schema: Schema) -> tuple[AvroField, ...]:
+    """Every field but timestamps: the Kafka record timestamp (checked equal) is the rowtime."""
+    return tuple(f for f in schema.fields if f.logical is None)
+
+
+def class_name(schema: Schema) -> str:
+    return "Decode" + "".join(p.capitalize() for p in schema.name.replace(".", "_").split("_"))
+
+
+def function_class(schema_name: str) -> str:
+    """The fully qualified Java class of a registry schema's decode function."""
+    return f"{PACKAGE}.{class_name(load_schema(schema_name))}"
+
+
+def _java_string(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid Java string literal for these
+
+
+def _value(i: int, f: AvroField) -> str:
+    """Java expression of field i of GenericRecord `r`, as the row's Java class."""
+    got = f"r.get({i})"
+    if f.base == "string":
+        return f"({got} == null ? null : {got}.toString())"
+    if f.base == "bytes":
+        return f"({got} == null ? null : toBytes({got}))"
+    return f"({_JAVA_TYPES[f.base]}) {got}"
+
+
+def _checks(schema: Schema) -> str:
+    """The codec's validation (schemas.codec.validate), field by field in schema order."""
+    out = []
+    for i, f in enumerate(schema.fields):
+        v = f"v{i}"
+        lines = []
+        if f.base == "string" and not f.nullable:
+            lines.append(
+                f'if ({v}.toString().isEmpty()) return reject("missing_field", '
+                f'"{f.name} is empty");'
+            )
+        if f.value_range is not None:
+            lo, hi = f.value_range
+            num = f"((Number) {v}).doubleValue()"
+            if f.base in ("float", "double"):
+                lines.append(
+                    f'if (Double.isNaN({num})) return reject("not_a_number", "{f.name} is NaN");'
+                )
+            lines.append(
+                f'if (!({lo!r} <= {num} && {num} <= {hi!r})) return reject("out_of_range", '
+                f'"{f.name}=" + g({num}) + " outside [" + g({lo!r}) + ", " + g({hi!r}) + "]");'
+            )
+        if f.allowed is not None:
+            allowed = ", ".join(_java_string(a) for a in f.allowed)
+            lines.append(
+                f"if (!java.util.Arrays.asList({allowed}).contains({v}.toString())) "
+                f'return reject("bad_enum", "{f.name}=\'" + {v} + "\' not in {list(f.allowed)}");'
+            )
+        if lines:
+            body = "\n        ".join(lines)
+            out.append(
+                f"Object {v} = r.get({i});\n      if ({v} != null) {{\n        {body}\n      }}"
+            )
+    return "\n      ".join(out)
+
+
+def java_source(schema: Schema) -> str:
+    """The Java source of `schema`'s decode function."""
+    fields = decoded_fields(schema)
+    row_type = decoded(schema, (f.name for f in fields)).flink_sql()
+    index = {f.name: i for i, f in enumerate(schema.fields)}
+    values = ", ".join(_value(index[f.name], f) for f in fields)
+    event_time = index.get("event_time")
+    ts_check = (
+        ""
+        if event_time is None
+        else f"""
+      Object et = r.get({event_time});
+      if (recordTimeMs != null && et != null && ((Long) et).longValue() != recordTimeMs) {{
+        return reject("timestamp_mismatch",
+            "event_time " + et + " != Kafka record timestamp " + recordTimeMs);
+      }}"""
+    )
+    nulls = ", ".join("null" for _ in fields)
+    return f"""// Generated by udfs/java_decode.py from schemas/{schema.name}.avsc: do not edit.
+package {PACKAGE};
+
+import java.math.BigDecimal;
+import java.math.MathContext;
+import java.nio.ByteBuffer;
+import org.apache.avro.Schema;
+import org.apache.avro.generic.GenericDatumReader;
+import org.apache.avro.generic.GenericRecord;
+import org.apache.avro.io.BinaryDecoder;
+import org.apache.avro.io.DecoderFactory;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.functions.TableFunction;
+import org.apache.flink.types.Row;
+
+@FunctionHint(output = @DataTypeHint({_java_string(row_type)}))
+public class {class_name(schema)} extends TableFunction<Row> {{
+  private static final String SCHEMA = {_java_string(json.dumps(schema.raw))};
+  private transient GenericDatumReader<GenericRecord> reader;
+  private transient BinaryDecoder decoder;
+
+  @Override
+  public void open(FunctionContext context) {{
+    reader = new GenericDatumReader<>(new Schema.Parser().parse(SCHEMA));
+  }}
+
+  public void eval(byte[] payload, Long recordTimeMs) {{
+    collect(decode(payload, recordTimeMs));
+  }}
+
+  private Row decode(byte[] payload, Long recordTimeMs) {{
+    if (payload == null || payload.length == 0) return reject("undecodable", "empty payload");
+    GenericRecord r;
+    try {{
+      decoder = DecoderFactory.get().binaryDecoder(payload, decoder);
+      r = reader.read(null, decoder);
+      if (!decoder.isEnd()) {{
+        int left = 0;
+        while (!decoder.isEnd()) {{ decoder.readFixed(new byte[1]); left++; }}
+        return reject("undecodable", left + " trailing bytes after record");
+      }}
+    }} catch (Exception | StackOverflowError | OutOfMemoryError e) {{
+      decoder = null;  // a failed read leaves bytes in the decoder's buffer (FLINK-34474)
+      String msg = e.getClass().getSimpleName() + ": " + e.getMessage();
+      return reject("undecodable", msg.length() > 500 ? msg.substring(0, 500) : msg);
+    }}
+    {_checks(schema)}{ts_check}
+    return Row.of(null, null, {values});
+  }}
+
+  private static Row reject(String code, String reason) {{
+    return Row.of(code, reason, {nulls});
+  }}
+
+  private static byte[] toBytes(Object o) {{
+    ByteBuffer b = ((ByteBuffer) o).duplicate();
+    byte[] out = new byte[b.remaining()];
+    b.get(out);
+    return out;
+  }}
+
+  /** Six significant digits without trailing zeros, as Python's format(v, "g") in the codec. */
+  private static String g(double v) {{
+    if (Double.isInfinite(v)) return v > 0 ? "inf" : "-inf";
+    String s = new BigDecimal(v).round(new MathContext(6)).stripTrailingZeros().toPlainString();
+    return s.equals("-0") ? "-0" : s;
+  }}
+}}
+"""
+
+
+def _sources(schema_names: Iterable[str]) -> dict[str, str]:
+    return {
+        class_name(s): java_source(s) for s in (load_schema(n) for n in sorted(set(schema_names)))
+    }
+
+
+def _classpath(settings: Settings) -> list[Path]:
+    import pyflink  # the PyFlink wheel carries the Flink API jars
+
+    lib = Path(pyflink.__file__).resolve().parent / "lib"
+    jars = sorted(lib.glob("flink-table-api-java-uber-*.jar")) + sorted(
+        lib.glob("flink-dist-*.jar")
+    )
+    jars += sorted(settings.flink_jars_dir.glob("avro-*.jar"))
+    if not any(j.name.startswith("avro-") for j in jars):
+        raise FileNotFoundError(
+            f"no Avro jar in {settings.flink_jars_dir}: run `deploy/local/services.sh fetch kafka`"
+        )
+    return jars
+
+
+def runtime_jars(settings: Settings) -> list[Path]:
+    """What the decode functions need at run time besides Flink: Avro and its Jackson."""
+    names = ("avro-", "jackson-", "commons-compress-")
+    return sorted(j for j in settings.flink_jars_dir.glob("*.jar") if j.name.startswith(names))
+
+
+def decoder_jar(settings: Settings, schema_names: Iterable[str] | None = None) -> Path:
+    """The jar of the decode functions of `schema_names` (default: the INGESTED topics'
+    schemas), built here if not built yet."""
+    names = schema_names or (t.schema_name for t in INGESTED)
+    sources = _sources(names)
+    digest = hashlib.sha256(GENERATOR_VERSION.encode())
+    for name, src in sorted(sources.items()):
+        digest.update(name.encode() + b"\0" + src.encode())
+    jar = settings.udf_jar_dir / f"wardflow-udfs-{digest.hexdigest()[:12]}.jar"
+    if jar.exists():
+        return jar
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if not javac or not jar_tool:
+        raise FileNotFoundError("building the JVM decode functions needs a JDK (javac and jar)")
+    settings.udf_jar_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wardflow-udfs-") as tmp:
+        src_dir, out_dir = Path(tmp, "src"), Path(tmp, "classes")
+        pkg = src_dir.joinpath(*PACKAGE.split("."))
+        pkg.mkdir(parents=True)
+        out_dir.mkdir()
+        for name, src in sources.items():
+            (pkg / f"{name}.java").write_text(src)
+        cp = os.pathsep.join(str(j) for j in _classpath(settings))
+        files = [str(p) for p in sorted(pkg.glob("*.java"))]
+        _run([javac, "--release", "11", "-nowarn", "-cp", cp, "-d", str(out_dir), *files])
+        staged = jar.with_name(f".{jar.name}.{os.getpid()}")
+        _run([jar_tool, "cf", str(staged), "-C", str(out_dir), "."])
+        os.replace(staged, jar)  # atomic: a concurrent build writes the same bytes
+    return jar
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} failed:\n{done.stdout}{done.stderr}")
