@@ -70,6 +70,7 @@ typecheck: venv
 bench: venv
 	$(SERVICES) start kafka
 	$(BIN)/python -m bench.spine
+	$(BIN)/python -m bench.device_rate
 	$(BIN)/python -m bench.sepsis_screen
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.dashboards

@@ -48,9 +48,9 @@ from schemas import topics
 from schemas.rows import ALERT_EVENT, RULE_HIT, avro_values_sql
 from schemas.settings import Settings
 from udfs import java_decode
-from udfs.device import CHANNEL_PARAMS, chart_sql
+from udfs.device import CHANNEL_PARAMS, MEDIAN_FUNCTION, chart_sql
 from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns, decoded_row
-from udfs.sepsis import STATE_PARAMS, VALIDITY_H, screen_sql
+from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
 
 STAGE = "sepsis_screen"
 INPUTS = {
@@ -206,6 +206,11 @@ def build(
 ) -> None:
     """Sources `device`, `vitals`, `labs`, `adt` → sinks `sepsis_screen`, `vitals_charted`,
     `alert_events`, `sepsis_scores` (written when scoring is on) and `dead_letters`."""
+    if settings.state_ttl_h <= MAX_VALIDITY_H:
+        raise ValueError(
+            f"state_ttl_h {settings.state_ttl_h} would drop values still valid: the state must "
+            f"outlive the longest validity ({MAX_VALIDITY_H} h)"
+        )
     scoring = Scoring.of(settings)
     views(t_env, sources, scoring)
     attach(t_env, sources, sinks, scoring)
@@ -217,6 +222,7 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
     lifecycle as rule `model_sepsis_risk`."""
     for name, src in sources.items():
         _source_views(t_env, name, src.table)
+    t_env.create_java_temporary_system_function(MEDIAN_FUNCTION, java_decode.MEDIAN_CLASS)
     t_env.create_temporary_view(
         "device_accepted", t_env.sql_query("SELECT * FROM device_decoded WHERE reason_code IS NULL")
     )

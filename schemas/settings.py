@@ -174,6 +174,11 @@ class Settings:
         "Kafka transaction timeout: above checkpoint interval + restart time, at most the "
         "broker's transaction.max.timeout.ms (900 s).",
     )
+    local_jvm_heap_mb: int = setting(
+        1024,
+        "Heap of the local Flink JVM (the MiniCluster a job runs in when not submitted to a "
+        "cluster; keyed state lives there with `hashmap`). `JVM_ARGS` in the environment wins.",
+    )
     state_backend: str = setting(
         "hashmap",
         "Where keyed state lives: `hashmap` (JVM heap, fastest while it fits) or `rocksdb` "

@@ -34,6 +34,7 @@ TABLES = {
     registry.VITALS_NEWS2.name: "vitals_news2",
     registry.ALERT_V1.name: "alerts",
     registry.SEPSIS_SCREEN.name: "sepsis_screen",
+    registry.VITALS_CHARTED.name: "vitals_charted",
     registry.ALERT_V2.name: "alert_events",
     registry.CENSUS_UNIT.name: "census_unit",
     registry.CENSUS_FLOW.name: "census_flow",

@@ -28,6 +28,9 @@ import numpy.typing as npt
 import pandas as pd
 
 CHART_INTERVAL_S = 60
+# The exact median in the JVM (udfs/java_decode.MEDIAN_SOURCE), registered by the job under this
+# name: Flink's PERCENTILE gives the same values but keeps a state entry per distinct value.
+MEDIAN_FUNCTION = "wf_median"
 SPO2_MIN_QUALITY_PCT = 50
 
 
@@ -100,9 +103,7 @@ def chart_sql(source: str, rowtime: str) -> str:
     aggs = []
     for c in CHANNELS:
         v = valid_sql(c)
-        aggs.append(
-            f"PERCENTILE(CASE WHEN {v} THEN CAST({c.param} AS DOUBLE) END, 0.5) AS m_{c.param}"
-        )
+        aggs.append(f"{MEDIAN_FUNCTION}(CASE WHEN {v} THEN {c.param} END) AS m_{c.param}")
         aggs.append(f"CAST(COUNT(CASE WHEN {v} THEN 1 END) AS INT) AS {c.valid_s}")
     charted = ", ".join(
         f"CAST(CASE WHEN {c.valid_s} >= {c.min_valid_s} THEN m_{c.param} END AS FLOAT) AS {c.param}"

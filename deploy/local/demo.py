@@ -1,6 +1,8 @@
-"""`make demo`: start Kafka, replay a few hundred real ICU patients (vitals, labs, discharges),
-run the sepsis screening job on the Flink MiniCluster, load ClickHouse (embedded chdb), print an
-alert summary, stop the services it started."""
+"""`make demo`: start Kafka, replay a few hundred real ICU patients (charted vitals, labs,
+discharges) and simulate a few hundred bedside monitors at 1 Hz (device-rate numerics with
+artefacts, from other stretches of real stays), run the sepsis screening job on the Flink
+MiniCluster, load ClickHouse (embedded chdb), print an alert and charting summary, stop the
+services it started."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
 from jobs import sepsis_screen
-from jobs.feeds import replay
+from jobs.feeds import device_sim, replay
 from jobs.runtime import kafka_io
 from schemas.settings import Settings
 from sinks import clickhouse, dims
@@ -70,6 +73,18 @@ def summary(ch: object, db: str) -> str:
             f"model sepsis-risk {version} ({role}): {n} states scored, mean risk {mean}, "
             f"{above} at or above its threshold"
         )
+    ((minutes, beds, records, hr_valid, spo2_valid, hr_charted, spo2_charted),) = q(
+        f"SELECT count(), uniqExact(bed_id), sum(records), sum(heart_rate_bpm_valid_s), "
+        f"sum(spo2_pct_valid_s), countIf(heart_rate_bpm IS NOT NULL), "
+        f"countIf(spo2_pct IS NOT NULL) FROM {db}.vitals_charted FINAL"
+    ).result_rows
+    if minutes:
+        lines.append(
+            f"device numerics: {records} records from {beds} monitors → {minutes} charted "
+            f"patient-minutes; valid seconds HR {hr_valid / records:.1%}, SpO2 "
+            f"{spo2_valid / records:.1%} (artefacts left out); charted HR in "
+            f"{hr_charted / minutes:.1%}, SpO2 in {spo2_charted / minutes:.1%} of minutes"
+        )
     dead = q(
         f"SELECT reason_code, count() FROM {db}.dead_letters FINAL GROUP BY 1 ORDER BY 2 DESC"
     ).result_rows
@@ -81,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=300)
     ap.add_argument("--file", type=Path, default=None, help="a PhysioNet 2019 format parquet")
+    ap.add_argument("--beds", type=int, default=300, help="simulated monitors at 1 Hz")
+    ap.add_argument("--device-minutes", type=int, default=20, help="simulated monitor time")
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a, clickhouse_database=DEMO_DB, job_name="wardflow-demo")
@@ -111,9 +128,18 @@ def main(argv: list[str] | None = None) -> None:
             store = repo.open_store(settings.feast_dir, settings.feast_online_store)
             repo.push_static(store, replay.static_features(chosen, plan, key, source))
         n = replay.produce_stream(settings, items, prefix=prefix, total=len(items))
+        # The monitors' patients are admitted again, 60 days after the replay's admissions.
+        devices = device_sim.DevicePlan(
+            beds=a.beds,
+            seconds=a.device_minutes * 60,
+            start=plan.base_time + timedelta(days=60),
+            corrupt_rate=1e-4,
+        )
+        dev = device_sim.produce(settings, devices, prefix=prefix, path=a.file)
         print(
-            f"running {sepsis_screen.STAGE} on the Flink MiniCluster over {n} vitals, lab and "
-            "ADT records…",
+            f"running {sepsis_screen.STAGE} on the Flink MiniCluster over {n} replayed vitals, "
+            f"lab and ADT records and {int(dev['device_records'])} device records "
+            f"({a.beds} monitors × {a.device_minutes} min at 1 Hz)…",
             flush=True,
         )
         t0 = time.monotonic()

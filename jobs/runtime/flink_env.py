@@ -83,6 +83,9 @@ def _prepare(settings: Settings) -> None:
     settings.flink_log_dir.mkdir(parents=True, exist_ok=True)
     settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(settings.flink_log_dir))
+    # The local JVM (gateway + MiniCluster) starts with the first environment of a process; a
+    # JVM_ARGS the platform sets wins. Without a cap the JVM sizes its heap from the machine.
+    os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.local_jvm_heap_mb}m")
 
 
 def table_env(settings: Settings) -> TableEnvironment:
