@@ -209,6 +209,18 @@ def wait_until_running(client: Any, settle_s: float = 20.0, timeout_s: float = 1
     time.sleep(settle_s)
 
 
+def cancel(client: Any, timeout_s: float = 120.0) -> bool:
+    """Cancel the job; False when it did not end within `timeout_s` (a job stuck in garbage
+    collection), so that the benchmark goes on and says so."""
+    done = client.cancel()
+    deadline = time.monotonic() + timeout_s
+    while not done.done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def realtime(
     settings: Settings, beds: int, seconds: int, *, lag: bool = False, warmup_s: int = 60
 ) -> dict[str, Any]:
@@ -239,7 +251,8 @@ def realtime(
     time.sleep(max(10.0, 2 * settings.max_out_of_orderness_s))
     samples = sampler.close()
     watcher.close()
-    client.cancel().result()
+    status = client.get_job_status().result().name  # RESTARTING after a failure, e.g. memory
+    cancelled = cancel(client)
     dead = kafka_io.read_records(
         settings, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
     )
@@ -251,6 +264,8 @@ def realtime(
         "beds": beds,
         "seconds": seconds,
         "produced": produced,
+        "job_status_at_end": status,
+        "cancelled_cleanly": cancelled,
         "alerts": len(seen),
         "alerts_timed": len(lat),
         "warmup_s": warmup_s,
@@ -313,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         delivery_guarantee="at-least-once",
         phi_key=b"wardflow-bench",
         job_name="bench-device-rate",
+        device_numerics=True,
         max_out_of_orderness_s=2,  # a device gateway delivers within a second or two
         source_idle_timeout_s=5,  # a sparse lab or ADT partition holds event time back 5 s at most
     )
@@ -344,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         result[name] = fn()
         result[name + "_wall_s"] = round(time.monotonic() - t0, 1)
         print(name, json.dumps(result[name], default=str)[:1500], flush=True)
+        a.out.with_suffix(".partial.json").write_text(json.dumps(result, indent=1, default=str))
         return result[name]
 
     rocksdb = dataclasses.replace(settings, state_backend="rocksdb", job_name="bench-dr-rocksdb")
@@ -374,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {**summary, **{k: v for k, v in result.items() if k not in summary}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    a.out.with_suffix(".partial.json").unlink(missing_ok=True)
     print(json.dumps(summary, indent=1))
 
 

@@ -139,6 +139,8 @@ def _events_sql(sources: Sources) -> str:
                {discharge} AS is_discharge, '{sources[name].topic}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset
         FROM {name}_decoded WHERE reason_code IS NULL""")
+    if "device" not in sources:
+        return " UNION ALL ".join(selects)
     charted = set(CHANNEL_PARAMS)
     params = ", ".join(
         p if p in charted else f"CAST(NULL AS {types[p]}) AS {p}" for p in STATE_PARAMS
@@ -211,6 +213,8 @@ def build(
             f"state_ttl_h {settings.state_ttl_h} would drop values still valid: the state must "
             f"outlive the longest validity ({MAX_VALIDITY_H} h)"
         )
+    if not settings.device_numerics:  # the topic is read only when asked: see the setting
+        sources = {n: src for n, src in sources.items() if n != "device"}
     scoring = Scoring.of(settings)
     views(t_env, sources, scoring)
     attach(t_env, sources, sinks, scoring)
@@ -222,13 +226,13 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
     lifecycle as rule `model_sepsis_risk`."""
     for name, src in sources.items():
         _source_views(t_env, name, src.table)
-    t_env.create_java_temporary_system_function(MEDIAN_FUNCTION, java_decode.MEDIAN_CLASS)
-    t_env.create_temporary_view(
-        "device_accepted", t_env.sql_query("SELECT * FROM device_decoded WHERE reason_code IS NULL")
-    )
-    t_env.create_temporary_view(
-        "device_charted", t_env.sql_query(chart_sql("device_accepted", "kafka_ts"))
-    )
+    if "device" in sources:
+        t_env.create_java_temporary_system_function(MEDIAN_FUNCTION, java_decode.MEDIAN_CLASS)
+        accepted = "SELECT * FROM device_decoded WHERE reason_code IS NULL"
+        t_env.create_temporary_view("device_accepted", t_env.sql_query(accepted))
+        t_env.create_temporary_view(
+            "device_charted", t_env.sql_query(chart_sql("device_accepted", "kafka_ts"))
+        )
     t_env.create_temporary_view("events", t_env.sql_query(_events_sql(sources)))
     if scoring:
         t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
@@ -297,11 +301,9 @@ def outputs_sql(sources: Sources, scoring: bool) -> str:
     charted_cols = ", ".join(
         f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in CHARTED.fields
     )
-    branches.append(
-        branch(
-            "charted", f"CAST(ROW({charted_cols}) AS {CHARTED_ROW})", "device_charted", "event_time"
-        )
-    )
+    if "device" in sources:
+        row = f"CAST(ROW({charted_cols}) AS {CHARTED_ROW})"
+        branches.append(branch("charted", row, "device_charted", "event_time"))
     branches.append(branch("hit", RULE_HIT.cast_sql(), "lifecycle_in", "event_time"))
     if scoring:
         score_cols = ", ".join(f"`{f.name}`" for f in SCORE.fields)
@@ -332,7 +334,8 @@ def attach(
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["sepsis_screen"]}`
         SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
-    ss.add_insert_sql(f"""
+    if "device" in sources:
+        ss.add_insert_sql(f"""
         INSERT INTO `{sinks["vitals_charted"]}`
         SELECT charted.*, rowtime FROM planned WHERE output = 'charted'""")
     if scoring:

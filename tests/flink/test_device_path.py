@@ -5,6 +5,7 @@ then the screening reference), and every device record is charted or dead-letter
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,8 @@ def run(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     inputs: dict[str, list[dict[str, Any]]] = {"device": device, "labs": [], "adt": []}
     for topic, rec in clinical:
         inputs["labs" if topic == topics.LABS_RESULT.name else "adt"].append(rec)
-    out = run_bounded(
-        sepsis_screen.JOB, settings, inputs, Path(tmp_path_factory.mktemp("device-memory"))
-    )
+    on = dataclasses.replace(settings, device_numerics=True)
+    out = run_bounded(sepsis_screen.JOB, on, inputs, Path(tmp_path_factory.mktemp("device-memory")))
     return {"device": device, "clinical": clinical, **out}
 
 
@@ -104,9 +104,7 @@ def test_the_charted_minutes_equal_the_pandas_charting_of_the_same_records(
         w = want[c.param].astype("float64").to_numpy()
         assert np.array_equal(np.isnan(g), np.isnan(w)), c.param
         assert np.array_equal(np.float32(g[~np.isnan(g)]), np.float32(w[~np.isnan(w)])), c.param
-    artefact_seconds = sum(
-        (want.records - want[c.valid_s]).sum() for c in CHANNELS[:2]
-    )
+    artefact_seconds = sum((want.records - want[c.valid_s]).sum() for c in CHANNELS[:2])
     assert artefact_seconds > 0, "the simulated artefacts are left out of the chart"
 
 

@@ -49,7 +49,7 @@ def _env_text(spec: Spec) -> tuple[str, object]:
 
 def test_every_setting_has_a_variable_a_flag_and_a_doc() -> None:
     assert [s.name for s in SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
-    assert len(SETTINGS) == 35
+    assert len(SETTINGS) == 36
     for s in SETTINGS:
         assert s.env.isupper() and " " not in s.env, s
         assert s.flag == "--" + s.name.replace("_", "-"), s
