@@ -18,15 +18,14 @@ from jobs import sepsis_screen
 from jobs.feeds import device_sim, replay
 from schemas import codec, topics
 from schemas.settings import Settings
-from tests import reference_screen
+from tests import reference_charting, reference_screen
 from tests.flink_harness import run_bounded
-from udfs.device import CHANNELS, chart_frame
+from udfs.device import CHANNELS
 
 pytestmark = pytest.mark.slow
 
 PLAN = device_sim.DevicePlan(beds=12, seconds=45 * 60, corrupt_rate=2e-4)
 DEVICE = topics.VITALS_DEVICE.schema
-OBSERVATION = topics.VITALS_OBSERVATION.schema
 
 
 @pytest.fixture(scope="module")
@@ -41,38 +40,6 @@ def run(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     on = dataclasses.replace(settings, device_numerics=True)
     out = run_bounded(sepsis_screen.JOB, on, inputs, Path(tmp_path_factory.mktemp("device-memory")))
     return {"device": device, "clinical": clinical, **out}
-
-
-def accepted_device(device: list[dict[str, Any]]) -> pd.DataFrame:
-    ok = [r for r in device if codec.validate(DEVICE, r) is None]
-    return pd.DataFrame(ok)
-
-
-def as_observations(charted: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
-    """The reference's charted minutes as the vitals records the screening reference reads."""
-    out = []
-    for r in charted.itertuples(index=False):
-        values = {c.param: getattr(r, c.param) for c in CHANNELS}
-        if all(v is None or np.isnan(v) for v in values.values()):
-            continue
-        rec: dict[str, Any] = {f.name: None for f in OBSERVATION.fields if f.nullable}
-        rec |= {
-            "observation_id": r.chart_id,
-            "patient_token": r.patient_token,
-            "facility_id": r.facility_id,
-            "unit_id": r.unit_id,
-            "event_time": r.event_time.to_pydatetime(),
-            "source": "device",
-        }
-        rec |= {p: None if v is None or np.isnan(v) else float(v) for p, v in values.items()}
-        out.append((topics.VITALS_OBSERVATION.name, rec))
-    return out
-
-
-def reference_charted(device: list[dict[str, Any]]) -> pd.DataFrame:
-    want = chart_frame(accepted_device(device))
-    want["chart_id"] = want.patient_token + "@" + want.minute_start.dt.strftime("%Y-%m-%dT%H:%M")
-    return want
 
 
 def test_every_device_record_is_charted_or_dead_lettered_with_its_reason(
@@ -92,7 +59,7 @@ def test_every_device_record_is_charted_or_dead_lettered_with_its_reason(
 def test_the_charted_minutes_equal_the_pandas_charting_of_the_same_records(
     run: dict[str, Any],
 ) -> None:
-    want = reference_charted(run["device"]).set_index("chart_id").sort_index()
+    want = reference_charting.charted(run["device"]).set_index("chart_id").sort_index()
     got = pd.DataFrame(run["vitals_charted"]).set_index("chart_id").sort_index()
     assert list(got.index) == list(want.index)
     for col in ("patient_token", "facility_id", "unit_id", "bed_id", "device_id", "records"):
@@ -111,7 +78,10 @@ def test_the_charted_minutes_equal_the_pandas_charting_of_the_same_records(
 def test_states_and_alerts_from_device_numerics_equal_the_reference_over_charted_minutes(
     run: dict[str, Any],
 ) -> None:
-    items = as_observations(reference_charted(run["device"])) + run["clinical"]
+    items = (
+        reference_charting.as_observations(reference_charting.charted(run["device"]))
+        + run["clinical"]
+    )
     items.sort(key=lambda tr: tr[1]["event_time"])
     rows, events = reference_screen.run(items)
     reference_screen.assert_states_equal(run["sepsis_screen"], rows)

@@ -1,9 +1,10 @@
-"""Exactly-once through crashes: the screening job runs unbounded, as in production, and is
+"""Exactly-once through crashes: the screening job runs unbounded, as in production, over
+charted vitals, labs and ADT of real patients and 1 Hz monitor numerics of others, and is
 killed (SIGKILL to its whole process: client, JVM MiniCluster and Python workers) at random
 points, each time restarted from its latest retained checkpoint; the Kafka broker is restarted
 under it once. At the end it is stopped with SIGTERM, which cancels it (aborting its open
 transaction). Its committed output must equal an uninterrupted run's (the offline reference):
-no alert lost, none twice, and ClickHouse the same.
+no alert lost, none twice, each charted minute once, and ClickHouse the same.
 
 Watermarks are not part of a checkpoint: a restarted job's event time moves on with the records
 that arrive after it. So, as a live feed would, the stream goes on after the last restart: a
@@ -29,12 +30,13 @@ from typing import Any
 import pytest
 
 from jobs import sepsis_screen
-from jobs.feeds import replay
+from jobs.feeds import device_sim, replay
 from jobs.runtime import kafka_io
 from schemas import TOPICS, codec, load_schema, topics
 from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import Loader
+from tests import reference_charting
 from tests import reference_screen as ref
 from tests.conftest import REPO
 
@@ -42,6 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 150
 KILLS = 3
+MONITOR_BEDS, MONITOR_S = 10, 20 * 60
 
 
 def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
@@ -93,6 +96,16 @@ def _wait_for_new_checkpoint(root: Path, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.2)
 
 
+def _produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str, Any]]]) -> None:
+    p = kafka_io.producer(kafka)
+    for part, topic, rec in records:
+        value = codec.encode(load_schema(topic), rec)
+        p.produce(
+            prefix + topic, value=value, partition=part, timestamp=codec.epoch_ms(rec["event_time"])
+        )
+    p.flush_or_raise(30)
+
+
 @pytest.fixture(scope="module")
 def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prefix = f"t-eo-{uuid.uuid4().hex[:8]}."
@@ -100,17 +113,34 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     kafka_io.ensure_topics(kafka, topic_names, prefix=prefix)
     plan = replay.ReplayPlan(patients=PATIENTS, seed=7)
     df, source = replay.load_physionet(None, kafka)
-    items = replay.clinical_stream(replay.select_patients(df, plan), plan, kafka.phi_key, source)
-    replay.produce_stream(kafka, items, prefix=prefix, progress=False)
-    ends = sentinels(items)
+    key = kafka.require_phi_key()
+    items = replay.clinical_stream(replay.select_patients(df, plan), plan, key, source)
+    # Monitors over the last minutes of the charted feed: their minutes are ahead of event time
+    # while it is held by the charted feed, so they never hold it back.
+    last = max(r["event_time"] for _, r in items).replace(second=0, microsecond=0)
+    monitors = device_sim.DevicePlan(
+        beds=MONITOR_BEDS, seconds=MONITOR_S, seed=7, start=last - timedelta(seconds=MONITOR_S)
+    )
+    items += device_sim.clinical_records(df, monitors, key, source)
+    device = [r for sec in device_sim.device_seconds(df, monitors, key, source) for r in sec]
+    monitored = [(topics.VITALS_DEVICE.name, r) for r in device]
+    replay.produce_stream(
+        kafka, sorted([*items, *monitored], key=lambda tr: tr[1]["event_time"]),
+        prefix=prefix, progress=False,
+    )  # fmt: skip
+    ends = sentinels([*items, *monitored])
+    charted = reference_charting.charted(device)
     # A device sentinel's minute is never charted: its own record holds the watermark before it.
     clinical_ends = [(t, r) for _, t, r in ends if t != topics.VITALS_DEVICE.name]
-    rows, events = ref.run([*items, *clinical_ends])
+    reference_items = [*items, *reference_charting.as_observations(charted)]
+    reference_items.sort(key=lambda tr: tr[1]["event_time"])
+    rows, events = ref.run([*reference_items, *clinical_ends])
     # The end records move the watermark to just before themselves: they are not screened yet.
     rows = [r for r in rows if not r.patient_token.startswith("sentinel-")]
     expected = {
         prefix + topics.SEPSIS_SCREEN.name: len(rows),
         prefix + topics.ALERT_V2.name: len(events),
+        prefix + topics.VITALS_CHARTED.name: len(charted),
     }
 
     root = tmp_path_factory.mktemp("eo-checkpoints")
@@ -122,7 +152,8 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         "WARDFLOW_FLINK_JARS": str(kafka.flink_jars_dir),
         "WARDFLOW_CHECKPOINT_DIR": str(root),
         "WARDFLOW_CHECKPOINT_INTERVAL_S": "1",
-        "WARDFLOW_SOURCE_IDLE_TIMEOUT_S": "5",
+        # Under a restart's load a monitor partition not fetched yet must not be taken for idle.
+        "WARDFLOW_SOURCE_IDLE_TIMEOUT_S": "15",
         "WARDFLOW_SCORING": "0",  # the rules' alerts, against the rules-only reference
     }
     seed = os.environ.get("WARDFLOW_FAULT_SEED", str(time.time_ns()))
@@ -150,12 +181,17 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             proc.wait()
             proc = _start(prefix, env, restore=True, log=log)
         _wait_for_new_checkpoint(root, proc)
-        p = kafka_io.producer(kafka)
-        for part, topic, rec in ends:
-            value = codec.encode(load_schema(topic), rec)
-            ts = codec.epoch_ms(rec["event_time"])
-            p.produce(prefix + topic, value=value, partition=part, timestamp=ts)
-        p.flush_or_raise(30)
+        # The monitors' end first: their last minutes are charted only when the monitors' event
+        # time passes them. Were the feed quiet past the idle timeout while the others' end moved
+        # event time past those minutes, they would reach the patient state behind its watermark.
+        charted_topic = prefix + topics.VITALS_CHARTED.name
+        _produce(kafka, prefix, [e for e in ends if e[1] == topics.VITALS_DEVICE.name])
+        deadline = time.monotonic() + 300
+        while committed[charted_topic] < expected[charted_topic]:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"charting incomplete: {dict(committed)} of {expected}")
+            time.sleep(0.5)
+        _produce(kafka, prefix, [e for e in ends if e[1] != topics.VITALS_DEVICE.name])
         deadline = time.monotonic() + 300
         while any(committed[t] < n for t, n in expected.items()):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -168,7 +204,10 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         watcher.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    yield {"settings": kafka, "prefix": prefix, "seed": seed, "rows": rows, "events": events}
+    yield {
+        "settings": kafka, "prefix": prefix, "seed": seed, "rows": rows, "events": events,
+        "charted": charted,
+    }  # fmt: skip
     kafka_io.delete_topics(kafka, topic_names, prefix=prefix)
 
 
@@ -194,6 +233,20 @@ def test_committed_screened_states_are_each_written_exactly_once(crashed: dict[s
         )
     )
     assert got == Counter(r.record_id for r in crashed["rows"])
+
+
+def test_committed_charted_minutes_are_each_written_once_and_equal_the_pandas_charting(
+    crashed: dict[str, Any],
+) -> None:
+    s, prefix = crashed["settings"], crashed["prefix"]
+    got = list(
+        kafka_io.read_records(s, prefix + topics.VITALS_CHARTED.name, topics.VITALS_CHARTED.name)
+    )
+    assert Counter(r["chart_id"] for r in got) == Counter(crashed["charted"].chart_id)
+    want = crashed["charted"].set_index("chart_id")
+    for r in got:
+        assert r["records"] == want.at[r["chart_id"], "records"]
+        assert r["heart_rate_bpm_valid_s"] == want.at[r["chart_id"], "heart_rate_bpm_valid_s"]
 
 
 def test_clickhouse_holds_each_alert_event_once(crashed: dict[str, Any], clickhouse: Any) -> None:
