@@ -139,10 +139,11 @@ def group_lag(settings: Settings, group: str, topic_names: list[str]) -> Callabl
 
 def scoring_settings(settings: Settings, tmp: Path) -> Settings:
     """Scoring on, with the bundled champion and challenger in a registry of the run's own and
-    a Feast repository (sqlite online store) of its own."""
+    a Feast repository of its own (online store: settings.feast_online_store, SQLite by
+    default)."""
     reg = tmp / "registry"
     bootstrap(Registry(reg), settings.model_name)
-    repo.open_store(tmp / "feast", "sqlite")
+    repo.open_store(tmp / "feast", settings.feast_online_store)
     return dataclasses.replace(settings, scoring=True, model_registry=reg, feast_dir=tmp / "feast")
 
 
