@@ -175,14 +175,10 @@ def screen_throughput(settings: Settings, beds: int, seconds: int) -> dict[str, 
     plan = device_sim.DevicePlan(beds=beds, seconds=seconds, corrupt_rate=1e-4)
     produced = device_sim.produce(settings, plan, prefix=prefix, progress=False)
     charted_topic = prefix + topics.VITALS_CHARTED.name
-    # Bounded: a partition read to its end stops holding event time back by itself, while an
-    # idle timeout would let a partition starved by back-pressure (not yet read, not ended) fall
-    # behind the watermark and its records be dead-lettered as late.
-    bounded = dataclasses.replace(settings, source_idle_timeout_s=0)
     samples, drained = sampled_run(
         settings,
         charted_topic,
-        lambda: sepsis_screen.JOB.run(bounded, prefix=prefix, bounded=True),
+        lambda: sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True),
     )
     charted = kafka_io.count_records(settings, charted_topic)
     device = produced["device_records"]

@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device-minutes", type=int, default=20, help="simulated monitor time")
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    settings = Settings.resolve(
-        a, clickhouse_database=DEMO_DB, job_name="wardflow-demo", device_numerics=True
-    )
+    settings = Settings.resolve(a, clickhouse_database=DEMO_DB, job_name="wardflow-demo")
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

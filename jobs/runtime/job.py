@@ -18,7 +18,7 @@ and then `kafka_ts` (the record timestamp).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyflink.common.job_client import JobClient
 from pyflink.datastream import StreamExecutionEnvironment
@@ -83,7 +83,12 @@ class Job:
     def pipeline(
         self, settings: Settings, *, prefix: str = "", bounded: bool = False
     ) -> StreamExecutionEnvironment:
-        """The job over Kafka, built and ready to execute (topics created if missing)."""
+        """The job over Kafka, built and ready to execute (topics created if missing). Bounded,
+        a partition read to its end stops holding event time back by itself; an idle timeout
+        would only let a partition starved by back-pressure (not read yet, not ended) be taken
+        for idle and its records be dead-lettered as late, so a bounded run has none."""
+        if bounded:
+            settings = replace(settings, source_idle_timeout_s=0)
         kafka_io.ensure_topics(settings, self.input_topics + self.output_topics, prefix=prefix)
         env, t_env = stream_table_env(settings)
         sources, sinks = self.kafka_tables(t_env, settings, prefix=prefix, bounded=bounded)
