@@ -14,7 +14,8 @@ timestamp)
           discharge) → scores (SQL generated from the Python tables: udfs.sepsis.screen_sql)
             ├─ screened state ──────────────────────── sepsis.screen topic
             ├─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
-            │  shadow challenger (vectorised UDF, Feast static features) ── sepsis.score topic;
+            │  shadow challenger (vectorised UDF, Feast static features), evaluated once per
+            │  state ── sepsis.score topic (a row per model);
             │  champion risk ≥ threshold → hits of rule model_sepsis_risk
             └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
                  └─ keyed state + timers: raise → escalate → resolve ── alert.v2 topic
@@ -46,7 +47,7 @@ from jobs.screening.scoring import (
     scored_sql,
 )
 from schemas import topics
-from schemas.rows import ALERT_EVENT, RULE_HIT, avro_values_sql
+from schemas.rows import ALERT_EVENT, RULE_HIT, SCORED_STATE, avro_values_sql
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, MEDIAN_FUNCTION, chart_sql
@@ -95,7 +96,6 @@ SCORES = ", ".join(
 SCREEN_ROW = SCREEN.flink_row()
 CHARTED = topics.VITALS_CHARTED.schema
 CHARTED_ROW = CHARTED.flink_row()
-SCORE_ROW = SCORE.flink_row()
 
 
 def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
@@ -227,8 +227,8 @@ def build(
 
 def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | None) -> None:
     """Define every view up to `screened`, `hits` and `lifecycle_in` (no sinks); with scoring,
-    also `scored` and `score_rows` (jobs/screening/scoring.py), the champion's hits joining the
-    lifecycle as rule `model_sepsis_risk`."""
+    also `scored` (jobs/screening/scoring.py), whose score rows and model hits `attach` derives
+    after the one planned output."""
     for name, src in sources.items():
         _source_views(t_env, name, src.table)
     if "device" in sources:
@@ -254,10 +254,6 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
     if scoring:
         t_env.create_temporary_system_function("wf_score", scoring.udf())
         t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
-        t_env.create_temporary_view(
-            "score_rows", t_env.sql_query(score_rows_sql(scoring.model_name))
-        )
-        hits += " UNION ALL " + model_hits_sql(scoring.model_name)
     t_env.create_temporary_view("hits", t_env.sql_query(hits))
     t_env.create_temporary_view(
         "lifecycle_in",
@@ -269,9 +265,11 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
 
 
 def outputs_sql(sources: Sources, scoring: bool) -> str:
-    """Dead letters, screened states and lifecycle inputs as one table (`output` says which),
-    so that the SQL part is planned once even though the lifecycle runs as a DataStream: each
-    separate Table → DataStream conversion would plan, and read, the sources again."""
+    """Dead letters, screened states, charted minutes, rule hits and (with `scoring`) scored
+    states as one table (`output` says which), so that the SQL part is planned once even though
+    the lifecycle runs as a DataStream: each separate Table → DataStream conversion would plan,
+    and read, the sources again. Scored states have this one consumer, so the scoring UDF runs
+    once per state (jobs/screening/scoring.py)."""
     nulls = {
         "dead_letter": f"CAST(NULL AS {DEAD_LETTER_ROW})",
         "screen": f"CAST(NULL AS {SCREEN_ROW})",
@@ -279,7 +277,7 @@ def outputs_sql(sources: Sources, scoring: bool) -> str:
         "hit": RULE_HIT.null_sql(),
     }
     if scoring:
-        nulls["score"] = f"CAST(NULL AS {SCORE_ROW})"
+        nulls["scored"] = SCORED_STATE.null_sql()
 
     def branch(output: str, row: str, source: str, rowtime: str) -> str:
         cols = {**nulls, output: row}
@@ -311,10 +309,8 @@ def outputs_sql(sources: Sources, scoring: bool) -> str:
         branches.append(branch("charted", row, "device_charted", "event_time"))
     branches.append(branch("hit", RULE_HIT.cast_sql(), "lifecycle_in", "event_time"))
     if scoring:
-        score_cols = ", ".join(f"`{f.name}`" for f in SCORE.fields)
-        branches.append(
-            branch("score", f"CAST(ROW({score_cols}) AS {SCORE_ROW})", "score_rows", "rowtime")
-        )
+        row = SCORED_STATE.cast_sql({"event_time": "CAST(event_time AS TIMESTAMP(3))"})
+        branches.append(branch("scored", row, "scored", "event_time"))
     return "\nUNION ALL\n".join(branches)
 
 
@@ -324,12 +320,16 @@ def attach(
     """Attach every output: dead letters, screened states, scores and the alert lifecycle."""
     t_env.create_temporary_view("outputs", t_env.sql_query(outputs_sql(sources, bool(scoring))))
     plan_once(t_env, "outputs")
-    alerts = process_by_patient(
-        t_env,
-        "SELECT hit.*, rowtime FROM planned WHERE output = 'hit'",
-        AlertLifecycle(),
-        ALERT_EVENT_TYPE,
-    )
+    lifecycle_in = "SELECT hit.*, rowtime FROM planned WHERE output = 'hit'"
+    if scoring:
+        t_env.create_temporary_view(
+            "planned_scored",
+            t_env.sql_query("SELECT scored.*, rowtime FROM planned WHERE output = 'scored'"),
+        )
+        score_rows = score_rows_sql(scoring.model_name, "planned_scored")
+        t_env.create_temporary_view("score_rows", t_env.sql_query(score_rows))
+        lifecycle_in += " UNION ALL " + model_hits_sql(scoring.model_name, "planned_scored")
+    alerts = process_by_patient(t_env, lifecycle_in, AlertLifecycle(), ALERT_EVENT_TYPE)
     t_env.create_temporary_view("alert_lifecycle", t_env.from_data_stream(alerts))
 
     ss = t_env.create_statement_set()
@@ -346,7 +346,7 @@ def attach(
     if scoring:
         ss.add_insert_sql(f"""
         INSERT INTO `{sinks["sepsis_scores"]}`
-        SELECT score.*, rowtime FROM planned WHERE output = 'score'""")
+        SELECT {", ".join(f"`{f.name}`" for f in SCORE.fields)}, rowtime FROM score_rows""")
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["alert_events"]}`
         SELECT {avro_values_sql(ALERT_EVENT, topics.ALERT_V2.schema)},

@@ -300,6 +300,20 @@ SCORE_RESULT = Row(
     "udfs.flink_scoring.score_udf): champion and shadow challenger risk with their thresholds.",
 )
 
+SCORED_STATE = Row(
+    "scored_state",
+    (
+        Field("record_id", "string", "The screened state's record."),
+        Field("patient_token", "string"),
+        Field("facility_id", "string"),
+        Field("unit_id", "string"),
+        Field("event_time", "timestamp", "The state's event time."),
+        *SCORE_RESULT.fields,
+    ),
+    "A screened state with its SCORE_RESULT, as the screening job passes it from its one scoring "
+    "query to the score rows and the champion's hits (jobs/sepsis_screen.py).",
+)
+
 NEWS2_RESULT = Row(
     "news2_result",
     (

@@ -8,6 +8,10 @@
 - `score_rows`: what goes to `sepsis.score.v1`, one row per model per state;
 - `model_hits`: the champion's risk at or above its threshold, a hit of rule
   `model_sepsis_risk` (version = model version) for the alert lifecycle.
+`scored` must have one consumer in the SQL plan: the planner evaluates the UDF again for each
+query of it that it cannot merge (the champion and challenger branches of `score_rows`, the
+model hits), so the job passes scored states through its one planned output and derives score
+rows and model hits from there (jobs/sepsis_screen.attach).
 """
 
 from __future__ import annotations
@@ -103,7 +107,9 @@ def scored_sql() -> str:
           FROM screened)"""
 
 
-def score_rows_sql(model_name: str) -> str:
+def score_rows_sql(model_name: str, source: str) -> str:
+    """Over `source` (SCORED_STATE columns and a `rowtime`): one row per model per state."""
+
     def role(r: str) -> str:
         return f"""
         SELECT MD5(CONCAT(record_id, '|{model_name}|', {r}_version)) AS score_id, record_id,
@@ -111,14 +117,15 @@ def score_rows_sql(model_name: str) -> str:
                CAST(event_time AS TIMESTAMP(3)) AS event_time, '{model_name}' AS model_name,
                {r}_version AS model_version, '{r}' AS `role`, {r}_risk AS risk,
                {r}_threshold AS threshold, {r}_risk >= {r}_threshold AS above_threshold,
-               features_missing, latency_ms AS scoring_latency_ms, event_time AS rowtime
-        FROM scored WHERE {r}_version IS NOT NULL"""
+               features_missing, latency_ms AS scoring_latency_ms, rowtime
+        FROM {source} WHERE {r}_version IS NOT NULL"""
 
     return role("champion") + "\nUNION ALL\n" + role("challenger")
 
 
-def model_hits_sql(model_name: str) -> str:
-    """The champion's hits as RULE_HIT rows, like the rules' (jobs/screening/rules.py)."""
+def model_hits_sql(model_name: str, source: str) -> str:
+    """Over `source` (SCORED_STATE columns and a `rowtime`): the champion's hits as RULE_HIT
+    rows, like the rules' (jobs/screening/rules.py), and their rowtime."""
     evidence = (
         "JSON_OBJECT('sepsis_risk' VALUE JSON_OBJECT('value' VALUE champion_risk, "
         f"'threshold' VALUE champion_threshold, 'model' VALUE '{model_name}', "
@@ -140,4 +147,4 @@ def model_hits_sql(model_name: str) -> str:
         }
     )
     return f"""
-    SELECT {hit}, event_time FROM scored WHERE champion_risk >= champion_threshold"""
+    SELECT {hit}, rowtime FROM {source} WHERE champion_risk >= champion_threshold"""
