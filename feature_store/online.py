@@ -22,4 +22,5 @@ def feast_source(
         static_features=STATIC_FEATURES,
         cache_ttl_s=cache_ttl_s,
         push_interval_s=push_interval_s,
+        background=True,  # a batch of the scoring UDF never waits for a push
     )

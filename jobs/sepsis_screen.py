@@ -40,6 +40,7 @@ from jobs.runtime.tables import (
 )
 from jobs.screening.rules import RULES
 from jobs.screening.scoring import (
+    MODEL_ONLY_FEATURES,
     Scoring,
     feature_events_sql,
     model_hits_sql,
@@ -47,7 +48,17 @@ from jobs.screening.scoring import (
     scored_sql,
 )
 from schemas import topics
-from schemas.rows import ALERT_EVENT, RULE_HIT, SCORED_STATE, avro_values_sql
+from schemas.rows import (
+    ALERT_EVENT,
+    RULE_HIT,
+    SCORED_STATE,
+    SQL_TYPES,
+    Field,
+    Row,
+    avro_values_sql,
+    from_avro,
+    quote,
+)
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, MEDIAN_FUNCTION, chart_sql
@@ -93,7 +104,6 @@ SCORES = ", ".join(
     f"CAST({sql} AS {SCREEN.field(name).flink_type().removesuffix(' NOT NULL')}) AS {name}"
     for name, sql in screen_sql().items()
 )
-SCREEN_ROW = SCREEN.flink_row()
 CHARTED = topics.VITALS_CHARTED.schema
 CHARTED_ROW = CHARTED.flink_row()
 
@@ -226,9 +236,8 @@ def build(
 
 
 def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | None) -> None:
-    """Define every view up to `screened`, `hits` and `lifecycle_in` (no sinks); with scoring,
-    also `scored` (jobs/screening/scoring.py), whose score rows and model hits `attach` derives
-    after the one planned output."""
+    """Stage one, in SQL: every view from the sources up to `screening` (each input record's
+    patient state and scores; with scoring, also the model's stream features), no sinks."""
     for name, src in sources.items():
         _source_views(t_env, name, src.table)
     if "device" in sources:
@@ -244,17 +253,41 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
     source = "feature_events" if scoring else "events"
     t_env.create_temporary_view("state", t_env.sql_query(_state_sql(source, bool(scoring))))
     t_env.create_temporary_view(
-        "screened", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
+        "screening", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
+    )
+
+
+def state_row(scoring: bool) -> Row:
+    """The patient state as stage one hands it to stage two: the screen topic's fields, whether
+    it is a discharge, and with scoring the model's features that are not state values."""
+    extra = [Field("is_discharge", "boolean")]
+    if scoring:
+        extra += [Field(f, "double") for f in MODEL_ONLY_FEATURES]
+    base = from_avro(SCREEN, "screened_state", timestamps_as_ms=False)
+    return Row(base.name, (*base.fields, *extra), "A patient state between the job's stages.")
+
+
+def stage_two(t_env: StreamTableEnvironment, scoring: Scoring | None) -> None:
+    """Stage two, in SQL over stage one's planned states (`planned`, output `state`): `screened`
+    and `screened_vitals`, the rules' `hits`, `lifecycle_in` (hits and discharges) and, with
+    scoring, `scored` (jobs/screening/scoring.py); all of them as the one table `stage_two`.
+
+    The stages are planned apart because a view that several queries read is planned once per
+    reader: the state's OVER window, its score expressions and the scoring UDF would run again
+    for each rule, for the screen sink and for the score rows."""
+    row = state_row(bool(scoring))
+    cols = ", ".join(quote(c) for c in row.columns if c != "event_time")
+    t_env.create_temporary_view(
+        "screened",
+        t_env.sql_query(
+            f"SELECT {cols}, rowtime AS event_time FROM planned WHERE output = 'state'"
+        ),
     )
     t_env.create_temporary_view(
         "screened_vitals",
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
-    hits = " UNION ALL ".join(r.sql() for r in RULES)
-    if scoring:
-        t_env.create_temporary_system_function("wf_score", scoring.udf())
-        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
-    t_env.create_temporary_view("hits", t_env.sql_query(hits))
+    t_env.create_temporary_view("hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in RULES)))
     t_env.create_temporary_view(
         "lifecycle_in",
         t_env.sql_query(f"""
@@ -262,26 +295,42 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
         UNION ALL
         SELECT {DISCHARGE}, event_time FROM screened WHERE is_discharge"""),
     )
+    no_score = f", {SCORED_STATE.null_sql()} AS scored" if scoring else ""
+    branches = [
+        f"""
+        SELECT 'hit' AS output, {RULE_HIT.cast_sql()} AS hit{no_score}, event_time
+        FROM lifecycle_in"""
+    ]
+    if scoring:
+        t_env.create_temporary_system_function("wf_score", scoring.udf())
+        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
+        scored = SCORED_STATE.cast_sql({"event_time": "CAST(event_time AS TIMESTAMP(3))"})
+        branches.append(f"""
+        SELECT 'scored' AS output, {RULE_HIT.null_sql()} AS hit, {scored} AS scored,
+               event_time FROM scored""")
+    t_env.create_temporary_view("stage_two", t_env.sql_query(" UNION ALL ".join(branches)))
 
 
-def outputs_sql(sources: Sources, scoring: bool) -> str:
-    """Dead letters, screened states, charted minutes, rule hits and (with `scoring`) scored
-    states as one table (`output` says which), so that the SQL part is planned once even though
-    the lifecycle runs as a DataStream: each separate Table → DataStream conversion would plan,
-    and read, the sources again. Scored states have this one consumer, so the scoring UDF runs
-    once per state (jobs/screening/scoring.py)."""
+def stage_one_sql(sources: Sources, scoring: bool) -> str:
+    """Stage one's outputs as one table (`output` says which): dead letters and charted minutes
+    (a row column each) and patient states (`state_row`'s columns, flat: the Python UDF of stage
+    two must not read fields of a nested row, which the planner's Python split rule rewrites
+    wrongly), so that its SQL is planned once although its outputs leave SQL more than once:
+    each separate Table → DataStream conversion would plan, and read, the sources again."""
+    state = state_row(scoring)
+    typed_nulls = {f.name: f"CAST(NULL AS {SQL_TYPES[f.kind]})" for f in state.fields}
+    values = {
+        f.name: f"CAST({f.name} AS {SQL_TYPES[f.kind]})" if f.kind == "timestamp" else f.name
+        for f in state.fields
+    }
     nulls = {
         "dead_letter": f"CAST(NULL AS {DEAD_LETTER_ROW})",
-        "screen": f"CAST(NULL AS {SCREEN_ROW})",
         "charted": f"CAST(NULL AS {CHARTED_ROW})",
-        "hit": RULE_HIT.null_sql(),
     }
-    if scoring:
-        nulls["scored"] = SCORED_STATE.null_sql()
 
-    def branch(output: str, row: str, source: str, rowtime: str) -> str:
-        cols = {**nulls, output: row}
-        rows = ", ".join(f"{v} AS {k}" for k, v in cols.items())
+    def branch(output: str, row: str | None, source: str, rowtime: str) -> str:
+        cols = {**nulls, **({output: row} if row else {}), **(values if not row else typed_nulls)}
+        rows = ", ".join(f"{v} AS {quote(k)}" for k, v in cols.items() if k != "event_time")
         return f"SELECT '{output}' AS output, {rows}, {rowtime} AS event_time FROM {source}"
 
     branches = []
@@ -295,36 +344,31 @@ def outputs_sql(sources: Sources, scoring: bool) -> str:
             )
         )
         branches.append(branch("dead_letter", late, f"{name}_late", "kafka_ts"))
-    screen_cols = ", ".join(
-        f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in SCREEN.fields
-    )
-    branches.append(
-        branch("screen", f"CAST(ROW({screen_cols}) AS {SCREEN_ROW})", "screened", "event_time")
-    )
+    branches.append(branch("state", None, "screening", "event_time"))
     charted_cols = ", ".join(
         f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in CHARTED.fields
     )
     if "device" in sources:
         row = f"CAST(ROW({charted_cols}) AS {CHARTED_ROW})"
         branches.append(branch("charted", row, "device_charted", "event_time"))
-    branches.append(branch("hit", RULE_HIT.cast_sql(), "lifecycle_in", "event_time"))
-    if scoring:
-        row = SCORED_STATE.cast_sql({"event_time": "CAST(event_time AS TIMESTAMP(3))"})
-        branches.append(branch("scored", row, "scored", "event_time"))
     return "\nUNION ALL\n".join(branches)
 
 
 def attach(
     t_env: StreamTableEnvironment, sources: Sources, sinks: Sinks, scoring: Scoring | None
 ) -> None:
-    """Attach every output: dead letters, screened states, scores and the alert lifecycle."""
-    t_env.create_temporary_view("outputs", t_env.sql_query(outputs_sql(sources, bool(scoring))))
-    plan_once(t_env, "outputs")
-    lifecycle_in = "SELECT hit.*, rowtime FROM planned WHERE output = 'hit'"
+    """Plan stage one once (`planned`), stage two over it once (`planned_two`), and attach
+    every output: dead letters, charted minutes, screened states, scores and the alert
+    lifecycle (rule hits, discharges and the champion's hits)."""
+    t_env.create_temporary_view("stage_one", t_env.sql_query(stage_one_sql(sources, bool(scoring))))
+    plan_once(t_env, "stage_one", "planned")
+    stage_two(t_env, scoring)
+    plan_once(t_env, "stage_two", "planned_two")
+    lifecycle_in = "SELECT hit.*, rowtime FROM planned_two WHERE output = 'hit'"
     if scoring:
         t_env.create_temporary_view(
             "planned_scored",
-            t_env.sql_query("SELECT scored.*, rowtime FROM planned WHERE output = 'scored'"),
+            t_env.sql_query("SELECT scored.*, rowtime FROM planned_two WHERE output = 'scored'"),
         )
         score_rows = score_rows_sql(scoring.model_name, "planned_scored")
         t_env.create_temporary_view("score_rows", t_env.sql_query(score_rows))
@@ -336,9 +380,13 @@ def attach(
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["dead_letters"]}`
         SELECT dead_letter.*, rowtime FROM planned WHERE output = 'dead_letter'""")
+    screen = ", ".join(
+        "CAST(rowtime AS TIMESTAMP(3))" if f.name == "event_time" else quote(f.name)
+        for f in SCREEN.fields
+    )
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["sepsis_screen"]}`
-        SELECT screen.*, rowtime FROM planned WHERE output = 'screen'""")
+        SELECT {screen}, rowtime FROM planned WHERE output = 'state'""")
     if "device" in sources:
         ss.add_insert_sql(f"""
         INSERT INTO `{sinks["vitals_charted"]}`

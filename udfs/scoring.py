@@ -18,8 +18,10 @@ recorded on every score.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,39 +65,63 @@ class FeatureSource:
     An online store that fails does not stop scoring: a failed lookup leaves those patients'
     static features unknown for this batch (imputed by the model, counted in
     `features_missing`, asked again next batch); a failed push keeps the latest features per
-    patient for the next attempt. `failures` counts both."""
+    patient for the next attempt. `failures` counts both.
+
+    With `background`, a push runs on a worker thread, one at a time, so that a batch never
+    waits for the online store (a Feast push of a minute's states for thousands of beds takes
+    seconds); `flush()` waits for it and pushes what is left."""
 
     lookup: Callable[[list[str]], pd.DataFrame]
     push: Callable[[pd.DataFrame], None]
     static_features: tuple[str, ...] = ()  # what `lookup` returns, in order
     cache_ttl_s: float = 3600.0
     push_interval_s: float = 5.0
+    background: bool = False
     cache: dict[str, tuple[float, np.ndarray[Any, Any]]] = field(default_factory=dict)
     lookups: int = 0
     failures: int = 0
     staged: list[pd.DataFrame] = field(default_factory=list)
     pushed_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _worker: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pushing: Future[None] | None = field(default=None, repr=False)
 
     def stage(self, latest: pd.DataFrame) -> None:
         """Queue stream features; push everything queued once `push_interval_s` has passed."""
-        self.staged.append(latest)
-        if time.monotonic() - self.pushed_at >= self.push_interval_s:
+        with self._lock:
+            self.staged.append(latest)
+        if time.monotonic() - self.pushed_at < self.push_interval_s:
+            return
+        if not self.background:
             self.flush()
+        elif self._pushing is None or self._pushing.done():
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="feature-push")
+            self._pushing = self._worker.submit(self._push_staged)
+            self.pushed_at = time.monotonic()
 
     def flush(self) -> None:
-        if self.staged:
-            frame = pd.concat(self.staged, ignore_index=True)
-            frame = frame.sort_values("event_timestamp").groupby("patient_token").tail(1)
-            try:
-                self.push(frame)
-                self.staged = []
-            except Exception as e:
-                self.failures += 1
-                self.staged = [frame]
-                log.warning(
-                    "feature push failed (%s rows kept for the next one): %s", len(frame), e
-                )
+        """Push everything queued now (after a background push in flight, if any)."""
+        if self._pushing is not None:
+            self._pushing.result()
+            self._pushing = None
+        self._push_staged()
         self.pushed_at = time.monotonic()
+
+    def _push_staged(self) -> None:
+        with self._lock:
+            if not self.staged:
+                return
+            frame = pd.concat(self.staged, ignore_index=True)
+            self.staged = []
+        frame = frame.sort_values("event_timestamp").groupby("patient_token").tail(1)
+        try:
+            self.push(frame)
+        except Exception as e:
+            with self._lock:
+                self.failures += 1
+                self.staged.insert(0, frame)
+            log.warning("feature push failed (%s rows kept for the next one): %s", len(frame), e)
 
     def static(self, tokens: pd.Series[str]) -> np.ndarray[Any, Any]:
         now = time.monotonic()

@@ -51,6 +51,9 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         "python.state.cache-size": str(settings.python_state_cache_keys),
         "io.tmp.dirs": str(settings.flink_tmp_dir),
         "pipeline.auto-watermark-interval": "200 ms",
+        # Chained operators hand records on without a defensive copy each: the SQL operators
+        # are written for it, and the Python functions see serialized copies anyway.
+        "pipeline.object-reuse": "true",
         # Exactly-once state and sinks: every job checkpoints; a retained checkpoint survives a
         # crash or cancel and can be given back as settings.restore_from.
         "execution.checkpointing.interval": f"{int(settings.checkpoint_interval_s * 1000)} ms",

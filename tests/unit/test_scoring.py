@@ -4,6 +4,7 @@ online store), stream features pushed back, roles swapped without a restart."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,7 @@ def test_a_failed_push_is_retried_with_the_latest_features_per_patient(
 ) -> None:
     push = source.push
     source.push, source.push_interval_s = _refused, 0.0
+    source.background = False  # each push in the batch, so that its outcome can be asserted
     scorer = Scorer(registry, MODEL, source)
     scorer.score(sample.head(100))
     scorer.score(sample.iloc[100:200])
@@ -199,3 +201,39 @@ def test_a_batch_with_nothing_to_score_comes_back_typed_as_scored_rows(
     assert out["champion_risk"].dtype == "float64" and out["champion_risk"].isna().all()
     assert out["features_missing"].dtype == "int32"
     assert out["champion_version"].isna().all()
+
+
+def test_in_the_background_a_batch_does_not_wait_for_a_slow_push_and_flush_pushes_the_rest(
+    registry: Registry, sample: pd.DataFrame
+) -> None:
+    release, pushed = threading.Event(), []
+
+    def slow(frame: pd.DataFrame) -> None:
+        release.wait(30)
+        pushed.append(frame)
+
+    def refused_once(frame: pd.DataFrame) -> None:
+        source.push = slow
+        raise ConnectionError("online store unreachable")
+
+    source = FeatureSource(
+        lookup=lambda _: pd.DataFrame(), push=refused_once, push_interval_s=0.0, background=True
+    )
+    scorer = Scorer(registry, MODEL, source)
+    scorer.score(sample.head(100))  # its push fails on the worker, the rows are kept
+    assert source._pushing is not None
+    source._pushing.result()
+    assert source.failures == 1
+    scorer.score(sample.iloc[100:200])  # a push starts and blocks on the worker
+    scorer.score(sample.iloc[200:300])  # returns although that push has not ended
+    assert pushed == [] and len(source.staged) == 1
+    release.set()
+    source.flush()
+    assert len(pushed) == 2 and source.staged == []
+    got = pd.concat(pushed).groupby("patient_token").tail(1).set_index("patient_token")
+    latest = sample.head(300).sort_values("event_time").groupby("patient_token").tail(1)
+    latest = latest.set_index("patient_token")
+    assert set(got.index) == set(latest.index)
+    np.testing.assert_allclose(
+        got.loc[latest.index, "hours_since_first_record"], latest["hours_since_first_record"]
+    )
