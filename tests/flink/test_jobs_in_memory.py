@@ -15,6 +15,7 @@ import pytest
 
 from jobs import bed_census, sepsis_news2, sepsis_screen
 from jobs.feeds import mimic_adt, replay
+from jobs.screening.rules import RULES
 from schemas import topics
 from schemas.capacity import ALL_UNITS
 from schemas.settings import Settings
@@ -164,3 +165,21 @@ def test_the_screening_graph_is_the_same_with_or_without_a_champion(
     )
     assert without == with_champion
     assert any("score_id" in contents for _, contents, _ in with_champion)  # the score branch
+
+
+def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_state(
+    settings: Settings, sample_items: list[tuple[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A view that several queries read is planned once per reader unless the job plans its
+    stages apart (jobs/sepsis_screen.py): then every rule, the screen sink and the score rows
+    would each run their own copy of the windows and of the UDF."""
+    s = dataclasses.replace(settings, scoring=True, model_registry=tmp_path / "registry")
+    assert bootstrap(Registry(s.model_registry), s.model_name)
+    inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
+    for topic, rec in sample_items[:200]:
+        inputs[INPUT_OF[topic]].append(rec)
+    ops = [c for _, c, _ in _plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path), tmp_path)]
+    assert sum("wf_score(" in c for c in ops) == 1
+    over = [c for c in ops if "OverAggregate(" in c]
+    assert len(over) == 3  # first record time, 6-hour extremes, the 24-hour state
+    assert len([c for c in ops if "Match(" in c]) == sum(r.pattern is not None for r in RULES)
