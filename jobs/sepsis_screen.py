@@ -22,6 +22,11 @@ timestamp)
 
 Python runs only at clinical rate: the scoring UDF (vectorised) and the alert lifecycle see
 charted states, never device records.
+
+Planned in two stages, each into one DataStream: stage one up to the screened state (`views`,
+`stage_one_sql`), stage two over its states (`stage_two`: rules and scoring). Flink plans a view
+that several queries read once per reader, so in one plan every rule and sink ran its own copy of
+the state window and the champion and challenger score rows each ran the UDF.
 """
 
 from __future__ import annotations
