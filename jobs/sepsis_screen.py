@@ -33,7 +33,14 @@ from __future__ import annotations
 
 from pyflink.table import StreamTableEnvironment
 
-from feature_store.definitions import LAB_AGE, LAB_AGE_CAP_H, ROLLING, lab_age_name, rolling_name
+from feature_store.definitions import (
+    LAB_AGE,
+    LAB_AGE_CAP_H,
+    ROLLING,
+    STREAM_FEATURES,
+    lab_age_name,
+    rolling_name,
+)
 from jobs.runtime.flink_env import plan_once, process_by_patient
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import (
@@ -45,7 +52,6 @@ from jobs.runtime.tables import (
 )
 from jobs.screening.rules import RULES
 from jobs.screening.scoring import (
-    MODEL_ONLY_FEATURES,
     Scoring,
     feature_events_sql,
     model_hits_sql,
@@ -267,7 +273,8 @@ def state_row(scoring: bool) -> Row:
     it is a discharge, and with scoring the model's features that are not state values."""
     extra = [Field("is_discharge", "boolean")]
     if scoring:
-        extra += [Field(f, "double") for f in MODEL_ONLY_FEATURES]
+        screen = {f.name for f in SCREEN.fields}
+        extra += [Field(f, "double") for f in STREAM_FEATURES if f not in screen]
     base = from_avro(SCREEN, "screened_state", timestamps_as_ms=False)
     return Row(base.name, (*base.fields, *extra), "A patient state between the job's stages.")
 
@@ -322,20 +329,20 @@ def stage_one_sql(sources: Sources, scoring: bool) -> str:
     two must not read fields of a nested row, which the planner's Python split rule rewrites
     wrongly), so that its SQL is planned once although its outputs leave SQL more than once:
     each separate Table → DataStream conversion would plan, and read, the sources again."""
-    state = state_row(scoring)
-    typed_nulls = {f.name: f"CAST(NULL AS {SQL_TYPES[f.kind]})" for f in state.fields}
+    # The state's event time is the branch's rowtime (`event_time`), not a column of its own.
+    state = [f for f in state_row(scoring).fields if f.name != "event_time"]
     values = {
         f.name: f"CAST({f.name} AS {SQL_TYPES[f.kind]})" if f.kind == "timestamp" else f.name
-        for f in state.fields
+        for f in state
     }
     nulls = {
         "dead_letter": f"CAST(NULL AS {DEAD_LETTER_ROW})",
         "charted": f"CAST(NULL AS {CHARTED_ROW})",
+        **{f.name: f"CAST(NULL AS {SQL_TYPES[f.kind]})" for f in state},
     }
 
-    def branch(output: str, row: str | None, source: str, rowtime: str) -> str:
-        cols = {**nulls, **({output: row} if row else {}), **(values if not row else typed_nulls)}
-        rows = ", ".join(f"{v} AS {quote(k)}" for k, v in cols.items() if k != "event_time")
+    def branch(output: str, own: dict[str, str], source: str, rowtime: str) -> str:
+        rows = ", ".join(f"{v} AS {quote(k)}" for k, v in {**nulls, **own}.items())
         return f"SELECT '{output}' AS output, {rows}, {rowtime} AS event_time FROM {source}"
 
     branches = []
@@ -345,17 +352,20 @@ def stage_one_sql(sources: Sources, scoring: bool) -> str:
         late = late_dead_letter_sql(topic, STAGE)
         branches.append(
             branch(
-                "dead_letter", rejected, f"{name}_decoded WHERE reason_code IS NOT NULL", "kafka_ts"
+                "dead_letter",
+                {"dead_letter": rejected},
+                f"{name}_decoded WHERE reason_code IS NOT NULL",
+                "kafka_ts",
             )
         )
-        branches.append(branch("dead_letter", late, f"{name}_late", "kafka_ts"))
-    branches.append(branch("state", None, "screening", "event_time"))
+        branches.append(branch("dead_letter", {"dead_letter": late}, f"{name}_late", "kafka_ts"))
+    branches.append(branch("state", values, "screening", "event_time"))
     charted_cols = ", ".join(
         f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in CHARTED.fields
     )
     if "device" in sources:
         row = f"CAST(ROW({charted_cols}) AS {CHARTED_ROW})"
-        branches.append(branch("charted", row, "device_charted", "event_time"))
+        branches.append(branch("charted", {"charted": row}, "device_charted", "event_time"))
     return "\nUNION ALL\n".join(branches)
 
 

@@ -23,14 +23,7 @@ from pathlib import Path
 
 from pyflink.table.udf import UserDefinedScalarFunctionWrapper
 
-from feature_store.definitions import (
-    LAB_AGE,
-    ROLLING,
-    STREAM_FEATURES,
-    WINDOW_H,
-    lab_age_name,
-    rolling_name,
-)
+from feature_store.definitions import ROLLING, STREAM_FEATURES, WINDOW_H, rolling_name
 from feature_store.online import feast_source
 from schemas.rows import RULE_HIT, SCORE_RESULT, quote
 from schemas.settings import Settings
@@ -39,13 +32,6 @@ from udfs.registry import Registry
 
 log = logging.getLogger(__name__)
 MODEL_RULE = "model_sepsis_risk"
-# The model's stream features that are not patient-state values (jobs/sepsis_screen._state_sql
-# computes them beside the state).
-MODEL_ONLY_FEATURES = (
-    *(rolling_name(p) for p in ROLLING),
-    *(lab_age_name(p) for p in LAB_AGE),
-    "hours_since_first_record",
-)
 ISO = "'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''"
 
 
