@@ -104,7 +104,22 @@ class Settings:
         "Folder of the downloaded data sets (`physionet2019/setA.parquet`, `mimic_iv_demo/`); "
         "without set A the replay uses a bundled sample.",
     )
-    parallelism: int = setting(1, "Parallelism of the streaming jobs.")
+    parallelism: int = setting(
+        1,
+        "Parallelism of the streaming jobs. Where a cluster sets one (`flink run -p`, "
+        "`parallelism.default`) and this is not given, the cluster's wins.",
+    )
+    worker_python: str = setting(
+        "",
+        "The Python the TaskManagers run the job's functions in (`python.executable`). Empty: "
+        "the cluster's (`flink run -pyexec`, its config.yaml), else this process's interpreter.",
+    )
+    flink_target: str = setting(
+        "",
+        "Where a job started by its own command line runs: empty for a local MiniCluster (or "
+        "the cluster `flink run` submits to), or `host:port` of a Flink session cluster's REST "
+        "endpoint to submit to.",
+    )
     max_out_of_orderness_s: int = setting(
         60,
         "Watermark delay: each source's watermark trails its largest record timestamp by this "
@@ -161,9 +176,12 @@ class Settings:
     checkpoint_interval_s: float = setting(
         10.0, "Seconds between checkpoints (> 0: checkpointing is always on)."
     )
-    checkpoint_dir: Path = cache_setting(
-        lambda cache, state: cache / "checkpoints",
-        "Where checkpoints are retained, also on cancel and failure (`--restore latest`).",
+    checkpoint_dir: str = cache_setting(
+        lambda cache, state: str(cache / "checkpoints"),
+        "Where checkpoints are retained, also on cancel and failure (`--restore latest`): a "
+        "folder or a URI Flink's file systems know (`file://`, `s3://`, `hdfs://`); each job "
+        "keeps its own folder `<job_name>` under it. Where a cluster sets "
+        "`execution.checkpointing.dir` and this is not given, the cluster's wins.",
     )
     restore_from: str = setting(
         "",
@@ -233,6 +251,9 @@ class Settings:
         "How long the scoring function keeps a patient's static features from Feast before "
         "asking again.",
     )
+    # Not a setting: the names given explicitly (environment, flags, overrides) rather than left
+    # at their defaults. A cluster's own configuration wins only over defaults.
+    explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -272,12 +293,16 @@ class Settings:
             for spec in SETTINGS:
                 if spec.under_cache is not None:
                     vals[spec.name] = spec.under_cache(cache, state)
+        explicit = set()
         for spec in SETTINGS:
             if e.get(spec.env):
                 vals[spec.name] = spec.from_env(e[spec.env])
+                explicit.add(spec.name)
         given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
-        vals.update({k: v for k, v in given.items() if k in _BY_NAME and v is not None})
-        vals.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in given.items() if k in _BY_NAME and v is not None}
+        given.update({k: v for k, v in overrides.items() if v is not None and k != "explicit"})
+        vals.update(given)
+        vals["explicit"] = frozenset(explicit | given.keys())
         if not vals.get("phi_key"):
             vals["phi_key"] = _process_phi_key()
         return cls(**vals).checked()
@@ -319,7 +344,8 @@ class Settings:
 
     @property
     def python_executable(self) -> str:
-        return sys.executable
+        """The workers' Python: `worker_python`, else this process's interpreter."""
+        return self.worker_python or sys.executable
 
 
 @functools.cache
@@ -406,6 +432,8 @@ def _table() -> tuple[Spec, ...]:
     hints = typing.get_type_hints(Settings)
     specs = []
     for f in fields(Settings):
+        if _META not in f.metadata:
+            continue
         d: _Declared = f.metadata[_META]
         specs.append(
             Spec(

@@ -19,7 +19,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         phi_key=b"wardflow-integration-tests-only",
         clickhouse_database=f"wf_test_{uuid.uuid4().hex[:8]}",
         flink_tmp_dir=tmp_path_factory.mktemp("flink-tmp"),
-        checkpoint_dir=tmp_path_factory.mktemp("checkpoints"),
+        checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")),
         checkpoint_interval_s=1.0,
         # Rules only unless a test turns scoring on with a registry of its own.
         scoring=False,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from jobs.runtime import kafka_io
-from jobs.runtime.flink_env import latest_checkpoint
+from jobs.runtime.flink_env import checkpoint_location, latest_checkpoint
 from schemas.settings import Settings
 
 
@@ -26,14 +26,16 @@ def job_main(
     if a.restore:
         path = latest_checkpoint(settings) if a.restore == "latest" else a.restore
         if path is None:
-            raise SystemExit(f"no retained checkpoint of {stage} under {settings.checkpoint_dir}")
+            raise SystemExit(
+                f"no retained checkpoint of {stage} under {checkpoint_location(settings)}"
+            )
         settings = dataclasses.replace(settings, restore_from=str(path))
     kafka_io.wait_for_broker(settings)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         run(settings, prefix=a.topic_prefix, bounded=a.bounded)
     except KeyboardInterrupt:
-        print(f"{stage} cancelled; checkpoints are retained under {settings.checkpoint_dir}")
+        print(f"{stage} cancelled; checkpoints are retained under {checkpoint_location(settings)}")
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyflink
 from pyflink.common import Configuration, Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction
+from pyflink.java_gateway import get_gateway
 from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
+import jobs
 from schemas.settings import Settings
 from udfs import java_decode
+
+FLINK_HOME = Path(pyflink.__file__).resolve().parent
 
 
 def connector_jars(settings: Settings) -> list[str]:
@@ -37,12 +45,13 @@ def job_jars(settings: Settings, connectors: bool = True) -> list[str]:
 
 
 def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
-    """connectors=False: no Kafka connector jars (a job over in-memory sources and file sinks)."""
+    """Every option the job sets when it runs on its own (local defaults included).
+    connectors=False: no Kafka connector jars (a job over in-memory sources and file sinks)."""
     return {
         "pipeline.name": settings.job_name,
         "pipeline.jars": ";".join(job_jars(settings, connectors)),
         "python.executable": settings.python_executable,
-        "python.client.executable": settings.python_executable,
+        "python.client.executable": sys.executable,
         "parallelism.default": str(settings.parallelism),
         "table.local-time-zone": "UTC",
         "table.exec.source.idle-timeout": f"{settings.source_idle_timeout_s * 1000} ms",
@@ -58,7 +67,7 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         # crash or cancel and can be given back as settings.restore_from.
         "execution.checkpointing.interval": f"{int(settings.checkpoint_interval_s * 1000)} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
-        "execution.checkpointing.dir": (settings.checkpoint_dir / settings.job_name).as_uri(),
+        "execution.checkpointing.dir": checkpoint_root(settings),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         **_state_backend(settings),
@@ -72,6 +81,68 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
             else {}
         ),
     }
+
+
+# What a cluster may own. Each group is named by the option whose presence in the cluster's
+# configuration means the cluster set it, and lists the setting that still wins when given
+# explicitly (None: none does) and the options the job then leaves alone.
+PLATFORM_OWNED: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "parallelism.default": ("parallelism", ("parallelism.default",)),
+    "python.executable": ("worker_python", ("python.executable",)),
+    "python.client.executable": (None, ("python.client.executable",)),
+    "execution.checkpointing.dir": ("checkpoint_dir", ("execution.checkpointing.dir",)),
+    "state.backend.type": (
+        "state_backend",
+        ("state.backend.type", "execution.checkpointing.incremental"),
+    ),
+    "restart-strategy.type": (
+        "restart_attempts",
+        (
+            "restart-strategy.type",
+            "restart-strategy.fixed-delay.attempts",
+            "restart-strategy.fixed-delay.delay",
+        ),
+    ),
+}
+# The client's own machine: meaningless to a cluster's TaskManagers.
+LOCAL_ONLY = ("io.tmp.dirs",)
+
+
+def options_on(
+    settings: Settings, platform: Mapping[str, str] | None, connectors: bool = True
+) -> dict[str, str]:
+    """The options the job sets where `platform` is the configuration a cluster (or `flink
+    run`) handed it, None when the job runs its own MiniCluster. On a platform, what it set
+    for an owned option wins unless the matching setting was given explicitly; its jars are
+    kept and the job's added (`flink run` puts flink-python's there); local-only options are
+    left out."""
+    options = _options(settings, connectors)
+    if platform is None:
+        return options
+    for key, (setting_name, keys) in PLATFORM_OWNED.items():
+        if key in platform and setting_name not in settings.explicit:
+            for k in keys:
+                options.pop(k, None)
+    for k in LOCAL_ONLY:
+        options.pop(k, None)
+    jars = [j for j in platform.get("pipeline.jars", "").split(";") if j]
+    options["pipeline.jars"] = ";".join(
+        dict.fromkeys([*jars, *options["pipeline.jars"].split(";")])
+    )
+    return options
+
+
+def storage_uri(location: str) -> str:
+    """A folder or URI as the URI Flink's file systems take: `s3://b/x` stays as it is (a
+    `Path` would make it `s3:/b/x`), a local folder becomes `file:///…`."""
+    if "://" in location:
+        return location.rstrip("/")
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def checkpoint_root(settings: Settings) -> str:
+    """This job's checkpoint folder: `<checkpoint_dir>/<job_name>` (Flink adds `<job id>/chk-N`)."""
+    return f"{storage_uri(settings.checkpoint_dir)}/{settings.job_name}"
 
 
 def _state_backend(settings: Settings) -> dict[str, str]:
@@ -92,8 +163,9 @@ def _prepare(settings: Settings) -> None:
 
 
 def table_env(settings: Settings) -> TableEnvironment:
-    """A streaming table environment; the first in a process also starts the PyFlink gateway JVM,
-    which logs to `settings.flink_log_dir` instead of inside the installed pyflink package."""
+    """A streaming table environment on the local MiniCluster (benchmarks of pure SQL); the
+    first in a process also starts the PyFlink gateway JVM, which logs to
+    `settings.flink_log_dir` instead of inside the installed pyflink package."""
     _prepare(settings)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     conf = t_env.get_config()
@@ -102,16 +174,84 @@ def table_env(settings: Settings) -> TableEnvironment:
     return t_env
 
 
+def _jvm() -> Any:
+    return get_gateway().jvm
+
+
+def platform_configuration(settings: Settings) -> dict[str, str] | None:
+    """What the platform set before the job ran: the configuration `flink run` (or an
+    application-mode cluster) put in the job's context, or, with `settings.flink_target`, the
+    remote target itself; None when the job runs its own local MiniCluster."""
+    if settings.flink_target:
+        host, _, port = settings.flink_target.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"flink_target must be host:port, not {settings.flink_target!r}")
+        python_jar = next((FLINK_HOME / "opt").glob("flink-python-*.jar"))
+        return {
+            "execution.target": "remote",
+            "rest.address": host,
+            "rest.port": port,
+            "execution.attached": "true",
+            "pipeline.jars": python_jar.as_uri(),
+        }
+    j_env = _jvm().org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+    context = j_env.getExecutionEnvironment()
+    if context.getClass().getSimpleName() == "LocalStreamEnvironment":
+        return None
+    return _configuration_map(context.getConfiguration())
+
+
+def _configuration_map(j_conf: Any) -> dict[str, str]:
+    conf = {str(k): str(v) for k, v in j_conf.toMap().items()}
+    jars = j_conf.get(_jvm().org.apache.flink.configuration.PipelineOptions.JARS)
+    conf["pipeline.jars"] = ";".join(str(j) for j in jars) if jars else ""
+    return conf
+
+
+def ship_code(settings: Settings) -> str:
+    """A folder with wardflow's packages (what the workers import), for `python.files`: on a
+    cluster the workers get the job's code from the job, not from wherever the client happens
+    to have it installed (an image that installs the wheel has it too; the shipped copy, first
+    on the path, is the same version)."""
+    root = Path(jobs.__file__).resolve().parents[1]
+    dest = settings.flink_tmp_dir / f"python-files-{os.getpid()}"
+    shutil.rmtree(dest, ignore_errors=True)
+    for package in SHIPPED_PACKAGES:
+        shutil.copytree(
+            root / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    return str(dest)
+
+
+# The code a job runs: its own layer and those below it (tests/unit/test_layers.py).
+SHIPPED_PACKAGES = ("schemas", "udfs", "feature_store", "jobs")
+
+
 def stream_table_env(
     settings: Settings, *, connectors: bool = True
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
-    """For jobs that mix SQL with DataStream operators (keyed state and timers)."""
+    """For jobs that mix SQL with DataStream operators (keyed state and timers). Locally the
+    job fills in every option; on a platform it respects what the platform set
+    (`options_on`) and ships its code (`python.files`)."""
     _prepare(settings)
-    options = _options(settings, connectors)
+    platform = platform_configuration(settings)
+    options = options_on(settings, platform, connectors)
+    if platform is not None:
+        options["python.files"] = ";".join(
+            p for p in (platform.get("python.files", ""), ship_code(settings)) if p
+        )
     conf = Configuration()
+    if settings.flink_target and platform is not None:
+        for key, value in platform.items():
+            if value and key not in options:
+                conf.set_string(key, value)
     for key, value in options.items():
         conf.set_string(key, value)
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if settings.flink_target:
+        j_env = _jvm().org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+        env = StreamExecutionEnvironment(j_env(conf._j_configuration))
+    else:
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
     t_env = StreamTableEnvironment.create(env)
     for key, value in options.items():
         t_env.get_config().set(key, value)
@@ -149,19 +289,53 @@ def process_by_patient(
     )
 
 
-def latest_checkpoint(settings: Settings) -> Path | None:
-    """The newest completed checkpoint this job retained (…/<job id>/chk-N), if any."""
-    done = (settings.checkpoint_dir / settings.job_name).glob("*/chk-*/_metadata")
-    newest = max(done, key=lambda p: p.stat().st_mtime, default=None)
-    return None if newest is None else newest.parent
+def checkpoint_location(settings: Settings) -> str:
+    """Where this job's checkpoints go: the platform's `execution.checkpointing.dir` where it
+    set one and `checkpoint_dir` was not given, else `checkpoint_root`."""
+    platform = platform_configuration(settings) or {}
+    if platform.get("execution.checkpointing.dir") and "checkpoint_dir" not in settings.explicit:
+        return storage_uri(platform["execution.checkpointing.dir"])
+    return checkpoint_root(settings)
+
+
+def latest_checkpoint(settings: Settings) -> str | None:
+    """The newest completed checkpoint this job retained (`<location>/<job id>/chk-N`), found
+    through Flink's own file systems, so that `s3://` or `hdfs://` storage is searched as the
+    cluster would (their plugins must be in the client's `plugins/` too)."""
+    jvm = _jvm()
+    flink_fs = jvm.org.apache.flink.core.fs
+    conf = jvm.org.apache.flink.configuration.Configuration()
+    plugins = jvm.org.apache.flink.core.plugin.PluginUtils.createPluginManagerFromRootFolder(conf)
+    flink_fs.FileSystem.initialize(conf, plugins)
+    root = flink_fs.Path(checkpoint_location(settings))
+    fs = root.getFileSystem()
+    if not fs.exists(root):
+        return None
+    newest: tuple[int, str] | None = None
+    for job_dir in fs.listStatus(root) or []:
+        if not job_dir.isDir():
+            continue
+        for chk in fs.listStatus(job_dir.getPath()) or []:
+            metadata = flink_fs.Path(chk.getPath(), "_metadata")
+            if chk.getPath().getName().startswith("chk-") and fs.exists(metadata):
+                found = (fs.getFileStatus(metadata).getModificationTime(), str(chk.getPath()))
+                newest = max(newest, found) if newest else found
+    return None if newest is None else newest[1]
 
 
 def execute(env: StreamExecutionEnvironment, name: str) -> None:
     """Submit and wait for the job. On KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI)
     the job is cancelled first, which aborts its open Kafka transactions: nothing uncommitted
     lingers to block read_committed consumers, and the retained checkpoint stays for --restore.
-    The status is polled, so that the interrupt never lands inside a gateway call."""
+    The status is polled, so that the interrupt never lands inside a gateway call. Submitted
+    detached (`flink run -d`), it returns once the cluster has accepted the job."""
     client = env.execute_async(name)
+    attached = (
+        env._j_stream_execution_environment.getConfiguration().toMap().get("execution.attached")
+    )
+    if str(attached).lower() == "false":
+        print(f"{name} submitted detached as job {client.get_job_id()}")
+        return
     outcome = client.get_job_execution_result()
     try:
         while not outcome.done():

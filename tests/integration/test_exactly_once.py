@@ -32,41 +32,20 @@ import pytest
 from jobs import sepsis_screen
 from jobs.feeds import device_sim, replay
 from jobs.runtime import kafka_io
-from schemas import TOPICS, codec, load_schema, topics
+from schemas import topics
 from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import Loader
 from tests import reference_charting
 from tests import reference_screen as ref
 from tests.conftest import REPO
+from tests.streams import produce, sentinels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 150
 KILLS = 3
 MONITOR_BEDS, MONITOR_S = 10, 20 * 60
-
-
-def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
-    """(partition, topic, record): one record per partition of each input topic, 30 days on."""
-    at = max(r["event_time"] for _, r in items) + timedelta(days=30)
-    out = []
-    for topic in sepsis_screen.JOB.input_topics:
-        for p in range(TOPICS[topic].partitions):
-            rec: dict[str, Any] = {f.name: None for f in load_schema(topic).fields if f.nullable}
-            rec |= {"patient_token": f"sentinel-{p}", "facility_id": "end", "event_time": at}
-            rec |= {"source": "test", "unit_id": "end"}
-            if topic == topics.ADT_EVENT.name:
-                rec |= {"event_id": f"end-{p}", "event_type": "discharge"}
-                rec |= {"source_message_type": "test", "unit_id": None}
-            elif topic == topics.LABS_RESULT.name:
-                rec |= {"result_id": f"end-labs-{p}"}
-            elif topic == topics.VITALS_DEVICE.name:
-                rec |= {"device_id": f"end-mon-{p}", "bed_id": "end", "heart_rate_bpm": 70.0}
-            else:
-                rec |= {"observation_id": f"end-vitals-{p}", "heart_rate_bpm": 70.0}
-            out.append((p, topic, rec))
-    return out
 
 
 def _start(prefix: str, env: dict[str, str], restore: bool, log: Path) -> subprocess.Popen[bytes]:
@@ -94,16 +73,6 @@ def _wait_for_new_checkpoint(root: Path, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the job ended or made no checkpoint (rc {proc.poll()})")
         time.sleep(0.2)
-
-
-def _produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str, Any]]]) -> None:
-    p = kafka_io.producer(kafka)
-    for part, topic, rec in records:
-        value = codec.encode(load_schema(topic), rec)
-        p.produce(
-            prefix + topic, value=value, partition=part, timestamp=codec.epoch_ms(rec["event_time"])
-        )
-    p.flush_or_raise(30)
 
 
 @pytest.fixture(scope="module")
@@ -185,13 +154,13 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         # time passes them. Were the feed quiet past the idle timeout while the others' end moved
         # event time past those minutes, they would reach the patient state behind its watermark.
         charted_topic = prefix + topics.VITALS_CHARTED.name
-        _produce(kafka, prefix, [e for e in ends if e[1] == topics.VITALS_DEVICE.name])
+        produce(kafka, prefix, [e for e in ends if e[1] == topics.VITALS_DEVICE.name])
         deadline = time.monotonic() + 300
         while committed[charted_topic] < expected[charted_topic]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"charting incomplete: {dict(committed)} of {expected}")
             time.sleep(0.5)
-        _produce(kafka, prefix, [e for e in ends if e[1] != topics.VITALS_DEVICE.name])
+        produce(kafka, prefix, [e for e in ends if e[1] != topics.VITALS_DEVICE.name])
         deadline = time.monotonic() + 300
         while any(committed[t] < n for t, n in expected.items()):
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -1,0 +1,351 @@
+"""The screening job on a real Flink cluster: a standalone session cluster from PyFlink's own
+distribution (a JobManager and a TaskManager process with 2 slots, on loopback), the job
+submitted with the distribution's `bin/flink run` exactly as an ML engineer would.
+
+- Submitted attached at `-p 2` with the workers' Python given by `-pyexec`, a Python that cannot
+  import wardflow from this checkout: the job keeps the cluster's parallelism, jars and Python,
+  ships its own code, and its output (screened states, alerts, risk scores from Feast on Redis)
+  equals the same job's on the MiniCluster.
+- Submitted detached and fed as a live feed: its TaskManager is killed (SIGKILL) mid-stream and
+  a new one started, as a supervisor would; Flink restores the job from its checkpoint. It is
+  then stopped with a savepoint and submitted again from it (an upgrade). No alert or state is
+  lost or doubled against the offline reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.local.flink_cluster import Cluster, flink_bin
+from feature_store import repo
+from jobs import sepsis_screen
+from jobs.feeds import replay
+from jobs.runtime import kafka_io
+from schemas import topics
+from schemas.settings import SETTINGS, Settings
+from tests import reference_screen as ref
+from tests.conftest import REPO
+from tests.streams import produce, sentinels
+from training.registry import bootstrap
+from udfs.registry import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PATIENTS = 40
+REDIS = "127.0.0.1:16379"
+JOB_TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(
+        tmp_path_factory.mktemp("flink-cluster"), rest_port=_free_port(), rpc_port=_free_port()
+    )
+    c.start(taskmanagers=1)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def worker_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This environment's Python without its .pth files, so without the editable install of the
+    checkout: the workers can import wardflow only from what the job ships."""
+    path = tmp_path_factory.mktemp("python") / "python"
+    site = sysconfig.get_paths()["purelib"]
+    path.write_text(
+        "#!/bin/sh\n"
+        f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site}"\n'
+        f'exec {sys.executable} -S "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings that differ from their defaults, as the variables a job started by `flink
+    run` reads (a default given explicitly would win over what the cluster sets)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFLINK", "WARDFLOW_"))}
+    for spec in SETTINGS:
+        value = getattr(settings, spec.name)
+        if value == spec.default:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, bool):
+            value = "1" if value else "0"
+        if value != "":
+            env[spec.env] = str(value)
+    return env
+
+
+def flink(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> str:
+    """`bin/flink <args>` against the cluster; its output (the test fails with it on an error)."""
+    out = subprocess.run(
+        [str(flink_bin()), *args],
+        env={**(env or os.environ), **{k: v for k, v in cluster.env().items() if "FLINK" in k}},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+def rest(cluster: Cluster, path: str) -> Any:
+    with urllib.request.urlopen(cluster.rest_url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def job_id(output: str) -> str:
+    found = re.search(r"JobID ([0-9a-f]{32})", output) or re.search(r"job ([0-9a-f]{32})", output)
+    assert found, output
+    return found.group(1)
+
+
+def unprefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The record as the same job writes it over topics without the run's prefix (a state
+    cites the topic it came from)."""
+    return {k: v.removeprefix(prefix) if isinstance(v, str) else v for k, v in record.items()}
+
+
+# -- attached at parallelism 2, against the MiniCluster -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both(
+    kafka: Settings, cluster: Cluster, worker_python: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "redis"], check=True)
+    tmp = tmp_path_factory.mktemp("cluster-scoring")
+    settings = dataclasses.replace(
+        kafka,
+        scoring=True,
+        model_registry=tmp / "registry",
+        feast_dir=tmp / "feast",
+        feast_online_store=REDIS,
+        job_name=f"cluster-{uuid.uuid4().hex[:6]}",
+    )
+    bootstrap(Registry(settings.model_registry), settings.model_name)
+    plan = replay.ReplayPlan(patients=PATIENTS, seed=23)
+    df, source = replay.load_physionet(None, settings)
+    chosen = replay.select_patients(df, plan)
+    store = repo.open_store(settings.feast_dir, REDIS)
+    repo.push_static(store, replay.static_features(chosen, plan, settings.phi_key, source))
+    items = replay.clinical_stream(chosen, plan, settings.phi_key, source)
+    prefixes = {"mini": f"mc-{uuid.uuid4().hex[:8]}.", "cluster": f"fc-{uuid.uuid4().hex[:8]}."}
+    names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
+    for prefix in prefixes.values():
+        kafka_io.ensure_topics(settings, names, prefix=prefix)
+        replay.produce_stream(settings, items, prefix=prefix, progress=False)
+
+    sepsis_screen.JOB.run(settings, prefix=prefixes["mini"], bounded=True)
+    out = flink(
+        cluster,
+        "run", "-m", cluster.address, "-p", "2", "-pyexec", str(worker_python),
+        "-pym", "jobs.sepsis_screen", "--bounded", "--topic-prefix", prefixes["cluster"],
+        env=settings_env(settings),
+    )  # fmt: skip
+    jid = job_id(out)
+    outputs = {
+        where: {
+            t.name: [
+                unprefixed(r, prefix)
+                for r in kafka_io.read_records(settings, prefix + t.name, t.name)
+            ]
+            for t in (topics.SEPSIS_SCREEN, topics.ALERT_V2, topics.SEPSIS_SCORE)
+        }
+        for where, prefix in prefixes.items()
+    }
+    yield {"job": rest(cluster, f"/jobs/{jid}"), "outputs": outputs, "items": items}
+    for prefix in prefixes.values():
+        kafka_io.delete_topics(settings, names, prefix=prefix)
+
+
+def test_flink_run_keeps_the_clusters_parallelism_for_every_operator(both: dict[str, Any]) -> None:
+    job = both["job"]
+    assert job["state"] == "FINISHED"
+    assert {v["parallelism"] for v in job["vertices"]} == {2}
+
+
+def test_on_the_cluster_the_screened_states_and_alerts_equal_the_minicluster_runs(
+    both: dict[str, Any],
+) -> None:
+    mini, cluster = both["outputs"]["mini"], both["outputs"]["cluster"]
+    for name, key in (
+        (topics.SEPSIS_SCREEN.name, "record_id"),
+        (topics.ALERT_V2.name, "alert_event_id"),
+    ):
+        want = {r[key]: r for r in mini[name]}
+        got = {r[key]: r for r in cluster[name]}
+        assert len(want) == len(mini[name]) > 0 and len(got) == len(cluster[name])
+        assert got.keys() == want.keys(), name
+        differ = {
+            (k, f): (want[k][f], got[k][f])
+            for k in want
+            for f in want[k]
+            if want[k][f] != got[k][f]
+        }
+        assert differ == {}, name
+
+
+def test_on_the_cluster_the_models_risk_equals_the_minicluster_runs(both: dict[str, Any]) -> None:
+    def risks(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+        return {(r["record_id"], r["role"]): r["risk"] for r in records}
+
+    mini = risks(both["outputs"]["mini"][topics.SEPSIS_SCORE.name])
+    cluster = risks(both["outputs"]["cluster"][topics.SEPSIS_SCORE.name])
+    assert len(mini) > 0 and mini.keys() == cluster.keys()
+    assert max(abs(mini[k] - cluster[k]) for k in mini) < 1e-6
+
+
+# -- detached, a TaskManager killed, a savepoint upgrade ---------------------------------------
+
+
+def _checkpoints(cluster: Cluster, jid: str) -> dict[str, Any]:
+    return rest(cluster, f"/jobs/{jid}/checkpoints")  # type: ignore[no-any-return]
+
+
+def _wait(what: str, done: Any, timeout_s: float = JOB_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.5)
+
+
+def _completed_after(cluster: Cluster, jid: str, count: int) -> bool:
+    return int(_checkpoints(cluster, jid)["counts"]["completed"]) > count
+
+
+@pytest.fixture(scope="module")
+def failed_over(
+    kafka: Settings, cluster: Cluster, worker_python: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("failover")
+    settings = dataclasses.replace(
+        kafka,
+        scoring=False,  # the rules' alerts, against the rules-only reference
+        device_numerics=False,
+        checkpoint_interval_s=1.0,
+        source_idle_timeout_s=15,
+        checkpoint_dir=str(tmp / "checkpoints"),
+        job_name=f"failover-{uuid.uuid4().hex[:6]}",
+    )
+    prefix = f"fo-{uuid.uuid4().hex[:8]}."
+    names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
+    kafka_io.ensure_topics(settings, names, prefix=prefix)
+    plan = replay.ReplayPlan(patients=PATIENTS, seed=29)
+    df, source = replay.load_physionet(None, settings)
+    items = replay.clinical_stream(replay.select_patients(df, plan), plan, settings.phi_key, source)
+    items.sort(key=lambda tr: tr[1]["event_time"])
+    ends = [e for e in sentinels(items) if e[1] != topics.VITALS_DEVICE.name]
+    rows, events = ref.run([*items, *[(t, r) for _, t, r in ends]])
+    rows = [r for r in rows if not r.patient_token.startswith("sentinel-")]
+    expected = {
+        prefix + topics.SEPSIS_SCREEN.name: len(rows),
+        prefix + topics.ALERT_V2.name: len(events),
+    }
+    committed: Counter[str] = Counter()
+    watcher = kafka_io.TopicWatcher(
+        settings, list(expected), lambda topic, _, __: committed.update([topic])
+    )
+    env = settings_env(settings)
+    submit = ["-m", cluster.address, "-p", "2", "-pyexec", str(worker_python), "-d"]
+    job = ["-pym", "jobs.sepsis_screen", "--topic-prefix", prefix]
+    half = len(items) // 2
+    jid = ""
+    try:
+        replay.produce_stream(settings, items[:half], prefix=prefix, progress=False)
+        jid = job_id(flink(cluster, "run", *submit, *job, env=env))
+        screen = prefix + topics.SEPSIS_SCREEN.name
+        _wait("no committed output", lambda: committed[screen] > 0)
+        _wait("no checkpoint", lambda: _completed_after(cluster, jid, 0))
+        killed = cluster.kill_taskmanager()
+        # The rest of the feed arrives while the job is down.
+        replay.produce_stream(settings, items[half:], prefix=prefix, progress=False)
+        cluster.start_taskmanager()
+        cluster.wait_for_slots(2)
+        _wait("not restored", lambda: int(_checkpoints(cluster, jid)["counts"]["restored"]) > 0)
+        done = int(_checkpoints(cluster, jid)["counts"]["completed"])
+        _wait("no checkpoint after the restore", lambda: _completed_after(cluster, jid, done))
+        restarts = int(_checkpoints(cluster, jid)["counts"]["restored"])
+        # An upgrade: stop with a savepoint, submit (the new version) from it.
+        stopped = flink(
+            cluster, "stop", "-m", cluster.address, "--savepointPath", (tmp / "sp").as_uri(), jid,
+            env=env,
+        )  # fmt: skip
+        savepoint = re.search(r"Savepoint completed\. Path: (\S+)", stopped)
+        assert savepoint, stopped
+        jid = job_id(flink(cluster, "run", *submit, "-s", savepoint.group(1), *job, env=env))
+        _wait("no checkpoint after the upgrade", lambda: _completed_after(cluster, jid, 0))
+        produce(settings, prefix, ends)
+        _wait(
+            f"output incomplete: {dict(committed)} of {expected}",
+            lambda: all(committed[t] >= n for t, n in expected.items()),
+        )
+        time.sleep(3)  # a few more checkpoints: anything twice would show by now
+        flink(cluster, "cancel", "-m", cluster.address, jid, env=env)
+        jid = ""
+    finally:
+        watcher.close()
+        if jid:
+            subprocess.run([str(flink_bin()), "cancel", "-m", cluster.address, jid], check=False)
+    yield {
+        "settings": settings, "prefix": prefix, "rows": rows, "events": events,
+        "killed": killed, "restarts": restarts,
+    }  # fmt: skip
+    kafka_io.delete_topics(settings, names, prefix=prefix)
+
+
+def test_flink_restores_the_job_when_its_taskmanager_is_killed(failed_over: dict[str, Any]) -> None:
+    assert failed_over["killed"] > 0 and failed_over["restarts"] >= 1
+
+
+def test_after_a_taskmanager_kill_and_a_savepoint_upgrade_no_alert_is_lost_or_doubled(
+    failed_over: dict[str, Any],
+) -> None:
+    s, prefix = failed_over["settings"], failed_over["prefix"]
+    got = Counter(
+        r["alert_event_id"]
+        for r in kafka_io.read_records(s, prefix + topics.ALERT_V2.name, topics.ALERT_V2.name)
+    )
+    assert got and max(got.values()) == 1
+    assert got == Counter(e["alert_event_id"] for e in failed_over["events"])
+
+
+def test_after_a_taskmanager_kill_and_a_savepoint_upgrade_each_state_is_written_once(
+    failed_over: dict[str, Any],
+) -> None:
+    s, prefix = failed_over["settings"], failed_over["prefix"]
+    got = Counter(
+        r["record_id"]
+        for r in kafka_io.read_records(
+            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
+        )
+    )
+    assert got == Counter(r.record_id for r in failed_over["rows"])

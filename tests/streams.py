@@ -1,0 +1,44 @@
+"""Records for jobs under test over Kafka: the stream's end, produced as a live feed would."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from jobs import sepsis_screen
+from jobs.runtime import kafka_io
+from schemas import TOPICS, codec, load_schema, topics
+from schemas.settings import Settings
+
+
+def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(partition, topic, record): one record per partition of each input topic, 30 days on."""
+    at = max(r["event_time"] for _, r in items) + timedelta(days=30)
+    out = []
+    for topic in sepsis_screen.JOB.input_topics:
+        for p in range(TOPICS[topic].partitions):
+            rec: dict[str, Any] = {f.name: None for f in load_schema(topic).fields if f.nullable}
+            rec |= {"patient_token": f"sentinel-{p}", "facility_id": "end", "event_time": at}
+            rec |= {"source": "test", "unit_id": "end"}
+            if topic == topics.ADT_EVENT.name:
+                rec |= {"event_id": f"end-{p}", "event_type": "discharge"}
+                rec |= {"source_message_type": "test", "unit_id": None}
+            elif topic == topics.LABS_RESULT.name:
+                rec |= {"result_id": f"end-labs-{p}"}
+            elif topic == topics.VITALS_DEVICE.name:
+                rec |= {"device_id": f"end-mon-{p}", "bed_id": "end", "heart_rate_bpm": 70.0}
+            else:
+                rec |= {"observation_id": f"end-vitals-{p}", "heart_rate_bpm": 70.0}
+            out.append((p, topic, rec))
+    return out
+
+
+def produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str, Any]]]) -> None:
+    """Records to explicit partitions, each with its event time as the record timestamp."""
+    p = kafka_io.producer(kafka)
+    for part, topic, rec in records:
+        value = codec.encode(load_schema(topic), rec)
+        p.produce(
+            prefix + topic, value=value, partition=part, timestamp=codec.epoch_ms(rec["event_time"])
+        )
+    p.flush_or_raise(30)

@@ -1,0 +1,108 @@
+"""One job, several places: on its own it fills in every option; on a cluster (`flink run`, an
+application-mode deployment, a `flink_target`) it keeps what the cluster set."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from jobs.runtime import flink_env
+from jobs.runtime.flink_env import checkpoint_root, options_on, storage_uri
+from schemas.settings import Settings
+
+PYTHON_JAR = "file:/opt/flink/opt/flink-python-2.2.1.jar"
+CLUSTER = {
+    "execution.target": "remote",
+    "parallelism.default": "2",
+    "python.executable": "/opt/venv/bin/python",
+    "pipeline.jars": PYTHON_JAR,
+    "execution.checkpointing.dir": "s3://wardflow/checkpoints",
+    "state.backend.type": "rocksdb",
+}
+
+
+JOB_JARS = ["file:/c/udf-jars/wardflow-decode.jar", "file:/c/flink-jars/avro-1.12.0.jar"]
+
+
+@pytest.fixture(autouse=True)
+def _jars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The jars the job would ship (found on disk once the services fetched them)."""
+    monkeypatch.setattr(flink_env, "job_jars", lambda settings, connectors=True: JOB_JARS)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({"WARDFLOW_CACHE": str(tmp_path)})
+
+
+def test_on_its_own_the_job_sets_every_option_with_its_local_defaults(settings: Settings) -> None:
+    options = options_on(settings, None, connectors=False)
+    assert options == flink_env._options(settings, connectors=False)
+    assert options["parallelism.default"] == "1"
+    assert options["state.backend.type"] == "hashmap"
+    assert options["io.tmp.dirs"] == str(settings.flink_tmp_dir)
+
+
+def test_on_a_cluster_what_it_set_wins_over_the_jobs_defaults(settings: Settings) -> None:
+    options = options_on(settings, CLUSTER, connectors=False)
+    for key in ("parallelism.default", "python.executable", "execution.checkpointing.dir"):
+        assert key not in options  # left to the cluster
+    assert "state.backend.type" not in options
+    assert "execution.checkpointing.incremental" not in options
+    # What the cluster did not set, the job still does.
+    assert options["restart-strategy.type"] == "fixed-delay"
+    assert options["table.local-time-zone"] == "UTC"
+
+
+def test_a_setting_given_explicitly_wins_over_the_cluster(settings: Settings) -> None:
+    given = Settings.resolve(
+        {"parallelism": 4, "checkpoint_dir": "hdfs://nn:8020/ck"},
+        {"WARDFLOW_CACHE": str(settings.flink_tmp_dir.parent), "WARDFLOW_WORKER_PYTHON": "/py"},
+    )
+    options = options_on(given, CLUSTER, connectors=False)
+    assert options["parallelism.default"] == "4"
+    assert options["python.executable"] == "/py"
+    assert options["execution.checkpointing.dir"] == "hdfs://nn:8020/ck/wardflow"
+
+
+def test_the_clusters_jars_are_kept_and_the_jobs_added_after_them(settings: Settings) -> None:
+    jars = options_on(settings, CLUSTER, connectors=False)["pipeline.jars"].split(";")
+    assert jars[0] == PYTHON_JAR
+    assert jars[1:] == JOB_JARS
+
+
+def test_the_client_machines_folders_never_reach_a_cluster(settings: Settings) -> None:
+    assert "io.tmp.dirs" not in options_on(settings, CLUSTER, connectors=False)
+
+
+def test_checkpoint_storage_keeps_a_uri_whole_and_turns_a_folder_into_a_file_uri(
+    tmp_path: Path,
+) -> None:
+    assert storage_uri("s3://bucket/wardflow/ck/") == "s3://bucket/wardflow/ck"
+    assert storage_uri(str(tmp_path)) == tmp_path.as_uri()
+    s = Settings.from_env({"WARDFLOW_CHECKPOINT_DIR": "s3://bucket/ck"}, job_name="sepsis_screen")
+    assert checkpoint_root(s) == "s3://bucket/ck/sepsis_screen"
+    options = options_on(s, None, connectors=False)
+    assert options["execution.checkpointing.dir"] == "s3://bucket/ck/sepsis_screen"
+
+
+def test_only_settings_given_explicitly_count_as_explicit() -> None:
+    s = Settings.resolve({"parallelism": 2}, {"WARDFLOW_CACHE": "/c", "WARDFLOW_SCORING": "0"})
+    assert s.explicit == {"parallelism", "scoring"}
+    assert dataclasses.replace(s, job_name="x").explicit == s.explicit
+
+
+def test_a_flink_target_must_be_host_and_port() -> None:
+    s = Settings.from_env({"WARDFLOW_FLINK_TARGET": "jobmanager"})
+    with pytest.raises(ValueError, match="host:port"):
+        flink_env.platform_configuration(s)
+    remote = flink_env.platform_configuration(dataclasses.replace(s, flink_target="jm:8081"))
+    assert remote is not None
+    assert (remote["execution.target"], remote["rest.address"], remote["rest.port"]) == (
+        "remote",
+        "jm",
+        "8081",
+    )
+    assert "flink-python" in remote["pipeline.jars"]
