@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: venv services stop demo census-demo train evaluate-model test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
+.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,14 @@ services: venv
 
 stop:
 	$(SERVICES) stop all
+
+# A standalone Flink session cluster from PyFlink's distribution on 127.0.0.1:18091 (README
+# "Run on a cluster"): `flink run -m 127.0.0.1:18091 -pym jobs.sepsis_screen`.
+cluster: venv services
+	$(BIN)/python -m deploy.local.flink_cluster start
+
+cluster-stop: venv
+	$(BIN)/python -m deploy.local.flink_cluster stop
 
 demo: venv
 	$(BIN)/python -m deploy.local.demo
@@ -52,9 +60,11 @@ check: lint typecheck dashboards-check
 # Grafana dashboards and provisioning from grafana/specs.py; CI fails when the JSON is stale.
 dashboards: venv
 	$(BIN)/python -m grafana.build
+	$(BIN)/python -m deploy.k8s_schemas grafana
 
 dashboards-check: venv
 	$(BIN)/python -m grafana.build --check
+	$(BIN)/python -m deploy.k8s_schemas grafana --check
 
 # PNG previews of every dashboard from the same SQL, over a freshly seeded warehouse.
 previews: venv
@@ -75,6 +85,7 @@ bench: venv
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.scoring
+	$(BIN)/python -m bench.cluster_scale
 
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv

@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from jobs import sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
+from jobs.runtime.watch import exit_on_failure
 from jobs.screening import rules as sepsis_rules
 from schemas import codec, load_schema, phi, topics
 from schemas.settings import Settings
@@ -288,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     plan = replay.ReplayPlan(patients=a.patients or 10**9, seed=a.seed)
     df = replay.select_patients(df, plan).sort_values(["patient_id", "ICULOS"])
     t0 = time.monotonic()
-    prefix = run_job(settings, df, plan, source)
+    with exit_on_failure():  # which dependency failed, the logs, the restarts; its exit status
+        prefix = run_job(settings, df, plan, source)
     cohort = collect(settings, prefix, df, plan, source)
     kafka_io.delete_topics(
         settings, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix

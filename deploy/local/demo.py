@@ -19,6 +19,7 @@ from types import FrameType
 from jobs import sepsis_screen
 from jobs.feeds import device_sim, replay
 from jobs.runtime import kafka_io
+from jobs.runtime.watch import exit_on_failure
 from schemas.settings import Settings
 from sinks import clickhouse, dims
 from sinks.loader import TABLES, Loader
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         t0 = time.monotonic()
-        sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
+        with exit_on_failure():  # which dependency failed, the logs, the restarts; its exit status
+            sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
         print(f"job drained its input in {time.monotonic() - t0:.1f} s", flush=True)
         ch = clickhouse.connect(settings.clickhouse_url)
         ch.command(f"DROP DATABASE IF EXISTS {DEMO_DB}")

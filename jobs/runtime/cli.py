@@ -10,6 +10,7 @@ from types import FrameType
 
 from jobs.runtime import kafka_io
 from jobs.runtime.flink_env import checkpoint_location, latest_checkpoint
+from jobs.runtime.watch import exit_on_failure
 from schemas.settings import Settings
 
 
@@ -33,7 +34,8 @@ def job_main(
     kafka_io.wait_for_broker(settings)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run(settings, prefix=a.topic_prefix, bounded=a.bounded)
+        with exit_on_failure():
+            run(settings, prefix=a.topic_prefix, bounded=a.bounded)
     except KeyboardInterrupt:
         print(f"{stage} cancelled; checkpoints are retained under {checkpoint_location(settings)}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyflink
+from py4j.protocol import Py4JJavaError
 from pyflink.common import Configuration, Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction
@@ -18,6 +20,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
 import jobs
+from jobs.runtime.watch import Dependency, JobWatch
 from schemas.settings import Settings
 from udfs import java_decode
 
@@ -59,6 +62,11 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
         "python.state.cache-size": str(settings.python_state_cache_keys),
         "io.tmp.dirs": str(settings.flink_tmp_dir),
+        # The MiniCluster's REST API on loopback, on a port of its own: the job watches its
+        # failures there (jobs/runtime/watch.py), as on a cluster.
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "rest.port": str(_free_port()),
         "pipeline.auto-watermark-interval": "200 ms",
         # Chained operators hand records on without a defensive copy each: the SQL operators
         # are written for it, and the Python functions see serialized copies anyway.
@@ -104,8 +112,9 @@ PLATFORM_OWNED: dict[str, tuple[str | None, tuple[str, ...]]] = {
         ),
     ),
 }
-# The client's own machine: meaningless to a cluster's TaskManagers.
-LOCAL_ONLY = ("io.tmp.dirs",)
+# The client's own machine: meaningless to a cluster's TaskManagers (and a cluster has its own
+# REST endpoint).
+LOCAL_ONLY = ("io.tmp.dirs", "rest.address", "rest.bind-address", "rest.port")
 
 
 def options_on(
@@ -130,6 +139,12 @@ def options_on(
         dict.fromkeys([*jars, *options["pipeline.jars"].split(";")])
     )
     return options
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def storage_uri(location: str) -> str:
@@ -323,24 +338,51 @@ def latest_checkpoint(settings: Settings) -> str | None:
     return None if newest is None else newest[1]
 
 
-def execute(env: StreamExecutionEnvironment, name: str) -> None:
+def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
     """Submit and wait for the job. On KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI)
     the job is cancelled first, which aborts its open Kafka transactions: nothing uncommitted
     lingers to block read_committed consumers, and the retained checkpoint stays for --restore.
     The status is polled, so that the interrupt never lands inside a gateway call. Submitted
-    detached (`flink run -d`), it returns once the cluster has accepted the job."""
+    detached (`flink run -d`), it returns once the cluster has accepted the job.
+
+    While it runs, each task failure is printed with the dependency it names and what the
+    restart strategy will do (`watch.JobWatch`); a job that fails for good raises
+    `watch.JobFailed`, which says which dependency failed, where the logs are and what the
+    restarts did."""
+    name = settings.job_name
     client = env.execute_async(name)
-    attached = (
-        env._j_stream_execution_environment.getConfiguration().toMap().get("execution.attached")
-    )
-    if str(attached).lower() == "false":
+    conf = _configuration_map(env._j_stream_execution_environment.getConfiguration())
+    if conf.get("execution.attached", "true").lower() == "false":
         print(f"{name} submitted detached as job {client.get_job_id()}")
         return
+    rest = f"http://{conf.get('rest.address', '127.0.0.1')}:{conf.get('rest.port', '8081')}"
+    logs = os.environ.get("FLINK_LOG_DIR") or str(settings.flink_log_dir)
+    watch = JobWatch(
+        rest, str(client.get_job_id()), name, conf, f"{logs} (web UI {rest})",
+        describe=lambda d: _describe(d, settings),
+    )  # fmt: skip
     outcome = client.get_job_execution_result()
     try:
+        polls = 0
         while not outcome.done():
             time.sleep(0.5)
+            polls += 1
+            if polls % 4 == 0:
+                watch.poll()
     except KeyboardInterrupt:
         client.cancel().result()
         raise
-    outcome.result()  # raises if the job failed
+    try:
+        outcome.result()
+    except Py4JJavaError as exc:
+        raise watch.failed(exc) from exc
+
+
+def _describe(dependency: Dependency, settings: Settings) -> str:
+    """The failed dependency as the operator knows it: by its address."""
+    where = {
+        "Kafka broker": f"the Kafka broker at {settings.kafka_bootstrap}",
+        "Feast online store": f"the Feast online store ({settings.feast_online_store})",
+        "ClickHouse": f"ClickHouse at {settings.clickhouse_url}",
+    }
+    return where.get(dependency.name, dependency.name)

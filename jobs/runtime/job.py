@@ -105,7 +105,7 @@ class Job:
         """Run the job; returns when a bounded run has drained its input (an unbounded one
         never, unless interrupted: then it is cancelled, its transactions aborted, checkpoints
         retained)."""
-        execute(self.pipeline(settings, prefix=prefix, bounded=bounded), settings.job_name)
+        execute(self.pipeline(settings, prefix=prefix, bounded=bounded), settings)
 
     def main(self, argv: list[str] | None = None) -> None:
         job_main(self.doc, self.name, self.run, argv)

@@ -41,14 +41,14 @@ def ensure_topics(
     settings: Settings, names: list[str], *, prefix: str = "", partitions: int | None = None
 ) -> None:
     """Create the registry's topics (optionally under a prefix, for isolated test runs, and
-    with a partition count other than the registry's)."""
+    with a partition count other than the registry's), replicated as the broker's
+    `default.replication.factor` says (1 on the local broker, 3 in deploy/k8s)."""
     a = admin(settings)
     existing = set(a.list_topics(timeout=10).topics)
     new = [
         NewTopic(
             prefix + n,
             num_partitions=partitions or registry_topic(n).partitions,
-            replication_factor=1,
         )
         for n in names
         if prefix + n not in existing

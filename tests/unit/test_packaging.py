@@ -15,8 +15,9 @@ import pytest
 from jobs.runtime.flink_env import SHIPPED_PACKAGES
 
 REPO = Path(__file__).resolve().parents[2]
-# Files in the packages that no installed wardflow needs: benchmark results, dashboard images.
-NOT_PACKAGED = ("bench/results/", "grafana/previews/")
+# Files in the packages that no installed wardflow needs: benchmark results, dashboard images,
+# the image and manifests that install it.
+NOT_PACKAGED = ("bench/results/", "grafana/previews/", "deploy/docker/", "deploy/k8s/")
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,9 @@ def settings(tmp_path: Path) -> Settings:
 
 def test_on_its_own_the_job_sets_every_option_with_its_local_defaults(settings: Settings) -> None:
     options = options_on(settings, None, connectors=False)
-    assert options == flink_env._options(settings, connectors=False)
+    again = flink_env._options(settings, connectors=False)
+    assert options.pop("rest.port") != "" and again.pop("rest.port") != ""  # a free port each
+    assert options == again
     assert options["parallelism.default"] == "1"
     assert options["state.backend.type"] == "hashmap"
     assert options["io.tmp.dirs"] == str(settings.flink_tmp_dir)
@@ -73,8 +75,11 @@ def test_the_clusters_jars_are_kept_and_the_jobs_added_after_them(settings: Sett
     assert jars[1:] == JOB_JARS
 
 
-def test_the_client_machines_folders_never_reach_a_cluster(settings: Settings) -> None:
-    assert "io.tmp.dirs" not in options_on(settings, CLUSTER, connectors=False)
+def test_the_client_machines_folders_and_rest_endpoint_never_reach_a_cluster(
+    settings: Settings,
+) -> None:
+    options = options_on(settings, CLUSTER, connectors=False)
+    assert not {"io.tmp.dirs", "rest.port", "rest.address"} & options.keys()
 
 
 def test_checkpoint_storage_keeps_a_uri_whole_and_turns_a_folder_into_a_file_uri(
