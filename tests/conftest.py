@@ -11,6 +11,28 @@ import pytest
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+REDIS = "127.0.0.1:16379"
+
+
+def scoring_on(settings: Settings, folder: Path, job_name: str) -> Settings:
+    """`settings` with scoring on: a registry of its own in `folder` holding the bundled models
+    (the first champion), a Feast repo there, Redis (the repo's script starts it) online."""
+    import dataclasses
+
+    from training.registry import bootstrap
+    from udfs.registry import Registry
+
+    subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "redis"], check=True)
+    scoring = dataclasses.replace(
+        settings,
+        scoring=True,
+        model_registry=folder / "registry",
+        feast_dir=folder / "feast",
+        feast_online_store=REDIS,
+        job_name=job_name,
+    )
+    bootstrap(Registry(scoring.model_registry), scoring.model_name)
+    return scoring
 
 
 @pytest.fixture(scope="session")

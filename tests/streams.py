@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from jobs import sepsis_screen
 from jobs.runtime import kafka_io
 from schemas import TOPICS, codec, load_schema, topics
 from schemas.settings import Settings
+from schemas.topics import Topic
 
 
 def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
@@ -42,3 +44,17 @@ def produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str
             prefix + topic, value=value, partition=part, timestamp=codec.epoch_ms(rec["event_time"])
         )
     p.flush_or_raise(30)
+
+
+# The natural key of each output topic's records (what "written once" counts).
+KEYS = {
+    topics.ALERT_V2.name: "alert_event_id",
+    topics.SEPSIS_SCREEN.name: "record_id",
+    topics.VITALS_CHARTED.name: "chart_id",
+}
+
+
+def keys_written(settings: Settings, prefix: str, topic: Topic) -> Counter[str]:
+    """How often each record key was committed to `prefix + topic` (read_committed)."""
+    records = kafka_io.read_records(settings, prefix + topic.name, topic.name)
+    return Counter(r[KEYS[topic.name]] for r in records)

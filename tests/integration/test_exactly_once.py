@@ -39,7 +39,7 @@ from sinks.loader import Loader
 from tests import reference_charting
 from tests import reference_screen as ref
 from tests.conftest import REPO
-from tests.streams import produce, sentinels
+from tests.streams import keys_written, produce, sentinels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -183,24 +183,14 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def test_committed_alerts_equal_an_uninterrupted_run_none_lost_none_twice(
     crashed: dict[str, Any],
 ) -> None:
-    s, prefix = crashed["settings"], crashed["prefix"]
-    got = Counter(
-        r["alert_event_id"]
-        for r in kafka_io.read_records(s, prefix + topics.ALERT_V2.name, topics.ALERT_V2.name)
-    )
+    got = keys_written(crashed["settings"], crashed["prefix"], topics.ALERT_V2)
     want = Counter(e["alert_event_id"] for e in crashed["events"])
     assert want and max(got.values()) == 1
     assert got == want
 
 
 def test_committed_screened_states_are_each_written_exactly_once(crashed: dict[str, Any]) -> None:
-    s, prefix = crashed["settings"], crashed["prefix"]
-    got = Counter(
-        r["record_id"]
-        for r in kafka_io.read_records(
-            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
-        )
-    )
+    got = keys_written(crashed["settings"], crashed["prefix"], topics.SEPSIS_SCREEN)
     assert got == Counter(r.record_id for r in crashed["rows"])
 
 

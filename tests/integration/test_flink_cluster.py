@@ -40,15 +40,12 @@ from jobs.runtime import kafka_io
 from schemas import topics
 from schemas.settings import SETTINGS, Settings
 from tests import reference_screen as ref
-from tests.conftest import REPO
-from tests.streams import produce, sentinels
-from training.registry import bootstrap
-from udfs.registry import Registry
+from tests.conftest import REDIS, REPO, scoring_on
+from tests.streams import keys_written, produce, sentinels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 40
-REDIS = "127.0.0.1:16379"
 JOB_TIMEOUT_S = 300
 
 
@@ -140,17 +137,8 @@ def unprefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
 def both(
     kafka: Settings, cluster: Cluster, worker_python: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "redis"], check=True)
     tmp = tmp_path_factory.mktemp("cluster-scoring")
-    settings = dataclasses.replace(
-        kafka,
-        scoring=True,
-        model_registry=tmp / "registry",
-        feast_dir=tmp / "feast",
-        feast_online_store=REDIS,
-        job_name=f"cluster-{uuid.uuid4().hex[:6]}",
-    )
-    bootstrap(Registry(settings.model_registry), settings.model_name)
+    settings = scoring_on(kafka, tmp, f"cluster-{uuid.uuid4().hex[:6]}")
     plan = replay.ReplayPlan(patients=PATIENTS, seed=23)
     df, source = replay.load_physionet(None, settings)
     chosen = replay.select_patients(df, plan)
@@ -329,11 +317,7 @@ def test_flink_restores_the_job_when_its_taskmanager_is_killed(failed_over: dict
 def test_after_a_taskmanager_kill_and_a_savepoint_upgrade_no_alert_is_lost_or_doubled(
     failed_over: dict[str, Any],
 ) -> None:
-    s, prefix = failed_over["settings"], failed_over["prefix"]
-    got = Counter(
-        r["alert_event_id"]
-        for r in kafka_io.read_records(s, prefix + topics.ALERT_V2.name, topics.ALERT_V2.name)
-    )
+    got = keys_written(failed_over["settings"], failed_over["prefix"], topics.ALERT_V2)
     assert got and max(got.values()) == 1
     assert got == Counter(e["alert_event_id"] for e in failed_over["events"])
 
@@ -341,11 +325,5 @@ def test_after_a_taskmanager_kill_and_a_savepoint_upgrade_no_alert_is_lost_or_do
 def test_after_a_taskmanager_kill_and_a_savepoint_upgrade_each_state_is_written_once(
     failed_over: dict[str, Any],
 ) -> None:
-    s, prefix = failed_over["settings"], failed_over["prefix"]
-    got = Counter(
-        r["record_id"]
-        for r in kafka_io.read_records(
-            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
-        )
-    )
+    got = keys_written(failed_over["settings"], failed_over["prefix"], topics.SEPSIS_SCREEN)
     assert got == Counter(r.record_id for r in failed_over["rows"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,14 @@ from schemas import phi, topics
 from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import TABLES, Loader
+from tests.conftest import REDIS, scoring_on
 from training.features import hourly_features
-from training.registry import bootstrap
 from udfs.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PATIENTS = 60
-REDIS = "127.0.0.1:16379"
 
 
 @dataclass
@@ -51,18 +49,9 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "redis"], check=True)
     tmp = tmp_path_factory.mktemp("scoring")
-    settings = dataclasses.replace(
-        kafka,
-        scoring=True,
-        model_registry=tmp / "registry",
-        feast_dir=tmp / "feast",
-        feast_online_store=REDIS,
-        job_name=f"wardflow-scoring-{uuid.uuid4().hex[:6]}",
-    )
+    settings = scoring_on(kafka, tmp, f"wardflow-scoring-{uuid.uuid4().hex[:6]}")
     registry = Registry(settings.model_registry)
-    bootstrap(registry, settings.model_name)
     prefix = f"sc-{uuid.uuid4().hex[:8]}."
     kafka_io.ensure_topics(
         settings, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix

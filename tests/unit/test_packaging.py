@@ -20,14 +20,15 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_PACKAGED = ("bench/results/", "grafana/previews/", "deploy/docker/", "deploy/k8s/")
 
 
+def pip(command: str, *args: str) -> None:
+    """This environment's pip, quiet, never resolving dependencies (nothing is downloaded)."""
+    subprocess.run([sys.executable, "-m", "pip", command, "-q", "--no-deps", *args], check=True)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(REPO)],
-        check=True,
-    )  # fmt: skip
+    pip("wheel", "--no-build-isolation", "-w", str(out), str(REPO))
     (found,) = out.glob("wardflow-*.whl")
     return found
 
@@ -35,11 +36,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-         "--target", str(target), str(wheel)],
-        check=True,
-    )  # fmt: skip
+    pip("install", "--no-index", "--target", str(target), str(wheel))
     return target
 
 
