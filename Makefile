@@ -20,7 +20,8 @@ stop:
 	$(SERVICES) stop all
 
 # A standalone Flink session cluster from PyFlink's distribution on 127.0.0.1:18091 (README
-# "Run on a cluster"): `flink run -m 127.0.0.1:18091 -pym jobs.sepsis_screen`.
+# "Run on a cluster"): `eval "$(.venv/bin/python -m deploy.local.flink_cluster env)"`, then
+# `flink run -m 127.0.0.1:18091 -pym jobs.sepsis_screen`.
 cluster: venv services
 	$(BIN)/python -m deploy.local.flink_cluster start
 

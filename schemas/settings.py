@@ -252,7 +252,9 @@ class Settings:
         "asking again.",
     )
     # Not a setting: the names given explicitly (environment, flags, overrides) rather than left
-    # at their defaults. A cluster's own configuration wins only over defaults.
+    # at their defaults. A cluster's own configuration wins only over defaults. Only `resolve`
+    # fills it: a `dataclasses.replace(...)` change counts as a default, so code that must win
+    # over a cluster resolves its settings with the value as an override.
     explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod

@@ -1,6 +1,6 @@
 """A standalone Flink session cluster on loopback, from the distribution inside PyFlink's wheel.
 
-`python -m deploy.local.flink_cluster {start|stop|status}` (also `services.sh start flink`):
+`python -m deploy.local.flink_cluster {start|stop|status|env}` (`make cluster`):
 one JobManager and `--taskmanagers` TaskManagers of `--slots` slots each, bound to 127.0.0.1,
 configured in a folder of its own (`$WARDFLOW_STATE/flink-cluster/conf`: the installed package is
 never written to), logging to `$WARDFLOW_STATE/flink-cluster/log`. Jobs reach it with the
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyflink
 
+from jobs.runtime.watch import rest_json
 from schemas.settings import CACHE_ENV, DEFAULT_CACHE, STATE_ENV
 
 FLINK_HOME = Path(pyflink.__file__).resolve().parent
@@ -56,6 +57,7 @@ class Cluster:
     slots: int = 2
     taskmanager_memory: str = "2560m"
     jobmanager_memory: str = "1024m"
+    python: str = sys.executable  # the workers' Python (`python.executable`)
 
     @classmethod
     def default(cls) -> Cluster:
@@ -113,7 +115,7 @@ class Cluster:
             "rest.port": self.rest_port,
             "io.tmp.dirs": str(self.home / "tmp"),
             # The workers' Python: this machine's wardflow environment (an image sets its own).
-            "python.executable": sys.executable,
+            "python.executable": self.python,
             "python.client.executable": sys.executable,
             # A TaskManager that is gone is noticed within seconds, not the default 50 s.
             "heartbeat.timeout": 10000,
@@ -138,8 +140,8 @@ class Cluster:
     def overview(self) -> dict[str, object] | None:
         """The REST API's /overview (TaskManagers, slots, jobs), or None when it is down."""
         try:
-            with urllib.request.urlopen(self.rest_url + "/overview", timeout=2) as r:
-                return json.loads(r.read())  # type: ignore[no-any-return]
+            overview: dict[str, object] = rest_json(self.rest_url + "/overview", timeout_s=2)
+            return overview
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
@@ -164,6 +166,10 @@ class Cluster:
 
     def start_taskmanager(self) -> None:
         self._daemon("taskmanager.sh", "start")
+
+    def taskmanager_ids(self) -> set[str]:
+        """The TaskManagers registered with the JobManager now."""
+        return {str(t["id"]) for t in rest_json(self.rest_url + "/taskmanagers")["taskmanagers"]}
 
     def taskmanager_count(self) -> int:
         o = self.overview()

@@ -6,7 +6,9 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,14 @@ from typing import Any
 import pyflink
 from py4j.protocol import Py4JJavaError
 from pyflink.common import Configuration, Types
+from pyflink.common.job_client import JobClient
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedProcessFunction
 from pyflink.java_gateway import get_gateway
 from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
 import jobs
-from jobs.runtime.watch import Dependency, JobWatch
+from jobs.runtime.watch import Dependency, JobWatch, first_line, rest_json
 from schemas.settings import Settings
 from udfs import java_decode
 
@@ -62,11 +65,11 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
         "python.state.cache-size": str(settings.python_state_cache_keys),
         "io.tmp.dirs": str(settings.flink_tmp_dir),
-        # The MiniCluster's REST API on loopback, on a port of its own: the job watches its
-        # failures there (jobs/runtime/watch.py), as on a cluster.
+        # The MiniCluster's REST API on loopback (its port is chosen as the job is submitted,
+        # `execute`): the job watches its failures there (jobs/runtime/watch.py), as on a
+        # cluster.
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
-        "rest.port": str(_free_port()),
         "pipeline.auto-watermark-interval": "200 ms",
         # Chained operators hand records on without a defensive copy each: the SQL operators
         # are written for it, and the Python functions see serialized copies anyway.
@@ -114,7 +117,7 @@ PLATFORM_OWNED: dict[str, tuple[str | None, tuple[str, ...]]] = {
 }
 # The client's own machine: meaningless to a cluster's TaskManagers (and a cluster has its own
 # REST endpoint).
-LOCAL_ONLY = ("io.tmp.dirs", "rest.address", "rest.bind-address", "rest.port")
+LOCAL_ONLY = ("io.tmp.dirs", "rest.address", "rest.bind-address")
 
 
 def options_on(
@@ -148,9 +151,10 @@ def _free_port() -> int:
 
 
 def storage_uri(location: str) -> str:
-    """A folder or URI as the URI Flink's file systems take: `s3://b/x` stays as it is (a
-    `Path` would make it `s3:/b/x`), a local folder becomes `file:///…`."""
-    if "://" in location:
+    """A folder or URI as the URI Flink's file systems take: `s3://b/x` (or Flink's own
+    `file:/x`) stays as it is (a `Path` would make it `s3:/b/x`), a local folder becomes
+    `file:///…`."""
+    if len(urllib.parse.urlsplit(location).scheme) > 1:  # not a Windows drive letter
         return location.rstrip("/")
     return Path(location).expanduser().resolve().as_uri()
 
@@ -196,24 +200,48 @@ def _jvm() -> Any:
 def platform_configuration(settings: Settings) -> dict[str, str] | None:
     """What the platform set before the job ran: the configuration `flink run` (or an
     application-mode cluster) put in the job's context, or, with `settings.flink_target`, the
-    remote target itself; None when the job runs its own local MiniCluster."""
+    remote target and what that cluster's own configuration says of the options a cluster
+    owns (its REST API's /jobmanager/config); None when the job runs its own MiniCluster."""
+    _prepare(settings)  # before the first gateway call starts the JVM
     if settings.flink_target:
-        host, _, port = settings.flink_target.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"flink_target must be host:port, not {settings.flink_target!r}")
-        python_jar = next((FLINK_HOME / "opt").glob("flink-python-*.jar"))
-        return {
-            "execution.target": "remote",
-            "rest.address": host,
-            "rest.port": port,
-            "execution.attached": "true",
-            "pipeline.jars": python_jar.as_uri(),
-        }
+        return _remote_target(settings.flink_target)
     j_env = _jvm().org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
     context = j_env.getExecutionEnvironment()
     if context.getClass().getSimpleName() == "LocalStreamEnvironment":
         return None
     return _configuration_map(context.getConfiguration())
+
+
+def _remote_target(target: str) -> dict[str, str]:
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"flink_target must be host:port, not {target!r}")
+    python_jar = next((FLINK_HOME / "opt").glob("flink-python-*.jar"), None)
+    if python_jar is None:
+        raise FileNotFoundError(f"no flink-python jar in {FLINK_HOME / 'opt'}")
+    try:
+        entries = rest_json(f"http://{host}:{port}/jobmanager/config")
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(
+            f"no Flink cluster answers at {target} (its REST API): start one (`make cluster`) "
+            f"or correct flink_target ({exc})"
+        ) from exc
+    cluster = {str(e["key"]): str(e["value"]) for e in entries}
+    owned = {
+        k: cluster[k]
+        for key, (_, keys) in PLATFORM_OWNED.items()
+        if key in cluster
+        for k in keys
+        if k in cluster
+    }
+    return {
+        **owned,
+        "execution.target": "remote",
+        "rest.address": host,
+        "rest.port": port,
+        "execution.attached": "true",
+        "pipeline.jars": python_jar.as_uri(),
+    }
 
 
 def _configuration_map(j_conf: Any) -> dict[str, str]:
@@ -224,13 +252,13 @@ def _configuration_map(j_conf: Any) -> dict[str, str]:
 
 
 def ship_code(settings: Settings) -> str:
-    """A folder with wardflow's packages (what the workers import), for `python.files`: on a
-    cluster the workers get the job's code from the job, not from wherever the client happens
-    to have it installed (an image that installs the wheel has it too; the shipped copy, first
-    on the path, is the same version)."""
+    """A folder of its own with wardflow's packages (what the workers import), for
+    `python.files`: on a cluster the workers get the job's code from the job, not from
+    wherever the client happens to have it installed (an image that installs the wheel has it
+    too; the shipped copy, first on the path, is the same version)."""
     root = Path(jobs.__file__).resolve().parents[1]
-    dest = settings.flink_tmp_dir / f"python-files-{os.getpid()}"
-    shutil.rmtree(dest, ignore_errors=True)
+    settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix="python-files-", dir=settings.flink_tmp_dir))
     for package in SHIPPED_PACKAGES:
         shutil.copytree(
             root / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -252,7 +280,8 @@ def stream_table_env(
     platform = platform_configuration(settings)
     options = options_on(settings, platform, connectors)
     if platform is not None:
-        options["python.files"] = ";".join(
+        # Flink's list delimiter for python.files (PythonDependencyUtils.FILE_DELIMITER).
+        options["python.files"] = ",".join(
             p for p in (platform.get("python.files", ""), ship_code(settings)) if p
         )
     conf = Configuration()
@@ -304,12 +333,13 @@ def process_by_patient(
     )
 
 
-def checkpoint_location(settings: Settings) -> str:
+def checkpoint_location(settings: Settings, platform: Mapping[str, str] | None = None) -> str:
     """Where this job's checkpoints go: the platform's `execution.checkpointing.dir` where it
     set one and `checkpoint_dir` was not given, else `checkpoint_root`."""
-    platform = platform_configuration(settings) or {}
-    if platform.get("execution.checkpointing.dir") and "checkpoint_dir" not in settings.explicit:
-        return storage_uri(platform["execution.checkpointing.dir"])
+    platform = platform_configuration(settings) if platform is None else platform
+    cluster_dir = (platform or {}).get("execution.checkpointing.dir")
+    if cluster_dir and "checkpoint_dir" not in settings.explicit:
+        return storage_uri(cluster_dir)
     return checkpoint_root(settings)
 
 
@@ -317,13 +347,21 @@ def latest_checkpoint(settings: Settings) -> str | None:
     """The newest completed checkpoint this job retained (`<location>/<job id>/chk-N`), found
     through Flink's own file systems, so that `s3://` or `hdfs://` storage is searched as the
     cluster would (their plugins must be in the client's `plugins/` too)."""
+    platform = platform_configuration(settings)
+    location = checkpoint_location(settings, platform or {})
     jvm = _jvm()
     flink_fs = jvm.org.apache.flink.core.fs
-    conf = jvm.org.apache.flink.configuration.Configuration()
-    plugins = jvm.org.apache.flink.core.plugin.PluginUtils.createPluginManagerFromRootFolder(conf)
-    flink_fs.FileSystem.initialize(conf, plugins)
-    root = flink_fs.Path(checkpoint_location(settings))
-    fs = root.getFileSystem()
+    if platform is None or settings.flink_target:  # `flink run` has set them up already
+        conf = jvm.org.apache.flink.configuration.Configuration()
+        plugin_utils = jvm.org.apache.flink.core.plugin.PluginUtils
+        flink_fs.FileSystem.initialize(conf, plugin_utils.createPluginManagerFromRootFolder(conf))
+    root = flink_fs.Path(location)
+    try:
+        fs = root.getFileSystem()
+    except Py4JJavaError as exc:
+        raise RuntimeError(
+            f"cannot read the checkpoints at {location}: {first_line(str(exc))}"
+        ) from exc
     if not fs.exists(root):
         return None
     newest: tuple[int, str] | None = None
@@ -338,6 +376,22 @@ def latest_checkpoint(settings: Settings) -> str | None:
     return None if newest is None else newest[1]
 
 
+def _submit(env: StreamExecutionEnvironment, name: str) -> JobClient:
+    """`execute_async`; on the local MiniCluster, with its REST API on a port free just now
+    (chosen again once should another process take it first)."""
+    j_conf = env._j_stream_execution_environment.getConfiguration()
+    local = str(j_conf.toMap().get("execution.target", "local")) == "local"
+    for attempt in range(2 if local else 1):
+        if local:
+            j_conf.setString("rest.port", str(_free_port()))
+        try:
+            return env.execute_async(name)
+        except Py4JJavaError as exc:
+            if attempt or "BindException" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
     """Submit and wait for the job. On KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI)
     the job is cancelled first, which aborts its open Kafka transactions: nothing uncommitted
@@ -350,7 +404,7 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
     `watch.JobFailed`, which says which dependency failed, where the logs are and what the
     restarts did."""
     name = settings.job_name
-    client = env.execute_async(name)
+    client = _submit(env, name)
     conf = _configuration_map(env._j_stream_execution_environment.getConfiguration())
     if conf.get("execution.attached", "true").lower() == "false":
         print(f"{name} submitted detached as job {client.get_job_id()}")
@@ -361,6 +415,7 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
         rest, str(client.get_job_id()), name, conf, f"{logs} (web UI {rest})",
         describe=lambda d: _describe(d, settings),
     )  # fmt: skip
+    shipped = [f for f in conf.get("python.files", "").split(",") if "python-files-" in f]
     outcome = client.get_job_execution_result()
     try:
         polls = 0
@@ -376,6 +431,9 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
         outcome.result()
     except Py4JJavaError as exc:
         raise watch.failed(exc) from exc
+    finally:
+        for folder in shipped:  # the code this job shipped (ship_code), not needed any more
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _describe(dependency: Dependency, settings: Settings) -> str:

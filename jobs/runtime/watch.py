@@ -14,11 +14,22 @@ from __future__ import annotations
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+
+def rest_json(url: str, timeout_s: float = 5.0) -> Any:
+    """GET a Flink REST resource. Loopback is reached directly, never through an HTTP proxy
+    the environment may name."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
+    with opener.open(url, timeout=timeout_s) as r:
+        return json.loads(r.read())
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,16 @@ DEPENDENCIES = (
     ),
     Dependency("Feast online store", ("redis.exceptions", "feast", "redis"), 4),
     Dependency("ClickHouse", ("clickhouse",), 5),
-    Dependency("Python workers", ("python process", "pythonenvironmentmanager", "beam"), 6),
+    Dependency(
+        "Python workers",
+        (
+            "python process exited",
+            "pythonenvironmentmanager",
+            "failed to create stage bundle factory",
+            "no module named",
+        ),
+        6,
+    ),
     Dependency(
         "TaskManager slots", ("noresourceavailableexception", "slot request bulk is not"), 7
     ),
@@ -117,8 +137,7 @@ class JobWatch:
         self.failures: list[Failure] = []
 
     def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.rest_url}/jobs/{self.job_id}{path}", timeout=5) as r:
-            return json.loads(r.read())
+        return rest_json(f"{self.rest_url}/jobs/{self.job_id}{path}")
 
     def poll(self) -> None:
         """Record (and print) the failures Flink reported since the last poll."""

@@ -14,16 +14,16 @@ submitted with the distribution's `bin/flink run` exactly as an ML engineer woul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -34,9 +34,10 @@ import pytest
 
 from deploy.local.flink_cluster import Cluster, flink_bin
 from feature_store import repo
-from jobs import sepsis_screen
+from jobs import sepsis_news2, sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
+from jobs.runtime.watch import rest_json
 from schemas import topics
 from schemas.settings import SETTINGS, Settings
 from tests import reference_screen as ref
@@ -49,22 +50,13 @@ PATIENTS = 40
 JOB_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(
-        tmp_path_factory.mktemp("flink-cluster"), rest_port=_free_port(), rpc_port=_free_port()
-    )
-    c.start(taskmanagers=1)
-    try:
-        yield c
-    finally:
-        c.stop()
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free now (all held until all are chosen)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +67,28 @@ def worker_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = sysconfig.get_paths()["purelib"]
     path.write_text(
         "#!/bin/sh\n"
-        f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site}"\n'
-        f'exec {sys.executable} -S "$@"\n'
+        f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{shlex.quote(site)}"\n'
+        f'exec {shlex.quote(sys.executable)} -S "$@"\n'
     )
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture(scope="module")
+def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster's workers run `worker_python` unless a job names another."""
+    rest_port, rpc_port = _free_ports(2)
+    c = Cluster(
+        tmp_path_factory.mktemp("flink-cluster"),
+        rest_port=rest_port,
+        rpc_port=rpc_port,
+        python=str(worker_python),
+    )
+    c.start(taskmanagers=1)
+    try:
+        yield c
+    finally:
+        c.stop()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -114,8 +123,7 @@ def flink(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> st
 
 
 def rest(cluster: Cluster, path: str) -> Any:
-    with urllib.request.urlopen(cluster.rest_url + path, timeout=10) as r:
-        return json.loads(r.read())
+    return rest_json(cluster.rest_url + path, timeout_s=10)
 
 
 def job_id(output: str) -> str:
@@ -136,7 +144,7 @@ def unprefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def both(
     kafka: Settings, cluster: Cluster, worker_python: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("cluster-scoring")
     settings = scoring_on(kafka, tmp, f"cluster-{uuid.uuid4().hex[:6]}")
     plan = replay.ReplayPlan(patients=PATIENTS, seed=23)
@@ -147,31 +155,31 @@ def both(
     items = replay.clinical_stream(chosen, plan, settings.phi_key, source)
     prefixes = {"mini": f"mc-{uuid.uuid4().hex[:8]}.", "cluster": f"fc-{uuid.uuid4().hex[:8]}."}
     names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
-    for prefix in prefixes.values():
-        kafka_io.ensure_topics(settings, names, prefix=prefix)
-        replay.produce_stream(settings, items, prefix=prefix, progress=False)
-
-    sepsis_screen.JOB.run(settings, prefix=prefixes["mini"], bounded=True)
-    out = flink(
-        cluster,
-        "run", "-m", cluster.address, "-p", "2", "-pyexec", str(worker_python),
-        "-pym", "jobs.sepsis_screen", "--bounded", "--topic-prefix", prefixes["cluster"],
-        env=settings_env(settings),
-    )  # fmt: skip
-    jid = job_id(out)
-    outputs = {
-        where: {
-            t.name: [
-                unprefixed(r, prefix)
-                for r in kafka_io.read_records(settings, prefix + t.name, t.name)
-            ]
-            for t in (topics.SEPSIS_SCREEN, topics.ALERT_V2, topics.SEPSIS_SCORE)
+    try:
+        for prefix in prefixes.values():
+            kafka_io.ensure_topics(settings, names, prefix=prefix)
+            replay.produce_stream(settings, items, prefix=prefix, progress=False)
+        sepsis_screen.JOB.run(settings, prefix=prefixes["mini"], bounded=True)
+        out = flink(
+            cluster,
+            "run", "-m", cluster.address, "-p", "2", "-pyexec", str(worker_python),
+            "-pym", "jobs.sepsis_screen", "--bounded", "--topic-prefix", prefixes["cluster"],
+            env=settings_env(settings),
+        )  # fmt: skip
+        outputs = {
+            where: {
+                t.name: [
+                    unprefixed(r, prefix)
+                    for r in kafka_io.read_records(settings, prefix + t.name, t.name)
+                ]
+                for t in (topics.SEPSIS_SCREEN, topics.ALERT_V2, topics.SEPSIS_SCORE)
+            }
+            for where, prefix in prefixes.items()
         }
-        for where, prefix in prefixes.items()
-    }
-    yield {"job": rest(cluster, f"/jobs/{jid}"), "outputs": outputs, "items": items}
-    for prefix in prefixes.values():
-        kafka_io.delete_topics(settings, names, prefix=prefix)
+        yield {"job": rest(cluster, f"/jobs/{job_id(out)}"), "outputs": outputs}
+    finally:
+        for prefix in prefixes.values():
+            kafka_io.delete_topics(settings, names, prefix=prefix)
 
 
 def test_flink_run_keeps_the_clusters_parallelism_for_every_operator(both: dict[str, Any]) -> None:
@@ -273,11 +281,12 @@ def failed_over(
         screen = prefix + topics.SEPSIS_SCREEN.name
         _wait("no committed output", lambda: committed[screen] > 0)
         _wait("no checkpoint", lambda: _completed_after(cluster, jid, 0))
+        before = cluster.taskmanager_ids()
         killed = cluster.kill_taskmanager()
         # The rest of the feed arrives while the job is down.
         replay.produce_stream(settings, items[half:], prefix=prefix, progress=False)
-        cluster.start_taskmanager()
-        cluster.wait_for_slots(2)
+        cluster.start_taskmanager()  # as a supervisor would
+        _wait("no new TaskManager", lambda: bool(cluster.taskmanager_ids() - before))
         _wait("not restored", lambda: int(_checkpoints(cluster, jid)["counts"]["restored"]) > 0)
         done = int(_checkpoints(cluster, jid)["counts"]["completed"])
         _wait("no checkpoint after the restore", lambda: _completed_after(cluster, jid, done))
@@ -299,15 +308,15 @@ def failed_over(
         time.sleep(3)  # a few more checkpoints: anything twice would show by now
         flink(cluster, "cancel", "-m", cluster.address, jid, env=env)
         jid = ""
+        yield {
+            "settings": settings, "prefix": prefix, "rows": rows, "events": events,
+            "killed": killed, "restarts": restarts,
+        }  # fmt: skip
     finally:
         watcher.close()
         if jid:
             subprocess.run([str(flink_bin()), "cancel", "-m", cluster.address, jid], check=False)
-    yield {
-        "settings": settings, "prefix": prefix, "rows": rows, "events": events,
-        "killed": killed, "restarts": restarts,
-    }  # fmt: skip
-    kafka_io.delete_topics(settings, names, prefix=prefix)
+        kafka_io.delete_topics(settings, names, prefix=prefix)
 
 
 def test_flink_restores_the_job_when_its_taskmanager_is_killed(failed_over: dict[str, Any]) -> None:
@@ -327,3 +336,40 @@ def test_after_a_taskmanager_kill_and_a_savepoint_upgrade_each_state_is_written_
 ) -> None:
     got = keys_written(failed_over["settings"], failed_over["prefix"], topics.SEPSIS_SCREEN)
     assert got == Counter(r.record_id for r in failed_over["rows"])
+
+
+# -- the job's own command line, targeting the cluster -------------------------------------------
+
+
+def test_the_jobs_own_cli_submits_to_the_cluster_whose_python_and_parallelism_it_keeps(
+    kafka: Settings, cluster: Cluster, worker_python: Path
+) -> None:
+    prefix = f"ft-{uuid.uuid4().hex[:8]}."
+    names = sepsis_news2.JOB.input_topics + sepsis_news2.JOB.output_topics
+    kafka_io.ensure_topics(kafka, names, prefix=prefix)
+    try:
+        plan = replay.ReplayPlan(patients=5, seed=37)
+        df, source = replay.load_physionet(None, kafka)
+        items = replay.clinical_stream(
+            replay.select_patients(df, plan), plan, kafka.phi_key, source
+        )
+        vitals = [i for i in items if i[0] == topics.VITALS_OBSERVATION.name]
+        replay.produce_stream(kafka, vitals, prefix=prefix, progress=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "jobs.sepsis_news2", "--flink-target", cluster.address,
+             "--bounded", "--topic-prefix", prefix],
+            env=settings_env(kafka), cwd=REPO, capture_output=True, text=True,
+            timeout=JOB_TIMEOUT_S,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-4000:]
+        jobs = rest(cluster, "/jobs/overview")["jobs"]
+        (job,) = [j for j in jobs if j["name"] == "sepsis_news2"]
+        assert job["state"] == "FINISHED"
+        config = {
+            e["key"]: e["value"] for e in rest(cluster, f"/jobs/{job['jid']}/jobmanager/config")
+        }
+        assert config["python.executable"] == str(worker_python)  # the cluster's, not the client's
+        scored = kafka_io.count_records(kafka, prefix + topics.VITALS_NEWS2.name)
+        assert scored == len(vitals)
+    finally:
+        kafka_io.delete_topics(kafka, names, prefix=prefix)

@@ -4,6 +4,7 @@ cluster: nothing read from the source checkout."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,8 +28,18 @@ def pip(command: str, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of the tracked files, as from a clean checkout: never from (or into) a
+    # build/ folder a previous build left in the working tree.
+    src = tmp_path_factory.mktemp("src")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    for name in tracked:
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
-    pip("wheel", "--no-build-isolation", "-w", str(out), str(REPO))
+    pip("wheel", "--no-build-isolation", "-w", str(out), str(src))
     (found,) = out.glob("wardflow-*.whl")
     return found
 

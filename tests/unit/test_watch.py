@@ -26,6 +26,11 @@ Timeout expired after 60000ms while awaiting InitProducerId
 SLOTS_TRACE = """java.util.concurrent.CompletionException: \
 org.apache.flink.runtime.jobmanager.scheduler.NoResourceAvailableException: Could not acquire \
 the minimum required resources."""
+UDF_TRACE = """org.apache.flink.runtime.taskmanager.AsynchronousException: Caught exception
+Caused by: java.lang.RuntimeException: Error received from SDK harness for instruction 4:
+  File "/venv/lib/python3.11/site-packages/apache_beam/runners/worker/sdk_worker.py", line 311
+  File "/srv/wardflow/udfs/flink.py", line 40, in eval
+ValueError: could not convert string to float: 'abc'"""
 REDIS_TRACE = """org.apache.flink.runtime.taskmanager.AsynchronousException: Caught exception
 Caused by: java.lang.RuntimeException: Error received from SDK harness
 redis.exceptions.ConnectionError: Error 111 connecting to 127.0.0.1:16379. Connection refused."""
@@ -36,6 +41,7 @@ def test_each_failure_is_put_down_to_the_dependency_its_trace_names() -> None:
     assert classify(REDIS_TRACE).name == "Feast online store"
     assert classify(SLOTS_TRACE).name == "TaskManager slots"
     assert classify("java.lang.ArithmeticException: / by zero") is OTHER
+    assert classify(UDF_TRACE) is OTHER  # the job's own Python, not the workers' environment
 
 
 def test_every_dependency_has_its_own_exit_status_and_none_is_success() -> None:
