@@ -150,6 +150,8 @@ class Cluster:
             [str(FLINK_HOME / "bin" / script), *args],
             env=self.env(),
             cwd=self.home,  # not the caller's folder: a worker's `python -m` puts it on sys.path
+            # Each daemon (and the Python workers it starts) in a process group of its own.
+            start_new_session=True,
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -195,9 +197,10 @@ class Cluster:
         return pids
 
     def kill_taskmanager(self) -> int:
-        """SIGKILL one TaskManager, as a crashed machine would go: no clean shutdown."""
+        """SIGKILL one TaskManager with the Python workers it started, as a crashed machine
+        would go: no clean shutdown."""
         pid = self.taskmanager_pids()[0]
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
         return pid
 
     def _pid_files(self, kind: str) -> list[Path]:

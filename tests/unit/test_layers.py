@@ -15,8 +15,8 @@ LAYERS = {  # bottom-up; a package sees only lower layers
     "sinks": 4,  # ClickHouse: migrations, loader, queries
     "grafana": 5,  # dashboards as code and the warehouse they are tested on
     "training": 6,  # on top: training, evaluation, the registry's command line
-    "bench": 7,  # benchmarks (they time training's scorer too)
-    "deploy": 7,  # the local demos
+    "deploy": 7,  # the local demos, a standalone Flink cluster, the image and manifests
+    "bench": 8,  # benchmarks (they time training's scorer, and jobs on deploy's cluster)
 }
 
 
