@@ -94,7 +94,12 @@ def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings that differ from their defaults, as the variables a job started by `flink
     run` reads (a default given explicitly would win over what the cluster sets)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFLINK", "WARDFLOW_"))}
+    # As from a shell: none of the Flink variables PyFlink set in this process.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYFLINK", "FLINK_", "WARDFLOW_", "_PYFLINK"))
+    }
     for spec in SETTINGS:
         value = getattr(settings, spec.name)
         if value == spec.default:

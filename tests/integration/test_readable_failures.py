@@ -83,7 +83,9 @@ def test_a_broker_gone_mid_job_is_named_with_its_logs_restarts_and_exit_status(
         scored = prefix + topics.VITALS_NEWS2.name
         deadline = time.monotonic() + 180
         while kafka_io.count_records(own, scored) == 0:  # running, output committed
-            assert job.poll() is None and time.monotonic() < deadline, "the job never ran"
+            if job.poll() is not None or time.monotonic() > deadline:
+                job.kill()
+                raise AssertionError(f"the job never ran: {job.communicate()[1][-4000:]}")
             time.sleep(1)
         services = str(REPO / "deploy/local/services.sh")
         subprocess.run([services, "stop", "kafka"], env=broker, check=True, capture_output=True)
