@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,20 @@ from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS = "127.0.0.1:16379"
+# The environment this session started with: a job run in-process (PyFlink's loopback Python
+# workers) leaves its workers' variables in os.environ (PYFLINK_GATEWAY_DISABLED, FLINK_*, …),
+# which must not reach a job a test starts as a separate process.
+_STARTED_WITH = dict(os.environ)
+
+
+def shell_env() -> dict[str, str]:
+    """The environment of a process started as from a shell: this session's own, without the
+    Flink and wardflow variables (a test sets the ones it means)."""
+    return {
+        k: v
+        for k, v in _STARTED_WITH.items()
+        if not k.startswith(("PYFLINK", "_PYFLINK", "FLINK_", "WARDFLOW_"))
+    }
 
 
 def scoring_on(settings: Settings, folder: Path, job_name: str) -> Settings:

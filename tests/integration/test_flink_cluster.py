@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import shlex
 import socket
@@ -41,7 +40,7 @@ from jobs.runtime.watch import rest_json
 from schemas import topics
 from schemas.settings import SETTINGS, Settings
 from tests import reference_screen as ref
-from tests.conftest import REDIS, REPO, scoring_on
+from tests.conftest import REDIS, REPO, scoring_on, shell_env
 from tests.streams import keys_written, produce, sentinels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,12 +93,7 @@ def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings that differ from their defaults, as the variables a job started by `flink
     run` reads (a default given explicitly would win over what the cluster sets)."""
-    # As from a shell: none of the Flink variables PyFlink set in this process.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYFLINK", "FLINK_", "WARDFLOW_", "_PYFLINK"))
-    }
+    env = shell_env()
     for spec in SETTINGS:
         value = getattr(settings, spec.name)
         if value == spec.default:
@@ -117,7 +111,7 @@ def flink(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> st
     """`bin/flink <args>` against the cluster; its output (the test fails with it on an error)."""
     out = subprocess.run(
         [str(flink_bin()), *args],
-        env={**(env or os.environ), **{k: v for k, v in cluster.env().items() if "FLINK" in k}},
+        env={**(env or shell_env()), **{k: v for k, v in cluster.env().items() if "FLINK" in k}},
         cwd=REPO,
         capture_output=True,
         text=True,

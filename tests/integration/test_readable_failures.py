@@ -22,7 +22,7 @@ from jobs.feeds import replay
 from jobs.runtime import kafka_io
 from schemas import topics
 from schemas.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, shell_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,7 +67,7 @@ def test_a_broker_gone_mid_job_is_named_with_its_logs_restarts_and_exit_status(
                           prefix=prefix, progress=False)  # fmt: skip
     logs = tmp_path / "flink-logs"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PYFLINK", "FLINK_"))},
+        **shell_env(),
         "FLINK_LOG_DIR": str(logs),
         "WARDFLOW_KAFKA_BOOTSTRAP": bootstrap,
         "WARDFLOW_PHI_KEY": own.phi_key.decode(),
