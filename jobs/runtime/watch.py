@@ -43,7 +43,15 @@ class Dependency:
 DEPENDENCIES = (
     Dependency(
         "Kafka broker",
-        ("org.apache.kafka", "kafkaexception", "confluent_kafka", "failed to get metadata"),
+        # The client (shaded in the connector) and the connector's own source and sink code:
+        # a broker gone may first show as a committer's "Transaction was not started".
+        (
+            "org.apache.kafka",
+            "org.apache.flink.connector.kafka",
+            "kafkaexception",
+            "confluent_kafka",
+            "failed to get metadata",
+        ),
         3,
     ),
     Dependency("Feast online store", ("redis.exceptions", "feast", "redis"), 4),

@@ -23,6 +23,10 @@ KAFKA_TRACE = """org.apache.flink.runtime.JobException: Recovery is suppressed
 Caused by: org.apache.flink.kafka.shaded.org.apache.kafka.common.errors.TimeoutException: \
 Timeout expired after 60000ms while awaiting InitProducerId
 """
+COMMITTER_TRACE = """java.lang.IllegalStateException: Transaction was not started
+	at org.apache.flink.util.Preconditions.checkState(Preconditions.java:215)
+	at org.apache.flink.connector.kafka.sink.internal.FlinkKafkaInternalProducer.commitTransaction
+	at org.apache.flink.connector.kafka.sink.KafkaCommitter.commit(KafkaCommitter.java:119)"""
 SLOTS_TRACE = """java.util.concurrent.CompletionException: \
 org.apache.flink.runtime.jobmanager.scheduler.NoResourceAvailableException: Could not acquire \
 the minimum required resources."""
@@ -38,6 +42,7 @@ redis.exceptions.ConnectionError: Error 111 connecting to 127.0.0.1:16379. Conne
 
 def test_each_failure_is_put_down_to_the_dependency_its_trace_names() -> None:
     assert classify(KAFKA_TRACE).name == "Kafka broker"
+    assert classify(COMMITTER_TRACE).name == "Kafka broker"  # the broker gone, seen by the sink
     assert classify(REDIS_TRACE).name == "Feast online store"
     assert classify(SLOTS_TRACE).name == "TaskManager slots"
     assert classify("java.lang.ArithmeticException: / by zero") is OTHER
