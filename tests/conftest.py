@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,15 @@ REDIS = "127.0.0.1:16379"
 # workers) leaves its workers' variables in os.environ (PYFLINK_GATEWAY_DISABLED, FLINK_*, …),
 # which must not reach a job a test starts as a separate process.
 _STARTED_WITH = dict(os.environ)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free now (all held until all are chosen)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def shell_env() -> dict[str, str]:

@@ -14,11 +14,9 @@ submitted with the distribution's `bin/flink run` exactly as an ML engineer woul
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -40,22 +38,13 @@ from jobs.runtime.watch import rest_json
 from schemas import topics
 from schemas.settings import SETTINGS, Settings
 from tests import reference_screen as ref
-from tests.conftest import REDIS, REPO, scoring_on, shell_env
+from tests.conftest import REDIS, REPO, free_ports, scoring_on, shell_env
 from tests.streams import keys_written, produce, sentinels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 40
 JOB_TIMEOUT_S = 300
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct ports free now (all held until all are chosen)."""
-    with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def worker_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The cluster's workers run `worker_python` unless a job names another."""
-    rest_port, rpc_port = _free_ports(2)
+    rest_port, rpc_port = free_ports(2)
     c = Cluster(
         tmp_path_factory.mktemp("flink-cluster"),
         rest_port=rest_port,

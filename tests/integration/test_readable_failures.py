@@ -7,7 +7,6 @@ exit status 3, not a Java stack trace."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,24 +21,19 @@ from jobs.feeds import replay
 from jobs.runtime import kafka_io
 from schemas import topics
 from schemas.settings import Settings
-from tests.conftest import REPO, shell_env
+from tests.conftest import REPO, free_ports, shell_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Kafka broker of this test's own (the repo's script, its own ports and data)."""
+    broker_port, controller_port = free_ports(2)
     env = {
         **os.environ,
-        "WARDFLOW_KAFKA_PORT": str(_free_port()),
-        "WARDFLOW_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "WARDFLOW_KAFKA_PORT": str(broker_port),
+        "WARDFLOW_KAFKA_CONTROLLER_PORT": str(controller_port),
         "WARDFLOW_STATE": str(tmp_path_factory.mktemp("broker")),
     }
     services = str(REPO / "deploy/local/services.sh")
