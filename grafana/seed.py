@@ -432,7 +432,17 @@ def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
     bad = scr.sample(frac=0.002, random_state=seed)
     codes = rng.choice(["out_of_range", "missing_field", "not_a_number", "undecodable"], len(bad))
     rows = [
-        (topics.VITALS_OBSERVATION.name, 0, int(o), t, "sepsis_screen", c, f"simulated {c}", b"")
+        (
+            topics.VITALS_OBSERVATION.name,
+            0,
+            int(o),
+            t,
+            "sepsis_screen",
+            c,
+            f"simulated {c}",
+            b"",
+            None,
+        )
         for o, t, c in zip(bad.source_offset, bad.event_time, codes, strict=True)
     ]
     rows += [
@@ -445,6 +455,7 @@ def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
             e["reason_code"],
             e["reason"],
             b"",
+            None,
         )
         for i, e in enumerate(census.refused)
     ]

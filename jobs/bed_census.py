@@ -50,7 +50,7 @@ REFUSED = avro_values_sql(
     CENSUS_OUT,
     topics.DEAD_LETTER.schema,
     rename={"source_timestamp": "event_time_ms", "reason_code": "outcome"},
-    exprs={"stage": f"'{STAGE}'"},
+    exprs={"stage": f"'{STAGE}'", "payload_ref": "CAST(NULL AS STRING)"},
 )
 COUNTS = ("arrivals", "discharges", "transfers_in", "transfers_out", "cancels")
 

@@ -222,6 +222,44 @@ class Settings:
     hl7_timezone: str = setting(
         "UTC", "Time zone of HL7 v2 time stamps that carry no offset (an IANA name)."
     )
+    hl7_ack_policy: str = setting(
+        "durable",
+        'What the HL7 v2 gateway answers (`jobs/feeds/hl7_gateway.py`, README "ACK policy"): '
+        "`durable` answers AA once a message is durably stored, mapped or dead-lettered with its "
+        "reason, and keeps AE for what could not be stored (resend) and AR for what is not "
+        "wardflow's; `strict` also answers AE for business-rule refusals.",
+    )
+    production_processing_ids: str = setting(
+        "P",
+        "MSH-11 processing ids (comma-separated) whose messages enter the production topics.",
+    )
+    nonproduction_topic_prefix: str = setting(
+        "nonprod.",
+        "Topic prefix for messages with another processing id (T training, D debugging): they "
+        "are mapped and stored apart from production; empty: refused with AR instead.",
+    )
+    max_message_bytes: int = setting(
+        16 << 20,
+        "The largest HL7 v2 message or FHIR file the ingestion edges take; a larger one is "
+        "refused with an explicit NAK (AR) and a dead letter that names its size.",
+    )
+    inline_payload_bytes: int = setting(
+        256 << 10,
+        "A dead letter carries its rejected payload inline up to this size; a larger one is "
+        "stored sealed in `payload_store` and the dead letter names it (`payload_ref`).",
+    )
+    payload_store: Path = cache_setting(
+        lambda cache, state: state / "payloads",
+        "Where large rejected payloads are kept, sealed and named by their SHA-256.",
+    )
+    fhir_server_url: str = setting(
+        "",
+        "The EHR's FHIR R4 base URL that alerts are written back to (`sinks/ehr_fhir.py`).",
+    )
+    ehr_mllp_target: str = setting(
+        "",
+        "`host:port` of the EHR's HL7 v2 listener for the ORU^R01 alert feed (`sinks/ehr_hl7.py`).",
+    )
     capacity_file: Path = setting(
         Path(__file__).resolve().parent / "capacity_demo.json",
         "Bed capacity per facility and unit, with surge thresholds (`schemas/capacity.py`): the "
@@ -312,6 +350,8 @@ class Settings:
     def checked(self) -> Settings:
         if self.delivery_guarantee not in ("exactly-once", "at-least-once"):
             raise ValueError(f"delivery_guarantee {self.delivery_guarantee!r}")
+        if self.hl7_ack_policy not in ("durable", "strict"):
+            raise ValueError(f"hl7_ack_policy {self.hl7_ack_policy!r}: durable or strict")
         if self.checkpoint_interval_s <= 0:
             raise ValueError("checkpointing is always on: checkpoint_interval_s must be > 0")
         if not 2 * self.checkpoint_interval_s + 60 < self.transaction_timeout_s <= 900:

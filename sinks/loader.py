@@ -109,6 +109,7 @@ class Loader:
             "reason_code": why.reason_code,
             "reason": why.reason,
             "payload": m.value() or b"",
+            "payload_ref": None,
         }
 
     def poll_batch(self, timeout_s: float = 1.0) -> int:

@@ -1,12 +1,17 @@
 """FHIR R4 bundle drop: ingest Encounter and vital-sign Observation resources from JSON files.
 
-    wardflow-fhir-ingest FILE_OR_DIR...   (a resource or a Bundle per .json file)
+    wardflow-fhir-ingest FILE_OR_DIR...         (a resource or a Bundle per .json file)
+    wardflow-fhir-ingest check FILE_OR_DIR...   what ingesting would do, offline (no Kafka)
 
 Each resource (each Bundle entry) is validated with fhir.resources and mapped
-(schemas.interop.fhir_r4) to canonical records on Kafka, or dead-lettered with its reason. A
-file is moved nowhere: the same file ingested twice produces the same event ids, which the
-census job deduplicates. Prints one line per resource and a summary; exits 1 if Kafka did not
-confirm every record.
+(schemas.interop.fhir_r4) to canonical records on Kafka, or dead-lettered with its reason. An
+entry's refusal is its own: its dead letter keeps that entry alone (not a copy of the file), and
+the file's other entries and the folder's other files go on. A file that cannot be read, is not
+JSON, or is over `settings.max_message_bytes` is one refusal; an error while producing one
+file's records stops that file (reported, exit 1) and the next file is still processed. A file
+is moved nowhere: the same file ingested twice produces the same event ids, which the census
+job deduplicates. Prints one line per resource and a summary; exits 1 if Kafka did not confirm
+every record of some file.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import hashlib
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.feeds.publisher import Publisher
+from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
 from schemas.interop import fhir_r4
@@ -37,6 +43,26 @@ class IngestReport:
     records: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     lines: list[str] = field(default_factory=list)
+    failed_files: list[str] = field(default_factory=list)  # Kafka did not confirm these
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ingesting does with one resource or entry, decided without Kafka."""
+
+    file: str
+    label: str
+    records: list[Encoded]
+    refusal: Refused | None
+    payload: bytes  # what its dead letter keeps: the entry alone, or the file's bytes
+
+    @property
+    def outcome(self) -> str:
+        return "refused" if self.refusal is not None else "mapped"
+
+    @property
+    def reason(self) -> str:
+        return "" if self.refusal is None else f"{self.refusal.reason_code}: {self.refusal.reason}"
 
 
 def files(paths: list[Path]) -> list[Path]:
@@ -46,52 +72,119 @@ def files(paths: list[Path]) -> list[Path]:
     return out
 
 
+def source_of(raw: bytes) -> str:
+    # By content, not by name: a drop file may be named after the patient (an MRN).
+    return f"fhir:sha256:{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def decide_file(
+    settings: Settings, pub: Publisher, path: Path, facility_id: str
+) -> tuple[str, list[Decision]]:
+    """(source, one Decision per resource or entry) for one file; never raises for its content."""
+    key = pub.key
+
+    def one(label: str, why: Refused, payload: bytes) -> list[Decision]:
+        return [Decision(path.name, label, [], why, payload)]
+
+    try:
+        size = path.stat().st_size
+        if size > settings.max_message_bytes:
+            with path.open("rb") as f:
+                head = f.read(64 << 10)
+            why = Refused(
+                "too_large",
+                f"{size} bytes, over the limit of {settings.max_message_bytes} bytes "
+                "(max_message_bytes); the dead letter keeps the first 65536 bytes",
+            )
+            return source_of(head), one(path.name, why, head)
+        raw = path.read_bytes()
+    except OSError as exc:
+        why = Refused("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
+        return f"fhir:file:{path.name}", one(path.name, why, b"")
+    source = source_of(raw)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return source, one(path.name, Refused("malformed", f"not JSON: {exc}"), raw)
+    out = []
+    outcomes = fhir_r4.map_json(
+        data,
+        lambda ns, ident: phi.token(key, ns, ident),
+        source=source,
+        facility_id=facility_id,
+    )
+    whole = len(outcomes) == 1 and isinstance(data, dict) and data.get("resourceType") != "Bundle"
+    for o in outcomes:
+        payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
+        result: Mapped | Refused = o.result
+        if isinstance(result, Mapped):
+            encoded = pub.encode(result.records)
+            if not isinstance(encoded, codec.Rejection):
+                out.append(Decision(path.name, o.label, encoded, None, payload))
+                continue
+            result = Refused(encoded.reason_code, encoded.reason)
+        out.append(Decision(path.name, o.label, [], result, payload))
+    return source, out
+
+
 def ingest(
     settings: Settings, paths: list[Path], *, prefix: str = "", facility_id: str = "fhir"
 ) -> IngestReport:
     kafka_io.ensure_topics(settings, TOPICS, prefix=prefix)
-    key = settings.require_phi_key()
     pub = Publisher(settings, prefix=prefix, stage=STAGE)
     report = IngestReport()
     for path in files(paths):
-        raw = path.read_bytes()
-        # By content, not by name: a drop file may be named after the patient (an MRN).
-        source = f"fhir:sha256:{hashlib.sha256(raw).hexdigest()[:16]}"
+        source, decisions = decide_file(settings, pub, path, facility_id)
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            outcomes: list[tuple[str, Mapped | Refused]] = [
-                (path.name, Refused("malformed", f"not JSON: {exc}"))
-            ]
-        else:
-            outcomes = fhir_r4.map_json(
-                data,
-                lambda ns, ident: phi.token(key, ns, ident),
-                source=source,
-                facility_id=facility_id,
-            )
-        for seq, (label, outcome) in enumerate(outcomes):
-            report.resources += 1
-            if isinstance(outcome, Mapped):
-                encoded = pub.encode(outcome.records)
-                if isinstance(encoded, codec.Rejection):
-                    outcome = Refused(encoded.reason_code, encoded.reason)
+            for seq, d in enumerate(decisions):
+                if d.refusal is None:
+                    pub.send(d.records)
                 else:
-                    pub.send(encoded)
-                    report.mapped += 1
-                    report.records.update(t for t, _, _ in encoded)
-                    report.lines.append(f"mapped   {path.name} {label}: {len(encoded)} records")
-                    continue
-            pub.dead_letter(source, seq, outcome.reason_code, outcome.reason, raw)
-            report.refused[outcome.reason_code] += 1
-            report.lines.append(
-                f"refused  {path.name} {label}: {outcome.reason_code}: {outcome.reason}"
-            )
-    pub.flush(60)
+                    why = d.refusal
+                    pub.dead_letter(source, seq, why.reason_code, why.reason, d.payload)
+            pub.flush(60)
+        except Exception as exc:  # Kafka: this file is not (all) stored; the next one may be
+            report.failed_files.append(path.name)
+            report.lines.append(f"error    {path.name}: not stored: {type(exc).__name__}: {exc}")
+            continue
+        for d in decisions:
+            report.resources += 1
+            if d.refusal is None:
+                report.mapped += 1
+                report.records.update(t for t, _, _ in d.records)
+                report.lines.append(f"mapped   {path.name} {d.label}: {len(d.records)} records")
+            else:
+                report.refused[d.refusal.reason_code] += 1
+                report.lines.append(f"refused  {path.name} {d.label}: {d.reason}")
     return report
 
 
+def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[str]:
+    """One tab-separated line per resource or entry: file, outcome, records, reason (+ label)."""
+    pub = Publisher(settings, stage=STAGE)
+    for path in files(paths):
+        for d in decide_file(settings, pub, path, facility_id)[1]:
+            yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.reason or d.label}"
+
+
+def _check_main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(
+        prog="wardflow-fhir-ingest check",
+        description="What ingesting would do with each resource, without Kafka: one line per "
+        "resource or Bundle entry, tab-separated: file, mapped/refused, records, reason.",
+    )
+    ap.add_argument("paths", nargs="+", type=Path, help="FHIR JSON files or folders")
+    ap.add_argument("--facility-id", default="fhir", help="for resources that name none")
+    Settings.add_arguments(ap)
+    a = ap.parse_args(argv)
+    print("\n".join(check(Settings.resolve(a), a.paths, a.facility_id)), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        _check_main(argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("paths", nargs="+", type=Path)
     ap.add_argument("--facility-id", default="fhir", help="for resources that name none")
@@ -100,16 +193,15 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
     kafka_io.wait_for_broker(settings)
-    try:
-        r = ingest(settings, a.paths, prefix=a.topic_prefix, facility_id=a.facility_id)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
+    r = ingest(settings, a.paths, prefix=a.topic_prefix, facility_id=a.facility_id)
     print("\n".join(r.lines))
     print(
         f"{r.resources} resources: {r.mapped} mapped ({dict(r.records)}), "
         f"{sum(r.refused.values())} dead-lettered ({dict(r.refused)})"
+        + (f"; not stored: {', '.join(r.failed_files)}" if r.failed_files else "")
     )
+    if r.failed_files:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

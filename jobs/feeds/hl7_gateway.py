@@ -1,13 +1,34 @@
 """HL7 v2 gateway: an MLLP listener that maps ADT and ORU^R01 messages to canonical Avro records
 on Kafka and acknowledges every message.
 
-    sender ──MLLP──▶ parse (hl7apy) ─ map (schemas.interop.hl7v2) ─ validate ─▶ Kafka ─▶ ACK AA
-                        └────────────── refused ───────────▶ dead-letter topic ─▶ ACK AE/AR
+    sender ──MLLP──▶ parse (hl7apy) ─ map (schemas.interop.hl7v2) ─ validate ─▶ Kafka ─▶ ACK
+                        └──────────── refused / rejected parts ──▶ dead-letter topic ─┘
 
-A message is acknowledged with AA only after Kafka confirmed every record it produced (acks=all,
-idempotent producer), so a sender that resends on a missing ACK loses nothing; resends carry the
-same event ids. When Kafka cannot take the records the reply is AE with error 207 and nothing
-is dead-lettered: the sender should resend.
+    wardflow-hl7-gateway [--port 2575]        serve MLLP
+    wardflow-hl7-gateway check FILE_OR_DIR…   what the live path would do, offline (no Kafka)
+
+ACK policy (`settings.hl7_ack_policy`; README "HL7 v2 gateway: ACK policy"). An ACK is sent only
+after Kafka confirmed every record the message produced, mapped or dead-lettered (acks=all,
+idempotent producer), so a sender that resends on a missing ACK loses nothing; resends carry
+the same event ids.
+- `durable` (default, what integration engines do): **AA** once the message is durably stored:
+  mapped, or dead-lettered with its reason for the interface team's work queue (then with an ERR
+  segment of severity W and the reason in MSA-3). **AE** (error 207) only when it could not be
+  stored (Kafka did not confirm): resend. **AR** for what is not wardflow's: a message type or
+  trigger it does not take (200/201), a processing id it does not accept (202), a message over
+  `max_message_bytes`. Many EHR senders hold their outbound queue on AE; this policy never
+  blocks a queue on a message a person has to look at anyway.
+- `strict`: as `durable`, but a message refused for its content (no PID-3, no unit for an
+  admission, no screening value) is answered AE.
+
+Processing id (MSH-11): only ids in `settings.production_processing_ids` (default `P`) enter the
+production topics. Others (T training, D debugging) are mapped the same way onto topics prefixed
+with `settings.nonproduction_topic_prefix` (`nonprod.` by default), or, with an empty prefix,
+refused AR 202. The ACK echoes the message's processing id.
+
+Size: a message over `settings.max_message_bytes` is read to its end and discarded, refused AR
+with a dead letter that keeps its first 64 KiB and states its size; a message under the limit
+but too large for a Kafka record is dead-lettered by reference (jobs/feeds/publisher.py).
 
 MLLP framing (HL7 v2 MLLP, release 2): <VT> message <FS><CR>, one ACK frame per message.
 """
@@ -15,15 +36,20 @@ MLLP framing (HL7 v2 MLLP, release 2): <VT> message <FS><CR>, one ACK frame per 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import socket
 import socketserver
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.feeds.publisher import Publisher
+from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
 from schemas.interop import hl7v2
@@ -37,7 +63,7 @@ TOPICS = [
     topics.LABS_RESULT.name,
     topics.DEAD_LETTER.name,
 ]
-MAX_MESSAGE_BYTES = 1 << 20
+HEAD_BYTES = 64 << 10  # what a dead letter keeps of a message over max_message_bytes
 
 
 def frame(message: str | bytes) -> bytes:
@@ -52,6 +78,31 @@ class GatewayStats:
     dead_lettered: int = 0
     retry_asked: int = 0
     records: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Letter:
+    reason_code: str
+    reason: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gateway does with one message, decided without Kafka: the records to produce,
+    the dead letters to write (both under `route`), and the ACK to answer once they are stored."""
+
+    ack: str  # ER7
+    ack_code: str
+    records: list[Encoded]
+    letters: list[Letter]
+    reason: str = ""
+    route: str = ""  # topic prefix: '' production, settings.nonproduction_topic_prefix otherwise
+    processing_id: str = "P"
+
+    @property
+    def outcome(self) -> str:
+        return "mapped" if self.records else "refused"
 
 
 def decode_text(raw: bytes) -> str:
@@ -71,68 +122,167 @@ class Gateway:
         self.tokenise = lambda ns, ident: phi.token(key, ns, ident)
         self.tz: tzinfo = ZoneInfo(settings.hl7_timezone)
         self.source = f"mllp://{listen or 'gateway'}"
+        self.policy = settings.hl7_ack_policy
+        self.production = {p.strip().upper() for p in settings.production_processing_ids.split(",")}
+        self.nonproduction = settings.nonproduction_topic_prefix
+        self.max_bytes = settings.max_message_bytes
         self.publisher = Publisher(settings, prefix=prefix, stage=STAGE)
         self.stats = GatewayStats()
         self._lock = threading.Lock()
 
-    def handle(self, raw: bytes) -> str:
-        """Map, publish and acknowledge one message (the bytes between MLLP start and end)."""
+    # -- deciding (no I/O) ------------------------------------------------------------------
+
+    def decide(self, raw: bytes, size: int | None = None) -> Decision:
+        """What the live path does with `raw` (the bytes between MLLP start and end). `size`:
+        the message's full size when `raw` is only its head (a message over the limit)."""
+        text = decode_text(raw)
+        if size is not None or len(raw) > self.max_bytes:
+            why = hl7v2.Refused(
+                "too_large",
+                f"{size or len(raw)} bytes, over the gateway's limit of {self.max_bytes} bytes "
+                f"(max_message_bytes); the dead letter keeps the first {HEAD_BYTES} bytes",
+                "AR",
+                "207",
+            )
+            return self._refused(None, text, raw[:HEAD_BYTES], why, "")
+        msg = hl7v2.parse(text)
+        if isinstance(msg, hl7v2.Refused):
+            return self._refused(None, text, raw, msg, "")
+        route = ""
+        pid = hl7v2.processing_id(msg)
+        if pid not in self.production:
+            if not self.nonproduction:
+                why = hl7v2.Refused(
+                    "processing_id",
+                    f"processing id {pid} (MSH-11) is not accepted here "
+                    f"(production: {','.join(sorted(self.production))})",
+                    "AR",
+                    "202",
+                )
+                return self._refused(msg, text, raw, why, "")
+            route = self.nonproduction
+        d = self._mapped(msg, text, raw, route)
+        return dataclasses.replace(d, processing_id=pid) if pid != "P" else d
+
+    def _mapped(self, msg: Any, text: str, raw: bytes, route: str) -> Decision:
+        result = hl7v2.map_message(msg, self.tokenise, source=self.source, default_tz=self.tz)
+        if isinstance(result, hl7v2.Refused):
+            return self._refused(msg, text, raw, result, route)
+        encoded = self.publisher.encode(result.records)
+        if isinstance(encoded, codec.Rejection):
+            why = hl7v2.Refused(encoded.reason_code, encoded.reason, "AE", "207")
+            return self._refused(msg, text, raw, why, route)
+        letters = [
+            Letter(r.refusal.reason_code, r.refusal.reason, r.payload) for r in result.rejected
+        ]
+        if not letters:
+            return Decision(hl7v2.ack(msg, "AA"), "AA", encoded, [], route=route)
+        reason = "; ".join(f"{r.reason_code}: {r.reason}" for r in letters)
+        first = result.rejected[0].refusal
+        note = f"stored; {len(letters)} value(s) not read: {first.reason}"
+        ack = hl7v2.ack(msg, "AA", note, first.hl7_error)
+        return Decision(ack, "AA", encoded, letters, reason, route)
+
+    def _refused(
+        self, msg: Any, text: str, payload: bytes, why: hl7v2.Refused, route: str
+    ) -> Decision:
+        letter = Letter(why.reason_code, why.reason, payload)
+        reason = f"{why.reason_code}: {why.reason}"
+        if why.ack_code == "AE" and self.policy == "durable":
+            ack = hl7v2.ack(msg, "AA", f"stored for review: {why.reason}", why.hl7_error, raw=text)
+            return Decision(ack, "AA", [], [letter], reason, route)
+        ack = hl7v2.ack(msg, why.ack_code, why.reason, why.hl7_error, raw=text)
+        return Decision(ack, why.ack_code, [], [letter], reason, route)
+
+    # -- the live path ----------------------------------------------------------------------
+
+    def handle(self, raw: bytes, size: int | None = None) -> str:
+        """Decide, store (records and dead letters, confirmed by Kafka) and acknowledge."""
         with self._lock:
             self.stats.received += 1
             seq = self.stats.received
-            text = decode_text(raw)
-            msg = hl7v2.parse(text)
-            if isinstance(msg, hl7v2.Refused):
-                return self._refuse(raw, text, None, msg, seq)
-            result = hl7v2.map_message(msg, self.tokenise, source=self.source, default_tz=self.tz)
-            if isinstance(result, hl7v2.Refused):
-                return self._refuse(raw, text, msg, result, seq)
-            encoded = self.publisher.encode(result.records)
-            if isinstance(encoded, codec.Rejection):
-                why = hl7v2.Refused(encoded.reason_code, encoded.reason, "AE", "207")
-                return self._refuse(raw, text, msg, why, seq)
+            d = self.decide(raw, size)
             try:
-                self.publisher.send(encoded)
+                self.publisher.send(d.records, route=d.route)
+                for letter in d.letters:
+                    self.publisher.dead_letter(
+                        self.source,
+                        seq,
+                        letter.reason_code,
+                        letter.reason,
+                        letter.payload,
+                        route=d.route,
+                    )
                 self.publisher.flush()
-            except RuntimeError as exc:
+            except Exception as exc:  # Kafka refused or did not confirm: nothing is stored
                 self.stats.retry_asked += 1
-                return hl7v2.ack(msg, "AE", f"not stored, resend: {exc}", "207")
-            self.stats.accepted += 1
-            for topic, _, _ in encoded:
+                msg = hl7v2.parse(decode_text(raw)) if size is None else None
+                parsed = None if isinstance(msg, hl7v2.Refused) else msg
+                return hl7v2.ack(
+                    parsed, "AE", f"not stored, resend: {exc}", "207", raw=decode_text(raw)
+                )
+            if d.records:
+                self.stats.accepted += 1
+            self.stats.dead_lettered += len(d.letters)
+            for topic, _, _ in d.records:
                 self.stats.records[topic] = self.stats.records.get(topic, 0) + 1
-            return hl7v2.ack(msg, "AA")
+            return d.ack
 
-    def _refuse(self, raw: bytes, text: str, msg: Any, why: hl7v2.Refused, seq: int) -> str:
-        self.publisher.dead_letter(self.source, seq, why.reason_code, why.reason, raw)
-        self.publisher.flush()
-        self.stats.dead_lettered += 1
-        return hl7v2.ack(msg, why.ack_code, why.reason, why.hl7_error, raw=text)
+
+class FrameReader:
+    """MLLP frames out of a byte stream. A frame over `max_bytes` is read to its end and given
+    back as its first HEAD_BYTES with its full size, so that it can be refused explicitly."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.buf = bytearray()
+        self.scanned = 0  # where the search for END resumes
+        self.in_frame = False
+        self.head = b""
+        self.discarded = 0  # bytes of an oversize frame dropped so far
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[bytes, int | None]]:
+        self.buf += chunk
+        while True:
+            if not self.in_frame:
+                start = self.buf.find(START)
+                if start < 0:
+                    self.buf.clear()  # bytes outside a frame are noise by the MLLP spec
+                    return
+                del self.buf[: start + 1]
+                self.in_frame, self.scanned, self.head, self.discarded = True, 0, b"", 0
+            end = self.buf.find(END, max(0, self.scanned - 1))
+            if end < 0:
+                self.scanned = len(self.buf)
+                if self.discarded or len(self.buf) > self.max_bytes:
+                    if not self.discarded:
+                        self.head = bytes(self.buf[:HEAD_BYTES])
+                    keep = 1  # END may straddle two chunks
+                    self.discarded += len(self.buf) - keep
+                    del self.buf[:-keep]
+                    self.scanned = len(self.buf)
+                return
+            body = bytes(self.buf[:end])
+            del self.buf[: end + len(END)]
+            self.in_frame = False
+            if self.discarded:
+                yield self.head, self.discarded + len(body)
+            else:
+                yield body, None
 
 
 class _Handler(socketserver.BaseRequestHandler):
     server: MllpServer
 
     def handle(self) -> None:
-        buf = b""
         sock: socket.socket = self.request
+        reader = FrameReader(self.server.gateway.max_bytes)
         while True:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(1 << 20)
             if not chunk:
                 return
-            buf += chunk
-            while True:
-                start = buf.find(START)
-                if start < 0:
-                    buf = b""  # bytes outside a frame are noise by the MLLP spec
-                    break
-                end = buf.find(END, start)
-                if end < 0:
-                    buf = buf[start:]
-                    if len(buf) > MAX_MESSAGE_BYTES:
-                        buf = b""  # an unterminated giant frame: drop it, keep the session
-                    break
-                body, buf = buf[start + 1 : end], buf[end + len(END) :]
-                sock.sendall(frame(self.server.gateway.handle(body)))
+            for body, size in reader.feed(chunk):
+                sock.sendall(frame(self.server.gateway.handle(body, size)))
 
 
 class MllpServer(socketserver.ThreadingTCPServer):
@@ -144,11 +294,18 @@ class MllpServer(socketserver.ThreadingTCPServer):
         super().__init__(address, _Handler)
 
 
+def topic_prefixes(settings: Settings, prefix: str = "") -> list[str]:
+    """The prefixes of the gateway's topics: production, then non-production if routed."""
+    route = settings.nonproduction_topic_prefix
+    return [prefix] + ([prefix + route] if route else [])
+
+
 def serve(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 2575, prefix: str = ""
 ) -> MllpServer:
     """Start the listener on a background thread (port 0 picks a free port); call shutdown()."""
-    kafka_io.ensure_topics(settings, TOPICS, prefix=prefix)
+    for p in topic_prefixes(settings, prefix):
+        kafka_io.ensure_topics(settings, TOPICS, prefix=p)
     gateway = Gateway(settings, prefix=prefix, listen=f"{host}:{port}")
     server = MllpServer((host, port), gateway)
     threading.Thread(target=server.serve_forever, name="mllp", daemon=True).start()
@@ -172,7 +329,71 @@ def send(host: str, port: int, messages: list[str | bytes], timeout_s: float = 3
     return acks
 
 
+# -- offline check mode ------------------------------------------------------------------------
+
+_BATCH = (b"FHS", b"BHS", b"BTS", b"FTS")  # batch envelope segments (HL7 v2 section 2.10.3)
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """The messages of a file: MLLP frames or plain ER7, one or many, segments ending in CR, LF
+    or CRLF; each message starts at an MSH segment; batch envelopes are skipped. Text before
+    the first MSH is a message of its own (that will not parse), so nothing goes unreported."""
+    lines = re.split(rb"\r\n|\n|\r", data.replace(START, b"\n").replace(b"\x1c", b"\n"))
+    messages: list[list[bytes]] = []
+    for line in lines:
+        if not line.strip() or line.startswith(_BATCH):
+            continue
+        if line.startswith(b"MSH") or not messages:
+            messages.append([line])
+        else:
+            messages[-1].append(line)
+    return [b"\r".join(m) for m in messages]
+
+
+def inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for every file in it (sorted, not hidden)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        else:
+            out.append(p)
+    return out
+
+
+def check(settings: Settings, paths: list[Path]) -> Iterator[str]:
+    """One tab-separated line per message: file, ACK code, records produced, reason."""
+    gateway = Gateway(settings, listen="check")
+    for path in inputs(paths):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            yield f"{path.name}\tunread\t0\t{type(exc).__name__}: {exc.strerror or exc}"
+            continue
+        messages = split_messages(data) or [data]
+        for raw in messages:
+            d = gateway.decide(raw)
+            reason = d.reason
+            if d.route:
+                where = f"processing id {d.processing_id}: non-production topics {d.route}*"
+                reason = f"{reason}; {where}" if reason else where
+            yield f"{path.name}\t{d.ack_code}\t{len(d.records)}\t{reason}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        ap = argparse.ArgumentParser(
+            prog="wardflow-hl7-gateway check",
+            description="What the gateway would do with each message, without Kafka: one line "
+            "per message, tab-separated: file, ACK code, records produced, reason.",
+        )
+        ap.add_argument("paths", nargs="+", type=Path, help="HL7 v2 files or folders")
+        Settings.add_arguments(ap)
+        a = ap.parse_args(argv[1:])
+        lines = list(check(Settings.resolve(a), a.paths))
+        print("\n".join(lines), flush=True)
+        raise SystemExit(1 if any("\tunread\t" in line for line in lines) else 0)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=2575)

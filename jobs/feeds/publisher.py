@@ -1,7 +1,16 @@
-"""Publishing mapped records and dead letters from the ingestion edges (HL7 v2, FHIR)."""
+"""Publishing mapped records and dead letters from the ingestion edges (HL7 v2, FHIR).
+
+A rejected payload travels sealed in its dead letter up to `settings.inline_payload_bytes`; a
+larger one (an ORU with an embedded PDF, a bundle of thousands of entries) is stored sealed in
+`settings.payload_store`, named by the SHA-256 of the received bytes, and the dead letter carries
+its `payload_ref` instead: Kafka's message size limit (1 MB by default) never decides whether a
+refusal can be recorded.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,14 +25,24 @@ Encoded = tuple[str, dict[str, Any], bytes]  # topic, record, Avro value
 
 class Publisher:
     """Validates records against their topic's schema and produces them keyed by patient token
-    with the Kafka timestamp = event_time; `flush` raises unless Kafka confirmed every one."""
+    with the Kafka timestamp = event_time; `flush` raises unless Kafka confirmed every one.
+    `encode` needs no Kafka (the offline check mode uses it); the producer starts on first use."""
 
     def __init__(self, settings: Settings, *, prefix: str = "", stage: str) -> None:
+        self.settings = settings
         self.prefix = prefix
         self.stage = stage
         self.key = settings.require_phi_key()
         self.max_future_s = settings.max_future_s
-        self.producer = kafka_io.producer(settings, **{"linger.ms": 1})
+        self.inline_payload_bytes = settings.inline_payload_bytes
+        self.payload_store = settings.payload_store
+        self._producer: Any = None
+
+    @property
+    def producer(self) -> Any:
+        if self._producer is None:
+            self._producer = kafka_io.producer(self.settings, **{"linger.ms": 1})
+        return self._producer
 
     def encode(self, records: list[tuple[str, dict[str, Any]]]) -> list[Encoded] | codec.Rejection:
         """Validated Avro values, or the first record's rejection. A feed's clock may run a
@@ -45,17 +64,41 @@ class Publisher:
             out.append((topic, rec, codec.encode(schema, rec)))
         return out
 
-    def send(self, encoded: list[Encoded]) -> None:
+    def send(self, encoded: list[Encoded], *, route: str = "") -> None:
+        """Produce to `prefix + route + topic` (`route`: the non-production topics' prefix)."""
         for topic, rec, value in encoded:
             key = rec["patient_token"].encode()
             ts = codec.epoch_ms(rec["event_time"])
-            produce_raw(self.producer, self.prefix + topic, key, value, ts)
+            produce_raw(self.producer, self.prefix + route + topic, key, value, ts)
+
+    def store_payload(self, payload: bytes, sealed: bytes) -> str:
+        """Keep a sealed payload in the payload store; its `file:` URI. Idempotent: the same
+        received bytes land in the same file."""
+        self.payload_store.mkdir(parents=True, exist_ok=True)
+        path = self.payload_store / f"{hashlib.sha256(payload).hexdigest()}.{self.stage}.sealed"
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(sealed)
+            os.replace(tmp, path)
+        return path.resolve().as_uri()
 
     def dead_letter(
-        self, source: str, seq: int, reason_code: str, reason: str, payload: bytes
+        self,
+        source: str,
+        seq: int,
+        reason_code: str,
+        reason: str,
+        payload: bytes,
+        *,
+        route: str = "",
     ) -> None:
-        """The rejected input, sealed (schemas.phi.seal, context = the stage) with its reason."""
+        """The rejected input, sealed (schemas.phi.seal, context = the stage) with its reason;
+        by reference when larger than `inline_payload_bytes` (see the module docstring)."""
         now = datetime.now(UTC)
+        sealed = phi.seal(self.key, payload, self.stage)  # raw input may name the patient
+        ref = None
+        if len(sealed) > self.inline_payload_bytes:
+            ref, sealed = self.store_payload(payload, sealed), b""
         letter = {
             "source_topic": source,
             "source_partition": 0,
@@ -64,14 +107,16 @@ class Publisher:
             "stage": self.stage,
             "reason_code": reason_code,
             "reason": reason,
-            "payload": phi.seal(self.key, payload, self.stage),  # raw input may name the patient
+            "payload": sealed,
+            "payload_ref": ref,
         }
         value = codec.encode(DEAD_LETTER, letter)
-        produce_raw(
-            self.producer, self.prefix + topics.DEAD_LETTER.name, None, value, codec.epoch_ms(now)
-        )
+        topic = self.prefix + route + topics.DEAD_LETTER.name
+        produce_raw(self.producer, topic, None, value, codec.epoch_ms(now))
 
     def flush(self, timeout_s: float = 30.0) -> None:
+        if self._producer is None:
+            return
         try:
             self.producer.flush_or_raise(timeout_s)
         finally:

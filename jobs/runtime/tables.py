@@ -148,7 +148,8 @@ _LATE_REASON = (
 def dead_letter_sql(topic: str, stage: str, reason_code: str, reason: str) -> str:
     """A DEAD_LETTER_ROW expression over a raw source row (reason_code/reason: SQL expressions)."""
     meta = f"'{topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)), '{stage}'"
-    return f"CAST(ROW({meta}, {reason_code}, {reason}, {PAYLOAD}) AS {DEAD_LETTER_ROW})"
+    ref = "CAST(NULL AS STRING)"  # payload_ref: a job's payloads are Kafka records, inline
+    return f"CAST(ROW({meta}, {reason_code}, {reason}, {PAYLOAD}, {ref}) AS {DEAD_LETTER_ROW})"
 
 
 def late_dead_letter_sql(topic: str, stage: str) -> str:

@@ -6,19 +6,28 @@ messages (schemas.interop.hl7v2). A Bundle is opened and each entry handled on i
 
 Encounter → ADT events from its location history (`Encounter.location`, FHIR R4 §9.1.4.1): the
 first location is the admission, each change of location a transfer, and the end of a finished
-encounter's last location the discharge. Consecutive entries for the same location (a bed kept
-`reserved` while the patient is on leave) are one stay. Only inpatient-like classes (IMP, ACUTE,
-NONAC, EMER, OBSENC; v3 ActCode) occupy beds.
+encounter's last location (else the encounter's own period.end) the discharge. Locations are
+taken in the order of their period.start, whatever their order in the list. Consecutive entries
+for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
+inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Periods are
+checked (FHIR R4 Period: "the end ... is after the start"): a location that ends before it
+starts, two locations that start at the same instant, or a discharge before the last
+location's start refuse the Encounter as `bad_period`, instead of a discharge before its
+admission that would hold a bed for ever.
 
 Observation → one vitals record. Accepted by LOINC code (schemas.interop.loinc), with UCUM units;
-a panel's values come from its components. Values with a dataAbsentReason are skipped.
+components are read only under a panel code (blood pressure, vital signs panel): the components
+of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
+A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
+a dataAbsentReason are skipped. The subject may be a reference or only a business identifier.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
@@ -29,31 +38,42 @@ from schemas.interop.loinc import CODES, PANELS, VITALS, convert
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
+POINT_IN_TIME = timedelta(hours=1)  # the longest effectivePeriod read as one measurement
 Tokenise = Callable[[str, str], str]
 
 
-def map_json(
-    data: dict[str, Any], tokenise: Tokenise, *, source: str, facility_id: str
-) -> list[tuple[str, Mapped | Refused]]:
-    """[(label, outcome)] for a resource or for each entry of a Bundle."""
+class Outcome(NamedTuple):
+    label: str  # "Observation/bp1", or "Bundle/b#entry3:Observation/bp1"
+    result: Mapped | Refused
+    resource: Any  # the JSON of this resource or entry alone (what a dead letter keeps)
+
+
+def map_json(data: Any, tokenise: Tokenise, *, source: str, facility_id: str) -> list[Outcome]:
+    """An Outcome for a resource or for each entry of a Bundle; an entry's failure is its own."""
     kind = data.get("resourceType") if isinstance(data, dict) else None
     label = f"{kind}/{data.get('id', '?')}" if isinstance(data, dict) else "?"
     if kind == "Bundle":
-        out: list[tuple[str, Mapped | Refused]] = []
-        for i, entry in enumerate(data.get("entry") or []):
+        out: list[Outcome] = []
+        entries = data.get("entry") or []
+        if not isinstance(entries, list):
+            return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
+        for i, entry in enumerate(entries):
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if sub is None:
                 why = "the entry has no resource (a request or response only)"
-                out.append((f"{label}#entry{i}", Refused("no_resource", why)))
+                out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
             else:
-                for sub_label, outcome in map_json(
-                    sub, tokenise, source=source, facility_id=facility_id
-                ):
-                    out.append((f"{label}#entry{i}:{sub_label}", outcome))
+                for o in map_json(sub, tokenise, source=source, facility_id=facility_id):
+                    out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
         return out
     if not isinstance(data, dict):
-        return [(label, Refused("unsupported_resource", "not a FHIR resource (a JSON object)"))]
-    return [(label, map_resource(data, tokenise, source=source, facility_id=facility_id))]
+        not_one = Refused("unsupported_resource", "not a FHIR resource (a JSON object)")
+        return [Outcome(label, not_one, data)]
+    try:
+        result = map_resource(data, tokenise, source=source, facility_id=facility_id)
+    except Exception as exc:  # a resource no check foresaw: refused alone, never the bundle
+        result = Refused("unmappable", f"{kind}: {type(exc).__name__} while mapping")
+    return [Outcome(label, result, data)]
 
 
 def map_resource(
@@ -89,6 +109,17 @@ def _instant(value: Any, what: str) -> datetime | Refused:
     return Refused("missing_field", f"{what} is missing")
 
 
+def _subject(ref: Any, tokenise: Tokenise, what: str) -> str | Refused:
+    """The patient token of a subject Reference: by its reference, else by its business
+    identifier (system|value), which many senders give alone (FHIR R4 Reference.identifier)."""
+    if ref is not None and ref.reference:
+        return tokenise("fhir:Patient", ref.reference)
+    ident = ref.identifier if ref is not None else None
+    if ident is not None and ident.value:
+        return tokenise(f"fhir:identifier:{ident.system or ''}", ident.value)
+    return Refused("missing_field", f"{what}.subject has neither a reference nor an identifier")
+
+
 def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> Mapped | Refused:
     if enc.status in ("cancelled", "entered-in-error"):
         return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}")
@@ -99,9 +130,10 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
         return Refused(
             "not_inpatient", f"class {cls} does not occupy a bed ({sorted(BED_CLASSES)})"
         )
-    if enc.subject is None or not enc.subject.reference:
-        return Refused("missing_field", "Encounter.subject is missing")
-    stays: list[tuple[str, datetime, datetime | None]] = []
+    patient = _subject(enc.subject, tokenise, "Encounter")
+    if isinstance(patient, Refused):
+        return patient
+    periods: list[tuple[str, datetime, datetime | None]] = []
     for loc in enc.location or []:
         if loc.status == "planned":
             continue
@@ -113,18 +145,44 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
         end_at = None if end is None else _instant(end, "location period.end")
         if isinstance(end_at, Refused):
             return end_at
+        if end_at is not None and end_at < start:
+            return Refused(
+                "bad_period", f"location {where!r} ends ({end_at:%FT%TZ}) before it starts "
+                f"({start:%FT%TZ})"
+            )  # fmt: skip
+        periods.append((where, start, end_at))
+    periods.sort(key=lambda p: p[1])
+    for (a, a_start, _), (b, b_start, _) in itertools.pairwise(periods):
+        if a_start == b_start and a != b:
+            return Refused(
+                "bad_period", f"locations {a!r} and {b!r} both start at {a_start:%FT%TZ}"
+            )
+    stays: list[tuple[str, datetime, datetime | None]] = []
+    for where, start, end_at in periods:
         if stays and stays[-1][0] == where:
             stays[-1] = (where, stays[-1][1], end_at)
         else:
             stays.append((where, start, end_at))
     if not stays:
         return Refused("no_location", "the Encounter has no location history: no bed to count")
+    last_where, last_start, last_end = stays[-1]
+    if last_end is None and enc.period is not None and enc.period.end is not None:
+        period_end = _instant(enc.period.end, "Encounter period.end")
+        if isinstance(period_end, Refused):
+            return period_end
+        last_end = period_end
+    if enc.status == "finished" and last_end is not None and last_end < last_start:
+        return Refused(
+            "bad_period",
+            f"the discharge ({last_end:%FT%TZ}) is before the stay in {last_where!r} starts "
+            f"({last_start:%FT%TZ})",
+        )
     facility = (
         enc.serviceProvider.reference if enc.serviceProvider is not None else None
     ) or facility_id
     common = {
         "source_message_type": "FHIR Encounter",
-        "patient_token": tokenise("fhir:Patient", enc.subject.reference),
+        "patient_token": patient,
         "encounter_token": tokenise("fhir:Encounter", enc.id or ""),
         "facility_id": facility,
         "bed_id": None,
@@ -147,7 +205,6 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
             }
         )
         prior = where
-    last_where, _, last_end = stays[-1]
     if enc.status == "finished" and last_end is not None:
         records.append(
             {
@@ -187,12 +244,16 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
             f"{PANELS[code]} {code} holds its values in other resources (hasMember): "
             "send those Observations",
         )
-    parts = [(code, obs.valueQuantity, obs.dataAbsentReason)] + [
-        (_loinc(c.code), c.valueQuantity, c.dataAbsentReason) for c in obs.component or []
-    ]
-    values: dict[str, float] = {}
+    parts: list[tuple[str | None, Any, Any]] = [(code, obs.valueQuantity, obs.dataAbsentReason)]
+    if code in PANELS:  # components are values only under a panel code (module docstring)
+        parts += [
+            (_loinc(c.code), c.valueQuantity, c.dataAbsentReason) for c in obs.component or []
+        ]
+    values: dict[str, float | bool] = {}
     for part_code, quantity, absent in parts:
         if part_code not in CODES or quantity is None or absent is not None:
+            continue
+        if quantity.value is None:
             continue
         try:
             topic, name, value = convert(part_code, float(quantity.value), quantity.code or "")
@@ -210,17 +271,31 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
             "wardflow reads"
         )
         return Refused("no_value" if known else "not_a_vital_sign", reason)
+    period = obs.effectivePeriod
+    if obs.effectiveDateTime is None and period is not None and period.start and period.end:
+        end = _instant(period.end, "effectivePeriod.end")
+        start = _instant(period.start, "effectivePeriod.start")
+        if (
+            isinstance(end, datetime)
+            and isinstance(start, datetime)
+            and end - start > POINT_IN_TIME
+        ):
+            return Refused(
+                "not_a_point_measurement",
+                f"effectivePeriod spans {end - start}: a summary, not one bedside reading",
+            )
     at = _instant(
-        obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None),
+        obs.effectiveDateTime or (period.start if period else None),
         "effective time",
     )
     if isinstance(at, Refused):
         return at
-    if obs.subject is None or not obs.subject.reference:
-        return Refused("missing_field", "Observation.subject is missing")
+    patient = _subject(obs.subject, tokenise, "Observation")
+    if isinstance(patient, Refused):
+        return patient
     record = {
         "observation_id": f"fhir:Observation/{obs.id}",
-        "patient_token": tokenise("fhir:Patient", obs.subject.reference),
+        "patient_token": patient,
         "facility_id": facility_id,
         "unit_id": "unknown",
         "event_time": at,

@@ -4,10 +4,15 @@ Parsing is hl7apy's (tolerant validation, so that real-world messages with local
 parse); this module only reads fields out of the parsed message. Every message ends as one of:
 
 - `Mapped`: records for Kafka topics (`adt.event.v1`, `vitals.observation.v1`, `labs.result.v1`),
-  acknowledged with AA;
-- `Refused`: a reason code, a human reason and the acknowledgment code (AE: the message is in
-  error; AR: the message type or trigger event is not one wardflow takes), with the HL7 error
-  code (table 0357) for the ERR segment. Refused messages are dead-lettered by the gateway.
+  plus the parts of the message that could not be mapped (`Mapped.rejected`: one OBX with a unit
+  its code does not take is dead-lettered on its own, the message's other values still count);
+- `Refused`: a reason code, a human reason and the acknowledgment code a strict receiver gives
+  (AE: the message is in error; AR: the message type or trigger event is not one wardflow
+  takes), with the HL7 error code (table 0357) for the ERR segment. What the gateway finally
+  answers depends on its ACK policy (`jobs/feeds/hl7_gateway.py`).
+
+Checks run in the order a receiver needs them: the header (MSH-9 message type, then whether
+wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
 from schemas import topics
-from schemas.interop.loinc import CODES, LABS, VITALS, convert
+from schemas.interop.loinc import CODES, VITALS, convert
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -55,8 +60,18 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A part of an otherwise mapped message that could not be mapped (dead-lettered alone)."""
+
+    label: str  # e.g. "OBX 3 (8867-4)"
+    refusal: Refused
+    payload: bytes  # the part's own text (one segment), not the whole message
+
+
+@dataclass(frozen=True)
 class Mapped:
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
@@ -138,11 +153,33 @@ def message_type(msg: Message) -> tuple[str, str]:
     return _field(msg, "MSH", 9, 1), _field(msg, "MSH", 9, 2)
 
 
+def processing_id(msg: Message) -> str:
+    """MSH-11.1 (HL7 table 0103: P production, T training, D debugging); an empty one is taken
+    as P, as most receivers do."""
+    return _field(msg, "MSH", 11, 1).upper() or "P"
+
+
 def map_message(
     msg: Message, tokenise: Tokenise, *, source: str, default_tz: tzinfo = UTC
 ) -> Mapped | Refused:
     """Map a parsed message to canonical records (see the module docstring)."""
     code, trigger = message_type(msg)
+    if not code:
+        return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
+    if code == "ADT" and trigger not in ADT_EVENTS:
+        return Refused(
+            "unsupported_event",
+            f"ADT^{trigger} is not a census event wardflow ingests (A01-A08, A11-A13)",
+            "AR",
+            "201",
+        )
+    if code not in ("ADT", "ORU") or (code == "ORU" and trigger != "R01"):
+        return Refused(
+            "unsupported_message",
+            f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13; ORU^R01)",
+            "AR",
+            "200" if code not in ("ADT", "ORU") else "201",
+        )
     control_id = _field(msg, "MSH", 10)
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
@@ -159,24 +196,26 @@ def map_message(
     try:
         if code == "ADT":
             return _adt(msg, trigger, base_id, patient, facility, tokenise, source, default_tz)
-        if code == "ORU" and trigger == "R01":
-            return _oru(msg, base_id, patient, facility, source, default_tz)
+        return _oru(msg, base_id, patient, facility, source, default_tz)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
-    return Refused(
-        "unsupported_message",
-        f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13; ORU^R01)",
-        "AR",
-        "200" if code not in ("ADT", "ORU") else "201",
-    )
 
 
-def _event_time(msg: Message, tz: tzinfo) -> tuple[datetime, datetime | None]:
-    """(event occurred, recorded): EVN-6 if sent, else EVN-2, else MSH-7 (HL7 v2.8 3.4.1)."""
+# Where an ADT event's time comes from when EVN is absent: the visit's own admit or discharge
+# time (PV1-44, PV1-45) before the message's creation time (MSH-7).
+_VISIT_TIME = {"admit": 44, "register": 44, "preadmit": 44, "discharge": 45}
+
+
+def _event_time(msg: Message, tz: tzinfo, event_type: str) -> tuple[datetime, datetime | None]:
+    """(event occurred, recorded): EVN-6 if sent, else EVN-2 (HL7 v2.8 3.4.1); without either,
+    PV1-44 (admit) or PV1-45 (discharge) for those events, else MSH-7."""
     recorded = _field(msg, "EVN", 2) or _field(msg, "MSH", 7)
-    occurred = _field(msg, "EVN", 6) or recorded
+    occurred = _field(msg, "EVN", 6) or _field(msg, "EVN", 2)
+    if not occurred and event_type in _VISIT_TIME:
+        occurred = _field(msg, "PV1", _VISIT_TIME[event_type], 1)
+    occurred = occurred or recorded
     if not occurred:
-        raise ValueError("no event time in EVN-6, EVN-2 or MSH-7")
+        raise ValueError("no event time in EVN-6, EVN-2, PV1-44/45 or MSH-7")
     return hl7_time(occurred, tz), hl7_time(recorded, tz) if recorded else None
 
 
@@ -190,15 +229,8 @@ def _adt(
     source: str,
     tz: tzinfo,
 ) -> Mapped | Refused:
-    event_type = ADT_EVENTS.get(trigger)
-    if event_type is None:
-        return Refused(
-            "unsupported_event",
-            f"ADT^{trigger} is not a census event wardflow ingests (A01-A08, A11-A13)",
-            "AR",
-            "201",
-        )
-    occurred, recorded = _event_time(msg, tz)
+    event_type = ADT_EVENTS[trigger]
+    occurred, recorded = _event_time(msg, tz, event_type)
     unit = _field(msg, "PV1", 3, 1, 1) or None
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
@@ -224,12 +256,22 @@ def _adt(
 def _oru(
     msg: Message, base_id: str, patient: str, facility: str, source: str, tz: tzinfo
 ) -> Mapped | Refused:
+    """One record per topic and observation time: an ORU may carry the same vital at several
+    times (OBX-14), each its own reading. An OBX without OBX-14 takes its OBR's OBR-7, then
+    MSH-7. An OBX that cannot be read (a unit its code does not take, a value that is no number,
+    a bad time) is rejected alone; the message is refused only when nothing could be read."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
-    values: dict[str, dict[str, float]] = {VITALS: {}, LABS: {}}
-    times: list[datetime] = []
+    message_time = _field(msg, "MSH", 7)
+    obr_time = ""
+    groups: dict[tuple[str, datetime], dict[str, Any]] = {}
+    rejected: list[Rejected] = []
     skipped: list[str] = []
-    for seg in (s for s in msg.children if s.name == "OBX"):
+    for n, seg in enumerate(msg.children, 1):
+        if seg.name == "OBR":
+            obr_time = seg.obr_7.to_er7().split(enc["COMPONENT"])[0] if len(seg.obr_7) else ""
+        if seg.name != "OBX":
+            continue
         code = seg.obx_3.to_er7().split(enc["COMPONENT"])[0]
         status = seg.obx_11.to_er7() if len(seg.obx_11) else ""
         if code not in CODES:
@@ -237,37 +279,51 @@ def _oru(
             continue
         if status in ("D", "W", "X", "I"):  # deleted, wrong, cannot obtain, pending (table 0085)
             continue
-        unit_code = seg.obx_6.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_6) else ""
-        raw = seg.obx_5.to_er7() if len(seg.obx_5) else ""
+        label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({code})"
         try:
-            number = float(raw)
-        except ValueError:
-            raise ValueError(f"OBX {code}: value {raw!r} is not a number") from None
-        topic, name, value = convert(code, number, unit_code)
-        values[topic][name] = value
-        when = seg.obx_14.to_er7() if len(seg.obx_14) else ""
-        if when:
-            times.append(hl7_time(when, tz))
-    if not values[VITALS] and not values[LABS]:
+            unit_code = seg.obx_6.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_6) else ""
+            raw = seg.obx_5.to_er7() if len(seg.obx_5) else ""
+            try:
+                number = float(raw)
+            except ValueError:
+                raise ValueError(f"value {raw!r} is not a number") from None
+            topic, name, value = convert(code, number, unit_code)
+            when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
+            at = hl7_time(when or obr_time or message_time, tz)
+        except ValueError as exc:
+            why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
+            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            continue
+        groups.setdefault((topic, at), {})[name] = value
+    if not groups:
+        if rejected:
+            reasons = "; ".join(r.refusal.reason for r in rejected)
+            return Refused("bad_value", reasons[:500], "AE", "102")
         return Refused(
             "not_a_vital_sign",
             f"no OBX carries a vital sign or screening lab LOINC code (saw {', '.join(skipped)})",
             "AE",
             "207",
         )
-    observed = _field(msg, "OBR", 7) or _field(msg, "MSH", 7)
-    at = min(times) if times else hl7_time(observed, tz)
-    common = {"patient_token": patient, "facility_id": facility, "unit_id": unit, "event_time": at}
     out: list[tuple[str, dict[str, Any]]] = []
-    if values[VITALS]:
+    for (topic, at), values in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
+        kind, id_field = ("vitals", "observation_id") if topic == VITALS else ("labs", "result_id")
+        stamp = at.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
         out.append(
-            (VITALS, {"observation_id": f"{base_id}:vitals", **common, **values[VITALS],
-                      "source": source})
-        )  # fmt: skip
-    if values[LABS]:
-        out.append((LABS, {"result_id": f"{base_id}:labs", **common, **values[LABS],
-                           "source": source}))  # fmt: skip
-    return Mapped(out)
+            (
+                topic,
+                {
+                    id_field: f"{base_id}:{kind}@{stamp}",
+                    "patient_token": patient,
+                    "facility_id": facility,
+                    "unit_id": unit,
+                    "event_time": at,
+                    **values,
+                    "source": source,
+                },
+            )
+        )
+    return Mapped(out, rejected)
 
 
 def raw_control_id(text: str) -> str:
@@ -279,9 +335,16 @@ def raw_control_id(text: str) -> str:
 
 
 def ack(
-    msg: Message | None, ack_code: str, text: str = "", error_code: str = "", *, raw: str = ""
+    msg: Message | None,
+    ack_code: str,
+    text: str = "",
+    error_code: str = "",
+    *,
+    raw: str = "",
+    severity: str = "E",
 ) -> str:
-    """An ACK (MSA; ERR for AE/AR) for `msg`, in its HL7 version, as ER7 with CR separators.
+    """An ACK (MSA; ERR for AE/AR, or for AA with `error_code` and severity W: stored, with a
+    warning) for `msg`, in its HL7 version and processing id (MSH-11), as ER7 with CR separators.
     Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`."""
     version = msg.version if msg is not None else "2.5"
     try:
@@ -297,14 +360,25 @@ def ack(
                 setattr(reply.msh, f"msh_{ours}", value.to_er7())
     reply.msh.msh_9 = "ACK"
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
-    reply.msh.msh_11 = "P"
+    reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code
     reply.msa.msa_2 = msg.msh.msh_10.to_er7() if msg is not None else raw_control_id(raw)
     if text:
         reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
     out: str = reply.to_er7()
+    old = version in ("2.1", "2.2", "2.3", "2.3.1", "2.4")
     if ack_code != "AA":  # ERR: 2.3/2.4 carry the code in ERR-1, 2.5+ in ERR-3 with severity
         code = error_code or "207"
-        old = version in ("2.3", "2.3.1", "2.4")
-        out += f"\rERR|^^^{code}&&HL70357" if old else f"\rERR|||{code}^^HL70357|E"
+        out += f"\rERR|^^^{code}&&HL70357" if old else f"\rERR|||{code}^^HL70357|{severity}"
+    elif error_code and not old:  # AA with a warning: stored, but not (all) mapped
+        out += f"\rERR|||{error_code}^^HL70357|W"
     return out
+
+
+def raw_processing_id(text: str) -> str:
+    """MSH-11.1 read straight from the text; P when absent."""
+    if not text.startswith("MSH") or len(text) < 4:
+        return "P"
+    fields = text.split("\r", 1)[0].split(text[3])
+    value = fields[10].split("^")[0].strip().upper() if len(fields) > 10 else ""
+    return value if value in ("P", "T", "D") else "P"

@@ -3,6 +3,15 @@
 Vital signs use the LOINC codes of the FHIR vital-signs profile (FHIR R4, section 8.1.3); labs are
 the ones the sepsis screen reads (udfs.sepsis). Each accepted unit maps to (factor, offset):
 value in the field's unit = value * factor + offset.
+
+Units are UCUM (what HL7 v2.5.1+ OBX-6 and FHIR `Quantity.code` should carry). A few non-UCUM
+spellings that real monitors and charting systems send are accepted per code where they cannot
+mean anything else for that code (`bpm` for a heart rate, `degF` for a temperature); any other
+unit is refused for that value alone (the caller keeps the message's other values).
+
+Inhaled oxygen flow rate (LOINC 3151-8) is not a number the screen reads but a fact it needs:
+NEWS2 scores "any supplemental oxygen" (Royal College of Physicians, NEWS2, 2017, chart 1), so a
+flow above zero becomes `on_supplemental_o2 = true` and a flow of zero `false`.
 """
 
 from __future__ import annotations
@@ -14,6 +23,16 @@ from schemas import topics
 VITALS = topics.VITALS_OBSERVATION.name
 LABS = topics.LABS_RESULT.name
 _PER_MIN = {"/min": (1.0, 0.0), "beats/min": (1.0, 0.0), "{beats}/min": (1.0, 0.0)}
+_BEATS = {**_PER_MIN, "bpm": (1.0, 0.0), "BPM": (1.0, 0.0), "beats/minute": (1.0, 0.0)}
+_BREATHS = {
+    **_PER_MIN,
+    "breaths/min": (1.0, 0.0),
+    "{breaths}/min": (1.0, 0.0),
+    "br/min": (1.0, 0.0),
+}
+_CELSIUS = {"Cel": (1.0, 0.0), "degC": (1.0, 0.0), "\u00b0C": (1.0, 0.0)}
+_FAHRENHEIT = {u: (5 / 9, -32 * 5 / 9) for u in ("[degF]", "degF", "\u00b0F")}
+_FLOW = {"L/min": (1.0, 0.0), "l/min": (1.0, 0.0), "mL/min": (0.001, 0.0)}
 _MMHG = {"mm[Hg]": (1.0, 0.0), "mmHg": (1.0, 0.0)}
 _COUNT = {"10*3/uL": (1.0, 0.0), "10*9/L": (1.0, 0.0), "{cells}/uL": (0.001, 0.0)}
 
@@ -25,15 +44,16 @@ class Code(NamedTuple):
 
 
 CODES: dict[str, Code] = {
-    "8867-4": Code(VITALS, "heart_rate_bpm", _PER_MIN),
-    "9279-1": Code(VITALS, "resp_rate_per_min", {**_PER_MIN, "breaths/min": (1.0, 0.0)}),
+    "8867-4": Code(VITALS, "heart_rate_bpm", _BEATS),
+    "9279-1": Code(VITALS, "resp_rate_per_min", _BREATHS),
     "2708-6": Code(VITALS, "spo2_pct", {"%": (1.0, 0.0)}),
     "59408-5": Code(VITALS, "spo2_pct", {"%": (1.0, 0.0)}),
-    "8310-5": Code(VITALS, "temp_c", {"Cel": (1.0, 0.0), "[degF]": (5 / 9, -32 * 5 / 9)}),
+    "8310-5": Code(VITALS, "temp_c", {**_CELSIUS, **_FAHRENHEIT}),
     "8480-6": Code(VITALS, "sbp_mmhg", _MMHG),
     "8462-4": Code(VITALS, "dbp_mmhg", _MMHG),
     "8478-0": Code(VITALS, "map_mmhg", _MMHG),
     "3150-0": Code(VITALS, "fio2_fraction", {"%": (0.01, 0.0), "1": (1.0, 0.0)}),
+    "3151-8": Code(VITALS, "on_supplemental_o2", _FLOW),  # inhaled O2 flow: on oxygen if > 0
     "2524-7": Code(LABS, "lactate_mmol_l", {"mmol/L": (1.0, 0.0)}),
     "32693-4": Code(LABS, "lactate_mmol_l", {"mmol/L": (1.0, 0.0)}),
     "2019-8": Code(LABS, "paco2_mmhg", _MMHG),
@@ -44,13 +64,28 @@ CODES: dict[str, Code] = {
     "2160-0": Code(LABS, "creatinine_mg_dl", {"mg/dL": (1.0, 0.0), "umol/L": (1 / 88.42, 0.0)}),
     "1975-2": Code(LABS, "bilirubin_total_mg_dl", {"mg/dL": (1.0, 0.0), "umol/L": (1 / 17.1, 0.0)}),
 }
-PANELS = {"85354-9": "blood pressure panel", "85353-1": "vital signs panel"}
+# Codes whose values come in their components (FHIR R4 vital-signs profile, section 8.1.3); the
+# components of any other code are not read (a 7-day home blood pressure average, LOINC 76534-7,
+# has systolic and diastolic components that are no bedside reading).
+PANELS = {
+    "85354-9": "blood pressure panel",
+    "55284-4": "blood pressure systolic and diastolic",
+    "85353-1": "vital signs panel",
+}
 
 
-def convert(code: str, value: float, unit: str) -> tuple[str, str, float]:
-    """(topic, field, value in the field's unit); ValueError for a unit the code does not take."""
+def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]:
+    """(topic, field, value in the field's unit); ValueError for a unit the code does not take
+    or a value that is not a finite number."""
     c = CODES[code]
     if unit not in c.units:
         raise ValueError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{code}: value {value!r} is not a finite number")
     factor, offset = c.units[unit]
-    return c.topic, c.field, value * factor + offset
+    converted = value * factor + offset
+    if c.field == "on_supplemental_o2":
+        if converted < 0:
+            raise ValueError(f"{code}: a negative oxygen flow ({value} {unit})")
+        return c.topic, c.field, converted > 0
+    return c.topic, c.field, converted

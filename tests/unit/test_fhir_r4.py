@@ -24,7 +24,7 @@ def load(name: str) -> dict:
     return json.loads((DATA / name).read_text())
 
 
-def run(data: dict) -> list[tuple[str, Mapped | Refused]]:
+def run(data: dict) -> list[fhir_r4.Outcome]:
     return fhir_r4.map_json(data, tok, source="t", facility_id="F")
 
 
@@ -32,21 +32,22 @@ def run(data: dict) -> list[tuple[str, Mapped | Refused]]:
 def test_every_example_maps_or_is_refused_with_a_reason() -> None:
     codes: Counter[str] = Counter()
     for path in sorted(DATA.glob("*.json")):
-        for label, o in run(json.loads(path.read_text())):
+        for label, o, _ in run(json.loads(path.read_text())):
             if isinstance(o, Refused):
                 assert o.reason, label
                 codes[o.reason_code] += 1
             else:
                 assert o.records, label
                 codes["mapped"] += 1
-    assert codes["mapped"] == 3  # emerg encounter, satO2, map-sitting
+    assert codes["mapped"] == 2  # emerg encounter, satO2
+    assert codes["not_a_point_measurement"] == 1  # map-sitting: a mean over 3 days
     assert codes["cancelled"] == codes["entered_in_error"] == 1
     assert codes["imprecise_time"] == 6  # date-only effective times
 
 
 @needs_data
 def test_the_emergency_encounter_becomes_an_admission_and_two_transfers() -> None:
-    [(_, o)] = run(load("encounter-example-emerg.json"))
+    [(_, o, _)] = run(load("encounter-example-emerg.json"))
     assert isinstance(o, Mapped)
     events = [r for _, r in o.records]
     assert [(e["event_type"], e["unit_id"], e["prior_unit_id"]) for e in events] == [
@@ -63,7 +64,7 @@ def test_a_finished_inpatient_encounter_ends_with_a_discharge() -> None:
     enc = copy.deepcopy(load("encounter-example-emerg.json"))
     enc["status"] = "finished"
     enc["location"][-1]["period"]["end"] = "2017-02-03T10:00:00+10:00"
-    [(_, o)] = run(enc)
+    [(_, o, _)] = run(enc)
     assert isinstance(o, Mapped)
     last = o.records[-1][1]
     assert last["event_type"] == "discharge"
@@ -74,7 +75,7 @@ def test_a_finished_inpatient_encounter_ends_with_a_discharge() -> None:
 def test_a_blood_pressure_panel_maps_its_components_and_skips_absent_ones() -> None:
     bp = copy.deepcopy(load("observation-example-bloodpressure-dar.json"))
     bp["effectiveDateTime"] = "2012-09-17T08:30:00Z"
-    [(_, o)] = run(bp)
+    [(_, o, _)] = run(bp)
     assert isinstance(o, Mapped)
     [(topic, rec)] = o.records
     assert topic == topics.VITALS_OBSERVATION.name
@@ -87,12 +88,12 @@ def test_entered_in_error_and_cancelled_observations_are_refused() -> None:
         ("observation-example-f202-temperature.json", "entered_in_error"),
         ("observation-example-bloodpressure-cancel.json", "cancelled"),
     ):
-        [(_, o)] = run(load(name))
+        [(_, o, _)] = run(load(name))
         assert isinstance(o, Refused) and o.reason_code == code
 
 
 def test_a_resource_that_does_not_validate_is_refused() -> None:
-    [(_, o)] = run({"resourceType": "Observation", "id": "x", "status": "final"})  # no code
+    [(_, o, _)] = run({"resourceType": "Observation", "id": "x", "status": "final"})  # no code
     assert isinstance(o, Refused) and o.reason_code == "invalid_fhir"
 
 
@@ -104,5 +105,154 @@ def test_ambulatory_encounters_occupy_no_bed() -> None:
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": "Patient/p"},
     }
-    [(_, o)] = run(enc)
+    [(_, o, _)] = run(enc)
     assert isinstance(o, Refused) and o.reason_code == "not_inpatient"
+
+
+def encounter(*locations: tuple[str, str, str | None], status: str = "in-progress") -> dict:
+    return {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": status,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "location": [
+            {
+                "location": {"display": where},
+                "status": "completed" if end else "active",
+                "period": {"start": start, **({"end": end} if end else {})},
+            }
+            for where, start, end in locations
+        ],
+    }
+
+
+def test_a_location_that_ends_before_it_starts_refuses_the_encounter() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", "2026-03-01T07:00:00Z"), status="finished")
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "bad_period"
+    assert "ends" in o.reason and "before it starts" in o.reason
+
+
+def test_locations_are_taken_in_time_order_whatever_their_order_in_the_list() -> None:
+    enc = encounter(
+        ("ICU", "2026-03-01T12:00:00Z", None),
+        ("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+    )
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Mapped)
+    assert [(r["event_type"], r["unit_id"], r["prior_unit_id"]) for _, r in o.records] == [
+        ("admit", "4E", None),
+        ("transfer", "ICU", "4E"),
+    ]
+
+
+def test_two_locations_starting_at_the_same_instant_refuse_the_encounter() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None), ("ICU", "2026-03-01T08:00:00Z", None))
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "bad_period"
+
+
+def test_a_finished_encounter_without_a_location_end_is_discharged_at_its_period_end() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None), status="finished")
+    enc["period"] = {"start": "2026-03-01T08:00:00Z", "end": "2026-03-02T10:00:00Z"}
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Mapped)
+    assert [(r["event_type"], r["event_time"].hour) for _, r in o.records] == [
+        ("admit", 8),
+        ("discharge", 10),
+    ]
+    enc["period"]["end"] = "2026-03-01T07:00:00Z"
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "bad_period"
+
+
+def observation(code: str, **kw: object) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "category": [{"coding": [{"code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-03-01T09:30:00Z",
+        **kw,
+    }
+
+
+def quantity(value: float, code: str) -> dict:
+    return {"value": value, "unit": code, "system": "http://unitsofmeasure.org", "code": code}
+
+
+def component(code: str, value: float, unit: str) -> dict:
+    return {
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "valueQuantity": quantity(value, unit),
+    }
+
+
+def test_components_are_read_only_under_a_panel_code() -> None:
+    parts = [component("8480-6", 142, "mm[Hg]"), component("8462-4", 88, "mm[Hg]")]
+    home_average = observation(  # 7-day average of home blood pressure readings
+        "76534-7",
+        component=parts,
+        effectivePeriod={"start": "2026-02-22T00:00:00Z", "end": "2026-03-01T00:00:00Z"},
+    )
+    del home_average["effectiveDateTime"]
+    [(_, o, _)] = run(home_average)
+    assert isinstance(o, Refused) and o.reason_code == "not_a_vital_sign"
+    [(_, panel, _)] = run(observation("85354-9", component=parts))
+    assert isinstance(panel, Mapped)
+    assert {k: panel.records[0][1][k] for k in ("sbp_mmhg", "dbp_mmhg")} == {
+        "sbp_mmhg": 142,
+        "dbp_mmhg": 88,
+    }
+
+
+def test_a_summary_over_a_long_period_is_not_a_bedside_reading() -> None:
+    obs = observation(
+        "8867-4",
+        valueQuantity=quantity(72, "/min"),
+        effectivePeriod={"start": "2026-03-01T00:00:00Z", "end": "2026-03-01T23:59:00Z"},
+    )
+    del obs["effectiveDateTime"]
+    [(_, o, _)] = run(obs)
+    assert isinstance(o, Refused) and o.reason_code == "not_a_point_measurement"
+
+
+def test_inhaled_oxygen_flow_tells_news2_the_patient_is_on_oxygen() -> None:
+    [(_, on, _)] = run(observation("3151-8", valueQuantity=quantity(4, "L/min")))
+    [(_, off, _)] = run(observation("3151-8", valueQuantity=quantity(0, "L/min")))
+    assert isinstance(on, Mapped) and isinstance(off, Mapped)
+    assert on.records[0][1]["on_supplemental_o2"] is True
+    assert off.records[0][1]["on_supplemental_o2"] is False
+
+
+def test_a_subject_given_only_by_identifier_is_the_patient() -> None:
+    obs = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    obs["subject"] = {"identifier": {"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"}}
+    [(_, o, _)] = run(obs)
+    assert isinstance(o, Mapped)
+    token = o.records[0][1]["patient_token"]
+    assert token == "fhir:identifier:urn:oid:1.2.36.146.595.217.0.1|12345"
+    obs["subject"] = {"display": "someone"}
+    [(_, o, _)] = run(obs)
+    assert isinstance(o, Refused) and o.reason_code == "missing_field"
+
+
+def test_a_bundle_entry_is_refused_alone_and_keeps_only_itself() -> None:
+    good = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    bad = observation("8867-4", id="o2", valueQuantity=quantity(72, "mmHg"))
+    bundle = {
+        "resourceType": "Bundle",
+        "id": "b",
+        "type": "collection",
+        "entry": [{"resource": good}, {"resource": bad}, {"fullUrl": "urn:x"}],
+    }
+    out = run(bundle)
+    assert [(o.label, type(o.result).__name__) for o in out] == [
+        ("Bundle/b#entry0:Observation/o1", "Mapped"),
+        ("Bundle/b#entry1:Observation/o2", "Refused"),
+        ("Bundle/b#entry2", "Refused"),
+    ]
+    assert out[1].resource == bad and out[2].resource == {"fullUrl": "urn:x"}

@@ -118,15 +118,70 @@ def test_oru_vital_signs_convert_units_and_use_the_observation_time() -> None:
         "OBX|2|NM|8310-5^Temp^LN||101.3|[degF]|||||F"
     )
     o = outcome(msg)
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected
+    hr, temp = (rec for _, rec in o.records)
+    assert {t for t, _ in o.records} == {topics.VITALS_OBSERVATION.name}
+    assert hr["heart_rate_bpm"] == 118 and "temp_c" not in hr
+    assert hr["event_time"] == datetime(2026, 3, 1, 9, 5, tzinfo=UTC)  # its own OBX-14
+    assert temp["temp_c"] == pytest.approx(38.5)
+    assert temp["event_time"] == datetime(2026, 3, 1, 10, 10, tzinfo=UTC)  # no OBX-14: OBR-7
+    assert (hr["facility_id"], hr["unit_id"]) == ("H", "MICU")
+
+
+def test_the_same_vital_at_several_observation_times_becomes_one_record_per_time() -> None:
+    msg = oru(
+        "OBX|1|NM|8867-4^Heart rate^LN||96|/min|||||F|||20260301100000\r"
+        "OBX|2|NM|8480-6^SBP^LN||104|mm[Hg]|||||F|||20260301100000\r"
+        "OBX|3|NM|8867-4^Heart rate^LN||112|/min|||||F|||20260301100500\r"
+        "OBX|4|NM|8867-4^Heart rate^LN||124|/min|||||F|||20260301101000\r"
+        "OBX|5|NM|8480-6^SBP^LN||88|mm[Hg]|||||F|||20260301101000"
+    )
+    o = outcome(msg)
     assert isinstance(o, hl7v2.Mapped)
-    [(topic, rec)] = o.records
-    assert topic == topics.VITALS_OBSERVATION.name
-    assert rec["heart_rate_bpm"] == 118 and rec["temp_c"] == pytest.approx(38.5)
-    assert (rec["facility_id"], rec["unit_id"]) == ("H", "MICU")
-    assert rec["event_time"] == datetime(2026, 3, 1, 9, 5, tzinfo=UTC)
+    got = [
+        (r["event_time"].strftime("%H:%M"), r.get("heart_rate_bpm"), r.get("sbp_mmhg"))
+        for _, r in o.records
+    ]
+    assert got == [("10:00", 96, 104), ("10:05", 112, None), ("10:10", 124, 88)]
+    ids = [r["observation_id"] for _, r in o.records]
+    assert len(set(ids)) == 3 and all(i.startswith("hl7:ICU:C1:vitals@2026") for i in ids)
+    assert ids == [r["observation_id"] for _, r in outcome(msg).records]  # stable on resend
 
 
-def test_a_unit_the_code_does_not_take_is_a_data_type_error() -> None:
+def test_one_value_in_a_unit_its_code_does_not_take_is_rejected_alone() -> None:
+    o = outcome(
+        oru(
+            "OBX|1|NM|8867-4^Heart rate^LN||118|beats|||||F|||20260301100000\r"
+            "OBX|2|NM|9279-1^Resp rate^LN||26|/min|||||F|||20260301100000\r"
+            "OBX|3|NM|8310-5^Temp^LN||38.9|Cel|||||F|||20260301100000"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert (rec["resp_rate_per_min"], rec["temp_c"]) == (26, 38.9) and "heart_rate_bpm" not in rec
+    [bad] = o.rejected
+    assert (bad.label, bad.refusal.reason_code, bad.refusal.hl7_error) == (
+        "OBX 1 (8867-4)",
+        "bad_value",
+        "102",
+    )
+    assert bad.payload.startswith(b"OBX|1|NM|8867-4") and b"MRN9" not in bad.payload
+
+
+def test_monitor_units_that_cannot_mean_anything_else_are_read() -> None:
+    o = outcome(
+        oru(
+            "OBX|1|NM|8867-4^Heart rate^LN||118|bpm|||||F\r"
+            "OBX|2|NM|8310-5^Temp^LN||38.2|degC|||||F\r"
+            "OBX|3|NM|3151-8^O2 flow^LN||2|L/min|||||F"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected
+    [(_, rec)] = o.records
+    assert (rec["heart_rate_bpm"], rec["temp_c"], rec["on_supplemental_o2"]) == (118, 38.2, True)
+
+
+def test_a_message_whose_only_values_cannot_be_read_is_a_data_type_error() -> None:
     o = outcome(oru("OBX|1|NM|8867-4^Heart rate^LN||118|mmHg|||||F"))
     assert isinstance(o, hl7v2.Refused)
     assert (o.reason_code, o.hl7_error) == ("bad_value", "102")
@@ -169,3 +224,50 @@ def test_acks_quote_the_control_id_and_carry_an_error_for_refusals() -> None:
     assert ack[2] == "ERR|||201^^HL70357|E"
     bad = hl7v2.ack(None, "AE", "x", "100", raw="MSH|^~\\&|A|B|C|D|2026||ADT^A01|CTL7|P|2.3")
     assert "MSA|AE|CTL7|x" in bad
+
+
+def adt_message(msh9: str, *, pid3: str = "MRN1^^^H^MR", evn: bool = True, pv1: str = "") -> str:
+    segments = [f"MSH|^~\\&|ADT|H|WF|H|20260301080000||{msh9}|Q1|P|2.5.1"]
+    if evn:
+        segments.append("EVN|A01|20260301075500")
+    segments += [f"PID|1||{pid3}", pv1 or "PV1|1|I|4E^12^A^H"]
+    return "\r".join(segments)
+
+
+def test_the_header_is_checked_before_the_patient() -> None:
+    no_type = outcome(adt_message("", pid3=""))
+    assert isinstance(no_type, hl7v2.Refused)
+    assert (no_type.reason_code, no_type.hl7_error) == ("missing_field", "101")
+    assert "MSH-9" in no_type.reason
+    unsupported = outcome(adt_message("ADT^A17", pid3=""))
+    assert isinstance(unsupported, hl7v2.Refused)
+    assert (unsupported.ack_code, unsupported.reason_code) == ("AR", "unsupported_event")
+    other = outcome(adt_message("SIU^S12", pid3=""))
+    assert isinstance(other, hl7v2.Refused) and (other.ack_code, other.hl7_error) == ("AR", "200")
+    no_pid = outcome(adt_message("ADT^A01", pid3=""))
+    assert isinstance(no_pid, hl7v2.Refused) and "PID-3" in no_pid.reason
+
+
+def test_without_evn_an_admission_takes_its_time_from_pv1_44_and_a_discharge_from_pv1_45() -> None:
+    pv1 = "PV1|1|I|4E^12^A^H" + "|" * 41 + "20260301061500|20260301114500"
+    admit = outcome(adt_message("ADT^A01", evn=False, pv1=pv1))
+    discharge = outcome(adt_message("ADT^A03", evn=False, pv1=pv1))
+    update = outcome(adt_message("ADT^A08", evn=False, pv1=pv1))
+    times = [o.records[0][1]["event_time"] for o in (admit, discharge, update)]  # type: ignore[union-attr]
+    assert times == [
+        datetime(2026, 3, 1, 6, 15, tzinfo=UTC),
+        datetime(2026, 3, 1, 11, 45, tzinfo=UTC),
+        datetime(2026, 3, 1, 8, 0, tzinfo=UTC),  # an update: when the message was made (MSH-7)
+    ]
+    with_evn = outcome(adt_message("ADT^A01", pv1=pv1))
+    assert with_evn.records[0][1]["event_time"] == datetime(2026, 3, 1, 7, 55, tzinfo=UTC)  # type: ignore[union-attr]
+
+
+def test_the_processing_id_is_read_and_echoed_in_the_ack() -> None:
+    text = adt_message("ADT^A01").replace("|Q1|P|", "|Q1|D|")
+    msg = hl7v2.parse(text)
+    assert not isinstance(msg, hl7v2.Refused) and hl7v2.processing_id(msg) == "D"
+    assert hl7v2.ack(msg, "AA").split("\r")[0].split("|")[10] == "D"
+    assert hl7v2.raw_processing_id(text) == "D"
+    stored = hl7v2.ack(msg, "AA", "stored for review", "207").split("\r")
+    assert stored[1].startswith("MSA|AA|Q1|") and stored[2] == "ERR|||207^^HL70357|W"

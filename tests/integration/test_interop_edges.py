@@ -1,0 +1,187 @@
+"""The ingestion edges with real interfaces' awkward messages, through the real Kafka broker: an
+ORU the size of an embedded PDF, a message over the size limit on a connection that goes on, a
+debugging message kept out of production, a 1.4 MB FHIR bundle with refused entries followed by
+more files in the same folder."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from jobs.feeds import fhir_ingest, hl7_gateway
+from jobs.runtime import kafka_io
+from schemas import phi, topics
+from schemas.settings import Settings
+
+pytestmark = pytest.mark.integration
+DEAD = topics.DEAD_LETTER.name
+
+
+@pytest.fixture
+def edge(kafka: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    prefix = f"t-edges-{uuid.uuid4().hex[:8]}."
+    s = dataclasses.replace(kafka, payload_store=tmp_path / "payloads")
+    yield s, prefix
+    for p in hl7_gateway.topic_prefixes(s, prefix):
+        kafka_io.delete_topics(s, hl7_gateway.TOPICS, prefix=p)
+
+
+def ack_code(ack: str) -> str:
+    return ack.split("\r")[1].split("|")[1]
+
+
+def oru_with_pdf(control: str, pdf_bytes: int, *, vitals: bool) -> bytes:
+    """An ORU^R01 as a monitor or EHR sends it with its report attached: OBX value type ED,
+    a base64 PDF (HL7 v2.5.1 section 2.A.24)."""
+    pdf = base64.b64encode(b"%PDF-1.7\n" + os.urandom(pdf_bytes)).decode()
+    obx = [f"OBX|1|ED|18842-5^Discharge summary^LN||^AP^PDF^Base64^{pdf}||||||F"]
+    if vitals:
+        obx.append("OBX|2|NM|8867-4^Heart rate^LN||104|/min|||||F|||20260301075500")
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EHR|GH|WF|GH|20260301080000||ORU^R01|{control}|P|2.5.1",
+            "PID|1||MRN77^^^GH^MR||DOE^JANE",
+            "PV1|1|I|4E^^12^GH",
+            "OBR|1|||report|||20260301075500",
+            *obx,
+        ]
+    ).encode()
+
+
+def admit(control: str, processing: str = "P") -> bytes:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EPIC|GH|WF|GH|20260301080000||ADT^A01|{control}|{processing}|2.5.1",
+            "EVN|A01|20260301080000",
+            "PID|1||MRN78^^^GH^MR||DOE^JOHN",
+            "PV1|1|I|4E^^14^GH",
+        ]
+    ).encode()
+
+
+def test_an_oru_with_an_embedded_pdf_is_stored_and_a_refused_one_is_kept_by_reference(
+    edge: tuple[Settings, str],
+) -> None:
+    s, prefix = edge
+    mapped = oru_with_pdf("PDF1", 1_500_000, vitals=True)  # about 2 MB on the wire
+    refused = oru_with_pdf("PDF2", 1_500_000, vitals=False)  # no screening value in it
+    assert len(refused) > 1_900_000
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], [mapped, refused])
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA", "AA"]
+    [vital] = kafka_io.read_records(
+        s, prefix + topics.VITALS_OBSERVATION.name, topics.VITALS_OBSERVATION.name
+    )
+    assert vital["heart_rate_bpm"] == 104
+    [letter] = kafka_io.read_records(s, prefix + DEAD, DEAD)
+    assert (letter["reason_code"], letter["payload"]) == ("not_a_vital_sign", b"")
+    stored = Path(urlparse(letter["payload_ref"]).path)
+    assert stored.parent == s.payload_store.resolve()
+    assert phi.unseal(s.phi_key, stored.read_bytes(), "hl7_gateway") == refused
+    assert b"MRN77" not in stored.read_bytes()  # sealed at rest
+
+
+def test_a_message_over_the_limit_is_refused_explicitly_and_the_connection_goes_on(
+    edge: tuple[Settings, str],
+) -> None:
+    s, prefix = edge
+    s = dataclasses.replace(s, max_message_bytes=1 << 20)
+    huge = oru_with_pdf("BIG1", 1_200_000, vitals=True)
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], [huge, admit("A1")])
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AR", "AA"]
+    assert acks[0].split("\r")[1].startswith("MSA|AR|BIG1|")
+    [letter] = kafka_io.read_records(s, prefix + DEAD, DEAD)
+    assert letter["reason_code"] == "too_large" and str(len(huge)) in letter["reason"]
+    head = phi.unseal(s.phi_key, letter["payload"], "hl7_gateway")
+    assert huge.startswith(head) and len(head) == hl7_gateway.HEAD_BYTES
+    assert kafka_io.count_records(s, prefix + topics.VITALS_OBSERVATION.name) == 0
+    assert kafka_io.count_records(s, prefix + topics.ADT_EVENT.name) == 1
+
+
+def test_training_and_debugging_messages_go_to_the_non_production_topics_only(
+    edge: tuple[Settings, str],
+) -> None:
+    s, prefix = edge
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send(
+            "127.0.0.1",
+            server.server_address[1],
+            [admit("P1"), admit("D1", "D"), admit("T1", "T")],
+        )
+    finally:
+        server.shutdown()
+    assert [a.split("\r")[0].split("|")[10] for a in acks] == ["P", "D", "T"]
+    assert [ack_code(a) for a in acks] == ["AA"] * 3
+    production = kafka_io.read_records(s, prefix + topics.ADT_EVENT.name, topics.ADT_EVENT.name)
+    assert [r["event_id"] for r in production] == ["hl7:GH:P1:A01"]
+    apart = kafka_io.read_records(
+        s, prefix + "nonprod." + topics.ADT_EVENT.name, topics.ADT_EVENT.name
+    )
+    assert sorted(r["event_id"] for r in apart) == ["hl7:GH:D1:A01", "hl7:GH:T1:A01"]
+
+
+def observation(i: int, unit: str = "/min") -> dict:
+    return {
+        "fullUrl": f"urn:uuid:{uuid.UUID(int=i)}",
+        "resource": {
+            "resourceType": "Observation",
+            "id": f"hr{i}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": f"Patient/p{i % 40}"},
+            "effectiveDateTime": f"2026-03-01T{8 + i // 3600 % 10:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
+            "valueQuantity": {
+                "value": 60 + i % 50,
+                "system": "http://unitsofmeasure.org",
+                "code": unit,
+            },
+            "note": [{"text": "bedside monitor reading, verified by the nurse " * 4}],
+        },
+    }
+
+
+def test_a_large_bundle_refuses_entries_alone_and_the_rest_of_the_folder_is_ingested(
+    edge: tuple[Settings, str], tmp_path: Path
+) -> None:
+    kafka = edge[0]
+    prefix = f"t-edges-{uuid.uuid4().hex[:8]}."
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    entries = [observation(i, "mm[Hg]" if i % 100 == 7 else "/min") for i in range(3600)]
+    bundle = {"resourceType": "Bundle", "id": "night", "type": "collection", "entry": entries}
+    (drop / "a-night.json").write_text(json.dumps(bundle))
+    later = {"resourceType": "Bundle", "id": "later", "type": "collection", "entry": entries[:5]}
+    (drop / "b-later.json").write_text(json.dumps(later).replace('"hr', '"later-hr'))
+    (drop / "0-cut-off.json").write_text(json.dumps(bundle)[:1_300_000])  # a transfer cut short
+    assert (drop / "a-night.json").stat().st_size > 1_350_000
+    try:
+        report = fhir_ingest.ingest(kafka, [drop], prefix=prefix, facility_id="GH")
+        assert report.failed_files == []
+        assert report.mapped == 3600 - 36 + 5
+        assert report.refused == Counter(bad_unit=36, malformed=1)
+        assert kafka_io.count_records(kafka, prefix + topics.VITALS_OBSERVATION.name) == 3569
+        cut, *letters = kafka_io.read_records(kafka, prefix + DEAD, DEAD)
+        assert cut["reason_code"] == "malformed" and cut["payload_ref"].startswith("file:")
+        assert len(letters) == 36 and all(d["payload_ref"] is None for d in letters)
+        one = json.loads(phi.unseal(kafka.phi_key, letters[0]["payload"], "fhir_ingest"))
+        assert one["resourceType"] == "Observation" and one["id"] == "hr7"  # the entry alone
+        assert max(len(d["payload"]) for d in letters) < 2_000
+    finally:
+        kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)

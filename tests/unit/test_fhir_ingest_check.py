@@ -1,0 +1,59 @@
+"""`wardflow-fhir-ingest check`: what ingesting would do, per resource or Bundle entry, with no
+Kafka anywhere (the bootstrap address points at a closed port)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def heart_rate(i: str, unit: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": i,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-03-01T09:30:00Z",
+        "valueQuantity": {"value": 88, "system": "http://unitsofmeasure.org", "code": unit},
+    }
+
+
+def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    bundle = {
+        "resourceType": "Bundle",
+        "id": "b",
+        "type": "collection",
+        "entry": [{"resource": heart_rate("ok", "/min")}, {"resource": heart_rate("bad", "mmHg")}],
+    }
+    (drop / "a.json").write_text(json.dumps(bundle))
+    (drop / "b.json").write_text("{not json")
+    (drop / "notes.txt").write_text("a drop folder holds .json files; this one is not read")
+    out = subprocess.run(
+        [sys.executable, "-m", "jobs.feeds.fhir_ingest", "check", str(drop)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WARDFLOW_PHI_KEY": "k",
+            "WARDFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        },
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    assert [r[:3] for r in rows] == [
+        ["a.json", "mapped", "1"],
+        ["a.json", "refused", "0"],
+        ["b.json", "refused", "0"],
+    ]
+    assert rows[0][3] == "Bundle/b#entry0:Observation/ok"
+    assert rows[1][3].startswith("bad_unit: 8867-4: unit 'mmHg'")
+    assert rows[2][3].startswith("malformed: not JSON")

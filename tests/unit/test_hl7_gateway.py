@@ -1,0 +1,188 @@
+"""The HL7 v2 gateway's decisions (ACK policy, processing id, size) and its MLLP framing and
+offline check mode, without Kafka: `Gateway.decide` is what the live path stores and answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.feeds import hl7_gateway
+from jobs.feeds.hl7_gateway import END, START, FrameReader, Gateway
+from schemas import topics
+from schemas.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def msh(control: str = "C1", processing: str = "P", kind: str = "ADT^A01") -> str:
+    return f"MSH|^~\\&|EPIC|GH|WF|GH|20260301080000||{kind}|{control}|{processing}|2.5.1"
+
+
+def admit(control: str = "C1", processing: str = "P", unit: str = "4E") -> bytes:
+    return "\r".join(
+        [
+            msh(control, processing),
+            "EVN|A01|20260301080000",
+            "PID|1||MRN77^^^GH^MR||DOE^JANE",
+            f"PV1|1|I|{unit}^^12^GH",
+        ]
+    ).encode()
+
+
+def vitals(*obx: str, control: str = "V1") -> bytes:
+    head = [msh(control, kind="ORU^R01"), "PID|1||MRN77^^^GH^MR", "PV1|1|I|4E^^12^GH"]
+    return "\r".join([*head, "OBR|1|||vitals|||20260301080000", *obx]).encode()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
+
+
+def gateway(s: Settings, **changes: object) -> Gateway:
+    return Gateway(dataclasses.replace(s, **changes), listen="test")
+
+
+def err(ack: str) -> list[str]:
+    return [seg for seg in ack.split("\r") if seg.startswith("ERR")]
+
+
+def test_a_mapped_message_is_answered_aa_with_its_records(settings: Settings) -> None:
+    d = gateway(settings).decide(admit())
+    assert (d.ack_code, d.outcome, d.letters, d.route) == ("AA", "mapped", [], "")
+    assert [t for t, _, _ in d.records] == [topics.ADT_EVENT.name]
+    assert d.ack.split("\r")[1].startswith("MSA|AA|C1") and not err(d.ack)
+
+
+def test_a_refusal_for_content_is_stored_and_answered_aa_under_the_durable_policy(
+    settings: Settings,
+) -> None:
+    no_unit = admit(unit="")
+    d = gateway(settings).decide(no_unit)
+    assert (d.ack_code, d.records) == ("AA", [])
+    [letter] = d.letters
+    assert (letter.reason_code, letter.payload) == ("missing_field", no_unit)
+    assert "stored for review" in d.ack.split("\r")[1]
+    assert err(d.ack) == ["ERR|||101^^HL70357|W"]
+
+
+def test_the_strict_policy_answers_ae_for_the_same_refusal(settings: Settings) -> None:
+    d = gateway(settings, hl7_ack_policy="strict").decide(admit(unit=""))
+    assert d.ack_code == "AE" and err(d.ack) == ["ERR|||101^^HL70357|E"]
+    assert len(d.letters) == 1  # dead-lettered all the same
+
+
+def test_what_is_not_wardflows_is_answered_ar_under_either_policy(settings: Settings) -> None:
+    other = "\r".join([msh(kind="SIU^S12"), "PID|1||MRN77^^^GH^MR"]).encode()
+    for policy in ("durable", "strict"):
+        d = gateway(settings, hl7_ack_policy=policy).decide(other)
+        assert d.ack_code == "AR" and err(d.ack) == ["ERR|||200^^HL70357|E"]
+
+
+def test_an_unknown_policy_is_refused_at_the_edge() -> None:
+    with pytest.raises(ValueError, match="hl7_ack_policy"):
+        Settings.from_env({"WARDFLOW_HL7_ACK_POLICY": "lenient"})
+
+
+def test_a_debugging_message_never_reaches_the_production_topics(settings: Settings) -> None:
+    d = gateway(settings).decide(admit(processing="D"))
+    assert (d.ack_code, d.route, len(d.records)) == ("AA", "nonprod.", 1)
+    assert d.ack.split("\r")[0].split("|")[10] == "D"  # the ACK echoes the processing id
+    refused = gateway(settings, nonproduction_topic_prefix="").decide(admit(processing="T"))
+    assert (refused.ack_code, refused.records) == ("AR", [])
+    assert err(refused.ack) == ["ERR|||202^^HL70357|E"]
+    assert refused.letters[0].reason_code == "processing_id"
+    both = gateway(settings, production_processing_ids="P,T").decide(admit(processing="T"))
+    assert (both.route, len(both.records)) == ("", 1)
+
+
+def test_one_unreadable_value_is_dead_lettered_alone_and_the_rest_is_stored(
+    settings: Settings,
+) -> None:
+    d = gateway(settings).decide(
+        vitals(
+            "OBX|1|NM|8867-4^HR^LN||121|beats/sec|||||F",
+            "OBX|2|NM|9279-1^RR^LN||24|/min|||||F",
+            "OBX|3|NM|3151-8^O2 flow^LN||3|L/min|||||F",
+        )
+    )
+    assert d.ack_code == "AA" and err(d.ack) == ["ERR|||102^^HL70357|W"]
+    [(topic, rec, _)] = d.records
+    assert (rec["resp_rate_per_min"], rec["on_supplemental_o2"]) == (24, True)
+    [letter] = d.letters
+    assert letter.reason_code == "bad_value" and letter.payload.startswith(b"OBX|1|NM|8867-4")
+
+
+def test_a_message_over_the_size_limit_is_refused_ar_with_its_size(settings: Settings) -> None:
+    g = gateway(settings, max_message_bytes=4096)
+    head = vitals("OBX|1|ED|PDF^Report^L||^AP^PDF^Base64^" + "A" * 5000)
+    d = g.decide(head[:2000], size=len(head))
+    assert (d.ack_code, d.records) == ("AR", [])
+    assert d.ack.split("\r")[1].startswith("MSA|AR|V1|")  # the control id read from the head
+    [letter] = d.letters
+    assert letter.reason_code == "too_large" and str(len(head)) in letter.reason
+    assert g.decide(head).ack_code == "AR"  # whole, but over the limit all the same
+
+
+def test_frames_are_found_across_chunks_and_an_oversize_one_is_reported_not_lost() -> None:
+    reader = FrameReader(max_bytes=100)
+    small, big = b"MSH|small", b"MSH|" + b"x" * 500
+    stream = START + small + END + START + big + END + START + small + END
+    got = []
+    for i in range(0, len(stream), 7):  # END split across chunks too
+        got += list(reader.feed(stream[i : i + 7]))
+    assert got[0] == (small, None) and got[2] == (small, None)
+    head, size = got[1]
+    assert size == len(big) and big.startswith(head) and len(head) <= hl7_gateway.HEAD_BYTES
+
+
+def test_a_batch_file_splits_into_its_messages() -> None:
+    batch = b"\n".join(
+        [b"FHS|^~\\&|EPIC", b"BHS|^~\\&|EPIC", admit("A"), admit("B"), b"BTS|2", b"FTS|1"]
+    ).replace(b"\r", b"\r\n")
+    assert [m.split(b"|")[9] for m in hl7_gateway.split_messages(batch)] == [b"A", b"B"]
+    framed = START + admit("A") + END + START + admit("B") + END
+    assert len(hl7_gateway.split_messages(framed)) == 2
+    assert hl7_gateway.split_messages(b"hello\n" + admit("A"))[0] == b"hello"
+
+
+def test_the_check_command_prints_one_tab_separated_line_per_message(tmp_path: Path) -> None:
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    (folder / "a.hl7").write_bytes(admit("A") + b"\r\n" + admit("B", unit=""))
+    (folder / "b.hl7").write_bytes(admit("C", processing="D"))
+    (tmp_path / "c.hl7").write_bytes(b"not hl7 at all")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.feeds.hl7_gateway",
+            "check",
+            str(folder),
+            str(tmp_path / "c.hl7"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WARDFLOW_PHI_KEY": "k",
+            "WARDFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        },
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    assert [r[:3] for r in rows] == [
+        ["a.hl7", "AA", "1"],
+        ["a.hl7", "AA", "0"],
+        ["b.hl7", "AA", "1"],
+        ["c.hl7", "AA", "0"],
+    ]
+    assert all(len(r) == 4 for r in rows)
+    assert rows[0][3] == "" and rows[1][3].startswith("missing_field: ADT^A01 without a unit")
+    assert "non-production" in rows[2][3] and rows[3][3].startswith("malformed")
