@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Fetches and runs wardflow's local services, bound to 127.0.0.1:
 #   the Apache Kafka broker (KRaft, single node) and the Flink SQL connector jars, from Maven Central;
-#   Redis (Debian's redis-server) for the Feast online store in integration tests.
+#   Redis (Debian's redis-server) for the Feast online store in integration tests;
+#   an in-memory HAPI FHIR R4 server (jars from Maven Central, deploy/local/fhir/WardflowFhirServer.java
+#   compiled with javac at fetch time) standing in for the EHR that alerts are written back to:
+#   base URL http://127.0.0.1:18080/fhir (WARDFLOW_FHIR_PORT), readiness probe GET [base]/metadata,
+#   POST [base]/$reset empties it; Flag, RiskAssessment, DetectedIssue, Patient, Encounter, Observation.
+#   It rejects unknown elements and invalid values with a 400 (WARDFLOW_FHIR_STRICT=false: lenient).
 # ClickHouse needs no service: chdb runs embedded (clickhouse-connect's chdb:// DSN).
 #
-# usage: deploy/local/services.sh {fetch|start|stop|status|env} [kafka|redis|all]
+# usage: deploy/local/services.sh {fetch|start|stop|status|env} [kafka|redis|fhir|all]
 # Idempotent: start on a running service and stop on a stopped one are no-ops.
 set -euo pipefail
 
@@ -15,8 +20,13 @@ KAFKA_VERSION="4.1.1"
 KAFKA_PORT="${WARDFLOW_KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${WARDFLOW_KAFKA_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${WARDFLOW_REDIS_PORT:-16379}"
+# hapi-fhir-server 8.8.0 is the newest that resolves from the Maven mirror here (8.10+ are not served).
+FHIR_VERSION="8.8.0"
+FHIR_PORT="${WARDFLOW_FHIR_PORT:-18080}"
+FHIR_URL="http://127.0.0.1:$FHIR_PORT/fhir"
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 FLINK_JARS="$CACHE/flink-jars"
+FHIR_HOME="$CACHE/fhir-server-$FHIR_VERSION"
 
 die() { echo "services.sh: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is missing: $2"; }
@@ -42,6 +52,27 @@ fetch_kafka() {
   mvn -q -B -f "$HERE/maven/kafka-pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" || die "mvn could not resolve the Kafka jars"
   touch "$KAFKA_LIBS/.complete"
+}
+
+fetch_fhir() {
+  local src="$HERE/fhir/WardflowFhirServer.java" sum
+  if [[ ! -f "$FHIR_HOME/libs/.complete" ]]; then
+    need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+    need mvn "install Maven (Debian: apt-get install maven)"
+    echo "fetching HAPI FHIR $FHIR_VERSION server jars from Maven Central into $FHIR_HOME/libs"
+    rm -rf "$FHIR_HOME/libs"; mkdir -p "$FHIR_HOME/libs"
+    mvn -q -B -f "$HERE/maven/fhir-pom.xml" dependency:copy-dependencies -Dhapi.version="$FHIR_VERSION" \
+      -DincludeScope=runtime -DoutputDirectory="$FHIR_HOME/libs" || die "mvn could not resolve the HAPI FHIR jars"
+    touch "$FHIR_HOME/libs/.complete"
+  fi
+  # recompiled whenever the source changes (its checksum is kept beside the classes)
+  sum="$(sha256sum "$src" | cut -d' ' -f1)"
+  [[ -f "$FHIR_HOME/classes/.complete" && "$(cat "$FHIR_HOME/classes/.complete")" == "$sum" ]] && return 0
+  need javac "install a Java 17+ JDK (Debian: apt-get install openjdk-17-jdk-headless)"
+  echo "compiling $src into $FHIR_HOME/classes"
+  rm -rf "$FHIR_HOME/classes"; mkdir -p "$FHIR_HOME/classes"
+  javac -nowarn -d "$FHIR_HOME/classes" -cp "$FHIR_HOME/libs/*" "$src" || die "javac could not compile $src"
+  echo "$sum" > "$FHIR_HOME/classes/.complete"
 }
 
 fetch_flink() {
@@ -102,6 +133,38 @@ start_redis() {
   echo "redis running on 127.0.0.1:$REDIS_PORT"
 }
 
+http_ok() {  # port path: a 200 from GET http://127.0.0.1:port/path
+  if command -v curl >/dev/null 2>&1; then
+    curl -sf --noproxy '*' --max-time 5 -o /dev/null "http://127.0.0.1:$1$2"; return
+  fi
+  (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3 &&
+   IFS= read -r -t 5 line <&3 && [[ "$line" == HTTP/1.?" 200"* ]]) 2>/dev/null
+}
+
+start_fhir() {
+  need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+  fetch_fhir
+  local pidf="$STATE/fhir.pid" log="$STATE/fhir.out" i
+  if pid_alive "$pidf" && http_ok "$FHIR_PORT" /fhir/metadata; then echo "fhir already running on $FHIR_URL"; return 0; fi
+  port_open "$FHIR_PORT" && die "127.0.0.1:$FHIR_PORT is taken by another process (set WARDFLOW_FHIR_PORT)"
+  # in memory, about 150 MB resident; C1 only and the serial GC keep it small
+  nohup java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=48m -Xss512k \
+    -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true "-Dwardflow.fhir.strict=${WARDFLOW_FHIR_STRICT:-true}" \
+    -cp "$FHIR_HOME/classes:$FHIR_HOME/libs/*" WardflowFhirServer "$FHIR_PORT" >"$log" 2>&1 &
+  echo $! > "$pidf"
+  wait_port fhir "$FHIR_PORT" 60 "$log"
+  for ((i = 0; i < 600; i++)); do
+    http_ok "$FHIR_PORT" /fhir/metadata && break
+    pid_alive "$pidf" || i=600
+    sleep 0.1
+  done
+  if ((i >= 600)); then
+    echo "--- last lines of $log" >&2; tail -n 30 "$log" >&2 || true
+    die "fhir did not answer GET $FHIR_URL/metadata within 60 s"
+  fi
+  echo "fhir (HAPI FHIR $FHIR_VERSION, R4, in memory) running on $FHIR_URL (pid $(cat "$pidf"))"
+}
+
 stop_pid() {  # name pidfile
   if pid_alive "$2"; then
     local pid; pid="$(cat "$2")"; kill "$pid"
@@ -115,6 +178,7 @@ stop_pid() {  # name pidfile
 status() {
   pid_alive "$STATE/kafka.pid" && port_open "$KAFKA_PORT" && echo "kafka: up on 127.0.0.1:$KAFKA_PORT" || echo "kafka: down"
   pid_alive "$STATE/redis.pid" && port_open "$REDIS_PORT" && echo "redis: up on 127.0.0.1:$REDIS_PORT" || echo "redis: down"
+  pid_alive "$STATE/fhir.pid" && port_open "$FHIR_PORT" && echo "fhir: up on $FHIR_URL" || echo "fhir: down"
 }
 
 cmd="${1:-}"; what="${2:-all}"
@@ -122,18 +186,23 @@ mkdir -p "$CACHE" "$STATE"
 case "$cmd:$what" in
   fetch:kafka) fetch_kafka; fetch_flink ;;
   fetch:redis) fetch_redis ;;
-  fetch:all) fetch_kafka; fetch_flink; fetch_redis ;;
+  fetch:fhir) fetch_fhir ;;
+  fetch:all) fetch_kafka; fetch_flink; fetch_redis; fetch_fhir ;;
   start:kafka) fetch_flink; start_kafka ;;
   start:redis) start_redis ;;
-  start:all) fetch_flink; start_kafka; start_redis ;;
+  start:fhir) start_fhir ;;
+  start:all) fetch_flink; start_kafka; start_redis; start_fhir ;;
   stop:kafka) stop_pid kafka "$STATE/kafka.pid" ;;
   stop:redis) stop_pid redis "$STATE/redis.pid" ;;
-  stop:all) stop_pid kafka "$STATE/kafka.pid"; stop_pid redis "$STATE/redis.pid" ;;
+  stop:fhir) stop_pid fhir "$STATE/fhir.pid" ;;
+  stop:all) stop_pid kafka "$STATE/kafka.pid"; stop_pid redis "$STATE/redis.pid"; stop_pid fhir "$STATE/fhir.pid" ;;
   reset:kafka) stop_pid kafka "$STATE/kafka.pid"; rm -rf "$STATE/kafka" ;;
+  reset:fhir) stop_pid fhir "$STATE/fhir.pid" ;;  # it keeps nothing on disk
   status:*) status ;;
   env:*)
     echo "WARDFLOW_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
     echo "WARDFLOW_FLINK_JARS=$FLINK_JARS"
-    echo "WARDFLOW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" ;;
-  *) die "usage: $0 {fetch|start|stop|reset|status|env} [kafka|redis|all]" ;;
+    echo "WARDFLOW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    echo "WARDFLOW_FHIR_SERVER_URL=$FHIR_URL" ;;
+  *) die "usage: $0 {fetch|start|stop|reset|status|env} [kafka|redis|fhir|all]" ;;
 esac
