@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 import socket
 import socketserver
@@ -64,6 +65,7 @@ TOPICS = [
     topics.DEAD_LETTER.name,
 ]
 HEAD_BYTES = 64 << 10  # what a dead letter keeps of a message over max_message_bytes
+log = logging.getLogger("wardflow.hl7_gateway")
 
 
 def frame(message: str | bytes) -> bytes:
@@ -216,10 +218,19 @@ class Gateway:
                 self.publisher.flush()
             except Exception as exc:  # Kafka refused or did not confirm: nothing is stored
                 self.stats.retry_asked += 1
+                log.warning("message %d not stored, AE (resend): %s", seq, exc)
                 msg = hl7v2.parse(decode_text(raw)) if size is None else None
                 parsed = None if isinstance(msg, hl7v2.Refused) else msg
                 return hl7v2.ack(
                     parsed, "AE", f"not stored, resend: {exc}", "207", raw=decode_text(raw)
+                )
+            if d.ack_code != "AA" or d.letters:
+                log.info(
+                    "message %d: %s, %d dead letter(s): %s",
+                    seq,
+                    d.ack_code,
+                    len(d.letters),
+                    d.reason,
                 )
             if d.records:
                 self.stats.accepted += 1
@@ -401,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     kafka_io.wait_for_broker(settings)
     server = serve(settings, host=a.host, port=a.port, prefix=a.topic_prefix)
     print(f"HL7 v2 MLLP gateway on {a.host}:{server.server_address[1]}", flush=True)
