@@ -87,6 +87,9 @@ bench: venv
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.scoring
 	$(BIN)/python -m bench.cluster_scale
+	$(BIN)/python -m bench.hl7_gateway
+	$(SERVICES) start fhir
+	$(BIN)/python -m bench.ehr_writeback
 
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv

@@ -146,7 +146,7 @@ def observation(i: int, unit: str = "/min") -> dict:
             "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
             "subject": {"reference": f"Patient/p{i % 40}"},
-            "effectiveDateTime": f"2026-03-01T{8 + i // 3600 % 10:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
+            "effectiveDateTime": f"2026-03-01T08:{i // 60 % 60:02d}:{i % 60:02d}Z",
             "valueQuantity": {
                 "value": 60 + i % 50,
                 "system": "http://unitsofmeasure.org",

@@ -111,7 +111,7 @@ def test_one_unreadable_value_is_dead_lettered_alone_and_the_rest_is_stored(
         )
     )
     assert d.ack_code == "AA" and err(d.ack) == ["ERR|||102^^HL70357|W"]
-    [(topic, rec, _)] = d.records
+    [(_, rec, _)] = d.records
     assert (rec["resp_rate_per_min"], rec["on_supplemental_o2"]) == (24, True)
     [letter] = d.letters
     assert letter.reason_code == "bad_value" and letter.payload.startswith(b"OBX|1|NM|8867-4")

@@ -1,0 +1,152 @@
+"""Alert lifecycle events → HL7 v2.5.1 ORU^R01, and the EHR's ACK (schemas.interop.hl7_alerts)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.parser import parse_message
+
+from schemas.interop import hl7_alerts, hl7v2
+from schemas.interop.hl7_alerts import control_id, er7, parse_ack
+from sinks.ehr_hl7 import _acknowledges, parse_target
+from tests.unit.test_fhir_alerts import TOKEN, alert, lifecycle
+
+
+def parsed(event: dict[str, Any]) -> Message:
+    return parse_message(er7(event), find_groups=True, validation_level=VALIDATION_LEVEL.TOLERANT)
+
+
+def observations(event: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """OBX-3.1 → (value type, value unescaped, units) read back from the ER7 text by hl7apy."""
+    msg = hl7v2.parse(er7(event))
+    assert isinstance(msg, Message)
+    out = {}
+    for seg in msg.children:
+        if seg.name == "OBX":
+            code = seg.obx_3.to_er7().split("^")[0]
+            units = seg.obx_6.to_er7() if len(seg.obx_6) else ""
+            out[code] = (seg.obx_2.to_er7(), hl7_alerts.unescape(seg.obx_5.to_er7()), units)
+    return out
+
+
+def test_the_message_parses_back_with_hl7apy_as_an_oru_r01_of_version_2_5_1() -> None:
+    msg = parsed(alert())
+    assert msg.name == "ORU_R01"
+    assert msg.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
+    assert msg.msh.msh_12.to_er7() == "2.5.1"
+    result = msg.oru_r01_patient_result
+    assert result.oru_r01_patient.pid.pid_3.to_er7() == f"{TOKEN}^^^WARDFLOW^ANON"
+    order = result.oru_r01_order_observation
+    assert order.obr.obr_4.to_er7().split("^")[0] == "news2_sustained"
+    assert order.obr.obr_3.to_er7().split("^")[0] == alert()["alert_id"]
+    assert len(order.oru_r01_observation) == 7
+    msg.validate()  # hl7apy's own structure check of a tolerant message
+
+
+def test_segments_are_separated_by_carriage_returns_only() -> None:
+    text = er7(alert("resolve", 3))
+    assert "\n" not in text and text.startswith("MSH|^~\\&|WARDFLOW|GH|EHR|GH|")
+    assert [s[:3] for s in text.split("\r")][:4] == ["MSH", "PID", "PV1", "OBR"]
+
+
+def test_the_control_id_is_stable_per_event_and_fits_msh_10() -> None:
+    raised, escalated, resolved = lifecycle()
+    ids = {control_id(e["alert_event_id"]) for e in (raised, escalated, resolved)}
+    assert len(ids) == 3 and all(len(i) <= 20 for i in ids)
+    assert parsed(raised).msh.msh_10.to_er7() == control_id(raised["alert_event_id"])
+    assert er7(raised) == er7(dict(raised))  # a resend is byte for byte the same message
+
+
+def test_the_observations_carry_action_severity_score_alert_id_sequence_and_evidence() -> None:
+    event = alert("escalate", 2)
+    obs = observations(event)
+    assert obs["ALERT_ACTION"] == ("ST", "escalate", "")
+    assert obs["ALERT_SEVERITY"] == ("ST", "high", "")
+    assert obs["NEWS2"] == ("NM", "7", "")
+    assert obs["ALERT_ID"] == ("ST", event["alert_id"], "")
+    assert obs["ALERT_SEQUENCE"] == ("NM", "2", "")
+    assert obs["ALERT_HITS"] == ("NM", "2", "")
+    assert json.loads(obs["ALERT_EVIDENCE"][1]) == json.loads(event["evidence_json"])
+    assert "ALERT_RESOLVE_REASON" not in obs
+
+
+def test_a_model_alert_reports_its_risk_in_percent() -> None:
+    obs = observations(alert(rule_id="model_sepsis_risk"))
+    assert obs["SEPSIS_RISK_PCT"] == ("NM", "37", "%^%^UCUM")
+
+
+def test_a_resolve_is_a_correction_with_its_reason() -> None:
+    raised, _, resolved = lifecycle()
+    assert (
+        parsed(raised).oru_r01_patient_result.oru_r01_order_observation.obr.obr_25.to_er7() == "F"
+    )
+    order = parsed(resolved).oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_25.to_er7() == "C"
+    assert observations(resolved)["ALERT_RESOLVE_REASON"][1] == "condition_cleared"
+    assert order.obr.obr_7.to_er7() == "20260301080000.123+0000"  # opened
+    assert order.obr.obr_22.to_er7() == "20260301090000.123+0000"  # this step
+
+
+def test_delimiters_in_values_are_escaped_and_read_back_whole() -> None:
+    evidence = json.dumps({"note": "a|b^c&d~e\\f", "x": {"value": 1}})
+    event = alert(evidence_json=evidence, unit_id="ICU|2")
+    text = er7(event)
+    assert text.count("\r") == len(text.split("\r")) - 1
+    obs = observations(event)
+    assert obs["ALERT_EVIDENCE"][1] == evidence
+    assert "ICU\\F\\2^^^GH" in text
+
+
+def ack_for(event: dict[str, Any], code: str, why: str = "") -> str:
+    msg = hl7v2.parse(er7(event))
+    assert isinstance(msg, Message)
+    return hl7v2.ack(msg, code, why, "207" if code != "AA" else "")
+
+
+@pytest.mark.parametrize(
+    ("code", "accepted", "retry", "rejected"),
+    [
+        ("AA", True, False, False),
+        ("CA", True, False, False),
+        ("AE", False, True, False),
+        ("CE", False, True, False),
+        ("AR", False, False, True),
+        ("CR", False, False, True),
+    ],
+)
+def test_an_ack_is_read_for_its_code_and_the_control_id_it_answers(
+    code: str, accepted: bool, retry: bool, rejected: bool
+) -> None:
+    event = alert()
+    ack = parse_ack(ack_for(event, code, "unknown patient"))
+    assert ack.code == code
+    assert ack.control_id == control_id(event["alert_event_id"])
+    assert (ack.accepted, ack.retry, ack.rejected) == (accepted, retry, rejected)
+    if code != "AA":
+        assert "unknown patient" in ack.text
+
+
+def test_a_reply_that_is_not_an_ack_is_an_error() -> None:
+    with pytest.raises(ValueError, match="MSA"):
+        parse_ack(er7(alert()))
+    with pytest.raises(ValueError, match="parse"):
+        parse_ack("garbage")
+
+
+def test_the_sender_matches_an_ack_to_its_message_by_msa_2() -> None:
+    event = alert()
+    cid = control_id(event["alert_event_id"])
+    assert _acknowledges(ack_for(event, "AA"), cid)
+    assert not _acknowledges(ack_for(alert("escalate", 2), "AA"), cid)  # a late reply
+    assert _acknowledges("MSH|^~\\&|EHR\rMSA|AA", cid)  # no MSA-2: taken as ours
+
+
+def test_the_mllp_target_is_host_and_port() -> None:
+    assert parse_target("127.0.0.1:2575") == ("127.0.0.1", 2575)
+    assert parse_target("[::1]:2575") == ("::1", 2575)
+    with pytest.raises(ValueError):
+        parse_target("ehr.example")
