@@ -4,7 +4,9 @@ Parsing is hl7apy's, at its QUIET validation level: the structure is parsed (a s
 message's version does not define still fails) but not checked against the standard's
 cardinalities and tables, so that real-world messages with local quirks still parse; this module
 checks what it reads itself. QUIET maps every sample and corpus message exactly as TOLERANT did
-and parses an 18-OBX ORU in about half the time (bench/hl7_gateway.py). Every message ends as one of:
+and parses an 18-OBX ORU in about half the time (bench/hl7_gateway.py).
+
+Every message ends as one of:
 
 - `Mapped`: records for Kafka topics (`adt.event.v1`, `vitals.observation.v1`, `labs.result.v1`),
   plus the parts of the message that could not be mapped (`Mapped.rejected`: one OBX with a unit
