@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
+.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model validate-external test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -45,7 +45,12 @@ train: venv
 # normalised utility on the last line.
 evaluate-model: venv
 	$(BIN)/python -m training.registry bootstrap
-	$(BIN)/python -m training.evaluate --file $(or $(FILE),../shared/data/physionet2019/setA.parquet)
+	$(BIN)/python -m training.evaluate $(if $(FILE),--file $(FILE))
+
+# Proxy external validation of the sepsis model: other hospitals, other units, ablations. OUT=…
+validate-external: venv
+	$(BIN)/python -m training.registry bootstrap
+	$(BIN)/python -m training.external $(if $(OUT),--out $(OUT))
 
 test: venv services
 	$(BIN)/python -m pytest -q
@@ -94,7 +99,7 @@ bench: venv
 # The screening rules on a PhysioNet 2019 format file (set A by default): FILE=… PATIENTS=…
 evaluate: venv
 	$(SERVICES) start kafka
-	$(BIN)/python -m training.evaluate_rules $(if $(FILE),--file $(FILE)) $(if $(PATIENTS),--patients $(PATIENTS))
+	$(BIN)/python -m training.evaluate_rules $(if $(FILE),--file $(FILE)) $(if $(PATIENTS),--patients $(PATIENTS)) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -13,8 +13,10 @@ Writes a Markdown report with a plot, and prints a summary as its last line.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +32,11 @@ from jobs.feeds import replay
 from jobs.runtime import kafka_io
 from jobs.runtime.watch import exit_on_failure
 from jobs.screening import rules as sepsis_rules
+from jobs.screening.scoring import MODEL_RULE
 from schemas import codec, load_schema, phi, topics
 from schemas.settings import Settings
 from training.metrics import DT_EARLY, DT_LATE, normalized_utility, onset_row
+from udfs.registry import Registry
 
 SCORES = ("news2_score", "sirs_count", "qsofa_score", "sofa_partial_score")
 POLICIES = ("open", "raise")
@@ -133,28 +137,28 @@ def collect(
     return Cohort(hours, alerts, pages, rows, onset, row_of)
 
 
-def predictions(c: Cohort, rule_id: str | None, policy: str) -> npt.NDArray[np.bool_]:
-    """Boolean per hourly row: the rule (None = any rule) predicts sepsis under the policy."""
+def predictions(c: Cohort, rule_ids: Collection[str], policy: str) -> npt.NDArray[np.bool_]:
+    """Boolean per hourly row: any of the rules predicts sepsis under the policy."""
     pred = np.zeros(len(c.hours), dtype=bool)
     times = c.hours["time"].to_numpy()
     if policy == "open":
-        a = c.alerts if rule_id is None else c.alerts[c.alerts["rule_id"] == rule_id]
+        a = c.alerts[c.alerts["rule_id"].isin(list(rule_ids))]
         for pid, start, end in a[["patient_id", "raised", "resolved"]].itertuples(index=False):
             r = c.rows[pid]
             pred[r[(times[r] >= start) & (pd.isna(end) | (times[r] < end))]] = True
     else:
-        p = c.pages if rule_id is None else c.pages[c.pages["rule_id"] == rule_id]
+        p = c.pages[c.pages["rule_id"].isin(list(rule_ids))]
         for pid, at in p[["patient_id", "event_time"]].itertuples(index=False):
             r = c.rows[pid]
             pred[r[times[r] == at]] = True
     return pred
 
 
-def rule_metrics(c: Cohort, rule_id: str | None, policy: str) -> dict[str, float]:
-    pred = predictions(c, rule_id, policy)
+def rule_metrics(c: Cohort, rule_ids: Collection[str], policy: str) -> dict[str, float]:
+    pred = predictions(c, rule_ids, policy)
     labels = c.hours["SepsisLabel"].to_numpy()
     utility = normalized_utility((labels[r], pred[r]) for r in c.rows.values())
-    a = c.alerts if rule_id is None else c.alerts[c.alerts["rule_id"] == rule_id]
+    a = c.alerts[c.alerts["rule_id"].isin(list(rule_ids))]
     leads: dict[Any, int] = {}
     in_window = 0
     for pid, raised in a[["patient_id", "raised"]].itertuples(index=False):
@@ -184,7 +188,11 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def report(c: Cohort, source: str, out: Path, elapsed_s: float) -> tuple[str, dict[str, Any]]:
+def report(
+    c: Cohort, source: str, out: Path, elapsed_s: float, model: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """The report's Markdown and summary; `model`: the scoring model's version when the job
+    scored (its alerts then have their own row), else ''."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,16 +201,24 @@ def report(c: Cohort, source: str, out: Path, elapsed_s: float) -> tuple[str, di
     h = c.hours
     y = h["SepsisLabel"].to_numpy()
     aurocs = {s: float(roc_auc_score(y, h[s])) for s in SCORES}
+    rules_only = [r.rule_id for r in sepsis_rules.RULES]
+    # The model's alerts (scoring on) get their own row and are named in the "any" rows.
+    rows_for: list[tuple[str, str, str, list[str]]] = [
+        (r.rule_id, r.version, r.score, [r.rule_id]) for r in sepsis_rules.RULES
+    ]
+    if model:
+        rows_for.append((MODEL_RULE, model, "", [MODEL_RULE]))
+    rows_for.append(("any rule (rules only)", "", "", rules_only))
+    if model:
+        rows_for.append(("any alert (rules + model)", "", "", [*rules_only, MODEL_RULE]))
     rows = []
-    for rule in [*sepsis_rules.RULES, None]:
-        rid = rule.rule_id if rule else "any rule"
+    for name, version, score, ids in rows_for:
         for policy in POLICIES:
-            m = rule_metrics(c, rule.rule_id if rule else None, policy)
-            score = rule.score if rule else ""
+            m = rule_metrics(c, ids, policy)
             rows.append(
                 {
-                    "rule": rid,
-                    "version": rule.version if rule else "",
+                    "rule": name,
+                    "version": version,
                     "policy": policy,
                     "auroc": aurocs.get(score, float("nan")),
                     **m,
@@ -258,13 +274,28 @@ def report(c: Cohort, source: str, out: Path, elapsed_s: float) -> tuple[str, di
         ]
     )
     (out / "README.md").write_text(md)
-    best = table[table["rule"] == "any rule"].set_index("policy")
+    best = table[table["rule"] == "any rule (rules only)"].set_index("policy")
     summary = {
         "patients": patients,
         "auroc_news2": aurocs["news2_score"],
         "utility_any_open": float(best["utility"].loc["open"]),
     }
     return md, summary
+
+
+def tracked_files(out: Path) -> list[str]:
+    """Files under `out` that git tracks (none when git or the checkout is not there)."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--", str(out.resolve())],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return []
+    return done.stdout.split() if done.returncode == 0 else []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,11 +310,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--patients", type=int, default=0, help="random subset; 0 = all")
     ap.add_argument("--seed", type=int, default=2019)
-    ap.add_argument("--out", type=Path, default=Path("reports/sepsis_screen"))
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("build/sepsis_screen"),
+        help="report folder; one holding files tracked by git is refused (the committed report "
+        "is regenerated on purpose: --out reports/sepsis_screen --overwrite-tracked)",
+    )
+    ap.add_argument("--overwrite-tracked", action="store_true")
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a, job_name="sepsis_screen_evaluation")
     settings = replace(settings, phi_key=settings.require_phi_key())
+    tracked = tracked_files(a.out)
+    if tracked and not a.overwrite_tracked:
+        raise SystemExit(
+            f"{a.out} holds files tracked by git ({', '.join(tracked[:3])}): choose another "
+            "--out (OUT=), or pass --overwrite-tracked to regenerate the committed report"
+        )
     kafka_io.wait_for_broker(settings)
     df, source = replay.load_physionet(a.file, settings)
     plan = replay.ReplayPlan(patients=a.patients or 10**9, seed=a.seed)
@@ -295,11 +339,16 @@ def main(argv: list[str] | None = None) -> None:
     kafka_io.delete_topics(
         settings, sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics, prefix=prefix
     )
-    md, s = report(cohort, source, a.out, time.monotonic() - t0)
+    model = ""
+    if settings.scoring:
+        champion = Registry(settings.model_registry).role(settings.model_name, "champion")
+        model = f"{settings.model_name} v{champion.version}" if champion else ""
+    md, s = report(cohort, source, a.out, time.monotonic() - t0, model)
     print(md)
     print(
         f"patients={s['patients']} auroc_news2={s['auroc_news2']:.4f} "
         f"utility_any_rule_open={s['utility_any_open']:.4f} report={a.out / 'README.md'}"
+        + (f" model_alerts={model}" if model else "")
     )
 
 

@@ -13,7 +13,6 @@ Sepsis-3 onset); features are causal (feature_store/definitions.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import time
@@ -33,16 +32,11 @@ from schemas.settings import Settings
 from training import validation
 from training.features import hourly_features
 from training.model import SepsisRisk, fit_scaling
+from training.splits import SPLIT_KEY, split_of
 from udfs.registry import Registry, sha256
 
 MODEL_NAME = "sepsis-risk"
 OPSET = 18
-SPLIT_KEY = "wardflow-split-v1"
-
-
-def split_of(patient_id: str) -> str:
-    h = int(hashlib.sha256(f"{SPLIT_KEY}:{patient_id}".encode()).hexdigest()[:8], 16) % 100
-    return "train" if h < 70 else "val" if h < 85 else "test"
 
 
 def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float32]]:

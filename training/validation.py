@@ -20,7 +20,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from training.metrics import normalized_utility
+from training.metrics import best_predictions, normalized_utility, patient_utility
 
 AGE_BANDS = [(0, 50, "<50"), (50, 65, "50-64"), (65, 80, "65-79"), (80, 200, "80+")]
 MIN_SEPTIC_PATIENTS = 20  # a subgroup smaller than this is reported, not gated
@@ -79,6 +79,52 @@ def metrics(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
         "ece": round(ece, 5),
         "threshold": round(threshold, 5),
         **alert_burden(frame, threshold),
+    }
+
+
+BOOTSTRAP_SAMPLES = 200
+
+
+def bootstrap_ci(
+    frame: pd.DataFrame, threshold: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 2019
+) -> dict[str, list[float]]:
+    """Patient-level bootstrap 95 % intervals (percentile) of AUROC, normalised utility and
+    alert episodes per patient-day: patients are drawn with replacement, each bringing all its
+    hours (a patient's hours are not independent). Frame sorted by patient, hour."""
+    pid = frame["patient_id"].to_numpy()
+    codes, first = pd.factorize(pid)[0], frame.groupby("patient_id", sort=False)
+    n = int(codes.max()) + 1
+    y, p = frame["label"].to_numpy(), frame["risk"].to_numpy()
+    parts = np.array(
+        [
+            (
+                patient_utility(lab, g["risk"].to_numpy() >= threshold),
+                patient_utility(lab, best_predictions(lab)),
+                patient_utility(lab, np.zeros(len(lab), dtype=bool)),
+            )
+            for _, g in first
+            for lab in [g["label"].to_numpy(dtype=bool)]
+        ]
+    )
+    above = frame["risk"].to_numpy() >= threshold
+    prev = np.r_[False, above[:-1]] & np.r_[False, codes[1:] == codes[:-1]]
+    starts = np.bincount(codes, weights=(above & ~prev).astype(float), minlength=n)
+    hours = np.bincount(codes, minlength=n).astype(float)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"auroc": [], "normalised_utility": [], "alerts_per_day": []}
+    for _ in range(samples):
+        k = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        w = k[codes]
+        if len(np.unique(y[w > 0])) == 2:
+            draws["auroc"].append(float(roc_auc_score(y, p, sample_weight=w)))
+        obs, best, none = k @ parts
+        if best != none:
+            draws["normalised_utility"].append(float((obs - none) / (best - none)))
+        draws["alerts_per_day"].append(float(k @ starts / (k @ hours / 24)))
+    return {
+        name: [round(float(np.percentile(v, 2.5)), 4), round(float(np.percentile(v, 97.5)), 4)]
+        for name, v in draws.items()
+        if v
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from schemas.settings import Settings
 from training import evaluate_rules as evaluate_screen
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_a_report_folder_holding_tracked_files_is_refused(kafka: Settings) -> None:
+    with pytest.raises(SystemExit, match="tracked by git"):
+        evaluate_screen.main(["--patients", "5", "--out", "reports/sepsis_screen"])
 
 
 def test_evaluation_writes_a_report_with_every_rule_and_policy_and_a_summary_line(
@@ -26,8 +32,13 @@ def test_evaluation_writes_a_report_with_every_rule_and_policy_and_a_summary_lin
     report = (tmp_path / "README.md").read_text()
     assert (tmp_path / "sepsis_screen.png").stat().st_size > 10_000
     rows = [line for line in report.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == 2 * (len(sepsis_rules.RULES) + 1)
+    # each rule, the model (scoring is on by default), any rule, any alert: two policies each
+    assert len(rows) == 2 * (len(sepsis_rules.RULES) + 3)
     for rule in sepsis_rules.RULES:
         assert f"| {rule.rule_id} | {rule.version} | open |" in report
+    assert re.search(r"\| model_sepsis_risk \| sepsis-risk v\d+ \| open \|", report)
+    assert "| any rule (rules only) |  | open |" in report
+    assert "| any alert (rules + model) |  | raise |" in report
+    assert re.search(r"model_alerts=sepsis-risk v\d+$", last)
     auroc = float(last.split("auroc_news2=")[1].split()[0])
     assert 0.5 < auroc < 1.0

@@ -15,7 +15,8 @@ from jobs.feeds.replay import SAMPLE
 from schemas.settings import Settings
 from training import validation
 from training.features import hourly_features
-from training.train import build, split_of
+from training.splits import split_of
+from training.train import build
 from udfs.registry import GateFailed, Registry
 
 

@@ -1,0 +1,106 @@
+"""Honest evaluation: other hospital systems in the PhysioNet layout, patient-level bootstrap
+intervals, and `make evaluate-model` reading only patients the model never saw."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas.settings import Settings
+from training import cohorts, evaluate, validation
+from training.features import hourly_features
+from training.splits import split_of
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SET_A = DATA / "physionet2019" / "setA.parquet"
+
+
+def yaib_folder(tmp: Path) -> Path:
+    """Two stays as YAIB writes them: 20 h without sepsis, 30 h with onset at hour 12."""
+    rows, labels = [], []
+    for stay, hours, first_positive in ((1, 20, None), (2, 30, 6)):
+        for h in range(hours):
+            rows.append(
+                {"stay_id": stay, "time": timedelta(hours=h), "hr": 80.0 + h, "fio2": 40.0}
+                | {c: np.nan for c in cohorts.SAME if c != "hr"}
+            )
+            positive = first_positive is not None and first_positive <= h <= first_positive + 12
+            labels.append({"stay_id": stay, "time": timedelta(hours=h), "label": positive})
+    tmp.mkdir()
+    pd.DataFrame(rows).to_parquet(tmp / "dyn.parquet")
+    pd.DataFrame(labels).to_parquet(tmp / "outc.parquet")
+    sta = {"stay_id": [1, 2], "age": [70.0, 55.0], "sex": ["Female", "Male"]}
+    pd.DataFrame(sta | {"height": [160.0, 180.0], "weight": [60.0, 80.0]}).to_parquet(
+        tmp / "sta.parquet"
+    )
+    return tmp
+
+
+def test_a_yaib_cohort_becomes_physionet_rows_with_the_challenges_units_and_label_horizon(
+    tmp_path: Path,
+) -> None:
+    df = cohorts.yaib_to_physionet(yaib_folder(tmp_path / "eicu"), prefix="x:")
+    set_a_columns = {
+        "patient_id", "ICULOS", "HR", "O2Sat", "Temp", "FiO2", "Lactate", "WBC", "Platelets",
+        "Creatinine", "Bilirubin_total", "Age", "Gender", "Unit1", "Unit2", "SepsisLabel",
+    }  # fmt: skip
+    assert set_a_columns <= set(df.columns)
+    one, two = (df[df["patient_id"] == f"x:{s}"] for s in (1, 2))
+    assert list(one["ICULOS"]) == list(range(1, 21))  # hours since admission, from 1
+    assert one["FiO2"].eq(0.4).all() and one["Gender"].eq(0).all() and one["Age"].eq(70).all()
+    # the first positive hour (ICULOS 7) is 6 h before onset; the stay ends 3 h after onset
+    assert two["SepsisLabel"].tolist() == [0] * 6 + [1] * 10
+    assert hourly_features(df)["unit"].eq("unknown").all()
+
+
+def synthetic(patients: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(patients):
+        n = 30
+        septic = i % 5 == 0
+        label = np.zeros(n, dtype="int8")
+        if septic:
+            label[20:] = 1
+        risk = rng.uniform(0, 0.5, n) + 0.3 * label
+        frames.append(pd.DataFrame({"patient_id": f"p{i:04d}", "label": label, "risk": risk}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_patients() -> None:
+    small, large = synthetic(100, 1), synthetic(1600, 1)
+    ci_small = validation.bootstrap_ci(small, 0.5, samples=100)
+    ci_large = validation.bootstrap_ci(large, 0.5, samples=100)
+    m = validation.metrics(large, 0.5)
+    lo, hi = ci_large["auroc"]
+    assert lo <= m["auroc"] <= hi
+    lo_u, hi_u = ci_large["normalised_utility"]
+    assert lo_u <= m["normalised_utility"] <= hi_u
+    width = {k: ci_small[k][1] - ci_small[k][0] for k in ci_small}
+    assert all(ci_large[k][1] - ci_large[k][0] < width[k] for k in width)
+    assert validation.bootstrap_ci(large, 0.5, samples=100) == ci_large  # seeded
+
+
+@pytest.mark.skipif(not SET_A.exists(), reason="../shared/data/physionet2019 is not here")
+def test_evaluate_model_without_a_file_reads_only_set_as_held_out_test_patients(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.registry import bootstrap
+    from udfs.registry import Registry
+
+    settings = Settings.from_env({}, model_registry=tmp_path / "registry", phi_key=b"k")
+    bootstrap(Registry(settings.model_registry), settings.model_name)
+    seen: list[pd.DataFrame] = []
+    real = evaluate.hourly_features
+    monkeypatch.setattr(evaluate, "hourly_features", lambda df: seen.append(df) or real(df))
+    evaluate.main(["--model-registry", str(settings.model_registry), "--bootstrap", "20"])
+    [read] = seen
+    assert set(read["patient_id"].map(split_of)) == {"test"}
+    assert read["patient_id"].nunique() == 3077
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("AUROC 0.75") and "normalised_utility 0.3" in out[-1]
+    assert out[-2].startswith("95 % intervals (patient bootstrap, 20 samples): AUROC [")

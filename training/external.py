@@ -1,0 +1,228 @@
+"""Proxy external validation: how a sepsis model does on hospitals and units it was not trained
+on, side by side with its own held-out split, from the data we have.
+
+    python -m training.external [--out build/external_validation]     (make validate-external)
+
+- **The champion** (the registry's, ONNX) on set A's test split (in distribution), the eICU demo
+  cohort (US multi-centre) and the MIMIC-III demo cohort (Beth Israel), converted to the
+  PhysioNet 2019 layout by `training.cohorts` (mapping documented there).
+- **Feature ablations** (`ABLATIONS`): the same MLP trained on set A's training split with
+  groups of features neutralised, tested on set A's test split and the other hospital systems;
+  the variant to prefer is the one that transfers, not the one that fits set A best.
+- **Leave one ICU unit out** on set A: an MLP like the champion (same features, same training
+  code, `training.train.fit`) trained on one unit type's training patients (MICU or SICU; early
+  stopping and threshold on that unit's validation patients) and tested on the other unit's test
+  patients, next to its own unit's test patients and the eICU demo.
+
+Every metric has a patient-level bootstrap 95 % interval (`training.validation.bootstrap_ci`);
+the threshold is always the model's own (chosen on its validation patients), never tuned on the
+cohort it is tested on. The MIMIC-III demo cohort has one septic stay: it is listed for the alert
+burden, its AUROC and utility mean nothing. Writes README.md and results.json to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from feature_store.definitions import FEATURES
+from schemas.settings import Settings
+from training import cohorts, validation
+from training.evaluate import score
+from training.features import hourly_features
+from training.splits import split_of
+from training.train import _predict, _x, fit
+from udfs.registry import Registry
+
+UNITS = ("MICU", "SICU")
+TIME = ("hours_since_first_record",)
+LAB_AGES = tuple(f for f in FEATURES if f.endswith("_age_h"))
+LABS = (
+    "lactate_mmol_l",
+    "paco2_mmhg",
+    "wbc_10e9_l",
+    "platelets_10e9_l",
+    "creatinine_mg_dl",
+    "bilirubin_total_mg_dl",
+)
+# Feature ablations: the features each variant neutralises (a constant input carries nothing;
+# the model keeps its inputs, so a variant scores in the stream unchanged).
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "all features": (),
+    "without time since first record": TIME,
+    "without measurement-process features (time, lab ages)": TIME + LAB_AGES,
+    "vitals, scores, age and sex only": TIME + LAB_AGES + LABS,
+}
+
+
+def masked(frame: pd.DataFrame, features: tuple[str, ...]) -> pd.DataFrame:
+    """`frame` with `features` set to 0 for every row (no information left in them)."""
+    return frame.assign(**dict.fromkeys(features, 0.0)) if features else frame
+
+
+def evaluate(frame: pd.DataFrame, threshold: float, samples: int) -> dict[str, Any]:
+    m = validation.metrics(frame, threshold)
+    septic = m["septic_patients"]
+    ci = validation.bootstrap_ci(frame, threshold, samples) if septic >= 10 else {}
+    return {
+        "patients": m["patients"],
+        "septic_patients": septic,
+        "hours": m["rows"],
+        "auroc": m["auroc"],
+        "auroc_ci95": ci.get("auroc"),
+        "normalised_utility": m["normalised_utility"],
+        "normalised_utility_ci95": ci.get("normalised_utility"),
+        "alert_episodes_per_patient_day": m["alert_episodes_per_patient_day"],
+        "alerts_per_day_ci95": ci.get("alerts_per_day"),
+        "patients_alerted_pct": m["patients_alerted_pct"],
+        "threshold": round(threshold, 5),
+    }
+
+
+def leave_one_unit_out(
+    seta: pd.DataFrame, external: dict[str, pd.DataFrame], samples: int, epochs: int
+) -> list[dict[str, Any]]:
+    rows = []
+    for train_unit in UNITS:
+        mine = seta[seta["unit"] == train_unit]
+        parts = {s: mine[mine["split"] == s].reset_index(drop=True) for s in ("train", "val")}
+        model = fit(parts["train"], parts["val"], epochs=epochs, seed=2019, log=lambda _: None)
+        parts["val"]["risk"] = _predict(model, _x(parts["val"]))
+        threshold = validation.choose_threshold(parts["val"])
+        tests = {
+            f"set A {u} test split": seta[(seta["unit"] == u) & (seta["split"] == "test")]
+            for u in UNITS
+        }
+        for name, frame in {**tests, **external}.items():
+            frame = frame.reset_index(drop=True)
+            frame["risk"] = _predict(model, _x(frame))
+            held_out = not name.startswith(f"set A {train_unit}")
+            rows.append(
+                {
+                    "model": f"MLP trained on set A {train_unit}",
+                    "cohort": name,
+                    "seen_in_training": "unit seen" if not held_out else "unseen",
+                    **evaluate(frame, threshold, samples),
+                }
+            )
+            print(f"  {rows[-1]['model']} on {name}: AUROC {rows[-1]['auroc']}", flush=True)
+    return rows
+
+
+def ablations(
+    seta: pd.DataFrame, external: dict[str, pd.DataFrame], samples: int, epochs: int
+) -> list[dict[str, Any]]:
+    """Each ABLATIONS variant trained on set A's training split (all units), its threshold on
+    the validation split, tested on the test split and the other hospital systems."""
+    rows = []
+    for name, features in ABLATIONS.items():
+        parts = {s: masked(seta[seta["split"] == s], features).reset_index(drop=True)
+                 for s in ("train", "val", "test")}  # fmt: skip
+        model = fit(parts["train"], parts["val"], epochs=epochs, seed=2019, log=lambda _: None)
+        parts["val"]["risk"] = _predict(model, _x(parts["val"]))
+        threshold = validation.choose_threshold(parts["val"])
+        tests = {"set A test split": parts["test"], **external}
+        for cohort, frame in tests.items():
+            frame = masked(frame, features).reset_index(drop=True)
+            frame["risk"] = _predict(model, _x(frame))
+            rows.append(
+                {
+                    "model": f"MLP, {name}",
+                    "cohort": cohort,
+                    "seen_in_training": "hospital seen" if cohort.startswith("set A") else "unseen",
+                    **evaluate(frame, threshold, samples),
+                }
+            )
+            print(f"  {rows[-1]['model']} on {cohort}: AUROC {rows[-1]['auroc']}", flush=True)
+    return rows
+
+
+def champion_rows(
+    settings: Settings, seta: pd.DataFrame, external: dict[str, pd.DataFrame], samples: int
+) -> list[dict[str, Any]]:
+    v = Registry(settings.model_registry).role(settings.model_name, "champion")
+    if v is None:
+        raise SystemExit(f"{settings.model_name} has no champion in {settings.model_registry}")
+    cohorts_ = {"set A test split": seta[seta["split"] == "test"], **external}
+    rows = []
+    for name, frame in cohorts_.items():
+        frame = frame.reset_index(drop=True)
+        frame["risk"] = score(v, frame)
+        rows.append(
+            {
+                "model": f"champion {v.model} v{v.version}",
+                "cohort": name,
+                "seen_in_training": "hospital seen" if name.startswith("set A") else "unseen",
+                **evaluate(frame, v.threshold, samples),
+            }
+        )
+    return rows
+
+
+def ci(v: list[float] | None) -> str:
+    return f" [{v[0]:.3f}, {v[1]:.3f}]" if v else ""
+
+
+def markdown(rows: list[dict[str, Any]], elapsed_s: float) -> str:
+    lines = [
+        "# Proxy external validation of the sepsis model",
+        "",
+        f"Generated by `python -m training.external` in {elapsed_s:.0f} s (see its docstring). "
+        "95 % intervals: patient-level bootstrap. Utility: PhysioNet/CinC 2019 normalised "
+        "utility at the model's own threshold.",
+        "",
+        "| model | cohort | | patients (septic) | AUROC | normalised utility | alert episodes / "
+        "patient-day |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['cohort']} | {r['seen_in_training']} | {r['patients']} "
+            f"({r['septic_patients']}) | {r['auroc']:.3f}{ci(r['auroc_ci95'])} | "
+            f"{r['normalised_utility']:.3f}{ci(r['normalised_utility_ci95'])} | "
+            f"{r['alert_episodes_per_patient_day']:.2f}{ci(r['alerts_per_day_ci95'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("build/external_validation"))
+    ap.add_argument("--bootstrap", type=int, default=validation.BOOTSTRAP_SAMPLES)
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--no-louo", action="store_true", help="no leave-one-unit-out models")
+    ap.add_argument("--no-ablations", action="store_true", help="no feature ablations")
+    Settings.add_arguments(ap)
+    a = ap.parse_args(argv)
+    settings = Settings.resolve(a)
+    t0 = time.monotonic()
+    raw = pd.read_parquet(settings.physionet_setA)
+    seta = hourly_features(raw)
+    seta["split"] = seta["patient_id"].astype(str).map(split_of)
+    external = {name: hourly_features(df) for name, df in cohorts.load(settings.data_dir).items()}
+    print(
+        f"features: set A {len(seta)} hours, "
+        + ", ".join(f"{k} {len(v)} hours" for k, v in external.items()),
+        flush=True,
+    )
+    rows = champion_rows(settings, seta, external, a.bootstrap)
+    if not a.no_louo:
+        rows += leave_one_unit_out(seta, external, a.bootstrap, a.epochs)
+    if not a.no_ablations:
+        rows += ablations(seta, external, a.bootstrap, a.epochs)
+    a.out.mkdir(parents=True, exist_ok=True)
+    result = {"features": list(FEATURES), "rows": rows}
+    (a.out / "results.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    md = markdown(rows, time.monotonic() - t0)
+    (a.out / "README.md").write_text(md)
+    print(md)
+    print(f"report={a.out / 'README.md'} rows={len(rows)} elapsed_s={time.monotonic() - t0:.0f}")
+
+
+if __name__ == "__main__":
+    main()
