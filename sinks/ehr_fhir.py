@@ -461,13 +461,11 @@ def stopper() -> Callable[[], bool]:
     return lambda: stopping
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_feed_arguments(ap, GROUP)
-    a = ap.parse_args(argv)
-    settings = Settings.resolve(a)
-    if not settings.fhir_server_url:
-        ap.error("no FHIR server: set WARDFLOW_FHIR_SERVER_URL or --fhir-server-url")
+def run_feed(
+    settings: Settings, a: argparse.Namespace, feed: Callable[..., FeedStats], **kw: Any
+) -> None:
+    """The command line's run of a sink's `feed` (the options of `add_feed_arguments`): until
+    the end of the topic with --bounded, else until SIGINT/SIGTERM; prints the counts."""
     kafka_io.wait_for_broker(settings)
     stats = feed(
         settings,
@@ -477,8 +475,19 @@ def main(argv: list[str] | None = None) -> None:
         backoff_base_s=a.backoff_s,
         stop=stopper(),
         group_id=a.group_id,
+        **kw,
     )
     print(json.dumps(asdict(stats)), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_feed_arguments(ap, GROUP)
+    a = ap.parse_args(argv)
+    settings = Settings.resolve(a)
+    if not settings.fhir_server_url:
+        ap.error("no FHIR server: set WARDFLOW_FHIR_SERVER_URL or --fhir-server-url")
+    run_feed(settings, a, feed)
 
 
 if __name__ == "__main__":

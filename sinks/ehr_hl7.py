@@ -24,16 +24,13 @@ out) is skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from jobs.feeds.hl7_gateway import END, START, frame
-from jobs.runtime import kafka_io
 from schemas.interop import hl7_alerts
 from schemas.settings import Settings
 from sinks.ehr_fhir import (
@@ -44,7 +41,7 @@ from sinks.ehr_fhir import (
     Refusal,
     add_feed_arguments,
     backoff_s,
-    stopper,
+    run_feed,
 )
 
 STAGE = "ehr_hl7"
@@ -214,18 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.resolve(a)
     if not settings.ehr_mllp_target:
         ap.error("no EHR listener: set WARDFLOW_EHR_MLLP_TARGET or --ehr-mllp-target")
-    kafka_io.wait_for_broker(settings)
-    stats = feed(
-        settings,
-        prefix=a.topic_prefix,
-        bounded=a.bounded,
-        max_attempts=a.max_attempts,
-        backoff_base_s=a.backoff_s,
-        ack_timeout_s=a.ack_timeout_s,
-        stop=stopper(),
-        group_id=a.group_id,
-    )
-    print(json.dumps(asdict(stats)), flush=True)
+    run_feed(settings, a, feed, ack_timeout_s=a.ack_timeout_s)
 
 
 if __name__ == "__main__":

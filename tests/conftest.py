@@ -4,6 +4,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,25 @@ def free_ports(n: int) -> list[int]:
         for s in socks:
             s.bind(("127.0.0.1", 0))
         return [int(s.getsockname()[1]) for s in socks]
+
+
+def offline_check(module: str, *paths: Path) -> list[list[str]]:
+    """`python -m <module> check PATHS…` with no Kafka anywhere (the bootstrap address is a
+    closed port): the tab-separated rows it prints; fails unless it exits 0."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, "check", *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WARDFLOW_PHI_KEY": "k",
+            "WARDFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        },
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return [line.split("\t") for line in out.stdout.splitlines()]
 
 
 def shell_env() -> dict[str, str]:

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from feature_store.definitions import FEATURES
+from schemas import physionet
 from schemas.settings import Settings
 from training import cohorts, validation
 from training.evaluate import score
@@ -42,21 +43,14 @@ from udfs.registry import Registry
 UNITS = ("MICU", "SICU")
 TIME = ("hours_since_first_record",)
 LAB_AGES = tuple(f for f in FEATURES if f.endswith("_age_h"))
-LABS = (
-    "lactate_mmol_l",
-    "paco2_mmhg",
-    "wbc_10e9_l",
-    "platelets_10e9_l",
-    "creatinine_mg_dl",
-    "bilirubin_total_mg_dl",
-)
+LAB_VALUES = tuple(f for f in FEATURES if f in physionet.LABS.values())
 # Feature ablations: the features each variant neutralises (a constant input carries nothing;
 # the model keeps its inputs, so a variant scores in the stream unchanged).
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "all features": (),
     "without time since first record": TIME,
     "without measurement-process features (time, lab ages)": TIME + LAB_AGES,
-    "vitals, scores, age and sex only": TIME + LAB_AGES + LABS,
+    "vitals, scores, age and sex only": TIME + LAB_AGES + LAB_VALUES,
 }
 
 

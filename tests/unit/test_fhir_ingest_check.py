@@ -4,11 +4,9 @@ Kafka anywhere (the bootstrap address points at a closed port)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import offline_check
 
 
 def heart_rate(i: str, unit: str) -> dict:
@@ -35,20 +33,7 @@ def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: 
     (drop / "a.json").write_text(json.dumps(bundle))
     (drop / "b.json").write_text("{not json")
     (drop / "notes.txt").write_text("a drop folder holds .json files; this one is not read")
-    out = subprocess.run(
-        [sys.executable, "-m", "jobs.feeds.fhir_ingest", "check", str(drop)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "WARDFLOW_PHI_KEY": "k",
-            "WARDFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:9",
-        },
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    rows = offline_check("jobs.feeds.fhir_ingest", drop)
     assert [r[:3] for r in rows] == [
         ["a.json", "mapped", "1"],
         ["a.json", "refused", "0"],

@@ -4,8 +4,6 @@ offline check mode, without Kafka: `Gateway.decide` is what the live path stores
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,7 @@ from jobs.feeds import hl7_gateway
 from jobs.feeds.hl7_gateway import END, START, FrameReader, Gateway
 from schemas import topics
 from schemas.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import offline_check
 
 
 def msh(control: str = "C1", processing: str = "P", kind: str = "ADT^A01") -> str:
@@ -156,27 +153,7 @@ def test_the_check_command_prints_one_tab_separated_line_per_message(tmp_path: P
     (folder / "a.hl7").write_bytes(admit("A") + b"\r\n" + admit("B", unit=""))
     (folder / "b.hl7").write_bytes(admit("C", processing="D"))
     (tmp_path / "c.hl7").write_bytes(b"not hl7 at all")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.feeds.hl7_gateway",
-            "check",
-            str(folder),
-            str(tmp_path / "c.hl7"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "WARDFLOW_PHI_KEY": "k",
-            "WARDFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:9",
-        },
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    rows = offline_check("jobs.feeds.hl7_gateway", folder, tmp_path / "c.hl7")
     assert [r[:3] for r in rows] == [
         ["a.hl7", "AA", "1"],
         ["a.hl7", "AA", "0"],
