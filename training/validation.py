@@ -42,6 +42,18 @@ def choose_threshold(frame: pd.DataFrame, candidates: int = 40) -> float:
     return max(scored)[1]
 
 
+def threshold_for_alert_rate(frame: pd.DataFrame, alerts_per_patient_day: float) -> float:
+    """The lowest threshold whose alert episodes per patient-day (alert_burden) stay at or
+    below the target, on `frame` (validation patients): a burden the units agreed to, which
+    carries to another hospital better than a utility optimum tuned to this one's case mix."""
+    candidates = np.unique(np.quantile(frame["risk"], np.linspace(0.5, 0.999, 120)))
+    for q in candidates:  # ascending: the burden falls as the threshold rises
+        rate = alert_burden(frame, float(q))["alert_episodes_per_patient_day"]
+        if rate <= alerts_per_patient_day:
+            return float(q)
+    return float(candidates[-1])
+
+
 def calibration(frame: pd.DataFrame, bins: int = 10) -> tuple[pd.DataFrame, float]:
     """Reliability by risk decile, and the expected calibration error."""
     q = pd.qcut(frame["risk"], bins, labels=False, duplicates="drop")

@@ -104,3 +104,13 @@ def test_evaluate_model_without_a_file_reads_only_set_as_held_out_test_patients(
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("AUROC 0.75") and "normalised_utility 0.3" in out[-1]
     assert out[-2].startswith("95 % intervals (patient bootstrap, 20 samples): AUROC [")
+
+
+def test_a_threshold_for_a_target_alert_rate_keeps_the_burden_at_or_below_it() -> None:
+    frame = synthetic(400, 3)
+    for target in (0.5, 2.0, 6.0):
+        t = validation.threshold_for_alert_rate(frame, target)
+        rate = validation.alert_burden(frame, t)["alert_episodes_per_patient_day"]
+        assert rate <= target
+    loose, strict = (validation.threshold_for_alert_rate(frame, r) for r in (6.0, 0.5))
+    assert loose < strict
