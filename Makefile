@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model validate-external test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
+.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model validate-external model-card test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,11 @@ evaluate-model: venv
 validate-external: venv
 	$(BIN)/python -m training.registry bootstrap
 	$(BIN)/python -m training.external $(if $(OUT),--out $(OUT))
+
+# A model card for a registry version (default: the champion): MODEL=… VERSION=… OUT=…
+model-card: venv
+	$(BIN)/python -m training.registry bootstrap
+	$(BIN)/python -m training.model_card $(if $(MODEL),--model $(MODEL)) $(if $(VERSION),--version $(VERSION)) $(if $(OUT),--out $(OUT))
 
 test: venv services
 	$(BIN)/python -m pytest -q
