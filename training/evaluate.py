@@ -46,6 +46,15 @@ def score(version: Version, features: pd.DataFrame, batch: int = 65536) -> np.nd
     return np.concatenate(out)
 
 
+def chosen_version(settings: Settings, model: str, version: str | None) -> Version:
+    """The registry's `version` of `model`, or its champion; exits with a reason if none."""
+    reg = Registry(settings.model_registry)
+    v = reg.get(model, version) if version else reg.role(model, "champion")
+    if v is None:
+        raise SystemExit(f"{model} has no champion in {settings.model_registry}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--file", type=Path, default=None, help="default: set A (its test split)")
@@ -62,11 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
-    reg = Registry(settings.model_registry)
     model = a.model or settings.model_name
-    v = reg.get(model, a.version) if a.version else reg.role(model, "champion")
-    if v is None:
-        raise SystemExit(f"{model} has no champion in {settings.model_registry}")
+    v = chosen_version(settings, model, a.version)
     file = a.file or settings.physionet_setA
     split = a.split or ("all" if a.file else "test")
     raw = read_physionet(file)

@@ -49,10 +49,10 @@ from sklearn.metrics import average_precision_score
 
 from schemas.settings import Settings
 from training import validation
-from training.evaluate import score
+from training.evaluate import chosen_version, score
 from training.features import hourly_features
 from training.splits import split_of
-from udfs.registry import Registry, Version, sha256
+from udfs.registry import Version, sha256
 
 SECTIONS = (
     "Model details",
@@ -449,11 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
-    reg = Registry(settings.model_registry)
     model = a.model or settings.model_name
-    v = reg.get(model, a.version) if a.version else reg.role(model, "champion")
-    if v is None:
-        raise SystemExit(f"{model} has no champion in {settings.model_registry}")
+    v = chosen_version(settings, model, a.version)
     out = a.out or Path("build/model_cards") / f"{model}-v{v.version}"
     print(f"wrote {card(v, settings, out, samples=a.bootstrap)}")
 
