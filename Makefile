@@ -45,7 +45,7 @@ train: venv
 # normalised utility on the last line.
 evaluate-model: venv
 	$(BIN)/python -m training.registry bootstrap
-	$(BIN)/python -m training.evaluate $(if $(FILE),--file $(FILE))
+	$(BIN)/python -m training.evaluate $(if $(MODEL),--model $(MODEL)) $(if $(FILE),--file $(FILE))
 
 # Proxy external validation of the sepsis model: other hospitals, other units, ablations. OUT=…
 validate-external: venv

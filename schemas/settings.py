@@ -385,6 +385,19 @@ class Settings:
         return self.data_dir / "physionet2019" / "setA.parquet"
 
     @property
+    def physionet2012_dir(self) -> Path:
+        """PhysioNet/CinC 2012: set{A,B}_observations.parquet and set{A,B}_outcomes.parquet."""
+        return self.data_dir / "physionet2012"
+
+    @property
+    def diabetes130_file(self) -> Path:
+        return self.data_dir / "uci_diabetes_130" / "diabetic_data.parquet"
+
+    @property
+    def mimic_iv_demo_dir(self) -> Path:
+        return self.data_dir / "mimic_iv_demo"
+
+    @property
     def python_executable(self) -> str:
         """The workers' Python: `worker_python`, else this process's interpreter."""
         return self.worker_python or sys.executable

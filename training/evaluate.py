@@ -13,6 +13,7 @@ file to its test split). Every metric comes with a patient-level bootstrap 95 % 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pandas as pd
 
 from feature_store.definitions import FEATURES
 from schemas.settings import Settings
-from training import validation
+from training import catalog, validation
 from training.features import hourly_features
 from training.splits import split_of
 from udfs.registry import Registry, Version
@@ -56,6 +57,12 @@ def chosen_version(settings: Settings, model: str, version: str | None) -> Versi
 
 
 def main(argv: list[str] | None = None) -> None:
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model", default=None)
+    known, _ = peek.parse_known_args(argv)
+    if known.model and known.model != catalog.SEPSIS:
+        catalog.module(known.model).main(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--file", type=Path, default=None, help="default: set A (its test split)")
     ap.add_argument(

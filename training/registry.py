@@ -34,20 +34,33 @@ def bootstrap(reg: Registry, model: str, bundled: Path = BUNDLED) -> bool:
     return True
 
 
+HEADLINE = ("auroc", "auprc", "normalised_utility", "event1", "mae_days")
+
+
+def bundled_models(bundled: Path = BUNDLED) -> list[str]:
+    """Every model with bundled versions (the sepsis model first)."""
+    names = sorted(p.name for p in bundled.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    return sorted(names, key=lambda n: n != "sepsis-risk")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "command", choices=["list", "promote", "challenger", "rollback", "register", "bootstrap"]
     )
-    ap.add_argument("model", nargs="?", default="sepsis-risk")
+    ap.add_argument("model", nargs="?", default=None, help="default: sepsis-risk (bootstrap: all)")
     ap.add_argument("version_or_path", nargs="?")
     ap.add_argument("--override", default=None, help="register despite a failed gate: why")
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     reg = Registry(Settings.resolve(a).model_registry)
     if a.command == "bootstrap":
-        print("bootstrapped" if bootstrap(reg, a.model) else "registry not empty: unchanged")
-    elif a.command == "register":
+        for name in [a.model] if a.model else bundled_models():
+            done = bootstrap(reg, name)
+            print(f"{name}: " + ("bootstrapped" if done else "registry not empty: unchanged"))
+        return
+    a.model = a.model or "sepsis-risk"
+    if a.command == "register":
         v = reg.register(Path(a.version_or_path), override=a.override)
         print(f"registered {v.model} {v.version}")
     elif a.command == "promote":
@@ -60,10 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     for number in reg.versions(a.model):
         s = reg.get(a.model, number).spec
         role = next((r for r, rv in roles.items() if rv == number), "")
-        print(
-            f"{a.model} {number:>3} {role:<10} AUROC {s['metrics']['auroc']:.3f} "
-            f"utility {s['metrics']['normalised_utility']:.3f} threshold {s['threshold']:.3f}"
+        shown = " ".join(
+            f"{k} {s['metrics'][k]:.3f}" for k in HEADLINE if isinstance(s["metrics"].get(k), int | float)
         )
+        threshold = "" if s.get("threshold") is None else f" threshold {s['threshold']:.3f}"
+        print(f"{a.model} {number:>3} {role:<10} {shown}{threshold}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""The contract every model in the catalog meets: its spec, typed and checked when it is loaded.
+
+A registry version is `model.onnx` + `spec.json`. The spec says what the generic scoring path
+needs to serve the model without code of its own:
+
+- `name`, `task` (`binary`: a probability and a threshold; `regression`: a value in `output.unit`);
+- `entity`: what a score is about (`patient`, `stay`, `encounter`, `unit`) and `entity_key`, the
+  input column that identifies it;
+- `features`: the ONNX input's columns in order (name and unit), NaN for unknown;
+  `feature_service`: the Feast feature service that serves them online (None: the stream
+  computes them all);
+- `trigger`: when a score is due: `every_state` (each new state of the entity), `stay_hours`
+  (at the listed hours since admission, e.g. 24 and 48), `discharge` (when the discharge
+  arrives), `hourly` (on the hour, for forecasts);
+- `output`: the output column's name and meaning (and unit for regression);
+- `threshold`: where a binary score becomes an alert (None for regression).
+
+`ModelSpec.parse(d)` raises `SpecError` naming every problem, so a malformed version is refused
+at registration and at load, never half-served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+
+TASKS: Final = ("binary", "regression")
+ENTITIES: Final = ("patient", "stay", "encounter", "unit")
+TRIGGERS: Final = ("every_state", "stay_hours", "discharge", "hourly")
+
+Task = Literal["binary", "regression"]
+Entity = Literal["patient", "stay", "encounter", "unit"]
+TriggerKind = Literal["every_state", "stay_hours", "discharge", "hourly"]
+
+
+class SpecError(ValueError):
+    """A spec that the scoring path cannot serve; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: TriggerKind
+    hours: tuple[float, ...] = ()
+
+    def due(self, hours_since_admission: float, previous_hours: float | None) -> bool:
+        """For `stay_hours`: whether a state at `hours_since_admission` is the first to reach
+        one of the listed hours after a state at `previous_hours` (None: the stay's first)."""
+        if self.kind != "stay_hours":
+            return True
+        before = -1.0 if previous_hours is None else previous_hours
+        return any(before < h <= hours_since_admission for h in self.hours)
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    meaning: str
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: Task
+    entity: Entity
+    entity_key: str
+    features: tuple[Feature, ...]
+    feature_service: str | None
+    trigger: Trigger
+    output: Output
+    threshold: float | None
+    input_name: str = "features"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> ModelSpec:
+        problems: list[str] = []
+
+        def need(key: str, kind: type | tuple[type, ...]) -> Any:
+            if key not in d:
+                problems.append(f"`{key}` is missing")
+                return None
+            if not isinstance(d[key], kind):
+                problems.append(f"`{key}` is {type(d[key]).__name__}, not {kind}")
+                return None
+            return d[key]
+
+        name = need("name", str)
+        task = d.get("task", "binary")
+        if task not in TASKS:
+            problems.append(f"`task` {task!r} is not one of {TASKS}")
+        entity = d.get("entity", "patient")
+        if entity not in ENTITIES:
+            problems.append(f"`entity` {entity!r} is not one of {ENTITIES}")
+        entity_key = d.get("entity_key", "patient_token")
+        raw_features = need("features", list) or []
+        features = []
+        for i, f in enumerate(raw_features):
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+                problems.append(f"feature {i} has no name")
+                continue
+            features.append(Feature(f["name"], str(f.get("unit", ""))))
+        names = [f.name for f in features]
+        if len(set(names)) != len(names):
+            problems.append("feature names repeat")
+        if not features:
+            problems.append("no features")
+        raw_trigger = d.get("trigger", {"kind": "every_state"})
+        kind = raw_trigger.get("kind") if isinstance(raw_trigger, dict) else None
+        hours: tuple[float, ...] = ()
+        if kind not in TRIGGERS:
+            problems.append(f"`trigger.kind` {kind!r} is not one of {TRIGGERS}")
+        elif kind == "stay_hours":
+            hours = tuple(float(h) for h in raw_trigger.get("hours", []))
+            if not hours or any(h <= 0 for h in hours):
+                problems.append("a `stay_hours` trigger needs positive `hours`")
+        raw_output = d.get("output", {})
+        if not isinstance(raw_output, dict) or not isinstance(raw_output.get("name"), str):
+            problems.append("`output.name` is missing")
+            raw_output = {"name": "", "meaning": ""}
+        output = Output(raw_output["name"], str(raw_output.get("meaning", "")), raw_output.get("unit"))
+        threshold = d.get("threshold")
+        if task == "binary" and not isinstance(threshold, int | float):
+            problems.append("a binary model needs a numeric `threshold`")
+        if task == "regression":
+            threshold = None if threshold is None else float(threshold)
+            if not output.unit:
+                problems.append("a regression model's `output.unit` is missing")
+        service = d.get("feature_service")
+        if service is not None and not isinstance(service, str):
+            problems.append("`feature_service` must be a name or null")
+        input_name = (d.get("input") or {}).get("name", "features")
+        if problems:
+            raise SpecError(f"spec of {name or '?'}: " + "; ".join(problems))
+        return cls(
+            name=cast(str, name),
+            task=cast(Task, task),
+            entity=cast(Entity, entity),
+            entity_key=str(entity_key),
+            features=tuple(features),
+            feature_service=service,
+            trigger=Trigger(cast(TriggerKind, kind), hours),
+            output=output,
+            threshold=None if threshold is None else float(threshold),
+            input_name=str(input_name),
+        )
