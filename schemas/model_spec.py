@@ -127,7 +127,8 @@ class ModelSpec:
         if not isinstance(raw_output, dict) or not isinstance(raw_output.get("name"), str):
             problems.append("`output.name` is missing")
             raw_output = {"name": "", "meaning": ""}
-        output = Output(raw_output["name"], str(raw_output.get("meaning", "")), raw_output.get("unit"))
+        meaning = str(raw_output.get("meaning", ""))
+        output = Output(raw_output["name"], meaning, raw_output.get("unit"))
         threshold = d.get("threshold")
         if task == "binary" and not isinstance(threshold, int | float):
             problems.append("a binary model needs a numeric `threshold`")

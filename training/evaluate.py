@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     peek.add_argument("--model", default=None)
     known, _ = peek.parse_known_args(argv)
     if known.model and known.model != catalog.SEPSIS:
-        catalog.module(known.model).main(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+        rest = argv if argv is not None else sys.argv[1:]
+        catalog.module(known.model).main(["evaluate", *rest])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--file", type=Path, default=None, help="default: set A (its test split)")

@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     for number in reg.versions(a.model):
         s = reg.get(a.model, number).spec
         role = next((r for r, rv in roles.items() if rv == number), "")
-        shown = " ".join(
-            f"{k} {s['metrics'][k]:.3f}" for k in HEADLINE if isinstance(s["metrics"].get(k), int | float)
-        )
+        m = s["metrics"]
+        shown = " ".join(f"{k} {m[k]:.3f}" for k in HEADLINE if isinstance(m.get(k), int | float))
         threshold = "" if s.get("threshold") is None else f" threshold {s['threshold']:.3f}"
         print(f"{a.model} {number:>3} {role:<10} {shown}{threshold}")
 
