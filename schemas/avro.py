@@ -3,6 +3,19 @@
 Supported field shapes are those wardflow's schemas use: a primitive, a `timestamp-millis`
 long, an array of strings, or `["null", one of those]`. Anything else raises, so a new
 shape is a deliberate change here rather than a silent mis-mapping.
+
+Schema evolution. A topic's schema changes compatibly or not at all: a compatible change (a new
+optional field, appended at the end as `["null", T]` with default null, marked
+`"wardflow.since": <revision>`) keeps the topic and its `.vN` name and raises the schema's
+revision, the top-level property `"wardflow.revision"` (absent: 1). Every earlier revision is kept
+as it was, `history/<name>.r<revision>.avsc`, so readers can resolve a record written with any of
+them (`load_revision`, `earlier_revisions`): old readers read new records by Avro schema
+resolution (they skip the fields they do not know), new readers read old records with the new
+fields null. tests/unit/test_schema_evolution.py proves both directions for every schema with
+history and fails on a change that is not compatible. wardflow's records travel without a schema
+id (schemaless Avro), so a reader must know the writer's revision: the codec tries the current
+revision first and then the earlier ones (schemas.codec.decode); deploy readers before the
+producers that write a new revision. An incompatible change is a new topic (`.v(N+1)`).
 """
 
 from __future__ import annotations
@@ -16,6 +29,9 @@ from typing import Any
 import fastavro
 
 SCHEMA_DIR = Path(__file__).resolve().parent
+HISTORY_DIR = SCHEMA_DIR / "history"
+REVISION = "wardflow.revision"  # top-level property: the schema's revision (absent: 1)
+SINCE = "wardflow.since"  # field property: the revision that added the field
 
 FLINK_TYPES = {  # Avro primitive -> Flink SQL type
     "string": "STRING",
@@ -86,6 +102,11 @@ class Schema:
     def clickhouse_columns(self) -> dict[str, str]:
         return {f.name: f.clickhouse_type() for f in self.fields}
 
+    @property
+    def revision(self) -> int:
+        """The schema's revision (`wardflow.revision`; 1 when absent)."""
+        return int(self.raw.get(REVISION, 1))
+
 
 def _field(spec: dict[str, Any]) -> AvroField:
     t = spec["type"]
@@ -116,9 +137,39 @@ def _field(spec: dict[str, Any]) -> AvroField:
     )
 
 
-@cache
-def load_schema(name: str) -> Schema:
-    path = SCHEMA_DIR / f"{name}.avsc"
+def _load(name: str, path: Path) -> Schema:
     raw = json.loads(path.read_text())
     parsed = fastavro.parse_schema(raw)
     return Schema(name=name, raw=raw, parsed=parsed, fields=tuple(_field(f) for f in raw["fields"]))
+
+
+@cache
+def load_schema(name: str) -> Schema:
+    """The current revision of a registry schema, `<name>.avsc`."""
+    return _load(name, SCHEMA_DIR / f"{name}.avsc")
+
+
+@cache
+def load_revision(name: str, revision: int) -> Schema:
+    """Revision `revision` of schema `name`: the current one, or one kept in `history/`."""
+    current = load_schema(name)
+    if revision == current.revision:
+        return current
+    path = HISTORY_DIR / f"{name}.r{revision}.avsc"
+    if not 1 <= revision < current.revision or not path.exists():
+        raise KeyError(f"{name} has no revision {revision} (current: {current.revision})")
+    schema = _load(name, path)
+    if schema.revision != revision:
+        raise ValueError(f"{path.name} says it is revision {schema.revision}")
+    return schema
+
+
+@cache
+def earlier_revisions(name: str) -> tuple[Schema, ...]:
+    """Every earlier revision of schema `name`, newest first (empty for a revision-1 schema)."""
+    return tuple(load_revision(name, r) for r in range(load_schema(name).revision - 1, 0, -1))
+
+
+def evolved_schemas() -> list[str]:
+    """The names of the schemas with earlier revisions kept in `history/`."""
+    return sorted({p.name.rsplit(".r", 1)[0] for p in HISTORY_DIR.glob("*.r*.avsc")})

@@ -4,6 +4,11 @@ A record is *accepted* when it decodes with the topic's writer schema, consumes 
 and every value lies inside the field's `wardflow.range` / `wardflow.enum` from the schema.
 Otherwise the caller gets a `Rejection` whose `reason_code` is one of `undecodable`,
 `out_of_range`, `not_a_number`, `bad_enum`, `missing_field`, `timestamp_mismatch`.
+
+A payload that does not decode with the current revision of its schema is tried with each
+earlier revision (schemas.avro, "Schema evolution") as the writer schema, newest first, and read
+into the current one (the fields added since are null): records written before a compatible
+change stay readable. Each revision appends fields, so at most one of them consumes every byte.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any, NamedTuple
 
 import fastavro
 
-from schemas.avro import Schema
+from schemas.avro import Schema, earlier_revisions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -26,11 +31,23 @@ class Rejection(NamedTuple):
 
 
 def decode(schema: Schema, payload: bytes | None) -> dict[str, Any] | Rejection:
+    """The record, read with the schema's current revision or else with an earlier one as the
+    writer's (see the module docstring); the current revision's rejection when none reads it."""
     if not payload:
         return Rejection("undecodable", "empty payload")
+    record = _read(payload, schema.parsed, None)
+    if isinstance(record, Rejection) and schema.name:
+        for earlier in earlier_revisions(schema.name):
+            old = _read(payload, earlier.parsed, schema.parsed)
+            if not isinstance(old, Rejection):
+                return old
+    return record
+
+
+def _read(payload: bytes, writer: Any, reader: Any) -> dict[str, Any] | Rejection:
     buf = io.BytesIO(payload)
     try:
-        record = fastavro.schemaless_reader(buf, schema.parsed, None)
+        record = fastavro.schemaless_reader(buf, writer, reader)
     except Exception as exc:  # fastavro raises many types on corrupt input
         return Rejection("undecodable", f"{type(exc).__name__}: {exc}"[:500])
     if buf.tell() != len(payload):

@@ -82,6 +82,8 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
 def accepted(obs: pd.DataFrame) -> pd.Series:
     ok = pd.Series(True, index=obs.index)
     for fld in OBS.fields:
+        if fld.name not in obs:  # a field no record sets (one added since the records' writer)
+            continue
         col = obs[fld.name]
         if fld.value_range is not None:
             v = col.astype("float64")

@@ -16,7 +16,7 @@ from pyflink.common import Types
 
 from jobs.runtime.flink_env import stream_table_env
 from schemas import codec, load_schema
-from schemas.avro import Schema
+from schemas.avro import Schema, earlier_revisions
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.vitals import decode_record
@@ -69,6 +69,8 @@ def cases(schema: Schema) -> list[tuple[bytes, int]]:
         (enc + b"\x00\x01", ms),
         (enc, ms + 1),
     ]
+    for earlier in earlier_revisions(schema.name):  # written before a compatible change
+        out.append((codec.encode(earlier, {k: good[k] for k in earlier.field_names}), ms))
     for f in schema.fields:
         if f.value_range:
             lo, hi = f.value_range
