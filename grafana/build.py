@@ -24,6 +24,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
+    DynamicConfigValue,
     VariableOption,
     VariableRefresh,
     VariableSort,
@@ -95,6 +96,18 @@ def _panel(d: Dashboard, p: Panel) -> Any:
         builder = builder.unit(p.unit)
     if p.description:
         builder = builder.description(p.description)
+    if p.time_from:
+        builder = builder.time_from(p.time_from)
+    for regexp in p.dashed:  # thin dashed lines: interval bounds, thresholds
+        builder = builder.override_by_regexp(
+            regexp,
+            [
+                DynamicConfigValue(
+                    id_val="custom.lineStyle", value={"fill": "dash", "dash": [6, 4]}
+                ),
+                DynamicConfigValue(id_val="custom.lineWidth", value=1),
+            ],
+        )
     return builder
 
 

@@ -14,6 +14,7 @@ from grafana.macros import TimeRange, VarValue, render
 from grafana.specs import Dashboard, Panel
 
 _RELATIVE = re.compile(r"^now-(\d+)([mhd])$")
+_PANEL_RELATIVE = re.compile(r"^(\+?)(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -22,6 +23,18 @@ def default_range(d: Dashboard, now: datetime) -> TimeRange:
     if not m:
         raise ValueError(f"{d.uid}: unsupported time_from {d.time_from!r}")
     return TimeRange(now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))}), now)
+
+
+def panel_range(p: Panel, tr: TimeRange) -> TimeRange:
+    """The range a panel queries: the dashboard's, or its time override as Grafana applies it
+    (rangeutil.describeTextRange: "24h" is now-24h..now, "+24h" is now..now+24h)."""
+    if not p.time_from:
+        return tr
+    m = _PANEL_RELATIVE.match(p.time_from)
+    if not m:
+        raise ValueError(f"{p.key}: unsupported time_from {p.time_from!r}")
+    span = timedelta(**{_UNITS[m.group(3)]: int(m.group(2))})
+    return TimeRange(tr.end, tr.end + span) if m.group(1) else TimeRange(tr.end - span, tr.end)
 
 
 def resolve_variables(
@@ -51,7 +64,7 @@ class Result:
 
 
 def run_panel(client: Any, p: Panel, tr: TimeRange, variables: dict[str, VarValue]) -> Result:
-    sql = render(p.sql, tr, variables)
+    sql = render(p.sql, panel_range(p, tr), variables)
     t0 = time.perf_counter()
     r = client.query(sql)
     seconds = time.perf_counter() - t0

@@ -11,6 +11,8 @@ benchmark and the previews (`python -m grafana.seed --facilities 12 --days 30`).
   practice). udfs.sepsis scores them.
 - Alerts: two of the screening rules (NEWS2 ≥ 5 on two readings within 3 h; qSOFA ≥ 2 with
   lactate > 2 mmol/L) through the real alert lifecycle (udfs.lifecycle).
+- The capacity forecast (sinks/capacity_forecast.py) from the census, at each of the last
+  `forecast_hours` whole hours, as the hourly forecaster would have written it.
 - Simulated, because no data set here has them: acknowledgement and sepsis-bundle times,
   champion and challenger risk scores (a logistic function of the scores, with noise; the
   challenger drifts upward in the last third), and a trickle of dead letters.
@@ -41,7 +43,7 @@ from schemas import load_schema, topics
 from schemas.capacity import ALL_UNITS, Capacity
 from schemas.physionet import LABS, VITALS, measurements
 from schemas.settings import Settings
-from sinks import clickhouse, dims
+from sinks import capacity_forecast, clickhouse, dims
 from udfs import lifecycle
 from udfs.census import SURGE_LABELS, AdtEvent, Delta, PatientPlacement
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS, screen_row
@@ -59,6 +61,7 @@ class SeedPlan:
     days: float = 30.0
     seed: int = 7
     readmit_share: float = 0.08
+    forecast_hours: int = 6  # origins of the capacity forecast: the last N whole hours
 
     @property
     def adt(self) -> adt_generator.Plan:
@@ -479,6 +482,7 @@ class Warehouse:
     capacity: Capacity
     model_versions: list[dims.ModelVersionRow]
     end_ms: int
+    forecasts: pd.DataFrame | None = None  # capacity_forecast rows (not a topic's table)
 
 
 def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
@@ -504,7 +508,18 @@ def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
         "model_scores": scores(scr, plan.seed, start_ms, plan.end_ms),
         "dead_letters": dead_letters(scr, census, plan.seed),
     }
-    return Warehouse(tables, capacity, versions, plan.end_ms)
+    return Warehouse(tables, capacity, versions, plan.end_ms, forecasts(census, capacity, plan))
+
+
+def forecasts(census: Census, capacity: Capacity, plan: SeedPlan) -> pd.DataFrame:
+    """The capacity forecast from each of the last `forecast_hours` whole hours of the census."""
+    stays, start_h = capacity_forecast.stays_from_census(pd.DataFrame(census.events))
+    last = plan.end_ms // HOUR_MS
+    origins = range(last - plan.forecast_hours + 1, last + 1)
+    return pd.concat(
+        [capacity_forecast.forecast_rows(stays, start_h, capacity, float(h)) for h in origins],
+        ignore_index=True,
+    )
 
 
 def _chunks(df: pd.DataFrame, n: int) -> Iterator[pd.DataFrame]:
@@ -539,6 +554,8 @@ def load(client: Any, db: str, wh: Warehouse, *, chunk: int = 200_000) -> dict[s
             rows = part.astype(object).where(part.notna(), None).to_numpy().tolist()
             client.insert(f"{db}.{table}", rows, column_names=list(out.columns))
         counts[table] = len(out)
+    if wh.forecasts is not None:
+        counts[capacity_forecast.TABLE] = capacity_forecast.write(client, db, wh.forecasts)
     return counts
 
 

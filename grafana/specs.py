@@ -25,6 +25,10 @@ class Panel:
     width: int = 12
     height: int = 8
     description: str = ""
+    time_from: str = (
+        ""  # a panel time override, as Grafana's "Relative time" ("+24h": the next day)
+    )
+    dashed: tuple[str, ...] = ()  # regexps of series drawn as thin dashed lines (interval bounds)
 
 
 @dataclass(frozen=True)
@@ -245,35 +249,95 @@ COMMAND_CENTRE = Dashboard(
         ),
         Panel(
             "forecast",
-            "Projected occupancy (hour-of-day net flow of the last 7 days)",
+            "Occupancy forecast, next 24 h (80 % interval)",
             "table",
-            f"""SELECT n.facility_id AS facility, round(100 * n.occ / n.beds, 1) AS now_pct,
-                   round(100 * (n.occ + arraySum(arraySlice(nets, 1, 8))) / n.beds, 1) AS in_8h_pct,
-                   round(100 * (n.occ + arraySum(nets)) / n.beds, 1) AS in_24h_pct
-            FROM (
-                SELECT facility_id, argMax(occupied_beds, window_end) AS occ,
-                       argMax(capacity_beds, window_end) AS beds
-                FROM ${{db}}.census_unit
-                WHERE scope = 'facility' AND {_FAC} AND window_end <= $__toTime
-                GROUP BY facility_id) AS n
-            INNER JOIN (
-                SELECT facility_id,
-                       sumMap([toUInt8(toHour(window_start))],
-                              [toInt64(arrivals) - toInt64(discharges)]) AS m,
-                       arrayMap(k -> indexOf(m.1, toUInt8(toHour($__toTime + toIntervalHour(k)))),
-                                range(1, 25)) AS at,
-                       arrayMap(i -> if(i = 0, 0, m.2[i]) / 7, at) AS nets
-                FROM ${{db}}.census_flow FINAL
-                WHERE scope = 'facility' AND {_FAC}
-                  AND window_start >= $__toTime - INTERVAL 7 DAY AND window_start < $__toTime
-                GROUP BY facility_id) AS p ON p.facility_id = n.facility_id
+            f"""SELECT facility_id AS facility,
+                   round(100 * any(occupied_at_origin) / any(capacity_beds), 1) AS now_pct,
+                   round(100 * anyIf(forecast, horizon_h = 8) / any(capacity_beds), 1)
+                       AS in_8h_pct,
+                   round(100 * anyIf(forecast, horizon_h = 24) / any(capacity_beds), 1)
+                       AS in_24h_pct,
+                   concat(toString(round(100 * anyIf(lo80, horizon_h = 24) / any(capacity_beds))),
+                          '-', toString(round(100 * anyIf(hi80, horizon_h = 24)
+                                              / any(capacity_beds))), ' %') AS in_24h_80pct,
+                   round(100 * max(surge_probability), 1) AS surge_risk_pct,
+                   any(origin_time) AS forecast_at
+            FROM ${{db}}.capacity_forecast FINAL
+            WHERE scope = 'facility' AND {_FAC}
+              AND origin_time = (SELECT max(origin_time) FROM ${{db}}.capacity_forecast
+                                 WHERE {_FAC} AND origin_time <= $__toTime)
+            GROUP BY facility_id
             ORDER BY in_24h_pct DESC""",
-            ("facility", "now_pct", "in_8h_pct", "in_24h_pct"),
+            ("facility", "now_pct", "in_8h_pct", "in_24h_pct", "in_24h_80pct", "surge_risk_pct"),
             unit="percent",
             width=12,
             height=10,
-            description="Current census plus the mean net admissions (arrivals − discharges) "
-            "for each coming hour of the day over the past 7 days: a seasonal-naive projection.",
+            description="The capacity forecast (udfs/capacity_forecast.py, written hourly by "
+            "sinks/capacity_forecast.py): patients in now who are still in, from each unit's "
+            "length-of-stay survival given their time so far, plus arrivals by hour of week "
+            "still in. The point forecast is the predictive median; surge risk is the highest "
+            "hourly P(occupancy >= surge threshold) in the next 24 h.",
+        ),
+        Panel(
+            "surge_watch",
+            "Units at surge risk in the next 24 h",
+            "table",
+            f"""SELECT facility_id AS facility, unit_id AS unit,
+                   any(occupied_at_origin) AS occupied, any(capacity_beds) AS beds,
+                   round(any(surge_threshold), 1) AS surge_beds,
+                   max(forecast) AS peak_forecast, max(hi80) AS peak_hi80,
+                   if(max(surge_warning) = 1, toNullable(minIf(target_time, surge_warning = 1)),
+                      NULL) AS warning_from,
+                   max(surge_warning) AS warning,
+                   round(100 * max(surge_probability), 1) AS surge_risk_pct
+            FROM ${{db}}.capacity_forecast FINAL
+            WHERE scope = 'unit' AND {_FAC}
+              AND origin_time = (SELECT max(origin_time) FROM ${{db}}.capacity_forecast
+                                 WHERE {_FAC} AND origin_time <= $__toTime)
+            GROUP BY facility_id, unit_id
+            HAVING warning = 1 OR surge_risk_pct >= 10
+            ORDER BY warning DESC, surge_risk_pct DESC, peak_forecast / beds DESC
+            LIMIT 40""",
+            (
+                "facility",
+                "unit",
+                "occupied",
+                "surge_beds",
+                "peak_forecast",
+                "warning_from",
+                "warning",
+                "surge_risk_pct",
+            ),
+            width=12,
+            height=10,
+            description="Warning: the point forecast reaches the unit's surge threshold (the "
+            "capacity file's forecast_surge_level, 92 % of staffed beds by default) within 24 h, "
+            "from warning_from on. Also listed: units whose chance of reaching it in some hour "
+            "is at least 10 % (the upper 80 % bound reaches it).",
+        ),
+        Panel(
+            "forecast_trend",
+            "Forecast occupancy by facility, next 24 h (dashed: 80 % interval)",
+            "timeseries",
+            f"""SELECT target_time AS time, facility_id,
+                   round(100 * forecast / capacity_beds, 1) AS forecast_pct,
+                   round(100 * lo80 / capacity_beds, 1) AS lo80_pct,
+                   round(100 * hi80 / capacity_beds, 1) AS hi80_pct,
+                   round(100 * surge_threshold / capacity_beds, 1) AS surge_pct
+            FROM ${{db}}.capacity_forecast FINAL
+            WHERE scope = 'facility' AND {_FAC}
+              AND origin_time = (SELECT max(origin_time) FROM ${{db}}.capacity_forecast
+                                 WHERE {_FAC} AND origin_time <= $__fromTime)
+            ORDER BY time""",
+            ("time", "facility_id", "forecast_pct", "lo80_pct", "hi80_pct", "surge_pct"),
+            unit="percent",
+            width=12,
+            height=10,
+            time_from="+24h",
+            dashed=("^lo80_pct", "^hi80_pct", "^surge_pct"),
+            description="The latest forecast's next 24 hours per facility (the panel shows the "
+            "next 24 h, whatever the dashboard's range): point forecast, 80 % interval "
+            "(dashed) and the surge threshold (dashed).",
         ),
         Panel(
             "occupancy_trend",

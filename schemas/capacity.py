@@ -3,6 +3,7 @@
 A JSON file (settings.capacity_file):
 
     {"surge_thresholds_pct": [85, 92, 100],
+     "forecast_surge_level": 2,
      "facilities": {"north": {"ICU": 20, "Ward 4B": 32}, ...}}
 
 Default thresholds: 85 % is the occupancy above which the risk of bed shortages and of
@@ -10,6 +11,10 @@ refused emergency admissions rises steeply (Bagust, Place & Posnett, BMJ 1999;31
 is NHS England's general and acute bed occupancy planning ceiling (2024/25 priorities and
 operational planning guidance); 100 % is a full unit. Levels 1-3 are reached at each threshold.
 Units outside the file are unknown: their events are dead-lettered, never counted.
+
+`forecast_surge_level` (1-3, default 2: the 92 % ceiling) is the level whose threshold the
+capacity forecast (udfs/capacity_forecast.py) warns about: a unit's surge threshold in beds is
+`surge_beds(facility, unit)` = that percentage of its staffed beds. Files without it get 2.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_THRESHOLDS_PCT = (85.0, 92.0, 100.0)
+DEFAULT_FORECAST_SURGE_LEVEL = 2
 ALL_UNITS = "ALL"
 
 
@@ -27,6 +33,7 @@ ALL_UNITS = "ALL"
 class Capacity:
     units: dict[tuple[str, str], int]  # (facility, unit) -> staffed beds
     thresholds_pct: tuple[float, ...] = DEFAULT_THRESHOLDS_PCT
+    forecast_surge_level: int = DEFAULT_FORECAST_SURGE_LEVEL
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Capacity:
@@ -42,7 +49,10 @@ class Capacity:
         th = tuple(float(t) for t in d.get("surge_thresholds_pct", DEFAULT_THRESHOLDS_PCT))
         if list(th) != sorted(th) or len(th) != 3:
             raise ValueError("surge_thresholds_pct must be three ascending percentages")
-        return cls(units, th)
+        level = int(d.get("forecast_surge_level", DEFAULT_FORECAST_SURGE_LEVEL))
+        if not 1 <= level <= len(th):
+            raise ValueError("forecast_surge_level must be 1, 2 or 3")
+        return cls(units, th, level)
 
     @classmethod
     def load(cls, path: Path) -> Capacity:
@@ -52,7 +62,20 @@ class Capacity:
         facilities: dict[str, dict[str, int]] = {}
         for (fac, unit), beds in sorted(self.units.items()):
             facilities.setdefault(fac, {})[unit] = beds
-        return {"surge_thresholds_pct": list(self.thresholds_pct), "facilities": facilities}
+        return {
+            "surge_thresholds_pct": list(self.thresholds_pct),
+            "forecast_surge_level": self.forecast_surge_level,
+            "facilities": facilities,
+        }
 
     def facility_beds(self, facility: str) -> int:
         return sum(b for (f, _), b in self.units.items() if f == facility)
+
+    @property
+    def forecast_surge_pct(self) -> float:
+        return self.thresholds_pct[self.forecast_surge_level - 1]
+
+    def surge_beds(self, facility: str, unit: str) -> float:
+        """The occupied beds at which the forecast warns of a surge (`unit` ALL: the facility)."""
+        beds = self.facility_beds(facility) if unit == ALL_UNITS else self.units[(facility, unit)]
+        return beds * self.forecast_surge_pct / 100.0

@@ -1,0 +1,206 @@
+"""The capacity forecast in the warehouse: every hour, each unit's and facility's occupancy for the
+next 24 hours (udfs/capacity_forecast.py) from the census, into `capacity_forecast` (migration
+0008), which the command-centre board reads.
+
+    python -m sinks.capacity_forecast               # one origin: the last whole hour of the census
+    python -m sinks.capacity_forecast --hourly      # and again at every hour, until stopped
+    python -m sinks.capacity_forecast --origin 2026-02-03T10:00Z
+
+The census job's accepted events (`census_events`: each event with the unit the patient is in
+after it) give every patient's stays per unit; from them, up to the origin only, the forecaster
+estimates each unit's length-of-stay survival and arrival profile and forecasts the patients
+there now plus the arrivals to come. The facility row (scope `facility`, unit `ALL`) is the sum of
+its units. Per-patient expected remaining stay from the LOS model (`expected_remaining`, hours by
+patient token) sharpens the forecast where given; without it the unit's own LOS distribution is
+used. The surge threshold is the capacity file's (`Capacity.surge_beds`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from schemas.capacity import ALL_UNITS, Capacity
+from schemas.settings import Settings
+from sinks import clickhouse
+from udfs import capacity_forecast as cf
+
+TABLE = "capacity_forecast"
+COLUMNS = (
+    "facility_id",
+    "unit_id",
+    "scope",
+    "origin_time",
+    "target_time",
+    "horizon_h",
+    "occupied_at_origin",
+    "forecast",
+    "expected",
+    "lo80",
+    "hi80",
+    "lo95",
+    "hi95",
+    "capacity_beds",
+    "surge_threshold",
+    "surge_probability",
+    "surge_warning",
+    "model_version",
+)
+
+
+def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Stays (udfs.capacity_forecast.stays_from_placements) from census_events rows (patient,
+    facility, unit after the event, event_time), and the hour the data begin."""
+    ev = census_events[census_events.outcome == "applied"]
+    ms = pd.to_datetime(ev.event_time, utc=True).dt.as_unit("ms").astype("int64")
+    placements = pd.DataFrame(
+        {
+            "patient_token": ev.patient_token.to_numpy(),
+            "facility_id": ev.facility_id.to_numpy(),
+            "unit_id": ev.unit_id.to_numpy(),
+            "time_h": ms.to_numpy() / cf.HOUR_MS,
+        }
+    )
+    start = float(placements.time_h.min()) if len(placements) else 0.0
+    return cf.stays_from_placements(placements), start
+
+
+def forecast_rows(
+    stays: pd.DataFrame,
+    data_start_h: float,
+    capacity: Capacity,
+    origin_h: float,
+    expected_remaining: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """The table's rows for one origin: every configured unit and every facility, h = 1..24."""
+    known = stays[stays.start_h <= origin_h]
+    hospital = cf.facility_stays(known, ALL_UNITS)
+    parts = []
+    for fac in sorted({f for f, _ in capacity.units}):
+        mine = known[known.facility_id == fac]
+        pooled = _history(mine, data_start_h)
+        prior = cf.unit_survival(pooled, origin_h)  # for units with too few stays of their own
+        for (f, unit), beds in sorted(capacity.units.items()):
+            if f == fac:
+                s = mine[mine.unit_id == unit]
+                fc = cf.forecast_unit(
+                    _history(s, data_start_h), origin_h, prior, expected_remaining
+                )
+                surge = capacity.surge_beds(fac, unit)
+                parts.append(_rows(fac, unit, "unit", fc, _occupied(s, origin_h), beds, surge))
+        h = hospital[hospital.facility_id == fac]
+        fc = cf.forecast_unit(_history(h, data_start_h), origin_h, None, expected_remaining)
+        beds, surge = capacity.facility_beds(fac), capacity.surge_beds(fac, ALL_UNITS)
+        parts.append(_rows(fac, ALL_UNITS, "facility", fc, _occupied(h, origin_h), beds, surge))
+    return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in COLUMNS})
+
+
+def _history(s: pd.DataFrame, data_start_h: float) -> cf.UnitHistory:
+    return cf.UnitHistory(
+        s.start_h.to_numpy(np.float64),
+        s.end_h.to_numpy(np.float64),
+        data_start_h,
+        s.patient_token.to_numpy(object),
+    )
+
+
+def _occupied(s: pd.DataFrame, at_h: float) -> int:
+    return int(cf.occupancy(s.start_h, s.end_h, [at_h])[0])
+
+
+def _rows(
+    fac: str, unit: str, scope: str, f: cf.Forecast, occupied: int, beds: int, surge: float
+) -> dict[str, Any]:
+    origin = datetime.fromtimestamp(f.origin_h * 3600, UTC)
+    n = len(f.horizons)
+    return {
+        "facility_id": [fac] * n,
+        "unit_id": [unit] * n,
+        "scope": [scope] * n,
+        "origin_time": [origin] * n,
+        "target_time": [origin + timedelta(hours=int(h)) for h in f.horizons],
+        "horizon_h": f.horizons.astype("uint8"),
+        "occupied_at_origin": np.full(n, occupied, dtype="int32"),
+        "forecast": f.median,
+        "expected": f.expected.round(3),
+        "lo80": f.lo80,
+        "hi80": f.hi80,
+        "lo95": f.lo95,
+        "hi95": f.hi95,
+        "capacity_beds": np.full(n, beds, dtype="int32"),
+        "surge_threshold": np.full(n, surge),
+        "surge_probability": f.p_at_least(surge).round(4),
+        "surge_warning": cf.surge_warning(f, surge).astype("uint8"),
+        "model_version": [cf.MODEL_VERSION] * n,
+    }
+
+
+def write(client: Any, database: str, rows: pd.DataFrame) -> int:
+    data = rows[list(COLUMNS)].astype(object).to_numpy().tolist()
+    client.insert(f"{database}.{TABLE}", data, column_names=list(COLUMNS))
+    return len(data)
+
+
+def census_events(client: Any, database: str, until: datetime) -> pd.DataFrame:
+    df: pd.DataFrame = client.query_df(
+        f"SELECT patient_token, facility_id, unit_id, event_time, outcome "
+        f"FROM {database}.census_events FINAL WHERE event_time <= %(until)s "
+        f"ORDER BY event_time, event_id",
+        parameters={"until": until},
+    )
+    return df
+
+
+def latest_origin(client: Any, database: str) -> datetime | None:
+    """The last whole hour the census has reached."""
+    (t,) = client.query(f"SELECT max(event_time) FROM {database}.census_events").result_rows[0]
+    if t is None or t.year < 1971:
+        return None
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    out: datetime = t.replace(minute=0, second=0, microsecond=0)
+    return out
+
+
+def run_once(
+    client: Any,
+    database: str,
+    capacity: Capacity,
+    origin: datetime | None = None,
+    expected_remaining: Mapping[str, float] | None = None,
+) -> int:
+    """Forecast from `origin` (default: the census's last whole hour) and write the rows."""
+    origin = origin or latest_origin(client, database)
+    if origin is None:
+        return 0
+    stays, start = stays_from_census(census_events(client, database, origin))
+    rows = forecast_rows(stays, start, capacity, origin.timestamp() / 3600, expected_remaining)
+    return write(client, database, rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--origin", type=datetime.fromisoformat, default=None)
+    ap.add_argument("--hourly", action="store_true", help="forecast again at every whole hour")
+    Settings.add_arguments(ap)
+    a = ap.parse_args(argv)
+    settings = Settings.resolve(a)
+    client = clickhouse.connect(settings.clickhouse_url)
+    clickhouse.migrate(client, settings.clickhouse_database)
+    capacity = Capacity.load(settings.capacity_file)
+    while True:
+        n = run_once(client, settings.clickhouse_database, capacity, a.origin)
+        print(f"{n} forecast rows written to {settings.clickhouse_database}.{TABLE}")
+        if not a.hourly:
+            return
+        now = time.time()
+        time.sleep(3600 - now % 3600 + 5)
+
+
+if __name__ == "__main__":
+    main()

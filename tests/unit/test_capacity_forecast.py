@@ -1,0 +1,234 @@
+"""The capacity forecast (udfs/capacity_forecast.py), its backtest (training/catalog/
+capacity_forecast.py) and its table (sinks/capacity_forecast.py, migration 0008)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.feeds import adt_generator
+from schemas import topics
+from schemas.capacity import Capacity
+from sinks import capacity_forecast as sink
+from sinks import clickhouse as ch
+from training.catalog import capacity_forecast as catalog
+from udfs import capacity_forecast as cf
+
+T0 = 500_000.0  # an origin, in hours since the epoch (a whole hour)
+NO_ARRIVALS = np.zeros(cf.HORIZON_H)
+NOBODY_LEAVES = cf.Survival(np.ones(cf.GRID_H + 1), 0.0, 1000)
+
+
+def test_with_no_arrivals_and_nobody_leaving_the_forecast_is_flat_at_the_current_census() -> None:
+    f = cf.forecast(
+        T0, elapsed_h=[1.0, 30.0, 200.0, 5.5], survival=NOBODY_LEAVES, rates=NO_ARRIVALS
+    )
+    for band in (f.median, f.expected, f.lo80, f.hi80, f.lo95, f.hi95):
+        assert np.allclose(band, 4.0)
+    assert np.allclose(f.var, 0.0)
+
+
+def test_a_unit_whose_patients_all_have_an_hour_left_empties() -> None:
+    los = cf.exponential_survival(96.0)
+    elapsed = np.linspace(2.0, 150.0, 20)
+    kept = cf.forecast(T0, elapsed, los, NO_ARRIVALS)
+    leaving = cf.forecast(T0, elapsed, los, NO_ARRIVALS, expected_remaining_h=np.ones(20))
+    assert kept.median[-1] >= 15  # without the LOS model most are still in tomorrow
+    assert leaving.median[0] <= 8 and leaving.median[-1] == 0 and leaving.expected[-1] < 0.01
+    # NaN from the LOS model falls back to the unit's own distribution
+    unknown = cf.forecast(T0, elapsed, los, NO_ARRIVALS, expected_remaining_h=np.full(20, np.nan))
+    assert np.allclose(unknown.pmf, kept.pmf)
+
+
+def test_the_los_models_expectation_rescales_the_remaining_stay_to_its_mean() -> None:
+    los = cf.kaplan_meier(np.random.default_rng(1).lognormal(np.log(80), 0.8, 5000), np.ones(5000))
+    mean_left = float(los.mean_remaining([10.0])[0])
+    assert 60 < mean_left < 140
+    one = cf.forecast(T0, [10.0], los, NO_ARRIVALS, expected_remaining_h=[mean_left])
+    assert np.allclose(one.expected, cf.forecast(T0, [10.0], los, NO_ARRIVALS).expected)
+
+
+def _realistic() -> cf.Forecast:
+    rng = np.random.default_rng(3)
+    los = cf.kaplan_meier(rng.lognormal(np.log(80), 0.8, 3000), rng.random(3000) < 0.9)
+    return cf.forecast(T0, rng.uniform(0, 200, 45), los, np.full(cf.HORIZON_H, 0.5))
+
+
+def test_intervals_contain_the_point_forecast_and_widen_with_the_horizon() -> None:
+    f = _realistic()
+    assert (f.lo95 <= f.lo80).all() and (f.lo80 <= f.median).all()
+    assert (f.median <= f.hi80).all() and (f.hi80 <= f.hi95).all()
+    assert (np.diff(f.var) >= -1e-9).all()
+    width = f.hi95 - f.lo95
+    assert width[-1] > width[0] and width[11] >= width[0]
+    assert np.allclose(f.pmf.sum(axis=1), 1.0)
+
+
+def test_the_surge_warning_fires_from_the_hour_the_forecast_reaches_the_threshold() -> None:
+    f = cf.forecast(T0, np.zeros(10), NOBODY_LEAVES, np.full(cf.HORIZON_H, 1.0))
+    warn = cf.surge_warning(f, 20.0)
+    first = int(np.argmax(warn))
+    assert warn[first:].all() and not warn[:first].any()
+    assert f.median[first] >= 20 > f.median[first - 1]
+    p = f.p_at_least(20.0)
+    assert p[first] >= 0.5 and p[0] < 1e-5 and (np.diff(p) >= -1e-12).all()
+    assert not cf.surge_warning(f, 100.0).any()
+
+
+def test_the_surge_threshold_is_a_level_of_the_capacity_file_and_round_trips() -> None:
+    cap = Capacity.from_dict({"facilities": {"H": {"ICU": 10, "W": 30}}})
+    assert cap.forecast_surge_level == 2 and cap.surge_beds("H", "W") == pytest.approx(27.6)
+    assert cap.surge_beds("H", "ALL") == pytest.approx(36.8)
+    three = Capacity.from_dict({**cap.to_dict(), "forecast_surge_level": 3})
+    assert three.surge_beds("H", "ICU") == 10 and Capacity.from_dict(three.to_dict()) == three
+    with pytest.raises(ValueError, match="forecast_surge_level"):
+        Capacity.from_dict({**cap.to_dict(), "forecast_surge_level": 4})
+
+
+def _unit(seed: int = 5, days: int = 30) -> cf.UnitHistory:
+    rng = np.random.default_rng(seed)
+    start = np.sort(rng.uniform(0, days * 24, 400)) + T0 - days * 24
+    end = start + rng.lognormal(np.log(60), 0.7, len(start))
+    end[end > T0 + 48] = np.nan  # still in at the end of the data
+    return cf.UnitHistory(start, end, T0 - days * 24 - 1)
+
+
+def test_a_forecast_reads_nothing_after_its_origin() -> None:
+    h = _unit()
+    origin = T0 - 72
+    before = cf.forecast_unit(h, origin)
+    # what happens after the origin: other ends, other arrivals, and a patient already in leaving
+    later = np.where(h.end_h > origin, h.end_h + 13.0, h.end_h)
+    extra = np.array([origin + 0.5, origin + 3.0, origin + 30.0])
+    other = cf.UnitHistory(
+        np.concatenate([h.start_h, extra]),
+        np.concatenate([later, extra + 2.0]),
+        h.data_start_h,
+    )
+    assert np.array_equal(cf.forecast_unit(other, origin).pmf, before.pmf)
+    start, end = h.known_at(origin)
+    assert (start <= origin).all() and (np.isnan(end) | (end <= origin)).all()
+
+
+def test_seasonal_naive_repeats_yesterday_and_persistence_is_its_lag_24_at_24_hours() -> None:
+    y = np.arange(200.0)
+    assert np.array_equal(cf.seasonal_naive(y, 24), y[-24:])
+    assert cf.seasonal_naive(y, 24)[-1] == y[-1]
+    assert np.array_equal(cf.seasonal_naive(y, 168), y[-168 : -168 + 24])
+
+
+def test_stays_rebuilt_from_adt_events_give_the_census_of_the_state_machine() -> None:
+    plan = adt_generator.Plan(facilities=1, days=5, seed=2)
+    events = adt_generator.events(plan)
+    stays = cf.stays_from_events(events)
+    ms = pd.Series([e["event_time"] for e in events]).astype("int64") // 1_000_000
+    assert len(stays) > 500 and (stays.end_h.dropna() >= 0).all()
+    at = ms.iloc[-1] / cf.HOUR_MS
+    from udfs.census import AdtEvent, PatientPlacement
+
+    who: dict[str, PatientPlacement] = {}
+    occupied: dict[str, int] = {}
+    for e, t in zip(events, ms, strict=True):
+        ev = AdtEvent(e["event_id"], e["event_type"], e["facility_id"], e["unit_id"], None, t)
+        for d in who.setdefault(e["patient_token"], PatientPlacement()).apply(ev)[1]:
+            occupied[d.unit_id] = occupied.get(d.unit_id, 0) + d.occupied
+    for unit, n in occupied.items():
+        s = stays[stays.unit_id == unit]
+        assert cf.occupancy(s.start_h, s.end_h, [at + 1e-6])[0] == n, unit
+    hospital = cf.facility_stays(stays)
+    assert cf.occupancy(hospital.start_h, hospital.end_h, [at + 1e-6])[0] == sum(occupied.values())
+
+
+def test_the_forecast_beats_seasonal_naive_at_24_hours_on_the_generators_sites() -> None:
+    b = catalog.generator_backtest(facilities=3, days=30, step_h=12)
+    i = cf.HORIZON_H - 1
+    assert b.unit["forecasts"] > 1000
+    assert b.unit["mae_model"][i] < b.unit["mae_seasonal_naive"][i]
+    assert b.unit["mae_model"][i] < b.unit["mae_persistence"][i]
+    assert all(m <= p for m, p in zip(b.unit["mae_model"], b.unit["mae_persistence"], strict=True))
+    assert 0.75 < b.unit["coverage80"][i] < 0.9 and 0.92 < b.unit["coverage95"][i] <= 1.0
+
+
+def test_evaluate_refuses_a_file_not_in_the_adt_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = tmp_path / "vitals.parquet"
+    pd.DataFrame({"patient_id": ["a"], "hour": [0], "HR": [80.0]}).to_parquet(wrong)
+    from training import evaluate
+
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--model", "capacity-forecast", "--file", str(wrong)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert topics.ADT_EVENT.name in err and "missing event_id" in err
+
+
+def test_evaluate_on_an_adt_file_ends_with_the_mae_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = adt_generator.events(adt_generator.Plan(facilities=1, days=15.5, seed=4))
+    path = tmp_path / "adt.parquet"
+    pd.DataFrame(events).to_parquet(path)
+    catalog.main(["evaluate", "--model", "capacity-forecast", "--file", str(path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"MAE_beds \d+\.\d{3} seasonal_naive_MAE_beds \d+\.\d{3}", last), last
+
+
+def test_forecast_rows_fill_the_migrated_table_for_every_unit_and_facility(
+    clickhouse: Any, settings: Any
+) -> None:
+    plan = adt_generator.Plan(facilities=2, days=16, seed=9)
+    stays = cf.stays_from_events(adt_generator.events(plan))
+    start = plan.start.timestamp() / 3600
+    cap = adt_generator.capacity(2)
+    rows = sink.forecast_rows(stays, start, cap, start + 15 * 24)
+    assert len(rows) == (len(cap.units) + 2) * cf.HORIZON_H
+    assert set(rows.scope) == {"unit", "facility"}
+    assert (rows.lo95 <= rows.forecast).all() and (rows.forecast <= rows.hi95).all()
+    fac = rows[rows.scope == "facility"]
+    assert (fac.capacity_beds == 500).all() and np.allclose(fac.surge_threshold, 460.0)
+    assert set(ch.table_columns(clickhouse, settings.clickhouse_database, sink.TABLE)) == {
+        *sink.COLUMNS,
+        "computed_at",
+    }
+    assert sink.write(clickhouse, settings.clickhouse_database, rows) == len(rows)
+    got = clickhouse.query(
+        f"SELECT count(), sum(surge_warning), max(horizon_h) "
+        f"FROM {settings.clickhouse_database}.{sink.TABLE} FINAL"
+    ).result_rows
+    assert got == [(len(rows), int(rows.surge_warning.sum()), cf.HORIZON_H)]
+
+
+def test_the_hourly_step_forecasts_from_the_census_events_in_clickhouse(
+    clickhouse: Any, settings: Any
+) -> None:
+    from grafana import seed
+
+    db = settings.clickhouse_database + "_cf"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    plan = seed.SeedPlan(facilities=1, days=15)
+    census = seed.place(seed.adt_events(plan), plan.end_ms)
+    ev = pd.DataFrame(census.events)
+    cols = ["event_id", "event_type", "patient_token", "facility_id", "unit_id", "event_time"]
+    rows = ev[[*cols, "outcome", "reason"]].astype(object).where(ev.notna(), None)
+    clickhouse.insert(f"{db}.census_events", rows.to_numpy().tolist(), column_names=list(rows))
+    origin = sink.latest_origin(clickhouse, db)
+    assert origin is not None and origin.minute == 0 and origin <= ev.event_time.max()
+    cap = adt_generator.capacity(1)
+    assert sink.run_once(clickhouse, db, cap) == (len(cap.units) + 1) * cf.HORIZON_H
+    # the same as forecasting from the census events in memory
+    stays, start = sink.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
+    want = sink.forecast_rows(stays, start, cap, origin.timestamp() / 3600)
+    got = clickhouse.query_df(
+        f"SELECT unit_id, horizon_h, forecast, hi95 FROM {db}.{sink.TABLE} FINAL "
+        f"ORDER BY unit_id, horizon_h"
+    )
+    want = want.sort_values(["unit_id", "horizon_h"])
+    assert np.allclose(got.forecast, want.forecast) and np.allclose(got.hi95, want.hi95)
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
