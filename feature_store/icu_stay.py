@@ -58,11 +58,8 @@ RARE_LAB: Final = ("min", "max", "last", "count")
 PARAMETERS: Final = (
     Parameter("heart_rate_bpm", "HR", 20, 250, "beats/min", VITAL),
     Parameter("map_mmhg", "MAP", 20, 200, "mmHg", VITAL),
-    Parameter("sys_abp_mmhg", "SysABP", 40, 280, "mmHg", VITAL),
-    Parameter("dias_abp_mmhg", "DiasABP", 10, 200, "mmHg", VITAL),
-    Parameter("ni_map_mmhg", "NIMAP", 20, 200, "mmHg", VITAL),
-    Parameter("ni_sys_abp_mmhg", "NISysABP", 40, 280, "mmHg", VITAL),
-    Parameter("ni_dias_abp_mmhg", "NIDiasABP", 10, 200, "mmHg", VITAL),
+    Parameter("sbp_mmhg", "SysABP", 40, 280, "mmHg", VITAL),
+    Parameter("dbp_mmhg", "DiasABP", 10, 200, "mmHg", VITAL),
     Parameter("resp_rate_per_min", "RespRate", 2, 80, "breaths/min", VITAL),
     Parameter("temp_c", "Temp", 25, 45, "°C", VITAL),
     Parameter("gcs_total", "GCS", 3, 15, "points (3-15)", (*VITAL, "since_last")),
@@ -81,7 +78,7 @@ PARAMETERS: Final = (
     Parameter("bun_mg_dl", "BUN", 1, 250, "mg/dL", LAB),
     Parameter("creatinine_mg_dl", "Creatinine", 0.1, 25, "mg/dL", LAB),
     Parameter("hco3_mmol_l", "HCO3", 5, 60, "mmol/L", LAB),
-    Parameter("hct_pct", "HCT", 10, 70, "%", LAB),
+    Parameter("hematocrit_pct", "HCT", 10, 70, "%", LAB),
     Parameter("potassium_mmol_l", "K", 1.5, 10, "mmol/L", LAB),
     Parameter("sodium_mmol_l", "Na", 100, 190, "mmol/L", LAB),
     Parameter("magnesium_mmol_l", "Mg", 0.3, 10, "mmol/L", LAB),
@@ -92,16 +89,21 @@ PARAMETERS: Final = (
     Parameter("ph", "pH", 6.5, 8.0, "pH units", LAB),
     Parameter("paco2_mmhg", "PaCO2", 5, 150, "mmHg", LAB),
     Parameter("pao2_mmhg", "PaO2", 20, 700, "mmHg", LAB),
-    Parameter("bilirubin_mg_dl", "Bilirubin", 0.0, 80, "mg/dL", RARE_LAB),
+    Parameter("bilirubin_total_mg_dl", "Bilirubin", 0.0, 80, "mg/dL", RARE_LAB),
     Parameter("albumin_g_dl", "Albumin", 0.5, 7, "g/dL", RARE_LAB),
     Parameter("alp_iu_l", "ALP", 1, 5000, "IU/L", RARE_LAB),
     Parameter("alt_iu_l", "ALT", 1, 20000, "IU/L", RARE_LAB),
     Parameter("ast_iu_l", "AST", 1, 20000, "IU/L", RARE_LAB),
-    Parameter("troponin_i_ug_l", "TroponinI", 0.0, 100, "µg/L", RARE_LAB),
+    Parameter("troponin_i_ng_ml", "TroponinI", 0.0, 100, "ng/mL", RARE_LAB),
     Parameter("troponin_t_ug_l", "TroponinT", 0.0, 50, "µg/L", RARE_LAB),
     Parameter("cholesterol_mg_dl", "Cholesterol", 20, 600, "mg/dL", ("last",)),
 )
 BY_SOURCE: Final = {p.source: p for p in PARAMETERS}
+# Cuff (non-invasive) pressures are the same parameter as the arterial line's: a bedside feed
+# charts one blood pressure, and the canonical topics carry one (`sbp_mmhg`, `dbp_mmhg`,
+# `map_mmhg`; jobs/feeds/physionet2012.py). The arterial value wins where both are charted in
+# the same minute, else the cuff's is used.
+CUFF: Final = {"NISysABP": "SysABP", "NIDiasABP": "DiasABP", "NIMAP": "MAP"}
 
 # Descriptors (minute 0): source, plausible range; -1 (missing) falls outside every range.
 DESCRIPTORS: Final = {
@@ -164,11 +166,26 @@ UNITS: Final = {
 }
 
 
+def _merge_cuff(observations: pd.DataFrame) -> pd.DataFrame:
+    """Cuff pressures as their arterial parameter, where no plausible arterial value of the
+    same stay and minute exists (a -1 "missing" arterial value does not hide the cuff's)."""
+    cuff = observations["parameter"].isin(list(CUFF))
+    if not cuff.any():
+        return observations
+    art = observations[observations["parameter"].isin(list(CUFF.values()))]
+    art = art[art["value"] > 0]
+    have = pd.MultiIndex.from_frame(art[["record_id", "minute", "parameter"]])
+    c = observations[cuff].assign(parameter=observations.loc[cuff, "parameter"].map(CUFF))
+    shadowed = pd.MultiIndex.from_frame(c[["record_id", "minute", "parameter"]]).isin(have)
+    return pd.concat([observations[~cuff], c[~shadowed]], ignore_index=True)
+
+
 def clean_series(observations: pd.DataFrame) -> pd.DataFrame:
     """The time series rows (descriptors excluded, `Weight` kept as a series), unit slips
     repaired, implausible values dropped, repeated time stamps merged (mean); sorted by stay,
     minute. Columns: record_id, minute, parameter (canonical name), value (float64)."""
-    obs = observations[observations["parameter"].isin(list(BY_SOURCE))]
+    obs = _merge_cuff(observations)
+    obs = obs[obs["parameter"].isin(list(BY_SOURCE))]
     if "Weight" in BY_SOURCE:  # the admission weight is a descriptor, later ones a series
         obs = obs[~((obs["parameter"] == "Weight") & (obs["minute"] == 0))]
     value = obs["value"].to_numpy(dtype=np.float64).copy()
@@ -216,7 +233,7 @@ def descriptors(observations: pd.DataFrame) -> pd.DataFrame:
 
 def _aggregate(series: pd.DataFrame, hours: float) -> pd.DataFrame:
     """Every aggregate of every parameter at `hours` (wide: one row per stay)."""
-    s = series[series["minute"] <= hours * 60.0]
+    s = series[series["minute"] <= hours * 60.0 + 1e-6]  # hours × 60 may round below a minute
     t = s["minute"].to_numpy(dtype=np.float64) / 60.0
     v = s["value"].to_numpy(dtype=np.float64)
     frame = pd.DataFrame(

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from feature_store.definitions import STATIC_FEATURES
+from udfs.model_set import Lookup
 from udfs.scoring import FeatureSource
 
 
@@ -24,3 +27,18 @@ def feast_source(
         push_interval_s=push_interval_s,
         background=True,  # a batch of the scoring UDF never waits for a push
     )
+
+
+def stay_static_lookups(
+    feast_dir: Path, online: str, services: tuple[str, ...]
+) -> dict[str, Lookup]:
+    """The catalog's stay models' feature services (`services`, from their specs), each a
+    lookup of the stays' descriptors in Feast's online store (opened once, in `open()`)."""
+    from feature_store import repo
+
+    store = repo.open_store(feast_dir, online, stay_services=services)
+
+    def lookup(tokens: list[str]) -> pd.DataFrame:
+        return repo.online_stay_static(store, tokens)
+
+    return {s: lookup for s in services}

@@ -7,6 +7,10 @@ versions, built in code from feature_store/definitions.py.
   point-in-time.
 - `patient_static`: age and sex, pushed by registration (the replay, for PhysioNet patients).
 - `sepsis_risk_v<N>`: one feature service per registered model version.
+- `icu_stay_static`: an ICU stay's descriptors (age, sex, height, admission weight, ICU type;
+  feature_store/icu_stay.py), pushed at admission by the stay replay, keyed by the stay's token;
+  the catalog's stay models (mortality, length of stay) read them through their feature
+  services (`stay_services`).
 
 The online store is SQLite (a file) by default, or Redis (`feast_online_store = host:port`).
 Importing feast takes seconds, so this module is imported where the store is opened, not at
@@ -39,6 +43,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.repo_config import RepoConfig
 from feast.types import Float32
 
+from feature_store import icu_stay
 from feature_store.definitions import STATIC_FEATURES, STREAM_FEATURES
 
 PROJECT = "wardflow"
@@ -48,10 +53,16 @@ STREAM_VIEW = "patient_stream"
 STATIC_VIEW = "patient_static"
 STREAM_PUSH = "patient_stream_push"
 STATIC_PUSH = "patient_static_push"
+STAY_STATIC_VIEW = "icu_stay_static"
+STAY_STATIC_PUSH = "icu_stay_static_push"
 
 
 def offline_paths(root: Path) -> tuple[Path, Path]:
     return root / "offline" / "patient_stream.parquet", root / "offline" / "patient_static.parquet"
+
+
+def stay_static_path(root: Path) -> Path:
+    return root / "offline" / "icu_stay_static.parquet"
 
 
 def _empty_offline(path: Path, features: Iterable[str]) -> None:
@@ -66,7 +77,9 @@ def _empty_offline(path: Path, features: Iterable[str]) -> None:
     pd.DataFrame(cols).to_parquet(path)
 
 
-def objects(root: Path, service_names: Iterable[str] = ()) -> list[Any]:
+def objects(
+    root: Path, service_names: Iterable[str] = (), stay_services: Iterable[str] = ()
+) -> list[Any]:
     stream_path, static_path = offline_paths(root)
     patient = Entity(
         name="patient",
@@ -93,8 +106,16 @@ def objects(root: Path, service_names: Iterable[str] = ()) -> list[Any]:
 
     stream = view(STREAM_VIEW, STREAM_PUSH, stream_path, STREAM_FEATURES, timedelta(hours=24))
     static = view(STATIC_VIEW, STATIC_PUSH, static_path, STATIC_FEATURES, timedelta(days=3650))
+    stay = view(
+        STAY_STATIC_VIEW,
+        STAY_STATIC_PUSH,
+        stay_static_path(root),
+        icu_stay.STATIC_FEATURES,
+        timedelta(days=3650),
+    )
     services = [FeatureService(name=n, features=[stream, static]) for n in service_names]
-    return [patient, stream, static, *services]
+    services += [FeatureService(name=n, features=[stay]) for n in stay_services]
+    return [patient, stream, static, stay, *services]
 
 
 def config(root: Path, online: str) -> RepoConfig:
@@ -113,14 +134,17 @@ def config(root: Path, online: str) -> RepoConfig:
     )
 
 
-def open_store(root: Path, online: str, service_names: Iterable[str] = ()) -> FeatureStore:
+def open_store(
+    root: Path, online: str, service_names: Iterable[str] = (), stay_services: Iterable[str] = ()
+) -> FeatureStore:
     """The store, with the repo's objects applied (idempotent)."""
     root.mkdir(parents=True, exist_ok=True)
     stream_path, static_path = offline_paths(root)
     _empty_offline(stream_path, STREAM_FEATURES)
     _empty_offline(static_path, STATIC_FEATURES)
+    _empty_offline(stay_static_path(root), icu_stay.STATIC_FEATURES)
     store = FeatureStore(config=config(root, online))
-    store.apply(objects(root, service_names))
+    store.apply(objects(root, service_names, stay_services))
     return store
 
 
@@ -154,6 +178,19 @@ def write_offline(root: Path, stream: pd.DataFrame, static: pd.DataFrame) -> Non
     stream_path.parent.mkdir(parents=True, exist_ok=True)
     _frame(stream, STREAM_FEATURES).to_parquet(stream_path)
     _frame(static, STATIC_FEATURES).to_parquet(static_path)
+
+
+def push_stay_static(store: FeatureStore, rows: pd.DataFrame) -> None:
+    """rows: patient_token (the stay's token), event_timestamp, icu_stay.STATIC_FEATURES."""
+    store.push(STAY_STATIC_PUSH, _frame(rows, icu_stay.STATIC_FEATURES), to=PushMode.ONLINE)
+
+
+def online_stay_static(store: FeatureStore, tokens: list[str]) -> pd.DataFrame:
+    """A stay's descriptors (NaN where unknown), indexed by its token."""
+    refs = [f"{STAY_STATIC_VIEW}:{f}" for f in icu_stay.STATIC_FEATURES]
+    got = store.get_online_features(features=refs, entity_rows=[{ENTITY_KEY: t} for t in tokens])
+    frame: pd.DataFrame = got.to_df().set_index(ENTITY_KEY)[list(icu_stay.STATIC_FEATURES)]
+    return frame.astype("float64")
 
 
 def online_static(store: FeatureStore, tokens: list[str]) -> pd.DataFrame:

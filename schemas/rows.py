@@ -323,3 +323,19 @@ NEWS2_RESULT = Row(
     ),
     "The NEWS2 scalar UDF's result (udfs.vitals.news2_summary, udfs.flink.news2_udf).",
 )
+
+MODEL_SCORE_RESULT = Row(
+    "model_score_result",
+    (
+        Field("champion_version", "string", "None when the registry has no champion."),
+        Field("champion_score", "double", "Probability (binary) or value in the spec's unit."),
+        Field("champion_threshold", "double", "Alert threshold; None for regression models."),
+        Field("alert", "boolean", "The champion's score reached its threshold (binary only)."),
+        Field("challenger_version", "string", "None when there is no shadow challenger."),
+        Field("challenger_score", "double"),
+        Field("features_missing", "int", "The champion's inputs that were unknown."),
+        Field("latency_ms", "double", "Wall time to score the batch this row was in."),
+    ),
+    "The catalog's scoring UDF result per (entity state, model) (udfs.model_set.ModelSet, "
+    "udfs.flink_model_set.model_score_udf): any model of the catalog, champion and shadow.",
+)

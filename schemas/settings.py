@@ -276,6 +276,21 @@ class Settings:
         True,
         "Sepsis risk scoring in the screening job (champion + shadow challenger); off: rules only.",
     )
+    catalog_models: str = setting(
+        "icu-mortality,length-of-stay",
+        "The catalog models (comma-separated registry names) the catalog scoring job serves "
+        "(`jobs/model_scoring.py`); each is scored where its spec's entity and trigger say.",
+    )
+    roles_check_s: float = setting(
+        30.0,
+        "How often the scoring functions re-read the registry's roles (promotion, shadow and "
+        "rollback take effect within this, without a restart).",
+    )
+    catalog_feature_lookups: bool = setting(
+        True,
+        "Whether the catalog scoring job asks the models' feature services (Feast) for the "
+        "features it does not compute (a stay's age, sex, ICU type); off: they are unknown.",
+    )
     feast_online_store: str = setting(
         "sqlite",
         "Feast's online store: `sqlite` (a file under the state folder) or a Redis connection "
@@ -383,6 +398,10 @@ class Settings:
     @property
     def physionet_setA(self) -> Path:
         return self.data_dir / "physionet2019" / "setA.parquet"
+
+    @property
+    def catalog_model_names(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.catalog_models.split(",") if m.strip())
 
     @property
     def physionet2012_dir(self) -> Path:

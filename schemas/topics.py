@@ -136,6 +136,14 @@ SEPSIS_SCORE = Topic(
     "Model risk scores per screened state, champion and shadow challengers.",
 )
 
+MODEL_SCORE = Topic(
+    "model.score.v1",
+    "model.score.v1",
+    "entity_token",
+    3,
+    "Catalog model scores (mortality, length of stay, readmission, …), champion and shadow.",
+)
+
 DEAD_LETTER = Topic(
     "deadletter.v1",
     "deadletter.v1",
@@ -161,6 +169,7 @@ TOPICS: dict[str, Topic] = {
         CENSUS_EVENT,
         ALERT_RESPONSE,
         SEPSIS_SCORE,
+        MODEL_SCORE,
         DEAD_LETTER,
     )
 }

@@ -42,6 +42,7 @@ TABLES = {
     registry.ADT_EVENT.name: "adt_events",
     registry.ALERT_RESPONSE.name: "alert_responses",
     registry.SEPSIS_SCORE.name: "model_scores",
+    registry.MODEL_SCORE.name: "catalog_scores",
     registry.DEAD_LETTER.name: "dead_letters",
 }
 META = ("kafka_partition", "kafka_offset", "kafka_topic")

@@ -73,7 +73,7 @@ def test_implausible_values_and_missing_codes_are_dropped_and_unit_slips_repaire
     assert f["heart_rate_bpm_last"] == 95 and f["heart_rate_bpm_count_per_h"] == pytest.approx(
         2 / 6
     )
-    assert np.isnan(f["dias_abp_mmhg_min"]) and f["dias_abp_mmhg_count_per_h"] == 0
+    assert np.isnan(f["dbp_mmhg_min"]) and f["dbp_mmhg_count_per_h"] == 0
     assert f["ph_last"] == pytest.approx(7.35)
     assert f["temp_c_max"] == pytest.approx(37.0) and f["temp_c_min"] == pytest.approx(37.0)
     assert np.isnan(f["height_cm"]) and np.isnan(f["weight_kg"])

@@ -1,0 +1,318 @@
+"""Catalog scoring job: vitals + labs + ADT → each ICU stay's features → every catalog model
+served for stays (mortality, length of stay, …), champion and shadow → model.score topic.
+
+vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
+  ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
+  └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
+       ├─ rejected ──────────────────────────────── dead-letter topic (reason per record)
+       └─ union per stay (its token; admissions anchor the stay's first time)
+            → the stay's features at each vitals or lab record: aggregates over an event-time
+              `OVER (… RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)` window (records at
+              the same time see each other, as training's "observations up to hour t" do), SQL
+              generated from the one declaration training uses (feature_store/icu_stay.py)
+            → one row per (state, stay model) → the generic scoring UDF (udfs/model_set.py:
+              each model's spec names its features; static ones come from its feature
+              service) → a row per model version and role ── model.score topic
+
+Every stay model in `catalog_models` is served; adding a model is a spec and a training
+module (training/catalog/), not a change here. A model whose features the job does not compute
+gets them from its feature service, else NaN (imputed, counted in `features_missing`).
+
+The stay is the token the record carries (`patient_token`): a replay of ICU stays
+(jobs/feeds/physionet2012.py) tokenises each stay as its own patient. Hours since admission are
+measured from the stay's first record (its admission event when one arrives first).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pyflink.table import StreamTableEnvironment
+
+from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
+from feature_store.online import stay_static_lookups
+from jobs.runtime.job import Job, Sinks, Sources
+from jobs.runtime.tables import EPOCH_MS, LATE, ON_TIME, dead_letter_sql, late_dead_letter_sql
+from schemas import topics
+from schemas.model_spec import ModelSpec
+from schemas.rows import MODEL_SCORE_RESULT, quote
+from schemas.settings import Settings
+from udfs import java_decode
+from udfs.flink import decoded_columns, decoded_row
+from udfs.flink_model_set import Lookups, model_score_udf, no_lookups
+from udfs.registry import Registry
+
+STAGE = "model_scoring"
+INPUTS = {
+    "vitals": topics.VITALS_OBSERVATION,
+    "labs": topics.LABS_RESULT,
+    "adt": topics.ADT_EVENT,
+}
+OUTPUTS = {"model_scores": topics.MODEL_SCORE, "dead_letters": topics.DEAD_LETTER}
+ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
+# The topics' field for a declared parameter where the names differ (else the same name).
+TOPIC_FIELD: dict[str, str] = {
+    "weight_kg_series": "weight_kg",
+    "mech_vent": "mechanical_ventilation",
+}
+# The admission weight (minute 0) is a stay descriptor, later weights a series
+# (feature_store/icu_stay.clean_series): the series ignores values at the stay's first time.
+AFTER_ADMISSION = frozenset({"weight_kg_series"})
+STREAM_FEATURES = (
+    "hours_since_admission",
+    *(feature_name(p, a) for p in PARAMETERS for a in p.aggregates),
+)
+BASE = ("n", "sv", "vmin", "vmax", "vfirst", "vlast", "st", "stv", "stt", "tmin", "tmax")
+
+
+def topic_field(p: Parameter) -> str:
+    return TOPIC_FIELD.get(p.name, p.name)
+
+
+def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
+    schema = INPUTS[name].schema_name
+    cols = decoded_row(schema).column_list()
+    t_env.create_java_temporary_system_function(
+        f"wf_mdecode_{name}", java_decode.function_class(schema)
+    )
+    t_env.create_temporary_view(
+        f"{name}_late", t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}")
+    )
+    t_env.create_temporary_view(
+        f"{name}_decoded",
+        t_env.sql_query(f"""
+        SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
+        FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
+             LATERAL TABLE(wf_mdecode_{name}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
+    )
+
+
+def _value_sql(p: Parameter) -> str:
+    """A parameter's value as DOUBLE, null outside its plausible range (as training drops it).
+    The bounds are widened by a millionth: a FLOAT field holds 0.21 as 0.2099999934."""
+    f = quote(topic_field(p))
+    v = f"CASE WHEN {f} THEN 1.0 WHEN NOT {f} THEN 0.0 END" if p.name == "mech_vent" else f
+    v = f"CAST({v} AS DOUBLE)"
+    low, high = p.low - abs(p.low) * 1e-6, p.high + abs(p.high) * 1e-6
+    return f"CASE WHEN {v} BETWEEN {low!r} AND {high!r} THEN {v} END"
+
+
+def events_sql(sources: Sources) -> str:
+    """One row per accepted record: every declared parameter a DOUBLE column (null where the
+    record's topic has no such field or the record no value); admissions carry none."""
+    selects = []
+    for name in sources:
+        have = set(decoded_columns(INPUTS[name].schema_name))
+        params = ", ".join(
+            f"{_value_sql(p)} AS {quote(p.name)}"
+            if topic_field(p) in have
+            else f"CAST(NULL AS DOUBLE) AS {quote(p.name)}"
+            for p in PARAMETERS
+        )
+        unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
+        only = "event_type = 'admit'" if name == "adt" else "TRUE"
+        selects.append(f"""
+        SELECT {ID_FIELDS[name]} AS record_id, '{name}' AS record_kind, patient_token,
+               facility_id, {unit} AS unit_id, kafka_ts AS event_time, {params}
+        FROM {name}_decoded WHERE reason_code IS NULL AND {only}""")
+    return " UNION ALL ".join(selects)
+
+
+def _base_sql(p: Parameter) -> list[str]:
+    """The running sums and extremes of one parameter that its features are derived from."""
+    v = quote(p.name)
+    if p.name in AFTER_ADMISSION:
+        v = f"(CASE WHEN t_h > 0 THEN {v} END)"
+    t = f"CASE WHEN {v} IS NOT NULL THEN t_h END"
+    parts = {
+        "n": f"COUNT({v})",
+        "sv": f"SUM({v})",
+        "vmin": f"MIN({v})",
+        "vmax": f"MAX({v})",
+        "vfirst": f"FIRST_VALUE({v})",
+        "vlast": f"LAST_VALUE({v})",
+        "st": f"SUM({t})",
+        "stv": f"SUM({t} * {v})",
+        "stt": f"SUM({t} * {t})",
+        "tmin": f"MIN({t})",
+        "tmax": f"MAX({t})",
+    }
+    return [
+        f"CAST({sql} OVER w AS DOUBLE) AS {quote(p.name + '__' + k)}" for k, sql in parts.items()
+    ]
+
+
+def _feature_sql(p: Parameter, aggregate: str) -> str:
+    """One declared feature from the running values (feature_store/icu_stay.py's table)."""
+
+    def b(k: str) -> str:
+        return quote(f"{p.name}__{k}")
+
+    n, sv, st, stv, stt = b("n"), b("sv"), b("st"), b("stv"), b("stt")
+    denominator = f"({n} * {stt} - {st} * {st})"
+    sql = {
+        "min": b("vmin"),
+        "max": b("vmax"),
+        "mean": f"{sv} / NULLIF({n}, 0)",
+        "first": b("vfirst"),
+        "last": b("vlast"),
+        "count": f"{n} / GREATEST(t_h, 1.0)",
+        "sum": f"COALESCE({sv}, 0.0)",
+        "per_h": f"COALESCE({sv}, 0.0) / GREATEST(t_h, 1.0)",
+        "slope": f"""CASE WHEN {n} >= 2 AND {denominator} > 1e-9 * GREATEST({n} * {stt}, 1.0)
+                     THEN ({n} * {stv} - {st} * {sv}) / {denominator} END""",
+        "since_last": f"t_h - {b('tmax')}",
+        "first_at": b("tmin"),
+    }[aggregate]
+    return f"CAST({sql} AS DOUBLE) AS {quote(feature_name(p, aggregate))}"
+
+
+def stay_state_sql() -> str:
+    """Each record with its stay's features as of that record (causal: the window ends at the
+    current row)."""
+    first = """
+        SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token
+               ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time
+        FROM events"""
+    hours = (
+        f"CAST(({EPOCH_MS.format('event_time')} - {EPOCH_MS.format('first_time')}) AS DOUBLE)"
+        " / 3600000.0"
+    )
+    timed = f"SELECT *, {hours} AS t_h FROM ({first})"
+    base = ",\n               ".join(s for p in PARAMETERS for s in _base_sql(p))
+    running = f"""
+        SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, t_h,
+               {base}
+        FROM ({timed})
+        WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
+                     RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""
+    features = ",\n           ".join(_feature_sql(p, a) for p in PARAMETERS for a in p.aggregates)
+    return f"""
+    SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time,
+           t_h AS hours_since_admission, {features}
+    FROM ({running})"""
+
+
+def stay_models(settings: Settings) -> tuple[str, ...]:
+    """The served models whose entity is a stay and whose champion exists now (a model
+    registered later is served after a restart; a role change needs none)."""
+    reg = Registry(settings.model_registry)
+    out = []
+    for name in settings.catalog_model_names:
+        champion = reg.role(name, "champion")
+        if champion is not None and ModelSpec.parse(champion.spec).entity == "stay":
+            out.append(name)
+    return tuple(out)
+
+
+def scored_sql(models: tuple[str, ...]) -> str:
+    """Every vitals and lab state, once per stay model, through the UDF (one call per batch);
+    then a row per role that has a version."""
+    names = ", ".join(f"'{m}'" for m in models)
+    args = ", ".join(quote(f) for f in STREAM_FEATURES)
+    result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in MODEL_SCORE_RESULT.columns)
+    return f"""
+    SELECT record_id, patient_token, facility_id, unit_id, event_time, hours_since_admission,
+           model, {result}
+    FROM (SELECT *, wf_score_models(model, patient_token, {args}) AS s
+          FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
+          WHERE record_kind <> 'adt')"""
+
+
+def score_rows_sql(outputs: dict[str, tuple[str, str | None]]) -> str:
+    """A model.score row per model version and role (the challenger's only when it has one)."""
+    output_name = " ".join(f"WHEN '{m}' THEN '{o}'" for m, (o, _) in outputs.items())
+    output_unit = " ".join(
+        f"WHEN '{m}' THEN '{u}'" for m, (_, u) in outputs.items() if u is not None
+    )
+    unit_sql = f"CASE model {output_unit} END" if output_unit else "CAST(NULL AS STRING)"
+
+    def pick(role: str, champion: str, challenger: str) -> str:
+        return f"CASE {role} WHEN 'champion' THEN {champion} ELSE {challenger} END"
+
+    version = pick("role", "champion_version", "challenger_version")
+    score = pick("role", "champion_score", "challenger_score")
+    return f"""
+    SELECT MD5(CONCAT(record_id, '|', model, '|', {version})) AS score_id, record_id,
+           'stay' AS entity, patient_token AS entity_token, patient_token, facility_id,
+           unit_id, CAST(event_time AS TIMESTAMP(3)) AS event_time, hours_since_admission,
+           model AS model_name, {version} AS model_version, role,
+           CASE model {output_name} END AS output_name, {score} AS score,
+           {unit_sql} AS output_unit,
+           CASE WHEN role = 'champion' THEN champion_threshold END AS threshold,
+           CASE WHEN role = 'champion' THEN alert END AS above_threshold,
+           COALESCE(features_missing, 0) AS features_missing,
+           latency_ms AS scoring_latency_ms, event_time AS rowtime
+    FROM scored CROSS JOIN UNNEST(ARRAY['champion', 'challenger']) AS r(role)
+    WHERE {version} IS NOT NULL AND {score} IS NOT NULL"""
+
+
+def outputs_of(settings: Settings, models: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
+    reg = Registry(settings.model_registry)
+    out = {}
+    for m in models:
+        champion = reg.role(m, "champion")
+        assert champion is not None
+        spec = ModelSpec.parse(champion.spec)
+        out[m] = (spec.output.name, spec.output.unit)
+    return out
+
+
+def lookups(settings: Settings, models: tuple[str, ...]) -> Lookups:
+    """The stay models' feature services as lookups in Feast's online store, opened on each
+    worker."""
+    reg = Registry(settings.model_registry)
+    services = []
+    for m in models:
+        champion = reg.role(m, "champion")
+        if champion is not None and (s := ModelSpec.parse(champion.spec).feature_service):
+            services.append(s)
+    return functools.partial(
+        stay_static_lookups, Path(settings.feast_dir), settings.feast_online_store, tuple(services)
+    )
+
+
+def build(
+    t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
+) -> None:
+    """Sources `vitals`, `labs`, `adt` → sinks `model_scores` and `dead_letters`."""
+    for name, src in sources.items():
+        _source_views(t_env, name, src.table)
+    t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
+    t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
+    ss = t_env.create_statement_set()
+    dead = []
+    for name, src in sources.items():
+        rejected = dead_letter_sql(src.topic, STAGE, "reason_code", "reason")
+        late = late_dead_letter_sql(src.topic, STAGE)
+        dead.append(
+            f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE reason_code IS NOT NULL"
+        )
+        dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
+    ss.add_insert_sql(f"""
+        INSERT INTO `{sinks["dead_letters"]}`
+        SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
+    models = stay_models(settings)
+    if models:
+        udf = model_score_udf(
+            STREAM_FEATURES,
+            settings.model_registry,
+            models,
+            lookups(settings, models) if settings.catalog_feature_lookups else no_lookups,
+            settings.roles_check_s,
+        )
+        t_env.create_temporary_system_function("wf_score_models", udf)
+        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql(models)))
+        rows = score_rows_sql(outputs_of(settings, models))
+        cols = ", ".join(quote(f.name) for f in topics.MODEL_SCORE.schema.fields)
+        ss.add_insert_sql(f"""
+        INSERT INTO `{sinks["model_scores"]}`
+        SELECT {cols}, rowtime FROM ({rows})""")
+    ss.attach_as_datastream()
+
+
+JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
+
+if __name__ == "__main__":
+    JOB.main()

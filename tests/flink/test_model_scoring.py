@@ -1,0 +1,190 @@
+"""The catalog scoring job on the MiniCluster over real ICU stays (PhysioNet 2012 set B, replayed
+onto the canonical topics): every vitals and lab state of every stay is scored by each stay
+model's champion and shadow challenger, the stay's descriptors come from Feast, and the stream's
+scores equal the offline definition's (feature_store/icu_stay.py + onnxruntime) at every state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from feature_store import icu_stay
+from jobs import model_scoring
+from jobs.feeds import physionet2012 as replay
+from schemas import phi
+from schemas.model_spec import ModelSpec
+from schemas.settings import Settings
+from tests.flink_harness import run_bounded
+from training.registry import BUNDLED, bootstrap
+from udfs.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+STAYS = 6
+MODELS = ("icu-mortality", "length-of-stay")
+SOURCE = replay.source_of("B")
+
+
+@pytest.fixture(scope="module")
+def stays(settings: Settings) -> pd.DataFrame:
+    path = settings.physionet2012_dir / "setB_observations.parquet"
+    if not path.exists():
+        pytest.skip(f"PhysioNet 2012 set B is not in {path.parent}")
+    obs = replay.load(settings, "B", path)
+    ids = np.sort(obs["record_id"].unique())[:STAYS]
+    return obs[obs["record_id"].isin(ids)]
+
+
+@pytest.fixture(scope="module")
+def run(
+    settings: Settings, stays: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("model-scoring")
+    s = dataclasses.replace(
+        settings,
+        model_registry=folder / "registry",
+        feast_dir=folder / "feast",
+        feast_online_store="sqlite",
+        catalog_models=",".join(MODELS),
+    )
+    reg = Registry(s.model_registry)
+    for m in MODELS:
+        assert bootstrap(reg, m)
+    # the mortality model's bundled version again, as its shadow challenger
+    built = sorted((BUNDLED / "icu-mortality").iterdir())[0]
+    shadow = folder / "shadow"
+    shutil.copytree(built, shadow)
+    reg.set_role("icu-mortality", "challenger", reg.register(shadow).version, why="shadow")
+
+    ids = np.sort(stays["record_id"].unique())
+    anchors = replay.anchors(ids, replay.ReplayPlan(stays=0))
+    mapped = replay.map_stays(stays, anchors, key=s.phi_key, source=SOURCE)
+    tokens = {int(r): phi.token(s.phi_key, SOURCE, str(int(r))) for r in ids}
+    _push_descriptors(s, reg, stays, tokens, anchors)
+    inputs: dict[str, list[dict[str, Any]]] = {"adt": [], "vitals": [], "labs": []}
+    name_of = {t.name: n for n, t in model_scoring.INPUTS.items()}
+    for topic, record in replay.stream(mapped):
+        inputs[name_of[topic]].append(record)
+    out = run_bounded(model_scoring.JOB, s, inputs, folder / "out")
+    return {"settings": s, "inputs": inputs, "out": out, "tokens": tokens, "anchors": anchors}
+
+
+def _push_descriptors(
+    s: Settings,
+    reg: Registry,
+    stays: pd.DataFrame,
+    tokens: dict[int, str],
+    anchors: dict[int, Any],
+) -> None:
+    """Registration: each stay's descriptors into Feast (training's definition of them)."""
+    from feature_store import repo
+
+    services = [ModelSpec.parse(reg.role(m, "champion").spec).feature_service for m in MODELS]  # type: ignore[union-attr]
+    store = repo.open_store(s.feast_dir, "sqlite", stay_services=[x for x in services if x])
+    d = icu_stay.descriptors(stays)
+    rows = d.assign(
+        patient_token=[tokens[int(r)] for r in d.index],
+        event_timestamp=[anchors[int(r)] for r in d.index],
+    )
+    repo.push_stay_static(store, rows.reset_index(drop=True))
+
+
+def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
+    """The declaration's features (pandas) at every scored state, from the values the topics
+    carried (plus the raw descriptors), and each champion's score of them (onnxruntime)."""
+    by_token = {t: r for r, t in run["tokens"].items()}
+    # what the stream reads: a FLOAT field's value at float32 precision
+    single = {
+        f.name for t in model_scoring.INPUTS.values() for f in t.schema.fields if f.base == "float"
+    }
+    long = []
+    for kind in ("vitals", "labs"):
+        for rec in run["inputs"][kind]:
+            r = by_token[rec["patient_token"]]
+            minute = (rec["event_time"] - run["anchors"][r]).total_seconds() / 60.0
+            for p in icu_stay.PARAMETERS:
+                field = model_scoring.topic_field(p)
+                v = rec.get(field)
+                if v is not None:
+                    value = float(np.float32(v)) if field in single else float(v)
+                    long.append((r, minute, p.source, value))
+    obs = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
+    desc = stays[(stays["minute"] == 0) & stays["parameter"].isin(list(icu_stay.DESCRIPTORS))]
+    obs = pd.concat([desc, obs], ignore_index=True)
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    states = scores[["entity_token", "hours_since_admission"]].drop_duplicates()
+    frames = []
+    for token, g in states.groupby("entity_token"):
+        r = by_token[token]
+        f = icu_stay.stay_features(obs[obs["record_id"] == r], sorted(g["hours_since_admission"]))
+        frames.append(f.assign(entity_token=token))
+    features = pd.concat(frames, ignore_index=True)
+    reg = Registry(run["settings"].model_registry)
+    for m in MODELS:
+        v = reg.role(m, "champion")
+        assert v is not None
+        spec = ModelSpec.parse(v.spec)
+        session = ort.InferenceSession(str(v.onnx), providers=["CPUExecutionProvider"])
+        outs = session.run(None, {"features": features[spec.feature_names].to_numpy("float32")})
+        y = np.asarray(outs[-1], dtype="float64")
+        features[m] = y[:, -1] if y.ndim == 2 else y.reshape(-1)
+    return features
+
+
+def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
+    run: dict[str, Any],
+) -> None:
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    states = len(run["inputs"]["vitals"]) + len(run["inputs"]["labs"])
+    counts = scores.groupby(["model_name", "role"]).size().to_dict()
+    assert counts == {
+        ("icu-mortality", "champion"): states,
+        ("icu-mortality", "challenger"): states,
+        ("length-of-stay", "champion"): states,
+    }
+    assert run["out"]["dead_letters"] == []
+    mort = scores[scores["model_name"] == "icu-mortality"]
+    assert mort["score"].between(0, 1).all() and mort["output_name"].eq("death_risk").all()
+    champ = mort[mort["role"] == "champion"]
+    assert (champ["above_threshold"] == (champ["score"] >= champ["threshold"])).all()
+    los = scores[scores["model_name"] == "length-of-stay"]
+    assert (los["output_unit"] == "d").all() and los["threshold"].isna().all()
+    assert (los["score"] >= -1.0).all()
+    assert scores["entity"].eq("stay").all() and scores["score_id"].is_unique
+
+
+def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
+    run: dict[str, Any],
+) -> None:
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    spec = ModelSpec.parse(
+        Registry(run["settings"].model_registry).role("icu-mortality", "champion").spec
+    )  # type: ignore[union-attr]
+    series = len(spec.features) - len(icu_stay.STATIC_FEATURES) - 1
+    assert (scores["features_missing"] < series).all()
+    first = scores.sort_values("event_time").groupby("entity_token").head(1)
+    admitted = {a["patient_token"]: a["event_time"] for a in run["inputs"]["adt"]}
+    for _, row in first.iterrows():
+        since = (row["event_time"] - admitted[row["entity_token"]]).total_seconds() / 3600
+        assert row["hours_since_admission"] == pytest.approx(since)
+
+
+def test_the_stream_reproduces_the_offline_score_at_every_state(
+    run: dict[str, Any], stays: pd.DataFrame
+) -> None:
+    offline = _offline(run, stays)
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    champ = scores[scores["role"] == "champion"]
+    for m in MODELS:
+        got = champ[champ["model_name"] == m][["entity_token", "hours_since_admission", "score"]]
+        both = got.merge(offline, on=["entity_token", "hours_since_admission"], how="left")
+        assert both[m].notna().all()
+        diff = (both["score"] - both[m]).abs()
+        assert diff.max() < 1e-3, (m, both.loc[diff.idxmax()].to_dict())

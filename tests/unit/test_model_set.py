@@ -1,0 +1,170 @@
+"""The catalog's generic scoring path: several models, each with its own spec, champion and
+shadow challenger, served by one ModelSet and changed independently while it scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from skl2onnx import to_onnx
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from schemas.model_spec import ModelSpec, SpecError, Trigger
+from udfs.model_set import ModelSet
+from udfs.registry import Registry
+
+RNG = np.random.default_rng(7)
+
+
+def _spec(name: str, task: str, features: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "task": task,
+        "entity": "stay",
+        "entity_key": "stay_token",
+        "features": [{"name": f, "unit": "1"} for f in features],
+        "feature_service": f"{name}_v1",
+        "trigger": {"kind": "every_state"},
+        "output": {
+            "name": "score",
+            "meaning": "test",
+            "unit": "d" if task == "regression" else None,
+        },
+        "threshold": 0.5 if task == "binary" else None,
+        "input": {"name": "features"},
+        "metrics": {},
+        "gate": {"passed": True, "reasons": []},
+        **extra,
+    }
+
+
+def _build(tmp: Path, name: str, task: str, features: list[str], slope: float) -> Path:
+    """A real model (scikit-learn → ONNX) whose score rises with the first feature."""
+    x = RNG.normal(size=(400, len(features))).astype("float32")
+    if task == "binary":
+        y = (slope * x[:, 0] + RNG.normal(scale=0.3, size=400) > 0).astype(int)
+        est: Any = LogisticRegression().fit(x, y)
+        onnx = to_onnx(est, x[:1], options={id(est): {"zipmap": False}})
+    else:
+        est = LinearRegression().fit(x, slope * x[:, 0] + 3.0)
+        onnx = to_onnx(est, x[:1])
+    onnx.graph.input[0].name = "features"
+    for node in onnx.graph.node:
+        node.input[:] = ["features" if i == "X" else i for i in node.input]
+    out = tmp / f"{name}-{slope}"
+    out.mkdir(parents=True)
+    (out / "model.onnx").write_bytes(onnx.SerializeToString())
+    (out / "spec.json").write_text(json.dumps(_spec(name, task, features)))
+    return out
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Registry:
+    reg = Registry(tmp_path / "registry")
+    for name, task, feats in (
+        ("mortality", "binary", ["a", "b"]),
+        ("los", "regression", ["a", "c"]),
+    ):
+        for slope in (2.0, -2.0):
+            reg.register(_build(tmp_path / "built", name, task, feats, slope))
+        reg.promote(name, "1")
+        reg.set_role(name, "challenger", "2", why="shadow")
+    return reg
+
+
+def _batch(n: int = 6) -> pd.DataFrame:
+    a = np.linspace(-2, 2, n)
+    return pd.DataFrame(
+        {
+            "model": ["mortality", "los"] * (n // 2),
+            "entity_key": [f"s{i}" for i in range(n)],
+            "a": a,
+            "b": 0.0,
+            "c": 0.0,
+        }
+    )
+
+
+def test_one_model_set_scores_rows_of_different_models_each_with_its_own_features(
+    registry: Registry,
+) -> None:
+    out = ModelSet(registry, ["mortality", "los"]).score(_batch())
+    mort, los = out.iloc[0::2], out.iloc[1::2]
+    assert mort["champion_score"].between(0, 1).all() and mort["alert"].notna().all()
+    assert (mort["champion_threshold"] == 0.5).all()
+    assert los["alert"].isna().all() and los["champion_threshold"].isna().all()
+    assert np.allclose(los["champion_score"], 2.0 * _batch()["a"].iloc[1::2] + 3.0, atol=1e-4)
+    assert (out["champion_version"] == "1").all() and (out["challenger_version"] == "2").all()
+    assert mort["champion_score"].is_monotonic_increasing
+    assert mort["challenger_score"].is_monotonic_decreasing
+
+
+def test_models_are_promoted_shadowed_and_rolled_back_independently_while_scoring(
+    registry: Registry,
+) -> None:
+    models = ModelSet(registry, ["mortality", "los"], roles_check_s=0.0)
+    before = models.score(_batch())
+    registry.promote("los", "2")  # los only: mortality keeps its champion and shadow
+    after = models.score(_batch())
+    assert (after.iloc[0::2]["champion_version"] == "1").all()
+    assert (after.iloc[1::2]["champion_version"] == "2").all()
+    assert (after.iloc[1::2]["challenger_version"].isna()).all()
+    pd.testing.assert_series_equal(before["champion_score"][0::2], after["champion_score"][0::2])
+    registry.set_role("mortality", "challenger", None, why="shadow ended")
+    assert models.score(_batch()).iloc[0::2]["challenger_score"].isna().all()
+    registry.rollback("los")
+    back = models.score(_batch())
+    assert (back.iloc[1::2]["champion_version"] == "1").all()
+    pd.testing.assert_series_equal(before["champion_score"], back["champion_score"])
+
+
+def test_features_the_batch_lacks_come_from_the_models_feature_service(
+    registry: Registry,
+) -> None:
+    served = pd.DataFrame({"b": [5.0]}, index=pd.Index(["s0"]))
+    models = ModelSet(registry, ["mortality"], lookups={"mortality_v1": lambda keys: served})
+    batch = _batch(2).iloc[:1].drop(columns="b")
+    out = models.score(batch)
+    assert out["features_missing"].iloc[0] == 0
+    failing = ModelSet(registry, ["mortality"], lookups={"mortality_v1": _fails})
+    assert failing.score(batch)["features_missing"].iloc[0] == 1
+    assert failing.lookup_failures == 1
+
+
+def _fails(keys: list[str]) -> pd.DataFrame:
+    raise ConnectionError("online store down")
+
+
+def test_a_model_without_a_champion_leaves_its_rows_unscored(registry: Registry) -> None:
+    registry.set_role("los", "champion", None, why="withdrawn")
+    out = ModelSet(registry, ["mortality", "los"]).score(_batch())
+    assert out.iloc[1::2]["champion_score"].isna().all()
+    assert out.iloc[0::2]["champion_score"].notna().all()
+
+
+def test_a_spec_that_cannot_be_served_is_refused_naming_every_problem() -> None:
+    bad = _spec("x", "binary", ["a", "a"], threshold=None, trigger={"kind": "stay_hours"})
+    with pytest.raises(SpecError) as e:
+        ModelSpec.parse(bad)
+    assert "repeat" in str(e.value) and "threshold" in str(e.value) and "hours" in str(e.value)
+    ok = ModelSpec.parse(
+        _spec("y", "regression", ["a"], trigger={"kind": "stay_hours", "hours": [24, 48]})
+    )
+    assert ok.trigger == Trigger("stay_hours", (24.0, 48.0))
+
+
+def test_a_stay_hours_trigger_is_due_once_when_a_state_first_reaches_each_hour() -> None:
+    t = Trigger("stay_hours", (24.0, 48.0))
+    assert not t.due(23.5, 20.0)
+    assert t.due(24.2, 23.5) and not t.due(25.0, 24.2)
+    assert t.due(49.0, 30.0) and t.due(50.0, None)
+
+
+def test_the_bundled_sepsis_versions_meet_the_catalog_spec() -> None:
+    bundled = Path(__file__).resolve().parents[2] / "training" / "bundled"
+    for spec in sorted(bundled.glob("*/*/spec.json")):
+        ModelSpec.parse(json.loads(spec.read_text()))

@@ -1,0 +1,199 @@
+"""One generic scoring path for every model in the catalog: `ModelSet` serves the champion and
+the shadow challenger of any number of models, each described by its spec
+(`schemas.model_spec.ModelSpec`, checked when the version is loaded), so adding a model is a
+spec and a training module, not new scoring code.
+
+A batch holds rows of several models: the `model` column names which model a row is for, the
+`entity_key` column the entity it is about (patient, stay, encounter, unit), and the other
+columns are features by name (the union of what the batch's models read). Per batch and per
+model present in it (vectorised, one onnxruntime call per version):
+
+1. features the spec names that the batch lacks come from the model's feature service
+   (`lookups[spec.feature_service](entity_keys) -> frame indexed by key`, e.g. Feast online
+   features); a failed lookup leaves them NaN (imputed by the model, counted in
+   `features_missing`) and never stops scoring;
+2. champion and challenger score the rows; a binary champion's score at or above its threshold
+   is an `alert`;
+3. every `roles_check_s`, each model's roles.json is checked and changed roles are loaded (no
+   restart): models are promoted, shadowed and rolled back independently of one another.
+
+A row for a model with no champion gets no score (and a warning, once per roles change).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from schemas.model_spec import ModelSpec
+from schemas.rows import MODEL_SCORE_RESULT
+from udfs.registry import Registry, Version
+
+log = logging.getLogger(__name__)
+OUTPUT_COLUMNS = MODEL_SCORE_RESULT.columns
+Lookup = Callable[[list[str]], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded registry version: its checked spec and its onnxruntime session."""
+
+    version: Version
+    spec: ModelSpec
+    session: ort.InferenceSession
+
+    @classmethod
+    def load(cls, v: Version) -> Served:
+        spec = ModelSpec.parse(v.spec)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(v.onnx), opts, providers=["CPUExecutionProvider"])
+        width = session.get_inputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(spec.features):
+            raise ValueError(
+                f"{v.model} {v.version}: the ONNX input has {width} columns, the spec names "
+                f"{len(spec.features)} features"
+            )
+        return cls(v, spec, session)
+
+    def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The score per row: the positive class's probability for a binary model (whatever
+        the exporter's output layout), the value for a regression model."""
+        outs = self.session.run(None, {self.spec.input_name: x})
+        if self.spec.task == "binary" and len(outs) > 1:  # skl2onnx: label, probabilities
+            probs = outs[1]
+            if isinstance(probs, list):  # a list of {class: p} maps (zipmap)
+                return np.asarray([p[1] for p in probs], dtype="float64")
+            return np.asarray(probs, dtype="float64")[:, -1]
+        return np.asarray(outs[0], dtype="float64").reshape(len(x), -1)[:, -1]
+
+
+@dataclass
+class Roles:
+    champion: Served | None = None
+    challenger: Served | None = None
+    stamp: float = -1.0
+
+
+class ModelSet:
+    def __init__(
+        self,
+        registry: Registry,
+        models: Iterable[str],
+        lookups: dict[str, Lookup] | None = None,
+        roles_check_s: float = 30.0,
+    ) -> None:
+        self.registry = registry
+        self.models = tuple(models)
+        self.lookups = lookups or {}
+        self.roles_check_s = roles_check_s
+        self.roles: dict[str, Roles] = {m: Roles() for m in self.models}
+        self.lookup_failures = 0
+        self._checked = 0.0
+        self.reload()
+
+    def reload(self) -> None:
+        """Load what changed in each model's roles (a version already loaded is reused)."""
+        for name, held in self.roles.items():
+            stamp = self.registry.roles_stamp(name)
+            if stamp == held.stamp:
+                continue
+            loaded = {s.version.version: s for s in (held.champion, held.challenger) if s}
+            wanted = self.registry.roles(name)
+
+            self.roles[name] = Roles(
+                self._served(name, wanted.get("champion"), loaded),
+                self._served(name, wanted.get("challenger"), loaded),
+                stamp,
+            )
+            champion = self.roles[name].champion
+            if champion is None:
+                log.warning("%s has no champion: its rows get no score until one is promoted", name)
+            else:
+                challenger = self.roles[name].challenger
+                log.info(
+                    "%s: champion %s, challenger %s",
+                    name,
+                    champion.version.version,
+                    challenger.version.version if challenger else "none",
+                )
+
+    def _served(self, name: str, v: str | None, loaded: dict[str, Served]) -> Served | None:
+        if v is None:
+            return None
+        return loaded.get(v) or Served.load(self.registry.get(name, v))
+
+    def _inputs(self, m: Served, rows: pd.DataFrame, memo: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        """The model's features in its order: from the batch, else from its feature service
+        (looked up once per batch and service; `memo` holds what was looked up)."""
+        names = m.spec.feature_names
+        absent = [f for f in names if f not in rows]
+        if not absent:
+            return rows[names].astype("float64")
+        service = m.spec.feature_service or ""
+        if service not in memo:
+            memo[service] = self._lookup(service, rows["entity_key"].astype(str))
+        got = memo[service]
+        looked = got.reindex(index=rows["entity_key"].astype(str), columns=absent)
+        looked = looked.set_axis(rows.index, axis=0).astype("float64")
+        present = rows[[f for f in names if f in rows]].astype("float64")
+        return pd.concat([present, looked], axis=1)[names]
+
+    def _lookup(self, service: str, keys: pd.Series[str]) -> pd.DataFrame:
+        lookup = self.lookups.get(service)
+        if lookup is None:
+            return pd.DataFrame()
+        try:
+            return lookup(list(pd.unique(keys)))
+        except Exception as e:
+            self.lookup_failures += 1
+            log.warning("%s lookup failed for %s keys: %s", service, keys.nunique(), e)
+            return pd.DataFrame()
+
+    def score(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """batch: `model`, `entity_key` and features by name → OUTPUT_COLUMNS, row for row."""
+        t0 = time.perf_counter()
+        if t0 - self._checked > self.roles_check_s:
+            self.reload()
+            self._checked = t0
+        out = pd.DataFrame(index=batch.index, columns=list(OUTPUT_COLUMNS), dtype=object)
+        for name, rows in batch.groupby("model", sort=False):
+            held = self.roles.get(str(name))
+            if held is None or held.champion is None:
+                continue
+            champ = held.champion
+            memo: dict[str, pd.DataFrame] = {}
+            x = self._inputs(champ, rows, memo)
+            score = champ.predict(x.to_numpy(dtype="float32"))
+            out.loc[rows.index, "champion_version"] = champ.version.version
+            out.loc[rows.index, "champion_score"] = score
+            out.loc[rows.index, "features_missing"] = x.isna().sum(axis=1).to_numpy()
+            if champ.spec.threshold is not None:
+                out.loc[rows.index, "champion_threshold"] = champ.spec.threshold
+                out.loc[rows.index, "alert"] = score >= champ.spec.threshold
+            if held.challenger is not None:
+                cx = self._inputs(held.challenger, rows, memo).to_numpy(dtype="float32")
+                out.loc[rows.index, "challenger_version"] = held.challenger.version.version
+                out.loc[rows.index, "challenger_score"] = held.challenger.predict(cx)
+        out["latency_ms"] = (time.perf_counter() - t0) * 1000.0
+        return typed(out)
+
+
+def typed(out: pd.DataFrame) -> pd.DataFrame:
+    """OUTPUT_COLUMNS typed as PyFlink's Arrow conversion takes them: floats (NaN = null),
+    int32 counts, and objects with None for strings and the nullable alert flag (pandas'
+    extension arrays are refused)."""
+    for c in ("champion_score", "champion_threshold", "challenger_score", "latency_ms"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    out["features_missing"] = pd.to_numeric(out["features_missing"]).fillna(0).astype("int32")
+    out["alert"] = out["alert"].astype(object).where(out["alert"].notna(), None)
+    for c in ("champion_version", "challenger_version"):
+        out[c] = out[c].astype(object).where(out[c].notna(), None)
+    return out[list(OUTPUT_COLUMNS)]
