@@ -29,16 +29,24 @@ def feast_source(
     )
 
 
-def stay_static_lookups(
-    feast_dir: Path, online: str, services: tuple[str, ...]
+def catalog_lookups(
+    feast_dir: Path,
+    online: str,
+    stay_services: tuple[str, ...],
+    encounter_services: tuple[str, ...],
 ) -> dict[str, Lookup]:
-    """The catalog's stay models' feature services (`services`, from their specs), each a
-    lookup of the stays' descriptors in Feast's online store (opened once, in `open()`)."""
+    """The catalog models' feature services (named in their specs) as lookups in Feast's online
+    store, opened once (in a UDF's `open()`): a stay's descriptors, an encounter's facts."""
     from feature_store import repo
 
-    store = repo.open_store(feast_dir, online, stay_services=services)
+    store = repo.open_store(
+        feast_dir, online, stay_services=stay_services, encounter_services=encounter_services
+    )
 
-    def lookup(tokens: list[str]) -> pd.DataFrame:
+    def stay(tokens: list[str]) -> pd.DataFrame:
         return repo.online_stay_static(store, tokens)
 
-    return {s: lookup for s in services}
+    def encounter(tokens: list[str]) -> pd.DataFrame:
+        return repo.online_encounter_facts(store, tokens)
+
+    return {**{s: stay for s in stay_services}, **{s: encounter for s in encounter_services}}

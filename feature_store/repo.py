@@ -11,6 +11,10 @@ versions, built in code from feature_store/definitions.py.
   feature_store/icu_stay.py), pushed at admission by the stay replay, keyed by the stay's token;
   the catalog's stay models (mortality, length of stay) read them through their feature
   services (`stay_services`).
+- `encounter_facts`: what is known of an inpatient encounter at its discharge
+  (feature_store/encounter_facts.py), keyed by the encounter's token and pushed by the
+  discharge-summary feed before the discharge event; the readmission model reads it through its
+  feature service (`encounter_services`).
 
 The online store is SQLite (a file) by default, or Redis (`feast_online_store = host:port`).
 Importing feast takes seconds, so this module is imported where the store is opened, not at
@@ -43,7 +47,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.repo_config import RepoConfig
 from feast.types import Float32
 
-from feature_store import icu_stay
+from feature_store import encounter_facts, icu_stay
 from feature_store.definitions import STATIC_FEATURES, STREAM_FEATURES
 
 PROJECT = "wardflow"
@@ -55,22 +59,29 @@ STREAM_PUSH = "patient_stream_push"
 STATIC_PUSH = "patient_static_push"
 STAY_STATIC_VIEW = "icu_stay_static"
 STAY_STATIC_PUSH = "icu_stay_static_push"
+ENCOUNTER_KEY = "encounter_token"
+ENCOUNTER_VIEW = "encounter_facts"
+ENCOUNTER_PUSH = "encounter_facts_push"
 
 
 def offline_paths(root: Path) -> tuple[Path, Path]:
     return root / "offline" / "patient_stream.parquet", root / "offline" / "patient_static.parquet"
 
 
+def encounter_facts_path(root: Path) -> Path:
+    return root / "offline" / "encounter_facts.parquet"
+
+
 def stay_static_path(root: Path) -> Path:
     return root / "offline" / "icu_stay_static.parquet"
 
 
-def _empty_offline(path: Path, features: Iterable[str]) -> None:
+def _empty_offline(path: Path, features: Iterable[str], key: str = ENTITY_KEY) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = {
-        ENTITY_KEY: pd.Series(dtype="string"),
+        key: pd.Series(dtype="string"),
         TIMESTAMP: pd.Series(dtype="datetime64[ns, UTC]"),
     }
     cols.update({f: pd.Series(dtype="float32") for f in features})
@@ -78,7 +89,10 @@ def _empty_offline(path: Path, features: Iterable[str]) -> None:
 
 
 def objects(
-    root: Path, service_names: Iterable[str] = (), stay_services: Iterable[str] = ()
+    root: Path,
+    service_names: Iterable[str] = (),
+    stay_services: Iterable[str] = (),
+    encounter_services: Iterable[str] = (),
 ) -> list[Any]:
     stream_path, static_path = offline_paths(root)
     patient = Entity(
@@ -113,9 +127,33 @@ def objects(
         icu_stay.STATIC_FEATURES,
         timedelta(days=3650),
     )
+    encounter = Entity(
+        name="encounter",
+        join_keys=[ENCOUNTER_KEY],
+        value_type=ValueType.STRING,
+        description="a tokenised inpatient encounter",
+    )
+    facts_path = encounter_facts_path(root)
+    facts = FeatureView(
+        name=ENCOUNTER_VIEW,
+        entities=[encounter],
+        ttl=timedelta(days=90),
+        schema=[Field(name=f, dtype=Float32) for f in encounter_facts.FEATURES],
+        source=PushSource(
+            name=ENCOUNTER_PUSH,
+            batch_source=FileSource(
+                name=f"{ENCOUNTER_VIEW}_offline",
+                path=str(facts_path),
+                timestamp_field=TIMESTAMP,
+                file_format=ParquetFormat(),
+            ),
+        ),
+        online=True,
+    )
     services = [FeatureService(name=n, features=[stream, static]) for n in service_names]
     services += [FeatureService(name=n, features=[stay]) for n in stay_services]
-    return [patient, stream, static, stay, *services]
+    services += [FeatureService(name=n, features=[facts]) for n in encounter_services]
+    return [patient, stream, static, stay, encounter, facts, *services]
 
 
 def config(root: Path, online: str) -> RepoConfig:
@@ -135,7 +173,11 @@ def config(root: Path, online: str) -> RepoConfig:
 
 
 def open_store(
-    root: Path, online: str, service_names: Iterable[str] = (), stay_services: Iterable[str] = ()
+    root: Path,
+    online: str,
+    service_names: Iterable[str] = (),
+    stay_services: Iterable[str] = (),
+    encounter_services: Iterable[str] = (),
 ) -> FeatureStore:
     """The store, with the repo's objects applied (idempotent)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -143,8 +185,9 @@ def open_store(
     _empty_offline(stream_path, STREAM_FEATURES)
     _empty_offline(static_path, STATIC_FEATURES)
     _empty_offline(stay_static_path(root), icu_stay.STATIC_FEATURES)
+    _empty_offline(encounter_facts_path(root), encounter_facts.FEATURES, ENCOUNTER_KEY)
     store = FeatureStore(config=config(root, online))
-    store.apply(objects(root, service_names, stay_services))
+    store.apply(objects(root, service_names, stay_services, encounter_services))
     return store
 
 
@@ -190,6 +233,28 @@ def online_stay_static(store: FeatureStore, tokens: list[str]) -> pd.DataFrame:
     refs = [f"{STAY_STATIC_VIEW}:{f}" for f in icu_stay.STATIC_FEATURES]
     got = store.get_online_features(features=refs, entity_rows=[{ENTITY_KEY: t} for t in tokens])
     frame: pd.DataFrame = got.to_df().set_index(ENTITY_KEY)[list(icu_stay.STATIC_FEATURES)]
+    return frame.astype("float64")
+
+
+def push_encounter_facts(store: FeatureStore, rows: pd.DataFrame) -> None:
+    """rows: encounter_token, event_timestamp (the discharge), encounter_facts.FEATURES."""
+    frame = pd.DataFrame(
+        {
+            ENCOUNTER_KEY: rows[ENCOUNTER_KEY].astype(str),
+            TIMESTAMP: pd.to_datetime(rows[TIMESTAMP], utc=True),
+        }
+    )
+    for f in encounter_facts.FEATURES:
+        frame[f] = rows[f].astype("float32")
+    store.push(ENCOUNTER_PUSH, frame, to=PushMode.ONLINE)
+
+
+def online_encounter_facts(store: FeatureStore, tokens: list[str]) -> pd.DataFrame:
+    """An encounter's facts at discharge (NaN where unknown), indexed by its token."""
+    refs = [f"{ENCOUNTER_VIEW}:{f}" for f in encounter_facts.FEATURES]
+    rows = [{ENCOUNTER_KEY: t} for t in tokens]
+    got = store.get_online_features(features=refs, entity_rows=rows)
+    frame: pd.DataFrame = got.to_df().set_index(ENCOUNTER_KEY)[list(encounter_facts.FEATURES)]
     return frame.astype("float64")
 
 

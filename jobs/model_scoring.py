@@ -1,5 +1,6 @@
 """Catalog scoring job: vitals + labs + ADT → each ICU stay's features → every catalog model
-served for stays (mortality, length of stay, …), champion and shadow → model.score topic.
+served for stays (mortality, length of stay, …), and each discharge → every model served at
+discharge (30-day readmission), champion and shadow → model.score topic.
 
 vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
   ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
@@ -10,11 +11,14 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
               `OVER (… RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)` window (records at
               the same time see each other, as training's "observations up to hour t" do), SQL
               generated from the one declaration training uses (feature_store/icu_stay.py)
-            → one row per (state, stay model) → the generic scoring UDF (udfs/model_set.py:
+            → one row per (state, stay model) ┐
+  ADT discharges with an encounter → one row per discharge model ┘ (features from Feast)
+            → the generic scoring UDF (udfs/model_set.py:
               each model's spec names its features; static ones come from its feature
               service) → a row per model version and role ── model.score topic
 
-Every stay model in `catalog_models` is served; adding a model is a spec and a training
+Every model in `catalog_models` with a champion is served where its spec says (entity `stay`:
+every state; entity `encounter` with trigger `discharge`: the discharge); adding a model is a spec and a training
 module (training/catalog/), not a change here. A model whose features the job does not compute
 gets them from its feature service, else NaN (imputed, counted in `features_missing`).
 
@@ -31,7 +35,7 @@ from pathlib import Path
 from pyflink.table import StreamTableEnvironment
 
 from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
-from feature_store.online import stay_static_lookups
+from feature_store.online import catalog_lookups
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import EPOCH_MS, LATE, ON_TIME, dead_letter_sql, late_dead_letter_sql
 from schemas import topics
@@ -194,48 +198,81 @@ def stay_state_sql() -> str:
     FROM ({running})"""
 
 
-def stay_models(settings: Settings) -> tuple[str, ...]:
-    """The served models whose entity is a stay and whose champion exists now (a model
-    registered later is served after a restart; a role change needs none)."""
+def served(settings: Settings) -> dict[str, ModelSpec]:
+    """The catalog models to serve (`catalog_models`) that have a champion now, with its spec
+    (a model registered later is served after a restart; a role change needs none)."""
     reg = Registry(settings.model_registry)
-    out = []
+    out = {}
     for name in settings.catalog_model_names:
         champion = reg.role(name, "champion")
-        if champion is not None and ModelSpec.parse(champion.spec).entity == "stay":
-            out.append(name)
-    return tuple(out)
+        if champion is not None:
+            out[name] = ModelSpec.parse(champion.spec)
+    return out
 
 
-def scored_sql(models: tuple[str, ...]) -> str:
-    """Every vitals and lab state, once per stay model, through the UDF (one call per batch);
-    then a row per role that has a version."""
-    names = ", ".join(f"'{m}'" for m in models)
+def stay_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
+    """Scored at every vitals and lab state of a stay."""
+    return tuple(m for m, s in specs.items() if s.entity == "stay")
+
+
+def discharge_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
+    """Scored when an encounter's discharge arrives."""
+    return tuple(
+        m for m, s in specs.items() if s.entity == "encounter" and s.trigger.kind == "discharge"
+    )
+
+
+def score_inputs_sql(stay: tuple[str, ...], discharge: tuple[str, ...]) -> str:
+    """A row per (state, model): each vitals and lab state of a stay once per stay model, each
+    discharge with an encounter once per discharge model (its features all come from the
+    model's feature service)."""
+    features = ", ".join(quote(f) for f in STREAM_FEATURES)
+    nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(f)}" for f in STREAM_FEATURES)
+    parts = []
+    if stay:
+        names = ", ".join(f"'{m}'" for m in stay)
+        parts.append(f"""
+        SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
+               facility_id, unit_id, event_time, model, {features}
+        FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
+        WHERE record_kind <> 'adt'""")
+    for m in discharge:
+        parts.append(f"""
+        SELECT event_id AS record_id, patient_token, 'encounter' AS entity,
+               encounter_token AS entity_key, facility_id,
+               COALESCE(unit_id, prior_unit_id, 'unknown') AS unit_id, kafka_ts AS event_time,
+               '{m}' AS model, {nulls}
+        FROM adt_decoded
+        WHERE reason_code IS NULL AND event_type = 'discharge' AND encounter_token IS NOT NULL""")
+    return " UNION ALL ".join(parts)
+
+
+def scored_sql() -> str:
+    """Every input row through the UDF (one call per batch, rows of every model together)."""
     args = ", ".join(quote(f) for f in STREAM_FEATURES)
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in MODEL_SCORE_RESULT.columns)
     return f"""
-    SELECT record_id, patient_token, facility_id, unit_id, event_time, hours_since_admission,
-           model, {result}
-    FROM (SELECT *, wf_score_models(model, patient_token, {args}) AS s
-          FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
-          WHERE record_kind <> 'adt')"""
+    SELECT record_id, patient_token, entity, entity_key, facility_id, unit_id, event_time,
+           hours_since_admission, model, {result}
+    FROM (SELECT *, wf_score_models(model, entity_key, {args}) AS s FROM score_inputs)"""
 
 
-def score_rows_sql(outputs: dict[str, tuple[str, str | None]]) -> str:
+def score_rows_sql(specs: dict[str, ModelSpec]) -> str:
     """A model.score row per model version and role (the challenger's only when it has one)."""
-    output_name = " ".join(f"WHEN '{m}' THEN '{o}'" for m, (o, _) in outputs.items())
+    output_name = " ".join(f"WHEN '{m}' THEN '{s.output.name}'" for m, s in specs.items())
     output_unit = " ".join(
-        f"WHEN '{m}' THEN '{u}'" for m, (_, u) in outputs.items() if u is not None
+        f"WHEN '{m}' THEN '{s.output.unit}'" for m, s in specs.items() if s.output.unit
     )
     unit_sql = f"CASE model {output_unit} END" if output_unit else "CAST(NULL AS STRING)"
 
-    def pick(role: str, champion: str, challenger: str) -> str:
-        return f"CASE {role} WHEN 'champion' THEN {champion} ELSE {challenger} END"
+    def pick(champion: str, challenger: str) -> str:
+        return f"CASE role WHEN 'champion' THEN {champion} ELSE {challenger} END"
 
-    version = pick("role", "champion_version", "challenger_version")
-    score = pick("role", "champion_score", "challenger_score")
+    version = pick("champion_version", "challenger_version")
+    score = pick("champion_score", "challenger_score")
     return f"""
     SELECT MD5(CONCAT(record_id, '|', model, '|', {version})) AS score_id, record_id,
-           'stay' AS entity, patient_token AS entity_token, patient_token, facility_id,
+           entity, entity_key AS entity_token, patient_token, facility_id,
            unit_id, CAST(event_time AS TIMESTAMP(3)) AS event_time, hours_since_admission,
            model AS model_name, {version} AS model_version, role,
            CASE model {output_name} END AS output_name, {score} AS score,
@@ -248,28 +285,21 @@ def score_rows_sql(outputs: dict[str, tuple[str, str | None]]) -> str:
     WHERE {version} IS NOT NULL AND {score} IS NOT NULL"""
 
 
-def outputs_of(settings: Settings, models: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
-    reg = Registry(settings.model_registry)
-    out = {}
-    for m in models:
-        champion = reg.role(m, "champion")
-        assert champion is not None
-        spec = ModelSpec.parse(champion.spec)
-        out[m] = (spec.output.name, spec.output.unit)
-    return out
+def lookups(settings: Settings, specs: dict[str, ModelSpec]) -> Lookups:
+    """The served models' feature services as lookups in Feast's online store, opened on each
+    worker: a stay's descriptors, an encounter's facts."""
 
+    def services(entity: str) -> tuple[str, ...]:
+        return tuple(
+            s.feature_service for s in specs.values() if s.entity == entity and s.feature_service
+        )
 
-def lookups(settings: Settings, models: tuple[str, ...]) -> Lookups:
-    """The stay models' feature services as lookups in Feast's online store, opened on each
-    worker."""
-    reg = Registry(settings.model_registry)
-    services = []
-    for m in models:
-        champion = reg.role(m, "champion")
-        if champion is not None and (s := ModelSpec.parse(champion.spec).feature_service):
-            services.append(s)
     return functools.partial(
-        stay_static_lookups, Path(settings.feast_dir), settings.feast_online_store, tuple(services)
+        catalog_lookups,
+        Path(settings.feast_dir),
+        settings.feast_online_store,
+        services("stay"),
+        services("encounter"),
     )
 
 
@@ -293,22 +323,26 @@ def build(
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["dead_letters"]}`
         SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
-    models = stay_models(settings)
-    if models:
+    specs = served(settings)
+    stay, discharge = stay_models(specs), discharge_models(specs)
+    if stay or discharge:
+        specs = {m: specs[m] for m in (*stay, *discharge)}
         udf = model_score_udf(
             STREAM_FEATURES,
             settings.model_registry,
-            models,
-            lookups(settings, models) if settings.catalog_feature_lookups else no_lookups,
+            tuple(specs),
+            lookups(settings, specs) if settings.catalog_feature_lookups else no_lookups,
             settings.roles_check_s,
         )
         t_env.create_temporary_system_function("wf_score_models", udf)
-        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql(models)))
-        rows = score_rows_sql(outputs_of(settings, models))
+        t_env.create_temporary_view(
+            "score_inputs", t_env.sql_query(score_inputs_sql(stay, discharge))
+        )
+        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
         cols = ", ".join(quote(f.name) for f in topics.MODEL_SCORE.schema.fields)
         ss.add_insert_sql(f"""
         INSERT INTO `{sinks["model_scores"]}`
-        SELECT {cols}, rowtime FROM ({rows})""")
+        SELECT {cols}, rowtime FROM ({score_rows_sql(specs)})""")
     ss.attach_as_datastream()
 
 

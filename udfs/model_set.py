@@ -17,7 +17,9 @@ model present in it (vectorised, one onnxruntime call per version):
 3. every `roles_check_s`, each model's roles.json is checked and changed roles are loaded (no
    restart): models are promoted, shadowed and rolled back independently of one another.
 
-A row for a model with no champion gets no score (and a warning, once per roles change).
+A row for a model with no champion gets no score (and a warning, once per roles change), nor
+does a row of which nothing is known (every feature unknown: e.g. a discharge whose encounter
+facts never reached the feature store): no score is better than the model's prior.
 """
 
 from __future__ import annotations
@@ -171,6 +173,12 @@ class ModelSet:
             champ = held.champion
             memo: dict[str, pd.DataFrame] = {}
             x = self._inputs(champ, rows, memo)
+            known = x.notna().any(axis=1).to_numpy()
+            if not known.all():
+                out.loc[rows.index[~known], "features_missing"] = x.shape[1]
+                rows, x = rows[known], x[known]
+                if rows.empty:
+                    continue
             score = champ.predict(x.to_numpy(dtype="float32"))
             out.loc[rows.index, "champion_version"] = champ.version.version
             out.loc[rows.index, "champion_score"] = score

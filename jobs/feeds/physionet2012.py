@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_store import icu_stay
 from jobs.feeds.publisher import Publisher
 from jobs.feeds.replay import FACILITY, Pacer
 from jobs.runtime import kafka_io
@@ -297,6 +298,19 @@ def dead_letter_payload(r: Mapping[str, Any]) -> bytes:
     return json.dumps(row, sort_keys=True).encode()
 
 
+def stay_static(
+    obs: pd.DataFrame, anchor_of: Mapping[int, datetime], *, key: bytes, source: str
+) -> pd.DataFrame:
+    """Each stay's descriptors as the catalog's stay models read them from Feast
+    (`icu_stay_static`: training's definition, feature_store/icu_stay.descriptors), keyed by
+    the stay's token and valid from its admission."""
+    d = icu_stay.descriptors(obs)
+    return d.assign(
+        patient_token=[phi.token(key, source, str(int(r))) for r in d.index],
+        event_timestamp=[anchor_of[int(r)] for r in d.index],
+    ).reset_index(drop=True)
+
+
 def replay(
     settings: Settings,
     plan: ReplayPlan,
@@ -312,9 +326,10 @@ def replay(
     (unless `dry_run`) produce them, then the dead letters. Returns the mapping with its counts."""
     source = source_of(set_name)
     obs = select_stays(load(settings, set_name, path), plan)
+    anchor_of = anchors(obs["record_id"], plan)
     m = map_stays(
         obs,
-        anchors(obs["record_id"], plan),
+        anchor_of,
         key=settings.require_phi_key(),
         source=source,
         facility=facility,
@@ -327,6 +342,11 @@ def replay(
         raise ValueError(f"a mapped record does not validate: {encoded.reason}")
     if dry_run:
         return m
+    from feature_store import repo  # registration: the stays' descriptors, before their records
+
+    store = repo.open_store(settings.feast_dir, settings.feast_online_store)
+    key = settings.require_phi_key()
+    repo.push_stay_static(store, stay_static(obs, anchor_of, key=key, source=source))
     kafka_io.ensure_topics(
         settings, [ADT.name, VITALS.name, LABS.name, topics.DEAD_LETTER.name], prefix=prefix
     )

@@ -67,7 +67,7 @@ def run(
     anchors = replay.anchors(ids, replay.ReplayPlan(stays=0))
     mapped = replay.map_stays(stays, anchors, key=s.phi_key, source=SOURCE)
     tokens = {int(r): phi.token(s.phi_key, SOURCE, str(int(r))) for r in ids}
-    _push_descriptors(s, reg, stays, tokens, anchors)
+    _push_descriptors(s, reg, stays, anchors)
     inputs: dict[str, list[dict[str, Any]]] = {"adt": [], "vitals": [], "labs": []}
     name_of = {t.name: n for n, t in model_scoring.INPUTS.items()}
     for topic, record in replay.stream(mapped):
@@ -80,7 +80,6 @@ def _push_descriptors(
     s: Settings,
     reg: Registry,
     stays: pd.DataFrame,
-    tokens: dict[int, str],
     anchors: dict[int, Any],
 ) -> None:
     """Registration: each stay's descriptors into Feast (training's definition of them)."""
@@ -88,12 +87,7 @@ def _push_descriptors(
 
     services = [ModelSpec.parse(reg.role(m, "champion").spec).feature_service for m in MODELS]  # type: ignore[union-attr]
     store = repo.open_store(s.feast_dir, "sqlite", stay_services=[x for x in services if x])
-    d = icu_stay.descriptors(stays)
-    rows = d.assign(
-        patient_token=[tokens[int(r)] for r in d.index],
-        event_timestamp=[anchors[int(r)] for r in d.index],
-    )
-    repo.push_stay_static(store, rows.reset_index(drop=True))
+    repo.push_stay_static(store, replay.stay_static(stays, anchors, key=s.phi_key, source=SOURCE))
 
 
 def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
@@ -164,9 +158,9 @@ def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
     run: dict[str, Any],
 ) -> None:
     scores = pd.DataFrame(run["out"]["model_scores"])
-    spec = ModelSpec.parse(
-        Registry(run["settings"].model_registry).role("icu-mortality", "champion").spec
-    )  # type: ignore[union-attr]
+    champion = Registry(run["settings"].model_registry).role("icu-mortality", "champion")
+    assert champion is not None
+    spec = ModelSpec.parse(champion.spec)
     series = len(spec.features) - len(icu_stay.STATIC_FEATURES) - 1
     assert (scores["features_missing"] < series).all()
     first = scores.sort_values("event_time").groupby("entity_token").head(1)
@@ -188,3 +182,54 @@ def test_the_stream_reproduces_the_offline_score_at_every_state(
         assert both[m].notna().all()
         diff = (both["score"] - both[m]).abs()
         assert diff.max() < 1e-3, (m, both.loc[diff.idxmax()].to_dict())
+
+
+@pytest.fixture(scope="module")
+def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Diabetes 130 encounters as admissions and discharges, their facts in Feast."""
+    from feature_store import repo
+    from jobs.feeds import diabetes130
+
+    if not settings.diabetes130_file.exists():
+        pytest.skip(f"Diabetes 130 is not at {settings.diabetes130_file}")
+    folder = tmp_path_factory.mktemp("readmission-scoring")
+    s = dataclasses.replace(
+        settings,
+        model_registry=folder / "registry",
+        feast_dir=folder / "feast",
+        feast_online_store="sqlite",
+        catalog_models="readmission-30d",
+    )
+    reg = Registry(s.model_registry)
+    assert bootstrap(reg, "readmission-30d")
+    frame = diabetes130.load(s, encounters=80)
+    mapped = diabetes130.map_encounters(frame, key=s.phi_key)
+    spec = ModelSpec.parse(reg.role("readmission-30d", "champion").spec)  # type: ignore[union-attr]
+    assert spec.feature_service
+    store = repo.open_store(s.feast_dir, "sqlite", encounter_services=[spec.feature_service])
+    repo.push_encounter_facts(store, mapped.facts)
+    out = run_bounded(model_scoring.JOB, s, {"adt": mapped.adt}, folder / "out")
+    return {"settings": s, "frame": frame, "mapped": mapped, "out": out, "spec": spec}
+
+
+def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
+    discharges: dict[str, Any],
+) -> None:
+    from feature_store import encounter_facts
+
+    scores = pd.DataFrame(discharges["out"]["model_scores"])
+    facts = discharges["mapped"].facts
+    eligible = int(encounter_facts.eligible(discharges["frame"]).sum())
+    assert len(facts) == eligible and 0 < eligible <= 80
+    assert len(scores) == eligible  # the expired and hospice discharges are not scored
+    assert set(scores["entity_token"]) == set(facts["encounter_token"])
+    assert scores["entity"].eq("encounter").all() and scores["features_missing"].eq(0).all()
+    v = Registry(discharges["settings"].model_registry).role("readmission-30d", "champion")
+    assert v is not None
+    session = ort.InferenceSession(str(v.onnx), providers=["CPUExecutionProvider"])
+    x = facts[discharges["spec"].feature_names].to_numpy("float32")
+    y = np.asarray(session.run(None, {"features": x})[-1], dtype="float64")
+    offline = dict(zip(facts["encounter_token"], y[:, -1] if y.ndim == 2 else y, strict=True))
+    got = scores.set_index("entity_token")["score"]
+    assert max(abs(got[t] - offline[t]) for t in got.index) < 1e-6
+    assert (scores["above_threshold"] == (scores["score"] >= scores["threshold"])).all()

@@ -168,3 +168,12 @@ def test_the_bundled_sepsis_versions_meet_the_catalog_spec() -> None:
     bundled = Path(__file__).resolve().parents[2] / "training" / "bundled"
     for spec in sorted(bundled.glob("*/*/spec.json")):
         ModelSpec.parse(json.loads(spec.read_text()))
+
+
+def test_a_row_of_which_nothing_is_known_gets_no_score(registry: Registry) -> None:
+    batch = _batch(4)
+    batch.loc[0, ["a", "b", "c"]] = np.nan
+    out = ModelSet(registry, ["mortality", "los"]).score(batch)
+    assert pd.isna(out.loc[0, "champion_score"]) and out.loc[0, "features_missing"] == 2
+    assert pd.isna(out.loc[0, "challenger_score"]) and pd.isna(out.loc[0, "alert"])
+    assert out.loc[1:, "champion_score"].notna().all()
