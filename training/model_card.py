@@ -48,7 +48,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from schemas.settings import Settings
-from training import validation
+from training import catalog, validation
+from training.catalog import card as catalog_card
 from training.evaluate import chosen_version, score
 from training.features import hourly_features
 from training.splits import split_of
@@ -452,6 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     model = a.model or settings.model_name
     v = chosen_version(settings, model, a.version)
     out = a.out or Path("build/model_cards") / f"{model}-v{v.version}"
+    if model in catalog.MODULES:
+        print(f"wrote {catalog_card.card(v, settings, out)}")
+        return
     print(f"wrote {card(v, settings, out, samples=a.bootstrap)}")
 
 
