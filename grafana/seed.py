@@ -430,6 +430,83 @@ def scores(scr: pd.DataFrame, seed: int, start_ms: int, end_ms: int) -> pd.DataF
     return pd.concat(parts, ignore_index=True)
 
 
+def catalog_scores(scr: pd.DataFrame, adt: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The catalog's scores (model.score.v1) over the seeded traffic: mortality and remaining
+    length of stay at a sixth of the vitals states (mortality with a shadow), readmission at
+    each discharge with an encounter. Shaped like the stream's, not from the models."""
+    rng = np.random.default_rng(seed + 6)
+    st = scr[scr.record_kind == "vitals"].iloc[::6]
+    n = len(st)
+    base = -3.2 + 0.3 * st.news2_score.to_numpy() + 0.4 * st.qsofa_score.to_numpy()
+    common = {
+        "record_id": st.record_id.to_numpy(),
+        "entity": "stay",
+        "entity_token": st.patient_token.to_numpy(),
+        "patient_token": st.patient_token.to_numpy(),
+        "facility_id": st.facility_id.to_numpy(),
+        "unit_id": st.unit_id.to_numpy(),
+        "event_time": st.event_time.to_numpy(),
+        "hours_since_admission": rng.uniform(0, 96, n),
+        "features_missing": rng.integers(20, 120, n).astype("int32"),
+        "scoring_latency_ms": rng.lognormal(math.log(4.0), 0.5, n),
+    }
+    parts = []
+    for model, version, role, output, unit, threshold, score in (
+        ("icu-mortality", "1", "champion", "death_risk", None, 0.28, base),
+        ("icu-mortality", "2", "challenger", "death_risk", None, 0.27, base + 0.2),
+        ("length-of-stay", "1", "champion", "remaining_los_days", "d", None, None),
+    ):
+        if score is None:
+            value = rng.gamma(2.0, 2.5, n)
+        else:
+            value = 1 / (1 + np.exp(-(score + rng.normal(0, 0.6, n))))
+        parts.append(
+            pd.DataFrame(
+                {
+                    **common,
+                    "score_id": [_md5(r, model, version) for r in st.record_id],
+                    "model_name": model,
+                    "model_version": version,
+                    "role": role,
+                    "output_name": output,
+                    "score": value,
+                    "output_unit": unit,
+                    "threshold": threshold,
+                    "above_threshold": None if threshold is None else value >= threshold,
+                }
+            )
+        )
+    dis = adt[(adt.event_type == "discharge") & adt.encounter_token.notna()]
+    m = len(dis)
+    risk = 1 / (1 + np.exp(-rng.normal(-2.1, 0.7, m)))
+    parts.append(
+        pd.DataFrame(
+            {
+                "score_id": [_md5(e, "readmission-30d", "1") for e in dis.event_id],
+                "record_id": dis.event_id.to_numpy(),
+                "entity": "encounter",
+                "entity_token": dis.encounter_token.to_numpy(),
+                "patient_token": dis.patient_token.to_numpy(),
+                "facility_id": dis.facility_id.to_numpy(),
+                "unit_id": dis.unit_id.fillna(dis.prior_unit_id).fillna("unknown").to_numpy(),
+                "event_time": dis.event_time.to_numpy(),
+                "hours_since_admission": np.nan,
+                "model_name": "readmission-30d",
+                "model_version": "1",
+                "role": "champion",
+                "output_name": "readmission_risk",
+                "score": risk,
+                "output_unit": None,
+                "threshold": 0.163,
+                "above_threshold": risk >= 0.163,
+                "features_missing": np.zeros(m, dtype="int32"),
+                "scoring_latency_ms": rng.lognormal(math.log(3.0), 0.5, m),
+            }
+        )
+    )
+    return pd.concat(parts, ignore_index=True)
+
+
 def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed + 5)
     bad = scr.sample(frac=0.002, random_state=seed)
@@ -506,6 +583,7 @@ def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
         "alert_events": alerts,
         "alert_responses": responses(alerts, plan.seed, plan.end_ms),
         "model_scores": scores(scr, plan.seed, start_ms, plan.end_ms),
+        "catalog_scores": catalog_scores(scr, pd.DataFrame(adt), plan.seed),
         "dead_letters": dead_letters(scr, census, plan.seed),
     }
     return Warehouse(tables, capacity, versions, plan.end_ms, forecasts(census, capacity, plan))
@@ -535,6 +613,7 @@ def load(client: Any, db: str, wh: Warehouse, *, chunk: int = 200_000) -> dict[s
     topic_of = {
         "alert_responses": topics.ALERT_RESPONSE.name,
         "model_scores": topics.SEPSIS_SCORE.name,
+        "catalog_scores": topics.MODEL_SCORE.name,
         "adt_events": topics.ADT_EVENT.name,
         "census_events": topics.CENSUS_EVENT.name,
         "census_unit": topics.CENSUS_UNIT.name,

@@ -112,6 +112,27 @@ NURSE_BOARD = Dashboard(
             height=5,
         ),
         Panel(
+            "readmission_risk",
+            "Discharged in the last 24 h after a stay on this unit: 30-day readmission risk",
+            "table",
+            """SELECT entity_token AS encounter, event_time AS discharged,
+                   round(score, 3) AS readmission_risk, above_threshold AS flagged
+            FROM ${db}.catalog_scores FINAL
+            WHERE model_name = 'readmission-30d' AND role = 'champion'
+              AND facility_id = '${facility}'
+              AND event_time > $__toTime - INTERVAL 24 HOUR AND event_time <= $__toTime
+              AND entity_token IN (
+                  SELECT encounter_token FROM ${db}.adt_events
+                  WHERE facility_id = '${facility}' AND unit_id = '${unit}'
+                    AND event_time > $__toTime - INTERVAL 30 DAY AND event_time <= $__toTime)
+            ORDER BY readmission_risk DESC LIMIT 20""",
+            ("encounter", "discharged", "readmission_risk", "flagged"),
+            width=24,
+            height=6,
+            description="The readmission model's champion at each discharge, highest first; "
+            "flagged: in the top fifth of discharges (a follow-up call, discharge planning).",
+        ),
+        Panel(
             "news2_high_patients",
             "Patients with NEWS2 ≥ 5 (latest reading, 12 h)",
             "stat",
@@ -400,6 +421,22 @@ EXECUTIVE = Dashboard(
             height=6,
         ),
         Panel(
+            "readmission_risk_flagged",
+            "Discharges flagged at high 30-day readmission risk (model, per day)",
+            "timeseries",
+            f"""SELECT toStartOfDay(event_time) AS time, facility_id,
+                   round(100 * avg(above_threshold), 2) AS flagged_pct
+            FROM ${{db}}.catalog_scores FINAL
+            WHERE model_name = 'readmission-30d' AND role = 'champion' AND {_FAC}
+              AND $__timeFilter(event_time)
+            GROUP BY time, facility_id ORDER BY time""",
+            ("time", "facility_id", "flagged_pct"),
+            unit="percent",
+            width=12,
+            description="Share of discharges whose predicted risk of readmission within 30 days "
+            "is in the model's flagged top fifth (readmission-30d champion).",
+        ),
+        Panel(
             "readmissions",
             "30-day readmissions",
             "stat",
@@ -527,6 +564,26 @@ ML_OPS = Dashboard(
             ("version", "role", "threshold", "auroc"),
             width=12,
             height=6,
+        ),
+        Panel(
+            "catalog_models",
+            "Catalog models: scores per version and role (mortality, length of stay, readmission)",
+            "table",
+            """SELECT model_name AS model, model_version AS version, role,
+                   any(output_name) AS output, count() AS scored,
+                   round(quantileExact(0.5)(score), 3) AS median_score,
+                   any(output_unit) AS unit,
+                   round(100 * avg(above_threshold), 2) AS above_threshold_pct,
+                   round(avg(features_missing), 1) AS mean_features_missing,
+                   round(quantileExact(0.99)(scoring_latency_ms), 1) AS p99_latency_ms
+            FROM ${db}.catalog_scores FINAL WHERE $__timeFilter(event_time)
+            GROUP BY model, version, role ORDER BY model, role, version""",
+            ("model", "version", "role", "scored", "median_score", "above_threshold_pct"),
+            width=24,
+            height=6,
+            description="Every catalog model served by the catalog scoring job "
+            "(jobs/model_scoring.py), champion and shadow; above_threshold_pct is empty for "
+            "regression models.",
         ),
         Panel(
             "agreement",

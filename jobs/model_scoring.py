@@ -18,8 +18,8 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
               service) → a row per model version and role ── model.score topic
 
 Every model in `catalog_models` with a champion is served where its spec says (entity `stay`:
-every state; entity `encounter` with trigger `discharge`: the discharge); adding a model is a spec and a training
-module (training/catalog/), not a change here. A model whose features the job does not compute
+every state; entity `encounter` with trigger `discharge`: the discharge); adding a model is a
+spec and a training module (training/catalog/), not a change here. A model whose features the job does not compute
 gets them from its feature service, else NaN (imputed, counted in `features_missing`).
 
 The stay is the token the record carries (`patient_token`): a replay of ICU stays
