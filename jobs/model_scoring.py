@@ -19,8 +19,9 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
 
 Every model in `catalog_models` with a champion is served where its spec says (entity `stay`:
 every state; entity `encounter` with trigger `discharge`: the discharge); adding a model is a
-spec and a training module (training/catalog/), not a change here. A model whose features the job does not compute
-gets them from its feature service, else NaN (imputed, counted in `features_missing`).
+spec and a training module (training/catalog/), not a change here. A model whose features the
+job does not compute gets them from its feature service, else NaN (imputed, counted in
+`features_missing`).
 
 The stay is the token the record carries (`patient_token`): a replay of ICU stays
 (jobs/feeds/physionet2012.py) tokenises each stay as its own patient. Hours since admission are
