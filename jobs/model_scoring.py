@@ -38,13 +38,12 @@ from pyflink.table import StreamTableEnvironment
 from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import EPOCH_MS, LATE, ON_TIME, dead_letter_sql, late_dead_letter_sql
+from jobs.runtime.tables import EPOCH_MS, dead_letter_sql, decoded_views, late_dead_letter_sql
 from schemas import topics
 from schemas.model_spec import ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
 from schemas.settings import Settings
-from udfs import java_decode
-from udfs.flink import decoded_columns, decoded_row
+from udfs.flink import decoded_columns
 from udfs.flink_model_set import Lookups, model_score_udf, no_lookups
 from udfs.registry import Registry
 
@@ -73,24 +72,6 @@ BASE = ("n", "sv", "vmin", "vmax", "vfirst", "vlast", "st", "stv", "stt", "tmin"
 
 def topic_field(p: Parameter) -> str:
     return TOPIC_FIELD.get(p.name, p.name)
-
-
-def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
-    schema = INPUTS[name].schema_name
-    cols = decoded_row(schema).column_list()
-    t_env.create_java_temporary_system_function(
-        f"wf_mdecode_{name}", java_decode.function_class(schema)
-    )
-    t_env.create_temporary_view(
-        f"{name}_late", t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}")
-    )
-    t_env.create_temporary_view(
-        f"{name}_decoded",
-        t_env.sql_query(f"""
-        SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
-        FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
-             LATERAL TABLE(wf_mdecode_{name}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
-    )
 
 
 def _value_sql(p: Parameter) -> str:
@@ -309,7 +290,7 @@ def build(
 ) -> None:
     """Sources `vitals`, `labs`, `adt` → sinks `model_scores` and `dead_letters`."""
     for name, src in sources.items():
-        _source_views(t_env, name, src.table)
+        decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()

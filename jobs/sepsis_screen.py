@@ -45,9 +45,8 @@ from jobs.runtime.flink_env import plan_once, process_by_patient
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
-    LATE,
-    ON_TIME,
     dead_letter_sql,
+    decoded_views,
     late_dead_letter_sql,
 )
 from jobs.screening.rules import RULES
@@ -73,7 +72,7 @@ from schemas.rows import (
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, MEDIAN_FUNCTION, chart_sql
-from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns, decoded_row
+from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns
 from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
 
 STAGE = "sepsis_screen"
@@ -117,25 +116,6 @@ SCORES = ", ".join(
 )
 CHARTED = topics.VITALS_CHARTED.schema
 CHARTED_ROW = CHARTED.flink_row()
-
-
-def _source_views(t_env: StreamTableEnvironment, name: str, raw: str) -> None:
-    topic = INPUTS[name].schema_name
-    cols = decoded_row(topic).column_list()
-    t_env.create_java_temporary_system_function(
-        f"wf_decode_{name}", java_decode.function_class(topic)
-    )
-    t_env.create_temporary_view(
-        f"{name}_late",
-        t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}"),
-    )
-    t_env.create_temporary_view(
-        f"{name}_decoded",
-        t_env.sql_query(f"""
-        SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
-        FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
-             LATERAL TABLE(wf_decode_{name}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
-    )
 
 
 def _events_sql(sources: Sources) -> str:
@@ -250,7 +230,7 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
     """Stage one, in SQL: every view from the sources up to `screening` (each input record's
     patient state and scores; with scoring, also the model's stream features), no sinks."""
     for name, src in sources.items():
-        _source_views(t_env, name, src.table)
+        decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     if "device" in sources:
         t_env.create_java_temporary_system_function(MEDIAN_FUNCTION, java_decode.MEDIAN_CLASS)
         accepted = "SELECT * FROM device_decoded WHERE reason_code IS NULL"

@@ -17,7 +17,7 @@ from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalarFunctionWrapper, udf
 
 from schemas.rows import MODEL_SCORE_RESULT
-from udfs.flink_types import data_type
+from udfs.flink_types import batch_frame, data_type
 from udfs.model_set import Lookup, ModelSet
 from udfs.registry import Registry
 
@@ -47,16 +47,9 @@ class ScoreModels(ScalarFunction):  # type: ignore[misc]
         self.models = ModelSet(Registry(registry), models, lookups(), roles_check_s)
 
     def eval(self, *columns: Any) -> pd.DataFrame:
-        """One batch: a Series per argument, or a scalar where the planner folded an argument
-        into a constant, broadcast to the batch."""
+        """One batch (udfs.flink_types.batch_frame)."""
         assert self.models is not None
-        index = next(c.index for c in columns if isinstance(c, pd.Series))
-        batch = pd.DataFrame(
-            {
-                n: c if isinstance(c, pd.Series) else pd.Series(c, index=index)
-                for n, c in zip(self.input_columns, columns, strict=True)
-            }
-        )
+        batch = batch_frame(self.input_columns, columns)
         return self.models.score(batch)
 
 

@@ -11,7 +11,9 @@ Neither needs a JVM.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import pandas as pd
 from pyflink.common import Types
 from pyflink.common.typeinfo import RowTypeInfo, TypeInformation
 from pyflink.table import DataTypes
@@ -69,3 +71,15 @@ def data_type(row: rows.Row) -> DataType:
 def field_data_types(row: rows.Row) -> list[DataType]:
     """The row's field types in order: a table function's `result_types`."""
     return [field_data_type(f) for f in row.fields]
+
+
+def batch_frame(names: tuple[str, ...], columns: tuple[Any, ...]) -> pd.DataFrame:
+    """A vectorised UDF's arguments as one frame: a Series per argument, or a scalar where the
+    planner folded an argument into a constant, broadcast to the batch."""
+    index = next(c.index for c in columns if isinstance(c, pd.Series))
+    return pd.DataFrame(
+        {
+            n: c if isinstance(c, pd.Series) else pd.Series(c, index=index)
+            for n, c in zip(names, columns, strict=True)
+        }
+    )

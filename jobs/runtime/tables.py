@@ -191,3 +191,26 @@ def create_sinks(t_env: Any, settings: Settings, sinks: dict[str, str], *, prefi
                 transaction_timeout_s=settings.transaction_timeout_s,
             )
         )
+
+
+def decoded_views(t_env: Any, name: str, schema_name: str, raw: str) -> None:
+    """Views `<name>_late` (records at or behind the watermark) and `<name>_decoded` (the rest,
+    decoded and validated in the JVM by the function generated from the topic's schema,
+    udfs/java_decode.py, with `reason_code` set where a record was refused) over raw source
+    table `raw`."""
+    from udfs import java_decode
+    from udfs.flink import decoded_row
+
+    cols = decoded_row(schema_name).column_list()
+    function = f"wf_decode_{name}"
+    t_env.create_java_temporary_system_function(function, java_decode.function_class(schema_name))
+    t_env.create_temporary_view(
+        f"{name}_late", t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}")
+    )
+    t_env.create_temporary_view(
+        f"{name}_decoded",
+        t_env.sql_query(f"""
+        SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
+        FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
+             LATERAL TABLE({function}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
+    )
