@@ -112,27 +112,6 @@ NURSE_BOARD = Dashboard(
             height=5,
         ),
         Panel(
-            "readmission_risk",
-            "Discharged in the last 24 h after a stay on this unit: 30-day readmission risk",
-            "table",
-            """SELECT entity_token AS encounter, event_time AS discharged,
-                   round(score, 3) AS readmission_risk, above_threshold AS flagged
-            FROM ${db}.catalog_scores FINAL
-            WHERE model_name = 'readmission-30d' AND role = 'champion'
-              AND facility_id = '${facility}'
-              AND event_time > $__toTime - INTERVAL 24 HOUR AND event_time <= $__toTime
-              AND entity_token IN (
-                  SELECT encounter_token FROM ${db}.adt_events
-                  WHERE facility_id = '${facility}' AND unit_id = '${unit}'
-                    AND event_time > $__toTime - INTERVAL 30 DAY AND event_time <= $__toTime)
-            ORDER BY readmission_risk DESC LIMIT 20""",
-            ("encounter", "discharged", "readmission_risk", "flagged"),
-            width=24,
-            height=6,
-            description="The readmission model's champion at each discharge, highest first; "
-            "flagged: in the top fifth of discharges (a follow-up call, discharge planning).",
-        ),
-        Panel(
             "news2_high_patients",
             "Patients with NEWS2 ≥ 5 (latest reading, 12 h)",
             "stat",
@@ -212,6 +191,27 @@ NURSE_BOARD = Dashboard(
             GROUP BY time ORDER BY time""",
             ("time", "mean_news2", "max_news2"),
             width=24,
+        ),
+        Panel(
+            "readmission_risk",
+            "Discharged in the last 24 h after a stay on this unit: 30-day readmission risk",
+            "table",
+            """SELECT entity_token AS encounter, event_time AS discharged,
+                   round(score, 3) AS readmission_risk, above_threshold AS flagged
+            FROM ${db}.catalog_scores FINAL
+            WHERE model_name = 'readmission-30d' AND role = 'champion'
+              AND facility_id = '${facility}'
+              AND event_time > $__toTime - INTERVAL 24 HOUR AND event_time <= $__toTime
+              AND entity_token IN (
+                  SELECT encounter_token FROM ${db}.adt_events
+                  WHERE facility_id = '${facility}' AND unit_id = '${unit}'
+                    AND event_time > $__toTime - INTERVAL 30 DAY AND event_time <= $__toTime)
+            ORDER BY readmission_risk DESC LIMIT 20""",
+            ("encounter", "discharged", "readmission_risk", "flagged"),
+            width=24,
+            height=6,
+            description="The readmission model's champion at each discharge, highest first; "
+            "flagged: in the top fifth of discharges (a follow-up call, discharge planning).",
         ),
     ),
 )
@@ -566,26 +566,6 @@ ML_OPS = Dashboard(
             height=6,
         ),
         Panel(
-            "catalog_models",
-            "Catalog models: scores per version and role (mortality, length of stay, readmission)",
-            "table",
-            """SELECT model_name AS model, model_version AS version, role,
-                   any(output_name) AS output, count() AS scored,
-                   round(quantileExact(0.5)(score), 3) AS median_score,
-                   any(output_unit) AS unit,
-                   round(100 * avg(above_threshold), 2) AS above_threshold_pct,
-                   round(avg(features_missing), 1) AS mean_features_missing,
-                   round(quantileExact(0.99)(scoring_latency_ms), 1) AS p99_latency_ms
-            FROM ${db}.catalog_scores FINAL WHERE $__timeFilter(event_time)
-            GROUP BY model, version, role ORDER BY model, role, version""",
-            ("model", "version", "role", "scored", "median_score", "above_threshold_pct"),
-            width=24,
-            height=6,
-            description="Every catalog model served by the catalog scoring job "
-            "(jobs/model_scoring.py), champion and shadow; above_threshold_pct is empty for "
-            "regression models.",
-        ),
-        Panel(
             "agreement",
             "Champion and challenger agree (alerting decision)",
             "stat",
@@ -675,6 +655,26 @@ ML_OPS = Dashboard(
             GROUP BY time, reason_code ORDER BY time""",
             ("time", "reason_code", "records"),
             width=24,
+        ),
+        Panel(
+            "catalog_models",
+            "Catalog models: scores per version and role (mortality, length of stay, readmission)",
+            "table",
+            """SELECT model_name AS model, model_version AS version, role,
+                   any(output_name) AS output, count() AS scored,
+                   round(quantileExact(0.5)(score), 3) AS median_score,
+                   any(output_unit) AS unit,
+                   round(100 * avg(above_threshold), 2) AS above_threshold_pct,
+                   round(avg(features_missing), 1) AS mean_features_missing,
+                   round(quantileExact(0.99)(scoring_latency_ms), 1) AS p99_latency_ms
+            FROM ${db}.catalog_scores FINAL WHERE $__timeFilter(event_time)
+            GROUP BY model, version, role ORDER BY model, role, version""",
+            ("model", "version", "role", "scored", "median_score", "above_threshold_pct"),
+            width=24,
+            height=6,
+            description="Every catalog model served by the catalog scoring job "
+            "(jobs/model_scoring.py), champion and shadow; above_threshold_pct is empty for "
+            "regression models.",
         ),
     ),
 )
