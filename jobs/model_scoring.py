@@ -31,6 +31,7 @@ measured from the stay's first record (its admission event when one arrives firs
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from pyflink.table import StreamTableEnvironment
@@ -47,6 +48,7 @@ from udfs.flink import decoded_columns
 from udfs.flink_model_set import Lookups, model_score_udf, no_lookups
 from udfs.registry import Registry
 
+log = logging.getLogger(__name__)
 STAGE = "model_scoring"
 INPUTS = {
     "vitals": topics.VITALS_OBSERVATION,
@@ -194,7 +196,9 @@ def served(settings: Settings) -> dict[str, ModelSpec]:
 
 def stay_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
     """Scored at every vitals and lab state of a stay."""
-    return tuple(m for m, s in specs.items() if s.entity == "stay")
+    return tuple(
+        m for m, s in specs.items() if s.entity == "stay" and s.trigger.kind == "every_state"
+    )
 
 
 def discharge_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
@@ -307,6 +311,14 @@ def build(
         SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
     specs = served(settings)
     stay, discharge = stay_models(specs), discharge_models(specs)
+    for m in sorted(set(specs) - {*stay, *discharge}):
+        log.warning(
+            "%s (entity %s, trigger %s) is not served by this job: it scores stays at every "
+            "state and encounters at discharge",
+            m,
+            specs[m].entity,
+            specs[m].trigger.kind,
+        )
     if stay or discharge:
         specs = {m: specs[m] for m in (*stay, *discharge)}
         udf = model_score_udf(
