@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
 
-.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model validate-external model-card test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
+.PHONY: cluster cluster-stop venv services stop demo census-demo train evaluate-model validate-external model-card retrain promote-decision audit-pack quarantine quality-reference model-reference test test-unit test-integration check lint typecheck dashboards dashboards-check previews bench evaluate clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -41,6 +41,16 @@ census-demo: venv
 train: venv
 	$(BIN)/python -m training.train $(if $(FILE),--file $(FILE))
 
+# The data-quality monitors' reference (udfs/quality_reference.json, committed) from PhysioNet
+# 2019 set A: regenerate when the training data or a topic's fields change.
+quality-reference: venv
+	$(BIN)/python -m training.quality_reference $(if $(FILE),--file $(FILE))
+
+# The model monitor's training references (reference.json next to each bundled sepsis version's
+# spec, committed) from set A; training.train writes one for every new version itself.
+model-reference: venv
+	$(BIN)/python -m training.reference training/bundled/sepsis-risk/* $(if $(FILE),--file $(FILE))
+
 # The registry's champion on a PhysioNet 2019 format file (or a folder of .psv): AUROC and
 # normalised utility on the last line.
 evaluate-model: venv
@@ -56,6 +66,28 @@ validate-external: venv
 model-card: venv
 	$(BIN)/python -m training.registry bootstrap
 	$(BIN)/python -m training.model_card $(if $(MODEL),--model $(MODEL)) $(if $(VERSION),--version $(VERSION)) $(if $(OUT),--out $(OUT))
+
+# Retrain on a monitor breach (TRIGGER=monitor, default) or a schedule (TRIGGER=schedule), on set A
+# plus recent labelled data (COHORT=eicu_demo, FILE=…parquet, or WAREHOUSE_DAYS=…): only a
+# candidate that passes the gate is registered, as challenger. EPOCHS=… BASE_PATIENTS=… for speed.
+retrain: venv
+	$(BIN)/python -m training.registry bootstrap
+	$(BIN)/python -m training.retrain --model $(or $(MODEL),sepsis-risk) --trigger $(or $(TRIGGER),monitor) $(if $(COHORT),--recent-cohort $(COHORT)) $(if $(FILE),--recent $(FILE)) $(if $(WAREHOUSE_DAYS),--recent-warehouse $(WAREHOUSE_DAYS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BASE_PATIENTS),--base-patients $(BASE_PATIENTS))
+
+# Promote the challenger only if its shadow AUROC beats the champion's by the margin (warehouse
+# shadow scores, or COHORT=…/FILE=… labelled data); DRY_RUN=1 decides without changing roles.
+promote-decision: venv
+	$(BIN)/python -m training.promote_decision --model $(or $(MODEL),sepsis-risk) $(if $(COHORT),--cohort $(COHORT)) $(if $(FILE),--file $(FILE)) $(if $(DRY_RUN),--dry-run)
+
+# The regulator's audit pack of a version (default: the champion): MODEL=… VERSION=… OUT=…
+audit-pack: venv
+	$(BIN)/python -m training.registry bootstrap
+	$(BIN)/python -m training.audit_pack $(if $(MODEL),--model $(MODEL)) $(if $(VERSION),--version $(VERSION)) $(if $(OUT),--out $(OUT))
+
+# Source quarantines (udfs/quarantine.py): the open ones; ARGS="clear vitals.device.v1 hospital-a
+# MICU --reason '…'" (or set …, list --all) changes them. The actuator: python -m sinks.quarantine.
+quarantine: venv
+	$(BIN)/python -m udfs.quarantine $(or $(ARGS),list)
 
 test: venv services
 	$(BIN)/python -m pytest -q

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -264,6 +265,7 @@ def screens(obs: pd.DataFrame) -> pd.DataFrame:
     out["on_supplemental_o2"] = (out.fio2_fraction > 0.21).where(out.fio2_fraction.notna())
     out["acvpu"] = None
     out["spo2_scale2"] = None
+    out["quarantine_json"] = None  # no source quarantined in the seeded history
     out["event_time"] = _dt(out.event_ms).to_numpy()
     for p in [*params, "on_supplemental_o2", "acvpu", "spo2_scale2"]:
         out[p + "_measured_time"] = out.event_time.where(out[p].notna())
@@ -542,6 +544,145 @@ def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=topics.DEAD_LETTER.schema.field_names)
 
 
+def quality_events(stays: pd.DataFrame, end_ms: int) -> pd.DataFrame:
+    """Simulated data-quality faults run through the real monitors (udfs.quality), per
+    facility: a °F firmware fault on the first unit's vitals (quarantined, still open), a lab
+    feed of the second unit silent for six hours and back, and silent now, a burst of refused
+    vitals on the third unit, and a drop of the facility's lab volume."""
+    from udfs import quality
+
+    ref, t = quality.load_reference(), quality.Thresholds()
+    vitals, labs = topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name
+    temp = ref.topic(vitals).parameters["temp_c"]
+    last = end_ms // HOUR_MS * HOUR_MS
+    events: list[dict[str, Any]] = []
+
+    def see(m: quality.SourceMonitor, h: int, n: int = 60, **kw: Any) -> list[dict[str, Any]]:
+        """Source `m`'s window ending `h` hours before the last whole hour."""
+        start = last - h * HOUR_MS
+        w = quality.Window(
+            m.source_topic, m.facility_id, m.unit_id, start, start + HOUR_MS, n, n,
+            kw.get("refused", {}), kw.get("params", {}), f"seed:{m.unit_id}:{h}",
+        )  # fmt: skip
+        return m.observe(w, ref.topic(m.source_topic), t)
+
+    top = len(temp.edges)
+    fahrenheit = quality.ParameterWindow(
+        20, 98.6, 98.4, tuple(20 * (i == top) for i in range(top + 1))
+    )
+    for fac, units in stays.groupby("facility_id")["unit_id"].unique().items():
+        u = [str(x) for x in sorted(units)][:3]
+        f = str(fac)
+        events += see(quality.SourceMonitor(vitals, f, u[0]), 30, params={"temp_c": fahrenheit})
+        lab = quality.SourceMonitor(labs, f, u[1 % len(u)])
+        for h in (60, 59, 58):
+            see(lab, h, 8)
+        events += lab.check_silence(last - 52 * HOUR_MS, 180.0, t)
+        events += see(lab, 51, 8)
+        for h in (7, 6, 5):
+            see(lab, h, 8)
+        events += lab.check_silence(last, 180.0, t)
+        dl = quality.SourceMonitor(vitals, f, u[2 % len(u)])
+        events += see(dl, 20, refused={"out_of_range": 9}) + see(
+            dl, 19, refused={"out_of_range": 1}
+        )
+        whole = quality.SourceMonitor(labs, f, quality.WHOLE_FACILITY)
+        for h in range(40, 32, -1):
+            see(whole, h, 30)
+        events += see(whole, 32, 3) + see(whole, 31, 28)
+    df = pd.DataFrame(events)
+    for c in ("event_time", "window_start", "window_end"):
+        df[c] = _dt(df.pop(c + "_ms"))
+    return df[topics.QUALITY_EVENT.schema.field_names]
+
+
+# The sepsis model's bundled versions: their specs and training references (reference.json)
+# stand for the seed's champion and challenger in the model monitor's seeded judgements.
+BUNDLED_SEPSIS = Path(__file__).resolve().parents[1] / "training" / "bundled" / MODEL
+DAY_MS = 86_400_000
+
+
+def _cells(grid: Any, values: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
+    cells, counts = np.unique(grid.cells_of(values), return_counts=True)
+    return [(int(c), int(n)) for c, n in zip(cells, counts, strict=True)]
+
+
+def model_monitor(scr: pd.DataFrame, sc: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The model monitor's judgements (udfs.model_monitor, as jobs/model_monitor.py makes them)
+    of the seeded screens and scores in daily windows per facility, against the bundled sepsis
+    versions' references; delayed performance with outcomes drawn from the champion's risk."""
+    from schemas.model_spec import ModelSpec
+    from udfs import model_monitor as mm
+    from udfs import monitor
+
+    served = {}
+    for (version, role), folder in zip(
+        ((CHAMPION, "champion"), (CHALLENGER, "challenger")),
+        sorted(BUNDLED_SEPSIS.iterdir()),
+        strict=True,
+    ):
+        spec = json.loads((folder / "spec.json").read_text())
+        ref = json.loads((folder / "reference.json").read_text())
+        served[role] = mm.Served(MODEL, version, role, ModelSpec.parse(spec), spec, ref)
+    rows: list[dict[str, Any]] = []
+
+    def add(events: list[dict[str, Any]], facility: str, day: int) -> None:
+        for e in events:
+            rows.append(
+                {
+                    **e,
+                    "facility_id": facility,
+                    "window_start": day * DAY_MS,
+                    "window_end": (day + 1) * DAY_MS,
+                }
+            )
+
+    days = scr.event_ms.to_numpy() // DAY_MS
+    for (fac, day), w in scr.groupby([scr.facility_id.to_numpy(), days]):
+        items = [f"*|-2|{w.patient_token.nunique()}"]
+        for f, g in monitor.FEATURE_GRIDS.items():
+            v = w[f].to_numpy(dtype="float64")
+            items += [f"{f}|{c}|{n}" for c, n in _cells(g, v)]
+            items.append(f"{f}|-2|{w.patient_token[~np.isnan(v)].nunique()}")
+        add(mm.input_drift(served.values(), ";".join(items)), str(fac), int(day))
+    rng = np.random.default_rng(seed + 9)
+    champion = sc[sc.role == "champion"].risk.to_numpy()
+    outcome = rng.random(len(champion)) < champion  # outcomes as the champion predicts them
+    grid = monitor.PROBABILITY_GRID
+    for role, s in served.items():
+        part = sc[sc.role == role]
+        risk, cell = part.risk.to_numpy(), grid.cells_of(part.risk.to_numpy())
+        frame = pd.DataFrame(
+            {
+                "f": part.facility_id.to_numpy(),
+                "d": days,
+                "c": cell,
+                "a": part.above_threshold.to_numpy(),
+                "y": outcome,
+                "r": risk,
+                "p": part.patient_token.to_numpy(),
+            }
+        )
+        for (fac, day), w in frame.groupby(["f", "d"]):
+            per = w.groupby("c").agg(
+                n=("r", "size"), a=("a", "sum"), y=("y", "sum"), r=("r", "sum")
+            )
+            scored = [f"{c}|{r.n}|{r.a}|{r.n}" for c, r in per.iterrows()]
+            scored.append(f"-2|{w.p.nunique()}|0|0")
+            add(mm.score_drift(s, ";".join(scored)), str(fac), int(day))
+            labelled = ";".join(f"{c}|{r.n}|{r.y}|{r.r}" for c, r in per.iterrows())
+            add(mm.performance(s, labelled), str(fac), int(day))
+    df = pd.DataFrame(rows)
+    df["event_id"] = [
+        _md5(r.model_version, r.role, r.facility_id, r.metric, r.feature, r.window_end)
+        for r in df.itertuples()
+    ]
+    for c in ("window_start", "window_end"):
+        df[c] = _dt(df[c])
+    df["event_time"] = df["window_end"]
+    return df[topics.MODEL_MONITOR.schema.field_names]
+
+
 def _version(
     version: str, role: str, *, registered_days: int, role_days: int, auroc: float
 ) -> dims.ModelVersionRow:
@@ -585,7 +726,9 @@ def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
         "model_scores": scores(scr, plan.seed, start_ms, plan.end_ms),
         "catalog_scores": catalog_scores(scr, pd.DataFrame(adt), plan.seed),
         "dead_letters": dead_letters(scr, census, plan.seed),
+        "quality_events": quality_events(census.stays, plan.end_ms),
     }
+    tables["model_monitor"] = model_monitor(scr, tables["model_scores"], plan.seed)
     return Warehouse(tables, capacity, versions, plan.end_ms, forecasts(census, capacity, plan))
 
 
@@ -621,6 +764,8 @@ def load(client: Any, db: str, wh: Warehouse, *, chunk: int = 200_000) -> dict[s
         "sepsis_screen": topics.SEPSIS_SCREEN.name,
         "alert_events": topics.ALERT_V2.name,
         "dead_letters": topics.DEAD_LETTER.name,
+        "quality_events": topics.QUALITY_EVENT.name,
+        "model_monitor": topics.MODEL_MONITOR.name,
     }
     counts = {}
     for table, df in wh.tables.items():

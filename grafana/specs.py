@@ -1,4 +1,4 @@
-"""The four dashboards as data: each panel's SQL (ClickHouse plugin macros, Grafana variables),
+"""The dashboards as data: each panel's SQL (ClickHouse plugin macros, Grafana variables),
 the columns it must return, and how it is drawn. grafana/build.py turns these into Grafana JSON
 with grafana-foundation-sdk; the tests, the benchmark and the previews run the same SQL.
 
@@ -676,7 +676,150 @@ ML_OPS = Dashboard(
             "(jobs/model_scoring.py), champion and shadow; above_threshold_pct is empty for "
             "regression models.",
         ),
+        Panel(
+            "monitor_breaches",
+            "Model monitor: breaches per version and role",
+            "timeseries",
+            f"""SELECT toStartOfHour(event_time) AS time,
+                   concat('v', model_version, ' ', role) AS version, countIf(breach) AS breaches
+            FROM ${{db}}.model_monitor FINAL WHERE {_MODEL} AND $__timeFilter(event_time)
+            GROUP BY time, version ORDER BY time""",
+            ("time", "version", "breaches"),
+            width=12,
+            description="Measurements of the model monitor (jobs/model_monitor.py) that breached "
+            "the thresholds in the version's spec: input drift (PSI, KS), score drift, alert "
+            "rate, delayed AUROC and calibration.",
+        ),
+        Panel(
+            "feature_drift",
+            "Input drift per feature of the serving versions (latest window)",
+            "table",
+            f"""SELECT feature, model_version AS version, role,
+                   round(argMaxIf(value, event_time, metric = 'psi'), 3) AS psi,
+                   round(argMaxIf(value, event_time, metric = 'ks'), 3) AS ks,
+                   round(argMaxIf(threshold, event_time, metric = 'ks'), 3) AS ks_critical,
+                   max(breach AND event_time = (SELECT max(event_time) FROM ${{db}}.model_monitor
+                       WHERE {_MODEL} AND metric = 'ks')) AS breach_now
+            FROM ${{db}}.model_monitor FINAL
+            WHERE {_MODEL} AND metric IN ('psi', 'ks') AND $__timeFilter(event_time)
+            GROUP BY feature, version, role ORDER BY psi DESC""",
+            ("feature", "version", "role", "psi", "ks", "ks_critical"),
+            width=12,
+            description="PSI against the training reference stored with the version (0.1 "
+            "moderate, 0.25 major shift; Siddiqi 2006), and the KS statistic with its critical "
+            "value for the window's effective size.",
+        ),
+        Panel(
+            "delayed_performance",
+            "Delayed performance: AUROC and observed/expected once outcomes are known",
+            "timeseries",
+            f"""SELECT event_time AS time, concat('v', model_version, ' ', role) AS version,
+                   round(avgIf(value, metric = 'auroc'), 3) AS auroc,
+                   round(avgIf(value, metric = 'calibration_oe'), 3) AS observed_expected
+            FROM ${{db}}.model_monitor FINAL
+            WHERE {_MODEL} AND metric IN ('auroc', 'calibration_oe')
+              AND $__timeFilter(event_time)
+            GROUP BY time, version ORDER BY time""",
+            ("time", "version", "auroc", "observed_expected"),
+            width=24,
+            description="Over sliding windows of scores whose outcome label has arrived "
+            "(label.outcome.v1), by the time it became known.",
+        ),
     ),
 )
 
-DASHBOARDS = (NURSE_BOARD, COMMAND_CENTRE, EXECUTIVE, ML_OPS)
+_QFAC = "facility_id IN (${facility:singlequote})"
+
+DATA_QUALITY = Dashboard(
+    uid="wardflow-data-quality",
+    title="Data quality: feeds per source, unit and facility",
+    description="The data-quality job's events (jobs/data_quality.py): feed silence, volume, "
+    "dead-lettered share, missingness, distribution shift, unit-conversion suspects, duplicate "
+    "storms; the sources quarantined now.",
+    time_from="now-7d",
+    refresh="1m",
+    variables=(FACILITIES,),
+    panels=(
+        Panel(
+            "quarantined",
+            "Sources quarantined now (rules and models ignore their values)",
+            "table",
+            f"""SELECT source_topic AS source, facility_id AS facility, unit_id AS unit,
+                   argMax(monitor, event_time) AS monitor, max(event_time) AS since,
+                   argMax(reason, event_time) AS reason
+            FROM ${{db}}.quality_events FINAL
+            WHERE action IS NOT NULL AND {_QFAC} AND event_time <= $__toTime
+            GROUP BY source, facility, unit
+            HAVING argMax(action, event_time) = 'quarantine'
+            ORDER BY since DESC""",
+            ("source", "facility", "unit", "monitor", "since", "reason"),
+            width=24,
+            height=6,
+            description="The latest quarantine or clear of each source: a source stays "
+            "quarantined until its conditions end or an operator clears it "
+            "(python -m udfs.quarantine clear).",
+        ),
+        Panel(
+            "silent",
+            "Silent feeds now",
+            "table",
+            f"""SELECT source_topic AS source, facility_id AS facility, unit_id AS unit,
+                   event_time AS silent_since,
+                   round(dateDiff('minute', window_start, $__toTime)) AS silent_min, reason
+            FROM ${{db}}.quality_events FINAL
+            WHERE monitor = 'feed_silence' AND state = 'open' AND {_QFAC}
+              AND event_time <= $__toTime
+              AND event_id NOT IN (
+                  SELECT opened_event_id FROM ${{db}}.quality_events FINAL
+                  WHERE monitor = 'feed_silence' AND state = 'resolved'
+                    AND opened_event_id IS NOT NULL AND event_time <= $__toTime)
+            ORDER BY silent_since""",
+            ("source", "facility", "unit", "silent_since", "silent_min"),
+            width=24,
+            height=6,
+            description="Unit `*` is the facility's whole feed.",
+        ),
+        Panel(
+            "events_by_monitor",
+            "Data-quality conditions opened per day, by monitor",
+            "timeseries",
+            f"""SELECT toStartOfDay(event_time) AS time, monitor, count() AS opened
+            FROM ${{db}}.quality_events FINAL
+            WHERE state = 'open' AND {_QFAC} AND $__timeFilter(event_time)
+            GROUP BY time, monitor ORDER BY time""",
+            ("time", "monitor", "opened"),
+            width=12,
+        ),
+        Panel(
+            "dead_letter_share",
+            "Dead-lettered share by reason per unit (windows above threshold)",
+            "table",
+            f"""SELECT facility_id AS facility, unit_id AS unit, source_topic AS source,
+                   parameter AS reason_code, count() AS windows,
+                   round(100 * max(observed), 1) AS max_share_pct,
+                   round(100 * any(expected), 3) AS reference_pct
+            FROM ${{db}}.quality_events FINAL
+            WHERE monitor = 'dead_letter_share' AND state = 'open' AND {_QFAC}
+              AND $__timeFilter(event_time)
+            GROUP BY facility, unit, source, reason_code ORDER BY max_share_pct DESC""",
+            ("facility", "unit", "source", "reason_code", "windows", "max_share_pct"),
+            unit="percent",
+            width=12,
+        ),
+        Panel(
+            "recent",
+            "Latest data-quality events with their evidence",
+            "table",
+            f"""SELECT event_time AS time, monitor, state, action, source_topic AS source,
+                   facility_id AS facility, unit_id AS unit, parameter, statistic,
+                   round(observed, 3) AS observed, round(expected, 3) AS expected, reason
+            FROM ${{db}}.quality_events FINAL
+            WHERE {_QFAC} AND $__timeFilter(event_time)
+            ORDER BY time DESC LIMIT 50""",
+            ("time", "monitor", "state", "source", "unit", "reason"),
+            width=24,
+        ),
+    ),
+)
+
+DASHBOARDS = (NURSE_BOARD, COMMAND_CENTRE, EXECUTIVE, ML_OPS, DATA_QUALITY)

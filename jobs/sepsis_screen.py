@@ -20,6 +20,13 @@ timestamp)
             └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
                  └─ keyed state + timers: raise → escalate → resolve ── alert.v2 topic
 
+A quarantined source (udfs/quarantine.py; set by a data-quality event through
+sinks/quarantine.py, or by an operator) is checked per record in the JVM (`QUARANTINE_FUNCTION`,
+io.wardflow.udf.Quarantine, which re-reads the registry's TSV when it changes): its records still
+make a state row (and charted minutes still go to vitals.charted), but their parameter values are
+null in `events`, so no state, rule or model feature sees them; the state's `quarantine_json`
+names the quarantine while such a record lies in its window, and every hit's evidence carries it.
+
 Python runs only at clinical rate: the scoring UDF (vectorised) and the alert lifecycle see
 charted states, never device records.
 
@@ -30,6 +37,8 @@ the state window and the champion and challenger score rows each ran the UDF.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pyflink.table import StreamTableEnvironment
 
@@ -51,6 +60,7 @@ from jobs.runtime.tables import (
 )
 from jobs.screening.rules import RULES
 from jobs.screening.scoring import (
+    ISO,
     Scoring,
     feature_events_sql,
     model_hits_sql,
@@ -73,9 +83,11 @@ from schemas.settings import Settings
 from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, MEDIAN_FUNCTION, chart_sql
 from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns
+from udfs.quarantine import QuarantineRegistry
 from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
 
 STAGE = "sepsis_screen"
+QUARANTINE_FUNCTION = "wf_quarantine"
 INPUTS = {
     "device": topics.VITALS_DEVICE,
     "vitals": topics.VITALS_OBSERVATION,
@@ -118,8 +130,23 @@ CHARTED = topics.VITALS_CHARTED.schema
 CHARTED_ROW = CHARTED.flink_row()
 
 
-def _events_sql(sources: Sources) -> str:
-    """One row per accepted input record, every state parameter a column (null if absent)."""
+def _quarantine_sql(tsv: str, topic: str, event_time: str) -> str:
+    """The record's quarantine note (JSON) if its source is quarantined at its event time."""
+    path = tsv.replace("'", "''")
+    return (
+        f"{QUARANTINE_FUNCTION}('{path}', '{topic}', facility_id, unit_id, "
+        f"CAST({event_time} AS TIMESTAMP_LTZ(3)))"
+    )
+
+
+def _unless_quarantined(p: str) -> str:
+    """A parameter of a record of a quarantined source counts as absent."""
+    return f"CASE WHEN quarantine IS NULL THEN {p} END AS {p}"
+
+
+def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
+    """One row per accepted input record, every state parameter a column (null if absent, or
+    if the record's source is quarantined: `quarantine` then holds the quarantine's note)."""
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     selects = []
     for name, topic in INPUTS.items():
@@ -128,31 +155,39 @@ def _events_sql(sources: Sources) -> str:
         id_field = ID_FIELDS[name]
         have = set(decoded_columns(topic.name))
         params = ", ".join(
-            p if p in have else f"CAST(NULL AS {types[p]}) AS {p}" for p in STATE_PARAMS
+            _unless_quarantined(p) if p in have else f"CAST(NULL AS {types[p]}) AS {p}"
+            for p in STATE_PARAMS
         )
-        if name == "adt":
+        read = sources[name].topic
+        if name == "adt":  # no parameter values: an ADT source is never quarantined here
             unit = "COALESCE(unit_id, prior_unit_id, 'unknown')"
             discharge = "event_type = 'discharge'"
+            quarantine = "CAST(NULL AS STRING)"
         else:
             unit, discharge = "unit_id", "FALSE"
+            quarantine = _quarantine_sql(quarantine_tsv, read, "kafka_ts")
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {params},
-               {discharge} AS is_discharge, '{sources[name].topic}' AS source_topic,
-               kafka_partition AS source_partition, kafka_offset AS source_offset
-        FROM {name}_decoded WHERE reason_code IS NULL""")
+               {discharge} AS is_discharge, '{read}' AS source_topic,
+               kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine
+        FROM (SELECT *, {quarantine} AS quarantine
+              FROM {name}_decoded WHERE reason_code IS NULL)""")
     if "device" not in sources:
         return " UNION ALL ".join(selects)
     charted = set(CHANNEL_PARAMS)
     params = ", ".join(
-        p if p in charted else f"CAST(NULL AS {types[p]}) AS {p}" for p in STATE_PARAMS
+        _unless_quarantined(p) if p in charted else f"CAST(NULL AS {types[p]}) AS {p}"
+        for p in STATE_PARAMS
     )
+    read = sources["device"].topic
     selects.append(f"""
         SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
                unit_id, event_time, {params}, FALSE AS is_discharge,
-               '{sources["device"].topic}' AS source_topic, source_partition, source_offset
-        FROM device_charted
-        WHERE {" OR ".join(f"{p} IS NOT NULL" for p in CHANNEL_PARAMS)}""")
+               '{read}' AS source_topic, source_partition, source_offset, quarantine
+        FROM (SELECT *, {_quarantine_sql(quarantine_tsv, read, "event_time")} AS quarantine
+              FROM device_charted
+              WHERE {" OR ".join(f"{p} IS NOT NULL" for p in CHANNEL_PARAMS)})""")
     return " UNION ALL ".join(selects)
 
 
@@ -198,11 +233,18 @@ def _state_sql(source: str = "events", features: bool = False) -> str:
             for p in LAB_AGE
         )
         columns += f", {hours_since('first_time')} AS hours_since_first_record"
+    ignored = f"""CASE WHEN quarantine_at > discharged_at
+               OR (quarantine_at IS NOT NULL AND discharged_at IS NULL)
+             THEN JSON_OBJECT(KEY 'quarantine' VALUE JSON(quarantine_last),
+                              KEY 'last_ignored_time' VALUE DATE_FORMAT(quarantine_at, {ISO}))
+           END AS quarantine_json"""
     return f"""
     SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, {columns},
-           is_discharge, source_topic, source_partition, source_offset
+           is_discharge, source_topic, source_partition, source_offset, {ignored}
     FROM (
       SELECT *, {last},
+             LAST_VALUE(quarantine) OVER w AS quarantine_last,
+             LAST_VALUE(CASE WHEN quarantine IS NOT NULL THEN {ts} END) OVER w AS quarantine_at,
              LAST_VALUE(CASE WHEN is_discharge THEN {ts} END) OVER w AS discharged_at
       FROM {source}
       WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
@@ -222,13 +264,20 @@ def build(
     if not settings.device_numerics:  # a deployment without monitor numerics
         sources = {n: src for n, src in sources.items() if n != "device"}
     scoring = Scoring.of(settings)
-    views(t_env, sources, scoring)
+    views(t_env, sources, scoring, QuarantineRegistry.of(settings).tsv)
     attach(t_env, sources, sinks, scoring)
 
 
-def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | None) -> None:
+def views(
+    t_env: StreamTableEnvironment,
+    sources: Sources,
+    scoring: Scoring | None,
+    quarantine_tsv: Path,
+) -> None:
     """Stage one, in SQL: every view from the sources up to `screening` (each input record's
-    patient state and scores; with scoring, also the model's stream features), no sinks."""
+    patient state and scores; with scoring, also the model's stream features), no sinks; the
+    quarantine check reads the registry's TSV at `quarantine_tsv`."""
+    t_env.create_java_temporary_system_function(QUARANTINE_FUNCTION, java_decode.QUARANTINE_CLASS)
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     if "device" in sources:
@@ -238,7 +287,8 @@ def views(t_env: StreamTableEnvironment, sources: Sources, scoring: Scoring | No
         t_env.create_temporary_view(
             "device_charted", t_env.sql_query(chart_sql("device_accepted", "kafka_ts"))
         )
-    t_env.create_temporary_view("events", t_env.sql_query(_events_sql(sources)))
+    events = _events_sql(sources, str(quarantine_tsv.resolve()))
+    t_env.create_temporary_view("events", t_env.sql_query(events))
     if scoring:
         t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
     source = "feature_events" if scoring else "events"

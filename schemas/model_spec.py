@@ -13,7 +13,10 @@ needs to serve the model without code of its own:
   (at the listed hours since admission, e.g. 24 and 48), `discharge` (when the discharge
   arrives), `hourly` (on the hour, for forecasts);
 - `output`: the output column's name and meaning (and unit for regression);
-- `threshold`: where a binary score becomes an alert (None for regression).
+- `threshold`: where a binary score becomes an alert (None for regression);
+- `monitor` (optional): the model monitor's thresholds (`Monitor`, defaults and their sources
+  there) and how an outcome labels a score (`label`); the training reference it compares
+  with is `reference.json` next to the spec (udfs/monitor.py, training/reference.py).
 
 `ModelSpec.parse(d)` raises `SpecError` naming every problem, so a malformed version is refused
 at registration and at load, never half-served.
@@ -21,7 +24,7 @@ at registration and at load, never half-served.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final, Literal, cast
 
 TASKS: Final = ("binary", "regression")
@@ -65,6 +68,87 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Label:
+    """How an outcome (label.outcome.v1) labels this model's scores: a score is positive when
+    the entity's `outcome` happened and, with `horizon_h`, the score is at most that long
+    before the outcome or after it (the sepsis model predicts SepsisLabel: onset within 6 h);
+    without it, every score of an entity with the outcome is positive."""
+
+    outcome: str
+    horizon_h: float | None = None
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The model monitor's thresholds for this model (jobs/model_monitor.py, udfs/monitor.py).
+
+    - `psi_warning` 0.1 / `psi_critical` 0.25: the PSI convention (Siddiqi, *Credit Risk
+      Scorecards*, 2006; Yurdakul 2018), for each input feature and the score;
+    - `alpha` 0.01: a window breaches only where chance alone would exceed its value with
+      probability below `alpha`: the KS critical value (Bonferroni over the version's features)
+      and the PSI's χ² bound (Yurdakul 2018);
+    - `min_patients` 10: a window's KS and alert rate are judged only with this many patients
+      (with a measured value); `min_patients_psi` 100: its PSI only with this many (below, a
+      lab's PSI is large by chance: carried-forward values make a patient one observation);
+      measured always, breached never, below them;
+    - `alert_rate_ratio` 2.0: the window's alert rate above (or below 1/ratio of) the
+      validation alert rate (a protocol change that doubles alerts, issue 19);
+    - `auroc_drop` 0.05: delayed AUROC this far below the validation AUROC (a fifth of the
+      model's utility is lost by then on an external hospital, training/external.py), and
+      significantly so: its upper 1 − `alpha` bound (Hanley & McNeil 1982, over patients) below;
+    - `calibration_ratio` 1.5: observed/expected events outside [1/ratio, ratio]
+      (calibration-in-the-large, Van Calster et al. 2016), and `ece_max` 0.05;
+    - `min_positives` 10: fewer positive (or negative) labelled scores and performance is not
+      judged; calibration also needs that many positive patients;
+    - `label`: how outcomes label scores (None: no delayed performance).
+    """
+
+    psi_warning: float = 0.1
+    psi_critical: float = 0.25
+    alpha: float = 0.01
+    min_patients: int = 10
+    min_patients_psi: int = 100
+    alert_rate_ratio: float = 2.0
+    auroc_drop: float = 0.05
+    calibration_ratio: float = 1.5
+    ece_max: float = 0.05
+    min_positives: int = 10
+    label: Label | None = None
+
+    @classmethod
+    def parse(cls, d: Any, problems: list[str]) -> Monitor:
+        """The spec's `monitor` section (absent: the defaults); problems appended."""
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            problems.append("`monitor` must be an object")
+            return cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "label" or f.name not in d:
+                continue
+            v = d[f.name]
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                problems.append(f"`monitor.{f.name}` must be a non-negative number")
+                continue
+            values[f.name] = int(v) if f.type == "int" else float(v)
+        label = d.get("label")
+        if label is not None:
+            outcome, horizon = (
+                (label.get("outcome"), label.get("horizon_h"))
+                if isinstance(label, dict)
+                else (None, None)
+            )
+            if not isinstance(outcome, str):
+                problems.append("`monitor.label.outcome` is missing")
+            elif horizon is not None and not isinstance(horizon, int | float):
+                problems.append("`monitor.label.horizon_h` must be a number or null")
+            else:
+                values["label"] = Label(outcome, None if horizon is None else float(horizon))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     task: Task
@@ -76,6 +160,7 @@ class ModelSpec:
     output: Output
     threshold: float | None
     input_name: str = "features"
+    monitor: Monitor = Monitor()
 
     @property
     def feature_names(self) -> list[str]:
@@ -140,6 +225,7 @@ class ModelSpec:
         if service is not None and not isinstance(service, str):
             problems.append("`feature_service` must be a name or null")
         input_name = (d.get("input") or {}).get("name", "features")
+        monitor = Monitor.parse(d.get("monitor"), problems)
         if problems:
             raise SpecError(f"spec of {name or '?'}: " + "; ".join(problems))
         return cls(
@@ -153,4 +239,5 @@ class ModelSpec:
             output=output,
             threshold=None if threshold is None else float(threshold),
             input_name=str(input_name),
+            monitor=monitor,
         )

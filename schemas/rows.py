@@ -309,6 +309,7 @@ SCORED_STATE = Row(
         Field("unit_id", "string"),
         Field("event_time", "timestamp", "The state's event time."),
         *SCORE_RESULT.fields,
+        Field("quarantine_json", "string", "The state's quarantine note (sepsis.screen.v1)."),
     ),
     "A screened state with its SCORE_RESULT, as the screening job passes it from its one scoring "
     "query to the score rows and the champion's hits (jobs/sepsis_screen.py).",
@@ -338,4 +339,30 @@ MODEL_SCORE_RESULT = Row(
     ),
     "The catalog's scoring UDF result per (entity state, model) (udfs.model_set.ModelSet, "
     "udfs.flink_model_set.model_score_udf): any model of the catalog, champion and shadow.",
+)
+
+QUALITY_WINDOW = Row(
+    "quality_window",
+    (
+        Field("source_topic", "string"),
+        Field("facility_id", "string"),
+        Field("unit_id", "string", "`*` for the facility's whole source."),
+        Field("window_start_ms", "long"),
+        Field("window_end_ms", "long"),
+        Field("records", "long", "Records in the window, accepted and refused."),
+        Field("distinct_ids", "long", "Distinct record ids among them."),
+        Field("refused_json", "string", "{reason_code: refused records}."),
+        Field("params_json", "string", "{parameter: [present, mean, median, bin counts…]}."),
+        Field("sample_ids", "string", "A few record ids, space-separated."),
+    ),
+    "One source's tumbling window from the data-quality job's SQL (jobs/data_quality.py) on its "
+    "way to the per-source monitors (udfs.flink_quality.QualityMonitor, udfs.quality.Window); "
+    "its event time (the window's last millisecond) is the record's timestamp.",
+)
+
+QUALITY_EVENT = from_avro(
+    topics.QUALITY_EVENT.schema,
+    "quality_event",
+    "A data-quality event as udfs.flink_quality.QualityMonitor emits it (udfs.quality's event "
+    "dicts): quality.event.v1's fields in its order, its timestamps as epoch-ms `_ms` longs.",
 )

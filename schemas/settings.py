@@ -269,6 +269,11 @@ class Settings:
         lambda cache, state: state / "registry",
         "The model registry (`training/registry.py`): versions, champion/challenger roles.",
     )
+    quarantine_registry: Path = cache_setting(
+        lambda cache, state: state / "quarantine",
+        "The source quarantine registry (`python -m udfs.quarantine`): sources whose values the "
+        "screening job's rules and models ignore until cleared.",
+    )
     model_name: str = setting(
         "sepsis-risk", "The registry's model that the screening job scores with."
     )
@@ -303,6 +308,40 @@ class Settings:
         3600.0,
         "How long the scoring function keeps a patient's static features from Feast before "
         "asking again.",
+    )
+    promotion_margin_auroc: float = setting(
+        0.01,
+        "How much higher a challenger's shadow AUROC must be than the champion's, on the same "
+        "labelled states, for `python -m training.promote_decision` to promote it (the paired "
+        "bootstrap's lower 95 % bound must also be above zero).",
+    )
+    quality_window_min: int = setting(
+        5,
+        "Length (minutes) of the data-quality job's event-time tumbling windows per source, unit "
+        "and facility (jobs/data_quality.py); its monitors' thresholds are udfs/quality.py's "
+        "table. Replays of hourly charting (PhysioNet) read better at 60.",
+    )
+    model_monitor_window_min: int = setting(
+        720,
+        "Length (minutes) of the model monitor's sliding event-time windows of inputs and scores "
+        "per facility and model version (jobs/model_monitor.py); thresholds are each model's "
+        "spec `monitor` section.",
+    )
+    model_monitor_slide_min: int = setting(
+        180, "How often (minutes) the model monitor's input and score windows slide."
+    )
+    model_monitor_performance_window_h: int = setting(
+        168,
+        "Length (hours) of the model monitor's sliding windows of labelled scores (by the time "
+        "their outcome became known) for delayed AUROC and calibration.",
+    )
+    model_monitor_performance_slide_h: int = setting(
+        24, "How often (hours) the model monitor's delayed-performance windows slide."
+    )
+    model_monitor_label_delay_h: int = setting(
+        840,
+        "How long (hours) after a score the model monitor waits for its outcome label (state "
+        "kept that long; 35 days covers a 30-day readmission after the discharge score).",
     )
     # Not a setting: the names given explicitly (environment, flags, overrides) rather than left
     # at their defaults. A cluster's own configuration wins only over defaults. Only `resolve`

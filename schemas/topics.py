@@ -144,12 +144,46 @@ MODEL_SCORE = Topic(
     "Catalog model scores (mortality, length of stay, readmission, …), champion and shadow.",
 )
 
+MODEL_AUDIT = Topic(
+    "model.audit.v1",
+    "model.audit.v1",
+    "model_name",
+    1,
+    "Model lifecycle audit events: retrain triggers, gates, registrations, promotions, rollbacks.",
+)
+
+MODEL_MONITOR = Topic(
+    "model.monitor.v1",
+    "model.monitor.v1",
+    "model_name",
+    1,
+    "Model monitor measurements per version and window: input, score and alert-rate drift, "
+    "delayed performance; breaches flagged.",
+)
+
+LABEL_OUTCOME = Topic(
+    "label.outcome.v1",
+    "label.outcome.v1",
+    "entity_token",
+    3,
+    "Outcomes as they become known (sepsis onset, death, readmission), for delayed performance.",
+)
+
 DEAD_LETTER = Topic(
     "deadletter.v1",
     "deadletter.v1",
     "source_topic",
     1,
     "Records that could not be processed, with the reason.",
+)
+
+QUALITY_EVENT = Topic(
+    "quality.event.v1",
+    "quality.event.v1",
+    "source_topic",
+    3,
+    "Data-quality conditions per source, unit and facility, opened and resolved, with evidence "
+    "and the quarantine action.",
 )
 
 TOPICS: dict[str, Topic] = {
@@ -171,6 +205,10 @@ TOPICS: dict[str, Topic] = {
         SEPSIS_SCORE,
         MODEL_SCORE,
         DEAD_LETTER,
+        MODEL_AUDIT,
+        MODEL_MONITOR,
+        LABEL_OUTCOME,
+        QUALITY_EVENT,
     )
 }
 

@@ -44,6 +44,10 @@ TABLES = {
     registry.SEPSIS_SCORE.name: "model_scores",
     registry.MODEL_SCORE.name: "catalog_scores",
     registry.DEAD_LETTER.name: "dead_letters",
+    registry.MODEL_AUDIT.name: "model_audit",
+    registry.QUALITY_EVENT.name: "quality_events",
+    registry.MODEL_MONITOR.name: "model_monitor",
+    registry.LABEL_OUTCOME.name: "outcome_labels",
 }
 META = ("kafka_partition", "kafka_offset", "kafka_topic")
 STAGE = "clickhouse_loader"

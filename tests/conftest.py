@@ -93,6 +93,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         scoring=False,
         model_registry=tmp_path_factory.mktemp("registry"),
         feast_dir=tmp_path_factory.mktemp("feast"),
+        quarantine_registry=tmp_path_factory.mktemp("quarantine"),
     )
 
 

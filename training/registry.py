@@ -6,14 +6,20 @@ is `udfs.registry`, which the Flink workers load):
     python -m training.registry challenger sepsis-risk 5   # 5 is scored in shadow
     python -m training.registry rollback sepsis-risk       # the previous champion returns
     python -m training.registry bootstrap                  # the bundled versions, if empty
+
+Every register, promote, challenger and rollback is an audit event (training/audit.py): in the
+registry's audit.jsonl and on Kafka topic model.audit.v1 (`--no-publish`: audit.jsonl only),
+with the person who ran it (`--actor`, default user:<login>) and `--why`.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from schemas.settings import Settings
+from training.audit import AuditTrail, person
 from udfs.registry import ROLES, Registry
 
 # Versions shipped with wardflow (trained on PhysioNet 2019 set A by training/train.py), so that
@@ -51,24 +57,53 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("model", nargs="?", default=None, help="default: sepsis-risk (bootstrap: all)")
     ap.add_argument("version_or_path", nargs="?")
     ap.add_argument("--override", default=None, help="register despite a failed gate: why")
+    ap.add_argument("--actor", default=None, help="who runs this (default: user:<login>)")
+    ap.add_argument("--why", default="", help="the reason, for the audit trail")
+    ap.add_argument("--no-publish", action="store_true", help="audit to audit.jsonl only")
+    ap.add_argument("--topic-prefix", default="", help="of model.audit.v1 (isolated runs)")
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    reg = Registry(Settings.resolve(a).model_registry)
+    settings = Settings.resolve(a)
+    reg = Registry(settings.model_registry)
+    trail = AuditTrail(
+        reg,
+        a.actor or person(),
+        None if a.no_publish else settings,
+        topic_prefix=a.topic_prefix,
+    )
     if a.command == "bootstrap":
         for name in [a.model] if a.model else bundled_models():
             done = bootstrap(reg, name)
             print(f"{name}: " + ("bootstrapped" if done else "registry not empty: unchanged"))
         return
     a.model = a.model or "sepsis-risk"
+    before = reg.roles(a.model)
+
+    def audit(step: str, version: str, action: str, default_why: str, **evidence: Any) -> None:
+        roles = {"before": before, "after": reg.roles(a.model)}
+        trail.record(
+            a.model, step, version=version, action=action, reason=a.why or default_why,
+            evidence={**roles, **evidence},
+        )  # fmt: skip
+
     if a.command == "register":
         v = reg.register(Path(a.version_or_path), override=a.override)
         print(f"registered {v.model} {v.version}")
+        why = f"override: {a.override}" if a.override else "gate passed"
+        audit("registered", v.version, f"registered {a.version_or_path}", why, gate=v.spec["gate"])
     elif a.command == "promote":
         reg.promote(a.model, a.version_or_path)
+        made = f"made {a.version_or_path} champion by command"
+        audit("promoted", a.version_or_path, made, "promote command")
     elif a.command == "challenger":
-        reg.set_role(a.model, "challenger", a.version_or_path, why="challenger")
+        reg.set_role(a.model, "challenger", a.version_or_path, why=a.why or "challenger")
+        made = f"made {a.version_or_path} challenger (shadow) by command"
+        audit("challenger_set", a.version_or_path, made, "challenger command")
     elif a.command == "rollback":
-        print(f"champion is {reg.rollback(a.model)} again")
+        restored = reg.rollback(a.model)
+        print(f"champion is {restored} again")
+        made = f"rolled the champion back from {before.get('champion')} to {restored}"
+        audit("rollback", restored, made, "rollback command")
     roles = reg.roles(a.model)
     for number in reg.versions(a.model):
         s = reg.get(a.model, number).spec

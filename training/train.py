@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from feature_store.definitions import FEATURES, unit_of
 from schemas.settings import Settings
-from training import validation
+from training import reference, validation
 from training.features import hourly_features
 from training.model import SepsisRisk, fit_scaling
 from training.splits import SPLIT_KEY, split_of
@@ -232,6 +232,8 @@ def build(
             "meaning": "probability of SepsisLabel (Sepsis-3 onset within 6 h)",
         },
         "feature_service": None,
+        # how sepsis outcomes label its scores for the delayed-performance monitor
+        "monitor": {"label": {"outcome": "sepsis_onset", "horizon_h": 6}},
         "training_data": {
             "file": file.name,
             "sha256": sha256(file),
@@ -261,6 +263,7 @@ def build(
     }
     (out / "spec.json").write_text(json.dumps(spec, indent=1, default=float) + "\n")
     (out / "report.md").write_text(report_markdown(spec, groups, plots))
+    reference.build(out, frame, data={"file": file.name})  # the model monitor's baseline
     print(
         f"test AUROC {metrics['auroc']:.4f}, AUPRC {metrics['auprc']:.4f}, normalised utility "
         f"{metrics['normalised_utility']:.4f}; gate {'passed' if g.passed else 'FAILED'}; "

@@ -165,11 +165,16 @@ class Gate:
     reasons: list[str] = field(default_factory=list)
 
 
-def gate(overall_auroc: float, groups: pd.DataFrame, max_gap: float = MAX_AUROC_GAP) -> Gate:
+def gate(
+    overall_auroc: float,
+    groups: pd.DataFrame,
+    max_gap: float = MAX_AUROC_GAP,
+    min_septic: int = MIN_SEPTIC_PATIENTS,
+) -> Gate:
     reasons = []
     rows: Any = groups.itertuples(index=False)
     for r in rows:
-        if r.septic_patients < MIN_SEPTIC_PATIENTS or np.isnan(r.auroc):
+        if r.septic_patients < min_septic or np.isnan(r.auroc):
             continue
         if r.auroc < overall_auroc - max_gap:
             reasons.append(

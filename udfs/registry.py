@@ -4,6 +4,7 @@ folder, or a shared mount in production).
     <root>/<model>/<version>/model.onnx, spec.json, report.md, *.png
     <root>/<model>/roles.json        {"champion": "3", "challenger": "4"}
     <root>/<model>/history.jsonl     every role change, for audit and rollback
+    <root>/<model>/audit.jsonl       every lifecycle step, who/what/why (training/audit.py)
 
 A version is registered only when its validation gate passed. Roles change atomically (write a
 temporary file, then rename), so a reader sees the old roles or the new, never half. The job
@@ -144,6 +145,17 @@ class Registry:
 
     def history(self, model: str) -> list[dict[str, Any]]:
         p = self._dir(model) / "history.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+    def append_audit(self, model: str, event: dict[str, Any]) -> None:
+        """Append one lifecycle audit event (built by training/audit.py) to audit.jsonl."""
+        d = self._dir(model)
+        d.mkdir(parents=True, exist_ok=True)
+        with (d / "audit.jsonl").open("a") as f:
+            f.write(json.dumps(event, default=str) + "\n")
+
+    def audit(self, model: str) -> list[dict[str, Any]]:
+        p = self._dir(model) / "audit.jsonl"
         return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
 
     def promote(self, model: str, version: str) -> None:

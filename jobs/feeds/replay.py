@@ -32,6 +32,10 @@ DEFAULT_BASE_TIME = datetime(2026, 1, 5, tzinfo=UTC)
 FACILITY = "hospital-a"
 LABS_TOPIC = topics.LABS_RESULT.name
 ADT_TOPIC = topics.ADT_EVENT.name
+LABEL_TOPIC = topics.LABEL_OUTCOME.name
+# PhysioNet/CinC 2019: SepsisLabel is 1 from 6 h before Sepsis-3 onset t_sepsis on (Reyna et al.,
+# Crit Care Med 2020), so onset is the first labelled hour + 6 h.
+LABEL_LEAD_H = 6
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,56 @@ def clinical_stream(
     return out
 
 
+def sepsis_labels(
+    df: pd.DataFrame,
+    admit: dict[Any, datetime],
+    *,
+    key: bytes,
+    source: str,
+    facility: str = FACILITY,
+) -> list[dict[str, Any]]:
+    """One `sepsis_onset` outcome per patient (label.outcome.v1), known at the discharge (one
+    hour after the last row, as `clinical_stream` discharges): true with onset = first
+    SepsisLabel hour + 6 h (`LABEL_LEAD_H`), else false without a time. A patient labelled from
+    the first hour had onset at most 6 h later; that upper bound is the time given."""
+    out = []
+    for pid, rows in df.groupby("patient_id", sort=True):
+        tok = phi.token(key, source, str(pid))
+        hours = rows["ICULOS"].to_numpy()
+        discharge = admit[pid] + timedelta(hours=int(hours.max()) + 1)
+        labelled = hours[rows["SepsisLabel"].to_numpy() == 1]
+        onset = (
+            admit[pid] + timedelta(hours=int(labelled.min()) + LABEL_LEAD_H)
+            if len(labelled)
+            else None
+        )
+        known = discharge if onset is None else max(discharge, onset)
+        out.append(
+            {
+                "label_id": f"{tok}:sepsis_onset",
+                "patient_token": tok,
+                "facility_id": facility,
+                "unit_id": unit_of(float(rows["Unit1"].iloc[0]), float(rows["Unit2"].iloc[0])),
+                "entity": "patient",
+                "entity_token": tok,
+                "outcome": "sepsis_onset",
+                "occurred": onset is not None,
+                "outcome_time": onset,
+                "outcome_lead_h": None
+                if onset is None
+                else (known - onset).total_seconds() / 3600.0,
+                "known_at": known,
+            }
+        )
+    return sorted(out, key=lambda r: (r["known_at"], r["patient_token"]))
+
+
+def record_time(topic: str, rec: dict[str, Any]) -> datetime:
+    """A record's Kafka timestamp: its event time (an outcome label's: when it became known)."""
+    at: datetime = rec["known_at"] if topic == LABEL_TOPIC else rec["event_time"]
+    return at
+
+
 class Pacer:
     """Holds production back so that event time advances `speedup` times faster than wall time
     (0 = as fast as possible)."""
@@ -216,9 +270,10 @@ def produce_stream(
     pacer = Pacer(speedup, p)
     sent = 0
     for topic, rec in tqdm(items, total=total, unit="rec", desc="replay", disable=not progress):
-        pacer.wait_for(rec["event_time"])
+        at = record_time(topic, rec)
+        pacer.wait_for(at)
         value = codec.encode(load_schema(topic), rec)
-        ts = codec.epoch_ms(rec["event_time"])
+        ts = codec.epoch_ms(at)
         produce_raw(p, prefix + topic, rec["patient_token"].encode(), value, ts)
         sent += 1
     p.flush_or_raise(60)
@@ -301,10 +356,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"produced {n} observations to {a.topic_prefix + TOPIC}")
         return
     df, source = load_physionet(a.file, settings)
-    items = clinical_stream(select_patients(df, plan), plan, settings.require_phi_key(), source)
-    kafka_io.ensure_topics(settings, [TOPIC, LABS_TOPIC, ADT_TOPIC], prefix=a.topic_prefix)
+    chosen = select_patients(df, plan)
+    key = settings.require_phi_key()
+    items = clinical_stream(chosen, plan, key, source)
+    labels = sepsis_labels(chosen, admissions(chosen, plan), key=key, source=source)
+    items += [(LABEL_TOPIC, r) for r in labels]  # outcomes, as they become known at discharge
+    order = {TOPIC: 0, LABS_TOPIC: 1, ADT_TOPIC: 2, LABEL_TOPIC: 3}
+    items.sort(key=lambda tr: (record_time(*tr), order[tr[0]], tr[1]["patient_token"]))
+    topics_out = [TOPIC, LABS_TOPIC, ADT_TOPIC, LABEL_TOPIC]
+    kafka_io.ensure_topics(settings, topics_out, prefix=a.topic_prefix)
     n = produce_stream(settings, items, prefix=a.topic_prefix, speedup=a.speedup, total=len(items))
-    print(f"produced {n} vitals, lab and ADT records under prefix {a.topic_prefix!r}")
+    print(f"produced {n} vitals, lab, ADT and outcome records under prefix {a.topic_prefix!r}")
 
 
 if __name__ == "__main__":

@@ -193,17 +193,22 @@ def create_sinks(t_env: Any, settings: Settings, sinks: dict[str, str], *, prefi
         )
 
 
-def decoded_views(t_env: Any, name: str, schema_name: str, raw: str) -> None:
+def decoded_views(
+    t_env: Any, name: str, schema_name: str, raw: str, *, lenient: bool = False
+) -> None:
     """Views `<name>_late` (records at or behind the watermark) and `<name>_decoded` (the rest,
     decoded and validated in the JVM by the function generated from the topic's schema,
     udfs/java_decode.py, with `reason_code` set where a record was refused) over raw source
-    table `raw`."""
+    table `raw`. `lenient`: a refused record that decoded keeps its values (the data-quality
+    monitors count them); the other jobs must not use them."""
     from udfs import java_decode
     from udfs.flink import decoded_row
 
     cols = decoded_row(schema_name).column_list()
-    function = f"wf_decode_{name}"
-    t_env.create_java_temporary_system_function(function, java_decode.function_class(schema_name))
+    function = f"wf_decode_{name}" + ("_lenient" if lenient else "")
+    t_env.create_java_temporary_system_function(
+        function, java_decode.function_class(schema_name, lenient=lenient)
+    )
     t_env.create_temporary_view(
         f"{name}_late", t_env.sql_query(f"SELECT * FROM `{raw}` WHERE {LATE}")
     )

@@ -53,6 +53,7 @@ class Rule:
             f"LAST(C.{p}) AS {p}, LAST(C.{p}_measured_time) AS {p}_measured_time"
             for p in STATE_PARAMS
         )
+        evidence += ", LAST(C.quarantine_json) AS quarantine_json"
         return f"""
     SELECT {cols} FROM {self.source} MATCH_RECOGNIZE (
       PARTITION BY patient_token ORDER BY event_time, record_id
@@ -68,13 +69,16 @@ class Rule:
 
 def _evidence_json() -> str:
     """{param: value, param_measured_time: ISO time} of every valid parameter, built in SQL so
-    that a hit reaches the (Python) lifecycle as one string instead of 32 columns."""
+    that a hit reaches the (Python) lifecycle as one string instead of 32 columns; and
+    `quarantine` when the state ignored values of a quarantined source (the screened state's
+    `quarantine_json`: which source, since when, why, and the last ignored record's time)."""
     iso = "'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''"
     pairs = ", ".join(
         f"KEY '{p}' VALUE {p}, KEY '{p}_measured_time' VALUE DATE_FORMAT({p}_measured_time, {iso})"
         for p in STATE_PARAMS
     )
-    return f"JSON_OBJECT({pairs} ABSENT ON NULL)"
+    ignored = "KEY 'quarantine' VALUE JSON(quarantine_json)"
+    return f"JSON_OBJECT({pairs}, {ignored} ABSENT ON NULL)"
 
 
 EVIDENCE_JSON = _evidence_json()

@@ -101,7 +101,7 @@ def scored_sql() -> str:
     args = ", ".join(f"CAST({f} AS DOUBLE)" for f in STREAM_FEATURES)
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in SCORE_RESULT.columns)
     return f"""
-    SELECT record_id, patient_token, facility_id, unit_id, event_time, {result}
+    SELECT record_id, patient_token, facility_id, unit_id, event_time, {result}, quarantine_json
     FROM (SELECT *, wf_score(patient_token, CAST(event_time AS TIMESTAMP(3)),
                              record_kind = 'vitals', {args}) AS s
           FROM screened)"""
@@ -130,7 +130,8 @@ def model_hits_sql(model_name: str, source: str) -> str:
         "JSON_OBJECT('sepsis_risk' VALUE JSON_OBJECT('value' VALUE champion_risk, "
         f"'threshold' VALUE champion_threshold, 'model' VALUE '{model_name}', "
         "'version' VALUE champion_version, "
-        f"'measured_time' VALUE DATE_FORMAT(CAST(event_time AS TIMESTAMP(3)), {ISO})))"
+        f"'measured_time' VALUE DATE_FORMAT(CAST(event_time AS TIMESTAMP(3)), {ISO})), "
+        "'quarantine' VALUE JSON(quarantine_json) ABSENT ON NULL)"
     )
     hit = RULE_HIT.select_sql(
         {

@@ -67,8 +67,9 @@ def read(payload: bytes, writer: Schema, reader: Schema) -> dict[str, Any]:
     return rec
 
 
-def test_the_evolved_schemas_are_the_labs_and_vitals_topics_at_revision_2() -> None:
-    assert sorted([topics.LABS_RESULT.name, topics.VITALS_OBSERVATION.name]) == EVOLVED
+def test_the_evolved_schemas_are_the_labs_vitals_and_screen_topics_at_revision_2() -> None:
+    evolved = [topics.LABS_RESULT.name, topics.SEPSIS_SCREEN.name, topics.VITALS_OBSERVATION.name]
+    assert sorted(evolved) == EVOLVED
     for name in EVOLVED:
         assert name in TOPICS and load_schema(name).revision == 2
         assert [s.revision for s in earlier_revisions(name)] == [1]

@@ -1,0 +1,193 @@
+"""Data-quality job: every input feed watched per source (topic, facility, unit) in event-time
+windows → quality.event.v1 (feed silence, volume drop/surge, dead-lettered share by reason,
+missingness, distribution shift, unit-conversion suspects, duplicate storms; each with its
+evidence, and `action` quarantine/clear for the quarantine registry, udfs/quarantine.py).
+
+vitals, labs, device numerics, ADT (raw Kafka records, rowtime = record timestamp)
+  ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
+  └─ decode + validate in the JVM, leniently (udfs/java_decode.py `…Lenient`: a record refused
+     for a value keeps its values, e.g. a temperature of 98.6 refused as out of range)
+       ├─ undecodable (no source to count it in) ── dead-letter topic (reason per record)
+       └─ event-time tumbling windows (`quality_window_min`) per source and unit, and per source
+          of the whole facility (unit `*`), in Flink SQL generated from the topics' schemas and
+          the reference (udfs/quality_reference.json): records, distinct record ids, refusals
+          by reason, and per numeric parameter its non-null count, mean, median and counts over
+          the reference's bins, accepted AND refused values
+            → per source, at window rate: udfs.flink_quality.QualityMonitor (keyed state, an
+              event-time timer for silence) running udfs/quality.py's monitors
+            → quality.event.v1
+
+Counts add up: every on-time record that decodes is in exactly one unit window (and one
+facility window); every other record is dead-lettered here. Refused records are counted, not
+dead-lettered again: the jobs that use the values dead-letter them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from pyflink.common import Types
+from pyflink.table import StreamTableEnvironment
+
+from jobs.runtime.flink_env import rowtime_from_stream
+from jobs.runtime.job import Job, Sinks, Sources
+from jobs.runtime.tables import EPOCH_MS, dead_letter_sql, decoded_views, late_dead_letter_sql
+from schemas import rows, topics
+from schemas.rows import quote
+from schemas.settings import Settings
+from udfs import java_decode, quality
+from udfs.device import MEDIAN_FUNCTION
+from udfs.flink import decoded_columns
+from udfs.flink_quality import QUALITY_EVENT_TYPE, QualityMonitor
+
+STAGE = "data_quality"
+INPUTS = {
+    "vitals": topics.VITALS_OBSERVATION,
+    "labs": topics.LABS_RESULT,
+    "device": topics.VITALS_DEVICE,
+    "adt": topics.ADT_EVENT,
+}
+OUTPUTS = {"quality_events": topics.QUALITY_EVENT, "dead_letters": topics.DEAD_LETTER}
+# Each topic's record id (a device sends no id: device and time identify its numerics).
+RECORD_ID = {
+    "vitals": "observation_id",
+    "labs": "result_id",
+    "device": "CONCAT(device_id, '@', CAST(kafka_ts AS STRING))",
+    "adt": "event_id",
+}
+UNIT = {"adt": "COALESCE(unit_id, prior_unit_id, 'unknown')"}
+# The reasons a record that decoded can be refused for (schemas/codec.py).
+REFUSALS = ("out_of_range", "not_a_number", "bad_enum", "missing_field", "timestamp_mismatch")
+NUMERIC = ("float", "double", "int", "long")
+
+
+def parameters(name: str) -> tuple[str, ...]:
+    """The topic's numeric fields (the decoded ones: not timestamps)."""
+    schema = INPUTS[name].schema
+    have = set(decoded_columns(INPUTS[name].schema_name))
+    return tuple(f.name for f in schema.fields if f.base in NUMERIC and f.name in have)
+
+
+def _double(x: float) -> str:
+    return f"CAST({x!r} AS DOUBLE)"
+
+
+def parameter_sql(p: str, ref: quality.ParameterReference | None) -> str:
+    """[present, mean, median, bin counts…] of one parameter over a window, as JSON."""
+    v = quote(p)  # a DOUBLE of the quality view
+    parts = [f"COUNT({v})", f"AVG({v})", f"{MEDIAN_FUNCTION}(CAST({v} AS FLOAT))"]
+    if ref is not None:
+        bounds = [None, *ref.edges, None]
+        for lo, hi in itertools.pairwise(bounds):
+            cond = " AND ".join(
+                c
+                for c in (
+                    f"{v} >= {_double(lo)}" if lo is not None else "",
+                    f"{v} < {_double(hi)}" if hi is not None else "",
+                )
+                if c
+            )
+            parts.append(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)")
+    return f"JSON_ARRAY({', '.join(parts)} NULL ON NULL)"
+
+
+def windows_sql(name: str, topic: str, window_min: int, reference: quality.Reference) -> str:
+    """One row per window of each unit's source and of the facility's whole source
+    (schemas.rows.QUALITY_WINDOW, plus `rowtime`)."""
+    refused = ", ".join(
+        f"'{c}' VALUE COUNT(CASE WHEN reason_code = '{c}' THEN 1 END)" for c in REFUSALS
+    )
+    ref = reference.topic(topic)
+    params = parameters(name)
+    entries = ", ".join(f"'{p}' VALUE {parameter_sql(p, ref.parameters.get(p))}" for p in params)
+    params_json = f"JSON_OBJECT({entries})" if params else "'{}'"
+    interval = f"INTERVAL '{window_min}' MINUTE"
+    table = f"TABLE(TUMBLE(TABLE {name}_quality, DESCRIPTOR(kafka_ts), {interval}))"
+    end = f"({EPOCH_MS.format('window_time')} + 1)"
+    common = f"""
+        '{topic}' AS source_topic, facility_id,
+        {end} - {window_min * quality.MS_PER_MIN} AS window_start_ms, {end} AS window_end_ms,
+        COUNT(*) AS records, COUNT(DISTINCT record_id) AS distinct_ids,
+        JSON_OBJECT({refused}) AS refused_json"""
+    samples = (
+        "CONCAT_WS(' ', MIN(record_id), MAX(record_id), "
+        "MIN(CASE WHEN reason_code IS NOT NULL THEN record_id END)) AS sample_ids"
+    )
+    return f"""
+    SELECT {common.replace("facility_id,", "facility_id, unit_id,")}, {params_json} AS params_json,
+           {samples}, window_time AS rowtime
+    FROM {table}
+    GROUP BY facility_id, unit_id, window_start, window_end, window_time
+    UNION ALL
+    SELECT {common.replace("facility_id,", f"facility_id, '{quality.WHOLE_FACILITY}' AS unit_id,")},
+           '{{}}' AS params_json, {samples}, window_time AS rowtime
+    FROM {table}
+    GROUP BY facility_id, window_start, window_end, window_time"""
+
+
+def quality_view_sql(name: str) -> str:
+    """The records a window counts: every on-time record that decoded (refused or not), with its
+    record id, unit and numeric fields."""
+    cols = ", ".join(f"CAST({quote(p)} AS DOUBLE) AS {quote(p)}" for p in parameters(name))
+    return f"""
+    SELECT {RECORD_ID[name]} AS record_id, facility_id, {UNIT.get(name, "unit_id")} AS unit_id,
+           reason_code{", " + cols if cols else ""}, kafka_ts
+    FROM {name}_decoded
+    WHERE reason_code IS NULL OR reason_code <> 'undecodable'"""
+
+
+def window_views(t_env: StreamTableEnvironment, settings: Settings, sources: Sources) -> None:
+    """Views `<input>_late`, `<input>_decoded` (lenient) and `quality_windows`
+    (schemas.rows.QUALITY_WINDOW and `rowtime`, every source's windows)."""
+    reference = quality.load_reference()
+    t_env.create_java_temporary_system_function(MEDIAN_FUNCTION, java_decode.MEDIAN_CLASS)
+    windows = []
+    for name, src in sources.items():
+        decoded_views(t_env, name, INPUTS[name].schema_name, src.table, lenient=True)
+        t_env.create_temporary_view(f"{name}_quality", t_env.sql_query(quality_view_sql(name)))
+        windows.append(windows_sql(name, src.topic, settings.quality_window_min, reference))
+    cols = rows.QUALITY_WINDOW.column_list()
+    t_env.create_temporary_view(
+        "quality_windows",
+        t_env.sql_query(f"SELECT {cols}, rowtime FROM ({' UNION ALL '.join(windows)})"),
+    )
+
+
+def build(
+    t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
+) -> None:
+    """Sources `vitals`, `labs`, `device`, `adt` → sinks `quality_events` and `dead_letters`."""
+    window_views(t_env, settings, sources)
+    dead = []
+    for name, src in sources.items():
+        undecodable = dead_letter_sql(src.topic, STAGE, "reason_code", "reason")
+        dead.append(
+            f"SELECT {undecodable} AS d, kafka_ts FROM {name}_decoded "
+            "WHERE reason_code = 'undecodable'"
+        )
+        late = late_dead_letter_sql(src.topic, STAGE)
+        dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
+    events = (
+        t_env.to_data_stream(t_env.from_path("quality_windows"))
+        .key_by(lambda r: r.facility_id, key_type=Types.STRING())
+        .process(QualityMonitor(), output_type=QUALITY_EVENT_TYPE)
+    )
+    t_env.create_temporary_view(
+        "quality_event_rows", t_env.from_data_stream(events, rowtime_from_stream())
+    )
+    ss = t_env.create_statement_set()
+    ss.add_insert_sql(f"""
+        INSERT INTO `{sinks["dead_letters"]}`
+        SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
+    ss.add_insert_sql(f"""
+        INSERT INTO `{sinks["quality_events"]}`
+        SELECT {rows.avro_values_sql(rows.QUALITY_EVENT, topics.QUALITY_EVENT.schema)},
+               TO_TIMESTAMP_LTZ(event_time_ms, 3)
+        FROM quality_event_rows""")
+    ss.attach_as_datastream()
+
+
+JOB = Job(STAGE, __doc__, INPUTS, OUTPUTS, build)
+
+if __name__ == "__main__":
+    JOB.main()

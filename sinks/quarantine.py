@@ -1,0 +1,197 @@
+"""The quarantine actuator: applies the data-quality job's `quality.event.v1` actions to the
+quarantine registry (udfs/quarantine.py), which the screening job reads in the JVM.
+
+- action `quarantine`: the event's source (source_topic, facility_id, unit_id; `*` = every unit)
+  is quarantined from the start of the event's evidence window (`window_start`: the records that
+  showed the fault are ignored too, on a replay or a restore), with the event's `reason`, set by
+  `data_quality/<monitor>` and the event id;
+- action `clear`: its open quarantine ends at the start of the window that showed the condition
+  had ended (`window_start` of the clearing event);
+- no action: information only, nothing changes.
+
+Reads committed records only (the data-quality job writes transactionally) and commits its offsets
+after each batch has been applied; the registry is idempotent on the event id, so a batch applied
+again after a crash changes nothing. A record that does not decode or validate (an unknown action,
+an event time other than its Kafka timestamp) is a dead letter with the reason, never dropped.
+
+    python -m sinks.quarantine [--drain] [--topic-prefix P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from jobs.runtime import kafka_io
+from schemas import codec, topics
+from schemas.settings import Settings
+from udfs.quarantine import QuarantineRegistry
+
+log = logging.getLogger(__name__)
+STAGE = "quarantine_actuator"
+EVENTS = topics.QUALITY_EVENT
+
+
+@dataclass
+class ActuatorStats:
+    applied: dict[str, int] = field(default_factory=dict)  # set / clear / unchanged / info
+    dead_lettered: int = 0
+
+    def add(self, outcome: str) -> None:
+        self.applied[outcome] = self.applied.get(outcome, 0) + 1
+
+
+def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
+    """Apply one quality event: `set`, `clear`, `unchanged` (applied before, or nothing to
+    change) or `info` (no action)."""
+    action = event.get("action")
+    if action is None:
+        return "info"
+    key = (event["source_topic"], event["facility_id"], event["unit_id"])
+    at: datetime = event["window_start"]
+    if action == "quarantine":
+        done = registry.set(
+            *key,
+            since=at,
+            reason=event["reason"],
+            by=f"data_quality/{event['monitor']}",
+            event_id=event["event_id"],
+        )
+        return "set" if done else "unchanged"
+    cleared = registry.clear(
+        *key,
+        until=at,
+        reason=event["reason"],
+        by=f"data_quality/{event['monitor']}",
+        event_id=event["event_id"],
+    )
+    return "clear" if cleared else "unchanged"
+
+
+class Actuator:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: QuarantineRegistry,
+        *,
+        prefix: str = "",
+        group_id: str = "wardflow-quarantine-actuator",
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.topic = prefix + EVENTS.name
+        self.dead_letter_topic = prefix + topics.DEAD_LETTER.name
+        kafka_io.ensure_topics(settings, [EVENTS.name, topics.DEAD_LETTER.name], prefix=prefix)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": prefix + group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        self.consumer.subscribe([self.topic])
+        self.producer = kafka_io.producer(settings)
+        self.stats = ActuatorStats()
+
+    def _dead_letter(self, m: Any, why: codec.Rejection) -> None:
+        _, ts = m.timestamp()
+        letter = {
+            "source_topic": m.topic(),
+            "source_partition": m.partition(),
+            "source_offset": m.offset(),
+            "source_timestamp": datetime.fromtimestamp(ts / 1000, UTC) if ts > 0 else None,
+            "stage": STAGE,
+            "reason_code": why.reason_code,
+            "reason": why.reason,
+            "payload": m.value() or b"",
+            "payload_ref": None,
+        }
+        value = codec.encode(topics.DEAD_LETTER.schema, letter)
+        self.producer.produce(self.dead_letter_topic, key=m.topic().encode(), value=value)
+        self.stats.dead_lettered += 1
+
+    def poll_batch(self, timeout_s: float = 1.0) -> int:
+        """Apply the next batch of events in order, then commit their offsets."""
+        msgs = self.consumer.consume(num_messages=500, timeout=timeout_s)
+        for m in msgs:
+            if m.error():
+                continue
+            _, ts = m.timestamp()
+            event = codec.decode_valid(EVENTS.schema, m.value(), ts if ts > 0 else None)
+            if isinstance(event, codec.Rejection):
+                self._dead_letter(m, event)
+                continue
+            outcome = apply(self.registry, event)
+            self.stats.add(outcome)
+            if outcome in ("set", "clear"):
+                log.warning("quarantine %s: %s", outcome, event["event_id"])
+        if msgs:
+            self.producer.flush_or_raise()
+            self.consumer.commit(asynchronous=False)
+        return len(msgs)
+
+    def lag(self) -> int:
+        """Offsets of the events topic neither committed nor read past (transaction markers
+        take offsets but are never delivered, so the read position counts too)."""
+        ends = kafka_io.end_offsets(self.settings, self.topic)
+        tps = [TopicPartition(self.topic, p) for p in ends]
+        read = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+        total = 0
+        for tp in self.consumer.committed(tps, timeout=10):
+            done = max(tp.offset, read.get(tp.partition, -1))
+            total += ends[tp.partition] - max(done, 0)
+        return total
+
+    def drain(self, *, timeout_s: float = 60.0) -> ActuatorStats:
+        """Apply every event up to the topic's current end."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.poll_batch(0.5) == 0 and self.lag() == 0:
+                return self.stats
+        raise TimeoutError(f"actuator did not catch up within {timeout_s} s (lag {self.lag()})")
+
+    def run_forever(self, stop: Callable[[], bool]) -> ActuatorStats:
+        while not stop():
+            self.poll_batch(1.0)
+        return self.stats
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--drain", action="store_true", help="stop once every event is applied")
+    ap.add_argument("--topic-prefix", default="")
+    Settings.add_arguments(ap)
+    a = ap.parse_args(argv)
+    settings = Settings.resolve(a)
+    kafka_io.wait_for_broker(settings)
+    actuator = Actuator(settings, QuarantineRegistry.of(settings), prefix=a.topic_prefix)
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stats = actuator.drain() if a.drain else actuator.run_forever(lambda: stopping)
+    finally:
+        actuator.close()
+    print(f"applied {stats.applied}; dead-lettered {stats.dead_lettered}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""A quarantined source in the screening job, in memory on the MiniCluster: real set-A patients,
+one unit's charted-vitals source corrupted by a firmware fault (heart rate double-counted, still
+inside the schema's range, so validation lets it through) and quarantined for the fault's
+event-time interval, and a facility's bedside-monitor source (simulated from set A) quarantined
+from mid-run on, whole facility, never cleared. Their records still make screened states and
+charted minutes, but no state, rule or alert uses their values; the alerts of their patients
+name the quarantine; after the clear the unit's values count again. The oracle is the offline
+reference over the same records with the quarantined records' values removed
+(tests/reference_screen.py, over tests/reference_charting.py's minutes for the monitors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from jobs import sepsis_screen
+from jobs.feeds import device_sim, replay
+from schemas import topics
+from schemas.settings import Settings
+from tests import reference_charting, reference_screen
+from tests.flink_harness import run_bounded
+from udfs.quarantine import QuarantineRegistry
+from udfs.sepsis import STATE_PARAMS
+
+pytestmark = pytest.mark.slow
+
+PATIENTS = 16
+FACILITY, UNIT = "hospital-a", "MICU"
+VITALS = topics.VITALS_OBSERVATION.name
+INPUT_OF = {VITALS: "vitals", topics.LABS_RESULT.name: "labs", topics.ADT_EVENT.name: "adt"}
+REASON = "heart rate double-counted after a monitor firmware update"
+DEVICE = topics.VITALS_DEVICE.name
+MONITORS = device_sim.DevicePlan(beds=3, seconds=10 * 60)
+MONITORS_FROM = MONITORS.start + timedelta(minutes=5)
+Items = list[tuple[str, dict[str, Any]]]
+
+
+def _faulty(topic: str, rec: dict[str, Any], since: datetime, until: datetime) -> bool:
+    return (
+        topic == VITALS
+        and rec["unit_id"] == UNIT
+        and since <= rec["event_time"] < until
+        and rec["heart_rate_bpm"] is not None
+    )
+
+
+def _without_values(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if k in STATE_PARAMS else v for k, v in rec.items()}
+
+
+@pytest.fixture(scope="module")
+def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
+    plan = replay.ReplayPlan(patients=PATIENTS)
+    df = pd.read_parquet(replay.SAMPLE)
+    key = settings.require_phi_key()
+    clean = replay.clinical_stream(replay.select_patients(df, plan), plan, key, "setA-sample")
+    device = [r for sec in device_sim.device_seconds(df, MONITORS, key, "setA-sample") for r in sec]
+    (monitor_facility,) = {r["facility_id"] for r in device}
+    # The monitors' charted minutes as the reference sees them, values removed once quarantined.
+    minutes = reference_charting.as_observations(reference_charting.charted(device))
+    unit_times = sorted(r["event_time"] for t, r in clean if t == VITALS and r["unit_id"] == UNIT)
+    since, until = unit_times[len(unit_times) // 4], unit_times[3 * len(unit_times) // 4]
+    items: Items = []
+    faulty_ids = set()
+    for topic, rec in clean:
+        if _faulty(topic, rec, since, until):
+            rec = {**rec, "heart_rate_bpm": min(2 * rec["heart_rate_bpm"], 350.0)}
+            faulty_ids.add(rec["observation_id"])
+        items.append((topic, rec))
+    # Every record of the source in the interval is ignored, faulty or not.
+    ignored = {
+        r["observation_id"]
+        for t, r in items
+        if t == VITALS and r["unit_id"] == UNIT and since <= r["event_time"] < until
+    }
+    registry = QuarantineRegistry(tmp_path_factory.mktemp("quarantine"))
+    registry.set(VITALS, FACILITY, UNIT, since=since, reason=REASON, by="dq", event_id="dq-1")
+    registry.clear(VITALS, FACILITY, UNIT, until=until, reason="firmware rolled back", by="ops")
+    registry.set(DEVICE, monitor_facility, None, since=MONITORS_FROM, reason="monitors", by="ops")
+    inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
+    for topic, rec in items:
+        inputs[INPUT_OF[topic]].append(rec)
+    inputs["device"] = device
+    run = dataclasses.replace(settings, quarantine_registry=registry.root, device_numerics=True)
+    out = run_bounded(sepsis_screen.JOB, run, inputs, Path(tmp_path_factory.mktemp("quarantine")))
+    ignored_minutes = {r["observation_id"] for _, r in minutes if r["event_time"] >= MONITORS_FROM}
+    return {
+        "items": items,
+        "device": device,
+        "minutes": minutes,
+        "ignored_minutes": ignored_minutes,
+        "since": since,
+        "until": until,
+        "ignored": ignored,
+        "faulty": faulty_ids,
+        "quarantine": registry.all()[0],
+        "monitor_quarantine": registry.all()[1],
+        **out,
+    }
+
+
+def _honoured(case: dict[str, Any]) -> Items:
+    """The job's input as the reference sees it when the quarantines are honoured: the records
+    and charted minutes of a quarantined source at their event time without their values."""
+    out = [
+        (t, _without_values(r) if t == VITALS and r["observation_id"] in case["ignored"] else r)
+        for t, r in case["items"]
+    ]
+    out += [
+        (t, _without_values(r) if r["observation_id"] in case["ignored_minutes"] else r)
+        for t, r in case["minutes"]
+    ]
+    return sorted(out, key=lambda tr: tr[1]["event_time"])
+
+
+def test_the_injected_fault_would_raise_alerts_if_its_values_were_used(
+    case: dict[str, Any],
+) -> None:
+    _, used = reference_screen.run(case["items"])
+    quarantined = [
+        (t, _without_values(r) if t == VITALS and r["observation_id"] in case["ignored"] else r)
+        for t, r in case["items"]
+    ]
+    _, honoured = reference_screen.run(quarantined)
+    assert len(case["faulty"]) > 20
+    assert {e["alert_event_id"] for e in used} - {e["alert_event_id"] for e in honoured}
+
+
+def test_a_quarantined_sources_values_reach_no_state_rule_or_alert_until_it_is_cleared(
+    case: dict[str, Any],
+) -> None:
+    rows, events = reference_screen.run(_honoured(case))
+    reference_screen.assert_states_equal(case["sepsis_screen"], rows)
+    stripped = []
+    for e in case["alert_events"]:
+        evidence = json.loads(e["evidence_json"])
+        evidence.pop("quarantine", None)
+        stripped.append({**e, "evidence_json": json.dumps(evidence)})
+    reference_screen.assert_events_equal(stripped, events)
+    # After the clear the unit's heart rates are the state's again.
+    after = [
+        s
+        for s in case["sepsis_screen"]
+        if s["unit_id"] == UNIT
+        and s["record_kind"] == "vitals"
+        and s["event_time"] >= case["until"]
+        and s["heart_rate_bpm_measured_time"] == s["event_time"]
+    ]
+    assert after, "the source's values are used again after the clear"
+
+
+def test_a_quarantined_sources_records_are_still_screened_and_marked_with_the_quarantine(
+    case: dict[str, Any],
+) -> None:
+    states = {s["record_id"]: s for s in case["sepsis_screen"]}
+    clinical_letters = [d for d in case["dead_letters"] if d["source_topic"] != DEVICE]
+    assert len(states) + len(clinical_letters) == len(case["items"]) + len(case["minutes"])
+    ignored = [(r, case["quarantine"]) for r in case["ignored"]]
+    ignored += [(r, case["monitor_quarantine"]) for r in case["ignored_minutes"]]
+    assert len(case["ignored_minutes"]) > 10
+    for record_id, quarantine in ignored:
+        marker = json.loads(states[record_id]["quarantine_json"])
+        assert marker["quarantine"] == json.loads(quarantine.note())
+        got = pd.Timestamp(marker["last_ignored_time"])
+        assert got == pd.Timestamp(states[record_id]["event_time"])
+    # The marker follows the patient (a transfer out of the unit keeps it for the window).
+    marked = {s["patient_token"] for s in states.values() if s["quarantine_json"] is not None}
+    assert marked == {states[r]["patient_token"] for r, _ in ignored}
+    # The monitors' minutes are still stored with their values, every device record in one.
+    charted = case["vitals_charted"]
+    device_letters = [d for d in case["dead_letters"] if d["source_topic"] == DEVICE]
+    assert sum(c["records"] for c in charted) + len(device_letters) == len(case["device"])
+    stored = {c["chart_id"]: c for c in charted}
+    assert all(stored[m]["heart_rate_bpm"] is not None for m in case["ignored_minutes"])
+
+
+def test_an_alert_whose_patient_had_values_ignored_names_the_quarantine_in_its_evidence(
+    case: dict[str, Any],
+) -> None:
+    states = {s["record_id"]: s for s in case["sepsis_screen"]}
+    raised = [e for e in case["alert_events"] if e["action"] != "resolve"]
+    named = 0
+    for e in raised:  # named: those naming the data-quality event's quarantine
+        evidence = json.loads(e["evidence_json"])
+        marker = states[e["last_record_id"]]["quarantine_json"]
+        if marker is None:
+            assert "quarantine" not in evidence
+            continue
+        assert evidence["quarantine"] == json.loads(marker)
+        note = evidence["quarantine"]["quarantine"]
+        assert (note["source_topic"], note["unit_id"], note["reason"]) in {
+            (VITALS, UNIT, REASON),
+            (DEVICE, "*", "monitors"),
+        }
+        named += note["event_id"] == "dq-1"
+    assert named > 0, "some alert of the quarantined unit's patients names the quarantine"

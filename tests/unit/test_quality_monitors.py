@@ -1,0 +1,329 @@
+"""The data-quality monitors (udfs/quality.py) on real PhysioNet/CinC 2019 set A values: what a
+clean window looks like against the reference built from set A, and what the faults a hospital
+meets look like (a °F firmware update, lost parameters, a duplicate storm, a feed falling
+silent), without Flink."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas import topics
+from schemas.physionet import VITALS as VITALS_COLUMNS
+from schemas.settings import Settings
+from training import quality_reference
+from udfs import quality
+
+VITALS, LABS = topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name
+T = quality.Thresholds()
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture(scope="module")
+def set_a(settings: Settings) -> pd.DataFrame:
+    if not settings.physionet_setA.exists():
+        pytest.skip(f"PhysioNet 2019 set A is not at {settings.physionet_setA}")
+    cols = ["patient_id", "ICULOS", "Creatinine", *VITALS_COLUMNS]
+    return pd.read_parquet(settings.physionet_setA, columns=cols)
+
+
+@pytest.fixture(scope="module")
+def ref() -> quality.Reference:
+    return quality.load_reference()
+
+
+def _hour(df: pd.DataFrame, hour: int, patients: int, seed: int) -> pd.DataFrame:
+    """One ICU hour of `patients` real patients (a unit's window of hourly charting)."""
+    at = df[df["ICULOS"] == hour]
+    ids = np.random.default_rng(seed).choice(at["patient_id"].unique(), patients, replace=False)
+    return at[at["patient_id"].isin(ids)]
+
+
+def _parameter(values: np.ndarray[Any, Any], pref: quality.ParameterReference, records: int) -> Any:
+    v = values[~np.isnan(values)].astype("float32").astype("float64")
+    bins = np.bincount(np.searchsorted(pref.edges, v, side="right"), minlength=len(pref.edges) + 1)
+    return quality.ParameterWindow(
+        len(v),
+        float(v.mean()) if len(v) else None,
+        float(np.median(v)) if len(v) else None,
+        tuple(int(b) for b in bins),
+    )
+
+
+def _window(
+    rows: pd.DataFrame, ref: quality.Reference, start_ms: int, *, unit: str = "MICU", **change: Any
+) -> quality.Window:
+    params = {
+        "heart_rate_bpm": rows["HR"].to_numpy("float64"),
+        "temp_c": rows["Temp"].to_numpy("float64"),
+        "spo2_pct": rows["O2Sat"].to_numpy("float64"),
+    }
+    params.update(change.pop("params", {}))
+    pref = ref.topic(VITALS).parameters
+    w = quality.Window(
+        VITALS,
+        "hospital-a",
+        unit,
+        start_ms,
+        start_ms + HOUR_MS,
+        len(rows),
+        len(rows),
+        {},
+        {n: _parameter(v, pref[n], len(rows)) for n, v in params.items()},
+        "a b",
+    )
+    return dataclasses.replace(w, **change) if change else w
+
+
+def test_a_temperature_window_centred_near_98_is_a_fahrenheit_suspect_and_a_celsius_one_is_not(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    pref = ref.topic(VITALS).parameters["temp_c"]
+    temps = _hour(set_a, 8, 60, 1)["Temp"].dropna().to_numpy()
+    assert len(temps) >= 10
+    celsius = float(np.median(temps))
+    fahrenheit = float(np.median(temps * 9 / 5 + 32))
+    assert 96 <= fahrenheit <= 101
+    suspect, converted = quality.unit_suspect("temp_c", celsius, len(temps), pref, T)
+    assert not suspect and converted == pytest.approx((celsius - 32) * 5 / 9)
+    suspect, converted = quality.unit_suspect("temp_c", fahrenheit, len(temps), pref, T)
+    assert suspect and converted == pytest.approx(celsius, abs=0.01)
+    # too few values to judge
+    assert not quality.unit_suspect("temp_c", fahrenheit, 2, pref, T)[0]
+
+
+def test_creatinine_reported_in_micromoles_is_a_unit_suspect(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    pref = ref.topic(LABS).parameters["creatinine_mg_dl"]
+    mg_dl = set_a["Creatinine"].dropna().to_numpy()[:200]
+    assert not quality.unit_suspect("creatinine_mg_dl", float(np.median(mg_dl)), 200, pref, T)[0]
+    umol = float(np.median(mg_dl * 88.4))
+    assert quality.unit_suspect("creatinine_mg_dl", umol, 200, pref, T)[0]
+
+
+def test_real_heart_rates_match_the_reference_and_fahrenheit_temperatures_shift_severely(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    pref = ref.topic(VITALS).parameters
+    hr = set_a["HR"].dropna().sample(400, random_state=7).to_numpy()
+    w = _parameter(hr, pref["heart_rate_bpm"], 400)
+    assert quality.psi(w.bins, pref["heart_rate_bpm"].proportions) < T.stable_psi
+    assert quality.chi_square_p(w.bins, pref["heart_rate_bpm"].proportions) > T.p_value
+    temps = set_a["Temp"].dropna().sample(60, random_state=7).to_numpy() * 9 / 5 + 32
+    f = _parameter(temps, pref["temp_c"], 60)
+    assert quality.psi(f.bins, pref["temp_c"].proportions) > T.severe_psi
+    assert quality.chi_square_p(f.bins, pref["temp_c"].proportions) < T.p_value
+
+
+def test_a_day_of_real_clean_windows_raises_nothing(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
+    events = []
+    for h in range(2, 26):
+        events += mon.observe(
+            _window(_hour(set_a, h, 80, h), ref, h * HOUR_MS), ref.topic(VITALS), T
+        )
+    assert events == []
+    assert mon.windows == 24 and not mon.open
+
+
+def test_fahrenheit_temperatures_quarantine_the_source_and_celsius_again_clears_it(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
+    r = ref.topic(VITALS)
+    for h in range(2, 5):
+        assert mon.observe(_window(_hour(set_a, h, 60, h), ref, h * HOUR_MS), r, T) == []
+    rows = _hour(set_a, 5, 60, 5)
+    bad = _window(rows, ref, 5 * HOUR_MS, params={"temp_c": rows["Temp"].to_numpy() * 1.8 + 32})
+    opened = mon.observe(bad, r, T)
+    conv = [e for e in opened if e["monitor"] == "unit_conversion"]
+    assert len(conv) == 1 and conv[0]["action"] == "quarantine" and conv[0]["state"] == "open"
+    assert conv[0]["parameter"] == "temp_c" and json.loads(conv[0]["evidence_json"])["wrong_unit"]
+    assert mon.quarantined
+    cleared = mon.observe(_window(_hour(set_a, 6, 60, 6), ref, 6 * HOUR_MS), r, T)
+    assert [(e["monitor"], e["state"], e["action"]) for e in cleared] == [
+        ("unit_conversion", "resolved", "clear")
+    ]
+    assert cleared[0]["opened_event_id"] == conv[0]["event_id"]
+
+
+def test_a_quarantine_is_cleared_only_when_no_quarantining_condition_remains(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "SICU")
+    r = ref.topic(VITALS)
+    rows = _hour(set_a, 6, 60, 6)
+    fahrenheit = {"temp_c": rows["Temp"].to_numpy() * 1.8 + 32}
+    # a duplicate storm (every record sent twice) and °F temperatures at once
+    both = _window(rows, ref, 0, params=fahrenheit, records=120, distinct_ids=60)
+    actions = {e["monitor"]: e["action"] for e in mon.observe(both, r, T)}
+    assert actions == {"duplicate_storm": "quarantine", "unit_conversion": None}
+    # the duplicates stop, the °F values go on: still quarantined, no clear
+    ev = mon.observe(_window(rows, ref, HOUR_MS, params=fahrenheit), r, T)
+    assert [(e["monitor"], e["state"], e["action"]) for e in ev] == [
+        ("duplicate_storm", "resolved", None)
+    ]
+    ev = mon.observe(_window(rows, ref, 2 * HOUR_MS), r, T)
+    assert [(e["monitor"], e["state"], e["action"]) for e in ev] == [
+        ("unit_conversion", "resolved", "clear")
+    ]
+
+
+def test_a_parameter_the_feed_stops_sending_opens_missingness(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "ICU")
+    r = ref.topic(VITALS)
+    for h in range(2, 2 + T.min_history):
+        assert mon.observe(_window(_hour(set_a, h, 60, h), ref, h * HOUR_MS), r, T) == []
+    h = 2 + T.min_history
+    rows = _hour(set_a, h, 60, h)
+    lost = _window(rows, ref, h * HOUR_MS, params={"heart_rate_bpm": np.full(len(rows), np.nan)})
+    ev = mon.observe(lost, r, T)
+    assert [(e["monitor"], e["parameter"]) for e in ev] == [("missingness", "heart_rate_bpm")]
+    assert ev[0]["observed"] == 0 and ev[0]["expected"] > 0.9 and ev[0]["action"] is None
+    back = mon.observe(_window(_hour(set_a, h + 1, 60, h + 1), ref, (h + 1) * HOUR_MS), r, T)
+    assert [(e["monitor"], e["state"]) for e in back] == [("missingness", "resolved")]
+
+
+def test_a_unit_that_charts_a_parameter_less_than_the_reference_is_not_missing_it(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "ICU")
+    r = ref.topic(VITALS)
+    events = []
+    for h in range(2, 14):
+        rows = _hour(set_a, h, 60, h)
+        sparse = rows["HR"].to_numpy().copy()
+        sparse[: int(len(sparse) * 0.85)] = np.nan  # a unit charting HR in ~15 % of records
+        events += mon.observe(
+            _window(rows, ref, h * HOUR_MS, params={"heart_rate_bpm": sparse}), r, T
+        )
+    assert events == []
+
+
+def test_volume_drops_and_surges_are_judged_against_the_sources_own_baseline(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "*")
+    r = ref.topic(VITALS)
+    counts = [len(_hour(set_a, h, 60, h)) for h in range(2, 10)]
+    for i, n in enumerate(counts):
+        w = quality.Window(VITALS, "hospital-a", "*", i * HOUR_MS, (i + 1) * HOUR_MS, n, n, {}, {})
+        assert mon.observe(w, r, T) == []
+    low = quality.Window(VITALS, "hospital-a", "*", 8 * HOUR_MS, 9 * HOUR_MS, 6, 6, {}, {})
+    assert [e["monitor"] for e in mon.observe(low, r, T)] == ["volume_drop"]
+    back = quality.Window(VITALS, "hospital-a", "*", 9 * HOUR_MS, 10 * HOUR_MS, 58, 58, {}, {})
+    assert [(e["monitor"], e["state"]) for e in mon.observe(back, r, T)] == [
+        ("volume_drop", "resolved")
+    ]
+
+
+def test_refusals_above_the_reference_share_open_a_dead_letter_event(
+    ref: quality.Reference,
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
+    w = quality.Window(VITALS, "hospital-a", "MICU", 0, HOUR_MS, 60, 60, {"out_of_range": 12}, {})
+    ev = mon.observe(w, ref.topic(VITALS), T)
+    assert [(e["monitor"], e["parameter"]) for e in ev] == [("dead_letter_share", "out_of_range")]
+    assert ev[0]["observed"] == pytest.approx(0.2)
+    # the reference's refusal share of set A (FiO2 charted as a percentage) is no alarm
+    ok = quality.Window(VITALS, "hospital-a", "ICU", 0, HOUR_MS, 60, 60, {"out_of_range": 1}, {})
+    assert (
+        quality.SourceMonitor(VITALS, "hospital-a", "ICU").observe(ok, ref.topic(VITALS), T) == []
+    )
+
+
+def _bare(topic: str, unit: str, hour: int, n: int = 20) -> quality.Window:
+    return quality.Window(
+        topic, "hospital-a", unit, hour * HOUR_MS, (hour + 1) * HOUR_MS, n, n, {}, {}
+    )
+
+
+def test_the_facilitys_own_records_are_the_clock_for_silence_so_the_end_of_a_replay_is_not_silence(
+    ref: quality.Reference,
+) -> None:
+    fac = quality.FacilityMonitor()
+    silence = quality.SILENCE_MIN.get
+    for h in range(12):
+        fac.add(_bare(VITALS, "MICU", h))
+        if not 4 <= h < 9:  # the unit's labs stop for five hours
+            fac.add(_bare(LABS, "MICU", h, 5))
+    events = fac.advance(12 * HOUR_MS, ref, T, lambda t: silence(t, 60.0), watermark_clock=False)
+    got = [
+        (e["monitor"], e["state"], e["source_topic"], e["event_time_ms"] // HOUR_MS) for e in events
+    ]
+    assert got == [("feed_silence", "open", LABS, 7), ("feed_silence", "resolved", LABS, 10)]
+    # the input ends: no window, no clock, no silence
+    assert fac.advance(2**62, ref, T, lambda t: silence(t, 60.0), watermark_clock=False) == []
+    # a live watermark far past the last window: every source is silent
+    late = fac.advance(30 * HOUR_MS, ref, T, lambda t: silence(t, 60.0), watermark_clock=True)
+    assert {(e["source_topic"], e["monitor"]) for e in late} == {
+        (VITALS, "feed_silence"),
+        (LABS, "feed_silence"),
+    }
+
+
+def test_the_committed_reference_is_set_as_heart_rates_rebuilt(set_a: pd.DataFrame) -> None:
+    raw = json.loads(quality.REFERENCE_FILE.read_text())
+    assert raw["name"] == "physionet2019:setA"
+    hr = raw["topics"][VITALS]["parameters"]["heart_rate_bpm"]
+    vitals = quality_reference.topic_reference(set_a, topics.VITALS_OBSERVATION, VITALS_COLUMNS)
+    rebuilt = vitals["parameters"]["heart_rate_bpm"]
+    assert rebuilt["edges"] == hr["edges"] and rebuilt["proportions"] == hr["proportions"]
+    for t in raw["topics"].values():
+        for p in t["parameters"].values():
+            assert sum(p["proportions"]) == pytest.approx(1, abs=1e-5)
+            assert p["edges"] == sorted(set(p["edges"]))
+
+
+def _unit_windows(
+    rows: pd.DataFrame, ref: quality.Reference, unit: str, topic: topics.Topic, columns: Any
+) -> list[quality.Window]:
+    """A unit's hourly windows of one topic as the job's SQL computes them (records, present
+    counts, medians and bin counts over the reference's bins), from real hourly rows."""
+    pref = ref.topic(topic.name).parameters
+    values = rows[list(columns)].rename(columns=columns)
+    is_record = values.notna().any(axis=1) if topic is topics.LABS_RESULT else values.index >= 0
+    out = []
+    for h, g in values[is_record].groupby(rows.loc[is_record, "ICULOS"]):
+        params = {str(n): _parameter(g[n].to_numpy("float64"), pref[str(n)], len(g)) for n in g}
+        start, n = int(h) * HOUR_MS, len(g)
+        w = quality.Window(topic.name, "hospital-a", unit, start, start + HOUR_MS, n, n, {}, params)
+        out.append(w)
+    return out
+
+
+def test_two_days_of_twenty_real_clean_units_raise_no_false_alarm(
+    settings: Settings, ref: quality.Reference
+) -> None:
+    """20 units of 60 set-A patients each, 48 hours from their second ICU hour, vitals and
+    labs: 40 unit-days of each topic through the facility's monitors."""
+    from schemas.physionet import LABS as LAB_COLUMNS
+
+    cols = ["patient_id", "ICULOS", *VITALS_COLUMNS, *LAB_COLUMNS]
+    df = pd.read_parquet(settings.physionet_setA, columns=cols)
+    long = df.groupby("patient_id")["ICULOS"].max()
+    ids = np.sort(long[long >= 50].index)[: 20 * 60]
+    df = df[df["patient_id"].isin(ids) & df["ICULOS"].between(2, 49)]
+    unit_of = {pid: f"U{i // 60:02d}" for i, pid in enumerate(ids)}
+    fac = quality.FacilityMonitor()
+    for unit, rows in df.groupby(df["patient_id"].map(unit_of)):
+        for topic, columns in (
+            (topics.VITALS_OBSERVATION, VITALS_COLUMNS),
+            (topics.LABS_RESULT, LAB_COLUMNS),
+        ):
+            for w in _unit_windows(rows, ref, str(unit), topic, columns):
+                fac.add(w)
+    events = fac.advance(2**62, ref, T, lambda t: quality.SILENCE_MIN[t], watermark_clock=False)
+    source_days = 20 * 2 * 2
+    print(f"false alarms: {len(events)} over {source_days} clean source-days")
+    assert [(e["source_topic"], e["unit_id"], e["monitor"], e["reason"]) for e in events] == []

@@ -1,0 +1,96 @@
+"""The data-quality monitors in a Flink keyed process function, at window rate.
+
+Keyed by source (topic|facility|unit). Each QUALITY_WINDOW row goes through the source's
+`udfs.quality.SourceMonitor` (kept in value state) and an event-time timer is set where the
+source turns silent unless another window comes (udfs.quality.SILENCE_MIN). A timer that fires
+because the input ended (the watermark jumps to its maximum at the end of a bounded run) is not
+silence and raises nothing.
+
+In: schemas.rows.QUALITY_WINDOW rows (by name), their event time as the record timestamp.
+Out: schemas.rows.QUALITY_EVENT rows (QUALITY_EVENT_TYPE).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from schemas import rows
+from udfs import flink_types, quality
+
+QUALITY_EVENT_TYPE = flink_types.type_info(rows.QUALITY_EVENT)
+END_OF_INPUT_MS = 2**63 - 1  # Flink's MAX_WATERMARK
+
+
+def window_of(r: Any) -> quality.Window:
+    refused = json.loads(r.refused_json or "{}")
+    return quality.Window(
+        source_topic=r.source_topic,
+        facility_id=r.facility_id,
+        unit_id=r.unit_id,
+        start_ms=int(r.window_start_ms),
+        end_ms=int(r.window_end_ms),
+        records=int(r.records),
+        distinct_ids=int(r.distinct_ids),
+        refused={k: int(v) for k, v in refused.items() if v},
+        parameters=quality.parse_parameters(r.params_json),
+        sample_ids=r.sample_ids,
+    )
+
+
+class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
+    """Per facility: its sources' windows through their monitors, in event-time order
+    (udfs.quality.FacilityMonitor), at timers on the windows' times; a timer where a source
+    turns silent lets the watermark be the clock when the whole facility is quiet."""
+
+    def __init__(
+        self,
+        silence_min: Mapping[str, float] | None = None,
+        thresholds: quality.Thresholds | None = None,
+        reference_path: str | None = None,
+    ) -> None:
+        self.silence_min = dict(silence_min or quality.SILENCE_MIN)
+        self.thresholds = thresholds or quality.Thresholds()
+        self.reference_path = reference_path
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("facility", Types.PICKLED_BYTE_ARRAY())
+        )
+        path = Path(self.reference_path) if self.reference_path else quality.REFERENCE_FILE
+        self.reference = quality.load_reference(path)
+
+    def _silence(self, topic: str) -> float:
+        return self.silence_min.get(topic, max(self.silence_min.values()))
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        fac: quality.FacilityMonitor = self.state.value() or quality.FacilityMonitor()
+        fac.add(window_of(value))
+        self.state.update(fac)
+        ctx.timer_service().register_event_time_timer(ctx.timestamp())
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        fac: quality.FacilityMonitor | None = self.state.value()
+        if fac is None:
+            return
+        live = ctx.timer_service().current_watermark() < END_OF_INPUT_MS
+        events = fac.advance(
+            timestamp + 1,
+            self.reference,
+            self.thresholds,
+            self._silence,
+            watermark_clock=live,
+        )
+        check = fac.silence_check_ms(self._silence)
+        if live and check is not None and check - 1 > timestamp:
+            ctx.timer_service().register_event_time_timer(check - 1)
+        self.state.update(fac)
+        for ev in events:
+            yield Row(*(ev[n] for n in rows.QUALITY_EVENT.columns))

@@ -1,0 +1,927 @@
+"""Data-quality monitors: pure functions over one source's event-time windows, and the per-source
+state machine that turns them into quality.event.v1 events (opened, escalated, resolved).
+
+A *source* is (source topic, facility, unit); unit `*` is the facility's whole source. The
+data-quality job (jobs/data_quality.py) computes each source's tumbling windows in Flink SQL
+(records, distinct record ids, refusals by reason, and per numeric parameter the non-null
+count, mean, median and counts over the reference's bins, accepted AND refused values) and hands
+them, at window rate, to `SourceMonitor` (one per source, in keyed state; udfs/flink_quality.py).
+
+The monitors, their thresholds and why (MONITORS):
+
+- feed silence: no window for `silence_min` (per topic, SILENCE_MIN) after a source was seen
+  in at least `min_windows` windows; resolved by the next window. At facility level (`*`) it
+  is the whole feed going silent.
+- volume drop / surge: the window's record count against the median of the source's previous
+  windows (at least `min_history`), a Poisson tail probability below `p_value` and a ratio of at
+  least `ratio`: a clinical feed's counts are counts of independent arrivals.
+- dead-letter share by reason: share of the window's records refused with a reason, at least
+  `share` and `ratio` times the reference share, with a binomial tail below `p_value`.
+- missingness: per parameter, the share of records carrying it below `ratio` times the
+  source's own share over its previous windows (at least `min_history`; charting habits differ
+  between units, so a global reference would flag a unit for how it charts), binomial tail
+  below `p_value`.
+- distribution shift: per parameter, the population stability index of the window's values
+  over the reference bins (PSI ≥ 0.1 moderate, ≥ 0.25 major: Siddiqi, Credit Risk Scorecards,
+  Wiley 2006; Yurdakul, Statistical properties of the population stability index, Western
+  Michigan University 2018), together with a chi-square goodness-of-fit test on the same bins
+  (p below `p_value`) so that a small window's sampling noise — PSI ≈ (bins − 1) / n under no
+  shift — is not read as a shift, in `shift_windows` consecutive windows (a unit's patients are
+  the same from one window to the next, so one window's cohort blip is no fault). PSI ≥
+  `severe_psi` with the median outside the reference's 1st–99th percentiles quarantines at once.
+- unit-conversion suspect: per parameter with a known wrong unit (UNIT_SUSPECTS), the window's
+  median lies outside the reference's 1st–99th percentiles while the median converted from the
+  wrong unit lies inside its 5th–95th: a temperature centred near 98 read as °F is 36.7 °C.
+  Quarantines.
+- duplicate storm: share of records repeating a record id already in the window. Quarantines.
+
+The p-value thresholds are per source, parameter and window: at 1e-6, a facility with 10
+sources × 15 parameters × 288 five-minute windows a day (43,200 tests) expects 0.04 chance
+alarms a day from sampling alone. The reference (bins, shares, percentiles) is built from real
+training data by `python -m training.quality_reference` (udfs/quality_reference.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from statistics import median
+from typing import Any, NamedTuple
+
+from scipy import stats
+
+from schemas import topics
+
+REFERENCE_FILE = Path(__file__).resolve().parent / "quality_reference.json"
+WHOLE_FACILITY = "*"
+EPSILON = 1e-4  # floor of a bin's share in PSI (empty bins), as the ML ops board's PSI
+MS_PER_MIN = 60_000
+
+# Minutes without a window after which a source counts as silent, per topic. Vitals are charted
+# at least hourly in an ICU (PhysioNet/CinC 2019 rows are hourly): two missed rounds. A unit's
+# labs arrive several an hour (16 % of set A's patient-hours carry a lab; a 20-bed unit expects
+# ~3 an hour, so 3 h without one has probability e^-9.6 ≈ 7e-5). A monitor at device rate sends
+# every second: 5 minutes is an outage. ADT moves a few times a day per unit.
+SILENCE_MIN: dict[str, float] = {
+    topics.VITALS_DEVICE.name: 5.0,
+    topics.VITALS_OBSERVATION.name: 120.0,
+    topics.LABS_RESULT.name: 180.0,
+    topics.ADT_EVENT.name: 720.0,
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The monitors' thresholds (see the module doc for each one's source)."""
+
+    min_windows: int = 3  # windows seen before a source's silence means anything
+    min_history: int = 6  # windows of baseline before volume is judged
+    history: int = 12  # windows kept for the baseline
+    volume_ratio: float = 4.0  # drop to ≤ 1/4 or surge to ≥ 4× the baseline
+    p_value: float = 1e-6  # per source, parameter and window (see module doc)
+    dead_letter_share: float = 0.05  # at least 5 % of a window's records refused for a reason
+    dead_letter_ratio: float = 3.0  # and 3× the reference share
+    min_refused: int = 5
+    missing_ratio: float = 0.5  # present in under half the source's recent share of records
+    min_expected_present: float = 10.0  # judge missingness only where ≥ 10 values are expected
+    min_values: int = 50  # values in a window before its distribution is compared
+    major_psi: float = 0.25  # Siddiqi 2006: ≥ 0.25 a major shift
+    stable_psi: float = 0.1  # Siddiqi 2006: < 0.1 no significant shift (resolves)
+    severe_psi: float = 1.0  # 4× the major cut-off, and the median outside the reference's
+    # 1st-99th percentiles: the values are not the reference's kind (quarantines at once)
+    shift_windows: int = 2  # a major shift opens when it persists: a cohort's blip does not
+    min_suspect_values: int = 3  # values whose median may suggest a wrong unit
+    duplicate_share: float = 0.2  # ≥ 20 % repeated ids: redelivery far beyond a retry's few %
+    min_duplicate_records: int = 20
+
+
+MONITORS = (
+    "feed_silence",
+    "volume_drop",
+    "volume_surge",
+    "dead_letter_share",
+    "missingness",
+    "distribution_shift",
+    "unit_conversion",
+    "duplicate_storm",
+)
+QUARANTINING = frozenset({"unit_conversion", "duplicate_storm", "distribution_shift"})
+
+
+@dataclass(frozen=True)
+class UnitSuspect:
+    """A parameter's plausible wrong unit and the conversion from it to the field's unit."""
+
+    wrong_unit: str
+    to_field_unit: Callable[[float], float]
+    source: str
+
+
+# Conversions are definitions: °F = °C × 9/5 + 32; creatinine 1 mg/dL = 88.4 µmol/L (SI units,
+# e.g. the AMA Manual of Style's conversion table); body weight 1 kg = 2.2046 lb.
+UNIT_SUSPECTS: dict[str, UnitSuspect] = {
+    "temp_c": UnitSuspect("degF", lambda f: (f - 32.0) * 5.0 / 9.0, "°C = (°F − 32) × 5/9"),
+    "creatinine_mg_dl": UnitSuspect("umol/L", lambda u: u / 88.4, "1 mg/dL = 88.4 µmol/L"),
+    "weight_kg": UnitSuspect("lb", lambda lb: lb / 2.2046, "1 kg = 2.2046 lb"),
+}
+
+
+@dataclass(frozen=True)
+class ParameterReference:
+    """One parameter's reference: bin edges (a value v is in bin i = number of edges ≤ v),
+    each bin's share, the share of records carrying it, and percentiles."""
+
+    edges: tuple[float, ...]
+    proportions: tuple[float, ...]
+    present_share: float | None
+    percentiles: Mapping[str, float]
+
+    def bin_of(self, v: float) -> int:
+        return sum(1 for e in self.edges if e <= v)
+
+
+@dataclass(frozen=True)
+class TopicReference:
+    parameters: Mapping[str, ParameterReference]
+    refused_share: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    topics: Mapping[str, TopicReference]
+
+    def topic(self, source_topic: str) -> TopicReference:
+        return self.topics.get(source_topic) or TopicReference({})
+
+
+def parse_reference(raw: Mapping[str, Any]) -> Reference:
+    topics = {}
+    for topic, t in raw["topics"].items():
+        params = {
+            name: ParameterReference(
+                tuple(p["edges"]),
+                tuple(p["proportions"]),
+                p.get("present_share"),
+                dict(p["percentiles"]),
+            )
+            for name, p in t["parameters"].items()
+        }
+        topics[topic] = TopicReference(params, dict(t.get("refused_share", {})))
+    return Reference(str(raw.get("name", "reference")), topics)
+
+
+@cache
+def load_reference(path: Path = REFERENCE_FILE) -> Reference:
+    return parse_reference(json.loads(path.read_text()))
+
+
+# --- the statistics ---------------------------------------------------------------------------
+
+
+def psi(observed_counts: list[int] | tuple[int, ...], reference: tuple[float, ...]) -> float:
+    """Population stability index Σ (p − q) ln(p / q) of observed bin counts against reference
+    shares, each share floored at EPSILON."""
+    n = sum(observed_counts)
+    if n == 0:
+        return 0.0
+    total = 0.0
+    for c, q in zip(observed_counts, reference, strict=True):
+        p, qq = max(c / n, EPSILON), max(q, EPSILON)
+        total += (p - qq) * math.log(p / qq)
+    return total
+
+
+def chi_square_p(
+    observed_counts: list[int] | tuple[int, ...], reference: tuple[float, ...]
+) -> float:
+    """p-value of a chi-square goodness-of-fit test of the counts against the reference shares
+    (shares floored at EPSILON and renormalised)."""
+    n = sum(observed_counts)
+    if n == 0:
+        return 1.0
+    q = [max(x, EPSILON) for x in reference]
+    s = sum(q)
+    expected = [n * x / s for x in q]
+    return float(stats.chisquare(observed_counts, expected).pvalue)
+
+
+def poisson_low(k: int, mean: float) -> float:
+    """P(X ≤ k) for X ~ Poisson(mean)."""
+    return float(stats.poisson.cdf(k, mean))
+
+
+def poisson_high(k: int, mean: float) -> float:
+    """P(X ≥ k) for X ~ Poisson(mean)."""
+    return float(stats.poisson.sf(k - 1, mean))
+
+
+def binomial_low(k: int, n: int, p: float) -> float:
+    return float(stats.binom.cdf(k, n, p))
+
+
+def binomial_high(k: int, n: int, p: float) -> float:
+    return float(stats.binom.sf(k - 1, n, p))
+
+
+def unit_suspect(
+    parameter: str, median_value: float | None, n: int, ref: ParameterReference, t: Thresholds
+) -> tuple[bool, float | None]:
+    """Whether a window's median suggests the parameter arrives in its UNIT_SUSPECTS wrong unit,
+    and the median converted from that unit."""
+    suspect = UNIT_SUSPECTS.get(parameter)
+    if suspect is None or median_value is None or n < t.min_suspect_values:
+        return False, None
+    pc = ref.percentiles
+    converted = suspect.to_field_unit(median_value)
+    outside = not pc["p01"] <= median_value <= pc["p99"]
+    fits = pc["p05"] <= converted <= pc["p95"]
+    return outside and fits, converted
+
+
+# --- one window of one source -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterWindow:
+    """A parameter's values in one window: non-null count, mean, median, bin counts."""
+
+    present: int
+    mean: float | None
+    median: float | None
+    bins: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One source's tumbling window as the job's SQL computes it."""
+
+    source_topic: str
+    facility_id: str
+    unit_id: str
+    start_ms: int
+    end_ms: int
+    records: int
+    distinct_ids: int
+    refused: Mapping[str, int]
+    parameters: Mapping[str, ParameterWindow]
+    sample_ids: str | None = None
+
+    @property
+    def key(self) -> str:
+        return source_key(self.source_topic, self.facility_id, self.unit_id)
+
+
+class Span(NamedTuple):
+    """The evidence window of an event and its records."""
+
+    start_ms: int
+    end_ms: int
+    records: int
+
+
+def source_key(source_topic: str, facility_id: str, unit_id: str) -> str:
+    return f"{source_topic}|{facility_id}|{unit_id}"
+
+
+def parse_parameters(params_json: str | None) -> dict[str, ParameterWindow]:
+    """The SQL's `params_json`: {parameter: [present, mean, median, bin counts…]}."""
+    out = {}
+    for name, v in json.loads(params_json or "{}").items():
+        out[name] = ParameterWindow(
+            int(v[0] or 0),
+            None if v[1] is None else float(v[1]),
+            None if v[2] is None else float(v[2]),
+            tuple(int(c or 0) for c in v[3:]),
+        )
+    return out
+
+
+def event_id(*parts: object) -> str:
+    return hashlib.md5("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+# --- the per-source state machine -------------------------------------------------------------
+
+
+@dataclass
+class Open:
+    """An open condition: the event that opened it and whether it quarantined."""
+
+    event_id: str
+    since_ms: int
+    quarantine: bool
+
+
+@dataclass
+class SourceMonitor:
+    """One source's monitors between windows: its recent counts, the last window seen and its
+    open conditions (by (monitor, parameter)). Pickled into the job's keyed state."""
+
+    source_topic: str
+    facility_id: str
+    unit_id: str
+    windows: int = 0
+    last_end_ms: int | None = None
+    counts: list[int] = field(default_factory=list)
+    # per parameter, (present, records) of its recent windows: the missingness baseline
+    present: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    shifted: dict[str, int] = field(default_factory=dict)  # consecutive windows of major shift
+    open: dict[tuple[str, str | None], Open] = field(default_factory=dict)
+
+    # -- events --
+    def _event(
+        self,
+        monitor: str,
+        state: str,
+        at_ms: int,
+        *,
+        span: Span,
+        parameter: str | None = None,
+        statistic: str,
+        observed: float | None,
+        expected: float | None,
+        threshold: float | None,
+        reason: str,
+        evidence: Mapping[str, Any],
+        severity: str = "warning",
+        sample_ids: str | None = None,
+        quarantine: bool = False,
+    ) -> dict[str, Any]:
+        key = (monitor, parameter)
+        eid = event_id(
+            self.source_topic, self.facility_id, self.unit_id, monitor, parameter, state, at_ms
+        )
+        action = None
+        opened = None
+        if state == "open":
+            was = self.open.get(key)
+            quarantining = any(o.quarantine for o in self.open.values())
+            if quarantine and not quarantining:
+                action = "quarantine"
+            self.open[key] = Open(
+                was.event_id if was else eid,
+                was.since_ms if was else at_ms,
+                quarantine or bool(was and was.quarantine),
+            )
+        else:
+            was = self.open.pop(key)
+            opened = was.event_id
+            if was.quarantine and not any(o.quarantine for o in self.open.values()):
+                action = "clear"
+            severity = "info"
+        return {
+            "event_id": eid,
+            "event_time_ms": at_ms,
+            "monitor": monitor,
+            "state": state,
+            "action": action,
+            "severity": severity,
+            "source_topic": self.source_topic,
+            "facility_id": self.facility_id,
+            "unit_id": self.unit_id,
+            "parameter": parameter,
+            "statistic": statistic,
+            "observed": _finite(observed),
+            "expected": _finite(expected),
+            "threshold": threshold,
+            "window_start_ms": span.start_ms,
+            "window_end_ms": span.end_ms,
+            "records": span.records,
+            "sample_record_ids": sample_ids,
+            "opened_event_id": opened,
+            "reason": reason,
+            "evidence_json": json.dumps(evidence, sort_keys=True, default=_finite),
+        }
+
+    def is_open(self, monitor: str, parameter: str | None = None) -> bool:
+        return (monitor, parameter) in self.open
+
+    @property
+    def quarantined(self) -> bool:
+        return any(o.quarantine for o in self.open.values())
+
+    @property
+    def whole_facility(self) -> bool:
+        return self.unit_id == WHOLE_FACILITY
+
+    def _where(self) -> str:
+        unit = "all units" if self.whole_facility else f"unit {self.unit_id}"
+        return f"{self.source_topic} of {unit} at {self.facility_id}"
+
+    # -- silence (event-time timers) --
+    def silence_due_ms(self, silence_min: float) -> int | None:
+        """When this source is silent unless another window comes (a timer)."""
+        if self.last_end_ms is None:
+            return None
+        return self.last_end_ms + round(silence_min * MS_PER_MIN)
+
+    def check_silence(self, now_ms: int, silence_min: float, t: Thresholds) -> list[dict[str, Any]]:
+        """Opens feed silence when the source is known to have sent nothing from the end of its
+        last window until `now_ms`, for at least silence_min; the event is stamped at the time
+        the silence reached silence_min."""
+        due = self.silence_due_ms(silence_min)
+        if due is None or now_ms < due or self.windows < t.min_windows:
+            return []
+        if self.is_open("feed_silence"):
+            return []
+        assert self.last_end_ms is not None
+        silent = (now_ms - self.last_end_ms) / MS_PER_MIN
+        return [
+            self._event(
+                "feed_silence",
+                "open",
+                due,
+                span=Span(self.last_end_ms, now_ms, 0),
+                statistic="silent_min",
+                observed=silent,
+                expected=0.0,
+                threshold=silence_min,
+                reason=f"no records from {self._where()} for {silent:.0f} min "
+                f"(silent after {silence_min:.0f} min); last window ended "
+                f"{_iso(self.last_end_ms)}",
+                evidence={"last_window_end_ms": self.last_end_ms, "windows_seen": self.windows},
+                severity="critical" if self.whole_facility else "warning",
+            )
+        ]
+
+    # -- one window --
+    def observe(self, w: Window, ref: TopicReference, t: Thresholds) -> list[dict[str, Any]]:
+        """The events a window raises or resolves, in a fixed order."""
+        out: list[dict[str, Any]] = []
+        base = Span(w.start_ms, w.end_ms, w.records)
+        if self.is_open("feed_silence"):
+            assert self.last_end_ms is not None
+            gap = (w.start_ms - self.last_end_ms) / MS_PER_MIN
+            out.append(
+                self._event(
+                    "feed_silence",
+                    "resolved",
+                    w.end_ms,
+                    span=base,
+                    statistic="silent_min",
+                    observed=gap,
+                    expected=0.0,
+                    threshold=None,
+                    reason=f"records from {self._where()} resumed after {gap:.0f} min",
+                    evidence={"last_window_end_ms": self.last_end_ms},
+                    sample_ids=w.sample_ids,
+                )
+            )
+        out += self._volume(w, t, base)
+        out += self._refused(w, ref, t, base)
+        if not self.whole_facility:
+            out += self._duplicates(w, t, base)
+            for name, pw in sorted(w.parameters.items()):
+                pref = ref.parameters.get(name)
+                out += self._missing(w, name, pw, pref, t, base)
+                if pref is None:
+                    continue
+                out += self._unit(w, name, pw, pref, t, base)
+                out += self._shift(w, name, pw, pref, t, base)
+        self.windows += 1
+        self.last_end_ms = w.end_ms
+        self.counts = [*self.counts, w.records][-t.history :]
+        return out
+
+    def _volume(self, w: Window, t: Thresholds, base: Span) -> list[dict[str, Any]]:
+        if len(self.counts) < t.min_history:
+            return []
+        baseline = float(median(self.counts))
+        ev = {"baseline_windows": list(self.counts), "baseline": baseline}
+        out = []
+        for monitor, open_now, p, ratio_ok in (
+            (
+                "volume_drop",
+                w.records * t.volume_ratio <= baseline,
+                poisson_low(w.records, baseline),
+                w.records * 2 >= baseline,
+            ),
+            (
+                "volume_surge",
+                w.records >= baseline * t.volume_ratio,
+                poisson_high(w.records, baseline),
+                w.records <= baseline * 2,
+            ),
+        ):
+            if not self.is_open(monitor) and open_now and p < t.p_value:
+                word = "dropped" if monitor == "volume_drop" else "surged"
+                out.append(
+                    self._event(
+                        monitor,
+                        "open",
+                        w.end_ms,
+                        span=base,
+                        statistic="records",
+                        observed=w.records,
+                        expected=baseline,
+                        threshold=t.volume_ratio,
+                        reason=f"{self._where()} {word} to {w.records} records in the window "
+                        f"against a median of {baseline:g} (Poisson p = {p:.2g})",
+                        evidence={**ev, "p_value": p},
+                        sample_ids=w.sample_ids,
+                    )
+                )
+            elif self.is_open(monitor) and ratio_ok:
+                out.append(
+                    self._event(
+                        monitor,
+                        "resolved",
+                        w.end_ms,
+                        span=base,
+                        statistic="records",
+                        observed=w.records,
+                        expected=baseline,
+                        threshold=2.0,
+                        reason=f"{self._where()} back to {w.records} records against a median "
+                        f"of {baseline:g}",
+                        evidence=ev,
+                    )
+                )
+        return out
+
+    def _refused(
+        self, w: Window, ref: TopicReference, t: Thresholds, base: Span
+    ) -> list[dict[str, Any]]:
+        out = []
+        codes = sorted(set(w.refused) | {p for m, p in self.open if m == "dead_letter_share" and p})
+        for code in codes:
+            k = int(w.refused.get(code, 0))
+            share = k / w.records if w.records else 0.0
+            expected = float(ref.refused_share.get(code, 0.0))
+            limit = max(t.dead_letter_share, t.dead_letter_ratio * expected)
+            if not self.is_open("dead_letter_share", code):
+                p = binomial_high(k, w.records, max(expected, 1e-3)) if w.records else 1.0
+                if k >= t.min_refused and share >= limit and p < t.p_value:
+                    out.append(
+                        self._event(
+                            "dead_letter_share",
+                            "open",
+                            w.end_ms,
+                            span=base,
+                            parameter=code,
+                            statistic="share",
+                            observed=share,
+                            expected=expected,
+                            threshold=limit,
+                            reason=f"{share:.0%} of {self._where()}'s records refused as {code} "
+                            f"({k} of {w.records}; reference {expected:.2%})",
+                            evidence={"refused": k, "p_value": p, "reason_code": code},
+                            sample_ids=w.sample_ids,
+                        )
+                    )
+            elif share < limit / 2:
+                out.append(
+                    self._event(
+                        "dead_letter_share",
+                        "resolved",
+                        w.end_ms,
+                        span=base,
+                        parameter=code,
+                        statistic="share",
+                        observed=share,
+                        expected=expected,
+                        threshold=limit / 2,
+                        reason=f"refusals of {self._where()} as {code} back to {share:.1%}",
+                        evidence={"refused": k, "reason_code": code},
+                    )
+                )
+        return out
+
+    def _duplicates(self, w: Window, t: Thresholds, base: Span) -> list[dict[str, Any]]:
+        repeated = w.records - w.distinct_ids
+        share = repeated / w.records if w.records else 0.0
+        ev = {"records": w.records, "distinct_ids": w.distinct_ids}
+        if not self.is_open("duplicate_storm"):
+            if w.records >= t.min_duplicate_records and share >= t.duplicate_share:
+                return [
+                    self._event(
+                        "duplicate_storm",
+                        "open",
+                        w.end_ms,
+                        span=base,
+                        statistic="share",
+                        observed=share,
+                        expected=0.0,
+                        threshold=t.duplicate_share,
+                        reason=f"{share:.0%} of {self._where()}'s records repeat a record id "
+                        f"({repeated} of {w.records})",
+                        evidence=ev,
+                        severity="critical",
+                        sample_ids=w.sample_ids,
+                        quarantine=True,
+                    )
+                ]
+        elif share < t.duplicate_share / 2:
+            return [
+                self._event(
+                    "duplicate_storm",
+                    "resolved",
+                    w.end_ms,
+                    span=base,
+                    statistic="share",
+                    observed=share,
+                    expected=0.0,
+                    threshold=t.duplicate_share / 2,
+                    reason=f"repeated record ids of {self._where()} back to {share:.1%}",
+                    evidence=ev,
+                )
+            ]
+        return []
+
+    def _missing(
+        self,
+        w: Window,
+        name: str,
+        pw: ParameterWindow,
+        pref: ParameterReference | None,
+        t: Thresholds,
+        base: Span,
+    ) -> list[dict[str, Any]]:
+        """Against the source's own recent share of records carrying the parameter: a unit
+        whose charting never records a parameter is no fault (set A's diastolic pressure is in
+        52 % of rows, but a unit's 60 patients may have it in 10 %); a feed that stops sending
+        it is. The baseline is frozen while the condition is open."""
+        hist = self.present.get(name, [])
+        is_open = self.is_open("missingness", name)
+        if not is_open and w.records:
+            self.present[name] = [*hist, (pw.present, w.records)][-t.history :]
+        if len(hist) < t.min_history or w.records == 0:
+            return []
+        q = sum(k for k, _ in hist) / max(sum(n for _, n in hist), 1)
+        if q <= 0:
+            return []
+        share = pw.present / w.records
+        ev = {
+            "present": pw.present,
+            "records": w.records,
+            "baseline_present_share": q,
+            "baseline_windows": len(hist),
+            "reference_present_share": pref.present_share if pref else None,
+        }
+        if not is_open:
+            if w.records * q < t.min_expected_present or share >= q * t.missing_ratio:
+                return []
+            p = binomial_low(pw.present, w.records, q)
+            if p >= t.p_value:
+                return []
+            self.present[name] = hist  # this window is not the baseline
+            return [
+                self._event(
+                    "missingness",
+                    "open",
+                    w.end_ms,
+                    span=base,
+                    parameter=name,
+                    statistic="share",
+                    observed=share,
+                    expected=q,
+                    threshold=q * t.missing_ratio,
+                    reason=f"{name} present in {share:.0%} of {self._where()}'s records "
+                    f"against {q:.0%} in its previous {len(hist)} windows "
+                    f"(binomial p = {p:.2g})",
+                    evidence={**ev, "p_value": p},
+                    sample_ids=w.sample_ids,
+                )
+            ]
+        if share >= q * (1 + t.missing_ratio) / 2:
+            return [
+                self._event(
+                    "missingness",
+                    "resolved",
+                    w.end_ms,
+                    span=base,
+                    parameter=name,
+                    statistic="share",
+                    observed=share,
+                    expected=q,
+                    threshold=q * (1 + t.missing_ratio) / 2,
+                    reason=f"{name} present again in {share:.0%} of {self._where()}'s records",
+                    evidence=ev,
+                )
+            ]
+        return []
+
+    def _unit(
+        self,
+        w: Window,
+        name: str,
+        pw: ParameterWindow,
+        pref: ParameterReference,
+        t: Thresholds,
+        base: Span,
+    ) -> list[dict[str, Any]]:
+        if name not in UNIT_SUSPECTS or pw.present < t.min_suspect_values:
+            return []
+        suspect, converted = unit_suspect(name, pw.median, pw.present, pref, t)
+        wrong = UNIT_SUSPECTS[name]
+        ev = {
+            "median": pw.median,
+            "converted_median": converted,
+            "wrong_unit": wrong.wrong_unit,
+            "conversion": wrong.source,
+            "reference_percentiles": dict(pref.percentiles),
+            "values": pw.present,
+        }
+        if suspect and not self.is_open("unit_conversion", name):
+            return [
+                self._event(
+                    "unit_conversion",
+                    "open",
+                    w.end_ms,
+                    span=base,
+                    parameter=name,
+                    statistic="median",
+                    observed=pw.median,
+                    expected=pref.percentiles["p50"],
+                    threshold=pref.percentiles["p99"],
+                    reason=f"{name} of {self._where()} has a median of {pw.median:g} over "
+                    f"{pw.present} values, outside the reference's 1st-99th percentiles "
+                    f"[{pref.percentiles['p01']:g}, {pref.percentiles['p99']:g}]; read as "
+                    f"{wrong.wrong_unit} it is {converted:.1f}, inside them: a unit-conversion "
+                    "fault",
+                    evidence=ev,
+                    severity="critical",
+                    sample_ids=w.sample_ids,
+                    quarantine=True,
+                )
+            ]
+        if not suspect and self.is_open("unit_conversion", name):
+            pc = pref.percentiles
+            if pw.median is not None and pc["p01"] <= pw.median <= pc["p99"]:
+                return [
+                    self._event(
+                        "unit_conversion",
+                        "resolved",
+                        w.end_ms,
+                        span=base,
+                        parameter=name,
+                        statistic="median",
+                        observed=pw.median,
+                        expected=pc["p50"],
+                        threshold=pc["p99"],
+                        reason=f"{name} of {self._where()} back to a median of {pw.median:g}",
+                        evidence=ev,
+                    )
+                ]
+        return []
+
+    def _shift(
+        self,
+        w: Window,
+        name: str,
+        pw: ParameterWindow,
+        pref: ParameterReference,
+        t: Thresholds,
+        base: Span,
+    ) -> list[dict[str, Any]]:
+        n = sum(pw.bins)
+        if n < t.min_values or len(pw.bins) != len(pref.proportions):
+            return []
+        value = psi(pw.bins, pref.proportions)
+        p = chi_square_p(pw.bins, pref.proportions)
+        ev = {
+            "bins": list(pw.bins),
+            "edges": list(pref.edges),
+            "reference_proportions": list(pref.proportions),
+            "chi_square_p": p,
+        }
+        was = self.open.get(("distribution_shift", name))
+        major = value >= t.major_psi and p < t.p_value
+        self.shifted[name] = self.shifted.get(name, 0) + 1 if major else 0
+        pc = pref.percentiles
+        outside = pw.median is not None and not pc["p01"] <= pw.median <= pc["p99"]
+        severe = major and value >= t.severe_psi and outside
+        ev["median"], ev["shifted_windows"] = pw.median, self.shifted[name]
+        if (was is None and (severe or self.shifted[name] >= t.shift_windows)) or (
+            was is not None and severe and not was.quarantine
+        ):
+            return [
+                self._event(
+                    "distribution_shift",
+                    "open",
+                    w.end_ms,
+                    span=base,
+                    parameter=name,
+                    statistic="psi",
+                    observed=value,
+                    expected=0.0,
+                    threshold=t.severe_psi if severe else t.major_psi,
+                    reason=f"{name} of {self._where()} shifted from the reference: PSI "
+                    f"{value:.2f} over {n} values (chi-square p = {p:.2g})"
+                    + ("; severe" if severe else ""),
+                    evidence=ev,
+                    severity="critical" if severe else "warning",
+                    sample_ids=w.sample_ids,
+                    quarantine=severe,
+                )
+            ]
+        if was is not None and (value < t.stable_psi or p >= 0.01):
+            return [
+                self._event(
+                    "distribution_shift",
+                    "resolved",
+                    w.end_ms,
+                    span=base,
+                    parameter=name,
+                    statistic="psi",
+                    observed=value,
+                    expected=0.0,
+                    threshold=t.stable_psi,
+                    reason=f"{name} of {self._where()} consistent with the reference again: "
+                    f"PSI {value:.2f} over {n} values (chi-square p = {p:.2g})",
+                    evidence=ev,
+                )
+            ]
+        return []
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class FacilityMonitor:
+    """Every source of one facility: their monitors and the windows not yet applied.
+
+    Windows are applied in event-time order once the watermark has passed them (`advance`), so
+    that every source's window of the same time is known together: a source without a window
+    while others of its facility have one is silent since its last window (the facility's own
+    records are the clock, so the end of a replay or a restart is never taken for silence).
+    Where the whole facility goes quiet, the watermark is the clock (`watermark_clock`), unless
+    it has jumped to the end of the input."""
+
+    sources: dict[str, SourceMonitor] = field(default_factory=dict)
+    pending: list[Window] = field(default_factory=list)
+    window_ms: int = 0
+
+    def add(self, w: Window) -> None:
+        self.pending.append(w)
+        self.window_ms = w.end_ms - w.start_ms
+
+    def silence_check_ms(self, silence_min: Callable[[str], float]) -> int | None:
+        """The end of the window in which a source of the facility turns silent, the earliest
+        (a timer there, at the watermark clock, sees every window up to it)."""
+        dues = [
+            d
+            for m in self.sources.values()
+            if not m.is_open("feed_silence")
+            and m.windows >= 1
+            and (d := m.silence_due_ms(silence_min(m.source_topic))) is not None
+        ]
+        if not dues or self.window_ms <= 0:
+            return None
+        return -(-min(dues) // self.window_ms) * self.window_ms
+
+    def advance(
+        self,
+        until_ms: int,
+        reference: Reference,
+        t: Thresholds,
+        silence_min: Callable[[str], float],
+        *,
+        watermark_clock: bool,
+    ) -> list[dict[str, Any]]:
+        """Apply the pending windows that end by `until_ms`, in order; before each window end,
+        open silence for the sources known silent by then."""
+        due = sorted((w for w in self.pending if w.end_ms <= until_ms), key=_order)
+        self.pending = [w for w in self.pending if w.end_ms > until_ms]
+        out: list[dict[str, Any]] = []
+        i = 0
+        while i < len(due):
+            end = due[i].end_ms
+            group = []
+            while i < len(due) and due[i].end_ms == end:
+                group.append(due[i])
+                i += 1
+            started = {w.key: w.start_ms for w in group}
+            for key in sorted(self.sources):
+                m = self.sources[key]
+                out += m.check_silence(started.get(key, end), silence_min(m.source_topic), t)
+            for w in group:
+                m = self.sources.setdefault(
+                    w.key, SourceMonitor(w.source_topic, w.facility_id, w.unit_id)
+                )
+                out += m.observe(w, reference.topic(w.source_topic), t)
+        if watermark_clock:
+            for key in sorted(self.sources):
+                m = self.sources[key]
+                out += m.check_silence(until_ms, silence_min(m.source_topic), t)
+        return out
+
+
+def _order(w: Window) -> tuple[int, str]:
+    return (w.end_ms, w.key)
