@@ -31,7 +31,7 @@ from pyflink.table import StreamTableEnvironment
 
 from jobs.runtime.flink_env import rowtime_from_stream
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import EPOCH_MS, dead_letter_sql, decoded_views, late_dead_letter_sql
+from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
 from schemas import rows, topics
 from schemas.rows import quote
 from schemas.settings import Settings
@@ -158,15 +158,6 @@ def build(
 ) -> None:
     """Sources `vitals`, `labs`, `device`, `adt` → sinks `quality_events` and `dead_letters`."""
     window_views(t_env, settings, sources)
-    dead = []
-    for name, src in sources.items():
-        undecodable = dead_letter_sql(src.topic, STAGE, "reason_code", "reason")
-        dead.append(
-            f"SELECT {undecodable} AS d, kafka_ts FROM {name}_decoded "
-            "WHERE reason_code = 'undecodable'"
-        )
-        late = late_dead_letter_sql(src.topic, STAGE)
-        dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
     events = (
         t_env.to_data_stream(t_env.from_path("quality_windows"))
         .key_by(lambda r: r.facility_id, key_type=Types.STRING())
@@ -176,9 +167,8 @@ def build(
         "quality_event_rows", t_env.from_data_stream(events, rowtime_from_stream())
     )
     ss = t_env.create_statement_set()
-    ss.add_insert_sql(f"""
-        INSERT INTO `{sinks["dead_letters"]}`
-        SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
+    undecodable = "reason_code = 'undecodable'"  # refused values are counted, not re-sent
+    ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE, undecodable))
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["quality_events"]}`
         SELECT {rows.avro_values_sql(rows.QUALITY_EVENT, topics.QUALITY_EVENT.schema)},

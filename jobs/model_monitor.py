@@ -31,7 +31,7 @@ import logging
 from pyflink.table import StreamTableEnvironment
 
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import EPOCH_MS, dead_letter_sql, decoded_views, late_dead_letter_sql
+from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
 from schemas import topics
 from schemas.model_spec import ModelSpec
 from schemas.rows import quote
@@ -233,17 +233,7 @@ def build(
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     ss = t_env.create_statement_set()
-    dead = []
-    for name, src in sources.items():
-        rejected = dead_letter_sql(src.topic, STAGE, "reason_code", "reason")
-        late = late_dead_letter_sql(src.topic, STAGE)
-        dead.append(
-            f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE reason_code IS NOT NULL"
-        )
-        dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
-    ss.add_insert_sql(f"""
-        INSERT INTO `{sinks["dead_letters"]}`
-        SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
+    ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE))
 
     models = specs(settings)
     registry, check_s = settings.model_registry, settings.roles_check_s

@@ -39,7 +39,7 @@ from pyflink.table import StreamTableEnvironment
 from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import EPOCH_MS, dead_letter_sql, decoded_views, late_dead_letter_sql
+from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
 from schemas import topics
 from schemas.model_spec import ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
@@ -298,17 +298,7 @@ def build(
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()
-    dead = []
-    for name, src in sources.items():
-        rejected = dead_letter_sql(src.topic, STAGE, "reason_code", "reason")
-        late = late_dead_letter_sql(src.topic, STAGE)
-        dead.append(
-            f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE reason_code IS NOT NULL"
-        )
-        dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
-    ss.add_insert_sql(f"""
-        INSERT INTO `{sinks["dead_letters"]}`
-        SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})""")
+    ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE))
     specs = served(settings)
     stay, discharge = stay_models(specs), discharge_models(specs)
     for m in sorted(set(specs) - {*stay, *discharge}):

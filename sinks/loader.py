@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +25,7 @@ from schemas import topics as registry
 from schemas.capacity import Capacity
 from schemas.settings import Settings
 from sinks import clickhouse, dims
+from sinks.draining import Draining
 from udfs.registry import Registry
 
 # topic (registry name) -> ClickHouse table
@@ -62,7 +61,9 @@ class LoadStats:
         self.rows[table] = self.rows.get(table, 0) + n
 
 
-class Loader:
+class Loader(Draining[LoadStats]):
+    what = "loader"
+
     def __init__(
         self,
         settings: Settings,
@@ -180,22 +181,6 @@ class Loader:
                 )
                 total += ends[tp.partition] - max(done, 0)
         return total
-
-    def drain(self, *, timeout_s: float = 120.0) -> LoadStats:
-        """Load until every subscribed topic is loaded up to its current end."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.poll_batch(0.5) == 0 and self.lag() == 0:
-                return self.stats
-        raise TimeoutError(f"loader did not catch up within {timeout_s} s (lag {self.lag()})")
-
-    def run_forever(self, stop: Callable[[], bool]) -> LoadStats:
-        while not stop():
-            self.poll_batch(1.0)
-        return self.stats
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +31,7 @@ from confluent_kafka import Consumer, TopicPartition
 from jobs.runtime import kafka_io
 from schemas import codec, topics
 from schemas.settings import Settings
+from sinks.draining import Draining
 from udfs.quarantine import QuarantineRegistry
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,9 @@ def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
     return "clear" if cleared else "unchanged"
 
 
-class Actuator:
+class Actuator(Draining[ActuatorStats]):
+    what = "actuator"
+
     def __init__(
         self,
         settings: Settings,
@@ -151,22 +152,6 @@ class Actuator:
             done = max(tp.offset, read.get(tp.partition, -1))
             total += ends[tp.partition] - max(done, 0)
         return total
-
-    def drain(self, *, timeout_s: float = 60.0) -> ActuatorStats:
-        """Apply every event up to the topic's current end."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.poll_batch(0.5) == 0 and self.lag() == 0:
-                return self.stats
-        raise TimeoutError(f"actuator did not catch up within {timeout_s} s (lag {self.lag()})")
-
-    def run_forever(self, stop: Callable[[], bool]) -> ActuatorStats:
-        while not stop():
-            self.poll_batch(1.0)
-        return self.stats
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from feature_store.definitions import FEATURES
 from grafana import seed
-from schemas import load_schema, topics
+from schemas import load_schema
 from schemas.physionet import measurements
 from sinks.loader import TABLES
 from training.evaluate import score
@@ -31,12 +31,6 @@ MODEL = "sepsis-risk"
 MODEL_RULE = "model_sepsis_risk"  # jobs/screening/scoring.py
 T0_MS = int(datetime(2026, 2, 2, tzinfo=UTC).timestamp() * 1000)
 HOUR_MS = 3_600_000
-# Other parts' topics (issue 19), for tables that exist once their migrations are in.
-OTHER_PARTS = {
-    "model_monitor": topics.MODEL_MONITOR.name,
-    "quality_events": topics.QUALITY_EVENT.name,
-    "outcome_labels": topics.LABEL_OUTCOME.name,
-}
 
 
 def patients(n: int = 40, septic: int = 0, seed_: int = 11) -> pd.DataFrame:
@@ -125,7 +119,7 @@ def real_rows(
 
 def load(client: Any, db: str, tables: dict[str, pd.DataFrame]) -> None:
     """Insert the rows the way the loader does: the topic schema's columns plus kafka_*."""
-    topic_of = {t: name for name, t in TABLES.items()} | OTHER_PARTS
+    topic_of = {t: name for name, t in TABLES.items()}
     for table, df in tables.items():
         out = df.reindex(columns=load_schema(topic_of[table]).field_names)  # absent: null
         out["kafka_partition"] = 0
@@ -135,44 +129,24 @@ def load(client: Any, db: str, tables: dict[str, pd.DataFrame]) -> None:
         client.insert(f"{db}.{table}", rows, column_names=list(out.columns))
 
 
-def has_table(client: Any, db: str, name: str) -> bool:
-    q = "SELECT count() FROM system.tables WHERE database = %(d)s AND name = %(t)s"
-    return bool(client.query(q, parameters={"d": db, "t": name}).result_rows[0][0])
-
-
 def outcome_labels(raw: pd.DataFrame) -> pd.DataFrame:
     """label.outcome.v1 rows from the patients' real SepsisLabel: Sepsis-3 onset (t_sepsis) is
-    6 h after the first positive hour (PhysioNet 2019's label leads onset by 6 h)."""
+    6 h after the first positive hour (PhysioNet 2019's label leads onset by 6 h), known when
+    the patient's last record is."""
     first = raw[raw["SepsisLabel"] == 1].groupby("patient_id")["ICULOS"].min()
     rows = []
     for pid, g in raw.groupby("patient_id"):
         septic = pid in first.index
         onset = T0_MS + (int(first[pid]) - 1 + 6) * HOUR_MS if septic else None
+        known = int(event_ms(g).max())
         rows.append(
             {
                 "label_id": f"label-{pid}", "patient_token": f"tok-{pid}", "facility_id": "F01",
                 "unit_id": "ICU", "entity": "patient", "entity_token": f"tok-{pid}",
-                "outcome": "sepsis_onset", "value": septic,
+                "outcome": "sepsis_onset", "occurred": septic,
                 "outcome_time": None if onset is None else pd.Timestamp(onset, unit="ms", tz="UTC"),
-                "known_at": pd.Timestamp(int(event_ms(g).max()), unit="ms", tz="UTC"),
+                "outcome_lead_h": None if onset is None else (known - onset) / HOUR_MS,
+                "known_at": pd.Timestamp(known, unit="ms", tz="UTC"),
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def stand_in_tables(client: Any, db: str) -> list[str]:
-    """Other parts' tables not migrated yet in this checkout, created from their topic's Avro
-    schema (the columns their migration must mirror, tests/unit/test_clickhouse_schema.py);
-    returns the ones created. Once the migration is in, it is the migration's table."""
-    made = []
-    for table, topic in OTHER_PARTS.items():
-        if has_table(client, db, table):
-            continue
-        cols = load_schema(topic).clickhouse_columns()
-        body = ", ".join(f"`{c}` {t}" for c, t in cols.items())
-        client.command(
-            f"CREATE TABLE {db}.{table} ({body}, kafka_partition Int32, kafka_offset Int64, "
-            f"kafka_topic String) ENGINE = ReplacingMergeTree ORDER BY {next(iter(cols))}"
-        )
-        made.append(table)
-    return made

@@ -203,8 +203,8 @@ def warehouse_shadow(client: Any, db: str, model: str, since: datetime) -> Shado
         INNER JOIN (SELECT * FROM {db}.model_scores FINAL
               WHERE model_name = %(m)s AND role = 'challenger' AND loaded_at >= %(s)s) AS s
             ON s.record_id = c.record_id
-        INNER JOIN (SELECT patient_token, max(value) AS septic,
-                           minIf(outcome_time, value) AS onset
+        INNER JOIN (SELECT patient_token, max(occurred) AS septic,
+                           minIf(outcome_time, occurred) AS onset
                     FROM {db}.{LABEL_TABLE} FINAL WHERE outcome = '{SEPSIS_OUTCOME}'
                     GROUP BY patient_token) AS l
             ON l.patient_token = c.patient_token

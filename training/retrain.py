@@ -196,8 +196,8 @@ def warehouse_frame(client: Any, db: str, since: datetime) -> pd.DataFrame:
         parameters={"s": since},
     )
     labels = client.query_df(
-        f"SELECT patient_token, max(value) AS septic, "
-        f"minIf(outcome_time, value) AS onset FROM {db}.{LABEL_TABLE} FINAL "
+        f"SELECT patient_token, max(occurred) AS septic, "
+        f"minIf(outcome_time, occurred) AS onset FROM {db}.{LABEL_TABLE} FINAL "
         f"WHERE outcome = '{SEPSIS_OUTCOME}' GROUP BY patient_token"
     )
     if states.empty or labels.empty:

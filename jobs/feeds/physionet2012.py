@@ -15,9 +15,20 @@ and the stay's `encounter_token` are both keyed HMAC tokens of the record id (na
 `physionet2012:set<X>` and `…:encounter`): a patient with two stays appears as two patients.
 
 No discharge event: the data end at 48 h of the observation window, not at a discharge, and the
-real length of stay is an outcome (`Length_of_stay`), which the replay never reads. A discharge at
-minute 2880 would tell the census and the alert lifecycle something false. The outcome files are
-never opened. (A stay's records can stop before 48 h, as they did in the data.)
+real length of stay is an outcome (`Length_of_stay`), which the clinical records never carry. A
+discharge at minute 2880 would tell the census and the alert lifecycle something false. (A stay's
+records can stop before 48 h, as they did in the data.)
+
+Outcome labels: the set's outcomes file (`setX_outcomes.parquet`, beside the observations) is read
+for one thing only, a `death` label per stay on `label.outcome.v1` (the model monitor's delayed
+performance of the icu-mortality model), never on the clinical topics. `occurred` is
+In-hospital_death. In-hospital death is known when the hospital stay ends: `known_at` = admission
++ Length_of_stay days (the data set's definition: ICU admission to the end of hospitalisation;
+Silva et al., Comput Cardiol 2012), and never before the stay's last record (Length_of_stay -1,
+unknown, in 60 stays of set A: known at the last record). A death happened at admission +
+Survival days (whole days), not before the stay's last record, where the patient was still
+charted. The entity is `stay` and its token the stay's patient token, as jobs/model_scoring.py
+scores stay models (`entity_token = patient_token`).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from feature_store import icu_stay
+from jobs.feeds import labels as outcome_labels
 from jobs.feeds.publisher import Publisher
 from jobs.feeds.replay import FACILITY, Pacer
 from jobs.runtime import kafka_io
@@ -49,6 +61,7 @@ LABS = topics.LABS_RESULT
 ORDER = {ADT.name: 0, VITALS.name: 1, LABS.name: 2}  # at equal times: admission first
 DEFAULT_BASE_TIME = datetime(2026, 1, 5, tzinfo=UTC)
 SETS = ("A", "B")
+OUTCOME_COLUMNS = ("In-hospital_death", "Length_of_stay", "Survival")  # Survival, LOS: days
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ class Mapped:
     labs: list[dict[str, Any]]
     rejected: list[dict[str, Any]]
     static: pd.DataFrame
+    labels: list[dict[str, Any]] = field(default_factory=list)  # label.outcome.v1, by known_at
     input_rows: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     rejected_by: dict[str, int] = field(default_factory=dict)
@@ -89,6 +103,7 @@ class Mapped:
                 VITALS.name: len(self.vitals),
                 LABS.name: len(self.labs),
                 topics.DEAD_LETTER.name: len(self.rejected),
+                topics.LABEL_OUTCOME.name: len(self.labels),
             },
             "balanced": self.balanced,
         }
@@ -102,6 +117,19 @@ def load(settings: Settings, set_name: str, path: Path | None = None) -> pd.Data
     """The observations of set A or B (never the outcomes)."""
     p = path or settings.physionet2012_dir / f"set{set_name}_observations.parquet"
     return pd.read_parquet(p, columns=list(p12.COLUMNS))
+
+
+def outcomes_file(settings: Settings, set_name: str, path: Path | None = None) -> Path:
+    """The outcomes file beside the observations (`…/setX_observations.parquet` →
+    `…/setX_outcomes.parquet`)."""
+    p = path or settings.physionet2012_dir / f"set{set_name}_observations.parquet"
+    return p.with_name(p.name.replace("_observations.", "_outcomes."))
+
+
+def load_outcomes(path: Path) -> pd.DataFrame:
+    """A set's outcomes, indexed by record_id: only what the death label needs."""
+    cols = ["record_id", *OUTCOME_COLUMNS]
+    return pd.read_parquet(path, columns=cols).set_index("record_id")
 
 
 def select_stays(obs: pd.DataFrame, plan: ReplayPlan) -> pd.DataFrame:
@@ -130,9 +158,11 @@ def map_stays(
     key: bytes,
     source: str,
     facility: str = FACILITY,
+    outcomes: pd.DataFrame | None = None,
 ) -> Mapped:
     """Map stays (vectorised over all of them): their records, the rejected rows with reasons,
-    the registration descriptors (`static`, by patient token) and the counts. Pure: no I/O."""
+    the registration descriptors (`static`, by patient token) and the counts; with `outcomes`
+    (load_outcomes) also each stay's `death` label. Pure: no I/O."""
     verdicts = p12.classify(obs)
     ids = np.sort(verdicts["record_id"].unique())
     tokens = {
@@ -196,16 +226,56 @@ def map_stays(
             "height_cm": desc["height_cm"].to_numpy(),
         }
     )
+    last_minute = obs.groupby("record_id")["minute"].max()
+    labels = (
+        []
+        if outcomes is None
+        else death_labels(outcomes, adt, {int(r): int(last_minute[r]) for r in ids}, anchor_of)
+    )
     return Mapped(
         adt=adt,
         vitals=vitals,
         labs=labs,
         rejected=rejected,
         static=static,
+        labels=labels,
         input_rows=len(obs),
         outcomes=dict(Counter(verdicts["outcome"])),
         rejected_by=dict(Counter(bad["reason_code"])),
     )
+
+
+def death_labels(
+    outcomes: pd.DataFrame,
+    adt: list[dict[str, Any]],
+    last_minute: Mapping[int, int],
+    anchor_of: Mapping[int, datetime],
+) -> list[dict[str, Any]]:
+    """One `death` label per admitted stay (module docstring: known at the end of the hospital
+    stay, never before the stay's last record), in known_at order. `adt` holds the stays'
+    admissions in record-id order, as map_stays builds them."""
+    out = []
+    for rid, a in zip(sorted(last_minute), adt, strict=True):
+        row = outcomes.loc[rid]
+        last = anchor_of[rid] + timedelta(minutes=last_minute[rid])
+        los_d = float(row["Length_of_stay"])
+        known = max(last, anchor_of[rid] + timedelta(days=los_d)) if los_d >= 0 else last
+        died = int(row["In-hospital_death"]) == 1
+        death = max(last, anchor_of[rid] + timedelta(days=float(row["Survival"])))
+        out.append(
+            outcome_labels.outcome_label(
+                patient_token=a["patient_token"],
+                facility_id=a["facility_id"],
+                unit_id=a["unit_id"],
+                entity="stay",
+                entity_token=a["patient_token"],
+                outcome="death",
+                occurred=died,
+                outcome_time=min(death, known) if died else None,
+                known_at=known,
+            )
+        )
+    return sorted(out, key=lambda r: (r["known_at"], r["entity_token"]))
 
 
 def stay_records(
@@ -327,12 +397,14 @@ def replay(
     source = source_of(set_name)
     obs = select_stays(load(settings, set_name, path), plan)
     anchor_of = anchors(obs["record_id"], plan)
+    outcomes_at = outcomes_file(settings, set_name, path)
     m = map_stays(
         obs,
         anchor_of,
         key=settings.require_phi_key(),
         source=source,
         facility=facility,
+        outcomes=load_outcomes(outcomes_at) if outcomes_at.is_file() else None,
     )
     if not m.balanced:
         raise AssertionError(f"counts do not add up: {m.summary()}")
@@ -340,6 +412,9 @@ def replay(
     encoded = pub.encode(stream(m))
     if not isinstance(encoded, list):  # a mapping bug: every value was checked against its range
         raise ValueError(f"a mapped record does not validate: {encoded.reason}")
+    labels = outcome_labels.encode(m.labels)
+    if not isinstance(labels, list):
+        raise ValueError(f"a label does not validate: {labels.reason}")
     if dry_run:
         return m
     from feature_store import repo  # registration: the stays' descriptors, before their records
@@ -348,12 +423,15 @@ def replay(
     key = settings.require_phi_key()
     repo.push_stay_static(store, stay_static(obs, anchor_of, key=key, source=source))
     kafka_io.ensure_topics(
-        settings, [ADT.name, VITALS.name, LABS.name, topics.DEAD_LETTER.name], prefix=prefix
+        settings,
+        [ADT.name, VITALS.name, LABS.name, topics.DEAD_LETTER.name, outcome_labels.TOPIC.name],
+        prefix=prefix,
     )
     pacer = Pacer(speedup, pub.producer)
     for item in encoded:
         pacer.wait_for(item[1]["event_time"])
         pub.send([item])
+    outcome_labels.send(pub, labels, pacer)  # each known after its stay's last record
     for r in m.rejected:
         pub.dead_letter(source, r["row"], r["reason_code"], r["reason"], dead_letter_payload(r))
     pub.flush(120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,22 @@ def dead_letter_sql(topic: str, stage: str, reason_code: str, reason: str) -> st
 
 def late_dead_letter_sql(topic: str, stage: str) -> str:
     return dead_letter_sql(topic, stage, "'late'", _LATE_REASON)
+
+
+def dead_letters_insert_sql(
+    sink: str, sources: Mapping[str, Any], stage: str, refused: str = "reason_code IS NOT NULL"
+) -> str:
+    """INSERT of every source's refused (`refused`: a condition over `<name>_decoded`) and late
+    records (`<name>_late`) into the dead-letter sink: the views `decoded_views` made."""
+    dead = []
+    for name, src in sources.items():
+        rejected = dead_letter_sql(src.topic, stage, "reason_code", "reason")
+        dead.append(f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE {refused}")
+        late = late_dead_letter_sql(src.topic, stage)
+        dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
+    return f"""
+        INSERT INTO `{sink}`
+        SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})"""
 
 
 def create_raw_source(

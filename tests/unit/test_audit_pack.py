@@ -16,7 +16,7 @@ import pytest
 from schemas.settings import Settings
 from schemas.topics import VITALS_OBSERVATION
 from sinks import clickhouse as ch
-from tests.real_warehouse import MODEL, SET_A, has_table, load, patients, real_rows
+from tests.real_warehouse import MODEL, SET_A, load, patients, real_rows
 from training import audit_pack
 from training.audit import AuditTrail, service
 from training.registry import bootstrap
@@ -83,11 +83,7 @@ def test_the_audit_pack_of_a_bundled_version_traces_its_alerts_to_their_inputs(
     audit_rows = pd.DataFrame(
         [{**e, "event_time": datetime.fromisoformat(e["event_time"])} for e in reg.audit(MODEL)]
     )
-    extra = {
-        t: df
-        for t, df in monitor_and_quality_rows(v, tables).items()
-        if has_table(clickhouse, db, t)
-    }
+    extra = monitor_and_quality_rows(v, tables)
     load(clickhouse, db, {**tables, "model_audit": audit_rows, **extra})
     # Card from the spec (no set A under data_dir): the card's own tests score set A.
     s = Settings.from_env({}, model_registry=reg.root, data_dir=tmp_path, phi_key=b"k")

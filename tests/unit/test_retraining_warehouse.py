@@ -22,7 +22,6 @@ from tests.real_warehouse import (
     outcome_labels,
     patients,
     real_rows,
-    stand_in_tables,
 )
 from training import promote_decision, retrain
 from training.features import hourly_features
@@ -60,7 +59,6 @@ def alert_rate_events(scores: pd.DataFrame, version: str, reference: float) -> p
 def warehouse(clickhouse: Any, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
     db = settings.clickhouse_database + "_rw"
     ch.migrate(clickhouse, db)
-    stand_in_tables(clickhouse, db)
     reg = Registry(tmp_path_factory.mktemp("rw") / "registry")
     bootstrap(reg, MODEL)
     v1, v2 = reg.get(MODEL, "1"), reg.get(MODEL, "2")
