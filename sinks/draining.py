@@ -3,9 +3,13 @@ poll batches until told to stop, or until every subscribed topic is read to its 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+
+from schemas import codec
 
 S = TypeVar("S")
 
@@ -39,3 +43,34 @@ class Draining(Generic[S]):
 
     def close(self) -> None:
         self.consumer.close()
+
+    def run_until_signalled(self, *, drain: bool) -> S:
+        """A command's loop: drain and stop, or run until SIGINT/SIGTERM; closes the consumer."""
+        stopping = False
+
+        def _stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            return self.drain() if drain else self.run_forever(lambda: stopping)
+        finally:
+            self.close()
+
+
+def dead_letter(m: Any, stage: str, why: codec.Rejection) -> dict[str, Any]:
+    """The deadletter.v1 record of a consumed Kafka message `m` that `stage` refused."""
+    _, ts = m.timestamp()
+    return {
+        "source_topic": m.topic(),
+        "source_partition": m.partition(),
+        "source_offset": m.offset(),
+        "source_timestamp": datetime.fromtimestamp(ts / 1000, UTC) if ts > 0 else None,
+        "stage": stage,
+        "reason_code": why.reason_code,
+        "reason": why.reason,
+        "payload": m.value() or b"",
+        "payload_ref": None,
+    }

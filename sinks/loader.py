@@ -12,9 +12,7 @@ another group re-reads a topic."""
 from __future__ import annotations
 
 import argparse
-import signal
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -25,7 +23,7 @@ from schemas import topics as registry
 from schemas.capacity import Capacity
 from schemas.settings import Settings
 from sinks import clickhouse, dims
-from sinks.draining import Draining
+from sinks.draining import Draining, dead_letter
 from udfs.registry import Registry
 
 # topic (registry name) -> ClickHouse table
@@ -105,18 +103,7 @@ class Loader(Draining[LoadStats]):
         self.resumed: dict[tuple[str, int], int] = {}
 
     def _dead_letter(self, m: Any, why: codec.Rejection) -> dict[str, Any]:
-        _, ts = m.timestamp()
-        return {
-            "source_topic": m.topic(),
-            "source_partition": m.partition(),
-            "source_offset": m.offset(),
-            "source_timestamp": datetime.fromtimestamp(ts / 1000, UTC) if ts > 0 else None,
-            "stage": STAGE,
-            "reason_code": why.reason_code,
-            "reason": why.reason,
-            "payload": m.value() or b"",
-            "payload_ref": None,
-        }
+        return dead_letter(m, STAGE, why)
 
     def poll_batch(self, timeout_s: float = 1.0) -> int:
         msgs = self.consumer.consume(num_messages=self.batch_size, timeout=timeout_s)
@@ -200,18 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     dims.upsert_model_versions(client, settings.clickhouse_database, versions)
     kafka_io.ensure_topics(settings, list(TABLES), prefix=a.topic_prefix)
     loader = Loader(settings, client, prefix=a.topic_prefix)
-    stopping = False
-
-    def _stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        stats = loader.drain() if a.drain else loader.run_forever(lambda: stopping)
-    finally:
-        loader.close()
+    stats = loader.run_until_signalled(drain=a.drain)
     print(f"loaded {stats.rows}; dead-lettered {stats.dead_lettered}")
 
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -31,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 from jobs.runtime import kafka_io
 from schemas import codec, topics
 from schemas.settings import Settings
-from sinks.draining import Draining
+from sinks.draining import Draining, dead_letter
 from udfs.quarantine import QuarantineRegistry
 
 log = logging.getLogger(__name__)
@@ -105,18 +104,7 @@ class Actuator(Draining[ActuatorStats]):
         self.stats = ActuatorStats()
 
     def _dead_letter(self, m: Any, why: codec.Rejection) -> None:
-        _, ts = m.timestamp()
-        letter = {
-            "source_topic": m.topic(),
-            "source_partition": m.partition(),
-            "source_offset": m.offset(),
-            "source_timestamp": datetime.fromtimestamp(ts / 1000, UTC) if ts > 0 else None,
-            "stage": STAGE,
-            "reason_code": why.reason_code,
-            "reason": why.reason,
-            "payload": m.value() or b"",
-            "payload_ref": None,
-        }
+        letter = dead_letter(m, STAGE, why)
         value = codec.encode(topics.DEAD_LETTER.schema, letter)
         self.producer.produce(self.dead_letter_topic, key=m.topic().encode(), value=value)
         self.stats.dead_lettered += 1
@@ -163,18 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.resolve(a)
     kafka_io.wait_for_broker(settings)
     actuator = Actuator(settings, QuarantineRegistry.of(settings), prefix=a.topic_prefix)
-    stopping = False
-
-    def _stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        stats = actuator.drain() if a.drain else actuator.run_forever(lambda: stopping)
-    finally:
-        actuator.close()
+    stats = actuator.run_until_signalled(drain=a.drain)
     print(f"applied {stats.applied}; dead-lettered {stats.dead_lettered}")
 
 
