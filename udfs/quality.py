@@ -53,9 +53,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any, NamedTuple
 
+import numpy as np
 from scipy import stats
 
 from schemas import topics
+from udfs import monitor as model_monitor_stats
 
 REFERENCE_FILE = Path(__file__).resolve().parent / "quality_reference.json"
 WHOLE_FACILITY = "*"
@@ -185,16 +187,12 @@ def load_reference(path: Path = REFERENCE_FILE) -> Reference:
 
 
 def psi(observed_counts: list[int] | tuple[int, ...], reference: tuple[float, ...]) -> float:
-    """Population stability index Σ (p − q) ln(p / q) of observed bin counts against reference
-    shares, each share floored at EPSILON."""
-    n = sum(observed_counts)
-    if n == 0:
+    """Population stability index of observed bin counts against reference shares: the one
+    definition the model monitors use (udfs.monitor.psi, shares floored at EPSILON)."""
+    if sum(observed_counts) == 0:
         return 0.0
-    total = 0.0
-    for c, q in zip(observed_counts, reference, strict=True):
-        p, qq = max(c / n, EPSILON), max(q, EPSILON)
-        total += (p - qq) * math.log(p / qq)
-    return total
+    expected = np.asarray(reference, dtype="float64")
+    return model_monitor_stats.psi(expected, np.asarray(observed_counts), EPSILON)
 
 
 def chi_square_p(

@@ -254,6 +254,9 @@ def death_labels(
     """One `death` label per admitted stay (module docstring: known at the end of the hospital
     stay, never before the stay's last record), in known_at order. `adt` holds the stays'
     admissions in record-id order, as map_stays builds them."""
+    unknown = sorted(set(last_minute) - set(outcomes.index))
+    if unknown:
+        raise ValueError(f"{len(unknown)} stays (e.g. {unknown[0]}) have no row in the outcomes")
     out = []
     for rid, a in zip(sorted(last_minute), adt, strict=True):
         row = outcomes.loc[rid]

@@ -117,13 +117,24 @@ def test_every_input_row_is_counted_once() -> None:
     assert m.outcomes["rejected"] == len(m.rejected) == sum(m.rejected_by.values()) == 2
 
 
-def test_no_outcome_is_ever_read_or_published() -> None:
-    m = mapped([(5, "HR", 90), (2880, "HR", 91)])
+def test_no_outcome_is_ever_published_on_a_clinical_topic() -> None:
+    outcomes = pd.DataFrame(
+        {"In-hospital_death": [1], "Length_of_stay": [9], "Survival": [6]},
+        index=pd.Index([140001], name="record_id"),
+    )
+    m = replay.map_stays(stay([(5, "HR", 90), (2880, "HR", 91)]), {140001: T0}, key=KEY,
+                         source=SOURCE, outcomes=outcomes)  # fmt: skip
     names = {k.lower() for r in m.adt + m.vitals + m.labs for k in r}
     assert not {n for n in names if any(w in n for w in OUTCOME_WORDS)}
     assert [a["event_type"] for a in m.adt] == ["admit"]  # no discharge: its time is an outcome
-    for module in (replay, p12):  # neither ever names the outcome files
-        assert "_outcomes" not in inspect.getsource(module)
+    assert "_outcomes" not in inspect.getsource(p12)  # the mapping never names the outcome files
+    (label,) = m.labels  # the outcome goes to the label topic only, known at the hospital discharge
+    assert (label["outcome"], label["occurred"]) == ("death", True)
+    assert label["known_at"] == T0 + timedelta(days=9)
+    assert label["outcome_time"] == T0 + timedelta(days=6) and label["outcome_lead_h"] == 72.0
+    assert (
+        replay.map_stays(stay([(5, "HR", 90)]), {140001: T0}, key=KEY, source=SOURCE).labels == []
+    )
     for t in (topics.ADT_EVENT, topics.VITALS_OBSERVATION, topics.LABS_RESULT):
         assert not [
             f for f in load_schema(t.name).field_names if any(w in f for w in OUTCOME_WORDS)
@@ -168,3 +179,59 @@ def test_the_command_line_dry_run_prints_balanced_counts(
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["balanced"] and summary["records"][topics.ADT_EVENT.name] == 25
+    assert summary["records"][topics.LABEL_OUTCOME.name] == 25  # a death label per stay
+
+
+def test_each_stay_gets_a_death_label_equal_to_its_outcome_under_the_token_its_scores_carry(
+    set_a: pd.DataFrame,
+) -> None:
+    import json
+    import re
+
+    from jobs import model_scoring
+    from jobs.feeds import labels
+    from schemas import phi
+
+    plan = replay.ReplayPlan(stays=60, seed=7)
+    obs = replay.select_stays(set_a, plan)
+    anchor_of = replay.anchors(obs["record_id"], plan)
+    settings = Settings.resolve(None, data_dir=SET_A.parents[1])
+    outcomes = replay.load_outcomes(replay.outcomes_file(settings, "A"))
+    m = replay.map_stays(obs, anchor_of, key=KEY, source=SOURCE, outcomes=outcomes)
+    rids = sorted(anchor_of)
+    truth = outcomes.loc[rids]
+    token_of = {phi.token(KEY, SOURCE, str(r)): r for r in rids}
+    assert len(m.labels) == len({lb["entity_token"] for lb in m.labels}) == len(rids) == 60
+    got = {token_of[lb["entity_token"]]: lb for lb in m.labels}
+    assert {r: int(got[r]["occurred"]) for r in rids} == truth["In-hospital_death"].to_dict()
+    assert 0 < truth["In-hospital_death"].sum() < 60  # both outcomes occur in this subset
+    last: dict[str, datetime] = {}
+    for r in m.vitals + m.labs:
+        last[r["patient_token"]] = max(last.get(r["patient_token"], T0), r["event_time"])
+    for rid, lb in got.items():
+        los_d, survival_d = truth.at[rid, "Length_of_stay"], truth.at[rid, "Survival"]
+        assert lb["known_at"] >= last[lb["entity_token"]]  # after the stay's last record
+        if los_d * 24 * 60 > 2880:
+            assert lb["known_at"] == anchor_of[rid] + timedelta(days=int(los_d))
+        if lb["occurred"]:
+            assert lb["outcome_time"] <= lb["known_at"]
+            assert lb["outcome_lead_h"] == (lb["known_at"] - lb["outcome_time"]) / timedelta(
+                hours=1
+            )
+            if survival_d * 24 * 60 > 2880:
+                assert lb["outcome_time"] == anchor_of[rid] + timedelta(days=int(survival_d))
+        else:
+            assert lb["outcome_time"] is None and lb["outcome_lead_h"] is None
+    # the token the scoring job scores a stay model under: entity 'stay', the stay's patient token
+    sql = model_scoring.score_inputs_sql(("icu-mortality",), ())
+    assert re.search(r"'stay' AS entity, patient_token AS entity_key", sql)
+    scored = {r["patient_token"] for r in m.vitals + m.labs}
+    assert {lb["entity_token"] for lb in m.labels} == scored
+    assert all(lb["entity"] == "stay" and lb["patient_token"] == lb["entity_token"]
+               for lb in m.labels)  # fmt: skip
+    bundled = Path(__file__).parents[2] / "training" / "bundled" / "icu-mortality"
+    spec = json.loads((bundled / "1-gbt" / "spec.json").read_text())
+    assert spec["entity"] == "stay" and spec["monitor"]["label"]["outcome"] == "death"
+    encoded = labels.encode(m.labels)
+    assert isinstance(encoded, list) and len(encoded) == 60
+    assert [e[1]["known_at"] for e in encoded] == sorted(lb["known_at"] for lb in m.labels)
