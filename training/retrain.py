@@ -115,13 +115,44 @@ def handled_breaches(reg: Registry, model: str) -> set[str]:
     } - {""}
 
 
+def _when(t: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def handled_until(reg: Registry, model: str) -> pd.Timestamp | None:
+    """The newest breach time a retrain has acted on: a breach up to then is part of the state
+    that retrain answered (a drifted hospital breaches in every window until a new version
+    serves; each window's breach must not start another retrain)."""
+    times = [
+        _when(b["event_time"])
+        for e in reg.audit(model)
+        if e["step"] == "trigger_received"
+        for b in [json.loads(e["evidence_json"]).get("breach") or {}]
+        if b.get("event_time") is not None
+    ]
+    return max(times) if times else None
+
+
 def is_breach(rec: dict[str, Any], model: str) -> bool:
     return bool(rec.get("breach")) and rec.get("model_name") == model
 
 
-def latest_breach(records: list[dict[str, Any]], model: str, handled: set[str]) -> Trigger | None:
-    """The newest breach of `model` among monitor records that no retrain has acted on."""
-    fresh = [r for r in records if is_breach(r, model) and str(r.get("event_id")) not in handled]
+def latest_breach(
+    records: list[dict[str, Any]],
+    model: str,
+    handled: set[str],
+    until: pd.Timestamp | None = None,
+) -> Trigger | None:
+    """The newest breach of `model` among monitor records that no retrain has acted on: not one
+    of `handled`, and later than `until` (`handled_until`)."""
+    fresh = [
+        r
+        for r in records
+        if is_breach(r, model)
+        and str(r.get("event_id")) not in handled
+        and (until is None or r.get("event_time") is None or _when(r["event_time"]) > until)
+    ]
     if not fresh:
         return None
     r = max(fresh, key=lambda x: str(x.get("event_time")))
@@ -407,7 +438,9 @@ def trigger_of(settings: Settings, reg: Registry, a: argparse.Namespace) -> Trig
 
         client = clickhouse.connect(settings.clickhouse_url)
         records = warehouse_breaches(client, settings.clickhouse_database, a.model)
-    return latest_breach(records, a.model, handled_breaches(reg, a.model))
+    return latest_breach(
+        records, a.model, handled_breaches(reg, a.model), handled_until(reg, a.model)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -253,3 +253,47 @@ def test_delayed_auroc_and_calibration_arrive_once_the_labels_do(run: dict[str, 
         f"delayed AUROC {row['value']:.3f} over {len(got)} labelled scores ({sum(y)} positive); "
         f"validation {row['reference']:.3f}"
     )
+
+
+def test_the_monitors_own_breach_on_the_other_hospital_retrains_a_challenger(
+    run: dict[str, Any], clickhouse: Any, tmp_path: Any
+) -> None:
+    """The chain of issue 19 end to end: the job's breach events, loaded into the warehouse as
+    the loader would, trigger the retraining loop; its candidate (set A + the other hospital's
+    labelled stays) passes the gate and becomes the challenger, which scores in shadow."""
+    from sinks import clickhouse as ch
+    from tests.real_warehouse import load
+    from training import retrain
+    from training.audit import AuditTrail, service
+
+    s: Settings = run["settings"]
+    db = s.clickhouse_database + "_chain"
+    ch.migrate(clickhouse, db)
+    load(clickhouse, db, {"model_monitor": run["events"]})
+    reg = Registry(s.model_registry)
+    breaches = retrain.warehouse_breaches(clickhouse, db, MODEL)
+    trigger = retrain.latest_breach(breaches, MODEL, retrain.handled_breaches(reg, MODEL))
+    assert trigger is not None and trigger.evidence["breach"]["facility_id"] == "hospital-b"
+    raw = pd.read_parquet(s.physionet_setA)
+    frames = run["frames"]
+    sources = [
+        retrain.Source("original: setA.parquet", retrain.sample_patients(raw, 400, seed=7), "a"),
+        retrain.Source("recent: eicu_demo", yaib_to_physionet(
+            s.data_dir / "yaib_demo_sepsis" / "eicu_demo", prefix="eicu:"), "eicu"),
+    ]  # fmt: skip
+    trail = AuditTrail(reg, service(retrain.MODULE))
+    out = retrain.retrain(reg, trail, trigger, sources, tmp_path / "work", epochs=3, seed=2019)
+    assert out.gate is not None and out.gate.passed and out.version is not None, out.gate
+    assert reg.roles(MODEL) == {"champion": "1", "challenger": out.version.version}
+    audit = reg.audit(MODEL)
+    assert audit[0]["step"] == "trigger_received"
+    assert trigger.breach_id in audit[0]["evidence_json"]
+    # In shadow: the challenger scores the other hospital's states beside the champion.
+    states = frames["hospital-b"]
+    champion = score(reg.get(MODEL, "1").path, states)
+    challenger = score(out.version.path, states)
+    assert len(challenger) == len(champion) == len(states) and np.isfinite(challenger).all()
+    assert not np.allclose(challenger, champion)
+    # Every breach up to the one acted on was answered by this retrain: none starts another.
+    handled = retrain.handled_breaches(reg, MODEL), retrain.handled_until(reg, MODEL)
+    assert retrain.latest_breach(breaches, MODEL, *handled) is None
