@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from confluent_kafka import TopicPartition
+
+from jobs.runtime import kafka_io
 from schemas import codec
 
 S = TypeVar("S")
@@ -27,6 +30,19 @@ class Draining(Generic[S]):
 
     def lag(self) -> int:
         raise NotImplementedError
+
+    def topic_lag(self, settings: Any, topic: str, floor: Mapping[int, int] | None = None) -> int:
+        """Offsets of `topic` neither committed nor read past, nor below `floor` (partition →
+        offset already loaded): transaction markers take offsets but are never delivered, so
+        the read position counts too."""
+        ends = kafka_io.end_offsets(settings, topic)
+        tps = [TopicPartition(topic, p) for p in ends]
+        read = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+        total = 0
+        for tp in self.consumer.committed(tps, timeout=10):
+            done = max(tp.offset, read.get(tp.partition, -1), (floor or {}).get(tp.partition, 0))
+            total += ends[tp.partition] - max(done, 0)
+        return total
 
     def drain(self, *, timeout_s: float = 120.0) -> S:
         """Consume until every subscribed topic is read up to its current end."""

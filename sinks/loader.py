@@ -158,15 +158,8 @@ class Loader(Draining[LoadStats]):
         so after a transactional topic's last record only the position reaches its end."""
         total = 0
         for t in self.subscribed:  # not the dead-letter topic it may only write to
-            ends = kafka_io.end_offsets(self.settings, t)
-            tps = [TopicPartition(t, p) for p in ends]
-            committed = self.consumer.committed(tps, timeout=10)
-            read = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
-            for tp in committed:
-                done = max(
-                    tp.offset, read.get(tp.partition, -1), self.resumed.get((t, tp.partition), 0)
-                )
-                total += ends[tp.partition] - max(done, 0)
+            resumed = {p: o for (topic, p), o in self.resumed.items() if topic == t}
+            total += self.topic_lag(self.settings, t, resumed)
         return total
 
 

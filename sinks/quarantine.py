@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from jobs.runtime import kafka_io
 from schemas import codec, topics
@@ -132,14 +132,7 @@ class Actuator(Draining[ActuatorStats]):
     def lag(self) -> int:
         """Offsets of the events topic neither committed nor read past (transaction markers
         take offsets but are never delivered, so the read position counts too)."""
-        ends = kafka_io.end_offsets(self.settings, self.topic)
-        tps = [TopicPartition(self.topic, p) for p in ends]
-        read = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
-        total = 0
-        for tp in self.consumer.committed(tps, timeout=10):
-            done = max(tp.offset, read.get(tp.partition, -1))
-            total += ends[tp.partition] - max(done, 0)
-        return total
+        return self.topic_lag(self.settings, self.topic)
 
 
 def main(argv: list[str] | None = None) -> None:
