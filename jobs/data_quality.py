@@ -145,7 +145,10 @@ def window_views(t_env: StreamTableEnvironment, settings: Settings, sources: Sou
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table, lenient=True)
         t_env.create_temporary_view(f"{name}_quality", t_env.sql_query(quality_view_sql(name)))
-        windows.append(windows_sql(name, src.topic, settings.quality_window_min, reference))
+        # The source is the registry's topic, not the prefixed one read: the reference and the
+        # quarantine registry (which the screening job matches) know it by that name.
+        topic = INPUTS[name].name
+        windows.append(windows_sql(name, topic, settings.quality_window_min, reference))
     cols = rows.QUALITY_WINDOW.column_list()
     t_env.create_temporary_view(
         "quality_windows",

@@ -165,7 +165,9 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
             quarantine = "CAST(NULL AS STRING)"
         else:
             unit, discharge = "unit_id", "FALSE"
-            quarantine = _quarantine_sql(quarantine_tsv, read, "kafka_ts")
+            # matched by the registry's topic name: a quarantine names the source, not the
+            # prefixed topic one deployment reads it from
+            quarantine = _quarantine_sql(quarantine_tsv, topic.name, "kafka_ts")
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {params},
@@ -180,12 +182,12 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
         _unless_quarantined(p) if p in charted else f"CAST(NULL AS {types[p]}) AS {p}"
         for p in STATE_PARAMS
     )
-    read = sources["device"].topic
+    read, device = sources["device"].topic, INPUTS["device"].name
     selects.append(f"""
         SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
                unit_id, event_time, {params}, FALSE AS is_discharge,
                '{read}' AS source_topic, source_partition, source_offset, quarantine
-        FROM (SELECT *, {_quarantine_sql(quarantine_tsv, read, "event_time")} AS quarantine
+        FROM (SELECT *, {_quarantine_sql(quarantine_tsv, device, "event_time")} AS quarantine
               FROM device_charted
               WHERE {" OR ".join(f"{p} IS NOT NULL" for p in CHANNEL_PARAMS)})""")
     return " UNION ALL ".join(selects)

@@ -27,10 +27,14 @@ The combined data are written to `--work`/training_data.parquet; the version's s
 that file's SHA-256 and each source's own hash and patient count.
 
 The gate (`Policy`): the existing subgroup gate (training.validation.gate: no subgroup with at
-least 20 septic test patients more than 0.05 AUROC below overall) and the ONNX parity test
-(max |torch − onnxruntime| ≤ 1e-5 on 2,000 validation rows). Every step is an audit event
-(training/audit.py): trigger_received, retrain_started, candidate_built, gate_passed or
-gate_failed, registered, challenger_set.
+least 20 septic test patients more than 0.05 AUROC below overall), the ONNX parity test
+(max |torch − onnxruntime| ≤ 1e-5 on 2,000 validation rows), and a floor: the candidate's AUROC
+on its test patients at most 0.05 below the champion's on the same patients (a retrain that made
+the model clearly worse is not a challenger; one within the floor still has to win in shadow),
+compared when the test patients hold at least `min_septic_patients` septic ones (fewer give an
+AUROC too noisy to refuse on; the spec and the audit record both numbers either way). Every
+step is an audit event (training/audit.py): trigger_received, retrain_started, candidate_built,
+gate_passed or gate_failed, registered, challenger_set.
 """
 
 from __future__ import annotations
@@ -70,12 +74,20 @@ class Policy:
     max_auroc_gap: float = validation.MAX_AUROC_GAP
     min_septic_patients: int = validation.MIN_SEPTIC_PATIENTS
     max_parity_abs_diff: float = 1e-5
+    max_auroc_below_champion: float = 0.05
 
     def judge(self, spec: dict[str, Any]) -> validation.Gate:
+        auroc = float(spec["metrics"]["auroc"])
         groups = pd.DataFrame(spec["subgroups"])
-        g = validation.gate(
-            spec["metrics"]["auroc"], groups, self.max_auroc_gap, self.min_septic_patients
-        )
+        g = validation.gate(auroc, groups, self.max_auroc_gap, self.min_septic_patients)
+        champ: dict[str, Any] = spec.get("champion_on_test") or {}
+        comparable = bool(champ) and champ["septic_patients"] >= self.min_septic_patients
+        if comparable and not auroc >= champ["auroc"] - self.max_auroc_below_champion:
+            g.reasons.append(
+                f"AUROC {auroc:.3f} is more than {self.max_auroc_below_champion} below the "
+                f"champion v{champ['version']}'s {champ['auroc']:.3f} on the same "
+                f"{champ['patients']} test patients"
+            )
         parity = float(spec["onnx_parity_max_abs_diff"])
         if not parity <= self.max_parity_abs_diff:
             g.reasons.append(
@@ -296,11 +308,15 @@ def build_candidate(
     epochs: int,
     seed: int,
     hidden: tuple[int, ...] = (64, 32),
+    champion: Version | None = None,
 ) -> Path:
     """Train, validate and export a candidate (training.train.build) on the sources' rows;
-    its spec records each source. Returns the built folder (model.onnx, spec.json, report)."""
+    its spec records each source, and the champion's AUROC on the candidate's test patients.
+    Returns the built folder (model.onnx, spec.json, report)."""
     data = combine(sources, work / "training_data.parquet")
-    built = train.build(data, work / "candidate", epochs=epochs, seed=seed, hidden=hidden)
+    built = train.build(
+        data, work / "candidate", epochs=epochs, seed=seed, hidden=hidden, champion=champion
+    )
     spec = json.loads((built / "spec.json").read_text())
     spec["training_data"]["sources"] = [s.summary() for s in sources]
     (built / "spec.json").write_text(json.dumps(spec, indent=1, default=float) + "\n")
@@ -324,6 +340,7 @@ def admit(
         "metrics": spec["metrics"],
         "subgroups": spec["subgroups"],
         "onnx_parity_max_abs_diff": spec["onnx_parity_max_abs_diff"],
+        "champion_on_test": spec.get("champion_on_test"),
         "policy": asdict(policy),
         "training_data": spec["training_data"],
     }
@@ -335,7 +352,7 @@ def admit(
         return g, None
     trail.record(
         model, "gate_passed", version=None, action="candidate passed the gate",
-        reason="subgroup gate and ONNX parity test passed", evidence=evidence,
+        reason="subgroup gate, ONNX parity test and AUROC floor passed", evidence=evidence,
     )  # fmt: skip
     try:
         v = reg.register(built)
@@ -386,13 +403,15 @@ def retrain(
         evidence={"sources": summaries, "epochs": epochs, "seed": seed,
                   "champion": reg.roles(model).get("champion")},
     )  # fmt: skip
-    built = build_candidate(sources, work, epochs=epochs, seed=seed)
+    champion = reg.role(model, "champion")
+    built = build_candidate(sources, work, epochs=epochs, seed=seed, champion=champion)
     spec = json.loads((built / "spec.json").read_text())
     trail.record(
         model, "candidate_built", version=None, action=f"candidate built in {built}",
         reason=trigger.reason,
         evidence={"metrics": spec["metrics"], "training_data": spec["training_data"],
-                  "onnx_parity_max_abs_diff": spec["onnx_parity_max_abs_diff"]},
+                  "onnx_parity_max_abs_diff": spec["onnx_parity_max_abs_diff"],
+                  "champion_on_test": spec.get("champion_on_test")},
     )  # fmt: skip
     g, v = admit(built, reg, trail, policy or Policy(), trigger)
     return Outcome(

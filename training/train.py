@@ -33,7 +33,7 @@ from training import reference, validation
 from training.features import hourly_features
 from training.model import SepsisRisk, fit_scaling
 from training.splits import SPLIT_KEY, split_of
-from udfs.registry import Registry, sha256
+from udfs.registry import Registry, Version, sha256
 
 MODEL_NAME = "sepsis-risk"
 OPSET = 18
@@ -175,7 +175,11 @@ def build(
     seed: int,
     max_patients: int | None = None,
     hidden: tuple[int, ...] = (64, 32),
+    champion: Version | None = None,
 ) -> Path:
+    """Train, validate and export a model into `out` (model.onnx, spec.json, report.md, plots,
+    reference.json). With `champion`, the spec also records that version's AUROC on the same
+    test patients (`champion_on_test`), which the retraining gate compares against."""
     t0 = time.monotonic()
     raw = pd.read_parquet(file)
     if max_patients:
@@ -261,6 +265,8 @@ def build(
         "gate": {"passed": g.passed, "reasons": g.reasons},
         "onnx_parity_max_abs_diff": parity,
     }
+    if champion is not None:
+        spec["champion_on_test"] = champion_on(champion, test)
     (out / "spec.json").write_text(json.dumps(spec, indent=1, default=float) + "\n")
     (out / "report.md").write_text(report_markdown(spec, groups, plots))
     reference.build(out, frame, data={"file": file.name})  # the model monitor's baseline
@@ -270,6 +276,25 @@ def build(
         f"built in {time.monotonic() - t0:.0f} s → {out}"
     )
     return out
+
+
+def champion_on(version: Version, test: pd.DataFrame) -> dict[str, Any]:
+    """`version`'s AUROC on a candidate's test patients, scored with onnxruntime on the features
+    its own spec names (so a champion of another feature set is compared fairly)."""
+    names = [f["name"] for f in version.spec["features"]]
+    session = ort.InferenceSession(str(version.onnx), providers=["CPUExecutionProvider"])
+    x = test[names].to_numpy(dtype=np.float32)
+    (name,) = [i.name for i in session.get_inputs()]
+    risk = np.concatenate(
+        [session.run(None, {name: x[i : i + 65536]})[0].ravel() for i in range(0, len(x), 65536)]
+    )
+    return {
+        "model": version.model,
+        "version": version.version,
+        "auroc": float(roc_auc_score(test["label"], risk)),
+        "patients": int(test["patient_id"].nunique()),
+        "septic_patients": int(test.groupby("patient_id")["label"].max().sum()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +21,7 @@ from jobs.feeds import replay
 from jobs.runtime.job import Job
 from schemas import codec, topics
 from schemas.settings import Settings
+from tests import quality_faults as qf
 from tests.flink_harness import build_bounded, run_bounded
 from udfs import quality
 
@@ -30,54 +30,28 @@ pytestmark = pytest.mark.slow
 PATIENTS_PER_UNIT = 60
 HOURS = 24
 WINDOW_MIN = 60  # PhysioNet charting is hourly
-PLAN = replay.ReplayPlan(patients=10**6, admission_spread_h=1.0)
 FAHRENHEIT_UNIT, FAHRENHEIT_HOURS = "MICU", (10, 18)  # hours after the first admission
 SILENT_UNIT, SILENT_HOURS = "SICU", (8, 14)
 VITALS, LABS = topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name
 GARBAGE = 3  # undecodable lab payloads
 
 
-def _patients(df: pd.DataFrame) -> pd.DataFrame:
-    """The first PATIENTS_PER_UNIT patients (by id) of each unit with more than a day in the
-    ICU, HOURS of their rows from their second ICU hour: the replay starts with the units
-    occupied (set A's first row of a stay carries no vitals: a whole unit admitted in the same
-    hour is no hospital's day)."""
-    long = df.groupby("patient_id")["ICULOS"].max()
-    hours = df["ICULOS"].between(2, HOURS + 1)
-    df = df[df["patient_id"].isin(long[long >= HOURS + 2].index) & hours]
-    first = df.groupby("patient_id")[["Unit1", "Unit2"]].first()
-    unit = pd.Series([replay.unit_of(a, b) for a, b in first.to_numpy()], index=first.index)
-    chosen = np.concatenate(
-        [np.sort(unit[unit == u].index)[:PATIENTS_PER_UNIT] for u in ("MICU", "SICU", "ICU")]
-    )
-    return df[df["patient_id"].isin(chosen)]
-
-
 @pytest.fixture(scope="module")
 def replayed(settings: Settings) -> dict[str, Any]:
     if not settings.physionet_setA.exists():
         pytest.skip(f"PhysioNet 2019 set A is not at {settings.physionet_setA}")
-    df = _patients(pd.read_parquet(settings.physionet_setA))
-    stream = replay.clinical_stream(df, PLAN, settings.require_phi_key(), "physionet2019:setA")
-    start = PLAN.base_time
+    df = qf.patients_by_unit(pd.read_parquet(settings.physionet_setA), PATIENTS_PER_UNIT, HOURS)
+    faulted = qf.replay_with_faults(
+        df,
+        settings.require_phi_key(),
+        fahrenheit=(FAHRENHEIT_UNIT, FAHRENHEIT_HOURS),
+        silent_labs=(SILENT_UNIT, SILENT_HOURS),
+    )
+    start = faulted.start
     name_of = {t.name: n for n, t in data_quality.INPUTS.items()}
     inputs: dict[str, list[Any]] = {"vitals": [], "labs": [], "adt": []}
-    faulted = silenced = 0
-    for topic, rec in stream:
-        h = (rec["event_time"] - start) / timedelta(hours=1)
-        unit = rec.get("unit_id")
-        if topic == LABS and unit == SILENT_UNIT and SILENT_HOURS[0] <= h < SILENT_HOURS[1]:
-            silenced += 1
-            continue
-        if (
-            topic == VITALS
-            and unit == FAHRENHEIT_UNIT
-            and FAHRENHEIT_HOURS[0] <= h < FAHRENHEIT_HOURS[1]
-            and rec["temp_c"] is not None
-        ):
-            rec = {**rec, "temp_c": rec["temp_c"] * 9 / 5 + 32}
-            faulted += 1
-        inputs[name_of[topic]].append(rec)
+    for topic, recs in faulted.records.items():
+        inputs[name_of[topic]] = list(recs)
     # a few payloads no schema reads, mid-replay: dead-lettered, not counted in a window
     mid = codec.epoch_ms(start + timedelta(hours=6))
     at = next(i for i, r in enumerate(inputs["labs"]) if codec.epoch_ms(r["event_time"]) >= mid)
@@ -85,8 +59,8 @@ def replayed(settings: Settings) -> dict[str, Any]:
         inputs["labs"].insert(at, (b"\x02garbage" + bytes([k]), mid))
     return {
         "inputs": inputs,
-        "faulted": faulted,
-        "silenced": silenced,
+        "faulted": faulted.fahrenheit,
+        "silenced": faulted.silenced,
         "days": HOURS / 24,
         "start": start,
     }

@@ -1,15 +1,17 @@
-"""The model monitor job on the MiniCluster over real patients: PhysioNet 2019 set A patients held
-out from training (the test split, training/splits.py) at hospital A, then eICU demo stays (a
-different hospital system, training/cohorts.py) at hospital B. Their screened states and the
-bundled champion's and challenger's scores (onnxruntime, as the screening job scores them) go
-in; the monitor stays quiet on set A, raises input drift on eICU, and reports delayed AUROC and
-calibration once the outcome labels arrive at discharge.
+"""The model monitor job over the real Kafka broker on the MiniCluster, with real patients:
+PhysioNet 2019 set A patients held out from training (the test split, training/splits.py) at
+hospital A, then eICU demo stays (a different hospital system, training/cohorts.py) at hospital
+B. Their screened states and the bundled champion's and challenger's scores (onnxruntime, as the
+screening job scores them) go onto the topics; the monitor stays quiet on set A, raises input
+drift on eICU, and reports delayed AUROC and calibration once the outcome labels arrive at
+discharge.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,9 +21,9 @@ import pytest
 
 from jobs import model_monitor
 from jobs.feeds import replay
-from schemas import codec, phi, topics
+from jobs.runtime import kafka_io
+from schemas import phi, topics
 from schemas.settings import Settings
-from tests.flink_harness import run_bounded
 from training.cohorts import yaib_to_physionet
 from training.features import hourly_features
 from training.reference import score
@@ -30,7 +32,7 @@ from training.splits import split_of
 from udfs import monitor
 from udfs.registry import Registry
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 120  # per hospital: fewer, and a window's patients are too few to call drift
 MODEL = "sepsis-risk"
@@ -125,10 +127,10 @@ def _records(
 
 
 @pytest.fixture(scope="module")
-def run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("model-monitor")
     s = dataclasses.replace(
-        settings,
+        kafka,
         model_registry=folder / "registry",
         catalog_models="",
         model_monitor_window_min=1440,
@@ -149,15 +151,26 @@ def run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         for k, v in recs.items():
             inputs[k] += v
         start = end + timedelta(days=1)
-    for k in ("screens", "sepsis_scores"):
-        inputs[k].sort(key=lambda r: r["event_time"])
-    schema = topics.LABEL_OUTCOME.schema
     labels = sorted(inputs["labels"], key=lambda r: r["known_at"])
-    inputs["labels"] = [(codec.encode(schema, r), codec.epoch_ms(r["known_at"])) for r in labels]
-    out = run_bounded(model_monitor.JOB, s, inputs, folder / "out")
-    events = pd.DataFrame(out["monitor"])
+    # Over the real broker, as deployed: each input on its topic, keyed by patient, the record
+    # timestamp its event time (a label's: when it became known); the job bounded over Kafka.
+    topic_of = {n: t.name for n, t in model_monitor.INPUTS.items()}
+    items = [(topic_of[k], r) for k, recs in inputs.items() for r in recs]
+    items.sort(key=lambda tr: replay.record_time(*tr))
+    prefix = f"mm-{uuid.uuid4().hex[:8]}."
+    names = model_monitor.JOB.input_topics + model_monitor.JOB.output_topics
+    kafka_io.ensure_topics(s, names, prefix=prefix)
+    try:
+        replay.produce_stream(s, items, prefix=prefix, progress=False)
+        model_monitor.JOB.run(s, prefix=prefix, bounded=True)
+        out = {
+            name: kafka_io.read_records(s, prefix + t.name, t.name)
+            for name, t in model_monitor.OUTPUTS.items()
+        }
+    finally:
+        kafka_io.delete_topics(s, names, prefix=prefix)
     return {
-        "events": events,
+        "events": pd.DataFrame(out["monitor"]),
         "dead": out["dead_letters"],
         "frames": frames,
         "labels": labels,

@@ -146,6 +146,12 @@ def test_a_real_input_drift_breach_retrains_a_candidate_that_passes_the_gate_as_
     ]
     assert spec["training_data"]["patients"] == SET_A_PATIENTS + EICU_PATIENTS
     assert spec["gate"]["passed"] and spec["gate"]["policy"]["max_auroc_gap"] == 0.05
+    # The champion was scored on the candidate's own test patients; too few of them are septic
+    # here for the floor to refuse on.
+    champ = spec["champion_on_test"]
+    print(f"candidate AUROC {spec['metrics']['auroc']:.3f}, champion's {champ['auroc']:.3f}")
+    assert champ["version"] == "1" and champ["patients"] == spec["metrics"]["patients"]
+    assert champ["septic_patients"] == spec["metrics"]["septic_patients"] < 20
     assert spec["onnx_parity_max_abs_diff"] < 1e-5
     assert steps(reg) == [
         "trigger_received",
@@ -183,6 +189,29 @@ def test_a_candidate_that_fails_the_gate_is_refused_and_never_registered(
     with pytest.raises(GateFailed):  # the registry itself refuses the failed candidate
         reg.register(built)
     assert reg.versions(MODEL) == versions
+
+
+def test_a_candidate_clearly_worse_than_the_champion_on_the_same_patients_is_refused(
+    retrained: Retrained, tmp_path: Path
+) -> None:
+    assert retrained.outcome.built is not None
+    built = shutil.copytree(retrained.outcome.built, tmp_path / "candidate")
+    reg = Registry(shutil.copytree(retrained.root, tmp_path / "registry"))
+    versions = reg.versions(MODEL)
+    spec = json.loads((built / "spec.json").read_text())
+    gap = spec["champion_on_test"]["auroc"] - spec["metrics"]["auroc"]  # real, either sign
+    # A floor just inside the real gap, compared however few test patients are septic: the same
+    # candidate is now clearly worse than allowed. With the default minimum it is not compared.
+    floor = retrain.Policy(
+        max_auroc_below_champion=gap - 0.01, max_auroc_gap=1.0, min_septic_patients=1
+    )
+    assert retrain.Policy(max_auroc_below_champion=gap - 0.01).judge(spec).passed
+    trail = AuditTrail(reg, service(retrain.MODULE))
+    gate, version = retrain.admit(built, reg, trail, floor, retrain.Trigger("schedule", "test"))
+    assert not gate.passed and version is None and reg.versions(MODEL) == versions
+    (reason,) = gate.reasons
+    assert "below the champion v1's" in reason and "same" in reason
+    assert steps(reg)[-1] == "gate_failed"
 
 
 def evaluation(retrained: Retrained, reg: Registry) -> promote_decision.Shadow:
