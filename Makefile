@@ -46,10 +46,12 @@ train: venv
 quality-reference: venv
 	$(BIN)/python -m training.quality_reference $(if $(FILE),--file $(FILE))
 
-# The model monitor's training references (reference.json next to each bundled sepsis version's
-# spec, committed) from set A; training.train writes one for every new version itself.
+# The model monitor's references (reference.json next to each bundled version's spec, committed):
+# the sepsis versions' from set A, the catalog's from 2012 set B and Diabetes 130's validation
+# split; training.train and the catalog trainers write one for every new version themselves.
 model-reference: venv
 	$(BIN)/python -m training.reference training/bundled/sepsis-risk/* $(if $(FILE),--file $(FILE))
+	$(BIN)/python -m training.catalog.reference training/bundled/icu-mortality/* training/bundled/length-of-stay/* training/bundled/readmission-30d/*
 
 # The registry's champion on a PhysioNet 2019 format file (or a folder of .psv): AUROC and
 # normalised utility on the last line.

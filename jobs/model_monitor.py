@@ -21,7 +21,8 @@ screened states (sepsis.screen), scores (sepsis.score, model.score), outcome lab
 All per-record work is Flink SQL (cells, counts, the join); Python sees one row per window.
 The monitored inputs are those the screened state carries (the sepsis model's state values and
 scores); a catalog model's inputs are computed inside the scoring job and are not on a topic,
-so its score, alert rate and performance are monitored, not its inputs.
+so its score, alert rate and performance are monitored (against its reference.json,
+training/catalog/reference.py), not its inputs.
 """
 
 from __future__ import annotations

@@ -120,3 +120,18 @@ def clickhouse(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     ch.migrate(client, settings.clickhouse_database)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+
+
+@pytest.fixture(scope="session")
+def set_b_states(settings: Settings) -> tuple[Any, Any]:
+    """PhysioNet 2012 set B's first 2,000 stays (by record id) and their states as the catalog
+    scoring job scores them (training.catalog.reference.stay_states), computed once a session."""
+    from training.catalog import physionet2012 as p12
+    from training.catalog import reference
+
+    path = p12.set_file(settings, "B")
+    if not path.exists():
+        pytest.skip(f"PhysioNet 2012 set B is not at {path}")
+    s = p12.read_set(path)
+    s = p12.subset(s, s.outcomes.index.to_numpy()[:2000])
+    return s, reference.stay_states(s)

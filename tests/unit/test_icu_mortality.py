@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,7 @@ def reference_features(obs: pd.DataFrame, hours: float) -> pd.DataFrame:
                 "count": n / hours,
                 "sum": v.sum(),
                 "per_h": v.sum() / hours,
-                "slope": np.polyfit(t, v, 1)[0] if n >= 2 and np.ptp(t) > 0 else np.nan,
+                "slope": _slope(t, v) if n >= 2 and np.ptp(t) > 0 else np.nan,
                 "since_last": hours - t.max() if n else np.nan,
                 "first_at": t.min() if n else np.nan,
             }
@@ -171,6 +172,14 @@ def reference_features(obs: pd.DataFrame, hours: float) -> pd.DataFrame:
                 row[icu_stay.feature_name(p, agg)] = value[agg]
         out.append(row)
     return pd.DataFrame(out)[["record_id", *icu_stay.FEATURES]]
+
+
+def _slope(t: np.ndarray[Any, Any], v: np.ndarray[Any, Any]) -> float:
+    """Least-squares slope in the centred form: exactly 0 for a constant series (np.polyfit's
+    LAPACK solve leaves ±1e-17 there on some machines, which a tree split at 0 then tells
+    apart)."""
+    dt = t - t.mean()
+    return float((dt * (v - v.mean())).sum() / (dt * dt).sum())
 
 
 @needs_data

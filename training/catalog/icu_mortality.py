@@ -27,6 +27,7 @@ from feature_store import icu_stay
 from schemas.settings import Settings
 from training import validation
 from training.catalog import physionet2012 as p12
+from training.catalog import reference as catalog_reference
 
 NAME: Final = "icu-mortality"
 LABEL: Final = "In-hospital_death"
@@ -288,6 +289,7 @@ def train(out: Path, settings: Settings, samples: int = 200) -> dict[str, Any]:
     }
     p12.write_version(out, onnx, spec, report(spec, len(onnx)))
     calibration_plot(t48[LABEL].to_numpy(), p_onnx[at(test, 48.0)], out / "calibration.png")
+    catalog_reference.stay_reference(out, catalog_reference.stay_states(b), b, LABEL)  # monitor
     return spec
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from feature_store import icu_stay
 from schemas.settings import Settings
 from training.catalog import physionet2012 as p12
+from training.catalog import reference as catalog_reference
 
 NAME: Final = "length-of-stay"
 TARGET: Final = "remaining_los_days"
@@ -221,6 +222,7 @@ def train(out: Path, settings: Settings, samples: int = 200) -> dict[str, Any]:
         "framework": p12.framework(),
     }
     p12.write_version(out, onnx, spec, report(spec, len(onnx)))
+    catalog_reference.stay_reference(out, catalog_reference.stay_states(b), b, None)  # monitor
     return spec
 
 

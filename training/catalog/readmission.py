@@ -426,6 +426,10 @@ def train(file: Path, out: Path, bootstrap: int = validation.BOOTSTRAP_SAMPLES) 
     }
     (out / "spec.json").write_text(json.dumps(spec, indent=1, default=_json) + "\n")
     (out / "report.md").write_text(report(spec))
+    # the model monitor's reference (imported here: that module builds on this one)
+    from training.catalog import reference as catalog_reference
+
+    catalog_reference.discharge_reference(out, file)
     return out
 
 
