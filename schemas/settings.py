@@ -187,6 +187,12 @@ class Settings:
         "",
         "A retained checkpoint (…/chk-N) or savepoint to start from: state and source offsets.",
     )
+    kafka_client_timeout_s: int = setting(
+        30,
+        "How long (s) a job's Kafka clients wait on the broker (a request, a blocking call, a "
+        "transaction commit or abort; delivery gets twice this) before the task fails and the "
+        "restart strategy takes over; 0 = the Kafka client's own defaults (30-120 s).",
+    )
     transaction_timeout_s: int = setting(
         900,
         "Kafka transaction timeout: above checkpoint interval + restart time, at most the "

@@ -23,6 +23,19 @@ class KafkaTable:
     bootstrap: str
     bounded: bool = False
     group_id: str = "wardflow"
+    client_timeout_s: int = 0  # 0: the Kafka client's defaults
+
+    def client_properties(self, *, producer: bool) -> dict[str, str]:
+        """The clients' timeouts (`kafka_client_timeout_s`) as connector properties: a broker
+        gone fails the task within about this long, never in a 60 s abort that Flink takes for
+        a fatal TaskManager error."""
+        if self.client_timeout_s <= 0:
+            return {}
+        ms = self.client_timeout_s * 1000
+        opts = {"request.timeout.ms": ms, "default.api.timeout.ms": ms}
+        if producer:  # delivery must cover a request and the linger
+            opts = {"request.timeout.ms": ms, "max.block.ms": ms, "delivery.timeout.ms": 2 * ms}
+        return {f"properties.{k}": str(v) for k, v in opts.items()}
 
     @classmethod
     def of(
@@ -34,7 +47,10 @@ class KafkaTable:
         bounded: bool = False,
         group_id: str = "wardflow",
     ) -> KafkaTable:
-        return cls(prefix + topic, settings.kafka_bootstrap, bounded, group_id)
+        return cls(
+            prefix + topic, settings.kafka_bootstrap, bounded, group_id,
+            settings.kafka_client_timeout_s,
+        )  # fmt: skip
 
 
 def _with(options: dict[str, str]) -> str:
@@ -57,6 +73,7 @@ def raw_source_ddl(
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "earliest-offset",
         "format": "raw",
+        **t.client_properties(producer=False),
     }
     if t.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
@@ -86,6 +103,7 @@ def avro_source_ddl(
         "properties.group.id": t.group_id,
         "scan.startup.mode": "earliest-offset",
         "format": "avro",
+        **t.client_properties(producer=False),
     }
     if t.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
@@ -121,6 +139,7 @@ def avro_sink_ddl(
         "value.format": "avro",
         "value.fields-include": "ALL",
         "sink.delivery-guarantee": delivery,
+        **t.client_properties(producer=True),
     }
     if delivery == "exactly-once":
         if not transactional_id_prefix:

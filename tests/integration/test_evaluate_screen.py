@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import pytest
 
 from jobs.screening import rules as sepsis_rules
 from schemas.settings import Settings
+from tests.conftest import scoring_on
 from training import evaluate_rules as evaluate_screen
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,11 +28,16 @@ def test_evaluation_writes_a_report_with_every_rule_and_policy_and_a_summary_lin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WARDFLOW_PHI_KEY", "evaluation-test")
-    evaluate_screen.main(["--patients", "120", "--seed", "7", "--out", str(tmp_path)])
+    # A registry of its own with the bundled champion (the default one may hold none), as
+    # `make evaluate` bootstraps it first.
+    out = tmp_path / "report"
+    own = scoring_on(kafka, tmp_path / "scoring", f"evaluate-{uuid.uuid4().hex[:6]}")
+    registry = ["--model-registry", str(own.model_registry), "--feast-dir", str(own.feast_dir)]
+    evaluate_screen.main(["--patients", "120", "--seed", "7", "--out", str(out), *registry])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("patients=120 auroc_news2=")
-    report = (tmp_path / "README.md").read_text()
-    assert (tmp_path / "sepsis_screen.png").stat().st_size > 10_000
+    report = (out / "README.md").read_text()
+    assert (out / "sepsis_screen.png").stat().st_size > 10_000
     rows = [line for line in report.splitlines() if line.startswith("| ")][1:]
     # each rule, the model (scoring is on by default), any rule, any alert: two policies each
     assert len(rows) == 2 * (len(sepsis_rules.RULES) + 3)

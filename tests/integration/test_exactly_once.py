@@ -44,7 +44,7 @@ from tests.streams import keys_written, produce, sentinels
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PATIENTS = 150
-KILLS = 3
+KILLS = 2  # the second, after the broker is restarted under the job
 MONITOR_BEDS, MONITOR_S = 10, 20 * 60
 
 

@@ -66,6 +66,9 @@ def test_a_broker_gone_mid_job_is_named_with_its_logs_restarts_and_exit_status(
         "WARDFLOW_KAFKA_BOOTSTRAP": bootstrap,
         "WARDFLOW_PHI_KEY": own.phi_key.decode(),
         "WARDFLOW_RESTART_ATTEMPTS": "1",
+        # The clients give up on the gone broker within seconds (the default, 30 s, would make
+        # this test wait minutes); the failure must still name the broker.
+        "WARDFLOW_KAFKA_CLIENT_TIMEOUT_S": "5",
         "WARDFLOW_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "WARDFLOW_CHECKPOINT_INTERVAL_S": "1",
     }
