@@ -14,8 +14,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
-import platform
 import statistics
 import tempfile
 import uuid
@@ -23,12 +21,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.sampling import sampled_run, sustained_rate
+from bench.sampling import machine, sampled_run, screening_bench, sustained_rate
 from jobs import sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
 from schemas import topics
-from schemas.settings import Settings
 from udfs.quarantine import QuarantineRegistry
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -64,20 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT / "quarantine.json")
     a = ap.parse_args(argv)
-    base = Settings.from_env(
-        delivery_guarantee="at-least-once",
-        phi_key=b"wardflow-bench",
-        job_name="bench-quarantine",
-        scoring=False,
-    )
-    kafka_io.wait_for_broker(base)
-    df, source = replay.load_physionet(None, base)
-    plan = replay.ReplayPlan(patients=a.patients)
-    items = replay.clinical_stream(replay.select_patients(df, plan), plan, base.phi_key, source)
+    base, items = screening_bench("bench-quarantine", a.patients)
     folder = Path(tempfile.mkdtemp(prefix="bench-quarantine-"))
     registries = {"empty": QuarantineRegistry(folder / "empty")}
     registries["full"] = QuarantineRegistry(folder / "full")
-    fill(registries["full"], plan.base_time, QUARANTINES)
+    fill(registries["full"], replay.DEFAULT_BASE_TIME, QUARANTINES)
     rates: dict[str, list[float]] = {"empty": [], "full": []}
     records = 0
     for _ in range(a.rounds):
@@ -97,11 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{kind}: {rates[kind][-1]} screened records/s")
     empty, full = statistics.median(rates["empty"]), statistics.median(rates["full"])
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "patients": a.patients,
         "records": records,
         "quarantines": QUARANTINES,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -48,3 +51,31 @@ def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
     """80 % of `total` / the time between 10 % and 90 % of it (start-up and tail left out)."""
     t10, t90 = first_reaching(samples, 0.1 * total), first_reaching(samples, 0.9 * total)
     return 0.8 * total / max(t90 - t10, 1e-9)
+
+
+def machine() -> dict[str, Any]:
+    """What a results file says of the machine it was measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def screening_bench(job_name: str, patients: int) -> tuple[Settings, list[tuple[str, Any]]]:
+    """The screening benchmarks' settings (rules only, at-least-once: bench/scoring.py measures
+    what the model adds) once the broker answers, and `patients` set-A patients' records."""
+    from jobs.feeds import replay
+    from jobs.runtime import kafka_io
+
+    settings = Settings.from_env(
+        delivery_guarantee="at-least-once",
+        phi_key=b"wardflow-bench",
+        job_name=job_name,
+        scoring=False,
+    )
+    kafka_io.wait_for_broker(settings)
+    df, source = replay.load_physionet(None, settings)
+    plan = replay.ReplayPlan(patients=patients)
+    items = replay.clinical_stream(replay.select_patients(df, plan), plan, settings.phi_key, source)
+    return settings, list(items)

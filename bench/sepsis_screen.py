@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.sampling import first_reaching, sampled_run, sustained_rate
+from bench.sampling import first_reaching, machine, sampled_run, screening_bench, sustained_rate
 from jobs import sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
 from schemas import topics
-from schemas.settings import Settings
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -32,19 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT / "sepsis_screen.json")
     a = ap.parse_args(argv)
-    settings = Settings.from_env(
-        delivery_guarantee="at-least-once",
-        phi_key=b"wardflow-bench",
-        job_name="bench-sepsis-screen",
-        scoring=False,  # the rules; bench/scoring.py measures what the model adds
-    )
-    kafka_io.wait_for_broker(settings)
+    settings, items = screening_bench("bench-sepsis-screen", a.patients)
     prefix = f"bench-screen-{uuid.uuid4().hex[:6]}."
     topic_names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
     kafka_io.ensure_topics(settings, topic_names, prefix=prefix)
-    df, source = replay.load_physionet(None, settings)
-    plan = replay.ReplayPlan(patients=a.patients)
-    items = replay.clinical_stream(replay.select_patients(df, plan), plan, settings.phi_key, source)
     n = replay.produce_stream(settings, items, prefix=prefix, progress=False)
 
     out_topic = prefix + topics.SEPSIS_SCREEN.name
@@ -55,11 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     dead = kafka_io.count_records(settings, prefix + topics.DEAD_LETTER.name)
 
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "patients": a.patients,
         "records": n,
         "screened": screened,
