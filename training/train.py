@@ -281,13 +281,7 @@ def build(
 def champion_on(version: Version, test: pd.DataFrame) -> dict[str, Any]:
     """`version`'s AUROC on a candidate's test patients, scored with onnxruntime on the features
     its own spec names (so a champion of another feature set is compared fairly)."""
-    names = [f["name"] for f in version.spec["features"]]
-    session = ort.InferenceSession(str(version.onnx), providers=["CPUExecutionProvider"])
-    x = test[names].to_numpy(dtype=np.float32)
-    (name,) = [i.name for i in session.get_inputs()]
-    risk = np.concatenate(
-        [session.run(None, {name: x[i : i + 65536]})[0].ravel() for i in range(0, len(x), 65536)]
-    )
+    risk = reference.score(version.path, test)
     return {
         "model": version.model,
         "version": version.version,
