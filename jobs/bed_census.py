@@ -2,23 +2,24 @@
 
 adt.event.v1 (raw Kafka records, rowtime = record timestamp)
   ├─ behind the watermark ─────────────────────────────── dead-letter topic (reason `late`)
-  └─ decode + validate (Python UDTF) ─ rejected ───────── dead-letter topic (reason per record)
-       └─ keyed by patient, in event-time order: udfs.census.PatientPlacement
-            ├─ refused (duplicate, unknown unit, not admitted, nothing to cancel…) ─ dead letters
+  └─ decode + validate (JVM) ─ rejected, or a unit with no capacity ─ dead-letter topic
+       └─ keyed by patient, in event-time order: udfs/java/CensusPlacement.java, the JVM
+          process table function of udfs.census.PatientPlacement (the Python reference)
+            ├─ refused (duplicate, not admitted, nothing to cancel…) ─ dead letters
             ├─ every accepted event and what it did ─────────── census.event topic
             └─ census deltas per unit (+ facility totals)
                  ├─ 1-minute windows, running sum → occupancy, %, surge level ── census.unit topic
                  └─ 1-hour windows: arrivals, discharges, transfers, cancels ─── census.flow topic
 
 ADT received = census events + dead letters. The census at a minute boundary m counts every
-event before m; a unit appears in census.unit only in minutes when it changed.
+event before m; a unit appears in census.unit only in minutes when it changed. Every step runs in
+the JVM; the capacities and the unit check are SQL generated from the capacity file.
 """
 
 from __future__ import annotations
 
 from pyflink.table import StreamTableEnvironment
 
-from jobs.runtime.flink_env import plan_once, process_by_patient, rowtime_from_stream
 from jobs.runtime.job import Job, Sinks, Source, Sources
 from jobs.runtime.tables import (
     LATE,
@@ -32,9 +33,14 @@ from schemas.capacity import ALL_UNITS, Capacity
 from schemas.rows import CENSUS_IN, CENSUS_OUT, avro_values_sql
 from schemas.settings import Settings
 from udfs import java_decode
-from udfs.census import SURGE_LABELS
+from udfs.census import (
+    SURGE_LABELS,
+    UNIT_BEDS_FUNCTION,
+    check_unit_sql,
+    facility_beds_sql,
+    unit_beds_sql,
+)
 from udfs.flink import decoded_row
-from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 
 STAGE = "bed_census"
 ADT = topics.ADT_EVENT.name
@@ -55,22 +61,31 @@ REFUSED = avro_values_sql(
 COUNTS = ("arrivals", "discharges", "transfers_in", "transfers_out", "cancels")
 
 
-def _planned_sql(adt: Source) -> str:
+def _planned_sql(adt: Source, capacity: Capacity) -> str:
     """Dead letters of the SQL part and accepted events as one table, planned once."""
     cols = decoded_row(ADT).column_list()
     event = CENSUS_IN.cast_sql({"source_topic": f"'{adt.topic}'", "payload": PAYLOAD})
-    rejected = dead_letter_sql(adt.topic, STAGE, "d.reason_code", "d.reason")
+    unknown = check_unit_sql(capacity, "d.event_type", "d.facility_id", "d.unit_id")
+    rejected = dead_letter_sql(
+        adt.topic,
+        STAGE,
+        "COALESCE(d.reason_code, 'unknown_unit')",
+        "COALESCE(d.reason, unknown_unit)",
+    )
     return f"""
     SELECT 'dead_letter' AS output, {late_dead_letter_sql(adt.topic, STAGE)} AS dead_letter,
-           {CENSUS_IN.null_sql()} AS event, kafka_ts AS event_time
+           {CENSUS_IN.null_sql()} AS event, kafka_ts AS rowtime
     FROM `{adt.table}` WHERE {LATE}
     UNION ALL
-    SELECT CASE WHEN d.reason_code IS NULL THEN 'event' ELSE 'dead_letter' END,
-           CASE WHEN d.reason_code IS NOT NULL THEN {rejected} END,
-           CASE WHEN d.reason_code IS NULL THEN {event} END,
+    SELECT CASE WHEN refused THEN 'dead_letter' ELSE 'event' END,
+           CASE WHEN refused THEN {rejected} END,
+           CASE WHEN NOT refused THEN {event} END,
            kafka_ts
-    FROM (SELECT * FROM `{adt.table}` WHERE {ON_TIME}) AS r,
-         LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts_ms)) AS d({cols})"""
+    FROM (
+      SELECT *, reason_code IS NOT NULL OR unknown_unit IS NOT NULL AS refused FROM (
+        SELECT r.*, d.*, {unknown} AS unknown_unit
+        FROM (SELECT * FROM `{adt.table}` WHERE {ON_TIME}) AS r,
+             LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts_ms)) AS d({cols}))) AS d"""
 
 
 def _census_sql(capacity: Capacity) -> str:
@@ -106,18 +121,38 @@ def build(
     """Source `adt` → sinks `census_unit`, `census_flow`, `census_events`, `dead_letters`:
     views up to `census_out` (the keyed function's output) and `deltas`, and every sink."""
     capacity = Capacity.load(settings.capacity_file)
+    # No idle-state TTL: a unit's running census and a patient's bed must outlive any silence.
+    # The state is bounded without it: a running sum per unit, windows closed by the watermark,
+    # and a patient's placement, cleared a week after they leave (CensusPlacement.java).
+    t_env.get_config().set("table.exec.state.ttl", "0 ms")
     t_env.create_java_temporary_system_function("wf_decode_adt", java_decode.function_class(ADT))
-    t_env.create_temporary_view("census_in", t_env.sql_query(_planned_sql(sources["adt"])))
-    plan_once(t_env, "census_in")
-    # The function reads each record's timestamp (ctx.timestamp()), not the rowtime column,
-    # whose Python datetime is wrong after 2038.
-    placed = process_by_patient(
-        t_env,
-        "SELECT event.*, rowtime FROM planned WHERE output = 'event'",
-        CensusPlacement(capacity),
-        CENSUS_OUT_TYPE,
+    t_env.create_java_temporary_system_function(UNIT_BEDS_FUNCTION, java_decode.UNIT_BEDS_CLASS)
+    t_env.create_java_temporary_system_function(
+        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
     )
-    t_env.create_temporary_view("census_out", t_env.from_data_stream(placed, rowtime_from_stream()))
+    t_env.create_temporary_view(
+        "census_in", t_env.sql_query(_planned_sql(sources["adt"], capacity))
+    )
+    t_env.create_temporary_view("planned", t_env.from_path("census_in"))
+    t_env.create_temporary_view(
+        "placing",
+        t_env.sql_query("SELECT event.*, rowtime FROM planned WHERE output = 'event'"),
+    )
+    unit_beds = unit_beds_sql(capacity, "facility_id", "unit_id")
+    facility_beds = facility_beds_sql(capacity, "facility_id")
+    capacities = {
+        "unit_capacity": f"CASE WHEN kind = 'delta' THEN {unit_beds} END",
+        "facility_capacity": f"CASE WHEN kind = 'delta' THEN {facility_beds} END",
+    }
+    t_env.create_temporary_view(
+        "census_out",
+        t_env.sql_query(f"""
+        SELECT {CENSUS_OUT.select_sql(capacities)}, rowtime
+        FROM TABLE(wf_census_placement(
+          input => TABLE placing PARTITION BY patient_token,
+          on_time => DESCRIPTOR(rowtime),
+          uid => 'census-placement'))"""),
+    )
     counts = ", ".join(COUNTS)
     t_env.create_temporary_view(
         "deltas",

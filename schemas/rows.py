@@ -108,6 +108,12 @@ class Row:
         self._check_names(values)
         return tuple(values.get(c) for c in self.columns)
 
+    def without(self, names: Iterable[str], name: str, doc: str) -> Row:
+        """This row less the fields `names` (which must exist), in the same order."""
+        drop = set(names)
+        self._check_names(drop)
+        return Row(name, tuple(f for f in self.fields if f.name not in drop), doc)
+
     def _check_names(self, names: Iterable[str]) -> None:
         unknown = sorted(set(names) - set(self.columns))
         if unknown:
@@ -248,8 +254,7 @@ CENSUS_IN = Row(
         Field("payload", "bytes", "The raw ADT record, kept for a dead letter."),
     ),
     "An accepted ADT event on its way from the census SQL to the keyed placement function "
-    "(udfs.flink_census.CensusPlacement, which reads it by these names); its event time is the "
-    "record's timestamp, not a column.",
+    "(udfs/java/CensusPlacement.java, which reads it by these names) with its rowtime.",
 )
 
 CENSUS_OUT = Row(
@@ -279,9 +284,16 @@ CENSUS_OUT = Row(
         Field("source_offset", "long", "event and dead_letter."),
         Field("payload", "bytes", "event and dead_letter: the raw ADT record."),
     ),
-    "What the bed-census keyed function (udfs.flink_census.CensusPlacement) emits: census "
-    "deltas, one `event` row per applied or unchanged ADT event and one `dead_letter` row per "
-    "refused one, in one row type; `kind` says which, the other kind's fields are None.",
+    "What the bed-census job's placement step yields: census deltas, one `event` row per "
+    "applied or unchanged ADT event and one `dead_letter` row per refused one, in one row type; "
+    "`kind` says which, the other kind's fields are None.",
+)
+# The keyed placement function's own output (udfs/java/CensusPlacement.java): the framework
+# puts the partition key (patient_token) first, and the job's SQL adds the capacities.
+CENSUS_PLACED = CENSUS_OUT.without(
+    ("patient_token", "unit_capacity", "facility_capacity"),
+    "census_placed",
+    "CENSUS_OUT as the placement function emits it, without the key and the capacities.",
 )
 
 SCORE_RESULT = Row(

@@ -28,7 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from schemas.capacity import ALL_UNITS, Capacity
+
 HISTORY = 16  # placement changes kept per patient for cancels
+PLACING = ("admit", "transfer", "update")  # the event types that name the unit they place in
 
 
 class Place(NamedTuple):
@@ -180,6 +183,45 @@ def _between(old: Place | None, new: Place | None, t: int) -> list[Delta]:
     if new is not None:
         out.append(Delta(new.facility_id, new.unit_id, t, +1))
     return out
+
+
+def check_unit(e: AdtEvent, capacity: Capacity) -> Outcome | None:
+    """A refusal for an event that would place a patient in a unit with no configured beds
+    (checked before the state machine; it depends on no state)."""
+    if e.event_type in PLACING and e.unit_id and (e.facility_id, e.unit_id) not in capacity.units:
+        return Outcome("unknown_unit", f"{e.facility_id}/{e.unit_id} has no configured capacity")
+    return None
+
+
+UNIT_BEDS_FUNCTION = "wf_unit_beds"  # udfs/java/UnitBeds.java, registered by the census job
+
+
+def capacity_sql(capacity: Capacity) -> str:
+    """The capacity as the SQL string constant UnitBeds reads: facility TAB unit TAB beds."""
+    lines = "\n".join(f"{f}\t{u}\t{beds}" for (f, u), beds in sorted(capacity.units.items()))
+    return "'" + lines.replace("'", "''") + "'"
+
+
+def unit_beds_sql(capacity: Capacity, facility: str, unit: str) -> str:
+    """SQL: the staffed beds of the unit named by the columns `facility`, `unit`; NULL when
+    the unit is not configured."""
+    return f"{UNIT_BEDS_FUNCTION}({capacity_sql(capacity)}, {facility}, {unit})"
+
+
+def facility_beds_sql(capacity: Capacity, facility: str) -> str:
+    """SQL: the staffed beds of the facility named by the column `facility`."""
+    return unit_beds_sql(capacity, facility, f"'{ALL_UNITS}'")
+
+
+def check_unit_sql(capacity: Capacity, event_type: str, facility: str, unit: str) -> str:
+    """SQL: `check_unit`'s reason (NULL: no refusal) for the event in those columns."""
+    placing = ", ".join(f"'{k}'" for k in PLACING)
+    unknown = (
+        f"{event_type} IN ({placing}) AND {unit} IS NOT NULL AND {unit} <> '' "
+        f"AND {unit_beds_sql(capacity, facility, unit)} IS NULL"
+    )
+    reason = f"{facility} || '/' || {unit} || ' has no configured capacity'"
+    return f"CASE WHEN {unknown} THEN {reason} END"
 
 
 SURGE_LABELS = ("normal", "moderate", "severe", "critical")

@@ -1,6 +1,9 @@
 """Decode + validate in the JVM: a Flink table function per registry schema, generated as Java
 from the schema and compiled once into a jar (javac from the JDK; Avro from the Flink jars),
-with the charting median (`Median`, an aggregate function).
+with the charting median (`Median`, an aggregate function), the screening job's quarantine check
+(`Quarantine`), and the bed census's keyed placement (`CensusPlacement`, a process table
+function) and capacity lookup (`UnitBeds`), written as Java in udfs/java/ (row types filled in
+from schemas.rows).
 
 Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
@@ -31,7 +34,8 @@ from pathlib import Path
 
 from schemas import load_schema, topics
 from schemas.avro import AvroField, Schema, earlier_revisions
-from schemas.rows import decoded
+from schemas.capacity import ALL_UNITS
+from schemas.rows import CENSUS_PLACED, decoded
 from schemas.settings import Settings
 
 PACKAGE = "io.wardflow.udf"
@@ -274,6 +278,25 @@ public class {name} extends TableFunction<RowData> {{
 """
 
 
+JAVA_DIR = Path(__file__).resolve().parent / "java"
+CENSUS_PLACEMENT_CLASS = f"{PACKAGE}.CensusPlacement"
+UNIT_BEDS_CLASS = f"{PACKAGE}.UnitBeds"
+# Hand-written classes in JAVA_DIR and what their placeholders stand for.
+HAND_WRITTEN = {
+    "CensusPlacement": {"@OUTPUT@": CENSUS_PLACED.flink_sql()},
+    "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
+}
+
+
+def hand_written_source(name: str) -> str:
+    src = (JAVA_DIR / f"{name}.java").read_text()
+    for placeholder, value in HAND_WRITTEN[name].items():
+        if placeholder not in src:
+            raise ValueError(f"{name}.java has no {placeholder}")
+        src = src.replace(placeholder, value)
+    return src
+
+
 MEDIAN_CLASS = f"{PACKAGE}.Median"
 # The per-minute charting aggregate (udfs/device.py): the exact median of a group's non-null
 # FLOATs, as a double (the mean of the middle two of an even count, as pandas computes it).
@@ -450,7 +473,8 @@ def _sources(schema_names: Iterable[str]) -> dict[str, str]:
     schemas = [load_schema(n) for n in sorted(set(schema_names))]
     decoders = {class_name(s): java_source(s) for s in schemas}
     decoders |= {class_name(s) + "Lenient": java_source(s, lenient=True) for s in schemas}
-    return {**decoders, "Median": MEDIAN_SOURCE, "Quarantine": QUARANTINE_SOURCE}
+    hand = {name: hand_written_source(name) for name in HAND_WRITTEN}
+    return {**decoders, "Median": MEDIAN_SOURCE, "Quarantine": QUARANTINE_SOURCE, **hand}
 
 
 def _classpath(settings: Settings) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -201,3 +202,67 @@ def test_census_loads_into_clickhouse_idempotently_and_answers_as_of_a_time(
         return int(rows[0][0])
 
     assert [icu_at(m) for m in (6, 11, 31, 46, 61, 71, 181)] == [2, 1, 2, 1, 1, 1, 0]
+
+
+def _until(what: str, found: Any, timeout_s: float = 120.0) -> Any:
+    """found() once it is truthy; polled every half second."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := found()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout_s} s")
+        time.sleep(0.5)
+    return value
+
+
+def test_a_patient_silent_for_longer_than_the_state_ttl_keeps_their_bed(
+    kafka: Settings, tmp_path: Path
+) -> None:
+    """The platform's idle-state TTL (here 1 s of processing time) must not touch the census:
+    an ICU patient can go days without an ADT event. The admission is applied, the job idles
+    3 s, then the discharge must find the patient and the unit's census must go back to 0."""
+    cap = tmp_path / "capacity.json"
+    cap.write_text(json.dumps(CAPACITY))
+    s = dataclasses.replace(
+        kafka,
+        capacity_file=cap,
+        watermark_on_event=True,
+        state_ttl_h=1 / 3600,
+        delivery_guarantee="at-least-once",
+        job_name="census-ttl-test",
+    )
+    prefix = f"t-cttl-{uuid.uuid4().hex[:8]}."
+    kafka_io.ensure_topics(s, [ADT, *bed_census.JOB.output_topics], prefix=prefix, partitions=1)
+    schema = load_schema(ADT)
+    p = kafka_io.producer(s)
+
+    def send(*recs: dict[str, Any]) -> None:
+        for rec in recs:
+            ts = codec.epoch_ms(rec["event_time"])
+            value = codec.encode(schema, rec)
+            replay.produce_raw(p, prefix + ADT, rec["patient_token"].encode(), value, ts)
+        p.flush_or_raise(30)
+
+    def read(topic: topics.Topic) -> list[dict[str, Any]]:
+        return kafka_io.read_records(s, prefix + topic.name, topic.name)
+
+    def icu() -> list[int]:
+        rows = [r for r in read(topics.CENSUS_UNIT) if r["unit_id"] == "ICU"]
+        return [r["occupied_beds"] for r in sorted(rows, key=lambda r: r["window_end"])]
+
+    client = bed_census.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
+    try:
+        # q's admission two minutes on moves the watermark past p's (60 s out-of-orderness)
+        send(adt("p-a", "admit", "p", 0 * M, "ICU"), adt("q-a", "admit", "q", 2 * M, "W4"))
+        _until("admission of p", lambda: read(topics.CENSUS_EVENT))
+        time.sleep(3)  # three TTLs of silence for p's state
+        send(adt("p-d", "discharge", "p", 10 * M), adt("r-a", "admit", "r", 20 * M, "W4"))
+        _until("ICU census after p's discharge", lambda: len(icu()) >= 2)
+    finally:
+        client.cancel().result()
+    done = {e["event_id"]: e for e in read(topics.CENSUS_EVENT)}
+    letters = read(topics.DEAD_LETTER)
+    census = icu()
+    kafka_io.delete_topics(s, [ADT, *bed_census.JOB.output_topics], prefix=prefix)
+    assert letters == []
+    assert done["p-d"]["outcome"] == "applied"
+    assert census == [1, 0]

@@ -7,8 +7,7 @@ import pytest
 from jobs.feeds import adt_generator
 from schemas import codec
 from schemas.capacity import Capacity
-from udfs.census import AdtEvent, PatientPlacement
-from udfs.flink_census import check_unit
+from udfs.census import AdtEvent, PatientPlacement, check_unit
 
 
 def test_capacity_sums_units_into_facilities_and_checks_its_thresholds() -> None:

@@ -10,9 +10,7 @@ from pyflink.common import Row, Types
 from pyflink.table import DataTypes
 
 from schemas import rows, topics
-from schemas.capacity import Capacity
 from udfs import flink_types, lifecycle
-from udfs.census import AdtEvent, Delta, Outcome
 from udfs.flink import (
     ALERT_EVENT_TYPE,
     DECODED_COLUMNS,
@@ -22,7 +20,6 @@ from udfs.flink import (
     decode_udtf,
     decoded_columns,
 )
-from udfs.flink_census import CENSUS_OUT_TYPE, CensusPlacement
 from udfs.flink_scoring import RESULT_TYPE
 from udfs.scoring import OUTPUT_COLUMNS
 
@@ -253,28 +250,17 @@ def test_a_timestamp_has_no_datastream_type_but_a_table_type() -> None:
 
 def test_census_out_is_the_old_hand_spelled_census_row() -> None:
     assert rows.CENSUS_OUT.columns == tuple(n for n, _ in OLD_CENSUS_OUT_FIELDS)
-    assert _named(OLD_CENSUS_OUT_FIELDS) == CENSUS_OUT_TYPE
+    assert _named(OLD_CENSUS_OUT_FIELDS) == flink_types.type_info(rows.CENSUS_OUT)
 
 
-def _placement() -> CensusPlacement:
-    fn = CensusPlacement(Capacity({("f", "u"): 10, ("f", "v"): 5}))
-    fn.facility_beds = {"f": 15}
-    return fn
-
-
-def test_a_census_delta_row_is_the_old_positional_row() -> None:
-    d = Delta("f", "u", 1000, 1, arrivals=1)
-    old = Row("delta", "f", "u", 1000, 1, 1, 0, 0, 0, 0, 10, 15, *(None for _ in range(9)))
-    assert _placement()._delta(d) == old
-
-
-def test_a_census_event_row_is_the_old_positional_row() -> None:
-    e = AdtEvent("e1", "transfer", "f", "v", "b1", 2000)
-    source = (topics.ADT_EVENT.name, 2, 42, b"raw")
-    got = CensusPlacement._row("event", e, "v", "p", Outcome("applied", ""), source)
-    old = Row("event", "f", "v", 2000, *(None for _ in range(8)), "e1", "transfer", "p")
-    old = Row(*old, "applied", None, *source)
-    assert got == old
+def test_the_census_placement_function_emits_census_out_less_its_key_and_capacities() -> None:
+    placed = [c for c in rows.CENSUS_OUT.columns if c in rows.CENSUS_PLACED.columns]
+    assert placed == list(rows.CENSUS_PLACED.columns)
+    assert set(rows.CENSUS_OUT.columns) - set(placed) == {
+        "patient_token",
+        "unit_capacity",
+        "facility_capacity",
+    }
 
 
 def test_the_scoring_result_is_the_old_hand_spelled_one() -> None:

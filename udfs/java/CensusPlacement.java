@@ -1,0 +1,295 @@
+// The bed-census keyed function in the JVM: udfs/census.py's PatientPlacement (the Python
+// reference, and the oracle of tests/flink/test_census_placement.py) as a Flink process table
+// function, one virtual processor per patient. udfs/java_decode.py compiles it into the UDF jar
+// and puts schemas.rows.CENSUS_OUT's Flink type where the output hint says @CENSUS_OUT@.
+//
+// Called as
+//   wf_census_placement(input => TABLE t PARTITION BY patient_token, on_time => DESCRIPTOR(rowtime))
+// on rows of schemas.rows.CENSUS_IN (read by name). Events wait in state until the watermark
+// passes their event time, then apply in (event time, partition, offset) order; each yields an
+// `event` row (applied or no_change) plus its census `delta` rows, or a `dead_letter` row: the
+// fields of CENSUS_OUT but patient_token (the partition key, which the framework puts first)
+// and the capacities (configuration, which the job's SQL adds; it also refuses unknown units
+// before this function, since that depends on no state). A patient without a bed is forgotten
+// RETENTION_MS of event time after their last event; the platform's idle-state TTL
+// (table.exec.state.ttl) does not apply: a patient may hold a bed for weeks without an event.
+package io.wardflow.udf;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
+import org.apache.flink.table.annotation.ArgumentHint;
+import org.apache.flink.table.annotation.ArgumentTrait;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.annotation.StateHint;
+import org.apache.flink.table.functions.ProcessTableFunction;
+import org.apache.flink.types.Row;
+
+@FunctionHint(output = @DataTypeHint("@OUTPUT@"))
+public class CensusPlacement extends ProcessTableFunction<Row> {
+  static final int HISTORY = 16; // placement changes kept per patient for cancels
+  static final long RETENTION_MS = 7L * 24 * 3600 * 1000; // after a discharge (A13 can follow)
+
+  /** A bed: facility, unit and (optional) bed. */
+  public static class Place {
+    public String facility;
+    public String unit;
+    public String bed;
+
+    public Place() {}
+
+    Place(String facility, String unit, String bed) {
+      this.facility = facility;
+      this.unit = unit;
+      this.bed = bed;
+    }
+
+    boolean sameUnit(Place o) {
+      return facility.equals(o.facility) && unit.equals(o.unit);
+    }
+
+    boolean same(Place o) {
+      return sameUnit(o) && (bed == null ? o.bed == null : bed.equals(o.bed));
+    }
+  }
+
+  /** A placement change: its event type and where the patient was before it (null: no bed). */
+  public static class Change {
+    public String kind;
+    public Place before;
+  }
+
+  /** An event waiting for the watermark. */
+  public static class Pending {
+    public long timeMs;
+    public int partition;
+    public long offset;
+    public String eventId;
+    public String eventType;
+    public String facility;
+    public String unit;
+    public String bed;
+    public String topic;
+    public byte[] payload;
+  }
+
+  /** One patient's state. */
+  public static class Placement {
+    public Place place;
+    public Change[] history;
+    public String[] seen;
+    public Pending[] pending;
+    public long expiryMs;
+  }
+
+  private static final Comparator<Pending> ORDER =
+      Comparator.<Pending>comparingLong(p -> p.timeMs)
+          .thenComparingInt(p -> p.partition)
+          .thenComparingLong(p -> p.offset);
+
+  public void eval(
+      Context ctx,
+      @StateHint(name = "placement", ttl = "0 ms") Placement s,
+      @ArgumentHint(
+              name = "input",
+              value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME})
+          Row input) {
+    Pending p = new Pending();
+    p.timeMs = ctx.timeContext(Long.class).time();
+    p.partition = input.<Integer>getFieldAs("kafka_partition");
+    p.offset = input.<Long>getFieldAs("kafka_offset");
+    p.eventId = input.getFieldAs("event_id");
+    p.eventType = input.getFieldAs("event_type");
+    p.facility = input.getFieldAs("facility_id");
+    p.unit = input.getFieldAs("unit_id");
+    p.bed = input.getFieldAs("bed_id");
+    p.topic = input.getFieldAs("source_topic");
+    p.payload = input.getFieldAs("payload");
+    s.pending = append(s.pending, p, Pending[]::new);
+    ctx.timeContext(Long.class).registerOnTime(p.timeMs);
+  }
+
+  public void onTimer(OnTimerContext ctx, Placement s) {
+    long now = ctx.timeContext(Long.class).time();
+    List<Pending> due = new ArrayList<>();
+    List<Pending> later = new ArrayList<>();
+    for (Pending p : s.pending == null ? new Pending[0] : s.pending) {
+      (p.timeMs <= now ? due : later).add(p);
+    }
+    due.sort(ORDER);
+    for (Pending e : due) {
+      apply(s, e);
+    }
+    if (!due.isEmpty() && s.place == null) {
+      s.expiryMs = now + RETENTION_MS;
+      ctx.timeContext(Long.class).registerOnTime("expiry", s.expiryMs); // replaces the last one
+    }
+    s.pending = later.toArray(new Pending[0]);
+    if (s.place == null && later.isEmpty() && s.expiryMs > 0 && now >= s.expiryMs) {
+      ctx.clearAllState();
+    }
+  }
+
+  // --- the state machine (udfs/census.py) ----------------------------------------------------
+
+  private void apply(Placement s, Pending e) {
+    List<Row> deltas = new ArrayList<>();
+    String[] outcome = placementApply(s, e, deltas);
+    boolean refused = !outcome[0].equals("applied") && !outcome[0].equals("no_change");
+    if (refused) {
+      collect(eventRow("dead_letter", e, e.unit, outcome));
+      return;
+    }
+    collect(eventRow("event", e, s.place == null ? null : s.place.unit, outcome));
+    for (Row d : deltas) collect(d);
+  }
+
+  private String[] placementApply(Placement s, Pending e, List<Row> deltas) {
+    if (s.seen != null && Arrays.asList(s.seen).contains(e.eventId)) {
+      return out("duplicate", "event " + e.eventId + " was already applied");
+    }
+    String[] outcome = transition(s, e, deltas);
+    if (outcome[0].equals("applied") || outcome[0].equals("no_change")) {
+      s.seen = append(s.seen, e.eventId, String[]::new);
+    }
+    return outcome;
+  }
+
+  private String[] transition(Placement s, Pending e, List<Row> deltas) {
+    long t = e.timeMs;
+    Place next = notEmpty(e.unit) ? new Place(e.facility, e.unit, e.bed) : null;
+    Place before = s.place;
+    String kind = e.eventType;
+    if (kind.equals("register") || kind.equals("preadmit")) {
+      return out("no_change", kind + " does not occupy a bed");
+    }
+    if (kind.equals("admit")) {
+      if (next == null) return out("missing_unit", "an admission must name a unit");
+      if (before != null) {
+        return out("already_admitted", "patient holds a bed in " + before.unit + " already");
+      }
+      return move(s, kind, next, t, true, deltas);
+    }
+    if ((kind.equals("transfer") || kind.equals("discharge")) && before == null) {
+      return out("not_admitted", kind + " for a patient who holds no bed");
+    }
+    if (kind.equals("transfer")) {
+      if (next == null) return out("missing_unit", "a transfer must name a unit");
+      return move(s, kind, next, t, false, deltas);
+    }
+    if (kind.equals("discharge")) return move(s, kind, null, t, false, deltas);
+    if (kind.equals("update")) {
+      if (before == null || next == null || next.same(before)) {
+        return out("no_change", "no bed or unit change");
+      }
+      s.place = next;
+      between(before, next, t, 0, deltas);
+      return out("applied", null);
+    }
+    if (kind.startsWith("cancel_")) return cancel(s, kind.substring("cancel_".length()), t, deltas);
+    return out("bad_event_type", "unknown event type '" + kind + "'");
+  }
+
+  private String[] move(
+      Placement s, String kind, Place next, long t, boolean arrival, List<Row> deltas) {
+    Place before = s.place;
+    Change c = new Change();
+    c.kind = kind;
+    c.before = before;
+    Change[] h = append(s.history, c, Change[]::new);
+    s.history = h.length > HISTORY ? Arrays.copyOfRange(h, h.length - HISTORY, h.length) : h;
+    s.place = next;
+    if (before != null && next != null && before.sameUnit(next)) return out("applied", null);
+    if (before != null) {
+      int discharged = next == null ? 1 : 0;
+      deltas.add(delta(before, t, -1, 0, discharged, 0, 1 - discharged, 0));
+    }
+    if (next != null) {
+      deltas.add(delta(next, t, 1, arrival ? 1 : 0, 0, arrival ? 0 : 1, 0, 0));
+    }
+    return out("applied", null);
+  }
+
+  private String[] cancel(Placement s, String what, long t, List<Row> deltas) {
+    Change[] h = s.history == null ? new Change[0] : s.history;
+    boolean openStay = false;
+    for (Change c : h) openStay |= c.kind.equals("admit");
+    if (what.equals("admit") && s.place != null && openStay) { // the stay is void
+      Place voided = s.place;
+      s.place = null;
+      s.history = new Change[0];
+      between(voided, null, t, 1, deltas);
+      return out("applied", null);
+    }
+    if (h.length == 0 || !h[h.length - 1].kind.equals(what)) {
+      String last = h.length == 0 ? "none" : h[h.length - 1].kind;
+      return out("nothing_to_cancel", "latest placement change is " + last + ", not " + what);
+    }
+    Place before = h[h.length - 1].before;
+    s.history = Arrays.copyOf(h, h.length - 1);
+    Place now = s.place;
+    s.place = before;
+    between(now, before, t, 1, deltas);
+    return out("applied", null);
+  }
+
+  /** Occupancy-only deltas for a correction (no arrivals, discharges or transfers counted). */
+  private void between(Place old, Place next, long t, int cancels, List<Row> deltas) {
+    if (old != null && next != null && old.sameUnit(next)) return;
+    if (old != null) deltas.add(delta(old, t, -1, 0, 0, 0, 0, cancels));
+    if (next != null) deltas.add(delta(next, t, 1, 0, 0, 0, 0, cancels));
+  }
+
+  // --- rows -----------------------------------------------------------------------------------
+
+  private Row delta(
+      Place p, long t, int occupied, int arrivals, int discharges, int in, int out, int cancels) {
+    Row r = Row.withNames();
+    r.setField("kind", "delta");
+    r.setField("facility_id", p.facility);
+    r.setField("unit_id", p.unit);
+    r.setField("event_time_ms", t);
+    r.setField("occupied", occupied);
+    r.setField("arrivals", arrivals);
+    r.setField("discharges", discharges);
+    r.setField("transfers_in", in);
+    r.setField("transfers_out", out);
+    r.setField("cancels", cancels);
+    return r;
+  }
+
+  private Row eventRow(String kind, Pending e, String unit, String[] outcome) {
+    Row r = Row.withNames();
+    r.setField("kind", kind);
+    r.setField("facility_id", e.facility);
+    r.setField("unit_id", unit);
+    r.setField("event_time_ms", e.timeMs);
+    r.setField("event_id", e.eventId);
+    r.setField("event_type", e.eventType);
+    r.setField("outcome", outcome[0]);
+    r.setField("reason", outcome[1]);
+    r.setField("source_topic", e.topic);
+    r.setField("source_partition", e.partition);
+    r.setField("source_offset", e.offset);
+    r.setField("payload", e.payload);
+    return r;
+  }
+
+  // --- helpers --------------------------------------------------------------------------------
+
+  private static String[] out(String status, String reason) {
+    return new String[] {status, reason == null || reason.isEmpty() ? null : reason};
+  }
+
+  private static boolean notEmpty(String s) {
+    return s != null && !s.isEmpty();
+  }
+
+  private static <T> T[] append(T[] a, T x, java.util.function.IntFunction<T[]> make) {
+    T[] b = a == null ? make.apply(1) : Arrays.copyOf(a, a.length + 1);
+    b[b.length - 1] = x;
+    return b;
+  }
+}
