@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--realtime-s", type=int, default=180)
     ap.add_argument("--soak-beds", type=int, default=30000)
     ap.add_argument("--soak-s", type=int, default=600)
-    ap.add_argument("--census-days", type=float, default=7.0)
+    ap.add_argument("--census-days", type=float, default=30.0)
     ap.add_argument("--skip", nargs="*", default=[], help="phases to leave out")
     ap.add_argument("--out", type=Path, default=OUT / "device_rate.json")
     ap.add_argument(
