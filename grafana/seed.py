@@ -128,10 +128,7 @@ def place(events: list[dict[str, Any]], end_ms: int) -> Census:
     for e in events:
         tok, ms = e["patient_token"], _ms(e["event_time"])
         pp = placements.setdefault(tok, PatientPlacement())
-        ev = AdtEvent(
-            e["event_id"], e["event_type"], e["facility_id"], e["unit_id"], e["bed_id"], ms
-        )
-        outcome, ds = pp.apply(ev)
+        outcome, ds = pp.apply(AdtEvent.of(e, ms))
         if outcome.refused:
             refused.append({**e, "reason_code": outcome.status, "reason": outcome.reason})
             continue

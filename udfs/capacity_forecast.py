@@ -339,10 +339,7 @@ def stays_from_events(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
         t = e["event_time"]
         ms = int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t)
         pp = who.setdefault(e["patient_token"], PatientPlacement())
-        ev = AdtEvent(
-            e["event_id"], e["event_type"], e["facility_id"], e["unit_id"], e["bed_id"], ms
-        )
-        outcome, _ = pp.apply(ev)
+        outcome, _ = pp.apply(AdtEvent.of(e, ms))
         if outcome.refused or outcome.status == "no_change":
             continue
         where = pp.place

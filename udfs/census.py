@@ -25,8 +25,9 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from schemas.capacity import ALL_UNITS, Capacity
 
@@ -47,6 +48,18 @@ class AdtEvent(NamedTuple):
     unit_id: str | None
     bed_id: str | None
     event_time_ms: int
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], event_time_ms: int) -> AdtEvent:
+        """The event of a canonical adt.event.v1 record, at `event_time_ms` (epoch ms)."""
+        return cls(
+            record["event_id"],
+            record["event_type"],
+            record["facility_id"],
+            record.get("unit_id"),
+            record.get("bed_id"),
+            event_time_ms,
+        )
 
 
 class Delta(NamedTuple):

@@ -85,14 +85,7 @@ def reference(events: list[dict[str, Any]], capacity: Capacity) -> Expected:
     order = sorted(range(len(events)), key=lambda i: (events[i]["event_time"], i))
     for i in order:
         e = events[i]
-        ev = AdtEvent(
-            e["event_id"],
-            e["event_type"],
-            e["facility_id"],
-            e["unit_id"],
-            e["bed_id"],
-            codec.epoch_ms(e["event_time"]),
-        )
+        ev = AdtEvent.of(e, codec.epoch_ms(e["event_time"]))
         outcome = check_unit(ev, capacity)
         deltas: list[Delta] = []
         placement = placements[e["patient_token"]]
