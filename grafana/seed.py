@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -297,11 +298,16 @@ def _hit(
 def alert_events(scr: pd.DataFrame, discharges: dict[str, list[int]], end_ms: int) -> pd.DataFrame:
     """Two screening rules' hits (jobs/screening/rules.py) through the alert lifecycle."""
     out: list[dict[str, Any]] = []
-    for tok, g in scr.sort_values("event_ms").groupby("patient_token", sort=False):
+    # Patients in order of their first reading, each one's readings in time order (as
+    # groupby(sort=False) gives them), walked in one pass: itertuples per group is slow.
+    ordered = scr.sort_values("event_ms")
+    rank = {tok: i for i, tok in enumerate(pd.unique(ordered.patient_token))}
+    by_patient = np.argsort(ordered.patient_token.map(rank).to_numpy(), kind="stable")
+    rows: Any = ordered.iloc[by_patient].itertuples(index=False)
+    for tok, readings in itertools.groupby(rows, key=lambda r: r.patient_token):
         hits: list[tuple[int, lifecycle.Hit | None]]
         hits = [(t, None) for t in discharges.get(str(tok), [])]
         prev: Any = None
-        readings: Any = g.itertuples(index=False)
         for r in readings:
             # RCP 2017 chart 2: NEWS2 ≥ 5 urgent, ≥ 7 emergency; two readings within 3 h.
             sustained = prev is not None and prev.news2_score >= 5 and r.news2_score >= 5
