@@ -62,7 +62,8 @@ COUNTS = ("arrivals", "discharges", "transfers_in", "transfers_out", "cancels")
 
 
 def _planned_sql(adt: Source, capacity: Capacity) -> str:
-    """Dead letters of the SQL part and accepted events as one table, planned once."""
+    """Dead letters of the SQL part and accepted events as one table (every sink reads it; the
+    planner reuses its one source scan and decode across the statement set)."""
     cols = decoded_row(ADT).column_list()
     event = CENSUS_IN.cast_sql({"source_topic": f"'{adt.topic}'", "payload": PAYLOAD})
     unknown = check_unit_sql(capacity, "d.event_type", "d.facility_id", "d.unit_id")
@@ -130,10 +131,7 @@ def build(
     t_env.create_java_temporary_system_function(
         "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
     )
-    t_env.create_temporary_view(
-        "census_in", t_env.sql_query(_planned_sql(sources["adt"], capacity))
-    )
-    t_env.create_temporary_view("planned", t_env.from_path("census_in"))
+    t_env.create_temporary_view("planned", t_env.sql_query(_planned_sql(sources["adt"], capacity)))
     t_env.create_temporary_view(
         "placing",
         t_env.sql_query("SELECT event.*, rowtime FROM planned WHERE output = 'event'"),
