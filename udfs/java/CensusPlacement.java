@@ -1,17 +1,18 @@
 // The bed-census keyed function in the JVM: udfs/census.py's PatientPlacement (the Python
 // reference, and the oracle of tests/flink/test_census_placement.py) as a Flink process table
 // function, one virtual processor per patient. udfs/java_decode.py compiles it into the UDF jar
-// and puts schemas.rows.CENSUS_OUT's Flink type where the output hint says @CENSUS_OUT@.
+// and writes schemas.rows.CENSUS_PLACED's Flink type into the output hint.
 //
-// Called as
-//   wf_census_placement(input => TABLE t PARTITION BY patient_token, on_time => DESCRIPTOR(rowtime))
+// Called as (jobs/bed_census.py)
+//   wf_census_placement(input => TABLE t PARTITION BY patient_token, on_time => DESCRIPTOR(rowtime),
+//                       uid => 'census-placement')
 // on rows of schemas.rows.CENSUS_IN (read by name). Events wait in state until the watermark
 // passes their event time, then apply in (event time, partition, offset) order; each yields an
 // `event` row (applied or no_change) plus its census `delta` rows, or a `dead_letter` row: the
 // fields of CENSUS_OUT but patient_token (the partition key, which the framework puts first)
 // and the capacities (configuration, which the job's SQL adds; it also refuses unknown units
 // before this function, since that depends on no state). A patient without a bed is forgotten
-// RETENTION_MS of event time after their last event; the platform's idle-state TTL
+// RETENTION_MS of event time after their last event; the job's idle-state TTL
 // (table.exec.state.ttl) does not apply: a patient may hold a bed for weeks without an event.
 package io.wardflow.udf;
 
