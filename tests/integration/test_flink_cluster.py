@@ -29,25 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pytest
 
 from deploy.local.flink_cluster import Cluster, flink_bin
 from feature_store import repo
-from feature_store.definitions import FEATURES
 from jobs import sepsis_news2, sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
 from jobs.runtime.watch import rest_json
 from jobs.screening.scoring import MODEL_RULE
-from schemas import phi, topics
+from schemas import topics
 from schemas.settings import SETTINGS, Settings
 from tests import reference_screen as ref
 from tests.conftest import REDIS, REPO, free_ports, scoring_on, shell_env
+from tests.reference_scoring import champion_risk
 from tests.streams import keys_written, produce, sentinels
-from training.features import hourly_features
-from udfs.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -172,22 +169,13 @@ def both(
             for t in (topics.SEPSIS_SCREEN, topics.ALERT_V2, topics.SEPSIS_SCORE)
         }
         rows, events = ref.run(items)
-        offline = hourly_features(chosen)
-        tokens = {
-            p: phi.token(settings.phi_key, source, str(p)) for p in offline.patient_id.unique()
-        }
-        hours = zip(offline.patient_id, offline.iculos_h, strict=True)
-        offline.index = [f"{tokens[p]}:{int(h)}" for p, h in hours]
-        champion = Registry(settings.model_registry).role(settings.model_name, "champion")
-        assert champion is not None
-        x = offline[list(FEATURES)].to_numpy(dtype=np.float32)
-        risk = ort.InferenceSession(str(champion.onnx)).run(None, {"features": x})[0]
+        offline = champion_risk(chosen, settings, source)
         yield {
             "job": rest(cluster, f"/jobs/{job_id(out)}"),
             "outputs": outputs,
             "rows": rows,
             "events": events,
-            "risk": pd.Series(risk, index=offline.index),
+            "risk": offline["risk"],
         }
     finally:
         kafka_io.delete_topics(settings, names, prefix=prefix)

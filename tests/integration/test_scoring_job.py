@@ -13,21 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pytest
 
 from feature_store import repo
-from feature_store.definitions import FEATURES, STREAM_FEATURES
+from feature_store.definitions import STREAM_FEATURES
 from jobs import sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
-from schemas import phi, topics
+from schemas import topics
 from schemas.settings import Settings
 from sinks import clickhouse as ch
 from sinks.loader import TABLES, Loader
 from tests.conftest import REDIS, scoring_on
-from training.features import hourly_features
+from tests.reference_scoring import champion_risk
 from udfs.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,16 +64,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Run:
     replay.produce_stream(settings, items, prefix=prefix, progress=False)
     sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
 
-    offline = hourly_features(chosen)
-    tokens = {p: phi.token(settings.phi_key, source, str(p)) for p in offline.patient_id.unique()}
-    hours = zip(offline.patient_id, offline.iculos_h, strict=True)
-    offline.index = [f"{tokens[p]}:{int(h)}" for p, h in hours]
-    champion = registry.role(settings.model_name, "champion")
-    assert champion is not None
-    session = ort.InferenceSession(str(champion.onnx))
-    x = offline[list(FEATURES)].to_numpy(dtype=np.float32)
-    offline["risk"] = session.run(None, {"features": x})[0]
-    return Run(settings, prefix, registry, offline)
+    return Run(settings, prefix, registry, champion_risk(chosen, settings, source))
 
 
 def _scores(run: Run) -> pd.DataFrame:
