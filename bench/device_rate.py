@@ -273,6 +273,7 @@ def realtime(
         "p50_ms": round(statistics.median(lat)) if lat else None,
         "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))]) if lat else None,
         "max_ms": round(lat[-1]) if lat else None,
+        "latency_by_minute": _by_minute(seen, t_produce_ms),
         "rss_gib_max": {k: round(max(s[k] for s in steady), 3) for k in steady[0] if k != "t_s"},
         "dead_letter_reasons": {
             code: sum(d["reason_code"] == code for d in dead)
@@ -290,6 +291,23 @@ def realtime(
         out["stack_rss_gib_first_third_max"] = round(max(s["stack"] for s in samples[:third]), 3)
         out["stack_rss_gib_last_third_max"] = round(max(s["stack"] for s in samples[-third:]), 3)
     return out
+
+
+def _by_minute(seen: list[tuple[int, float]], t0_ms: float) -> list[dict[str, Any]]:
+    """Per minute of event time since production began: alerts, median and largest latency
+    (whether the latency settles or the job falls behind)."""
+    minutes: dict[int, list[float]] = {}
+    for at, ms in seen:
+        minutes.setdefault(int((at - t0_ms) // 60_000), []).append(ms)
+    return [
+        {
+            "minute": m,
+            "alerts": len(v),
+            "p50_ms": round(statistics.median(v)),
+            "max_ms": round(max(v)),
+        }
+        for m, v in sorted(minutes.items())
+    ]
 
 
 def census_throughput(settings: Settings, facilities: int, days: float) -> dict[str, Any]:
@@ -317,6 +335,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--soak-beds", type=int, default=30000)
     ap.add_argument("--soak-s", type=int, default=600)
     ap.add_argument("--census-days", type=float, default=30.0)
+    ap.add_argument(
+        "--idle-timeout-s",
+        type=int,
+        default=5,
+        help="source idle timeout: a sparse lab or ADT partition holds event time back this long",
+    )
     ap.add_argument("--skip", nargs="*", default=[], help="phases to leave out")
     ap.add_argument("--out", type=Path, default=OUT / "device_rate.json")
     ap.add_argument(
@@ -331,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         job_name="bench-device-rate",
         device_numerics=True,
         max_out_of_orderness_s=2,  # a device gateway delivers within a second or two
-        source_idle_timeout_s=5,  # a sparse lab or ADT partition holds event time back 5 s at most
+        source_idle_timeout_s=a.idle_timeout_s,
     )
     kafka_io.wait_for_broker(base)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-device-rate-{uuid.uuid4().hex[:6]}"
@@ -349,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
             "parallelism": settings.parallelism,
             "state_backend": settings.state_backend,
             "watermark_delay_s": settings.max_out_of_orderness_s,
+            "source_idle_timeout_s": settings.source_idle_timeout_s,
             "delivery_guarantee": settings.delivery_guarantee,
             "scoring": settings.scoring,
         },

@@ -7,7 +7,8 @@ timestamp)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ────────────────────────────────── dead-letter topic (reason per record)
        ├─ device numerics → per patient-minute: median of the valid seconds (udfs/device.py,
-       │  JVM window aggregation) ─────────────────── vitals.charted topic, and a vitals record
+       │  JVM process table function; each patient's minute in its own phase) ── vitals.charted
+       │  topic, and a vitals record
        └─ union per patient (charted minutes, not device seconds) → event-time OVER window
           (24 h; idle patients' state goes with the state TTL):
           last valid value of each parameter (udfs.sepsis.VALIDITY_H, never across a
@@ -81,7 +82,7 @@ from schemas.rows import (
 )
 from schemas.settings import Settings
 from udfs import java_decode
-from udfs.device import CHANNEL_PARAMS, MEDIAN_FUNCTION, chart_sql
+from udfs.device import CHANNEL_PARAMS, CHART_FUNCTION, chart_input_sql, chart_sql
 from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns
 from udfs.quarantine import QuarantineRegistry
 from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
@@ -283,12 +284,12 @@ def views(
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     if "device" in sources:
-        t_env.create_java_temporary_system_function(MEDIAN_FUNCTION, java_decode.MEDIAN_CLASS)
-        accepted = "SELECT * FROM device_decoded WHERE reason_code IS NULL"
-        t_env.create_temporary_view("device_accepted", t_env.sql_query(accepted))
+        t_env.create_java_temporary_system_function(CHART_FUNCTION, java_decode.DEVICE_CHART_CLASS)
+        accepted = "(SELECT * FROM device_decoded WHERE reason_code IS NULL)"
         t_env.create_temporary_view(
-            "device_charted", t_env.sql_query(chart_sql("device_accepted", "kafka_ts"))
+            "device_valid", t_env.sql_query(chart_input_sql(accepted, "kafka_ts"))
         )
+        t_env.create_temporary_view("device_charted", t_env.sql_query(chart_sql("device_valid")))
     events = _events_sql(sources, str(quarantine_tsv.resolve()))
     t_env.create_temporary_view("events", t_env.sql_query(events))
     if scoring:

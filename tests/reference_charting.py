@@ -23,7 +23,7 @@ def accepted_device(device: list[dict[str, Any]]) -> pd.DataFrame:
 def charted(device: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per patient-minute with a device record, as the job writes to vitals.charted."""
     want = chart_frame(accepted_device(device))
-    want["chart_id"] = want.patient_token + "@" + want.minute_start.dt.strftime("%Y-%m-%dT%H:%M")
+    want["chart_id"] = want.patient_token + "@" + want.minute_start.dt.strftime("%Y-%m-%dT%H:%M:%S")
     return want
 
 

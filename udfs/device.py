@@ -1,8 +1,15 @@
 """Charting device-rate numerics: from about one record per monitor per second to one charted
 value per parameter per patient-minute, with how many seconds were valid.
 
-The rules are data (CHANNELS): from them come both the Flink SQL the screening job runs in the JVM
-(`valid_sql`, `chart_sql`) and the pandas computation (`chart_frame`) that tests hold it to.
+The rules are data (CHANNELS): from them come both what the screening job runs in the JVM (the
+SQL of `chart_input_sql` and `chart_sql` around udfs/java/DeviceChart.java) and the pandas
+computation (`chart_frame`) that tests hold it to.
+
+- Each patient's minutes start at their own second of the UTC minute (`chart_phase_s`, from a
+  CRC-32 of the token), so that a unit's or a hospital's monitors do not all close a minute at
+  the same instant: with 15,000 beds on one clock, every state, score and rule evaluation of a
+  minute arrived in one burst behind the watermark, and the last bed's alert waited for all the
+  others (bench/device_rate.py). A patient's minutes are still consecutive and one minute long.
 
 - A second's value is *valid* for charting when it is present and none of its channel's artefact
   conditions holds: ECG leads off for the heart rate; probe off, a signal quality index below
@@ -21,15 +28,22 @@ and the median are wardflow's choices.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from schemas.rows import Field, Row
+
 CHART_INTERVAL_S = 60
-# The exact median in the JVM (udfs/java_decode.MEDIAN_SOURCE), registered by the job under this
-# name: Flink's PERCENTILE gives the same values but keeps a state entry per distinct value.
+# The JVM process table function that charts (udfs/java/DeviceChart.java), registered by the job
+# under this name.
+CHART_FUNCTION = "wf_device_chart"
+# The exact median in the JVM (udfs/java_decode.MEDIAN_SOURCE; the charting function uses its
+# `Median.of`), as an aggregate function registered under this name (jobs/data_quality.py):
+# Flink's PERCENTILE gives the same values but keeps a state entry per distinct value.
 MEDIAN_FUNCTION = "wf_median"
 SPO2_MIN_QUALITY_PCT = 50
 
@@ -96,36 +110,79 @@ def valid_sql(channel: Channel) -> str:
     return f"{channel.param} IS NOT NULL" + (f" AND NOT ({bad})" if bad else "")
 
 
-def chart_sql(source: str, rowtime: str) -> str:
-    """Per patient and minute of `source` (accepted device records with rowtime `rowtime`): the
-    median of each channel's valid seconds (null below its minimum), the valid-second counts and
-    the minute's last device, bed and source offset. Window aggregation in the JVM (two-phase)."""
-    aggs = []
-    for c in CHANNELS:
-        v = valid_sql(c)
-        aggs.append(f"{MEDIAN_FUNCTION}(CASE WHEN {v} THEN {c.param} END) AS m_{c.param}")
-        aggs.append(f"CAST(COUNT(CASE WHEN {v} THEN 1 END) AS INT) AS {c.valid_s}")
+def chart_phase_s(patient_token: str) -> int:
+    """The second of the UTC minute at which `patient_token`'s charted minutes start:
+    CRC-32 (zlib's, java.util.zip.CRC32's) of the token's UTF-8 bytes, modulo the interval."""
+    return zlib.crc32(patient_token.encode("utf-8")) % CHART_INTERVAL_S
+
+
+def chart_start_ms(patient_token: str, event_time_ms: int) -> int:
+    """Start (epoch ms) of the patient's charted minute that holds `event_time_ms`."""
+    phase_ms = chart_phase_s(patient_token) * 1000
+    interval_ms = CHART_INTERVAL_S * 1000
+    return (event_time_ms - phase_ms) // interval_ms * interval_ms + phase_ms
+
+
+# What the charting function (udfs/java/DeviceChart.java) emits per patient-minute, after the
+# partition key `patient_token` and before the framework's `rowtime` (the minute's last
+# millisecond): `chart_sql` makes the charted topic's row of it.
+CHART_WINDOW = Row(
+    "chart_window",
+    (
+        Field("minute_start", "timestamp", "Start of the patient's charted minute."),
+        Field("facility_id", "string", "Of the minute's last device record."),
+        Field("unit_id", "string", "Of the minute's last device record."),
+        Field("bed_id", "string", "Of the minute's last device record."),
+        Field("device_id", "string", "Of the minute's last device record."),
+        Field("records", "int", "Accepted device records of the minute."),
+        *(
+            f
+            for c in CHANNELS
+            for f in (
+                Field(f"median_{c.param}", "double", "Median of the valid seconds' values."),
+                Field(c.valid_s, "int", "Valid seconds of the minute."),
+            )
+        ),
+        Field("source_partition", "int", "Kafka partition of the minute's last device record."),
+        Field("source_offset", "long", "Kafka offset of the minute's last device record."),
+    ),
+    "A patient-minute of device numerics as the JVM charting function emits it.",
+)
+# The charting function's input columns besides the partition key and the time attribute.
+CHART_INPUT = ("facility_id", "unit_id", "bed_id", "device_id", "kafka_partition", "kafka_offset")
+
+
+def chart_input_sql(source: str, rowtime: str) -> str:
+    """The charting function's input table: `source`'s accepted device records with each
+    channel's value, null where not valid (`valid_sql`), and the event time as `rowtime`."""
+    values = ", ".join(
+        f"CASE WHEN {valid_sql(c)} THEN {c.param} END AS {c.param}" for c in CHANNELS
+    )
+    return f"""
+    SELECT patient_token, {", ".join(CHART_INPUT)}, {values}, {rowtime} AS rowtime
+    FROM {source}"""
+
+
+def chart_sql(source: str) -> str:
+    """Per patient-minute of `source` (`chart_input_sql`'s table, a view): the median of each
+    channel's valid seconds (null below its minimum), the valid-second counts and the minute's
+    last device, bed and source offset. A JVM process table function keyed by patient: a
+    minute's records wait in list state until the watermark passes the minute's end, in each
+    patient's own phase (`chart_phase_s`)."""
     charted = ", ".join(
-        f"CAST(CASE WHEN {c.valid_s} >= {c.min_valid_s} THEN m_{c.param} END AS FLOAT) AS {c.param}"
-        f", {c.valid_s}"
+        f"CAST(CASE WHEN {c.valid_s} >= {c.min_valid_s} THEN median_{c.param} END AS FLOAT)"
+        f" AS {c.param}, {c.valid_s}"
         for c in CHANNELS
     )
-    iso = "'yyyy-MM-dd''T''HH:mm'"
-    window = f"TUMBLE(TABLE {source}, DESCRIPTOR({rowtime}), INTERVAL '{CHART_INTERVAL_S}' SECOND)"
+    iso = "'yyyy-MM-dd''T''HH:mm:ss'"
     return f"""
-    SELECT CONCAT(patient_token, '@', DATE_FORMAT(window_start, {iso})) AS chart_id,
-           patient_token, facility_id, unit_id, bed_id, device_id,
-           window_start AS minute_start, window_time AS event_time, records, {charted},
-           source_partition, source_offset
-    FROM (
-      SELECT patient_token, window_start, window_end, window_time,
-             LAST_VALUE(facility_id) AS facility_id, LAST_VALUE(unit_id) AS unit_id,
-             LAST_VALUE(bed_id) AS bed_id, LAST_VALUE(device_id) AS device_id,
-             CAST(COUNT(*) AS INT) AS records, {", ".join(aggs)},
-             LAST_VALUE(kafka_partition) AS source_partition,
-             LAST_VALUE(kafka_offset) AS source_offset
-      FROM TABLE({window})
-      GROUP BY patient_token, window_start, window_end, window_time)"""
+    SELECT CONCAT(patient_token, '@', DATE_FORMAT(minute_start, {iso})) AS chart_id,
+           patient_token, facility_id, unit_id, bed_id, device_id, minute_start,
+           rowtime AS event_time, records, {charted}, source_partition, source_offset
+    FROM TABLE({CHART_FUNCTION}(
+      input => TABLE {source} PARTITION BY patient_token,
+      on_time => DESCRIPTOR(rowtime),
+      uid => 'device-chart'))"""
 
 
 def valid_mask(channel: Channel, df: pd.DataFrame) -> npt.NDArray[np.bool_]:
@@ -138,11 +195,15 @@ def valid_mask(channel: Channel, df: pd.DataFrame) -> npt.NDArray[np.bool_]:
 
 def chart_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The reference computation: `df` holds accepted device records (schema columns, event_time
-    as UTC datetimes) in arrival order; one row per patient-minute like `chart_sql`."""
+    as UTC datetimes) in arrival order; one row per patient-minute (`chart_start_ms`) like
+    `chart_sql`."""
     d = df.copy()
     ms = (d["event_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    interval_ms = CHART_INTERVAL_S * 1000
+    phases = {t: chart_phase_s(t) * 1000 for t in d["patient_token"].unique()}
+    phase_ms = d["patient_token"].map(phases).astype("int64")
     d["minute_start"] = pd.to_datetime(
-        (ms // (CHART_INTERVAL_S * 1000)) * CHART_INTERVAL_S * 1000, unit="ms", utc=True
+        (ms - phase_ms) // interval_ms * interval_ms + phase_ms, unit="ms", utc=True
     )
     for c in CHANNELS:
         # as the topic carries them: Avro float (32 bits), widened exactly

@@ -37,6 +37,7 @@ from schemas.avro import AvroField, Schema, earlier_revisions
 from schemas.capacity import ALL_UNITS
 from schemas.rows import CENSUS_PLACED, decoded
 from schemas.settings import Settings
+from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 
 PACKAGE = "io.wardflow.udf"
 GENERATOR_VERSION = "3"
@@ -281,9 +282,15 @@ public class {name} extends TableFunction<RowData> {{
 JAVA_DIR = Path(__file__).resolve().parent / "java"
 CENSUS_PLACEMENT_CLASS = f"{PACKAGE}.CensusPlacement"
 UNIT_BEDS_CLASS = f"{PACKAGE}.UnitBeds"
+DEVICE_CHART_CLASS = f"{PACKAGE}.DeviceChart"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
     "CensusPlacement": {"@OUTPUT@": CENSUS_PLACED.flink_sql()},
+    "DeviceChart": {
+        "@OUTPUT@": CHART_WINDOW.flink_sql(),
+        "@CHANNELS@": ", ".join(f'"{c.param}"' for c in CHANNELS),
+        "@INTERVAL_S@": str(CHART_INTERVAL_S),
+    },
     "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
 }
 
@@ -334,11 +341,16 @@ public class Median extends AggregateFunction<Double, Median.Acc> {{
 
   @Override
   public Double getValue(Acc acc) {{
-    if (acc.n == 0) return null;
-    float[] sorted = Arrays.copyOf(acc.values, acc.n);
+    return of(acc.values, acc.n);
+  }}
+
+  /** The median of values[0..n) (the mean of the middle two of an even count); null if n = 0. */
+  public static Double of(float[] values, int n) {{
+    if (n == 0) return null;
+    float[] sorted = Arrays.copyOf(values, n);
     Arrays.sort(sorted);
-    int m = acc.n / 2;
-    if (acc.n % 2 == 1) return (double) sorted[m];
+    int m = n / 2;
+    if (n % 2 == 1) return (double) sorted[m];
     return ((double) sorted[m - 1] + (double) sorted[m]) / 2.0;
   }}
 }}

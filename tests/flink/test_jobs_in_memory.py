@@ -22,6 +22,7 @@ from schemas.settings import Settings
 from tests import reference, reference_census, reference_screen
 from tests.flink_harness import build_bounded, run_bounded
 from training.registry import bootstrap
+from udfs.device import CHART_FUNCTION
 from udfs.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -180,6 +181,8 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
         inputs[INPUT_OF[topic]].append(rec)
     ops = [c for _, c, _ in _plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path), tmp_path)]
     assert sum("wf_score(" in c for c in ops) == 1
+    charting = [c for c in ops if f"{CHART_FUNCTION}(" in c]
+    assert len(charting) == 1, charting  # for vitals.charted and the state alike
     over = [c for c in ops if "OverAggregate(" in c]
     assert len(over) == 3  # first record time, 6-hour extremes, the 24-hour state
     assert len([c for c in ops if "Match(" in c]) == sum(r.pattern is not None for r in RULES)

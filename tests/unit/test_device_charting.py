@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
 from schemas import topics
-from udfs.device import CHANNELS, CONTINUOUS_MIN_VALID_S, chart_frame, valid_sql
+from udfs.device import (
+    CHANNELS,
+    CHART_INTERVAL_S,
+    CONTINUOUS_MIN_VALID_S,
+    chart_frame,
+    chart_phase_s,
+    chart_start_ms,
+    valid_sql,
+)
 
-T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+MINUTE = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+T0 = MINUTE + timedelta(seconds=chart_phase_s("p1"))  # the start of one of p1's minutes
 
 
 def second(i: int, **values: Any) -> dict[str, Any]:
@@ -55,16 +65,33 @@ def test_one_cuff_reading_charts_the_blood_pressure_of_its_minute() -> None:
     assert (row["sbp_mmhg"], row["sbp_mmhg_valid_s"]) == (118.0, 1)
 
 
-def test_minutes_are_charted_per_patient_on_utc_minute_boundaries() -> None:
+def test_each_patients_minutes_start_at_their_own_second_of_the_utc_minute() -> None:
+    assert (chart_phase_s("p1"), chart_phase_s("p2")) == (7, 5)  # CRC-32 of the token, mod 60
     recs = [second(i, heart_rate_bpm=60.0) for i in range(30, 150)]
     recs += [second(i, heart_rate_bpm=100.0) | {"patient_token": "p2"} for i in range(60)]
     out = chart_frame(pd.DataFrame(recs))
-    assert list(zip(out.patient_token, out.records, strict=True)) == [
-        ("p1", 30),
-        ("p1", 60),
-        ("p1", 30),
-        ("p2", 60),
+    starts = [(t - MINUTE).total_seconds() for t in out.minute_start]
+    assert list(zip(out.patient_token, starts, out.records, strict=True)) == [
+        ("p1", 7.0, 30),
+        ("p1", 67.0, 60),
+        ("p1", 127.0, 30),
+        ("p2", 5.0, 58),  # p2's records at 08:00:07..08:01:04
+        ("p2", 65.0, 2),
     ]
+
+
+def test_many_monitors_minutes_end_spread_over_the_whole_minute() -> None:
+    phases = Counter(chart_phase_s(f"patient-{i}") for i in range(6000))
+    assert set(phases) == set(range(CHART_INTERVAL_S))
+    assert max(phases.values()) < 2 * 6000 / CHART_INTERVAL_S
+
+
+def test_a_minute_holds_its_start_and_ends_just_before_the_next() -> None:
+    start = int(T0.timestamp() * 1000)
+    assert chart_start_ms("p1", start) == start
+    assert chart_start_ms("p1", start + 59_999) == start
+    assert chart_start_ms("p1", start + 60_000) == start + 60_000
+    assert chart_start_ms("p1", start - 1) == start - 60_000
 
 
 def test_the_validity_sql_names_every_artefact_of_its_channel() -> None:
