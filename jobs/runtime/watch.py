@@ -78,11 +78,20 @@ def classify(stacktrace: str) -> Dependency:
     return next((d for d in DEPENDENCIES if any(m in text for m in d.markers)), OTHER)
 
 
-def first_line(stacktrace: str) -> str:
-    """The exception's first line, or its deepest `Caused by:` (where the reason is)."""
+def first_line(stacktrace: str, dependency: Dependency | None = None) -> str:
+    """The exception's first line, or its deepest `Caused by:` (where the reason is). With the
+    `dependency` the trace was put down to, a reason that does not name it says where it was
+    raised: the first frame that does (a broker gone can surface as the Kafka committer's
+    `IllegalStateException: Transaction was not started`)."""
     lines = [ln.strip() for ln in stacktrace.splitlines() if ln.strip()]
     causes = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by: ")]
-    return (causes[-1] if causes else lines[0] if lines else "")[:300]
+    reason = causes[-1] if causes else lines[0] if lines else ""
+    markers = dependency.markers if dependency else ()
+    if markers and not any(m in reason.lower() for m in markers):
+        frame = next((ln for ln in lines if any(m in ln.lower() for m in markers)), "")
+        if frame:
+            reason = f"{reason} (in {frame.removeprefix('at ')})"
+    return reason[:300]
 
 
 def restart_policy(conf: Mapping[str, str]) -> str:
@@ -160,7 +169,8 @@ class JobWatch:
                 continue
             trace = entry.get("stacktrace") or entry.get("exceptionName") or ""
             task = (entry.get("taskName") or "").split(" -> ")[-1].split(" - execution")[0]
-            failure = Failure(at, classify(trace), first_line(trace), task)
+            dependency = classify(trace)
+            failure = Failure(at, dependency, first_line(trace, dependency), task)
             self.failures.append(failure)
             print(
                 f"{self.job}: failure #{len(self.failures)} in {failure.task or 'the job'}: "
@@ -181,7 +191,8 @@ class JobWatch:
         cause = self.cause()
         if cause is None:  # no history (REST unreachable): the error itself
             text = str(error)
-            cause = Failure(0, classify(text), first_line(text), "")
+            dependency = classify(text)
+            cause = Failure(0, dependency, first_line(text, dependency), "")
         exhausted = "recovery is suppressed" in str(error).lower()
         restarts = (
             f"{len(self.failures)} task failure(s) reported while it ran; Flink's strategy: "

@@ -59,6 +59,13 @@ def test_the_reason_shown_is_the_deepest_cause() -> None:
     assert first_line("java.io.IOException: disk full") == "java.io.IOException: disk full"
 
 
+def test_a_reason_that_does_not_name_its_dependency_says_where_it_was_raised() -> None:
+    reason = first_line(COMMITTER_TRACE, classify(COMMITTER_TRACE))
+    assert reason.startswith("java.lang.IllegalStateException: Transaction was not started (in ")
+    assert "connector.kafka.sink.internal.FlinkKafkaInternalProducer" in reason
+    assert first_line(KAFKA_TRACE, classify(KAFKA_TRACE)) == first_line(KAFKA_TRACE)
+
+
 def test_the_restart_strategy_is_said_in_words() -> None:
     fixed = {
         "restart-strategy.type": "fixed-delay",
