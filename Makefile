@@ -91,8 +91,20 @@ audit-pack: venv
 quarantine: venv
 	$(BIN)/python -m udfs.quarantine $(or $(ARGS),list)
 
+# Two pytest processes side by side: the tests that run Flink jobs or use the local services
+# (marked `jobs` by tests/conftest.py) one after the other, and beside them, at the lowest CPU
+# priority so that the jobs' timing is what it would be alone, all the others, whose report
+# follows. Fails when either fails.
+TEST_REST_LOG ?= $(or $(TMPDIR),/tmp)/wardflow-tests-beside-jobs.log
 test: venv services
-	$(BIN)/python -m pytest -q
+	@nice -n 19 $(BIN)/python -m pytest -q -m "not jobs" > $(TEST_REST_LOG) 2>&1 & rest=$$!; \
+	trap 'kill $$rest 2>/dev/null' INT TERM; \
+	echo "the tests that run jobs or use the services (the others beside them: $(TEST_REST_LOG))"; \
+	$(BIN)/python -m pytest -q -m jobs; jobs=$$?; \
+	wait $$rest; rest=$$?; \
+	echo; echo "the tests beside them (-m 'not jobs'):"; cat $(TEST_REST_LOG); \
+	echo "jobs' tests exit $$jobs, the others' exit $$rest"; \
+	[ $$jobs -eq 0 ] && [ $$rest -eq 0 ]
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -81,6 +81,24 @@ def scoring_on(settings: Settings, folder: Path, job_name: str) -> Settings:
     return scoring
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by it
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `jobs` every test that runs a Flink job or uses the local services. `make test` runs
+    them in one pytest process, one after the other, as their shared broker (one test restarts
+    it), Redis, module-scoped jobs and timed waits need; the others (pure functions, training,
+    schemas, dashboards on embedded ClickHouse) run in a second process beside it."""
+    jobs_dirs = (REPO / "tests" / "flink", REPO / "tests" / "integration")
+    for item in items:
+        path = Path(str(item.path))
+        if (
+            any(path.is_relative_to(d) for d in jobs_dirs)
+            or item.get_closest_marker("integration")
+            or item.get_closest_marker("slow")
+            or "kafka" in getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.jobs)
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings.from_env(
