@@ -10,8 +10,11 @@
 3. **Latency and memory at 15,000 and 6,000 beds**: the job unbounded while the simulator
    produces in real time; event→alert latency = wall time an alert (raise/escalate) is read -
    the wall time the job could first know it: its event time + the watermark delay (a charted
-   minute is known once a record a watermark delay past its end arrives). RSS of every process
-   of the local stack (Flink JVM, Python workers, Kafka, Redis, this producer), sampled.
+   minute is known once a record a watermark delay past its end arrives). The job and the
+   simulator run as an operator runs them, each its own process (`python -m jobs.sepsis_screen`,
+   `python -m jobs.feeds.device_sim --realtime`). RSS of every process of the local stack (the
+   job's client, its Flink JVM and Python workers, the simulator, Kafka, Redis) is sampled; this
+   measuring process is reported beside the stack, not in it.
 4. **Soak**: `--soak-s` at `--soak-beds` (30,000 = 2× the target): consumer lag of the job's
    group (end offsets - committed offsets) and RSS sampled; dead letters compared with the
    records the simulator corrupted on purpose.
@@ -26,7 +29,11 @@ import dataclasses
 import json
 import os
 import platform
+import re
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -45,6 +52,7 @@ from jobs import bed_census, sepsis_screen
 from jobs.feeds import adt_generator, device_sim, replay
 from jobs.runtime import kafka_io
 from jobs.runtime.flink_env import table_env
+from jobs.runtime.watch import rest_json
 from schemas import codec, topics
 from schemas.settings import Settings
 from training.registry import bootstrap
@@ -52,25 +60,31 @@ from udfs.registry import Registry
 
 OUT = Path(__file__).resolve().parent / "results"
 GIB = 1024**3
+# The JVM options this run was given, before this process's own JVM filled in its default.
+GIVEN_JVM_ARGS = os.environ.get("JVM_ARGS")
 
 
-def stack_processes() -> dict[str, list[psutil.Process]]:
-    """The local stack's processes by part: this process and its children (Flink's JVM and
-    its Python workers), the Kafka broker and Redis."""
-    me = psutil.Process()
+def stack_processes(job: int | None, simulator: int | None) -> dict[str, list[psutil.Process]]:
+    """The local stack's processes by part: the job's process (its Python client) and what it
+    started (Flink's JVM, the Python workers), the simulator's process, Kafka and Redis; and,
+    outside the stack, this measuring process."""
     parts: dict[str, list[psutil.Process]] = {
-        "producer_python": [me],
+        "job_client_python": [],
         "flink_jvm": [],
         "python_workers": [],
+        "simulator": [],
         "kafka": [],
         "redis": [],
     }
-    for p in me.children(recursive=True):
-        try:
-            name = p.name()
-        except psutil.Error:
-            continue
-        parts["flink_jvm" if name == "java" else "python_workers"].append(p)
+    with contextlib.suppress(psutil.Error):
+        if job is not None:
+            client = psutil.Process(job)
+            parts["job_client_python"].append(client)
+            for p in client.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    parts["flink_jvm" if p.name() == "java" else "python_workers"].append(p)
+        if simulator is not None:
+            parts["simulator"].append(psutil.Process(simulator))
     for p in psutil.process_iter(["name", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if "kafka.Kafka" in cmd:
@@ -80,29 +94,45 @@ def stack_processes() -> dict[str, list[psutil.Process]]:
     return parts
 
 
-def rss_gib() -> dict[str, float]:
+def kafka_heap() -> str | None:
+    """The local broker's -Xmx (deploy/local/services.sh starts it)."""
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "kafka.Kafka" in cmd:
+            return next((a for a in cmd if a.startswith("-Xmx")), None)
+    return None
+
+
+def rss_gib(job: int | None = None, simulator: int | None = None) -> dict[str, float]:
+    """RSS by part of the stack, their sum (`stack`), and this measuring process's own."""
     out = {}
-    for part, procs in stack_processes().items():
+    for part, procs in stack_processes(job, simulator).items():
         total = 0
         for p in procs:
             with contextlib.suppress(psutil.Error):  # a worker may have just exited
                 total += p.memory_info().rss
         out[part] = total / GIB
     out["stack"] = sum(out.values())
+    out["bench_harness_outside_stack"] = psutil.Process().memory_info().rss / GIB
     return out
 
 
 class Sampler:
     """Samples RSS (and the job's consumer lag, when asked) every `every_s` on a thread."""
 
-    def __init__(self, every_s: float, lag: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        every_s: float,
+        lag: Callable[[], int] | None = None,
+        processes: Callable[[], tuple[int | None, int | None]] = lambda: (None, None),
+    ) -> None:
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         t0 = time.monotonic()
 
         def loop() -> None:
             while not self._stop.wait(every_s):
-                s = {"t_s": time.monotonic() - t0, **rss_gib()}
+                s = {"t_s": time.monotonic() - t0, **rss_gib(*processes())}
                 if lag is not None:
                     s["lag_records"] = float(lag())
                 self.samples.append(s)
@@ -200,33 +230,91 @@ def screen_throughput(settings: Settings, beds: int, seconds: int) -> dict[str, 
     return out
 
 
-def wait_until_running(client: Any, settle_s: float = 20.0, timeout_s: float = 180.0) -> None:
-    """Until the job's tasks run, and `settle_s` more for its Python workers to start."""
-    deadline = time.monotonic() + timeout_s
-    while client.get_job_status().result().name != "RUNNING":
-        if time.monotonic() > deadline:
-            raise TimeoutError("the job did not start")
-        time.sleep(0.5)
-    time.sleep(settle_s)
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a process started with `settings`: this one's, less Flink's and
+    wardflow's variables (a worker run in this process sets PYFLINK_GATEWAY_DISABLED) and the
+    JVM options this process's JVM was started with unless the run was given them, plus the
+    variables that give it `settings`."""
+    own = ("PYFLINK", "_PYFLINK", "FLINK_", "WARDFLOW_", "JVM_ARGS")
+    given = {"JVM_ARGS": GIVEN_JVM_ARGS} if GIVEN_JVM_ARGS else {}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(own)},
+        **given,
+        **settings.environment(),
+    }
 
 
-def cancel(client: Any, timeout_s: float = 120.0) -> bool:
-    """Cancel the job; False when it did not end within `timeout_s` (a job stuck in garbage
-    collection), so that the benchmark goes on and says so."""
-    done = client.cancel()
-    deadline = time.monotonic() + timeout_s
-    while not done.done():
-        if time.monotonic() > deadline:
+class JobProcess:
+    """The screening job as an operator starts it, `python -m jobs.sepsis_screen`, in a process
+    group of its own (its JVM and Python workers with it); followed through its web UI."""
+
+    def __init__(self, settings: Settings, prefix: str, log: Path) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jobs.sepsis_screen", "--topic-prefix", prefix],
+                env=child_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.job_url = ""
+
+    def wait_until_running(self, settle_s: float = 20.0, timeout_s: float = 180.0) -> None:
+        """Until every task of the job runs, and `settle_s` more for its Python workers."""
+        deadline = time.monotonic() + timeout_s
+        while not self.job_url or self.status(tasks=True) != "RUNNING":
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the job did not start: {self.log.read_text()[-3000:]}")
+            found = re.search(r"submitted as job (\w+) \(web UI (\S+)\)", self.log.read_text())
+            if found:
+                self.job_url = f"{found.group(2)}/jobs/{found.group(1)}"
+            time.sleep(0.5)
+        time.sleep(settle_s)
+
+    def status(self, tasks: bool = False) -> str:
+        """The job's state (with `tasks`, RUNNING only once all its tasks run)."""
+        job = rest_json(self.job_url, timeout_s=10)
+        if tasks and any(v["status"] != "RUNNING" for v in job["vertices"]):
+            return str(job["vertices"][0]["status"])
+        return str(job["state"])
+
+    def stop(self, timeout_s: float = 120.0) -> bool:
+        """SIGTERM to its group, as a supervisor stops it: the job is cancelled, its open
+        transactions aborted. False when it did not end cleanly within `timeout_s`."""
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s) == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
             return False
-        time.sleep(0.5)
-    return True
+
+
+def simulate(
+    settings: Settings, beds: int, seconds: int, prefix: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """The monitor simulator in real time, as its own process (`jobs.feeds.device_sim`)."""
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "jobs.feeds.device_sim", "--beds", str(beds),
+                "--seconds", str(seconds), "--realtime", "--corrupt-rate", "1e-5",
+                "--topic-prefix", prefix, "--json",
+            ],
+            env=child_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )  # fmt: skip
 
 
 def realtime(
     settings: Settings, beds: int, seconds: int, *, lag: bool = False, warmup_s: int = 60
 ) -> dict[str, Any]:
-    """The job unbounded while `beds` monitors produce in real time for `seconds`; latencies of
-    the alerts after the first `warmup_s` of event time (the first, partial minute)."""
+    """The job unbounded in its own process while `beds` monitors produce in real time from
+    theirs for `seconds`; latencies of the alerts after the first `warmup_s` of event time (the
+    first, partial minute). The stack's RSS is the job's, the simulator's, Kafka's and Redis's
+    processes; this measuring one (alert watcher, lag sampler) is reported beside it."""
     prefix = f"bench-dr-rt-{beds}-{uuid.uuid4().hex[:6]}."
     names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
     kafka_io.ensure_topics(settings, names, prefix=prefix)
@@ -240,24 +328,36 @@ def realtime(
             event_ms = codec.epoch_ms(rec["event_time"])
             seen.append((event_ms, at * 1000 - (event_ms + 1 + delay_ms)))
 
+    logs = settings.flink_log_dir / prefix.rstrip(".")
+    logs.mkdir(parents=True, exist_ok=True)
     watcher = kafka_io.TopicWatcher(settings, [prefix + topics.ALERT_V2.name], on_value)
-    client = sepsis_screen.JOB.submit(settings, prefix=prefix)
-    wait_until_running(client)
-    group = prefix + sepsis_screen.JOB.name
-    inputs = [prefix + t for t in sepsis_screen.JOB.input_topics]
-    sampler = Sampler(5.0, group_lag(settings, group, inputs) if lag else None)
-    plan = device_sim.DevicePlan(beds=beds, seconds=seconds, corrupt_rate=1e-5)
-    t_produce_ms = time.time() * 1000
-    produced = device_sim.produce(settings, plan, prefix=prefix, realtime=True, progress=False)
-    time.sleep(max(10.0, 2 * settings.max_out_of_orderness_s))
-    samples = sampler.close()
-    watcher.close()
-    status = client.get_job_status().result().name  # RESTARTING after a failure, e.g. memory
-    cancelled = cancel(client)
+    job = JobProcess(settings, prefix, logs / "job.log")
+    sim: subprocess.Popen[bytes] | None = None
+    try:
+        job.wait_until_running()
+        group = prefix + sepsis_screen.JOB.name
+        inputs = [prefix + t for t in sepsis_screen.JOB.input_topics]
+        sampler = Sampler(
+            5.0,
+            group_lag(settings, group, inputs) if lag else None,
+            lambda: (job.proc.pid, sim.pid if sim is not None else None),
+        )
+        sim = simulate(settings, beds, seconds, prefix, logs / "simulator.log")
+        printed, _ = sim.communicate()
+        if sim.returncode != 0:
+            raise RuntimeError((logs / "simulator.log").read_text()[-3000:])
+        produced = json.loads(printed.decode().splitlines()[-1])
+        time.sleep(max(10.0, 2 * settings.max_out_of_orderness_s))
+        samples = sampler.close()
+        status = job.status()  # RESTARTING after a failure, e.g. memory
+    finally:
+        watcher.close()
+        cancelled = job.stop()
     dead = kafka_io.read_records(
         settings, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
     )
     kafka_io.delete_topics(settings, names, prefix=prefix)
+    t_produce_ms = produced.pop("start_epoch_ms")
     steady = [s for s in samples if s["t_s"] >= 30] or samples
     latencies = [ms for at, ms in seen if at >= t_produce_ms + warmup_s * 1000]
     lat = sorted(latencies)
@@ -374,6 +474,8 @@ def main(argv: list[str] | None = None) -> None:
             "state_backend": settings.state_backend,
             "watermark_delay_s": settings.max_out_of_orderness_s,
             "source_idle_timeout_s": settings.source_idle_timeout_s,
+            "local_jvm_heap": GIVEN_JVM_ARGS or f"-Xmx{settings.local_jvm_heap_mb}m",
+            "kafka_jvm_heap": kafka_heap(),
             "delivery_guarantee": settings.delivery_guarantee,
             "scoring": settings.scoring,
         },

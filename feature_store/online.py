@@ -3,6 +3,7 @@ from the online store, stream features pushed back to it (`udfs.scoring.FeatureS
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +13,24 @@ from udfs.model_set import Lookup
 from udfs.scoring import FeatureSource
 
 
+def _import_repo_without_torch() -> None:
+    """Import `feature_store.repo`, feast without torch where neither was imported yet.
+    Feast imports torch whenever it is installed (feast/torch_wrapper.py, for tensor results the
+    online path never asks for): about 0.4 GiB in every scoring worker of a venv that also
+    trains. Inference needs onnxruntime only; the job image has no torch anyway."""
+    if "feast" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` fails
+        try:
+            from feature_store import repo  # noqa: F401
+        finally:
+            del sys.modules["torch"]
+
+
 def feast_source(
     feast_dir: Path, online: str, cache_ttl_s: float, push_interval_s: float = 5.0
 ) -> FeatureSource:
     """Opens the store (importing feast takes seconds: call it in a UDF's `open()`)."""
+    _import_repo_without_torch()
     from feature_store import repo
 
     store = repo.open_store(feast_dir, online)
@@ -37,6 +52,7 @@ def catalog_lookups(
 ) -> dict[str, Lookup]:
     """The catalog models' feature services (named in their specs) as lookups in Feast's online
     store, opened once (in a UDF's `open()`): a stay's descriptors, an encounter's facts."""
+    _import_repo_without_torch()
     from feature_store import repo
 
     store = repo.open_store(

@@ -421,6 +421,23 @@ class Settings:
             )
         return self
 
+    def environment(self) -> dict[str, str]:
+        """The variables that give a process started with them these settings: one per setting
+        that differs from its default (a default written out would win over what a cluster or
+        WARDFLOW_CACHE sets). The PHI key is among them, so keep the result out of logs."""
+        env = {}
+        for spec in SETTINGS:
+            value = getattr(self, spec.name)
+            if value == spec.default:
+                continue
+            if isinstance(value, bytes):
+                value = value.decode()
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            if value != "":
+                env[spec.env] = str(value)
+        return env
+
     @property
     def phi_key_ephemeral(self) -> bool:
         """Whether the PHI key is this process's random one (no WARDFLOW_PHI_KEY was given)."""

@@ -19,6 +19,10 @@ STATE="${WARDFLOW_STATE:-$CACHE/state}"
 KAFKA_VERSION="4.1.1"
 KAFKA_PORT="${WARDFLOW_KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${WARDFLOW_KAFKA_CONTROLLER_PORT:-19093}"
+# The local broker's heap: it buffers requests, not data (the log is on disk, in the page cache).
+# 512 MiB carries the device-rate benchmark (bench/device_rate.py; at 384 MiB one run's alert
+# latency tripled).
+KAFKA_HEAP="${WARDFLOW_KAFKA_HEAP:--Xms128m -Xmx512m}"
 REDIS_PORT="${WARDFLOW_REDIS_PORT:-16379}"
 # hapi-fhir-server 8.8.0 is the newest that resolves from the Maven mirror here (8.10+ are not served).
 FHIR_VERSION="8.8.0"
@@ -108,7 +112,8 @@ start_kafka() {
   mkdir -p "$dir/data" "$dir/logs"
   sed -e "s|@BROKER_PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" \
       -e "s|@DATA_DIR@|$dir/data|g" "$HERE/kafka/server.properties.in" > "$dir/server.properties"
-  local java=(java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true
+  local heap; read -ra heap <<< "$KAFKA_HEAP"
+  local java=(java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true
               "-Dkafka.logs.dir=$dir/logs" "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml"
               -cp "$KAFKA_LIBS/*")
   if [[ ! -f "$dir/data/meta.properties" ]]; then

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -791,6 +792,7 @@ def produce(
     produced after they had ended, `seconds_behind` is the most that was (0 when it kept up)."""
     df, source = load_physionet(path, settings)
     sim = _Simulation(df, plan, settings.require_phi_key(), source)
+    del df  # the simulation keeps what it needs of it
     p = kafka_io.producer(settings)
     pacer = Pacer(1.0 if realtime else 0.0, p)
     if realtime:
@@ -829,6 +831,7 @@ def produce(
         bar.update()
     bar.close()
     p.flush_or_raise(60)
+    stats["start_epoch_ms"] = codec.epoch_ms(sim.start)
     return stats
 
 
@@ -844,6 +847,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temp-probe-share", type=float, default=DevicePlan.temp_probe_share)
     ap.add_argument("--corrupt-rate", type=float, default=DevicePlan.corrupt_rate)
     ap.add_argument("--topic-prefix", default="")
+    ap.add_argument(
+        "--json", action="store_true", help="no progress bar; print the counts as one JSON line"
+    )
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
@@ -858,7 +864,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     kafka_io.wait_for_broker(settings)
     kafka_io.ensure_topics(settings, [DEVICE_TOPIC, LABS_TOPIC, ADT_TOPIC], prefix=a.topic_prefix)
-    st = produce(settings, plan, prefix=a.topic_prefix, realtime=a.realtime, path=a.file)
+    st = produce(
+        settings, plan, prefix=a.topic_prefix, realtime=a.realtime, path=a.file,
+        progress=not a.json,
+    )  # fmt: skip
+    if a.json:
+        print(json.dumps(st))
+        return
     behind = (
         f", fell behind {st['late_seconds']:.0f} s (at most {st['seconds_behind']:.1f} s)"
         if st["late_seconds"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from jobs.runtime import kafka_io
-from jobs.runtime.flink_env import checkpoint_location, latest_checkpoint
+from jobs.runtime.flink_env import checkpoint_location, checkpoint_root, latest_checkpoint
 from jobs.runtime.watch import exit_on_failure
 from schemas.settings import Settings
 
@@ -33,11 +33,14 @@ def job_main(
         settings = dataclasses.replace(settings, restore_from=str(path))
     kafka_io.wait_for_broker(settings)
     signal.signal(signal.SIGTERM, _interrupt)
+    checkpoints = checkpoint_root(settings)  # until the platform's is known
     try:
         with exit_on_failure():
+            # Asked of the JVM now: a SIGTERM to the whole process group stops it as well.
+            checkpoints = checkpoint_location(settings)
             run(settings, prefix=a.topic_prefix, bounded=a.bounded)
     except KeyboardInterrupt:
-        print(f"{stage} cancelled; checkpoints are retained under {checkpoint_location(settings)}")
+        print(f"{stage} cancelled; checkpoints are retained under {checkpoints}")
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyflink
-from py4j.protocol import Py4JJavaError
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyflink.common import Configuration, Types
 from pyflink.common.job_client import JobClient
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -410,6 +411,7 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
         print(f"{name} submitted detached as job {client.get_job_id()}")
         return
     rest = f"http://{conf.get('rest.address', '127.0.0.1')}:{conf.get('rest.port', '8081')}"
+    print(f"{name} submitted as job {client.get_job_id()} (web UI {rest})", flush=True)
     logs = os.environ.get("FLINK_LOG_DIR") or str(settings.flink_log_dir)
     watch = JobWatch(
         rest, str(client.get_job_id()), name, conf, f"{logs} (web UI {rest})",
@@ -425,7 +427,9 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
             if polls % 4 == 0:
                 watch.poll()
     except KeyboardInterrupt:
-        client.cancel().result()
+        # Where the signal went to the whole process group, the JVM is going down with the job.
+        with contextlib.suppress(Py4JError):
+            client.cancel().result()
         raise
     try:
         outcome.result()

@@ -40,7 +40,7 @@ from jobs.runtime import kafka_io
 from jobs.runtime.watch import rest_json
 from jobs.screening.scoring import MODEL_RULE
 from schemas import topics
-from schemas.settings import SETTINGS, Settings
+from schemas.settings import Settings
 from tests import reference_screen as ref
 from tests.conftest import REDIS, REPO, free_ports, scoring_on, shell_env
 from tests.reference_scoring import champion_risk
@@ -85,20 +85,9 @@ def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings that differ from their defaults, as the variables a job started by `flink
-    run` reads (a default given explicitly would win over what the cluster sets)."""
-    env = shell_env()
-    for spec in SETTINGS:
-        value = getattr(settings, spec.name)
-        if value == spec.default:
-            continue
-        if isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, bool):
-            value = "1" if value else "0"
-        if value != "":
-            env[spec.env] = str(value)
-    return env
+    """A shell's environment with the variables that give a job started by `flink run` these
+    settings."""
+    return {**shell_env(), **settings.environment()}
 
 
 def flink(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> str:

@@ -422,7 +422,7 @@ def test_realtime_starts_now_paces_by_the_wall_clock_and_reports_falling_behind(
     stats = device_sim.produce(settings, plan, realtime=True, progress=False)
     took = time.time() - t0
     first_ms = min(ts for *_, ts in fake.sent)
-    assert abs(first_ms / 1000 - t0) < 1.5
+    assert abs(first_ms / 1000 - t0) < 1.5 and stats["start_epoch_ms"] == first_ms
     assert {ts for *_, ts in fake.sent} == {first_ms + 1000 * s for s in range(4)}
     assert 1.9 < took < 4.5  # the stall is caught up, not added
     # Second 1 went out 2.3 s after second 0 began (at the last wall-clock second), after its

@@ -4,6 +4,8 @@ online store), stream features pushed back, roles swapped without a restart."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -237,3 +239,22 @@ def test_in_the_background_a_batch_does_not_wait_for_a_slow_push_and_flush_pushe
     np.testing.assert_allclose(
         got.loc[latest.index, "hours_since_first_record"], latest["hours_since_first_record"]
     )
+
+
+def test_a_scoring_worker_reads_feast_without_importing_torch(tmp_path: Path) -> None:
+    store = repo.open_store(tmp_path, "sqlite")
+    static = pd.DataFrame({"patient_token": ["p1"], "age_years": [71.0], "female": [1.0]})
+    repo.push_static(store, static.assign(event_timestamp=T0))
+    # A fresh process, as a Python worker is: feast alone would import torch (0.4 GiB).
+    script = f"""
+import sys
+from pathlib import Path
+from feature_store.online import feast_source
+fs = feast_source(Path({str(tmp_path)!r}), "sqlite", cache_ttl_s=60)
+print(fs.lookup(["p1"])["age_years"].tolist(), "torch" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["[71.0]", "False"], done.stdout

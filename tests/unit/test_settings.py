@@ -281,3 +281,13 @@ def test_a_job_resolves_its_settings_once_from_the_environment_then_its_flags(
     assert kw == {"prefix": "t.", "bounded": True}
     s, _ = _run_job(monkeypatch, ["--job-name", "renamed", "--restore", "/ck/chk-3"])
     assert (s.job_name, s.restore_from) == ("renamed", "/ck/chk-3")
+
+
+def test_the_environment_of_some_settings_gives_a_new_process_the_same_settings() -> None:
+    changed = {spec.name: _env_text(spec)[1] for spec in SETTINGS}
+    s = Settings.resolve(None, {}, **changed)
+    env = s.environment()
+    assert len(env) == len(SETTINGS)
+    assert Settings.from_env(env) == s
+    # Only the key: the process's random one, so that the new process writes the same tokens.
+    assert Settings.from_env({}).environment().keys() == {"WARDFLOW_PHI_KEY"}
