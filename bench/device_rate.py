@@ -352,6 +352,9 @@ def realtime(
         status = job.status()  # RESTARTING after a failure, e.g. memory
     finally:
         watcher.close()
+        if sim is not None and sim.poll() is None:  # the run failed before the simulator ended
+            sim.kill()
+            sim.wait()
         cancelled = job.stop()
     dead = kafka_io.read_records(
         settings, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
