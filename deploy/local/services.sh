@@ -20,8 +20,7 @@ KAFKA_VERSION="4.1.1"
 KAFKA_PORT="${WARDFLOW_KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${WARDFLOW_KAFKA_CONTROLLER_PORT:-19093}"
 # The local broker's heap: it buffers requests, not data (the log is on disk, in the page cache).
-# 512 MiB carries the device-rate benchmark (bench/device_rate.py; at 384 MiB one run's alert
-# latency tripled).
+# 512 MiB carries the device-rate benchmark (bench/device_rate.py, settings.kafka_jvm_heap).
 KAFKA_HEAP="${WARDFLOW_KAFKA_HEAP:--Xms128m -Xmx512m}"
 REDIS_PORT="${WARDFLOW_REDIS_PORT:-16379}"
 # hapi-fhir-server 8.8.0 is the newest that resolves from the Maven mirror here (8.10+ are not served).
