@@ -51,7 +51,7 @@ from feature_store import repo
 from jobs import bed_census, sepsis_screen
 from jobs.feeds import adt_generator, device_sim, replay
 from jobs.runtime import kafka_io
-from jobs.runtime.flink_env import table_env
+from jobs.runtime.flink_env import child_environment, table_env
 from jobs.runtime.watch import rest_json
 from schemas import codec, topics
 from schemas.settings import Settings
@@ -230,20 +230,6 @@ def screen_throughput(settings: Settings, beds: int, seconds: int) -> dict[str, 
     return out
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment of a process started with `settings`: this one's, less Flink's and
-    wardflow's variables (a worker run in this process sets PYFLINK_GATEWAY_DISABLED) and the
-    JVM options this process's JVM was started with unless the run was given them, plus the
-    variables that give it `settings`."""
-    own = ("PYFLINK", "_PYFLINK", "FLINK_", "WARDFLOW_", "JVM_ARGS")
-    given = {"JVM_ARGS": GIVEN_JVM_ARGS} if GIVEN_JVM_ARGS else {}
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(own)},
-        **given,
-        **settings.environment(),
-    }
-
-
 class JobProcess:
     """The screening job as an operator starts it, `python -m jobs.sepsis_screen`, in a process
     group of its own (its JVM and Python workers with it); followed through its web UI."""
@@ -253,7 +239,7 @@ class JobProcess:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jobs.sepsis_screen", "--topic-prefix", prefix],
-                env=child_env(settings),
+                env=child_environment(settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -302,7 +288,7 @@ def simulate(
                 "--seconds", str(seconds), "--realtime", "--corrupt-rate", "1e-5",
                 "--topic-prefix", prefix, "--json",
             ],
-            env=child_env(settings),
+            env=child_environment(settings),
             stdout=subprocess.PIPE,
             stderr=err,
         )  # fmt: skip

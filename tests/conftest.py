@@ -50,14 +50,13 @@ def offline_check(module: str, *paths: Path) -> list[list[str]]:
     return [line.split("\t") for line in out.stdout.splitlines()]
 
 
-def shell_env() -> dict[str, str]:
-    """The environment of a process started as from a shell: this session's own, without the
-    Flink and wardflow variables (a test sets the ones it means)."""
-    return {
-        k: v
-        for k, v in _STARTED_WITH.items()
-        if not k.startswith(("PYFLINK", "_PYFLINK", "FLINK_", "WARDFLOW_"))
-    }
+def shell_env(settings: Settings | None = None) -> dict[str, str]:
+    """The environment of a process started as from a shell with `settings` (none: the defaults
+    and the variables a test adds): this session's own as it began, without its Flink and
+    wardflow variables (flink_env.child_environment)."""
+    from jobs.runtime.flink_env import child_environment  # PyFlink: only where a test needs it
+
+    return child_environment(settings, base=_STARTED_WITH)
 
 
 def scoring_on(settings: Settings, folder: Path, job_name: str) -> Settings:

@@ -173,13 +173,39 @@ def _state_backend(settings: Settings) -> dict[str, str]:
     raise ValueError(f"state_backend must be hashmap or rocksdb, not {settings.state_backend!r}")
 
 
+# The JVM_ARGS `_prepare` set for this process's own JVM (none was given to it): not a child's.
+_jvm_args_set_here: str | None = None
+# Variables that belong to this process's Flink and wardflow (a Python worker run in it sets
+# PYFLINK_GATEWAY_DISABLED; FLINK_LOG_DIR and the WARDFLOW_ settings are its own).
+OWN_VARIABLES = ("PYFLINK", "_PYFLINK", "FLINK_", "WARDFLOW_")
+
+
 def _prepare(settings: Settings) -> None:
+    global _jvm_args_set_here
     settings.flink_log_dir.mkdir(parents=True, exist_ok=True)
     settings.flink_tmp_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(settings.flink_log_dir))
     # The local JVM (gateway + MiniCluster) starts with the first environment of a process; a
     # JVM_ARGS the platform sets wins. Without a cap the JVM sizes its heap from the machine.
-    os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.local_jvm_heap_mb}m")
+    if "JVM_ARGS" not in os.environ:
+        os.environ["JVM_ARGS"] = _jvm_args_set_here = f"-Xmx{settings.local_jvm_heap_mb}m"
+
+
+def child_environment(
+    settings: Settings | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a process this one starts (a job, a feed, `bin/flink`): `base` (by
+    default this process's environment) less its Flink and wardflow variables (OWN_VARIABLES)
+    and the JVM_ARGS this process set for its own JVM, plus the variables that give the child
+    `settings` (none: the defaults). A JVM_ARGS this process was given is handed on."""
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not k.startswith(OWN_VARIABLES)
+    }
+    if _jvm_args_set_here is not None and env.get("JVM_ARGS") == _jvm_args_set_here:
+        del env["JVM_ARGS"]
+    return {**env, **(settings.environment() if settings is not None else {})}
 
 
 def table_env(settings: Settings) -> TableEnvironment:

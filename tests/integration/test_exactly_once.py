@@ -38,7 +38,7 @@ from sinks import clickhouse as ch
 from sinks.loader import Loader
 from tests import reference_charting
 from tests import reference_screen as ref
-from tests.conftest import REPO
+from tests.conftest import REPO, shell_env
 from tests.streams import keys_written, produce, sentinels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -114,17 +114,17 @@ def crashed(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
     root = tmp_path_factory.mktemp("eo-checkpoints")
     log = root / "job.log"
-    # Not PyFlink's own variables: a worker run in this process sets PYFLINK_GATEWAY_DISABLED.
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PYFLINK", "FLINK_"))},
-        "WARDFLOW_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
-        "WARDFLOW_FLINK_JARS": str(kafka.flink_jars_dir),
-        "WARDFLOW_CHECKPOINT_DIR": str(root),
-        "WARDFLOW_CHECKPOINT_INTERVAL_S": "1",
-        # Under a restart's load a monitor partition not fetched yet must not be taken for idle.
-        "WARDFLOW_SOURCE_IDLE_TIMEOUT_S": "15",
-        "WARDFLOW_SCORING": "0",  # the rules' alerts, against the rules-only reference
-    }
+    env = shell_env(
+        dataclasses.replace(
+            kafka,
+            checkpoint_dir=str(root),
+            checkpoint_interval_s=1.0,
+            # Under a restart's load a monitor partition not fetched yet must not be taken for
+            # idle.
+            source_idle_timeout_s=15,
+            scoring=False,  # the rules' alerts, against the rules-only reference
+        )
+    )
     seed = os.environ.get("WARDFLOW_FAULT_SEED", str(time.time_ns()))
     rng = random.Random(seed)
     committed: Counter[str] = Counter()  # records readable read_committed, per topic

@@ -84,12 +84,6 @@ def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         c.stop()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """A shell's environment with the variables that give a job started by `flink run` these
-    settings."""
-    return {**shell_env(), **settings.environment()}
-
-
 def flink(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> str:
     """`bin/flink <args>` against the cluster; its output (the test fails with it on an error)."""
     out = subprocess.run(
@@ -148,7 +142,7 @@ def both(
             cluster,
             "run", "-m", cluster.address, "-p", "2", "-pyexec", str(worker_python),
             "-pym", "jobs.sepsis_screen", "--bounded", "--topic-prefix", prefix,
-            env=settings_env(settings),
+            env=shell_env(settings),
         )  # fmt: skip
         outputs = {
             t.name: [
@@ -253,7 +247,7 @@ def failed_over(
     watcher = kafka_io.TopicWatcher(
         settings, list(expected), lambda topic, _, __: committed.update([topic])
     )
-    env = settings_env(settings)
+    env = shell_env(settings)
     submit = ["-m", cluster.address, "-p", "2", "-pyexec", str(worker_python), "-d"]
     job = ["-pym", "jobs.sepsis_screen", "--topic-prefix", prefix]
     half = len(items) // 2
@@ -347,7 +341,7 @@ def test_the_jobs_own_cli_submits_to_the_cluster_whose_python_and_parallelism_it
         done = subprocess.run(
             [sys.executable, "-m", "jobs.sepsis_news2", "--flink-target", cluster.address,
              "--bounded", "--topic-prefix", prefix],
-            env=settings_env(kafka), cwd=REPO, capture_output=True, text=True,
+            env=shell_env(kafka), cwd=REPO, capture_output=True, text=True,
             timeout=JOB_TIMEOUT_S,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-4000:]

@@ -105,3 +105,34 @@ def test_a_flink_target_must_be_host_and_port_of_a_cluster_that_answers() -> Non
     closed = dataclasses.replace(s, flink_target=f"127.0.0.1:{flink_env._free_port()}")
     with pytest.raises(RuntimeError, match="no Flink cluster answers at"):
         flink_env.platform_configuration(closed)
+
+
+def test_a_child_process_gets_the_settings_not_this_processs_flink_variables_or_own_jvm_args(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JVM_ARGS", "")  # restored (or removed again) after the test
+    monkeypatch.delenv("JVM_ARGS")
+    monkeypatch.setattr(flink_env, "_jvm_args_set_here", None)
+    monkeypatch.setenv("PYFLINK_GATEWAY_DISABLED", "true")
+    monkeypatch.setenv("FLINK_LOG_DIR", "/here/logs")
+    monkeypatch.setenv("WARDFLOW_KAFKA_BOOTSTRAP", "this-process:9092")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    flink_env._prepare(settings)  # this process's JVM gets its default heap
+    child = dataclasses.replace(settings, kafka_bootstrap="child:9092", parallelism=3)
+
+    env = flink_env.child_environment(child)
+
+    assert env["LANG"] == "C.UTF-8"
+    assert not [k for k in env if k.startswith(("PYFLINK", "FLINK_")) or k == "JVM_ARGS"]
+    assert child.environment().items() <= env.items()
+    assert {k for k in env if k.startswith("WARDFLOW_")} <= child.environment().keys()
+    assert env["WARDFLOW_KAFKA_BOOTSTRAP"] == "child:9092" and env["WARDFLOW_PARALLELISM"] == "3"
+
+
+def test_a_jvm_args_this_process_was_given_is_handed_on_to_a_child(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flink_env, "_jvm_args_set_here", None)
+    monkeypatch.setenv("JVM_ARGS", "-Xmx3g")
+    flink_env._prepare(settings)
+    assert flink_env.child_environment()["JVM_ARGS"] == "-Xmx3g"
