@@ -363,19 +363,35 @@ def test_labs_are_the_patients_physionet_labs_at_their_hours_inside_the_window(
         assert rec["unit_id"] in ("MICU", "SICU", "ICU") and rec["source"] == SOURCE
 
 
+class FakeClock:
+    """`time.time`, `time.monotonic` and `time.sleep` on one clock that moves only when slept
+    on: pacing is exact however loaded the machine is."""
+
+    def __init__(self, wall_s: float) -> None:
+        self.now = wall_s
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
 class FakeProducer:
-    def __init__(self, stall_first_poll_s: float = 0.0) -> None:
+    def __init__(self, stall_first_poll_s: float = 0.0, clock: FakeClock | None = None) -> None:
         self.sent: list[tuple[str, bytes, bytes, int]] = []
         self.stall_s = stall_first_poll_s
+        self.clock = clock
 
     def produce(self, topic: str, *, key: bytes, value: bytes, timestamp: int) -> None:
         self.sent.append((topic, key, value, timestamp))
 
     def poll(self, timeout: float) -> int:
-        if self.stall_s:
-            import time
-
-            time.sleep(self.stall_s)
+        if self.stall_s and self.clock is not None:
+            self.clock.sleep(self.stall_s)
             self.stall_s = 0.0
         return 0
 
@@ -412,22 +428,25 @@ def test_produce_merges_device_and_clinical_records_in_event_time_order_keyed_by
 def test_realtime_starts_now_paces_by_the_wall_clock_and_reports_falling_behind(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import time
-
-    fake = FakeProducer(stall_first_poll_s=2.3)
+    t0 = 1_800_000_000.4  # 0.4 s into a wall-clock second
+    clock = FakeClock(t0)
+    monkeypatch.setattr(device_sim, "time", clock)
+    monkeypatch.setattr(replay, "time", clock)
+    fake = FakeProducer(stall_first_poll_s=2.3, clock=clock)  # after second 0's records
     monkeypatch.setattr(kafka_io, "producer", lambda settings: fake)
     settings = Settings(data_dir=tmp_path, phi_key=KEY)
     plan = device_sim.DevicePlan(beds=3, seconds=4)
-    t0 = time.time()
+
     stats = device_sim.produce(settings, plan, realtime=True, progress=False)
-    took = time.time() - t0
+
     first_ms = min(ts for *_, ts in fake.sent)
-    assert abs(first_ms / 1000 - t0) < 1.5 and stats["start_epoch_ms"] == first_ms
+    assert first_ms == 1_800_000_000_000 == stats["start_epoch_ms"]  # the current second
     assert {ts for *_, ts in fake.sent} == {first_ms + 1000 * s for s in range(4)}
-    assert 1.9 < took < 4.5  # the stall is caught up, not added
-    # Second 1 went out 2.3 s after second 0 began (at the last wall-clock second), after its
-    # own second had ended.
-    assert stats["late_seconds"] in (1, 2) and 0.25 < stats["seconds_behind"] < 1.4
+    # The stall is caught up, not added: the run ends when second 3 begins.
+    assert clock.now - t0 == pytest.approx(2.6)
+    # Second 1 went out 2.7 s after second 0 began, 0.7 s after its own second had ended;
+    # seconds 2 and 3 on time.
+    assert stats["late_seconds"] == 1 and stats["seconds_behind"] == pytest.approx(0.7)
 
 
 def test_the_plan_refuses_what_it_cannot_simulate() -> None:

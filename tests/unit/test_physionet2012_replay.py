@@ -149,12 +149,8 @@ def set_a() -> pd.DataFrame:
 
 
 def test_set_a_maps_whole_with_counts_that_add_up_and_valid_records(set_a: pd.DataFrame) -> None:
-    import time
-
-    t = time.monotonic()
     plan = replay.ReplayPlan(stays=0)
     m = replay.map_stays(set_a, replay.anchors(set_a["record_id"], plan), key=KEY, source=SOURCE)
-    assert time.monotonic() - t < 60
     assert m.balanced and m.input_rows == len(set_a) == 1_757_980
     assert len(m.adt) == 4000 and m.outcomes["published"] > 1_600_000
     assert m.outcomes["rejected"] < 0.01 * m.input_rows

@@ -208,9 +208,10 @@ def test_a_batch_with_nothing_to_score_comes_back_typed_as_scored_rows(
 def test_in_the_background_a_batch_does_not_wait_for_a_slow_push_and_flush_pushes_the_rest(
     registry: Registry, sample: pd.DataFrame
 ) -> None:
-    release, pushed = threading.Event(), []
+    started, release, pushed = threading.Event(), threading.Event(), []
 
     def slow(frame: pd.DataFrame) -> None:
+        started.set()
         release.wait(30)
         pushed.append(frame)
 
@@ -227,6 +228,7 @@ def test_in_the_background_a_batch_does_not_wait_for_a_slow_push_and_flush_pushe
     source._pushing.result()
     assert source.failures == 1
     scorer.score(sample.iloc[100:200])  # a push starts and blocks on the worker
+    assert started.wait(30)  # the worker has taken what was staged
     scorer.score(sample.iloc[200:300])  # returns although that push has not ended
     assert pushed == [] and len(source.staged) == 1
     release.set()
