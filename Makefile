@@ -95,14 +95,14 @@ quarantine: venv
 # (marked `jobs` by tests/conftest.py) one after the other, and beside them, at the lowest CPU
 # priority so that the jobs' timing is what it would be alone, all the others, whose report
 # follows. Fails when either fails.
-# A job a test starts as a process of its own (its command line, `flink run`) lives a minute or
-# two, most of it planning SQL in a cold JVM: C1 alone compiles for it with about half the CPU of
-# C1 and C2 together (the screening job's plan: 26-28 CPU-s against 44-50, the same wall time), and
-# on 2 cores CPU is what the suite waits on. The tests' own JVM, which runs job after job, keeps
-# C2. A JVM_ARGS given to make wins (tests/conftest.py shell_env).
-TEST_CHILD_JVM_ARGS ?= -Xmx2048m -XX:TieredStopAtLevel=1
+# A job a test starts as a process of its own (its command line, `flink run`, a standalone
+# cluster) lives a minute or two, most of it planning SQL in a cold JVM: C1 alone compiles for it
+# with about half the CPU of C1 and C2 together (the screening job's plan: 26-28 CPU-s against
+# 44-50, the same wall time), and on 2 cores CPU is what the suite waits on. The tests' own JVM,
+# which runs job after job, keeps C2. A JVM_ARGS given to make wins (tests/conftest.py shell_env).
+TEST_CHILD_JIT ?= -XX:TieredStopAtLevel=1
 test: venv services
-	@export WARDFLOW_TEST_CHILD_JVM_ARGS="$(TEST_CHILD_JVM_ARGS)"; \
+	@export WARDFLOW_TEST_CHILD_JIT="$(TEST_CHILD_JIT)"; \
 	rest_log=$$(mktemp "$${TMPDIR:-/tmp}/wardflow-tests-beside-jobs.XXXXXX"); \
 	nice -n 19 $(BIN)/python -m pytest -q -m "not jobs" > $$rest_log 2>&1 & rest=$$!; \
 	trap 'kill $$rest 2>/dev/null' INT TERM; \

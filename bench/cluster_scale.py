@@ -56,7 +56,7 @@ def run_at(
     parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYFLINK")},
-        **{k: v for k, v in cluster.env().items() if "FLINK" in k},
+        **cluster.variables(),
         "WARDFLOW_SCORING": "0",
         # As the other benchmarks: processing, not the checkpoint interval that exactly-once
         # output waits for.

@@ -50,20 +50,21 @@ def offline_check(module: str, *paths: Path) -> list[list[str]]:
     return [line.split("\t") for line in out.stdout.splitlines()]
 
 
-# The JVM options of a job a test starts as a process of its own, unless JVM_ARGS was given
-# (`make test` sets C1 only: see the Makefile).
-CHILD_JVM_ARGS = os.environ.get("WARDFLOW_TEST_CHILD_JVM_ARGS", "")
+# The JIT options of the JVMs the tests start as processes of their own (jobs, `flink run`, a
+# standalone cluster) unless JVM_ARGS was given: `make test` sets C1 only (see the Makefile).
+CHILD_JIT = os.environ.get("WARDFLOW_TEST_CHILD_JIT", "")
 
 
 def shell_env(settings: Settings | None = None) -> dict[str, str]:
     """The environment of a process started as from a shell with `settings` (none: the defaults
     and the variables a test adds): this session's own as it began, without its Flink and
-    wardflow variables (flink_env.child_environment), with CHILD_JVM_ARGS."""
+    wardflow variables (flink_env.child_environment), with CHILD_JIT beside the job's heap."""
     from jobs.runtime.flink_env import child_environment  # PyFlink: only where a test needs it
 
     env = child_environment(settings, base=_STARTED_WITH)
-    if CHILD_JVM_ARGS and "JVM_ARGS" not in env:
-        env["JVM_ARGS"] = CHILD_JVM_ARGS
+    if CHILD_JIT and "JVM_ARGS" not in env:
+        heap_mb = (settings or Settings.from_env({})).local_jvm_heap_mb
+        env["JVM_ARGS"] = f"-Xmx{heap_mb}m {CHILD_JIT}"
     return env
 
 

@@ -58,6 +58,8 @@ class Cluster:
     taskmanager_memory: str = "2560m"
     jobmanager_memory: str = "1024m"
     python: str = sys.executable  # the workers' Python (`python.executable`)
+    # JVM options the daemons add to Flink's own (JVM_ARGS of its scripts); "": the caller's.
+    jvm_args: str = ""
 
     @classmethod
     def default(cls) -> Cluster:
@@ -80,15 +82,19 @@ class Cluster:
         """What `flink run -m` takes."""
         return f"127.0.0.1:{self.rest_port}"
 
-    def env(self) -> dict[str, str]:
-        """The environment `bin/flink` and the cluster scripts need to find this cluster."""
+    def variables(self) -> dict[str, str]:
+        """The variables `bin/flink` and the cluster scripts need to find this cluster."""
         return {
-            **os.environ,
             "FLINK_HOME": str(FLINK_HOME),
             "FLINK_CONF_DIR": str(self.conf_dir),
             "FLINK_LOG_DIR": str(self.log_dir),
             "FLINK_PID_DIR": str(self.home),
         }
+
+    def env(self) -> dict[str, str]:
+        """The daemons' environment: this process's, with `variables` and `jvm_args`."""
+        jvm = {"JVM_ARGS": self.jvm_args} if self.jvm_args else {}
+        return {**os.environ, **self.variables(), **jvm}
 
     def config(self) -> dict[str, object]:
         """config.yaml: the distribution's JVM options, loopback addresses and our ports."""

@@ -42,7 +42,7 @@ from jobs.screening.scoring import MODEL_RULE
 from schemas import topics
 from schemas.settings import Settings
 from tests import reference_screen as ref
-from tests.conftest import REDIS, REPO, free_ports, scoring_on, shell_env
+from tests.conftest import CHILD_JIT, REDIS, REPO, free_ports, scoring_on, shell_env
 from tests.reference_scoring import champion_risk
 from tests.streams import keys_written, produce, sentinels
 
@@ -76,6 +76,7 @@ def cluster(worker_python: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         rest_port=rest_port,
         rpc_port=rpc_port,
         python=str(worker_python),
+        jvm_args=CHILD_JIT,  # C1 only under `make test`, as the jobs the tests start
     )
     c.start(taskmanagers=1)
     try:
@@ -88,7 +89,7 @@ def flink(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> st
     """`bin/flink <args>` against the cluster; its output (the test fails with it on an error)."""
     out = subprocess.run(
         [str(flink_bin()), *args],
-        env={**(env or shell_env()), **{k: v for k, v in cluster.env().items() if "FLINK" in k}},
+        env={**(env or shell_env()), **cluster.variables()},
         cwd=REPO,
         capture_output=True,
         text=True,
