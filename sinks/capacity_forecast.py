@@ -9,10 +9,14 @@ next 24 hours (udfs/capacity_forecast.py) from the census, into `capacity_foreca
 The census job's accepted events (`census_events`: each event with the unit the patient is in
 after it) give every patient's stays per unit; from them, up to the origin only, the forecaster
 estimates each unit's length-of-stay survival and arrival profile and forecasts the patients
-there now plus the arrivals to come. The facility row (scope `facility`, unit `ALL`) is the sum of
-its units. Per-patient expected remaining stay from the LOS model (`expected_remaining`, hours by
-patient token) sharpens the forecast where given; without it the unit's own LOS distribution is
-used. The surge threshold is the capacity file's (`Capacity.surge_beds`).
+there now plus the arrivals to come. The facility row (scope `facility`, unit `ALL`) is forecast
+from its hospital stays. The LOS model's predicted discharges: each patient's latest champion
+`length-of-stay` score up to the origin (`catalog_scores`, written by the catalog scoring job;
+the stay entity's token is the patient token the census carries) rescales that patient's
+remaining stay in the unit where it was scored (udfs/capacity_forecast.py); a patient without
+one, and the facility rows (the model predicts the ICU stay, not the hospital stay), get the
+unit's own LOS distribution. `--no-los-model` forecasts from the census alone. The surge
+threshold is the capacity file's (`Capacity.surge_beds`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sinks import clickhouse
 from udfs import capacity_forecast as cf
 
 TABLE = "capacity_forecast"
+LOS_MODEL = "length-of-stay"  # the registry name whose scores are the predicted discharges
 COLUMNS = (
     "facility_id",
     "unit_id",
@@ -76,7 +81,7 @@ def forecast_rows(
     data_start_h: float,
     capacity: Capacity,
     origin_h: float,
-    expected_remaining: Mapping[str, float] | None = None,
+    predictions: Mapping[str, cf.StayPrediction] | None = None,
 ) -> pd.DataFrame:
     """The table's rows for one origin: every configured unit and every facility, h = 1..24."""
     known = stays[stays.start_h <= origin_h]
@@ -89,13 +94,11 @@ def forecast_rows(
         for (f, unit), beds in sorted(capacity.units.items()):
             if f == fac:
                 s = mine[mine.unit_id == unit]
-                fc = cf.forecast_unit(
-                    _history(s, data_start_h), origin_h, prior, expected_remaining
-                )
+                fc = cf.forecast_unit(_history(s, data_start_h), origin_h, prior, predictions)
                 surge = capacity.surge_beds(fac, unit)
                 parts.append(_rows(fac, unit, "unit", fc, _occupied(s, origin_h), beds, surge))
         h = hospital[hospital.facility_id == fac]
-        fc = cf.forecast_unit(_history(h, data_start_h), origin_h, None, expected_remaining)
+        fc = cf.forecast_unit(_history(h, data_start_h), origin_h)  # the model's is ICU stay
         beds, surge = capacity.facility_beds(fac), capacity.surge_beds(fac, ALL_UNITS)
         parts.append(_rows(fac, ALL_UNITS, "facility", fc, _occupied(h, origin_h), beds, surge))
     return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in COLUMNS})
@@ -157,6 +160,25 @@ def census_events(client: Any, database: str, until: datetime) -> pd.DataFrame:
     return df
 
 
+def los_predictions(
+    client: Any, database: str, until: datetime, model: str = LOS_MODEL
+) -> dict[str, cf.StayPrediction]:
+    """Each stay's latest champion score of the LOS model at or before `until`, by entity token
+    (remaining days, as the model's output, in hours)."""
+    rows = client.query(
+        f"SELECT entity_token, argMax(score, (event_time, score_id)), max(event_time) "
+        f"FROM {database}.catalog_scores FINAL "
+        f"WHERE model_name = %(model)s AND role = 'champion' AND entity = 'stay' "
+        f"AND event_time <= %(until)s GROUP BY entity_token",
+        parameters={"model": model, "until": until},
+    ).result_rows
+    out = {}
+    for token, days, at in rows:
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        out[str(token)] = cf.StayPrediction(float(days) * 24.0, at.timestamp() / 3600)
+    return out
+
+
 def latest_origin(client: Any, database: str) -> datetime | None:
     """The last whole hour the census has reached."""
     (t,) = client.query(f"SELECT max(event_time) FROM {database}.census_events").result_rows[0]
@@ -172,14 +194,16 @@ def run_once(
     database: str,
     capacity: Capacity,
     origin: datetime | None = None,
-    expected_remaining: Mapping[str, float] | None = None,
+    los_model: bool = True,
 ) -> int:
-    """Forecast from `origin` (default: the census's last whole hour) and write the rows."""
+    """Forecast from `origin` (default: the census's last whole hour), with the LOS model's
+    latest scores unless `los_model` is False, and write the rows."""
     origin = origin or latest_origin(client, database)
     if origin is None:
         return 0
     stays, start = stays_from_census(census_events(client, database, origin))
-    rows = forecast_rows(stays, start, capacity, origin.timestamp() / 3600, expected_remaining)
+    predictions = los_predictions(client, database, origin) if los_model else None
+    rows = forecast_rows(stays, start, capacity, origin.timestamp() / 3600, predictions)
     return write(client, database, rows)
 
 
@@ -187,6 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--origin", type=datetime.fromisoformat, default=None)
     ap.add_argument("--hourly", action="store_true", help="forecast again at every whole hour")
+    ap.add_argument(
+        "--no-los-model",
+        dest="los_model",
+        action="store_false",
+        help="leave out the LOS model's scores (each unit's own LOS distribution only)",
+    )
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
@@ -194,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     clickhouse.migrate(client, settings.clickhouse_database)
     capacity = Capacity.load(settings.capacity_file)
     while True:
-        n = run_once(client, settings.clickhouse_database, capacity, a.origin)
+        n = run_once(client, settings.clickhouse_database, capacity, a.origin, a.los_model)
         print(f"{n} forecast rows written to {settings.clickhouse_database}.{TABLE}")
         if not a.hourly:
             return

@@ -11,7 +11,8 @@ Inputs, all known at the forecast origin `t0` (hours since the epoch; nothing af
   unit, from admission or transfer in to discharge or transfer out (the census's delta pairs), so
   the unit's census at `t` is the number of stays with `start_h <= t < end_h`;
 - the **current patients'** elapsed hours in the unit, `t0 - start_h`, and, optionally, each one's
-  **expected remaining stay** from the LOS model (hours; NaN where the model has no score).
+  **predicted remaining stay** from the LOS model (`StayPrediction`: the model's median remaining
+  hours and the hour it was scored, which is at or before `t0`; NaN where it has no score).
 
 Output (`Forecast`): for h = 1..24 the predictive distribution of the occupancy at `t0 + h`
 (exact, as a pmf), its median (the point forecast), expectation and the 80 % / 95 % central
@@ -31,9 +32,15 @@ Method (Littig & Isken, "Short term hospital occupancy prediction", Health Care 
   stay-hour), so S extends to any duration. A unit with fewer than MIN_STAYS completed stays uses
   the `prior` survival (the facility's, pooled over its units). Stays that start at the first
   instant of the data (a feed's initial census load, whose real start is unknown) do not count.
-- P(still in at t0+h | e) = S(e + h) / S(e). With an expected remaining stay r from the LOS model
-  the patient's remaining-stay distribution is this conditional one rescaled in time to mean r
-  (its shape from the unit, its scale from the model); NaN falls back to the unit's.
+- P(still in at t0+h | e) = S(e + h) / S(e). With the LOS model's remaining stay r, predicted
+  when the patient had been in for tau <= e hours, the patient's clock runs k times the unit's
+  from tau on, u(t) = tau + k (t - tau), with k chosen so that the unit's conditional remaining
+  stay at tau, rescaled, has median r: k = median_remaining(tau) / r (the LOS model is fitted
+  with absolute-error loss, so it predicts a median). Then P(still in at t0+h | e) =
+  S(u(e + h)) / S(u(e)): the distribution's shape from the unit, its scale from the model (a
+  patient who outstays the prediction is forecast by the same rescaled law, conditioned on
+  being in still). NaN falls back to the unit's. Its effect is measured by
+  training/catalog/capacity_los.py.
 - lambda (arrivals per hour: admissions and transfers in) is the unit's mean count by hour of week
   over the last ARRIVAL_WINDOW_H hours, shrunk towards its hour-of-day mean with PRIOR_WEEKS
   pseudo-weeks (with less than two weeks of history the hour-of-day profile dominates). An arrival
@@ -93,6 +100,26 @@ class Survival:
         inside = np.interp(np.minimum(t, last), np.arange(last + 1), self.s)
         beyond = self.s[-1] * np.exp(-self.tail_hazard * np.maximum(t - last, 0.0))
         out: FloatArray = np.where(t <= last, inside, beyond)
+        return out
+
+    def median_remaining(self, elapsed: Any) -> FloatArray:
+        """The median remaining stay after `elapsed` hours: the x with S(elapsed + x) equal to
+        S(elapsed) / 2 (linear between the grid's hours, the exponential tail beyond)."""
+        e = np.clip(np.asarray(elapsed, dtype=np.float64), 0.0, None)
+        half = self(e) / 2
+        last = len(self.s) - 1
+        # first grid hour at or below half: s is non-increasing, so search its negation
+        k = np.searchsorted(-self.s, -half, side="left")
+        k = np.clip(k, 1, last)
+        lo, hi = self.s[k - 1], self.s[k]
+        frac = np.where(lo > hi, (lo - half) / np.where(lo > hi, lo - hi, 1.0), 0.0)
+        inside = k - 1 + np.clip(frac, 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            tail = last + np.log(self.s[-1] / np.maximum(half, 1e-300)) / max(
+                self.tail_hazard, 1e-12
+            )
+        t = np.where(half >= self.s[-1], inside, tail)
+        out: FloatArray = np.maximum(t - e, 1e-6)
         return out
 
     def mean_remaining(self, elapsed: Any) -> FloatArray:
@@ -265,22 +292,30 @@ def forecast(
     elapsed_h: Any,
     survival: Survival,
     rates: Any,
-    expected_remaining_h: Any = None,
+    remaining_h: Any = None,
+    scored_elapsed_h: Any = None,
 ) -> Forecast:
-    """The occupancy forecast for h = 1..len(rates) (see the module doc)."""
+    """The occupancy forecast for h = 1..len(rates) (see the module doc). `remaining_h`: the LOS
+    model's median remaining hours per patient (NaN: none), predicted at `scored_elapsed_h`
+    hours into the stay (default: now, `elapsed_h`)."""
     e = np.asarray(elapsed_h, dtype=np.float64).reshape(-1)
     lam = np.asarray(rates, dtype=np.float64)
     hs = np.arange(1, len(lam) + 1, dtype=np.float64)
     present = np.ones((len(hs), 1))  # pmf of the current patients still in, per horizon
     if len(e):
-        s_e = np.maximum(survival(e), 1e-300)
-        scale = np.ones_like(e)  # the time scale of each patient's remaining stay
-        if expected_remaining_h is not None:
-            r = np.asarray(expected_remaining_h, dtype=np.float64).reshape(-1)
-            known = np.isfinite(r) & (r > 0)
+        k = np.ones_like(e)  # how fast each patient's clock runs against the unit's
+        tau = e.copy()
+        if remaining_h is not None:
+            r = np.asarray(remaining_h, dtype=np.float64).reshape(-1)
+            if scored_elapsed_h is not None:
+                tau = np.clip(np.asarray(scored_elapsed_h, dtype=np.float64).reshape(-1), 0.0, e)
+            known = np.isfinite(r) & (r > 0) & np.isfinite(tau)
+            tau = np.where(known, tau, e)
             if known.any():
-                scale[known] = survival.mean_remaining(e[known]) / r[known]
-        p = survival(e[:, None] + hs[None, :] * scale[:, None]) / s_e[:, None]
+                k[known] = survival.median_remaining(tau[known]) / r[known]
+        now = tau + (e - tau) * k  # the patient's own clock
+        s_now = np.maximum(survival(now), 1e-300)
+        p = survival(now[:, None] + hs[None, :] * k[:, None]) / s_now[:, None]
         p = np.clip(p, 0.0, 1.0)  # [patient, h]
         present = np.zeros((len(hs), len(e) + 1))
         present[:, 0] = 1.0
@@ -392,6 +427,15 @@ def occupancy(start_h: Any, end_h: Any, at_h: Any) -> FloatArray:
 
 
 @dataclass(frozen=True)
+class StayPrediction:
+    """The LOS model's latest score of a patient: the median remaining stay in hours from the
+    hour it was scored (hours since the epoch)."""
+
+    remaining_h: float
+    scored_at_h: float
+
+
+@dataclass(frozen=True)
 class UnitHistory:
     """One unit's stays (hours since the epoch), where the data begin, and (optionally) each
     stay's patient token, for the LOS model's per-patient expectations."""
@@ -421,22 +465,29 @@ def forecast_unit(
     h: UnitHistory,
     t0: float,
     prior: Survival | None = None,
-    expected_remaining: Mapping[str, float] | None = None,
+    predictions: Mapping[str, StayPrediction] | None = None,
     survival: Survival | None = None,
 ) -> Forecast:
-    """The forecast from origin `t0` using only what is known at `t0`. `expected_remaining`: the
-    LOS model's expected remaining hours by patient token (needs `h.patients`; a patient it
-    lacks, or NaN, gets the unit's conditional distribution)."""
+    """The forecast from origin `t0` using only what is known at `t0`. `predictions`: the LOS
+    model's latest score by patient token (needs `h.patients`). A patient it lacks, or scored
+    before this stay began (in another unit) or after `t0`, gets the unit's conditional
+    distribution."""
     start, end = h.known_at(t0)
     s = survival if survival is not None else unit_survival(h, t0, prior)
     here = np.isnan(end)
     arrivals = start[start > h.data_start_h]
     rates = arrival_rates(arrivals, h.data_start_h, t0)
-    remaining = None
-    if expected_remaining and h.patients is not None:
-        who = h.patients[h.start_h <= t0][here]
-        remaining = np.array([expected_remaining.get(str(p), np.nan) for p in who])
-    return forecast(t0, t0 - start[here], s, rates, remaining)
+    elapsed = t0 - start[here]
+    if not predictions or h.patients is None:
+        return forecast(t0, elapsed, s, rates)
+    who = h.patients[h.start_h <= t0][here]
+    remaining = np.full(len(who), np.nan)
+    scored = np.full(len(who), np.nan)
+    for i, (p, since) in enumerate(zip(who, start[here], strict=True)):
+        got = predictions.get(str(p))
+        if got is not None and since <= got.scored_at_h <= t0:
+            remaining[i], scored[i] = got.remaining_h, got.scored_at_h - since
+    return forecast(t0, elapsed, s, rates, remaining, scored)
 
 
 def seasonal_naive(history: Any, lag: int, horizon: int = HORIZON_H) -> FloatArray:

@@ -37,20 +37,64 @@ def test_a_unit_whose_patients_all_have_an_hour_left_empties() -> None:
     los = cf.exponential_survival(96.0)
     elapsed = np.linspace(2.0, 150.0, 20)
     kept = cf.forecast(T0, elapsed, los, NO_ARRIVALS)
-    leaving = cf.forecast(T0, elapsed, los, NO_ARRIVALS, expected_remaining_h=np.ones(20))
+    leaving = cf.forecast(T0, elapsed, los, NO_ARRIVALS, remaining_h=np.ones(20))
     assert kept.median[-1] >= 15  # without the LOS model most are still in tomorrow
-    assert leaving.median[0] <= 8 and leaving.median[-1] == 0 and leaving.expected[-1] < 0.01
+    # an hour is their median: half are gone after it, nearly all by tomorrow
+    assert leaving.expected[0] == pytest.approx(10.0, abs=0.01)
+    assert leaving.median[-1] == 0 and leaving.expected[-1] < 0.01
     # NaN from the LOS model falls back to the unit's own distribution
-    unknown = cf.forecast(T0, elapsed, los, NO_ARRIVALS, expected_remaining_h=np.full(20, np.nan))
+    unknown = cf.forecast(T0, elapsed, los, NO_ARRIVALS, remaining_h=np.full(20, np.nan))
     assert np.allclose(unknown.pmf, kept.pmf)
 
 
-def test_the_los_models_expectation_rescales_the_remaining_stay_to_its_mean() -> None:
-    los = cf.kaplan_meier(np.random.default_rng(1).lognormal(np.log(80), 0.8, 5000), np.ones(5000))
-    mean_left = float(los.mean_remaining([10.0])[0])
-    assert 60 < mean_left < 140
-    one = cf.forecast(T0, [10.0], los, NO_ARRIVALS, expected_remaining_h=[mean_left])
+def _lognormal_unit(seed: int = 1) -> cf.Survival:
+    rng = np.random.default_rng(seed)
+    return cf.kaplan_meier(rng.lognormal(np.log(80), 0.8, 5000), np.ones(5000))
+
+
+def test_the_median_remaining_stay_is_where_the_conditional_survival_halves() -> None:
+    los = _lognormal_unit()
+    elapsed = np.array([0.0, 3.5, 10.0, 80.0, 400.0, 2000.0])  # the last beyond the hourly grid
+    left = los.median_remaining(elapsed)
+    assert np.allclose(los(elapsed + left) / los(elapsed), 0.5, atol=1e-3)
+    assert 60 < left[2] < 120
+
+
+def test_a_patient_the_los_model_gives_twenty_hours_is_in_with_even_odds_twenty_hours_on() -> None:
+    one = cf.forecast(T0, [10.0], _lognormal_unit(), NO_ARRIVALS, remaining_h=[20.0])
+    assert one.expected[19] == pytest.approx(0.5, abs=1e-3)
+    assert one.expected[0] > 0.9 and one.expected[-1] < 0.5
+
+
+def test_a_score_five_hours_old_is_the_forecast_made_then_given_the_patient_is_still_in() -> None:
+    los = _lognormal_unit()
+    then = cf.forecast(T0, [5.0], los, NO_ARRIVALS, remaining_h=[20.0]).expected
+    now = cf.forecast(T0, [10.0], los, NO_ARRIVALS, remaining_h=[20.0], scored_elapsed_h=[5.0])
+    assert now.expected[14] == pytest.approx(then[19] / then[4], abs=1e-9)  # 20 h after scoring
+    assert then[19] == pytest.approx(0.5, abs=1e-3) and now.expected[14] > 0.5
+
+
+def test_a_prediction_equal_to_the_units_own_median_changes_nothing() -> None:
+    los = _lognormal_unit()
+    own = float(los.median_remaining([10.0])[0])
+    one = cf.forecast(T0, [10.0], los, NO_ARRIVALS, remaining_h=[own])
     assert np.allclose(one.expected, cf.forecast(T0, [10.0], los, NO_ARRIVALS).expected)
+
+
+def test_a_unit_forecast_uses_only_scores_made_during_the_patients_stay_there() -> None:
+    los = _lognormal_unit()
+    # in from the data's first instant: a census load, so no arrival rate is learnt from it
+    h = cf.UnitHistory(np.array([T0 - 30.0]), np.array([np.nan]), T0 - 30.0, np.array(["p"]))
+    plain = cf.forecast_unit(h, T0, survival=los).expected
+    during = {"p": cf.StayPrediction(remaining_h=6.0, scored_at_h=T0 - 2.0)}
+    earlier = {"p": cf.StayPrediction(remaining_h=6.0, scored_at_h=T0 - 31.0)}  # another unit
+    later = {"p": cf.StayPrediction(remaining_h=6.0, scored_at_h=T0 + 1.0)}  # after the origin
+    then = cf.forecast(T0, [28.0], los, NO_ARRIVALS, remaining_h=[6.0]).expected
+    with_score = cf.forecast_unit(h, T0, predictions=during, survival=los).expected
+    assert with_score[3] == pytest.approx(then[5] / then[1], abs=1e-9)  # 6 h after scoring
+    for ignored in (earlier, later, {"q": during["p"]}):
+        got = cf.forecast_unit(h, T0, predictions=ignored, survival=los).expected
+        assert np.allclose(got, plain)
 
 
 def _realistic() -> cf.Forecast:
@@ -231,4 +275,95 @@ def test_the_hourly_step_forecasts_from_the_census_events_in_clickhouse(
     )
     want = want.sort_values(["unit_id", "horizon_h"])
     assert np.allclose(got.forecast, want.forecast) and np.allclose(got.hi95, want.hi95)
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def _los_score(
+    token: str, fac: str, unit: str, at: Any, days: float, **over: Any
+) -> dict[str, Any]:
+    row = {
+        "score_id": f"{token}-{at.isoformat()}-{over.get('role', 'champion')}",
+        "record_id": token,
+        "entity": "stay",
+        "entity_token": token,
+        "facility_id": fac,
+        "unit_id": unit,
+        "event_time": at,
+        "model_name": sink.LOS_MODEL,
+        "model_version": "1",
+        "role": "champion",
+        "output_name": "remaining_los_days",
+        "score": days,
+        "features_missing": 0,
+        "scoring_latency_ms": 1.0,
+        "kafka_partition": 0,
+        "kafka_offset": 0,
+        "kafka_topic": topics.MODEL_SCORE.name,
+    }
+    return {**row, **over}
+
+
+def test_the_hourly_step_takes_each_patients_latest_los_score_as_its_predicted_discharge(
+    clickhouse: Any, settings: Any
+) -> None:
+    from grafana import seed
+
+    db = settings.clickhouse_database + "_cflos"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    plan = seed.SeedPlan(facilities=1, days=15)
+    ev = pd.DataFrame(seed.place(seed.adt_events(plan), plan.end_ms).events)
+    cols = ["event_id", "event_type", "patient_token", "facility_id", "unit_id", "event_time"]
+    rows = ev[[*cols, "outcome", "reason"]].astype(object).where(ev.notna(), None)
+    clickhouse.insert(f"{db}.census_events", rows.to_numpy().tolist(), column_names=list(rows))
+    origin = sink.latest_origin(clickhouse, db)
+    assert origin is not None
+    stays, start = sink.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
+    t0 = origin.timestamp() / 3600
+    here = stays[(stays.start_h <= t0 - 3) & ~(stays.end_h <= t0)]
+    unit = here.unit_id.value_counts().index[0]  # the unit holding most patients
+    mine = here[here.unit_id == unit]
+    assert len(mine) >= 5
+
+    def at(hours: float) -> Any:
+        return origin + pd.Timedelta(hours=hours)
+
+    scores = []
+    for p in mine.itertuples():
+        fac = str(p.facility_id)
+
+        token = str(p.patient_token)
+        scores += [
+            _los_score(token, fac, unit, at(-3), 30.0),
+            _los_score(token, fac, unit, at(-1), 0.1),  # the latest
+            _los_score(token, fac, unit, at(-1), 50.0, role="challenger"),
+            _los_score(token, fac, unit, at(+1), 50.0),  # after the origin
+            _los_score(token, fac, unit, at(-2), 0.9, model_name="icu-mortality"),
+        ]
+    frame = pd.DataFrame(scores)
+    clickhouse.insert(f"{db}.catalog_scores", frame.to_numpy().tolist(), column_names=list(frame))
+
+    got = sink.los_predictions(clickhouse, db, origin)
+    assert set(got) == set(mine.patient_token)
+    assert {round(g.remaining_h, 6) for g in got.values()} == {2.4}  # 0.1 d, the latest
+    assert {g.scored_at_h for g in got.values()} == {t0 - 1}
+
+    def unit_rows(los_model: bool) -> pd.DataFrame:
+        clickhouse.command(f"TRUNCATE TABLE {db}.{sink.TABLE}")
+        sink.run_once(clickhouse, db, adt_generator.capacity(1), origin, los_model)
+        return clickhouse.query_df(
+            f"SELECT unit_id, scope, horizon_h, forecast, expected FROM {db}.{sink.TABLE} FINAL "
+            f"ORDER BY scope, unit_id, horizon_h"
+        )
+
+    with_los, without = unit_rows(True), unit_rows(False)
+    want = sink.forecast_rows(stays, start, adt_generator.capacity(1), t0, got)
+    want = want.sort_values(["scope", "unit_id", "horizon_h"])
+    assert np.allclose(with_los.expected, want.expected, atol=1e-3)
+    changed = with_los.expected.to_numpy() != without.expected.to_numpy()
+    # only the unit whose patients were scored changes: they leave sooner; the facility row
+    # (hospital stays) does not take the model's ICU stay
+    assert set(with_los[changed].unit_id) == {unit} and set(with_los[changed].scope) == {"unit"}
+    ours = (with_los.unit_id == unit).to_numpy()
+    assert (with_los.expected[ours].to_numpy() < without.expected[ours].to_numpy()).all()
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
