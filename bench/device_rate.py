@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--realtime-s", type=int, default=180)
     ap.add_argument("--soak-beds", type=int, default=30000)
     ap.add_argument("--soak-s", type=int, default=600)
-    ap.add_argument("--census-days", type=float, default=30.0)
+    ap.add_argument("--census-days", type=float, default=365.0, help="as bench/census.py")
     ap.add_argument(
         "--idle-timeout-s",
         type=int,

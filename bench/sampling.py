@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import threading
@@ -51,6 +52,14 @@ def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
     """80 % of `total` / the time between 10 % and 90 % of it (start-up and tail left out)."""
     t10, t90 = first_reaching(samples, 0.1 * total), first_reaching(samples, 0.9 * total)
     return 0.8 * total / max(t90 - t10, 1e-9)
+
+
+def decile_rates(samples: list[tuple[float, int]], total: int) -> list[float]:
+    """The rate (records/s) in each tenth of `total`, from the first output on: whether a run
+    was long enough for its sustained rate to be the steady one (JIT warm-up shows as rising
+    early tenths)."""
+    marks = [first_reaching(samples, max(1.0, k * total / 10)) for k in range(11)]
+    return [round(total / 10 / max(b - a, 1e-9)) for a, b in itertools.pairwise(marks)]
 
 
 def machine() -> dict[str, Any]:
