@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pyflink.common.job_client import JobClient
 
 from bench import java_baseline
+from bench.sampling import decile_rates
 from jobs import sepsis_news2
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
@@ -44,6 +45,7 @@ class Throughput:
     wall_s: float
     first_output_s: float
     alerts: int
+    decile_events_per_s: list[float]  # the rate in each tenth of the output (warm-up shows)
 
 
 @dataclass
@@ -92,7 +94,8 @@ def throughput(
         raise RuntimeError(f"{name}: {samples[-1][1]} of {n} readings reached {topic}")
     t10, t90 = when(0.1), when(0.9)
     alerts = kafka_io.count_records(settings, out_prefix + topics.ALERT_V1.name)
-    return Throughput(name, n, 0.8 * n / max(t90 - t10, 1e-9), wall, when(1 / n), alerts)
+    tenths = decile_rates(samples, n)
+    return Throughput(name, n, 0.8 * n / max(t90 - t10, 1e-9), wall, when(1 / n), alerts, tenths)
 
 
 def latency(
