@@ -295,8 +295,9 @@ COMMAND_CENTRE = Dashboard(
             height=10,
             description="The capacity forecast (udfs/capacity_forecast.py, written hourly by "
             "sinks/capacity_forecast.py): patients in now who are still in, from each unit's "
-            "length-of-stay survival given their time so far, plus arrivals by hour of week "
-            "still in. The point forecast is the predictive median; surge risk is the highest "
+            "length-of-stay survival given their time so far (rescaled to the LOS model's "
+            "latest prediction where a patient has one), plus arrivals by hour of week still "
+            "in. The point forecast is the predictive median; surge risk is the highest "
             "hourly P(occupancy >= surge threshold) in the next 24 h.",
         ),
         Panel(
