@@ -161,16 +161,22 @@ def census_events(client: Any, database: str, until: datetime) -> pd.DataFrame:
 
 
 def los_predictions(
-    client: Any, database: str, until: datetime, model: str = LOS_MODEL
+    client: Any,
+    database: str,
+    until: datetime,
+    since: datetime | None = None,
+    model: str = LOS_MODEL,
 ) -> dict[str, cf.StayPrediction]:
-    """Each stay's latest champion score of the LOS model at or before `until`, by entity token
-    (remaining days, as the model's output, in hours)."""
+    """Each stay's latest champion score of the LOS model in [`since`, `until`], by entity token
+    (remaining days, as the model's output, in hours). `since`: when the longest stay still in
+    began (no score before it can apply; default: all history)."""
+    since = since or datetime(1970, 1, 1, tzinfo=UTC)
     rows = client.query(
         f"SELECT entity_token, argMax(score, (event_time, score_id)), max(event_time) "
         f"FROM {database}.catalog_scores FINAL "
         f"WHERE model_name = %(model)s AND role = 'champion' AND entity = 'stay' "
-        f"AND event_time <= %(until)s GROUP BY entity_token",
-        parameters={"model": model, "until": until},
+        f"AND event_time >= %(since)s AND event_time <= %(until)s GROUP BY entity_token",
+        parameters={"model": model, "since": since, "until": until},
     ).result_rows
     out = {}
     for token, days, at in rows:
@@ -202,8 +208,13 @@ def run_once(
     if origin is None:
         return 0
     stays, start = stays_from_census(census_events(client, database, origin))
-    predictions = los_predictions(client, database, origin) if los_model else None
-    rows = forecast_rows(stays, start, capacity, origin.timestamp() / 3600, predictions)
+    predictions = None
+    t0 = origin.timestamp() / 3600
+    here = stays[~(stays.end_h <= t0)]  # still in at the origin (end NaN: open)
+    if los_model and len(here):
+        since = datetime.fromtimestamp(float(here.start_h.min()) * 3600, UTC)
+        predictions = los_predictions(client, database, origin, since)
+    rows = forecast_rows(stays, start, capacity, t0, predictions)
     return write(client, database, rows)
 
 

@@ -347,6 +347,9 @@ def test_the_hourly_step_takes_each_patients_latest_los_score_as_its_predicted_d
     assert set(got) == set(mine.patient_token)
     assert {round(g.remaining_h, 6) for g in got.values()} == {2.4}  # 0.1 d, the latest
     assert {g.scored_at_h for g in got.values()} == {t0 - 1}
+    # nothing scored before the longest stay still in began can apply to anyone in
+    assert sink.los_predictions(clickhouse, db, origin, since=at(-0.5)) == {}
+    assert sink.los_predictions(clickhouse, db, origin, since=at(-1)) == got
 
     def unit_rows(los_model: bool) -> pd.DataFrame:
         clickhouse.command(f"TRUNCATE TABLE {db}.{sink.TABLE}")
