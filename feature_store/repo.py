@@ -23,6 +23,7 @@ job start.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -44,10 +45,10 @@ from feast.data_source import PushMode
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-from feast.repo_config import RepoConfig
+from feast.repo_config import RegistryConfig, RepoConfig
 from feast.types import Float32
 
-from feature_store import encounter_facts, icu_stay
+from feature_store import encounter_facts, icu_stay, registry_store
 from feature_store.definitions import STATIC_FEATURES, STREAM_FEATURES
 
 PROJECT = "wardflow"
@@ -164,7 +165,10 @@ def config(root: Path, online: str) -> RepoConfig:
         store = RedisOnlineStoreConfig(connection_string=online)
     return RepoConfig(
         project=PROJECT,
-        registry=str(root / "registry.db"),
+        # replaced whole on every write: a scoring worker may read it while another applies
+        registry=RegistryConfig(
+            path=str(root / "registry.db"), registry_store_type=registry_store.CLASS_PATH
+        ),
         provider="local",
         online_store=store,
         offline_store=DaskOfflineStoreConfig(),
@@ -179,15 +183,20 @@ def open_store(
     stay_services: Iterable[str] = (),
     encounter_services: Iterable[str] = (),
 ) -> FeatureStore:
-    """The store, with the repo's objects applied (idempotent)."""
+    """The store, with the repo's objects applied (idempotent). Processes that open it at once
+    (a job's scoring subtasks) apply one at a time: an apply reads the registry, adds to it and
+    writes it back, so two at once would lose what the first added (a model version's feature
+    service)."""
     root.mkdir(parents=True, exist_ok=True)
-    stream_path, static_path = offline_paths(root)
-    _empty_offline(stream_path, STREAM_FEATURES)
-    _empty_offline(static_path, STATIC_FEATURES)
-    _empty_offline(stay_static_path(root), icu_stay.STATIC_FEATURES)
-    _empty_offline(encounter_facts_path(root), encounter_facts.FEATURES, ENCOUNTER_KEY)
-    store = FeatureStore(config=config(root, online))
-    store.apply(objects(root, service_names, stay_services, encounter_services))
+    with open(root / "registry.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        stream_path, static_path = offline_paths(root)
+        _empty_offline(stream_path, STREAM_FEATURES)
+        _empty_offline(static_path, STATIC_FEATURES)
+        _empty_offline(stay_static_path(root), icu_stay.STATIC_FEATURES)
+        _empty_offline(encounter_facts_path(root), encounter_facts.FEATURES, ENCOUNTER_KEY)
+        store = FeatureStore(config=config(root, online))
+        store.apply(objects(root, service_names, stay_services, encounter_services))
     return store
 
 

@@ -52,3 +52,68 @@ def test_the_offline_store_rebuilds_training_features_point_in_time(
         got[list(FEATURES)].to_numpy(dtype=np.float32),
         want[list(FEATURES)].to_numpy(dtype=np.float32),
     )
+
+
+def test_a_reader_never_sees_part_of_the_registry_while_another_process_rewrites_it(
+    tmp_path: Path,
+) -> None:
+    """Feast re-reads a file registry whenever its mtime changes; written in place, a read
+    during a write got a truncated file (a DecodeError, or no feature views) in a scoring
+    worker while another subtask applied."""
+    import threading
+    import time
+
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+    from feature_store.registry_store import AtomicFileRegistryStore
+
+    store = repo.open_store(tmp_path, "sqlite")
+    writer = store._registry._registry_store
+    assert isinstance(writer, AtomicFileRegistryStore)
+    path = tmp_path / "registry.db"
+    whole = RegistryProto.FromString(path.read_bytes())
+    views = {v.spec.name for v in whole.feature_views}
+    assert repo.STATIC_VIEW in views
+    stop = time.monotonic() + 2.0
+    writes = 0
+
+    def rewrite() -> None:
+        nonlocal writes
+        while time.monotonic() < stop:
+            writer.update_registry_proto(whole)
+            writes += 1
+
+    t = threading.Thread(target=rewrite)
+    t.start()
+    reads, parts = 0, []
+    while time.monotonic() < stop:
+        try:
+            seen = {v.spec.name for v in RegistryProto.FromString(path.read_bytes()).feature_views}
+        except Exception as e:  # a DecodeError: half a file
+            parts.append(repr(e))
+            continue
+        finally:
+            reads += 1
+        if seen != views:
+            parts.append(f"views {sorted(seen)}")
+    t.join()
+    assert writes > 20 and reads > 100
+    assert parts == []
+    assert not list(tmp_path.glob(".registry.db.*"))  # no temporary file left behind
+
+
+def test_stores_opened_at_once_keep_every_feature_service_each_applied(tmp_path: Path) -> None:
+    import threading
+
+    repo.open_store(tmp_path, "sqlite")
+    versions = [str(v) for v in range(1, 7)]
+    opened = [
+        threading.Thread(target=repo.open_store, args=(tmp_path, "sqlite", [repo.service_name(v)]))
+        for v in versions
+    ]
+    for t in opened:
+        t.start()
+    for t in opened:
+        t.join()
+    names = {s.name for s in repo.open_store(tmp_path, "sqlite").list_feature_services()}
+    assert names >= {repo.service_name(v) for v in versions}
