@@ -248,20 +248,25 @@ def test_forecast_rows_fill_the_migrated_table_for_every_unit_and_facility(
     assert got == [(len(rows), int(rows.surge_warning.sum()), cf.HORIZON_H)]
 
 
-def test_the_hourly_step_forecasts_from_the_census_events_in_clickhouse(
-    clickhouse: Any, settings: Any
-) -> None:
+def _census_in(clickhouse: Any, db: str) -> pd.DataFrame:
+    """A fresh database `db` holding the census events of 15 days of one seeded facility."""
     from grafana import seed
 
-    db = settings.clickhouse_database + "_cf"
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
     ch.migrate(clickhouse, db)
     plan = seed.SeedPlan(facilities=1, days=15)
-    census = seed.place(seed.adt_events(plan), plan.end_ms)
-    ev = pd.DataFrame(census.events)
+    ev = pd.DataFrame(seed.place(seed.adt_events(plan), plan.end_ms).events)
     cols = ["event_id", "event_type", "patient_token", "facility_id", "unit_id", "event_time"]
     rows = ev[[*cols, "outcome", "reason"]].astype(object).where(ev.notna(), None)
     clickhouse.insert(f"{db}.census_events", rows.to_numpy().tolist(), column_names=list(rows))
+    return ev
+
+
+def test_the_hourly_step_forecasts_from_the_census_events_in_clickhouse(
+    clickhouse: Any, settings: Any
+) -> None:
+    db = settings.clickhouse_database + "_cf"
+    ev = _census_in(clickhouse, db)
     origin = sink.latest_origin(clickhouse, db)
     assert origin is not None and origin.minute == 0 and origin <= ev.event_time.max()
     cap = adt_generator.capacity(1)
@@ -306,16 +311,8 @@ def _los_score(
 def test_the_hourly_step_takes_each_patients_latest_los_score_as_its_predicted_discharge(
     clickhouse: Any, settings: Any
 ) -> None:
-    from grafana import seed
-
     db = settings.clickhouse_database + "_cflos"
-    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
-    ch.migrate(clickhouse, db)
-    plan = seed.SeedPlan(facilities=1, days=15)
-    ev = pd.DataFrame(seed.place(seed.adt_events(plan), plan.end_ms).events)
-    cols = ["event_id", "event_type", "patient_token", "facility_id", "unit_id", "event_time"]
-    rows = ev[[*cols, "outcome", "reason"]].astype(object).where(ev.notna(), None)
-    clickhouse.insert(f"{db}.census_events", rows.to_numpy().tolist(), column_names=list(rows))
+    ev = _census_in(clickhouse, db)
     origin = sink.latest_origin(clickhouse, db)
     assert origin is not None
     stays, start = sink.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
