@@ -122,24 +122,6 @@ class Survival:
         out: FloatArray = np.maximum(t - e, 1e-6)
         return out
 
-    def mean_remaining(self, elapsed: Any) -> FloatArray:
-        """E[remaining stay | elapsed]: the integral of S from `elapsed` on, over S(elapsed)."""
-        s = self.s
-        # integral from k to the grid's end, trapezoid per hour, plus the exponential tail
-        seg = (s[:-1] + s[1:]) / 2
-        after = np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]])
-        tail = s[-1] / self.tail_hazard if self.tail_hazard > 0 else 1e6
-        e = np.clip(np.asarray(elapsed, dtype=np.float64), 0.0, None)
-        last = len(s) - 1
-        k = np.minimum(np.floor(e), last - 1).astype(int)
-        frac = np.minimum(e, last) - k
-        s_e = self(e)
-        inside = after[k] - (s[k] + s_e) / 2 * frac + tail  # remove [k, e] from the integral
-        beyond = s_e / self.tail_hazard if self.tail_hazard > 0 else np.full_like(e, 1e6)
-        mean = np.where(e < last, inside, beyond) / np.maximum(s_e, 1e-300)
-        out: FloatArray = np.maximum(mean, 1e-6)
-        return out
-
 
 def exponential_survival(mean_h: float) -> Survival:
     """A memoryless stay of mean `mean_h`: the prior of last resort (no stays at all)."""
