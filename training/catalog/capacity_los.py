@@ -41,11 +41,11 @@ import pandas as pd
 
 from feature_store import icu_stay
 from schemas.settings import Settings
+from training.catalog import length_of_stay
 from training.catalog import physionet2012 as p12
 from udfs import capacity_forecast as cf
 
-NAME = "capacity-forecast"
-LOS_MODEL = "length-of-stay"
+LOS_MODEL = length_of_stay.NAME
 T0_H = 500_000.0  # where the timeline begins, in hours since the epoch (a whole hour)
 WARMUP_H = 28 * 24
 SCORED_HOURS = tuple(float(h) for h in range(1, 49))
