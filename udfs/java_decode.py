@@ -283,6 +283,7 @@ JAVA_DIR = Path(__file__).resolve().parent / "java"
 CENSUS_PLACEMENT_CLASS = f"{PACKAGE}.CensusPlacement"
 UNIT_BEDS_CLASS = f"{PACKAGE}.UnitBeds"
 DEVICE_CHART_CLASS = f"{PACKAGE}.DeviceChart"
+TRAILING_EXTREME_CLASS = f"{PACKAGE}.TrailingExtreme"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
     "CensusPlacement": {"@OUTPUT@": CENSUS_PLACED.flink_sql()},
@@ -292,6 +293,7 @@ HAND_WRITTEN = {
         "@INTERVAL_S@": str(CHART_INTERVAL_S),
     },
     "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
+    "TrailingExtreme": {},
 }
 
 

@@ -1,8 +1,8 @@
 """The screening job's model part, in Flink SQL around the scoring UDF (udfs/flink_scoring.py).
 
 - `feature_events`: each input record with the patient's first record time and the 6-hour
-  extremes of the measurements (JVM keyed state of two OVER windows);
-- the state view then adds the lab ages and the stay so far (jobs/sepsis_screen._state_sql);
+  extremes of the measurements (JVM keyed state of one accumulate-only OVER window);
+- the state view then adds the lab ages and the stay so far (jobs/sepsis_screen.state_sql);
 - `scored`: champion and challenger risk for every vitals state, one vectorised UDF call per
   batch (the UDF is told which states are vitals states and scores and pushes only those);
 - `score_rows`: what goes to `sepsis.score.v1`, one row per model per state;
@@ -29,6 +29,8 @@ from schemas.rows import RULE_HIT, SCORE_RESULT, quote
 from schemas.settings import Settings
 from udfs.flink_scoring import score_udf
 from udfs.registry import Registry
+
+TRAILING_EXTREME_FUNCTION = "wf_trailing_extreme"  # io.wardflow.udf.TrailingExtreme
 
 log = logging.getLogger(__name__)
 MODEL_RULE = "model_sepsis_risk"
@@ -78,18 +80,22 @@ class Scoring:
 
 
 def feature_events_sql() -> str:
-    first = (
-        "SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token "
-        "ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time "
-        "FROM events"
-    )
+    """Each event with its patient's first record time and the measurements' 6-hour extremes,
+    in one accumulate-only OVER window: the extremes come from `TRAILING_EXTREME_FUNCTION`
+    (io.wardflow.udf.TrailingExtreme, equal to MAX/MIN over a 6-hour RANGE window) whose state is
+    a deque of the values that can still be an extreme, not every row of the 6 hours."""
+    ts = "CAST(event_time AS TIMESTAMP(3))"
+    span_ms = f"CAST({WINDOW_H * 3_600_000} AS BIGINT)"
     rolling = ", ".join(
-        f"{how.upper()}({p}) OVER w6 AS {rolling_name(p)}" for p, how in ROLLING.items()
+        f"CAST({TRAILING_EXTREME_FUNCTION}(CAST({p} AS DOUBLE), {ts}, {span_ms}, "
+        f"{'TRUE' if how == 'max' else 'FALSE'}) OVER w AS FLOAT) AS {rolling_name(p)}"
+        for p, how in ROLLING.items()
     )
     return f"""
-    SELECT *, {rolling} FROM ({first})
-    WINDOW w6 AS (PARTITION BY patient_token ORDER BY event_time
-                  RANGE BETWEEN INTERVAL '{WINDOW_H}' HOUR PRECEDING AND CURRENT ROW)"""
+    SELECT *, MIN({ts}) OVER w AS first_time, {rolling}
+    FROM events
+    WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
+                 RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""
 
 
 def scored_sql() -> str:

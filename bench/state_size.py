@@ -1,0 +1,191 @@
+"""Patient-state size benchmark: the keyed state the screening job's patient-state windows hold
+per patient, measured from its checkpoints as a day of charted minutes flows through them.
+
+The three-minute real-time runs and the ten-minute soak of bench/device_rate.py cannot show how
+the state grows over a day: a charted minute stays in the windows for as long as they reach back
+(24 h for the state, 6 h for the model's rolling extremes). This run feeds the job's own SQL
+(`jobs.sepsis_screen.state_sql` over `jobs.screening.scoring.feature_events_sql`, the scoring
+variant, as the device-rate benchmark runs it) with `--patients` patients' charted minutes, one
+row per patient-minute for `--hours` of event time, generated in the JVM (datagen, rate-limited),
+with strings as long as the job's own (32-hex patient tokens, `token@minute` chart ids, the
+device topic's name). Checkpoints go to a folder of the run's own, heap state (`hashmap`, full
+snapshots); the size of each completed checkpoint is sampled with the event time it reached.
+Serialized bytes are a lower bound of what the same state takes on the JVM heap.
+
+Result: bytes per patient at the end of the run and per patient-day of charted minutes, and the
+extrapolation to 15,000 beds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pyflink.common import WatermarkStrategy
+from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.table import DataTypes, Schema
+from pyflink.table.expressions import col
+
+from jobs.runtime.flink_env import stream_table_env
+from jobs.screening.scoring import TRAILING_EXTREME_FUNCTION, feature_events_sql
+from jobs.sepsis_screen import state_sql
+from schemas import topics
+from schemas.rows import quote
+from schemas.settings import Settings
+from udfs import java_decode
+from udfs.sepsis import STATE_PARAMS
+
+OUT = Path(__file__).resolve().parent / "results" / "state_size.json"
+GIB = 1024**3
+
+# Plausible values per parameter (a charted minute carries the monitor's parameters; the labs'
+# are null, as in the device-rate feed between lab results).
+DEVICE_VALUES = {
+    "heart_rate_bpm": "CAST(60 + MOD(seq, 61) AS FLOAT)",
+    "resp_rate_per_min": "CAST(10 + MOD(seq, 21) AS FLOAT)",
+    "spo2_pct": "CAST(88 + MOD(seq, 13) AS FLOAT)",
+    "sbp_mmhg": "CAST(90 + MOD(seq, 71) AS FLOAT)",
+    "map_mmhg": "CAST(60 + MOD(seq, 41) AS FLOAT)",
+    "temp_c": "CAST(36 + MOD(seq, 30) / 10.0 AS FLOAT)",
+}
+
+
+def events_table(env: Any, t_env: Any, patients: int, rows: int) -> Any:
+    """`events` as the job builds it, from a JVM number sequence (FLIP-27: its checkpoint holds
+    the remaining range, not values): row `seq` is patient `seq % patients` at minute
+    `seq / patients`."""
+    seq = env.from_source(
+        NumberSequenceSource(0, rows - 1), WatermarkStrategy.no_watermarks(), "sequence"
+    )
+    screen = topics.SEPSIS_SCREEN.schema
+    token = f"MD5(CAST(MOD(f0, {patients}) AS STRING))"
+    minute = f"TO_TIMESTAMP_LTZ((f0 / {patients}) * 60000, 3)"
+    columns = {
+        "record_id": f"CONCAT({token}, '@', DATE_FORMAT({minute}, 'yyyy-MM-dd''T''HH:mm:ss'))",
+        "record_kind": "'vitals'",
+        "patient_token": token,
+        "facility_id": "'FAC-01'",
+        "unit_id": "CONCAT('ICU-', CAST(MOD(f0, 12) AS STRING))",
+        "event_time": minute,
+        **{
+            p: DEVICE_VALUES.get(
+                p, f"CAST(NULL AS {screen.field(p).flink_type().replace(' NOT NULL', '')})"
+            ).replace("seq", "f0")
+            for p in STATE_PARAMS
+        },
+        "is_discharge": "FALSE",
+        "source_topic": f"'{topics.VITALS_DEVICE.name}'",
+        "source_partition": "CAST(MOD(f0, 6) AS INT)",
+        "source_offset": "f0",
+        "quarantine": "CAST(NULL AS STRING)",
+    }
+    schema = Schema.new_builder().column("f0", DataTypes.BIGINT().not_null())
+    for name, sql in columns.items():
+        schema = schema.column_by_expression(name, sql)
+    schema = schema.watermark("event_time", "event_time - INTERVAL '2' SECOND")
+    table = t_env.from_data_stream(seq, schema.build())
+    return table.select(*[col(c) for c in columns])
+
+
+def _checkpoint_bytes(root: Path) -> tuple[int, int] | None:
+    """(number, bytes) of the newest completed checkpoint under `root` (`<job>/chk-N`, complete
+    once its `_metadata` is written)."""
+    done = [p for p in root.glob("*/chk-*") if (p / "_metadata").exists()]
+    if not done:
+        return None
+    newest = max(done, key=lambda p: int(p.name.split("-")[1]))
+    size = sum(f.stat().st_size for f in newest.rglob("*") if f.is_file())
+    return int(newest.name.split("-")[1]), size
+
+
+def run(patients: int, hours: float, interval_s: float) -> dict[str, Any]:
+    rows = int(patients * hours * 60)
+    tmp = Path(tempfile.mkdtemp(prefix="wardflow-state-size-"))
+    settings = Settings.from_env(
+        job_name="bench-state-size",
+        checkpoint_dir=str(tmp),
+        checkpoint_interval_s=interval_s,
+        state_backend="hashmap",
+        delivery_guarantee="at-least-once",
+        max_out_of_orderness_s=2,
+    )
+    try:
+        env, t_env = stream_table_env(settings, connectors=False)
+        t_env.create_temporary_view("events", events_table(env, t_env, patients, rows))
+        t_env.create_java_temporary_system_function(
+            TRAILING_EXTREME_FUNCTION, java_decode.TRAILING_EXTREME_CLASS
+        )
+        t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
+        state = t_env.sql_query(state_sql("feature_events", features=True))
+        t_env.create_temporary_view("state", state)
+        # every column to the sink, or the planner prunes the windows' aggregates
+        columns = ", ".join(
+            f"CAST({quote(c)} AS STRING)" for c in state.get_schema().get_field_names()
+        )
+        t_env.execute_sql("CREATE TEMPORARY TABLE sink (s STRING) WITH ('connector' = 'blackhole')")
+        result = t_env.execute_sql(f"INSERT INTO sink SELECT CONCAT_WS('|', {columns}) FROM state")
+        client = result.get_job_client()
+        assert client is not None
+        samples: list[dict[str, float]] = []
+        t0 = time.monotonic()
+        while not _finished(client):
+            time.sleep(0.25)
+            chk = _checkpoint_bytes(tmp / settings.job_name)
+            if chk and (not samples or samples[-1]["checkpoint"] != chk[0]):
+                samples.append(
+                    {"checkpoint": chk[0], "t_s": round(time.monotonic() - t0, 1), "bytes": chk[1]}
+                )
+                print(json.dumps(samples[-1]), flush=True)
+        wall_s = time.monotonic() - t0
+        for s in samples:  # the sequence runs at a steady rate: event time reached, roughly
+            s["event_hours_about"] = round(hours * min(1.0, s["t_s"] / wall_s), 1)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": rows, "wall_s": round(wall_s, 1), "samples": samples}
+
+
+def _finished(client: Any) -> bool:
+    """Whether the job ended (a local job's MiniCluster shuts down with it)."""
+    try:
+        return bool(client.get_job_status().result().is_globally_terminal_state())
+    except Exception:  # the MiniCluster is gone: the job ended
+        return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--hours", type=float, default=36.0, help="event time fed through")
+    ap.add_argument("--checkpoint-s", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    r = run(a.patients, a.hours, a.checkpoint_s)
+    # the largest checkpoint: once the sequence ends, the final watermark empties the windows
+    per_patient = max(s["bytes"] for s in r["samples"]) / a.patients
+    out = {
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "patients": a.patients,
+        "hours": a.hours,
+        **r,
+        "bytes_per_patient": round(per_patient),
+        "gib_at_15k_beds": round(per_patient * 15000 / GIB, 2),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "samples"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
