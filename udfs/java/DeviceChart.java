@@ -6,10 +6,12 @@
 //   wf_device_chart(input => TABLE t PARTITION BY patient_token, on_time => DESCRIPTOR(rowtime),
 //                   uid => 'device-chart')
 // on rows of udfs.device.chart_input_sql (read by name): accepted device records, each channel's
-// value null unless it counts for the chart. A record waits in list state until the watermark
-// passes the end of its patient's minute; then the minute yields one row: its start, the last
-// record's facility, unit, bed, device and Kafka position (arrival order), the record count and
-// per channel the median of the values (Median.of) and how many there were. A patient's minutes
+// value null unless it counts for the chart. A record's values wait in list state until the
+// watermark passes the end of its patient's minute (a start time and a float per channel, NaN
+// for none: about 60 bytes a second on the heap); the minute's last record's facility, unit,
+// bed, device and Kafka position (arrival order) wait in map state, one entry per pending
+// minute. Then the minute yields one row: its start, those, the record count and per channel
+// the median of the values (Median.of) and how many there were. A patient's minutes
 // start at CRC-32(token) mod the interval seconds past the UTC minute (udfs.device.chart_phase_s),
 // which spreads the monitors' minute ends over the whole minute instead of one instant.
 package io.wardflow.udf;
@@ -19,6 +21,7 @@ import java.time.LocalDateTime;
 import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.TreeMap;
 import java.util.zip.CRC32;
 import org.apache.flink.table.annotation.ArgumentHint;
@@ -27,6 +30,7 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.annotation.StateHint;
 import org.apache.flink.table.api.dataview.ListView;
+import org.apache.flink.table.api.dataview.MapView;
 import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
@@ -35,21 +39,26 @@ public class DeviceChart extends ProcessTableFunction<Row> {
   static final String[] CHANNELS = {@CHANNELS@};
   static final long INTERVAL_MS = @INTERVAL_S@ * 1000L;
 
-  /** A device record as charting keeps it until its minute ends. */
+  /** A device record's values as charting keeps them until its minute ends. */
   public static class Second {
     public long startMs; // its patient's minute
+    public float[] values; // per channel; NaN: absent or not valid (valid values are finite)
+  }
+
+  /** What a pending minute's row takes from its last record (arrival order). */
+  public static class Last {
     public String facility;
     public String unit;
     public String bed;
     public String device;
     public int partition;
     public long offset;
-    public Float[] values; // per channel; null: absent or not valid
   }
 
   public void eval(
       Context ctx,
       @StateHint(name = "seconds") ListView<Second> seconds,
+      @StateHint(name = "last") MapView<Long, Last> lastOf,
       @ArgumentHint(
               name = "input",
               value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME})
@@ -58,19 +67,25 @@ public class DeviceChart extends ProcessTableFunction<Row> {
     long t = ctx.timeContext(Long.class).time();
     Second s = new Second();
     s.startMs = startMs(input.getFieldAs("patient_token"), t);
-    s.facility = input.getFieldAs("facility_id");
-    s.unit = input.getFieldAs("unit_id");
-    s.bed = input.getFieldAs("bed_id");
-    s.device = input.getFieldAs("device_id");
-    s.partition = input.<Integer>getFieldAs("kafka_partition");
-    s.offset = input.<Long>getFieldAs("kafka_offset");
-    s.values = new Float[CHANNELS.length];
-    for (int i = 0; i < CHANNELS.length; i++) s.values[i] = input.getFieldAs(CHANNELS[i]);
+    s.values = new float[CHANNELS.length];
+    for (int i = 0; i < CHANNELS.length; i++) {
+      Float v = input.getFieldAs(CHANNELS[i]);
+      s.values[i] = v == null ? Float.NaN : v;
+    }
     seconds.add(s);
+    Last last = new Last();
+    last.facility = input.getFieldAs("facility_id");
+    last.unit = input.getFieldAs("unit_id");
+    last.bed = input.getFieldAs("bed_id");
+    last.device = input.getFieldAs("device_id");
+    last.partition = input.<Integer>getFieldAs("kafka_partition");
+    last.offset = input.<Long>getFieldAs("kafka_offset");
+    lastOf.put(s.startMs, last);
     ctx.timeContext(Long.class).registerOnTime(s.startMs + INTERVAL_MS - 1);
   }
 
-  public void onTimer(OnTimerContext ctx, ListView<Second> seconds) throws Exception {
+  public void onTimer(OnTimerContext ctx, ListView<Second> seconds, MapView<Long, Last> lastOf)
+      throws Exception {
     long now = ctx.timeContext(Long.class).time();
     TreeMap<Long, List<Second>> due = new TreeMap<>();
     List<Second> later = new ArrayList<>();
@@ -81,20 +96,21 @@ public class DeviceChart extends ProcessTableFunction<Row> {
         later.add(s);
       }
     }
-    for (List<Second> minute : due.values()) collect(chart(minute));
+    for (Map.Entry<Long, List<Second>> minute : due.entrySet()) {
+      collect(chart(minute.getKey(), minute.getValue(), lastOf.get(minute.getKey())));
+      lastOf.remove(minute.getKey());
+    }
     seconds.clear();
     if (!later.isEmpty()) seconds.addAll(later);
   }
 
   /** The minute's row (udfs.device.CHART_WINDOW) from its records in arrival order. */
-  private static Row chart(List<Second> minute) {
-    Second last = minute.get(minute.size() - 1);
+  private static Row chart(long startMs, List<Second> minute, Last last) {
     Row r = Row.withNames();
     r.setField(
         "minute_start",
         LocalDateTime.ofEpochSecond(
-            Math.floorDiv(last.startMs, 1000L),
-            (int) Math.floorMod(last.startMs, 1000L) * 1_000_000,
+            Math.floorDiv(startMs, 1000L), (int) Math.floorMod(startMs, 1000L) * 1_000_000,
             ZoneOffset.UTC));
     r.setField("facility_id", last.facility);
     r.setField("unit_id", last.unit);
@@ -105,7 +121,7 @@ public class DeviceChart extends ProcessTableFunction<Row> {
     for (int i = 0; i < CHANNELS.length; i++) {
       int n = 0;
       for (Second s : minute) {
-        if (s.values[i] != null) values[n++] = s.values[i];
+        if (!Float.isNaN(s.values[i])) values[n++] = s.values[i];
       }
       r.setField("median_" + CHANNELS[i], Median.of(values, n));
       r.setField(CHANNELS[i] + "_valid_s", n);
