@@ -437,7 +437,14 @@ def main(argv: list[str] | None = None) -> None:
         "--idle-timeout-s",
         type=int,
         default=5,
-        help="source idle timeout: a sparse lab or ADT partition holds event time back this long",
+        help="source idle timeout of the device feed (of all with --sparse-idle-timeout-ms -1)",
+    )
+    ap.add_argument(
+        "--sparse-idle-timeout-ms",
+        type=int,
+        default=500,
+        help="idle timeout of the clinical-rate feeds (labs, ADT, charted vitals): after each of "
+        "their records a partition holds event time back this long (-1: --idle-timeout-s)",
     )
     ap.add_argument("--skip", nargs="*", default=[], help="phases to leave out")
     ap.add_argument("--out", type=Path, default=OUT / "device_rate.json")
@@ -454,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         device_numerics=True,
         max_out_of_orderness_s=2,  # a device gateway delivers within a second or two
         source_idle_timeout_s=a.idle_timeout_s,
+        sparse_idle_timeout_ms=a.sparse_idle_timeout_ms,
     )
     kafka_io.wait_for_broker(base)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-device-rate-{uuid.uuid4().hex[:6]}"
@@ -472,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
             "state_backend": settings.state_backend,
             "watermark_delay_s": settings.max_out_of_orderness_s,
             "source_idle_timeout_s": settings.source_idle_timeout_s,
+            "sparse_idle_timeout_ms": settings.sparse_idle_timeout_ms,
             "local_jvm_heap": GIVEN_JVM_ARGS or f"-Xmx{settings.local_jvm_heap_mb}m",
             "kafka_jvm_heap": kafka_heap(),
             "delivery_guarantee": settings.delivery_guarantee,

@@ -134,6 +134,15 @@ class Settings:
         "partition could be marked idle and its records then arrive late, hence a long default; "
         "0 = never.",
     )
+    sparse_idle_timeout_ms: int = setting(
+        -1,
+        "Idle timeout of the partitions of clinical-rate feeds (charted vitals, labs, ADT; every "
+        "topic but the device-rate one): after each record such a partition holds the job's "
+        "event time back this long, so every result from the device feed waits for it. Their "
+        "records come one at a time and a backlog of them is read at once, so a short timeout "
+        "does not starve them the way back-pressure can starve a device partition. -1 = "
+        "`source_idle_timeout_s`; 0 = never.",
+    )
     watermark_on_event: bool = setting(
         False,
         "Emit a watermark after every record (deterministic lateness, for tests) instead of "

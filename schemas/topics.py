@@ -18,6 +18,10 @@ class Topic:
     key_field: str
     partitions: int
     doc: str
+    # Every partition carries records every second (monitors at 1 Hz). The other feeds come at
+    # clinical rate, a record per patient per hour or so, and each of their partitions is quiet
+    # between records: they get their own idle timeout (settings.sparse_idle_timeout_ms).
+    device_rate: bool = False
 
     @property
     def schema(self) -> Schema:
@@ -38,6 +42,7 @@ VITALS_DEVICE = Topic(
     "patient_token",
     6,
     "Bedside-monitor numerics at device rate (about one record per device per second).",
+    device_rate=True,
 )
 
 VITALS_CHARTED = Topic(

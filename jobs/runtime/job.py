@@ -88,7 +88,7 @@ class Job:
         would only let a partition starved by back-pressure (not read yet, not ended) be taken
         for idle and its records be dead-lettered as late, so a bounded run has none."""
         if bounded:
-            settings = replace(settings, source_idle_timeout_s=0)
+            settings = replace(settings, source_idle_timeout_s=0, sparse_idle_timeout_ms=0)
         kafka_io.ensure_topics(settings, self.input_topics + self.output_topics, prefix=prefix)
         env, t_env = stream_table_env(settings)
         sources, sinks = self.kafka_tables(t_env, settings, prefix=prefix, bounded=bounded)

@@ -58,12 +58,19 @@ def _with(options: dict[str, str]) -> str:
 
 
 def raw_source_ddl(
-    name: str, t: KafkaTable, *, watermark_delay_s: int, watermark_on_event: bool = False
+    name: str,
+    t: KafkaTable,
+    *,
+    watermark_delay_s: int,
+    watermark_on_event: bool = False,
+    idle_timeout_ms: int | None = None,
 ) -> str:
     """Undecoded records with Kafka metadata; the record timestamp (= event time) is the rowtime.
 
     Values stay bytes so that a record that does not decode reaches the dead-letter topic
-    instead of failing the job.
+    instead of failing the job. `idle_timeout_ms`: this table's own partition idle timeout
+    (`scan.watermark.idle-timeout`, 0 = never); None leaves the job's
+    (`table.exec.source.idle-timeout`).
     """
     opts = {
         "connector": "kafka",
@@ -79,6 +86,8 @@ def raw_source_ddl(
         opts["scan.bounded.mode"] = "latest-offset"
     if watermark_on_event:  # a watermark after every record instead of every auto-interval
         opts["scan.watermark.emit.strategy"] = "on-event"
+    if idle_timeout_ms is not None:
+        opts["scan.watermark.idle-timeout"] = f"{idle_timeout_ms} ms"
     return f"""CREATE TEMPORARY TABLE `{name}` (
   `value` BYTES,
   `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
@@ -209,8 +218,17 @@ def create_raw_source(
             src,
             watermark_delay_s=settings.max_out_of_orderness_s,
             watermark_on_event=settings.watermark_on_event,
+            idle_timeout_ms=idle_timeout_ms(settings, registry_topic(topic)),
         )
     )
+
+
+def idle_timeout_ms(settings: Settings, topic: topics.Topic) -> int | None:
+    """A clinical-rate feed's own idle timeout (settings.sparse_idle_timeout_ms; 0 = never),
+    None where the job's applies: a feed at device rate, or -1."""
+    if topic.device_rate or settings.sparse_idle_timeout_ms < 0:
+        return None
+    return settings.sparse_idle_timeout_ms
 
 
 def create_sinks(t_env: Any, settings: Settings, sinks: dict[str, str], *, prefix: str) -> None:

@@ -37,6 +37,26 @@ def test_raw_source_watermarks_on_the_record_timestamp_and_can_be_bounded() -> N
     assert "'scan.bounded.mode' = 'latest-offset'" in ddl
 
 
+def test_clinical_rate_feeds_take_their_own_idle_timeout_and_the_device_feed_the_jobs() -> None:
+    from dataclasses import replace
+
+    from jobs.runtime.tables import idle_timeout_ms
+    from schemas.settings import Settings
+
+    s = replace(Settings.from_env(), source_idle_timeout_s=5, sparse_idle_timeout_ms=500)
+    assert [t.name for t in TOPICS.values() if t.device_rate] == [topics.VITALS_DEVICE.name]
+    assert idle_timeout_ms(s, topics.LABS_RESULT) == 500
+    assert idle_timeout_ms(s, topics.ADT_EVENT) == 500
+    assert idle_timeout_ms(s, topics.VITALS_DEVICE) is None  # table.exec.source.idle-timeout
+    assert idle_timeout_ms(replace(s, sparse_idle_timeout_ms=-1), topics.LABS_RESULT) is None
+    ddl = raw_source_ddl("labs", KafkaTable("t", "127.0.0.1:1"), watermark_delay_s=2,
+                         idle_timeout_ms=500)  # fmt: skip
+    assert "'scan.watermark.idle-timeout' = '500 ms'" in ddl
+    assert "idle-timeout" not in raw_source_ddl(
+        "device", KafkaTable("t", "127.0.0.1:1"), watermark_delay_s=2
+    )
+
+
 def test_unknown_topics_are_refused() -> None:
     from schemas import topic
 
