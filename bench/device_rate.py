@@ -442,9 +442,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--sparse-idle-timeout-ms",
         type=int,
-        default=500,
+        default=100,
         help="idle timeout of the clinical-rate feeds (labs, ADT, charted vitals): after each of "
         "their records a partition holds event time back this long (-1: --idle-timeout-s)",
+    )
+    ap.add_argument(
+        "--python-bundle-time-ms",
+        type=int,
+        default=50,
+        help="longest wait of a Python bundle (the scoring UDF, the lifecycle): at device rate "
+        "they see a few hundred states a second, so bundles end by time, not size",
     )
     ap.add_argument("--skip", nargs="*", default=[], help="phases to leave out")
     ap.add_argument("--out", type=Path, default=OUT / "device_rate.json")
@@ -462,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         max_out_of_orderness_s=2,  # a device gateway delivers within a second or two
         source_idle_timeout_s=a.idle_timeout_s,
         sparse_idle_timeout_ms=a.sparse_idle_timeout_ms,
+        python_bundle_time_ms=a.python_bundle_time_ms,
     )
     kafka_io.wait_for_broker(base)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-device-rate-{uuid.uuid4().hex[:6]}"
@@ -481,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
             "watermark_delay_s": settings.max_out_of_orderness_s,
             "source_idle_timeout_s": settings.source_idle_timeout_s,
             "sparse_idle_timeout_ms": settings.sparse_idle_timeout_ms,
+            "python_bundle_time_ms": settings.python_bundle_time_ms,
+            "watermark_interval_ms": settings.watermark_interval_ms,
             "local_jvm_heap": GIVEN_JVM_ARGS or f"-Xmx{settings.local_jvm_heap_mb}m",
             "kafka_jvm_heap": kafka_heap(),
             "delivery_guarantee": settings.delivery_guarantee,

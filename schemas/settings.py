@@ -143,6 +143,13 @@ class Settings:
         "does not starve them the way back-pressure can starve a device partition. -1 = "
         "`source_idle_timeout_s`; 0 = never.",
     )
+    watermark_interval_ms: int = setting(
+        200,
+        "How often sources emit a watermark (`pipeline.auto-watermark-interval`). Each event-time "
+        "step of a job (a window, a pattern, the state) releases a row at the next watermark "
+        "past it, so a result can wait up to this long per step; shorter costs more watermark "
+        "traffic.",
+    )
     watermark_on_event: bool = setting(
         False,
         "Emit a watermark after every record (deterministic lateness, for tests) instead of "

@@ -71,7 +71,7 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         # cluster.
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
-        "pipeline.auto-watermark-interval": "200 ms",
+        "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
         # Chained operators hand records on without a defensive copy each: the SQL operators
         # are written for it, and the Python functions see serialized copies anyway.
         "pipeline.object-reuse": "true",
