@@ -2,18 +2,18 @@
 per patient, measured from its checkpoints as a day of charted minutes flows through them.
 
 The three-minute real-time runs and the ten-minute soak of bench/device_rate.py cannot show how
-the state grows over a day: a charted minute stays in the windows for as long as they reach back
-(24 h for the state, 6 h for the model's rolling extremes). This run feeds the job's own SQL
-(`jobs.sepsis_screen.state_sql` over `jobs.screening.scoring.feature_events_sql`, the scoring
-variant, as the device-rate benchmark runs it) with `--patients` patients' charted minutes, one
-row per patient-minute for `--hours` of event time, generated in the JVM (datagen, rate-limited),
-with strings as long as the job's own (32-hex patient tokens, `token@minute` chart ids, the
-device topic's name). Checkpoints go to a folder of the run's own, heap state (`hashmap`, full
-snapshots); the size of each completed checkpoint is sampled with the event time it reached.
-Serialized bytes are a lower bound of what the same state takes on the JVM heap.
+the state grows over a day: a window that keeps rows holds a charted minute for as long as it
+reaches back (the 24 h and 6 h RANGE windows before the state accumulated held 1.75 MB per
+patient). This run feeds the job's own SQL (`jobs.sepsis_screen.state_sql` over
+`jobs.screening.scoring.feature_events_sql`, the scoring variant, as the device-rate benchmark
+runs it) with `--patients` patients' charted minutes, one row per patient-minute for `--hours` of
+event time, from a JVM number sequence at full speed, with strings as long as the job's own
+(32-hex patient tokens, `token@minute` chart ids, the device topic's name). Checkpoints go to a
+folder of the run's own, heap state (`hashmap`, full snapshots); the size of each completed
+checkpoint is sampled with the event time it roughly reached (the sequence runs at a steady
+rate). Serialized bytes are a lower bound of what the same state takes on the JVM heap.
 
-Result: bytes per patient at the end of the run and per patient-day of charted minutes, and the
-extrapolation to 15,000 beds.
+Result: bytes per patient from the largest checkpoint, and the extrapolation to 15,000 beds.
 """
 
 from __future__ import annotations
