@@ -145,6 +145,7 @@ bench: venv
 	$(SERVICES) start kafka
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.device_rate
+	$(BIN)/python -m bench.state_size
 	$(BIN)/python -m bench.sepsis_screen
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.dashboards
