@@ -4,7 +4,7 @@ per patient, measured from its checkpoints as a day of charted minutes flows thr
 The three-minute real-time runs and the ten-minute soak of bench/device_rate.py cannot show how
 the state grows over a day: a window that keeps rows holds a charted minute for as long as it
 reaches back (the 24 h and 6 h RANGE windows before the state accumulated held 1.75 MB per
-patient). This run feeds the job's own SQL (`jobs.sepsis_screen.state_sql` over
+patient). This run feeds the job's own SQL (`jobs.sepsis_screen.state_views`: `state_sql` over
 `jobs.screening.scoring.feature_events_sql`, the scoring variant, as the device-rate benchmark
 runs it) with `--patients` patients' charted minutes, one row per patient-minute for `--hours` of
 event time, from a JVM number sequence at full speed, with strings as long as the job's own
@@ -34,12 +34,10 @@ from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
 from jobs.runtime.flink_env import stream_table_env
-from jobs.screening.scoring import TRAILING_EXTREME_FUNCTION, feature_events_sql
-from jobs.sepsis_screen import state_sql
+from jobs.sepsis_screen import state_views
 from schemas import topics
 from schemas.rows import quote
 from schemas.settings import Settings
-from udfs import java_decode
 from udfs.sepsis import STATE_PARAMS
 
 OUT = Path(__file__).resolve().parent / "results" / "state_size.json"
@@ -48,19 +46,19 @@ GIB = 1024**3
 # Plausible values per parameter (a charted minute carries the monitor's parameters; the labs'
 # are null, as in the device-rate feed between lab results).
 DEVICE_VALUES = {
-    "heart_rate_bpm": "CAST(60 + MOD(seq, 61) AS FLOAT)",
-    "resp_rate_per_min": "CAST(10 + MOD(seq, 21) AS FLOAT)",
-    "spo2_pct": "CAST(88 + MOD(seq, 13) AS FLOAT)",
-    "sbp_mmhg": "CAST(90 + MOD(seq, 71) AS FLOAT)",
-    "map_mmhg": "CAST(60 + MOD(seq, 41) AS FLOAT)",
-    "temp_c": "CAST(36 + MOD(seq, 30) / 10.0 AS FLOAT)",
+    "heart_rate_bpm": "CAST(60 + MOD(f0, 61) AS FLOAT)",
+    "resp_rate_per_min": "CAST(10 + MOD(f0, 21) AS FLOAT)",
+    "spo2_pct": "CAST(88 + MOD(f0, 13) AS FLOAT)",
+    "sbp_mmhg": "CAST(90 + MOD(f0, 71) AS FLOAT)",
+    "map_mmhg": "CAST(60 + MOD(f0, 41) AS FLOAT)",
+    "temp_c": "CAST(36 + MOD(f0, 30) / 10.0 AS FLOAT)",
 }
 
 
 def events_table(env: Any, t_env: Any, patients: int, rows: int) -> Any:
     """`events` as the job builds it, from a JVM number sequence (FLIP-27: its checkpoint holds
-    the remaining range, not values): row `seq` is patient `seq % patients` at minute
-    `seq / patients`."""
+    the remaining range, not values): row `f0` is patient `f0 % patients` at minute
+    `f0 / patients`."""
     seq = env.from_source(
         NumberSequenceSource(0, rows - 1), WatermarkStrategy.no_watermarks(), "sequence"
     )
@@ -77,7 +75,7 @@ def events_table(env: Any, t_env: Any, patients: int, rows: int) -> Any:
         **{
             p: DEVICE_VALUES.get(
                 p, f"CAST(NULL AS {screen.field(p).flink_type().replace(' NOT NULL', '')})"
-            ).replace("seq", "f0")
+            )
             for p in STATE_PARAMS
         },
         "is_discharge": "FALSE",
@@ -119,12 +117,8 @@ def run(patients: int, hours: float, interval_s: float) -> dict[str, Any]:
     try:
         env, t_env = stream_table_env(settings, connectors=False)
         t_env.create_temporary_view("events", events_table(env, t_env, patients, rows))
-        t_env.create_java_temporary_system_function(
-            TRAILING_EXTREME_FUNCTION, java_decode.TRAILING_EXTREME_CLASS
-        )
-        t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
-        state = t_env.sql_query(state_sql("feature_events", features=True))
-        t_env.create_temporary_view("state", state)
+        state_views(t_env, scoring=True)  # as the device-rate benchmark runs the job
+        state = t_env.from_path("state")
         # every column to the sink, or the planner prunes the windows' aggregates
         columns = ", ".join(
             f"CAST({quote(c)} AS STRING)" for c in state.get_schema().get_field_names()

@@ -63,10 +63,10 @@ from jobs.runtime.tables import (
 from jobs.screening.rules import RULES
 from jobs.screening.scoring import (
     ISO,
-    TRAILING_EXTREME_FUNCTION,
     Scoring,
     feature_events_sql,
     model_hits_sql,
+    register_feature_functions,
     score_rows_sql,
     scored_sql,
 )
@@ -295,16 +295,20 @@ def views(
         t_env.create_temporary_view("device_charted", t_env.sql_query(chart_sql("device_valid")))
     events = _events_sql(sources, str(quarantine_tsv.resolve()))
     t_env.create_temporary_view("events", t_env.sql_query(events))
-    if scoring:
-        t_env.create_java_temporary_system_function(
-            TRAILING_EXTREME_FUNCTION, java_decode.TRAILING_EXTREME_CLASS
-        )
-        t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
-    source = "feature_events" if scoring else "events"
-    t_env.create_temporary_view("state", t_env.sql_query(state_sql(source, bool(scoring))))
+    state_views(t_env, bool(scoring))
     t_env.create_temporary_view(
         "screening", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
     )
+
+
+def state_views(t_env: StreamTableEnvironment, scoring: bool) -> None:
+    """Over the view `events`: `feature_events` (with scoring: first record time, 6-hour
+    extremes) and `state` (state_sql)."""
+    if scoring:
+        register_feature_functions(t_env)
+        t_env.create_temporary_view("feature_events", t_env.sql_query(feature_events_sql()))
+    source = "feature_events" if scoring else "events"
+    t_env.create_temporary_view("state", t_env.sql_query(state_sql(source, scoring)))
 
 
 def state_row(scoring: bool) -> Row:

@@ -20,6 +20,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyflink.table.udf import UserDefinedScalarFunctionWrapper
 
@@ -27,6 +28,7 @@ from feature_store.definitions import ROLLING, STREAM_FEATURES, WINDOW_H, rollin
 from feature_store.online import feast_source
 from schemas.rows import RULE_HIT, SCORE_RESULT, quote
 from schemas.settings import Settings
+from udfs import java_decode
 from udfs.flink_scoring import score_udf
 from udfs.registry import Registry
 
@@ -77,6 +79,13 @@ class Scoring:
             feast_source, self.feast_dir, self.feast_online_store, self.cache_ttl_s
         )
         return score_udf(STREAM_FEATURES, self.registry, self.model_name, source)
+
+
+def register_feature_functions(t_env: Any) -> None:
+    """The JVM functions `feature_events_sql` calls (from the UDF jar, udfs/java_decode.py)."""
+    t_env.create_java_temporary_system_function(
+        TRAILING_EXTREME_FUNCTION, java_decode.TRAILING_EXTREME_CLASS
+    )
 
 
 def feature_events_sql() -> str:

@@ -14,10 +14,9 @@ from pyflink.table import DataTypes, Schema
 from feature_store.definitions import ROLLING, WINDOW_H, rolling_name
 from jobs.feeds import replay
 from jobs.runtime.flink_env import stream_table_env
-from jobs.screening.scoring import TRAILING_EXTREME_FUNCTION, feature_events_sql
+from jobs.screening.scoring import feature_events_sql, register_feature_functions
 from schemas.physionet import measurements
 from schemas.settings import Settings
-from udfs import java_decode
 
 pytestmark = pytest.mark.slow
 PARAMS = list(ROLLING)
@@ -65,9 +64,7 @@ def test_the_windows_extremes_equal_max_and_min_over_the_trailing_six_hours(
     rows = _rows()
     assert rows[PARAMS].isna().any().all() and (rows["ts_ms"].diff() == 0).any()
     env, t_env = stream_table_env(settings, connectors=False)
-    t_env.create_java_temporary_system_function(
-        TRAILING_EXTREME_FUNCTION, java_decode.TRAILING_EXTREME_CLASS
-    )
+    register_feature_functions(t_env)
     types = Types.ROW_NAMED(
         ["row_id", "patient_token", "ts_ms", *PARAMS],
         [Types.LONG(), Types.STRING(), Types.LONG(), *[Types.FLOAT()] * len(PARAMS)],

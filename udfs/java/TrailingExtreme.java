@@ -46,6 +46,7 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
     int n = acc.times.length;
     int head = 0;
     while (head < n && acc.times[head] < from) head++;
+    if (value == null && head == 0) return; // nothing leaves, nothing comes
     int tail = n;
     if (value != null) {
       double v = value;
