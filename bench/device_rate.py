@@ -60,6 +60,8 @@ from udfs.registry import Registry
 
 OUT = Path(__file__).resolve().parent / "results"
 GIB = 1024**3
+# The job's outputs in pipeline order: charting, the state window, scoring, the lifecycle.
+STAGE_TOPICS = (topics.VITALS_CHARTED, topics.SEPSIS_SCREEN, topics.SEPSIS_SCORE, topics.ALERT_V2)
 # The JVM options this run was given, before this process's own JVM filled in its default.
 GIVEN_JVM_ARGS = os.environ.get("JVM_ARGS")
 
@@ -105,42 +107,76 @@ def kafka_heap() -> str | None:
 
 def rss_gib(job: int | None = None, simulator: int | None = None) -> dict[str, float]:
     """RSS by part of the stack, their sum (`stack`), and this measuring process's own."""
-    out = {}
+    return usage(job, simulator)[0]
+
+
+def usage(
+    job: int | None = None, simulator: int | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """`rss_gib`'s parts, and each part's CPU seconds so far (user + system)."""
+    rss, cpu = {}, {}
     for part, procs in stack_processes(job, simulator).items():
-        total = 0
+        total, seconds = 0, 0.0
         for p in procs:
             with contextlib.suppress(psutil.Error):  # a worker may have just exited
                 total += p.memory_info().rss
-        out[part] = total / GIB
-    out["stack"] = sum(out.values())
-    out["bench_harness_outside_stack"] = psutil.Process().memory_info().rss / GIB
-    return out
+                t = p.cpu_times()
+                seconds += t.user + t.system
+        rss[part] = total / GIB
+        cpu[part] = seconds
+    rss["stack"] = sum(rss.values())
+    me = psutil.Process()
+    rss["bench_harness_outside_stack"] = me.memory_info().rss / GIB
+    t = me.cpu_times()
+    cpu["bench_harness_outside_stack"] = t.user + t.system
+    machine = psutil.cpu_times()
+    # The whole machine: every process's CPU, and the time its virtual CPUs waited for the
+    # host (steal: a noisy neighbour, not this stack).
+    cpu["machine_busy"] = (
+        machine.user + machine.nice + machine.system + machine.irq + machine.softirq
+    )
+    cpu["machine_steal"] = machine.steal
+    return rss, cpu
 
 
 class Sampler:
-    """Samples RSS (and the job's consumer lag, when asked) every `every_s` on a thread."""
+    """Samples RSS, the cores each part used since the last sample (`cpu_cores`: the machine
+    has os.cpu_count()) and, when asked, the job's consumer lag, every `every_s` on a thread."""
 
     def __init__(
         self,
         every_s: float,
         lag: Callable[[], int] | None = None,
         processes: Callable[[], tuple[int | None, int | None]] = lambda: (None, None),
+        tasks: Callable[[], dict[str, dict[str, float]]] | None = None,
     ) -> None:
-        self.samples: list[dict[str, float]] = []
+        self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         t0 = time.monotonic()
 
         def loop() -> None:
+            before: tuple[float, dict[str, float]] | None = None
             while not self._stop.wait(every_s):
-                s = {"t_s": time.monotonic() - t0, **rss_gib(*processes())}
+                now = time.monotonic()
+                rss, cpu = usage(*processes())
+                s: dict[str, Any] = {"t_s": now - t0, **rss}
+                if before is not None:
+                    dt = now - before[0]
+                    s["cpu_cores"] = {
+                        k: max(0.0, (v - before[1].get(k, 0.0)) / dt) for k, v in cpu.items()
+                    }
+                before = (now, cpu)
                 if lag is not None:
                     s["lag_records"] = float(lag())
+                if tasks is not None:
+                    with contextlib.suppress(OSError, KeyError, ValueError):
+                        s["tasks"] = tasks()
                 self.samples.append(s)
 
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
 
-    def close(self) -> list[dict[str, float]]:
+    def close(self) -> list[dict[str, Any]]:
         self._stop.set()
         self._thread.join()
         return self.samples
@@ -233,6 +269,21 @@ def screen_throughput(settings: Settings, beds: int, seconds: int) -> dict[str, 
     return out
 
 
+TASK_METRICS = {
+    "busyTimeMsPerSecond": "busy_ms_per_s",
+    "backPressuredTimeMsPerSecond": "backpressured_ms_per_s",
+    "idleTimeMsPerSecond": "idle_ms_per_s",
+}
+
+
+def task_name(name: str, width: int = 160) -> str:
+    """A task's name as Flink's web UI gives it (its chained operators joined by ` -> `),
+    shortened: the SQL text inside an operator's name left out."""
+    parts = [re.sub(r"\(.*", "", op).strip() for op in name.split(" -> ")]
+    short = " -> ".join(dict.fromkeys(p for p in parts if p))
+    return short if len(short) <= width else short[: width - 1] + "…"
+
+
 class JobProcess:
     """The screening job as an operator starts it, `python -m jobs.sepsis_screen`, in a process
     group of its own (its JVM and Python workers with it); followed through its web UI."""
@@ -260,6 +311,23 @@ class JobProcess:
                 self.job_url = f"{found.group(2)}/jobs/{found.group(1)}"
             time.sleep(0.5)
         time.sleep(settle_s)
+
+    def task_load(self) -> dict[str, dict[str, float]]:
+        """Per task (operator chain) of the job, as Flink measures it: ms per second busy,
+        back-pressured (waiting on the next task) and idle; the largest over its subtasks."""
+        out = {}
+        for v in rest_json(self.job_url, timeout_s=10)["vertices"]:
+            got = rest_json(
+                f"{self.job_url}/vertices/{v['id']}/subtasks/metrics?get="
+                + ",".join(TASK_METRICS)
+                + "&agg=max",
+                timeout_s=10,
+            )
+            values = {m["id"]: m["max"] for m in got if m.get("max") == m.get("max")}
+            out[task_name(v["name"])] = {
+                TASK_METRICS[k]: float(round(float(values[k]))) for k in TASK_METRICS if k in values
+            }
+        return out
 
     def status(self, tasks: bool = False) -> str:
         """The job's state (with `tasks`, RUNNING only once all its tasks run)."""
@@ -309,17 +377,25 @@ def realtime(
     kafka_io.ensure_topics(settings, names, prefix=prefix)
     delay_ms = settings.max_out_of_orderness_s * 1000
     seen: list[tuple[int, float]] = []  # (alert event time ms, latency ms)
-    alert = topics.ALERT_V2.schema
+    # The same latency for every record the job writes, per output (the profile of where the
+    # time goes: charting, the state window, scoring, the lifecycle).
+    stages: dict[str, list[tuple[int, float]]] = {t.name: [] for t in STAGE_TOPICS}
+    schemas = {prefix + t.name: (t.name, t.schema) for t in STAGE_TOPICS}
 
-    def on_value(_: str, value: bytes, at: float) -> None:
-        rec = codec.decode(alert, value)
-        if isinstance(rec, dict) and rec["action"] in ("raise", "escalate"):
-            event_ms = codec.epoch_ms(rec["event_time"])
-            seen.append((event_ms, at * 1000 - (event_ms + 1 + delay_ms)))
+    def on_value(topic: str, value: bytes, at: float) -> None:
+        name, schema = schemas[topic]
+        rec = codec.decode(schema, value)
+        if not isinstance(rec, dict):
+            return
+        event_ms = codec.epoch_ms(rec["event_time"])
+        latency_ms = at * 1000 - (event_ms + 1 + delay_ms)
+        stages[name].append((event_ms, latency_ms))
+        if name == topics.ALERT_V2.name and rec["action"] in ("raise", "escalate"):
+            seen.append((event_ms, latency_ms))
 
     logs = settings.flink_log_dir / prefix.rstrip(".")
     logs.mkdir(parents=True, exist_ok=True)
-    watcher = kafka_io.TopicWatcher(settings, [prefix + topics.ALERT_V2.name], on_value)
+    watcher = kafka_io.TopicWatcher(settings, list(schemas), on_value)
     job = JobProcess(settings, prefix, logs / "job.log")
     sim: subprocess.Popen[bytes] | None = None
     try:
@@ -330,6 +406,7 @@ def realtime(
             5.0,
             group_lag(settings, group, inputs) if lag else None,
             lambda: (job.proc.pid, sim.pid if sim is not None else None),
+            job.task_load,
         )
         sim = simulate(settings, beds, seconds, prefix, logs / "simulator.log")
         printed, _ = sim.communicate()
@@ -366,12 +443,22 @@ def realtime(
         "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))]) if lat else None,
         "max_ms": round(lat[-1]) if lat else None,
         "latency_by_minute": _by_minute(seen, t_produce_ms),
-        "rss_gib_max": {k: round(max(s[k] for s in steady), 3) for k in steady[0] if k != "t_s"},
+        "latency_by_output": {
+            name: _percentiles([ms for at, ms in rows if at >= t_produce_ms + warmup_s * 1000])
+            for name, rows in stages.items()
+        },
+        "rss_gib_max": {
+            k: round(max(s[k] for s in steady), 3)
+            for k in steady[0]
+            if k not in ("t_s", "cpu_cores", "tasks")
+        },
+        "cpu_cores_mean_while_producing": _mean_cores(steady),
+        "task_load_mean_while_producing": _mean_task_load(steady),
         "dead_letter_reasons": {
             code: sum(d["reason_code"] == code for d in dead)
             for code in sorted({d["reason_code"] for d in dead})
         },
-        "samples": [{k: round(v, 3) for k, v in s.items()} for s in samples],
+        "samples": [_rounded(s) for s in samples],
     }
     if lag:
         lags = [s["lag_records"] for s in samples]
@@ -383,6 +470,46 @@ def realtime(
         out["stack_rss_gib_first_third_max"] = round(max(s["stack"] for s in samples[:third]), 3)
         out["stack_rss_gib_last_third_max"] = round(max(s["stack"] for s in samples[-third:]), 3)
     return out
+
+
+def _rounded(sample: dict[str, Any]) -> dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in sample.items()}
+
+
+def _mean_cores(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean cores per part of the stack over the samples taken while the simulator ran."""
+    producing = [s["cpu_cores"] for s in samples if s.get("cpu_cores", {}).get("simulator")]
+    if not producing:
+        return {}
+    return {k: round(statistics.fmean(c[k] for c in producing), 2) for k in producing[0]}
+
+
+def _mean_task_load(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of each task's Flink load metrics over the samples taken while the simulator ran."""
+    producing = [
+        s["tasks"] for s in samples if s.get("cpu_cores", {}).get("simulator") and "tasks" in s
+    ]
+    names = dict.fromkeys(n for t in producing for n in t)
+    return {
+        n: {
+            k: round(statistics.fmean(t[n][k] for t in producing if k in t.get(n, {})))
+            for k in TASK_METRICS.values()
+            if any(k in t.get(n, {}) for t in producing)
+        }
+        for n in names
+    }
+
+
+def _percentiles(latencies: list[float]) -> dict[str, Any]:
+    lat = sorted(latencies)
+    if not lat:
+        return {"records": 0}
+    return {
+        "records": len(lat),
+        "p50_ms": round(statistics.median(lat)),
+        "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))]),
+        "max_ms": round(lat[-1]),
+    }
 
 
 def _by_minute(seen: list[tuple[int, float]], t0_ms: float) -> list[dict[str, Any]]:
@@ -453,6 +580,12 @@ def main(argv: list[str] | None = None) -> None:
         help="longest wait of a Python bundle (the scoring UDF, the lifecycle): at device rate "
         "they see a few hundred states a second, so bundles end by time, not size",
     )
+    ap.add_argument(
+        "--network-buffer-timeout-ms",
+        type=int,
+        default=Settings.network_buffer_timeout_ms,
+        help="longest a record waits in a network buffer that is not full",
+    )
     ap.add_argument("--skip", nargs="*", default=[], help="phases to leave out")
     ap.add_argument("--out", type=Path, default=OUT / "device_rate.json")
     ap.add_argument(
@@ -470,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
         source_idle_timeout_s=a.idle_timeout_s,
         sparse_idle_timeout_ms=a.sparse_idle_timeout_ms,
         python_bundle_time_ms=a.python_bundle_time_ms,
+        network_buffer_timeout_ms=a.network_buffer_timeout_ms,
     )
     kafka_io.wait_for_broker(base)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-device-rate-{uuid.uuid4().hex[:6]}"
@@ -491,6 +625,7 @@ def main(argv: list[str] | None = None) -> None:
             "sparse_idle_timeout_ms": settings.sparse_idle_timeout_ms,
             "python_bundle_time_ms": settings.python_bundle_time_ms,
             "watermark_interval_ms": settings.watermark_interval_ms,
+            "network_buffer_timeout_ms": settings.network_buffer_timeout_ms,
             "local_jvm_heap": GIVEN_JVM_ARGS or f"-Xmx{settings.local_jvm_heap_mb}m",
             "kafka_jvm_heap": kafka_heap(),
             "delivery_guarantee": settings.delivery_guarantee,

@@ -7,7 +7,8 @@ from schemas.rows).
 
 Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
-record_time_ms BIGINT)` yields one row, `schemas.rows.decoded(schema, decoded_fields)` — the
+record_time_ms BIGINT)`, or with the Kafka timestamp as read (`TIMESTAMP_LTZ(3)`, which spares a
+per-record conversion in SQL), yields one row, `schemas.rows.decoded(schema, decoded_fields)` — the
 rejection (reason_code, reason), then every field but the timestamps. A record is accepted when
 it decodes with the writer schema and consumes every byte, every value lies inside the field's
 `wardflow.range` / `wardflow.enum`, no required string is empty, and its `event_time` equals the
@@ -212,6 +213,13 @@ public class {name} extends TableFunction<RowData> {{
 
   public void eval(byte[] payload, Long recordTimeMs) {{
     collect(decode(payload, recordTimeMs));
+  }}
+
+  /** The Kafka record timestamp as the source's `TIMESTAMP_LTZ(3)` (no per-record string
+   * round trip to epoch milliseconds in SQL). */
+  public void eval(
+      byte[] payload, @DataTypeHint("TIMESTAMP_LTZ(3)") java.time.Instant recordTime) {{
+    collect(decode(payload, recordTime == null ? null : recordTime.toEpochMilli()));
   }}
 
   private RowData decode(byte[] payload, Long recordTimeMs) {{

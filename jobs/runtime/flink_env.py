@@ -72,6 +72,7 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
         "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
+        "execution.buffer-timeout.interval": f"{settings.network_buffer_timeout_ms} ms",
         # Chained operators hand records on without a defensive copy each: the SQL operators
         # are written for it, and the Python functions see serialized copies anyway.
         "pipeline.object-reuse": "true",

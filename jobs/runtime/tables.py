@@ -271,5 +271,5 @@ def decoded_views(
         t_env.sql_query(f"""
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
         FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
-             LATERAL TABLE({function}(r.`value`, r.kafka_ts_ms)) AS d({cols})"""),
+             LATERAL TABLE({function}(r.`value`, r.kafka_ts)) AS d({cols})"""),
     )

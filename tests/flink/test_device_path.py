@@ -33,6 +33,7 @@ def run(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     df = pd.read_parquet(replay.SAMPLE)
     key = settings.require_phi_key()
     device = [r for sec in device_sim.device_seconds(df, PLAN, key, "setA-sample") for r in sec]
+    swap_monitor(device)
     clinical = device_sim.clinical_records(df, PLAN, key, "setA-sample")
     inputs: dict[str, list[dict[str, Any]]] = {"device": device, "labs": [], "adt": []}
     for topic, rec in clinical:
@@ -40,6 +41,18 @@ def run(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     on = dataclasses.replace(settings, device_numerics=True)
     out = run_bounded(sepsis_screen.JOB, on, inputs, Path(tmp_path_factory.mktemp("device-memory")))
     return {"device": device, "clinical": clinical, **out}
+
+
+def swap_monitor(device: list[dict[str, Any]]) -> None:
+    """The first patient's monitor is swapped and the patient moved to another bed half-way
+    through a minute, and moved back ten minutes later half-way through another: each minute's
+    device and bed are its last record's."""
+    first = device[0]["patient_token"]
+    t0 = device[0]["event_time"]
+    for r in device:
+        if r["patient_token"] == first and 630 <= (r["event_time"] - t0).total_seconds() < 1230:
+            r["device_id"] = "mon-0099"
+            r["bed_id"] = r["bed_id"].rsplit("/", 1)[0] + "/bed-0099"
 
 
 def test_every_device_record_is_charted_or_dead_lettered_with_its_reason(
@@ -64,6 +77,7 @@ def test_the_charted_minutes_equal_the_pandas_charting_of_the_same_records(
     assert list(got.index) == list(want.index)
     for col in ("patient_token", "facility_id", "unit_id", "bed_id", "device_id", "records"):
         assert (got[col] == want[col]).all(), col
+    assert (got.device_id == "mon-0099").sum() >= 10, "the swapped monitor charts its minutes"
     assert (pd.to_datetime(got.event_time, utc=True) == want.event_time).all()
     for c in CHANNELS:
         assert (got[c.valid_s] == want[c.valid_s]).all(), c.valid_s
