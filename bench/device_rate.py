@@ -329,6 +329,40 @@ class JobProcess:
             }
         return out
 
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The job's latest checkpoints (Flink keeps ten): when each was triggered (epoch ms),
+        how long it took end to end and how much it wrote; for the last completed one, the
+        state each task holds (bytes, by task name)."""
+        history = rest_json(f"{self.job_url}/checkpoints", timeout_s=10).get("history", [])
+        out = [
+            {
+                "trigger_ms": c["trigger_timestamp"],
+                "duration_ms": c["end_to_end_duration"],
+                "size_bytes": c.get("state_size", c.get("checkpointed_size")),
+                "status": c["status"],
+            }
+            for c in sorted(history, key=lambda c: c["trigger_timestamp"])
+        ]
+        done = [c for c in history if c["status"] == "COMPLETED"]
+        if done:
+            last = max(done, key=lambda c: c["trigger_timestamp"])
+            names = {
+                v["id"]: task_name(v["name"])
+                for v in rest_json(self.job_url, timeout_s=10)["vertices"]
+            }
+            tasks = rest_json(f"{self.job_url}/checkpoints/details/{last['id']}", timeout_s=10).get(
+                "tasks", {}
+            )
+            by_task = {
+                names.get(k, k): t.get("state_size", t.get("checkpointed_size"))
+                for k, t in tasks.items()
+                if t.get("state_size", t.get("checkpointed_size"))
+            }
+            for c in out:
+                if c["trigger_ms"] == last["trigger_timestamp"]:
+                    c["state_bytes_by_task"] = by_task
+        return out
+
     def status(self, tasks: bool = False) -> str:
         """The job's state (with `tasks`, RUNNING only once all its tasks run)."""
         job = rest_json(self.job_url, timeout_s=10)
@@ -416,6 +450,7 @@ def realtime(
         time.sleep(max(10.0, 2 * settings.max_out_of_orderness_s))
         samples = sampler.close()
         status = job.status()  # RESTARTING after a failure, e.g. memory
+        checkpoints = job.checkpoints()
     finally:
         watcher.close()
         if sim is not None and sim.poll() is None:  # the run failed before the simulator ended
@@ -443,6 +478,14 @@ def realtime(
         "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))]) if lat else None,
         "max_ms": round(lat[-1]) if lat else None,
         "latency_by_minute": _by_minute(seen, t_produce_ms),
+        "alert_latency_by_5s_of_arrival": _by_arrival(seen, t_produce_ms, delay_ms),
+        "checkpoints": [
+            {
+                "trigger_s": round((c["trigger_ms"] - t_produce_ms) / 1000, 1),
+                **{k: v for k, v in c.items() if k != "trigger_ms"},
+            }
+            for c in checkpoints
+        ],
         "latency_by_output": {
             name: _percentiles([ms for at, ms in rows if at >= t_produce_ms + warmup_s * 1000])
             for name, rows in stages.items()
@@ -512,6 +555,21 @@ def _percentiles(latencies: list[float]) -> dict[str, Any]:
     }
 
 
+def _by_arrival(
+    seen: list[tuple[int, float]], t0_ms: float, delay_ms: int, width_s: int = 5
+) -> list[dict[str, Any]]:
+    """Per `width_s` of wall time since production began: alerts read and their largest
+    latency (whether the slow ones come at a rhythm, e.g. the checkpoints')."""
+    buckets: dict[int, list[float]] = {}
+    for at, ms in seen:
+        arrived_ms = at + 1 + delay_ms + ms
+        buckets.setdefault(int((arrived_ms - t0_ms) // (width_s * 1000)), []).append(ms)
+    return [
+        {"t_s": b * width_s, "alerts": len(v), "max_ms": round(max(v))}
+        for b, v in sorted(buckets.items())
+    ]
+
+
 def _by_minute(seen: list[tuple[int, float]], t0_ms: float) -> list[dict[str, Any]]:
     """Per minute of event time since production began: alerts, median and largest latency
     (whether the latency settles or the job falls behind)."""
@@ -574,9 +632,15 @@ def main(argv: list[str] | None = None) -> None:
         "their records a partition holds event time back this long (-1: --idle-timeout-s)",
     )
     ap.add_argument(
-        "--python-bundle-time-ms",
+        "--watermark-interval-ms",
         type=int,
         default=50,
+        help="how often the sources emit a watermark: a charted minute waits for the next one",
+    )
+    ap.add_argument(
+        "--python-bundle-time-ms",
+        type=int,
+        default=20,
         help="longest wait of a Python bundle (the scoring UDF, the lifecycle): at device rate "
         "they see a few hundred states a second, so bundles end by time, not size",
     )
@@ -604,6 +668,7 @@ def main(argv: list[str] | None = None) -> None:
         sparse_idle_timeout_ms=a.sparse_idle_timeout_ms,
         python_bundle_time_ms=a.python_bundle_time_ms,
         network_buffer_timeout_ms=a.network_buffer_timeout_ms,
+        watermark_interval_ms=a.watermark_interval_ms,
     )
     kafka_io.wait_for_broker(base)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-device-rate-{uuid.uuid4().hex[:6]}"
