@@ -105,15 +105,11 @@ def kafka_heap() -> str | None:
     return None
 
 
-def rss_gib(job: int | None = None, simulator: int | None = None) -> dict[str, float]:
-    """RSS by part of the stack, their sum (`stack`), and this measuring process's own."""
-    return usage(job, simulator)[0]
-
-
 def usage(
     job: int | None = None, simulator: int | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """`rss_gib`'s parts, and each part's CPU seconds so far (user + system)."""
+    """RSS (GiB) by part of the stack, their sum (`stack`) and this measuring process's own;
+    and each part's CPU seconds so far (user + system), with the whole machine's."""
     rss, cpu = {}, {}
     for part, procs in stack_processes(job, simulator).items():
         total, seconds = 0, 0.0
@@ -299,6 +295,15 @@ class JobProcess:
                 start_new_session=True,
             )
         self.job_url = ""
+        self._tasks: dict[str, str] = {}
+
+    def tasks(self) -> dict[str, str]:
+        """Task id → shortened name (`task_name`); the job graph does not change while it runs,
+        so it is read once."""
+        if not self._tasks:
+            vertices = rest_json(self.job_url, timeout_s=10)["vertices"]
+            self._tasks = {v["id"]: task_name(v["name"]) for v in vertices}
+        return self._tasks
 
     def wait_until_running(self, settle_s: float = 20.0, timeout_s: float = 180.0) -> None:
         """Until every task of the job runs, and `settle_s` more for its Python workers."""
@@ -316,15 +321,16 @@ class JobProcess:
         """Per task (operator chain) of the job, as Flink measures it: ms per second busy,
         back-pressured (waiting on the next task) and idle; the largest over its subtasks."""
         out = {}
-        for v in rest_json(self.job_url, timeout_s=10)["vertices"]:
+        for task_id, name in self.tasks().items():
             got = rest_json(
-                f"{self.job_url}/vertices/{v['id']}/subtasks/metrics?get="
+                f"{self.job_url}/vertices/{task_id}/subtasks/metrics?get="
                 + ",".join(TASK_METRICS)
                 + "&agg=max",
                 timeout_s=10,
             )
+            # a metric not measured yet comes back as NaN (not equal to itself)
             values = {m["id"]: m["max"] for m in got if m.get("max") == m.get("max")}
-            out[task_name(v["name"])] = {
+            out[name] = {
                 TASK_METRICS[k]: float(round(float(values[k]))) for k in TASK_METRICS if k in values
             }
         return out
@@ -346,10 +352,7 @@ class JobProcess:
         done = [c for c in history if c["status"] == "COMPLETED"]
         if done:
             last = max(done, key=lambda c: c["trigger_timestamp"])
-            names = {
-                v["id"]: task_name(v["name"])
-                for v in rest_json(self.job_url, timeout_s=10)["vertices"]
-            }
+            names = self.tasks()
             tasks = rest_json(f"{self.job_url}/checkpoints/details/{last['id']}", timeout_s=10).get(
                 "tasks", {}
             )
@@ -463,8 +466,7 @@ def realtime(
     kafka_io.delete_topics(settings, names, prefix=prefix)
     t_produce_ms = produced.pop("start_epoch_ms")
     steady = [s for s in samples if s["t_s"] >= 30] or samples
-    latencies = [ms for at, ms in seen if at >= t_produce_ms + warmup_s * 1000]
-    lat = sorted(latencies)
+    timed = _percentiles([ms for at, ms in seen if at >= t_produce_ms + warmup_s * 1000])
     out: dict[str, Any] = {
         "beds": beds,
         "seconds": seconds,
@@ -472,11 +474,11 @@ def realtime(
         "job_status_at_end": status,
         "cancelled_cleanly": cancelled,
         "alerts": len(seen),
-        "alerts_timed": len(lat),
+        "alerts_timed": timed["records"],
         "warmup_s": warmup_s,
-        "p50_ms": round(statistics.median(lat)) if lat else None,
-        "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))]) if lat else None,
-        "max_ms": round(lat[-1]) if lat else None,
+        "p50_ms": timed.get("p50_ms"),
+        "p99_ms": timed.get("p99_ms"),
+        "max_ms": timed.get("max_ms"),
         "latency_by_minute": _by_minute(seen, t_produce_ms),
         "alert_latency_by_5s_of_arrival": _by_arrival(seen, t_produce_ms, delay_ms),
         "checkpoints": [
@@ -519,9 +521,14 @@ def _rounded(sample: dict[str, Any]) -> dict[str, Any]:
     return {k: _rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in sample.items()}
 
 
+def _producing(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The samples taken while the simulator ran (it used CPU since the sample before)."""
+    return [s for s in samples if s.get("cpu_cores", {}).get("simulator")]
+
+
 def _mean_cores(samples: list[dict[str, Any]]) -> dict[str, float]:
     """Mean cores per part of the stack over the samples taken while the simulator ran."""
-    producing = [s["cpu_cores"] for s in samples if s.get("cpu_cores", {}).get("simulator")]
+    producing = [s["cpu_cores"] for s in _producing(samples)]
     if not producing:
         return {}
     return {k: round(statistics.fmean(c[k] for c in producing), 2) for k in producing[0]}
@@ -529,9 +536,7 @@ def _mean_cores(samples: list[dict[str, Any]]) -> dict[str, float]:
 
 def _mean_task_load(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean of each task's Flink load metrics over the samples taken while the simulator ran."""
-    producing = [
-        s["tasks"] for s in samples if s.get("cpu_cores", {}).get("simulator") and "tasks" in s
-    ]
+    producing = [s["tasks"] for s in _producing(samples) if "tasks" in s]
     names = dict.fromkeys(n for t in producing for n in t)
     return {
         n: {

@@ -86,7 +86,7 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
       SELECT *, reason_code IS NOT NULL OR unknown_unit IS NOT NULL AS refused FROM (
         SELECT r.*, d.*, {unknown} AS unknown_unit
         FROM (SELECT * FROM `{adt.table}` WHERE {ON_TIME}) AS r,
-             LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts_ms)) AS d({cols}))) AS d"""
+             LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts)) AS d({cols}))) AS d"""
 
 
 def _census_sql(capacity: Capacity) -> str:
