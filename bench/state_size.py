@@ -13,12 +13,23 @@ folder of the run's own, heap state (`hashmap`, full snapshots); the size of eac
 checkpoint is sampled with the event time it roughly reached (the sequence runs at a steady
 rate). Serialized bytes are a lower bound of what the same state takes on the JVM heap.
 
-Result: bytes per patient from the largest checkpoint, and the extrapolation to 15,000 beds.
+With `--rules`, the screening rules run on top, over the scored states as the job's stage two
+reads them: `runs` as the job computes them (jobs/screening/rules.py: MATCH_RECOGNIZE for
+`news2_sustained`, bounded-state run aggregates for `news2_rising` and `sirs_persistent`),
+`patterns` with every pattern rule as MATCH_RECOGNIZE (the form before the run rules). With
+`--values steady` each patient's values hold near a baseline of its own, with a little noise
+minute to minute, as a stable patient's charted minutes do (NEWS2 and SIRS mostly flat, the
+worst case for a pattern that every flat reading starts); `cycling` (the default, the runs
+before) draws every minute's values anew.
+
+Result: bytes per patient from the largest checkpoint, and the extrapolation to 15,000 beds;
+`--max-wall-s` cancels a run too slow to finish (`finished: false`: a lower bound).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shutil
@@ -34,7 +45,8 @@ from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
 from jobs.runtime.flink_env import stream_table_env
-from jobs.sepsis_screen import state_views
+from jobs.screening.rules import RULES, register_rule_functions
+from jobs.sepsis_screen import SCORES, state_views
 from schemas import topics
 from schemas.rows import quote
 from schemas.settings import Settings
@@ -53,9 +65,18 @@ DEVICE_VALUES = {
     "map_mmhg": "CAST(60 + MOD(f0, 41) AS FLOAT)",
     "temp_c": "CAST(36 + MOD(f0, 30) / 10.0 AS FLOAT)",
 }
+# A baseline per patient ({p}) and a few units of noise per minute ({m}).
+STEADY_VALUES = {
+    "heart_rate_bpm": "CAST(62 + MOD({p} * 13, 50) + MOD({m} * 7 + {p}, 5) AS FLOAT)",
+    "resp_rate_per_min": "CAST(12 + MOD({p} * 7, 14) + MOD({m} * 3 + {p}, 3) AS FLOAT)",
+    "spo2_pct": "CAST(91 + MOD({p} * 5, 9) + MOD({m}, 2) AS FLOAT)",
+    "sbp_mmhg": "CAST(95 + MOD({p} * 11, 60) + MOD({m} * 5 + {p}, 6) AS FLOAT)",
+    "map_mmhg": "CAST(65 + MOD({p} * 3, 30) + MOD({m} + {p}, 4) AS FLOAT)",
+    "temp_c": "CAST(36.2 + MOD({p}, 25) / 10.0 + MOD({m}, 3) / 10.0 AS FLOAT)",
+}
 
 
-def events_table(env: Any, t_env: Any, patients: int, rows: int) -> Any:
+def events_table(env: Any, t_env: Any, patients: int, rows: int, steady: bool = False) -> Any:
     """`events` as the job builds it, from a JVM number sequence (FLIP-27: its checkpoint holds
     the remaining range, not values): row `f0` is patient `f0 % patients` at minute
     `f0 / patients`."""
@@ -65,6 +86,12 @@ def events_table(env: Any, t_env: Any, patients: int, rows: int) -> Any:
     screen = topics.SEPSIS_SCREEN.schema
     token = f"MD5(CAST(MOD(f0, {patients}) AS STRING))"
     minute = f"TO_TIMESTAMP_LTZ((f0 / {patients}) * 60000, 3)"
+    patient, minute_no = f"MOD(f0, {patients})", f"(f0 / {patients})"
+    values = (
+        {p: sql.format(p=patient, m=minute_no) for p, sql in STEADY_VALUES.items()}
+        if steady
+        else DEVICE_VALUES
+    )
     columns = {
         "record_id": f"CONCAT({token}, '@', DATE_FORMAT({minute}, 'yyyy-MM-dd''T''HH:mm:ss'))",
         "record_kind": "'vitals'",
@@ -73,7 +100,7 @@ def events_table(env: Any, t_env: Any, patients: int, rows: int) -> Any:
         "unit_id": "CONCAT('ICU-', CAST(MOD(f0, 12) AS STRING))",
         "event_time": minute,
         **{
-            p: DEVICE_VALUES.get(
+            p: values.get(
                 p, f"CAST(NULL AS {screen.field(p).flink_type().replace(' NOT NULL', '')})"
             )
             for p in STATE_PARAMS
@@ -103,7 +130,31 @@ def _checkpoint_bytes(root: Path) -> tuple[int, int] | None:
     return int(newest.name.split("-")[1]), size
 
 
-def run(patients: int, hours: float, interval_s: float) -> dict[str, Any]:
+def rule_hits(t_env: Any, rules: str) -> None:
+    """The view `hits`: the screening rules over the scored states (`runs`: as the job computes
+    them; `patterns`: every pattern rule as MATCH_RECOGNIZE)."""
+    t_env.create_temporary_view(
+        "screened", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
+    )
+    t_env.create_temporary_view(
+        "screened_vitals",
+        t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
+    )
+    register_rule_functions(t_env)
+    chosen = RULES if rules == "runs" else [dataclasses.replace(r, run=None) for r in RULES]
+    t_env.create_temporary_view(
+        "hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in chosen))
+    )
+
+
+def run(
+    patients: int,
+    hours: float,
+    interval_s: float,
+    rules: str = "none",
+    steady: bool = False,
+    max_wall_s: float | None = None,
+) -> dict[str, Any]:
     rows = int(patients * hours * 60)
     tmp = Path(tempfile.mkdtemp(prefix="wardflow-state-size-"))
     settings = Settings.from_env(
@@ -116,20 +167,25 @@ def run(patients: int, hours: float, interval_s: float) -> dict[str, Any]:
     )
     try:
         env, t_env = stream_table_env(settings, connectors=False)
-        t_env.create_temporary_view("events", events_table(env, t_env, patients, rows))
+        t_env.create_temporary_view("events", events_table(env, t_env, patients, rows, steady))
         state_views(t_env, scoring=True)  # as the device-rate benchmark runs the job
-        state = t_env.from_path("state")
-        # every column to the sink, or the planner prunes the windows' aggregates
-        columns = ", ".join(
-            f"CAST({quote(c)} AS STRING)" for c in state.get_schema().get_field_names()
-        )
         t_env.execute_sql("CREATE TEMPORARY TABLE sink (s STRING) WITH ('connector' = 'blackhole')")
-        result = t_env.execute_sql(f"INSERT INTO sink SELECT CONCAT_WS('|', {columns}) FROM state")
+        # every column to the sink, or the planner prunes the windows' aggregates
+        query = f"SELECT CONCAT_WS('|', {_as_strings(t_env, 'state')}) FROM state"
+        if rules != "none":
+            rule_hits(t_env, rules)
+            query += f" UNION ALL SELECT CONCAT_WS('|', {_as_strings(t_env, 'hits')}) FROM hits"
+        result = t_env.execute_sql(f"INSERT INTO sink {query}")
         client = result.get_job_client()
         assert client is not None
         samples: list[dict[str, float]] = []
         t0 = time.monotonic()
+        cut = False
         while not _finished(client):
+            if max_wall_s is not None and time.monotonic() - t0 > max_wall_s:
+                client.cancel().result()  # too slow to finish: keep what it reached
+                cut = True
+                break
             time.sleep(0.25)
             chk = _checkpoint_bytes(tmp / settings.job_name)
             if chk and (not samples or samples[-1]["checkpoint"] != chk[0]):
@@ -138,11 +194,16 @@ def run(patients: int, hours: float, interval_s: float) -> dict[str, Any]:
                 )
                 print(json.dumps(samples[-1]), flush=True)
         wall_s = time.monotonic() - t0
-        for s in samples:  # the sequence runs at a steady rate: event time reached, roughly
+        for s in samples if not cut else ():  # a steady rate: the event time reached, roughly
             s["event_hours_about"] = round(hours * min(1.0, s["t_s"] / wall_s), 1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"rows": rows, "wall_s": round(wall_s, 1), "samples": samples}
+    return {"rows": rows, "wall_s": round(wall_s, 1), "finished": not cut, "samples": samples}
+
+
+def _as_strings(t_env: Any, view: str) -> str:
+    names = t_env.from_path(view).get_schema().get_field_names()
+    return ", ".join(f"CAST({quote(c)} AS STRING)" for c in names)
 
 
 def _finished(client: Any) -> bool:
@@ -158,10 +219,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patients", type=int, default=200)
     ap.add_argument("--hours", type=float, default=36.0, help="event time fed through")
     ap.add_argument("--checkpoint-s", type=float, default=2.0)
+    ap.add_argument("--rules", choices=("none", "runs", "patterns"), default="none")
+    ap.add_argument("--values", choices=("cycling", "steady"), default="cycling")
+    ap.add_argument(
+        "--max-wall-s", type=float, help="cancel after this long (the result says `finished`)"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    r = run(a.patients, a.hours, a.checkpoint_s)
+    r = run(a.patients, a.hours, a.checkpoint_s, a.rules, a.values == "steady", a.max_wall_s)
     # the largest checkpoint: once the sequence ends, the final watermark empties the windows
+    # (a run cut short: the state it had reached, a lower bound)
     per_patient = max(s["bytes"] for s in r["samples"]) / a.patients
     out = {
         "machine": {
@@ -172,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         "patients": a.patients,
         "hours": a.hours,
+        "rules": a.rules,
+        "values": a.values,
         **r,
         "bytes_per_patient": round(per_patient),
         "gib_at_15k_beds": round(per_patient * 15000 / GIB, 2),

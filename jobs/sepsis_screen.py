@@ -60,7 +60,7 @@ from jobs.runtime.tables import (
     decoded_views,
     late_dead_letter_sql,
 )
-from jobs.screening.rules import RULES
+from jobs.screening.rules import RULES, register_rule_functions
 from jobs.screening.scoring import (
     ISO,
     Scoring,
@@ -342,6 +342,7 @@ def stage_two(t_env: StreamTableEnvironment, scoring: Scoring | None) -> None:
         "screened_vitals",
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
+    register_rule_functions(t_env)
     t_env.create_temporary_view("hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in RULES)))
     t_env.create_temporary_view(
         "lifecycle_in",

@@ -3,7 +3,8 @@
 It shares the contract with the job (schemas, rule thresholds, validity table, the pure scoring
 functions and the lifecycle state machine, all unit-tested on their own) but re-does in its own
 way what streaming does: per-patient ordering, last-valid-value carry-forward, discharge
-handling, the five rule patterns with their WITHIN bounds and skip-past-last-row semantics.
+handling, the five rule patterns with their WITHIN bounds and skip-past-last-row semantics (the
+job computes two of them as bounded-state run rules; here every pattern is matched naively).
 """
 
 from __future__ import annotations
@@ -130,6 +131,16 @@ def _matches(rows: list[Row], ok: Predicate, within: timedelta) -> list[tuple[in
     return out
 
 
+def _one_per_end(
+    matches: list[tuple[int, int]], cite: Callable[[list[int], int], int]
+) -> list[tuple[int, int]]:
+    """A run rule's hits: one per completing row, citing `cite(its starts, it)` as the start."""
+    starts: dict[int, list[int]] = defaultdict(list)
+    for s, e in matches:
+        starts[e].append(s)
+    return [(cite(ss, e), e) for e, ss in starts.items()]
+
+
 def _sustained(seg: list[Row]) -> bool:
     a, c = seg[0], seg[-1]
     return (
@@ -200,7 +211,16 @@ def hits(rows: list[Row]) -> list[tuple[int, lifecycle.Hit | None]]:
         a, c = vit[s], vit[e]
         sev = _news2_sev(max(_sc(a, "news2_score"), _sc(c, "news2_score")))
         out.append((_ms(c.t), _hit(job.NEWS2_SUSTAINED, a, c, sev, _sc(c, "news2_score"))))
-    for s, e in _matches(vit, _rising, timedelta(hours=6)):
+
+    def rise_began(starts: list[int], end: int) -> int:  # the last start at the lowest score
+        return max(starts, key=lambda i: (-_sc(vit[i], "news2_score"), i))
+
+    def run_began(starts: list[int], end: int) -> int:  # the first of the unbroken run
+        while end > 0 and _sc(rows[end - 1], "sirs_count") >= 2:
+            end -= 1
+        return end
+
+    for s, e in _one_per_end(_matches(vit, _rising, timedelta(hours=6)), rise_began):
         a, c = vit[s], vit[e]
         out.append(
             (
@@ -210,7 +230,7 @@ def hits(rows: list[Row]) -> list[tuple[int, lifecycle.Hit | None]]:
                 ),
             )
         )
-    for s, e in _matches(rows, _sirs, timedelta(hours=6)):
+    for s, e in _one_per_end(_matches(rows, _sirs, timedelta(hours=6)), run_began):
         a, c = rows[s], rows[e]
         out.append((_ms(c.t), _hit(job.SIRS_PERSISTENT, a, c, "low", _sc(c, "sirs_count"))))
     for r in rows:

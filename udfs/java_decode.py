@@ -2,8 +2,9 @@
 from the schema and compiled once into a jar (javac from the JDK; Avro from the Flink jars),
 with the charting median (`Median`, an aggregate function), the screening job's quarantine check
 (`Quarantine`), and the bed census's keyed placement (`CensusPlacement`, a process table
-function) and capacity lookup (`UnitBeds`), written as Java in udfs/java/ (row types filled in
-from schemas.rows).
+function) and capacity lookup (`UnitBeds`), the screening job's 6-hour extremes
+(`TrailingExtreme`) and run rules (`RisingRun`, `PersistentRun`: aggregates of accumulate-only
+OVER windows), written as Java in udfs/java/ (row types filled in from schemas.rows).
 
 Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
@@ -292,6 +293,8 @@ CENSUS_PLACEMENT_CLASS = f"{PACKAGE}.CensusPlacement"
 UNIT_BEDS_CLASS = f"{PACKAGE}.UnitBeds"
 DEVICE_CHART_CLASS = f"{PACKAGE}.DeviceChart"
 TRAILING_EXTREME_CLASS = f"{PACKAGE}.TrailingExtreme"
+RISING_RUN_CLASS = f"{PACKAGE}.RisingRun"
+PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
     "CensusPlacement": {"@OUTPUT@": CENSUS_PLACED.flink_sql()},
@@ -302,6 +305,9 @@ HAND_WRITTEN = {
     },
     "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
     "TrailingExtreme": {},
+    "RuleRuns": {},
+    "RisingRun": {},
+    "PersistentRun": {},
 }
 
 

@@ -1,0 +1,139 @@
+"""The run rules (jobs/screening/rules.py: `news2_rising`, `sirs_persistent`), computed by JVM
+aggregates with bounded state, fire on exactly the records where Flink's own MATCH_RECOGNIZE of
+their patterns completes a match, and cite the start they promise: where the rise began (the
+last record at the lowest score among the starts the record completes) and where the run of
+SIRS ≥ 2 began. Both run over the same drawn patient streams: scores that climb, fall and hold,
+records at the same instant (with record ids out of time order), labs and discharges between
+readings, and gaps on both sides of the 4- and 6-hour bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyflink.common import Types
+from pyflink.table import DataTypes, Schema
+
+from jobs.runtime.flink_env import stream_table_env
+from jobs.screening.rules import NEWS2_RISING, SIRS_PERSISTENT, Rule, register_rule_functions
+from jobs.sepsis_screen import state_row
+from schemas.rows import SQL_TYPES, quote
+from schemas.settings import Settings
+
+pytestmark = pytest.mark.slow
+GAPS_MIN = np.array([0, 0, 1, 5, 30, 60, 60, 60, 119, 120, 121, 239, 240, 241, 359, 360, 361])
+GIVEN = ("record_id", "record_kind", "patient_token", "news2_score", "sirs_count", "is_discharge")
+
+
+def _rows(patients: int = 80) -> pd.DataFrame:
+    """Each patient's records: NEWS2 and SIRS as sticky random walks (records of the same
+    instant share them, as a patient's states of one instant do), kinds drawn."""
+    rng = np.random.default_rng(17)
+    out = []
+    for p in range(patients):
+        t, news2, sirs = 1_767_225_600_000, int(rng.integers(0, 4)), int(rng.integers(0, 4))
+        for _ in range(60):
+            gap = int(rng.choice(GAPS_MIN))
+            t += gap * 60_000
+            if gap:
+                news2 = int(np.clip(news2 + rng.choice([-2, -1, 0, 0, 0, 0, 1, 1, 2, 3]), 0, 20))
+                sirs = int(np.clip(sirs + rng.choice([-1, 0, 0, 0, 0, 0, 1]), 0, 4))
+            kind = str(rng.choice(["vitals"] * 8 + ["labs"] * 2 + ["adt"]))
+            out.append(
+                {
+                    "record_id": f"r{rng.integers(10**9):09d}",
+                    "record_kind": kind,
+                    "patient_token": f"p{p:03d}",
+                    "news2_score": news2,
+                    "sirs_count": sirs,
+                    "is_discharge": kind == "adt" and rng.random() < 0.5,
+                    "ts_ms": t,
+                }
+            )
+    # in event-time order, as the job's stage two reads its states behind the watermark
+    return pd.DataFrame(out).sort_values("ts_ms", kind="stable").reset_index(drop=True)
+
+
+def _hits(settings: Settings, rows: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """The rule's hits (patient, first and last record) over `rows` as screened states."""
+    env, t_env = stream_table_env(settings, connectors=False)
+    register_rule_functions(t_env)
+    types = [Types.STRING()] * 3 + [Types.INT()] * 2 + [Types.BOOLEAN(), Types.LONG()]
+    stream = env.from_collection(
+        [tuple(r) for r in rows[[*GIVEN, "ts_ms"]].itertuples(index=False)],
+        Types.ROW_NAMED([*GIVEN, "ts_ms"], types),
+    )
+    schema = Schema.new_builder()
+    for name, kind in zip(GIVEN, ["STRING"] * 3 + ["INT"] * 2 + ["BOOLEAN"], strict=True):
+        schema = schema.column(name, getattr(DataTypes, kind)())
+    schema = (
+        schema.column("ts_ms", DataTypes.BIGINT())
+        .column_by_expression("event_time", "TO_TIMESTAMP_LTZ(ts_ms, 3)")
+        .watermark("event_time", "event_time - INTERVAL '1' SECOND")
+    )
+    t_env.create_temporary_view("given", t_env.from_data_stream(stream, schema.build()))
+    absent = ", ".join(
+        f"CAST(NULL AS {SQL_TYPES[f.kind]}) AS {quote(f.name)}"
+        for f in state_row(False).fields
+        if f.name not in (*GIVEN, "event_time")
+    )
+    t_env.create_temporary_view("screened", t_env.sql_query(f"SELECT *, {absent} FROM given"))
+    t_env.create_temporary_view(
+        "screened_vitals",
+        t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
+    )
+    query = f"SELECT patient_token, first_record_id, last_record_id FROM ({rule.sql()})"
+    with t_env.execute_sql(query).collect() as results:
+        got = [tuple(r) for r in results]
+    return pd.DataFrame(got, columns=["patient_token", "first_record_id", "last_record_id"])
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    return _rows()
+
+
+def _compare(settings: Settings, rows: pd.DataFrame, rule: Rule) -> tuple[pd.DataFrame, Any]:
+    """(the run rule's hits, the pattern's starts per completing record)."""
+    assert rule.run is not None
+    pattern = _hits(settings, rows, dataclasses.replace(rule, run=None))
+    run = _hits(settings, rows, rule)
+    starts: dict[str, list[str]] = defaultdict(list)
+    for first, last in zip(pattern["first_record_id"], pattern["last_record_id"], strict=True):
+        starts[str(last)].append(str(first))
+    assert run["last_record_id"].is_unique
+    assert sorted(run["last_record_id"]) == sorted(starts)
+    return run, starts
+
+
+def test_news2_rising_fires_where_its_pattern_does_and_cites_where_the_rise_began(
+    settings: Settings, rows: pd.DataFrame
+) -> None:
+    run, starts = _compare(settings, rows, NEWS2_RISING)
+    at = {r: i for i, r in enumerate(rows.sort_values(["ts_ms", "record_id"])["record_id"])}
+    score = dict(zip(rows["record_id"], rows["news2_score"], strict=True))
+    for first, last in zip(run["first_record_id"], run["last_record_id"], strict=True):
+        began = max(starts[str(last)], key=lambda s: (-score[s], at[s]))
+        assert first == began, (first, last)
+    assert len(run) > 40
+    assert sum(len(s) > 1 for s in starts.values()) > 10  # the citation has a choice to make
+
+
+def test_sirs_persistent_fires_where_its_pattern_does_and_cites_the_runs_first_record(
+    settings: Settings, rows: pd.DataFrame
+) -> None:
+    run, starts = _compare(settings, rows, SIRS_PERSISTENT)
+    began: dict[str, str] = {}
+    for _, stay in rows.sort_values(["ts_ms", "record_id"]).groupby("patient_token"):
+        first = None
+        for rec, sirs in zip(stay["record_id"], stay["sirs_count"], strict=True):
+            first = (first or rec) if sirs >= 2 else None
+            began[rec] = first or ""
+    for first, last in zip(run["first_record_id"], run["last_record_id"], strict=True):
+        assert first == began[str(last)], (first, last)
+    assert len(run) > 40
+    assert sum(len(s) > 1 for s in starts.values()) > 10

@@ -1,0 +1,107 @@
+// A condition that holds in every row for a while, as an aggregate of an accumulate-only OVER
+// window (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, partitioned by patient).
+// udfs/java_decode.py compiles it into the UDF jar; jobs/screening/rules.py calls it for
+// `sirs_persistent`:
+//   wf_persistent_run(condition, CAST(event_time AS TIMESTAMP(3)), record_id, for_ms,
+//                     within_ms) OVER w
+//
+// It fires exactly where the pattern
+//   PATTERN (A B*? C) WITHIN within, AFTER MATCH SKIP TO NEXT ROW, ordered by (time, record id),
+//   A, B: condition; C: condition and C's time >= A's time + for
+// completes a match: every row where the condition holds starts an attempt, which ends at the
+// first row at least `for` after it, unless a row without the condition comes first or that row
+// is `within` or more after it. MATCH_RECOGNIZE keeps every row of every open attempt; here an
+// attempt is its start time alone, kept until a row at least `for` later ends it: the run's
+// times of the last `for` (240 at a reading a minute for 4 hours, 8 bytes each).
+//
+// The result, for a time's rows: the row that completes a match (at most one: a later row of the
+// same time finds no attempt left that it could end), citing the run's first row, from when the
+// condition has held; or null.
+package io.wardflow.udf;
+
+import java.time.LocalDateTime;
+import java.util.Arrays;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.functions.AggregateFunction;
+import org.apache.flink.types.Row;
+
+@FunctionHint(output = @DataTypeHint(RuleRuns.HIT))
+public class PersistentRun extends AggregateFunction<Row, PersistentRun.Acc> {
+
+  /** The current run: its first row, its open attempts' start times; the newest time's rows. */
+  public static class Acc {
+    public String runFirstId; // null: no run
+    public long runFirstMs;
+    public long[] starts = new long[0]; // ascending, distinct
+    public long peerMs = Long.MIN_VALUE; // the newest time's rows: record id, condition
+    public String[] peerIds = new String[0];
+    public int[] peerHolds = new int[0];
+    public long forMs; // the call's constants, for getValue
+    public long withinMs;
+    public String hitId; // the last folded time's hit: completing row, cited start
+    public String hitFirstId;
+    public long hitFirstMs;
+  }
+
+  @Override
+  public Acc createAccumulator() {
+    return new Acc();
+  }
+
+  public void accumulate(
+      Acc acc,
+      @DataTypeHint("BOOLEAN") Boolean condition,
+      @DataTypeHint("TIMESTAMP(3)") LocalDateTime time,
+      @DataTypeHint("STRING") String recordId,
+      @DataTypeHint("BIGINT") Long forMs,
+      @DataTypeHint("BIGINT") Long withinMs) {
+    long t = RuleRuns.epochMs(time);
+    if (acc.peerIds.length > 0 && t != acc.peerMs) settle(acc);
+    acc.forMs = forMs;
+    acc.withinMs = withinMs;
+    acc.peerMs = t;
+    acc.peerIds = RuleRuns.append(acc.peerIds, recordId);
+    acc.peerHolds = RuleRuns.append(acc.peerHolds, Boolean.TRUE.equals(condition) ? 1 : 0);
+  }
+
+  @Override
+  public Row getValue(Acc acc) {
+    if (acc.peerIds.length > 0) settle(acc);
+    return RuleRuns.hit(acc.hitId, acc.hitFirstId, acc.hitFirstMs);
+  }
+
+  /** Folds the waiting rows in record-id order; the hit is the first that completes a match. */
+  private static void settle(Acc acc) {
+    acc.hitId = null;
+    for (int i : RuleRuns.order(acc.peerIds, acc.peerIds.length)) {
+      fold(acc, acc.peerIds[i], acc.peerMs, acc.peerHolds[i] == 1);
+    }
+    acc.peerIds = new String[0];
+    acc.peerHolds = new int[0];
+  }
+
+  private static void fold(Acc acc, String id, long ms, boolean holds) {
+    if (!holds) { // the run breaks: every attempt fails
+      acc.runFirstId = null;
+      acc.starts = new long[0];
+      return;
+    }
+    if (acc.runFirstId == null) {
+      acc.runFirstId = id;
+      acc.runFirstMs = ms;
+    }
+    int ended = 0; // the attempts this row ends: every start at least `for` before it
+    while (ended < acc.starts.length && acc.starts[ended] + acc.forMs <= ms) ended++;
+    if (ended > 0 && ms - acc.starts[ended - 1] < acc.withinMs && acc.hitId == null) {
+      acc.hitId = id; // the latest ended start is in time, so at least one attempt completes
+      acc.hitFirstId = acc.runFirstId;
+      acc.hitFirstMs = acc.runFirstMs;
+    }
+    int n = acc.starts.length - ended;
+    boolean fresh = n == 0 || acc.starts[acc.starts.length - 1] != ms;
+    long[] starts = Arrays.copyOfRange(acc.starts, ended, acc.starts.length + (fresh ? 1 : 0));
+    if (fresh) starts[n] = ms;
+    acc.starts = starts;
+  }
+}

@@ -1,0 +1,49 @@
+// What the run rules (RisingRun, PersistentRun) share: their result type and the rows of one
+// event time, which an accumulate-only RANGE OVER window feeds in before it reads the result and
+// which the rules fold in record-id order, as MATCH_RECOGNIZE ORDER BY (time, record id) does.
+package io.wardflow.udf;
+
+import java.time.Instant;
+import java.time.LocalDateTime;
+import java.time.ZoneOffset;
+import java.util.Arrays;
+import java.util.Comparator;
+import org.apache.flink.types.Row;
+
+final class RuleRuns {
+  /** The row of the time that completes a match, and the start it cites. */
+  static final String HIT =
+      "ROW<last_record_id STRING, first_record_id STRING, first_time TIMESTAMP(3)>";
+
+  private RuleRuns() {}
+
+  static long epochMs(LocalDateTime time) {
+    return time.toInstant(ZoneOffset.UTC).toEpochMilli();
+  }
+
+  /** Indexes of `ids[0..n)` in record-id order (stable). */
+  static Integer[] order(String[] ids, int n) {
+    Integer[] idx = new Integer[n];
+    for (int i = 0; i < n; i++) idx[i] = i;
+    if (n > 1) Arrays.sort(idx, Comparator.comparing((Integer i) -> ids[i]));
+    return idx;
+  }
+
+  static Row hit(String lastId, String firstId, long firstMs) {
+    if (lastId == null) return null;
+    LocalDateTime first = LocalDateTime.ofInstant(Instant.ofEpochMilli(firstMs), ZoneOffset.UTC);
+    return Row.of(lastId, firstId, first);
+  }
+
+  static String[] append(String[] a, String v) {
+    String[] out = Arrays.copyOf(a, a.length + 1);
+    out[a.length] = v;
+    return out;
+  }
+
+  static int[] append(int[] a, int v) {
+    int[] out = Arrays.copyOf(a, a.length + 1);
+    out[a.length] = v;
+    return out;
+  }
+}
