@@ -44,7 +44,7 @@ from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
-from jobs.runtime.flink_env import stream_table_env
+from jobs.runtime.flink_env import plan_once, stream_table_env
 from jobs.screening.rules import RULES, register_rule_functions
 from jobs.sepsis_screen import SCORES, state_views
 from schemas import topics
@@ -131,10 +131,15 @@ def _checkpoint_bytes(root: Path) -> tuple[int, int] | None:
 
 
 def rule_hits(t_env: Any, rules: str) -> None:
-    """The view `hits`: the screening rules over the scored states (`runs`: as the job computes
-    them; `patterns`: every pattern rule as MATCH_RECOGNIZE)."""
+    """The views `screened` (the scored states, planned once, as the job's stage two reads them)
+    and `hits`: the screening rules over them (`runs`: as the job computes them; `patterns`:
+    every pattern rule as MATCH_RECOGNIZE)."""
+    t_env.create_temporary_view("scoring", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s"))
+    plan_once(t_env, "scoring", "planned")
+    names = [n for n in t_env.from_path("scoring").get_schema().get_field_names()]
+    cols = ", ".join(quote(n) for n in names if n != "event_time")
     t_env.create_temporary_view(
-        "screened", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
+        "screened", t_env.sql_query(f"SELECT {cols}, rowtime AS event_time FROM planned")
     )
     t_env.create_temporary_view(
         "screened_vitals",
@@ -145,6 +150,12 @@ def rule_hits(t_env: Any, rules: str) -> None:
     t_env.create_temporary_view(
         "hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in chosen))
     )
+
+
+def stateful_operators(*plans: str) -> dict[str, int]:
+    """How many of each stateful operator the plans' execution plans hold (each keeps state)."""
+    steps = [p.split("== Optimized Execution Plan ==")[-1] for p in plans]
+    return {op: sum(s.count(f"{op}(") for s in steps) for op in ("OverAggregate", "Match")}
 
 
 def run(
@@ -171,10 +182,18 @@ def run(
         state_views(t_env, scoring=True)  # as the device-rate benchmark runs the job
         t_env.execute_sql("CREATE TEMPORARY TABLE sink (s STRING) WITH ('connector' = 'blackhole')")
         # every column to the sink, or the planner prunes the windows' aggregates
-        query = f"SELECT CONCAT_WS('|', {_as_strings(t_env, 'state')}) FROM state"
+        read = "state"
         if rules != "none":
             rule_hits(t_env, rules)
+            read = "screened"  # the state, through the one round trip the rules read too
+        query = f"SELECT CONCAT_WS('|', {_as_strings(t_env, read)}) FROM {read}"
+        if rules != "none":
             query += f" UNION ALL SELECT CONCAT_WS('|', {_as_strings(t_env, 'hits')}) FROM hits"
+        # the state's SQL is planned apart from the rules' when they run (plan_once)
+        plans = [t_env.explain_sql(f"INSERT INTO sink {query}")]
+        if rules != "none":
+            plans.append(t_env.from_path("scoring").explain())
+        operators = stateful_operators(*plans)
         result = t_env.execute_sql(f"INSERT INTO sink {query}")
         client = result.get_job_client()
         assert client is not None
@@ -198,7 +217,13 @@ def run(
             s["event_hours_about"] = round(hours * min(1.0, s["t_s"] / wall_s), 1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"rows": rows, "wall_s": round(wall_s, 1), "finished": not cut, "samples": samples}
+    return {
+        "rows": rows,
+        "wall_s": round(wall_s, 1),
+        "finished": not cut,
+        "stateful_operators": operators,
+        "samples": samples,
+    }
 
 
 def _as_strings(t_env: Any, view: str) -> str:
@@ -229,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     r = run(a.patients, a.hours, a.checkpoint_s, a.rules, a.values == "steady", a.max_wall_s)
     # the largest checkpoint: once the sequence ends, the final watermark empties the windows
     # (a run cut short: the state it had reached, a lower bound)
-    per_patient = max(s["bytes"] for s in r["samples"]) / a.patients
+    per_patient = max((s["bytes"] for s in r["samples"]), default=0) / a.patients
     out = {
         "machine": {
             "cpus": psutil.cpu_count(),

@@ -1,10 +1,11 @@
 """The run rules (jobs/screening/rules.py: `news2_rising`, `sirs_persistent`), computed by JVM
 aggregates with bounded state, fire on exactly the records where Flink's own MATCH_RECOGNIZE of
-their patterns completes a match, and cite the start they promise: where the rise began (the
-last record at the lowest score among the starts the record completes) and where the run of
-SIRS ≥ 2 began. Both run over the same drawn patient streams: scores that climb, fall and hold,
-records at the same instant (with record ids out of time order), labs and discharges between
-readings, and gaps on both sides of the 4- and 6-hour bounds."""
+their patterns completes a match, and cite the start they promise, record and time: where the
+rise began (the last record at the lowest score among the starts the record completes) and where
+the run of SIRS ≥ 2 began. Both run over the same drawn patient streams: scores that climb, fall
+and hold, a missing score now and then, records at the same instant (with record ids out of time
+order), labs and discharges between readings, and gaps on both sides of the 4- and 6-hour
+bounds. Records of one instant share their scores, as a patient's states of one instant do."""
 
 from __future__ import annotations
 
@@ -36,20 +37,22 @@ def _rows(patients: int = 80) -> pd.DataFrame:
     out = []
     for p in range(patients):
         t, news2, sirs = 1_767_225_600_000, int(rng.integers(0, 4)), int(rng.integers(0, 4))
+        missing = False
         for _ in range(60):
             gap = int(rng.choice(GAPS_MIN))
             t += gap * 60_000
             if gap:
                 news2 = int(np.clip(news2 + rng.choice([-2, -1, 0, 0, 0, 0, 1, 1, 2, 3]), 0, 20))
                 sirs = int(np.clip(sirs + rng.choice([-1, 0, 0, 0, 0, 0, 1]), 0, 4))
+                missing = rng.random() < 0.03
             kind = str(rng.choice(["vitals"] * 8 + ["labs"] * 2 + ["adt"]))
             out.append(
                 {
                     "record_id": f"r{rng.integers(10**9):09d}",
                     "record_kind": kind,
                     "patient_token": f"p{p:03d}",
-                    "news2_score": news2,
-                    "sirs_count": sirs,
+                    "news2_score": None if missing else news2,
+                    "sirs_count": None if missing else sirs,
                     "is_discharge": kind == "adt" and rng.random() < 0.5,
                     "ts_ms": t,
                 }
@@ -63,8 +66,12 @@ def _hits(settings: Settings, rows: pd.DataFrame, rule: Rule) -> pd.DataFrame:
     env, t_env = stream_table_env(settings, connectors=False)
     register_rule_functions(t_env)
     types = [Types.STRING()] * 3 + [Types.INT()] * 2 + [Types.BOOLEAN(), Types.LONG()]
+
+    def value(v: Any) -> Any:
+        return None if pd.isna(v) else int(v) if isinstance(v, float) else v
+
     stream = env.from_collection(
-        [tuple(r) for r in rows[[*GIVEN, "ts_ms"]].itertuples(index=False)],
+        [tuple(map(value, r)) for r in rows[[*GIVEN, "ts_ms"]].itertuples(index=False)],
         Types.ROW_NAMED([*GIVEN, "ts_ms"], types),
     )
     schema = Schema.new_builder()
@@ -86,10 +93,14 @@ def _hits(settings: Settings, rows: pd.DataFrame, rule: Rule) -> pd.DataFrame:
         "screened_vitals",
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
-    query = f"SELECT patient_token, first_record_id, last_record_id FROM ({rule.sql()})"
+    query = f"""SELECT patient_token, first_record_id, last_record_id,
+                      UNIX_TIMESTAMP(CAST(first_time AS STRING)) * 1000 AS first_ms
+               FROM ({rule.sql()})"""
     with t_env.execute_sql(query).collect() as results:
         got = [tuple(r) for r in results]
-    return pd.DataFrame(got, columns=["patient_token", "first_record_id", "last_record_id"])
+    return pd.DataFrame(
+        got, columns=["patient_token", "first_record_id", "last_record_id", "first_ms"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +118,8 @@ def _compare(settings: Settings, rows: pd.DataFrame, rule: Rule) -> tuple[pd.Dat
         starts[str(last)].append(str(first))
     assert run["last_record_id"].is_unique
     assert sorted(run["last_record_id"]) == sorted(starts)
+    at_ms = dict(zip(rows["record_id"], rows["ts_ms"], strict=True))
+    assert [at_ms[r] for r in run["first_record_id"]] == list(run["first_ms"])
     return run, starts
 
 

@@ -21,11 +21,13 @@ final class RuleRuns {
     return time.toInstant(ZoneOffset.UTC).toEpochMilli();
   }
 
-  /** Indexes of `ids[0..n)` in record-id order (stable). */
+  /** Indexes of `ids[0..n)` in record-id order (stable; UTF-16 order, which is Flink's UTF-8
+   * byte order for record ids without characters beyond the Basic Multilingual Plane). */
   static Integer[] order(String[] ids, int n) {
     Integer[] idx = new Integer[n];
     for (int i = 0; i < n; i++) idx[i] = i;
-    if (n > 1) Arrays.sort(idx, Comparator.comparing((Integer i) -> ids[i]));
+    Comparator<String> byId = Comparator.nullsFirst(Comparator.naturalOrder());
+    if (n > 1) Arrays.sort(idx, Comparator.comparing((Integer i) -> ids[i], byId));
     return idx;
   }
 
