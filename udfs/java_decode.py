@@ -306,6 +306,7 @@ HAND_WRITTEN = {
     "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
     "TrailingExtreme": {},
     "RuleRuns": {},
+    "RulePeers": {},
     "RisingRun": {},
     "PersistentRun": {},
 }

@@ -30,18 +30,12 @@ import org.apache.flink.types.Row;
 public class PersistentRun extends AggregateFunction<Row, PersistentRun.Acc> {
 
   /** The current run: its first row, its open attempts' start times; the newest time's rows. */
-  public static class Acc {
+  public static class Acc extends RulePeers {
     public String runFirstId; // null: no run
     public long runFirstMs;
     public long[] starts = new long[0]; // ascending, distinct
-    public long peerMs = Long.MIN_VALUE; // the newest time's rows: record id, condition
-    public String[] peerIds = new String[0];
-    public int[] peerHolds = new int[0];
     public long forMs; // the call's constants, for getValue
     public long withinMs;
-    public String hitId; // the last folded time's hit: completing row, cited start
-    public String hitFirstId;
-    public long hitFirstMs;
   }
 
   @Override
@@ -56,29 +50,19 @@ public class PersistentRun extends AggregateFunction<Row, PersistentRun.Acc> {
       @DataTypeHint("STRING") String recordId,
       @DataTypeHint("BIGINT") Long forMs,
       @DataTypeHint("BIGINT") Long withinMs) {
-    long t = RuleRuns.epochMs(time);
-    if (acc.peerIds.length > 0 && t != acc.peerMs) settle(acc);
     acc.forMs = forMs;
     acc.withinMs = withinMs;
-    acc.peerMs = t;
-    acc.peerIds = RuleRuns.append(acc.peerIds, recordId);
-    acc.peerHolds = RuleRuns.append(acc.peerHolds, Boolean.TRUE.equals(condition) ? 1 : 0);
+    int holds = Boolean.TRUE.equals(condition) ? 1 : 0;
+    acc.add(RuleRuns.epochMs(time), recordId, holds, folding(acc));
   }
 
   @Override
   public Row getValue(Acc acc) {
-    if (acc.peerIds.length > 0) settle(acc);
-    return RuleRuns.hit(acc.hitId, acc.hitFirstId, acc.hitFirstMs);
+    return acc.result(folding(acc));
   }
 
-  /** Folds the waiting rows in record-id order; the hit is the first that completes a match. */
-  private static void settle(Acc acc) {
-    acc.hitId = null;
-    for (int i : RuleRuns.order(acc.peerIds, acc.peerIds.length)) {
-      fold(acc, acc.peerIds[i], acc.peerMs, acc.peerHolds[i] == 1);
-    }
-    acc.peerIds = new String[0];
-    acc.peerHolds = new int[0];
+  private static RulePeers.Fold folding(Acc acc) {
+    return (id, ms, holds) -> fold(acc, id, ms, holds == 1);
   }
 
   private static void fold(Acc acc, String id, long ms, boolean holds) {
@@ -93,10 +77,8 @@ public class PersistentRun extends AggregateFunction<Row, PersistentRun.Acc> {
     }
     int ended = 0; // the attempts this row ends: every start at least `for` before it
     while (ended < acc.starts.length && acc.starts[ended] + acc.forMs <= ms) ended++;
-    if (ended > 0 && ms - acc.starts[ended - 1] < acc.withinMs && acc.hitId == null) {
-      acc.hitId = id; // the latest ended start is in time, so at least one attempt completes
-      acc.hitFirstId = acc.runFirstId;
-      acc.hitFirstMs = acc.runFirstMs;
+    if (ended > 0 && ms - acc.starts[ended - 1] < acc.withinMs) {
+      acc.cite(id, acc.runFirstId, acc.runFirstMs); // the latest ended start is in time
     }
     int n = acc.starts.length - ended;
     boolean fresh = n == 0 || acc.starts[acc.starts.length - 1] != ms;

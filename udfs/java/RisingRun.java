@@ -34,20 +34,14 @@ public class RisingRun extends AggregateFunction<Row, RisingRun.Acc> {
   static final int BREAK = Integer.MIN_VALUE; // a row that is not eligible, or no run
 
   /** The current run's open starts by score, and the newest time's rows not yet folded. */
-  public static class Acc {
+  public static class Acc extends RulePeers {
     public int prev = BREAK; // the run's last score
     public int[] scores = new int[0]; // ascending: the run never falls
     public long[] lastMs = new long[0]; // per score, its last row's time and record id
     public String[] lastIds = new String[0];
-    public long peerMs = Long.MIN_VALUE; // the newest time's rows: record id, score or BREAK
-    public String[] peerIds = new String[0];
-    public int[] peerScores = new int[0];
     public int atLeast; // the call's constants, for getValue
     public int rise;
     public long withinMs;
-    public String hitId; // the last folded time's hit: completing row, cited start
-    public String hitFirstId;
-    public long hitFirstMs;
   }
 
   @Override
@@ -64,31 +58,20 @@ public class RisingRun extends AggregateFunction<Row, RisingRun.Acc> {
       @DataTypeHint("INT") Integer atLeast,
       @DataTypeHint("INT") Integer rise,
       @DataTypeHint("BIGINT") Long withinMs) {
-    long t = RuleRuns.epochMs(time);
-    if (acc.peerIds.length > 0 && t != acc.peerMs) settle(acc);
     acc.atLeast = atLeast;
     acc.rise = rise;
     acc.withinMs = withinMs;
-    acc.peerMs = t;
-    acc.peerIds = RuleRuns.append(acc.peerIds, recordId);
     boolean ok = score != null && Boolean.TRUE.equals(eligible);
-    acc.peerScores = RuleRuns.append(acc.peerScores, ok ? score : BREAK);
+    acc.add(RuleRuns.epochMs(time), recordId, ok ? score : BREAK, folding(acc));
   }
 
   @Override
   public Row getValue(Acc acc) {
-    if (acc.peerIds.length > 0) settle(acc);
-    return RuleRuns.hit(acc.hitId, acc.hitFirstId, acc.hitFirstMs);
+    return acc.result(folding(acc));
   }
 
-  /** Folds the waiting rows in record-id order; the hit is the first that completes a match. */
-  private static void settle(Acc acc) {
-    acc.hitId = null;
-    for (int i : RuleRuns.order(acc.peerIds, acc.peerIds.length)) {
-      fold(acc, acc.peerIds[i], acc.peerMs, acc.peerScores[i]);
-    }
-    acc.peerIds = new String[0];
-    acc.peerScores = new int[0];
+  private static RulePeers.Fold folding(Acc acc) {
+    return (id, ms, score) -> fold(acc, id, ms, score);
   }
 
   private static void fold(Acc acc, String id, long ms, int score) {
@@ -97,11 +80,7 @@ public class RisingRun extends AggregateFunction<Row, RisingRun.Acc> {
       for (int i = 0; i < acc.scores.length; i++) {
         if (ms - acc.lastMs[i] >= acc.withinMs) continue; // out of time: never completes
         if (score >= Math.max(acc.atLeast, acc.scores[i] + acc.rise)) {
-          if (acc.hitId == null) { // the lowest score that completes: where the rise began
-            acc.hitId = id;
-            acc.hitFirstId = acc.lastIds[i];
-            acc.hitFirstMs = acc.lastMs[i];
-          }
+          acc.cite(id, acc.lastIds[i], acc.lastMs[i]); // the lowest first: where the rise began
           continue; // its attempts end here
         }
         acc.scores[n] = acc.scores[i];

@@ -1,6 +1,5 @@
-// What the run rules (RisingRun, PersistentRun) share: their result type and the rows of one
-// event time, which an accumulate-only RANGE OVER window feeds in before it reads the result and
-// which the rules fold in record-id order, as MATCH_RECOGNIZE ORDER BY (time, record id) does.
+// What the run rules (RisingRun, PersistentRun) share besides their accumulator's waiting rows
+// (RulePeers): the result type, the record-id order, array and time helpers.
 package io.wardflow.udf;
 
 import java.time.Instant;
