@@ -136,7 +136,7 @@ def rule_hits(t_env: Any, rules: str) -> None:
     every pattern rule as MATCH_RECOGNIZE)."""
     t_env.create_temporary_view("scoring", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s"))
     plan_once(t_env, "scoring", "planned")
-    names = [n for n in t_env.from_path("scoring").get_schema().get_field_names()]
+    names = t_env.from_path("scoring").get_schema().get_field_names()
     cols = ", ".join(quote(n) for n in names if n != "event_time")
     t_env.create_temporary_view(
         "screened", t_env.sql_query(f"SELECT {cols}, rowtime AS event_time FROM planned")
