@@ -699,6 +699,7 @@ def main(argv: list[str] | None = None) -> None:
             "local_jvm_heap": GIVEN_JVM_ARGS or f"-Xmx{settings.local_jvm_heap_mb}m",
             "kafka_jvm_heap": kafka_heap(),
             "delivery_guarantee": settings.delivery_guarantee,
+            "checkpoint_interval_s": settings.checkpoint_interval_s,
             "scoring": settings.scoring,
         },
     }

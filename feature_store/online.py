@@ -1,5 +1,6 @@
 """The scoring UDF's feature source over the Feast repo (`repo.py`): static features looked up
-from the online store, stream features pushed back to it (`udfs.scoring.FeatureSource`)."""
+from the online store, stream features pushed back to it from a process of their own
+(`push_worker.py`, so that the push never holds the scoring worker's GIL)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from feature_store.definitions import STATIC_FEATURES
+from feature_store.push_worker import PushProcess
 from udfs.model_set import Lookup
 from udfs.scoring import FeatureSource
 
 
-def _import_repo_without_torch() -> None:
+def import_repo_without_torch() -> None:
     """Import `feature_store.repo`, feast without torch where neither was imported yet.
     Feast imports torch whenever it is installed (feast/torch_wrapper.py, for tensor results the
     online path never asks for): about 0.4 GiB in every scoring worker of a venv that also
@@ -30,17 +32,19 @@ def feast_source(
     feast_dir: Path, online: str, cache_ttl_s: float, push_interval_s: float = 5.0
 ) -> FeatureSource:
     """Opens the store (importing feast takes seconds: call it in a UDF's `open()`)."""
-    _import_repo_without_torch()
+    import_repo_without_torch()
     from feature_store import repo
 
     store = repo.open_store(feast_dir, online)
+    pusher = PushProcess(feast_dir, online)
     return FeatureSource(
         lookup=lambda tokens: repo.online_static(store, tokens),
-        push=lambda frame: repo.push_stream(store, frame),
+        push=pusher,
         static_features=STATIC_FEATURES,
         cache_ttl_s=cache_ttl_s,
         push_interval_s=push_interval_s,
         background=True,  # a batch of the scoring UDF never waits for a push
+        release=pusher.close,
     )
 
 
@@ -52,7 +56,7 @@ def catalog_lookups(
 ) -> dict[str, Lookup]:
     """The catalog models' feature services (named in their specs) as lookups in Feast's online
     store, opened once (in a UDF's `open()`): a stay's descriptors, an encounter's facts."""
-    _import_repo_without_torch()
+    import_repo_without_torch()
     from feature_store import repo
 
     store = repo.open_store(

@@ -42,7 +42,7 @@ class ScoreBatch(ScalarFunction):  # type: ignore[misc]
 
     def close(self) -> None:
         if self.scorer is not None:
-            self.scorer.features.flush()
+            self.scorer.features.close()
 
     def eval(self, *columns: Any) -> pd.DataFrame:
         """One batch (udfs.flink_types.batch_frame)."""

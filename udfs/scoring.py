@@ -69,7 +69,8 @@ class FeatureSource:
 
     With `background`, a push runs on a worker thread, one at a time, so that a batch never
     waits for the online store (a Feast push of a minute's states for thousands of beds takes
-    seconds); `flush()` waits for it and pushes what is left."""
+    seconds); `flush()` waits for it and pushes what is left. `close()` flushes, then calls
+    `release` (e.g. ends the process that pushes)."""
 
     lookup: Callable[[list[str]], pd.DataFrame]
     push: Callable[[pd.DataFrame], None]
@@ -77,6 +78,7 @@ class FeatureSource:
     cache_ttl_s: float = 3600.0
     push_interval_s: float = 5.0
     background: bool = False
+    release: Callable[[], None] | None = None
     cache: dict[str, tuple[float, np.ndarray[Any, Any]]] = field(default_factory=dict)
     lookups: int = 0
     failures: int = 0
@@ -107,6 +109,15 @@ class FeatureSource:
             self._pushing = None
         self._push_staged()
         self.pushed_at = time.monotonic()
+
+    def close(self) -> None:
+        """Push what is left and release the push's resources."""
+        self.flush()
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
+        if self.release is not None:
+            self.release()
 
     def _push_staged(self) -> None:
         with self._lock:

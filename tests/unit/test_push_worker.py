@@ -1,0 +1,103 @@
+"""Stream features pushed to a real Feast online store (SQLite) from a process of their own:
+every push is answered, a failed one comes back as an error with the rows kept, a dead push
+process is started again, and closing ends it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_store import repo
+from feature_store.definitions import STREAM_FEATURES
+from feature_store.push_worker import PushProcess
+from udfs.scoring import FeatureSource
+
+T0 = pd.Timestamp("2026-01-05 08:00", tz="UTC")
+
+
+def _features(tokens: list[str], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"patient_token": tokens, "event_timestamp": T0})
+    for f in STREAM_FEATURES:
+        frame[f] = rng.uniform(0, 100, len(tokens)).astype("float32")
+    return frame
+
+
+def _online(store_dir: Path, tokens: list[str]) -> pd.DataFrame:
+    store = repo.open_store(store_dir, "sqlite")
+    got = store.get_online_features(
+        features=[f"{repo.STREAM_VIEW}:{f}" for f in STREAM_FEATURES],
+        entity_rows=[{"patient_token": t} for t in tokens],
+    ).to_df()
+    frame: pd.DataFrame = got.set_index("patient_token").loc[tokens, list(STREAM_FEATURES)]
+    return frame
+
+
+@pytest.fixture()
+def store_dir(tmp_path: Path) -> Path:
+    repo.open_store(tmp_path / "feast", "sqlite")  # applied once, as the job's open() does
+    return tmp_path / "feast"
+
+
+def test_a_pushed_frame_is_in_the_online_store_when_the_push_returns(store_dir: Path) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    try:
+        frame = _features(["p1", "p2", "p3"], seed=1)
+        pusher(frame)
+        got = _online(store_dir, ["p1", "p2", "p3"])
+        np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+        newer = _features(["p2"], seed=2).assign(event_timestamp=T0 + pd.Timedelta(minutes=1))
+        pusher(newer)
+        np.testing.assert_allclose(
+            _online(store_dir, ["p2"]).to_numpy(np.float32), newer[list(STREAM_FEATURES)]
+        )
+        assert pusher.starts == 1
+    finally:
+        pusher.close()
+
+
+def test_a_push_that_fails_in_the_push_process_is_a_failure_and_its_rows_wait_for_the_next_push(
+    store_dir: Path,
+) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    source = FeatureSource(
+        lookup=lambda _: pd.DataFrame(), push=pusher, push_interval_s=0.0, release=pusher.close
+    )
+    frame = _features(["p1", "p2"], seed=3)
+    source.stage(frame.drop(columns=[STREAM_FEATURES[0]]))  # the push cannot build its rows
+    assert source.failures == 1
+    assert len(source.staged) == 1 and pusher.proc is not None  # kept; the process lives on
+    source.staged = [frame]
+    source.close()
+    assert source.failures == 1 and source.staged == [] and pusher.proc is None
+    got = _online(store_dir, ["p1", "p2"])
+    np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+
+
+def test_a_push_process_that_died_is_started_again_by_the_next_push(store_dir: Path) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    try:
+        pusher(_features(["p1"], seed=4))
+        assert pusher.proc is not None
+        pusher.proc.kill()
+        pusher.proc.wait()
+        frame = _features(["p1"], seed=5).assign(event_timestamp=T0 + pd.Timedelta(minutes=1))
+        pusher(frame)
+        assert pusher.starts == 2
+        got = _online(store_dir, ["p1"])
+        np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+    finally:
+        pusher.close()
+
+
+def test_closing_the_push_process_ends_it(store_dir: Path) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    pusher(_features(["p1"], seed=6))
+    proc = pusher.proc
+    assert proc is not None
+    pusher.close()
+    assert proc.returncode == 0 and pusher.proc is None
+    pusher.close()  # twice is harmless
