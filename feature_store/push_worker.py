@@ -41,9 +41,8 @@ ERROR = b"error "
 class PushProcess:
     """Pushes `repo.push_stream` frames through a child process (see the module's docstring)."""
 
-    def __init__(self, feast_dir: Path, online: str, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, feast_dir: Path, online: str) -> None:
         self.args = (str(feast_dir), online)
-        self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._lock = threading.Lock()
