@@ -1,6 +1,6 @@
 """The scoring UDF's feature source over the Feast repo (`repo.py`): static features looked up
 from the online store, stream features pushed back to it from a process of their own
-(`push_worker.py`, so that the push never holds the scoring worker's GIL)."""
+(`push_worker.py`, so that Feast's push work never holds the scoring worker's GIL)."""
 
 from __future__ import annotations
 

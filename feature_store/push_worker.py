@@ -6,28 +6,34 @@ Pushed from a thread of the scoring UDF's process, that work held the GIL that s
 alert lifecycle need; on a local MiniCluster every Python function of the job shares that
 process. Measured at 15,000 beds (`bench/device_rate.py`, one run each): with the push on the
 worker thread the job's Python process used 0.38 cores; with no push at all 0.17, the 5-second
-maxima of alert latency fell from 0.8-2.0 s to 0.6-1.2 s and the first minute's backlog was
-gone. A push process keeps the push (the online store still has every patient's latest stream
-features) and gives the GIL back.
+maxima of alert latency fell from 0.8-2.0 s to 0.6-1.2 s and the first minute's backlog
+drained by 20 s instead of 45-80 s. A push process keeps the push (the online store still has
+every patient's latest stream features) and takes its Feast work off the GIL; what stays in
+the caller's process is staging the frame (pandas) and pickling it.
 
 `PushProcess` is the caller's end: a callable that hands one frame to the child and returns once
-the child has pushed it, or raises what the child reported (the caller keeps the rows for the
-next push: `udfs.scoring.FeatureSource`). It starts the child at the first push and again after
-the child died. The child (`python -m feature_store.push_worker FEAST_DIR ONLINE`) reads pickled
-frames from stdin and answers each on its stdout with a line, `ok` or `error <reason>`; it ends
-when its stdin closes, i.e. when the caller closes it or dies. Pickle is only ever read from the
+the child has pushed it, or raises what the child reported, or that it died or did not answer
+in time (the caller keeps the rows for the next push: `udfs.scoring.FeatureSource`). It starts
+the child at the first push and again after the child died. The child (`python -m
+feature_store.push_worker FEAST_DIR ONLINE`) reads pickled frames from stdin and answers each on
+its stdout with a line, `ok` or `error <reason>`; it ends when its stdin closes, i.e. when the
+caller closes it or dies (after the push in hand, if any). Pickle is only ever read from the
 process that started it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
@@ -39,12 +45,27 @@ ERROR = b"error "
 
 
 class PushProcess:
-    """Pushes `repo.push_stream` frames through a child process (see the module's docstring)."""
+    """Pushes `repo.push_stream` frames through a child process (see the module's docstring).
 
-    def __init__(self, feast_dir: Path, online: str) -> None:
+    A push that gets no answer within `reply_timeout_s` (an online store that stopped answering)
+    ends the child and fails, so that neither the caller nor its `close()` waits forever. A
+    child that died is started again at the next push, but not sooner than
+    `restart_interval_s` after the last start: a child that cannot start (an import error on a
+    worker host) costs one start per interval, not one per push."""
+
+    def __init__(
+        self,
+        feast_dir: Path,
+        online: str,
+        reply_timeout_s: float = 120.0,
+        restart_interval_s: float = 30.0,
+    ) -> None:
         self.args = (str(feast_dir), online)
+        self.reply_timeout_s = reply_timeout_s
+        self.restart_interval_s = restart_interval_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._started_at = -math.inf
         self._lock = threading.Lock()
 
     def __call__(self, frame: pd.DataFrame) -> None:
@@ -54,10 +75,17 @@ class PushProcess:
             try:
                 pickle.dump(frame, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 proc.stdin.flush()
-                reply = proc.stdout.readline().rstrip(b"\n")
+                answered, _, _ = select.select([proc.stdout], [], [], self.reply_timeout_s)
+                reply = proc.stdout.readline().rstrip(b"\n") if answered else None
             except OSError as e:  # the child died while taking the frame
                 self._reap()
                 raise ConnectionError(f"the feature push process died: {e}") from e
+            if reply is None:
+                self._reap()
+                raise TimeoutError(
+                    f"the feature push process did not answer within {self.reply_timeout_s} s; "
+                    "ended it"
+                )
             if not reply:
                 self._reap()
                 raise ConnectionError("the feature push process died (see the log above)")
@@ -65,12 +93,14 @@ class PushProcess:
             raise RuntimeError(reply.removeprefix(ERROR).decode(errors="replace"))
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Let the child end (its stdin closed) and wait for it; every push had its answer."""
+        """Let the child end (its stdin closed) and wait for it, at most `timeout_s` (then it
+        is killed); every push had its answer."""
         with self._lock:
             if self.proc is None:
                 return
             assert self.proc.stdin is not None
-            self.proc.stdin.close()
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -82,6 +112,11 @@ class PushProcess:
         if self.proc is not None and self.proc.poll() is None:
             return self.proc
         self._reap()
+        wait_s = self._started_at + self.restart_interval_s - time.monotonic()
+        if wait_s > 0:
+            raise ConnectionError(
+                f"the feature push process died; it is started again in {wait_s:.0f} s"
+            )
         env = dict(os.environ)
         # Whatever this process imports from (a cluster's shipped job files included).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -92,6 +127,7 @@ class PushProcess:
             env=env,
         )
         self.starts += 1
+        self._started_at = time.monotonic()
         return self.proc
 
     def _reap(self) -> None:
@@ -99,7 +135,8 @@ class PushProcess:
             return
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):  # a broken pipe's buffered bytes
+                    pipe.close()
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()

@@ -112,12 +112,14 @@ class FeatureSource:
 
     def close(self) -> None:
         """Push what is left and release the push's resources."""
-        self.flush()
-        if self._worker is not None:
-            self._worker.shutdown()
-            self._worker = None
-        if self.release is not None:
-            self.release()
+        try:
+            self.flush()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown()
+                self._worker = None
+            if self.release is not None:
+                self.release()
 
     def _push_staged(self) -> None:
         with self._lock:

@@ -1,10 +1,14 @@
 """Stream features pushed to a real Feast online store (SQLite) from a process of their own:
-every push is answered, a failed one comes back as an error with the rows kept, a dead push
-process is started again, and closing ends it."""
+every push is answered, a failed one comes back as an error with the rows kept, a push process
+that dies or stops answering is ended and started again (not more often than its interval), and
+closing ends it."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -16,6 +20,20 @@ from feature_store.push_worker import PushProcess
 from udfs.scoring import FeatureSource
 
 T0 = pd.Timestamp("2026-01-05 08:00", tz="UTC")
+
+
+class _Unpickled:
+    """Calls `fn(*args)` where it is unpickled, i.e. in the push process: a crash or a hang
+    in the middle of a frame, followed by a megabyte the process never reads."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self.call = (fn, args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.call
+
+    def frame(self) -> pd.DataFrame:
+        return cast(pd.DataFrame, (self, b"x" * (1 << 20)))
 
 
 def _features(tokens: list[str], seed: int) -> pd.DataFrame:
@@ -78,7 +96,7 @@ def test_a_push_that_fails_in_the_push_process_is_a_failure_and_its_rows_wait_fo
 
 
 def test_a_push_process_that_died_is_started_again_by_the_next_push(store_dir: Path) -> None:
-    pusher = PushProcess(store_dir, "sqlite")
+    pusher = PushProcess(store_dir, "sqlite", restart_interval_s=0.0)
     try:
         pusher(_features(["p1"], seed=4))
         assert pusher.proc is not None
@@ -101,3 +119,50 @@ def test_closing_the_push_process_ends_it(store_dir: Path) -> None:
     pusher.close()
     assert proc.returncode == 0 and pusher.proc is None
     pusher.close()  # twice is harmless
+
+
+def test_a_push_process_that_dies_while_taking_a_frame_is_a_connection_error(
+    store_dir: Path,
+) -> None:
+    pusher = PushProcess(store_dir, "sqlite", restart_interval_s=0.0)
+    try:
+        pusher(_features(["p1"], seed=7))
+        with pytest.raises(ConnectionError, match="died"):
+            pusher(_Unpickled(os._exit, 3).frame())
+        assert pusher.proc is None  # reaped, its pipes closed
+        frame = _features(["p1"], seed=8).assign(event_timestamp=T0 + pd.Timedelta(minutes=1))
+        pusher(frame)
+        assert pusher.starts == 2
+        got = _online(store_dir, ["p1"])
+        np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+    finally:
+        pusher.close()
+
+
+def test_a_push_process_that_does_not_answer_in_time_is_ended(store_dir: Path) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    try:
+        pusher(_features(["p1"], seed=9))  # started (importing feast) and answering
+        pusher.reply_timeout_s = 1.0
+        hung = pusher.proc
+        assert hung is not None
+        with pytest.raises(TimeoutError):
+            pusher(cast(pd.DataFrame, _Unpickled(time.sleep, 60)))
+        assert hung.returncode is not None and pusher.proc is None
+    finally:
+        pusher.close()
+
+
+def test_a_push_process_is_not_started_again_sooner_than_its_restart_interval(
+    store_dir: Path,
+) -> None:
+    pusher = PushProcess(store_dir, "sqlite", restart_interval_s=3600.0)
+    try:
+        pusher(_features(["p1"], seed=10))
+        with pytest.raises(ConnectionError):
+            pusher(_Unpickled(os._exit, 3).frame())
+        with pytest.raises(ConnectionError, match="started again in"):
+            pusher(_features(["p1"], seed=11))
+        assert pusher.starts == 1 and pusher.proc is None
+    finally:
+        pusher.close()
