@@ -54,6 +54,15 @@ def _online(store_dir: Path, tokens: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _push_again_after_a_restart(pusher: PushProcess, store_dir: Path) -> None:
+    """The next push starts a second push process, and its frame reaches the online store."""
+    frame = _features(["p1"], seed=99).assign(event_timestamp=T0 + pd.Timedelta(minutes=1))
+    pusher(frame)
+    assert pusher.starts == 2
+    got = _online(store_dir, ["p1"])
+    np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+
+
 @pytest.fixture()
 def store_dir(tmp_path: Path) -> Path:
     repo.open_store(tmp_path / "feast", "sqlite")  # applied once, as the job's open() does
@@ -102,11 +111,7 @@ def test_a_push_process_that_died_is_started_again_by_the_next_push(store_dir: P
         assert pusher.proc is not None
         pusher.proc.kill()
         pusher.proc.wait()
-        frame = _features(["p1"], seed=5).assign(event_timestamp=T0 + pd.Timedelta(minutes=1))
-        pusher(frame)
-        assert pusher.starts == 2
-        got = _online(store_dir, ["p1"])
-        np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+        _push_again_after_a_restart(pusher, store_dir)
     finally:
         pusher.close()
 
@@ -130,11 +135,7 @@ def test_a_push_process_that_dies_while_taking_a_frame_is_a_connection_error(
         with pytest.raises(ConnectionError, match="died"):
             pusher(_Unpickled(os._exit, 3).frame())
         assert pusher.proc is None  # reaped, its pipes closed
-        frame = _features(["p1"], seed=8).assign(event_timestamp=T0 + pd.Timedelta(minutes=1))
-        pusher(frame)
-        assert pusher.starts == 2
-        got = _online(store_dir, ["p1"])
-        np.testing.assert_allclose(got.to_numpy(np.float32), frame[list(STREAM_FEATURES)])
+        _push_again_after_a_restart(pusher, store_dir)
     finally:
         pusher.close()
 
