@@ -4,28 +4,15 @@ from the online store, stream features pushed back to it from a process of their
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from feature_store.definitions import STATIC_FEATURES
+from feature_store.feast_import import import_repo_without_torch
 from feature_store.push_worker import PushProcess
 from udfs.model_set import Lookup
 from udfs.scoring import FeatureSource
-
-
-def import_repo_without_torch() -> None:
-    """Import `feature_store.repo`, feast without torch where neither was imported yet.
-    Feast imports torch whenever it is installed (feast/torch_wrapper.py, for tensor results the
-    online path never asks for): about 0.4 GiB in every scoring worker of a venv that also
-    trains. Inference needs onnxruntime only; the job image has no torch anyway."""
-    if "feast" not in sys.modules and "torch" not in sys.modules:
-        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` fails
-        try:
-            from feature_store import repo  # noqa: F401
-        finally:
-            del sys.modules["torch"]
 
 
 def feast_source(

@@ -39,7 +39,6 @@ from typing import IO
 
 import pandas as pd
 
-log = logging.getLogger(__name__)
 OK = b"ok"
 ERROR = b"error "
 
@@ -145,7 +144,7 @@ class PushProcess:
 
 def serve(store_dir: Path, online: str, frames: IO[bytes], replies: IO[bytes]) -> None:
     """The child's loop: push each frame read from `frames`, answer each on `replies`."""
-    from feature_store.online import import_repo_without_torch
+    from feature_store.feast_import import import_repo_without_torch
 
     import_repo_without_torch()
     from feature_store import repo

@@ -167,3 +167,14 @@ def test_a_push_process_is_not_started_again_sooner_than_its_restart_interval(
         assert pusher.starts == 1 and pusher.proc is None
     finally:
         pusher.close()
+
+
+def test_the_push_process_loads_neither_torch_nor_onnxruntime(store_dir: Path) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    try:
+        pusher(_features(["p1"], seed=12))
+        assert pusher.proc is not None
+        maps = Path(f"/proc/{pusher.proc.pid}/maps").read_text()
+        assert "onnxruntime" not in maps and "libtorch" not in maps
+    finally:
+        pusher.close()
