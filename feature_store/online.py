@@ -4,6 +4,7 @@ from the online store, stream features pushed back to it from a process of their
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -14,16 +15,27 @@ from feature_store.push_worker import PushProcess
 from udfs.model_set import Lookup
 from udfs.scoring import FeatureSource
 
+log = logging.getLogger(__name__)
+
 
 def feast_source(
     feast_dir: Path, online: str, cache_ttl_s: float, push_interval_s: float = 5.0
 ) -> FeatureSource:
-    """Opens the store (importing feast takes seconds: call it in a UDF's `open()`)."""
+    """Opens the store (importing feast takes seconds: call it in a UDF's `open()`). The push
+    process imports feast beside this process and is ready before the first push: a bounded
+    job's scoring may end, and its last push start, before a push process started at the
+    first push would have opened the store, and Flink ends a Python worker seconds into its
+    `close()`."""
+    pusher = PushProcess(feast_dir, online)
+    pusher.start()
     import_repo_without_torch()
     from feature_store import repo
 
     store = repo.open_store(feast_dir, online)
-    pusher = PushProcess(feast_dir, online)
+    try:
+        pusher.wait_ready()
+    except (ConnectionError, TimeoutError) as e:  # scoring goes on; a push starts it again
+        log.warning("the feature push process did not start: %s", e)
     return FeatureSource(
         lookup=lambda tokens: repo.online_static(store, tokens),
         push=pusher,

@@ -14,12 +14,16 @@ the caller's process is staging the frame (pandas) and pickling it.
 
 `PushProcess` is the caller's end: a callable that hands one frame to the child and returns once
 the child has pushed it, or raises what the child reported, or that it died or did not answer
-in time (the caller keeps the rows for the next push: `udfs.scoring.FeatureSource`). It starts
-the child at the first push and again after the child died. The child (`python -m
-feature_store.push_worker FEAST_DIR ONLINE`) reads pickled frames from stdin and answers each on
-its stdout with a line, `ok` or `error <reason>`; it ends when its stdin closes, i.e. when the
-caller closes it or dies (after the push in hand, if any). Pickle is only ever read from the
-process that started it.
+in time (the caller keeps the rows for the next push: `udfs.scoring.FeatureSource`). The
+caller starts the child with `start()` before its own set-up and waits for it with
+`wait_ready()` after (a push starts it too, and starts it again after it died). The child
+(`python -m feature_store.push_worker FEAST_DIR ONLINE`) imports feast and opens the store
+(seconds), says `ready`, then reads pickled frames from stdin and answers each on its stdout
+with a line, `ok` or `error <reason>`. It ends when its stdin closes, i.e. when the caller
+closes it or dies, after pushing every frame it was handed: a frame written is pushed even if
+the caller is killed before the answer comes, which is what a job's last push at shutdown
+relies on (Flink ends a Python worker a few seconds into its `close()`). Pickle is only ever
+read from the process that started it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import IO
 
 import pandas as pd
 
+READY = b"ready"
 OK = b"ok"
 ERROR = b"error "
 
@@ -66,29 +71,33 @@ class PushProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._started_at = -math.inf
+        self._is_ready = False
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the child now unless it runs: its imports take seconds (feast), so a caller
+        starts it before its own set-up and calls `wait_ready()` after."""
+        with self._lock:
+            self._running()
+
+    def wait_ready(self) -> None:
+        """Return once the child has opened the online store; raise as a push would if it
+        died or did not get there within `reply_timeout_s`."""
+        with self._lock:
+            self._ready(self._running())
 
     def __call__(self, frame: pd.DataFrame) -> None:
         with self._lock:
             proc = self._running()
-            assert proc.stdin is not None and proc.stdout is not None
+            self._ready(proc)
+            assert proc.stdin is not None
             try:
                 pickle.dump(frame, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 proc.stdin.flush()
-                answered, _, _ = select.select([proc.stdout], [], [], self.reply_timeout_s)
-                reply = proc.stdout.readline().rstrip(b"\n") if answered else None
             except OSError as e:  # the child died while taking the frame
                 self._reap()
                 raise ConnectionError(f"the feature push process died: {e}") from e
-            if reply is None:
-                self._reap()
-                raise TimeoutError(
-                    f"the feature push process did not answer within {self.reply_timeout_s} s; "
-                    "ended it"
-                )
-            if not reply:
-                self._reap()
-                raise ConnectionError("the feature push process died (see the log above)")
+            reply = self._answer(proc)
         if reply != OK:
             raise RuntimeError(reply.removeprefix(ERROR).decode(errors="replace"))
 
@@ -128,7 +137,36 @@ class PushProcess:
         )
         self.starts += 1
         self._started_at = time.monotonic()
+        self._is_ready = False
         return self.proc
+
+    def _ready(self, proc: subprocess.Popen[bytes]) -> None:
+        if self._is_ready:
+            return
+        reply = self._answer(proc)
+        if reply != READY:
+            self._reap()
+            raise ConnectionError(f"the feature push process did not start: {reply!r}")
+        self._is_ready = True
+
+    def _answer(self, proc: subprocess.Popen[bytes]) -> bytes:
+        """The child's next line; ends the child if it does not come in time."""
+        assert proc.stdout is not None
+        try:
+            answered, _, _ = select.select([proc.stdout], [], [], self.reply_timeout_s)
+            reply = proc.stdout.readline().rstrip(b"\n") if answered else None
+        except OSError as e:
+            self._reap()
+            raise ConnectionError(f"the feature push process died: {e}") from e
+        if reply is None:
+            self._reap()
+            raise TimeoutError(
+                f"the feature push process did not answer within {self.reply_timeout_s} s; ended it"
+            )
+        if not reply:
+            self._reap()
+            raise ConnectionError("the feature push process died (see the log above)")
+        return reply
 
     def _reap(self) -> None:
         if self.proc is None:
@@ -151,6 +189,8 @@ def serve(store_dir: Path, online: str, frames: IO[bytes], replies: IO[bytes]) -
     from feature_store import repo
 
     store = repo.open_store(store_dir, online)
+    replies.write(READY + b"\n")
+    replies.flush()
     while True:
         try:
             frame = pickle.load(frames)

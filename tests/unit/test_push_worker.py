@@ -1,11 +1,13 @@
 """Stream features pushed to a real Feast online store (SQLite) from a process of their own:
-every push is answered, a failed one comes back as an error with the rows kept, a push process
-that dies or stops answering is ended and started again (not more often than its interval), and
-closing ends it."""
+it is ready (feast imported, the store open) before the first push, every push is answered, a
+frame handed over is pushed even when its caller dies before the answer, a failed one comes
+back as an error with the rows kept, a push process that dies or stops answering is ended and
+started again (not more often than its interval), and closing ends it."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -84,6 +86,54 @@ def test_a_pushed_frame_is_in_the_online_store_when_the_push_returns(store_dir: 
         assert pusher.starts == 1
     finally:
         pusher.close()
+
+
+def test_a_started_push_process_has_opened_the_store_before_the_first_push(
+    store_dir: Path,
+) -> None:
+    pusher = PushProcess(store_dir, "sqlite")
+    try:
+        pusher.start()
+        pusher.wait_ready()
+        frame = _features(["p1"], seed=13)
+        pusher(frame)  # to the process started above, not a second one
+        assert pusher.starts == 1
+        np.testing.assert_allclose(
+            _online(store_dir, ["p1"]).to_numpy(np.float32), frame[list(STREAM_FEATURES)]
+        )
+    finally:
+        pusher.close()
+
+
+def test_frames_handed_over_are_pushed_even_when_the_caller_dies_before_the_answer(
+    store_dir: Path,
+) -> None:
+    """What a job's last push relies on: Flink ends a Python worker seconds into `close()`."""
+    pusher = PushProcess(store_dir, "sqlite")
+    pusher.start()
+    pusher.wait_ready()
+    proc = pusher.proc
+    assert proc is not None and proc.stdin is not None
+    first, last = _features(["p1", "p2"], seed=14), _features(["p3"], seed=15)
+    for frame in (first, last):  # written as a push writes them; no answer is read
+        pickle.dump(frame, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    proc.stdin.close()  # what the caller's death does to the pipe
+    assert proc.wait(120) == 0
+    got = _online(store_dir, ["p1", "p2", "p3"])
+    np.testing.assert_allclose(
+        got.to_numpy(np.float32), pd.concat([first, last])[list(STREAM_FEATURES)]
+    )
+
+
+def test_a_push_process_that_cannot_open_the_store_does_not_get_ready(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "feast"
+    not_a_dir.write_text("")
+    pusher = PushProcess(not_a_dir, "sqlite")
+    pusher.start()
+    with pytest.raises(ConnectionError, match="died"):
+        pusher.wait_ready()
+    assert pusher.proc is None
+    pusher.close()
 
 
 def test_a_push_that_fails_in_the_push_process_is_a_failure_and_its_rows_wait_for_the_next_push(

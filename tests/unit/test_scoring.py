@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,13 @@ def registry(tmp_path: Path) -> Registry:
 
 
 @pytest.fixture()
-def source(tmp_path: Path, sample: pd.DataFrame) -> FeatureSource:
+def source(tmp_path: Path, sample: pd.DataFrame) -> Iterator[FeatureSource]:
     fs = feast_source(tmp_path / "feast", "sqlite", cache_ttl_s=3600)
     store = repo.open_store(tmp_path / "feast", "sqlite")
     static = sample.groupby("patient_token", as_index=False)[["age_years", "female"]].first()
     repo.push_static(store, static.assign(event_timestamp=T0))
-    return fs
+    yield fs
+    fs.close()  # ends its push process
 
 
 def _onnx(reg: Registry, version: str, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
