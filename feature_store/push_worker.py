@@ -196,6 +196,9 @@ def serve(store_dir: Path, online: str, frames: IO[bytes], replies: IO[bytes]) -
             frame = pickle.load(frames)
         except EOFError:
             return
+        except pickle.UnpicklingError as e:  # the caller died while writing it
+            logging.getLogger(__name__).error("a frame was cut off, not pushed: %s", e)
+            return
         try:
             repo.push_stream(store, frame)
             replies.write(OK + b"\n")
