@@ -5,7 +5,6 @@ patients through the registry's ONNX champion, indexed by the stream's record id
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 
 from feature_store.definitions import FEATURES
@@ -13,6 +12,7 @@ from schemas import phi
 from schemas.settings import Settings
 from training.features import hourly_features
 from udfs.registry import Registry
+from udfs.scoring import open_session
 
 
 def champion_risk(chosen: pd.DataFrame, settings: Settings, source: str) -> pd.DataFrame:
@@ -24,5 +24,5 @@ def champion_risk(chosen: pd.DataFrame, settings: Settings, source: str) -> pd.D
     champion = Registry(settings.model_registry).role(settings.model_name, "champion")
     assert champion is not None, "the registry has no champion"
     x = offline[list(FEATURES)].to_numpy(dtype=np.float32)
-    offline["risk"] = ort.InferenceSession(str(champion.onnx)).run(None, {"features": x})[0]
+    offline["risk"] = open_session(champion.onnx).run(None, {"features": x})[0]
     return offline

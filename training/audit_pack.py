@@ -185,7 +185,7 @@ def gate_section(v: Version) -> str:
         lines.append("- a version whose gate failed can never be champion (udfs/registry.py)")
     parity = v.spec.get("onnx_parity_max_abs_diff")
     lines.append(
-        f"- ONNX parity: max |torch − onnxruntime| = {parity:.2e}"
+        f"- ONNX parity: max |training library − onnxruntime| = {parity:.2e}"
         if isinstance(parity, int | float)
         else "- ONNX parity: not recorded"
     )

@@ -106,3 +106,26 @@ def load(data_dir: Path) -> dict[str, pd.DataFrame]:
         for folder, name in COHORTS.items()
         if (root / folder / "dyn.parquet").exists()
     }
+
+
+# A hospital that charts some variables far less often: the share of each one's measurements
+# kept. FiO2, respiratory rate and PaCO2 are the ones issue 17 names for the unseen system; the
+# shares are a guess at "far less often", not measured there.
+SPARSE_CHARTING: dict[str, float] = {"FiO2": 0.25, "PaCO2": 0.25, "Resp": 0.4}
+
+
+def sparse_charting(
+    df: pd.DataFrame, keep: dict[str, float] | None = None, seed: int = 17
+) -> pd.DataFrame:
+    """`df` (PhysioNet 2019 layout) with each measurement of the columns in `keep` (default
+    `SPARSE_CHARTING`) kept with that probability, independently per row (a seeded draw), and
+    removed (NaN) otherwise: the same patients and outcomes, charted the way another hospital
+    might. Other columns are unchanged."""
+    keep = SPARSE_CHARTING if keep is None else keep
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    for column, share in keep.items():
+        if column in out:
+            drop = rng.random(len(out)) >= share
+            out[column] = out[column].mask(drop)
+    return out

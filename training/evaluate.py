@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 
 from feature_store.definitions import FEATURES
@@ -27,6 +26,7 @@ from training import catalog, validation
 from training.features import hourly_features
 from training.splits import split_of
 from udfs.registry import Registry, Version
+from udfs.scoring import open_session
 
 
 def read_physionet(path: Path) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def read_physionet(path: Path) -> pd.DataFrame:
 
 
 def score(version: Version, features: pd.DataFrame, batch: int = 65536) -> np.ndarray[Any, Any]:
-    session = ort.InferenceSession(str(version.onnx), providers=["CPUExecutionProvider"])
+    session = open_session(version.onnx)
     x = features[list(FEATURES)].to_numpy(dtype=np.float32)
     out = [session.run(None, {"features": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(out)

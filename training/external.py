@@ -3,19 +3,22 @@ on, side by side with its own held-out split, from the data we have.
 
     python -m training.external [--out build/external_validation]     (make validate-external)
 
-- **The champion** (the registry's, ONNX) on set A's test split (in distribution), the eICU demo
-  cohort (US multi-centre) and the MIMIC-III demo cohort (Beth Israel), converted to the
-  PhysioNet 2019 layout by `training.cohorts` (mapping documented there).
-- **Feature ablations** (`ABLATIONS`): the same MLP trained on set A's training split with
-  groups of features neutralised, tested on set A's test split and the other hospital systems;
-  the variant to prefer is the one that transfers, not the one that fits set A best. Each at
-  two thresholds chosen on set A's validation patients: the utility optimum, and the one for a
-  target alert burden (`--alert-rate`, 0.5 alert episodes per patient-day), which is what a
-  unit agrees to and what should carry to another hospital.
-- **Leave one ICU unit out** on set A: an MLP like the champion (same features, same training
-  code, `training.train.fit`) trained on one unit type's training patients (MICU or SICU; early
-  stopping and threshold on that unit's validation patients) and tested on the other unit's test
-  patients, next to its own unit's test patients and the eICU demo.
+- **The champion** (the registry's, ONNX) on set A's test split (in distribution), the same test
+  patients charted sparsely (`training.cohorts.sparse_charting`: FiO2 and PaCO2 kept 25 %,
+  respiratory rate 40 %, as another hospital might chart them), the eICU demo cohort (US
+  multi-centre) and the MIMIC-III demo cohort (Beth Israel), converted to the PhysioNet 2019
+  layout by `training.cohorts` (mapping documented there).
+- **Feature ablations** (`ABLATIONS`): a model of the champion's family (gradient-boosted trees
+  with the champion's parameters, or the MLP) trained on set A's training split with groups of
+  features neutralised, and the other family with every feature, tested on set A's test split
+  and the other cohorts; the variant to prefer is the one that transfers, not the one that fits
+  set A best. Each at two thresholds chosen on set A's validation patients: the utility optimum,
+  and the one for a target alert burden (`--alert-rate`, 0.5 alert episodes per patient-day),
+  which is what a unit agrees to and what should carry to another hospital.
+- **Leave one ICU unit out** on set A: a model of the champion's family (same features, same
+  training code) trained on one unit type's training patients (MICU or SICU; threshold on that
+  unit's validation patients) and tested on the other unit's test patients, next to its own
+  unit's test patients and the other cohorts.
 
 Every metric has a patient-level bootstrap 95 % interval (`training.validation.bootstrap_ci`);
 the threshold is always the model's own (chosen on its validation patients), never tuned on the
@@ -28,20 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from feature_store.definitions import FEATURES
 from schemas import physionet
 from schemas.settings import Settings
-from training import cohorts, validation
+from training import cohorts, gbt, validation
 from training.evaluate import score
 from training.features import hourly_features
 from training.splits import split_of
 from training.train import _predict, _x, fit
-from udfs.registry import Registry
+from udfs.registry import Registry, Version
 
 UNITS = ("MICU", "SICU")
 TIME = ("hours_since_first_record",)
@@ -55,6 +60,48 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "without measurement-process features (time, lab ages)": TIME + LAB_AGES,
     "vitals, scores, age and sex only": TIME + LAB_AGES + LAB_VALUES,
 }
+
+
+FAMILY_NAMES = {"gbt": "GBT", "mlp": "MLP"}
+Scorer = Callable[[pd.DataFrame], np.ndarray[Any, Any]]
+
+
+def trainer(family: str, params: dict[str, Any], epochs: int) -> Callable[..., Scorer]:
+    """fit(train, val) → a scorer of frames, for `family`: "gbt" with the champion's tree
+    parameters (`params`, from its spec; one candidate, no search), "mlp" as training.train
+    fits it (`epochs`)."""
+
+    def fit_gbt(train: pd.DataFrame, val: pd.DataFrame) -> Scorer:
+        grid = (gbt.Params(**params),) if params else gbt.GRID[:1]
+        m, _, _ = gbt.fit(
+            _x(train), train["label"].to_numpy(), _x(val), val["label"].to_numpy(),
+            seed=2019, grid=grid, log=lambda _: None,
+        )  # fmt: skip
+        return lambda frame: gbt.risk(m, _x(frame))
+
+    def fit_mlp(train: pd.DataFrame, val: pd.DataFrame) -> Scorer:
+        model = fit(train, val, epochs=epochs, seed=2019, log=lambda _: None)
+        return lambda frame: _predict(model, _x(frame))
+
+    return fit_gbt if family == "gbt" else fit_mlp
+
+
+def champion_family(v: Version) -> tuple[str, dict[str, Any]]:
+    """The champion's model family and, for trees, its parameters (an older spec: the MLP)."""
+    family = v.spec.get("family", "mlp")
+    params = v.spec.get("params", {}) if family == "gbt" else {}
+    return family, params
+
+
+SPARSE = "set A test split, sparse charting"
+
+
+def seen(cohort: str) -> str:
+    """What of a cohort the models trained on: the hospital (set A), not its charting (the
+    sparse-charting copy of set A's test patients), or nothing."""
+    if cohort == SPARSE:
+        return "charting unseen"
+    return "hospital seen" if cohort.startswith("set A") else "unseen"
 
 
 def masked(frame: pd.DataFrame, features: tuple[str, ...]) -> pd.DataFrame:
@@ -82,14 +129,18 @@ def evaluate(frame: pd.DataFrame, threshold: float, samples: int) -> dict[str, A
 
 
 def leave_one_unit_out(
-    seta: pd.DataFrame, external: dict[str, pd.DataFrame], samples: int, epochs: int
+    seta: pd.DataFrame,
+    external: dict[str, pd.DataFrame],
+    samples: int,
+    family: str,
+    fit_family: Callable[..., Scorer],
 ) -> list[dict[str, Any]]:
     rows = []
     for train_unit in UNITS:
         mine = seta[seta["unit"] == train_unit]
         parts = {s: mine[mine["split"] == s].reset_index(drop=True) for s in ("train", "val")}
-        model = fit(parts["train"], parts["val"], epochs=epochs, seed=2019, log=lambda _: None)
-        parts["val"]["risk"] = _predict(model, _x(parts["val"]))
+        scorer = fit_family(parts["train"], parts["val"])
+        parts["val"]["risk"] = scorer(parts["val"])
         threshold = validation.choose_threshold(parts["val"])
         tests = {
             f"set A {u} test split": seta[(seta["unit"] == u) & (seta["split"] == "test")]
@@ -97,13 +148,14 @@ def leave_one_unit_out(
         }
         for name, frame in {**tests, **external}.items():
             frame = frame.reset_index(drop=True)
-            frame["risk"] = _predict(model, _x(frame))
+            frame["risk"] = scorer(frame)
             held_out = not name.startswith(f"set A {train_unit}")
+            unit_seen = "unit seen" if not held_out else "unseen"
             rows.append(
                 {
-                    "model": f"MLP trained on set A {train_unit}",
+                    "model": f"{FAMILY_NAMES[family]} trained on set A {train_unit}",
                     "cohort": name,
-                    "seen_in_training": "unit seen" if not held_out else "unseen",
+                    "seen_in_training": unit_seen if name in tests else seen(name),
                     **evaluate(frame, threshold, samples),
                 }
             )
@@ -115,19 +167,19 @@ def ablations(
     seta: pd.DataFrame,
     external: dict[str, pd.DataFrame],
     samples: int,
-    epochs: int,
     alert_rate: float,
+    variants: dict[str, tuple[str, Callable[..., Scorer], tuple[str, ...]]],
 ) -> list[dict[str, Any]]:
-    """Each ABLATIONS variant trained on set A's training split (all units), tested on the test
-    split and the other hospital systems at two thresholds chosen on the validation split: the
-    utility optimum, and the one for a target alert rate (`alert_rate` episodes per
-    patient-day)."""
+    """Each variant (name → family, its fit, the features it neutralises) trained on set A's
+    training split (all units), tested on the test split and the other cohorts at two
+    thresholds chosen on the validation split: the utility optimum, and the one for a target
+    alert rate (`alert_rate` episodes per patient-day)."""
     rows = []
-    for name, features in ABLATIONS.items():
+    for name, (family, fit_family, features) in variants.items():
         parts = {s: masked(seta[seta["split"] == s], features).reset_index(drop=True)
                  for s in ("train", "val", "test")}  # fmt: skip
-        model = fit(parts["train"], parts["val"], epochs=epochs, seed=2019, log=lambda _: None)
-        parts["val"]["risk"] = _predict(model, _x(parts["val"]))
+        scorer = fit_family(parts["train"], parts["val"])
+        parts["val"]["risk"] = scorer(parts["val"])
         thresholds = {
             "utility optimum": validation.choose_threshold(parts["val"]),
             f"{alert_rate:g} alerts/patient-day": validation.threshold_for_alert_rate(
@@ -137,15 +189,13 @@ def ablations(
         tests = {"set A test split": parts["test"], **external}
         for cohort, frame in tests.items():
             frame = masked(frame, features).reset_index(drop=True)
-            frame["risk"] = _predict(model, _x(frame))
+            frame["risk"] = scorer(frame)
             for how, threshold in thresholds.items():
                 rows.append(
                     {
-                        "model": f"MLP, {name}; threshold: {how}",
+                        "model": f"{FAMILY_NAMES[family]}, {name}; threshold: {how}",
                         "cohort": cohort,
-                        "seen_in_training": "hospital seen"
-                        if cohort.startswith("set A")
-                        else "unseen",
+                        "seen_in_training": seen(cohort),
                         **evaluate(frame, threshold, samples),
                     }
                 )
@@ -154,11 +204,8 @@ def ablations(
 
 
 def champion_rows(
-    settings: Settings, seta: pd.DataFrame, external: dict[str, pd.DataFrame], samples: int
+    v: Version, seta: pd.DataFrame, external: dict[str, pd.DataFrame], samples: int
 ) -> list[dict[str, Any]]:
-    v = Registry(settings.model_registry).role(settings.model_name, "champion")
-    if v is None:
-        raise SystemExit(f"{settings.model_name} has no champion in {settings.model_registry}")
     cohorts_ = {"set A test split": seta[seta["split"] == "test"], **external}
     rows = []
     for name, frame in cohorts_.items():
@@ -168,7 +215,7 @@ def champion_rows(
             {
                 "model": f"champion {v.model} v{v.version}",
                 "cohort": name,
-                "seen_in_training": "hospital seen" if name.startswith("set A") else "unseen",
+                "seen_in_training": seen(name),
                 **evaluate(frame, v.threshold, samples),
             }
         )
@@ -205,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("build/external_validation"))
     ap.add_argument("--bootstrap", type=int, default=validation.BOOTSTRAP_SAMPLES)
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=25, help="of the MLPs")
     ap.add_argument("--no-louo", action="store_true", help="no leave-one-unit-out models")
     ap.add_argument("--no-ablations", action="store_true", help="no feature ablations")
     ap.add_argument(
@@ -221,17 +268,31 @@ def main(argv: list[str] | None = None) -> None:
     raw = pd.read_parquet(settings.physionet_setA)
     seta = hourly_features(raw)
     seta["split"] = seta["patient_id"].astype(str).map(split_of)
-    external = {name: hourly_features(df) for name, df in cohorts.load(settings.data_dir).items()}
+    test_raw = raw[raw["patient_id"].astype(str).map(split_of) == "test"]
+    external = {
+        SPARSE: hourly_features(cohorts.sparse_charting(test_raw)),
+        **{name: hourly_features(df) for name, df in cohorts.load(settings.data_dir).items()},
+    }
     print(
         f"features: set A {len(seta)} hours, "
         + ", ".join(f"{k} {len(v)} hours" for k, v in external.items()),
         flush=True,
     )
-    rows = champion_rows(settings, seta, external, a.bootstrap)
+    champion = Registry(settings.model_registry).role(settings.model_name, "champion")
+    if champion is None:
+        raise SystemExit(f"{settings.model_name} has no champion in {settings.model_registry}")
+    family, params = champion_family(champion)
+    fits = {f: trainer(f, params if f == family else {}, a.epochs) for f in FAMILY_NAMES}
+    rows = champion_rows(champion, seta, external, a.bootstrap)
     if not a.no_louo:
-        rows += leave_one_unit_out(seta, external, a.bootstrap, a.epochs)
+        rows += leave_one_unit_out(seta, external, a.bootstrap, family, fits[family])
     if not a.no_ablations:
-        rows += ablations(seta, external, a.bootstrap, a.epochs, a.alert_rate)
+        other = next(f for f in FAMILY_NAMES if f != family)
+        variants = {  # the champion's family with each ablation, the other family beside it
+            **{name: (family, fits[family], features) for name, features in ABLATIONS.items()},
+            "all features (the other family)": (other, fits[other], ()),
+        }
+        rows += ablations(seta, external, a.bootstrap, a.alert_rate, variants)
     a.out.mkdir(parents=True, exist_ok=True)
     result = {"features": list(FEATURES), "rows": rows}
     (a.out / "results.json").write_text(json.dumps(result, indent=1, default=float) + "\n")

@@ -217,6 +217,13 @@ def limitations(version: Version, ev: Evidence, mine: list[Any], rows: list[Any]
                 f"On the same cohort, `{best['model']}` reached AUROC {best['auroc']:.3f} "
                 f"{interval(best['auroc_ci95'])} (same results file): a variant transfers better."
             )
+    for r in (r for r in mine if r["seen_in_training"] == "charting unseen"):
+        out.append(
+            f"Charted as another hospital might ({r['cohort']}: FiO2, PaCO2 and respiratory rate "
+            f"measured less often, `training.cohorts.sparse_charting`) AUROC was {r['auroc']:.3f} "
+            f"{interval(r['auroc_ci95'])} against {m['auroc']:.3f}, and normalised utility "
+            f"{r['normalised_utility']:.3f}."
+        )
     if not mine:
         out.append("No external validation recorded: performance elsewhere is unknown.")
     tiny = [f"{g['kind']} {g['group']}" for g in ev.subgroups if g["septic_patients"] < SMALL]
@@ -241,7 +248,7 @@ def limitations(version: Version, ev: Evidence, mine: list[Any], rows: list[Any]
     shares = ", ".join(f"{k} {v} %" for k, v in ev.missing_pct.items())
     out.append(
         (f"Charting is sparse (test-split hours without a value: {shares}). " if shares else "")
-        + "Missing values are imputed with training medians, and the time-since-measurement "
+        + f"Missing values: {version.spec['input']['missing']}. The time-since-measurement "
         "features (`*_age_h`, `hours_since_first_record`) learn the training hospital's "
         "charting habits."
     )

@@ -12,7 +12,7 @@ model monitor (jobs/model_monitor.py) compares the stream with (udfs/monitor.py)
 
 `training.train` writes it for every new version; for an existing one:
 
-    python -m training.reference training/bundled/sepsis-risk/1-mlp   # from set A
+    python -m training.reference training/bundled/sepsis-risk/1-gbt   # from set A
     python -m training.reference <registry>/sepsis-risk/3 --file my.parquet
 """
 
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 
 from schemas.settings import Settings
 from training.features import hourly_features
 from training.splits import split_of
 from udfs import monitor
+from udfs.scoring import open_session
 
 FILE = "reference.json"
 ICC_BLOCK_H = 12  # hours: a patient's records within such a block are alike (monitor windows)
@@ -41,9 +41,7 @@ def score(version_dir: Path, frame: pd.DataFrame) -> np.ndarray[Any, Any]:
     """The version's risk for each row of `frame` (onnxruntime, as the job scores)."""
     spec = json.loads((version_dir / "spec.json").read_text())
     x = frame[[f["name"] for f in spec["features"]]].to_numpy(dtype=np.float32)
-    session = ort.InferenceSession(
-        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
+    session = open_session(version_dir / "model.onnx")
     (out,) = session.run(None, {spec.get("input", {}).get("name", "features"): x})
     y = np.asarray(out, dtype="float64")
     return y[:, -1] if y.ndim == 2 else y.reshape(-1)

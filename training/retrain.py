@@ -26,10 +26,11 @@ so they never collide with set A's, and they fall into the same keyed-hash split
 The combined data are written to `--work`/training_data.parquet; the version's spec records
 that file's SHA-256 and each source's own hash and patient count.
 
-The gate (`Policy`): the existing subgroup gate (training.validation.gate: no subgroup with at
-least 20 septic test patients more than 0.05 AUROC below overall), the ONNX parity test
-(max |torch − onnxruntime| ≤ 1e-5 on 2,000 validation rows), and a floor: the candidate's AUROC
-on its test patients at most 0.05 below the champion's on the same patients (a retrain that made
+The candidate is of the champion's model family (trees or MLP, its spec's `family`). The gate
+(`Policy`): the existing subgroup gate (training.validation.gate: no subgroup with at least 20
+septic test patients more than 0.05 AUROC below overall), the ONNX parity test (max |training
+library − onnxruntime| ≤ 1e-5 on 2,000 validation rows), and a floor: the candidate's AUROC on
+its test patients at most 0.05 below the champion's on the same patients (a retrain that made
 the model clearly worse is not a challenger; one within the floor still has to win in shadow),
 compared when the test patients hold at least `min_septic_patients` septic ones (fewer give an
 AUROC too noisy to refuse on; the spec and the audit record both numbers either way). Every
@@ -91,7 +92,7 @@ class Policy:
         parity = float(spec["onnx_parity_max_abs_diff"])
         if not parity <= self.max_parity_abs_diff:
             g.reasons.append(
-                f"ONNX parity: max |torch − onnxruntime| {parity:.2e} exceeds "
+                f"ONNX parity: max |training library − onnxruntime| {parity:.2e} exceeds "
                 f"{self.max_parity_abs_diff:.0e}"
             )
         return validation.Gate(not g.reasons, g.reasons)
@@ -310,13 +311,16 @@ def build_candidate(
     hidden: tuple[int, ...] = (64, 32),
     champion: Version | None = None,
 ) -> Path:
-    """Train, validate and export a candidate (training.train.build) on the sources' rows;
-    its spec records each source, and the champion's AUROC on the candidate's test patients.
-    Returns the built folder (model.onnx, spec.json, report)."""
+    """Train, validate and export a candidate (training.train.build) on the sources' rows, of
+    the champion's model family (its spec's `family`; the MLP without a champion or for one
+    whose spec predates families); its spec records each source, and the champion's AUROC on
+    the candidate's test patients. Returns the built folder (model.onnx, spec.json, report)."""
     data = combine(sources, work / "training_data.parquet")
+    family = champion.spec.get("family", "mlp") if champion is not None else "mlp"
     built = train.build(
-        data, work / "candidate", epochs=epochs, seed=seed, hidden=hidden, champion=champion
-    )
+        data, work / "candidate", epochs=epochs, seed=seed, hidden=hidden, champion=champion,
+        family=family,
+    )  # fmt: skip
     spec = json.loads((built / "spec.json").read_text())
     spec["training_data"]["sources"] = [s.summary() for s in sources]
     (built / "spec.json").write_text(json.dumps(spec, indent=1, default=float) + "\n")

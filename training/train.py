@@ -4,15 +4,18 @@ patients, export ONNX with its spec, and register it if the subgroup gate passes
     python -m training.train                      # set A (../shared/data), register
     python -m training.train --file my.parquet --no-register --out build/model
 
-Reproducible: patients are split by a keyed hash of their id (70 % train, 15 % validation for
-early stopping and the threshold, 15 % test for the report), torch is seeded, and the spec
-records the data's SHA-256. Labels are the challenge's SepsisLabel (positive from 6 h before
+Two families (`--family`): gradient-boosted trees (`training.gbt`, the champion's: scikit-learn
+to an ONNX tree ensemble) and the torch MLP (`training.model`). Reproducible: patients are split
+by a keyed hash of their id (70 % train, 15 % validation for model selection, early stopping and
+the threshold, 15 % test for the report), both families are seeded, and the spec records the
+data's SHA-256. Labels are the challenge's SepsisLabel (positive from 6 h before
 Sepsis-3 onset); features are causal (feature_store/definitions.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -23,13 +26,18 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+import skl2onnx
+import sklearn
 import torch
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from feature_store.definitions import FEATURES, unit_of
 from schemas.settings import Settings
-from training import reference, validation
+from training import gbt, reference, validation
 from training.features import hourly_features
 from training.model import SepsisRisk, fit_scaling
 from training.splits import SPLIT_KEY, split_of
@@ -37,6 +45,7 @@ from udfs.registry import Registry, Version, sha256
 
 MODEL_NAME = "sepsis-risk"
 OPSET = 18
+FAMILIES = ("gbt", "mlp")
 
 
 def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -162,8 +171,24 @@ Gate (no subgroup with ≥ {validation.MIN_SEPTIC_PATIENTS} septic patients more
 
 {chr(10).join(f"![{p}]({p})" for p in plots)}
 
-ONNX opset {spec["opset"]}; max |torch − onnxruntime| on 2,000 validation rows:
+Model: {spec["architecture"]}; {spec["framework"]}.
+{_selection(spec)}
+ONNX opset {spec["opset"]}; max |training library − onnxruntime| on 2,000 validation rows:
 {spec["onnx_parity_max_abs_diff"]:.2e}.
+"""
+
+
+def _selection(spec: dict[str, Any]) -> str:
+    candidates = spec.get("model_selection", {}).get("candidates", {})
+    if not candidates:
+        return ""
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in candidates.items())
+    return f"""
+Candidates (chosen by validation AUROC):
+
+| candidate | validation AUROC |
+|---|---|
+{rows}
 """
 
 
@@ -176,10 +201,14 @@ def build(
     max_patients: int | None = None,
     hidden: tuple[int, ...] = (64, 32),
     champion: Version | None = None,
+    family: str = "mlp",
 ) -> Path:
     """Train, validate and export a model into `out` (model.onnx, spec.json, report.md, plots,
-    reference.json). With `champion`, the spec also records that version's AUROC on the same
-    test patients (`champion_on_test`), which the retraining gate compares against."""
+    reference.json). `family`: "mlp" (torch, `hidden`, `epochs`) or "gbt" (gradient-boosted
+    trees, `training.gbt`). With `champion`, the spec also records that version's AUROC on the
+    same test patients (`champion_on_test`), which the retraining gate compares against."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
     t0 = time.monotonic()
     raw = pd.read_parquet(file)
     if max_patients:
@@ -192,20 +221,39 @@ def build(
         f"features for {len(frame)} hours in {time.monotonic() - t0:.0f} s; "
         + ", ".join(f"{k} {v['patient_id'].nunique()} patients" for k, v in parts.items())
     )
-    model = fit(parts["train"], parts["val"], epochs=epochs, seed=seed, hidden=hidden)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    parity = export(model, out / "model.onnx", _x(parts["val"])[:2000])
-    for s in ("val", "test"):
-        parts[s]["risk"] = _predict(model, _x(parts[s]))
+    selection: dict[str, float] = {}
+    params: dict[str, Any] = {"hidden": list(hidden), "epochs": epochs}
+    if family == "gbt":
+        xtr, xva = _x(parts["train"]), _x(parts["val"])
+        trees, chosen, selection = gbt.fit(
+            xtr, parts["train"]["label"].to_numpy(), xva, parts["val"]["label"].to_numpy(),
+            seed=seed,
+        )  # fmt: skip
+        parity = gbt.export(trees, out / "model.onnx", xva[:2000])
+        for s in ("val", "test"):
+            parts[s]["risk"] = gbt.risk(trees, _x(parts[s]))
+        framework = f"scikit-learn {sklearn.__version__} → ONNX (skl2onnx {skl2onnx.__version__})"
+        architecture = chosen.describe()
+        params = dataclasses.asdict(chosen)
+        missing = "NaN (each tree routes a missing value down the side learnt for it)"
+    else:
+        model = fit(parts["train"], parts["val"], epochs=epochs, seed=seed, hidden=hidden)
+        parity = export(model, out / "model.onnx", _x(parts["val"])[:2000])
+        for s in ("val", "test"):
+            parts[s]["risk"] = _predict(model, _x(parts[s]))
+        framework = f"torch {torch.__version__} → ONNX (dynamo exporter)"
+        architecture = f"MLP, hidden layers {list(hidden)}" if hidden else "logistic (linear)"
+        missing = "NaN (imputed inside the model with training medians)"
     threshold = validation.choose_threshold(parts["val"])
     test = parts["test"]
-    xs = [np.where(np.isnan(_x(p)), model.medians.numpy(), _x(p)) for p in (parts["train"], test)]
-    z = [(x - model.means.numpy()) / model.stds.numpy() for x in xs]
-    lr = LogisticRegression(max_iter=300).fit(z[0], parts["train"]["label"])
+    lr = make_pipeline(
+        SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=300)
+    ).fit(_x(parts["train"]), parts["train"]["label"])
     baselines = {
-        "logistic regression (same features)": pd.Series(lr.predict_proba(z[1])[:, 1]),
+        "logistic regression (same features)": pd.Series(lr.predict_proba(_x(test))[:, 1]),
         "NEWS2 score": test["news2_score"],
         "qSOFA score": test["qsofa_score"],
     }
@@ -221,14 +269,16 @@ def build(
         "name": MODEL_NAME,
         "version": None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "framework": f"torch {torch.__version__} → ONNX (dynamo exporter)",
-        "architecture": f"MLP, hidden layers {list(hidden)}" if hidden else "logistic (linear)",
+        "framework": framework,
+        "architecture": architecture,
+        "family": family,
+        "params": params,
         "opset": OPSET,
         "input": {
             "name": "features",
             "dtype": "float32",
             "shape": ["batch", len(FEATURES)],
-            "missing": "NaN (imputed inside the model with training medians)",
+            "missing": missing,
         },
         "features": [{"name": f, "unit": unit_of(f)} for f in FEATURES],
         "output": {
@@ -263,6 +313,7 @@ def build(
         },
         "subgroups": groups.to_dict(orient="records"),
         "gate": {"passed": g.passed, "reasons": g.reasons},
+        "model_selection": {"on": "validation patients' AUROC", "candidates": selection},
         "onnx_parity_max_abs_diff": parity,
     }
     if champion is not None:
@@ -298,7 +349,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seed", type=int, default=2019)
     ap.add_argument("--max-patients", type=int, default=None)
-    ap.add_argument("--hidden", default="64,32", help="hidden layer widths; empty: linear")
+    ap.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="gbt",
+        help="gbt: gradient-boosted trees (the champion's family); mlp: the torch MLP",
+    )
+    ap.add_argument("--hidden", default="64,32", help="mlp: hidden layer widths; empty: linear")
     ap.add_argument("--no-register", action="store_true")
     ap.add_argument(
         "--role",
@@ -317,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=a.seed,
         max_patients=a.max_patients,
         hidden=hidden,
+        family=a.family,
     )
     if a.no_register:
         return

@@ -34,7 +34,7 @@ def test_a_rollback_is_published_to_the_audit_topic_and_lands_in_the_warehouse(
     ch.migrate(clickhouse, db)
     reg = Registry(tmp_path / "registry")
     bootstrap(reg, MODEL)  # v1 champion, v2 challenger (override)
-    reg.register(registry_cli.BUNDLED / MODEL / "1-mlp")  # v3: passes its gate
+    reg.register(registry_cli.BUNDLED / MODEL / "1-gbt")  # v3: passes its gate
     cli = ["--model-registry", str(reg.root), "--kafka-bootstrap", settings.kafka_bootstrap]
     cli += ["--topic-prefix", prefix, "--actor", "user:oncall"]
     registry_cli.main(["promote", MODEL, "3", *cli, "--why", "reviewed shadow metrics"])

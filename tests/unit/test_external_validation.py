@@ -102,7 +102,7 @@ def test_evaluate_model_without_a_file_reads_only_set_as_held_out_test_patients(
     assert set(read["patient_id"].map(split_of)) == {"test"}
     assert read["patient_id"].nunique() == 3077
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith("AUROC 0.75") and "normalised_utility 0.3" in out[-1]
+    assert out[-1].startswith("AUROC 0.79") and "normalised_utility 0.3" in out[-1]
     assert out[-2].startswith("95 % intervals (patient bootstrap, 20 samples): AUROC [")
 
 
@@ -114,3 +114,16 @@ def test_a_threshold_for_a_target_alert_rate_keeps_the_burden_at_or_below_it() -
         assert rate <= target
     loose, strict = (validation.threshold_for_alert_rate(frame, r) for r in (6.0, 0.5))
     assert loose < strict
+
+
+def test_sparse_charting_removes_only_the_named_measurements_at_about_their_share() -> None:
+    n = 20_000
+    df = pd.DataFrame(
+        {"patient_id": "p", "ICULOS": range(1, n + 1), "FiO2": 0.4, "Resp": 18.0, "HR": 80.0}
+    )
+    sparse = cohorts.sparse_charting(df, {"FiO2": 0.25, "Resp": 0.4})
+    assert abs(sparse["FiO2"].notna().mean() - 0.25) < 0.02
+    assert abs(sparse["Resp"].notna().mean() - 0.4) < 0.02
+    assert sparse["HR"].eq(80.0).all() and sparse["ICULOS"].equals(df["ICULOS"])
+    assert df["FiO2"].notna().all()  # the input is not changed
+    pd.testing.assert_frame_equal(sparse, cohorts.sparse_charting(df, {"FiO2": 0.25, "Resp": 0.4}))

@@ -223,13 +223,13 @@ def evaluation(retrained: Retrained, reg: Registry) -> promote_decision.Shadow:
 def test_the_challenger_is_promoted_only_when_it_beats_the_champion_by_the_margin(
     retrained: Retrained, tmp_path: Path
 ) -> None:
-    # The retrained candidate (3 epochs on 650 patients) as champion, the bundled v1 (trained
+    # The retrained candidate (650 patients) as champion, the bundled v1 (trained
     # on all of set A's training split) as challenger, both scored on unseen set A patients.
     reg = Registry(tmp_path / "registry")
     assert retrained.outcome.built is not None
     weak = reg.register(retrained.outcome.built)
     reg.set_role(MODEL, "champion", weak.version, why="test: a weak champion")
-    strong = reg.register(BUNDLED / MODEL / "1-mlp")
+    strong = reg.register(BUNDLED / MODEL / "1-gbt")
     reg.set_role(MODEL, "challenger", strong.version, why="test: challenger")
     shadow = evaluation(retrained, reg)
     d = promote_decision.decide(shadow, weak, strong, margin=0.01, samples=100)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pytest
 
@@ -23,7 +22,7 @@ from jobs.feeds.replay import SAMPLE
 from training.features import hourly_features
 from training.registry import BUNDLED, bootstrap
 from udfs.registry import Registry
-from udfs.scoring import FeatureSource, Scorer
+from udfs.scoring import FeatureSource, Scorer, open_session
 
 MODEL = "sepsis-risk"
 T0 = pd.Timestamp("2026-01-05", tz="UTC")
@@ -55,7 +54,7 @@ def source(tmp_path: Path, sample: pd.DataFrame) -> Iterator[FeatureSource]:
 
 
 def _onnx(reg: Registry, version: str, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    s = ort.InferenceSession(str(reg.get(MODEL, version).onnx))
+    s = open_session(reg.get(MODEL, version).onnx)
     return np.asarray(s.run(None, {"features": x})[0])
 
 

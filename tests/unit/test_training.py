@@ -131,3 +131,39 @@ def test_evaluate_prints_auroc_and_utility_last_for_a_folder_of_challenge_psv_fi
     last = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert last[0] == "AUROC" and 0.5 < float(last[1]) <= 1
     assert last[2] == "normalised_utility" and -2 < float(last[3]) <= 1
+
+
+@pytest.fixture(scope="module")
+def built_trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    setA = Settings.from_env().physionet_setA
+    if not setA.exists():
+        pytest.skip("needs ../shared/data/physionet2019/setA.parquet")
+    out = tmp_path_factory.mktemp("trees") / "built"
+    return build(setA, out, epochs=0, seed=1, max_patients=2500, family="gbt")
+
+
+def test_a_tree_model_exports_one_risk_output_equal_to_scikit_learns_that_the_job_scores(
+    built_trees: Path,
+) -> None:
+    import onnxruntime as ort
+
+    from udfs.registry import Version
+    from udfs.scoring import Model
+
+    spec = json.loads((built_trees / "spec.json").read_text())
+    assert spec["family"] == "gbt" and spec["onnx_parity_max_abs_diff"] < 1e-5
+    assert spec["architecture"].startswith("gradient-boosted trees")
+    assert set(spec["params"]) == {"learning_rate", "iterations", "leaves", "min_leaf_rows", "l2"}
+    assert len(spec["model_selection"]["candidates"]) == 3
+    session = ort.InferenceSession(str(built_trees / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["risk"]
+    rows = hourly_features(pd.read_parquet(SAMPLE))[list(FEATURES)].to_numpy(dtype=np.float32)
+    model = Model.load(Version("sepsis-risk", "1", built_trees, spec))
+    risk = model.risk(rows)
+    assert risk.shape == (len(rows),) and ((risk > 0) & (risk < 1)).all()
+    assert np.isnan(rows).any()  # missing values are scored, not refused
+
+
+def test_an_unknown_model_family_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="family 'forest'"):
+        build(SAMPLE, tmp_path / "x", epochs=1, seed=1, family="forest")
