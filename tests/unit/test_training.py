@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,13 +78,18 @@ def test_the_gate_blocks_a_subgroup_far_behind_and_ignores_small_ones() -> None:
     assert validation.gate(0.72, groups).passed
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_build(tmp_path_factory: pytest.TempPathFactory, **family: Any) -> Path:
+    """A training run on set A's first 2,500 patients (skipped without set A)."""
     setA = Settings.from_env().physionet_setA
     if not setA.exists():
         pytest.skip("needs ../shared/data/physionet2019/setA.parquet")
     out = tmp_path_factory.mktemp("model") / "built"
-    return build(setA, out, epochs=2, seed=1, max_patients=2500)
+    return build(setA, out, seed=1, max_patients=2500, **family)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_build(tmp_path_factory, epochs=2)
 
 
 def test_a_small_training_run_exports_onnx_that_matches_torch_with_a_full_spec(
@@ -135,11 +141,7 @@ def test_evaluate_prints_auroc_and_utility_last_for_a_folder_of_challenge_psv_fi
 
 @pytest.fixture(scope="module")
 def built_trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    setA = Settings.from_env().physionet_setA
-    if not setA.exists():
-        pytest.skip("needs ../shared/data/physionet2019/setA.parquet")
-    out = tmp_path_factory.mktemp("trees") / "built"
-    return build(setA, out, epochs=0, seed=1, max_patients=2500, family="gbt")
+    return small_build(tmp_path_factory, epochs=0, family="gbt")
 
 
 def test_a_tree_model_exports_one_risk_output_equal_to_scikit_learns_that_the_job_scores(
