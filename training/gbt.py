@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import onnxruntime as ort
 from sklearn.metrics import roc_auc_score
+
+from udfs.scoring import open_session
 
 OPSET: Final = 18
 
@@ -116,8 +117,8 @@ def to_onnx(m: Any, width: int) -> bytes:
 
 
 def export(m: Any, path: Path, sample: np.ndarray[Any, Any]) -> float:
-    """Write the ONNX file; returns max |scikit-learn − onnxruntime| on `sample`."""
+    """Write the ONNX file; returns max |scikit-learn − onnxruntime| on `sample`, scored as the
+    job scores (`udfs.scoring.open_session`)."""
     path.write_bytes(to_onnx(m, sample.shape[1]))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"features": sample.astype(np.float32)})
+    (got,) = open_session(path).run(None, {"features": sample.astype(np.float32)})
     return float(np.abs(np.asarray(got, dtype="float64") - risk(m, sample)).max())
