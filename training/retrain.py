@@ -26,7 +26,8 @@ so they never collide with set A's, and they fall into the same keyed-hash split
 The combined data are written to `--work`/training_data.parquet; the version's spec records
 that file's SHA-256 and each source's own hash and patient count.
 
-The candidate is of the champion's model family (trees or MLP, its spec's `family`). The gate
+The candidate is of the champion's model family (trees or MLP, its spec's `family`; trees with the
+champion's parameters: the recipe refitted on the new data, not searched again). The gate
 (`Policy`): the existing subgroup gate (training.validation.gate: no subgroup with at least 20
 septic test patients more than 0.05 AUROC below overall), the ONNX parity test (max |training
 library − onnxruntime| ≤ 1e-5 on 2,000 validation rows), and a floor: the candidate's AUROC on
@@ -54,7 +55,7 @@ import pandas as pd
 from schemas import topics
 from schemas.physionet import LABS, VITALS
 from schemas.settings import Settings
-from training import cohorts, train, validation
+from training import cohorts, gbt, train, validation
 from training.audit import AuditTrail, service
 from udfs.registry import GateFailed, Registry, Version, sha256
 
@@ -313,13 +314,17 @@ def build_candidate(
 ) -> Path:
     """Train, validate and export a candidate (training.train.build) on the sources' rows, of
     the champion's model family (its spec's `family`; the MLP without a champion or for one
-    whose spec predates families); its spec records each source, and the champion's AUROC on
-    the candidate's test patients. Returns the built folder (model.onnx, spec.json, report)."""
+    whose spec predates families), trees with the champion's parameters; its spec records each
+    source, and the champion's AUROC on the candidate's test patients. Returns the built folder
+    (model.onnx, spec.json, report)."""
     data = combine(sources, work / "training_data.parquet")
-    family = champion.spec.get("family", "mlp") if champion is not None else "mlp"
+    spec = champion.spec if champion is not None else {}
+    family = spec.get("family", "mlp")
+    params = spec.get("params") if family == "gbt" else None
+    grid = (gbt.Params(**params),) if params else gbt.GRID  # the champion's recipe, refitted
     built = train.build(
         data, work / "candidate", epochs=epochs, seed=seed, hidden=hidden, champion=champion,
-        family=family,
+        family=family, grid=grid,
     )  # fmt: skip
     spec = json.loads((built / "spec.json").read_text())
     spec["training_data"]["sources"] = [s.summary() for s in sources]

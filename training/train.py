@@ -202,11 +202,13 @@ def build(
     hidden: tuple[int, ...] = (64, 32),
     champion: Version | None = None,
     family: str = "mlp",
+    grid: tuple[gbt.Params, ...] = gbt.GRID,
 ) -> Path:
     """Train, validate and export a model into `out` (model.onnx, spec.json, report.md, plots,
     reference.json). `family`: "mlp" (torch, `hidden`, `epochs`) or "gbt" (gradient-boosted
-    trees, `training.gbt`). With `champion`, the spec also records that version's AUROC on the
-    same test patients (`champion_on_test`), which the retraining gate compares against."""
+    trees, `training.gbt`, the candidates `grid`). With `champion`, the spec also records that
+    version's AUROC on the same test patients (`champion_on_test`), which the retraining gate
+    compares against."""
     if family not in FAMILIES:
         raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
     t0 = time.monotonic()
@@ -230,7 +232,7 @@ def build(
         xtr, xva = _x(parts["train"]), _x(parts["val"])
         trees, chosen, selection = gbt.fit(
             xtr, parts["train"]["label"].to_numpy(), xva, parts["val"]["label"].to_numpy(),
-            seed=seed,
+            seed=seed, grid=grid,
         )  # fmt: skip
         parity = gbt.export(trees, out / "model.onnx", xva[:2000])
         for s in ("val", "test"):

@@ -153,6 +153,8 @@ def test_a_real_input_drift_breach_retrains_a_candidate_that_passes_the_gate_as_
     assert champ["version"] == "1" and champ["patients"] == spec["metrics"]["patients"]
     assert champ["septic_patients"] == spec["metrics"]["septic_patients"] < 20
     assert spec["onnx_parity_max_abs_diff"] < 1e-5
+    champion = reg.get(MODEL, "1").spec  # the champion's recipe, refitted on the new data
+    assert (spec["family"], spec["params"]) == (champion["family"], champion["params"])
     assert steps(reg) == [
         "trigger_received",
         "retrain_started",

@@ -14,7 +14,7 @@ import pytest
 from feature_store.definitions import FEATURES, STREAM_FEATURES
 from jobs.feeds.replay import SAMPLE
 from schemas.settings import Settings
-from training import validation
+from training import gbt, validation
 from training.features import hourly_features
 from training.splits import split_of
 from training.train import build
@@ -76,6 +76,9 @@ def test_the_gate_blocks_a_subgroup_far_behind_and_ignores_small_ones() -> None:
     g = validation.gate(0.75, groups)
     assert not g.passed and len(g.reasons) == 1 and "MICU" in g.reasons[0]
     assert validation.gate(0.72, groups).passed
+
+
+SMALL_GRID = (gbt.Params(0.1, 40, 7, 100), gbt.Params(0.1, 80, 15, 100))  # quick candidates
 
 
 def small_build(tmp_path_factory: pytest.TempPathFactory, **family: Any) -> Path:
@@ -141,7 +144,7 @@ def test_evaluate_prints_auroc_and_utility_last_for_a_folder_of_challenge_psv_fi
 
 @pytest.fixture(scope="module")
 def built_trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_build(tmp_path_factory, epochs=0, family="gbt")
+    return small_build(tmp_path_factory, epochs=0, family="gbt", grid=SMALL_GRID)
 
 
 def test_a_tree_model_exports_one_risk_output_equal_to_scikit_learns_that_the_job_scores(
@@ -156,7 +159,9 @@ def test_a_tree_model_exports_one_risk_output_equal_to_scikit_learns_that_the_jo
     assert spec["family"] == "gbt" and spec["onnx_parity_max_abs_diff"] < 1e-5
     assert spec["architecture"].startswith("gradient-boosted trees")
     assert set(spec["params"]) == {"learning_rate", "iterations", "leaves", "min_leaf_rows", "l2"}
-    assert len(spec["model_selection"]["candidates"]) == 3
+    candidates = spec["model_selection"]["candidates"]
+    assert list(candidates) == [p.describe() for p in SMALL_GRID]
+    assert spec["architecture"] == max(candidates, key=candidates.__getitem__)  # the best one
     session = ort.InferenceSession(str(built_trees / "model.onnx"))
     assert [o.name for o in session.get_outputs()] == ["risk"]
     rows = hourly_features(pd.read_parquet(SAMPLE))[list(FEATURES)].to_numpy(dtype=np.float32)
