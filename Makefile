@@ -71,7 +71,7 @@ model-card: venv
 
 # Retrain on a monitor breach (TRIGGER=monitor, default) or a schedule (TRIGGER=schedule), on set A
 # plus recent labelled data (COHORT=eicu_demo, FILE=…parquet, or WAREHOUSE_DAYS=…): only a
-# candidate that passes the gate is registered, as challenger. EPOCHS=… BASE_PATIENTS=… for speed.
+# candidate that passes the gate is registered, as challenger. BASE_PATIENTS=… for speed (EPOCHS=… when the champion is an MLP).
 retrain: venv
 	$(BIN)/python -m training.registry bootstrap
 	$(BIN)/python -m training.retrain --model $(or $(MODEL),sepsis-risk) --trigger $(or $(TRIGGER),monitor) $(if $(COHORT),--recent-cohort $(COHORT)) $(if $(FILE),--recent $(FILE)) $(if $(WAREHOUSE_DAYS),--recent-warehouse $(WAREHOUSE_DAYS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BASE_PATIENTS),--base-patients $(BASE_PATIENTS))

@@ -45,7 +45,7 @@ from training import cohorts, gbt, validation
 from training.evaluate import score
 from training.features import hourly_features
 from training.splits import split_of
-from training.train import _predict, _x, fit
+from training.train import Recipe, _predict, _x, fit, recipe
 from udfs.registry import Registry, Version
 
 UNITS = ("MICU", "SICU")
@@ -66,31 +66,25 @@ FAMILY_NAMES = {"gbt": "GBT", "mlp": "MLP"}
 Scorer = Callable[[pd.DataFrame], np.ndarray[Any, Any]]
 
 
-def trainer(family: str, params: dict[str, Any], epochs: int) -> Callable[..., Scorer]:
-    """fit(train, val) → a scorer of frames, for `family`: "gbt" with the champion's tree
-    parameters (`params`, from its spec; one candidate, no search), "mlp" as training.train
-    fits it (`epochs`)."""
+Fit = Callable[[pd.DataFrame, pd.DataFrame], Scorer]
+
+
+def trainer(how: Recipe, epochs: int) -> Fit:
+    """fit(train, val) → a scorer of frames, by the recipe `how`: trees with its candidates (the
+    champion's parameters: one candidate, no search), or the MLP with its layers and `epochs`."""
 
     def fit_gbt(train: pd.DataFrame, val: pd.DataFrame) -> Scorer:
-        grid = (gbt.Params(**params),) if params else gbt.GRID[:1]
         m, _, _ = gbt.fit(
             _x(train), train["label"].to_numpy(), _x(val), val["label"].to_numpy(),
-            seed=2019, grid=grid, log=lambda _: None,
+            seed=2019, grid=how.grid, log=lambda _: None,
         )  # fmt: skip
         return lambda frame: gbt.risk(m, _x(frame))
 
     def fit_mlp(train: pd.DataFrame, val: pd.DataFrame) -> Scorer:
-        model = fit(train, val, epochs=epochs, seed=2019, log=lambda _: None)
+        model = fit(train, val, epochs=epochs, seed=2019, hidden=how.hidden, log=lambda _: None)
         return lambda frame: _predict(model, _x(frame))
 
-    return fit_gbt if family == "gbt" else fit_mlp
-
-
-def champion_family(v: Version) -> tuple[str, dict[str, Any]]:
-    """The champion's model family and, for trees, its parameters (an older spec: the MLP)."""
-    family = v.spec.get("family", "mlp")
-    params = v.spec.get("params", {}) if family == "gbt" else {}
-    return family, params
+    return fit_gbt if how.family == "gbt" else fit_mlp
 
 
 SPARSE = "set A test split, sparse charting"
@@ -133,7 +127,7 @@ def leave_one_unit_out(
     external: dict[str, pd.DataFrame],
     samples: int,
     family: str,
-    fit_family: Callable[..., Scorer],
+    fit_family: Fit,
 ) -> list[dict[str, Any]]:
     rows = []
     for train_unit in UNITS:
@@ -168,7 +162,7 @@ def ablations(
     external: dict[str, pd.DataFrame],
     samples: int,
     alert_rate: float,
-    variants: dict[str, tuple[str, Callable[..., Scorer], tuple[str, ...]]],
+    variants: dict[str, tuple[str, Fit, tuple[str, ...]]],
 ) -> list[dict[str, Any]]:
     """Each variant (name → family, its fit, the features it neutralises) trained on set A's
     training split (all units), tested on the test split and the other cohorts at two
@@ -265,6 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
     t0 = time.monotonic()
+    champion = Registry(settings.model_registry).role(settings.model_name, "champion")
+    if champion is None:
+        raise SystemExit(f"{settings.model_name} has no champion in {settings.model_registry}")
+    mine = recipe(champion.spec)  # before the features: a bad spec is refused at once
+    family = mine.family
+    fits = {f: trainer(mine if f == family else Recipe(f), a.epochs) for f in FAMILY_NAMES}
     raw = pd.read_parquet(settings.physionet_setA)
     seta = hourly_features(raw)
     seta["split"] = seta["patient_id"].astype(str).map(split_of)
@@ -278,11 +278,6 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{k} {len(v)} hours" for k, v in external.items()),
         flush=True,
     )
-    champion = Registry(settings.model_registry).role(settings.model_name, "champion")
-    if champion is None:
-        raise SystemExit(f"{settings.model_name} has no champion in {settings.model_registry}")
-    family, params = champion_family(champion)
-    fits = {f: trainer(f, params if f == family else {}, a.epochs) for f in FAMILY_NAMES}
     rows = champion_rows(champion, seta, external, a.bootstrap)
     if not a.no_louo:
         rows += leave_one_unit_out(seta, external, a.bootstrap, family, fits[family])

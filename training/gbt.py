@@ -11,7 +11,9 @@ stopping on rows, which would pick the stopping point on hours of the same patie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,6 +36,20 @@ class Params:
     min_leaf_rows: int
     l2: float = 1.0
 
+    @classmethod
+    def from_spec(cls, params: Mapping[str, Any]) -> Params:
+        """The parameters a version's spec records (`params`); ValueError naming the keys that
+        do not fit, so a bad spec is refused before any work starts."""
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is dataclasses.MISSING}
+        unknown, missing = set(params) - names, required - set(params)
+        if unknown or missing:
+            raise ValueError(
+                f"tree parameters {dict(params)}: unknown {sorted(unknown)}, missing "
+                f"{sorted(missing)}"
+            )
+        return cls(**params)
+
     def describe(self) -> str:
         return (
             f"gradient-boosted trees (lr {self.learning_rate}, {self.iterations} iterations, "
@@ -49,6 +65,8 @@ GRID: Final = (
 
 
 def model(p: Params, seed: int) -> Any:
+    """An unfitted HistGradientBoostingClassifier with `p`, fixed iterations (no early
+    stopping), seeded."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return HistGradientBoostingClassifier(
@@ -63,6 +81,7 @@ def model(p: Params, seed: int) -> Any:
 
 
 def risk(m: Any, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A fitted classifier's probability of the positive class per row of `x`."""
     out: np.ndarray[Any, Any] = m.predict_proba(x)[:, 1]
     return out
 
@@ -75,7 +94,7 @@ def fit(
     *,
     seed: int,
     grid: tuple[Params, ...] = GRID,
-    log: Any = print,
+    log: Callable[[str], None] = print,
 ) -> tuple[Any, Params, dict[str, float]]:
     """Each candidate of `grid` on the training rows; the one with the best validation AUROC,
     its parameters and every candidate's validation AUROC (by `Params.describe`)."""

@@ -50,6 +50,7 @@ from sklearn.metrics import average_precision_score
 from schemas.settings import Settings
 from training import catalog, validation
 from training.catalog import card as catalog_card
+from training.cohorts import SPARSE_CHARTING
 from training.evaluate import chosen_version, score
 from training.features import hourly_features
 from training.splits import split_of
@@ -217,10 +218,11 @@ def limitations(version: Version, ev: Evidence, mine: list[Any], rows: list[Any]
                 f"On the same cohort, `{best['model']}` reached AUROC {best['auroc']:.3f} "
                 f"{interval(best['auroc_ci95'])} (same results file): a variant transfers better."
             )
+    sparse = ", ".join(f"{c} in {share:.0%} of hours" for c, share in SPARSE_CHARTING.items())
     for r in (r for r in mine if r["seen_in_training"] == "charting unseen"):
         out.append(
-            f"Charted as another hospital might ({r['cohort']}: FiO2, PaCO2 and respiratory rate "
-            f"measured less often, `training.cohorts.sparse_charting`) AUROC was {r['auroc']:.3f} "
+            f"Charted as another hospital might ({r['cohort']}: {sparse} measured less often, "
+            f"`training.cohorts.sparse_charting`) AUROC was {r['auroc']:.3f} "
             f"{interval(r['auroc_ci95'])} against {m['auroc']:.3f}, and normalised utility "
             f"{r['normalised_utility']:.3f}."
         )

@@ -55,7 +55,7 @@ import pandas as pd
 from schemas import topics
 from schemas.physionet import LABS, VITALS
 from schemas.settings import Settings
-from training import cohorts, gbt, train, validation
+from training import cohorts, train, validation
 from training.audit import AuditTrail, service
 from udfs.registry import GateFailed, Registry, Version, sha256
 
@@ -309,22 +309,17 @@ def build_candidate(
     *,
     epochs: int,
     seed: int,
-    hidden: tuple[int, ...] = (64, 32),
+    how: train.Recipe,
     champion: Version | None = None,
 ) -> Path:
-    """Train, validate and export a candidate (training.train.build) on the sources' rows, of
-    the champion's model family (its spec's `family`; the MLP without a champion or for one
-    whose spec predates families), trees with the champion's parameters; its spec records each
-    source, and the champion's AUROC on the candidate's test patients. Returns the built folder
-    (model.onnx, spec.json, report)."""
+    """Train, validate and export a candidate (training.train.build) on the sources' rows by
+    the recipe `how` (the champion's: `train.recipe`); its spec records each source, and the
+    champion's AUROC on the candidate's test patients. Returns the built folder (model.onnx,
+    spec.json, report)."""
     data = combine(sources, work / "training_data.parquet")
-    spec = champion.spec if champion is not None else {}
-    family = spec.get("family", "mlp")
-    params = spec.get("params") if family == "gbt" else None
-    grid = (gbt.Params(**params),) if params else gbt.GRID  # the champion's recipe, refitted
     built = train.build(
-        data, work / "candidate", epochs=epochs, seed=seed, hidden=hidden, champion=champion,
-        family=family, grid=grid,
+        data, work / "candidate", epochs=epochs, seed=seed, hidden=how.hidden,
+        champion=champion, family=how.family, grid=how.grid,
     )  # fmt: skip
     spec = json.loads((built / "spec.json").read_text())
     spec["training_data"]["sources"] = [s.summary() for s in sources]
@@ -400,6 +395,8 @@ def retrain(
     model: str = train.MODEL_NAME,
 ) -> Outcome:
     t0 = time.monotonic()
+    champion = reg.role(model, "champion")
+    how = train.recipe(champion.spec if champion is not None else None)  # refuse a bad spec now
     trail.record(
         model, "trigger_received", version=None, action=f"{trigger.kind} trigger received",
         reason=trigger.reason, evidence=trigger.evidence,
@@ -409,11 +406,12 @@ def retrain(
         model, "retrain_started", version=None,
         action=f"retraining on {' + '.join(s.name for s in sources)}",
         reason=trigger.reason,
-        evidence={"sources": summaries, "epochs": epochs, "seed": seed,
-                  "champion": reg.roles(model).get("champion")},
+        evidence={"sources": summaries, "family": how.family,
+                  "params": [asdict(p) for p in how.grid] if how.family == "gbt"
+                  else {"hidden": list(how.hidden), "epochs": epochs},
+                  "seed": seed, "champion": reg.roles(model).get("champion")},
     )  # fmt: skip
-    champion = reg.role(model, "champion")
-    built = build_candidate(sources, work, epochs=epochs, seed=seed, champion=champion)
+    built = build_candidate(sources, work, epochs=epochs, seed=seed, how=how, champion=champion)
     spec = json.loads((built / "spec.json").read_text())
     trail.record(
         model, "candidate_built", version=None, action=f"candidate built in {built}",

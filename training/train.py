@@ -19,6 +19,8 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,32 @@ from udfs.registry import Registry, Version, sha256
 MODEL_NAME = "sepsis-risk"
 OPSET = 18
 FAMILIES = ("gbt", "mlp")
+MLP_HIDDEN = (64, 32)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train a version like another: its family, the tree candidates, the MLP's layers."""
+
+    family: str = "gbt"
+    grid: tuple[gbt.Params, ...] = gbt.GRID
+    hidden: tuple[int, ...] = MLP_HIDDEN
+
+
+def recipe(spec: Mapping[str, Any] | None) -> Recipe:
+    """The recipe of the version with `spec` (a champion's, to retrain it): its family (a spec
+    from before families: the MLP); trees with their recorded parameters as the one candidate
+    (none recorded: `gbt.GRID`); the MLP with its hidden layers. No spec (no champion): trees,
+    `gbt.GRID`. ValueError for an unknown family or parameters that do not fit."""
+    if spec is None:
+        return Recipe()
+    family = spec.get("family", "mlp")
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
+    params = spec.get("params") or {}
+    if family == "gbt":
+        return Recipe("gbt", (gbt.Params.from_spec(params),) if params else gbt.GRID)
+    return Recipe("mlp", hidden=tuple(params.get("hidden", MLP_HIDDEN)))
 
 
 def _x(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -199,14 +227,14 @@ def build(
     epochs: int,
     seed: int,
     max_patients: int | None = None,
-    hidden: tuple[int, ...] = (64, 32),
+    hidden: tuple[int, ...] = MLP_HIDDEN,
     champion: Version | None = None,
-    family: str = "mlp",
+    family: str = "gbt",
     grid: tuple[gbt.Params, ...] = gbt.GRID,
 ) -> Path:
     """Train, validate and export a model into `out` (model.onnx, spec.json, report.md, plots,
-    reference.json). `family`: "mlp" (torch, `hidden`, `epochs`) or "gbt" (gradient-boosted
-    trees, `training.gbt`, the candidates `grid`). With `champion`, the spec also records that
+    reference.json). `family`: "gbt" (gradient-boosted trees, `training.gbt`, the candidates
+    `grid`) or "mlp" (torch, `hidden`, `epochs`). With `champion`, the spec also records that
     version's AUROC on the same test patients (`champion_on_test`), which the retraining gate
     compares against."""
     if family not in FAMILIES:

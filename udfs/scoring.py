@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = SCORE_RESULT.columns
 
 
-def open_session(onnx: Any) -> ort.InferenceSession:
+def open_session(onnx: str | Path) -> ort.InferenceSession:
     """An ONNX file as the job scores it: one thread on the CPU. A tree ensemble then sums its
     trees in one order whatever the batch, so a score computed offline with this session equals
     the job's bit for bit (with a thread pool the sums are ordered differently, ~1e-7 apart)."""
@@ -70,9 +71,9 @@ class FeatureSource:
     in-process TTL cache; `push(frame)` writes stream features to the online store.
 
     An online store that fails does not stop scoring: a failed lookup leaves those patients'
-    static features unknown for this batch (imputed by the model, counted in
-    `features_missing`, asked again next batch); a failed push keeps the latest features per
-    patient for the next attempt. `failures` counts both.
+    static features unknown for this batch (NaN to the model, which handles a missing input;
+    counted in `features_missing`, asked again next batch); a failed push keeps the latest
+    features per patient for the next attempt. `failures` counts both.
 
     With `background`, a push runs on a worker thread, one at a time, so that a batch never
     waits for the online store (a Feast push of a minute's states for thousands of beds takes

@@ -127,3 +127,11 @@ def test_sparse_charting_removes_only_the_named_measurements_at_about_their_shar
     assert sparse["HR"].eq(80.0).all() and sparse["ICULOS"].equals(df["ICULOS"])
     assert df["FiO2"].notna().all()  # the input is not changed
     pd.testing.assert_frame_equal(sparse, cohorts.sparse_charting(df, {"FiO2": 0.25, "Resp": 0.4}))
+
+
+def test_a_cohort_says_what_of_it_the_models_trained_on() -> None:
+    from training.external import SPARSE, seen
+
+    assert seen("set A test split") == "hospital seen"
+    assert seen(SPARSE) == "charting unseen"
+    assert seen("eICU demo") == "unseen"

@@ -2,7 +2,7 @@
 drift breach (an input feature of the eICU demo cohort against set A, by PSI) retrains a candidate
 on set A plus the eICU cohort that passes the gate and becomes challenger; a candidate that fails
 the gate is never registered; promotion needs the margin; rollback is one audited command.
-Small samples and few epochs keep it quick (one candidate is trained, once per module)."""
+Small samples keep it quick (one candidate, of the champion's recipe, trained once per module)."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def test_static_features_come_from_feast_once_per_patient_while_cached(
     assert source.lookups == 3
 
 
-def test_a_patient_unknown_to_feast_is_scored_with_imputed_static_features(
+def test_a_patient_unknown_to_feast_is_scored_with_its_static_features_unknown(
     registry: Registry, source: FeatureSource, sample: pd.DataFrame
 ) -> None:
     stranger = sample.head(3).assign(patient_token="never-registered")

@@ -3,6 +3,7 @@ report, and the subgroup gate."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from schemas.settings import Settings
 from training import gbt, validation
 from training.features import hourly_features
 from training.splits import split_of
-from training.train import build
+from training.train import MLP_HIDDEN, build, recipe
 from udfs.registry import GateFailed, Registry
 
 
@@ -81,18 +82,19 @@ def test_the_gate_blocks_a_subgroup_far_behind_and_ignores_small_ones() -> None:
 SMALL_GRID = (gbt.Params(0.1, 40, 7, 100), gbt.Params(0.1, 80, 15, 100))  # quick candidates
 
 
-def small_build(tmp_path_factory: pytest.TempPathFactory, **family: Any) -> Path:
-    """A training run on set A's first 2,500 patients (skipped without set A)."""
+def small_build(tmp_path_factory: pytest.TempPathFactory, **how: Any) -> Path:
+    """A training run on set A's first 2,500 patients (skipped without set A), `how` being
+    build's family and its settings."""
     setA = Settings.from_env().physionet_setA
     if not setA.exists():
         pytest.skip("needs ../shared/data/physionet2019/setA.parquet")
     out = tmp_path_factory.mktemp("model") / "built"
-    return build(setA, out, seed=1, max_patients=2500, **family)
+    return build(setA, out, seed=1, max_patients=2500, **how)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_build(tmp_path_factory, epochs=2)
+    return small_build(tmp_path_factory, family="mlp", epochs=2)
 
 
 def test_a_small_training_run_exports_onnx_that_matches_torch_with_a_full_spec(
@@ -161,7 +163,7 @@ def test_a_tree_model_exports_one_risk_output_equal_to_scikit_learns_that_the_jo
     assert set(spec["params"]) == {"learning_rate", "iterations", "leaves", "min_leaf_rows", "l2"}
     candidates = spec["model_selection"]["candidates"]
     assert list(candidates) == [p.describe() for p in SMALL_GRID]
-    assert spec["architecture"] == max(candidates, key=candidates.__getitem__)  # the best one
+    assert candidates[spec["architecture"]] == max(candidates.values())  # the best one
     session = ort.InferenceSession(str(built_trees / "model.onnx"))
     assert [o.name for o in session.get_outputs()] == ["risk"]
     rows = hourly_features(pd.read_parquet(SAMPLE))[list(FEATURES)].to_numpy(dtype=np.float32)
@@ -174,3 +176,20 @@ def test_a_tree_model_exports_one_risk_output_equal_to_scikit_learns_that_the_jo
 def test_an_unknown_model_family_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="family 'forest'"):
         build(SAMPLE, tmp_path / "x", epochs=1, seed=1, family="forest")
+
+
+def test_a_champions_recipe_is_its_family_with_its_parameters_and_a_bad_spec_is_refused() -> None:
+    assert recipe(None) == recipe({"family": "gbt"})  # no champion: trees, the whole grid
+    assert recipe(None).family == "gbt" and recipe(None).grid == gbt.GRID
+    older = recipe({"architecture": "MLP, hidden layers [64, 32]"})  # a spec from before families
+    assert older.family == "mlp" and older.hidden == MLP_HIDDEN
+    wide = recipe({"family": "mlp", "params": {"hidden": [128, 64], "epochs": 25}})
+    assert wide.hidden == (128, 64)
+    chosen = gbt.Params(0.03, 600, 15, 200)
+    trees = recipe({"family": "gbt", "params": dataclasses.asdict(chosen)})
+    assert trees.family == "gbt" and trees.grid == (chosen,)
+    bad = {k: v for k, v in dataclasses.asdict(chosen).items() if k != "leaves"} | {"depth": 3}
+    with pytest.raises(ValueError, match=r"unknown \['depth'\], missing \['leaves'\]"):
+        recipe({"family": "gbt", "params": bad})
+    with pytest.raises(ValueError, match="family 'forest'"):
+        recipe({"family": "forest"})
