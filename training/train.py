@@ -60,6 +60,13 @@ class Recipe:
     hidden: tuple[int, ...] = MLP_HIDDEN
 
 
+def check_family(family: str) -> str:
+    """`family` if it is one of `FAMILIES`; ValueError naming them otherwise."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
+    return family
+
+
 def recipe(spec: Mapping[str, Any] | None) -> Recipe:
     """The recipe of the version with `spec` (a champion's, to retrain it): its family (a spec
     from before families: the MLP); trees with their recorded parameters as the one candidate
@@ -67,9 +74,7 @@ def recipe(spec: Mapping[str, Any] | None) -> Recipe:
     `gbt.GRID`. ValueError for an unknown family or parameters that do not fit."""
     if spec is None:
         return Recipe()
-    family = spec.get("family", "mlp")
-    if family not in FAMILIES:
-        raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
+    family = check_family(spec.get("family", "mlp"))
     params = spec.get("params") or {}
     if family == "gbt":
         return Recipe("gbt", (gbt.Params.from_spec(params),) if params else gbt.GRID)
@@ -237,8 +242,7 @@ def build(
     `grid`) or "mlp" (torch, `hidden`, `epochs`). With `champion`, the spec also records that
     version's AUROC on the same test patients (`champion_on_test`), which the retraining gate
     compares against."""
-    if family not in FAMILIES:
-        raise ValueError(f"family {family!r}: one of {', '.join(FAMILIES)}")
+    check_family(family)
     t0 = time.monotonic()
     raw = pd.read_parquet(file)
     if max_patients:
