@@ -129,3 +129,19 @@ def sparse_charting(
             drop = rng.random(len(out)) >= share
             out[column] = out[column].mask(drop)
     return out
+
+
+# A hospital with fewer septic patients: the share of set A's septic patients kept. Issue 17
+# says the unseen system has fewer; half is a round stress, not its measured share.
+SEPTIC_KEPT = 0.5
+
+
+def fewer_septic(df: pd.DataFrame, keep: float = SEPTIC_KEPT, seed: int = 17) -> pd.DataFrame:
+    """`df` (PhysioNet 2019 layout) with only `keep` of its septic patients (any SepsisLabel;
+    a seeded draw) and every other patient: the same charting and case mix but sepsis, at a
+    lower prevalence."""
+    septic = df.groupby("patient_id")["SepsisLabel"].max()
+    ids = np.sort(septic.index[septic == 1].to_numpy())
+    rng = np.random.default_rng(seed)
+    dropped = rng.choice(ids, len(ids) - round(keep * len(ids)), replace=False)
+    return df[~df["patient_id"].isin(set(dropped))]

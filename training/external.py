@@ -5,7 +5,9 @@ on, side by side with its own held-out split, from the data we have.
 
 - **The champion** (the registry's, ONNX) on set A's test split (in distribution), the same test
   patients charted sparsely (`training.cohorts.sparse_charting`: FiO2 and PaCO2 kept 25 %,
-  respiratory rate 40 %, as another hospital might chart them), the eICU demo cohort (US
+  respiratory rate 40 %, as another hospital might chart them), the same test patients with
+  half of the septic ones (`training.cohorts.fewer_septic`: a lower prevalence, as at the
+  unseen system), the eICU demo cohort (US
   multi-centre) and the MIMIC-III demo cohort (Beth Israel), converted to the PhysioNet 2019
   layout by `training.cohorts` (mapping documented there).
 - **Feature ablations** (`ABLATIONS`): a model of the champion's family (gradient-boosted trees
@@ -14,14 +16,15 @@ on, side by side with its own held-out split, from the data we have.
   and the other cohorts; the variant to prefer is the one that transfers, not the one that fits
   set A best. Beside them, the sequence model (`training.sequence`: a GRU over the patient's
   hours, every feature) and the mean of its risk and the trees' (an ensemble), neither
-  deployable in the stream today. Each at two thresholds chosen on set A's validation
-  patients: the utility optimum, and the one for a target alert burden (`--alert-rate`, 0.5
-  alert episodes per patient-day), which is what a unit agrees to and what should carry to
-  another hospital.
+  deployable in the stream today. Each at three thresholds chosen on set A's validation
+  patients: the one for transfer (`validation.threshold_for_transfer`, the champion's rule:
+  the best mean utility at set A's prevalence and at half of it), the utility optimum, and the
+  one for a target alert burden (`--alert-rate`, 0.5 alert episodes per patient-day), which is
+  what a unit agrees to.
 - **Leave one ICU unit out** on set A: a model of the champion's family (same features, same
-  training code) trained on one unit type's training patients (MICU or SICU; threshold on that
-  unit's validation patients) and tested on the other unit's test patients, next to its own
-  unit's test patients and the other cohorts.
+  training code) trained on one unit type's training patients (MICU or SICU; threshold for
+  transfer on that unit's validation patients) and tested on the other unit's test patients,
+  next to its own unit's test patients and the other cohorts.
 
 Every metric has a patient-level bootstrap 95 % interval (`training.validation.bootstrap_ci`);
 the threshold is always the model's own (chosen on its validation patients), never tuned on the
@@ -112,13 +115,17 @@ def mean_of(*fits: Fit) -> Fit:
 
 
 SPARSE = "set A test split, sparse charting"
+FEWER_SEPTIC = "set A test split, half the septic patients"
 
 
 def seen(cohort: str) -> str:
     """What of a cohort the models trained on: the hospital (set A), not its charting (the
-    sparse-charting copy of set A's test patients), or nothing."""
+    sparse-charting copy of set A's test patients) or its prevalence (the copy with fewer septic
+    patients), or nothing."""
     if cohort == SPARSE:
         return "charting unseen"
+    if cohort == FEWER_SEPTIC:
+        return "prevalence unseen"
     return "hospital seen" if cohort.startswith("set A") else "unseen"
 
 
@@ -159,7 +166,7 @@ def leave_one_unit_out(
         parts = {s: mine[mine["split"] == s].reset_index(drop=True) for s in ("train", "val")}
         scorer = fit_family(parts["train"], parts["val"])
         parts["val"]["risk"] = scorer(parts["val"])
-        threshold = validation.choose_threshold(parts["val"])
+        threshold = validation.threshold_for_transfer(parts["val"])
         tests = {
             f"set A {u} test split": seta[(seta["unit"] == u) & (seta["split"] == "test")]
             for u in UNITS
@@ -190,8 +197,8 @@ def ablations(
 ) -> list[dict[str, Any]]:
     """Each variant (name → family, its fit, the features it neutralises) trained on set A's
     training split (all units), tested on the test split and the other cohorts at two
-    thresholds chosen on the validation split: the utility optimum, and the one for a target
-    alert rate (`alert_rate` episodes per patient-day)."""
+    thresholds chosen on the validation split: for transfer, the utility optimum, and the one
+    for a target alert rate (`alert_rate` episodes per patient-day)."""
     rows = []
     for name, (family, fit_family, features) in variants.items():
         parts = {s: masked(seta[seta["split"] == s], features).reset_index(drop=True)
@@ -199,6 +206,7 @@ def ablations(
         scorer = fit_family(parts["train"], parts["val"])
         parts["val"]["risk"] = scorer(parts["val"])
         thresholds = {
+            "for transfer": validation.threshold_for_transfer(parts["val"]),
             "utility optimum": validation.choose_threshold(parts["val"]),
             f"{alert_rate:g} alerts/patient-day": validation.threshold_for_alert_rate(
                 parts["val"], alert_rate
@@ -295,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     test_raw = raw[raw["patient_id"].astype(str).map(split_of) == "test"]
     external = {
         SPARSE: hourly_features(cohorts.sparse_charting(test_raw)),
+        FEWER_SEPTIC: hourly_features(cohorts.fewer_septic(test_raw)),
         **{name: hourly_features(df) for name, df in cohorts.load(settings.data_dir).items()},
     }
     print(

@@ -20,6 +20,7 @@ from typing import Any, Final
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from training import sklearn_onnx
 from udfs.scoring import open_session
 
 OPSET: Final = 18
@@ -116,15 +117,8 @@ def to_onnx(m: Any, width: int) -> bytes:
     skl2onnx's class probabilities, column 1 taken by a Gather; the label output is dropped."""
     import onnx
     from onnx import helper
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
 
-    proto = convert_sklearn(
-        m,
-        initial_types=[("features", FloatTensorType([None, width]))],
-        options={id(m): {"zipmap": False}},
-        target_opset=OPSET,
-    )
+    proto = sklearn_onnx.convert(m, width, OPSET)
     graph = proto.graph
     probs = next(o.name for o in graph.output if o.name != "label")
     graph.initializer.append(helper.make_tensor("positive_class", onnx.TensorProto.INT64, [], [1]))

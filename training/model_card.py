@@ -312,9 +312,10 @@ def sections(version: Version, settings: Settings, ev: Evidence, out_dir: Path) 
     report = version.path / "report.md"
     text = report.read_text() if report.exists() else ""
     how = re.search(r"^Threshold [\d.]+ \((.*?)\)", text, re.M)
+    rule = version.spec.get("threshold_rule") or (how.group(1) if how else "not recorded")
     s["Threshold"] = (
-        f"Alert when risk ≥ {version.threshold:.5f}. Chosen: "
-        f"{how.group(1) if how else 'not recorded'}. On the validation patients it alerts "
+        f"Alert when risk ≥ {version.threshold:.5f}. Chosen: {rule}. On the validation "
+        f"patients it alerts "
         f"{vm['patients_alerted_pct']} % of patients, {vm['alert_episodes_per_patient_day']} "
         "alert episodes per patient-day."
     )

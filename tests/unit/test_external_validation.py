@@ -130,8 +130,55 @@ def test_sparse_charting_removes_only_the_named_measurements_at_about_their_shar
 
 
 def test_a_cohort_says_what_of_it_the_models_trained_on() -> None:
-    from training.external import SPARSE, seen
+    from training.external import FEWER_SEPTIC, SPARSE, seen
 
     assert seen("set A test split") == "hospital seen"
     assert seen(SPARSE) == "charting unseen"
+    assert seen(FEWER_SEPTIC) == "prevalence unseen"
     assert seen("eICU demo") == "unseen"
+
+
+def physionet(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns={"label": "SepsisLabel"})
+
+
+def test_fewer_septic_keeps_every_other_patient_and_the_share_of_septic_ones_whole() -> None:
+    df = physionet(synthetic(400, 5))
+    fewer = cohorts.fewer_septic(df, keep=0.5)
+    septic = df.groupby("patient_id")["SepsisLabel"].max()
+    kept = fewer.groupby("patient_id")["SepsisLabel"].max()
+    assert set(septic.index[septic == 0]) <= set(kept.index)
+    assert kept.sum() == round(0.5 * septic.sum())
+    pd.testing.assert_frame_equal(fewer, df[df["patient_id"].isin(set(kept.index))])
+    pd.testing.assert_frame_equal(fewer, cohorts.fewer_septic(df, keep=0.5))  # seeded
+
+
+def test_the_utility_optimum_is_the_candidate_with_the_best_challenge_utility() -> None:
+    frame = synthetic(300, 6)
+    qs = np.unique(np.quantile(frame["risk"], np.linspace(0.70, 0.995, 40)))
+    by_the_challenge = max((validation.utility(frame, float(q)), float(q)) for q in qs)[1]
+    assert validation.choose_threshold(frame) == by_the_challenge
+
+
+def early_warning(patients: int, seed: int) -> pd.DataFrame:
+    """30 h each; a septic patient's (every 5th) risk climbs from hour 8, labelled from hour 20:
+    a lower threshold alarms earlier on them and more often on everyone else."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(patients):
+        t, septic = np.arange(30), i % 5 == 0
+        label = ((t >= 20) & septic).astype("int8")
+        risk = rng.uniform(0, 0.5, len(t)) + (0.5 * np.clip((t - 8) / 20, 0, 1) if septic else 0)
+        frames.append(pd.DataFrame({"patient_id": f"p{i:04d}", "label": label, "risk": risk}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_threshold_for_transfer_gives_up_a_little_utility_for_more_at_fewer_septic() -> None:
+    chosen_on = early_warning(1000, 7)
+    optimum = validation.choose_threshold(chosen_on)
+    transfer = validation.threshold_for_transfer(chosen_on)
+    assert transfer > optimum
+    elsewhere = early_warning(1000, 8)
+    fewer = cohorts.fewer_septic(physionet(elsewhere)).rename(columns={"SepsisLabel": "label"})
+    assert validation.utility(fewer, transfer) > validation.utility(fewer, optimum)
+    assert validation.utility(elsewhere, transfer) > validation.utility(elsewhere, optimum) - 0.05

@@ -26,6 +26,7 @@ import pandas as pd
 
 from feature_store import icu_stay
 from schemas.settings import Settings
+from training import sklearn_onnx
 from training.catalog import LayoutError
 
 OBSERVATION_COLUMNS: Final = ("record_id", "minute", "parameter", "value")
@@ -224,16 +225,7 @@ def snap_thresholds(model: Any) -> None:
 def to_onnx(model: Any, n_features: int) -> bytes:
     """One ONNX graph, input `features` float32 [batch, n_features] (thresholds snapped first)."""
     snap_thresholds(model)
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    options = {id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None
-    onx = convert_sklearn(
-        model,
-        initial_types=[("features", FloatTensorType([None, n_features]))],
-        options=options,
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
+    onx = sklearn_onnx.convert(model, n_features, {"": 17, "ai.onnx.ml": 3})
     return bytes(onx.SerializeToString())
 
 

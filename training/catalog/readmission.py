@@ -37,7 +37,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from feature_store import encounter_facts as facts
 from schemas.settings import Settings
-from training import validation
+from training import sklearn_onnx, validation
 from training.catalog import LayoutError
 
 NAME: Final = "readmission-30d"
@@ -255,16 +255,7 @@ def logistic() -> Any:
 
 
 def to_onnx(model: Any, width: int) -> bytes:
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    onx = convert_sklearn(
-        model,
-        initial_types=[("features", FloatTensorType([None, width]))],
-        options={id(model): {"zipmap": False}},
-        target_opset=18,
-    )
-    return bytes(onx.SerializeToString())
+    return bytes(sklearn_onnx.convert(model, width, 18).SerializeToString())
 
 
 def onnx_scores(session: ort.InferenceSession, x: Array, batch: int = 65536) -> Array:
