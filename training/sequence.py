@@ -28,13 +28,13 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from feature_store.definitions import FEATURES
-from training.model import Z_CLAMP, fit_scaling
+from training.model import BestEpoch, Standardised, fit_scaling
 
 HIDDEN = 64
 BATCH_PATIENTS = 64
 
 
-class SepsisGRU(nn.Module):  # type: ignore[misc]
+class SepsisGRU(Standardised):
     def __init__(
         self,
         medians: npt.NDArray[np.float32],
@@ -43,10 +43,7 @@ class SepsisGRU(nn.Module):  # type: ignore[misc]
         hidden: int = HIDDEN,
         dropout: float = 0.2,
     ) -> None:
-        super().__init__()
-        self.register_buffer("medians", torch.tensor(medians, dtype=torch.float32))
-        self.register_buffer("means", torch.tensor(means, dtype=torch.float32))
-        self.register_buffer("stds", torch.tensor(stds, dtype=torch.float32))
+        super().__init__(medians, means, stds)
         self.embed = nn.Sequential(nn.Linear(len(medians), hidden), nn.ReLU())
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 1))
@@ -54,8 +51,7 @@ class SepsisGRU(nn.Module):  # type: ignore[misc]
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B × T) for raw features (B × T × F, float32, NaN = unknown), hour t from
         hours ≤ t only."""
-        x = torch.where(torch.isnan(x), self.medians, x)
-        e = self.embed(torch.clamp((x - self.means) / self.stds, -Z_CLAMP, Z_CLAMP))
+        e = self.embed(self.standardise(x))
         memory, _ = self.gru(e)
         out: torch.Tensor = self.head(torch.cat([memory, e], dim=-1)).squeeze(-1)
         return out
@@ -129,7 +125,7 @@ def fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loss_fn = nn.BCEWithLogitsLoss()
     yv = val["label"].to_numpy()
-    best, best_state, stale = -1.0, None, 0
+    best = BestEpoch()
     for epoch in range(epochs):
         model.train()
         for batch in _batches(rows, rng):
@@ -145,14 +141,7 @@ def fit(
         sched.step()
         auroc = float(roc_auc_score(yv, predict(model, val)))
         log(f"epoch {epoch + 1}: validation AUROC {auroc:.4f}")
-        if auroc > best:
-            best, stale = auroc, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= 3:
-                break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    model.eval()
+        if best.stop_after(model, auroc):
+            break
+    best.restore(model)
     return model

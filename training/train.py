@@ -41,7 +41,7 @@ from feature_store.definitions import FEATURES, unit_of
 from schemas.settings import Settings
 from training import gbt, reference, validation
 from training.features import hourly_features
-from training.model import SepsisRisk, fit_scaling
+from training.model import BestEpoch, SepsisRisk, fit_scaling
 from training.splits import SPLIT_KEY, split_of
 from udfs.registry import Registry, Version, sha256
 
@@ -115,7 +115,7 @@ def fit(
     loss_fn = torch.nn.BCEWithLogitsLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     xv, yv = _x(val), val["label"].to_numpy()
-    best, best_state, stale = -1.0, None, 0
+    best = BestEpoch()
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         model.train()
@@ -127,16 +127,9 @@ def fit(
         sched.step()
         auroc = float(roc_auc_score(yv, _predict(model, xv)))
         log(f"epoch {epoch + 1}: validation AUROC {auroc:.4f}")
-        if auroc > best:
-            best, stale = auroc, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= 3:
-                break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    model.eval()
+        if best.stop_after(model, auroc):
+            break
+    best.restore(model)
     return model
 
 
