@@ -31,8 +31,10 @@ onset + 3 h here, as in the challenge, and metrics mean the same on both.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from training.metrics import DT_LATE, DT_OPTIMAL
@@ -142,6 +144,13 @@ def fewer_septic(df: pd.DataFrame, keep: float = SEPTIC_KEPT, seed: int = 17) ->
     lower prevalence."""
     septic = df.groupby("patient_id")["SepsisLabel"].max()
     ids = np.sort(septic.index[septic == 1].to_numpy())
-    rng = np.random.default_rng(seed)
-    dropped = rng.choice(ids, len(ids) - round(keep * len(ids)), replace=False)
+    dropped = septic_dropped(ids, keep, np.random.default_rng(seed))
     return df[~df["patient_id"].isin(set(dropped))]
+
+
+def septic_dropped(
+    septic: npt.NDArray[Any], keep: float, rng: np.random.Generator
+) -> npt.NDArray[Any]:
+    """The septic patients (of `septic`) a draw from `rng` leaves out so that `keep` of them
+    stay: the one rule of `fewer_septic` and of `validation.threshold_for_transfer`."""
+    return rng.choice(septic, len(septic) - round(keep * len(septic)), replace=False)

@@ -57,6 +57,16 @@ def best_predictions(labels: npt.ArrayLike) -> BoolArray:
     return best
 
 
+def normalise(
+    observed: npt.ArrayLike, best: npt.ArrayLike, inaction: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """The challenge's normalisation of summed utilities, element-wise: (observed − no alarms) /
+    (best − no alarms); NaN where best equals no alarms (nothing to earn)."""
+    o, b, n = (np.asarray(v, dtype=np.float64) for v in (observed, best, inaction))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b != n, (o - n) / (b - n), np.nan)
+
+
 def normalized_utility(cohort: Iterable[tuple[npt.ArrayLike, npt.ArrayLike]]) -> float:
     """Over (labels, predictions) per patient."""
     observed = best = inaction = 0.0
@@ -65,4 +75,4 @@ def normalized_utility(cohort: Iterable[tuple[npt.ArrayLike, npt.ArrayLike]]) ->
         observed += patient_utility(lab, predictions)
         best += patient_utility(lab, best_predictions(lab))
         inaction += patient_utility(lab, np.zeros(len(lab), dtype=bool))
-    return (observed - inaction) / (best - inaction) if best != inaction else float("nan")
+    return float(normalise(observed, best, inaction))

@@ -20,7 +20,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from training.metrics import best_predictions, normalized_utility, patient_utility
+from training import cohorts
+from training.metrics import best_predictions, normalise, normalized_utility, patient_utility
 
 AGE_BANDS = [(0, 50, "<50"), (50, 65, "50-64"), (65, 80, "65-79"), (80, 200, "80+")]
 MIN_SEPTIC_PATIENTS = 20  # a subgroup smaller than this is reported, not gated
@@ -41,7 +42,7 @@ def choose_threshold(frame: pd.DataFrame, candidates: int = 40) -> float:
     return threshold_for_transfer(frame, septic_kept=(1.0,), candidates=candidates)
 
 
-SEPTIC_KEPT = (1.0, 0.5)  # prevalence scenarios of the transfer threshold (share of septic kept)
+SEPTIC_KEPT = (1.0, cohorts.SEPTIC_KEPT)  # prevalence scenarios: the share of septic kept
 PREVALENCE_DRAWS = 20  # draws of which septic patients stay, per scenario below 1
 
 
@@ -55,13 +56,17 @@ def threshold_for_transfer(
     """The threshold that maximises the mean normalised utility over prevalence scenarios of
     `frame` (validation patients; sorted by patient, hour): the patients as they are, and with
     only a share of the septic patients kept (each share but 1 the mean over `draws` seeded
-    draws of which septic patients stay; every non-septic patient stays).
+    draws of which septic patients stay, `cohorts.septic_dropped`; every non-septic patient
+    stays).
 
     Why: the utility optimum is tuned to the training hospital's share of septic patients, and
     a hospital with fewer of them pays for its eager alerts (false alarms cost, and fewer early
     alarms earn). The issue's unseen system has fewer septic patients than set A; this asks of
     a threshold that it does well at set A's prevalence and at half of it, without reading any
-    other cohort. With `septic_kept=(1.0,)` it is `choose_threshold`."""
+    other cohort. With `septic_kept=(1.0,)` it is `choose_threshold`.
+
+    Each patient's utility is computed once per candidate; a scenario's draws are 0/1 weights
+    over patients, so their utilities are sums (matrix products), not new passes over rows."""
     groups = [
         (g["label"].to_numpy(dtype=bool), g["risk"].to_numpy())
         for _, g in frame.groupby("patient_id", sort=False)
@@ -70,28 +75,17 @@ def threshold_for_transfer(
     none = np.array([patient_utility(lab, np.zeros(len(lab), dtype=bool)) for lab, _ in groups])
     septic = np.flatnonzero([lab.any() for lab, _ in groups])
     rng = np.random.default_rng(seed)
-    scenarios: list[list[np.ndarray[Any, Any]]] = []
+    scenarios = []  # per share: draws × patients, 1 where the patient stays
     for share in septic_kept:
-        masks = []
-        for _ in range(1 if share >= 1.0 else draws):
-            keep = np.ones(len(groups), dtype=bool)
-            dropped = rng.choice(septic, len(septic) - round(share * len(septic)), replace=False)
-            keep[dropped] = False
-            masks.append(keep)
-        scenarios.append(masks)
+        weights = np.ones((1 if share >= 1.0 else draws, len(groups)))
+        for w in weights:
+            w[cohorts.septic_dropped(septic, share, rng)] = 0.0
+        scenarios.append((weights, weights @ best, weights @ none))
     qs = np.unique(np.quantile(frame["risk"], np.linspace(0.70, 0.995, candidates)))
     scored = []
     for q in qs:
         observed = np.array([patient_utility(lab, risk >= q) for lab, risk in groups])
-        per_scenario = [
-            np.mean(
-                [
-                    (observed[m].sum() - none[m].sum()) / (best[m].sum() - none[m].sum())
-                    for m in masks
-                ]
-            )
-            for masks in scenarios
-        ]
+        per_scenario = [normalise(w @ observed, b, n).mean() for w, b, n in scenarios]
         scored.append((float(np.mean(per_scenario)), float(q)))
     return max(scored)[1]
 
