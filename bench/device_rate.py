@@ -105,13 +105,28 @@ def kafka_heap() -> str | None:
     return None
 
 
+def jit_seconds(jvm: psutil.Process) -> float:
+    """CPU seconds so far of a JVM's JIT compiler threads (HotSpot names them `C1 CompilerThre…`
+    and `C2 CompilerThre…`), part of its own: the share of a cold start that compiles code."""
+    seconds = 0.0
+    with contextlib.suppress(psutil.Error):
+        for t in jvm.threads():
+            with contextlib.suppress(OSError):
+                name = Path(f"/proc/{jvm.pid}/task/{t.id}/comm").read_text()
+                if "CompilerThre" in name:
+                    seconds += t.user_time + t.system_time
+    return seconds
+
+
 def usage(
     job: int | None = None, simulator: int | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
     """RSS (GiB) by part of the stack, their sum (`stack`) and this measuring process's own;
-    and each part's CPU seconds so far (user + system), with the whole machine's."""
+    and each part's CPU seconds so far (user + system), with the whole machine's and, within
+    Flink's JVM, its JIT compiler's (`flink_jvm_jit_compiler`)."""
     rss, cpu = {}, {}
-    for part, procs in stack_processes(job, simulator).items():
+    parts = stack_processes(job, simulator)
+    for part, procs in parts.items():
         total, seconds = 0, 0.0
         for p in procs:
             with contextlib.suppress(psutil.Error):  # a worker may have just exited
@@ -121,6 +136,7 @@ def usage(
         rss[part] = total / GIB
         cpu[part] = seconds
     rss["stack"] = sum(rss.values())
+    cpu["flink_jvm_jit_compiler"] = sum(jit_seconds(p) for p in parts["flink_jvm"])
     me = psutil.Process()
     rss["bench_harness_outside_stack"] = me.memory_info().rss / GIB
     t = me.cpu_times()
@@ -403,12 +419,20 @@ def simulate(
 
 
 def realtime(
-    settings: Settings, beds: int, seconds: int, *, lag: bool = False, warmup_s: int = 60
+    settings: Settings,
+    beds: int,
+    seconds: int,
+    *,
+    lag: bool = False,
+    warmup_s: int = 60,
+    steady_after_s: int = 180,
 ) -> dict[str, Any]:
     """The job unbounded in its own process while `beds` monitors produce in real time from
     theirs for `seconds`; latencies of the alerts after the first `warmup_s` of event time (the
-    first, partial minute). The stack's RSS is the job's, the simulator's, Kafka's and Redis's
-    processes; this measuring one (alert watcher, lag sampler) is reported beside it."""
+    first, partial minute), and apart: those of the cold start (up to `steady_after_s`: every
+    bed's first minutes and first alerts at once, while the JVM compiles the job's code) and
+    those after it (`steady`). The stack's RSS is the job's, the simulator's, Kafka's and
+    Redis's processes; this measuring one (alert watcher, lag sampler) is reported beside it."""
     prefix = f"bench-dr-rt-{beds}-{uuid.uuid4().hex[:6]}."
     names = sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics
     kafka_io.ensure_topics(settings, names, prefix=prefix)
@@ -467,6 +491,8 @@ def realtime(
     t_produce_ms = produced.pop("start_epoch_ms")
     steady = [s for s in samples if s["t_s"] >= 30] or samples
     timed = _percentiles([ms for at, ms in seen if at >= t_produce_ms + warmup_s * 1000])
+    steady_from_ms = t_produce_ms + steady_after_s * 1000
+    cold = [ms for at, ms in seen if t_produce_ms + warmup_s * 1000 <= at < steady_from_ms]
     out: dict[str, Any] = {
         "beds": beds,
         "seconds": seconds,
@@ -479,6 +505,11 @@ def realtime(
         "p50_ms": timed.get("p50_ms"),
         "p99_ms": timed.get("p99_ms"),
         "max_ms": timed.get("max_ms"),
+        "cold_start": {"from_s": warmup_s, "to_s": steady_after_s, **_percentiles(cold)},
+        "steady": {
+            "from_s": steady_after_s,
+            **_percentiles([ms for at, ms in seen if at >= steady_from_ms]),
+        },
         "latency_by_minute": _by_minute(seen, t_produce_ms),
         "alert_latency_by_5s_of_arrival": _by_arrival(seen, t_produce_ms, delay_ms),
         "checkpoints": [
@@ -576,19 +607,18 @@ def _by_arrival(
 
 
 def _by_minute(seen: list[tuple[int, float]], t0_ms: float) -> list[dict[str, Any]]:
-    """Per minute of event time since production began: alerts, median and largest latency
-    (whether the latency settles or the job falls behind)."""
+    """Per minute of event time since production began: alerts, median, 99th percentile and
+    largest latency (whether the latency settles or the job falls behind)."""
     minutes: dict[int, list[float]] = {}
     for at, ms in seen:
         minutes.setdefault(int((at - t0_ms) // 60_000), []).append(ms)
     return [
         {
             "minute": m,
-            "alerts": len(v),
-            "p50_ms": round(statistics.median(v)),
-            "max_ms": round(max(v)),
+            "alerts": len(lat),
+            **{k: ms for k, ms in _percentiles(lat).items() if k != "records"},
         }
-        for m, v in sorted(minutes.items())
+        for m, lat in sorted(minutes.items())
     ]
 
 
@@ -619,7 +649,13 @@ def main(argv: list[str] | None = None) -> None:
         help="set-A patients for the Java spine (4,000: 154,033 records, about 10 s of "
         "processing, within the JVM's warm-up; about 20,000: the whole set)",
     )
-    ap.add_argument("--realtime-s", type=int, default=180)
+    ap.add_argument(
+        "--realtime-s",
+        type=int,
+        default=420,
+        help="seconds of real-time production at 15,000 and 6,000 beds: the cold start's three "
+        "minutes and four of steady state",
+    )
     ap.add_argument("--soak-beds", type=int, default=30000)
     ap.add_argument("--soak-s", type=int, default=600)
     ap.add_argument("--census-days", type=float, default=365.0, help="as bench/census.py")
@@ -732,6 +768,9 @@ def main(argv: list[str] | None = None) -> None:
         "java_spine_records_per_s": spine_tp and round(spine_tp["sustained_events_per_s"]),
         "p50_ms_at_15k": at15 and at15["p50_ms"],
         "p99_ms_at_15k": at15 and at15["p99_ms"],
+        "p50_ms_at_15k_steady": at15 and at15["steady"].get("p50_ms"),
+        "p99_ms_at_15k_steady": at15 and at15["steady"].get("p99_ms"),
+        "p99_ms_at_15k_cold_start": at15 and at15["cold_start"].get("p99_ms"),
         "stack_rss_gib_6k_beds": at6 and at6["rss_gib_max"]["stack"],
         "stack_rss_gib_15k_beds": at15 and at15["rss_gib_max"]["stack"],
         "soak_max_lag_records": soak and soak["lag_records_max"],

@@ -88,6 +88,31 @@ def test_static_features_come_from_feast_once_per_patient_while_cached(
     assert source.lookups == 3
 
 
+def test_patients_first_seen_together_are_not_all_looked_up_again_at_once() -> None:
+    asked: list[list[str]] = []
+
+    def lookup(tokens: list[str]) -> pd.DataFrame:
+        asked.append(tokens)
+        return pd.DataFrame({"age_years": 60.0, "female": 1.0}, index=tokens)
+
+    source = FeatureSource(
+        lookup=lookup, push=_refused, static_features=STATIC_FEATURES, cache_ttl_s=3600.0
+    )
+    beds = pd.Series([f"patient-{i}" for i in range(6000)])
+    source.static(beds)  # every bed at once, as when the job starts
+    ttls = np.array([source.ttl_s(t) for t in beds])
+    assert ttls.min() >= 1800.0 and ttls.max() <= 3600.0
+    # spread over the second half hour: no minute of it holds more than a few % of the beds
+    per_minute = np.bincount(((ttls - 1800.0) // 60).astype(int))
+    assert len(per_minute) == 30 and per_minute.max() < 0.05 * len(beds)
+    other_worker = FeatureSource(lookup=_refused, push=_refused, cache_ttl_s=3600.0)
+    assert other_worker.ttl_s("patient-7") == source.ttl_s("patient-7")
+    for t, c in source.cache.items():  # due at its own time: asked again then, not before
+        source.cache[t] = (c[0] - source.ttl_s(t) - 1.0 if t == "patient-7" else c[0], c[1])
+    source.static(beds)
+    assert asked[1:] == [["patient-7"]]
+
+
 def test_a_patient_unknown_to_feast_is_scored_with_its_static_features_unknown(
     registry: Registry, source: FeatureSource, sample: pd.DataFrame
 ) -> None:
