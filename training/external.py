@@ -35,6 +35,7 @@ burden, its AUROC and utility mean nothing. Writes README.md and results.json to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -102,6 +103,25 @@ def fit_gru(epochs: int) -> Fit:
         return lambda frame: sequence.predict(model, frame)
 
     return fit_
+
+
+def fitted_once(fit_: Fit) -> Fit:
+    """`fit_`, trained once per distinct (train, val) pair of frames (equal by content): the
+    ensemble reuses the trees and the GRU that its members' own variants trained on the same
+    split, instead of training them again."""
+    fitted: dict[tuple[str, str], Scorer] = {}
+
+    def digest(frame: pd.DataFrame) -> str:
+        rows = pd.util.hash_pandas_object(frame, index=True).to_numpy()
+        return hashlib.sha256(rows.tobytes() + "|".join(frame.columns).encode()).hexdigest()
+
+    def fit_cached(train: pd.DataFrame, val: pd.DataFrame) -> Scorer:
+        key = (digest(train), digest(val))
+        if key not in fitted:
+            fitted[key] = fit_(train, val)
+        return fitted[key]
+
+    return fit_cached
 
 
 def mean_of(*fits: Fit) -> Fit:
@@ -296,7 +316,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{settings.model_name} has no champion in {settings.model_registry}")
     mine = recipe(champion.spec)  # before the features: a bad spec is refused at once
     family = mine.family
-    fits = {f: trainer(mine if f == family else Recipe(f), a.epochs) for f in FAMILY_NAMES}
+    fits = {
+        f: fitted_once(trainer(mine if f == family else Recipe(f), a.epochs)) for f in FAMILY_NAMES
+    }
+    gru = fitted_once(fit_gru(a.epochs))
     raw = pd.read_parquet(settings.physionet_setA)
     seta = hourly_features(raw)
     seta["split"] = seta["patient_id"].astype(str).map(split_of)
@@ -319,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         variants = {  # the champion's family with each ablation, the other family beside it
             **{name: (family, fits[family], features) for name, features in ABLATIONS.items()},
             "all features (the other family)": (other, fits[other], ()),
-            "all features (sequence model)": ("gru", fit_gru(a.epochs), ()),
-            "all features (ensemble)": ("gbt+gru", mean_of(fits["gbt"], fit_gru(a.epochs)), ()),
+            "all features (sequence model)": ("gru", gru, ()),
+            "all features (ensemble)": ("gbt+gru", mean_of(fits["gbt"], gru), ()),
         }
         rows += ablations(seta, external, a.bootstrap, a.alert_rate, variants)
     a.out.mkdir(parents=True, exist_ok=True)

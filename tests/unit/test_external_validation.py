@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from schemas.settings import Settings
-from training import cohorts, evaluate, validation
+from training import cohorts, evaluate, external, validation
 from training.features import hourly_features
 from training.splits import split_of
 
@@ -182,3 +182,24 @@ def test_a_threshold_for_transfer_gives_up_a_little_utility_for_more_at_fewer_se
     fewer = cohorts.fewer_septic(physionet(elsewhere)).rename(columns={"SepsisLabel": "label"})
     assert validation.utility(fewer, transfer) > validation.utility(fewer, optimum)
     assert validation.utility(elsewhere, transfer) > validation.utility(elsewhere, optimum) - 0.05
+
+
+def test_a_fit_shared_by_variants_trains_once_per_distinct_split() -> None:
+    trained: list[int] = []
+
+    def fit(train: pd.DataFrame, val: pd.DataFrame) -> external.Scorer:
+        trained.append(len(train))
+        return lambda frame: np.full(len(frame), float(len(trained)))
+
+    once = external.fitted_once(fit)
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"patient_id": np.arange(50) % 7, "hr": rng.normal(80, 10, 50)})
+    val = train.head(20)
+    first = once(train, val)
+    again = once(train.copy(), val.copy())  # another variant's frames, equal by content
+    assert again is first and trained == [50]
+    masked = once(external.masked(train, ("hr",)), val)  # an ablation: other content
+    assert masked is not first and trained == [50, 50]
+    both = external.mean_of(once, once)(train, val)  # the ensemble of members trained already
+    assert trained == [50, 50]
+    np.testing.assert_allclose(both(val), first(val))
