@@ -232,8 +232,7 @@ class Settings:
         1536,
         "Heap of the local Flink JVM (the MiniCluster a job runs in when not submitted to a "
         "cluster; keyed state lives there with `hashmap`). G1 grows the heap it holds towards "
-        "this cap, so it bounds the JVM's memory: at 15,000 beds about 0.4 GiB stays live. "
-        "`JVM_ARGS` in the environment wins.",
+        "this cap, so it bounds the JVM's memory. `JVM_ARGS` in the environment wins.",
     )
     state_backend: str = setting(
         "hashmap",
