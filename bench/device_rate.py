@@ -682,8 +682,8 @@ def main(argv: list[str] | None = None) -> None:
         "--python-bundle-time-ms",
         type=int,
         default=20,
-        help="longest wait of a Python bundle (the scoring UDF, the lifecycle): at device rate "
-        "they see a few hundred states a second, so bundles end by time, not size",
+        help="longest wait of a Python bundle (the scoring UDF): at device rate it sees a few "
+        "hundred states a second, so bundles end by time, not size",
     )
     ap.add_argument(
         "--network-buffer-timeout-ms",

@@ -20,7 +20,8 @@ timestamp)
             │  state ── sepsis.score topic (a row per model);
             │  champion risk ≥ threshold → hits of rule model_sepsis_risk
             └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
-                 └─ keyed state + timers: raise → escalate → resolve ── alert.v2 topic
+                 └─ keyed state + timers (JVM process table function, udfs.lifecycle):
+                    raise → escalate → resolve ── alert.v2 topic
 
 A quarantined source (udfs/quarantine.py; set by a data-quality event through
 sinks/quarantine.py, or by an operator) is checked per record in the JVM (`QUARANTINE_FUNCTION`,
@@ -29,8 +30,9 @@ make a state row (and charted minutes still go to vitals.charted), but their par
 null in `events`, so no state, rule or model feature sees them; the state's `quarantine_json`
 names the quarantine while such a record lies in its window, and every hit's evidence carries it.
 
-Python runs only at clinical rate: the scoring UDF (vectorised) and the alert lifecycle see
-charted states, never device records.
+Python runs only at clinical rate: the scoring UDF (vectorised) sees charted states, never
+device records. The alert lifecycle runs in the JVM (udfs/java/AlertLifecycle.java), equal to
+the Python reference udfs.lifecycle.
 
 Planned in two stages, each into one DataStream: stage one up to the screened state (`views`,
 `stage_one_sql`), stage two over its states (`stage_two`: rules and scoring). Flink plans a view
@@ -52,7 +54,7 @@ from feature_store.definitions import (
     lab_age_name,
     rolling_name,
 )
-from jobs.runtime.flink_env import plan_once, process_by_patient
+from jobs.runtime.flink_env import plan_once
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
@@ -85,7 +87,8 @@ from schemas.rows import (
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, CHART_FUNCTION, chart_input_sql, chart_sql
-from udfs.flink import ALERT_EVENT_TYPE, AlertLifecycle, decoded_columns
+from udfs.flink import decoded_columns
+from udfs.lifecycle import LIFECYCLE_FUNCTION, lifecycle_sql
 from udfs.quarantine import QuarantineRegistry
 from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
 
@@ -432,8 +435,11 @@ def attach(
         score_rows = score_rows_sql(scoring.model_name, "planned_scored")
         t_env.create_temporary_view("score_rows", t_env.sql_query(score_rows))
         lifecycle_in += " UNION ALL " + model_hits_sql(scoring.model_name, "planned_scored")
-    alerts = process_by_patient(t_env, lifecycle_in, AlertLifecycle(), ALERT_EVENT_TYPE)
-    t_env.create_temporary_view("alert_lifecycle", t_env.from_data_stream(alerts))
+    t_env.create_java_temporary_system_function(
+        LIFECYCLE_FUNCTION, java_decode.ALERT_LIFECYCLE_CLASS
+    )
+    t_env.create_temporary_view("alert_inputs", t_env.sql_query(lifecycle_in))
+    t_env.create_temporary_view("alert_lifecycle", t_env.sql_query(lifecycle_sql("alert_inputs")))
 
     ss = t_env.create_statement_set()
     ss.add_insert_sql(f"""

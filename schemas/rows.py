@@ -228,15 +228,16 @@ RULE_HIT = Row(
         Field("evidence_json", "string", "The triggering values: {param: {value, measured_time}}."),
     ),
     "A rule hit (or a discharge) on its way from the screening SQL to the alert lifecycle "
-    "(udfs.flink.AlertLifecycle, which reads it by these names); its event time is the "
+    "(udfs/java/AlertLifecycle.java, which reads it by these names); its event time is the "
     "record's timestamp (the completing record's), not a column.",
 )
 
 ALERT_EVENT = from_avro(
     topics.ALERT_V2.schema,
     "alert_event",
-    "An alert lifecycle event as udfs.flink.AlertLifecycle emits it (udfs.lifecycle's event "
-    "dicts): alert.v2's fields in its order, its timestamps as epoch-ms `_ms` longs.",
+    "An alert lifecycle event as the JVM lifecycle emits it (udfs/java/AlertLifecycle.java, "
+    "equal to udfs.lifecycle's event dicts): alert.v2's fields in its order, its timestamps as "
+    "epoch-ms `_ms` longs.",
 )
 
 CENSUS_IN = Row(

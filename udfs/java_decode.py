@@ -40,6 +40,7 @@ from schemas.capacity import ALL_UNITS
 from schemas.rows import CENSUS_PLACED, decoded
 from schemas.settings import Settings
 from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
+from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
 GENERATOR_VERSION = "3"
@@ -292,6 +293,7 @@ JAVA_DIR = Path(__file__).resolve().parent / "java"
 CENSUS_PLACEMENT_CLASS = f"{PACKAGE}.CensusPlacement"
 UNIT_BEDS_CLASS = f"{PACKAGE}.UnitBeds"
 DEVICE_CHART_CLASS = f"{PACKAGE}.DeviceChart"
+ALERT_LIFECYCLE_CLASS = f"{PACKAGE}.AlertLifecycle"
 TRAILING_EXTREME_CLASS = f"{PACKAGE}.TrailingExtreme"
 RISING_RUN_CLASS = f"{PACKAGE}.RisingRun"
 PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
@@ -302,6 +304,13 @@ HAND_WRITTEN = {
         "@OUTPUT@": CHART_WINDOW.flink_sql(),
         "@CHANNELS@": ", ".join(f'"{c.param}"' for c in CHANNELS),
         "@INTERVAL_S@": str(CHART_INTERVAL_S),
+    },
+    "AlertLifecycle": {
+        "@OUTPUT@": LIFECYCLE_OUT.flink_sql(),
+        "@QUIET_MS@": str(QUIET_H * 3_600_000),
+        "@SEVERITY_RANKS@": " ".join(
+            f'SEVERITY_RANK.put("{s}", {r});' for s, r in SEVERITY_RANK.items()
+        ),
     },
     "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
     "TrailingExtreme": {},

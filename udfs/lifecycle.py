@@ -5,6 +5,10 @@ on the alert) unless their severity is higher, which escalates it. The alert res
 rule has not hit for `quiet_h` hours of event time (the condition cleared) or the patient is
 discharged. Inputs must be fed in event-time order; the job buffers them until the watermark
 passes, so the outcome does not depend on arrival order.
+
+This module is the reference: the screening job runs the same rules in the JVM
+(udfs/java/AlertLifecycle.java, a process table function keyed by patient, called by
+`lifecycle_sql`), and tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from schemas.rows import ALERT_EVENT, Row
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 QUIET_H = 6
@@ -176,3 +182,26 @@ def run(events: list[tuple[int, Hit | None]], quiet_h: int = QUIET_H) -> list[di
     for t, h in sorted(events, key=lambda e: order_key(*e)):
         out += lc.hit(h) if h is not None else lc.discharge(t)
     return out + lc.advance(2**62)
+
+
+# The JVM lifecycle (udfs/java/AlertLifecycle.java), registered by the screening job under this
+# name, and what it emits per alert event: ALERT_EVENT's columns after the partition key
+# `patient_token` and before the framework's `rowtime` (the timer's time).
+LIFECYCLE_FUNCTION = "wf_alert_lifecycle"
+LIFECYCLE_OUT = Row(
+    "alert_lifecycle_out",
+    tuple(f for f in ALERT_EVENT.fields if f.name != "patient_token"),
+    "An alert event as the JVM lifecycle emits it, less its partition key.",
+)
+
+
+def lifecycle_sql(source: str) -> str:
+    """Alert events (ALERT_EVENT's columns, in order, and the `rowtime` of the timer that emitted
+    them) from `source`: schemas.rows.RULE_HIT rows and their `rowtime`, a time attribute. Keyed
+    by patient in the JVM; the same events as `run` per patient."""
+    return f"""
+    SELECT {ALERT_EVENT.column_list()}, rowtime
+    FROM TABLE({LIFECYCLE_FUNCTION}(
+      input => TABLE {source} PARTITION BY patient_token,
+      on_time => DESCRIPTOR(rowtime),
+      uid => 'alert-lifecycle'))"""

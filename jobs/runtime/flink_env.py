@@ -16,10 +16,9 @@ from typing import Any
 
 import pyflink
 from py4j.protocol import Py4JError, Py4JJavaError
-from pyflink.common import Configuration, Types
+from pyflink.common import Configuration
 from pyflink.common.job_client import JobClient
-from pyflink.datastream import DataStream, StreamExecutionEnvironment
-from pyflink.datastream.functions import KeyedProcessFunction
+from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, TableEnvironment
 
@@ -347,18 +346,6 @@ def plan_once(t_env: StreamTableEnvironment, view: str, name: str = "planned") -
     outputs leave SQL more than once reads them all from this one view."""
     stream = t_env.to_data_stream(t_env.from_path(view))
     t_env.create_temporary_view(name, t_env.from_data_stream(stream, rowtime_from_stream()))
-
-
-def process_by_patient(
-    t_env: StreamTableEnvironment, sql: str, fn: KeyedProcessFunction, output_type: Any
-) -> DataStream:
-    """Rows of `sql` (which must select the rowtime, so that records carry their timestamps)
-    keyed by patient_token through a keyed process function."""
-    return (
-        t_env.to_data_stream(t_env.sql_query(sql))
-        .key_by(lambda r: r.patient_token, key_type=Types.STRING())
-        .process(fn, output_type=output_type)
-    )
 
 
 def checkpoint_location(settings: Settings, platform: Mapping[str, str] | None = None) -> str:

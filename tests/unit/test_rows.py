@@ -3,20 +3,18 @@ spellings it replaced (literal copies of those below, so the change provably kee
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 
 import pytest
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.table import DataTypes
 
 from schemas import rows, topics
-from udfs import flink_types, lifecycle
+from udfs import flink_types, java_decode, lifecycle
 from udfs.flink import (
-    ALERT_EVENT_TYPE,
     DECODED_COLUMNS,
     DECODED_TYPES,
     NEWS2_TYPE,
-    AlertLifecycle,
     decode_udtf,
     decoded_columns,
 )
@@ -124,7 +122,7 @@ def test_the_alert_event_row_has_alert_v2s_fields_in_order_with_timestamps_as_ep
 
 
 def test_the_alert_event_type_is_the_old_hand_spelled_one() -> None:
-    assert _named(OLD_ALERT_EVENT_FIELDS) == ALERT_EVENT_TYPE
+    assert _named(OLD_ALERT_EVENT_FIELDS) == flink_types.type_info(rows.ALERT_EVENT)
 
 
 def test_the_lifecycle_event_dicts_have_exactly_the_alert_event_columns() -> None:
@@ -167,28 +165,17 @@ def test_a_column_list_quotes_each_column_after_the_prefix() -> None:
     assert rows.NEWS2_RESULT.column_list("n.") == "n.`score`, n.`params_scored`, n.`red_flag`"
 
 
-def test_the_alert_lifecycle_reads_a_rule_hit_by_the_declared_column_names() -> None:
-    values = {
-        "kind": "hit",
-        "rule_id": "qsofa",
-        "rule_version": "1",
-        "severity": "high",
-        "patient_token": "p",
-        "facility_id": "f",
-        "unit_id": "u",
-        "first_time": datetime(2024, 1, 1, 0, 0, 1),
-        "first_record_id": "a",
-        "last_record_id": "b",
-        "score_name": "qsofa_score",
-        "score_value": 2,
-        "evidence_json": "{}",
-    }
-    row = Row(*rows.RULE_HIT.make(**values))
-    row.set_field_names(list(rows.RULE_HIT.columns))
-    hit = AlertLifecycle._hit(row, 5000)
-    assert hit.first_event_time_ms == 1_704_067_201_000
-    assert hit.event_time_ms == 5000
-    assert (hit.rule_id, hit.last_record_id, hit.score_value) == ("qsofa", "b", 2)
+def test_the_jvm_alert_lifecycle_reads_rule_hits_and_writes_alert_events_by_declared_names() -> (
+    None
+):
+    src = java_decode.hand_written_source("AlertLifecycle")
+    read = set(re.findall(r'getFieldAs\("(\w+)"\)', src))
+    written = re.findall(r'setField\("(\w+)"', src)
+    assert read == set(rows.RULE_HIT.columns) - {"first_time"}  # the lifecycle needs no first_time
+    assert sorted(written) == sorted(lifecycle.LIFECYCLE_OUT.columns)
+    # the partition key comes back as the output's first column, so SQL gets ALERT_EVENT whole
+    assert set(lifecycle.LIFECYCLE_OUT.columns) | {"patient_token"} == set(rows.ALERT_EVENT.columns)
+    assert f'@DataTypeHint("{lifecycle.LIFECYCLE_OUT.flink_sql()}")' in src
 
 
 def test_make_fills_unnamed_fields_with_none_in_declared_order() -> None:
