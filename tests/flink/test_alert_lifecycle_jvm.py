@@ -68,7 +68,7 @@ def _row(
         "first_record_id": first or last,
         "last_record_id": last,
         "score_name": "" if rule is None else f"{rule}_score",
-        "score_value": t % 7,
+        "score_value": None if t % 11 == 0 else t % 7,  # a null score stays null
         "evidence_json": '{"temp_c": {"value": 38.4, "note": "Fieber – ° ✓"}}',
         "first_ms": t - 15 * 60_000,
         "ts_ms": t,
@@ -185,6 +185,7 @@ def test_the_jvm_lifecycle_emits_the_python_references_events_one_for_one(
     assert actions == {"raise", "escalate", "resolve"}, "the stream exercises every action"
     assert reasons == {None, "condition_cleared", "discharged"}
     assert max(e["hit_count"] for e in want) > 3, "hits were suppressed into open alerts"
+    assert any(e["score_value"] is None for e in want), "a null score is carried"
     # Paced, most quiet periods end at their own deadline's timer; at the end of input, at the
     # timer of the patient's last row, which applies everything up to the end of time.
     cleared = [e for e in got if e["resolve_reason"] == "condition_cleared"]

@@ -67,7 +67,7 @@ public class AlertLifecycle extends ProcessTableFunction<Row> {
     public String firstRecordId;
     public String lastRecordId;
     public String scoreName;
-    public int scoreValue;
+    public Integer scoreValue; // null stays null, as in udfs.lifecycle
     public String evidenceJson;
   }
 
@@ -87,11 +87,14 @@ public class AlertLifecycle extends ProcessTableFunction<Row> {
     public Open[] open;
   }
 
+  static final Comparator<String> NULLS_FIRST = Comparator.nullsFirst(Comparator.naturalOrder());
+
+  /** udfs.lifecycle.order_key; a null record id (the job's SQL gives none) sorts first. */
   static final Comparator<Input> ORDER =
       Comparator.<Input>comparingLong(i -> i.atMs)
           .thenComparingInt(i -> i.discharge ? 1 : 0)
-          .thenComparing(i -> i.discharge ? "" : i.lastRecordId)
-          .thenComparing(i -> i.discharge ? "" : i.firstRecordId);
+          .thenComparing(i -> i.discharge ? "" : i.lastRecordId, NULLS_FIRST)
+          .thenComparing(i -> i.discharge ? "" : i.firstRecordId, NULLS_FIRST);
 
   public void eval(
       Context ctx,
@@ -190,8 +193,10 @@ public class AlertLifecycle extends ProcessTableFunction<Row> {
     }
   }
 
+  /** A severity the table does not know (the rules emit none) ranks lowest: it never
+   * escalates, where udfs.lifecycle would fail. */
   static int rank(String severity) {
-    return SEVERITY_RANK.getOrDefault(severity, 0);
+    return severity == null ? 0 : SEVERITY_RANK.getOrDefault(severity, 0);
   }
 
   /** An alert event (schemas.rows.ALERT_EVENT, less the partition key) of `a`'s next number. */
@@ -249,8 +254,7 @@ public class AlertLifecycle extends ProcessTableFunction<Row> {
     i.firstRecordId = r.getFieldAs("first_record_id");
     i.lastRecordId = r.getFieldAs("last_record_id");
     i.scoreName = r.getFieldAs("score_name");
-    Integer score = r.getFieldAs("score_value");
-    i.scoreValue = score == null ? 0 : score;
+    i.scoreValue = r.getFieldAs("score_value");
     i.evidenceJson = r.getFieldAs("evidence_json");
     return i;
   }
