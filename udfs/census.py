@@ -21,6 +21,8 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
   already emitted are not rewritten: they were the census as known then. Refused when the
   latest change is not of that kind.
 - the same event id twice: refused as a duplicate.
+- a patient without a bed is forgotten `RETENTION_MS` of event time after their last event: an
+  event after that starts from nothing (what the job's state keeps, and clears, per patient).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import Any, NamedTuple
 from schemas.capacity import ALL_UNITS, Capacity
 
 HISTORY = 16  # placement changes kept per patient for cancels
+# A patient without a bed is forgotten (cancel history, seen event ids) this long in event time
+# after their last event: a cancel_discharge (A13) can follow a discharge by days.
+RETENTION_MS = 7 * 24 * 3600 * 1000
 PLACING = ("admit", "transfer", "update")  # the event types that name the unit they place in
 
 
@@ -95,8 +100,16 @@ class PatientPlacement:
     place: Place | None = None
     history: list[tuple[str, Place | None]] = field(default_factory=list)  # (event type, before)
     seen: set[str] = field(default_factory=set)
+    forget_at_ms: int | None = None  # no bed since the last event: forgotten from this time on
 
     def apply(self, e: AdtEvent) -> tuple[Outcome, list[Delta]]:
+        if self.forget_at_ms is not None and e.event_time_ms >= self.forget_at_ms:
+            self.history, self.seen = [], set()
+        outcome, deltas = self._apply_once(e)
+        self.forget_at_ms = None if self.place else e.event_time_ms + RETENTION_MS
+        return outcome, deltas
+
+    def _apply_once(self, e: AdtEvent) -> tuple[Outcome, list[Delta]]:
         if e.event_id in self.seen:
             return Outcome("duplicate", f"event {e.event_id} was already applied"), []
         outcome, deltas = self._apply(e)

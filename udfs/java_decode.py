@@ -39,6 +39,7 @@ from schemas.avro import AvroField, Schema, earlier_revisions
 from schemas.capacity import ALL_UNITS
 from schemas.rows import CENSUS_PLACED, decoded
 from schemas.settings import Settings
+from udfs import census
 from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
@@ -299,7 +300,11 @@ RISING_RUN_CLASS = f"{PACKAGE}.RisingRun"
 PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
-    "CensusPlacement": {"@OUTPUT@": CENSUS_PLACED.flink_sql()},
+    "CensusPlacement": {
+        "@OUTPUT@": CENSUS_PLACED.flink_sql(),
+        "@HISTORY@": str(census.HISTORY),
+        "@RETENTION_MS@": f"{census.RETENTION_MS}L",
+    },
     "DeviceChart": {
         "@OUTPUT@": CHART_WINDOW.flink_sql(),
         "@CHANNELS@": ", ".join(f'"{c.param}"' for c in CHANNELS),

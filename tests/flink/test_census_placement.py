@@ -1,8 +1,9 @@
 """The census job's JVM placement (udfs/java/CensusPlacement.java, and the unit check generated
 as SQL) equals its Python reference (udfs.census: check_unit, then PatientPlacement per patient
 in event-time order) on a random ADT stream: every event type, duplicates, unknown and missing
-units, bed moves, cancels of every kind and events at the same instant, through the real job on
-bounded input."""
+units, bed moves, cancels of every kind, events at the same instant, and resends after a gap
+longer than the retention (patients without a bed forgotten, also when the watermark passes the
+retention at once), through the real job on bounded input."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from schemas import codec, load_schema, topics
 from schemas.capacity import ALL_UNITS, Capacity
 from schemas.settings import Settings
 from tests.flink_harness import run_bounded
-from udfs.census import AdtEvent, Delta, PatientPlacement, check_unit
+from udfs.census import RETENTION_MS, AdtEvent, Delta, PatientPlacement, check_unit
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,9 @@ def adt_stream(seed: int, patients: int = 120, n: int = 2500) -> list[dict[str, 
                 "source": "test",
             }
         )
+    t += timedelta(milliseconds=RETENTION_MS, days=1)  # then resends, after the retention
+    for j, e in enumerate(rng.sample(out, 200)):
+        out.append(e | {"event_time": t + timedelta(seconds=j)})
     return out
 
 
@@ -131,6 +135,8 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         "nothing_to_cancel",
     }
     assert sum(1 for d in want.deltas if d.cancels) > 20
+    applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")
+    assert sum(1 for n in applied.values() if n > 1) > 10  # applied again once forgotten
 
 
 def test_each_minutes_census_and_counts_are_the_references_deltas_summed(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from udfs.census import AdtEvent, PatientPlacement, surge_level
+from udfs.census import RETENTION_MS, AdtEvent, PatientPlacement, surge_level
 
 
 def ev(i: int, kind: str, unit: str | None = None, bed: str | None = None) -> AdtEvent:
@@ -90,6 +90,23 @@ def test_the_same_event_twice_is_a_duplicate() -> None:
     p.apply(ev(1, "admit", "W4"))
     outcome, deltas = p.apply(ev(1, "admit", "W4"))
     assert outcome.status == "duplicate" and deltas == []
+
+
+def test_a_patient_without_a_bed_is_forgotten_after_the_retention_but_not_before() -> None:
+    p = PatientPlacement()
+    occupancy(p, [ev(1, "admit", "ED"), ev(2, "discharge")])
+    just_before = AdtEvent("e1", "admit", "F", "ED", None, 2000 + RETENTION_MS - 1)
+    assert p.apply(just_before)[0].status == "duplicate"  # and this refusal restarts the clock
+    resent = AdtEvent("e1", "admit", "F", "ED", None, just_before.event_time_ms + RETENTION_MS)
+    outcome, deltas = p.apply(resent)
+    assert outcome.status == "applied" and [d.occupied for d in deltas] == [1]
+
+
+def test_a_patient_in_a_bed_is_never_forgotten() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "ED"))
+    late = AdtEvent("e1", "admit", "F", "ED", None, 10 * RETENTION_MS)
+    assert p.apply(late)[0].status == "duplicate"
 
 
 def test_an_update_corrects_the_unit_without_counting_a_transfer() -> None:

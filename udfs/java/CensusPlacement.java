@@ -12,8 +12,9 @@
 // fields of CENSUS_OUT but patient_token (the partition key, which the framework puts first)
 // and the capacities (configuration, which the job's SQL adds; it also refuses unknown units
 // before this function, since that depends on no state). A patient without a bed is forgotten
-// RETENTION_MS of event time after their last event; the job's idle-state TTL
-// (table.exec.state.ttl) does not apply: a patient may hold a bed for weeks without an event.
+// RETENTION_MS of event time after their last event (udfs.census.RETENTION_MS), also when the
+// watermark jumps past that at once; the job's idle-state TTL (table.exec.state.ttl) does not
+// apply: a patient may hold a bed for weeks without an event.
 package io.wardflow.udf;
 
 import java.util.ArrayList;
@@ -30,8 +31,8 @@ import org.apache.flink.types.Row;
 
 @FunctionHint(output = @DataTypeHint("@OUTPUT@"))
 public class CensusPlacement extends ProcessTableFunction<Row> {
-  static final int HISTORY = 16; // placement changes kept per patient for cancels
-  static final long RETENTION_MS = 7L * 24 * 3600 * 1000; // after a discharge (A13 can follow)
+  static final int HISTORY = @HISTORY@; // placement changes kept per patient for cancels
+  static final long RETENTION_MS = @RETENTION_MS@; // without a bed (A13 can follow a discharge)
 
   /** A bed: facility, unit and (optional) bed. */
   public static class Place {
@@ -109,11 +110,20 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     p.topic = input.getFieldAs("source_topic");
     p.payload = input.getFieldAs("payload");
     s.pending = append(s.pending, p, Pending[]::new);
-    ctx.timeContext(Long.class).registerOnTime(p.timeMs);
+    // Flink ignores a timer at or behind the watermark: a row that late (none should be: the
+    // source dead-letters late records) is applied when the watermark next moves.
+    Long watermark = ctx.timeContext(Long.class).currentWatermark();
+    ctx.timeContext(Long.class)
+        .registerOnTime(watermark == null || p.timeMs > watermark ? p.timeMs : watermark + 1);
   }
 
   public void onTimer(OnTimerContext ctx, Placement s) {
+    // Events apply at their own timers (an output row's time is its timer's). Flink ignores a
+    // timer registered at or behind the watermark, so a retention the watermark has already
+    // passed (at the end of a bounded input, or after a jump of more than RETENTION_MS) is not
+    // a timer: the patient is forgotten now, or before the next pending event applies.
     long now = ctx.timeContext(Long.class).time();
+    Long watermark = ctx.timeContext(Long.class).currentWatermark();
     List<Pending> due = new ArrayList<>();
     List<Pending> later = new ArrayList<>();
     for (Pending p : s.pending == null ? new Pending[0] : s.pending) {
@@ -121,16 +131,29 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     due.sort(ORDER);
     for (Pending e : due) {
+      if (expired(s, e.timeMs)) forget(s);
       apply(s, e);
-    }
-    if (!due.isEmpty() && s.place == null) {
-      s.expiryMs = now + RETENTION_MS;
-      ctx.timeContext(Long.class).registerOnTime("expiry", s.expiryMs); // replaces the last one
+      s.expiryMs = s.place == null ? e.timeMs + RETENTION_MS : 0;
     }
     s.pending = later.toArray(new Pending[0]);
-    if (s.place == null && later.isEmpty() && s.expiryMs > 0 && now >= s.expiryMs) {
+    if (s.place != null || s.expiryMs == 0) return;
+    if (s.expiryMs > Math.max(now, watermark == null ? Long.MIN_VALUE : watermark)) {
+      ctx.timeContext(Long.class).registerOnTime("expiry", s.expiryMs); // replaces the last one
+    } else if (later.isEmpty()) {
       ctx.clearAllState();
-    }
+    } // else the next pending event forgets the patient before it applies
+  }
+
+  /** The patient has held no bed for RETENTION_MS of event time by `timeMs`. */
+  private static boolean expired(Placement s, long timeMs) {
+    return s.place == null && s.expiryMs > 0 && timeMs >= s.expiryMs;
+  }
+
+  /** What clearAllState() would have left, for a patient forgotten between two due events. */
+  private static void forget(Placement s) {
+    s.history = null;
+    s.seen = null;
+    s.expiryMs = 0;
   }
 
   // --- the state machine (udfs/census.py) ----------------------------------------------------
