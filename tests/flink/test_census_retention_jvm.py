@@ -1,0 +1,161 @@
+"""The JVM placement (udfs/java/CensusPlacement.java) forgets a patient without a bed
+`udfs.census.RETENTION_MS` of event time after their last event, as the Python reference
+(udfs.census.PatientPlacement) does, whether the watermark passes the retention while the job
+runs (the expiry timer) or at once (at the end of a bounded input, where Flink ignores a timer
+behind the watermark): a resent event id is applied again and a cancel finds nothing to undo
+once forgotten, and neither before."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream.functions import MapFunction
+from pyflink.table import Schema
+
+from jobs.runtime.flink_env import stream_table_env
+from schemas.rows import CENSUS_IN
+from schemas.settings import Settings
+from udfs import java_decode
+from udfs.census import RETENTION_MS, AdtEvent, PatientPlacement
+
+pytestmark = pytest.mark.slow
+T0 = 1_780_000_000_000
+H = 3_600_000
+GAPS_MS = (0, 60_000, H, 2 * 24 * H, RETENTION_MS - 1, RETENTION_MS, RETENTION_MS + 24 * H)
+KINDS = ("admit", "admit", "transfer", "discharge", "discharge", "cancel_discharge", "resend")
+COLUMNS = [*CENSUS_IN.columns, "ts_ms"]
+PACE_S = 0.004
+WATERMARK_EVERY_MS = 5
+
+
+def _events(rng: np.random.Generator, patients: int = 30) -> list[dict[str, Any]]:
+    """Per patient admissions, moves, discharges, cancels and resends of an earlier event id,
+    some gaps a millisecond short of the retention, exactly it, or past it; in event-time
+    order (`kafka_offset` breaks ties, as it does in the job)."""
+    rows: list[dict[str, Any]] = []
+    for p in range(patients):
+        t = T0 + int(rng.integers(0, H))
+        mine: list[dict[str, Any]] = []
+        for i in range(int(rng.integers(8, 25))):
+            t += int(rng.choice(GAPS_MS))
+            kind = str(rng.choice(KINDS))
+            if kind == "resend" and mine:
+                row = dict(mine[int(rng.integers(0, len(mine)))]) | {"ts_ms": t}
+            else:
+                unit = str(rng.choice(["ICU", "W4"]))
+                row = {
+                    "event_id": f"p{p}-e{i}",
+                    "event_type": "admit" if kind == "resend" else kind,
+                    "patient_token": f"p{p}",
+                    "facility_id": "H",
+                    "unit_id": None if kind == "discharge" else unit,
+                    "bed_id": None,
+                    "source_topic": "adt",
+                    "kafka_partition": 0,
+                    "payload": b"",
+                    "ts_ms": t,
+                }
+            mine.append(row)
+        rows += mine
+    rows.sort(key=lambda r: r["ts_ms"])
+    return [r | {"kafka_offset": n} for n, r in enumerate(rows)]
+
+
+def _reference(rows: list[dict[str, Any]]) -> tuple[Counter[tuple[Any, ...]], int]:
+    """Each event's (id, kind, outcome, reason, unit) by PatientPlacement, and how many
+    events came to a patient that had been forgotten with something to forget."""
+    placements: dict[str, PatientPlacement] = {}
+    out: Counter[tuple[Any, ...]] = Counter()
+    forgotten = 0
+    for r in sorted(rows, key=lambda r: (r["ts_ms"], r["kafka_offset"])):
+        p = placements.setdefault(r["patient_token"], PatientPlacement())
+        ev = AdtEvent(r["event_id"], r["event_type"], "H", r["unit_id"], None, r["ts_ms"])
+        if p.forget_at_ms is not None and ev.event_time_ms >= p.forget_at_ms and p.seen:
+            forgotten += 1
+        outcome, _ = p.apply(ev)
+        kind = "dead_letter" if outcome.refused else "event"
+        # an event row names the unit after it, a dead letter the unit asked for
+        unit = r["unit_id"] if outcome.refused else p.place.unit_id if p.place else None
+        out[(ev.event_id, kind, outcome.status, outcome.reason or None, unit)] += 1
+    return out, forgotten
+
+
+class _Paced(MapFunction):  # type: ignore[misc]
+    """Holds each row back a moment, so that periodic watermarks come between the rows."""
+
+    def map(self, value: Any) -> Any:
+        time.sleep(PACE_S)
+        return value
+
+
+def _run_jvm(settings: Settings, rows: list[dict[str, Any]], paced: bool) -> list[dict[str, Any]]:
+    env, t_env = stream_table_env(settings, connectors=False)
+    # unpaced, no watermark comes before the end of input's
+    t_env.get_config().set(
+        "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
+    )
+    t_env.create_java_temporary_system_function(
+        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
+    )
+    kinds = {
+        "kafka_partition": Types.INT(),
+        "kafka_offset": Types.LONG(),
+        "payload": Types.PRIMITIVE_ARRAY(Types.BYTE()),
+        "ts_ms": Types.LONG(),
+    }
+    types = Types.ROW_NAMED(COLUMNS, [kinds.get(c, Types.STRING()) for c in COLUMNS])
+    stream = env.from_collection([tuple(r[c] for c in COLUMNS) for r in rows], types)
+    if paced:  # a row per bundle: the watermark generator after it sees them one by one
+        t_env.get_config().set("python.fn-execution.bundle.size", "1")
+        stream = stream.map(_Paced(), output_type=types)
+
+    class TsMs(TimestampAssigner):  # type: ignore[misc]
+        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+            return int(value[COLUMNS.index("ts_ms")])
+
+    stream = stream.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(TsMs())
+    )
+    table = t_env.from_data_stream(
+        stream,
+        Schema.new_builder()
+        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+        .watermark("rowtime", "SOURCE_WATERMARK()")
+        .build(),
+    )
+    t_env.create_temporary_view("raw_adt", table)
+    t_env.create_temporary_view(
+        "placing", t_env.sql_query(f"SELECT {CENSUS_IN.column_list()}, rowtime FROM raw_adt")
+    )
+    query = """
+        SELECT event_id, kind, outcome, reason, unit_id
+        FROM TABLE(wf_census_placement(
+          input => TABLE placing PARTITION BY patient_token,
+          on_time => DESCRIPTOR(rowtime),
+          uid => 'census-placement'))
+        WHERE kind <> 'delta'"""
+    names = ["event_id", "kind", "outcome", "reason", "unit_id"]
+    with t_env.execute_sql(query).collect() as results:
+        return [dict(zip(names, tuple(r), strict=True)) for r in results]
+
+
+@pytest.mark.parametrize("paced", [False, True], ids=["at-the-end-of-input", "paced"])
+def test_a_patient_without_a_bed_is_forgotten_after_the_retention_as_in_the_reference(
+    settings: Settings, paced: bool
+) -> None:
+    rows = _events(np.random.default_rng(7))
+    want, forgotten = _reference(rows)
+    assert forgotten > 10, "the stream exercises the retention"
+    statuses = {status for _, _, status, _, _ in want}
+    assert {"duplicate", "nothing_to_cancel", "applied"} <= statuses
+    got = Counter(
+        (r["event_id"], r["kind"], r["outcome"], r["reason"], r["unit_id"])
+        for r in _run_jvm(settings, rows, paced)
+    )
+    assert got == want
