@@ -33,7 +33,7 @@ def test_a_rollback_is_published_to_the_audit_topic_and_lands_in_the_warehouse(
     db = settings.clickhouse_database
     ch.migrate(clickhouse, db)
     reg = Registry(tmp_path / "registry")
-    bootstrap(reg, MODEL)  # v1 champion, v2 challenger (override)
+    bootstrap(reg, MODEL)  # v1 champion, v2 challenger
     reg.register(registry_cli.BUNDLED / MODEL / "1-gbt")  # v3: passes its gate
     cli = ["--model-registry", str(reg.root), "--kafka-bootstrap", settings.kafka_bootstrap]
     cli += ["--topic-prefix", prefix, "--actor", "user:oncall"]

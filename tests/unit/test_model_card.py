@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import Settings
+from tests.registry_versions import with_gate
 from training import model_card
 from training.registry import bootstrap
 from udfs.registry import Registry, Version
@@ -92,14 +93,16 @@ def test_the_command_line_writes_a_challengers_card_with_its_failed_gate_and_no_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "no-data").mkdir()
-    registry(tmp_path)
+    reg, _ = registry(tmp_path)
+    kept = reg.register(with_gate(tmp_path, passed=False), override="shadow evaluation only")
+    reg.set_role("sepsis-risk", "challenger", kept.version, why="shadow")
     monkeypatch.setenv("WARDFLOW_PHI_KEY", "k")
-    out = tmp_path / "cards" / "sepsis-risk-v2"
+    out = tmp_path / "cards" / f"sepsis-risk-v{kept.version}"
     args = ["--model-registry", str(tmp_path / "registry"), "--data-dir", str(tmp_path / "no-data")]
-    model_card.main([*args, "--version", "2", "--out", str(out)])
+    model_card.main([*args, "--version", kept.version, "--out", str(out)])
     assert capsys.readouterr().out.strip() == f"wrote {out / 'README.md'}"
     text = (out / "README.md").read_text()
-    assert text.startswith("# Model card: sepsis-risk v2\n")
+    assert text.startswith(f"# Model card: sepsis-risk v{kept.version}\n")
     assert "**FAILED**" in text and "unit=MICU" in text and "by override" in text
-    assert "None recorded for `champion sepsis-risk v2`." in text
+    assert f"None recorded for `champion sepsis-risk v{kept.version}`." in text
     assert "No external validation recorded" in text

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from training.registry import BUNDLED, bootstrap
+from tests.registry_versions import with_gate
+from training.registry import bootstrap
 from udfs.registry import GateFailed, Registry
 
 MODEL = "sepsis-risk"
 
 
-def _built(tmp: Path, passed: bool) -> Path:
-    src = sorted((BUNDLED / MODEL).iterdir())[0]
-    out = tmp / f"built-{passed}"
-    shutil.copytree(src, out)
-    spec = json.loads((out / "spec.json").read_text())
-    spec["gate"] = {"passed": passed, "reasons": [] if passed else ["unit=MICU: AUROC too low"]}
-    (out / "spec.json").write_text(json.dumps(spec))
-    return out
-
-
 def test_a_version_whose_subgroup_gate_failed_is_not_registered(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "reg")
     with pytest.raises(GateFailed, match="MICU"):
-        reg.register(_built(tmp_path, passed=False))
+        reg.register(with_gate(tmp_path, passed=False))
     assert reg.versions(MODEL) == []
 
 
@@ -46,7 +35,7 @@ def test_bootstrap_registers_the_bundled_champion_and_challenger_once(tmp_path: 
 def test_promotion_and_rollback_move_roles_and_keep_every_version(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "reg")
     bootstrap(reg, MODEL)
-    v3 = reg.register(_built(tmp_path, passed=True))
+    v3 = reg.register(with_gate(tmp_path, passed=True))
     reg.set_role(MODEL, "challenger", v3.version, why="test")
     assert reg.roles(MODEL) == {"champion": "1", "challenger": "3"}
     reg.promote(MODEL, "3")
@@ -59,7 +48,7 @@ def test_promotion_and_rollback_move_roles_and_keep_every_version(tmp_path: Path
 
 def test_a_version_kept_for_shadow_despite_its_gate_can_never_be_champion(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "reg")
-    v = reg.register(_built(tmp_path, passed=False), override="shadow evaluation only")
+    v = reg.register(with_gate(tmp_path, passed=False), override="shadow evaluation only")
     assert v.spec["gate"]["override"] == "shadow evaluation only"
     reg.set_role(MODEL, "challenger", v.version, why="shadow")
     with pytest.raises(GateFailed, match="MICU"):
@@ -81,7 +70,7 @@ def test_the_model_version_dimension_follows_the_registry(
 
     reg = Registry(tmp_path / "reg")
     bootstrap(reg, MODEL)
-    retrained = reg.register(_built(tmp_path, passed=True))
+    retrained = reg.register(with_gate(tmp_path, passed=True))
     reg.promote(MODEL, retrained.version)
     db = settings.clickhouse_database
     dims.upsert_model_versions(clickhouse, db, dims.model_versions(reg, MODEL))

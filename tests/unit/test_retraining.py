@@ -21,6 +21,7 @@ from feature_store.definitions import FEATURES
 from schemas import codec
 from schemas.settings import Settings
 from schemas.topics import MODEL_MONITOR
+from tests.registry_versions import with_gate
 from training import cohorts, promote_decision, retrain
 from training import registry as registry_cli
 from training.audit import AuditTrail, service
@@ -255,7 +256,11 @@ def test_a_challenger_that_failed_its_gate_is_never_promoted_whatever_its_shadow
     retrained: Retrained, tmp_path: Path
 ) -> None:
     reg = Registry(tmp_path / "registry")
-    bootstrap(reg, MODEL)  # v1 champion, v2 challenger registered by override (gate failed)
+    bootstrap(reg, MODEL)  # v1 champion, v2 challenger
+    # v3: the bundled MLP kept for shadow by override after a failed gate, as challenger
+    failed = with_gate(tmp_path, passed=False, source="2-mlp-wide")
+    kept = reg.register(failed, override="shadow evaluation only")
+    reg.set_role(MODEL, "challenger", kept.version, why="test: shadow only")
     champion, challenger = reg.role(MODEL, "champion"), reg.role(MODEL, "challenger")
     assert champion is not None and challenger is not None
     assert not challenger.spec["gate"]["passed"]
@@ -264,7 +269,7 @@ def test_a_challenger_that_failed_its_gate_is_never_promoted_whatever_its_shadow
     )
     assert not d.promote and "failed its gate" in d.why
     promote_decision.apply(d, reg, AuditTrail(reg, service(promote_decision.MODULE)))
-    assert reg.roles(MODEL) == {"champion": "1", "challenger": "2"}
+    assert reg.roles(MODEL) == {"champion": "1", "challenger": kept.version}
 
 
 def test_rollback_is_one_command_that_restores_the_previous_champion_and_audits_both_steps(
