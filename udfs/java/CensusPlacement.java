@@ -136,12 +136,24 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       s.expiryMs = s.place == null ? e.timeMs + RETENTION_MS : 0;
     }
     s.pending = later.toArray(new Pending[0]);
-    if (s.place != null || s.expiryMs == 0) return;
+    if (s.place != null) return;
+    if (s.expiryMs == 0) { // a stale timer of a patient already forgotten: leave no state row
+      if (later.isEmpty()) forgetNow(ctx);
+      return;
+    }
     if (s.expiryMs > Math.max(now, watermark == null ? Long.MIN_VALUE : watermark)) {
       ctx.timeContext(Long.class).registerOnTime("expiry", s.expiryMs); // replaces the last one
     } else if (later.isEmpty()) {
-      ctx.clearAllState();
+      forgetNow(ctx);
     } // else the next pending event forgets the patient before it applies
+  }
+
+  /** Clears the patient's state and the named expiry timer, which clearAllState() leaves: a
+   * named timer keeps an entry in Flink's own map state until it is cleared, fired or not, and
+   * a stale one would fire later on the cleared patient. */
+  private static void forgetNow(OnTimerContext ctx) {
+    ctx.timeContext(Long.class).clearTimer("expiry");
+    ctx.clearAllState();
   }
 
   /** The patient has held no bed for RETENTION_MS of event time by `timeMs`. */
