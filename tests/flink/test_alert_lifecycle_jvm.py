@@ -6,19 +6,15 @@ within the watermark's bound."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import pytest
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream.functions import MapFunction
-from pyflink.table import Schema
+from pyflink.common import Types
 
-from jobs.runtime.flink_env import stream_table_env
 from schemas.rows import ALERT_EVENT, RULE_HIT
 from schemas.settings import Settings
+from tests import paced_rows
 from udfs import java_decode, lifecycle
 
 pytestmark = pytest.mark.slow
@@ -27,8 +23,6 @@ T0 = 1_767_225_600_000
 RULES = {"news2_sustained_medium": "medium", "qsofa": "high", "sirs_persistent": "low"}
 SEVERITIES = list(lifecycle.SEVERITY_RANK)
 OUT_OF_ORDER_MS = H // 2  # arrival disorder; the watermark trails the newest time by an hour
-PACE_S = 0.004
-WATERMARK_EVERY_MS = 5
 COLUMNS = [c for c in RULE_HIT.columns if c != "first_time"] + ["first_ms", "ts_ms"]
 
 
@@ -116,48 +110,17 @@ def _arrival_order(rows: list[dict[str, Any]], rng: np.random.Generator) -> list
     return [rows[i] for i in order]
 
 
-class _Paced(MapFunction):  # type: ignore[misc]
-    """Holds each row back a moment, so that periodic watermarks come between the rows."""
-
-    def map(self, value: Any) -> Any:
-        time.sleep(PACE_S)
-        return value
-
-
 def _run_jvm(settings: Settings, rows: list[dict[str, Any]], paced: bool) -> list[dict[str, Any]]:
     """The JVM lifecycle's events over `rows` in their order, each with `emitted_ms`: the
     rowtime of the timer that emitted it. Paced, the watermark (an hour behind the newest time)
     moves between rows; else there is none before the end of input's, at which every timer
     fires."""
-    env, t_env = stream_table_env(settings, connectors=False)
-    # unpaced, no watermark comes before the end of input's
-    interval_ms = WATERMARK_EVERY_MS if paced else 0
-    t_env.get_config().set("pipeline.auto-watermark-interval", f"{interval_ms} ms")
+    kinds = {"score_value": Types.INT(), "first_ms": Types.LONG(), "ts_ms": Types.LONG()}
+    t_env, table = paced_rows.table(
+        settings, rows, COLUMNS, kinds, paced=paced, out_of_orderness_ms=H
+    )
     t_env.create_java_temporary_system_function(
         lifecycle.LIFECYCLE_FUNCTION, java_decode.ALERT_LIFECYCLE_CLASS
-    )
-    kinds = {"score_value": Types.INT(), "first_ms": Types.LONG(), "ts_ms": Types.LONG()}
-    types = Types.ROW_NAMED(COLUMNS, [kinds.get(c, Types.STRING()) for c in COLUMNS])
-    stream = env.from_collection([tuple(r[c] for c in COLUMNS) for r in rows], types)
-    if paced:  # a row per bundle: the watermark generator after it sees them one by one
-        t_env.get_config().set("python.fn-execution.bundle.size", "1")
-        stream = stream.map(_Paced(), output_type=types)
-
-    class TsMs(TimestampAssigner):  # type: ignore[misc]
-        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-            return int(value[COLUMNS.index("ts_ms")])
-
-    stream = stream.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_hours(1)
-        ).with_timestamp_assigner(TsMs())
-    )
-    table = t_env.from_data_stream(  # the stream's own timestamps and watermarks
-        stream,
-        Schema.new_builder()
-        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
-        .watermark("rowtime", "SOURCE_WATERMARK()")
-        .build(),
     )
     t_env.create_temporary_view("raw_hits", table)
     first = "CAST(TO_TIMESTAMP_LTZ(first_ms, 3) AS TIMESTAMP(3))"

@@ -7,20 +7,16 @@ once forgotten, and neither before."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
-from pyflink.common import Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream.functions import MapFunction
-from pyflink.table import Schema
+from pyflink.common import Types
 
-from jobs.runtime.flink_env import stream_table_env
 from schemas.rows import CENSUS_IN
 from schemas.settings import Settings
+from tests import paced_rows
 from udfs import java_decode
 from udfs.census import RETENTION_MS, AdtEvent, PatientPlacement
 
@@ -30,8 +26,6 @@ H = 3_600_000
 GAPS_MS = (0, 60_000, H, 2 * 24 * H, RETENTION_MS - 1, RETENTION_MS, RETENTION_MS + 24 * H)
 KINDS = ("admit", "admit", "transfer", "discharge", "discharge", "cancel_discharge", "resend")
 COLUMNS = [*CENSUS_IN.columns, "ts_ms"]
-PACE_S = 0.004
-WATERMARK_EVERY_MS = 5
 
 
 def _events(rng: np.random.Generator, patients: int = 30) -> list[dict[str, Any]]:
@@ -86,48 +80,16 @@ def _reference(rows: list[dict[str, Any]]) -> tuple[Counter[tuple[Any, ...]], in
     return out, forgotten
 
 
-class _Paced(MapFunction):  # type: ignore[misc]
-    """Holds each row back a moment, so that periodic watermarks come between the rows."""
-
-    def map(self, value: Any) -> Any:
-        time.sleep(PACE_S)
-        return value
-
-
 def _run_jvm(settings: Settings, rows: list[dict[str, Any]], paced: bool) -> list[dict[str, Any]]:
-    env, t_env = stream_table_env(settings, connectors=False)
-    # unpaced, no watermark comes before the end of input's
-    t_env.get_config().set(
-        "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
-    )
-    t_env.create_java_temporary_system_function(
-        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
-    )
     kinds = {
         "kafka_partition": Types.INT(),
         "kafka_offset": Types.LONG(),
         "payload": Types.PRIMITIVE_ARRAY(Types.BYTE()),
         "ts_ms": Types.LONG(),
     }
-    types = Types.ROW_NAMED(COLUMNS, [kinds.get(c, Types.STRING()) for c in COLUMNS])
-    stream = env.from_collection([tuple(r[c] for c in COLUMNS) for r in rows], types)
-    if paced:  # a row per bundle: the watermark generator after it sees them one by one
-        t_env.get_config().set("python.fn-execution.bundle.size", "1")
-        stream = stream.map(_Paced(), output_type=types)
-
-    class TsMs(TimestampAssigner):  # type: ignore[misc]
-        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-            return int(value[COLUMNS.index("ts_ms")])
-
-    stream = stream.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(TsMs())
-    )
-    table = t_env.from_data_stream(
-        stream,
-        Schema.new_builder()
-        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
-        .watermark("rowtime", "SOURCE_WATERMARK()")
-        .build(),
+    t_env, table = paced_rows.table(settings, rows, COLUMNS, kinds, paced=paced)
+    t_env.create_java_temporary_system_function(
+        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
     )
     t_env.create_temporary_view("raw_adt", table)
     t_env.create_temporary_view(

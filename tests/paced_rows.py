@@ -1,0 +1,71 @@
+"""Rows into a Flink table with their own event times, for tests of a keyed process table
+function: paced (held back a moment each, one per Python bundle, so that periodic watermarks
+come between the rows) or all at once (no watermark before the end of input's, at which every
+timer fires). Each row's event time is its `ts_ms` column; the table has it as `rowtime`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.typeinfo import TypeInformation
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream.functions import MapFunction
+from pyflink.table import Schema, StreamTableEnvironment, Table
+
+from jobs.runtime.flink_env import stream_table_env
+from schemas.settings import Settings
+
+PACE_S = 0.004
+WATERMARK_EVERY_MS = 5
+TIME = "ts_ms"
+
+
+class _Paced(MapFunction):  # type: ignore[misc]
+    def map(self, value: Any) -> Any:
+        time.sleep(PACE_S)
+        return value
+
+
+def table(
+    settings: Settings,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    types: Mapping[str, TypeInformation],
+    *,
+    paced: bool,
+    out_of_orderness_ms: int = 0,
+) -> tuple[StreamTableEnvironment, Table]:
+    """A table environment and `rows` in their order as a table of `columns` (typed by `types`,
+    strings otherwise; `ts_ms` among them) with `rowtime` and the source's watermarks, which
+    trail the newest time by `out_of_orderness_ms`."""
+    env, t_env = stream_table_env(settings, connectors=False)
+    t_env.get_config().set(  # unpaced, no watermark comes before the end of input's
+        "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
+    )
+    row_type = Types.ROW_NAMED(list(columns), [types.get(c, Types.STRING()) for c in columns])
+    stream = env.from_collection([tuple(r[c] for c in columns) for r in rows], row_type)
+    if paced:  # a row per bundle: the watermark generator after it sees them one by one
+        t_env.get_config().set("python.fn-execution.bundle.size", "1")
+        stream = stream.map(_Paced(), output_type=row_type)
+    at = list(columns).index(TIME)
+
+    class TsMs(TimestampAssigner):  # type: ignore[misc]
+        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+            return int(value[at])
+
+    strategy = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(out_of_orderness_ms))
+        if out_of_orderness_ms
+        else WatermarkStrategy.for_monotonous_timestamps()
+    )
+    stream = stream.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(TsMs()))
+    return t_env, t_env.from_data_stream(  # the stream's own timestamps and watermarks
+        stream,
+        Schema.new_builder()
+        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+        .watermark("rowtime", "SOURCE_WATERMARK()")
+        .build(),
+    )
