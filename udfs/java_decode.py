@@ -321,6 +321,7 @@ HAND_WRITTEN = {
     "TrailingExtreme": {},
     "RuleRuns": {},
     "RulePeers": {},
+    "EventTimers": {},
     "RisingRun": {},
     "PersistentRun": {},
 }

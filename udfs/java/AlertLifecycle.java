@@ -108,10 +108,7 @@ public class AlertLifecycle extends ProcessTableFunction<Row> {
     TimeContext<Long> time = ctx.timeContext(Long.class);
     long t = time.time();
     pending.add(input(input, t));
-    // Flink ignores a timer at or behind the watermark: a row that late (none should be: the
-    // sources dead-letter late records) is applied when the watermark next moves.
-    Long watermark = time.currentWatermark();
-    time.registerOnTime(watermark == null || t > watermark ? t : watermark + 1);
+    EventTimers.registerNoEarlierThanNext(time, t);
   }
 
   public void onTimer(OnTimerContext ctx, Alerts alerts, ListView<Input> pending)

@@ -110,11 +110,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     p.topic = input.getFieldAs("source_topic");
     p.payload = input.getFieldAs("payload");
     s.pending = append(s.pending, p, Pending[]::new);
-    // Flink ignores a timer at or behind the watermark: a row that late (none should be: the
-    // source dead-letters late records) is applied when the watermark next moves.
-    Long watermark = ctx.timeContext(Long.class).currentWatermark();
-    ctx.timeContext(Long.class)
-        .registerOnTime(watermark == null || p.timeMs > watermark ? p.timeMs : watermark + 1);
+    EventTimers.registerNoEarlierThanNext(ctx.timeContext(Long.class), p.timeMs);
   }
 
   public void onTimer(OnTimerContext ctx, Placement s) {
@@ -123,7 +119,6 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     // passed (at the end of a bounded input, or after a jump of more than RETENTION_MS) is not
     // a timer: the patient is forgotten now, or before the next pending event applies.
     long now = ctx.timeContext(Long.class).time();
-    Long watermark = ctx.timeContext(Long.class).currentWatermark();
     List<Pending> due = new ArrayList<>();
     List<Pending> later = new ArrayList<>();
     for (Pending p : s.pending == null ? new Pending[0] : s.pending) {
@@ -141,7 +136,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (later.isEmpty()) forgetNow(ctx);
       return;
     }
-    if (s.expiryMs > Math.max(now, watermark == null ? Long.MIN_VALUE : watermark)) {
+    if (s.expiryMs > now && EventTimers.accepted(ctx.timeContext(Long.class), s.expiryMs)) {
       ctx.timeContext(Long.class).registerOnTime("expiry", s.expiryMs); // replaces the last one
     } else if (later.isEmpty()) {
       forgetNow(ctx);
