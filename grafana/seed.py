@@ -454,6 +454,7 @@ def catalog_scores(scr: pd.DataFrame, adt: pd.DataFrame, seed: int) -> pd.DataFr
         "hours_since_admission": rng.uniform(0, 96, n),
         "features_missing": rng.integers(20, 120, n).astype("int32"),
         "scoring_latency_ms": rng.lognormal(math.log(4.0), 0.5, n),
+        "trigger": "state",
     }
     parts = []
     for model, version, role, output, unit, threshold, score in (
@@ -481,6 +482,7 @@ def catalog_scores(scr: pd.DataFrame, adt: pd.DataFrame, seed: int) -> pd.DataFr
                 }
             )
         )
+    parts.extend(_stay_hour_scores(scr, rng))
     dis = adt[(adt.event_type == "discharge") & adt.encounter_token.notna()]
     m = len(dis)
     risk = 1 / (1 + np.exp(-rng.normal(-2.1, 0.7, m)))
@@ -506,10 +508,61 @@ def catalog_scores(scr: pd.DataFrame, adt: pd.DataFrame, seed: int) -> pd.DataFr
                 "above_threshold": risk >= 0.163,
                 "features_missing": np.zeros(m, dtype="int32"),
                 "scoring_latency_ms": rng.lognormal(math.log(3.0), 0.5, m),
+                "trigger": "discharge",
             }
         )
     )
     return pd.concat(parts, ignore_index=True)
+
+
+def _stay_hour_scores(scr: pd.DataFrame, rng: np.random.Generator) -> list[pd.DataFrame]:
+    """The stay models' champions at hours 24 and 48 of each seeded stay that lasts that long
+    (their `report_at_hours`), on the unit where the stay was then."""
+    st = scr[scr.record_kind == "vitals"].sort_values("event_time")
+    first = st.groupby("patient_token").event_time.min()
+    last = st.groupby("patient_token").event_time.max()
+    rows = []
+    for h in (24.0, 48.0):
+        due = first + pd.Timedelta(hours=h)
+        for token in due.index[due <= last]:
+            at = st[(st.patient_token == token) & (st.event_time <= due[token])].iloc[-1]
+            rows.append((token, h, due[token], at.facility_id, at.unit_id))
+    frame = pd.DataFrame(rows, columns=["token", "hours", "due", "facility_id", "unit_id"])
+    n = len(frame)
+    record_id = [f"{t}@{h:g}h" for t, h in zip(frame.token, frame.hours, strict=True)]
+    risk = 1 / (1 + np.exp(-rng.normal(-2.0, 1.0, n)))
+    parts = []
+    for model, output, unit, threshold, value in (
+        ("icu-mortality", "death_risk", None, 0.28, risk),
+        ("length-of-stay", "remaining_los_days", "d", None, rng.gamma(2.0, 2.5, n)),
+    ):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "score_id": [_md5(r, model, "1") for r in record_id],
+                    "record_id": record_id,
+                    "entity": "stay",
+                    "entity_token": frame.token.to_numpy(),
+                    "patient_token": frame.token.to_numpy(),
+                    "facility_id": frame.facility_id.to_numpy(),
+                    "unit_id": frame.unit_id.to_numpy(),
+                    "event_time": frame.due.to_numpy(),
+                    "hours_since_admission": frame.hours.to_numpy(),
+                    "model_name": model,
+                    "model_version": "1",
+                    "role": "champion",
+                    "output_name": output,
+                    "score": value,
+                    "output_unit": unit,
+                    "threshold": threshold,
+                    "above_threshold": None if threshold is None else value >= threshold,
+                    "features_missing": rng.integers(20, 120, n).astype("int32"),
+                    "scoring_latency_ms": rng.lognormal(math.log(4.0), 0.5, n),
+                    "trigger": "stay_hours",
+                }
+            )
+        )
+    return parts
 
 
 def dead_letters(scr: pd.DataFrame, census: Census, seed: int) -> pd.DataFrame:

@@ -193,6 +193,29 @@ NURSE_BOARD = Dashboard(
             width=24,
         ),
         Panel(
+            "stay_hour_risk",
+            "Stays on this unit at 24 and 48 h: ICU mortality risk and expected remaining stay",
+            "table",
+            """SELECT entity_token AS stay, hours_since_admission AS at_hour,
+                   max(event_time) AS reported,
+                   round(maxIf(score, model_name = 'icu-mortality'), 3) AS death_risk,
+                   maxIf(above_threshold, model_name = 'icu-mortality') AS flagged,
+                   round(maxIf(score, model_name = 'length-of-stay'), 1) AS remaining_days
+            FROM ${db}.catalog_scores FINAL
+            WHERE `trigger` = 'stay_hours' AND role = 'champion'
+              AND model_name IN ('icu-mortality', 'length-of-stay')
+              AND facility_id = '${facility}' AND unit_id = '${unit}'
+              AND event_time > $__toTime - INTERVAL 48 HOUR AND event_time <= $__toTime
+            GROUP BY stay, at_hour ORDER BY reported DESC, death_risk DESC LIMIT 20""",
+            ("stay", "at_hour", "reported", "death_risk", "flagged", "remaining_days"),
+            width=24,
+            height=6,
+            description="Each stay's ICU mortality and length-of-stay champions at hours 24 and "
+            "48 of the stay (their report_at_hours), on the stay's data up to that hour: the "
+            "cut-off their validation reports. Reported in the last 48 h, newest first; "
+            "flagged: at or above the mortality model's threshold.",
+        ),
+        Panel(
             "readmission_risk",
             "Discharged in the last 24 h after a stay on this unit: 30-day readmission risk",
             "table",
@@ -662,6 +685,7 @@ ML_OPS = Dashboard(
             "Catalog models: scores per version and role (mortality, length of stay, readmission)",
             "table",
             """SELECT model_name AS model, model_version AS version, role,
+                   ifNull(`trigger`, 'state') AS scored_on,
                    any(output_name) AS output, count() AS scored,
                    round(quantileExact(0.5)(score), 3) AS median_score,
                    any(output_unit) AS unit,
@@ -669,13 +693,22 @@ ML_OPS = Dashboard(
                    round(avg(features_missing), 1) AS mean_features_missing,
                    round(quantileExact(0.99)(scoring_latency_ms), 1) AS p99_latency_ms
             FROM ${db}.catalog_scores FINAL WHERE $__timeFilter(event_time)
-            GROUP BY model, version, role ORDER BY model, role, version""",
-            ("model", "version", "role", "scored", "median_score", "above_threshold_pct"),
+            GROUP BY model, version, role, scored_on ORDER BY model, role, version, scored_on""",
+            (
+                "model",
+                "version",
+                "role",
+                "scored_on",
+                "scored",
+                "median_score",
+                "above_threshold_pct",
+            ),
             width=24,
             height=6,
             description="Every catalog model served by the catalog scoring job "
-            "(jobs/model_scoring.py), champion and shadow; above_threshold_pct is empty for "
-            "regression models.",
+            "(jobs/model_scoring.py), champion and shadow, by what made the score due (a new "
+            "state, an hour of the stay, a discharge; revision-1 rows count as states); "
+            "above_threshold_pct is empty for regression models.",
         ),
         Panel(
             "monitor_breaches",

@@ -6,26 +6,33 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
   ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ──────────────────────────────── dead-letter topic (reason per record)
-       └─ union per stay (its token; admissions anchor the stay's first time)
-            → the stay's features at each vitals or lab record: aggregates over an event-time
+       └─ union per stay (its token; admissions anchor the stay's first time, discharges end it)
+            → the stay's running sums and extremes at each record: an event-time
               `OVER (… RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)` window (records at
               the same time see each other, as training's "observations up to hour t" do), SQL
               generated from the one declaration training uses (feature_store/icu_stay.py)
-            → one row per (state, stay model) ┐
-  ADT discharges with an encounter → one row per discharge model ┘ (features from Feast)
-            → the generic scoring UDF (udfs/model_set.py:
+            ├─ features at each vitals or lab record ─────────── one row per (state, stay model)
+            └─ at each reported hour N of each stay: features of its records up to first + N h,
+               by an event-time temporal join, once the watermark passes ─ one row per model ┐
+  ADT discharges with an encounter → one row per discharge model (features from Feast) ──────┤
+            → the generic scoring UDF (udfs/model_set.py:                                   ←┘
               each model's spec names its features; static ones come from its feature
-              service) → a row per model version and role ── model.score topic
+              service) → a row per model version and role, with its `trigger` ── model.score topic
 
 Every model in `catalog_models` with a champion is served where its spec says (entity `stay`:
-every state; entity `encounter` with trigger `discharge`: the discharge); adding a model is a
-spec and a training module (training/catalog/), not a change here. A model whose features the
-job does not compute gets them from its feature service, else NaN (imputed, counted in
-`features_missing`).
+every state, and at its `stay_hours` trigger's or `report_at_hours`' hours of the stay; entity
+`encounter` with trigger `discharge`: the discharge); adding a model is a spec and a training
+module (training/catalog/), not a change here. A model whose features the job does not compute
+gets them from its feature service, else NaN (imputed, counted in `features_missing`).
 
 The stay is the token the record carries (`patient_token`): a replay of ICU stays
 (jobs/feeds/physionet2012.py) tokenises each stay as its own patient. Hours since admission are
-measured from the stay's first record (its admission event when one arrives first).
+measured from the stay's first record (its admission event when one arrives first). A stay is
+scored at hour N on the same cut-off its validation reports (`make evaluate-model`: its
+observations up to exactly N h, hours_since_admission N), unless it has no vitals or lab record
+by then or was discharged by then. Its state waits in the temporal join's keyed state, which
+`state_ttl_h` drops after that long without a record of the stay: a stay silent for longer than
+that before hour N is not scored at N.
 """
 
 from __future__ import annotations
@@ -88,7 +95,8 @@ def _value_sql(p: Parameter) -> str:
 
 def events_sql(sources: Sources) -> str:
     """One row per accepted record: every declared parameter a DOUBLE column (null where the
-    record's topic has no such field or the record no value); admissions carry none."""
+    record's topic has no such field or the record no value); admissions and discharges carry
+    none (record_kind `admit`, `discharge`)."""
     selects = []
     for name in sources:
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -99,9 +107,10 @@ def events_sql(sources: Sources) -> str:
             for p in PARAMETERS
         )
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
-        only = "event_type = 'admit'" if name == "adt" else "TRUE"
+        only = "event_type IN ('admit', 'discharge')" if name == "adt" else "TRUE"
+        kind = "event_type" if name == "adt" else f"'{name}'"
         selects.append(f"""
-        SELECT {ID_FIELDS[name]} AS record_id, '{name}' AS record_kind, patient_token,
+        SELECT {ID_FIELDS[name]} AS record_id, {kind} AS record_kind, patient_token,
                facility_id, {unit} AS unit_id, kafka_ts AS event_time, {params}
         FROM {name}_decoded WHERE reason_code IS NULL AND {only}""")
     return " UNION ALL ".join(selects)
@@ -156,9 +165,10 @@ def _feature_sql(p: Parameter, aggregate: str) -> str:
     return f"CAST({sql} AS DOUBLE) AS {quote(feature_name(p, aggregate))}"
 
 
-def stay_state_sql() -> str:
-    """Each record with its stay's features as of that record (causal: the window ends at the
-    current row)."""
+def stay_running_sql() -> str:
+    """Each record with its stay's running sums and extremes as of that record (causal: the
+    window ends at the current row), its hours since the stay's first record (`t_h`), how many
+    vitals and lab records the stay has had (`records`) and whether it has been discharged."""
     first = """
         SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token
                ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time
@@ -169,17 +179,89 @@ def stay_state_sql() -> str:
     )
     timed = f"SELECT *, {hours} AS t_h FROM ({first})"
     base = ",\n               ".join(s for p in PARAMETERS for s in _base_sql(p))
-    running = f"""
+    return f"""
         SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, t_h,
+               COUNT(CASE WHEN record_kind IN ('vitals', 'labs') THEN 1 END) OVER w AS records,
+               MAX(CASE WHEN record_kind = 'discharge' THEN 1 ELSE 0 END) OVER w AS discharged,
                {base}
         FROM ({timed})
         WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
                      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""
-    features = ",\n           ".join(_feature_sql(p, a) for p in PARAMETERS for a in p.aggregates)
+
+
+def _features_sql() -> str:
+    return ",\n           ".join(_feature_sql(p, a) for p in PARAMETERS for a in p.aggregates)
+
+
+def stay_state_sql() -> str:
+    """Each record with its stay's features as of that record."""
     return f"""
     SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time,
-           t_h AS hours_since_admission, {features}
-    FROM ({running})"""
+           t_h AS hours_since_admission, {_features_sql()}
+    FROM stay_running"""
+
+
+def _interval(hours: float) -> str:
+    """An hour count as a DAY TO SECOND literal (millisecond precision; Flink's day precision
+    is 2 digits)."""
+    ms = round(hours * 3_600_000)
+    days, ms = divmod(ms, 86_400_000)
+    if days > 99:
+        raise ValueError(f"hour {hours} of a stay is past the 99 days an interval literal holds")
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    return f"INTERVAL '{days} {h:02d}:{m:02d}:{ms / 1000:06.3f}' DAY TO SECOND(3)"
+
+
+def hour_label(hours: float) -> str:
+    """How a record id names an hour of the stay: `24h`, `1.5h`."""
+    return f"{hours:g}h"
+
+
+def stay_latest_sql() -> str:
+    """A versioned view of `stay_running`: each stay's latest record (keyed by the stay, versioned
+    by event time), what the temporal join of `stay_hours_sql` looks up."""
+    return """
+    SELECT * FROM (
+        SELECT *, ROW_NUMBER() OVER (PARTITION BY patient_token ORDER BY event_time DESC) AS rn
+        FROM stay_running)
+    WHERE rn = 1"""
+
+
+def stay_hours_sql(hours: tuple[float, ...]) -> str:
+    """Each stay at each of `hours` after its first record: the stay's features over its records
+    up to exactly that time, with `hours_since_admission` that hour (as training's cut-off
+    features, feature_store/icu_stay.stay_features), due once the watermark passes it.
+
+    The due time is the stay's first record's rowtime plus the hour, so it stays an event-time
+    attribute and is never behind the watermark; an event-time temporal join looks up the stay's
+    running values as of it in `stay_latest` (`stay_latest_sql`). A stay without a
+    vitals or lab record by then, or discharged by then, is not scored."""
+    first = """
+        SELECT patient_token, event_time FROM (
+            SELECT patient_token, event_time, COUNT(*) OVER (PARTITION BY patient_token
+                   ORDER BY event_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS k
+            FROM events)
+        WHERE k = 1"""
+    due = " UNION ALL ".join(
+        f"""
+        SELECT patient_token, CAST({h!r} AS DOUBLE) AS t_due, '{hour_label(h)}' AS label,
+               event_time + {_interval(h)} AS due_time
+        FROM ({first})"""
+        for h in hours
+    )
+    base = ", ".join(f"r.{quote(p.name + '__' + k)}" for p in PARAMETERS for k in BASE)
+    joined = f"""
+        SELECT CONCAT(d.patient_token, '@', d.label) AS record_id, d.patient_token,
+               r.facility_id, r.unit_id, d.due_time AS event_time, d.t_due AS t_h, {base}
+        FROM ({due}) AS d
+        JOIN stay_latest FOR SYSTEM_TIME AS OF d.due_time AS r
+          ON r.patient_token = d.patient_token
+        WHERE r.records > 0 AND r.discharged = 0"""
+    return f"""
+    SELECT record_id, patient_token, facility_id, unit_id, event_time,
+           t_h AS hours_since_admission, {_features_sql()}
+    FROM ({joined})"""
 
 
 def served(settings: Settings) -> dict[str, ModelSpec]:
@@ -201,6 +283,11 @@ def stay_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
     )
 
 
+def stay_hour_models(specs: dict[str, ModelSpec]) -> dict[str, tuple[float, ...]]:
+    """Scored at hours of each stay (a `stay_hours` trigger's or a model's reported hours)."""
+    return {m: s.stay_hours for m, s in specs.items() if s.entity == "stay" and s.stay_hours}
+
+
 def discharge_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
     """Scored when an encounter's discharge arrives."""
     return tuple(
@@ -208,10 +295,14 @@ def discharge_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
     )
 
 
-def score_inputs_sql(stay: tuple[str, ...], discharge: tuple[str, ...]) -> str:
+def score_inputs_sql(
+    stay: tuple[str, ...],
+    discharge: tuple[str, ...],
+    at_hours: dict[str, tuple[float, ...]] | None = None,
+) -> str:
     """A row per (state, model): each vitals and lab state of a stay once per stay model, each
-    discharge with an encounter once per discharge model (its features all come from the
-    model's feature service)."""
+    listed hour of a stay once per model scored then, each discharge with an encounter once per
+    discharge model (its features all come from the model's feature service)."""
     features = ", ".join(quote(f) for f in STREAM_FEATURES)
     nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(f)}" for f in STREAM_FEATURES)
     parts = []
@@ -219,15 +310,22 @@ def score_inputs_sql(stay: tuple[str, ...], discharge: tuple[str, ...]) -> str:
         names = ", ".join(f"'{m}'" for m in stay)
         parts.append(f"""
         SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
-               facility_id, unit_id, event_time, model, {features}
+               facility_id, unit_id, event_time, model, 'state' AS `trigger`, {features}
         FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
-        WHERE record_kind <> 'adt'""")
+        WHERE record_kind IN ('vitals', 'labs')""")
+    for m, hours in (at_hours or {}).items():
+        listed = ", ".join(f"CAST({h!r} AS DOUBLE)" for h in hours)
+        parts.append(f"""
+        SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
+               facility_id, unit_id, event_time, '{m}' AS model, 'stay_hours' AS `trigger`,
+               {features}
+        FROM stay_hours WHERE hours_since_admission IN ({listed})""")
     for m in discharge:
         parts.append(f"""
         SELECT event_id AS record_id, patient_token, 'encounter' AS entity,
                encounter_token AS entity_key, facility_id,
                COALESCE(unit_id, prior_unit_id, 'unknown') AS unit_id, kafka_ts AS event_time,
-               '{m}' AS model, {nulls}
+               '{m}' AS model, 'discharge' AS `trigger`, {nulls}
         FROM adt_decoded
         WHERE reason_code IS NULL AND event_type = 'discharge' AND encounter_token IS NOT NULL""")
     return " UNION ALL ".join(parts)
@@ -239,7 +337,7 @@ def scored_sql() -> str:
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in MODEL_SCORE_RESULT.columns)
     return f"""
     SELECT record_id, patient_token, entity, entity_key, facility_id, unit_id, event_time,
-           hours_since_admission, model, {result}
+           hours_since_admission, model, `trigger`, {result}
     FROM (SELECT *, wf_score_models(model, entity_key, {args}) AS s FROM score_inputs)"""
 
 
@@ -266,7 +364,7 @@ def score_rows_sql(specs: dict[str, ModelSpec]) -> str:
            CASE WHEN role = 'champion' THEN champion_threshold END AS threshold,
            CASE WHEN role = 'champion' THEN alert END AS above_threshold,
            COALESCE(features_missing, 0) AS features_missing,
-           latency_ms AS scoring_latency_ms, event_time AS rowtime
+           latency_ms AS scoring_latency_ms, `trigger`, event_time AS rowtime
     FROM scored CROSS JOIN UNNEST(ARRAY['champion', 'challenger']) AS r(role)
     WHERE {version} IS NOT NULL AND {score} IS NOT NULL"""
 
@@ -277,7 +375,11 @@ def lookups(settings: Settings, specs: dict[str, ModelSpec]) -> Lookups:
 
     def services(entity: str) -> tuple[str, ...]:
         return tuple(
-            s.feature_service for s in specs.values() if s.entity == entity and s.feature_service
+            dict.fromkeys(
+                s.feature_service
+                for s in specs.values()
+                if s.entity == entity and s.feature_service
+            )
         )
 
     return functools.partial(
@@ -296,21 +398,27 @@ def build(
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
+    t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()
     ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE))
     specs = served(settings)
     stay, discharge = stay_models(specs), discharge_models(specs)
-    for m in sorted(set(specs) - {*stay, *discharge}):
+    at_hours = stay_hour_models(specs)
+    for m in sorted(set(specs) - {*stay, *discharge, *at_hours}):
         log.warning(
             "%s (entity %s, trigger %s) is not served by this job: it scores stays at every "
-            "state and encounters at discharge",
+            "state or at hours of the stay, and encounters at discharge",
             m,
             specs[m].entity,
             specs[m].trigger.kind,
         )
-    if stay or discharge:
-        specs = {m: specs[m] for m in (*stay, *discharge)}
+    if at_hours:
+        hours = tuple(sorted({h for hs in at_hours.values() for h in hs}))
+        t_env.create_temporary_view("stay_latest", t_env.sql_query(stay_latest_sql()))
+        t_env.create_temporary_view("stay_hours", t_env.sql_query(stay_hours_sql(hours)))
+    if stay or discharge or at_hours:
+        specs = {m: specs[m] for m in dict.fromkeys((*stay, *at_hours, *discharge))}
         udf = model_score_udf(
             STREAM_FEATURES,
             settings.model_registry,
@@ -320,7 +428,7 @@ def build(
         )
         t_env.create_temporary_system_function("wf_score_models", udf)
         t_env.create_temporary_view(
-            "score_inputs", t_env.sql_query(score_inputs_sql(stay, discharge))
+            "score_inputs", t_env.sql_query(score_inputs_sql(stay, discharge, at_hours))
         )
         t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
         cols = ", ".join(quote(f.name) for f in topics.MODEL_SCORE.schema.fields)

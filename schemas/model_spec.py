@@ -12,6 +12,10 @@ needs to serve the model without code of its own:
 - `trigger`: when a score is due: `every_state` (each new state of the entity), `stay_hours`
   (at the listed hours since admission, e.g. 24 and 48), `discharge` (when the discharge
   arrives), `hourly` (on the hour, for forecasts);
+- `report_at_hours` (optional, stay models scored at every state): hours of the stay at which
+  the model is also reported. At such an hour, as at a `stay_hours` trigger's, the score is of
+  the stay's data up to exactly that hour (the cut-off its validation reports at), due when the
+  stream has passed it (`ModelSpec.stay_hours`; jobs/model_scoring.py);
 - `output`: the output column's name and meaning (and unit for regression);
 - `threshold`: where a binary score becomes an alert (None for regression);
 - `monitor` (optional): the model monitor's thresholds (`Monitor`, defaults and their sources
@@ -50,14 +54,6 @@ class Feature:
 class Trigger:
     kind: TriggerKind
     hours: tuple[float, ...] = ()
-
-    def due(self, hours_since_admission: float, previous_hours: float | None) -> bool:
-        """For `stay_hours`: whether a state at `hours_since_admission` is the first to reach
-        one of the listed hours after a state at `previous_hours` (None: the stay's first)."""
-        if self.kind != "stay_hours":
-            return True
-        before = -1.0 if previous_hours is None else previous_hours
-        return any(before < h <= hours_since_admission for h in self.hours)
 
 
 @dataclass(frozen=True)
@@ -161,10 +157,17 @@ class ModelSpec:
     threshold: float | None
     input_name: str = "features"
     monitor: Monitor = Monitor()
+    report_hours: tuple[float, ...] = ()
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def stay_hours(self) -> tuple[float, ...]:
+        """The hours of a stay at which it is scored on its data up to exactly that hour: a
+        `stay_hours` trigger's, else the reported hours of a model scored at every state."""
+        return self.trigger.hours if self.trigger.kind == "stay_hours" else self.report_hours
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> ModelSpec:
@@ -205,9 +208,21 @@ class ModelSpec:
         if kind not in TRIGGERS:
             problems.append(f"`trigger.kind` {kind!r} is not one of {TRIGGERS}")
         elif kind == "stay_hours":
-            hours = tuple(float(h) for h in raw_trigger.get("hours", []))
-            if not hours or any(h <= 0 for h in hours):
+            raw_hours = raw_trigger.get("hours") or []
+            if not isinstance(raw_hours, list) or not raw_hours:
+                raw_hours = [0]
+            if not all(_positive(h) for h in raw_hours):
                 problems.append("a `stay_hours` trigger needs positive `hours`")
+            elif entity != "stay":
+                problems.append("a `stay_hours` trigger is for stay models")
+            else:
+                hours = tuple(sorted({float(h) for h in raw_hours}))
+        report = d.get("report_at_hours") or []
+        if not isinstance(report, list) or not all(_positive(h) for h in report):
+            problems.append("`report_at_hours` must be a list of positive hours")
+            report = []
+        elif report and (entity != "stay" or kind != "every_state"):
+            problems.append("`report_at_hours` is for stay models scored at every state")
         raw_output = d.get("output", {})
         if not isinstance(raw_output, dict) or not isinstance(raw_output.get("name"), str):
             problems.append("`output.name` is missing")
@@ -240,4 +255,9 @@ class ModelSpec:
             threshold=None if threshold is None else float(threshold),
             input_name=str(input_name),
             monitor=monitor,
+            report_hours=tuple(sorted({float(h) for h in report})),
         )
+
+
+def _positive(h: Any) -> bool:
+    return isinstance(h, int | float) and not isinstance(h, bool) and 0 < h < float("inf")

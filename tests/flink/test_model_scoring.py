@@ -1,12 +1,14 @@
 """The catalog scoring job on the MiniCluster over real ICU stays (PhysioNet 2012 set B, replayed
 onto the canonical topics): every vitals and lab state of every stay is scored by each stay
-model's champion and shadow challenger, the stay's descriptors come from Feast, and the stream's
-scores equal the offline definition's (feature_store/icu_stay.py + onnxruntime) at every state.
+model's champion and shadow challenger, and each stay once at each hour its models report at
+(24 and 48 h); the stay's descriptors come from Feast, and the stream's scores equal the offline
+definition's (feature_store/icu_stay.py + onnxruntime) at every state and at every hour.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from typing import Any
 
@@ -30,6 +32,9 @@ pytestmark = pytest.mark.slow
 STAYS = 6
 MODELS = ("icu-mortality", "length-of-stay")
 SOURCE = replay.source_of("B")
+DISCHARGED_AT_H = 30.0  # the last stay's discharge: before its 48-h report
+REPORT_HOURS = (24.0, 48.0)
+AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +57,18 @@ def run(
         model_registry=folder / "registry",
         feast_dir=folder / "feast",
         feast_online_store="sqlite",
-        catalog_models=",".join(MODELS),
+        catalog_models=",".join((*MODELS, AT_24H)),
     )
     reg = Registry(s.model_registry)
     for m in MODELS:
         assert bootstrap(reg, m)
+    at_24h = folder / "at-24h"
+    shutil.copytree(sorted((BUNDLED / "length-of-stay").iterdir())[0], at_24h)
+    spec = json.loads((at_24h / "spec.json").read_text())
+    del spec["report_at_hours"]
+    spec |= {"name": AT_24H, "trigger": {"kind": "stay_hours", "hours": [24]}}
+    (at_24h / "spec.json").write_text(json.dumps(spec))
+    reg.set_role(AT_24H, "champion", reg.register(at_24h).version, why="a stay_hours trigger")
     # the mortality model's bundled version again, as its shadow challenger
     built = sorted((BUNDLED / "icu-mortality").iterdir())[0]
     shadow = folder / "shadow"
@@ -72,8 +84,26 @@ def run(
     name_of = {t.name: n for n, t in model_scoring.INPUTS.items()}
     for topic, record in replay.stream(mapped):
         inputs[name_of[topic]].append(record)
+    # the last stay is discharged at 30 h; a stay is admitted that never has a record
+    admit = next(a for a in inputs["adt"] if a["patient_token"] == tokens[int(ids[-1])])
+    discharge = admit | {
+        "event_id": admit["event_id"].replace(":admit", ":discharge"),
+        "event_type": "discharge",
+        "unit_id": None,
+        "prior_unit_id": admit["unit_id"],
+        "event_time": admit["event_time"] + pd.Timedelta(hours=DISCHARGED_AT_H),
+    }
+    empty = admit | {"event_id": "no-records:admit", "patient_token": "no-records"}
+    inputs["adt"] = sorted([*inputs["adt"], discharge, empty], key=lambda a: a["event_time"])
     out = run_bounded(model_scoring.JOB, s, inputs, folder / "out")
-    return {"settings": s, "inputs": inputs, "out": out, "tokens": tokens, "anchors": anchors}
+    return {
+        "settings": s,
+        "inputs": inputs,
+        "out": out,
+        "tokens": tokens,
+        "anchors": anchors,
+        "discharged": tokens[int(ids[-1])],
+    }
 
 
 def _push_descriptors(
@@ -136,6 +166,8 @@ def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
     run: dict[str, Any],
 ) -> None:
     scores = pd.DataFrame(run["out"]["model_scores"])
+    assert set(scores["trigger"]) == {"state", "stay_hours"}
+    scores = scores[scores["trigger"] == "state"]
     states = len(run["inputs"]["vitals"]) + len(run["inputs"]["labs"])
     counts = scores.groupby(["model_name", "role"]).size().to_dict()
     assert counts == {
@@ -164,7 +196,11 @@ def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
     series = len(spec.features) - len(icu_stay.STATIC_FEATURES) - 1
     assert (scores["features_missing"] < series).all()
     first = scores.sort_values("event_time").groupby("entity_token").head(1)
-    admitted = {a["patient_token"]: a["event_time"] for a in run["inputs"]["adt"]}
+    admitted = {
+        a["patient_token"]: a["event_time"]
+        for a in run["inputs"]["adt"]
+        if a["event_type"] == "admit"
+    }
     for _, row in first.iterrows():
         since = (row["event_time"] - admitted[row["entity_token"]]).total_seconds() / 3600
         assert row["hours_since_admission"] == pytest.approx(since)
@@ -180,6 +216,71 @@ def test_the_stream_reproduces_the_offline_score_at_every_state(
         got = champ[champ["model_name"] == m][["entity_token", "hours_since_admission", "score"]]
         both = got.merge(offline, on=["entity_token", "hours_since_admission"], how="left")
         assert both[m].notna().all()
+        diff = (both["score"] - both[m]).abs()
+        assert diff.max() < 1e-3, (m, both.loc[diff.idxmax()].to_dict())
+
+
+def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_then(
+    run: dict[str, Any],
+) -> None:
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    at = scores[scores["trigger"] == "stay_hours"]
+    admitted = {
+        a["patient_token"]: a["event_time"]
+        for a in run["inputs"]["adt"]
+        if a["event_type"] == "admit"
+    }
+    expected = {
+        (token, h)
+        for token in run["tokens"].values()
+        for h in REPORT_HOURS
+        if not (token == run["discharged"] and h > DISCHARGED_AT_H)
+    }
+    for (model, role), g in at[at["model_name"] != AT_24H].groupby(["model_name", "role"]):
+        got = list(zip(g["entity_token"], g["hours_since_admission"], strict=True))
+        assert sorted(got) == sorted(expected), (model, role)
+        assert (g["record_id"] == g["entity_token"] + "@" + g["hours_since_admission"].map(
+            lambda h: f"{h:g}h")).all()  # fmt: skip
+        due = [admitted[t] + pd.Timedelta(hours=h) for t, h in got]
+        assert list(g["event_time"]) == due
+    assert set(at.groupby(["model_name", "role"]).groups) == {
+        ("icu-mortality", "champion"),
+        ("icu-mortality", "challenger"),
+        ("length-of-stay", "champion"),
+        (AT_24H, "champion"),
+    }
+    assert "no-records" not in set(scores["entity_token"])
+
+
+def test_a_model_with_a_stay_hours_trigger_is_scored_at_its_hours_only(
+    run: dict[str, Any],
+) -> None:
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    only = scores[scores["model_name"] == AT_24H]
+    assert only["trigger"].eq("stay_hours").all() and only["hours_since_admission"].eq(24).all()
+    assert sorted(only["entity_token"]) == sorted(run["tokens"].values())
+    los = scores[
+        (scores["model_name"] == "length-of-stay")
+        & (scores["trigger"] == "stay_hours")
+        & (scores["hours_since_admission"] == 24)
+    ]
+    same = only.merge(los, on="entity_token", suffixes=("", "_los"))
+    assert len(same) == len(only) and (same["score"] == same["score_los"]).all()
+
+
+def test_a_score_at_an_hour_of_the_stay_is_the_validation_cut_off_score_at_that_hour(
+    run: dict[str, Any], stays: pd.DataFrame
+) -> None:
+    """The offline features at hour 24 or 48 are training's and `make evaluate-model`'s: the
+    stay's observations up to exactly that hour."""
+    offline = _offline(run, stays)
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    at = scores[(scores["trigger"] == "stay_hours") & (scores["role"] == "champion")]
+    assert not at.empty
+    for m in MODELS:
+        got = at[at["model_name"] == m][["entity_token", "hours_since_admission", "score"]]
+        both = got.merge(offline, on=["entity_token", "hours_since_admission"], how="left")
+        assert len(both) == len(got) and both[m].notna().all()
         diff = (both["score"] - both[m]).abs()
         assert diff.max() < 1e-3, (m, both.loc[diff.idxmax()].to_dict())
 
@@ -224,6 +325,7 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     assert len(scores) == eligible  # the expired and hospice discharges are not scored
     assert set(scores["entity_token"]) == set(facts["encounter_token"])
     assert scores["entity"].eq("encounter").all() and scores["features_missing"].eq(0).all()
+    assert scores["trigger"].eq("discharge").all()
     v = Registry(discharges["settings"].model_registry).role("readmission-30d", "champion")
     assert v is not None
     session = ort.InferenceSession(str(v.onnx), providers=["CPUExecutionProvider"])

@@ -157,11 +157,32 @@ def test_a_spec_that_cannot_be_served_is_refused_naming_every_problem() -> None:
     assert ok.trigger == Trigger("stay_hours", (24.0, 48.0))
 
 
-def test_a_stay_hours_trigger_is_due_once_when_a_state_first_reaches_each_hour() -> None:
-    t = Trigger("stay_hours", (24.0, 48.0))
-    assert not t.due(23.5, 20.0)
-    assert t.due(24.2, 23.5) and not t.due(25.0, 24.2)
-    assert t.due(49.0, 30.0) and t.due(50.0, None)
+def test_the_hours_a_stay_is_scored_at_come_from_its_trigger_or_its_reported_hours() -> None:
+    hourly = ModelSpec.parse(
+        _spec("y", "binary", ["a"], trigger={"kind": "stay_hours", "hours": [48, 24, 24]})
+    )
+    assert hourly.stay_hours == (24.0, 48.0)
+    reported = ModelSpec.parse(_spec("z", "binary", ["a"], report_at_hours=[48.0, 24]))
+    assert reported.trigger.kind == "every_state" and reported.stay_hours == (24.0, 48.0)
+    assert ModelSpec.parse(_spec("w", "binary", ["a"])).stay_hours == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"report_at_hours": [24, -1]}, "positive hours"),
+        ({"report_at_hours": "24"}, "positive hours"),
+        ({"report_at_hours": [True]}, "positive hours"),
+        ({"entity": "encounter", "report_at_hours": [24]}, "scored at every state"),
+        ({"trigger": {"kind": "discharge"}, "report_at_hours": [24]}, "scored at every state"),
+        ({"trigger": {"kind": "stay_hours", "hours": [0]}}, "positive `hours`"),
+        ({"trigger": {"kind": "stay_hours", "hours": 24}}, "positive `hours`"),
+        ({"entity": "unit", "trigger": {"kind": "stay_hours", "hours": [1]}}, "for stay models"),
+    ],
+)
+def test_hours_a_stay_cannot_be_scored_at_are_refused(extra: dict[str, Any], problem: str) -> None:
+    with pytest.raises(SpecError, match=problem):
+        ModelSpec.parse(_spec("v", "binary", ["a"], **extra))
 
 
 def test_the_bundled_sepsis_versions_meet_the_catalog_spec() -> None:

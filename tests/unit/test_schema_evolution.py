@@ -67,8 +67,13 @@ def read(payload: bytes, writer: Schema, reader: Schema) -> dict[str, Any]:
     return rec
 
 
-def test_the_evolved_schemas_are_the_labs_vitals_and_screen_topics_at_revision_2() -> None:
-    evolved = [topics.LABS_RESULT.name, topics.SEPSIS_SCREEN.name, topics.VITALS_OBSERVATION.name]
+def test_the_evolved_schemas_are_the_labs_vitals_screen_and_score_topics_at_revision_2() -> None:
+    evolved = [
+        topics.LABS_RESULT.name,
+        topics.MODEL_SCORE.name,
+        topics.SEPSIS_SCREEN.name,
+        topics.VITALS_OBSERVATION.name,
+    ]
     assert sorted(evolved) == EVOLVED
     for name in EVOLVED:
         assert name in TOPICS and load_schema(name).revision == 2

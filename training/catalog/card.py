@@ -99,7 +99,14 @@ def card(version: Version, settings: Settings, out_dir: Path) -> Path:
                 f"- architecture: {spec.get('architecture', 'see the report')}; "
                 f"framework: {spec.get('framework', '')}",
                 f"- {len(s.features)} inputs (Feast feature service `{s.feature_service}`); "
-                f"scored on trigger `{s.trigger.kind}`; threshold {s.threshold}",
+                f"scored on trigger `{s.trigger.kind}`"
+                + (
+                    f" and at hours {', '.join(f'{h:g}' for h in s.stay_hours)} of the stay "
+                    "(its data up to that hour)"
+                    if s.stay_hours
+                    else ""
+                )
+                + f"; threshold {s.threshold}",
                 f"- registered {spec.get('registered_at', '')}, ONNX SHA-256 "
                 f"`{str(spec.get('onnx_sha256', ''))[:16]}…`, ONNX parity with the trained model "
                 f"{spec.get('onnx_parity_max_abs_diff')}",
