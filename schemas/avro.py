@@ -21,6 +21,7 @@ producers that write a new revision. An incompatible change is a new topic (`.v(
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -53,6 +54,11 @@ _CLICKHOUSE = {
 }
 
 
+def _float32(x: float) -> float:
+    """`x` rounded to the nearest float32, as a float field stores it."""
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
 @dataclass(frozen=True)
 class AvroField:
     name: str
@@ -63,6 +69,16 @@ class AvroField:
     phi: str | None
     value_range: tuple[float, float] | None
     allowed: tuple[str, ...] | None
+
+    @property
+    def accepted_range(self) -> tuple[float, float] | None:
+        """`value_range` as the values a reader sees: for a `float` field, each bound rounded to
+        float32 as a writer's value is, so a record written with a bound itself (FiO2 0.21 is
+        0.2099999934 in float32) is inside the range. Decoders compare with these."""
+        if self.value_range is None or self.base != "float":
+            return self.value_range
+        lo, hi = self.value_range
+        return _float32(lo), _float32(hi)
 
     def flink_type(self) -> str:
         """As Flink's Avro format reads and writes it (timestamp-millis ↔ TIMESTAMP(3))."""

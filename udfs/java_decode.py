@@ -110,16 +110,18 @@ def _checks(schema: Schema) -> str:
                 f'if (((Utf8) {v}).getByteLength() == 0) return reject("missing_field", '
                 f'"{f.name} is empty");'
             )
-        if f.value_range is not None:
-            lo, hi = f.value_range
+        if f.value_range is not None and f.accepted_range is not None:
+            lo, hi = f.accepted_range  # a float field's bounds as float32, as its values are
             num = f"((Number) {v}).doubleValue()"
             if f.base in ("float", "double"):
                 lines.append(
                     f'if (Double.isNaN({num})) return reject("not_a_number", "{f.name} is NaN");'
                 )
+            shown = f.value_range
             lines.append(
                 f'if (!({lo!r} <= {num} && {num} <= {hi!r})) return reject("out_of_range", '
-                f'"{f.name}=" + g({num}) + " outside [" + g({lo!r}) + ", " + g({hi!r}) + "]");'
+                f'"{f.name}=" + g({num}) + " outside [" + g({shown[0]!r}) + ", " '
+                f'+ g({shown[1]!r}) + "]");'
             )
         if f.allowed is not None:
             allowed = ", ".join(_java_string(a) for a in f.allowed)

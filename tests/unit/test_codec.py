@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,6 +69,27 @@ def test_trailing_bytes_after_a_record_are_rejected() -> None:
 def test_impossible_values_are_rejected_with_a_reason(change: dict[str, Any], code: str) -> None:
     r = codec.decode_valid(OBS, codec.encode(OBS, _rec(**change)))
     assert isinstance(r, codec.Rejection) and r.reason_code == code
+
+
+@pytest.mark.parametrize("topic", list(topics.TOPICS.values()), ids=lambda t: t.name)
+def test_a_value_written_at_a_bound_of_its_range_is_accepted(topic: topics.Topic) -> None:
+    """What a reader sees of a bound written to the field: a float field holds FiO2 0.21 (room
+    air) as 0.2099999934, still in [0.21, 1]."""
+    for f in topic.schema.fields:
+        for bound in f.value_range or ():
+            if f.base == "float":
+                value = struct.unpack("<f", struct.pack("<f", bound))[0]
+            else:
+                value = bound if f.base == "double" else int(bound)
+            assert codec.validate(topic.schema, {f.name: value}) is None, (f.name, value)
+
+
+def test_room_air_fio2_is_accepted_and_a_hair_below_it_is_not() -> None:
+    ok = codec.decode_valid(OBS, codec.encode(OBS, _rec(fio2_fraction=0.21)))
+    assert isinstance(ok, dict) and ok["fio2_fraction"] == pytest.approx(0.21)
+    low = codec.decode_valid(OBS, codec.encode(OBS, _rec(fio2_fraction=0.2099)))
+    assert isinstance(low, codec.Rejection) and low.reason_code == "out_of_range"
+    assert low.reason == "fio2_fraction=0.2099 outside [0.21, 1]"
 
 
 def test_a_record_timestamp_other_than_the_event_time_is_rejected() -> None:
