@@ -685,7 +685,8 @@ ML_OPS = Dashboard(
             "Catalog models: scores per version and role (mortality, length of stay, readmission)",
             "table",
             """SELECT model_name AS model, model_version AS version, role,
-                   ifNull(`trigger`, 'state') AS scored_on,
+                   ifNull(`trigger`, if(entity = 'encounter', 'discharge', 'state'))
+                       AS scored_on,
                    any(output_name) AS output, count() AS scored,
                    round(quantileExact(0.5)(score), 3) AS median_score,
                    any(output_unit) AS unit,
@@ -707,7 +708,7 @@ ML_OPS = Dashboard(
             height=6,
             description="Every catalog model served by the catalog scoring job "
             "(jobs/model_scoring.py), champion and shadow, by what made the score due (a new "
-            "state, an hour of the stay, a discharge; revision-1 rows count as states); "
+            "state, an hour of the stay, a discharge; revision-1 rows by their entity); "
             "above_threshold_pct is empty for regression models.",
         ),
         Panel(

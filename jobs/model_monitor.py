@@ -116,7 +116,9 @@ def input_windows_sql(settings: Settings) -> tuple[str, str]:
 
 def scores_sql(models: dict[str, ModelSpec]) -> str:
     """Every score of every model, with its cell on the score grid and the outcome that labels
-    it (the model's spec; null: none)."""
+    it (the model's spec; null: none). A catalog model's scores at hours of the stay (`trigger`
+    `stay_hours`) are left out: they repeat the stay's state at that hour, which its per-state
+    scores cover, and the training reference is of per-state scores."""
     regression = [m for m, s in models.items() if s.task == "regression"]
     binary_cell = monitor.PROBABILITY_GRID.cell_sql("score")
     cell = binary_cell
@@ -143,7 +145,8 @@ def scores_sql(models: dict[str, ModelSpec]) -> str:
         UNION ALL
         SELECT facility_id, entity_token, model_name, model_version, {r}, score,
                above_threshold, kafka_ts AS rowtime
-        FROM model_scores_decoded WHERE reason_code IS NULL"""
+        FROM model_scores_decoded
+        WHERE reason_code IS NULL AND COALESCE(`trigger`, 'state') <> 'stay_hours'"""
     return f"""
     SELECT *, {cell} AS cell, {outcome_sql} AS outcome, {horizon_sql} AS horizon_h
     FROM ({union})"""

@@ -27,7 +27,11 @@ gets them from its feature service, else NaN (imputed, counted in `features_miss
 
 The stay is the token the record carries (`patient_token`): a replay of ICU stays
 (jobs/feeds/physionet2012.py) tokenises each stay as its own patient. Hours since admission are
-measured from the stay's first record (its admission event when one arrives first). A stay is
+measured from the stay's first record (its admission event when one arrives first; a feed that
+starts mid-stay measures from whatever comes first, a discharge included, and such a stay is
+never scored at an hour). A token's state lasts until `state_ttl_h` without a record of it, so
+with a feed that tokenises patients rather than stays, a readmission within that time continues
+the earlier stay (its first time, and its discharge, which stops the hours' scores). A stay is
 scored at hour N on the same cut-off its validation reports (`make evaluate-model`: its
 observations up to exactly N h, hours_since_admission N), unless it has no vitals or lab record
 by then or was discharged by then. Its state waits in the temporal join's keyed state, which
@@ -214,7 +218,9 @@ def _interval(hours: float) -> str:
 
 
 def hour_label(hours: float) -> str:
-    """How a record id names an hour of the stay: `24h`, `1.5h`."""
+    """How a record id names an hour of the stay: `24h`, `1.5h`. The id is the stay token, `@`,
+    the stay's first record's time (epoch ms: a token seen again later is another stay) and
+    `+` the hour: `<token>@1767225600000+24h`."""
     return f"{hours:g}h"
 
 
@@ -245,7 +251,9 @@ def stay_hours_sql(hours: tuple[float, ...]) -> str:
         WHERE k = 1"""
     due = " UNION ALL ".join(
         f"""
-        SELECT patient_token, CAST({h!r} AS DOUBLE) AS t_due, '{hour_label(h)}' AS label,
+        SELECT patient_token, CAST({h!r} AS DOUBLE) AS t_due,
+               CONCAT(CAST({EPOCH_MS.format("event_time")} AS STRING), '+{hour_label(h)}')
+                   AS label,
                event_time + {_interval(h)} AS due_time
         FROM ({first})"""
         for h in hours

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import numpy as np
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 HISTORY_DIR = SCHEMA_DIR / "history"
@@ -79,6 +80,24 @@ class AvroField:
             return self.value_range
         lo, hi = self.value_range
         return _float32(lo), _float32(hi)
+
+    def as_read(self, value: float) -> float:
+        """A value as a reader of the field sees it (a `float` field's at float32)."""
+        return _float32(value) if self.base == "float" else value
+
+    def out_of_range(self, values: Any) -> Any:
+        """Which of `values` (a number, or a numpy array / pandas Series of them; NaN: none)
+        a decoder refuses as outside the field's range, each taken as a reader sees it. The one
+        rule the codec, the JVM decoders and the offline references apply."""
+        if self.accepted_range is None:
+            return np.zeros(np.shape(values), dtype=bool) if np.ndim(values) else False
+        lo, hi = self.accepted_range
+        dtype = np.float32 if self.base == "float" else np.float64
+        read: np.ndarray[Any, np.dtype[np.float64]] = np.asarray(values, dtype=dtype).astype(
+            np.float64
+        )
+        out = ~np.isnan(read) & ((read < lo) | (read > hi))
+        return out if np.ndim(values) else bool(out)
 
     def flink_type(self) -> str:
         """As Flink's Avro format reads and writes it (timestamp-millis ↔ TIMESTAMP(3))."""

@@ -64,15 +64,12 @@ def validate(schema: Schema, record: dict[str, Any]) -> Rejection | None:
             continue
         if f.base == "string" and not f.nullable and v == "":
             return Rejection("missing_field", f"{f.name} is empty")
-        if f.value_range is not None and f.accepted_range is not None:
+        if f.value_range is not None:
             if isinstance(v, float) and math.isnan(v):
                 return Rejection("not_a_number", f"{f.name} is NaN")
-            lo, hi = f.accepted_range
-            if not lo <= v <= hi:
-                shown = f.value_range
-                return Rejection(
-                    "out_of_range", f"{f.name}={v:g} outside [{shown[0]:g}, {shown[1]:g}]"
-                )
+            if f.out_of_range(v):
+                lo, hi = f.value_range
+                return Rejection("out_of_range", f"{f.name}={v:g} outside [{lo:g}, {hi:g}]")
         if f.allowed is not None and v not in f.allowed:
             return Rejection("bad_enum", f"{f.name}={v!r} not in {list(f.allowed)}")
     return None

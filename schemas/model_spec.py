@@ -212,14 +212,18 @@ class ModelSpec:
             if not isinstance(raw_hours, list) or not raw_hours:
                 raw_hours = [0]
             if not all(_positive(h) for h in raw_hours):
-                problems.append("a `stay_hours` trigger needs positive `hours`")
+                problems.append(
+                    f"a `stay_hours` trigger needs positive `hours` up to {MAX_STAY_HOURS}"
+                )
             elif entity != "stay":
                 problems.append("a `stay_hours` trigger is for stay models")
             else:
                 hours = tuple(sorted({float(h) for h in raw_hours}))
         report = d.get("report_at_hours") or []
         if not isinstance(report, list) or not all(_positive(h) for h in report):
-            problems.append("`report_at_hours` must be a list of positive hours")
+            problems.append(
+                f"`report_at_hours` must be a list of positive hours up to {MAX_STAY_HOURS}"
+            )
             report = []
         elif report and (entity != "stay" or kind != "every_state"):
             problems.append("`report_at_hours` is for stay models scored at every state")
@@ -259,5 +263,9 @@ class ModelSpec:
         )
 
 
+MAX_STAY_HOURS: Final = 99 * 24  # Flink's DAY TO SECOND literal holds up to 99 days
+
+
 def _positive(h: Any) -> bool:
-    return isinstance(h, int | float) and not isinstance(h, bool) and 0 < h < float("inf")
+    """An hour of a stay that the scoring job can wait for."""
+    return isinstance(h, int | float) and not isinstance(h, bool) and 0 < h <= MAX_STAY_HOURS

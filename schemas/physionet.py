@@ -41,15 +41,13 @@ def measurements(df: pd.DataFrame) -> pd.DataFrame:
     """Measured values per row by feature name (NaN: not measured, or in a rejected record)."""
     out = pd.DataFrame(index=df.index)
     for topic, columns in RECORDS.items():
-        ranges = {f.name: f.value_range for f in topic.schema.fields}
+        fields = {f.name: f for f in topic.schema.fields}
         values = pd.DataFrame(
             {f: df[c].astype("float64") if c in df else np.nan for c, f in columns.items()},
             index=df.index,
         )
         bad = pd.Series(False, index=df.index)
-        for f in values:
-            lo_hi = ranges.get(str(f))
-            if lo_hi is not None:
-                bad |= values[f].notna() & ~values[f].between(*lo_hi)
+        for f in values:  # as the decoders judge the record (FiO2 0.21 at float32 is in range)
+            bad |= fields[str(f)].out_of_range(values[f].to_numpy())
         out[list(values)] = values.mask(bad, np.nan)
     return out

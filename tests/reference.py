@@ -85,11 +85,8 @@ def accepted(obs: pd.DataFrame) -> pd.Series:
         if fld.name not in obs:  # a field no record sets (one added since the records' writer)
             continue
         col = obs[fld.name]
-        if fld.value_range is not None and fld.accepted_range is not None:
-            # what the topic carries: a float field's value at float32, as its bounds are read
-            v = col.astype("float32" if fld.base == "float" else "float64").astype("float64")
-            lo, hi = fld.accepted_range
-            ok &= v.isna() | ((v >= lo) & (v <= hi))
+        if fld.value_range is not None:
+            ok &= ~fld.out_of_range(col.astype("float64"))
         if fld.allowed is not None:
             ok &= col.isna() | col.isin(fld.allowed)
     return ok

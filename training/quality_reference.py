@@ -63,12 +63,10 @@ def topic_reference(
         else pd.Series(True, index=values.index)
     )
     values = values[is_record]
-    ranges = {f.name: f.value_range for f in topic.schema.fields}
+    fields = {f.name: f for f in topic.schema.fields}
     refused = pd.Series(False, index=values.index)
-    for f in values:
-        lo_hi = ranges.get(str(f))
-        if lo_hi is not None:
-            refused |= values[f].notna() & ~values[f].between(*lo_hi)
+    for f in values:  # as the decoders judge the record
+        refused |= fields[str(f)].out_of_range(values[f].to_numpy())
     accepted = values[~refused]
     return {
         "records": len(values),

@@ -111,7 +111,8 @@ def _checks(schema: Schema) -> str:
                 f'"{f.name} is empty");'
             )
         if f.value_range is not None and f.accepted_range is not None:
-            lo, hi = f.accepted_range  # a float field's bounds as float32, as its values are
+            # a float field's value is a Float (float32) and its bounds as float32 (AvroField)
+            lo, hi = f.accepted_range
             num = f"((Number) {v}).doubleValue()"
             if f.base in ("float", "double"):
                 lines.append(

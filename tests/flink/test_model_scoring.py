@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 STAYS = 6
 MODELS = ("icu-mortality", "length-of-stay")
 SOURCE = replay.source_of("B")
-DISCHARGED_AT_H = 30.0  # the last stay's discharge: before its 48-h report
+DISCHARGED_AT_H = 48.0  # the last stay's discharge: at its 48-h report, which it stops
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -95,6 +95,16 @@ def run(
     }
     empty = admit | {"event_id": "no-records:admit", "patient_token": "no-records"}
     inputs["adt"] = sorted([*inputs["adt"], discharge, empty], key=lambda a: a["event_time"])
+    # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
+    first = tokens[int(ids[0])]
+    at_24h = next(v for v in inputs["vitals"] if v["patient_token"] == first) | {
+        "observation_id": "exactly-24h",
+        "event_time": anchors[int(ids[0])] + pd.Timedelta(hours=24),
+        "heart_rate_bpm": 165.0,
+        "sbp_mmhg": 72.0,
+        "resp_rate_per_min": 34.0,
+    }
+    inputs["vitals"] = sorted([*inputs["vitals"], at_24h], key=lambda v: v["event_time"])
     out = run_bounded(model_scoring.JOB, s, inputs, folder / "out")
     return {
         "settings": s,
@@ -234,13 +244,13 @@ def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_the
         (token, h)
         for token in run["tokens"].values()
         for h in REPORT_HOURS
-        if not (token == run["discharged"] and h > DISCHARGED_AT_H)
+        if not (token == run["discharged"] and h >= DISCHARGED_AT_H)  # discharged by then
     }
     for (model, role), g in at[at["model_name"] != AT_24H].groupby(["model_name", "role"]):
         got = list(zip(g["entity_token"], g["hours_since_admission"], strict=True))
         assert sorted(got) == sorted(expected), (model, role)
-        assert (g["record_id"] == g["entity_token"] + "@" + g["hours_since_admission"].map(
-            lambda h: f"{h:g}h")).all()  # fmt: skip
+        ids = [f"{t}@{int(admitted[t].timestamp() * 1000)}+{h:g}h" for t, h in got]
+        assert list(g["record_id"]) == ids
         due = [admitted[t] + pd.Timedelta(hours=h) for t, h in got]
         assert list(g["event_time"]) == due
     assert set(at.groupby(["model_name", "role"]).groups) == {

@@ -72,16 +72,20 @@ def test_impossible_values_are_rejected_with_a_reason(change: dict[str, Any], co
 
 
 @pytest.mark.parametrize("topic", list(topics.TOPICS.values()), ids=lambda t: t.name)
-def test_a_value_written_at_a_bound_of_its_range_is_accepted(topic: topics.Topic) -> None:
-    """What a reader sees of a bound written to the field: a float field holds FiO2 0.21 (room
-    air) as 0.2099999934, still in [0.21, 1]."""
+def test_a_value_at_a_bound_of_its_range_is_accepted_before_and_after_it_is_written(
+    topic: topics.Topic,
+) -> None:
+    """As the producer gives it (magnesium 0.1, a double) and as a reader sees it once written
+    (FiO2 0.21 is 0.2099999934 in a float field): in range both times; a hair outside is not."""
     for f in topic.schema.fields:
-        for bound in f.value_range or ():
-            if f.base == "float":
-                value = struct.unpack("<f", struct.pack("<f", bound))[0]
-            else:
-                value = bound if f.base == "double" else int(bound)
-            assert codec.validate(topic.schema, {f.name: value}) is None, (f.name, value)
+        for bound, outward in zip(f.value_range or (), (-1, 1), strict=False):
+            written = struct.unpack("<f", struct.pack("<f", bound))[0]
+            values = (bound, written) if f.base in ("float", "double") else (int(bound),)
+            for value in values:
+                assert codec.validate(topic.schema, {f.name: value}) is None, (f.name, value)
+            beyond = bound + outward * max(abs(bound), 1.0) * 1e-4
+            if f.base in ("float", "double"):
+                assert codec.validate(topic.schema, {f.name: beyond}) is not None, (f.name, beyond)
 
 
 def test_room_air_fio2_is_accepted_and_a_hair_below_it_is_not() -> None:

@@ -173,6 +173,7 @@ def test_the_hours_a_stay_is_scored_at_come_from_its_trigger_or_its_reported_hou
         ({"report_at_hours": [24, -1]}, "positive hours"),
         ({"report_at_hours": "24"}, "positive hours"),
         ({"report_at_hours": [True]}, "positive hours"),
+        ({"report_at_hours": [24 * 100]}, "positive hours up to 2376"),
         ({"entity": "encounter", "report_at_hours": [24]}, "scored at every state"),
         ({"trigger": {"kind": "discharge"}, "report_at_hours": [24]}, "scored at every state"),
         ({"trigger": {"kind": "stay_hours", "hours": [0]}}, "positive `hours`"),
