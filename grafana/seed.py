@@ -519,17 +519,24 @@ def _stay_hour_scores(scr: pd.DataFrame, rng: np.random.Generator) -> list[pd.Da
     """The stay models' champions at hours 24 and 48 of each seeded stay that lasts that long
     (their `report_at_hours`), on the unit where the stay was then."""
     st = scr[scr.record_kind == "vitals"].sort_values("event_time")
-    first = st.groupby("patient_token").event_time.min()
-    last = st.groupby("patient_token").event_time.max()
-    rows = []
-    for h in (24.0, 48.0):
-        due = first + pd.Timedelta(hours=h)
-        for token in due.index[due <= last]:
-            at = st[(st.patient_token == token) & (st.event_time <= due[token])].iloc[-1]
-            rows.append((token, h, due[token], at.facility_id, at.unit_id))
-    frame = pd.DataFrame(rows, columns=["token", "hours", "due", "facility_id", "unit_id"])
+    span = st.groupby("patient_token").event_time.agg(["min", "max"])
+    due = pd.concat(
+        [span.assign(hours=h, due=span["min"] + pd.Timedelta(hours=h)) for h in (24.0, 48.0)]
+    )
+    due = due[due["due"] <= due["max"]].rename_axis("patient_token").reset_index()
+    # the unit where the stay was then: its latest state at or before the hour
+    frame = pd.merge_asof(
+        due.sort_values("due"),
+        st[["patient_token", "event_time", "facility_id", "unit_id"]],
+        left_on="due",
+        right_on="event_time",
+        by="patient_token",
+    ).rename(columns={"patient_token": "token"})
     n = len(frame)
-    record_id = [f"{t}@{h:g}h" for t, h in zip(frame.token, frame.hours, strict=True)]
+    first_ms = (frame["min"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    record_id = [  # as the stream names an hour of a stay (jobs/model_scoring.hour_label)
+        f"{t}@{ms}+{h:g}h" for t, ms, h in zip(frame.token, first_ms, frame.hours, strict=True)
+    ]
     risk = 1 / (1 + np.exp(-rng.normal(-2.0, 1.0, n)))
     parts = []
     for model, output, unit, threshold, value in (

@@ -52,7 +52,7 @@ from feature_store.online import catalog_lookups
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
 from schemas import topics
-from schemas.model_spec import ModelSpec
+from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
 from schemas.settings import Settings
 from udfs.flink import decoded_columns
@@ -208,10 +208,10 @@ def stay_state_sql() -> str:
 def _interval(hours: float) -> str:
     """An hour count as a DAY TO SECOND literal (millisecond precision; Flink's day precision
     is 2 digits)."""
+    if not 0 < hours <= MAX_STAY_HOURS:
+        raise ValueError(f"hour {hours} of a stay is outside (0, {MAX_STAY_HOURS}]")
     ms = round(hours * 3_600_000)
     days, ms = divmod(ms, 86_400_000)
-    if days > 99:
-        raise ValueError(f"hour {hours} of a stay is past the 99 days an interval literal holds")
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     return f"INTERVAL '{days} {h:02d}:{m:02d}:{ms / 1000:06.3f}' DAY TO SECOND(3)"

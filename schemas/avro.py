@@ -81,10 +81,6 @@ class AvroField:
         lo, hi = self.value_range
         return _float32(lo), _float32(hi)
 
-    def as_read(self, value: float) -> float:
-        """A value as a reader of the field sees it (a `float` field's at float32)."""
-        return _float32(value) if self.base == "float" else value
-
     def out_of_range(self, values: Any) -> Any:
         """Which of `values` (a number, or a numpy array / pandas Series of them; NaN: none)
         a decoder refuses as outside the field's range, each taken as a reader sees it. The one
