@@ -6,7 +6,8 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
   ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ──────────────────────────────── dead-letter topic (reason per record)
-       └─ union per stay (its token; admissions anchor the stay's first time, discharges end it)
+       └─ union per stay (its token and admissions so far; an admission starts a stay and
+          anchors its first time, a discharge ends it)
             → the stay's running sums and extremes at each record: an event-time
               `OVER (… RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)` window (records at
               the same time see each other, as training's "observations up to hour t" do), SQL
@@ -25,13 +26,17 @@ every state, and at its `stay_hours` trigger's or `report_at_hours`' hours of th
 module (training/catalog/), not a change here. A model whose features the job does not compute
 gets them from its feature service, else NaN (imputed, counted in `features_missing`).
 
-The stay is the token the record carries (`patient_token`): a replay of ICU stays
-(jobs/feeds/physionet2012.py) tokenises each stay as its own patient. Hours since admission are
-measured from the stay's first record (its admission event when one arrives first; a feed that
-starts mid-stay measures from whatever comes first, a discharge included, and such a stay is
-never scored at an hour). A token's state lasts until `state_ttl_h` without a record of it, so
-with a feed that tokenises patients rather than stays, a readmission within that time continues
-the earlier stay (its first time, and its discharge, which stops the hours' scores). A stay is
+A stay is the token the record carries (`patient_token`) and the token's admissions so far
+(`stay_seq`, stay_events_sql): an admission of a token starts a new stay, so a feed that
+tokenises patients (an HL7 feed's MRN) gets a readmission as a stay of its own, with its own
+first time, records and discharge; a replay of ICU stays (jobs/feeds/physionet2012.py) tokenises
+each stay as its own patient. Records of a token before any admission of it are one stay (a feed
+without ADT). Hours since admission are measured from the stay's first record (its admission
+event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a
+discharge included, and such a stay is never scored at an hour). A record timed before its
+admission's event time belongs to the stay before. The scores' entity key stays the token (the
+stay descriptors in Feast are the token's), and an hour score's record id carries the stay's
+first time. A token's state lasts until `state_ttl_h` without a record of it. A stay is
 scored at hour N on the same cut-off its validation reports (`make evaluate-model`: its
 observations up to exactly N h, hours_since_admission N), unless it has no vitals or lab record
 by then or was discharged by then. Its state waits in the temporal join's keyed state, which
@@ -169,14 +174,26 @@ def _feature_sql(p: Parameter, aggregate: str) -> str:
     return f"CAST({sql} AS DOUBLE) AS {quote(feature_name(p, aggregate))}"
 
 
+def stay_events_sql() -> str:
+    """Each record with its stay's number among its token's stays (`stay_seq`): how many
+    admissions of the token have come by its time, its own time included (a record at the
+    admission's millisecond is the new stay's). Records before a token's first admission are
+    stay 0: a feed without admissions is one stay per token."""
+    return """
+        SELECT *, CAST(SUM(CASE WHEN record_kind = 'admit' THEN 1 ELSE 0 END) OVER (
+               PARTITION BY patient_token ORDER BY event_time
+               RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS INT) AS stay_seq
+        FROM events"""
+
+
 def stay_running_sql() -> str:
     """Each record with its stay's running sums and extremes as of that record (causal: the
     window ends at the current row), its hours since the stay's first record (`t_h`), how many
     vitals and lab records the stay has had (`records`) and whether it has been discharged."""
     first = """
-        SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token
+        SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token, stay_seq
                ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time
-        FROM events"""
+        FROM stay_events"""
     hours = (
         f"CAST(({EPOCH_MS.format('event_time')} - {EPOCH_MS.format('first_time')}) AS DOUBLE)"
         " / 3600000.0"
@@ -184,12 +201,12 @@ def stay_running_sql() -> str:
     timed = f"SELECT *, {hours} AS t_h FROM ({first})"
     base = ",\n               ".join(s for p in PARAMETERS for s in _base_sql(p))
     return f"""
-        SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, t_h,
-               COUNT(CASE WHEN record_kind IN ('vitals', 'labs') THEN 1 END) OVER w AS records,
+        SELECT record_id, record_kind, patient_token, stay_seq, facility_id, unit_id, event_time,
+               t_h, COUNT(CASE WHEN record_kind IN ('vitals', 'labs') THEN 1 END) OVER w AS records,
                MAX(CASE WHEN record_kind = 'discharge' THEN 1 ELSE 0 END) OVER w AS discharged,
                {base}
         FROM ({timed})
-        WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
+        WINDOW w AS (PARTITION BY patient_token, stay_seq ORDER BY event_time
                      RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""
 
 
@@ -229,7 +246,8 @@ def stay_latest_sql() -> str:
     by event time), what the temporal join of `stay_hours_sql` looks up."""
     return """
     SELECT * FROM (
-        SELECT *, ROW_NUMBER() OVER (PARTITION BY patient_token ORDER BY event_time DESC) AS rn
+        SELECT *, ROW_NUMBER() OVER (PARTITION BY patient_token, stay_seq
+                                     ORDER BY event_time DESC) AS rn
         FROM stay_running)
     WHERE rn = 1"""
 
@@ -244,14 +262,15 @@ def stay_hours_sql(hours: tuple[float, ...]) -> str:
     running values as of it in `stay_latest` (`stay_latest_sql`). A stay without a
     vitals or lab record by then, or discharged by then, is not scored."""
     first = """
-        SELECT patient_token, event_time FROM (
-            SELECT patient_token, event_time, COUNT(*) OVER (PARTITION BY patient_token
+        SELECT patient_token, stay_seq, event_time FROM (
+            SELECT patient_token, stay_seq, event_time, COUNT(*) OVER (
+                   PARTITION BY patient_token, stay_seq
                    ORDER BY event_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS k
-            FROM events)
+            FROM stay_events)
         WHERE k = 1"""
     due = " UNION ALL ".join(
         f"""
-        SELECT patient_token, CAST({h!r} AS DOUBLE) AS t_due,
+        SELECT patient_token, stay_seq, CAST({h!r} AS DOUBLE) AS t_due,
                CONCAT(CAST({EPOCH_MS.format("event_time")} AS STRING), '+{hour_label(h)}')
                    AS label,
                event_time + {_interval(h)} AS due_time
@@ -264,7 +283,7 @@ def stay_hours_sql(hours: tuple[float, ...]) -> str:
                r.facility_id, r.unit_id, d.due_time AS event_time, d.t_due AS t_h, {base}
         FROM ({due}) AS d
         JOIN stay_latest FOR SYSTEM_TIME AS OF d.due_time AS r
-          ON r.patient_token = d.patient_token
+          ON r.patient_token = d.patient_token AND r.stay_seq = d.stay_seq
         WHERE r.records > 0 AND r.discharged = 0"""
     return f"""
     SELECT record_id, patient_token, facility_id, unit_id, event_time,
@@ -406,6 +425,7 @@ def build(
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
+    t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
     t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()

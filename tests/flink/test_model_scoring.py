@@ -2,7 +2,9 @@
 onto the canonical topics): every vitals and lab state of every stay is scored by each stay
 model's champion and shadow challenger, and each stay once at each hour its models report at
 (24 and 48 h); the stay's descriptors come from Feast, and the stream's scores equal the offline
-definition's (feature_store/icu_stay.py + onnxruntime) at every state and at every hour.
+definition's (feature_store/icu_stay.py + onnxruntime) at every state and at every hour. One
+patient is discharged and admitted again under the same token: the readmission is a stay of its
+own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ STAYS = 6
 MODELS = ("icu-mortality", "length-of-stay")
 SOURCE = replay.source_of("B")
 DISCHARGED_AT_H = 48.0  # the last stay's discharge: at its 48-h report, which it stops
+READMITTED_AFTER_H = 6.0  # the discharged stay's token is admitted again 6 h after its discharge
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -43,7 +46,7 @@ def stays(settings: Settings) -> pd.DataFrame:
     if not path.exists():
         pytest.skip(f"PhysioNet 2012 set B is not in {path.parent}")
     obs = replay.load(settings, "B", path)
-    ids = np.sort(obs["record_id"].unique())[:STAYS]
+    ids = np.sort(obs["record_id"].unique())[: STAYS + 1]  # the last: a readmission
     return obs[obs["record_id"].isin(ids)]
 
 
@@ -75,17 +78,30 @@ def run(
     shutil.copytree(built, shadow)
     reg.set_role("icu-mortality", "challenger", reg.register(shadow).version, why="shadow")
 
-    ids = np.sort(stays["record_id"].unique())
+    ids, again = np.sort(stays["record_id"].unique())[:STAYS], int(stays["record_id"].max())
+    main = stays[stays["record_id"].isin(ids)]
     anchors = replay.anchors(ids, replay.ReplayPlan(stays=0))
-    mapped = replay.map_stays(stays, anchors, key=s.phi_key, source=SOURCE)
+    mapped = replay.map_stays(main, anchors, key=s.phi_key, source=SOURCE)
     tokens = {int(r): phi.token(s.phi_key, SOURCE, str(int(r))) for r in ids}
-    _push_descriptors(s, reg, stays, anchors)
+    _push_descriptors(s, reg, main, anchors)
     inputs: dict[str, list[dict[str, Any]]] = {"adt": [], "vitals": [], "labs": []}
     name_of = {t.name: n for n, t in model_scoring.INPUTS.items()}
     for topic, record in replay.stream(mapped):
         inputs[name_of[topic]].append(record)
+    # another set B stay, as the discharged patient's readmission: the same token, a new
+    # encounter, admitted READMITTED_AFTER_H after the discharge (the state is still there)
+    discharged = tokens[int(ids[-1])]
+    readmitted = anchors[int(ids[-1])] + pd.Timedelta(hours=DISCHARGED_AT_H + READMITTED_AFTER_H)
+    own = phi.token(s.phi_key, SOURCE, str(again))
+    for topic, record in replay.stream(
+        replay.map_stays(
+            stays[stays["record_id"] == again], {again: readmitted}, key=s.phi_key, source=SOURCE
+        )
+    ):
+        assert record["patient_token"] == own
+        inputs[name_of[topic]].append(record | {"patient_token": discharged})
     # the last stay is discharged at 30 h; a stay is admitted that never has a record
-    admit = next(a for a in inputs["adt"] if a["patient_token"] == tokens[int(ids[-1])])
+    admit = next(a for a in inputs["adt"] if a["patient_token"] == discharged)
     discharge = admit | {
         "event_id": admit["event_id"].replace(":admit", ":discharge"),
         "event_type": "discharge",
@@ -105,6 +121,7 @@ def run(
         "resp_rate_per_min": 34.0,
     }
     inputs["vitals"] = sorted([*inputs["vitals"], at_24h], key=lambda v: v["event_time"])
+    inputs["labs"] = sorted(inputs["labs"], key=lambda v: v["event_time"])
     out = run_bounded(model_scoring.JOB, s, inputs, folder / "out")
     return {
         "settings": s,
@@ -112,8 +129,30 @@ def run(
         "out": out,
         "tokens": tokens,
         "anchors": anchors,
-        "discharged": tokens[int(ids[-1])],
+        "discharged": discharged,
+        "discharged_stay": (discharged, anchors[int(ids[-1])]),
+        "readmission": (again, readmitted),
+        # each stay: (token, admission time) → its set B record id
+        "stays": {
+            **{(tokens[r], anchors[r]): r for r in map(int, ids)},
+            (discharged, readmitted): again,
+        },
     }
+
+
+def _stay_of(run: dict[str, Any], token: str, time: Any) -> tuple[str, Any]:
+    """The stay a record or score of `token` at `time` belongs to: the token's latest
+    admission at or before it."""
+    return max(k for k in run["stays"] if k[0] == token and k[1] <= time)
+
+
+def _with_stay(run: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
+    """Scores with their stay's set B record id (`stay`)."""
+    stay = [
+        run["stays"][_stay_of(run, t, e)]
+        for t, e in zip(scores["entity_token"], scores["event_time"], strict=True)
+    ]
+    return scores.assign(stay=stay)
 
 
 def _push_descriptors(
@@ -133,7 +172,6 @@ def _push_descriptors(
 def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
     """The declaration's features (pandas) at every scored state, from the values the topics
     carried (plus the raw descriptors), and each champion's score of them (onnxruntime)."""
-    by_token = {t: r for r, t in run["tokens"].items()}
     # what the stream reads: a FLOAT field's value at float32 precision
     single = {
         f.name for t in model_scoring.INPUTS.values() for f in t.schema.fields if f.base == "float"
@@ -141,8 +179,9 @@ def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
     long = []
     for kind in ("vitals", "labs"):
         for rec in run["inputs"][kind]:
-            r = by_token[rec["patient_token"]]
-            minute = (rec["event_time"] - run["anchors"][r]).total_seconds() / 60.0
+            token, admitted = _stay_of(run, rec["patient_token"], rec["event_time"])
+            r = run["stays"][(token, admitted)]
+            minute = (rec["event_time"] - admitted).total_seconds() / 60.0
             for p in icu_stay.PARAMETERS:
                 field = model_scoring.topic_field(p)
                 v = rec.get(field)
@@ -151,14 +190,19 @@ def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
                     long.append((r, minute, p.source, value))
     obs = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
     desc = stays[(stays["minute"] == 0) & stays["parameter"].isin(list(icu_stay.DESCRIPTORS))]
+    # the readmission's descriptors are its token's in Feast: the first stay's
+    again, _ = run["readmission"]
+    first = {t: r for r, t in run["tokens"].items()}[run["discharged"]]
+    desc = pd.concat(
+        [desc[desc["record_id"] != again], desc[desc["record_id"] == first].assign(record_id=again)]
+    )
     obs = pd.concat([desc, obs], ignore_index=True)
-    scores = pd.DataFrame(run["out"]["model_scores"])
-    states = scores[["entity_token", "hours_since_admission"]].drop_duplicates()
+    scores = _with_stay(run, pd.DataFrame(run["out"]["model_scores"]))
+    states = scores[["stay", "hours_since_admission"]].drop_duplicates()
     frames = []
-    for token, g in states.groupby("entity_token"):
-        r = by_token[token]
+    for r, g in states.groupby("stay"):
         f = icu_stay.stay_features(obs[obs["record_id"] == r], sorted(g["hours_since_admission"]))
-        frames.append(f.assign(entity_token=token))
+        frames.append(f.assign(stay=r))
     features = pd.concat(frames, ignore_index=True)
     reg = Registry(run["settings"].model_registry)
     for m in MODELS:
@@ -205,14 +249,11 @@ def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
     spec = ModelSpec.parse(champion.spec)
     series = len(spec.features) - len(icu_stay.STATIC_FEATURES) - 1
     assert (scores["features_missing"] < series).all()
-    first = scores.sort_values("event_time").groupby("entity_token").head(1)
-    admitted = {
-        a["patient_token"]: a["event_time"]
-        for a in run["inputs"]["adt"]
-        if a["event_type"] == "admit"
-    }
+    first = _with_stay(run, scores).sort_values("event_time").groupby("stay").head(1)
+    assert len(first) == STAYS + 1
     for _, row in first.iterrows():
-        since = (row["event_time"] - admitted[row["entity_token"]]).total_seconds() / 3600
+        _, admitted = _stay_of(run, row["entity_token"], row["event_time"])
+        since = (row["event_time"] - admitted).total_seconds() / 3600
         assert row["hours_since_admission"] == pytest.approx(since)
 
 
@@ -221,13 +262,37 @@ def test_the_stream_reproduces_the_offline_score_at_every_state(
 ) -> None:
     offline = _offline(run, stays)
     scores = pd.DataFrame(run["out"]["model_scores"])
-    champ = scores[scores["role"] == "champion"]
+    champ = _with_stay(run, scores[scores["role"] == "champion"])
     for m in MODELS:
-        got = champ[champ["model_name"] == m][["entity_token", "hours_since_admission", "score"]]
-        both = got.merge(offline, on=["entity_token", "hours_since_admission"], how="left")
+        got = champ[champ["model_name"] == m][["stay", "hours_since_admission", "score"]]
+        both = got.merge(offline, on=["stay", "hours_since_admission"], how="left")
         assert both[m].notna().all()
         diff = (both["score"] - both[m]).abs()
         assert diff.max() < 1e-3, (m, both.loc[diff.idxmax()].to_dict())
+
+
+def test_a_readmission_under_the_same_token_is_a_stay_of_its_own(
+    run: dict[str, Any], stays: pd.DataFrame
+) -> None:
+    """Its hours count from its own admission, its features from its own records (the first
+    stay's records and its discharge are not in them), and it is scored at its hours although
+    the token's earlier stay was discharged."""
+    again, readmitted = run["readmission"]
+    scores = _with_stay(run, pd.DataFrame(run["out"]["model_scores"]))
+    mine = scores[(scores["stay"] == again) & (scores["role"] == "champion")]
+    states = mine[mine["trigger"] == "state"]
+    assert not states.empty and states["entity_token"].eq(run["discharged"]).all()
+    since = (states["event_time"] - readmitted).dt.total_seconds() / 3600
+    assert np.allclose(states["hours_since_admission"], since)
+    assert states["hours_since_admission"].max() <= 48.0
+    at = mine[mine["trigger"] == "stay_hours"]
+    assert sorted(set(at["hours_since_admission"])) == list(REPORT_HOURS)
+    offline = _offline(run, stays)
+    offline = offline[offline["stay"] == again]
+    for m in MODELS:
+        got = mine[mine["model_name"] == m]
+        both = got.merge(offline, on=["stay", "hours_since_admission"], how="left")
+        assert len(both) == len(got) and (both["score"] - both[m]).abs().max() < 1e-3, m
 
 
 def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_then(
@@ -235,24 +300,24 @@ def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_the
 ) -> None:
     scores = pd.DataFrame(run["out"]["model_scores"])
     at = scores[scores["trigger"] == "stay_hours"]
-    admitted = {
-        a["patient_token"]: a["event_time"]
-        for a in run["inputs"]["adt"]
-        if a["event_type"] == "admit"
-    }
     expected = {
-        (token, h)
-        for token in run["tokens"].values()
+        (token, admitted, h)
+        for token, admitted in run["stays"]
         for h in REPORT_HOURS
-        if not (token == run["discharged"] and h >= DISCHARGED_AT_H)  # discharged by then
+        # the discharged stay is discharged by 48 h; its readmission is not
+        if not ((token, admitted) == run["discharged_stay"] and h >= DISCHARGED_AT_H)
     }
     for (model, role), g in at[at["model_name"] != AT_24H].groupby(["model_name", "role"]):
-        got = list(zip(g["entity_token"], g["hours_since_admission"], strict=True))
+        got = [
+            (t, _stay_of(run, t, e)[1], h)
+            for t, e, h in zip(
+                g["entity_token"], g["event_time"], g["hours_since_admission"], strict=True
+            )
+        ]
         assert sorted(got) == sorted(expected), (model, role)
-        ids = [f"{t}@{int(admitted[t].timestamp() * 1000)}+{h:g}h" for t, h in got]
+        ids = [f"{t}@{int(a.timestamp() * 1000)}+{h:g}h" for t, a, h in got]
         assert list(g["record_id"]) == ids
-        due = [admitted[t] + pd.Timedelta(hours=h) for t, h in got]
-        assert list(g["event_time"]) == due
+        assert list(g["event_time"]) == [a + pd.Timedelta(hours=h) for _, a, h in got]
     assert set(at.groupby(["model_name", "role"]).groups) == {
         ("icu-mortality", "champion"),
         ("icu-mortality", "challenger"),
@@ -268,13 +333,13 @@ def test_a_model_with_a_stay_hours_trigger_is_scored_at_its_hours_only(
     scores = pd.DataFrame(run["out"]["model_scores"])
     only = scores[scores["model_name"] == AT_24H]
     assert only["trigger"].eq("stay_hours").all() and only["hours_since_admission"].eq(24).all()
-    assert sorted(only["entity_token"]) == sorted(run["tokens"].values())
+    assert sorted(only["entity_token"]) == sorted(t for t, _ in run["stays"])  # a readmission too
     los = scores[
         (scores["model_name"] == "length-of-stay")
         & (scores["trigger"] == "stay_hours")
         & (scores["hours_since_admission"] == 24)
     ]
-    same = only.merge(los, on="entity_token", suffixes=("", "_los"))
+    same = only.merge(los, on="record_id", suffixes=("", "_los"))
     assert len(same) == len(only) and (same["score"] == same["score_los"]).all()
 
 
@@ -285,11 +350,13 @@ def test_a_score_at_an_hour_of_the_stay_is_the_validation_cut_off_score_at_that_
     stay's observations up to exactly that hour."""
     offline = _offline(run, stays)
     scores = pd.DataFrame(run["out"]["model_scores"])
-    at = scores[(scores["trigger"] == "stay_hours") & (scores["role"] == "champion")]
+    at = _with_stay(
+        run, scores[(scores["trigger"] == "stay_hours") & (scores["role"] == "champion")]
+    )
     assert not at.empty
     for m in MODELS:
-        got = at[at["model_name"] == m][["entity_token", "hours_since_admission", "score"]]
-        both = got.merge(offline, on=["entity_token", "hours_since_admission"], how="left")
+        got = at[at["model_name"] == m][["stay", "hours_since_admission", "score"]]
+        both = got.merge(offline, on=["stay", "hours_since_admission"], how="left")
         assert len(both) == len(got) and both[m].notna().all()
         diff = (both["score"] - both[m]).abs()
         assert diff.max() < 1e-3, (m, both.loc[diff.idxmax()].to_dict())
