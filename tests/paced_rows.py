@@ -1,7 +1,9 @@
 """Rows into a Flink table with their own event times, for tests of a keyed process table
 function: paced (held back a moment each, one per Python bundle, so that periodic watermarks
 come between the rows) or all at once (no watermark before the end of input's, at which every
-timer fires). Each row's event time is its `ts_ms` column; the table has it as `rowtime`."""
+timer fires); paced rows can be followed by one row repeated for ever, so that the job keeps
+running (for a savepoint) with its watermark held at that row's time. Each row's event time is
+its `ts_ms` column; the table has it as `rowtime`."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.datastream.functions import MapFunction
 from pyflink.table import Schema, StreamTableEnvironment, Table
 
@@ -29,6 +32,17 @@ class _Paced(MapFunction):  # type: ignore[misc]
         return value
 
 
+class _Then(MapFunction):  # type: ignore[misc]
+    """The n-th row of a sequence: `rows[n]`, then `tail` for ever (paced)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], tail: tuple[Any, ...]) -> None:
+        self.rows, self.tail = rows, tail
+
+    def map(self, n: int) -> Any:
+        time.sleep(PACE_S)
+        return Row(*(self.rows[n] if n < len(self.rows) else self.tail))
+
+
 def table(
     settings: Settings,
     rows: Sequence[Mapping[str, Any]],
@@ -37,19 +51,30 @@ def table(
     *,
     paced: bool,
     out_of_orderness_ms: int = 0,
+    tail: Mapping[str, Any] | None = None,
 ) -> tuple[StreamTableEnvironment, Table]:
     """A table environment and `rows` in their order as a table of `columns` (typed by `types`,
     strings otherwise; `ts_ms` among them) with `rowtime` and the source's watermarks, which
-    trail the newest time by `out_of_orderness_ms`."""
+    trail the newest time by `out_of_orderness_ms`. With `tail` (paced only) the source never
+    ends: `tail` follows the rows, again and again."""
     env, t_env = stream_table_env(settings, connectors=False)
     t_env.get_config().set(  # unpaced, no watermark comes before the end of input's
         "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
     )
     row_type = Types.ROW_NAMED(list(columns), [types.get(c, Types.STRING()) for c in columns])
-    stream = env.from_collection([tuple(r[c] for c in columns) for r in rows], row_type)
+    values = [tuple(r[c] for c in columns) for r in rows]
     if paced:  # a row per bundle: the watermark generator after it sees them one by one
         t_env.get_config().set("python.fn-execution.bundle.size", "1")
-        stream = stream.map(_Paced(), output_type=row_type)
+    if tail is not None:
+        if not paced:
+            raise ValueError("a tail follows paced rows only")
+        sequence = NumberSequenceSource(0, 2**62)
+        stream = env.from_source(sequence, WatermarkStrategy.no_watermarks(), "rows, then tail")
+        stream = stream.map(_Then(values, tuple(tail[c] for c in columns)), output_type=row_type)
+    else:
+        stream = env.from_collection(values, row_type)
+        if paced:
+            stream = stream.map(_Paced(), output_type=row_type)
     at = list(columns).index(TIME)
 
     class TsMs(TimestampAssigner):  # type: ignore[misc]

@@ -119,6 +119,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     // passed (at the end of a bounded input, or after a jump of more than RETENTION_MS) is not
     // a timer: the patient is forgotten now, or before the next pending event applies.
     long now = ctx.timeContext(Long.class).time();
+    boolean expiring = s.expiryMs > 0; // an expiry timer may be registered
     List<Pending> due = new ArrayList<>();
     List<Pending> later = new ArrayList<>();
     for (Pending p : s.pending == null ? new Pending[0] : s.pending) {
@@ -131,7 +132,10 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       s.expiryMs = s.place == null ? e.timeMs + RETENTION_MS : 0;
     }
     s.pending = later.toArray(new Pending[0]);
-    if (s.place != null) return;
+    if (s.place != null) { // in a bed again: an expiry timer would only keep its entry
+      if (expiring) ctx.timeContext(Long.class).clearTimer("expiry");
+      return;
+    }
     if (s.expiryMs == 0) { // a stale timer of a patient already forgotten: leave no state row
       if (later.isEmpty()) forgetNow(ctx);
       return;

@@ -1,0 +1,121 @@
+"""What the JVM placement (udfs/java/CensusPlacement.java) keeps, read from a savepoint (the State
+Processor API, tests/ptf_state.py): once the watermark has passed every retention, it holds a row
+for each patient in a bed and for no one else, and no named timer of a patient it forgot.
+
+Flink's `clearAllState()` leaves a named timer's entry in the operator's own map state, fired or
+not, and a stale expiry timer that fires after a forget would write an empty row back: neither
+changes an output row, so only the state shows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pyflink.common import Types
+from pyflink.java_gateway import get_gateway
+
+from schemas.rows import CENSUS_IN
+from schemas.settings import Settings
+from tests import paced_rows, ptf_state
+from tests.flink.test_census_retention_jvm import COLUMNS, _events
+from udfs import java_decode
+from udfs.census import RETENTION_MS, AdtEvent, PatientPlacement
+
+pytestmark = pytest.mark.slow
+DAY = 24 * 3_600_000
+SENTINEL = "sentinel"
+
+
+def _in_a_bed(rows: list[dict[str, Any]]) -> set[str]:
+    """The patients the reference still places after all `rows` (everyone else has been
+    without a bed for longer than the retention by the sentinel's time)."""
+    placements: dict[str, PatientPlacement] = {}
+    for r in sorted(rows, key=lambda r: (r["ts_ms"], r["kafka_offset"])):
+        p = placements.setdefault(r["patient_token"], PatientPlacement())
+        p.apply(AdtEvent(r["event_id"], r["event_type"], "H", r["unit_id"], None, r["ts_ms"]))
+    return {t for t, p in placements.items() if p.place is not None}
+
+
+@pytest.fixture(scope="module")
+def placed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The placement, paced over real-looking ADT with gaps around the retention, then a
+    sentinel admission past every retention; its output row means every earlier timer has fired
+    (Flink fires a key group's timers in time order). Then a savepoint, read back."""
+    rows = _events(np.random.default_rng(11), patients=40)
+    end = max(r["ts_ms"] for r in rows) + RETENTION_MS + DAY
+    sentinel = rows[0] | {
+        "event_id": f"{SENTINEL}-admit",
+        "event_type": "admit",
+        "patient_token": SENTINEL,
+        "unit_id": "ICU",
+        "ts_ms": end,
+        "kafka_offset": len(rows),
+    }
+    rows = [*rows, sentinel]
+    # after it, rows of no patient (filtered out) hold the watermark at the sentinel's time
+    tail = sentinel | {"event_id": "tick", "patient_token": None, "ts_ms": end + 1}
+    kinds = {
+        "kafka_partition": Types.INT(),
+        "kafka_offset": Types.LONG(),
+        "payload": Types.PRIMITIVE_ARRAY(Types.BYTE()),
+        "ts_ms": Types.LONG(),
+    }
+    t_env, table = paced_rows.table(settings, rows, COLUMNS, kinds, paced=True, tail=tail)
+    t_env.create_java_temporary_system_function(
+        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
+    )
+    t_env.create_temporary_view("raw_adt", table)
+    t_env.create_temporary_view(
+        "placing",
+        t_env.sql_query(
+            f"SELECT {CENSUS_IN.column_list()}, rowtime FROM raw_adt "
+            "WHERE patient_token IS NOT NULL"
+        ),
+    )
+    result = t_env.execute_sql("""
+        SELECT event_id FROM TABLE(wf_census_placement(
+          input => TABLE placing PARTITION BY patient_token,
+          on_time => DESCRIPTOR(rowtime),
+          uid => 'census-placement'))
+        WHERE kind <> 'delta'""")
+    client = result.get_job_client()
+    assert client is not None
+    seen = 0
+    folder: Path = tmp_path_factory.mktemp("census-savepoint")
+    with result.collect() as out:
+        for r in out:
+            seen += 1
+            if r[0] == sentinel["event_id"]:
+                break
+        # PyFlink's stop_with_savepoint predates the format argument: Java's, directly
+        canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        stopping = client._j_job_client.stopWithSavepoint(False, folder.as_uri(), canonical)
+        savepoint = str(stopping.get())
+    return {
+        "rows": rows,
+        "seen": seen,
+        "keys": ptf_state.read(settings, savepoint, "placement"),
+    }
+
+
+def test_every_event_came_out_before_the_savepoint(placed: dict[str, Any]) -> None:
+    assert placed["seen"] == len(placed["rows"])
+
+
+def test_the_placement_keeps_a_row_for_each_patient_in_a_bed_and_for_no_one_else(
+    placed: dict[str, Any],
+) -> None:
+    in_a_bed = _in_a_bed(placed["rows"])
+    patients = {r["patient_token"] for r in placed["rows"]}
+    assert SENTINEL in in_a_bed and len(patients - in_a_bed) > 5, "some are forgotten"
+    kept = {k.key[0] for k in placed["keys"] if k.state}
+    assert kept == in_a_bed
+
+
+def test_a_forgotten_patient_leaves_no_named_timer_behind(placed: dict[str, Any]) -> None:
+    orphans = [k for k in placed["keys"] if not k.state]
+    assert orphans == []
+    for k in placed["keys"]:  # a patient in a bed waits for no expiry
+        assert k.timers == {}, k

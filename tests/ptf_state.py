@@ -1,0 +1,103 @@
+"""A process table function's keyed state, read out of a savepoint with Flink's State Processor
+API (tests/java/PtfStateReader.java, run in its own JVM): what no output row shows, such as state
+a function should have cleared. The API's jar comes from Maven Central (tests/java/pom.xml) into
+the cache beside the connector jars; the reader is compiled with javac once per source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.settings import Settings
+from udfs import java_decode
+
+HERE = Path(__file__).resolve().parent / "java"
+SOURCE = HERE / "PtfStateReader.java"
+MAIN = "io.wardflow.tests.PtfStateReader"
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """One key of the function: whether its state row exists, and its named timers (name →
+    epoch ms) as Flink keeps them."""
+
+    key: tuple[str | None, ...]
+    state: bool
+    timers: dict[str, int]
+
+
+def _flink_lib() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent / "lib"
+
+
+def classpath(settings: Settings) -> str:
+    """The reader's classpath: Flink (the PyFlink wheel's), the State Processor API, the UDF jar
+    (a state's type may name its classes) and the compiled reader."""
+    home = settings.flink_jars_dir.parent / "flink-state-reader"
+    libs = home / "libs"
+    if not (libs / ".complete").exists():
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise FileNotFoundError("the savepoint reader needs Maven (mvn) to fetch its jar")
+        shutil.rmtree(libs, ignore_errors=True)
+        _run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(HERE / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+            ]
+        )
+        (libs / ".complete").touch()
+    classes = home / f"classes-{hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}"
+    cp = [f"{_flink_lib()}/*", f"{libs}/*", str(java_decode.decoder_jar(settings))]
+    if not classes.exists():
+        javac = shutil.which("javac")
+        if not javac:
+            raise FileNotFoundError("the savepoint reader is compiled with javac")
+        staged = classes.with_name(f".{classes.name}.{os.getpid()}")
+        shutil.rmtree(staged, ignore_errors=True)
+        _run(
+            [
+                javac,
+                "-nowarn",
+                "--release",
+                "17",
+                "-cp",
+                os.pathsep.join(cp),
+                "-d",
+                str(staged),
+                str(SOURCE),
+            ]
+        )
+        os.replace(staged, classes)
+    return os.pathsep.join([*cp, str(classes)])
+
+
+def read(settings: Settings, savepoint: str, state: str) -> list[KeyState]:
+    """Every key of the operator in `savepoint` that holds a value state named `state`."""
+    java = shutil.which("java")
+    if not java:
+        raise FileNotFoundError("the savepoint reader runs on a Java runtime")
+    done = _run([java, "-cp", classpath(settings), MAIN, savepoint, state])
+    rows = [json.loads(line) for line in done.splitlines() if line.startswith("{")]
+    return [KeyState(tuple(r["key"]), r["state"], r["timers"]) for r in rows]
+
+
+def _run(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
+        )
+    return done.stdout
