@@ -10,8 +10,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pyflink.common import Row
+from pyflink.java_gateway import get_gateway
+from pyflink.table import StreamTableEnvironment
 
 from schemas.settings import Settings
 from udfs import java_decode
@@ -92,6 +97,28 @@ def read(settings: Settings, savepoint: str, state: str) -> list[KeyState]:
     done = _run([java, "-cp", classpath(settings), MAIN, savepoint, state])
     rows = [json.loads(line) for line in done.splitlines() if line.startswith("{")]
     return [KeyState(tuple(r["key"]), r["state"], r["timers"]) for r in rows]
+
+
+def savepoint_after(
+    t_env: StreamTableEnvironment, query: str, last: Callable[[Row], bool], folder: Path
+) -> tuple[list[Row], str]:
+    """Run `query` (a job that does not end by itself) until a row for which `last` holds comes
+    out, then stop it with a savepoint (canonical format) into `folder`: the rows and the
+    savepoint's path."""
+    result = t_env.execute_sql(query)
+    client = result.get_job_client()
+    if client is None:
+        raise RuntimeError("the query did not start a job")
+    rows: list[Row] = []
+    with result.collect() as out:
+        for r in out:
+            rows.append(r)
+            if last(r):
+                break
+        # PyFlink's stop_with_savepoint predates the format argument: Java's, directly
+        canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        stopping = client._j_job_client.stopWithSavepoint(False, folder.as_uri(), canonical)
+        return rows, str(stopping.get())
 
 
 def _run(cmd: list[str]) -> str:

@@ -8,13 +8,11 @@ changes an output row, so only the state shows them."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pyflink.common import Types
-from pyflink.java_gateway import get_gateway
 
 from schemas.rows import CENSUS_IN
 from schemas.settings import Settings
@@ -74,28 +72,19 @@ def placed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict
             "WHERE patient_token IS NOT NULL"
         ),
     )
-    result = t_env.execute_sql("""
+    query = """
         SELECT event_id FROM TABLE(wf_census_placement(
           input => TABLE placing PARTITION BY patient_token,
           on_time => DESCRIPTOR(rowtime),
           uid => 'census-placement'))
-        WHERE kind <> 'delta'""")
-    client = result.get_job_client()
-    assert client is not None
-    seen = 0
-    folder: Path = tmp_path_factory.mktemp("census-savepoint")
-    with result.collect() as out:
-        for r in out:
-            seen += 1
-            if r[0] == sentinel["event_id"]:
-                break
-        # PyFlink's stop_with_savepoint predates the format argument: Java's, directly
-        canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-        stopping = client._j_job_client.stopWithSavepoint(False, folder.as_uri(), canonical)
-        savepoint = str(stopping.get())
+        WHERE kind <> 'delta'"""
+    folder = tmp_path_factory.mktemp("census-savepoint")
+    seen, savepoint = ptf_state.savepoint_after(
+        t_env, query, lambda r: bool(r[0] == sentinel["event_id"]), folder
+    )
     return {
         "rows": rows,
-        "seen": seen,
+        "seen": len(seen),
         "keys": ptf_state.read(settings, savepoint, "placement"),
     }
 
