@@ -15,7 +15,9 @@ starts, two locations that start at the same instant, or a discharge before the 
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its
 admission that would hold a bed for ever.
 
-Observation → one vitals record. Accepted by LOINC code (schemas.interop.loinc), with UCUM units;
+Observation → one vitals record. Accepted by LOINC code (schemas.interop.loinc), or by an IEEE
+11073 code (`urn:iso:std:iso:11073:10101`, as point-of-care device gateways code vital signs)
+through its LOINC (schemas.interop.mdc), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
 of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
@@ -33,6 +35,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from schemas import topics
+from schemas.interop import mdc
 from schemas.interop.hl7v2 import Mapped, Refused
 from schemas.interop.loinc import CODES, PANELS, VITALS, convert
 
@@ -220,10 +223,29 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
 
 
 def _loinc(concept: Any) -> str | None:
-    for c in concept.coding or []:
+    """A concept's LOINC code: its LOINC coding, else the LOINC of its IEEE 11073 coding (a
+    vital sign, or a blood pressure panel whose components are the values)."""
+    codings = concept.coding or []
+    for c in codings:
         if c.system == "http://loinc.org":
             return str(c.code)
+    for c in codings:
+        if c.system == mdc.SYSTEM_FHIR and c.code:
+            found = mdc.term(str(c.code), str(c.display or ""))
+            if found is not None:
+                return found[1].loinc
+            if str(c.code) in mdc.PANELS:
+                return mdc.PANELS[str(c.code)]
     return None
+
+
+def _unit(quantity: Any) -> str:
+    """A quantity's unit as the code tables name it: its code (UCUM), an IEEE 11073 unit as its
+    UCUM code."""
+    code = str(quantity.code or "")
+    if quantity.system == mdc.SYSTEM_FHIR:
+        return mdc.ucum(code, str(quantity.unit or "")) or code
+    return code
 
 
 def _display(concept: Any) -> str:
@@ -237,7 +259,9 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
         )
     code = _loinc(obs.code)
     if code is None:
-        return Refused("not_a_vital_sign", "the Observation has no LOINC code")
+        return Refused(
+            "not_a_vital_sign", "the Observation has no LOINC or IEEE 11073 code wardflow reads"
+        )
     if code in PANELS and obs.hasMember:
         return Refused(
             "panel_by_reference",
@@ -256,7 +280,7 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
         if quantity.value is None:
             continue
         try:
-            topic, name, value = convert(part_code, float(quantity.value), quantity.code or "")
+            topic, name, value = convert(part_code, float(quantity.value), _unit(quantity))
         except ValueError as exc:
             return Refused("bad_unit", str(exc))
         if topic != VITALS:

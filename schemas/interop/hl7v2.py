@@ -13,6 +13,10 @@ Every message ends as one of:
   takes), with the HL7 error code (table 0357) for the ERR segment. What the gateway finally
   answers depends on its ACK policy (`jobs/feeds/hl7_gateway.py`).
 
+ORU^R01 values are read by LOINC code (schemas.interop.loinc), by an OBX-3's LOINC alternate
+(components 4-6), or by IEEE 11073 code as bedside monitors send them (IHE PCD-01,
+schemas.interop.mdc).
+
 Checks run in the order a receiver needs them: the header (MSH-9 message type, then whether
 wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
 """
@@ -30,6 +34,7 @@ from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
 from schemas import topics
+from schemas.interop import mdc
 from schemas.interop.loinc import CODES, VITALS, convert
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
@@ -260,13 +265,16 @@ def _oru(
 ) -> Mapped | Refused:
     """One record per topic and observation time: an ORU may carry the same vital at several
     times (OBX-14), each its own reading. An OBX without OBX-14 takes its OBR's OBR-7, then
-    MSH-7. An OBX that cannot be read (a unit its code does not take, a value that is no number,
-    a bad time) is rejected alone; the message is refused only when nothing could be read."""
+    MSH-7. An OBX that cannot be read (a unit its code does not take, a value that is no number
+    or outside the field's range, such as a monitor's -999 for "no value", a bad time) is
+    rejected alone; the message is refused only when nothing could be read. Where one reading
+    has a field from several codes (an ECG's heart rate and an oximeter's pulse rate), the
+    preferred code's value is kept (`observation_code`)."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
     message_time = _field(msg, "MSH", 7)
     obr_time = ""
-    groups: dict[tuple[str, datetime], dict[str, Any]] = {}
+    groups: dict[tuple[str, datetime], dict[str, tuple[int, Any]]] = {}
     rejected: list[Rejected] = []
     skipped: list[str] = []
     for n, seg in enumerate(msg.children, 1):
@@ -274,21 +282,23 @@ def _oru(
             obr_time = seg.obr_7.to_er7().split(enc["COMPONENT"])[0] if len(seg.obr_7) else ""
         if seg.name != "OBX":
             continue
-        code = seg.obx_3.to_er7().split(enc["COMPONENT"])[0]
+        identifier = _components(seg.obx_3, enc)
+        coded = observation_code(identifier)
         status = seg.obx_11.to_er7() if len(seg.obx_11) else ""
-        if code not in CODES:
-            skipped.append(code or "?")
+        if coded is None:
+            skipped.append(identifier[0] or "?")
             continue
+        code, rank, sent = coded
         if status in ("D", "W", "X", "I"):  # deleted, wrong, cannot obtain, pending (table 0085)
             continue
-        label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({code})"
+        label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         try:
-            unit_code = seg.obx_6.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_6) else ""
             raw = seg.obx_5.to_er7() if len(seg.obx_5) else ""
             try:
                 number = float(raw)
             except ValueError:
                 raise ValueError(f"value {raw!r} is not a number") from None
+            unit_code = observation_unit(code, _components(seg.obx_6, enc))
             topic, name, value = convert(code, number, unit_code)
             when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
             at = hl7_time(when or obr_time or message_time, tz)
@@ -296,14 +306,25 @@ def _oru(
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
-        groups.setdefault((topic, at), {})[name] = value
+        outside = _outside(topic, name, value)
+        if outside:
+            why = Refused("out_of_range", f"{label}: {outside}"[:500], "AE", "102")
+            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            continue
+        reading = groups.setdefault((topic, at), {})
+        if name not in reading or rank < reading[name][0]:
+            reading[name] = (rank, value)
     if not groups:
-        if rejected:
+        if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
-            return Refused("bad_value", reasons[:500], "AE", "102")
+            codes = {r.refusal.reason_code for r in rejected}
+            return Refused(
+                codes.pop() if len(codes) == 1 else "bad_value", reasons[:500], "AE", "102"
+            )
         return Refused(
             "not_a_vital_sign",
-            f"no OBX carries a vital sign or screening lab LOINC code (saw {', '.join(skipped)})",
+            "no OBX carries a vital sign or screening lab LOINC or IEEE 11073 code "
+            f"(saw {', '.join(skipped)})",
             "AE",
             "207",
         )
@@ -320,12 +341,71 @@ def _oru(
                     "facility_id": facility,
                     "unit_id": unit,
                     "event_time": at,
-                    **values,
+                    **{name: value for name, (_, value) in values.items()},
                     "source": source,
                 },
             )
         )
     return Mapped(out, rejected)
+
+
+def _components(field: Any, enc: dict[str, str]) -> list[str]:
+    return str(field.to_er7()).split(enc["COMPONENT"]) if len(field) else [""]
+
+
+def _triplets(components: list[str]) -> list[tuple[str, str, str]]:
+    """A CE/CWE field's (identifier, text, coding system) and its alternate (components 4-6)."""
+    padded = [*components, "", "", "", "", "", ""]
+    return [
+        (padded[i].strip(), padded[i + 1].strip(), padded[i + 2].strip().upper())
+        for i in (0, 3)
+        if padded[i].strip() or padded[i + 1].strip()
+    ]
+
+
+def _is_mdc(identifier: str, text: str, system: str, prefix: str = "MDC_") -> bool:
+    return system == mdc.SYSTEM_HL7 or text.startswith(prefix) or identifier.startswith(prefix)
+
+
+def observation_code(obx_3: list[str]) -> tuple[str, int, str] | None:
+    """The LOINC code of the vital sign or lab an OBX-3 names, the code's rank among those of the
+    same field (schemas.interop.mdc; 0 for LOINC) and the identifier as sent. Its identifier is
+    read, then its alternate (OBX-3.4-6: a local code with its LOINC, as many EHRs send): an
+    IEEE 11073 code (coding system MDC, or an MDC_ mnemonic: IHE PCD-01) through its LOINC,
+    any other as LOINC."""
+    for identifier, text, system in _triplets(obx_3):
+        if _is_mdc(identifier, text, system):
+            found = mdc.term(identifier, text)
+            if found is not None:
+                return found[1].loinc, found[1].rank, identifier or text
+        elif identifier in CODES:
+            return identifier, 0, identifier
+    return None
+
+
+def observation_unit(code: str, obx_6: list[str]) -> str:
+    """The unit of an OBX as the code's table names it: OBX-6's identifier (an IEEE 11073 unit
+    as its UCUM code), else its alternate (OBX-6.4-6) where the code takes that one; else the
+    identifier as sent, which `convert` refuses with its reason."""
+    sent: list[str] = []
+    for identifier, text, system in _triplets(obx_6):
+        if _is_mdc(identifier, text, system, "MDC_DIM_"):
+            sent += [u for u in (mdc.ucum(identifier, text),) if u]
+        sent.append(identifier)
+    takes = CODES[code].units
+    return next((u for u in sent if u in takes), sent[0] if sent else "")
+
+
+def _outside(topic: str, name: str, value: float | bool) -> str:
+    """Why `value` is outside the field's range (the codec's rule, AvroField.out_of_range), or
+    empty where it is inside."""
+    field = (topics.VITALS_OBSERVATION if topic == VITALS else topics.LABS_RESULT).schema.field(
+        name
+    )
+    if isinstance(value, bool) or not field.out_of_range(value):
+        return ""
+    lo, hi = field.value_range or (float("nan"), float("nan"))
+    return f"{name}={value:g} outside [{lo:g}, {hi:g}]"
 
 
 def raw_control_id(text: str) -> str:

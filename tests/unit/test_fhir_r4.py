@@ -256,3 +256,38 @@ def test_a_bundle_entry_is_refused_alone_and_keeps_only_itself() -> None:
         ("Bundle/b#entry2", "Refused"),
     ]
     assert out[1].resource == bad and out[2].resource == {"fullUrl": "urn:x"}
+
+
+MDC = "urn:iso:std:iso:11073:10101"
+
+
+def mdc_concept(code: str, display: str) -> dict:
+    return {"coding": [{"system": MDC, "code": code, "display": display}]}
+
+
+def mdc_quantity(value: float, code: str, display: str) -> dict:
+    return {"value": value, "unit": display, "system": MDC, "code": code}
+
+
+def test_a_device_observation_coded_in_ieee_11073_is_read_with_its_units() -> None:
+    spo2 = observation("x") | {"code": mdc_concept("150456", "MDC_PULS_OXIM_SAT_O2")}
+    spo2["valueQuantity"] = mdc_quantity(93, "262688", "MDC_DIM_PERCENT")
+    [(_, o, _)] = run(spo2)
+    assert isinstance(o, Mapped) and o.records[0][1]["spo2_pct"] == 93
+    bp = observation("x") | {"code": mdc_concept("150020", "MDC_PRESS_BLD_NONINV")}
+    bp["component"] = [
+        {"code": mdc_concept("150021", "MDC_PRESS_BLD_NONINV_SYS"),
+         "valueQuantity": quantity(101, "mm[Hg]")},
+        {"code": mdc_concept("150022", "MDC_PRESS_BLD_NONINV_DIA"),
+         "valueQuantity": mdc_quantity(62, "266016", "MDC_DIM_MMHG")},
+    ]  # fmt: skip
+    [(_, panel, _)] = run(bp)
+    assert isinstance(panel, Mapped)
+    assert {k: panel.records[0][1][k] for k in ("sbp_mmhg", "dbp_mmhg")} == {
+        "sbp_mmhg": 101,
+        "dbp_mmhg": 62,
+    }
+    unknown = observation("x") | {"code": mdc_concept("150488", "MDC_BLD_PERF_INDEX")}
+    unknown["valueQuantity"] = mdc_quantity(1.2, "262688", "MDC_DIM_PERCENT")
+    [(_, refused, _)] = run(unknown)
+    assert isinstance(refused, Refused) and refused.reason_code == "not_a_vital_sign"

@@ -163,3 +163,22 @@ def test_the_check_command_prints_one_tab_separated_line_per_message(tmp_path: P
     assert all(len(r) == 4 for r in rows)
     assert rows[0][3] == "" and rows[1][3].startswith("missing_field: ADT^A01 without a unit")
     assert "non-production" in rows[2][3] and rows[3][3].startswith("malformed")
+
+
+def test_a_monitors_no_value_sentinel_is_dead_lettered_alone_and_its_reading_stored(
+    settings: Settings,
+) -> None:
+    """Before, the codec refused the whole message for the one value outside its range."""
+    d = gateway(settings).decide(
+        vitals(
+            "OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|95|262688^MDC_DIM_PERCENT^MDC"
+            "|||||R",
+            "OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.147842|-999|264864^MDC_DIM_BEAT_PER_MIN^MDC"
+            "|||||R",
+        )
+    )
+    assert d.ack_code == "AA" and err(d.ack) == ["ERR|||102^^HL70357|W"]
+    [(_, rec, _)] = d.records
+    assert rec["spo2_pct"] == 95 and rec.get("heart_rate_bpm") is None
+    [letter] = d.letters
+    assert letter.reason_code == "out_of_range" and letter.payload.startswith(b"OBX|2|NM|147842")

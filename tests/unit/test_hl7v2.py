@@ -271,3 +271,133 @@ def test_the_processing_id_is_read_and_echoed_in_the_ack() -> None:
     assert hl7v2.raw_processing_id(text) == "D"
     stored = hl7v2.ack(msg, "AA", "stored for review", "207").split("\r")
     assert stored[1].startswith("MSA|AA|Q1|") and stored[2] == "ERR|||207^^HL70357|W"
+
+
+def pcd01(*obx: str) -> str:
+    """An IHE PCD-01 ORU^R01 as a bedside monitor's gateway sends it: HL7 v2.6, the PCD-01
+    profile in MSH-21, the device in MSH-3 and OBR-2, IEEE 11073 (MDC) triplets in OBX-3 and
+    OBX-6, result status R, and the device hierarchy's rows (status X, no value) first."""
+    return "\r".join(
+        [
+            "MSH|^~\\&|GW^0012A3FFFE4B5C6D^EUI-64|H|||20260301101500.0000+0000||"
+            "ORU^R01^ORU_R01|P7|P|2.6|||AL|NE||UNICODE UTF-8|||"
+            "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO",
+            "PID|||MRN9^^^H^MR||DOE^JANE",
+            "PV1||I|MICU^^12^H",
+            "OBR|1|P7^GW^0012A3FFFE4B5C6D^EUI-64|P7^GW^0012A3FFFE4B5C6D^EUI-64|"
+            "182777000^monitoring of patient^SCT|||20260301101000.0000+0000",
+            "OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X",
+            "OBX|2||69798^MDC_DEV_PULS_OXIM_VMD^MDC|1.1.0.0|||||||X",
+            *obx,
+        ]
+    )
+
+
+def test_an_ihe_pcd_01_monitor_message_with_ieee_11073_codes_and_units_is_one_reading() -> None:
+    o = outcome(
+        pcd01(
+            "OBX|3|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.147842|118|"
+            "264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R",
+            "OBX|4|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|91|"
+            "262688^MDC_DIM_PERCENT^MDC|||||R",
+            "OBX|5|NM|151562^MDC_RESP_RATE^MDC|1.3.1.151562|26|264928^MDC_DIM_RESP_PER_MIN^MDC|||||R",
+            "OBX|6||150020^MDC_PRESS_BLD_NONINV^MDC|1.4.1.0|||||||X",
+            "OBX|7|NM|150021^MDC_PRESS_BLD_NONINV_SYS^MDC|1.4.1.1|96|266016^MDC_DIM_MMHG^MDC|||||R",
+            "OBX|8|NM|150022^MDC_PRESS_BLD_NONINV_DIA^MDC|1.4.1.2|58|266016^MDC_DIM_MMHG^MDC|||||R",
+            "OBX|9|NM|150023^MDC_PRESS_BLD_NONINV_MEAN^MDC|1.4.1.3|70|266016^MDC_DIM_MMHG^MDC|||||R",
+            "OBX|10|NM|150344^MDC_TEMP^MDC|1.5.1.150344|38.6|268192^MDC_DIM_DEGC^MDC|||||R",
+            "OBX|11|NM|150488^MDC_BLD_PERF_INDEX^MDC|1.1.1.150488|1.7|262688^MDC_DIM_PERCENT^MDC|||||R",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected
+    [(topic, rec)] = o.records
+    assert topic == topics.VITALS_OBSERVATION.name
+    got = {k: rec[k] for k in rec if k.endswith(("_bpm", "_pct", "_min", "_mmhg", "_c"))}
+    assert got == {
+        "heart_rate_bpm": 118,
+        "spo2_pct": 91,
+        "resp_rate_per_min": 26,
+        "sbp_mmhg": 96,
+        "dbp_mmhg": 58,
+        "map_mmhg": 70,
+        "temp_c": 38.6,
+    }
+    assert rec["event_time"] == datetime(2026, 3, 1, 10, 10, tzinfo=UTC)  # OBR-7
+    assert rec["unit_id"] == "MICU"
+
+
+def test_where_one_reading_has_an_ecg_and_an_oximeter_rate_the_ecgs_is_kept_in_either_order() -> (
+    None
+):
+    bpm = "264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R"
+    ecg = f"OBX|3|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.147842|88|{bpm}"
+    pleth = f"OBX|4|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.149530|84|{bpm}"
+    for order in ((ecg, pleth), (pleth, ecg)):
+        o = outcome(pcd01(*order))
+        assert isinstance(o, hl7v2.Mapped) and not o.rejected
+        [(_, rec)] = o.records
+        assert rec["heart_rate_bpm"] == 88, order
+    o = outcome(pcd01(pleth))
+    assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["heart_rate_bpm"] == 84
+
+
+def test_a_monitors_no_value_sentinel_is_rejected_alone_and_the_reading_keeps_the_rest() -> None:
+    o = outcome(
+        pcd01(
+            "OBX|3|NM|150301^MDC_PRESS_CUFF_SYS^MDC|1.4.1.1|-999|266016^MDC_DIM_MMHG^MDC|||||R",
+            "OBX|4|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|97|262688^MDC_DIM_PERCENT^MDC|||||R",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert rec["spo2_pct"] == 97 and "sbp_mmhg" not in rec
+    [bad] = o.rejected
+    assert (bad.label, bad.refusal.reason_code, bad.refusal.hl7_error) == (
+        "OBX 3 (150301)",
+        "out_of_range",
+        "102",
+    )
+    assert "sbp_mmhg=-999" in bad.refusal.reason and bad.payload.startswith(b"OBX|3|NM|150301")
+
+
+def test_mdc_units_and_codes_are_read_by_their_mnemonics_too() -> None:
+    o = outcome(
+        pcd01(
+            # a REFID that is not MDC_DIM_FAHR's (266560), with its mnemonic: the mnemonic wins
+            "OBX|3|NM|150344^MDC_TEMP^MDC|1.5.1.150344|101.3|268224^MDC_DIM_FAHR^MDC|||||R",
+            "OBX|4|NM|^MDC_RESP_RATE^MDC|1.3.1|24|264928^/min^MDC|||||R",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected
+    [(_, rec)] = o.records
+    assert rec["temp_c"] == pytest.approx(38.5) and rec["resp_rate_per_min"] == 24
+
+
+def test_a_local_code_is_read_through_its_loinc_alternate_and_a_unit_through_its_ucum_one() -> None:
+    o = outcome(
+        oru(
+            "OBX|1|NM|HR^Heart rate^L^8867-4^Heart rate^LN||77|"
+            "bts/min^beats per minute^L^/min^^UCUM|||||F\r"
+            "OBX|2|NM|RR^Resp rate^L||19|/min|||||F"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected
+    [(_, rec)] = o.records
+    assert rec["heart_rate_bpm"] == 77 and "resp_rate_per_min" not in rec
+
+
+def test_a_device_message_with_no_code_wardflow_reads_is_refused_naming_what_it_saw() -> None:
+    o = outcome(
+        pcd01(
+            "OBX|3|NM|150488^MDC_BLD_PERF_INDEX^MDC|1.1.1.150488|1.7|262688^MDC_DIM_PERCENT^MDC|||||R"
+        )
+    )
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "not_a_vital_sign"
+    assert "150488" in o.reason
+
+
+def test_a_known_mnemonic_is_read_before_a_wrong_refid_beside_it() -> None:
+    o = outcome(
+        pcd01("OBX|3|NM|150031^MDC_PRESS_CUFF_SYS^MDC|1.4.1.1|132|266016^MDC_DIM_MMHG^MDC|||||R")
+    )
+    assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["sbp_mmhg"] == 132

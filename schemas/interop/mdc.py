@@ -1,0 +1,98 @@
+"""IEEE 11073-10101 (MDC) nomenclature codes that bedside monitors and their gateways send: IHE
+PCD-01 ORU^R01 (IHE Patient Care Device Technical Framework, vol. 2: OBX-3 and OBX-6 are MDC
+triplets `150456^MDC_PULS_OXIM_SAT_O2^MDC`) and FHIR Observations coded in
+`urn:iso:std:iso:11073:10101`. Each vital sign code maps onto the LOINC code wardflow already
+reads (schemas.interop.loinc), so its field, units and conversion come from one table; each MDC
+unit onto its UCUM code.
+
+A code is its context-free REFID: partition × 65,536 + term code (partition 2, SCADA, for the
+measurements; 4, dimensions, for the units), as PCD-01 sends it in OBX-3.1 and OBX-6.1, beside
+the term's mnemonic (`MDC_ECG_HEART_RATE`). A known mnemonic is read first, then the number.
+
+Several codes measure one vital sign (the ECG's heart rate and the oximeter's pulse rate; the
+arterial line's and the cuff's pressure). Where one reading carries more than one, the lowest
+`rank` is kept: the ECG before the oximeter before the cuff's pulse; the arterial line, which
+monitors the pressure continuously, before an intermittent cuff; a capnograph's or the chest
+impedance's breathing rate before one derived from the plethysmogram.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+SYSTEM_FHIR = "urn:iso:std:iso:11073:10101"
+SYSTEM_HL7 = "MDC"
+
+
+class Term(NamedTuple):
+    mnemonic: str
+    loinc: str  # the LOINC code of the same vital sign (schemas.interop.loinc.CODES)
+    rank: int  # lower: preferred where one reading has several codes for one field
+
+
+VITAL_SIGNS: dict[int, Term] = {
+    147842: Term("MDC_ECG_HEART_RATE", "8867-4", 0),
+    149530: Term("MDC_PULS_OXIM_PULS_RATE", "8867-4", 1),
+    149546: Term("MDC_PULS_RATE_NON_INV", "8867-4", 2),
+    150456: Term("MDC_PULS_OXIM_SAT_O2", "59408-5", 0),
+    151562: Term("MDC_RESP_RATE", "9279-1", 0),
+    151594: Term("MDC_CO2_RESP_RATE", "9279-1", 1),
+    151578: Term("MDC_TTHOR_RESP_RATE", "9279-1", 2),
+    151658: Term("MDC_PULS_OXIM_PLETH_RESP_RATE", "9279-1", 3),
+    150364: Term("MDC_TEMP_BODY", "8310-5", 0),
+    150344: Term("MDC_TEMP", "8310-5", 1),
+    150037: Term("MDC_PRESS_BLD_ART_ABP_SYS", "8480-6", 0),
+    150038: Term("MDC_PRESS_BLD_ART_ABP_DIA", "8462-4", 0),
+    150039: Term("MDC_PRESS_BLD_ART_ABP_MEAN", "8478-0", 0),
+    150033: Term("MDC_PRESS_BLD_ART_SYS", "8480-6", 1),
+    150034: Term("MDC_PRESS_BLD_ART_DIA", "8462-4", 1),
+    150035: Term("MDC_PRESS_BLD_ART_MEAN", "8478-0", 1),
+    150017: Term("MDC_PRESS_BLD_SYS", "8480-6", 2),
+    150018: Term("MDC_PRESS_BLD_DIA", "8462-4", 2),
+    150019: Term("MDC_PRESS_BLD_MEAN", "8478-0", 2),
+    150021: Term("MDC_PRESS_BLD_NONINV_SYS", "8480-6", 3),
+    150022: Term("MDC_PRESS_BLD_NONINV_DIA", "8462-4", 3),
+    150023: Term("MDC_PRESS_BLD_NONINV_MEAN", "8478-0", 3),
+    150301: Term("MDC_PRESS_CUFF_SYS", "8480-6", 3),
+    150302: Term("MDC_PRESS_CUFF_DIA", "8462-4", 3),
+    150303: Term("MDC_PRESS_CUFF_MEAN", "8478-0", 3),
+}
+_BY_MNEMONIC = {t.mnemonic: code for code, t in VITAL_SIGNS.items()}
+# Blood pressure groups whose systolic, diastolic and mean are their parts (a PCD-01 OBX-4
+# hierarchy's channel, a FHIR Observation's components): LOINC's blood pressure panel.
+PANELS: dict[str, str] = {
+    str(code): "85354-9"
+    for code in (150016, 150020, 150032, 150036, 150300)  # BLD, NONINV, ART, ART_ABP, CUFF
+}
+
+# MDC dimension → UCUM (partition 4).
+UNITS: dict[int, tuple[str, str]] = {
+    262688: ("MDC_DIM_PERCENT", "%"),
+    264864: ("MDC_DIM_BEAT_PER_MIN", "/min"),
+    264928: ("MDC_DIM_RESP_PER_MIN", "/min"),
+    266016: ("MDC_DIM_MMHG", "mm[Hg]"),
+    266560: ("MDC_DIM_FAHR", "[degF]"),
+    268192: ("MDC_DIM_DEGC", "Cel"),
+}
+_UNIT_BY_MNEMONIC = {m: ucum for m, ucum in UNITS.values()}
+
+
+def term(code: str, mnemonic: str = "") -> tuple[int, Term] | None:
+    """The vital sign an MDC code names: by its mnemonic where that is a known one (what a
+    reader of the message sees; gateways have sent a wrong REFID beside the right mnemonic),
+    else by its REFID."""
+    refid = _BY_MNEMONIC.get(mnemonic) or _BY_MNEMONIC.get(code)
+    if refid is None and code.isdigit():
+        refid = int(code)
+    if refid is None or refid not in VITAL_SIGNS:
+        return None
+    return refid, VITAL_SIGNS[refid]
+
+
+def ucum(code: str, mnemonic: str = "") -> str | None:
+    """The UCUM code of an MDC unit, by its mnemonic where it names a known one (what a
+    reader of the message sees), else by its REFID."""
+    for name in (mnemonic, code):
+        if name in _UNIT_BY_MNEMONIC:
+            return _UNIT_BY_MNEMONIC[name]
+    return UNITS[int(code)][1] if code.isdigit() and int(code) in UNITS else None
