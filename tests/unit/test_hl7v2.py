@@ -60,6 +60,14 @@ EXPECTED = {
 }
 
 
+def reading(text: str) -> dict:
+    """The one record a message maps to, every value of it read."""
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    [(_, rec)] = o.records
+    return rec
+
+
 def summary(o: hl7v2.Mapped | hl7v2.Refused) -> str:
     if isinstance(o, hl7v2.Refused):
         return f"refused:{o.reason_code}"
@@ -169,15 +177,13 @@ def test_one_value_in_a_unit_its_code_does_not_take_is_rejected_alone() -> None:
 
 
 def test_monitor_units_that_cannot_mean_anything_else_are_read() -> None:
-    o = outcome(
+    rec = reading(
         oru(
             "OBX|1|NM|8867-4^Heart rate^LN||118|bpm|||||F\r"
             "OBX|2|NM|8310-5^Temp^LN||38.2|degC|||||F\r"
             "OBX|3|NM|3151-8^O2 flow^LN||2|L/min|||||F"
         )
     )
-    assert isinstance(o, hl7v2.Mapped) and not o.rejected
-    [(_, rec)] = o.records
     assert (rec["heart_rate_bpm"], rec["temp_c"], rec["on_supplemental_o2"]) == (118, 38.2, True)
 
 
@@ -361,28 +367,24 @@ def test_a_monitors_no_value_sentinel_is_rejected_alone_and_the_reading_keeps_th
 
 
 def test_mdc_units_and_codes_are_read_by_their_mnemonics_too() -> None:
-    o = outcome(
+    rec = reading(
         pcd01(
             # a REFID that is not MDC_DIM_FAHR's (266560), with its mnemonic: the mnemonic wins
             "OBX|3|NM|150344^MDC_TEMP^MDC|1.5.1.150344|101.3|268224^MDC_DIM_FAHR^MDC|||||R",
             "OBX|4|NM|^MDC_RESP_RATE^MDC|1.3.1|24|264928^/min^MDC|||||R",
         )
     )
-    assert isinstance(o, hl7v2.Mapped) and not o.rejected
-    [(_, rec)] = o.records
     assert rec["temp_c"] == pytest.approx(38.5) and rec["resp_rate_per_min"] == 24
 
 
 def test_a_local_code_is_read_through_its_loinc_alternate_and_a_unit_through_its_ucum_one() -> None:
-    o = outcome(
+    rec = reading(
         oru(
             "OBX|1|NM|HR^Heart rate^L^8867-4^Heart rate^LN||77|"
             "bts/min^beats per minute^L^/min^^UCUM|||||F\r"
             "OBX|2|NM|RR^Resp rate^L||19|/min|||||F"
         )
     )
-    assert isinstance(o, hl7v2.Mapped) and not o.rejected
-    [(_, rec)] = o.records
     assert rec["heart_rate_bpm"] == 77 and "resp_rate_per_min" not in rec
 
 
