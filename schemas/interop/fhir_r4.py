@@ -239,6 +239,18 @@ def _loinc(concept: Any) -> str | None:
     return None
 
 
+def _rank(concept: Any) -> int:
+    """Where a panel has a field from several components: its IEEE 11073 code's rank
+    (schemas.interop.mdc: the arterial line before the cuff), else 0; the later of equal rank
+    is kept, as in HL7 v2."""
+    for c in concept.coding or []:
+        if c.system == mdc.SYSTEM_FHIR and c.code:
+            found = mdc.term(str(c.code), str(c.display or ""))
+            if found is not None:
+                return found[1].rank
+    return 0
+
+
 def _unit(quantity: Any) -> str:
     """A quantity's unit as the code tables name it: its code (UCUM), an IEEE 11073 unit as its
     UCUM code."""
@@ -268,13 +280,17 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
             f"{PANELS[code]} {code} holds its values in other resources (hasMember): "
             "send those Observations",
         )
-    parts: list[tuple[str | None, Any, Any]] = [(code, obs.valueQuantity, obs.dataAbsentReason)]
+    parts: list[tuple[str | None, int, Any, Any]] = [
+        (code, _rank(obs.code), obs.valueQuantity, obs.dataAbsentReason)
+    ]
     if code in PANELS:  # components are values only under a panel code (module docstring)
         parts += [
-            (_loinc(c.code), c.valueQuantity, c.dataAbsentReason) for c in obs.component or []
+            (_loinc(c.code), _rank(c.code), c.valueQuantity, c.dataAbsentReason)
+            for c in obs.component or []
         ]
     values: dict[str, float | bool] = {}
-    for part_code, quantity, absent in parts:
+    ranks: dict[str, int] = {}
+    for part_code, rank, quantity, absent in parts:
         if part_code not in CODES or quantity is None or absent is not None:
             continue
         if quantity.value is None:
@@ -285,7 +301,8 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
             return Refused("bad_unit", str(exc))
         if topic != VITALS:
             return Refused("not_a_vital_sign", f"{code} is a laboratory result; labs come by ORU")
-        values[name] = value
+        if name not in ranks or rank <= ranks[name]:
+            values[name], ranks[name] = value, rank
     if not values:
         known = code in CODES or code in PANELS
         reason = (

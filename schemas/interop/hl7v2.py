@@ -312,7 +312,7 @@ def _oru(
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
         reading = groups.setdefault((topic, at), {})
-        if name not in reading or rank < reading[name][0]:
+        if name not in reading or rank <= reading[name][0]:  # the later of equal rank
             reading[name] = (rank, value)
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
@@ -364,23 +364,30 @@ def _triplets(components: list[str]) -> list[tuple[str, str, str]]:
 
 
 def _is_mdc(identifier: str, text: str, system: str, prefix: str = "MDC_") -> bool:
-    return system == mdc.SYSTEM_HL7 or text.startswith(prefix) or identifier.startswith(prefix)
+    """An IEEE 11073 triplet: coding system MDC, or none and an MDC mnemonic."""
+    return system == mdc.SYSTEM_HL7 or (
+        not system and (text.startswith(prefix) or identifier.startswith(prefix))
+    )
 
 
 def observation_code(obx_3: list[str]) -> tuple[str, int, str] | None:
     """The LOINC code of the vital sign or lab an OBX-3 names, the code's rank among those of the
-    same field (schemas.interop.mdc; 0 for LOINC) and the identifier as sent. Its identifier is
-    read, then its alternate (OBX-3.4-6: a local code with its LOINC, as many EHRs send): an
-    IEEE 11073 code (coding system MDC, or an MDC_ mnemonic: IHE PCD-01) through its LOINC,
-    any other as LOINC."""
+    same field (schemas.interop.mdc's, where an IEEE 11073 code names it; else 0) and the
+    identifier as sent. Its identifier is read, then its alternate (OBX-3.4-6: a local code
+    with its LOINC, as many EHRs send): an IEEE 11073 code (IHE PCD-01) through its LOINC, any
+    other as LOINC."""
+    found: list[tuple[str, int | None, str]] = []
     for identifier, text, system in _triplets(obx_3):
-        if _is_mdc(identifier, text, system):
-            found = mdc.term(identifier, text)
-            if found is not None:
-                return found[1].loinc, found[1].rank, identifier or text
+        term = mdc.term(identifier, text) if _is_mdc(identifier, text, system) else None
+        if term is not None:
+            found.append((term[1].loinc, term[1].rank, identifier or text))
         elif identifier in CODES:
-            return identifier, 0, identifier
-    return None
+            found.append((identifier, None, identifier))
+    if not found:
+        return None
+    code, _, sent = found[0]
+    ranks = [rank for loinc, rank, _ in found if loinc == code and rank is not None]
+    return code, ranks[0] if ranks else 0, sent
 
 
 def observation_unit(code: str, obx_6: list[str]) -> str:

@@ -5,15 +5,21 @@ triplets `150456^MDC_PULS_OXIM_SAT_O2^MDC`) and FHIR Observations coded in
 reads (schemas.interop.loinc), so its field, units and conversion come from one table; each MDC
 unit onto its UCUM code.
 
-A code is its context-free REFID: partition × 65,536 + term code (partition 2, SCADA, for the
-measurements; 4, dimensions, for the units), as PCD-01 sends it in OBX-3.1 and OBX-6.1, beside
-the term's mnemonic (`MDC_ECG_HEART_RATE`). A known mnemonic is read first, then the number.
+A term is sent as its context-free code, partition × 65,536 + term code (partition 2, SCADA, for
+the measurements; 4, dimensions, for the units), in OBX-3.1 and OBX-6.1, beside its reference
+id, the mnemonic (`MDC_ECG_HEART_RATE`). The code is what is read; the mnemonic only where the
+code is missing or not one of these (gateways have sent a wrong code beside the right
+mnemonic). Site-unspecified invasive pressures (MDC_PRESS_BLD_SYS…, a monitor's numbered IBP
+channels, which may be a pulmonary artery or a central venous line) are not read as blood
+pressure.
 
 Several codes measure one vital sign (the ECG's heart rate and the oximeter's pulse rate; the
 arterial line's and the cuff's pressure). Where one reading carries more than one, the lowest
 `rank` is kept: the ECG before the oximeter before the cuff's pulse; the arterial line, which
-monitors the pressure continuously, before an intermittent cuff; a capnograph's or the chest
-impedance's breathing rate before one derived from the plethysmogram.
+monitors the pressure continuously, before an intermittent cuff; a capnograph's breathing rate,
+then the monitor's, then the chest impedance's, then one derived from the plethysmogram; a
+body or core temperature, then one at a named site, then the monitor's unnamed probe (which may
+be a skin probe).
 """
 
 from __future__ import annotations
@@ -35,21 +41,22 @@ VITAL_SIGNS: dict[int, Term] = {
     149530: Term("MDC_PULS_OXIM_PULS_RATE", "8867-4", 1),
     149546: Term("MDC_PULS_RATE_NON_INV", "8867-4", 2),
     150456: Term("MDC_PULS_OXIM_SAT_O2", "59408-5", 0),
-    151562: Term("MDC_RESP_RATE", "9279-1", 0),
-    151594: Term("MDC_CO2_RESP_RATE", "9279-1", 1),
+    151594: Term("MDC_CO2_RESP_RATE", "9279-1", 0),
+    151562: Term("MDC_RESP_RATE", "9279-1", 1),
     151578: Term("MDC_TTHOR_RESP_RATE", "9279-1", 2),
     151658: Term("MDC_PULS_OXIM_PLETH_RESP_RATE", "9279-1", 3),
     150364: Term("MDC_TEMP_BODY", "8310-5", 0),
-    150344: Term("MDC_TEMP", "8310-5", 1),
+    150368: Term("MDC_TEMP_CORE", "8310-5", 0),
+    188420: Term("MDC_TEMP_RECT", "8310-5", 1),
+    150392: Term("MDC_TEMP_TYMP", "8310-5", 1),
+    188424: Term("MDC_TEMP_ORAL", "8310-5", 1),
+    150344: Term("MDC_TEMP", "8310-5", 2),
     150037: Term("MDC_PRESS_BLD_ART_ABP_SYS", "8480-6", 0),
     150038: Term("MDC_PRESS_BLD_ART_ABP_DIA", "8462-4", 0),
     150039: Term("MDC_PRESS_BLD_ART_ABP_MEAN", "8478-0", 0),
     150033: Term("MDC_PRESS_BLD_ART_SYS", "8480-6", 1),
     150034: Term("MDC_PRESS_BLD_ART_DIA", "8462-4", 1),
     150035: Term("MDC_PRESS_BLD_ART_MEAN", "8478-0", 1),
-    150017: Term("MDC_PRESS_BLD_SYS", "8480-6", 2),
-    150018: Term("MDC_PRESS_BLD_DIA", "8462-4", 2),
-    150019: Term("MDC_PRESS_BLD_MEAN", "8478-0", 2),
     150021: Term("MDC_PRESS_BLD_NONINV_SYS", "8480-6", 3),
     150022: Term("MDC_PRESS_BLD_NONINV_DIA", "8462-4", 3),
     150023: Term("MDC_PRESS_BLD_NONINV_MEAN", "8478-0", 3),
@@ -62,10 +69,10 @@ _BY_MNEMONIC = {t.mnemonic: code for code, t in VITAL_SIGNS.items()}
 # hierarchy's channel, a FHIR Observation's components): LOINC's blood pressure panel.
 PANELS: dict[str, str] = {
     str(code): "85354-9"
-    for code in (150016, 150020, 150032, 150036, 150300)  # BLD, NONINV, ART, ART_ABP, CUFF
+    for code in (150020, 150032, 150036, 150300)  # NONINV, ART, ART_ABP, CUFF
 }
 
-# MDC dimension → UCUM (partition 4).
+# MDC dimension (partition 4) → UCUM.
 UNITS: dict[int, tuple[str, str]] = {
     262688: ("MDC_DIM_PERCENT", "%"),
     264864: ("MDC_DIM_BEAT_PER_MIN", "/min"),
@@ -78,21 +85,15 @@ _UNIT_BY_MNEMONIC = {m: ucum for m, ucum in UNITS.values()}
 
 
 def term(code: str, mnemonic: str = "") -> tuple[int, Term] | None:
-    """The vital sign an MDC code names: by its mnemonic where that is a known one (what a
-    reader of the message sees; gateways have sent a wrong REFID beside the right mnemonic),
-    else by its REFID."""
-    refid = _BY_MNEMONIC.get(mnemonic) or _BY_MNEMONIC.get(code)
-    if refid is None and code.isdigit():
-        refid = int(code)
-    if refid is None or refid not in VITAL_SIGNS:
-        return None
-    return refid, VITAL_SIGNS[refid]
+    """The vital sign an MDC term names: by its code, else by its mnemonic."""
+    if code.isdigit() and int(code) in VITAL_SIGNS:
+        return int(code), VITAL_SIGNS[int(code)]
+    known = _BY_MNEMONIC.get(mnemonic) or _BY_MNEMONIC.get(code)
+    return (known, VITAL_SIGNS[known]) if known is not None else None
 
 
 def ucum(code: str, mnemonic: str = "") -> str | None:
-    """The UCUM code of an MDC unit, by its mnemonic where it names a known one (what a
-    reader of the message sees), else by its REFID."""
-    for name in (mnemonic, code):
-        if name in _UNIT_BY_MNEMONIC:
-            return _UNIT_BY_MNEMONIC[name]
-    return UNITS[int(code)][1] if code.isdigit() and int(code) in UNITS else None
+    """The UCUM code of an MDC unit: by its code, else by its mnemonic."""
+    if code.isdigit() and int(code) in UNITS:
+        return UNITS[int(code)][1]
+    return _UNIT_BY_MNEMONIC.get(mnemonic) or _UNIT_BY_MNEMONIC.get(code)

@@ -291,3 +291,19 @@ def test_a_device_observation_coded_in_ieee_11073_is_read_with_its_units() -> No
     unknown["valueQuantity"] = mdc_quantity(1.2, "262688", "MDC_DIM_PERCENT")
     [(_, refused, _)] = run(unknown)
     assert isinstance(refused, Refused) and refused.reason_code == "not_a_vital_sign"
+
+
+def test_of_two_pressures_in_one_device_panel_the_arterial_lines_is_kept_in_either_order() -> None:
+    arterial = {
+        "code": mdc_concept("150037", "MDC_PRESS_BLD_ART_ABP_SYS"),
+        "valueQuantity": quantity(140, "mm[Hg]"),
+    }
+    cuff = {
+        "code": mdc_concept("150021", "MDC_PRESS_BLD_NONINV_SYS"),
+        "valueQuantity": quantity(100, "mm[Hg]"),
+    }
+    for order in ([arterial, cuff], [cuff, arterial]):
+        panel = observation("x") | {"code": mdc_concept("150020", "MDC_PRESS_BLD_NONINV")}
+        panel["component"] = order
+        [(_, o, _)] = run(panel)
+        assert isinstance(o, Mapped) and o.records[0][1]["sbp_mmhg"] == 140

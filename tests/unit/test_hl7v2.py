@@ -398,8 +398,32 @@ def test_a_device_message_with_no_code_wardflow_reads_is_refused_naming_what_it_
     assert "150488" in o.reason
 
 
-def test_a_known_mnemonic_is_read_before_a_wrong_refid_beside_it() -> None:
+def test_a_mnemonic_is_read_where_the_code_beside_it_is_not_a_known_one() -> None:
     o = outcome(
         pcd01("OBX|3|NM|150031^MDC_PRESS_CUFF_SYS^MDC|1.4.1.1|132|266016^MDC_DIM_MMHG^MDC|||||R")
     )
     assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["sbp_mmhg"] == 132
+
+
+def test_a_loinc_coded_value_whose_text_looks_like_an_mdc_mnemonic_is_still_read_as_loinc() -> None:
+    rec = reading(oru("OBX|1|NM|8310-5^MDC_TEMP_RECT^LN||38.1|Cel|||||F"))
+    assert rec["temp_c"] == 38.1
+
+
+def test_a_loinc_code_with_an_mdc_alternate_ranks_as_the_mdc_code_in_either_order() -> None:
+    bpm = "264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R"
+    ecg = f"OBX|3|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.147842|88|{bpm}"
+    pleth = f"OBX|4|NM|8867-4^Pulse^LN^149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.149530|84|{bpm}"
+    for order in ((ecg, pleth), (pleth, ecg)):
+        assert reading(pcd01(*order))["heart_rate_bpm"] == 88, order
+
+
+def test_of_two_values_of_equal_rank_at_one_time_the_later_one_is_kept() -> None:
+    """A result sent again corrected (status C) after its first value, as before MDC ranks."""
+    rec = reading(
+        oru(
+            "OBX|1|NM|8867-4^Heart rate^LN||77|/min|||||F|||20260301100000\r"
+            "OBX|2|NM|8867-4^Heart rate^LN||99|/min|||||C|||20260301100000"
+        )
+    )
+    assert rec["heart_rate_bpm"] == 99
