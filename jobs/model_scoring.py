@@ -31,7 +31,11 @@ A stay is the token the record carries (`patient_token`) and the token's admissi
 tokenises patients (an HL7 feed's MRN) gets a readmission as a stay of its own, with its own
 first time, records and discharge; a replay of ICU stays (jobs/feeds/physionet2012.py) tokenises
 each stay as its own patient. Records of a token before any admission of it are one stay (a feed
-without ADT). Hours since admission are measured from the stay's first record (its admission
+without ADT; with ADT, say an emergency department's vitals before the admission, a stay that
+the admission ends). A new admission ends the token's earlier stay, discharged or not. A
+discharge at the same millisecond as an admission ends the stay before it. Every admission
+starts a stay, so an admission sent again after a cancel (A11, which this job does not read)
+starts another. Hours since admission are measured from the stay's first record (its admission
 event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a
 discharge included, and such a stay is never scored at an hour). A record timed before its
 admission's event time belongs to the stay before. The scores' entity key stays the token (the
@@ -186,14 +190,30 @@ def stay_events_sql() -> str:
         FROM events"""
 
 
+def stay_records_sql() -> str:
+    """`stay_events` and, for each admission, a `superseded` row of the token's stay before it
+    at the admission's time: a new admission ends the earlier stay (records before the first
+    admission, a stay whose discharge never came), which is then not scored at a later hour."""
+    columns = "record_id, patient_token, facility_id, unit_id, event_time"
+    nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(p.name)}" for p in PARAMETERS)
+    values = ", ".join(quote(p.name) for p in PARAMETERS)
+    return f"""
+        SELECT {columns}, record_kind, {values}, stay_seq FROM stay_events
+        UNION ALL
+        SELECT {columns}, 'superseded' AS record_kind, {nulls}, stay_seq - 1 AS stay_seq
+        FROM stay_events WHERE record_kind = 'admit'"""
+
+
 def stay_running_sql() -> str:
     """Each record with its stay's running sums and extremes as of that record (causal: the
     window ends at the current row), its hours since the stay's first record (`t_h`), how many
-    vitals and lab records the stay has had (`records`) and whether it has been discharged."""
+    vitals and lab records the stay has had (`records`) and whether it has ended: discharged,
+    or superseded by a newer admission. A discharge at a stay's first millisecond, which is its
+    admission's, is the stay before's (at one instant, the discharge and the readmission)."""
     first = """
         SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token, stay_seq
                ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time
-        FROM stay_events"""
+        FROM stay_records"""
     hours = (
         f"CAST(({EPOCH_MS.format('event_time')} - {EPOCH_MS.format('first_time')}) AS DOUBLE)"
         " / 3600000.0"
@@ -203,7 +223,9 @@ def stay_running_sql() -> str:
     return f"""
         SELECT record_id, record_kind, patient_token, stay_seq, facility_id, unit_id, event_time,
                t_h, COUNT(CASE WHEN record_kind IN ('vitals', 'labs') THEN 1 END) OVER w AS records,
-               MAX(CASE WHEN record_kind = 'discharge' THEN 1 ELSE 0 END) OVER w AS discharged,
+               MAX(CASE WHEN record_kind = 'superseded'
+                          OR (record_kind = 'discharge' AND (stay_seq = 0 OR t_h > 0))
+                        THEN 1 ELSE 0 END) OVER w AS discharged,
                {base}
         FROM ({timed})
         WINDOW w AS (PARTITION BY patient_token, stay_seq ORDER BY event_time
@@ -426,6 +448,7 @@ def build(
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
     t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
+    t_env.create_temporary_view("stay_records", t_env.sql_query(stay_records_sql()))
     t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()

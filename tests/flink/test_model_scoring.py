@@ -35,7 +35,10 @@ STAYS = 6
 MODELS = ("icu-mortality", "length-of-stay")
 SOURCE = replay.source_of("B")
 DISCHARGED_AT_H = 48.0  # the last stay's discharge: at its 48-h report, which it stops
-READMITTED_AFTER_H = 6.0  # the discharged stay's token is admitted again 6 h after its discharge
+READMITTED_AFTER_H = 0.0  # the discharged stay's token is admitted again at the discharge's ms
+BEFORE_ADMISSION_H = (
+    2.0  # a vitals record of the second stay's token this long before its admission
+)
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -89,7 +92,8 @@ def run(
     for topic, record in replay.stream(mapped):
         inputs[name_of[topic]].append(record)
     # another set B stay, as the discharged patient's readmission: the same token, a new
-    # encounter, admitted READMITTED_AFTER_H after the discharge (the state is still there)
+    # encounter, admitted READMITTED_AFTER_H after the discharge (in the same millisecond: the
+    # discharge ends the stay before)
     discharged = tokens[int(ids[-1])]
     readmitted = anchors[int(ids[-1])] + pd.Timedelta(hours=DISCHARGED_AT_H + READMITTED_AFTER_H)
     own = phi.token(s.phi_key, SOURCE, str(again))
@@ -120,7 +124,15 @@ def run(
         "sbp_mmhg": 72.0,
         "resp_rate_per_min": 34.0,
     }
-    inputs["vitals"] = sorted([*inputs["vitals"], at_24h], key=lambda v: v["event_time"])
+    # the second stay's token charted before its admission (an emergency department's vitals):
+    # a stay of its own, which the admission ends
+    second = tokens[int(ids[1])]
+    before = anchors[int(ids[1])] - pd.Timedelta(hours=BEFORE_ADMISSION_H)
+    early = next(v for v in inputs["vitals"] if v["patient_token"] == second) | {
+        "observation_id": "before-admission",
+        "event_time": before,
+    }
+    inputs["vitals"] = sorted([*inputs["vitals"], at_24h, early], key=lambda v: v["event_time"])
     inputs["labs"] = sorted(inputs["labs"], key=lambda v: v["event_time"])
     out = run_bounded(model_scoring.JOB, s, inputs, folder / "out")
     return {
@@ -132,10 +144,13 @@ def run(
         "discharged": discharged,
         "discharged_stay": (discharged, anchors[int(ids[-1])]),
         "readmission": (again, readmitted),
-        # each stay: (token, admission time) → its set B record id
+        "before_admission": (second, before),
+        # each stay: (token, admission time or first record's) → its set B record id (the one
+        # record before an admission: minus the admitted stay's)
         "stays": {
             **{(tokens[r], anchors[r]): r for r in map(int, ids)},
             (discharged, readmitted): again,
+            (second, before): -int(ids[1]),
         },
     }
 
@@ -190,11 +205,18 @@ def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
                     long.append((r, minute, p.source, value))
     obs = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
     desc = stays[(stays["minute"] == 0) & stays["parameter"].isin(list(icu_stay.DESCRIPTORS))]
-    # the readmission's descriptors are its token's in Feast: the first stay's
+    # the readmission's and the record before an admission's descriptors are their token's in
+    # Feast: its stay's
     again, _ = run["readmission"]
-    first = {t: r for r, t in run["tokens"].items()}[run["discharged"]]
+    by_token = {t: r for r, t in run["tokens"].items()}
+    first = by_token[run["discharged"]]
+    second = by_token[run["before_admission"][0]]
     desc = pd.concat(
-        [desc[desc["record_id"] != again], desc[desc["record_id"] == first].assign(record_id=again)]
+        [
+            desc[desc["record_id"] != again],
+            desc[desc["record_id"] == first].assign(record_id=again),
+            desc[desc["record_id"] == second].assign(record_id=-second),
+        ]
     )
     obs = pd.concat([desc, obs], ignore_index=True)
     scores = _with_stay(run, pd.DataFrame(run["out"]["model_scores"]))
@@ -250,7 +272,7 @@ def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
     series = len(spec.features) - len(icu_stay.STATIC_FEATURES) - 1
     assert (scores["features_missing"] < series).all()
     first = _with_stay(run, scores).sort_values("event_time").groupby("stay").head(1)
-    assert len(first) == STAYS + 1
+    assert len(first) == STAYS + 2  # and the readmission and the record before an admission
     for _, row in first.iterrows():
         _, admitted = _stay_of(run, row["entity_token"], row["event_time"])
         since = (row["event_time"] - admitted).total_seconds() / 3600
@@ -276,7 +298,7 @@ def test_a_readmission_under_the_same_token_is_a_stay_of_its_own(
 ) -> None:
     """Its hours count from its own admission, its features from its own records (the first
     stay's records and its discharge are not in them), and it is scored at its hours although
-    the token's earlier stay was discharged."""
+    the token's earlier stay was discharged in the same millisecond as the readmission."""
     again, readmitted = run["readmission"]
     scores = _with_stay(run, pd.DataFrame(run["out"]["model_scores"]))
     mine = scores[(scores["stay"] == again) & (scores["role"] == "champion")]
@@ -295,6 +317,20 @@ def test_a_readmission_under_the_same_token_is_a_stay_of_its_own(
         assert len(both) == len(got) and (both["score"] - both[m]).abs().max() < 1e-3, m
 
 
+def test_a_record_before_the_admission_is_a_stay_the_admission_ends(run: dict[str, Any]) -> None:
+    """Scored at its state, never at an hour: at 24 h after it the stay had long been superseded
+    by the admission 2 h later, whose own stay is scored from its own records."""
+    token, before = run["before_admission"]
+    scores = _with_stay(run, pd.DataFrame(run["out"]["model_scores"]))
+    early = scores[scores["stay"] == run["stays"][(token, before)]]
+    assert set(early["trigger"]) == {"state"} and set(early["record_id"]) == {"before-admission"}
+    assert early["hours_since_admission"].eq(0).all()
+    admitted = scores[(scores["entity_token"] == token) & (scores["trigger"] == "stay_hours")]
+    assert sorted(set(admitted["hours_since_admission"])) == list(REPORT_HOURS)
+    since = admitted["event_time"] - (before + pd.Timedelta(hours=BEFORE_ADMISSION_H))
+    assert (since == pd.to_timedelta(admitted["hours_since_admission"], unit="h")).all()
+
+
 def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_then(
     run: dict[str, Any],
 ) -> None:
@@ -304,8 +340,10 @@ def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_the
         (token, admitted, h)
         for token, admitted in run["stays"]
         for h in REPORT_HOURS
-        # the discharged stay is discharged by 48 h; its readmission is not
+        # the discharged stay is discharged by 48 h; its readmission is not; the record
+        # before an admission is a stay that the admission ended
         if not ((token, admitted) == run["discharged_stay"] and h >= DISCHARGED_AT_H)
+        and (token, admitted) != run["before_admission"]
     }
     for (model, role), g in at[at["model_name"] != AT_24H].groupby(["model_name", "role"]):
         got = [
@@ -333,7 +371,8 @@ def test_a_model_with_a_stay_hours_trigger_is_scored_at_its_hours_only(
     scores = pd.DataFrame(run["out"]["model_scores"])
     only = scores[scores["model_name"] == AT_24H]
     assert only["trigger"].eq("stay_hours").all() and only["hours_since_admission"].eq(24).all()
-    assert sorted(only["entity_token"]) == sorted(t for t, _ in run["stays"])  # a readmission too
+    stays = [t for t, a in run["stays"] if (t, a) != run["before_admission"]]
+    assert sorted(only["entity_token"]) == sorted(stays)  # a readmission too
     los = scores[
         (scores["model_name"] == "length-of-stay")
         & (scores["trigger"] == "stay_hours")
