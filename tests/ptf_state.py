@@ -10,9 +10,11 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyflink.common import Row
 from pyflink.java_gateway import get_gateway
@@ -26,14 +28,25 @@ SOURCE = HERE / "PtfStateReader.java"
 MAIN = "io.wardflow.tests.PtfStateReader"
 
 
+NAMED_TIMERS = "internal-named-timers-map"  # Flink's own map of a function's named timers
+
+
 @dataclass(frozen=True)
 class KeyState:
-    """One key of the function: whether its state row exists, and its named timers (name →
-    epoch ms) as Flink keeps them."""
+    """One key of the function and what each of its keyed states holds for it (only those that
+    hold something): a value state `True`, a list its length, a map its entries as strings (the
+    named timers: name → epoch ms)."""
 
     key: tuple[str | None, ...]
-    state: bool
-    timers: dict[str, int]
+    states: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Savepoint:
+    """The operator's keyed states (name → VALUE, LIST or MAP) and every key that holds one."""
+
+    declared: dict[str, str]
+    keys: list[KeyState]
 
 
 def _flink_lib() -> Path:
@@ -89,32 +102,44 @@ def classpath(settings: Settings) -> str:
     return os.pathsep.join([*cp, str(classes)])
 
 
-def read(settings: Settings, savepoint: str, state: str) -> list[KeyState]:
-    """Every key of the operator in `savepoint` that holds a value state named `state`."""
+def read(settings: Settings, savepoint: str, state: str) -> Savepoint:
+    """The keyed state of the one operator in `savepoint` that declares a state named `state`."""
     java = shutil.which("java")
     if not java:
         raise FileNotFoundError("the savepoint reader runs on a Java runtime")
     done = _run([java, "-cp", classpath(settings), MAIN, savepoint, state])
-    rows = [json.loads(line) for line in done.splitlines() if line.startswith("{")]
-    return [KeyState(tuple(r["key"]), r["state"], r["timers"]) for r in rows]
+    header, *rows = [json.loads(line) for line in done.splitlines() if line.startswith("{")]
+    return Savepoint(header["states"], [KeyState(tuple(r["key"]), r["states"]) for r in rows])
 
 
 def savepoint_after(
-    t_env: StreamTableEnvironment, query: str, last: Callable[[Row], bool], folder: Path
+    t_env: StreamTableEnvironment,
+    query: str,
+    last: Callable[[Row], bool],
+    folder: Path,
+    deadline_s: float = 300.0,
 ) -> tuple[list[Row], str]:
     """Run `query` (a job that does not end by itself) until a row for which `last` holds comes
     out, then stop it with a savepoint (canonical format) into `folder`: the rows and the
-    savepoint's path."""
+    savepoint's path. A job that has not given that row within `deadline_s` is cancelled and
+    the call fails, rather than waiting for ever."""
     result = t_env.execute_sql(query)
     client = result.get_job_client()
     if client is None:
         raise RuntimeError("the query did not start a job")
     rows: list[Row] = []
+    watchdog = threading.Timer(deadline_s, lambda: client.cancel())
+    watchdog.start()
     with result.collect() as out:
-        for r in out:
-            rows.append(r)
-            if last(r):
-                break
+        try:
+            for r in out:
+                rows.append(r)
+                if last(r):
+                    break
+            else:
+                raise RuntimeError(f"the job ended after {len(rows)} rows without the last one")
+        finally:
+            watchdog.cancel()
         # PyFlink's stop_with_savepoint predates the format argument: Java's, directly
         canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
         stopping = client._j_job_client.stopWithSavepoint(False, folder.as_uri(), canonical)

@@ -85,7 +85,7 @@ def placed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {
         "rows": rows,
         "seen": len(seen),
-        "keys": ptf_state.read(settings, savepoint, "placement"),
+        "state": ptf_state.read(settings, savepoint, "placement"),
     }
 
 
@@ -96,15 +96,18 @@ def test_every_event_came_out_before_the_savepoint(placed: dict[str, Any]) -> No
 def test_the_placement_keeps_a_row_for_each_patient_in_a_bed_and_for_no_one_else(
     placed: dict[str, Any],
 ) -> None:
+    state: ptf_state.Savepoint = placed["state"]
+    assert state.declared == {"placement": "VALUE", ptf_state.NAMED_TIMERS: "MAP"}
     in_a_bed = _in_a_bed(placed["rows"])
     patients = {r["patient_token"] for r in placed["rows"]}
     assert SENTINEL in in_a_bed and len(patients - in_a_bed) > 5, "some are forgotten"
-    kept = {k.key[0] for k in placed["keys"] if k.state}
+    kept = {k.key[0] for k in state.keys if "placement" in k.states}
     assert kept == in_a_bed
 
 
 def test_a_forgotten_patient_leaves_no_named_timer_behind(placed: dict[str, Any]) -> None:
-    orphans = [k for k in placed["keys"] if not k.state]
+    state: ptf_state.Savepoint = placed["state"]
+    orphans = [k for k in state.keys if "placement" not in k.states]
     assert orphans == []
-    for k in placed["keys"]:  # a patient in a bed waits for no expiry
-        assert k.timers == {}, k
+    for k in state.keys:  # a patient in a bed waits for no expiry
+        assert ptf_state.NAMED_TIMERS not in k.states, k

@@ -1,11 +1,16 @@
 package io.wardflow.tests;
 
 import java.io.PrintStream;
+import java.io.Serializable;
 import java.nio.charset.StandardCharsets;
-import java.util.Iterator;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.serialization.SerializerConfig;
+import org.apache.flink.api.common.state.ListState;
+import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.state.MapState;
 import org.apache.flink.api.common.state.MapStateDescriptor;
 import org.apache.flink.api.common.state.ValueState;
@@ -13,7 +18,8 @@ import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.common.typeutils.TypeSerializer;
-import org.apache.flink.api.common.typeutils.base.LongSerializer;
+import org.apache.flink.api.common.typeutils.base.ListSerializer;
+import org.apache.flink.api.common.typeutils.base.MapSerializer;
 import org.apache.flink.core.fs.FSDataInputStream;
 import org.apache.flink.core.memory.DataInputViewStreamWrapper;
 import org.apache.flink.runtime.checkpoint.OperatorState;
@@ -30,26 +36,25 @@ import org.apache.flink.state.api.functions.KeyedStateReaderFunction;
 import org.apache.flink.state.api.runtime.SavepointLoader;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.table.data.RowData;
-import org.apache.flink.table.data.StringData;
-import org.apache.flink.table.runtime.typeutils.StringDataSerializer;
 import org.apache.flink.util.CloseableIterator;
 import org.apache.flink.util.Collector;
 
 /**
  * Reads a process table function's keyed state out of a savepoint (the State Processor API), for
- * tests: {@code PtfStateReader <savepoint> <state name>} prints one JSON line per key of the
- * operator that holds a value state of that name: the key (its string fields), whether the value
- * state holds a row, and the function's named timers as Flink keeps them (the map state
- * {@code internal-named-timers-map}, AbstractProcessTableOperator). A key with timers and no row
- * is state a cleared function left behind.
+ * tests: {@code PtfStateReader <savepoint> <state name>} finds the one operator that holds a keyed
+ * state of that name and prints, as JSON lines, first {@code {"states": {name: kind}}} (every keyed
+ * state the operator declares: the function's own, such as a ListView's list, and Flink's map of
+ * named timers, {@code internal-named-timers-map}), then one line per key: the key's string
+ * fields and, per state that holds something for it, a value state's {@code true}, a list's
+ * length or a map's entries (as strings). A key whose row is gone but another state is not is
+ * state a cleared function left behind.
  *
- * <p>The operator is found by its state's name in the savepoint's keyed state headers, and the key
- * and value serializers are the ones the savepoint recorded, so the reader needs neither the
- * planner's operator id nor the function's state type.
+ * <p>The operator is found by the state's name in the savepoint's keyed-state headers, and every
+ * serializer (key and states) is the one the savepoint recorded, so the reader needs neither the
+ * planner's operator id nor the function's state types. Unnamed timers are not keyed state and are
+ * not read.
  */
 public final class PtfStateReader {
-  static final String NAMED_TIMERS = "internal-named-timers-map";
-
   private PtfStateReader() {}
 
   public static void main(String[] args) throws Exception {
@@ -57,88 +62,162 @@ public final class PtfStateReader {
     String state = args[1];
     ClassLoader loader = PtfStateReader.class.getClassLoader();
     CheckpointMetadata metadata = SavepointLoader.loadSavepointMetadata(path);
-    OperatorState found = null;
+    List<OperatorState> found = new ArrayList<>();
     TypeSerializer<RowData> keys = null;
-    TypeSerializer<Object> values = null;
+    Map<String, String> kinds = new TreeMap<>();
+    List<Declared> declared = new ArrayList<>();
     for (OperatorState op : metadata.getOperatorStates()) {
       for (OperatorSubtaskState sub : op.getSubtaskStates().values()) {
         for (KeyedStateHandle h : sub.getManagedKeyedState()) {
-          if (!(h instanceof KeyGroupsStateHandle) || found != null) continue;
+          if (!(h instanceof KeyGroupsStateHandle)) continue;
+          KeyedBackendSerializationProxy<RowData> proxy =
+              new KeyedBackendSerializationProxy<>(loader);
           try (FSDataInputStream in = ((KeyGroupsStateHandle) h).openInputStream()) {
-            KeyedBackendSerializationProxy<RowData> proxy =
-                new KeyedBackendSerializationProxy<>(loader);
             proxy.read(new DataInputViewStreamWrapper(in));
-            for (StateMetaInfoSnapshot s : proxy.getStateMetaInfoSnapshots()) {
-              if (s.getName().equals(state)
-                  && s.getBackendStateType() == StateMetaInfoSnapshot.BackendStateType.KEY_VALUE) {
-                found = op;
-                keys = proxy.getKeySerializerSnapshot().restoreSerializer();
-                @SuppressWarnings("unchecked")
-                TypeSerializer<Object> v =
-                    (TypeSerializer<Object>)
-                        s.getTypeSerializerSnapshot(
-                                StateMetaInfoSnapshot.CommonSerializerKeys.VALUE_SERIALIZER)
-                            .restoreSerializer();
-                values = v;
-              }
+          }
+          List<StateMetaInfoSnapshot> states = proxy.getStateMetaInfoSnapshots();
+          boolean mine =
+              states.stream()
+                  .anyMatch(
+                      s ->
+                          s.getName().equals(state)
+                              && s.getBackendStateType()
+                                  == StateMetaInfoSnapshot.BackendStateType.KEY_VALUE);
+          if (!mine || found.contains(op)) continue;
+          found.add(op);
+          keys = proxy.getKeySerializerSnapshot().restoreSerializer();
+          for (StateMetaInfoSnapshot s : states) {
+            if (s.getBackendStateType() != StateMetaInfoSnapshot.BackendStateType.KEY_VALUE) {
+              continue;
             }
+            String kind = s.getOption(StateMetaInfoSnapshot.CommonOptionsKeys.KEYED_STATE_TYPE);
+            TypeSerializer<?> values =
+                s.getTypeSerializerSnapshot(
+                        StateMetaInfoSnapshot.CommonSerializerKeys.VALUE_SERIALIZER)
+                    .restoreSerializer();
+            kinds.put(s.getName(), kind);
+            declared.add(new Declared(s.getName(), kind, values));
           }
         }
       }
     }
-    if (found == null) throw new IllegalArgumentException("no keyed state named " + state);
+    if (found.size() != 1) {
+      throw new IllegalArgumentException(
+          found.size() + " operators hold a keyed state named " + state + " (one expected)");
+    }
+    PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
+    StringBuilder header = new StringBuilder("{\"states\": {");
+    int n = 0;
+    for (Map.Entry<String, String> e : kinds.entrySet()) {
+      header.append(n++ > 0 ? ", " : "").append(json(e.getKey())).append(": ");
+      header.append(json(e.getValue()));
+    }
+    out.println(header.append("}}"));
     StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
     env.setParallelism(1);
     SavepointReader savepoint = SavepointReader.read(env, path, new HashMapStateBackend());
-    OperatorIdentifier id = OperatorIdentifier.forUidHash(found.getOperatorID().toHexString());
-    PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
+    OperatorIdentifier id =
+        OperatorIdentifier.forUidHash(found.get(0).getOperatorID().toHexString());
     try (CloseableIterator<String> rows =
         savepoint
-            .readKeyedState(id, new Reader(state, values), new Serialized<>(keys), Types.STRING)
+            .readKeyedState(id, new Reader(declared), new Serialized<>(keys), Types.STRING)
             .executeAndCollect()) {
       while (rows.hasNext()) out.println(rows.next());
     }
   }
 
-  /** One JSON line per key. */
-  static final class Reader extends KeyedStateReaderFunction<RowData, String> {
-    private final String name;
-    private final TypeSerializer<Object> serializer;
-    private transient ValueState<Object> value;
-    private transient MapState<StringData, Long> timers;
+  static String json(Object s) {
+    return "\"" + s.toString().replace("\\", "\\\\").replace("\"", "\\\"") + "\"";
+  }
 
-    Reader(String name, TypeSerializer<Object> serializer) {
+  /** A keyed state as the savepoint declares it: name, kind (VALUE, LIST, MAP) and serializer. */
+  static final class Declared implements Serializable {
+    final String name;
+    final String kind;
+    final TypeSerializer<?> serializer;
+
+    Declared(String name, String kind, TypeSerializer<?> serializer) {
       this.name = name;
+      this.kind = kind;
       this.serializer = serializer;
     }
+  }
 
-    @Override
-    public void open(OpenContext context) {
-      value = getRuntimeContext().getState(new ValueStateDescriptor<>(name, serializer));
-      timers =
-          getRuntimeContext()
-              .getMapState(
-                  new MapStateDescriptor<>(
-                      NAMED_TIMERS, StringDataSerializer.INSTANCE, LongSerializer.INSTANCE));
+  /** One JSON line per key. */
+  static final class Reader extends KeyedStateReaderFunction<RowData, String> {
+    private final List<Declared> declared;
+    private transient List<Object> states;
+
+    Reader(List<Declared> declared) {
+      this.declared = declared;
     }
 
     @Override
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    public void open(OpenContext context) {
+      states = new ArrayList<>();
+      for (Declared d : declared) {
+        switch (d.kind) {
+          case "VALUE":
+            states.add(
+                getRuntimeContext()
+                    .getState(new ValueStateDescriptor<>(d.name, (TypeSerializer) d.serializer)));
+            break;
+          case "LIST":
+            TypeSerializer element = ((ListSerializer) d.serializer).getElementSerializer();
+            states.add(getRuntimeContext().getListState(new ListStateDescriptor<>(d.name, element)));
+            break;
+          case "MAP":
+            MapSerializer map = (MapSerializer) d.serializer;
+            states.add(
+                getRuntimeContext()
+                    .getMapState(
+                        new MapStateDescriptor<>(
+                            d.name, map.getKeySerializer(), map.getValueSerializer())));
+            break;
+          default:
+            throw new IllegalArgumentException(d.name + ": a " + d.kind + " state is not read");
+        }
+      }
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
     public void readKey(RowData key, Context ctx, Collector<String> out) throws Exception {
       StringBuilder b = new StringBuilder("{\"key\": [");
       for (int i = 0; i < key.getArity(); i++) {
         b.append(i > 0 ? ", " : "").append(key.isNullAt(i) ? "null" : json(key.getString(i)));
       }
-      b.append("], \"state\": ").append(value.value() != null).append(", \"timers\": {");
-      Iterator<Map.Entry<StringData, Long>> it = timers.iterator();
-      for (int i = 0; it != null && it.hasNext(); i++) {
-        Map.Entry<StringData, Long> e = it.next();
-        b.append(i > 0 ? ", " : "").append(json(e.getKey())).append(": ").append(e.getValue());
+      b.append("], \"states\": {");
+      int shown = 0;
+      for (int i = 0; i < declared.size(); i++) {
+        String held = held(states.get(i));
+        if (held == null) continue;
+        b.append(shown++ > 0 ? ", " : "").append(json(declared.get(i).name)).append(": ");
+        b.append(held);
       }
       out.collect(b.append("}}").toString());
     }
 
-    private static String json(Object s) {
-      return "\"" + s.toString().replace("\\", "\\\\").replace("\"", "\\\"") + "\"";
+    /** What a state holds for the current key as JSON, or null where it holds nothing. */
+    @SuppressWarnings("unchecked")
+    private static String held(Object state) throws Exception {
+      if (state instanceof ValueState) {
+        return ((ValueState<Object>) state).value() == null ? null : "true";
+      }
+      if (state instanceof ListState) {
+        Iterable<Object> all = ((ListState<Object>) state).get();
+        int n = 0;
+        for (Object ignored : all == null ? List.of() : all) n++;
+        return n == 0 ? null : Integer.toString(n);
+      }
+      StringBuilder b = new StringBuilder("{");
+      int n = 0;
+      for (Map.Entry<Object, Object> e : ((MapState<Object, Object>) state).entries()) {
+        b.append(n++ > 0 ? ", " : "").append(json(e.getKey())).append(": ");
+        b.append(json(e.getValue()));
+      }
+      return n == 0 ? null : b.append("}").toString();
     }
   }
 
