@@ -294,10 +294,7 @@ def _oru(
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         try:
             raw = seg.obx_5.to_er7() if len(seg.obx_5) else ""
-            try:
-                number = float(raw)
-            except ValueError:
-                raise ValueError(f"value {raw!r} is not a number") from None
+            number = observation_number(raw, enc["COMPONENT"])
             unit_code = observation_unit(code, _components(seg.obx_6, enc))
             topic, name, value = convert(code, number, unit_code)
             when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
@@ -347,6 +344,21 @@ def _oru(
             )
         )
     return Mapped(out, rejected)
+
+
+def observation_number(raw: str, component: str) -> float:
+    """OBX-5 as one number: an NM value, or a structured numeric (SN: comparator ^ number, HL7
+    v2.5 section 2A.2.72) whose comparator is none or `=` and that has no second number. A
+    bound (`<^0.5`), a range or a ratio is not one value: ValueError, as for text."""
+    if component in raw:
+        comparator, number, *rest = [*raw.split(component), ""]
+        if comparator.strip() not in ("", "=") or any(r.strip() for r in rest):
+            raise ValueError(f"value {raw!r} is not one exact number (a bound, range or ratio)")
+        raw = number
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"value {raw!r} is not a number") from None
 
 
 def _components(field: Any, enc: dict[str, str]) -> list[str]:

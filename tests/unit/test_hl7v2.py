@@ -427,3 +427,22 @@ def test_of_two_values_of_equal_rank_at_one_time_the_later_one_is_kept() -> None
         )
     )
     assert rec["heart_rate_bpm"] == 99
+
+
+def test_a_structured_numeric_value_is_read_when_it_is_one_exact_number() -> None:
+    o = outcome(
+        oru(
+            "OBX|1|SN|8867-4^Heart rate^LN||^104|/min|||||F\r"
+            "OBX|2|SN|9279-1^Resp rate^LN||=^22|/min|||||F\r"
+            "OBX|3|SN|2524-7^Lactate^LN||<^0.5|mmol/L|||||F\r"
+            "OBX|4|SN|8480-6^SBP^LN||^100^-^110|mm[Hg]|||||F"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert (rec["heart_rate_bpm"], rec["resp_rate_per_min"]) == (104, 22) and "sbp_mmhg" not in rec
+    assert [(r.label, r.refusal.reason_code) for r in o.rejected] == [
+        ("OBX 3 (2524-7)", "bad_value"),
+        ("OBX 4 (8480-6)", "bad_value"),
+    ]
+    assert "not one exact number" in o.rejected[0].refusal.reason
