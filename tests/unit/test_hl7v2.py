@@ -68,6 +68,14 @@ def reading(text: str) -> dict:
     return rec
 
 
+def partly_read(text: str) -> tuple[dict, list[hl7v2.Rejected]]:
+    """The one record a message maps to, and the values rejected from it."""
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Mapped), o
+    [(_, rec)] = o.records
+    return rec, o.rejected
+
+
 def summary(o: hl7v2.Mapped | hl7v2.Refused) -> str:
     if isinstance(o, hl7v2.Refused):
         return f"refused:{o.reason_code}"
@@ -157,17 +165,15 @@ def test_the_same_vital_at_several_observation_times_becomes_one_record_per_time
 
 
 def test_one_value_in_a_unit_its_code_does_not_take_is_rejected_alone() -> None:
-    o = outcome(
+    rec, rejected = partly_read(
         oru(
             "OBX|1|NM|8867-4^Heart rate^LN||118|beats|||||F|||20260301100000\r"
             "OBX|2|NM|9279-1^Resp rate^LN||26|/min|||||F|||20260301100000\r"
             "OBX|3|NM|8310-5^Temp^LN||38.9|Cel|||||F|||20260301100000"
         )
     )
-    assert isinstance(o, hl7v2.Mapped)
-    [(_, rec)] = o.records
     assert (rec["resp_rate_per_min"], rec["temp_c"]) == (26, 38.9) and "heart_rate_bpm" not in rec
-    [bad] = o.rejected
+    [bad] = rejected
     assert (bad.label, bad.refusal.reason_code, bad.refusal.hl7_error) == (
         "OBX 1 (8867-4)",
         "bad_value",
@@ -348,16 +354,14 @@ def test_where_one_reading_has_an_ecg_and_an_oximeter_rate_the_ecgs_is_kept_in_e
 
 
 def test_a_monitors_no_value_sentinel_is_rejected_alone_and_the_reading_keeps_the_rest() -> None:
-    o = outcome(
+    rec, rejected = partly_read(
         pcd01(
             "OBX|3|NM|150301^MDC_PRESS_CUFF_SYS^MDC|1.4.1.1|-999|266016^MDC_DIM_MMHG^MDC|||||R",
             "OBX|4|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|97|262688^MDC_DIM_PERCENT^MDC|||||R",
         )
     )
-    assert isinstance(o, hl7v2.Mapped)
-    [(_, rec)] = o.records
     assert rec["spo2_pct"] == 97 and "sbp_mmhg" not in rec
-    [bad] = o.rejected
+    [bad] = rejected
     assert (bad.label, bad.refusal.reason_code, bad.refusal.hl7_error) == (
         "OBX 3 (150301)",
         "out_of_range",
@@ -430,7 +434,7 @@ def test_of_two_values_of_equal_rank_at_one_time_the_later_one_is_kept() -> None
 
 
 def test_a_structured_numeric_value_is_read_when_it_is_one_exact_number() -> None:
-    o = outcome(
+    rec, rejected = partly_read(
         oru(
             "OBX|1|SN|8867-4^Heart rate^LN||^104|/min|||||F\r"
             "OBX|2|SN|9279-1^Resp rate^LN||=^22|/min|||||F\r"
@@ -438,11 +442,9 @@ def test_a_structured_numeric_value_is_read_when_it_is_one_exact_number() -> Non
             "OBX|4|SN|8480-6^SBP^LN||^100^-^110|mm[Hg]|||||F"
         )
     )
-    assert isinstance(o, hl7v2.Mapped)
-    [(_, rec)] = o.records
     assert (rec["heart_rate_bpm"], rec["resp_rate_per_min"]) == (104, 22) and "sbp_mmhg" not in rec
-    assert [(r.label, r.refusal.reason_code) for r in o.rejected] == [
+    assert [(r.label, r.refusal.reason_code) for r in rejected] == [
         ("OBX 3 (2524-7)", "bad_value"),
         ("OBX 4 (8480-6)", "bad_value"),
     ]
-    assert "not one exact number" in o.rejected[0].refusal.reason
+    assert "not one exact number" in rejected[0].refusal.reason
