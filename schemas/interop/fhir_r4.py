@@ -222,33 +222,23 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
     return Mapped([(topics.ADT_EVENT.name, r) for r in records])
 
 
-def _loinc(concept: Any) -> str | None:
-    """A concept's LOINC code: its LOINC coding, else the LOINC of its IEEE 11073 coding (a
-    vital sign, or a blood pressure panel whose components are the values)."""
+def _coded(concept: Any) -> tuple[str | None, int]:
+    """A concept's LOINC code and its rank where a panel has a field from several components:
+    its LOINC coding (rank 0), else the LOINC and rank (schemas.interop.mdc: the arterial line
+    before the cuff) of its IEEE 11073 coding, a vital sign or a blood pressure panel whose
+    components are the values. The later component of equal rank is kept, as in HL7 v2."""
     codings = concept.coding or []
     for c in codings:
         if c.system == "http://loinc.org":
-            return str(c.code)
+            return str(c.code), 0
     for c in codings:
         if c.system == mdc.SYSTEM_FHIR and c.code:
             found = mdc.term(str(c.code), str(c.display or ""))
             if found is not None:
-                return found[1].loinc
+                return found[1].loinc, found[1].rank
             if str(c.code) in mdc.PANELS:
-                return mdc.PANELS[str(c.code)]
-    return None
-
-
-def _rank(concept: Any) -> int:
-    """Where a panel has a field from several components: its IEEE 11073 code's rank
-    (schemas.interop.mdc: the arterial line before the cuff), else 0; the later of equal rank
-    is kept, as in HL7 v2."""
-    for c in concept.coding or []:
-        if c.system == mdc.SYSTEM_FHIR and c.code:
-            found = mdc.term(str(c.code), str(c.display or ""))
-            if found is not None:
-                return found[1].rank
-    return 0
+                return mdc.PANELS[str(c.code)], 0
+    return None, 0
 
 
 def _unit(quantity: Any) -> str:
@@ -269,7 +259,7 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
         return Refused(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
         )
-    code = _loinc(obs.code)
+    code, rank = _coded(obs.code)
     if code is None:
         return Refused(
             "not_a_vital_sign", "the Observation has no LOINC or IEEE 11073 code wardflow reads"
@@ -281,12 +271,11 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
             "send those Observations",
         )
     parts: list[tuple[str | None, int, Any, Any]] = [
-        (code, _rank(obs.code), obs.valueQuantity, obs.dataAbsentReason)
+        (code, rank, obs.valueQuantity, obs.dataAbsentReason)
     ]
     if code in PANELS:  # components are values only under a panel code (module docstring)
         parts += [
-            (_loinc(c.code), _rank(c.code), c.valueQuantity, c.dataAbsentReason)
-            for c in obs.component or []
+            (*_coded(c.code), c.valueQuantity, c.dataAbsentReason) for c in obs.component or []
         ]
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}

@@ -33,7 +33,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
-from schemas import topics
+from schemas import codec, topics
 from schemas.interop import mdc
 from schemas.interop.loinc import CODES, VITALS, convert
 
@@ -303,9 +303,9 @@ def _oru(
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
-        outside = _outside(topic, name, value)
-        if outside:
-            why = Refused("out_of_range", f"{label}: {outside}"[:500], "AE", "102")
+        invalid = codec.validate(_SCHEMAS[topic], {name: value})  # the codec's range rule
+        if invalid is not None:
+            why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
         reading = groups.setdefault((topic, at), {})
@@ -344,6 +344,9 @@ def _oru(
             )
         )
     return Mapped(out, rejected)
+
+
+_SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}
 
 
 def observation_number(raw: str, component: str) -> float:
@@ -413,18 +416,6 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
         sent.append(identifier)
     takes = CODES[code].units
     return next((u for u in sent if u in takes), sent[0] if sent else "")
-
-
-def _outside(topic: str, name: str, value: float | bool) -> str:
-    """Why `value` is outside the field's range (the codec's rule, AvroField.out_of_range), or
-    empty where it is inside."""
-    field = (topics.VITALS_OBSERVATION if topic == VITALS else topics.LABS_RESULT).schema.field(
-        name
-    )
-    if isinstance(value, bool) or not field.out_of_range(value):
-        return ""
-    lo, hi = field.value_range or (float("nan"), float("nan"))
-    return f"{name}={value:g} outside [{lo:g}, {hi:g}]"
 
 
 def raw_control_id(text: str) -> str:
