@@ -6,7 +6,9 @@
 Each resource (each Bundle entry) is validated with fhir.resources and mapped
 (schemas.interop.fhir_r4) to canonical records on Kafka, or dead-lettered with its reason. An
 entry's refusal is its own: its dead letter keeps that entry alone (not a copy of the file), and
-the file's other entries and the folder's other files go on. A file that cannot be read, is not
+the file's other entries and the folder's other files go on. A value of a mapped Observation
+that cannot be read is dead-lettered alone (`Decision.rejected`: the Observation with that value
+only) and the resource's other values are published. A file that cannot be read, is not
 JSON, or is over `settings.max_message_bytes` is one refusal; an error while producing one
 file's records stops that file (reported, exit 1) and the next file is still processed. A file
 is moved nowhere: the same file ingested twice produces the same event ids, which the census
@@ -29,7 +31,7 @@ from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
 from schemas.interop import fhir_r4
-from schemas.interop.hl7v2 import Mapped, Refused
+from schemas.interop.hl7v2 import Mapped, Refused, Rejected
 from schemas.settings import Settings
 
 STAGE = "fhir_ingest"
@@ -41,7 +43,8 @@ class IngestReport:
     resources: int = 0
     mapped: int = 0
     records: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # resources, by reason
+    values_refused: Counter[str] = field(default_factory=Counter)  # values of mapped resources
     lines: list[str] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)  # Kafka did not confirm these
 
@@ -55,6 +58,7 @@ class Decision:
     records: list[Encoded]
     refusal: Refused | None
     payload: bytes  # what its dead letter keeps: the entry alone, or the file's bytes
+    rejected: tuple[Rejected, ...] = ()  # values of a mapped resource dead-lettered alone
 
     @property
     def outcome(self) -> str:
@@ -62,7 +66,15 @@ class Decision:
 
     @property
     def reason(self) -> str:
-        return "" if self.refusal is None else f"{self.refusal.reason_code}: {self.refusal.reason}"
+        if self.refusal is not None:
+            return f"{self.refusal.reason_code}: {self.refusal.reason}"
+        return "; ".join(f"{r.refusal.reason_code}: {r.refusal.reason}" for r in self.rejected)
+
+    def letters(self) -> list[tuple[Refused, bytes]]:
+        """What goes to the dead-letter topic: the refused resource, or each rejected value."""
+        if self.refusal is not None:
+            return [(self.refusal, self.payload)]
+        return [(r.refusal, r.payload) for r in self.rejected]
 
 
 def files(paths: list[Path]) -> list[Path]:
@@ -120,7 +132,8 @@ def decide_file(
         if isinstance(result, Mapped):
             encoded = pub.encode(result.records)
             if not isinstance(encoded, codec.Rejection):
-                out.append(Decision(path.name, o.label, encoded, None, payload))
+                rejected = tuple(result.rejected)
+                out.append(Decision(path.name, o.label, encoded, None, payload, rejected))
                 continue
             result = Refused(encoded.reason_code, encoded.reason)
         out.append(Decision(path.name, o.label, [], result, payload))
@@ -137,11 +150,9 @@ def ingest(
         source, decisions = decide_file(settings, pub, path, facility_id)
         try:
             for seq, d in enumerate(decisions):
-                if d.refusal is None:
-                    pub.send(d.records)
-                else:
-                    why = d.refusal
-                    pub.dead_letter(source, seq, why.reason_code, why.reason, d.payload)
+                pub.send(d.records)
+                for why, payload in d.letters():
+                    pub.dead_letter(source, seq, why.reason_code, why.reason, payload)
             pub.flush(60)
         except Exception as exc:  # Kafka: this file is not (all) stored; the next one may be
             report.failed_files.append(path.name)
@@ -152,7 +163,11 @@ def ingest(
             if d.refusal is None:
                 report.mapped += 1
                 report.records.update(t for t, _, _ in d.records)
-                report.lines.append(f"mapped   {path.name} {d.label}: {len(d.records)} records")
+                report.values_refused.update(r.refusal.reason_code for r in d.rejected)
+                line = f"mapped   {path.name} {d.label}: {len(d.records)} records"
+                if d.rejected:
+                    line += f"; {len(d.rejected)} value(s) dead-lettered: {d.reason}"
+                report.lines.append(line)
             else:
                 report.refused[d.refusal.reason_code] += 1
                 report.lines.append(f"refused  {path.name} {d.label}: {d.reason}")
@@ -197,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(r.lines))
     print(
         f"{r.resources} resources: {r.mapped} mapped ({dict(r.records)}), "
-        f"{sum(r.refused.values())} dead-lettered ({dict(r.refused)})"
+        f"{sum(r.refused.values())} dead-lettered ({dict(r.refused)}), "
+        f"{sum(r.values_refused.values())} values of mapped resources dead-lettered "
+        f"({dict(r.values_refused)})"
         + (f"; not stored: {', '.join(r.failed_files)}" if r.failed_files else "")
     )
     if r.failed_files:

@@ -21,12 +21,15 @@ through its LOINC (schemas.interop.mdc), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
 of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
-a dataAbsentReason are skipped. The subject may be a reference or only a business identifier.
+a dataAbsentReason are skipped. A value in a unit its code does not take or outside its field's
+range is rejected alone (`Mapped.rejected`), the others kept; with none left, the Observation is
+refused. The subject may be a reference or only a business identifier.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -36,7 +39,7 @@ from pydantic import ValidationError
 
 from schemas import topics
 from schemas.interop import mdc
-from schemas.interop.hl7v2 import Mapped, Refused
+from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
 from schemas.interop.loinc import CODES, PANELS, VITALS, convert
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
@@ -99,7 +102,7 @@ def map_resource(
         return Refused("invalid_fhir", f"{kind} does not validate: {type(exc).__name__}")
     if kind == "Encounter":
         return _encounter(resource, tokenise, source, facility_id)
-    return _observation(resource, tokenise, source, facility_id)
+    return _observation(resource, data, tokenise, source, facility_id)
 
 
 def _instant(value: Any, what: str) -> datetime | Refused:
@@ -254,7 +257,12 @@ def _display(concept: Any) -> str:
     return next((str(c.display) for c in concept.coding or [] if c.display), "no display")
 
 
-def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) -> Mapped | Refused:
+def _observation(
+    obs: Any, data: dict[str, Any], tokenise: Tokenise, source: str, facility_id: str
+) -> Mapped | Refused:
+    """One vitals record, or a refusal. A value that cannot be read (a unit its code does not
+    take, outside its field's range) is rejected alone, its dead letter the Observation with that
+    value only; the Observation is refused when no value could be read."""
     if obs.status not in USABLE_OBSERVATION:
         return Refused(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
@@ -270,28 +278,44 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
             f"{PANELS[code]} {code} holds its values in other resources (hasMember): "
             "send those Observations",
         )
-    parts: list[tuple[str | None, int, Any, Any]] = [
-        (code, rank, obs.valueQuantity, obs.dataAbsentReason)
+    # (code, rank, quantity, absent, where, the Observation narrowed to this value alone)
+    parts: list[tuple[str | None, int, Any, Any, str, dict[str, Any]]] = [
+        (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data))
     ]
     if code in PANELS:  # components are values only under a panel code (module docstring)
+        raw_components = data.get("component") or []
         parts += [
-            (*_coded(c.code), c.valueQuantity, c.dataAbsentReason) for c in obs.component or []
-        ]
+            (*_coded(c.code), c.valueQuantity, c.dataAbsentReason, f"component {i}",
+             {**data, "component": [raw_components[i]]})
+            for i, c in enumerate(obs.component or [])
+        ]  # fmt: skip
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}
-    for part_code, rank, quantity, absent in parts:
+    rejected: list[Rejected] = []
+    for part_code, rank, quantity, absent, where, alone in parts:
         if part_code not in CODES or quantity is None or absent is not None:
             continue
         if quantity.value is None:
             continue
+        label = f"Observation/{obs.id} {where} ({part_code})"
         try:
             topic, name, value = convert(part_code, float(quantity.value), _unit(quantity))
         except ValueError as exc:
-            return Refused("bad_unit", str(exc))
+            rejected.append(Rejected(label, Refused("bad_unit", str(exc)), _json(alone)))
+            continue
         if topic != VITALS:
             return Refused("not_a_vital_sign", f"{code} is a laboratory result; labs come by ORU")
+        invalid = value_refusal(topic, name, value)
+        if invalid is not None:
+            why = Refused(invalid.reason_code, f"{part_code}: {invalid.reason}"[:500])
+            rejected.append(Rejected(label, why, _json(alone)))
+            continue
         if name not in ranks or rank <= ranks[name]:
             values[name], ranks[name] = value, rank
+    if not values and rejected:  # nothing read: refused, with their reason when they share one
+        codes = {r.refusal.reason_code for r in rejected}
+        reasons = "; ".join(r.refusal.reason for r in rejected)
+        return Refused(codes.pop() if len(codes) == 1 else "bad_value", reasons[:500])
     if not values:
         known = code in CODES or code in PANELS
         reason = (
@@ -332,4 +356,12 @@ def _observation(obs: Any, tokenise: Tokenise, source: str, facility_id: str) ->
         **values,
         "source": source,
     }
-    return Mapped([(VITALS, record)])
+    return Mapped([(VITALS, record)], rejected)
+
+
+def _without_components(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "component"}
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()

@@ -303,7 +303,7 @@ def _oru(
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
-        invalid = codec.validate(_SCHEMAS[topic], {name: value})  # the codec's range rule
+        invalid = value_refusal(topic, name, value)
         if invalid is not None:
             why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
@@ -347,6 +347,12 @@ def _oru(
 
 
 _SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}
+
+
+def value_refusal(topic: str, name: str, value: Any) -> codec.Rejection | None:
+    """Why one field's value would be refused in a `topic` record (the codec's own range rule,
+    schemas loaded once), or None: a value is checked alone so that it is dead-lettered alone."""
+    return codec.validate(_SCHEMAS[topic], {name: value})
 
 
 def observation_number(raw: str, component: str) -> float:

@@ -89,10 +89,21 @@ def test_every_hl7_file_gets_its_ack_and_dead_letter_reason(kafka: Settings) -> 
 def test_every_fhir_file_is_mapped_or_refused_with_its_reason(kafka: Settings) -> None:
     prefix = f"t-corpus-{uuid.uuid4().hex[:8]}."
     report = fhir_ingest.ingest(kafka, [CORPUS / "fhir"], prefix=prefix, facility_id="GH")
-    want = Counter(m["reason"] for n, m in MANIFEST.items() if n.startswith("fhir/"))
-    assert report.mapped == want.pop(None)
-    assert report.refused == want
-    assert kafka_io.count_records(kafka, prefix + topics.DEAD_LETTER.name) == sum(want.values())
+    fhir = [m for n, m in MANIFEST.items() if n.startswith("fhir/")]
+    mapped = [m for m in fhir if m["reason"] is None or m.get("mapped")]
+    assert report.mapped == len(mapped)
+    assert report.refused == Counter(m["reason"] for m in fhir if m not in mapped)
+    assert report.values_refused == Counter(m["reason"] for m in mapped if m["reason"])
+    letters = kafka_io.read_records(
+        kafka, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name
+    )
+    assert Counter(d["reason_code"] for d in letters) == Counter(
+        m["reason"] for m in fhir if m["reason"]
+    )
+    vitals = kafka_io.read_records(
+        kafka, prefix + topics.VITALS_OBSERVATION.name, topics.VITALS_OBSERVATION.name
+    )
+    assert len(vitals) == report.records[topics.VITALS_OBSERVATION.name] == len(mapped)
     kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)
 
 

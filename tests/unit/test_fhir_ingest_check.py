@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tests.conftest import offline_check
 
+LOINC = "http://loinc.org"
+
 
 def heart_rate(i: str, unit: str) -> dict:
     return {
@@ -32,13 +34,26 @@ def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: 
     }
     (drop / "a.json").write_text(json.dumps(bundle))
     (drop / "b.json").write_text("{not json")
+    panel = heart_rate("bp", "mm[Hg]")
+    mmhg = panel.pop("valueQuantity")
+    panel["code"] = {"coding": [{"system": LOINC, "code": "85354-9"}]}
+    panel["component"] = [
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]}, "valueQuantity": mmhg},
+        {
+            "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+            "valueQuantity": mmhg | {"value": -999},
+        },
+    ]
+    (drop / "c.json").write_text(json.dumps(panel))
     (drop / "notes.txt").write_text("a drop folder holds .json files; this one is not read")
     rows = offline_check("jobs.feeds.fhir_ingest", drop)
     assert [r[:3] for r in rows] == [
         ["a.json", "mapped", "1"],
         ["a.json", "refused", "0"],
         ["b.json", "refused", "0"],
+        ["c.json", "mapped", "1"],  # its diastolic value alone is dead-lettered
     ]
     assert rows[0][3] == "Bundle/b#entry0:Observation/ok"
     assert rows[1][3].startswith("bad_unit: 8867-4: unit 'mmHg'")
     assert rows[2][3].startswith("malformed: not JSON")
+    assert rows[3][3].startswith("out_of_range: 8462-4: dbp_mmhg=-999 outside")

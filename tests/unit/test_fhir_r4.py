@@ -307,3 +307,39 @@ def test_of_two_pressures_in_one_device_panel_the_arterial_lines_is_kept_in_eith
         panel["component"] = order
         [(_, o, _)] = run(panel)
         assert isinstance(o, Mapped) and o.records[0][1]["sbp_mmhg"] == 140
+
+
+def test_a_panel_value_that_cannot_be_read_is_dead_lettered_alone_and_the_others_are_kept() -> None:
+    panel = observation(
+        "85354-9",
+        component=[
+            component("8480-6", 118, "mm[Hg]"),
+            component("8462-4", -999, "mm[Hg]"),  # a monitor's "no value"
+            component("8867-4", 72, "mm[Hg]"),  # a heart rate in the wrong unit
+        ],
+    )
+    [(_, o, _)] = run(panel)
+    assert isinstance(o, Mapped)
+    [(_, record)] = o.records
+    assert record["sbp_mmhg"] == 118
+    assert "dbp_mmhg" not in record and "heart_rate_bpm" not in record
+    assert [(r.label, r.refusal.reason_code) for r in o.rejected] == [
+        ("Observation/o1 component 1 (8462-4)", "out_of_range"),
+        ("Observation/o1 component 2 (8867-4)", "bad_unit"),
+    ]
+    assert o.rejected[0].refusal.reason.startswith("8462-4: dbp_mmhg=-999 outside")
+    letter = json.loads(o.rejected[0].payload)  # the Observation, with that value alone
+    assert letter["subject"] == panel["subject"] and letter["id"] == "o1"
+    assert letter["component"] == [panel["component"][1]]
+
+
+def test_an_observation_none_of_whose_values_can_be_read_is_refused_with_their_reason() -> None:
+    [(_, one, _)] = run(observation("8867-4", valueQuantity=quantity(400, "/min")))
+    assert isinstance(one, Refused) and one.reason_code == "out_of_range"
+    both = [component("8480-6", 900, "mm[Hg]"), component("8462-4", -1, "mm[Hg]")]
+    [(_, same, _)] = run(observation("85354-9", component=both))
+    assert isinstance(same, Refused) and same.reason_code == "out_of_range"
+    assert "sbp_mmhg=900" in same.reason and "dbp_mmhg=-1" in same.reason
+    mixed = [component("8480-6", 900, "mm[Hg]"), component("8462-4", 60, "/min")]
+    [(_, o, _)] = run(observation("85354-9", component=mixed))
+    assert isinstance(o, Refused) and o.reason_code == "bad_value"
