@@ -33,9 +33,11 @@ first time, records and discharge; a replay of ICU stays (jobs/feeds/physionet20
 each stay as its own patient. Records of a token before any admission of it are one stay (a feed
 without ADT; with ADT, say an emergency department's vitals before the admission, a stay that
 the admission ends). A new admission ends the token's earlier stay, discharged or not. A
-discharge at the same millisecond as an admission ends the stay before it. Every admission
-starts a stay, so an admission sent again after a cancel (A11, which this job does not read)
-starts another. Hours since admission are measured from the stay's first record (its admission
+discharge at the same millisecond as an admission ends the stay before it. A discharge that a
+later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours as if
+the discharge had never come (a readmission score already made at that discharge stands). Every
+admission starts a stay, so an admission sent again after a cancel (A11, which this job does not
+read) starts another. Hours since admission are measured from the stay's first record (its admission
 event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a
 discharge included, and such a stay is never scored at an hour). A record timed before its
 admission's event time belongs to the stay before. The scores' entity key stays the token (the
@@ -77,6 +79,10 @@ INPUTS = {
 }
 OUTPUTS = {"model_scores": topics.MODEL_SCORE, "dead_letters": topics.DEAD_LETTER}
 ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
+# The ADT events a stay is made of: an admission starts one, a discharge ends it unless a later
+# cancel_discharge (HL7 A13) takes it back. Transfers change no stay; a cancelled admission
+# (A11) is not read (module docstring).
+STAY_ADT = "'admit', 'discharge', 'cancel_discharge'"
 # The topics' field for a declared parameter where the names differ (else the same name).
 TOPIC_FIELD: dict[str, str] = {
     "weight_kg_series": "weight_kg",
@@ -109,7 +115,7 @@ def _value_sql(p: Parameter) -> str:
 def events_sql(sources: Sources) -> str:
     """One row per accepted record: every declared parameter a DOUBLE column (null where the
     record's topic has no such field or the record no value); admissions and discharges carry
-    none (record_kind `admit`, `discharge`)."""
+    none (record_kind `admit`, `discharge`, `cancel_discharge`)."""
     selects = []
     for name in sources:
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -120,7 +126,7 @@ def events_sql(sources: Sources) -> str:
             for p in PARAMETERS
         )
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
-        only = "event_type IN ('admit', 'discharge')" if name == "adt" else "TRUE"
+        only = f"event_type IN ({STAY_ADT})" if name == "adt" else "TRUE"
         kind = "event_type" if name == "adt" else f"'{name}'"
         selects.append(f"""
         SELECT {ID_FIELDS[name]} AS record_id, {kind} AS record_kind, patient_token,
@@ -207,9 +213,10 @@ def stay_records_sql() -> str:
 def stay_running_sql() -> str:
     """Each record with its stay's running sums and extremes as of that record (causal: the
     window ends at the current row), its hours since the stay's first record (`t_h`), how many
-    vitals and lab records the stay has had (`records`) and whether it has ended: discharged,
-    or superseded by a newer admission. A discharge at a stay's first millisecond, which is its
-    admission's, is the stay before's (at one instant, the discharge and the readmission)."""
+    vitals and lab records the stay has had (`records`) and whether it has ended: discharged
+    (its latest discharge not cancelled by a later A13, `cancel_discharge`), or superseded by a
+    newer admission. A discharge at a stay's first millisecond, which is its admission's, is the
+    stay before's (at one instant, the discharge and the readmission)."""
     first = """
         SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token, stay_seq
                ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time
@@ -223,9 +230,11 @@ def stay_running_sql() -> str:
     return f"""
         SELECT record_id, record_kind, patient_token, stay_seq, facility_id, unit_id, event_time,
                t_h, COUNT(CASE WHEN record_kind IN ('vitals', 'labs') THEN 1 END) OVER w AS records,
-               MAX(CASE WHEN record_kind = 'superseded'
-                          OR (record_kind = 'discharge' AND (stay_seq = 0 OR t_h > 0))
-                        THEN 1 ELSE 0 END) OVER w AS discharged,
+               CASE WHEN MAX(CASE WHEN record_kind = 'superseded' THEN 1 ELSE 0 END) OVER w = 1
+                      OR LAST_VALUE(CASE WHEN record_kind = 'cancel_discharge' THEN 0
+                                         WHEN record_kind = 'discharge'
+                                              AND (stay_seq = 0 OR t_h > 0) THEN 1 END) OVER w = 1
+                    THEN 1 ELSE 0 END AS discharged,
                {base}
         FROM ({timed})
         WINDOW w AS (PARTITION BY patient_token, stay_seq ORDER BY event_time

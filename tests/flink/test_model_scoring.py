@@ -39,6 +39,7 @@ READMITTED_AFTER_H = 0.0  # the discharged stay's token is admitted again at the
 BEFORE_ADMISSION_H = (
     2.0  # a vitals record of the second stay's token this long before its admission
 )
+CANCELLED_DISCHARGE_AT_H = (30.0, 31.0)  # the third stay: discharged, then the discharge cancelled
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -114,7 +115,26 @@ def run(
         "event_time": admit["event_time"] + pd.Timedelta(hours=DISCHARGED_AT_H),
     }
     empty = admit | {"event_id": "no-records:admit", "patient_token": "no-records"}
-    inputs["adt"] = sorted([*inputs["adt"], discharge, empty], key=lambda a: a["event_time"])
+    # the third stay is discharged at 30 h and the discharge cancelled at 31 h (HL7 A03, A13):
+    # the stay goes on
+    third = tokens[int(ids[2])]
+    third_admit = next(a for a in inputs["adt"] if a["patient_token"] == third)
+    taken_back = [
+        discharge
+        | {
+            "event_id": f"{third}:{kind}",
+            "event_type": kind,
+            "patient_token": third,
+            "encounter_token": third_admit["encounter_token"],
+            "prior_unit_id": third_admit["unit_id"],
+            "unit_id": None if kind == "discharge" else third_admit["unit_id"],
+            "event_time": anchors[int(ids[2])] + pd.Timedelta(hours=h),
+        }
+        for kind, h in zip(("discharge", "cancel_discharge"), CANCELLED_DISCHARGE_AT_H, strict=True)
+    ]
+    inputs["adt"] = sorted(
+        [*inputs["adt"], discharge, empty, *taken_back], key=lambda a: a["event_time"]
+    )
     # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
     first = tokens[int(ids[0])]
     at_24h = next(v for v in inputs["vitals"] if v["patient_token"] == first) | {
@@ -341,7 +361,8 @@ def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_the
         for token, admitted in run["stays"]
         for h in REPORT_HOURS
         # the discharged stay is discharged by 48 h; its readmission is not; the record
-        # before an admission is a stay that the admission ended
+        # before an admission is a stay that the admission ended; the third stay's discharge
+        # was cancelled, so it is scored at 48 h
         if not ((token, admitted) == run["discharged_stay"] and h >= DISCHARGED_AT_H)
         and (token, admitted) != run["before_admission"]
     }
