@@ -42,12 +42,17 @@ event when one arrives first; a feed that starts mid-stay measures from whatever
 discharge included, and such a stay is never scored at an hour). A record timed before its
 admission's event time belongs to the stay before. The scores' entity key stays the token (the
 stay descriptors in Feast are the token's), and an hour score's record id carries the stay's
-first time. A token's state lasts until `state_ttl_h` without a record of it. A stay is
-scored at hour N on the same cut-off its validation reports (`make evaluate-model`: its
-observations up to exactly N h, hours_since_admission N), unless it has no vitals or lab record
-by then or was discharged by then. Its state waits in the temporal join's keyed state, which
-`state_ttl_h` drops after that long without a record of the stay: a stay silent for longer than
-that before hour N is not scored at N.
+first time. A stay is scored at hour N on the same cut-off its validation reports (`make
+evaluate-model`: its observations up to exactly N h, hours_since_admission N), unless it has no
+vitals or lab record by then or was discharged by then.
+
+State: every keyed state here is a token's or a stay's (admissions, running sums and extremes,
+the latest row, the hours still due), and it lives `stay_state_ttl_h` (72 h) without a record of
+the patient, this job's Flink state TTL in place of the screening jobs' `state_ttl_h` (25 h,
+what their windows need): a stay's features reach back to its admission, and a ward patient may
+be observed once a day or be on leave for a weekend. After a longer silence the state is gone:
+the patient's next records start a stay of their own (from their first record, as a feed
+without its admission does), and an hour of the stay not yet due then is never scored.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from pyflink.table import StreamTableEnvironment
 
 from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
+from jobs.runtime.flink_env import STATE_TTL, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
 from schemas import topics
@@ -453,6 +459,9 @@ def build(
     t_env: StreamTableEnvironment, settings: Settings, sources: Sources, sinks: Sinks
 ) -> None:
     """Sources `vitals`, `labs`, `adt` → sinks `model_scores` and `dead_letters`."""
+    # A stay's state reaches back to its admission: it lives `stay_state_ttl_h` without a
+    # record of the patient, not the screening jobs' `state_ttl_h` (module docstring).
+    t_env.get_config().set(STATE_TTL, state_ttl(settings.stay_state_ttl_h))
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))

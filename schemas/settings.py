@@ -243,7 +243,8 @@ class Settings:
         25.0,
         "A patient's SQL state (last values, first record time) is dropped after this many hours "
         "without a record (processing time). Longer than the longest validity of a value "
-        "(24 h), so dropping it changes no result.",
+        "(24 h), so dropping it changes no result. The catalog scoring job's is "
+        "`stay_state_ttl_h`.",
     )
     restart_attempts: int = setting(10, "Restarts after a failure before a job fails.")
     max_future_s: int = setting(
@@ -316,6 +317,15 @@ class Settings:
         "icu-mortality,length-of-stay",
         "The catalog models (comma-separated registry names) the catalog scoring job serves "
         "(`jobs/model_scoring.py`); each is scored where its spec's entity and trigger say.",
+    )
+    stay_state_ttl_h: float = setting(
+        72.0,
+        "The catalog scoring job's state TTL in place of `state_ttl_h`: a stay's state (its "
+        "admissions, running sums from its first record on, hours still to be scored) is "
+        "dropped after this many hours without a record of the patient (processing time). A "
+        "stay's features reach back to its admission, so after a longer silence the patient's "
+        "records start a stay again. Covers a day between ward observations and a weekend's "
+        "leave; the state kept grows with it (every stay seen in the last this many hours).",
     )
     roles_check_s: float = setting(
         30.0,

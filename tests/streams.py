@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from jobs import sepsis_screen
@@ -13,9 +13,12 @@ from schemas.settings import Settings
 from schemas.topics import Topic
 
 
-def sentinels(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str, dict[str, Any]]]:
-    """(partition, topic, record): one record per partition of each input topic, 30 days on."""
-    at = max(r["event_time"] for _, r in items) + timedelta(days=30)
+def sentinels(
+    items: list[tuple[str, dict[str, Any]]], at: datetime | None = None
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(partition, topic, record): one record per partition of each input topic, 30 days after
+    the last item's time or at `at` (then moving every partition's watermark to it)."""
+    at = at or max(r["event_time"] for _, r in items) + timedelta(days=30)
     out = []
     for topic in sepsis_screen.JOB.input_topics:
         for p in range(TOPICS[topic].partitions):

@@ -30,6 +30,14 @@ from udfs import java_decode
 FLINK_HOME = Path(pyflink.__file__).resolve().parent
 
 
+STATE_TTL = "table.exec.state.ttl"  # how long SQL keyed state lives without a write
+
+
+def state_ttl(hours: float) -> str:
+    """A state TTL in hours as `table.exec.state.ttl`'s value (whole seconds, at least one)."""
+    return f"{max(1, round(hours * 3600))} s"
+
+
 def connector_jars(settings: Settings) -> list[str]:
     jars = sorted(settings.flink_jars_dir.glob("*.jar"))
     if not any("flink-sql-connector-kafka" in j.name for j in jars):
@@ -83,7 +91,7 @@ def _options(settings: Settings, connectors: bool = True) -> dict[str, str]:
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         **_state_backend(settings),
-        "table.exec.state.ttl": f"{int(settings.state_ttl_h * 3600)} s",
+        STATE_TTL: state_ttl(settings.state_ttl_h),
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": str(settings.restart_attempts),
         "restart-strategy.fixed-delay.delay": "2 s",
