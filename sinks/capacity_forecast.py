@@ -3,8 +3,13 @@ next 24 hours (udfs/capacity_forecast.py) from the census, into `capacity_foreca
 0008), which the command-centre board reads.
 
     python -m sinks.capacity_forecast               # one origin: the last whole hour of the census
-    python -m sinks.capacity_forecast --hourly      # and again at every hour, until stopped
+    python -m sinks.capacity_forecast --hourly      # at every hour + 5 min, from that hour
     python -m sinks.capacity_forecast --origin 2026-02-03T10:00Z
+
+`--hourly` forecasts from the hour just ended once its events have had `--settle-s` (5 min) to
+reach the warehouse, whatever the newest census event (a quiet feed has none in the hour).
+Each facility's data begin at its own first event (its census load), so a facility whose feed
+came on line later is forecast as if its data were the only data.
 
 The census job's accepted events (`census_events`: each event with the unit the patient is in
 after it) give every patient's stays per unit; from them, up to the origin only, the forecaster
@@ -59,9 +64,10 @@ COLUMNS = (
 )
 
 
-def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
     """Stays (udfs.capacity_forecast.stays_from_placements) from census_events rows (patient,
-    facility, unit after the event, event_time), and the hour the data begin."""
+    facility, unit after the event, event_time), and the hour each facility's data begin (its
+    first event): a facility whose feed starts later has its own census load and history."""
     ev = census_events[census_events.outcome == "applied"]
     ms = pd.to_datetime(ev.event_time, utc=True).dt.as_unit("ms").astype("int64")
     placements = pd.DataFrame(
@@ -72,35 +78,43 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, float]
             "time_h": ms.to_numpy() / cf.HOUR_MS,
         }
     )
-    start = float(placements.time_h.min()) if len(placements) else 0.0
-    return cf.stays_from_placements(placements), start
+    first = placements.groupby("facility_id").time_h.min()
+    starts = {str(f): float(h) for f, h in first.items()}
+    return cf.stays_from_placements(placements), starts
 
 
 def forecast_rows(
     stays: pd.DataFrame,
-    data_start_h: float,
+    data_start_h: float | Mapping[str, float],
     capacity: Capacity,
     origin_h: float,
     predictions: Mapping[str, cf.StayPrediction] | None = None,
 ) -> pd.DataFrame:
-    """The table's rows for one origin: every configured unit and every facility, h = 1..24."""
+    """The table's rows for one origin: every configured unit and every facility, h = 1..24.
+    `data_start_h`: where the data begin, one hour for all or each facility's
+    (`stays_from_census`; a facility without data has none before the origin)."""
     known = stays[stays.start_h <= origin_h]
     hospital = cf.facility_stays(known, ALL_UNITS)
     parts = []
     for fac in sorted({f for f, _ in capacity.units}):
         mine = known[known.facility_id == fac]
-        pooled = _history(mine, data_start_h)
+        start = (
+            data_start_h.get(fac, origin_h) if isinstance(data_start_h, Mapping) else data_start_h
+        )
+        pooled = _history(mine, start)
         prior = cf.unit_survival(pooled, origin_h)  # for units with too few stays of their own
         for (f, unit), beds in sorted(capacity.units.items()):
             if f == fac:
                 s = mine[mine.unit_id == unit]
-                fc = cf.forecast_unit(_history(s, data_start_h), origin_h, prior, predictions)
+                fc = cf.forecast_unit(_history(s, start), origin_h, prior, predictions)
                 surge = capacity.surge_beds(fac, unit)
                 parts.append(_rows(fac, unit, "unit", fc, _occupied(s, origin_h), beds, surge))
         h = hospital[hospital.facility_id == fac]
-        fc = cf.forecast_unit(_history(h, data_start_h), origin_h)  # the model's is ICU stay
+        fc = cf.forecast_unit(_history(h, start), origin_h)  # the model's is ICU stay
         beds, surge = capacity.facility_beds(fac), capacity.surge_beds(fac, ALL_UNITS)
         parts.append(_rows(fac, ALL_UNITS, "facility", fc, _occupied(h, origin_h), beds, surge))
+    if not parts:  # a capacity file without units
+        return pd.DataFrame({c: [] for c in COLUMNS})
     return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in COLUMNS})
 
 
@@ -221,7 +235,18 @@ def run_once(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--origin", type=datetime.fromisoformat, default=None)
-    ap.add_argument("--hourly", action="store_true", help="forecast again at every whole hour")
+    ap.add_argument(
+        "--hourly",
+        action="store_true",
+        help="forecast at every whole hour, from that hour, once --settle-s have passed",
+    )
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        default=300.0,
+        help="--hourly: how long after the hour its census events take to be loaded (the census "
+        "watermark's delay, the loader's flush); the run waits that long",
+    )
     ap.add_argument(
         "--no-los-model",
         dest="los_model",
@@ -235,12 +260,25 @@ def main(argv: list[str] | None = None) -> None:
     clickhouse.migrate(client, settings.clickhouse_database)
     capacity = Capacity.load(settings.capacity_file)
     while True:
-        n = run_once(client, settings.clickhouse_database, capacity, a.origin, a.los_model)
+        origin = hourly_origin(time.time(), a.settle_s) if a.hourly else a.origin
+        n = run_once(client, settings.clickhouse_database, capacity, origin, a.los_model)
         print(f"{n} forecast rows written to {settings.clickhouse_database}.{TABLE}")
         if not a.hourly:
             return
-        now = time.time()
-        time.sleep(3600 - now % 3600 + 5)
+        time.sleep(next_run_in_s(time.time(), a.settle_s))
+
+
+def hourly_origin(now_s: float, settle_s: float) -> datetime:
+    """The origin of an hourly run at `now_s` (epoch seconds): the last whole hour that has had
+    `settle_s` to be loaded. Not the census's newest event's hour, which right after the hour is
+    the hour before (an hour stale) and on a quiet feed older still."""
+    settled = datetime.fromtimestamp(now_s - settle_s, UTC)
+    return settled.replace(minute=0, second=0, microsecond=0)
+
+
+def next_run_in_s(now_s: float, settle_s: float) -> float:
+    """Seconds until the next hour plus `settle_s`."""
+    return 3600 - (now_s - settle_s) % 3600
 
 
 if __name__ == "__main__":

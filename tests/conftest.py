@@ -124,13 +124,25 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def kafka(settings: Settings) -> Settings:
-    """The real Apache Kafka broker, started by the repo's own script (a no-op when running)."""
+def kafka(settings: Settings) -> Iterator[Settings]:
+    """The real Apache Kafka broker, started by the repo's own script (a no-op when running).
+    The topics the session creates (each test's own prefix) are deleted at its end, so that
+    a broker used session after session does not pile up partitions (a restart loads them
+    all)."""
     from jobs.runtime import kafka_io
 
     subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "kafka"], check=True)
     kafka_io.wait_for_broker(settings)
-    return settings
+    before = set(kafka_io.admin(settings).list_topics(timeout=10).topics)
+    yield settings
+    try:
+        a = kafka_io.admin(settings)
+        now = set(a.list_topics(timeout=10).topics)
+        made = sorted(t for t in now - before if not t.startswith("_"))  # not Kafka's own
+        for fut in a.delete_topics(made, operation_timeout=60).values() if made else ():
+            fut.result()
+    except Exception as e:  # the broker stopped by a test, say: the topics stay
+        print(f"topics of this session not deleted: {e}")
 
 
 @pytest.fixture(scope="session")

@@ -314,8 +314,10 @@ def forecast(
 
 def surge_warning(f: Forecast, threshold_beds: float) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Hours whose point forecast (the median) reaches the surge threshold: the warning the board
-    raises. The upper 80 % bound reaching it (P >= 10 %) is shown as a risk, not a warning."""
-    out: np.ndarray[Any, np.dtype[np.bool_]] = f.median >= threshold_beds
+    raises. The upper 80 % bound reaching it (P >= 10 %) is shown as a risk, not a warning.
+    Occupancy is whole beds: a threshold of 161.00000000000003 (64.4 % of 250) is 161, as in
+    `Forecast.p_at_least`."""
+    out: np.ndarray[Any, np.dtype[np.bool_]] = f.median >= math.ceil(threshold_beds - 1e-9)
     return out
 
 

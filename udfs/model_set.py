@@ -16,6 +16,11 @@ model present in it (vectorised, one onnxruntime call per version):
    is an `alert`;
 3. every `roles_check_s`, each model's roles.json is checked and changed roles are loaded (no
    restart): models are promoted, shadowed and rolled back independently of one another.
+   A version that cannot be served (its spec does not parse, its ONNX file does not load or
+   does not fit the spec) is logged and counted (`load_failures`): a champion's predecessor
+   stays in place, a challenger is dropped, and the other models are untouched; a version
+   that fails while scoring leaves its model's rows of that batch unscored (`score_failures`),
+   never the batch.
 
 A row for a model with no champion gets no score (and a warning, once per roles change), nor
 does a row of which nothing is known (every feature unknown: e.g. a discharge whose encounter
@@ -57,7 +62,13 @@ class Served:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         session = ort.InferenceSession(str(v.onnx), opts, providers=["CPUExecutionProvider"])
-        width = session.get_inputs()[0].shape[-1]
+        [given] = session.get_inputs()
+        if given.name != spec.input_name:
+            raise ValueError(
+                f"{v.model} {v.version}: the ONNX input is {given.name!r}, the spec names "
+                f"{spec.input_name!r}"
+            )
+        width = given.shape[-1]
         if isinstance(width, int) and width != len(spec.features):
             raise ValueError(
                 f"{v.model} {v.version}: the ONNX input has {width} columns, the spec names "
@@ -98,6 +109,8 @@ class ModelSet:
         self.roles_check_s = roles_check_s
         self.roles: dict[str, Roles] = {m: Roles() for m in self.models}
         self.lookup_failures = 0
+        self.load_failures = 0  # versions (or roles) that could not be loaded
+        self.score_failures = 0  # batches of a model that a version failed to score
         self._checked = 0.0
         self.reload()
 
@@ -108,11 +121,16 @@ class ModelSet:
             if stamp == held.stamp:
                 continue
             loaded = {s.version.version: s for s in (held.champion, held.challenger) if s}
-            wanted = self.registry.roles(name)
-
+            try:
+                wanted = self.registry.roles(name)
+            except Exception as e:  # roles.json unreadable: keep serving what is held
+                self.load_failures += 1
+                log.error("%s: roles not read (%s); serving what was loaded", name, e)
+                continue
             self.roles[name] = Roles(
-                self._served(name, wanted.get("champion"), loaded),
-                self._served(name, wanted.get("challenger"), loaded),
+                # a champion that cannot be served leaves the one before in place
+                self._served(name, "champion", wanted.get("champion"), loaded, held.champion),
+                self._served(name, "challenger", wanted.get("challenger"), loaded, None),
                 stamp,
             )
             champion = self.roles[name].champion
@@ -127,10 +145,28 @@ class ModelSet:
                     challenger.version.version if challenger else "none",
                 )
 
-    def _served(self, name: str, v: str | None, loaded: dict[str, Served]) -> Served | None:
+    def _served(
+        self,
+        name: str,
+        role: str,
+        v: str | None,
+        loaded: dict[str, Served],
+        instead: Served | None,
+    ) -> Served | None:
+        """Version `v` of `name` loaded (or reused), or `instead` where it cannot be served (a
+        spec that does not parse, an ONNX file that does not load or fit it): one bad version
+        never stops the other models, or this model's other role."""
         if v is None:
             return None
-        return loaded.get(v) or Served.load(self.registry.get(name, v))
+        if v in loaded:
+            return loaded[v]
+        try:
+            return Served.load(self.registry.get(name, v))
+        except Exception as e:
+            self.load_failures += 1
+            kept = f"version {instead.version.version} kept" if instead else "none served"
+            log.error("%s %s %s cannot be served (%s): %s", name, role, v, kept, e)
+            return instead
 
     def _inputs(self, m: Served, rows: pd.DataFrame, memo: dict[str, pd.DataFrame]) -> pd.DataFrame:
         """The model's features in its order: from the batch, else from its feature service
@@ -179,7 +215,13 @@ class ModelSet:
                 rows, x = rows[known], x[known]
                 if rows.empty:
                     continue
-            score = champ.predict(x.to_numpy(dtype="float32"))
+            try:
+                score = champ.predict(x.to_numpy(dtype="float32"))
+            except Exception as e:  # this model's rows go unscored; the others are scored
+                self.score_failures += 1
+                log.error("%s %s failed to score %d rows: %s", name, champ.version.version,
+                          len(rows), e)  # fmt: skip
+                continue
             out.loc[rows.index, "champion_version"] = champ.version.version
             out.loc[rows.index, "champion_score"] = score
             out.loc[rows.index, "features_missing"] = x.isna().sum(axis=1).to_numpy()
@@ -187,9 +229,16 @@ class ModelSet:
                 out.loc[rows.index, "champion_threshold"] = champ.spec.threshold
                 out.loc[rows.index, "alert"] = score >= champ.spec.threshold
             if held.challenger is not None:
-                cx = self._inputs(held.challenger, rows, memo).to_numpy(dtype="float32")
-                out.loc[rows.index, "challenger_version"] = held.challenger.version.version
-                out.loc[rows.index, "challenger_score"] = held.challenger.predict(cx)
+                shadow = held.challenger
+                try:
+                    cx = self._inputs(shadow, rows, memo).to_numpy(dtype="float32")
+                    shadow_score = shadow.predict(cx)
+                except Exception as e:  # the shadow fails alone: the champion's score stands
+                    self.score_failures += 1
+                    log.error("%s shadow %s failed to score: %s", name, shadow.version.version, e)
+                    continue
+                out.loc[rows.index, "challenger_version"] = shadow.version.version
+                out.loc[rows.index, "challenger_score"] = shadow_score
         out["latency_ms"] = (time.perf_counter() - t0) * 1000.0
         return typed(out)
 

@@ -179,7 +179,8 @@ def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> I
     pub = Publisher(settings, stage=STAGE)
     for path in files(paths):
         for d in decide_file(settings, pub, path, facility_id)[1]:
-            yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.reason or d.label}"
+            said = d.label if not d.reason else d.reason if d.refusal else f"{d.label}: {d.reason}"
+            yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{said}"
 
 
 def _check_main(argv: list[str]) -> None:

@@ -21,9 +21,9 @@ through its LOINC (schemas.interop.mdc), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
 of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
-a dataAbsentReason are skipped. A value in a unit its code does not take or outside its field's
-range is rejected alone (`Mapped.rejected`), the others kept; with none left, the Observation is
-refused. The subject may be a reference or only a business identifier.
+a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
+range or of a laboratory code is rejected alone (`Mapped.rejected`), the others kept; with none
+left, the Observation is refused. The subject may be a reference or only a business identifier.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.interop import mdc
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
-from schemas.interop.loinc import CODES, PANELS, VITALS, convert
+from schemas.interop.loinc import CODES, PANELS, VITALS, UnitError, convert
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
@@ -261,8 +261,9 @@ def _observation(
     obs: Any, data: dict[str, Any], tokenise: Tokenise, source: str, facility_id: str
 ) -> Mapped | Refused:
     """One vitals record, or a refusal. A value that cannot be read (a unit its code does not
-    take, outside its field's range) is rejected alone, its dead letter the Observation with that
-    value only; the Observation is refused when no value could be read."""
+    take, a value outside its field's range, a laboratory code in a vital-signs panel) is
+    rejected alone, its dead letter the Observation with that value only, its reason naming the
+    component; the Observation is refused when no value could be read."""
     if obs.status not in USABLE_OBSERVATION:
         return Refused(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
@@ -298,16 +299,25 @@ def _observation(
         if quantity.value is None:
             continue
         label = f"Observation/{obs.id} {where} ({part_code})"
+        refusal: tuple[str, str] | None = None  # (reason code, reason)
         try:
             topic, name, value = convert(part_code, float(quantity.value), _unit(quantity))
-        except ValueError as exc:
-            rejected.append(Rejected(label, Refused("bad_unit", str(exc)), _json(alone)))
-            continue
-        if topic != VITALS:
-            return Refused("not_a_vital_sign", f"{code} is a laboratory result; labs come by ORU")
-        invalid = value_refusal(topic, name, value)
-        if invalid is not None:
-            why = Refused(invalid.reason_code, f"{part_code}: {invalid.reason}"[:500])
+        except UnitError as exc:
+            refusal = ("bad_unit", str(exc))
+        except ValueError as exc:  # not a finite number, a negative oxygen flow
+            refusal = ("bad_value", str(exc))
+        else:
+            invalid = value_refusal(topic, name, value)
+            if topic != VITALS:
+                refusal = (
+                    "not_a_vital_sign",
+                    f"{part_code} is a laboratory result; labs come by ORU",
+                )
+            elif invalid is not None:
+                refusal = (invalid.reason_code, f"{part_code}: {invalid.reason}")
+        if refusal is not None:  # this value alone; the reason names its component
+            said = "" if where == "value" else f"{where}: "
+            why = Refused(refusal[0], f"{said}{refusal[1]}"[:500])
             rejected.append(Rejected(label, why, _json(alone)))
             continue
         if name not in ranks or rank <= ranks[name]:

@@ -74,12 +74,16 @@ PANELS = {
 }
 
 
+class UnitError(ValueError):
+    """A unit the code does not take (any other ValueError of `convert` is the value's)."""
+
+
 def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]:
-    """(topic, field, value in the field's unit); ValueError for a unit the code does not take
-    or a value that is not a finite number."""
+    """(topic, field, value in the field's unit); UnitError for a unit the code does not take,
+    ValueError for a value that is not a finite number or a negative oxygen flow."""
     c = CODES[code]
     if unit not in c.units:
-        raise ValueError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")
+        raise UnitError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{code}: value {value!r} is not a finite number")
     factor, offset = c.units[unit]

@@ -367,3 +367,56 @@ def test_the_hourly_step_takes_each_patients_latest_los_score_as_its_predicted_d
     ours = (with_los.unit_id == unit).to_numpy()
     assert (with_los.expected[ours].to_numpy() < without.expected[ours].to_numpy()).all()
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_a_facility_whose_feed_starts_later_is_forecast_from_its_own_data_alone() -> None:
+    """Its first events are its census load and its history starts there, not at the first
+    event of another facility that came on line earlier."""
+    from grafana import seed
+
+    plan = seed.SeedPlan(facilities=1, days=15)
+    ev = pd.DataFrame(seed.place(seed.adt_events(plan), plan.end_ms).events)
+    [early] = ev.facility_id.unique()
+    late = ev.assign(
+        facility_id="late",
+        patient_token="late-" + ev.patient_token,  # other patients
+        event_time=ev.event_time + pd.Timedelta(days=10),
+    )
+    units = {u: b for (_, u), b in adt_generator.capacity(1).units.items()}
+    both_cap = Capacity.from_dict({"facilities": {early: units, "late": units}})
+    late_cap = Capacity.from_dict({"facilities": {"late": units}})
+    origin = late.event_time.max().floor("h") - pd.Timedelta(hours=1)
+    t0 = origin.timestamp() / 3600
+    both = pd.concat([ev, late], ignore_index=True)
+    stays, starts = sink.stays_from_census(both[both.event_time <= origin])
+    assert starts["late"] - starts[early] == 240.0
+    together = sink.forecast_rows(stays, starts, both_cap, t0)
+    alone_stays, alone_starts = sink.stays_from_census(late[late.event_time <= origin])
+    alone = sink.forecast_rows(alone_stays, alone_starts, late_cap, t0)
+    mine = together[together.facility_id == "late"].reset_index(drop=True)
+    for c in ("occupied_at_origin", "forecast", "expected", "lo95", "hi95", "surge_probability"):
+        assert np.allclose(mine[c].astype(float), alone[c].astype(float)), c
+
+
+def test_a_capacity_file_without_units_forecasts_nothing() -> None:
+    plan = adt_generator.Plan(facilities=1, days=3, seed=9)
+    stays = cf.stays_from_events(adt_generator.events(plan))
+    empty = Capacity.from_dict({"facilities": {}})
+    assert sink.forecast_rows(stays, 0.0, empty, plan.start.timestamp() / 3600 + 48).empty
+
+
+def test_an_hourly_run_forecasts_from_the_hour_just_ended_once_it_has_settled() -> None:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 3, 1, 11, 5, tzinfo=UTC).timestamp()
+    assert sink.hourly_origin(at, 300) == datetime(2026, 3, 1, 11, tzinfo=UTC)
+    assert sink.hourly_origin(at - 1, 300) == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert sink.next_run_in_s(at, 300) == 3600
+    assert sink.next_run_in_s(at - 300, 300) == 300  # at 11:00 the next run is at 11:05
+
+
+def test_a_surge_threshold_a_hair_over_a_whole_bed_warns_at_that_bed() -> None:
+    f = cf.forecast(T0, elapsed_h=[1.0] * 161, survival=NOBODY_LEAVES, rates=NO_ARRIVALS)
+    threshold = 250 * 64.4 / 100  # 161.00000000000003
+    assert threshold > 161
+    assert cf.surge_warning(f, threshold).all() and np.allclose(f.p_at_least(threshold), 1.0)

@@ -56,4 +56,4 @@ def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: 
     assert rows[0][3] == "Bundle/b#entry0:Observation/ok"
     assert rows[1][3].startswith("bad_unit: 8867-4: unit 'mmHg'")
     assert rows[2][3].startswith("malformed: not JSON")
-    assert rows[3][3].startswith("out_of_range: 8462-4: dbp_mmhg=-999 outside")
+    assert rows[3][3].startswith("Observation/bp: out_of_range: component 1: 8462-4: dbp_mmhg=-999")

@@ -327,7 +327,7 @@ def test_a_panel_value_that_cannot_be_read_is_dead_lettered_alone_and_the_others
         ("Observation/o1 component 1 (8462-4)", "out_of_range"),
         ("Observation/o1 component 2 (8867-4)", "bad_unit"),
     ]
-    assert o.rejected[0].refusal.reason.startswith("8462-4: dbp_mmhg=-999 outside")
+    assert o.rejected[0].refusal.reason.startswith("component 1: 8462-4: dbp_mmhg=-999 outside")
     letter = json.loads(o.rejected[0].payload)  # the Observation, with that value alone
     assert letter["subject"] == panel["subject"] and letter["id"] == "o1"
     assert letter["component"] == [panel["component"][1]]
@@ -343,3 +343,21 @@ def test_an_observation_none_of_whose_values_can_be_read_is_refused_with_their_r
     mixed = [component("8480-6", 900, "mm[Hg]"), component("8462-4", 60, "/min")]
     [(_, o, _)] = run(observation("85354-9", component=mixed))
     assert isinstance(o, Refused) and o.reason_code == "bad_value"
+
+
+def test_a_lab_value_or_a_negative_oxygen_flow_in_a_panel_is_dead_lettered_alone() -> None:
+    lactate = {
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2524-7"}]},
+        "valueQuantity": quantity(2.0, "mmol/L"),
+    }
+    flow = component("3151-8", -2, "L/min")
+    panel = observation("85353-1", component=[component("8480-6", 120, "mm[Hg]"), lactate, flow])
+    [(_, o, _)] = run(panel)
+    assert isinstance(o, Mapped) and o.records[0][1]["sbp_mmhg"] == 120
+    assert [(r.refusal.reason_code, r.refusal.reason.split(":")[0]) for r in o.rejected] == [
+        ("not_a_vital_sign", "component 1"),
+        ("bad_value", "component 2"),  # the unit is right, the value is not
+    ]
+    [(_, alone, _)] = run(observation("2524-7", valueQuantity=quantity(2.0, "mmol/L")))
+    assert isinstance(alone, Refused) and alone.reason_code == "not_a_vital_sign"
+    assert alone.reason == "2524-7 is a laboratory result; labs come by ORU"

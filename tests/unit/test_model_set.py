@@ -199,3 +199,35 @@ def test_a_row_of_which_nothing_is_known_gets_no_score(registry: Registry) -> No
     assert pd.isna(out.loc[0, "champion_score"]) and out.loc[0, "features_missing"] == 2
     assert pd.isna(out.loc[0, "challenger_score"]) and pd.isna(out.loc[0, "alert"])
     assert out.loc[1:, "champion_score"].notna().all()
+
+
+def _broken(registry: Registry, tmp: Path, name: str, **spec: Any) -> str:
+    """Another version of `name` whose spec (or ONNX input) cannot be served."""
+    built = _build(
+        tmp / "broken" / str(len(registry.versions(name))), name, "binary", ["a", "b"], 1.0
+    )
+    data = json.loads((built / "spec.json").read_text()) | spec
+    (built / "spec.json").write_text(json.dumps(data))
+    return registry.register(built).version
+
+
+def test_a_version_that_cannot_be_served_never_stops_the_other_models_or_roles(
+    registry: Registry, tmp_path: Path
+) -> None:
+    models = ModelSet(registry, ["mortality", "los"], roles_check_s=0.0)
+    before = models.score(_batch())
+    bad_spec = _broken(
+        registry, tmp_path, "mortality", trigger={"kind": "stay_hours", "hours": [0]}
+    )
+    registry.set_role("mortality", "challenger", bad_spec, why="a shadow that cannot be served")
+    shadowless = models.score(_batch())
+    assert models.load_failures == 1
+    pd.testing.assert_series_equal(before["champion_score"], shadowless["champion_score"])
+    assert shadowless.iloc[0::2]["challenger_version"].isna().all()
+    assert (shadowless.iloc[1::2]["challenger_version"] == "2").all()  # los keeps its shadow
+    wrong_input = _broken(registry, tmp_path, "mortality", input={"name": "x"})
+    registry.promote("mortality", wrong_input)  # the broken shadow is tried again, too
+    kept = models.score(_batch())
+    assert models.load_failures == 3
+    assert (kept.iloc[0::2]["champion_version"] == "1").all()  # the champion before stays
+    pd.testing.assert_series_equal(before["champion_score"], kept["champion_score"])

@@ -329,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     except LayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    if not results:
+        print("error: nothing to evaluate (see above)", file=sys.stderr)
+        raise SystemExit(2)
     for b in results:
         print("\n".join(lines(b)))
     if a.command == "backtest":
