@@ -34,8 +34,9 @@ each stay as its own patient. Records of a token before any admission of it are 
 without ADT; with ADT, say an emergency department's vitals before the admission, a stay that
 the admission ends). A new admission ends the token's earlier stay, discharged or not. A
 discharge at the same millisecond as an admission ends the stay before it. A discharge that a
-later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours as if
-the discharge had never come (a readmission score already made at that discharge stands). Every
+later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that
+fall due after the cancel (an hour due between the discharge and its cancel is not: the join sees
+the stay as it was then), and a readmission score already made at that discharge stands. Every
 admission starts a stay, so an admission sent again after a cancel (A11, which this job does not
 read) starts another. Hours since admission are measured from the stay's first record (its admission
 event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a

@@ -38,7 +38,7 @@ def small_set(tmp: Path, stays: int = 300) -> Path:
     s = p12.read_set(SET_B)
     ids = np.sort(s.outcomes.index.to_numpy())[:stays]
     part = p12.subset(s, ids)
-    part.observations.to_parquet(tmp / "small_observations.parquet")
+    part.recorded.to_parquet(tmp / "small_observations.parquet")
     part.outcomes.reset_index().to_parquet(tmp / "small_outcomes.parquet")
     return tmp / "small_observations.parquet"
 
@@ -214,3 +214,45 @@ def test_no_training_stay_of_set_a_appears_in_the_evaluation_defaults(
     spec = json.loads((BUNDLED / "spec.json").read_text())
     assert spec["training_data"]["file"] == "setA_observations.parquet"
     assert re.fullmatch(r"AUROC \S+ AUPRC \S+ event1 \S+", capsys.readouterr().out.splitlines()[-1])
+
+
+@needs_data
+def test_a_set_is_read_as_the_stream_receives_it_so_training_and_serving_features_agree() -> None:
+    """Training's features of a stay equal those of the records the replay publishes for it,
+    as the topics carry them (a FLOAT field at float32): magnesium in mmol/L, not the file's
+    mg/dL; urine charted twice in a minute summed; a duplicate the feed refuses left out."""
+    from jobs import model_scoring
+    from jobs.feeds import physionet2012 as replay
+    from schemas import phi
+
+    s = p12.read_set(SET_B)
+    ids = np.sort(s.outcomes.index.to_numpy())[:300]
+    part = p12.subset(s, ids)
+    hours = (24.0, 48.0)
+    trained = p12.features(part, hours).set_index(["record_id", "hours_since_admission"])
+    anchors = replay.anchors(ids, replay.ReplayPlan(stays=0))
+    m = replay.map_stays(part.recorded, anchors, key=b"k", source="t")
+    stay_of = {phi.token(b"k", "t", str(int(r))): int(r) for r in ids}
+    single = {
+        f.name for t in model_scoring.INPUTS.values() for f in t.schema.fields if f.base == "float"
+    }
+    long = []
+    for rec in [*m.vitals, *m.labs]:
+        r = stay_of[rec["patient_token"]]
+        minute = (rec["event_time"] - anchors[r]).total_seconds() / 60.0
+        for p in icu_stay.PARAMETERS:
+            field = model_scoring.topic_field(p)
+            v = rec.get(field)
+            if v is not None:
+                long.append((r, minute, p.source, float(np.float32(v)) if field in single else v))
+    served = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
+    recorded = part.recorded
+    descriptors = recorded[
+        (recorded["minute"] == 0) & recorded["parameter"].isin(icu_stay.DESCRIPTORS)
+    ]
+    stream = icu_stay.stay_features(pd.concat([descriptors, served], ignore_index=True), hours)
+    stream = stream.astype({"record_id": trained.index.levels[0].dtype})
+    stream = stream.set_index(["record_id", "hours_since_admission"]).reindex(trained.index)
+    pd.testing.assert_frame_equal(trained, stream, check_dtype=False, rtol=1e-5, atol=1e-6)
+    mg = trained["magnesium_mmol_l_mean"].dropna()
+    assert 0.6 < mg.median() < 1.1  # mmol/L (the file's median, 2.0, is mg/dL)

@@ -79,7 +79,7 @@ def test_evaluate_prints_mae_and_baseline_mae_at_48h_on_its_last_line(
 ) -> None:
     s = p12.read_set(SET_B)
     part = p12.subset(s, np.sort(s.outcomes.index.to_numpy())[-300:])
-    part.observations.to_parquet(tmp_path / "last300_observations.parquet")
+    part.recorded.to_parquet(tmp_path / "last300_observations.parquet")
     part.outcomes.reset_index().to_parquet(tmp_path / "last300_outcomes.parquet")
     registry = ["--model-registry", str(tmp_path / "registry"), "--bootstrap", "20"]
     file = tmp_path / "last300_observations.parquet"

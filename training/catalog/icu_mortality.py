@@ -279,7 +279,7 @@ def train(out: Path, settings: Settings, samples: int = 200) -> dict[str, Any]:
         "gate": gate(overall, groups),
         "training_data": {**p12.training_data(a), "cut_off_hours": list(p12.TRAIN_HOURS)},
         "test_data": p12.training_data(b),
-        "cleaning": p12.cleaning_summary(a.observations),
+        "cleaning": p12.cleaning_summary(a.recorded),
         "onnx_parity_max_abs_diff": parity,
         "architecture": f"soft vote: {1 - LR_WEIGHT:.1f} × HistGradientBoostingClassifier "
         f"{dict(PARAMS)} + {LR_WEIGHT:.1f} × (median imputation, standardisation, "
@@ -360,7 +360,7 @@ Baseline SAPS-I AUROC: set B at 48 h {spec["baselines"]["saps_i_auroc_48h_set_b"
 Gate (no age or sex subgroup with ≥ 20 deaths more than {validation.MAX_AUROC_GAP} AUROC below
 the overall): {gate_line}.
 
-## Model selection (5-fold cross-validation by stay on set A)
+## Model selection (5-fold CV by stay on set A, before sets were read as streamed)
 
 {
         p12.markdown_table(

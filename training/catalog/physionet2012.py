@@ -4,9 +4,10 @@ reading a set, its layout checks, cleaning, and the helpers both models share.
 A set is `setX_observations.parquet` (record_id, minute, parameter, value) with its sibling
 `setX_outcomes.parquet` (record_id, SAPS-I, SOFA, Length_of_stay, Survival, In-hospital_death).
 Set A trains (cross-validation inside A chooses the model and the threshold); set B is the
-external test, never trained or tuned on. Cleaning is `feature_store.icu_stay`'s (one definition
-for training and the stream): -1 codes and implausible values dropped, two unit slips repaired,
-repeated time stamps merged.
+external test, never trained or tuned on. A set is read as the stream receives it (`as_streamed`:
+the replay's mapping onto the topics, magnesium in mmol/L, urine of one minute summed), then
+cleaned as `feature_store.icu_stay` cleans (one definition for training and the stream): -1
+codes and implausible values dropped, repeated time stamps merged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from feature_store import icu_stay
+from schemas import physionet2012 as replay_map
+from schemas import topics
 from schemas.settings import Settings
 from training import sklearn_onnx
 from training.catalog import LayoutError
@@ -49,8 +52,9 @@ SEED: Final = 2012
 @dataclass(frozen=True)
 class StaySet:
     file: Path
-    observations: pd.DataFrame
+    observations: pd.DataFrame  # as the stream receives them (`as_streamed`)
     outcomes: pd.DataFrame  # indexed by record_id
+    recorded: pd.DataFrame  # the file's rows as they are
 
     @property
     def stays(self) -> int:
@@ -119,7 +123,54 @@ def read_set(path: Path) -> StaySet:
             f"{path}: {len(unknown)} stays (e.g. {int(unknown[0])}) have no row in {sibling.name}"
         )
     outcomes = outcomes.loc[np.intersect1d(outcomes.index.to_numpy(), obs["record_id"].unique())]
-    return StaySet(path, obs, outcomes)
+    return StaySet(path, as_streamed(obs), outcomes, obs)
+
+
+def _streamed_source() -> dict[str, str]:
+    """A topic field → the challenge parameter `feature_store.icu_stay` declares for it."""
+    return {
+        replay_map.PARAMS[name].field: name
+        for name in icu_stay.BY_SOURCE
+        if name in replay_map.PARAMS
+    }
+
+
+def as_streamed(observations: pd.DataFrame) -> pd.DataFrame:
+    """A set's observations as the stream receives them, so that a model learns from what it
+    is served: each row through the replay's mapping onto the topics (`schemas.physionet2012.
+    classify`, what jobs/feeds/physionet2012.py publishes), back under the challenge's parameter
+    names that `feature_store.icu_stay` declares, each topic FLOAT field at float32 precision;
+    the descriptors (minute 0) as recorded. So magnesium, recorded in mg/dL, is in mmol/L as
+    its field; urine charted twice in a minute is summed; a cuff pressure counts where the
+    arterial line has none in that minute; a value outside its field's range or charted again
+    with another value in the same minute is left out, as the feed dead-letters it."""
+    verdicts = replay_map.classify(observations)
+    kept = verdicts[verdicts["outcome"] == "published"].drop_duplicates(
+        ["record_id", "minute", "field"]
+    )
+    value = kept["canonical"].to_numpy(dtype=np.float64).copy()
+    single = kept["field"].isin(_FLOAT_FIELDS).to_numpy()
+    value[single] = value[single].astype(np.float32).astype(np.float64)
+    series = pd.DataFrame(
+        {
+            "record_id": kept["record_id"].to_numpy(),
+            "minute": kept["minute"].to_numpy(),
+            "parameter": kept["field"].map(_streamed_source()).to_numpy(),
+            "value": value,
+        }
+    )
+    series = series[series["parameter"].notna()]
+    minute0 = observations["minute"] == 0
+    descriptors = observations[minute0 & observations["parameter"].isin(list(icu_stay.DESCRIPTORS))]
+    return pd.concat([descriptors[list(OBSERVATION_COLUMNS)], series], ignore_index=True)
+
+
+_FLOAT_FIELDS: Final = frozenset(
+    f.name
+    for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)
+    for f in t.schema.fields
+    if f.base == "float"
+)
 
 
 def read_or_exit(path: Path) -> StaySet:
@@ -133,7 +184,9 @@ def read_or_exit(path: Path) -> StaySet:
 
 def subset(s: StaySet, record_ids: np.ndarray[Any, Any]) -> StaySet:
     obs = s.observations[s.observations["record_id"].isin(record_ids)]
-    return StaySet(s.file, obs, s.outcomes.loc[np.intersect1d(s.outcomes.index, record_ids)])
+    recorded = s.recorded[s.recorded["record_id"].isin(record_ids)]
+    outcomes = s.outcomes.loc[np.intersect1d(s.outcomes.index, record_ids)]
+    return StaySet(s.file, obs, outcomes, recorded)
 
 
 def cleaning_summary(observations: pd.DataFrame) -> dict[str, int]:
