@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,16 @@ def sentinels(
                 rec |= {"observation_id": f"end-vitals-{p}", "heart_rate_bpm": 70.0}
             out.append((p, topic, rec))
     return out
+
+
+def until(what: str, found: Any, timeout_s: float = 120.0) -> Any:
+    """found() once it is truthy; polled every half second."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := found()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout_s} s")
+        time.sleep(0.5)
+    return value
 
 
 def produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str, Any]]]) -> None:

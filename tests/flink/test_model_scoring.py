@@ -26,6 +26,7 @@ from schemas import phi
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
 from tests.flink_harness import run_bounded
+from tests.stay_records import as_observations
 from training.registry import BUNDLED, bootstrap
 from udfs.registry import Registry
 
@@ -207,23 +208,12 @@ def _push_descriptors(
 def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
     """The declaration's features (pandas) at every scored state, from the values the topics
     carried (plus the raw descriptors), and each champion's score of them (onnxruntime)."""
-    # what the stream reads: a FLOAT field's value at float32 precision
-    single = {
-        f.name for t in model_scoring.INPUTS.values() for f in t.schema.fields if f.base == "float"
-    }
-    long = []
-    for kind in ("vitals", "labs"):
-        for rec in run["inputs"][kind]:
-            token, admitted = _stay_of(run, rec["patient_token"], rec["event_time"])
-            r = run["stays"][(token, admitted)]
-            minute = (rec["event_time"] - admitted).total_seconds() / 60.0
-            for p in icu_stay.PARAMETERS:
-                field = model_scoring.topic_field(p)
-                v = rec.get(field)
-                if v is not None:
-                    value = float(np.float32(v)) if field in single else float(v)
-                    long.append((r, minute, p.source, value))
-    obs = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
+
+    def stay_and_minute(rec: dict[str, Any]) -> tuple[int, float]:
+        token, admitted = _stay_of(run, rec["patient_token"], rec["event_time"])
+        return run["stays"][(token, admitted)], (rec["event_time"] - admitted).total_seconds() / 60
+
+    obs = as_observations([*run["inputs"]["vitals"], *run["inputs"]["labs"]], stay_and_minute)
     desc = stays[(stays["minute"] == 0) & stays["parameter"].isin(list(icu_stay.DESCRIPTORS))]
     # the readmission's and the record before an admission's descriptors are their token's in
     # Feast: its stay's

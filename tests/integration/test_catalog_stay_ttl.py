@@ -27,7 +27,8 @@ from jobs.runtime import kafka_io
 from schemas import topics
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
-from tests.streams import produce, sentinels
+from tests.stay_records import as_observations
+from tests.streams import produce, sentinels, until
 from training.registry import bootstrap
 from udfs.registry import Registry
 
@@ -38,33 +39,14 @@ PAUSE_AFTER_H = 12.0  # the stay's records pause at the first gap of 30 min afte
 SILENCE_S = 4.0  # processing time without a record of the stay: four screening-job TTLs
 
 
-def _until(what: str, found: Any, timeout_s: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := found()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout_s} s")
-        time.sleep(0.5)
-    return value
-
-
 def _offline(
     s: Settings, stay: pd.DataFrame, records: list[dict[str, Any]], admitted: Any, hours: list[Any]
 ) -> Any:
     """The declaration's features (pandas) at `hours` of the stay's records as the topics carried
     them, with its descriptors, and the champion's score of them (onnxruntime)."""
-    single = {
-        f.name for t in model_scoring.INPUTS.values() for f in t.schema.fields if f.base == "float"
-    }
-    long = []
-    for rec in records:
-        minute = (rec["event_time"] - admitted).total_seconds() / 60.0
-        for p in icu_stay.PARAMETERS:
-            field = model_scoring.topic_field(p)
-            v = rec.get(field)
-            if v is not None:
-                value = float(np.float32(v)) if field in single else float(v)
-                long.append((1, minute, p.source, value))
-    obs = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
+    obs = as_observations(
+        records, lambda rec: (1, (rec["event_time"] - admitted).total_seconds() / 60.0)
+    )
     desc = stay[(stay["minute"] == 0) & stay["parameter"].isin(list(icu_stay.DESCRIPTORS))]
     obs = pd.concat([desc.assign(record_id=1), obs], ignore_index=True)
     features = icu_stay.stay_features(obs, sorted(set(hours)))
@@ -141,10 +123,10 @@ def test_a_stay_silent_for_longer_than_the_screening_state_ttl_stays_one_stay(
     client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
     try:
         send(before, end=resume)  # the watermark at `resume`: every state before it is scored
-        _until("the states before the pause", lambda: len(scores()) >= states_before)
+        until("the states before the pause", lambda: len(scores()) >= states_before, 180)
         time.sleep(SILENCE_S)  # the stay's state untouched for four `state_ttl_h`
         send(after)
-        _until("the hours of the stay", lambda: len(scores()) >= len(charted) + 2)
+        until("the hours of the stay", lambda: len(scores()) >= len(charted) + 2, 180)
         time.sleep(2)  # nothing more comes
     finally:
         client.cancel().result()

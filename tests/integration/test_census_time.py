@@ -27,6 +27,7 @@ from schemas import codec, load_schema, topics
 from schemas.settings import Settings
 from sinks.loader import TABLES, Loader
 from tests import reference_census as ref
+from tests.streams import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -204,16 +205,6 @@ def test_census_loads_into_clickhouse_idempotently_and_answers_as_of_a_time(
     assert [icu_at(m) for m in (6, 11, 31, 46, 61, 71, 181)] == [2, 1, 2, 1, 1, 1, 0]
 
 
-def _until(what: str, found: Any, timeout_s: float = 120.0) -> Any:
-    """found() once it is truthy; polled every half second."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := found()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout_s} s")
-        time.sleep(0.5)
-    return value
-
-
 def test_a_patient_silent_for_longer_than_the_state_ttl_keeps_their_bed(
     kafka: Settings, tmp_path: Path
 ) -> None:
@@ -253,10 +244,10 @@ def test_a_patient_silent_for_longer_than_the_state_ttl_keeps_their_bed(
     try:
         # q's admission two minutes on moves the watermark past p's (60 s out-of-orderness)
         send(adt("p-a", "admit", "p", 0 * M, "ICU"), adt("q-a", "admit", "q", 2 * M, "W4"))
-        _until("admission of p", lambda: read(topics.CENSUS_EVENT))
+        until("admission of p", lambda: read(topics.CENSUS_EVENT))
         time.sleep(3)  # three TTLs of silence for p's state
         send(adt("p-d", "discharge", "p", 10 * M), adt("r-a", "admit", "r", 20 * M, "W4"))
-        _until("ICU census after p's discharge", lambda: len(icu()) >= 2)
+        until("ICU census after p's discharge", lambda: len(icu()) >= 2)
     finally:
         client.cancel().result()
     done = {e["event_id"]: e for e in read(topics.CENSUS_EVENT)}

@@ -221,9 +221,9 @@ def test_a_set_is_read_as_the_stream_receives_it_so_training_and_serving_feature
     """Training's features of a stay equal those of the records the replay publishes for it,
     as the topics carry them (a FLOAT field at float32): magnesium in mmol/L, not the file's
     mg/dL; urine charted twice in a minute summed; a duplicate the feed refuses left out."""
-    from jobs import model_scoring
     from jobs.feeds import physionet2012 as replay
     from schemas import phi
+    from tests.stay_records import as_observations
 
     s = p12.read_set(SET_B)
     ids = np.sort(s.outcomes.index.to_numpy())[:300]
@@ -233,19 +233,12 @@ def test_a_set_is_read_as_the_stream_receives_it_so_training_and_serving_feature
     anchors = replay.anchors(ids, replay.ReplayPlan(stays=0))
     m = replay.map_stays(part.recorded, anchors, key=b"k", source="t")
     stay_of = {phi.token(b"k", "t", str(int(r))): int(r) for r in ids}
-    single = {
-        f.name for t in model_scoring.INPUTS.values() for f in t.schema.fields if f.base == "float"
-    }
-    long = []
-    for rec in [*m.vitals, *m.labs]:
+
+    def stay_and_minute(rec: dict[str, Any]) -> tuple[int, float]:
         r = stay_of[rec["patient_token"]]
-        minute = (rec["event_time"] - anchors[r]).total_seconds() / 60.0
-        for p in icu_stay.PARAMETERS:
-            field = model_scoring.topic_field(p)
-            v = rec.get(field)
-            if v is not None:
-                long.append((r, minute, p.source, float(np.float32(v)) if field in single else v))
-    served = pd.DataFrame(long, columns=["record_id", "minute", "parameter", "value"])
+        return r, (rec["event_time"] - anchors[r]).total_seconds() / 60.0
+
+    served = as_observations([*m.vitals, *m.labs], stay_and_minute)
     recorded = part.recorded
     descriptors = recorded[
         (recorded["minute"] == 0) & recorded["parameter"].isin(icu_stay.DESCRIPTORS)

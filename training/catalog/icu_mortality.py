@@ -247,6 +247,8 @@ def train(out: Path, settings: Settings, samples: int = 200) -> dict[str, Any]:
         "feature_service": "icu_mortality_v1",
         "trigger": {"kind": "every_state"},
         "report_at_hours": list(p12.REPORT_HOURS),
+        # the model monitor joins each score to this outcome (jobs/feeds/physionet2012.py's label)
+        "monitor": {"label": {"outcome": "death", "horizon_h": None}},
         "output": {
             "name": "death_risk",
             "meaning": "probability of in-hospital death of the stay, from its data so far",

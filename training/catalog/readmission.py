@@ -362,6 +362,8 @@ def train(file: Path, out: Path, bootstrap: int = validation.BOOTSTRAP_SAMPLES) 
         "features": [{"name": f.name, "unit": f.unit} for f in facts.FACTS],
         "feature_service": FEATURE_SERVICE,
         "trigger": {"kind": "discharge"},
+        # the model monitor joins each score to this outcome (jobs/feeds/diabetes130.py's label)
+        "monitor": {"label": {"outcome": "readmission_30d", "horizon_h": None}},
         "output": {
             "name": "readmission_risk",
             "meaning": "probability of an inpatient readmission within 30 days of this "
