@@ -194,10 +194,11 @@ def _feature_sql(p: Parameter, aggregate: str) -> str:
 def stay_events_sql() -> str:
     """Each record with its stay's number among its token's stays (`stay_seq`): how many
     admissions of the token have come by its time, its own time included (a record at the
-    admission's millisecond is the new stay's). Records before a token's first admission are
-    stay 0: a feed without admissions is one stay per token."""
+    admission's millisecond is the new stay's), each admission counted once however often it
+    was sent (distinct event ids: an HL7 resend keeps its id). Records before a token's first
+    admission are stay 0: a feed without admissions is one stay per token."""
     return """
-        SELECT *, CAST(SUM(CASE WHEN record_kind = 'admit' THEN 1 ELSE 0 END) OVER (
+        SELECT *, CAST(COUNT(DISTINCT CASE WHEN record_kind = 'admit' THEN record_id END) OVER (
                PARTITION BY patient_token ORDER BY event_time
                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS INT) AS stay_seq
         FROM events"""

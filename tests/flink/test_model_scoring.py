@@ -133,8 +133,10 @@ def run(
         }
         for kind, h in zip(("discharge", "cancel_discharge"), CANCELLED_DISCHARGE_AT_H, strict=True)
     ]
+    # the second stay's admission is sent twice (an HL7 resend keeps its event id): one stay
+    second_admit = next(a for a in inputs["adt"] if a["patient_token"] == tokens[int(ids[1])])
     inputs["adt"] = sorted(
-        [*inputs["adt"], discharge, empty, *taken_back], key=lambda a: a["event_time"]
+        [*inputs["adt"], discharge, empty, *taken_back, second_admit], key=lambda a: a["event_time"]
     )
     # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
     first = tokens[int(ids[0])]
