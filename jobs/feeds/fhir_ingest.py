@@ -70,6 +70,14 @@ class Decision:
             return f"{self.refusal.reason_code}: {self.refusal.reason}"
         return "; ".join(f"{r.refusal.reason_code}: {r.refusal.reason}" for r in self.rejected)
 
+    @property
+    def summary(self) -> str:
+        """What `check` says of it: the refusal, the entry's label and its dead-lettered values,
+        or the label alone."""
+        if self.refusal is not None:
+            return self.reason
+        return f"{self.label}: {self.reason}" if self.rejected else self.label
+
     def letters(self) -> list[tuple[Refused, bytes]]:
         """What goes to the dead-letter topic: the refused resource, or each rejected value."""
         if self.refusal is not None:
@@ -179,8 +187,7 @@ def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> I
     pub = Publisher(settings, stage=STAGE)
     for path in files(paths):
         for d in decide_file(settings, pub, path, facility_id)[1]:
-            said = d.label if not d.reason else d.reason if d.refusal else f"{d.label}: {d.reason}"
-            yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{said}"
+            yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.summary}"
 
 
 def _check_main(argv: list[str]) -> None:

@@ -307,13 +307,12 @@ def _observation(
         except ValueError as exc:  # not a finite number, a negative oxygen flow
             refusal = ("bad_value", str(exc))
         else:
-            invalid = value_refusal(topic, name, value)
             if topic != VITALS:
                 refusal = (
                     "not_a_vital_sign",
                     f"{part_code} is a laboratory result; labs come by ORU",
                 )
-            elif invalid is not None:
+            elif (invalid := value_refusal(topic, name, value)) is not None:
                 refusal = (invalid.reason_code, f"{part_code}: {invalid.reason}")
         if refusal is not None:  # this value alone; the reason names its component
             said = "" if where == "value" else f"{where}: "

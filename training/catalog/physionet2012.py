@@ -126,15 +126,6 @@ def read_set(path: Path) -> StaySet:
     return StaySet(path, as_streamed(obs), outcomes, obs)
 
 
-def _streamed_source() -> dict[str, str]:
-    """A topic field → the challenge parameter `feature_store.icu_stay` declares for it."""
-    return {
-        replay_map.PARAMS[name].field: name
-        for name in icu_stay.BY_SOURCE
-        if name in replay_map.PARAMS
-    }
-
-
 def as_streamed(observations: pd.DataFrame) -> pd.DataFrame:
     """A set's observations as the stream receives them, so that a model learns from what it
     is served: each row through the replay's mapping onto the topics (`schemas.physionet2012.
@@ -155,7 +146,7 @@ def as_streamed(observations: pd.DataFrame) -> pd.DataFrame:
         {
             "record_id": kept["record_id"].to_numpy(),
             "minute": kept["minute"].to_numpy(),
-            "parameter": kept["field"].map(_streamed_source()).to_numpy(),
+            "parameter": kept["field"].map(_FIELD_SOURCE).to_numpy(),
             "value": value,
         }
     )
@@ -165,6 +156,10 @@ def as_streamed(observations: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([descriptors[list(OBSERVATION_COLUMNS)], series], ignore_index=True)
 
 
+# A topic field → the challenge parameter `feature_store.icu_stay` declares for it.
+_FIELD_SOURCE: Final = {
+    replay_map.PARAMS[name].field: name for name in icu_stay.BY_SOURCE if name in replay_map.PARAMS
+}
 _FLOAT_FIELDS: Final = frozenset(
     f.name
     for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)
