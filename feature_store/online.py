@@ -12,7 +12,7 @@ import pandas as pd
 from feature_store.definitions import STATIC_FEATURES
 from feature_store.feast_import import import_repo_without_torch
 from feature_store.push_worker import PushProcess
-from udfs.model_set import Lookup
+from udfs.model_set import Lookup, entity_lookup
 from udfs.scoring import FeatureSource
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ def catalog_lookups(
     encounter_services: tuple[str, ...],
 ) -> dict[str, Lookup]:
     """The catalog models' feature services (named in their specs) as lookups in Feast's online
-    store, opened once (in a UDF's `open()`): a stay's descriptors, an encounter's facts."""
+    store, opened once (in a UDF's `open()`): a stay's descriptors, an encounter's facts; and
+    the same per entity (`entity_lookup`), for a service that a version promoted later names
+    (each service of an entity reads that entity's one feature view)."""
     import_repo_without_torch()
     from feature_store import repo
 
@@ -68,4 +70,9 @@ def catalog_lookups(
     def encounter(tokens: list[str]) -> pd.DataFrame:
         return repo.online_encounter_facts(store, tokens)
 
-    return {**{s: stay for s in stay_services}, **{s: encounter for s in encounter_services}}
+    return {
+        **{s: stay for s in stay_services},
+        **{s: encounter for s in encounter_services},
+        entity_lookup("stay"): stay,
+        entity_lookup("encounter"): encounter,
+    }

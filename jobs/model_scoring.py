@@ -6,6 +6,7 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
   ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ──────────────────────────────── dead-letter topic (reason per record)
+       ├─ a record id seen before (a resend) ────── dead-letter topic (reason `duplicate`)
        └─ union per stay (its token and admissions so far; an admission starts a stay and
           anchors its first time, a discharge ends it)
             → the stay's running sums and extremes at each record: an event-time
@@ -68,7 +69,7 @@ from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.flink_env import STATE_TTL, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
+from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, numbered_view
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
@@ -120,7 +121,8 @@ def _value_sql(p: Parameter) -> str:
 
 
 def events_sql(sources: Sources) -> str:
-    """One row per accepted record: every declared parameter a DOUBLE column (null where the
+    """One row per accepted record, its first copy only (a resend of an id is dead-lettered as
+    `duplicate`: `numbered_view`): every declared parameter a DOUBLE column (null where the
     record's topic has no such field or the record no value); admissions and discharges carry
     none (record_kind `admit`, `discharge`, `cancel_discharge`)."""
     selects = []
@@ -136,9 +138,9 @@ def events_sql(sources: Sources) -> str:
         only = f"event_type IN ({STAY_ADT})" if name == "adt" else "TRUE"
         kind = "event_type" if name == "adt" else f"'{name}'"
         selects.append(f"""
-        SELECT {ID_FIELDS[name]} AS record_id, {kind} AS record_kind, patient_token,
+        SELECT record_id, {kind} AS record_kind, patient_token,
                facility_id, {unit} AS unit_id, kafka_ts AS event_time, {params}
-        FROM {name}_decoded WHERE reason_code IS NULL AND {only}""")
+        FROM {name}_numbered WHERE copy_n = 1 AND {only}""")
     return " UNION ALL ".join(selects)
 
 
@@ -194,11 +196,11 @@ def _feature_sql(p: Parameter, aggregate: str) -> str:
 def stay_events_sql() -> str:
     """Each record with its stay's number among its token's stays (`stay_seq`): how many
     admissions of the token have come by its time, its own time included (a record at the
-    admission's millisecond is the new stay's), each admission counted once however often it
-    was sent (distinct event ids: an HL7 resend keeps its id). Records before a token's first
-    admission are stay 0: a feed without admissions is one stay per token."""
+    admission's millisecond is the new stay's; `events` holds each admission once however often
+    it was sent). Records before a token's first admission are stay 0: a feed without admissions
+    is one stay per token."""
     return """
-        SELECT *, CAST(COUNT(DISTINCT CASE WHEN record_kind = 'admit' THEN record_id END) OVER (
+        SELECT *, CAST(COUNT(CASE WHEN record_kind = 'admit' THEN 1 END) OVER (
                PARTITION BY patient_token ORDER BY event_time
                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS INT) AS stay_seq
         FROM events"""
@@ -466,13 +468,14 @@ def build(
     t_env.get_config().set(STATE_TTL, state_ttl(settings.stay_state_ttl_h))
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
+        numbered_view(t_env, name, ID_FIELDS[name])
     t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
     t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
     t_env.create_temporary_view("stay_records", t_env.sql_query(stay_records_sql()))
     t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()
-    ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE))
+    ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE, numbered=True))
     specs = served(settings)
     stay, discharge = stay_models(specs), discharge_models(specs)
     at_hours = stay_hour_models(specs)

@@ -10,8 +10,10 @@ model present in it (vectorised, one onnxruntime call per version):
 
 1. features the spec names that the batch lacks come from the model's feature service
    (`lookups[spec.feature_service](entity_keys) -> frame indexed by key`, e.g. Feast online
-   features); a failed lookup leaves them NaN (imputed by the model, counted in
-   `features_missing`) and never stops scoring;
+   features), or, for a service the lookups were not opened with (a version promoted after the
+   job started names a new one), from its entity's (`lookups[entity_lookup(spec.entity)]`);
+   a failed lookup leaves them NaN (imputed by the model, counted in `features_missing`) and
+   never stops scoring;
 2. champion and challenger score the rows; a binary champion's score at or above its threshold
    is an `alert`;
 3. every `roles_check_s`, each model's roles.json is checked and changed roles are loaded (no
@@ -46,6 +48,12 @@ from udfs.registry import Registry, Version
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = MODEL_SCORE_RESULT.columns
 Lookup = Callable[[list[str]], pd.DataFrame]
+
+
+def entity_lookup(entity: str) -> str:
+    """The lookups' key of an entity's features (`stay`, `encounter`), which serves a feature
+    service of that entity that has no lookup of its own."""
+    return f"entity:{entity}"
 
 
 @dataclass(frozen=True)
@@ -177,15 +185,16 @@ class ModelSet:
             return rows[names].astype("float64")
         service = m.spec.feature_service or ""
         if service not in memo:
-            memo[service] = self._lookup(service, rows["entity_key"].astype(str))
+            memo[service] = self._lookup(m.spec, rows["entity_key"].astype(str))
         got = memo[service]
         looked = got.reindex(index=rows["entity_key"].astype(str), columns=absent)
         looked = looked.set_axis(rows.index, axis=0).astype("float64")
         present = rows[[f for f in names if f in rows]].astype("float64")
         return pd.concat([present, looked], axis=1)[names]
 
-    def _lookup(self, service: str, keys: pd.Series[str]) -> pd.DataFrame:
-        lookup = self.lookups.get(service)
+    def _lookup(self, spec: ModelSpec, keys: pd.Series[str]) -> pd.DataFrame:
+        service = spec.feature_service or ""
+        lookup = self.lookups.get(service) or self.lookups.get(entity_lookup(spec.entity))
         if lookup is None:
             return pd.DataFrame()
         try:

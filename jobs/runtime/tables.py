@@ -185,17 +185,33 @@ def late_dead_letter_sql(topic: str, stage: str) -> str:
     return dead_letter_sql(topic, stage, "'late'", _LATE_REASON)
 
 
+_DUPLICATE_REASON = (
+    "CONCAT('record id ', record_id, ' came before: this is copy ', CAST(copy_n AS STRING), "
+    "' (a resend)')"
+)
+
+
 def dead_letters_insert_sql(
-    sink: str, sources: Mapping[str, Any], stage: str, refused: str = "reason_code IS NOT NULL"
+    sink: str,
+    sources: Mapping[str, Any],
+    stage: str,
+    refused: str = "reason_code IS NOT NULL",
+    *,
+    numbered: bool = False,
 ) -> str:
     """INSERT of every source's refused (`refused`: a condition over `<name>_decoded`) and late
-    records (`<name>_late`) into the dead-letter sink: the views `decoded_views` made."""
+    records (`<name>_late`) into the dead-letter sink: the views `decoded_views` made; with
+    `numbered`, also each later copy of a record (`<name>_numbered`, `numbered_view`; reason
+    `duplicate`)."""
     dead = []
     for name, src in sources.items():
         rejected = dead_letter_sql(src.topic, stage, "reason_code", "reason")
         dead.append(f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE {refused}")
         late = late_dead_letter_sql(src.topic, stage)
         dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
+        if numbered:
+            copy = dead_letter_sql(src.topic, stage, "'duplicate'", _DUPLICATE_REASON)
+            dead.append(f"SELECT {copy} AS d, kafka_ts FROM {name}_numbered WHERE copy_n > 1")
     return f"""
         INSERT INTO `{sink}`
         SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})"""
@@ -272,4 +288,23 @@ def decoded_views(
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
         FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
              LATERAL TABLE({function}(r.`value`, r.kafka_ts)) AS d({cols})"""),
+    )
+
+
+def numbered_view(t_env: Any, name: str, id_field: str) -> None:
+    """View `<name>_numbered`: the accepted records of `<name>_decoded`, each with its id as
+    `record_id` and `copy_n`, which copy of that id it is (1: the first; 2 and on: a resend, an
+    HL7 message sent again after a lost ACK keeps its event ids). Copies are numbered in event
+    time, then in arrival order, by an event-time `ROWS` OVER window per id: append-only, the
+    rowtime kept, released with the watermark like the windows after it. A job reads
+    `copy_n = 1` and dead-letters the rest (`dead_letters_insert_sql(numbered=True)`). Its state
+    is one counter per id, kept as long as the job's state TTL (`table.exec.state.ttl`): a copy
+    that comes later than that is counted as a first."""
+    t_env.create_temporary_view(
+        f"{name}_numbered",
+        t_env.sql_query(f"""
+        SELECT *, {id_field} AS record_id, COUNT(*) OVER (
+               PARTITION BY {id_field} ORDER BY kafka_ts
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS copy_n
+        FROM {name}_decoded WHERE reason_code IS NULL"""),
     )

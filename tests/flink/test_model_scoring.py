@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from feature_store import icu_stay
+from feature_store.online import catalog_lookups
 from jobs import model_scoring
 from jobs.feeds import physionet2012 as replay
 from schemas import phi
@@ -28,6 +29,7 @@ from schemas.settings import Settings
 from tests.flink_harness import run_bounded
 from tests.stay_records import as_observations
 from training.registry import BUNDLED, bootstrap
+from udfs.model_set import entity_lookup
 from udfs.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -133,10 +135,8 @@ def run(
         }
         for kind, h in zip(("discharge", "cancel_discharge"), CANCELLED_DISCHARGE_AT_H, strict=True)
     ]
-    # the second stay's admission is sent twice (an HL7 resend keeps its event id): one stay
-    second_admit = next(a for a in inputs["adt"] if a["patient_token"] == tokens[int(ids[1])])
     inputs["adt"] = sorted(
-        [*inputs["adt"], discharge, empty, *taken_back, second_admit], key=lambda a: a["event_time"]
+        [*inputs["adt"], discharge, empty, *taken_back], key=lambda a: a["event_time"]
     )
     # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
     first = tokens[int(ids[0])]
@@ -157,10 +157,16 @@ def run(
     }
     inputs["vitals"] = sorted([*inputs["vitals"], at_24h, early], key=lambda v: v["event_time"])
     inputs["labs"] = sorted(inputs["labs"], key=lambda v: v["event_time"])
-    out = run_bounded(model_scoring.JOB, s, inputs, folder / "out")
+    # sent twice (an HL7 resend keeps its event ids): the second stay's admission (still one
+    # stay), a vitals record and a lab result (their values count once)
+    second_admit = next(a for a in inputs["adt"] if a["patient_token"] == second)
+    resent = {"adt": [second_admit], "vitals": [inputs["vitals"][5]], "labs": [inputs["labs"][3]]}
+    sent = {k: sorted([*v, *resent[k]], key=lambda r: r["event_time"]) for k, v in inputs.items()}
+    out = run_bounded(model_scoring.JOB, s, sent, folder / "out")
     return {
         "settings": s,
         "inputs": inputs,
+        "resent": resent,
         "out": out,
         "tokens": tokens,
         "anchors": anchors,
@@ -263,7 +269,6 @@ def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
         ("icu-mortality", "challenger"): states,
         ("length-of-stay", "champion"): states,
     }
-    assert run["out"]["dead_letters"] == []
     mort = scores[scores["model_name"] == "icu-mortality"]
     assert mort["score"].between(0, 1).all() and mort["output_name"].eq("death_risk").all()
     champ = mort[mort["role"] == "champion"]
@@ -272,6 +277,19 @@ def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
     assert (los["output_unit"] == "d").all() and los["threshold"].isna().all()
     assert (los["score"] >= -1.0).all()
     assert scores["entity"].eq("stay").all() and scores["score_id"].is_unique
+
+
+def test_a_record_sent_twice_is_scored_once_and_its_copy_dead_lettered_as_a_duplicate(
+    run: dict[str, Any],
+) -> None:
+    dead = pd.DataFrame(run["out"]["dead_letters"])
+    assert set(dead["reason_code"]) == {"duplicate"}
+    ids = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
+    resent = sorted(r[ids[k]] for k, rs in run["resent"].items() for r in rs)
+    assert sorted(r.split()[2] for r in dead["reason"]) == resent
+    scored = pd.DataFrame(run["out"]["model_scores"])
+    scored = scored[scored["trigger"] == "state"]
+    assert not scored.duplicated(["record_id", "model_name", "role"]).any()
 
 
 def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
@@ -289,6 +307,19 @@ def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
         _, admitted = _stay_of(run, row["entity_token"], row["event_time"])
         since = (row["event_time"] - admitted).total_seconds() / 3600
         assert row["hours_since_admission"] == pytest.approx(since)
+
+
+def test_a_feature_service_the_job_was_not_started_with_reads_its_entitys_features_in_feast(
+    run: dict[str, Any],
+) -> None:
+    """A version promoted while the job runs may name a service the job's lookups were not
+    opened with: its entity's lookup serves it (udfs/model_set.entity_lookup)."""
+    s = run["settings"]
+    looked = catalog_lookups(s.feast_dir, s.feast_online_store, (), ())
+    tokens = list(run["tokens"].values())
+    descriptors = looked[entity_lookup("stay")](tokens)
+    assert list(descriptors.index) == tokens
+    assert descriptors[["age_years", "female"]].notna().all().all()
 
 
 def test_the_stream_reproduces_the_offline_score_at_every_state(

@@ -14,7 +14,7 @@ from skl2onnx import to_onnx
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from schemas.model_spec import ModelSpec, SpecError, Trigger
-from udfs.model_set import ModelSet
+from udfs.model_set import ModelSet, entity_lookup
 from udfs.registry import Registry
 
 RNG = np.random.default_rng(7)
@@ -133,6 +133,23 @@ def test_features_the_batch_lacks_come_from_the_models_feature_service(
     failing = ModelSet(registry, ["mortality"], lookups={"mortality_v1": _fails})
     assert failing.score(batch)["features_missing"].iloc[0] == 1
     assert failing.lookup_failures == 1
+
+
+def test_a_version_promoted_later_under_a_new_feature_service_reads_its_entitys_features(
+    registry: Registry, tmp_path: Path
+) -> None:
+    served = pd.DataFrame({"b": [5.0]}, index=pd.Index(["s0"]))
+    lookups = {"mortality_v1": lambda keys: served, entity_lookup("stay"): lambda keys: served}
+    models = ModelSet(registry, ["mortality"], lookups=lookups, roles_check_s=0.0)
+    batch = _batch(2).iloc[:1].drop(columns="b")
+    renamed = _build(tmp_path / "v3", "mortality", "binary", ["a", "b"], 2.0)
+    spec = json.loads((renamed / "spec.json").read_text())
+    (renamed / "spec.json").write_text(json.dumps(spec | {"feature_service": "mortality_v3"}))
+    registry.promote("mortality", registry.register(renamed).version)
+    out = models.score(batch)
+    assert out["champion_version"].iloc[0] == "3" and out["features_missing"].iloc[0] == 0
+    before = ModelSet(registry, ["mortality"], lookups={"mortality_v1": lambda keys: served})
+    assert before.score(batch)["features_missing"].iloc[0] == 1
 
 
 def _fails(keys: list[str]) -> pd.DataFrame:
