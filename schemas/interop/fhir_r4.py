@@ -23,11 +23,21 @@ of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no be
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
 a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
 range or of a laboratory code is rejected alone (`Mapped.rejected`), the others kept; with none
-left, the Observation is refused. The subject may be a reference or only a business identifier.
+left, the Observation is refused. Of several LOINC codings the first one read decides (the
+vital-signs profiles' code slices have no order); the US Core pulse oximetry profile's oxygen
+flow and concentration components are read with its SpO2 (loinc.COMPONENTS_OF). A value with a
+comparator is a bound, not a measurement (`bad_value`); a modifierExtension, which a reader must
+not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`).
+
+The subject may be a reference or only a business identifier (`_subject`: references normalised,
+contained and Bundle-internal Patients by their identifier, non-Patients refused). A resource
+without an id is named by its business identifier, else (an Observation) by its content. The
+facility is the ingest's own (`facility_id`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -40,12 +50,17 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.interop import mdc
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
-from schemas.interop.loinc import CODES, PANELS, VITALS, UnitError, convert
+from schemas.interop.loinc import CODES, COMPONENTS_OF, PANELS, VITALS, UnitError, convert
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
+LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 POINT_IN_TIME = timedelta(hours=1)  # the longest effectivePeriod read as one measurement
 Tokenise = Callable[[str, str], str]
+
+
+class UnsupportedModifier(ValueError):
+    """A component's modifierExtension, which no reader here understands."""
 
 
 class Outcome(NamedTuple):
@@ -54,8 +69,17 @@ class Outcome(NamedTuple):
     resource: Any  # the JSON of this resource or entry alone (what a dead letter keeps)
 
 
-def map_json(data: Any, tokenise: Tokenise, *, source: str, facility_id: str) -> list[Outcome]:
-    """An Outcome for a resource or for each entry of a Bundle; an entry's failure is its own."""
+def map_json(
+    data: Any,
+    tokenise: Tokenise,
+    *,
+    source: str,
+    facility_id: str,
+    bundle: dict[str, Any] | None = None,
+) -> list[Outcome]:
+    """An Outcome for a resource or for each entry of a Bundle; an entry's failure is its own.
+    `bundle`: the enclosing Bundle's resources by `fullUrl`, against which a `urn:uuid:`
+    reference resolves (FHIR R4 Bundle §2.36.4.1)."""
     kind = data.get("resourceType") if isinstance(data, dict) else None
     label = f"{kind}/{data.get('id', '?')}" if isinstance(data, dict) else "?"
     if kind == "Bundle":
@@ -63,33 +87,50 @@ def map_json(data: Any, tokenise: Tokenise, *, source: str, facility_id: str) ->
         entries = data.get("entry") or []
         if not isinstance(entries, list):
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
+        inside = {
+            str(e["fullUrl"]): e["resource"]
+            for e in entries
+            if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
+        }
         for i, entry in enumerate(entries):
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
             else:
-                for o in map_json(sub, tokenise, source=source, facility_id=facility_id):
+                for o in map_json(
+                    sub, tokenise, source=source, facility_id=facility_id, bundle=inside
+                ):
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
         return out
     if not isinstance(data, dict):
         not_one = Refused("unsupported_resource", "not a FHIR resource (a JSON object)")
         return [Outcome(label, not_one, data)]
     try:
-        result = map_resource(data, tokenise, source=source, facility_id=facility_id)
+        result = map_resource(
+            data, tokenise, source=source, facility_id=facility_id, bundle=bundle or {}
+        )
     except Exception as exc:  # a resource no check foresaw: refused alone, never the bundle
         result = Refused("unmappable", f"{kind}: {type(exc).__name__} while mapping")
     return [Outcome(label, result, data)]
 
 
 def map_resource(
-    data: dict[str, Any], tokenise: Tokenise, *, source: str, facility_id: str
+    data: dict[str, Any],
+    tokenise: Tokenise,
+    *,
+    source: str,
+    facility_id: str,
+    bundle: dict[str, Any] | None = None,
 ) -> Mapped | Refused:
     kind = data.get("resourceType")
     if kind not in ("Encounter", "Observation"):
         return Refused(
             "unsupported_resource", f"{kind} is not ingested (Encounter and Observation are)"
         )
+    modifiers = _modifiers(data)
+    if modifiers:  # FHIR R4 §2.1.0.6: a modifier not understood must not be ignored
+        return Refused("unsupported_modifier", f"{kind} has modifierExtension {modifiers}"[:500])
     try:
         resource = get_fhir_model_class(kind).model_validate(data)
     except ValidationError as exc:  # where and what, never the input values (they may be PHI)
@@ -100,9 +141,36 @@ def map_resource(
         return Refused("invalid_fhir", f"{kind} does not validate: {where}"[:500])
     except Exception as exc:  # fhir_core's own errors
         return Refused("invalid_fhir", f"{kind} does not validate: {type(exc).__name__}")
+
+    def subject() -> str | Refused:
+        return _subject(resource.subject, data, bundle or {}, tokenise, kind)
+
     if kind == "Encounter":
-        return _encounter(resource, tokenise, source, facility_id)
-    return _observation(resource, data, tokenise, source, facility_id)
+        return _encounter(resource, data, subject, tokenise, source, facility_id)
+    return _observation(resource, data, subject, source, facility_id)
+
+
+def _modifiers(data: dict[str, Any]) -> list[str]:
+    """The URLs of a resource's own modifierExtensions (none is understood here)."""
+    found = data.get("modifierExtension") or []
+    if not isinstance(found, list):
+        return ["?"]
+    return [str(m.get("url", "?")) if isinstance(m, dict) else "?" for m in found]
+
+
+def _fingerprint(data: dict[str, Any]) -> str:
+    """A resource without an id named by its content (SHA-256 of its canonical JSON): a resend
+    of it keeps the name, and so is recognised as one."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _business_id(identifiers: Any) -> str | None:
+    """The first business identifier with a value, as `system|value`."""
+    for ident in identifiers or []:
+        if ident.value:
+            return f"{ident.system or ''}|{ident.value}"
+    return None
 
 
 def _instant(value: Any, what: str) -> datetime | Refused:
@@ -115,18 +183,67 @@ def _instant(value: Any, what: str) -> datetime | Refused:
     return Refused("missing_field", f"{what} is missing")
 
 
-def _subject(ref: Any, tokenise: Tokenise, what: str) -> str | Refused:
-    """The patient token of a subject Reference: by its reference, else by its business
-    identifier (system|value), which many senders give alone (FHIR R4 Reference.identifier)."""
-    if ref is not None and ref.reference:
-        return tokenise("fhir:Patient", ref.reference)
+def _by_identifier(ident: Any, tokenise: Tokenise) -> str:
+    return tokenise(f"fhir:identifier:{ident.system or ''}", ident.value)
+
+
+def _subject(
+    ref: Any, data: dict[str, Any], bundle: dict[str, Any], tokenise: Tokenise, what: str
+) -> str | Refused:
+    """The patient token of a subject Reference (FHIR R4 §2.3.0, References):
+    - a literal reference to a Patient, relative, absolute or versioned, all as `Patient/<id>`
+      (`https://ehr/fhir/Patient/p1/_history/3` is `Patient/p1`);
+    - a contained Patient (`#p`) or a Bundle entry's (`urn:uuid:…`, resolved against the
+      entries' fullUrl) by its business identifier: the reference itself names no one outside
+      the resource or Bundle;
+    - else the Reference's own business identifier (system|value), which many senders give
+      alone (Reference.identifier).
+    A subject that is not a Patient (a Device, a Group, a Location) is refused."""
+    reference = str(ref.reference) if ref is not None and ref.reference else ""
+    if reference.startswith("#") or reference.startswith("urn:"):
+        if reference.startswith("#"):
+            found = next(
+                (c for c in data.get("contained") or []
+                 if isinstance(c, dict) and f"#{c.get('id')}" == reference),
+                None,
+            )  # fmt: skip
+        else:
+            found = bundle.get(reference)
+        if not isinstance(found, dict):
+            return Refused("missing_field", f"{what}.subject {reference} resolves to nothing")
+        if found.get("resourceType") != "Patient":
+            return Refused("not_a_patient", f"{what}.subject is a {found.get('resourceType')}")
+        ids = [i for i in found.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+        if ids:
+            return tokenise(f"fhir:identifier:{ids[0].get('system') or ''}", str(ids[0]["value"]))
+        if found.get("id") and reference.startswith("urn:"):
+            return tokenise("fhir:Patient", f"Patient/{found['id']}")
+        return Refused(
+            "missing_field", f"{what}.subject {reference} is a Patient with no identifier"
+        )
+    if reference:
+        parts = reference.split("?")[0].rstrip("/").split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) < 2 or not parts[-1]:
+            return Refused("missing_field", f"{what}.subject {reference!r} names no resource")
+        if parts[-2] != "Patient":
+            return Refused("not_a_patient", f"{what}.subject is a {parts[-2]}, not a Patient")
+        return tokenise("fhir:Patient", f"Patient/{parts[-1]}")
     ident = ref.identifier if ref is not None else None
     if ident is not None and ident.value:
-        return tokenise(f"fhir:identifier:{ident.system or ''}", ident.value)
+        return _by_identifier(ident, tokenise)
     return Refused("missing_field", f"{what}.subject has neither a reference nor an identifier")
 
 
-def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> Mapped | Refused:
+def _encounter(
+    enc: Any,
+    data: dict[str, Any],
+    subject: Callable[[], str | Refused],
+    tokenise: Tokenise,
+    source: str,
+    facility_id: str,
+) -> Mapped | Refused:
     if enc.status in ("cancelled", "entered-in-error"):
         return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}")
     if enc.status == "planned":
@@ -136,9 +253,17 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
         return Refused(
             "not_inpatient", f"class {cls} does not occupy a bed ({sorted(BED_CLASSES)})"
         )
-    patient = _subject(enc.subject, tokenise, "Encounter")
+    patient = subject()
     if isinstance(patient, Refused):
         return patient
+    # an Encounter is followed across its versions by its id, else its business identifier
+    key = f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
+    if key is None:
+        return Refused(
+            "missing_field",
+            "the Encounter has neither an id nor an identifier: its later versions (a transfer,"
+            " the discharge) could not be matched to it",
+        )
     periods: list[tuple[str, datetime, datetime | None]] = []
     for loc in enc.location or []:
         if loc.status == "planned":
@@ -183,14 +308,19 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
             f"the discharge ({last_end:%FT%TZ}) is before the stay in {last_where!r} starts "
             f"({last_start:%FT%TZ})",
         )
-    facility = (
-        enc.serviceProvider.reference if enc.serviceProvider is not None else None
-    ) or facility_id
+    if enc.status == "finished" and last_end is None:
+        return Refused(
+            "missing_field",
+            "the Encounter is finished but gives no end (its last location's period.end or its "
+            "own period.end): the discharge time is unknown",
+        )
     common = {
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,
-        "encounter_token": tokenise("fhir:Encounter", enc.id or ""),
-        "facility_id": facility,
+        "encounter_token": tokenise("fhir:Encounter", key if enc.id is None else enc.id),
+        # the drop's facility (--facility-id): serviceProvider is an Organization reference,
+        # not a facility id the capacity file knows
+        "facility_id": facility_id,
         "bed_id": None,
         "prior_bed_id": None,
         "recorded_time": None,
@@ -202,7 +332,7 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
         kind = "admit" if i == 0 else "transfer"
         records.append(
             {
-                "event_id": f"fhir:Encounter/{enc.id}:{i}:{kind}",
+                "event_id": f"fhir:{key}:{i}:{kind}",
                 "event_type": kind,
                 "unit_id": where,
                 "prior_unit_id": prior,
@@ -214,7 +344,7 @@ def _encounter(enc: Any, tokenise: Tokenise, source: str, facility_id: str) -> M
     if enc.status == "finished" and last_end is not None:
         records.append(
             {
-                "event_id": f"fhir:Encounter/{enc.id}:{len(stays)}:discharge",
+                "event_id": f"fhir:{key}:{len(stays)}:discharge",
                 "event_type": "discharge",
                 "unit_id": last_where,
                 "prior_unit_id": None,
@@ -231,9 +361,10 @@ def _coded(concept: Any) -> tuple[str | None, int]:
     before the cuff) of its IEEE 11073 coding, a vital sign or a blood pressure panel whose
     components are the values. The later component of equal rank is kept, as in HL7 v2."""
     codings = concept.coding or []
-    for c in codings:
-        if c.system == "http://loinc.org":
-            return str(c.code), 0
+    loinc = [str(c.code) for c in codings if c.system in LOINC_SYSTEMS and c.code]
+    for code in loinc:  # the first one read: a vital-signs profile's codings have no order
+        if code in CODES or code in PANELS:
+            return code, 0
     for c in codings:
         if c.system == mdc.SYSTEM_FHIR and c.code:
             found = mdc.term(str(c.code), str(c.display or ""))
@@ -241,7 +372,7 @@ def _coded(concept: Any) -> tuple[str | None, int]:
                 return found[1].loinc, found[1].rank
             if str(c.code) in mdc.PANELS:
                 return mdc.PANELS[str(c.code)], 0
-    return None, 0
+    return (loinc[0], 0) if loinc else (None, 0)
 
 
 def _unit(quantity: Any) -> str:
@@ -258,7 +389,11 @@ def _display(concept: Any) -> str:
 
 
 def _observation(
-    obs: Any, data: dict[str, Any], tokenise: Tokenise, source: str, facility_id: str
+    obs: Any,
+    data: dict[str, Any],
+    subject: Callable[[], str | Refused],
+    source: str,
+    facility_id: str,
 ) -> Mapped | Refused:
     """One vitals record, or a refusal. A value that cannot be read (a unit its code does not
     take, a value outside its field's range, a laboratory code in a vital-signs panel) is
@@ -283,13 +418,14 @@ def _observation(
     parts: list[tuple[str | None, int, Any, Any, str, dict[str, Any]]] = [
         (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data))
     ]
-    if code in PANELS:  # components are values only under a panel code (module docstring)
-        raw_components = data.get("component") or []
-        parts += [
-            (*_coded(c.code), c.valueQuantity, c.dataAbsentReason, f"component {i}",
-             {**data, "component": [raw_components[i]]})
-            for i, c in enumerate(obs.component or [])
-        ]  # fmt: skip
+    raw_components = data.get("component") or []
+    for i, c in enumerate(obs.component or []):  # under a panel or oximetry code only
+        part_code, part_rank = _coded(c.code)
+        if code in PANELS or part_code in COMPONENTS_OF.get(code, ()):
+            alone = {**data, "component": [raw_components[i]]}
+            parts.append(
+                (part_code, part_rank, c.valueQuantity, c.dataAbsentReason, f"component {i}", alone)
+            )
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}
     rejected: list[Rejected] = []
@@ -300,10 +436,23 @@ def _observation(
             continue
         label = f"Observation/{obs.id} {where} ({part_code})"
         refusal: tuple[str, str] | None = None  # (reason code, reason)
+        modifiers = (
+            _modifiers(raw_components[int(where.removeprefix("component "))])
+            if where != "value"
+            else []
+        )
         try:
+            if modifiers:  # of this component (the Observation's own refuse it whole)
+                raise UnsupportedModifier(f"modifierExtension {modifiers} is not understood")
+            if quantity.comparator:  # a bound (FHIR R4 Quantity.comparator is a modifier)
+                raise ValueError(
+                    f"{quantity.comparator}{quantity.value} is a bound, not one measured value"
+                )
             topic, name, value = convert(part_code, float(quantity.value), _unit(quantity))
         except UnitError as exc:
             refusal = ("bad_unit", str(exc))
+        except UnsupportedModifier as exc:
+            refusal = ("unsupported_modifier", str(exc))
         except ValueError as exc:  # not a finite number, a negative oxygen flow
             refusal = ("bad_value", str(exc))
         else:
@@ -338,6 +487,11 @@ def _observation(
     if obs.effectiveDateTime is None and period is not None and period.start and period.end:
         end = _instant(period.end, "effectivePeriod.end")
         start = _instant(period.start, "effectivePeriod.start")
+        if isinstance(end, datetime) and isinstance(start, datetime) and end < start:
+            return Refused(
+                "bad_period",
+                f"effectivePeriod ends ({end:%FT%TZ}) before it starts ({start:%FT%TZ})",
+            )
         if (
             isinstance(end, datetime)
             and isinstance(start, datetime)
@@ -353,11 +507,14 @@ def _observation(
     )
     if isinstance(at, Refused):
         return at
-    patient = _subject(obs.subject, tokenise, "Observation")
+    patient = subject()
     if isinstance(patient, Refused):
         return patient
+    # an Observation without an id (a transaction's POST entry) is named by its business
+    # identifier, else by its content: a resend keeps the name either way
+    name = f"Observation/{obs.id}" if obs.id else _business_id(obs.identifier) or _fingerprint(data)
     record = {
-        "observation_id": f"fhir:Observation/{obs.id}",
+        "observation_id": f"fhir:{name}",
         "patient_token": patient,
         "facility_id": facility_id,
         "unit_id": "unknown",

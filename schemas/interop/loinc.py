@@ -73,6 +73,13 @@ PANELS = {
     "85353-1": "vital signs panel",
 }
 
+# Codes with a few components of their own that are values: the US Core pulse oximetry profile
+# (us-core-pulse-oximetry, STU 3.1 on) puts the inhaled oxygen flow rate and concentration in
+# components of the SpO2 Observation. Its other components are not read.
+COMPONENTS_OF: dict[str, frozenset[str]] = {
+    spo2: frozenset({"3151-8", "3150-0"}) for spo2 in ("2708-6", "59408-5")
+}
+
 
 class UnitError(ValueError):
     """A unit the code does not take (any other ValueError of `convert` is the value's)."""

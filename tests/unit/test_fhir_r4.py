@@ -361,3 +361,158 @@ def test_a_lab_value_or_a_negative_oxygen_flow_in_a_panel_is_dead_lettered_alone
     [(_, alone, _)] = run(observation("2524-7", valueQuantity=quantity(2.0, "mmol/L")))
     assert isinstance(alone, Refused) and alone.reason_code == "not_a_vital_sign"
     assert alone.reason == "2524-7 is a laboratory result; labs come by ORU"
+
+
+def test_a_pulse_oximetry_observation_carries_its_oxygen_flow_and_concentration() -> None:
+    """US Core pulse oximetry puts the inhaled O2 flow (3151-8) and concentration (3150-0) in
+    components of the SpO2 Observation; its other components are not read."""
+    spo2 = observation(
+        "59408-5",
+        valueQuantity=quantity(95, "%"),
+        component=[
+            component("3151-8", 6, "L/min"),
+            component("3150-0", 40, "%"),
+            component("8867-4", 88, "/min"),
+        ],
+    )
+    [(_, o, _)] = run(spo2)
+    assert isinstance(o, Mapped)
+    [(_, rec)] = o.records
+    assert (rec["spo2_pct"], rec["on_supplemental_o2"], rec["fio2_fraction"]) == (95, True, 0.4)
+    assert "heart_rate_bpm" not in rec
+
+
+def test_the_first_loinc_coding_that_is_read_decides_whatever_the_codings_order() -> None:
+    oral_first = observation("8331-1", valueQuantity=quantity(38.5, "Cel"))
+    oral_first["code"]["coding"].append({"system": "http://loinc.org", "code": "8310-5"})
+    oid = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    oid["code"]["coding"][0]["system"] = "urn:oid:2.16.840.1.113883.6.1"
+    [(_, a, _)], [(_, b, _)] = run(oral_first), run(oid)
+    assert isinstance(a, Mapped) and a.records[0][1]["temp_c"] == 38.5
+    assert isinstance(b, Mapped) and b.records[0][1]["heart_rate_bpm"] == 72
+    [(_, c, _)] = run(observation("8331-1", valueQuantity=quantity(38.5, "Cel")))
+    assert isinstance(c, Refused) and c.reason_code == "not_a_vital_sign" and "8331-1" in c.reason
+
+
+def test_a_bound_is_not_a_measured_value() -> None:
+    below = observation("59408-5", valueQuantity=quantity(85, "%") | {"comparator": "<"})
+    [(_, o, _)] = run(below)
+    assert isinstance(o, Refused) and o.reason_code == "bad_value" and "<85" in o.reason
+    panel = observation(
+        "85354-9",
+        component=[
+            component("8480-6", 60, "mm[Hg]") | {"valueQuantity": quantity(60, "mm[Hg]")},
+            component("8462-4", 40, "mm[Hg]"),
+        ],
+    )
+    panel["component"][0]["valueQuantity"]["comparator"] = "<"
+    [(_, p, _)] = run(panel)
+    assert isinstance(p, Mapped) and "sbp_mmhg" not in p.records[0][1]
+    assert p.records[0][1]["dbp_mmhg"] == 40
+    assert [r.refusal.reason_code for r in p.rejected] == ["bad_value"]
+
+
+def test_a_modifier_extension_refuses_what_it_modifies() -> None:
+    """FHIR R4 §2.1.0.6: a modifierExtension that is not understood must not be ignored."""
+    flag = [{"url": "http://example.org/not-performed", "valueBoolean": True}]
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"), modifierExtension=flag)
+    [(_, o, _)] = run(hr)
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_modifier"
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"modifierExtension": flag}
+    [(_, e, _)] = run(enc)
+    assert isinstance(e, Refused) and e.reason_code == "unsupported_modifier"
+    parts = [component("8480-6", 120, "mm[Hg]") | {"modifierExtension": flag},
+             component("8462-4", 80, "mm[Hg]")]  # fmt: skip
+    [(_, p, _)] = run(observation("85354-9", component=parts))
+    assert isinstance(p, Mapped) and p.records[0][1]["dbp_mmhg"] == 80
+    assert "sbp_mmhg" not in p.records[0][1]
+    assert [r.refusal.reason_code for r in p.rejected] == ["unsupported_modifier"]
+
+
+def test_an_observation_without_an_id_is_named_by_its_identifier_else_by_its_content() -> None:
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    del hr["id"]
+    [(_, a, _)], [(_, again, _)] = run(hr), run(copy.deepcopy(hr))
+    other = hr | {"valueQuantity": quantity(73, "/min")}
+    [(_, b, _)] = run(other)
+    [(_, c, _)] = run(hr | {"identifier": [{"system": "urn:monitor", "value": "m7-0930"}]})
+    assert isinstance(a, Mapped) and isinstance(again, Mapped) and isinstance(b, Mapped)
+    assert isinstance(c, Mapped)
+    ids = [x.records[0][1]["observation_id"] for x in (a, again, b, c)]
+    assert ids[0] == ids[1] != ids[2]  # a resend keeps its name; another reading has its own
+    assert ids[0].startswith("fhir:sha256:") and ids[3] == "fhir:urn:monitor|m7-0930"
+
+
+def test_an_encounter_without_an_id_is_followed_by_its_identifier_or_refused() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    del enc["id"]
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "missing_field"
+    enc["identifier"] = [{"system": "urn:visit", "value": "V123"}]
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Mapped)
+    assert o.records[0][1]["event_id"] == "fhir:urn:visit|V123:0:admit"
+
+
+def test_a_subject_names_the_same_patient_however_its_reference_is_written() -> None:
+    def token(subject: dict, **extra: object) -> str | Refused:
+        [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
+                                      subject=subject, **extra))  # fmt: skip
+        return o.records[0][1]["patient_token"] if isinstance(o, Mapped) else o
+
+    plain = token({"reference": "Patient/p1"})
+    assert plain == token({"reference": "https://ehr.example.org/fhir/Patient/p1"})
+    assert plain == token({"reference": "Patient/p1/_history/3"})
+    mrn = {"system": "urn:mrn", "value": "A1"}
+    contained = [{"resourceType": "Patient", "id": "pat", "identifier": [mrn]}]
+    by_mrn = token({"identifier": mrn})
+    assert token({"reference": "#pat"}, contained=contained) == by_mrn
+    other = [{"resourceType": "Patient", "id": "pat", "identifier": [mrn | {"value": "B2"}]}]
+    assert token({"reference": "#pat"}, contained=other) != by_mrn
+    for not_a_patient in ("Device/monitor-7", "Group/ward-4"):
+        refused = token({"reference": not_a_patient})
+        assert isinstance(refused, Refused) and refused.reason_code == "not_a_patient"
+
+
+def test_a_bundle_entry_subject_resolves_against_the_bundle_full_urls() -> None:
+    patient_url = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"
+    hr = observation(
+        "8867-4", valueQuantity=quantity(72, "/min"), subject={"reference": patient_url}
+    )
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "A1"}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": patient_url, "resource": patient},
+            {"fullUrl": "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0", "resource": hr},
+        ],
+    }
+    outcomes = [o for _, o, _ in run(bundle)]
+    assert isinstance(outcomes[0], Refused) and outcomes[0].reason_code == "unsupported_resource"
+    assert isinstance(outcomes[1], Mapped)
+    [(_, by_mrn, _)] = run(hr | {"subject": {"identifier": patient["identifier"][0]}})
+    assert isinstance(by_mrn, Mapped)
+    assert outcomes[1].records[0][1]["patient_token"] == by_mrn.records[0][1]["patient_token"]
+    [(_, alone, _)] = run(hr)  # the same entry outside its Bundle names no one
+    assert isinstance(alone, Refused) and alone.reason_code == "missing_field"
+
+
+def test_the_facility_is_the_drops_own_not_the_service_provider_reference() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    enc["serviceProvider"] = {"reference": "Organization/gh"}
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Mapped) and o.records[0][1]["facility_id"] == "F"
+
+
+def test_an_effective_period_that_ends_before_it_starts_is_refused() -> None:
+    period = {"start": "2026-03-02T07:30:00Z", "end": "2026-03-01T08:00:00Z"}
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"), effectivePeriod=period)
+    del hr["effectiveDateTime"]
+    [(_, o, _)] = run(hr)
+    assert isinstance(o, Refused) and o.reason_code == "bad_period"
+
+
+def test_a_finished_encounter_that_gives_no_end_is_refused_not_left_in_its_bed() -> None:
+    [(_, o, _)] = run(encounter(("4E", "2026-03-01T08:00:00Z", None), status="finished"))
+    assert isinstance(o, Refused) and o.reason_code == "missing_field" and "finished" in o.reason
