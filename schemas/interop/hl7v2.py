@@ -1,4 +1,4 @@
-"""HL7 v2 ADT and ORU^R01 messages → canonical wardflow records, and their ACK/NAK.
+r"""HL7 v2 ADT and ORU^R01 messages → canonical wardflow records, and their ACK/NAK.
 
 Parsing is hl7apy's (tolerant validation, so that real-world messages with local quirks still
 parse); this module only reads fields out of the parsed message and checks what it reads.
@@ -19,6 +19,13 @@ schemas.interop.mdc).
 
 Checks run in the order a receiver needs them: the header (MSH-9 message type, then whether
 wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
+
+Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
+`10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
+2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
+time of day is refused (it cannot be placed in a patient's timeline). A message is one patient:
+an ORU with a second PID is refused (`multiple_patients`), never read under the first patient,
+and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
 """
 
 from __future__ import annotations
@@ -89,6 +96,14 @@ def parse(text: str) -> Message | Refused:
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 ")
     if not text.startswith("MSH"):
         return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
+    headers = sum(1 for seg in text.split("\r") if seg[:3] in ("MSH", "BHS", "FHS"))
+    if headers > 1:
+        return Refused(
+            "malformed",
+            f"{headers} message or batch headers in one frame: send one message per MLLP frame "
+            "(nothing of this frame was stored)",
+            hl7_error="100",
+        )
     try:
         return parse_message(text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
     except Exception as exc:  # hl7apy raises a family of its own errors, plus ValueError
@@ -96,12 +111,15 @@ def parse(text: str) -> Message | Refused:
 
 
 def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
-    """An HL7 DTM/TS value (YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]) as an aware datetime;
-    without an offset the value is taken to be in `default_tz`."""
+    """An HL7 DTM/TS value (YYYYMMDDHH[MM[SS[.S[S[S[S]]]]]][+/-ZZZZ]) as an aware datetime;
+    without an offset the value is taken to be in `default_tz`. A value without an hour (a
+    date) is a ValueError."""
     m = _TS.match(value.strip())
     if m is None:
         raise ValueError(f"not an HL7 time stamp: {value!r}")
     g = m.groupdict()
+    if not g["h"]:
+        raise ValueError(f"time stamp {value!r} is a date without a time of day")
     tz: tzinfo = default_tz
     if g["tz"]:
         sign = -1 if g["tz"][0] == "-" else 1
@@ -119,6 +137,36 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     ).astimezone(UTC)
 
 
+_ESCAPES = {"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"}
+
+
+def unescape(text: str, enc: dict[str, str]) -> str:
+    r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
+    (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`); formatting and character-set
+    escapes (`\H\`, `\.br\`, `\C…\`) are dropped."""
+    esc = enc.get("ESCAPE", "\\")
+    if not esc or esc not in text:
+        return text
+    out, rest = [], text
+    while esc in rest:
+        head, _, tail = rest.partition(esc)
+        body, closed, after = tail.partition(esc)
+        if not closed:  # an escape character that opens nothing: kept as sent
+            out.append(head + esc + tail)
+            return "".join(out)
+        out.append(head)
+        if body in _ESCAPES:
+            out.append(enc.get(_ESCAPES[body], ""))
+        elif body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
+            try:
+                out.append(bytes.fromhex(body[1:]).decode("latin-1"))
+            except ValueError:
+                out.append("")
+        rest = after
+    out.append(rest)
+    return "".join(out)
+
+
 def _field(msg: Message, segment: str, index: int, *components: int) -> str:
     """The text of SEG-index[.component[.subcomponent]] of the first `segment`, '' if absent.
     Components are read from the field's ER7 text, so that a local field type does not matter."""
@@ -134,25 +182,37 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
         er7 = parts[c - 1] if c - 1 < len(parts) else ""
-    return er7.strip()
+    return unescape(er7, enc).strip()
+
+
+# PID-3 identifier types (HL7 table 0203) in the order a patient is best known by: the medical
+# record number (MR; `MRN` as some EHRs write it), the patient's internal id, the person number.
+# Visit and account numbers and national ids (VN, AN, FIN…, SS, NI…) name a visit or a person
+# outside the hospital: read only when nothing else is sent.
+_PATIENT_ID_TYPES = ("MR", "MRN", "PI", "PT", "PN")
 
 
 def _patient_id(msg: Message) -> tuple[str, str] | None:
-    """(assigning authority, id) of PID-3: the medical record number (type MR) if there is one."""
+    """(assigning authority, id) of PID-3, by identifier type (`_PATIENT_ID_TYPES`, else the
+    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id)."""
     segs = [s for s in msg.children if s.name == "PID"]
     if not segs:
         return None
     enc = msg.encoding_chars
     ids = []
-    for rep in segs[0].pid_3:
-        comps = rep.to_er7().split(enc["COMPONENT"])
-        if comps and comps[0].strip():
-            authority = comps[3].split(enc["SUBCOMPONENT"])[0] if len(comps) > 3 else ""
-            kind = comps[4] if len(comps) > 4 else ""
-            ids.append((kind, authority, comps[0].strip()))
+    for field_no in (3, 2):
+        for rep in getattr(segs[0], f"pid_{field_no}", []) or []:
+            comps = [unescape(c, enc) for c in rep.to_er7().split(enc["COMPONENT"])]
+            if comps and comps[0].strip():
+                authority = comps[3].split(enc["SUBCOMPONENT"])[0] if len(comps) > 3 else ""
+                kind = comps[4].strip().upper() if len(comps) > 4 else ""
+                ids.append((kind, authority.strip(), comps[0].strip()))
+        if ids:
+            break
     if not ids:
         return None
-    kind, authority, ident = next((i for i in ids if i[0] == "MR"), ids[0])
+    rank = {kind: i for i, kind in enumerate(_PATIENT_ID_TYPES)}
+    kind, authority, ident = min(ids, key=lambda i: rank.get(i[0], len(rank)))
     return authority, ident
 
 
@@ -190,9 +250,19 @@ def map_message(
     control_id = _field(msg, "MSH", 10)
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
+    patients = sum(1 for seg in msg.children if seg.name == "PID")
+    if patients > 1:
+        return Refused(
+            "multiple_patients",
+            f"the message has {patients} PID segments: wardflow reads one patient per message "
+            "(send each patient's results in a message of its own)",
+            "AE",
+            "100",
+        )
     pid = _patient_id(msg)
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
+    default_tz = sender_zone(_field(msg, "MSH", 7), default_tz)
     sender = _field(msg, "MSH", 4, 1) or _field(msg, "MSH", 3, 1)
     namespace = pid[0] or sender
     patient = tokenise(namespace, pid[1])
@@ -208,16 +278,28 @@ def map_message(
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
 
 
-# Where an ADT event's time comes from when EVN is absent: the visit's own admit or discharge
-# time (PV1-44, PV1-45) before the message's creation time (MSH-7).
+def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
+    """The zone of a message's times without an offset: the sender's (HL7 v2 2A.3.22), which
+    MSH-7's offset gives where it has one; else `default_tz` (the gateway's `hl7_timezone`)."""
+    m = _TS.match(msh_7.strip())
+    if m is None or not m.group("tz"):
+        return default_tz
+    off = m.group("tz")
+    sign = -1 if off[0] == "-" else 1
+    return timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
+
+
+# Where an ADT event's time comes from when EVN-6 (event occurred) is absent: the visit's own
+# admit or discharge time (PV1-44, PV1-45) before EVN-2, which is when it was recorded.
 _VISIT_TIME = {"admit": 44, "register": 44, "preadmit": 44, "discharge": 45}
 
 
 def _event_time(msg: Message, tz: tzinfo, event_type: str) -> tuple[datetime, datetime | None]:
-    """(event occurred, recorded): EVN-6 if sent, else EVN-2 (HL7 v2.8 3.4.1); without either,
-    PV1-44 (admit) or PV1-45 (discharge) for those events, else MSH-7."""
-    recorded = _field(msg, "EVN", 2) or _field(msg, "MSH", 7)
-    occurred = _field(msg, "EVN", 6) or _field(msg, "EVN", 2)
+    """(event occurred, recorded): EVN-6 if sent (HL7 v2.8 3.4.1.6); else PV1-44 (admit) or
+    PV1-45 (discharge) for those events; else EVN-2, which is when the event was recorded
+    (3.4.1.2), else MSH-7. A TS's precision component (v2.3 `…^S`) is not part of the time."""
+    recorded = _field(msg, "EVN", 2, 1) or _field(msg, "MSH", 7, 1)
+    occurred = _field(msg, "EVN", 6, 1)
     if not occurred and event_type in _VISIT_TIME:
         occurred = _field(msg, "PV1", _VISIT_TIME[event_type], 1)
     occurred = occurred or recorded
@@ -237,10 +319,10 @@ def _adt(
     tz: tzinfo,
 ) -> Mapped | Refused:
     event_type = ADT_EVENTS[trigger]
-    occurred, recorded = _event_time(msg, tz, event_type)
     unit = _field(msg, "PV1", 3, 1, 1) or None
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
+    occurred, recorded = _event_time(msg, tz, event_type)
     visit = _field(msg, "PV1", 19, 1)
     record = {
         "event_id": f"{base_id}:{trigger}",
@@ -371,7 +453,9 @@ def observation_number(raw: str, component: str) -> float:
 
 
 def _components(field: Any, enc: dict[str, str]) -> list[str]:
-    return str(field.to_er7()).split(enc["COMPONENT"]) if len(field) else [""]
+    if not len(field):
+        return [""]
+    return [unescape(c, enc) for c in str(field.to_er7()).split(enc["COMPONENT"])]
 
 
 def _triplets(components: list[str]) -> list[tuple[str, str, str]]:
@@ -386,7 +470,7 @@ def _triplets(components: list[str]) -> list[tuple[str, str, str]]:
 
 def _is_mdc(identifier: str, text: str, system: str, prefix: str = "MDC_") -> bool:
     """An IEEE 11073 triplet: coding system MDC, or none and an MDC mnemonic."""
-    return system == mdc.SYSTEM_HL7 or (
+    return system in mdc.SYSTEMS_HL7 or (
         not system and (text.startswith(prefix) or identifier.startswith(prefix))
     )
 

@@ -7,7 +7,10 @@ value in the field's unit = value * factor + offset.
 Units are UCUM (what HL7 v2.5.1+ OBX-6 and FHIR `Quantity.code` should carry). A few non-UCUM
 spellings that real monitors and charting systems send are accepted per code where they cannot
 mean anything else for that code (`bpm` for a heart rate, `degF` for a temperature); any other
-unit is refused for that value alone (the caller keeps the message's other values).
+unit is refused for that value alone (the caller keeps the message's other values). Spellings
+that legacy lab and charting systems send for a UCUM unit (`K/uL` and `x10E3/uL` for `10*3/uL`,
+`10^9/L`, `mm Hg`, `MG/DL`, `1/min`, `DEG F`) are read as that unit (`UNIT_SPELLINGS`, matched
+without case or spaces), but only where the code takes that unit.
 
 Inhaled oxygen flow rate (LOINC 3151-8) is not a number the screen reads but a fact it needs:
 NEWS2 scores "any supplemental oxygen" (Royal College of Physicians, NEWS2, 2017, chart 1), so a
@@ -35,6 +38,38 @@ _FAHRENHEIT = {u: (5 / 9, -32 * 5 / 9) for u in ("[degF]", "degF", "\u00b0F")}
 _FLOW = {"L/min": (1.0, 0.0), "l/min": (1.0, 0.0), "mL/min": (0.001, 0.0)}
 _MMHG = {"mm[Hg]": (1.0, 0.0), "mmHg": (1.0, 0.0)}
 _COUNT = {"10*3/uL": (1.0, 0.0), "10*9/L": (1.0, 0.0), "{cells}/uL": (0.001, 0.0)}
+_TEMPERATURE = {**_CELSIUS, **_FAHRENHEIT}
+# Lactate: 1 mmol/L = 9.008 mg/dL (molar mass 90.08 g/mol).
+_LACTATE = {"mmol/L": (1.0, 0.0), "mg/dL": (1 / 9.008, 0.0)}
+# Other spellings of the units above, by their key (`_spelling`: lower case, no spaces, µ as u,
+# ^ as *, x10e/x10*/10e as 10*): what legacy systems send for a UCUM unit.
+UNIT_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("mmhg", "mm[hg]", "mmofhg"), "mm[Hg]"),
+    **dict.fromkeys(("1/min", "/min", "per min", "permin"), "/min"),
+    **dict.fromkeys(("c", "cel", "degc", "°c", "deg.c", "celsius"), "Cel"),
+    **dict.fromkeys(("f", "degf", "[degf]", "°f", "deg.f", "fahrenheit"), "[degF]"),
+    **dict.fromkeys(("l/min", "lpm", "liters/min", "litres/min", "l/minute"), "L/min"),
+    **dict.fromkeys(("ml/min",), "mL/min"),
+    **dict.fromkeys(("mmol/l", "mm/l", "mmol"), "mmol/L"),
+    **dict.fromkeys(("umol/l",), "umol/L"),
+    **dict.fromkeys(("mg/dl",), "mg/dL"),
+    **dict.fromkeys(
+        ("k/ul", "10*3/ul", "10*3/mm3", "k/mm3", "thou/ul", "thou/mm3", "x1000/ul"),
+        "10*3/uL",
+    ),
+    **dict.fromkeys(("10*9/l", "giga/l"), "10*9/L"),
+    **dict.fromkeys(("/ul", "cells/ul", "{cells}/ul", "/mm3", "cells/mm3"), "{cells}/uL"),
+    **dict.fromkeys(("%", "pct", "percent"), "%"),
+}
+
+
+def _spelling(unit: str) -> str:
+    key = unit.strip().lower().replace(" ", "").replace("\u00b5", "u").replace("\u03bc", "u")
+    key = key.replace("^", "*")
+    for prefix in ("x10e", "x10*", "10e"):
+        if key.startswith(prefix):
+            key = "10*" + key[len(prefix) :]
+    return key
 
 
 class Code(NamedTuple):
@@ -48,14 +83,22 @@ CODES: dict[str, Code] = {
     "9279-1": Code(VITALS, "resp_rate_per_min", _BREATHS),
     "2708-6": Code(VITALS, "spo2_pct", {"%": (1.0, 0.0)}),
     "59408-5": Code(VITALS, "spo2_pct", {"%": (1.0, 0.0)}),
-    "8310-5": Code(VITALS, "temp_c", {**_CELSIUS, **_FAHRENHEIT}),
+    "8310-5": Code(VITALS, "temp_c", _TEMPERATURE),
+    # by site (LOINC): axillary, core, oral, rectal, tympanic membrane
+    **{
+        c: Code(VITALS, "temp_c", _TEMPERATURE)
+        for c in ("8328-7", "8329-5", "8331-1", "8332-9", "8333-7")
+    },
+    "8889-8": Code(VITALS, "heart_rate_bpm", _BEATS),  # heart rate by pulse oximetry
     "8480-6": Code(VITALS, "sbp_mmhg", _MMHG),
     "8462-4": Code(VITALS, "dbp_mmhg", _MMHG),
     "8478-0": Code(VITALS, "map_mmhg", _MMHG),
     "3150-0": Code(VITALS, "fio2_fraction", {"%": (0.01, 0.0), "1": (1.0, 0.0)}),
     "3151-8": Code(VITALS, "on_supplemental_o2", _FLOW),  # inhaled O2 flow: on oxygen if > 0
-    "2524-7": Code(LABS, "lactate_mmol_l", {"mmol/L": (1.0, 0.0)}),
-    "32693-4": Code(LABS, "lactate_mmol_l", {"mmol/L": (1.0, 0.0)}),
+    # lactate in serum or plasma, blood, arterial blood, venous blood
+    **{
+        c: Code(LABS, "lactate_mmol_l", _LACTATE) for c in ("2524-7", "32693-4", "2518-9", "2519-7")
+    },
     "2019-8": Code(LABS, "paco2_mmhg", _MMHG),
     "6690-2": Code(LABS, "wbc_10e9_l", _COUNT),
     "26464-8": Code(LABS, "wbc_10e9_l", _COUNT),
@@ -89,6 +132,8 @@ def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]
     """(topic, field, value in the field's unit); UnitError for a unit the code does not take,
     ValueError for a value that is not a finite number or a negative oxygen flow."""
     c = CODES[code]
+    if unit not in c.units and UNIT_SPELLINGS.get(_spelling(unit)) in c.units:
+        unit = UNIT_SPELLINGS[_spelling(unit)]
     if unit not in c.units:
         raise UnitError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")
     if value != value or value in (float("inf"), float("-inf")):

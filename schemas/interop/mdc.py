@@ -11,7 +11,9 @@ id, the mnemonic (`MDC_ECG_HEART_RATE`). The code is what is read; the mnemonic 
 code is missing or not one of these (gateways have sent a wrong code beside the right
 mnemonic). Site-unspecified invasive pressures (MDC_PRESS_BLD_SYS…, a monitor's numbered IBP
 channels, which may be a pulmonary artery or a central venous line) are not read as blood
-pressure.
+pressure. Philips monitors' data export writes the same code as hexadecimal partition-term in
+its own coding system `MDIL` (`0002-4182^HR^MDIL` is 2 × 65,536 + 0x4182 = 147842, the ECG's heart
+rate; `0004-0aa0` is 264864, beats per minute): read as that code (`context_free`).
 
 Several codes measure one vital sign (the ECG's heart rate and the oximeter's pulse rate; the
 arterial line's and the cuff's pressure). Where one reading carries more than one, the lowest
@@ -28,6 +30,22 @@ from typing import NamedTuple
 
 SYSTEM_FHIR = "urn:iso:std:iso:11073:10101"
 SYSTEM_HL7 = "MDC"
+SYSTEMS_HL7 = frozenset({SYSTEM_HL7, "MDIL"})  # MDIL: Philips' hexadecimal partition-term
+
+
+def context_free(code: str) -> int | None:
+    """An MDC code as its context-free number: decimal as sent, or Philips' hexadecimal
+    `PPPP-TTTT` (partition, term code); None for anything else."""
+    code = code.strip()
+    if code.isdigit():
+        return int(code)
+    partition, dash, term_code = code.partition("-")
+    if dash and len(partition) == 4 and len(term_code) == 4:
+        try:
+            return int(partition, 16) * 65536 + int(term_code, 16)
+        except ValueError:
+            return None
+    return None
 
 
 class Term(NamedTuple):
@@ -86,14 +104,16 @@ _UNIT_BY_MNEMONIC = {m: ucum for m, ucum in UNITS.values()}
 
 def term(code: str, mnemonic: str = "") -> tuple[int, Term] | None:
     """The vital sign an MDC term names: by its code, else by its mnemonic."""
-    if code.isdigit() and int(code) in VITAL_SIGNS:
-        return int(code), VITAL_SIGNS[int(code)]
+    number = context_free(code)
+    if number is not None and number in VITAL_SIGNS:
+        return number, VITAL_SIGNS[number]
     known = _BY_MNEMONIC.get(mnemonic) or _BY_MNEMONIC.get(code)
     return (known, VITAL_SIGNS[known]) if known is not None else None
 
 
 def ucum(code: str, mnemonic: str = "") -> str | None:
     """The UCUM code of an MDC unit: by its code, else by its mnemonic."""
-    if code.isdigit() and int(code) in UNITS:
-        return UNITS[int(code)][1]
+    number = context_free(code)
+    if number is not None and number in UNITS:
+        return UNITS[number][1]
     return _UNIT_BY_MNEMONIC.get(mnemonic) or _UNIT_BY_MNEMONIC.get(code)

@@ -383,15 +383,15 @@ def test_a_pulse_oximetry_observation_carries_its_oxygen_flow_and_concentration(
 
 
 def test_the_first_loinc_coding_that_is_read_decides_whatever_the_codings_order() -> None:
-    oral_first = observation("8331-1", valueQuantity=quantity(38.5, "Cel"))
-    oral_first["code"]["coding"].append({"system": "http://loinc.org", "code": "8310-5"})
+    height_first = observation("8302-2", valueQuantity=quantity(38.5, "Cel"))
+    height_first["code"]["coding"].append({"system": "http://loinc.org", "code": "8310-5"})
     oid = observation("8867-4", valueQuantity=quantity(72, "/min"))
     oid["code"]["coding"][0]["system"] = "urn:oid:2.16.840.1.113883.6.1"
-    [(_, a, _)], [(_, b, _)] = run(oral_first), run(oid)
+    [(_, a, _)], [(_, b, _)] = run(height_first), run(oid)
     assert isinstance(a, Mapped) and a.records[0][1]["temp_c"] == 38.5
     assert isinstance(b, Mapped) and b.records[0][1]["heart_rate_bpm"] == 72
-    [(_, c, _)] = run(observation("8331-1", valueQuantity=quantity(38.5, "Cel")))
-    assert isinstance(c, Refused) and c.reason_code == "not_a_vital_sign" and "8331-1" in c.reason
+    [(_, c, _)] = run(observation("8302-2", valueQuantity=quantity(172, "cm")))  # body height
+    assert isinstance(c, Refused) and c.reason_code == "not_a_vital_sign" and "8302-2" in c.reason
 
 
 def test_a_bound_is_not_a_measured_value() -> None:

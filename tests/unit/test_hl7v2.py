@@ -219,7 +219,9 @@ def test_time_stamps_honour_offsets_precision_and_the_default_zone() -> None:
     assert hl7v2.hl7_time("20260301101500.25-0500") == datetime(
         2026, 3, 1, 15, 15, 0, 250000, tzinfo=UTC
     )
-    assert hl7v2.hl7_time("202603") == datetime(2026, 3, 1, tzinfo=UTC)
+    assert hl7v2.hl7_time("2026030110") == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="without a time of day"):
+        hl7v2.hl7_time("20260301")  # a date cannot be placed in a patient's timeline
     summer = hl7v2.hl7_time("20260701120000", ZoneInfo("Europe/London"))
     assert summer == datetime(2026, 7, 1, 11, 0, tzinfo=UTC)
     with pytest.raises(ValueError):
@@ -260,7 +262,11 @@ def test_the_header_is_checked_before_the_patient() -> None:
     assert isinstance(no_pid, hl7v2.Refused) and "PID-3" in no_pid.reason
 
 
-def test_without_evn_an_admission_takes_its_time_from_pv1_44_and_a_discharge_from_pv1_45() -> None:
+def test_without_evn_6_an_admission_takes_its_time_from_pv1_44_and_a_discharge_from_pv1_45() -> (
+    None
+):
+    """EVN-2 is when the event was recorded (HL7 v2.8 3.4.1.2); PV1-44 is the admission's own
+    time, sent for a retroactive admission (3.4.3.44), so it comes before EVN-2."""
     pv1 = "PV1|1|I|4E^12^A^H" + "|" * 41 + "20260301061500|20260301114500"
     admit = outcome(adt_message("ADT^A01", evn=False, pv1=pv1))
     discharge = outcome(adt_message("ADT^A03", evn=False, pv1=pv1))
@@ -272,7 +278,10 @@ def test_without_evn_an_admission_takes_its_time_from_pv1_44_and_a_discharge_fro
         datetime(2026, 3, 1, 8, 0, tzinfo=UTC),  # an update: when the message was made (MSH-7)
     ]
     with_evn = outcome(adt_message("ADT^A01", pv1=pv1))
-    assert with_evn.records[0][1]["event_time"] == datetime(2026, 3, 1, 7, 55, tzinfo=UTC)  # type: ignore[union-attr]
+    assert with_evn.records[0][1]["event_time"] == datetime(2026, 3, 1, 6, 15, tzinfo=UTC)  # type: ignore[union-attr]
+    assert with_evn.records[0][1]["recorded_time"] == datetime(2026, 3, 1, 7, 55, tzinfo=UTC)  # type: ignore[union-attr]
+    transfer = outcome(adt_message("ADT^A02", pv1=pv1))  # no transfer time in PV1: EVN-2
+    assert transfer.records[0][1]["event_time"] == datetime(2026, 3, 1, 7, 55, tzinfo=UTC)  # type: ignore[union-attr]
 
 
 def test_the_processing_id_is_read_and_echoed_in_the_ack() -> None:
@@ -448,3 +457,104 @@ def test_a_structured_numeric_value_is_read_when_it_is_one_exact_number() -> Non
         ("OBX 4 (8480-6)", "bad_value"),
     ]
     assert "not one exact number" in rejected[0].refusal.reason
+
+
+def test_philips_mdil_hexadecimal_codes_and_units_are_read_as_their_ieee_11073_codes() -> None:
+    """Philips' data export writes an MDC code as hexadecimal partition-term (system MDIL):
+    0002-4182 is 147842, the ECG's heart rate; 0002-4bb8 is 150456, SpO2."""
+    rec = reading(
+        oru(
+            "OBX|1|NM|0002-4182^HR^MDIL||80|0004-0aa0^bpm^MDIL|||||F\r"
+            "OBX|2|NM|0002-4bb8^SpO2^MDIL||97|0004-0220^%^MDIL|||||F"
+        )
+    )
+    assert (rec["heart_rate_bpm"], rec["spo2_pct"]) == (80, 97)
+
+
+@pytest.mark.parametrize(
+    ("obx", "field", "value"),
+    [
+        ("6690-2^WBC^LN||12.4|K/uL", "wbc_10e9_l", 12.4),
+        ("6690-2^WBC^LN||12.4|x10E3/uL", "wbc_10e9_l", 12.4),
+        ("777-3^PLT^LN||150|10\\S\\9/L", "platelets_10e9_l", 150.0),  # 10^9/L, escaped
+        ("777-3^PLT^LN||150000|/uL", "platelets_10e9_l", 150.0),
+        ("8480-6^SBP^LN||121|mm Hg", "sbp_mmhg", 121.0),
+        ("8480-6^SBP^LN||121|MMHG", "sbp_mmhg", 121.0),
+        ("9279-1^RR^LN||18|1/min", "resp_rate_per_min", 18.0),
+        ("8310-5^Temp^LN||101.3|DEG F", "temp_c", 38.5),
+        ("2160-0^Creat^LN||1.4|MG/DL", "creatinine_mg_dl", 1.4),
+        ("2160-0^Creat^LN||88.42|\u00b5mol/L", "creatinine_mg_dl", 1.0),
+        ("2524-7^Lactate^LN||36.0|mg/dL", "lactate_mmol_l", 36.0 / 9.008),
+        ("8331-1^Oral temp^LN||38.9|Cel", "temp_c", 38.9),
+        ("8889-8^HR by oximetry^LN||92|/min", "heart_rate_bpm", 92.0),
+        ("2518-9^Lactate arterial^LN||2.1|mmol/L", "lactate_mmol_l", 2.1),
+    ],
+)
+def test_common_spellings_of_a_unit_and_site_specific_loinc_codes_are_read(
+    obx: str, field: str, value: float
+) -> None:
+    rec = reading(oru(f"OBX|1|NM|{obx}|||||F"))
+    assert rec[field] == pytest.approx(value, rel=1e-3)
+
+
+def test_a_spelling_is_read_only_as_a_unit_the_code_takes() -> None:
+    rec, rejected = partly_read(
+        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|8310-5^Temp^LN||38|mm Hg|||||F")
+    )
+    assert rec["heart_rate_bpm"] == 88 and "temp_c" not in rec
+    assert [r.refusal.reason_code for r in rejected] == ["bad_value"]
+    assert "'mm Hg'" in rejected[0].refusal.reason  # the unit as sent
+
+
+def test_escape_sequences_are_decoded_in_the_fields_read() -> None:
+    escaped = adt_message("ADT^A01", pv1="PV1|1|I|L\\T\\D^401^1^H")
+    assert outcome(escaped).records[0][1]["unit_id"] == "L&D"  # type: ignore[union-attr]
+    assert hl7v2.unescape("A\\F\\B\\X41\\\\H\\x", {"ESCAPE": "\\", "FIELD": "|"}) == "A|BAx"
+
+
+def test_a_message_with_a_second_patient_is_refused_never_read_under_the_first() -> None:
+    two = oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace(
+        "OBR|1|", "PID|2||MRN2^^^H^MR\rPV1|2|I|MICU^13^A^H\rOBR|1|"
+    )
+    o = outcome(two)
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "multiple_patients"
+
+
+def test_a_frame_with_two_messages_is_refused_whole() -> None:
+    admit, discharge = adt_message("ADT^A01"), adt_message("ADT^A03").replace("|Q1|", "|Q2|")
+    o = outcome(admit + "\r" + discharge)
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "malformed" and "2 message" in o.reason
+
+
+@pytest.mark.parametrize(
+    ("pid3", "want"),
+    [
+        ("9999^^^H^FIN NBR~M100^^^H^MRN", "H|M100"),  # an account number first, the MRN second
+        ("123456789^^^SSA^SS~E100^^^EPI^PI", "EPI|E100"),  # a national id, the internal id
+        ("V1^^^H^VN~M7^^^H^MR", "H|M7"),
+    ],
+)
+def test_the_patient_is_known_by_the_record_number_whatever_the_order_of_ids(
+    pid3: str, want: str
+) -> None:
+    assert outcome(adt_message("ADT^A01", pid3=pid3)).records[0][1]["patient_token"] == want  # type: ignore[union-attr]
+
+
+def test_a_time_without_an_offset_is_in_the_senders_zone_that_msh_7_gives() -> None:
+    msg = oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301100000").replace(
+        "|20260301101500||ORU", "|20260301100500-0500||ORU"
+    )
+    assert reading(msg)["event_time"] == datetime(2026, 3, 1, 15, 0, tzinfo=UTC)
+
+
+def test_a_result_timed_by_a_date_alone_is_rejected_alone() -> None:
+    rec, rejected = partly_read(
+        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||18|/min|||||F|||20260301")
+    )
+    assert rec["heart_rate_bpm"] == 88 and "resp_rate_per_min" not in rec
+    assert "without a time of day" in rejected[0].refusal.reason
+
+
+def test_a_v2_3_time_stamp_with_its_precision_component_is_read() -> None:
+    msg = adt_message("ADT^A02").replace("EVN|A01|20260301075500", "EVN|A02|20260301075500^S")
+    assert outcome(msg).records[0][1]["event_time"] == datetime(2026, 3, 1, 7, 55, tzinfo=UTC)  # type: ignore[union-attr]
