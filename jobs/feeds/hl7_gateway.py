@@ -57,6 +57,7 @@ from schemas.interop import hl7v2
 from schemas.settings import Settings
 
 START, END = b"\x0b", b"\x1c\x0d"
+GLUED = b"\x1c\x0b"  # a frame's end without its CR, the next frame's start right after it
 STAGE = "hl7_gateway"
 TOPICS = [
     topics.ADT_EVENT.name,
@@ -242,7 +243,9 @@ class Gateway:
 
 class FrameReader:
     """MLLP frames out of a byte stream. A frame over `max_bytes` is read to its end and given
-    back as its first HEAD_BYTES with its full size, so that it can be refused explicitly."""
+    back as its first HEAD_BYTES with its full size, so that it can be refused explicitly. A
+    sender that ends a frame with FS alone (no CR) has it end where its next frame starts (FS
+    VT), instead of the two being read, and refused, as one."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -263,6 +266,11 @@ class FrameReader:
                 del self.buf[: start + 1]
                 self.in_frame, self.scanned, self.head, self.discarded = True, 0, b"", 0
             end = self.buf.find(END, max(0, self.scanned - 1))
+            glued = self.buf.find(GLUED, max(0, self.scanned - 1))
+            if glued >= 0 and (end < 0 or glued < end):
+                end, end_bytes = glued, 1  # the VT stays: it starts the next frame
+            else:
+                end_bytes = len(END)
             if end < 0:
                 self.scanned = len(self.buf)
                 if self.discarded or len(self.buf) > self.max_bytes:
@@ -274,7 +282,7 @@ class FrameReader:
                     self.scanned = len(self.buf)
                 return
             body = bytes(self.buf[:end])
-            del self.buf[: end + len(END)]
+            del self.buf[: end + end_bytes]
             self.in_frame = False
             if self.discarded:
                 yield self.head, self.discarded + len(body)

@@ -38,6 +38,7 @@ from typing import Any
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
+from hl7apy.exceptions import InvalidName
 from hl7apy.parser import parse_message
 
 from schemas import codec, topics
@@ -91,8 +92,14 @@ class Mapped:
 Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
 
 
+# The segments this module reads: a message whose one of these hl7apy cannot place is malformed.
+_READ_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PV1", "OBR", "OBX"})
+
+
 def parse(text: str) -> Message | Refused:
-    """Parse ER7 text (segments separated by CR) with hl7apy; a refusal says why it failed."""
+    """Parse ER7 text (segments separated by CR) with hl7apy; a refusal says why it failed. A
+    segment that the message's declared version does not define (a vendor's newer PRT in a
+    2.5.1 message, SFT in 2.3) and that is not one read here is left out, not the message."""
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 ")
     if not text.startswith("MSH"):
         return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
@@ -104,10 +111,26 @@ def parse(text: str) -> Message | Refused:
             "(nothing of this frame was stored)",
             hl7_error="100",
         )
-    try:
-        return parse_message(text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
-    except Exception as exc:  # hl7apy raises a family of its own errors, plus ValueError
-        return Refused("malformed", f"hl7apy: {type(exc).__name__}: {exc}"[:500], hl7_error="100")
+    unknown: list[str] = []
+    while True:
+        try:
+            return parse_message(
+                text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT
+            )
+        except InvalidName as exc:  # a segment the declared version does not define
+            name = str(exc).rsplit(":", 1)[-1].strip()
+            if (
+                name in _READ_SEGMENTS
+                or name in unknown
+                or not re.fullmatch(r"[A-Z][A-Z0-9]{2}", name)
+            ):
+                return Refused("malformed", f"hl7apy: InvalidName: {exc}"[:500], hl7_error="100")
+            # vendors mix in newer segments (PRT in 2.5.1, SFT in 2.3): none of them is read
+            unknown.append(name)
+            text = "\r".join(seg for seg in text.split("\r") if seg[:3] != name)
+        except Exception as exc:  # hl7apy raises a family of its own errors, plus ValueError
+            why = f"hl7apy: {type(exc).__name__}: {exc}"
+            return Refused("malformed", why[:500], hl7_error="100")
 
 
 def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
@@ -366,33 +389,43 @@ def _oru(
             continue
         identifier = _components(seg.obx_3, enc)
         coded = observation_code(identifier)
+        panel = blood_pressure_panel(identifier) if coded is None else None
         status = seg.obx_11.to_er7() if len(seg.obx_11) else ""
-        if coded is None:
+        if coded is None and panel is None:
             skipped.append(identifier[0] or "?")
             continue
-        code, rank, sent = coded
         if status in ("D", "W", "X", "I"):  # deleted, wrong, cannot obtain, pending (table 0085)
             continue
+        # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
+        fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
+        sent = coded[2] if coded is not None else str(panel)
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         try:
-            raw = seg.obx_5.to_er7() if len(seg.obx_5) else ""
-            number = observation_number(raw, enc["COMPONENT"])
-            unit_code = observation_unit(code, _components(seg.obx_6, enc))
-            topic, name, value = convert(code, number, unit_code)
+            raw = unescape(seg.obx_5.to_er7(), enc) if len(seg.obx_5) else ""
+            numbers = (
+                [observation_number(raw, enc["COMPONENT"])]
+                if coded is not None
+                else blood_pressure_numbers(raw, enc["COMPONENT"])
+            )
+            read = [
+                (rank, *convert(code, number, observation_unit(code, _components(seg.obx_6, enc))))
+                for (code, rank), number in zip(fields, numbers, strict=True)
+            ]
             when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
             at = hl7_time(when or obr_time or message_time, tz)
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
-        invalid = value_refusal(topic, name, value)
-        if invalid is not None:
-            why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
-            rejected.append(Rejected(label, why, seg.to_er7().encode()))
-            continue
-        reading = groups.setdefault((topic, at), {})
-        if name not in reading or rank <= reading[name][0]:  # the later of equal rank
-            reading[name] = (rank, value)
+        for rank, topic, name, value in read:
+            invalid = value_refusal(topic, name, value)
+            if invalid is not None:
+                why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
+                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                continue
+            reading = groups.setdefault((topic, at), {})
+            if name not in reading or rank <= reading[name][0]:  # the later of equal rank
+                reading[name] = (rank, value)
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -450,6 +483,29 @@ def observation_number(raw: str, component: str) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"value {raw!r} is not a number") from None
+
+
+# LOINC's blood pressure panels, whose value a charting system may send in one OBX (`120/80`)
+_BP_PANELS = ("85354-9", "55284-4")
+_BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def blood_pressure_panel(obx_3: list[str]) -> str | None:
+    """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or None."""
+    return next((i for i, _, _ in _triplets(obx_3) if i in _BP_PANELS), None)
+
+
+def blood_pressure_numbers(raw: str, component: str) -> list[float]:
+    """A blood pressure panel's one value as [systolic, diastolic]: text `120/80` (ST, as
+    flowsheet exports send it) or a structured numeric ratio `^120^/^80` (SN); anything else is
+    a ValueError."""
+    parts = raw.split(component)
+    if len(parts) == 4 and parts[0].strip() in ("", "=") and parts[2].strip() in ("/", ":"):
+        raw = f"{parts[1]}/{parts[3]}"
+    m = _BP_VALUE.match(raw)
+    if m is None:
+        raise ValueError(f"blood pressure {raw!r} is not systolic/diastolic")
+    return [float(m.group(1)), float(m.group(2))]
 
 
 def _components(field: Any, enc: dict[str, str]) -> list[str]:

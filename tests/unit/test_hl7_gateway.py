@@ -137,6 +137,16 @@ def test_frames_are_found_across_chunks_and_an_oversize_one_is_reported_not_lost
     assert size == len(big) and big.startswith(head) and len(head) <= hl7_gateway.HEAD_BYTES
 
 
+def test_a_frame_ended_without_its_cr_ends_where_the_next_frame_starts() -> None:
+    reader = FrameReader(max_bytes=1000)
+    a, b = admit("A"), admit("B")
+    stream = START + a + b"\x1c" + START + b + END  # FS alone, then the next frame
+    got = []
+    for i in range(0, len(stream), 5):
+        got += list(reader.feed(stream[i : i + 5]))
+    assert got == [(a, None), (b, None)]
+
+
 def test_a_batch_file_splits_into_its_messages() -> None:
     batch = b"\n".join(
         [b"FHS|^~\\&|EPIC", b"BHS|^~\\&|EPIC", admit("A"), admit("B"), b"BTS|2", b"FTS|1"]

@@ -55,7 +55,7 @@ EXPECTED = {
     "LAB-ORU-1.hl7": "refused:not_a_vital_sign",
     "LAB-ORU-2.hl7": "refused:not_a_vital_sign",
     "LRI_2.0-NG_CBC_Typ_Message.hl7": "labs",
-    "ORU-R01-01.hl7": "refused:malformed",
+    "ORU-R01-01.hl7": "refused:bad_value",  # PRT left out; OBX-5 a URL (RP), no number
     "ORU-R01-RMGEAD.hl7": "refused:not_a_vital_sign",
 }
 
@@ -558,3 +558,28 @@ def test_a_result_timed_by_a_date_alone_is_rejected_alone() -> None:
 def test_a_v2_3_time_stamp_with_its_precision_component_is_read() -> None:
     msg = adt_message("ADT^A02").replace("EVN|A01|20260301075500", "EVN|A02|20260301075500^S")
     assert outcome(msg).records[0][1]["event_time"] == datetime(2026, 3, 1, 7, 55, tzinfo=UTC)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("obx5", ["120/80", "^120^/^80"])
+def test_a_blood_pressure_sent_in_one_obx_is_read_as_systolic_and_diastolic(obx5: str) -> None:
+    rec = reading(
+        oru(
+            "OBX|1|NM|8867-4^HR^LN||72|/min|||||F\r"
+            f"OBX|2|{'ST' if '/' in obx5[:4] else 'SN'}|85354-9^BP^LN||{obx5}|mm[Hg]|||||F"
+        )
+    )
+    assert (rec["heart_rate_bpm"], rec["sbp_mmhg"], rec["dbp_mmhg"]) == (72, 120, 80)
+    _, rejected = partly_read(
+        oru("OBX|1|NM|8867-4^HR^LN||72|/min|||||F\rOBX|2|ST|85354-9^BP^LN||120|mm[Hg]|||||F")
+    )
+    assert "not systolic/diastolic" in rejected[0].refusal.reason
+
+
+@pytest.mark.parametrize(
+    ("version", "segment"), [("2.5.1", "PRT|1|AD||OP^Ordering Provider"), ("2.3", "SFT|Epic|1")]
+)
+def test_a_segment_newer_than_the_messages_version_is_left_out_not_the_message(
+    version: str, segment: str
+) -> None:
+    msg = oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace("|2.5.1", f"|{version}")
+    assert reading(msg + "\r" + segment)["heart_rate_bpm"] == 88
