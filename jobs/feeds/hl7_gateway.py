@@ -171,6 +171,9 @@ class Gateway:
         result = hl7v2.map_message(msg, self.tokenise, source=self.source, default_tz=self.tz)
         if isinstance(result, hl7v2.Refused):
             return self._refused(msg, text, raw, result, route)
+        ahead = self.publisher.future(result.records)
+        if ahead and len(ahead) < len(result.records):  # a reading timed ahead goes alone
+            result = _without_future(result, ahead, self.publisher.max_future_s, raw)
         encoded = self.publisher.encode(result.records)
         if isinstance(encoded, codec.Rejection):
             why = hl7v2.Refused(encoded.reason_code, encoded.reason, "AE", "207")
@@ -239,6 +242,31 @@ class Gateway:
             for topic, _, _ in d.records:
                 self.stats.records[topic] = self.stats.records.get(topic, 0) + 1
             return d.ack
+
+
+def _without_future(
+    result: hl7v2.Mapped, ahead: list[int], max_future_s: int, raw: bytes
+) -> hl7v2.Mapped:
+    """An ORU's readings but those timed more than `max_future_s` ahead (a monitor's clock, a
+    wrong year in one OBX-14), each of which is dead-lettered alone (`future_time`, the message
+    as its payload: its OBX are not told apart once grouped by time)."""
+    rejected = [
+        hl7v2.Rejected(
+            f"{topic} at {rec['event_time']:%Y-%m-%dT%H:%M:%SZ}",
+            hl7v2.Refused(
+                "future_time",
+                f"{topic}: event time {rec['event_time']:%Y-%m-%dT%H:%M:%SZ} is more than "
+                f"{max_future_s} s ahead of the gateway's clock",
+                "AE",
+                "207",
+            ),
+            raw,
+        )
+        for i, (topic, rec) in enumerate(result.records)
+        if i in ahead
+    ]
+    kept = [r for i, r in enumerate(result.records) if i not in ahead]
+    return hl7v2.Mapped(kept, [*result.rejected, *rejected])
 
 
 class FrameReader:

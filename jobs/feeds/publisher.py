@@ -44,6 +44,11 @@ class Publisher:
             self._producer = kafka_io.producer(self.settings, **{"linger.ms": 1})
         return self._producer
 
+    def future(self, records: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        """The positions of the records timed further ahead than settings.max_future_s."""
+        limit = datetime.now(UTC) + timedelta(seconds=self.max_future_s)
+        return [i for i, (_, rec) in enumerate(records) if rec["event_time"] > limit]
+
     def encode(self, records: list[tuple[str, dict[str, Any]]]) -> list[Encoded] | codec.Rejection:
         """Validated Avro values, or the first record's rejection. A feed's clock may run a
         little ahead; an event time further in the future than settings.max_future_s is an

@@ -192,3 +192,23 @@ def test_a_monitors_no_value_sentinel_is_dead_lettered_alone_and_its_reading_sto
     assert rec["spo2_pct"] == 95 and rec.get("heart_rate_bpm") is None
     [letter] = d.letters
     assert letter.reason_code == "out_of_range" and letter.payload.startswith(b"OBX|2|NM|147842")
+
+
+def test_one_reading_timed_in_the_future_is_dead_lettered_alone(settings: Settings) -> None:
+    d = gateway(settings).decide(
+        vitals(
+            "OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301080000",
+            "OBX|2|NM|9279-1^RR^LN||18|/min|||||F|||20990301080000",  # a wrong year
+        )
+    )
+    assert d.ack_code == "AA"
+    [(_, rec, _)] = d.records
+    assert rec["heart_rate_bpm"] == 88 and "resp_rate_per_min" not in rec
+    [letter] = d.letters
+    assert letter.reason_code == "future_time" and "2099-03-01" in letter.reason
+    everything_ahead = gateway(settings).decide(
+        vitals("OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20990301080000")
+    )
+    assert (
+        everything_ahead.records == [] and everything_ahead.letters[0].reason_code == "future_time"
+    )
