@@ -100,7 +100,8 @@ def parse(text: str) -> Message | Refused:
     """Parse ER7 text (segments separated by CR) with hl7apy; a refusal says why it failed. A
     segment that the message's declared version does not define (a vendor's newer PRT in a
     2.5.1 message, SFT in 2.3) and that is not one read here is left out, not the message."""
-    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 ")
+    # a byte-order mark or a stray MLLP start byte before MSH is no part of the message
+    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
     if not text.startswith("MSH"):
         return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
     headers = sum(1 for seg in text.split("\r") if seg[:3] in ("MSH", "BHS", "FHS"))
@@ -240,7 +241,7 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
 
 
 def message_type(msg: Message) -> tuple[str, str]:
-    return _field(msg, "MSH", 9, 1), _field(msg, "MSH", 9, 2)
+    return _field(msg, "MSH", 9, 1).upper(), _field(msg, "MSH", 9, 2).upper()
 
 
 def processing_id(msg: Message) -> str:
@@ -390,7 +391,7 @@ def _oru(
         identifier = _components(seg.obx_3, enc)
         coded = observation_code(identifier)
         panel = blood_pressure_panel(identifier) if coded is None else None
-        status = seg.obx_11.to_er7() if len(seg.obx_11) else ""
+        status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None:
             skipped.append(identifier[0] or "?")
             continue
@@ -470,6 +471,9 @@ def value_refusal(topic: str, name: str, value: Any) -> codec.Rejection | None:
     return codec.validate(_SCHEMAS[topic], {name: value})
 
 
+_DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")  # HL7 NM: digits, one point
+
+
 def observation_number(raw: str, component: str) -> float:
     """OBX-5 as one number: an NM value, or a structured numeric (SN: comparator ^ number, HL7
     v2.5 section 2A.2.72) whose comparator is none or `=` and that has no second number. A
@@ -479,10 +483,9 @@ def observation_number(raw: str, component: str) -> float:
         if comparator.strip() not in ("", "=") or any(r.strip() for r in rest):
             raise ValueError(f"value {raw!r} is not one exact number (a bound, range or ratio)")
         raw = number
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"value {raw!r} is not a number") from None
+    if _DECIMAL.match(raw) is None:  # float() would also take 1e2, 8_8, inf
+        raise ValueError(f"value {raw!r} is not a number")
+    return float(raw)
 
 
 # LOINC's blood pressure panels, whose value a charting system may send in one OBX (`120/80`)

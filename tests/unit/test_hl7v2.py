@@ -583,3 +583,18 @@ def test_a_segment_newer_than_the_messages_version_is_left_out_not_the_message(
 ) -> None:
     msg = oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace("|2.5.1", f"|{version}")
     assert reading(msg + "\r" + segment)["heart_rate_bpm"] == 88
+
+
+@pytest.mark.parametrize("value", ["1e2", "8_8", "inf", "0x10"])
+def test_a_value_that_python_reads_as_a_number_but_hl7_does_not_is_rejected(value: str) -> None:
+    rec, rejected = partly_read(
+        oru(f"OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||{value}|/min|||||F")
+    )
+    assert "resp_rate_per_min" not in rec and "is not a number" in rejected[0].refusal.reason
+
+
+def test_lower_case_statuses_and_message_types_and_a_leading_byte_order_mark_are_read() -> None:
+    rec = reading(oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||18|/min|||||d"))
+    assert "resp_rate_per_min" not in rec  # deleted, whatever its case
+    lower = adt_message("adt^a01")
+    assert outcome("\ufeff" + lower).records[0][1]["event_type"] == "admit"  # type: ignore[union-attr]
