@@ -252,7 +252,22 @@ class Settings:
         "The ingestion edges refuse an event time this far ahead of their clock (`future_time`).",
     )
     hl7_timezone: str = setting(
-        "UTC", "Time zone of HL7 v2 time stamps that carry no offset (an IANA name)."
+        "UTC",
+        "Time zone of HL7 v2 time stamps that carry no offset (an IANA name), where the "
+        "message's MSH-7 gives none either.",
+    )
+    hl7_patient_authority: str = setting(
+        "",
+        "Assigning authority taken for a PID-3 identifier sent without one (PID-3.4); empty = "
+        "the sending facility (MSH-4, else MSH-3). Set it to the one the ADT feed names where a "
+        "monitor gateway sends the same medical record numbers without it, so that both feeds' "
+        "records of a patient carry one token.",
+    )
+    hl7_facility_id: str = setting(
+        "",
+        "Facility of an HL7 v2 message whose location names none (PV1-3.4); empty = the sending "
+        "facility (MSH-4, else MSH-3). Set it where a gateway serves one facility whose monitors "
+        "do not name it.",
     )
     hl7_ack_policy: str = setting(
         "durable",

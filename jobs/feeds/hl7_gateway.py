@@ -124,6 +124,7 @@ class Gateway:
         key = settings.require_phi_key()
         self.tokenise = lambda ns, ident: phi.token(key, ns, ident)
         self.tz: tzinfo = ZoneInfo(settings.hl7_timezone)
+        self.authority, self.facility = settings.hl7_patient_authority, settings.hl7_facility_id
         self.source = f"mllp://{listen or 'gateway'}"
         self.policy = settings.hl7_ack_policy
         self.production = {p.strip().upper() for p in settings.production_processing_ids.split(",")}
@@ -168,7 +169,14 @@ class Gateway:
         return dataclasses.replace(d, processing_id=pid) if pid != "P" else d
 
     def _mapped(self, msg: Any, text: str, raw: bytes, route: str) -> Decision:
-        result = hl7v2.map_message(msg, self.tokenise, source=self.source, default_tz=self.tz)
+        result = hl7v2.map_message(
+            msg,
+            self.tokenise,
+            source=self.source,
+            default_tz=self.tz,
+            default_authority=self.authority,
+            default_facility=self.facility,
+        )
         if isinstance(result, hl7v2.Refused):
             return self._refused(msg, text, raw, result, route)
         ahead = self.publisher.future(result.records)

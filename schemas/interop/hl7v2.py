@@ -251,9 +251,18 @@ def processing_id(msg: Message) -> str:
 
 
 def map_message(
-    msg: Message, tokenise: Tokenise, *, source: str, default_tz: tzinfo = UTC
+    msg: Message,
+    tokenise: Tokenise,
+    *,
+    source: str,
+    default_tz: tzinfo = UTC,
+    default_authority: str = "",
+    default_facility: str = "",
 ) -> Mapped | Refused:
-    """Map a parsed message to canonical records (see the module docstring)."""
+    """Map a parsed message to canonical records (see the module docstring). A PID-3 identifier
+    without an assigning authority is namespaced by `default_authority`, a message without a
+    facility in PV1-3.4 is `default_facility`'s; either falls back to the sender (MSH-4, else
+    MSH-3: its namespace id, else its universal id)."""
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
@@ -287,10 +296,12 @@ def map_message(
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     default_tz = sender_zone(_field(msg, "MSH", 7), default_tz)
-    sender = _field(msg, "MSH", 4, 1) or _field(msg, "MSH", 3, 1)
-    namespace = pid[0] or sender
+    sender = next(
+        (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
+    )
+    namespace = pid[0] or default_authority or sender
     patient = tokenise(namespace, pid[1])
-    facility = _field(msg, "PV1", 3, 4, 1) or sender
+    facility = _field(msg, "PV1", 3, 4, 1) or default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
     base_id = f"hl7:{sender}:{control_id}"

@@ -212,3 +212,26 @@ def test_one_reading_timed_in_the_future_is_dead_lettered_alone(settings: Settin
     assert (
         everything_ahead.records == [] and everything_ahead.letters[0].reason_code == "future_time"
     )
+
+
+def test_a_monitor_feed_without_assigning_authority_or_facility_takes_the_configured_ones(
+    settings: Settings,
+) -> None:
+    """A Philips export names neither the MRN's authority nor the facility: with the gateway's
+    `hl7_patient_authority` and `hl7_facility_id` its readings join the ADT feed's patient."""
+    monitor = "\r".join(
+        [
+            "MSH|^~\\&|^EfficiaCM||||20260301080000||ORU^R01|M1|P|2.5",
+            "PID|||MRN77",
+            "PV1|||^^LOCATION34",
+            "OBX||NM|0002-4182^HR^MDIL||80|0004-0aa0^bpm^MDIL|||||F|||20260301080000",
+        ]
+    ).encode()
+    configured = gateway(settings, hl7_patient_authority="GH", hl7_facility_id="GH")
+    [(_, reading, _)] = configured.decide(monitor).records
+    [(_, admission, _)] = configured.decide(admit()).records
+    assert reading["patient_token"] == admission["patient_token"]
+    assert (reading["facility_id"], reading["heart_rate_bpm"]) == ("GH", 80)
+    [(_, unconfigured, _)] = gateway(settings).decide(monitor).records
+    assert unconfigured["patient_token"] != admission["patient_token"]
+    assert unconfigured["facility_id"] == "EfficiaCM"  # MSH-3.2: the sender, named at all
