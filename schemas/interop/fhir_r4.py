@@ -264,12 +264,20 @@ def _encounter(
             "the Encounter has neither an id nor an identifier: its later versions (a transfer,"
             " the discharge) could not be matched to it",
         )
-    periods: list[tuple[str, datetime, datetime | None]] = []
-    for loc in enc.location or []:
-        if loc.status == "planned":
-            continue
+    periods: list[tuple[str, datetime, datetime | None, str | None]] = []
+    placed = [loc for loc in enc.location or [] if loc.status != "planned"]
+    for loc in placed:
         where = loc.location.display or loc.location.reference
-        start = _instant(loc.period.start if loc.period else None, "location period.start")
+        if not where:
+            return Refused(
+                "missing_field",
+                "a location has neither a display nor a reference (an identifier alone names no "
+                "unit the census knows)",
+            )
+        given = loc.period.start if loc.period else None
+        if given is None and len(placed) == 1 and enc.period is not None:
+            given = enc.period.start  # one location without its own period: the encounter's
+        start = _instant(given, "location period.start")
         if isinstance(start, Refused):
             return start
         end = loc.period.end if loc.period else None
@@ -281,15 +289,22 @@ def _encounter(
                 "bad_period", f"location {where!r} ends ({end_at:%FT%TZ}) before it starts "
                 f"({start:%FT%TZ})"
             )  # fmt: skip
-        periods.append((where, start, end_at))
+        periods.append((where, start, end_at, loc.status))
     periods.sort(key=lambda p: p[1])
-    for (a, a_start, _), (b, b_start, _) in itertools.pairwise(periods):
+    # a `reserved` location is held empty for the patient (FHIR R4 EncounterLocationStatus):
+    # the same bed kept during leave is the stay going on, another one is no move
+    held = [
+        (where, start, end_at)
+        for i, (where, start, end_at, status) in enumerate(periods)
+        if status != "reserved" or (i > 0 and periods[i - 1][0] == where)
+    ]
+    for (a, a_start, _), (b, b_start, _) in itertools.pairwise(held):
         if a_start == b_start and a != b:
             return Refused(
                 "bad_period", f"locations {a!r} and {b!r} both start at {a_start:%FT%TZ}"
             )
     stays: list[tuple[str, datetime, datetime | None]] = []
-    for where, start, end_at in periods:
+    for where, start, end_at in held:
         if stays and stays[-1][0] == where:
             stays[-1] = (where, stays[-1][1], end_at)
         else:

@@ -516,3 +516,30 @@ def test_an_effective_period_that_ends_before_it_starts_is_refused() -> None:
 def test_a_finished_encounter_that_gives_no_end_is_refused_not_left_in_its_bed() -> None:
     [(_, o, _)] = run(encounter(("4E", "2026-03-01T08:00:00Z", None), status="finished"))
     assert isinstance(o, Refused) and o.reason_code == "missing_field" and "finished" in o.reason
+
+
+def test_a_single_location_without_a_period_starts_at_the_encounters_start() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    del enc["location"][0]["period"]
+    enc["period"] = {"start": "2026-03-01T07:30:00Z"}
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Mapped) and o.records[0][1]["event_time"].minute == 30
+
+
+def test_a_bed_reserved_in_another_unit_is_no_transfer_but_one_kept_on_leave_is_the_stay() -> None:
+    enc = encounter(("ED", "2026-03-01T08:00:00Z", None), ("ICU", "2026-03-01T09:00:00Z", None))
+    enc["location"][1]["status"] = "reserved"  # the ICU bed held for the patient still in ED
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Mapped) and [r["unit_id"] for _, r in o.records] == ["ED"]
+    leave = encounter(("ICU", "2026-03-01T08:00:00Z", "2026-03-02T08:00:00Z"),
+                      ("ICU", "2026-03-02T08:00:00Z", None))  # fmt: skip
+    leave["location"][1]["status"] = "reserved"
+    [(_, kept, _)] = run(leave)
+    assert isinstance(kept, Mapped) and [r["event_type"] for _, r in kept.records] == ["admit"]
+
+
+def test_a_location_named_only_by_an_identifier_is_refused() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    enc["location"][0]["location"] = {"identifier": {"system": "urn:loc", "value": "4E"}}
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "missing_field"
