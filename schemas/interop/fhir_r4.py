@@ -146,7 +146,7 @@ def map_resource(
         return _subject(resource.subject, data, bundle or {}, tokenise, kind)
 
     if kind == "Encounter":
-        return _encounter(resource, data, subject, tokenise, source, facility_id)
+        return _encounter(resource, subject, tokenise, source, facility_id)
     return _observation(resource, data, subject, source, facility_id)
 
 
@@ -237,12 +237,7 @@ def _subject(
 
 
 def _encounter(
-    enc: Any,
-    data: dict[str, Any],
-    subject: Callable[[], str | Refused],
-    tokenise: Tokenise,
-    source: str,
-    facility_id: str,
+    enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
     if enc.status in ("cancelled", "entered-in-error"):
         return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}")
@@ -335,7 +330,7 @@ def _encounter(
         "encounter_token": tokenise("fhir:Encounter", key if enc.id is None else enc.id),
         # the drop's facility (--facility-id): serviceProvider is an Organization reference,
         # not a facility id the capacity file knows
-        "facility_id": facility_id,
+        "facility_id": facility,
         "bed_id": None,
         "prior_bed_id": None,
         "recorded_time": None,
