@@ -181,7 +181,7 @@ class Gateway:
             return self._refused(msg, text, raw, result, route)
         ahead = self.publisher.future(result.records)
         if ahead and len(ahead) < len(result.records):  # a reading timed ahead goes alone
-            result = _without_future(result, ahead, self.publisher.max_future_s, raw)
+            result = _without_future(result, ahead, self.publisher, raw)
         encoded = self.publisher.encode(result.records)
         if isinstance(encoded, codec.Rejection):
             why = hl7v2.Refused(encoded.reason_code, encoded.reason, "AE", "207")
@@ -253,7 +253,7 @@ class Gateway:
 
 
 def _without_future(
-    result: hl7v2.Mapped, ahead: list[int], max_future_s: int, raw: bytes
+    result: hl7v2.Mapped, ahead: list[int], publisher: Publisher, raw: bytes
 ) -> hl7v2.Mapped:
     """An ORU's readings but those timed more than `max_future_s` ahead (a monitor's clock, a
     wrong year in one OBX-14), each of which is dead-lettered alone (`future_time`, the message
@@ -261,13 +261,7 @@ def _without_future(
     rejected = [
         hl7v2.Rejected(
             f"{topic} at {rec['event_time']:%Y-%m-%dT%H:%M:%SZ}",
-            hl7v2.Refused(
-                "future_time",
-                f"{topic}: event time {rec['event_time']:%Y-%m-%dT%H:%M:%SZ} is more than "
-                f"{max_future_s} s ahead of the gateway's clock",
-                "AE",
-                "207",
-            ),
+            hl7v2.Refused("future_time", publisher.future_reason(topic, rec), "AE", "207"),
             raw,
         )
         for i, (topic, rec) in enumerate(result.records)

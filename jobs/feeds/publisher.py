@@ -49,6 +49,13 @@ class Publisher:
         limit = datetime.now(UTC) + timedelta(seconds=self.max_future_s)
         return [i for i, (_, rec) in enumerate(records) if rec["event_time"] > limit]
 
+    def future_reason(self, topic: str, rec: dict[str, Any]) -> str:
+        """Why a record timed too far ahead is refused (`future_time`)."""
+        return (
+            f"{topic}: event time {rec['event_time']:%Y-%m-%dT%H:%M:%SZ} is more than "
+            f"{self.max_future_s} s ahead of the gateway's clock"
+        )
+
     def encode(self, records: list[tuple[str, dict[str, Any]]]) -> list[Encoded] | codec.Rejection:
         """Validated Avro values, or the first record's rejection. A feed's clock may run a
         little ahead; an event time further in the future than settings.max_future_s is an
@@ -57,11 +64,7 @@ class Publisher:
         out = []
         for topic, rec in records:
             if rec["event_time"] > limit:
-                return codec.Rejection(
-                    "future_time",
-                    f"{topic}: event time {rec['event_time']:%Y-%m-%dT%H:%M:%SZ} is more than "
-                    f"{self.max_future_s} s ahead of the gateway's clock",
-                )
+                return codec.Rejection("future_time", self.future_reason(topic, rec))
             schema = load_schema(topic)
             bad = codec.validate(schema, rec)
             if bad is not None:

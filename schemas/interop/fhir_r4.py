@@ -183,8 +183,8 @@ def _instant(value: Any, what: str) -> datetime | Refused:
     return Refused("missing_field", f"{what} is missing")
 
 
-def _by_identifier(ident: Any, tokenise: Tokenise) -> str:
-    return tokenise(f"fhir:identifier:{ident.system or ''}", ident.value)
+def _by_identifier(system: Any, value: Any, tokenise: Tokenise) -> str:
+    return tokenise(f"fhir:identifier:{system or ''}", str(value))
 
 
 def _subject(
@@ -215,7 +215,7 @@ def _subject(
             return Refused("not_a_patient", f"{what}.subject is a {found.get('resourceType')}")
         ids = [i for i in found.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
         if ids:
-            return tokenise(f"fhir:identifier:{ids[0].get('system') or ''}", str(ids[0]["value"]))
+            return _by_identifier(ids[0].get("system"), ids[0]["value"], tokenise)
         if found.get("id") and reference.startswith("urn:"):
             return tokenise("fhir:Patient", f"Patient/{found['id']}")
         return Refused(
@@ -232,7 +232,7 @@ def _subject(
         return tokenise("fhir:Patient", f"Patient/{parts[-1]}")
     ident = ref.identifier if ref is not None else None
     if ident is not None and ident.value:
-        return _by_identifier(ident, tokenise)
+        return _by_identifier(ident.system, ident.value, tokenise)
     return Refused("missing_field", f"{what}.subject has neither a reference nor an identifier")
 
 
@@ -327,7 +327,7 @@ def _encounter(
     common = {
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,
-        "encounter_token": tokenise("fhir:Encounter", key if enc.id is None else enc.id),
+        "encounter_token": tokenise("fhir:Encounter", enc.id or key),
         # the drop's facility (--facility-id): serviceProvider is an Organization reference,
         # not a facility id the capacity file knows
         "facility_id": facility,
@@ -424,33 +424,32 @@ def _observation(
             f"{PANELS[code]} {code} holds its values in other resources (hasMember): "
             "send those Observations",
         )
-    # (code, rank, quantity, absent, where, the Observation narrowed to this value alone)
-    parts: list[tuple[str | None, int, Any, Any, str, dict[str, Any]]] = [
-        (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data))
-    ]
+    # (code, rank, quantity, absent, where, the Observation narrowed to this value alone, the
+    # value's own modifierExtensions: a component's; the Observation's refused it above)
+    parts: list[tuple[str | None, int, Any, Any, str, dict[str, Any], list[str]]] = [
+        (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data),
+         [])
+    ]  # fmt: skip
     raw_components = data.get("component") or []
     for i, c in enumerate(obs.component or []):  # under a panel or oximetry code only
         part_code, part_rank = _coded(c.code)
         if code in PANELS or part_code in COMPONENTS_OF.get(code, ()):
-            alone = {**data, "component": [raw_components[i]]}
+            raw = raw_components[i]
+            alone = {**data, "component": [raw]}
             parts.append(
-                (part_code, part_rank, c.valueQuantity, c.dataAbsentReason, f"component {i}", alone)
-            )
+                (part_code, part_rank, c.valueQuantity, c.dataAbsentReason, f"component {i}",
+                 alone, _modifiers(raw))
+            )  # fmt: skip
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}
     rejected: list[Rejected] = []
-    for part_code, rank, quantity, absent, where, alone in parts:
+    for part_code, rank, quantity, absent, where, alone, modifiers in parts:
         if part_code not in CODES or quantity is None or absent is not None:
             continue
         if quantity.value is None:
             continue
         label = f"Observation/{obs.id} {where} ({part_code})"
         refusal: tuple[str, str] | None = None  # (reason code, reason)
-        modifiers = (
-            _modifiers(raw_components[int(where.removeprefix("component "))])
-            if where != "value"
-            else []
-        )
         try:
             if modifiers:  # of this component (the Observation's own refuse it whole)
                 raise UnsupportedModifier(f"modifierExtension {modifiers} is not understood")

@@ -134,6 +134,12 @@ def parse(text: str) -> Message | Refused:
             return Refused("malformed", why[:500], hl7_error="100")
 
 
+def _offset(zone: str) -> timezone:
+    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone."""
+    sign = -1 if zone[0] == "-" else 1
+    return timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])))
+
+
 def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     """An HL7 DTM/TS value (YYYYMMDDHH[MM[SS[.S[S[S[S]]]]]][+/-ZZZZ]) as an aware datetime;
     without an offset the value is taken to be in `default_tz`. A value without an hour (a
@@ -144,10 +150,7 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     g = m.groupdict()
     if not g["h"]:
         raise ValueError(f"time stamp {value!r} is a date without a time of day")
-    tz: tzinfo = default_tz
-    if g["tz"]:
-        sign = -1 if g["tz"][0] == "-" else 1
-        tz = timezone(sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][3:5])))
+    tz = _offset(g["tz"]) if g["tz"] else default_tz
     frac = g["frac"] or "0"
     return datetime(
         int(g["y"]),
@@ -295,7 +298,7 @@ def map_message(
     pid = _patient_id(msg)
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
-    default_tz = sender_zone(_field(msg, "MSH", 7), default_tz)
+    default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
     sender = next(
         (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
     )
@@ -317,11 +320,7 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     """The zone of a message's times without an offset: the sender's (HL7 v2 2A.3.22), which
     MSH-7's offset gives where it has one; else `default_tz` (the gateway's `hl7_timezone`)."""
     m = _TS.match(msh_7.strip())
-    if m is None or not m.group("tz"):
-        return default_tz
-    off = m.group("tz")
-    sign = -1 if off[0] == "-" else 1
-    return timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
+    return _offset(m.group("tz")) if m is not None and m.group("tz") else default_tz
 
 
 # Where an ADT event's time comes from when EVN-6 (event occurred) is absent: the visit's own
@@ -389,7 +388,7 @@ def _oru(
     preferred code's value is kept (`observation_code`)."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
-    message_time = _field(msg, "MSH", 7)
+    message_time = _field(msg, "MSH", 7, 1)
     obr_time = ""
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any]]] = {}
     rejected: list[Rejected] = []
@@ -419,8 +418,9 @@ def _oru(
                 if coded is not None
                 else blood_pressure_numbers(raw, enc["COMPONENT"])
             )
+            units = _components(seg.obx_6, enc)
             read = [
-                (rank, *convert(code, number, observation_unit(code, _components(seg.obx_6, enc))))
+                (rank, *convert(code, number, observation_unit(code, units)))
                 for (code, rank), number in zip(fields, numbers, strict=True)
             ]
             when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
