@@ -46,7 +46,10 @@ admission's event time belongs to the stay before. The scores' entity key stays 
 stay descriptors in Feast are the token's), and an hour score's record id carries the stay's
 first time. A stay is scored at hour N on the same cut-off its validation reports (`make
 evaluate-model`: its observations up to exactly N h, hours_since_admission N), unless it has no
-vitals or lab record by then or was discharged by then.
+vitals or lab record by then or was discharged by then. A vitals or lab record is scored unless
+its stay had ended by its time (discharged and not cancelled by then, or superseded by a newer
+admission): a record while the stay is discharged is kept in the stay's state, since a cancel
+may reopen the stay, but not scored.
 
 State: every keyed state here is a token's or a stay's (admissions, running sums and extremes,
 the latest row, the hours still due), and it lives `stay_state_ttl_h` (72 h) without a record of
@@ -256,9 +259,10 @@ def _features_sql() -> str:
 
 
 def stay_state_sql() -> str:
-    """Each record with its stay's features as of that record."""
+    """Each record with its stay's features as of that record, and whether the stay had ended
+    by then (`discharged`, stay_running_sql)."""
     return f"""
-    SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time,
+    SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, discharged,
            t_h AS hours_since_admission, {_features_sql()}
     FROM stay_running"""
 
@@ -368,9 +372,12 @@ def score_inputs_sql(
     discharge: tuple[str, ...],
     at_hours: dict[str, tuple[float, ...]] | None = None,
 ) -> str:
-    """A row per (state, model): each vitals and lab state of a stay once per stay model, each
-    listed hour of a stay once per model scored then, each discharge with an encounter once per
-    discharge model (its features all come from the model's feature service)."""
+    """A row per (state, model): each vitals and lab state of a stay that has not ended by the
+    record's time once per stay model, each listed hour of a stay once per model scored then,
+    each discharge with an encounter once per discharge model (its features all come from the
+    model's feature service). A record after its stay's discharge (a monitor left on, an
+    emergency department's vitals before the readmission's A01 arrives) still counts in the
+    stay's state but is not scored: the stay models predict an ongoing stay."""
     features = ", ".join(quote(f) for f in STREAM_FEATURES)
     nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(f)}" for f in STREAM_FEATURES)
     parts = []
@@ -380,7 +387,7 @@ def score_inputs_sql(
         SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
                facility_id, unit_id, event_time, model, 'state' AS `trigger`, {features}
         FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
-        WHERE record_kind IN ('vitals', 'labs')""")
+        WHERE record_kind IN ('vitals', 'labs') AND discharged = 0""")
     for m, hours in (at_hours or {}).items():
         listed = ", ".join(f"CAST({h!r} AS DOUBLE)" for h in hours)
         parts.append(f"""

@@ -43,6 +43,7 @@ BEFORE_ADMISSION_H = (
     2.0  # a vitals record of the second stay's token this long before its admission
 )
 CANCELLED_DISCHARGE_AT_H = (30.0, 31.0)  # the third stay: discharged, then the discharge cancelled
+ENDED_AT_H = 40.0  # the fourth stay: discharged for good while its records go on to 48 h
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -135,8 +136,18 @@ def run(
         }
         for kind, h in zip(("discharge", "cancel_discharge"), CANCELLED_DISCHARGE_AT_H, strict=True)
     ]
+    # the fourth stay is discharged at 40 h for good, and its monitor goes on charting
+    fourth = tokens[int(ids[3])]
+    ended = taken_back[0] | {
+        "event_id": f"{fourth}:discharge",
+        "patient_token": fourth,
+        "encounter_token": next(a for a in inputs["adt"] if a["patient_token"] == fourth)[
+            "encounter_token"
+        ],
+        "event_time": anchors[int(ids[3])] + pd.Timedelta(hours=ENDED_AT_H),
+    }
     inputs["adt"] = sorted(
-        [*inputs["adt"], discharge, empty, *taken_back], key=lambda a: a["event_time"]
+        [*inputs["adt"], discharge, empty, *taken_back, ended], key=lambda a: a["event_time"]
     )
     # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
     first = tokens[int(ids[0])]
@@ -172,6 +183,8 @@ def run(
         "anchors": anchors,
         "discharged": discharged,
         "discharged_stay": (discharged, anchors[int(ids[-1])]),
+        "ended_stay": (fourth, anchors[int(ids[3])]),
+        "cancelled": third,
         "readmission": (again, readmitted),
         "before_admission": (second, before),
         # each stay: (token, admission time or first record's) → its set B record id (the one
@@ -256,13 +269,31 @@ def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
     return features
 
 
+def _ended(run: dict[str, Any], token: str, time: Any) -> bool:
+    """Whether `token`'s stay had ended by `time`: its latest ADT event at or before then is a
+    discharge (an admission at the same millisecond starts the next stay; a cancel reopens)."""
+    before = [
+        a for a in run["inputs"]["adt"] if a["patient_token"] == token and a["event_time"] <= time
+    ]
+    if not before:
+        return False
+    last = max(a["event_time"] for a in before)
+    return {a["event_type"] for a in before if a["event_time"] == last} == {"discharge"}
+
+
+def _open_states(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The vitals and lab records whose stay had not ended by their time."""
+    records = [*run["inputs"]["vitals"], *run["inputs"]["labs"]]
+    return [r for r in records if not _ended(run, r["patient_token"], r["event_time"])]
+
+
 def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
     run: dict[str, Any],
 ) -> None:
     scores = pd.DataFrame(run["out"]["model_scores"])
     assert set(scores["trigger"]) == {"state", "stay_hours"}
     scores = scores[scores["trigger"] == "state"]
-    states = len(run["inputs"]["vitals"]) + len(run["inputs"]["labs"])
+    states = len(_open_states(run))
     counts = scores.groupby(["model_name", "role"]).size().to_dict()
     assert counts == {
         ("icu-mortality", "champion"): states,
@@ -290,6 +321,23 @@ def test_a_record_sent_twice_is_scored_once_and_its_copy_dead_lettered_as_a_dupl
     scored = pd.DataFrame(run["out"]["model_scores"])
     scored = scored[scored["trigger"] == "state"]
     assert not scored.duplicated(["record_id", "model_name", "role"]).any()
+
+
+def test_a_record_after_its_stays_discharge_is_not_scored_nor_one_before_the_cancel(
+    run: dict[str, Any],
+) -> None:
+    """The fourth stay charts on after its discharge at 40 h; the third stay charts between its
+    discharge at 30 h and the cancel at 31 h. Both stays were scored before."""
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    scored = set(scores.loc[scores["trigger"] == "state", "record_id"])
+    records = [*run["inputs"]["vitals"], *run["inputs"]["labs"]]
+    closed = [r for r in records if _ended(run, r["patient_token"], r["event_time"])]
+    ended, _ = run["ended_stay"]
+    for token in (ended, run["cancelled"]):
+        mine = [r for r in closed if r["patient_token"] == token]
+        assert mine, token  # charted while discharged
+        assert not scored & {r.get("observation_id") or r["result_id"] for r in mine}
+        assert scores["entity_token"].eq(token).any()
 
 
 def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
@@ -383,10 +431,11 @@ def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_the
         (token, admitted, h)
         for token, admitted in run["stays"]
         for h in REPORT_HOURS
-        # the discharged stay is discharged by 48 h; its readmission is not; the record
-        # before an admission is a stay that the admission ended; the third stay's discharge
-        # was cancelled, so it is scored at 48 h
+        # the discharged and the ended stays are discharged by 48 h; the readmission is not;
+        # the record before an admission is a stay that the admission ended; the third stay's
+        # discharge was cancelled, so it is scored at 48 h
         if not ((token, admitted) == run["discharged_stay"] and h >= DISCHARGED_AT_H)
+        and not ((token, admitted) == run["ended_stay"] and h >= ENDED_AT_H)
         and (token, admitted) != run["before_admission"]
     }
     for (model, role), g in at[at["model_name"] != AT_24H].groupby(["model_name", "role"]):
