@@ -3,12 +3,14 @@ served for stays (mortality, length of stay, …), and each discharge → every 
 discharge (30-day readmission), champion and shadow → model.score topic.
 
 vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
-  ├─ behind the watermark ───────────────────────── dead-letter topic (reason `late`)
+  ├─ behind its source's watermark ──────────────── dead-letter topic (reason `late`)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ──────────────────────────────── dead-letter topic (reason per record)
-       ├─ a record id seen before (a resend) ────── dead-letter topic (reason `duplicate`)
-       └─ union per stay (its token and admissions so far; an admission starts a stay and
-          anchors its first time, a discharge ends it)
+       └─ merged (jobs/runtime/tables.merged_view), numbered per record id in arrival order
+            ├─ behind the merged watermark (a feed idle for a while, then late) ─ `late`
+            ├─ a record id seen before (a resend) ────── dead-letter topic (reason `duplicate`)
+            └─ union per stay (its token and admissions so far; an admission starts a stay
+               and anchors its first time, a discharge ends it)
             → the stay's running sums and extremes at each record: an event-time
               `OVER (… RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)` window (records at
               the same time see each other, as training's "observations up to hour t" do), SQL
@@ -72,7 +74,7 @@ from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.flink_env import STATE_TTL, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, numbered_view
+from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
@@ -123,13 +125,13 @@ def _value_sql(p: Parameter) -> str:
     return f"CASE WHEN {v} BETWEEN {low!r} AND {high!r} THEN {v} END"
 
 
-def events_sql(sources: Sources) -> str:
-    """One row per accepted record, its first copy only (a resend of an id is dead-lettered as
-    `duplicate`: `numbered_view`): every declared parameter a DOUBLE column (null where the
-    record's topic has no such field or the record no value); admissions and discharges carry
-    none (record_kind `admit`, `discharge`, `cancel_discharge`)."""
+def merged_sql(sources: Sources) -> str:
+    """One row per accepted record of every source, for `merged_view` (tables.MERGED_COLUMNS:
+    its topic, id, Kafka coordinates, rowtime and bytes, for a dead letter): every declared
+    parameter a DOUBLE column (null where the record's topic has no such field or the record no
+    value); ADT events carry none (record_kind their event type) and their encounter."""
     selects = []
-    for name in sources:
+    for name, src in sources.items():
         have = set(decoded_columns(INPUTS[name].schema_name))
         params = ", ".join(
             f"{_value_sql(p)} AS {quote(p.name)}"
@@ -138,13 +140,25 @@ def events_sql(sources: Sources) -> str:
             for p in PARAMETERS
         )
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
-        only = f"event_type IN ({STAY_ADT})" if name == "adt" else "TRUE"
         kind = "event_type" if name == "adt" else f"'{name}'"
+        encounter = "encounter_token" if name == "adt" else "CAST(NULL AS STRING)"
         selects.append(f"""
-        SELECT record_id, {kind} AS record_kind, patient_token,
-               facility_id, {unit} AS unit_id, kafka_ts AS event_time, {params}
-        FROM {name}_numbered WHERE copy_n = 1 AND {only}""")
+        SELECT '{src.topic}' AS topic, {ID_FIELDS[name]} AS record_id, kafka_partition,
+               kafka_offset, kafka_ts, `value`, {kind} AS record_kind, patient_token,
+               facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params}
+        FROM {name}_decoded WHERE reason_code IS NULL""")
     return " UNION ALL ".join(selects)
+
+
+def events_columns() -> str:
+    """`events` (merged_view): the first copy of each record the merged watermark has not
+    passed (a resend and a late record are dead-lettered), the ADT events a stay is made of
+    (STAY_ADT) among them."""
+    values = ", ".join(quote(p.name) for p in PARAMETERS)
+    return (
+        "record_id, record_kind, patient_token, facility_id, unit_id, encounter_token, "
+        f"kafka_ts AS event_time, {values}"
+    )
 
 
 def _base_sql(p: Parameter) -> list[str]:
@@ -397,12 +411,11 @@ def score_inputs_sql(
         FROM stay_hours WHERE hours_since_admission IN ({listed})""")
     for m in discharge:
         parts.append(f"""
-        SELECT event_id AS record_id, patient_token, 'encounter' AS entity,
-               encounter_token AS entity_key, facility_id,
-               COALESCE(unit_id, prior_unit_id, 'unknown') AS unit_id, kafka_ts AS event_time,
+        SELECT record_id, patient_token, 'encounter' AS entity,
+               encounter_token AS entity_key, facility_id, unit_id, event_time,
                '{m}' AS model, 'discharge' AS `trigger`, {nulls}
-        FROM adt_decoded
-        WHERE reason_code IS NULL AND event_type = 'discharge' AND encounter_token IS NOT NULL""")
+        FROM events
+        WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL""")
     return " UNION ALL ".join(parts)
 
 
@@ -475,14 +488,15 @@ def build(
     t_env.get_config().set(STATE_TTL, state_ttl(settings.stay_state_ttl_h))
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
-        numbered_view(t_env, name, ID_FIELDS[name])
-    t_env.create_temporary_view("events", t_env.sql_query(events_sql(sources)))
+    kept = f"record_kind IN ('vitals', 'labs', {STAY_ADT})"
+    merged_view(t_env, "events", merged_sql(sources), events_columns(), kept)
     t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
     t_env.create_temporary_view("stay_records", t_env.sql_query(stay_records_sql()))
     t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))
     t_env.create_temporary_view("stay_state", t_env.sql_query(stay_state_sql()))
     ss = t_env.create_statement_set()
-    ss.add_insert_sql(dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE, numbered=True))
+    dead = dead_letters_insert_sql(sinks["dead_letters"], sources, STAGE, merged="events")
+    ss.add_insert_sql(dead)
     specs = served(settings)
     stay, discharge = stay_models(specs), discharge_models(specs)
     at_hours = stay_hour_models(specs)

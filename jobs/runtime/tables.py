@@ -176,7 +176,11 @@ _LATE_REASON = (
 
 def dead_letter_sql(topic: str, stage: str, reason_code: str, reason: str) -> str:
     """A DEAD_LETTER_ROW expression over a raw source row (reason_code/reason: SQL expressions)."""
-    meta = f"'{topic}', kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)), '{stage}'"
+    return _dead_letter_row(f"'{topic}'", stage, reason_code, reason)
+
+
+def _dead_letter_row(topic_sql: str, stage: str, reason_code: str, reason: str) -> str:
+    meta = f"{topic_sql}, kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)), '{stage}'"
     ref = "CAST(NULL AS STRING)"  # payload_ref: a job's payloads are Kafka records, inline
     return f"CAST(ROW({meta}, {reason_code}, {reason}, {PAYLOAD}, {ref}) AS {DEAD_LETTER_ROW})"
 
@@ -189,6 +193,10 @@ _DUPLICATE_REASON = (
     "CONCAT('record id ', record_id, ' came before: this is copy ', CAST(copy_n AS STRING), "
     "' (a resend)')"
 )
+_MERGED_LATE_REASON = (
+    "CONCAT('event time ', CAST(kafka_ts AS STRING), ' is at or behind the watermark ', "
+    "CAST(CURRENT_WATERMARK(kafka_ts) AS STRING), ' of the job''s merged inputs')"
+)
 
 
 def dead_letters_insert_sql(
@@ -197,21 +205,25 @@ def dead_letters_insert_sql(
     stage: str,
     refused: str = "reason_code IS NOT NULL",
     *,
-    numbered: bool = False,
+    merged: str = "",
 ) -> str:
     """INSERT of every source's refused (`refused`: a condition over `<name>_decoded`) and late
     records (`<name>_late`) into the dead-letter sink: the views `decoded_views` made; with
-    `numbered`, also each later copy of a record (`<name>_numbered`, `numbered_view`; reason
-    `duplicate`)."""
+    `merged` (a view `merged_view` made), also the merged records behind the merged watermark
+    (reason `late`) and each later copy of a record (reason `duplicate`)."""
     dead = []
     for name, src in sources.items():
         rejected = dead_letter_sql(src.topic, stage, "reason_code", "reason")
         dead.append(f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE {refused}")
         late = late_dead_letter_sql(src.topic, stage)
         dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
-        if numbered:
-            copy = dead_letter_sql(src.topic, stage, "'duplicate'", _DUPLICATE_REASON)
-            dead.append(f"SELECT {copy} AS d, kafka_ts FROM {name}_numbered WHERE copy_n > 1")
+    if merged:
+        late = _dead_letter_row("topic", stage, "'late'", _MERGED_LATE_REASON)
+        dead.append(f"SELECT {late} AS d, kafka_ts FROM {merged}_numbered WHERE {LATE}")
+        copy = _dead_letter_row("topic", stage, "'duplicate'", _DUPLICATE_REASON)
+        dead.append(
+            f"SELECT {copy} AS d, kafka_ts FROM {merged}_numbered WHERE copy_n > 1 AND ({ON_TIME})"
+        )
     return f"""
         INSERT INTO `{sink}`
         SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})"""
@@ -291,20 +303,40 @@ def decoded_views(
     )
 
 
-def numbered_view(t_env: Any, name: str, id_field: str) -> None:
-    """View `<name>_numbered`: the accepted records of `<name>_decoded`, each with its id as
-    `record_id` and `copy_n`, which copy of that id it is (1: the first; 2 and on: a resend, an
-    HL7 message sent again after a lost ACK keeps its event ids). Copies are numbered in event
-    time, then in arrival order, by an event-time `ROWS` OVER window per id: append-only, the
-    rowtime kept, released with the watermark like the windows after it. A job reads
-    `copy_n = 1` and dead-letters the rest (`dead_letters_insert_sql(numbered=True)`). Its state
-    is one counter per id, kept as long as the job's state TTL (`table.exec.state.ttl`): a copy
-    that comes later than that is counted as a first."""
+MERGED_COLUMNS = ("topic", "record_id", "kafka_partition", "kafka_offset", "kafka_ts", "value")
+
+
+def merged_view(t_env: Any, name: str, union_sql: str, columns: str, kept: str = "TRUE") -> None:
+    """Views over `union_sql`, the accepted records of several sources as rows of one shape with
+    `MERGED_COLUMNS` (`kafka_ts` the rowtime), after the exchange that merges them:
+
+    - `<name>_numbered`: each row with `copy_n`, which copy of its (topic, record id) it is, in
+      arrival order (1: the first; 2 and on: a resend; an HL7 message sent again after a lost ACK
+      keeps its event ids), by a processing-time `ROWS` OVER window per id: it emits at once,
+      keeps the rowtime and holds one counter per id for the job's state TTL
+      (`table.exec.state.ttl`; a copy later than that counts as a first);
+    - `<name>`: `columns` (SQL over those rows) of each first copy that is on time for the
+      merged watermark and `kept` (a condition: what the job reads of what it numbers).
+
+    Why here and not per source: a source's late check (`decoded_views`) sees only its own
+    watermark. The event-time windows after a union see the least watermark of the sources
+    still active; a source idle for `sparse_idle_timeout_ms` (an ADT feed at night) is left
+    out of it, so a record it sends after that can be behind the merged watermark while ahead
+    of its own, and the windows would drop it without a trace. The filter here runs after the
+    merging exchange, on the merged watermark (Flink does not move a filter below an OVER
+    window), and the late ones are dead-lettered (`dead_letters_insert_sql(merged=name)`). A
+    projection of `CURRENT_WATERMARK` would be moved below the union: keep it in filters."""
     t_env.create_temporary_view(
         f"{name}_numbered",
         t_env.sql_query(f"""
-        SELECT *, {id_field} AS record_id, COUNT(*) OVER (
-               PARTITION BY {id_field} ORDER BY kafka_ts
+        SELECT *, COUNT(*) OVER (
+               PARTITION BY topic, record_id ORDER BY arrival
                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS copy_n
-        FROM {name}_decoded WHERE reason_code IS NULL"""),
+        FROM (SELECT *, PROCTIME() AS arrival FROM ({union_sql}))"""),
+    )
+    t_env.create_temporary_view(
+        name,
+        t_env.sql_query(f"""
+        SELECT {columns} FROM {name}_numbered
+        WHERE copy_n = 1 AND ({kept}) AND ({ON_TIME})"""),
     )

@@ -1,0 +1,118 @@
+"""A record on time for its own feed but behind the catalog job's merged watermark is
+dead-lettered as late, not dropped by the stay's windows without a trace.
+
+The ADT feed goes quiet after an admission and is left out of the job's event time
+(`sparse_idle_timeout_ms`); the vitals carry the merged watermark ten hours on. A discharge
+timed five hours in then arrives: its own feed's watermark is still at the admission, so the
+source's late check passes it, but the stay's event-time windows have moved past it. Kafka in
+and out, one partition per topic, a watermark after every record; the job unbounded, as
+deployed."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs import model_scoring
+from jobs.feeds.publisher import Publisher
+from jobs.runtime import kafka_io
+from schemas import load_schema, topics
+from schemas.settings import Settings
+from tests.streams import until
+from training.registry import bootstrap
+from udfs.registry import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "length-of-stay"
+T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+TOKEN = "late-merge"
+V, A = topics.VITALS_OBSERVATION.name, topics.ADT_EVENT.name
+
+
+def _vitals(at: datetime) -> tuple[str, dict[str, Any]]:
+    rec = {f.name: None for f in load_schema(V).fields if f.nullable} | {
+        "observation_id": f"{TOKEN}:vitals@{at.isoformat()}",
+        "patient_token": TOKEN,
+        "facility_id": "hospital-t",
+        "unit_id": "MICU",
+        "event_time": at,
+        "source": "test",
+        "heart_rate_bpm": 96.0,
+        "resp_rate_per_min": 20.0,
+    }
+    return V, rec
+
+
+def _adt(kind: str, at: datetime) -> tuple[str, dict[str, Any]]:
+    rec = {f.name: None for f in load_schema(A).fields if f.nullable} | {
+        "event_id": f"{TOKEN}:{kind}",
+        "event_type": kind,
+        "source_message_type": "test",
+        "patient_token": TOKEN,
+        "encounter_token": f"{TOKEN}-enc",
+        "facility_id": "hospital-t",
+        "unit_id": "MICU" if kind == "admit" else None,
+        "prior_unit_id": None if kind == "admit" else "MICU",
+        "event_time": at,
+        "source": "test",
+    }
+    return A, rec
+
+
+def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_lettered_as_late(
+    kafka: Settings, tmp_path: Path
+) -> None:
+    s = dataclasses.replace(
+        kafka,
+        model_registry=tmp_path / "registry",
+        catalog_models=MODEL,
+        catalog_feature_lookups=False,
+        roles_check_s=3600.0,
+        watermark_on_event=True,
+        sparse_idle_timeout_ms=1000,
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        job_name=f"catalog-late-merge-{uuid.uuid4().hex[:6]}",
+    )
+    assert bootstrap(Registry(s.model_registry), MODEL)
+    prefix = f"t-lmrg-{uuid.uuid4().hex[:8]}."
+    names = [*model_scoring.JOB.input_topics, *model_scoring.JOB.output_topics]
+    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
+    charted = [_vitals(T0 + k * timedelta(minutes=30)) for k in range(1, 21)]  # to 10 h
+    late = _adt("discharge", T0 + timedelta(hours=5))
+    pub = Publisher(s, prefix=prefix, stage="test")
+
+    def send(items: list[tuple[str, dict[str, Any]]]) -> None:
+        encoded = pub.encode(items)
+        assert isinstance(encoded, list)
+        pub.send(encoded)
+        pub.flush(60)
+
+    def read(topic: topics.Topic) -> list[dict[str, Any]]:
+        return kafka_io.read_records(s, prefix + topic.name, topic.name)
+
+    client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
+    try:
+        send([_adt("admit", T0)])
+        send(charted)
+        # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
+        until("the states of the first 9 h", lambda: len(read(topics.MODEL_SCORE)) >= 18, 180)
+        send([late])
+        dead = until("the late discharge's dead letter", lambda: read(topics.DEAD_LETTER), 90)
+    finally:
+        client.cancel().result()
+    scores = read(topics.MODEL_SCORE)
+    kafka_io.delete_topics(s, names, prefix=prefix)
+
+    (letter,) = dead
+    assert letter["reason_code"] == "late" and letter["source_topic"] == prefix + A
+    assert "merged inputs" in letter["reason"]
+    assert letter["stage"] == model_scoring.STAGE
+    # the stay never saw the discharge: every state is scored, as of the open stay
+    assert {r["record_id"] for r in scores} <= {v["observation_id"] for _, v in charted}
+    assert len(scores) >= 18
