@@ -518,8 +518,18 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     assert spec.feature_service
     store = repo.open_store(s.feast_dir, "sqlite", encounter_services=[spec.feature_service])
     repo.push_encounter_facts(store, mapped.facts)
-    out = run_bounded(model_scoring.JOB, s, {"adt": mapped.adt}, folder / "out")
-    return {"settings": s, "frame": frame, "mapped": mapped, "out": out, "spec": spec}
+    # one discharge sent twice (an HL7 resend after a lost ACK): scored once
+    resent = next(a for a in mapped.adt if a["event_type"] == "discharge" and a["encounter_token"])
+    sent = sorted([*mapped.adt, resent], key=lambda a: a["event_time"])
+    out = run_bounded(model_scoring.JOB, s, {"adt": sent}, folder / "out")
+    return {
+        "settings": s,
+        "frame": frame,
+        "mapped": mapped,
+        "out": out,
+        "spec": spec,
+        "resent": resent,
+    }
 
 
 def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
@@ -532,6 +542,9 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     eligible = int(encounter_facts.eligible(discharges["frame"]).sum())
     assert len(facts) == eligible and 0 < eligible <= 80
     assert len(scores) == eligible  # the expired and hospice discharges are not scored
+    (copy,) = discharges["out"]["dead_letters"]  # the discharge sent twice counts once
+    assert copy["reason_code"] == "duplicate"
+    assert copy["reason"].split()[2] == discharges["resent"]["event_id"]
     assert set(scores["entity_token"]) == set(facts["encounter_token"])
     assert scores["entity"].eq("encounter").all() and scores["features_missing"].eq(0).all()
     assert scores["trigger"].eq("discharge").all()
