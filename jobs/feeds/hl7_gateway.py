@@ -169,14 +169,20 @@ class Gateway:
         return dataclasses.replace(d, processing_id=pid) if pid != "P" else d
 
     def _mapped(self, msg: Any, text: str, raw: bytes, route: str) -> Decision:
-        result = hl7v2.map_message(
-            msg,
-            self.tokenise,
-            source=self.source,
-            default_tz=self.tz,
-            default_authority=self.authority,
-            default_facility=self.facility,
-        )
+        try:
+            result = hl7v2.map_message(
+                msg,
+                self.tokenise,
+                source=self.source,
+                default_tz=self.tz,
+                default_authority=self.authority,
+                default_facility=self.facility,
+            )
+        except Exception as exc:  # no check foresaw it: this message is refused, the link lives
+            log.exception("message not mapped")
+            result = hl7v2.Refused(
+                "unmappable", f"{type(exc).__name__} while mapping the message", "AE", "207"
+            )
         if isinstance(result, hl7v2.Refused):
             return self._refused(msg, text, raw, result, route)
         ahead = self.publisher.future(result.records)

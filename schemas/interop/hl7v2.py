@@ -1,4 +1,4 @@
-r"""HL7 v2 ADT and ORU^R01 messages → canonical wardflow records, and their ACK/NAK.
+r"""HL7 v2 ADT and ORU (R01, R30, R32) messages → canonical wardflow records, and their ACK/NAK.
 
 Parsing is hl7apy's (tolerant validation, so that real-world messages with local quirks still
 parse); this module only reads fields out of the parsed message and checks what it reads.
@@ -26,6 +26,9 @@ Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so 
 time of day is refused (it cannot be placed in a patient's timeline). A message is one patient:
 an ORU with a second PID is refused (`multiple_patients`), never read under the first patient,
 and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
+`""` (HL7's explicit null) is no value. In an ORU, a result the sender takes back (OBX-11 D, W)
+is dead-lettered (`retracted`), and of two different values of one field at one time the first
+is kept and the other dead-lettered (`conflicting_value`) unless it is a correction (C).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from hl7apy.parser import parse_message
 
 from schemas import codec, topics
 from schemas.interop import mdc
-from schemas.interop.loinc import CODES, VITALS, convert
+from schemas.interop.loinc import CODES, RANKS, VITALS, convert
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -59,9 +62,12 @@ ADT_EVENTS = {
     "A12": "cancel_transfer",
     "A13": "cancel_discharge",
 }
+# ORU trigger events read (HL7 v2.8 chapter 7): unsolicited results (R01; an empty trigger, as
+# v2.1 senders write MSH-9), point-of-care observations without (R30) or with (R32) an order.
+ORU_EVENTS = frozenset({"R01", "R30", "R32", ""})
 _TS = re.compile(
     r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
-    r"(?:\.(?P<frac>\d{1,4}))?(?P<tz>[+-]\d{4})?$"
+    r"(?:\.(?P<frac>\d{1,9}))?(?P<tz>[+-]\d{4})?$"
 )
 
 
@@ -200,7 +206,10 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return ""
-    fields = getattr(segs[0], f"{segment.lower()}_{index}", None)
+    try:
+        fields = getattr(segs[0], f"{segment.lower()}_{index}", None)
+    except Exception:  # hl7apy raises for a field its version does not define (EVN-6 in 2.2)
+        return ""
     if fields is None or not len(fields):
         return ""
     er7: str = fields[0].to_er7()
@@ -209,14 +218,25 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
         er7 = parts[c - 1] if c - 1 < len(parts) else ""
-    return unescape(er7, enc).strip()
+    value = unescape(er7, enc).strip()
+    return "" if value == DELETE else value
+
+
+# HL7 v2 2.5.3: `""` in a field is an explicit null (delete the value the receiver holds): no
+# value, never the text of two quotes.
+DELETE = '""'
 
 
 # PID-3 identifier types (HL7 table 0203) in the order a patient is best known by: the medical
 # record number (MR; `MRN` as some EHRs write it), the patient's internal id, the person number.
-# Visit and account numbers and national ids (VN, AN, FIN…, SS, NI…) name a visit or a person
-# outside the hospital: read only when nothing else is sent.
+# Then an identifier of no or another type. Visit and account numbers, national, insurance and
+# licence numbers (`_OTHER_ID_TYPES`) name a visit or a person outside the hospital: read only
+# when nothing else is sent.
 _PATIENT_ID_TYPES = ("MR", "MRN", "PI", "PT", "PN")
+_OTHER_ID_TYPES = frozenset(
+    {"AN", "VN", "FIN", "FIN NBR", "FINNBR", "ENC", "SS", "SSN", "NI", "NH", "NNXXX", "HC",
+     "JHN", "MA", "MB", "MC", "MCD", "MCR", "MI", "DL", "PPN", "BA", "BC", "NPI", "PRN"}
+)  # fmt: skip
 
 
 def _patient_id(msg: Message) -> tuple[str, str] | None:
@@ -228,18 +248,29 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
     enc = msg.encoding_chars
     ids = []
     for field_no in (3, 2):
-        for rep in getattr(segs[0], f"pid_{field_no}", []) or []:
-            comps = [unescape(c, enc) for c in rep.to_er7().split(enc["COMPONENT"])]
-            if comps and comps[0].strip():
-                authority = comps[3].split(enc["SUBCOMPONENT"])[0] if len(comps) > 3 else ""
-                kind = comps[4].strip().upper() if len(comps) > 4 else ""
-                ids.append((kind, authority.strip(), comps[0].strip()))
+        try:
+            reps = getattr(segs[0], f"pid_{field_no}", []) or []
+        except Exception:  # a field the message's version does not define
+            reps = []
+        for rep in reps:
+            comps = rep.to_er7().split(enc["COMPONENT"])
+            ident = unescape(comps[0], enc).strip()
+            if ident and ident != DELETE:
+                # HD: namespace id, else universal id (an OID-only authority)
+                hd = [*(comps[3].split(enc["SUBCOMPONENT"]) if len(comps) > 3 else []), "", ""]
+                authority = unescape(hd[0], enc).strip() or unescape(hd[1], enc).strip()
+                kind = unescape(comps[4], enc).strip().upper() if len(comps) > 4 else ""
+                ids.append((kind, authority, ident))
         if ids:
             break
     if not ids:
         return None
     rank = {kind: i for i, kind in enumerate(_PATIENT_ID_TYPES)}
-    kind, authority, ident = min(ids, key=lambda i: rank.get(i[0], len(rank)))
+
+    def order(i: tuple[str, str, str]) -> int:
+        return rank.get(i[0], len(rank) + (i[0] in _OTHER_ID_TYPES))
+
+    kind, authority, ident = min(ids, key=order)
     return authority, ident
 
 
@@ -276,10 +307,11 @@ def map_message(
             "AR",
             "201",
         )
-    if code not in ("ADT", "ORU") or (code == "ORU" and trigger != "R01"):
+    if code not in ("ADT", "ORU") or (code == "ORU" and trigger not in ORU_EVENTS):
         return Refused(
             "unsupported_message",
-            f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13; ORU^R01)",
+            f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13; ORU^R01, "
+            "R30, R32)",
             "AR",
             "200" if code not in ("ADT", "ORU") else "201",
         )
@@ -307,10 +339,20 @@ def map_message(
     facility = _field(msg, "PV1", 3, 4, 1) or default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
-    base_id = f"hl7:{sender}:{control_id}"
+    # MSH-10 is unique per sending application (2.14.9.10): two at one facility (an ADT and a
+    # bed-management system) may use the same control id, so the application names the id too
+    app = _field(msg, "MSH", 3, 1)
+    base_id = (
+        f"hl7:{sender}/{app}:{control_id}"
+        if app and app != sender
+        else f"hl7:{sender}:{control_id}"
+    )
     try:
         if code == "ADT":
-            return _adt(msg, trigger, base_id, patient, facility, tokenise, source, default_tz)
+            visits = f"{sender or facility}/visit"
+            return _adt(
+                msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz
+            )
         return _oru(msg, base_id, patient, facility, source, default_tz)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
@@ -324,18 +366,23 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
 
 
 # Where an ADT event's time comes from when EVN-6 (event occurred) is absent: the visit's own
-# admit or discharge time (PV1-44, PV1-45) before EVN-2, which is when it was recorded.
-_VISIT_TIME = {"admit": 44, "register": 44, "preadmit": 44, "discharge": 45}
+# admit or discharge time (PV1-44, PV1-45) before EVN-2, which is when it was recorded. Not for
+# A06 (outpatient to inpatient): its PV1-44 is the encounter's start, often the emergency
+# department arrival, not when the patient took an inpatient bed.
+_VISIT_TIME = {"A01": 44, "A04": 44, "A05": 44, "A03": 45, "A07": 45}
+_HOUR = 10  # YYYYMMDDHH: a time stamp down to the hour at least
 
 
-def _event_time(msg: Message, tz: tzinfo, event_type: str) -> tuple[datetime, datetime | None]:
+def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datetime | None]:
     """(event occurred, recorded): EVN-6 if sent (HL7 v2.8 3.4.1.6); else PV1-44 (admit) or
-    PV1-45 (discharge) for those events; else EVN-2, which is when the event was recorded
-    (3.4.1.2), else MSH-7. A TS's precision component (v2.3 `…^S`) is not part of the time."""
+    PV1-45 (discharge) for those triggers, where it has an hour; else EVN-2, which is when the
+    event was recorded (3.4.1.2), else MSH-7. A TS's precision component (v2.3 `…^S`) is not
+    part of the time."""
     recorded = _field(msg, "EVN", 2, 1) or _field(msg, "MSH", 7, 1)
     occurred = _field(msg, "EVN", 6, 1)
-    if not occurred and event_type in _VISIT_TIME:
-        occurred = _field(msg, "PV1", _VISIT_TIME[event_type], 1)
+    if not occurred and trigger in _VISIT_TIME:
+        visit = _field(msg, "PV1", _VISIT_TIME[trigger], 1)
+        occurred = visit if len(visit) >= _HOUR else ""  # a date alone: the recorded time
     occurred = occurred or recorded
     if not occurred:
         raise ValueError("no event time in EVN-6, EVN-2, PV1-44/45 or MSH-7")
@@ -348,22 +395,25 @@ def _adt(
     base_id: str,
     patient: str,
     facility: str,
+    visits: str,
     tokenise: Tokenise,
     source: str,
     tz: tzinfo,
 ) -> Mapped | Refused:
+    """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
+    numbers them), so that a visit keeps one token whatever facility its locations name."""
     event_type = ADT_EVENTS[trigger]
     unit = _field(msg, "PV1", 3, 1, 1) or None
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
-    occurred, recorded = _event_time(msg, tz, event_type)
+    occurred, recorded = _event_time(msg, tz, trigger)
     visit = _field(msg, "PV1", 19, 1)
     record = {
         "event_id": f"{base_id}:{trigger}",
         "event_type": event_type,
         "source_message_type": f"ADT^{trigger}",
         "patient_token": patient,
-        "encounter_token": tokenise(f"{facility}/visit", visit) if visit else None,
+        "encounter_token": tokenise(visits, visit) if visit else None,
         "facility_id": facility,
         "unit_id": unit,
         "bed_id": _field(msg, "PV1", 3, 3) or None,
@@ -391,6 +441,7 @@ def _oru(
     message_time = _field(msg, "MSH", 7, 1)
     obr_time = ""
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any]]] = {}
+    sources: dict[tuple[str, datetime, str], str] = {}  # which OBX a kept value came from
     rejected: list[Rejected] = []
     skipped: list[str] = []
     for n, seg in enumerate(msg.children, 1):
@@ -405,13 +456,25 @@ def _oru(
         if coded is None and panel is None:
             skipped.append(identifier[0] or "?")
             continue
-        if status in ("D", "W", "X", "I"):  # deleted, wrong, cannot obtain, pending (table 0085)
+        if status in ("X", "I"):  # cannot be obtained, pending (table 0085): no value
             continue
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
         sent = coded[2] if coded is not None else str(panel)
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
+        if status in ("D", "W"):  # deleted, wrong: the sender takes a result back
+            why = Refused(
+                "retracted",
+                f"{label}: OBX-11 {status}, the sender takes this result back; wardflow keeps no "
+                "link to a value published before, which stands",
+                "AE",
+                "207",
+            )
+            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            continue
         try:
+            if len(seg.obx_5) > 1:
+                raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
             raw = unescape(seg.obx_5.to_er7(), enc) if len(seg.obx_5) else ""
             numbers = (
                 [observation_number(raw, enc["COMPONENT"])]
@@ -436,8 +499,25 @@ def _oru(
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
                 continue
             reading = groups.setdefault((topic, at), {})
-            if name not in reading or rank <= reading[name][0]:  # the later of equal rank
+            same_rank = name in reading and rank == reading[name][0]
+            if same_rank and status == "C":  # a result sent again corrected replaces the first
                 reading[name] = (rank, value)
+                sources[(topic, at, name)] = label
+            elif same_rank and value != reading[name][1]:
+                # two channels of one code (OBX-4 sub-ids: a core and a skin probe), or two
+                # codes of equal rank: the first is kept, the other dead-lettered, never lost
+                first = sources[(topic, at, name)]
+                why = Refused(
+                    "conflicting_value",
+                    f"{label}: {name} {value!r} at the same time as {first}'s "
+                    f"{reading[name][1]!r}, which is kept",
+                    "AE",
+                    "207",
+                )
+                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            elif name not in reading or rank < reading[name][0]:  # the preferred code's
+                reading[name] = (rank, value)
+                sources[(topic, at, name)] = label
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -447,7 +527,7 @@ def _oru(
             )
         return Refused(
             "not_a_vital_sign",
-            "no OBX carries a vital sign or screening lab LOINC or IEEE 11073 code "
+            "no OBX carries a vital sign or lab code wardflow reads (LOINC, IEEE 11073) "
             f"(saw {', '.join(skipped)})",
             "AE",
             "207",
@@ -557,7 +637,7 @@ def observation_code(obx_3: list[str]) -> tuple[str, int, str] | None:
         if term is not None:
             found.append((term[1].loinc, term[1].rank, identifier or text))
         elif identifier in CODES:
-            found.append((identifier, None, identifier))
+            found.append((identifier, RANKS.get(identifier), identifier))
     if not found:
         return None
     code, _, sent = found[0]

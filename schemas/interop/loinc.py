@@ -41,10 +41,43 @@ _COUNT = {"10*3/uL": (1.0, 0.0), "10*9/L": (1.0, 0.0), "{cells}/uL": (0.001, 0.0
 _TEMPERATURE = {**_CELSIUS, **_FAHRENHEIT}
 # Lactate: 1 mmol/L = 9.008 mg/dL (molar mass 90.08 g/mol).
 _LACTATE = {"mmol/L": (1.0, 0.0), "mg/dL": (1 / 9.008, 0.0)}
+# Blood gases in kPa (UK, EU): 1 kPa = 7.50062 mmHg.
+_GAS = {**_MMHG, "kPa": (7.50062, 0.0)}
+# Monovalent ions: 1 mmol/L = 1 mEq/L.
+_ION = {"mmol/L": (1.0, 0.0), "meq/L": (1.0, 0.0)}
+# Glucose: 1 mmol/L = 18.016 mg/dL (molar mass 180.16 g/mol).
+_GLUCOSE = {"mg/dL": (1.0, 0.0), "mmol/L": (18.016, 0.0)}
+# Urea nitrogen: 1 mmol/L of urea (or of its nitrogen, as SI labs report it) = 2.801 mg/dL of
+# urea nitrogen (two nitrogens, 14.007 g/mol each).
+_BUN = {"mg/dL": (1.0, 0.0), "mmol/L": (2.801, 0.0)}
+# Magnesium: 1 mg/dL = 0.4114 mmol/L (24.305 g/mol); divalent, so 1 mEq/L = 0.5 mmol/L.
+_MAGNESIUM = {"mmol/L": (1.0, 0.0), "mg/dL": (0.4114, 0.0), "meq/L": (0.5, 0.0)}
+# Enzyme activity: 1 ukat/L = 60 U/L.
+_ENZYME = {"U/L": (1.0, 0.0), "[IU]/L": (1.0, 0.0), "ukat/L": (60.0, 0.0)}
+# Troponins in ng/mL (= ug/L); high-sensitivity assays report ng/L (= pg/mL).
+_TROPONIN = {"ng/mL": (1.0, 0.0), "ug/L": (1.0, 0.0), "ng/L": (0.001, 0.0), "pg/mL": (0.001, 0.0)}
+_NO_UNIT = {"": (1.0, 0.0), "1": (1.0, 0.0)}
 # Other spellings of the units above, by their key (`_spelling`: lower case, no spaces, µ as u,
 # ^ as *, x10e/x10*/10e as 10*): what legacy systems send for a UCUM unit.
 UNIT_SPELLINGS: dict[str, str] = {
-    **dict.fromkeys(("mmhg", "mm[hg]", "mmofhg"), "mm[Hg]"),
+    **dict.fromkeys(("mmhg", "mm[hg]", "mmofhg", "mm(hg)"), "mm[Hg]"),
+    **dict.fromkeys(("kpa",), "kPa"),
+    **dict.fromkeys(("meq/l", "mequiv/l"), "meq/L"),
+    **dict.fromkeys(("g/dl", "gm/dl"), "g/dL"),
+    **dict.fromkeys(("g/l",), "g/L"),
+    **dict.fromkeys(("u/l", "iu/l", "[iu]/l", "units/l"), "U/L"),
+    **dict.fromkeys(("ukat/l", "ukatal/l"), "ukat/L"),
+    **dict.fromkeys(("ng/ml",), "ng/mL"),
+    **dict.fromkeys(("ug/l", "mcg/l"), "ug/L"),
+    **dict.fromkeys(("ng/l",), "ng/L"),
+    **dict.fromkeys(("pg/ml",), "pg/mL"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms"), "kg"),
+    **dict.fromkeys(("g", "gram", "grams"), "g"),
+    **dict.fromkeys(("[lb_av]", "lb", "lbs", "pound", "pounds"), "[lb_av]"),
+    **dict.fromkeys(("ml", "cc", "cm3"), "mL"),
+    **dict.fromkeys(("l/l",), "L/L"),
+    **dict.fromkeys(("[ph]", "ph"), "[pH]"),
+    **dict.fromkeys(("{score}", "score", "points", "{points}"), "{score}"),
     **dict.fromkeys(("1/min", "/min", "per min", "permin"), "/min"),
     **dict.fromkeys(("c", "cel", "degc", "°c", "deg.c", "celsius"), "Cel"),
     **dict.fromkeys(("f", "degf", "[degf]", "°f", "deg.f", "fahrenheit"), "[degF]"),
@@ -54,10 +87,20 @@ UNIT_SPELLINGS: dict[str, str] = {
     **dict.fromkeys(("umol/l",), "umol/L"),
     **dict.fromkeys(("mg/dl",), "mg/dL"),
     **dict.fromkeys(
-        ("k/ul", "10*3/ul", "10*3/mm3", "k/mm3", "thou/ul", "thou/mm3", "x1000/ul"),
+        (
+            "k/ul",
+            "10*3/ul",
+            "10*3/mm3",
+            "k/mm3",
+            "thou/ul",
+            "thou/mm3",
+            "x1000/ul",
+            "k/mcl",
+            "10*3/mcl",
+        ),
         "10*3/uL",
     ),
-    **dict.fromkeys(("10*9/l", "giga/l"), "10*9/L"),
+    **dict.fromkeys(("10*9/l", "giga/l", "/nl"), "10*9/L"),
     **dict.fromkeys(("/ul", "cells/ul", "{cells}/ul", "/mm3", "cells/mm3"), "{cells}/uL"),
     **dict.fromkeys(("%", "pct", "percent"), "%"),
 }
@@ -99,14 +142,69 @@ CODES: dict[str, Code] = {
     **{
         c: Code(LABS, "lactate_mmol_l", _LACTATE) for c in ("2524-7", "32693-4", "2518-9", "2519-7")
     },
-    "2019-8": Code(LABS, "paco2_mmhg", _MMHG),
+    "2019-8": Code(LABS, "paco2_mmhg", _GAS),
     "6690-2": Code(LABS, "wbc_10e9_l", _COUNT),
     "26464-8": Code(LABS, "wbc_10e9_l", _COUNT),
     "777-3": Code(LABS, "platelets_10e9_l", _COUNT),
     "26515-7": Code(LABS, "platelets_10e9_l", _COUNT),
     "2160-0": Code(LABS, "creatinine_mg_dl", {"mg/dL": (1.0, 0.0), "umol/L": (1 / 88.42, 0.0)}),
     "1975-2": Code(LABS, "bilirubin_total_mg_dl", {"mg/dL": (1.0, 0.0), "umol/L": (1 / 17.1, 0.0)}),
+    # the SI codes of creatinine and bilirubin, and point-of-care creatinine in blood
+    "14682-9": Code(LABS, "creatinine_mg_dl", {"umol/L": (1 / 88.42, 0.0)}),
+    "38483-4": Code(LABS, "creatinine_mg_dl", {"mg/dL": (1.0, 0.0), "umol/L": (1 / 88.42, 0.0)}),
+    "14631-6": Code(LABS, "bilirubin_total_mg_dl", {"umol/L": (1 / 17.1, 0.0)}),
+    # The rest of labs.result revision 2 (what the stay models read: PhysioNet 2012's labs), by
+    # the LOINC codes a chemistry, haematology or blood gas analyser reports them with. Total
+    # CO2 (2028-9, the "CO2" of a basic metabolic panel) is read as bicarbonate, which it
+    # exceeds by about 1 mmol/L (dissolved CO2).
+    **{c: Code(LABS, "bun_mg_dl", _BUN) for c in ("3094-0", "6299-2", "14937-7")},
+    **{
+        c: Code(LABS, "hco3_mmol_l", _ION)
+        for c in ("1963-8", "1959-6", "1960-4", "14627-4", "2028-9")
+    },
+    **{
+        c: Code(LABS, "glucose_mg_dl", _GLUCOSE)
+        for c in ("2345-7", "2339-0", "41653-7", "14749-6", "15074-8", "2341-6", "1554-5")
+    },
+    **{c: Code(LABS, "potassium_mmol_l", _ION) for c in ("2823-3", "6298-4", "32713-0")},
+    **{c: Code(LABS, "sodium_mmol_l", _ION) for c in ("2951-2", "2947-0", "32717-1")},
+    **{c: Code(LABS, "magnesium_mmol_l", _MAGNESIUM) for c in ("19123-9", "2601-3")},
+    **{
+        c: Code(LABS, "hematocrit_pct", {"%": (1.0, 0.0), "L/L": (100.0, 0.0)})
+        for c in ("4544-3", "20570-8", "32354-3")
+    },
+    "1751-7": Code(LABS, "albumin_g_dl", {"g/dL": (1.0, 0.0), "g/L": (0.1, 0.0)}),
+    **{c: Code(LABS, "alt_iu_l", _ENZYME) for c in ("1742-6", "1743-4", "76625-3")},
+    **{c: Code(LABS, "ast_iu_l", _ENZYME) for c in ("1920-8", "30239-8")},
+    "6768-6": Code(LABS, "alp_iu_l", _ENZYME),
+    **{c: Code(LABS, "troponin_i_ng_ml", _TROPONIN) for c in ("10839-9", "42757-5", "89579-7")},
+    **{c: Code(LABS, "troponin_t_ug_l", _TROPONIN) for c in ("6598-7", "67151-1")},
+    "2703-7": Code(LABS, "pao2_mmhg", _GAS),
+    "2744-1": Code(LABS, "ph", {"[pH]": (1.0, 0.0), **_NO_UNIT}),
+    **{
+        c: Code(LABS, "cholesterol_mg_dl", {"mg/dL": (1.0, 0.0), "mmol/L": (38.67, 0.0)})
+        for c in ("2093-3", "14647-2")
+    },
+    # vitals the stay models read besides the screen's: the Glasgow coma score total, body
+    # weight and the urine output charted for an interval
+    "9269-2": Code(VITALS, "gcs_total", {"{score}": (1.0, 0.0), **_NO_UNIT}),
+    **{
+        c: Code(
+            VITALS, "weight_kg", {"kg": (1.0, 0.0), "g": (0.001, 0.0), "[lb_av]": (0.45359237, 0.0)}
+        )
+        for c in ("29463-7", "3141-9")
+    },
+    "9187-6": Code(VITALS, "urine_output_ml", {"mL": (1.0, 0.0), "L": (1000.0, 0.0)}),
 }
+# Where one reading has a field from several LOINC codes, the lower rank is kept (as
+# schemas.interop.mdc ranks its codes; unlisted: 0): the ECG's heart rate before the oximeter's,
+# a core or body temperature before an oral, rectal or tympanic one before an axillary one.
+RANKS: dict[str, int] = {
+    "8889-8": 1,
+    **dict.fromkeys(("8331-1", "8332-9", "8333-7"), 1),
+    "8328-7": 2,
+}
+
 # Codes whose values come in their components (FHIR R4 vital-signs profile, section 8.1.3); the
 # components of any other code are not read (a 7-day home blood pressure average, LOINC 76534-7,
 # has systolic and diastolic components that are no bedside reading).
@@ -122,6 +220,15 @@ PANELS = {
 COMPONENTS_OF: dict[str, frozenset[str]] = {
     spo2: frozenset({"3151-8", "3150-0"}) for spo2 in ("2708-6", "59408-5")
 }
+
+
+# Value fields of integer type in their topic's schema (the Glasgow coma score total).
+INTEGER_FIELDS = frozenset(
+    f.name
+    for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)
+    for f in t.schema.fields
+    if f.base == "int"
+)
 
 
 class UnitError(ValueError):
@@ -144,4 +251,8 @@ def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]
         if converted < 0:
             raise ValueError(f"{code}: a negative oxygen flow ({value} {unit})")
         return c.topic, c.field, converted > 0
+    if c.field in INTEGER_FIELDS:  # a score: a whole number, as its field holds it
+        if converted != int(converted):
+            raise ValueError(f"{code}: {value!r} is not a whole number")
+        return c.topic, c.field, int(converted)
     return c.topic, c.field, converted

@@ -59,6 +59,7 @@ VITAL_SIGNS: dict[int, Term] = {
     149530: Term("MDC_PULS_OXIM_PULS_RATE", "8867-4", 1),
     149546: Term("MDC_PULS_RATE_NON_INV", "8867-4", 2),
     150456: Term("MDC_PULS_OXIM_SAT_O2", "59408-5", 0),
+    152196: Term("MDC_CONC_AWAY_O2_INSP", "3150-0", 0),  # a ventilator's inspired O2 (FiO2)
     151594: Term("MDC_CO2_RESP_RATE", "9279-1", 0),
     151562: Term("MDC_RESP_RATE", "9279-1", 1),
     151578: Term("MDC_TTHOR_RESP_RATE", "9279-1", 2),

@@ -97,7 +97,7 @@ def test_every_fhir_example_is_published_or_dead_lettered(kafka: Settings, prefi
     assert not report.values_refused  # every example value is read or its resource refused
     assert n[topics.DEAD_LETTER.name] == sum(report.refused.values())
     assert n[topics.ADT_EVENT.name] == report.records[topics.ADT_EVENT.name] == 3
-    assert n[topics.VITALS_OBSERVATION.name] == report.records[topics.VITALS_OBSERVATION.name] == 1
+    assert n[topics.VITALS_OBSERVATION.name] == report.records[topics.VITALS_OBSERVATION.name] == 2
 
 
 def hl7_adt(control: str, trigger: str, when: str, unit: str = "", bed: str = "") -> str:

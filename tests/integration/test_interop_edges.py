@@ -130,11 +130,11 @@ def test_training_and_debugging_messages_go_to_the_non_production_topics_only(
     assert [a.split("\r")[0].split("|")[10] for a in acks] == ["P", "D", "T"]
     assert [ack_code(a) for a in acks] == ["AA"] * 3
     production = kafka_io.read_records(s, prefix + topics.ADT_EVENT.name, topics.ADT_EVENT.name)
-    assert [r["event_id"] for r in production] == ["hl7:GH:P1:A01"]
+    assert [r["event_id"] for r in production] == ["hl7:GH/EPIC:P1:A01"]
     apart = kafka_io.read_records(
         s, prefix + "nonprod." + topics.ADT_EVENT.name, topics.ADT_EVENT.name
     )
-    assert sorted(r["event_id"] for r in apart) == ["hl7:GH:D1:A01", "hl7:GH:T1:A01"]
+    assert sorted(r["event_id"] for r in apart) == ["hl7:GH/EPIC:D1:A01", "hl7:GH/EPIC:T1:A01"]
 
 
 def observation(i: int, unit: str = "/min") -> dict:

@@ -39,7 +39,7 @@ def test_every_example_maps_or_is_refused_with_a_reason() -> None:
             else:
                 assert o.records, label
                 codes["mapped"] += 1
-    assert codes["mapped"] == 2  # emerg encounter, satO2
+    assert codes["mapped"] == 3  # emerg encounter, satO2, the Glasgow coma score total
     assert codes["not_a_point_measurement"] == 1  # map-sitting: a mean over 3 days
     assert codes["cancelled"] == codes["entered_in_error"] == 1
     assert codes["imprecise_time"] == 6  # date-only effective times

@@ -52,11 +52,11 @@ EXPECTED = {
     "ADT04-23.hl7": "register",
     "ADT04-251.hl7": "register",
     "ADT04-28.hl7": "register",
-    "LAB-ORU-1.hl7": "refused:not_a_vital_sign",
-    "LAB-ORU-2.hl7": "refused:not_a_vital_sign",
+    "LAB-ORU-1.hl7": "labs",  # hematocrit (20570-8); its cell counts use morphology codes
+    "LAB-ORU-2.hl7": "labs",
     "LRI_2.0-NG_CBC_Typ_Message.hl7": "labs",
     "ORU-R01-01.hl7": "refused:bad_value",  # PRT left out; OBX-5 a URL (RP), no number
-    "ORU-R01-RMGEAD.hl7": "refused:not_a_vital_sign",
+    "ORU-R01-RMGEAD.hl7": "labs",  # a fasting glucose (1554-5), SN ^182 mg/dl
 }
 
 
@@ -160,7 +160,7 @@ def test_the_same_vital_at_several_observation_times_becomes_one_record_per_time
     ]
     assert got == [("10:00", 96, 104), ("10:05", 112, None), ("10:10", 124, 88)]
     ids = [r["observation_id"] for _, r in o.records]
-    assert len(set(ids)) == 3 and all(i.startswith("hl7:ICU:C1:vitals@2026") for i in ids)
+    assert len(set(ids)) == 3 and all(i.startswith("hl7:ICU/MON:C1:vitals@2026") for i in ids)
     assert ids == [r["observation_id"] for _, r in outcome(msg).records]  # stable on resend
 
 
@@ -199,9 +199,9 @@ def test_a_message_whose_only_values_cannot_be_read_is_a_data_type_error() -> No
     assert (o.reason_code, o.hl7_error) == ("bad_value", "102")
 
 
-def test_deleted_results_are_skipped() -> None:
+def test_a_deleted_result_is_dead_lettered_as_retracted() -> None:
     o = outcome(oru("OBX|1|NM|8867-4^Heart rate^LN||118|/min|||||D"))
-    assert isinstance(o, hl7v2.Refused) and o.reason_code == "not_a_vital_sign"
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "retracted"
 
 
 def test_text_that_is_not_hl7_is_refused_as_malformed() -> None:
@@ -431,8 +431,8 @@ def test_a_loinc_code_with_an_mdc_alternate_ranks_as_the_mdc_code_in_either_orde
         assert reading(pcd01(*order))["heart_rate_bpm"] == 88, order
 
 
-def test_of_two_values_of_equal_rank_at_one_time_the_later_one_is_kept() -> None:
-    """A result sent again corrected (status C) after its first value, as before MDC ranks."""
+def test_of_two_values_of_equal_rank_at_one_time_a_corrected_one_replaces_the_first() -> None:
+    """A result sent again corrected (status C) after its first value."""
     rec = reading(
         oru(
             "OBX|1|NM|8867-4^Heart rate^LN||77|/min|||||F|||20260301100000\r"
@@ -594,7 +594,10 @@ def test_a_value_that_python_reads_as_a_number_but_hl7_does_not_is_rejected(valu
 
 
 def test_lower_case_statuses_and_message_types_and_a_leading_byte_order_mark_are_read() -> None:
-    rec = reading(oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||18|/min|||||d"))
+    rec, [gone] = partly_read(
+        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||18|/min|||||d")
+    )
     assert "resp_rate_per_min" not in rec  # deleted, whatever its case
+    assert gone.refusal.reason_code == "retracted"
     lower = adt_message("adt^a01")
     assert outcome("\ufeff" + lower).records[0][1]["event_type"] == "admit"  # type: ignore[union-attr]

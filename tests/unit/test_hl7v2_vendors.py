@@ -1,0 +1,314 @@
+"""HL7 v2 as other senders write it (a probe of ~200 vendor variants found these): older
+versions, the delete-null, identifier lists, visit numbers across facilities, visit times,
+monitor channels that share a code, retracted and repeated results, point-of-care triggers, and
+the labs and vitals the stay models read, in SI and conventional units."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from jobs.feeds.hl7_gateway import Gateway
+from schemas import topics
+from schemas.interop import hl7v2
+from schemas.settings import Settings
+
+
+def err(ack: str) -> list[str]:
+    return [seg for seg in ack.split("\r") if seg.startswith("ERR")]
+
+
+def tok(namespace: str, ident: str) -> str:
+    return f"{namespace}|{ident}"
+
+
+def outcome(text: str) -> hl7v2.Mapped | hl7v2.Refused:
+    msg = hl7v2.parse(text)
+    return msg if isinstance(msg, hl7v2.Refused) else hl7v2.map_message(msg, tok, source="t")
+
+
+def adt(trigger: str, *segments: str, version: str = "2.5.1", sender: str = "GH") -> str:
+    msh = f"MSH|^~\\&|EPIC|{sender}|WF|GH|20261101080000||ADT^{trigger}|C{trigger}|P|{version}"
+    return "\r".join([msh, *segments])
+
+
+def pv1(fields: dict[int, str]) -> str:
+    """A PV1 segment with `fields` (PV1-n: its text) set and the rest empty."""
+    return "|".join(["PV1", *(fields.get(n, "") for n in range(1, max(fields) + 1))])
+
+
+def record(text: str) -> dict:
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Mapped), o
+    [(_, rec)] = o.records
+    return rec
+
+
+def oru(*obx: str, trigger: str = "R01") -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|MON|ICU|WF|H|20260301101500||ORU^{trigger}|C1|P|2.5.1",
+            "PID|1||MRN9^^^H^MR",
+            "PV1|1|I|MICU^12^A^H",
+            "OBR|1|||vitals|||20260301101000",
+            *obx,
+        ]
+    )
+
+
+AT = datetime(2026, 3, 1, 10, 10, tzinfo=UTC)
+
+
+# --- ADT ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.2"])
+def test_an_old_version_admission_with_an_evn_segment_is_read_without_evn_6(version: str) -> None:
+    rec = record(
+        adt("A01", "EVN|A01|20261101075500", "PID|1||MRN100^^^GH^MR", "PV1|1|I|4E^412^A^GH",
+            version=version)
+    )  # fmt: skip
+    assert rec["event_type"] == "admit" and rec["unit_id"] == "4E"
+    assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
+
+
+def test_the_delete_null_is_no_value_never_a_shared_patient_encounter_or_unit() -> None:
+    nulls = pv1({1: "1", 2: "I", 3: '""', 19: '""', 45: '""'})
+    rec = record(adt("A03", "EVN|A03|20261101140000", "PID|1||MRN7^^^GH^MR", nulls))
+    assert rec["encounter_token"] is None and rec["unit_id"] is None
+    assert rec["event_time"] == datetime(2026, 11, 1, 14, 0, tzinfo=UTC)  # EVN-2, not PV1-45
+    refused = outcome(adt("A01", "EVN|A01|20261101075500", 'PID|1||""', "PV1|1|I|4E"))
+    assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "missing_field"
+    unit = outcome(adt("A01", "EVN|A01|20261101075500", "PID|1||MRN7^^^GH^MR", 'PV1|1|I|""'))
+    assert isinstance(unit, hl7v2.Refused) and unit.reason_code == "missing_field"
+
+
+@pytest.mark.parametrize(
+    "pid_3",
+    [
+        "123-45-6789^^^SSA^SS~MRN100^^^GH",
+        "ACC555^^^GH^AN~MRN100^^^GH^LR",
+        "FIN777^^^GH^FIN NBR~MRN100^^^GH",
+        "V9^^^GH^VN~MRN100^^^GH^MR",
+    ],
+)
+def test_a_visit_account_or_national_number_is_read_only_when_nothing_else_is_sent(
+    pid_3: str,
+) -> None:
+    rec = record(adt("A08", "EVN|A08|20261101080000", f"PID|1||{pid_3}", "PV1|1|I|4E"))
+    assert rec["patient_token"] == "GH|MRN100"
+    alone = record(adt("A08", "EVN|A08|20261101080000", "PID|1||ACC555^^^GH^AN", "PV1|1|I|4E"))
+    assert alone["patient_token"] == "GH|ACC555"
+
+
+def test_an_oid_only_or_escaped_assigning_authority_keeps_its_patients_apart() -> None:
+    def patient(pid_3: str) -> str:
+        rec = record(adt("A08", "EVN|A08|20261101080000", f"PID|1||{pid_3}", "PV1|1|I|4E"))
+        return str(rec["patient_token"])
+
+    one = patient("MRN100^^^&2.16.840.1.113883.3.1&ISO^MR")
+    two = patient("MRN100^^^&2.16.840.1.113883.3.2&ISO^MR")
+    assert one == "2.16.840.1.113883.3.1|MRN100" and two != one
+    assert patient("MRN100^^^A\\T\\E^MR") == "A&E|MRN100"
+
+
+def test_a_visit_keeps_one_encounter_token_whatever_facility_its_locations_name() -> None:
+    def visit(trigger: str, location: str) -> dict:
+        segments = ("EVN|x|20261101080000", "PID|1||M1^^^GH^MR", pv1({3: location, 19: "V5001"}))
+        return record(adt(trigger, *segments, sender="GHS"))
+
+    admit, moved, left = (
+        visit("A01", "4E^412^A^GHNORTH"),
+        visit("A02", "ICU^1^A^GH2"),
+        visit("A03", ""),
+    )
+    assert admit["encounter_token"] == moved["encounter_token"] == left["encounter_token"]
+    assert admit["encounter_token"] == "GHS/visit|V5001"
+    assert (admit["facility_id"], moved["facility_id"]) == ("GHNORTH", "GH2")
+
+
+def test_two_applications_of_one_facility_with_the_same_control_id_get_their_own_event_ids() -> (
+    None
+):
+    segments = ("EVN|A08|20261101080000", "PID|1||M1^^^GH^MR", "PV1|1|I|4E")
+    ids = {
+        record(adt("A08", *segments).replace("|EPIC|", f"|{app}|"))["event_id"]
+        for app in ("EPIC_ADT", "EPIC_BEDMGMT")
+    }
+    assert ids == {"hl7:GH/EPIC_ADT:CA08:A08", "hl7:GH/EPIC_BEDMGMT:CA08:A08"}
+
+
+def test_an_a06_is_timed_when_recorded_not_at_the_encounters_emergency_arrival() -> None:
+    moved_in = pv1({2: "I", 3: "4E^412^A^GH", 6: "ED^^12^GH", 44: "20261101020000"})
+    rec = record(adt("A06", "EVN|A06|20261101075500", "PID|1||M1^^^GH^MR", moved_in))
+    assert rec["event_type"] == "admit"
+    assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
+    a01 = record(adt("A01", "EVN|A01|20261101075500", "PID|1||M1^^^GH^MR", moved_in))
+    assert a01["event_time"] == datetime(2026, 11, 1, 2, 0, tzinfo=UTC)  # an A01's is its own
+
+
+def test_a_date_only_visit_time_falls_back_to_the_recorded_time() -> None:
+    dated = pv1({2: "I", 3: "4E^412^A^GH", 44: "20261101"})
+    rec = record(adt("A01", "EVN|A01|20261101075500", "PID|1||M1^^^GH^MR", dated))
+    assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
+
+
+def test_fractional_seconds_past_four_digits_are_read_to_the_microsecond() -> None:
+    assert hl7v2.hl7_time("20261101075500.123456789") == datetime(
+        2026, 11, 1, 7, 55, 0, 123456, tzinfo=UTC
+    )
+
+
+def test_a_message_the_mapping_cannot_handle_is_refused_alone_and_the_gateway_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
+    gw = Gateway(dataclasses.replace(s), listen="test")
+    message = adt("A01", "EVN|A01|20261101075500", "PID|1||M1^^^GH^MR", "PV1|1|I|4E").encode()
+
+    def broken(*args: object, **kwargs: object) -> hl7v2.Mapped:
+        raise KeyError("a case no check foresaw")
+
+    monkeypatch.setattr(hl7v2, "map_message", broken)
+    d = gw.decide(message)  # the durable policy: stored for review, AA with an error
+    assert [x.reason_code for x in d.letters] == ["unmappable"] and not d.records
+    assert d.letters[0].payload == message and err(d.ack)
+    monkeypatch.undo()
+    assert gw.decide(message).ack_code == "AA"
+
+
+# --- ORU ------------------------------------------------------------------------------------
+
+
+def test_two_channels_of_one_code_keep_the_first_and_dead_letter_the_other() -> None:
+    o = outcome(
+        oru(
+            "OBX|1|NM|150344^MDC_TEMP^MDC|1.5.1.150344|38.4|268192^MDC_DIM_DEGC^MDC|||||R",
+            "OBX|2|NM|150344^MDC_TEMP^MDC|1.5.2.150344|33.1|268192^MDC_DIM_DEGC^MDC|||||R",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert rec["temp_c"] == pytest.approx(38.4)
+    [other] = o.rejected
+    assert other.refusal.reason_code == "conflicting_value" and "33.1" in other.refusal.reason
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_the_ecg_heart_rate_and_a_core_temperature_are_kept_in_either_order(order: int) -> None:
+    rec = record(
+        oru(
+            *[
+                "OBX|1|NM|8867-4^Heart rate^LN||132|/min|||||F",
+                "OBX|2|NM|8889-8^Heart rate by Pulse oximetry^LN||96|/min|||||F",
+                "OBX|3|NM|8310-5^Body temperature^LN||38.4|Cel|||||F",
+                "OBX|4|NM|8328-7^Axillary temperature^LN||36.2|Cel|||||F",
+            ][::order]
+        )
+    )
+    assert rec["heart_rate_bpm"] == 132.0 and rec["temp_c"] == pytest.approx(38.4)
+
+
+@pytest.mark.parametrize("status", ["D", "W"])
+def test_a_deleted_or_wrong_result_is_dead_lettered_as_retracted(status: str) -> None:
+    o = outcome(
+        oru(
+            "OBX|1|NM|8867-4^HR^LN||88|/min|||||F",
+            f"OBX|2|NM|9279-1^RR^LN||30|/min|||||{status}",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert rec["heart_rate_bpm"] == 88.0 and rec.get("resp_rate_per_min") is None
+    [gone] = o.rejected
+    assert gone.refusal.reason_code == "retracted"
+    alone = outcome(oru(f"OBX|1|NM|9279-1^RR^LN||30|/min|||||{status}"))
+    assert isinstance(alone, hl7v2.Refused) and alone.reason_code == "retracted"
+
+
+def test_several_values_in_one_obx_are_refused_not_the_first_taken() -> None:
+    o = outcome(oru("OBX|1|NM|8867-4^HR^LN||88~90|/min|||||F", "OBX|2|NM|9279-1^RR^LN||18|/min"))
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert rec.get("heart_rate_bpm") is None and rec["resp_rate_per_min"] == 18.0
+    [many] = o.rejected
+    assert many.refusal.reason_code == "bad_value" and "repetitions" in many.refusal.reason
+
+
+@pytest.mark.parametrize("trigger", ["R30", "R32"])
+def test_point_of_care_results_are_read(trigger: str) -> None:
+    rec = record(oru("OBX|1|NM|2524-7^Lactate^LN||4.2|mmol/L|||||F", trigger=trigger))
+    assert rec["lactate_mmol_l"] == pytest.approx(4.2)
+
+
+LABS = [
+    ("2345-7", "7.0", "mmol/L", "glucose_mg_dl", 126.112),
+    ("2339-0", "126", "mg/dL", "glucose_mg_dl", 126.0),
+    ("3094-0", "7.1", "mmol/L", "bun_mg_dl", 19.8871),
+    ("3094-0", "20", "mg/dL", "bun_mg_dl", 20.0),
+    ("2028-9", "24", "mmol/L", "hco3_mmol_l", 24.0),
+    ("1963-8", "22", "meq/L", "hco3_mmol_l", 22.0),
+    ("2823-3", "4.1", "mEq/L", "potassium_mmol_l", 4.1),
+    ("2951-2", "139", "mmol/L", "sodium_mmol_l", 139.0),
+    ("19123-9", "2.0", "mg/dL", "magnesium_mmol_l", 0.8228),
+    ("2601-3", "0.8", "mmol/L", "magnesium_mmol_l", 0.8),
+    ("4544-3", "0.36", "L/L", "hematocrit_pct", 36.0),
+    ("1751-7", "32", "g/L", "albumin_g_dl", 3.2),
+    ("1742-6", "45", "U/L", "alt_iu_l", 45.0),
+    ("1920-8", "0.5", "ukat/L", "ast_iu_l", 30.0),
+    ("6768-6", "110", "IU/L", "alp_iu_l", 110.0),
+    ("67151-1", "52", "ng/L", "troponin_t_ug_l", 0.052),
+    ("10839-9", "0.4", "ng/mL", "troponin_i_ng_ml", 0.4),
+    ("2703-7", "10.0", "kPa", "pao2_mmhg", 75.0062),
+    ("2019-8", "5.3", "kPa", "paco2_mmhg", 39.7533),
+    ("2744-1", "7.31", "", "ph", 7.31),
+    ("14682-9", "265", "umol/L", "creatinine_mg_dl", 2.99706),
+    ("14631-6", "34.2", "umol/L", "bilirubin_total_mg_dl", 2.0),
+    ("2093-3", "5.0", "mmol/L", "cholesterol_mg_dl", 193.35),
+]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    s = Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
+    return Gateway(s, listen="test")
+
+
+@pytest.mark.parametrize(("code", "value", "unit", "field", "expected"), LABS)
+def test_the_stay_models_labs_are_read_in_si_and_conventional_units(
+    code: str, value: str, unit: str, field: str, expected: float, gateway: Gateway
+) -> None:
+    message = oru(f"OBX|1|NM|{code}^lab^LN||{value}|{unit}|||||F")
+    o = outcome(message)
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    [(topic, rec)] = o.records
+    assert topic == topics.LABS_RESULT.name
+    assert rec[field] == pytest.approx(expected, rel=1e-4)
+    d = gateway.decide(message.encode())  # and the record encodes in its topic's schema
+    assert (d.ack_code, d.letters, len(d.records)) == ("AA", [], 1)
+
+
+def test_a_gcs_total_that_is_not_a_whole_number_is_refused() -> None:
+    o = outcome(oru("OBX|1|NM|9269-2^GCS total^LN||9.5||||||F", "OBX|2|NM|9279-1^RR^LN||18|/min"))
+    assert isinstance(o, hl7v2.Mapped)
+    [bad] = o.rejected
+    assert bad.refusal.reason_code == "bad_value" and "whole number" in bad.refusal.reason
+
+
+def test_the_stay_models_vitals_and_a_ventilators_fio2_are_read(gateway: Gateway) -> None:
+    message = oru(
+        "OBX|1|NM|9269-2^GCS total^LN||9||||||F",
+        "OBX|2|NM|29463-7^Body weight^LN||176|[lb_av]|||||F",
+        "OBX|3|NM|9187-6^Urine output^LN||0.35|L|||||F",
+        "OBX|4|NM|152196^MDC_CONC_AWAY_O2_INSP^MDC||40|262688^MDC_DIM_PERCENT^MDC|||||R",
+    )
+    d = gateway.decide(message.encode())  # the record encodes in its topic's schema
+    assert (d.ack_code, d.letters, len(d.records)) == ("AA", [], 1)
+    rec = record(message)
+    assert rec["gcs_total"] == 9 and isinstance(rec["gcs_total"], int)  # its field's type
+    assert rec["weight_kg"] == pytest.approx(79.8323, rel=1e-4)
+    assert rec["urine_output_ml"] == pytest.approx(350.0)
+    assert rec["fio2_fraction"] == pytest.approx(0.4)
