@@ -360,9 +360,20 @@ def map_message(
 
 def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     """The zone of a message's times without an offset: the sender's (HL7 v2 2A.3.22), which
-    MSH-7's offset gives where it has one; else `default_tz` (the gateway's `hl7_timezone`)."""
+    MSH-7's offset gives where it has one; else `default_tz` (the gateway's `hl7_timezone`).
+    Where MSH-7's offset is the one `default_tz` has at MSH-7's time, the sender is in that zone
+    and `default_tz` is returned, so that a time on the other side of a daylight-saving change
+    (a discharge stamped in summer time, sent in winter) takes its own offset."""
     m = _TS.match(msh_7.strip())
-    return _offset(m.group("tz")) if m is not None and m.group("tz") else default_tz
+    if m is None or not m.group("tz"):
+        return default_tz
+    sent = _offset(m.group("tz"))
+    try:
+        at = hl7_time(msh_7, sent)
+    except ValueError:
+        return sent
+    same = at.astimezone(default_tz).utcoffset() == sent.utcoffset(None)
+    return default_tz if same else sent
 
 
 # Where an ADT event's time comes from when EVN-6 (event occurred) is absent: the visit's own

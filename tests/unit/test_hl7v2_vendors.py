@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -154,6 +155,22 @@ def test_a_date_only_visit_time_falls_back_to_the_recorded_time() -> None:
     dated = pv1({2: "I", 3: "4E^412^A^GH", 44: "20261101"})
     rec = record(adt("A01", "EVN|A01|20261101075500", "PID|1||M1^^^GH^MR", dated))
     assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
+
+
+def test_a_time_across_a_daylight_saving_change_takes_its_own_offset_in_the_senders_zone() -> None:
+    """MSH-7 in winter time (-0500, US Eastern), a discharge stamped before the change in
+    summer time (-0400): with the gateway's zone America/New_York the discharge is 02:00Z."""
+    msg = hl7v2.parse(
+        "MSH|^~\\&|EPIC|GH|WF|GH|20261101080000-0500||ADT^A03|D1|P|2.5.1\r"
+        "EVN|A03|20261101075500\rPID|1||M1^^^GH^MR\r" + pv1({3: "4E", 45: "20261031220000"})
+    )
+    assert not isinstance(msg, hl7v2.Refused)
+    rec = hl7v2.map_message(msg, tok, source="t", default_tz=ZoneInfo("America/New_York"))
+    assert isinstance(rec, hl7v2.Mapped)
+    assert rec.records[0][1]["event_time"] == datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+    other = hl7v2.map_message(msg, tok, source="t", default_tz=ZoneInfo("Europe/Berlin"))
+    assert isinstance(other, hl7v2.Mapped)  # another zone configured: MSH-7's offset, fixed
+    assert other.records[0][1]["event_time"] == datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
 
 def test_fractional_seconds_past_four_digits_are_read_to_the_microsecond() -> None:
