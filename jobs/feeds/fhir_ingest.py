@@ -1,4 +1,4 @@
-"""FHIR R4 bundle drop: ingest Encounter and vital-sign Observation resources from JSON files.
+"""FHIR R4 bundle drop: ingest Encounter, vital-sign and lab Observation resources from JSON.
 
     wardflow-fhir-ingest FILE_OR_DIR...         (a resource or a Bundle per .json file)
     wardflow-fhir-ingest check FILE_OR_DIR...   what ingesting would do, offline (no Kafka)
@@ -35,7 +35,12 @@ from schemas.interop.hl7v2 import Mapped, Refused, Rejected
 from schemas.settings import Settings
 
 STAGE = "fhir_ingest"
-TOPICS = [topics.ADT_EVENT.name, topics.VITALS_OBSERVATION.name, topics.DEAD_LETTER.name]
+TOPICS = [
+    topics.ADT_EVENT.name,
+    topics.VITALS_OBSERVATION.name,
+    topics.LABS_RESULT.name,
+    topics.DEAD_LETTER.name,
+]
 
 
 @dataclass

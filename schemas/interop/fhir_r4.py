@@ -1,4 +1,4 @@
-"""FHIR R4 Encounter and vital-sign Observation resources → canonical wardflow records.
+"""FHIR R4 Encounter and vital-sign and laboratory Observation resources → canonical records.
 
 Resources are validated with fhir.resources (its R4B models: R4B changed nothing in Encounter or
 Observation). Every resource ends as `Mapped` records or a `Refused` reason, like HL7 v2
@@ -15,14 +15,16 @@ starts, two locations that start at the same instant, or a discharge before the 
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its
 admission that would hold a bed for ever.
 
-Observation → one vitals record. Accepted by LOINC code (schemas.interop.loinc), or by an IEEE
-11073 code (`urn:iso:std:iso:11073:10101`, as point-of-care device gateways code vital signs)
+Observation → one vitals record, or one labs record for a laboratory code (the labs the screen
+and the stay models read, as an ORU's). Accepted by LOINC code (schemas.interop.loinc), or by an
+IEEE 11073 code (`urn:iso:std:iso:11073:10101`, as point-of-care device gateways code vital signs)
 through its LOINC (schemas.interop.mdc), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
 of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
 a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
-range or of a laboratory code is rejected alone (`Mapped.rejected`), the others kept; with none
+range or of a laboratory code inside a vital-signs panel is rejected alone (`Mapped.rejected`),
+the others kept; with none
 left, the Observation is refused. Of several LOINC codings the first one read decides (the
 vital-signs profiles' code slices have no order); the US Core pulse oximetry profile's oxygen
 flow and concentration components are read with its SpO2 (loinc.COMPONENTS_OF). A value with a
@@ -442,6 +444,7 @@ def _observation(
             )  # fmt: skip
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}
+    topic_of: dict[str, str] = {}  # a lab Observation's value goes to the labs topic
     rejected: list[Rejected] = []
     for part_code, rank, quantity, absent, where, alone, modifiers in parts:
         if part_code not in CODES or quantity is None or absent is not None:
@@ -465,10 +468,10 @@ def _observation(
         except ValueError as exc:  # not a finite number, a negative oxygen flow
             refusal = ("bad_value", str(exc))
         else:
-            if topic != VITALS:
+            if topic != VITALS and where != "value":
                 refusal = (
                     "not_a_vital_sign",
-                    f"{part_code} is a laboratory result; labs come by ORU",
+                    f"{part_code} is a laboratory result, not a vital-signs panel's component",
                 )
             elif (invalid := value_refusal(topic, name, value)) is not None:
                 refusal = (invalid.reason_code, f"{part_code}: {invalid.reason}")
@@ -478,7 +481,7 @@ def _observation(
             rejected.append(Rejected(label, why, _json(alone)))
             continue
         if name not in ranks or rank <= ranks[name]:
-            values[name], ranks[name] = value, rank
+            values[name], ranks[name], topic_of[name] = value, rank, topic
     if not values and rejected:  # nothing read: refused, with their reason when they share one
         codes = {r.refusal.reason_code for r in rejected}
         reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -522,16 +525,19 @@ def _observation(
     # an Observation without an id (a transaction's POST entry) is named by its business
     # identifier, else by its content: a resend keeps the name either way
     name = f"Observation/{obs.id}" if obs.id else _business_id(obs.identifier) or _fingerprint(data)
-    record = {
-        "observation_id": f"fhir:{name}",
-        "patient_token": patient,
-        "facility_id": facility_id,
-        "unit_id": "unknown",
-        "event_time": at,
-        **values,
-        "source": source,
-    }
-    return Mapped([(VITALS, record)], rejected)
+    records = []
+    for topic in dict.fromkeys(topic_of.values()):
+        record = {
+            ("observation_id" if topic == VITALS else "result_id"): f"fhir:{name}",
+            "patient_token": patient,
+            "facility_id": facility_id,
+            "unit_id": "unknown",
+            "event_time": at,
+            **{n: v for n, v in values.items() if topic_of[n] == topic},
+            "source": source,
+        }
+        records.append((topic, record))
+    return Mapped(records, rejected)
 
 
 def _without_components(data: dict[str, Any]) -> dict[str, Any]:

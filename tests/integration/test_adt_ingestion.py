@@ -98,6 +98,7 @@ def test_every_fhir_example_is_published_or_dead_lettered(kafka: Settings, prefi
     assert n[topics.DEAD_LETTER.name] == sum(report.refused.values())
     assert n[topics.ADT_EVENT.name] == report.records[topics.ADT_EVENT.name] == 3
     assert n[topics.VITALS_OBSERVATION.name] == report.records[topics.VITALS_OBSERVATION.name] == 2
+    assert n[topics.LABS_RESULT.name] == report.records[topics.LABS_RESULT.name] == 1  # f001
 
 
 def hl7_adt(control: str, trigger: str, when: str, unit: str = "", bed: str = "") -> str:

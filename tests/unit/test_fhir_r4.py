@@ -39,7 +39,7 @@ def test_every_example_maps_or_is_refused_with_a_reason() -> None:
             else:
                 assert o.records, label
                 codes["mapped"] += 1
-    assert codes["mapped"] == 3  # emerg encounter, satO2, the Glasgow coma score total
+    assert codes["mapped"] == 4  # emerg encounter, satO2, the Glasgow coma score, glucose f001
     assert codes["not_a_point_measurement"] == 1  # map-sitting: a mean over 3 days
     assert codes["cancelled"] == codes["entered_in_error"] == 1
     assert codes["imprecise_time"] == 6  # date-only effective times
@@ -345,7 +345,9 @@ def test_an_observation_none_of_whose_values_can_be_read_is_refused_with_their_r
     assert isinstance(o, Refused) and o.reason_code == "bad_value"
 
 
-def test_a_lab_value_or_a_negative_oxygen_flow_in_a_panel_is_dead_lettered_alone() -> None:
+def test_a_lab_value_or_a_negative_oxygen_flow_in_a_panel_is_dead_lettered_alone_a_lab_read() -> (
+    None
+):
     lactate = {
         "code": {"coding": [{"system": "http://loinc.org", "code": "2524-7"}]},
         "valueQuantity": quantity(2.0, "mmol/L"),
@@ -358,9 +360,11 @@ def test_a_lab_value_or_a_negative_oxygen_flow_in_a_panel_is_dead_lettered_alone
         ("not_a_vital_sign", "component 1"),
         ("bad_value", "component 2"),  # the unit is right, the value is not
     ]
-    [(_, alone, _)] = run(observation("2524-7", valueQuantity=quantity(2.0, "mmol/L")))
-    assert isinstance(alone, Refused) and alone.reason_code == "not_a_vital_sign"
-    assert alone.reason == "2524-7 is a laboratory result; labs come by ORU"
+    [(_, alone, _)] = run(observation("2524-7", valueQuantity=quantity(18.0, "mg/dL")))
+    assert isinstance(alone, Mapped)  # a lab Observation on its own is a labs record
+    [(topic, lab)] = alone.records
+    assert topic == topics.LABS_RESULT.name and lab["lactate_mmol_l"] == pytest.approx(1.998, 1e-3)
+    assert lab["result_id"].startswith("fhir:Observation/") and "observation_id" not in lab
 
 
 def test_a_pulse_oximetry_observation_carries_its_oxygen_flow_and_concentration() -> None:
