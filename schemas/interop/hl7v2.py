@@ -46,7 +46,7 @@ from hl7apy.parser import parse_message
 
 from schemas import codec, topics
 from schemas.interop import mdc
-from schemas.interop.loinc import CODES, RANKS, VITALS, convert
+from schemas.interop.loinc import CODES, RANKS, VITALS, convert, takes
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -658,15 +658,18 @@ def observation_code(obx_3: list[str]) -> tuple[str, int, str] | None:
 
 def observation_unit(code: str, obx_6: list[str]) -> str:
     """The unit of an OBX as the code's table names it: OBX-6's identifier (an IEEE 11073 unit
-    as its UCUM code), else its alternate (OBX-6.4-6) where the code takes that one; else the
-    identifier as sent, which `convert` refuses with its reason."""
+    as its UCUM code), else its alternate (OBX-6.4-6), else either's text, where the code takes
+    that one (as sent or as a spelling of it); else the identifier as sent, which `convert`
+    refuses with its reason."""
     sent: list[str] = []
+    texts: list[str] = []
     for identifier, text, system in _triplets(obx_6):
         if _is_mdc(identifier, text, system, "MDC_DIM_"):
             sent += [u for u in (mdc.ucum(identifier, text),) if u]
         sent.append(identifier)
-    takes = CODES[code].units
-    return next((u for u in sent if u in takes), sent[0] if sent else "")
+        texts.append(text)
+    # a unit sent only as text (`^deg F`, `^K/uL`) is read where the code takes it
+    return next((u for u in [*sent, *texts] if takes(code, u)), sent[0] if sent else "")
 
 
 def raw_control_id(text: str) -> str:

@@ -12,6 +12,9 @@ that legacy lab and charting systems send for a UCUM unit (`K/uL` and `x10E3/uL`
 `10^9/L`, `mm Hg`, `MG/DL`, `1/min`, `DEG F`) are read as that unit (`UNIT_SPELLINGS`, matched
 without case or spaces), but only where the code takes that unit.
 
+An FiO2 sent without a unit is a fraction up to 1 and a percentage above it: the two ranges
+(0.21-1, 21-100) do not meet, and a value between them is out of range either way.
+
 Inhaled oxygen flow rate (LOINC 3151-8) is not a number the screen reads but a fact it needs:
 NEWS2 scores "any supplemental oxygen" (Royal College of Physicians, NEWS2, 2017, chart 1), so a
 flow above zero becomes `on_supplemental_o2 = true` and a flow of zero `false`.
@@ -235,10 +238,18 @@ class UnitError(ValueError):
     """A unit the code does not take (any other ValueError of `convert` is the value's)."""
 
 
+def takes(code: str, unit: str) -> bool:
+    """Whether `code` takes `unit`, as sent or as a spelling of one of its units."""
+    units = CODES[code].units
+    return unit in units or UNIT_SPELLINGS.get(_spelling(unit)) in units
+
+
 def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]:
     """(topic, field, value in the field's unit); UnitError for a unit the code does not take,
     ValueError for a value that is not a finite number or a negative oxygen flow."""
     c = CODES[code]
+    if c.field == "fio2_fraction" and not unit.strip():  # no unit: the ranges do not meet
+        unit = "1" if value <= 1 else "%"
     if unit not in c.units and UNIT_SPELLINGS.get(_spelling(unit)) in c.units:
         unit = UNIT_SPELLINGS[_spelling(unit)]
     if unit not in c.units:

@@ -329,3 +329,25 @@ def test_the_stay_models_vitals_and_a_ventilators_fio2_are_read(gateway: Gateway
     assert rec["weight_kg"] == pytest.approx(79.8323, rel=1e-4)
     assert rec["urine_output_ml"] == pytest.approx(350.0)
     assert rec["fio2_fraction"] == pytest.approx(0.4)
+
+
+def test_a_unit_sent_only_as_text_is_read_where_the_code_takes_it() -> None:
+    rec = record(
+        oru(
+            "OBX|1|NM|8310-5^Temp^LN||101.3|^deg F|||||F",
+            "OBX|2|NM|8867-4^HR^LN||88|^bpm^MDC|||||F",
+        )
+    )
+    assert rec["temp_c"] == pytest.approx(38.5) and rec["heart_rate_bpm"] == 88.0
+    platelets = record(oru("OBX|1|NM|777-3^Platelets^LN||210|^K/uL|||||F"))
+    assert platelets["platelets_10e9_l"] == pytest.approx(210.0)
+
+
+@pytest.mark.parametrize(("sent", "fraction"), [("0.4", 0.4), ("40", 0.4), ("1", 1.0)])
+def test_an_fio2_without_a_unit_is_a_fraction_up_to_1_and_a_percentage_above(
+    sent: str, fraction: float
+) -> None:
+    rec = record(oru(f"OBX|1|NM|3150-0^FiO2^LN||{sent}||||||F"))
+    assert rec["fio2_fraction"] == pytest.approx(fraction)
+    o = outcome(oru("OBX|1|NM|3150-0^FiO2^LN||5||||||F", "OBX|2|NM|9279-1^RR^LN||18|/min"))
+    assert isinstance(o, hl7v2.Mapped) and o.rejected[0].refusal.reason_code == "out_of_range"
