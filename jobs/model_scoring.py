@@ -389,9 +389,12 @@ def score_inputs_sql(
     """A row per (state, model): each vitals and lab state of a stay that has not ended by the
     record's time once per stay model, each listed hour of a stay once per model scored then,
     each discharge with an encounter once per discharge model (its features all come from the
-    model's feature service). A record after its stay's discharge (a monitor left on, an
-    emergency department's vitals before the readmission's A01 arrives) still counts in the
-    stay's state but is not scored: the stay models predict an ongoing stay."""
+    model's feature service; its first copy, late or not: a readmission score needs no
+    event-time order, so a backdated discharge behind the merged watermark, dead-lettered as
+    `late` for the stay windows that never see it, is still scored). A record after its
+    stay's discharge (a monitor left on, an emergency department's vitals before the
+    readmission's A01 arrives) still counts in the stay's state but is not scored: the stay
+    models predict an ongoing stay."""
     features = ", ".join(quote(f) for f in STREAM_FEATURES)
     nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(f)}" for f in STREAM_FEATURES)
     parts = []
@@ -399,22 +402,25 @@ def score_inputs_sql(
         names = ", ".join(f"'{m}'" for m in stay)
         parts.append(f"""
         SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
-               facility_id, unit_id, event_time, model, 'state' AS `trigger`, {features}
+               facility_id, unit_id, CAST(event_time AS TIMESTAMP_LTZ(3)) AS event_time, model,
+               'state' AS `trigger`, {features}
         FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
         WHERE record_kind IN ('vitals', 'labs') AND discharged = 0""")
     for m, hours in (at_hours or {}).items():
         listed = ", ".join(f"CAST({h!r} AS DOUBLE)" for h in hours)
         parts.append(f"""
         SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
-               facility_id, unit_id, event_time, '{m}' AS model, 'stay_hours' AS `trigger`,
+               facility_id, unit_id, CAST(event_time AS TIMESTAMP_LTZ(3)) AS event_time,
+               '{m}' AS model, 'stay_hours' AS `trigger`,
                {features}
         FROM stay_hours WHERE hours_since_admission IN ({listed})""")
     for m in discharge:
         parts.append(f"""
         SELECT record_id, patient_token, 'encounter' AS entity,
-               encounter_token AS entity_key, facility_id, unit_id, event_time,
-               '{m}' AS model, 'discharge' AS `trigger`, {nulls}
-        FROM events
+               encounter_token AS entity_key, facility_id, unit_id,
+               CAST(event_time AS TIMESTAMP_LTZ(3)) AS event_time, '{m}' AS model,
+               'discharge' AS `trigger`, {nulls}
+        FROM events_any_time
         WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL""")
     return " UNION ALL ".join(parts)
 

@@ -179,7 +179,9 @@ class Gateway:
                 default_facility=self.facility,
             )
         except Exception as exc:  # no check foresaw it: this message is refused, the link lives
-            log.exception("message not mapped")
+            log.error(
+                "message not mapped: %s (its text is in the sealed dead letter)", type(exc).__name__
+            )
             result = hl7v2.Refused(
                 "unmappable", f"{type(exc).__name__} while mapping the message", "AE", "207"
             )

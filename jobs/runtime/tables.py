@@ -219,11 +219,9 @@ def dead_letters_insert_sql(
         dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
     if merged:
         late = _dead_letter_row("topic", stage, "'late'", _MERGED_LATE_REASON)
-        dead.append(f"SELECT {late} AS d, kafka_ts FROM {merged}_numbered WHERE {LATE}")
+        dead.append(f"SELECT {late} AS d, kafka_ts FROM {merged}_late")
         copy = _dead_letter_row("topic", stage, "'duplicate'", _DUPLICATE_REASON)
-        dead.append(
-            f"SELECT {copy} AS d, kafka_ts FROM {merged}_numbered WHERE copy_n > 1 AND ({ON_TIME})"
-        )
+        dead.append(f"SELECT {copy} AS d, kafka_ts FROM {merged}_copies")
     return f"""
         INSERT INTO `{sink}`
         SELECT d.*, kafka_ts FROM ({" UNION ALL ".join(dead)})"""
@@ -316,7 +314,11 @@ def merged_view(t_env: Any, name: str, union_sql: str, columns: str, kept: str =
       keeps the rowtime and holds one counter per id for the job's state TTL
       (`table.exec.state.ttl`; a copy later than that counts as a first);
     - `<name>`: `columns` (SQL over those rows) of each first copy that is on time for the
-      merged watermark and `kept` (a condition: what the job reads of what it numbers).
+      merged watermark and `kept` (a condition: what the job reads of what it numbers);
+    - `<name>_any_time`: the same, late or not (for what needs no event-time order);
+    - `<name>_late` and `<name>_copies`: the `kept` rows behind the merged watermark, and the
+      later copies of the rest, which `dead_letters_insert_sql(merged=name)` dead-letters
+      (`late`, `duplicate`); a row the job does not read is neither.
 
     Why here and not per source: a source's late check (`decoded_views`) sees only its own
     watermark. The event-time windows after a union see the least watermark of the sources
@@ -339,4 +341,16 @@ def merged_view(t_env: Any, name: str, union_sql: str, columns: str, kept: str =
         t_env.sql_query(f"""
         SELECT {columns} FROM {name}_numbered
         WHERE copy_n = 1 AND ({kept}) AND ({ON_TIME})"""),
+    )
+    t_env.create_temporary_view(
+        f"{name}_any_time",
+        t_env.sql_query(f"SELECT {columns} FROM {name}_numbered WHERE copy_n = 1 AND ({kept})"),
+    )
+    t_env.create_temporary_view(
+        f"{name}_late", t_env.sql_query(f"SELECT * FROM {name}_numbered WHERE ({kept}) AND {LATE}")
+    )
+    t_env.create_temporary_view(
+        f"{name}_copies",
+        t_env.sql_query(f"""
+        SELECT * FROM {name}_numbered WHERE copy_n > 1 AND ({kept}) AND ({ON_TIME})"""),
     )

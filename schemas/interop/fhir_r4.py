@@ -52,7 +52,15 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.interop import mdc
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
-from schemas.interop.loinc import CODES, COMPONENTS_OF, PANELS, VITALS, UnitError, convert
+from schemas.interop.loinc import (
+    CODES,
+    COMPONENTS_OF,
+    PANELS,
+    RANKS,
+    VITALS,
+    UnitError,
+    convert,
+)
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
@@ -369,14 +377,16 @@ def _encounter(
 
 def _coded(concept: Any) -> tuple[str | None, int]:
     """A concept's LOINC code and its rank where a panel has a field from several components:
-    its LOINC coding (rank 0), else the LOINC and rank (schemas.interop.mdc: the arterial line
-    before the cuff) of its IEEE 11073 coding, a vital sign or a blood pressure panel whose
-    components are the values. The later component of equal rank is kept, as in HL7 v2."""
+    its LOINC coding (its rank in loinc.RANKS: the ECG's heart rate before the oximeter's, a
+    core temperature before an axillary one), else the LOINC and rank (schemas.interop.mdc: the
+    arterial line before the cuff) of its IEEE 11073 coding, a vital sign or a blood pressure
+    panel whose components are the values. Of two different values of equal rank the first is
+    kept and the other dead-lettered (`conflicting_value`), as in HL7 v2."""
     codings = concept.coding or []
     loinc = [str(c.code) for c in codings if c.system in LOINC_SYSTEMS and c.code]
     for code in loinc:  # the first one read: a vital-signs profile's codings have no order
         if code in CODES or code in PANELS:
-            return code, 0
+            return code, RANKS.get(code, 0)
     for c in codings:
         if c.system == mdc.SYSTEM_FHIR and c.code:
             found = mdc.term(str(c.code), str(c.display or ""))
@@ -407,7 +417,8 @@ def _observation(
     source: str,
     facility_id: str,
 ) -> Mapped | Refused:
-    """One vitals record, or a refusal. A value that cannot be read (a unit its code does not
+    """One vitals record, or one labs record for a laboratory code, or a refusal. A value
+    that cannot be read (a unit its code does not
     take, a value outside its field's range, a laboratory code in a vital-signs panel) is
     rejected alone, its dead letter the Observation with that value only, its reason naming the
     component; the Observation is refused when no value could be read."""
@@ -480,7 +491,13 @@ def _observation(
             why = Refused(refusal[0], f"{said}{refusal[1]}"[:500])
             rejected.append(Rejected(label, why, _json(alone)))
             continue
-        if name not in ranks or rank <= ranks[name]:
+        if name in ranks and rank == ranks[name] and value != values[name]:
+            why = Refused(
+                "conflicting_value",
+                f"{label}: {name} {value!r} beside {values[name]!r} of equal rank, which is kept",
+            )
+            rejected.append(Rejected(label, why, _json(alone)))
+        elif name not in ranks or rank < ranks[name]:
             values[name], ranks[name], topic_of[name] = value, rank, topic
     if not values and rejected:  # nothing read: refused, with their reason when they share one
         codes = {r.refusal.reason_code for r in rejected}

@@ -62,6 +62,9 @@ ADT_EVENTS = {
     "A12": "cancel_transfer",
     "A13": "cancel_discharge",
 }
+# OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
+# not verified, partial, final results not yet verified.
+_PRELIMINARY = frozenset({"P", "R", "S", "U"})
 # ORU trigger events read (HL7 v2.8 chapter 7): unsolicited results (R01; an empty trigger, as
 # v2.1 senders write MSH-9), point-of-care observations without (R30) or with (R32) an order.
 ORU_EVENTS = frozenset({"R01", "R30", "R32", ""})
@@ -258,8 +261,16 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
             if ident and ident != DELETE:
                 # HD: namespace id, else universal id (an OID-only authority)
                 hd = [*(comps[3].split(enc["SUBCOMPONENT"]) if len(comps) > 3 else []), "", ""]
-                authority = unescape(hd[0], enc).strip() or unescape(hd[1], enc).strip()
+                authority = next(
+                    (
+                        a
+                        for a in (unescape(h, enc).strip() for h in hd[:2])
+                        if a not in ("", DELETE)
+                    ),
+                    "",
+                )
                 kind = unescape(comps[4], enc).strip().upper() if len(comps) > 4 else ""
+                kind = "" if kind == DELETE else kind
                 ids.append((kind, authority, ident))
         if ids:
             break
@@ -268,7 +279,8 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
     rank = {kind: i for i, kind in enumerate(_PATIENT_ID_TYPES)}
 
     def order(i: tuple[str, str, str]) -> int:
-        return rank.get(i[0], len(rank) + (i[0] in _OTHER_ID_TYPES))
+        national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
+        return rank.get(i[0], len(rank) + (i[0] in _OTHER_ID_TYPES or national))
 
     kind, authority, ident = min(ids, key=order)
     return authority, ident
@@ -381,7 +393,6 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
 # A06 (outpatient to inpatient): its PV1-44 is the encounter's start, often the emergency
 # department arrival, not when the patient took an inpatient bed.
 _VISIT_TIME = {"A01": 44, "A04": 44, "A05": 44, "A03": 45, "A07": 45}
-_HOUR = 10  # YYYYMMDDHH: a time stamp down to the hour at least
 
 
 def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datetime | None]:
@@ -393,7 +404,8 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
     occurred = _field(msg, "EVN", 6, 1)
     if not occurred and trigger in _VISIT_TIME:
         visit = _field(msg, "PV1", _VISIT_TIME[trigger], 1)
-        occurred = visit if len(visit) >= _HOUR else ""  # a date alone: the recorded time
+        m = _TS.match(visit)
+        occurred = visit if m is not None and m.group("h") else ""  # a date: the recorded time
     occurred = occurred or recorded
     if not occurred:
         raise ValueError("no event time in EVN-6, EVN-2, PV1-44/45 or MSH-7")
@@ -453,11 +465,13 @@ def _oru(
     obr_time = ""
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any]]] = {}
     sources: dict[tuple[str, datetime, str], str] = {}  # which OBX a kept value came from
+    statuses: dict[tuple[str, datetime, str], str] = {}  # and its OBX-11
     rejected: list[Rejected] = []
     skipped: list[str] = []
     for n, seg in enumerate(msg.children, 1):
         if seg.name == "OBR":
             obr_time = seg.obr_7.to_er7().split(enc["COMPONENT"])[0] if len(seg.obr_7) else ""
+            obr_time = "" if obr_time.strip() == DELETE else obr_time
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
@@ -498,6 +512,7 @@ def _oru(
                 for (code, rank), number in zip(fields, numbers, strict=True)
             ]
             when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
+            when = "" if when.strip() == DELETE else when
             at = hl7_time(when or obr_time or message_time, tz)
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
@@ -511,9 +526,11 @@ def _oru(
                 continue
             reading = groups.setdefault((topic, at), {})
             same_rank = name in reading and rank == reading[name][0]
-            if same_rank and status == "C":  # a result sent again corrected replaces the first
+            kept = statuses.get((topic, at, name), "")
+            if same_rank and (status == "C" or (status == "F" and kept in _PRELIMINARY)):
+                # a correction, or the final result after a preliminary one, replaces it
                 reading[name] = (rank, value)
-                sources[(topic, at, name)] = label
+                sources[(topic, at, name)], statuses[(topic, at, name)] = label, status
             elif same_rank and value != reading[name][1]:
                 # two channels of one code (OBX-4 sub-ids: a core and a skin probe), or two
                 # codes of equal rank: the first is kept, the other dead-lettered, never lost
@@ -528,7 +545,7 @@ def _oru(
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
             elif name not in reading or rank < reading[name][0]:  # the preferred code's
                 reading[name] = (rank, value)
-                sources[(topic, at, name)] = label
+                sources[(topic, at, name)], statuses[(topic, at, name)] = label, status
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)

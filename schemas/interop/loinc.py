@@ -50,8 +50,8 @@ _GAS = {**_MMHG, "kPa": (7.50062, 0.0)}
 _ION = {"mmol/L": (1.0, 0.0), "meq/L": (1.0, 0.0)}
 # Glucose: 1 mmol/L = 18.016 mg/dL (molar mass 180.16 g/mol).
 _GLUCOSE = {"mg/dL": (1.0, 0.0), "mmol/L": (18.016, 0.0)}
-# Urea nitrogen: 1 mmol/L of urea (or of its nitrogen, as SI labs report it) = 2.801 mg/dL of
-# urea nitrogen (two nitrogens, 14.007 g/mol each).
+# Urea nitrogen: 1 mmol/L of urea, as SI labs report it = 2.801 mg/dL of urea nitrogen (two
+# nitrogens, 14.007 g/mol each).
 _BUN = {"mg/dL": (1.0, 0.0), "mmol/L": (2.801, 0.0)}
 # Magnesium: 1 mg/dL = 0.4114 mmol/L (24.305 g/mol); divalent, so 1 mEq/L = 0.5 mmol/L.
 _MAGNESIUM = {"mmol/L": (1.0, 0.0), "mg/dL": (0.4114, 0.0), "meq/L": (0.5, 0.0)}
@@ -201,11 +201,13 @@ CODES: dict[str, Code] = {
 }
 # Where one reading has a field from several LOINC codes, the lower rank is kept (as
 # schemas.interop.mdc ranks its codes; unlisted: 0): the ECG's heart rate before the oximeter's,
-# a core or body temperature before an oral, rectal or tympanic one before an axillary one.
+# a core or body temperature before an oral, rectal or tympanic one before an axillary one, a
+# measured bicarbonate before a total CO2.
 RANKS: dict[str, int] = {
     "8889-8": 1,
     **dict.fromkeys(("8331-1", "8332-9", "8333-7"), 1),
     "8328-7": 2,
+    "2028-9": 1,  # total CO2 after a measured bicarbonate
 }
 
 # Codes whose values come in their components (FHIR R4 vital-signs profile, section 8.1.3); the

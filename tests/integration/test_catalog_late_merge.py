@@ -11,6 +11,7 @@ deployed."""
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from jobs import model_scoring
 from jobs.feeds.publisher import Publisher
 from jobs.runtime import kafka_io
 from schemas import load_schema, topics
+from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
 from tests.streams import until
 from training.registry import bootstrap
@@ -29,7 +31,7 @@ from udfs.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MODEL = "length-of-stay"
+MODELS = ("length-of-stay", "readmission-30d")
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 TOKEN = "late-merge"
 V, A = topics.VITALS_OBSERVATION.name, topics.ADT_EVENT.name
@@ -49,13 +51,27 @@ def _vitals(at: datetime) -> tuple[str, dict[str, Any]]:
     return V, rec
 
 
-def _adt(kind: str, at: datetime) -> tuple[str, dict[str, Any]]:
+def _encounter_facts(s: Settings, spec: ModelSpec) -> str:
+    """One Diabetes 130 encounter's facts in Feast (what a discharge is scored from): its
+    token, which the stay's ADT events carry."""
+    from feature_store import repo
+    from jobs.feeds import diabetes130
+
+    if not s.diabetes130_file.exists():
+        pytest.skip(f"Diabetes 130 is not at {s.diabetes130_file}")
+    mapped = diabetes130.map_encounters(diabetes130.load(s, encounters=1), key=s.phi_key)
+    store = repo.open_store(s.feast_dir, "sqlite", encounter_services=[spec.feature_service or ""])
+    repo.push_encounter_facts(store, mapped.facts)
+    return str(mapped.facts["encounter_token"].iloc[0])
+
+
+def _adt(kind: str, at: datetime, encounter: str) -> tuple[str, dict[str, Any]]:
     rec = {f.name: None for f in load_schema(A).fields if f.nullable} | {
         "event_id": f"{TOKEN}:{kind}",
         "event_type": kind,
         "source_message_type": "test",
         "patient_token": TOKEN,
-        "encounter_token": f"{TOKEN}-enc",
+        "encounter_token": encounter,
         "facility_id": "hospital-t",
         "unit_id": "MICU" if kind == "admit" else None,
         "prior_unit_id": None if kind == "admit" else "MICU",
@@ -71,20 +87,26 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     s = dataclasses.replace(
         kafka,
         model_registry=tmp_path / "registry",
-        catalog_models=MODEL,
-        catalog_feature_lookups=False,
+        catalog_models=",".join(MODELS),
+        feast_dir=tmp_path / "feast",
+        feast_online_store="sqlite",
         roles_check_s=3600.0,
         watermark_on_event=True,
         sparse_idle_timeout_ms=1000,
         checkpoint_dir=str(tmp_path / "checkpoints"),
         job_name=f"catalog-late-merge-{uuid.uuid4().hex[:6]}",
     )
-    assert bootstrap(Registry(s.model_registry), MODEL)
+    reg = Registry(s.model_registry)
+    assert all(bootstrap(reg, m) for m in MODELS)
+    spec = ModelSpec.parse(reg.role("readmission-30d", "champion").spec)  # type: ignore[union-attr]
+    encounter = _encounter_facts(s, spec)
     prefix = f"t-lmrg-{uuid.uuid4().hex[:8]}."
     names = [*model_scoring.JOB.input_topics, *model_scoring.JOB.output_topics]
     kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
     charted = [_vitals(T0 + k * timedelta(minutes=30)) for k in range(1, 21)]  # to 10 h
-    late = _adt("discharge", T0 + timedelta(hours=5))
+    late = _adt("discharge", T0 + timedelta(hours=5), encounter)
+    moved = _adt("transfer", T0 + timedelta(hours=4), encounter)  # late too, but not read here
+    moved[1]["unit_id"] = "SICU"
     pub = Publisher(s, prefix=prefix, stage="test")
 
     def send(items: list[tuple[str, dict[str, Any]]]) -> None:
@@ -98,21 +120,35 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
 
     client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
     try:
-        send([_adt("admit", T0)])
+        send([_adt("admit", T0, encounter)])
         send(charted)
         # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
         until("the states of the first 9 h", lambda: len(read(topics.MODEL_SCORE)) >= 18, 180)
-        send([late])
-        dead = until("the late discharge's dead letter", lambda: read(topics.DEAD_LETTER), 90)
+        send([moved, late])
+        until("the late discharge's dead letter", lambda: read(topics.DEAD_LETTER), 90)
+        until(
+            "the discharge's readmission score", lambda: _discharged(read(topics.MODEL_SCORE)), 90
+        )
+        time.sleep(2)  # nothing more comes
     finally:
         client.cancel().result()
-    scores = read(topics.MODEL_SCORE)
+    scores, dead = read(topics.MODEL_SCORE), read(topics.DEAD_LETTER)
     kafka_io.delete_topics(s, names, prefix=prefix)
 
-    (letter,) = dead
+    (letter,) = dead  # not the late transfer, which this job does not read
+    assert letter["source_offset"] == 2  # the ADT topic's admission, transfer, discharge
     assert letter["reason_code"] == "late" and letter["source_topic"] == prefix + A
     assert "merged inputs" in letter["reason"]
     assert letter["stage"] == model_scoring.STAGE
     # the stay never saw the discharge: every state is scored, as of the open stay
-    assert {r["record_id"] for r in scores} <= {v["observation_id"] for _, v in charted}
-    assert len(scores) >= 18
+    states = [r for r in scores if r["trigger"] == "state"]
+    assert {r["record_id"] for r in states} <= {v["observation_id"] for _, v in charted}
+    assert len(states) >= 18
+    # a readmission score needs no event-time order: the late discharge is scored all the same
+    (readmission,) = _discharged(scores)
+    assert readmission["record_id"] == late[1]["event_id"]
+    assert readmission["model_name"] == "readmission-30d"
+
+
+def _discharged(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in scores if r["trigger"] == "discharge"]

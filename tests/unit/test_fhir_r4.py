@@ -547,3 +547,19 @@ def test_a_location_named_only_by_an_identifier_is_refused() -> None:
     enc["location"][0]["location"] = {"identifier": {"system": "urn:loc", "value": "4E"}}
     [(_, o, _)] = run(enc)
     assert isinstance(o, Refused) and o.reason_code == "missing_field"
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_panel_keeps_the_ecg_heart_rate_and_the_core_temperature_in_either_order(
+    order: int,
+) -> None:
+    parts = [
+        component("8867-4", 132, "/min"),
+        component("8889-8", 96, "/min"),
+        component("8310-5", 38.4, "Cel"),
+        component("8328-7", 36.2, "Cel"),
+    ][::order]
+    [(_, o, _)] = run(observation("85353-1", component=parts))
+    assert isinstance(o, Mapped) and not o.rejected
+    [(_, rec)] = o.records
+    assert rec["heart_rate_bpm"] == 132 and rec["temp_c"] == pytest.approx(38.4)

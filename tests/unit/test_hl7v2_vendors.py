@@ -94,6 +94,8 @@ def test_the_delete_null_is_no_value_never_a_shared_patient_encounter_or_unit() 
         "ACC555^^^GH^AN~MRN100^^^GH^LR",
         "FIN777^^^GH^FIN NBR~MRN100^^^GH",
         "V9^^^GH^VN~MRN100^^^GH^MR",
+        "943 476 5919^^^NHS^NNGBR~MRN100^^^GH",
+        'MRN100^^^""^MR',
     ],
 )
 def test_a_visit_account_or_national_number_is_read_only_when_nothing_else_is_sent(
@@ -151,8 +153,9 @@ def test_an_a06_is_timed_when_recorded_not_at_the_encounters_emergency_arrival()
     assert a01["event_time"] == datetime(2026, 11, 1, 2, 0, tzinfo=UTC)  # an A01's is its own
 
 
-def test_a_date_only_visit_time_falls_back_to_the_recorded_time() -> None:
-    dated = pv1({2: "I", 3: "4E^412^A^GH", 44: "20261101"})
+@pytest.mark.parametrize("date", ["20261101", "20261101+0000"])
+def test_a_date_only_visit_time_falls_back_to_the_recorded_time(date: str) -> None:
+    dated = pv1({2: "I", 3: "4E^412^A^GH", 44: date})
     rec = record(adt("A01", "EVN|A01|20261101075500", "PID|1||M1^^^GH^MR", dated))
     assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
 
@@ -351,3 +354,27 @@ def test_an_fio2_without_a_unit_is_a_fraction_up_to_1_and_a_percentage_above(
     assert rec["fio2_fraction"] == pytest.approx(fraction)
     o = outcome(oru("OBX|1|NM|3150-0^FiO2^LN||5||||||F", "OBX|2|NM|9279-1^RR^LN||18|/min"))
     assert isinstance(o, hl7v2.Mapped) and o.rejected[0].refusal.reason_code == "out_of_range"
+
+
+def test_the_final_result_replaces_a_preliminary_one_and_a_null_time_falls_back() -> None:
+    rec = record(
+        oru(
+            'OBX|1|NM|2524-7^Lactate^LN||2.1|mmol/L|||||P|||""',
+            "OBX|2|NM|2524-7^Lactate^LN||4.3|mmol/L|||||F",
+        )
+    )
+    assert rec["lactate_mmol_l"] == pytest.approx(4.3)  # the final, not the preliminary
+    assert rec["event_time"] == AT  # OBX-14 "" is no time: the OBR's
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_measured_bicarbonate_is_kept_over_a_total_co2(order: int) -> None:
+    rec = record(
+        oru(
+            *[
+                "OBX|1|NM|1963-8^HCO3^LN||22|mmol/L|||||F",
+                "OBX|2|NM|2028-9^CO2 total^LN||24|mmol/L|||||F",
+            ][::order]
+        )
+    )
+    assert rec["hco3_mmol_l"] == 22.0
