@@ -96,6 +96,9 @@ ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
 # cancel_discharge (HL7 A13) takes it back. Transfers change no stay; a cancelled admission
 # (A11) is not read (module docstring).
 STAY_ADT = "'admit', 'discharge', 'cancel_discharge'"
+# What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
+# nor dead-lettered here.
+READ = f"record_kind IN ('vitals', 'labs', {STAY_ADT})"
 # The topics' field for a declared parameter where the names differ (else the same name).
 TOPIC_FIELD: dict[str, str] = {
     "weight_kg_series": "weight_kg",
@@ -152,8 +155,8 @@ def merged_sql(sources: Sources) -> str:
 
 def events_columns() -> str:
     """`events` (merged_view): the first copy of each record the merged watermark has not
-    passed (a resend and a late record are dead-lettered), the ADT events a stay is made of
-    (STAY_ADT) among them."""
+    passed (a resend and a late record are dead-lettered) of what the job reads (`READ`: vitals,
+    labs and the ADT events a stay is made of)."""
     values = ", ".join(quote(p.name) for p in PARAMETERS)
     return (
         "record_id, record_kind, patient_token, facility_id, unit_id, encounter_token, "
@@ -494,8 +497,7 @@ def build(
     t_env.get_config().set(STATE_TTL, state_ttl(settings.stay_state_ttl_h))
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
-    kept = f"record_kind IN ('vitals', 'labs', {STAY_ADT})"
-    merged_view(t_env, "events", merged_sql(sources), events_columns(), kept)
+    merged_view(t_env, "events", merged_sql(sources), events_columns(), READ)
     t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
     t_env.create_temporary_view("stay_records", t_env.sql_query(stay_records_sql()))
     t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))

@@ -221,13 +221,18 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
         er7 = parts[c - 1] if c - 1 < len(parts) else ""
-    value = unescape(er7, enc).strip()
-    return "" if value == DELETE else value
+    return _text(er7, enc)
 
 
 # HL7 v2 2.5.3: `""` in a field is an explicit null (delete the value the receiver holds): no
 # value, never the text of two quotes.
 DELETE = '""'
+
+
+def _text(er7: str, enc: dict[str, str]) -> str:
+    """A field's or component's value: unescaped and stripped, '' for the explicit null."""
+    value = unescape(er7, enc).strip()
+    return "" if value == DELETE else value
 
 
 # PID-3 identifier types (HL7 table 0203) in the order a patient is best known by: the medical
@@ -237,7 +242,7 @@ DELETE = '""'
 # when nothing else is sent.
 _PATIENT_ID_TYPES = ("MR", "MRN", "PI", "PT", "PN")
 _OTHER_ID_TYPES = frozenset(
-    {"AN", "VN", "FIN", "FIN NBR", "FINNBR", "ENC", "SS", "SSN", "NI", "NH", "NNXXX", "HC",
+    {"AN", "VN", "FIN", "FIN NBR", "FINNBR", "ENC", "SS", "SSN", "NI", "NH", "HC",
      "JHN", "MA", "MB", "MC", "MCD", "MCR", "MI", "DL", "PPN", "BA", "BC", "NPI", "PRN"}
 )  # fmt: skip
 
@@ -256,22 +261,13 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
         except Exception:  # a field the message's version does not define
             reps = []
         for rep in reps:
-            comps = rep.to_er7().split(enc["COMPONENT"])
-            ident = unescape(comps[0], enc).strip()
-            if ident and ident != DELETE:
+            comps = [*rep.to_er7().split(enc["COMPONENT"]), "", "", "", ""]
+            ident = _text(comps[0], enc)
+            if ident:
                 # HD: namespace id, else universal id (an OID-only authority)
-                hd = [*(comps[3].split(enc["SUBCOMPONENT"]) if len(comps) > 3 else []), "", ""]
-                authority = next(
-                    (
-                        a
-                        for a in (unescape(h, enc).strip() for h in hd[:2])
-                        if a not in ("", DELETE)
-                    ),
-                    "",
-                )
-                kind = unescape(comps[4], enc).strip().upper() if len(comps) > 4 else ""
-                kind = "" if kind == DELETE else kind
-                ids.append((kind, authority, ident))
+                hd = [*comps[3].split(enc["SUBCOMPONENT"]), ""]
+                authority = _text(hd[0], enc) or _text(hd[1], enc)
+                ids.append((_text(comps[4], enc).upper(), authority, ident))
         if ids:
             break
     if not ids:
@@ -282,7 +278,7 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
         national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
         return rank.get(i[0], len(rank) + (i[0] in _OTHER_ID_TYPES or national))
 
-    kind, authority, ident = min(ids, key=order)
+    _, authority, ident = min(ids, key=order)
     return authority, ident
 
 
@@ -463,15 +459,15 @@ def _oru(
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
     obr_time = ""
-    groups: dict[tuple[str, datetime], dict[str, tuple[int, Any]]] = {}
-    sources: dict[tuple[str, datetime, str], str] = {}  # which OBX a kept value came from
-    statuses: dict[tuple[str, datetime, str], str] = {}  # and its OBX-11
+    # per (topic, time), each field's kept value: (rank, value, the OBX's label, its OBX-11)
+    groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
     rejected: list[Rejected] = []
     skipped: list[str] = []
     for n, seg in enumerate(msg.children, 1):
         if seg.name == "OBR":
-            obr_time = seg.obr_7.to_er7().split(enc["COMPONENT"])[0] if len(seg.obr_7) else ""
-            obr_time = "" if obr_time.strip() == DELETE else obr_time
+            obr_time = (
+                _text(seg.obr_7.to_er7().split(enc["COMPONENT"])[0], enc) if len(seg.obr_7) else ""
+            )
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
@@ -511,8 +507,11 @@ def _oru(
                 (rank, *convert(code, number, observation_unit(code, units)))
                 for (code, rank), number in zip(fields, numbers, strict=True)
             ]
-            when = seg.obx_14.to_er7().split(enc["COMPONENT"])[0] if len(seg.obx_14) else ""
-            when = "" if when.strip() == DELETE else when
+            when = (
+                _text(seg.obx_14.to_er7().split(enc["COMPONENT"])[0], enc)
+                if len(seg.obx_14)
+                else ""
+            )
             at = hl7_time(when or obr_time or message_time, tz)
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
@@ -525,27 +524,24 @@ def _oru(
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
                 continue
             reading = groups.setdefault((topic, at), {})
-            same_rank = name in reading and rank == reading[name][0]
-            kept = statuses.get((topic, at, name), "")
-            if same_rank and (status == "C" or (status == "F" and kept in _PRELIMINARY)):
+            kept_rank, kept_value, first, kept_status = reading.get(name, (None, None, "", ""))
+            same_rank = rank == kept_rank
+            if same_rank and (status == "C" or (status == "F" and kept_status in _PRELIMINARY)):
                 # a correction, or the final result after a preliminary one, replaces it
-                reading[name] = (rank, value)
-                sources[(topic, at, name)], statuses[(topic, at, name)] = label, status
-            elif same_rank and value != reading[name][1]:
+                reading[name] = (rank, value, label, status)
+            elif same_rank and value != kept_value:
                 # two channels of one code (OBX-4 sub-ids: a core and a skin probe), or two
                 # codes of equal rank: the first is kept, the other dead-lettered, never lost
-                first = sources[(topic, at, name)]
                 why = Refused(
                     "conflicting_value",
-                    f"{label}: {name} {value!r} at the same time as {first}'s "
-                    f"{reading[name][1]!r}, which is kept",
+                    f"{label}: {name} {value!r} at the same time as {first}'s {kept_value!r}, "
+                    "which is kept",
                     "AE",
                     "207",
                 )
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
-            elif name not in reading or rank < reading[name][0]:  # the preferred code's
-                reading[name] = (rank, value)
-                sources[(topic, at, name)], statuses[(topic, at, name)] = label, status
+            elif kept_rank is None or rank < kept_rank:  # the preferred code's
+                reading[name] = (rank, value, label, status)
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -573,7 +569,7 @@ def _oru(
                     "facility_id": facility,
                     "unit_id": unit,
                     "event_time": at,
-                    **{name: value for name, (_, value) in values.items()},
+                    **{name: kept[1] for name, kept in values.items()},
                     "source": source,
                 },
             )

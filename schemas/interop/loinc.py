@@ -240,10 +240,18 @@ class UnitError(ValueError):
     """A unit the code does not take (any other ValueError of `convert` is the value's)."""
 
 
+def _known(code: str, unit: str) -> str | None:
+    """`unit` as `code`'s table writes it (as sent, or the unit it is a spelling of), or None."""
+    units = CODES[code].units
+    if unit in units:
+        return unit
+    spelled = UNIT_SPELLINGS.get(_spelling(unit))
+    return spelled if spelled in units else None
+
+
 def takes(code: str, unit: str) -> bool:
     """Whether `code` takes `unit`, as sent or as a spelling of one of its units."""
-    units = CODES[code].units
-    return unit in units or UNIT_SPELLINGS.get(_spelling(unit)) in units
+    return _known(code, unit) is not None
 
 
 def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]:
@@ -252,10 +260,10 @@ def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]
     c = CODES[code]
     if c.field == "fio2_fraction" and not unit.strip():  # no unit: the ranges do not meet
         unit = "1" if value <= 1 else "%"
-    if unit not in c.units and UNIT_SPELLINGS.get(_spelling(unit)) in c.units:
-        unit = UNIT_SPELLINGS[_spelling(unit)]
-    if unit not in c.units:
+    known = _known(code, unit)
+    if known is None:
         raise UnitError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")
+    unit = known
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{code}: value {value!r} is not a finite number")
     factor, offset = c.units[unit]

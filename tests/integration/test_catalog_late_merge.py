@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from jobs import model_scoring
+from jobs.feeds import replay
 from jobs.feeds.publisher import Publisher
 from jobs.runtime import kafka_io
 from schemas import load_schema, topics
@@ -118,14 +119,24 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     def read(topic: topics.Topic) -> list[dict[str, Any]]:
         return kafka_io.read_records(s, prefix + topic.name, topic.name)
 
+    def marker() -> None:
+        """A record the ADT source refuses (not Avro) after the admission: its dead letter says
+        the source has read the admission, before the vitals run ahead of it."""
+        producer = kafka_io.producer(s)
+        at_ms = int((T0 + timedelta(seconds=1)).timestamp() * 1000)
+        replay.produce_raw(producer, prefix + A, b"marker", b"not avro", at_ms)
+        producer.flush_or_raise(30)
+
     client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
     try:
         send([_adt("admit", T0, encounter)])
+        marker()
+        until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180)
         send(charted)
         # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
         until("the states of the first 9 h", lambda: len(read(topics.MODEL_SCORE)) >= 18, 180)
         send([moved, late])
-        until("the late discharge's dead letter", lambda: read(topics.DEAD_LETTER), 90)
+        until("the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90)
         until(
             "the discharge's readmission score", lambda: _discharged(read(topics.MODEL_SCORE)), 90
         )
@@ -135,9 +146,10 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     scores, dead = read(topics.MODEL_SCORE), read(topics.DEAD_LETTER)
     kafka_io.delete_topics(s, names, prefix=prefix)
 
-    (letter,) = dead  # not the late transfer, which this job does not read
-    assert letter["source_offset"] == 2  # the ADT topic's admission, transfer, discharge
-    assert letter["reason_code"] == "late" and letter["source_topic"] == prefix + A
+    assert [d["source_offset"] for d in dead if d["reason_code"] != "late"] == [1]  # the marker
+    (letter,) = _late(dead)  # not the late transfer, which this job does not read
+    assert letter["source_offset"] == 3  # the ADT topic's admission, marker, transfer, discharge
+    assert letter["source_topic"] == prefix + A
     assert "merged inputs" in letter["reason"]
     assert letter["stage"] == model_scoring.STAGE
     # the stay never saw the discharge: every state is scored, as of the open stay
@@ -148,6 +160,10 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     (readmission,) = _discharged(scores)
     assert readmission["record_id"] == late[1]["event_id"]
     assert readmission["model_name"] == "readmission-30d"
+
+
+def _late(dead: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in dead if d["reason_code"] == "late"]
 
 
 def _discharged(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
