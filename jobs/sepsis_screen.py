@@ -61,6 +61,8 @@ from jobs.runtime.tables import (
     dead_letter_sql,
     decoded_views,
     late_dead_letter_sql,
+    merged_late_dead_letter_sql,
+    merged_late_views,
 )
 from jobs.screening.rules import RULES, register_rule_functions
 from jobs.screening.scoring import (
@@ -150,9 +152,27 @@ def _unless_quarantined(p: str) -> str:
     return f"CASE WHEN quarantine IS NULL THEN {p} END AS {p}"
 
 
+EVENT_COLUMNS = (
+    "record_id",
+    "record_kind",
+    "patient_token",
+    "facility_id",
+    "unit_id",
+    "event_time",
+    *STATE_PARAMS,
+    "is_discharge",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "quarantine",
+)
+
+
 def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
     """One row per accepted input record, every state parameter a column (null if absent, or
-    if the record's source is quarantined: `quarantine` then holds the quarantine's note)."""
+    if the record's source is quarantined: `quarantine` then holds the quarantine's note):
+    `EVENT_COLUMNS` and the record's bytes (`value`; null for a charted minute of the device
+    numerics), which only a late record's dead letter reads."""
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     selects = []
     for name, topic in INPUTS.items():
@@ -178,7 +198,8 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {params},
                {discharge} AS is_discharge, '{read}' AS source_topic,
-               kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine
+               kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
+               `value`
         FROM (SELECT *, {quarantine} AS quarantine
               FROM {name}_decoded WHERE reason_code IS NULL)""")
     if "device" not in sources:
@@ -192,7 +213,8 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
     selects.append(f"""
         SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
                unit_id, event_time, {params}, FALSE AS is_discharge,
-               '{read}' AS source_topic, source_partition, source_offset, quarantine
+               '{read}' AS source_topic, source_partition, source_offset, quarantine,
+               CAST(NULL AS BYTES) AS `value`
         FROM (SELECT *, {_quarantine_sql(quarantine_tsv, device, "event_time")} AS quarantine
               FROM device_charted
               WHERE {" OR ".join(f"{p} IS NOT NULL" for p in CHANNEL_PARAMS)})""")
@@ -296,8 +318,14 @@ def views(
             "device_valid", t_env.sql_query(chart_input_sql(accepted, "kafka_ts"))
         )
         t_env.create_temporary_view("device_charted", t_env.sql_query(chart_sql("device_valid")))
-    events = _events_sql(sources, str(quarantine_tsv.resolve()))
-    t_env.create_temporary_view("events", t_env.sql_query(events))
+    merged_late_views(
+        t_env,
+        "events",
+        _events_sql(sources, str(quarantine_tsv.resolve())),
+        key="patient_token",
+        rowtime="event_time",
+        columns=", ".join(EVENT_COLUMNS),
+    )
     state_views(t_env, bool(scoring))
     t_env.create_temporary_view(
         "screening", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s")
@@ -406,6 +434,12 @@ def stage_one_sql(sources: Sources, scoring: bool) -> str:
             )
         )
         branches.append(branch("dead_letter", {"dead_letter": late}, f"{name}_late", "kafka_ts"))
+    merged_late = """(
+        SELECT source_topic AS topic, source_partition AS kafka_partition,
+               source_offset AS kafka_offset, event_time AS kafka_ts, `value`
+        FROM events_late)"""
+    late = merged_late_dead_letter_sql(STAGE)
+    branches.append(branch("dead_letter", {"dead_letter": late}, merged_late, "kafka_ts"))
     branches.append(branch("state", values, "screening", "event_time"))
     charted_cols = ", ".join(
         f"CAST({f.name} AS TIMESTAMP(3))" if f.logical else f.name for f in CHARTED.fields

@@ -166,8 +166,20 @@ def avro_sink_ddl(
 # Dead letters built in SQL from a raw source row (columns of raw_source_ddl).
 DEAD_LETTER_ROW = topics.DEAD_LETTER.schema.flink_row()
 PAYLOAD = "COALESCE(`value`, ENCODE('', 'UTF-8'))"
-ON_TIME = "CURRENT_WATERMARK(kafka_ts) IS NULL OR kafka_ts > CURRENT_WATERMARK(kafka_ts)"
-LATE = "kafka_ts <= CURRENT_WATERMARK(kafka_ts)"
+
+
+def on_time(rowtime: str) -> str:
+    """Rows ahead of the watermark where the condition runs (or before the first one)."""
+    return f"CURRENT_WATERMARK({rowtime}) IS NULL OR {rowtime} > CURRENT_WATERMARK({rowtime})"
+
+
+def late(rowtime: str) -> str:
+    """Rows at or behind the watermark where the condition runs: event-time windows drop them."""
+    return f"{rowtime} <= CURRENT_WATERMARK({rowtime})"
+
+
+ON_TIME = on_time("kafka_ts")
+LATE = late("kafka_ts")
 _LATE_REASON = (
     "CONCAT('event time ', CAST(kafka_ts AS STRING), ' is at or behind the watermark ', "
     "CAST(CURRENT_WATERMARK(kafka_ts) AS STRING))"
@@ -187,6 +199,14 @@ def _dead_letter_row(topic_sql: str, stage: str, reason_code: str, reason: str) 
 
 def late_dead_letter_sql(topic: str, stage: str) -> str:
     return dead_letter_sql(topic, stage, "'late'", _LATE_REASON)
+
+
+def merged_late_dead_letter_sql(stage: str) -> str:
+    """A DEAD_LETTER_ROW expression (reason `late`) over a row of merged inputs that is behind
+    their merged watermark: columns `topic`, `kafka_partition`, `kafka_offset`, `kafka_ts` (the
+    rowtime) and `value` (the record's bytes). Only in a projection above the merging exchange
+    (a filter on `late`, after an OVER window, keeps it there: see `merged_view`)."""
+    return _dead_letter_row("topic", stage, "'late'", _MERGED_LATE_REASON)
 
 
 _DUPLICATE_REASON = (
@@ -218,7 +238,7 @@ def dead_letters_insert_sql(
         late = late_dead_letter_sql(src.topic, stage)
         dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
     if merged:
-        late = _dead_letter_row("topic", stage, "'late'", _MERGED_LATE_REASON)
+        late = merged_late_dead_letter_sql(stage)
         dead.append(f"SELECT {late} AS d, kafka_ts FROM {merged}_late")
         copy = _dead_letter_row("topic", stage, "'duplicate'", _DUPLICATE_REASON)
         dead.append(f"SELECT {copy} AS d, kafka_ts FROM {merged}_copies")
@@ -302,6 +322,43 @@ def decoded_views(
 
 
 MERGED_COLUMNS = ("topic", "record_id", "kafka_partition", "kafka_offset", "kafka_ts", "value")
+
+
+def merged_late_views(
+    t_env: Any, name: str, union_sql: str, *, key: str, rowtime: str, columns: str
+) -> None:
+    """Views over `union_sql` (the accepted records of several sources, one shape, `rowtime`
+    their rowtime), after the exchange that merges them on `key` (the key of the event-time
+    windows that read them):
+
+    - `<name>_arrived`: each row with `arrived_n`, how many rows of its key came so far, by a
+      processing-time `ROWS` OVER window (one counter per key, kept for the state TTL; it
+      emits at once and keeps the rowtime); the event-time windows on the same key read its
+      output without another exchange;
+    - `<name>`: `columns` of the rows on time for the merged watermark;
+    - `<name>_late`: every column of the rows behind it, which event-time windows would drop
+      without a trace; dead-letter them (`merged_late_dead_letter_sql`).
+
+    The late check of each source (`decoded_views`) sees only that source's watermark; why that
+    misses records that are late for the merged one, and why the check is written as filters
+    after an OVER window, is told at `merged_view`. Not numbered per record: this is for a job
+    whose windows take a resend as it is (the screening job's states are idempotent)."""
+    t_env.create_temporary_view(
+        f"{name}_arrived",
+        t_env.sql_query(f"""
+        SELECT *, COUNT(*) OVER (
+               PARTITION BY {key} ORDER BY arrival
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS arrived_n
+        FROM (SELECT *, PROCTIME() AS arrival FROM ({union_sql}))"""),
+    )
+    t_env.create_temporary_view(
+        name,
+        t_env.sql_query(f"SELECT {columns} FROM {name}_arrived WHERE {on_time(rowtime)}"),
+    )
+    t_env.create_temporary_view(
+        f"{name}_late",
+        t_env.sql_query(f"SELECT * FROM {name}_arrived WHERE {late(rowtime)}"),
+    )
 
 
 def merged_view(t_env: Any, name: str, union_sql: str, columns: str, kept: str = "TRUE") -> None:

@@ -184,10 +184,14 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     charting = [c for c in ops if f"{CHART_FUNCTION}(" in c]
     assert len(charting) == 1, charting  # for vitals.charted and the state alike
     over = [c for c in ops if "OverAggregate(" in c]
+    # the late check on the merged watermark: one counter per patient, in arrival order
+    (merging,) = [c for c in over if "orderBy=[arrival ASC]" in c]
+    assert "partitionBy=[patient_token]" in merging
     runs = sum(r.run is not None for r in RULES)
     # the features' (first record time, 6-hour extremes), the state's, and one per run rule
-    assert len(over) == 2 + runs
+    windows = [c for c in over if c != merging]
+    assert len(windows) == 2 + runs
     # all accumulate: no window keeps the rows it spans (bench/state_size.py)
-    assert all("RANGE BETWEEN UNBOUNDED PRECEDING" in c for c in over), over
+    assert all("RANGE BETWEEN UNBOUNDED PRECEDING" in c for c in windows), windows
     patterns = sum(r.pattern is not None and r.run is None for r in RULES)
     assert len([c for c in ops if "Match(" in c]) == patterns
