@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.exceptions import InvalidName
@@ -105,10 +106,63 @@ Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
 _READ_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PV1", "OBR", "OBX"})
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in version.split("."))
+
+
+_HL7APY_VERSIONS: list[str] = sorted(SUPPORTED_LIBRARIES, key=_version_key)  # 2.1 … 2.8.2
+
+
+def parse_version(declared: str) -> str | None:
+    """The HL7 v2 version hl7apy reads a message declared as `declared` (MSH-12.1) in: that one
+    where hl7apy has it, else the newest it has before it (2.7.1 → 2.7, 2.9 and 2.9.1 → 2.8.2,
+    2.5.2 → 2.5.1). Versions of v2 add segments, fields and codes and keep the old ones
+    (backward compatibility is the standard's rule since 2.1), and every segment and field read
+    here is in every version since 2.3, so a newer message reads as the newest one known; what
+    is new in it is left alone. An empty or unreadable version (MSH-12 is required, but not
+    every sender fills it) reads as 2.5; None: not a v2 version (3.0)."""
+    found = re.fullmatch(r"\s*[vV]?(\d+)\.(\d+)(?:\.(\d+))*\s*", declared)
+    if found is None:
+        return "2.5"
+    major, minor, patch = (int(n) if n else 0 for n in found.groups())
+    if major != 2:
+        return None
+    if declared.strip() in SUPPORTED_LIBRARIES:
+        return declared.strip()
+    older = [v for v in _HL7APY_VERSIONS if _version_key(v) <= (major, minor, patch)]
+    return older[-1] if older else _HL7APY_VERSIONS[0]
+
+
+def _declared_as_known(text: str) -> str | Refused:
+    """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version)."""
+    sep = text[3:4]
+    segment, _, rest = text.partition("\r")
+    fields = segment.split(sep)
+    if len(fields) < 2 or not fields[1]:
+        return text  # hl7apy says what is wrong
+    component = fields[1][0]
+    vid = fields[11].split(component) if len(fields) > 11 else [""]
+    known = parse_version(vid[0])
+    if known is None:
+        return Refused(
+            "malformed",
+            f"MSH-12 declares version {vid[0]!r}: not HL7 version 2",
+            ack_code="AR",
+            hl7_error="203",
+        )
+    if known == vid[0]:
+        return text
+    fields += [""] * (12 - len(fields))
+    fields[11] = component.join([known, *vid[1:]])
+    return sep.join(fields) + ("\r" + rest if rest else "")
+
+
 def parse(text: str) -> Message | Refused:
     """Parse ER7 text (segments separated by CR) with hl7apy; a refusal says why it failed. A
     segment that the message's declared version does not define (a vendor's newer PRT in a
-    2.5.1 message, SFT in 2.3) and that is not one read here is left out, not the message."""
+    2.5.1 message, SFT in 2.3) and that is not one read here is left out, not the message; a
+    version hl7apy does not have (2.7.1, 2.9) is read as the newest it has before it
+    (`parse_version`), and the message's MSH-12 then says that one."""
     # a byte-order mark or a stray MLLP start byte before MSH is no part of the message
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
     if not text.startswith("MSH"):
@@ -121,6 +175,10 @@ def parse(text: str) -> Message | Refused:
             "(nothing of this frame was stored)",
             hl7_error="100",
         )
+    known = _declared_as_known(text)
+    if isinstance(known, Refused):
+        return known
+    text = known
     unknown: list[str] = []
     while True:
         try:
@@ -178,11 +236,18 @@ _ESCAPES = {"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITIO
 
 def unescape(text: str, enc: dict[str, str]) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
-    (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`); formatting and character-set
+    (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are,
+    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); formatting and character-set
     escapes (`\H\`, `\.br\`, `\C…\`) are dropped."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
+    e = re.escape(esc)
+    # hl7apy writes a sequence it does not know (hex, formatting, character set) back with its
+    # escape characters escaped (`\E\XB0\E\`): read as the sequence it was (a literal `\XB0\`
+    # sent as text would be read as one too; no sender does that)
+    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*){e}E{e}"
+    text = re.sub(known, lambda m: esc + m.group(1) + esc, text)
     out, rest = [], text
     while esc in rest:
         head, _, tail = rest.partition(esc)
@@ -195,9 +260,13 @@ def unescape(text: str, enc: dict[str, str]) -> str:
             out.append(enc.get(_ESCAPES[body], ""))
         elif body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
             try:
-                out.append(bytes.fromhex(body[1:]).decode("latin-1"))
+                data = bytes.fromhex(body[1:])
             except ValueError:
-                out.append("")
+                data = b""
+            try:  # UTF-8 where the bytes are UTF-8 (°: C2 B0), else one byte a character
+                out.append(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(data.decode("latin-1"))
         rest = after
     out.append(rest)
     return "".join(out)

@@ -512,6 +512,12 @@ def test_escape_sequences_are_decoded_in_the_fields_read() -> None:
     assert hl7v2.unescape("A\\F\\B\\X41\\\\H\\x", {"ESCAPE": "\\", "FIELD": "|"}) == "A|BAx"
 
 
+@pytest.mark.parametrize("degree", ["\\XB0\\", "\\XC2B0\\"])  # ISO 8859-1, UTF-8
+def test_a_unit_with_a_hex_escaped_degree_sign_is_read(degree: str) -> None:
+    rec, rejected = partly_read(oru(f"OBX|1|NM|8310-5^Temp^LN||101.3|{degree}F|||||F"))
+    assert not rejected and rec["temp_c"] == pytest.approx(38.5)
+
+
 def test_a_message_with_a_second_patient_is_refused_never_read_under_the_first() -> None:
     two = oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace(
         "OBR|1|", "PID|2||MRN2^^^H^MR\rPV1|2|I|MICU^13^A^H\rOBR|1|"

@@ -76,6 +76,37 @@ def test_an_old_version_admission_with_an_evn_segment_is_read_without_evn_6(vers
     assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("declared", "read_as"),
+    [("2.7.1", "2.7"), ("2.9", "2.8.2"), ("2.9.1", "2.8.2"), ("2.5.2", "2.5.1"), ("", "2.5")],
+)
+def test_a_version_hl7apy_lacks_is_read_as_the_newest_it_has_before_it(
+    declared: str, read_as: str, gateway: Gateway
+) -> None:
+    segments = ("EVN|A01|20261101075500", "PID|1||MRN7^^^GH^MR", "PV1|1|I|4E^412^A^GH")
+    message = adt("A01", *segments, version=declared)
+    msg = hl7v2.parse(message)
+    assert not isinstance(msg, hl7v2.Refused), msg
+    assert msg.version == read_as
+    rec = record(message)
+    assert rec["event_type"] == "admit" and rec["unit_id"] == "4E"
+    d = gateway.decide(message.encode())
+    assert d.ack_code == "AA" and len(d.records) == 1
+    assert d.ack.split("\r")[0].split("|")[11] == read_as  # the ACK in the version read
+
+
+def test_a_newer_versions_results_are_read() -> None:
+    message = oru("OBX|1|NM|8867-4^Heart rate^LN||88|/min|||||F").replace("|P|2.5.1", "|P|2.9")
+    [(topic, rec)] = outcome(message).records  # type: ignore[union-attr]
+    assert topic == topics.VITALS_OBSERVATION.name and rec["heart_rate_bpm"] == 88
+
+
+def test_a_message_declaring_a_version_that_is_not_hl7_v2_is_refused() -> None:
+    o = outcome(adt("A01", "PID|1||MRN7^^^GH^MR", "PV1|1|I|4E", version="3.0"))
+    assert isinstance(o, hl7v2.Refused)
+    assert (o.ack_code, o.hl7_error) == ("AR", "203") and "not HL7 version 2" in o.reason
+
+
 def test_the_delete_null_is_no_value_never_a_shared_patient_encounter_or_unit() -> None:
     nulls = pv1({1: "1", 2: "I", 3: '""', 19: '""', 45: '""'})
     rec = record(adt("A03", "EVN|A03|20261101140000", "PID|1||MRN7^^^GH^MR", nulls))
