@@ -12,7 +12,10 @@ only) and the resource's other values are published. A file that cannot be read,
 JSON, or is over `settings.max_message_bytes` is one refusal; an error while producing one
 file's records stops that file (reported, exit 1) and the next file is still processed. A file
 is moved nowhere: the same file ingested twice produces the same event ids, which the census
-job deduplicates. Prints one line per resource and a summary; exits 1 if Kafka did not confirm
+job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations
+refer to (their Patient) or that refers to them (a DiagnosticReport) is read as their context
+(`fhir_r4.Context`): neither published nor dead-lettered, and counted, so that resources =
+mapped + dead-lettered + context. Prints one line per resource and a summary; exits 1 if Kafka did not confirm
 every record of some file.
 """
 
@@ -49,6 +52,9 @@ class IngestReport:
     mapped: int = 0
     records: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # resources, by reason
+    context: Counter[str] = field(
+        default_factory=Counter
+    )  # Bundle entries read as context, by kind
     values_refused: Counter[str] = field(default_factory=Counter)  # values of mapped resources
     lines: list[str] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)  # Kafka did not confirm these
@@ -64,9 +70,12 @@ class Decision:
     refusal: Refused | None
     payload: bytes  # what its dead letter keeps: the entry alone, or the file's bytes
     rejected: tuple[Rejected, ...] = ()  # values of a mapped resource dead-lettered alone
+    context: str = ""  # why a Bundle entry is read as its other entries' context (fhir_r4.Context)
 
     @property
     def outcome(self) -> str:
+        if self.context:
+            return "context"
         return "refused" if self.refusal is not None else "mapped"
 
     @property
@@ -81,6 +90,8 @@ class Decision:
         or the label alone."""
         if self.refusal is not None:
             return self.reason
+        if self.context:
+            return f"{self.label}: {self.context}"
         return f"{self.label}: {self.reason}" if self.rejected else self.label
 
     def letters(self) -> list[tuple[Refused, bytes]]:
@@ -141,7 +152,10 @@ def decide_file(
     whole = len(outcomes) == 1 and isinstance(data, dict) and data.get("resourceType") != "Bundle"
     for o in outcomes:
         payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
-        result: Mapped | Refused = o.result
+        result: Mapped | Refused | fhir_r4.Context = o.result
+        if isinstance(result, fhir_r4.Context):
+            out.append(Decision(path.name, o.label, [], None, payload, context=result.reason))
+            continue
         if isinstance(result, Mapped):
             encoded = pub.encode(result.records)
             if not isinstance(encoded, codec.Rejection):
@@ -173,7 +187,10 @@ def ingest(
             continue
         for d in decisions:
             report.resources += 1
-            if d.refusal is None:
+            if d.context:
+                report.context[d.label.rsplit(":", 1)[-1].split("/")[0]] += 1
+                report.lines.append(f"context  {path.name} {d.summary}")
+            elif d.refusal is None:
                 report.mapped += 1
                 report.records.update(t for t, _, _ in d.records)
                 report.values_refused.update(r.refusal.reason_code for r in d.rejected)
@@ -226,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{r.resources} resources: {r.mapped} mapped ({dict(r.records)}), "
         f"{sum(r.refused.values())} dead-lettered ({dict(r.refused)}), "
+        f"{sum(r.context.values())} Bundle entries read as context ({dict(r.context)}), "
         f"{sum(r.values_refused.values())} values of mapped resources dead-lettered "
         f"({dict(r.values_refused)})"
         + (f"; not stored: {', '.join(r.failed_files)}" if r.failed_files else "")

@@ -2,7 +2,9 @@
 
 Resources are validated with fhir.resources (its R4B models: R4B changed nothing in Encounter or
 Observation). Every resource ends as `Mapped` records or a `Refused` reason, like HL7 v2
-messages (schemas.interop.hl7v2). A Bundle is opened and each entry handled on its own.
+messages (schemas.interop.hl7v2). A Bundle is opened and each entry handled on its own; an entry
+of another kind that its Encounters or Observations refer to, or that refers to them (a Patient,
+a DiagnosticReport), is their `Context`: neither published nor dead-lettered.
 
 Encounter → ADT events from its location history (`Encounter.location`, FHIR R4 §9.1.4.1): the
 first location is the admission, each change of location a transfer, and the end of a finished
@@ -73,10 +75,79 @@ class UnsupportedModifier(ValueError):
     """A component's modifierExtension, which no reader here understands."""
 
 
+class Context(NamedTuple):
+    """A Bundle entry of a kind not ingested that the bundle's Encounters and Observations refer
+    to (the Patient a subject names, the Location of a stay) or that refers to them (the
+    DiagnosticReport grouping lab results, a Provenance, a message's MessageHeader): it is read
+    for them, so it is neither published nor dead-lettered. An entry related to none of them is
+    still refused (`unsupported_resource`): a feed of Patients sent here by mistake is seen."""
+
+    reason: str
+
+
+INGESTED = ("Encounter", "Observation")
+
+
 class Outcome(NamedTuple):
     label: str  # "Observation/bp1", or "Bundle/b#entry3:Observation/bp1"
-    result: Mapped | Refused
+    result: Mapped | Refused | Context
     resource: Any  # the JSON of this resource or entry alone (what a dead letter keeps)
+
+
+def _references(node: Any) -> set[str]:
+    """Every `reference` in a resource's JSON, without a version (`/_history/n`)."""
+    if isinstance(node, list):
+        return set().union(*map(_references, node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found = (
+        {node["reference"].split("/_history/")[0]}
+        if isinstance(node.get("reference"), str)
+        else set()
+    )
+    return found.union(*(_references(v) for k, v in node.items() if k != "reference"))
+
+
+def _names(entry: dict[str, Any]) -> set[str]:
+    """What a reference to a Bundle entry may say: its fullUrl, or `Type/id`."""
+    res = entry["resource"]
+    names = {str(entry["fullUrl"])} if entry.get("fullUrl") else set()
+    if res.get("id"):
+        names.add(f"{res.get('resourceType')}/{res['id']}")
+    return names
+
+
+def _refers(references: set[str], names: set[str]) -> bool:
+    """Whether one of `references` names an entry called `names` (an absolute reference to
+    `Type/id` on a server counts: `https://ehr/fhir/Patient/7`)."""
+    return any(r in names or any(r.endswith("/" + n) for n in names) for r in references)
+
+
+def _context(entries: list[Any]) -> dict[int, str]:
+    """{entry index: why it is context} for the entries of kinds not ingested that relate to
+    an ingested entry of the same Bundle (see `Context`)."""
+    with_resource = {
+        i: e
+        for i, e in enumerate(entries)
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    }
+    ingested = {
+        i: e for i, e in with_resource.items() if e["resource"].get("resourceType") in INGESTED
+    }
+    if not ingested:
+        return {}
+    their_refs = set().union(*(_references(e["resource"]) for e in ingested.values()))
+    their_names = set().union(*(_names(e) for e in ingested.values()))
+    out = {}
+    for i, e in with_resource.items():
+        if i in ingested:
+            continue
+        kind = e["resource"].get("resourceType")
+        if _refers(their_refs, _names(e)):
+            out[i] = f"{kind}: referred to by the bundle's Encounters or Observations (context)"
+        elif _refers(_references(e["resource"]), their_names):
+            out[i] = f"{kind}: refers to the bundle's Encounters or Observations (context)"
+    return out
 
 
 def map_json(
@@ -102,11 +173,15 @@ def map_json(
             for e in entries
             if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
         }
+        context = _context(entries)
         for i, entry in enumerate(entries):
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
+            elif i in context:
+                name = f"{sub.get('resourceType')}/{sub.get('id', '?')}"
+                out.append(Outcome(f"{label}#entry{i}:{name}", Context(context[i]), sub))
             else:
                 for o in map_json(
                     sub, tokenise, source=source, facility_id=facility_id, bundle=inside
@@ -134,7 +209,7 @@ def map_resource(
     bundle: dict[str, Any] | None = None,
 ) -> Mapped | Refused:
     kind = data.get("resourceType")
-    if kind not in ("Encounter", "Observation"):
+    if kind not in INGESTED:
         return Refused(
             "unsupported_resource", f"{kind} is not ingested (Encounter and Observation are)"
         )

@@ -93,7 +93,9 @@ def test_every_hl7_sample_is_acknowledged_and_published_or_dead_lettered(
 def test_every_fhir_example_is_published_or_dead_lettered(kafka: Settings, prefix: str) -> None:
     report = fhir_ingest.ingest(kafka, [FHIR_DATA], prefix=prefix, facility_id="F")
     n = counts(kafka, prefix)
-    assert report.resources == report.mapped + sum(report.refused.values())
+    assert report.resources == report.mapped + sum(report.refused.values()) + sum(
+        report.context.values()
+    )
     assert not report.values_refused  # every example value is read or its resource refused
     assert n[topics.DEAD_LETTER.name] == sum(report.refused.values())
     assert n[topics.ADT_EVENT.name] == report.records[topics.ADT_EVENT.name] == 3

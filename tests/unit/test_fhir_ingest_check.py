@@ -30,7 +30,11 @@ def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: 
         "resourceType": "Bundle",
         "id": "b",
         "type": "collection",
-        "entry": [{"resource": heart_rate("ok", "/min")}, {"resource": heart_rate("bad", "mmHg")}],
+        "entry": [
+            {"resource": heart_rate("ok", "/min")},
+            {"resource": heart_rate("bad", "mmHg")},
+            {"resource": {"resourceType": "Patient", "id": "p1"}},  # their subject
+        ],
     }
     (drop / "a.json").write_text(json.dumps(bundle))
     (drop / "b.json").write_text("{not json")
@@ -50,10 +54,15 @@ def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: 
     assert [r[:3] for r in rows] == [
         ["a.json", "mapped", "1"],
         ["a.json", "refused", "0"],
+        ["a.json", "context", "0"],
         ["b.json", "refused", "0"],
         ["c.json", "mapped", "1"],  # its diastolic value alone is dead-lettered
     ]
     assert rows[0][3] == "Bundle/b#entry0:Observation/ok"
     assert rows[1][3].startswith("bad_unit: 8867-4: unit 'mmHg'")
-    assert rows[2][3].startswith("malformed: not JSON")
-    assert rows[3][3].startswith("Observation/bp: out_of_range: component 1: 8462-4: dbp_mmhg=-999")
+    assert rows[2][3] == (
+        "Bundle/b#entry2:Patient/p1: Patient: referred to by the bundle's Encounters or "
+        "Observations (context)"
+    )
+    assert rows[3][3].startswith("malformed: not JSON")
+    assert rows[4][3].startswith("Observation/bp: out_of_range: component 1: 8462-4: dbp_mmhg=-999")

@@ -493,13 +493,44 @@ def test_a_bundle_entry_subject_resolves_against_the_bundle_full_urls() -> None:
         ],
     }
     outcomes = [o for _, o, _ in run(bundle)]
-    assert isinstance(outcomes[0], Refused) and outcomes[0].reason_code == "unsupported_resource"
+    assert isinstance(outcomes[0], fhir_r4.Context)  # the Patient: read for the Observation
     assert isinstance(outcomes[1], Mapped)
     [(_, by_mrn, _)] = run(hr | {"subject": {"identifier": patient["identifier"][0]}})
     assert isinstance(by_mrn, Mapped)
     assert outcomes[1].records[0][1]["patient_token"] == by_mrn.records[0][1]["patient_token"]
     [(_, alone, _)] = run(hr)  # the same entry outside its Bundle names no one
     assert isinstance(alone, Refused) and alone.reason_code == "missing_field"
+
+
+def test_bundle_entries_related_to_the_ingested_ones_are_context_and_the_others_refused() -> None:
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    hr |= {"id": "hr1", "subject": {"reference": "https://ehr.example/fhir/Patient/p7"}}
+    hr["performer"] = [{"reference": "Practitioner/n4/_history/2"}]
+    entries = [
+        {"resourceType": "Patient", "id": "p7"},  # the subject, by an absolute reference
+        {"resourceType": "Practitioner", "id": "n4"},  # the performer, by a versioned one
+        {
+            "resourceType": "DiagnosticReport",
+            "id": "dr",
+            "result": [{"reference": "Observation/hr1"}],
+        },
+        hr,
+        {"resourceType": "Patient", "id": "someone-else"},  # related to nothing here
+        {"resourceType": "Medication", "id": "m1"},
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": f"https://ehr.example/fhir/{e['resourceType']}/{e['id']}",
+                   "resource": e} for e in entries],
+    }  # fmt: skip
+    kinds = [type(o).__name__ for _, o, _ in run(bundle)]
+    assert kinds == ["Context", "Context", "Context", "Mapped", "Refused", "Refused"]
+    refused = [o for _, o, _ in run(bundle) if isinstance(o, Refused)]
+    assert {o.reason_code for o in refused} == {"unsupported_resource"}
+    alone = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": entries[0]}]}
+    [(_, o, _)] = run(alone)  # a Bundle of Patients only: nothing read, refused
+    assert isinstance(o, Refused)
 
 
 def test_the_facility_is_the_drops_own_not_the_service_provider_reference() -> None:
