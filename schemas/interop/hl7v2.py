@@ -518,12 +518,13 @@ def _oru(
     msg: Message, base_id: str, patient: str, facility: str, source: str, tz: tzinfo
 ) -> Mapped | Refused:
     """One record per topic and observation time: an ORU may carry the same vital at several
-    times (OBX-14), each its own reading. An OBX without OBX-14 takes its OBR's OBR-7, then
-    MSH-7. An OBX that cannot be read (a unit its code does not take, a value that is no number
-    or outside the field's range, such as a monitor's -999 for "no value", a bad time) is
-    rejected alone; the message is refused only when nothing could be read. Where one reading
-    has a field from several codes (an ECG's heart rate and an oximeter's pulse rate), the
-    preferred code's value is kept (`observation_code`)."""
+    times (OBX-14), each its own reading. An OBX without OBX-14 takes its OBR's OBR-7, else the
+    collection time of its order's specimen (SPM-17.1, in the SPM after the OBR's results, as
+    v2.5.1 lab results send it), then MSH-7. An OBX that cannot be read (a unit its code does
+    not take, a value that is no number or outside the field's range, such as a monitor's -999
+    for "no value", a bad time) is rejected alone; the message is refused only when nothing
+    could be read. Where one reading has a field from several codes (an ECG's heart rate and an
+    oximeter's pulse rate), the preferred code's value is kept (`observation_code`)."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
@@ -532,11 +533,12 @@ def _oru(
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
     rejected: list[Rejected] = []
     skipped: list[str] = []
-    for n, seg in enumerate(msg.children, 1):
+    children = list(msg.children)
+    for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
             obr_time = (
                 _text(seg.obr_7.to_er7().split(enc["COMPONENT"])[0], enc) if len(seg.obr_7) else ""
-            )
+            ) or _specimen_time(children[n:], enc)
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
@@ -693,6 +695,25 @@ def blood_pressure_numbers(raw: str, component: str) -> list[float]:
     if m is None:
         raise ValueError(f"blood pressure {raw!r} is not systolic/diastolic")
     return [float(m.group(1)), float(m.group(2))]
+
+
+def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:
+    """SPM-17.1 (the specimen's collection start, a DR's first TS) of the first SPM of the
+    order whose OBR precedes `after_obr` (the segments after it): '' if it has none."""
+    for seg in after_obr:
+        if seg.name == "OBR":
+            return ""
+        if seg.name != "SPM":
+            continue
+        try:
+            collected = seg.spm_17
+        except Exception:  # a version without SPM-17
+            return ""
+        if not len(collected):
+            return ""
+        start = collected.to_er7().split(enc["COMPONENT"])[0].split(enc["SUBCOMPONENT"])[0]
+        return _text(start, enc)
+    return ""
 
 
 def _components(field: Any, enc: dict[str, str]) -> list[str]:

@@ -342,6 +342,30 @@ def test_the_stay_models_labs_are_read_in_si_and_conventional_units(
     assert (d.ack_code, d.letters, len(d.records)) == ("AA", [], 1)
 
 
+def test_a_lab_result_without_an_order_time_takes_its_specimens_collection_time() -> None:
+    def lab(obr_7: str) -> str:
+        return "\r".join(
+            [
+                "MSH|^~\\&|LIS|H|WF|H|20260301140000||ORU^R01|L1|P|2.5.1",
+                "PID|1||MRN9^^^H^MR",
+                "PV1|1|I|MICU^12^A^H",
+                f"OBR|1|||lactate|||{obr_7}",
+                "OBX|1|NM|2524-7^Lactate^LN||3.1|mmol/L|||||F",
+                "SPM|1|||BLDA|||||||||||||20260301091500^20260301091600",
+                "OBR|2|||creatinine",  # another order, whose specimen says no time
+                "OBX|1|NM|2160-0^Creatinine^LN||1.4|mg/dL|||||F",
+                "SPM|1|||SER",
+            ]
+        )
+
+    o = outcome(lab(""))
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    times = sorted(rec["event_time"] for _, rec in o.records)
+    assert times == [datetime(2026, 3, 1, 9, 15, tzinfo=UTC), datetime(2026, 3, 1, 14, tzinfo=UTC)]
+    [(_, rec)] = outcome(lab("20260301091000")).records[:1]  # type: ignore[union-attr]
+    assert rec["event_time"] == datetime(2026, 3, 1, 9, 10, tzinfo=UTC)  # the OBR's own first
+
+
 def test_a_gcs_total_that_is_not_a_whole_number_is_refused() -> None:
     o = outcome(oru("OBX|1|NM|9269-2^GCS total^LN||9.5||||||F", "OBX|2|NM|9279-1^RR^LN||18|/min"))
     assert isinstance(o, hl7v2.Mapped)
