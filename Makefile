@@ -150,6 +150,7 @@ bench: venv
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.scoring
+	$(BIN)/python -m bench.catalog
 	$(BIN)/python -m bench.cluster_scale
 	$(BIN)/python -m bench.hl7_gateway
 	$(SERVICES) start fhir

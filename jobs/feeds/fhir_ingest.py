@@ -15,8 +15,8 @@ is moved nowhere: the same file ingested twice produces the same event ids, whic
 job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations
 refer to (their Patient) or that refers to them (a DiagnosticReport) is read as their context
 (`fhir_r4.Context`): neither published nor dead-lettered, and counted, so that resources =
-mapped + dead-lettered + context. Prints one line per resource and a summary; exits 1 if Kafka did not confirm
-every record of some file.
+mapped + dead-lettered + context. Prints one line per resource and a summary; exits 1 if
+Kafka did not confirm every record of some file.
 """
 
 from __future__ import annotations
