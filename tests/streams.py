@@ -72,3 +72,21 @@ def keys_written(settings: Settings, prefix: str, topic: Topic) -> Counter[str]:
     """How often each record key was committed to `prefix + topic` (read_committed)."""
     records = kafka_io.read_records(settings, prefix + topic.name, topic.name)
     return Counter(r[KEYS[topic.name]] for r in records)
+
+
+def publish(pub: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Encode `items` with a jobs.feeds.publisher.Publisher, produce them and wait for Kafka."""
+    encoded = pub.encode(items)
+    assert isinstance(encoded, list), encoded
+    pub.send(encoded)
+    pub.flush(60)
+
+
+def refused_marker(settings: Settings, topic: str, at: datetime) -> None:
+    """A record a job's source refuses (not Avro) on `topic`, timed `at`: its dead letter says
+    the source has read what was sent before it."""
+    from jobs.feeds import replay
+
+    producer = kafka_io.producer(settings)
+    replay.produce_raw(producer, topic, b"marker", b"not avro", int(at.timestamp() * 1000))
+    producer.flush_or_raise(30)

@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 
 from jobs import model_scoring
-from jobs.feeds import replay
 from jobs.feeds.publisher import Publisher
 from jobs.runtime import kafka_io
 from schemas import load_schema, topics
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
-from tests.streams import until
+from tests.streams import publish, refused_marker, until
 from training.registry import bootstrap
 from udfs.registry import Registry
 
@@ -110,32 +109,18 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     moved[1]["unit_id"] = "SICU"
     pub = Publisher(s, prefix=prefix, stage="test")
 
-    def send(items: list[tuple[str, dict[str, Any]]]) -> None:
-        encoded = pub.encode(items)
-        assert isinstance(encoded, list)
-        pub.send(encoded)
-        pub.flush(60)
-
     def read(topic: topics.Topic) -> list[dict[str, Any]]:
         return kafka_io.read_records(s, prefix + topic.name, topic.name)
 
-    def marker() -> None:
-        """A record the ADT source refuses (not Avro) after the admission: its dead letter says
-        the source has read the admission, before the vitals run ahead of it."""
-        producer = kafka_io.producer(s)
-        at_ms = int((T0 + timedelta(seconds=1)).timestamp() * 1000)
-        replay.produce_raw(producer, prefix + A, b"marker", b"not avro", at_ms)
-        producer.flush_or_raise(30)
-
     client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
     try:
-        send([_adt("admit", T0, encounter)])
-        marker()
+        publish(pub, [_adt("admit", T0, encounter)])
+        refused_marker(s, prefix + A, T0 + timedelta(seconds=1))  # the admission is read
         until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180)
-        send(charted)
+        publish(pub, charted)
         # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
         until("the states of the first 9 h", lambda: len(read(topics.MODEL_SCORE)) >= 18, 180)
-        send([moved, late])
+        publish(pub, [moved, late])
         until("the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90)
         until(
             "the discharge's readmission score", lambda: _discharged(read(topics.MODEL_SCORE)), 90

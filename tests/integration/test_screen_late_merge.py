@@ -21,12 +21,11 @@ from typing import Any
 import pytest
 
 from jobs import sepsis_screen
-from jobs.feeds import replay
 from jobs.feeds.publisher import Publisher
 from jobs.runtime import kafka_io
 from schemas import load_schema, topics
 from schemas.settings import Settings
-from tests.streams import until
+from tests.streams import publish, refused_marker, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,32 +83,18 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     late = _adt("discharge", T0 + timedelta(hours=5))
     pub = Publisher(s, prefix=prefix, stage="test")
 
-    def send(items: list[tuple[str, dict[str, Any]]]) -> None:
-        encoded = pub.encode(items)
-        assert isinstance(encoded, list)
-        pub.send(encoded)
-        pub.flush(60)
-
     def read(topic: topics.Topic) -> list[dict[str, Any]]:
         return kafka_io.read_records(s, prefix + topic.name, topic.name)
 
-    def marker() -> None:
-        """A record the ADT source refuses (not Avro) after the admission: its dead letter says
-        the source has read the admission, before the vitals run ahead of it."""
-        producer = kafka_io.producer(s)
-        at_ms = int((T0 + timedelta(seconds=1)).timestamp() * 1000)
-        replay.produce_raw(producer, prefix + A, b"marker", b"not avro", at_ms)
-        producer.flush_or_raise(30)
-
     client = sepsis_screen.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
     try:
-        send([_adt("admit", T0)])
-        marker()
+        publish(pub, [_adt("admit", T0)])
+        refused_marker(s, prefix + A, T0 + timedelta(seconds=1))  # the admission is read
         until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180)
-        send(charted)
+        publish(pub, charted)
         # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
         until("the states of the first 9 h", lambda: len(read(topics.SEPSIS_SCREEN)) >= 18, 180)
-        send([late])
+        publish(pub, [late])
         until("the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90)
         time.sleep(2)  # nothing more comes
     finally:
