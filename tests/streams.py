@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from jobs import sepsis_screen
-from jobs.runtime import kafka_io
+from jobs.runtime import flink_env, kafka_io, watch
 from schemas import TOPICS, codec, load_schema, topics
 from schemas.settings import Settings
 from schemas.topics import Topic
@@ -39,14 +42,69 @@ def sentinels(
     return out
 
 
-def until(what: str, found: Any, timeout_s: float = 120.0) -> Any:
-    """found() once it is truthy; polled every half second."""
+def until(what: str, found: Any, timeout_s: float = 120.0, job: RunningJob | None = None) -> Any:
+    """found() once it is truthy; polled every half second. On a timeout the error says where
+    `job` stood (its status, restarts, checkpoints, failures and each operator's watermark)."""
     deadline = time.monotonic() + timeout_s
     while not (value := found()):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout_s} s")
+            where = f"; the job then: {job.describe()}" if job else ""
+            raise TimeoutError(f"no {what} after {timeout_s} s{where}")
         time.sleep(0.5)
     return value
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job submitted to a local MiniCluster whose REST API is at `rest`."""
+
+    client: Any  # pyflink JobClient
+    rest: str
+
+    @classmethod
+    def submit(cls, env: Any, name: str) -> RunningJob:
+        client = flink_env.submit(env, name)
+        conf = env._j_stream_execution_environment.getConfiguration().toMap()
+        return cls(client, f"http://127.0.0.1:{conf.get('rest.port')}")
+
+    def describe(self) -> str:
+        """One line a failed test can print: what Flink's REST API says of the job now."""
+        job = f"{self.rest}/jobs/{self.client.get_job_id()}"
+        try:
+            detail = watch.rest_json(job)
+            restarts = watch.rest_json(f"{job}/metrics?get=numRestarts")
+            checkpoints = watch.rest_json(f"{job}/checkpoints")
+            counts, failed = checkpoints["counts"], (checkpoints["latest"] or {}).get("failed")
+            history = watch.rest_json(f"{job}/exceptions")["exceptionHistory"]["entries"]
+            marks = []
+            for v in detail["vertices"]:
+                got = watch.rest_json(f"{job}/vertices/{v['id']}/watermarks")
+                low = min((int(m["value"]) for m in got), default=None)
+                n = v.get("metrics", {})
+                marks.append(
+                    f"{v['name'][:60]!r} {v['status']} records in {n.get('read-records')} "
+                    f"out {n.get('write-records')} watermark {low}"
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            return f"not readable at {job}: {exc}"
+        failures = [watch.first_line(e.get("stacktrace", "")) for e in history]
+        return (
+            f"{detail['state']}, restarts {restarts}, checkpoints {counts} (the last failed: "
+            f"{(failed or {}).get('failure_message')}), "
+            f"failures {failures}, operators: " + "; ".join(marks) + _logged_errors()
+        )
+
+
+def _logged_errors(last: int = 5) -> str:
+    """The last ERROR lines of this process's Flink log (every job the process ran)."""
+    folder = Path(os.environ.get("FLINK_LOG_DIR", "."))
+    lines = [
+        line[:300]
+        for log in sorted(folder.glob("flink-*-python-*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if " ERROR " in line
+    ]
+    return f"; Flink's log, last errors: {lines[-last:]}" if lines else ""
 
 
 def produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str, Any]]]) -> None:

@@ -399,7 +399,7 @@ def latest_checkpoint(settings: Settings) -> str | None:
     return None if newest is None else newest[1]
 
 
-def _submit(env: StreamExecutionEnvironment, name: str) -> JobClient:
+def submit(env: StreamExecutionEnvironment, name: str) -> JobClient:
     """`execute_async`; on the local MiniCluster, with its REST API on a port free just now
     (chosen again once should another process take it first)."""
     j_conf = env._j_stream_execution_environment.getConfiguration()
@@ -427,7 +427,7 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
     `watch.JobFailed`, which says which dependency failed, where the logs are and what the
     restarts did."""
     name = settings.job_name
-    client = _submit(env, name)
+    client = submit(env, name)
     conf = _configuration_map(env._j_stream_execution_environment.getConfiguration())
     if conf.get("execution.attached", "true").lower() == "false":
         print(f"{name} submitted detached as job {client.get_job_id()}")

@@ -25,7 +25,7 @@ from jobs.runtime import kafka_io
 from schemas import load_schema, topics
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
-from tests.streams import publish, refused_marker, until
+from tests.streams import RunningJob, publish, refused_marker, until
 from training.registry import bootstrap
 from udfs.registry import Registry
 
@@ -112,22 +112,29 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     def read(topic: topics.Topic) -> list[dict[str, Any]]:
         return kafka_io.read_records(s, prefix + topic.name, topic.name)
 
-    client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
+    job = RunningJob.submit(model_scoring.JOB.pipeline(s, prefix=prefix), s.job_name)
     try:
         publish(pub, [_adt("admit", T0, encounter)])
         refused_marker(s, prefix + A, T0 + timedelta(seconds=1))  # the admission is read
-        until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180)
+        until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180, job=job)
         publish(pub, charted)
         # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
-        until("the states of the first 9 h", lambda: len(read(topics.MODEL_SCORE)) >= 18, 180)
-        publish(pub, [moved, late])
-        until("the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90)
         until(
-            "the discharge's readmission score", lambda: _discharged(read(topics.MODEL_SCORE)), 90
+            "the states of the first 9 h", lambda: len(read(topics.MODEL_SCORE)) >= 18, 180, job=job
+        )
+        publish(pub, [moved, late])
+        until(
+            "the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90, job=job
+        )
+        until(
+            "the discharge's readmission score",
+            lambda: _discharged(read(topics.MODEL_SCORE)),
+            90,
+            job=job,
         )
         time.sleep(2)  # nothing more comes
     finally:
-        client.cancel().result()
+        job.client.cancel().result()
     scores, dead = read(topics.MODEL_SCORE), read(topics.DEAD_LETTER)
     kafka_io.delete_topics(s, names, prefix=prefix)
 

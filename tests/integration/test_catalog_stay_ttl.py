@@ -28,7 +28,7 @@ from schemas import topics
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
 from tests.stay_records import as_observations
-from tests.streams import produce, sentinels, until
+from tests.streams import RunningJob, produce, sentinels, until
 from training.registry import bootstrap
 from udfs.registry import Registry
 
@@ -120,16 +120,16 @@ def test_a_stay_silent_for_longer_than_the_screening_state_ttl_stays_one_stay(
         got = kafka_io.read_records(s, prefix + topics.MODEL_SCORE.name, topics.MODEL_SCORE.name)
         return [r for r in got if r["entity_token"] == token]
 
-    client = model_scoring.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
+    job = RunningJob.submit(model_scoring.JOB.pipeline(s, prefix=prefix), s.job_name)
     try:
         send(before, end=resume)  # the watermark at `resume`: every state before it is scored
-        until("the states before the pause", lambda: len(scores()) >= states_before, 180)
+        until("the states before the pause", lambda: len(scores()) >= states_before, 180, job=job)
         time.sleep(SILENCE_S)  # the stay's state untouched for four `state_ttl_h`
         send(after)
-        until("the hours of the stay", lambda: len(scores()) >= len(charted) + 2, 180)
+        until("the hours of the stay", lambda: len(scores()) >= len(charted) + 2, 180, job=job)
         time.sleep(2)  # nothing more comes
     finally:
-        client.cancel().result()
+        job.client.cancel().result()
     got = pd.DataFrame(scores())
     kafka_io.delete_topics(s, names, prefix=prefix)
 

@@ -27,7 +27,7 @@ from schemas import codec, load_schema, topics
 from schemas.settings import Settings
 from sinks.loader import TABLES, Loader
 from tests import reference_census as ref
-from tests.streams import until
+from tests.streams import RunningJob, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -240,16 +240,16 @@ def test_a_patient_silent_for_longer_than_the_state_ttl_keeps_their_bed(
         rows = [r for r in read(topics.CENSUS_UNIT) if r["unit_id"] == "ICU"]
         return [r["occupied_beds"] for r in sorted(rows, key=lambda r: r["window_end"])]
 
-    client = bed_census.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
+    job = RunningJob.submit(bed_census.JOB.pipeline(s, prefix=prefix), s.job_name)
     try:
         # q's admission two minutes on moves the watermark past p's (60 s out-of-orderness)
         send(adt("p-a", "admit", "p", 0 * M, "ICU"), adt("q-a", "admit", "q", 2 * M, "W4"))
-        until("admission of p", lambda: read(topics.CENSUS_EVENT))
+        until("admission of p", lambda: read(topics.CENSUS_EVENT), job=job)
         time.sleep(3)  # three TTLs of silence for p's state
         send(adt("p-d", "discharge", "p", 10 * M), adt("r-a", "admit", "r", 20 * M, "W4"))
-        until("ICU census after p's discharge", lambda: len(icu()) >= 2)
+        until("ICU census after p's discharge", lambda: len(icu()) >= 2, job=job)
     finally:
-        client.cancel().result()
+        job.client.cancel().result()
     done = {e["event_id"]: e for e in read(topics.CENSUS_EVENT)}
     letters = read(topics.DEAD_LETTER)
     census = icu()

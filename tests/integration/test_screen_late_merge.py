@@ -25,7 +25,7 @@ from jobs.feeds.publisher import Publisher
 from jobs.runtime import kafka_io
 from schemas import load_schema, topics
 from schemas.settings import Settings
-from tests.streams import publish, refused_marker, until
+from tests.streams import RunningJob, publish, refused_marker, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,19 +86,26 @@ def test_a_discharge_behind_the_merged_watermark_after_a_quiet_adt_feed_is_dead_
     def read(topic: topics.Topic) -> list[dict[str, Any]]:
         return kafka_io.read_records(s, prefix + topic.name, topic.name)
 
-    client = sepsis_screen.JOB.pipeline(s, prefix=prefix).execute_async(s.job_name)
+    job = RunningJob.submit(sepsis_screen.JOB.pipeline(s, prefix=prefix), s.job_name)
     try:
         publish(pub, [_adt("admit", T0)])
         refused_marker(s, prefix + A, T0 + timedelta(seconds=1))  # the admission is read
-        until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180)
+        until("the marker's dead letter", lambda: read(topics.DEAD_LETTER), 180, job=job)
         publish(pub, charted)
         # the ADT feed is quiet: the vitals' watermark (10 h − the delay) releases their states
-        until("the states of the first 9 h", lambda: len(read(topics.SEPSIS_SCREEN)) >= 18, 180)
+        until(
+            "the states of the first 9 h",
+            lambda: len(read(topics.SEPSIS_SCREEN)) >= 18,
+            180,
+            job=job,
+        )
         publish(pub, [late])
-        until("the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90)
+        until(
+            "the late discharge's dead letter", lambda: _late(read(topics.DEAD_LETTER)), 90, job=job
+        )
         time.sleep(2)  # nothing more comes
     finally:
-        client.cancel().result()
+        job.client.cancel().result()
     screened, dead = read(topics.SEPSIS_SCREEN), read(topics.DEAD_LETTER)
     kafka_io.delete_topics(s, names, prefix=prefix)
 
