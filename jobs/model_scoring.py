@@ -17,7 +17,8 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
               generated from the one declaration training uses (feature_store/icu_stay.py)
             ├─ features at each vitals or lab record ─────────── one row per (state, stay model)
             └─ at each reported hour N of each stay: features of its records up to first + N h,
-               by an event-time temporal join, once the watermark passes ─ one row per model ┐
+               by a keyed process function (udfs/java/StayHours.java), once a later record
+               or the watermark passes the hour ──────────────────────── one row per model ┐
   ADT discharges with an encounter → one row per discharge model (features from Feast) ──────┤
             → the generic scoring UDF (udfs/model_set.py:                                   ←┘
               each model's spec names its features; static ones come from its feature
@@ -79,6 +80,7 @@ from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
 from schemas.settings import Settings
+from udfs import java_decode
 from udfs.flink import decoded_columns
 from udfs.flink_model_set import Lookups, model_score_udf, no_lookups
 from udfs.registry import Registry
@@ -284,73 +286,50 @@ def stay_state_sql() -> str:
     FROM stay_running"""
 
 
-def _interval(hours: float) -> str:
-    """An hour count as a DAY TO SECOND literal (millisecond precision; Flink's day precision
-    is 2 digits)."""
-    if not 0 < hours <= MAX_STAY_HOURS:
-        raise ValueError(f"hour {hours} of a stay is outside (0, {MAX_STAY_HOURS}]")
-    ms = round(hours * 3_600_000)
-    days, ms = divmod(ms, 86_400_000)
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    return f"INTERVAL '{days} {h:02d}:{m:02d}:{ms / 1000:06.3f}' DAY TO SECOND(3)"
+BASE_COLUMNS = tuple(f"{p.name}__{k}" for p in PARAMETERS for k in BASE)
 
 
-def hour_label(hours: float) -> str:
-    """How a record id names an hour of the stay: `24h`, `1.5h`. The id is the stay token, `@`,
-    the stay's first record's time (epoch ms: a token seen again later is another stay) and
-    `+` the hour: `<token>@1767225600000+24h`."""
-    return f"{hours:g}h"
-
-
-def stay_latest_sql() -> str:
-    """A versioned view of `stay_running`: each stay's latest record (keyed by the stay, versioned
-    by event time), what the temporal join of `stay_hours_sql` looks up."""
-    return """
-    SELECT * FROM (
-        SELECT *, ROW_NUMBER() OVER (PARTITION BY patient_token, stay_seq
-                                     ORDER BY event_time DESC) AS rn
-        FROM stay_running)
-    WHERE rn = 1"""
+def stay_hour_input_sql() -> str:
+    """`stay_running` as the hour function reads it (udfs/java/StayHours.java): by name, with
+    the running sums and extremes packed into one array (`BASE_COLUMNS`' order)."""
+    base = ", ".join(f"CAST({quote(c)} AS DOUBLE)" for c in BASE_COLUMNS)
+    return f"""
+    SELECT patient_token, stay_seq, event_time, facility_id, unit_id, records, discharged,
+           ARRAY[{base}] AS base
+    FROM stay_running"""
 
 
 def stay_hours_sql(hours: tuple[float, ...]) -> str:
     """Each stay at each of `hours` after its first record: the stay's features over its records
     up to exactly that time, with `hours_since_admission` that hour (as training's cut-off
-    features, feature_store/icu_stay.stay_features), due once the watermark passes it.
+    features, feature_store/icu_stay.stay_features), once the watermark passes it.
 
-    The due time is the stay's first record's rowtime plus the hour, so it stays an event-time
-    attribute and is never behind the watermark; an event-time temporal join looks up the stay's
-    running values as of it in `stay_latest` (`stay_latest_sql`). A stay without a
-    vitals or lab record by then, or discharged by then, is not scored."""
-    first = """
-        SELECT patient_token, stay_seq, event_time FROM (
-            SELECT patient_token, stay_seq, event_time, COUNT(*) OVER (
-                   PARTITION BY patient_token, stay_seq
-                   ORDER BY event_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS k
-            FROM stay_events)
-        WHERE k = 1"""
-    due = " UNION ALL ".join(
-        f"""
-        SELECT patient_token, stay_seq, CAST({h!r} AS DOUBLE) AS t_due,
-               CONCAT(CAST({EPOCH_MS.format("event_time")} AS STRING), '+{hour_label(h)}')
-                   AS label,
-               event_time + {_interval(h)} AS due_time
-        FROM ({first})"""
-        for h in hours
-    )
-    base = ", ".join(f"r.{quote(p.name + '__' + k)}" for p in PARAMETERS for k in BASE)
-    joined = f"""
-        SELECT CONCAT(d.patient_token, '@', d.label) AS record_id, d.patient_token,
-               r.facility_id, r.unit_id, d.due_time AS event_time, d.t_due AS t_h, {base}
-        FROM ({due}) AS d
-        JOIN stay_latest FOR SYSTEM_TIME AS OF d.due_time AS r
-          ON r.patient_token = d.patient_token AND r.stay_seq = d.stay_seq
-        WHERE r.records > 0 AND r.discharged = 0"""
+    A process table function keyed by stay (udfs/java/StayHours.java) keeps the stay's latest
+    running row and emits it for an hour when a later row or the watermark passes the hour;
+    the hour's row is timed at the hour (`due_ms`). A stay without a vitals or lab record by
+    then, or discharged by then, is not scored.
+
+    The hour's record id is the stay token, `@`, the stay's first record's time (epoch ms: a
+    token seen again later is another stay), `+` and the hour as Python formats it (`g`) with
+    `h`: `<token>@1767225600000+24h`, `…+1.5h`."""
+    outside = [h for h in hours if not 0 < h <= MAX_STAY_HOURS]
+    if outside:
+        raise ValueError(f"hours {outside} of a stay are outside (0, {MAX_STAY_HOURS}]")
+    listed = ",".join(f"{h:g}" for h in hours)
+    unpacked = ", ".join(f"base[{i}] AS {quote(c)}" for i, c in enumerate(BASE_COLUMNS, 1))
+    rows = f"""
+        SELECT CONCAT(patient_token, '@', CAST(first_ms AS STRING), '+', label) AS record_id,
+               patient_token, facility_id, unit_id, TO_TIMESTAMP_LTZ(due_ms, 3) AS event_time,
+               hours_since_admission AS t_h, {unpacked}
+        FROM TABLE(wf_stay_hours(
+          input => TABLE stay_hour_input PARTITION BY (patient_token, stay_seq),
+          on_time => DESCRIPTOR(event_time),
+          hours => '{listed}',
+          uid => 'stay-hours'))"""
     return f"""
     SELECT record_id, patient_token, facility_id, unit_id, event_time,
            t_h AS hours_since_admission, {_features_sql()}
-    FROM ({joined})"""
+    FROM ({rows})"""
 
 
 def served(settings: Settings) -> dict[str, ModelSpec]:
@@ -400,29 +379,36 @@ def score_inputs_sql(
     models predict an ongoing stay."""
     features = ", ".join(quote(f) for f in STREAM_FEATURES)
     nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(f)}" for f in STREAM_FEATURES)
+    # Event time as a plain timestamp in every branch: the hours' is one (stay_hours_sql), the
+    # others' are time attributes, and a union takes only like with like.
+    at = f"TO_TIMESTAMP_LTZ({EPOCH_MS.format('event_time')}, 3)"
+    # The stay models' names are a column the unnest reads (a Correlate, no state): the planner
+    # turns `CROSS JOIN UNNEST(ARRAY[…])` of a constant array into a regular join with a VALUES
+    # table, whose state kept every input row for the state TTL and whose cost per row grew with
+    # it (bench/catalog.py). `models` is a reserved word.
     parts = []
     if stay:
         names = ", ".join(f"'{m}'" for m in stay)
         parts.append(f"""
         SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
-               facility_id, unit_id, CAST(event_time AS TIMESTAMP_LTZ(3)) AS event_time, model,
-               'state' AS `trigger`, {features}
-        FROM stay_state CROSS JOIN UNNEST(ARRAY[{names}]) AS m(model)
-        WHERE record_kind IN ('vitals', 'labs') AND discharged = 0""")
+               facility_id, unit_id, {at} AS event_time, model, 'state' AS `trigger`,
+               {features}
+        FROM (SELECT *, ARRAY[{names}] AS model_names FROM stay_state
+              WHERE record_kind IN ('vitals', 'labs') AND discharged = 0) AS s
+             CROSS JOIN UNNEST(s.model_names) AS m(model)""")
     for m, hours in (at_hours or {}).items():
         listed = ", ".join(f"CAST({h!r} AS DOUBLE)" for h in hours)
         parts.append(f"""
         SELECT record_id, patient_token, 'stay' AS entity, patient_token AS entity_key,
-               facility_id, unit_id, CAST(event_time AS TIMESTAMP_LTZ(3)) AS event_time,
-               '{m}' AS model, 'stay_hours' AS `trigger`,
+               facility_id, unit_id, {at} AS event_time, '{m}' AS model,
+               'stay_hours' AS `trigger`,
                {features}
         FROM stay_hours WHERE hours_since_admission IN ({listed})""")
     for m in discharge:
         parts.append(f"""
         SELECT record_id, patient_token, 'encounter' AS entity,
                encounter_token AS entity_key, facility_id, unit_id,
-               CAST(event_time AS TIMESTAMP_LTZ(3)) AS event_time, '{m}' AS model,
-               'discharge' AS `trigger`, {nulls}
+               {at} AS event_time, '{m}' AS model, 'discharge' AS `trigger`, {nulls}
         FROM events_any_time
         WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL""")
     return " UNION ALL ".join(parts)
@@ -451,6 +437,7 @@ def score_rows_sql(specs: dict[str, ModelSpec]) -> str:
 
     version = pick("champion_version", "challenger_version")
     score = pick("champion_score", "challenger_score")
+    # the roles a column the unnest reads, as the stay models' names (score_inputs_sql says why)
     return f"""
     SELECT MD5(CONCAT(record_id, '|', model, '|', {version})) AS score_id, record_id,
            entity, entity_key AS entity_token, patient_token, facility_id,
@@ -462,7 +449,8 @@ def score_rows_sql(specs: dict[str, ModelSpec]) -> str:
            CASE WHEN role = 'champion' THEN alert END AS above_threshold,
            COALESCE(features_missing, 0) AS features_missing,
            latency_ms AS scoring_latency_ms, `trigger`, event_time AS rowtime
-    FROM scored CROSS JOIN UNNEST(ARRAY['champion', 'challenger']) AS r(role)
+    FROM (SELECT *, ARRAY['champion', 'challenger'] AS roles FROM scored) AS s
+         CROSS JOIN UNNEST(s.roles) AS r(role)
     WHERE {version} IS NOT NULL AND {score} IS NOT NULL"""
 
 
@@ -518,7 +506,8 @@ def build(
         )
     if at_hours:
         hours = tuple(sorted({h for hs in at_hours.values() for h in hs}))
-        t_env.create_temporary_view("stay_latest", t_env.sql_query(stay_latest_sql()))
+        t_env.create_java_temporary_system_function("wf_stay_hours", java_decode.STAY_HOURS_CLASS)
+        t_env.create_temporary_view("stay_hour_input", t_env.sql_query(stay_hour_input_sql()))
         t_env.create_temporary_view("stay_hours", t_env.sql_query(stay_hours_sql(hours)))
     if stay or discharge or at_hours:
         specs = {m: specs[m] for m in dict.fromkeys((*stay, *at_hours, *discharge))}

@@ -11,6 +11,7 @@ change here (and in udfs.flink_types), as a new Avro shape is in schemas.avro:
 
     string   STRING        int      INT      long     BIGINT    float   FLOAT
     double   DOUBLE        boolean  BOOLEAN  bytes    BYTES     timestamp  TIMESTAMP(3)
+    doubles  ARRAY<DOUBLE> (a row of many doubles between SQL and a JVM function)
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from typing import Any, Literal, get_args
 from schemas import topics
 from schemas.avro import FLINK_TYPES, AvroField, Schema
 
-Kind = Literal["string", "int", "long", "float", "double", "boolean", "bytes", "timestamp"]
+Kind = Literal[
+    "string", "int", "long", "float", "double", "boolean", "bytes", "timestamp", "doubles"
+]
 KINDS: tuple[str, ...] = get_args(Kind)
-SQL_TYPES: dict[str, str] = {**FLINK_TYPES, "timestamp": "TIMESTAMP(3)"}
+SQL_TYPES: dict[str, str] = {
+    **FLINK_TYPES,
+    "timestamp": "TIMESTAMP(3)",
+    "doubles": "ARRAY<DOUBLE>",
+}
 MS_SUFFIX = "_ms"
 
 
@@ -295,6 +302,26 @@ CENSUS_PLACED = CENSUS_OUT.without(
     ("patient_token", "unit_capacity", "facility_capacity"),
     "census_placed",
     "CENSUS_OUT as the placement function emits it, without the key and the capacities.",
+)
+
+STAY_HOUR = Row(
+    "stay_hour",
+    (
+        Field("first_ms", "long", "The stay's first record's event time, epoch milliseconds."),
+        Field("label", "string", "The hour as a record id names it: `24h`, `1.5h`."),
+        Field("hours_since_admission", "double", "The hour after the stay's first record."),
+        Field("due_ms", "long", "first_ms plus the hour: the event time of the hour's row."),
+        Field("facility_id", "string", "As of the hour (the stay's latest record by then)."),
+        Field("unit_id", "string", "As of the hour."),
+        Field(
+            "base",
+            "doubles",
+            "As of the hour: the stay's running sums and extremes, in the order the job's SQL "
+            "packs them (jobs/model_scoring.BASE_COLUMNS).",
+        ),
+    ),
+    "A stay at one of its reported hours, as the catalog job's keyed hour function "
+    "(udfs/java/StayHours.java) emits it after the partition key (patient_token, stay_seq).",
 )
 
 SCORE_RESULT = Row(

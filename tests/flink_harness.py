@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,3 +127,21 @@ def build_bounded(
 )""")
     job.build(t_env, settings, sources, {n: n for n in job.outputs})
     return env
+
+
+def plan(env: Any, folder: Path) -> list[tuple[str, str, list[int | None]]]:
+    """The stream graph's operators in order with their inputs, ids and paths left out."""
+    nodes = json.loads(env.get_execution_plan())["nodes"]
+    index = {n["id"]: i for i, n in enumerate(nodes)}
+
+    def text(t: str) -> str:
+        return re.sub(r"\[\d+\]|\$\d+", "", t.replace(str(folder), "<sinks>"))
+
+    return [
+        (
+            text(n["type"]),
+            text(n.get("contents", "")),
+            [index.get(p["id"]) for p in n.get("predecessors", [])],
+        )
+        for n in nodes
+    ]

@@ -29,6 +29,7 @@ _TYPE_INFO: dict[str, Callable[[], TypeInformation]] = {
     "double": Types.DOUBLE,
     "boolean": Types.BOOLEAN,
     "bytes": lambda: Types.PRIMITIVE_ARRAY(Types.BYTE()),
+    "doubles": lambda: Types.BASIC_ARRAY(Types.DOUBLE()),
 }
 _DATA_TYPE: dict[str, Callable[[], DataType]] = {
     "string": DataTypes.STRING,
@@ -39,6 +40,7 @@ _DATA_TYPE: dict[str, Callable[[], DataType]] = {
     "boolean": DataTypes.BOOLEAN,
     "bytes": DataTypes.BYTES,
     "timestamp": lambda: DataTypes.TIMESTAMP(3),
+    "doubles": lambda: DataTypes.ARRAY(DataTypes.DOUBLE()),
 }
 
 

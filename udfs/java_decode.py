@@ -4,7 +4,8 @@ with the charting median (`Median`, an aggregate function), the screening job's 
 (`Quarantine`), and the bed census's keyed placement (`CensusPlacement`, a process table
 function) and capacity lookup (`UnitBeds`), the screening job's 6-hour extremes
 (`TrailingExtreme`) and run rules (`RisingRun`, `PersistentRun`: aggregates of accumulate-only
-OVER windows), written as Java in udfs/java/ (row types filled in from schemas.rows).
+OVER windows), and the catalog job's hour rows (`StayHours`, a process table function),
+written as Java in udfs/java/ (row types filled in from schemas.rows).
 
 Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
@@ -37,7 +38,7 @@ from pathlib import Path
 from schemas import load_schema, topics
 from schemas.avro import AvroField, Schema, earlier_revisions
 from schemas.capacity import ALL_UNITS
-from schemas.rows import CENSUS_PLACED, decoded
+from schemas.rows import CENSUS_PLACED, STAY_HOUR, decoded
 from schemas.settings import Settings
 from udfs import census
 from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
@@ -301,6 +302,7 @@ ALERT_LIFECYCLE_CLASS = f"{PACKAGE}.AlertLifecycle"
 TRAILING_EXTREME_CLASS = f"{PACKAGE}.TrailingExtreme"
 RISING_RUN_CLASS = f"{PACKAGE}.RisingRun"
 PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
+STAY_HOURS_CLASS = f"{PACKAGE}.StayHours"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
     "CensusPlacement": {
@@ -320,6 +322,7 @@ HAND_WRITTEN = {
             f'SEVERITY_RANK.put("{s}", {r});' for s, r in SEVERITY_RANK.items()
         ),
     },
+    "StayHours": {"@OUTPUT@": STAY_HOUR.flink_sql()},
     "UnitBeds": {"@ALL_UNITS@": ALL_UNITS},
     "TrailingExtreme": {},
     "RuleRuns": {},

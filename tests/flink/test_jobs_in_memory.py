@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from schemas import topics
 from schemas.capacity import ALL_UNITS
 from schemas.settings import Settings
 from tests import reference, reference_census, reference_screen
-from tests.flink_harness import build_bounded, run_bounded
+from tests.flink_harness import build_bounded, plan, run_bounded
 from training.registry import bootstrap
 from udfs.device import CHART_FUNCTION
 from udfs.registry import Registry
@@ -134,24 +133,6 @@ def test_the_census_job_counts_every_unit_at_every_minute_as_the_mimic_table_say
     assert census["dead_letters"] == []
 
 
-def _plan(env: Any, folder: Path) -> list[tuple[str, str, list[int | None]]]:
-    """The stream graph's operators in order with their inputs, ids and paths left out."""
-    nodes = json.loads(env.get_execution_plan())["nodes"]
-    index = {n["id"]: i for i, n in enumerate(nodes)}
-
-    def text(t: str) -> str:
-        return re.sub(r"\[\d+\]|\$\d+", "", t.replace(str(folder), "<sinks>"))
-
-    return [
-        (
-            text(n["type"]),
-            text(n.get("contents", "")),
-            [index.get(p["id"]) for p in n.get("predecessors", [])],
-        )
-        for n in nodes
-    ]
-
-
 def test_the_screening_graph_is_the_same_with_or_without_a_champion(
     settings: Settings, sample_items: list[tuple[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
@@ -159,9 +140,9 @@ def test_the_screening_graph_is_the_same_with_or_without_a_champion(
     inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
     for topic, rec in sample_items[:200]:
         inputs[INPUT_OF[topic]].append(rec)
-    without = _plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path / "a"), tmp_path / "a")
+    without = plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path / "a"), tmp_path / "a")
     assert bootstrap(Registry(s.model_registry), s.model_name)
-    with_champion = _plan(
+    with_champion = plan(
         build_bounded(sepsis_screen.JOB, s, inputs, tmp_path / "b"), tmp_path / "b"
     )
     assert without == with_champion
@@ -179,7 +160,7 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
     for topic, rec in sample_items[:200]:
         inputs[INPUT_OF[topic]].append(rec)
-    ops = [c for _, c, _ in _plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path), tmp_path)]
+    ops = [c for _, c, _ in plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path), tmp_path)]
     assert sum("wf_score(" in c for c in ops) == 1
     charting = [c for c in ops if f"{CHART_FUNCTION}(" in c]
     assert len(charting) == 1, charting  # for vitals.charted and the state alike

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from jobs.feeds import physionet2012 as replay
 from schemas import phi
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
-from tests.flink_harness import run_bounded
+from tests.flink_harness import build_bounded, plan, run_bounded
 from tests.stay_records import as_observations
 from training.registry import BUNDLED, bootstrap
 from udfs.model_set import entity_lookup
@@ -557,3 +558,25 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     got = scores.set_index("entity_token")["score"]
     assert max(abs(got[t] - offline[t]) for t in got.index) < 1e-6
     assert (scores["above_threshold"] == (scores["score"] >= scores["threshold"])).all()
+
+
+def test_the_catalog_plan_keeps_no_stays_rows_in_a_join(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each stay's rows live in its windows' accumulators and its hour function's latest row,
+    not in a join: an unnest of a constant array is planned as a regular join with a VALUES
+    table (every row kept for the state TTL, each row slower than the last: bench/catalog.py),
+    and an event-time temporal join on the deduplicated latest row lost hours
+    (tests/integration/test_catalog_hours.py)."""
+    ops = [
+        c
+        for _, c, _ in plan(
+            build_bounded(model_scoring.JOB, run["settings"], run["inputs"], tmp_path), tmp_path
+        )
+    ]
+    assert not [c for c in ops if "Join(" in c], [c for c in ops if "Join(" in c]
+    assert not [c for c in ops if "Deduplicate(" in c]
+    (hours,) = [c for c in ops if c.startswith(":ProcessTableFunction(")]
+    assert "wf_stay_hours(" in hours
+    # the unnests of the stay models' names and of the roles: stateless correlates
+    assert len([c for c in ops if "$UNNEST_ROWS(" in c]) == 2

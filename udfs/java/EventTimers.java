@@ -22,4 +22,9 @@ final class EventTimers {
   static void registerNoEarlierThanNext(TimeContext<Long> time, long t) {
     time.registerOnTime(accepted(time, t) ? t : time.currentWatermark() + 1);
   }
+
+  /** The same as a named timer, which replaces the last one of that name. */
+  static void registerNoEarlierThanNext(TimeContext<Long> time, String name, long t) {
+    time.registerOnTime(name, accepted(time, t) ? t : time.currentWatermark() + 1);
+  }
 }
