@@ -231,15 +231,27 @@ def stay_events_sql() -> str:
 def stay_records_sql() -> str:
     """`stay_events` and, for each admission, a `superseded` row of the token's stay before it
     at the admission's time: a new admission ends the earlier stay (records before the first
-    admission, a stay whose discharge never came), which is then not scored at a later hour."""
+    admission, a stay whose discharge never came), which is then not scored at a later hour.
+
+    In one pass: each row unnests one copy, an admission two (the second is the superseded
+    row). Not a union of two reads of `stay_events`: the planner runs its window once per read,
+    and the two copies meet again at the stay's windows, a diamond in which idleness races. When
+    every feed had gone idle and the vitals came, one copy could carry the watermark on to the
+    stay's windows while the other was still marked idle there, and its rows, behind that
+    watermark, were dropped as late without a trace (tests/integration/test_catalog_late_merge.py
+    lost every state about one run in three)."""
     columns = "record_id, patient_token, facility_id, unit_id, event_time"
-    nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {quote(p.name)}" for p in PARAMETERS)
-    values = ", ".join(quote(p.name) for p in PARAMETERS)
+    values = ", ".join(
+        f"CASE WHEN copy_n = 0 THEN {quote(p.name)} END AS {quote(p.name)}" for p in PARAMETERS
+    )
     return f"""
-        SELECT {columns}, record_kind, {values}, stay_seq FROM stay_events
-        UNION ALL
-        SELECT {columns}, 'superseded' AS record_kind, {nulls}, stay_seq - 1 AS stay_seq
-        FROM stay_events WHERE record_kind = 'admit'"""
+        SELECT {columns},
+               CASE WHEN copy_n = 0 THEN record_kind ELSE 'superseded' END AS record_kind,
+               {values}, stay_seq - copy_n AS stay_seq
+        FROM (SELECT *, CASE WHEN record_kind = 'admit' THEN ARRAY[0, 1] ELSE ARRAY[0] END
+                     AS copies
+              FROM stay_events) AS e
+             CROSS JOIN UNNEST(e.copies) AS c(copy_n)"""
 
 
 def stay_running_sql() -> str:

@@ -145,3 +145,33 @@ def plan(env: Any, folder: Path) -> list[tuple[str, str, list[int | None]]]:
         )
         for n in nodes
     ]
+
+
+def event_time_diamonds(nodes: list[tuple[str, str, list[int | None]]]) -> list[str]:
+    """Event-time windows whose inputs share an operator upstream: two paths from one fork
+    that meet again, where one path can carry the watermark on while the other is still marked
+    idle, so that its rows arrive behind the watermark and are dropped as late."""
+
+    def ancestors(i: int) -> set[int]:
+        seen: set[int] = set()
+        todo = [i]
+        while todo:
+            j = todo.pop()
+            if j not in seen:
+                seen.add(j)
+                todo += [p for p in nodes[j][2] if p is not None]
+        return seen
+
+    def timed(contents: str) -> bool:  # drops a row behind its watermark
+        if "OverAggregate(" in contents:
+            return "orderBy=[arrival" not in contents  # a processing-time window drops none
+        ptf = "ProcessTableFunction(" in contents and "DESCRIPTOR(" in contents  # on_time
+        return ptf or any(op in contents for op in ("Match(", "WindowAggregate(", "WindowJoin("))
+
+    found = []
+    for _, contents, inputs in nodes:
+        if timed(contents) and len(inputs) > 1:
+            shared = [ancestors(i) for i in inputs if i is not None]
+            if any(a & b for k, a in enumerate(shared) for b in shared[k + 1 :]):
+                found.append(contents[:120])
+    return found

@@ -27,7 +27,7 @@ from jobs.feeds import physionet2012 as replay
 from schemas import phi
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
-from tests.flink_harness import build_bounded, plan, run_bounded
+from tests.flink_harness import build_bounded, event_time_diamonds, plan, run_bounded
 from tests.stay_records import as_observations
 from training.registry import BUNDLED, bootstrap
 from udfs.model_set import entity_lookup
@@ -568,15 +568,15 @@ def test_the_catalog_plan_keeps_no_stays_rows_in_a_join(
     table (every row kept for the state TTL, each row slower than the last: bench/catalog.py),
     and an event-time temporal join on the deduplicated latest row lost hours
     (tests/integration/test_catalog_hours.py)."""
-    ops = [
-        c
-        for _, c, _ in plan(
-            build_bounded(model_scoring.JOB, run["settings"], run["inputs"], tmp_path), tmp_path
-        )
-    ]
+    nodes = plan(
+        build_bounded(model_scoring.JOB, run["settings"], run["inputs"], tmp_path), tmp_path
+    )
+    ops = [c for _, c, _ in nodes]
     assert not [c for c in ops if "Join(" in c], [c for c in ops if "Join(" in c]
     assert not [c for c in ops if "Deduplicate(" in c]
     (hours,) = [c for c in ops if c.startswith(":ProcessTableFunction(")]
     assert "wf_stay_hours(" in hours
-    # the unnests of the stay models' names and of the roles: stateless correlates
-    assert len([c for c in ops if "$UNNEST_ROWS(" in c]) == 2
+    assert event_time_diamonds(nodes) == []
+    # the unnests of an admission's superseded copy, of the stay models' names and of the
+    # roles: stateless correlates
+    assert len([c for c in ops if "$UNNEST_ROWS(" in c]) == 3
