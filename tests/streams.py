@@ -64,8 +64,7 @@ class RunningJob:
     @classmethod
     def submit(cls, env: Any, name: str) -> RunningJob:
         client = flink_env.submit(env, name)
-        conf = env._j_stream_execution_environment.getConfiguration().toMap()
-        return cls(client, f"http://127.0.0.1:{conf.get('rest.port')}")
+        return cls(client, flink_env.rest_url(env))
 
     def describe(self) -> str:
         """One line a failed test can print: what Flink's REST API says of the job now."""

@@ -415,6 +415,13 @@ def submit(env: StreamExecutionEnvironment, name: str) -> JobClient:
     raise AssertionError("unreachable")
 
 
+def rest_url(env: StreamExecutionEnvironment) -> str:
+    """The REST API (web UI) of the cluster `env` submits to: the local MiniCluster's at the
+    port `submit` chose, or the platform's."""
+    conf = env._j_stream_execution_environment.getConfiguration().toMap()
+    return f"http://{conf.get('rest.address', '127.0.0.1')}:{conf.get('rest.port', '8081')}"
+
+
 def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
     """Submit and wait for the job. On KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI)
     the job is cancelled first, which aborts its open Kafka transactions: nothing uncommitted
@@ -432,7 +439,7 @@ def execute(env: StreamExecutionEnvironment, settings: Settings) -> None:
     if conf.get("execution.attached", "true").lower() == "false":
         print(f"{name} submitted detached as job {client.get_job_id()}")
         return
-    rest = f"http://{conf.get('rest.address', '127.0.0.1')}:{conf.get('rest.port', '8081')}"
+    rest = rest_url(env)
     print(f"{name} submitted as job {client.get_job_id()} (web UI {rest})", flush=True)
     logs = os.environ.get("FLINK_LOG_DIR") or str(settings.flink_log_dir)
     watch = JobWatch(

@@ -76,6 +76,7 @@ public class StayHours extends ProcessTableFunction<Row> {
   }
 
   public void onTimer(OnTimerContext ctx, Stay s) {
+    if (s.firstMs == null) return; // the stay's state expired (TTL) under a pending timer
     TimeContext<Long> time = ctx.timeContext(Long.class);
     Long watermark = time.currentWatermark();
     long now = Math.max(time.time(), watermark == null ? Long.MIN_VALUE : watermark);
