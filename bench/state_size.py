@@ -14,9 +14,10 @@ checkpoint is sampled with the event time it roughly reached (the sequence runs 
 rate). Serialized bytes are a lower bound of what the same state takes on the JVM heap.
 
 With `--rules`, the screening rules run on top, over the scored states as the job's stage two
-reads them: `runs` as the job computes them (jobs/screening/rules.py: MATCH_RECOGNIZE for
-`news2_sustained`, bounded-state run aggregates for `news2_rising` and `sirs_persistent`),
-`patterns` with every pattern rule as MATCH_RECOGNIZE (the form before the run rules). With
+reads them: `runs` as the job computes them (jobs/screening/rules.py: bounded-state run
+aggregates, all in one OVER window; before 2026-12-04 `news2_sustained` was a MATCH_RECOGNIZE and
+each run rule a window of its own), `patterns` with every pattern rule as MATCH_RECOGNIZE (the
+form before the run rules). With
 `--values steady` each patient's values hold near a baseline of its own, with a little noise
 minute to minute, as a stable patient's charted minutes do (NEWS2 and SIRS mostly flat, the
 worst case for a pattern that every flat reading starts); `cycling` (the default, the runs
@@ -45,7 +46,13 @@ from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
 from jobs.runtime.flink_env import plan_once, stream_table_env
-from jobs.screening.rules import RULES, register_rule_functions
+from jobs.screening.rules import (
+    RULES,
+    hits_sql,
+    register_rule_functions,
+    rule_branches,
+    window_sql,
+)
 from jobs.sepsis_screen import SCORES, state_views
 from schemas import topics
 from schemas.rows import quote
@@ -132,8 +139,8 @@ def _checkpoint_bytes(root: Path) -> tuple[int, int] | None:
 
 def rule_hits(t_env: Any, rules: str) -> None:
     """The views `screened` (the scored states, planned once, as the job's stage two reads them)
-    and `hits`: the screening rules over them (`runs`: as the job computes them; `patterns`:
-    every pattern rule as MATCH_RECOGNIZE)."""
+    and `hits`: the screening rules over them (`runs`: as the job computes them, one window and
+    one correlate; `patterns`: every pattern rule as MATCH_RECOGNIZE)."""
     t_env.create_temporary_view("scoring", t_env.sql_query(f"SELECT s.*, {SCORES} FROM state AS s"))
     plan_once(t_env, "scoring", "planned")
     names = t_env.from_path("scoring").get_schema().get_field_names()
@@ -146,9 +153,13 @@ def rule_hits(t_env: Any, rules: str) -> None:
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
     register_rule_functions(t_env)
-    chosen = RULES if rules == "runs" else [dataclasses.replace(r, run=None) for r in RULES]
+    if rules == "runs":
+        ruled = f"({window_sql('screened', RULES)}) AS ruled"
+        t_env.create_temporary_view("hits", t_env.sql_query(hits_sql(ruled, rule_branches(RULES))))
+        return
+    patterns = [dataclasses.replace(r, run=None) for r in RULES]
     t_env.create_temporary_view(
-        "hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in chosen))
+        "hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in patterns))
     )
 
 

@@ -15,13 +15,14 @@ timestamp)
           last valid value of each parameter (udfs.sepsis.VALIDITY_H, never across a
           discharge) → scores (SQL generated from the Python tables: udfs.sepsis.screen_sql)
             ├─ screened state ──────────────────────── sepsis.screen topic
-            ├─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
-            │  shadow challenger (vectorised UDF, Feast static features), evaluated once per
-            │  state ── sepsis.score topic (a row per model);
-            │  champion risk ≥ threshold → hits of rule model_sepsis_risk
-            └─ rules: MATCH_RECOGNIZE patterns + single-state rules → hits
-                 └─ keyed state + timers (JVM process table function, udfs.lifecycle):
-                    raise → escalate → resolve ── alert.v2 topic
+            └─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
+               shadow challenger (vectorised UDF, Feast static features), evaluated once per
+               state ── sepsis.score topic (a row per model); without scoring, straight on
+               └─ rules (jobs/screening/rules.py): every run rule in one event-time OVER
+                  window; each state unnested into its hits (the rules', a discharge's, the
+                  champion's at risk ≥ threshold: rule model_sepsis_risk), on one path
+                  └─ keyed state + timers (JVM process table function, udfs.lifecycle):
+                     raise → escalate → resolve ── alert.v2 topic
 
 A quarantined source (udfs/quarantine.py; set by a data-quality event through
 sinks/quarantine.py, or by an operator) is checked per record in the JVM (`QUARANTINE_FUNCTION`,
@@ -35,9 +36,10 @@ device records. The alert lifecycle runs in the JVM (udfs/java/AlertLifecycle.ja
 the Python reference udfs.lifecycle.
 
 Planned in two stages, each into one DataStream: stage one up to the screened state (`views`,
-`stage_one_sql`), stage two over its states (`stage_two`: rules and scoring). Flink plans a view
-that several queries read once per reader, so in one plan every rule and sink ran its own copy of
-the state window and the champion and challenger score rows each ran the UDF.
+`stage_one_sql`), stage two over its states (`stage_two`: scoring, then the rules). Flink plans a
+view that several queries read once per reader, so in one plan every rule and sink ran its own
+copy of the state window and the champion and challenger score rows each ran the UDF. No
+event-time operator reads two paths from one fork (tests/flink_harness.event_time_diamonds).
 """
 
 from __future__ import annotations
@@ -64,12 +66,19 @@ from jobs.runtime.tables import (
     merged_late_dead_letter_sql,
     merged_late_views,
 )
-from jobs.screening.rules import RULES, register_rule_functions
+from jobs.screening.rules import (
+    RULES,
+    picked,
+    register_rule_functions,
+    rule_branches,
+    window_sql,
+)
 from jobs.screening.scoring import (
     ISO,
+    MODEL_FIRES,
     Scoring,
     feature_events_sql,
-    model_hits_sql,
+    model_hit_values,
     register_feature_functions,
     score_rows_sql,
     scored_sql,
@@ -77,7 +86,6 @@ from jobs.screening.scoring import (
 from schemas import topics
 from schemas.rows import (
     ALERT_EVENT,
-    RULE_HIT,
     SCORED_STATE,
     SQL_TYPES,
     Field,
@@ -113,21 +121,20 @@ OUTPUTS = {  # sink -> topic; the score sink is there whether or not a champion 
 SCREEN = topics.SEPSIS_SCREEN.schema
 SCORE = topics.SEPSIS_SCORE.schema
 
-# A discharge resolves the patient's open alerts: a RULE_HIT of kind `discharge`.
-DISCHARGE = RULE_HIT.select_sql(
-    {
-        "kind": "'discharge'",
-        "rule_id": "''",
-        "rule_version": "''",
-        "severity": "''",
-        "first_time": "CAST(event_time AS TIMESTAMP(3))",
-        "first_record_id": "record_id",
-        "last_record_id": "record_id",
-        "score_name": "''",
-        "score_value": "0",
-        "evidence_json": "'{}'",
-    }
-)
+# A discharge resolves the patient's open alerts: a RULE_HIT of kind `discharge` (the values of
+# a branch of jobs/screening/rules.picked).
+DISCHARGE = {
+    "kind": "'discharge'",
+    "rule_id": "''",
+    "rule_version": "''",
+    "severity": "''",
+    "first_time": "CAST(event_time AS TIMESTAMP(3))",
+    "first_record_id": "record_id",
+    "last_record_id": "record_id",
+    "score_name": "''",
+    "score_value": "0",
+    "evidence_json": "'{}'",
+}
 # NEWS2, SIRS, qSOFA and partial SOFA of a state in the JVM: SQL generated from the Python
 # tables (udfs.sepsis.screen_sql, equal to udfs.sepsis.screen_row on every row of set A).
 SCORES = ", ".join(
@@ -354,13 +361,20 @@ def state_row(scoring: bool) -> Row:
 
 
 def stage_two(t_env: StreamTableEnvironment, scoring: Scoring | None) -> None:
-    """Stage two, in SQL over stage one's planned states (`planned`, output `state`): `screened`
-    and `screened_vitals`, the rules' `hits`, `lifecycle_in` (hits and discharges) and, with
-    scoring, `scored` (jobs/screening/scoring.py); all of them as the one table `stage_two`.
+    """Stage two, in SQL over stage one's planned states (`planned`, output `state`), as the
+    one table `stage_two`, on one path: `screened` → with scoring, `scored` (the model's risk
+    per state, jobs/screening/scoring.py) → `ruled` (every run rule in one OVER window,
+    jobs/screening/rules.window_sql) → one correlate that unnests each state into what it makes:
+    its scores (output `scored`) and its hits (output `hit`: the rules', the discharge's, the
+    champion's).
 
-    The stages are planned apart because a view that several queries read is planned once per
-    reader: the state's OVER window, its score expressions and the scoring UDF would run again
-    for each rule, for the screen sink and for the score rows."""
+    One path because the alert lifecycle is an event-time operator: had the hits come to it by
+    several paths from one state (a pattern's operator, a single-state rule, the discharge, the
+    model), then after every feed had gone idle one path could carry the watermark on before
+    another was active again there, and that path's hits would be dropped as late
+    (tests/flink_harness.event_time_diamonds). The stages are planned apart because a view that
+    several queries read is planned once per reader: the state's OVER window, its score
+    expressions and the scoring UDF would run again for each reader."""
     row = state_row(bool(scoring))
     cols = ", ".join(quote(c) for c in row.columns if c != "event_time")
     t_env.create_temporary_view(
@@ -369,33 +383,32 @@ def stage_two(t_env: StreamTableEnvironment, scoring: Scoring | None) -> None:
             f"SELECT {cols}, rowtime AS event_time FROM planned WHERE output = 'state'"
         ),
     )
-    t_env.create_temporary_view(
-        "screened_vitals",
-        t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
-    )
     register_rule_functions(t_env)
-    t_env.create_temporary_view("hits", t_env.sql_query(" UNION ALL ".join(r.sql() for r in RULES)))
-    t_env.create_temporary_view(
-        "lifecycle_in",
-        t_env.sql_query(f"""
-        SELECT * FROM hits
-        UNION ALL
-        SELECT {DISCHARGE}, event_time FROM screened WHERE is_discharge"""),
-    )
-    no_score = f", {SCORED_STATE.null_sql()} AS scored" if scoring else ""
-    branches = [
-        f"""
-        SELECT 'hit' AS output, {RULE_HIT.cast_sql()} AS hit{no_score}, event_time
-        FROM lifecycle_in"""
-    ]
+    source = "screened"
+    branches = [*rule_branches(RULES), ("is_discharge", DISCHARGE)]
     if scoring:
         t_env.create_temporary_system_function("wf_score", scoring.udf())
-        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
-        scored = SCORED_STATE.cast_sql({"event_time": "CAST(event_time AS TIMESTAMP(3))"})
-        branches.append(f"""
-        SELECT 'scored' AS output, {RULE_HIT.null_sql()} AS hit, {scored} AS scored,
-               event_time FROM scored""")
-    t_env.create_temporary_view("stage_two", t_env.sql_query(" UNION ALL ".join(branches)))
+        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql(row.columns)))
+        source = "scored"
+        branches.append((MODEL_FIRES, model_hit_values(scoring.model_name)))
+    t_env.create_temporary_view("ruled", t_env.sql_query(window_sql(source, RULES)))
+    hit, numbers = picked(branches, "b.n")
+    columns = [
+        "CASE WHEN b.n = 0 THEN 'scored' ELSE 'hit' END AS output",
+        f"CASE WHEN b.n > 0 THEN {hit} END AS hit",
+    ]
+    if scoring:  # branch 0: the state's scores, where some model scored it
+        some = "champion_version IS NOT NULL OR challenger_version IS NOT NULL"
+        numbers.insert(0, f"CASE WHEN {some} THEN 0 ELSE -1 END")
+        state = SCORED_STATE.cast_sql({"event_time": "CAST(event_time AS TIMESTAMP(3))"})
+        columns.append(f"CASE WHEN b.n = 0 THEN {state} END AS scored")
+    t_env.create_temporary_view(
+        "stage_two",
+        t_env.sql_query(f"""
+        SELECT {", ".join(columns)}, event_time
+        FROM ruled CROSS JOIN UNNEST(ARRAY[{", ".join(numbers)}]) AS b(n)
+        WHERE b.n >= 0"""),
+    )
 
 
 def stage_one_sql(sources: Sources, scoring: bool) -> str:
@@ -455,12 +468,11 @@ def attach(
 ) -> None:
     """Plan stage one once (`planned`), stage two over it once (`planned_two`), and attach
     every output: dead letters, charted minutes, screened states, scores and the alert
-    lifecycle (rule hits, discharges and the champion's hits)."""
+    lifecycle (over the hits of stage two: the rules', the discharges', the champion's)."""
     t_env.create_temporary_view("stage_one", t_env.sql_query(stage_one_sql(sources, bool(scoring))))
     plan_once(t_env, "stage_one", "planned")
     stage_two(t_env, scoring)
     plan_once(t_env, "stage_two", "planned_two")
-    lifecycle_in = "SELECT hit.*, rowtime FROM planned_two WHERE output = 'hit'"
     if scoring:
         t_env.create_temporary_view(
             "planned_scored",
@@ -468,11 +480,13 @@ def attach(
         )
         score_rows = score_rows_sql(scoring.model_name, "planned_scored")
         t_env.create_temporary_view("score_rows", t_env.sql_query(score_rows))
-        lifecycle_in += " UNION ALL " + model_hits_sql(scoring.model_name, "planned_scored")
     t_env.create_java_temporary_system_function(
         LIFECYCLE_FUNCTION, java_decode.ALERT_LIFECYCLE_CLASS
     )
-    t_env.create_temporary_view("alert_inputs", t_env.sql_query(lifecycle_in))
+    t_env.create_temporary_view(
+        "alert_inputs",
+        t_env.sql_query("SELECT hit.*, rowtime FROM planned_two WHERE output = 'hit'"),
+    )
     t_env.create_temporary_view("alert_lifecycle", t_env.sql_query(lifecycle_sql("alert_inputs")))
 
     ss = t_env.create_statement_set()

@@ -3,9 +3,9 @@ from the schema and compiled once into a jar (javac from the JDK; Avro from the 
 with the charting median (`Median`, an aggregate function), the screening job's quarantine check
 (`Quarantine`), and the bed census's keyed placement (`CensusPlacement`, a process table
 function) and capacity lookup (`UnitBeds`), the screening job's 6-hour extremes
-(`TrailingExtreme`) and run rules (`RisingRun`, `PersistentRun`: aggregates of accumulate-only
-OVER windows), and the catalog job's hour rows (`StayHours`, a process table function),
-written as Java in udfs/java/ (row types filled in from schemas.rows).
+(`TrailingExtreme`) and run rules (`RisingRun`, `PersistentRun`, `PairRun`: aggregates of
+accumulate-only OVER windows), and the catalog job's hour rows (`StayHours`, a process table
+function), written as Java in udfs/java/ (row types filled in from schemas.rows).
 
 Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
@@ -302,6 +302,7 @@ ALERT_LIFECYCLE_CLASS = f"{PACKAGE}.AlertLifecycle"
 TRAILING_EXTREME_CLASS = f"{PACKAGE}.TrailingExtreme"
 RISING_RUN_CLASS = f"{PACKAGE}.RisingRun"
 PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
+PAIR_RUN_CLASS = f"{PACKAGE}.PairRun"
 STAY_HOURS_CLASS = f"{PACKAGE}.StayHours"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
@@ -330,6 +331,7 @@ HAND_WRITTEN = {
     "EventTimers": {},
     "RisingRun": {},
     "PersistentRun": {},
+    "PairRun": {},
 }
 
 

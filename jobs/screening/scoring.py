@@ -3,21 +3,24 @@
 - `feature_events`: each input record with the patient's first record time and the 6-hour
   extremes of the measurements (JVM keyed state of one accumulate-only OVER window);
 - the state view then adds the lab ages and the stay so far (jobs/sepsis_screen.state_sql);
-- `scored`: champion and challenger risk for every vitals state, one vectorised UDF call per
-  batch (the UDF is told which states are vitals states and scores and pushes only those);
+- `scored`: every state with champion and challenger risk, one vectorised UDF call per batch
+  (the UDF is told which states are vitals states and scores and pushes only those); the rules
+  read these states (jobs/sepsis_screen.stage_two);
 - `score_rows`: what goes to `sepsis.score.v1`, one row per model per state;
-- `model_hits`: the champion's risk at or above its threshold, a hit of rule
-  `model_sepsis_risk` (version = model version) for the alert lifecycle.
+- the model's hits (`MODEL_FIRES`, `model_hit_values`): the champion's risk at or above its
+  threshold, a hit of rule `model_sepsis_risk` (version = model version), picked with the
+  rules' hits for the alert lifecycle.
 `scored` must have one consumer in the SQL plan: the planner evaluates the UDF again for each
 query of it that it cannot merge (the champion and challenger branches of `score_rows`, the
-model hits), so the job passes scored states through its one planned output and derives score
-rows and model hits from there (jobs/sepsis_screen.attach).
+rules), so the job passes scored states through its one planned output and derives score rows
+from there (jobs/sepsis_screen.attach).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from pyflink.table.udf import UserDefinedScalarFunctionWrapper
 
 from feature_store.definitions import ROLLING, STREAM_FEATURES, WINDOW_H, rolling_name
 from feature_store.online import feast_source
-from schemas.rows import RULE_HIT, SCORE_RESULT, quote
+from schemas.rows import SCORE_RESULT, quote
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.flink_scoring import score_udf
@@ -107,16 +110,18 @@ def feature_events_sql() -> str:
                  RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""
 
 
-def scored_sql() -> str:
-    """Every state through the UDF, told which are vitals states: only those are scored (and
-    pushed to the online store); the others come back without a model version and go no further
-    (score rows need a version, model hits a risk). Not a WHERE clause: the planner evaluates the
-    UDF before a filter that it merges with the filters downstream, and then folds the flag to
-    TRUE, so the UDF would score (and push) lab and discharge states as well."""
+def scored_sql(columns: Sequence[str]) -> str:
+    """Every state of `screened` (its `columns`) through the UDF, with SCORE_RESULT's columns;
+    the UDF is told which are vitals states: only those are scored (and pushed to the online
+    store); the others come back without a model version (score rows need a version, model hits
+    a risk). Not a WHERE clause: the planner evaluates the UDF before a filter that it merges
+    with the filters downstream, and then folds the flag to TRUE, so the UDF would score (and
+    push) lab and discharge states as well."""
     args = ", ".join(f"CAST({f} AS DOUBLE)" for f in STREAM_FEATURES)
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in SCORE_RESULT.columns)
+    state = ", ".join(quote(c) for c in columns)
     return f"""
-    SELECT record_id, patient_token, facility_id, unit_id, event_time, {result}, quarantine_json
+    SELECT {state}, {result}
     FROM (SELECT *, wf_score(patient_token, CAST(event_time AS TIMESTAMP(3)),
                              record_kind = 'vitals', {args}) AS s
           FROM screened)"""
@@ -138,9 +143,13 @@ def score_rows_sql(model_name: str, source: str) -> str:
     return role("champion") + "\nUNION ALL\n" + role("challenger")
 
 
-def model_hits_sql(model_name: str, source: str) -> str:
-    """Over `source` (SCORED_STATE columns and a `rowtime`): the champion's hits as RULE_HIT
-    rows, like the rules' (jobs/screening/rules.py), and their rowtime."""
+# A state whose champion risk is at or above its threshold is a hit of rule MODEL_RULE.
+MODEL_FIRES = "champion_risk >= champion_threshold"
+
+
+def model_hit_values(model_name: str) -> dict[str, str]:
+    """RULE_HIT's values of the champion's hit at a scored state (SCORED_STATE's columns), like
+    a rule's (jobs/screening/rules.py): rule `model_sepsis_risk`, version = model version."""
     evidence = (
         "JSON_OBJECT('sepsis_risk' VALUE JSON_OBJECT('value' VALUE champion_risk, "
         f"'threshold' VALUE champion_threshold, 'model' VALUE '{model_name}', "
@@ -148,19 +157,15 @@ def model_hits_sql(model_name: str, source: str) -> str:
         f"'measured_time' VALUE DATE_FORMAT(CAST(event_time AS TIMESTAMP(3)), {ISO})), "
         "'quarantine' VALUE JSON(quarantine_json) ABSENT ON NULL)"
     )
-    hit = RULE_HIT.select_sql(
-        {
-            "kind": "'hit'",
-            "rule_id": f"'{MODEL_RULE}'",
-            "rule_version": "champion_version",
-            "severity": "'medium'",
-            "first_time": "CAST(event_time AS TIMESTAMP(3))",
-            "first_record_id": "record_id",
-            "last_record_id": "record_id",
-            "score_name": "'sepsis_risk_pct'",
-            "score_value": "CAST(ROUND(champion_risk * 100) AS INT)",
-            "evidence_json": evidence,
-        }
-    )
-    return f"""
-    SELECT {hit}, rowtime FROM {source} WHERE champion_risk >= champion_threshold"""
+    return {
+        "kind": "'hit'",
+        "rule_id": f"'{MODEL_RULE}'",
+        "rule_version": "champion_version",
+        "severity": "'medium'",
+        "first_time": "CAST(event_time AS TIMESTAMP(3))",
+        "first_record_id": "record_id",
+        "last_record_id": "record_id",
+        "score_name": "'sepsis_risk_pct'",
+        "score_value": "CAST(ROUND(champion_risk * 100) AS INT)",
+        "evidence_json": evidence,
+    }

@@ -19,7 +19,7 @@ from schemas import topics
 from schemas.capacity import ALL_UNITS
 from schemas.settings import Settings
 from tests import reference, reference_census, reference_screen
-from tests.flink_harness import build_bounded, plan, run_bounded
+from tests.flink_harness import build_bounded, event_time_diamonds, plan, run_bounded
 from training.registry import bootstrap
 from udfs.device import CHART_FUNCTION
 from udfs.registry import Registry
@@ -168,11 +168,29 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     # the late check on the merged watermark: one counter per patient, in arrival order
     (merging,) = [c for c in over if "orderBy=[arrival ASC]" in c]
     assert "partitionBy=[patient_token]" in merging
-    runs = sum(r.run is not None for r in RULES)
-    # the features' (first record time, 6-hour extremes), the state's, and one per run rule
+    # the features' (first record time, 6-hour extremes), the state's, and the rules' (every
+    # run rule in one window)
     windows = [c for c in over if c != merging]
-    assert len(windows) == 2 + runs
+    assert len(windows) == 3
+    (rules,) = [c for c in windows if "wf_pair_run" in c]
+    assert all(r.run is None or r.run.split("(")[0] in rules for r in RULES)
     # all accumulate: no window keeps the rows it spans (bench/state_size.py)
     assert all("RANGE BETWEEN UNBOUNDED PRECEDING" in c for c in windows), windows
-    patterns = sum(r.pattern is not None and r.run is None for r in RULES)
-    assert len([c for c in ops if "Match(" in c]) == patterns
+    assert not [c for c in ops if "Match(" in c]
+
+
+def test_every_event_time_operator_of_the_screening_job_reads_its_inputs_on_one_path(
+    settings: Settings, sample_items: list[tuple[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """No event-time operator (the state's and the rules' windows, the alert lifecycle) reads
+    two paths from one fork: after every feed had gone idle one path could carry the watermark
+    on while the other was still marked idle there, and its rows (a rule's hits, the model's)
+    would be dropped as late (tests/flink_harness.event_time_diamonds)."""
+    s = dataclasses.replace(settings, scoring=True, model_registry=tmp_path / "registry")
+    assert bootstrap(Registry(s.model_registry), s.model_name)
+    inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
+    for topic, rec in sample_items[:200]:
+        inputs[INPUT_OF[topic]].append(rec)
+    nodes = plan(build_bounded(sepsis_screen.JOB, s, inputs, tmp_path), tmp_path)
+    assert any("ProcessTableFunction(" in c and "alert-lifecycle" in c for _, c, _ in nodes)
+    assert event_time_diamonds(nodes) == []

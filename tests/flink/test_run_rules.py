@@ -1,11 +1,13 @@
-"""The run rules (jobs/screening/rules.py: `news2_rising`, `sirs_persistent`), computed by JVM
-aggregates with bounded state, fire on exactly the records where Flink's own MATCH_RECOGNIZE of
-their patterns completes a match, and cite the start they promise, record and time: where the
-rise began (the last record at the lowest score among the starts the record completes) and where
-the run of SIRS ≥ 2 began. Both run over the same drawn patient streams: scores that climb, fall
-and hold, a missing score now and then, records at the same instant (with record ids out of time
-order), labs and discharges between readings, and gaps on both sides of the 4- and 6-hour
-bounds. Records of one instant share their scores, as a patient's states of one instant do."""
+"""The run rules (jobs/screening/rules.py: `news2_sustained_medium`, `news2_rising`,
+`sirs_persistent`), computed by JVM aggregates with bounded state over all of a patient's states,
+fire on exactly the records where Flink's own MATCH_RECOGNIZE of their patterns (over the states
+each pattern reads) completes a match, and cite the start they promise, record and time: the
+reading before, where the rise began (the last record at the lowest score among the starts the
+record completes) and where the run of SIRS ≥ 2 began. All run over the same drawn patient
+streams: scores that climb, fall and hold, a missing score now and then, records at the same
+instant (with record ids out of time order), labs and discharges between readings, and gaps on
+both sides of the 3-, 4- and 6-hour bounds. Records of one instant share their scores, as a
+patient's states of one instant do."""
 
 from __future__ import annotations
 
@@ -20,13 +22,21 @@ from pyflink.common import Types
 from pyflink.table import DataTypes, Schema
 
 from jobs.runtime.flink_env import stream_table_env
-from jobs.screening.rules import NEWS2_RISING, SIRS_PERSISTENT, Rule, register_rule_functions
+from jobs.screening.rules import (
+    NEWS2_RISING,
+    NEWS2_SUSTAINED,
+    SIRS_PERSISTENT,
+    Rule,
+    register_rule_functions,
+)
 from jobs.sepsis_screen import state_row
 from schemas.rows import SQL_TYPES, quote
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.slow
-GAPS_MIN = np.array([0, 0, 1, 5, 30, 60, 60, 60, 119, 120, 121, 239, 240, 241, 359, 360, 361])
+GAPS_MIN = np.array(
+    [0, 0, 1, 5, 30, 60, 60, 60, 119, 120, 121, 179, 180, 181, 239, 240, 241, 359, 360, 361]
+)
 GIVEN = ("record_id", "record_kind", "patient_token", "news2_score", "sirs_count", "is_discharge")
 
 
@@ -94,12 +104,12 @@ def _hits(settings: Settings, rows: pd.DataFrame, rule: Rule) -> pd.DataFrame:
         t_env.sql_query("SELECT * FROM screened WHERE record_kind = 'vitals' OR is_discharge"),
     )
     query = f"""SELECT patient_token, first_record_id, last_record_id,
-                      UNIX_TIMESTAMP(CAST(first_time AS STRING)) * 1000 AS first_ms
+                      UNIX_TIMESTAMP(CAST(first_time AS STRING)) * 1000 AS first_ms, severity
                FROM ({rule.sql()})"""
     with t_env.execute_sql(query).collect() as results:
         got = [tuple(r) for r in results]
     return pd.DataFrame(
-        got, columns=["patient_token", "first_record_id", "last_record_id", "first_ms"]
+        got, columns=["patient_token", "first_record_id", "last_record_id", "first_ms", "severity"]
     )
 
 
@@ -121,6 +131,19 @@ def _compare(settings: Settings, rows: pd.DataFrame, rule: Rule) -> tuple[pd.Dat
     at_ms = dict(zip(rows["record_id"], rows["ts_ms"], strict=True))
     assert [at_ms[r] for r in run["first_record_id"]] == list(run["first_ms"])
     return run, starts
+
+
+def test_news2_sustained_fires_where_its_pattern_does_citing_the_reading_before_and_its_severity(
+    settings: Settings, rows: pd.DataFrame
+) -> None:
+    pattern = _hits(settings, rows, dataclasses.replace(NEWS2_SUSTAINED, run=None))
+    run, starts = _compare(settings, rows, NEWS2_SUSTAINED)
+    assert all(len(s) == 1 for s in starts.values())  # a pair: one start per completing record
+    assert list(run["first_record_id"]) == [starts[str(r)][0] for r in run["last_record_id"]]
+    severity = dict(zip(pattern["last_record_id"], pattern["severity"], strict=True))
+    assert list(run["severity"]) == [severity[r] for r in run["last_record_id"]]
+    assert len(run) > 40
+    assert set(run["severity"]) == {"medium", "high"}
 
 
 def test_news2_rising_fires_where_its_pattern_does_and_cites_where_the_rise_began(

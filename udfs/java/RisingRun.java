@@ -9,7 +9,8 @@
 //   PATTERN (A U*? C) WITHIN within, AFTER MATCH SKIP TO NEXT ROW, ordered by (time, record id),
 //   A: eligible; U: eligible, score >= the previous row's; C: eligible, score >= the previous
 //   row's, score >= at_least, score >= A's score + rise
-// completes a match: every eligible row starts an attempt, which ends at the first row that
+// completes a match, over the rows whose `eligible` is not null (a row with `eligible` null is
+// not in the rule's sequence, as if the pattern read a view without it): every eligible row starts an attempt, which ends at the first row that
 // completes it, unless the run falls, an ineligible row (or a null score) comes, or the time
 // runs out first (C's time - A's time >= within). MATCH_RECOGNIZE keeps every row of every open
 // attempt for up to `within`: with a reading a minute, hundreds of rows per patient. Here the
@@ -61,6 +62,10 @@ public class RisingRun extends AggregateFunction<Row, RisingRun.Acc> {
     acc.atLeast = atLeast;
     acc.rise = rise;
     acc.withinMs = withinMs;
+    if (eligible == null) {
+      acc.skip();
+      return;
+    }
     boolean ok = score != null && Boolean.TRUE.equals(eligible);
     acc.add(RuleRuns.epochMs(time), recordId, ok ? score : BREAK, folding(acc));
   }

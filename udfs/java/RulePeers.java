@@ -28,6 +28,12 @@ public class RulePeers {
     peerValues = RuleRuns.append(peerValues, value);
   }
 
+  /** A row outside the rule's sequence (its `eligible` is null): it folds nothing, and a time
+   * of such rows alone completes nothing (not the hit of the time before it). */
+  void skip() {
+    if (peerIds.length == 0) hitId = null;
+  }
+
   /** The result for the newest time: its rows folded, the first that completes a match. */
   Row result(Fold fold) {
     if (peerIds.length > 0) settle(fold);
