@@ -58,6 +58,7 @@ from schemas.interop.loinc import (
     CODES,
     COMPONENTS_OF,
     PANELS,
+    PULSE_OXIMETRY,
     RANKS,
     VITALS,
     UnitError,
@@ -66,6 +67,7 @@ from schemas.interop.loinc import (
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 POINT_IN_TIME = timedelta(hours=1)  # the longest effectivePeriod read as one measurement
 Tokenise = Callable[[str, str], str]
@@ -528,6 +530,7 @@ def _observation(
                 (part_code, part_rank, c.valueQuantity, c.dataAbsentReason, f"component {i}",
                  alone, _modifiers(raw))
             )  # fmt: skip
+    blood_gas = _blood_gas(obs)
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}
     topic_of: dict[str, str] = {}  # a lab Observation's value goes to the labs topic
@@ -546,7 +549,9 @@ def _observation(
                 raise ValueError(
                     f"{quantity.comparator}{quantity.value} is a bound, not one measured value"
                 )
-            topic, name, value = convert(part_code, float(quantity.value), _unit(quantity))
+            topic, name, value = convert(
+                part_code, float(quantity.value), _unit(quantity), blood_gas and where == "value"
+            )
         except UnitError as exc:
             refusal = ("bad_unit", str(exc))
         except UnsupportedModifier as exc:
@@ -630,6 +635,20 @@ def _observation(
         }
         records.append((topic, record))
     return Mapped(records, rejected)
+
+
+def _blood_gas(obs: Any) -> bool:
+    """A laboratory Observation not coded as pulse oximetry: its oxygen saturation (2708-6) is a
+    blood gas's SaO2 (loinc.IN_BLOOD_GAS), not the vital-signs profile's SpO2."""
+    lab = any(
+        c.code == "laboratory" and c.system in (CATEGORY_SYSTEM, None)
+        for concept in obs.category or []
+        for c in concept.coding or []
+    )
+    oximetry = any(
+        c.system in LOINC_SYSTEMS and c.code == PULSE_OXIMETRY for c in obs.code.coding or []
+    )
+    return lab and not oximetry
 
 
 def _without_components(data: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from hl7apy.parser import parse_message
 
 from schemas import codec, topics
 from schemas.interop import mdc
-from schemas.interop.loinc import CODES, RANKS, VITALS, convert, takes
+from schemas.interop.loinc import BLOOD_GAS, CODES, RANKS, VITALS, convert, takes
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -524,7 +524,9 @@ def _oru(
     not take, a value that is no number or outside the field's range, such as a monitor's -999
     for "no value", a bad time) is rejected alone; the message is refused only when nothing
     could be read. Where one reading has a field from several codes (an ECG's heart rate and an
-    oximeter's pulse rate), the preferred code's value is kept (`observation_code`)."""
+    oximeter's pulse rate), the preferred code's value is kept (`observation_code`). An oxygen
+    saturation (2708-6) of an order with a blood gas result is the sample's SaO2, a lab result
+    (loinc.IN_BLOOD_GAS); elsewhere a monitor's SpO2."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
@@ -534,8 +536,11 @@ def _oru(
     rejected: list[Rejected] = []
     skipped: list[str] = []
     children = list(msg.children)
+    gas_orders = _blood_gas_orders(children, enc)
+    order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
+            order += 1
             obr_time = (
                 _text(seg.obr_7.to_er7().split(enc["COMPONENT"])[0], enc) if len(seg.obr_7) else ""
             ) or _specimen_time(children[n:], enc)
@@ -575,7 +580,7 @@ def _oru(
             )
             units = _components(seg.obx_6, enc)
             read = [
-                (rank, *convert(code, number, observation_unit(code, units)))
+                (rank, *convert(code, number, observation_unit(code, units), order in gas_orders))
                 for (code, rank), number in zip(fields, numbers, strict=True)
             ]
             when = (
@@ -695,6 +700,20 @@ def blood_pressure_numbers(raw: str, component: str) -> list[float]:
     if m is None:
         raise ValueError(f"blood pressure {raw!r} is not systolic/diastolic")
     return [float(m.group(1)), float(m.group(2))]
+
+
+def _blood_gas_orders(children: list[Any], enc: dict[str, str]) -> set[int]:
+    """The orders (numbered by their OBR from 1; 0: the OBX before any) that have a blood gas
+    analyser's result (loinc.BLOOD_GAS: pO2, pCO2, pH)."""
+    order, found = 0, set()
+    for seg in children:
+        if seg.name == "OBR":
+            order += 1
+        elif seg.name == "OBX":
+            coded = observation_code(_components(seg.obx_3, enc))
+            if coded is not None and coded[0] in BLOOD_GAS:
+                found.add(order)
+    return found
 
 
 def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:

@@ -199,6 +199,18 @@ CODES: dict[str, Code] = {
     },
     "9187-6": Code(VITALS, "urine_output_ml", {"mL": (1.0, 0.0), "L": (1000.0, 0.0)}),
 }
+# LOINC 2708-6 is "Oxygen saturation in Arterial blood". FHIR R4's vital-signs profile (oxygen
+# saturation) and US Core's pulse oximetry profile code the oximeter's SpO2 with it too (beside
+# 59408-5), and monitors' HL7 v2 feeds send it so: read as SpO2 (CODES). A blood gas analyser
+# sends it for the saturation it measured in the arterial sample, which is labs.result's
+# sao2_pct, not the pulse oximeter's reading that NEWS2 scores: read so where the result is one
+# of a blood gas (`convert(..., blood_gas=True)`; HL7 v2: an order with a blood gas result,
+# BLOOD_GAS; FHIR: a laboratory Observation without 59408-5).
+IN_BLOOD_GAS: dict[str, Code] = {"2708-6": Code(LABS, "sao2_pct", {"%": (1.0, 0.0)})}
+# A blood gas analyser's results besides the saturation: pO2, pCO2 (arterial blood) and pH.
+BLOOD_GAS: frozenset[str] = frozenset({"2703-7", "2019-8", "2744-1"})
+PULSE_OXIMETRY = "59408-5"
+
 # Where one reading has a field from several LOINC codes, the lower rank is kept (as
 # schemas.interop.mdc ranks its codes; unlisted: 0): the ECG's heart rate before the oximeter's,
 # a core or body temperature before an oral, rectal or tympanic one before an axillary one, a
@@ -240,9 +252,9 @@ class UnitError(ValueError):
     """A unit the code does not take (any other ValueError of `convert` is the value's)."""
 
 
-def _known(code: str, unit: str) -> str | None:
-    """`unit` as `code`'s table writes it (as sent, or the unit it is a spelling of), or None."""
-    units = CODES[code].units
+def _known(c: Code, unit: str) -> str | None:
+    """`unit` as the code's table writes it (as sent, or the unit it is a spelling of), or None."""
+    units = c.units
     if unit in units:
         return unit
     spelled = UNIT_SPELLINGS.get(_spelling(unit))
@@ -251,16 +263,19 @@ def _known(code: str, unit: str) -> str | None:
 
 def takes(code: str, unit: str) -> bool:
     """Whether `code` takes `unit`, as sent or as a spelling of one of its units."""
-    return _known(code, unit) is not None
+    return _known(CODES[code], unit) is not None
 
 
-def convert(code: str, value: float, unit: str) -> tuple[str, str, float | bool]:
+def convert(
+    code: str, value: float, unit: str, blood_gas: bool = False
+) -> tuple[str, str, float | bool]:
     """(topic, field, value in the field's unit); UnitError for a unit the code does not take,
-    ValueError for a value that is not a finite number or a negative oxygen flow."""
-    c = CODES[code]
+    ValueError for a value that is not a finite number or a negative oxygen flow. `blood_gas`:
+    the result is one of a blood gas analyser's (IN_BLOOD_GAS)."""
+    c = IN_BLOOD_GAS[code] if blood_gas and code in IN_BLOOD_GAS else CODES[code]
     if c.field == "fio2_fraction" and not unit.strip():  # no unit: the ranges do not meet
         unit = "1" if value <= 1 else "%"
-    known = _known(code, unit)
+    known = _known(c, unit)
     if known is None:
         raise UnitError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")
     unit = known

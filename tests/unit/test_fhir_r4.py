@@ -594,3 +594,21 @@ def test_a_panel_keeps_the_ecg_heart_rate_and_the_core_temperature_in_either_ord
     assert isinstance(o, Mapped) and not o.rejected
     [(_, rec)] = o.records
     assert rec["heart_rate_bpm"] == 132 and rec["temp_c"] == pytest.approx(38.4)
+
+
+def test_a_laboratory_oxygen_saturation_is_a_blood_gass_sao2_and_a_vital_signs_one_spo2() -> None:
+    """LOINC 2708-6 is arterial oxygen saturation; FHIR R4's vital-signs profile codes the
+    oximeter's SpO2 with it (beside 59408-5). A laboratory Observation of it is a blood gas's."""
+    lab = {"coding": [{"system": fhir_r4.CATEGORY_SYSTEM, "code": "laboratory"}]}
+    [(_, gas, _)] = run(observation("2708-6", category=[lab], valueQuantity=quantity(89, "%")))
+    assert isinstance(gas, Mapped)
+    [(topic, rec)] = gas.records
+    assert topic == topics.LABS_RESULT.name and rec["sao2_pct"] == 89 and "spo2_pct" not in rec
+    [(_, vital, _)] = run(observation("2708-6", valueQuantity=quantity(89, "%")))
+    assert isinstance(vital, Mapped)
+    [(topic, rec)] = vital.records
+    assert topic == topics.VITALS_OBSERVATION.name and rec["spo2_pct"] == 89
+    oximetry = observation("2708-6", category=[lab], valueQuantity=quantity(89, "%"))
+    oximetry["code"]["coding"].append({"system": "http://loinc.org", "code": "59408-5"})
+    [(_, pulse, _)] = run(oximetry)
+    assert isinstance(pulse, Mapped) and pulse.records[0][1]["spo2_pct"] == 89

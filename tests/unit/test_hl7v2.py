@@ -607,3 +607,32 @@ def test_lower_case_statuses_and_message_types_and_a_leading_byte_order_mark_are
     assert gone.refusal.reason_code == "retracted"
     lower = adt_message("adt^a01")
     assert outcome("\ufeff" + lower).records[0][1]["event_type"] == "admit"  # type: ignore[union-attr]
+
+
+def test_an_oxygen_saturation_is_a_blood_gass_sao2_under_a_gas_order_and_a_monitors_spo2_elsewhere() -> (
+    None
+):
+    """LOINC 2708-6 is arterial oxygen saturation; monitors and FHIR's vital-signs profile send
+    the oximeter's SpO2 with it too. Under an order with a blood gas result it is the sample's."""
+    msg = "\r".join(
+        [
+            "MSH|^~\\&|LAB|ICU|WF|H|20260301101500||ORU^R01|C1|P|2.5.1",
+            "PID|1||MRN9^^^H^MR",
+            "PV1|1|I|MICU^12^A^H",
+            "OBR|1|||vitals|||20260301100000",
+            "OBX|1|NM|2708-6^SpO2^LN||94|%|||||F",
+            "OBR|2|||24336-0^Gas panel - Arterial blood^LN|||20260301101000",
+            "OBX|1|NM|2744-1^pH^LN||7.31|[pH]|||||F",
+            "OBX|2|NM|2019-8^pCO2^LN||52|mm[Hg]|||||F",
+            "OBX|3|NM|2703-7^pO2^LN||61|mm[Hg]|||||F",
+            "OBX|4|NM|2708-6^SaO2^LN||89|%|||||F",
+        ]
+    )
+    o = outcome(msg)
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    by_topic = {topic: rec for topic, rec in o.records}
+    assert set(by_topic) == {topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name}
+    monitor, gas = by_topic[topics.VITALS_OBSERVATION.name], by_topic[topics.LABS_RESULT.name]
+    assert monitor["spo2_pct"] == 94 and "sao2_pct" not in monitor
+    assert gas["sao2_pct"] == 89 and gas["pao2_mmhg"] == 61 and "spo2_pct" not in gas
+    assert reading(oru("OBX|1|NM|2708-6^SpO2^LN||89|%|||||F"))["spo2_pct"] == 89
