@@ -619,9 +619,7 @@ def _observation(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    # an Observation without an id (a transaction's POST entry) is named by its business
-    # identifier, else by its content: a resend keeps the name either way
-    name = f"Observation/{obs.id}" if obs.id else _business_id(obs.identifier) or _fingerprint(data)
+    name = _observation_name(obs, data)
     records = []
     for topic in dict.fromkeys(topic_of.values()):
         record = {
@@ -649,6 +647,22 @@ def _blood_gas(obs: Any) -> bool:
         c.system in LOINC_SYSTEMS and c.code == PULSE_OXIMETRY for c in obs.code.coding or []
     )
     return lab and not oximetry
+
+
+def _observation_name(obs: Any, data: dict[str, Any]) -> str:
+    """The record's name: a resend keeps it (and is a duplicate downstream), a new version of
+    the Observation gets its own (a preliminary result made final, an amended or corrected one:
+    a state takes it in, not dropped as a copy of the first). An Observation without an id (a
+    transaction's POST entry) is named by its business identifier, else by its content. A
+    version is its `meta.versionId` where the server gave one; without one, a final result is
+    the Observation's plain name (as before) and any other status is named with its content."""
+    name = f"Observation/{obs.id}" if obs.id else _business_id(obs.identifier) or _fingerprint(data)
+    version = obs.meta.versionId if obs.meta is not None else None
+    if version:
+        return f"{name}/_history/{version}"
+    if obs.status != "final" and not name.startswith("sha256:"):
+        return f"{name}@{obs.status}:{_fingerprint(data).removeprefix('sha256:')[:16]}"
+    return name
 
 
 def _without_components(data: dict[str, Any]) -> dict[str, Any]:

@@ -612,3 +612,26 @@ def test_a_laboratory_oxygen_saturation_is_a_blood_gass_sao2_and_a_vital_signs_o
     oximetry["code"]["coding"].append({"system": "http://loinc.org", "code": "59408-5"})
     [(_, pulse, _)] = run(oximetry)
     assert isinstance(pulse, Mapped) and pulse.records[0][1]["spo2_pct"] == 89
+
+
+def test_a_resend_keeps_its_records_name_and_a_new_version_of_the_observation_gets_its_own() -> (
+    None
+):
+    """Downstream a record with a name seen before is a duplicate: a preliminary result made
+    final, an amended or a corrected one must not be dropped as a copy of the first."""
+
+    def name(**kw: object) -> str:
+        [(_, o, _)] = run(observation("8867-4", **{"valueQuantity": quantity(72, "/min"), **kw}))
+        assert isinstance(o, Mapped)
+        return str(o.records[0][1]["observation_id"])
+
+    final = name()
+    assert final == "fhir:Observation/o1" and name() == final  # a resend
+    preliminary = name(status="preliminary")
+    corrected = name(status="corrected", valueQuantity=quantity(76, "/min"))
+    assert len({final, preliminary, corrected}) == 3
+    assert name(status="corrected", valueQuantity=quantity(76, "/min")) == corrected  # resent
+    assert name(status="corrected", valueQuantity=quantity(78, "/min")) != corrected  # again
+    v2 = name(status="amended", meta={"versionId": "2"})
+    assert v2 == "fhir:Observation/o1/_history/2"
+    assert name(status="amended", meta={"versionId": "2"}) == v2

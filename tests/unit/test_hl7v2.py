@@ -609,9 +609,7 @@ def test_lower_case_statuses_and_message_types_and_a_leading_byte_order_mark_are
     assert outcome("\ufeff" + lower).records[0][1]["event_type"] == "admit"  # type: ignore[union-attr]
 
 
-def test_an_oxygen_saturation_is_a_blood_gass_sao2_under_a_gas_order_and_a_monitors_spo2_elsewhere() -> (
-    None
-):
+def test_an_oxygen_saturation_is_a_blood_gass_sao2_under_a_gas_order_else_a_monitors_spo2() -> None:
     """LOINC 2708-6 is arterial oxygen saturation; monitors and FHIR's vital-signs profile send
     the oximeter's SpO2 with it too. Under an order with a blood gas result it is the sample's."""
     msg = "\r".join(
