@@ -351,8 +351,8 @@ SCORED_STATE = Row(
         *SCORE_RESULT.fields,
         Field("quarantine_json", "string", "The state's quarantine note (sepsis.screen.v1)."),
     ),
-    "A screened state with its SCORE_RESULT, as the screening job passes it from its one scoring "
-    "query to the score rows and the champion's hits (jobs/sepsis_screen.py).",
+    "A screened state with its SCORE_RESULT, as the screening job's stage two passes it to the "
+    "score rows (jobs/sepsis_screen.py; the champion's hits are picked before, with the rules').",
 )
 
 NEWS2_RESULT = Row(

@@ -57,7 +57,8 @@ class Rule:
 
     @property
     def column(self) -> str:
-        """The run's result in `window_sql` (RuleRuns.HIT: last and first record, first time)."""
+        """The run's result in `window_sql` (RuleRuns.HIT: last and first record, first time;
+        PairRun.HIT adds the first record's score)."""
         return f"{self.rule_id}_run"
 
     @property

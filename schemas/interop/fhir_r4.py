@@ -520,17 +520,18 @@ def _observation(
         (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data),
          [])
     ]  # fmt: skip
+    blood_gas = _blood_gas(obs)
     raw_components = data.get("component") or []
     for i, c in enumerate(obs.component or []):  # under a panel or oximetry code only
         part_code, part_rank = _coded(c.code)
-        if code in PANELS or part_code in COMPONENTS_OF.get(code, ()):
+        # a blood gas's SaO2 is a lab value: the oximetry profile's components are not its
+        if code in PANELS or (part_code in COMPONENTS_OF.get(code, ()) and not blood_gas):
             raw = raw_components[i]
             alone = {**data, "component": [raw]}
             parts.append(
                 (part_code, part_rank, c.valueQuantity, c.dataAbsentReason, f"component {i}",
                  alone, _modifiers(raw))
             )  # fmt: skip
-    blood_gas = _blood_gas(obs)
     values: dict[str, float | bool] = {}
     ranks: dict[str, int] = {}
     topic_of: dict[str, str] = {}  # a lab Observation's value goes to the labs topic
@@ -649,20 +650,24 @@ def _blood_gas(obs: Any) -> bool:
     return lab and not oximetry
 
 
+# What a version of an Observation says: a new version that changes none of it (a tag, a note, a
+# server's meta) is the same record.
+_MEASURED = ("status", "code", "component", "dataAbsentReason", "effectiveDateTime",
+             "effectivePeriod", "valueQuantity")  # fmt: skip
+
+
 def _observation_name(obs: Any, data: dict[str, Any]) -> str:
-    """The record's name: a resend keeps it (and is a duplicate downstream), a new version of
-    the Observation gets its own (a preliminary result made final, an amended or corrected one:
-    a state takes it in, not dropped as a copy of the first). An Observation without an id (a
-    transaction's POST entry) is named by its business identifier, else by its content. A
-    version is its `meta.versionId` where the server gave one; without one, a final result is
-    the Observation's plain name (as before) and any other status is named with its content."""
+    """The record's name: a resend keeps it (and is a duplicate downstream); a preliminary,
+    amended or corrected result is named with what it measured (`_MEASURED`), so that the final
+    result after a preliminary one, or a correction, is a record of its own, not dropped as a
+    copy of the first. A final result keeps the Observation's plain name. An Observation without
+    an id (a transaction's POST entry) is named by its business identifier, else by its
+    content."""
     name = f"Observation/{obs.id}" if obs.id else _business_id(obs.identifier) or _fingerprint(data)
-    version = obs.meta.versionId if obs.meta is not None else None
-    if version:
-        return f"{name}/_history/{version}"
-    if obs.status != "final" and not name.startswith("sha256:"):
-        return f"{name}@{obs.status}:{_fingerprint(data).removeprefix('sha256:')[:16]}"
-    return name
+    if obs.status == "final" or name.startswith("sha256:"):
+        return name
+    measured = _fingerprint({k: data[k] for k in _MEASURED if k in data})
+    return f"{name}@{obs.status}:{measured.removeprefix('sha256:')[:16]}"
 
 
 def _without_components(data: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from hl7apy.parser import parse_message
 
 from schemas import codec, topics
 from schemas.interop import mdc
-from schemas.interop.loinc import BLOOD_GAS, CODES, RANKS, VITALS, convert, takes
+from schemas.interop.loinc import BLOOD_GAS, CODES, GAS_PANELS, RANKS, VITALS, convert, takes
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -703,15 +703,20 @@ def blood_pressure_numbers(raw: str, component: str) -> list[float]:
 
 
 def _blood_gas_orders(children: list[Any], enc: dict[str, str]) -> set[int]:
-    """The orders (numbered by their OBR from 1; 0: the OBX before any) that have a blood gas
-    analyser's result (loinc.BLOOD_GAS: pO2, pCO2, pH)."""
+    """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas: an
+    arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), or a blood gas analyser's result
+    (loinc.BLOOD_GAS: pO2, pCO2, pH) that is not pending or taken back (OBX-11 X, I, D, W)."""
     order, found = 0, set()
     for seg in children:
         if seg.name == "OBR":
             order += 1
+            service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
+            if any(code in GAS_PANELS for code, _, _ in service):
+                found.add(order)
         elif seg.name == "OBX":
             coded = observation_code(_components(seg.obx_3, enc))
-            if coded is not None and coded[0] in BLOOD_GAS:
+            status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+            if coded is not None and coded[0] in BLOOD_GAS and status not in ("X", "I", "D", "W"):
                 found.add(order)
     return found
 

@@ -205,10 +205,11 @@ CODES: dict[str, Code] = {
 # sends it for the saturation it measured in the arterial sample, which is labs.result's
 # sao2_pct, not the pulse oximeter's reading that NEWS2 scores: read so where the result is one
 # of a blood gas (`convert(..., blood_gas=True)`; HL7 v2: an order with a blood gas result,
-# BLOOD_GAS; FHIR: a laboratory Observation without 59408-5).
+# BLOOD_GAS or GAS_PANELS; FHIR: a laboratory Observation without 59408-5).
 IN_BLOOD_GAS: dict[str, Code] = {"2708-6": Code(LABS, "sao2_pct", {"%": (1.0, 0.0)})}
 # A blood gas analyser's results besides the saturation: pO2, pCO2 (arterial blood) and pH.
 BLOOD_GAS: frozenset[str] = frozenset({"2703-7", "2019-8", "2744-1"})
+GAS_PANELS: frozenset[str] = frozenset({"24336-0"})  # Gas panel - Arterial blood (an order)
 PULSE_OXIMETRY = "59408-5"
 
 # Where one reading has a field from several LOINC codes, the lower rank is kept (as

@@ -608,6 +608,15 @@ def test_a_laboratory_oxygen_saturation_is_a_blood_gass_sao2_and_a_vital_signs_o
     assert isinstance(vital, Mapped)
     [(topic, rec)] = vital.records
     assert topic == topics.VITALS_OBSERVATION.name and rec["spo2_pct"] == 89
+    with_flow = observation(
+        "2708-6",
+        category=[lab],
+        valueQuantity=quantity(89, "%"),
+        component=[component("3151-8", 2, "L/min")],
+    )
+    [(_, gas_flow, _)] = run(with_flow)  # the oximetry profile's components are not a gas's
+    assert isinstance(gas_flow, Mapped)
+    assert [t for t, _ in gas_flow.records] == [topics.LABS_RESULT.name]
     oximetry = observation("2708-6", category=[lab], valueQuantity=quantity(89, "%"))
     oximetry["code"]["coding"].append({"system": "http://loinc.org", "code": "59408-5"})
     [(_, pulse, _)] = run(oximetry)
@@ -627,11 +636,11 @@ def test_a_resend_keeps_its_records_name_and_a_new_version_of_the_observation_ge
 
     final = name()
     assert final == "fhir:Observation/o1" and name() == final  # a resend
+    assert name(meta={"versionId": "2"}) == final  # a server's new version of the same
     preliminary = name(status="preliminary")
     corrected = name(status="corrected", valueQuantity=quantity(76, "/min"))
     assert len({final, preliminary, corrected}) == 3
     assert name(status="corrected", valueQuantity=quantity(76, "/min")) == corrected  # resent
+    tagged = {"versionId": "3", "tag": [{"code": "reviewed"}]}
+    assert name(status="corrected", valueQuantity=quantity(76, "/min"), meta=tagged) == corrected
     assert name(status="corrected", valueQuantity=quantity(78, "/min")) != corrected  # again
-    v2 = name(status="amended", meta={"versionId": "2"})
-    assert v2 == "fhir:Observation/o1/_history/2"
-    assert name(status="amended", meta={"versionId": "2"}) == v2

@@ -634,3 +634,10 @@ def test_an_oxygen_saturation_is_a_blood_gass_sao2_under_a_gas_order_else_a_moni
     assert monitor["spo2_pct"] == 94 and "sao2_pct" not in monitor
     assert gas["sao2_pct"] == 89 and gas["pao2_mmhg"] == 61 and "spo2_pct" not in gas
     assert reading(oru("OBX|1|NM|2708-6^SpO2^LN||89|%|||||F"))["spo2_pct"] == 89
+    head = msg.split("\r")[:3]
+    panel = [*head, "OBR|1|||24336-0^ABG^LN|||20260301101000", "OBX|1|NM|2708-6^SaO2^LN||91|%"]
+    assert reading("\r".join(panel))["sao2_pct"] == 91  # the panel alone says so
+    obx = "OBX|1|NM|2744-1^pH^LN||7.31|[pH]|||||D\rOBX|2|NM|2708-6^SpO2^LN||92|%|||||F"
+    rec, rejected = partly_read(oru(obx))  # a pH taken back makes no blood gas
+    assert rec["spo2_pct"] == 92 and [r.refusal.reason_code for r in rejected] == ["retracted"]
+    assert reading(oru(obx.replace("|D\r", "|X\r")))["spo2_pct"] == 92  # nor a pending one

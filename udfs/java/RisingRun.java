@@ -10,8 +10,8 @@
 //   A: eligible; U: eligible, score >= the previous row's; C: eligible, score >= the previous
 //   row's, score >= at_least, score >= A's score + rise
 // completes a match, over the rows whose `eligible` is not null (a row with `eligible` null is
-// not in the rule's sequence, as if the pattern read a view without it): every eligible row starts an attempt, which ends at the first row that
-// completes it, unless the run falls, an ineligible row (or a null score) comes, or the time
+// not in the rule's sequence, as if the pattern read a view without it): every eligible row
+// starts an attempt, which ends at the first row that completes it, unless the run falls, an ineligible row (or a null score) comes, or the time
 // runs out first (C's time - A's time >= within). MATCH_RECOGNIZE keeps every row of every open
 // attempt for up to `within`: with a reading a minute, hundreds of rows per patient. Here the
 // state is one entry per distinct score of the current run: the attempts that start at one score

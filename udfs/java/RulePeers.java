@@ -1,4 +1,4 @@
-// The part of a run rule's accumulator (RisingRun, PersistentRun) that waits for a time's rows:
+// The part of a run rule's accumulator (RisingRun, PersistentRun, PairRun) that waits for a time's rows:
 // an accumulate-only RANGE OVER window feeds in every row of one event time before it reads the
 // result, and the rules fold them in record-id order, as MATCH_RECOGNIZE ORDER BY (time, record
 // id) does. Also the hit of the last folded time. A public class with public fields: Flink

@@ -1,4 +1,4 @@
-// What the run rules (RisingRun, PersistentRun) share besides their accumulator's waiting rows
+// What the run rules (RisingRun, PersistentRun, PairRun) share besides their accumulator's waiting rows
 // (RulePeers): the result type, the record-id order, array and time helpers.
 package io.wardflow.udf;
 
