@@ -20,7 +20,7 @@ vitals, labs, ADT (raw Kafka records, rowtime = record timestamp)
                by a keyed process function (udfs/java/StayHours.java), once a later record
                or the watermark passes the hour ──────────────────────── one row per model ┐
   ADT discharges with an encounter → one row per discharge model (features from Feast) ──────┤
-            → the generic scoring UDF (udfs/model_set.py:                                   ←┘
+            → the generic scoring UDF, one operator (udfs/model_set.py:                     ←┘
               each model's spec names its features; static ones come from its feature
               service) → a row per model version and role, with its `trigger` ── model.score topic
 
@@ -73,7 +73,7 @@ from pyflink.table import StreamTableEnvironment
 
 from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
-from jobs.runtime.flink_env import STATE_TTL, state_ttl
+from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
 from schemas import topics
@@ -426,14 +426,15 @@ def score_inputs_sql(
     return " UNION ALL ".join(parts)
 
 
-def scored_sql() -> str:
-    """Every input row through the UDF (one call per batch, rows of every model together)."""
+def scored_sql(source: str) -> str:
+    """Every input row of `source` through the UDF (one call per batch, rows of every model
+    together)."""
     args = ", ".join(quote(f) for f in STREAM_FEATURES)
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in MODEL_SCORE_RESULT.columns)
     return f"""
     SELECT record_id, patient_token, entity, entity_key, facility_id, unit_id, event_time,
            hours_since_admission, model, `trigger`, {result}
-    FROM (SELECT *, wf_score_models(model, entity_key, {args}) AS s FROM score_inputs)"""
+    FROM (SELECT *, wf_score_models(model, entity_key, {args}) AS s FROM {source})"""
 
 
 def score_rows_sql(specs: dict[str, ModelSpec]) -> str:
@@ -534,7 +535,11 @@ def build(
         t_env.create_temporary_view(
             "score_inputs", t_env.sql_query(score_inputs_sql(stay, discharge, at_hours))
         )
-        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql()))
+        # one scoring operator for every model: the planner runs a Python function over a
+        # union once per branch (a stay-state branch, one per hour model, one per discharge
+        # model), each its own Python operator, unless the union is planned apart
+        plan_once(t_env, "score_inputs", "planned_inputs", rowtime=False)
+        t_env.create_temporary_view("scored", t_env.sql_query(scored_sql("planned_inputs")))
         cols = ", ".join(quote(f.name) for f in topics.MODEL_SCORE.schema.fields)
         ss.add_insert_sql(f"""
         INSERT INTO `{sinks["model_scores"]}`

@@ -348,12 +348,24 @@ def rowtime_from_stream() -> Schema:
     )
 
 
-def plan_once(t_env: StreamTableEnvironment, view: str, name: str = "planned") -> None:
+def plan_once(
+    t_env: StreamTableEnvironment, view: str, name: str = "planned", rowtime: bool = True
+) -> None:
     """Register `name` as `view` passed through one Table → DataStream → Table round trip.
     Every separate Table → DataStream conversion plans (and reads) its SQL again, so a job whose
-    outputs leave SQL more than once reads them all from this one view."""
-    stream = t_env.to_data_stream(t_env.from_path(view))
-    t_env.create_temporary_view(name, t_env.from_data_stream(stream, rowtime_from_stream()))
+    outputs leave SQL more than once reads them all from this one view; and the planner plans
+    what reads `name` once, not once per branch of a union in `view` (as it does a Python
+    function over a union). With `rowtime`, `name` has the records' timestamps as `rowtime`
+    and the stream's watermark; without, `view` has no time attribute and `name` its columns
+    with their types."""
+    table = t_env.from_path(view)
+    stream = t_env.to_data_stream(table)
+    if rowtime:
+        schema = rowtime_from_stream()
+    else:
+        schema = Schema.new_builder().from_row_data_type(table.get_schema().to_row_data_type())
+        schema = schema.build()
+    t_env.create_temporary_view(name, t_env.from_data_stream(stream, schema))
 
 
 def checkpoint_location(settings: Settings, platform: Mapping[str, str] | None = None) -> str:

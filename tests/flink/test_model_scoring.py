@@ -580,3 +580,5 @@ def test_the_catalog_plan_keeps_no_stays_rows_in_a_join(
     # the unnests of an admission's superseded copy, of the stay models' names and of the
     # roles: stateless correlates
     assert len([c for c in ops if "$UNNEST_ROWS(" in c]) == 3
+    # one scoring operator for the stay, hour and discharge models together
+    assert sum("wf_score_models(" in c for c in ops) == 1, [c for c in ops if "wf_score_" in c]
