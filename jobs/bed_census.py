@@ -12,8 +12,11 @@ adt.event.v1 (raw Kafka records, rowtime = record timestamp)
                  └─ 1-hour windows: arrivals, discharges, transfers, cancels ─── census.flow topic
 
 ADT received = census events + dead letters. The census at a minute boundary m counts every
-event before m; a unit appears in census.unit only in minutes when it changed. Every step runs in
-the JVM; the capacities and the unit check are SQL generated from the capacity file.
+event timed before m; a unit appears in census.unit only in minutes when it changed. An event's
+time is its record timestamp, when the system knew of it (schemas.codec.record_time): an
+admission or discharge entered after the fact counts from when it was entered, not `late`.
+Every step runs in the JVM; the capacities and the unit check are SQL generated from the
+capacity file.
 """
 
 from __future__ import annotations

@@ -75,6 +75,20 @@ def validate(schema: Schema, record: dict[str, Any]) -> Rejection | None:
     return None
 
 
+def record_time(record: dict[str, Any]) -> datetime:
+    """A record's Kafka timestamp, the time every job acts on it: when the system could know
+    of it. That is `event_time` (when it happened), unless the record was entered later: an
+    ADT event's `recorded_time` (HL7 EVN-2, else MSH-7) is when the registrar entered it, which
+    for an admission or discharge entered after the fact (its PV1-44/45 hours back) is later.
+    Timed by when it happened, such an event would be behind the watermark of a feed that has
+    moved on and dead-lettered `late`, and the patient's bed never counted; timed by when it
+    was entered it is applied then, its `event_time` kept in the record. A time recorded
+    before the event (a pre-admission, a scheduled discharge) leaves the event time."""
+    at: datetime = record["event_time"]
+    recorded = record.get("recorded_time")
+    return recorded if recorded is not None and recorded > at else at
+
+
 def epoch_ms(t: datetime) -> int:
     """Milliseconds since the epoch, truncated as Avro timestamp-millis encoding truncates (so a
     record's Kafka timestamp equals its encoded event_time)."""
@@ -84,20 +98,21 @@ def epoch_ms(t: datetime) -> int:
 def decode_valid(
     schema: Schema, payload: bytes | None, record_timestamp_ms: int | None = None
 ) -> dict[str, Any] | Rejection:
-    """Decode and validate; when given, the record timestamp must equal the payload event_time."""
+    """Decode and validate; when given, the record timestamp must equal the payload's
+    `record_time` (its event_time, or a later recorded_time)."""
     record = decode(schema, payload)
     if isinstance(record, Rejection):
         return record
     bad = validate(schema, record)
     if bad is not None:
         return bad
-    et = record.get("event_time")
-    if record_timestamp_ms is not None and isinstance(et, datetime):
-        ms = epoch_ms(et)
+    if record_timestamp_ms is not None and isinstance(record.get("event_time"), datetime):
+        ms = epoch_ms(record_time(record))
         if ms != record_timestamp_ms:
+            which = "recorded_time" if ms != epoch_ms(record["event_time"]) else "event_time"
             return Rejection(
                 "timestamp_mismatch",
-                f"event_time {ms} != Kafka record timestamp {record_timestamp_ms}",
+                f"{which} {ms} != Kafka record timestamp {record_timestamp_ms}",
             )
     return record
 

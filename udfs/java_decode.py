@@ -13,9 +13,10 @@ record_time_ms BIGINT)`, or with the Kafka timestamp as read (`TIMESTAMP_LTZ(3)`
 per-record conversion in SQL), yields one row, `schemas.rows.decoded(schema, decoded_fields)` — the
 rejection (reason_code, reason), then every field but the timestamps. A record is accepted when
 it decodes with the writer schema and consumes every byte, every value lies inside the field's
-`wardflow.range` / `wardflow.enum`, no required string is empty, and its `event_time` equals the
-Kafka record timestamp; otherwise the row carries the first reason, in the codec's order, with
-the codec's reason codes (schemas.codec). The checks are generated from the same schema fields
+`wardflow.range` / `wardflow.enum`, no required string is empty, and the Kafka record timestamp
+is its `schemas.codec.record_time` (the event time, or a later time it was recorded); otherwise
+the row carries the first reason, in the codec's order, with the codec's reason codes
+(schemas.codec). The checks are generated from the same schema fields
 as the codec's, so a range changes in one place. As the codec does, a payload that does not
 decode with the current revision is read with each earlier revision of the schema as the writer
 schema, newest first (schemas.avro, "Schema evolution"), resolved into the current one.
@@ -149,15 +150,30 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     row_type = decoded(schema, (f.name for f in fields)).flink_sql()
     index = {f.name: i for i, f in enumerate(schema.fields)}
     values = ", ".join(_value(index[f.name], f) for f in fields)
-    event_time = index.get("event_time")
+    event_time, recorded_time = index.get("event_time"), index.get("recorded_time")
+    # the record timestamp is schemas.codec.record_time: event_time, or a later recorded_time
+    later = (
+        ""
+        if recorded_time is None
+        else f"""
+        Object rt = r.get({recorded_time});
+        if (rt != null && ((Long) rt).longValue() > known) {{
+          known = ((Long) rt).longValue();
+          which = "recorded_time ";
+        }}"""
+    )
     ts_check = (
         ""
         if event_time is None
         else f"""
       Object et = r.get({event_time});
-      if (recordTimeMs != null && et != null && ((Long) et).longValue() != recordTimeMs) {{
-        return reject("timestamp_mismatch",
-            "event_time " + et + " != Kafka record timestamp " + recordTimeMs);
+      if (recordTimeMs != null && et != null) {{
+        long known = ((Long) et).longValue();
+        String which = "event_time ";{later}
+        if (known != recordTimeMs) {{
+          return reject("timestamp_mismatch",
+              which + known + " != Kafka record timestamp " + recordTimeMs);
+        }}
       }}"""
     )
     nulls = ", ".join("null" for _ in fields)

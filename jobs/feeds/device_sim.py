@@ -823,7 +823,7 @@ def produce(
         while i < len(clinical) and clinical[i][1]["event_time"] <= sec.event_time:
             topic, rec = clinical[i]
             value = codec.encode(load_schema(topic), rec)
-            at = codec.epoch_ms(rec["event_time"])
+            at = codec.epoch_ms(codec.record_time(rec))
             produce_raw(p, prefix + topic, rec["patient_token"].encode(), value, at)
             stats["labs" if topic == LABS_TOPIC else "adt"] += 1
             i += 1

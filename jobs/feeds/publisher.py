@@ -25,7 +25,8 @@ Encoded = tuple[str, dict[str, Any], bytes]  # topic, record, Avro value
 
 class Publisher:
     """Validates records against their topic's schema and produces them keyed by patient token
-    with the Kafka timestamp = event_time; `flush` raises unless Kafka confirmed every one.
+    with the Kafka timestamp = `codec.record_time` (event_time, or an ADT event's later
+    recorded time); `flush` raises unless Kafka confirmed every one.
     `encode` needs no Kafka (the offline check mode uses it); the producer starts on first use."""
 
     def __init__(self, settings: Settings, *, prefix: str = "", stage: str) -> None:
@@ -59,10 +60,16 @@ class Publisher:
     def encode(self, records: list[tuple[str, dict[str, Any]]]) -> list[Encoded] | codec.Rejection:
         """Validated Avro values, or the first record's rejection. A feed's clock may run a
         little ahead; an event time further in the future than settings.max_future_s is an
-        error in the message (a wrong year or zone), refused as `future_time`."""
+        error in the message (a wrong year or zone), refused as `future_time`. A recorded time
+        that far ahead (an ADT's EVN-2: a sender's test data, a wrong clock) is dropped: as the
+        Kafka timestamp it would carry the feed's watermark ahead and make every later event
+        late; the event keeps its event time."""
         limit = datetime.now(UTC) + timedelta(seconds=self.max_future_s)
         out = []
         for topic, rec in records:
+            recorded = rec.get("recorded_time")
+            if recorded is not None and recorded > limit:
+                rec = rec | {"recorded_time": None}
             if rec["event_time"] > limit:
                 return codec.Rejection("future_time", self.future_reason(topic, rec))
             schema = load_schema(topic)
@@ -76,7 +83,7 @@ class Publisher:
         """Produce to `prefix + route + topic` (`route`: the non-production topics' prefix)."""
         for topic, rec, value in encoded:
             key = rec["patient_token"].encode()
-            ts = codec.epoch_ms(rec["event_time"])
+            ts = codec.epoch_ms(codec.record_time(rec))
             produce_raw(self.producer, self.prefix + route + topic, key, value, ts)
 
     def store_payload(self, payload: bytes, sealed: bytes) -> str:

@@ -229,8 +229,9 @@ def sepsis_labels(
 
 
 def record_time(topic: str, rec: dict[str, Any]) -> datetime:
-    """A record's Kafka timestamp: its event time (an outcome label's: when it became known)."""
-    at: datetime = rec["known_at"] if topic == LABEL_TOPIC else rec["event_time"]
+    """A record's Kafka timestamp: `codec.record_time` (an outcome label's: when it became
+    known)."""
+    at: datetime = rec["known_at"] if topic == LABEL_TOPIC else codec.record_time(rec)
     return at
 
 
@@ -265,7 +266,7 @@ def produce_stream(
     progress: bool = True,
 ) -> int:
     """Produce (topic, record) pairs to `prefix + topic`, keyed by patient token, with the
-    Kafka timestamp = event_time; returns the count."""
+    Kafka timestamp = `record_time`; returns the count."""
     p = kafka_io.producer(settings)
     pacer = Pacer(speedup, p)
     sent = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ def cases(schema: Schema) -> list[tuple[bytes, int]]:
         (enc + b"\x00\x01", ms),
         (enc, ms + 1),
     ]
+    if "recorded_time" in schema.field_names:  # entered an hour after it happened: its time
+        later = codec.encode(schema, good | {"recorded_time": T0 + timedelta(hours=1)})
+        out += [(later, ms + 3_600_000), (later, ms)]
     for earlier in earlier_revisions(schema.name):  # written before a compatible change
         out.append((codec.encode(earlier, {k: good[k] for k in earlier.field_names}), ms))
     for f in schema.fields:

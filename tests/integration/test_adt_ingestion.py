@@ -103,13 +103,24 @@ def test_every_fhir_example_is_published_or_dead_lettered(kafka: Settings, prefi
     assert n[topics.LABS_RESULT.name] == report.records[topics.LABS_RESULT.name] == 1  # f001
 
 
-def hl7_adt(control: str, trigger: str, when: str, unit: str = "", bed: str = "") -> str:
+def hl7_adt(
+    control: str,
+    trigger: str,
+    when: str,
+    unit: str = "",
+    bed: str = "",
+    *,
+    mrn: str = "MRN77",
+    admitted: str = "",
+) -> str:
+    """An ADT message entered at `when` (MSH-7, EVN-2); `admitted`: PV1-44, the admission's
+    own time, when it was entered after the fact."""
     return "\r".join(
         [
             f"MSH|^~\\&|EPIC|GH|WF|GH|{when}||ADT^{trigger}|{control}|P|2.5.1",
             f"EVN|{trigger}|{when}",
-            "PID|1||MRN77^^^GH^MR||DOE^JANE",
-            f"PV1|1|I|{unit}^^{bed}^GH||||||||||||||||V900",
+            f"PID|1||{mrn}^^^GH^MR||DOE^JANE",
+            f"PV1|1|I|{unit}^^{bed}^GH||||||||||||||||V900-{mrn}" + "|" * 25 + admitted,
         ]
     )
 
@@ -140,3 +151,48 @@ def test_hl7_admit_transfer_discharge_and_cancel_reach_the_census(
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 1, "ALL": 1}
     letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
     assert Counter(d["reason_code"] for d in letters) == {"duplicate": 1}
+
+
+@pytest.mark.slow
+def test_an_admission_entered_hours_after_the_fact_is_counted_from_when_it_was_entered(
+    kafka: Settings, prefix: str, tmp_path: Path
+) -> None:
+    """Registrars enter an admission after the patient is in the bed (its PV1-44 hours back).
+    Timed by that, it would be behind the watermark of a feed that has moved on (other
+    patients' later events) and dead-lettered `late`, the patient missing from the census and
+    their later transfer refused `not_admitted`. It is applied when it was entered (EVN-2)."""
+    cap = tmp_path / "cap.json"
+    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
+    s = dataclasses.replace(
+        kafka, capacity_file=cap, job_name="hl7-census-entered-later", watermark_on_event=True
+    )
+    names = list(dict.fromkeys([*TOPICS, *bed_census.JOB.output_topics]))
+    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
+    messages = [
+        hl7_adt("m1", "A01", "20260301080000", "4E", "12"),
+        hl7_adt("m2", "A02", "20260301093000", "ICU", "2"),
+        hl7_adt("m3", "A01", "20260301100000", "4E", "3", mrn="MRN78", admitted="20260301070000"),
+        hl7_adt("m4", "A02", "20260301103000", "ICU", "1", mrn="MRN78"),
+    ]
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA"] * 4
+    adt = kafka_io.read_records(s, prefix + topics.ADT_EVENT.name, topics.ADT_EVENT.name)
+    happened_and_entered = [(r["event_time"].hour, r["recorded_time"].hour) for r in adt]
+    assert happened_and_entered == [(8, 8), (9, 9), (7, 10), (10, 10)]
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
+    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
+    assert letters == []
+    events = kafka_io.read_records(s, prefix + topics.CENSUS_EVENT.name, topics.CENSUS_EVENT.name)
+    assert [(e["event_type"], e["outcome"], e["event_time"].hour) for e in events] == [
+        ("admit", "applied", 8),
+        ("transfer", "applied", 9),
+        ("admit", "applied", 10),  # counted from 10:00, when it was entered
+        ("transfer", "applied", 10),
+    ]
+    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
+    latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+    assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 2, "ALL": 2}

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -99,6 +99,37 @@ def test_room_air_fio2_is_accepted_and_a_hair_below_it_is_not() -> None:
 def test_a_record_timestamp_other_than_the_event_time_is_rejected() -> None:
     r = codec.decode_valid(OBS, codec.encode(OBS, _rec()), codec.epoch_ms(T) + 1)
     assert isinstance(r, codec.Rejection) and r.reason_code == "timestamp_mismatch"
+
+
+def test_a_record_entered_after_it_happened_is_timed_by_when_it_was_entered() -> None:
+    adt = topics.ADT_EVENT.schema
+    rec = {
+        "event_id": "e1",
+        "event_type": "admit",
+        "source_message_type": "ADT^A01",
+        "patient_token": "p",
+        "encounter_token": None,
+        "facility_id": "F",
+        "unit_id": "4E",
+        "bed_id": None,
+        "prior_unit_id": None,
+        "prior_bed_id": None,
+        "event_time": T,
+        "recorded_time": T + timedelta(hours=2),
+        "source": "hl7",
+    }
+    assert codec.record_time(rec) == T + timedelta(hours=2)
+    value = codec.encode(adt, rec)
+    assert not isinstance(
+        codec.decode_valid(adt, value, codec.epoch_ms(T) + 7_200_000), codec.Rejection
+    )
+    at_event_time = codec.decode_valid(adt, value, codec.epoch_ms(T))
+    assert isinstance(at_event_time, codec.Rejection)
+    assert at_event_time.reason_code == "timestamp_mismatch"
+    assert at_event_time.reason.startswith("recorded_time")
+    planned = rec | {"recorded_time": T - timedelta(days=1)}  # a pre-admission: when it happens
+    assert codec.record_time(planned) == T
+    assert codec.record_time(rec | {"recorded_time": None}) == T
 
 
 def test_decode_observation_returns_reason_or_fields_in_schema_order() -> None:

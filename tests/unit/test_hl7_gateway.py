@@ -4,13 +4,14 @@ offline check mode, without Kafka: `Gateway.decide` is what the live path stores
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from jobs.feeds import hl7_gateway
 from jobs.feeds.hl7_gateway import END, START, FrameReader, Gateway
-from schemas import topics
+from schemas import codec, topics
 from schemas.settings import Settings
 from tests.conftest import offline_check
 
@@ -212,6 +213,38 @@ def test_one_reading_timed_in_the_future_is_dead_lettered_alone(settings: Settin
     assert (
         everything_ahead.records == [] and everything_ahead.letters[0].reason_code == "future_time"
     )
+
+
+def entered_later(recorded: str) -> bytes:
+    """An admission at 06:00 (PV1-44) entered at `recorded` (EVN-2)."""
+    return "\r".join(
+        [
+            msh(),
+            f"EVN|A01|{recorded}",
+            "PID|1||MRN77^^^GH^MR||DOE^JANE",
+            "PV1|1|I|4E^^12^GH" + "|" * 41 + "20260301060000",
+        ]
+    ).encode()
+
+
+def test_an_admission_entered_after_the_fact_is_timed_by_when_it_was_entered(
+    settings: Settings,
+) -> None:
+    [(_, rec, _)] = gateway(settings).decide(entered_later("20260301080000")).records
+    assert rec["event_time"] == datetime(2026, 3, 1, 6, tzinfo=UTC)  # PV1-44: when it happened
+    assert codec.record_time(rec) == datetime(2026, 3, 1, 8, tzinfo=UTC)  # its Kafka timestamp
+
+
+def test_a_recorded_time_ahead_of_the_clock_is_dropped_and_the_event_keeps_its_own_time(
+    settings: Settings,
+) -> None:
+    """As the Kafka timestamp a wrong year in EVN-2 (one of the shared samples has one) would
+    carry the ADT feed's watermark years ahead and make every later event late."""
+    d = gateway(settings).decide(entered_later("20990301080000"))
+    assert (d.ack_code, d.letters) == ("AA", [])
+    [(_, rec, _)] = d.records
+    assert rec["recorded_time"] is None
+    assert codec.record_time(rec) == rec["event_time"] == datetime(2026, 3, 1, 6, tzinfo=UTC)
 
 
 def test_a_monitor_feed_without_assigning_authority_or_facility_takes_the_configured_ones(
