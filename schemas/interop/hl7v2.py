@@ -23,8 +23,9 @@ wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3
 Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
 `10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
-time of day is refused (it cannot be placed in a patient's timeline). A message is one patient:
-an ORU with a second PID is refused (`multiple_patients`), never read under the first patient,
+time of day is refused (it cannot be placed in a patient's timeline). A message is one patient
+(but an A17, which swaps two: two transfers): a message with a second PID is refused
+(`multiple_patients`), never read under the first patient,
 and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
 `""` (HL7's explicit null) is no value. In an ORU, a result the sender takes back (OBX-11 D, W)
 is dead-lettered (`retracted`), and of two different values of one field at one time the first
@@ -62,6 +63,7 @@ ADT_EVENTS = {
     "A11": "cancel_admit",
     "A12": "cancel_transfer",
     "A13": "cancel_discharge",
+    "A17": "transfer",  # swap patients: a transfer of each of its two patients (`_swap`)
 }
 # OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
 # not verified, partial, final results not yet verified.
@@ -380,21 +382,25 @@ def map_message(
     if code == "ADT" and trigger not in ADT_EVENTS:
         return Refused(
             "unsupported_event",
-            f"ADT^{trigger} is not a census event wardflow ingests (A01-A08, A11-A13)",
+            f"ADT^{trigger} is not a census event wardflow ingests (A01-A08, A11-A13, A17)",
             "AR",
             "201",
         )
     if code not in ("ADT", "ORU") or (code == "ORU" and trigger not in ORU_EVENTS):
         return Refused(
             "unsupported_message",
-            f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13; ORU^R01, "
-            "R30, R32)",
+            f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13, A17; "
+            "ORU^R01, R30, R32)",
             "AR",
             "200" if code not in ("ADT", "ORU") else "201",
         )
     control_id = _field(msg, "MSH", 10)
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
+    ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
+                   default_facility)  # fmt: skip
+    if code == "ADT" and trigger == "A17":
+        return _swap(msg, control_id, ctx)
     patients = sum(1 for seg in msg.children if seg.name == "PID")
     if patients > 1:
         return Refused(
@@ -404,6 +410,62 @@ def map_message(
             "AE",
             "100",
         )
+    return _map_patient(msg, ctx, control_id)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What `map_message` was asked with, and the message type its header checks passed."""
+
+    code: str
+    trigger: str
+    tokenise: Tokenise
+    source: str
+    default_tz: tzinfo
+    default_authority: str
+    default_facility: str
+
+
+def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
+    """ADT^A17, swap patients (HL7 v2.5 3.3.17): two patients exchange beds, and the message
+    repeats PID and PV1 for both, each PV1-3 the patient's new location (PV1-6 the one left).
+    Read as two transfers, each patient's part of the message mapped as a message of its own
+    (its control id numbered /1 and /2: the event ids); both are stored or neither."""
+    head: list[Any] = []
+    groups: list[list[Any]] = []
+    for seg in msg.children:
+        if seg.name == "PID":
+            groups.append([seg])
+        elif groups:
+            groups[-1].append(seg)
+        else:
+            head.append(seg)
+    if len(groups) != 2 or not all(any(s.name == "PV1" for s in g) for g in groups):
+        return Refused(
+            "missing_field",
+            f"ADT^A17 swaps two patients: it needs two PID segments, each followed by its PV1 "
+            f"(found {len(groups)} PID)",
+            "AE",
+            "100",
+        )
+    records: list[tuple[str, dict[str, Any]]] = []
+    rejected: list[Rejected] = []
+    for i, group in enumerate(groups, 1):
+        part = parse("\r".join(seg.to_er7() for seg in [*head, *group]))
+        if isinstance(part, Refused):
+            return part
+        mapped = _map_patient(part, ctx, f"{control_id}/{i}")
+        if isinstance(mapped, Refused):
+            return mapped
+        records += mapped.records
+        rejected += mapped.rejected
+    return Mapped(records, rejected)
+
+
+def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refused:
+    """The records of one patient's message (or part of an A17)."""
+    code, trigger, tokenise, source = ctx.code, ctx.trigger, ctx.tokenise, ctx.source
+    default_tz = ctx.default_tz
     pid = _patient_id(msg)
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
@@ -411,9 +473,9 @@ def map_message(
     sender = next(
         (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
     )
-    namespace = pid[0] or default_authority or sender
+    namespace = pid[0] or ctx.default_authority or sender
     patient = tokenise(namespace, pid[1])
-    facility = _field(msg, "PV1", 3, 4, 1) or default_facility or sender
+    facility = _field(msg, "PV1", 3, 4, 1) or ctx.default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
     # MSH-10 is unique per sending application (2.14.9.10): two at one facility (an ADT and a

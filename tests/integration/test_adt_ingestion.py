@@ -196,3 +196,49 @@ def test_an_admission_entered_hours_after_the_fact_is_counted_from_when_it_was_e
     census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
     latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 2, "ALL": 2}
+
+
+@pytest.mark.slow
+def test_two_patients_swapping_beds_move_each_to_the_others_unit(
+    kafka: Settings, prefix: str, tmp_path: Path
+) -> None:
+    cap = tmp_path / "cap.json"
+    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
+    s = dataclasses.replace(kafka, capacity_file=cap, job_name="hl7-census-swap")
+    swap = "\r".join(
+        [
+            "MSH|^~\\&|EPIC|GH|WF|GH|20260301100000||ADT^A17^ADT_A17|m3|P|2.5.1",
+            "EVN|A17|20260301100000",
+            "PID|1||MRN77^^^GH^MR||DOE^JANE",
+            "PV1|1|I|ICU^^2^GH|||4E^^12^GH",
+            "PID|2||MRN78^^^GH^MR||ROE^RICHARD",
+            "PV1|1|I|4E^^12^GH|||ICU^^2^GH",
+        ]
+    )
+    messages = [
+        hl7_adt("m1", "A01", "20260301080000", "4E", "12"),
+        hl7_adt("m2", "A01", "20260301090000", "ICU", "2", mrn="MRN78"),
+        swap,
+        swap,  # a resend: both of its events are duplicates
+    ]
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA"] * 4
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
+    events = kafka_io.read_records(s, prefix + topics.CENSUS_EVENT.name, topics.CENSUS_EVENT.name)
+    moves = sorted((e["event_type"], e["unit_id"], e["outcome"]) for e in events)
+    assert moves == [
+        ("admit", "4E", "applied"),
+        ("admit", "ICU", "applied"),
+        ("transfer", "4E", "applied"),
+        ("transfer", "ICU", "applied"),
+    ]
+    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
+    latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+    assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 1, "ALL": 2}
+    assert (latest["ICU"]["transfers_in"], latest["ICU"]["transfers_out"]) == (1, 1)
+    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
+    assert Counter(d["reason_code"] for d in letters) == {"duplicate": 2}

@@ -253,7 +253,7 @@ def test_the_header_is_checked_before_the_patient() -> None:
     assert isinstance(no_type, hl7v2.Refused)
     assert (no_type.reason_code, no_type.hl7_error) == ("missing_field", "101")
     assert "MSH-9" in no_type.reason
-    unsupported = outcome(adt_message("ADT^A17", pid3=""))
+    unsupported = outcome(adt_message("ADT^A21", pid3=""))
     assert isinstance(unsupported, hl7v2.Refused)
     assert (unsupported.ack_code, unsupported.reason_code) == ("AR", "unsupported_event")
     other = outcome(adt_message("SIU^S12", pid3=""))
@@ -524,6 +524,46 @@ def test_a_message_with_a_second_patient_is_refused_never_read_under_the_first()
     )
     o = outcome(two)
     assert isinstance(o, hl7v2.Refused) and o.reason_code == "multiple_patients"
+
+
+def swap(second_pid: str = "PID|2||MRN2^^^H^MR", second_pv1: str = "PV1|2|I|4E^12^A^H") -> str:
+    """ADT^A17: MRN1 leaves 4E bed 12 for MICU bed 13, MRN2 the other way."""
+    return "\r".join(
+        [
+            "MSH|^~\\&|ADT|H|WF|H|20260301080000||ADT^A17^ADT_A17|S1|P|2.5.1",
+            "EVN|A17|20260301075500",
+            "PID|1||MRN1^^^H^MR",
+            "PV1|1|I|MICU^13^A^H|||4E^12^A^H",
+            second_pid,
+            second_pv1,
+        ]
+    )
+
+
+def test_a_swap_of_two_patients_is_a_transfer_of_each_to_the_others_bed() -> None:
+    o = outcome(swap())
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected
+    got = [
+        (r["patient_token"], r["event_type"], r["unit_id"], r["bed_id"], r["prior_unit_id"])
+        for _, r in o.records
+    ]
+    assert got == [
+        ("H|MRN1", "transfer", "MICU", "A", "4E"),
+        ("H|MRN2", "transfer", "4E", "A", None),
+    ]
+    assert [r["event_id"] for _, r in o.records] == ["hl7:H/ADT:S1/1:A17", "hl7:H/ADT:S1/2:A17"]
+    assert {r["source_message_type"] for _, r in o.records} == {"ADT^A17"}
+
+
+def test_a_swap_is_stored_whole_or_not_at_all() -> None:
+    """A swap of which one patient cannot be read would leave one of them in both beds."""
+    one_patient = outcome(swap(second_pid="", second_pv1=""))
+    assert isinstance(one_patient, hl7v2.Refused) and one_patient.reason_code == "missing_field"
+    assert "two PID" in one_patient.reason
+    unreadable_second = outcome(swap(second_pid="PID|2||"))
+    assert isinstance(unreadable_second, hl7v2.Refused) and "PID-3" in unreadable_second.reason
+    no_unit = outcome(swap(second_pv1="PV1|2|I|^^^H"))
+    assert isinstance(no_unit, hl7v2.Refused) and "PV1-3.1" in no_unit.reason
 
 
 def test_a_frame_with_two_messages_is_refused_whole() -> None:
