@@ -80,7 +80,7 @@ def _latency(
     produced_at: list[float] = []
 
     def send(e: dict[str, Any]) -> None:
-        ts = codec.epoch_ms(e["event_time"])
+        ts = codec.epoch_ms(codec.record_time(e))
         value = codec.encode(adt_schema, e)
         replay.produce_raw(p, prefix + bed_census.ADT, e["patient_token"].encode(), value, ts)
         p.poll(0)

@@ -89,7 +89,7 @@ def preload(settings: Settings, prefix: str, events: list[dict[str, Any]]) -> No
     schema = topics.ALERT_V2.schema
     for e in events:
         value = codec.encode(schema, e)
-        ts = codec.epoch_ms(e["event_time"])
+        ts = codec.epoch_ms(codec.record_time(e))
         while True:
             try:
                 p.produce(

@@ -129,7 +129,7 @@ def latency(
             topic,
             rec["patient_token"].encode(),
             codec.encode(schema, rec),
-            codec.epoch_ms(rec["event_time"]),
+            codec.epoch_ms(codec.record_time(rec)),
         )
     p.flush_or_raise()
     deadline = time.monotonic() + 120
@@ -147,7 +147,7 @@ def latency(
             topic,
             rec["patient_token"].encode(),
             codec.encode(schema, rec),
-            codec.epoch_ms(rec["event_time"]),
+            codec.epoch_ms(codec.record_time(rec)),
         )
         produced[rec["observation_id"]] = time.time()
         p.poll(0)

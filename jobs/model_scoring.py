@@ -45,7 +45,8 @@ admission starts a stay, so an admission sent again after a cancel (A11, which t
 read) starts another. Hours since admission are measured from the stay's first record (its admission
 event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a
 discharge included, and such a stay is never scored at an hour). A record timed before its
-admission's event time belongs to the stay before. The scores' entity key stays the token (the
+admission's record time (`codec.record_time`: when it was entered, if later than when it
+happened) belongs to the stay before. The scores' entity key stays the token (the
 stay descriptors in Feast are the token's), and an hour score's record id carries the stay's
 first time. A stay is scored at hour N on the same cut-off its validation reports (`make
 evaluate-model`: its observations up to exactly N h, hours_since_admission N), unless it has no

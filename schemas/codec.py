@@ -91,7 +91,7 @@ def record_time(record: dict[str, Any]) -> datetime:
 
 def epoch_ms(t: datetime) -> int:
     """Milliseconds since the epoch, truncated as Avro timestamp-millis encoding truncates (so a
-    record's Kafka timestamp equals its encoded event_time)."""
+    record's Kafka timestamp equals its encoded `record_time`)."""
     return (t - EPOCH) // timedelta(milliseconds=1)
 
 

@@ -41,7 +41,7 @@ def _raw(schema: AvroSchema, records: Iterable[Record]) -> list[tuple[Any, ...]]
         if isinstance(r, tuple):
             value, ts_ms = r
         else:
-            value, ts_ms = codec.encode(schema, r), codec.epoch_ms(r["event_time"])
+            value, ts_ms = codec.encode(schema, r), codec.epoch_ms(codec.record_time(r))
         out.append((value, 0, offset, ts_ms))
     return out
 

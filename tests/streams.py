@@ -112,7 +112,10 @@ def produce(kafka: Settings, prefix: str, records: list[tuple[int, str, dict[str
     for part, topic, rec in records:
         value = codec.encode(load_schema(topic), rec)
         p.produce(
-            prefix + topic, value=value, partition=part, timestamp=codec.epoch_ms(rec["event_time"])
+            prefix + topic,
+            value=value,
+            partition=part,
+            timestamp=codec.epoch_ms(codec.record_time(rec)),
         )
     p.flush_or_raise(30)
 

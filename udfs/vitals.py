@@ -13,7 +13,7 @@ OBSERVATION = topics.VITALS_OBSERVATION.schema
 
 def decoded_fields(schema: Schema) -> tuple[AvroField, ...]:
     """The fields a decode UDF returns: all but timestamps, because the Kafka record timestamp
-    (checked equal to event_time) is the rowtime."""
+    (checked equal to `codec.record_time`) is the rowtime."""
     return tuple(f for f in schema.fields if f.logical is None)
 
 

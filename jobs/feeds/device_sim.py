@@ -784,7 +784,7 @@ def produce(
 ) -> dict[str, float]:
     """Produce the device records to `prefix + vitals.device.v1` and the clinical records to
     their topics, merged in event-time order, keyed by patient token with the Kafka timestamp =
-    event_time; returns the counts (device_records, labs, adt, corrupt).
+    `codec.record_time`; returns the counts (device_records, labs, adt, corrupt).
 
     `realtime` starts at the current wall-clock second (once the simulation is set up) and
     produces each simulated second's records when that second begins on the wall clock. When it

@@ -65,7 +65,8 @@ def raw_source_ddl(
     watermark_on_event: bool = False,
     idle_timeout_ms: int | None = None,
 ) -> str:
-    """Undecoded records with Kafka metadata; the record timestamp (= event time) is the rowtime.
+    """Undecoded records with Kafka metadata; the record timestamp (`codec.record_time`: the
+    event time, or an ADT event's later recorded time) is the rowtime.
 
     Values stay bytes so that a record that does not decode reaches the dead-letter topic
     instead of failing the job. `idle_timeout_ms`: this table's own partition idle timeout

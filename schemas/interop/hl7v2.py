@@ -430,7 +430,8 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     """ADT^A17, swap patients (HL7 v2.5 3.3.17): two patients exchange beds, and the message
     repeats PID and PV1 for both, each PV1-3 the patient's new location (PV1-6 the one left).
     Read as two transfers, each patient's part of the message mapped as a message of its own
-    (its control id numbered /1 and /2: the event ids); both are stored or neither."""
+    (its control id numbered /1 and /2: the event ids); both are stored or neither, and two
+    parts naming one patient, or beds of two facilities, are refused."""
     head: list[Any] = []
     groups: list[list[Any]] = []
     for seg in msg.children:
@@ -451,15 +452,33 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     records: list[tuple[str, dict[str, Any]]] = []
     rejected: list[Rejected] = []
     for i, group in enumerate(groups, 1):
-        part = parse("\r".join(seg.to_er7() for seg in [*head, *group]))
-        if isinstance(part, Refused):
-            return part
-        mapped = _map_patient(part, ctx, f"{control_id}/{i}")
+        mapped = _map_patient(_Part([*head, *group], msg.encoding_chars), ctx, f"{control_id}/{i}")
         if isinstance(mapped, Refused):
             return mapped
         records += mapped.records
         rejected += mapped.rejected
+    (_, first), (_, second) = records
+    if first["patient_token"] == second["patient_token"]:
+        return Refused("bad_value", "ADT^A17 swaps two patients: both PIDs name one", "AE", "102")
+    if first["facility_id"] != second["facility_id"]:
+        return Refused(
+            "bad_value",
+            f"ADT^A17 swaps two beds of one facility: {first['facility_id']!r} and "
+            f"{second['facility_id']!r}",
+            "AE",
+            "102",
+        )
     return Mapped(records, rejected)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One patient's segments of a message that carries two (A17), after the message's header:
+    what `_field` and `_patient_id` read. The segments as parsed: written out and parsed again,
+    a v2.8 EVN would come back with its fields out of place."""
+
+    children: list[Any]
+    encoding_chars: dict[str, str]
 
 
 def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refused:

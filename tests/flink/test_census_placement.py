@@ -89,7 +89,7 @@ def reference(events: list[dict[str, Any]], capacity: Capacity) -> Expected:
     order = sorted(range(len(events)), key=lambda i: (events[i]["event_time"], i))
     for i in order:
         e = events[i]
-        ev = AdtEvent.of(e, codec.epoch_ms(e["event_time"]))
+        ev = AdtEvent.of(e, codec.epoch_ms(codec.record_time(e)))
         outcome = check_unit(ev, capacity)
         deltas: list[Delta] = []
         placement = placements[e["patient_token"]]

@@ -118,7 +118,7 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
         if isinstance(rec, bytes):  # stamped with the newest time so far: not late
             replay.produce_raw(p, prefix + ADT, b"x", rec, newest)
             continue
-        ts = codec.epoch_ms(rec["event_time"])
+        ts = codec.epoch_ms(codec.record_time(rec))
         newest = max(newest, ts)
         value = codec.encode(schema, rec)
         replay.produce_raw(p, prefix + ADT, rec["patient_token"].encode(), value, ts)
@@ -228,7 +228,7 @@ def test_a_patient_silent_for_longer_than_the_state_ttl_keeps_their_bed(
 
     def send(*recs: dict[str, Any]) -> None:
         for rec in recs:
-            ts = codec.epoch_ms(rec["event_time"])
+            ts = codec.epoch_ms(codec.record_time(rec))
             value = codec.encode(schema, rec)
             replay.produce_raw(p, prefix + ADT, rec["patient_token"].encode(), value, ts)
         p.flush_or_raise(30)

@@ -73,7 +73,7 @@ def produce(s: Settings, prefix: str, events: list[dict[str, Any]]) -> None:
             prefix + topics.ALERT_V2.name,
             key=e["patient_token"].encode(),
             value=codec.encode(schema, e),
-            timestamp=codec.epoch_ms(e["event_time"]),
+            timestamp=codec.epoch_ms(codec.record_time(e)),
         )
     p.flush_or_raise(30)
 

@@ -38,7 +38,7 @@ def test_generated_traffic_is_consistent_and_near_its_target_occupancy() -> None
     occupied: Counter[str] = Counter()
     for e in events:
         assert e["unit_id"] is None or (e["facility_id"], e["unit_id"]) in cap.units
-        event = AdtEvent.of(e, codec.epoch_ms(e["event_time"]))
+        event = AdtEvent.of(e, codec.epoch_ms(codec.record_time(e)))
         outcome, deltas = patients.setdefault(e["patient_token"], PatientPlacement()).apply(event)
         refused[outcome.status] += outcome.refused
         for d in deltas:

@@ -564,6 +564,26 @@ def test_a_swap_is_stored_whole_or_not_at_all() -> None:
     assert isinstance(unreadable_second, hl7v2.Refused) and "PID-3" in unreadable_second.reason
     no_unit = outcome(swap(second_pv1="PV1|2|I|^^^H"))
     assert isinstance(no_unit, hl7v2.Refused) and "PV1-3.1" in no_unit.reason
+    one_patient_twice = outcome(swap(second_pid="PID|2||MRN1^^^H^MR"))
+    assert isinstance(one_patient_twice, hl7v2.Refused) and "both PIDs" in one_patient_twice.reason
+    two_facilities = outcome(swap(second_pv1="PV1|2|I|4E^12^A^OTHER"))
+    assert isinstance(two_facilities, hl7v2.Refused) and "OTHER" in two_facilities.reason
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.5.1", "2.8", "2.9"])
+def test_a_swap_keeps_its_event_and_recorded_times_in_every_version(version: str) -> None:
+    text = (
+        swap()
+        .replace("|2.5.1", f"|{version}")
+        .replace("EVN|A17|20260301075500", "EVN|A17|20260301075500||||20260301070000")
+    )
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Mapped)
+    times = {
+        (r["event_time"].hour, r["event_time"].minute, r["recorded_time"].minute)
+        for _, r in o.records
+    }
+    assert times == {(7, 0, 55)}  # EVN-6 and EVN-2, never MSH-7
 
 
 def test_a_frame_with_two_messages_is_refused_whole() -> None:
