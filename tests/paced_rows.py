@@ -27,8 +27,11 @@ TIME = "ts_ms"
 
 
 class _Paced(MapFunction):  # type: ignore[misc]
+    def __init__(self, pace_s: float) -> None:
+        self.pace_s = pace_s
+
     def map(self, value: Any) -> Any:
-        time.sleep(PACE_S)
+        time.sleep(self.pace_s)
         return value
 
 
@@ -52,11 +55,13 @@ def table(
     paced: bool,
     out_of_orderness_ms: int = 0,
     tail: Mapping[str, Any] | None = None,
+    pace_s: float = PACE_S,
 ) -> tuple[StreamTableEnvironment, Table]:
     """A table environment and `rows` in their order as a table of `columns` (typed by `types`,
     strings otherwise; `ts_ms` among them) with `rowtime` and the source's watermarks, which
     trail the newest time by `out_of_orderness_ms`. With `tail` (paced only) the source never
-    ends: `tail` follows the rows, again and again."""
+    ends: `tail` follows the rows, again and again. `pace_s`: how long each row is held back
+    (longer: a watermark comes between two rows also on a busy machine)."""
     env, t_env = stream_table_env(settings, connectors=False)
     t_env.get_config().set(  # unpaced, no watermark comes before the end of input's
         "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
@@ -74,7 +79,7 @@ def table(
     else:
         stream = env.from_collection(values, row_type)
         if paced:
-            stream = stream.map(_Paced(), output_type=row_type)
+            stream = stream.map(_Paced(pace_s), output_type=row_type)
     at = list(columns).index(TIME)
 
     class TsMs(TimestampAssigner):  # type: ignore[misc]

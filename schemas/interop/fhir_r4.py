@@ -621,6 +621,7 @@ def _observation(
     if isinstance(patient, Refused):
         return patient
     name = _observation_name(obs, data)
+    issued = _instant(obs.issued, "issued")  # when it was made available (codec.record_time)
     records = []
     for topic in dict.fromkeys(topic_of.values()):
         record = {
@@ -631,6 +632,7 @@ def _observation(
             "event_time": at,
             **{n: v for n, v in values.items() if topic_of[n] == topic},
             "source": source,
+            "recorded_time": issued if isinstance(issued, datetime) else None,
         }
         records.append((topic, record))
     return Mapped(records, rejected)

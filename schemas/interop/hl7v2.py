@@ -604,13 +604,19 @@ def _oru(
     v2.5.1 lab results send it), then MSH-7. An OBX that cannot be read (a unit its code does
     not take, a value that is no number or outside the field's range, such as a monitor's -999
     for "no value", a bad time) is rejected alone; the message is refused only when nothing
-    could be read. Where one reading has a field from several codes (an ECG's heart rate and an
-    oximeter's pulse rate), the preferred code's value is kept (`observation_code`). An oxygen
+    could be read. Each record's `recorded_time` is MSH-7, when the message was made: a result
+    released, or a reading charted, after it was taken is applied then (codec.record_time).
+    Where one reading has a field from several codes (an ECG's heart rate and an oximeter's
+    pulse rate), the preferred code's value is kept (`observation_code`). An oxygen
     saturation (2708-6) of an order with a blood gas result is the sample's SaO2, a lab result
     (loinc.IN_BLOOD_GAS); elsewhere a monitor's SpO2."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
+    try:  # when the system could know of the values (codec.record_time); unreadable: not known
+        recorded = hl7_time(message_time, tz) if message_time else None
+    except ValueError:
+        recorded = None
     obr_time = ""
     # per (topic, time), each field's kept value: (rank, value, the OBX's label, its OBX-11)
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
@@ -728,6 +734,7 @@ def _oru(
                     "event_time": at,
                     **{name: kept[1] for name, kept in values.items()},
                     "source": source,
+                    "recorded_time": recorded,
                 },
             )
         )

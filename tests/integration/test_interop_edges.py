@@ -1,7 +1,7 @@
 """The ingestion edges with real interfaces' awkward messages, through the real Kafka broker: an
 ORU the size of an embedded PDF, a message over the size limit on a connection that goes on, a
 debugging message kept out of production, a 1.4 MB FHIR bundle with refused entries followed by
-more files in the same folder."""
+more files in the same folder, a lab resulted hours after its specimen was drawn."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from jobs import sepsis_screen
 from jobs.feeds import fhir_ingest, hl7_gateway
 from jobs.runtime import kafka_io
 from schemas import phi, topics
@@ -185,3 +186,54 @@ def test_a_large_bundle_refuses_entries_alone_and_the_rest_of_the_folder_is_inge
         assert max(len(d["payload"]) for d in letters) < 2_000
     finally:
         kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)
+
+
+def lab(control: str, mrn: str, drawn: str, resulted: str, lactate: float) -> bytes:
+    """A lactate drawn at `drawn` (OBR-7, OBX-14) in a message made at `resulted` (MSH-7)."""
+    return "\r".join(
+        [
+            f"MSH|^~\\&|LAB|GH|WF|GH|{resulted}||ORU^R01|{control}|P|2.5.1",
+            f"PID|1||{mrn}^^^GH^MR",
+            "PV1|1|I|4E^^12^GH",
+            f"OBR|1|||lactate|||{drawn}",
+            f"OBX|1|NM|2524-7^Lactate^LN||{lactate}|mmol/L|||||F|||{drawn}",
+        ]
+    ).encode()
+
+
+@pytest.mark.slow
+def test_a_lab_resulted_hours_after_its_specimen_is_screened_when_it_was_resulted(
+    edge: tuple[Settings, str],
+) -> None:
+    """A lab feed sends results as they are released, hours after some specimens were drawn
+    and minutes after others. Timed by the draw, the slow result came behind the watermark the
+    quick one had moved on and was dead-lettered `late`: its lactate never screened."""
+    s, prefix = edge
+    s = dataclasses.replace(s, watermark_on_event=True, job_name="late-resulted-lab")
+    names = list(dict.fromkeys(sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics))
+    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
+    messages = [
+        lab("L1", "MRN77", "20260301105000", "20260301110000", 2.1),  # a STAT lactate: 10 min
+        lab("L2", "MRN78", "20260301060000", "20260301110500", 4.3),  # drawn at 06:00
+    ]
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA", "AA"]
+    try:
+        sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
+        screened = kafka_io.read_records(
+            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
+        )
+        letters = kafka_io.read_records(s, prefix + DEAD, DEAD)
+    finally:
+        kafka_io.delete_topics(s, names, prefix=prefix)
+    assert [d["reason_code"] for d in letters] == []
+    states = sorted(
+        (r["event_time"].hour, r["event_time"].minute, round(r["lactate_mmol_l"], 2))
+        for r in screened
+        if r["record_kind"] == "labs"
+    )
+    assert states == [(11, 0, 2.1), (11, 5, 4.3)]  # each when it was resulted

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import topics
+from schemas import codec, topics
 from schemas.interop import fhir_r4
 from schemas.interop.hl7v2 import Mapped, Refused
 
@@ -207,6 +207,24 @@ def test_components_are_read_only_under_a_panel_code() -> None:
         "sbp_mmhg": 142,
         "dbp_mmhg": 88,
     }
+
+
+def test_an_observation_issued_after_it_was_taken_is_timed_when_it_was_issued() -> None:
+    lactate = observation(
+        "2524-7",
+        category=[{"coding": [{"code": "laboratory"}]}],
+        valueQuantity=quantity(4.1, "mmol/L"),
+        issued="2026-03-01T13:00:00Z",
+    )
+    [(_, mapped, _)] = run(lactate)
+    assert isinstance(mapped, Mapped)
+    [(topic, rec)] = mapped.records
+    assert topic == topics.LABS_RESULT.name
+    assert rec["event_time"] == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    assert codec.record_time(rec) == rec["recorded_time"] == datetime(2026, 3, 1, 13, tzinfo=UTC)
+    [(_, unissued, _)] = run(observation("8867-4", valueQuantity=quantity(80, "/min")))
+    assert isinstance(unissued, Mapped)
+    assert [r["recorded_time"] for _, r in unissued.records] == [None]
 
 
 def test_a_summary_over_a_long_period_is_not_a_bedside_reading() -> None:

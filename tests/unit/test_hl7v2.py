@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas import topics
+from schemas import codec, topics
 from schemas.interop import hl7v2
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7v2"
@@ -142,6 +142,22 @@ def test_oru_vital_signs_convert_units_and_use_the_observation_time() -> None:
     assert temp["temp_c"] == pytest.approx(38.5)
     assert temp["event_time"] == datetime(2026, 3, 1, 10, 10, tzinfo=UTC)  # no OBX-14: OBR-7
     assert (hr["facility_id"], hr["unit_id"]) == ("H", "MICU")
+
+
+def test_a_result_released_after_it_was_taken_is_timed_when_it_was_released() -> None:
+    """A lab is resulted hours after its specimen was drawn (and a reading charted after it was
+    taken): MSH-7, when the message was made, is its recorded time and so its Kafka timestamp."""
+    drawn = oru("OBX|1|NM|2524-7^Lactate^LN||4.1|mmol/L|||||F|||20260301060000").replace(
+        "20260301101500", "20260301110500"
+    )
+    o = outcome(drawn)
+    assert isinstance(o, hl7v2.Mapped)
+    [(topic, rec)] = o.records
+    assert topic == topics.LABS_RESULT.name
+    assert rec["event_time"] == datetime(2026, 3, 1, 6, tzinfo=UTC)
+    assert rec["recorded_time"] == datetime(2026, 3, 1, 11, 5, tzinfo=UTC)
+    assert codec.record_time(rec) == rec["recorded_time"]
+    assert codec.validate(topics.LABS_RESULT.schema, rec) is None
 
 
 def test_the_same_vital_at_several_observation_times_becomes_one_record_per_time() -> None:

@@ -67,17 +67,17 @@ def read(payload: bytes, writer: Schema, reader: Schema) -> dict[str, Any]:
     return rec
 
 
-def test_the_evolved_schemas_are_the_labs_vitals_screen_and_score_topics_at_revision_2() -> None:
-    evolved = [
-        topics.LABS_RESULT.name,
-        topics.MODEL_SCORE.name,
-        topics.SEPSIS_SCREEN.name,
-        topics.VITALS_OBSERVATION.name,
-    ]
-    assert sorted(evolved) == EVOLVED
-    for name in EVOLVED:
-        assert name in TOPICS and load_schema(name).revision == 2
-        assert [s.revision for s in earlier_revisions(name)] == [1]
+def test_the_evolved_schemas_are_the_labs_vitals_screen_and_score_topics() -> None:
+    revisions = {
+        topics.LABS_RESULT.name: 3,  # 2: PhysioNet 2012's labs; 3: recorded_time
+        topics.MODEL_SCORE.name: 2,
+        topics.SEPSIS_SCREEN.name: 2,
+        topics.VITALS_OBSERVATION.name: 3,  # 2: PhysioNet 2012's charting; 3: recorded_time
+    }
+    assert sorted(revisions) == EVOLVED
+    for name, revision in revisions.items():
+        assert name in TOPICS and load_schema(name).revision == revision
+        assert [s.revision for s in earlier_revisions(name)] == list(range(revision - 1, 0, -1))
 
 
 def test_history_files_are_named_by_the_revision_they_hold() -> None:
