@@ -420,7 +420,7 @@ def _encounter(
         "facility_id": facility,
         "bed_id": None,
         "prior_bed_id": None,
-        "recorded_time": None,
+        "recorded_time": _stored_at(enc),
         "source": source,
     }
     records = []
@@ -450,6 +450,16 @@ def _encounter(
             }
         )
     return Mapped([(topics.ADT_EVENT.name, r) for r in records])
+
+
+def _stored_at(resource: Any) -> datetime | None:
+    """When the server stored this version of the resource (`meta.lastUpdated`), None without
+    one: an Encounter's entry time, so that a stay or discharge entered after it happened is
+    applied when entered (codec.record_time), as an HL7 event at its EVN-2. A later version
+    sends the earlier events again under their ids (duplicates downstream)."""
+    updated = resource.meta.lastUpdated if resource.meta is not None else None
+    at = _instant(updated, "meta.lastUpdated") if updated is not None else None
+    return at if isinstance(at, datetime) else None
 
 
 def _coded(concept: Any) -> tuple[str | None, int]:

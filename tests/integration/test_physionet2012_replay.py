@@ -55,14 +55,14 @@ def test_twenty_stays_replay_onto_kafka_and_read_back_with_old_and_new_readers(
 
     for name in (topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name):
         current = topics.topic(name).schema
-        (r1,) = earlier_revisions(name)
-        old = []
-        for msg in kafka_io.read_all(settings, prefix + name):
-            buf = io.BytesIO(msg.value or b"")
-            old.append(fastavro.schemaless_reader(buf, current.parsed, r1.parsed))
-        assert len(old) == len(want[name])
-        assert all(set(r) == set(r1.field_names) for r in old)  # the r1 reader's view
-        ident = r1.field_names[0]
-        by_id = {r[ident]: r for r in want[name]}
-        for r in old:
-            assert r["event_time"] == by_id[r[ident]]["event_time"]
+        for reader in earlier_revisions(name):  # every older reader (r2, r1) reads them
+            old = []
+            for msg in kafka_io.read_all(settings, prefix + name):
+                buf = io.BytesIO(msg.value or b"")
+                old.append(fastavro.schemaless_reader(buf, current.parsed, reader.parsed))
+            assert len(old) == len(want[name])
+            assert all(set(r) == set(reader.field_names) for r in old)  # that reader's view
+            ident = reader.field_names[0]
+            by_id = {r[ident]: r for r in want[name]}
+            for r in old:
+                assert r["event_time"] == by_id[r[ident]]["event_time"]

@@ -127,6 +127,21 @@ def encounter(*locations: tuple[str, str, str | None], status: str = "in-progres
     }
 
 
+def test_an_encounter_version_stored_after_its_events_times_them_when_it_was_stored() -> None:
+    """A discharge entered two hours after the patient left is applied when entered, as an
+    HL7 discharge at its EVN-2; without meta.lastUpdated the events keep their own times."""
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"), status="finished")
+    [(_, bare, _)] = run(enc)
+    assert isinstance(bare, Mapped)
+    assert [r["recorded_time"] for _, r in bare.records] == [None, None]
+    [(_, stored, _)] = run(enc | {"meta": {"lastUpdated": "2026-03-01T14:00:00Z"}})
+    assert isinstance(stored, Mapped)
+    admit, discharge = (r for _, r in stored.records)
+    assert discharge["event_time"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert codec.record_time(discharge) == datetime(2026, 3, 1, 14, tzinfo=UTC)
+    assert codec.record_time(admit) == datetime(2026, 3, 1, 14, tzinfo=UTC)
+
+
 def test_a_location_that_ends_before_it_starts_refuses_the_encounter() -> None:
     enc = encounter(("4E", "2026-03-01T08:00:00Z", "2026-03-01T07:00:00Z"), status="finished")
     [(_, o, _)] = run(enc)
