@@ -7,6 +7,7 @@ import json
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,13 +126,38 @@ def hl7_adt(
     )
 
 
+def census_settings(kafka: Settings, tmp_path: Path, job_name: str, **changes: Any) -> Settings:
+    """The broker's settings with a capacity file of facility GH (4E: 4 beds, ICU: 2)."""
+    cap = tmp_path / "cap.json"
+    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
+    return dataclasses.replace(kafka, capacity_file=cap, job_name=job_name, **changes)
+
+
+def send(s: Settings, prefix: str, messages: list[str]) -> list[str]:
+    """The ACK codes of `messages` sent over MLLP to a gateway started for them."""
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    return [ack_code(a) for a in acks]
+
+
+def read(s: Settings, prefix: str, topic: topics.Topic) -> list[dict[str, Any]]:
+    return kafka_io.read_records(s, prefix + topic.name, topic.name)
+
+
+def latest_census(s: Settings, prefix: str) -> dict[str, dict[str, Any]]:
+    """Each unit's (and `ALL`'s) newest census.unit row."""
+    census = read(s, prefix, topics.CENSUS_UNIT)
+    return {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+
+
 @pytest.mark.slow
 def test_hl7_admit_transfer_discharge_and_cancel_reach_the_census(
     kafka: Settings, prefix: str, tmp_path: Path
 ) -> None:
-    cap = tmp_path / "cap.json"
-    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
-    s = dataclasses.replace(kafka, capacity_file=cap, job_name="hl7-census-test")
+    s = census_settings(kafka, tmp_path, "hl7-census-test")
     messages = [
         hl7_adt("m1", "A01", "20260301080000", "4E", "12"),
         hl7_adt("m2", "A02", "20260301093000", "ICU", "2"),
@@ -139,17 +165,11 @@ def test_hl7_admit_transfer_discharge_and_cancel_reach_the_census(
         hl7_adt("m4", "A13", "20260301121500", "ICU", "2"),
         hl7_adt("m2", "A02", "20260301093000", "ICU", "2"),  # a resend: same event id
     ]
-    server = hl7_gateway.serve(s, port=0, prefix=prefix)
-    try:
-        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
-    finally:
-        server.shutdown()
-    assert [ack_code(a) for a in acks] == ["AA"] * 5
+    assert send(s, prefix, messages) == ["AA"] * 5
     bed_census.JOB.run(s, prefix=prefix, bounded=True)
-    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
-    latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+    latest = latest_census(s, prefix)
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 1, "ALL": 1}
-    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
+    letters = read(s, prefix, topics.DEAD_LETTER)
     assert Counter(d["reason_code"] for d in letters) == {"duplicate": 1}
 
 
@@ -161,11 +181,7 @@ def test_an_admission_entered_hours_after_the_fact_is_counted_from_when_it_was_e
     Timed by that, it would be behind the watermark of a feed that has moved on (other
     patients' later events) and dead-lettered `late`, the patient missing from the census and
     their later transfer refused `not_admitted`. It is applied when it was entered (EVN-2)."""
-    cap = tmp_path / "cap.json"
-    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
-    s = dataclasses.replace(
-        kafka, capacity_file=cap, job_name="hl7-census-entered-later", watermark_on_event=True
-    )
+    s = census_settings(kafka, tmp_path, "hl7-census-entered-later", watermark_on_event=True)
     names = list(dict.fromkeys([*TOPICS, *bed_census.JOB.output_topics]))
     kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
     messages = [
@@ -174,27 +190,20 @@ def test_an_admission_entered_hours_after_the_fact_is_counted_from_when_it_was_e
         hl7_adt("m3", "A01", "20260301100000", "4E", "3", mrn="MRN78", admitted="20260301070000"),
         hl7_adt("m4", "A02", "20260301103000", "ICU", "1", mrn="MRN78"),
     ]
-    server = hl7_gateway.serve(s, port=0, prefix=prefix)
-    try:
-        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
-    finally:
-        server.shutdown()
-    assert [ack_code(a) for a in acks] == ["AA"] * 4
-    adt = kafka_io.read_records(s, prefix + topics.ADT_EVENT.name, topics.ADT_EVENT.name)
+    assert send(s, prefix, messages) == ["AA"] * 4
+    adt = read(s, prefix, topics.ADT_EVENT)
     happened_and_entered = [(r["event_time"].hour, r["recorded_time"].hour) for r in adt]
     assert happened_and_entered == [(8, 8), (9, 9), (7, 10), (10, 10)]
     bed_census.JOB.run(s, prefix=prefix, bounded=True)
-    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
-    assert letters == []
-    events = kafka_io.read_records(s, prefix + topics.CENSUS_EVENT.name, topics.CENSUS_EVENT.name)
+    assert read(s, prefix, topics.DEAD_LETTER) == []
+    events = read(s, prefix, topics.CENSUS_EVENT)
     assert [(e["event_type"], e["outcome"], e["event_time"].hour) for e in events] == [
         ("admit", "applied", 8),
         ("transfer", "applied", 9),
         ("admit", "applied", 10),  # counted from 10:00, when it was entered
         ("transfer", "applied", 10),
     ]
-    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
-    latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+    latest = latest_census(s, prefix)
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 0, "ICU": 2, "ALL": 2}
 
 
@@ -202,9 +211,7 @@ def test_an_admission_entered_hours_after_the_fact_is_counted_from_when_it_was_e
 def test_two_patients_swapping_beds_move_each_to_the_others_unit(
     kafka: Settings, prefix: str, tmp_path: Path
 ) -> None:
-    cap = tmp_path / "cap.json"
-    cap.write_text(json.dumps({"facilities": {"GH": {"4E": 4, "ICU": 2}}}))
-    s = dataclasses.replace(kafka, capacity_file=cap, job_name="hl7-census-swap")
+    s = census_settings(kafka, tmp_path, "hl7-census-swap")
     swap = "\r".join(
         [
             "MSH|^~\\&|EPIC|GH|WF|GH|20260301100000||ADT^A17^ADT_A17|m3|P|2.5.1",
@@ -221,24 +228,19 @@ def test_two_patients_swapping_beds_move_each_to_the_others_unit(
         swap,
         swap,  # a resend: both of its events are duplicates
     ]
-    server = hl7_gateway.serve(s, port=0, prefix=prefix)
-    try:
-        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
-    finally:
-        server.shutdown()
-    assert [ack_code(a) for a in acks] == ["AA"] * 4
+    assert send(s, prefix, messages) == ["AA"] * 4
     bed_census.JOB.run(s, prefix=prefix, bounded=True)
-    events = kafka_io.read_records(s, prefix + topics.CENSUS_EVENT.name, topics.CENSUS_EVENT.name)
-    moves = sorted((e["event_type"], e["unit_id"], e["outcome"]) for e in events)
+    moves = sorted(
+        (e["event_type"], e["unit_id"], e["outcome"]) for e in read(s, prefix, topics.CENSUS_EVENT)
+    )
     assert moves == [
         ("admit", "4E", "applied"),
         ("admit", "ICU", "applied"),
         ("transfer", "4E", "applied"),
         ("transfer", "ICU", "applied"),
     ]
-    census = kafka_io.read_records(s, prefix + topics.CENSUS_UNIT.name, topics.CENSUS_UNIT.name)
-    latest = {r["unit_id"]: r for r in sorted(census, key=lambda r: r["window_end"])}
+    latest = latest_census(s, prefix)
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 1, "ALL": 2}
     assert (latest["ICU"]["transfers_in"], latest["ICU"]["transfers_out"]) == (1, 1)
-    letters = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
+    letters = read(s, prefix, topics.DEAD_LETTER)
     assert Counter(d["reason_code"] for d in letters) == {"duplicate": 2}
