@@ -276,6 +276,13 @@ class Settings:
         "reason, and keeps AE for what could not be stored (resend) and AR for what is not "
         "wardflow's; `strict` also answers AE for business-rule refusals.",
     )
+    interop_code_map: str = setting(
+        "",
+        "CSV file mapping the senders' own observation codes (flowsheet rows, lab tests: "
+        "`system,code,loinc`) to the LOINC codes wardflow reads, for the HL7 v2 gateway and the "
+        "FHIR drop (`schemas/interop/code_map.py`; check one with `python -m "
+        "schemas.interop.code_map FILE`); empty: only LOINC and IEEE 11073 codes are read.",
+    )
     production_processing_ids: str = setting(
         "P",
         "MSH-11 processing ids (comma-separated) whose messages enter the production topics.",

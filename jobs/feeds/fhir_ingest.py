@@ -34,6 +34,7 @@ from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
 from schemas.interop import fhir_r4
+from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected
 from schemas.settings import Settings
 
@@ -114,9 +115,10 @@ def source_of(raw: bytes) -> str:
 
 
 def decide_file(
-    settings: Settings, pub: Publisher, path: Path, facility_id: str
+    settings: Settings, pub: Publisher, path: Path, facility_id: str, codes: CodeMap = EMPTY
 ) -> tuple[str, list[Decision]]:
-    """(source, one Decision per resource or entry) for one file; never raises for its content."""
+    """(source, one Decision per resource or entry) for one file; never raises for its content.
+    `codes`: the deployment's code map (`settings.interop_code_map`, loaded once by the caller)."""
     key = pub.key
 
     def one(label: str, why: Refused, payload: bytes) -> list[Decision]:
@@ -148,6 +150,7 @@ def decide_file(
         lambda ns, ident: phi.token(key, ns, ident),
         source=source,
         facility_id=facility_id,
+        codes=codes,
     )
     whole = len(outcomes) == 1 and isinstance(data, dict) and data.get("resourceType") != "Bundle"
     for o in outcomes:
@@ -170,11 +173,12 @@ def decide_file(
 def ingest(
     settings: Settings, paths: list[Path], *, prefix: str = "", facility_id: str = "fhir"
 ) -> IngestReport:
+    codes = CodeMap.load(settings.interop_code_map)  # a bad map stops before anything is read
     kafka_io.ensure_topics(settings, TOPICS, prefix=prefix)
     pub = Publisher(settings, prefix=prefix, stage=STAGE)
     report = IngestReport()
     for path in files(paths):
-        source, decisions = decide_file(settings, pub, path, facility_id)
+        source, decisions = decide_file(settings, pub, path, facility_id, codes)
         try:
             for seq, d in enumerate(decisions):
                 pub.send(d.records)
@@ -207,8 +211,9 @@ def ingest(
 def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[str]:
     """One tab-separated line per resource or entry: file, outcome, records, reason (+ label)."""
     pub = Publisher(settings, stage=STAGE)
+    codes = CodeMap.load(settings.interop_code_map)
     for path in files(paths):
-        for d in decide_file(settings, pub, path, facility_id)[1]:
+        for d in decide_file(settings, pub, path, facility_id, codes)[1]:
             yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.summary}"
 
 

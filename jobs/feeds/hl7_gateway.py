@@ -54,6 +54,7 @@ from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
 from schemas.interop import hl7v2
+from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
 
 START, END = b"\x0b", b"\x1c\x0d"
@@ -125,6 +126,7 @@ class Gateway:
         self.tokenise = lambda ns, ident: phi.token(key, ns, ident)
         self.tz: tzinfo = ZoneInfo(settings.hl7_timezone)
         self.authority, self.facility = settings.hl7_patient_authority, settings.hl7_facility_id
+        self.codes = CodeMap.load(settings.interop_code_map)  # a bad map stops the start
         self.source = f"mllp://{listen or 'gateway'}"
         self.policy = settings.hl7_ack_policy
         self.production = {p.strip().upper() for p in settings.production_processing_ids.split(",")}
@@ -177,6 +179,7 @@ class Gateway:
                 default_tz=self.tz,
                 default_authority=self.authority,
                 default_facility=self.facility,
+                codes=self.codes,
             )
         except Exception as exc:  # no check foresaw it: this message is refused, the link lives
             log.error(
@@ -361,9 +364,9 @@ def serve(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 2575, prefix: str = ""
 ) -> MllpServer:
     """Start the listener on a background thread (port 0 picks a free port); call shutdown()."""
+    gateway = Gateway(settings, prefix=prefix, listen=f"{host}:{port}")  # a bad setting stops here
     for p in topic_prefixes(settings, prefix):
         kafka_io.ensure_topics(settings, TOPICS, prefix=p)
-    gateway = Gateway(settings, prefix=prefix, listen=f"{host}:{port}")
     server = MllpServer((host, port), gateway)
     threading.Thread(target=server.serve_forever, name="mllp", daemon=True).start()
     return server

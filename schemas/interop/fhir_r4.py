@@ -20,7 +20,8 @@ admission that would hold a bed for ever.
 Observation → one vitals record, or one labs record for a laboratory code (the labs the screen
 and the stay models read, as an ORU's). Accepted by LOINC code (schemas.interop.loinc), or by an
 IEEE 11073 code (`urn:iso:std:iso:11073:10101`, as point-of-care device gateways code vital signs)
-through its LOINC (schemas.interop.mdc), with UCUM or IEEE 11073 units;
+through its LOINC (schemas.interop.mdc), or by a local code the deployment mapped to a LOINC
+(schemas.interop.code_map), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
 of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
@@ -53,6 +54,7 @@ from pydantic import ValidationError
 
 from schemas import topics
 from schemas.interop import mdc
+from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
 from schemas.interop.loinc import (
     CODES,
@@ -159,10 +161,12 @@ def map_json(
     source: str,
     facility_id: str,
     bundle: dict[str, Any] | None = None,
+    codes: CodeMap = EMPTY,
 ) -> list[Outcome]:
     """An Outcome for a resource or for each entry of a Bundle; an entry's failure is its own.
     `bundle`: the enclosing Bundle's resources by `fullUrl`, against which a `urn:uuid:`
-    reference resolves (FHIR R4 Bundle §2.36.4.1)."""
+    reference resolves (FHIR R4 Bundle §2.36.4.1). `codes`: the deployment's own observation
+    codes and the LOINC each stands for (schemas.interop.code_map)."""
     kind = data.get("resourceType") if isinstance(data, dict) else None
     label = f"{kind}/{data.get('id', '?')}" if isinstance(data, dict) else "?"
     if kind == "Bundle":
@@ -186,7 +190,12 @@ def map_json(
                 out.append(Outcome(f"{label}#entry{i}:{name}", Context(context[i]), sub))
             else:
                 for o in map_json(
-                    sub, tokenise, source=source, facility_id=facility_id, bundle=inside
+                    sub,
+                    tokenise,
+                    source=source,
+                    facility_id=facility_id,
+                    bundle=inside,
+                    codes=codes,
                 ):
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
         return out
@@ -195,8 +204,9 @@ def map_json(
         return [Outcome(label, not_one, data)]
     try:
         result = map_resource(
-            data, tokenise, source=source, facility_id=facility_id, bundle=bundle or {}
-        )
+            data, tokenise, source=source, facility_id=facility_id, bundle=bundle or {},
+            codes=codes,
+        )  # fmt: skip
     except Exception as exc:  # a resource no check foresaw: refused alone, never the bundle
         result = Refused("unmappable", f"{kind}: {type(exc).__name__} while mapping")
     return [Outcome(label, result, data)]
@@ -209,6 +219,7 @@ def map_resource(
     source: str,
     facility_id: str,
     bundle: dict[str, Any] | None = None,
+    codes: CodeMap = EMPTY,
 ) -> Mapped | Refused:
     kind = data.get("resourceType")
     if kind not in INGESTED:
@@ -234,7 +245,7 @@ def map_resource(
 
     if kind == "Encounter":
         return _encounter(resource, subject, tokenise, source, facility_id)
-    return _observation(resource, data, subject, source, facility_id)
+    return _observation(resource, data, subject, source, facility_id, codes)
 
 
 def _modifiers(data: dict[str, Any]) -> list[str]:
@@ -462,13 +473,14 @@ def _stored_at(resource: Any) -> datetime | None:
     return at if isinstance(at, datetime) else None
 
 
-def _coded(concept: Any) -> tuple[str | None, int]:
+def _coded(concept: Any, codes: CodeMap = EMPTY) -> tuple[str | None, int]:
     """A concept's LOINC code and its rank where a panel has a field from several components:
     its LOINC coding (its rank in loinc.RANKS: the ECG's heart rate before the oximeter's, a
     core temperature before an axillary one), else the LOINC and rank (schemas.interop.mdc: the
     arterial line before the cuff) of its IEEE 11073 coding, a vital sign or a blood pressure
     panel whose components are the values. Of two different values of equal rank the first is
-    kept and the other dead-lettered (`conflicting_value`), as in HL7 v2."""
+    kept and the other dead-lettered (`conflicting_value`), as in HL7 v2. Without either, a
+    local coding the deployment mapped (`codes`) stands for its LOINC."""
     codings = concept.coding or []
     loinc = [str(c.code) for c in codings if c.system in LOINC_SYSTEMS and c.code]
     for code in loinc:  # the first one read: a vital-signs profile's codings have no order
@@ -481,16 +493,21 @@ def _coded(concept: Any) -> tuple[str | None, int]:
                 return found[1].loinc, found[1].rank
             if str(c.code) in mdc.PANELS:
                 return mdc.PANELS[str(c.code)], 0
+    for c in codings:
+        local = codes.loinc(c.system, c.code)
+        if local is not None:
+            return local, RANKS.get(local, 0)
     return (loinc[0], 0) if loinc else (None, 0)
 
 
 def _unit(quantity: Any) -> str:
     """A quantity's unit as the code tables name it: its code (UCUM), an IEEE 11073 unit as its
-    UCUM code."""
+    UCUM code; without a code, its human-readable unit (read where it spells a unit the code
+    takes); "" for neither (loinc.convert reads it where the code's units are one scale)."""
     code = str(quantity.code or "")
     if quantity.system == mdc.SYSTEM_FHIR:
         return mdc.ucum(code, str(quantity.unit or "")) or code
-    return code
+    return code or str(quantity.unit or "")
 
 
 def _display(concept: Any) -> str:
@@ -503,6 +520,7 @@ def _observation(
     subject: Callable[[], str | Refused],
     source: str,
     facility_id: str,
+    codes: CodeMap = EMPTY,
 ) -> Mapped | Refused:
     """One vitals record, or one labs record for a laboratory code, or a refusal. A value
     that cannot be read (a unit its code does not
@@ -513,10 +531,13 @@ def _observation(
         return Refused(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
         )
-    code, rank = _coded(obs.code)
+    code, rank = _coded(obs.code, codes)
     if code is None:
+        sent = ", ".join(f"{c.code} ({c.system or 'no system'})" for c in obs.code.coding or [])
         return Refused(
-            "not_a_vital_sign", "the Observation has no LOINC or IEEE 11073 code wardflow reads"
+            "not_a_vital_sign",
+            "the Observation has no LOINC or IEEE 11073 code wardflow reads, nor a local code "
+            f"mapped in the interop_code_map file (saw {sent or 'no coding'})"[:500],
         )
     if code in PANELS and obs.hasMember:
         return Refused(
@@ -530,10 +551,10 @@ def _observation(
         (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data),
          [])
     ]  # fmt: skip
-    blood_gas = _blood_gas(obs)
+    blood_gas = _blood_gas(obs, codes)
     raw_components = data.get("component") or []
     for i, c in enumerate(obs.component or []):  # under a panel or oximetry code only
-        part_code, part_rank = _coded(c.code)
+        part_code, part_rank = _coded(c.code, codes)
         # a blood gas's SaO2 is a lab value: the oximetry profile's components are not its
         if code in PANELS or (part_code in COMPONENTS_OF.get(code, ()) and not blood_gas):
             raw = raw_components[i]
@@ -591,9 +612,9 @@ def _observation(
         elif name not in ranks or rank < ranks[name]:
             values[name], ranks[name], topic_of[name] = value, rank, topic
     if not values and rejected:  # nothing read: refused, with their reason when they share one
-        codes = {r.refusal.reason_code for r in rejected}
+        given = {r.refusal.reason_code for r in rejected}
         reasons = "; ".join(r.refusal.reason for r in rejected)
-        return Refused(codes.pop() if len(codes) == 1 else "bad_value", reasons[:500])
+        return Refused(given.pop() if len(given) == 1 else "bad_value", reasons[:500])
     if not values:
         known = code in CODES or code in PANELS
         reason = (
@@ -648,7 +669,7 @@ def _observation(
     return Mapped(records, rejected)
 
 
-def _blood_gas(obs: Any) -> bool:
+def _blood_gas(obs: Any, codes: CodeMap) -> bool:
     """A laboratory Observation not coded as pulse oximetry: its oxygen saturation (2708-6) is a
     blood gas's SaO2 (loinc.IN_BLOOD_GAS), not the vital-signs profile's SpO2."""
     lab = any(
@@ -657,7 +678,9 @@ def _blood_gas(obs: Any) -> bool:
         for c in concept.coding or []
     )
     oximetry = any(
-        c.system in LOINC_SYSTEMS and c.code == PULSE_OXIMETRY for c in obs.code.coding or []
+        (c.system in LOINC_SYSTEMS and c.code == PULSE_OXIMETRY)
+        or codes.loinc(c.system, c.code) == PULSE_OXIMETRY
+        for c in obs.code.coding or []
     )
     return lab and not oximetry
 

@@ -29,7 +29,9 @@ time of day is refused (it cannot be placed in a patient's timeline). A message 
 and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
 `""` (HL7's explicit null) is no value. In an ORU, a result the sender takes back (OBX-11 D, W)
 is dead-lettered (`retracted`), and of two different values of one field at one time the first
-is kept and the other dead-lettered (`conflicting_value`) unless it is a correction (C).
+is kept and the other dead-lettered (`conflicting_value`) unless it is a correction (C). An
+OBX-3 (or OBR-4) in the sender's own codes is read through the deployment's code map
+(schemas.interop.code_map); unmapped, the dead letter names the codes it saw.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from hl7apy.parser import parse_message
 
 from schemas import codec, topics
 from schemas.interop import mdc
+from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.loinc import BLOOD_GAS, CODES, GAS_PANELS, RANKS, VITALS, convert, takes
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
@@ -371,11 +374,13 @@ def map_message(
     default_tz: tzinfo = UTC,
     default_authority: str = "",
     default_facility: str = "",
+    codes: CodeMap = EMPTY,
 ) -> Mapped | Refused:
     """Map a parsed message to canonical records (see the module docstring). A PID-3 identifier
     without an assigning authority is namespaced by `default_authority`, a message without a
     facility in PV1-3.4 is `default_facility`'s; either falls back to the sender (MSH-4, else
-    MSH-3: its namespace id, else its universal id)."""
+    MSH-3: its namespace id, else its universal id). `codes`: the deployment's own observation
+    codes and the LOINC each stands for (schemas.interop.code_map)."""
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
@@ -398,7 +403,7 @@ def map_message(
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
-                   default_facility)  # fmt: skip
+                   default_facility, codes)  # fmt: skip
     if code == "ADT" and trigger == "A17":
         return _swap(msg, control_id, ctx)
     patients = sum(1 for seg in msg.children if seg.name == "PID")
@@ -424,6 +429,7 @@ class _Context:
     default_tz: tzinfo
     default_authority: str
     default_facility: str
+    codes: CodeMap
 
 
 def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
@@ -511,7 +517,7 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
             return _adt(
                 msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz
             )
-        return _oru(msg, base_id, patient, facility, source, default_tz)
+        return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
 
@@ -596,7 +602,13 @@ def _adt(
 
 
 def _oru(
-    msg: Message, base_id: str, patient: str, facility: str, source: str, tz: tzinfo
+    msg: Message,
+    base_id: str,
+    patient: str,
+    facility: str,
+    source: str,
+    tz: tzinfo,
+    codes: CodeMap = EMPTY,
 ) -> Mapped | Refused:
     """One record per topic and observation time: an ORU may carry the same vital at several
     times (OBX-14), each its own reading. An OBX without OBX-14 takes its OBR's OBR-7, else the
@@ -623,7 +635,7 @@ def _oru(
     rejected: list[Rejected] = []
     skipped: list[str] = []
     children = list(msg.children)
-    gas_orders = _blood_gas_orders(children, enc)
+    gas_orders = _blood_gas_orders(children, enc, codes)
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -634,11 +646,12 @@ def _oru(
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
-        coded = observation_code(identifier)
-        panel = blood_pressure_panel(identifier) if coded is None else None
+        coded = observation_code(identifier, codes)
+        panel = blood_pressure_panel(identifier, codes) if coded is None else None
         status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None:
-            skipped.append(identifier[0] or "?")
+            system = identifier[2].strip() if len(identifier) > 2 else ""
+            skipped.append((identifier[0] or "?") + (f" ({system})" if system else ""))
             continue
         if status in ("X", "I"):  # cannot be obtained, pending (table 0085): no value
             continue
@@ -708,14 +721,14 @@ def _oru(
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
-            codes = {r.refusal.reason_code for r in rejected}
+            given = {r.refusal.reason_code for r in rejected}
             return Refused(
-                codes.pop() if len(codes) == 1 else "bad_value", reasons[:500], "AE", "102"
+                given.pop() if len(given) == 1 else "bad_value", reasons[:500], "AE", "102"
             )
         return Refused(
             "not_a_vital_sign",
-            "no OBX carries a vital sign or lab code wardflow reads (LOINC, IEEE 11073) "
-            f"(saw {', '.join(skipped)})",
+            "no OBX carries a vital sign or lab code wardflow reads (LOINC, IEEE 11073, or a "
+            f"local code mapped in the interop_code_map file) (saw {', '.join(skipped)})",
             "AE",
             "207",
         )
@@ -772,9 +785,11 @@ _BP_PANELS = ("85354-9", "55284-4")
 _BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
-def blood_pressure_panel(obx_3: list[str]) -> str | None:
-    """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or None."""
-    return next((i for i, _, _ in _triplets(obx_3) if i in _BP_PANELS), None)
+def blood_pressure_panel(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
+    """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or a local code mapped
+    to one, or None."""
+    named = (codes.loinc(s, i) or i for i, _, s in _triplets(obx_3))
+    return next((code for code in named if code in _BP_PANELS), None)
 
 
 def blood_pressure_numbers(raw: str, component: str) -> list[float]:
@@ -790,7 +805,7 @@ def blood_pressure_numbers(raw: str, component: str) -> list[float]:
     return [float(m.group(1)), float(m.group(2))]
 
 
-def _blood_gas_orders(children: list[Any], enc: dict[str, str]) -> set[int]:
+def _blood_gas_orders(children: list[Any], enc: dict[str, str], codes: CodeMap) -> set[int]:
     """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas: an
     arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), or a blood gas analyser's result
     (loinc.BLOOD_GAS: pO2, pCO2, pH) that is not pending or taken back (OBX-11 X, I, D, W)."""
@@ -799,10 +814,10 @@ def _blood_gas_orders(children: list[Any], enc: dict[str, str]) -> set[int]:
         if seg.name == "OBR":
             order += 1
             service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
-            if any(code in GAS_PANELS for code, _, _ in service):
+            if any((codes.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
                 found.add(order)
         elif seg.name == "OBX":
-            coded = observation_code(_components(seg.obx_3, enc))
+            coded = observation_code(_components(seg.obx_3, enc), codes)
             status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
             if coded is not None and coded[0] in BLOOD_GAS and status not in ("X", "I", "D", "W"):
                 found.add(order)
@@ -851,16 +866,20 @@ def _is_mdc(identifier: str, text: str, system: str, prefix: str = "MDC_") -> bo
     )
 
 
-def observation_code(obx_3: list[str]) -> tuple[str, int, str] | None:
+def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int, str] | None:
     """The LOINC code of the vital sign or lab an OBX-3 names, the code's rank among those of the
     same field (schemas.interop.mdc's, where an IEEE 11073 code names it; else 0) and the
     identifier as sent. Its identifier is read, then its alternate (OBX-3.4-6: a local code
-    with its LOINC, as many EHRs send): an IEEE 11073 code (IHE PCD-01) through its LOINC, any
-    other as LOINC."""
+    with its LOINC, as many EHRs send): a local code the deployment mapped (`codes`) through
+    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC."""
     found: list[tuple[str, int | None, str]] = []
     for identifier, text, system in _triplets(obx_3):
         term = mdc.term(identifier, text) if _is_mdc(identifier, text, system) else None
-        if term is not None:
+        local = codes.loinc(system, identifier)
+        if local is not None:
+            if local in CODES:  # a panel's is read by blood_pressure_panel
+                found.append((local, RANKS.get(local), identifier))
+        elif term is not None:
             found.append((term[1].loinc, term[1].rank, identifier or text))
         elif identifier in CODES:
             found.append((identifier, RANKS.get(identifier), identifier))
@@ -883,8 +902,10 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
             sent += [u for u in (mdc.ucum(identifier, text),) if u]
         sent.append(identifier)
         texts.append(text)
-    # a unit sent only as text (`^deg F`, `^K/uL`) is read where the code takes it
-    return next((u for u in [*sent, *texts] if takes(code, u)), sent[0] if sent else "")
+    # a unit sent only as text (`^deg F`, `^K/uL`) is read where the code takes it; none at
+    # all is "" (loinc.convert reads it where the code's units are one scale)
+    given = [u for u in [*sent, *texts] if u.strip()]
+    return next((u for u in given if takes(code, u)), given[0] if given else "")
 
 
 def raw_control_id(text: str) -> str:

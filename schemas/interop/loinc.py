@@ -12,8 +12,12 @@ that legacy lab and charting systems send for a UCUM unit (`K/uL` and `x10E3/uL`
 `10^9/L`, `mm Hg`, `MG/DL`, `1/min`, `DEG F`) are read as that unit (`UNIT_SPELLINGS`, matched
 without case or spaces), but only where the code takes that unit.
 
-An FiO2 sent without a unit is a fraction up to 1 and a percentage above it: the two ranges
-(0.21-1, 21-100) do not meet, and a value between them is out of range either way.
+A value sent without a unit (an empty OBX-6, as many flowsheet feeds send vital signs) is read
+where it can mean one thing only: every unit its code takes is one scale (a heart or respiratory
+rate per minute, a saturation in %, a blood pressure in mm[Hg]); a temperature, a count or a
+concentration without one is refused (`UnitError`). An FiO2 sent without a unit is a fraction up
+to 1 and a percentage above it: the two ranges (0.21-1, 21-100) do not meet, and a value
+between them is out of range either way.
 
 Inhaled oxygen flow rate (LOINC 3151-8) is not a number the screen reads but a fact it needs:
 NEWS2 scores "any supplemental oxygen" (Royal College of Physicians, NEWS2, 2017, chart 1), so a
@@ -258,6 +262,8 @@ def _known(c: Code, unit: str) -> str | None:
     units = c.units
     if unit in units:
         return unit
+    if not unit.strip() and len(set(units.values())) == 1:
+        return next(iter(units))  # sent without one: every unit it takes is the same scale
     spelled = UNIT_SPELLINGS.get(_spelling(unit))
     return spelled if spelled in units else None
 

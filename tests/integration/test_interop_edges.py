@@ -21,6 +21,7 @@ from jobs import sepsis_screen
 from jobs.feeds import fhir_ingest, hl7_gateway
 from jobs.runtime import kafka_io
 from schemas import phi, topics
+from schemas.interop.code_map import CodeMapError
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -237,3 +238,79 @@ def test_a_lab_resulted_hours_after_its_specimen_is_screened_when_it_was_resulte
         if r["record_kind"] == "labs"
     )
     assert states == [(11, 0, 2.1), (11, 5, 4.3)]  # each when it was resulted
+
+
+CODE_MAP = """system,code,loinc,display
+FLO,8,8867-4,Pulse
+FLO,5,85354-9,Blood pressure (one value)
+http://hospital.example.org/flowsheet-row,9,9279-1,Respirations
+"""
+
+
+def flowsheet(control: str) -> bytes:
+    """Vital signs as a flowsheet interface sends them: the EHR's own row ids, no LOINC, no
+    units (OBX-6 empty)."""
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EPIC|GH|WF|GH|20260301080500||ORU^R01|{control}|P|2.3",
+            "PID|1||MRN79^^^GH^MR||DOE^JANE",
+            "PV1|1|I|4E^^15^GH",
+            "OBR|1|||FLOWSHEET|||20260301080000",
+            "OBX|1|NM|8^PULSE^FLO||112||||||F",
+            "OBX|2|ST|5^BLOOD PRESSURE^FLO||92/50||||||F",
+        ]
+    ).encode()
+
+
+def test_a_hospitals_own_flowsheet_codes_are_stored_by_both_edges_once_the_team_maps_them(
+    edge: tuple[Settings, str], tmp_path: Path
+) -> None:
+    s, prefix = edge
+    (tmp_path / "codes.csv").write_text(CODE_MAP)
+    mapped = dataclasses.replace(s, interop_code_map=str(tmp_path / "codes.csv"))
+    (tmp_path / "broken.csv").write_text("system,code,loinc\nFLO,8,0000-0\n")
+    with pytest.raises(CodeMapError, match="0000-0 is not a code wardflow reads"):
+        broken = dataclasses.replace(s, interop_code_map=str(tmp_path / "broken.csv"))
+        hl7_gateway.serve(broken, port=0, prefix=prefix)
+    acks = []
+    for settings, control in ((s, "U1"), (mapped, "M1")):
+        server = hl7_gateway.serve(settings, port=0, prefix=prefix)
+        try:
+            acks += hl7_gateway.send("127.0.0.1", server.server_address[1], [flowsheet(control)])
+        finally:
+            server.shutdown()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "rr.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Observation",
+                "id": "rr1",
+                "status": "final",
+                "code": {
+                    "coding": [{"system": "http://hospital.example.org/flowsheet-row", "code": "9"}]
+                },
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2026-03-01T08:01:00Z",
+                "valueQuantity": {"value": 22},
+            }
+        )
+    )
+    try:
+        report = fhir_ingest.ingest(mapped, [drop], prefix=prefix, facility_id="GH")
+        vitals = kafka_io.read_records(
+            s, prefix + topics.VITALS_OBSERVATION.name, topics.VITALS_OBSERVATION.name
+        )
+        letters = kafka_io.read_records(s, prefix + DEAD, DEAD)
+    finally:
+        kafka_io.delete_topics(s, fhir_ingest.TOPICS, prefix=prefix)
+    assert [ack_code(a) for a in acks] == ["AA", "AA"]  # durable: the first is stored for review
+    [letter] = letters
+    assert letter["reason_code"] == "not_a_vital_sign" and "8 (FLO), 5 (FLO)" in letter["reason"]
+    assert report.mapped == 1 and report.refused == Counter()
+    read = sorted(
+        (r["observation_id"].split(":")[0], r["heart_rate_bpm"], r["sbp_mmhg"], r["dbp_mmhg"],
+         r["resp_rate_per_min"])
+        for r in vitals
+    )  # fmt: skip
+    assert read == [("fhir", None, None, None, 22), ("hl7", 112, 92, 50, None)]

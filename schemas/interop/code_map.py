@@ -1,0 +1,156 @@
+"""A deployment's own observation codes → the LOINC codes wardflow reads.
+
+Many EHRs and device gateways send vital signs and labs under their own codes only: a flowsheet
+row id, an event code, a lab's order or test code, with no LOINC beside it (HL7 v2 OBX-3 and its
+alternate OBX-3.4-6; FHIR `Observation.code.coding`). Without a map each such value is
+`not_a_vital_sign`, and the dead letter names the codes it saw. An integration team maps them in
+a CSV file, the `interop_code_map` setting, read once by the HL7 v2 gateway and the FHIR drop:
+
+    system,code,loinc,display
+    FLO,8,8867-4,Pulse
+    FLO,5,85354-9,Blood pressure (one value 120/80)
+    http://hospital.example.org/flowsheet-row,9,9279-1,Respirations
+
+- `system`: the coding system as the sender names it: HL7 v2 OBX-3.3 (or OBX-3.6 for the
+  alternate code), OBR-4.3 for an order code; FHIR `Coding.system`. Matched without regard to
+  case; empty: a code sent with no coding system (`8^Pulse`). A LOINC or IEEE 11073 system is
+  refused: those codes are read as themselves.
+- `code`: the code as sent (OBX-3.1 / 3.4, `Coding.code`), matched exactly after trimming.
+- `loinc`: a code wardflow reads (`schemas.interop.loinc`: a vital sign or lab, a blood pressure
+  or vital signs panel, an arterial blood gas order). The value's unit is read as for that code,
+  from OBX-6 or `Quantity.code`, or its text where the code takes it.
+- Other columns (`display`, a note) are for the reader.
+
+Checked at load, each error with its line: the columns, an unknown LOINC, a row of a standard
+system, one (system, code) mapped to two LOINC codes. A standard code beside a mapped one (LOINC
+in OBX-3.4-6, or a LOINC coding) is read first in FHIR; in HL7 v2 the first triplet read decides,
+as for two standard codes.
+
+    python -m schemas.interop.code_map FILE    # check a map: each row's field, or its errors
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from schemas.interop import mdc
+from schemas.interop.loinc import CODES, GAS_PANELS, PANELS
+
+REQUIRED: Final = ("system", "code", "loinc")
+# Systems whose codes are read as themselves (HL7 v2 table 0396 names, FHIR URIs, OIDs).
+STANDARD_SYSTEMS: Final = frozenset(
+    s.upper()
+    for s in (
+        "LN",
+        "LOINC",
+        "http://loinc.org",
+        "urn:oid:2.16.840.1.113883.6.1",
+        "2.16.840.1.113883.6.1",
+        mdc.SYSTEM_FHIR,
+        *mdc.SYSTEMS_HL7,
+    )
+)
+
+
+class CodeMapError(ValueError):
+    """A code map that cannot be used: each problem with its file and line."""
+
+
+def target(loinc: str) -> str | None:
+    """What a mapped LOINC code is read as, or None for one wardflow does not read."""
+    if loinc in CODES:
+        return f"{CODES[loinc].topic}.{CODES[loinc].field}"
+    if loinc in PANELS:
+        return PANELS[loinc]
+    if loinc in GAS_PANELS:
+        return "arterial blood gas order"
+    return None
+
+
+@dataclass(frozen=True)
+class CodeMap:
+    """(system in upper case, code) → LOINC; empty: no local codes are read."""
+
+    codes: dict[tuple[str, str], str] = field(default_factory=dict)
+    origin: str = ""
+
+    def loinc(self, system: str | None, code: str | None) -> str | None:
+        """The LOINC code mapped to `code` of `system` (None or '' for none named), or None."""
+        if not self.codes or not code:
+            return None
+        return self.codes.get(((system or "").strip().upper(), code.strip()))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @staticmethod
+    def load(path: str | Path) -> CodeMap:
+        """The map in CSV file `path` (UTF-8, with or without a byte-order mark); '' or no path:
+        the empty map. Raises CodeMapError with every problem found."""
+        if not str(path):
+            return EMPTY
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CodeMapError(f"{p}: cannot be read: {exc}") from exc
+        reader = csv.DictReader(text.splitlines())
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise CodeMapError(f"{p}:1: the header has no column {', '.join(missing)} ({header})")
+        reader.fieldnames = header
+        codes: dict[tuple[str, str], str] = {}
+        first_line: dict[tuple[str, str], int] = {}
+        problems: list[str] = []
+        for line, row in enumerate(reader, 2):
+            system, code, loinc = ((row.get(c) or "").strip() for c in REQUIRED)
+            if not (system or code or loinc):
+                continue  # a blank line
+            key = (system.upper(), code)
+            where = f"{p}:{line}"
+            if not code or not loinc:
+                problems.append(f"{where}: a row needs a code and a loinc")
+            elif key[0] in STANDARD_SYSTEMS:
+                problems.append(
+                    f"{where}: {system} is a standard system, its codes are read as themselves"
+                )
+            elif target(loinc) is None:
+                problems.append(f"{where}: LOINC {loinc} is not a code wardflow reads")
+            elif key in codes and codes[key] != loinc:
+                problems.append(
+                    f"{where}: {system or '(no system)'} {code} is mapped to {codes[key]} on "
+                    f"line {first_line[key]} and to {loinc} here"
+                )
+            else:
+                codes[key] = loinc
+                first_line.setdefault(key, line)
+        if problems:
+            raise CodeMapError("\n".join(problems))
+        return CodeMap(codes, str(p))
+
+
+EMPTY: Final = CodeMap()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m schemas.interop.code_map FILE", file=sys.stderr)
+        return 2
+    try:
+        m = CodeMap.load(argv[0])
+    except CodeMapError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for (system, code), loinc in sorted(m.codes.items()):
+        print(f"{system or '(no system)'}\t{code}\t{loinc}\t{target(loinc)}")
+    print(f"{len(m)} codes mapped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
