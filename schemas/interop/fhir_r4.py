@@ -11,7 +11,10 @@ first location is the admission, each change of location a transfer, and the end
 encounter's last location (else the encounter's own period.end) the discharge. Locations are
 taken in the order of their period.start, whatever their order in the list. Consecutive entries
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
-inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Periods are
+inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
+locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
+site, building, ward, room and bed), the ward entries (`wa`) are the location history and each
+stay's bed is its `bd` entry's; without a ward entry, every location is a unit as above. Periods are
 checked (FHIR R4 Period: "the end ... is after the start"): a location that ends before it
 starts, two locations that start at the same instant, or a discharge before the last
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its
@@ -68,6 +71,10 @@ from schemas.interop.loinc import (
 )
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
+# Encounter.location.physicalType (FHIR R4 LocationType): the ward is the census's unit, the bed
+# its bed; the other levels of one stay (site, building, wing, level, room) are where it is.
+PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+WARD, BED = "wa", "bd"
 LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
@@ -359,6 +366,11 @@ def _encounter(
         )
     periods: list[tuple[str, datetime, datetime | None, str | None]] = []
     placed = [loc for loc in enc.location or [] if loc.status != "planned"]
+    levels = [_level(loc) for loc in placed]
+    beds: list[tuple[str, datetime, datetime | None]] = []
+    if WARD in levels:  # one stay at several levels: its wards are the units, its beds the beds
+        beds = _periods([loc for loc, level in zip(placed, levels, strict=True) if level == BED])
+        placed = [loc for loc, level in zip(placed, levels, strict=True) if level == WARD]
     for loc in placed:
         where = loc.location.display or loc.location.reference
         if not where:
@@ -429,38 +441,74 @@ def _encounter(
         # the drop's facility (--facility-id): serviceProvider is an Organization reference,
         # not a facility id the capacity file knows
         "facility_id": facility,
-        "bed_id": None,
-        "prior_bed_id": None,
         "recorded_time": _stored_at(enc),
         "source": source,
     }
     records = []
-    prior = None
-    for i, (where, start, _) in enumerate(stays):
+    prior: tuple[str | None, str | None] = (None, None)  # (unit, bed)
+    for i, (where, start, end_at) in enumerate(stays):
         kind = "admit" if i == 0 else "transfer"
+        first_bed, last_bed = _beds_in(beds, start, end_at)
         records.append(
             {
                 "event_id": f"fhir:{key}:{i}:{kind}",
                 "event_type": kind,
                 "unit_id": where,
-                "prior_unit_id": prior,
+                "bed_id": first_bed,
+                "prior_unit_id": prior[0],
+                "prior_bed_id": prior[1],
                 "event_time": start,
                 **common,
             }
         )
-        prior = where
+        prior = (where, last_bed)
     if enc.status == "finished" and last_end is not None:
         records.append(
             {
                 "event_id": f"fhir:{key}:{len(stays)}:discharge",
                 "event_type": "discharge",
                 "unit_id": last_where,
+                "bed_id": prior[1],
                 "prior_unit_id": None,
+                "prior_bed_id": None,
                 "event_time": last_end,
                 **common,
             }
         )
     return Mapped([(topics.ADT_EVENT.name, r) for r in records])
+
+
+def _level(loc: Any) -> str | None:
+    """An Encounter location's level (its physicalType code: `wa` ward, `bd` bed, `ro` room…)."""
+    concept = loc.physicalType
+    codes = [c.code for c in (concept.coding or []) if c.code] if concept is not None else []
+    return str(codes[0]) if codes else None
+
+
+def _periods(locations: list[Any]) -> list[tuple[str, datetime, datetime | None]]:
+    """(name, start, end) of the locations with a name and a readable start, by start; a bed
+    whose period cannot be read names no bed (its ward's stay still counts)."""
+    out = []
+    for loc in locations:
+        where = loc.location.display or loc.location.reference
+        start = _instant(loc.period.start, "") if loc.period and loc.period.start else None
+        end = _instant(loc.period.end, "") if loc.period and loc.period.end else None
+        if where and isinstance(start, datetime) and not isinstance(end, Refused):
+            out.append((str(where), start, end))
+    return sorted(out, key=lambda p: p[1])
+
+
+def _beds_in(
+    beds: list[tuple[str, datetime, datetime | None]], start: datetime, end: datetime | None
+) -> tuple[str | None, str | None]:
+    """The first and the last bed of a stay in a ward from `start` to `end` (a move between
+    two beds of one ward is no transfer for the census): the first is the one it had at its
+    start, else the first it had in it; None where the Encounter names none."""
+    during = [b for b in beds if (end is None or b[1] < end) and (b[2] is None or b[2] > start)]
+    if not during:
+        return None, None
+    at_start = [name for name, b_start, _ in during if b_start <= start]
+    return (at_start[-1] if at_start else during[0][0]), during[-1][0]
 
 
 def _stored_at(resource: Any) -> datetime | None:

@@ -168,6 +168,48 @@ def test_two_locations_starting_at_the_same_instant_refuse_the_encounter() -> No
     assert isinstance(o, Refused) and o.reason_code == "bad_period"
 
 
+def at_levels(enc: dict, levels: list[str]) -> dict:
+    """The Encounter with each location's level (physicalType) set, in order."""
+    system = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+    for loc, level in zip(enc["location"], levels, strict=True):
+        loc["physicalType"] = {"coding": [{"system": system, "code": level}]}
+    return enc
+
+
+def test_a_stay_listed_at_each_level_of_its_location_is_one_ward_and_its_bed() -> None:
+    """As servers list a stay: its site, ward, room and bed, each a location with one period.
+    Without their levels they were four units starting at one instant (refused)."""
+    enc = encounter(
+        ("General Hospital", "2026-03-01T08:00:00Z", None),
+        ("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+        ("4E room 12", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+        ("4E-12-A", "2026-03-01T08:00:00Z", "2026-03-01T10:00:00Z"),
+        ("4E-12-B", "2026-03-01T10:00:00Z", "2026-03-01T12:00:00Z"),  # a move within the ward
+        ("ICU", "2026-03-01T12:00:00Z", "2026-03-02T09:00:00Z"),
+        ("ICU-3", "2026-03-01T12:00:05Z", "2026-03-02T09:00:00Z"),  # charted a moment later
+        status="finished",
+    )
+    [(_, unlevelled, _)] = run(copy.deepcopy(enc))
+    assert isinstance(unlevelled, Refused) and unlevelled.reason_code == "bad_period"
+    [(_, o, _)] = run(at_levels(enc, ["si", "wa", "ro", "bd", "bd", "wa", "bd"]))
+    assert isinstance(o, Mapped), o
+    assert [
+        (r["event_type"], r["unit_id"], r["bed_id"], r["prior_unit_id"], r["prior_bed_id"])
+        for _, r in o.records
+    ] == [
+        ("admit", "4E", "4E-12-A", None, None),
+        ("transfer", "ICU", "ICU-3", "4E", "4E-12-B"),  # from the bed they left
+        ("discharge", "ICU", "ICU-3", None, None),
+    ]
+
+
+def test_levelled_locations_without_a_ward_are_each_a_unit_as_before() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    [(_, o, _)] = run(at_levels(enc, ["bd"]))
+    assert isinstance(o, Mapped)
+    assert [(r["unit_id"], r["bed_id"]) for _, r in o.records] == [("4E", None)]
+
+
 def test_a_finished_encounter_without_a_location_end_is_discharged_at_its_period_end() -> None:
     enc = encounter(("4E", "2026-03-01T08:00:00Z", None), status="finished")
     enc["period"] = {"start": "2026-03-01T08:00:00Z", "end": "2026-03-02T10:00:00Z"}
