@@ -21,10 +21,11 @@ a CSV file, the `interop_code_map` setting, read once by the HL7 v2 gateway and 
   from OBX-6 or `Quantity.code`, or its text where the code takes it.
 - Other columns (`display`, a note) are for the reader.
 
-Checked at load, each error with its line: the columns, an unknown LOINC, a row of a standard
-system, one (system, code) mapped to two LOINC codes. A standard code beside a mapped one (LOINC
-in OBX-3.4-6, or a LOINC coding) is read first in FHIR; in HL7 v2 the first triplet read decides,
-as for two standard codes.
+Checked at load, each error with its line: the columns (each once), an unknown LOINC, a row of a
+standard system, one (system, code) mapped to two LOINC codes, a LOINC code wardflow reads mapped
+to another (HL7 v2 reads an OBX-3 code in its table as LOINC, whatever its system). Where a
+LOINC code comes beside a mapped one (OBX-3 or its alternate with system LN; a LOINC coding), the
+LOINC code says what the value is, even one wardflow does not read: the map is not consulted.
 
     python -m schemas.interop.code_map FILE    # check a map: each row's field, or its errors
 """
@@ -32,13 +33,14 @@ as for two standard codes.
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from schemas.interop import mdc
-from schemas.interop.loinc import CODES, GAS_PANELS, PANELS
+from schemas.interop.loinc import BP_PANELS, CODES, GAS_PANELS, PANELS, Code
 
 REQUIRED: Final = ("system", "code", "loinc")
 # Systems whose codes are read as themselves (HL7 v2 table 0396 names, FHIR URIs, OIDs).
@@ -61,14 +63,27 @@ class CodeMapError(ValueError):
 
 
 def target(loinc: str) -> str | None:
-    """What a mapped LOINC code is read as, or None for one wardflow does not read."""
+    """What a mapped LOINC code is read as (its field, and the units it is read in), or None
+    for one wardflow does not read."""
     if loinc in CODES:
-        return f"{CODES[loinc].topic}.{CODES[loinc].field}"
+        c = CODES[loinc]
+        units = ", ".join(repr(u) for u in c.units)
+        return f"{c.topic}.{c.field} (units {units}; none: {_unitless(c)})"
+    if loinc in BP_PANELS:
+        return f"{PANELS[loinc]}: systolic/diastolic in one value (HL7 OBX) or its components"
     if loinc in PANELS:
-        return PANELS[loinc]
+        return f"{PANELS[loinc]}: its components (FHIR)"
     if loinc in GAS_PANELS:
-        return "arterial blood gas order"
+        return "arterial blood gas order (HL7 OBR-4): its saturation is the sample's SaO2"
     return None
+
+
+def _unitless(c: Code) -> str:
+    if "" in c.units:
+        return "read as it is"
+    if set(c.units.values()) == {(1.0, 0.0)}:
+        return "read in the field's unit" + (", above 1 only" if "%" in c.units else "")
+    return "refused"
 
 
 @dataclass(frozen=True)
@@ -98,16 +113,20 @@ class CodeMap:
             text = p.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CodeMapError(f"{p}: cannot be read: {exc}") from exc
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [h.strip().lower() for h in reader.fieldnames or []]
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise CodeMapError(f"{p}:1: the header has no column {', '.join(missing)} ({header})")
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:
+            raise CodeMapError(f"{p}:1: the header names {', '.join(twice)} more than once")
         reader.fieldnames = header
         codes: dict[tuple[str, str], str] = {}
         first_line: dict[tuple[str, str], int] = {}
         problems: list[str] = []
-        for line, row in enumerate(reader, 2):
+        for row in reader:
+            line = reader.line_num  # the row's last line in the file (a quoted field may span)
             system, code, loinc = ((row.get(c) or "").strip() for c in REQUIRED)
             if not (system or code or loinc):
                 continue  # a blank line
@@ -121,6 +140,11 @@ class CodeMap:
                 )
             elif target(loinc) is None:
                 problems.append(f"{where}: LOINC {loinc} is not a code wardflow reads")
+            elif target(code) is not None and code != loinc:
+                problems.append(
+                    f"{where}: {code} is a LOINC code wardflow reads as itself (an HL7 v2 code "
+                    f"is read as LOINC whatever its system); it cannot stand for {loinc}"
+                )
             elif key in codes and codes[key] != loinc:
                 problems.append(
                     f"{where}: {system or '(no system)'} {code} is mapped to {codes[key]} on "

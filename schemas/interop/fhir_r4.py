@@ -527,8 +527,9 @@ def _coded(concept: Any, codes: CodeMap = EMPTY) -> tuple[str | None, int]:
     core temperature before an axillary one), else the LOINC and rank (schemas.interop.mdc: the
     arterial line before the cuff) of its IEEE 11073 coding, a vital sign or a blood pressure
     panel whose components are the values. Of two different values of equal rank the first is
-    kept and the other dead-lettered (`conflicting_value`), as in HL7 v2. Without either, a
-    local coding the deployment mapped (`codes`) stands for its LOINC."""
+    kept and the other dead-lettered (`conflicting_value`), as in HL7 v2. Without either, and
+    without any LOINC coding, a local coding the deployment mapped (`codes`) stands for its
+    LOINC."""
     codings = concept.coding or []
     loinc = [str(c.code) for c in codings if c.system in LOINC_SYSTEMS and c.code]
     for code in loinc:  # the first one read: a vital-signs profile's codings have no order
@@ -541,11 +542,13 @@ def _coded(concept: Any, codes: CodeMap = EMPTY) -> tuple[str | None, int]:
                 return found[1].loinc, found[1].rank
             if str(c.code) in mdc.PANELS:
                 return mdc.PANELS[str(c.code)], 0
+    if loinc:  # a LOINC code says what the value is, read or not: no local code overrides it
+        return loinc[0], 0
     for c in codings:
         local = codes.loinc(c.system, c.code)
         if local is not None:
             return local, RANKS.get(local, 0)
-    return (loinc[0], 0) if loinc else (None, 0)
+    return None, 0
 
 
 def _unit(quantity: Any) -> str:

@@ -51,7 +51,16 @@ from hl7apy.parser import parse_message
 from schemas import codec, topics
 from schemas.interop import mdc
 from schemas.interop.code_map import EMPTY, CodeMap
-from schemas.interop.loinc import BLOOD_GAS, CODES, GAS_PANELS, RANKS, VITALS, convert, takes
+from schemas.interop.loinc import (
+    BLOOD_GAS,
+    BP_PANELS,
+    CODES,
+    GAS_PANELS,
+    RANKS,
+    VITALS,
+    convert,
+    takes,
+)
 
 # ADT trigger events → canonical event types (HL7 v2.8 chapter 3, section 3.3).
 ADT_EVENTS = {
@@ -650,8 +659,9 @@ def _oru(
         panel = blood_pressure_panel(identifier, codes) if coded is None else None
         status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None:
-            system = identifier[2].strip() if len(identifier) > 2 else ""
-            skipped.append((identifier[0] or "?") + (f" ({system})" if system else ""))
+            skipped += [
+                (i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)
+            ] or ["none"]
             continue
         if status in ("X", "I"):  # cannot be obtained, pending (table 0085): no value
             continue
@@ -780,16 +790,18 @@ def observation_number(raw: str, component: str) -> float:
     return float(raw)
 
 
-# LOINC's blood pressure panels, whose value a charting system may send in one OBX (`120/80`)
-_BP_PANELS = ("85354-9", "55284-4")
+_LOINC = frozenset({"LN", "LOINC"})  # HL7 table 0396's names of LOINC
 _BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
 def blood_pressure_panel(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
     """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or a local code mapped
     to one, or None."""
-    named = (codes.loinc(s, i) or i for i, _, s in _triplets(obx_3))
-    return next((code for code in named if code in _BP_PANELS), None)
+    triplets = _triplets(obx_3)
+    if any(system in _LOINC for _, _, system in triplets):
+        codes = EMPTY  # as in observation_code
+    named = (codes.loinc(s, i) or i for i, _, s in triplets)
+    return next((code for code in named if code in BP_PANELS), None)
 
 
 def blood_pressure_numbers(raw: str, component: str) -> list[float]:
@@ -873,7 +885,10 @@ def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int
     with its LOINC, as many EHRs send): a local code the deployment mapped (`codes`) through
     its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC."""
     found: list[tuple[str, int | None, str]] = []
-    for identifier, text, system in _triplets(obx_3):
+    triplets = _triplets(obx_3)
+    if any(system in _LOINC for _, _, system in triplets):
+        codes = EMPTY  # a LOINC code says what the value is, read or not: no local code overrides
+    for identifier, text, system in triplets:
         term = mdc.term(identifier, text) if _is_mdc(identifier, text, system) else None
         local = codes.loinc(system, identifier)
         if local is not None:
@@ -903,9 +918,13 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
         sent.append(identifier)
         texts.append(text)
     # a unit sent only as text (`^deg F`, `^K/uL`) is read where the code takes it; none at
-    # all is "" (loinc.convert reads it where the code's units are one scale)
+    # all is "" (loinc.convert reads it where it can mean one unit only); a dimensionless
+    # code (pH, a score) reads any text it does not take (`^pH units`) as no unit
     given = [u for u in [*sent, *texts] if u.strip()]
-    return next((u for u in given if takes(code, u)), given[0] if given else "")
+    found = next((u for u in given if takes(code, u)), None)
+    if found is not None:
+        return found
+    return "" if not given or "" in CODES[code].units else given[0]
 
 
 def raw_control_id(text: str) -> str:

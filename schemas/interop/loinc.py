@@ -13,11 +13,13 @@ that legacy lab and charting systems send for a UCUM unit (`K/uL` and `x10E3/uL`
 without case or spaces), but only where the code takes that unit.
 
 A value sent without a unit (an empty OBX-6, as many flowsheet feeds send vital signs) is read
-where it can mean one thing only: every unit its code takes is one scale (a heart or respiratory
-rate per minute, a saturation in %, a blood pressure in mm[Hg]); a temperature, a count or a
-concentration without one is refused (`UnitError`). An FiO2 sent without a unit is a fraction up
-to 1 and a percentage above it: the two ranges (0.21-1, 21-100) do not meet, and a value
-between them is out of range either way.
+where it can mean one thing only: every unit its code takes is its field's own unit under
+another name (a heart or respiratory rate per minute, a blood pressure in mm[Hg], a sodium in
+mmol/L or meq/L), and a saturation above 1 (at or below 1 it may be a fraction); a temperature,
+a count, a concentration of two scales, or a code of one unit that is not its field's (the SI
+creatinine code, in umol/L) is refused without one (`UnitError`). An FiO2 sent without a unit
+is a fraction up to 1 and a percentage above it: the two ranges (0.21-1, 21-100) do not meet,
+and a value between them is out of range either way.
 
 Inhaled oxygen flow rate (LOINC 3151-8) is not a number the screen reads but a fact it needs:
 NEWS2 scores "any supplemental oxygen" (Royal College of Physicians, NEWS2, 2017, chart 1), so a
@@ -227,6 +229,9 @@ RANKS: dict[str, int] = {
     "2028-9": 1,  # total CO2 after a measured bicarbonate
 }
 
+# LOINC's blood pressure panels, whose value a charting system may send in one HL7 OBX (`120/80`)
+BP_PANELS: frozenset[str] = frozenset({"85354-9", "55284-4"})
+
 # Codes whose values come in their components (FHIR R4 vital-signs profile, section 8.1.3); the
 # components of any other code are not read (a 7-day home blood pressure average, LOINC 76534-7,
 # has systolic and diastolic components that are no bedside reading).
@@ -262,8 +267,8 @@ def _known(c: Code, unit: str) -> str | None:
     units = c.units
     if unit in units:
         return unit
-    if not unit.strip() and len(set(units.values())) == 1:
-        return next(iter(units))  # sent without one: every unit it takes is the same scale
+    if not unit.strip() and set(units.values()) == {(1.0, 0.0)}:
+        return next(iter(units))  # sent without one: every unit it takes is the field's own
     spelled = UNIT_SPELLINGS.get(_spelling(unit))
     return spelled if spelled in units else None
 
@@ -282,6 +287,8 @@ def convert(
     c = IN_BLOOD_GAS[code] if blood_gas and code in IN_BLOOD_GAS else CODES[code]
     if c.field == "fio2_fraction" and not unit.strip():  # no unit: the ranges do not meet
         unit = "1" if value <= 1 else "%"
+    elif not unit.strip() and "%" in c.units and "" not in c.units and value <= 1:
+        raise UnitError(f"{code}: {value} without a unit may be a fraction or a percentage")
     known = _known(c, unit)
     if known is None:
         raise UnitError(f"{code}: unit {unit!r} is not one of {sorted(c.units)}")

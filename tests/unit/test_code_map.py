@@ -80,19 +80,35 @@ def test_a_flowsheet_in_the_senders_own_codes_is_refused_naming_them_until_they_
     assert vitals["spo2_pct"] == 91 and labs["lactate_mmol_l"] == 3.1
 
 
-def test_a_mapped_code_beside_its_loinc_alternate_is_one_value_and_an_unmapped_one_stays_out(
+def test_a_loinc_code_beside_a_mapped_one_says_what_the_value_is_even_one_not_read(
     codes: CodeMap,
 ) -> None:
-    read = mapped(
-        oru(
-            "OBX|1|NM|8^PULSE^FLO^8867-4^Heart rate^LN||112|/min|||||F",
-            "OBX|2|NM|77^PAIN SCORE^FLO||4||||||F",
-        ),
-        codes,
+    """A flowsheet row mapped to a bedside blood pressure, sent beside its LOINC for a 7-day
+    home average (76534-7): the LOINC says what it is, so it is no bedside reading."""
+    home = "OBX|1|ST|5^BLOOD PRESSURE^FLO^76534-7^7-day mean BP^LN||150/90|mm[Hg]|||||F"
+    refused = mapped(oru(home), codes)
+    assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "not_a_vital_sign"
+    assert "(saw 5 (FLO), 76534-7 (LN))" in refused.reason
+    bedside = mapped(oru(home.replace("^76534-7^7-day mean BP^LN", "")), codes)
+    assert isinstance(bedside, hl7v2.Mapped) and bedside.records[0][1]["sbp_mmhg"] == 150
+    coded = [{"system": "http://loinc.org", "code": "76534-7"}, {"system": "FLO", "code": "5"}]
+    components = [
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+         "valueQuantity": {"value": 150, "code": "mm[Hg]"}},
+    ]  # fmt: skip
+    data = observation(coded, {"value": 1}) | {"component": components}
+    data.pop("valueQuantity")
+    refused_fhir = fhir(data, codes)
+    assert isinstance(refused_fhir, hl7v2.Refused), refused_fhir
+    assert refused_fhir.reason_code == "not_a_vital_sign"
+
+
+def test_a_refusal_names_every_code_of_each_obx_it_could_not_read() -> None:
+    refused = mapped(
+        oru("OBX|1|NM|P123^Pulse^99LOC^77^Pulse^FLOA||88|||||F", "OBX|2|NM|^PULSE^FLO||88|||||F")
     )
-    assert isinstance(read, hl7v2.Mapped) and not read.rejected, read
-    [(_, vitals)] = read.records
-    assert vitals["heart_rate_bpm"] == 112 and "pain" not in str(vitals)
+    assert isinstance(refused, hl7v2.Refused)
+    assert "(saw P123 (99LOC), 77 (FLOA), 'PULSE' (FLO))" in refused.reason
 
 
 def test_a_local_arterial_blood_gas_order_makes_its_saturation_a_lab_value(
@@ -145,6 +161,8 @@ def test_a_fhir_observation_coded_only_in_the_hospitals_system_is_read_through_t
         ("9279-1^Resp rate^LN||24|", "resp_rate_per_min", 24),
         ("59408-5^SpO2^LN||93|", "spo2_pct", 93),
         ("8480-6^Systolic^LN||101|", "sbp_mmhg", 101),
+        ("2951-2^Sodium^LN||139|", "sodium_mmol_l", 139),  # mmol/L or meq/L: one scale
+        ("2744-1^pH^LN||7.31|^pH units", "ph", 7.31),  # a dimensionless code: the text is no unit
     ],
 )
 def test_a_vital_sign_sent_without_a_unit_is_read_where_its_code_takes_one_scale(
@@ -163,6 +181,8 @@ def test_a_vital_sign_sent_without_a_unit_is_read_where_its_code_takes_one_scale
         "2524-7^Lactate^LN||3.1|",  # mmol/L or mg/dL
         "6690-2^WBC^LN||12|",  # per uL in thousands or in cells
         "8867-4^Heart rate^LN||96|^beats",  # a unit sent, and not one the code takes
+        "59408-5^SpO2^LN||0.97|",  # a fraction or a percentage
+        "14682-9^Creatinine^LN||88|",  # its one unit, umol/L, is not its field's (mg/dL)
     ],
 )
 def test_a_value_without_a_unit_that_could_mean_two_scales_is_refused(obx: str) -> None:
@@ -178,6 +198,8 @@ def test_a_fhir_quantity_with_only_a_human_readable_unit_is_read_where_it_spells
     temp = [{"system": "http://loinc.org", "code": "8310-5"}]
     refused = fhir(observation(temp, {"value": 38.2}))
     assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "bad_unit"
+    no_spelling = fhir(observation(temp, {"value": 38.2, "unit": "degrees"}))
+    assert isinstance(no_spelling, hl7v2.Refused) and no_spelling.reason_code == "bad_unit"
 
 
 def test_a_map_with_an_unknown_loinc_a_standard_system_or_a_code_of_two_meanings_is_refused(
@@ -192,13 +214,19 @@ def test_a_map_with_an_unknown_loinc_a_standard_system_or_a_code_of_two_meanings
         "FLO,99,39156-5\n"  # BMI: not a code wardflow reads
         "FLO,,8867-4\n"
         "\n"
-        "FLO,8,8867-4\n"  # the same row again is no conflict
+        "\n"
+        'FLO,8,8867-4,"a note\nof two lines"\n'  # the same row again is no conflict
+        ",8867-4,9279-1\n"  # a LOINC code wardflow reads stands for itself
     )
     with pytest.raises(CodeMapError) as raised:
         CodeMap.load(bad)
     lines = str(raised.value).splitlines()
-    assert [line.split(": ", 1)[0] for line in lines] == [f"{bad}:{n}" for n in (3, 4, 5, 6)]
+    assert [line.split(": ", 1)[0] for line in lines] == [f"{bad}:{n}" for n in (3, 4, 5, 6, 11)]
     assert "mapped to 8867-4 on line 2 and to 8310-5 here" in lines[0]
+    assert "8867-4 is a LOINC code wardflow reads as itself" in lines[-1]
+    (tmp_path / "twice.csv").write_text("system,code,loinc,code\nFLO,8,8867-4,X\n")
+    with pytest.raises(CodeMapError, match="names code more than once"):
+        CodeMap.load(tmp_path / "twice.csv")
     (tmp_path / "nocode.csv").write_text("system,loinc\nFLO,8867-4\n")
     with pytest.raises(CodeMapError, match="no column code"):
         CodeMap.load(tmp_path / "nocode.csv")
@@ -212,7 +240,10 @@ def test_the_check_command_names_each_codes_field_or_fails_with_the_maps_errors(
     good.write_text(MAP)
     assert code_map.main([str(good)]) == 0
     out = capsys.readouterr()
-    assert f"FLO\t8\t8867-4\t{VITALS}.heart_rate_bpm" in out.out.splitlines()
+    rows = {tuple(line.split("\t")[:2]): line.split("\t")[3] for line in out.out.splitlines()}
+    assert rows["FLO", "8"].startswith(f"{VITALS}.heart_rate_bpm (units '/min'")
+    assert rows["FLO", "8"].endswith("none: read in the field's unit)")
+    assert rows["LAB", "LACT"].endswith("'mmol/L', 'mg/dL'; none: refused)")
     assert "8 codes mapped" in out.err
     bad = tmp_path / "bad.csv"
     bad.write_text("system,code,loinc\nFLO,1,0000-0\n")
