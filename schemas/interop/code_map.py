@@ -113,20 +113,23 @@ class CodeMap:
             text = p.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CodeMapError(f"{p}: cannot be read: {exc}") from exc
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [h.strip().lower() for h in reader.fieldnames or []]
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip().lower() for h in next(reader, [])]
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise CodeMapError(f"{p}:1: the header has no column {', '.join(missing)} ({header})")
         twice = sorted({h for h in header if h and header.count(h) > 1})
         if twice:
             raise CodeMapError(f"{p}:1: the header names {', '.join(twice)} more than once")
-        reader.fieldnames = header
         codes: dict[tuple[str, str], str] = {}
         first_line: dict[tuple[str, str], int] = {}
         problems: list[str] = []
-        for row in reader:
-            line = reader.line_num  # the row's last line in the file (a quoted field may span)
+        while True:
+            line = reader.line_num + 1  # the row's first line (a quoted field may span more)
+            cells = next(reader, None)
+            if cells is None:
+                break
+            row = dict(zip(header, cells, strict=False))
             system, code, loinc = ((row.get(c) or "").strip() for c in REQUIRED)
             if not (system or code or loinc):
                 continue  # a blank line

@@ -13,10 +13,11 @@ taken in the order of their period.start, whatever their order in the list. Cons
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
 inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
-site, building, ward, room and bed), the ward entries (`wa`) are the location history and each
-stay's bed is its `bd` entry's; without a ward entry, every location is a unit as above. Periods are
-checked (FHIR R4 Period: "the end ... is after the start"): a location that ends before it
-starts, two locations that start at the same instant, or a discharge before the last
+site, building, ward, room and bed), a location of another level that starts during a ward's
+stay is a part of it: the ward (`wa`) is the unit, each stay's bed is the `bd` entry's that
+overlaps it most; a location of no level or outside every ward's stay is a unit as above.
+Periods are checked (FHIR R4 Period: "the end ... is after the start"): a location that ends
+before it starts, two locations that start at the same instant, or a discharge before the last
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its
 admission that would hold a bed for ever.
 
@@ -68,6 +69,7 @@ from schemas.interop.loinc import (
     VITALS,
     UnitError,
     convert,
+    takes,
 )
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
@@ -366,11 +368,29 @@ def _encounter(
         )
     periods: list[tuple[str, datetime, datetime | None, str | None]] = []
     placed = [loc for loc in enc.location or [] if loc.status != "planned"]
-    levels = [_level(loc) for loc in placed]
     beds: list[tuple[str, datetime, datetime | None]] = []
+    ward_names: set[str] = set()
+    levels = [_level(loc) for loc in placed]
     if WARD in levels:  # one stay at several levels: its wards are the units, its beds the beds
-        beds = _periods([loc for loc, level in zip(placed, levels, strict=True) if level == BED])
-        placed = [loc for loc, level in zip(placed, levels, strict=True) if level == WARD]
+        wards = [loc for loc, level in zip(placed, levels, strict=True) if level == WARD]
+        alone = enc.period.start if len(wards) == 1 and enc.period is not None else None
+        covered = _periods(wards, alone)
+        ward_names = {name for name, _, _ in covered}
+        inside = [
+            level is not None and level != WARD and _within(loc, covered, len(wards) == 1)
+            for loc, level in zip(placed, levels, strict=True)
+        ]
+        ward_start = covered[0][1] if len(wards) == 1 and covered else None
+        beds = _periods(
+            [
+                loc
+                for loc, level, within in zip(placed, levels, inside, strict=True)
+                if level == BED and within and loc.status != "reserved"
+            ],
+            ward_start,
+        )
+        # a room or bed outside every ward's stay (or a location of no level) is a unit still
+        placed = [loc for loc, within in zip(placed, inside, strict=True) if not within]
     for loc in placed:
         where = loc.location.display or loc.location.reference
         if not where:
@@ -445,10 +465,11 @@ def _encounter(
         "source": source,
     }
     records = []
+    bed_of = _beds_of(stays, beds, ward_names)
     prior: tuple[str | None, str | None] = (None, None)  # (unit, bed)
-    for i, (where, start, end_at) in enumerate(stays):
+    for i, (where, start, _) in enumerate(stays):
         kind = "admit" if i == 0 else "transfer"
-        first_bed, last_bed = _beds_in(beds, start, end_at)
+        first_bed, last_bed = bed_of[i]
         records.append(
             {
                 "event_id": f"fhir:{key}:{i}:{kind}",
@@ -479,36 +500,80 @@ def _encounter(
 
 
 def _level(loc: Any) -> str | None:
-    """An Encounter location's level (its physicalType code: `wa` ward, `bd` bed, `ro` room…)."""
+    """An Encounter location's level: its physicalType's LocationType code (`wa` ward, `bd`
+    bed, `ro` room…), from a coding of that system or of none; None for no level."""
     concept = loc.physicalType
-    codes = [c.code for c in (concept.coding or []) if c.code] if concept is not None else []
+    codings = (concept.coding or []) if concept is not None else []
+    codes = [c.code for c in codings if c.code and c.system in (PHYSICAL_TYPE_SYSTEM, None)]
     return str(codes[0]) if codes else None
 
 
-def _periods(locations: list[Any]) -> list[tuple[str, datetime, datetime | None]]:
-    """(name, start, end) of the locations with a name and a readable start, by start; a bed
-    whose period cannot be read names no bed (its ward's stay still counts)."""
+Span = tuple[str, datetime, datetime | None]  # a location's name, start and end (None: open)
+_OPEN = datetime.max.replace(tzinfo=UTC)
+
+
+def _periods(locations: list[Any], default_start: Any = None) -> list[Span]:
+    """The locations with a name and a readable period (no period: `default_start` on), by
+    start; one whose period cannot be read, or ends before it starts, is left out."""
     out = []
     for loc in locations:
         where = loc.location.display or loc.location.reference
-        start = _instant(loc.period.start, "") if loc.period and loc.period.start else None
+        given = loc.period.start if loc.period and loc.period.start else default_start
+        start = _instant(given, "") if given is not None else None
         end = _instant(loc.period.end, "") if loc.period and loc.period.end else None
-        if where and isinstance(start, datetime) and not isinstance(end, Refused):
+        if not where or not isinstance(start, datetime) or isinstance(end, Refused):
+            continue
+        if end is None or end >= start:
             out.append((str(where), start, end))
     return sorted(out, key=lambda p: p[1])
 
 
-def _beds_in(
-    beds: list[tuple[str, datetime, datetime | None]], start: datetime, end: datetime | None
-) -> tuple[str | None, str | None]:
-    """The first and the last bed of a stay in a ward from `start` to `end` (a move between
-    two beds of one ward is no transfer for the census): the first is the one it had at its
-    start, else the first it had in it; None where the Encounter names none."""
-    during = [b for b in beds if (end is None or b[1] < end) and (b[2] is None or b[2] > start)]
-    if not during:
-        return None, None
-    at_start = [name for name, b_start, _ in during if b_start <= start]
-    return (at_start[-1] if at_start else during[0][0]), during[-1][0]
+def _within(loc: Any, wards: list[Span], one_ward: bool) -> bool:
+    """Whether a location of another level is a part of a ward's stay: it starts during one
+    (an entry with no period belongs to the Encounter's one ward)."""
+    given = loc.period.start if loc.period and loc.period.start else None
+    if given is None:
+        return one_ward
+    start = _instant(given, "")
+    return isinstance(start, datetime) and any(
+        w_start <= start < (w_end or _OPEN) for _, w_start, w_end in wards
+    )
+
+
+def _bounded(spans: list[Span]) -> list[tuple[str, datetime, datetime]]:
+    """Each span ending at the latest where the next one starts (open: never)."""
+    out = []
+    for i, (name, start, end) in enumerate(spans):
+        limit = spans[i + 1][1] if i + 1 < len(spans) else _OPEN
+        out.append((name, start, min(end or _OPEN, limit)))
+    return out
+
+
+def _beds_of(
+    stays: list[Span], beds: list[Span], wards: set[str]
+) -> list[tuple[str | None, str | None]]:
+    """Each stay's first and last bed (a move between two beds of one ward is no transfer for
+    the census): each bed is the ward stay's it overlaps most; a stay's first bed is the one it
+    had at its start, else the first it had; (None, None) where the Encounter names none (a
+    stay in a location that is no ward has none)."""
+    bounded_stays, bounded_beds = _bounded(stays), _bounded(beds)
+    mine: list[list[tuple[str, datetime, datetime]]] = [[] for _ in stays]
+    for bed in bounded_beds:
+        overlaps = [
+            min(bed[2], end) - max(bed[1], start) if name in wards else timedelta(0)
+            for name, start, end in bounded_stays
+        ]
+        best = max(range(len(overlaps)), key=lambda k: overlaps[k], default=None)
+        if best is not None and overlaps[best] > timedelta(0):
+            mine[best].append(bed)
+    out: list[tuple[str | None, str | None]] = []
+    for (_, start, _), held in zip(bounded_stays, mine, strict=True):
+        if not held:
+            out.append((None, None))
+            continue
+        at_start = [name for name, b_start, _ in held if b_start <= start]
+        out.append((at_start[-1] if at_start else held[0][0], held[-1][0]))
+    return out
 
 
 def _stored_at(resource: Any) -> datetime | None:
@@ -551,14 +616,18 @@ def _coded(concept: Any, codes: CodeMap = EMPTY) -> tuple[str | None, int]:
     return None, 0
 
 
-def _unit(quantity: Any) -> str:
+def _unit(quantity: Any, loinc: str) -> str:
     """A quantity's unit as the code tables name it: its code (UCUM), an IEEE 11073 unit as its
-    UCUM code; without a code, its human-readable unit (read where it spells a unit the code
-    takes); "" for neither (loinc.convert reads it where the code's units are one scale)."""
+    UCUM code; without a code, its human-readable unit, read where it spells a unit the LOINC
+    code takes (a dimensionless code, pH or a score, reads any other text as no unit, as an
+    ORU's OBX-6 text); "" for neither (loinc.convert reads it where it can mean one unit)."""
     code = str(quantity.code or "")
     if quantity.system == mdc.SYSTEM_FHIR:
         return mdc.ucum(code, str(quantity.unit or "")) or code
-    return code or str(quantity.unit or "")
+    if code:
+        return code
+    text = str(quantity.unit or "")
+    return "" if text and not takes(loinc, text) and "" in CODES[loinc].units else text
 
 
 def _display(concept: Any) -> str:
@@ -633,7 +702,10 @@ def _observation(
                     f"{quantity.comparator}{quantity.value} is a bound, not one measured value"
                 )
             topic, name, value = convert(
-                part_code, float(quantity.value), _unit(quantity), blood_gas and where == "value"
+                part_code,
+                float(quantity.value),
+                _unit(quantity, part_code),
+                blood_gas and where == "value",
             )
         except UnitError as exc:
             refusal = ("bad_unit", str(exc))

@@ -791,6 +791,13 @@ def observation_number(raw: str, component: str) -> float:
 
 
 _LOINC = frozenset({"LN", "LOINC"})  # HL7 table 0396's names of LOINC
+
+
+def _names_loinc(triplets: list[tuple[str, str, str]]) -> bool:
+    """Whether a coded field gives a LOINC code (a triplet of system LN with its code)."""
+    return any(system in _LOINC and identifier for identifier, _, system in triplets)
+
+
 _BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
@@ -798,7 +805,7 @@ def blood_pressure_panel(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None
     """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or a local code mapped
     to one, or None."""
     triplets = _triplets(obx_3)
-    if any(system in _LOINC for _, _, system in triplets):
+    if _names_loinc(triplets):
         codes = EMPTY  # as in observation_code
     named = (codes.loinc(s, i) or i for i, _, s in triplets)
     return next((code for code in named if code in BP_PANELS), None)
@@ -826,7 +833,8 @@ def _blood_gas_orders(children: list[Any], enc: dict[str, str], codes: CodeMap) 
         if seg.name == "OBR":
             order += 1
             service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
-            if any((codes.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
+            local = EMPTY if _names_loinc(service) else codes  # as in observation_code
+            if any((local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
                 found.add(order)
         elif seg.name == "OBX":
             coded = observation_code(_components(seg.obx_3, enc), codes)
@@ -886,7 +894,7 @@ def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int
     its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC."""
     found: list[tuple[str, int | None, str]] = []
     triplets = _triplets(obx_3)
-    if any(system in _LOINC for _, _, system in triplets):
+    if _names_loinc(triplets):
         codes = EMPTY  # a LOINC code says what the value is, read or not: no local code overrides
     for identifier, text, system in triplets:
         term = mdc.term(identifier, text) if _is_mdc(identifier, text, system) else None

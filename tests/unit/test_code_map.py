@@ -117,9 +117,18 @@ def test_a_local_arterial_blood_gas_order_makes_its_saturation_a_lab_value(
     sat = "OBX|1|NM|SAT^O2 SAT^LAB||94|%|||||F"
     as_gas = mapped(oru(sat, obr_4="ABG^ARTERIAL BLOOD GAS^LAB"), codes)
     as_order = mapped(oru(sat, obr_4="CBC^BLOOD COUNT^LAB"), codes)
+    venous = mapped(oru(sat, obr_4="ABG^BLOOD GAS^LAB^24339-4^Venous blood gas^LN"), codes)
     assert isinstance(as_gas, hl7v2.Mapped) and isinstance(as_order, hl7v2.Mapped)
+    assert isinstance(venous, hl7v2.Mapped)
     assert [(t, r.get("sao2_pct")) for t, r in as_gas.records] == [(LABS, 94)]
     assert [(t, r.get("spo2_pct")) for t, r in as_order.records] == [(VITALS, 94)]
+    # the order's LOINC says venous, whatever the local code's mapping: no arterial sample
+    assert [t for t, _ in venous.records] == [VITALS]
+
+
+def test_a_loinc_system_named_without_a_code_leaves_the_map_in_use(codes: CodeMap) -> None:
+    read = mapped(oru("OBX|1|NM|8^PULSE^FLO^^Heart rate^LN||90|/min|||||F"), codes)
+    assert isinstance(read, hl7v2.Mapped) and read.records[0][1]["heart_rate_bpm"] == 90
 
 
 def observation(coding: list[dict[str, str]], quantity: dict[str, object]) -> dict:
@@ -200,6 +209,9 @@ def test_a_fhir_quantity_with_only_a_human_readable_unit_is_read_where_it_spells
     assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "bad_unit"
     no_spelling = fhir(observation(temp, {"value": 38.2, "unit": "degrees"}))
     assert isinstance(no_spelling, hl7v2.Refused) and no_spelling.reason_code == "bad_unit"
+    ph = [{"system": "http://loinc.org", "code": "2744-1"}]
+    as_text = fhir(observation(ph, {"value": 7.31, "unit": "pH units"}))  # as an ORU's OBX-6 text
+    assert isinstance(as_text, hl7v2.Mapped) and as_text.records[0][1]["ph"] == 7.31
 
 
 def test_a_map_with_an_unknown_loinc_a_standard_system_or_a_code_of_two_meanings_is_refused(
@@ -215,13 +227,14 @@ def test_a_map_with_an_unknown_loinc_a_standard_system_or_a_code_of_two_meanings
         "FLO,,8867-4\n"
         "\n"
         "\n"
-        'FLO,8,8867-4,"a note\nof two lines"\n'  # the same row again is no conflict
+        'FLO,8,8310-5,"a note\nof two lines"\n'  # named by its first line
         ",8867-4,9279-1\n"  # a LOINC code wardflow reads stands for itself
+        "FLO,8,8867-4\n"  # the same row again is no conflict
     )
     with pytest.raises(CodeMapError) as raised:
         CodeMap.load(bad)
     lines = str(raised.value).splitlines()
-    assert [line.split(": ", 1)[0] for line in lines] == [f"{bad}:{n}" for n in (3, 4, 5, 6, 11)]
+    assert [line.split(": ", 1)[0] for line in lines] == [f"{bad}:{n}" for n in (3, 4, 5, 6, 9, 11)]
     assert "mapped to 8867-4 on line 2 and to 8310-5 here" in lines[0]
     assert "8867-4 is a LOINC code wardflow reads as itself" in lines[-1]
     (tmp_path / "twice.csv").write_text("system,code,loinc,code\nFLO,8,8867-4,X\n")

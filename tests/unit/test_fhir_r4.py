@@ -203,6 +203,75 @@ def test_a_stay_listed_at_each_level_of_its_location_is_one_ward_and_its_bed() -
     ]
 
 
+def moves(o: Mapped | Refused) -> list[tuple]:
+    assert isinstance(o, Mapped), o
+    return [
+        (r["event_id"].rsplit(":", 2)[-2], r["event_type"], r["unit_id"], r["bed_id"],
+         r["prior_bed_id"])
+        for _, r in o.records
+    ]  # fmt: skip
+
+
+def test_a_room_before_the_first_ward_stays_a_unit_so_a_later_version_keeps_its_event_ids() -> None:
+    first = at_levels(encounter(("ED", "2026-03-01T08:00:00Z", None)), ["ro"])
+    later = at_levels(
+        encounter(
+            ("ED", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+            ("4E", "2026-03-01T12:00:00Z", None),
+            ("4E-1", "2026-03-01T12:00:00Z", None),
+            ("Short stay", "2026-03-01T13:00:00Z", None),  # no level: a unit, never dropped
+        ),
+        ["ro", "wa", "bd", ""],
+    )
+    later["location"][-1].pop("physicalType")
+    assert moves(run(first)[0][1]) == [("0", "admit", "ED", None, None)]
+    assert moves(run(later)[0][1]) == [
+        ("0", "admit", "ED", None, None),
+        ("1", "transfer", "4E", "4E-1", None),
+        ("2", "transfer", "Short stay", None, "4E-1"),
+    ]
+
+
+def test_beds_go_to_the_ward_stay_they_overlap_most_and_reserved_ones_to_none() -> None:
+    enc = at_levels(
+        encounter(
+            ("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+            ("4E-A", "2026-03-01T08:00:00Z", None),  # open: until the next bed
+            ("4E-B", "2026-03-01T10:00:00Z", None),
+            ("ICU", "2026-03-01T12:00:00Z", None),
+            ("ICU-3", "2026-03-01T11:59:55Z", None),  # charted a moment early
+            ("4E-A", "2026-03-01T13:00:00Z", None),  # held for the patient: no bed of theirs
+        ),
+        ["wa", "bd", "bd", "wa", "bd", "bd"],
+    )
+    enc["location"][-1]["status"] = "reserved"
+    assert moves(run(enc)[0][1]) == [
+        ("0", "admit", "4E", "4E-A", None),
+        ("1", "transfer", "ICU", "ICU-3", "4E-B"),
+    ]
+
+
+def test_a_level_is_read_from_its_own_code_system_only() -> None:
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None), ("4E-1", "2026-03-01T08:00:00Z", None))
+    system = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+    enc["location"][0]["physicalType"] = {
+        "coding": [{"system": "urn:local", "code": "WARD"}, {"system": system, "code": "wa"}]
+    }
+    enc["location"][1]["physicalType"] = {"coding": [{"system": system, "code": "bd"}]}
+    assert moves(run(copy.deepcopy(enc))[0][1]) == [("0", "admit", "4E", "4E-1", None)]
+    enc["location"][0]["physicalType"] = {"coding": [{"system": "urn:other", "code": "wa"}]}
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "bad_period"  # two units at one instant
+
+
+def test_a_ward_and_its_bed_without_periods_take_the_encounters_start() -> None:
+    enc = at_levels(encounter(("4E", "x", None), ("4E-1", "x", None)), ["wa", "bd"])
+    for loc in enc["location"]:
+        loc.pop("period")
+    enc["period"] = {"start": "2026-03-01T08:00:00Z"}
+    assert moves(run(enc)[0][1]) == [("0", "admit", "4E", "4E-1", None)]
+
+
 def test_levelled_locations_without_a_ward_are_each_a_unit_as_before() -> None:
     enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
     [(_, o, _)] = run(at_levels(enc, ["bd"]))
