@@ -76,6 +76,13 @@ ADT_EVENTS = {
     "A12": "cancel_transfer",
     "A13": "cancel_discharge",
     "A17": "transfer",  # swap patients: a transfer of each of its two patients (`_swap`)
+    # leave of absence (3.3.21-22) and their cancels (3.3.52-53): the patient is away for a
+    # while and their bed held (v2.5 3.3.21: "a bed is still assigned"): they restate the
+    # bed, as an update, which changes nothing where it is the patient's
+    "A21": "update",
+    "A22": "update",
+    "A52": "update",
+    "A53": "update",
 }
 # OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
 # not verified, partial, final results not yet verified.
@@ -396,15 +403,15 @@ def map_message(
     if code == "ADT" and trigger not in ADT_EVENTS:
         return Refused(
             "unsupported_event",
-            f"ADT^{trigger} is not a census event wardflow ingests (A01-A08, A11-A13, A17)",
+            f"ADT^{trigger} is not a census event wardflow ingests ({', '.join(ADT_EVENTS)})",
             "AR",
             "201",
         )
     if code not in ("ADT", "ORU") or (code == "ORU" and trigger not in ORU_EVENTS):
         return Refused(
             "unsupported_message",
-            f"{code}^{trigger} is not a message wardflow ingests (ADT A01-A08, A11-A13, A17; "
-            "ORU^R01, R30, R32)",
+            f"{code}^{trigger} is not a message wardflow ingests (ADT {', '.join(ADT_EVENTS)}; "
+            f"ORU^{', '.join(sorted(ORU_EVENTS - {''}))})",
             "AR",
             "200" if code not in ("ADT", "ORU") else "201",
         )

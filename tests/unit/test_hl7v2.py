@@ -8,6 +8,7 @@ import pytest
 
 from schemas import codec, topics
 from schemas.interop import hl7v2
+from udfs import census
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7v2"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/hl7v2 is not here")
@@ -264,12 +265,30 @@ def adt_message(msh9: str, *, pid3: str = "MRN1^^^H^MR", evn: bool = True, pv1: 
     return "\r".join(segments)
 
 
+def test_a_leave_of_absence_and_the_return_keep_the_patients_bed_held() -> None:
+    """HL7 v2.5 3.3.21: a patient on leave of absence still has a bed assigned. A21, A22 and
+    their cancels A52, A53 were refused (AR 201); they restate the bed and change no count."""
+    placement = census.PatientPlacement()
+    seen = []
+    for minute, trigger in enumerate(("A01", "A21", "A52", "A21", "A22", "A53", "A03")):
+        o = outcome(adt_message(f"ADT^{trigger}").replace("|Q1|", f"|Q{minute}|"))
+        assert isinstance(o, hl7v2.Mapped), o
+        [(_, record)] = o.records
+        result, deltas = placement.apply(census.AdtEvent.of(record, minute * 60_000))
+        seen.append((record["event_type"], result.status, [d.occupied for d in deltas]))
+    assert seen == [
+        ("admit", "applied", [1]),
+        *[("update", "no_change", [])] * 5,
+        ("discharge", "applied", [-1]),
+    ]
+
+
 def test_the_header_is_checked_before_the_patient() -> None:
     no_type = outcome(adt_message("", pid3=""))
     assert isinstance(no_type, hl7v2.Refused)
     assert (no_type.reason_code, no_type.hl7_error) == ("missing_field", "101")
     assert "MSH-9" in no_type.reason
-    unsupported = outcome(adt_message("ADT^A21", pid3=""))
+    unsupported = outcome(adt_message("ADT^A40", pid3=""))
     assert isinstance(unsupported, hl7v2.Refused)
     assert (unsupported.ack_code, unsupported.reason_code) == ("AR", "unsupported_event")
     other = outcome(adt_message("SIU^S12", pid3=""))
