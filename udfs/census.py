@@ -14,6 +14,8 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 - update (A08): corrects the bed or unit of a placed patient (no arrival or transfer counted);
   otherwise changes nothing.
 - register (A04), preadmit (A05): no bed, no change.
+- leave_of_absence (A21, A53), return_from_leave (A22, A52): no change: the patient keeps their
+  bed while away (HL7 v2.5 3.3.21, "a bed is still assigned"), whatever PV1-3 names.
 - cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
   placement change of that kind, from the cancel's event time on: the cancelled admission's
   bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
@@ -38,6 +40,7 @@ HISTORY = 16  # placement changes kept per patient for cancels
 # after their last event: a cancel_discharge (A13) can follow a discharge by days.
 RETENTION_MS = 7 * 24 * 3600 * 1000
 PLACING = ("admit", "transfer", "update")  # the event types that name the unit they place in
+LEAVE = ("leave_of_absence", "return_from_leave")  # the bed held: no change
 
 
 class Place(NamedTuple):
@@ -124,6 +127,8 @@ class PatientPlacement:
         kind = e.event_type
         if kind in ("register", "preadmit"):
             return Outcome("no_change", f"{kind} does not occupy a bed"), []
+        if kind in LEAVE:
+            return Outcome("no_change", f"{kind}: the bed is held while the patient is away"), []
         if kind == "admit":
             if new is None:
                 return Outcome("missing_unit", "an admission must name a unit"), []

@@ -13,9 +13,9 @@ taken in the order of their period.start, whatever their order in the list. Cons
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
 inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
-site, building, ward, room and bed), a location of another level that starts during a ward's
-stay is a part of it: the ward (`wa`) is the unit, each stay's bed is the `bd` entry's that
-overlaps it most; a location of no level or outside every ward's stay is a unit as above.
+site, building, ward, room and bed), the wards (`wa`) are the units and each ward stay's bed the
+`bd` entry's that overlaps it most; a site, building, wing or floor is never a unit; a location
+of no level, or a room or bed outside every ward's stay, is a unit as above.
 Periods are checked (FHIR R4 Period: "the end ... is after the start"): a location that ends
 before it starts, two locations that start at the same instant, or a discharge before the last
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its
@@ -76,7 +76,8 @@ BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 # Encounter.location.physicalType (FHIR R4 LocationType): the ward is the census's unit, the bed
 # its bed; the other levels of one stay (site, building, wing, level, room) are where it is.
 PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-type"
-WARD, BED = "wa", "bd"
+WARD, BED, ROOM = "wa", "bd", "ro"
+CARE_LEVELS = (ROOM, BED)  # a unit where no ward's stay covers them (an emergency bay)
 LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
@@ -376,21 +377,30 @@ def _encounter(
         alone = enc.period.start if len(wards) == 1 and enc.period is not None else None
         covered = _periods(wards, alone)
         ward_names = {name for name, _, _ in covered}
-        inside = [
-            level is not None and level != WARD and _within(loc, covered, len(wards) == 1)
-            for loc, level in zip(placed, levels, strict=True)
+        # a room or bed without a period of its own is the one ward's (of one name)
+        one_ward = covered[0][1] if len(ward_names) == 1 else None
+        parts = {
+            level: _bounded(_periods(
+                [loc for loc, lv in zip(placed, levels, strict=True)
+                 if lv == level and loc.status != "reserved"], one_ward))
+            for level in CARE_LEVELS
+        }  # fmt: skip
+        beds = [
+            (n, b_start, b_end)
+            for n, b_start, b_end in parts[BED]
+            if _meets(b_start, b_end, covered)
         ]
-        ward_start = covered[0][1] if len(wards) == 1 and covered else None
-        beds = _periods(
-            [
-                loc
-                for loc, level, within in zip(placed, levels, inside, strict=True)
-                if level == BED and within and loc.status != "reserved"
-            ],
-            ward_start,
-        )
-        # a room or bed outside every ward's stay (or a location of no level) is a unit still
-        placed = [loc for loc, within in zip(placed, inside, strict=True) if not within]
+        units = {
+            (n, b_start)
+            for spans in parts.values()
+            for n, b_start, b_end in spans
+            if not _meets(b_start, b_end, covered)
+        }  # a room or bed outside every ward's stay (an emergency bay before the ward)
+        placed = [
+            loc
+            for loc, level in zip(placed, levels, strict=True)
+            if level in (WARD, None) or (level in CARE_LEVELS and _named_at(loc, units))
+        ]  # any other level (a site, a building, a wing, a floor) is where the ward is
     for loc in placed:
         where = loc.location.display or loc.location.reference
         if not where:
@@ -528,16 +538,15 @@ def _periods(locations: list[Any], default_start: Any = None) -> list[Span]:
     return sorted(out, key=lambda p: p[1])
 
 
-def _within(loc: Any, wards: list[Span], one_ward: bool) -> bool:
-    """Whether a location of another level is a part of a ward's stay: it starts during one
-    (an entry with no period belongs to the Encounter's one ward)."""
-    given = loc.period.start if loc.period and loc.period.start else None
-    if given is None:
-        return one_ward
-    start = _instant(given, "")
-    return isinstance(start, datetime) and any(
-        w_start <= start < (w_end or _OPEN) for _, w_start, w_end in wards
-    )
+def _meets(start: datetime, end: datetime, wards: list[Span]) -> bool:
+    """Whether [start, end) overlaps a ward's stay."""
+    return any(w_start < end and start < (w_end or _OPEN) for _, w_start, w_end in wards)
+
+
+def _named_at(loc: Any, spans: set[tuple[str, datetime]]) -> bool:
+    """Whether a location is one of `spans` (by its name and start)."""
+    start = _instant(loc.period.start, "") if loc.period and loc.period.start else None
+    return (str(loc.location.display or loc.location.reference), start) in spans
 
 
 def _bounded(spans: list[Span]) -> list[tuple[str, datetime, datetime]]:
@@ -800,10 +809,13 @@ def _blood_gas(obs: Any, codes: CodeMap) -> bool:
         for concept in obs.category or []
         for c in concept.coding or []
     )
+    coded = obs.code.coding or []
+    if any(c.system in LOINC_SYSTEMS and c.code for c in coded):
+        codes = EMPTY  # a LOINC coding says what it is (as in _coded)
     oximetry = any(
         (c.system in LOINC_SYSTEMS and c.code == PULSE_OXIMETRY)
         or codes.loinc(c.system, c.code) == PULSE_OXIMETRY
-        for c in obs.code.coding or []
+        for c in coded
     )
     return lab and not oximetry
 

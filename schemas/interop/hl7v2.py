@@ -76,13 +76,13 @@ ADT_EVENTS = {
     "A12": "cancel_transfer",
     "A13": "cancel_discharge",
     "A17": "transfer",  # swap patients: a transfer of each of its two patients (`_swap`)
-    # leave of absence (3.3.21-22) and their cancels (3.3.52-53): the patient is away for a
-    # while and their bed held (v2.5 3.3.21: "a bed is still assigned"): they restate the
-    # bed, as an update, which changes nothing where it is the patient's
-    "A21": "update",
-    "A22": "update",
-    "A52": "update",
-    "A53": "update",
+    # leave of absence (3.3.21) and the return (3.3.22): the patient is away for a while and
+    # their bed held (v2.5 3.3.21: "a bed is still assigned"); a cancel of the leave (A52) is
+    # them back, a cancel of the return (A53) them away again. None moves the patient.
+    "A21": "leave_of_absence",
+    "A22": "return_from_leave",
+    "A52": "return_from_leave",
+    "A53": "leave_of_absence",
 }
 # OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
 # not verified, partial, final results not yet verified.

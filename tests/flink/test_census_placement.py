@@ -35,6 +35,8 @@ KINDS = (
     ("update", 2),
     ("register", 1),
     ("preadmit", 1),
+    ("leave_of_absence", 1),
+    ("return_from_leave", 1),
     ("cancel_admit", 1),
     ("cancel_transfer", 1),
     ("cancel_discharge", 1),

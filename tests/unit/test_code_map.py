@@ -163,6 +163,27 @@ def test_a_fhir_observation_coded_only_in_the_hospitals_system_is_read_through_t
     assert vitals["heart_rate_bpm"] == 118
 
 
+def test_a_fhir_blood_gas_saturation_stays_a_lab_value_beside_a_local_oximetry_code(
+    codes: CodeMap,
+) -> None:
+    coded = [{"system": "http://loinc.org", "code": "2708-6"}, {"system": "FLO", "code": "10"}]
+    lab = observation(coded, {"value": 91, "code": "%"}) | {
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ]
+    }
+    read = fhir(lab, codes)
+    assert isinstance(read, hl7v2.Mapped), read
+    assert [(t, r.get("sao2_pct")) for t, r in read.records] == [(LABS, 91)]
+
+
 @pytest.mark.parametrize(
     ("obx", "field", "value"),
     [

@@ -272,6 +272,48 @@ def test_a_ward_and_its_bed_without_periods_take_the_encounters_start() -> None:
     assert moves(run(enc)[0][1]) == [("0", "admit", "4E", "4E-1", None)]
 
 
+def test_a_site_or_building_is_never_a_unit_and_a_bay_before_the_ward_is_one() -> None:
+    enc = at_levels(
+        encounter(
+            ("General Hospital", "2026-03-01T07:00:00Z", None),
+            ("ED", "2026-03-01T07:00:00Z", "2026-03-01T08:00:00Z"),  # no level: a unit
+            ("4E-12", "2026-03-01T08:00:00Z", None),  # charted a minute before its ward
+            ("4E", "2026-03-01T08:01:00Z", None),
+            ("Tower B", "2026-03-01T08:01:00Z", None),
+            ("4E-14", "2026-03-01", None),  # a date alone: no bed, not a refusal
+        ),
+        ["si", "", "bd", "wa", "bu", "bd"],
+    )
+    enc["location"][1].pop("physicalType")
+    assert moves(run(copy.deepcopy(enc))[0][1]) == [
+        ("0", "admit", "ED", None, None),
+        ("1", "transfer", "4E", "4E-12", None),
+    ]
+    bay = at_levels(copy.deepcopy(enc), ["si", "bd", "bd", "wa", "bu", "bd"])
+    bay["location"][1]["location"]["display"] = "ED bay 3"  # where the patient was first
+    assert moves(run(bay)[0][1]) == [
+        ("0", "admit", "ED bay 3", None, None),
+        ("1", "transfer", "4E", "4E-12", None),
+    ]
+
+
+def test_levelled_locations_without_periods_beside_a_ward_on_leave_change_nothing() -> None:
+    enc = at_levels(
+        encounter(
+            ("General Hospital", "x", None),
+            ("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+            ("4E", "2026-03-01T12:00:00Z", "2026-03-01T14:00:00Z"),
+            ("4E", "2026-03-01T14:00:00Z", None),
+            ("4E-1", "x", None),
+        ),
+        ["si", "wa", "wa", "wa", "bd"],
+    )
+    enc["location"][0].pop("period")
+    enc["location"][2]["status"] = "reserved"  # on leave, the bed held
+    enc["location"][4].pop("period")
+    assert moves(run(enc)[0][1]) == [("0", "admit", "4E", "4E-1", None)]
+
+
 def test_levelled_locations_without_a_ward_are_each_a_unit_as_before() -> None:
     enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
     [(_, o, _)] = run(at_levels(enc, ["bd"]))

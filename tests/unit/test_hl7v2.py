@@ -267,18 +267,35 @@ def adt_message(msh9: str, *, pid3: str = "MRN1^^^H^MR", evn: bool = True, pv1: 
 
 def test_a_leave_of_absence_and_the_return_keep_the_patients_bed_held() -> None:
     """HL7 v2.5 3.3.21: a patient on leave of absence still has a bed assigned. A21, A22 and
-    their cancels A52, A53 were refused (AR 201); they restate the bed and change no count."""
+    their cancels A52, A53 were refused (AR 201); now they change nothing, whatever PV1-3 names
+    (a unit alone, a pseudo-unit for patients away, nothing)."""
     placement = census.PatientPlacement()
     seen = []
-    for minute, trigger in enumerate(("A01", "A21", "A52", "A21", "A22", "A53", "A03")):
-        o = outcome(adt_message(f"ADT^{trigger}").replace("|Q1|", f"|Q{minute}|"))
+    steps = (
+        ("A01", "PV1|1|I|4E^12^A^H"),
+        ("A21", "PV1|1|I|4E^^^H"),  # the unit only: the bed is still theirs
+        ("A52", "PV1|1|I|4E^12^A^H"),
+        ("A21", "PV1|1|I|LOA^^^H"),  # a sender's unit for patients away
+        ("A22", "PV1|1|I"),
+        ("A53", "PV1|1|I|4E^12^A^H"),
+        ("A03", "PV1|1|I|4E^12^A^H"),
+    )
+    for minute, (trigger, pv1) in enumerate(steps):
+        o = outcome(adt_message(f"ADT^{trigger}", pv1=pv1).replace("|Q1|", f"|Q{minute}|"))
         assert isinstance(o, hl7v2.Mapped), o
         [(_, record)] = o.records
+        before = placement.place
         result, deltas = placement.apply(census.AdtEvent.of(record, minute * 60_000))
         seen.append((record["event_type"], result.status, [d.occupied for d in deltas]))
+        if trigger != "A01" and trigger != "A03":
+            assert placement.place == before  # the bed, 4E 12, held
     assert seen == [
         ("admit", "applied", [1]),
-        *[("update", "no_change", [])] * 5,
+        ("leave_of_absence", "no_change", []),
+        ("return_from_leave", "no_change", []),
+        ("leave_of_absence", "no_change", []),
+        ("return_from_leave", "no_change", []),
+        ("leave_of_absence", "no_change", []),
         ("discharge", "applied", [-1]),
     ]
 

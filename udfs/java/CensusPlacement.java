@@ -200,6 +200,9 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if (kind.equals("register") || kind.equals("preadmit")) {
       return out("no_change", kind + " does not occupy a bed");
     }
+    if (kind.equals("leave_of_absence") || kind.equals("return_from_leave")) {
+      return out("no_change", kind + ": the bed is held while the patient is away");
+    }
     if (kind.equals("admit")) {
       if (next == null) return out("missing_unit", "an admission must name a unit");
       if (before != null) {
