@@ -425,14 +425,14 @@ def _encounter(
                 f"({start:%FT%TZ})"
             )  # fmt: skip
         periods.append((where, start, end_at, loc.status))
-    periods.sort(key=lambda p: p[1])
     # a `reserved` location is held empty for the patient (FHIR R4 EncounterLocationStatus):
-    # the same bed kept during leave is the stay going on, another one is no move
-    held = [
-        (where, start, end_at)
-        for i, (where, start, end_at, status) in enumerate(periods)
-        if status != "reserved" or (i > 0 and periods[i - 1][0] == where)
-    ]
+    # the same bed kept during leave is the stay going on, another one is no move (of entries
+    # starting at one instant, the ones the patient is in come first, whatever the list's order)
+    periods.sort(key=lambda p: (p[1], p[3] == "reserved"))
+    held: list[tuple[str, datetime, datetime | None]] = []
+    for where, start, end_at, status in periods:
+        if status != "reserved" or (held and held[-1][0] == where):
+            held.append((where, start, end_at))
     for (a, a_start, _), (b, b_start, _) in itertools.pairwise(held):
         if a_start == b_start and a != b:
             return Refused(

@@ -321,6 +321,22 @@ def test_levelled_locations_without_a_ward_are_each_a_unit_as_before() -> None:
     assert [(r["unit_id"], r["bed_id"]) for _, r in o.records] == [("4E", None)]
 
 
+def test_a_bed_held_elsewhere_from_the_instant_of_a_move_is_no_move_in_either_order() -> None:
+    enc = encounter(
+        ("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+        ("4E", "2026-03-01T12:00:00Z", None),  # held for them while they are in the ICU
+        ("ICU", "2026-03-01T12:00:00Z", None),
+    )
+    enc["location"][1]["status"] = "reserved"
+    for order in (enc["location"], enc["location"][::-1]):
+        [(_, o, _)] = run(enc | {"location": order})
+        assert isinstance(o, Mapped), o
+        assert [(r["event_type"], r["unit_id"]) for _, r in o.records] == [
+            ("admit", "4E"),
+            ("transfer", "ICU"),
+        ]
+
+
 def test_a_finished_encounter_without_a_location_end_is_discharged_at_its_period_end() -> None:
     enc = encounter(("4E", "2026-03-01T08:00:00Z", None), status="finished")
     enc["period"] = {"start": "2026-03-01T08:00:00Z", "end": "2026-03-02T10:00:00Z"}
