@@ -14,8 +14,9 @@ for the same location (a bed kept `reserved` while the patient is on leave) are 
 inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
 site, building, ward, room and bed), the wards (`wa`) are the units and each ward stay's bed the
-`bd` entry's that overlaps it most; a site, building, wing or floor is never a unit; a location
-of no level, or a room or bed outside every ward's stay, is a unit as above.
+`bd` entry's that overlaps it most; any other level (site, building, wing, floor…) is never a
+unit; a location of no level, or a room or bed begun outside every ward's stay, is a unit as
+above.
 Periods are checked (FHIR R4 Period: "the end ... is after the start"): a location that ends
 before it starts, two locations that start at the same instant, or a discharge before the last
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its
@@ -77,7 +78,8 @@ BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 # its bed; the other levels of one stay (site, building, wing, level, room) are where it is.
 PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-type"
 WARD, BED, ROOM = "wa", "bd", "ro"
-CARE_LEVELS = (ROOM, BED)  # a unit where no ward's stay covers them (an emergency bay)
+CARE_LEVELS = (ROOM, BED)  # a unit where begun outside every ward's stay (an emergency bay)
+CHARTING_SKEW = timedelta(minutes=5)  # a bed entered this long before its ward is the ward's
 LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
@@ -375,27 +377,23 @@ def _encounter(
     if WARD in levels:  # one stay at several levels: its wards are the units, its beds the beds
         wards = [loc for loc, level in zip(placed, levels, strict=True) if level == WARD]
         alone = enc.period.start if len(wards) == 1 and enc.period is not None else None
-        covered = _periods(wards, alone)
+        covered = _periods([w for w in wards if w.status != "reserved"], alone)
         ward_names = {name for name, _, _ in covered}
         # a room or bed without a period of its own is the one ward's (of one name)
         one_ward = covered[0][1] if len(ward_names) == 1 else None
         parts = {
-            level: _bounded(_periods(
+            level: _periods(
                 [loc for loc, lv in zip(placed, levels, strict=True)
-                 if lv == level and loc.status != "reserved"], one_ward))
+                 if lv == level and loc.status != "reserved"], one_ward)
             for level in CARE_LEVELS
         }  # fmt: skip
-        beds = [
-            (n, b_start, b_end)
-            for n, b_start, b_end in parts[BED]
-            if _meets(b_start, b_end, covered)
-        ]
+        beds = [b for b in parts[BED] if _in_ward(b[1], covered)]
         units = {
             (n, b_start)
             for spans in parts.values()
-            for n, b_start, b_end in spans
-            if not _meets(b_start, b_end, covered)
-        }  # a room or bed outside every ward's stay (an emergency bay before the ward)
+            for n, b_start, _ in spans
+            if not _in_ward(b_start, covered)
+        }  # a room or bed begun outside every ward's stay (an emergency bay before the ward)
         placed = [
             loc
             for loc, level in zip(placed, levels, strict=True)
@@ -538,9 +536,10 @@ def _periods(locations: list[Any], default_start: Any = None) -> list[Span]:
     return sorted(out, key=lambda p: p[1])
 
 
-def _meets(start: datetime, end: datetime, wards: list[Span]) -> bool:
-    """Whether [start, end) overlaps a ward's stay."""
-    return any(w_start < end and start < (w_end or _OPEN) for _, w_start, w_end in wards)
+def _in_ward(start: datetime, wards: list[Span]) -> bool:
+    """Whether a room or bed entered at `start` is a part of a ward's stay: it starts during
+    one, or up to CHARTING_SKEW before one starts (the levels of one move charted apart)."""
+    return any(w_start - CHARTING_SKEW <= start < (w_end or _OPEN) for _, w_start, w_end in wards)
 
 
 def _named_at(loc: Any, spans: set[tuple[str, datetime]]) -> bool:
@@ -565,6 +564,12 @@ def _beds_of(
     the census): each bed is the ward stay's it overlaps most; a stay's first bed is the one it
     had at its start, else the first it had; (None, None) where the Encounter names none (a
     stay in a location that is no ward has none)."""
+    # a bed with no time in it is none; one listed twice is one
+    kept: dict[tuple[str, datetime], Span] = {}
+    for bed in beds:
+        if bed[2] is None or bed[2] > bed[1]:
+            kept.setdefault(bed[:2], bed)
+    beds = sorted(kept.values(), key=lambda b: b[1])
     bounded_stays, bounded_beds = _bounded(stays), _bounded(beds)
     mine: list[list[tuple[str, datetime, datetime]]] = [[] for _ in stays]
     for bed in bounded_beds:

@@ -314,6 +314,42 @@ def test_levelled_locations_without_periods_beside_a_ward_on_leave_change_nothin
     assert moves(run(enc)[0][1]) == [("0", "admit", "4E", "4E-1", None)]
 
 
+@pytest.mark.parametrize("room_end", ["2026-03-01T08:05:00Z", None])
+def test_an_emergency_room_begun_before_the_ward_is_a_unit_however_long_it_is_listed(
+    room_end: str | None,
+) -> None:
+    enc = at_levels(
+        encounter(
+            ("ER room 2", "2026-03-01T06:00:00Z", room_end),
+            ("4E", "2026-03-01T08:00:00Z", None),
+            ("4E-12", "2026-03-01T08:00:00Z", None),
+            ("4E-12", "2026-03-01T08:00:00Z", None),  # listed twice
+            ("4E-14", "2026-03-01T08:00:00Z", "2026-03-01T08:00:00Z"),  # no time in it
+        ),
+        ["ro", "wa", "bd", "bd", "bd"],
+    )
+    assert moves(run(enc)[0][1]) == [
+        ("0", "admit", "ER room 2", None, None),
+        ("1", "transfer", "4E", "4E-12", None),
+    ]
+
+
+def test_a_ward_held_for_the_patient_is_not_where_they_are() -> None:
+    enc = at_levels(
+        encounter(
+            ("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"),
+            ("ICU room 3", "2026-03-01T12:00:00Z", None),
+            ("4E", "2026-03-01T12:00:00Z", None),
+        ),
+        ["wa", "ro", "wa"],
+    )
+    enc["location"][2]["status"] = "reserved"
+    assert [m[1:3] for m in moves(run(enc)[0][1])] == [
+        ("admit", "4E"),
+        ("transfer", "ICU room 3"),
+    ]
+
+
 def test_levelled_locations_without_a_ward_are_each_a_unit_as_before() -> None:
     enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
     [(_, o, _)] = run(at_levels(enc, ["bd"]))
