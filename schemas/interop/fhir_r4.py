@@ -13,10 +13,10 @@ taken in the order of their period.start, whatever their order in the list. Cons
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
 inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
-site, building, ward, room and bed), the wards (`wa`) are the units and each ward stay's bed the
-`bd` entry's that overlaps it most; any other level (site, building, wing, floor…) is never a
-unit; a location of no level, or a room or bed begun outside every ward's stay, is a unit as
-above.
+site, building, ward, room and bed) and a ward is among them, the wards (`wa`) are the units
+and each ward stay's bed the `bd` entry's that overlaps it most; any other level (site,
+building, wing, floor…) is never a unit; a location of no level, or a room or bed begun
+outside every ward's stay, is a unit as above.
 Periods are checked (FHIR R4 Period: "the end ... is after the start"): a location that ends
 before it starts, two locations that start at the same instant, or a discharge before the last
 location's start refuse the Encounter as `bad_period`, instead of a discharge before its

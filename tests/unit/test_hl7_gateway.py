@@ -56,14 +56,27 @@ def test_a_mapped_message_is_answered_aa_with_its_records(settings: Settings) ->
     assert d.ack.split("\r")[1].startswith("MSA|AA|C1") and not err(d.ack)
 
 
-@pytest.mark.parametrize("trigger", ["A21", "A22", "A52", "A53"])
+@pytest.mark.parametrize(
+    ("trigger", "event_type"),
+    [
+        ("A21", "leave_of_absence"),
+        ("A22", "return_from_leave"),
+        ("A52", "return_from_leave"),  # the leave cancelled: back
+        ("A53", "leave_of_absence"),  # the return cancelled: away again
+    ],
+)
 def test_a_leave_of_absence_is_stored_as_an_event_of_the_census(
-    settings: Settings, trigger: str
+    settings: Settings, trigger: str, event_type: str
 ) -> None:
     leave = admit().replace(b"ADT^A01", f"ADT^{trigger}".encode())
     d = gateway(settings).decide(leave)
     assert (d.ack_code, d.outcome, d.letters) == ("AA", "mapped", [])
-    assert [t for t, _, _ in d.records] == [topics.ADT_EVENT.name]
+    [(topic, record, _)] = d.records
+    assert (topic, record["event_type"], record["unit_id"]) == (
+        topics.ADT_EVENT.name,
+        event_type,
+        "4E",
+    )
 
 
 def test_a_refusal_for_content_is_stored_and_answered_aa_under_the_durable_policy(
