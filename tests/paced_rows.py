@@ -27,11 +27,14 @@ TIME = "ts_ms"
 
 
 class _Paced(MapFunction):  # type: ignore[misc]
-    def __init__(self, pace_s: float) -> None:
-        self.pace_s = pace_s
+    """Holds each row back `pace_s`, and a row whose event time is a key of `hold_s` that
+    long instead."""
+
+    def __init__(self, pace_s: float, at: int, hold_s: Mapping[int, float]) -> None:
+        self.pace_s, self.at, self.hold_s = pace_s, at, dict(hold_s)
 
     def map(self, value: Any) -> Any:
-        time.sleep(self.pace_s)
+        time.sleep(self.hold_s.get(int(value[self.at]), self.pace_s))
         return value
 
 
@@ -56,13 +59,17 @@ def table(
     out_of_orderness_ms: int = 0,
     tail: Mapping[str, Any] | None = None,
     pace_s: float = PACE_S,
+    hold_s: Mapping[int, float] | None = None,
 ) -> tuple[StreamTableEnvironment, Table]:
     """A table environment and `rows` in their order as a table of `columns` (typed by `types`,
     strings otherwise; `ts_ms` among them) with `rowtime` and the source's watermarks, which
     trail the newest time by `out_of_orderness_ms`. With `tail` (paced only) the source never
     ends: `tail` follows the rows, again and again. `pace_s`: how long each row is held back
-    (longer: a watermark comes between two rows also on a busy machine)."""
+    (longer: a watermark comes between two rows also on a busy machine); `hold_s`: event time
+    (ms) → how long the row of that time is held back instead (a late row that must come after
+    the watermark its predecessors make, whatever the machine's load)."""
     env, t_env = stream_table_env(settings, connectors=False)
+    at = list(columns).index(TIME)
     t_env.get_config().set(  # unpaced, no watermark comes before the end of input's
         "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
     )
@@ -79,8 +86,7 @@ def table(
     else:
         stream = env.from_collection(values, row_type)
         if paced:
-            stream = stream.map(_Paced(pace_s), output_type=row_type)
-    at = list(columns).index(TIME)
+            stream = stream.map(_Paced(pace_s, at, hold_s or {}), output_type=row_type)
 
     class TsMs(TimestampAssigner):  # type: ignore[misc]
         def extract_timestamp(self, value: Any, record_timestamp: int) -> int:

@@ -8,6 +8,7 @@ once forgotten, and neither before."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,7 @@ def _run_jvm(
     paced: bool,
     out_of_orderness_ms: int = 0,
     pace_s: float = paced_rows.PACE_S,
+    hold_s: Mapping[int, float] | None = None,
 ) -> list[dict[str, Any]]:
     kinds = {
         "kafka_partition": Types.INT(),
@@ -101,6 +103,7 @@ def _run_jvm(
         paced=paced,
         out_of_orderness_ms=out_of_orderness_ms,
         pace_s=pace_s,
+        hold_s=hold_s,
     )
     t_env.create_java_temporary_system_function(
         "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
@@ -168,9 +171,11 @@ def test_an_event_behind_the_watermark_never_reaches_the_placement_in_flink_2_2(
         *(row(12 + i, f"c-{i}", "admit", f"c{i}", T0 + (11 + i) * H, "W4") for i in range(5)),
     ]
     delay_ms = 0 if late else 20 * H
-    # 50 ms between rows: the watermark after the newest comes before the late row also when
-    # the machine is busy (at 4 ms a loaded CI machine once let the late row through first)
-    got = {r["event_id"]: r for r in _run_jvm(settings, rows, True, delay_ms, pace_s=0.05)}
+    # the late row held back 2 s: the watermark after the newest comes before it also when the
+    # machine is busy (paced 4 ms and then 50 ms apart, a loaded CI machine let it through
+    # first, twice)
+    hold = {T0 + H // 2: 2.0}
+    got = {r["event_id"]: r for r in _run_jvm(settings, rows, True, delay_ms, hold_s=hold)}
     assert set(got) == {r["event_id"] for r in rows} - ({"a-moved"} if late else set())
     if not late:
         assert (got["a-moved"]["outcome"], got["a-moved"]["unit_id"]) == ("applied", "W4")
