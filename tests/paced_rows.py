@@ -7,6 +7,7 @@ its `ts_ms` column; the table has it as `rowtime`."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -68,6 +69,8 @@ def table(
     (longer: a watermark comes between two rows also on a busy machine); `hold_s`: event time
     (ms) → how long the row of that time is held back instead (a late row that must come after
     the watermark its predecessors make, whatever the machine's load)."""
+    if paced:  # every Python function (the DataStream map's too) hands each row on at once
+        settings = dataclasses.replace(settings, python_bundle_size=1, python_bundle_time_ms=1)
     env, t_env = stream_table_env(settings, connectors=False)
     at = list(columns).index(TIME)
     t_env.get_config().set(  # unpaced, no watermark comes before the end of input's
