@@ -40,18 +40,24 @@ from pathlib import Path
 from typing import Final
 
 from schemas.interop import mdc
-from schemas.interop.loinc import BP_PANELS, CODES, GAS_PANELS, PANELS, Code
+from schemas.interop.loinc import (
+    BP_PANELS,
+    CODES,
+    GAS_PANELS,
+    LOINC_SYSTEMS_FHIR,
+    LOINC_SYSTEMS_HL7,
+    PANELS,
+    Code,
+)
 
 REQUIRED: Final = ("system", "code", "loinc")
 # Systems whose codes are read as themselves (HL7 v2 table 0396 names, FHIR URIs, OIDs).
 STANDARD_SYSTEMS: Final = frozenset(
     s.upper()
     for s in (
-        "LN",
-        "LOINC",
-        "http://loinc.org",
-        "urn:oid:2.16.840.1.113883.6.1",
-        "2.16.840.1.113883.6.1",
+        *LOINC_SYSTEMS_HL7,
+        *LOINC_SYSTEMS_FHIR,
+        "2.16.840.1.113883.6.1",  # LOINC's OID without its urn:oid: prefix
         mdc.SYSTEM_FHIR,
         *mdc.SYSTEMS_HL7,
     )

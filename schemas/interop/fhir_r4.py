@@ -64,6 +64,7 @@ from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
 from schemas.interop.loinc import (
     CODES,
     COMPONENTS_OF,
+    LOINC_SYSTEMS_FHIR,
     PANELS,
     PULSE_OXIMETRY,
     RANKS,
@@ -80,7 +81,6 @@ PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-
 WARD, BED, ROOM = "wa", "bd", "ro"
 CARE_LEVELS = (ROOM, BED)  # a unit where begun outside every ward's stay (an emergency bay)
 CHARTING_SKEW = timedelta(minutes=5)  # a bed entered this long before its ward is the ward's
-LOINC_SYSTEMS = {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 POINT_IN_TIME = timedelta(hours=1)  # the longest effectivePeriod read as one measurement
@@ -381,24 +381,24 @@ def _encounter(
         ward_names = {name for name, _, _ in covered}
         # a room or bed without a period of its own is the one ward's (of one name)
         one_ward = covered[0][1] if len(ward_names) == 1 else None
-        parts = {
-            level: _periods(
-                [loc for loc, lv in zip(placed, levels, strict=True)
-                 if lv == level and loc.status != "reserved"], one_ward)
-            for level in CARE_LEVELS
-        }  # fmt: skip
-        beds = [b for b in parts[BED] if _in_ward(b[1], covered)]
-        units = {
-            (n, b_start)
-            for spans in parts.values()
-            for n, b_start, _ in spans
-            if not _in_ward(b_start, covered)
-        }  # a room or bed begun outside every ward's stay (an emergency bay before the ward)
+        # a room or bed the patient is in (not one held for them), and when it began
+        spans = [
+            _span(loc, one_ward) if level in CARE_LEVELS and loc.status != "reserved" else None
+            for loc, level in zip(placed, levels, strict=True)
+        ]
+        inside = [span is not None and _in_ward(span[1], covered) for span in spans]
+        beds = sorted(
+            (span for span, level, within in zip(spans, levels, inside, strict=True)
+             if span is not None and level == BED and within),
+            key=lambda b: b[1],
+        )  # fmt: skip
+        # a room or bed begun outside every ward's stay (an emergency bay before the ward) is a
+        # unit; any other level (a site, a building, a wing, a floor) is where the ward is
         placed = [
             loc
-            for loc, level in zip(placed, levels, strict=True)
-            if level in (WARD, None) or (level in CARE_LEVELS and _named_at(loc, units))
-        ]  # any other level (a site, a building, a wing, a floor) is where the ward is
+            for loc, level, span, within in zip(placed, levels, spans, inside, strict=True)
+            if level in (WARD, None) or (span is not None and not within)
+        ]
     for loc in placed:
         where = loc.location.display or loc.location.reference
         if not where:
@@ -520,32 +520,28 @@ Span = tuple[str, datetime, datetime | None]  # a location's name, start and end
 _OPEN = datetime.max.replace(tzinfo=UTC)
 
 
+def _span(loc: Any, default_start: Any = None) -> Span | None:
+    """A location's name and readable period (no period: `default_start` on); None for one
+    without a name, whose period cannot be read, or that ends before it starts."""
+    where = loc.location.display or loc.location.reference
+    given = loc.period.start if loc.period and loc.period.start else default_start
+    start = _instant(given, "") if given is not None else None
+    end = _instant(loc.period.end, "") if loc.period and loc.period.end else None
+    if not where or not isinstance(start, datetime) or isinstance(end, Refused):
+        return None
+    return (str(where), start, end) if end is None or end >= start else None
+
+
 def _periods(locations: list[Any], default_start: Any = None) -> list[Span]:
-    """The locations with a name and a readable period (no period: `default_start` on), by
-    start; one whose period cannot be read, or ends before it starts, is left out."""
-    out = []
-    for loc in locations:
-        where = loc.location.display or loc.location.reference
-        given = loc.period.start if loc.period and loc.period.start else default_start
-        start = _instant(given, "") if given is not None else None
-        end = _instant(loc.period.end, "") if loc.period and loc.period.end else None
-        if not where or not isinstance(start, datetime) or isinstance(end, Refused):
-            continue
-        if end is None or end >= start:
-            out.append((str(where), start, end))
-    return sorted(out, key=lambda p: p[1])
+    """The spans of the locations that have one (`_span`), by start."""
+    spans = (_span(loc, default_start) for loc in locations)
+    return sorted((s for s in spans if s is not None), key=lambda p: p[1])
 
 
 def _in_ward(start: datetime, wards: list[Span]) -> bool:
     """Whether a room or bed entered at `start` is a part of a ward's stay: it starts during
     one, or up to CHARTING_SKEW before one starts (the levels of one move charted apart)."""
     return any(w_start - CHARTING_SKEW <= start < (w_end or _OPEN) for _, w_start, w_end in wards)
-
-
-def _named_at(loc: Any, spans: set[tuple[str, datetime]]) -> bool:
-    """Whether a location is one of `spans` (by its name and start)."""
-    start = _instant(loc.period.start, "") if loc.period and loc.period.start else None
-    return (str(loc.location.display or loc.location.reference), start) in spans
 
 
 def _bounded(spans: list[Span]) -> list[tuple[str, datetime, datetime]]:
@@ -610,7 +606,7 @@ def _coded(concept: Any, codes: CodeMap = EMPTY) -> tuple[str | None, int]:
     without any LOINC coding, a local coding the deployment mapped (`codes`) stands for its
     LOINC."""
     codings = concept.coding or []
-    loinc = [str(c.code) for c in codings if c.system in LOINC_SYSTEMS and c.code]
+    loinc = [str(c.code) for c in codings if c.system in LOINC_SYSTEMS_FHIR and c.code]
     for code in loinc:  # the first one read: a vital-signs profile's codings have no order
         if code in CODES or code in PANELS:
             return code, RANKS.get(code, 0)
@@ -815,10 +811,10 @@ def _blood_gas(obs: Any, codes: CodeMap) -> bool:
         for c in concept.coding or []
     )
     coded = obs.code.coding or []
-    if any(c.system in LOINC_SYSTEMS and c.code for c in coded):
+    if any(c.system in LOINC_SYSTEMS_FHIR and c.code for c in coded):
         codes = EMPTY  # a LOINC coding says what it is (as in _coded)
     oximetry = any(
-        (c.system in LOINC_SYSTEMS and c.code == PULSE_OXIMETRY)
+        (c.system in LOINC_SYSTEMS_FHIR and c.code == PULSE_OXIMETRY)
         or codes.loinc(c.system, c.code) == PULSE_OXIMETRY
         for c in coded
     )

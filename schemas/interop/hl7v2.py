@@ -56,6 +56,7 @@ from schemas.interop.loinc import (
     BP_PANELS,
     CODES,
     GAS_PANELS,
+    LOINC_SYSTEMS_HL7,
     RANKS,
     VITALS,
     convert,
@@ -797,12 +798,9 @@ def observation_number(raw: str, component: str) -> float:
     return float(raw)
 
 
-_LOINC = frozenset({"LN", "LOINC"})  # HL7 table 0396's names of LOINC
-
-
 def _names_loinc(triplets: list[tuple[str, str, str]]) -> bool:
     """Whether a coded field gives a LOINC code (a triplet of system LN with its code)."""
-    return any(system in _LOINC and identifier for identifier, _, system in triplets)
+    return any(system in LOINC_SYSTEMS_HL7 and identifier for identifier, _, system in triplets)
 
 
 _BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")

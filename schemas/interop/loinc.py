@@ -229,6 +229,12 @@ RANKS: dict[str, int] = {
     "2028-9": 1,  # total CO2 after a measured bicarbonate
 }
 
+# LOINC's own names as a coding system: HL7 v2 table 0396 (OBX-3.3) and FHIR's system URIs.
+LOINC_SYSTEMS_HL7: frozenset[str] = frozenset({"LN", "LOINC"})
+LOINC_SYSTEMS_FHIR: frozenset[str] = frozenset(
+    {"http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"}
+)
+
 # LOINC's blood pressure panels, whose value a charting system may send in one HL7 OBX (`120/80`)
 BP_PANELS: frozenset[str] = frozenset({"85354-9", "55284-4"})
 
