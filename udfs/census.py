@@ -16,6 +16,14 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 - register (A04), preadmit (A05): no bed, no change.
 - leave_of_absence (A21, A53), return_from_leave (A22, A52): no change: the patient keeps their
   bed while away (HL7 v2.5 3.3.21, "a bed is still assigned"), whatever PV1-3 names.
+- merged_away, merged_in (a patient merge, A40, A34, A36, A18: two events, one per token): the
+  merged record (a trauma alias, a duplicate registration) is the surviving record's patient.
+  `merged_away` frees the bed the merged record's token holds; `merged_in` places the surviving
+  token where the merge's PV1-3 says (or moves it there, as an update does). Occupancy only: no
+  arrival, discharge or transfer is counted, so a merge whose PV1-3 is the merged record's bed
+  leaves the census as it was. A merge that names no unit places no one: the bed is freed and the
+  survivor's next admission places them (their transfers are refused `not_admitted` until then).
+  Neither is cancelled by A11-A13 (the latest change is then a merge: `nothing_to_cancel`).
 - cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
   placement change of that kind, from the cancel's event time on: the cancelled admission's
   bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
@@ -39,7 +47,8 @@ HISTORY = 16  # placement changes kept per patient for cancels
 # A patient without a bed is forgotten (cancel history, seen event ids) this long in event time
 # after their last event: a cancel_discharge (A13) can follow a discharge by days.
 RETENTION_MS = 7 * 24 * 3600 * 1000
-PLACING = ("admit", "transfer", "update")  # the event types that name the unit they place in
+# the event types that name the unit they place in
+PLACING = ("admit", "transfer", "update", "merged_in")
 LEAVE = ("leave_of_absence", "return_from_leave")  # the bed held: no change
 
 
@@ -150,6 +159,16 @@ class PatientPlacement:
                 return Outcome("no_change", "no bed or unit change"), []
             self.place = new
             return APPLIED, _between(before, new, t)
+        if kind == "merged_away":
+            if before is None:
+                return Outcome("no_change", "the merged record holds no bed"), []
+            return self._merge(kind, None, t)
+        if kind == "merged_in":
+            if new is None:
+                return Outcome("no_change", "the merge names no unit: it places no one"), []
+            if new == before:
+                return Outcome("no_change", "the surviving record holds that bed already"), []
+            return self._merge(kind, new, t)
         if kind.startswith("cancel_"):
             return self._cancel(kind.removeprefix("cancel_"), t)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
@@ -186,6 +205,13 @@ class PatientPlacement:
                 )
             )
         return APPLIED, out
+
+    def _merge(self, kind: str, new: Place | None, t: int) -> tuple[Outcome, list[Delta]]:
+        """A merge's half (`merged_away`: the bed freed; `merged_in`: placed): occupancy only."""
+        before = self.place
+        self.history = [*self.history, (kind, before)][-HISTORY:]
+        self.place = new
+        return APPLIED, _between(before, new, t)
 
     def _cancel(self, what: str, t: int) -> tuple[Outcome, list[Delta]]:
         open_stay = any(kind == "admit" for kind, _ in self.history)

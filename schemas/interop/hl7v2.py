@@ -24,8 +24,9 @@ Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so 
 `10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
 time of day is refused (it cannot be placed in a patient's timeline). A message is one patient
-(but an A17, which swaps two: two transfers): a message with a second PID is refused
-(`multiple_patients`), never read under the first patient,
+(but an A17, which swaps two: two transfers; and a merge, `MERGES`, which may repeat its PID and
+MRG for several): a message with a second PID is refused (`multiple_patients`), never read under
+the first patient,
 and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
 `""` (HL7's explicit null) is no value. In an ORU, a result the sender takes back (OBX-11 D, W)
 is dead-lettered (`retracted`), and of two different values of one field at one time the first
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -85,6 +86,17 @@ ADT_EVENTS = {
     "A52": "return_from_leave",
     "A53": "leave_of_absence",
 }
+# Patient merges (HL7 v2.5 3.3.40, 3.3.34, 3.3.36; v2.2 3.3.18): the record MRG-1 names (a
+# trauma alias, a duplicate registration) is merged into the one PID-3 names. Each is two
+# events: `merged_away` for the merged record's token (it holds no bed any more) and `merged_in`
+# for the surviving one (placed where PV1-3 says, where the message has a PV1). Merges of
+# accounts (A41), visits (A42) or persons (A30, A39) move no patient: not census events.
+MERGES = {
+    "A18": "merge patient information (v2.2)",
+    "A34": "merge patient information, patient id only (v2.3)",
+    "A36": "merge patient information, patient id and account number (v2.3)",
+    "A40": "merge patient, patient identifier list",
+}
 # OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
 # not verified, partial, final results not yet verified.
 _PRELIMINARY = frozenset({"P", "R", "S", "U"})
@@ -125,7 +137,7 @@ Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
 
 
 # The segments this module reads: a message whose one of these hl7apy cannot place is malformed.
-_READ_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PV1", "OBR", "OBX"})
+_READ_SEGMENTS = frozenset({"MSH", "EVN", "PID", "MRG", "PV1", "OBR", "OBX"})
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -338,17 +350,19 @@ _OTHER_ID_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _patient_id(msg: Message) -> tuple[str, str] | None:
+def _patient_id(msg: Message, segment: str = "PID") -> tuple[str, str] | None:
     """(assigning authority, id) of PID-3, by identifier type (`_PATIENT_ID_TYPES`, else the
-    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id)."""
-    segs = [s for s in msg.children if s.name == "PID"]
+    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id). With `segment`
+    MRG: the merged record's identifier, MRG-1 (prior patient identifier list), else MRG-4
+    (prior patient id, the external one), read the same way."""
+    segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
     enc = msg.encoding_chars
     ids = []
-    for field_no in (3, 2):
+    for field_no in (3, 2) if segment == "PID" else (1, 4):
         try:
-            reps = getattr(segs[0], f"pid_{field_no}", []) or []
+            reps = getattr(segs[0], f"{segment.lower()}_{field_no}", []) or []
         except Exception:  # a field the message's version does not define
             reps = []
         for rep in reps:
@@ -401,17 +415,19 @@ def map_message(
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
-    if code == "ADT" and trigger not in ADT_EVENTS:
+    if code == "ADT" and trigger not in ADT_EVENTS and trigger not in MERGES:
         return Refused(
             "unsupported_event",
-            f"ADT^{trigger} is not a census event wardflow ingests ({', '.join(ADT_EVENTS)})",
+            f"ADT^{trigger} is not a census event wardflow ingests "
+            f"({', '.join([*ADT_EVENTS, *MERGES])})",
             "AR",
             "201",
         )
     if code not in ("ADT", "ORU") or (code == "ORU" and trigger not in ORU_EVENTS):
         return Refused(
             "unsupported_message",
-            f"{code}^{trigger} is not a message wardflow ingests (ADT {', '.join(ADT_EVENTS)}; "
+            f"{code}^{trigger} is not a message wardflow ingests "
+            f"(ADT {', '.join([*ADT_EVENTS, *MERGES])}; "
             f"ORU^{', '.join(sorted(ORU_EVENTS - {''}))})",
             "AR",
             "200" if code not in ("ADT", "ORU") else "201",
@@ -423,6 +439,8 @@ def map_message(
                    default_facility, codes)  # fmt: skip
     if code == "ADT" and trigger == "A17":
         return _swap(msg, control_id, ctx)
+    if code == "ADT" and trigger in MERGES:
+        return _merges(msg, control_id, ctx)
     patients = sum(1 for seg in msg.children if seg.name == "PID")
     if patients > 1:
         return Refused(
@@ -455,15 +473,7 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     Read as two transfers, each patient's part of the message mapped as a message of its own
     (its control id numbered /1 and /2: the event ids); both are stored or neither, and two
     parts naming one patient, or beds of two facilities, are refused."""
-    head: list[Any] = []
-    groups: list[list[Any]] = []
-    for seg in msg.children:
-        if seg.name == "PID":
-            groups.append([seg])
-        elif groups:
-            groups[-1].append(seg)
-        else:
-            head.append(seg)
+    head, groups = _patient_groups(msg)
     if len(groups) != 2 or not all(any(s.name == "PV1" for s in g) for g in groups):
         return Refused(
             "missing_field",
@@ -494,6 +504,39 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     return Mapped(records, rejected)
 
 
+def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
+    """A merge message (`MERGES`) may repeat its PID, MRG (and PV1) for several merges (HL7
+    v2.5 3.3.40): each merge is mapped as a message of its own (with more than one, its control
+    id numbered /1, /2, …), and all are stored or none."""
+    head, groups = _patient_groups(msg)
+    if not groups:
+        return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
+    records: list[tuple[str, dict[str, Any]]] = []
+    for i, group in enumerate(groups, 1):
+        part = _Part([*head, *group], msg.encoding_chars)
+        mapped = _map_patient(part, ctx, f"{control_id}/{i}" if len(groups) > 1 else control_id)
+        if isinstance(mapped, Refused):
+            if len(groups) == 1:
+                return mapped
+            return replace(mapped, reason=f"merge {i} of {len(groups)}: {mapped.reason}"[:500])
+        records += mapped.records
+    return Mapped(records)
+
+
+def _patient_groups(msg: Message) -> tuple[list[Any], list[list[Any]]]:
+    """The segments before the first PID, and each PID with the segments after it."""
+    head: list[Any] = []
+    groups: list[list[Any]] = []
+    for seg in msg.children:
+        if seg.name == "PID":
+            groups.append([seg])
+        elif groups:
+            groups[-1].append(seg)
+        else:
+            head.append(seg)
+    return head, groups
+
+
 @dataclass(frozen=True)
 class _Part:
     """One patient's segments of a message that carries two (A17), after the message's header:
@@ -515,8 +558,11 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     sender = next(
         (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
     )
-    namespace = pid[0] or ctx.default_authority or sender
-    patient = tokenise(namespace, pid[1])
+
+    def token(identifier: tuple[str, str]) -> str:
+        return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
+
+    patient = token(pid)
     facility = _field(msg, "PV1", 3, 4, 1) or ctx.default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
@@ -531,9 +577,12 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     try:
         if code == "ADT":
             visits = f"{sender or facility}/visit"
-            return _adt(
+            mapped = _adt(
                 msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz
             )
+            if trigger in MERGES and isinstance(mapped, Mapped):
+                return _merged(msg, trigger, mapped, token)
+            return mapped
         return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
@@ -594,7 +643,7 @@ def _adt(
 ) -> Mapped | Refused:
     """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
     numbers them), so that a visit keeps one token whatever facility its locations name."""
-    event_type = ADT_EVENTS[trigger]
+    event_type = ADT_EVENTS.get(trigger, "merged_in")
     unit = _field(msg, "PV1", 3, 1, 1) or None
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
@@ -616,6 +665,39 @@ def _adt(
         "source": source,
     }
     return Mapped([(topics.ADT_EVENT.name, record)])
+
+
+def _merged(
+    msg: Message, trigger: str, mapped: Mapped, token: Callable[[tuple[str, str]], str]
+) -> Mapped | Refused:
+    """A merge (`MERGES`): the merged record's `merged_away` event (MRG-1's token) and the
+    surviving record's `merged_in` (`mapped`: PID-3's token, PV1's locations and visit), at the
+    same time. The census frees the bed the merged record held and places the survivor where
+    PV1-3 says (udfs.census); without a PV1 the survivor is placed nowhere: the message does not
+    say where the patient is."""
+    merged = _patient_id(msg, "MRG")
+    if merged is None:
+        return Refused(
+            "missing_field",
+            f"ADT^{trigger} ({MERGES[trigger]}) without the merged record's identifier in MRG-1",
+            "AE",
+            "101",
+        )
+    [(topic, into)] = mapped.records
+    if token(merged) == into["patient_token"]:
+        return Refused(
+            "bad_value",
+            f"ADT^{trigger}: MRG-1 names the patient PID-3 names, nothing to merge",
+            "AE",
+            "102",
+        )
+    away = into | {
+        "event_id": f"{into['event_id']}:away",
+        "event_type": "merged_away",
+        "patient_token": token(merged),
+        "encounter_token": None,  # the merged record's visit (MRG-5) is not the survivor's
+    }
+    return Mapped([(topic, away), (topic, into | {"event_id": f"{into['event_id']}:in"})])
 
 
 def _oru(

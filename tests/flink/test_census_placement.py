@@ -37,6 +37,8 @@ KINDS = (
     ("preadmit", 1),
     ("leave_of_absence", 1),
     ("return_from_leave", 1),
+    ("merged_away", 1),
+    ("merged_in", 1),
     ("cancel_admit", 1),
     ("cancel_transfer", 1),
     ("cancel_discharge", 1),
@@ -127,7 +129,9 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
     )
     assert got == want.events
     assert refused == want.refused
-    # the stream exercises what it is for
+    # the stream exercises what it is for: every event type the schema allows
+    [event_type] = [f for f in SCHEMA.fields if f.name == "event_type"]
+    assert {kind for kind, _ in KINDS} == set(event_type.allowed or ())
     assert {status for _, status, _ in want.refused} >= {
         "duplicate",
         "unknown_unit",
@@ -138,7 +142,7 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
     }
     assert sum(1 for d in want.deltas if d.cancels) > 20
     applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")
-    assert sum(1 for n in applied.values() if n > 1) > 10  # applied again once forgotten
+    assert sum(1 for n in applied.values() if n > 1) > 5  # applied again once forgotten
 
 
 def test_each_minutes_census_and_counts_are_the_references_deltas_summed(

@@ -244,3 +244,45 @@ def test_two_patients_swapping_beds_move_each_to_the_others_unit(
     assert (latest["ICU"]["transfers_in"], latest["ICU"]["transfers_out"]) == (1, 1)
     letters = read(s, prefix, topics.DEAD_LETTER)
     assert Counter(d["reason_code"] for d in letters) == {"duplicate": 2}
+
+
+@pytest.mark.slow
+def test_a_trauma_alias_merged_into_the_patients_record_is_counted_once_and_moves_on(
+    kafka: Settings, prefix: str, tmp_path: Path
+) -> None:
+    """An emergency admission under a trauma alias (T9001), merged (A40) into the patient's
+    own record once they are known: the alias's ICU bed passes to the record, which the next
+    transfer moves. Refused before (AR 201), the alias held the bed for ever and the transfer
+    was refused `not_admitted`."""
+    s = census_settings(kafka, tmp_path, "hl7-census-merge")
+    merge = "\r".join(
+        [
+            "MSH|^~\\&|EPIC|GH|WF|GH|20260301100000||ADT^A40^ADT_A39|m2|P|2.5.1",
+            "EVN|A40|20260301100000",
+            "PID|1||MRN77^^^GH^MR||DOE^JANE",
+            "MRG|T9001^^^GH^MR",
+            "PV1|1|I|ICU^^2^GH",
+        ]
+    )
+    messages = [
+        hl7_adt("m1", "A01", "20260301080000", "ICU", "2", mrn="T9001"),
+        merge,
+        hl7_adt("m3", "A02", "20260301110000", "4E", "12"),
+        merge,  # a resend: both of its events are duplicates
+    ]
+    assert send(s, prefix, messages) == ["AA"] * 4
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
+    events = read(s, prefix, topics.CENSUS_EVENT)
+    assert sorted((e["event_type"], e["unit_id"], e["outcome"]) for e in events) == [
+        ("admit", "ICU", "applied"),
+        ("merged_away", None, "applied"),  # the unit the alias is in after: none
+        ("merged_in", "ICU", "applied"),
+        ("transfer", "4E", "applied"),
+    ]
+    latest = latest_census(s, prefix)
+    assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 0, "ALL": 1}
+    flows = read(s, prefix, topics.CENSUS_UNIT)
+    assert sum(r["arrivals"] for r in flows if r["unit_id"] == "ALL") == 1  # the merge is none
+    assert sum(r["discharges"] for r in flows if r["unit_id"] == "ALL") == 0
+    letters = read(s, prefix, topics.DEAD_LETTER)
+    assert Counter(d["reason_code"] for d in letters) == {"duplicate": 2}

@@ -129,3 +129,27 @@ def test_registration_and_preadmission_occupy_no_bed() -> None:
 def test_surge_level_counts_the_thresholds_reached() -> None:
     th = (85.0, 92.0, 100.0)
     assert [surge_level(p, th) for p in (50, 85, 91.9, 92, 100, 130)] == [0, 1, 1, 2, 3, 3]
+
+
+def test_a_merge_moves_a_surviving_record_already_placed_to_the_merges_unit_counting_no_flow() -> (
+    None
+):
+    """The survivor of a merge (merged_in) may hold a bed already: the merge's PV1-3 says
+    where the patient is, as an update does; occupancy moves, no transfer is counted."""
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "ED"))
+    outcome, deltas = p.apply(ev(2, "merged_in", "ICU", "3"))
+    assert outcome.status == "applied"
+    assert [(d.unit_id, d.occupied, d.transfers_in + d.transfers_out) for d in deltas] == [
+        ("ED", -1, 0),
+        ("ICU", 1, 0),
+    ]
+    assert p.apply(ev(3, "merged_in", "ICU", "3"))[0].status == "no_change"  # that bed already
+    assert p.apply(ev(4, "cancel_transfer"))[0].status == "nothing_to_cancel"
+
+
+def test_a_record_merged_away_holds_no_bed_and_is_forgotten_like_a_discharged_one() -> None:
+    p = PatientPlacement()
+    units, outcomes = occupancy(p, [ev(1, "admit", "ICU"), ev(2, "merged_away")])
+    assert units == {"ICU": 0} and outcomes == ["applied", "applied"]
+    assert p.forget_at_ms == 2000 + RETENTION_MS

@@ -300,12 +300,117 @@ def test_a_leave_of_absence_and_the_return_keep_the_patients_bed_held() -> None:
     ]
 
 
+def merge_message(trigger: str, *pairs: str, version: str = "2.5.1", control: str = "Q9") -> str:
+    """A merge message: after MSH and EVN, each `pairs` item the segments of one merge."""
+    return "\r".join(
+        [
+            f"MSH|^~\\&|ADT|H|WF|H|20260301100000||ADT^{trigger}|{control}|P|{version}",
+            f"EVN|{trigger}|20260301100000",
+            *pairs,
+        ]
+    )
+
+
+def test_a_trauma_alias_merged_into_the_patients_record_hands_its_bed_to_that_record() -> None:
+    """HL7 v2.5 3.3.40: an A40 merges the record MRG-1 names into the one PID-3 names. It was
+    refused (AR 201), so a trauma alias kept its ICU bed in the census for ever, and the
+    patient's transfers under their own record were refused `not_admitted`. Now it is two
+    events: the alias's bed freed, the record placed where PV1-3 says; the census counts the
+    patient once, and no arrival or discharge."""
+    alias, record = census.PatientPlacement(), census.PatientPlacement()
+    admit = outcome(adt_message("ADT^A01", pid3="T9001^^^H^MR", pv1="PV1|1|I|ICU^2^A^H"))
+    assert isinstance(admit, hl7v2.Mapped)
+    [(_, admitted)] = admit.records
+    alias.apply(census.AdtEvent.of(admitted, 0))
+    merge = outcome(
+        merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR", "PV1|1|I|ICU^2^A^H")
+    )
+    assert isinstance(merge, hl7v2.Mapped), merge
+    (_, away), (_, into) = merge.records
+    assert (away["event_type"], away["patient_token"]) == ("merged_away", admitted["patient_token"])
+    assert (into["event_type"], into["patient_token"]) == ("merged_in", tok("H", "MRN1"))
+    assert away["event_id"] != into["event_id"] and away["event_time"] == into["event_time"]
+    assert (into["unit_id"], into["bed_id"]) == ("ICU", "A")
+    freed, off = alias.apply(census.AdtEvent.of(away, 60_000))
+    placed, on = record.apply(census.AdtEvent.of(into, 60_000))
+    assert (freed.status, placed.status) == ("applied", "applied")
+    assert alias.place is None and record.place == census.Place("H", "ICU", "A")
+    assert [(d.unit_id, d.occupied) for d in off + on] == [("ICU", -1), ("ICU", +1)]
+    assert not any(
+        d.arrivals or d.discharges or d.transfers_in or d.transfers_out for d in off + on
+    )
+    transfer = outcome(adt_message("ADT^A02", pv1="PV1|1|I|4E^12^A^H"))
+    assert isinstance(transfer, hl7v2.Mapped)
+    [(_, moved)] = transfer.records
+    assert record.apply(census.AdtEvent.of(moved, 120_000))[0].status == "applied"
+    # the alias's later cancel of its admission finds a merge, not the admission, last
+    cancel = outcome(adt_message("ADT^A11", pid3="T9001^^^H^MR"))
+    assert isinstance(cancel, hl7v2.Mapped)
+    [(_, cancelled)] = cancel.records
+    assert alias.apply(census.AdtEvent.of(cancelled, 180_000))[0].status == "nothing_to_cancel"
+
+
+def test_a_merge_without_a_pv1_frees_the_merged_records_bed_and_places_no_one() -> None:
+    merge = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR"))
+    assert isinstance(merge, hl7v2.Mapped)
+    (_, away), (_, into) = merge.records
+    alias = census.PatientPlacement(census.Place("H", "ICU", "2"))
+    record = census.PatientPlacement()
+    assert alias.apply(census.AdtEvent.of(away, 0))[0].status == "applied"
+    assert record.apply(census.AdtEvent.of(into, 0))[0].status == "no_change"
+    assert alias.place is None and record.place is None
+    # a duplicate registration that held no bed: nothing to free
+    assert census.PatientPlacement().apply(census.AdtEvent.of(away, 0))[0].status == "no_change"
+
+
+def test_older_merge_triggers_and_repeated_merges_are_each_two_events() -> None:
+    """A18 (v2.2), A34 and A36 (v2.3) name the merged record in MRG-1 too; an A40 may repeat
+    its PID and MRG for several merges (HL7 v2.5 3.3.40), each its own pair of events."""
+    for trigger, version in (("A18", "2.2"), ("A34", "2.3"), ("A36", "2.3"), ("A40", "2.3.1")):
+        o = outcome(merge_message(trigger, "PID|1||MRN1^^^H", "MRG|T9001^^^H", version=version))
+        assert isinstance(o, hl7v2.Mapped), (trigger, o)
+        assert [(r["event_type"], r["patient_token"]) for _, r in o.records] == [
+            ("merged_away", tok("H", "T9001")),
+            ("merged_in", tok("H", "MRN1")),
+        ]
+    two = outcome(
+        merge_message(
+            "A40", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR", "PID|2||MRN2^^^H^MR", "MRG|T2^^^H^MR"
+        )
+    )
+    assert isinstance(two, hl7v2.Mapped)
+    assert [(r["event_type"], r["patient_token"]) for _, r in two.records] == [
+        ("merged_away", tok("H", "T1")),
+        ("merged_in", tok("H", "MRN1")),
+        ("merged_away", tok("H", "T2")),
+        ("merged_in", tok("H", "MRN2")),
+    ]
+    assert len({r["event_id"] for _, r in two.records}) == 4
+
+
+def test_a_merge_that_does_not_say_what_is_merged_is_refused_whole() -> None:
+    no_mrg = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "PV1|1|I|ICU^2^A^H"))
+    assert isinstance(no_mrg, hl7v2.Refused)
+    assert (no_mrg.reason_code, no_mrg.hl7_error) == ("missing_field", "101")
+    assert "MRG-1" in no_mrg.reason
+    itself = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|MRN1^^^H^MR"))
+    assert isinstance(itself, hl7v2.Refused) and itself.reason_code == "bad_value"
+    # one bad merge of two: nothing of the message is stored
+    second_bad = outcome(
+        merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR", "PID|2||MRN2^^^H^MR")
+    )
+    assert isinstance(second_bad, hl7v2.Refused) and "merge 2 of 2" in second_bad.reason
+    # a merge of accounts or visits moves no patient: not a census event
+    account = outcome(merge_message("A41", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR"))
+    assert isinstance(account, hl7v2.Refused) and account.reason_code == "unsupported_event"
+
+
 def test_the_header_is_checked_before_the_patient() -> None:
     no_type = outcome(adt_message("", pid3=""))
     assert isinstance(no_type, hl7v2.Refused)
     assert (no_type.reason_code, no_type.hl7_error) == ("missing_field", "101")
     assert "MSH-9" in no_type.reason
-    unsupported = outcome(adt_message("ADT^A40", pid3=""))
+    unsupported = outcome(adt_message("ADT^A31", pid3=""))  # update person
     assert isinstance(unsupported, hl7v2.Refused)
     assert (unsupported.ack_code, unsupported.reason_code) == ("AR", "unsupported_event")
     other = outcome(adt_message("SIU^S12", pid3=""))

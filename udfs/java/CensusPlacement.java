@@ -226,6 +226,17 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       between(before, next, t, 0, deltas);
       return out("applied", null);
     }
+    if (kind.equals("merged_away")) {
+      if (before == null) return out("no_change", "the merged record holds no bed");
+      return merge(s, kind, null, t, deltas);
+    }
+    if (kind.equals("merged_in")) {
+      if (next == null) return out("no_change", "the merge names no unit: it places no one");
+      if (before != null && next.same(before)) {
+        return out("no_change", "the surviving record holds that bed already");
+      }
+      return merge(s, kind, next, t, deltas);
+    }
     if (kind.startsWith("cancel_")) return cancel(s, kind.substring("cancel_".length()), t, deltas);
     return out("bad_event_type", "unknown event type '" + kind + "'");
   }
@@ -233,11 +244,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
   private String[] move(
       Placement s, String kind, Place next, long t, boolean arrival, List<Row> deltas) {
     Place before = s.place;
-    Change c = new Change();
-    c.kind = kind;
-    c.before = before;
-    Change[] h = append(s.history, c, Change[]::new);
-    s.history = h.length > HISTORY ? Arrays.copyOfRange(h, h.length - HISTORY, h.length) : h;
+    remember(s, kind, before);
     s.place = next;
     if (before != null && next != null && before.sameUnit(next)) return out("applied", null);
     if (before != null) {
@@ -247,6 +254,24 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if (next != null) {
       deltas.add(delta(next, t, 1, arrival ? 1 : 0, 0, arrival ? 0 : 1, 0, 0));
     }
+    return out("applied", null);
+  }
+
+  /** Appends a placement change to the history cancels read (the latest HISTORY kept). */
+  private static void remember(Placement s, String kind, Place before) {
+    Change c = new Change();
+    c.kind = kind;
+    c.before = before;
+    Change[] h = append(s.history, c, Change[]::new);
+    s.history = h.length > HISTORY ? Arrays.copyOfRange(h, h.length - HISTORY, h.length) : h;
+  }
+
+  /** A merge's half (merged_away: the bed freed; merged_in: placed): occupancy only. */
+  private String[] merge(Placement s, String kind, Place next, long t, List<Row> deltas) {
+    Place before = s.place;
+    remember(s, kind, before);
+    s.place = next;
+    between(before, next, t, 0, deltas);
     return out("applied", null);
   }
 
