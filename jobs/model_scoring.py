@@ -42,7 +42,11 @@ later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at
 fall due after the cancel (an hour due between the discharge and its cancel is not: the join sees
 the stay as it was then), and a readmission score already made at that discharge stands. Every
 admission starts a stay, so an admission sent again after a cancel (A11, which this job does not
-read) starts another. Hours since admission are measured from the stay's first record (its admission
+read) starts another. A merge of the token's record into another patient's record (HL7 A40,
+`merged_away`: a trauma alias merged into the patient's own record) ends the token's stay for
+good: no score is published under a record that no longer exists; the surviving record's stay
+is its own, its hours counted from its own first record (a stay's state is its token's).
+Hours since admission are measured from the stay's first record (its admission
 event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a
 discharge included, and such a stay is never scored at an hour). A record timed before its
 admission's record time (`codec.record_time`: when it was entered, if later than when it
@@ -96,9 +100,10 @@ INPUTS = {
 OUTPUTS = {"model_scores": topics.MODEL_SCORE, "dead_letters": topics.DEAD_LETTER}
 ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
 # The ADT events a stay is made of: an admission starts one, a discharge ends it unless a later
-# cancel_discharge (HL7 A13) takes it back. Transfers change no stay; a cancelled admission
-# (A11) is not read (module docstring).
-STAY_ADT = "'admit', 'discharge', 'cancel_discharge'"
+# cancel_discharge (HL7 A13) takes it back, a merge of the token's record into another's
+# (merged_away, HL7 A40) ends it for good. Transfers change no stay; a cancelled admission (A11)
+# is not read (module docstring).
+STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.
 READ = f"record_kind IN ('vitals', 'labs', {STAY_ADT})"
@@ -259,9 +264,10 @@ def stay_running_sql() -> str:
     """Each record with its stay's running sums and extremes as of that record (causal: the
     window ends at the current row), its hours since the stay's first record (`t_h`), how many
     vitals and lab records the stay has had (`records`) and whether it has ended: discharged
-    (its latest discharge not cancelled by a later A13, `cancel_discharge`), or superseded by a
-    newer admission. A discharge at a stay's first millisecond, which is its admission's, is the
-    stay before's (at one instant, the discharge and the readmission)."""
+    (its latest discharge not cancelled by a later A13, `cancel_discharge`), superseded by a
+    newer admission, or its token's record merged into another's (`merged_away`). A discharge
+    at a stay's first millisecond, which is its admission's, is the stay before's (at one
+    instant, the discharge and the readmission)."""
     first = """
         SELECT *, MIN(CAST(event_time AS TIMESTAMP(3))) OVER (PARTITION BY patient_token, stay_seq
                ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_time
@@ -275,7 +281,8 @@ def stay_running_sql() -> str:
     return f"""
         SELECT record_id, record_kind, patient_token, stay_seq, facility_id, unit_id, event_time,
                t_h, COUNT(CASE WHEN record_kind IN ('vitals', 'labs') THEN 1 END) OVER w AS records,
-               CASE WHEN MAX(CASE WHEN record_kind = 'superseded' THEN 1 ELSE 0 END) OVER w = 1
+               CASE WHEN MAX(CASE WHEN record_kind IN ('superseded', 'merged_away') THEN 1
+                                  ELSE 0 END) OVER w = 1
                       OR LAST_VALUE(CASE WHEN record_kind = 'cancel_discharge' THEN 0
                                          WHEN record_kind = 'discharge'
                                               AND (stay_seq = 0 OR t_h > 0) THEN 1 END) OVER w = 1

@@ -68,7 +68,7 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
     """Stays (udfs.capacity_forecast.stays_from_placements) from census_events rows (patient,
     facility, unit after the event, event_time), and the hour each facility's data begin (its
     first event): a facility whose feed starts later has its own census load and history."""
-    ev = census_events[census_events.outcome == "applied"]
+    ev = merges_spliced(census_events[census_events.outcome == "applied"])
     ms = pd.to_datetime(ev.event_time, utc=True).dt.as_unit("ms").astype("int64")
     placements = pd.DataFrame(
         {
@@ -81,6 +81,34 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
     first = placements.groupby("facility_id").time_h.min()
     starts = {str(f): float(h) for f, h in first.items()}
     return cf.stays_from_placements(placements), starts
+
+
+def merges_spliced(events: pd.DataFrame) -> pd.DataFrame:
+    """Applied census_events rows (time order) with each patient merge whose two halves were
+    applied (`…:away`, `…:in`: udfs.census) spliced into one stay: the merged record's rows up
+    to the merge carry the surviving token and its `merged_away` row is dropped, so that the
+    merge is no departure of one stay and arrival of another (the forecast's survival and
+    arrival rates would count both) and the survivor's time in the unit runs from the alias's
+    admission. A merge of which one half changed nothing, or whose survivor was in a bed
+    already (two registrations both placed), is left as the census applied it."""
+    halves = events[events.event_type.isin(["merged_away", "merged_in"])]
+    if halves.empty:
+        return events
+    out = events.copy()
+    into = halves[halves.event_type == "merged_in"]
+    survivor = dict(zip(into.event_id.str.removesuffix(":in"), into.patient_token, strict=True))
+    dropped = []
+    for i, away in halves[halves.event_type == "merged_away"].iterrows():
+        token = survivor.get(away.event_id.removesuffix(":away"))
+        if token is None:
+            continue
+        before = out[(out.patient_token == token) & (out.event_time < away.event_time)]
+        if not before.empty and pd.notna(before.unit_id.iloc[-1]):
+            continue
+        mine = (out.patient_token == away.patient_token) & (out.event_time <= away.event_time)
+        out.loc[mine, "patient_token"] = token
+        dropped.append(i)
+    return out.drop(index=dropped)
 
 
 def forecast_rows(
@@ -166,7 +194,7 @@ def write(client: Any, database: str, rows: pd.DataFrame) -> int:
 
 def census_events(client: Any, database: str, until: datetime) -> pd.DataFrame:
     df: pd.DataFrame = client.query_df(
-        f"SELECT patient_token, facility_id, unit_id, event_time, outcome "
+        f"SELECT event_id, event_type, patient_token, facility_id, unit_id, event_time, outcome "
         f"FROM {database}.census_events FINAL WHERE event_time <= %(until)s "
         f"ORDER BY event_time, event_id",
         parameters={"until": until},

@@ -16,14 +16,17 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 - register (A04), preadmit (A05): no bed, no change.
 - leave_of_absence (A21, A53), return_from_leave (A22, A52): no change: the patient keeps their
   bed while away (HL7 v2.5 3.3.21, "a bed is still assigned"), whatever PV1-3 names.
-- merged_away, merged_in (a patient merge, A40, A34, A36, A18: two events, one per token): the
-  merged record (a trauma alias, a duplicate registration) is the surviving record's patient.
-  `merged_away` frees the bed the merged record's token holds; `merged_in` places the surviving
-  token where the merge's PV1-3 says (or moves it there, as an update does). Occupancy only: no
-  arrival, discharge or transfer is counted, so a merge whose PV1-3 is the merged record's bed
-  leaves the census as it was. A merge that names no unit places no one: the bed is freed and the
-  survivor's next admission places them (their transfers are refused `not_admitted` until then).
-  Neither is cancelled by A11-A13 (the latest change is then a merge: `nothing_to_cancel`).
+- merged_away, merged_in (a patient merge, A40, A34, A36, A18: two events, one per token, each
+  naming where the patient is now): the merged record (a trauma alias, a duplicate
+  registration) is the surviving record's patient. `merged_away` frees the bed the merged
+  record's token holds; `merged_in` places the surviving token in the unit named (or moves it
+  there, as an update does). Occupancy only: no arrival, discharge or transfer is counted, so a
+  merge that names the merged record's bed leaves the census as it was. A merge that names no
+  unit (it does not say where the patient is) changes nothing: the merged record keeps its bed
+  and the survivor is placed by their next admission; their transfers and discharge are refused
+  `not_admitted` until then. A cancel (A11-A13) whose latest change is a merge has
+  `nothing_to_cancel`; an A11 voids the stay of an admission still in the history (as after a
+  transfer), the bed a merge placed included.
 - cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
   placement change of that kind, from the cancel's event time on: the cancelled admission's
   bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
@@ -162,6 +165,10 @@ class PatientPlacement:
         if kind == "merged_away":
             if before is None:
                 return Outcome("no_change", "the merged record holds no bed"), []
+            if new is None:
+                return Outcome(
+                    "no_change", "the merge does not say where the patient is: the bed is kept"
+                ), []
             return self._merge(kind, None, t)
         if kind == "merged_in":
             if new is None:

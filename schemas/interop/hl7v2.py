@@ -350,31 +350,42 @@ _OTHER_ID_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _patient_id(msg: Message, segment: str = "PID") -> tuple[str, str] | None:
+def _patient_id(msg: Message) -> tuple[str, str] | None:
     """(assigning authority, id) of PID-3, by identifier type (`_PATIENT_ID_TYPES`, else the
-    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id). With `segment`
-    MRG: the merged record's identifier, MRG-1 (prior patient identifier list), else MRG-4
-    (prior patient id, the external one), read the same way."""
+    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id)."""
+    return _identifier(msg, "PID", 3) or _identifier(msg, "PID", 2)
+
+
+def _merged_id(msg: Message) -> tuple[str, str] | None:
+    """The merged record's identifier as its own messages named it: MRG-1 (the prior PID-3,
+    v2.3.1 "prior patient identifier list"), or MRG-4 (the prior PID-2) where the message
+    names its patient by PID-2 (PID-3 empty, as some v2.3 senders do). Read as `_patient_id`
+    reads PID-3, so that the alias's token is the one its earlier messages made."""
+    if _identifier(msg, "PID", 3) is not None:
+        return _identifier(msg, "MRG", 1)
+    return _identifier(msg, "MRG", 4)
+
+
+def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | None:
+    """(assigning authority, id) of a CX list (PID-3, MRG-1), by identifier type
+    (`_PATIENT_ID_TYPES`, else the first of no or another type, an `_OTHER_ID_TYPES` last)."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
     enc = msg.encoding_chars
+    try:
+        reps = getattr(segs[0], f"{segment.lower()}_{field_no}", []) or []
+    except Exception:  # a field the message's version does not define
+        reps = []
     ids = []
-    for field_no in (3, 2) if segment == "PID" else (1, 4):
-        try:
-            reps = getattr(segs[0], f"{segment.lower()}_{field_no}", []) or []
-        except Exception:  # a field the message's version does not define
-            reps = []
-        for rep in reps:
-            comps = [*rep.to_er7().split(enc["COMPONENT"]), "", "", "", ""]
-            ident = _text(comps[0], enc)
-            if ident:
-                # HD: namespace id, else universal id (an OID-only authority)
-                hd = [*comps[3].split(enc["SUBCOMPONENT"]), ""]
-                authority = _text(hd[0], enc) or _text(hd[1], enc)
-                ids.append((_text(comps[4], enc).upper(), authority, ident))
-        if ids:
-            break
+    for rep in reps:
+        comps = [*rep.to_er7().split(enc["COMPONENT"]), "", "", "", ""]
+        ident = _text(comps[0], enc)
+        if ident:
+            # HD: namespace id, else universal id (an OID-only authority)
+            hd = [*comps[3].split(enc["SUBCOMPONENT"]), ""]
+            authority = _text(hd[0], enc) or _text(hd[1], enc)
+            ids.append((_text(comps[4], enc).upper(), authority, ident))
     if not ids:
         return None
     rank = {kind: i for i, kind in enumerate(_PATIENT_ID_TYPES)}
@@ -670,27 +681,39 @@ def _adt(
 def _merged(
     msg: Message, trigger: str, mapped: Mapped, token: Callable[[tuple[str, str]], str]
 ) -> Mapped | Refused:
-    """A merge (`MERGES`): the merged record's `merged_away` event (MRG-1's token) and the
-    surviving record's `merged_in` (`mapped`: PID-3's token, PV1's locations and visit), at the
-    same time. The census frees the bed the merged record held and places the survivor where
-    PV1-3 says (udfs.census); without a PV1 the survivor is placed nowhere: the message does not
-    say where the patient is."""
-    merged = _patient_id(msg, "MRG")
+    """A merge (`MERGES`): the merged record's `merged_away` event (`_merged_id`'s token) and
+    the surviving record's `merged_in` (`mapped`: PID-3's token, PV1's visit), at the same
+    time, each with where the patient is: PV1-3, where the message has one and its visit is
+    not discharged (no PV1-45). The census frees the bed the merged record held and places the
+    survivor there (udfs.census); a merge that does not say where the patient is (no PV1, a
+    discharged visit's: a merge of past records) moves no one, both events without a unit."""
+    merged = _merged_id(msg)
+    mrg = "MRG-1" if _identifier(msg, "PID", 3) is not None else "MRG-4"
     if merged is None:
         return Refused(
             "missing_field",
-            f"ADT^{trigger} ({MERGES[trigger]}) without the merged record's identifier in MRG-1",
+            f"ADT^{trigger} ({MERGES[trigger]}) without the merged record's identifier in {mrg}",
             "AE",
             "101",
+        )
+    merges = sum(1 for seg in msg.children if seg.name == "MRG")
+    if merges > 1:
+        return Refused(
+            "malformed",
+            f"ADT^{trigger}: {merges} MRG segments after one PID; each merge is a PID and its MRG",
+            "AE",
+            "100",
         )
     [(topic, into)] = mapped.records
     if token(merged) == into["patient_token"]:
         return Refused(
             "bad_value",
-            f"ADT^{trigger}: MRG-1 names the patient PID-3 names, nothing to merge",
+            f"ADT^{trigger}: {mrg} names the patient PID-3 names, nothing to merge",
             "AE",
             "102",
         )
+    if _field(msg, "PV1", 45, 1):  # the visit is discharged: the patient is in no bed of it
+        into = into | dict.fromkeys(("unit_id", "bed_id", "prior_unit_id", "prior_bed_id"))
     away = into | {
         "event_id": f"{into['event_id']}:away",
         "event_type": "merged_away",

@@ -45,6 +45,7 @@ BEFORE_ADMISSION_H = (
 )
 CANCELLED_DISCHARGE_AT_H = (30.0, 31.0)  # the third stay: discharged, then the discharge cancelled
 ENDED_AT_H = 40.0  # the fourth stay: discharged for good while its records go on to 48 h
+MERGED_AT_H = 36.0  # the fifth stay's record merged into another's (HL7 A40), its records go on
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -147,8 +148,18 @@ def run(
         ],
         "event_time": anchors[int(ids[3])] + pd.Timedelta(hours=ENDED_AT_H),
     }
+    # the fifth stay's token (a trauma alias) is merged into another record at 36 h
+    fifth = tokens[int(ids[4])]
+    fifth_admit = next(a for a in inputs["adt"] if a["patient_token"] == fifth)
+    merged = fifth_admit | {
+        "event_id": f"{fifth}:merged_away",
+        "event_type": "merged_away",
+        "encounter_token": None,
+        "event_time": anchors[int(ids[4])] + pd.Timedelta(hours=MERGED_AT_H),
+    }
     inputs["adt"] = sorted(
-        [*inputs["adt"], discharge, empty, *taken_back, ended], key=lambda a: a["event_time"]
+        [*inputs["adt"], discharge, empty, *taken_back, ended, merged],
+        key=lambda a: a["event_time"],
     )
     # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
     first = tokens[int(ids[0])]
@@ -185,6 +196,7 @@ def run(
         "discharged": discharged,
         "discharged_stay": (discharged, anchors[int(ids[-1])]),
         "ended_stay": (fourth, anchors[int(ids[3])]),
+        "merged_stay": (fifth, anchors[int(ids[4])]),
         "cancelled": third,
         "readmission": (again, readmitted),
         "before_admission": (second, before),
@@ -271,13 +283,16 @@ def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ended(run: dict[str, Any], token: str, time: Any) -> bool:
-    """Whether `token`'s stay had ended by `time`: its latest ADT event at or before then is a
-    discharge (an admission at the same millisecond starts the next stay; a cancel reopens)."""
+    """Whether `token`'s stay had ended by `time`: its record was merged into another's by
+    then, or its latest ADT event at or before then is a discharge (an admission at the same
+    millisecond starts the next stay; a cancel reopens)."""
     before = [
         a for a in run["inputs"]["adt"] if a["patient_token"] == token and a["event_time"] <= time
     ]
     if not before:
         return False
+    if any(a["event_type"] == "merged_away" for a in before):
+        return True
     last = max(a["event_time"] for a in before)
     return {a["event_type"] for a in before if a["event_time"] == last} == {"discharge"}
 
@@ -328,13 +343,15 @@ def test_a_record_after_its_stays_discharge_is_not_scored_nor_one_before_the_can
     run: dict[str, Any],
 ) -> None:
     """The fourth stay charts on after its discharge at 40 h; the third stay charts between its
-    discharge at 30 h and the cancel at 31 h. Both stays were scored before."""
+    discharge at 30 h and the cancel at 31 h; the fifth stay's token charts on after its record
+    was merged into another's at 36 h (HL7 A40). Each was scored before."""
     scores = pd.DataFrame(run["out"]["model_scores"])
     scored = set(scores.loc[scores["trigger"] == "state", "record_id"])
     records = [*run["inputs"]["vitals"], *run["inputs"]["labs"]]
     closed = [r for r in records if _ended(run, r["patient_token"], r["event_time"])]
     ended, _ = run["ended_stay"]
-    for token in (ended, run["cancelled"]):
+    merged, _ = run["merged_stay"]
+    for token in (ended, run["cancelled"], merged):
         mine = [r for r in closed if r["patient_token"] == token]
         assert mine, token  # charted while discharged
         assert not scored & {r.get("observation_id") or r["result_id"] for r in mine}
@@ -432,11 +449,13 @@ def test_each_stay_is_scored_once_at_each_reported_hour_unless_discharged_by_the
         (token, admitted, h)
         for token, admitted in run["stays"]
         for h in REPORT_HOURS
-        # the discharged and the ended stays are discharged by 48 h; the readmission is not;
+        # the discharged and the ended stays are discharged by 48 h, the merged one merged
+        # away; the readmission is not;
         # the record before an admission is a stay that the admission ended; the third stay's
         # discharge was cancelled, so it is scored at 48 h
         if not ((token, admitted) == run["discharged_stay"] and h >= DISCHARGED_AT_H)
         and not ((token, admitted) == run["ended_stay"] and h >= ENDED_AT_H)
+        and not ((token, admitted) == run["merged_stay"] and h >= MERGED_AT_H)
         and (token, admitted) != run["before_admission"]
     }
     for (model, role), g in at[at["model_name"] != AT_24H].groupby(["model_name", "role"]):

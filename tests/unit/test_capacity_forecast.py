@@ -420,3 +420,42 @@ def test_a_surge_threshold_a_hair_over_a_whole_bed_warns_at_that_bed() -> None:
     threshold = 250 * 64.4 / 100  # 161.00000000000003
     assert threshold > 161
     assert cf.surge_warning(f, threshold).all() and np.allclose(f.p_at_least(threshold), 1.0)
+
+
+def _census_rows(*rows: tuple[str, str, str, str | None, int, str]) -> pd.DataFrame:
+    """census_events rows: (event id, event type, token, unit after, hour, outcome)."""
+    return pd.DataFrame(
+        [
+            {
+                "event_id": i,
+                "event_type": kind,
+                "patient_token": token,
+                "facility_id": "H",
+                "unit_id": unit,
+                "event_time": pd.Timestamp("2026-03-01", tz="UTC") + pd.Timedelta(hours=h),
+                "outcome": outcome,
+            }
+            for i, kind, token, unit, h, outcome in rows
+        ]
+    )
+
+
+def test_a_trauma_alias_merged_into_the_patients_record_is_one_stay_to_the_forecast() -> None:
+    """HL7 A40 (udfs.census): the alias's bed passes to the patient's own record. Read as two
+    stays, the forecast would see a short stay end and an arrival at the merge; it is one stay,
+    from the alias's admission on."""
+    merge = (
+        ("m1:A01", "admit", "T9", "ICU", 8, "applied"),
+        ("m2:A40:away", "merged_away", "T9", None, 10, "applied"),
+        ("m2:A40:in", "merged_in", "MRN1", "ICU", 10, "applied"),
+        ("m3:A02", "transfer", "MRN1", "4E", 11, "applied"),
+    )
+    stays, _ = sink.stays_from_census(_census_rows(*merge))
+    t0 = pd.Timestamp("2026-03-01", tz="UTC").timestamp() / 3600
+    got = [(r.patient_token, r.unit_id, r.start_h - t0, r.end_h - t0) for r in stays.itertuples()]
+    assert len(got) == 2 and got[0] == ("MRN1", "ICU", 8, 11)
+    assert got[1][:3] == ("MRN1", "4E", 11) and np.isnan(got[1][3])  # still in
+    # a survivor in a bed already (two registrations, both placed): left as the census had it
+    both = _census_rows(("m0:A01", "admit", "MRN1", "ED", 7, "applied"), *merge)
+    stays, _ = sink.stays_from_census(both)
+    assert set(stays.patient_token) == {"T9", "MRN1"}

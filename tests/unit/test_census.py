@@ -150,6 +150,6 @@ def test_a_merge_moves_a_surviving_record_already_placed_to_the_merges_unit_coun
 
 def test_a_record_merged_away_holds_no_bed_and_is_forgotten_like_a_discharged_one() -> None:
     p = PatientPlacement()
-    units, outcomes = occupancy(p, [ev(1, "admit", "ICU"), ev(2, "merged_away")])
+    units, outcomes = occupancy(p, [ev(1, "admit", "ICU"), ev(2, "merged_away", "ICU")])
     assert units == {"ICU": 0} and outcomes == ["applied", "applied"]
     assert p.forget_at_ms == 2000 + RETENTION_MS

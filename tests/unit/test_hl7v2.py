@@ -350,17 +350,51 @@ def test_a_trauma_alias_merged_into_the_patients_record_hands_its_bed_to_that_re
     assert alias.apply(census.AdtEvent.of(cancelled, 180_000))[0].status == "nothing_to_cancel"
 
 
-def test_a_merge_without_a_pv1_frees_the_merged_records_bed_and_places_no_one() -> None:
-    merge = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR"))
-    assert isinstance(merge, hl7v2.Mapped)
-    (_, away), (_, into) = merge.records
-    alias = census.PatientPlacement(census.Place("H", "ICU", "2"))
-    record = census.PatientPlacement()
-    assert alias.apply(census.AdtEvent.of(away, 0))[0].status == "applied"
-    assert record.apply(census.AdtEvent.of(into, 0))[0].status == "no_change"
-    assert alias.place is None and record.place is None
+def test_a_merge_that_does_not_say_where_the_patient_is_moves_no_one() -> None:
+    """Without a PV1 (an identity team's merge), or with a discharged visit's (PV1-45: a merge
+    of past records), the merge does not say where the patient is: the merged record keeps its
+    bed (the survivor's transfers are refused `not_admitted`, as before merges were read) and
+    no bed is added that no discharge would free."""
+    no_pv1 = merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR")
+    past = merge_message(
+        "A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR", "PV1|1|I|ICU^2^A^H" + "|" * 42 + "2026"
+    )
+    for message in (no_pv1, past):
+        merge = outcome(message)
+        assert isinstance(merge, hl7v2.Mapped)
+        (_, away), (_, into) = merge.records
+        assert away["unit_id"] is None and into["unit_id"] is None
+        alias = census.PatientPlacement(census.Place("H", "ICU", "2"))
+        record = census.PatientPlacement()
+        assert alias.apply(census.AdtEvent.of(away, 0)) == (
+            census.Outcome(
+                "no_change", "the merge does not say where the patient is: the bed is kept"
+            ),
+            [],
+        )
+        assert record.apply(census.AdtEvent.of(into, 0))[0].status == "no_change"
+        assert alias.place == census.Place("H", "ICU", "2") and record.place is None
     # a duplicate registration that held no bed: nothing to free
+    merge = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9^^^H^MR", "PV1|1|I|4E^^^H"))
+    assert isinstance(merge, hl7v2.Mapped)
+    (_, away), _ = merge.records
     assert census.PatientPlacement().apply(census.AdtEvent.of(away, 0))[0].status == "no_change"
+
+
+def test_the_merged_record_is_read_from_the_field_its_own_messages_named_it_by() -> None:
+    """MRG-1 is the prior PID-3 and MRG-4 the prior PID-2, which a patient's token comes from
+    only where PID-3 is empty: read by MRG-4 beside a PID-3, the alias's token would be another
+    than its admission's, its bed kept and the survivor placed too."""
+    by_pid3 = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|||||"))
+    assert isinstance(by_pid3, hl7v2.Refused) and "MRG-1" in by_pid3.reason
+    with_external = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9^^^H^MR|||EXT9"))
+    assert isinstance(with_external, hl7v2.Mapped)
+    assert with_external.records[0][1]["patient_token"] == tok("H", "T9")
+    by_pid2 = outcome(
+        merge_message("A34", "PID|1|MRN1^^^H||", "MRG||||T9^^^H", version="2.3")  # v2.3 PID-2
+    )
+    assert isinstance(by_pid2, hl7v2.Mapped), by_pid2
+    assert [r["patient_token"] for _, r in by_pid2.records] == [tok("H", "T9"), tok("H", "MRN1")]
 
 
 def test_older_merge_triggers_and_repeated_merges_are_each_two_events() -> None:
@@ -395,6 +429,8 @@ def test_a_merge_that_does_not_say_what_is_merged_is_refused_whole() -> None:
     assert "MRG-1" in no_mrg.reason
     itself = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|MRN1^^^H^MR"))
     assert isinstance(itself, hl7v2.Refused) and itself.reason_code == "bad_value"
+    two_mrg = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR", "MRG|T2^^^H^MR"))
+    assert isinstance(two_mrg, hl7v2.Refused) and two_mrg.reason_code == "malformed"
     # one bad merge of two: nothing of the message is stored
     second_bad = outcome(
         merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR", "PID|2||MRN2^^^H^MR")

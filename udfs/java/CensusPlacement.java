@@ -228,6 +228,9 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     if (kind.equals("merged_away")) {
       if (before == null) return out("no_change", "the merged record holds no bed");
+      if (next == null) {
+        return out("no_change", "the merge does not say where the patient is: the bed is kept");
+      }
       return merge(s, kind, null, t, deltas);
     }
     if (kind.equals("merged_in")) {
