@@ -84,31 +84,50 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
 
 
 def merges_spliced(events: pd.DataFrame) -> pd.DataFrame:
-    """Applied census_events rows (time order) with each patient merge whose two halves were
-    applied (`…:away`, `…:in`: udfs.census) spliced into one stay: the merged record's rows up
-    to the merge carry the surviving token and its `merged_away` row is dropped, so that the
-    merge is no departure of one stay and arrival of another (the forecast's survival and
-    arrival rates would count both) and the survivor's time in the unit runs from the alias's
-    admission. A merge of which one half changed nothing, or whose survivor was in a bed
-    already (two registrations both placed), is left as the census applied it."""
-    halves = events[events.event_type.isin(["merged_away", "merged_in"])]
-    if halves.empty:
+    """Applied census_events rows with each patient merge (udfs.census: a
+    `merged_away` row `…:away` and a `merged_in` row `…:in`, both applied) spliced into one
+    stay where the survivor held no bed before it: the merged record's current stay (its rows
+    since its last without a unit) carries the surviving token and the `merged_away` row is
+    dropped. The merge is then no departure of one stay and arrival of another (the forecast's
+    survival and arrival rates would count both), and the patient's time in the unit runs from
+    the alias's admission. A merge of which one half changed nothing, or whose survivor was in a
+    bed already (two registrations both placed), stays as the census applied it. Chains (A into
+    B, later B into C) follow in time order (the rows are sorted by time, stably: the census's
+    order at one instant kept). Cost: a sort, then per merge the rows of its two tokens."""
+    if not events.event_type.eq("merged_away").any():
         return events
-    out = events.copy()
-    into = halves[halves.event_type == "merged_in"]
-    survivor = dict(zip(into.event_id.str.removesuffix(":in"), into.patient_token, strict=True))
+    ev = events.sort_values("event_time", kind="stable").reset_index(drop=True)
+    kind = ev.event_type.to_numpy()
+    ids = ev.event_id.astype(str).to_numpy()
+    times = pd.to_datetime(ev.event_time, utc=True).dt.as_unit("ms").astype("int64").to_numpy()
+    placed = ev.unit_id.notna().to_numpy()
+    tokens = ev.patient_token.to_numpy(dtype=object).copy()
+    into = {ids[i].removesuffix(":in"): i for i in np.flatnonzero(kind == "merged_in")}
+    # the rows of the tokens a merge names (positions in `ev`, in time order)
+    halves = (kind == "merged_away") | (kind == "merged_in")
+    sub = ev[ev.patient_token.isin(set(tokens[halves]))]
+    rows_of = {
+        t: [int(i) for i in sub.index[ix]]
+        for t, ix in sub.groupby("patient_token", sort=False).indices.items()
+    }
     dropped = []
-    for i, away in halves[halves.event_type == "merged_away"].iterrows():
-        token = survivor.get(away.event_id.removesuffix(":away"))
-        if token is None:
+    for a in np.flatnonzero(kind == "merged_away"):
+        b = into.get(ids[a].removesuffix(":away"))
+        if b is None:
             continue
-        before = out[(out.patient_token == token) & (out.event_time < away.event_time)]
-        if not before.empty and pd.notna(before.unit_id.iloc[-1]):
+        alias, token = tokens[a], tokens[b]
+        own = [i for i in rows_of.get(token, []) if i != b and times[i] <= times[a]]
+        if own and placed[own[-1]]:
             continue
-        mine = (out.patient_token == away.patient_token) & (out.event_time <= away.event_time)
-        out.loc[mine, "patient_token"] = token
-        dropped.append(i)
-    return out.drop(index=dropped)
+        mine = [i for i in rows_of.get(alias, []) if i != a and times[i] <= times[a]]
+        left = max((k for k, i in enumerate(mine) if not placed[i]), default=-1)
+        moved = mine[left + 1 :]
+        tokens[moved] = token
+        rows_of[token] = sorted([*rows_of.get(token, []), *moved])
+        gone = set(moved)
+        rows_of[alias] = [i for i in rows_of[alias] if i not in gone]
+        dropped.append(a)
+    return ev.assign(patient_token=tokens).drop(index=dropped).reset_index(drop=True)
 
 
 def forecast_rows(

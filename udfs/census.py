@@ -50,8 +50,11 @@ HISTORY = 16  # placement changes kept per patient for cancels
 # A patient without a bed is forgotten (cancel history, seen event ids) this long in event time
 # after their last event: a cancel_discharge (A13) can follow a discharge by days.
 RETENTION_MS = 7 * 24 * 3600 * 1000
-# the event types that name the unit they place in
+# the event types that name the unit they place in, and those whose unit must be a configured one
+# (a merge's halves are refused together: with the survivor's refused, the merged record keeps
+# its bed rather than the patient leave the census)
 PLACING = ("admit", "transfer", "update", "merged_in")
+UNIT_CHECKED = (*PLACING, "merged_away")
 LEAVE = ("leave_of_absence", "return_from_leave")  # the bed held: no change
 
 
@@ -252,7 +255,11 @@ def _between(old: Place | None, new: Place | None, t: int) -> list[Delta]:
 def check_unit(e: AdtEvent, capacity: Capacity) -> Outcome | None:
     """A refusal for an event that would place a patient in a unit with no configured beds
     (checked before the state machine; it depends on no state)."""
-    if e.event_type in PLACING and e.unit_id and (e.facility_id, e.unit_id) not in capacity.units:
+    if (
+        e.event_type in UNIT_CHECKED
+        and e.unit_id
+        and (e.facility_id, e.unit_id) not in capacity.units
+    ):
         return Outcome("unknown_unit", f"{e.facility_id}/{e.unit_id} has no configured capacity")
     return None
 
@@ -279,7 +286,7 @@ def facility_beds_sql(capacity: Capacity, facility: str) -> str:
 
 def check_unit_sql(capacity: Capacity, event_type: str, facility: str, unit: str) -> str:
     """SQL: `check_unit`'s reason (NULL: no refusal) for the event in those columns."""
-    placing = ", ".join(f"'{k}'" for k in PLACING)
+    placing = ", ".join(f"'{k}'" for k in UNIT_CHECKED)
     unknown = (
         f"{event_type} IN ({placing}) AND {unit} IS NOT NULL AND {unit} <> '' "
         f"AND {unit_beds_sql(capacity, facility, unit)} IS NULL"

@@ -678,15 +678,30 @@ def _adt(
     return Mapped([(topics.ADT_EVENT.name, record)])
 
 
+# PV1-2 patient classes (HL7 table 0004) of a visit that holds no bed: preadmit, outpatient,
+# recurring patient, commercial account, not applicable. (E emergency, I inpatient, B obstetrics,
+# U unknown and an empty class may.)
+_BEDLESS = frozenset({"P", "O", "R", "C", "N"})
+
+
 def _merged(
     msg: Message, trigger: str, mapped: Mapped, token: Callable[[tuple[str, str]], str]
 ) -> Mapped | Refused:
     """A merge (`MERGES`): the merged record's `merged_away` event (`_merged_id`'s token) and
     the surviving record's `merged_in` (`mapped`: PID-3's token, PV1's visit), at the same
-    time, each with where the patient is: PV1-3, where the message has one and its visit is
-    not discharged (no PV1-45). The census frees the bed the merged record held and places the
-    survivor there (udfs.census); a merge that does not say where the patient is (no PV1, a
-    discharged visit's: a merge of past records) moves no one, both events without a unit."""
+    time, each with where the patient is: PV1-3, where the message has one, its visit is not
+    discharged (no PV1-45) and of a class in a bed (PV1-2 not `_BEDLESS`). The census frees the
+    bed the merged record held and places the survivor there (udfs.census); a merge that does
+    not say where the patient is (no PV1, as v2.3's A34 and A36 have none; a discharged or an
+    outpatient visit's) moves no one, both events without a unit."""
+    merges = sum(1 for seg in msg.children if seg.name == "MRG")
+    if merges > 1:  # (an MRG before the first PID is counted in every merge's)
+        return Refused(
+            "malformed",
+            f"ADT^{trigger}: {merges} MRG segments for one PID; each merge is a PID and its MRG",
+            "AE",
+            "100",
+        )
     merged = _merged_id(msg)
     mrg = "MRG-1" if _identifier(msg, "PID", 3) is not None else "MRG-4"
     if merged is None:
@@ -696,14 +711,6 @@ def _merged(
             "AE",
             "101",
         )
-    merges = sum(1 for seg in msg.children if seg.name == "MRG")
-    if merges > 1:
-        return Refused(
-            "malformed",
-            f"ADT^{trigger}: {merges} MRG segments after one PID; each merge is a PID and its MRG",
-            "AE",
-            "100",
-        )
     [(topic, into)] = mapped.records
     if token(merged) == into["patient_token"]:
         return Refused(
@@ -712,7 +719,11 @@ def _merged(
             "AE",
             "102",
         )
-    if _field(msg, "PV1", 45, 1):  # the visit is discharged: the patient is in no bed of it
+    # PV1-3 is where the patient is only for a visit in a bed: not discharged (PV1-45), not of
+    # a class that holds none (table 0004: preadmit, outpatient, recurring, commercial account,
+    # not applicable)
+    in_bed = not _field(msg, "PV1", 45, 1) and _field(msg, "PV1", 2, 1).upper() not in _BEDLESS
+    if not in_bed:
         into = into | dict.fromkeys(("unit_id", "bed_id", "prior_unit_id", "prior_bed_id"))
     away = into | {
         "event_id": f"{into['event_id']}:away",

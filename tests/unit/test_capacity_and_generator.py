@@ -29,6 +29,15 @@ def test_events_placing_a_patient_in_an_unconfigured_unit_are_refused() -> None:
     assert check_unit(e._replace(event_type="discharge"), cap) is None
 
 
+def test_both_halves_of_a_merge_naming_an_unconfigured_unit_are_refused() -> None:
+    """Were only the survivor's `merged_in` refused, the merged record's `merged_away` would
+    free its bed and the patient leave the census; refused together, the bed is kept."""
+    cap = Capacity.from_dict({"facilities": {"H": {"ICU": 10}}})
+    for kind in ("merged_away", "merged_in"):
+        refusal = check_unit(AdtEvent("e", kind, "H", "ICU-POD", None, 0), cap)
+        assert refusal is not None and refusal.status == "unknown_unit"
+
+
 def test_generated_traffic_is_consistent_and_near_its_target_occupancy() -> None:
     plan = adt_generator.Plan(facilities=2, days=7, seed=3)
     events = adt_generator.events(plan)

@@ -459,3 +459,34 @@ def test_a_trauma_alias_merged_into_the_patients_record_is_one_stay_to_the_forec
     both = _census_rows(("m0:A01", "admit", "MRN1", "ED", 7, "applied"), *merge)
     stays, _ = sink.stays_from_census(both)
     assert set(stays.patient_token) == {"T9", "MRN1"}
+
+
+def test_a_merge_splices_only_the_merged_records_current_stay_in_any_row_order() -> None:
+    """The alias's earlier, discharged stay stays its own; a chain (T9 into MRN1, then MRN1
+    into MRN2) follows in time order whatever order the rows come in (and with repeated index
+    labels); a survivor placed at the merge's instant is not spliced onto."""
+    rows = _census_rows(
+        ("m0:A01", "admit", "T9", "4E", 1, "applied"),
+        ("m0:A03", "discharge", "T9", None, 3, "applied"),
+        ("m1:A01", "admit", "T9", "ICU", 8, "applied"),
+        ("m2:A40:away", "merged_away", "T9", None, 10, "applied"),
+        ("m2:A40:in", "merged_in", "MRN1", "ICU", 10, "applied"),
+        ("m3:A40:away", "merged_away", "MRN1", None, 12, "applied"),
+        ("m3:A40:in", "merged_in", "MRN2", "ICU", 12, "applied"),
+    )
+    shuffled = pd.concat([rows.iloc[4:], rows.iloc[:4]])  # labels 4-6 then 0-3
+    shuffled.index = [0, 1, 2, 0, 1, 2, 3]
+    stays, _ = sink.stays_from_census(shuffled)
+    t0 = pd.Timestamp("2026-03-01", tz="UTC").timestamp() / 3600
+    got = sorted((r.patient_token, r.unit_id, r.start_h - t0) for r in stays.itertuples())
+    assert got == [("MRN2", "ICU", 8), ("T9", "4E", 1)]
+    assert stays.loc[stays.patient_token == "T9", "end_h"].item() - t0 == 3
+    # the survivor admitted at the very instant of the merge: two stays, as the census had them
+    same_instant = _census_rows(
+        ("m1:A01", "admit", "T9", "ICU", 8, "applied"),
+        ("m2:A01", "admit", "MRN1", "4E", 10, "applied"),
+        ("m3:A40:away", "merged_away", "T9", None, 10, "applied"),
+        ("m3:A40:in", "merged_in", "MRN1", "ICU", 10, "applied"),
+    )
+    stays, _ = sink.stays_from_census(same_instant)
+    assert set(stays.patient_token) == {"T9", "MRN1"}

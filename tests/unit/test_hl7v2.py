@@ -351,15 +351,19 @@ def test_a_trauma_alias_merged_into_the_patients_record_hands_its_bed_to_that_re
 
 
 def test_a_merge_that_does_not_say_where_the_patient_is_moves_no_one() -> None:
-    """Without a PV1 (an identity team's merge), or with a discharged visit's (PV1-45: a merge
-    of past records), the merge does not say where the patient is: the merged record keeps its
+    """Without a PV1 (an identity team's merge; v2.3's A34 and A36 have none), with a
+    discharged visit's (PV1-45: a merge of past records) or an outpatient visit's (PV1-2), the
+    merge does not say where the patient is: the merged record keeps its
     bed (the survivor's transfers are refused `not_admitted`, as before merges were read) and
     no bed is added that no discharge would free."""
     no_pv1 = merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR")
     past = merge_message(
         "A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR", "PV1|1|I|ICU^2^A^H" + "|" * 42 + "2026"
     )
-    for message in (no_pv1, past):
+    outpatient = merge_message(  # PV1-2 O: an outpatient visit, in no bed
+        "A40", "PID|1||MRN1^^^H^MR", "MRG|T9001^^^H^MR", "PV1|1|O|ICU^2^A^H"
+    )
+    for message in (no_pv1, past, outpatient):
         merge = outcome(message)
         assert isinstance(merge, hl7v2.Mapped)
         (_, away), (_, into) = merge.records
