@@ -82,6 +82,7 @@ class GatewayStats:
     dead_lettered: int = 0
     retry_asked: int = 0
     records: dict[str, int] = field(default_factory=dict)
+    unread: dict[str, int] = field(default_factory=dict)  # OBX codes not read: messages each
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Decision:
     reason: str = ""
     route: str = ""  # topic prefix: '' production, settings.nonproduction_topic_prefix otherwise
     processing_id: str = "P"
+    unread: tuple[str, ...] = ()  # a stored ORU's OBX codes it does not read (hl7v2.Mapped)
 
     @property
     def outcome(self) -> str:
@@ -200,13 +202,14 @@ class Gateway:
         letters = [
             Letter(r.refusal.reason_code, r.refusal.reason, r.payload) for r in result.rejected
         ]
+        unread = tuple(result.unread)
         if not letters:
-            return Decision(hl7v2.ack(msg, "AA"), "AA", encoded, [], route=route)
+            return Decision(hl7v2.ack(msg, "AA"), "AA", encoded, [], route=route, unread=unread)
         reason = "; ".join(f"{r.reason_code}: {r.reason}" for r in letters)
         first = result.rejected[0].refusal
         note = f"stored; {len(letters)} value(s) not read: {first.reason}"
         ack = hl7v2.ack(msg, "AA", note, first.hl7_error)
-        return Decision(ack, "AA", encoded, letters, reason, route)
+        return Decision(ack, "AA", encoded, letters, reason, route, unread=unread)
 
     def _refused(
         self, msg: Any, text: str, payload: bytes, why: hl7v2.Refused, route: str
@@ -260,6 +263,16 @@ class Gateway:
             self.stats.dead_lettered += len(d.letters)
             for topic, _, _ in d.records:
                 self.stats.records[topic] = self.stats.records.get(topic, 0) + 1
+            for code in d.unread:
+                seen = self.stats.unread[code] = self.stats.unread.get(code, 0) + 1
+                if seen == 1:
+                    log.info(
+                        "message %d: OBX code %s is not read (no vital sign or lab code wardflow "
+                        "reads, nor mapped in interop_code_map); further ones are counted in the "
+                        "gateway's stats",
+                        seq,
+                        code,
+                    )
             return d.ack
 
 
@@ -279,7 +292,7 @@ def _without_future(
         if i in ahead
     ]
     kept = [r for i, r in enumerate(result.records) if i not in ahead]
-    return hl7v2.Mapped(kept, [*result.rejected, *rejected])
+    return hl7v2.Mapped(kept, [*result.rejected, *rejected], result.unread)
 
 
 class FrameReader:
@@ -422,7 +435,8 @@ def inputs(paths: list[Path]) -> list[Path]:
 
 
 def check(settings: Settings, paths: list[Path]) -> Iterator[str]:
-    """One tab-separated line per message: file, ACK code, records produced, reason."""
+    """One tab-separated line per message: file, ACK code, records produced, reason (for a
+    stored ORU, the codes of its OBX segments it does not read, which the code map may add)."""
     gateway = Gateway(settings, listen="check")
     for path in inputs(paths):
         try:
@@ -434,6 +448,9 @@ def check(settings: Settings, paths: list[Path]) -> Iterator[str]:
         for raw in messages:
             d = gateway.decide(raw)
             reason = d.reason
+            if d.unread:
+                unread = f"OBX not read: {', '.join(d.unread)}"
+                reason = f"{reason}; {unread}" if reason else unread
             if d.route:
                 where = f"processing id {d.processing_id}: non-production topics {d.route}*"
                 reason = f"{reason}; {where}" if reason else where

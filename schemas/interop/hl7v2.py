@@ -131,6 +131,11 @@ class Rejected:
 class Mapped:
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # the codes of the OBX segments of an ORU that carry no code wardflow reads (each code with
+    # its coding system, `_unread`): no error (a flowsheet sends pain scores and notes too), but
+    # a vital sign under a local code nobody mapped would be lost without a word, so the gateway
+    # counts and logs them (jobs/feeds/hl7_gateway.py) for the code map (interop_code_map)
+    unread: list[str] = field(default_factory=list)
 
 
 Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
@@ -783,9 +788,7 @@ def _oru(
         panel = blood_pressure_panel(identifier, codes) if coded is None else None
         status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None:
-            skipped += [
-                (i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)
-            ] or ["none"]
+            skipped += _unread(identifier)
             continue
         if status in ("X", "I"):  # cannot be obtained, pending (table 0085): no value
             continue
@@ -885,7 +888,15 @@ def _oru(
                 },
             )
         )
-    return Mapped(out, rejected)
+    return Mapped(out, rejected, list(dict.fromkeys(skipped)))
+
+
+def _unread(identifier: list[str]) -> list[str]:
+    """An unread OBX-3's codes, each with its coding system (`8^PULSE^FLO` → `8 (FLO)`; a
+    text alone quoted), else `none`."""
+    return [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)] or [
+        "none"
+    ]
 
 
 _SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}

@@ -314,3 +314,41 @@ def test_a_hospitals_own_flowsheet_codes_are_stored_by_both_edges_once_the_team_
         for r in vitals
     )  # fmt: skip
     assert read == [("fhir", None, None, None, 22), ("hl7", 112, 92, 50, None)]
+
+
+def test_a_code_the_gateway_does_not_read_beside_one_it_does_is_counted_and_logged_once(
+    edge: tuple[Settings, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flowsheet ORU with the heart rate by LOINC and a temperature under the EHR's own row
+    id: the heart rate is stored, the temperature is no error (a flowsheet sends pain scores
+    and notes too), but it was dropped without a trace. Now the gateway counts each such code
+    and logs it the first time, so the team knows what the code map could add."""
+    s, prefix = edge
+    messages = [
+        "\r".join(
+            [
+                f"MSH|^~\\&|EPIC|GH|WF|GH|20260301080500||ORU^R01|{control}|P|2.5.1",
+                "PID|1||MRN79^^^GH^MR||DOE^JANE",
+                "PV1|1|I|4E^^15^GH",
+                f"OBR|1|||FLOWSHEET|||2026030108{minute}00",
+                "OBX|1|NM|8867-4^Heart rate^LN||112|/min|||||F",
+                "OBX|2|NM|6^TEMPERATURE^FLO||38.9|||||F",
+            ]
+        ).encode()
+        for control, minute in (("T1", "00"), ("T2", "05"))
+    ]
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        with caplog.at_level("INFO", logger="wardflow.hl7_gateway"):
+            acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+        stats = server.gateway.stats
+    finally:
+        server.shutdown()
+    vitals = kafka_io.read_records(
+        s, prefix + topics.VITALS_OBSERVATION.name, topics.VITALS_OBSERVATION.name
+    )
+    assert [ack_code(a) for a in acks] == ["AA", "AA"]
+    assert sorted(v["heart_rate_bpm"] for v in vitals) == [112, 112]
+    assert stats.unread == {"6 (FLO)": 2} and stats.dead_lettered == 0
+    logged = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert len(logged) == 1 and "OBX code 6 (FLO)" in logged[0]

@@ -291,3 +291,20 @@ def test_a_monitor_feed_without_assigning_authority_or_facility_takes_the_config
     [(_, unconfigured, _)] = gateway(settings).decide(monitor).records
     assert unconfigured["patient_token"] != admission["patient_token"]
     assert unconfigured["facility_id"] == "EfficiaCM"  # MSH-3.2: the sender, named at all
+
+
+def test_a_stored_orus_obx_codes_it_does_not_read_are_named_in_its_decision_and_check_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    message = vitals(
+        "OBX|1|NM|8867-4^Heart rate^LN||88|/min|||||F",
+        "OBX|2|NM|6^TEMPERATURE^FLO||38.9|||||F",
+        "OBX|3|NM|38208-5^Pain severity^LN||4||||||F",
+        "OBX|4|NM|6^TEMPERATURE^FLO||38.7|||||F",  # the same code again: named once
+    )
+    d = gateway(settings).decide(message)
+    assert (d.ack_code, len(d.records), d.letters) == ("AA", 1, [])
+    assert d.unread == ("6 (FLO)", "38208-5 (LN)")
+    (tmp_path / "oru.hl7").write_bytes(message)
+    [row] = offline_check("jobs.feeds.hl7_gateway", tmp_path / "oru.hl7")
+    assert row == ["oru.hl7", "AA", "1", "OBX not read: 6 (FLO), 38208-5 (LN)"]
