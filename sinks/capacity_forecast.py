@@ -83,6 +83,9 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
     return cf.stays_from_placements(placements), starts
 
 
+PLACED_FIRST = ("admit", "merged_in")  # at a merge's instant, placed before its merged_in
+
+
 def merges_spliced(events: pd.DataFrame) -> pd.DataFrame:
     """Applied census_events rows with each patient merge (udfs.census: a
     `merged_away` row `…:away` and a `merged_in` row `…:in`, both applied) spliced into one
@@ -91,7 +94,8 @@ def merges_spliced(events: pd.DataFrame) -> pd.DataFrame:
     dropped. The merge is then no departure of one stay and arrival of another (the forecast's
     survival and arrival rates would count both), and the patient's time in the unit runs from
     the alias's admission. A merge of which one half changed nothing, or whose survivor was in a
-    bed already (two registrations both placed), stays as the census applied it. Chains (A into
+    bed at the merge or during the merged record's stay (two registrations both placed), stays
+    as the census applied it. Chains (A into
     B, later B into C) follow in time order (the rows are sorted by time, stably: the census's
     order at one instant kept). Cost: a sort, then per merge the rows of its two tokens."""
     if not events.event_type.eq("merged_away").any():
@@ -115,13 +119,19 @@ def merges_spliced(events: pd.DataFrame) -> pd.DataFrame:
         b = into.get(ids[a].removesuffix(":away"))
         if b is None:
             continue
-        alias, token = tokens[a], tokens[b]
-        own = [i for i in rows_of.get(token, []) if i != b and times[i] <= times[a]]
-        if own and placed[own[-1]]:
-            continue
-        mine = [i for i in rows_of.get(alias, []) if i != a and times[i] <= times[a]]
+        alias, token, t = tokens[a], tokens[b], times[a]
+        # the survivor's rows the census applied before the merge: at its instant only one that
+        # places a patient without a bed (a transfer or discharge then came after merged_in)
+        own = [
+            i
+            for i in rows_of.get(token, [])
+            if i != b and (times[i] < t or (times[i] == t and kind[i] in PLACED_FIRST))
+        ]
+        mine = [i for i in rows_of.get(alias, []) if i != a and times[i] <= t]
         left = max((k for k, i in enumerate(mine) if not placed[i]), default=-1)
         moved = mine[left + 1 :]
+        if own and (placed[own[-1]] or (moved and times[own[-1]] >= times[moved[0]])):
+            continue  # in a bed at the merge, or during the merged record's stay: not one stay
         tokens[moved] = token
         rows_of[token] = sorted([*rows_of.get(token, []), *moved])
         gone = set(moved)

@@ -67,6 +67,8 @@ TOPICS = [
     topics.DEAD_LETTER.name,
 ]
 HEAD_BYTES = 64 << 10  # what a dead letter keeps of a message over max_message_bytes
+UNREAD_KEPT = 1000  # distinct unread OBX codes counted and logged by name
+UNREAD_OTHER = "(other codes)"
 log = logging.getLogger("wardflow.hl7_gateway")
 
 
@@ -82,7 +84,9 @@ class GatewayStats:
     dead_lettered: int = 0
     retry_asked: int = 0
     records: dict[str, int] = field(default_factory=dict)
-    unread: dict[str, int] = field(default_factory=dict)  # OBX codes not read: messages each
+    # OBX codes not read (hl7v2.Mapped.unread): the messages each came in, at most UNREAD_KEPT
+    # codes (then the rest under UNREAD_OTHER: a sender's free text in OBX-3 grows no memory)
+    unread: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -263,17 +267,33 @@ class Gateway:
             self.stats.dead_lettered += len(d.letters)
             for topic, _, _ in d.records:
                 self.stats.records[topic] = self.stats.records.get(topic, 0) + 1
-            for code in d.unread:
-                seen = self.stats.unread[code] = self.stats.unread.get(code, 0) + 1
-                if seen == 1:
-                    log.info(
-                        "message %d: OBX code %s is not read (no vital sign or lab code wardflow "
-                        "reads, nor mapped in interop_code_map); further ones are counted in the "
-                        "gateway's stats",
-                        seq,
-                        code,
-                    )
+            self.count_unread(seq, d.unread)
             return d.ack
+
+    def count_unread(self, seq: int, codes: tuple[str, ...]) -> None:
+        """Count a stored message's unread OBX codes; log each code the first time it comes
+        (and once that UNREAD_KEPT codes are counted: later new ones go under UNREAD_OTHER)."""
+        unread = self.stats.unread
+        for code in codes:
+            if code not in unread and len(unread) >= UNREAD_KEPT:
+                if UNREAD_OTHER not in unread:
+                    log.warning(
+                        "message %d: %d distinct unread OBX codes counted; further new ones "
+                        "are counted as %r, not logged",
+                        seq,
+                        UNREAD_KEPT,
+                        UNREAD_OTHER,
+                    )
+                code = UNREAD_OTHER
+            unread[code] = unread.get(code, 0) + 1
+            if unread[code] == 1 and code != UNREAD_OTHER:
+                log.info(
+                    "message %d: OBX code %s is not read (no vital sign or lab code wardflow "
+                    "reads, nor mapped in interop_code_map); logged once, counted in "
+                    "GatewayStats.unread",
+                    seq,
+                    code,
+                )
 
 
 def _without_future(
@@ -454,7 +474,7 @@ def check(settings: Settings, paths: list[Path]) -> Iterator[str]:
             if d.route:
                 where = f"processing id {d.processing_id}: non-production topics {d.route}*"
                 reason = f"{reason}; {where}" if reason else where
-            yield f"{path.name}\t{d.ack_code}\t{len(d.records)}\t{reason}"
+            yield f"{path.name}\t{d.ack_code}\t{len(d.records)}\t{hl7v2.printable(reason)}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -892,11 +892,22 @@ def _oru(
 
 
 def _unread(identifier: list[str]) -> list[str]:
-    """An unread OBX-3's codes, each with its coding system (`8^PULSE^FLO` → `8 (FLO)`; a
-    text alone quoted), else `none`."""
-    return [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)] or [
-        "none"
-    ]
+    r"""An unread OBX-3's codes, each with its coding system (`8^PULSE^FLO` → `8 (FLO)`; a
+    text alone quoted), else `(no OBX-3)`: labels for a log line, a dead letter's reason and
+    the gateway's check output, so control characters (a tab or line feed sent escaped,
+    `\X09\`) are written as escapes and a label is at most `UNREAD_LABEL_CHARS` long."""
+    labels = [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)]
+    return [printable(label)[:UNREAD_LABEL_CHARS] for label in labels] or ["(no OBX-3)"]
+
+
+UNREAD_LABEL_CHARS = 80
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character (C0, DEL, C1, line and paragraph separators) written
+    as its Python escape, so that it cannot split a line or a tab-separated column."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 _SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}

@@ -490,3 +490,32 @@ def test_a_merge_splices_only_the_merged_records_current_stay_in_any_row_order()
     )
     stays, _ = sink.stays_from_census(same_instant)
     assert set(stays.patient_token) == {"T9", "MRN1"}
+
+
+def test_a_merge_is_not_spliced_over_the_survivors_own_stay_nor_undone_by_a_later_move() -> None:
+    """The survivor in a bed during the merged record's stay (discharged from the emergency
+    department before the merge): two registrations both placed, left as the census had them.
+    A survivor's transfer at the merge's own instant came after the merge: spliced."""
+    t0 = pd.Timestamp("2026-03-01", tz="UTC").timestamp() / 3600
+    overlapping = _census_rows(
+        ("m0:A01", "admit", "MRN1", "ED", 0, "applied"),
+        ("m1:A01", "admit", "T9", "ICU", 1, "applied"),
+        ("m2:A03", "discharge", "MRN1", None, 2, "applied"),
+        ("m3:A40:away", "merged_away", "T9", None, 6, "applied"),
+        ("m3:A40:in", "merged_in", "MRN1", "ICU", 6, "applied"),
+    )
+    stays, _ = sink.stays_from_census(overlapping)
+    got = sorted((r.patient_token, r.unit_id, r.start_h - t0) for r in stays.itertuples())
+    assert got == [("MRN1", "ED", 0), ("MRN1", "ICU", 6), ("T9", "ICU", 1)]
+    moved_at_once = _census_rows(
+        ("m1:A01", "admit", "T9", "ICU", 1, "applied"),
+        ("m2:A40:away", "merged_away", "T9", None, 6, "applied"),
+        ("m2:A40:in", "merged_in", "MRN1", "ICU", 6, "applied"),
+        ("m3:A02", "transfer", "MRN1", "4E", 6, "applied"),
+    )
+    stays, _ = sink.stays_from_census(moved_at_once)
+    got = sorted(
+        (r.patient_token, r.unit_id, r.start_h - t0, r.end_h - t0) for r in stays.itertuples()
+    )
+    assert got[0] == ("MRN1", "4E", 6, got[0][3]) and np.isnan(got[0][3])
+    assert got[1] == ("MRN1", "ICU", 1, 6)

@@ -12,6 +12,7 @@ import pytest
 from jobs.feeds import hl7_gateway
 from jobs.feeds.hl7_gateway import END, START, FrameReader, Gateway
 from schemas import codec, topics
+from schemas.interop import hl7v2
 from schemas.settings import Settings
 from tests.conftest import offline_check
 
@@ -223,9 +224,10 @@ def test_one_reading_timed_in_the_future_is_dead_lettered_alone(settings: Settin
         vitals(
             "OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301080000",
             "OBX|2|NM|9279-1^RR^LN||18|/min|||||F|||20990301080000",  # a wrong year
+            "OBX|3|NM|6^TEMPERATURE^FLO||38.9|||||F",
         )
     )
-    assert d.ack_code == "AA"
+    assert d.ack_code == "AA" and d.unread == ("6 (FLO)",)  # kept when the future one goes
     [(_, rec, _)] = d.records
     assert rec["heart_rate_bpm"] == 88 and "resp_rate_per_min" not in rec
     [letter] = d.letters
@@ -308,3 +310,40 @@ def test_a_stored_orus_obx_codes_it_does_not_read_are_named_in_its_decision_and_
     (tmp_path / "oru.hl7").write_bytes(message)
     [row] = offline_check("jobs.feeds.hl7_gateway", tmp_path / "oru.hl7")
     assert row == ["oru.hl7", "AA", "1", "OBX not read: 6 (FLO), 38208-5 (LN)"]
+
+
+def test_a_code_with_a_tab_or_line_feed_cannot_split_the_check_line_or_the_log(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Field text is unescaped: `\\X09\\` is a tab, `\\X0A\\` a line feed. In a code's label
+    they are written as escapes, so the check output keeps one line of four columns per message
+    (a line feed forged a line of its own) and a log line stays one line."""
+    message = vitals(
+        "OBX|1|NM|8867-4^Heart rate^LN||88|/min|||||F",
+        "OBX|2|NM|6\\X0A\\forged.hl7\\X09\\AR\\X09\\0^T^FL\\X09\\O||1|||||F",
+    )
+    d = gateway(settings).decide(message)
+    assert d.unread == ("6\\nforged.hl7\\tAR\\t0 (FL\\tO)",)
+    (tmp_path / "tab.hl7").write_bytes(message)
+    rows = offline_check("jobs.feeds.hl7_gateway", tmp_path / "tab.hl7")
+    assert rows == [["tab.hl7", "AA", "1", f"OBX not read: {d.unread[0]}"]]
+    long = gateway(settings).decide(
+        vitals("OBX|1|NM|8867-4^HR^LN||88|/min|||||F", f"OBX|2|ST|^{'x' * 5000}||1|||||F")
+    )
+    assert [len(code) for code in long.unread] == [hl7v2.UNREAD_LABEL_CHARS]
+
+
+def test_the_gateway_counts_at_most_its_limit_of_distinct_unread_codes_by_name(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender with free text or unique ids in OBX-3 would grow the counts for ever: past
+    UNREAD_KEPT codes, new ones are counted together, and logged no more."""
+    g = gateway(settings)
+    with caplog.at_level("INFO", logger="wardflow.hl7_gateway"):
+        for n in range(hl7_gateway.UNREAD_KEPT + 50):
+            g.count_unread(n, (f"note-{n} (L)", "6 (FLO)"))
+    assert len(g.stats.unread) == hl7_gateway.UNREAD_KEPT + 1
+    assert g.stats.unread[hl7_gateway.UNREAD_OTHER] == 51  # 50 new ones, and the 1000th note
+    assert g.stats.unread["6 (FLO)"] == hl7_gateway.UNREAD_KEPT + 50
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == hl7_gateway.UNREAD_KEPT + 1  # a line per code kept, one at the cap

@@ -435,6 +435,8 @@ def test_a_merge_that_does_not_say_what_is_merged_is_refused_whole() -> None:
     assert isinstance(itself, hl7v2.Refused) and itself.reason_code == "bad_value"
     two_mrg = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR", "MRG|T2^^^H^MR"))
     assert isinstance(two_mrg, hl7v2.Refused) and two_mrg.reason_code == "malformed"
+    first_empty = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|", "MRG|T2^^^H^MR"))
+    assert isinstance(first_empty, hl7v2.Refused) and first_empty.reason_code == "malformed"
     # one bad merge of two: nothing of the message is stored
     second_bad = outcome(
         merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T1^^^H^MR", "PID|2||MRN2^^^H^MR")
