@@ -349,10 +349,8 @@ def _subject(
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    if enc.status == "entered-in-error":
-        return _voided(enc, subject, tokenise, source, facility)
-    if enc.status == "cancelled":
-        return Refused("cancelled", "Encounter status is cancelled")
+    if enc.status in ("cancelled", "entered-in-error"):
+        return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}")
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
@@ -363,7 +361,8 @@ def _encounter(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    key = _encounter_key(enc)
+    # an Encounter is followed across its versions by its id, else its business identifier
+    key = f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
     if key is None:
         return Refused(
             "missing_field",
@@ -506,57 +505,6 @@ def _encounter(
             }
         )
     return Mapped([(topics.ADT_EVENT.name, r) for r in records])
-
-
-def _encounter_key(enc: Any) -> str | None:
-    """What follows an Encounter across its versions: its id, else its business identifier."""
-    return f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
-
-
-def _voided(
-    enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
-) -> Mapped | Refused:
-    """An Encounter version `entered-in-error`: the stay never was (FHIR R4 EncounterStatus).
-    One still open (no period.end) is taken back as HL7 takes back an admission (A11): a
-    `cancel_admit` at the time the server stored the version (meta.lastUpdated), so that the
-    census frees the bed an earlier version placed the patient in (udfs.census voids the stay).
-    Refused `entered_in_error` as before for a stay that had ended (its discharge freed the bed,
-    and the patient's stay now may be another), one of a class in no bed, or one without
-    meta.lastUpdated (when it was taken back is unknown)."""
-    cls = enc.class_fhir.code if enc.class_fhir is not None else None
-    ended = enc.period is not None and enc.period.end is not None
-    at = _stored_at(enc)
-    key = _encounter_key(enc)
-    if cls not in BED_CLASSES or ended or at is None or key is None:
-        why = (
-            f"class {cls} occupies no bed"
-            if cls not in BED_CLASSES
-            else "the stay had ended (period.end): nothing in the census to take back"
-            if ended
-            else "without meta.lastUpdated, when it was taken back is unknown"
-            if at is None
-            else "the Encounter has neither an id nor an identifier"
-        )
-        return Refused("entered_in_error", f"Encounter status is entered-in-error; {why}")
-    patient = subject()
-    if isinstance(patient, Refused):
-        return patient
-    record = {
-        "event_id": f"fhir:{key}:entered-in-error",
-        "event_type": "cancel_admit",
-        "source_message_type": "FHIR Encounter",
-        "patient_token": patient,
-        "encounter_token": tokenise("fhir:Encounter", enc.id or key),
-        "facility_id": facility,
-        "unit_id": None,
-        "bed_id": None,
-        "prior_unit_id": None,
-        "prior_bed_id": None,
-        "event_time": at,
-        "recorded_time": at,
-        "source": source,
-    }
-    return Mapped([(topics.ADT_EVENT.name, record)])
 
 
 def _level(loc: Any) -> str | None:

@@ -11,7 +11,6 @@ import pytest
 from schemas import codec, topics
 from schemas.interop import fhir_r4
 from schemas.interop.hl7v2 import Mapped, Refused
-from udfs import census
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir_r4"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/fhir_r4 is not here")
@@ -141,40 +140,6 @@ def test_an_encounter_version_stored_after_its_events_times_them_when_it_was_sto
     assert discharge["event_time"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert codec.record_time(discharge) == datetime(2026, 3, 1, 14, tzinfo=UTC)
     assert codec.record_time(admit) == datetime(2026, 3, 1, 14, tzinfo=UTC)
-
-
-def test_an_encounter_entered_in_error_takes_back_the_bed_its_earlier_version_placed() -> None:
-    """FHIR R4: `entered-in-error`, the stay never was. It was refused, so a bed an earlier
-    version of the Encounter had placed the patient in stayed taken for ever; now it is an
-    admission taken back (as HL7 A11) when the server stored that version."""
-    open_stay = encounter(("4E", "2026-03-01T08:00:00Z", None))
-    [(_, first, _)] = run(open_stay | {"meta": {"lastUpdated": "2026-03-01T08:05:00Z"}})
-    erred = open_stay | {
-        "status": "entered-in-error",
-        "meta": {"lastUpdated": "2026-03-01T09:30:00Z"},
-    }
-    [(_, void, _)] = run(erred)
-    assert isinstance(first, Mapped) and isinstance(void, Mapped)
-    [(_, taken_back)] = void.records
-    assert taken_back["event_type"] == "cancel_admit"
-    assert taken_back["event_time"] == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-    assert taken_back["patient_token"] == first.records[0][1]["patient_token"]
-    placement = census.PatientPlacement()
-    for _, record in [*first.records, *void.records]:
-        outcome, deltas = placement.apply(
-            census.AdtEvent.of(record, codec.epoch_ms(codec.record_time(record)))
-        )
-        assert outcome.status == "applied"
-    assert placement.place is None and [(d.occupied, d.cancels) for d in deltas] == [(-1, 1)]
-    # refused as before: a stay that had ended, or without the time it was taken back
-    ended = encounter(("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"))
-    ended["period"] = {"start": "2026-03-01T08:00:00Z", "end": "2026-03-01T12:00:00Z"}
-    for refused in (
-        ended | {"status": "entered-in-error", "meta": erred["meta"]},
-        erred | {"meta": {}},
-    ):
-        [(_, o, _)] = run(refused)
-        assert isinstance(o, Refused) and o.reason_code == "entered_in_error", o
 
 
 def test_a_location_that_ends_before_it_starts_refuses_the_encounter() -> None:
