@@ -87,17 +87,17 @@ PLACED_FIRST = ("admit", "merged_in")  # at a merge's instant, placed before its
 
 
 def merges_spliced(events: pd.DataFrame) -> pd.DataFrame:
-    """Applied census_events rows with each patient merge (udfs.census: a
-    `merged_away` row `…:away` and a `merged_in` row `…:in`, both applied) spliced into one
-    stay where the survivor held no bed before it: the merged record's current stay (its rows
-    since its last without a unit) carries the surviving token and the `merged_away` row is
-    dropped. The merge is then no departure of one stay and arrival of another (the forecast's
-    survival and arrival rates would count both), and the patient's time in the unit runs from
-    the alias's admission. A merge of which one half changed nothing, or whose survivor was in a
-    bed at the merge or during the merged record's stay (two registrations both placed), stays
-    as the census applied it. Chains (A into
-    B, later B into C) follow in time order (the rows are sorted by time, stably: the census's
-    order at one instant kept). Cost: a sort, then per merge the rows of its two tokens."""
+    """Applied census_events rows with each patient merge (udfs.census: a `merged_away` row
+    `…:away` and a `merged_in` row `…:in`, both applied) spliced into one stay where the
+    survivor held no bed before it: the merged record's current stay (its rows since its last
+    without a unit) carries the surviving token and the `merged_away` row is dropped. The merge
+    is then no departure of one stay and arrival of another (the forecast's survival and
+    arrival rates would count both), and the patient's time in the unit runs from the alias's
+    admission. A merge of which one half changed nothing, or whose survivor was in a bed at the
+    merge or during the merged record's stay (two registrations both placed), stays as the
+    census applied it. Chains (A into B, later B into C) follow in time order (the rows are
+    sorted by time, stably: the order at one instant kept). Cost: a sort, then per merge the
+    rows of its two tokens."""
     if not events.event_type.eq("merged_away").any():
         return events
     ev = events.sort_values("event_time", kind="stable").reset_index(drop=True)

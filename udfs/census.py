@@ -186,9 +186,7 @@ class PatientPlacement:
     def _move(
         self, kind: str, new: Place | None, t: int, *, arrival: bool = False
     ) -> tuple[Outcome, list[Delta]]:
-        before = self.place
-        self.history = [*self.history, (kind, before)][-HISTORY:]
-        self.place = new
+        before = self._remember(kind, new)
         if before is not None and new is not None and before[:2] == new[:2]:
             return APPLIED, []  # a bed move inside the unit
         out = []
@@ -218,10 +216,16 @@ class PatientPlacement:
 
     def _merge(self, kind: str, new: Place | None, t: int) -> tuple[Outcome, list[Delta]]:
         """A merge's half (`merged_away`: the bed freed; `merged_in`: placed): occupancy only."""
+        before = self._remember(kind, new)
+        return APPLIED, _between(before, new, t)
+
+    def _remember(self, kind: str, new: Place | None) -> Place | None:
+        """Move the patient to `new`, the change kept in the history cancels read (the latest
+        HISTORY); returns where they were."""
         before = self.place
         self.history = [*self.history, (kind, before)][-HISTORY:]
         self.place = new
-        return APPLIED, _between(before, new, t)
+        return before
 
     def _cancel(self, what: str, t: int) -> tuple[Outcome, list[Delta]]:
         open_stay = any(kind == "admit" for kind, _ in self.history)

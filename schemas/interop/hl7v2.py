@@ -361,14 +361,15 @@ def _patient_id(msg: Message) -> tuple[str, str] | None:
     return _identifier(msg, "PID", 3) or _identifier(msg, "PID", 2)
 
 
-def _merged_id(msg: Message) -> tuple[str, str] | None:
-    """The merged record's identifier as its own messages named it: MRG-1 (the prior PID-3,
-    v2.3.1 "prior patient identifier list"), or MRG-4 (the prior PID-2) where the message
-    names its patient by PID-2 (PID-3 empty, as some v2.3 senders do). Read as `_patient_id`
-    reads PID-3, so that the alias's token is the one its earlier messages made."""
+def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
+    """The field the merged record's identifier is read from, and that identifier as its own
+    messages named it: MRG-1 (the prior PID-3, v2.3.1 "prior patient identifier list"), or
+    MRG-4 (the prior PID-2) where the message names its patient by PID-2 (PID-3 empty, as some
+    v2.3 senders do). Read as `_patient_id` reads PID-3, so that the alias's token is the one
+    its earlier messages made."""
     if _identifier(msg, "PID", 3) is not None:
-        return _identifier(msg, "MRG", 1)
-    return _identifier(msg, "MRG", 4)
+        return "MRG-1", _identifier(msg, "MRG", 1)
+    return "MRG-4", _identifier(msg, "MRG", 4)
 
 
 def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | None:
@@ -659,7 +660,7 @@ def _adt(
 ) -> Mapped | Refused:
     """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
     numbers them), so that a visit keeps one token whatever facility its locations name."""
-    event_type = ADT_EVENTS.get(trigger, "merged_in")
+    event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     unit = _field(msg, "PV1", 3, 1, 1) or None
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
@@ -707,8 +708,7 @@ def _merged(
             "AE",
             "100",
         )
-    merged = _merged_id(msg)
-    mrg = "MRG-1" if _identifier(msg, "PID", 3) is not None else "MRG-4"
+    mrg, merged = _merged_id(msg)
     if merged is None:
         return Refused(
             "missing_field",
