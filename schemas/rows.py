@@ -256,6 +256,7 @@ CENSUS_IN = Row(
         Field("facility_id", "string"),
         Field("unit_id", "string"),
         Field("bed_id", "string"),
+        Field("encounter_token", "string", "The visit: an admission's cancel names it."),
         Field("source_topic", "string", "The topic the ADT record came from."),
         Field("kafka_partition", "int"),
         Field("kafka_offset", "long"),

@@ -61,6 +61,7 @@ def table(
     tail: Mapping[str, Any] | None = None,
     pace_s: float = PACE_S,
     hold_s: Mapping[int, float] | None = None,
+    uid: str | None = None,
 ) -> tuple[StreamTableEnvironment, Table]:
     """A table environment and `rows` in their order as a table of `columns` (typed by `types`,
     strings otherwise; `ts_ms` among them) with `rowtime` and the source's watermarks, which
@@ -68,7 +69,9 @@ def table(
     ends: `tail` follows the rows, again and again. `pace_s`: how long each row is held back
     (longer: a watermark comes between two rows also on a busy machine); `hold_s`: event time
     (ms) → how long the row of that time is held back instead (a late row that must come after
-    the watermark its predecessors make, whatever the machine's load)."""
+    the watermark its predecessors make, whatever the machine's load). `uid`: the prefix of
+    the source's operator uids (a job restored from a savepoint then claims none of the state
+    of another job's source, whose operators Flink hashes by their place in the graph)."""
     if paced:  # every Python function (the DataStream map's too) hands each row on at once
         settings = dataclasses.replace(settings, python_bundle_size=1, python_bundle_time_ms=1)
     env, t_env = stream_table_env(settings, connectors=False)
@@ -88,6 +91,8 @@ def table(
         stream = stream.map(_Then(values, tuple(tail[c] for c in columns)), output_type=row_type)
     else:
         stream = env.from_collection(values, row_type)
+        if uid is not None:
+            stream.uid(f"{uid}-source")
         if paced:
             stream = stream.map(_Paced(pace_s, at, hold_s or {}), output_type=row_type)
 
@@ -101,6 +106,8 @@ def table(
         else WatermarkStrategy.for_monotonous_timestamps()
     )
     stream = stream.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(TsMs()))
+    if uid is not None:
+        stream.uid(f"{uid}-timestamps")
     return t_env, t_env.from_data_stream(  # the stream's own timestamps and watermarks
         stream,
         Schema.new_builder()

@@ -25,8 +25,16 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
   unit (it does not say where the patient is) changes nothing: the merged record keeps its bed
   and the survivor is placed by their next admission; their transfers and discharge are refused
   `not_admitted` until then. A cancel (A11-A13) whose latest change is a merge has
-  `nothing_to_cancel`; an A11 voids the stay of an admission still in the history (as after a
-  transfer), the bed a merge placed included.
+  `nothing_to_cancel` (but a bound A11 of the visit the merge placed, below); an A11 voids the
+  stay of an admission still in the history (as after a transfer), the bed a merge placed
+  included.
+- an admission's cancel (A11) that names its encounter (the visit: PV1-19, compared exactly)
+  is bound where the census knows the encounter of the admission or merge that placed the
+  patient (the stay's): one of another encounter is refused `nothing_to_cancel` (a duplicate
+  visit taken back while the real one goes on, an old one after a readmission), the stay's own
+  voids the stay however many moves back its admission is. A cancel without an encounter, or
+  of a stay placed without one (or restored from a census state written before stays were
+  kept), cancels as below.
 - cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
   placement change of that kind, from the cancel's event time on: the cancelled admission's
   bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
@@ -71,6 +79,7 @@ class AdtEvent(NamedTuple):
     unit_id: str | None
     bed_id: str | None
     event_time_ms: int
+    encounter_token: str | None = None  # the visit (HL7 PV1-19, a FHIR Encounter)
 
     @classmethod
     def of(cls, record: Mapping[str, Any], event_time_ms: int) -> AdtEvent:
@@ -82,6 +91,7 @@ class AdtEvent(NamedTuple):
             record.get("unit_id"),
             record.get("bed_id"),
             event_time_ms,
+            record.get("encounter_token"),
         )
 
 
@@ -119,10 +129,11 @@ class PatientPlacement:
     history: list[tuple[str, Place | None]] = field(default_factory=list)  # (event type, before)
     seen: set[str] = field(default_factory=set)
     forget_at_ms: int | None = None  # no bed since the last event: forgotten from this time on
+    stay: str | None = None  # the encounter of the admission (or merge) that placed the patient
 
     def apply(self, e: AdtEvent) -> tuple[Outcome, list[Delta]]:
         if self.forget_at_ms is not None and e.event_time_ms >= self.forget_at_ms:
-            self.history, self.seen = [], set()
+            self.history, self.seen, self.stay = [], set(), None
         outcome, deltas = self._apply_once(e)
         self.forget_at_ms = None if self.place else e.event_time_ms + RETENTION_MS
         return outcome, deltas
@@ -151,6 +162,7 @@ class PatientPlacement:
                 return Outcome(
                     "already_admitted", f"patient holds a bed in {before.unit_id} already"
                 ), []
+            self.stay = e.encounter_token or None
             return self._move(kind, new, t, arrival=True)
         if kind in ("transfer", "discharge") and before is None:
             return Outcome("not_admitted", f"{kind} for a patient who holds no bed"), []
@@ -178,7 +190,18 @@ class PatientPlacement:
                 return Outcome("no_change", "the merge names no unit: it places no one"), []
             if new == before:
                 return Outcome("no_change", "the surviving record holds that bed already"), []
+            if before is None:
+                self.stay = e.encounter_token or None
             return self._merge(kind, new, t)
+        if kind == "cancel_admit" and e.encounter_token and self.stay is not None:
+            # bound: the cancel names its encounter and the census knows the stay's
+            if e.encounter_token != self.stay:
+                return Outcome(
+                    "nothing_to_cancel",
+                    "the cancelled admission is another encounter's than the stay's",
+                ), []
+            if self.place is not None:  # its admission, however many moves back
+                return self._void(t)
         if kind.startswith("cancel_"):
             return self._cancel(kind.removeprefix("cancel_"), t)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
@@ -227,11 +250,15 @@ class PatientPlacement:
         self.place = new
         return before
 
+    def _void(self, t: int) -> tuple[Outcome, list[Delta]]:
+        """The stay never was (a cancelled admission): its bed is freed, its history gone."""
+        voided, self.place, self.history, self.stay = self.place, None, [], None
+        return APPLIED, [d._replace(cancels=1) for d in _between(voided, None, t)]
+
     def _cancel(self, what: str, t: int) -> tuple[Outcome, list[Delta]]:
         open_stay = any(kind == "admit" for kind, _ in self.history)
-        if what == "admit" and self.place is not None and open_stay:  # the stay is void
-            voided, self.place, self.history = self.place, None, []
-            return APPLIED, [d._replace(cancels=1) for d in _between(voided, None, t)]
+        if what == "admit" and self.place is not None and open_stay:
+            return self._void(t)
         if not self.history or self.history[-1][0] != what:
             last = self.history[-1][0] if self.history else "none"
             return Outcome(

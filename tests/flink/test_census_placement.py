@@ -1,9 +1,10 @@
 """The census job's JVM placement (udfs/java/CensusPlacement.java, and the unit check generated
 as SQL) equals its Python reference (udfs.census: check_unit, then PatientPlacement per patient
 in event-time order) on a random ADT stream: every event type, duplicates, unknown and missing
-units, bed moves, cancels of every kind, events at the same instant, and resends after a gap
-longer than the retention (patients without a bed forgotten, also when the watermark passes the
-retention at once), through the real job on bounded input."""
+units, bed moves, cancels of every kind (an admission's of its own encounter or another's),
+events at the same instant, and resends after a gap longer than the retention (patients
+without a bed forgotten, also when the watermark passes the retention at once), through the
+real job on bounded input."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def adt_stream(seed: int, patients: int = 120, n: int = 2500) -> list[dict[str, 
                 "facility_id": facility,
                 "unit_id": unit,
                 "bed_id": rng.choice([None, "1", "2"]),
+                "encounter_token": rng.choice([None, "", "v1", "v2"]),
                 "event_time": t,
                 "source": "test",
             }
@@ -141,6 +143,8 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         "nothing_to_cancel",
     }
     assert sum(1 for d in want.deltas if d.cancels) > 20
+    other = "the cancelled admission is another encounter's than the stay's"
+    assert sum(1 for _, _, reason in want.refused.elements() if reason == other) > 5
     applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")
     assert sum(1 for n in applied.values() if n > 1) > 5  # applied again once forgotten
 

@@ -97,7 +97,11 @@ def test_the_placement_keeps_a_row_for_each_patient_in_a_bed_and_for_no_one_else
     placed: dict[str, Any],
 ) -> None:
     state: ptf_state.Savepoint = placed["state"]
-    assert state.declared == {"placement": "VALUE", ptf_state.NAMED_TIMERS: "MAP"}
+    assert state.declared == {
+        "placement": "VALUE",
+        "visit": "VALUE",
+        ptf_state.NAMED_TIMERS: "MAP",
+    }
     in_a_bed = _in_a_bed(placed["rows"])
     patients = {r["patient_token"] for r in placed["rows"]}
     assert SENTINEL in in_a_bed and len(patients - in_a_bed) > 5, "some are forgotten"

@@ -113,15 +113,18 @@ def hl7_adt(
     *,
     mrn: str = "MRN77",
     admitted: str = "",
+    visit: str = "",
 ) -> str:
     """An ADT message entered at `when` (MSH-7, EVN-2); `admitted`: PV1-44, the admission's
-    own time, when it was entered after the fact."""
+    own time, when it was entered after the fact; `visit`: PV1-19 (V900-`mrn` by default)."""
     return "\r".join(
         [
             f"MSH|^~\\&|EPIC|GH|WF|GH|{when}||ADT^{trigger}|{control}|P|2.5.1",
             f"EVN|{trigger}|{when}",
             f"PID|1||{mrn}^^^GH^MR||DOE^JANE",
-            f"PV1|1|I|{unit}^^{bed}^GH||||||||||||||||V900-{mrn}" + "|" * 25 + admitted,
+            f"PV1|1|I|{unit}^^{bed}^GH||||||||||||||||{visit or f'V900-{mrn}'}"
+            + "|" * 25
+            + admitted,
         ]
     )
 
@@ -286,3 +289,30 @@ def test_a_trauma_alias_merged_into_the_patients_record_is_counted_once_and_move
     assert sum(r["discharges"] for r in flows if r["unit_id"] == "ALL") == 0
     letters = read(s, prefix, topics.DEAD_LETTER)
     assert Counter(d["reason_code"] for d in letters) == {"duplicate": 2}
+
+
+@pytest.mark.slow
+def test_the_cancel_of_a_duplicate_visit_leaves_the_patients_real_stay_in_its_bed(
+    kafka: Settings, prefix: str, tmp_path: Path
+) -> None:
+    """A second visit opened for a patient already in a bed (refused: already admitted), then
+    cancelled (A11 of that visit). The census voided the real stay before, and the patient's
+    next transfer was refused `not_admitted`; the cancel is now of its own visit's stay only."""
+    s = census_settings(kafka, tmp_path, "hl7-census-duplicate-visit")
+    messages = [
+        hl7_adt("m1", "A01", "20260301080000", "ICU", "2", visit="V1"),
+        hl7_adt("m2", "A01", "20260301090000", "ICU", "1", visit="V2"),
+        hl7_adt("m3", "A11", "20260301100000", visit="V2"),
+        hl7_adt("m4", "A02", "20260301110000", "4E", "12", visit="V1"),
+    ]
+    assert send(s, prefix, messages) == ["AA"] * 4
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
+    events = read(s, prefix, topics.CENSUS_EVENT)
+    assert [(e["event_type"], e["unit_id"], e["outcome"]) for e in events] == [
+        ("admit", "ICU", "applied"),
+        ("transfer", "4E", "applied"),
+    ]
+    letters = read(s, prefix, topics.DEAD_LETTER)
+    assert sorted(d["reason_code"] for d in letters) == ["already_admitted", "nothing_to_cancel"]
+    latest = latest_census(s, prefix)
+    assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 0, "ALL": 1}

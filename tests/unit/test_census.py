@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from udfs.census import RETENTION_MS, AdtEvent, PatientPlacement, surge_level
+from udfs.census import HISTORY, RETENTION_MS, AdtEvent, PatientPlacement, surge_level
 
 
 def ev(i: int, kind: str, unit: str | None = None, bed: str | None = None) -> AdtEvent:
@@ -153,3 +153,50 @@ def test_a_record_merged_away_holds_no_bed_and_is_forgotten_like_a_discharged_on
     units, outcomes = occupancy(p, [ev(1, "admit", "ICU"), ev(2, "merged_away", "ICU")])
     assert units == {"ICU": 0} and outcomes == ["applied", "applied"]
     assert p.forget_at_ms == 2000 + RETENTION_MS
+
+
+def test_an_admissions_cancel_of_another_encounter_leaves_the_stay_alone() -> None:
+    """A cancel that names its encounter voids the stay only if that encounter's admission
+    placed the patient; one naming none, or a stay placed by an admission naming none, cancels
+    as before."""
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "ICU")._replace(encounter_token="v1"))
+    refused, _ = p.apply(ev(2, "cancel_admit")._replace(encounter_token="v2"))
+    assert refused.status == "nothing_to_cancel" and p.place is not None
+    voided, deltas = p.apply(ev(3, "cancel_admit")._replace(encounter_token="v1"))
+    assert voided.status == "applied" and p.place is None and deltas[0].cancels == 1
+    q = PatientPlacement()
+    q.apply(ev(1, "admit", "ICU"))
+    assert q.apply(ev(2, "cancel_admit")._replace(encounter_token="v2"))[0].status == "applied"
+
+
+def test_a_cancel_of_the_stays_own_encounter_voids_it_however_many_moves_back() -> None:
+    """The history keeps the latest HISTORY changes: an unbound A11 after more moves finds no
+    admission in it, one naming the stay's encounter voids the stay still."""
+    moves = [ev(i, "transfer", "ICU" if i % 2 else "4E") for i in range(2, HISTORY + 4)]
+    unbound = PatientPlacement()
+    occupancy(unbound, [ev(1, "admit", "4E"), *moves])
+    assert unbound.apply(ev(99, "cancel_admit"))[0].status == "nothing_to_cancel"
+    bound = PatientPlacement()
+    occupancy(bound, [ev(1, "admit", "4E")._replace(encounter_token="v1"), *moves])
+    outcome, deltas = bound.apply(ev(99, "cancel_admit")._replace(encounter_token="v1"))
+    assert outcome.status == "applied" and bound.place is None
+    assert [(d.occupied, d.cancels) for d in deltas] == [(-1, 1)]
+
+
+def test_a_cancel_of_an_earlier_discharged_stay_leaves_the_bed_a_merge_placed() -> None:
+    """The history still holds the first stay's admission after its discharge: an A11 of that
+    visit is the other encounter's once a merge placed the patient under a visit of its own."""
+    p = PatientPlacement()
+    first = ev(1, "admit", "4E")._replace(encounter_token="v1")
+    merged = ev(3, "merged_in", "ICU")._replace(encounter_token="v3")
+    occupancy(p, [first, ev(2, "discharge"), merged])
+    outcome, deltas = p.apply(ev(4, "cancel_admit")._replace(encounter_token="v1"))
+    assert outcome.status == "nothing_to_cancel" and deltas == [] and p.place is not None
+
+
+def test_an_empty_encounter_places_an_unbound_stay() -> None:
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "ICU")._replace(encounter_token=""))
+    assert p.stay is None
+    assert p.apply(ev(2, "cancel_admit")._replace(encounter_token="v2"))[0].status == "applied"

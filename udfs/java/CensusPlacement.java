@@ -20,7 +20,9 @@ package io.wardflow.udf;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
+import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Map;
 import org.apache.flink.table.annotation.ArgumentHint;
 import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
@@ -86,6 +88,18 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     public long expiryMs;
   }
 
+  /**
+   * What the census knows of encounters, a state entry beside the placement's: a savepoint
+   * written before encounters were kept holds a Placement of that version's fields, and Flink's
+   * row serializer restores no field added to a state's type, so Placement and Pending keep
+   * theirs for good. A patient restored from such a savepoint has no stay, nor do their pending
+   * events have encounters: their cancels apply as before (udfs.census).
+   */
+  public static class Visit {
+    public String stay; // the encounter of the admission (or merge) that placed the patient
+    public String[] waiting; // the encounters of the last entries of Placement.pending, in order
+  }
+
   private static final Comparator<Pending> ORDER =
       Comparator.<Pending>comparingLong(p -> p.timeMs)
           .thenComparingInt(p -> p.partition)
@@ -94,6 +108,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
   public void eval(
       Context ctx,
       @StateHint(name = "placement", ttl = "0 ms") Placement s,
+      @StateHint(name = "visit", ttl = "0 ms") Visit v,
       @ArgumentHint(
               name = "input",
               value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.REQUIRE_ON_TIME})
@@ -109,29 +124,35 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     p.bed = input.getFieldAs("bed_id");
     p.topic = input.getFieldAs("source_topic");
     p.payload = input.getFieldAs("payload");
+    v.waiting = append(waiting(s, v), input.getFieldAs("encounter_token"), String[]::new);
     s.pending = append(s.pending, p, Pending[]::new);
     EventTimers.registerNoEarlierThanNext(ctx.timeContext(Long.class), p.timeMs);
   }
 
-  public void onTimer(OnTimerContext ctx, Placement s) {
+  public void onTimer(OnTimerContext ctx, Placement s, Visit v) {
     // Events apply at their own timers (an output row's time is its timer's). Flink ignores a
     // timer registered at or behind the watermark, so a retention the watermark has already
     // passed (at the end of a bounded input, or after a jump of more than RETENTION_MS) is not
     // a timer: the patient is forgotten now, or before the next pending event applies.
     long now = ctx.timeContext(Long.class).time();
     boolean expiring = s.expiryMs > 0; // an expiry timer may be registered
+    Pending[] pending = s.pending == null ? new Pending[0] : s.pending;
+    String[] encounters = waiting(s, v);
+    Map<Pending, String> encounterOf = new IdentityHashMap<>();
     List<Pending> due = new ArrayList<>();
     List<Pending> later = new ArrayList<>();
-    for (Pending p : s.pending == null ? new Pending[0] : s.pending) {
-      (p.timeMs <= now ? due : later).add(p);
+    for (int i = 0; i < pending.length; i++) {
+      encounterOf.put(pending[i], encounters[i]);
+      (pending[i].timeMs <= now ? due : later).add(pending[i]);
     }
     due.sort(ORDER);
     for (Pending e : due) {
-      if (expired(s, e.timeMs)) forget(s);
-      apply(s, e);
+      if (expired(s, e.timeMs)) forget(s, v);
+      apply(s, v, e, encounterOf.get(e));
       s.expiryMs = s.place == null ? e.timeMs + RETENTION_MS : 0;
     }
     s.pending = later.toArray(new Pending[0]);
+    v.waiting = later.stream().map(encounterOf::get).toArray(String[]::new);
     if (s.place != null) { // in a bed again: an expiry timer would only keep its entry
       if (expiring) ctx.timeContext(Long.class).clearTimer("expiry");
       return;
@@ -161,17 +182,29 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
   }
 
   /** What clearAllState() would have left, for a patient forgotten between two due events. */
-  private static void forget(Placement s) {
+  private static void forget(Placement s, Visit v) {
     s.history = null;
     s.seen = null;
     s.expiryMs = 0;
+    v.stay = null;
+  }
+
+  /** The encounter of each of s.pending's events, in its order: Visit.waiting names the last
+   * ones, and events restored from a savepoint without it (before it) have none. */
+  private static String[] waiting(Placement s, Visit v) {
+    int n = s.pending == null ? 0 : s.pending.length;
+    String[] known = v.waiting == null ? new String[0] : v.waiting;
+    String[] all = new String[n];
+    int kept = Math.min(n, known.length);
+    System.arraycopy(known, known.length - kept, all, n - kept, kept);
+    return all;
   }
 
   // --- the state machine (udfs/census.py) ----------------------------------------------------
 
-  private void apply(Placement s, Pending e) {
+  private void apply(Placement s, Visit v, Pending e, String encounter) {
     List<Row> deltas = new ArrayList<>();
-    String[] outcome = placementApply(s, e, deltas);
+    String[] outcome = placementApply(s, v, e, encounter, deltas);
     boolean refused = !outcome[0].equals("applied") && !outcome[0].equals("no_change");
     if (refused) {
       collect(eventRow("dead_letter", e, e.unit, outcome));
@@ -181,18 +214,20 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     for (Row d : deltas) collect(d);
   }
 
-  private String[] placementApply(Placement s, Pending e, List<Row> deltas) {
+  private String[] placementApply(
+      Placement s, Visit v, Pending e, String encounter, List<Row> deltas) {
     if (s.seen != null && Arrays.asList(s.seen).contains(e.eventId)) {
       return out("duplicate", "event " + e.eventId + " was already applied");
     }
-    String[] outcome = transition(s, e, deltas);
+    String[] outcome = transition(s, v, e, encounter, deltas);
     if (outcome[0].equals("applied") || outcome[0].equals("no_change")) {
       s.seen = append(s.seen, e.eventId, String[]::new);
     }
     return outcome;
   }
 
-  private String[] transition(Placement s, Pending e, List<Row> deltas) {
+  private String[] transition(
+      Placement s, Visit v, Pending e, String encounter, List<Row> deltas) {
     long t = e.timeMs;
     Place next = notEmpty(e.unit) ? new Place(e.facility, e.unit, e.bed) : null;
     Place before = s.place;
@@ -208,6 +243,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (before != null) {
         return out("already_admitted", "patient holds a bed in " + before.unit + " already");
       }
+      v.stay = notEmpty(encounter) ? encounter : null;
       return move(s, kind, next, t, true, deltas);
     }
     if ((kind.equals("transfer") || kind.equals("discharge")) && before == null) {
@@ -238,9 +274,20 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (before != null && next.same(before)) {
         return out("no_change", "the surviving record holds that bed already");
       }
+      if (before == null) v.stay = notEmpty(encounter) ? encounter : null;
       return merge(s, kind, next, t, deltas);
     }
-    if (kind.startsWith("cancel_")) return cancel(s, kind.substring("cancel_".length()), t, deltas);
+    if (kind.equals("cancel_admit") && notEmpty(encounter) && v.stay != null) {
+      // bound: the cancel names its encounter and the census knows the stay's
+      if (!v.stay.equals(encounter)) {
+        return out(
+            "nothing_to_cancel", "the cancelled admission is another encounter's than the stay's");
+      }
+      if (s.place != null) return voidStay(s, v, t, deltas); // however many moves back
+    }
+    if (kind.startsWith("cancel_")) {
+      return cancel(s, v, kind.substring("cancel_".length()), t, deltas);
+    }
     return out("bad_event_type", "unknown event type '" + kind + "'");
   }
 
@@ -278,17 +325,21 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     return out("applied", null);
   }
 
-  private String[] cancel(Placement s, String what, long t, List<Row> deltas) {
+  /** The stay never was (a cancelled admission): its bed is freed, its history gone. */
+  private String[] voidStay(Placement s, Visit v, long t, List<Row> deltas) {
+    Place voided = s.place;
+    s.place = null;
+    s.history = new Change[0];
+    v.stay = null;
+    between(voided, null, t, 1, deltas);
+    return out("applied", null);
+  }
+
+  private String[] cancel(Placement s, Visit v, String what, long t, List<Row> deltas) {
     Change[] h = s.history == null ? new Change[0] : s.history;
     boolean openStay = false;
     for (Change c : h) openStay |= c.kind.equals("admit");
-    if (what.equals("admit") && s.place != null && openStay) { // the stay is void
-      Place voided = s.place;
-      s.place = null;
-      s.history = new Change[0];
-      between(voided, null, t, 1, deltas);
-      return out("applied", null);
-    }
+    if (what.equals("admit") && s.place != null && openStay) return voidStay(s, v, t, deltas);
     if (h.length == 0 || !h[h.length - 1].kind.equals(what)) {
       String last = h.length == 0 ? "none" : h[h.length - 1].kind;
       return out("nothing_to_cancel", "latest placement change is " + last + ", not " + what);
