@@ -542,7 +542,7 @@ EXECUTIVE = Dashboard(
                 GROUP BY facility_id, encounter_token
                 HAVING countIf(event_type = 'admit') > 0
                    AND countIf(event_type = 'discharge') > 0
-                   AND countIf(event_type = 'cancel_admit') = 0
+                   AND countIf(event_type IN ('cancel_admit', 'void_encounter')) = 0
                    AND countIf(unit_id IS NOT NULL AND unit_id NOT IN (
                            SELECT unit_id FROM ${{db}}.dim_unit FINAL WHERE unit_type = 'ed')) > 0
                    AND maxIf(event_time, event_type = 'discharge') >= $__fromTime

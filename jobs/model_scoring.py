@@ -41,9 +41,10 @@ discharge at the same millisecond as an admission ends the stay before it. A dis
 later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that
 fall due after the cancel (an hour due between the discharge and its cancel is not: the join sees
 the stay as it was then), and a readmission score already made at that discharge stands. Every
-admission starts a stay, so an admission sent again after a cancel (A11, which this job does not
-read) starts another. A merge of the token's record into another patient's record (HL7 A40,
-`merged_away`: a trauma alias merged into the patient's own record) ends the token's stay for
+admission starts a stay, so an admission sent again after a cancel (A11, or a FHIR Encounter
+voided: `void_encounter`; this job reads neither) starts another. A merge of the token's record
+into another patient's record (HL7 A40, `merged_away`: a trauma alias merged into the patient's
+own record) ends the token's stay for
 good: no score is published under a record that no longer exists; the surviving record's stay
 is its own, its hours counted from its own first record (a stay's state is its token's).
 Hours since admission are measured from the stay's first record (its admission
@@ -102,7 +103,7 @@ ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
 # The ADT events a stay is made of: an admission starts one, a discharge ends it unless a later
 # cancel_discharge (HL7 A13) takes it back, a merge of the token's record into another's
 # (merged_away, HL7 A40) ends it for good. Transfers change no stay; a cancelled admission (A11)
-# is not read (module docstring).
+# or a voided encounter (void_encounter, FHIR entered-in-error) is not read (module docstring).
 STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.

@@ -35,6 +35,12 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
   voids the stay however many moves back its admission is. A cancel without an encounter, or
   of a stay placed without one (or restored from a census state written before stays were
   kept), cancels as below.
+- void_encounter (a FHIR Encounter version `entered-in-error`: the encounter never was): the
+  stay that encounter's admission (or merge) placed is voided, as by its A11, wherever the
+  patient is now. Strictly bound: refused `nothing_to_cancel` where the patient's stay is
+  another encounter's (a duplicate Encounter taken back while the real one goes on), was placed
+  without one or by a census state from before stays were kept (which encounter it is, is not
+  known), or the patient holds no bed.
 - cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
   placement change of that kind, from the cancel's event time on: the cancelled admission's
   bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
@@ -193,6 +199,8 @@ class PatientPlacement:
             if before is None:
                 self.stay = e.encounter_token or None
             return self._merge(kind, new, t)
+        if kind == "void_encounter":
+            return self._void_encounter(e.encounter_token, t)
         if kind == "cancel_admit" and e.encounter_token and self.stay is not None:
             # bound: the cancel names its encounter and the census knows the stay's
             if e.encounter_token != self.stay:
@@ -254,6 +262,17 @@ class PatientPlacement:
         """The stay never was (a cancelled admission): its bed is freed, its history gone."""
         voided, self.place, self.history, self.stay = self.place, None, [], None
         return APPLIED, [d._replace(cancels=1) for d in _between(voided, None, t)]
+
+    def _void_encounter(self, encounter: str | None, t: int) -> tuple[Outcome, list[Delta]]:
+        if self.place is None:
+            return Outcome("nothing_to_cancel", "the patient holds no bed"), []
+        if self.stay is None or not encounter:
+            return Outcome(
+                "nothing_to_cancel", "which encounter placed the patient is not known"
+            ), []
+        if self.stay != encounter:
+            return Outcome("nothing_to_cancel", "the patient's stay is another encounter's"), []
+        return self._void(t)
 
     def _cancel(self, what: str, t: int) -> tuple[Outcome, list[Delta]]:
         open_stay = any(kind == "admit" for kind, _ in self.history)

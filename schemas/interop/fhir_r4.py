@@ -349,8 +349,10 @@ def _subject(
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    if enc.status in ("cancelled", "entered-in-error"):
-        return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}")
+    if enc.status == "entered-in-error":
+        return _voided(enc, subject, tokenise, source, facility)
+    if enc.status == "cancelled":
+        return Refused("cancelled", "Encounter status is cancelled")
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
@@ -361,8 +363,7 @@ def _encounter(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    # an Encounter is followed across its versions by its id, else its business identifier
-    key = f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
+    key = _encounter_key(enc)
     if key is None:
         return Refused(
             "missing_field",
@@ -505,6 +506,69 @@ def _encounter(
             }
         )
     return Mapped([(topics.ADT_EVENT.name, r) for r in records])
+
+
+def _encounter_key(enc: Any) -> str | None:
+    """What follows an Encounter across its versions: its id, else its business identifier."""
+    return f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
+
+
+def _voided(
+    enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
+) -> Mapped | Refused:
+    """An Encounter version `entered-in-error`: the encounter never was (FHIR R4
+    EncounterStatus). It takes back the stay an earlier version placed: a `void_encounter` of
+    the Encounter (its `encounter_token`) when the server stored the version (meta.lastUpdated;
+    not before a start the earlier version's admission or moves may be timed by), and the
+    census voids the stay that Encounter placed, and no other: it refuses the void
+    (`nothing_to_cancel`) where the patient's stay is another encounter's (a duplicate
+    Encounter taken back while the real one goes on, an old one after a readmission), one
+    placed without an encounter (an HL7 admission without PV1-19) or not known (udfs.census).
+    Refused `entered_in_error` as before for a class in no bed, or without meta.lastUpdated
+    (when it was taken back is unknown)."""
+    cls = enc.class_fhir.code if enc.class_fhir is not None else None
+    at = _stored_at(enc)
+    key = _encounter_key(enc)
+    if cls not in BED_CLASSES or at is None or key is None:
+        why = (
+            f"class {cls} occupies no bed"
+            if cls not in BED_CLASSES
+            else "without meta.lastUpdated, when it was taken back is unknown"
+            if at is None
+            else "the Encounter has neither an id nor an identifier"
+        )
+        return Refused("entered_in_error", f"Encounter status is entered-in-error; {why}")
+    patient = subject()
+    if isinstance(patient, Refused):
+        return patient
+    # the starts an earlier version's admission and moves were timed by: not a planned
+    # location (the mapping skips it; its start is in the future) nor a reserved one (a bed held
+    # is no move)
+    given = [enc.period.start if enc.period else None]
+    given += [
+        loc.period.start
+        for loc in enc.location or []
+        if loc.period and loc.status not in ("planned", "reserved")
+    ]
+    starts = [
+        t for t in (_instant(g, "") for g in given if g is not None) if isinstance(t, datetime)
+    ]
+    record = {
+        "event_id": f"fhir:{key}:entered-in-error",
+        "event_type": "void_encounter",
+        "source_message_type": "FHIR Encounter",
+        "patient_token": patient,
+        "encounter_token": tokenise("fhir:Encounter", enc.id or key),
+        "facility_id": facility,
+        "unit_id": None,
+        "bed_id": None,
+        "prior_unit_id": None,
+        "prior_bed_id": None,
+        "event_time": max([at, *starts]),
+        "recorded_time": at,
+        "source": source,
+    }
+    return Mapped([(topics.ADT_EVENT.name, record)])
 
 
 def _level(loc: Any) -> str | None:

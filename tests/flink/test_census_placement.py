@@ -41,6 +41,7 @@ KINDS = (
     ("merged_away", 1),
     ("merged_in", 1),
     ("cancel_admit", 1),
+    ("void_encounter", 1),
     ("cancel_transfer", 1),
     ("cancel_discharge", 1),
 )
@@ -143,8 +144,14 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         "nothing_to_cancel",
     }
     assert sum(1 for d in want.deltas if d.cancels) > 20
-    other = "the cancelled admission is another encounter's than the stay's"
-    assert sum(1 for _, _, reason in want.refused.elements() if reason == other) > 5
+    # cancels and voids bound to the stay's encounter: refused for another's, a void applied
+    others = (
+        "the cancelled admission is another encounter's than the stay's",
+        "the patient's stay is another encounter's",
+    )
+    assert sum(1 for _, _, reason in want.refused.elements() if reason in others) >= 5
+    voids = {e["event_id"] for e in census["events"] if e["event_type"] == "void_encounter"}
+    assert sum(1 for e, status, _, _ in want.events if e in voids and status == "applied") >= 3
     applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")
     assert sum(1 for n in applied.values() if n > 1) > 5  # applied again once forgotten
 

@@ -316,3 +316,43 @@ def test_the_cancel_of_a_duplicate_visit_leaves_the_patients_real_stay_in_its_be
     assert sorted(d["reason_code"] for d in letters) == ["already_admitted", "nothing_to_cancel"]
     latest = latest_census(s, prefix)
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 0, "ALL": 1}
+
+
+@pytest.mark.slow
+def test_a_fhir_encounter_entered_in_error_frees_the_bed_its_first_version_took(
+    kafka: Settings, prefix: str, tmp_path: Path
+) -> None:
+    """Two versions of one Encounter dropped in order: in progress in ICU, then
+    `entered-in-error` (the stay never was). The second was refused before, and the bed stayed
+    taken; now the census voids the Encounter's stay and frees the bed."""
+    s = census_settings(kafka, tmp_path, "fhir-census-entered-in-error")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    version = {
+        "resourceType": "Encounter",
+        "id": "enc-eie",
+        "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": "Patient/p-eie"},
+        "location": [{"location": {"display": "ICU"}, "period": {"start": "2026-03-01T08:00:00Z"}}],
+        "meta": {"lastUpdated": "2026-03-01T08:05:00Z"},
+    }
+    (drop / "1.json").write_text(json.dumps(version))
+    erred = version | {
+        "status": "entered-in-error",
+        "meta": {"lastUpdated": "2026-03-01T09:30:00Z"},
+    }
+    (drop / "2.json").write_text(json.dumps(erred))
+    report = fhir_ingest.ingest(s, [drop], prefix=prefix, facility_id="GH")
+    assert (report.mapped, sum(report.refused.values())) == (2, 0)
+    bed_census.JOB.run(s, prefix=prefix, bounded=True)
+    events = read(s, prefix, topics.CENSUS_EVENT)
+    assert [(e["event_type"], e["outcome"]) for e in events] == [
+        ("admit", "applied"),
+        ("void_encounter", "applied"),
+    ]
+    latest = latest_census(s, prefix)
+    assert latest["ICU"]["occupied_beds"] == 0 and latest["ALL"]["occupied_beds"] == 0
+    assert (
+        sum(r["cancels"] for r in read(s, prefix, topics.CENSUS_UNIT) if r["unit_id"] == "ICU") == 1
+    )

@@ -200,3 +200,23 @@ def test_an_empty_encounter_places_an_unbound_stay() -> None:
     p.apply(ev(1, "admit", "ICU")._replace(encounter_token=""))
     assert p.stay is None
     assert p.apply(ev(2, "cancel_admit")._replace(encounter_token="v2"))[0].status == "applied"
+
+
+def test_an_encounter_voided_frees_the_bed_of_its_own_stay_and_of_no_other() -> None:
+    """A FHIR Encounter entered-in-error voids the stay it placed, wherever the patient has
+    moved since; the stay of another encounter, one placed without an encounter (or restored
+    without it) and a patient without a bed are left as they are."""
+    void = ev(9, "void_encounter")._replace(encounter_token="v1")
+    own = PatientPlacement()
+    occupancy(own, [ev(1, "admit", "4E")._replace(encounter_token="v1"), ev(2, "transfer", "ICU")])
+    outcome, deltas = own.apply(void)
+    assert outcome.status == "applied" and own.place is None
+    assert [(d.unit_id, d.occupied, d.cancels) for d in deltas] == [("ICU", -1, 1)]
+    for placed_by in ("v2", None):
+        other = PatientPlacement()
+        other.apply(ev(1, "admit", "ICU")._replace(encounter_token=placed_by))
+        refused, deltas = other.apply(void)
+        assert refused.status == "nothing_to_cancel" and other.place is not None and not deltas
+    gone = PatientPlacement()
+    occupancy(gone, [ev(1, "admit", "ICU")._replace(encounter_token="v1"), ev(2, "discharge")])
+    assert gone.apply(void)[0].status == "nothing_to_cancel"

@@ -11,6 +11,7 @@ import pytest
 from schemas import codec, topics
 from schemas.interop import fhir_r4
 from schemas.interop.hl7v2 import Mapped, Refused
+from udfs import census
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir_r4"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/fhir_r4 is not here")
@@ -140,6 +141,117 @@ def test_an_encounter_version_stored_after_its_events_times_them_when_it_was_sto
     assert discharge["event_time"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert codec.record_time(discharge) == datetime(2026, 3, 1, 14, tzinfo=UTC)
     assert codec.record_time(admit) == datetime(2026, 3, 1, 14, tzinfo=UTC)
+
+
+def test_an_encounter_entered_in_error_takes_back_the_bed_its_earlier_version_placed() -> None:
+    """FHIR R4: `entered-in-error`, the encounter never was. It was refused, so a bed an
+    earlier version of the Encounter had placed the patient in stayed taken for ever; now the
+    census voids that Encounter's stay when the server stored the version."""
+    open_stay = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    [(_, first, _)] = run(open_stay | {"meta": {"lastUpdated": "2026-03-01T08:05:00Z"}})
+    erred = open_stay | {
+        "status": "entered-in-error",
+        "meta": {"lastUpdated": "2026-03-01T09:30:00Z"},
+    }
+    [(_, void, _)] = run(erred)
+    assert isinstance(first, Mapped) and isinstance(void, Mapped)
+    [(_, taken_back)] = void.records
+    assert taken_back["event_type"] == "void_encounter"
+    assert taken_back["event_time"] == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    assert taken_back["patient_token"] == first.records[0][1]["patient_token"]
+    placement = census.PatientPlacement()
+    for _, record in [*first.records, *void.records]:
+        outcome, deltas = placement.apply(
+            census.AdtEvent.of(record, codec.epoch_ms(codec.record_time(record)))
+        )
+        assert outcome.status == "applied"
+    assert placement.place is None and [(d.occupied, d.cancels) for d in deltas] == [(-1, 1)]
+    # refused as before without the time it was taken back, or for a class in no bed
+    ambulatory = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}
+    for refused in (erred | {"meta": {}}, erred | {"class": ambulatory}):
+        [(_, o, _)] = run(refused)
+        assert isinstance(o, Refused) and o.reason_code == "entered_in_error", o
+
+
+def test_a_duplicate_encounter_taken_back_leaves_the_real_encounters_stay_alone() -> None:
+    """The usual reason for `entered-in-error`: a second Encounter opened for a patient already
+    in a bed. Its admission is refused (already admitted); taken back, it names its own
+    encounter, not the one the patient's stay is, and the census keeps the bed."""
+    real = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    duplicate = real | {"id": "e2", "meta": {"lastUpdated": "2026-03-01T09:00:00Z"}}
+    stored = {"meta": {"lastUpdated": "2026-03-01T08:05:00Z"}}
+    [(_, first, _)] = run(real | stored)
+    [(_, second, _)] = run(duplicate)
+    [(_, void, _)] = run(
+        duplicate | {"status": "entered-in-error", "meta": {"lastUpdated": "2026-03-01T10:00:00Z"}}
+    )
+    placement = census.PatientPlacement()
+    seen = []
+    for o in (first, second, void):
+        assert isinstance(o, Mapped)
+        for _, record in o.records:
+            at = codec.epoch_ms(codec.record_time(record))
+            seen.append(placement.apply(census.AdtEvent.of(record, at))[0].status)
+    assert seen == ["applied", "already_admitted", "nothing_to_cancel"]
+    assert placement.place == census.Place("F", "4E", None)
+    # a finished stay taken back after the patient was discharged: nothing is open to void
+    ended = encounter(("4E", "2026-03-01T08:00:00Z", "2026-03-01T12:00:00Z"), status="finished")
+    done = census.PatientPlacement()
+    [(_, closed, _)] = run(ended)
+    [(_, erred, _)] = run(
+        ended | {"status": "entered-in-error", "meta": {"lastUpdated": "2026-03-02T08:00:00Z"}}
+    )
+    assert isinstance(closed, Mapped) and isinstance(erred, Mapped)
+    outcomes = [
+        done.apply(census.AdtEvent.of(r, codec.epoch_ms(codec.record_time(r))))[0].status
+        for _, r in [*closed.records, *erred.records]
+    ]
+    assert outcomes == ["applied", "applied", "nothing_to_cancel"]
+
+
+def test_a_duplicate_encounter_stored_first_and_taken_back_gives_the_bed_to_the_real_one() -> None:
+    """The duplicate's admission came first, so the real Encounter's was refused (already
+    admitted) and voiding the duplicate frees the patient's only bed; the real Encounter's
+    next version sends its admission again (every version maps the whole stay), and the
+    census places the patient again then."""
+    real = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    duplicate = real | {"id": "e2", "meta": {"lastUpdated": "2026-03-01T08:01:00Z"}}
+    versions = [
+        duplicate,
+        real | {"meta": {"lastUpdated": "2026-03-01T08:05:00Z"}},
+        duplicate | {"status": "entered-in-error", "meta": {"lastUpdated": "2026-03-01T10:00:00Z"}},
+        real | {"meta": {"lastUpdated": "2026-03-01T11:00:00Z"}},
+    ]
+    placement = census.PatientPlacement()
+    seen = []
+    for version in versions:
+        [(_, o, _)] = run(version)
+        assert isinstance(o, Mapped)
+        for _, record in o.records:
+            at = codec.epoch_ms(codec.record_time(record))
+            seen.append(placement.apply(census.AdtEvent.of(record, at))[0].status)
+    assert seen == ["applied", "already_admitted", "applied", "applied"]
+    assert placement.place == census.Place("F", "4E", None)
+    assert placement.stay == tok("fhir:Encounter", "e1")
+
+
+def test_an_encounter_taken_back_is_timed_by_where_the_patient_was_not_a_bed_held() -> None:
+    """A planned location (a bed booked for next week) or a reserved one (held for the
+    patient's return from theatre) placed no one: the void is timed when the server stored it,
+    not after that bed's start."""
+    enc = encounter(
+        ("4E", "2026-03-01T08:00:00Z", None),
+        ("ICU", "2026-03-09T08:00:00Z", None),
+        ("ICU", "2026-03-01T12:00:00Z", None),
+    )
+    enc["location"][1]["status"] = "planned"
+    enc["location"][2]["status"] = "reserved"
+    [(_, void, _)] = run(
+        enc | {"status": "entered-in-error", "meta": {"lastUpdated": "2026-03-01T10:00:00Z"}}
+    )
+    assert isinstance(void, Mapped)
+    [(_, taken_back)] = void.records
+    assert taken_back["event_time"] == datetime(2026, 3, 1, 10, tzinfo=UTC)
 
 
 def test_a_location_that_ends_before_it_starts_refuses_the_encounter() -> None:

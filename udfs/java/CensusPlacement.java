@@ -277,6 +277,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (before == null) v.stay = notEmpty(encounter) ? encounter : null;
       return merge(s, kind, next, t, deltas);
     }
+    if (kind.equals("void_encounter")) return voidEncounter(s, v, encounter, t, deltas);
     if (kind.equals("cancel_admit") && notEmpty(encounter) && v.stay != null) {
       // bound: the cancel names its encounter and the census knows the stay's
       if (!v.stay.equals(encounter)) {
@@ -333,6 +334,19 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     v.stay = null;
     between(voided, null, t, 1, deltas);
     return out("applied", null);
+  }
+
+  /** A FHIR Encounter entered-in-error: its stay voided, strictly bound (udfs.census). */
+  private String[] voidEncounter(
+      Placement s, Visit v, String encounter, long t, List<Row> deltas) {
+    if (s.place == null) return out("nothing_to_cancel", "the patient holds no bed");
+    if (v.stay == null || !notEmpty(encounter)) {
+      return out("nothing_to_cancel", "which encounter placed the patient is not known");
+    }
+    if (!v.stay.equals(encounter)) {
+      return out("nothing_to_cancel", "the patient's stay is another encounter's");
+    }
+    return voidStay(s, v, t, deltas);
   }
 
   private String[] cancel(Placement s, Visit v, String what, long t, List<Row> deltas) {
