@@ -4,7 +4,8 @@ A JSON file (settings.capacity_file):
 
     {"surge_thresholds_pct": [85, 92, 100],
      "forecast_surge_level": 2,
-     "facilities": {"north": {"ICU": 20, "Ward 4B": 32}, ...}}
+     "facilities": {"north": {"ICU": 20, "Ward 4B": 32}, ...},
+     "time_zones": {"north": "America/New_York"}}
 
 Default thresholds: 85 % is the occupancy above which the risk of bed shortages and of
 refused emergency admissions rises steeply (Bagust, Place & Posnett, BMJ 1999;319:155-8); 92 %
@@ -15,14 +16,19 @@ Units outside the file are unknown: their events are dead-lettered, never counte
 `forecast_surge_level` (1-3, default 2: the 92 % ceiling) is the level whose threshold the
 capacity forecast (udfs/capacity_forecast.py) warns about: a unit's surge threshold in beds is
 `surge_beds(facility, unit)` = that percentage of its staffed beds. Files without it get 2.
+
+`time_zones` (optional): each facility's IANA time zone, the clock its days run by: the
+capacity forecast's arrivals by hour of week are counted on it (an elective admission at 08:00
+is at 08:00 after the clocks change). A facility without one runs on UTC.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import available_timezones
 
 DEFAULT_THRESHOLDS_PCT = (85.0, 92.0, 100.0)
 DEFAULT_FORECAST_SURGE_LEVEL = 2
@@ -34,6 +40,7 @@ class Capacity:
     units: dict[tuple[str, str], int]  # (facility, unit) -> staffed beds
     thresholds_pct: tuple[float, ...] = DEFAULT_THRESHOLDS_PCT
     forecast_surge_level: int = DEFAULT_FORECAST_SURGE_LEVEL
+    time_zones: dict[str, str] = field(default_factory=dict)  # facility -> IANA time zone
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Capacity:
@@ -52,7 +59,14 @@ class Capacity:
         level = int(d.get("forecast_surge_level", DEFAULT_FORECAST_SURGE_LEVEL))
         if not 1 <= level <= len(th):
             raise ValueError("forecast_surge_level must be 1, 2 or 3")
-        return cls(units, th, level)
+        zones = {str(fac): str(zone) for fac, zone in d.get("time_zones", {}).items()}
+        known = available_timezones() if zones else set()
+        for fac, zone in zones.items():
+            if fac not in d["facilities"]:
+                raise ValueError(f"time_zones names {fac!r}, which has no units")
+            if zone not in known or zone == "localtime":  # the machine's, not the facility's
+                raise ValueError(f"{fac!r}: {zone!r} is no IANA time zone")
+        return cls(units, th, level, zones)
 
     @classmethod
     def load(cls, path: Path) -> Capacity:
@@ -62,11 +76,18 @@ class Capacity:
         facilities: dict[str, dict[str, int]] = {}
         for (fac, unit), beds in sorted(self.units.items()):
             facilities.setdefault(fac, {})[unit] = beds
-        return {
+        out: dict[str, Any] = {
             "surge_thresholds_pct": list(self.thresholds_pct),
             "forecast_surge_level": self.forecast_surge_level,
             "facilities": facilities,
         }
+        if self.time_zones:
+            out["time_zones"] = dict(sorted(self.time_zones.items()))
+        return out
+
+    def time_zone(self, facility: str) -> str:
+        """The facility's IANA time zone (UTC where the file names none)."""
+        return self.time_zones.get(facility, "UTC")
 
     def facility_beds(self, facility: str) -> int:
         return sum(b for (f, _), b in self.units.items() if f == facility)

@@ -316,8 +316,9 @@ class Settings:
     )
     capacity_file: Path = setting(
         Path(__file__).resolve().parent / "capacity_demo.json",
-        "Bed capacity per facility and unit, with surge thresholds (`schemas/capacity.py`): the "
-        "census job and the loader's facility and unit dimensions.",
+        "Bed capacity per facility and unit, with surge thresholds and time zones "
+        "(`schemas/capacity.py`): the census job, the capacity forecast and the loader's "
+        "facility and unit dimensions.",
     )
     model_registry: Path = cache_setting(
         lambda cache, state: state / "registry",

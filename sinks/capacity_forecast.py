@@ -160,14 +160,18 @@ def forecast_rows(
         )
         pooled = _history(mine, start)
         prior = cf.unit_survival(pooled, origin_h)  # for units with too few stays of their own
+        zone = capacity.time_zone(fac)
         for (f, unit), beds in sorted(capacity.units.items()):
             if f == fac:
                 s = mine[mine.unit_id == unit]
-                fc = cf.forecast_unit(_history(s, start), origin_h, prior, predictions)
+                fc = cf.forecast_unit(
+                    _history(s, start), origin_h, prior, predictions, time_zone=zone
+                )
                 surge = capacity.surge_beds(fac, unit)
                 parts.append(_rows(fac, unit, "unit", fc, _occupied(s, origin_h), beds, surge))
         h = hospital[hospital.facility_id == fac]
-        fc = cf.forecast_unit(_history(h, start), origin_h)  # the model's is ICU stay
+        # the LOS model's is the ICU stay, not the hospital's
+        fc = cf.forecast_unit(_history(h, start), origin_h, time_zone=zone)
         beds, surge = capacity.facility_beds(fac), capacity.surge_beds(fac, ALL_UNITS)
         parts.append(_rows(fac, ALL_UNITS, "facility", fc, _occupied(h, origin_h), beds, surge))
     if not parts:  # a capacity file without units

@@ -24,7 +24,13 @@ def load_capacity(client: Any, db: str, capacity: Capacity) -> None:
     client.insert(
         f"{db}.dim_facility",
         [
-            [f, f"Facility {f}", REGIONS[i % len(REGIONS)], "UTC", capacity.facility_beds(f)]
+            [
+                f,
+                f"Facility {f}",
+                REGIONS[i % len(REGIONS)],
+                capacity.time_zone(f),
+                capacity.facility_beds(f),
+            ]
             for i, f in enumerate(facilities)
         ],
         column_names=["facility_id", "facility_name", "region", "timezone", "capacity_beds"],

@@ -42,11 +42,12 @@ Method (Littig & Isken, "Short term hospital occupancy prediction", Health Care 
   being in still). NaN falls back to the unit's. Its effect is measured by
   training/catalog/capacity_los.py.
 - lambda (arrivals per hour: admissions and transfers in) is the unit's mean count by hour of week
-  over the last ARRIVAL_WINDOW_H hours, shrunk towards its hour-of-day mean with PRIOR_WEEKS
-  pseudo-weeks (with less than two weeks of history the hour-of-day profile dominates). An arrival
-  during hour j is taken to arrive mid-hour. (Scaling the profile by the level of the last 2, 3
-  or 7 days' arrivals was tried: no better at short horizons, worse at 24 h on the generator's
-  backtest, so left out.)
+  (on the facility's clock, `schemas.capacity` time_zones: the hours of a day move with daylight
+  saving time, arrivals follow them) over the last ARRIVAL_WINDOW_H hours, shrunk towards its
+  hour-of-day mean with PRIOR_WEEKS pseudo-weeks (with less than two weeks of history the
+  hour-of-day profile dominates). An arrival during hour j is taken to arrive mid-hour. (Scaling
+  the profile by the level of the last 2, 3 or 7 days' arrivals was tried: no better at short
+  horizons, worse at 24 h on the generator's backtest, so left out.)
 - Distribution: the patients present are independent Bernoulli trials (a Poisson-binomial,
   computed exactly); arrivals are a Poisson process thinned by S, so those still present are
   Poisson; the two convolve. A facility is forecast the same way from its hospital stays
@@ -67,6 +68,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -152,28 +154,43 @@ def kaplan_meier(duration_h: Any, observed: Any, prior: Survival | None = None) 
     return Survival(s, tail, int(o.sum()))
 
 
-def hour_of_week(hour: Any) -> Any:
-    """0 = Monday 00:00 UTC for integer hours since the epoch."""
+def hour_of_week(hour: Any, time_zone: str = "UTC") -> Any:
+    """0 = Monday 00:00 for integer hours since the epoch, on the clock of `time_zone` (IANA):
+    the local hour of week each hour begins in (where the clock is put back, two hours share
+    one; where it is put forward, one is skipped). The hours stay UTC's whole hours: in a zone
+    whose offset has half hours they begin at :30 local, and where the clock moves by half an
+    hour (Lord Howe Island) they shift by that."""
     h = np.asarray(hour, dtype=np.int64)
-    return ((h // 24 + _EPOCH_WEEKDAY) % 7) * 24 + h % 24
+    if time_zone == "UTC":
+        return ((h // 24 + _EPOCH_WEEKDAY) % 7) * 24 + h % 24
+    local = pd.DatetimeIndex(pd.to_datetime(h.ravel() * 3600, unit="s", utc=True))
+    local = local.tz_convert(
+        ZoneInfo(time_zone)
+    )  # the zone database the capacity file is checked by
+    return (local.dayofweek.to_numpy() * 24 + local.hour.to_numpy()).reshape(h.shape)
 
 
 def arrival_rates(
-    arrivals_h: Any, history_start_h: float, origin_h: float, horizon: int = HORIZON_H
+    arrivals_h: Any,
+    history_start_h: float,
+    origin_h: float,
+    horizon: int = HORIZON_H,
+    time_zone: str = "UTC",
 ) -> FloatArray:
     """Expected arrivals in each hour (t0 + j - 1, t0 + j], j = 1..horizon (see the module doc).
-    `arrivals_h`: arrival times at or before the origin; the history starts at `history_start_h`."""
+    `arrivals_h`: arrival times at or before the origin; the history starts at `history_start_h`;
+    hours of week on the clock of `time_zone` (the facility's)."""
     t0 = math.floor(origin_h)
     first = max(math.ceil(history_start_h), t0 - ARRIVAL_WINDOW_H)
     hours = np.arange(first, t0, dtype=np.int64)  # whole hours [h, h+1) fully observed
-    future = hour_of_week(np.arange(t0, t0 + horizon, dtype=np.int64))
+    future = hour_of_week(np.arange(t0, t0 + horizon, dtype=np.int64), time_zone)
     if len(hours) == 0:
         return np.zeros(horizon)
     a = np.asarray(arrivals_h, dtype=np.float64)
     a = a[(a >= first) & (a < t0)]
     slot = np.floor(a).astype(np.int64)
-    how_n = np.bincount(hour_of_week(hours), minlength=168).astype(np.float64)
-    how_c = np.bincount(hour_of_week(slot), minlength=168).astype(np.float64)
+    how_n = np.bincount(hour_of_week(hours, time_zone), minlength=168).astype(np.float64)
+    how_c = np.bincount(hour_of_week(slot, time_zone), minlength=168).astype(np.float64)
     hod_n = how_n.reshape(7, 24).sum(axis=0)
     hod_c = how_c.reshape(7, 24).sum(axis=0)
     overall = how_c.sum() / how_n.sum()
@@ -451,16 +468,17 @@ def forecast_unit(
     prior: Survival | None = None,
     predictions: Mapping[str, StayPrediction] | None = None,
     survival: Survival | None = None,
+    time_zone: str = "UTC",
 ) -> Forecast:
     """The forecast from origin `t0` using only what is known at `t0`. `predictions`: the LOS
     model's latest score by patient token (needs `h.patients`). A patient it lacks, or scored
     before this stay began (in another unit) or after `t0`, gets the unit's conditional
-    distribution."""
+    distribution. `time_zone`: the facility's (IANA), whose clock arrivals follow."""
     start, end = h.known_at(t0)
     s = survival if survival is not None else unit_survival(h, t0, prior)
     here = np.isnan(end)
     arrivals = start[start > h.data_start_h]
-    rates = arrival_rates(arrivals, h.data_start_h, t0)
+    rates = arrival_rates(arrivals, h.data_start_h, t0, time_zone=time_zone)
     elapsed = t0 - start[here]
     if not predictions or h.patients is None:
         return forecast(t0, elapsed, s, rates)

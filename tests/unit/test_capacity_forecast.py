@@ -519,3 +519,103 @@ def test_a_merge_is_not_spliced_over_the_survivors_own_stay_nor_undone_by_a_late
     )
     assert got[0] == ("MRN1", "4E", 6, got[0][3]) and np.isnan(got[0][3])
     assert got[1] == ("MRN1", "ICU", 1, 6)
+
+
+NEW_YORK = "America/New_York"
+
+
+def _local_h(day: pd.Timestamp, hour: int, minute: int = 0) -> float:
+    """Hours since the epoch of `hour`:`minute` on `day` in New York."""
+    return pd.Timestamp(day.year, day.month, day.day, hour, minute, tz=NEW_YORK).timestamp() / 3600
+
+
+def test_arrivals_at_eight_in_the_morning_are_forecast_at_eight_after_the_clocks_change() -> None:
+    """A facility in New York admits at 08:15 local every day. Its four weeks of history span
+    the change to daylight saving time (2026-03-08): on its own clock the forecast expects the
+    day's admission between eight and nine; on UTC's, the hour after (where it came before
+    the change) and hardly any at eight."""
+    days = pd.date_range("2026-02-14", "2026-03-13", freq="D")
+    arrivals = [_local_h(d, 8, 15) for d in days]
+    start, origin = _local_h(days[0], 0), _local_h(pd.Timestamp("2026-03-14"), 0)
+    local = cf.arrival_rates(arrivals, start, origin, time_zone=NEW_YORK)
+    utc = cf.arrival_rates(arrivals, start, origin)
+    assert int(np.argmax(local)) == 8 and local[8] > 0.9  # (t0 + 8, t0 + 9]: 08:00-09:00
+    assert int(np.argmax(utc)) == 9 and utc[8] < 0.2
+    assert np.sum(local) == pytest.approx(np.sum(utc), rel=0.05)  # a day's worth either way
+
+
+def test_an_hour_of_week_is_the_facilitys_local_one_and_a_clock_put_back_repeats_one() -> None:
+    monday_8_est = _local_h(pd.Timestamp("2026-01-05"), 8)
+    assert cf.hour_of_week(int(monday_8_est), NEW_YORK) == 8
+    assert cf.hour_of_week(int(monday_8_est)) == 13  # UTC's
+    # 2026-11-01, the clock put back at 02:00 EDT: 01:00-02:00 comes twice
+    sunday = int(_local_h(pd.Timestamp("2026-11-01"), 0))
+    hours = cf.hour_of_week(np.arange(sunday, sunday + 4), NEW_YORK)
+    assert list(hours) == [6 * 24 + 0, 6 * 24 + 1, 6 * 24 + 1, 6 * 24 + 2]
+
+
+def test_a_capacity_files_time_zones_are_checked_and_round_trip() -> None:
+    units = {"H": {"ICU": 10}, "G": {"W": 20}}
+    cap = Capacity.from_dict({"facilities": units, "time_zones": {"H": NEW_YORK}})
+    assert (cap.time_zone("H"), cap.time_zone("G")) == (NEW_YORK, "UTC")
+    assert Capacity.from_dict(cap.to_dict()) == cap
+    for machines in ("Eastern", "localtime", "posixrules"):
+        with pytest.raises(ValueError, match="no IANA time zone"):
+            Capacity.from_dict({"facilities": units, "time_zones": {"H": machines}})
+    with pytest.raises(ValueError, match="no units"):
+        Capacity.from_dict({"facilities": units, "time_zones": {"X": NEW_YORK}})
+
+
+def test_the_forecast_table_counts_a_facilitys_arrivals_on_its_own_clock() -> None:
+    """The hourly rows of a facility whose capacity file names its time zone: the 08:15
+    admissions to a ward of half-hour stays are expected between eight and nine local."""
+    days = pd.date_range("2026-02-14", "2026-03-13", freq="D")
+    arrivals = np.array([_local_h(d, 8, 15) for d in days])
+    stays = pd.DataFrame(
+        {
+            "facility_id": "H",
+            "unit_id": "W",
+            "start_h": arrivals,
+            "end_h": arrivals + 0.5,
+            "patient_token": [f"p{i}" for i in range(len(arrivals))],
+        }
+    )
+    origin = _local_h(pd.Timestamp("2026-03-14"), 0)
+    units = {"facilities": {"H": {"W": 4}}}
+    rows = {
+        zone: sink.forecast_rows(
+            stays, _local_h(days[0], 0), Capacity.from_dict(units | zones), origin
+        )
+        for zone, zones in (("local", {"time_zones": {"H": NEW_YORK}}), ("utc", {}))
+    }
+    for zone, table in rows.items():
+        ward = table[table.unit_id == "W"].set_index("horizon_h").expected.astype(float)
+        busiest = int(ward.idxmax())  # occupancy at t0 + h: the admission of (t0 + h - 1, t0 + h]
+        assert busiest == (9 if zone == "local" else 10), (zone, ward.round(2).to_dict())
+
+
+def test_an_arrival_every_hour_is_a_rate_of_one_on_a_clock_put_back_or_forward() -> None:
+    """Exposure and arrivals counted on the same local hours: the hour the clock repeats has
+    two hours of each, the hour it skips none, and each rate stays one arrival an hour."""
+    for start, origin in (("2026-10-10", "2026-11-03"), ("2026-02-14", "2026-03-08")):
+        first, t0 = _local_h(pd.Timestamp(start), 0), _local_h(pd.Timestamp(origin), 0)
+        every_hour = np.arange(first, t0) + 0.5
+        rates = cf.arrival_rates(every_hour, first, t0, time_zone=NEW_YORK)
+        assert np.allclose(rates, 1.0), (origin, rates.round(3))
+
+
+def test_the_warehouses_facility_dimension_carries_each_facilitys_time_zone(
+    clickhouse: Any, settings: Any
+) -> None:
+    from sinks import dims
+
+    db = settings.clickhouse_database + "_tz"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    units = {"H": {"ICU": 10}, "G": {"W": 20}}
+    dims.load_capacity(
+        clickhouse, db, Capacity.from_dict({"facilities": units, "time_zones": {"H": NEW_YORK}})
+    )
+    got = clickhouse.query_df(f"SELECT facility_id, timezone FROM {db}.dim_facility FINAL")
+    assert dict(zip(got.facility_id, got.timezone, strict=True)) == {"H": NEW_YORK, "G": "UTC"}
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
