@@ -226,10 +226,14 @@ def write(client: Any, database: str, rows: pd.DataFrame) -> int:
 
 
 def census_events(client: Any, database: str, until: datetime) -> pd.DataFrame:
+    """census_events rows up to `until` in the order the census applied them: by time, then
+    by their offset in census.event.v1 (keyed by patient, so a patient's rows are in one
+    partition in the order the job wrote them: two events at one instant, as an admission and
+    its transfer entered in the same minute, in the census's order, not their ids')."""
     df: pd.DataFrame = client.query_df(
         f"SELECT event_id, event_type, patient_token, facility_id, unit_id, event_time, outcome "
         f"FROM {database}.census_events FINAL WHERE event_time <= %(until)s "
-        f"ORDER BY event_time, event_id",
+        f"ORDER BY event_time, kafka_partition, kafka_offset, event_id",
         parameters={"until": until},
     )
     return df

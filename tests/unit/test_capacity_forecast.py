@@ -618,4 +618,28 @@ def test_the_warehouses_facility_dimension_carries_each_facilitys_time_zone(
     )
     got = clickhouse.query_df(f"SELECT facility_id, timezone FROM {db}.dim_facility FINAL")
     assert dict(zip(got.facility_id, got.timezone, strict=True)) == {"H": NEW_YORK, "G": "UTC"}
+
+
+def test_an_admission_and_its_transfer_at_one_instant_reach_the_forecast_in_the_census_order(
+    clickhouse: Any, settings: Any
+) -> None:
+    """An ED admission and the transfer to ICU entered in the same minute: the census applied
+    them in arrival order (their offsets), and the forecast reads the patient in ICU, whatever
+    their ids sort as (m10 before m9)."""
+    db = settings.clickhouse_database + "_order"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    at = pd.Timestamp("2026-03-01T08:00:00Z")
+    rows = [
+        ["m9", "admit", "p1", "H", "ED", at, "applied", 0, 10],
+        ["m10", "transfer", "p1", "H", "ICU", at, "applied", 0, 11],
+    ]
+    columns = ["event_id", "event_type", "patient_token", "facility_id", "unit_id"]
+    columns += ["event_time", "outcome", "kafka_partition", "kafka_offset"]
+    clickhouse.insert(f"{db}.census_events", rows, column_names=columns)
+    events = sink.census_events(clickhouse, db, at.to_pydatetime())
+    assert list(events.event_id) == ["m9", "m10"]
+    stays, _ = sink.stays_from_census(events)
+    [still_in] = stays[stays.end_h.isna()].unit_id
+    assert still_in == "ICU"
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
