@@ -474,17 +474,23 @@ EXECUTIVE = Dashboard(
                       FROM ${{db}}.adt_events
                       WHERE event_type = 'discharge' AND {_FAC} AND $__timeFilter(event_time)
                       GROUP BY patient_token, encounter_token) AS d
-                LEFT JOIN (SELECT patient_token, encounter_token, min(event_time) AS admitted
+                LEFT JOIN (SELECT patient_token, encounter_token,
+                                  minIf(event_time, event_type = 'admit') AS admitted
                            FROM ${{db}}.adt_events
-                           WHERE event_type = 'admit' AND event_time >= $__fromTime
-                           GROUP BY patient_token, encounter_token) AS a
+                           WHERE event_type IN ('admit', 'cancel_admit', 'void_encounter')
+                             AND event_time >= $__fromTime
+                           GROUP BY patient_token, encounter_token
+                           HAVING countIf(event_type = 'admit') > 0
+                              AND countIf(event_type IN ('cancel_admit', 'void_encounter')) = 0
+                          ) AS a
                     ON a.patient_token = d.patient_token
                 GROUP BY d.encounter_token)""",
             ("discharges", "readmissions", "readmission_pct"),
             width=12,
             height=6,
             description="Share of discharges in range followed by an admission of the same "
-            "patient (any facility) within 30 days; recent discharges have had less time.",
+            "patient (any facility) within 30 days, not one cancelled (A11) or voided (an "
+            "Encounter entered-in-error); recent discharges have had less time.",
         ),
         Panel(
             "ack_trend",

@@ -256,7 +256,12 @@ CENSUS_IN = Row(
         Field("facility_id", "string"),
         Field("unit_id", "string"),
         Field("bed_id", "string"),
-        Field("encounter_token", "string", "The visit: an admission's cancel names it."),
+        Field(
+            "encounter_token",
+            "string",
+            "The visit: an admission or merge that places the patient binds the stay to it, "
+            "an admission's cancel (A11) or a void (a FHIR Encounter entered-in-error) names it.",
+        ),
         Field("source_topic", "string", "The topic the ADT record came from."),
         Field("kafka_partition", "int"),
         Field("kafka_offset", "long"),

@@ -67,8 +67,13 @@ COLUMNS = (
 def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
     """Stays (udfs.capacity_forecast.stays_from_placements) from census_events rows (patient,
     facility, unit after the event, event_time), and the hour each facility's data begin (its
-    first event): a facility whose feed starts later has its own census load and history."""
-    ev = merges_spliced(census_events[census_events.outcome == "applied"])
+    first event): a facility whose feed starts later has its own census load and history. A
+    stay the census voided (`voids_dropped`) is none."""
+    spliced = merges_spliced(census_events[census_events.outcome == "applied"])
+    hours = pd.to_datetime(spliced.event_time, utc=True).dt.as_unit("ms").astype("int64")
+    first = (hours / cf.HOUR_MS).groupby(spliced.facility_id.to_numpy()).min()
+    starts = {str(f): float(h) for f, h in first.items()}
+    ev = voids_dropped(spliced)
     ms = pd.to_datetime(ev.event_time, utc=True).dt.as_unit("ms").astype("int64")
     placements = pd.DataFrame(
         {
@@ -78,9 +83,34 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
             "time_h": ms.to_numpy() / cf.HOUR_MS,
         }
     )
-    first = placements.groupby("facility_id").time_h.min()
-    starts = {str(f): float(h) for f, h in first.items()}
     return cf.stays_from_placements(placements), starts
+
+
+VOIDS = ("cancel_admit", "void_encounter")  # applied, each frees the bed of a stay that never was
+
+
+def voids_dropped(events: pd.DataFrame) -> pd.DataFrame:
+    """Applied census_events rows without the stays the census voided: an applied
+    `cancel_admit` (A11) or `void_encounter` (a FHIR Encounter entered-in-error) takes back the
+    patient's current stay (udfs.census), so its rows since the patient's last row without a
+    unit go with the void's own. The stay never was: not an arrival to the arrival profile, nor
+    a short stay to the length-of-stay survival. Rows in the census's order at one instant (the
+    sort is stable)."""
+    if not events.event_type.isin(VOIDS).any():
+        return events
+    ev = events.sort_values("event_time", kind="stable").reset_index(drop=True)
+    placed = ev.unit_id.notna().to_numpy()
+    voids = np.flatnonzero(ev.event_type.isin(VOIDS).to_numpy())
+    tokens = ev.patient_token.to_numpy(dtype=object)
+    sub = ev[ev.patient_token.isin(set(tokens[voids]))]
+    rows_of = {t: [int(i) for i in ix] for t, ix in sub.groupby("patient_token").indices.items()}
+    dropped: set[int] = set()
+    for v in voids:
+        mine = [sub.index[i] for i in rows_of[tokens[v]] if sub.index[i] < v]
+        left = max((k for k, i in enumerate(mine) if not placed[i]), default=-1)
+        dropped.update(int(i) for i in mine[left + 1 :])
+        dropped.add(int(v))
+    return ev.drop(index=sorted(dropped)).reset_index(drop=True)
 
 
 PLACED_FIRST = ("admit", "merged_in")  # at a merge's instant, placed before its merged_in

@@ -595,9 +595,10 @@ def test_the_forecast_table_counts_a_facilitys_arrivals_on_its_own_clock() -> No
 
 
 def test_an_arrival_every_hour_is_a_rate_of_one_on_a_clock_put_back_or_forward() -> None:
-    """Exposure and arrivals counted on the same local hours: the hour the clock repeats has
-    two hours of each, the hour it skips none, and each rate stays one arrival an hour."""
-    for start, origin in (("2026-10-10", "2026-11-03"), ("2026-02-14", "2026-03-08")):
+    """Exposure and arrivals counted on the same clock: the hour the clock repeats has two
+    hours of each, the hour it skips none, and each rate stays one arrival an hour (the clock's
+    own effect is the tests' above; this one fails where the two counts use different clocks)."""
+    for start, origin in (("2026-10-10", "2026-11-03"), ("2026-02-14", "2026-03-10")):
         first, t0 = _local_h(pd.Timestamp(start), 0), _local_h(pd.Timestamp(origin), 0)
         every_hour = np.arange(first, t0) + 0.5
         rates = cf.arrival_rates(every_hour, first, t0, time_zone=NEW_YORK)
@@ -643,3 +644,38 @@ def test_an_admission_and_its_transfer_at_one_instant_reach_the_forecast_in_the_
     [still_in] = stays[stays.end_h.isna()].unit_id
     assert still_in == "ICU"
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_a_stay_the_census_voided_is_no_stay_to_the_forecast() -> None:
+    """A patient's earlier stay counts; the admission cancelled (A11) after a transfer, and an
+    Encounter voided (entered-in-error), are neither arrivals nor short stays."""
+    at = pd.Timestamp("2026-03-01T08:00:00Z")
+    hour = pd.Timedelta(hours=1)
+    rows = [
+        ("p1", "admit", "ED", 0),
+        ("p1", "discharge", None, 30),
+        ("p1", "admit", "ED", 40),
+        ("p1", "transfer", "ICU", 41),
+        ("p1", "cancel_admit", None, 42),
+        ("p2", "admit", "W4", 1),
+        ("p2", "void_encounter", None, 3),
+        ("p3", "admit", "W4", 2),
+    ]
+    events = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(rows))],
+            "event_type": [kind for _, kind, _, _ in rows],
+            "patient_token": [p for p, _, _, _ in rows],
+            "facility_id": "H",
+            "unit_id": [unit for _, _, unit, _ in rows],
+            "event_time": [at + h * hour for *_, h in rows],
+            "outcome": "applied",
+        }
+    )
+    stays, starts = sink.stays_from_census(events)
+    t0 = at.timestamp() / 3600
+    assert sorted(zip(stays.patient_token, stays.unit_id, stays.start_h - t0, strict=True)) == [
+        ("p1", "ED", 0.0),
+        ("p3", "W4", 2.0),
+    ]
+    assert starts == {"H": t0}

@@ -13,7 +13,7 @@ import pytest
 
 from grafana import build, run, seed
 from grafana.macros import TimeRange, expand_macros, interpolate
-from grafana.specs import COMMAND_CENTRE, DASHBOARDS, NURSE_BOARD, Dashboard, Panel
+from grafana.specs import COMMAND_CENTRE, DASHBOARDS, EXECUTIVE, NURSE_BOARD, Dashboard, Panel
 from schemas.settings import Settings
 
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
@@ -171,3 +171,46 @@ def test_seeded_readmissions_reuse_tokens_of_patients_already_discharged(seeded:
         lambda g: (g["min"].iloc[1:].to_numpy() - g["max"].iloc[:-1].to_numpy()).min()
     )
     assert (gaps >= pd.Timedelta(days=1)).all()
+
+
+def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Three patients discharged, each admitted again within 30 days: one admission stands,
+    one was cancelled (A11 of its visit), one voided (a FHIR Encounter entered-in-error)."""
+    from schemas.capacity import Capacity
+    from sinks import clickhouse as ch
+    from sinks import dims
+
+    db = settings.clickhouse_database + "_readm"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": {"F": {"4E": 10}}}))
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    day = pd.Timedelta(days=1).to_pytimedelta()
+    events = [
+        ("p1", "e1", "discharge", t),
+        ("p1", "e2", "admit", t + 2 * day),
+        ("p2", "e3", "discharge", t),
+        ("p2", "e4", "admit", t + 3 * day),
+        ("p2", "e4", "cancel_admit", t + 3 * day + day / 24),
+        ("p3", "e5", "discharge", t),
+        ("p3", "e6", "admit", t + 4 * day),
+        ("p3", "e6", "void_encounter", t + 5 * day),
+    ]
+    rows = [
+        [f"x{i}", kind, "test", patient, visit, "F", "4E", at, "test", 0, i, "adt"]
+        for i, (patient, visit, kind, at) in enumerate(events)
+    ]
+    columns = ["event_id", "event_type", "source_message_type", "patient_token"]
+    columns += ["encounter_token", "facility_id", "unit_id", "event_time", "source"]
+    clickhouse.insert(
+        f"{db}.adt_events",
+        rows,
+        column_names=[*columns, "kafka_partition", "kafka_offset", "kafka_topic"],
+    )
+    [panel] = [p for p in EXECUTIVE.panels if p.key == "readmissions"]
+    tr = TimeRange(t - day, t + 10 * day)
+    got = run.run_panel(clickhouse, panel, tr, run.resolve_variables(clickhouse, EXECUTIVE, db, tr))
+    assert got.rows[0][:2] == (3, 1)
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")

@@ -93,7 +93,8 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
    * written before encounters were kept holds a Placement of that version's fields, and Flink's
    * row serializer restores no field added to a state's type, so Placement and Pending keep
    * theirs for good. A patient restored from such a savepoint has no stay, nor do their pending
-   * events have encounters: their cancels apply as before (udfs.census).
+   * events have encounters: their cancels apply as before, and a void of their encounter is
+   * refused (udfs.census).
    */
   public static class Visit {
     public String stay; // the encounter of the admission (or merge) that placed the patient
