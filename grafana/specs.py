@@ -409,6 +409,28 @@ COMMAND_CENTRE = Dashboard(
             ("time", "arrivals", "discharges"),
             width=24,
         ),
+        Panel(
+            "held_without_event",
+            "Beds held longest without an ADT event (to reconcile)",
+            "table",
+            f"""SELECT facility_id AS facility, unit, substring(patient_token, 1, 8) AS patient,
+                   last_event,
+                   round(dateDiff('minute', last_event, $__toTime) / 1440, 1) AS days_without_event
+            FROM (SELECT patient_token, last_event, latest.1 AS facility_id, latest.2 AS unit
+                  FROM (SELECT patient_token, max(last_event) AS last_event,
+                               argMaxMerge(latest) AS latest
+                        FROM ${{db}}.census_latest GROUP BY patient_token))
+            WHERE unit IS NOT NULL AND {_FAC} AND last_event <= $__toTime - INTERVAL 3 DAY
+            ORDER BY last_event, patient LIMIT 25""",
+            ("facility", "unit", "patient", "last_event", "days_without_event"),
+            width=24,
+            height=8,
+            description="Patients the census has in a bed whose last applied ADT event is "
+            "over 3 days old, longest first: a long stay, or a bed held by a discharge, "
+            "cancel or void that never came or was refused (dead letters: nothing_to_cancel, "
+            "not_admitted). The census keeps the bed until an event frees it. As of the latest "
+            "census event loaded (census_latest), counted to the range's end.",
+        ),
     ),
 )
 

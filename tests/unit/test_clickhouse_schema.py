@@ -28,3 +28,41 @@ def test_every_loaded_table_has_the_topic_schema_columns(clickhouse: Any, settin
         assert got == want, table
         extra = set(cols) - set(want)
         assert extra == {*META, "loaded_at"}, table
+
+
+def test_a_warehouse_loaded_before_census_latest_gets_each_patients_latest_from_its_history(
+    clickhouse: Any, settings: Any
+) -> None:
+    """Migration 0016 fills census_latest from the census rows already loaded, then keeps it
+    as rows come: each patient's unit after their latest applied event, in the census's
+    order (time, then offset), a duplicate load changing nothing."""
+    db = settings.clickhouse_database + "_latest"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    clickhouse.command(f"DROP VIEW {db}.census_latest_mv")
+    clickhouse.command(f"DROP TABLE {db}.census_latest")
+    clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 16")
+    columns = ["event_id", "event_type", "patient_token", "facility_id", "unit_id"]
+    columns += ["event_time", "outcome", "kafka_partition", "kafka_offset"]
+    at = "2026-03-01 08:00:00"
+    before = [
+        ["a", "admit", "p1", "F", "ED", at, "applied", 0, 1],
+        ["b", "transfer", "p1", "F", "ICU", at, "applied", 0, 2],  # same instant, applied after
+        ["c", "admit", "p2", "F", "4E", at, "applied", 0, 3],
+        ["d", "discharge", "p2", "F", None, "2026-03-02 08:00:00", "applied", 0, 4],
+        ["e", "transfer", "p2", "F", "ICU", "2026-03-03 08:00:00", "no_change", 0, 5],
+    ]
+    clickhouse.insert(f"{db}.census_events", before, column_names=columns)
+    assert ch.migrate(clickhouse, db) == [16]
+    after = [["f", "admit", "p3", "F", "4E", at, "applied", 0, 6], before[0]]  # a resend
+    clickhouse.insert(f"{db}.census_events", after, column_names=columns)
+    got = clickhouse.query(
+        f"SELECT patient_token, toString(max(last_event)), argMaxMerge(latest).2 "
+        f"FROM {db}.census_latest GROUP BY patient_token ORDER BY patient_token"
+    ).result_rows
+    assert got == [
+        ("p1", "2026-03-01 08:00:00.000", "ICU"),
+        ("p2", "2026-03-02 08:00:00.000", None),
+        ("p3", "2026-03-01 08:00:00.000", "4E"),
+    ]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")

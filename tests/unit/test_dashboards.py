@@ -214,3 +214,51 @@ def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     got = run.run_panel(clickhouse, panel, tr, run.resolve_variables(clickhouse, EXECUTIVE, db, tr))
     assert got.rows[0][:2] == (3, 1)
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_the_beds_held_without_an_event_are_the_patients_placed_and_silent_for_three_days(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """On a warehouse of its own: of six patients, the one admitted five days ago and the one
+    moved four days ago hold beds without an event since; the one discharged, the one moved
+    yesterday, the alias merged away and the stay voided do not."""
+    from schemas.capacity import Capacity
+    from sinks import clickhouse as ch
+    from sinks import dims
+
+    db = settings.clickhouse_database + "_held"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": {"F": {"4E": 10}}}))
+    now = datetime(2026, 3, 11, tzinfo=UTC)
+    day = pd.Timedelta(days=1).to_pytimedelta()
+    events = [
+        ("admitted", "admit", "ICU", 5),
+        ("moved", "admit", "4E", 9),
+        ("moved", "transfer", "ICU", 4),
+        ("gone", "admit", "4E", 10),
+        ("gone", "discharge", None, 9),
+        ("recent", "admit", "4E", 8),
+        ("recent", "transfer", "ICU", 1),
+        ("alias", "admit", "ICU", 7),
+        ("alias", "merged_away", None, 6),
+        ("voided", "admit", "4E", 6),
+        ("voided", "void_encounter", None, 6),
+    ]
+    rows = [
+        [f"x{i}", kind, patient, "F", unit, now - ago * day, "applied", 0, i]
+        for i, (patient, kind, unit, ago) in enumerate(events)
+    ]
+    columns = ["event_id", "event_type", "patient_token", "facility_id", "unit_id"]
+    columns += ["event_time", "outcome", "kafka_partition", "kafka_offset"]
+    clickhouse.insert(f"{db}.census_events", rows, column_names=columns)
+    panel = next(p for p in COMMAND_CENTRE.panels if p.key == "held_without_event")
+    tr = TimeRange(now - 7 * day, now)
+    got = run.run_panel(
+        clickhouse, panel, tr, run.resolve_variables(clickhouse, COMMAND_CENTRE, db, tr)
+    )
+    assert [(r[1], r[2], r[4]) for r in got.rows] == [
+        ("ICU", "admitted", 5.0),
+        ("ICU", "moved", 4.0),
+    ]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
