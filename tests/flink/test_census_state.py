@@ -12,13 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pyflink.common import Types
 
-from schemas.rows import CENSUS_IN
 from schemas.settings import Settings
 from tests import paced_rows, ptf_state
-from tests.flink.test_census_retention_jvm import COLUMNS, _events
-from udfs import java_decode
+from tests.flink.test_census_retention_jvm import COLUMNS, FLINK_TYPES, _events, placing
 from udfs.census import RETENTION_MS, AdtEvent, PatientPlacement
 
 pytestmark = pytest.mark.slow
@@ -54,24 +51,8 @@ def placed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict
     rows = [*rows, sentinel]
     # after it, rows of no patient (filtered out) hold the watermark at the sentinel's time
     tail = sentinel | {"event_id": "tick", "patient_token": None, "ts_ms": end + 1}
-    kinds = {
-        "kafka_partition": Types.INT(),
-        "kafka_offset": Types.LONG(),
-        "payload": Types.PRIMITIVE_ARRAY(Types.BYTE()),
-        "ts_ms": Types.LONG(),
-    }
-    t_env, table = paced_rows.table(settings, rows, COLUMNS, kinds, paced=True, tail=tail)
-    t_env.create_java_temporary_system_function(
-        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
-    )
-    t_env.create_temporary_view("raw_adt", table)
-    t_env.create_temporary_view(
-        "placing",
-        t_env.sql_query(
-            f"SELECT {CENSUS_IN.column_list()}, rowtime FROM raw_adt "
-            "WHERE patient_token IS NOT NULL"
-        ),
-    )
+    t_env, table = paced_rows.table(settings, rows, COLUMNS, FLINK_TYPES, paced=True, tail=tail)
+    placing(t_env, table, patients_only=True)
     query = """
         SELECT event_id FROM TABLE(wf_census_placement(
           input => TABLE placing PARTITION BY patient_token,

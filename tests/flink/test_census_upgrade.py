@@ -19,25 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyflink.common import Types
 
-from schemas.rows import CENSUS_IN
 from schemas.settings import Settings
 from tests import paced_rows, ptf_state
-from udfs import java_decode
+from tests.flink.test_census_retention_jvm import COLUMNS, FLINK_TYPES, placing
 from udfs.census import AdtEvent, PatientPlacement
 
 pytestmark = pytest.mark.slow
 T0 = 1_780_000_000_000
 H = 3_600_000
 FIXTURE = Path(__file__).resolve().parent / "savepoints" / "census-placement-8de0e1e"
-COLUMNS = [*CENSUS_IN.columns, "ts_ms"]
-KINDS = {
-    "kafka_partition": Types.INT(),
-    "kafka_offset": Types.LONG(),
-    "payload": Types.PRIMITIVE_ARRAY(Types.BYTE()),
-    "ts_ms": Types.LONG(),
-}
 SENTINEL = "s1"
 
 
@@ -96,17 +87,7 @@ AFTER = _rows(
 
 
 def _placement(t_env: Any, table: Any) -> str:
-    t_env.create_java_temporary_system_function(
-        "wf_census_placement", java_decode.CENSUS_PLACEMENT_CLASS
-    )
-    t_env.create_temporary_view("raw_adt", table)
-    t_env.create_temporary_view(
-        "placing",
-        t_env.sql_query(
-            f"SELECT {CENSUS_IN.column_list()}, rowtime FROM raw_adt "
-            "WHERE patient_token IS NOT NULL"
-        ),
-    )
+    placing(t_env, table, patients_only=True)
     return """
         SELECT kind, event_id, outcome, reason, unit_id, occupied, cancels
         FROM TABLE(wf_census_placement(
@@ -118,7 +99,7 @@ def _placement(t_env: Any, table: Any) -> str:
 def savepoint_before(settings: Settings, folder: Path) -> str:
     """Run BEFORE through this checkout's placement, then stop it with a savepoint: its path."""
     tail = BEFORE[-1] | {"event_id": "tick", "patient_token": None}
-    t_env, table = paced_rows.table(settings, BEFORE, COLUMNS, KINDS, paced=True, tail=tail)
+    t_env, table = paced_rows.table(settings, BEFORE, COLUMNS, FLINK_TYPES, paced=True, tail=tail)
     query = _placement(t_env, table)
     _, path = ptf_state.savepoint_after(t_env, query, lambda r: bool(r[1] == SENTINEL), folder)
     return path
@@ -128,7 +109,7 @@ def restored_run(settings: Settings, savepoint: str) -> list[tuple[Any, ...]]:
     """AFTER through this checkout's placement, restored from `savepoint`, on bounded input (at
     its end the watermark passes every event, the restored one waiting included)."""
     t_env, table = paced_rows.table(
-        settings, AFTER, COLUMNS, KINDS, paced=False, uid="rows-after-the-upgrade"
+        settings, AFTER, COLUMNS, FLINK_TYPES, paced=False, uid="rows-after-the-upgrade"
     )
     t_env.get_config().set("execution.savepoint.path", savepoint)
     # the savepoint's source (a sequence without end) is not this job's

@@ -173,19 +173,24 @@ def test_seeded_readmissions_reuse_tokens_of_patients_already_discharged(seeded:
     assert (gaps >= pd.Timedelta(days=1)).all()
 
 
+def _warehouse(clickhouse: Any, db: str) -> str:
+    """A fresh, migrated warehouse `db` of one facility, F (unit 4E), and nothing else."""
+    from schemas.capacity import Capacity
+    from sinks import clickhouse as ch
+    from sinks import dims
+
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": {"F": {"4E": 10}}}))
+    return db
+
+
 def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     clickhouse: Any, settings: Settings
 ) -> None:
     """Three patients discharged, each admitted again within 30 days: one admission stands,
     one was cancelled (A11 of its visit), one voided (a FHIR Encounter entered-in-error)."""
-    from schemas.capacity import Capacity
-    from sinks import clickhouse as ch
-    from sinks import dims
-
-    db = settings.clickhouse_database + "_readm"
-    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
-    ch.migrate(clickhouse, db)
-    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": {"F": {"4E": 10}}}))
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_readm")
     t = datetime(2026, 3, 1, tzinfo=UTC)
     day = pd.Timedelta(days=1).to_pytimedelta()
     events = [
@@ -222,14 +227,7 @@ def test_the_beds_held_without_an_event_are_the_patients_placed_and_silent_for_t
     """On a warehouse of its own: of six patients, the one admitted five days ago and the one
     moved four days ago hold beds without an event since; the one discharged, the one moved
     yesterday, the alias merged away and the stay voided do not."""
-    from schemas.capacity import Capacity
-    from sinks import clickhouse as ch
-    from sinks import dims
-
-    db = settings.clickhouse_database + "_held"
-    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
-    ch.migrate(clickhouse, db)
-    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": {"F": {"4E": 10}}}))
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_held")
     now = datetime(2026, 3, 11, tzinfo=UTC)
     day = pd.Timedelta(days=1).to_pytimedelta()
     events = [
