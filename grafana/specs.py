@@ -411,7 +411,7 @@ COMMAND_CENTRE = Dashboard(
         ),
         Panel(
             "held_without_event",
-            "Beds held longest without an ADT event (to reconcile)",
+            "Beds held longest without an applied ADT event (to reconcile)",
             "table",
             f"""SELECT facility_id AS facility, unit, substring(patient_token, 1, 8) AS patient,
                    last_event,
@@ -428,8 +428,9 @@ COMMAND_CENTRE = Dashboard(
             description="Patients the census has in a bed whose last applied ADT event is "
             "over 3 days old, longest first: a long stay, or a bed held by a discharge, "
             "cancel or void that never came or was refused (dead letters: nothing_to_cancel, "
-            "not_admitted). The census keeps the bed until an event frees it. As of the latest "
-            "census event loaded (census_latest), counted to the range's end.",
+            "not_admitted). An event that changes nothing (a leave of absence) does not count. "
+            "The census keeps the bed until an event frees it. As of the latest census event "
+            "loaded (census_latest), counted to the range's end.",
         ),
     ),
 )
@@ -489,30 +490,34 @@ EXECUTIVE = Dashboard(
             f"""SELECT count() AS discharges, countIf(readmitted) AS readmissions,
                    round(100 * countIf(readmitted) / count(), 1) AS readmission_pct
             FROM (
-                SELECT d.encounter_token AS encounter,
+                SELECT d.patient_token, d.stay,
                        max(a.admitted > d.discharged
                            AND a.admitted <= d.discharged + INTERVAL 30 DAY) AS readmitted
-                FROM (SELECT patient_token, encounter_token, max(event_time) AS discharged
+                FROM (SELECT patient_token, ifNull(encounter_token, event_id) AS stay,
+                             max(event_time) AS discharged
                       FROM ${{db}}.adt_events
                       WHERE event_type = 'discharge' AND {_FAC} AND $__timeFilter(event_time)
-                      GROUP BY patient_token, encounter_token) AS d
-                LEFT JOIN (SELECT patient_token, encounter_token,
-                                  minIf(event_time, event_type = 'admit') AS admitted
+                      GROUP BY patient_token, stay) AS d
+                LEFT JOIN (SELECT patient_token, ifNull(encounter_token, event_id) AS stay,
+                                  minIf(event_time, event_type = 'admit') AS first_admit,
+                                  maxIf(event_time, event_type = 'admit') AS last_admit,
+                                  maxIf(event_time, event_type != 'admit') AS voided,
+                                  if(voided >= first_admit, last_admit, first_admit) AS admitted
                            FROM ${{db}}.adt_events
                            WHERE event_type IN ('admit', 'cancel_admit', 'void_encounter')
                              AND event_time >= $__fromTime
-                           GROUP BY patient_token, encounter_token
-                           HAVING countIf(event_type = 'admit') > 0
-                              AND countIf(event_type IN ('cancel_admit', 'void_encounter')) = 0
+                           GROUP BY patient_token, stay
+                           HAVING countIf(event_type = 'admit') > 0 AND last_admit > voided
                           ) AS a
                     ON a.patient_token = d.patient_token
-                GROUP BY d.encounter_token)""",
+                GROUP BY d.patient_token, d.stay)""",
             ("discharges", "readmissions", "readmission_pct"),
             width=12,
             height=6,
             description="Share of discharges in range followed by an admission of the same "
-            "patient (any facility) within 30 days, not one cancelled (A11) or voided (an "
-            "Encounter entered-in-error); recent discharges have had less time.",
+            "patient (any facility) within 30 days, not one cancelled (A11 of its visit) or "
+            "voided (an Encounter entered-in-error) unless admitted again after it; recent "
+            "discharges have had less time.",
         ),
         Panel(
             "ack_trend",

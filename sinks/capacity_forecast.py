@@ -92,23 +92,35 @@ VOIDS = ("cancel_admit", "void_encounter")  # applied, each frees the bed of a s
 def voids_dropped(events: pd.DataFrame) -> pd.DataFrame:
     """Applied census_events rows without the stays the census voided: an applied
     `cancel_admit` (A11) or `void_encounter` (a FHIR Encounter entered-in-error) takes back the
-    patient's current stay (udfs.census), so its rows since the patient's last row without a
-    unit go with the void's own. The stay never was: not an arrival to the arrival profile, nor
-    a short stay to the length-of-stay survival. Rows in the census's order at one instant (the
-    sort is stable)."""
+    patient's current stay (udfs.census), so its rows since the admission (or the merge that
+    placed a patient without a bed) that began it go with the void's own, across a discharge a
+    `cancel_discharge` (A13) took back. The stay never was: not an arrival to the arrival
+    profile, nor a short stay to the length-of-stay survival. Rows in the census's order at one
+    instant (the sort is stable)."""
     if not events.event_type.isin(VOIDS).any():
         return events
     ev = events.sort_values("event_time", kind="stable").reset_index(drop=True)
     placed = ev.unit_id.notna().to_numpy()
+    kind = ev.event_type.to_numpy()
     voids = np.flatnonzero(ev.event_type.isin(VOIDS).to_numpy())
     tokens = ev.patient_token.to_numpy(dtype=object)
     sub = ev[ev.patient_token.isin(set(tokens[voids]))]
     rows_of = {t: [int(i) for i in ix] for t, ix in sub.groupby("patient_token").indices.items()}
     dropped: set[int] = set()
     for v in voids:
-        mine = [sub.index[i] for i in rows_of[tokens[v]] if sub.index[i] < v]
-        left = max((k for k, i in enumerate(mine) if not placed[i]), default=-1)
-        dropped.update(int(i) for i in mine[left + 1 :])
+        mine = [int(sub.index[i]) for i in rows_of[tokens[v]] if sub.index[i] < v]
+        cut = len(mine)
+        for k in range(len(mine) - 1, -1, -1):
+            i = mine[k]
+            taken_back = k + 1 < len(mine) and kind[mine[k + 1]] == "cancel_discharge"
+            if not placed[i] and not taken_back:
+                break  # a time without a bed: the stay began after it
+            cut = k
+            if kind[i] == "admit" or (
+                kind[i] == "merged_in" and (k == 0 or not placed[mine[k - 1]])
+            ):
+                break  # where the stay began
+        dropped.update(mine[cut:])
         dropped.add(int(v))
     return ev.drop(index=sorted(dropped)).reset_index(drop=True)
 

@@ -1,9 +1,13 @@
 -- Each patient's latest applied census event, kept as census_events are loaded, so that the
--- command centre's "beds held longest without an ADT event" reads one row per patient instead
--- of the whole census history (which grows by about 1.4 M rows a year at 6,000 beds). The
--- latest is the census's own order: event time, then the row's offset in census.event.v1
--- (keyed by patient, so one patient's rows are in one partition in the order applied).
--- max and argMax are idempotent: a record loaded twice changes nothing.
+-- command centre's "beds held longest without an ADT event" reads a row per patient (one per
+-- patient ever seen, merged in the background) instead of every census event. The latest is
+-- the census's own order: event time, then the row's offset in census.event.v1 (keyed by
+-- patient, so one patient's rows are in one partition in the order applied). max and argMax
+-- are idempotent: a record loaded twice changes nothing, and running the backfill below again
+-- (after the loader has caught up) adds nothing but a row an insert in flight while this
+-- migration ran may have missed. Rebuild it (TRUNCATE TABLE, then the backfill) after the
+-- census job is run again into a recreated census.event.v1: its offsets start again, and the
+-- rows of the old run would stay.
 CREATE TABLE IF NOT EXISTS {db}.census_latest
 (
     patient_token String,

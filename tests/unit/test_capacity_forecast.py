@@ -647,8 +647,9 @@ def test_an_admission_and_its_transfer_at_one_instant_reach_the_forecast_in_the_
 
 
 def test_a_stay_the_census_voided_is_no_stay_to_the_forecast() -> None:
-    """A patient's earlier stay counts; the admission cancelled (A11) after a transfer, and an
-    Encounter voided (entered-in-error), are neither arrivals nor short stays."""
+    """A patient's earlier stay counts; the admission cancelled (A11) after a transfer, or
+    after a discharge taken back (A13), and an Encounter voided (entered-in-error), also at a
+    transfer's instant, are neither arrivals nor short stays."""
     at = pd.Timestamp("2026-03-01T08:00:00Z")
     hour = pd.Timedelta(hours=1)
     rows = [
@@ -660,6 +661,13 @@ def test_a_stay_the_census_voided_is_no_stay_to_the_forecast() -> None:
         ("p2", "admit", "W4", 1),
         ("p2", "void_encounter", None, 3),
         ("p3", "admit", "W4", 2),
+        ("p4", "admit", "ED", 0),
+        ("p4", "discharge", None, 10),
+        ("p4", "cancel_discharge", "ED", 11),  # the stay goes on
+        ("p4", "cancel_admit", None, 12),  # and never was
+        ("p5", "admit", "ED", 5),
+        ("p5", "transfer", "ICU", 6),
+        ("p5", "void_encounter", None, 6),  # at the transfer's instant, applied after it
     ]
     events = pd.DataFrame(
         {

@@ -41,13 +41,15 @@ def test_a_warehouse_loaded_before_census_latest_gets_each_patients_latest_from_
     ch.migrate(clickhouse, db)
     clickhouse.command(f"DROP VIEW {db}.census_latest_mv")
     clickhouse.command(f"DROP TABLE {db}.census_latest")
-    clickhouse.command(f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 16")
+    clickhouse.command(
+        f"ALTER TABLE {db}.schema_migrations DELETE WHERE version = 16 SETTINGS mutations_sync = 2"
+    )
     columns = ["event_id", "event_type", "patient_token", "facility_id", "unit_id"]
     columns += ["event_time", "outcome", "kafka_partition", "kafka_offset"]
     at = "2026-03-01 08:00:00"
     before = [
-        ["a", "admit", "p1", "F", "ED", at, "applied", 0, 1],
-        ["b", "transfer", "p1", "F", "ICU", at, "applied", 0, 2],  # same instant, applied after
+        ["b", "admit", "p1", "F", "ED", at, "applied", 0, 1],
+        ["a", "transfer", "p1", "F", "ICU", at, "applied", 0, 2],  # same instant, applied after
         ["c", "admit", "p2", "F", "4E", at, "applied", 0, 3],
         ["d", "discharge", "p2", "F", None, "2026-03-02 08:00:00", "applied", 0, 4],
         ["e", "transfer", "p2", "F", "ICU", "2026-03-03 08:00:00", "no_change", 0, 5],

@@ -188,8 +188,10 @@ def _warehouse(clickhouse: Any, db: str) -> str:
 def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     clickhouse: Any, settings: Settings
 ) -> None:
-    """Three patients discharged, each admitted again within 30 days: one admission stands,
-    one was cancelled (A11 of its visit), one voided (a FHIR Encounter entered-in-error)."""
+    """Six patients discharged, each admitted again within 30 days: an admission that stands,
+    one cancelled (A11 of its visit), one voided (a FHIR Encounter entered-in-error), one
+    cancelled and sent again (it stands), and two patients' visits without a visit number
+    (each its own discharge and admission; an A11 without one names no admission)."""
     db = _warehouse(clickhouse, settings.clickhouse_database + "_readm")
     t = datetime(2026, 3, 1, tzinfo=UTC)
     day = pd.Timedelta(days=1).to_pytimedelta()
@@ -202,6 +204,14 @@ def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
         ("p3", "e5", "discharge", t),
         ("p3", "e6", "admit", t + 4 * day),
         ("p3", "e6", "void_encounter", t + 5 * day),
+        ("p4", "e7", "discharge", t),
+        ("p4", "e8", "admit", t + 2 * day),
+        ("p4", "e8", "cancel_admit", t + 2 * day + day / 24),
+        ("p4", "e8", "admit", t + 2 * day + day / 12),
+        ("p5", None, "discharge", t),
+        ("p5", None, "admit", t + 6 * day),
+        ("p5", None, "cancel_admit", t + 6 * day + day / 24),
+        ("p6", None, "discharge", t),
     ]
     rows = [
         [f"x{i}", kind, "test", patient, visit, "F", "4E", at, "test", 0, i, "adt"]
@@ -217,7 +227,7 @@ def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     [panel] = [p for p in EXECUTIVE.panels if p.key == "readmissions"]
     tr = TimeRange(t - day, t + 10 * day)
     got = run.run_panel(clickhouse, panel, tr, run.resolve_variables(clickhouse, EXECUTIVE, db, tr))
-    assert got.rows[0][:2] == (3, 1)
+    assert got.rows[0][:2] == (6, 3)
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 
