@@ -59,7 +59,10 @@ class Capacity:
         level = int(d.get("forecast_surge_level", DEFAULT_FORECAST_SURGE_LEVEL))
         if not 1 <= level <= len(th):
             raise ValueError("forecast_surge_level must be 1, 2 or 3")
-        zones = {str(fac): str(zone) for fac, zone in d.get("time_zones", {}).items()}
+        given = d.get("time_zones", {})
+        if not isinstance(given, dict):
+            raise ValueError("time_zones must map facilities to IANA time zone names")
+        zones = {str(fac): str(zone) for fac, zone in given.items()}
         known = available_timezones() if zones else set()
         for fac, zone in zones.items():
             if fac not in d["facilities"]:

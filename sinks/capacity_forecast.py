@@ -70,19 +70,13 @@ def stays_from_census(census_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
     first event): a facility whose feed starts later has its own census load and history. A
     stay the census voided (`voids_dropped`) is none."""
     spliced = merges_spliced(census_events[census_events.outcome == "applied"])
-    hours = pd.to_datetime(spliced.event_time, utc=True).dt.as_unit("ms").astype("int64")
-    first = (hours / cf.HOUR_MS).groupby(spliced.facility_id.to_numpy()).min()
+    ms = pd.to_datetime(spliced.event_time, utc=True).dt.as_unit("ms").astype("int64")
+    spliced = spliced.assign(time_h=ms.to_numpy() / cf.HOUR_MS)
+    first = spliced.time_h.groupby(spliced.facility_id.to_numpy()).min()
     starts = {str(f): float(h) for f, h in first.items()}
-    ev = voids_dropped(spliced)
-    ms = pd.to_datetime(ev.event_time, utc=True).dt.as_unit("ms").astype("int64")
-    placements = pd.DataFrame(
-        {
-            "patient_token": ev.patient_token.to_numpy(),
-            "facility_id": ev.facility_id.to_numpy(),
-            "unit_id": ev.unit_id.to_numpy(),
-            "time_h": ms.to_numpy() / cf.HOUR_MS,
-        }
-    )
+    ev = voids_dropped(spliced)  # after the facility's first hour: a void's rows count there
+    columns = ("patient_token", "facility_id", "unit_id", "time_h")
+    placements = pd.DataFrame({c: ev[c].to_numpy() for c in columns})
     return cf.stays_from_placements(placements), starts
 
 
@@ -105,10 +99,10 @@ def voids_dropped(events: pd.DataFrame) -> pd.DataFrame:
     voids = np.flatnonzero(ev.event_type.isin(VOIDS).to_numpy())
     tokens = ev.patient_token.to_numpy(dtype=object)
     sub = ev[ev.patient_token.isin(set(tokens[voids]))]
-    rows_of = {t: [int(i) for i in ix] for t, ix in sub.groupby("patient_token").indices.items()}
+    rows_of = sub.groupby("patient_token").groups  # token -> its rows' labels (positions in ev)
     dropped: set[int] = set()
     for v in voids:
-        mine = [int(sub.index[i]) for i in rows_of[tokens[v]] if sub.index[i] < v]
+        mine = [int(i) for i in rows_of[tokens[v]] if i < v]
         cut = len(mine)
         for k in range(len(mine) - 1, -1, -1):
             i = mine[k]

@@ -163,10 +163,9 @@ def hour_of_week(hour: Any, time_zone: str = "UTC") -> Any:
     h = np.asarray(hour, dtype=np.int64)
     if time_zone == "UTC":
         return ((h // 24 + _EPOCH_WEEKDAY) % 7) * 24 + h % 24
-    local = pd.DatetimeIndex(pd.to_datetime(h.ravel() * 3600, unit="s", utc=True))
-    local = local.tz_convert(
-        ZoneInfo(time_zone)
-    )  # the zone database the capacity file is checked by
+    # ZoneInfo: the zone database the capacity file is checked against (pandas would ask pytz)
+    utc = pd.DatetimeIndex(pd.to_datetime(h.ravel() * 3600, unit="s", utc=True))
+    local = utc.tz_convert(ZoneInfo(time_zone))
     return (local.dayofweek.to_numpy() * 24 + local.hour.to_numpy()).reshape(h.shape)
 
 

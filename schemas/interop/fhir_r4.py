@@ -466,7 +466,7 @@ def _encounter(
     common = {
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,
-        "encounter_token": tokenise("fhir:Encounter", enc.id or key),
+        "encounter_token": _encounter_token(enc, key, tokenise),
         # the drop's facility (--facility-id): serviceProvider is an Organization reference,
         # not a facility id the capacity file knows
         "facility_id": facility,
@@ -511,6 +511,12 @@ def _encounter(
 def _encounter_key(enc: Any) -> str | None:
     """What follows an Encounter across its versions: its id, else its business identifier."""
     return f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
+
+
+def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
+    """The Encounter's token: its admission's and its void's must be one (the census binds
+    them)."""
+    return tokenise("fhir:Encounter", enc.id or key)
 
 
 def _voided(
@@ -558,7 +564,7 @@ def _voided(
         "event_type": "void_encounter",
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,
-        "encounter_token": tokenise("fhir:Encounter", enc.id or key),
+        "encounter_token": _encounter_token(enc, key, tokenise),
         "facility_id": facility,
         "unit_id": None,
         "bed_id": None,

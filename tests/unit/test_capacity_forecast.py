@@ -564,6 +564,8 @@ def test_a_capacity_files_time_zones_are_checked_and_round_trip() -> None:
             Capacity.from_dict({"facilities": units, "time_zones": {"H": machines}})
     with pytest.raises(ValueError, match="no units"):
         Capacity.from_dict({"facilities": units, "time_zones": {"X": NEW_YORK}})
+    with pytest.raises(ValueError, match="must map facilities"):
+        Capacity.from_dict({"facilities": units, "time_zones": [NEW_YORK]})
 
 
 def test_the_forecast_table_counts_a_facilitys_arrivals_on_its_own_clock() -> None:

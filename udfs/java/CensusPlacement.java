@@ -244,7 +244,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (before != null) {
         return out("already_admitted", "patient holds a bed in " + before.unit + " already");
       }
-      v.stay = notEmpty(encounter) ? encounter : null;
+      v.stay = orNull(encounter);
       return move(s, kind, next, t, true, deltas);
     }
     if ((kind.equals("transfer") || kind.equals("discharge")) && before == null) {
@@ -275,7 +275,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (before != null && next.same(before)) {
         return out("no_change", "the surviving record holds that bed already");
       }
-      if (before == null) v.stay = notEmpty(encounter) ? encounter : null;
+      if (before == null) v.stay = orNull(encounter);
       return merge(s, kind, next, t, deltas);
     }
     if (kind.equals("void_encounter")) return voidEncounter(s, v, encounter, t, deltas);
@@ -417,6 +417,11 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
 
   private static boolean notEmpty(String s) {
     return s != null && !s.isEmpty();
+  }
+
+  /** An empty encounter token is none (as udfs.census's `or None`). */
+  private static String orNull(String s) {
+    return notEmpty(s) ? s : null;
   }
 
   private static <T> T[] append(T[] a, T x, java.util.function.IntFunction<T[]> make) {
