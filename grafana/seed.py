@@ -46,7 +46,7 @@ from schemas.capacity import ALL_UNITS, Capacity
 from schemas.physionet import LABS, VITALS, measurements
 from schemas.settings import Settings
 from sinks import capacity_forecast, clickhouse, dims
-from udfs import lifecycle
+from udfs import census_stays, lifecycle
 from udfs.census import SURGE_LABELS, AdtEvent, Delta, PatientPlacement
 from udfs.sepsis import SCORE_COLUMNS, STATE_PARAMS, screen_row
 
@@ -797,7 +797,7 @@ def build(plan: SeedPlan, physionet: pd.DataFrame) -> Warehouse:
 
 def forecasts(census: Census, capacity: Capacity, plan: SeedPlan) -> pd.DataFrame:
     """The capacity forecast from each of the last `forecast_hours` whole hours of the census."""
-    stays, start_h = capacity_forecast.stays_from_census(pd.DataFrame(census.events))
+    stays, start_h = census_stays.stays_from_census(pd.DataFrame(census.events))
     last = plan.end_ms // HOUR_MS
     origins = range(last - plan.forecast_hours + 1, last + 1)
     return pd.concat(

@@ -65,15 +65,13 @@ Practice, 3rd ed., 2021, section 5.2): seasonal naive, occ(t0+h) = occ(t0+h-24) 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-
-from udfs.census import AdtEvent, PatientPlacement
 
 HORIZON_H = 24
 GRID_H = 24 * 60  # the survival curve's hourly grid (60 days); a constant hazard beyond
@@ -363,31 +361,6 @@ def stays_from_placements(placements: pd.DataFrame) -> pd.DataFrame:
     )
     kept: pd.DataFrame = out[out.unit_id.notna()].reset_index(drop=True)
     return kept
-
-
-def stays_from_events(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Stays from canonical ADT events (adt.event.v1 dicts, in event-time order) placed by the
-    census state machine (udfs.census), refused events ignored as the census ignores them."""
-    who: dict[str, PatientPlacement] = {}
-    rows: list[tuple[str, str, str | None, float]] = []
-    for e in events:
-        t = e["event_time"]
-        ms = int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t)
-        pp = who.setdefault(e["patient_token"], PatientPlacement())
-        outcome, _ = pp.apply(AdtEvent.of(e, ms))
-        if outcome.refused or outcome.status == "no_change":
-            continue
-        where = pp.place
-        rows.append(
-            (
-                e["patient_token"],
-                where.facility_id if where else e["facility_id"],
-                where.unit_id if where else None,
-                ms / HOUR_MS,
-            )
-        )
-    cols = ["patient_token", "facility_id", "unit_id", "time_h"]
-    return stays_from_placements(pd.DataFrame(rows, columns=cols))
 
 
 def facility_stays(stays: pd.DataFrame, unit: str = "ALL") -> pd.DataFrame:

@@ -3,6 +3,7 @@ capacity_forecast.py) and its table (sinks/capacity_forecast.py, migration 0008)
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sinks import capacity_forecast as sink
 from sinks import clickhouse as ch
 from training.catalog import capacity_forecast as catalog
 from udfs import capacity_forecast as cf
+from udfs import census_stays
 
 T0 = 500_000.0  # an origin, in hours since the epoch (a whole hour)
 NO_ARRIVALS = np.zeros(cf.HORIZON_H)
@@ -169,7 +171,7 @@ def test_seasonal_naive_repeats_yesterday_and_persistence_is_its_lag_24_at_24_ho
 def test_stays_rebuilt_from_adt_events_give_the_census_of_the_state_machine() -> None:
     plan = adt_generator.Plan(facilities=1, days=5, seed=2)
     events = adt_generator.events(plan)
-    stays = cf.stays_from_events(events)
+    stays = census_stays.stays_from_events(events)
     ms = pd.Series([e["event_time"] for e in events]).astype("int64") // 1_000_000
     assert len(stays) > 500 and (stays.end_h.dropna() >= 0).all()
     at = ms.iloc[-1] / cf.HOUR_MS
@@ -227,7 +229,7 @@ def test_forecast_rows_fill_the_migrated_table_for_every_unit_and_facility(
     clickhouse: Any, settings: Any
 ) -> None:
     plan = adt_generator.Plan(facilities=2, days=16, seed=9)
-    stays = cf.stays_from_events(adt_generator.events(plan))
+    stays = census_stays.stays_from_events(adt_generator.events(plan))
     start = plan.start.timestamp() / 3600
     cap = adt_generator.capacity(2)
     rows = sink.forecast_rows(stays, start, cap, start + 15 * 24)
@@ -272,7 +274,7 @@ def test_the_hourly_step_forecasts_from_the_census_events_in_clickhouse(
     cap = adt_generator.capacity(1)
     assert sink.run_once(clickhouse, db, cap) == (len(cap.units) + 1) * cf.HORIZON_H
     # the same as forecasting from the census events in memory
-    stays, start = sink.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
+    stays, start = census_stays.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
     want = sink.forecast_rows(stays, start, cap, origin.timestamp() / 3600)
     got = clickhouse.query_df(
         f"SELECT unit_id, horizon_h, forecast, hi95 FROM {db}.{sink.TABLE} FINAL "
@@ -315,7 +317,7 @@ def test_the_hourly_step_takes_each_patients_latest_los_score_as_its_predicted_d
     ev = _census_in(clickhouse, db)
     origin = sink.latest_origin(clickhouse, db)
     assert origin is not None
-    stays, start = sink.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
+    stays, start = census_stays.stays_from_census(ev[ev.event_time <= pd.Timestamp(origin)])
     t0 = origin.timestamp() / 3600
     here = stays[(stays.start_h <= t0 - 3) & ~(stays.end_h <= t0)]
     unit = here.unit_id.value_counts().index[0]  # the unit holding most patients
@@ -388,10 +390,10 @@ def test_a_facility_whose_feed_starts_later_is_forecast_from_its_own_data_alone(
     origin = late.event_time.max().floor("h") - pd.Timedelta(hours=1)
     t0 = origin.timestamp() / 3600
     both = pd.concat([ev, late], ignore_index=True)
-    stays, starts = sink.stays_from_census(both[both.event_time <= origin])
+    stays, starts = census_stays.stays_from_census(both[both.event_time <= origin])
     assert starts["late"] - starts[early] == 240.0
     together = sink.forecast_rows(stays, starts, both_cap, t0)
-    alone_stays, alone_starts = sink.stays_from_census(late[late.event_time <= origin])
+    alone_stays, alone_starts = census_stays.stays_from_census(late[late.event_time <= origin])
     alone = sink.forecast_rows(alone_stays, alone_starts, late_cap, t0)
     mine = together[together.facility_id == "late"].reset_index(drop=True)
     for c in ("occupied_at_origin", "forecast", "expected", "lo95", "hi95", "surge_probability"):
@@ -400,7 +402,7 @@ def test_a_facility_whose_feed_starts_later_is_forecast_from_its_own_data_alone(
 
 def test_a_capacity_file_without_units_forecasts_nothing() -> None:
     plan = adt_generator.Plan(facilities=1, days=3, seed=9)
-    stays = cf.stays_from_events(adt_generator.events(plan))
+    stays = census_stays.stays_from_events(adt_generator.events(plan))
     empty = Capacity.from_dict({"facilities": {}})
     assert sink.forecast_rows(stays, 0.0, empty, plan.start.timestamp() / 3600 + 48).empty
 
@@ -450,14 +452,14 @@ def test_a_trauma_alias_merged_into_the_patients_record_is_one_stay_to_the_forec
         ("m2:A40:in", "merged_in", "MRN1", "ICU", 10, "applied"),
         ("m3:A02", "transfer", "MRN1", "4E", 11, "applied"),
     )
-    stays, _ = sink.stays_from_census(_census_rows(*merge))
+    stays, _ = census_stays.stays_from_census(_census_rows(*merge))
     t0 = pd.Timestamp("2026-03-01", tz="UTC").timestamp() / 3600
     got = [(r.patient_token, r.unit_id, r.start_h - t0, r.end_h - t0) for r in stays.itertuples()]
     assert len(got) == 2 and got[0] == ("MRN1", "ICU", 8, 11)
     assert got[1][:3] == ("MRN1", "4E", 11) and np.isnan(got[1][3])  # still in
     # a survivor in a bed already (two registrations, both placed): left as the census had it
     both = _census_rows(("m0:A01", "admit", "MRN1", "ED", 7, "applied"), *merge)
-    stays, _ = sink.stays_from_census(both)
+    stays, _ = census_stays.stays_from_census(both)
     assert set(stays.patient_token) == {"T9", "MRN1"}
 
 
@@ -476,7 +478,7 @@ def test_a_merge_splices_only_the_merged_records_current_stay_in_any_row_order()
     )
     shuffled = pd.concat([rows.iloc[4:], rows.iloc[:4]])  # labels 4-6 then 0-3
     shuffled.index = [0, 1, 2, 0, 1, 2, 3]
-    stays, _ = sink.stays_from_census(shuffled)
+    stays, _ = census_stays.stays_from_census(shuffled)
     t0 = pd.Timestamp("2026-03-01", tz="UTC").timestamp() / 3600
     got = sorted((r.patient_token, r.unit_id, r.start_h - t0) for r in stays.itertuples())
     assert got == [("MRN2", "ICU", 8), ("T9", "4E", 1)]
@@ -488,7 +490,7 @@ def test_a_merge_splices_only_the_merged_records_current_stay_in_any_row_order()
         ("m3:A40:away", "merged_away", "T9", None, 10, "applied"),
         ("m3:A40:in", "merged_in", "MRN1", "ICU", 10, "applied"),
     )
-    stays, _ = sink.stays_from_census(same_instant)
+    stays, _ = census_stays.stays_from_census(same_instant)
     assert set(stays.patient_token) == {"T9", "MRN1"}
 
 
@@ -504,7 +506,7 @@ def test_a_merge_is_not_spliced_over_the_survivors_own_stay_nor_undone_by_a_late
         ("m3:A40:away", "merged_away", "T9", None, 6, "applied"),
         ("m3:A40:in", "merged_in", "MRN1", "ICU", 6, "applied"),
     )
-    stays, _ = sink.stays_from_census(overlapping)
+    stays, _ = census_stays.stays_from_census(overlapping)
     got = sorted((r.patient_token, r.unit_id, r.start_h - t0) for r in stays.itertuples())
     assert got == [("MRN1", "ED", 0), ("MRN1", "ICU", 6), ("T9", "ICU", 1)]
     moved_at_once = _census_rows(
@@ -513,7 +515,7 @@ def test_a_merge_is_not_spliced_over_the_survivors_own_stay_nor_undone_by_a_late
         ("m2:A40:in", "merged_in", "MRN1", "ICU", 6, "applied"),
         ("m3:A02", "transfer", "MRN1", "4E", 6, "applied"),
     )
-    stays, _ = sink.stays_from_census(moved_at_once)
+    stays, _ = census_stays.stays_from_census(moved_at_once)
     got = sorted(
         (r.patient_token, r.unit_id, r.start_h - t0, r.end_h - t0) for r in stays.itertuples()
     )
@@ -642,7 +644,7 @@ def test_an_admission_and_its_transfer_at_one_instant_reach_the_forecast_in_the_
     clickhouse.insert(f"{db}.census_events", rows, column_names=columns)
     events = sink.census_events(clickhouse, db, at.to_pydatetime())
     assert list(events.event_id) == ["m9", "m10"]
-    stays, _ = sink.stays_from_census(events)
+    stays, _ = census_stays.stays_from_census(events)
     [still_in] = stays[stays.end_h.isna()].unit_id
     assert still_in == "ICU"
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
@@ -682,10 +684,79 @@ def test_a_stay_the_census_voided_is_no_stay_to_the_forecast() -> None:
             "outcome": "applied",
         }
     )
-    stays, starts = sink.stays_from_census(events)
+    stays, starts = census_stays.stays_from_census(events)
     t0 = at.timestamp() / 3600
     assert sorted(zip(stays.patient_token, stays.unit_id, stays.start_h - t0, strict=True)) == [
         ("p1", "ED", 0.0),
         ("p3", "W4", 2.0),
     ]
     assert starts == {"H": t0}
+
+
+def _adt(event_id: str, kind: str, token: str, unit: str | None, at_h: float) -> dict[str, Any]:
+    """An adt.event.v1 record of facility H, `at_h` hours since the epoch."""
+    return {
+        "event_id": event_id,
+        "event_type": kind,
+        "patient_token": token,
+        "facility_id": "H",
+        "unit_id": unit,
+        "bed_id": None,
+        "encounter_token": None,
+        "event_time": pd.Timestamp(round(at_h * 3_600_000), unit="ms", tz="UTC"),
+    }
+
+
+def test_the_backtest_reads_its_stays_as_the_hourly_forecast_reads_the_census() -> None:
+    """The backtest's ADT events through the census's reference: an admission cancelled (A11)
+    is no stay and a trauma alias merged into the patient's record (A40) is one stay, as in the
+    census_events the hourly forecast reads; a refused event changes nothing."""
+    t = 500_000.0
+    events = [
+        _adt("a1", "admit", "P1", "ED", t),
+        _adt("a2", "cancel_admit", "P1", None, t + 0.5),
+        _adt("b1", "admit", "ALIAS", "ED", t + 1),
+        _adt("b2", "transfer", "ALIAS", "ICU", t + 3),
+        _adt("m1:away", "merged_away", "ALIAS", "ICU", t + 5),
+        _adt("m1:in", "merged_in", "P2", "ICU", t + 5),
+        _adt("c1", "transfer", "P3", "ICU", t + 6),  # not admitted: refused
+    ]
+    stays = census_stays.stays_from_events(events)
+    got = sorted(zip(stays.patient_token, stays.unit_id, stays.start_h - t, strict=True))
+    assert got == [("P2", "ED", 1.0), ("P2", "ICU", 3.0)]
+    rows = census_stays.census_rows(events)
+    assert list(rows.outcome) == ["applied"] * 6 + ["not_admitted"]
+    assert census_stays.stays_from_census(rows)[0].equals(stays)
+
+
+def test_a_file_backtest_counts_each_facilitys_arrivals_on_the_clock_its_capacity_file_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A New York facility admits a patient at 08:15 local every day for a three-hour stay,
+    across the change to daylight saving time (2026-03-08). Forecast on its own clock, the
+    backtest's unit MAE is lower than on UTC's (which expects the patient an hour late for
+    weeks after the change); `evaluate --file` takes the clock from the capacity file."""
+    days = pd.date_range("2026-02-01", "2026-04-05", freq="D")
+    events = []
+    for i, d in enumerate(days):
+        at = _local_h(d, 8, 15)
+        events += [
+            _adt(f"a{i}", "admit", f"P{i}", "W4", at),
+            _adt(f"d{i}", "discharge", f"P{i}", None, at + 3),
+        ]
+    path = tmp_path / "adt.parquet"
+    pd.DataFrame(events).to_parquet(path)
+    local = catalog.file_backtest(path, 6, {"H": NEW_YORK})
+    utc = catalog.file_backtest(path, 6)
+    assert local.unit["forecasts"] == utc.unit["forecasts"] > 100
+    assert np.mean(local.unit["mae_model"]) < 0.9 * np.mean(utc.unit["mae_model"])
+    capacity = tmp_path / "capacity.json"
+    capacity.write_text(json.dumps({"facilities": {"H": {"W4": 4}}, "time_zones": {"H": NEW_YORK}}))
+    last = {}
+    for name, argv in (("local", ["--capacity-file", str(capacity)]), ("utc", [])):
+        catalog.main(["evaluate", "--file", str(path), *argv])
+        last[name] = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last["local"] == f"MAE_beds {local.unit['mae_model'][-1]:.3f} " + (
+        f"seasonal_naive_MAE_beds {local.unit['mae_seasonal_naive'][-1]:.3f}"
+    )
+    assert last["utc"].startswith(f"MAE_beds {utc.unit['mae_model'][-1]:.3f} ")

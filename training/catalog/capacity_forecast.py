@@ -17,7 +17,11 @@ actual values inside the 80 % and 95 % intervals.
 Sources: the ADT generator (jobs/feeds/adt_generator.py: 12 sites × 500 beds, deterministic for a
 seed, one site in surge for a week), the MIMIC-IV demo's transfers (jobs/feeds/mimic_adt.py: 100
 patients, each on their own shifted dates, so a unit rarely holds more than one or two at once),
-or any parquet of adt.event.v1 records (`--file`). `evaluate` ends with the line
+or any parquet of adt.event.v1 records (`--file`, each facility on the clock the settings'
+capacity file names, as the hourly forecast counts its arrivals; UTC for the other two, whose
+times are their sites' clocks). Stays are what the census makes of the events (its Python
+reference, then `udfs.census_stays` as for the hourly forecast: a merge is one stay, a stay the
+census voided is none). `evaluate` ends with the line
 `MAE_beds <x> seasonal_naive_MAE_beds <y>`: unit-level MAE at 24 h on the generator's sites (on
 the file, with `--file`).
 """
@@ -29,6 +33,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,11 @@ import pandas as pd
 
 from jobs.feeds import adt_generator, mimic_adt
 from schemas import topics
+from schemas.capacity import Capacity
 from schemas.settings import Settings
 from training.catalog import LayoutError
 from udfs import capacity_forecast as cf
+from udfs import census_stays
 
 NAME = "capacity-forecast"
 HORIZON = cf.HORIZON_H
@@ -109,9 +116,13 @@ def backtest(
     data_end_h: float,
     step_h: int,
     active_only: bool = False,
+    time_zones: Mapping[str, str] | None = None,
 ) -> Backtest:
     """Rolling-origin backtest over every unit of `stays` (see the module doc). `active_only`:
-    only origins at which the facility holds at least one patient (sparse data such as MIMIC)."""
+    only origins at which the facility holds at least one patient (sparse data such as MIMIC).
+    `time_zones`: each facility's (IANA; UTC where none), whose clock its arrivals follow, as
+    in the hourly forecast (sinks/capacity_forecast.py)."""
+    zones = time_zones or {}
     t_start = time.monotonic()
     hs = histories(stays, data_start_h)
     first = math.ceil(data_start_h + WARMUP_H)
@@ -137,8 +148,9 @@ def backtest(
             origins += 1
             pooled = pooled_units[fac]
             prior = cf.unit_survival(pooled, t0)  # for units with too few stays of their own
+            zone = zones.get(fac, "UTC")
             for h in [*by_facility[fac], hospital]:
-                f = cf.forecast_unit(h, t0, prior if h is not hospital else None)
+                f = cf.forecast_unit(h, t0, prior if h is not hospital else None, time_zone=zone)
                 history = cf.occupancy(h.start_h, h.end_h, t0 + back_h)
                 actual = cf.occupancy(h.start_h, h.end_h, t0 + ahead_h)
                 if h is hospital:
@@ -165,7 +177,7 @@ def _hours(t: Any) -> float:
 
 def generator_backtest(facilities: int = 12, days: float = 30.0, step_h: int = 6) -> Backtest:
     plan = adt_generator.Plan(facilities=facilities, days=days)
-    stays = cf.stays_from_events(adt_generator.events(plan))
+    stays = census_stays.stays_from_events(adt_generator.events(plan))
     start = _hours(plan.start)
     return backtest(
         "generator",
@@ -180,7 +192,7 @@ def generator_backtest(facilities: int = 12, days: float = 30.0, step_h: int = 6
 def mimic_backtest(settings: Settings, step_h: int = 12) -> Backtest:
     table = mimic_adt.load_transfers(settings.data_dir)
     events = mimic_adt.events(table, MIMIC_KEY)
-    stays = cf.stays_from_events(events)
+    stays = census_stays.stays_from_events(events)
     times = [e["event_time"] for e in events]
     return backtest(
         "mimic",
@@ -214,9 +226,13 @@ def read_adt(path: Path) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in r.items()} for r in clean.to_dict("records")]
 
 
-def file_backtest(path: Path, step_h: int = 6) -> Backtest:
+def file_backtest(
+    path: Path, step_h: int = 6, time_zones: Mapping[str, str] | None = None
+) -> Backtest:
+    """The backtest of a file of ADT events, each facility on the clock `time_zones` names (the
+    capacity file's)."""
     events = read_adt(path)
-    stays = cf.stays_from_events(events)
+    stays = census_stays.stays_from_events(events)
     times = [e["event_time"] for e in events]
     return backtest(
         "file",
@@ -225,6 +241,7 @@ def file_backtest(path: Path, step_h: int = 6) -> Backtest:
         _hours(min(times)),
         _hours(max(times)),
         step_h,
+        time_zones=time_zones,
     )
 
 
@@ -298,7 +315,8 @@ def markdown(results: list[Backtest]) -> str:
 
 def run(a: argparse.Namespace) -> list[Backtest]:
     if a.file is not None:
-        return [file_backtest(a.file, a.step)]
+        zones = Capacity.load(Settings.resolve(a).capacity_file).time_zones
+        return [file_backtest(a.file, a.step, zones)]
     results = []
     if a.source in ("mimic", "all"):
         settings = Settings.resolve(a)
