@@ -50,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -175,7 +176,8 @@ def map_json(
     bundle: dict[str, Any] | None = None,
     codes: CodeMap = EMPTY,
 ) -> list[Outcome]:
-    """An Outcome for a resource or for each entry of a Bundle; an entry's failure is its own.
+    """An Outcome for a resource or for each entry of a Bundle (a history Bundle's oldest
+    first), in the order to publish them; an entry's failure is its own.
     `bundle`: the enclosing Bundle's resources by `fullUrl`, against which a `urn:uuid:`
     reference resolves (FHIR R4 Bundle §2.36.4.1). `codes`: the deployment's own observation
     codes and the LOINC each stands for (schemas.interop.code_map)."""
@@ -192,7 +194,11 @@ def map_json(
             if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
         }
         context = _context(entries)
-        for i, entry in enumerate(entries):
+        # a history Bundle lists the newest version first (FHIR R4 http.html#history: "sorted
+        # with oldest versions last"): its versions are applied oldest first
+        order = range(len(entries))[:: -1 if data.get("type") == "history" else 1]
+        for i in order:
+            entry = entries[i]
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if sub is None:
                 why = "the entry has no resource (a request or response only)"
@@ -241,6 +247,8 @@ def map_resource(
     modifiers = _modifiers(data)
     if modifiers:  # FHIR R4 §2.1.0.6: a modifier not understood must not be ignored
         return Refused("unsupported_modifier", f"{kind} has modifierExtension {modifiers}"[:500])
+    if kind == "Encounter":
+        data = _with_locations(data, bundle or {})
     try:
         resource = get_fhir_model_class(kind).model_validate(data)
     except ValidationError as exc:  # where and what, never the input values (they may be PHI)
@@ -258,6 +266,72 @@ def map_resource(
     if kind == "Encounter":
         return _encounter(resource, subject, tokenise, source, facility_id)
     return _observation(resource, data, subject, source, facility_id, codes)
+
+
+_LOCATION_ID = re.compile(r"(?:^|/)Location/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def _with_locations(data: dict[str, Any], bundle: dict[str, Any]) -> dict[str, Any]:
+    """The Encounter with each location named and typed from the Location it refers to, where
+    the sender left that out (FHIR R4 Encounter.location.physicalType is "de-normalized from the
+    Location resource"): a contained one (`#id`), a Bundle entry's (`urn:uuid:…`, or a literal
+    reference to a Location in the Bundle, a search's `_include`). The Encounter's own display
+    and physicalType come first. A literal reference, relative, absolute or versioned, is
+    written `Location/<id>`, the unit a location without a display is counted as, whatever the
+    server's base, the Location's version or whether the Location came with it (a name taken
+    from a Location sent with one version and not with the next would move the patient); a
+    contained or `urn:uuid:` Location, which names nothing outside its message, by its `name`."""
+    locations = data.get("location")
+    if not isinstance(locations, list):
+        return data
+    out = []
+    for entry in locations:
+        ref = entry.get("location") if isinstance(entry, dict) else None
+        reference = ref.get("reference") if isinstance(ref, dict) else None
+        if not isinstance(reference, str) or not isinstance(ref, dict):
+            out.append(entry)
+            continue
+        found = _location_resource(reference, data, bundle)
+        named = dict(ref)
+        literal = None if reference.startswith(("#", "urn:")) else _LOCATION_ID.search(reference)
+        if literal:
+            named["reference"] = f"Location/{literal.group(1)}"
+        if (
+            found is not None
+            and literal is None
+            and not ref.get("display")
+            and isinstance(found.get("name"), str)
+        ):
+            named["display"] = found["name"]
+        entry = {**entry, "location": named}
+        if found is not None and "physicalType" not in entry and "physicalType" in found:
+            entry["physicalType"] = found["physicalType"]
+        out.append(entry)
+    return {**data, "location": out}
+
+
+def _location_resource(
+    reference: str, data: dict[str, Any], bundle: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The Location a reference names inside the resource or its Bundle, or None."""
+    if reference.startswith("#"):
+        found: Any = next(
+            (c for c in data.get("contained") or []
+             if isinstance(c, dict) and f"#{c.get('id')}" == reference),
+            None,
+        )  # fmt: skip
+    elif reference.startswith("urn:"):
+        found = bundle.get(reference)
+    elif (literal := _LOCATION_ID.search(reference)) is not None:
+        same = [
+            r for r in bundle.values()
+            if isinstance(r, dict) and r.get("resourceType") == "Location"
+            and r.get("id") == literal.group(1)
+        ]  # fmt: skip
+        found = same[0] if len(same) == 1 else None
+    else:
+        found = None
+    return found if isinstance(found, dict) and found.get("resourceType") == "Location" else None
 
 
 def _modifiers(data: dict[str, Any]) -> list[str]:
@@ -290,7 +364,22 @@ def _instant(value: Any, what: str) -> datetime | Refused:
         return value.astimezone(UTC)
     if isinstance(value, date):
         return Refused("imprecise_time", f"{what} {value.isoformat()} is a date without a time")
+    if isinstance(value, str) and value:  # a year or a year and month (FHIR R4 dateTime)
+        return Refused("imprecise_time", f"{what} {value} is a partial date without a time")
     return Refused("missing_field", f"{what} is missing")
+
+
+def _effective(obs: Any, interval: bool) -> Any:
+    """When an Observation was made (FHIR R4 Observation.effective[x]: dateTime, instant or
+    Period): a Period's start, or its end where it has no start; a value charted `interval`
+    (urine output: the volume since the last, vitals.observation.v1) at its Period's end, the
+    time the volume was measured, where it has one."""
+    if obs.effectiveDateTime is not None or obs.effectiveInstant is not None:
+        return obs.effectiveDateTime or obs.effectiveInstant
+    period = obs.effectivePeriod
+    if period is None:
+        return None
+    return (period.end or period.start) if interval else (period.start or period.end)
 
 
 def _by_identifier(system: Any, value: Any, tokenise: Tokenise) -> str:
@@ -407,6 +496,12 @@ def _encounter(
                 "missing_field",
                 "a location has neither a display nor a reference (an identifier alone names no "
                 "unit the census knows)",
+            )
+        if where.startswith(("#", "urn:")):
+            return Refused(
+                "missing_field",
+                f"location {where} is in neither the Encounter nor its Bundle, and has no "
+                "display: it names no unit",
             )
         given = loc.period.start if loc.period else None
         if given is None and len(placed) == 1 and enc.period is not None:
@@ -710,6 +805,24 @@ def _unit(quantity: Any, loinc: str) -> str:
     return "" if text and not takes(loinc, text) and "" in CODES[loinc].units else text
 
 
+class _Count(NamedTuple):
+    """A valueInteger as a Quantity without a unit (FHIR R4 Observation.value[x])."""
+
+    value: int
+    comparator: None = None
+    code: None = None
+    system: None = None
+    unit: None = None
+
+
+def _quantity(part: Any) -> Any:
+    """An Observation's (or component's) value as a Quantity: valueQuantity, or valueInteger
+    (a score, a count: read where the code takes a value without a unit), else None."""
+    if part.valueQuantity is not None:
+        return part.valueQuantity
+    return None if part.valueInteger is None else _Count(int(part.valueInteger))
+
+
 def _display(concept: Any) -> str:
     return next((str(c.display) for c in concept.coding or [] if c.display), "no display")
 
@@ -748,7 +861,7 @@ def _observation(
     # (code, rank, quantity, absent, where, the Observation narrowed to this value alone, the
     # value's own modifierExtensions: a component's; the Observation's refused it above)
     parts: list[tuple[str | None, int, Any, Any, str, dict[str, Any], list[str]]] = [
-        (code, rank, obs.valueQuantity, obs.dataAbsentReason, "value", _without_components(data),
+        (code, rank, _quantity(obs), obs.dataAbsentReason, "value", _without_components(data),
          [])
     ]  # fmt: skip
     blood_gas = _blood_gas(obs, codes)
@@ -760,7 +873,7 @@ def _observation(
             raw = raw_components[i]
             alone = {**data, "component": [raw]}
             parts.append(
-                (part_code, part_rank, c.valueQuantity, c.dataAbsentReason, f"component {i}",
+                (part_code, part_rank, _quantity(c), c.dataAbsentReason, f"component {i}",
                  alone, _modifiers(raw))
             )  # fmt: skip
     values: dict[str, float | bool] = {}
@@ -845,10 +958,7 @@ def _observation(
                 "not_a_point_measurement",
                 f"effectivePeriod spans {end - start}: a summary, not one bedside reading",
             )
-    at = _instant(
-        obs.effectiveDateTime or (period.start if period else None),
-        "effective time",
-    )
+    at = _instant(_effective(obs, "urine_output_ml" in values), "effective time")
     if isinstance(at, Refused):
         return at
     patient = subject()

@@ -28,6 +28,7 @@ flow above zero becomes `on_supplemental_o2 = true` and a flow of zero `false`.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from schemas import topics
@@ -115,6 +116,9 @@ UNIT_SPELLINGS: dict[str, str] = {
 }
 
 
+_ANNOTATION = re.compile(r"\{[^{}]*\}")  # a UCUM annotation: curly braces around text
+
+
 def _spelling(unit: str) -> str:
     key = unit.strip().lower().replace(" ", "").replace("\u00b5", "u").replace("\u03bc", "u")
     key = key.replace("^", "*")
@@ -199,7 +203,14 @@ CODES: dict[str, Code] = {
     "9269-2": Code(VITALS, "gcs_total", {"{score}": (1.0, 0.0), **_NO_UNIT}),
     **{
         c: Code(
-            VITALS, "weight_kg", {"kg": (1.0, 0.0), "g": (0.001, 0.0), "[lb_av]": (0.45359237, 0.0)}
+            VITALS,
+            "weight_kg",
+            {
+                "kg": (1.0, 0.0),
+                "g": (0.001, 0.0),
+                "[lb_av]": (0.45359237, 0.0),
+                "[oz_av]": (0.028349523125, 0.0),  # avoirdupois ounce (NIST SP 811 B.8)
+            },
         )
         for c in ("29463-7", "3141-9")
     },
@@ -269,14 +280,19 @@ class UnitError(ValueError):
 
 
 def _known(c: Code, unit: str) -> str | None:
-    """`unit` as the code's table writes it (as sent, or the unit it is a spelling of), or None."""
+    """`unit` as the code's table writes it (as sent, or the unit it is a spelling of), or None.
+    A UCUM annotation (`{beat}/min`, `%{Oxygen}`) means nothing (UCUM §2.4.1 rule 12): a unit
+    not known as sent is read without its annotations, where a unit is left."""
     units = c.units
     if unit in units:
         return unit
     if not unit.strip() and set(units.values()) == {(1.0, 0.0)}:
         return next(iter(units))  # sent without one: every unit it takes is the field's own
     spelled = UNIT_SPELLINGS.get(_spelling(unit))
-    return spelled if spelled in units else None
+    if spelled in units:
+        return spelled
+    bare = _ANNOTATION.sub("", unit)
+    return _known(c, bare) if bare != unit and bare.strip() else None
 
 
 def takes(code: str, unit: str) -> bool:

@@ -994,3 +994,204 @@ def test_a_resend_keeps_its_records_name_and_a_new_version_of_the_observation_ge
     tagged = {"versionId": "3", "tag": [{"code": "reviewed"}]}
     assert name(status="corrected", valueQuantity=quantity(76, "/min"), meta=tagged) == corrected
     assert name(status="corrected", valueQuantity=quantity(78, "/min")) != corrected  # again
+
+
+def _values(o: Mapped | Refused) -> dict:
+    assert isinstance(o, Mapped), o
+    [(_, record)] = o.records
+    return record
+
+
+def test_a_ucum_annotation_means_nothing_so_beats_per_minute_are_per_minute() -> None:
+    """UCUM §2.4.1: `{beat}/min` is `/min` (Personal Health Device gateways, `%{Oxygen}`)."""
+    for code, unit, field, value in (
+        ("8867-4", "{beat}/min", "heart_rate_bpm", 48.0),
+        ("8867-4", "{Beats}/min", "heart_rate_bpm", 48.0),
+        ("9279-1", "{Breaths}/min", "resp_rate_per_min", 48.0),
+        ("59408-5", "%{Oxygen}", "spo2_pct", 48.0),
+    ):
+        [(_, o, _)] = run(observation(code, valueQuantity=quantity(48, unit)))
+        assert _values(o)[field] == value, unit
+    [(_, bare, _)] = run(observation("8867-4", valueQuantity=quantity(48, "{beats}")))
+    assert isinstance(bare, Refused) and bare.reason_code == "bad_unit"  # no unit is left
+
+
+def test_a_weight_in_ounces_is_read_in_kilograms() -> None:
+    [(_, o, _)] = run(observation("29463-7", valueQuantity=quantity(2896, "[oz_av]")))
+    assert _values(o)["weight_kg"] == pytest.approx(82.1, abs=0.01)
+
+
+def test_a_glasgow_coma_score_or_a_heart_rate_given_as_an_integer_is_read() -> None:
+    """FHIR R4 Observation.value[x] includes integer: a score, or a count where the code's
+    units are all the field's own; a temperature without its unit is no reading."""
+    [(_, gcs, _)] = run(observation("9269-2", valueInteger=9))
+    assert _values(gcs)["gcs_total"] == 9
+    [(_, hr, _)] = run(observation("8867-4", valueInteger=112))
+    assert _values(hr)["heart_rate_bpm"] == 112.0
+    [(_, temp, _)] = run(observation("8310-5", valueInteger=38))
+    assert isinstance(temp, Refused) and temp.reason_code == "bad_unit"
+    panel = observation("85354-9", component=[component("8480-6", 120, "mm[Hg]")])
+    panel["component"].append(
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueInteger": 70}
+    )
+    [(_, bp, _)] = run(panel)
+    assert (_values(bp)["sbp_mmhg"], _values(bp)["dbp_mmhg"]) == (120.0, 70.0)
+
+
+def test_an_observation_is_timed_by_its_instant_or_the_end_of_a_period_without_a_start() -> None:
+    at = datetime(2026, 3, 1, 9, 45, tzinfo=UTC)
+    hr = observation("8867-4", valueQuantity=quantity(70, "/min"))
+    del hr["effectiveDateTime"]
+    for effective in (
+        {"effectiveInstant": "2026-03-01T09:45:00Z"},
+        {"effectivePeriod": {"end": "2026-03-01T09:45:00Z"}},
+        {"effectivePeriod": {"start": "2026-03-01T09:45:00Z", "end": "2026-03-01T10:00:00Z"}},
+    ):
+        [(_, o, _)] = run(hr | effective)
+        assert _values(o)["event_time"] == at, effective
+    [(_, month, _)] = run(hr | {"effectiveDateTime": "2026-03"})
+    assert isinstance(month, Refused) and month.reason_code == "imprecise_time"
+
+
+def test_urine_output_is_charted_at_the_end_of_the_interval_it_was_collected_over() -> None:
+    """vitals.observation.v1: urine_output_ml is the volume since the last, at event_time."""
+    urine = observation(
+        "9187-6",
+        valueQuantity=quantity(45, "mL"),
+        effectivePeriod={"start": "2026-03-01T09:00:00Z", "end": "2026-03-01T10:00:00Z"},
+    )
+    del urine["effectiveDateTime"]
+    [(_, o, _)] = run(urine)
+    assert _values(o)["event_time"] == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    assert _values(o)["urine_output_ml"] == 45.0
+
+
+def _version(n: int, status: str, end: str | None, updated: str) -> dict:
+    enc = encounter(
+        ("MICU", "2026-03-01T10:00:00Z", "2026-03-02T09:00:00Z" if n > 1 else None),
+        *([("6 East", "2026-03-02T09:00:00Z", end)] if n > 1 else []),
+        status=status,
+    )
+    return enc | {"meta": {"versionId": str(n), "lastUpdated": updated}}
+
+
+def test_a_history_bundle_listed_newest_first_is_applied_oldest_first() -> None:
+    """FHIR R4 http.html#history: a history Bundle is "sorted with oldest versions last". Read in
+    its order, the admission came first from the last version, recorded three days late."""
+    versions = [
+        _version(3, "finished", "2026-03-04T15:00:00Z", "2026-03-04T15:05:00Z"),
+        _version(2, "in-progress", None, "2026-03-02T09:05:00Z"),
+        _version(1, "in-progress", None, "2026-03-01T10:05:00Z"),
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [
+            {
+                "fullUrl": "https://ehr/fhir/Encounter/e1",
+                "resource": v,
+                "request": {"method": "PUT"},
+            }
+            for v in versions
+        ],
+    }
+    outcomes = run(bundle)
+    assert [label.split(":")[0] for label, _, _ in outcomes] == [
+        "Bundle/?#entry2",
+        "Bundle/?#entry1",
+        "Bundle/?#entry0",
+    ]
+    first = outcomes[0].result
+    assert isinstance(first, Mapped)
+    [(_, admit)] = first.records
+    assert admit["event_type"] == "admit"
+    assert admit["recorded_time"] == datetime(2026, 3, 1, 10, 5, tzinfo=UTC)
+    searched = run(bundle | {"type": "searchset"})  # any other Bundle keeps its order
+    assert searched[0].label.split(":")[0] == "Bundle/?#entry0"
+
+
+def _located(reference: str, **location: object) -> dict:
+    enc = encounter(("x", "2026-03-01T08:00:00Z", None))
+    enc["location"][0]["location"] = {"reference": reference}
+    return enc | location
+
+
+def _unit(o: Mapped | Refused) -> str:
+    assert isinstance(o, Mapped), o
+    return str(o.records[0][1]["unit_id"])
+
+
+def test_a_location_is_named_by_the_location_it_refers_to_in_the_bundle_or_the_encounter() -> None:
+    """A contained Location or a Bundle entry's (`urn:uuid:`) is named by its `name`, which
+    nothing outside the message names; one the message lacks refuses the Encounter (it was
+    counted as a unit called `urn:uuid:…`)."""
+    west = {"resourceType": "Location", "id": "w", "name": "4 West"}
+    contained = _located("#w", contained=[west])
+    assert _unit(run(contained)[0].result) == "4 West"
+    url = "urn:uuid:2222a8b4-5b8a-4bd3-9c3d-41d6e0f1a7c2"
+    enc = _located(url)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"fullUrl": url, "resource": west}, {"fullUrl": "urn:uuid:e", "resource": enc}],
+    }
+    assert _unit(run(bundle)[1].result) == "4 West"
+    for alone in (enc, _located("#w")):
+        [(_, o, _)] = run(alone)
+        assert isinstance(o, Refused) and o.reason_code == "missing_field"
+
+
+def test_a_literal_location_reference_is_one_unit_however_it_is_written() -> None:
+    """Relative, absolute or versioned, a reference to Location 3s is `Location/3s`, with or
+    without the Location in the Bundle (its name would move the patient between versions)."""
+    for reference in (
+        "Location/3s",
+        "https://ehr.example/fhir/Location/3s",
+        "https://ehr.example/fhir/Location/3s/_history/2",
+    ):
+        assert _unit(run(_located(reference))[0].result) == "Location/3s", reference
+    included = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"fullUrl": "https://ehr/fhir/Encounter/e1", "resource": _located("Location/3s")},
+            {
+                "fullUrl": "https://ehr/fhir/Location/3s",
+                "resource": {"resourceType": "Location", "id": "3s", "name": "3 South"},
+            },
+        ],
+    }
+    assert _unit(run(included)[0].result) == "Location/3s"
+
+
+def test_a_ward_room_and_bed_typed_on_their_included_locations_are_one_ward_and_its_bed() -> None:
+    """A search with `_include=Encounter:location`: the levels are on the Location resources
+    (R4: Encounter.location.physicalType is "de-normalized from the Location resource").
+    Without them, three units began at one instant (refused)."""
+    system = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+    enc = encounter(
+        ("5 North", "2026-03-01T08:00:00Z", None),
+        ("Room 512", "2026-03-01T08:00:00Z", None),
+        ("Bed 512-B", "2026-03-01T08:00:00Z", None),
+    )
+    entries = [{"fullUrl": "https://ehr/fhir/Encounter/e1", "resource": enc}]
+    for loc, (lid, level) in zip(enc["location"], (("w5", "wa"), ("r5", "ro"), ("b5", "bd")),
+                                 strict=True):  # fmt: skip
+        loc["location"]["reference"] = f"Location/{lid}"
+        location = {
+            "resourceType": "Location",
+            "id": lid,
+            "physicalType": {"coding": [{"system": system, "code": level}]},
+        }
+        entries.append({"fullUrl": f"https://ehr/fhir/Location/{lid}", "resource": location})
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+    o = run(bundle)[0].result
+    assert isinstance(o, Mapped)
+    [(_, admit)] = o.records
+    assert (admit["event_type"], admit["unit_id"], admit["bed_id"]) == (
+        "admit",
+        "5 North",
+        "Bed 512-B",
+    )
+    [(_, alone, _)] = run(enc)
+    assert isinstance(alone, Refused) and alone.reason_code == "bad_period"
