@@ -366,10 +366,17 @@ def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
     messages named it: MRG-1 (the prior PID-3, v2.3.1 "prior patient identifier list"), or
     MRG-4 (the prior PID-2) where the message names its patient by PID-2 (PID-3 empty, as some
     v2.3 senders do). Read as `_patient_id` reads PID-3, so that the alias's token is the one
-    its earlier messages made."""
-    if _identifier(msg, "PID", 3) is not None:
-        return "MRG-1", _identifier(msg, "MRG", 1)
-    return "MRG-4", _identifier(msg, "MRG", 4)
+    its earlier messages made. A merged identifier without an assigning authority (many senders
+    fill MRG-1.1 alone) is of the surviving identifier's (it is that list's prior identifier),
+    not the sender's: the alias's own messages named its authority."""
+    survivor = _identifier(msg, "PID", 3)
+    field, merged = ("MRG-1", _identifier(msg, "MRG", 1)) if survivor else ("MRG-4", None)
+    if survivor is None:
+        survivor = _identifier(msg, "PID", 2)
+        merged = _identifier(msg, "MRG", 4)
+    if merged is not None and not merged[0] and survivor is not None:
+        merged = (survivor[0], merged[1])
+    return field, merged
 
 
 def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | None:
@@ -405,7 +412,13 @@ def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | 
 
 
 def message_type(msg: Message) -> tuple[str, str]:
-    return _field(msg, "MSH", 9, 1).upper(), _field(msg, "MSH", 9, 2).upper()
+    """MSH-9's message code and trigger event. An ADT without a trigger there (HL7 v2.1, whose
+    MSH-9 has none) takes EVN-1, the event type code, where v2.1 carries it (v2.1 3.3.1; kept
+    for backward compatibility to v2.5)."""
+    code, trigger = _field(msg, "MSH", 9, 1).upper(), _field(msg, "MSH", 9, 2).upper()
+    if code == "ADT" and not trigger:
+        trigger = _field(msg, "EVN", 1).upper()
+    return code, trigger
 
 
 def processing_id(msg: Message) -> str:
@@ -674,14 +687,24 @@ def _adt(
         "encounter_token": tokenise(visits, visit) if visit else None,
         "facility_id": facility,
         "unit_id": unit,
-        "bed_id": _field(msg, "PV1", 3, 3) or None,
+        "bed_id": _bed(msg, 3),
         "prior_unit_id": _field(msg, "PV1", 6, 1, 1) or None,
-        "prior_bed_id": _field(msg, "PV1", 6, 3) or None,
+        "prior_bed_id": _bed(msg, 6),
         "event_time": occurred,
         "recorded_time": recorded,
         "source": source,
     }
     return Mapped([(topics.ADT_EVENT.name, record)])
+
+
+def _bed(msg: Message, field_no: int) -> str | None:
+    """The bed of a PL location (PV1-3, PV1-6; HL7 v2.5 2A.3.53): its room (PL.2) and bed (PL.3)
+    as `room-bed`, since bed numbers repeat from room to room (5W12-01 and 5W14-01 are two
+    beds); a bed that already names its room as is; a room alone (a single room) is the bed."""
+    room, bed = _field(msg, "PV1", field_no, 2), _field(msg, "PV1", field_no, 3)
+    if room and bed and not bed.startswith(room):
+        return f"{room}-{bed}"
+    return bed or room or None
 
 
 # PV1-2 patient classes (HL7 table 0004) of a visit that holds no bed: preadmit, outpatient,
@@ -749,7 +772,8 @@ def _oru(
     codes: CodeMap = EMPTY,
 ) -> Mapped | Refused:
     """One record per topic and observation time: an ORU may carry the same vital at several
-    times (OBX-14), each its own reading. An OBX without OBX-14 takes its OBR's OBR-7, else the
+    times (OBX-14), each its own reading. An OBX without OBX-14 (or with only the date of its
+    OBR-7, as some lab systems send it) takes its OBR's OBR-7, else the
     collection time of its order's specimen (SPM-17.1, in the SPM after the OBR's results, as
     v2.5.1 lab results send it), then MSH-7. An OBX that cannot be read (a unit its code does
     not take, a value that is no number or outside the field's range, such as a monitor's -999
@@ -825,6 +849,8 @@ def _oru(
                 if len(seg.obx_14)
                 else ""
             )
+            if when.strip().isdigit() and len(when.strip()) <= 8 and obr_time.startswith(when):
+                when = ""  # a date alone, its order's date: the order's time (OBR-7, SPM-17)
             at = hl7_time(when or obr_time or message_time, tz)
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")

@@ -42,6 +42,7 @@ _BREATHS = {
     "breaths/min": (1.0, 0.0),
     "{breaths}/min": (1.0, 0.0),
     "br/min": (1.0, 0.0),
+    "breaths/minute": (1.0, 0.0),
 }
 _CELSIUS = {"Cel": (1.0, 0.0), "degC": (1.0, 0.0), "\u00b0C": (1.0, 0.0)}
 _FAHRENHEIT = {u: (5 / 9, -32 * 5 / 9) for u in ("[degF]", "degF", "\u00b0F")}
@@ -68,7 +69,7 @@ _ENZYME = {"U/L": (1.0, 0.0), "[IU]/L": (1.0, 0.0), "ukat/L": (60.0, 0.0)}
 _TROPONIN = {"ng/mL": (1.0, 0.0), "ug/L": (1.0, 0.0), "ng/L": (0.001, 0.0), "pg/mL": (0.001, 0.0)}
 _NO_UNIT = {"": (1.0, 0.0), "1": (1.0, 0.0)}
 # Other spellings of the units above, by their key (`_spelling`: lower case, no spaces, µ as u,
-# ^ as *, x10e/x10*/10e as 10*): what legacy systems send for a UCUM unit.
+# ^ as *, x10e/x10*/10e/x10(n) as 10*, cumm as mm3): what legacy systems send for a UCUM unit.
 UNIT_SPELLINGS: dict[str, str] = {
     **dict.fromkeys(("mmhg", "mm[hg]", "mmofhg", "mm(hg)"), "mm[Hg]"),
     **dict.fromkeys(("kpa",), "kPa"),
@@ -121,7 +122,8 @@ _ANNOTATION = re.compile(r"\{[^{}]*\}")  # a UCUM annotation: curly braces aroun
 
 def _spelling(unit: str) -> str:
     key = unit.strip().lower().replace(" ", "").replace("\u00b5", "u").replace("\u03bc", "u")
-    key = key.replace("^", "*")
+    key = key.replace("^", "*").replace("cumm", "mm3")  # cu mm: Sunquest's, Meditech's mm3
+    key = re.sub(r"^x?10\((\d+)\)", r"10*\1", key)  # x10(3)/uL: Cerner's display units
     for prefix in ("x10e", "x10*", "10e"):
         if key.startswith(prefix):
             key = "10*" + key[len(prefix) :]

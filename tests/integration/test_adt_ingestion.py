@@ -297,15 +297,18 @@ def test_the_cancel_of_a_duplicate_visit_leaves_the_patients_real_stay_in_its_be
 ) -> None:
     """A second visit opened for a patient already in a bed (refused: already admitted), then
     cancelled (A11 of that visit). The census voided the real stay before, and the patient's
-    next transfer was refused `not_admitted`; the cancel is now of its own visit's stay only."""
+    next transfer was refused `not_admitted`; the cancel is now of its own visit's stay only.
+    An outpatient visit of the inpatient's ending (A03 of visit V3: an infusion) discharged
+    them before; it is refused `other_encounter`, and they stay in their bed."""
     s = census_settings(kafka, tmp_path, "hl7-census-duplicate-visit")
     messages = [
         hl7_adt("m1", "A01", "20260301080000", "ICU", "2", visit="V1"),
         hl7_adt("m2", "A01", "20260301090000", "ICU", "1", visit="V2"),
         hl7_adt("m3", "A11", "20260301100000", visit="V2"),
         hl7_adt("m4", "A02", "20260301110000", "4E", "12", visit="V1"),
+        hl7_adt("m5", "A03", "20260301120000", "ONC", "4", visit="V3"),
     ]
-    assert send(s, prefix, messages) == ["AA"] * 4
+    assert send(s, prefix, messages) == ["AA"] * 5
     bed_census.JOB.run(s, prefix=prefix, bounded=True)
     events = read(s, prefix, topics.CENSUS_EVENT)
     assert [(e["event_type"], e["unit_id"], e["outcome"]) for e in events] == [
@@ -313,7 +316,11 @@ def test_the_cancel_of_a_duplicate_visit_leaves_the_patients_real_stay_in_its_be
         ("transfer", "4E", "applied"),
     ]
     letters = read(s, prefix, topics.DEAD_LETTER)
-    assert sorted(d["reason_code"] for d in letters) == ["already_admitted", "nothing_to_cancel"]
+    assert sorted(d["reason_code"] for d in letters) == [
+        "already_admitted",
+        "nothing_to_cancel",
+        "other_encounter",
+    ]
     latest = latest_census(s, prefix)
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 0, "ALL": 1}
 

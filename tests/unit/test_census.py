@@ -220,3 +220,26 @@ def test_an_encounter_voided_frees_the_bed_of_its_own_stay_and_of_no_other() -> 
     gone = PatientPlacement()
     occupancy(gone, [ev(1, "admit", "ICU")._replace(encounter_token="v1"), ev(2, "discharge")])
     assert gone.apply(void)[0].status == "nothing_to_cancel"
+
+
+def test_a_discharge_move_or_update_of_another_encounter_leaves_the_inpatient_in_their_bed() -> (
+    None
+):
+    """An outpatient infusion visit ending (A03), a pre-admission naming its planned bed (A08)
+    or a duplicate encounter's transfer, while the patient's inpatient stay (visit v1) goes on:
+    each is refused `other_encounter`. The stay's own events, and events or stays without an
+    encounter, apply as before."""
+    p = PatientPlacement()
+    p.apply(ev(1, "admit", "5W", "12")._replace(encounter_token="v1"))
+    for kind, unit in (("discharge", "ONC"), ("update", "PREOP"), ("transfer", "ICU")):
+        outcome, deltas = p.apply(ev(2, kind, unit)._replace(encounter_token="v2"))
+        assert (outcome.status, deltas) == ("other_encounter", []), kind
+        assert p.place is not None and p.place.unit_id == "5W"
+    moved, _ = p.apply(ev(3, "transfer", "ICU")._replace(encounter_token="v1"))
+    unbound, _ = p.apply(ev(4, "update", "ICU", "3"))
+    left, deltas = p.apply(ev(5, "discharge")._replace(encounter_token="v1"))
+    assert (moved.status, unbound.status, left.status) == ("applied", "applied", "applied")
+    assert [(d.unit_id, d.occupied, d.discharges) for d in deltas] == [("ICU", -1, 1)]
+    q = PatientPlacement()  # placed without an encounter: not bound
+    q.apply(ev(1, "admit", "5W"))
+    assert q.apply(ev(2, "discharge")._replace(encounter_token="v2"))[0].status == "applied"

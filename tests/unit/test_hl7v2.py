@@ -102,7 +102,8 @@ def test_an_admission_carries_unit_bed_visit_and_the_event_occurred_time() -> No
     [(topic, rec)] = o.records
     assert topic == topics.ADT_EVENT.name
     assert rec["patient_token"] == "1|10006579"  # PID-3 MR, assigning authority 1
-    assert (rec["facility_id"], rec["unit_id"], rec["bed_id"]) == ("1", "PREOP", "1")
+    # PV1-3 PREOP^101^1: room 101, bed 1
+    assert (rec["facility_id"], rec["unit_id"], rec["bed_id"]) == ("1", "PREOP", "101-1")
     assert rec["encounter_token"] == "1/visit|40007716"
     assert rec["event_time"] == datetime(2005, 1, 9, 21, 55, 2, tzinfo=UTC)  # +0700 in EVN-2
 
@@ -330,11 +331,11 @@ def test_a_trauma_alias_merged_into_the_patients_record_hands_its_bed_to_that_re
     assert (away["event_type"], away["patient_token"]) == ("merged_away", admitted["patient_token"])
     assert (into["event_type"], into["patient_token"]) == ("merged_in", tok("H", "MRN1"))
     assert away["event_id"] != into["event_id"] and away["event_time"] == into["event_time"]
-    assert (into["unit_id"], into["bed_id"]) == ("ICU", "A")
+    assert (into["unit_id"], into["bed_id"]) == ("ICU", "2-A")  # room 2, bed A
     freed, off = alias.apply(census.AdtEvent.of(away, 60_000))
     placed, on = record.apply(census.AdtEvent.of(into, 60_000))
     assert (freed.status, placed.status) == ("applied", "applied")
-    assert alias.place is None and record.place == census.Place("H", "ICU", "A")
+    assert alias.place is None and record.place == census.Place("H", "ICU", "2-A")
     assert [(d.unit_id, d.occupied) for d in off + on] == [("ICU", -1), ("ICU", +1)]
     assert not any(
         d.arrivals or d.discharges or d.transfers_in or d.transfers_out for d in off + on
@@ -747,8 +748,8 @@ def test_a_swap_of_two_patients_is_a_transfer_of_each_to_the_others_bed() -> Non
         for _, r in o.records
     ]
     assert got == [
-        ("H|MRN1", "transfer", "MICU", "A", "4E"),
-        ("H|MRN2", "transfer", "4E", "A", None),
+        ("H|MRN1", "transfer", "MICU", "13-A", "4E"),  # room 13's bed A
+        ("H|MRN2", "transfer", "4E", "12-A", None),
     ]
     assert [r["event_id"] for _, r in o.records] == ["hl7:H/ADT:S1/1:A17", "hl7:H/ADT:S1/2:A17"]
     assert {r["source_message_type"] for _, r in o.records} == {"ADT^A17"}
@@ -812,12 +813,17 @@ def test_a_time_without_an_offset_is_in_the_senders_zone_that_msh_7_gives() -> N
     assert reading(msg)["event_time"] == datetime(2026, 3, 1, 15, 0, tzinfo=UTC)
 
 
-def test_a_result_timed_by_a_date_alone_is_rejected_alone() -> None:
+def test_a_result_timed_by_a_date_alone_is_rejected_alone_unless_it_is_its_orders_date() -> None:
+    """OBX-14 a date, another than OBR-7's: rejected alone. The date of OBR-7 (lab systems
+    that send the result's date there): OBR-7's time, as an OBX without OBX-14 takes."""
     rec, rejected = partly_read(
-        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||18|/min|||||F|||20260301")
+        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F\rOBX|2|NM|9279-1^RR^LN||18|/min|||||F|||20260228")
     )
     assert rec["heart_rate_bpm"] == 88 and "resp_rate_per_min" not in rec
     assert "without a time of day" in rejected[0].refusal.reason
+    same_day = reading(oru("OBX|1|NM|9279-1^RR^LN||18|/min|||||F|||20260301"))
+    assert same_day["resp_rate_per_min"] == 18
+    assert same_day["event_time"] == datetime(2026, 3, 1, 10, 10, tzinfo=UTC)
 
 
 def test_a_v2_3_time_stamp_with_its_precision_component_is_read() -> None:
@@ -900,3 +906,53 @@ def test_an_oxygen_saturation_is_a_blood_gass_sao2_under_a_gas_order_else_a_moni
     rec, rejected = partly_read(oru(obx))  # a pH taken back makes no blood gas
     assert rec["spo2_pct"] == 92 and [r.refusal.reason_code for r in rejected] == ["retracted"]
     assert reading(oru(obx.replace("|D\r", "|X\r")))["spo2_pct"] == 92  # nor a pending one
+
+
+def test_a_bed_is_named_with_its_room_since_bed_numbers_repeat_from_room_to_room() -> None:
+    """PL (HL7 v2.5 2A.3.53): point of care, room, bed. 5W12-01 and 5W14-01 are two beds."""
+    for pv1_3, bed in (
+        ("5W^5W12^01^H", "5W12-01"),
+        ("5W^5W14^01^H", "5W14-01"),
+        ("5W^5W12^5W12-01^H", "5W12-01"),  # a bed that names its room already
+        ("5W^512^^H", "512"),  # a single room
+        ("5W^^B^H", "B"),
+        ("5W^^^H", None),
+    ):
+        o = outcome(adt_message("ADT^A01", pv1=f"PV1|1|I|{pv1_3}"))
+        assert isinstance(o, hl7v2.Mapped), (pv1_3, o)
+        assert o.records[0][1]["bed_id"] == bed, pv1_3
+
+
+def test_a_v2_1_admission_takes_its_trigger_from_evn_1() -> None:
+    """HL7 v2.1's MSH-9 has no trigger event: it is EVN-1 (accepted before for an ORU only)."""
+    msg = "\r".join(
+        [
+            "MSH|^~\\&|PCIS|OLD|WF|OLD|199803150900||ADT|OLD2|P|2.1",
+            "EVN|A02|199803150900",
+            "PID|1||112233||OLD^PAT",
+            "PV1|1|I|CCU^3^1",
+        ]
+    )
+    o = outcome(msg)
+    assert isinstance(o, hl7v2.Mapped), o
+    assert (o.records[0][1]["event_type"], o.records[0][1]["unit_id"]) == ("transfer", "CCU")
+
+
+def test_a_merged_identifier_without_an_authority_is_of_the_surviving_identifiers() -> None:
+    """MRG-1 is the prior PID-3: `T5000` alone is the alias `T5000^^^MRN` the admission named,
+    not an identifier of the sender's, which held no bed while the alias kept it."""
+    merge = outcome(merge_message("A40", "PID|1||203948^^^MRN^MR", "MRG|T5000", "PV1|1|E|ED^^8^H"))
+    assert isinstance(merge, hl7v2.Mapped), merge
+    (_, away), (_, into) = merge.records
+    assert (away["patient_token"], into["patient_token"]) == (
+        tok("MRN", "T5000"),
+        tok("MRN", "203948"),
+    )
+
+
+def test_lab_systems_display_units_for_cell_counts_are_read() -> None:
+    """Sunquest's and Meditech's `K/cumm`, Cerner's `x10(3)/uL`: the WBC a screen reads."""
+    for unit in ("x10(3)/uL", "K/cumm", "thou/cumm", "x10(9)/L"):
+        rec = reading(oru(f"OBX|1|NM|6690-2^WBC^LN||14.2|{unit}|||||F"))
+        assert rec["wbc_10e9_l"] == 14.2, unit
+    assert reading(oru("OBX|1|NM|9279-1^RR^LN||22|breaths/minute|||||F"))["resp_rate_per_min"] == 22

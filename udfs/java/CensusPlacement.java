@@ -250,6 +250,16 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if ((kind.equals("transfer") || kind.equals("discharge")) && before == null) {
       return out("not_admitted", kind + " for a patient who holds no bed");
     }
+    boolean bound =
+        kind.equals("transfer") || kind.equals("discharge") || kind.equals("update");
+    if (bound && before != null && notEmpty(encounter) && v.stay != null
+        && !v.stay.equals(encounter)) {
+      return out(
+          "other_encounter",
+          kind
+              + " of another encounter than the patient's stay (an outpatient visit, a"
+              + " pre-admission, a duplicate encounter): the bed is kept");
+    }
     if (kind.equals("transfer")) {
       if (next == null) return out("missing_unit", "a transfer must name a unit");
       return move(s, kind, next, t, false, deltas);
