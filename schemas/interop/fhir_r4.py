@@ -36,7 +36,9 @@ the others kept; with none
 left, the Observation is refused. Of several LOINC codings the first one read decides (the
 vital-signs profiles' code slices have no order); the US Core pulse oximetry profile's oxygen
 flow and concentration components are read with its SpO2 (loinc.COMPONENTS_OF). A value with a
-comparator is a bound, not a measurement (`bad_value`); a modifierExtension, which a reader must
+lower-bound comparator (`>`, `>=`: a result above the analyser's range) is read as its number,
+as an ORU's (hl7v2.LOWER_BOUNDS); an upper bound (`<`, `<=`) would overstate the value and is
+refused (`bad_value`); a modifierExtension, which a reader must
 not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`).
 
 The subject may be a reference or only a business identifier (`_subject`: references normalised,
@@ -61,7 +63,7 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.interop import mdc
 from schemas.interop.code_map import EMPTY, CodeMap
-from schemas.interop.hl7v2 import Mapped, Refused, Rejected, value_refusal
+from schemas.interop.hl7v2 import LOWER_BOUNDS, Mapped, Refused, Rejected, value_refusal
 from schemas.interop.loinc import (
     CODES,
     COMPONENTS_OF,
@@ -890,7 +892,9 @@ def _observation(
         try:
             if modifiers:  # of this component (the Observation's own refuse it whole)
                 raise UnsupportedModifier(f"modifierExtension {modifiers} is not understood")
-            if quantity.comparator:  # a bound (FHIR R4 Quantity.comparator is a modifier)
+            if quantity.comparator not in (None, *LOWER_BOUNDS):
+                # an upper bound (Quantity.comparator is a modifier): it would overstate; a
+                # lower bound is read as its number (hl7v2.LOWER_BOUNDS)
                 raise ValueError(
                     f"{quantity.comparator}{quantity.value} is a bound, not one measured value"
                 )

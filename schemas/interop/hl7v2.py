@@ -948,18 +948,32 @@ def value_refusal(topic: str, name: str, value: Any) -> codec.Rejection | None:
 _DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")  # HL7 NM: digits, one point
 
 
+# A lower bound is read as its number (`LOWER_BOUNDS`): the value is at least that, so a
+# criterion "above T" it meets, the true value meets too. Results above an analyser's range
+# come so (a lactate `>^20` mmol/L in shock, a WBC `>100`), the most critical a screen reads.
+# An upper bound (`<^0.5`) would overstate the value: not one value (ValueError).
+LOWER_BOUNDS = (">", ">=")
+
+
 def observation_number(raw: str, component: str) -> float:
     """OBX-5 as one number: an NM value, or a structured numeric (SN: comparator ^ number, HL7
-    v2.5 section 2A.2.72) whose comparator is none or `=` and that has no second number. A
-    bound (`<^0.5`), a range or a ratio is not one value: ValueError, as for text."""
+    v2.5 section 2A.2.72) whose comparator is none, `=` or a lower bound (`>`, `>=`:
+    `LOWER_BOUNDS`) and that has no second number; a lower bound written as text (`>20`) too.
+    An upper bound (`<^0.5`), a range or a ratio is not one value: ValueError, as for text."""
     if component in raw:
         comparator, number, *rest = [*raw.split(component), ""]
-        if comparator.strip() not in ("", "=") or any(r.strip() for r in rest):
+        exact_or_lower = ("", "=", *LOWER_BOUNDS)
+        if comparator.strip() not in exact_or_lower or any(r.strip() for r in rest):
             raise ValueError(f"value {raw!r} is not one exact number (a bound, range or ratio)")
         raw = number
+    elif (bound := _TEXT_LOWER_BOUND.match(raw)) is not None:
+        raw = bound.group(1)
     if _DECIMAL.match(raw) is None:  # float() would also take 1e2, 8_8, inf
         raise ValueError(f"value {raw!r} is not a number")
     return float(raw)
+
+
+_TEXT_LOWER_BOUND = re.compile(r"^\s*>=?\s*([^<>=]+)$")  # `>20`, `> 20`, `>=20`
 
 
 def _names_loinc(triplets: list[tuple[str, str, str]]) -> bool:

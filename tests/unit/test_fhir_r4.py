@@ -1195,3 +1195,13 @@ def test_a_ward_room_and_bed_typed_on_their_included_locations_are_one_ward_and_
     )
     [(_, alone, _)] = run(enc)
     assert isinstance(alone, Refused) and alone.reason_code == "bad_period"
+
+
+def test_a_lower_bound_is_read_as_its_number_and_an_upper_bound_refused() -> None:
+    """FHIR R4 Quantity.comparator `>`: above the analyser's range (a lactate in shock), at
+    least that; `<` would overstate the value."""
+    lactate = observation("2524-7", valueQuantity=quantity(20, "mmol/L") | {"comparator": ">"})
+    [(_, o, _)] = run(lactate)
+    assert _values(o)["lactate_mmol_l"] == 20.0
+    [(_, low, _)] = run(lactate | {"valueQuantity": quantity(0.5, "mmol/L") | {"comparator": "<"}})
+    assert isinstance(low, Refused) and low.reason_code == "bad_value"

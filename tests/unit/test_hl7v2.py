@@ -956,3 +956,15 @@ def test_lab_systems_display_units_for_cell_counts_are_read() -> None:
         rec = reading(oru(f"OBX|1|NM|6690-2^WBC^LN||14.2|{unit}|||||F"))
         assert rec["wbc_10e9_l"] == 14.2, unit
     assert reading(oru("OBX|1|NM|9279-1^RR^LN||22|breaths/minute|||||F"))["resp_rate_per_min"] == 22
+
+
+def test_a_result_above_the_analysers_range_is_read_as_its_bound_and_one_below_is_not() -> None:
+    """A lactate `>^20` (SN) or `>20` (text) in shock: at least 20 mmol/L, every criterion above
+    a threshold it meets the true value meets (dead-lettered before, the most critical lactate
+    never screened). `<^0.5` would overstate the value: still dead-lettered alone."""
+    for obx_5, obx_2 in ((">^20", "SN"), (">=^20", "SN"), (">20", "NM"), ("> 20", "ST")):
+        rec = reading(oru(f"OBX|1|{obx_2}|2524-7^Lactate^LN||{obx_5}|mmol/L|||||F"))
+        assert rec["lactate_mmol_l"] == 20.0, obx_5
+    for obx_5 in ("<^0.5", "<0.5", "<=^0.5"):
+        o = outcome(oru(f"OBX|1|SN|2524-7^Lactate^LN||{obx_5}|mmol/L|||||F"))
+        assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", obx_5
