@@ -8,7 +8,10 @@ unit's running sum of deltas can never go negative.
 
 Semantics (HL7 v2.8 chapter 3 trigger events):
 - admit (A01, A06): place the patient; refused if they already hold a bed (a missed discharge
-  must be reconciled, not silently overwritten).
+  must be reconciled, not silently overwritten), but for an admission of the stay's own
+  encounter (PV1-19, compared exactly): an observation or emergency patient placed under their
+  visit and admitted under it (A06, outpatient to inpatient), or the admission sent again, is
+  where it says, as an update (no arrival or transfer counted).
 - transfer (A02): move to the new unit/bed; refused for a patient who holds no bed.
 - discharge (A03, A07): free the bed; refused for a patient who holds no bed.
 - update (A08): corrects the bed or unit of a placed patient (no arrival or transfer counted);
@@ -47,11 +50,6 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
   before the cancelled transfer, or takes back the bed they were discharged from. Census rows
   already emitted are not rewritten: they were the census as known then. Refused when the
   latest change is not of that kind.
-- a transfer, discharge or update (A02, A03, A08) that names its encounter (PV1-19, compared
-  exactly) while the census knows the stay's, and they differ, is refused `other_encounter`:
-  it is another encounter of the patient's (an outpatient infusion or dialysis visit ending, a
-  pre-admission naming its planned bed, a duplicate FHIR Encounter), and the patient stays
-  where they are. Without either encounter it applies as before.
 - the same event id twice: refused as a duplicate.
 - a patient without a bed is forgotten `RETENTION_MS` of event time after their last event: an
   event after that starts from nothing (what the job's state keeps, and clears, per patient).
@@ -73,12 +71,6 @@ RETENTION_MS = 7 * 24 * 3600 * 1000
 # (a merge's halves are refused together: with the survivor's refused, the merged record keeps
 # its bed rather than the patient leave the census)
 PLACING = ("admit", "transfer", "update", "merged_in")
-# the moves of a placed patient bound to the stay's encounter where both are known
-BOUND = ("transfer", "discharge", "update")
-OTHER_ENCOUNTER = (
-    "{kind} of another encounter than the patient's stay (an outpatient visit, a "
-    "pre-admission, a duplicate encounter): the bed is kept"
-)
 UNIT_CHECKED = (*PLACING, "merged_away")
 LEAVE = ("leave_of_absence", "return_from_leave")  # the bed held: no change
 
@@ -175,6 +167,8 @@ class PatientPlacement:
         if kind == "admit":
             if new is None:
                 return Outcome("missing_unit", "an admission must name a unit"), []
+            if before is not None and e.encounter_token and e.encounter_token == self.stay:
+                return self._update(before, new, t)  # its own visit admitted (A06): in place
             if before is not None:
                 return Outcome(
                     "already_admitted", f"patient holds a bed in {before.unit_id} already"
@@ -183,8 +177,6 @@ class PatientPlacement:
             return self._move(kind, new, t, arrival=True)
         if kind in ("transfer", "discharge") and before is None:
             return Outcome("not_admitted", f"{kind} for a patient who holds no bed"), []
-        if kind in BOUND and before is not None and self._other_encounter(e.encounter_token):
-            return Outcome("other_encounter", OTHER_ENCOUNTER.format(kind=kind)), []
         if kind == "transfer":
             if new is None:
                 return Outcome("missing_unit", "a transfer must name a unit"), []
@@ -192,10 +184,7 @@ class PatientPlacement:
         if kind == "discharge":
             return self._move(kind, None, t)
         if kind == "update":
-            if before is None or new is None or new == before:
-                return Outcome("no_change", "no bed or unit change"), []
-            self.place = new
-            return APPLIED, _between(before, new, t)
+            return self._update(before, new, t)
         if kind == "merged_away":
             if before is None:
                 return Outcome("no_change", "the merged record holds no bed"), []
@@ -227,9 +216,14 @@ class PatientPlacement:
             return self._cancel(kind.removeprefix("cancel_"), t)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
 
-    def _other_encounter(self, encounter: str | None) -> bool:
-        """Whether an event names an encounter and the stay's is known and another."""
-        return bool(encounter) and self.stay is not None and encounter != self.stay
+    def _update(
+        self, before: Place | None, new: Place | None, t: int
+    ) -> tuple[Outcome, list[Delta]]:
+        """The placed patient is where the event says (no arrival or transfer counted)."""
+        if before is None or new is None or new == before:
+            return Outcome("no_change", "no bed or unit change"), []
+        self.place = new
+        return APPLIED, _between(before, new, t)
 
     def _move(
         self, kind: str, new: Place | None, t: int, *, arrival: bool = False

@@ -26,10 +26,11 @@ CENSUS_COLUMNS = (
 
 
 def census_rows(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """What the census job writes to `census_events` for canonical ADT events (adt.event.v1
-    dicts, in the order the census applies them: event time, then arrival): each event's
-    outcome, and the unit (and facility) the patient is in after it. `event_time` a datetime or
-    epoch milliseconds."""
+    """The census's state machine (udfs.census) over canonical ADT events (adt.event.v1 dicts,
+    in the order the census applies them: event time, then arrival) as `census_events` rows:
+    each event's outcome, and the unit (and facility) the patient is in after it. The job also
+    refuses a unit without configured capacity (`check_unit`), which a backtest of events
+    without a capacity file places. `event_time` a datetime or epoch milliseconds."""
     who: dict[str, PatientPlacement] = {}
     rows: list[tuple[Any, ...]] = []
     for e in events:

@@ -674,6 +674,8 @@ def _adt(
     """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
     numbers them), so that a visit keeps one token whatever facility its locations name."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
+    if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
+        event_type = "register"  # another encounter of the patient's: a visit in no bed
     unit = _field(msg, "PV1", 3, 1, 1) or None
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
@@ -700,17 +702,35 @@ def _adt(
 def _bed(msg: Message, field_no: int) -> str | None:
     """The bed of a PL location (PV1-3, PV1-6; HL7 v2.5 2A.3.53): its room (PL.2) and bed (PL.3)
     as `room-bed`, since bed numbers repeat from room to room (5W12-01 and 5W14-01 are two
-    beds); a bed that already names its room as is; a room alone (a single room) is the bed."""
+    beds); a bed that already names its room as is (`5W12-01`, `512A` in room 512: the room,
+    then a separator or a change from digits to letters or back; bed 12 of room 1 is `1-12`);
+    a room alone (a single room) is the bed."""
     room, bed = _field(msg, "PV1", field_no, 2), _field(msg, "PV1", field_no, 3)
-    if room and bed and not bed.startswith(room):
+    if room and bed and not _names_room(bed, room):
         return f"{room}-{bed}"
     return bed or room or None
+
+
+def _names_room(bed: str, room: str) -> bool:
+    if bed == room:
+        return True
+    if not bed.startswith(room):
+        return False
+    last, following = room[-1], bed[len(room)]
+    return not following.isalnum() or following.isdigit() != last.isdigit()
 
 
 # PV1-2 patient classes (HL7 table 0004) of a visit that holds no bed: preadmit, outpatient,
 # recurring patient, commercial account, not applicable. (E emergency, I inpatient, B obstetrics,
 # U unknown and an empty class may.)
 _BEDLESS = frozenset({"P", "O", "R", "C", "N"})
+# The events of a visit that is never in a bed, which an EHR sends for every encounter of a
+# patient: a session of a recurring series (PV1-2 R: an infusion, dialysis) ending (A03) or
+# updated (A08). Read as what they say they discharged or moved the inpatient; they are
+# `register` (no bed). Not an outpatient's (O: may be an observation patient in a bed) nor a
+# pre-admission's (P: HL7's own v2.8 examples send every event of an inpatient as P), not an
+# A07 (inpatient to outpatient: leaves the bed).
+_NO_BED_VISIT = frozenset({("A03", "R"), ("A08", "R")})
 
 
 def _merged(

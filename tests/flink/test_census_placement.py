@@ -142,7 +142,6 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         "already_admitted",
         "not_admitted",
         "nothing_to_cancel",
-        "other_encounter",
     }
     assert sum(1 for d in want.deltas if d.cancels) > 20
     # cancels and voids bound to the stay's encounter: refused for another's, a void applied

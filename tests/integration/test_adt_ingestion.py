@@ -114,15 +114,17 @@ def hl7_adt(
     mrn: str = "MRN77",
     admitted: str = "",
     visit: str = "",
+    patient_class: str = "I",
 ) -> str:
     """An ADT message entered at `when` (MSH-7, EVN-2); `admitted`: PV1-44, the admission's
-    own time, when it was entered after the fact; `visit`: PV1-19 (V900-`mrn` by default)."""
+    own time, when it was entered after the fact; `visit`: PV1-19 (V900-`mrn` by default);
+    `patient_class`: PV1-2."""
     return "\r".join(
         [
             f"MSH|^~\\&|EPIC|GH|WF|GH|{when}||ADT^{trigger}|{control}|P|2.5.1",
             f"EVN|{trigger}|{when}",
             f"PID|1||{mrn}^^^GH^MR||DOE^JANE",
-            f"PV1|1|I|{unit}^^{bed}^GH||||||||||||||||{visit or f'V900-{mrn}'}"
+            f"PV1|1|{patient_class}|{unit}^^{bed}^GH||||||||||||||||{visit or f'V900-{mrn}'}"
             + "|" * 25
             + admitted,
         ]
@@ -298,15 +300,15 @@ def test_the_cancel_of_a_duplicate_visit_leaves_the_patients_real_stay_in_its_be
     """A second visit opened for a patient already in a bed (refused: already admitted), then
     cancelled (A11 of that visit). The census voided the real stay before, and the patient's
     next transfer was refused `not_admitted`; the cancel is now of its own visit's stay only.
-    An outpatient visit of the inpatient's ending (A03 of visit V3: an infusion) discharged
-    them before; it is refused `other_encounter`, and they stay in their bed."""
+    A session of the patient's recurring infusion series ending (A03 of visit V3, PV1-2 R)
+    discharged them before; it is that visit's, which holds no bed, and they stay in theirs."""
     s = census_settings(kafka, tmp_path, "hl7-census-duplicate-visit")
     messages = [
         hl7_adt("m1", "A01", "20260301080000", "ICU", "2", visit="V1"),
         hl7_adt("m2", "A01", "20260301090000", "ICU", "1", visit="V2"),
         hl7_adt("m3", "A11", "20260301100000", visit="V2"),
         hl7_adt("m4", "A02", "20260301110000", "4E", "12", visit="V1"),
-        hl7_adt("m5", "A03", "20260301120000", "ONC", "4", visit="V3"),
+        hl7_adt("m5", "A03", "20260301120000", "ONC", "4", visit="V3", patient_class="R"),
     ]
     assert send(s, prefix, messages) == ["AA"] * 5
     bed_census.JOB.run(s, prefix=prefix, bounded=True)
@@ -314,13 +316,10 @@ def test_the_cancel_of_a_duplicate_visit_leaves_the_patients_real_stay_in_its_be
     assert [(e["event_type"], e["unit_id"], e["outcome"]) for e in events] == [
         ("admit", "ICU", "applied"),
         ("transfer", "4E", "applied"),
+        ("register", "4E", "no_change"),  # the series' visit: the patient is still in 4E
     ]
     letters = read(s, prefix, topics.DEAD_LETTER)
-    assert sorted(d["reason_code"] for d in letters) == [
-        "already_admitted",
-        "nothing_to_cancel",
-        "other_encounter",
-    ]
+    assert sorted(d["reason_code"] for d in letters) == ["already_admitted", "nothing_to_cancel"]
     latest = latest_census(s, prefix)
     assert {u: r["occupied_beds"] for u, r in latest.items()} == {"4E": 1, "ICU": 0, "ALL": 1}
 

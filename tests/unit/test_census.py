@@ -222,24 +222,23 @@ def test_an_encounter_voided_frees_the_bed_of_its_own_stay_and_of_no_other() -> 
     assert gone.apply(void)[0].status == "nothing_to_cancel"
 
 
-def test_a_discharge_move_or_update_of_another_encounter_leaves_the_inpatient_in_their_bed() -> (
-    None
-):
-    """An outpatient infusion visit ending (A03), a pre-admission naming its planned bed (A08)
-    or a duplicate encounter's transfer, while the patient's inpatient stay (visit v1) goes on:
-    each is refused `other_encounter`. The stay's own events, and events or stays without an
-    encounter, apply as before."""
+def test_an_admission_of_the_stays_own_visit_puts_the_placed_patient_where_it_says() -> None:
+    """An observation patient placed under visit v1 (A01, class O) and admitted under it to a
+    ward bed (A06): moved there as by an update, no arrival counted (refused `already_admitted`
+    before, they stayed in the observation unit). Another visit's admission is still refused
+    (a duplicate registration), and one sent again to the same bed changes nothing."""
     p = PatientPlacement()
-    p.apply(ev(1, "admit", "5W", "12")._replace(encounter_token="v1"))
-    for kind, unit in (("discharge", "ONC"), ("update", "PREOP"), ("transfer", "ICU")):
-        outcome, deltas = p.apply(ev(2, kind, unit)._replace(encounter_token="v2"))
-        assert (outcome.status, deltas) == ("other_encounter", []), kind
-        assert p.place is not None and p.place.unit_id == "5W"
-    moved, _ = p.apply(ev(3, "transfer", "ICU")._replace(encounter_token="v1"))
-    unbound, _ = p.apply(ev(4, "update", "ICU", "3"))
-    left, deltas = p.apply(ev(5, "discharge")._replace(encounter_token="v1"))
-    assert (moved.status, unbound.status, left.status) == ("applied", "applied", "applied")
-    assert [(d.unit_id, d.occupied, d.discharges) for d in deltas] == [("ICU", -1, 1)]
-    q = PatientPlacement()  # placed without an encounter: not bound
-    q.apply(ev(1, "admit", "5W"))
-    assert q.apply(ev(2, "discharge")._replace(encounter_token="v2"))[0].status == "applied"
+    p.apply(ev(1, "admit", "OBS", "3")._replace(encounter_token="v1"))
+    outcome, deltas = p.apply(ev(2, "admit", "MED", "12")._replace(encounter_token="v1"))
+    assert outcome.status == "applied" and p.place is not None and p.place.unit_id == "MED"
+    assert [(d.unit_id, d.occupied, d.arrivals, d.transfers_in) for d in deltas] == [
+        ("OBS", -1, 0, 0),
+        ("MED", 1, 0, 0),
+    ]
+    assert p.apply(ev(3, "admit", "MED", "12")._replace(encounter_token="v1"))[0].status == (
+        "no_change"
+    )
+    assert p.apply(ev(4, "admit", "ICU")._replace(encounter_token="v2"))[0].status == (
+        "already_admitted"
+    )
+    assert p.apply(ev(5, "admit", "ICU"))[0].status == "already_admitted"  # no visit named

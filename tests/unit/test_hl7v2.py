@@ -915,6 +915,9 @@ def test_a_bed_is_named_with_its_room_since_bed_numbers_repeat_from_room_to_room
         ("5W^5W14^01^H", "5W14-01"),
         ("5W^5W12^5W12-01^H", "5W12-01"),  # a bed that names its room already
         ("5W^512^^H", "512"),  # a single room
+        ("5W^512^512A^H", "512A"),
+        ("5W^1^12^H", "1-12"),  # bed 12 of room 1, not single room 12
+        ("5W^1^10^H", "1-10"),
         ("5W^^B^H", "B"),
         ("5W^^^H", None),
     ):
@@ -968,3 +971,30 @@ def test_a_result_above_the_analysers_range_is_read_as_its_bound_and_one_below_i
     for obx_5 in ("<^0.5", "<0.5", "<=^0.5"):
         o = outcome(oru(f"OBX|1|SN|2524-7^Lactate^LN||{obx_5}|mmol/L|||||F"))
         assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", obx_5
+
+
+def test_a_move_of_a_visit_that_is_never_in_a_bed_is_a_registration_that_moves_no_one() -> None:
+    """An EHR sends ADT for every encounter of a patient. A session of a recurring infusion
+    series ending (A03, PV1-2 R) or updated with its chair (A08) discharged or moved the
+    inpatient; they are that visit's, which holds no bed (`register`). An outpatient's (O: may
+    be an observation patient in a bed), a pre-admission's (P: HL7's own v2.8 examples send an
+    inpatient's events so) and an A07 stay as they were."""
+    placement = census.PatientPlacement()
+    placement.apply(census.AdtEvent("a", "admit", "H", "5W", "12", 0, "V1"))
+    for trigger, cls, want in (
+        ("A03", "R", "register"),
+        ("A08", "R", "register"),
+        ("A08", "P", "update"),
+        ("A03", "O", "discharge"),
+        ("A03", "P", "discharge"),
+        ("A02", "P", "transfer"),
+        ("A07", "R", "discharge"),
+        ("A03", "I", "discharge"),
+    ):
+        o = outcome(adt_message(f"ADT^{trigger}", pv1=f"PV1|1|{cls}|PREOP^^1^H"))
+        assert isinstance(o, hl7v2.Mapped), o
+        assert o.records[0][1]["event_type"] == want, (trigger, cls)
+        if want == "register":
+            event = census.AdtEvent.of(o.records[0][1] | {"event_id": trigger}, 60_000)
+            assert placement.apply(event)[0].status == "no_change"
+    assert placement.place is not None and placement.place.unit_id == "5W"

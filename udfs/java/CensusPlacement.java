@@ -241,6 +241,9 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     if (kind.equals("admit")) {
       if (next == null) return out("missing_unit", "an admission must name a unit");
+      if (before != null && notEmpty(encounter) && encounter.equals(v.stay)) {
+        return update(s, before, next, t, deltas); // its own visit admitted (A06): in place
+      }
       if (before != null) {
         return out("already_admitted", "patient holds a bed in " + before.unit + " already");
       }
@@ -250,29 +253,12 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if ((kind.equals("transfer") || kind.equals("discharge")) && before == null) {
       return out("not_admitted", kind + " for a patient who holds no bed");
     }
-    boolean bound =
-        kind.equals("transfer") || kind.equals("discharge") || kind.equals("update");
-    if (bound && before != null && notEmpty(encounter) && v.stay != null
-        && !v.stay.equals(encounter)) {
-      return out(
-          "other_encounter",
-          kind
-              + " of another encounter than the patient's stay (an outpatient visit, a"
-              + " pre-admission, a duplicate encounter): the bed is kept");
-    }
     if (kind.equals("transfer")) {
       if (next == null) return out("missing_unit", "a transfer must name a unit");
       return move(s, kind, next, t, false, deltas);
     }
     if (kind.equals("discharge")) return move(s, kind, null, t, false, deltas);
-    if (kind.equals("update")) {
-      if (before == null || next == null || next.same(before)) {
-        return out("no_change", "no bed or unit change");
-      }
-      s.place = next;
-      between(before, next, t, 0, deltas);
-      return out("applied", null);
-    }
+    if (kind.equals("update")) return update(s, before, next, t, deltas);
     if (kind.equals("merged_away")) {
       if (before == null) return out("no_change", "the merged record holds no bed");
       if (next == null) {
@@ -301,6 +287,16 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return cancel(s, v, kind.substring("cancel_".length()), t, deltas);
     }
     return out("bad_event_type", "unknown event type '" + kind + "'");
+  }
+
+  /** The placed patient is where the event says (no arrival or transfer counted). */
+  private String[] update(Placement s, Place before, Place next, long t, List<Row> deltas) {
+    if (before == null || next == null || next.same(before)) {
+      return out("no_change", "no bed or unit change");
+    }
+    s.place = next;
+    between(before, next, t, 0, deltas);
+    return out("applied", null);
   }
 
   private String[] move(
