@@ -589,6 +589,20 @@ def _encounter(
             }
         )
         prior = (where, last_bed)
+    moved_at = _current_location_time(enc, stays[0]) if len(stays) == 1 else None
+    if moved_at is not None:  # a server that lists where the patient is, not where they were
+        records.append(
+            {
+                "event_id": f"fhir:{key}:at:{last_where}@{moved_at:%Y%m%dT%H%M%S.%fZ}",
+                "event_type": "transfer",
+                "unit_id": last_where,
+                "bed_id": prior[1],
+                "prior_unit_id": None,
+                "prior_bed_id": None,
+                "event_time": moved_at,
+                **common,
+            }
+        )
     if enc.status == "finished" and last_end is not None:
         records.append(
             {
@@ -603,6 +617,28 @@ def _encounter(
             }
         )
     return Mapped([(topics.ADT_EVENT.name, r) for r in records])
+
+
+def _current_location_time(enc: Any, stay: tuple[str, datetime, datetime | None]) -> Any:
+    """When the patient was in the one location a version lists, where that may be the current
+    location only (R4 asks for the history, "where the patient has been"; servers that list the
+    current one only exist): its own start, where later than the encounter's (they were
+    elsewhere before); a location without a period of its own (it took the encounter's start),
+    the version's meta.lastUpdated within the stay. The version's
+    events name it by position (`…:0:admit`), as a resend must keep them, so a version that
+    lists only the new ward sent the admission's id again (a duplicate downstream) and the move
+    was lost: it also carries a transfer there at that time, under an id of the ward and the
+    time (a no-op in the ward the patient is in: its first version, a resend). None without
+    either time."""
+    _, start, end = stay
+    began = _instant(enc.period.start, "") if enc.period and enc.period.start else None
+    if isinstance(began, datetime) and start > began:
+        return start
+    dated = any(loc.period and loc.period.start for loc in enc.location or [])
+    stored = _stored_at(enc)
+    if dated or stored is None or stored <= start:
+        return None
+    return stored if end is None or stored < end else None
 
 
 def _encounter_key(enc: Any) -> str | None:

@@ -1205,3 +1205,79 @@ def test_a_lower_bound_is_read_as_its_number_and_an_upper_bound_refused() -> Non
     assert _values(o)["lactate_mmol_l"] == 20.0
     [(_, low, _)] = run(lactate | {"valueQuantity": quantity(0.5, "mmol/L") | {"comparator": "<"}})
     assert isinstance(low, Refused) and low.reason_code == "bad_value"
+
+
+def _current_only(unit: str, start: str | None, updated: str, status: str = "in-progress") -> dict:
+    """A version of Encounter e1 (begun 2026-03-01 08:00) listing one location, where the
+    patient is (with its own start, or none), stored at `updated`."""
+    enc = encounter((unit, start or "2026-03-01T08:00:00Z", None), status=status)
+    if start is None:
+        del enc["location"][0]["period"]
+    return enc | {"period": {"start": "2026-03-01T08:00:00Z"}, "meta": {"lastUpdated": updated}}
+
+
+def _census_after(*versions: dict) -> tuple[census.PatientPlacement, list[tuple[str, str]]]:
+    """The versions' events through the census reference, in the order a drop sends them."""
+    placement = census.PatientPlacement()
+    outcomes = []
+    for version in versions:
+        [(_, o, _)] = run(version)
+        assert isinstance(o, Mapped), o
+        for _, record in o.records:
+            at = codec.epoch_ms(codec.record_time(record))
+            status = placement.apply(census.AdtEvent.of(record, at))[0].status
+            outcomes.append((record["event_type"], status))
+    return placement, outcomes
+
+
+def test_a_server_that_lists_only_the_current_location_moves_the_patient_at_each_version() -> None:
+    """R4 asks for the location history; some servers list where the patient is now. The
+    version naming only the ICU sent the admission's id again (a duplicate) and the move was
+    lost: the patient stayed in 4E. It carries a transfer there, at the ward's own start."""
+    placement, outcomes = _census_after(
+        _current_only("4E", "2026-03-01T08:00:00Z", "2026-03-01T08:05:00Z"),
+        _current_only("ICU", "2026-03-02T09:00:00Z", "2026-03-02T09:05:00Z"),
+        _current_only("ICU", "2026-03-02T09:00:00Z", "2026-03-02T11:00:00Z"),  # another update
+    )
+    assert placement.place is not None and placement.place.unit_id == "ICU"
+    assert outcomes == [
+        ("admit", "applied"),
+        ("admit", "duplicate"),
+        ("transfer", "applied"),
+        ("admit", "duplicate"),
+        ("transfer", "duplicate"),
+    ]
+
+
+def test_locations_without_periods_move_the_patient_when_each_version_was_stored() -> None:
+    """A server listing the current location without a period: each version is where the
+    patient was when it was stored (meta.lastUpdated), a return to 4E included."""
+    placement, outcomes = _census_after(
+        _current_only("4E", None, "2026-03-01T08:05:00Z"),
+        _current_only("ICU", None, "2026-03-02T09:05:00Z"),
+        _current_only("4E", None, "2026-03-03T10:00:00Z"),
+    )
+    assert placement.place is not None and placement.place.unit_id == "4E"
+    assert [o for o in outcomes if o[0] == "transfer"] == [("transfer", "applied")] * 3
+
+
+def test_a_server_that_lists_the_history_gets_no_extra_event() -> None:
+    """Locations with their periods, the first at the encounter's start: the events as
+    before (positional ids, one transfer per move)."""
+    enc = encounter(
+        ("4E", "2026-03-01T08:00:00Z", "2026-03-02T09:00:00Z"),
+        ("ICU", "2026-03-02T09:00:00Z", None),
+    ) | {
+        "period": {"start": "2026-03-01T08:00:00Z"},
+        "meta": {"lastUpdated": "2026-03-02T09:05:00Z"},
+    }
+    first = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {
+        "period": {"start": "2026-03-01T08:00:00Z"},
+        "meta": {"lastUpdated": "2026-03-01T08:05:00Z"},
+    }
+    ids = [r["event_id"] for v in (first, enc) for _, r in run(v)[0].result.records]
+    assert ids == [
+        "fhir:Encounter/e1:0:admit",
+        "fhir:Encounter/e1:0:admit",
+        "fhir:Encounter/e1:1:transfer",
+    ]
