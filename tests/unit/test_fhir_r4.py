@@ -559,13 +559,17 @@ def test_an_observation_issued_after_it_was_taken_is_timed_when_it_was_issued() 
     assert [r["recorded_time"] for _, r in unissued.records] == [None]
 
 
-def test_a_summary_over_a_long_period_is_not_a_bedside_reading() -> None:
+def over_period(code: str, value: float, unit: str, start: str, end: str) -> dict:
+    """An Observation timed by an effectivePeriod."""
     obs = observation(
-        "8867-4",
-        valueQuantity=quantity(72, "/min"),
-        effectivePeriod={"start": "2026-03-01T00:00:00Z", "end": "2026-03-01T23:59:00Z"},
+        code, valueQuantity=quantity(value, unit), effectivePeriod={"start": start, "end": end}
     )
     del obs["effectiveDateTime"]
+    return obs
+
+
+def test_a_summary_over_a_long_period_is_not_a_bedside_reading() -> None:
+    obs = over_period("8867-4", 72, "/min", "2026-03-01T00:00:00Z", "2026-03-01T23:59:00Z")
     [(_, o, _)] = run(obs)
     assert isinstance(o, Refused) and o.reason_code == "not_a_point_measurement"
 
@@ -1055,12 +1059,7 @@ def test_an_observation_is_timed_by_its_instant_or_the_end_of_a_period_without_a
 
 def test_urine_output_is_charted_at_the_end_of_the_interval_it_was_collected_over() -> None:
     """vitals.observation.v1: urine_output_ml is the volume since the last, at event_time."""
-    urine = observation(
-        "9187-6",
-        valueQuantity=quantity(45, "mL"),
-        effectivePeriod={"start": "2026-03-01T09:00:00Z", "end": "2026-03-01T10:00:00Z"},
-    )
-    del urine["effectiveDateTime"]
+    urine = over_period("9187-6", 45, "mL", "2026-03-01T09:00:00Z", "2026-03-01T10:00:00Z")
     [(_, o, _)] = run(urine)
     assert _values(o)["event_time"] == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     assert _values(o)["urine_output_ml"] == 45.0
