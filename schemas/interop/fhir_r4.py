@@ -63,7 +63,14 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.interop import mdc
 from schemas.interop.code_map import EMPTY, CodeMap
-from schemas.interop.hl7v2 import LOWER_BOUNDS, Mapped, Refused, Rejected, value_refusal
+from schemas.interop.hl7v2 import (
+    LOWER_BOUNDS,
+    Mapped,
+    Refused,
+    Rejected,
+    bound_refusal,
+    value_refusal,
+)
 from schemas.interop.loinc import (
     CODES,
     COMPONENTS_OF,
@@ -440,10 +447,8 @@ def _subject(
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    if enc.status == "entered-in-error":
+    if enc.status in ("entered-in-error", "cancelled"):
         return _voided(enc, subject, tokenise, source, facility)
-    if enc.status == "cancelled":
-        return Refused("cancelled", "Encounter status is cancelled")
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
@@ -620,25 +625,19 @@ def _encounter(
 
 
 def _current_location_time(enc: Any, stay: tuple[str, datetime, datetime | None]) -> Any:
-    """When the patient was in the one location a version lists, where that may be the current
-    location only (R4 asks for the history, "where the patient has been"; servers that list the
-    current one only exist): its own start, where later than the encounter's (they were
-    elsewhere before); a location without a period of its own (it took the encounter's start),
-    the version's meta.lastUpdated within the stay. The version's
-    events name it by position (`…:0:admit`), as a resend must keep them, so a version that
-    lists only the new ward sent the admission's id again (a duplicate downstream) and the move
-    was lost: it also carries a transfer there at that time, under an id of the ward and the
-    time (a no-op in the ward the patient is in: its first version, a resend). None without
-    either time."""
-    _, start, end = stay
+    """When the patient came to the one location a version lists, where that may be the
+    current location only (R4 asks for the history, "where the patient has been"; servers that
+    list the current one only exist): its own start, where later than the encounter's (they
+    were elsewhere before). The version's events name it by position (`…:0:admit`), as a resend
+    must keep them, so a version that lists only the new ward sent the admission's id again (a
+    duplicate downstream) and the move was lost: it also carries a transfer there at that
+    start, under an id of the ward and the start (a no-op in the ward the patient is in; the
+    same id in every later version). None otherwise: a location without a period of its own
+    says nothing of when the patient came (meta.lastUpdated would move a patient readmitted
+    since back to the old ward whenever the old encounter is stored again)."""
+    _, start, _ = stay
     began = _instant(enc.period.start, "") if enc.period and enc.period.start else None
-    if isinstance(began, datetime) and start > began:
-        return start
-    dated = any(loc.period and loc.period.start for loc in enc.location or [])
-    stored = _stored_at(enc)
-    if dated or stored is None or stored <= start:
-        return None
-    return stored if end is None or stored < end else None
+    return start if isinstance(began, datetime) and start > began else None
 
 
 def _encounter_key(enc: Any) -> str | None:
@@ -655,16 +654,18 @@ def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
 def _voided(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    """An Encounter version `entered-in-error`: the encounter never was (FHIR R4
-    EncounterStatus). It takes back the stay an earlier version placed: a `void_encounter` of
-    the Encounter (its `encounter_token`) when the server stored the version (meta.lastUpdated;
-    not before a start the earlier version's admission or moves may be timed by), and the
-    census voids the stay that Encounter placed, and no other: it refuses the void
-    (`nothing_to_cancel`) where the patient's stay is another encounter's (a duplicate
-    Encounter taken back while the real one goes on, an old one after a readmission), one
-    placed without an encounter (an HL7 admission without PV1-19) or not known (udfs.census).
-    Refused `entered_in_error` as before for a class in no bed, or without meta.lastUpdated
-    (when it was taken back is unknown)."""
+    """An Encounter version `entered-in-error` (the encounter never was, FHIR R4 EncounterStatus)
+    or `cancelled` (it "ended before it has begun": a registration or admission cancelled, as
+    some EHRs send HL7's A11; refused before, the bed an earlier version placed stayed taken for
+    ever). It takes back the stay an earlier version placed: a `void_encounter` of the Encounter
+    (its `encounter_token`) when the server stored the version (meta.lastUpdated; not before a
+    start the earlier version's admission or moves may be timed by), and the census voids the
+    stay that Encounter placed, and no other: it refuses the void (`nothing_to_cancel`) where
+    the patient's stay is another encounter's (a duplicate Encounter taken back while the real
+    one goes on, an old one after a readmission), one placed without an encounter (an HL7
+    admission without PV1-19) or not known (udfs.census). Refused `entered_in_error`
+    (`cancelled`) as before for a class in no bed, or without meta.lastUpdated (when it was
+    taken back is unknown)."""
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
     at = _stored_at(enc)
     key = _encounter_key(enc)
@@ -676,7 +677,8 @@ def _voided(
             if at is None
             else "the Encounter has neither an id nor an identifier"
         )
-        return Refused("entered_in_error", f"Encounter status is entered-in-error; {why}")
+        code = enc.status.replace("-", "_")  # entered_in_error, cancelled
+        return Refused(code, f"Encounter status is {enc.status}; {why}")
     patient = subject()
     if isinstance(patient, Refused):
         return patient
@@ -693,7 +695,7 @@ def _voided(
         t for t in (_instant(g, "") for g in given if g is not None) if isinstance(t, datetime)
     ]
     record = {
-        "event_id": f"fhir:{key}:entered-in-error",
+        "event_id": f"fhir:{key}:{enc.status}",
         "event_type": "void_encounter",
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,
@@ -940,6 +942,8 @@ def _observation(
                 _unit(quantity, part_code),
                 blood_gas and where == "value",
             )
+            if quantity.comparator and (why_not := bound_refusal(topic, name)) is not None:
+                raise ValueError(why_not)
         except UnitError as exc:
             refusal = ("bad_unit", str(exc))
         except UnsupportedModifier as exc:

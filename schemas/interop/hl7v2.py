@@ -864,6 +864,9 @@ def _oru(
                 (rank, *convert(code, number, observation_unit(code, units), order in gas_orders))
                 for (code, rank), number in zip(fields, numbers, strict=True)
             ]
+            bound = is_lower_bound(raw, enc["COMPONENT"])
+            if bound and (why_not := bound_refusal(read[0][1], read[0][2])) is not None:
+                raise ValueError(why_not)
             when = (
                 _text(seg.obx_14.to_er7().split(enc["COMPONENT"])[0], enc)
                 if len(seg.obx_14)
@@ -968,11 +971,26 @@ def value_refusal(topic: str, name: str, value: Any) -> codec.Rejection | None:
 _DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")  # HL7 NM: digits, one point
 
 
-# A lower bound is read as its number (`LOWER_BOUNDS`): the value is at least that, so a
-# criterion "above T" it meets, the true value meets too. Results above an analyser's range
-# come so (a lactate `>^20` mmol/L in shock, a WBC `>100`), the most critical a screen reads.
-# An upper bound (`<^0.5`) would overstate the value: not one value (ValueError).
+# A laboratory result's lower bound is read as its number (`LOWER_BOUNDS`): the value is at
+# least that, so a criterion "above T" it meets, the true value meets too. Results above an
+# analyser's range come so (a lactate `>^20` mmol/L in shock, a WBC `>100`), the most critical
+# a screen reads. Not a vital sign's (an FiO2 `>0.6` divides the SpO2 and PaO2 ratios: its
+# bound would understate their severity; `bound_refusal`). An upper bound (`<^0.5`) would
+# overstate the value: not one value (ValueError).
 LOWER_BOUNDS = (">", ">=")
+
+
+def bound_refusal(topic: str, field: str) -> str | None:
+    """Why a lower bound of `field` is not read as its number (None: it is, a lab result)."""
+    if topic == topics.LABS_RESULT.name:
+        return None
+    return f"{field}: a bound (`>`) is read for a laboratory result only, not one value here"
+
+
+def is_lower_bound(raw: str, component: str) -> bool:
+    """Whether OBX-5 is a lower bound (`>^20`, `>20`) rather than an exact number."""
+    first = raw.split(component)[0] if component in raw else raw
+    return first.strip().startswith(">")
 
 
 def observation_number(raw: str, component: str) -> float:

@@ -1204,6 +1204,9 @@ def test_a_lower_bound_is_read_as_its_number_and_an_upper_bound_refused() -> Non
     assert _values(o)["lactate_mmol_l"] == 20.0
     [(_, low, _)] = run(lactate | {"valueQuantity": quantity(0.5, "mmol/L") | {"comparator": "<"}})
     assert isinstance(low, Refused) and low.reason_code == "bad_value"
+    fio2 = observation("3150-0", valueQuantity=quantity(60, "%") | {"comparator": ">"})
+    [(_, vital, _)] = run(fio2)  # a vital sign's bound: not one value
+    assert isinstance(vital, Refused) and "laboratory result only" in vital.reason
 
 
 def _current_only(unit: str, start: str | None, updated: str, status: str = "in-progress") -> dict:
@@ -1248,16 +1251,18 @@ def test_a_server_that_lists_only_the_current_location_moves_the_patient_at_each
     ]
 
 
-def test_locations_without_periods_move_the_patient_when_each_version_was_stored() -> None:
-    """A server listing the current location without a period: each version is where the
-    patient was when it was stored (meta.lastUpdated), a return to 4E included."""
-    placement, outcomes = _census_after(
-        _current_only("4E", None, "2026-03-01T08:05:00Z"),
+def test_a_location_without_a_period_of_its_own_carries_no_transfer() -> None:
+    """meta.lastUpdated is when the version was stored, not when the patient came: read as a
+    move, an old encounter stored again (a coding update after a readmission) would take the
+    patient back to its ward."""
+    for version in (
         _current_only("ICU", None, "2026-03-02T09:05:00Z"),
-        _current_only("4E", None, "2026-03-03T10:00:00Z"),
-    )
-    assert placement.place is not None and placement.place.unit_id == "4E"
-    assert [o for o in outcomes if o[0] == "transfer"] == [("transfer", "applied")] * 3
+        _current_only("ICU", None, "2026-03-09T09:05:00Z", status="finished")
+        | {"period": {"start": "2026-03-01T08:00:00Z", "end": "2026-03-05T08:00:00Z"}},
+    ):
+        [(_, o, _)] = run(version)
+        assert isinstance(o, Mapped)
+        assert [r["event_type"] for _, r in o.records] in (["admit"], ["admit", "discharge"])
 
 
 def test_a_server_that_lists_the_history_gets_no_extra_event() -> None:
@@ -1280,3 +1285,16 @@ def test_a_server_that_lists_the_history_gets_no_extra_event() -> None:
         "fhir:Encounter/e1:0:admit",
         "fhir:Encounter/e1:1:transfer",
     ]
+
+
+def test_a_cancelled_encounter_frees_the_bed_its_earlier_version_placed() -> None:
+    """EncounterStatus `cancelled` ("ended before it has begun"), as some EHRs send a
+    cancelled admission: refused before, the bed stayed taken for ever. Voided as an Encounter
+    entered-in-error is (bound to its own stay); without meta.lastUpdated refused as before."""
+    placed = _current_only("4E", "2026-03-01T08:00:00Z", "2026-03-01T08:05:00Z")
+    cancelled = placed | {"status": "cancelled", "meta": {"lastUpdated": "2026-03-01T09:00:00Z"}}
+    placement, outcomes = _census_after(placed, cancelled)
+    assert placement.place is None
+    assert outcomes == [("admit", "applied"), ("void_encounter", "applied")]
+    [(_, bare, _)] = run(cancelled | {"meta": {}})
+    assert isinstance(bare, Refused) and bare.reason_code == "cancelled"

@@ -241,8 +241,12 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     if (kind.equals("admit")) {
       if (next == null) return out("missing_unit", "an admission must name a unit");
-      if (before != null && notEmpty(encounter) && encounter.equals(v.stay)) {
-        return update(s, before, next, t, deltas); // its own visit admitted (A06): in place
+      if (before != null && admittedUnmoved(s, v, encounter)) {
+        // its own visit admitted (A06): in place; kept in the history, so that the admission
+        // sent again takes no one back
+        String[] outcome = update(s, before, next, t, deltas);
+        if ("applied".equals(outcome[0])) remember(s, "update", before);
+        return outcome;
       }
       if (before != null) {
         return out("already_admitted", "patient holds a bed in " + before.unit + " already");
@@ -287,6 +291,16 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return cancel(s, v, kind.substring("cancel_".length()), t, deltas);
     }
     return out("bad_event_type", "unknown event type '" + kind + "'");
+  }
+
+  /** Whether the stay is {@code encounter}'s and has not moved since its admission. */
+  private static boolean admittedUnmoved(Placement s, Visit v, String encounter) {
+    Change[] h = s.history == null ? new Change[0] : s.history;
+    return notEmpty(encounter)
+        && encounter.equals(v.stay)
+        && h.length > 0
+        && h[h.length - 1].kind.equals("admit")
+        && h[h.length - 1].before == null;
   }
 
   /** The placed patient is where the event says (no arrival or transfer counted). */
