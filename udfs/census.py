@@ -8,11 +8,7 @@ unit's running sum of deltas can never go negative.
 
 Semantics (HL7 v2.8 chapter 3 trigger events):
 - admit (A01, A06): place the patient; refused if they already hold a bed (a missed discharge
-  must be reconciled, not silently overwritten), but for an admission of the stay's own
-  encounter (PV1-19, compared exactly) while the stay has not moved since it was admitted: an
-  observation or emergency patient placed under their visit and admitted under it (A06,
-  outpatient to inpatient) is where it says, as an update (no arrival or transfer counted). An
-  admission sent again after a transfer is refused, as before (it would take the patient back).
+  must be reconciled, not silently overwritten).
 - transfer (A02): move to the new unit/bed; refused for a patient who holds no bed.
 - discharge (A03, A07): free the bed; refused for a patient who holds no bed.
 - update (A08): corrects the bed or unit of a placed patient (no arrival or transfer counted);
@@ -168,13 +164,6 @@ class PatientPlacement:
         if kind == "admit":
             if new is None:
                 return Outcome("missing_unit", "an admission must name a unit"), []
-            if before is not None and self._admitted_unmoved(e.encounter_token):
-                # its own visit admitted (A06): in place; kept in the history, so that the
-                # admission sent again takes no one back
-                outcome, deltas = self._update(before, new, t)
-                if outcome.status == "applied":
-                    self.history = [*self.history, ("update", before)][-HISTORY:]
-                return outcome, deltas
             if before is not None:
                 return Outcome(
                     "already_admitted", f"patient holds a bed in {before.unit_id} already"
@@ -190,7 +179,10 @@ class PatientPlacement:
         if kind == "discharge":
             return self._move(kind, None, t)
         if kind == "update":
-            return self._update(before, new, t)
+            if before is None or new is None or new == before:
+                return Outcome("no_change", "no bed or unit change"), []
+            self.place = new
+            return APPLIED, _between(before, new, t)
         if kind == "merged_away":
             if before is None:
                 return Outcome("no_change", "the merged record holds no bed"), []
@@ -221,19 +213,6 @@ class PatientPlacement:
         if kind.startswith("cancel_"):
             return self._cancel(kind.removeprefix("cancel_"), t)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
-
-    def _admitted_unmoved(self, encounter: str | None) -> bool:
-        """Whether the stay is `encounter`'s and has not moved since its admission."""
-        return bool(encounter) and encounter == self.stay and self.history[-1:] == [("admit", None)]
-
-    def _update(
-        self, before: Place | None, new: Place | None, t: int
-    ) -> tuple[Outcome, list[Delta]]:
-        """The placed patient is where the event says (no arrival or transfer counted)."""
-        if before is None or new is None or new == before:
-            return Outcome("no_change", "no bed or unit change"), []
-        self.place = new
-        return APPLIED, _between(before, new, t)
 
     def _move(
         self, kind: str, new: Place | None, t: int, *, arrival: bool = False

@@ -447,8 +447,10 @@ def _subject(
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    if enc.status in ("entered-in-error", "cancelled"):
+    if enc.status == "entered-in-error":
         return _voided(enc, subject, tokenise, source, facility)
+    if enc.status == "cancelled":
+        return Refused("cancelled", "Encounter status is cancelled")
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
@@ -654,18 +656,15 @@ def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
 def _voided(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    """An Encounter version `entered-in-error` (the encounter never was, FHIR R4 EncounterStatus)
-    or `cancelled` (it "ended before it has begun": a registration or admission cancelled, as
-    some EHRs send HL7's A11; refused before, the bed an earlier version placed stayed taken for
-    ever). It takes back the stay an earlier version placed: a `void_encounter` of the Encounter
-    (its `encounter_token`) when the server stored the version (meta.lastUpdated; not before a
-    start the earlier version's admission or moves may be timed by), and the census voids the
-    stay that Encounter placed, and no other: it refuses the void (`nothing_to_cancel`) where
-    the patient's stay is another encounter's (a duplicate Encounter taken back while the real
-    one goes on, an old one after a readmission), one placed without an encounter (an HL7
-    admission without PV1-19) or not known (udfs.census). Refused `entered_in_error`
-    (`cancelled`) as before for a class in no bed, or without meta.lastUpdated (when it was
-    taken back is unknown)."""
+    """An Encounter version `entered-in-error`: the encounter never was (FHIR R4 EncounterStatus).
+    It takes back the stay an earlier version placed: a `void_encounter` of the Encounter (its
+    `encounter_token`) when the server stored the version (meta.lastUpdated; not before a start
+    the earlier version's admission or moves may be timed by), and the census voids the stay
+    that Encounter placed, and no other: it refuses the void (`nothing_to_cancel`) where the
+    patient's stay is another encounter's (a duplicate Encounter taken back while the real one
+    goes on, an old one after a readmission), one placed without an encounter (an HL7 admission
+    without PV1-19) or not known (udfs.census). Refused `entered_in_error` as before for a class
+    in no bed, or without meta.lastUpdated (when it was taken back is unknown)."""
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
     at = _stored_at(enc)
     key = _encounter_key(enc)
@@ -677,8 +676,7 @@ def _voided(
             if at is None
             else "the Encounter has neither an id nor an identifier"
         )
-        code = enc.status.replace("-", "_")  # entered_in_error, cancelled
-        return Refused(code, f"Encounter status is {enc.status}; {why}")
+        return Refused("entered_in_error", f"Encounter status is entered-in-error; {why}")
     patient = subject()
     if isinstance(patient, Refused):
         return patient
@@ -695,7 +693,7 @@ def _voided(
         t for t in (_instant(g, "") for g in given if g is not None) if isinstance(t, datetime)
     ]
     record = {
-        "event_id": f"fhir:{key}:{enc.status}",
+        "event_id": f"fhir:{key}:entered-in-error",
         "event_type": "void_encounter",
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,

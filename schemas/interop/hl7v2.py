@@ -975,16 +975,23 @@ _DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")  # HL7 NM: digits, one 
 # least that, so a criterion "above T" it meets, the true value meets too. Results above an
 # analyser's range come so (a lactate `>^20` mmol/L in shock, a WBC `>100`), the most critical
 # a screen reads. Not a vital sign's (an FiO2 `>0.6` divides the SpO2 and PaO2 ratios: its
-# bound would understate their severity; `bound_refusal`). An upper bound (`<^0.5`) would
-# overstate the value: not one value (ValueError).
+# bound would understate their severity) nor a PaO2's (lower is worse: its bound would
+# overstate the severity; `bound_refusal`). An upper bound (`<^0.5`) would overstate the
+# value: not one value (ValueError).
 LOWER_BOUNDS = (">", ">=")
 
 
 def bound_refusal(topic: str, field: str) -> str | None:
     """Why a lower bound of `field` is not read as its number (None: it is, a lab result)."""
-    if topic == topics.LABS_RESULT.name:
+    if topic == topics.LABS_RESULT.name and field not in _LOWER_IS_WORSE:
         return None
-    return f"{field}: a bound (`>`) is read for a laboratory result only, not one value here"
+    return (
+        f"{field}: a bound (`>`) is read only for a laboratory result whose high values are "
+        "the alarming ones, not one value here"
+    )
+
+
+_LOWER_IS_WORSE = frozenset({"pao2_mmhg"})  # a lab whose bound would overstate the severity
 
 
 def is_lower_bound(raw: str, component: str) -> bool:

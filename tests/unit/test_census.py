@@ -220,35 +220,3 @@ def test_an_encounter_voided_frees_the_bed_of_its_own_stay_and_of_no_other() -> 
     gone = PatientPlacement()
     occupancy(gone, [ev(1, "admit", "ICU")._replace(encounter_token="v1"), ev(2, "discharge")])
     assert gone.apply(void)[0].status == "nothing_to_cancel"
-
-
-def test_an_admission_of_the_stays_own_visit_puts_the_placed_patient_where_it_says() -> None:
-    """An observation patient placed under visit v1 (A01, class O) and admitted under it to a
-    ward bed (A06): moved there as by an update, no arrival counted (refused `already_admitted`
-    before, they stayed in the observation unit). Another visit's admission is still refused
-    (a duplicate registration), and so is the admission sent again once the patient has moved
-    (after the A06, or a transfer): it would take them back."""
-    p = PatientPlacement()
-    p.apply(ev(1, "admit", "OBS", "3")._replace(encounter_token="v1"))
-    outcome, deltas = p.apply(ev(2, "admit", "MED", "12")._replace(encounter_token="v1"))
-    assert outcome.status == "applied" and p.place is not None and p.place.unit_id == "MED"
-    assert [(d.unit_id, d.occupied, d.arrivals, d.transfers_in) for d in deltas] == [
-        ("OBS", -1, 0, 0),
-        ("MED", 1, 0, 0),
-    ]
-    assert p.apply(ev(3, "admit", "OBS", "3")._replace(encounter_token="v1"))[0].status == (
-        "already_admitted"
-    )
-    assert p.apply(ev(4, "admit", "ICU")._replace(encounter_token="v2"))[0].status == (
-        "already_admitted"
-    )
-    assert p.apply(ev(5, "admit", "ICU"))[0].status == "already_admitted"  # no visit named
-
-
-def test_an_admission_sent_again_after_a_transfer_takes_no_one_back() -> None:
-    p = PatientPlacement()
-    p.apply(ev(1, "admit", "5W", "12")._replace(encounter_token="v1"))
-    p.apply(ev(2, "transfer", "ICU", "2")._replace(encounter_token="v1"))
-    resent = ev(3, "admit", "5W", "12")._replace(encounter_token="v1")  # a new control id
-    assert p.apply(resent)[0].status == "already_admitted"
-    assert p.place is not None and p.place.unit_id == "ICU"

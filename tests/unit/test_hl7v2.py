@@ -972,9 +972,14 @@ def test_a_result_above_the_analysers_range_is_read_as_its_bound_and_one_below_i
         o = outcome(oru(f"OBX|1|SN|2524-7^Lactate^LN||{obx_5}|mmol/L|||||F"))
         assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", obx_5
     # a vital sign's bound is not read: an FiO2 `>60 %` would understate SpO2/FiO2's severity
-    for obx in ("3150-0^FiO2^LN||>^60|%", "8867-4^HR^LN||>200|/min"):
+    # nor a PaO2's (lower is worse: its bound would overstate the severity)
+    for obx in (
+        "3150-0^FiO2^LN||>^60|%",
+        "8867-4^HR^LN||>200|/min",
+        "2703-7^PaO2^LN||>^500|mm[Hg]",
+    ):
         o = outcome(oru(f"OBX|1|SN|{obx}|||||F"))
-        assert isinstance(o, hl7v2.Refused) and "laboratory result only" in o.reason, obx
+        assert isinstance(o, hl7v2.Refused) and "only for a laboratory result" in o.reason, obx
 
 
 def test_a_move_of_a_visit_that_is_never_in_a_bed_is_a_registration_that_moves_no_one() -> None:

@@ -241,13 +241,6 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     if (kind.equals("admit")) {
       if (next == null) return out("missing_unit", "an admission must name a unit");
-      if (before != null && admittedUnmoved(s, v, encounter)) {
-        // its own visit admitted (A06): in place; kept in the history, so that the admission
-        // sent again takes no one back
-        String[] outcome = update(s, before, next, t, deltas);
-        if ("applied".equals(outcome[0])) remember(s, "update", before);
-        return outcome;
-      }
       if (before != null) {
         return out("already_admitted", "patient holds a bed in " + before.unit + " already");
       }
@@ -262,7 +255,14 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return move(s, kind, next, t, false, deltas);
     }
     if (kind.equals("discharge")) return move(s, kind, null, t, false, deltas);
-    if (kind.equals("update")) return update(s, before, next, t, deltas);
+    if (kind.equals("update")) {
+      if (before == null || next == null || next.same(before)) {
+        return out("no_change", "no bed or unit change");
+      }
+      s.place = next;
+      between(before, next, t, 0, deltas);
+      return out("applied", null);
+    }
     if (kind.equals("merged_away")) {
       if (before == null) return out("no_change", "the merged record holds no bed");
       if (next == null) {
@@ -291,26 +291,6 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return cancel(s, v, kind.substring("cancel_".length()), t, deltas);
     }
     return out("bad_event_type", "unknown event type '" + kind + "'");
-  }
-
-  /** Whether the stay is {@code encounter}'s and has not moved since its admission. */
-  private static boolean admittedUnmoved(Placement s, Visit v, String encounter) {
-    Change[] h = s.history == null ? new Change[0] : s.history;
-    return notEmpty(encounter)
-        && encounter.equals(v.stay)
-        && h.length > 0
-        && h[h.length - 1].kind.equals("admit")
-        && h[h.length - 1].before == null;
-  }
-
-  /** The placed patient is where the event says (no arrival or transfer counted). */
-  private String[] update(Placement s, Place before, Place next, long t, List<Row> deltas) {
-    if (before == null || next == null || next.same(before)) {
-      return out("no_change", "no bed or unit change");
-    }
-    s.place = next;
-    between(before, next, t, 0, deltas);
-    return out("applied", null);
   }
 
   private String[] move(
