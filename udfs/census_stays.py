@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from schemas import codec
 from udfs import capacity_forecast as cf
 from udfs.census import AdtEvent, PatientPlacement
 
@@ -27,15 +28,15 @@ CENSUS_COLUMNS = (
 
 def census_rows(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """The census's state machine (udfs.census) over canonical ADT events (adt.event.v1 dicts,
-    in the order the census applies them: event time, then arrival) as `census_events` rows:
-    each event's outcome, and the unit (and facility) the patient is in after it. The job also
-    refuses a unit without configured capacity (`check_unit`), which a backtest of events
-    without a capacity file places. `event_time` a datetime or epoch milliseconds."""
+    in the order the census applies them: record time, then arrival) as `census_events` rows:
+    each event's outcome, and the unit (and facility) the patient is in after it, at its record
+    time (codec.record_time: an event entered after the fact is applied when entered, as the
+    job's census_events have it). The job also refuses a unit without configured capacity
+    (`check_unit`), which a backtest of events without a capacity file places."""
     who: dict[str, PatientPlacement] = {}
     rows: list[tuple[Any, ...]] = []
     for e in events:
-        t = e["event_time"]
-        ms = int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t)
+        ms = codec.epoch_ms(codec.record_time(e))
         pp = who.setdefault(e["patient_token"], PatientPlacement())
         outcome, _ = pp.apply(AdtEvent.of(e, ms))
         where = pp.place

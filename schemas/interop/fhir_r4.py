@@ -323,14 +323,9 @@ def _location_resource(
     reference: str, data: dict[str, Any], bundle: dict[str, Any]
 ) -> dict[str, Any] | None:
     """The Location a reference names inside the resource or its Bundle, or None."""
-    if reference.startswith("#"):
-        found: Any = next(
-            (c for c in data.get("contained") or []
-             if isinstance(c, dict) and f"#{c.get('id')}" == reference),
-            None,
-        )  # fmt: skip
-    elif reference.startswith("urn:"):
-        found = bundle.get(reference)
+    found: Any = None
+    if reference.startswith(("#", "urn:")):
+        found = _inside(reference, data, bundle)
     elif (literal := _LOCATION_ID.search(reference)) is not None:
         same = [
             r for r in bundle.values()
@@ -338,9 +333,19 @@ def _location_resource(
             and r.get("id") == literal.group(1)
         ]  # fmt: skip
         found = same[0] if len(same) == 1 else None
-    else:
-        found = None
     return found if isinstance(found, dict) and found.get("resourceType") == "Location" else None
+
+
+def _inside(reference: str, data: dict[str, Any], bundle: dict[str, Any]) -> Any:
+    """What a reference that names nothing outside its message resolves to: a contained
+    resource (`#id`) or a Bundle entry's (`urn:uuid:…`, by fullUrl); None for neither."""
+    if reference.startswith("#"):
+        return next(
+            (c for c in data.get("contained") or []
+             if isinstance(c, dict) and f"#{c.get('id')}" == reference),
+            None,
+        )  # fmt: skip
+    return bundle.get(reference)
 
 
 def _modifiers(data: dict[str, Any]) -> list[str]:
@@ -383,8 +388,9 @@ def _effective(obs: Any, interval: bool) -> Any:
     Period): a Period's start, or its end where it has no start; a value charted `interval`
     (urine output: the volume since the last, vitals.observation.v1) at its Period's end, the
     time the volume was measured, where it has one."""
-    if obs.effectiveDateTime is not None or obs.effectiveInstant is not None:
-        return obs.effectiveDateTime or obs.effectiveInstant
+    given = obs.effectiveDateTime or obs.effectiveInstant
+    if given is not None:
+        return given
     period = obs.effectivePeriod
     if period is None:
         return None
@@ -408,15 +414,8 @@ def _subject(
       alone (Reference.identifier).
     A subject that is not a Patient (a Device, a Group, a Location) is refused."""
     reference = str(ref.reference) if ref is not None and ref.reference else ""
-    if reference.startswith("#") or reference.startswith("urn:"):
-        if reference.startswith("#"):
-            found = next(
-                (c for c in data.get("contained") or []
-                 if isinstance(c, dict) and f"#{c.get('id')}" == reference),
-                None,
-            )  # fmt: skip
-        else:
-            found = bundle.get(reference)
+    if reference.startswith(("#", "urn:")):
+        found = _inside(reference, data, bundle)
         if not isinstance(found, dict):
             return Refused("missing_field", f"{what}.subject {reference} resolves to nothing")
         if found.get("resourceType") != "Patient":

@@ -369,11 +369,10 @@ def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
     its earlier messages made. A merged identifier without an assigning authority (many senders
     fill MRG-1.1 alone) is of the surviving identifier's (it is that list's prior identifier),
     not the sender's: the alias's own messages named its authority."""
-    survivor = _identifier(msg, "PID", 3)
-    field, merged = ("MRG-1", _identifier(msg, "MRG", 1)) if survivor else ("MRG-4", None)
-    if survivor is None:
-        survivor = _identifier(msg, "PID", 2)
-        merged = _identifier(msg, "MRG", 4)
+    if (survivor := _identifier(msg, "PID", 3)) is not None:
+        field, merged = "MRG-1", _identifier(msg, "MRG", 1)
+    else:
+        field, merged, survivor = "MRG-4", _identifier(msg, "MRG", 4), _identifier(msg, "PID", 2)
     if merged is not None and not merged[0] and survivor is not None:
         merged = (survivor[0], merged[1])
     return field, merged
@@ -854,18 +853,18 @@ def _oru(
             if len(seg.obx_5) > 1:
                 raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
             raw = unescape(seg.obx_5.to_er7(), enc) if len(seg.obx_5) else ""
-            numbers = (
-                [observation_number(raw, enc["COMPONENT"])]
-                if coded is not None
-                else blood_pressure_numbers(raw, enc["COMPONENT"])
-            )
+            if coded is not None:
+                number, bound = observation_number(raw, enc["COMPONENT"])
+                numbers = [number]
+            else:
+                numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), False
             units = _components(seg.obx_6, enc)
             read = [
                 (rank, *convert(code, number, observation_unit(code, units), order in gas_orders))
                 for (code, rank), number in zip(fields, numbers, strict=True)
             ]
-            bound = is_lower_bound(raw, enc["COMPONENT"])
-            if bound and (why_not := bound_refusal(read[0][1], read[0][2])) is not None:
+            _, topic, name, _ = read[0]
+            if bound and (why_not := bound_refusal(topic, name)) is not None:
                 raise ValueError(why_not)
             when = (
                 _text(seg.obx_14.to_er7().split(enc["COMPONENT"])[0], enc)
@@ -994,28 +993,24 @@ def bound_refusal(topic: str, field: str) -> str | None:
 _LOWER_IS_WORSE = frozenset({"pao2_mmhg"})  # a lab whose bound would overstate the severity
 
 
-def is_lower_bound(raw: str, component: str) -> bool:
-    """Whether OBX-5 is a lower bound (`>^20`, `>20`) rather than an exact number."""
-    first = raw.split(component)[0] if component in raw else raw
-    return first.strip().startswith(">")
-
-
-def observation_number(raw: str, component: str) -> float:
-    """OBX-5 as one number: an NM value, or a structured numeric (SN: comparator ^ number, HL7
-    v2.5 section 2A.2.72) whose comparator is none, `=` or a lower bound (`>`, `>=`:
-    `LOWER_BOUNDS`) and that has no second number; a lower bound written as text (`>20`) too.
-    An upper bound (`<^0.5`), a range or a ratio is not one value: ValueError, as for text."""
+def observation_number(raw: str, component: str) -> tuple[float, bool]:
+    """OBX-5 as one number, and whether it is a lower bound: an NM value, or a structured
+    numeric (SN: comparator ^ number, HL7 v2.5 section 2A.2.72) whose comparator is none, `=`
+    or a lower bound (`>`, `>=`: `LOWER_BOUNDS`) and that has no second number; a lower bound
+    written as text (`>20`) too. An upper bound (`<^0.5`), a range or a ratio is not one value:
+    ValueError, as for text."""
+    lower = False
     if component in raw:
         comparator, number, *rest = [*raw.split(component), ""]
         exact_or_lower = ("", "=", *LOWER_BOUNDS)
         if comparator.strip() not in exact_or_lower or any(r.strip() for r in rest):
             raise ValueError(f"value {raw!r} is not one exact number (a bound, range or ratio)")
-        raw = number
+        raw, lower = number, comparator.strip() in LOWER_BOUNDS
     elif (bound := _TEXT_LOWER_BOUND.match(raw)) is not None:
-        raw = bound.group(1)
+        raw, lower = bound.group(1), True
     if _DECIMAL.match(raw) is None:  # float() would also take 1e2, 8_8, inf
         raise ValueError(f"value {raw!r} is not a number")
-    return float(raw)
+    return float(raw), lower
 
 
 _TEXT_LOWER_BOUND = re.compile(r"^\s*>=?\s*([^<>=]+)$")  # `>20`, `> 20`, `>=20`

@@ -760,3 +760,14 @@ def test_a_file_backtest_counts_each_facilitys_arrivals_on_the_clock_its_capacit
         f"seasonal_naive_MAE_beds {local.unit['mae_seasonal_naive'][-1]:.3f}"
     )
     assert last["utc"].startswith(f"MAE_beds {utc.unit['mae_model'][-1]:.3f} ")
+
+
+def test_an_admission_entered_after_the_fact_starts_its_stay_when_it_was_entered() -> None:
+    """The census applies an event at its record time (codec.record_time), and its
+    census_events row carries that time: so do the backtest's rows."""
+    t = 500_000.0
+    late = _adt("a1", "admit", "P1", "ED", t) | {
+        "recorded_time": pd.Timestamp(round((t + 3) * 3_600_000), unit="ms", tz="UTC")
+    }
+    [start] = census_stays.stays_from_events([late]).start_h
+    assert start == t + 3

@@ -219,9 +219,13 @@ def read_adt(path: Path) -> list[dict[str, Any]]:
             f"missing {', '.join(missing)}"
         )
     df = df.assign(event_time=pd.to_datetime(df.event_time, utc=True))
-    if "bed_id" not in df:
-        df["bed_id"] = None
-    df = df.sort_values(["event_time", "event_id"], kind="stable")
+    for column in ("bed_id", "recorded_time"):
+        if column not in df:
+            df[column] = None
+    df["recorded_time"] = pd.to_datetime(df.recorded_time, utc=True)
+    # in the census's order: by record time (codec.record_time), then as read
+    df = df.assign(_at=df.recorded_time.where(df.recorded_time > df.event_time, df.event_time))
+    df = df.sort_values(["_at", "event_id"], kind="stable").drop(columns="_at")
     clean = df.astype(object).where(df.notna(), None)
     return [{str(k): v for k, v in r.items()} for r in clean.to_dict("records")]
 
