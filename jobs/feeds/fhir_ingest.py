@@ -1,6 +1,8 @@
 """FHIR R4 bundle drop: ingest Encounter, vital-sign and lab Observation resources from JSON.
 
-    wardflow-fhir-ingest FILE_OR_DIR...         (a resource or a Bundle per .json file)
+    wardflow-fhir-ingest FILE_OR_DIR...         (a resource or a Bundle per .json file; one
+                                                resource per line in .ndjson, as Bulk Data
+                                                $export writes them)
     wardflow-fhir-ingest check FILE_OR_DIR...   what ingesting would do, offline (no Kafka)
 
 Each resource (each Bundle entry) is validated with fhir.resources and mapped
@@ -9,14 +11,18 @@ entry's refusal is its own: its dead letter keeps that entry alone (not a copy o
 the file's other entries and the folder's other files go on. A value of a mapped Observation
 that cannot be read is dead-lettered alone (`Decision.rejected`: the Observation with that value
 only) and the resource's other values are published. A file that cannot be read, is not
-JSON, or is over `settings.max_message_bytes` is one refusal; an error while producing one
+JSON, or is over `settings.max_message_bytes` is one refusal (an .ndjson file's line that is not
+JSON is one, the other lines go on); an error while producing one
 file's records stops that file (reported, exit 1) and the next file is still processed. A file
 is moved nowhere: the same file ingested twice produces the same event ids, which the census
 job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations
 refer to (their Patient) or that refers to them (a DiagnosticReport) is read as their context
 (`fhir_r4.Context`): neither published nor dead-lettered, and counted, so that resources =
-mapped + dead-lettered + context. Prints one line per resource and a summary; exits 1 if
-Kafka did not confirm every record of some file.
+mapped + dead-lettered + context. A file's observations are published in the order of their
+time, whatever the order of its entries (a search sorted `_sort=-date` lists the newest first:
+published so, the older readings would come behind the stream's watermark, late); Encounters keep
+their place (a history Bundle's versions are ordered by fhir_r4.map_json). Prints one line per
+resource and a summary; exits 1 if Kafka did not confirm every record of some file.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
@@ -105,7 +112,42 @@ class Decision:
 def files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
-        out += sorted(p.glob("*.json")) if p.is_dir() else [p]
+        out += sorted([*p.glob("*.json"), *p.glob("*.ndjson")]) if p.is_dir() else [p]
+    return out
+
+
+def _documents(raw: bytes, path: Path) -> list[tuple[str, Any, bytes]] | Refused:
+    """(label, parsed JSON or its Refused, its bytes) per document: the file's one (label ""),
+    or (.ndjson, FHIR R4 nd-json.html) each non-empty line's (label `line<n>`)."""
+    if path.suffix != ".ndjson":
+        try:
+            return [("", json.loads(raw), raw)]
+        except ValueError as exc:
+            return Refused("malformed", f"not JSON: {exc}")
+    out: list[tuple[str, Any, bytes]] = []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append((f"line{n}", json.loads(line), line))
+            except ValueError as exc:
+                out.append((f"line{n}", Refused("malformed", f"not JSON: {exc}"), line))
+    return out
+
+
+def _in_time_order(decisions: list[Decision]) -> list[Decision]:
+    """The observations' decisions sorted by their records' time (stable), in the places
+    observations hold; every other decision where it was."""
+    adt = topics.ADT_EVENT.name
+    slots = [
+        i for i, d in enumerate(decisions) if d.records and all(t != adt for t, _, _ in d.records)
+    ]
+    ordered = sorted(
+        (decisions[i] for i in slots),
+        key=lambda d: min(codec.record_time(rec) for _, rec, _ in d.records),
+    )
+    out = list(decisions)
+    for i, d in zip(slots, ordered, strict=True):
+        out[i] = d
     return out
 
 
@@ -138,36 +180,47 @@ def decide_file(
         raw = path.read_bytes()
     except OSError as exc:
         why = Refused("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
-        return f"fhir:file:{path.name}", one(path.name, why, b"")
+        # by the path's digest: a drop file may be named after the patient (an MRN)
+        named = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        return f"fhir:file-name-sha256:{named}", one(path.name, why, b"")
     source = source_of(raw)
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        return source, one(path.name, Refused("malformed", f"not JSON: {exc}"), raw)
+    documents = _documents(raw, path)
+    if isinstance(documents, Refused):
+        return source, one(path.name, documents, raw)
     out = []
-    outcomes = fhir_r4.map_json(
-        data,
-        lambda ns, ident: phi.token(key, ns, ident),
-        source=source,
-        facility_id=facility_id,
-        codes=codes,
-    )
-    whole = len(outcomes) == 1 and isinstance(data, dict) and data.get("resourceType") != "Bundle"
-    for o in outcomes:
-        payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
-        result: Mapped | Refused | fhir_r4.Context = o.result
-        if isinstance(result, fhir_r4.Context):
-            out.append(Decision(path.name, o.label, [], None, payload, context=result.reason))
+    for line, data, text in documents:
+        if isinstance(data, Refused):
+            out.append(Decision(path.name, line, [], data, text))
             continue
-        if isinstance(result, Mapped):
-            encoded = pub.encode(result.records)
-            if not isinstance(encoded, codec.Rejection):
-                rejected = tuple(result.rejected)
-                out.append(Decision(path.name, o.label, encoded, None, payload, rejected))
+        outcomes = fhir_r4.map_json(
+            data,
+            lambda ns, ident: phi.token(key, ns, ident),
+            source=source,
+            facility_id=facility_id,
+            codes=codes,
+        )
+        whole = (
+            not line
+            and len(outcomes) == 1
+            and isinstance(data, dict)
+            and data.get("resourceType") != "Bundle"
+        )
+        for o in outcomes:
+            o = o._replace(label=f"{line}:{o.label}") if line else o
+            payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
+            result: Mapped | Refused | fhir_r4.Context = o.result
+            if isinstance(result, fhir_r4.Context):
+                out.append(Decision(path.name, o.label, [], None, payload, context=result.reason))
                 continue
-            result = Refused(encoded.reason_code, encoded.reason)
-        out.append(Decision(path.name, o.label, [], result, payload))
-    return source, out
+            if isinstance(result, Mapped):
+                encoded = pub.encode(result.records)
+                if not isinstance(encoded, codec.Rejection):
+                    rejected = tuple(result.rejected)
+                    out.append(Decision(path.name, o.label, encoded, None, payload, rejected))
+                    continue
+                result = Refused(encoded.reason_code, encoded.reason)
+            out.append(Decision(path.name, o.label, [], result, payload))
+    return source, _in_time_order(out)
 
 
 def ingest(

@@ -53,6 +53,7 @@ import hashlib
 import itertools
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -176,6 +177,45 @@ def _context(entries: list[Any]) -> dict[int, str]:
     return out
 
 
+def _version_of(entry: Any) -> str | None:
+    """`Type/id` of a history Bundle's entry: its resource's, else (a deletion, which carries
+    none) its request's url or its fullUrl."""
+    if not isinstance(entry, dict):
+        return None
+    sub = entry.get("resource")
+    if isinstance(sub, dict):
+        return f"{sub.get('resourceType')}/{sub['id']}" if sub.get("id") else None
+    request = entry.get("request")
+    url = request.get("url") if isinstance(request, dict) else None
+    match = _RESOURCE_URL.search(str(url or entry.get("fullUrl") or ""))
+    return f"{match[1]}/{match[2]}" if match else None
+
+
+_RESOURCE_URL = re.compile(
+    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/?]+)?/?$"
+)
+
+
+def _superseded(entries: list[Any]) -> dict[int, Refused]:
+    """{entry index: refusal} for the older versions of each Observation in a history Bundle
+    (newest first, http.html#history). An Observation is what its newest version says: a value
+    that a later version corrects, marks `entered-in-error` ("should never have existed",
+    observation.html) or deletes is not published, nor kept as a record of its own beside the
+    newest. An Encounter's versions are its moves and are all read."""
+    newest: dict[str, int] = {}
+    out: dict[int, Refused] = {}
+    for i, entry in enumerate(entries):
+        name = _version_of(entry)
+        if name is None or not name.startswith("Observation/"):
+            continue
+        if name in newest:
+            why = f"a newer version in this history Bundle (entry {newest[name]}) replaces it"
+            out[i] = Refused("superseded", why)
+        else:
+            newest[name] = i
+    return out
+
+
 def map_json(
     data: Any,
     tokenise: Tokenise,
@@ -203,13 +243,17 @@ def map_json(
             if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
         }
         context = _context(entries)
+        history = data.get("type") == "history"
+        superseded = _superseded(entries) if history else {}
         # a history Bundle lists the newest version first (FHIR R4 http.html#history: "sorted
         # with oldest versions last"): its versions are applied oldest first
-        order = range(len(entries))[:: -1 if data.get("type") == "history" else 1]
+        order = range(len(entries))[:: -1 if history else 1]
         for i in order:
             entry = entries[i]
             sub = entry.get("resource") if isinstance(entry, dict) else None
-            if sub is None:
+            if i in superseded:
+                out.append(Outcome(f"{label}#entry{i}", superseded[i], entry))
+            elif sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
             elif i in context:
@@ -274,7 +318,7 @@ def map_resource(
 
     if kind == "Encounter":
         return _encounter(resource, subject, tokenise, source, facility_id)
-    return _observation(resource, data, subject, source, facility_id, codes)
+    return _observation(resource, data, subject, tokenise, source, facility_id, codes)
 
 
 _LOCATION_ID = re.compile(r"(?:^|/)Location/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
@@ -363,11 +407,14 @@ def _fingerprint(data: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _business_id(identifiers: Any) -> str | None:
-    """The first business identifier with a value, as `system|value`."""
+def _business_id(identifiers: Any, tokenise: Tokenise) -> str | None:
+    """The first business identifier with a value, as a name that does not show it
+    (`identifier:<token of system|value>`): a visit or accession number is an identifier, and
+    the name travels in clear (an event's or observation's id)."""
     for ident in identifiers or []:
         if ident.value:
-            return f"{ident.system or ''}|{ident.value}"
+            named = f"{ident.system or ''}|{ident.value}"
+            return f"identifier:{tokenise('fhir:identifier-name', named)}"
     return None
 
 
@@ -417,7 +464,9 @@ def _subject(
     if reference.startswith(("#", "urn:")):
         found = _inside(reference, data, bundle)
         if not isinstance(found, dict):
-            return Refused("missing_field", f"{what}.subject {reference} resolves to nothing")
+            return Refused(
+                "missing_field", f"{what}.subject resolves to nothing in its resource or Bundle"
+            )
         if found.get("resourceType") != "Patient":
             return Refused("not_a_patient", f"{what}.subject is a {found.get('resourceType')}")
         ids = [i for i in found.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
@@ -428,16 +477,26 @@ def _subject(
         return Refused(
             "missing_field", f"{what}.subject {reference} is a Patient with no identifier"
         )
+    if reference.startswith("Patient?"):  # a conditional reference (http.html#trules)
+        query = urllib.parse.parse_qs(reference.partition("?")[2])
+        system, bar, value = (query.get("identifier") or [""])[0].rpartition("|")
+        if len(query) == 1 and value:
+            return _by_identifier(system if bar else None, value, tokenise)
+        return Refused(
+            "missing_field", f"{what}.subject is a search other than one identifier=system|value"
+        )
     if reference:
         parts = reference.split("?")[0].rstrip("/").split("/")
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
         if len(parts) < 2 or not parts[-1]:
-            return Refused("missing_field", f"{what}.subject {reference!r} names no resource")
+            return Refused("missing_field", f"{what}.subject's reference names no resource")
         if parts[-2] != "Patient":
             return Refused("not_a_patient", f"{what}.subject is a {parts[-2]}, not a Patient")
         return tokenise("fhir:Patient", f"Patient/{parts[-1]}")
     ident = ref.identifier if ref is not None else None
+    if ref is not None and ref.type and str(ref.type).rsplit("/", 1)[-1] != "Patient":
+        return Refused("not_a_patient", f"{what}.subject is a {ref.type}, not a Patient")
     if ident is not None and ident.value:
         return _by_identifier(ident.system, ident.value, tokenise)
     return Refused("missing_field", f"{what}.subject has neither a reference nor an identifier")
@@ -460,7 +519,7 @@ def _encounter(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    key = _encounter_key(enc)
+    key = _encounter_key(enc, tokenise)
     if key is None:
         return Refused(
             "missing_field",
@@ -641,9 +700,9 @@ def _current_location_time(enc: Any, stay: tuple[str, datetime, datetime | None]
     return start if isinstance(began, datetime) and start > began else None
 
 
-def _encounter_key(enc: Any) -> str | None:
+def _encounter_key(enc: Any, tokenise: Tokenise) -> str | None:
     """What follows an Encounter across its versions: its id, else its business identifier."""
-    return f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier)
+    return f"Encounter/{enc.id}" if enc.id else _business_id(enc.identifier, tokenise)
 
 
 def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
@@ -666,7 +725,7 @@ def _voided(
     in no bed, or without meta.lastUpdated (when it was taken back is unknown)."""
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
     at = _stored_at(enc)
-    key = _encounter_key(enc)
+    key = _encounter_key(enc, tokenise)
     if cls not in BED_CLASSES or at is None or key is None:
         why = (
             f"class {cls} occupies no bed"
@@ -868,6 +927,7 @@ def _observation(
     obs: Any,
     data: dict[str, Any],
     subject: Callable[[], str | Refused],
+    tokenise: Tokenise,
     source: str,
     facility_id: str,
     codes: CodeMap = EMPTY,
@@ -1005,7 +1065,7 @@ def _observation(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    name = _observation_name(obs, data)
+    name = _observation_name(obs, data, tokenise)
     issued = _instant(obs.issued, "issued")  # when it was made available (codec.record_time)
     records = []
     for topic in dict.fromkeys(topic_of.values()):
@@ -1045,17 +1105,22 @@ def _blood_gas(obs: Any, codes: CodeMap) -> bool:
 # What a version of an Observation says: a new version that changes none of it (a tag, a note, a
 # server's meta) is the same record.
 _MEASURED = ("status", "code", "component", "dataAbsentReason", "effectiveDateTime",
-             "effectivePeriod", "valueQuantity")  # fmt: skip
+             "effectiveInstant", "effectivePeriod", "valueQuantity", "valueInteger",
+             "valueString", "valueCodeableConcept")  # fmt: skip
 
 
-def _observation_name(obs: Any, data: dict[str, Any]) -> str:
+def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str:
     """The record's name: a resend keeps it (and is a duplicate downstream); a preliminary,
     amended or corrected result is named with what it measured (`_MEASURED`), so that the final
     result after a preliminary one, or a correction, is a record of its own, not dropped as a
     copy of the first. A final result keeps the Observation's plain name. An Observation without
     an id (a transaction's POST entry) is named by its business identifier, else by its
     content."""
-    name = f"Observation/{obs.id}" if obs.id else _business_id(obs.identifier) or _fingerprint(data)
+    name = (
+        f"Observation/{obs.id}"
+        if obs.id
+        else _business_id(obs.identifier, tokenise) or _fingerprint(data)
+    )
     if obs.status == "final" or name.startswith("sha256:"):
         return name
     measured = _fingerprint({k: data[k] for k in _MEASURED if k in data})

@@ -249,7 +249,7 @@ LOINC_SYSTEMS_FHIR: frozenset[str] = frozenset(
 )
 
 # LOINC's blood pressure panels, whose value a charting system may send in one HL7 OBX (`120/80`)
-BP_PANELS: frozenset[str] = frozenset({"85354-9", "55284-4"})
+BP_PANELS: frozenset[str] = frozenset({"85354-9", "55284-4", "35094-2"})
 
 # Codes whose values come in their components (FHIR R4 vital-signs profile, section 8.1.3); the
 # components of any other code are not read (a 7-day home blood pressure average, LOINC 76534-7,
@@ -257,6 +257,7 @@ BP_PANELS: frozenset[str] = frozenset({"85354-9", "55284-4"})
 PANELS = {
     "85354-9": "blood pressure panel",
     "55284-4": "blood pressure systolic and diastolic",
+    "35094-2": "blood pressure panel (older code)",
     "85353-1": "vital signs panel",
 }
 
@@ -275,6 +276,12 @@ INTEGER_FIELDS = frozenset(
     for f in t.schema.fields
     if f.base == "int"
 )
+
+
+# Percentages of which 1 % or less is no living patient's (an oxygen saturation, a haematocrit):
+# such a value in `%` is a fraction sent with the percentage's unit (HealthKit-derived exporters
+# send SpO2 0.96 "%"), or a probe off reading 0. Read as sent it would score as the worst state.
+FRACTION_AS_PERCENT = frozenset({"spo2_pct", "hematocrit_pct"})
 
 
 class UnitError(ValueError):
@@ -319,6 +326,8 @@ def convert(
     unit = known
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{code}: value {value!r} is not a finite number")
+    if unit == "%" and value <= 1 and c.field in FRACTION_AS_PERCENT:
+        raise UnitError(f"{code}: {value} % is a fraction sent as a percentage, or no reading")
     factor, offset = c.units[unit]
     converted = value * factor + offset
     if c.field == "on_supplemental_o2":

@@ -66,3 +66,39 @@ def test_the_check_command_prints_one_tab_separated_line_per_resource(tmp_path: 
     )
     assert rows[3][3].startswith("malformed: not JSON")
     assert rows[4][3].startswith("Observation/bp: out_of_range: component 1: 8462-4: dbp_mmhg=-999")
+
+
+def test_an_ndjson_export_is_read_a_resource_per_line(tmp_path: Path) -> None:
+    """Bulk Data $export writes one resource per line (FHIR R4 nd-json.html); a line that is not
+    JSON is refused alone."""
+    lines = [
+        json.dumps(heart_rate("a", "/min")),
+        "{not json",
+        "",
+        json.dumps(heart_rate("b", "/min")),
+    ]
+    (tmp_path / "Observation.ndjson").write_text("\n".join(lines) + "\n")
+    rows = offline_check("jobs.feeds.fhir_ingest", tmp_path)
+    assert [r[:3] for r in rows] == [
+        ["Observation.ndjson", "mapped", "1"],
+        ["Observation.ndjson", "refused", "0"],
+        ["Observation.ndjson", "mapped", "1"],
+    ]
+    assert rows[0][3] == "line1:Observation/a" and rows[2][3] == "line4:Observation/b"
+    assert rows[1][3].startswith("malformed: not JSON")
+
+
+def test_a_search_sorted_newest_first_is_published_oldest_first(tmp_path: Path) -> None:
+    """`_sort=-date` lists the newest reading first; published in that order, the older ones
+    would come behind the stream's watermark and be dead-lettered late."""
+    entries = [
+        {
+            "resource": heart_rate(f"hr{hour}", "/min")
+            | {"effectiveDateTime": f"2026-03-01T{hour}:00:00Z"}
+        }
+        for hour in ("10", "09", "08")
+    ]
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+    (tmp_path / "search.json").write_text(json.dumps(bundle))
+    rows = offline_check("jobs.feeds.fhir_ingest", tmp_path)
+    assert [r[3].rsplit("/", 1)[-1] for r in rows] == ["hr08", "hr09", "hr10"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections import Counter
 from datetime import UTC, datetime
@@ -798,7 +799,9 @@ def test_an_observation_without_an_id_is_named_by_its_identifier_else_by_its_con
     assert isinstance(c, Mapped)
     ids = [x.records[0][1]["observation_id"] for x in (a, again, b, c)]
     assert ids[0] == ids[1] != ids[2]  # a resend keeps its name; another reading has its own
-    assert ids[0].startswith("fhir:sha256:") and ids[3] == "fhir:urn:monitor|m7-0930"
+    assert ids[0].startswith("fhir:sha256:")
+    # named by its identifier's token, not the identifier in clear (the id travels in clear)
+    assert ids[3] == "fhir:identifier:" + tok("fhir:identifier-name", "urn:monitor|m7-0930")
 
 
 def test_an_encounter_without_an_id_is_followed_by_its_identifier_or_refused() -> None:
@@ -809,7 +812,8 @@ def test_an_encounter_without_an_id_is_followed_by_its_identifier_or_refused() -
     enc["identifier"] = [{"system": "urn:visit", "value": "V123"}]
     [(_, o, _)] = run(enc)
     assert isinstance(o, Mapped)
-    assert o.records[0][1]["event_id"] == "fhir:urn:visit|V123:0:admit"
+    visit = tok("fhir:identifier-name", "urn:visit|V123")
+    assert o.records[0][1]["event_id"] == f"fhir:identifier:{visit}:0:admit"
 
 
 def test_a_subject_names_the_same_patient_however_its_reference_is_written() -> None:
@@ -1284,3 +1288,104 @@ def test_a_server_that_lists_the_history_gets_no_extra_event() -> None:
         "fhir:Encounter/e1:0:admit",
         "fhir:Encounter/e1:1:transfer",
     ]
+
+
+def test_a_business_identifier_never_shows_in_a_record_id() -> None:
+    """A visit or accession number is an identifier; the ids it names travel in clear."""
+
+    def keyed(namespace: str, ident: str) -> str:
+        return hashlib.sha256(f"key|{namespace}|{ident}".encode()).hexdigest()[:32]
+
+    enc = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    del enc["id"]
+    enc["identifier"] = [{"system": "urn:visit", "value": "V-LM-77"}]
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    del hr["id"]
+    hr["identifier"] = [{"system": "urn:accession", "value": "ACC-991"}]
+    for resource in (enc, hr):
+        [(_, o, _)] = fhir_r4.map_json(resource, keyed, source="t", facility_id="F")
+        assert isinstance(o, Mapped)
+        shown = json.dumps(o.records, default=str)
+        assert "V-LM-77" not in shown and "ACC-991" not in shown
+
+
+def _observation_versions(*entries: dict) -> dict:
+    return {"resourceType": "Bundle", "type": "history", "entry": list(entries)}
+
+
+def test_an_observation_in_a_history_bundle_is_what_its_newest_version_says() -> None:
+    """A history Bundle (newest first) of a heart rate of 38 taken back as entered-in-error, or
+    deleted: nothing is published (observation.html: entered-in-error "should never have
+    existed"); corrected from 38 to 88: only 88."""
+    v1 = observation("8867-4", valueQuantity=quantity(38, "/min"), meta={"versionId": "1"})
+    taken_back = v1 | {"status": "entered-in-error", "meta": {"versionId": "2"}}
+    corrected = v1 | {"status": "corrected", "valueQuantity": quantity(88, "/min")}
+    deleted = {"fullUrl": "https://ehr/fhir/Observation/o1", "request": {"method": "DELETE",
+               "url": "Observation/o1/_history/2"}}  # fmt: skip
+
+    def published(bundle: dict) -> list[float]:
+        return [r["heart_rate_bpm"] for _, o, _ in run(bundle) if isinstance(o, Mapped)
+                for _, r in o.records]  # fmt: skip
+
+    assert published(_observation_versions({"resource": taken_back}, {"resource": v1})) == []
+    assert published(_observation_versions(deleted, {"resource": v1})) == []
+    assert published(_observation_versions({"resource": corrected}, {"resource": v1})) == [88]
+    refused = [o.reason_code for _, o, _ in run(_observation_versions(deleted, {"resource": v1}))]
+    assert refused == ["superseded", "no_resource"]  # each entry accounted for
+    other = v1 | {"id": "o2", "valueQuantity": quantity(72, "/min")}
+    assert published(_observation_versions({"resource": taken_back}, {"resource": other})) == [72]
+    assert published(_observation_versions({"resource": v1}, {"resource": v1})) == [38]
+
+
+def test_an_oxygen_saturation_of_a_fraction_in_percent_is_refused() -> None:
+    """SpO2 0.96 "%" (a fraction with the percentage's unit) read as 0.96 % scores as the worst
+    saturation there is; 96 % is read."""
+    [(_, o, _)] = run(observation("59408-5", valueQuantity=quantity(0.96, "%")))
+    assert isinstance(o, Refused) and o.reason_code == "bad_unit"
+    [(_, o, _)] = run(observation("59408-5", valueQuantity=quantity(96, "%")))
+    assert isinstance(o, Mapped) and o.records[0][1]["spo2_pct"] == 96
+
+
+def test_a_subject_typed_as_a_device_or_group_is_not_a_patient() -> None:
+    for kind in ("Device", "Group", "http://hl7.org/fhir/StructureDefinition/Device"):
+        subject = {"type": kind, "identifier": {"system": "urn:serial", "value": "MX450-0042"}}
+        [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
+                                      subject=subject))  # fmt: skip
+        assert isinstance(o, Refused) and o.reason_code == "not_a_patient", kind
+    typed = {"type": "Patient", "identifier": {"system": "urn:mrn", "value": "A1"}}
+    [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"), subject=typed))
+    assert isinstance(o, Mapped)
+
+
+def test_a_conditional_subject_reference_names_the_patient_by_its_identifier() -> None:
+    """http.html#trules: `Patient?identifier=system|value` in a transaction is the patient with
+    that identifier: the same token as a Reference.identifier; the reason of any other search
+    does not repeat it (it may hold an MRN)."""
+
+    def subject_of(subject: dict) -> Mapped | Refused:
+        [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
+                                      subject=subject))  # fmt: skip
+        return o
+
+    by_identifier = subject_of({"identifier": {"system": "urn:mrn", "value": "A1"}})
+    conditional = subject_of({"reference": "Patient?identifier=urn:mrn|A1"})
+    assert isinstance(by_identifier, Mapped) and isinstance(conditional, Mapped)
+    token = by_identifier.records[0][1]["patient_token"]
+    assert conditional.records[0][1]["patient_token"] == token
+    other = subject_of({"reference": "Patient?name=Quixote&birthdate=1970-01-01"})
+    assert isinstance(other, Refused) and other.reason_code == "missing_field"
+    assert "Quixote" not in other.reason
+
+
+def test_two_corrections_that_differ_only_in_an_integer_value_are_two_records() -> None:
+    gcs = observation("9269-2", status="corrected", valueInteger=8)
+    [(_, a, _)], [(_, b, _)] = run(gcs), run(gcs | {"valueInteger": 14})
+    assert isinstance(a, Mapped) and isinstance(b, Mapped)
+    assert a.records[0][1]["observation_id"] != b.records[0][1]["observation_id"]
+
+
+def test_a_blood_pressure_under_the_older_panel_code_is_read_from_its_components() -> None:
+    parts = [component("8480-6", 142, "mm[Hg]"), component("8462-4", 88, "mm[Hg]")]
+    [(_, o, _)] = run(observation("35094-2", component=parts))
+    assert isinstance(o, Mapped)
+    assert (o.records[0][1]["sbp_mmhg"], o.records[0][1]["dbp_mmhg"]) == (142, 88)
