@@ -96,13 +96,19 @@ MERGES = {
     "A34": "merge patient information, patient id only (v2.3)",
     "A36": "merge patient information, patient id and account number (v2.3)",
     "A40": "merge patient, patient identifier list",
+    # v2.5 3.3.47: an identifier assigned in error (MRG-1) is replaced by PID-3's; its bed
+    # moves with it as a merge's does
+    "A47": "change patient identifier list",
 }
+# OBX-11 statuses (table 0085) of a result that has no value
+_NO_VALUE = {"X": "cannot be obtained", "I": "pending", "N": "not asked"}
 # OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
 # not verified, partial, final results not yet verified.
 _PRELIMINARY = frozenset({"P", "R", "S", "U"})
 # ORU trigger events read (HL7 v2.8 chapter 7): unsolicited results (R01; an empty trigger, as
-# v2.1 senders write MSH-9), point-of-care observations without (R30) or with (R32) an order.
-ORU_EVENTS = frozenset({"R01", "R30", "R32", ""})
+# v2.1 senders write MSH-9), point-of-care observations without an order (R30), searching for
+# one (R31) or with one (R32): one message structure (ORU_R30, v2.5 §7.3.4-7.3.6).
+ORU_EVENTS = frozenset({"R01", "R30", "R31", "R32", ""})
 _TS = re.compile(
     r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
     r"(?:\.(?P<frac>\d{1,9}))?(?P<tz>[+-]\d{4})?$"
@@ -204,16 +210,16 @@ def parse(text: str) -> Message | Refused:
     (`parse_version`), and the message's MSH-12 then says that one."""
     # a byte-order mark or a stray MLLP start byte before MSH is no part of the message
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
-    if not text.startswith("MSH"):
-        return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
     headers = sum(1 for seg in text.split("\r") if seg[:3] in ("MSH", "BHS", "FHS"))
-    if headers > 1:
+    if headers > 1 or text[:3] in ("BHS", "FHS"):
         return Refused(
             "malformed",
             f"{headers} message or batch headers in one frame: send one message per MLLP frame "
             "(nothing of this frame was stored)",
             hl7_error="100",
         )
+    if not text.startswith("MSH"):
+        return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
     known = _declared_as_known(text)
     if isinstance(known, Refused):
         return known
@@ -252,7 +258,7 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     date) is a ValueError."""
     m = _TS.match(value.strip())
     if m is None:
-        raise ValueError(f"not an HL7 time stamp: {value!r}")
+        raise ValueError(f"not an HL7 time stamp: {shown(value)}")
     g = m.groupdict()
     if not g["h"]:
         raise ValueError(f"time stamp {value!r} is a date without a time of day")
@@ -276,8 +282,10 @@ _ESCAPES = {"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITIO
 def unescape(text: str, enc: dict[str, str]) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
     (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are,
-    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); formatting and character-set
-    escapes (`\H\`, `\.br\`, `\C…\`) are dropped."""
+    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); a formatting command (§2.7.6) is
+    the break or space it makes (`\.br\`, `\.sp\`, `\.ce\` a line break, any other a space:
+    `1\.br\2` is two lines, never the number 12); highlighting and character-set escapes
+    (`\H\`, `\N\`, `\C…\`) are dropped."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
@@ -297,6 +305,8 @@ def unescape(text: str, enc: dict[str, str]) -> str:
         out.append(head)
         if body in _ESCAPES:
             out.append(enc.get(_ESCAPES[body], ""))
+        elif body[:1] == ".":
+            out.append("\n" if body[1:3] in ("br", "sp", "ce") else " ")
         elif body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
             try:
                 data = bytes.fromhex(body[1:])
@@ -815,6 +825,7 @@ def _oru(
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
     rejected: list[Rejected] = []
     skipped: list[str] = []
+    no_value: list[str] = []  # OBX of a code read that carry no value by their status
     children = list(msg.children)
     gas_orders = _blood_gas_orders(children, enc, codes)
     order = 0  # the OBR the OBX is under (0: none before it)
@@ -822,8 +833,20 @@ def _oru(
         if seg.name == "OBR":
             order += 1
             obr_time = (
-                _text(seg.obr_7.to_er7().split(enc["COMPONENT"])[0], enc) if len(seg.obr_7) else ""
-            ) or _specimen_time(children[n:], enc)
+                (
+                    _text(seg.obr_7.to_er7().split(enc["COMPONENT"])[0], enc)
+                    if len(seg.obr_7)
+                    else ""
+                )
+                or _specimen_time(children[n:], enc)
+                # the end of the collection (a spot sample's is its collection): nearer the
+                # sample than when the message was made
+                or (
+                    _text(seg.obr_8.to_er7().split(enc["COMPONENT"])[0], enc)
+                    if len(seg.obr_8)
+                    else ""
+                )
+            )
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
@@ -833,12 +856,13 @@ def _oru(
         if coded is None and panel is None:
             skipped += _unread(identifier)
             continue
-        if status in ("X", "I"):  # cannot be obtained, pending (table 0085): no value
-            continue
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
         sent = coded[2] if coded is not None else str(panel)
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
+        if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
+            no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
+            continue
         if status in ("D", "W"):  # deleted, wrong: the sender takes a result back
             why = Refused(
                 "retracted",
@@ -910,6 +934,9 @@ def _oru(
             return Refused(
                 given.pop() if len(given) == 1 else "bad_value", reasons[:500], "AE", "102"
             )
+        if no_value:
+            why = f"no result has a value: {'; '.join(no_value)}"
+            return Refused("no_value", why[:500], "AE", "207")
         return Refused(
             "not_a_vital_sign",
             "no OBX carries a vital sign or lab code wardflow reads (LOINC, IEEE 11073, or a "
@@ -1004,13 +1031,26 @@ def observation_number(raw: str, component: str) -> tuple[float, bool]:
         comparator, number, *rest = [*raw.split(component), ""]
         exact_or_lower = ("", "=", *LOWER_BOUNDS)
         if comparator.strip() not in exact_or_lower or any(r.strip() for r in rest):
-            raise ValueError(f"value {raw!r} is not one exact number (a bound, range or ratio)")
+            raise ValueError(
+                f"value {shown(raw)} is not one exact number (a bound, range or ratio)"
+            )
         raw, lower = number, comparator.strip() in LOWER_BOUNDS
     elif (bound := _TEXT_LOWER_BOUND.match(raw)) is not None:
         raw, lower = bound.group(1), True
     if _DECIMAL.match(raw) is None:  # float() would also take 1e2, 8_8, inf
-        raise ValueError(f"value {raw!r} is not a number")
+        raise ValueError(f"value {shown(raw)} is not a number")
     return float(raw), lower
+
+
+_NUMERIC_LOOKING = re.compile(r"^[\d\s.,+\-<>=^/:*%eE]{0,24}$")
+
+
+def shown(raw: str) -> str:
+    """A value that could not be read, as a reason may quote it: as sent when it looks like a
+    number gone wrong (`'12,5'`, `'>^5^<^9'`), else only its length: a free-text OBX-5 ("patient
+    refused, wife informed") may name people, and reasons travel in clear (dead-letter topic,
+    logs, ACK MSA-3)."""
+    return repr(raw) if _NUMERIC_LOOKING.match(raw) else f"(a text of {len(raw)} characters)"
 
 
 _TEXT_LOWER_BOUND = re.compile(r"^\s*>=?\s*([^<>=]+)$")  # `>20`, `> 20`, `>=20`
@@ -1043,7 +1083,7 @@ def blood_pressure_numbers(raw: str, component: str) -> list[float]:
         raw = f"{parts[1]}/{parts[3]}"
     m = _BP_VALUE.match(raw)
     if m is None:
-        raise ValueError(f"blood pressure {raw!r} is not systolic/diastolic")
+        raise ValueError(f"blood pressure {shown(raw)} is not systolic/diastolic")
     return [float(m.group(1)), float(m.group(2))]
 
 

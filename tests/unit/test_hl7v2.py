@@ -405,7 +405,9 @@ def test_the_merged_record_is_read_from_the_field_its_own_messages_named_it_by()
 def test_older_merge_triggers_and_repeated_merges_are_each_two_events() -> None:
     """A18 (v2.2), A34 and A36 (v2.3) name the merged record in MRG-1 too; an A40 may repeat
     its PID and MRG for several merges (HL7 v2.5 3.3.40), each its own pair of events."""
-    for trigger, version in (("A18", "2.2"), ("A34", "2.3"), ("A36", "2.3"), ("A40", "2.3.1")):
+    for trigger, version in (
+        ("A18", "2.2"), ("A34", "2.3"), ("A36", "2.3"), ("A40", "2.3.1"), ("A47", "2.5.1")
+    ):  # fmt: skip
         o = outcome(merge_message(trigger, "PID|1||MRN1^^^H", "MRG|T9001^^^H", version=version))
         assert isinstance(o, hl7v2.Mapped), (trigger, o)
         assert [(r["event_type"], r["patient_token"]) for _, r in o.records] == [
@@ -1007,3 +1009,70 @@ def test_a_move_of_a_visit_that_is_never_in_a_bed_is_a_registration_that_moves_n
             event = census.AdtEvent.of(o.records[0][1] | {"event_id": trigger}, 60_000)
             assert placement.apply(event)[0].status == "no_change"
     assert placement.place is not None and placement.place.unit_id == "5W"
+
+
+def test_a_line_break_inside_a_number_makes_it_no_number() -> None:
+    """v2.5 §2.7.6: `\\.br\\` and `\\.sp\\` break the line; dropped, `1\\.br\\2` was a WBC of 12."""
+    for sent in ("1\\.br\\2", "1\\.sp2\\5", "1\\.sk1\\2"):
+        o = outcome(oru(f"OBX|1|NM|6690-2^WBC^LN||{sent}|10*9/L|||||F"))
+        assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", sent
+
+
+def test_a_result_without_its_order_time_takes_the_end_of_collection_before_the_message_time() -> (
+    None
+):
+    """OBR-7 empty, OBR-8 (end of collection) at 08:00, the message made at 12:00: the lactate
+    was taken near 08:00, not four hours later."""
+    text = "\r".join(
+        [
+            "MSH|^~\\&|LAB|H|WF|H|20260301120000||ORU^R01|L1|P|2.5.1",
+            "PID|1||MRN9^^^H^MR",
+            "OBR|1|||2524-7^Lactate^LN||||20260301080000",
+            "OBX|1|NM|2524-7^Lactate^LN||3.1|mmol/L|||||F",
+        ]
+    )
+    assert reading(text)["event_time"] == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def test_a_point_of_care_observation_searching_for_its_order_is_read() -> None:
+    """ORU^R31 has the ORU_R30 structure of R30 and R32, which are read (v2.5 §7.3.5)."""
+    text = oru("OBX|1|NM|8867-4^Heart rate^LN||88|/min|||||F").replace("ORU^R01", "ORU^R31")
+    assert reading(text)["heart_rate_bpm"] == 88
+
+
+def test_a_batch_in_one_frame_is_refused_as_a_batch() -> None:
+    one = oru("OBX|1|NM|8867-4^Heart rate^LN||88|/min|||||F")
+    for wrapped in (f"BHS|^~\\&|MON\r{one}\rBTS|1", f"FHS|^~\\&\rBHS|^~\\&\r{one}\rBTS|1\rFTS|1"):
+        o = hl7v2.parse(wrapped)
+        assert isinstance(o, hl7v2.Refused) and "one message per MLLP frame" in o.reason
+
+
+def test_a_changed_patient_identifier_hands_the_bed_to_the_new_identifier() -> None:
+    """v2.5 3.3.47: A47 replaces the identifier MRG-1 names by PID-3's (it was refused AR, so the
+    bed stayed under the old identifier and the discharge under the new one was refused)."""
+    o = outcome(merge_message("A47", "PID|1||999^^^H^MR", "MRG|123^^^H^MR", "PV1|1|I|ICU^2^A^H"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert [(r["event_type"], r["patient_token"]) for _, r in o.records] == [
+        ("merged_away", tok("H", "123")),
+        ("merged_in", tok("H", "999")),
+    ]
+
+
+def test_results_without_a_value_by_their_status_are_refused_as_such() -> None:
+    """OBX-11 X (cannot be obtained), I (pending), N (not asked; table 0085) carry no value: the
+    message is refused as having none, naming them, not as a code nobody reads."""
+    for status in ("X", "I", "N"):
+        o = outcome(oru(f"OBX|1|NM|2524-7^Lactate^LN||||||||{status}"))
+        assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value", status
+        assert f"OBX-11 {status}" in o.reason and "2524-7" in o.reason
+
+
+def test_a_free_text_result_is_not_repeated_in_the_reason() -> None:
+    """Reasons travel in clear (dead-letter topic, logs, ACK MSA-3); a free-text OBX-5 may name
+    people. A number gone wrong is still quoted."""
+    text = oru("OBX|1|NM|2524-7^Lactate^LN||Pt QUIXOTE refused, wife 555-0510 told|mmol/L|||||F")
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value"
+    assert "QUIXOTE" not in o.reason and "555" not in o.reason
+    o = outcome(oru("OBX|1|NM|2524-7^Lactate^LN||3,1|mmol/L|||||F"))
+    assert isinstance(o, hl7v2.Refused) and "'3,1'" in o.reason
