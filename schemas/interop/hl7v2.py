@@ -935,8 +935,8 @@ def _oru(
                 given.pop() if len(given) == 1 else "bad_value", reasons[:500], "AE", "102"
             )
         if no_value:
-            why = f"no result has a value: {'; '.join(no_value)}"
-            return Refused("no_value", why[:500], "AE", "207")
+            none = f"no result has a value: {'; '.join(no_value)}"
+            return Refused("no_value", none[:500], "AE", "207")
         return Refused(
             "not_a_vital_sign",
             "no OBX carries a vital sign or lab code wardflow reads (LOINC, IEEE 11073, or a "
