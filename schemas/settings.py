@@ -263,6 +263,14 @@ class Settings:
         "monitor gateway sends the same medical record numbers without it, so that both feeds' "
         "records of a patient carry one token.",
     )
+    patient_identifier_aliases: str = setting(
+        "",
+        "Names of one medical record number space across channels, `;`-separated groups of "
+        "`NAME=ALIAS,ALIAS...`: HL7 assigning authorities (PID-3.4), FHIR identifier systems, "
+        "or `Patient/` (the FHIR server's Patient ids are those numbers); a patient named by "
+        "any of them gets one token, so HL7 ADT and FHIR observations of a patient meet "
+        "(schemas/interop/identity.py). Empty: each channel's names are spaces of their own.",
+    )
     hl7_facility_id: str = setting(
         "",
         "Facility of an HL7 v2 message whose location names none (PV1-3.4); empty = the sending "

@@ -40,7 +40,7 @@ from typing import Any
 from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
-from schemas.interop import fhir_r4
+from schemas.interop import fhir_r4, identity
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected
 from schemas.settings import Settings
@@ -162,6 +162,7 @@ def decide_file(
     """(source, one Decision per resource or entry) for one file; never raises for its content.
     `codes`: the deployment's code map (`settings.interop_code_map`, loaded once by the caller)."""
     key = pub.key
+    names = identity.aliases(settings.patient_identifier_aliases)
 
     def one(label: str, why: Refused, payload: bytes) -> list[Decision]:
         return [Decision(path.name, label, [], why, payload)]
@@ -194,7 +195,7 @@ def decide_file(
             continue
         outcomes = fhir_r4.map_json(
             data,
-            lambda ns, ident: phi.token(key, ns, ident),
+            identity.aliased(lambda ns, ident: phi.token(key, ns, ident), names),
             source=source,
             facility_id=facility_id,
             codes=codes,
@@ -227,6 +228,7 @@ def ingest(
     settings: Settings, paths: list[Path], *, prefix: str = "", facility_id: str = "fhir"
 ) -> IngestReport:
     codes = CodeMap.load(settings.interop_code_map)  # a bad map stops before anything is read
+    identity.aliases(settings.patient_identifier_aliases)  # and so do bad aliases
     kafka_io.ensure_topics(settings, TOPICS, prefix=prefix)
     pub = Publisher(settings, prefix=prefix, stage=STAGE)
     report = IngestReport()

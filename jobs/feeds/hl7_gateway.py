@@ -53,7 +53,7 @@ from zoneinfo import ZoneInfo
 from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
-from schemas.interop import hl7v2
+from schemas.interop import hl7v2, identity
 from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
 
@@ -129,7 +129,10 @@ class Gateway:
 
     def __init__(self, settings: Settings, *, prefix: str = "", listen: str = "") -> None:
         key = settings.require_phi_key()
-        self.tokenise = lambda ns, ident: phi.token(key, ns, ident)
+        self.tokenise = identity.aliased(
+            lambda ns, ident: phi.token(key, ns, ident),
+            identity.aliases(settings.patient_identifier_aliases),  # a bad one stops the start
+        )
         self.tz: tzinfo = ZoneInfo(settings.hl7_timezone)
         self.authority, self.facility = settings.hl7_patient_authority, settings.hl7_facility_id
         self.codes = CodeMap.load(settings.interop_code_map)  # a bad map stops the start

@@ -444,6 +444,14 @@ def _effective(obs: Any, interval: bool) -> Any:
     return (period.end or period.start) if interval else (period.start or period.end)
 
 
+def _is_record_number(identifier: dict[str, Any]) -> bool:
+    """An Identifier typed MR (HL7 table 0203: medical record number), as a Patient lists its
+    national, insurance and record numbers."""
+    kind = identifier.get("type")
+    codings = kind.get("coding") if isinstance(kind, dict) else None
+    return any(isinstance(c, dict) and c.get("code") == "MR" for c in codings or [])
+
+
 def _by_identifier(system: Any, value: Any, tokenise: Tokenise) -> str:
     return tokenise(f"fhir:identifier:{system or ''}", str(value))
 
@@ -470,6 +478,7 @@ def _subject(
         if found.get("resourceType") != "Patient":
             return Refused("not_a_patient", f"{what}.subject is a {found.get('resourceType')}")
         ids = [i for i in found.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+        ids.sort(key=lambda i: not _is_record_number(i))  # the MR first, as HL7's PID-3
         if ids:
             return _by_identifier(ids[0].get("system"), ids[0]["value"], tokenise)
         if found.get("id") and reference.startswith("urn:"):

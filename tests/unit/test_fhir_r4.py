@@ -1389,3 +1389,20 @@ def test_a_blood_pressure_under_the_older_panel_code_is_read_from_its_components
     [(_, o, _)] = run(observation("35094-2", component=parts))
     assert isinstance(o, Mapped)
     assert (o.records[0][1]["sbp_mmhg"], o.records[0][1]["dbp_mmhg"]) == (142, 88)
+
+
+def test_a_patient_in_the_bundle_is_named_by_its_medical_record_number() -> None:
+    """A Patient lists several identifiers (a national number first, then the MR): the token is
+    the MR's, as HL7 reads PID-3's MR, not whichever comes first."""
+    mr_type = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+    }
+    ssn = {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"}
+    mrn = {"system": "urn:mrn", "value": "A1", "type": mr_type}
+    contained = [{"resourceType": "Patient", "id": "pat", "identifier": [ssn, mrn]}]
+    [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
+                                  subject={"reference": "#pat"}, contained=contained))  # fmt: skip
+    [(_, by_mrn, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
+                                       subject={"identifier": mrn}))  # fmt: skip
+    assert isinstance(o, Mapped) and isinstance(by_mrn, Mapped)
+    assert o.records[0][1]["patient_token"] == by_mrn.records[0][1]["patient_token"]
