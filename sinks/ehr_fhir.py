@@ -16,8 +16,10 @@ Failures:
   (`--backoff-s` doubling, at most 30 s; Retry-After when longer), up to `--max-attempts`; then
   the sink stops with an error, leaving the event's offset uncommitted (never skipped);
 - 401, 403, 405, 407: the server refuses the sink itself, not the resource: stop with an error;
-- any other 4xx: the server refuses that resource; the event is dead-lettered (stage
-  `ehr_fhir`, reason = the OperationOutcome's text) and the sink goes on.
+- any other 4xx, to the PUT or to the GET before it (a resource that cannot be read cannot be
+  checked for a newer event, so it is not written): the server refuses that resource; the event
+  is dead-lettered (stage `ehr_fhir`, reason = the OperationOutcome's text) and the sink goes on.
+  A GET answered 404 or 410 means nothing is stored yet: the PUT creates it.
 
 Offsets are committed per batch, after every event of it was written, found stale or
 dead-lettered (the dead letters flushed first); on a stop, up to the event that failed. Counts
@@ -386,8 +388,8 @@ class FhirWriter:
             version = ((stored.body or {}).get("meta") or {}).get("versionId")
             if version:
                 headers["If-Match"] = f'W/"{version}"'
-        elif stored.status not in (404, 410):
-            self._check(stored, f"GET {path}")
+        elif stored.status not in (404, 410):  # 404/410: not there yet, written below
+            return self._check(stored, f"GET {path}")  # refused: unread, nothing is written
         put = self.client.request("PUT", path, resource, headers)
         if 200 <= put.status < 300:
             self.stats.resources_written += 1

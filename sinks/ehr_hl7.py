@@ -2,17 +2,27 @@
 (schemas.interop.hl7_alerts), each waiting for its ACK before the next is sent.
 
     alert.v2 ──▶ decode ─ ORU^R01 ─▶ <VT>msg<FS><CR> ──▶ EHR ──▶ ACK (MSA-1, MSA-2 = our MSH-10)
-                   │       AA/CA: done │ AE/CE, timeout, dropped: resend │ AR/CR ─▶ deadletter.v1
+                   │       AA/CA: done │ AR/CR, timeout, dropped: resend │ AE/CE ─▶ deadletter.v1
                    └ undecodable ─────────────────────────────────────────────▶ deadletter.v1
 
+The acknowledgment codes are read as HL7 v2.5.1 §2.9.2.1 (table 0008) defines them:
+
 - AA or CA: delivered; the offset is committed with its batch (sinks.ehr_fhir.AlertFeed).
-- AE or CE, no ACK within `--ack-timeout-s`, a dropped or refused connection, or a reply that is
-  not an ACK: the same message (same bytes, same MSH-10, so the EHR can recognise the resend) is
-  sent again on a new connection after a backoff (`--backoff-s` doubling, at most 30 s), up to
-  `--max-attempts`; then the sink stops with an error, the event uncommitted: nothing is skipped
-  silently.
-- AR or CR: the EHR rejects the message for good: dead-lettered (stage `ehr_hl7`) with the ACK's
-  text as the reason, and the sink goes on.
+- AE or CE (application error, commit error): the EHR found an error in the message's content
+  (an unknown patient, a value it cannot store). The same bytes sent again would meet the same
+  error, and would hold up every patient's alerts behind this one: dead-lettered (stage
+  `ehr_hl7`, reason code `hl7_error`) with the ACK's text (MSA-3, ERR) as the reason, and the
+  sink goes on.
+- AR or CR (application reject, commit reject): refused for a reason unrelated to the content
+  (the EHR's system down, an internal error; or MSH-9, -11 or -12 not accepted, which fails every
+  message alike), no ACK within `--ack-timeout-s`, a dropped or refused connection, or a reply
+  that is not an ACK (one that does not parse included): the same message (same bytes, same
+  MSH-10, so the EHR can recognise the resend) is sent again on a new connection after a backoff
+  (`--backoff-s` doubling, at most 30 s), up to `--max-attempts`; then the sink stops with an
+  error, the event uncommitted: nothing is skipped silently.
+
+The message is framed `<VT>` message `<FS><CR>`: its last segment ends with its own CR (every
+segment does, §2.6), the frame adds none before `<FS>`.
 
 One connection is kept open between messages. A listener that closes it after every ACK (as
 hl7apy's MLLPServer does) is noticed before the next send; a message lost on a connection closed
@@ -153,20 +163,26 @@ class Hl7Sender:
         attempt = 0
         while attempt < self.max_attempts:
             try:
-                ack = hl7_alerts.parse_ack(self.client.exchange(text, cid))
+                reply = self.client.exchange(text, cid)
             except _Stale:
                 continue  # not an attempt: the message never reached a live connection
-            except (OSError, ValueError) as exc:  # refused, dropped, timed out, not an ACK
+            except OSError as exc:  # refused, dropped, timed out
                 self.client.close()
                 last = f"{type(exc).__name__}: {exc}"
             else:
-                if ack.accepted:
-                    self.stats.resources_written += 1
-                    return "written"
-                if ack.rejected:
-                    return Refusal("hl7_rejected", f"{ack.code} to {cid}: {ack.text or '-'}")
-                self.client.close()
-                last = f"{ack.code} to {cid}: {ack.text or '-'}"
+                try:
+                    ack = hl7_alerts.parse_ack(reply)
+                except Exception as exc:  # not an ACK (whatever the parser raised): resend
+                    self.client.close()
+                    last = f"not an ACK: {type(exc).__name__}: {exc}"
+                else:
+                    if ack.accepted:
+                        self.stats.resources_written += 1
+                        return "written"
+                    if ack.error:  # the content is in error: the same bytes cannot pass
+                        return Refusal("hl7_error", f"{ack.code} to {cid}: {ack.text or '-'}")
+                    self.client.close()  # AR/CR, or a code outside table 0008
+                    last = f"{ack.code} to {cid}: {ack.text or '-'}"
             attempt += 1
             if attempt < self.max_attempts:
                 self.stats.retries += 1

@@ -16,12 +16,22 @@ alert event:
 
 Everything in the message comes from the event, MSH-7 included, so a resend or a replay of the
 topic produces the same bytes and the same MSH-10: the receiver recognises a duplicate by it.
-Text values are escaped with the HL7 escape sequences (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\).
+Every segment ends with a CR, the last one too (v2.5.1 §2.5.1, §2.6). Text values are escaped
+with the HL7 escape sequences (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\); a line break in a value becomes a
+space (the fields are ST, TX, PL and HD: `\\.br\\` is defined for FT only, §2.7.6). A message
+holding any character outside ASCII (a unit named "Intensivstation Süd") declares its character
+set, MSH-18 = `UNICODE UTF-8` (table 0211), as it is sent in UTF-8; MSH-18 empty means ASCII
+(§2.15.9.18), so an ASCII message leaves it empty.
+
+The ACK (`parse_ack`) is read in the receiver's version: the error of an ERR segment is ERR-1
+(error code and location) before v2.5, ERR-3 (code), ERR-7 (diagnostics) and ERR-8 (user
+message) from v2.5 on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +46,14 @@ VERSION = "2.5.1"
 SENDING_APP = "WARDFLOW"
 RECEIVING_APP = "EHR"
 OBS_SYSTEM = "99WF"  # a local coding system (HL7 table 0396: 99zzz)
+CHARSET = "UNICODE UTF-8"  # MSH-18 (table 0211) of a message holding any non-ASCII character
 ACCEPTED = {"AA", "CA"}
-RETRY = {"AE", "CE"}
+ERROR = {"AE", "CE"}
 REJECTED = {"AR", "CR"}
 _ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+_UNESCAPES = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\", ".br": "\n"}
+_ESCAPE_SEQUENCE = re.compile(r"\\(F|S|T|R|E|\.br|X[0-9A-Fa-f]+)\\")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def control_id(alert_event_id: str) -> str:
@@ -49,16 +63,26 @@ def control_id(alert_event_id: str) -> str:
 
 
 def escape(text: str) -> str:
+    """A value for an ST/TX/PL/HD field: the delimiters escaped, a line break (CR, LF or CRLF)
+    one space (a CR would end the segment; `\\.br\\` is for FT fields only, v2.5.1 §2.7.6)."""
     for raw, esc in _ESCAPES:
         text = text.replace(raw, esc)
-    return text.replace("\r\n", "\\.br\\").replace("\n", "\\.br\\").replace("\r", "\\.br\\")
+    return _LINE_BREAK.sub(" ", text)
+
+
+def _unescaped(m: re.Match[str]) -> str:
+    seq = m.group(1)
+    if seq.startswith("X"):  # hexadecimal data
+        try:
+            return bytes.fromhex(seq[1:]).decode("utf-8", "replace")
+        except ValueError:  # an odd number of hex digits: left as it came
+            return m.group(0)
+    return _UNESCAPES[seq]
 
 
 def unescape(text: str) -> str:
-    text = text.replace("\\.br\\", "\n")
-    for raw, esc in reversed(_ESCAPES):
-        text = text.replace(esc, raw)
-    return text
+    """The text of an escaped value, read in one pass: `\\E\\.br\\E\\` is `\\.br\\`, not a break."""
+    return _ESCAPE_SEQUENCE.sub(_unescaped, text)
 
 
 def hl7_ts(t: datetime) -> str:
@@ -125,52 +149,98 @@ def oru(event: dict[str, Any]) -> Message:
             obx.obx_6 = f"{escape(units)}^{escape(units)}^UCUM"
         obx.obx_11 = status
         obx.obx_14 = when
+    if not msg.to_er7().isascii():  # sent as UTF-8: say so; empty MSH-18 means ASCII
+        msg.msh.msh_18 = CHARSET
     return msg
 
 
 def er7(event: dict[str, Any]) -> str:
-    """The ORU^R01 as ER7 text, segments separated by CR (no trailing CR)."""
+    """The ORU^R01 as ER7 text, every segment terminated by CR, the last one included."""
     text: str = oru(event).to_er7()
-    return text
+    return text + "\r"
 
 
 @dataclass(frozen=True)
 class Ack:
-    code: str  # MSA-1: AA/CA accepted, AE/CE error (resend), AR/CR rejected
+    """MSA-1 (table 0008), as v2.5.1 §2.9.2.1 defines it:
+
+    - AA/CA, accepted: the receiver took the message (CA: committed, enhanced mode);
+    - AE/CE, application (commit) error: the receiver found an error in the message's content;
+      the same bytes sent again meet the same error (sinks.ehr_hl7 dead-letters it);
+    - AR/CR, application (commit) reject: refused for a reason unrelated to the content (the
+      receiver's system down, an internal error; or MSH-9, -11 or -12 not accepted, which
+      would fail every message); a resend may pass (sinks.ehr_hl7 resends, then stops).
+    """
+
+    code: str  # MSA-1
     control_id: str  # MSA-2: MSH-10 of the message acknowledged
-    text: str  # MSA-3 and the ERR segments' diagnostics, if any
+    text: str  # MSA-3 and the ERR segments' errors and diagnostics, if any
 
     @property
     def accepted(self) -> bool:
         return self.code in ACCEPTED
 
     @property
-    def retry(self) -> bool:
-        return self.code in RETRY
+    def error(self) -> bool:
+        """AE/CE: an error in the message's content."""
+        return self.code in ERROR
 
     @property
     def rejected(self) -> bool:
+        """AR/CR: rejected for a reason unrelated to the content."""
         return self.code in REJECTED
 
 
+def _fields(segment: Any, *names: str) -> list[str]:
+    """The values of the fields `names` (repetitions included) that `segment` holds, unescaped.
+    A field the message's version does not define is absent, never an error (hl7apy raises
+    ChildNotFound for `segment.err_3` of a v2.3 ERR, which has ERR-1 only)."""
+    wanted = {n.upper() for n in names}
+    return [
+        unescape(f.to_er7())
+        for f in segment.children
+        if f.name in wanted and f.to_er7().strip(" ^&~")
+    ]
+
+
+def _version(msg: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(msg.version).split("."))
+    except ValueError:
+        return (2, 5)  # hl7v2.parse reads a message without a known version as v2.5
+
+
 def parse_ack(text: str) -> Ack:
-    """MSA-1, MSA-2 and the reason of an ACK, parsed with hl7apy. Raises ValueError when the
-    reply is not an ACK (no MSA segment or no MSA-1)."""
+    """MSA-1, MSA-2 and the reason of an ACK, parsed with hl7apy. Raises ValueError, and only
+    ValueError, when the reply is not an ACK (does not parse, no MSA segment or no MSA-1).
+
+    The reason: MSA-3; before v2.5 also MSA-6 (error condition) and each ERR's ERR-1 (error
+    code and location), from v2.5 on each ERR's ERR-3 (error code), ERR-7 (diagnostics) and
+    ERR-8 (user message)."""
     msg = hl7v2.parse(text)
     if isinstance(msg, hl7v2.Refused):
         raise ValueError(f"the reply does not parse: {msg.reason}")
-    segments = {s.name: s for s in reversed(msg.children)}  # the first of each name
-    msa = segments.get("MSA")
-    if msa is None or not len(msa.msa_1):
+    try:
+        return _read_ack(msg)
+    except ValueError:
+        raise
+    except Exception as exc:  # hl7apy's own exceptions: the reply does not read as an ACK
+        raise ValueError(f"the reply does not read as an ACK: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_ack(msg: Any) -> Ack:
+    msa = next((s for s in msg.children if s.name == "MSA"), None)
+    code = next(iter(_fields(msa, "MSA_1")), "").strip() if msa is not None else ""
+    if not code:
         raise ValueError("the reply has no MSA segment with an acknowledgment code")
-    code = msa.msa_1.to_er7().strip()
-    control = msa.msa_2.to_er7().strip() if len(msa.msa_2) else ""
-    reasons = [unescape(msa.msa_3.to_er7())] if len(msa.msa_3) else []
+    control = next(iter(_fields(msa, "MSA_2")), "").strip()
+    before_25 = _version(msg) < (2, 5)
+    reasons = _fields(msa, "MSA_3")
+    if before_25:
+        reasons += _fields(msa, "MSA_6")
     for seg in msg.children:
-        if seg.name != "ERR":
-            continue
-        for name in ("err_3", "err_7", "err_8"):  # error code, diagnostics, user message
-            field = getattr(seg, name, None)
-            if field is not None and len(field):
-                reasons.append(unescape(field.to_er7()))
+        if seg.name == "ERR":
+            reasons += (
+                _fields(seg, "ERR_1") if before_25 else _fields(seg, "ERR_3", "ERR_7", "ERR_8")
+            )
     return Ack(code, control, "; ".join(r for r in reasons if r))

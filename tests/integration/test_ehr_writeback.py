@@ -243,7 +243,9 @@ def test_an_unreachable_server_stops_the_writer_without_committing_and_nothing_i
 @dataclass
 class Ehr:
     """What the EHR listener received (MSH-10 and text, in order) and how it answers: per
-    MSH-10, a list of answers for its first deliveries (`AE`, `AR`, `drop`), then AA."""
+    MSH-10, a list of answers for its first deliveries (`AE`, `AR`, `drop`), then AA. As v2.5.1
+    §2.9.2.1 has them: AE for an error in the message's content, AR for a refusal unrelated to
+    it (the EHR's database busy)."""
 
     plan: dict[str, list[str]] = field(default_factory=dict)
     received: list[tuple[str, str]] = field(default_factory=list)
@@ -259,7 +261,7 @@ class Ehr:
             what = todo.pop(0) if todo else "AA"
         if what == "drop":
             raise ConnectionAbortedError("the EHR drops the connection")  # server closes it
-        why = {"AE": "database busy, resend", "AR": "unknown patient token"}.get(what, "")
+        why = {"AE": "unknown patient token", "AR": "database busy, resend"}.get(what, "")
         return frame(hl7v2.ack(msg, what, why, "207" if why else "")).decode()
 
     def ids(self, events: list[dict[str, Any]]) -> list[str]:
@@ -296,14 +298,14 @@ def cid(event: dict[str, Any]) -> str:
     return hl7_alerts.control_id(event["alert_event_id"])
 
 
-def test_an_ae_or_a_dropped_connection_is_answered_by_the_same_message_again(
+def test_an_ar_or_a_dropped_connection_is_answered_by_the_same_message_again(
     kafka: Settings, prefix: str, ehr: tuple[Ehr, str]
 ) -> None:
     state, target = ehr
     s = dataclasses.replace(kafka, ehr_mllp_target=target)
     events = [*episode("news2_sustained", "a7" * 12), *episode("model_sepsis_risk", "b8" * 12)]
     produce(s, prefix, events)
-    state.plan = {cid(events[1]): ["AE"], cid(events[4]): ["drop", "AE"]}
+    state.plan = {cid(events[1]): ["AR"], cid(events[4]): ["drop", "AR"]}
 
     stats = ehr_hl7.feed(s, prefix=prefix, **FAST)
 
@@ -319,34 +321,34 @@ def test_an_ae_or_a_dropped_connection_is_answered_by_the_same_message_again(
     assert letters(s, prefix) == []
 
 
-def test_an_ar_is_dead_lettered_with_the_ehrs_reason_and_the_feed_goes_on(
+def test_an_ae_is_dead_lettered_with_the_ehrs_reason_and_the_feed_goes_on(
     kafka: Settings, prefix: str, ehr: tuple[Ehr, str]
 ) -> None:
     state, target = ehr
     s = dataclasses.replace(kafka, ehr_mllp_target=target)
     events = episode("sirs_persistent", "c9" * 12)
     produce(s, prefix, events)
-    state.plan = {cid(events[0]): ["AR"]}
+    state.plan = {cid(events[0]): ["AE"]}
 
     stats = ehr_hl7.feed(s, prefix=prefix, **FAST)
 
     assert (stats.consumed, stats.written, stats.dead_lettered, stats.retries) == (3, 2, 1, 0)
-    assert state.ids(events) == [cid(e) for e in events]  # an AR is final: not sent again
+    assert state.ids(events) == [cid(e) for e in events]  # an AE is final: not sent again
     [letter] = letters(s, prefix)
-    assert letter["stage"] == "ehr_hl7" and letter["reason_code"] == "hl7_rejected"
-    assert "AR" in letter["reason"] and "unknown patient token" in letter["reason"]
+    assert letter["stage"] == "ehr_hl7" and letter["reason_code"] == "hl7_error"
+    assert "AE" in letter["reason"] and "unknown patient token" in letter["reason"]
     assert codec.decode(topics.ALERT_V2.schema, letter["payload"]) == events[0]
     assert committed(s, prefix, ehr_hl7.GROUP) == 3
 
 
-def test_an_ehr_that_keeps_answering_ae_stops_the_feed_at_that_message_and_nothing_is_skipped(
+def test_an_ehr_that_keeps_answering_ar_stops_the_feed_at_that_message_and_nothing_is_skipped(
     kafka: Settings, prefix: str, ehr: tuple[Ehr, str]
 ) -> None:
     state, target = ehr
     s = dataclasses.replace(kafka, ehr_mllp_target=target)
     events = episode("qsofa_lactate", "d0" * 12)
     produce(s, prefix, events)
-    state.plan = {cid(events[1]): ["AE"] * 3}
+    state.plan = {cid(events[1]): ["AR"] * 3}
 
     with pytest.raises(ehr_fhir.DeliveryFailed, match=rf"{cid(events[1])}.*after 3 attempts"):
         ehr_hl7.feed(s, prefix=prefix, max_attempts=3, backoff_base_s=0.05)

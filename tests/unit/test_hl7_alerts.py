@@ -10,8 +10,9 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from jobs.feeds.hl7_gateway import END, START, frame
 from schemas.interop import hl7_alerts, hl7v2
-from schemas.interop.hl7_alerts import control_id, er7, parse_ack
+from schemas.interop.hl7_alerts import control_id, er7, escape, parse_ack, unescape
 from sinks.ehr_hl7 import _acknowledges, parse_target
 from tests.unit.test_fhir_alerts import TOKEN, alert, lifecycle
 
@@ -51,6 +52,66 @@ def test_segments_are_separated_by_carriage_returns_only() -> None:
     text = er7(alert("resolve", 3))
     assert "\n" not in text and text.startswith("MSH|^~\\&|WARDFLOW|GH|EHR|GH|")
     assert [s[:3] for s in text.split("\r")][:4] == ["MSH", "PID", "PV1", "OBR"]
+
+
+def test_every_segment_ends_with_a_carriage_return_the_last_one_too() -> None:
+    # v2.5.1 §2.5.1, §2.6: a segment is terminated by <CR>, the message's last segment included
+    text = er7(alert())
+    assert text.endswith(
+        "OBX|7|TX|ALERT_EVIDENCE^Evidence^99WF||"
+        + alert()["evidence_json"]
+        + "||||||F|||20260301080000.123+0000\r"
+    )
+    assert not text.endswith("\r\r") and "\r\r" not in text
+    assert all(seg for seg in text.split("\r")[:-1]) and text.split("\r")[-1] == ""
+
+
+def test_the_mllp_frame_holds_one_carriage_return_before_its_end_block() -> None:
+    framed = frame(er7(alert()))
+    assert framed.startswith(START) and framed.endswith(b"|F|||20260301080000.123+0000\r" + END)
+    assert framed.count(START) == framed.count(END) == 1 and b"\r\r" not in framed
+
+
+def test_an_ascii_message_leaves_msh_18_empty_and_its_header_as_before() -> None:
+    text = er7(alert())
+    assert text.split("\r")[0] == (
+        "MSH|^~\\&|WARDFLOW|GH|EHR|GH|20260301080000.123+0000||ORU^R01^ORU_R01|"
+        "WF616AD77C4C9EA65C4D|P|2.5.1"
+    )
+    assert parsed(alert()).msh.msh_18.to_er7() == ""
+
+
+def test_a_message_with_text_outside_ascii_declares_unicode_utf_8_in_msh_18() -> None:
+    # v2.5.1 §2.15.9.18: MSH-18 empty means ASCII; table 0211 names UTF-8 "UNICODE UTF-8"
+    event = alert(unit_id="Intensivstation Süd", evidence_json=json.dumps({"n": "température"}))
+    msg = parsed(event)
+    assert msg.msh.msh_18.to_er7() == "UNICODE UTF-8"
+    visit = msg.oru_r01_patient_result.oru_r01_patient.oru_r01_visit
+    assert visit.pv1.pv1_3.to_er7() == "Intensivstation Süd^^^GH"
+    assert er7(event) == er7(dict(event))  # a resend is still byte for byte the same message
+    assert er7(alert(facility_id="Hôpital")).split("\r")[0].endswith("|P|2.5.1||||||UNICODE UTF-8")
+
+
+def test_a_line_break_in_a_value_is_sent_as_one_space() -> None:
+    event = alert(unit_id="ICU\nWard 3", facility_id="GH\r\nNorth", rule_id="news2\rsustained")
+    text = er7(event)
+    assert ".br" not in text and "\n" not in text
+    assert [s[:3] for s in text.split("\r")] == [*["MSH", "PID", "PV1", "OBR"], *["OBX"] * 7, ""]
+    msg = parsed(event)
+    assert msg.msh.msh_4.to_er7() == "GH North"
+    visit = msg.oru_r01_patient_result.oru_r01_patient.oru_r01_visit
+    assert visit.pv1.pv1_3.to_er7() == "ICU Ward 3^^^GH North"
+    order = msg.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_4.to_er7().split("^")[0] == "news2 sustained"
+    assert escape("a\r\n\r\nb") == "a  b"  # each break one space, CRLF counted once
+
+
+def test_escaped_text_is_read_back_in_one_pass() -> None:
+    assert unescape("Path C:\\E\\.br\\E\\x") == "Path C:\\.br\\x"
+    assert unescape("a\\.br\\b \\F\\ \\S\\ \\T\\ \\R\\ \\E\\") == "a\nb | ^ & ~ \\"
+    assert unescape("\\X4869\\ \\E\\F\\E\\") == "Hi \\F\\"
+    for text in ("C:\\.br\\x", "a|b^c&d~e\\f", "\\E\\", "x\\X41\\y"):
+        assert unescape(escape(text)) == text
 
 
 def test_the_control_id_is_stable_per_event_and_fits_msh_10() -> None:
@@ -108,26 +169,71 @@ def ack_for(event: dict[str, Any], code: str, why: str = "") -> str:
 
 
 @pytest.mark.parametrize(
-    ("code", "accepted", "retry", "rejected"),
+    ("code", "accepted", "error", "rejected"),
     [
         ("AA", True, False, False),
         ("CA", True, False, False),
-        ("AE", False, True, False),
+        ("AE", False, True, False),  # v2.5.1 §2.9.2.1: an error in the message's content
         ("CE", False, True, False),
-        ("AR", False, False, True),
+        ("AR", False, False, True),  # rejected for a reason unrelated to the content
         ("CR", False, False, True),
     ],
 )
 def test_an_ack_is_read_for_its_code_and_the_control_id_it_answers(
-    code: str, accepted: bool, retry: bool, rejected: bool
+    code: str, accepted: bool, error: bool, rejected: bool
 ) -> None:
     event = alert()
     ack = parse_ack(ack_for(event, code, "unknown patient"))
     assert ack.code == code
     assert ack.control_id == control_id(event["alert_event_id"])
-    assert (ack.accepted, ack.retry, ack.rejected) == (accepted, retry, rejected)
+    assert (ack.accepted, ack.error, ack.rejected) == (accepted, error, rejected)
     if code != "AA":
         assert "unknown patient" in ack.text
+
+
+CID = control_id(alert()["alert_event_id"])
+
+
+def old_ack(version: str, *segments: str) -> str:
+    """An ACK as a v2.2-2.4 interface engine writes it: MSH, then `segments`."""
+    head = f"MSH|^~\\&|EHR|GH|WARDFLOW|GH|20260301080001||ACK^R01|A1|P|{version}"
+    return "\r".join([head, *segments]) + "\r"
+
+
+@pytest.mark.parametrize("version", ["2.2", "2.3", "2.3.1", "2.4"])
+@pytest.mark.parametrize("code", ["AA", "AE", "AR"])
+def test_an_ack_before_v2_5_is_read_with_its_err_1_for_any_code(version: str, code: str) -> None:
+    # ERR-1 (error code and location) is the only field of ERR before v2.5: ERR-3 is not asked for
+    ack = parse_ack(
+        old_ack(
+            version,
+            f"MSA|{code}|{CID}|Patient not found",
+            "ERR|PID^1^3^204&Unknown key identifier&HL70357~PV1^1^3^103&Table value not found",
+        )
+    )
+    assert (ack.code, ack.control_id) == (code, CID)
+    assert ack.text == (
+        "Patient not found; PID^1^3^204&Unknown key identifier&HL70357; "
+        "PV1^1^3^103&Table value not found"
+    )
+
+
+def test_an_ack_before_v2_5_also_gives_its_msa_6_error_condition() -> None:
+    ack = parse_ack(old_ack("2.4", f"MSA|AR|{CID}|Unknown patient|||204^Unknown key"))
+    assert (ack.code, ack.text) == ("AR", "Unknown patient; 204^Unknown key")
+
+
+def test_an_ack_of_v2_5_on_is_read_with_its_err_3_7_and_8_not_its_err_1() -> None:
+    for version in ("2.5", "2.5.1", "2.6", "2.8"):
+        text = (
+            f"MSH|^~\\&|EHR|GH|WARDFLOW|GH|20260301080001||ACK^R01^ACK|A1|P|{version}\r"
+            f"MSA|AE|{CID}\r"
+            "ERR|PID^1^3^204|PID^1^3|204^Unknown key identifier^HL70357|E|||No such token|"
+            "Token not on file\r"
+        )
+        ack = parse_ack(text)
+        assert (ack.code, ack.control_id) == ("AE", CID), version
+        assert ack.text == "204^Unknown key identifier^HL70357; No such token; Token not on file"
 
 
 def test_a_reply_that_is_not_an_ack_is_an_error() -> None:
@@ -135,6 +241,8 @@ def test_a_reply_that_is_not_an_ack_is_an_error() -> None:
         parse_ack(er7(alert()))
     with pytest.raises(ValueError, match="parse"):
         parse_ack("garbage")
+    with pytest.raises(ValueError, match="MSA"):
+        parse_ack(old_ack("2.3", f"MSA||{CID}"))
 
 
 def test_the_sender_matches_an_ack_to_its_message_by_msa_2() -> None:
