@@ -1244,7 +1244,7 @@ def ack(
         out += f"\rERR|^^^{code}&&HL70357" if old else f"\rERR|||{code}^^HL70357|{severity}"
     elif error_code and not old:  # AA with a warning: stored, but not (all) mapped
         out += f"\rERR|||{error_code}^^HL70357|W"
-    return out
+    return out + "\r"  # every segment ends with a CR, the last too (v2.5.1 §2.6)
 
 
 def raw_processing_id(text: str) -> str:

@@ -57,6 +57,14 @@ def test_a_mapped_message_is_answered_aa_with_its_records(settings: Settings) ->
     assert d.ack.split("\r")[1].startswith("MSA|AA|C1") and not err(d.ack)
 
 
+def test_every_segment_of_an_ack_ends_with_a_carriage_return(settings: Settings) -> None:
+    """v2.5.1 §2.6: each segment is terminated by CR, the last one too."""
+    for message in (admit(), b"MSH|^~\\&|X|Y|||20260301||ADT^A01|Z9|P|2.5.1\rPID|1||"):
+        ack = gateway(settings).decide(message).ack
+        assert ack.endswith("\r") and not ack.endswith("\r\r")
+        assert all(seg[:3] in ("MSH", "MSA", "ERR") for seg in ack.split("\r")[:-1])
+
+
 @pytest.mark.parametrize(
     ("trigger", "event_type"),
     [
