@@ -116,9 +116,11 @@ def files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _documents(raw: bytes, path: Path) -> list[tuple[str, Any, bytes]] | Refused:
+def _documents(raw: bytes, path: Path, limit: int) -> list[tuple[str, Any, bytes]] | Refused:
     """(label, parsed JSON or its Refused, its bytes) per document: the file's one (label ""),
-    or (.ndjson, FHIR R4 nd-json.html) each non-empty line's (label `line<n>`)."""
+    or (.ndjson, FHIR R4 nd-json.html) each non-empty line's (label `line<n>`; a line over
+    `limit` bytes refused `too_large`). An export is read whole: Bulk Data servers split theirs
+    into files (`$export` output, one or more per resource type)."""
     if path.suffix != ".ndjson":
         try:
             return [("", json.loads(raw), raw)]
@@ -126,7 +128,10 @@ def _documents(raw: bytes, path: Path) -> list[tuple[str, Any, bytes]] | Refused
             return Refused("malformed", f"not JSON: {exc}")
     out: list[tuple[str, Any, bytes]] = []
     for n, line in enumerate(raw.splitlines(), start=1):
-        if line.strip():
+        if len(line) > limit:
+            why = Refused("too_large", f"{len(line)} bytes, over the limit of {limit} bytes")
+            out.append((f"line{n}", why, line[: 64 << 10]))
+        elif line.strip():
             try:
                 out.append((f"line{n}", json.loads(line), line))
             except ValueError as exc:
@@ -169,7 +174,8 @@ def decide_file(
 
     try:
         size = path.stat().st_size
-        if size > settings.max_message_bytes:
+        # an .ndjson export's lines are its messages: the limit is each line's (_documents)
+        if size > settings.max_message_bytes and path.suffix != ".ndjson":
             with path.open("rb") as f:
                 head = f.read(64 << 10)
             why = Refused(
@@ -185,7 +191,7 @@ def decide_file(
         named = hashlib.sha256(str(path).encode()).hexdigest()[:16]
         return f"fhir:file-name-sha256:{named}", one(path.name, why, b"")
     source = source_of(raw)
-    documents = _documents(raw, path)
+    documents = _documents(raw, path, settings.max_message_bytes)
     if isinstance(documents, Refused):
         return source, one(path.name, documents, raw)
     out = []

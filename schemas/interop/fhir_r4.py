@@ -444,14 +444,6 @@ def _effective(obs: Any, interval: bool) -> Any:
     return (period.end or period.start) if interval else (period.start or period.end)
 
 
-def _is_record_number(identifier: dict[str, Any]) -> bool:
-    """An Identifier typed MR (HL7 table 0203: medical record number), as a Patient lists its
-    national, insurance and record numbers."""
-    kind = identifier.get("type")
-    codings = kind.get("coding") if isinstance(kind, dict) else None
-    return any(isinstance(c, dict) and c.get("code") == "MR" for c in codings or [])
-
-
 def _by_identifier(system: Any, value: Any, tokenise: Tokenise) -> str:
     return tokenise(f"fhir:identifier:{system or ''}", str(value))
 
@@ -478,7 +470,6 @@ def _subject(
         if found.get("resourceType") != "Patient":
             return Refused("not_a_patient", f"{what}.subject is a {found.get('resourceType')}")
         ids = [i for i in found.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
-        ids.sort(key=lambda i: not _is_record_number(i))  # the MR first, as HL7's PID-3
         if ids:
             return _by_identifier(ids[0].get("system"), ids[0]["value"], tokenise)
         if found.get("id") and reference.startswith("urn:"):
@@ -487,10 +478,12 @@ def _subject(
             "missing_field", f"{what}.subject {reference} is a Patient with no identifier"
         )
     if reference.startswith("Patient?"):  # a conditional reference (http.html#trules)
-        query = urllib.parse.parse_qs(reference.partition("?")[2])
-        system, bar, value = (query.get("identifier") or [""])[0].rpartition("|")
-        if len(query) == 1 and value:
-            return _by_identifier(system if bar else None, value, tokenise)
+        params = [p.partition("=") for p in reference.partition("?")[2].split("&") if p]
+        if len(params) == 1 and params[0][0] == "identifier":
+            # percent-decoded, `+` kept (a search URL encodes a space as %20)
+            system, bar, value = urllib.parse.unquote(params[0][2]).rpartition("|")
+            if value:
+                return _by_identifier(system if bar else None, value, tokenise)
         return Refused(
             "missing_field", f"{what}.subject is a search other than one identifier=system|value"
         )
@@ -716,8 +709,12 @@ def _encounter_key(enc: Any, tokenise: Tokenise) -> str | None:
 
 def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
     """The Encounter's token: its admission's and its void's must be one (the census binds
-    them)."""
-    return tokenise("fhir:Encounter", enc.id or key)
+    them). Of its id, else of its first business identifier as `system|value` (the token hides
+    it; as before the event ids stopped showing it, so that a stay begun before keeps its token)."""
+    if enc.id:
+        return tokenise("fhir:Encounter", enc.id)
+    named = next((f"{i.system or ''}|{i.value}" for i in enc.identifier or [] if i.value), key)
+    return tokenise("fhir:Encounter", named)
 
 
 def _voided(

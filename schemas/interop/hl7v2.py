@@ -279,13 +279,17 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
 _ESCAPES = {"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"}
 
 
-def unescape(text: str, enc: dict[str, str]) -> str:
+_BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
+
+
+def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
     (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are,
-    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); a formatting command (§2.7.6) is
-    the break or space it makes (`\.br\`, `\.sp\`, `\.ce\` a line break, any other a space:
-    `1\.br\2` is two lines, never the number 12); highlighting and character-set escapes
-    (`\H\`, `\N\`, `\C…\`) are dropped."""
+    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); in a `formatted` value (an OBX-5:
+    formatting commands are defined for formatted text, §2.7.6) a command that breaks or skips is
+    that break or space (`\.br\`, `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a
+    space: `1\.br\2` is two lines, never the number 12); elsewhere (an identifier, a location)
+    formatting, highlighting and character-set escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
@@ -305,8 +309,8 @@ def unescape(text: str, enc: dict[str, str]) -> str:
         out.append(head)
         if body in _ESCAPES:
             out.append(enc.get(_ESCAPES[body], ""))
-        elif body[:1] == ".":
-            out.append("\n" if body[1:3] in ("br", "sp", "ce") else " ")
+        elif body[:1] == "." and formatted and body[1:3] in _BREAKS:
+            out.append(_BREAKS[body[1:3]])
         elif body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
             try:
                 data = bytes.fromhex(body[1:])
@@ -839,13 +843,7 @@ def _oru(
                     else ""
                 )
                 or _specimen_time(children[n:], enc)
-                # the end of the collection (a spot sample's is its collection): nearer the
-                # sample than when the message was made
-                or (
-                    _text(seg.obr_8.to_er7().split(enc["COMPONENT"])[0], enc)
-                    if len(seg.obr_8)
-                    else ""
-                )
+                or _collection_end(seg, enc, tz, recorded)
             )
         if seg.name != "OBX":
             continue
@@ -876,7 +874,7 @@ def _oru(
         try:
             if len(seg.obx_5) > 1:
                 raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
-            raw = unescape(seg.obx_5.to_er7(), enc) if len(seg.obx_5) else ""
+            raw = unescape(seg.obx_5.to_er7(), enc, formatted=True) if len(seg.obx_5) else ""
             if coded is not None:
                 number, bound = observation_number(raw, enc["COMPONENT"])
                 numbers = [number]
@@ -966,6 +964,18 @@ def _oru(
     return Mapped(out, rejected, list(dict.fromkeys(skipped)))
 
 
+def _collection_end(obr: Any, enc: dict[str, str], tz: tzinfo, sent: datetime | None) -> str:
+    """OBR-8 (the end of the specimen's collection; a spot sample's is its collection) where an
+    order has no OBR-7 nor specimen time: nearer the sample than MSH-7, when the message was
+    made. Only a time of day no later than MSH-7; else "" (MSH-7 is taken, as without it)."""
+    end = _text(obr.obr_8.to_er7().split(enc["COMPONENT"])[0], enc) if len(obr.obr_8) else ""
+    try:
+        at = hl7_time(end, tz) if end else None
+    except ValueError:
+        return ""
+    return end if at is not None and (sent is None or at <= sent) else ""
+
+
 def _unread(identifier: list[str]) -> list[str]:
     r"""An unread OBX-3's codes, each with its coding system (`8^PULSE^FLO` → `8 (FLO)`; a
     text alone quoted), else `(no OBX-3)`: labels for a log line, a dead letter's reason and
@@ -1042,7 +1052,7 @@ def observation_number(raw: str, component: str) -> tuple[float, bool]:
     return float(raw), lower
 
 
-_NUMERIC_LOOKING = re.compile(r"^[\d\s.,+\-<>=^/:*%eE]{0,24}$")
+_NUMERIC_LOOKING = re.compile(r"^\s*[+-]?[\d.,<>=^/:*%eE ]{0,10}$")  # not 123-45-6789
 
 
 def shown(raw: str) -> str:

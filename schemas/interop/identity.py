@@ -19,6 +19,13 @@ Patient ids are this space's record numbers (a server fed by the hospital's MPI;
 makes ids of its own, as most EHRs' do). Every name, the first too, stands for both an HL7
 authority and a FHIR system. Names are compared exactly (HL7 table 0363 and FHIR systems are
 case-sensitive). Identifiers themselves are not normalised: `0012345` is not `12345`.
+
+Setting it is a migration: the space's first name keeps its tokens, every other name's patients
+get that name's, so a stay begun under another name is not found by its later events. Name first
+the one the census has its beds under (the HL7 ADT feed's assigning authority), and set it before
+the other feeds start, or at a quiet hour. `Patient/` holds for every server's Patient ids (a
+reference is read as `Patient/<id>` whatever its base, as without aliases): only where all of a
+deployment's FHIR sources use the record numbers as ids.
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ def aliases(spec: str) -> dict[str, str]:
         if not first or any(not n for n in names) or len(names) < 2:
             raise ValueError(f"patient_identifier_aliases: {group!r} is not NAME=ALIAS[,ALIAS...]")
         for name in names:
+            if name.startswith("fhir:") or name.endswith("/visit"):
+                raise ValueError(
+                    f"patient_identifier_aliases: {name!r} is a namespace of wardflow's own "
+                    "(a FHIR resource's or a visit's), not a record-number space"
+                )
             keys = [FHIR_PATIENT] if name == SERVER_IDS else [name, FHIR_SYSTEM + name]
             for key in keys:
                 if out.get(key, first) != first:

@@ -278,10 +278,11 @@ INTEGER_FIELDS = frozenset(
 )
 
 
-# Percentages of which 1 % or less is no living patient's (an oxygen saturation, a haematocrit):
-# such a value in `%` is a fraction sent with the percentage's unit (HealthKit-derived exporters
-# send SpO2 0.96 "%"), or a probe off reading 0. Read as sent it would score as the worst state.
-FRACTION_AS_PERCENT = frozenset({"spo2_pct", "hematocrit_pct"})
+# Percentages of which 1 % or less is no living patient's (an oxygen saturation): such a value in
+# `%` is a fraction sent with the percentage's unit (HealthKit-derived exporters send SpO2 0.96
+# "%"), or a probe off reading 0. Read as sent it would score as the worst state. (A haematocrit
+# of 1 % or less is outside its field's range already.)
+FRACTION_AS_PERCENT = frozenset({"spo2_pct", "sao2_pct"})
 
 
 class UnitError(ValueError):

@@ -814,6 +814,8 @@ def test_an_encounter_without_an_id_is_followed_by_its_identifier_or_refused() -
     assert isinstance(o, Mapped)
     visit = tok("fhir:identifier-name", "urn:visit|V123")
     assert o.records[0][1]["event_id"] == f"fhir:identifier:{visit}:0:admit"
+    # its token is as before its ids stopped showing the visit: a stay begun then keeps it
+    assert o.records[0][1]["encounter_token"] == tok("fhir:Encounter", "urn:visit|V123")
 
 
 def test_a_subject_names_the_same_patient_however_its_reference_is_written() -> None:
@@ -1372,6 +1374,12 @@ def test_a_conditional_subject_reference_names_the_patient_by_its_identifier() -
     assert isinstance(by_identifier, Mapped) and isinstance(conditional, Mapped)
     token = by_identifier.records[0][1]["patient_token"]
     assert conditional.records[0][1]["patient_token"] == token
+    plus = subject_of({"reference": "Patient?identifier=urn:mrn|A%2B1"})
+    with_plus = subject_of({"identifier": {"system": "urn:mrn", "value": "A+1"}})
+    assert isinstance(plus, Mapped) and isinstance(with_plus, Mapped)
+    assert plus.records[0][1]["patient_token"] == with_plus.records[0][1]["patient_token"]
+    two = subject_of({"reference": "Patient?identifier=urn:mrn|A1&identifier=urn:mrn|B2"})
+    assert isinstance(two, Refused)
     other = subject_of({"reference": "Patient?name=Quixote&birthdate=1970-01-01"})
     assert isinstance(other, Refused) and other.reason_code == "missing_field"
     assert "Quixote" not in other.reason
@@ -1389,20 +1397,3 @@ def test_a_blood_pressure_under_the_older_panel_code_is_read_from_its_components
     [(_, o, _)] = run(observation("35094-2", component=parts))
     assert isinstance(o, Mapped)
     assert (o.records[0][1]["sbp_mmhg"], o.records[0][1]["dbp_mmhg"]) == (142, 88)
-
-
-def test_a_patient_in_the_bundle_is_named_by_its_medical_record_number() -> None:
-    """A Patient lists several identifiers (a national number first, then the MR): the token is
-    the MR's, as HL7 reads PID-3's MR, not whichever comes first."""
-    mr_type = {
-        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
-    }
-    ssn = {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"}
-    mrn = {"system": "urn:mrn", "value": "A1", "type": mr_type}
-    contained = [{"resourceType": "Patient", "id": "pat", "identifier": [ssn, mrn]}]
-    [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
-                                  subject={"reference": "#pat"}, contained=contained))  # fmt: skip
-    [(_, by_mrn, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"),
-                                       subject={"identifier": mrn}))  # fmt: skip
-    assert isinstance(o, Mapped) and isinstance(by_mrn, Mapped)
-    assert o.records[0][1]["patient_token"] == by_mrn.records[0][1]["patient_token"]

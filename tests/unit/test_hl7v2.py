@@ -1032,6 +1032,10 @@ def test_a_result_without_its_order_time_takes_the_end_of_collection_before_the_
         ]
     )
     assert reading(text)["event_time"] == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    # an OBR-8 without a time of day, unreadable or after the message: the message's time
+    for end in ("20260301", "2026-03-01 08:00", "20260302080000"):
+        later = text.replace("||||20260301080000", f"||||{end}")
+        assert reading(later)["event_time"] == datetime(2026, 3, 1, 12, 0, tzinfo=UTC), end
 
 
 def test_a_point_of_care_observation_searching_for_its_order_is_read() -> None:
@@ -1076,3 +1080,13 @@ def test_a_free_text_result_is_not_repeated_in_the_reason() -> None:
     assert "QUIXOTE" not in o.reason and "555" not in o.reason
     o = outcome(oru("OBX|1|NM|2524-7^Lactate^LN||3,1|mmol/L|||||F"))
     assert isinstance(o, hl7v2.Refused) and "'3,1'" in o.reason
+    o = outcome(oru("OBX|1|NM|2524-7^Lactate^LN||123-45-6789|mmol/L|||||F"))
+    assert isinstance(o, hl7v2.Refused) and "6789" not in o.reason
+
+
+def test_formatting_escapes_change_no_identifier() -> None:
+    """Formatting commands are for formatted text (§2.7.6): in PID-3 they are dropped, as
+    before, so a patient keeps their token."""
+    o = outcome(adt_message("ADT^A01", pid3="MRN\\.sk1\\77^^^H^MR", pv1="PV1|1|I|ICU^2^A^H"))
+    assert isinstance(o, hl7v2.Mapped)
+    assert o.records[0][1]["patient_token"] == tok("H", "MRN77")

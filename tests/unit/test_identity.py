@@ -79,7 +79,9 @@ def test_an_hl7_admission_and_fhir_observations_of_one_patient_meet_once_aliased
 
 
 def test_malformed_or_contradictory_aliases_stop_the_start(settings: Settings) -> None:
-    for spec in ("HOSP", "HOSP=", "=urn:x", "HOSP=urn:x;LAB=urn:x", "A=B,,C"):
+    malformed = ("HOSP", "HOSP=", "=urn:x", "HOSP=urn:x;LAB=urn:x", "A=B,,C")
+    internal = ("HOSP=HOSP/visit", "HOSP=fhir:Patient", "fhir:Encounter=HOSP")
+    for spec in (*malformed, *internal):
         with pytest.raises(ValueError, match="patient_identifier_aliases"):
             identity.aliases(spec)
         with pytest.raises(ValueError, match="patient_identifier_aliases"):
