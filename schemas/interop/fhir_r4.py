@@ -166,6 +166,13 @@ def _context(entries: list[Any]) -> dict[int, str]:
     their_refs = set().union(*(_references(e["resource"]) for e in ingested.values()))
     their_names = set().union(*(_names(e) for e in ingested.values()))
     out = {}
+    for i, e in ingested.items():
+        members = _references(e["resource"].get("hasMember"))
+        carries = any(k.startswith(("value", "component")) for k in e["resource"])
+        if members and not carries and all(_refers({m}, their_names) for m in members):
+            # a panel (vital signs, blood pressure) whose members are entries of the bundle:
+            # they carry its values and are read; it adds none (observation.html#obsgrouping)
+            out[i] = "Observation: a panel of the bundle's Observations (context)"
     for i, e in with_resource.items():
         if i in ingested:
             continue

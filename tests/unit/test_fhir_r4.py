@@ -1397,3 +1397,18 @@ def test_a_blood_pressure_under_the_older_panel_code_is_read_from_its_components
     [(_, o, _)] = run(observation("35094-2", component=parts))
     assert isinstance(o, Mapped)
     assert (o.records[0][1]["sbp_mmhg"], o.records[0][1]["dbp_mmhg"]) == (142, 88)
+
+
+def test_a_panel_whose_members_are_in_the_bundle_is_their_context() -> None:
+    """A vital-signs panel grouping Observations by hasMember (observation.html#obsgrouping)
+    carries no value: with its members in the Bundle it is their context, not a dead letter; a
+    panel whose members are elsewhere is still refused, asking for them."""
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    panel = observation("85353-1", id="panel", hasMember=[{"reference": "Observation/o1"}])
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": panel}, {"resource": hr}]}  # fmt: skip
+    outcomes = [o for _, o, _ in run(bundle)]
+    assert isinstance(outcomes[0], fhir_r4.Context) and isinstance(outcomes[1], Mapped)
+    alone = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": panel}]}
+    [(_, o, _)] = run(alone)
+    assert isinstance(o, Refused) and o.reason_code == "panel_by_reference"
