@@ -28,10 +28,14 @@ sequence of the event that wrote it as an extension (`SEQUENCE_URL`); the writer
 that with the incoming event (`is_newer`) so an older event never overwrites a newer one.
 
 Subject: patients are known to wardflow only by their token (an HMAC pseudonym, schemas.phi), so
-subject is `Patient/<token>` with the token also as identifier (system `urn:wardflow:patient-
-token`). The EHR side maps tokens back to its patients (its interface engine keeps the token ↔
-MRN table from the tokenising edge, or Patient resources carry the token as an identifier);
-wardflow never sees or sends an MRN.
+subject is a logical reference (references.html#logical): type Patient and the token as its
+identifier (system `urn:wardflow:patient-token`), no literal `Patient/<id>`. A literal reference
+to `Patient/<token>` names a resource no server has: a server that checks references on write
+(HAPI JPA's default) refused every Flag. The EHR side maps tokens back to its patients (its
+interface engine, holding the PHI key, tokenises its record numbers as the ingestion edges do,
+`wardflow-token`, or Patient resources carry the token as an identifier, searchable as
+`Flag?subject:identifier=urn:wardflow:patient-token|<token>`); wardflow never sees or sends an
+MRN.
 """
 
 from __future__ import annotations
@@ -132,10 +136,7 @@ def _subject(event: dict[str, Any]) -> dict[str, Any]:
     token = event["patient_token"]
     if not _ID.match(token):
         raise InvalidAlert("patient_token is not usable as a FHIR id ([A-Za-z0-9-.]{1,64})")
-    return {
-        "reference": f"Patient/{token}",
-        "identifier": {"system": PATIENT_TOKEN_SYSTEM, "value": token},
-    }
+    return {"type": "Patient", "identifier": {"system": PATIENT_TOKEN_SYSTEM, "value": token}}
 
 
 def _rule_text(event: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,36 @@ def test_malformed_or_contradictory_aliases_stop_the_start(settings: Settings) -
             Gateway(dataclasses.replace(settings, patient_identifier_aliases=spec), listen="t")
     assert identity.aliases("") == {}
     assert identity.aliases("HOSP=urn:x")["fhir:identifier:urn:x"] == "HOSP"
+
+
+def test_the_token_command_gives_the_token_the_streams_carry_for_a_record_number(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The EHR's interface engine, holding the key, maps alert tokens back to its patients by
+    tokenising its own record numbers as the ingestion edges do."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WARDFLOW_PHI_KEY": "k",
+        "WARDFLOW_PATIENT_IDENTIFIER_ALIASES": ALIASES,
+    }
+    aliased = dataclasses.replace(settings, patient_identifier_aliases=ALIASES)
+
+    def printed(*flags: str) -> dict[str, str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "jobs.feeds.tokens", *flags],
+            input="12345\n\n777\n", capture_output=True, text=True, env=env, check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        ).stdout  # fmt: skip
+        return dict(line.split("\t") for line in out.splitlines())
+
+    by_hl7 = printed("--hl7-authority", "HOSP")
+    assert set(by_hl7) == {"12345", "777"}
+    assert by_hl7["12345"] == hl7_token(aliased, "12345^^^HOSP^MR")
+    assert by_hl7["777"] == hl7_token(aliased, "777^^^HOSP^MR")
+    system = {"system": "urn:oid:2.16.840.1.113883.19.5", "value": "12345"}
+    assert printed("--fhir-system", "urn:oid:2.16.840.1.113883.19.5")["12345"] == by_hl7["12345"]
+    assert fhir_token(aliased, tmp_path, {"identifier": system}) == by_hl7["12345"]
+    unaliased = printed("--fhir-system", "urn:other")["12345"]
+    assert unaliased == fhir_token(
+        aliased, tmp_path, {"identifier": {"system": "urn:other", "value": "12345"}}
+    )
