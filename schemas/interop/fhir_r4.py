@@ -223,6 +223,17 @@ def _superseded(entries: list[Any]) -> dict[int, Refused]:
     return out
 
 
+# Resources about a person, whose id some servers make of a record number: labelled without it
+# (labels are printed and logged)
+_PERSONS = frozenset({"Patient", "Person", "RelatedPerson"})
+
+
+def _label(resource: dict[str, Any]) -> str:
+    """`Type/id` of a resource, for what ingesting prints; a person's without the id."""
+    kind = resource.get("resourceType")
+    return f"{kind}/…" if kind in _PERSONS else f"{kind}/{resource.get('id', '?')}"
+
+
 def map_json(
     data: Any,
     tokenise: Tokenise,
@@ -238,7 +249,7 @@ def map_json(
     reference resolves (FHIR R4 Bundle §2.36.4.1). `codes`: the deployment's own observation
     codes and the LOINC each stands for (schemas.interop.code_map)."""
     kind = data.get("resourceType") if isinstance(data, dict) else None
-    label = f"{kind}/{data.get('id', '?')}" if isinstance(data, dict) else "?"
+    label = _label(data) if isinstance(data, dict) else "?"
     if kind == "Bundle":
         out: list[Outcome] = []
         entries = data.get("entry") or []
@@ -264,7 +275,7 @@ def map_json(
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
             elif i in context:
-                name = f"{sub.get('resourceType')}/{sub.get('id', '?')}"
+                name = _label(sub)
                 out.append(Outcome(f"{label}#entry{i}:{name}", Context(context[i]), sub))
             else:
                 for o in map_json(
