@@ -69,17 +69,67 @@ MODEL = Variable(
     "model", "Model", "SELECT DISTINCT model_name FROM ${db}.dim_model_version ORDER BY model_name"
 )
 
-# The latest step of each alert up to the end of the range, for alerts whose latest step is in
-# the unit (an alert follows its patient: each step carries the unit of the latest hit).
-_UNIT_ALERTS = """
-    SELECT alert_id, min(opened_time) AS opened, argMax(action, sequence) AS state,
-           argMax(patient_token, sequence) AS patient_token, argMax(rule_id, sequence) AS rule,
-           argMax(severity, sequence) AS severity, argMax(score_name, sequence) AS score,
-           argMax(score_value, sequence) AS value, argMax(hit_count, sequence) AS hits
-    FROM ${db}.alert_events
-    WHERE facility_id = '${facility}' AND event_time <= $__toTime
-    GROUP BY alert_id
-    HAVING argMax(unit_id, sequence) = '${unit}'"""
+# Where the census has each patient now: the facility and unit of their latest applied census
+# event (census_latest, migration 0016; the unit is NULL once discharged). `known` is 1 for a
+# patient the census has seen, 0 (or NULL under join_use_nulls) from a LEFT JOIN for one it has
+# not. As of the latest census event loaded, like the command centre's beds held without an event.
+_CENSUS_PLACE = """
+    SELECT patient_token, toUInt8(1) AS known, latest.1 AS census_facility,
+           latest.2 AS census_unit
+    FROM (SELECT patient_token, argMaxMerge(latest) AS latest FROM ${db}.census_latest
+          GROUP BY patient_token)"""
+
+# The open alerts of the unit: each alert's latest step up to the end of the range, not a
+# resolve, shown on the unit where the census has its patient now (a patient raised in ED and
+# moved to ICU is ICU's). An alert whose patient the census does not have in a unit of the
+# facility (not known to it, discharged, or at another facility) stays on the unit of its latest
+# step (each step carries the unit of the latest hit), so that no open alert disappears.
+_UNIT_ALERTS = f"""
+    SELECT alert_id, opened, state, a.patient_token AS patient_token, rule, severity, score,
+           value, hits
+    FROM (SELECT alert_id, min(opened_time) AS opened, argMax(action, sequence) AS state,
+                 argMax(patient_token, sequence) AS patient_token,
+                 argMax(rule_id, sequence) AS rule, argMax(severity, sequence) AS severity,
+                 argMax(score_name, sequence) AS score, argMax(score_value, sequence) AS value,
+                 argMax(hit_count, sequence) AS hits, argMax(unit_id, sequence) AS alert_unit
+          FROM ${{db}}.alert_events
+          WHERE facility_id = '${{facility}}' AND event_time <= $__toTime
+          GROUP BY alert_id
+          HAVING state != 'resolve') AS a
+    LEFT JOIN ({_CENSUS_PLACE}) AS c ON c.patient_token = a.patient_token
+    WHERE if(c.census_facility = '${{facility}}' AND c.census_unit IS NOT NULL,
+             c.census_unit, alert_unit) = '${{unit}}'"""
+
+# Acknowledged alerts: an acknowledgement counts wherever it was given (an alert acknowledged on
+# ED before its patient moved is acknowledged on ICU).
+_ACKNOWLEDGED = """
+    SELECT alert_id, min(event_time) AS acknowledged FROM ${db}.alert_responses
+    WHERE facility_id = '${facility}' AND action = 'acknowledge' AND event_time <= $__toTime
+    GROUP BY alert_id"""
+
+# Each patient's latest vitals reading of the facility in the 12 h to the end of the range, on
+# the unit where the census has the patient now: none for one moved elsewhere or discharged; for
+# a patient the census does not know, the unit of that reading.
+_UNIT_LATEST_VITALS = f"""
+    SELECT v.patient_token AS patient_token, observed, news2, qsofa, heart_rate_bpm,
+           resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg
+    FROM (SELECT patient_token, max(event_time) AS observed,
+                 argMax(unit_id, event_time) AS reading_unit,
+                 argMax(news2_score, event_time) AS news2,
+                 argMax(qsofa_score, event_time) AS qsofa,
+                 argMax(heart_rate_bpm, event_time) AS heart_rate_bpm,
+                 argMax(resp_rate_per_min, event_time) AS resp_rate_per_min,
+                 argMax(spo2_pct, event_time) AS spo2_pct,
+                 argMax(temp_c, event_time) AS temp_c,
+                 argMax(sbp_mmhg, event_time) AS sbp_mmhg
+          FROM ${{db}}.sepsis_screen
+          WHERE facility_id = '${{facility}}' AND record_kind = 'vitals'
+            AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime
+          GROUP BY patient_token) AS v
+    LEFT JOIN ({_CENSUS_PLACE}) AS c ON c.patient_token = v.patient_token
+    WHERE if(ifNull(c.known, 0) = 1,
+             c.census_facility = '${{facility}}' AND c.census_unit = '${{unit}}',
+             reading_unit = '${{unit}}')"""
 
 NURSE_BOARD = Dashboard(
     uid="wardflow-nurse-board",
@@ -93,38 +143,39 @@ NURSE_BOARD = Dashboard(
             "open_alerts_count",
             "Open alerts",
             "stat",
-            f"SELECT count() AS open_alerts FROM ({_UNIT_ALERTS}) WHERE state != 'resolve'",
+            f"SELECT count() AS open_alerts FROM ({_UNIT_ALERTS})",
             ("open_alerts",),
             width=6,
             height=5,
+            description="Alerts open at the range's end on the unit where the census has their "
+            "patient now (an alert raised in ED follows its patient to ICU); a patient the "
+            "census does not have in a unit keeps the alert on the unit of its latest step.",
         ),
         Panel(
             "unacknowledged_count",
             "Open, not acknowledged",
             "stat",
-            f"""SELECT count() AS unacknowledged FROM ({_UNIT_ALERTS}) AS a
-            WHERE a.state != 'resolve' AND a.alert_id NOT IN (
-                SELECT alert_id FROM ${{db}}.alert_responses
-                WHERE facility_id = '${{facility}}' AND unit_id = '${{unit}}'
-                  AND action = 'acknowledge' AND event_time <= $__toTime)""",
+            f"""SELECT count() AS unacknowledged FROM ({_UNIT_ALERTS})
+            WHERE alert_id NOT IN (SELECT alert_id FROM ({_ACKNOWLEDGED}))""",
             ("unacknowledged",),
             width=6,
             height=5,
+            description="Open alerts of the unit (as in Open alerts) with no acknowledgement "
+            "by the range's end, wherever it was given (one given on ED before the patient "
+            "moved counts on ICU).",
         ),
         Panel(
             "news2_high_patients",
             "Patients with NEWS2 ≥ 5 (latest reading, 12 h)",
             "stat",
-            """SELECT countIf(news2 >= 5) AS patients_news2_ge5 FROM (
-                SELECT patient_token, argMax(news2_score, event_time) AS news2
-                FROM ${db}.sepsis_screen
-                WHERE facility_id = '${facility}' AND unit_id = '${unit}'
-                  AND record_kind = 'vitals'
-                  AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime
-                GROUP BY patient_token)""",
+            f"SELECT countIf(news2 >= 5) AS patients_news2_ge5 FROM ({_UNIT_LATEST_VITALS})",
             ("patients_news2_ge5",),
             width=6,
             height=5,
+            description="Patients the census has on the unit now whose latest reading in the "
+            "facility in the last 12 h has NEWS2 ≥ 5 (a patient moved away or discharged no "
+            "longer counts); a patient the census does not know counts on the unit of that "
+            "reading.",
         ),
         Panel(
             "alerts_raised_24h",
@@ -146,12 +197,7 @@ NURSE_BOARD = Dashboard(
                    dateDiff('minute', a.opened, $__toTime) AS minutes_open,
                    r.acknowledged AS acknowledged
             FROM ({_UNIT_ALERTS}) AS a
-            LEFT JOIN (
-                SELECT alert_id, min(event_time) AS acknowledged FROM ${{db}}.alert_responses
-                WHERE facility_id = '${{facility}}' AND unit_id = '${{unit}}'
-                  AND action = 'acknowledge' AND event_time <= $__toTime
-                GROUP BY alert_id) AS r ON r.alert_id = a.alert_id
-            WHERE a.state != 'resolve'
+            LEFT JOIN ({_ACKNOWLEDGED}) AS r ON r.alert_id = a.alert_id
             ORDER BY a.severity = 'high' DESC, a.opened
             SETTINGS join_use_nulls = 1""",
             ("opened", "patient", "rule", "severity", "value", "minutes_open", "acknowledged"),
@@ -162,23 +208,17 @@ NURSE_BOARD = Dashboard(
             "latest_vitals",
             "Latest vitals (12 h)",
             "table",
-            """SELECT left(patient_token, 8) AS patient, max(event_time) AS observed,
-                   argMax(news2_score, event_time) AS news2,
-                   argMax(qsofa_score, event_time) AS qsofa,
-                   argMax(heart_rate_bpm, event_time) AS heart_rate_bpm,
-                   argMax(resp_rate_per_min, event_time) AS resp_rate_per_min,
-                   argMax(spo2_pct, event_time) AS spo2_pct,
-                   argMax(temp_c, event_time) AS temp_c,
-                   argMax(sbp_mmhg, event_time) AS sbp_mmhg
-            FROM ${db}.sepsis_screen
-            WHERE facility_id = '${facility}' AND unit_id = '${unit}' AND record_kind = 'vitals'
-              AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime
-            GROUP BY patient_token
+            f"""SELECT left(patient_token, 8) AS patient, observed, news2, qsofa, heart_rate_bpm,
+                   resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg
+            FROM ({_UNIT_LATEST_VITALS})
             ORDER BY news2 DESC, observed DESC
             LIMIT 60""",
             ("patient", "observed", "news2", "heart_rate_bpm", "spo2_pct", "sbp_mmhg"),
             width=24,
             height=10,
+            description="Each patient the census has on the unit now, with their latest reading "
+            "in the facility in the last 12 h (wherever it was taken); a patient the census "
+            "does not know is listed on the unit of that reading.",
         ),
         Panel(
             "news2_trend",
@@ -401,13 +441,14 @@ COMMAND_CENTRE = Dashboard(
             "flows",
             "Arrivals and discharges per hour",
             "timeseries",
-            f"""SELECT $__timeInterval(window_start) AS time, sum(arrivals) AS arrivals,
+            f"""SELECT toStartOfHour(window_start) AS time, sum(arrivals) AS arrivals,
                    sum(discharges) AS discharges, sum(transfers_in) AS transfers
             FROM ${{db}}.census_flow FINAL
             WHERE scope = 'facility' AND {_FAC} AND $__timeFilter(window_start)
             GROUP BY time ORDER BY time""",
             ("time", "arrivals", "discharges"),
             width=24,
+            description="Per event-time hour (census_flow's windows), whatever the range.",
         ),
         Panel(
             "held_without_event",
@@ -445,6 +486,15 @@ _ACK = f"""
     LEFT JOIN (SELECT alert_id, min(event_time) AS acknowledged FROM ${{db}}.alert_responses
                WHERE action = 'acknowledge' AND {_FAC} GROUP BY alert_id) AS r
         ON r.alert_id = a.alert_id"""
+
+# A visit on ED units only (treat and release: no unit other than an ED one, which dim_unit
+# types 'ed', as the length-of-stay panel reads them): no inpatient stay. Over a stay's ADT
+# events grouped by visit; rows without a visit number are each a stay of their own and tell
+# nothing of their visit, so they are never ED-only.
+_ED_UNITS = "SELECT unit_id FROM ${db}.dim_unit FINAL WHERE unit_type = 'ed'"
+_ED_ONLY = f"""(countIf(encounter_token IS NOT NULL) > 0
+                AND countIf(unit_id IN ({_ED_UNITS})) > 0
+                AND countIf(unit_id IS NOT NULL AND unit_id NOT IN ({_ED_UNITS})) = 0)"""
 
 EXECUTIVE = Dashboard(
     uid="wardflow-executive-quality",
@@ -494,29 +544,37 @@ EXECUTIVE = Dashboard(
                        max(a.admitted > d.discharged
                            AND a.admitted <= d.discharged + INTERVAL 30 DAY) AS readmitted
                 FROM (SELECT patient_token, ifNull(encounter_token, event_id) AS stay,
-                             max(event_time) AS discharged
+                             maxIf(event_time, event_type = 'discharge') AS discharged
                       FROM ${{db}}.adt_events
-                      WHERE event_type = 'discharge' AND {_FAC} AND $__timeFilter(event_time)
-                      GROUP BY patient_token, stay) AS d
+                      WHERE {_FAC} AND ifNull(encounter_token, event_id) IN (
+                          SELECT ifNull(encounter_token, event_id) FROM ${{db}}.adt_events
+                          WHERE event_type = 'discharge' AND {_FAC} AND $__timeFilter(event_time))
+                      GROUP BY patient_token, stay
+                      HAVING discharged >= $__fromTime AND discharged <= $__toTime
+                         AND discharged > maxIf(event_time, event_type = 'cancel_discharge')
+                         AND NOT {_ED_ONLY}) AS d
                 LEFT JOIN (SELECT patient_token, ifNull(encounter_token, event_id) AS stay,
                                   minIf(event_time, event_type = 'admit') AS first_admit,
                                   maxIf(event_time, event_type = 'admit') AS last_admit,
-                                  maxIf(event_time, event_type != 'admit') AS voided,
+                                  maxIf(event_time, event_type IN ('cancel_admit',
+                                                                   'void_encounter')) AS voided,
                                   if(voided >= first_admit, last_admit, first_admit) AS admitted
                            FROM ${{db}}.adt_events
-                           WHERE event_type IN ('admit', 'cancel_admit', 'void_encounter')
-                             AND event_time >= $__fromTime
+                           WHERE event_time >= $__fromTime
                            GROUP BY patient_token, stay
                            HAVING countIf(event_type = 'admit') > 0 AND last_admit > voided
+                              AND NOT {_ED_ONLY}
                           ) AS a
                     ON a.patient_token = d.patient_token
                 GROUP BY d.patient_token, d.stay)""",
             ("discharges", "readmissions", "readmission_pct"),
             width=12,
             height=6,
-            description="Share of discharges in range followed by an admission of the same "
-            "patient (any facility) within 30 days, not one cancelled (A11 of its visit) or "
-            "voided (an Encounter entered-in-error) unless admitted again after it; recent "
+            description="Share of inpatient stays whose last discharge is in range, not "
+            "cancelled by a later A13, followed by an admission of the same patient (any "
+            "facility) within 30 days, not one cancelled (A11 of its visit) or voided (an "
+            "Encounter entered-in-error) unless admitted again after it. A visit on ED units "
+            "only (treat and release) is neither a discharge nor a readmission; recent "
             "discharges have had less time.",
         ),
         Panel(
@@ -575,14 +633,18 @@ EXECUTIVE = Dashboard(
                 GROUP BY facility_id, encounter_token
                 HAVING countIf(event_type = 'admit') > 0
                    AND countIf(event_type = 'discharge') > 0
+                   AND maxIf(event_time, event_type = 'discharge')
+                       > maxIf(event_time, event_type = 'cancel_discharge')
                    AND countIf(event_type IN ('cancel_admit', 'void_encounter')) = 0
-                   AND countIf(unit_id IS NOT NULL AND unit_id NOT IN (
-                           SELECT unit_id FROM ${{db}}.dim_unit FINAL WHERE unit_type = 'ed')) > 0
+                   AND countIf(unit_id IS NOT NULL AND unit_id NOT IN ({_ED_UNITS})) > 0
                    AND maxIf(event_time, event_type = 'discharge') >= $__fromTime
                    AND maxIf(event_time, event_type = 'discharge') <= $__toTime)
             GROUP BY facility_id ORDER BY facility""",
             ("facility", "stays", "median_los_days", "mean_los_days"),
             width=12,
+            description="Visits whose last discharge is in range and was not cancelled by a "
+            "later A13 (a cancelled discharge ends no stay), from the first admission to that "
+            "discharge; visits on ED units only, cancelled (A11) or voided ones are left out.",
         ),
         Panel(
             "alerts_by_rule",

@@ -34,6 +34,17 @@ def _open_alerts(ev: pd.DataFrame, now: datetime) -> pd.DataFrame:
     return last[last.action != "resolve"]
 
 
+def _board_units(alerts: pd.DataFrame, census: pd.DataFrame) -> pd.Series[Any]:
+    """The unit each alert is shown on by the nurse board: where the census has its patient now
+    (the latest applied census event, in the order loaded), if in a unit of the alert's
+    facility; else the unit of its latest step."""
+    applied = census[census.outcome == "applied"].sort_values("event_time", kind="stable")
+    last = applied.groupby("patient_token").tail(1).set_index("patient_token")
+    facility = alerts.patient_token.map(last.facility_id)
+    unit = alerts.patient_token.map(last.unit_id)
+    return unit.where((facility == alerts.facility_id) & unit.notna(), alerts.unit_id)
+
+
 @pytest.fixture(scope="module")
 def seeded(clickhouse: Any, settings: Settings) -> Seeded:
     db = settings.clickhouse_database + "_dash"
@@ -42,7 +53,8 @@ def seeded(clickhouse: Any, settings: Settings) -> Seeded:
     seed.load(clickhouse, db, wh)
     now = run.latest_time(clickhouse, db)
     open_now = _open_alerts(wh.tables["alert_events"], now)
-    unit = open_now[open_now.facility_id == "F01"].unit_id.value_counts().index[0]
+    board = _board_units(open_now, wh.tables["census_events"])
+    unit = board[open_now.facility_id == "F01"].value_counts().index[0]
     return Seeded(clickhouse, db, wh, now, str(unit))
 
 
@@ -104,7 +116,8 @@ def test_every_panel_runs_on_a_seeded_warehouse_and_returns_its_columns(
 
 def test_open_alerts_panels_agree_with_the_alert_events(seeded: Seeded) -> None:
     want = _open_alerts(seeded.wh.tables["alert_events"], seeded.now)
-    want = want[(want.facility_id == "F01") & (want.unit_id == seeded.unit)]
+    board = _board_units(want, seeded.wh.tables["census_events"])
+    want = want[(want.facility_id == "F01") & (board == seeded.unit)]
     count = _run(seeded, NURSE_BOARD, NURSE_BOARD.panels[0])
     table = _run(seeded, NURSE_BOARD, next(p for p in NURSE_BOARD.panels if p.key == "open_alerts"))
     assert count.rows == [(len(want),)] and len(want) > 0
@@ -173,16 +186,36 @@ def test_seeded_readmissions_reuse_tokens_of_patients_already_discharged(seeded:
     assert (gaps >= pd.Timedelta(days=1)).all()
 
 
-def _warehouse(clickhouse: Any, db: str) -> str:
-    """A fresh, migrated warehouse `db` of one facility, F (unit 4E), and nothing else."""
+def _warehouse(clickhouse: Any, db: str, units: tuple[str, ...] = ("4E",)) -> str:
+    """A fresh, migrated warehouse `db` of one facility, F (its `units`, ED typed 'ed'), and
+    nothing else."""
     from schemas.capacity import Capacity
     from sinks import clickhouse as ch
     from sinks import dims
 
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
     ch.migrate(clickhouse, db)
-    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": {"F": {"4E": 10}}}))
+    capacity = Capacity.from_dict({"facilities": {"F": dict.fromkeys(units, 10)}})
+    dims.load_capacity(clickhouse, db, capacity)
     return db
+
+
+def _insert(clickhouse: Any, db: str, table: str, rows: list[dict[str, Any]]) -> None:
+    """Rows as the loader writes them (each at an offset of its own); absent columns default."""
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    clickhouse.insert(
+        f"{db}.{table}",
+        [[r.get(c) for c in columns] + [0, i, table] for i, r in enumerate(rows)],
+        column_names=[*columns, "kafka_partition", "kafka_offset", "kafka_topic"],
+    )
+
+
+def _panel_rows(
+    clickhouse: Any, d: Dashboard, key: str, db: str, tr: TimeRange, **chosen: str
+) -> list[tuple[Any, ...]]:
+    panel = next(p for p in d.panels if p.key == key)
+    variables = run.resolve_variables(clickhouse, d, db, tr, chosen or None)
+    return run.run_panel(clickhouse, panel, tr, variables).rows
 
 
 def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
@@ -268,5 +301,262 @@ def test_the_beds_held_without_an_event_are_the_patients_placed_and_silent_for_t
     assert [(r[1], r[2], r[4]) for r in got.rows] == [
         ("ICU", "admitted", 5.0),
         ("ICU", "moved", 4.0),
+    ]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+_HOUR = pd.Timedelta(hours=1).to_pytimedelta()
+_DAY = pd.Timedelta(days=1).to_pytimedelta()
+
+
+def _census(patient: str, *steps: tuple[str, str | None, datetime]) -> list[dict[str, Any]]:
+    """A patient's applied census events: (kind, the unit after it or None, when)."""
+    return [
+        {
+            "event_id": f"{patient}:{i}",
+            "event_type": kind,
+            "patient_token": patient,
+            "facility_id": "F",
+            "unit_id": unit,
+            "event_time": at,
+            "outcome": "applied",
+        }
+        for i, (kind, unit, at) in enumerate(steps)
+    ]
+
+
+def _alerts_of_moved_patients(clickhouse: Any, db: str, t: datetime) -> None:
+    """Six open-or-closed alerts on a warehouse of units ED, ICU and 4E, the census as of t + 3 h:
+    `moved` raised in ED (acknowledged there) and `unacked` raised in ED, both patients moved to
+    ICU since; `stays` raised in ICU, still there; `unknown` raised in ED, a patient the census
+    has no row of; `left` raised in ED, its patient discharged, the alert not yet resolved;
+    `closed` raised in 4E and resolved."""
+    steps = [  # (alert, step, action, patient, unit of the step, when)
+        ("a1", 1, "raise", "moved", "ED", t),
+        ("a2", 1, "raise", "unacked", "ED", t + _HOUR / 2),
+        ("a3", 1, "raise", "stays", "ICU", t),
+        ("a4", 1, "raise", "unknown", "ED", t + _HOUR),
+        ("a5", 1, "raise", "left", "ED", t),
+        ("a6", 1, "raise", "closed", "4E", t),
+        ("a6", 2, "resolve", "closed", "4E", t + 2 * _HOUR),
+    ]
+    _insert(
+        clickhouse,
+        db,
+        "alert_events",
+        [
+            {
+                "alert_event_id": f"{alert}:{seq}",
+                "alert_id": alert,
+                "action": action,
+                "sequence": seq,
+                "rule_id": "news2_sustained_medium",
+                "rule_version": "2",
+                "severity": "medium",
+                "patient_token": patient,
+                "facility_id": "F",
+                "unit_id": unit,
+                "opened_time": next(s[5] for s in steps if s[0] == alert),
+                "event_time": at,
+                "hit_count": 1,
+                "score_name": "news2_score",
+                "score_value": 6,
+            }
+            for alert, seq, action, patient, unit, at in steps
+        ],
+    )
+    ack = {"response_id": "r1", "alert_id": "a1", "action": "acknowledge", "actor_role": "nurse"}
+    ack |= {"patient_token": "moved", "facility_id": "F", "unit_id": "ED"}
+    _insert(clickhouse, db, "alert_responses", [ack | {"event_time": t + _HOUR / 12}])
+    census = _census("moved", ("admit", "ED", t - 2 * _HOUR), ("transfer", "ICU", t + _HOUR))
+    census += _census("unacked", ("admit", "ED", t - 2 * _HOUR), ("transfer", "ICU", t + _HOUR))
+    census += _census("stays", ("admit", "ICU", t - 5 * _HOUR))
+    census += _census("left", ("admit", "ED", t - 2 * _HOUR), ("discharge", None, t + _HOUR))
+    census += _census("closed", ("admit", "4E", t - 5 * _HOUR))
+    _insert(clickhouse, db, "census_events", census)
+
+
+def test_an_open_alert_is_on_the_board_of_the_unit_the_census_has_its_patient_in_now(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Alerts raised in ED whose patients moved to ICU are ICU's open alerts, not ED's; one
+    whose patient the census does not know, or has discharged, stays on the unit it was raised
+    on; a resolved one is on no board."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_moved", ("ED", "ICU", "4E"))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    _alerts_of_moved_patients(clickhouse, db, t)
+    tr = TimeRange(t + 3 * _HOUR - _DAY, t + 3 * _HOUR)
+    for unit, patients in {"ICU": ["moved", "stays", "unacked"], "ED": ["left", "unknown"]}.items():
+        count = _panel_rows(clickhouse, NURSE_BOARD, "open_alerts_count", db, tr, unit=unit)
+        table = _panel_rows(clickhouse, NURSE_BOARD, "open_alerts", db, tr, unit=unit)
+        assert count == [(len(patients),)], unit
+        assert sorted(r[1] for r in table) == patients, unit
+    assert _panel_rows(clickhouse, NURSE_BOARD, "open_alerts_count", db, tr, unit="4E") == [(0,)]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_an_acknowledgement_given_before_the_patient_moved_counts_on_the_unit_they_moved_to(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """The alert acknowledged in ED five minutes after it was raised, its patient since moved to
+    ICU, is acknowledged on ICU's board: not one of the open alerts not acknowledged, and listed
+    with its acknowledgement."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_acked", ("ED", "ICU", "4E"))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    _alerts_of_moved_patients(clickhouse, db, t)
+    tr = TimeRange(t + 3 * _HOUR - _DAY, t + 3 * _HOUR)
+    unacked = _panel_rows(clickhouse, NURSE_BOARD, "unacknowledged_count", db, tr, unit="ICU")
+    table = _panel_rows(clickhouse, NURSE_BOARD, "open_alerts", db, tr, unit="ICU")
+    assert unacked == [(2,)]
+    acknowledged = {r[1]: r[8] for r in table}
+    assert acknowledged["moved"] is not None
+    assert pd.Timestamp(acknowledged["moved"]).tz_localize(None) == pd.Timestamp(
+        t + _HOUR / 12
+    ).tz_localize(None)
+    assert acknowledged["stays"] is None and acknowledged["unacked"] is None
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_a_patients_latest_vitals_count_on_the_unit_the_census_has_them_in_now(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Each patient's latest reading in the facility, on the unit where the census has them now:
+    `moved` (NEWS2 7 on 4E, then 2 on ICU) is ICU's with 2; `charted` (moved to ICU, its latest
+    reading charted under 4E) is ICU's with 6; `gone`, discharged from 4E, is on no unit;
+    `unknown` to the census is on 4E, where its reading was; `stays` is on 4E."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_vitals", ("ED", "ICU", "4E"))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    readings = [  # (patient, unit, when, NEWS2)
+        ("moved", "4E", t, 7),
+        ("moved", "ICU", t + 2 * _HOUR, 2),
+        ("charted", "4E", t + 1.5 * _HOUR, 6),
+        ("gone", "4E", t - _HOUR, 6),
+        ("unknown", "4E", t, 5),
+        ("stays", "4E", t + 2 * _HOUR, 3),
+    ]
+    _insert(
+        clickhouse,
+        db,
+        "sepsis_screen",
+        [
+            {
+                "record_id": f"v{i}",
+                "record_kind": "vitals",
+                "patient_token": patient,
+                "facility_id": "F",
+                "unit_id": unit,
+                "event_time": at,
+                "news2_score": news2,
+                "heart_rate_bpm": 100.0,
+                "source_topic": "vitals",
+            }
+            for i, (patient, unit, at, news2) in enumerate(readings)
+        ],
+    )
+    census = _census("moved", ("admit", "4E", t - 5 * _HOUR), ("transfer", "ICU", t + _HOUR))
+    census += _census("charted", ("admit", "4E", t - 5 * _HOUR), ("transfer", "ICU", t + _HOUR))
+    census += _census("gone", ("admit", "4E", t - 5 * _HOUR), ("discharge", None, t))
+    census += _census("stays", ("admit", "4E", t - 5 * _HOUR))
+    _insert(clickhouse, db, "census_events", census)
+    tr = TimeRange(t + 3 * _HOUR - _DAY, t + 3 * _HOUR)
+    for unit, want in {
+        "4E": [("unknown", 5), ("stays", 3)],
+        "ICU": [("charted", 6), ("moved", 2)],
+    }.items():
+        high = _panel_rows(clickhouse, NURSE_BOARD, "news2_high_patients", db, tr, unit=unit)
+        latest = _panel_rows(clickhouse, NURSE_BOARD, "latest_vitals", db, tr, unit=unit)
+        assert high == [(1,)], unit
+        assert [(r[0], r[2]) for r in latest] == want, unit
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_a_cancelled_discharge_and_a_visit_to_ed_only_are_no_stay_and_no_readmission(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Of five patients' visits: `ed`'s two ED-only visits (treat and release) 5 days apart are
+    neither discharges nor a readmission; `cancelled`'s discharge taken back (A13) ends no stay;
+    `readmitted` is admitted again 6 days after a 2-day stay; `back` comes back to ED only 2 days
+    after a 2-day stay (no readmission); `twice`'s discharge, cancelled and given again 2 h
+    later, ends a 3-day stay once. Three discharges, one readmitted; three stays of 2, 2 and 3
+    days."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_stays", ("ED", "4E"))
+    t = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    events = [  # (patient, visit, kind, unit, when)
+        ("ed", "v1", "admit", "ED", t - 6 * _HOUR),
+        ("ed", "v1", "discharge", None, t),
+        ("ed", "v2", "admit", "ED", t + 5 * _DAY),
+        ("ed", "v2", "discharge", None, t + 5 * _DAY + 4 * _HOUR),
+        ("cancelled", "v3", "admit", "ED", t - 3 * _DAY),
+        ("cancelled", "v3", "transfer", "4E", t - 3 * _DAY + 4 * _HOUR),
+        ("cancelled", "v3", "discharge", None, t),
+        ("cancelled", "v3", "cancel_discharge", None, t + _HOUR / 2),
+        ("readmitted", "v4", "admit", "ED", t - 2 * _DAY),
+        ("readmitted", "v4", "transfer", "4E", t - 2 * _DAY + 4 * _HOUR),
+        ("readmitted", "v4", "discharge", None, t),
+        ("readmitted", "v5", "admit", "ED", t + 6 * _DAY),
+        ("readmitted", "v5", "transfer", "4E", t + 6 * _DAY + 3 * _HOUR),
+        ("back", "v6", "admit", "ED", t - _DAY),
+        ("back", "v6", "transfer", "4E", t - _DAY + 4 * _HOUR),
+        ("back", "v6", "discharge", None, t + _DAY),
+        ("back", "v7", "admit", "ED", t + 3 * _DAY),
+        ("back", "v7", "discharge", None, t + 3 * _DAY + 2 * _HOUR),
+        ("twice", "v8", "admit", "ED", t - 3 * _DAY + 2 * _HOUR),
+        ("twice", "v8", "transfer", "4E", t - 3 * _DAY + 6 * _HOUR),
+        ("twice", "v8", "discharge", None, t),
+        ("twice", "v8", "cancel_discharge", None, t + _HOUR / 2),
+        ("twice", "v8", "discharge", None, t + 2 * _HOUR),
+    ]
+    _insert(
+        clickhouse,
+        db,
+        "adt_events",
+        [
+            {
+                "event_id": f"x{i}",
+                "event_type": kind,
+                "source_message_type": "test",
+                "patient_token": patient,
+                "encounter_token": visit,
+                "facility_id": "F",
+                "unit_id": unit,
+                "event_time": at,
+                "source": "test",
+            }
+            for i, (patient, visit, kind, unit, at) in enumerate(events)
+        ],
+    )
+    tr = TimeRange(t - _DAY, t + 8 * _DAY)
+    readmissions = _panel_rows(clickhouse, EXECUTIVE, "readmissions", db, tr)
+    stays = _panel_rows(clickhouse, EXECUTIVE, "length_of_stay", db, tr)
+    assert readmissions == [(3, 1, 33.3)]
+    assert [r[:4] for r in stays] == [("F", 3, 2.0, 2.33)]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_arrivals_and_discharges_are_per_hour_whatever_the_range(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Two hours' flows on a 30-day range, which Grafana draws at a 2 h interval: still a point
+    per hour."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_flows")
+    t = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    flows = [
+        {
+            "facility_id": "F",
+            "unit_id": "ALL",
+            "scope": "facility",
+            "window_start": t + h * _HOUR,
+            "window_end": t + (h + 1) * _HOUR,
+            "arrivals": arrivals,
+            "discharges": 1,
+        }
+        for h, arrivals in enumerate([2, 3])
+    ]
+    _insert(clickhouse, db, "census_flow", flows)
+    tr = TimeRange(t + 2 * _HOUR - 30 * _DAY, t + 2 * _HOUR)
+    got = _panel_rows(clickhouse, COMMAND_CENTRE, "flows", db, tr)
+    assert [(pd.Timestamp(r[0]).tz_localize(None), r[1], r[2]) for r in got] == [
+        (pd.Timestamp(t).tz_localize(None), 2, 1),
+        (pd.Timestamp(t + _HOUR).tz_localize(None), 3, 1),
     ]
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
