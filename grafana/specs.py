@@ -109,19 +109,17 @@ _ACKNOWLEDGED = """
 
 # Each patient's latest vitals reading of the facility in the 12 h to the end of the range, on
 # the unit where the census has the patient now: none for one moved elsewhere or discharged; for
-# a patient the census does not know, the unit of that reading.
+# a patient the census does not know, the unit of that reading. The reading's values are taken as
+# one tuple: argMax of each column skips NULL, so a value expired by then (NULL in the latest
+# state: past its validity) showed an older reading's as current.
 _UNIT_LATEST_VITALS = f"""
-    SELECT v.patient_token AS patient_token, observed, news2, qsofa, heart_rate_bpm,
-           resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg
+    SELECT v.patient_token AS patient_token, observed, latest.1 AS reading_unit,
+           latest.2 AS news2, latest.3 AS qsofa, latest.4 AS heart_rate_bpm,
+           latest.5 AS resp_rate_per_min, latest.6 AS spo2_pct, latest.7 AS temp_c,
+           latest.8 AS sbp_mmhg
     FROM (SELECT patient_token, max(event_time) AS observed,
-                 argMax(unit_id, event_time) AS reading_unit,
-                 argMax(news2_score, event_time) AS news2,
-                 argMax(qsofa_score, event_time) AS qsofa,
-                 argMax(heart_rate_bpm, event_time) AS heart_rate_bpm,
-                 argMax(resp_rate_per_min, event_time) AS resp_rate_per_min,
-                 argMax(spo2_pct, event_time) AS spo2_pct,
-                 argMax(temp_c, event_time) AS temp_c,
-                 argMax(sbp_mmhg, event_time) AS sbp_mmhg
+                 argMax(tuple(unit_id, news2_score, qsofa_score, heart_rate_bpm,
+                              resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg), event_time) AS latest
           FROM ${{db}}.sepsis_screen
           WHERE facility_id = '${{facility}}' AND record_kind = 'vitals'
             AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime

@@ -560,3 +560,28 @@ def test_arrivals_and_discharges_are_per_hour_whatever_the_range(
         (pd.Timestamp(t + _HOUR).tz_localize(None), 3, 1),
     ]
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_latest_vitals_show_a_value_expired_by_the_latest_reading_as_missing(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """At 08:00 HR 130 and SBP 85; at 12:00 only a temperature, HR and SBP expired (NULL in
+    that state): the row is the 12:00 reading's, HR and SBP empty, not 08:00's shown as now."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_expired", ("4E",))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    rows = [
+        {"record_id": "a", "heart_rate_bpm": 130.0, "sbp_mmhg": 85.0, "news2_score": 5,
+         "event_time": t},
+        {"record_id": "b", "temp_c": 37.2, "news2_score": 0, "event_time": t + 4 * _HOUR},
+    ]  # fmt: skip
+    common = {"record_kind": "vitals", "patient_token": "p", "facility_id": "F",
+              "unit_id": "4E", "source_topic": "vitals"}  # fmt: skip
+    _insert(clickhouse, db, "sepsis_screen", [common | r for r in rows])
+    tr = TimeRange(t + 5 * _HOUR - _DAY, t + 5 * _HOUR)
+    [row] = _panel_rows(clickhouse, NURSE_BOARD, "latest_vitals", db, tr, unit="4E")
+    columns = ("patient", "observed", "news2", "qsofa", "heart_rate_bpm", "resp_rate_per_min",
+               "spo2_pct", "temp_c", "sbp_mmhg")  # fmt: skip
+    shown = dict(zip(columns, row, strict=True))
+    assert shown["news2"] == 0 and shown["temp_c"] == pytest.approx(37.2)
+    assert shown["heart_rate_bpm"] is None and shown["sbp_mmhg"] is None
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
