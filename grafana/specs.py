@@ -822,20 +822,26 @@ ML_OPS = Dashboard(
             "feature_drift",
             "Input drift per feature of the serving versions (latest window)",
             "table",
-            f"""SELECT feature, model_version AS version, role,
-                   round(argMaxIf(value, event_time, metric = 'psi'), 3) AS psi,
-                   round(argMaxIf(value, event_time, metric = 'ks'), 3) AS ks,
-                   round(argMaxIf(threshold, event_time, metric = 'ks'), 3) AS ks_critical,
-                   max(breach AND event_time = (SELECT max(event_time) FROM ${{db}}.model_monitor
-                       WHERE {_MODEL} AND metric = 'ks')) AS breach_now
-            FROM ${{db}}.model_monitor FINAL
-            WHERE {_MODEL} AND metric IN ('psi', 'ks') AND $__timeFilter(event_time)
+            f"""SELECT feature, version, role, round(max(facility_psi), 3) AS psi,
+                   round(argMax(facility_ks, facility_psi), 3) AS ks,
+                   round(argMax(facility_ks_critical, facility_psi), 3) AS ks_critical,
+                   argMax(facility_id, facility_psi) AS worst_facility,
+                   max(facility_breach) AS breach_now
+            FROM (SELECT feature, model_version AS version, role, facility_id,
+                         argMaxIf(value, event_time, metric = 'psi') AS facility_psi,
+                         argMaxIf(value, event_time, metric = 'ks') AS facility_ks,
+                         argMaxIf(threshold, event_time, metric = 'ks') AS facility_ks_critical,
+                         argMaxIf(breach, event_time, metric = 'ks') AS facility_breach
+                  FROM ${{db}}.model_monitor FINAL
+                  WHERE {_MODEL} AND metric IN ('psi', 'ks') AND $__timeFilter(event_time)
+                  GROUP BY feature, version, role, facility_id)
             GROUP BY feature, version, role ORDER BY psi DESC""",
-            ("feature", "version", "role", "psi", "ks", "ks_critical"),
+            ("feature", "version", "role", "psi", "ks", "ks_critical", "worst_facility"),
             width=12,
-            description="PSI against the training reference stored with the version (0.1 "
-            "moderate, 0.25 major shift; Siddiqi 2006), and the KS statistic with its critical "
-            "value for the window's effective size.",
+            description="Each facility's latest window: PSI against the training reference "
+            "stored with the version (0.1 moderate, 0.25 major shift; Siddiqi 2006), and the KS "
+            "statistic with its critical value for the window's effective size; per feature, "
+            "the facility of the largest PSI, and whether any facility's latest KS breached.",
         ),
         Panel(
             "delayed_performance",

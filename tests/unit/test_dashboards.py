@@ -13,7 +13,15 @@ import pytest
 
 from grafana import build, run, seed
 from grafana.macros import TimeRange, expand_macros, interpolate
-from grafana.specs import COMMAND_CENTRE, DASHBOARDS, EXECUTIVE, NURSE_BOARD, Dashboard, Panel
+from grafana.specs import (
+    COMMAND_CENTRE,
+    DASHBOARDS,
+    EXECUTIVE,
+    ML_OPS,
+    NURSE_BOARD,
+    Dashboard,
+    Panel,
+)
 from schemas.settings import Settings
 
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
@@ -584,4 +592,40 @@ def test_latest_vitals_show_a_value_expired_by_the_latest_reading_as_missing(
     shown = dict(zip(columns, row, strict=True))
     assert shown["news2"] == 0 and shown["temp_c"] == pytest.approx(37.2)
     assert shown["heart_rate_bpm"] is None and shown["sbp_mmhg"] is None
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_input_drift_is_each_facilitys_latest_window_and_shows_the_worst(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """In one daily window F01 drifted little (PSI 0.02, KS 0.03) and F02 much (PSI 0.41, KS
+    0.30, a breach): the row is F02's, not an arbitrary facility's values beside a breach.
+    A challenger whose own latest window breached shows the breach, though the champion's
+    window came later."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_drift")
+    t = datetime(2026, 3, 2, tzinfo=UTC)
+
+    def measured(role: str, facility: str, metric: str, value: float, breach: bool,
+                 at: datetime) -> dict[str, Any]:  # fmt: skip
+        return {"event_id": f"{role}{facility}{metric}{at:%H}", "event_time": at,
+                "model_name": "sepsis-risk", "model_version": "1", "role": role,
+                "facility_id": facility, "metric": metric, "feature": "heart_rate_bpm",
+                "value": value, "threshold": 0.2, "n": 500, "breach": breach,
+                "window_start": at - _DAY, "window_end": at}  # fmt: skip
+
+    _insert(clickhouse, db, "model_monitor", [
+        measured("champion", "F01", "psi", 0.02, False, t + _HOUR),
+        measured("champion", "F01", "ks", 0.03, False, t + _HOUR),
+        measured("champion", "F02", "psi", 0.41, True, t),
+        measured("champion", "F02", "ks", 0.30, True, t),
+        measured("challenger", "F01", "psi", 0.30, True, t - _HOUR),
+        measured("challenger", "F01", "ks", 0.25, True, t - _HOUR),
+    ])  # fmt: skip
+    clickhouse.insert(f"{db}.dim_model_version", [["sepsis-risk", "1", "champion"]],
+                      column_names=["model_name", "model_version", "role"])  # fmt: skip
+    tr = TimeRange(t - 3 * _DAY, t + 2 * _HOUR)
+    rows = _panel_rows(clickhouse, ML_OPS, "feature_drift", db, tr, model="sepsis-risk")
+    by_role = {r[2]: r for r in rows}
+    assert by_role["champion"][3:8] == (0.41, 0.3, 0.2, "F02", True)
+    assert bool(by_role["challenger"][7])
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
