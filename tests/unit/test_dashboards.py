@@ -5,7 +5,7 @@ embedded ClickHouse) and returns what the panel reads; some panels are checked a
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -628,4 +628,53 @@ def test_input_drift_is_each_facilitys_latest_window_and_shows_the_worst(
     by_role = {r[2]: r for r in rows}
     assert by_role["champion"][3:8] == (0.41, 0.3, 0.2, "F02", True)
     assert bool(by_role["challenger"][7])
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_each_bundle_element_is_counted_over_the_alerts_it_was_due_for(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """SSC 2018 hour-1 bundle: alert A (lactate 5, SBP 85) is due fluids and vasopressors,
+    alert B (lactate 2.5, SBP 120) neither. A got fluids at 40 min and no vasopressor: fluids
+    100 % of the one alert due (not 50 % of both), vasopressors 0 %. A's cultures came at
+    45 min, after its antibiotics at 30: not within the hour as the bundle means it; B's came
+    before (cultures 50 % within 1 h)."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_bundle")
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+
+    def raised(alert: str, patient: str) -> dict[str, Any]:
+        return {"alert_event_id": f"ev-{alert}", "alert_id": alert, "action": "raise",
+                "sequence": 1, "rule_id": "qsofa_lactate", "rule_version": "1",
+                "severity": "high", "patient_token": patient, "facility_id": "F",
+                "unit_id": "4E", "opened_time": t, "event_time": t, "hit_count": 1,
+                "score_name": "qsofa", "score_value": 2.0, "evidence_json": "{}"}  # fmt: skip
+
+    _insert(clickhouse, db, "alert_events", [raised("A", "pa"), raised("B", "pb")])
+    _insert(clickhouse, db, "sepsis_screen", [
+        {"record_id": "ra", "record_kind": "lab", "patient_token": "pa", "facility_id": "F",
+         "unit_id": "4E", "event_time": t, "lactate_mmol_l": 5.0, "sbp_mmhg": 85.0,
+         "source_topic": "labs"},
+        {"record_id": "rb", "record_kind": "lab", "patient_token": "pb", "facility_id": "F",
+         "unit_id": "4E", "event_time": t, "lactate_mmol_l": 2.5, "sbp_mmhg": 120.0,
+         "source_topic": "labs"},
+    ])  # fmt: skip
+    given = {
+        ("A", "pa"): {"lactate_measured": 10, "antibiotic_given": 30, "blood_culture_drawn": 45,
+                      "fluid_bolus_started": 40},
+        ("B", "pb"): {"lactate_measured": 10, "blood_culture_drawn": 20, "antibiotic_given": 50},
+    }  # fmt: skip
+    _insert(clickhouse, db, "alert_responses", [
+        {"response_id": alert + action, "alert_id": alert, "action": action,
+         "actor_role": "nurse", "patient_token": patient, "facility_id": "F", "unit_id": "4E",
+         "event_time": t + timedelta(minutes=minutes), "source": "ehr"}
+        for (alert, patient), actions in given.items() for action, minutes in actions.items()
+    ])  # fmt: skip
+    tr = TimeRange(t - _DAY, t + _DAY)
+    rows = _panel_rows(clickhouse, EXECUTIVE, "bundle", db, tr, facility="F")
+    shown = {r[0]: r[1:] for r in rows}  # element: (with it, due, %, median min, within 1 h %)
+    assert shown["fluid_bolus_started"][:3] == (1, 1, 100.0)
+    assert shown["vasopressor_started"][:3] == (0, 1, 0.0)
+    assert shown["antibiotic_given"][:3] == (2, 2, 100.0)
+    cultures = shown["blood_culture_drawn"]
+    assert cultures[:3] == (2, 2, 100.0) and cultures[4] == 50.0
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
