@@ -612,7 +612,9 @@ EXECUTIVE = Dashboard(
                                   lactate_mmol_l
                            FROM ${{db}}.sepsis_screen
                            WHERE {_FAC} AND event_time >= $__fromTime - INTERVAL 6 HOUR
-                             AND event_time <= $__toTime + INTERVAL 1 HOUR) AS s
+                             AND event_time <= $__toTime + INTERVAL 1 HOUR
+                             AND (sbp_mmhg < 90 OR map_mmhg < 65 OR lactate_mmol_l >= 4)
+                             AND patient_token IN (SELECT alert_patient FROM alerts)) AS s
                   ON s.patient_token = a.alert_patient AND s.facility_id = a.alert_facility
                 GROUP BY a.alert_id),
             due AS (
