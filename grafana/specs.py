@@ -69,14 +69,19 @@ MODEL = Variable(
     "model", "Model", "SELECT DISTINCT model_name FROM ${db}.dim_model_version ORDER BY model_name"
 )
 
-# Where the census has each patient now: the facility and unit of their latest applied census
-# event (census_latest, migration 0016; the unit is NULL once discharged). `known` is 1 for a
-# patient the census has seen, 0 (or NULL under join_use_nulls) from a LEFT JOIN for one it has
-# not. As of the latest census event loaded, like the command centre's beds held without an event.
+# Where the census has each patient at the range's end: the facility and unit of their latest
+# applied census event up to it, in the census's order (time, then the row's offset, as
+# census_latest, migration 0016, keeps them; the unit is NULL once discharged). `known` is 1 for
+# a patient the census has seen, 0 (or NULL under join_use_nulls) from a LEFT JOIN for one it has
+# not. Read from the events, not census_latest, so that a past range shows where patients were.
 _CENSUS_PLACE = """
     SELECT patient_token, toUInt8(1) AS known, latest.1 AS census_facility,
            latest.2 AS census_unit
-    FROM (SELECT patient_token, argMaxMerge(latest) AS latest FROM ${db}.census_latest
+    FROM (SELECT patient_token,
+                 argMax((toString(facility_id), CAST(unit_id AS Nullable(String))),
+                        (event_time, kafka_partition, kafka_offset)) AS latest
+          FROM ${db}.census_events
+          WHERE outcome = 'applied' AND event_time <= $__toTime
           GROUP BY patient_token)"""
 
 # The open alerts of the unit: each alert's latest step up to the end of the range, not a
@@ -550,6 +555,8 @@ EXECUTIVE = Dashboard(
                       GROUP BY patient_token, stay
                       HAVING discharged >= $__fromTime AND discharged <= $__toTime
                          AND discharged > maxIf(event_time, event_type = 'cancel_discharge')
+                         AND maxIf(event_time, event_type IN ('cancel_admit', 'void_encounter'))
+                             <= maxIf(event_time, event_type = 'admit')
                          AND NOT {_ED_ONLY}) AS d
                 LEFT JOIN (SELECT patient_token, ifNull(encounter_token, event_id) AS stay,
                                   minIf(event_time, event_type = 'admit') AS first_admit,
@@ -561,7 +568,7 @@ EXECUTIVE = Dashboard(
                            WHERE event_time >= $__fromTime
                            GROUP BY patient_token, stay
                            HAVING countIf(event_type = 'admit') > 0 AND last_admit > voided
-                              AND NOT {_ED_ONLY}
+                              AND NOT ({_ED_ONLY} AND countIf(event_type = 'discharge') > 0)
                           ) AS a
                     ON a.patient_token = d.patient_token
                 GROUP BY d.patient_token, d.stay)""",
@@ -569,11 +576,13 @@ EXECUTIVE = Dashboard(
             width=12,
             height=6,
             description="Share of inpatient stays whose last discharge is in range, not "
-            "cancelled by a later A13, followed by an admission of the same patient (any "
+            "cancelled by a later A13 nor the stay taken back (A11, entered-in-error) after its "
+            "last admission, followed by an admission of the same patient (any "
             "facility) within 30 days, not one cancelled (A11 of its visit) or voided (an "
             "Encounter entered-in-error) unless admitted again after it. A visit on ED units "
-            "only (treat and release) is neither a discharge nor a readmission; recent "
-            "discharges have had less time.",
+            "only that ended there (treat and release) is neither a discharge nor a "
+            "readmission; one still in ED (boarding) is a readmission; recent discharges have "
+            "had less time.",
         ),
         Panel(
             "ack_trend",
@@ -608,21 +617,14 @@ EXECUTIVE = Dashboard(
                            AND s.event_time <= a.raised + INTERVAL 1 HOUR
                            AND COALESCE(s.lactate_mmol_l >= 4, FALSE)) AS lactate_ge4
                 FROM alerts AS a
-                LEFT JOIN (SELECT patient_token, facility_id, event_time, sbp_mmhg, map_mmhg,
-                                  lactate_mmol_l
+                LEFT JOIN (SELECT patient_token, event_time, sbp_mmhg, map_mmhg, lactate_mmol_l
                            FROM ${{db}}.sepsis_screen
-                           WHERE {_FAC} AND event_time >= $__fromTime - INTERVAL 6 HOUR
+                           WHERE event_time >= $__fromTime - INTERVAL 6 HOUR
                              AND event_time <= $__toTime + INTERVAL 1 HOUR
                              AND (sbp_mmhg < 90 OR map_mmhg < 65 OR lactate_mmol_l >= 4)
                              AND patient_token IN (SELECT alert_patient FROM alerts)) AS s
-                  ON s.patient_token = a.alert_patient AND s.facility_id = a.alert_facility
+                  ON s.patient_token = a.alert_patient
                 GROUP BY a.alert_id),
-            due AS (
-                SELECT alert_id, element FROM indication
-                ARRAY JOIN arrayFilter(x -> x != '', [
-                    'lactate_measured', 'blood_culture_drawn', 'antibiotic_given',
-                    if(hypotension OR lactate_ge4, 'fluid_bolus_started', ''),
-                    if(hypotension, 'vasopressor_started', '')]) AS element),
             done AS (
                 SELECT r.action AS element, r.alert_id AS alert_id,
                        dateDiff('second', any(a.raised), min(r.event_time)) / 60 AS minutes
@@ -630,6 +632,15 @@ EXECUTIVE = Dashboard(
                 INNER JOIN alerts AS a ON a.alert_id = r.alert_id
                 WHERE r.action != 'acknowledge'
                 GROUP BY r.action, r.alert_id),
+            due AS (
+                SELECT alert_id, element FROM indication
+                ARRAY JOIN arrayFilter(x -> x != '', [
+                    'lactate_measured', 'blood_culture_drawn', 'antibiotic_given',
+                    if(hypotension OR lactate_ge4, 'fluid_bolus_started', ''),
+                    if(hypotension, 'vasopressor_started', '')]) AS element
+                UNION DISTINCT
+                SELECT alert_id, element FROM done
+                WHERE element IN ('fluid_bolus_started', 'vasopressor_started')),
             antibiotics AS (SELECT alert_id, minutes FROM done
                             WHERE element = 'antibiotic_given')
             SELECT d.element AS element, countIf(x.alert_id != '') AS alerts_with_element,
@@ -650,8 +661,8 @@ EXECUTIVE = Dashboard(
             "hypotension or lactate ≥ 4, vasopressors for hypotension. For high-severity and "
             "qSOFA+lactate alerts; each element's share of the alerts it was due for (fluids: "
             "screened SBP < 90 or MAP < 65 or lactate ≥ 4 from 6 h before the alert to 1 h "
-            "after; vasopressors: hypotension), cultures within the hour only before the "
-            "antibiotics.",
+            "after, or given; vasopressors: hypotension, or given), cultures within the hour "
+            "only before the antibiotics.",
         ),
         Panel(
             "length_of_stay",
@@ -873,14 +884,17 @@ ML_OPS = Dashboard(
                          argMaxIf(breach, event_time, metric = 'ks') AS facility_breach
                   FROM ${{db}}.model_monitor FINAL
                   WHERE {_MODEL} AND metric IN ('psi', 'ks') AND $__timeFilter(event_time)
+                    AND event_time > $__toTime - INTERVAL 2 DAY
                   GROUP BY feature, version, role, facility_id)
             GROUP BY feature, version, role ORDER BY psi DESC""",
             ("feature", "version", "role", "psi", "ks", "ks_critical", "worst_facility"),
             width=12,
-            description="Each facility's latest window: PSI against the training reference "
-            "stored with the version (0.1 moderate, 0.25 major shift; Siddiqi 2006), and the KS "
-            "statistic with its critical value for the window's effective size; per feature, "
-            "the facility of the largest PSI, and whether any facility's latest KS breached.",
+            description="Each facility's latest window in the last 2 days of the range (a "
+            "facility that stopped reporting is not shown as drifting now): PSI against the "
+            "training reference stored with the version (0.1 moderate, 0.25 major shift; "
+            "Siddiqi 2006), and the KS statistic with its critical value for the window's "
+            "effective size; per feature, the facility of the largest PSI, and whether any "
+            "facility's latest KS breached.",
         ),
         Panel(
             "delayed_performance",

@@ -232,7 +232,8 @@ def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     """Six patients discharged, each admitted again within 30 days: an admission that stands,
     one cancelled (A11 of its visit), one voided (a FHIR Encounter entered-in-error), one
     cancelled and sent again (it stands), and two patients' visits without a visit number
-    (each its own discharge and admission; an A11 without one names no admission)."""
+    (each its own discharge and admission; an A11 without one names no admission). A seventh
+    stay, voided after its discharge, is none."""
     db = _warehouse(clickhouse, settings.clickhouse_database + "_readm")
     t = datetime(2026, 3, 1, tzinfo=UTC)
     day = pd.Timedelta(days=1).to_pytimedelta()
@@ -253,11 +254,21 @@ def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
         ("p5", None, "admit", t + 6 * day),
         ("p5", None, "cancel_admit", t + 6 * day + day / 24),
         ("p6", None, "discharge", t),
+        # a stay taken back after its discharge (an Encounter entered-in-error) was no stay:
+        # neither a discharge nor followed by a readmission
+        ("p7", "e9", "admit", t - 3 * day),
+        ("p7", "e9", "discharge", t),
+        ("p7", "e9", "void_encounter", t + day),
+        ("p7", "e10", "admit", t + 5 * day),
+        # admitted again to ED and still there (boarding): a readmission
+        ("p8", "e11", "discharge", t),
+        ("p8", "e12", "admit", t + 5 * day),
     ]
     rows = [
-        [f"x{i}", kind, "test", patient, visit, "F", "4E", at, "test", 0, i, "adt"]
+        [f"x{i}", kind, "test", patient, visit, "F", "ED" if visit == "e12" else "4E", at,
+         "test", 0, i, "adt"]
         for i, (patient, visit, kind, at) in enumerate(events)
-    ]
+    ]  # fmt: skip
     columns = ["event_id", "event_type", "source_message_type", "patient_token"]
     columns += ["encounter_token", "facility_id", "unit_id", "event_time", "source"]
     clickhouse.insert(
@@ -268,7 +279,7 @@ def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     [panel] = [p for p in EXECUTIVE.panels if p.key == "readmissions"]
     tr = TimeRange(t - day, t + 10 * day)
     got = run.run_panel(clickhouse, panel, tr, run.resolve_variables(clickhouse, EXECUTIVE, db, tr))
-    assert got.rows[0][:2] == (6, 3)
+    assert got.rows[0][:2] == (7, 4)
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 
@@ -400,6 +411,24 @@ def test_an_open_alert_is_on_the_board_of_the_unit_the_census_has_its_patient_in
         assert count == [(len(patients),)], unit
         assert sorted(r[1] for r in table) == patients, unit
     assert _panel_rows(clickhouse, NURSE_BOARD, "open_alerts_count", db, tr, unit="4E") == [(0,)]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_a_past_range_shows_each_open_alert_where_its_patient_was_at_its_end(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """The same alerts seen at t + 45 min, before the moves at t + 1 h: `moved` and `unacked`
+    are still ED's, `left` (discharged only at t + 1 h) too, `closed` is still open on 4E and
+    `unknown` not yet raised; the census's later moves do not rewrite the past."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_past", ("ED", "ICU", "4E"))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    _alerts_of_moved_patients(clickhouse, db, t)
+    tr = TimeRange(t + _HOUR * 3 / 4 - _DAY, t + _HOUR * 3 / 4)
+    for unit, patients in {
+        "ED": ["left", "moved", "unacked"], "ICU": ["stays"], "4E": ["closed"]
+    }.items():  # fmt: skip
+        table = _panel_rows(clickhouse, NURSE_BOARD, "open_alerts", db, tr, unit=unit)
+        assert sorted(r[1] for r in table) == patients, unit
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 
@@ -620,10 +649,13 @@ def test_input_drift_is_each_facilitys_latest_window_and_shows_the_worst(
         measured("champion", "F02", "ks", 0.30, True, t),
         measured("challenger", "F01", "psi", 0.30, True, t - _HOUR),
         measured("challenger", "F01", "ks", 0.25, True, t - _HOUR),
+        # F03 drifted most, five days ago, and has not reported since: not drifting now
+        measured("champion", "F03", "psi", 0.90, True, t - 5 * _DAY),
+        measured("champion", "F03", "ks", 0.60, True, t - 5 * _DAY),
     ])  # fmt: skip
     clickhouse.insert(f"{db}.dim_model_version", [["sepsis-risk", "1", "champion"]],
                       column_names=["model_name", "model_version", "role"])  # fmt: skip
-    tr = TimeRange(t - 3 * _DAY, t + 2 * _HOUR)
+    tr = TimeRange(t - 7 * _DAY, t + 2 * _HOUR)
     rows = _panel_rows(clickhouse, ML_OPS, "feature_drift", db, tr, model="sepsis-risk")
     by_role = {r[2]: r for r in rows}
     assert by_role["champion"][3:8] == (0.41, 0.3, 0.2, "F02", True)
@@ -649,7 +681,9 @@ def test_each_bundle_element_is_counted_over_the_alerts_it_was_due_for(
                 "unit_id": "4E", "opened_time": t, "event_time": t, "hit_count": 1,
                 "score_name": "qsofa", "score_value": 2.0, "evidence_json": "{}"}  # fmt: skip
 
-    _insert(clickhouse, db, "alert_events", [raised("A", "pa"), raised("B", "pb")])
+    # C: no screened values, fluids given anyway: due as given (not a line that vanishes)
+    _insert(clickhouse, db, "alert_events", [raised(a, p) for a, p in (("A", "pa"), ("B", "pb"),
+                                                                       ("C", "pc"))])  # fmt: skip
     _insert(clickhouse, db, "sepsis_screen", [
         {"record_id": "ra", "record_kind": "lab", "patient_token": "pa", "facility_id": "F",
          "unit_id": "4E", "event_time": t, "lactate_mmol_l": 5.0, "sbp_mmhg": 85.0,
@@ -662,6 +696,7 @@ def test_each_bundle_element_is_counted_over_the_alerts_it_was_due_for(
         ("A", "pa"): {"lactate_measured": 10, "antibiotic_given": 30, "blood_culture_drawn": 45,
                       "fluid_bolus_started": 40},
         ("B", "pb"): {"lactate_measured": 10, "blood_culture_drawn": 20, "antibiotic_given": 50},
+        ("C", "pc"): {"fluid_bolus_started": 20},
     }  # fmt: skip
     _insert(clickhouse, db, "alert_responses", [
         {"response_id": alert + action, "alert_id": alert, "action": action,
@@ -672,9 +707,9 @@ def test_each_bundle_element_is_counted_over_the_alerts_it_was_due_for(
     tr = TimeRange(t - _DAY, t + _DAY)
     rows = _panel_rows(clickhouse, EXECUTIVE, "bundle", db, tr, facility="F")
     shown = {r[0]: r[1:] for r in rows}  # element: (with it, due, %, median min, within 1 h %)
-    assert shown["fluid_bolus_started"][:3] == (1, 1, 100.0)
+    assert shown["fluid_bolus_started"][:3] == (2, 2, 100.0)
     assert shown["vasopressor_started"][:3] == (0, 1, 0.0)
-    assert shown["antibiotic_given"][:3] == (2, 2, 100.0)
+    assert shown["antibiotic_given"][:3] == (2, 3, 66.7)
     cultures = shown["blood_culture_drawn"]
-    assert cultures[:3] == (2, 2, 100.0) and cultures[4] == 50.0
+    assert cultures[:3] == (2, 3, 66.7) and cultures[4] == 33.3
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
