@@ -172,7 +172,7 @@ class Hl7Sender:
             else:
                 try:
                     ack = hl7_alerts.parse_ack(reply)
-                except Exception as exc:  # not an ACK (whatever the parser raised): resend
+                except ValueError as exc:  # not an ACK (parse_ack raises nothing else): resend
                     self.client.close()
                     last = f"not an ACK: {type(exc).__name__}: {exc}"
                 else:

@@ -167,7 +167,10 @@ def decide_file(
     """(source, one Decision per resource or entry) for one file; never raises for its content.
     `codes`: the deployment's code map (`settings.interop_code_map`, loaded once by the caller)."""
     key = pub.key
-    names = identity.aliases(settings.patient_identifier_aliases)
+    tokenise = identity.aliased(
+        lambda ns, ident: phi.token(key, ns, ident),
+        identity.aliases(settings.patient_identifier_aliases),
+    )
 
     def one(label: str, why: Refused, payload: bytes) -> list[Decision]:
         return [Decision(path.name, label, [], why, payload)]
@@ -201,7 +204,7 @@ def decide_file(
             continue
         outcomes = fhir_r4.map_json(
             data,
-            identity.aliased(lambda ns, ident: phi.token(key, ns, ident), names),
+            tokenise,
             source=source,
             facility_id=facility_id,
             codes=codes,

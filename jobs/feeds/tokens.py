@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     Settings.add_arguments(ap)
     args = ap.parse_args(argv)
     for out in tokens(Settings.resolve(args), args, sys.stdin):
-        print(out, flush=False)
-    sys.stdout.flush()
+        print(out)
 
 
 if __name__ == "__main__":

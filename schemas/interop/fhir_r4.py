@@ -62,7 +62,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from schemas import topics
-from schemas.interop import mdc
+from schemas.interop import identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
@@ -425,15 +425,17 @@ def _fingerprint(data: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def _first_identifier(identifiers: Any) -> str | None:
+    """The first business identifier with a value, as `system|value`."""
+    return next((f"{i.system or ''}|{i.value}" for i in identifiers or [] if i.value), None)
+
+
 def _business_id(identifiers: Any, tokenise: Tokenise) -> str | None:
-    """The first business identifier with a value, as a name that does not show it
-    (`identifier:<token of system|value>`): a visit or accession number is an identifier, and
-    the name travels in clear (an event's or observation's id)."""
-    for ident in identifiers or []:
-        if ident.value:
-            named = f"{ident.system or ''}|{ident.value}"
-            return f"identifier:{tokenise('fhir:identifier-name', named)}"
-    return None
+    """The first business identifier, as a name that does not show it (`identifier:<token of
+    system|value>`): a visit or accession number is an identifier, and the name travels in
+    clear (an event's or observation's id)."""
+    named = _first_identifier(identifiers)
+    return None if named is None else f"identifier:{tokenise('fhir:identifier-name', named)}"
 
 
 def _instant(value: Any, what: str) -> datetime | Refused:
@@ -463,7 +465,7 @@ def _effective(obs: Any, interval: bool) -> Any:
 
 
 def _by_identifier(system: Any, value: Any, tokenise: Tokenise) -> str:
-    return tokenise(f"fhir:identifier:{system or ''}", str(value))
+    return tokenise(identity.FHIR_SYSTEM + (system or ""), str(value))
 
 
 def _subject(
@@ -491,7 +493,7 @@ def _subject(
         if ids:
             return _by_identifier(ids[0].get("system"), ids[0]["value"], tokenise)
         if found.get("id") and reference.startswith("urn:"):
-            return tokenise("fhir:Patient", f"Patient/{found['id']}")
+            return tokenise(identity.FHIR_PATIENT, identity.SERVER_IDS + str(found["id"]))
         return Refused(
             "missing_field", f"{what}.subject {reference} is a Patient with no identifier"
         )
@@ -513,7 +515,7 @@ def _subject(
             return Refused("missing_field", f"{what}.subject's reference names no resource")
         if parts[-2] != "Patient":
             return Refused("not_a_patient", f"{what}.subject is a {parts[-2]}, not a Patient")
-        return tokenise("fhir:Patient", f"Patient/{parts[-1]}")
+        return tokenise(identity.FHIR_PATIENT, identity.SERVER_IDS + parts[-1])
     ident = ref.identifier if ref is not None else None
     if ref is not None and ref.type and str(ref.type).rsplit("/", 1)[-1] != "Patient":
         return Refused("not_a_patient", f"{what}.subject is a {ref.type}, not a Patient")
@@ -729,10 +731,7 @@ def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
     """The Encounter's token: its admission's and its void's must be one (the census binds
     them). Of its id, else of its first business identifier as `system|value` (the token hides
     it; as before the event ids stopped showing it, so that a stay begun before keeps its token)."""
-    if enc.id:
-        return tokenise("fhir:Encounter", enc.id)
-    named = next((f"{i.system or ''}|{i.value}" for i in enc.identifier or [] if i.value), key)
-    return tokenise("fhir:Encounter", named)
+    return tokenise("fhir:Encounter", enc.id or _first_identifier(enc.identifier) or key)
 
 
 def _voided(

@@ -96,8 +96,8 @@ MERGES = {
     "A34": "merge patient information, patient id only (v2.3)",
     "A36": "merge patient information, patient id and account number (v2.3)",
     "A40": "merge patient, patient identifier list",
-    # v2.5 3.3.47: an identifier assigned in error (MRG-1) is replaced by PID-3's; its bed
-    # moves with it as a merge's does
+    # v2.5 3.3.47: an identifier assigned in error (MRG-1) is replaced by PID-3's; read as a
+    # merge (a bed moves only where the message has a PV1, which its ADT_A30 structure lacks)
     "A47": "change patient identifier list",
 }
 # OBX-11 statuses (table 0085) of a result that has no value
@@ -837,11 +837,7 @@ def _oru(
         if seg.name == "OBR":
             order += 1
             obr_time = (
-                (
-                    _text(seg.obr_7.to_er7().split(enc["COMPONENT"])[0], enc)
-                    if len(seg.obr_7)
-                    else ""
-                )
+                _first_component(seg.obr_7, enc)
                 or _specimen_time(children[n:], enc)
                 or _collection_end(seg, enc, tz, recorded)
             )
@@ -888,11 +884,7 @@ def _oru(
             _, topic, name, _ = read[0]
             if bound and (why_not := bound_refusal(topic, name)) is not None:
                 raise ValueError(why_not)
-            when = (
-                _text(seg.obx_14.to_er7().split(enc["COMPONENT"])[0], enc)
-                if len(seg.obx_14)
-                else ""
-            )
+            when = _first_component(seg.obx_14, enc)
             if when.strip().isdigit() and len(when.strip()) <= 8 and obr_time.startswith(when):
                 when = ""  # a date alone, its order's date: the order's time (OBR-7, SPM-17)
             at = hl7_time(when or obr_time or message_time, tz)
@@ -968,7 +960,7 @@ def _collection_end(obr: Any, enc: dict[str, str], tz: tzinfo, sent: datetime | 
     """OBR-8 (the end of the specimen's collection; a spot sample's is its collection) where an
     order has no OBR-7 nor specimen time: nearer the sample than MSH-7, when the message was
     made. Only a time of day no later than MSH-7; else "" (MSH-7 is taken, as without it)."""
-    end = _text(obr.obr_8.to_er7().split(enc["COMPONENT"])[0], enc) if len(obr.obr_8) else ""
+    end = _first_component(obr.obr_8, enc)
     try:
         at = hl7_time(end, tz) if end else None
     except ValueError:
@@ -1134,6 +1126,11 @@ def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:
         start = collected.to_er7().split(enc["COMPONENT"])[0].split(enc["SUBCOMPONENT"])[0]
         return _text(start, enc)
     return ""
+
+
+def _first_component(field: Any, enc: dict[str, str]) -> str:
+    """A field's first component's text (a TS/DTM field's time, a DR's start), '' if empty."""
+    return _text(field.to_er7().split(enc["COMPONENT"])[0], enc) if len(field) else ""
 
 
 def _components(field: Any, enc: dict[str, str]) -> list[str]:
