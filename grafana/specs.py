@@ -601,8 +601,7 @@ EXECUTIVE = Dashboard(
             "Hour-1 sepsis bundle after an alert (SSC 2018)",
             "table",
             f"""WITH alerts AS (
-                SELECT alert_id, min(event_time) AS raised, any(patient_token) AS alert_patient,
-                       any(facility_id) AS alert_facility
+                SELECT alert_id, min(event_time) AS raised, any(patient_token) AS alert_patient
                 FROM ${{db}}.alert_events
                 WHERE action = 'raise' AND (rule_id = 'qsofa_lactate' OR severity = 'high')
                   AND {_FAC} AND $__timeFilter(event_time)
