@@ -1,9 +1,9 @@
 """Rows into a Flink table with their own event times, for tests of a keyed process table
-function: paced (held back a moment each, one per Python bundle, so that periodic watermarks
-come between the rows) or all at once (no watermark before the end of input's, at which every
-timer fires); paced rows can be followed by one row repeated for ever, so that the job keeps
-running (for a savepoint) with its watermark held at that row's time. Each row's event time is
-its `ts_ms` column; the table has it as `rowtime`."""
+function: paced (held back a moment each, one per Python bundle, in a task of their own, so
+that periodic watermarks come between the rows) or all at once (no watermark before the end of
+input's, at which every timer fires); paced rows can be followed by one row repeated for ever,
+so that the job keeps running (for a savepoint) with its watermark held at that row's time.
+Each row's event time is its `ts_ms` column; the table has it as `rowtime`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def table(
     tail: Mapping[str, Any] | None = None,
     pace_s: float = PACE_S,
     hold_s: Mapping[int, float] | None = None,
+    watermark_every_ms: int = WATERMARK_EVERY_MS,
     uid: str | None = None,
 ) -> tuple[StreamTableEnvironment, Table]:
     """A table environment and `rows` in their order as a table of `columns` (typed by `types`,
@@ -69,7 +70,9 @@ def table(
     ends: `tail` follows the rows, again and again. `pace_s`: how long each row is held back
     (longer: a watermark comes between two rows also on a busy machine); `hold_s`: event time
     (ms) → how long the row of that time is held back instead (a late row that must come after
-    the watermark its predecessors make, whatever the machine's load). `uid`: the prefix of
+    the watermark its predecessors make, whatever the machine's load: rows are held in a task
+    of their own, so the watermark generator's timer fires while one is held);
+    `watermark_every_ms`: the periodic watermarks' interval (paced only). `uid`: the prefix of
     the source's operator uids (a job restored from a savepoint then claims none of the state
     of another job's source, whose operators Flink hashes by their place in the graph)."""
     if paced:  # every Python function (the DataStream map's too) hands each row on at once
@@ -77,7 +80,7 @@ def table(
     env, t_env = stream_table_env(settings, connectors=False)
     at = list(columns).index(TIME)
     t_env.get_config().set(  # unpaced, no watermark comes before the end of input's
-        "pipeline.auto-watermark-interval", f"{WATERMARK_EVERY_MS if paced else 0} ms"
+        "pipeline.auto-watermark-interval", f"{watermark_every_ms if paced else 0} ms"
     )
     row_type = Types.ROW_NAMED(list(columns), [types.get(c, Types.STRING()) for c in columns])
     values = [tuple(r[c] for c in columns) for r in rows]
@@ -88,13 +91,17 @@ def table(
             raise ValueError("a tail follows paced rows only")
         sequence = NumberSequenceSource(0, 2**62)
         stream = env.from_source(sequence, WatermarkStrategy.no_watermarks(), "rows, then tail")
-        stream = stream.map(_Then(values, tuple(tail[c] for c in columns)), output_type=row_type)
+        then = _Then(values, tuple(tail[c] for c in columns))
+        stream = stream.map(then, output_type=row_type).disable_chaining()
     else:
         stream = env.from_collection(values, row_type)
         if uid is not None:
             stream.uid(f"{uid}-source")
         if paced:
-            stream = stream.map(_Paced(pace_s, at, hold_s or {}), output_type=row_type)
+            # not chained: held in the watermark generator's task (Python operators fuse), a
+            # row blocked the timer that emits the watermark of the rows before it
+            paced_map = _Paced(pace_s, at, hold_s or {})
+            stream = stream.map(paced_map, output_type=row_type).disable_chaining()
 
     class TsMs(TimestampAssigner):  # type: ignore[misc]
         def extract_timestamp(self, value: Any, record_timestamp: int) -> int:

@@ -109,6 +109,7 @@ def _run_jvm(
     out_of_orderness_ms: int = 0,
     pace_s: float = paced_rows.PACE_S,
     hold_s: Mapping[int, float] | None = None,
+    watermark_every_ms: int = paced_rows.WATERMARK_EVERY_MS,
 ) -> list[dict[str, Any]]:
     t_env, table = paced_rows.table(
         settings,
@@ -119,6 +120,7 @@ def _run_jvm(
         out_of_orderness_ms=out_of_orderness_ms,
         pace_s=pace_s,
         hold_s=hold_s,
+        watermark_every_ms=watermark_every_ms,
     )
     placing(t_env, table)
     query = """
@@ -181,11 +183,15 @@ def test_an_event_behind_the_watermark_never_reaches_the_placement_in_flink_2_2(
         *(row(12 + i, f"c-{i}", "admit", f"c{i}", T0 + (11 + i) * H, "W4") for i in range(5)),
     ]
     delay_ms = 0 if late else 20 * H
-    # the late row held back 8 s: the watermark after the newest comes before it also when the
-    # machine is busy (paced 4 ms and then 50 ms apart, a loaded CI machine let it through
-    # first, twice; held 2 s, once more on 2026-12-05; held 4 s, once more that day)
-    hold = {T0 + H // 2: 8.0}
-    got = {r["event_id"]: r for r in _run_jvm(settings, rows, True, delay_ms, hold_s=hold)}
+    # the late row held back 4 s, watermarks a second apart: one comes after the newest row
+    # and before the late one whatever the machine's load (a loaded CI machine let it through
+    # first four times while the hold blocked the watermark generator's task; that held it
+    # always with watermarks a second apart)
+    hold = {T0 + H // 2: 4.0}
+    got = {
+        r["event_id"]: r
+        for r in _run_jvm(settings, rows, True, delay_ms, hold_s=hold, watermark_every_ms=1000)
+    }
     assert set(got) == {r["event_id"] for r in rows} - ({"a-moved"} if late else set())
     if not late:
         assert (got["a-moved"]["outcome"], got["a-moved"]["unit_id"]) == ("applied", "W4")
