@@ -10,7 +10,8 @@ Every feature is computable at the time of a screened state from what is known t
 - hours since the last lactate, WBC and creatinine measurement, capped at 24 h (also when never
   measured);
 - hours since the patient's first record (the stay so far);
-- the screening scores (NEWS2, SIRS, qSOFA, partial SOFA) of the state;
+- the screening scores (NEWS2, SIRS, qSOFA, partial SOFA) of the state, without what training
+  never saw (`UNSEEN_IN_TRAINING`: a GCS);
 - static patient features from the Feast online store: age and sex.
 
 Training computes them over PhysioNet's hourly rows (`training/features.py`), the job in Flink
@@ -20,6 +21,8 @@ SQL over its keyed state (`jobs/sepsis_screen.py`), and a test checks that the t
 from __future__ import annotations
 
 from typing import Final
+
+from udfs.sepsis import screen_sql
 
 STATE_FEATURES: Final = (
     "heart_rate_bpm",
@@ -48,6 +51,10 @@ ROLLING: Final = {  # parameter -> extreme over the window (the direction that s
 LAB_AGE: Final = ("lactate_mmol_l", "wbc_10e9_l", "creatinine_mg_dl")
 LAB_AGE_CAP_H: Final = 24.0
 SCORE_FEATURES: Final = ("news2_score", "sirs_count", "qsofa_score", "sofa_partial_score")
+# State parameters the scores read that the model never saw: PhysioNet 2019 charts no GCS, so at a
+# hospital that charts one, qSOFA's altered mentation (udfs.sepsis.QSOFA_CRITERIA) would move a
+# feature that never moved in training. The model's score features are the scores without them.
+UNSEEN_IN_TRAINING: Final = ("gcs_total",)
 STATIC_FEATURES: Final = ("age_years", "female")
 
 
@@ -57,6 +64,12 @@ def rolling_name(p: str) -> str:
 
 def lab_age_name(p: str) -> str:
     return f"{p}_age_h"
+
+
+def score_feature_sql(name: str) -> str:
+    """A score feature (SCORE_FEATURES) in Flink SQL over a screened state's columns: the score
+    as the state has it, without the parameters UNSEEN_IN_TRAINING."""
+    return screen_sql({p: "CAST(NULL AS INT)" for p in UNSEEN_IN_TRAINING})[name]
 
 
 STREAM_FEATURES: Final = (

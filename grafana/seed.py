@@ -41,6 +41,7 @@ import pandas as pd
 
 from jobs.feeds import adt_generator
 from jobs.feeds.replay import SAMPLE
+from jobs.screening.rules import NEWS2_SUSTAINED, QSOFA_LACTATE
 from schemas import load_schema, topics
 from schemas.capacity import ALL_UNITS, Capacity
 from schemas.physionet import LABS, VITALS, measurements
@@ -263,9 +264,10 @@ def screens(obs: pd.DataFrame) -> pd.DataFrame:
     out["on_supplemental_o2"] = (out.fio2_fraction > 0.21).where(out.fio2_fraction.notna())
     out["acvpu"] = None
     out["spo2_scale2"] = None
+    out["gcs_total"] = None  # PhysioNet 2019 charts no GCS
     out["quarantine_json"] = None  # no source quarantined in the seeded history
     out["event_time"] = _dt(out.event_ms).to_numpy()
-    for p in [*params, "on_supplemental_o2", "acvpu", "spo2_scale2"]:
+    for p in [*params, "on_supplemental_o2", "acvpu", "spo2_scale2", "gcs_total"]:
         out[p + "_measured_time"] = out.event_time.where(out[p].notna())
     out["source_topic"] = topics.VITALS_OBSERVATION.name
     out["source_partition"] = 0
@@ -314,12 +316,21 @@ def alert_events(scr: pd.DataFrame, discharges: dict[str, list[int]], end_ms: in
             if sustained and r.event_ms - prev.event_ms <= 3 * HOUR_MS:
                 sev = "high" if max(prev.news2_score, r.news2_score) >= 7 else "medium"
                 first = (prev.record_id, int(prev.event_ms))
-                h = _hit("news2_sustained_medium", "2", sev, r, *first, "news2_score")
+                h = _hit(
+                    NEWS2_SUSTAINED.rule_id, NEWS2_SUSTAINED.version, sev, r, *first, "news2_score"
+                )
                 hits.append((int(r.event_ms), h))
             # qSOFA ≥ 2 (Seymour 2016) with lactate > 2 mmol/L (Singer 2016).
             if r.qsofa_score >= 2 and r.lactate_mmol_l > 2.0:
+                rule = QSOFA_LACTATE
                 h = _hit(
-                    "qsofa_lactate", "1", "high", r, r.record_id, int(r.event_ms), "qsofa_score"
+                    rule.rule_id,
+                    rule.version,
+                    "high",
+                    r,
+                    r.record_id,
+                    int(r.event_ms),
+                    "qsofa_score",
                 )
                 hits.append((int(r.event_ms), h))
             prev = r

@@ -100,7 +100,14 @@ from udfs.device import CHANNEL_PARAMS, CHART_FUNCTION, chart_input_sql, chart_s
 from udfs.flink import decoded_columns
 from udfs.lifecycle import LIFECYCLE_FUNCTION, lifecycle_sql
 from udfs.quarantine import QuarantineRegistry
-from udfs.sepsis import MAX_VALIDITY_H, STATE_PARAMS, VALIDITY_H, screen_sql
+from udfs.sepsis import (
+    MAX_VALIDITY_H,
+    OXYGEN_PAIR,
+    STATE_PARAMS,
+    VALIDITY_H,
+    contradicted_sql,
+    screen_sql,
+)
 
 STAGE = "sepsis_screen"
 QUARANTINE_FUNCTION = "wf_quarantine"
@@ -229,9 +236,10 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
 
 
 def state_sql(source: str = "events", features: bool = False) -> str:
-    """Last value of each parameter within its validity, never carried across a discharge;
-    with `features`, also the model's stream features that are not state values (from
-    `feature_events`): 6-hour extremes, lab ages (capped), the stay so far.
+    """Last value of each parameter within its validity, never carried across a discharge,
+    FiO2 or the oxygen flag not where a newer charting of the other contradicts it
+    (udfs.sepsis.OXYGEN_PAIR); with `features`, also the model's stream features that are not
+    state values (from `feature_events`): 6-hour extremes, lab ages (capped), the stay so far.
 
     The window accumulates (`RANGE UNBOUNDED PRECEDING`): per patient it keeps a last value and
     its time per parameter, and rows only until the watermark passes them. Validity is decided
@@ -250,10 +258,13 @@ def state_sql(source: str = "events", features: bool = False) -> str:
     )
 
     def valid(p: str) -> str:
-        return (
+        within = (
             f"{p}_at >= {ts} - INTERVAL '{VALIDITY_H[p]}' HOUR"
             f" AND ({p}_at > discharged_at OR discharged_at IS NULL)"
         )
+        if p not in OXYGEN_PAIR:
+            return within
+        return f"{within} AND NOT {contradicted_sql(p, lambda q: q + '_last', lambda q: q + '_at')}"
 
     def hours_since(at: str) -> str:
         return f"CAST(TIMESTAMPDIFF(SECOND, {at}, {ts}) AS DOUBLE) / 3600"

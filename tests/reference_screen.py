@@ -24,7 +24,14 @@ from jobs.screening import rules as job
 from schemas import codec, load_schema, topics
 from udfs import lifecycle
 from udfs.news2 import HIGH_RISK_THRESHOLD
-from udfs.sepsis import LACTATE_HIGH_MMOL_L, SCORE_COLUMNS, STATE_PARAMS, VALIDITY_H, screen_row
+from udfs.sepsis import (
+    LACTATE_HIGH_MMOL_L,
+    SCORE_COLUMNS,
+    STATE_PARAMS,
+    VALIDITY_H,
+    contradicted,
+    screen_row,
+)
 
 KIND = {
     topics.VITALS_OBSERVATION.name: "vitals",
@@ -48,6 +55,7 @@ class Row:
     state: dict[str, Any] | None = None
     measured: dict[str, datetime | None] | None = None
     scores: dict[str, int | bool] | None = None
+    contradicted: str | None = None  # the oxygen parameter its state dropped (udfs.sepsis)
 
 
 def _f32(p: str, v: Any) -> Any:
@@ -102,11 +110,15 @@ def _screen_patient(rows: list[Row]) -> None:
                 and (discharged is None or at > discharged)
             )
             state[p], measured[p] = (v, at) if ok else (None, None)
+        dropped = contradicted(state, measured)
+        if dropped is not None:
+            state[dropped], measured[dropped] = None, None
         scores = dict(
             zip(SCORE_COLUMNS, screen_row(*(state[p] for p in STATE_PARAMS)), strict=True)
         )
         for r in peers:
             r.state, r.measured, r.scores = state, measured, scores
+            r.contradicted = dropped
 
 
 def _sc(r: Row, name: str) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from udfs.news2 import News2, news2, news2_sql
+from udfs.news2 import ROOM_AIR_FIO2, News2, news2, news2_sql
 
 # How long a last value stays valid, in hours (last observation carried forward, LOCF).
 # Vitals are charted hourly in ICUs, so one missed hour is tolerated; temperature is taken
@@ -37,8 +37,19 @@ VALIDITY_H: dict[str, int] = {
     "platelets_10e9_l": 24,
     "creatinine_mg_dl": 24,
     "bilirubin_total_mg_dl": 24,
+    # Neurological observations are charted hourly to 4-hourly, as ACVPU is; a GCS older than
+    # that no longer says how the patient is now. qSOFA reads it (`QSOFA_CRITERIA`).
+    "gcs_total": 4,
 }
 MAX_VALIDITY_H = max(VALIDITY_H.values())
+
+# FiO2 and the oxygen flag describe one thing, the patient's inspired oxygen (udfs.news2.on_oxygen
+# reads the flag first, then FiO2), but are charted apart and carried 12 h each, so a newer one
+# could contradict the older: room air charted after FiO2 0.40 scored respiratory SOFA 2 on room
+# air; FiO2 0.40 charted after room air scored no oxygen points in NEWS2; a mask after FiO2 0.21
+# took SpO2/FiO2 as on room air. Where the two disagree, the older is dropped from the state
+# (`contradicted`). They share a validity, so the newer of two is valid whenever the older is.
+OXYGEN_PAIR = ("fio2_fraction", "on_supplemental_o2")
 
 # Sepsis-3 (Singer 2016, JAMA 315:801): serum lactate > 2 mmol/L marks hypoperfusion.
 LACTATE_HIGH_MMOL_L = 2.0
@@ -126,11 +137,12 @@ SIRS_CRITERIA = (
     Criterion((Test("wbc_10e9_l", ">", 12.0), Test("wbc_10e9_l", "<", 4.0))),
 )
 # qSOFA (Seymour et al. 2016, JAMA 315:762): respiratory rate ≥ 22/min, systolic BP ≤ 100 mmHg,
-# altered mentation (GCS < 15; here any ACVPU other than Alert).
+# altered mentation: GCS < 15 (Seymour's definition), or any ACVPU other than Alert where a ward
+# charts ACVPU instead (an ICU charts GCS; either one charted makes the criterion known).
 QSOFA_CRITERIA = (
     Criterion((Test("resp_rate_per_min", ">=", 22.0),)),
     Criterion((Test("sbp_mmhg", "<=", 100.0),)),
-    Criterion((Test("acvpu", "!=", "A"),)),
+    Criterion((Test("acvpu", "!=", "A"), Test("gcs_total", "<", 15.0))),
 )
 # The SOFA components the data support (Vincent et al. 1996, Intensive Care Med 22:707): see
 # `sofa_partial`.
@@ -146,6 +158,28 @@ SOFA_COMPONENTS = (
         valid_while=("spo2_pct", 97.0),
     ),
 )
+
+
+def contradicted(values: Mapping[str, Any], measured: Mapping[str, Any]) -> str | None:
+    """The parameter of OXYGEN_PAIR that a newer charting of the other contradicts, or None:
+    `values` are the state's valid values, `measured` their measurement times."""
+    fio2, on_o2 = (values.get(p) for p in OXYGEN_PAIR)
+    if fio2 is None or on_o2 is None or bool(on_o2) == (fio2 > ROOM_AIR_FIO2):
+        return None
+    fio2_at, on_o2_at = (measured[p] for p in OXYGEN_PAIR)
+    if fio2_at == on_o2_at:  # charted together: each says what it says
+        return None
+    return OXYGEN_PAIR[0] if fio2_at < on_o2_at else OXYGEN_PAIR[1]
+
+
+def contradicted_sql(p: str, last: Callable[[str], str], at: Callable[[str], str]) -> str:
+    """`contradicted(...) == p` in SQL over each parameter's last value `last(name)` and its
+    time `at(name)` (columns; valid ones, or the older one's validity decides: see
+    OXYGEN_PAIR)."""
+    fio2, on_o2 = OXYGEN_PAIR
+    other = on_o2 if p == fio2 else fio2
+    disagree = f"{last(on_o2)} <> (CAST({last(fio2)} AS DOUBLE) > {ROOM_AIR_FIO2!r}E0)"
+    return f"COALESCE({at(other)} > {at(p)} AND {disagree}, FALSE)"
 
 
 def _count(criteria: tuple[Criterion, ...], values: Mapping[str, Any]) -> tuple[int, int]:
@@ -181,9 +215,19 @@ def sirs(
     return Sirs(*_count(SIRS_CRITERIA, values))
 
 
-def qsofa(resp_rate_per_min: float | None, sbp_mmhg: float | None, acvpu: str | None) -> Qsofa:
+def qsofa(
+    resp_rate_per_min: float | None,
+    sbp_mmhg: float | None,
+    acvpu: str | None,
+    gcs_total: float | None = None,
+) -> Qsofa:
     """qSOFA criteria met (`QSOFA_CRITERIA`)."""
-    values = {"resp_rate_per_min": resp_rate_per_min, "sbp_mmhg": sbp_mmhg, "acvpu": acvpu}
+    values = {
+        "resp_rate_per_min": resp_rate_per_min,
+        "sbp_mmhg": sbp_mmhg,
+        "acvpu": acvpu,
+        "gcs_total": gcs_total,
+    }
     return Qsofa(*_count(QSOFA_CRITERIA, values))
 
 
@@ -202,8 +246,11 @@ def sofa_partial(
     2–4 cannot be scored). Renal: creatinine ≥ 1.2/2.0/3.5/5.0 mg/dL → 1–4 (urine output is
     not in the data). Respiration: SpO2/FiO2 < 400/315/235/150 → 1–4, the imputation of
     PaO2/FiO2 by Pandharipande et al. 2009 (Crit Care Med 37:1317), valid only while SpO2 ≤ 97 %.
-    CNS (GCS) is not in the data. Sepsis-3 assumes a baseline of 0 without known prior organ
-    dysfunction (Singer 2016), so a score ≥ 2 screens positive for organ dysfunction.
+    CNS is not scored: Vincent scores a sedated patient's GCS as assumed without sedation, which
+    a charted total does not say, and sedation is not in the state (a ventilated patient's GCS
+    of 3 scored 4 points of organ failure, and every sedated patient with SIRS ≥ 2 an alert).
+    Sepsis-3 assumes a baseline of 0 without known prior organ dysfunction (Singer 2016), so a
+    score ≥ 2 screens positive for organ dysfunction.
     """
     values = {
         "platelets_10e9_l": platelets_10e9_l,
@@ -247,8 +294,12 @@ def screen(
     platelets_10e9_l: float | None = None,
     creatinine_mg_dl: float | None = None,
     bilirubin_total_mg_dl: float | None = None,
+    gcs_total: float | None = None,
 ) -> Screen:
-    """All four scores from one patient state (valid values only; see the module docstring)."""
+    """All four scores from one patient state (valid values only; see the module docstring).
+    The GCS is read by qSOFA alone: NEWS2's 3 points are for *new* confusion or worse (RCP
+    2017), which a GCS below 15 in a sedated or chronically impaired patient is not, and SOFA's
+    CNS component asks for the GCS without sedation (`sofa_partial`)."""
     del lactate_mmol_l  # carried in the state for the rules, not part of any score
     return Screen(
         news2(
@@ -263,7 +314,7 @@ def screen(
             spo2_scale2=spo2_scale2,
         ),
         sirs(temp_c, heart_rate_bpm, resp_rate_per_min, paco2_mmhg, wbc_10e9_l),
-        qsofa(resp_rate_per_min, sbp_mmhg, acvpu),
+        qsofa(resp_rate_per_min, sbp_mmhg, acvpu, gcs_total),
         sofa_partial(
             platelets_10e9_l,
             bilirubin_total_mg_dl,

@@ -270,9 +270,10 @@ SIRS_PERSISTENT = Rule(
               CAST({SIRS_WITHIN_H * _MS_PER_H} AS BIGINT))""",
 )
 # qSOFA ≥ 2 (Seymour 2016) with hypoperfusion: lactate > 2 mmol/L (Singer 2016, Sepsis-3).
+# Version 2: qSOFA's altered mentation reads a charted GCS < 15 too (version 1: ACVPU only).
 QSOFA_LACTATE = Rule(
     "qsofa_lactate",
-    "1",
+    "2",
     "qsofa_score",
     "screened",
     f"qsofa_score >= 2 AND lactate_mmol_l > {LACTATE_HIGH_MMOL_L}",

@@ -27,7 +27,14 @@ from typing import Any
 
 from pyflink.table.udf import UserDefinedScalarFunctionWrapper
 
-from feature_store.definitions import ROLLING, STREAM_FEATURES, WINDOW_H, rolling_name
+from feature_store.definitions import (
+    ROLLING,
+    SCORE_FEATURES,
+    STREAM_FEATURES,
+    WINDOW_H,
+    rolling_name,
+    score_feature_sql,
+)
 from feature_store.online import feast_source
 from schemas.rows import SCORE_RESULT, quote
 from schemas.settings import Settings
@@ -116,8 +123,12 @@ def scored_sql(columns: Sequence[str]) -> str:
     store); the others come back without a model version (score rows need a version, model hits
     a risk). Not a WHERE clause: the planner evaluates the UDF before a filter that it merges
     with the filters downstream, and then folds the flag to TRUE, so the UDF would score (and
-    push) lab and discharge states as well."""
-    args = ", ".join(f"CAST({f} AS DOUBLE)" for f in STREAM_FEATURES)
+    push) lab and discharge states as well. The score features are the state's scores without
+    what training never saw (feature_store.definitions.score_feature_sql)."""
+    args = ", ".join(
+        f"CAST({score_feature_sql(f) if f in SCORE_FEATURES else f} AS DOUBLE)"
+        for f in STREAM_FEATURES
+    )
     result = ", ".join(f"s.{quote(c)} AS {quote(c)}" for c in SCORE_RESULT.columns)
     state = ", ".join(quote(c) for c in columns)
     return f"""

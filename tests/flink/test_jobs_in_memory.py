@@ -36,10 +36,19 @@ INPUT_OF = {
 
 @pytest.fixture(scope="module")
 def sample_items(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    """The bundled sample's records, every seventh vitals record with a GCS (set A charts none;
+    an ICU charts it, and qSOFA's altered mentation reads it), and every
+    fifth an oxygen flag, on or off, that agrees or not with the FiO2 charted before it."""
     plan = replay.ReplayPlan(patients=PATIENTS)
     df = pd.read_parquet(replay.SAMPLE)
     chosen = replay.select_patients(df, plan)
-    return replay.clinical_stream(chosen, plan, settings.require_phi_key(), "setA-sample")
+    items = replay.clinical_stream(chosen, plan, settings.require_phi_key(), "setA-sample")
+    vitals = [rec for topic, rec in items if topic == topics.VITALS_OBSERVATION.name]
+    for n, rec in enumerate(vitals[::7]):
+        rec["gcs_total"] = 3 + n % 13
+    for n, rec in enumerate(vitals[::5]):
+        rec["on_supplemental_o2"] = n % 2 == 0
+    return items
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +77,10 @@ def test_the_screening_job_in_memory_equals_the_offline_reference(
 ) -> None:
     rows, events = reference_screen.run(sample_items)
     reference_screen.assert_states_equal(screened["sepsis_screen"], rows)
+    assert {r.contradicted for r in rows} >= {"fio2_fraction", "on_supplemental_o2"}
+    low_gcs = [r for r in screened["sepsis_screen"] if (r["gcs_total"] or 15) < 15]
+    assert low_gcs, "the sample's GCS reaches the states"
+    assert all(r["qsofa_score"] >= 1 for r in low_gcs)  # altered mentation (Seymour 2016)
     assert events, "the sample raises alerts"
     reference_screen.assert_events_equal(screened["alert_events"], events)
 

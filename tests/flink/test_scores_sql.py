@@ -1,13 +1,14 @@
 """The scores in Flink SQL, generated from the Python tables (NEWS2 chart, SIRS and qSOFA criteria,
 SOFA cut-offs), equal the Python scores on every row of PhysioNet 2019 set A (the bundled sample
 without the data set), each row a state with the job's FLOAT values. The comparison runs in the
-JVM (790k rows collected back to Python took a minute). The parameters set A does
-not chart (consciousness, oxygen flag, SpO2 scale 2) are drawn per row so that every branch is
+JVM (790k rows collected back to Python took a minute). The parameters set A does not chart
+(consciousness and GCS, oxygen flag, SpO2 scale 2) are drawn per row so that every branch is
 taken on real values."""
 
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
+from feature_store.definitions import SCORE_FEATURES, score_feature_sql
 from jobs.feeds import replay
 from schemas import topics
 from schemas.physionet import measurements
@@ -40,6 +42,7 @@ def states(settings: Settings) -> pd.DataFrame:
     out["acvpu"] = rng.choice(np.array([None, "A", "C", "V", "P", "U"], dtype=object), n)
     for p in ("on_supplemental_o2", "spo2_scale2"):
         out[p] = rng.choice(np.array([None, True, False], dtype=object), n)
+    out["gcs_total"] = rng.choice(np.array([None, *range(3, 16)], dtype=object), n)
     return out[list(STATE_PARAMS)].reset_index(drop=True)
 
 
@@ -60,8 +63,11 @@ def _python(states: pd.DataFrame, workers: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)).astype("int64")
 
 
-def _mismatches(states: pd.DataFrame, want: pd.DataFrame, folder: Path) -> list[int]:
-    """The row ids where the generated SQL's scores differ from `want`, computed in the JVM:
+def _mismatches(
+    states: pd.DataFrame, want: pd.DataFrame, folder: Path, sql: Mapping[str, str] | None = None
+) -> list[int]:
+    """The row ids where the generated SQL's scores (`sql`, name → expression; default every
+    score of `screen_sql`) differ from `want`, computed in the JVM:
     states and expected scores go in as one CSV file (float32 values written with 9 significant
     digits read back exactly), only the differing rows' ids come back."""
     path = folder / "states.csv"
@@ -69,7 +75,7 @@ def _mismatches(states: pd.DataFrame, want: pd.DataFrame, folder: Path) -> list[
     for c in SCORE_COLUMNS:
         rows[f"want_{c}"] = want[c].to_numpy()
     rows.to_csv(path, header=False, index=False, float_format="%.9g", na_rep="")
-    types = {"string": "STRING", "boolean": "BOOLEAN"}
+    types = {"string": "STRING", "boolean": "BOOLEAN", "int": "INT"}
     cols = ", ".join(f"`{p}` {types.get(SCREEN.field(p).base, 'FLOAT')}" for p in STATE_PARAMS)
     wants = ", ".join(f"want_{c} BIGINT" for c in SCORE_COLUMNS)
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
@@ -77,8 +83,8 @@ def _mismatches(states: pd.DataFrame, want: pd.DataFrame, folder: Path) -> list[
         'connector' = 'filesystem', 'path' = 'file://{path}', 'format' = 'csv',
         'csv.null-literal' = '')""")
     differs = " OR ".join(
-        f"CAST(({sql}) AS BIGINT) IS DISTINCT FROM want_{name}"
-        for name, sql in screen_sql().items()
+        f"CAST(({expression}) AS BIGINT) IS DISTINCT FROM want_{name}"
+        for name, expression in (sql or screen_sql()).items()
     )
     query = t_env.sql_query(f"SELECT row_id FROM states WHERE {differs}")
     with query.execute().collect() as found:
@@ -98,3 +104,17 @@ def test_the_generated_sql_scores_every_row_of_set_a_as_the_python_functions_do(
     assert mismatched == [len(states) - 1], pd.concat(
         [states.iloc[mismatched[:5]], py.iloc[mismatched[:5]]], axis=1
     )
+
+
+def test_the_models_score_features_are_the_scores_without_what_training_never_saw(
+    states: pd.DataFrame, tmp_path: Path
+) -> None:
+    """On states with a GCS drawn in, the model's score features (SQL) are the Python scores of
+    the same states without the GCS: what the model computed in training on set A."""
+    part = states.iloc[:50_000].reset_index(drop=True)
+    assert part["gcs_total"].notna().sum() > 1000
+    want = _python(part.assign(gcs_total=None))  # set A charts no GCS
+    with_gcs = _python(part)
+    assert (want["qsofa_score"] != with_gcs["qsofa_score"]).sum() > 1000  # the GCS counts there
+    sql = {f: score_feature_sql(f) for f in SCORE_FEATURES}
+    assert _mismatches(part, want, tmp_path, sql) == []

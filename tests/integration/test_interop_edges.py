@@ -240,6 +240,63 @@ def test_a_lab_resulted_hours_after_its_specimen_is_screened_when_it_was_resulte
     assert states == [(11, 0, 2.1), (11, 5, 4.3)]  # each when it was resulted
 
 
+def bedside(control: str, at: str, *obx: str) -> bytes:
+    """An ICU bedside charting at `at` for MRN90: OBX segments `code^name^LN|value|unit`."""
+    return "\r".join(
+        [
+            f"MSH|^~\\&|ICU|GH|WF|GH|{at}||ORU^R01|{control}|P|2.5.1",
+            "PID|1||MRN90^^^GH^MR",
+            "PV1|1|I|ICU^^3^GH",
+            f"OBR|1|||vitals|||{at}",
+            *(f"OBX|{n}|NM|{o}|||||F|||{at}" for n, o in enumerate(obx, 1)),
+        ]
+    ).encode()
+
+
+@pytest.mark.slow
+def test_an_icus_gcs_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
+    edge: tuple[Settings, str],
+) -> None:
+    """An ICU charts GCS, not ACVPU: a GCS of 12 is qSOFA's altered mentation (Seymour 2016),
+    which no score read before. Oxygen flow 0 (room air) charted an hour after FiO2 0.40 drops
+    the FiO2 from the state: carried on, it scored respiratory SOFA 2 on room air."""
+    s, prefix = edge
+    s = dataclasses.replace(s, job_name="gcs-and-room-air")
+    names = list(dict.fromkeys(sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics))
+    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
+    messages = [
+        bedside(
+            "G1",
+            "20260301080000",
+            "9279-1^Respirations^LN||24|/min",
+            "9269-2^GCS total^LN||12|{score}",
+            "3150-0^FiO2^LN||40|%",
+            "59408-5^SpO2^LN||95|%",
+        ),
+        bedside("G2", "20260301090000", "3151-8^O2 flow^LN||0|L/min", "59408-5^SpO2^LN||95|%"),
+    ]
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA", "AA"]
+    try:
+        sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
+        screened = kafka_io.read_records(
+            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
+        )
+    finally:
+        kafka_io.delete_topics(s, names, prefix=prefix)
+    by_hour = {r["event_time"].hour: r for r in screened if r["record_kind"] == "vitals"}
+    first, second = by_hour[8], by_hour[9]
+    assert (first["gcs_total"], first["qsofa_score"], first["qsofa_criteria_known"]) == (12, 2, 2)
+    # respiration 2 (SpO2/FiO2 95/0.40 = 237.5, below 315); no CNS points from a charted GCS
+    assert (first["sofa_partial_score"], first["sofa_components_known"]) == (2, 1)
+    assert (second["on_supplemental_o2"], second["fio2_fraction"]) == (False, None)
+    assert (second["sofa_partial_score"], second["sofa_components_known"]) == (0, 0)
+
+
 CODE_MAP = """system,code,loinc,display
 FLO,8,8867-4,Pulse
 FLO,5,85354-9,Blood pressure (one value)

@@ -61,6 +61,11 @@ def run(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Run:
     store = repo.open_store(settings.feast_dir, REDIS)
     repo.push_static(store, replay.static_features(chosen, plan, settings.phi_key, source))
     items = replay.clinical_stream(chosen, plan, settings.phi_key, source)
+    # an ICU's GCS, below 15, on every reading: the screen's qSOFA reads it, the model's features
+    # do not (PhysioNet 2019, its training data, charts none: definitions.UNSEEN_IN_TRAINING)
+    vitals = [rec for topic, rec in items if topic == topics.VITALS_OBSERVATION.name]
+    for n, rec in enumerate(vitals):
+        rec["gcs_total"] = 3 + n % 12
     replay.produce_stream(settings, items, prefix=prefix, progress=False)
     sepsis_screen.JOB.run(settings, prefix=prefix, bounded=True)
 
@@ -89,6 +94,10 @@ def test_every_vitals_state_is_scored_by_the_champion_and_the_shadow_challenger(
 def test_the_streams_risk_equals_the_training_codes_risk_for_the_same_patient_hours(
     run: Run,
 ) -> None:
+    """Also where a GCS below 15 was charted, which the screen's qSOFA counts and the training
+    data never had."""
+    states = pd.DataFrame(run.topic(topics.SEPSIS_SCREEN.name))
+    assert (states["gcs_total"].fillna(15) < 15).sum() > 100
     champion = _scores(run).query("role == 'champion'").set_index("record_id")
     offline = run.offline.loc[champion.index]  # hours the job dead-lettered have no state
     assert len(champion) > 0.95 * len(run.offline)
@@ -113,6 +122,7 @@ def test_the_champions_alerts_join_the_alert_lifecycle(run: Run) -> None:
 
 
 def test_the_job_pushed_each_patients_latest_stream_features_to_redis(run: Run) -> None:
+    """The features of training, also the qSOFA of patients whose GCS the screen counts."""
     store = repo.open_store(run.settings.feast_dir, REDIS)
     last = run.offline.groupby("patient_id").tail(1).sample(10, random_state=1)
     got = store.get_online_features(

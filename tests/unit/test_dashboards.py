@@ -616,11 +616,55 @@ def test_latest_vitals_show_a_value_expired_by_the_latest_reading_as_missing(
     _insert(clickhouse, db, "sepsis_screen", [common | r for r in rows])
     tr = TimeRange(t + 5 * _HOUR - _DAY, t + 5 * _HOUR)
     [row] = _panel_rows(clickhouse, NURSE_BOARD, "latest_vitals", db, tr, unit="4E")
-    columns = ("patient", "observed", "news2", "qsofa", "heart_rate_bpm", "resp_rate_per_min",
-               "spo2_pct", "temp_c", "sbp_mmhg")  # fmt: skip
-    shown = dict(zip(columns, row, strict=True))
+    shown = dict(zip(LATEST_VITALS_COLUMNS, row, strict=True))
     assert shown["news2"] == 0 and shown["temp_c"] == pytest.approx(37.2)
     assert shown["heart_rate_bpm"] is None and shown["sbp_mmhg"] is None
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+LATEST_VITALS_COLUMNS = ("patient", "observed", "news2", "qsofa", "heart_rate_bpm",
+    "resp_rate_per_min", "spo2_pct", "temp_c", "sbp_mmhg", "response", "red_score", "gcs",
+)  # fmt: skip
+
+
+def test_latest_vitals_say_the_response_each_news2_calls_for_and_list_a_red_score_first(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """RCP 2017: NEWS2 ≥ 7 calls for an emergency response, 5-6 an urgent one, a red score (3
+    points in one parameter) below 5 an urgent ward-based one, 1-4 a ward-based one. A red 3
+    (RR 25 alone) comes before a 4 without one; the GCS is shown where charted."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_response", ("4E",))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    readings = [  # (patient, NEWS2, red score, GCS)
+        ("seven", 7, False, None),
+        ("five", 5, True, 13),
+        ("red3", 3, True, None),
+        ("four", 4, False, 15),
+        ("one", 1, False, None),
+        ("zero", 0, False, None),
+    ]
+    _insert(
+        clickhouse,
+        db,
+        "sepsis_screen",
+        [
+            {"record_id": p, "record_kind": "vitals", "patient_token": p, "facility_id": "F",
+             "unit_id": "4E", "event_time": t, "news2_score": n, "news2_red_flag": red,
+             "gcs_total": gcs, "source_topic": "vitals"}
+            for p, n, red, gcs in readings
+        ],
+    )  # fmt: skip
+    tr = TimeRange(t + _HOUR - _DAY, t + _HOUR)
+    rows = _panel_rows(clickhouse, NURSE_BOARD, "latest_vitals", db, tr, unit="4E")
+    shown = [dict(zip(LATEST_VITALS_COLUMNS, r, strict=True)) for r in rows]
+    assert [(r["patient"], r["response"], r["gcs"]) for r in shown] == [
+        ("seven", "emergency", None),
+        ("five", "urgent", 13),
+        ("red3", "urgent ward-based", None),
+        ("four", "ward-based", 15),
+        ("one", "ward-based", None),
+        ("zero", "routine", None),
+    ]
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 

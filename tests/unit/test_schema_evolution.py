@@ -71,7 +71,7 @@ def test_the_evolved_schemas_are_the_labs_vitals_screen_and_score_topics() -> No
     revisions = {
         topics.LABS_RESULT.name: 3,  # 2: PhysioNet 2012's labs; 3: recorded_time
         topics.MODEL_SCORE.name: 2,
-        topics.SEPSIS_SCREEN.name: 2,
+        topics.SEPSIS_SCREEN.name: 3,  # 2: quarantine_json; 3: gcs_total
         topics.VITALS_OBSERVATION.name: 3,  # 2: PhysioNet 2012's charting; 3: recorded_time
     }
     assert sorted(revisions) == EVOLVED

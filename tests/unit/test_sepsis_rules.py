@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import pytest
 
+from feature_store.definitions import UNSEEN_IN_TRAINING, score_feature_sql
 from udfs.sepsis import (
+    OXYGEN_PAIR,
     STATE_PARAMS,
     VALIDITY_H,
+    contradicted,
     qsofa,
     screen,
     screen_row,
+    screen_sql,
     sirs,
     sofa_partial,
 )
@@ -36,6 +40,24 @@ def test_qsofa_uses_rr_22_sbp_100_and_altered_mentation() -> None:
     assert qsofa(21.9, 100.1, "V") == (1, 3)
     assert qsofa(30, 80, "C") == (3, 3)
     assert qsofa(None, 90, None) == (1, 1)
+
+
+def test_a_gcs_below_15_is_altered_mentation_whatever_acvpu_says_as_in_seymour_2016() -> None:
+    assert qsofa(None, None, None, gcs_total=14) == (1, 1)
+    assert qsofa(None, None, "A", gcs_total=14) == (1, 1)  # alert, yet GCS 14: one criterion
+    assert qsofa(None, None, None, gcs_total=15) == (0, 1)  # a normal GCS is known, not met
+    assert qsofa(None, None, "V", gcs_total=15) == (1, 1)  # responds to voice only
+    assert qsofa(22, 100, None, gcs_total=3) == (3, 3)
+
+
+def test_a_gcs_reaches_qsofa_only_not_news2_nor_sofa() -> None:
+    """NEWS2's 3 points are for new confusion or worse (RCP 2017), and SOFA's CNS component asks
+    for the GCS without sedation (Vincent 1996): a charted GCS of 3 under sedation is neither,
+    and scored as SOFA 4 it made every sedated patient with SIRS ≥ 2 an organ-failure alert."""
+    sedated = screen(heart_rate_bpm=95, resp_rate_per_min=24, gcs_total=3)
+    assert sedated.news2.score == 2 + 1  # the respiratory rate and pulse, none for the GCS
+    assert (sedated.qsofa, sedated.sofa) == ((2, 2), (0, 0))
+    assert screen(heart_rate_bpm=80, acvpu="C").news2.score == 3
 
 
 def test_sofa_coagulation_liver_renal_points_follow_vincent_1996() -> None:
@@ -90,3 +112,29 @@ def test_every_state_parameter_has_a_validity_between_one_hour_and_one_day() -> 
     assert set(VALIDITY_H) == set(STATE_PARAMS)
     assert all(1 <= h <= 24 for h in VALIDITY_H.values())
     assert VALIDITY_H["heart_rate_bpm"] < VALIDITY_H["temp_c"] < VALIDITY_H["creatinine_mg_dl"]
+
+
+def test_a_newer_oxygen_charting_drops_the_older_fio2_or_flag_it_contradicts() -> None:
+    def state(fio2: float, fio2_at: int, on_o2: bool, on_o2_at: int) -> str | None:
+        values = {"fio2_fraction": fio2, "on_supplemental_o2": on_o2}
+        return contradicted(values, {"fio2_fraction": fio2_at, "on_supplemental_o2": on_o2_at})
+
+    assert state(0.40, 1, False, 2) == "fio2_fraction"  # now on room air: FiO2 0.40 is stale
+    assert state(0.21, 1, True, 2) == "fio2_fraction"  # now on a mask: not room air any more
+    assert state(0.40, 2, False, 1) == "on_supplemental_o2"  # FiO2 0.40 after "room air"
+    assert state(0.40, 1, True, 2) is None  # they agree
+    assert state(0.21, 1, False, 2) is None
+    assert state(0.40, 1, False, 1) is None  # charted together: each says what it says
+    assert contradicted({"fio2_fraction": 0.4}, {"fio2_fraction": 1}) is None
+
+
+def test_fio2_and_the_oxygen_flag_share_a_validity_so_the_newer_is_valid_with_the_older() -> None:
+    assert len({VALIDITY_H[p] for p in OXYGEN_PAIR}) == 1
+
+
+def test_the_models_score_features_leave_out_the_gcs_training_never_saw() -> None:
+    """PhysioNet 2019 charts no GCS: at a hospital that does, the model's qSOFA feature stays
+    what training computed (RR and SBP), while the screen's qSOFA counts the GCS."""
+    assert UNSEEN_IN_TRAINING == ("gcs_total",)
+    assert "gcs_total" in screen_sql()["qsofa_score"]
+    assert "gcs_total" not in score_feature_sql("qsofa_score")
