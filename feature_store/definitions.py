@@ -11,7 +11,7 @@ Every feature is computable at the time of a screened state from what is known t
   measured);
 - hours since the patient's first record (the stay so far);
 - the screening scores (NEWS2, SIRS, qSOFA, partial SOFA) of the state, without what training
-  never saw (`UNSEEN_IN_TRAINING`: a GCS);
+  never saw (`UNSEEN_IN_TRAINING`: GCS, ACVPU, the oxygen flag, SpO2 scale 2);
 - static patient features from the Feast online store: age and sex.
 
 Training computes them over PhysioNet's hourly rows (`training/features.py`), the job in Flink
@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from udfs.sepsis import screen_sql
+from schemas import topics
+from udfs.sepsis import STATE_PARAMS, screen_sql
 
 STATE_FEATURES: Final = (
     "heart_rate_bpm",
@@ -51,10 +52,12 @@ ROLLING: Final = {  # parameter -> extreme over the window (the direction that s
 LAB_AGE: Final = ("lactate_mmol_l", "wbc_10e9_l", "creatinine_mg_dl")
 LAB_AGE_CAP_H: Final = 24.0
 SCORE_FEATURES: Final = ("news2_score", "sirs_count", "qsofa_score", "sofa_partial_score")
-# State parameters the scores read that the model never saw: PhysioNet 2019 charts no GCS, so at a
-# hospital that charts one, qSOFA's altered mentation (udfs.sepsis.QSOFA_CRITERIA) would move a
-# feature that never moved in training. The model's score features are the scores without them.
-UNSEEN_IN_TRAINING: Final = ("gcs_total",)
+# The state parameters that are not model features: PhysioNet 2019, the training data, charts
+# none of them (a GCS, ACVPU, the oxygen flag, the SpO2 scale 2 prescription), so at a hospital
+# that charts them the scores would move (qSOFA's altered mentation, NEWS2's consciousness,
+# oxygen and saturation points) where they never moved in training. The model's score features
+# are the scores without them, as training computes them (training/features.py).
+UNSEEN_IN_TRAINING: Final = tuple(p for p in STATE_PARAMS if p not in STATE_FEATURES)
 STATIC_FEATURES: Final = ("age_years", "female")
 
 
@@ -68,8 +71,14 @@ def lab_age_name(p: str) -> str:
 
 def score_feature_sql(name: str) -> str:
     """A score feature (SCORE_FEATURES) in Flink SQL over a screened state's columns: the score
-    as the state has it, without the parameters UNSEEN_IN_TRAINING."""
-    return screen_sql({p: "CAST(NULL AS INT)" for p in UNSEEN_IN_TRAINING})[name]
+    without the parameters UNSEEN_IN_TRAINING (the state's own column where it reads none)."""
+    screen = topics.SEPSIS_SCREEN.schema
+    unseen = {
+        p: f"CAST(NULL AS {screen.field(p).flink_type().removesuffix(' NOT NULL')})"
+        for p in UNSEEN_IN_TRAINING
+    }
+    without = screen_sql(unseen)[name]
+    return name if without == screen_sql()[name] else without
 
 
 STREAM_FEATURES: Final = (

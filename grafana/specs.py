@@ -116,7 +116,7 @@ _ACKNOWLEDGED = """
 
 # The clinical response a NEWS2 calls for (RCP 2017, NEWS2 thresholds and triggers, and chart 3):
 # an aggregate of 7 or more an emergency response, 5-6 an urgent one, a red score (3 points in one
-# parameter) below 5 an urgent ward-based one, 1-4 a ward-based one.
+# parameter) below 5 an urgent ward-based one, 1-4 a ward-based one, 0 routine monitoring.
 _NEWS2_RESPONSE = f"""multiIf(
     latest.2 >= {HIGH_RISK_THRESHOLD}, 'emergency', latest.2 >= {MEDIUM_RISK_THRESHOLD}, 'urgent',
     latest.9, 'urgent ward-based', latest.2 >= 1, 'ward-based', 'routine')"""
@@ -131,11 +131,12 @@ _UNIT_LATEST_VITALS = f"""
            latest.2 AS news2, latest.3 AS qsofa, latest.4 AS heart_rate_bpm,
            latest.5 AS resp_rate_per_min, latest.6 AS spo2_pct, latest.7 AS temp_c,
            latest.8 AS sbp_mmhg, latest.9 AS red_score, latest.10 AS gcs,
+           latest.11 AS news2_of_7,
            {_NEWS2_RESPONSE} AS response
     FROM (SELECT patient_token, max(event_time) AS observed,
                  argMax(tuple(unit_id, news2_score, qsofa_score, heart_rate_bpm,
                               resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg, news2_red_flag,
-                              gcs_total), event_time) AS latest
+                              gcs_total, news2_params_scored), event_time) AS latest
           FROM ${{db}}.sepsis_screen
           WHERE facility_id = '${{facility}}' AND record_kind = 'vitals'
             AND event_time > $__toTime - INTERVAL 12 HOUR AND event_time <= $__toTime
@@ -223,7 +224,8 @@ NURSE_BOARD = Dashboard(
             "Latest vitals (12 h)",
             "table",
             f"""SELECT left(patient_token, 8) AS patient, observed, news2, qsofa, heart_rate_bpm,
-                   resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg, response, red_score, gcs
+                   resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg, response, red_score, gcs,
+                   news2_of_7
             FROM ({_UNIT_LATEST_VITALS})
             ORDER BY news2 >= {MEDIUM_RISK_THRESHOLD} DESC,
                      (news2 >= {MEDIUM_RISK_THRESHOLD} OR red_score) DESC, news2 DESC,
@@ -236,8 +238,10 @@ NURSE_BOARD = Dashboard(
             "in the facility in the last 12 h (wherever it was taken); a patient the census "
             "does not know is listed on the unit of that reading. `response`: what the NEWS2 "
             "calls for (RCP 2017): emergency (≥ 7), urgent (5-6), urgent ward-based (a red "
-            "score, 3 points in one parameter, below 5), ward-based (1-4); a red score comes "
-            "before a higher aggregate below 5. `gcs`: the Glasgow Coma Scale where charted.",
+            "score, 3 points in one parameter, below 5), ward-based (1-4), routine (0); a red "
+            "score comes before a higher aggregate below 5. `news2_of_7`: how many of NEWS2's "
+            "seven parameters the reading's state had (fewer: the score is a lower bound). "
+            "`gcs`: the Glasgow Coma Scale where charted.",
         ),
         Panel(
             "news2_trend",

@@ -31,6 +31,7 @@ import logging
 
 from pyflink.table import StreamTableEnvironment
 
+from feature_store.definitions import SCORE_FEATURES, score_feature_sql
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views
 from schemas import topics
@@ -64,9 +65,15 @@ def specs(settings: Settings) -> dict[str, ModelSpec]:
 
 
 def feature_cells_sql() -> str:
-    """A row per (vitals state, monitored input): the input's cell (-1 missing)."""
+    """A row per (vitals state, monitored input): the input's cell (-1 missing). A score is the
+    model's input, not the screen's: without what training never saw (a GCS, ACVPU…), as the
+    drift reference (training/reference.py) has it."""
+
+    def value(f: str) -> str:
+        return f"({score_feature_sql(f)})" if f in SCORE_FEATURES else quote(f)
+
     items = ", ".join(
-        f"ROW(CAST('{f}' AS STRING), {g.cell_sql(quote(f))})"
+        f"ROW(CAST('{f}' AS STRING), {g.cell_sql(value(f))})"
         for f, g in monitor.FEATURE_GRIDS.items()
     )
     return f"""

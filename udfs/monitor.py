@@ -105,8 +105,9 @@ def _integers(high: int) -> Grid:
     return Grid(-0.5, 1.0, high + 1)
 
 
-# The inputs of the sepsis model that the screened state carries (sepsis.screen.v1), on grids
-# that cover each field's plausible range finely (units as the field names say).
+# The inputs of the sepsis model that the screened state carries (sepsis.screen.v1; the scores
+# as the model reads them, jobs/model_monitor.feature_cells_sql), on grids that cover each
+# field's plausible range finely (units as the field names say).
 FEATURE_GRIDS: dict[str, Grid] = {
     "heart_rate_bpm": Grid(0.0, 2.0, 150),
     "resp_rate_per_min": Grid(0.0, 1.0, 80),

@@ -1,7 +1,8 @@
 """The model monitor job over the real Kafka broker on the MiniCluster, with real patients:
 PhysioNet 2019 set A patients held out from training (the test split, training/splits.py) at
 hospital A, then eICU demo stays (a different hospital system, training/cohorts.py) at hospital
-B. Their screened states and the bundled champion's and challenger's scores (onnxruntime, as the
+B. Their screened states (with a GCS and ACVPU charted, which the screen's scores count and the
+model's inputs do not) and the bundled champion's and challenger's scores (onnxruntime, as the
 screening job scores them) go onto the topics; the monitor stays quiet on set A, raises input
 drift on eICU, and reports delayed AUROC and calibration once the outcome labels arrive at
 discharge.
@@ -31,6 +32,7 @@ from training.registry import bootstrap
 from training.splits import split_of
 from udfs import monitor
 from udfs.registry import Registry
+from udfs.sepsis import STATE_PARAMS, screen
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -97,6 +99,11 @@ def _records(
         ):
             rec[k] = 0
         rec["news2_red_flag"] = False
+        # charted as an ICU that charts GCS and ACVPU would: the screen's NEWS2 and qSOFA count
+        # them, the model's inputs (which the monitor checks) do not (UNSEEN_IN_TRAINING)
+        rec["gcs_total"], rec["acvpu"] = 8, "V"
+        scored = screen(**{p: rec.get(p) for p in STATE_PARAMS})
+        rec["news2_score"], rec["qsofa_score"] = scored.news2.score, scored.qsofa.score
         screens.append(rec)
     scores = []
     for role, v in Registry.roles(reg, MODEL).items():

@@ -109,12 +109,16 @@ def test_the_generated_sql_scores_every_row_of_set_a_as_the_python_functions_do(
 def test_the_models_score_features_are_the_scores_without_what_training_never_saw(
     states: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """On states with a GCS drawn in, the model's score features (SQL) are the Python scores of
-    the same states without the GCS: what the model computed in training on set A."""
+    """On states with a GCS, ACVPU, the oxygen flag and SpO2 scale 2 drawn in, the model's score
+    features (SQL) are the Python scores of the same states without them: what the model
+    computed in training on set A, which charts none of them."""
     part = states.iloc[:50_000].reset_index(drop=True)
     assert part["gcs_total"].notna().sum() > 1000
-    want = _python(part.assign(gcs_total=None))  # set A charts no GCS
+    unseen = ("gcs_total", "acvpu", "on_supplemental_o2", "spo2_scale2")
+    want = _python(part.assign(**dict.fromkeys(unseen)))
     with_gcs = _python(part)
-    assert (want["qsofa_score"] != with_gcs["qsofa_score"]).sum() > 1000  # the GCS counts there
-    sql = {f: score_feature_sql(f) for f in SCORE_FEATURES}
+    for name in ("qsofa_score", "news2_score"):  # the screen's count them
+        assert (want[name] != with_gcs[name]).sum() > 1000, name
+    own = screen_sql()  # a score that reads none of them is the state's own column
+    sql = {f: own[f] if score_feature_sql(f) == f else score_feature_sql(f) for f in SCORE_FEATURES}
     assert _mismatches(part, want, tmp_path, sql) == []

@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -189,6 +190,30 @@ def test_a_large_bundle_refuses_entries_alone_and_the_rest_of_the_folder_is_inge
         kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)
 
 
+def screened_through_the_job(
+    s: Settings, prefix: str, messages: list[bytes]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`messages` through the HL7 gateway (each acknowledged AA), Kafka and the screening job
+    (bounded): its screened states and dead letters."""
+    names = list(dict.fromkeys(sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics))
+    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
+    finally:
+        server.shutdown()
+    assert [ack_code(a) for a in acks] == ["AA"] * len(messages)
+    try:
+        sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
+        screened = kafka_io.read_records(
+            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
+        )
+        letters = kafka_io.read_records(s, prefix + DEAD, DEAD)
+    finally:
+        kafka_io.delete_topics(s, names, prefix=prefix)
+    return screened, letters
+
+
 def lab(control: str, mrn: str, drawn: str, resulted: str, lactate: float) -> bytes:
     """A lactate drawn at `drawn` (OBR-7, OBX-14) in a message made at `resulted` (MSH-7)."""
     return "\r".join(
@@ -211,26 +236,11 @@ def test_a_lab_resulted_hours_after_its_specimen_is_screened_when_it_was_resulte
     quick one had moved on and was dead-lettered `late`: its lactate never screened."""
     s, prefix = edge
     s = dataclasses.replace(s, watermark_on_event=True, job_name="late-resulted-lab")
-    names = list(dict.fromkeys(sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics))
-    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
     messages = [
         lab("L1", "MRN77", "20260301105000", "20260301110000", 2.1),  # a STAT lactate: 10 min
         lab("L2", "MRN78", "20260301060000", "20260301110500", 4.3),  # drawn at 06:00
     ]
-    server = hl7_gateway.serve(s, port=0, prefix=prefix)
-    try:
-        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
-    finally:
-        server.shutdown()
-    assert [ack_code(a) for a in acks] == ["AA", "AA"]
-    try:
-        sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
-        screened = kafka_io.read_records(
-            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
-        )
-        letters = kafka_io.read_records(s, prefix + DEAD, DEAD)
-    finally:
-        kafka_io.delete_topics(s, names, prefix=prefix)
+    screened, letters = screened_through_the_job(s, prefix, messages)
     assert [d["reason_code"] for d in letters] == []
     states = sorted(
         (r["event_time"].hour, r["event_time"].minute, round(r["lactate_mmol_l"], 2))
@@ -262,8 +272,6 @@ def test_an_icus_gcs_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
     the FiO2 from the state: carried on, it scored respiratory SOFA 2 on room air."""
     s, prefix = edge
     s = dataclasses.replace(s, job_name="gcs-and-room-air")
-    names = list(dict.fromkeys(sepsis_screen.JOB.input_topics + sepsis_screen.JOB.output_topics))
-    kafka_io.ensure_topics(s, names, prefix=prefix, partitions=1)
     messages = [
         bedside(
             "G1",
@@ -275,19 +283,8 @@ def test_an_icus_gcs_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
         ),
         bedside("G2", "20260301090000", "3151-8^O2 flow^LN||0|L/min", "59408-5^SpO2^LN||95|%"),
     ]
-    server = hl7_gateway.serve(s, port=0, prefix=prefix)
-    try:
-        acks = hl7_gateway.send("127.0.0.1", server.server_address[1], messages)
-    finally:
-        server.shutdown()
-    assert [ack_code(a) for a in acks] == ["AA", "AA"]
-    try:
-        sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
-        screened = kafka_io.read_records(
-            s, prefix + topics.SEPSIS_SCREEN.name, topics.SEPSIS_SCREEN.name
-        )
-    finally:
-        kafka_io.delete_topics(s, names, prefix=prefix)
+    screened, letters = screened_through_the_job(s, prefix, messages)
+    assert letters == []
     by_hour = {r["event_time"].hour: r for r in screened if r["record_kind"] == "vitals"}
     first, second = by_hour[8], by_hour[9]
     assert (first["gcs_total"], first["qsofa_score"], first["qsofa_criteria_known"]) == (12, 2, 2)

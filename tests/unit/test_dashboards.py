@@ -624,6 +624,7 @@ def test_latest_vitals_show_a_value_expired_by_the_latest_reading_as_missing(
 
 LATEST_VITALS_COLUMNS = ("patient", "observed", "news2", "qsofa", "heart_rate_bpm",
     "resp_rate_per_min", "spo2_pct", "temp_c", "sbp_mmhg", "response", "red_score", "gcs",
+    "news2_of_7",
 )  # fmt: skip
 
 

@@ -132,9 +132,12 @@ def test_fio2_and_the_oxygen_flag_share_a_validity_so_the_newer_is_valid_with_th
     assert len({VALIDITY_H[p] for p in OXYGEN_PAIR}) == 1
 
 
-def test_the_models_score_features_leave_out_the_gcs_training_never_saw() -> None:
-    """PhysioNet 2019 charts no GCS: at a hospital that does, the model's qSOFA feature stays
-    what training computed (RR and SBP), while the screen's qSOFA counts the GCS."""
-    assert UNSEEN_IN_TRAINING == ("gcs_total",)
+def test_the_models_score_features_leave_out_what_training_never_saw() -> None:
+    """PhysioNet 2019 charts no GCS, ACVPU, oxygen flag or SpO2 scale 2: at a hospital that
+    does, the model's scores stay what training computed, while the screen's count them; a
+    score that reads none of them is the state's own column."""
+    assert set(UNSEEN_IN_TRAINING) == {"gcs_total", "acvpu", "on_supplemental_o2", "spo2_scale2"}
     assert "gcs_total" in screen_sql()["qsofa_score"]
     assert "gcs_total" not in score_feature_sql("qsofa_score")
+    assert "acvpu" not in score_feature_sql("news2_score")
+    assert score_feature_sql("sirs_count") == "sirs_count"
