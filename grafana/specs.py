@@ -114,12 +114,15 @@ _ACKNOWLEDGED = """
     WHERE facility_id = '${facility}' AND action = 'acknowledge' AND event_time <= $__toTime
     GROUP BY alert_id"""
 
-# The clinical response a NEWS2 calls for (RCP 2017, NEWS2 thresholds and triggers, and chart 3):
-# an aggregate of 7 or more an emergency response, 5-6 an urgent one, a red score (3 points in one
-# parameter) below 5 an urgent ward-based one, 1-4 a ward-based one, 0 routine monitoring.
+# The clinical response a NEWS2 calls for (RCP 2017, NEWS2 thresholds and triggers, and chart 3),
+# most urgent first: an aggregate of 7 or more an emergency response, 5-6 an urgent one, a red
+# score (3 points in one parameter) below 5 an urgent ward-based one, 1-4 a ward-based one, 0
+# routine monitoring. Over a reading's `news2` and `red_score`.
+_RESPONSES = ("emergency", "urgent", "urgent ward-based", "ward-based", "routine")
 _NEWS2_RESPONSE = f"""multiIf(
-    latest.2 >= {HIGH_RISK_THRESHOLD}, 'emergency', latest.2 >= {MEDIUM_RISK_THRESHOLD}, 'urgent',
-    latest.9, 'urgent ward-based', latest.2 >= 1, 'ward-based', 'routine')"""
+    news2 >= {HIGH_RISK_THRESHOLD}, '{_RESPONSES[0]}', news2 >= {MEDIUM_RISK_THRESHOLD},
+    '{_RESPONSES[1]}', red_score, '{_RESPONSES[2]}', news2 >= 1, '{_RESPONSES[3]}',
+    '{_RESPONSES[4]}')"""
 
 # Each patient's latest vitals reading of the facility in the 12 h to the end of the range, on
 # the unit where the census has the patient now: none for one moved elsewhere or discharged; for
@@ -227,9 +230,7 @@ NURSE_BOARD = Dashboard(
                    resp_rate_per_min, spo2_pct, temp_c, sbp_mmhg, response, red_score, gcs,
                    news2_of_7
             FROM ({_UNIT_LATEST_VITALS})
-            ORDER BY news2 >= {MEDIUM_RISK_THRESHOLD} DESC,
-                     (news2 >= {MEDIUM_RISK_THRESHOLD} OR red_score) DESC, news2 DESC,
-                     observed DESC
+            ORDER BY indexOf({list(_RESPONSES)}, response), news2 DESC, observed DESC
             LIMIT 60""",
             ("patient", "observed", "news2", "heart_rate_bpm", "spo2_pct", "sbp_mmhg", "response"),
             width=24,

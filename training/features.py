@@ -52,12 +52,8 @@ def hourly_features(df: pd.DataFrame) -> pd.DataFrame:
         at = t.where(m[p].notna()).groupby(pid).ffill()
         out[lab_age_name(p)] = (t - at).clip(upper=LAB_AGE_CAP_H).fillna(LAB_AGE_CAP_H)
     out["hours_since_first_record"] = t - t.groupby(pid).transform("min")
-    state = {  # the scores as the stream's score features (without UNSEEN_IN_TRAINING)
-        p: out[p]
-        if p in out and p not in UNSEEN_IN_TRAINING
-        else pd.Series(np.nan, index=out.index)
-        for p in STATE_PARAMS
-    }
+    nan = pd.Series(np.nan, index=out.index)  # the scores as the stream's score features have them
+    state = {p: nan if p in UNSEEN_IN_TRAINING else out[p] for p in STATE_PARAMS}
     columns = [state[p].to_numpy(dtype=object) for p in STATE_PARAMS]
     scored = [
         screen_row(*(None if isinstance(v, float) and np.isnan(v) else v for v in values))

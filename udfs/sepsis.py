@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from udfs.news2 import ROOM_AIR_FIO2, News2, news2, news2_sql
+from udfs.news2 import ROOM_AIR_FIO2, News2, news2, news2_sql, on_oxygen
 
 # How long a last value stays valid, in hours (last observation carried forward, LOCF).
 # Vitals are charted hourly in ICUs, so one missed hour is tolerated; temperature is taken
@@ -164,7 +164,7 @@ def contradicted(values: Mapping[str, Any], measured: Mapping[str, Any]) -> str 
     """The parameter of OXYGEN_PAIR that a newer charting of the other contradicts, or None:
     `values` are the state's valid values, `measured` their measurement times."""
     fio2, on_o2 = (values.get(p) for p in OXYGEN_PAIR)
-    if fio2 is None or on_o2 is None or bool(on_o2) == (fio2 > ROOM_AIR_FIO2):
+    if fio2 is None or on_o2 is None or bool(on_o2) == on_oxygen(None, fio2):
         return None
     fio2_at, on_o2_at = (measured[p] for p in OXYGEN_PAIR)
     if fio2_at == on_o2_at:  # charted together: each says what it says

@@ -116,9 +116,9 @@ def test_the_models_score_features_are_the_scores_without_what_training_never_sa
     assert part["gcs_total"].notna().sum() > 1000
     unseen = ("gcs_total", "acvpu", "on_supplemental_o2", "spo2_scale2")
     want = _python(part.assign(**dict.fromkeys(unseen)))
-    with_gcs = _python(part)
+    screened = _python(part)
     for name in ("qsofa_score", "news2_score"):  # the screen's count them
-        assert (want[name] != with_gcs[name]).sum() > 1000, name
+        assert (want[name] != screened[name]).sum() > 1000, name
     own = screen_sql()  # a score that reads none of them is the state's own column
     sql = {f: own[f] if score_feature_sql(f) == f else score_feature_sql(f) for f in SCORE_FEATURES}
     assert _mismatches(part, want, tmp_path, sql) == []

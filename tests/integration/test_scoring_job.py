@@ -122,7 +122,6 @@ def test_the_champions_alerts_join_the_alert_lifecycle(run: Run) -> None:
 
 
 def test_the_job_pushed_each_patients_latest_stream_features_to_redis(run: Run) -> None:
-    """The features of training, also the qSOFA of patients whose GCS the screen counts."""
     store = repo.open_store(run.settings.feast_dir, REDIS)
     last = run.offline.groupby("patient_id").tail(1).sample(10, random_state=1)
     got = store.get_online_features(
