@@ -17,7 +17,8 @@ a CSV file, the `interop_code_map` setting, read once by the HL7 v2 gateway and 
   refused: those codes are read as themselves.
 - `code`: the code as sent (OBX-3.1 / 3.4, `Coding.code`), matched exactly after trimming.
 - `loinc`: a code wardflow reads (`schemas.interop.loinc`: a vital sign or lab, a blood pressure
-  or vital signs panel, an arterial blood gas order). The value's unit is read as for that code,
+  or vital signs panel, an arterial blood gas order; a Glasgow coma scale part,
+  `schemas.interop.derived`). The value's unit is read as for that code,
   from OBX-6 or `Quantity.code`, or its text where the code takes it.
 - Other columns (`display`, a note) are for the reader.
 
@@ -39,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from schemas.interop import mdc
+from schemas import topics
+from schemas.interop import derived, mdc
 from schemas.interop.loinc import (
     BP_PANELS,
     CODES,
@@ -81,6 +83,12 @@ def target(loinc: str) -> str | None:
         return f"{PANELS[loinc]}: its components (FHIR)"
     if loinc in GAS_PANELS:
         return "arterial blood gas order (HL7 OBR-4): its saturation is the sample's SaO2"
+    if loinc in derived.PARTS:
+        part = derived.PARTS[loinc]
+        return (
+            f"Glasgow coma scale {part.name} (1-{part.highest}): summed into "
+            f"{topics.VITALS_OBSERVATION.name}.{derived.GCS_TOTAL} with the other two parts"
+        )
     return None
 
 

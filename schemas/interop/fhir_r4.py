@@ -29,6 +29,10 @@ through its LOINC (schemas.interop.mdc), or by a local code the deployment mappe
 (schemas.interop.code_map), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
 of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
+A vitals record is completed with what its values imply (schemas.interop.derived): the Glasgow
+coma scale total from its three parts, components of a GCS total Observation (9269-2) sent
+without its value, each a number, a LOINC answer code or an ordinalValue (as FHIR's own
+`observation-example-glasgow` codes them); a MAP from the systolic and diastolic pressures.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
 a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
 range or of a laboratory code inside a vital-signs panel is rejected alone (`Mapped.rejected`),
@@ -62,7 +66,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from schemas import topics
-from schemas.interop import identity, mdc
+from schemas.interop import derived, identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
@@ -1051,14 +1055,42 @@ def _observation(
             rejected.append(Rejected(label, why, _json(alone)))
         elif name not in ranks or rank < ranks[name]:
             values[name], ranks[name], topic_of[name] = value, rank, topic
+    gcs: dict[str, int] = {}  # the Glasgow coma scale parts: LOINC code → score
+    # where the total is not sent
+    if derived.GCS_TOTAL not in values and (code == derived.GCS_TOTAL_LOINC or code in PANELS):
+        for i, c in enumerate(obs.component or []):
+            part_code, _ = _coded(c.code, codes)
+            if part_code not in derived.PARTS or c.dataAbsentReason is not None:
+                continue  # a part not charted (a verbal response through a tube): no total
+            raw = raw_components[i]
+            try:
+                if _modifiers(raw):
+                    raise UnsupportedModifier(
+                        f"modifierExtension {_modifiers(raw)} is not understood"
+                    )
+                score = _gcs_part_score(part_code, c, raw)
+                if score is not None:
+                    gcs[part_code] = score
+            except ValueError as exc:
+                reason = (
+                    "unsupported_modifier" if isinstance(exc, UnsupportedModifier) else "bad_value"
+                )
+                why = Refused(reason, f"component {i}: {exc}"[:500])
+                label = f"Observation/{obs.id} component {i} ({part_code})"
+                rejected.append(Rejected(label, why, _json({**data, "component": [raw]})))
+    if VITALS in topic_of.values() or gcs:
+        vitals = {n: v for n, v in values.items() if topic_of[n] == VITALS}
+        for name, value in derived.completed(vitals, gcs).items():
+            values[name], ranks[name], topic_of[name] = value, 0, VITALS
     if not values and rejected:  # nothing read: refused, with their reason when they share one
         given = {r.refusal.reason_code for r in rejected}
         reasons = "; ".join(r.refusal.reason for r in rejected)
         return Refused(given.pop() if len(given) == 1 else "bad_value", reasons[:500])
     if not values:
         known = code in CODES or code in PANELS
+        unsummed = derived.unsummed(gcs)
         reason = (
-            f"{code} carries no value wardflow reads"
+            f"{code} carries no value wardflow reads" + (f" ({unsummed})" if unsummed else "")
             if known
             else f"LOINC {code} ({obs.code.text or _display(obs.code)}) is not a vital sign "
             "wardflow reads"
@@ -1104,6 +1136,30 @@ def _observation(
         }
         records.append((topic, record))
     return Mapped(records, rejected)
+
+
+# FHIR R4's ordinalValue extension (R5: itemWeight): the score a coded answer stands for
+ORDINAL_VALUE = (
+    "http://hl7.org/fhir/StructureDefinition/ordinalValue",
+    "http://hl7.org/fhir/StructureDefinition/itemWeight",
+)
+
+
+def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | None:
+    """A GCS part's score (derived.part_score) from its component: a LOINC answer code, else
+    the ordinalValue of a coding of its valueCodeableConcept, else its number."""
+    concept = component.valueCodeableConcept
+    answers = [str(c.code) for c in (concept.coding or []) if c.code] if concept else []
+    number: float | None = None
+    quantity = _quantity(component)
+    if quantity is not None and quantity.value is not None:
+        number = float(quantity.value)
+    for coding in (raw.get("valueCodeableConcept") or {}).get("coding") or []:
+        for ext in coding.get("extension") or []:
+            if number is None and ext.get("url") in ORDINAL_VALUE:
+                weight = ext.get("valueDecimal")
+                number = float(weight) if isinstance(weight, int | float) else None
+    return derived.part_score(part, number, answers)
 
 
 def _blood_gas(obs: Any, codes: CodeMap) -> bool:

@@ -50,7 +50,7 @@ from hl7apy.exceptions import InvalidName
 from hl7apy.parser import parse_message
 
 from schemas import codec, topics
-from schemas.interop import mdc
+from schemas.interop import derived, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.loinc import (
     BLOOD_GAS,
@@ -816,7 +816,9 @@ def _oru(
     Where one reading has a field from several codes (an ECG's heart rate and an oximeter's
     pulse rate), the preferred code's value is kept (`observation_code`). An oxygen
     saturation (2708-6) of an order with a blood gas result is the sample's SaO2, a lab result
-    (loinc.IN_BLOOD_GAS); elsewhere a monitor's SpO2."""
+    (loinc.IN_BLOOD_GAS); elsewhere a monitor's SpO2. A vitals reading is completed with what
+    its values imply (schemas.interop.derived: a GCS total from its three parts, each an OBX
+    of its own; a MAP from the systolic and diastolic)."""
     enc = msg.encoding_chars
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
@@ -827,6 +829,7 @@ def _oru(
     obr_time = ""
     # per (topic, time), each field's kept value: (rank, value, the OBX's label, its OBX-11)
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
+    gcs: dict[datetime, dict[str, tuple[int, str, str]]] = {}  # GCS parts: (score, label, OBX-11)
     rejected: list[Rejected] = []
     skipped: list[str] = []
     no_value: list[str] = []  # OBX of a code read that carry no value by their status
@@ -846,13 +849,14 @@ def _oru(
         identifier = _components(seg.obx_3, enc)
         coded = observation_code(identifier, codes)
         panel = blood_pressure_panel(identifier, codes) if coded is None else None
+        part = gcs_part(identifier, codes) if coded is None and panel is None else None
         status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
-        if coded is None and panel is None:
+        if coded is None and panel is None and part is None:
             skipped += _unread(identifier)
             continue
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
-        sent = coded[2] if coded is not None else str(panel)
+        sent = coded[2] if coded is not None else str(panel or part)
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
@@ -871,19 +875,24 @@ def _oru(
             if len(seg.obx_5) > 1:
                 raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
             raw = unescape(seg.obx_5.to_er7(), enc, formatted=True) if len(seg.obx_5) else ""
-            if coded is not None:
-                number, bound = observation_number(raw, enc["COMPONENT"])
-                numbers = [number]
+            read = []
+            score: int | None = None
+            if part is not None:
+                score = gcs_part_score(part, raw, enc["COMPONENT"])
             else:
-                numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), False
-            units = _components(seg.obx_6, enc)
-            read = [
-                (rank, *convert(code, number, observation_unit(code, units), order in gas_orders))
-                for (code, rank), number in zip(fields, numbers, strict=True)
-            ]
-            _, topic, name, _ = read[0]
-            if bound and (why_not := bound_refusal(topic, name)) is not None:
-                raise ValueError(why_not)
+                if coded is not None:
+                    number, bound = observation_number(raw, enc["COMPONENT"])
+                    numbers = [number]
+                else:
+                    numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), False
+                units = _components(seg.obx_6, enc)
+                read = [
+                    (rank, *convert(code, n, observation_unit(code, units), order in gas_orders))
+                    for (code, rank), n in zip(fields, numbers, strict=True)
+                ]
+                _, topic, name, _ = read[0]
+                if bound and (why_not := bound_refusal(topic, name)) is not None:
+                    raise ValueError(why_not)
             when = _first_component(seg.obx_14, enc)
             if when.strip().isdigit() and len(when.strip()) <= 8 and obr_time.startswith(when):
                 when = ""  # a date alone, its order's date: the order's time (OBR-7, SPM-17)
@@ -891,6 +900,29 @@ def _oru(
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            continue
+        if part is not None:  # summed with the reading's other parts below
+            if score is None:
+                name = derived.PARTS[part].name
+                skipped.append(f"{printable(sent)[:UNREAD_LABEL_CHARS]} (GCS {name}: no score)")
+                continue
+            parts = gcs.setdefault(at, {})
+            kept_score, first, kept_status = parts.get(part, (score, label, status))
+            if (
+                score == kept_score
+                or status == "C"
+                or (status == "F" and kept_status in _PRELIMINARY)
+            ):
+                parts[part] = (score, label, status)
+            else:
+                why = Refused(
+                    "conflicting_value",
+                    f"{label}: GCS {derived.PARTS[part].name} {score} at the same time as "
+                    f"{first}'s {kept_score}, which is kept",
+                    "AE",
+                    "207",
+                )
+                rejected.append(Rejected(label, why, seg.to_er7().encode()))
             continue
         for rank, topic, name, value in read:
             invalid = value_refusal(topic, name, value)
@@ -917,6 +949,12 @@ def _oru(
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
             elif kept_rank is None or rank < kept_rank:  # the preferred code's
                 reading[name] = (rank, value, label, status)
+    scores = {at: {code: kept[0] for code, kept in parts.items()} for at, parts in gcs.items()}
+    for at, parts_at in scores.items():
+        if derived.gcs_total(parts_at) is not None:  # a reading, if it is its only value
+            groups.setdefault((VITALS, at), {})
+        elif (why_none := derived.unsummed(parts_at)) is not None:
+            skipped.append(why_none)
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -935,9 +973,12 @@ def _oru(
             "207",
         )
     out: list[tuple[str, dict[str, Any]]] = []
-    for (topic, at), values in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
+    for (topic, at), kept_values in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0])):
         kind, id_field = ("vitals", "observation_id") if topic == VITALS else ("labs", "result_id")
         stamp = at.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+        values = {name: kept[1] for name, kept in kept_values.items()}
+        if topic == VITALS:
+            values.update(derived.completed(values, scores.get(at, {})))
         out.append(
             (
                 topic,
@@ -947,7 +988,7 @@ def _oru(
                     "facility_id": facility,
                     "unit_id": unit,
                     "event_time": at,
-                    **{name: kept[1] for name, kept in values.items()},
+                    **values,
                     "source": source,
                     "recorded_time": recorded,
                 },
@@ -1181,6 +1222,29 @@ def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int
     code, _, sent = found[0]
     ranks = [rank for loinc, rank, _ in found if loinc == code and rank is not None]
     return code, ranks[0] if ranks else 0, sent
+
+
+def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
+    """The LOINC code of the Glasgow coma scale part (schemas.interop.derived.PARTS) an OBX-3
+    or its alternate names, as LOINC or as a local code the deployment mapped, or None."""
+    triplets = _triplets(obx_3)
+    loinc_named = _names_loinc(triplets)  # a LOINC code says what the value is
+    for identifier, _, system in triplets:
+        local = None if loinc_named else codes.loinc(system, identifier)
+        if (local or identifier) in derived.PARTS:
+            return local or identifier
+    return None
+
+
+def gcs_part_score(part: str, raw: str, component: str) -> int | None:
+    """A GCS part's score from its OBX-5: a number (NM, or the identifier of a CWE whose codes
+    are the scores: `4^Opens eyes spontaneously^L`), or a LOINC answer code (CWE, identifier or
+    alternate: `LA6556-0^Eyes open spontaneously^LN`); None for neither (`T`, a verbal response
+    not testable through a tube); ValueError for a number not one of the part's scores."""
+    pieces = [p.strip() for p in raw.split(component)]
+    answers = [pieces[i] for i in (0, 3) if len(pieces) > i and pieces[i]]
+    number = float(pieces[0]) if _DECIMAL.match(pieces[0]) else None
+    return derived.part_score(part, number, answers)
 
 
 def observation_unit(code: str, obx_6: list[str]) -> str:

@@ -264,12 +264,14 @@ def bedside(control: str, at: str, *obx: str) -> bytes:
 
 
 @pytest.mark.slow
-def test_an_icus_gcs_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
+def test_an_icus_gcs_parts_bp_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
     edge: tuple[Settings, str],
 ) -> None:
-    """An ICU charts GCS, not ACVPU: a GCS of 12 is qSOFA's altered mentation (Seymour 2016),
-    which no score read before. Oxygen flow 0 (room air) charted an hour after FiO2 0.40 drops
-    the FiO2 from the state: carried on, it scored respiratory SOFA 2 on room air."""
+    """An ICU charts GCS, not ACVPU, and often its three parts without their total: E3 V4 M5 is a
+    GCS of 12, qSOFA's altered mentation (Seymour 2016), which no score read before. A blood
+    pressure charted as one value (88/51) has no MAP: its mean, 63, is SOFA's cardiovascular
+    point (MAP < 70). Oxygen flow 0 (room air) charted an hour after FiO2 0.40 drops the FiO2
+    from the state: carried on, it scored respiratory SOFA 2 on room air."""
     s, prefix = edge
     s = dataclasses.replace(s, job_name="gcs-and-room-air")
     messages = [
@@ -277,7 +279,10 @@ def test_an_icus_gcs_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
             "G1",
             "20260301080000",
             "9279-1^Respirations^LN||24|/min",
-            "9269-2^GCS total^LN||12|{score}",
+            "9267-6^GCS eye^LN||3|",
+            "9270-0^GCS verbal^LN||4|",
+            "9268-4^GCS motor^LN||5|",
+            "85354-9^Blood pressure^LN||88/51|mm[Hg]",
             "3150-0^FiO2^LN||40|%",
             "59408-5^SpO2^LN||95|%",
         ),
@@ -287,11 +292,13 @@ def test_an_icus_gcs_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
     assert letters == []
     by_hour = {r["event_time"].hour: r for r in screened if r["record_kind"] == "vitals"}
     first, second = by_hour[8], by_hour[9]
-    assert (first["gcs_total"], first["qsofa_score"], first["qsofa_criteria_known"]) == (12, 2, 2)
-    # respiration 2 (SpO2/FiO2 95/0.40 = 237.5, below 315); no CNS points from a charted GCS
-    assert (first["sofa_partial_score"], first["sofa_components_known"]) == (2, 1)
+    assert (first["gcs_total"], first["qsofa_score"], first["qsofa_criteria_known"]) == (12, 3, 3)
+    assert first["map_mmhg"] == pytest.approx(51 + 37 / 3, abs=1e-4)
+    # respiration 2 (SpO2/FiO2 95/0.40 = 237.5, below 315) and cardiovascular 1 (MAP 63); no
+    # CNS points from a charted GCS
+    assert (first["sofa_partial_score"], first["sofa_components_known"]) == (3, 2)
     assert (second["on_supplemental_o2"], second["fio2_fraction"]) == (False, None)
-    assert (second["sofa_partial_score"], second["sofa_components_known"]) == (0, 0)
+    assert (second["sofa_partial_score"], second["sofa_components_known"]) == (1, 1)
 
 
 CODE_MAP = """system,code,loinc,display

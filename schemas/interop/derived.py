@@ -1,0 +1,122 @@
+"""Values a bedside reading implies but was not sent with: the Glasgow coma scale total from its
+three parts, and the mean arterial pressure from the systolic and diastolic pressures.
+
+Both gateways (HL7 v2, FHIR R4) complete a vitals reading with `completed` before it is
+published, from the values of that one reading (one time, one patient); a value the reading was
+sent with is never replaced.
+
+- **Glasgow coma scale total** (Teasdale G, Jennett B. Lancet 1974;2:81-84; LOINC 9269-2) =
+  eye opening (1-4, LOINC 9267-6) + best verbal response (1-5, 9270-0) + best motor response
+  (1-6, 9268-4). Many flowsheets chart the three parts and no total; without this the screen's
+  altered mentation (qSOFA: GCS < 15) and the stay models' GCS stay empty at such a hospital.
+  A part is read as a number (HL7 NM, FHIR valueQuantity or valueInteger), a LOINC answer code
+  of its answer list (`ANSWERS`), or a FHIR ordinalValue; the total only where all three parts
+  of the reading are scores: a verbal response charted `T` (intubated) or an eye `C` (closed by
+  swelling) has no score (not read, not dead-lettered: it is charting, not an error), and a
+  total with a part missing would understate the GCS by up to 5. A number outside the part's
+  scores is dead-lettered as any value outside its range.
+- **Mean arterial pressure** ≈ diastolic + (systolic − diastolic) / 3 (the one-third
+  pulse-pressure rule: Sesso HD et al. Hypertension 2000;36:801-807), where a reading has
+  both pressures and no mean: a blood pressure charted `120/80`, as flowsheets send it, then
+  reaches the partial SOFA's cardiovascular component (MAP < 70 mmHg, Vincent 1996) and the
+  model's MAP. Not where the diastolic is above the systolic (a swapped or wrong pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+
+class GcsPart(NamedTuple):
+    name: str
+    highest: int  # a part scores 1 to this
+    answers: Mapping[str, int]  # LOINC answer code → score (LOINC's normative answer list)
+
+
+# LOINC code → the part it codes, with its answer list (LL2405-1 eye, LL2406-9 verbal,
+# LL2407-7 motor; Glasgow coma scale, Teasdale and Jennett 1974).
+PARTS: dict[str, GcsPart] = {
+    "9267-6": GcsPart("eye", 4, {"LA6553-7": 1, "LA6554-5": 2, "LA6555-2": 3, "LA6556-0": 4}),
+    "9270-0": GcsPart(
+        "verbal",
+        5,
+        {"LA6557-8": 1, "LA6558-6": 2, "LA6559-4": 3, "LA6560-2": 4, "LA6561-0": 5},
+    ),
+    "9268-4": GcsPart(
+        "motor",
+        6,
+        {
+            "LA6562-8": 1,
+            "LA6563-6": 2,
+            "LA6564-4": 3,
+            "LA6565-1": 4,
+            "LA6566-9": 5,
+            "LA6567-7": 6,
+        },
+    ),
+}
+GCS_TOTAL = "gcs_total"
+GCS_TOTAL_LOINC = "9269-2"  # whose FHIR Observation may carry the parts as its components
+ANSWERS: dict[str, tuple[str, int]] = {
+    answer: (code, score) for code, part in PARTS.items() for answer, score in part.answers.items()
+}
+
+
+def part_score(code: str, number: float | None, answers: Iterable[str] = ()) -> int | None:
+    """The score of GCS part `code` (a key of PARTS) sent as a number, or as any of `answers`
+    (LOINC answer codes; the first of this part's list counts); None for neither (`T`, a
+    verbal response not testable through a tube, is charting, not an error); ValueError for a
+    number that is not a whole score of the part, or an answer of another part's list."""
+    part = PARTS[code]
+    for answer in answers:
+        if answer in ANSWERS:
+            of, score = ANSWERS[answer]
+            if of != code:
+                raise ValueError(
+                    f"{code} (GCS {part.name}): answer {answer} is GCS {PARTS[of].name}'s"
+                )
+            return score
+    if number is None:
+        return None
+    if number != int(number) or not 1 <= number <= part.highest:
+        raise ValueError(f"{code} (GCS {part.name}): {number!r} is not a score 1-{part.highest}")
+    return int(number)
+
+
+def gcs_total(parts: Mapping[str, int]) -> int | None:
+    """The total of a reading's parts (LOINC code → score), None unless all three are there."""
+    if set(parts) != set(PARTS):
+        return None
+    return sum(parts.values())
+
+
+def mean_arterial_pressure(sbp_mmhg: float, dbp_mmhg: float) -> float | None:
+    """MAP from a systolic and diastolic pressure (mmHg), None where the pair is not one."""
+    if dbp_mmhg > sbp_mmhg:
+        return None
+    return dbp_mmhg + (sbp_mmhg - dbp_mmhg) / 3
+
+
+def completed(values: Mapping[str, Any], parts: Mapping[str, int]) -> dict[str, Any]:
+    """What a vitals reading with field values `values` and GCS parts `parts` (LOINC code →
+    score) implies and was not sent with: {field: value}, possibly empty."""
+    out: dict[str, Any] = {}
+    total = gcs_total(parts)
+    if values.get(GCS_TOTAL) is None and total is not None:
+        out[GCS_TOTAL] = total
+    sbp, dbp = values.get("sbp_mmhg"), values.get("dbp_mmhg")
+    if values.get("map_mmhg") is None and sbp is not None and dbp is not None:
+        mean = mean_arterial_pressure(float(sbp), float(dbp))
+        if mean is not None:
+            out["map_mmhg"] = mean
+    return out
+
+
+def unsummed(parts: Mapping[str, int]) -> str | None:
+    """Why a reading's GCS parts make no total (a label for the parts read), or None."""
+    if not parts or gcs_total(parts) is not None:
+        return None
+    have = ", ".join(PARTS[c].name for c in PARTS if c in parts)
+    missing = ", ".join(PARTS[c].name for c in PARTS if c not in parts)
+    return f"GCS {have} without {missing}: no total"

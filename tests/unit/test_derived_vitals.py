@@ -1,0 +1,304 @@
+"""What a bedside reading implies but was not sent with (schemas.interop.derived), read alike by
+the HL7 v2 gateway and the FHIR drop: a Glasgow coma scale total from its eye, verbal and motor
+parts, and a mean arterial pressure from the systolic and diastolic."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.feeds.hl7_gateway import Gateway
+from schemas import topics
+from schemas.interop import derived, fhir_r4, hl7v2
+from schemas.interop.code_map import CodeMap
+from schemas.settings import Settings
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir_r4"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/fhir_r4 is not here")
+VITALS = topics.VITALS_OBSERVATION.name
+
+
+def tok(namespace: str, ident: str) -> str:
+    return f"{namespace}|{ident}"
+
+
+def oru(*obx: str) -> str:
+    return "\r".join(
+        [
+            "MSH|^~\\&|ICU|GH|WF|GH|20260301101500||ORU^R01|C1|P|2.5.1",
+            "PID|1||MRN9^^^GH^MR",
+            "PV1|1|I|MICU^12^A^GH",
+            "OBR|1|||vitals|||20260301101000",
+            *(f"OBX|{n}|{o}" for n, o in enumerate(obx, 1)),
+        ]
+    )
+
+
+def hl7(text: str, codes: CodeMap | None = None) -> hl7v2.Mapped | hl7v2.Refused:
+    msg = hl7v2.parse(text)
+    assert not isinstance(msg, hl7v2.Refused), msg
+    return hl7v2.map_message(msg, tok, source="t", codes=codes or CodeMap())
+
+
+def one_record(o: hl7v2.Mapped | hl7v2.Refused) -> dict[str, Any]:
+    assert isinstance(o, hl7v2.Mapped), o
+    [(topic, rec)] = o.records
+    assert topic == VITALS
+    return rec
+
+
+EYE, VERBAL, MOTOR = "9267-6^GCS eye^LN", "9270-0^GCS verbal^LN", "9268-4^GCS motor^LN"
+
+
+# --- the Glasgow coma scale over HL7 v2 -----------------------------------------------------
+
+
+def test_a_gcs_charted_as_its_three_parts_is_read_as_their_total(tmp_path: Path) -> None:
+    message = oru(f"NM|{EYE}||3||||||F", f"NM|{VERBAL}||4||||||F", f"NM|{MOTOR}||5||||||F")
+    rec = one_record(hl7(message))
+    assert rec["gcs_total"] == 12 and isinstance(rec["gcs_total"], int)
+    settings = Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
+    decided = Gateway(settings, listen="test").decide(
+        message.encode()
+    )  # encodes in the topic's schema
+    assert (decided.ack_code, decided.letters, len(decided.records)) == ("AA", [], 1)
+
+
+def test_parts_coded_with_loinc_answers_or_as_their_scores_are_summed() -> None:
+    rec = one_record(
+        hl7(
+            oru(
+                f"CWE|{EYE}||LA6556-0^Eyes open spontaneously^LN||||||F",
+                f"CWE|{VERBAL}||4^Confused^L^LA6560-2^Confused^LN||||||F",
+                f"CWE|{MOTOR}||6^Obeys commands^L||||||F",
+                "NM|8867-4^HR^LN||88|/min|||||F",
+            )
+        )
+    )
+    assert (rec["gcs_total"], rec["heart_rate_bpm"]) == (14, 88.0)
+
+
+def test_a_total_sent_with_its_parts_is_kept_as_sent() -> None:
+    rec = one_record(
+        hl7(
+            oru(
+                "NM|9269-2^GCS total^LN||10||||||F",
+                f"NM|{EYE}||4||||||F",
+                f"NM|{VERBAL}||5||||||F",
+                f"NM|{MOTOR}||6||||||F",
+            )
+        )
+    )
+    assert rec["gcs_total"] == 10
+
+
+def test_an_intubated_verbal_response_makes_no_total_and_no_dead_letter() -> None:
+    o = hl7(
+        oru(
+            f"NM|{EYE}||3||||||F",
+            f"ST|{VERBAL}||T||||||F",  # not testable: a tube
+            f"NM|{MOTOR}||5||||||F",
+            "NM|9279-1^RR^LN||18|/min|||||F",
+        )
+    )
+    rec = one_record(o)
+    assert "gcs_total" not in rec and rec["resp_rate_per_min"] == 18.0  # E + M would be 8: low
+    assert isinstance(o, hl7v2.Mapped) and o.rejected == []
+    assert any("verbal: no score" in s for s in o.unread), o.unread
+    assert "GCS eye, motor without verbal: no total" in o.unread
+
+
+def test_parts_alone_that_make_no_total_refuse_the_message_with_why() -> None:
+    o = hl7(oru(f"NM|{EYE}||3||||||F", f"NM|{MOTOR}||5||||||F"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "not_a_vital_sign"
+    assert "GCS eye, motor without verbal: no total" in o.reason
+
+
+def test_a_part_outside_its_scores_is_dead_lettered_and_no_total_is_made() -> None:
+    o = hl7(
+        oru(
+            f"NM|{EYE}||3||||||F",
+            f"NM|{VERBAL}||6||||||F",  # verbal scores 1-5
+            f"NM|{MOTOR}||5||||||F",
+            "NM|9279-1^RR^LN||18|/min|||||F",
+        )
+    )
+    rec = one_record(o)
+    assert "gcs_total" not in rec
+    assert isinstance(o, hl7v2.Mapped)
+    [bad] = o.rejected
+    assert bad.refusal.reason_code == "bad_value" and "not a score 1-5" in bad.refusal.reason
+
+
+def test_an_answer_of_another_parts_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="is GCS motor's"):
+        derived.part_score("9267-6", None, ["LA6567-7"])
+
+
+def test_two_different_scores_of_one_part_at_one_time_keep_the_first_and_a_correction_wins() -> (
+    None
+):
+    o = hl7(
+        oru(
+            f"NM|{EYE}||3||||||F",
+            f"NM|{EYE}||2||||||F",
+            f"NM|{VERBAL}||4||||||F",
+            f"NM|{MOTOR}||5||||||F",
+        )
+    )
+    assert one_record(o)["gcs_total"] == 12
+    assert isinstance(o, hl7v2.Mapped)
+    assert [r.refusal.reason_code for r in o.rejected] == ["conflicting_value"]
+    corrected = hl7(
+        oru(
+            f"NM|{EYE}||3||||||F",
+            f"NM|{EYE}||2||||||C",
+            f"NM|{VERBAL}||4||||||F",
+            f"NM|{MOTOR}||5||||||F",
+        )
+    )
+    assert one_record(corrected)["gcs_total"] == 11
+
+
+def test_a_hospitals_own_codes_for_the_parts_are_read_once_mapped(tmp_path: Path) -> None:
+    csv = tmp_path / "codes.csv"
+    csv.write_text("system,code,loinc\nFLO,301,9267-6\nFLO,302,9270-0\nFLO,303,9268-4\n")
+    codes = CodeMap.load(csv)
+    message = oru(
+        "NM|301^EYES^FLO||4||||||F", "NM|302^VERBAL^FLO||5||||||F", "NM|303^MOTOR^FLO||6||||||F"
+    )
+    assert one_record(hl7(message, codes))["gcs_total"] == 15
+    assert isinstance(hl7(message), hl7v2.Refused)  # unmapped: not read
+
+
+# --- the mean arterial pressure over HL7 v2 -------------------------------------------------
+
+
+def test_a_blood_pressure_charted_as_one_value_gets_its_mean_arterial_pressure() -> None:
+    rec = one_record(hl7(oru("ST|85354-9^BP^LN||88/51|mm[Hg]|||||F")))
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (88.0, 51.0)
+    assert rec["map_mmhg"] == pytest.approx(51 + (88 - 51) / 3)  # 63.3: SOFA's MAP < 70
+
+
+def test_a_mean_arterial_pressure_sent_is_kept_and_a_swapped_pair_makes_none() -> None:
+    sent = one_record(
+        hl7(
+            oru(
+                "NM|8480-6^SBP^LN||120|mm[Hg]|||||F",
+                "NM|8462-4^DBP^LN||60|mm[Hg]|||||F",
+                "NM|8478-0^MAP^LN||85|mm[Hg]|||||F",
+            )
+        )
+    )
+    assert sent["map_mmhg"] == 85.0  # the monitor's measured mean, not 80
+    swapped = one_record(
+        hl7(oru("NM|8480-6^SBP^LN||60|mm[Hg]|||||F", "NM|8462-4^DBP^LN||120|mm[Hg]|||||F"))
+    )
+    assert "map_mmhg" not in swapped
+
+
+def test_pressures_of_two_times_make_no_mean() -> None:
+    o = hl7(
+        oru(
+            "NM|8480-6^SBP^LN||120|mm[Hg]|||||F|||20260301100000",
+            "NM|8462-4^DBP^LN||60|mm[Hg]|||||F|||20260301100500",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and len(o.records) == 2
+    assert all("map_mmhg" not in rec for _, rec in o.records)
+
+
+# --- FHIR R4 --------------------------------------------------------------------------------
+
+
+def fhir(data: dict[str, Any]) -> hl7v2.Mapped | hl7v2.Refused:
+    [(_, o, _)] = fhir_r4.map_json(data, tok, source="t", facility_id="F")
+    return o
+
+
+def part(code: str, score: int, answer: str | None = None) -> dict[str, Any]:
+    coding: dict[str, Any] = {
+        "system": "http://acme.example/gcs",
+        "code": str(score),
+        "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue", "valueDecimal": score}
+        ],
+    }
+    codings = [coding] + ([{"system": "http://loinc.org", "code": answer}] if answer else [])
+    return {
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "valueCodeableConcept": {"coding": codings},
+    }
+
+
+def gcs_observation(*components: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": "g1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "9269-2"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-03-01T09:30:00Z",
+        "component": list(components),
+        **kw,
+    }
+
+
+@needs_data
+def test_fhirs_own_glasgow_example_without_its_total_is_read_from_its_parts() -> None:
+    glasgow = json.loads((DATA / "observation-example-glasgow.json").read_text())
+    assert one_record(fhir(glasgow))["gcs_total"] == 13  # as sent
+    del glasgow["valueQuantity"]
+    assert one_record(fhir(copy.deepcopy(glasgow)))["gcs_total"] == 13  # 5 + 4 + 4
+
+
+def test_a_fhir_gcs_of_parts_with_ordinal_values_or_loinc_answers_is_summed() -> None:
+    by_ordinal = gcs_observation(part("9267-6", 2), part("9270-0", 2), part("9268-4", 4))
+    assert one_record(fhir(by_ordinal))["gcs_total"] == 8
+    by_answer = gcs_observation(
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": "9267-6"}]},
+            "valueCodeableConcept": {
+                "coding": [{"system": "http://loinc.org", "code": "LA6554-5"}]
+            },
+        },
+        part("9270-0", 2, "LA6558-6"),
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": "9268-4"}]},
+            "valueInteger": 4,
+        },
+    )
+    assert one_record(fhir(by_answer))["gcs_total"] == 8
+
+
+def test_a_fhir_gcs_with_a_part_absent_is_refused_with_why() -> None:
+    verbal = part("9270-0", 1)
+    del verbal["valueCodeableConcept"]
+    verbal["dataAbsentReason"] = {"text": "intubated"}
+    o = fhir(gcs_observation(part("9267-6", 2), verbal, part("9268-4", 4)))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value"
+    assert "GCS eye, motor without verbal: no total" in o.reason
+
+
+def test_a_fhir_part_outside_its_scores_is_dead_lettered_alone() -> None:
+    o = fhir(gcs_observation(part("9267-6", 5), part("9270-0", 2), part("9268-4", 4)))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value"  # nothing else read
+    assert "not a score 1-4" in o.reason
+
+
+def test_a_fhir_blood_pressure_panel_gets_its_mean_arterial_pressure() -> None:
+    def component(code: str, value: float) -> dict[str, Any]:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org",
+                              "code": "mm[Hg]"},
+        }  # fmt: skip
+
+    panel = gcs_observation(component("8480-6", 142), component("8462-4", 88))
+    panel["code"] = {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
+    rec = one_record(fhir(panel))
+    assert rec["map_mmhg"] == pytest.approx(106.0)
