@@ -218,7 +218,8 @@ def decide_file(
         for o in outcomes:
             o = o._replace(label=f"{line}:{o.label}") if line else o
             payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
-            result: Mapped | Refused | fhir_r4.Context = o.result
+            result = o.result
+            assert not isinstance(result, fhir_r4.Part), "map_json sums every GCS part"
             if isinstance(result, fhir_r4.Context):
                 out.append(Decision(path.name, o.label, [], None, payload, context=result.reason))
                 continue

@@ -87,7 +87,8 @@ def target(loinc: str) -> str | None:
         part = derived.PARTS[loinc]
         return (
             f"Glasgow coma scale {part.name} (1-{part.highest}): summed into "
-            f"{topics.VITALS_OBSERVATION.name}.{derived.GCS_TOTAL} with the other two parts"
+            f"{topics.VITALS_OBSERVATION.name}.{derived.GCS_TOTAL} with the other two parts of "
+            "its time (HL7 v2: its message; FHIR: its Bundle, or a 9269-2's components)"
         )
     return None
 

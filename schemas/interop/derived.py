@@ -2,8 +2,11 @@
 three parts, and the mean arterial pressure from the systolic and diastolic pressures.
 
 Both gateways (HL7 v2, FHIR R4) complete a vitals reading with `completed` before it is
-published, from the values of that one reading (one time, one patient); a value the reading was
-sent with is never replaced.
+published, from the values of that one reading (one time, one patient): the HL7 v2 OBX segments
+of one time, one FHIR Observation and its components; and FHIR sums the GCS parts sent as
+Observations of their own in one Bundle (fhir_r4.Part), as EHR APIs send flowsheet rows. A
+field the message was sent with is never estimated, whether its value was read or not (refused,
+taken back, not obtained, a total `10T`): the sender said what it is.
 
 - **Glasgow coma scale total** (Teasdale G, Jennett B. Lancet 1974;2:81-84; LOINC 9269-2) =
   eye opening (1-4, LOINC 9267-6) + best verbal response (1-5, 9270-0) + best motor response
@@ -12,19 +15,23 @@ sent with is never replaced.
   A part is read as a number (HL7 NM, FHIR valueQuantity or valueInteger), a LOINC answer code
   of its answer list (`ANSWERS`), or a FHIR ordinalValue; the total only where all three parts
   of the reading are scores: a verbal response charted `T` (intubated) or an eye `C` (closed by
-  swelling) has no score (not read, not dead-lettered: it is charting, not an error), and a
-  total with a part missing would understate the GCS by up to 5. A number outside the part's
-  scores is dead-lettered as any value outside its range.
+  swelling) has no score (it is charting, not an error: listed as not read, and a message
+  with nothing else is refused `no_value`), and a total with a part missing would understate the
+  GCS by up to 5. A number outside the part's scores is dead-lettered as any value outside its
+  range; so are the three parts where a total is sent beside them that is not their sum
+  (`conflicting_value`; the total is kept, as sent).
 - **Mean arterial pressure** ≈ diastolic + (systolic − diastolic) / 3 (the one-third
   pulse-pressure rule: Sesso HD et al. Hypertension 2000;36:801-807), where a reading has
   both pressures and no mean: a blood pressure charted `120/80`, as flowsheets send it, then
   reaches the partial SOFA's cardiovascular component (MAP < 70 mmHg, Vincent 1996) and the
-  model's MAP. Not where the diastolic is above the systolic (a swapped or wrong pair).
+  model's MAP. Only from a pair of one source (the same rank: an arterial line's systolic and a
+  cuff's diastolic are no pair), and not where the diastolic is not below the systolic (a
+  swapped or wrong pair).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 
@@ -93,24 +100,40 @@ def gcs_total(parts: Mapping[str, int]) -> int | None:
 
 def mean_arterial_pressure(sbp_mmhg: float, dbp_mmhg: float) -> float | None:
     """MAP from a systolic and diastolic pressure (mmHg), None where the pair is not one."""
-    if dbp_mmhg > sbp_mmhg:
+    if dbp_mmhg >= sbp_mmhg:
         return None
     return dbp_mmhg + (sbp_mmhg - dbp_mmhg) / 3
 
 
-def completed(values: Mapping[str, Any], parts: Mapping[str, int]) -> dict[str, Any]:
-    """What a vitals reading with field values `values` and GCS parts `parts` (LOINC code →
-    score) implies and was not sent with: {field: value}, possibly empty."""
+def completed(
+    values: Mapping[str, Any],
+    parts: Mapping[str, int],
+    ranks: Mapping[str, int],
+    sent: Collection[str] = (),
+) -> dict[str, Any]:
+    """What a vitals reading with field values `values` (their codes' `ranks`) and GCS parts
+    `parts` (LOINC code → score) implies and was not sent with: {field: value}, possibly empty.
+    `sent`: the fields the message carried a value of that was not read (none is estimated)."""
     out: dict[str, Any] = {}
     total = gcs_total(parts)
-    if values.get(GCS_TOTAL) is None and total is not None:
+    if GCS_TOTAL not in values and GCS_TOTAL not in sent and total is not None:
         out[GCS_TOTAL] = total
     sbp, dbp = values.get("sbp_mmhg"), values.get("dbp_mmhg")
-    if values.get("map_mmhg") is None and sbp is not None and dbp is not None:
-        mean = mean_arterial_pressure(float(sbp), float(dbp))
+    paired = sbp is not None and dbp is not None and ranks.get("sbp_mmhg") == ranks.get("dbp_mmhg")
+    if "map_mmhg" not in values and "map_mmhg" not in sent and paired:
+        mean = mean_arterial_pressure(float(sbp), float(dbp))  # type: ignore[arg-type]
         if mean is not None:
             out["map_mmhg"] = mean
     return out
+
+
+def disagreeing(values: Mapping[str, Any], parts: Mapping[str, int]) -> str | None:
+    """Why a reading's three GCS parts contradict the total it was sent with, or None."""
+    total, summed = values.get(GCS_TOTAL), gcs_total(parts)
+    if total is None or summed is None or summed == total:
+        return None
+    shown = " + ".join(str(parts[c]) for c in PARTS)
+    return f"GCS parts {shown} = {summed} beside the total sent, {total}, which is kept"
 
 
 def unsummed(parts: Mapping[str, int]) -> str | None:

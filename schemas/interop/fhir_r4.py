@@ -119,9 +119,20 @@ class Context(NamedTuple):
 INGESTED = ("Encounter", "Observation")
 
 
+class Part(NamedTuple):
+    """An Observation of one Glasgow coma scale part (schemas.interop.derived.PARTS), as EHR
+    FHIR APIs send each flowsheet row: summed with the other two parts of the same patient and
+    time in its Bundle (`_summed_parts`), never published alone."""
+
+    code: str
+    score: int | None  # None: charted without a score (a verbal response through a tube)
+    record: dict[str, Any]  # the vitals record it would be part of, without a value
+
+
 class Outcome(NamedTuple):
     label: str  # "Observation/bp1", or "Bundle/b#entry3:Observation/bp1"
-    result: Mapped | Refused | Context
+    # a Part only between a Bundle's entries and their summing: map_json returns none
+    result: Mapped | Refused | Context | Part
     resource: Any  # the JSON of this resource or entry alone (what a dead letter keeps)
 
 
@@ -291,7 +302,7 @@ def map_json(
                     codes=codes,
                 ):
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
-        return out
+        return _summed_parts(out)
     if not isinstance(data, dict):
         not_one = Refused("unsupported_resource", "not a FHIR resource (a JSON object)")
         return [Outcome(label, not_one, data)]
@@ -302,7 +313,73 @@ def map_json(
         )  # fmt: skip
     except Exception as exc:  # a resource no check foresaw: refused alone, never the bundle
         result = Refused("unmappable", f"{kind}: {type(exc).__name__} while mapping")
+    if isinstance(result, Part) and bundle is None:  # alone: no other part to sum it with
+        return _summed_parts([Outcome(label, result, data)])
     return [Outcome(label, result, data)]
+
+
+def _summed_parts(outcomes: list[Outcome]) -> list[Outcome]:
+    """`outcomes` with each GCS part Observation (`Part`) decided with the parts of the same
+    patient and time: the three, each with a score, make one vitals record with their total (on
+    the first part's outcome; the others are read into it: mapped, no record of their own);
+    beside a GCS total the Bundle sends for that patient and time, they are read if they agree
+    and dead-lettered (`conflicting_value`) if not; otherwise each is refused `no_value`, with
+    why no total was made."""
+    totals = {
+        (rec["patient_token"], rec["event_time"]): rec[derived.GCS_TOTAL]
+        for o in outcomes
+        if isinstance(o.result, Mapped)
+        for topic, rec in o.result.records
+        if topic == VITALS and rec.get(derived.GCS_TOTAL) is not None
+    }
+    groups: dict[tuple[str, datetime], list[int]] = {}
+    for i, o in enumerate(outcomes):
+        if isinstance(o.result, Part):
+            key = (o.result.record["patient_token"], o.result.record["event_time"])
+            groups.setdefault(key, []).append(i)
+    out = list(outcomes)
+    for key, members in groups.items():
+        scores: dict[str, int] = {}
+        notes: list[str] = []
+        for i in members:
+            part = out[i].result
+            assert isinstance(part, Part)
+            name = derived.PARTS[part.code].name
+            if part.score is None:
+                notes.append(f"{part.code} (GCS {name}: no score)")
+            elif part.code in scores and scores[part.code] != part.score:
+                why = f"GCS {name} {part.score} beside {scores[part.code]} at the same time, kept"
+                out[i] = out[i]._replace(result=Refused("conflicting_value", why))
+            else:
+                scores[part.code] = part.score
+        sent = {derived.GCS_TOTAL: totals[key]} if key in totals else {}
+        disagree = derived.disagreeing(sent, scores)
+        total = derived.gcs_total(scores)
+        first = True
+        for i in members:
+            part = out[i].result
+            if not isinstance(part, Part):
+                continue
+            result: Mapped | Refused
+            if disagree is not None:
+                result = Refused("conflicting_value", disagree)
+            elif sent and total is not None:
+                result = Mapped([])  # read: it agrees with the total sent
+            elif total is not None:
+                record = {**part.record, derived.GCS_TOTAL: total}
+                record["observation_id"] += "+gcs"
+                result = Mapped([(VITALS, record)] if first else [])
+                first = False
+            else:
+                unsummed = derived.unsummed(scores)
+                why = "; ".join([*notes, *([unsummed] if unsummed else [])])
+                result = Refused(
+                    "no_value",
+                    f"{why or 'no GCS total'} (a Glasgow coma scale part is read with the other "
+                    "two of its patient and time in one Bundle, or as a 9269-2 component)",
+                )
+            out[i] = out[i]._replace(result=result)
+    return out
 
 
 def map_resource(
@@ -313,7 +390,7 @@ def map_resource(
     facility_id: str,
     bundle: dict[str, Any] | None = None,
     codes: CodeMap = EMPTY,
-) -> Mapped | Refused:
+) -> Mapped | Refused | Part:
     kind = data.get("resourceType")
     if kind not in INGESTED:
         return Refused(
@@ -958,8 +1035,9 @@ def _observation(
     source: str,
     facility_id: str,
     codes: CodeMap = EMPTY,
-) -> Mapped | Refused:
-    """One vitals record, or one labs record for a laboratory code, or a refusal. A value
+) -> Mapped | Refused | Part:
+    """One vitals record, or one labs record for a laboratory code, or a refusal (or a GCS
+    part of its own, `Part`). A value
     that cannot be read (a unit its code does not
     take, a value outside its field's range, a laboratory code in a vital-signs panel) is
     rejected alone, its dead letter the Observation with that value only, its reason naming the
@@ -976,6 +1054,8 @@ def _observation(
             "the Observation has no LOINC or IEEE 11073 code wardflow reads, nor a local code "
             f"mapped in the interop_code_map file (saw {sent or 'no coding'})"[:500],
         )
+    if code in derived.PARTS:  # one GCS part: summed with its Bundle's others (map_json)
+        return _part(obs, data, code, subject, tokenise, source, facility_id)
     if code in PANELS and obs.hasMember:
         return Refused(
             "panel_by_reference",
@@ -1004,7 +1084,10 @@ def _observation(
     ranks: dict[str, int] = {}
     topic_of: dict[str, str] = {}  # a lab Observation's value goes to the labs topic
     rejected: list[Rejected] = []
+    unkept: set[str] = set()  # fields sent with a value that is not read: none is estimated
     for part_code, rank, quantity, absent, where, alone, modifiers in parts:
+        if part_code in CODES and absent is not None:
+            unkept.add(CODES[part_code].field)
         if part_code not in CODES or quantity is None or absent is not None:
             continue
         if quantity.value is None:
@@ -1043,6 +1126,7 @@ def _observation(
             elif (invalid := value_refusal(topic, name, value)) is not None:
                 refusal = (invalid.reason_code, f"{part_code}: {invalid.reason}")
         if refusal is not None:  # this value alone; the reason names its component
+            unkept.add(CODES[part_code].field)
             said = "" if where == "value" else f"{where}: "
             why = Refused(refusal[0], f"{said}{refusal[1]}"[:500])
             rejected.append(Rejected(label, why, _json(alone)))
@@ -1056,31 +1140,47 @@ def _observation(
         elif name not in ranks or rank < ranks[name]:
             values[name], ranks[name], topic_of[name] = value, rank, topic
     gcs: dict[str, int] = {}  # the Glasgow coma scale parts: LOINC code → score
-    # where the total is not sent
-    if derived.GCS_TOTAL not in values and (code == derived.GCS_TOTAL_LOINC or code in PANELS):
+    gcs_raw: dict[str, tuple[str, dict[str, Any]]] = {}  # their labels and components alone
+    not_read: list[str] = []  # parts without a score, and parts that make no total
+    if code == derived.GCS_TOTAL_LOINC or code in PANELS:
         for i, c in enumerate(obs.component or []):
             part_code, _ = _coded(c.code, codes)
-            if part_code not in derived.PARTS or c.dataAbsentReason is not None:
-                continue  # a part not charted (a verbal response through a tube): no total
+            if part_code not in derived.PARTS:
+                continue
+            name = derived.PARTS[part_code].name
             raw = raw_components[i]
+            label = f"Observation/{obs.id} component {i} ({part_code})"
+            alone = {**data, "component": [raw]}
             try:
                 if _modifiers(raw):
                     raise UnsupportedModifier(
                         f"modifierExtension {_modifiers(raw)} is not understood"
                     )
-                score = _gcs_part_score(part_code, c, raw)
-                if score is not None:
-                    gcs[part_code] = score
+                score = (
+                    None if c.dataAbsentReason is not None else _gcs_part_score(part_code, c, raw)
+                )
             except ValueError as exc:
                 reason = (
                     "unsupported_modifier" if isinstance(exc, UnsupportedModifier) else "bad_value"
                 )
-                why = Refused(reason, f"component {i}: {exc}"[:500])
-                label = f"Observation/{obs.id} component {i} ({part_code})"
-                rejected.append(Rejected(label, why, _json({**data, "component": [raw]})))
+                rejected.append(
+                    Rejected(label, Refused(reason, f"component {i}: {exc}"[:500]), _json(alone))
+                )
+                continue
+            if score is None:  # not charted (a verbal response through a tube): no total
+                not_read.append(f"{part_code} (GCS {name}: no score)")
+            else:
+                gcs[part_code], gcs_raw[part_code] = score, (label, alone)
+    if (why_not := derived.disagreeing(values, gcs)) is not None:
+        for label, alone in gcs_raw.values():
+            why = Refused("conflicting_value", f"{label}: {why_not}"[:500])
+            rejected.append(Rejected(label, why, _json(alone)))
+    elif (why_none := derived.unsummed(gcs)) is not None:
+        not_read.append(why_none)
     if VITALS in topic_of.values() or gcs:
         vitals = {n: v for n, v in values.items() if topic_of[n] == VITALS}
-        for name, value in derived.completed(vitals, gcs).items():
+        vital_ranks = {n: r for n, r in ranks.items() if topic_of[n] == VITALS}
+        for name, value in derived.completed(vitals, gcs, vital_ranks, unkept).items():
             values[name], ranks[name], topic_of[name] = value, 0, VITALS
     if not values and rejected:  # nothing read: refused, with their reason when they share one
         given = {r.refusal.reason_code for r in rejected}
@@ -1088,9 +1188,9 @@ def _observation(
         return Refused(given.pop() if len(given) == 1 else "bad_value", reasons[:500])
     if not values:
         known = code in CODES or code in PANELS
-        unsummed = derived.unsummed(gcs)
         reason = (
-            f"{code} carries no value wardflow reads" + (f" ({unsummed})" if unsummed else "")
+            f"{code} carries no value wardflow reads"
+            + (f" ({'; '.join(not_read)})" if not_read else "")
             if known
             else f"LOINC {code} ({obs.code.text or _display(obs.code)}) is not a vital sign "
             "wardflow reads"
@@ -1135,7 +1235,7 @@ def _observation(
             "recorded_time": issued if isinstance(issued, datetime) else None,
         }
         records.append((topic, record))
-    return Mapped(records, rejected)
+    return Mapped(records, rejected, not_read)
 
 
 # FHIR R4's ordinalValue extension (R5: itemWeight): the score a coded answer stands for
@@ -1153,6 +1253,13 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
     number: float | None = None
     quantity = _quantity(component)
     if quantity is not None and quantity.value is not None:
+        if quantity.comparator is not None:
+            raise ValueError(
+                f"{part}: {quantity.comparator}{quantity.value} is a bound, not a score"
+            )
+        unit = _unit(quantity, derived.GCS_TOTAL_LOINC)
+        if unit and not takes(derived.GCS_TOTAL_LOINC, unit):
+            raise ValueError(f"{part}: unit {unit!r} is not a score's")
         number = float(quantity.value)
     for coding in (raw.get("valueCodeableConcept") or {}).get("coding") or []:
         for ext in coding.get("extension") or []:
@@ -1160,6 +1267,39 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
                 weight = ext.get("valueDecimal")
                 number = float(weight) if isinstance(weight, int | float) else None
     return derived.part_score(part, number, answers)
+
+
+def _part(
+    obs: Any,
+    data: dict[str, Any],
+    code: str,
+    subject: Callable[[], str | Refused],
+    tokenise: Tokenise,
+    source: str,
+    facility_id: str,
+) -> Part | Refused:
+    """A Glasgow coma scale part sent as an Observation of its own (`Part`), or a refusal."""
+    try:
+        score = None if obs.dataAbsentReason is not None else _gcs_part_score(code, obs, data)
+    except ValueError as exc:
+        return Refused("bad_value", str(exc)[:500])
+    at = _instant(_effective(obs, False), "effective time")
+    if isinstance(at, Refused):
+        return at
+    patient = subject()
+    if isinstance(patient, Refused):
+        return patient
+    issued = _instant(obs.issued, "issued")
+    record = {
+        "observation_id": f"fhir:{_observation_name(obs, data, tokenise)}",
+        "patient_token": patient,
+        "facility_id": facility_id,
+        "unit_id": "unknown",
+        "event_time": at,
+        "source": source,
+        "recorded_time": issued if isinstance(issued, datetime) else None,
+    }
+    return Part(code, score, record)
 
 
 def _blood_gas(obs: Any, codes: CodeMap) -> bool:

@@ -829,10 +829,13 @@ def _oru(
     obr_time = ""
     # per (topic, time), each field's kept value: (rank, value, the OBX's label, its OBX-11)
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
-    gcs: dict[datetime, dict[str, tuple[int, str, str]]] = {}  # GCS parts: (score, label, OBX-11)
+    # GCS parts per time: LOINC code → (score, label, OBX-11, the OBX's text)
+    gcs: dict[datetime, dict[str, tuple[int, str, str, bytes]]] = {}
+    unkept: set[str] = set()  # fields the message sent a value of that was not read (any time)
     rejected: list[Rejected] = []
     skipped: list[str] = []
     no_value: list[str] = []  # OBX of a code read that carry no value by their status
+    no_score: list[str] = []  # GCS parts without a score, and parts that make no total
     children = list(msg.children)
     gas_orders = _blood_gas_orders(children, enc, codes)
     order = 0  # the OBR the OBX is under (0: none before it)
@@ -858,8 +861,11 @@ def _oru(
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
         sent = coded[2] if coded is not None else str(panel or part)
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
+        # the fields it sends: where its value is not read, none is estimated (derived)
+        named = [] if part is not None else [CODES[code].field for code, _ in fields]
         if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
+            unkept.update(named)
             continue
         if status in ("D", "W"):  # deleted, wrong: the sender takes a result back
             why = Refused(
@@ -870,6 +876,7 @@ def _oru(
                 "207",
             )
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            unkept.update(named)
             continue
         try:
             if len(seg.obx_5) > 1:
@@ -878,7 +885,8 @@ def _oru(
             read = []
             score: int | None = None
             if part is not None:
-                score = gcs_part_score(part, raw, enc["COMPONENT"])
+                value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
+                score = gcs_part_score(part, raw, enc["COMPONENT"], value_type)
             else:
                 if coded is not None:
                     number, bound = observation_number(raw, enc["COMPONENT"])
@@ -900,20 +908,21 @@ def _oru(
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            unkept.update(named)
             continue
         if part is not None:  # summed with the reading's other parts below
             if score is None:
                 name = derived.PARTS[part].name
-                skipped.append(f"{printable(sent)[:UNREAD_LABEL_CHARS]} (GCS {name}: no score)")
+                no_score.append(f"{printable(sent)[:UNREAD_LABEL_CHARS]} (GCS {name}: no score)")
                 continue
             parts = gcs.setdefault(at, {})
-            kept_score, first, kept_status = parts.get(part, (score, label, status))
+            kept_score, first, kept_status, _ = parts.get(part, (score, label, status, b""))
             if (
                 score == kept_score
                 or status == "C"
                 or (status == "F" and kept_status in _PRELIMINARY)
             ):
-                parts[part] = (score, label, status)
+                parts[part] = (score, label, status, seg.to_er7().encode())
             else:
                 why = Refused(
                     "conflicting_value",
@@ -929,6 +938,7 @@ def _oru(
             if invalid is not None:
                 why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                unkept.add(name)
                 continue
             reading = groups.setdefault((topic, at), {})
             kept_rank, kept_value, first, kept_status = reading.get(name, (None, None, "", ""))
@@ -951,10 +961,16 @@ def _oru(
                 reading[name] = (rank, value, label, status)
     scores = {at: {code: kept[0] for code, kept in parts.items()} for at, parts in gcs.items()}
     for at, parts_at in scores.items():
-        if derived.gcs_total(parts_at) is not None:  # a reading, if it is its only value
+        sent_total = {n: kept[1] for n, kept in groups.get((VITALS, at), {}).items()}
+        if (why_not := derived.disagreeing(sent_total, parts_at)) is not None:
+            for _, part_label, _, text in gcs[at].values():
+                why = Refused("conflicting_value", f"{part_label}: {why_not}"[:500], "AE", "207")
+                rejected.append(Rejected(part_label, why, text))
+        elif derived.gcs_total(parts_at) is not None:  # a reading, if it is its only value
             groups.setdefault((VITALS, at), {})
         elif (why_none := derived.unsummed(parts_at)) is not None:
-            skipped.append(why_none)
+            no_score.append(why_none)
+    skipped += no_score
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -962,8 +978,8 @@ def _oru(
             return Refused(
                 given.pop() if len(given) == 1 else "bad_value", reasons[:500], "AE", "102"
             )
-        if no_value:
-            none = f"no result has a value: {'; '.join(no_value)}"
+        if no_value or no_score:
+            none = f"no result has a value: {'; '.join([*no_value, *no_score])}"
             return Refused("no_value", none[:500], "AE", "207")
         return Refused(
             "not_a_vital_sign",
@@ -978,7 +994,8 @@ def _oru(
         stamp = at.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
         values = {name: kept[1] for name, kept in kept_values.items()}
         if topic == VITALS:
-            values.update(derived.completed(values, scores.get(at, {})))
+            ranks = {name: kept[0] for name, kept in kept_values.items()}
+            values.update(derived.completed(values, scores.get(at, {}), ranks, unkept))
         out.append(
             (
                 topic,
@@ -1236,15 +1253,31 @@ def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
     return None
 
 
-def gcs_part_score(part: str, raw: str, component: str) -> int | None:
-    """A GCS part's score from its OBX-5: a number (NM, or the identifier of a CWE whose codes
-    are the scores: `4^Opens eyes spontaneously^L`), or a LOINC answer code (CWE, identifier or
-    alternate: `LA6556-0^Eyes open spontaneously^LN`); None for neither (`T`, a verbal response
-    not testable through a tube); ValueError for a number not one of the part's scores."""
-    pieces = [p.strip() for p in raw.split(component)]
-    answers = [pieces[i] for i in (0, 3) if len(pieces) > i and pieces[i]]
-    number = float(pieces[0]) if _DECIMAL.match(pieces[0]) else None
-    return derived.part_score(part, number, answers)
+def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") -> int | None:
+    """A GCS part's score from its OBX-5 and OBX-2: a number (NM, SN or ST: `4`, `=^4`), or
+    of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier or alternate:
+    `LA6556-0^Eyes open spontaneously^LN`), else its identifier where it is the score: sent
+    without a coding system (`4^Opens eyes spontaneously`), or its text starts with it
+    (`4^4 - spontaneous^L`) (a local answer list numbered otherwise is not read as scores).
+    None for none of these (`T`, a verbal response not testable through a tube); ValueError for
+    a number not one of the part's scores, or a bound (`>^3`)."""
+    if value_type in ("CWE", "CE", "CNE", "CF"):
+        triplets = _triplets(raw.split(component))
+        answers = [identifier for identifier, _, _ in triplets if identifier]
+        number = None
+        if triplets:
+            identifier, text, system = triplets[0]
+            as_score = not system or text.split(" ")[0].split("-")[0].strip() == identifier
+            if _DECIMAL.match(identifier) is not None and as_score:
+                number = float(identifier)
+        return derived.part_score(part, number, answers)
+    try:
+        number, bound = observation_number(raw, component)
+    except ValueError:
+        return derived.part_score(part, None, [raw.split(component)[0].strip()])
+    if bound:
+        raise ValueError(f"{part}: a bound ({shown(raw)}), not a score")
+    return derived.part_score(part, number, ())
 
 
 def observation_unit(code: str, obx_6: list[str]) -> str:

@@ -74,7 +74,7 @@ def test_parts_coded_with_loinc_answers_or_as_their_scores_are_summed() -> None:
             oru(
                 f"CWE|{EYE}||LA6556-0^Eyes open spontaneously^LN||||||F",
                 f"CWE|{VERBAL}||4^Confused^L^LA6560-2^Confused^LN||||||F",
-                f"CWE|{MOTOR}||6^Obeys commands^L||||||F",
+                f"CWE|{MOTOR}||6^Obeys commands||||||F",  # a code without a system: its score
                 "NM|8867-4^HR^LN||88|/min|||||F",
             )
         )
@@ -82,18 +82,47 @@ def test_parts_coded_with_loinc_answers_or_as_their_scores_are_summed() -> None:
     assert (rec["gcs_total"], rec["heart_rate_bpm"]) == (14, 88.0)
 
 
-def test_a_total_sent_with_its_parts_is_kept_as_sent() -> None:
-    rec = one_record(
-        hl7(
-            oru(
-                "NM|9269-2^GCS total^LN||10||||||F",
-                f"NM|{EYE}||4||||||F",
-                f"NM|{VERBAL}||5||||||F",
-                f"NM|{MOTOR}||6||||||F",
-            )
+def test_a_total_sent_with_parts_that_agree_is_read_and_nothing_else_is_said() -> None:
+    o = hl7(
+        oru(
+            "NM|9269-2^GCS total^LN||15||||||F",
+            f"NM|{EYE}||4||||||F",
+            f"NM|{VERBAL}||5||||||F",
+            f"NM|{MOTOR}||6||||||F",
         )
     )
-    assert rec["gcs_total"] == 10
+    assert one_record(o)["gcs_total"] == 15
+    assert isinstance(o, hl7v2.Mapped) and (o.rejected, o.unread) == ([], [])
+
+
+def test_parts_that_contradict_the_total_sent_are_dead_lettered_and_the_total_kept() -> None:
+    o = hl7(
+        oru(
+            "NM|9269-2^GCS total^LN||10||||||F",
+            f"NM|{EYE}||4||||||F",
+            f"NM|{VERBAL}||5||||||F",
+            f"NM|{MOTOR}||6||||||F",
+        )
+    )
+    assert one_record(o)["gcs_total"] == 10
+    assert isinstance(o, hl7v2.Mapped)
+    assert [r.refusal.reason_code for r in o.rejected] == ["conflicting_value"] * 3
+    assert "4 + 5 + 6 = 15 beside the total sent, 10" in o.rejected[0].refusal.reason
+
+
+def test_a_total_sent_but_not_read_is_not_rebuilt_from_its_parts() -> None:
+    o = hl7(
+        oru(
+            "ST|9269-2^GCS total^LN||10T||||||F",  # T: the verbal was not testable
+            f"NM|{EYE}||3||||||F",
+            f"NM|{VERBAL}||1||||||F",
+            f"NM|{MOTOR}||6||||||F",
+            "NM|9279-1^RR^LN||18|/min|||||F",
+        )
+    )
+    assert "gcs_total" not in one_record(o)
+    assert isinstance(o, hl7v2.Mapped)
+    assert [r.refusal.reason_code for r in o.rejected] == ["bad_value"]
 
 
 def test_an_intubated_verbal_response_makes_no_total_and_no_dead_letter() -> None:
@@ -112,10 +141,35 @@ def test_an_intubated_verbal_response_makes_no_total_and_no_dead_letter() -> Non
     assert "GCS eye, motor without verbal: no total" in o.unread
 
 
-def test_parts_alone_that_make_no_total_refuse_the_message_with_why() -> None:
-    o = hl7(oru(f"NM|{EYE}||3||||||F", f"NM|{MOTOR}||5||||||F"))
-    assert isinstance(o, hl7v2.Refused) and o.reason_code == "not_a_vital_sign"
+def test_parts_alone_that_make_no_total_refuse_the_message_as_without_a_value() -> None:
+    o = hl7(oru(f"NM|{EYE}||3||||||F", f"ST|{VERBAL}||T||||||F", f"NM|{MOTOR}||5||||||F"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value"
+    assert "GCS verbal: no score" in o.reason
     assert "GCS eye, motor without verbal: no total" in o.reason
+
+
+def test_a_structured_numeric_part_is_read_and_a_local_answer_list_is_not_taken_as_scores() -> None:
+    rec = one_record(
+        hl7(oru(f"SN|{EYE}||^3||||||F", f"SN|{VERBAL}||=^4||||||F", f"NM|{MOTOR}||5||||||F"))
+    )
+    assert rec["gcs_total"] == 12
+    local = hl7(
+        oru(
+            f"CWE|{EYE}||1^Spontaneously^99EPIC||||||F",  # the list's first entry, not a score
+            f"NM|{VERBAL}||5||||||F",
+            f"NM|{MOTOR}||6||||||F",
+            "NM|9279-1^RR^LN||18|/min|||||F",
+        )
+    )
+    assert "gcs_total" not in one_record(local)
+    scored = hl7(
+        oru(
+            f"CWE|{EYE}||4^4 - Spontaneously^99EPIC||||||F",  # its text says its score
+            f"NM|{VERBAL}||5||||||F",
+            f"NM|{MOTOR}||6||||||F",
+        )
+    )
+    assert one_record(scored)["gcs_total"] == 15
 
 
 def test_a_part_outside_its_scores_is_dead_lettered_and_no_total_is_made() -> None:
@@ -199,6 +253,38 @@ def test_a_mean_arterial_pressure_sent_is_kept_and_a_swapped_pair_makes_none() -
         hl7(oru("NM|8480-6^SBP^LN||60|mm[Hg]|||||F", "NM|8462-4^DBP^LN||120|mm[Hg]|||||F"))
     )
     assert "map_mmhg" not in swapped
+    equal = one_record(hl7(oru("ST|85354-9^BP^LN||80/80|mm[Hg]|||||F")))
+    assert "map_mmhg" not in equal
+
+
+def test_an_arterial_systolic_and_a_cuff_diastolic_make_no_mean() -> None:
+    mmhg = "266016^MDC_DIM_MMHG^MDC"
+    rec = one_record(
+        hl7(
+            oru(
+                f"NM|150037^MDC_PRESS_BLD_ART_ABP_SYS^MDC||150|{mmhg}|||||F",
+                f"NM|150021^MDC_PRESS_BLD_NONINV_SYS^MDC||95|{mmhg}|||||F",
+                f"NM|150022^MDC_PRESS_BLD_NONINV_DIA^MDC||55|{mmhg}|||||F",
+            )
+        )
+    )
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (150.0, 55.0)  # the line's, the cuff's
+    assert "map_mmhg" not in rec
+
+
+@pytest.mark.parametrize(
+    "mean",
+    [
+        "NM|8478-0^MAP^LN||11|kPa|||||F",  # a unit MAP is not read in: dead-lettered
+        "NM|8478-0^MAP^LN||||||||X",  # the monitor could not obtain it
+        "NM|8478-0^MAP^LN||80|mm[Hg]|||||W",  # taken back
+    ],
+)
+def test_a_mean_sent_but_not_read_is_not_estimated(mean: str) -> None:
+    rec = one_record(
+        hl7(oru("NM|8480-6^SBP^LN||120|mm[Hg]|||||F", "NM|8462-4^DBP^LN||60|mm[Hg]|||||F", mean))
+    )
+    assert "map_mmhg" not in rec
 
 
 def test_pressures_of_two_times_make_no_mean() -> None:
@@ -284,6 +370,51 @@ def test_a_fhir_gcs_with_a_part_absent_is_refused_with_why() -> None:
     assert "GCS eye, motor without verbal: no total" in o.reason
 
 
+def test_a_fhir_total_with_parts_that_contradict_it_dead_letters_the_parts() -> None:
+    o = fhir(
+        gcs_observation(
+            part("9267-6", 4),
+            part("9270-0", 5),
+            part("9268-4", 6),
+            valueQuantity={"value": 10, "system": "http://unitsofmeasure.org", "code": "{score}"},
+        )
+    )
+    assert one_record(o)["gcs_total"] == 10
+    assert isinstance(o, hl7v2.Mapped)
+    assert [r.refusal.reason_code for r in o.rejected] == ["conflicting_value"] * 3
+
+
+def test_a_fhir_part_with_a_bound_or_another_unit_is_refused() -> None:
+    bound = part("9267-6", 3)
+    del bound["valueCodeableConcept"]
+    bound["valueQuantity"] = {"value": 3, "comparator": "<"}
+    o = fhir(gcs_observation(bound, part("9270-0", 2), part("9268-4", 4)))
+    assert isinstance(o, hl7v2.Refused) and "a bound, not a score" in o.reason
+    pressure = part("9267-6", 3)
+    del pressure["valueCodeableConcept"]
+    pressure["valueQuantity"] = {"value": 3, "system": "http://unitsofmeasure.org",
+                                 "code": "mm[Hg]"}  # fmt: skip
+    o = fhir(gcs_observation(pressure, part("9270-0", 2), part("9268-4", 4)))
+    assert isinstance(o, hl7v2.Refused) and "is not a score's" in o.reason
+
+
+def test_a_vital_signs_panel_with_parts_that_make_no_total_says_so() -> None:
+    panel = gcs_observation(
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": 80, "code": "/min"},
+        },
+        part("9267-6", 3),
+        part("9268-4", 5),
+    )
+    panel["code"] = {"coding": [{"system": "http://loinc.org", "code": "85353-1"}]}
+    o = fhir(panel)
+    rec = one_record(o)
+    assert rec["heart_rate_bpm"] == 80.0 and "gcs_total" not in rec
+    assert isinstance(o, hl7v2.Mapped)
+    assert o.unread == ["GCS eye, motor without verbal: no total"]
+
+
 def test_a_fhir_part_outside_its_scores_is_dead_lettered_alone() -> None:
     o = fhir(gcs_observation(part("9267-6", 5), part("9270-0", 2), part("9268-4", 4)))
     assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value"  # nothing else read
@@ -302,3 +433,93 @@ def test_a_fhir_blood_pressure_panel_gets_its_mean_arterial_pressure() -> None:
     panel["code"] = {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
     rec = one_record(fhir(panel))
     assert rec["map_mmhg"] == pytest.approx(106.0)
+
+
+def part_observation(i: int, code: str, patient: str = "p1", **value: Any) -> dict[str, Any]:
+    """A GCS part as an Observation of its own, as EHR FHIR APIs send each flowsheet row."""
+    return {
+        "fullUrl": f"urn:uuid:00000000-0000-0000-0000-00000000000{i}",
+        "resource": {
+            "resourceType": "Observation",
+            "id": f"gcs-{i}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": f"Patient/{patient}"},
+            "effectiveDateTime": "2026-03-01T09:30:00Z",
+            **value,
+        },
+    }
+
+
+def bundle(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "collection", "entry": list(entries)}
+
+
+def outcomes(data: dict[str, Any]) -> list[hl7v2.Mapped | hl7v2.Refused | fhir_r4.Context]:
+    results = [o.result for o in fhir_r4.map_json(data, tok, source="t", facility_id="F")]
+    assert not any(isinstance(r, fhir_r4.Part) for r in results)
+    return results  # type: ignore[return-value]
+
+
+EYE_3 = {"valueInteger": 3}
+VERBAL_4 = {
+    "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA6560-2"}]}
+}
+MOTOR_5 = part("9268-4", 5)["valueCodeableConcept"]
+
+
+def test_gcs_parts_sent_as_observations_of_their_own_in_one_bundle_are_summed() -> None:
+    results = outcomes(
+        bundle(
+            part_observation(1, "9267-6", **EYE_3),
+            part_observation(2, "9270-0", **VERBAL_4),
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+            part_observation(4, "9267-6", patient="p2", **EYE_3),  # another patient's
+        )
+    )
+    assert all(isinstance(r, hl7v2.Mapped) for r in results[:3])
+    records = [rec for r in results[:3] for _, rec in r.records]  # type: ignore[union-attr]
+    [rec] = records  # one reading, on the first part's entry; the others read into it
+    assert rec["gcs_total"] == 12 and rec["patient_token"] == "fhir:Patient|Patient/p1"
+    assert rec["observation_id"] == "fhir:Observation/gcs-1+gcs"
+    other = results[3]
+    assert isinstance(other, hl7v2.Refused) and other.reason_code == "no_value"
+    assert "GCS eye without verbal, motor: no total" in other.reason
+
+
+def test_gcs_part_observations_beside_a_total_are_read_when_they_agree_else_dead_lettered() -> None:
+    def total(value: int) -> dict[str, Any]:
+        return part_observation(
+            9, "9269-2", valueQuantity={"value": value, "system": "http://unitsofmeasure.org",
+                                        "code": "{score}"}
+        )  # fmt: skip
+
+    parts = (
+        part_observation(1, "9267-6", **EYE_3),
+        part_observation(2, "9270-0", **VERBAL_4),
+        part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+    )
+    agreeing = outcomes(bundle(*parts, total(12)))
+    assert [len(r.records) for r in agreeing] == [0, 0, 0, 1]  # type: ignore[union-attr]
+    disagreeing = outcomes(bundle(*parts, total(14)))
+    assert [getattr(r, "reason_code", "mapped") for r in disagreeing] == [
+        "conflicting_value",
+        "conflicting_value",
+        "conflicting_value",
+        "mapped",
+    ]
+
+
+def test_a_gcs_part_observation_alone_or_without_a_score_is_refused_with_why() -> None:
+    [alone] = outcomes(part_observation(1, "9267-6", **EYE_3)["resource"])
+    assert isinstance(alone, hl7v2.Refused) and alone.reason_code == "no_value"
+    assert "in one Bundle" in alone.reason
+    intubated = outcomes(
+        bundle(
+            part_observation(1, "9267-6", **EYE_3),
+            part_observation(2, "9270-0", dataAbsentReason={"text": "intubated"}),
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+        )
+    )
+    assert [getattr(r, "reason_code", "") for r in intubated] == ["no_value"] * 3
+    assert "9270-0 (GCS verbal: no score)" in intubated[0].reason  # type: ignore[union-attr]
