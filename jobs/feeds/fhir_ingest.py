@@ -79,6 +79,7 @@ class Decision:
     payload: bytes  # what its dead letter keeps: the entry alone, or the file's bytes
     rejected: tuple[Rejected, ...] = ()  # values of a mapped resource dead-lettered alone
     context: str = ""  # why a Bundle entry is read as its other entries' context (fhir_r4.Context)
+    notes: tuple[str, ...] = ()  # what of a mapped resource was not read, or read into another's
 
     @property
     def outcome(self) -> str:
@@ -100,7 +101,8 @@ class Decision:
             return self.reason
         if self.context:
             return f"{self.label}: {self.context}"
-        return f"{self.label}: {self.reason}" if self.rejected else self.label
+        said = "; ".join([*([self.reason] if self.rejected else []), *self.notes])
+        return f"{self.label}: {said}" if said else self.label
 
     def letters(self) -> list[tuple[Refused, bytes]]:
         """What goes to the dead-letter topic: the refused resource, or each rejected value."""
@@ -227,7 +229,12 @@ def decide_file(
                 encoded = pub.encode(result.records)
                 if not isinstance(encoded, codec.Rejection):
                     rejected = tuple(result.rejected)
-                    out.append(Decision(path.name, o.label, encoded, None, payload, rejected))
+                    out.append(
+                        Decision(
+                            path.name, o.label, encoded, None, payload, rejected,
+                            notes=tuple(result.unread),
+                        )
+                    )  # fmt: skip
                     continue
                 result = Refused(encoded.reason_code, encoded.reason)
             out.append(Decision(path.name, o.label, [], result, payload))
@@ -266,6 +273,8 @@ def ingest(
                 line = f"mapped   {path.name} {d.label}: {len(d.records)} records"
                 if d.rejected:
                     line += f"; {len(d.rejected)} value(s) dead-lettered: {d.reason}"
+                if d.notes:
+                    line += f"; {'; '.join(d.notes)}"
                 report.lines.append(line)
             else:
                 report.refused[d.refusal.reason_code] += 1

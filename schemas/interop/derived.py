@@ -17,20 +17,22 @@ taken back, not obtained, a total `10T`): the sender said what it is.
   of the reading are scores: a verbal response charted `T` (intubated) or an eye `C` (closed by
   swelling) has no score (it is charting, not an error: listed as not read, and a message
   with nothing else is refused `no_value`), and a total with a part missing would understate the
-  GCS by up to 5. A number outside the part's scores is dead-lettered as any value outside its
-  range; so are the three parts where a total is sent beside them that is not their sum
-  (`conflicting_value`; the total is kept, as sent).
+  GCS by up to 5. Any other value a part cannot be read from (a text, a bound, a number outside
+  its scores) is dead-lettered; so are the three parts where a total is sent beside them that
+  is not their sum (`conflicting_value`; the total is kept, as sent).
 - **Mean arterial pressure** ≈ diastolic + (systolic − diastolic) / 3 (the one-third
   pulse-pressure rule: Sesso HD et al. Hypertension 2000;36:801-807), where a reading has
-  both pressures and no mean: a blood pressure charted `120/80`, as flowsheets send it, then
-  reaches the partial SOFA's cardiovascular component (MAP < 70 mmHg, Vincent 1996) and the
-  model's MAP. Only from a pair of one source (the same rank: an arterial line's systolic and a
-  cuff's diastolic are no pair), and not where the diastolic is not below the systolic (a
-  swapped or wrong pair).
+  both pressures and no mean (HL7 v2 only: a FHIR pressure panel is one Observation of its
+  Bundle, and the measured MAP may be another): a blood pressure charted `120/80`, as
+  flowsheets send it, then reaches the partial SOFA's cardiovascular component (MAP < 70 mmHg,
+  Vincent 1996) and the model's MAP. Only from a pair of one source (the same rank: an
+  arterial line's systolic and a cuff's diastolic are no pair), and not where the diastolic
+  is not below the systolic (a swapped or wrong pair).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -86,7 +88,7 @@ def part_score(code: str, number: float | None, answers: Iterable[str] = ()) -> 
             return score
     if number is None:
         return None
-    if number != int(number) or not 1 <= number <= part.highest:
+    if not math.isfinite(number) or number != int(number) or not 1 <= number <= part.highest:
         raise ValueError(f"{code} (GCS {part.name}): {number!r} is not a score 1-{part.highest}")
     return int(number)
 

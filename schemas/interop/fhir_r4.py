@@ -127,6 +127,8 @@ class Part(NamedTuple):
     code: str
     score: int | None  # None: charted without a score (a verbal response through a tube)
     record: dict[str, Any]  # the vitals record it would be part of, without a value
+    status: str  # Observation.status: a correction replaces the part it corrects
+    subject: str  # Observation.subject as sent (`_sent_totals`)
 
 
 class Outcome(NamedTuple):
@@ -302,7 +304,7 @@ def map_json(
                     codes=codes,
                 ):
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
-        return _summed_parts(out)
+        return _summed_parts(out, _sent_totals(entries))
     if not isinstance(data, dict):
         not_one = Refused("unsupported_resource", "not a FHIR resource (a JSON object)")
         return [Outcome(label, not_one, data)]
@@ -318,13 +320,54 @@ def map_json(
     return [Outcome(label, result, data)]
 
 
-def _summed_parts(outcomes: list[Outcome]) -> list[Outcome]:
+def _subject_as_sent(resource: dict[str, Any]) -> str:
+    subject = resource.get("subject")
+    return json.dumps(subject, sort_keys=True) if isinstance(subject, dict) else ""
+
+
+def _sent_totals(entries: list[Any]) -> set[tuple[str, datetime]]:
+    """(subject as sent, effective time) of every Observation of a Bundle coded as a GCS total
+    (9269-2), read or not: its parts are never summed into another."""
+    out: set[tuple[str, datetime]] = set()
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            continue
+        codings = (resource.get("code") or {}).get("coding") or []
+        if not any(
+            isinstance(c, dict)
+            and c.get("system") in LOINC_SYSTEMS_FHIR
+            and c.get("code") == derived.GCS_TOTAL_LOINC
+            for c in codings
+        ):
+            continue
+        given = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
+        period = resource.get("effectivePeriod") or {}
+        given = given or period.get("start") or period.get("end")
+        try:
+            at = datetime.fromisoformat(str(given).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if at.tzinfo is not None:
+            out.add((_subject_as_sent(resource), at.astimezone(UTC)))
+    return out
+
+
+_REPLACES = {"corrected": 2, "amended": 2, "final": 1, "preliminary": 0}
+
+
+def _summed_parts(
+    outcomes: list[Outcome], sent_totals: set[tuple[str, datetime]] | None = None
+) -> list[Outcome]:
     """`outcomes` with each GCS part Observation (`Part`) decided with the parts of the same
     patient and time: the three, each with a score, make one vitals record with their total (on
-    the first part's outcome; the others are read into it: mapped, no record of their own);
-    beside a GCS total the Bundle sends for that patient and time, they are read if they agree
-    and dead-lettered (`conflicting_value`) if not; otherwise each is refused `no_value`, with
-    why no total was made."""
+    the first part's outcome, named by all three; the others are read into it: mapped, no
+    record of their own); beside a GCS total the Bundle sends for that patient and time
+    (`sent_totals`), they are read where they agree or make no total, dead-lettered
+    (`conflicting_value`) where they contradict it, and read but not summed where it was not
+    read; otherwise each is refused `no_value`, saying why no total was made. Of two scores of
+    one part, a correction (or the final after a preliminary) replaces the other; else the
+    first is kept and the other dead-lettered (`conflicting_value`)."""
     totals = {
         (rec["patient_token"], rec["event_time"]): rec[derived.GCS_TOTAL]
         for o in outcomes
@@ -339,7 +382,7 @@ def _summed_parts(outcomes: list[Outcome]) -> list[Outcome]:
             groups.setdefault(key, []).append(i)
     out = list(outcomes)
     for key, members in groups.items():
-        scores: dict[str, int] = {}
+        kept: dict[str, int] = {}  # part code → the member whose score is kept
         notes: list[str] = []
         for i in members:
             part = out[i].result
@@ -347,29 +390,60 @@ def _summed_parts(outcomes: list[Outcome]) -> list[Outcome]:
             name = derived.PARTS[part.code].name
             if part.score is None:
                 notes.append(f"{part.code} (GCS {name}: no score)")
-            elif part.code in scores and scores[part.code] != part.score:
-                why = f"GCS {name} {part.score} beside {scores[part.code]} at the same time, kept"
-                out[i] = out[i]._replace(result=Refused("conflicting_value", why))
+                continue
+            if part.code not in kept:
+                kept[part.code] = i
+                continue
+            old = kept[part.code]
+            first = out[old].result
+            assert isinstance(first, Part)
+            if first.score == part.score:
+                continue
+            if _REPLACES.get(part.status, 1) > _REPLACES.get(first.status, 1):
+                kept[part.code] = i
+                why = f"GCS {name}: replaced by {out[i].label} ({part.status})"
+                out[old] = out[old]._replace(result=Mapped([], [], [why]))
             else:
-                scores[part.code] = part.score
-        sent = {derived.GCS_TOTAL: totals[key]} if key in totals else {}
-        disagree = derived.disagreeing(sent, scores)
+                why = f"GCS {name} {part.score} beside {first.score} at the same time, kept"
+                out[i] = out[i]._replace(result=Refused("conflicting_value", why))
+        chosen = {code: out[i].result for code, i in kept.items()}
+        scores = {
+            code: p.score
+            for code, p in chosen.items()
+            if isinstance(p, Part) and p.score is not None
+        }
+        first_part = out[members[0]].result
+        sent = isinstance(first_part, Part) and (first_part.subject, key[1]) in (sent_totals or ())
+        read_total = {derived.GCS_TOTAL: totals[key]} if key in totals else {}
+        disagree = derived.disagreeing(read_total, scores)
         total = derived.gcs_total(scores)
-        first = True
+        summed_into = out[min(kept.values())].label if kept else ""
         for i in members:
             part = out[i].result
             if not isinstance(part, Part):
                 continue
+            name = derived.PARTS[part.code].name
             result: Mapped | Refused
             if disagree is not None:
                 result = Refused("conflicting_value", disagree)
-            elif sent and total is not None:
-                result = Mapped([])  # read: it agrees with the total sent
+            elif read_total:
+                result = Mapped([], [], [f"GCS {name}: read beside the total sent"])
+            elif sent:
+                result = Mapped([], [], [f"GCS {name}: beside a total sent and not read"])
+            elif total is not None and out[i].label == summed_into:
+                summed = [p for p in chosen.values() if isinstance(p, Part)]
+                names = sorted(p.record["observation_id"] for p in summed)
+                digest = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
+                times = [p.record["recorded_time"] for p in summed if p.record["recorded_time"]]
+                record = {
+                    **part.record,
+                    "observation_id": f"fhir:gcs:{digest}",
+                    "recorded_time": max(times) if times else None,
+                    derived.GCS_TOTAL: total,
+                }
+                result = Mapped([(VITALS, record)])
             elif total is not None:
-                record = {**part.record, derived.GCS_TOTAL: total}
-                record["observation_id"] += "+gcs"
-                result = Mapped([(VITALS, record)] if first else [])
-                first = False
+                result = Mapped([], [], [f"GCS {name}: summed into {summed_into}"])
             else:
                 unsummed = derived.unsummed(scores)
                 why = "; ".join([*notes, *([unsummed] if unsummed else [])])
@@ -1086,7 +1160,10 @@ def _observation(
     rejected: list[Rejected] = []
     unkept: set[str] = set()  # fields sent with a value that is not read: none is estimated
     for part_code, rank, quantity, absent, where, alone, modifiers in parts:
-        if part_code in CODES and absent is not None:
+        sent_as: dict[str, Any] = alone if where == "value" else alone["component"][0]
+        has_value = any(k.startswith("value") for k in sent_as)  # any value[x], read or not
+        unread = quantity is None or quantity.value is None
+        if part_code in CODES and (absent is not None or (has_value and unread)):
             unkept.add(CODES[part_code].field)
         if part_code not in CODES or quantity is None or absent is not None:
             continue
@@ -1180,7 +1257,9 @@ def _observation(
     if VITALS in topic_of.values() or gcs:
         vitals = {n: v for n, v in values.items() if topic_of[n] == VITALS}
         vital_ranks = {n: r for n, r in ranks.items() if topic_of[n] == VITALS}
-        for name, value in derived.completed(vitals, gcs, vital_ranks, unkept).items():
+        # no MAP: a pressure panel is one Observation of its Bundle, whose MAP may be another
+        completed = derived.completed(vitals, gcs, vital_ranks, unkept | {"map_mmhg"})
+        for name, value in completed.items():
             values[name], ranks[name], topic_of[name] = value, 0, VITALS
     if not values and rejected:  # nothing read: refused, with their reason when they share one
         given = {r.refusal.reason_code for r in rejected}
@@ -1196,24 +1275,8 @@ def _observation(
             "wardflow reads"
         )
         return Refused("no_value" if known else "not_a_vital_sign", reason)
-    period = obs.effectivePeriod
-    if obs.effectiveDateTime is None and period is not None and period.start and period.end:
-        end = _instant(period.end, "effectivePeriod.end")
-        start = _instant(period.start, "effectivePeriod.start")
-        if isinstance(end, datetime) and isinstance(start, datetime) and end < start:
-            return Refused(
-                "bad_period",
-                f"effectivePeriod ends ({end:%FT%TZ}) before it starts ({start:%FT%TZ})",
-            )
-        if (
-            isinstance(end, datetime)
-            and isinstance(start, datetime)
-            and end - start > POINT_IN_TIME
-        ):
-            return Refused(
-                "not_a_point_measurement",
-                f"effectivePeriod spans {end - start}: a summary, not one bedside reading",
-            )
+    if (not_a_point := _not_a_point(obs)) is not None:
+        return not_a_point
     at = _instant(_effective(obs, "urine_output_ml" in values), "effective time")
     if isinstance(at, Refused):
         return at
@@ -1269,6 +1332,30 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
     return derived.part_score(part, number, answers)
 
 
+def _not_a_point(obs: Any) -> Refused | None:
+    """Why an Observation's effectivePeriod is no point in time (ends before it starts, or spans
+    more than POINT_IN_TIME), or None."""
+    period = obs.effectivePeriod
+    if obs.effectiveDateTime is None and period is not None and period.start and period.end:
+        end = _instant(period.end, "effectivePeriod.end")
+        start = _instant(period.start, "effectivePeriod.start")
+        if isinstance(end, datetime) and isinstance(start, datetime) and end < start:
+            return Refused(
+                "bad_period",
+                f"effectivePeriod ends ({end:%FT%TZ}) before it starts ({start:%FT%TZ})",
+            )
+        if (
+            isinstance(end, datetime)
+            and isinstance(start, datetime)
+            and end - start > POINT_IN_TIME
+        ):
+            return Refused(
+                "not_a_point_measurement",
+                f"effectivePeriod spans {end - start}: a summary, not one bedside reading",
+            )
+    return None
+
+
 def _part(
     obs: Any,
     data: dict[str, Any],
@@ -1283,6 +1370,8 @@ def _part(
         score = None if obs.dataAbsentReason is not None else _gcs_part_score(code, obs, data)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500])
+    if (not_a_point := _not_a_point(obs)) is not None:
+        return not_a_point
     at = _instant(_effective(obs, False), "effective time")
     if isinstance(at, Refused):
         return at
@@ -1299,7 +1388,7 @@ def _part(
         "source": source,
         "recorded_time": issued if isinstance(issued, datetime) else None,
     }
-    return Part(code, score, record)
+    return Part(code, score, record, str(obs.status), _subject_as_sent(data))
 
 
 def _blood_gas(obs: Any, codes: CodeMap) -> bool:

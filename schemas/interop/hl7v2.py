@@ -831,7 +831,9 @@ def _oru(
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
     # GCS parts per time: LOINC code → (score, label, OBX-11, the OBX's text)
     gcs: dict[datetime, dict[str, tuple[int, str, str, bytes]]] = {}
-    unkept: set[str] = set()  # fields the message sent a value of that was not read (any time)
+    # (time, field) of each value the message sent that was not read: none is estimated there
+    # (the time None: an OBX whose own time cannot be read, which counts at every time)
+    unkept: set[tuple[datetime | None, str]] = set()
     rejected: list[Rejected] = []
     skipped: list[str] = []
     no_value: list[str] = []  # OBX of a code read that carry no value by their status
@@ -862,7 +864,11 @@ def _oru(
         sent = coded[2] if coded is not None else str(panel or part)
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         # the fields it sends: where its value is not read, none is estimated (derived)
-        named = [] if part is not None else [CODES[code].field for code, _ in fields]
+        try:
+            sent_at: datetime | None = _obx_time(seg, enc, obr_time, message_time, tz)
+        except ValueError:
+            sent_at = None
+        named = [] if part is not None else [(sent_at, CODES[code].field) for code, _ in fields]
         if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
             unkept.update(named)
@@ -901,10 +907,7 @@ def _oru(
                 _, topic, name, _ = read[0]
                 if bound and (why_not := bound_refusal(topic, name)) is not None:
                     raise ValueError(why_not)
-            when = _first_component(seg.obx_14, enc)
-            if when.strip().isdigit() and len(when.strip()) <= 8 and obr_time.startswith(when):
-                when = ""  # a date alone, its order's date: the order's time (OBR-7, SPM-17)
-            at = hl7_time(when or obr_time or message_time, tz)
+            at = _obx_time(seg, enc, obr_time, message_time, tz)
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
@@ -938,7 +941,7 @@ def _oru(
             if invalid is not None:
                 why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
-                unkept.add(name)
+                unkept.add((at, name))
                 continue
             reading = groups.setdefault((topic, at), {})
             kept_rank, kept_value, first, kept_status = reading.get(name, (None, None, "", ""))
@@ -959,6 +962,10 @@ def _oru(
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
             elif kept_rank is None or rank < kept_rank:  # the preferred code's
                 reading[name] = (rank, value, label, status)
+
+    def unread_at(at: datetime) -> set[str]:
+        return {name for when, name in unkept if when is None or when == at}
+
     scores = {at: {code: kept[0] for code, kept in parts.items()} for at, parts in gcs.items()}
     for at, parts_at in scores.items():
         sent_total = {n: kept[1] for n, kept in groups.get((VITALS, at), {}).items()}
@@ -966,6 +973,8 @@ def _oru(
             for _, part_label, _, text in gcs[at].values():
                 why = Refused("conflicting_value", f"{part_label}: {why_not}"[:500], "AE", "207")
                 rejected.append(Rejected(part_label, why, text))
+        elif derived.GCS_TOTAL in unread_at(at) and derived.GCS_TOTAL not in sent_total:
+            no_score.append("GCS parts beside a total sent and not read: no total")
         elif derived.gcs_total(parts_at) is not None:  # a reading, if it is its only value
             groups.setdefault((VITALS, at), {})
         elif (why_none := derived.unsummed(parts_at)) is not None:
@@ -995,7 +1004,7 @@ def _oru(
         values = {name: kept[1] for name, kept in kept_values.items()}
         if topic == VITALS:
             ranks = {name: kept[0] for name, kept in kept_values.items()}
-            values.update(derived.completed(values, scores.get(at, {}), ranks, unkept))
+            values.update(derived.completed(values, scores.get(at, {}), ranks, unread_at(at)))
         out.append(
             (
                 topic,
@@ -1012,6 +1021,17 @@ def _oru(
             )
         )
     return Mapped(out, rejected, list(dict.fromkeys(skipped)))
+
+
+def _obx_time(
+    seg: Any, enc: dict[str, str], obr_time: str, message_time: str, tz: tzinfo
+) -> datetime:
+    """When an OBX was observed: OBX-14, else its order's time (`_oru`), else MSH-7; a date
+    alone that is its order's date is the order's time. ValueError for a time not read."""
+    when = _first_component(seg.obx_14, enc)
+    if when.strip().isdigit() and len(when.strip()) <= 8 and obr_time.startswith(when):
+        when = ""  # a date alone, its order's date: the order's time (OBR-7, SPM-17)
+    return hl7_time(when or obr_time or message_time, tz)
 
 
 def _collection_end(obr: Any, enc: dict[str, str], tz: tzinfo, sent: datetime | None) -> str:
@@ -1253,14 +1273,26 @@ def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
     return None
 
 
+# What charting writes for a GCS part that cannot be scored: T (tube: a verbal response not
+# testable through one), C (eyes closed by swelling), NT (not testable), A (aphasia),
+# and these in words. Read as no score; any other text is an error (dead-lettered).
+GCS_NO_SCORE = frozenset(
+    {"T", "C", "NT", "A", "UTA", "TUBE", "INTUBATED", "NOT TESTABLE", "UNABLE TO ASSESS"}
+)
+
+
 def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") -> int | None:
     """A GCS part's score from its OBX-5 and OBX-2: a number (NM, SN or ST: `4`, `=^4`), or
     of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier or alternate:
     `LA6556-0^Eyes open spontaneously^LN`), else its identifier where it is the score: sent
     without a coding system (`4^Opens eyes spontaneously`), or its text starts with it
     (`4^4 - spontaneous^L`) (a local answer list numbered otherwise is not read as scores).
-    None for none of these (`T`, a verbal response not testable through a tube); ValueError for
-    a number not one of the part's scores, or a bound (`>^3`)."""
+    None for charting that has no score (`GCS_NO_SCORE`: `T`, a verbal response not testable
+    through a tube); ValueError for anything else (no value, a text, a bound, a number not one
+    of the part's scores)."""
+    first = raw.split(component)[0].strip()
+    if first.upper() in GCS_NO_SCORE:
+        return None
     if value_type in ("CWE", "CE", "CNE", "CF"):
         triplets = _triplets(raw.split(component))
         answers = [identifier for identifier, _, _ in triplets if identifier]
@@ -1270,11 +1302,11 @@ def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") ->
             as_score = not system or text.split(" ")[0].split("-")[0].strip() == identifier
             if _DECIMAL.match(identifier) is not None and as_score:
                 number = float(identifier)
-        return derived.part_score(part, number, answers)
-    try:
-        number, bound = observation_number(raw, component)
-    except ValueError:
-        return derived.part_score(part, None, [raw.split(component)[0].strip()])
+        score = derived.part_score(part, number, answers)
+        if score is None:
+            raise ValueError(f"{part}: the coded answer is not a score nor a LOINC answer")
+        return score
+    number, bound = observation_number(raw, component)  # ValueError: not one number
     if bound:
         raise ValueError(f"{part}: a bound ({shown(raw)}), not a score")
     return derived.part_score(part, number, ())

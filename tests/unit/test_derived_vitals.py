@@ -16,6 +16,7 @@ from schemas import topics
 from schemas.interop import derived, fhir_r4, hl7v2
 from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
+from tests.conftest import offline_check
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir_r4"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/fhir_r4 is not here")
@@ -421,7 +422,10 @@ def test_a_fhir_part_outside_its_scores_is_dead_lettered_alone() -> None:
     assert "not a score 1-4" in o.reason
 
 
-def test_a_fhir_blood_pressure_panel_gets_its_mean_arterial_pressure() -> None:
+def test_a_fhir_blood_pressure_panel_gets_no_estimated_mean() -> None:
+    """A FHIR pressure panel is one Observation of its Bundle; its MAP may be another (as EHR
+    APIs send each flowsheet row): an estimate would stand beside the measured MAP."""
+
     def component(code: str, value: float) -> dict[str, Any]:
         return {
             "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
@@ -432,7 +436,7 @@ def test_a_fhir_blood_pressure_panel_gets_its_mean_arterial_pressure() -> None:
     panel = gcs_observation(component("8480-6", 142), component("8462-4", 88))
     panel["code"] = {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
     rec = one_record(fhir(panel))
-    assert rec["map_mmhg"] == pytest.approx(106.0)
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (142.0, 88.0) and "map_mmhg" not in rec
 
 
 def part_observation(i: int, code: str, patient: str = "p1", **value: Any) -> dict[str, Any]:
@@ -481,7 +485,16 @@ def test_gcs_parts_sent_as_observations_of_their_own_in_one_bundle_are_summed() 
     records = [rec for r in results[:3] for _, rec in r.records]  # type: ignore[union-attr]
     [rec] = records  # one reading, on the first part's entry; the others read into it
     assert rec["gcs_total"] == 12 and rec["patient_token"] == "fhir:Patient|Patient/p1"
-    assert rec["observation_id"] == "fhir:Observation/gcs-1+gcs"
+    assert rec["observation_id"].startswith("fhir:gcs:")  # named by the three parts
+    reordered = outcomes(
+        bundle(
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+            part_observation(2, "9270-0", **VERBAL_4),
+            part_observation(1, "9267-6", **EYE_3),
+        )
+    )
+    [(_, again)] = reordered[0].records  # type: ignore[union-attr]
+    assert again["observation_id"] == rec["observation_id"]  # a resend in another order
     other = results[3]
     assert isinstance(other, hl7v2.Refused) and other.reason_code == "no_value"
     assert "GCS eye without verbal, motor: no total" in other.reason
@@ -523,3 +536,124 @@ def test_a_gcs_part_observation_alone_or_without_a_score_is_refused_with_why() -
     )
     assert [getattr(r, "reason_code", "") for r in intubated] == ["no_value"] * 3
     assert "9270-0 (GCS verbal: no score)" in intubated[0].reason  # type: ignore[union-attr]
+
+
+def test_a_corrected_fhir_part_replaces_the_one_before_and_names_a_new_reading() -> None:
+    first = outcomes(
+        bundle(
+            part_observation(1, "9267-6", **EYE_3),
+            part_observation(2, "9270-0", **VERBAL_4),
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+        )
+    )
+    corrected = part_observation(5, "9270-0", valueInteger=3)
+    corrected["resource"]["status"] = "corrected"
+    results = outcomes(
+        bundle(
+            part_observation(1, "9267-6", **EYE_3),
+            part_observation(2, "9270-0", **VERBAL_4),
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+            corrected,
+        )
+    )
+    records = [rec for r in results for _, rec in r.records]  # type: ignore[union-attr]
+    [rec] = records
+    assert rec["gcs_total"] == 11
+    [(_, before)] = first[0].records  # type: ignore[union-attr]
+    assert rec["observation_id"] != before["observation_id"]  # not dropped as a duplicate
+    assert results[1].unread == [  # type: ignore[union-attr]
+        "GCS verbal: replaced by Bundle/?#entry3:Observation/gcs-5 (corrected)"
+    ]
+
+
+def test_fhir_parts_beside_a_total_sent_but_not_read_make_no_total() -> None:
+    for total in ({"valueQuantity": {"value": 16}}, {"valueString": "10T"}):
+        results = outcomes(
+            bundle(
+                part_observation(1, "9267-6", **EYE_3),
+                part_observation(2, "9270-0", **VERBAL_4),
+                part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+                part_observation(4, "9269-2", **total),
+            )
+        )
+        assert not [rec for r in results if isinstance(r, hl7v2.Mapped) for rec in r.records]
+        assert results[0].unread == ["GCS eye: beside a total sent and not read"]  # type: ignore[union-attr]
+
+
+def test_a_fhir_total_sent_as_text_is_not_rebuilt_from_its_components() -> None:
+    o = fhir(
+        gcs_observation(part("9267-6", 3), part("9270-0", 1), part("9268-4", 6), valueString="10T")
+    )
+    assert isinstance(o, hl7v2.Refused)
+
+
+def test_a_fhir_part_over_a_period_is_no_reading() -> None:
+    eye = part_observation(1, "9267-6", **EYE_3)
+    del eye["resource"]["effectiveDateTime"]
+    eye["resource"]["effectivePeriod"] = {
+        "start": "2026-03-01T00:00:00Z",
+        "end": "2026-03-01T23:59:00Z",
+    }  # the day's worst GCS: a summary
+    [result, *_] = outcomes(bundle(eye))
+    assert isinstance(result, hl7v2.Refused) and result.reason_code == "not_a_point_measurement"
+
+
+def test_the_check_command_says_where_a_part_was_read(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "gcs.json").write_text(
+        json.dumps(
+            bundle(
+                part_observation(1, "9267-6", **EYE_3),
+                part_observation(2, "9270-0", **VERBAL_4),
+                part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+            )
+        )
+    )
+    rows = offline_check("jobs.feeds.fhir_ingest", drop)
+    assert [r[1:3] for r in rows] == [["mapped", "1"], ["mapped", "0"], ["mapped", "0"]]
+    assert rows[1][3].endswith("GCS verbal: summed into Bundle/?#entry0:Observation/gcs-1")
+
+
+# --- HL7 v2: what was sent, per time -----------------------------------------------------
+
+
+def test_hl7_parts_beside_a_total_not_obtained_publish_nothing_and_say_so() -> None:
+    o = hl7(
+        oru(
+            "NM|9269-2^GCS total^LN||||||||X",
+            f"NM|{EYE}||3||||||F",
+            f"NM|{VERBAL}||4||||||F",
+            f"NM|{MOTOR}||5||||||F",
+        )
+    )
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value"
+    assert "beside a total sent and not read" in o.reason
+
+
+def test_a_mean_refused_at_one_time_does_not_stop_the_estimate_at_another() -> None:
+    o = hl7(
+        oru(
+            "NM|8480-6^SBP^LN||120|mm[Hg]|||||F|||20260301090000",
+            "NM|8462-4^DBP^LN||60|mm[Hg]|||||F|||20260301090000",
+            "NM|8478-0^MAP^LN||-999|mm[Hg]|||||F|||20260301090000",
+            "NM|8480-6^SBP^LN||90|mm[Hg]|||||F|||20260301100000",
+            "NM|8462-4^DBP^LN||45|mm[Hg]|||||F|||20260301100000",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    by_hour = {rec["event_time"].hour: rec for _, rec in o.records}
+    assert "map_mmhg" not in by_hour[9] and by_hour[10]["map_mmhg"] == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("value", ["NM|{}||||||||F", "ST|{}||abc||||||F", "SN|{}||<^3||||||F"])
+def test_a_part_that_is_no_score_and_no_charting_of_one_is_dead_lettered(value: str) -> None:
+    o = hl7(oru(value.format(EYE), "NM|9279-1^RR^LN||18|/min|||||F"))
+    assert isinstance(o, hl7v2.Mapped)
+    assert [r.refusal.reason_code for r in o.rejected] == ["bad_value"]
+
+
+def test_a_part_too_large_for_a_number_is_dead_lettered_not_a_crash() -> None:
+    o = hl7(oru(f"CWE|{EYE}||{'9' * 320}||||||F", "NM|9279-1^RR^LN||18|/min|||||F"))
+    assert isinstance(o, hl7v2.Mapped) and one_record(o)["resp_rate_per_min"] == 18.0
+    assert [r.refusal.reason_code for r in o.rejected] == ["bad_value"]
