@@ -25,15 +25,16 @@ taken back, not obtained, a total `10T`): the sender said what it is.
   both pressures and no mean (HL7 v2 only: a FHIR pressure panel is one Observation of its
   Bundle, and the measured MAP may be another): a blood pressure charted `120/80`, as
   flowsheets send it, then reaches the partial SOFA's cardiovascular component (MAP < 70 mmHg,
-  Vincent 1996) and the model's MAP. Only from a pair of one source (the same rank: an
-  arterial line's systolic and a cuff's diastolic are no pair), and not where the diastolic
+  Vincent 1996) and the model's MAP. Only from a pair of one source (codes of
+  one rank, both LOINC or both IEEE 11073: an arterial line's systolic and a cuff's or a
+  charted diastolic are no pair), and not where the diastolic
   is not below the systolic (a swapped or wrong pair).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 
@@ -66,6 +67,12 @@ PARTS: dict[str, GcsPart] = {
     ),
 }
 GCS_TOTAL = "gcs_total"
+# What charting writes for a GCS part that cannot be scored: T (tube: a verbal response not
+# testable through one), C (eyes closed by swelling), NT (not testable), A (aphasia), and these
+# in words. Read as no score; any other value a part cannot be read from is an error.
+NO_SCORE = frozenset(
+    {"T", "C", "NT", "A", "UTA", "TUBE", "INTUBATED", "NOT TESTABLE", "UNABLE TO ASSESS"}
+)
 GCS_TOTAL_LOINC = "9269-2"  # whose FHIR Observation may carry the parts as its components
 ANSWERS: dict[str, tuple[str, int]] = {
     answer: (code, score) for code, part in PARTS.items() for answer, score in part.answers.items()
@@ -110,18 +117,21 @@ def mean_arterial_pressure(sbp_mmhg: float, dbp_mmhg: float) -> float | None:
 def completed(
     values: Mapping[str, Any],
     parts: Mapping[str, int],
-    ranks: Mapping[str, int],
+    sources: Mapping[str, Hashable],
     sent: Collection[str] = (),
 ) -> dict[str, Any]:
-    """What a vitals reading with field values `values` (their codes' `ranks`) and GCS parts
-    `parts` (LOINC code → score) implies and was not sent with: {field: value}, possibly empty.
-    `sent`: the fields the message carried a value of that was not read (none is estimated)."""
+    """What a vitals reading with field values `values` (each from its source: `sources`, equal
+    for values of one device or charting) and GCS parts `parts` (LOINC code → score) implies and
+    was not sent with: {field: value}, possibly empty. `sent`: the fields the message carried a
+    value of that was not read (none is estimated)."""
     out: dict[str, Any] = {}
     total = gcs_total(parts)
     if GCS_TOTAL not in values and GCS_TOTAL not in sent and total is not None:
         out[GCS_TOTAL] = total
     sbp, dbp = values.get("sbp_mmhg"), values.get("dbp_mmhg")
-    paired = sbp is not None and dbp is not None and ranks.get("sbp_mmhg") == ranks.get("dbp_mmhg")
+    paired = (
+        sbp is not None and dbp is not None and sources.get("sbp_mmhg") == sources.get("dbp_mmhg")
+    )
     if "map_mmhg" not in values and "map_mmhg" not in sent and paired:
         mean = mean_arterial_pressure(float(sbp), float(dbp))  # type: ignore[arg-type]
         if mean is not None:

@@ -32,7 +32,9 @@ of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no be
 A vitals record is completed with what its values imply (schemas.interop.derived): the Glasgow
 coma scale total from its three parts, components of a GCS total Observation (9269-2) sent
 without its value, each a number, a LOINC answer code or an ordinalValue (as FHIR's own
-`observation-example-glasgow` codes them); a MAP from the systolic and diastolic pressures.
+`observation-example-glasgow` codes them), or Observations of their own in one Bundle
+(`Part`, `_summed_parts`). No MAP is estimated: a pressure panel is one Observation of its
+Bundle, and the measured MAP may be another.
 A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
 a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
 range or of a laboratory code inside a vital-signs panel is rejected alone (`Mapped.rejected`),
@@ -128,7 +130,6 @@ class Part(NamedTuple):
     score: int | None  # None: charted without a score (a verbal response through a tube)
     record: dict[str, Any]  # the vitals record it would be part of, without a value
     status: str  # Observation.status: a correction replaces the part it corrects
-    subject: str  # Observation.subject as sent (`_sent_totals`)
 
 
 class Outcome(NamedTuple):
@@ -304,7 +305,9 @@ def map_json(
                     codes=codes,
                 ):
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
-        return _summed_parts(out, _sent_totals(entries))
+        if any(isinstance(o.result, Part) for o in out):
+            out = _summed_parts(out, _sent_totals(entries, tokenise, inside, codes))
+        return out
     if not isinstance(data, dict):
         not_one = Refused("unsupported_resource", "not a FHIR resource (a JSON object)")
         return [Outcome(label, not_one, data)]
@@ -320,36 +323,32 @@ def map_json(
     return [Outcome(label, result, data)]
 
 
-def _subject_as_sent(resource: dict[str, Any]) -> str:
-    subject = resource.get("subject")
-    return json.dumps(subject, sort_keys=True) if isinstance(subject, dict) else ""
-
-
-def _sent_totals(entries: list[Any]) -> set[tuple[str, datetime]]:
-    """(subject as sent, effective time) of every Observation of a Bundle coded as a GCS total
-    (9269-2), read or not: its parts are never summed into another."""
+def _sent_totals(
+    entries: list[Any], tokenise: Tokenise, bundle: dict[str, Any], codes: CodeMap
+) -> set[tuple[str, datetime]]:
+    """(patient token, time) of every Observation of a Bundle that sends a GCS total (9269-2,
+    as its code, a local code mapped to it, or a component), read or not, resolved as
+    `_observation` resolves them: the parts of that patient and time are never summed into
+    another total. An entry that does not validate sends none (it is refused on its own)."""
     out: set[tuple[str, datetime]] = set()
     for entry in entries:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+        data = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(data, dict) or data.get("resourceType") != "Observation":
             continue
-        codings = (resource.get("code") or {}).get("coding") or []
-        if not any(
-            isinstance(c, dict)
-            and c.get("system") in LOINC_SYSTEMS_FHIR
-            and c.get("code") == derived.GCS_TOTAL_LOINC
-            for c in codings
-        ):
-            continue
-        given = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
-        period = resource.get("effectivePeriod") or {}
-        given = given or period.get("start") or period.get("end")
         try:
-            at = datetime.fromisoformat(str(given).replace("Z", "+00:00"))
-        except ValueError:
+            obs = get_fhir_model_class("Observation").model_validate(data)
+            coded = [
+                _coded(obs.code, codes)[0],
+                *(_coded(c.code, codes)[0] for c in obs.component or []),
+            ]
+            if derived.GCS_TOTAL_LOINC not in coded:
+                continue
+            patient = _subject(obs.subject, data, bundle, tokenise, "Observation")
+            at = _instant(_effective(obs, False), "effective time")
+        except Exception:  # refused on its own: it sends nothing here
             continue
-        if at.tzinfo is not None:
-            out.add((_subject_as_sent(resource), at.astimezone(UTC)))
+        if isinstance(patient, str) and isinstance(at, datetime):
+            out.add((patient, at))
     return out
 
 
@@ -363,11 +362,12 @@ def _summed_parts(
     patient and time: the three, each with a score, make one vitals record with their total (on
     the first part's outcome, named by all three; the others are read into it: mapped, no
     record of their own); beside a GCS total the Bundle sends for that patient and time
-    (`sent_totals`), they are read where they agree or make no total, dead-lettered
-    (`conflicting_value`) where they contradict it, and read but not summed where it was not
-    read; otherwise each is refused `no_value`, saying why no total was made. Of two scores of
-    one part, a correction (or the final after a preliminary) replaces the other; else the
-    first is kept and the other dead-lettered (`conflicting_value`)."""
+    (read: `outcomes`' records; sent: `sent_totals`), they are read where they agree or make no
+    total, dead-lettered (`conflicting_value`) where they contradict it, and read but not summed
+    where it was not read; otherwise each is refused `no_value`, saying why no total was made.
+    Of two values of one part (a score, or charting of none), a correction (or the final after
+    a preliminary) replaces the other; else the first is kept and the other dead-lettered
+    (`conflicting_value`)."""
     totals = {
         (rec["patient_token"], rec["event_time"]): rec[derived.GCS_TOTAL]
         for o in outcomes
@@ -382,20 +382,16 @@ def _summed_parts(
             groups.setdefault(key, []).append(i)
     out = list(outcomes)
     for key, members in groups.items():
-        kept: dict[str, int] = {}  # part code → the member whose score is kept
-        notes: list[str] = []
+        kept: dict[str, int] = {}  # part code → the member whose value is kept
         for i in members:
-            part = out[i].result
+            part = outcomes[i].result
             assert isinstance(part, Part)
             name = derived.PARTS[part.code].name
-            if part.score is None:
-                notes.append(f"{part.code} (GCS {name}: no score)")
-                continue
             if part.code not in kept:
                 kept[part.code] = i
                 continue
             old = kept[part.code]
-            first = out[old].result
+            first = outcomes[old].result
             assert isinstance(first, Part)
             if first.score == part.score:
                 continue
@@ -404,16 +400,16 @@ def _summed_parts(
                 why = f"GCS {name}: replaced by {out[i].label} ({part.status})"
                 out[old] = out[old]._replace(result=Mapped([], [], [why]))
             else:
-                why = f"GCS {name} {part.score} beside {first.score} at the same time, kept"
+                shown = [("no score" if p.score is None else p.score) for p in (part, first)]
+                why = f"GCS {name} {shown[0]} beside {shown[1]} at the same time, kept"
                 out[i] = out[i]._replace(result=Refused("conflicting_value", why))
-        chosen = {code: out[i].result for code, i in kept.items()}
-        scores = {
-            code: p.score
-            for code, p in chosen.items()
-            if isinstance(p, Part) and p.score is not None
-        }
-        first_part = out[members[0]].result
-        sent = isinstance(first_part, Part) and (first_part.subject, key[1]) in (sent_totals or ())
+        chosen = [p for i in kept.values() if isinstance(p := outcomes[i].result, Part)]
+        scores = {p.code: p.score for p in chosen if p.score is not None}
+        notes = [
+            f"{p.code} (GCS {derived.PARTS[p.code].name}: no score)"
+            for p in chosen
+            if p.score is None
+        ]
         read_total = {derived.GCS_TOTAL: totals[key]} if key in totals else {}
         disagree = derived.disagreeing(read_total, scores)
         total = derived.gcs_total(scores)
@@ -428,13 +424,12 @@ def _summed_parts(
                 result = Refused("conflicting_value", disagree)
             elif read_total:
                 result = Mapped([], [], [f"GCS {name}: read beside the total sent"])
-            elif sent:
+            elif key in (sent_totals or ()):
                 result = Mapped([], [], [f"GCS {name}: beside a total sent and not read"])
             elif total is not None and out[i].label == summed_into:
-                summed = [p for p in chosen.values() if isinstance(p, Part)]
-                names = sorted(p.record["observation_id"] for p in summed)
+                names = sorted(p.record["observation_id"] for p in chosen)
                 digest = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
-                times = [p.record["recorded_time"] for p in summed if p.record["recorded_time"]]
+                times = [p.record["recorded_time"] for p in chosen if p.record["recorded_time"]]
                 record = {
                     **part.record,
                     "observation_id": f"fhir:gcs:{digest}",
@@ -1309,8 +1304,11 @@ ORDINAL_VALUE = (
 
 
 def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | None:
-    """A GCS part's score (derived.part_score) from its component: a LOINC answer code, else
-    the ordinalValue of a coding of its valueCodeableConcept, else its number."""
+    """A GCS part's score (derived.part_score) from its component (or Observation): a LOINC
+    answer code, else the ordinalValue of a coding of its valueCodeableConcept, else its number;
+    None for a value charted as no score (derived.NO_SCORE: `T`, as a string, a code or a
+    concept's text); ValueError for any other value (none at all: a dataAbsentReason is read
+    by the caller)."""
     concept = component.valueCodeableConcept
     answers = [str(c.code) for c in (concept.coding or []) if c.code] if concept else []
     number: float | None = None
@@ -1329,7 +1327,13 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
             if number is None and ext.get("url") in ORDINAL_VALUE:
                 weight = ext.get("valueDecimal")
                 number = float(weight) if isinstance(weight, int | float) else None
-    return derived.part_score(part, number, answers)
+    score = derived.part_score(part, number, answers)
+    if score is not None:
+        return score
+    texts = [raw.get("valueString"), *answers, concept.text if concept else None]
+    if any(isinstance(t, str) and t.strip().upper() in derived.NO_SCORE for t in texts):
+        return None
+    raise ValueError(f"{part}: the value is not a score (1-{derived.PARTS[part].highest})")
 
 
 def _not_a_point(obs: Any) -> Refused | None:
@@ -1388,7 +1392,7 @@ def _part(
         "source": source,
         "recorded_time": issued if isinstance(issued, datetime) else None,
     }
-    return Part(code, score, record, str(obs.status), _subject_as_sent(data))
+    return Part(code, score, record, str(obs.status))
 
 
 def _blood_gas(obs: Any, codes: CodeMap) -> bool:

@@ -829,11 +829,14 @@ def _oru(
     obr_time = ""
     # per (topic, time), each field's kept value: (rank, value, the OBX's label, its OBX-11)
     groups: dict[tuple[str, datetime], dict[str, tuple[int, Any, str, str]]] = {}
-    # GCS parts per time: LOINC code → (score, label, OBX-11, the OBX's text)
-    gcs: dict[datetime, dict[str, tuple[int, str, str, bytes]]] = {}
+    # GCS parts per time: LOINC code → (score or None, label, OBX-11, the OBX's text)
+    gcs: dict[datetime, dict[str, tuple[int | None, str, str, bytes]]] = {}
     # (time, field) of each value the message sent that was not read: none is estimated there
     # (the time None: an OBX whose own time cannot be read, which counts at every time)
     unkept: set[tuple[datetime | None, str]] = set()
+    # where each kept value came from: (its code's rank, sent under an IEEE 11073 code), so that
+    # a MAP is estimated only from a systolic and a diastolic of one source (derived.completed)
+    sources: dict[tuple[str, datetime, str], tuple[int, bool]] = {}
     rejected: list[Rejected] = []
     skipped: list[str] = []
     no_value: list[str] = []  # OBX of a code read that carry no value by their status
@@ -862,6 +865,7 @@ def _oru(
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
         sent = coded[2] if coded is not None else str(panel or part)
+        by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier))
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         # the fields it sends: where its value is not read, none is estimated (derived)
         try:
@@ -913,11 +917,7 @@ def _oru(
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
             unkept.update(named)
             continue
-        if part is not None:  # summed with the reading's other parts below
-            if score is None:
-                name = derived.PARTS[part].name
-                no_score.append(f"{printable(sent)[:UNREAD_LABEL_CHARS]} (GCS {name}: no score)")
-                continue
+        if part is not None:  # summed with the reading's other parts below (None: no score)
             parts = gcs.setdefault(at, {})
             kept_score, first, kept_status, _ = parts.get(part, (score, label, status, b""))
             if (
@@ -949,6 +949,7 @@ def _oru(
             if same_rank and (status == "C" or (status == "F" and kept_status in _PRELIMINARY)):
                 # a correction, or the final result after a preliminary one, replaces it
                 reading[name] = (rank, value, label, status)
+                sources[(topic, at, name)] = (rank, by_mdc)
             elif same_rank and value != kept_value:
                 # two channels of one code (OBX-4 sub-ids: a core and a skin probe), or two
                 # codes of equal rank: the first is kept, the other dead-lettered, never lost
@@ -962,11 +963,19 @@ def _oru(
                 rejected.append(Rejected(label, why, seg.to_er7().encode()))
             elif kept_rank is None or rank < kept_rank:  # the preferred code's
                 reading[name] = (rank, value, label, status)
+                sources[(topic, at, name)] = (rank, by_mdc)
 
     def unread_at(at: datetime) -> set[str]:
         return {name for when, name in unkept if when is None or when == at}
 
-    scores = {at: {code: kept[0] for code, kept in parts.items()} for at, parts in gcs.items()}
+    scores = {
+        at: {code: kept[0] for code, kept in parts.items() if kept[0] is not None}
+        for at, parts in gcs.items()
+    }
+    for parts in gcs.values():
+        for code, (score, _, _, _) in parts.items():
+            if score is None:
+                no_score.append(f"{code} (GCS {derived.PARTS[code].name}: no score)")
     for at, parts_at in scores.items():
         sent_total = {n: kept[1] for n, kept in groups.get((VITALS, at), {}).items()}
         if (why_not := derived.disagreeing(sent_total, parts_at)) is not None:
@@ -1003,8 +1012,8 @@ def _oru(
         stamp = at.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
         values = {name: kept[1] for name, kept in kept_values.items()}
         if topic == VITALS:
-            ranks = {name: kept[0] for name, kept in kept_values.items()}
-            values.update(derived.completed(values, scores.get(at, {}), ranks, unread_at(at)))
+            of = {name: sources[(topic, at, name)] for name in kept_values}
+            values.update(derived.completed(values, scores.get(at, {}), of, unread_at(at)))
         out.append(
             (
                 topic,
@@ -1273,25 +1282,17 @@ def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
     return None
 
 
-# What charting writes for a GCS part that cannot be scored: T (tube: a verbal response not
-# testable through one), C (eyes closed by swelling), NT (not testable), A (aphasia),
-# and these in words. Read as no score; any other text is an error (dead-lettered).
-GCS_NO_SCORE = frozenset(
-    {"T", "C", "NT", "A", "UTA", "TUBE", "INTUBATED", "NOT TESTABLE", "UNABLE TO ASSESS"}
-)
-
-
 def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") -> int | None:
     """A GCS part's score from its OBX-5 and OBX-2: a number (NM, SN or ST: `4`, `=^4`), or
     of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier or alternate:
     `LA6556-0^Eyes open spontaneously^LN`), else its identifier where it is the score: sent
     without a coding system (`4^Opens eyes spontaneously`), or its text starts with it
     (`4^4 - spontaneous^L`) (a local answer list numbered otherwise is not read as scores).
-    None for charting that has no score (`GCS_NO_SCORE`: `T`, a verbal response not testable
+    None for charting that has no score (`derived.NO_SCORE`: `T`, a verbal response not testable
     through a tube); ValueError for anything else (no value, a text, a bound, a number not one
     of the part's scores)."""
     first = raw.split(component)[0].strip()
-    if first.upper() in GCS_NO_SCORE:
+    if first.upper() in derived.NO_SCORE:
         return None
     if value_type in ("CWE", "CE", "CNE", "CF"):
         triplets = _triplets(raw.split(component))

@@ -657,3 +657,122 @@ def test_a_part_too_large_for_a_number_is_dead_lettered_not_a_crash() -> None:
     o = hl7(oru(f"CWE|{EYE}||{'9' * 320}||||||F", "NM|9279-1^RR^LN||18|/min|||||F"))
     assert isinstance(o, hl7v2.Mapped) and one_record(o)["resp_rate_per_min"] == 18.0
     assert [r.refusal.reason_code for r in o.rejected] == ["bad_value"]
+
+
+# --- third review ----------------------------------------------------------------------------
+
+
+def gcs_parts_bundle(*more: dict[str, Any]) -> dict[str, Any]:
+    return bundle(
+        part_observation(1, "9267-6", **EYE_3),
+        part_observation(2, "9270-0", **VERBAL_4),
+        part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+        *more,
+    )
+
+
+def published(results: list[Any]) -> list[dict[str, Any]]:
+    return [rec for r in results if isinstance(r, hl7v2.Mapped) for _, rec in r.records]
+
+
+def test_a_malformed_entry_beside_gcs_parts_is_refused_alone() -> None:
+    broken = {"resource": {"resourceType": "Observation", "id": "x", "status": "final",
+                           "code": "8867-4"}}  # fmt: skip
+    results = outcomes(gcs_parts_bundle(broken))
+    assert [r["gcs_total"] for r in published(results)] == [12]
+    assert isinstance(results[3], hl7v2.Refused) and results[3].reason_code == "invalid_fhir"
+
+
+@pytest.mark.parametrize(
+    "total",
+    [
+        {"valueString": "10T", "subject": {"reference": "Patient/p1", "display": "Jane"}},
+        {"valueString": "10T", "code": {"coding": [{"system": "urn:ehr:rows", "code": "GCS"}]}},
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85353-1"}]},
+            "component": [
+                {
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "9269-2"}]},
+                    "valueString": "10T",
+                }
+            ],
+        },
+    ],
+    ids=["subject-spelled-otherwise", "local-code", "panel-component"],
+)
+def test_parts_are_not_summed_beside_a_total_sent_in_any_form(
+    total: dict[str, Any], tmp_path: Path
+) -> None:
+    csv = tmp_path / "codes.csv"
+    csv.write_text("system,code,loinc\nurn:ehr:rows,GCS,9269-2\n")
+    sent = part_observation(9, "9269-2")
+    sent["resource"].update(total)
+    data = gcs_parts_bundle(sent)
+    results = [
+        o.result
+        for o in fhir_r4.map_json(data, tok, source="t", facility_id="F", codes=CodeMap.load(csv))
+    ]
+    assert published(results) == []
+    assert results[0].unread == ["GCS eye: beside a total sent and not read"]  # type: ignore[union-attr]
+
+
+def test_a_total_sent_is_respected_after_the_first_part_is_replaced() -> None:
+    corrected = part_observation(5, "9267-6", valueInteger=2)
+    corrected["resource"]["status"] = "corrected"
+    total = part_observation(9, "9269-2", valueString="10T")
+    assert published(outcomes(gcs_parts_bundle(corrected, total))) == []
+
+
+def test_a_part_corrected_to_no_score_takes_the_total_back_in_both_edges() -> None:
+    o = hl7(
+        oru(
+            f"NM|{EYE}||3||||||F",
+            f"NM|{VERBAL}||4||||||F",
+            f"ST|{VERBAL}||T||||||C",  # corrected: the tube was in
+            f"NM|{MOTOR}||5||||||F",
+        )
+    )
+    assert isinstance(o, hl7v2.Refused) and "no total" in o.reason
+    both_final = hl7(
+        oru(
+            f"NM|{EYE}||3||||||F",
+            f"NM|{VERBAL}||4||||||F",
+            f"ST|{VERBAL}||T||||||F",
+            f"NM|{MOTOR}||5||||||F",
+        )
+    )
+    assert one_record(both_final)["gcs_total"] == 12  # the first kept, the other dead-lettered
+    assert [r.refusal.reason_code for r in both_final.rejected] == ["conflicting_value"]  # type: ignore[union-attr]
+    absent = part_observation(5, "9270-0", dataAbsentReason={"text": "intubated"})
+    absent["resource"]["status"] = "corrected"
+    assert published(outcomes(gcs_parts_bundle(absent))) == []
+
+
+def test_a_fhir_part_whose_value_is_no_score_and_no_charting_of_none_is_dead_lettered() -> None:
+    [alone] = outcomes(part_observation(1, "9267-6", valueString="abc")["resource"])
+    assert isinstance(alone, hl7v2.Refused) and alone.reason_code == "bad_value"
+    [tube] = outcomes(part_observation(2, "9270-0", valueString="T")["resource"])
+    assert isinstance(tube, hl7v2.Refused) and tube.reason_code == "no_value"  # charting
+    text = part("9267-6", 3)
+    text["valueCodeableConcept"] = {"coding": [{"system": "urn:local", "code": "x"}]}
+    panel = gcs_observation(
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+         "valueQuantity": {"value": 80, "code": "/min"}},
+        text,
+    )  # fmt: skip
+    panel["code"] = {"coding": [{"system": "http://loinc.org", "code": "85353-1"}]}
+    o = fhir(panel)
+    assert isinstance(o, hl7v2.Mapped) and one_record(o)["heart_rate_bpm"] == 80.0
+    assert [r.refusal.reason_code for r in o.rejected] == ["bad_value"]
+
+
+def test_a_charted_systolic_and_an_arterial_lines_diastolic_make_no_mean() -> None:
+    rec = one_record(
+        hl7(
+            oru(
+                "NM|8480-6^SBP^LN||120|mm[Hg]|||||F",
+                "NM|150038^MDC_PRESS_BLD_ART_ABP_DIA^MDC||60|266016^MDC_DIM_MMHG^MDC|||||F",
+            )
+        )
+    )
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (120.0, 60.0) and "map_mmhg" not in rec
