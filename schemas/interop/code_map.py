@@ -18,7 +18,8 @@ a CSV file, the `interop_code_map` setting, read once by the HL7 v2 gateway and 
 - `code`: the code as sent (OBX-3.1 / 3.4, `Coding.code`), matched exactly after trimming.
 - `loinc`: a code wardflow reads (`schemas.interop.loinc`: a vital sign or lab, a blood pressure
   or vital signs panel, an arterial blood gas order; a Glasgow coma scale part,
-  `schemas.interop.derived`). The value's unit is read as for that code,
+  `schemas.interop.derived`; the SNOMED CT code of consciousness on the ACVPU scale,
+  `schemas.interop.acvpu`). The value's unit is read as for that code,
   from OBX-6 or `Quantity.code`, or its text where the code takes it.
 - Other columns (`display`, a note) are for the reader.
 
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Final
 
 from schemas import topics
-from schemas.interop import derived, mdc
+from schemas.interop import acvpu, derived, mdc
 from schemas.interop.loinc import (
     BP_PANELS,
     CODES,
@@ -83,6 +84,11 @@ def target(loinc: str) -> str | None:
         return f"{PANELS[loinc]}: its components (FHIR)"
     if loinc in GAS_PANELS:
         return "arterial blood gas order (HL7 OBR-4): its saturation is the sample's SaO2"
+    if loinc == acvpu.OBSERVATION:
+        return (
+            f"{topics.VITALS_OBSERVATION.name}.acvpu: consciousness on the ACVPU scale (a SNOMED "
+            "CT code, not LOINC; its answer a SNOMED CT code, a letter or a word)"
+        )
     if loinc in derived.PARTS:
         part = derived.PARTS[loinc]
         return (

@@ -68,7 +68,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from schemas import topics
-from schemas.interop import derived, identity, mdc
+from schemas.interop import acvpu, derived, identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
@@ -1116,7 +1116,11 @@ def _observation(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
         )
     code, rank = _coded(obs.code, codes)
-    if code is None:
+    consciousness = code is None and acvpu.names_observation(
+        (codes.loinc(c.system, c.code) or str(c.code or ""), str(c.system or ""))
+        for c in obs.code.coding or []
+    )
+    if code is None and not consciousness:
         sent = ", ".join(f"{c.code} ({c.system or 'no system'})" for c in obs.code.coding or [])
         return Refused(
             "not_a_vital_sign",
@@ -1142,14 +1146,15 @@ def _observation(
     for i, c in enumerate(obs.component or []):  # under a panel or oximetry code only
         part_code, part_rank = _coded(c.code, codes)
         # a blood gas's SaO2 is a lab value: the oximetry profile's components are not its
-        if code in PANELS or (part_code in COMPONENTS_OF.get(code, ()) and not blood_gas):
+        oximetry = part_code in COMPONENTS_OF.get(code or "", ())
+        if code in PANELS or (oximetry and not blood_gas):
             raw = raw_components[i]
             alone = {**data, "component": [raw]}
             parts.append(
                 (part_code, part_rank, _quantity(c), c.dataAbsentReason, f"component {i}",
                  alone, _modifiers(raw))
             )  # fmt: skip
-    values: dict[str, float | bool] = {}
+    values: dict[str, float | bool | str] = {}
     ranks: dict[str, int] = {}
     topic_of: dict[str, str] = {}  # a lab Observation's value goes to the labs topic
     rejected: list[Rejected] = []
@@ -1211,6 +1216,15 @@ def _observation(
             rejected.append(Rejected(label, why, _json(alone)))
         elif name not in ranks or rank < ranks[name]:
             values[name], ranks[name], topic_of[name] = value, rank, topic
+    if consciousness and obs.dataAbsentReason is None:  # ACVPU: a SNOMED CT answer or its word
+        concept = obs.valueCodeableConcept
+        answers = [str(c.code) for c in (concept.coding or []) if c.code] if concept else []
+        text = str(obs.valueString or (concept.text if concept else "") or "")
+        try:
+            values["acvpu"] = acvpu.letter(answers, text)
+        except ValueError as exc:
+            return Refused("bad_value", str(exc))
+        ranks["acvpu"], topic_of["acvpu"] = 0, VITALS
     gcs: dict[str, int] = {}  # the Glasgow coma scale parts: LOINC code → score
     gcs_raw: dict[str, tuple[str, dict[str, Any]]] = {}  # their labels and components alone
     not_read: list[str] = []  # parts without a score, and parts that make no total
@@ -1261,9 +1275,9 @@ def _observation(
         reasons = "; ".join(r.refusal.reason for r in rejected)
         return Refused(given.pop() if len(given) == 1 else "bad_value", reasons[:500])
     if not values:
-        known = code in CODES or code in PANELS
+        known = code in CODES or code in PANELS or consciousness
         reason = (
-            f"{code} carries no value wardflow reads"
+            f"{code or acvpu.OBSERVATION} carries no value wardflow reads"
             + (f" ({'; '.join(not_read)})" if not_read else "")
             if known
             else f"LOINC {code} ({obs.code.text or _display(obs.code)}) is not a vital sign "

@@ -50,7 +50,7 @@ from hl7apy.exceptions import InvalidName
 from hl7apy.parser import parse_message
 
 from schemas import codec, topics
-from schemas.interop import derived, mdc
+from schemas.interop import acvpu, derived, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.loinc import (
     BLOOD_GAS,
@@ -858,13 +858,18 @@ def _oru(
         coded = observation_code(identifier, codes)
         panel = blood_pressure_panel(identifier, codes) if coded is None else None
         part = gcs_part(identifier, codes) if coded is None and panel is None else None
+        consciousness = (coded, panel, part) == (None, None, None) and acvpu.names_observation(
+            (codes.loinc(s, i) or i, s) for i, _, s in _triplets(identifier)
+        )
         status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
-        if coded is None and panel is None and part is None:
+        if coded is None and panel is None and part is None and not consciousness:
             skipped += _unread(identifier)
             continue
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
-        sent = coded[2] if coded is not None else str(panel or part)
+        if part is not None or consciousness:
+            fields = []
+        sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
         by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier))
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
         # the fields it sends: where its value is not read, none is estimated (derived)
@@ -872,7 +877,7 @@ def _oru(
             sent_at: datetime | None = _obx_time(seg, enc, obr_time, message_time, tz)
         except ValueError:
             sent_at = None
-        named = [] if part is not None else [(sent_at, CODES[code].field) for code, _ in fields]
+        named = [(sent_at, CODES[code].field) for code, _ in fields]
         if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
             unkept.update(named)
@@ -892,11 +897,16 @@ def _oru(
             if len(seg.obx_5) > 1:
                 raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
             raw = unescape(seg.obx_5.to_er7(), enc, formatted=True) if len(seg.obx_5) else ""
-            read = []
+            read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
             if part is not None:
                 value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
                 score = gcs_part_score(part, raw, enc["COMPONENT"], value_type)
+            elif consciousness:  # its answer: a SNOMED CT code, or a letter or word
+                answer = _triplets(raw.split(enc["COMPONENT"]))
+                codes_sent = [i for i, _, _ in answer if i]
+                texts = [raw.split(enc["COMPONENT"])[0], *(t for _, t, _ in answer if t)]
+                read = [(0, VITALS, "acvpu", acvpu_letter(codes_sent, texts))]
             else:
                 if coded is not None:
                     number, bound = observation_number(raw, enc["COMPONENT"])
@@ -1268,6 +1278,17 @@ def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int
     code, _, sent = found[0]
     ranks = [rank for loinc, rank, _ in found if loinc == code and rank is not None]
     return code, ranks[0] if ranks else 0, sent
+
+
+def acvpu_letter(codes: list[str], texts: list[str]) -> str:
+    """An ACVPU answer's letter (schemas.interop.acvpu): its SNOMED CT code, else the first of
+    its texts that is a letter or word of the scale; ValueError for none."""
+    for text in texts or [""]:
+        try:
+            return acvpu.letter(codes, text)
+        except ValueError:
+            continue
+    return acvpu.letter(codes, "")
 
 
 def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:

@@ -264,14 +264,16 @@ def bedside(control: str, at: str, *obx: str) -> bytes:
 
 
 @pytest.mark.slow
-def test_an_icus_gcs_parts_bp_and_a_room_air_charting_over_hl7_reach_the_screens_scores(
+def test_gcs_parts_a_bp_room_air_and_acvpu_charted_over_hl7_reach_the_screens_scores(
     edge: tuple[Settings, str],
 ) -> None:
     """An ICU charts GCS, not ACVPU, and often its three parts without their total: E3 V4 M5 is a
     GCS of 12, qSOFA's altered mentation (Seymour 2016), which no score read before. A blood
     pressure charted as one value (88/51) has no MAP: its mean, 63, is SOFA's cardiovascular
     point (MAP < 70). Oxygen flow 0 (room air) charted an hour after FiO2 0.40 drops the FiO2
-    from the state: carried on, it scored respiratory SOFA 2 on room air."""
+    from the state: carried on, it scored respiratory SOFA 2 on room air. An hour later a ward
+    nurse charts new confusion on the ACVPU scale (SNOMED CT, as UK NEWS2 charts code it):
+    NEWS2's 3 points for consciousness."""
     s, prefix = edge
     s = dataclasses.replace(s, job_name="gcs-and-room-air")
     messages = [
@@ -287,11 +289,21 @@ def test_an_icus_gcs_parts_bp_and_a_room_air_charting_over_hl7_reach_the_screens
             "59408-5^SpO2^LN||95|%",
         ),
         bedside("G2", "20260301090000", "3151-8^O2 flow^LN||0|L/min", "59408-5^SpO2^LN||95|%"),
+        bedside(
+            "G3",
+            "20260301093000",
+            "1104441000000107^ACVPU^SCT||130987000^Acute confusion^SCT|",
+            "59408-5^SpO2^LN||95|%",
+        ),
     ]
     screened, letters = screened_through_the_job(s, prefix, messages)
     assert letters == []
-    by_hour = {r["event_time"].hour: r for r in screened if r["record_kind"] == "vitals"}
-    first, second = by_hour[8], by_hour[9]
+    by_hour_minute = {
+        (r["event_time"].hour, r["event_time"].minute): r
+        for r in screened
+        if r["record_kind"] == "vitals"
+    }
+    first, second = by_hour_minute[(8, 0)], by_hour_minute[(9, 0)]
     assert (first["gcs_total"], first["qsofa_score"], first["qsofa_criteria_known"]) == (12, 3, 3)
     assert first["map_mmhg"] == pytest.approx(51 + 37 / 3, abs=1e-4)
     # respiration 2 (SpO2/FiO2 95/0.40 = 237.5, below 315) and cardiovascular 1 (MAP 63); no
@@ -299,6 +311,9 @@ def test_an_icus_gcs_parts_bp_and_a_room_air_charting_over_hl7_reach_the_screens
     assert (first["sofa_partial_score"], first["sofa_components_known"]) == (3, 2)
     assert (second["on_supplemental_o2"], second["fio2_fraction"]) == (False, None)
     assert (second["sofa_partial_score"], second["sofa_components_known"]) == (1, 1)
+    third = by_hour_minute[(9, 30)]
+    assert (third["acvpu"], second["acvpu"]) == ("C", None)
+    assert third["news2_score"] == second["news2_score"] + 3  # all else valid and unchanged
 
 
 CODE_MAP = """system,code,loinc,display

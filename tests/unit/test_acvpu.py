@@ -1,0 +1,118 @@
+"""Consciousness on the ACVPU scale, as UK wards chart it for NEWS2, read by both edges
+(schemas.interop.acvpu): its SNOMED CT observation code, an answer as a SNOMED CT code, a letter
+or a word, and a hospital's own code once mapped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.feeds.hl7_gateway import Gateway
+from schemas.interop import fhir_r4, hl7v2
+from schemas.interop.code_map import CodeMap
+from schemas.settings import Settings
+
+ACVPU = "1104441000000107^ACVPU scale score^SCT"
+
+
+def tok(namespace: str, ident: str) -> str:
+    return f"{namespace}|{ident}"
+
+
+def oru(*obx: str) -> str:
+    return "\r".join(
+        [
+            "MSH|^~\\&|EPR|GH|WF|GH|20260301101500||ORU^R01|C1|P|2.5.1",
+            "PID|1||MRN9^^^GH^MR",
+            "PV1|1|I|WARD7^12^A^GH",
+            "OBR|1|||NEWS2|||20260301101000",
+            *(f"OBX|{n}|{o}" for n, o in enumerate(obx, 1)),
+        ]
+    )
+
+
+def hl7(text: str, codes: CodeMap | None = None) -> hl7v2.Mapped | hl7v2.Refused:
+    msg = hl7v2.parse(text)
+    assert not isinstance(msg, hl7v2.Refused), msg
+    return hl7v2.map_message(msg, tok, source="t", codes=codes or CodeMap())
+
+
+@pytest.mark.parametrize(
+    ("value", "letter"),
+    [
+        ("CWE|{}||130987000^Acute confusion^SCT", "C"),
+        ("CWE|{}||248234008^Mentally alert^SCT", "A"),
+        ("CWE|{}||V^Responds to voice^L", "V"),
+        ("ST|{}||Pain", "P"),
+        ("ST|{}||new confusion", "C"),
+        ("ST|{}||U", "U"),
+    ],
+)
+def test_an_acvpu_charting_over_hl7_is_read_as_its_letter(value: str, letter: str) -> None:
+    o = hl7(oru(value.format(ACVPU) + "||||||F", "NM|9279-1^RR^LN||18|/min|||||F"))
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert rec["acvpu"] == letter
+
+
+def test_an_acvpu_answer_that_is_no_level_is_dead_lettered_and_the_rest_read() -> None:
+    o = hl7(oru(f"ST|{ACVPU}||drowsy||||||F", "NM|9279-1^RR^LN||18|/min|||||F"))
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert "acvpu" not in rec and rec["resp_rate_per_min"] == 18.0
+    [bad] = o.rejected
+    assert bad.refusal.reason_code == "bad_value" and "no ACVPU level" in bad.refusal.reason
+
+
+def test_an_acvpu_reading_encodes_in_the_vitals_schema_through_the_gateway(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
+    message = oru(f"CWE|{ACVPU}||450847001^Responds to pain^SCT||||||F")
+    decided = Gateway(settings, listen="test").decide(message.encode())
+    assert (decided.ack_code, decided.letters, len(decided.records)) == ("AA", [], 1)
+
+
+def test_a_wards_own_code_for_acvpu_is_read_once_mapped(tmp_path: Path) -> None:
+    csv = tmp_path / "codes.csv"
+    csv.write_text("system,code,loinc\nFLO,410,1104441000000107\n")
+    message = oru("ST|410^LEVEL OF CONSCIOUSNESS^FLO||Voice||||||F")
+    o = hl7(message, CodeMap.load(csv))
+    assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["acvpu"] == "V"
+    assert isinstance(hl7(message), hl7v2.Refused)  # unmapped: not read
+
+
+def fhir_acvpu(**value: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": "c1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1104441000000107"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-03-01T09:30:00Z",
+        **value,
+    }
+
+
+def fhir(data: dict[str, Any]) -> hl7v2.Mapped | hl7v2.Refused:
+    [(_, o, _)] = fhir_r4.map_json(data, tok, source="t", facility_id="F")
+    assert not isinstance(o, fhir_r4.Context | fhir_r4.Part)
+    return o
+
+
+def test_an_acvpu_observation_in_fhir_is_read_as_its_letter() -> None:
+    coded = fhir_acvpu(
+        valueCodeableConcept={"coding": [{"system": "http://snomed.info/sct", "code": "300202002"}]}
+    )
+    for data, letter in ((coded, "V"), (fhir_acvpu(valueString="New confusion"), "C")):
+        o = fhir(data)
+        assert isinstance(o, hl7v2.Mapped)
+        [(_, rec)] = o.records
+        assert rec["acvpu"] == letter
+
+
+def test_a_fhir_acvpu_without_a_level_is_refused_with_why() -> None:
+    o = fhir(fhir_acvpu(valueString="drowsy"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value"
+    absent = fhir(fhir_acvpu(dataAbsentReason={"text": "asleep"}))
+    assert isinstance(absent, hl7v2.Refused) and absent.reason_code == "no_value"
