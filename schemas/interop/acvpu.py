@@ -41,13 +41,21 @@ def names_observation(codes: Iterable[tuple[str, str]]) -> bool:
     return any(code == OBSERVATION for code, _ in codes)
 
 
-def letter(codes: Iterable[str], text: str = "") -> str:
-    """The ACVPU letter of an answer sent as SNOMED CT codes (`codes`, the first known counts)
-    or as a letter or word (`text`); ValueError for neither."""
-    for code in codes:
-        if code in ANSWERS:
-            return ANSWERS[code]
-    word = " ".join(text.strip().lower().replace("-", " ").split())
-    if word in WORDS:
-        return WORDS[word]
-    raise ValueError("the answer is no ACVPU level (a SNOMED CT answer, A, C, V, P or U)")
+def level(text: str) -> str | None:
+    """The letter a text names (`Alert`, `new confusion`, `V`…), or None."""
+    return WORDS.get(" ".join(text.strip().lower().replace("-", " ").split()))
+
+
+def letter(codes: Iterable[str], texts: Iterable[str] = ()) -> str:
+    """The ACVPU letter of one answer: every SNOMED CT code of it (`codes`; others are not
+    levels) and every text (`texts`: a value, a code's display, a concept's text; one that is no
+    level is not read) must name the same level, and one must name it. ValueError for none, or
+    for parts that name different levels (`248234008` |Mentally alert| with the text "New
+    confusion": a nurse's record is never read as the milder of two)."""
+    found = {ANSWERS[c] for c in codes if c in ANSWERS}
+    found |= {lv for t in texts if (lv := level(t)) is not None}
+    if len(found) > 1:
+        raise ValueError(f"the answer names more than one ACVPU level ({', '.join(sorted(found))})")
+    if not found:
+        raise ValueError("the answer is no ACVPU level (a SNOMED CT answer, A, C, V, P or U)")
+    return found.pop()

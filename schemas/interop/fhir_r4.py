@@ -1116,10 +1116,10 @@ def _observation(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
         )
     code, rank = _coded(obs.code, codes)
-    consciousness = code is None and acvpu.names_observation(
-        (codes.loinc(c.system, c.code) or str(c.code or ""), str(c.system or ""))
-        for c in obs.code.coding or []
-    )
+    read_as_itself = code in CODES or code in PANELS or code in derived.PARTS
+    consciousness = not read_as_itself and _names_acvpu(obs.code, codes)
+    if consciousness:
+        code = None
     if code is None and not consciousness:
         sent = ", ".join(f"{c.code} ({c.system or 'no system'})" for c in obs.code.coding or [])
         return Refused(
@@ -1217,14 +1217,22 @@ def _observation(
         elif name not in ranks or rank < ranks[name]:
             values[name], ranks[name], topic_of[name] = value, rank, topic
     if consciousness and obs.dataAbsentReason is None:  # ACVPU: a SNOMED CT answer or its word
-        concept = obs.valueCodeableConcept
-        answers = [str(c.code) for c in (concept.coding or []) if c.code] if concept else []
-        text = str(obs.valueString or (concept.text if concept else "") or "")
         try:
-            values["acvpu"] = acvpu.letter(answers, text)
+            values["acvpu"] = _acvpu_answer(obs)
         except ValueError as exc:
             return Refused("bad_value", str(exc))
         ranks["acvpu"], topic_of["acvpu"] = 0, VITALS
+    for i, c in enumerate(obs.component or []):  # a vital-signs panel's consciousness
+        if code not in PANELS or not _names_acvpu(c.code, codes) or c.dataAbsentReason:
+            continue
+        try:
+            values["acvpu"], ranks["acvpu"], topic_of["acvpu"] = _acvpu_answer(c), 0, VITALS
+        except ValueError as exc:
+            label = f"Observation/{obs.id} component {i} (ACVPU)"
+            alone = {**data, "component": [raw_components[i]]}
+            rejected.append(
+                Rejected(label, Refused("bad_value", f"component {i}: {exc}"), _json(alone))
+            )
     gcs: dict[str, int] = {}  # the Glasgow coma scale parts: LOINC code → score
     gcs_raw: dict[str, tuple[str, dict[str, Any]]] = {}  # their labels and components alone
     not_read: list[str] = []  # parts without a score, and parts that make no total
@@ -1315,6 +1323,36 @@ ORDINAL_VALUE = (
     "http://hl7.org/fhir/StructureDefinition/ordinalValue",
     "http://hl7.org/fhir/StructureDefinition/itemWeight",
 )
+
+
+def _names_acvpu(concept: Any, codes: CodeMap) -> bool:
+    """Whether a CodeableConcept names consciousness on the ACVPU scale (schemas.interop.acvpu):
+    its SNOMED CT code in any coding, or a local code mapped to it where no LOINC coding says
+    what the value is (as `_coded` reads the map)."""
+    codings = concept.coding or [] if concept is not None else []
+    if any(str(c.code or "") == acvpu.OBSERVATION for c in codings):
+        return True
+    if any(c.system in LOINC_SYSTEMS_FHIR for c in codings):
+        return False
+    return any(codes.loinc(c.system, c.code) == acvpu.OBSERVATION for c in codings)
+
+
+def _acvpu_answer(part: Any) -> str:
+    """The ACVPU letter of an Observation's or component's value (acvpu.letter: every part of
+    it must name the same level): valueCodeableConcept's SNOMED CT codes, its codings' displays
+    (a local code only where it has none) and text, or valueString; ValueError otherwise."""
+    concept = part.valueCodeableConcept
+    snomed: list[str] = []
+    texts: list[str] = [str(part.valueString)] if part.valueString else []
+    for c in concept.coding or [] if concept is not None else []:
+        if str(c.code or "") in acvpu.ANSWERS:
+            snomed.append(str(c.code))
+            texts += [str(c.display)] if c.display else []
+        elif c.display or c.code:
+            texts.append(str(c.display or c.code))
+    if concept is not None and concept.text:
+        texts.append(str(concept.text))
+    return acvpu.letter(snomed, texts)
 
 
 def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | None:

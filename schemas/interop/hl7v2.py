@@ -858,8 +858,8 @@ def _oru(
         coded = observation_code(identifier, codes)
         panel = blood_pressure_panel(identifier, codes) if coded is None else None
         part = gcs_part(identifier, codes) if coded is None and panel is None else None
-        consciousness = (coded, panel, part) == (None, None, None) and acvpu.names_observation(
-            (codes.loinc(s, i) or i, s) for i, _, s in _triplets(identifier)
+        consciousness = (coded, panel, part) == (None, None, None) and names_acvpu(
+            identifier, codes
         )
         status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None and part is None and not consciousness:
@@ -903,10 +903,8 @@ def _oru(
                 value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
                 score = gcs_part_score(part, raw, enc["COMPONENT"], value_type)
             elif consciousness:  # its answer: a SNOMED CT code, or a letter or word
-                answer = _triplets(raw.split(enc["COMPONENT"]))
-                codes_sent = [i for i, _, _ in answer if i]
-                texts = [raw.split(enc["COMPONENT"])[0], *(t for _, t, _ in answer if t)]
-                read = [(0, VITALS, "acvpu", acvpu_letter(codes_sent, texts))]
+                value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
+                read = [(0, VITALS, "acvpu", acvpu_answer(raw, enc["COMPONENT"], value_type))]
             else:
                 if coded is not None:
                     number, bound = observation_number(raw, enc["COMPONENT"])
@@ -1280,15 +1278,31 @@ def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int
     return code, ranks[0] if ranks else 0, sent
 
 
-def acvpu_letter(codes: list[str], texts: list[str]) -> str:
-    """An ACVPU answer's letter (schemas.interop.acvpu): its SNOMED CT code, else the first of
-    its texts that is a letter or word of the scale; ValueError for none."""
-    for text in texts or [""]:
-        try:
-            return acvpu.letter(codes, text)
-        except ValueError:
-            continue
-    return acvpu.letter(codes, "")
+def names_acvpu(obx_3: list[str], codes: CodeMap = EMPTY) -> bool:
+    """Whether an OBX-3 (or its alternate) names consciousness on the ACVPU scale: its SNOMED
+    CT code (schemas.interop.acvpu), or a local code mapped to it where no LOINC code beside it
+    says what the value is (as `observation_code` reads the map)."""
+    triplets = _triplets(obx_3)
+    mapped = EMPTY if _names_loinc(triplets) else codes
+    return acvpu.names_observation((mapped.loinc(s, i) or i, s) for i, _, s in triplets)
+
+
+def acvpu_answer(raw: str, component: str, value_type: str = "") -> str:
+    """An ACVPU answer's letter from its OBX-5 (acvpu.letter: every part must name the same
+    level): a coded answer's SNOMED CT code and its text, a local code's text (its identifier
+    only where it has none: `U^Unable to assess^L` is no Unresponsive), or a letter or word
+    (ST, TX). ValueError for none, parts that disagree, or a structured numeric (`>^V`)."""
+    if value_type == "SN":
+        raise ValueError("a structured numeric (a bound or a ratio) is no ACVPU level")
+    snomed: list[str] = []
+    texts: list[str] = []
+    for identifier, text, _ in _triplets(raw.split(component)):
+        if identifier in acvpu.ANSWERS:
+            snomed.append(identifier)
+            texts += [text] if text else []
+        else:
+            texts.append(text or identifier)
+    return acvpu.letter(snomed, texts)
 
 
 def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
