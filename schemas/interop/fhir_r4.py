@@ -327,7 +327,8 @@ def _sent_totals(
     entries: list[Any], tokenise: Tokenise, bundle: dict[str, Any], codes: CodeMap
 ) -> set[tuple[str, datetime]]:
     """(patient token, time) of every Observation of a Bundle that sends a GCS total (9269-2,
-    as its code, a local code mapped to it, or a component), read or not, resolved as
+    as its code, a local code mapped to it, or a component, with a value or an absent one),
+    read or not, resolved as
     `_observation` resolves them: the parts of that patient and time are never summed into
     another total. An entry that does not validate sends none (it is refused on its own)."""
     out: set[tuple[str, datetime]] = set()
@@ -337,11 +338,16 @@ def _sent_totals(
             continue
         try:
             obs = get_fhir_model_class("Observation").model_validate(data)
-            coded = [
-                _coded(obs.code, codes)[0],
-                *(_coded(c.code, codes)[0] for c in obs.component or []),
-            ]
-            if derived.GCS_TOTAL_LOINC not in coded:
+            # a total with a value or an absence of one (a grouper of the parts' Observations,
+            # `hasMember`, sends none); its components' likewise
+            given = [(obs.code, data)]
+            parts = zip(obs.component or [], data.get("component") or [], strict=True)
+            given += [(c.code, raw) for c, raw in parts]
+            if not any(
+                _coded(concept, codes)[0] == derived.GCS_TOTAL_LOINC
+                and any(k.startswith("value") or k == "dataAbsentReason" for k in raw)
+                for concept, raw in given
+            ):
                 continue
             patient = _subject(obs.subject, data, bundle, tokenise, "Observation")
             at = _instant(_effective(obs, False), "effective time")
@@ -1225,14 +1231,29 @@ def _observation(
     for i, c in enumerate(obs.component or []):  # a vital-signs panel's consciousness
         if code not in PANELS or not _names_acvpu(c.code, codes) or c.dataAbsentReason:
             continue
-        try:
-            values["acvpu"], ranks["acvpu"], topic_of["acvpu"] = _acvpu_answer(c), 0, VITALS
-        except ValueError as exc:
-            label = f"Observation/{obs.id} component {i} (ACVPU)"
-            alone = {**data, "component": [raw_components[i]]}
-            rejected.append(
-                Rejected(label, Refused("bad_value", f"component {i}: {exc}"), _json(alone))
+        label = f"Observation/{obs.id} component {i} (ACVPU)"
+        alone = {**data, "component": [raw_components[i]]}
+        refused: Refused | None = None
+        if _modifiers(raw_components[i]):
+            modifiers = _modifiers(raw_components[i])
+            refused = Refused(
+                "unsupported_modifier", f"component {i}: modifierExtension {modifiers}"
             )
+        else:
+            try:
+                answer = _acvpu_answer(c)
+            except ValueError as exc:
+                refused = Refused("bad_value", f"component {i}: {exc}")
+            else:
+                if values.get("acvpu", answer) != answer:  # two levels: the first is kept
+                    refused = Refused(
+                        "conflicting_value",
+                        f"component {i}: ACVPU {answer} beside {values['acvpu']}, which is kept",
+                    )
+                else:
+                    values["acvpu"], ranks["acvpu"], topic_of["acvpu"] = answer, 0, VITALS
+        if refused is not None:
+            rejected.append(Rejected(label, refused, _json(alone)))
     gcs: dict[str, int] = {}  # the Glasgow coma scale parts: LOINC code → score
     gcs_raw: dict[str, tuple[str, dict[str, Any]]] = {}  # their labels and components alone
     not_read: list[str] = []  # parts without a score, and parts that make no total
@@ -1332,7 +1353,7 @@ def _names_acvpu(concept: Any, codes: CodeMap) -> bool:
     codings = concept.coding or [] if concept is not None else []
     if any(str(c.code or "") == acvpu.OBSERVATION for c in codings):
         return True
-    if any(c.system in LOINC_SYSTEMS_FHIR for c in codings):
+    if any(c.system in LOINC_SYSTEMS_FHIR and c.code for c in codings):
         return False
     return any(codes.loinc(c.system, c.code) == acvpu.OBSERVATION for c in codings)
 

@@ -1339,9 +1339,11 @@ def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") ->
             if _DECIMAL.match(identifier) is not None and as_score:
                 number = float(identifier)
         score = derived.part_score(part, number, answers)
-        if score is None:
-            raise ValueError(f"{part}: the coded answer is not a score nor a LOINC answer")
-        return score
+        if score is not None:
+            return score
+        if any(t.upper() in derived.NO_SCORE for triplet in triplets for t in triplet[:2]):
+            return None  # `^Intubated^L`: charting of no score, coded
+        raise ValueError(f"{part}: the coded answer is not a score nor a LOINC answer")
     number, bound = observation_number(raw, component)  # ValueError: not one number
     if bound:
         raise ValueError(f"{part}: a bound ({shown(raw)}), not a score")

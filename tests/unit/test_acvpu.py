@@ -15,6 +15,7 @@ from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
 
 ACVPU = "1104441000000107^ACVPU scale score^SCT"
+ACVPU_CODE = "1104441000000107"
 
 
 def tok(namespace: str, ident: str) -> str:
@@ -192,3 +193,29 @@ def test_a_fhir_answer_coded_alert_with_the_text_new_confusion_is_refused() -> N
         )
     )
     assert isinstance(o, hl7v2.Refused) and "more than one ACVPU level (A, C)" in o.reason
+
+
+def test_two_acvpu_components_of_one_panel_keep_the_first_and_one_with_a_modifier_is_refused() -> (
+    None
+):
+    def component(answer: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": ACVPU_CODE}]},
+            **answer,
+        }
+
+    confused = component({"valueCodeableConcept": {"coding": [{"code": "130987000"}]}})
+    alert = component({"valueCodeableConcept": {"coding": [{"code": "248234008"}]}})
+    panel = fhir_acvpu(
+        code={"coding": [{"system": "http://loinc.org", "code": "85353-1"}]},
+        component=[confused, alert],
+    )
+    o = fhir(panel)
+    assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["acvpu"] == "C"  # never the milder
+    assert [r.refusal.reason_code for r in o.rejected] == ["conflicting_value"]
+    odd = component(
+        {"valueString": "Voice", "modifierExtension": [{"url": "urn:x", "valueBoolean": True}]}
+    )
+    panel["component"] = [odd]
+    refused = fhir(panel)
+    assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "unsupported_modifier"

@@ -776,3 +776,29 @@ def test_a_charted_systolic_and_an_arterial_lines_diastolic_make_no_mean() -> No
         )
     )
     assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (120.0, 60.0) and "map_mmhg" not in rec
+
+
+def test_parts_are_summed_beside_a_grouper_of_them_that_sends_no_total() -> None:
+    grouper = part_observation(9, "9269-2")
+    grouper["resource"]["hasMember"] = [
+        {"reference": f"urn:uuid:00000000-0000-0000-0000-00000000000{i}"} for i in (1, 2, 3)
+    ]
+    results = outcomes(gcs_parts_bundle(grouper))
+    assert [r["gcs_total"] for r in published(results)] == [12]
+
+
+def test_a_part_coded_with_the_text_intubated_is_no_score_in_both_edges() -> None:
+    o = hl7(
+        oru(f"NM|{EYE}||3||||||F", f"CWE|{VERBAL}||^Intubated^L||||||F", f"NM|{MOTOR}||5||||||F")
+    )
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value"
+    assert "9270-0 (GCS verbal: no score)" in o.reason
+    verbal = part_observation(2, "9270-0", valueCodeableConcept={"text": "Intubated"})
+    results = outcomes(
+        bundle(
+            part_observation(1, "9267-6", **EYE_3),
+            verbal,
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+        )
+    )
+    assert [getattr(r, "reason_code", "") for r in results] == ["no_value"] * 3
