@@ -338,15 +338,16 @@ def _sent_totals(
             continue
         try:
             obs = get_fhir_model_class("Observation").model_validate(data)
-            # a total with a value or an absence of one (a grouper of the parts' Observations,
-            # `hasMember`, sends none); its components' likewise
-            given = [(obs.code, data)]
-            parts = zip(obs.component or [], data.get("component") or [], strict=True)
-            given += [(c.code, raw) for c, raw in parts]
+            # a total with a value or an absence of one, or with its parts as components (a
+            # grouper of the parts' Observations, `hasMember`, sends none); a component likewise
+            components = list(zip(obs.component or [], data.get("component") or [], strict=True))
+            with_parts = any(_coded(c.code, codes)[0] in derived.PARTS for c, _ in components)
+            given = [(obs.code, data, with_parts)]
+            given += [(c.code, raw, False) for c, raw in components]
             if not any(
                 _coded(concept, codes)[0] == derived.GCS_TOTAL_LOINC
-                and any(k.startswith("value") or k == "dataAbsentReason" for k in raw)
-                for concept, raw in given
+                and (parts or any(k.startswith("value") or k == "dataAbsentReason" for k in raw))
+                for concept, raw, parts in given
             ):
                 continue
             patient = _subject(obs.subject, data, bundle, tokenise, "Observation")
@@ -1403,7 +1404,8 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
     score = derived.part_score(part, number, answers)
     if score is not None:
         return score
-    texts = [raw.get("valueString"), *answers, concept.text if concept else None]
+    displays = [c.display for c in (concept.coding or [])] if concept else []
+    texts = [raw.get("valueString"), *answers, *displays, concept.text if concept else None]
     if any(isinstance(t, str) and t.strip().upper() in derived.NO_SCORE for t in texts):
         return None
     raise ValueError(f"{part}: the value is not a score (1-{derived.PARTS[part].highest})")

@@ -802,3 +802,20 @@ def test_a_part_coded_with_the_text_intubated_is_no_score_in_both_edges() -> Non
         )
     )
     assert [getattr(r, "reason_code", "") for r in results] == ["no_value"] * 3
+
+
+def test_parts_are_not_summed_beside_a_gcs_observation_of_parts_that_makes_no_total() -> None:
+    incomplete = part_observation(9, "9269-2", component=[part("9267-6", 2), part("9270-0", 4)])
+    results = outcomes(gcs_parts_bundle(incomplete))
+    assert published(results) == []  # its eye 2 against the parts' eye 3: never compared
+    display = part_observation(
+        2, "9270-0", valueCodeableConcept={"coding": [{"code": "X1", "display": "Intubated"}]}
+    )
+    charted = outcomes(
+        bundle(
+            part_observation(1, "9267-6", **EYE_3),
+            display,
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+        )
+    )
+    assert [getattr(r, "reason_code", "") for r in charted] == ["no_value"] * 3
