@@ -1322,22 +1322,38 @@ def _observation(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    name = _observation_name(obs, data, tokenise)
-    issued = _instant(obs.issued, "issued")  # when it was made available (codec.record_time)
     records = []
     for topic in dict.fromkeys(topic_of.values()):
-        record = {
-            ("observation_id" if topic == VITALS else "result_id"): f"fhir:{name}",
-            "patient_token": patient,
-            "facility_id": facility_id,
-            "unit_id": "unknown",
-            "event_time": at,
-            **{n: v for n, v in values.items() if topic_of[n] == topic},
-            "source": source,
-            "recorded_time": issued if isinstance(issued, datetime) else None,
-        }
+        record = _record(obs, data, tokenise, patient, at, facility_id, source, topic)
+        record.update({n: v for n, v in values.items() if topic_of[n] == topic})
         records.append((topic, record))
     return Mapped(records, rejected, not_read)
+
+
+def _record(
+    obs: Any,
+    data: dict[str, Any],
+    tokenise: Tokenise,
+    patient: str,
+    at: datetime,
+    facility_id: str,
+    source: str,
+    topic: str,
+) -> dict[str, Any]:
+    """An Observation's record in `topic` without its values: named by `_observation_name`,
+    `recorded_time` when it was made available (`issued`: codec.record_time)."""
+    issued = _instant(obs.issued, "issued")
+    return {
+        ("observation_id" if topic == VITALS else "result_id"): (
+            f"fhir:{_observation_name(obs, data, tokenise)}"
+        ),
+        "patient_token": patient,
+        "facility_id": facility_id,
+        "unit_id": "unknown",
+        "event_time": at,
+        "source": source,
+        "recorded_time": issued if isinstance(issued, datetime) else None,
+    }
 
 
 # FHIR R4's ordinalValue extension (R5: itemWeight): the score a coded answer stands for
@@ -1457,16 +1473,7 @@ def _part(
     patient = subject()
     if isinstance(patient, Refused):
         return patient
-    issued = _instant(obs.issued, "issued")
-    record = {
-        "observation_id": f"fhir:{_observation_name(obs, data, tokenise)}",
-        "patient_token": patient,
-        "facility_id": facility_id,
-        "unit_id": "unknown",
-        "event_time": at,
-        "source": source,
-        "recorded_time": issued if isinstance(issued, datetime) else None,
-    }
+    record = _record(obs, data, tokenise, patient, at, facility_id, source, VITALS)
     return Part(code, score, record, str(obs.status))
 
 

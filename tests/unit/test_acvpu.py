@@ -13,31 +13,15 @@ from jobs.feeds.hl7_gateway import Gateway
 from schemas.interop import fhir_r4, hl7v2
 from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
+from tests.interop_messages import hl7, observation, tok
+from tests.interop_messages import oru as ward_oru
 
 ACVPU = "1104441000000107^ACVPU scale score^SCT"
 ACVPU_CODE = "1104441000000107"
 
 
-def tok(namespace: str, ident: str) -> str:
-    return f"{namespace}|{ident}"
-
-
 def oru(*obx: str) -> str:
-    return "\r".join(
-        [
-            "MSH|^~\\&|EPR|GH|WF|GH|20260301101500||ORU^R01|C1|P|2.5.1",
-            "PID|1||MRN9^^^GH^MR",
-            "PV1|1|I|WARD7^12^A^GH",
-            "OBR|1|||NEWS2|||20260301101000",
-            *(f"OBX|{n}|{o}" for n, o in enumerate(obx, 1)),
-        ]
-    )
-
-
-def hl7(text: str, codes: CodeMap | None = None) -> hl7v2.Mapped | hl7v2.Refused:
-    msg = hl7v2.parse(text)
-    assert not isinstance(msg, hl7v2.Refused), msg
-    return hl7v2.map_message(msg, tok, source="t", codes=codes or CodeMap())
+    return ward_oru(*obx, unit="WARD7^12^A^GH", order="NEWS2")
 
 
 @pytest.mark.parametrize(
@@ -84,15 +68,7 @@ def test_a_wards_own_code_for_acvpu_is_read_once_mapped(tmp_path: Path) -> None:
 
 
 def fhir_acvpu(**value: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": "c1",
-        "status": "final",
-        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1104441000000107"}]},
-        "subject": {"reference": "Patient/p1"},
-        "effectiveDateTime": "2026-03-01T09:30:00Z",
-        **value,
-    }
+    return observation(ACVPU_CODE, "http://snomed.info/sct", "c1", **value)
 
 
 def fhir(data: dict[str, Any]) -> hl7v2.Mapped | hl7v2.Refused:

@@ -17,32 +17,11 @@ from schemas.interop import derived, fhir_r4, hl7v2
 from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
 from tests.conftest import offline_check
+from tests.interop_messages import hl7, observation, oru, tok
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir_r4"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data/fhir_r4 is not here")
 VITALS = topics.VITALS_OBSERVATION.name
-
-
-def tok(namespace: str, ident: str) -> str:
-    return f"{namespace}|{ident}"
-
-
-def oru(*obx: str) -> str:
-    return "\r".join(
-        [
-            "MSH|^~\\&|ICU|GH|WF|GH|20260301101500||ORU^R01|C1|P|2.5.1",
-            "PID|1||MRN9^^^GH^MR",
-            "PV1|1|I|MICU^12^A^GH",
-            "OBR|1|||vitals|||20260301101000",
-            *(f"OBX|{n}|{o}" for n, o in enumerate(obx, 1)),
-        ]
-    )
-
-
-def hl7(text: str, codes: CodeMap | None = None) -> hl7v2.Mapped | hl7v2.Refused:
-    msg = hl7v2.parse(text)
-    assert not isinstance(msg, hl7v2.Refused), msg
-    return hl7v2.map_message(msg, tok, source="t", codes=codes or CodeMap())
 
 
 def one_record(o: hl7v2.Mapped | hl7v2.Refused) -> dict[str, Any]:
@@ -323,16 +302,7 @@ def part(code: str, score: int, answer: str | None = None) -> dict[str, Any]:
 
 
 def gcs_observation(*components: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": "g1",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "9269-2"}]},
-        "subject": {"reference": "Patient/p1"},
-        "effectiveDateTime": "2026-03-01T09:30:00Z",
-        "component": list(components),
-        **kw,
-    }
+    return observation("9269-2", "http://loinc.org", "g1", component=list(components), **kw)
 
 
 @needs_data
@@ -662,10 +632,11 @@ def test_a_part_too_large_for_a_number_is_dead_lettered_not_a_crash() -> None:
 # --- third review ----------------------------------------------------------------------------
 
 
-def gcs_parts_bundle(*more: dict[str, Any]) -> dict[str, Any]:
+def gcs_parts_bundle(*more: dict[str, Any], verbal: dict[str, Any] | None = None) -> dict[str, Any]:
+    """E3 V4 M5 as Observations of their own (the verbal one `verbal` if given), and `more`."""
     return bundle(
         part_observation(1, "9267-6", **EYE_3),
-        part_observation(2, "9270-0", **VERBAL_4),
+        verbal or part_observation(2, "9270-0", **VERBAL_4),
         part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
         *more,
     )
@@ -794,13 +765,7 @@ def test_a_part_coded_with_the_text_intubated_is_no_score_in_both_edges() -> Non
     assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value"
     assert "9270-0 (GCS verbal: no score)" in o.reason
     verbal = part_observation(2, "9270-0", valueCodeableConcept={"text": "Intubated"})
-    results = outcomes(
-        bundle(
-            part_observation(1, "9267-6", **EYE_3),
-            verbal,
-            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
-        )
-    )
+    results = outcomes(gcs_parts_bundle(verbal=verbal))
     assert [getattr(r, "reason_code", "") for r in results] == ["no_value"] * 3
 
 
@@ -811,11 +776,5 @@ def test_parts_are_not_summed_beside_a_gcs_observation_of_parts_that_makes_no_to
     display = part_observation(
         2, "9270-0", valueCodeableConcept={"coding": [{"code": "X1", "display": "Intubated"}]}
     )
-    charted = outcomes(
-        bundle(
-            part_observation(1, "9267-6", **EYE_3),
-            display,
-            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
-        )
-    )
+    charted = outcomes(gcs_parts_bundle(verbal=display))
     assert [getattr(r, "reason_code", "") for r in charted] == ["no_value"] * 3
