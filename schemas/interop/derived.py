@@ -119,11 +119,13 @@ def completed(
     parts: Mapping[str, int],
     sources: Mapping[str, Hashable],
     sent: Collection[str] = (),
+    mean: bool = True,
 ) -> dict[str, Any]:
     """What a vitals reading with field values `values` (each from its source: `sources`, equal
     for values of one device or charting) and GCS parts `parts` (LOINC code → score) implies and
     was not sent with: {field: value}, possibly empty. `sent`: the fields the message carried a
-    value of that was not read (none is estimated)."""
+    value of that was not read (none is estimated); `mean`: whether a MAP may be estimated (not
+    where the measured one may come in another message: FHIR)."""
     out: dict[str, Any] = {}
     total = gcs_total(parts)
     if GCS_TOTAL not in values and GCS_TOTAL not in sent and total is not None:
@@ -132,10 +134,10 @@ def completed(
     paired = (
         sbp is not None and dbp is not None and sources.get("sbp_mmhg") == sources.get("dbp_mmhg")
     )
-    if "map_mmhg" not in values and "map_mmhg" not in sent and paired:
-        mean = mean_arterial_pressure(float(sbp), float(dbp))  # type: ignore[arg-type]
-        if mean is not None:
-            out["map_mmhg"] = mean
+    if mean and "map_mmhg" not in values and "map_mmhg" not in sent and paired:
+        estimate = mean_arterial_pressure(float(sbp), float(dbp))  # type: ignore[arg-type]
+        if estimate is not None:
+            out["map_mmhg"] = estimate
     return out
 
 

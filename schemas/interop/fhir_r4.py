@@ -1235,8 +1235,7 @@ def _observation(
         label = f"Observation/{obs.id} component {i} (ACVPU)"
         alone = {**data, "component": [raw_components[i]]}
         refused: Refused | None = None
-        if _modifiers(raw_components[i]):
-            modifiers = _modifiers(raw_components[i])
+        if modifiers := _modifiers(raw_components[i]):
             refused = Refused(
                 "unsupported_modifier", f"component {i}: modifierExtension {modifiers}"
             )
@@ -1297,7 +1296,7 @@ def _observation(
         vitals = {n: v for n, v in values.items() if topic_of[n] == VITALS}
         vital_ranks = {n: r for n, r in ranks.items() if topic_of[n] == VITALS}
         # no MAP: a pressure panel is one Observation of its Bundle, whose MAP may be another
-        completed = derived.completed(vitals, gcs, vital_ranks, unkept | {"map_mmhg"})
+        completed = derived.completed(vitals, gcs, vital_ranks, unkept, mean=False)
         for name, value in completed.items():
             values[name], ranks[name], topic_of[name] = value, 0, VITALS
     if not values and rejected:  # nothing read: refused, with their reason when they share one

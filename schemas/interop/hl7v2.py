@@ -872,12 +872,17 @@ def _oru(
         sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
         by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier))
         label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
-        # the fields it sends: where its value is not read, none is estimated (derived)
+        # when it was observed, read once (a time not read is refused after the value is read,
+        # as its reason then says); the fields it sends: where its value is not read, none is
+        # estimated at that time (derived), at any time where its own time is not read
+        sent_at: datetime | None = None
+        time_error: ValueError | None = None
         try:
-            sent_at: datetime | None = _obx_time(seg, enc, obr_time, message_time, tz)
-        except ValueError:
-            sent_at = None
+            sent_at = _obx_time(seg, enc, obr_time, message_time, tz)
+        except ValueError as exc:
+            time_error = exc
         named = [(sent_at, CODES[code].field) for code, _ in fields]
+        value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
         if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
             unkept.update(named)
@@ -900,10 +905,8 @@ def _oru(
             read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
             if part is not None:
-                value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
                 score = gcs_part_score(part, raw, enc["COMPONENT"], value_type)
             elif consciousness:  # its answer: a SNOMED CT code, or a letter or word
-                value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
                 read = [(0, VITALS, "acvpu", acvpu_answer(raw, enc["COMPONENT"], value_type))]
             else:
                 if coded is not None:
@@ -919,7 +922,9 @@ def _oru(
                 _, topic, name, _ = read[0]
                 if bound and (why_not := bound_refusal(topic, name)) is not None:
                     raise ValueError(why_not)
-            at = _obx_time(seg, enc, obr_time, message_time, tz)
+            if time_error is not None or sent_at is None:
+                raise time_error or ValueError("no time")
+            at = sent_at
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
