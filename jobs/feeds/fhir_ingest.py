@@ -12,7 +12,9 @@ the file's other entries and the folder's other files go on. A value of a mapped
 that cannot be read is dead-lettered alone (`Decision.rejected`: the Observation with that value
 only) and the resource's other values are published. A file that cannot be read, is not
 JSON, or is over `settings.max_message_bytes` is one refusal (an .ndjson file's line that is not
-JSON is one, the other lines go on); an error while producing one
+JSON is one, the other lines go on; the lines are one export, so the Glasgow coma scale parts
+that EHRs write as Observations of their own are summed across its lines as a Bundle's entries
+are: fhir_r4.summed_together); an error while producing one
 file's records stops that file (reported, exit 1) and the next file is still processed. A file
 is moved nowhere: the same file ingested twice produces the same event ids, which the census
 job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import sys
 from collections import Counter
@@ -199,29 +202,41 @@ def decide_file(
     documents = _documents(raw, path, settings.max_message_bytes)
     if isinstance(documents, Refused):
         return source, one(path.name, documents, raw)
+    # an export's lines are read together: a GCS part is summed with its reading's other parts
+    read: list[tuple[str, Any, list[fhir_r4.Outcome]]] = []
+    for line, data, _ in documents:
+        if isinstance(data, Refused):
+            continue
+        outcomes = fhir_r4.map_json(
+            data, tokenise, source=source, facility_id=facility_id, codes=codes, alone=not line
+        )
+        read.append((line, data, [o._replace(label=f"{line}:{o.label}") if line else o
+                                  for o in outcomes]))  # fmt: skip
+    together = iter(
+        fhir_r4.summed_together(
+            [o for _, _, outcomes in read for o in outcomes],
+            [data for _, data, _ in read],
+            tokenise,
+            codes,
+        )
+    )
+    resources = iter(read)
     out = []
     for line, data, text in documents:
         if isinstance(data, Refused):
             out.append(Decision(path.name, line, [], data, text))
             continue
-        outcomes = fhir_r4.map_json(
-            data,
-            tokenise,
-            source=source,
-            facility_id=facility_id,
-            codes=codes,
-        )
+        _, _, outcomes = next(resources)
         whole = (
             not line
             and len(outcomes) == 1
             and isinstance(data, dict)
             and data.get("resourceType") != "Bundle"
         )
-        for o in outcomes:
-            o = o._replace(label=f"{line}:{o.label}") if line else o
+        for o in itertools.islice(together, len(outcomes)):
             payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
             result = o.result
-            assert not isinstance(result, fhir_r4.Part), "map_json sums every GCS part"
+            assert not isinstance(result, fhir_r4.Part), "every GCS part is decided"
             if isinstance(result, fhir_r4.Context):
                 out.append(Decision(path.name, o.label, [], None, payload, context=result.reason))
                 continue

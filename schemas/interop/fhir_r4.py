@@ -260,12 +260,15 @@ def map_json(
     facility_id: str,
     bundle: dict[str, Any] | None = None,
     codes: CodeMap = EMPTY,
+    alone: bool = True,
 ) -> list[Outcome]:
     """An Outcome for a resource or for each entry of a Bundle (a history Bundle's oldest
     first), in the order to publish them; an entry's failure is its own.
     `bundle`: the enclosing Bundle's resources by `fullUrl`, against which a `urn:uuid:`
     reference resolves (FHIR R4 Bundle §2.36.4.1). `codes`: the deployment's own observation
-    codes and the LOINC each stands for (schemas.interop.code_map)."""
+    codes and the LOINC each stands for (schemas.interop.code_map). `alone` False: the resource
+    is read with others (an .ndjson export's lines), and a GCS part Observation's Outcome is its
+    `Part`, for `summed_together` to decide."""
     kind = data.get("resourceType") if isinstance(data, dict) else None
     label = _label(data) if isinstance(data, dict) else "?"
     if kind == "Bundle":
@@ -318,9 +321,47 @@ def map_json(
         )  # fmt: skip
     except Exception as exc:  # a resource no check foresaw: refused alone, never the bundle
         result = Refused("unmappable", f"{kind}: {type(exc).__name__} while mapping")
-    if isinstance(result, Part) and bundle is None:  # alone: no other part to sum it with
+    if isinstance(result, Part) and bundle is None and alone:  # no other part to sum it with
         return _summed_parts([Outcome(label, result, data)])
     return [Outcome(label, result, data)]
+
+
+def summed_together(
+    outcomes: list[Outcome], resources: list[Any], tokenise: Tokenise, codes: CodeMap = EMPTY
+) -> list[Outcome]:
+    """The Outcomes of resources read together (`resources`: the JSON of each line of an
+    .ndjson export, which `map_json(alone=False)` mapped to `outcomes`), in the same order, with
+    their GCS part Observations decided together as a Bundle's entries are: a Bulk Data export
+    writes each flowsheet row as a line of its own."""
+    if not any(isinstance(o.result, Part) for o in outcomes):
+        return outcomes
+    entries = [{"resource": r} for r in resources]
+    return _summed_parts(outcomes, _sent_totals(entries, tokenise, {}, codes))
+
+
+def _may_send_total(data: dict[str, Any], codes: CodeMap) -> bool:
+    """Whether an Observation's JSON has a coding, of its own or of a component, that may
+    name the GCS total (9269-2, a local code mapped to it, or an IEEE 11073 code): those alone
+    are validated again by `_sent_totals`, not a whole export's vital signs."""
+    concepts = [data.get("code")]
+    components = data.get("component")
+    if isinstance(components, list):
+        concepts += [c.get("code") for c in components if isinstance(c, dict)]
+    for concept in concepts:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for c in codings if isinstance(codings, list) else ():
+            if not isinstance(c, dict):
+                continue
+            system, code = c.get("system"), c.get("code")
+            if system == mdc.SYSTEM_FHIR or not isinstance(code, str):
+                return True  # left to the validation (which refuses a code not a string)
+            if code.strip() == derived.GCS_TOTAL_LOINC:
+                return True
+            if isinstance(system, str | None) and codes.loinc(system, code) == (
+                derived.GCS_TOTAL_LOINC
+            ):
+                return True
+    return False
 
 
 def _sent_totals(
@@ -335,6 +376,8 @@ def _sent_totals(
     for entry in entries:
         data = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
+            continue
+        if not _may_send_total(data, codes):
             continue
         try:
             obs = get_fhir_model_class("Observation").model_validate(data)
@@ -452,7 +495,8 @@ def _summed_parts(
                 result = Refused(
                     "no_value",
                     f"{why or 'no GCS total'} (a Glasgow coma scale part is read with the other "
-                    "two of its patient and time in one Bundle, or as a 9269-2 component)",
+                    "two of its patient and time in one Bundle or .ndjson file, or as a 9269-2 "
+                    "component)",
                 )
             out[i] = out[i]._replace(result=result)
     return out

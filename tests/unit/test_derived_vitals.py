@@ -778,3 +778,90 @@ def test_parts_are_not_summed_beside_a_gcs_observation_of_parts_that_makes_no_to
     )
     charted = outcomes(gcs_parts_bundle(verbal=display))
     assert [getattr(r, "reason_code", "") for r in charted] == ["no_value"] * 3
+
+
+# --- a Bulk Data export ------------------------------------------------------------------------
+
+
+def export(tmp_path: Path, *lines: dict[str, Any] | str) -> list[list[str]]:
+    """`wardflow-fhir-ingest check` of an .ndjson export of `lines` (a resource, or raw text)."""
+    drop = tmp_path / "drop"
+    drop.mkdir(exist_ok=True)
+    text = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+    (drop / "Observation.ndjson").write_text("\n".join(text) + "\n")
+    return offline_check("jobs.feeds.fhir_ingest", drop)
+
+
+def test_gcs_parts_on_lines_of_their_own_in_an_ndjson_export_are_summed(tmp_path: Path) -> None:
+    """Bulk Data $export writes every Observation as a line of its own: the parts of one
+    patient and time are one reading, named as in a Bundle, whatever lies between them."""
+    eye, verbal, motor, other_patients = (
+        e["resource"]
+        for e in (
+            part_observation(1, "9267-6", **EYE_3),
+            part_observation(2, "9270-0", **VERBAL_4),
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+            part_observation(4, "9267-6", patient="p2", **EYE_3),
+        )
+    )
+    heart_rate = observation(
+        "8867-4", "http://loinc.org", "hr", valueQuantity={"value": 88, "unit": "/min"}
+    )
+    rows = export(tmp_path, eye, heart_rate, "{not json", verbal, other_patients, motor)
+    assert [r[1:3] for r in rows] == [
+        ["mapped", "1"],
+        ["mapped", "1"],
+        ["refused", "0"],
+        ["mapped", "0"],
+        ["refused", "0"],
+        ["mapped", "0"],
+    ]
+    assert rows[3][3].endswith("GCS verbal: summed into line1:Observation/gcs-1")
+    assert rows[4][3].startswith("no_value: GCS eye without verbal")
+    assert "in one Bundle or .ndjson file" in rows[4][3]
+    # the same reading as its Bundle's
+    [(_, in_bundle)] = outcomes(bundle(*({"resource": r} for r in (eye, verbal, motor))))[0].records  # type: ignore[union-attr]
+    assert in_bundle["gcs_total"] == 12
+    assert in_bundle["observation_id"].startswith("fhir:gcs:")
+    lines = [{"resource": r} for r in (eye, heart_rate, verbal, motor)]
+    read = fhir_r4.summed_together(
+        [o for e in lines for o in fhir_r4.map_json(e["resource"], tok, source="t",
+                                                   facility_id="F", alone=False)],
+        [e["resource"] for e in lines],
+        tok,
+    )  # fmt: skip
+    assert [
+        rec["observation_id"]
+        for o in read
+        if isinstance(o.result, hl7v2.Mapped)
+        for _, rec in o.result.records
+        if "gcs_total" in rec
+    ] == [in_bundle["observation_id"]]
+
+
+def test_parts_of_an_export_are_compared_with_its_total_and_its_corrections(
+    tmp_path: Path,
+) -> None:
+    eye, verbal, motor = (
+        e["resource"]
+        for e in (
+            part_observation(1, "9267-6", **EYE_3),
+            part_observation(2, "9270-0", **VERBAL_4),
+            part_observation(3, "9268-4", valueCodeableConcept=MOTOR_5),
+        )
+    )
+    total = part_observation(9, "9269-2", valueInteger=14)["resource"]  # E3 V4 M5 is 12
+    rows = export(tmp_path, total, eye, verbal, motor)
+    assert [r[1:3] for r in rows] == [["mapped", "1"], *[["refused", "0"]] * 3]
+    assert all("conflicting_value" in r[3] for r in rows[1:])
+    corrected = part_observation(5, "9267-6", valueInteger=2)["resource"]
+    corrected["status"] = "corrected"
+    again = export(tmp_path, eye, verbal, motor, corrected)
+    assert [r[1:3] for r in again] == [["mapped", "0"], ["mapped", "1"], ["mapped", "0"],
+                                       ["mapped", "0"]]  # fmt: skip
+    assert again[0][3].endswith("GCS eye: replaced by line4:Observation/gcs-5 (corrected)")
+    text = "{not json"
+    not_read = part_observation(9, "9269-2", valueString="10T")["resource"]
+    assert [r[1:3] for r in export(tmp_path, not_read, text, eye, verbal, motor)][2:] == [
+        ["mapped", "0"]
+    ] * 3  # beside a total sent and not read: no total of the parts
