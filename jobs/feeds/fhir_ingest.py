@@ -247,7 +247,7 @@ def decide_file(
                     out.append(
                         Decision(
                             path.name, o.label, encoded, None, payload, rejected,
-                            notes=tuple(result.unread),
+                            notes=(*result.unread, *result.notes),
                         )
                     )  # fmt: skip
                     continue

@@ -109,6 +109,7 @@ class Decision:
     route: str = ""  # topic prefix: '' production, settings.nonproduction_topic_prefix otherwise
     processing_id: str = "P"
     unread: tuple[str, ...] = ()  # a stored ORU's OBX codes it does not read (hl7v2.Mapped)
+    notes: tuple[str, ...] = ()  # values it read and does not use, and why (hl7v2.Mapped)
 
     @property
     def outcome(self) -> str:
@@ -209,14 +210,16 @@ class Gateway:
         letters = [
             Letter(r.refusal.reason_code, r.refusal.reason, r.payload) for r in result.rejected
         ]
-        unread = tuple(result.unread)
+        unread, notes = tuple(result.unread), tuple(result.notes)
         if not letters:
-            return Decision(hl7v2.ack(msg, "AA"), "AA", encoded, [], route=route, unread=unread)
+            return Decision(
+                hl7v2.ack(msg, "AA"), "AA", encoded, [], route=route, unread=unread, notes=notes
+            )
         reason = "; ".join(f"{r.reason_code}: {r.reason}" for r in letters)
         first = result.rejected[0].refusal
         note = f"stored; {len(letters)} value(s) not read: {first.reason}"
         ack = hl7v2.ack(msg, "AA", note, first.hl7_error)
-        return Decision(ack, "AA", encoded, letters, reason, route, unread=unread)
+        return Decision(ack, "AA", encoded, letters, reason, route, unread=unread, notes=notes)
 
     def _refused(
         self, msg: Any, text: str, payload: bytes, why: hl7v2.Refused, route: str
@@ -316,7 +319,7 @@ def _without_future(
         if i in ahead
     ]
     kept = [r for i, r in enumerate(result.records) if i not in ahead]
-    return hl7v2.Mapped(kept, [*result.rejected, *rejected], result.unread)
+    return hl7v2.Mapped(kept, [*result.rejected, *rejected], result.unread, result.notes)
 
 
 class FrameReader:
@@ -475,6 +478,9 @@ def check(settings: Settings, paths: list[Path]) -> Iterator[str]:
             if d.unread:
                 unread = f"OBX not read: {', '.join(d.unread)}"
                 reason = f"{reason}; {unread}" if reason else unread
+            if d.notes:
+                notes = "; ".join(d.notes)
+                reason = f"{reason}; {notes}" if reason else notes
             if d.route:
                 where = f"processing id {d.processing_id}: non-production topics {d.route}*"
                 reason = f"{reason}; {where}" if reason else where

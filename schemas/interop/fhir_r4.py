@@ -448,7 +448,7 @@ def _summed_parts(
             if _REPLACES.get(part.status, 1) > _REPLACES.get(first.status, 1):
                 kept[part.code] = i
                 why = f"GCS {name}: replaced by {out[i].label} ({part.status})"
-                out[old] = out[old]._replace(result=Mapped([], [], [why]))
+                out[old] = out[old]._replace(result=Mapped(notes=[why]))
             else:
                 shown = [("no score" if p.score is None else p.score) for p in (part, first)]
                 why = f"GCS {name} {shown[0]} beside {shown[1]} at the same time, kept"
@@ -473,9 +473,9 @@ def _summed_parts(
             if disagree is not None:
                 result = Refused("conflicting_value", disagree)
             elif read_total:
-                result = Mapped([], [], [f"GCS {name}: read beside the total sent"])
+                result = Mapped(notes=[f"GCS {name}: read beside the total sent"])
             elif key in (sent_totals or ()):
-                result = Mapped([], [], [f"GCS {name}: beside a total sent and not read"])
+                result = Mapped(notes=[f"GCS {name}: beside a total sent and not read"])
             elif total is not None and out[i].label == summed_into:
                 names = sorted(p.record["observation_id"] for p in chosen)
                 digest = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
@@ -488,7 +488,7 @@ def _summed_parts(
                 }
                 result = Mapped([(VITALS, record)])
             elif total is not None:
-                result = Mapped([], [], [f"GCS {name}: summed into {summed_into}"])
+                result = Mapped(notes=[f"GCS {name}: summed into {summed_into}"])
             else:
                 unsummed = derived.unsummed(scores)
                 why = "; ".join([*notes, *([unsummed] if unsummed else [])])
@@ -1370,7 +1370,7 @@ def _observation(
         record = _record(obs, data, tokenise, patient, at, facility_id, source, topic)
         record.update({n: v for n, v in values.items() if topic_of[n] == topic})
         records.append((topic, record))
-    return Mapped(records, rejected, not_read)
+    return Mapped(records, rejected, notes=not_read)
 
 
 def _record(

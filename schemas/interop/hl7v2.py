@@ -142,6 +142,9 @@ class Mapped:
     # a vital sign under a local code nobody mapped would be lost without a word, so the gateway
     # counts and logs them (jobs/feeds/hl7_gateway.py) for the code map (interop_code_map)
     unread: list[str] = field(default_factory=list)
+    # what was read and is not used, said to whoever reads the outcome (a GCS part charted
+    # without a score, parts that make no total): no code to map, so not among `unread`
+    notes: list[str] = field(default_factory=list)
 
 
 Tokenise = Callable[[str, str], str]  # (namespace, identifier) -> token
@@ -1001,7 +1004,6 @@ def _oru(
             groups.setdefault((VITALS, at), {})
         elif (why_none := derived.unsummed(parts_at)) is not None:
             no_score.append(why_none)
-    skipped += no_score
     if not groups:
         if rejected:  # one reason code for all of them is the message's (else bad_value)
             reasons = "; ".join(r.refusal.reason for r in rejected)
@@ -1042,7 +1044,7 @@ def _oru(
                 },
             )
         )
-    return Mapped(out, rejected, list(dict.fromkeys(skipped)))
+    return Mapped(out, rejected, list(dict.fromkeys(skipped)), list(dict.fromkeys(no_score)))
 
 
 def _obx_time(

@@ -72,7 +72,7 @@ def test_a_total_sent_with_parts_that_agree_is_read_and_nothing_else_is_said() -
         )
     )
     assert one_record(o)["gcs_total"] == 15
-    assert isinstance(o, hl7v2.Mapped) and (o.rejected, o.unread) == ([], [])
+    assert isinstance(o, hl7v2.Mapped) and (o.rejected, o.unread, o.notes) == ([], [], [])
 
 
 def test_parts_that_contradict_the_total_sent_are_dead_lettered_and_the_total_kept() -> None:
@@ -117,8 +117,8 @@ def test_an_intubated_verbal_response_makes_no_total_and_no_dead_letter() -> Non
     rec = one_record(o)
     assert "gcs_total" not in rec and rec["resp_rate_per_min"] == 18.0  # E + M would be 8: low
     assert isinstance(o, hl7v2.Mapped) and o.rejected == []
-    assert any("verbal: no score" in s for s in o.unread), o.unread
-    assert "GCS eye, motor without verbal: no total" in o.unread
+    assert any("verbal: no score" in s for s in o.notes), o.notes
+    assert "GCS eye, motor without verbal: no total" in o.notes
 
 
 def test_parts_alone_that_make_no_total_refuse_the_message_as_without_a_value() -> None:
@@ -383,7 +383,7 @@ def test_a_vital_signs_panel_with_parts_that_make_no_total_says_so() -> None:
     rec = one_record(o)
     assert rec["heart_rate_bpm"] == 80.0 and "gcs_total" not in rec
     assert isinstance(o, hl7v2.Mapped)
-    assert o.unread == ["GCS eye, motor without verbal: no total"]
+    assert o.notes == ["GCS eye, motor without verbal: no total"]
 
 
 def test_a_fhir_part_outside_its_scores_is_dead_lettered_alone() -> None:
@@ -531,7 +531,7 @@ def test_a_corrected_fhir_part_replaces_the_one_before_and_names_a_new_reading()
     assert rec["gcs_total"] == 11
     [(_, before)] = first[0].records  # type: ignore[union-attr]
     assert rec["observation_id"] != before["observation_id"]  # not dropped as a duplicate
-    assert results[1].unread == [  # type: ignore[union-attr]
+    assert results[1].notes == [  # type: ignore[union-attr]
         "GCS verbal: replaced by Bundle/?#entry3:Observation/gcs-5 (corrected)"
     ]
 
@@ -547,7 +547,7 @@ def test_fhir_parts_beside_a_total_sent_but_not_read_make_no_total() -> None:
             )
         )
         assert not [rec for r in results if isinstance(r, hl7v2.Mapped) for rec in r.records]
-        assert results[0].unread == ["GCS eye: beside a total sent and not read"]  # type: ignore[union-attr]
+        assert results[0].notes == ["GCS eye: beside a total sent and not read"]  # type: ignore[union-attr]
 
 
 def test_a_fhir_total_sent_as_text_is_not_rebuilt_from_its_components() -> None:
@@ -684,7 +684,7 @@ def test_parts_are_not_summed_beside_a_total_sent_in_any_form(
         for o in fhir_r4.map_json(data, tok, source="t", facility_id="F", codes=CodeMap.load(csv))
     ]
     assert published(results) == []
-    assert results[0].unread == ["GCS eye: beside a total sent and not read"]  # type: ignore[union-attr]
+    assert results[0].notes == ["GCS eye: beside a total sent and not read"]  # type: ignore[union-attr]
 
 
 def test_a_total_sent_is_respected_after_the_first_part_is_replaced() -> None:

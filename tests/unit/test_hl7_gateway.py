@@ -320,6 +320,25 @@ def test_a_stored_orus_obx_codes_it_does_not_read_are_named_in_its_decision_and_
     assert row == ["oru.hl7", "AA", "1", "OBX not read: 6 (FLO), 38208-5 (LN)"]
 
 
+def test_a_gcs_part_charted_without_a_score_is_said_in_the_check_line_and_not_counted_as_a_code(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A verbal response through a tube (T) is read and makes no total: said to whoever checks
+    the feed, but no code for the code map: not among the unread codes the gateway counts."""
+    message = vitals(
+        "OBX|1|NM|9267-6^GCS eye^LN||3||||||F",
+        "OBX|2|ST|9270-0^GCS verbal^LN||T||||||F",
+        "OBX|3|NM|9268-4^GCS motor^LN||5||||||F",
+        "OBX|4|NM|8867-4^Heart rate^LN||88|/min|||||F",
+    )
+    d = gateway(settings).decide(message)
+    assert (d.ack_code, len(d.records), d.letters, d.unread) == ("AA", 1, [], ())
+    assert d.notes == ("9270-0 (GCS verbal: no score)", "GCS eye, motor without verbal: no total")
+    (tmp_path / "gcs.hl7").write_bytes(message)
+    [row] = offline_check("jobs.feeds.hl7_gateway", tmp_path / "gcs.hl7")
+    assert row == ["gcs.hl7", "AA", "1", "; ".join(d.notes)]
+
+
 def test_a_code_with_a_tab_or_line_feed_cannot_split_the_check_line_or_the_log(
     settings: Settings, tmp_path: Path
 ) -> None:
