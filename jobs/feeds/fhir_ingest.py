@@ -208,10 +208,10 @@ def decide_file(
         if isinstance(data, Refused):
             continue
         outcomes = fhir_r4.map_json(
-            data, tokenise, source=source, facility_id=facility_id, codes=codes, alone=not line
-        )
-        read.append((line, data, [o._replace(label=f"{line}:{o.label}") if line else o
-                                  for o in outcomes]))  # fmt: skip
+            data, tokenise, source=source, facility_id=facility_id, codes=codes,
+            alone=not line, line=line,
+        )  # fmt: skip
+        read.append((line, data, outcomes))
     together = iter(
         fhir_r4.summed_together(
             [o for _, _, outcomes in read for o in outcomes],

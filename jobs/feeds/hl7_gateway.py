@@ -295,8 +295,7 @@ class Gateway:
             if unread[code] == 1 and code != UNREAD_OTHER:
                 log.info(
                     "message %d: OBX code %s is not read (no vital sign or lab code wardflow "
-                    "reads, nor mapped in interop_code_map; or, where it says GCS, a Glasgow "
-                    "coma scale part that made no total); logged once, counted in "
+                    "reads, nor mapped in interop_code_map); logged once, counted in "
                     "GatewayStats.unread",
                     seq,
                     code,

@@ -261,26 +261,25 @@ def map_json(
     bundle: dict[str, Any] | None = None,
     codes: CodeMap = EMPTY,
     alone: bool = True,
+    line: str = "",
 ) -> list[Outcome]:
     """An Outcome for a resource or for each entry of a Bundle (a history Bundle's oldest
     first), in the order to publish them; an entry's failure is its own.
     `bundle`: the enclosing Bundle's resources by `fullUrl`, against which a `urn:uuid:`
     reference resolves (FHIR R4 Bundle §2.36.4.1). `codes`: the deployment's own observation
     codes and the LOINC each stands for (schemas.interop.code_map). `alone` False: the resource
-    is read with others (an .ndjson export's lines), and a GCS part Observation's Outcome is its
-    `Part`, for `summed_together` to decide."""
+    is read with others (an .ndjson export's lines), and a GCS part Observation's Outcome (a
+    Bundle's too) is its `Part`, for `summed_together` to decide. `line`: where the resource
+    is in its file (`line3`), which starts every label."""
     kind = data.get("resourceType") if isinstance(data, dict) else None
     label = _label(data) if isinstance(data, dict) else "?"
+    label = f"{line}:{label}" if line else label
     if kind == "Bundle":
         out: list[Outcome] = []
         entries = data.get("entry") or []
         if not isinstance(entries, list):
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
-        inside = {
-            str(e["fullUrl"]): e["resource"]
-            for e in entries
-            if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
-        }
+        inside = _full_urls(entries)
         context = _context(entries)
         history = data.get("type") == "history"
         superseded = _superseded(entries) if history else {}
@@ -308,7 +307,7 @@ def map_json(
                     codes=codes,
                 ):
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
-        if any(isinstance(o.result, Part) for o in out):
+        if alone and any(isinstance(o.result, Part) for o in out):
             out = _summed_parts(out, _sent_totals(entries, tokenise, inside, codes))
         return out
     if not isinstance(data, dict):
@@ -332,17 +331,39 @@ def summed_together(
     """The Outcomes of resources read together (`resources`: the JSON of each line of an
     .ndjson export, which `map_json(alone=False)` mapped to `outcomes`), in the same order, with
     their GCS part Observations decided together as a Bundle's entries are: a Bulk Data export
-    writes each flowsheet row as a line of its own."""
+    writes each flowsheet row as a line of its own. A line that is a Bundle counts with its
+    entries (its references resolved against its own `fullUrl`s)."""
     if not any(isinstance(o.result, Part) for o in outcomes):
         return outcomes
-    entries = [{"resource": r} for r in resources]
-    return _summed_parts(outcomes, _sent_totals(entries, tokenise, {}, codes))
+    sent: set[tuple[str, datetime]] = set()
+    for r in resources:
+        entries = r.get("entry") if isinstance(r, dict) else None
+        if isinstance(r, dict) and r.get("resourceType") == "Bundle" and isinstance(entries, list):
+            sent |= _sent_totals(entries, tokenise, _full_urls(entries), codes)
+        else:
+            sent |= _sent_totals([{"resource": r}], tokenise, {}, codes)
+    return _summed_parts(outcomes, sent)
+
+
+def _mdc_loinc(code: str, display: Any) -> str | None:
+    """The LOINC code `_coded` reads an IEEE 11073 coding as (none names a GCS today)."""
+    found = mdc.term(code, display if isinstance(display, str) else "")
+    return found[1].loinc if found is not None else mdc.PANELS.get(code)
+
+
+def _full_urls(entries: list[Any]) -> dict[str, Any]:
+    """A Bundle's resources by their entries' `fullUrl`."""
+    return {
+        str(e["fullUrl"]): e["resource"]
+        for e in entries
+        if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
+    }
 
 
 def _may_send_total(data: dict[str, Any], codes: CodeMap) -> bool:
     """Whether an Observation's JSON has a coding, of its own or of a component, that may
-    name the GCS total (9269-2, a local code mapped to it, or an IEEE 11073 code): those alone
-    are validated again by `_sent_totals`, not a whole export's vital signs."""
+    name the GCS total (9269-2, a local code mapped to it, an IEEE 11073 term `_coded` reads as
+    it): those alone are validated again by `_sent_totals`, not a whole export's vital signs."""
     concepts = [data.get("code")]
     components = data.get("component")
     if isinstance(components, list):
@@ -353,9 +374,13 @@ def _may_send_total(data: dict[str, Any], codes: CodeMap) -> bool:
             if not isinstance(c, dict):
                 continue
             system, code = c.get("system"), c.get("code")
-            if system == mdc.SYSTEM_FHIR or not isinstance(code, str):
+            if not isinstance(code, str):
                 return True  # left to the validation (which refuses a code not a string)
             if code.strip() == derived.GCS_TOTAL_LOINC:
+                return True
+            if system == mdc.SYSTEM_FHIR and _mdc_loinc(code, c.get("display")) == (
+                derived.GCS_TOTAL_LOINC
+            ):
                 return True
             if isinstance(system, str | None) and codes.loinc(system, code) == (
                 derived.GCS_TOTAL_LOINC

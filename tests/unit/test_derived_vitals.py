@@ -865,3 +865,18 @@ def test_parts_of_an_export_are_compared_with_its_total_and_its_corrections(
     assert [r[1:3] for r in export(tmp_path, not_read, text, eye, verbal, motor)][2:] == [
         ["mapped", "0"]
     ] * 3  # beside a total sent and not read: no total of the parts
+
+
+def test_an_exports_bundle_line_is_compared_with_its_other_lines(tmp_path: Path) -> None:
+    """A line may be a Bundle: its parts and totals count with the other lines'."""
+    fourteen = part_observation(9, "9269-2", valueInteger=14)["resource"]  # E3 V4 M5 is 12
+    rows = export(tmp_path, fourteen, gcs_parts_bundle())
+    assert [r[1:3] for r in rows] == [["mapped", "1"], *[["refused", "0"]] * 3]
+    assert all("conflicting_value" in r[3] for r in rows[1:])
+    not_read = bundle(part_observation(9, "9269-2", valueString="10T"))
+    parts = [e["resource"] for e in gcs_parts_bundle()["entry"]]
+    rows = export(tmp_path, not_read, *parts)
+    assert [r[1:3] for r in rows][1:] == [["mapped", "0"]] * 3
+    assert rows[1][3].endswith("GCS eye: beside a total sent and not read")
+    summed = export(tmp_path, gcs_parts_bundle())
+    assert summed[1][3].endswith("GCS verbal: summed into line1:Bundle/?#entry0:Observation/gcs-1")

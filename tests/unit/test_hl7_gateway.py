@@ -233,9 +233,11 @@ def test_one_reading_timed_in_the_future_is_dead_lettered_alone(settings: Settin
             "OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301080000",
             "OBX|2|NM|9279-1^RR^LN||18|/min|||||F|||20990301080000",  # a wrong year
             "OBX|3|NM|6^TEMPERATURE^FLO||38.9|||||F",
+            "OBX|4|ST|9270-0^GCS verbal^LN||T||||||F|||20260301080000",
         )
     )
     assert d.ack_code == "AA" and d.unread == ("6 (FLO)",)  # kept when the future one goes
+    assert d.notes == ("9270-0 (GCS verbal: no score)",)  # kept too
     [(_, rec, _)] = d.records
     assert rec["heart_rate_bpm"] == 88 and "resp_rate_per_min" not in rec
     [letter] = d.letters
