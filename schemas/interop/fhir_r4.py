@@ -88,6 +88,7 @@ from schemas.interop.loinc import (
     VITALS,
     UnitError,
     convert,
+    disagree,
     takes,
 )
 
@@ -99,6 +100,12 @@ WARD, BED, ROOM = "wa", "bd", "ro"
 CARE_LEVELS = (ROOM, BED)  # a unit where begun outside every ward's stay (an emergency bay)
 CHARTING_SKEW = timedelta(minutes=5)  # a bed entered this long before its ward is the ward's
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+# the category's system before R4 (DSTU2, STU3), which servers upgraded in place still send
+CATEGORY_SYSTEMS = (CATEGORY_SYSTEM, "http://hl7.org/fhir/observation-category", None)
+# Observation.bodySite or .method of a temperature taken on the skin (SNOMED CT 39937001 skin
+# structure, or words): a skin or surface temperature runs degrees below the body's
+SKIN = re.compile(r"\b(skin|surface|cutaneous)\b", re.IGNORECASE)
+SKIN_SNOMED = {"39937001", "181469002"}  # skin structure, entire skin
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 POINT_IN_TIME = timedelta(hours=1)  # the longest effectivePeriod read as one measurement
 Tokenise = Callable[[str, str], str]
@@ -1140,13 +1147,17 @@ def _unit(quantity: Any, loinc: str) -> str:
     """A quantity's unit as the code tables name it: its code (UCUM), an IEEE 11073 unit as its
     UCUM code; without a code, its human-readable unit, read where it spells a unit the LOINC
     code takes (a dimensionless code, pH or a score, reads any other text as no unit, as an
-    ORU's OBX-6 text); "" for neither (loinc.convert reads it where it can mean one unit)."""
-    code = str(quantity.code or "")
+    ORU's OBX-6 text); "" for neither (loinc.convert reads it where it can mean one unit).
+    UnitError where the code and the text name two units that the LOINC code converts
+    differently (`unit` mmol/L, `code` mg/dL): FHIR R4 Quantity has both state one unit, so one
+    of them was mapped wrong upstream and the number cannot be read."""
+    code, text = str(quantity.code or ""), str(quantity.unit or "")
     if quantity.system == mdc.SYSTEM_FHIR:
-        return mdc.ucum(code, str(quantity.unit or "")) or code
+        code = mdc.ucum(code, text) or code
+    if code and text and loinc in CODES and disagree(loinc, code, text):
+        raise UnitError(f"{loinc}: unit {text!r} and its code {code!r} are two units")
     if code:
         return code
-    text = str(quantity.unit or "")
     return "" if text and not takes(loinc, text) and "" in CODES[loinc].units else text
 
 
@@ -1191,6 +1202,8 @@ def _observation(
         return Refused(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
         )
+    if (another := _of_another(obs)) is not None:
+        return another
     code, rank = _coded(obs.code, codes)
     read_as_itself = code in CODES or code in PANELS or code in derived.PARTS
     consciousness = not read_as_itself and _names_acvpu(obs.code, codes)
@@ -1205,6 +1218,12 @@ def _observation(
         )
     if code in derived.PARTS:  # one GCS part: summed with its Bundle's others (map_json)
         return _part(obs, data, code, subject, tokenise, source, facility_id)
+    if code in CODES and CODES[code].field == "temp_c" and _on_the_skin(obs):
+        return Refused(
+            "not_a_vital_sign",
+            f"{code}: a temperature taken on the skin (bodySite or method) is not the body "
+            "temperature NEWS2 and SIRS score",
+        )
     if code in PANELS and obs.hasMember:
         return Refused(
             "panel_by_reference",
@@ -1545,13 +1564,42 @@ def _part(
     return Part(code, score, record, str(obs.status))
 
 
+def _of_another(obs: Any) -> Refused | None:
+    """An Observation whose `focus` names someone or something other than its subject: FHIR
+    R4 Observation.focus is "the actual focus of an observation when it is not the patient of
+    record" (a fetus's heart rate, a donor's creatinine), whose value is not the patient's."""
+    subject = obs.subject.reference if obs.subject is not None else None
+    others = [f for f in obs.focus or [] if f.reference is None or f.reference != subject]
+    if not others:
+        return None
+    return Refused(
+        "not_the_subject",
+        f"Observation.focus names {len(others)} other than its subject (a fetus, a donor…): "
+        "its value is not the patient's",
+    )
+
+
+def _on_the_skin(obs: Any) -> bool:
+    """Whether an Observation's bodySite or method says it was taken on the skin."""
+    for concept in (obs.bodySite, obs.method):
+        if concept is None:
+            continue
+        words = [concept.text or "", *((c.display or "") for c in concept.coding or [])]
+        if any(SKIN.search(w) for w in words):
+            return True
+        if any(str(c.code) in SKIN_SNOMED for c in concept.coding or []):
+            return True
+    return False
+
+
 def _blood_gas(obs: Any, codes: CodeMap) -> bool:
     """A laboratory Observation not coded as pulse oximetry: its oxygen saturation (2708-6) is a
-    blood gas's SaO2 (loinc.IN_BLOOD_GAS), not the vital-signs profile's SpO2."""
+    blood gas's SaO2 (loinc.IN_BLOOD_GAS), not the vital-signs profile's SpO2. Its category is
+    read in R4's system or the one before it, or as the text `laboratory` alone."""
     lab = any(
-        c.code == "laboratory" and c.system in (CATEGORY_SYSTEM, None)
+        any(c.code == "laboratory" and c.system in CATEGORY_SYSTEMS for c in concept.coding or [])
+        or (not concept.coding and str(concept.text or "").strip().lower() == "laboratory")
         for concept in obs.category or []
-        for c in concept.coding or []
     )
     coded = obs.code.coding or []
     if any(c.system in LOINC_SYSTEMS_FHIR and c.code for c in coded):
@@ -1576,13 +1624,17 @@ def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str
     amended or corrected result is named with what it measured (`_MEASURED`), so that the final
     result after a preliminary one, or a correction, is a record of its own, not dropped as a
     copy of the first. A final result keeps the Observation's plain name. An Observation without
-    an id (a transaction's POST entry) is named by its business identifier, else by its
+    an id (a transaction's POST entry) is named by its business identifier with its code (an
+    interface that sets the order's accession number as every result's identifier would give a
+    panel's results one name, and each but the first would be a duplicate), else by its
     content."""
-    name = (
-        f"Observation/{obs.id}"
-        if obs.id
-        else _business_id(obs.identifier, tokenise) or _fingerprint(data)
-    )
+    business = _business_id(obs.identifier, tokenise)
+    if obs.id:
+        name = f"Observation/{obs.id}"
+    elif business is not None:  # with what it is of: interfaces put an order's accession there
+        name = f"{business}:code-{_fingerprint({'code': data.get('code')})[7:19]}"
+    else:
+        name = _fingerprint(data)
     if obs.status == "final" or name.startswith("sha256:"):
         return name
     measured = _fingerprint({k: data[k] for k in _MEASURED if k in data})

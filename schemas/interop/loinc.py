@@ -310,6 +310,14 @@ def takes(code: str, unit: str) -> bool:
     return _known(CODES[code], unit) is not None
 
 
+def disagree(code: str, a: str, b: str) -> bool:
+    """Whether units `a` and `b` are both units `code` takes that convert its values
+    differently (`mmol/L` and `mg/dL` of a lactate; not `Cel` and `°C`)."""
+    c = CODES[code]
+    known = (_known(c, a), _known(c, b))
+    return None not in known and len({c.units[k] for k in known if k is not None}) > 1
+
+
 def convert(
     code: str, value: float, unit: str, blood_gas: bool = False
 ) -> tuple[str, str, float | bool]:

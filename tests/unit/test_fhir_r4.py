@@ -801,7 +801,8 @@ def test_an_observation_without_an_id_is_named_by_its_identifier_else_by_its_con
     assert ids[0] == ids[1] != ids[2]  # a resend keeps its name; another reading has its own
     assert ids[0].startswith("fhir:sha256:")
     # named by its identifier's token, not the identifier in clear (the id travels in clear)
-    assert ids[3] == "fhir:identifier:" + tok("fhir:identifier-name", "urn:monitor|m7-0930")
+    named = "fhir:identifier:" + tok("fhir:identifier-name", "urn:monitor|m7-0930")
+    assert ids[3].startswith(named + ":code-")  # and what it measured (see below)
 
 
 def test_an_encounter_without_an_id_is_followed_by_its_identifier_or_refused() -> None:
@@ -1412,3 +1413,71 @@ def test_a_panel_whose_members_are_in_the_bundle_is_their_context() -> None:
     alone = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": panel}]}
     [(_, o, _)] = run(alone)
     assert isinstance(o, Refused) and o.reason_code == "panel_by_reference"
+
+
+# --- a review of what real servers send ---------------------------------------------------------
+
+LAB = [{"coding": [{"system": fhir_r4.CATEGORY_SYSTEM, "code": "laboratory"}]}]
+
+
+def test_a_value_whose_unit_and_unit_code_name_two_units_is_refused_not_converted() -> None:
+    """FHIR R4 Quantity: `unit` and `code` state one unit; a lactate of 4.5 `mmol/L` coded
+    `mg/dL` would be read as 0.5 mmol/L and the hyperlactataemia missed."""
+    ucum = "http://unitsofmeasure.org"
+    mixed = {"value": 4.5, "unit": "mmol/L", "system": ucum, "code": "mg/dL"}
+    [(_, o, _)] = run(observation("2524-7", valueQuantity=mixed, category=LAB))
+    assert isinstance(o, Refused) and o.reason_code == "bad_unit"
+    assert "'mmol/L' and its code 'mg/dL'" in o.reason
+    spelled = {"value": 37.2, "unit": "°C", "system": ucum, "code": "Cel"}  # one unit, two ways
+    [(_, t, _)] = run(observation("8310-5", valueQuantity=spelled))
+    assert isinstance(t, Mapped) and t.records[0][1]["temp_c"] == 37.2
+
+
+def test_an_observation_of_a_fetus_or_donor_named_in_focus_is_not_the_patients() -> None:
+    hr = observation("8867-4", valueQuantity=quantity(140, "/min"))
+    [(_, fetal, _)] = run(hr | {"focus": [{"reference": "Patient/fetus1"}]})
+    assert isinstance(fetal, Refused) and fetal.reason_code == "not_the_subject"
+    assert "fetus1" not in fetal.reason  # a reference may carry an identifier: not printed
+    [(_, own, _)] = run(hr | {"focus": [{"reference": hr["subject"]["reference"]}]})
+    assert isinstance(own, Mapped)
+
+
+def test_a_temperature_taken_on_the_skin_is_not_the_body_temperature() -> None:
+    skin = {"coding": [{"system": "http://snomed.info/sct", "code": "39937001"}]}
+    for site in (skin, {"text": "Skin surface probe"}):
+        [(_, o, _)] = run(observation("8310-5", valueQuantity=quantity(34.2, "Cel"),
+                                      bodySite=site))  # fmt: skip
+        assert isinstance(o, Refused) and o.reason_code == "not_a_vital_sign", site
+    oral = {"coding": [{"system": "http://snomed.info/sct", "code": "123851003"}]}
+    [(_, o, _)] = run(observation("8310-5", valueQuantity=quantity(38.4, "Cel"), bodySite=oral))
+    assert isinstance(o, Mapped) and o.records[0][1]["temp_c"] == 38.4
+
+
+def test_results_without_ids_that_share_an_accession_identifier_are_each_their_own() -> None:
+    """Interfaces often set the order's accession number as every result's identifier."""
+    accession = [{"system": "urn:oid:1.2.3.4.lab-accession", "value": "ACC123"}]
+    results = []
+    for code, value, unit in (("2951-2", 128, "mmol/L"), ("2524-7", 4.2, "mmol/L")):
+        result = observation(code, valueQuantity=quantity(value, unit), category=LAB,
+                             identifier=accession)  # fmt: skip
+        del result["id"]
+        [(_, o, _)] = run(result)
+        assert isinstance(o, Mapped), o
+        results.append(o.records[0][1]["result_id"])
+    assert len(set(results)) == 2
+
+
+def test_a_saturation_under_a_category_of_the_system_before_r4_or_as_text_is_a_blood_gas() -> None:
+    for category in (
+        [
+            {
+                "coding": [
+                    {"system": "http://hl7.org/fhir/observation-category", "code": "laboratory"}
+                ]
+            }
+        ],
+        [{"text": "Laboratory"}],
+    ):
+        [(_, o, _)] = run(observation("2708-6", valueQuantity=quantity(88, "%"), category=category))
+        assert isinstance(o, Mapped) and "spo2_pct" not in o.records[0][1], category
+        assert o.records[0][1]["sao2_pct"] == 88
