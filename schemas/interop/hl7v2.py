@@ -37,6 +37,7 @@ OBX-3 (or OBR-4) in the sender's own codes is read through the deployment's code
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,7 @@ from schemas import codec, topics
 from schemas.interop import acvpu, derived, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.loinc import (
+    ANALYSER_ENTRIES,
     BLOOD_GAS,
     BP_PANELS,
     CODES,
@@ -844,17 +846,15 @@ def _oru(
     skipped: list[str] = []
     no_value: list[str] = []  # OBX of a code read that carry no value by their status
     no_score: list[str] = []  # GCS parts without a score, and parts that make no total
+    notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
-    gas_orders = _blood_gas_orders(children, enc, codes)
+    order_times = _order_times(children, enc, tz, recorded)
+    gas = _blood_gases(children, enc, codes, order_times, message_time, tz)
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
             order += 1
-            obr_time = (
-                _first_component(seg.obr_7, enc)
-                or _specimen_time(children[n:], enc)
-                or _collection_end(seg, enc, tz, recorded)
-            )
+            obr_time = order_times[order]
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
@@ -886,6 +886,13 @@ def _oru(
             time_error = exc
         named = [(sent_at, CODES[code].field) for code, _ in fields]
         value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
+        of_gas = (order, None) in gas or (order, sent_at) in gas
+        if of_gas and any(CODES[code].field in ANALYSER_ENTRIES for code, _ in fields):
+            # the temperature or rate keyed into the blood gas analyser (its correction, often
+            # its default of 37.0 °C), not a bedside reading that would replace the last one
+            notes.append(f"{label}: a blood gas's entry, not read as a vital sign")
+            unkept.update(named)
+            continue
         if status in _NO_VALUE:  # cannot be obtained, pending, not asked: no value
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
             unkept.update(named)
@@ -919,7 +926,7 @@ def _oru(
                     numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), False
                 units = _components(seg.obx_6, enc)
                 read = [
-                    (rank, *convert(code, n, observation_unit(code, units), order in gas_orders))
+                    (rank, *convert(code, n, observation_unit(code, units), of_gas))
                     for (code, rank), n in zip(fields, numbers, strict=True)
                 ]
                 _, topic, name, _ = read[0]
@@ -1011,8 +1018,8 @@ def _oru(
             return Refused(
                 given.pop() if len(given) == 1 else "bad_value", reasons[:500], "AE", "102"
             )
-        if no_value or no_score:
-            none = f"no result has a value: {'; '.join([*no_value, *no_score])}"
+        if no_value or no_score or notes:
+            none = f"no result has a value: {'; '.join([*no_value, *no_score, *notes])}"
             return Refused("no_value", none[:500], "AE", "207")
         return Refused(
             "not_a_vital_sign",
@@ -1044,7 +1051,9 @@ def _oru(
                 },
             )
         )
-    return Mapped(out, rejected, list(dict.fromkeys(skipped)), list(dict.fromkeys(no_score)))
+    return Mapped(
+        out, rejected, list(dict.fromkeys(skipped)), list(dict.fromkeys([*notes, *no_score]))
+    )
 
 
 def _obx_time(
@@ -1191,23 +1200,51 @@ def blood_pressure_numbers(raw: str, component: str) -> list[float]:
     return [float(m.group(1)), float(m.group(2))]
 
 
-def _blood_gas_orders(children: list[Any], enc: dict[str, str], codes: CodeMap) -> set[int]:
-    """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas: an
-    arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), or a blood gas analyser's result
-    (loinc.BLOOD_GAS: pO2, pCO2, pH) that is not pending or taken back (OBX-11 X, I, D, W)."""
-    order, found = 0, set()
+def _order_times(
+    children: list[Any], enc: dict[str, str], tz: tzinfo, recorded: datetime | None
+) -> dict[int, str]:
+    """Each order's time (numbered by its OBR from 1; 0: the OBX before any, none): OBR-7,
+    else its specimen's collection (SPM-17.1), else OBR-8 (`_collection_end`), else ''."""
+    times, order = {0: ""}, 0
+    for n, seg in enumerate(children, 1):
+        if seg.name == "OBR":
+            order += 1
+            times[order] = (
+                _first_component(seg.obr_7, enc)
+                or _specimen_time(children[n:], enc)
+                or _collection_end(seg, enc, tz, recorded)
+            )
+    return times
+
+
+def _blood_gases(
+    children: list[Any],
+    enc: dict[str, str],
+    codes: CodeMap,
+    order_times: dict[int, str],
+    message_time: str,
+    tz: tzinfo,
+) -> set[tuple[int, datetime | None]]:
+    """(order, time) of each blood gas: (order, None) for an order of an arterial blood gas
+    panel in OBR-4 (loinc.GAS_PANELS), every result of it; (order, its time) for a blood gas
+    analyser's result (loinc.BLOOD_GAS: pO2, pCO2, pH) that is not pending or taken back
+    (OBX-11 X, I, D, W), the results of its order at its time: a flowsheet's order that files
+    a shift's hourly SpO2 beside one blood gas keeps them SpO2."""
+    order, found = 0, set[tuple[int, datetime | None]]()
     for seg in children:
         if seg.name == "OBR":
             order += 1
             service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
             local = EMPTY if _names_loinc(service) else codes  # as in observation_code
             if any((local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
-                found.add(order)
+                found.add((order, None))
         elif seg.name == "OBX":
             coded = observation_code(_components(seg.obx_3, enc), codes)
             status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
             if coded is not None and coded[0] in BLOOD_GAS and status not in ("X", "I", "D", "W"):
-                found.add(order)
+                # its own time not read: it is refused with it, and marks none
+                with contextlib.suppress(ValueError):
+                    found.add((order, _obx_time(seg, enc, order_times[order], message_time, tz)))
     return found
 
 

@@ -229,6 +229,10 @@ IN_BLOOD_GAS: dict[str, Code] = {"2708-6": Code(LABS, "sao2_pct", {"%": (1.0, 0.
 # A blood gas analyser's results besides the saturation: pO2, pCO2 (arterial blood) and pH.
 BLOOD_GAS: frozenset[str] = frozenset({"2703-7", "2019-8", "2744-1"})
 GAS_PANELS: frozenset[str] = frozenset({"24336-0"})  # Gas panel - Arterial blood (an order)
+# Fields a blood gas's results may carry that are the analyser's entries for its correction (the
+# patient's temperature as keyed in, often its default 37.0 °C; the ventilator's rate), not a
+# bedside reading: not read from a blood gas (hl7v2)
+ANALYSER_ENTRIES: frozenset[str] = frozenset({"temp_c", "resp_rate_per_min"})
 PULSE_OXIMETRY = "59408-5"
 
 # Where one reading has a field from several LOINC codes, the lower rank is kept (as

@@ -910,6 +910,44 @@ def test_an_oxygen_saturation_is_a_blood_gass_sao2_under_a_gas_order_else_a_moni
     assert reading(oru(obx.replace("|D\r", "|X\r")))["spo2_pct"] == 92  # nor a pending one
 
 
+def test_a_flowsheets_hourly_spo2_stays_spo2_beside_a_blood_gas_filed_in_its_order() -> None:
+    """ICU flowsheet exports file a shift under one OBR: a blood gas drawn at 09:30 makes that
+    time's saturation its SaO2, not the monitor's SpO2 of 08:00 and 09:00."""
+    o = outcome(
+        oru(
+            "OBX|1|NM|2708-6^SpO2^LN||95|%|||||F|||20260301080000\r"
+            "OBX|2|NM|2708-6^SpO2^LN||86|%|||||F|||20260301090000\r"
+            "OBX|3|NM|2744-1^pH^LN||7.38|[pH]|||||F|||20260301093000\r"
+            "OBX|4|NM|2708-6^SaO2^LN||97|%|||||F|||20260301093000"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    got = sorted((rec["event_time"].hour, topic, rec.get("spo2_pct"), rec.get("sao2_pct"))
+                 for topic, rec in o.records)  # fmt: skip
+    assert got == [
+        (8, topics.VITALS_OBSERVATION.name, 95, None),
+        (9, topics.LABS_RESULT.name, None, 97),  # 09:30: the gas's
+        (9, topics.VITALS_OBSERVATION.name, 86, None),
+    ]
+
+
+def test_a_temperature_keyed_into_a_blood_gas_analyser_is_not_a_bedside_reading() -> None:
+    """An analyser takes the patient's temperature to correct the gases, 37.0 °C unless keyed:
+    read as a vital sign, it would hide the fever charted an hour before."""
+    o = outcome(
+        oru(
+            "OBX|1|NM|2744-1^pH^LN||7.30|[pH]|||||F\r"
+            "OBX|2|NM|2703-7^pO2^LN||62|mm[Hg]|||||F\r"
+            "OBX|3|NM|8310-5^Temp^LN||37.0|Cel|||||F"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    assert [topic for topic, _ in o.records] == [topics.LABS_RESULT.name]
+    assert o.notes == ["OBX 3 (8310-5): a blood gas's entry, not read as a vital sign"]
+    bedside = reading(oru("OBX|1|NM|8310-5^Temp^LN||39.2|Cel|||||F"))
+    assert bedside["temp_c"] == 39.2
+
+
 def test_a_bed_is_named_with_its_room_since_bed_numbers_repeat_from_room_to_room() -> None:
     """PL (HL7 v2.5 2A.3.53): point of care, room, bed. 5W12-01 and 5W14-01 are two beds."""
     for pv1_3, bed in (
