@@ -1238,6 +1238,8 @@ def _observation(
     ]  # fmt: skip
     blood_gas = _blood_gas(obs, codes)
     raw_components = data.get("component") or []
+    # components sent with a value and read nowhere, and why: said, never silently dropped
+    skipped: list[str] = []
     for i, c in enumerate(obs.component or []):  # under a panel or oximetry code only
         part_code, part_rank = _coded(c.code, codes)
         # a blood gas's SaO2 is a lab value: the oximetry profile's components are not its
@@ -1249,6 +1251,14 @@ def _observation(
                 (part_code, part_rank, _quantity(c), c.dataAbsentReason, f"component {i}",
                  alone, _modifiers(raw))
             )  # fmt: skip
+            read_elsewhere = part_code in derived.PARTS or _names_acvpu(c.code, codes)
+            if not read_elsewhere and c.dataAbsentReason is None:
+                not_read_as = _component_not_read(c, part_code)
+                if not_read_as is not None:
+                    skipped.append(f"component {i} ({_codings(c.code)}): {not_read_as}")
+        elif not (part_code in derived.PARTS and code == derived.GCS_TOTAL_LOINC):
+            of = "beside a blood gas's SaO2" if oximetry else f"of {code}, which is no panel"
+            skipped.append(f"component {i} ({_codings(c.code)}): {of}, not read")
     values: dict[str, float | bool | str] = {}
     ranks: dict[str, int] = {}
     topic_of: dict[str, str] = {}  # a lab Observation's value goes to the labs topic
@@ -1395,7 +1405,7 @@ def _observation(
         known = code in CODES or code in PANELS or consciousness
         reason = (
             f"{code or acvpu.OBSERVATION} carries no value wardflow reads"
-            + (f" ({'; '.join(not_read)})" if not_read else "")
+            + (f" ({'; '.join([*not_read, *skipped])})" if not_read or skipped else "")
             if known
             else f"LOINC {code} ({obs.code.text or _display(obs.code)}) is not a vital sign "
             "wardflow reads"
@@ -1414,7 +1424,7 @@ def _observation(
         record = _record(obs, data, tokenise, patient, at, facility_id, source, topic)
         record.update({n: v for n, v in values.items() if topic_of[n] == topic})
         records.append((topic, record))
-    return Mapped(records, rejected, notes=not_read)
+    return Mapped(records, rejected, notes=[*not_read, *skipped])
 
 
 def _record(
@@ -1562,6 +1572,27 @@ def _part(
         return patient
     record = _record(obs, data, tokenise, patient, at, facility_id, source, VITALS)
     return Part(code, score, record, str(obs.status))
+
+
+def _codings(concept: Any) -> str:
+    """A concept's codings as a note shows them: `code (system)`, or its text."""
+    codings = [f"{c.code} ({c.system or 'no system'})" for c in concept.coding or [] if c.code]
+    return ", ".join(codings) or str(concept.text or "no coding")[:80]
+
+
+def _component_not_read(component: Any, code: str | None) -> str | None:
+    """Why a panel's component is not read, where it is not: its code is none wardflow reads
+    (a SNOMED CT code alone), or its value is no Quantity (a `valueString` "120"); None where it
+    is read (or refused, with its own reason)."""
+    if code not in CODES:
+        return "a code wardflow does not read, not read"
+    sent = component.model_dump(exclude_none=True) if component is not None else {}
+    kinds = [k for k in sent if k.startswith("value")]
+    if _quantity(component) is None and kinds:
+        return f"its value is a {kinds[0]}, not a Quantity, not read"
+    if _quantity(component) is not None and _quantity(component).value is None:
+        return "its Quantity has no value, not read"
+    return None
 
 
 def _of_another(obs: Any) -> Refused | None:

@@ -1481,3 +1481,28 @@ def test_a_saturation_under_a_category_of_the_system_before_r4_or_as_text_is_a_b
         [(_, o, _)] = run(observation("2708-6", valueQuantity=quantity(88, "%"), category=category))
         assert isinstance(o, Mapped) and "spo2_pct" not in o.records[0][1], category
         assert o.records[0][1]["sao2_pct"] == 88
+
+
+def test_a_component_that_is_not_read_is_said_in_a_note_never_dropped_silently() -> None:
+    snomed_diastolic = {
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "271650006"}]},
+        "valueQuantity": quantity(50, "mm[Hg]"),
+    }
+    as_text = {"code": component("8480-6", 0, "mm[Hg]")["code"], "valueString": "120"}
+    flow_as_text = {"code": component("3151-8", 0, "L/min")["code"], "valueString": "2 L/min"}
+    cases = [
+        (observation("85354-9", component=[component("8480-6", 85, "mm[Hg]"), snomed_diastolic]),
+         "component 1 (271650006 (http://snomed.info/sct)): a code wardflow does not read"),
+        (observation("85354-9", component=[as_text, component("8462-4", 80, "mm[Hg]")]),
+         "component 0 (8480-6 (http://loinc.org)): its value is a valueString, not a Quantity"),
+        (observation("8480-6", valueQuantity=quantity(150, "mm[Hg]"),
+                     component=[component("8462-4", 80, "mm[Hg]")]),
+         "component 0 (8462-4 (http://loinc.org)): of 8480-6, which is no panel"),
+        (observation("59408-5", valueQuantity=quantity(95, "%"), component=[flow_as_text]),
+         "component 0 (3151-8 (http://loinc.org)): its value is a valueString"),
+    ]  # fmt: skip
+    for data, said in cases:
+        [(_, o, _)] = run(data)
+        assert isinstance(o, Mapped) and o.records and not o.rejected, o
+        [note] = o.notes
+        assert note.startswith(said), note
