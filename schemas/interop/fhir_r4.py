@@ -76,6 +76,7 @@ from schemas.interop.hl7v2 import (
     Refused,
     Rejected,
     bound_refusal,
+    printable,
     value_refusal,
 )
 from schemas.interop.loinc import (
@@ -104,8 +105,12 @@ CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 CATEGORY_SYSTEMS = (CATEGORY_SYSTEM, "http://hl7.org/fhir/observation-category", None)
 # Observation.bodySite or .method of a temperature taken on the skin (SNOMED CT 39937001 skin
 # structure, or words): a skin or surface temperature runs degrees below the body's
-SKIN = re.compile(r"\b(skin|surface|cutaneous)\b", re.IGNORECASE)
+SKIN = re.compile(r"\b(skin|cutaneous)\b", re.IGNORECASE)
+# … unless it names a site read as the body's (a temporal artery or axillary thermometer touches
+# the skin: "temporal artery (skin surface)", "axillary skin fold")
+BODY_SITES = re.compile(r"tempor|axill|forehead|oral|rectal|tympan|\bear\b|core", re.IGNORECASE)
 SKIN_SNOMED = {"39937001", "181469002"}  # skin structure, entire skin
+SNOMED_SYSTEM = "http://snomed.info/sct"
 USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary"}
 POINT_IN_TIME = timedelta(hours=1)  # the longest effectivePeriod read as one measurement
 Tokenise = Callable[[str, str], str]
@@ -569,6 +574,8 @@ def map_resource(
 
     if kind == "Encounter":
         return _encounter(resource, subject, tokenise, source, facility_id)
+    if (another := _of_another(resource, data, bundle or {}, tokenise)) is not None:
+        return another
     return _observation(resource, data, subject, tokenise, source, facility_id, codes)
 
 
@@ -1202,8 +1209,6 @@ def _observation(
         return Refused(
             obs.status.replace("-", "_"), f"Observation status is {obs.status}: not a usable value"
         )
-    if (another := _of_another(obs)) is not None:
-        return another
     code, rank = _coded(obs.code, codes)
     read_as_itself = code in CODES or code in PANELS or code in derived.PARTS
     consciousness = not read_as_itself and _names_acvpu(obs.code, codes)
@@ -1256,7 +1261,11 @@ def _observation(
                 not_read_as = _component_not_read(c, part_code)
                 if not_read_as is not None:
                     skipped.append(f"component {i} ({_codings(c.code)}): {not_read_as}")
-        elif not (part_code in derived.PARTS and code == derived.GCS_TOTAL_LOINC):
+        elif (
+            not (part_code in derived.PARTS and code == derived.GCS_TOTAL_LOINC)
+            and c.dataAbsentReason is None
+            and any(k.startswith("value") for k in raw_components[i])
+        ):
             of = "beside a blood gas's SaO2" if oximetry else f"of {code}, which is no panel"
             skipped.append(f"component {i} ({_codings(c.code)}): {of}, not read")
     values: dict[str, float | bool | str] = {}
@@ -1575,9 +1584,10 @@ def _part(
 
 
 def _codings(concept: Any) -> str:
-    """A concept's codings as a note shows them: `code (system)`, or its text."""
+    """A concept's codings as a note shows them, `code (system)` (never its free text, and
+    control characters escaped: a note is a column of `check`'s tab-separated lines)."""
     codings = [f"{c.code} ({c.system or 'no system'})" for c in concept.coding or [] if c.code]
-    return ", ".join(codings) or str(concept.text or "no coding")[:80]
+    return printable(", ".join(codings)[:200]) or "no coding"
 
 
 def _component_not_read(component: Any, code: str | None) -> str | None:
@@ -1595,18 +1605,51 @@ def _component_not_read(component: Any, code: str | None) -> str | None:
     return None
 
 
-def _of_another(obs: Any) -> Refused | None:
-    """An Observation whose `focus` names someone or something other than its subject: FHIR
-    R4 Observation.focus is "the actual focus of an observation when it is not the patient of
-    record" (a fetus's heart rate, a donor's creatinine), whose value is not the patient's."""
-    subject = obs.subject.reference if obs.subject is not None else None
-    others = [f for f in obs.focus or [] if f.reference is None or f.reference != subject]
+_PERSONS_FOCUSED = {"Patient", "RelatedPerson", "Person", "Group"}
+
+
+def _reference_kind(ref: Any, data: dict[str, Any], bundle: dict[str, Any]) -> str | None:
+    """The resource type a Reference names (by its reference, contained or in the Bundle,
+    else its `type`), or None where it does not say."""
+    reference = str(ref.reference or "")
+    if reference.startswith(("#", "urn:")):
+        found = _inside(reference, data, bundle)
+        return str(found.get("resourceType")) if isinstance(found, dict) else None
+    if reference:
+        parts = reference.split("?")[0].rstrip("/").split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        return parts[-2] if len(parts) >= 2 else parts[0] or None
+    return str(ref.type).rsplit("/", 1)[-1] if ref.type else None
+
+
+def _of_another(
+    obs: Any, data: dict[str, Any], bundle: dict[str, Any], tokenise: Tokenise
+) -> Refused | None:
+    """An Observation whose `focus` names a person other than its subject: FHIR R4
+    Observation.focus is "the actual focus of an observation when it is not the patient of
+    record" (a fetus's heart rate, a donor's creatinine), whose value is not the patient's. A
+    focus on the subject however written (resolved as `_subject` resolves the subject), or on a
+    thing (its Specimen, a Device), leaves the value the patient's."""
+    if not obs.focus:
+        return None
+    patient = _subject(obs.subject, data, bundle, tokenise, "Observation")
+    others = 0
+    for focus in obs.focus:
+        kind = _reference_kind(focus, data, bundle)
+        if kind is not None and kind not in _PERSONS_FOCUSED:
+            continue
+        if kind in (None, "Patient"):
+            named = _subject(focus, data, bundle, tokenise, "Observation.focus")
+            if isinstance(named, str) and named == patient:
+                continue
+        others += 1
     if not others:
         return None
     return Refused(
         "not_the_subject",
-        f"Observation.focus names {len(others)} other than its subject (a fetus, a donor…): "
-        "its value is not the patient's",
+        f"Observation.focus names {others} other than its subject (a fetus, a donor…): its "
+        "value is not the patient's",
     )
 
 
@@ -1616,9 +1659,13 @@ def _on_the_skin(obs: Any) -> bool:
         if concept is None:
             continue
         words = [concept.text or "", *((c.display or "") for c in concept.coding or [])]
+        if any(BODY_SITES.search(w) for w in words):
+            continue
         if any(SKIN.search(w) for w in words):
             return True
-        if any(str(c.code) in SKIN_SNOMED for c in concept.coding or []):
+        if any(
+            c.system == SNOMED_SYSTEM and str(c.code) in SKIN_SNOMED for c in concept.coding or []
+        ):
             return True
     return False
 
@@ -1650,6 +1697,17 @@ _MEASURED = ("status", "code", "component", "dataAbsentReason", "effectiveDateTi
              "valueString", "valueCodeableConcept")  # fmt: skip
 
 
+def _code_name(concept: Any) -> str:
+    """What an Observation is of, as a name that a resend keeps whatever its displays, text or
+    the order of its codings: its LOINC codes (`2524-7`), else a digest of its codings."""
+    codings = concept.coding or []
+    loinc = sorted({str(c.code) for c in codings if c.system in LOINC_SYSTEMS_FHIR and c.code})
+    if loinc:
+        return "+".join(loinc)
+    pairs = sorted({f"{c.system or ''}|{c.code}" for c in codings if c.code})
+    return "code-" + hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:12]
+
+
 def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str:
     """The record's name: a resend keeps it (and is a duplicate downstream); a preliminary,
     amended or corrected result is named with what it measured (`_MEASURED`), so that the final
@@ -1663,7 +1721,7 @@ def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str
     if obs.id:
         name = f"Observation/{obs.id}"
     elif business is not None:  # with what it is of: interfaces put an order's accession there
-        name = f"{business}:code-{_fingerprint({'code': data.get('code')})[7:19]}"
+        name = f"{business}:{_code_name(obs.code)}"
     else:
         name = _fingerprint(data)
     if obs.status == "final" or name.startswith("sha256:"):

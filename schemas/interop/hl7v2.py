@@ -58,6 +58,7 @@ from schemas.interop.loinc import (
     BLOOD_GAS,
     BP_PANELS,
     CODES,
+    GAS_NEAR,
     GAS_PANELS,
     LOINC_SYSTEMS_HL7,
     RANKS,
@@ -849,7 +850,7 @@ def _oru(
     notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
-    gas = _blood_gases(children, enc, codes, order_times, message_time, tz)
+    gas_panels, gas_times = _blood_gases(children, enc, codes, order_times, message_time, tz)
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -886,8 +887,14 @@ def _oru(
             time_error = exc
         named = [(sent_at, CODES[code].field) for code, _ in fields]
         value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
-        of_gas = (order, None) in gas or (order, sent_at) in gas
-        if of_gas and any(CODES[code].field in ANALYSER_ENTRIES for code, _ in fields):
+        # a result of a blood gas: of a gas panel's order, or of an order with a gas result
+        # and timed by the order or within minutes of the gas (a flowsheet order files hourly
+        # SpO2 and temperatures beside a gas drawn at 09:30: those of 08:00 are the monitor's)
+        own_time = _own_time(seg, enc, obr_time)
+        near = [t for t in gas_times.get(order, ()) if sent_at and abs(sent_at - t) <= GAS_NEAR]
+        of_gas = order in gas_panels or (order in gas_times and (not own_time or bool(near)))
+        entry = order in gas_panels or (order in gas_times and not own_time)
+        if entry and any(CODES[code].field in ANALYSER_ENTRIES for code, _ in fields):
             # the temperature or rate keyed into the blood gas analyser (its correction, often
             # its default of 37.0 °C), not a bedside reading that would replace the last one
             notes.append(f"{label}: a blood gas's entry, not read as a vital sign")
@@ -1224,28 +1231,33 @@ def _blood_gases(
     order_times: dict[int, str],
     message_time: str,
     tz: tzinfo,
-) -> set[tuple[int, datetime | None]]:
-    """(order, time) of each blood gas: (order, None) for an order of an arterial blood gas
-    panel in OBR-4 (loinc.GAS_PANELS), every result of it; (order, its time) for a blood gas
-    analyser's result (loinc.BLOOD_GAS: pO2, pCO2, pH) that is not pending or taken back
-    (OBX-11 X, I, D, W), the results of its order at its time: a flowsheet's order that files
-    a shift's hourly SpO2 beside one blood gas keeps them SpO2."""
-    order, found = 0, set[tuple[int, datetime | None]]()
+) -> tuple[set[int], dict[int, list[datetime]]]:
+    """(the orders of an arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), and per order
+    the times of its blood gas analyser results (loinc.BLOOD_GAS: pO2, pCO2, pH) that are not
+    pending or taken back (OBX-11 X, I, D, W))."""
+    order, panels, times = 0, set[int](), dict[int, list[datetime]]()
     for seg in children:
         if seg.name == "OBR":
             order += 1
             service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
             local = EMPTY if _names_loinc(service) else codes  # as in observation_code
             if any((local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
-                found.add((order, None))
+                panels.add(order)
         elif seg.name == "OBX":
             coded = observation_code(_components(seg.obx_3, enc), codes)
             status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
             if coded is not None and coded[0] in BLOOD_GAS and status not in ("X", "I", "D", "W"):
                 # its own time not read: it is refused with it, and marks none
                 with contextlib.suppress(ValueError):
-                    found.add((order, _obx_time(seg, enc, order_times[order], message_time, tz)))
-    return found
+                    at = _obx_time(seg, enc, order_times[order], message_time, tz)
+                    times.setdefault(order, []).append(at)
+    return panels, times
+
+
+def _own_time(seg: Any, enc: dict[str, str], obr_time: str) -> bool:
+    """Whether an OBX is timed by its own OBX-14 rather than by its order (`_obx_time`)."""
+    when = _first_component(seg.obx_14, enc).strip()
+    return bool(when) and not (when.isdigit() and len(when) <= 8 and obr_time.startswith(when))
 
 
 def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:

@@ -29,6 +29,7 @@ flow above zero becomes `on_supplemental_o2 = true` and a flow of zero `false`.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import NamedTuple
 
 from schemas import topics
@@ -233,6 +234,9 @@ GAS_PANELS: frozenset[str] = frozenset({"24336-0"})  # Gas panel - Arterial bloo
 # patient's temperature as keyed in, often its default 37.0 °C; the ventilator's rate), not a
 # bedside reading: not read from a blood gas (hl7v2)
 ANALYSER_ENTRIES: frozenset[str] = frozenset({"temp_c", "resp_rate_per_min"})
+# How far from a blood gas result's time an oxygen saturation of its order with an OBX-14 of its
+# own is still the gas's (an analyser times each result as it reports it, seconds apart)
+GAS_NEAR = timedelta(minutes=5)
 PULSE_OXIMETRY = "59408-5"
 
 # Where one reading has a field from several LOINC codes, the lower rank is kept (as

@@ -802,7 +802,7 @@ def test_an_observation_without_an_id_is_named_by_its_identifier_else_by_its_con
     assert ids[0].startswith("fhir:sha256:")
     # named by its identifier's token, not the identifier in clear (the id travels in clear)
     named = "fhir:identifier:" + tok("fhir:identifier-name", "urn:monitor|m7-0930")
-    assert ids[3].startswith(named + ":code-")  # and what it measured (see below)
+    assert ids[3] == named + ":8867-4"  # and what it measured (see below)
 
 
 def test_an_encounter_without_an_id_is_followed_by_its_identifier_or_refused() -> None:
@@ -1435,11 +1435,19 @@ def test_a_value_whose_unit_and_unit_code_name_two_units_is_refused_not_converte
 
 def test_an_observation_of_a_fetus_or_donor_named_in_focus_is_not_the_patients() -> None:
     hr = observation("8867-4", valueQuantity=quantity(140, "/min"))
-    [(_, fetal, _)] = run(hr | {"focus": [{"reference": "Patient/fetus1"}]})
-    assert isinstance(fetal, Refused) and fetal.reason_code == "not_the_subject"
-    assert "fetus1" not in fetal.reason  # a reference may carry an identifier: not printed
-    [(_, own, _)] = run(hr | {"focus": [{"reference": hr["subject"]["reference"]}]})
-    assert isinstance(own, Mapped)
+    for other in ({"reference": "Patient/fetus1"}, {"reference": "RelatedPerson/donor7"}):
+        [(_, fetal, _)] = run(hr | {"focus": [other]})
+        assert isinstance(fetal, Refused) and fetal.reason_code == "not_the_subject"
+        assert other["reference"].split("/")[1] not in fetal.reason  # names are not printed
+    mrn = {"system": "urn:mrn", "value": "A1"}
+    for subject, focus in (
+        ({"reference": "Patient/p1"}, {"reference": "https://ehr.example/fhir/Patient/p1"}),
+        ({"reference": "Patient/p1"}, {"reference": "Patient/p1/_history/3"}),
+        ({"identifier": mrn}, {"identifier": mrn}),
+        ({"reference": "Patient/p1"}, {"reference": "Specimen/s1"}),  # a thing: still p1's
+    ):
+        [(_, own, _)] = run(hr | {"subject": subject, "focus": [focus]})
+        assert isinstance(own, Mapped), (subject, focus, own)
 
 
 def test_a_temperature_taken_on_the_skin_is_not_the_body_temperature() -> None:
@@ -1449,8 +1457,12 @@ def test_a_temperature_taken_on_the_skin_is_not_the_body_temperature() -> None:
                                       bodySite=site))  # fmt: skip
         assert isinstance(o, Refused) and o.reason_code == "not_a_vital_sign", site
     oral = {"coding": [{"system": "http://snomed.info/sct", "code": "123851003"}]}
-    [(_, o, _)] = run(observation("8310-5", valueQuantity=quantity(38.4, "Cel"), bodySite=oral))
-    assert isinstance(o, Mapped) and o.records[0][1]["temp_c"] == 38.4
+    not_snomed = {"coding": [{"system": "http://loinc.org", "code": "39937001"}]}
+    for site in (oral, not_snomed, {"text": "temporal artery (skin surface)"},
+                 {"text": "Axillary skin fold"}, {"text": "Body surface"}):  # fmt: skip
+        [(_, o, _)] = run(observation("8310-5", valueQuantity=quantity(38.4, "Cel"),
+                                      bodySite=site))  # fmt: skip
+        assert isinstance(o, Mapped) and o.records[0][1]["temp_c"] == 38.4, site
 
 
 def test_results_without_ids_that_share_an_accession_identifier_are_each_their_own() -> None:
@@ -1464,6 +1476,11 @@ def test_results_without_ids_that_share_an_accession_identifier_are_each_their_o
         [(_, o, _)] = run(result)
         assert isinstance(o, Mapped), o
         results.append(o.records[0][1]["result_id"])
+        # a resend that words or orders its codings otherwise keeps its name
+        result["code"]["text"] = "said otherwise"
+        result["code"]["coding"].insert(0, {"system": "urn:lab", "code": "X1"})
+        [(_, again, _)] = run(result)
+        assert isinstance(again, Mapped) and again.records[0][1]["result_id"] == results[-1]
     assert len(set(results)) == 2
 
 
@@ -1506,3 +1523,7 @@ def test_a_component_that_is_not_read_is_said_in_a_note_never_dropped_silently()
         assert isinstance(o, Mapped) and o.records and not o.rejected, o
         [note] = o.notes
         assert note.startswith(said), note
+    absent = {"code": component("8462-4", 0, "mm[Hg]")["code"],
+              "dataAbsentReason": {"text": "cuff failed"}}  # fmt: skip
+    [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"), component=[absent]))
+    assert isinstance(o, Mapped) and o.notes == []  # it says itself that it has no value

@@ -946,6 +946,37 @@ def test_a_temperature_keyed_into_a_blood_gas_analyser_is_not_a_bedside_reading(
     assert o.notes == ["OBX 3 (8310-5): a blood gas's entry, not read as a vital sign"]
     bedside = reading(oru("OBX|1|NM|8310-5^Temp^LN||39.2|Cel|||||F"))
     assert bedside["temp_c"] == 39.2
+    # a flowsheet's column filed at the minute of a gas: its own OBX-14, a bedside reading
+    o = outcome(
+        oru(
+            "OBX|1|NM|8310-5^Temp^LN||39.1|Cel|||||F|||20260301100000\r"
+            "OBX|2|NM|9279-1^RR^LN||28|/min|||||F|||20260301100000\r"
+            "OBX|3|NM|2744-1^pH^LN||7.30|[pH]|||||F|||20260301100000"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and o.notes == [], o
+    [vitals] = [rec for topic, rec in o.records if topic == topics.VITALS_OBSERVATION.name]
+    assert (vitals["temp_c"], vitals["resp_rate_per_min"]) == (39.1, 28)
+
+
+def test_a_gas_saturation_reported_seconds_after_its_ph_or_timed_by_its_order_is_sao2() -> None:
+    for saturation in (
+        "OBX|2|NM|2708-6^SaO2^LN||91|%|||||F|||20260301100107",  # seconds after the pH
+        "OBX|2|NM|2708-6^SaO2^LN||91|%|||||F",  # the order's time, the pH its own
+    ):
+        o = outcome(
+            "\r".join(
+                [
+                    *oru("").split("\r")[:3],
+                    "OBR|1|||BG^Blood gas^L|||20260301100000",
+                    "OBX|1|NM|2744-1^pH^LN||7.30|[pH]|||||F|||20260301100105",
+                    saturation,
+                ]
+            )
+        )
+        assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+        assert {topic for topic, _ in o.records} == {topics.LABS_RESULT.name}, saturation
+        assert [rec.get("sao2_pct") for _, rec in o.records if "sao2_pct" in rec] == [91]
 
 
 def test_a_bed_is_named_with_its_room_since_bed_numbers_repeat_from_room_to_room() -> None:
