@@ -106,6 +106,7 @@ def events_table(env: Any, t_env: Any, patients: int, rows: int, steady: bool = 
         "facility_id": "'FAC-01'",
         "unit_id": "CONCAT('ICU-', CAST(MOD(f0, 12) AS STRING))",
         "event_time": minute,
+        "measured_time": f"CAST({minute} AS TIMESTAMP(3))",
         **{
             p: values.get(
                 p, f"CAST(NULL AS {screen.field(p).flink_type().replace(' NOT NULL', '')})"

@@ -86,6 +86,7 @@ from jobs.screening.scoring import (
 from schemas import topics
 from schemas.rows import (
     ALERT_EVENT,
+    MEASURED_TIME,
     SCORED_STATE,
     SQL_TYPES,
     Field,
@@ -173,6 +174,7 @@ EVENT_COLUMNS = (
     "facility_id",
     "unit_id",
     "event_time",
+    "measured_time",
     *STATE_PARAMS,
     "is_discharge",
     "source_topic",
@@ -184,9 +186,11 @@ EVENT_COLUMNS = (
 
 def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
     """One row per accepted input record, every state parameter a column (null if absent, or
-    if the record's source is quarantined: `quarantine` then holds the quarantine's note):
-    `EVENT_COLUMNS` and the record's bytes (`value`; null for a charted minute of the device
-    numerics), which only a late record's dead letter reads."""
+    if the record's source is quarantined: `quarantine` then holds the quarantine's note), at its
+    record time (`event_time`, the rowtime) with the time its values were measured
+    (`measured_time`: a lab's draw, resulted hours later, or a reading charted late; an ADT
+    event's record time): `EVENT_COLUMNS` and the record's bytes (`value`; null for a charted
+    minute of the device numerics), which only a late record's dead letter reads."""
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     selects = []
     for name, topic in INPUTS.items():
@@ -203,14 +207,16 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
             unit = "COALESCE(unit_id, prior_unit_id, 'unknown')"
             discharge = "event_type = 'discharge'"
             quarantine = "CAST(NULL AS STRING)"
+            measured = "CAST(kafka_ts AS TIMESTAMP(3))"  # a discharge counts when it is known
         else:
             unit, discharge = "unit_id", "FALSE"
+            measured = MEASURED_TIME.name
             # matched by the registry's topic name: a quarantine names the source, not the
             # prefixed topic one deployment reads it from
             quarantine = _quarantine_sql(quarantine_tsv, topic.name, "kafka_ts")
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
-               {unit} AS unit_id, kafka_ts AS event_time, {params},
+               {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
                {discharge} AS is_discharge, '{read}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
                `value`
@@ -226,7 +232,8 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
     read, device = sources["device"].topic, INPUTS["device"].name
     selects.append(f"""
         SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
-               unit_id, event_time, {params}, FALSE AS is_discharge,
+               unit_id, event_time, CAST(event_time AS TIMESTAMP(3)) AS measured_time, {params},
+               FALSE AS is_discharge,
                '{read}' AS source_topic, source_partition, source_offset, quarantine,
                CAST(NULL AS BYTES) AS `value`
         FROM (SELECT *, {_quarantine_sql(quarantine_tsv, device, "event_time")} AS quarantine
@@ -236,7 +243,10 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
 
 
 def state_sql(source: str = "events", features: bool = False) -> str:
-    """Last value of each parameter within its validity, never carried across a discharge,
+    """Last value of each parameter within its validity, counted from when it was measured
+    (`measured_time`: a lactate resulted 5 h after its draw has 1 h of its 6 left, and one
+    drawn before a discharge and resulted after it belongs to the stay that ended), never
+    carried across a discharge,
     FiO2 or the oxygen flag not where a newer charting of the other contradicts it
     (udfs.sepsis.OXYGEN_PAIR); with `features`, also the model's stream features that are not
     state values (from `feature_events`): 6-hour extremes, lab ages (capped), the stay so far.
@@ -248,13 +258,24 @@ def state_sql(source: str = "events", features: bool = False) -> str:
     discharge older than that precedes every value still valid, lab ages are capped at 24 h, and
     a quarantine counts for 24 h after its last ignored record. A 24 h `RANGE` window kept every
     row of the day instead: 1.75 MB per patient in its checkpoints (bench/state_size.py), 24 GiB
-    at 15,000 beds, against 3.3 kB now. Rows of one patient with the same event time are one
-    step (`RANGE` peers)."""
+    at 15,000 beds, against 2.7 kB now (bench/results/state_size.json). Rows of one patient with
+    the same event time are one step (`RANGE` peers)."""
     ts = "CAST(event_time AS TIMESTAMP(3))"
-    last = ", ".join(
-        f"LAST_VALUE({p}) OVER w AS {p}_last, "
-        f"LAST_VALUE(CASE WHEN {p} IS NOT NULL THEN {ts} END) OVER w AS {p}_at"
+    types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
+    # each parameter's latest value: the latest measured, of those the latest recorded (a
+    # correction), as the greatest of `<measured><record time><value>` strings (a MAX, which an
+    # accumulating window keeps as one value: LAST_VALUE would take the last to arrive, a
+    # lactate drawn hours before the one the state holds, or either of two known at once); a
+    # TIMESTAMP(3) as a string is `yyyy-MM-dd HH:mm:ss.SSS`, fixed width, in time order
+    width = len("yyyy-MM-dd HH:mm:ss.SSS")
+    latest = ", ".join(
+        f"MAX(CASE WHEN {p} IS NOT NULL THEN CONCAT(CAST(measured_time AS STRING), "
+        f"CAST({ts} AS STRING), CAST({p} AS STRING)) END) OVER w AS {p}_latest, "
+        f"MAX(CASE WHEN {p} IS NOT NULL THEN measured_time END) OVER w AS {p}_at"
         for p in STATE_PARAMS
+    )
+    last = ", ".join(
+        f"CAST(SUBSTR({p}_latest, {2 * width + 1}) AS {types[p]}) AS {p}_last" for p in STATE_PARAMS
     )
 
     def valid(p: str) -> str:
@@ -291,13 +312,15 @@ def state_sql(source: str = "events", features: bool = False) -> str:
     SELECT record_id, record_kind, patient_token, facility_id, unit_id, event_time, {columns},
            is_discharge, source_topic, source_partition, source_offset, {ignored}
     FROM (
-      SELECT *, {last},
-             LAST_VALUE(quarantine) OVER w AS quarantine_last,
-             LAST_VALUE(CASE WHEN quarantine IS NOT NULL THEN {ts} END) OVER w AS quarantine_at,
-             LAST_VALUE(CASE WHEN is_discharge THEN {ts} END) OVER w AS discharged_at
-      FROM {source}
-      WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
-                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))"""
+      SELECT *, {last}
+      FROM (
+        SELECT *, {latest},
+               LAST_VALUE(quarantine) OVER w AS quarantine_last,
+               LAST_VALUE(CASE WHEN quarantine IS NOT NULL THEN {ts} END) OVER w AS quarantine_at,
+               LAST_VALUE(CASE WHEN is_discharge THEN {ts} END) OVER w AS discharged_at
+        FROM {source}
+        WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
+                     RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))"""
 
 
 def build(

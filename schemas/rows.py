@@ -205,13 +205,30 @@ REJECTION = (
 )
 
 
+MEASURED_TIME = Field(
+    "measured_time",
+    "timestamp",
+    "The record's own event_time: when its values were measured (a lab's specimen drawn), "
+    "which a later recorded_time follows where they were entered or resulted later; the "
+    "rowtime is the record time (schemas.codec.record_time).",
+)
+
+
+def measured(schema: Schema) -> bool:
+    """Whether `schema`'s records may be timed later than they were measured (a
+    `recorded_time` beside the `event_time`): their decoded rows end with MEASURED_TIME."""
+    names = {f.name for f in schema.fields}
+    return {"event_time", "recorded_time"} <= names
+
+
 def decoded(schema: Schema, only: Iterable[str]) -> Row:
     """The result of a decode UDTF (udfs.flink.decode_udtf) for `schema`: REJECTION, then the
-    fields `only` names (udfs.vitals.decoded_fields), None for a rejected record."""
+    fields `only` names (udfs.vitals.decoded_fields), then MEASURED_TIME where `measured`;
+    None for a rejected record."""
     fields = from_avro(schema, only=only).fields
     return Row(
         f"decoded.{schema.name}",
-        (*REJECTION, *fields),
+        (*REJECTION, *fields, *((MEASURED_TIME,) if measured(schema) else ())),
         f"A raw {schema.name} Kafka value decoded and validated: accepted (reason_code None) "
         "with its fields, or rejected with the reason.",
     )

@@ -49,13 +49,14 @@ class Row:
     patient_token: str
     facility_id: str
     unit_id: str
-    t: datetime
+    t: datetime  # the record time (schemas.codec.record_time), the job's event time
     values: dict[str, Any]  # raw values carried by this record
     is_discharge: bool
     state: dict[str, Any] | None = None
     measured: dict[str, datetime | None] | None = None
     scores: dict[str, int | bool] | None = None
     contradicted: str | None = None  # the oxygen parameter its state dropped (udfs.sepsis)
+    taken: datetime | None = None  # when its values were measured (its event_time); None: t
 
 
 def _f32(p: str, v: Any) -> Any:
@@ -76,17 +77,19 @@ def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
                 patient_token=rec["patient_token"],
                 facility_id=rec["facility_id"],
                 unit_id=rec.get("unit_id") or rec.get("prior_unit_id") or "unknown",
-                t=rec["event_time"],
+                t=codec.record_time(rec),
                 values={p: _f32(p, rec.get(p)) for p in STATE_PARAMS},
                 is_discharge=kind == "adt" and rec["event_type"] == "discharge",
+                taken=None if kind == "adt" else rec["event_time"],
             )
         )
     return rows
 
 
 def _screen_patient(rows: list[Row]) -> None:
-    """Carry each parameter's last value forward within its validity, never across a discharge;
-    all records at one event time see each other (they are one state)."""
+    """Carry each parameter's latest value (the latest measured, of those the latest
+    recorded) forward within its validity from when it was measured, never across a discharge;
+    all records at one record time see each other (they are one state)."""
     by_time: dict[datetime, list[Row]] = defaultdict(list)
     for r in rows:
         by_time[r.t].append(r)
@@ -96,8 +99,9 @@ def _screen_patient(rows: list[Row]) -> None:
         peers = by_time[t]
         for r in peers:
             for p, v in r.values.items():
-                if v is not None:
-                    last[p] = (v, t)
+                taken = r.taken or t
+                if v is not None and (p not in last or taken >= last[p][1]):
+                    last[p] = (v, taken)  # the latest measured; of those, the latest known
             if r.is_discharge:
                 discharged = t
         state: dict[str, Any] = {}

@@ -218,11 +218,13 @@ def sample_patients(raw: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame
 def warehouse_frame(client: Any, db: str, since: datetime) -> pd.DataFrame:
     """Screened states loaded since `since` (wall clock: `loaded_at`, so a replay of old event
     times counts as recent) as a PhysioNet 2019 format frame, labelled from
-    `outcome_labels` (outcome sepsis_onset): one row per patient-hour with the values measured
-    in that hour (carried-forward values are not measurements; hourly_features carries them
-    again), ICULOS from the patient's first state, SepsisLabel 1 from 6 h before onset, the stay
-    cut 3 h after onset as in the challenge. Only patients whose sepsis outcome is known (a
-    label row, true or false) are kept. Age, sex and unit are not in the warehouse: NaN."""
+    `outcome_labels` (outcome sepsis_onset): one row per patient-hour with the values that
+    became known in that hour: each value in the first state that carries it (carried-forward
+    values are not measurements; hourly_features carries them again), so a lab resulted in a
+    later hour than its draw (its `_measured_time` the draw's) is in the hour of its result,
+    ICULOS from the patient's first state, SepsisLabel 1 from 6 h before onset, the stay cut 3
+    h after onset as in the challenge. Only patients whose sepsis outcome is known (a label
+    row, true or false) are kept. Age, sex and unit are not in the warehouse: NaN."""
     columns = {**VITALS, **LABS}
     present = set(
         r[0]
@@ -232,14 +234,17 @@ def warehouse_frame(client: Any, db: str, since: datetime) -> pd.DataFrame:
         ).result_rows
     )
     wanted = [f for f in columns.values() if f in present]
-    sel = ", ".join(
-        f"if({f}_measured_time >= toStartOfHour(event_time), {f}, NULL) AS {f}" for f in wanted
-    )
+    sel = ", ".join(f"{f}, {f}_measured_time" for f in wanted)
     states = client.query_df(
-        f"SELECT patient_token, toStartOfHour(event_time) AS hour, {sel} "
+        f"SELECT patient_token, event_time, toStartOfHour(event_time) AS hour, {sel} "
         f"FROM {db}.sepsis_screen FINAL WHERE loaded_at >= %(s)s ORDER BY event_time",
         parameters={"s": since},
     )
+    for f in wanted:  # a value where it first appears (grouping drops a null measured time)
+        at = states[f"{f}_measured_time"]
+        first = states.groupby([states["patient_token"], at])["event_time"].transform("min")
+        states[f] = states[f].where(at.notna() & (states["event_time"] == first))
+    states = states.drop(columns=["event_time", *(f"{f}_measured_time" for f in wanted)])
     labels = client.query_df(
         f"SELECT patient_token, max(occurred) AS septic, "
         f"minIf(outcome_time, occurred) AS onset FROM {db}.{LABEL_TABLE} FINAL "

@@ -39,14 +39,14 @@ from pathlib import Path
 from schemas import load_schema, topics
 from schemas.avro import AvroField, Schema, earlier_revisions
 from schemas.capacity import ALL_UNITS
-from schemas.rows import CENSUS_PLACED, STAY_HOUR, decoded
+from schemas.rows import CENSUS_PLACED, REJECTION, STAY_HOUR, decoded, measured
 from schemas.settings import Settings
 from udfs import census
 from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 # The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
 INGESTED = (
     topics.VITALS_DEVICE,
@@ -147,10 +147,19 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     temperature of 98.6 refused as out of range still carries 98.6 and its unit); a record that
     does not decode has none."""
     fields = decoded_fields(schema)
-    row_type = decoded(schema, (f.name for f in fields)).flink_sql()
+    row = decoded(schema, (f.name for f in fields))
+    row_type = row.flink_sql()
     index = {f.name: i for i, f in enumerate(schema.fields)}
-    values = ", ".join(_value(index[f.name], f) for f in fields)
     event_time, recorded_time = index.get("event_time"), index.get("recorded_time")
+    values = ", ".join(
+        [_value(index[f.name], f) for f in fields]
+        + (  # schemas.rows.MEASURED_TIME: the record's own event_time
+            [f"(r.get({event_time}) == null ? null : "
+             f"TimestampData.fromEpochMillis((Long) r.get({event_time})))"]
+            if measured(schema) and event_time is not None
+            else []
+        )
+    )  # fmt: skip
     # the record timestamp is schemas.codec.record_time: event_time, or a later recorded_time
     later = (
         ""
@@ -176,7 +185,7 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
         }}
       }}"""
     )
-    nulls = ", ".join("null" for _ in fields)
+    nulls = ", ".join("null" for _ in row.columns[len(REJECTION) :])
     name = class_name(schema) + ("Lenient" if lenient else "")
     # lenient: the record read last, whose values a failed check keeps
     held = "\n  private transient GenericRecord held;" if lenient else ""
@@ -211,6 +220,7 @@ import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
+import org.apache.flink.table.data.TimestampData;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.TableFunction;
 

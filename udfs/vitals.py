@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
-from schemas import codec, topics
+from schemas import codec, rows, topics
 from schemas.avro import AvroField, Schema
 from udfs.news2 import news2
 
@@ -23,13 +24,16 @@ DECODED_FIELDS = decoded_fields(OBSERVATION)
 def decode_record(
     schema: Schema, payload: bytes | None, record_time_ms: int | None
 ) -> tuple[Any, ...]:
-    """(reason_code, reason, *decoded_fields(schema)): reason_code is None for an accepted record
-    and the fields are None for a rejected one."""
+    """(reason_code, reason, *decoded_fields(schema)[, measured_time]) (schemas.rows.decoded):
+    reason_code is None for an accepted record and the fields are None for a rejected one."""
     fields = decoded_fields(schema)
+    when = (rows.MEASURED_TIME.name,) if rows.measured(schema) else ()
     rec = codec.decode_valid(schema, payload, record_time_ms)
     if isinstance(rec, codec.Rejection):
-        return (rec.reason_code, rec.reason, *(None for _ in fields))
-    return (None, None, *(rec[f.name] for f in fields))
+        return (rec.reason_code, rec.reason, *(None for _ in (*fields, *when)))
+    # a TIMESTAMP(3) column holds the UTC wall time, without its zone
+    at = tuple(rec["event_time"].astimezone(UTC).replace(tzinfo=None) for _ in when)
+    return (None, None, *(rec[f.name] for f in fields), *at)
 
 
 def decode_observation(payload: bytes | None, record_time_ms: int | None) -> tuple[Any, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from jobs import bed_census, sepsis_news2, sepsis_screen
 from jobs.feeds import mimic_adt, replay
 from jobs.screening.rules import RULES
-from schemas import topics
+from schemas import codec, topics
 from schemas.capacity import ALL_UNITS
 from schemas.settings import Settings
 from tests import reference, reference_census, reference_screen
@@ -23,10 +24,12 @@ from tests.flink_harness import build_bounded, event_time_diamonds, plan, run_bo
 from training.registry import bootstrap
 from udfs.device import CHART_FUNCTION
 from udfs.registry import Registry
+from udfs.sepsis import VALIDITY_H
 
 pytestmark = pytest.mark.slow
 
 PATIENTS = 40
+RESULTED_AFTER = timedelta(hours=3)
 INPUT_OF = {
     topics.VITALS_OBSERVATION.name: "vitals",
     topics.LABS_RESULT.name: "labs",
@@ -37,8 +40,9 @@ INPUT_OF = {
 @pytest.fixture(scope="module")
 def sample_items(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
     """The bundled sample's records, every seventh vitals record with a GCS (set A charts none;
-    an ICU charts it, and qSOFA's altered mentation reads it), and every
-    fifth an oxygen flag, on or off, that agrees or not with the FiO2 charted before it."""
+    an ICU charts it, and qSOFA's altered mentation reads it), every fifth an oxygen flag, on or
+    off, that agrees or not with the FiO2 charted before it, and every third lab result known
+    (`recorded_time`) 3 hours after its draw, all in the order of their record times."""
     plan = replay.ReplayPlan(patients=PATIENTS)
     df = pd.read_parquet(replay.SAMPLE)
     chosen = replay.select_patients(df, plan)
@@ -48,7 +52,10 @@ def sample_items(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
         rec["gcs_total"] = 3 + n % 13
     for n, rec in enumerate(vitals[::5]):
         rec["on_supplemental_o2"] = n % 2 == 0
-    return items
+    labs = [rec for topic, rec in items if topic == topics.LABS_RESULT.name]
+    for rec in labs[::3]:
+        rec["recorded_time"] = rec["event_time"] + RESULTED_AFTER
+    return sorted(items, key=lambda item: codec.record_time(item[1]))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +88,19 @@ def test_the_screening_job_in_memory_equals_the_offline_reference(
     low_gcs = [r for r in screened["sepsis_screen"] if (r["gcs_total"] or 15) < 15]
     assert low_gcs, "the sample's GCS reaches the states"
     assert all(r["qsofa_score"] >= 1 for r in low_gcs)  # altered mentation (Seymour 2016)
+    drawn = {
+        (rec["patient_token"], rec["event_time"])
+        for topic, rec in sample_items
+        if topic == topics.LABS_RESULT.name and rec.get("recorded_time") is not None
+    }
+    resulted_late = [
+        (r["event_time"] - r["lactate_mmol_l_measured_time"], r["lactate_mmol_l"])
+        for r in screened["sepsis_screen"]
+        if (r["patient_token"], r["lactate_mmol_l_measured_time"]) in drawn
+    ]
+    # a lactate resulted 3 h after its draw is valid from its draw: 3 of its 6 h are left
+    assert resulted_late and min(age for age, _ in resulted_late) >= RESULTED_AFTER
+    assert max(age for age, _ in resulted_late) <= timedelta(hours=VALIDITY_H["lactate_mmol_l"])
     assert events, "the sample raises alerts"
     reference_screen.assert_events_equal(screened["alert_events"], events)
 

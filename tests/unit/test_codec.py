@@ -134,7 +134,8 @@ def test_a_record_entered_after_it_happened_is_timed_by_when_it_was_entered() ->
 
 def test_decode_observation_returns_reason_or_fields_in_schema_order() -> None:
     ok = decode_observation(codec.encode(OBS, _rec()), codec.epoch_ms(T))
-    assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS)
-    assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:], strict=True))["unit_id"] == "u"
+    assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS) + 1
+    assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:-1], strict=True))["unit_id"] == "u"
+    assert ok[-1] == T.replace(tzinfo=None)  # measured_time: its own event time, in UTC
     bad = decode_observation(b"junk", codec.epoch_ms(T))
     assert bad[0] == "undecodable" and all(v is None for v in bad[2:])

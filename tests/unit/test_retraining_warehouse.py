@@ -123,3 +123,27 @@ def test_the_shadow_scores_of_both_versions_on_the_same_states_feed_the_decision
     print(d)
     assert d.states == len(shadow.frame) and not d.promote  # v2 failed its gate
     assert d.delta_ci95[0] <= d.delta_auroc <= d.delta_ci95[1]
+
+
+def test_a_lab_resulted_in_a_later_hour_than_its_draw_is_a_measurement_of_that_hour(
+    warehouse: Any,
+) -> None:
+    """A state's `_measured_time` is when the value was measured (the draw); the training row
+    takes the value in the hour it became known, once, as PhysioNet's hourly rows chart it."""
+    client, db, _, raw, _ = warehouse
+    late_db = db + "_late"
+    ch.migrate(client, late_db)
+    [pid] = raw["patient_id"].drop_duplicates().head(1)
+    states = client.query_df(
+        f"SELECT * FROM {db}.sepsis_screen FINAL WHERE patient_token = %(t)s "
+        "ORDER BY event_time LIMIT 3",
+        parameters={"t": f"tok-{pid}"},
+    )
+    drawn = states["event_time"].iloc[0] + pd.Timedelta(minutes=30)  # resulted an hour later
+    states["lactate_mmol_l"] = [None, 3.0, 3.0]  # then carried
+    states["lactate_mmol_l_measured_time"] = [None, drawn, drawn]
+    labels = outcome_labels(raw[raw["patient_id"] == pid])
+    load(client, late_db, {"sepsis_screen": states, "outcome_labels": labels})
+    frame = retrain.warehouse_frame(client, late_db, T0 - timedelta(days=1))
+    assert frame["Lactate"].isna().tolist() == [True, False, True]
+    assert frame["Lactate"].iloc[1] == 3.0

@@ -264,7 +264,12 @@ def test_the_decode_udtf_result_is_the_old_one(topic: topics.Topic) -> None:
     fields = [f for f in topic.schema.fields if f.logical is None]
     old_types = [DataTypes.STRING(), DataTypes.STRING()]
     old_types += [OLD_AVRO_DATA_TYPES[f.base] for f in fields]
-    assert decoded_columns(topic.name) == ("reason_code", "reason", *(f.name for f in fields))
+    # then the record's own event time (each of these has a recorded_time): rows.MEASURED_TIME
+    measured = ("measured_time",)
+    old_types += [DataTypes.TIMESTAMP(3) for _ in measured]
+    assert decoded_columns(topic.name) == (
+        "reason_code", "reason", *(f.name for f in fields), *measured
+    )  # fmt: skip
     assert decode_udtf(topic.name)._result_types == old_types
     if topic is topics.VITALS_OBSERVATION:
         assert decoded_columns(topic.name) == DECODED_COLUMNS
