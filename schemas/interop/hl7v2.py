@@ -55,9 +55,9 @@ from schemas.interop import acvpu, derived, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.loinc import (
     ANALYSER_ENTRIES,
-    BLOOD_GAS,
     BP_PANELS,
     CODES,
+    GAS_ANALYTES,
     GAS_NEAR,
     GAS_PANELS,
     LOINC_SYSTEMS_HL7,
@@ -1233,8 +1233,8 @@ def _blood_gases(
     tz: tzinfo,
 ) -> tuple[set[int], dict[int, list[datetime]]]:
     """(the orders of an arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), and per order
-    the times of its blood gas analyser results (loinc.BLOOD_GAS: pO2, pCO2, pH) that are not
-    pending or taken back (OBX-11 X, I, D, W))."""
+    the times of its blood gas analyser results (loinc.GAS_ANALYTES: pO2, pCO2, pH of any
+    sample, read or not) that are not pending or taken back (OBX-11 X, I, D, W))."""
     order, panels, times = 0, set[int](), dict[int, list[datetime]]()
     for seg in children:
         if seg.name == "OBR":
@@ -1244,9 +1244,13 @@ def _blood_gases(
             if any((local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
                 panels.add(order)
         elif seg.name == "OBX":
-            coded = observation_code(_components(seg.obx_3, enc), codes)
+            identifier = _components(seg.obx_3, enc)
+            coded = observation_code(identifier, codes)
+            named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
+            if coded is not None:
+                named.add(coded[0])
             status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
-            if coded is not None and coded[0] in BLOOD_GAS and status not in ("X", "I", "D", "W"):
+            if named & GAS_ANALYTES and status not in ("X", "I", "D", "W"):
                 # its own time not read: it is refused with it, and marks none
                 with contextlib.suppress(ValueError):
                     at = _obx_time(seg, enc, order_times[order], message_time, tz)

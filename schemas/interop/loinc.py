@@ -229,6 +229,13 @@ CODES: dict[str, Code] = {
 IN_BLOOD_GAS: dict[str, Code] = {"2708-6": Code(LABS, "sao2_pct", {"%": (1.0, 0.0)})}
 # A blood gas analyser's results besides the saturation: pO2, pCO2 (arterial blood) and pH.
 BLOOD_GAS: frozenset[str] = frozenset({"2703-7", "2019-8", "2744-1"})
+# A blood gas analyser's results of any sample (DICOM CID 3524, 3528: pO2, pCO2 and pH of blood,
+# arterial, venous): an order with one is a blood gas, whatever wardflow reads of it
+GAS_ANALYTES: frozenset[str] = BLOOD_GAS | {
+    "11556-8", "2705-2",  # pO2: blood, venous
+    "11557-6", "2021-4",  # pCO2: blood, venous
+    "11558-4", "2746-6",  # pH: blood, venous
+}  # fmt: skip
 GAS_PANELS: frozenset[str] = frozenset({"24336-0"})  # Gas panel - Arterial blood (an order)
 # Fields a blood gas's results may carry that are the analyser's entries for its correction (the
 # patient's temperature as keyed in, often its default 37.0 °C; the ventilator's rate), not a

@@ -959,6 +959,24 @@ def test_a_temperature_keyed_into_a_blood_gas_analyser_is_not_a_bedside_reading(
     assert (vitals["temp_c"], vitals["resp_rate_per_min"]) == (39.1, 28)
 
 
+def test_a_venous_gas_or_one_coded_in_blood_makes_its_saturation_a_lab_value_not_spo2() -> None:
+    """A venous sO2 of 70 % read as the monitor's SpO2 would score NEWS2 3 points."""
+    for ph in ("2746-6^pH venous^LN", "11558-4^pH^LN"):
+        o = outcome(
+            "\r".join(
+                [
+                    *oru("").split("\r")[:3],
+                    "OBR|1|||VBG^Venous blood gas^L|||20260301100000",
+                    f"OBX|1|NM|{ph}||7.33|[pH]|||||F",
+                    "OBX|2|NM|2708-6^sO2^LN||70|%|||||F",
+                ]
+            )
+        )
+        assert isinstance(o, hl7v2.Mapped), o
+        assert [rec.get("sao2_pct") for _, rec in o.records] == [70], ph
+        assert {topic for topic, _ in o.records} == {topics.LABS_RESULT.name}
+
+
 def test_a_gas_saturation_reported_seconds_after_its_ph_or_timed_by_its_order_is_sao2() -> None:
     for saturation in (
         "OBX|2|NM|2708-6^SaO2^LN||91|%|||||F|||20260301100107",  # seconds after the pH
