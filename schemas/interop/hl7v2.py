@@ -892,7 +892,14 @@ def _oru(
         # SpO2 and temperatures beside a gas drawn at 09:30: those of 08:00 are the monitor's)
         own_time = _own_time(seg, enc, obr_time)
         near = [t for t in gas_times.get(order, ()) if sent_at and abs(sent_at - t) <= GAS_NEAR]
-        of_gas = order in gas_panels or (order in gas_times and (not own_time or bool(near)))
+        # (a laboratory that sends each test as an order of its own times them all by the
+        # specimen: a saturation timed by its order at a gas result's very time is the gas's)
+        same_specimen = not own_time and any(sent_at in ts for ts in gas_times.values())
+        of_gas = (
+            order in gas_panels
+            or (order in gas_times and (not own_time or bool(near)))
+            or same_specimen
+        )
         entry = order in gas_panels or (order in gas_times and not own_time)
         if entry and any(CODES[code].field in ANALYSER_ENTRIES for code, _ in fields):
             # the temperature or rate keyed into the blood gas analyser (its correction, often

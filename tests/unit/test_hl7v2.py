@@ -975,6 +975,23 @@ def test_a_venous_gas_or_one_coded_in_blood_makes_its_saturation_a_lab_value_not
         assert isinstance(o, hl7v2.Mapped), o
         assert [rec.get("sao2_pct") for _, rec in o.records] == [70], ph
         assert {topic for topic, _ in o.records} == {topics.LABS_RESULT.name}
+    # each test an order of its own, all timed by the specimen's collection
+    o = outcome(
+        "\r".join(
+            [
+                *oru("").split("\r")[:3],
+                "OBR|1|||PH^pH^L|||20260301100000",
+                "OBX|1|NM|2744-1^pH^LN||7.33|[pH]|||||F",
+                "OBR|2|||SO2^sO2^L|||20260301100000",
+                "OBX|1|NM|2708-6^sO2^LN||93|%|||||F",
+                "OBR|3|||VS^Vitals^L|||20260301100500",
+                "OBX|1|NM|2708-6^SpO2^LN||95|%|||||F",
+            ]
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped), o
+    got = {(topic, rec.get("sao2_pct"), rec.get("spo2_pct")) for topic, rec in o.records}
+    assert got == {(topics.LABS_RESULT.name, 93, None), (topics.VITALS_OBSERVATION.name, None, 95)}
 
 
 def test_a_gas_saturation_reported_seconds_after_its_ph_or_timed_by_its_order_is_sao2() -> None:
