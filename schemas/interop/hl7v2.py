@@ -642,7 +642,9 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     MSH-7's offset gives where it has one; else `default_tz` (the gateway's `hl7_timezone`).
     Where MSH-7's offset is the one `default_tz` has at MSH-7's time, the sender is in that zone
     and `default_tz` is returned, so that a time on the other side of a daylight-saving change
-    (a discharge stamped in summer time, sent in winter) takes its own offset."""
+    (a discharge stamped in summer time, sent in winter) takes its own offset; a time of the
+    hour that the change back repeats (01:30 twice) takes MSH-7's offset where it is one of its
+    two (`_Preferring`), not always the first."""
     m = _TS.match(msh_7.strip())
     if m is None or not m.group("tz"):
         return default_tz
@@ -652,7 +654,41 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     except ValueError:
         return sent
     same = at.astimezone(default_tz).utcoffset() == sent.utcoffset(None)
-    return default_tz if same else sent
+    return _Preferring(default_tz, sent.utcoffset(None)) if same else sent
+
+
+class _Preferring(tzinfo):
+    """`zone`, except that a wall time it gives two offsets (the repeated hour when daylight
+    saving ends) takes `offset` where that is one of them: the offset the sender stamped its
+    message with says which of the two hours it is in."""
+
+    def __init__(self, zone: tzinfo, offset: timedelta | None) -> None:
+        self.zone, self.offset = zone, offset
+
+    def _wall(self, dt: datetime | None) -> datetime | None:
+        if dt is None:
+            return None
+        naive = dt.replace(tzinfo=None)
+        folds = [naive.replace(fold=f, tzinfo=self.zone) for f in (0, 1)]
+        offsets = [f.utcoffset() for f in folds]
+        if offsets[0] != offsets[1] and self.offset in offsets:
+            return folds[offsets.index(self.offset)]
+        return naive.replace(fold=dt.fold, tzinfo=self.zone)
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        wall = self._wall(dt)
+        return self.zone.utcoffset(None) if wall is None else wall.utcoffset()
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        wall = self._wall(dt)
+        return self.zone.dst(None) if wall is None else wall.dst()
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        wall = self._wall(dt)
+        return self.zone.tzname(None) if wall is None else wall.tzname()
+
+    def __repr__(self) -> str:
+        return f"_Preferring({self.zone!r}, {self.offset!r})"
 
 
 # Where an ADT event's time comes from when EVN-6 (event occurred) is absent: the visit's own
@@ -690,16 +726,29 @@ def _adt(
     source: str,
     tz: tzinfo,
 ) -> Mapped | Refused:
-    """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
-    numbers them), so that a visit keeps one token whatever facility its locations name."""
+    """`visits`: the namespace of PV1-19 visit numbers (PID-18 account numbers where PV1-19 is
+    empty), the sender's (its registration system numbers them), so that a visit keeps one
+    token whatever facility its locations name."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
         event_type = "register"  # another encounter of the patient's: a visit in no bed
     unit = _field(msg, "PV1", 3, 1, 1) or None
+    ended = bool(_field(msg, "PV1", 45, 1))  # the visit's discharge time: it is over
+    located = unit is not None
+    if trigger == "A08" and ended:
+        # an update of a visit that is over (EHRs send A08 for coding and billing long after):
+        # its PV1-3 is where that visit was, not where the patient is
+        located = False
+    if trigger == "A07" and unit is not None and not ended and unit == _field(msg, "PV1", 6, 1, 1):
+        # inpatient to outpatient (observation) where the patient was, PV1-3 the unit of PV1-6:
+        # HL7 v2.5 3.3.7, the patient "is still being seen for this episode of care"; the bed
+        # is kept (one that names another unit, an outpatient department, leaves the bed)
+        event_type = "update"
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
     occurred, recorded = _event_time(msg, tz, trigger)
-    visit = _field(msg, "PV1", 19, 1)
+    # the visit: PV1-19, else the account number (PID-18) that senders without one give
+    visit = _field(msg, "PV1", 19, 1) or _field(msg, "PID", 18, 1)
     record = {
         "event_id": f"{base_id}:{trigger}",
         "event_type": event_type,
@@ -707,8 +756,8 @@ def _adt(
         "patient_token": patient,
         "encounter_token": tokenise(visits, visit) if visit else None,
         "facility_id": facility,
-        "unit_id": unit,
-        "bed_id": _bed(msg, 3),
+        "unit_id": unit if located else None,
+        "bed_id": _bed(msg, 3) if located else None,
         "prior_unit_id": _field(msg, "PV1", 6, 1, 1) or None,
         "prior_bed_id": _bed(msg, 6),
         "event_time": occurred,

@@ -1194,3 +1194,70 @@ def test_formatting_escapes_change_no_identifier() -> None:
     o = outcome(adt_message("ADT^A01", pid3="MRN\\.sk1\\77^^^H^MR", pv1="PV1|1|I|ICU^2^A^H"))
     assert isinstance(o, hl7v2.Mapped)
     assert o.records[0][1]["patient_token"] == tok("H", "MRN77")
+
+
+# --- a review of real ADT feeds ------------------------------------------------------------
+
+
+def placed_after(*messages: str) -> tuple[list[str], census.PatientPlacement]:
+    """Each message mapped and applied in turn to one patient's placement: their outcomes."""
+    placement, seen = census.PatientPlacement(), []
+    for minute, text in enumerate(messages):
+        o = outcome(text.replace("|Q1|", f"|Q{minute}|"))
+        assert isinstance(o, hl7v2.Mapped), o
+        for _, record in o.records:
+            result, _ = placement.apply(census.AdtEvent.of(record, minute * 60_000))
+            seen.append(f"{record['event_type']}:{result.status}")
+    return seen, placement
+
+
+def test_an_update_of_a_visit_that_is_over_moves_no_one() -> None:
+    """EHRs send A08 for coding and billing on old encounters: PV1-45 says the visit is over,
+    so its PV1-3 is where that visit was, not where the patient is now."""
+    old_visit = "PV1|1|I|ICU^02^A^H|||||||||||||||||V1" + "|" * 25 + "20260101080000|20260105100000"
+    seen, placement = placed_after(
+        adt_message("ADT^A01", pv1="PV1|1|I|5W^512^A^H"),
+        adt_message("ADT^A08", pv1=old_visit),
+    )
+    assert seen == ["admit:applied", "update:no_change"]
+    assert placement.place is not None and placement.place.unit_id == "5W"
+
+
+def test_a_change_to_outpatient_where_the_patient_lies_keeps_the_bed() -> None:
+    """HL7 v2.5 3.3.7: after an A07 the patient is still seen for this episode of care; in the
+    bed they were in (PV1-3 the unit of PV1-6) they keep it. To another unit (an outpatient
+    department) or without one, they leave it."""
+    admit = adt_message("ADT^A01", pv1="PV1|1|I|5W^512^A^H")
+    stays = "PV1|1|O|5W^512^A^H|||5W^512^A^H"
+    seen, placement = placed_after(admit, adt_message("ADT^A07", pv1=stays))
+    assert seen == ["admit:applied", "update:no_change"] and placement.place is not None
+    leaves = "PV1|1|O|OPD^1^1^H|||5W^512^A^H"
+    seen, placement = placed_after(admit, adt_message("ADT^A07", pv1=leaves))
+    assert seen == ["admit:applied", "discharge:applied"] and placement.place is None
+
+
+def test_a_visit_given_only_as_the_account_number_binds_its_cancel() -> None:
+    """Senders that leave PV1-19 empty carry the visit in PID-18: an A11 of an outpatient
+    registration under another account leaves the inpatient's bed alone."""
+
+    def with_account(msh9: str, account: str, pv1: str) -> str:
+        pid = "PID|1||MRN1^^^H^MR"
+        return adt_message(msh9, pv1=pv1).replace(pid, pid + "|" * 15 + account)  # PID-18
+
+    seen, placement = placed_after(
+        with_account("ADT^A01", "FIN1", "PV1|1|I|5W^512^A^H"),
+        with_account("ADT^A04", "FIN2", "PV1|1|O|CARDCLIN^^^H"),
+        with_account("ADT^A11", "FIN2", "PV1|1|O|CARDCLIN^^^H"),
+    )
+    assert seen == ["admit:applied", "register:no_change", "cancel_admit:nothing_to_cancel"]
+    assert placement.place is not None and placement.place.unit_id == "5W"
+
+
+def test_a_time_in_the_hour_repeated_when_daylight_saving_ends_takes_the_senders_offset() -> None:
+    """01:20 happens twice in New York on 2026-11-01; a message stamped -0500 is in the second."""
+    zone = ZoneInfo("America/New_York")
+    second = hl7v2.sender_zone("20261101012500-0500", zone)
+    first = hl7v2.sender_zone("20261101015500-0400", zone)
+    assert hl7v2.hl7_time("20261101012000", second) == datetime(2026, 11, 1, 6, 20, tzinfo=UTC)
+    assert hl7v2.hl7_time("20261101012000", first) == datetime(2026, 11, 1, 5, 20, tzinfo=UTC)
+    assert hl7v2.hl7_time("20260701120000", second) == datetime(2026, 7, 1, 16, 0, tzinfo=UTC)
