@@ -177,6 +177,13 @@ class PatientPlacement:
                 return Outcome("missing_unit", "a transfer must name a unit"), []
             return self._move(kind, new, t)
         if kind == "discharge":
+            if self._another_visits(e, new, before):
+                return Outcome(
+                    "not_admitted",
+                    "a discharge of another encounter than the stay's, from a unit the patient "
+                    "is not in (an emergency visit closed after the inpatient admission): the "
+                    "stay's bed is kept",
+                ), []
             return self._move(kind, None, t)
         if kind == "update":
             if before is None or new is None or new == before:
@@ -213,6 +220,20 @@ class PatientPlacement:
         if kind.startswith("cancel_"):
             return self._cancel(kind.removeprefix("cancel_"), t)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
+
+    def _another_visits(self, e: AdtEvent, at: Place | None, before: Place | None) -> bool:
+        """Whether a discharge ends another encounter than the stay's: it names its encounter
+        and the census knows the stay's, they differ, and it names a unit other than the one the
+        patient is in. Both must differ: a visit number changed during a stay (an A06 under a
+        new account, interim billing) still discharges from the patient's unit."""
+        return bool(
+            e.encounter_token
+            and self.stay is not None
+            and e.encounter_token != self.stay
+            and at is not None
+            and before is not None
+            and (at.facility_id, at.unit_id) != (before.facility_id, before.unit_id)
+        )
 
     def _move(
         self, kind: str, new: Place | None, t: int, *, arrival: bool = False

@@ -150,6 +150,9 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         "the patient's stay is another encounter's",
     )
     assert sum(1 for _, _, reason in want.refused.elements() if reason in others) >= 5
+    # and discharges of another encounter from a unit the patient is not in
+    another = "a discharge of another encounter than the stay's"
+    assert sum(1 for _, _, why in want.refused.elements() if why.startswith(another)) >= 3
     voids = {e["event_id"] for e in census["events"] if e["event_type"] == "void_encounter"}
     assert sum(1 for e, status, _, _ in want.events if e in voids and status == "applied") >= 3
     applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")

@@ -1214,7 +1214,7 @@ def placed_after(*messages: str) -> tuple[list[str], census.PatientPlacement]:
 def test_an_update_of_a_visit_that_is_over_moves_no_one() -> None:
     """EHRs send A08 for coding and billing on old encounters: PV1-45 says the visit is over,
     so its PV1-3 is where that visit was, not where the patient is now."""
-    old_visit = "PV1|1|I|ICU^02^A^H|||||||||||||||||V1" + "|" * 25 + "20260101080000|20260105100000"
+    old_visit = "PV1|1|I|ICU^02^A^H" + "|" * 16 + "V1" + "|" * 25 + "20260101080000|20260105100000"
     seen, placement = placed_after(
         adt_message("ADT^A01", pv1="PV1|1|I|5W^512^A^H"),
         adt_message("ADT^A08", pv1=old_visit),
@@ -1261,3 +1261,23 @@ def test_a_time_in_the_hour_repeated_when_daylight_saving_ends_takes_the_senders
     assert hl7v2.hl7_time("20261101012000", second) == datetime(2026, 11, 1, 6, 20, tzinfo=UTC)
     assert hl7v2.hl7_time("20261101012000", first) == datetime(2026, 11, 1, 5, 20, tzinfo=UTC)
     assert hl7v2.hl7_time("20260701120000", second) == datetime(2026, 7, 1, 16, 0, tzinfo=UTC)
+
+
+def test_an_emergency_visit_closed_after_the_inpatient_admission_keeps_the_inpatients_bed() -> None:
+    """Where the emergency visit is an encounter of its own (a Cerner FIN, a Meditech ER
+    account), its A03 comes after the inpatient admission: another visit, from a unit the
+    patient is not in. A discharge of the stay's own visit, or from its unit, still applies."""
+    ed = "PV1|1|E|ED^^12^H||||||||||||||||FIN1"
+    inpatient = "PV1|1|I|5W^512^A^H||||||||||||||||FIN2"
+    seen, placement = placed_after(
+        adt_message("ADT^A04", pv1=ed),
+        adt_message("ADT^A01", pv1=inpatient),
+        adt_message("ADT^A03", pv1=ed),
+    )
+    assert seen == ["register:no_change", "admit:applied", "discharge:not_admitted"]
+    assert placement.place is not None and placement.place.unit_id == "5W"
+    renumbered = "PV1|1|I|5W^512^A^H||||||||||||||||FIN3"  # interim billing: a new number
+    seen, placement = placed_after(
+        adt_message("ADT^A01", pv1=inpatient), adt_message("ADT^A03", pv1=renumbered)
+    )
+    assert seen == ["admit:applied", "discharge:applied"] and placement.place is None

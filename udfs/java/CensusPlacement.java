@@ -254,7 +254,18 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (next == null) return out("missing_unit", "a transfer must name a unit");
       return move(s, kind, next, t, false, deltas);
     }
-    if (kind.equals("discharge")) return move(s, kind, null, t, false, deltas);
+    if (kind.equals("discharge")) {
+      // another encounter's discharge from a unit the patient is not in (udfs.census)
+      if (notEmpty(encounter) && v.stay != null && !v.stay.equals(encounter) && next != null
+          && !next.sameUnit(before)) {
+        return out(
+            "not_admitted",
+            "a discharge of another encounter than the stay's, from a unit the patient is not in"
+                + " (an emergency visit closed after the inpatient admission): the stay's bed is"
+                + " kept");
+      }
+      return move(s, kind, null, t, false, deltas);
+    }
     if (kind.equals("update")) {
       if (before == null || next == null || next.same(before)) {
         return out("no_change", "no bed or unit change");
