@@ -224,15 +224,16 @@ class PatientPlacement:
     def _another_visits(self, e: AdtEvent, at: Place | None, before: Place | None) -> bool:
         """Whether a discharge ends another encounter than the stay's: it names its encounter
         and the census knows the stay's, they differ, and it names a unit other than the one the
-        patient is in. Both must differ: a visit number changed during a stay (an A06 under a
-        new account, interim billing) still discharges from the patient's unit."""
+        patient is in (by its name: a discharge that names no facility takes the sender's).
+        Both must differ: a visit number changed during a stay (an A06 under a new account,
+        interim billing) still discharges from the patient's unit."""
         return bool(
             e.encounter_token
             and self.stay is not None
             and e.encounter_token != self.stay
             and at is not None
             and before is not None
-            and (at.facility_id, at.unit_id) != (before.facility_id, before.unit_id)
+            and at.unit_id != before.unit_id
         )
 
     def _move(

@@ -654,16 +654,20 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     except ValueError:
         return sent
     same = at.astimezone(default_tz).utcoffset() == sent.utcoffset(None)
-    return _Preferring(default_tz, sent.utcoffset(None)) if same else sent
+    return _Preferring(default_tz, sent.utcoffset(None), at) if same else sent
 
 
 class _Preferring(tzinfo):
-    """`zone`, except that a wall time it gives two offsets (the repeated hour when daylight
-    saving ends) takes `offset` where that is one of them: the offset the sender stamped its
-    message with says which of the two hours it is in."""
+    """`zone`, except that a wall time it has twice (the hour repeated when daylight saving
+    ends) takes `offset` where that is one of its two and puts it no later than the message
+    was sent (`sent`): the offset the sender stamped its message with says which of the two
+    hours it is in. A wall time that does not exist (the hour skipped in spring) is `zone`'s."""
 
-    def __init__(self, zone: tzinfo, offset: timedelta | None) -> None:
-        self.zone, self.offset = zone, offset
+    def __init__(self, zone: tzinfo, offset: timedelta | None, sent: datetime) -> None:
+        self.zone, self.offset, self.sent = zone, offset, sent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Preferring, (self.zone, self.offset, self.sent))
 
     def _wall(self, dt: datetime | None) -> datetime | None:
         if dt is None:
@@ -671,8 +675,14 @@ class _Preferring(tzinfo):
         naive = dt.replace(tzinfo=None)
         folds = [naive.replace(fold=f, tzinfo=self.zone) for f in (0, 1)]
         offsets = [f.utcoffset() for f in folds]
-        if offsets[0] != offsets[1] and self.offset in offsets:
-            return folds[offsets.index(self.offset)]
+        repeated = offsets[0] != offsets[1] and all(
+            f.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) == naive for f in folds
+        )
+        if repeated and self.offset in offsets:
+            chosen = folds[offsets.index(self.offset)]
+            if chosen.astimezone(UTC) <= self.sent:
+                return chosen
+            return folds[1 - offsets.index(self.offset)]  # after the message: the other hour
         return naive.replace(fold=dt.fold, tzinfo=self.zone)
 
     def utcoffset(self, dt: datetime | None) -> timedelta | None:
@@ -726,9 +736,8 @@ def _adt(
     source: str,
     tz: tzinfo,
 ) -> Mapped | Refused:
-    """`visits`: the namespace of PV1-19 visit numbers (PID-18 account numbers where PV1-19 is
-    empty), the sender's (its registration system numbers them), so that a visit keeps one
-    token whatever facility its locations name."""
+    """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
+    numbers them), so that a visit keeps one token whatever facility its locations name."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
         event_type = "register"  # another encounter of the patient's: a visit in no bed
@@ -747,14 +756,14 @@ def _adt(
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
     occurred, recorded = _event_time(msg, tz, trigger)
-    # the visit: PV1-19, else the account number (PID-18) that senders without one give
-    visit = _field(msg, "PV1", 19, 1) or _field(msg, "PID", 18, 1)
+    visit = _field(msg, "PV1", 19, 1)
     record = {
         "event_id": f"{base_id}:{trigger}",
         "event_type": event_type,
         "source_message_type": f"ADT^{trigger}",
         "patient_token": patient,
-        "encounter_token": tokenise(visits, visit) if visit else None,
+        # an A07 may give the visit a new number (HL7 v2.5 3.3.7): it binds to no encounter
+        "encounter_token": tokenise(visits, visit) if visit and trigger != "A07" else None,
         "facility_id": facility,
         "unit_id": unit if located else None,
         "bed_id": _bed(msg, 3) if located else None,
@@ -900,6 +909,10 @@ def _oru(
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
     gas_panels, gas_times = _blood_gases(children, enc, codes, order_times, message_time, tz)
+    # the specimens' times of the gas results timed by their order (OBR-7, SPM-17, OBR-8: not
+    # by MSH-7, which every result of a message without them shares), and each order's OBX count
+    specimens = _specimen_gas_times(children, enc, codes, order_times, tz)
+    tests = _tests_per_order(children)
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -943,7 +956,12 @@ def _oru(
         near = [t for t in gas_times.get(order, ()) if sent_at and abs(sent_at - t) <= GAS_NEAR]
         # (a laboratory that sends each test as an order of its own times them all by the
         # specimen: a saturation timed by its order at a gas result's very time is the gas's)
-        same_specimen = not own_time and any(sent_at in ts for ts in gas_times.values())
+        same_specimen = (
+            not own_time
+            and bool(order_times[order])
+            and tests.get(order) == 1
+            and sent_at in specimens
+        )
         of_gas = (
             order in gas_panels
             or (order in gas_times and (not own_time or bool(near)))
@@ -1312,6 +1330,46 @@ def _blood_gases(
                     at = _obx_time(seg, enc, order_times[order], message_time, tz)
                     times.setdefault(order, []).append(at)
     return panels, times
+
+
+def _specimen_gas_times(
+    children: list[Any],
+    enc: dict[str, str],
+    codes: CodeMap,
+    order_times: dict[int, str],
+    tz: tzinfo,
+) -> set[datetime]:
+    """The times of the blood gas results (loinc.GAS_ANALYTES, not pending or taken back)
+    that their order times (OBR-7, SPM-17, OBR-8; no OBX-14 of their own): their specimen's."""
+    order, found = 0, set[datetime]()
+    for seg in children:
+        if seg.name == "OBR":
+            order += 1
+        elif (
+            seg.name == "OBX"
+            and order_times.get(order)
+            and not _own_time(seg, enc, order_times[order])
+        ):
+            identifier = _components(seg.obx_3, enc)
+            coded = observation_code(identifier, codes)
+            named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
+            named |= {coded[0]} if coded is not None else set()
+            status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+            if named & GAS_ANALYTES and status not in ("X", "I", "D", "W"):
+                with contextlib.suppress(ValueError):
+                    found.add(hl7_time(order_times[order], tz))
+    return found
+
+
+def _tests_per_order(children: list[Any]) -> dict[int, int]:
+    """How many OBX segments each order (numbered by its OBR from 1) holds."""
+    order, count = 0, dict[int, int]()
+    for seg in children:
+        if seg.name == "OBR":
+            order += 1
+        elif seg.name == "OBX":
+            count[order] = count.get(order, 0) + 1
+    return count
 
 
 def _own_time(seg: Any, enc: dict[str, str], obr_time: str) -> bool:

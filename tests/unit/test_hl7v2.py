@@ -992,6 +992,18 @@ def test_a_venous_gas_or_one_coded_in_blood_makes_its_saturation_a_lab_value_not
     assert isinstance(o, hl7v2.Mapped), o
     got = {(topic, rec.get("sao2_pct"), rec.get("spo2_pct")) for topic, rec in o.records}
     assert got == {(topics.LABS_RESULT.name, 93, None), (topics.VITALS_OBSERVATION.name, None, 95)}
+    # not a flowsheet's SpO2 at the minute of a point-of-care gas timed by its own OBX-14, nor
+    # results all timed by the message for want of an order time
+    for head in (
+        ["OBR|1|||POC^POC gas^L|||20260301093000",
+         "OBX|1|NM|2744-1^pH^LN||7.33|[pH]|||||F|||20260301093000",
+         "OBR|2|||FLO^Flowsheet^L|||20260301093000"],
+        ["OBR|1|||POC^POC gas^L", "OBX|1|NM|2744-1^pH^LN||7.33|[pH]|||||F",
+         "OBR|2|||FLO^Flowsheet^L"],
+    ):  # fmt: skip
+        o = outcome("\r".join([*oru("").split("\r")[:3], *head, "OBX|1|NM|2708-6^SpO2^LN||88|%"]))
+        assert isinstance(o, hl7v2.Mapped), o
+        assert [rec["spo2_pct"] for _, rec in o.records if "spo2_pct" in rec] == [88], head
 
 
 def test_a_gas_saturation_reported_seconds_after_its_ph_or_timed_by_its_order_is_sao2() -> None:
@@ -1236,23 +1248,6 @@ def test_a_change_to_outpatient_where_the_patient_lies_keeps_the_bed() -> None:
     assert seen == ["admit:applied", "discharge:applied"] and placement.place is None
 
 
-def test_a_visit_given_only_as_the_account_number_binds_its_cancel() -> None:
-    """Senders that leave PV1-19 empty carry the visit in PID-18: an A11 of an outpatient
-    registration under another account leaves the inpatient's bed alone."""
-
-    def with_account(msh9: str, account: str, pv1: str) -> str:
-        pid = "PID|1||MRN1^^^H^MR"
-        return adt_message(msh9, pv1=pv1).replace(pid, pid + "|" * 15 + account)  # PID-18
-
-    seen, placement = placed_after(
-        with_account("ADT^A01", "FIN1", "PV1|1|I|5W^512^A^H"),
-        with_account("ADT^A04", "FIN2", "PV1|1|O|CARDCLIN^^^H"),
-        with_account("ADT^A11", "FIN2", "PV1|1|O|CARDCLIN^^^H"),
-    )
-    assert seen == ["admit:applied", "register:no_change", "cancel_admit:nothing_to_cancel"]
-    assert placement.place is not None and placement.place.unit_id == "5W"
-
-
 def test_a_time_in_the_hour_repeated_when_daylight_saving_ends_takes_the_senders_offset() -> None:
     """01:20 happens twice in New York on 2026-11-01; a message stamped -0500 is in the second."""
     zone = ZoneInfo("America/New_York")
@@ -1261,6 +1256,12 @@ def test_a_time_in_the_hour_repeated_when_daylight_saving_ends_takes_the_senders
     assert hl7v2.hl7_time("20261101012000", second) == datetime(2026, 11, 1, 6, 20, tzinfo=UTC)
     assert hl7v2.hl7_time("20261101012000", first) == datetime(2026, 11, 1, 5, 20, tzinfo=UTC)
     assert hl7v2.hl7_time("20260701120000", second) == datetime(2026, 7, 1, 16, 0, tzinfo=UTC)
+    # never after the message: 01:50 -0500 would be 06:50, after a message sent at 06:10
+    early = hl7v2.sender_zone("20261101011000-0500", zone)
+    assert hl7v2.hl7_time("20261101015000", early) == datetime(2026, 11, 1, 5, 50, tzinfo=UTC)
+    # the hour skipped in spring is the zone's, as before
+    spring = hl7v2.sender_zone("20260308033000-0400", zone)
+    assert hl7v2.hl7_time("20260308023000", spring) == datetime(2026, 3, 8, 7, 30, tzinfo=UTC)
 
 
 def test_an_emergency_visit_closed_after_the_inpatient_admission_keeps_the_inpatients_bed() -> None:
@@ -1276,8 +1277,21 @@ def test_an_emergency_visit_closed_after_the_inpatient_admission_keeps_the_inpat
     )
     assert seen == ["register:no_change", "admit:applied", "discharge:not_admitted"]
     assert placement.place is not None and placement.place.unit_id == "5W"
-    renumbered = "PV1|1|I|5W^512^A^H||||||||||||||||FIN3"  # interim billing: a new number
+    renumbered = "PV1|1|I|5W^512^A^H" + "|" * 16 + "FIN3"  # interim billing: a new number
     seen, placement = placed_after(
         adt_message("ADT^A01", pv1=inpatient), adt_message("ADT^A03", pv1=renumbered)
+    )
+    assert seen == ["admit:applied", "discharge:applied"] and placement.place is None
+    # from its unit named without its facility (the sender's then): the patient's unit
+    elsewhere = "PV1|1|I|5W^512^A^MAIN" + "|" * 16 + "FIN2"
+    no_facility = "PV1|1|I|5W^512^A" + "|" * 16 + "FIN3"
+    seen, _ = placed_after(
+        adt_message("ADT^A01", pv1=elsewhere), adt_message("ADT^A03", pv1=no_facility)
+    )
+    assert seen == ["admit:applied", "discharge:applied"]
+    # an A07 to a clinic under a new visit number (HL7 v2.5 3.3.7 allows one) leaves the bed
+    clinic = "PV1|1|O|CARDCLIN^^^H|||5W^512^A^H" + "|" * 13 + "FIN9"
+    seen, placement = placed_after(
+        adt_message("ADT^A01", pv1=inpatient), adt_message("ADT^A07", pv1=clinic)
     )
     assert seen == ["admit:applied", "discharge:applied"] and placement.place is None

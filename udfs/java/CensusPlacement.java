@@ -257,7 +257,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if (kind.equals("discharge")) {
       // another encounter's discharge from a unit the patient is not in (udfs.census)
       if (notEmpty(encounter) && v.stay != null && !v.stay.equals(encounter) && next != null
-          && !next.sameUnit(before)) {
+          && !next.unit.equals(before.unit)) {
         return out(
             "not_admitted",
             "a discharge of another encounter than the stay's, from a unit the patient is not in"
