@@ -42,7 +42,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import VALIDATION_LEVEL
@@ -908,11 +908,8 @@ def _oru(
     notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
-    gas_panels, gas_times = _blood_gases(children, enc, codes, order_times, message_time, tz)
-    # the specimens' times of the gas results timed by their order (OBR-7, SPM-17, OBR-8: not
-    # by MSH-7, which every result of a message without them shares), and each order's OBX count
-    specimens = _specimen_gas_times(children, enc, codes, order_times, tz)
-    tests = _tests_per_order(children)
+    gases = _blood_gases(children, enc, codes, order_times, message_time, tz)
+    gas_panels, gas_times = gases.panels, gases.times
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -959,8 +956,8 @@ def _oru(
         same_specimen = (
             not own_time
             and bool(order_times[order])
-            and tests.get(order) == 1
-            and sent_at in specimens
+            and gases.tests.get(order) == 1
+            and sent_at in gases.specimens
         )
         of_gas = (
             order in gas_panels
@@ -1298,6 +1295,15 @@ def _order_times(
     return times
 
 
+class _Gases(NamedTuple):
+    """The blood gases of an ORU (`_blood_gases`)."""
+
+    panels: set[int]  # orders of an arterial blood gas panel in OBR-4 (loinc.GAS_PANELS)
+    times: dict[int, list[datetime]]  # per order, the times of its gas results
+    specimens: set[datetime]  # the times of the gas results timed by their order: a specimen's
+    tests: dict[int, int]  # per order, how many OBX it holds
+
+
 def _blood_gases(
     children: list[Any],
     enc: dict[str, str],
@@ -1305,71 +1311,38 @@ def _blood_gases(
     order_times: dict[int, str],
     message_time: str,
     tz: tzinfo,
-) -> tuple[set[int], dict[int, list[datetime]]]:
-    """(the orders of an arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), and per order
-    the times of its blood gas analyser results (loinc.GAS_ANALYTES: pO2, pCO2, pH of any
-    sample, read or not) that are not pending or taken back (OBX-11 X, I, D, W))."""
-    order, panels, times = 0, set[int](), dict[int, list[datetime]]()
+) -> _Gases:
+    """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas panel,
+    and the blood gas analyser's results (loinc.GAS_ANALYTES: pO2, pCO2, pH of any sample,
+    read or not; not pending or taken back, OBX-11 X, I, D, W): their times per order, and
+    those timed by their order (OBR-7, SPM-17, OBR-8; no OBX-14 of their own, nor MSH-7)."""
+    gases = _Gases(set(), {}, set(), {})
+    order = 0
     for seg in children:
         if seg.name == "OBR":
             order += 1
             service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
             local = EMPTY if _names_loinc(service) else codes  # as in observation_code
             if any((local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
-                panels.add(order)
-        elif seg.name == "OBX":
-            identifier = _components(seg.obx_3, enc)
-            coded = observation_code(identifier, codes)
-            named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
-            if coded is not None:
-                named.add(coded[0])
-            status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
-            if named & GAS_ANALYTES and status not in ("X", "I", "D", "W"):
-                # its own time not read: it is refused with it, and marks none
-                with contextlib.suppress(ValueError):
-                    at = _obx_time(seg, enc, order_times[order], message_time, tz)
-                    times.setdefault(order, []).append(at)
-    return panels, times
-
-
-def _specimen_gas_times(
-    children: list[Any],
-    enc: dict[str, str],
-    codes: CodeMap,
-    order_times: dict[int, str],
-    tz: tzinfo,
-) -> set[datetime]:
-    """The times of the blood gas results (loinc.GAS_ANALYTES, not pending or taken back)
-    that their order times (OBR-7, SPM-17, OBR-8; no OBX-14 of their own): their specimen's."""
-    order, found = 0, set[datetime]()
-    for seg in children:
-        if seg.name == "OBR":
-            order += 1
-        elif (
-            seg.name == "OBX"
-            and order_times.get(order)
-            and not _own_time(seg, enc, order_times[order])
-        ):
-            identifier = _components(seg.obx_3, enc)
-            coded = observation_code(identifier, codes)
-            named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
-            named |= {coded[0]} if coded is not None else set()
-            status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
-            if named & GAS_ANALYTES and status not in ("X", "I", "D", "W"):
-                with contextlib.suppress(ValueError):
-                    found.add(hl7_time(order_times[order], tz))
-    return found
-
-
-def _tests_per_order(children: list[Any]) -> dict[int, int]:
-    """How many OBX segments each order (numbered by its OBR from 1) holds."""
-    order, count = 0, dict[int, int]()
-    for seg in children:
-        if seg.name == "OBR":
-            order += 1
-        elif seg.name == "OBX":
-            count[order] = count.get(order, 0) + 1
-    return count
+                gases.panels.add(order)
+            continue
+        if seg.name != "OBX":
+            continue
+        gases.tests[order] = gases.tests.get(order, 0) + 1
+        identifier = _components(seg.obx_3, enc)
+        coded = observation_code(identifier, codes)
+        named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
+        named |= {coded[0]} if coded is not None else set()
+        status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+        if not named & GAS_ANALYTES or status in ("X", "I", "D", "W"):
+            continue
+        # its own time not read: it is refused with it, and marks none
+        with contextlib.suppress(ValueError):
+            at = _obx_time(seg, enc, order_times[order], message_time, tz)
+            gases.times.setdefault(order, []).append(at)
+            if order_times[order] and not _own_time(seg, enc, order_times[order]):
+                gases.specimens.add(at)
+    return gases
 
 
 def _own_time(seg: Any, enc: dict[str, str], obr_time: str) -> bool:
