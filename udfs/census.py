@@ -175,6 +175,8 @@ class PatientPlacement:
         if kind == "transfer":
             if new is None:
                 return Outcome("missing_unit", "a transfer must name a unit"), []
+            if new == before:  # a resend under a new message id: an A12 undoes the first
+                return Outcome("no_change", "the patient holds that bed already"), []
             return self._move(kind, new, t)
         if kind == "discharge":
             if self._another_visits(e, new, before):

@@ -1295,3 +1295,18 @@ def test_an_emergency_visit_closed_after_the_inpatient_admission_keeps_the_inpat
         adt_message("ADT^A01", pv1=inpatient), adt_message("ADT^A07", pv1=clinic)
     )
     assert seen == ["admit:applied", "discharge:applied"] and placement.place is None
+
+
+def test_a_transfer_resent_under_a_new_message_id_is_undone_with_the_first_by_its_cancel() -> None:
+    """Interface engines resend a message under a new MSH-10: the second A02 to the same bed
+    changes nothing, so the A12 takes the patient back to where the transfer found them."""
+    icu = adt_message("ADT^A02", pv1="PV1|1|I|ICU^02^A^H")
+    seen, placement = placed_after(
+        adt_message("ADT^A01", pv1="PV1|1|I|5W^512^A^H"),
+        icu,
+        icu,
+        adt_message("ADT^A12", pv1="PV1|1|I|5W^512^A^H"),
+    )
+    assert seen == ["admit:applied", "transfer:applied", "transfer:no_change",
+                    "cancel_transfer:applied"]  # fmt: skip
+    assert placement.place is not None and placement.place.unit_id == "5W"

@@ -252,6 +252,8 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     if (kind.equals("transfer")) {
       if (next == null) return out("missing_unit", "a transfer must name a unit");
+      // a resend under a new message id: kept out of the history, so an A12 undoes the first
+      if (next.same(before)) return out("no_change", "the patient holds that bed already");
       return move(s, kind, next, t, false, deltas);
     }
     if (kind.equals("discharge")) {
