@@ -243,7 +243,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
 
 
 def state_sql(source: str = "events", features: bool = False) -> str:
-    """Last value of each parameter within its validity, counted from when it was measured
+    """Latest value of each parameter within its validity, counted from when it was measured
     (`measured_time`: a lactate resulted 5 h after its draw has 1 h of its 6 left, and one
     drawn before a discharge and resulted after it belongs to the stay that ended), never
     carried across a discharge,
@@ -266,7 +266,8 @@ def state_sql(source: str = "events", features: bool = False) -> str:
     # correction), as the greatest of `<measured><record time><value>` strings (a MAX, which an
     # accumulating window keeps as one value: LAST_VALUE would take the last to arrive, a
     # lactate drawn hours before the one the state holds, or either of two known at once); a
-    # TIMESTAMP(3) as a string is `yyyy-MM-dd HH:mm:ss.SSS`, fixed width, in time order
+    # TIMESTAMP(3) as a string is `yyyy-MM-dd HH:mm:ss.SSS`, fixed width, in time order; `_at`,
+    # the greatest measured time, is the greatest string's own, so it is not parsed back
     width = len("yyyy-MM-dd HH:mm:ss.SSS")
     latest = ", ".join(
         f"MAX(CASE WHEN {p} IS NOT NULL THEN CONCAT(CAST(measured_time AS STRING), "

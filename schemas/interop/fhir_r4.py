@@ -357,10 +357,13 @@ def summed_together(
     return _summed_parts(outcomes, sent)
 
 
-def _mdc_loinc(code: str, display: Any) -> str | None:
-    """The LOINC code `_coded` reads an IEEE 11073 coding as (none names a GCS today)."""
+def _mdc_coded(code: str, display: Any) -> tuple[str, int] | None:
+    """The LOINC code and rank an IEEE 11073 coding is read as: a vital sign's term (by code,
+    else by its display as a mnemonic), or a blood pressure panel; None for neither."""
     found = mdc.term(code, display if isinstance(display, str) else "")
-    return found[1].loinc if found is not None else mdc.PANELS.get(code)
+    if found is not None:
+        return found[1].loinc, found[1].rank
+    return (mdc.PANELS[code], 0) if code in mdc.PANELS else None
 
 
 def _full_urls(entries: list[Any]) -> dict[str, Any]:
@@ -390,9 +393,8 @@ def _may_send_total(data: dict[str, Any], codes: CodeMap) -> bool:
                 return True  # left to the validation (which refuses a code not a string)
             if code.strip() == derived.GCS_TOTAL_LOINC:
                 return True
-            if system == mdc.SYSTEM_FHIR and _mdc_loinc(code, c.get("display")) == (
-                derived.GCS_TOTAL_LOINC
-            ):
+            read = _mdc_coded(code, c.get("display")) if system == mdc.SYSTEM_FHIR else None
+            if read is not None and read[0] == derived.GCS_TOTAL_LOINC:
                 return True
             if isinstance(system, str | None) and codes.loinc(system, code) == (
                 derived.GCS_TOTAL_LOINC
@@ -1136,11 +1138,9 @@ def _coded(concept: Any, codes: CodeMap = EMPTY) -> tuple[str | None, int]:
             return code, RANKS.get(code, 0)
     for c in codings:
         if c.system == mdc.SYSTEM_FHIR and c.code:
-            found = mdc.term(str(c.code), str(c.display or ""))
+            found = _mdc_coded(str(c.code), c.display)
             if found is not None:
-                return found[1].loinc, found[1].rank
-            if str(c.code) in mdc.PANELS:
-                return mdc.PANELS[str(c.code)], 0
+                return found
     if loinc:  # a LOINC code says what the value is, read or not: no local code overrides it
         return loinc[0], 0
     for c in codings:
@@ -1258,7 +1258,7 @@ def _observation(
             )  # fmt: skip
             read_elsewhere = part_code in derived.PARTS or _names_acvpu(c.code, codes)
             if not read_elsewhere and c.dataAbsentReason is None:
-                not_read_as = _component_not_read(c, part_code)
+                not_read_as = _component_not_read(c, raw, part_code)
                 if not_read_as is not None:
                     skipped.append(f"component {i} ({_codings(c.code)}): {not_read_as}")
         elif (
@@ -1590,17 +1590,17 @@ def _codings(concept: Any) -> str:
     return printable(", ".join(codings)[:200]) or "no coding"
 
 
-def _component_not_read(component: Any, code: str | None) -> str | None:
-    """Why a panel's component is not read, where it is not: its code is none wardflow reads
-    (a SNOMED CT code alone), or its value is no Quantity (a `valueString` "120"); None where it
-    is read (or refused, with its own reason)."""
+def _component_not_read(component: Any, raw: dict[str, Any], code: str | None) -> str | None:
+    """Why a panel's component (`raw`: its JSON) is not read, where it is not: its code is
+    none wardflow reads (a SNOMED CT code alone), or its value is no Quantity (a `valueString`
+    "120"); None where it is read (or refused, with its own reason)."""
     if code not in CODES:
         return "a code wardflow does not read, not read"
-    sent = component.model_dump(exclude_none=True) if component is not None else {}
-    kinds = [k for k in sent if k.startswith("value")]
-    if _quantity(component) is None and kinds:
+    quantity = _quantity(component)
+    kinds = [k for k in raw if k.startswith("value")]
+    if quantity is None and kinds:
         return f"its value is a {kinds[0]}, not a Quantity, not read"
-    if _quantity(component) is not None and _quantity(component).value is None:
+    if quantity is not None and quantity.value is None:
         return "its Quantity has no value, not read"
     return None
 

@@ -909,7 +909,6 @@ def _oru(
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
     gases = _blood_gases(children, enc, codes, order_times, message_time, tz)
-    gas_panels, gas_times = gases.panels, gases.times
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -950,7 +949,7 @@ def _oru(
         # and timed by the order or within minutes of the gas (a flowsheet order files hourly
         # SpO2 and temperatures beside a gas drawn at 09:30: those of 08:00 are the monitor's)
         own_time = _own_time(seg, enc, obr_time)
-        near = [t for t in gas_times.get(order, ()) if sent_at and abs(sent_at - t) <= GAS_NEAR]
+        near = [t for t in gases.times.get(order, ()) if sent_at and abs(sent_at - t) <= GAS_NEAR]
         # (a laboratory that sends each test as an order of its own times them all by the
         # specimen: a saturation timed by its order at a gas result's very time is the gas's)
         same_specimen = (
@@ -960,11 +959,11 @@ def _oru(
             and sent_at in gases.specimens
         )
         of_gas = (
-            order in gas_panels
-            or (order in gas_times and (not own_time or bool(near)))
+            order in gases.panels
+            or (order in gases.times and (not own_time or bool(near)))
             or same_specimen
         )
-        entry = order in gas_panels or (order in gas_times and not own_time)
+        entry = order in gases.panels or (order in gases.times and not own_time)
         if entry and any(CODES[code].field in ANALYSER_ENTRIES for code, _ in fields):
             # the temperature or rate keyed into the blood gas analyser (its correction, often
             # its default of 37.0 °C), not a bedside reading that would replace the last one
