@@ -37,6 +37,8 @@ first time, records and discharge; a replay of ICU stays (jobs/feeds/physionet20
 each stay as its own patient. Records of a token before any admission of it are one stay (a feed
 without ADT; with ADT, say an emergency department's vitals before the admission, a stay that
 the admission ends). A new admission ends the token's earlier stay, discharged or not. A
+discharge of another visit than the stay's (an emergency visit closed after the inpatient
+admission: another encounter from another unit, jobs/stays.py) ends no stay. A
 discharge at the same millisecond as an admission ends the stay before it. A discharge that a
 later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that
 fall due after the cancel (an hour due between the discharge and its cancel is not: the join sees
@@ -82,6 +84,7 @@ from feature_store.online import catalog_lookups
 from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
+from jobs.stays import stay_discharges_sql
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
@@ -105,6 +108,9 @@ ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
 # (merged_away, HL7 A40) ends it for good. Transfers change no stay; a cancelled admission (A11)
 # or a voided encounter (void_encounter, FHIR entered-in-error) is not read (module docstring).
 STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
+# A discharge of another visit than the stay's (jobs/stays.py: an emergency visit closed after
+# the inpatient admission) ends no stay and is not read: no readmission is scored at it.
+VISIT_DISCHARGE = "visit_discharge"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.
 READ = f"record_kind IN ('vitals', 'labs', {STAY_ADT})"
@@ -141,7 +147,8 @@ def merged_sql(sources: Sources) -> str:
     """One row per accepted record of every source, for `merged_view` (tables.MERGED_COLUMNS:
     its topic, id, Kafka coordinates, rowtime and bytes, for a dead letter): every declared
     parameter a DOUBLE column (null where the record's topic has no such field or the record no
-    value); ADT events carry none (record_kind their event type) and their encounter."""
+    value); ADT events carry none (record_kind their event type, `VISIT_DISCHARGE` for a
+    discharge of another visit than the stay's: jobs/stays.py) and their encounter."""
     selects = []
     for name, src in sources.items():
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -152,13 +159,20 @@ def merged_sql(sources: Sources) -> str:
             for p in PARAMETERS
         )
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
-        kind = "event_type" if name == "adt" else f"'{name}'"
+        kind = f"'{name}'"
+        accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
+        if name == "adt":  # another visit's discharge ends no stay (jobs/stays.py): not read
+            kind = (
+                f"CASE WHEN event_type = 'discharge' AND NOT is_stay_discharge "
+                f"THEN '{VISIT_DISCHARGE}' ELSE event_type END"
+            )
+            accepted = f"({stay_discharges_sql(accepted)})"
         encounter = "encounter_token" if name == "adt" else "CAST(NULL AS STRING)"
         selects.append(f"""
         SELECT '{src.topic}' AS topic, {ID_FIELDS[name]} AS record_id, kafka_partition,
                kafka_offset, kafka_ts, `value`, {kind} AS record_kind, patient_token,
                facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params}
-        FROM {name}_decoded WHERE reason_code IS NULL""")
+        FROM {accepted}""")
     return " UNION ALL ".join(selects)
 
 

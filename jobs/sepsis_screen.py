@@ -13,7 +13,7 @@ timestamp)
           (accumulating: a last value and its time per parameter; idle patients' state goes
           with the state TTL):
           last valid value of each parameter (udfs.sepsis.VALIDITY_H, never across a
-          discharge) → scores (SQL generated from the Python tables: udfs.sepsis.screen_sql)
+          discharge of the stay: jobs/stays.py) → scores (SQL generated from the Python tables: udfs.sepsis.screen_sql)
             ├─ screened state ──────────────────────── sepsis.screen topic
             └─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
                shadow challenger (vectorised UDF, Feast static features), evaluated once per
@@ -83,6 +83,7 @@ from jobs.screening.scoring import (
     score_rows_sql,
     scored_sql,
 )
+from jobs.stays import stay_discharges_sql
 from schemas import topics
 from schemas.rows import (
     ALERT_EVENT,
@@ -205,7 +206,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
         read = sources[name].topic
         if name == "adt":  # no parameter values: an ADT source is never quarantined here
             unit = "COALESCE(unit_id, prior_unit_id, 'unknown')"
-            discharge = "event_type = 'discharge'"
+            discharge = "is_stay_discharge"
             quarantine = "CAST(NULL AS STRING)"
             measured = "CAST(kafka_ts AS TIMESTAMP(3))"  # a discharge counts when it is known
         else:
@@ -214,14 +215,16 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
             # matched by the registry's topic name: a quarantine names the source, not the
             # prefixed topic one deployment reads it from
             quarantine = _quarantine_sql(quarantine_tsv, topic.name, "kafka_ts")
+        accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
+        if name == "adt":
+            accepted = f"({stay_discharges_sql(accepted)})"
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
                {discharge} AS is_discharge, '{read}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
                `value`
-        FROM (SELECT *, {quarantine} AS quarantine
-              FROM {name}_decoded WHERE reason_code IS NULL)""")
+        FROM (SELECT *, {quarantine} AS quarantine FROM {accepted})""")
     if "device" not in sources:
         return " UNION ALL ".join(selects)
     charted = set(CHANNEL_PARAMS)

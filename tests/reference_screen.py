@@ -63,13 +63,32 @@ def _f32(p: str, v: Any) -> Any:
     return float(np.float32(v)) if v is not None and p in FLOAT32 else v
 
 
+def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
+    """Whether an ADT event is a discharge of another visit than the patient's stay (the job's
+    `ANOTHER_VISIT`, the census's rule), and `stay` (the patient's: the stay's encounter, `""`
+    where its admission named none, and the unit last placed in) after it, in arrival order."""
+    kind, encounter, unit = rec["event_type"], rec.get("encounter_token"), rec.get("unit_id")
+    if kind in ("admit", "merged_in"):
+        stay["encounter"] = encounter or ""
+    if kind in ("admit", "transfer", "update", "merged_in", "cancel_transfer") and unit:
+        stay["unit"] = unit
+    if kind != "discharge":
+        return False
+    of_stay, placed = stay.pop("encounter", None), stay.get("unit")
+    return bool(
+        of_stay and encounter and encounter != of_stay and unit and placed and placed != unit
+    )
+
+
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
     rows = []
+    stays: dict[str, dict[str, Any]] = {}
     for topic, rec in items:
         schema = load_schema(topic)
         if codec.validate(schema, rec) is not None:
             continue
         kind = KIND[topic]
+        another = kind == "adt" and another_visits(rec, stays.setdefault(rec["patient_token"], {}))
         rows.append(
             Row(
                 record_id=rec[ID_FIELD[kind]],
@@ -79,7 +98,7 @@ def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
                 unit_id=rec.get("unit_id") or rec.get("prior_unit_id") or "unknown",
                 t=codec.record_time(rec),
                 values={p: _f32(p, rec.get(p)) for p in STATE_PARAMS},
-                is_discharge=kind == "adt" and rec["event_type"] == "discharge",
+                is_discharge=kind == "adt" and rec["event_type"] == "discharge" and not another,
                 taken=None if kind == "adt" else rec["event_time"],
             )
         )

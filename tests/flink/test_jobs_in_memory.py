@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 PATIENTS = 40
 RESULTED_AFTER = timedelta(hours=3)
+OTHER_VISIT_AFTER = timedelta(seconds=90)
 INPUT_OF = {
     topics.VITALS_OBSERVATION.name: "vitals",
     topics.LABS_RESULT.name: "labs",
@@ -55,7 +56,54 @@ def sample_items(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
     labs = [rec for topic, rec in items if topic == topics.LABS_RESULT.name]
     for rec in labs[::3]:
         rec["recorded_time"] = rec["event_time"] + RESULTED_AFTER
+    items += visits(vitals)
     return sorted(items, key=lambda item: codec.record_time(item[1]))
+
+
+def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """ADT events of other visits: every third patient admitted (an inpatient encounter, in the
+    unit they are charted in) before their first vitals, and their emergency visit discharged
+    from the emergency department midway through the stay (every sixth, a clinic visit's too,
+    two hours later); every third one more is admitted and discharged from their own encounter
+    midway (the stay's discharge)."""
+    by_patient: dict[str, list[dict[str, Any]]] = {}
+    for rec in vitals:
+        by_patient.setdefault(rec["patient_token"], []).append(rec)
+    out = []
+    for n, (tok, recs) in enumerate(sorted(by_patient.items())):
+        if n % 3 == 2:
+            continue
+        first, mid = recs[0], recs[len(recs) // 2]
+        inpatient = f"{tok}:inpatient"
+        out.append(_adt(first, "admit", inpatient, first["unit_id"], -timedelta(minutes=1)))
+        if n % 3 == 1:
+            out.append(_adt(mid, "discharge", inpatient, first["unit_id"], OTHER_VISIT_AFTER))
+            continue
+        out.append(_adt(mid, "discharge", f"{tok}:emergency", "ED", OTHER_VISIT_AFTER))
+        if n % 6 == 0:
+            later = OTHER_VISIT_AFTER + timedelta(hours=2)
+            out.append(_adt(mid, "discharge", f"{tok}:clinic", "CLINIC", later))
+    return out
+
+
+def _adt(
+    at: dict[str, Any], kind: str, encounter: str, unit: str, after: timedelta
+) -> tuple[str, dict[str, Any]]:
+    return topics.ADT_EVENT.name, {
+        "event_id": f"{encounter}:{kind}",
+        "event_type": kind,
+        "source_message_type": "test",
+        "patient_token": at["patient_token"],
+        "encounter_token": encounter,
+        "facility_id": at["facility_id"],
+        "unit_id": unit,
+        "bed_id": None,
+        "prior_unit_id": None,
+        "prior_bed_id": None,
+        "event_time": at["event_time"] + after,
+        "recorded_time": None,
+        "source": "test",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +151,39 @@ def test_the_screening_job_in_memory_equals_the_offline_reference(
     assert max(age for age, _ in resulted_late) <= timedelta(hours=VALIDITY_H["lactate_mmol_l"])
     assert events, "the sample raises alerts"
     reference_screen.assert_events_equal(screened["alert_events"], events)
+
+
+def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_does(
+    screened: dict[str, list[dict[str, Any]]], sample_items: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Values measured before the emergency visit's discharge stay in the states after it (the
+    inpatient stay goes on); none measured before the stay's own discharge, or a second other
+    visit's, do (reference_screen has the rule: the job equals it above)."""
+    discharges = [
+        rec
+        for topic, rec in sample_items
+        if topic == topics.ADT_EVENT.name
+        and rec["source"] == "test"
+        and rec["event_type"] == "discharge"
+    ]
+    kept = {
+        (rec["patient_token"], rec["event_time"]): rec["encounter_token"].endswith(":emergency")
+        for rec in discharges
+    }
+    assert set(kept.values()) == {True, False}
+    for (tok, at), carried in kept.items():
+        after = [
+            r
+            for r in screened["sepsis_screen"]
+            if r["patient_token"] == tok and at < r["event_time"] <= at + timedelta(minutes=90)
+        ]
+        measured_before = [
+            k
+            for r in after
+            for k, v in r.items()
+            if k.endswith("_measured_time") and v is not None and v < at
+        ]
+        assert after and bool(measured_before) == carried, (tok, at)
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +282,12 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     # the late check on the merged watermark: one counter per patient, in arrival order
     (merging,) = [c for c in over if "orderBy=[arrival ASC]" in c]
     assert "partitionBy=[patient_token]" in merging
+    # the ADT events' stay (which discharges end it), in their arrival order: two steps
+    stays = [c for c in over if "orderBy=[adt_arrival ASC]" in c]
+    assert len(stays) == 2 and all("partitionBy=[patient_token]" in c for c in stays)
     # the features' (first record time, 6-hour extremes), the state's, and the rules' (every
     # run rule in one window)
-    windows = [c for c in over if c != merging]
+    windows = [c for c in over if c != merging and c not in stays]
     assert len(windows) == 3
     (rules,) = [c for c in windows if "wf_pair_run" in c]
     assert all(r.run is None or r.run.split("(")[0] in rules for r in RULES)

@@ -27,6 +27,7 @@ from jobs.feeds import physionet2012 as replay
 from schemas import phi
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
+from tests import reference_screen
 from tests.flink_harness import build_bounded, event_time_diamonds, plan, run_bounded
 from tests.stay_records import as_observations
 from training.registry import BUNDLED, bootstrap
@@ -46,6 +47,7 @@ BEFORE_ADMISSION_H = (
 CANCELLED_DISCHARGE_AT_H = (30.0, 31.0)  # the third stay: discharged, then the discharge cancelled
 ENDED_AT_H = 40.0  # the fourth stay: discharged for good while its records go on to 48 h
 MERGED_AT_H = 36.0  # the fifth stay's record merged into another's (HL7 A40), its records go on
+OTHER_VISIT_AT_H = 20.0  # the sixth stay: its patient's emergency visit discharged (A03)
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -157,8 +159,19 @@ def run(
         "encounter_token": None,
         "event_time": anchors[int(ids[4])] + pd.Timedelta(hours=MERGED_AT_H),
     }
+    # the sixth stay's patient has their emergency visit discharged from the emergency
+    # department at 20 h (another encounter, another unit: jobs/stays.py): the stay goes on
+    sixth = tokens[int(ids[5])]
+    emergency = taken_back[0] | {
+        "event_id": f"{sixth}:emergency:discharge",
+        "patient_token": sixth,
+        "encounter_token": f"{sixth}:emergency",
+        "unit_id": "ED",
+        "prior_unit_id": None,
+        "event_time": anchors[int(ids[5])] + pd.Timedelta(hours=OTHER_VISIT_AT_H),
+    }
     inputs["adt"] = sorted(
-        [*inputs["adt"], discharge, empty, *taken_back, ended, merged],
+        [*inputs["adt"], discharge, empty, *taken_back, ended, merged, emergency],
         key=lambda a: a["event_time"],
     )
     # the first stay's vitals exactly at its 24-h cut-off, which the 24-h score includes
@@ -197,6 +210,7 @@ def run(
         "discharged_stay": (discharged, anchors[int(ids[-1])]),
         "ended_stay": (fourth, anchors[int(ids[3])]),
         "merged_stay": (fifth, anchors[int(ids[4])]),
+        "other_visit": emergency,
         "cancelled": third,
         "readmission": (again, readmitted),
         "before_admission": (second, before),
@@ -285,9 +299,14 @@ def _offline(run: dict[str, Any], stays: pd.DataFrame) -> pd.DataFrame:
 def _ended(run: dict[str, Any], token: str, time: Any) -> bool:
     """Whether `token`'s stay had ended by `time`: its record was merged into another's by
     then, or its latest ADT event at or before then is a discharge (an admission at the same
-    millisecond starts the next stay; a cancel reopens)."""
+    millisecond starts the next stay; a cancel reopens), not one of another visit."""
+    stay: dict[str, Any] = {}
     before = [
-        a for a in run["inputs"]["adt"] if a["patient_token"] == token and a["event_time"] <= time
+        a
+        for a in run["inputs"]["adt"]
+        if a["patient_token"] == token
+        and not reference_screen.another_visits(a, stay)
+        and a["event_time"] <= time
     ]
     if not before:
         return False
@@ -356,6 +375,24 @@ def test_a_record_after_its_stays_discharge_is_not_scored_nor_one_before_the_can
         assert mine, token  # charted while discharged
         assert not scored & {r.get("observation_id") or r["result_id"] for r in mine}
         assert scores["entity_token"].eq(token).any()
+
+
+def test_a_discharge_of_another_visit_ends_no_stay(run: dict[str, Any]) -> None:
+    """The sixth stay's patient has their emergency visit discharged at 20 h (another
+    encounter, from the emergency department): the stay's records after it are scored, and so
+    is the stay at 24 and 48 h."""
+    other = run["other_visit"]
+    token, at = other["patient_token"], other["event_time"]
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    mine = scores[scores["entity_token"] == token]
+    after = [
+        r["observation_id"]
+        for r in run["inputs"]["vitals"]
+        if r["patient_token"] == token and r["event_time"] > at
+    ]
+    assert after and set(after) <= set(mine.loc[mine["trigger"] == "state", "record_id"])
+    hours = mine.loc[mine["trigger"] == "stay_hours", "hours_since_admission"]
+    assert set(hours) == set(REPORT_HOURS)
 
 
 def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
