@@ -38,7 +38,7 @@ each stay as its own patient. Records of a token before any admission of it are 
 without ADT; with ADT, say an emergency department's vitals before the admission, a stay that
 the admission ends). A new admission ends the token's earlier stay, discharged or not. A
 discharge of another visit than the stay's (an emergency visit closed after the inpatient
-admission: another encounter from another unit, jobs/stays.py) ends no stay. A
+admission: another encounter from another unit, jobs/runtime/stays.py) ends no stay. A
 discharge at the same millisecond as an admission ends the stay before it. A discharge that a
 later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that
 fall due after the cancel (an hour due between the discharge and its cancel is not: the join sees
@@ -83,8 +83,8 @@ from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
+from jobs.runtime.stays import stay_discharges_sql
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
-from jobs.stays import stay_discharges_sql
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT, quote
@@ -108,8 +108,8 @@ ID_FIELDS = {"vitals": "observation_id", "labs": "result_id", "adt": "event_id"}
 # (merged_away, HL7 A40) ends it for good. Transfers change no stay; a cancelled admission (A11)
 # or a voided encounter (void_encounter, FHIR entered-in-error) is not read (module docstring).
 STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
-# A discharge of another visit than the stay's (jobs/stays.py: an emergency visit closed after
-# the inpatient admission) ends no stay and is not read: no readmission is scored at it.
+# A discharge of another visit than the stay's (jobs/runtime/stays.py: an emergency visit closed
+# after the inpatient admission) ends no stay and is not read: no readmission is scored at it.
 VISIT_DISCHARGE = "visit_discharge"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.
@@ -148,7 +148,7 @@ def merged_sql(sources: Sources) -> str:
     its topic, id, Kafka coordinates, rowtime and bytes, for a dead letter): every declared
     parameter a DOUBLE column (null where the record's topic has no such field or the record no
     value); ADT events carry none (record_kind their event type, `VISIT_DISCHARGE` for a
-    discharge of another visit than the stay's: jobs/stays.py) and their encounter."""
+    discharge of another visit than the stay's: jobs/runtime/stays.py) and their encounter."""
     selects = []
     for name, src in sources.items():
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -161,7 +161,7 @@ def merged_sql(sources: Sources) -> str:
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
         kind = f"'{name}'"
         accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
-        if name == "adt":  # another visit's discharge ends no stay (jobs/stays.py): not read
+        if name == "adt":  # another visit's discharge ends no stay (runtime/stays.py): not read
             kind = (
                 f"CASE WHEN event_type = 'discharge' AND NOT is_stay_discharge "
                 f"THEN '{VISIT_DISCHARGE}' ELSE event_type END"

@@ -13,7 +13,8 @@ timestamp)
           (accumulating: a last value and its time per parameter; idle patients' state goes
           with the state TTL):
           last valid value of each parameter (udfs.sepsis.VALIDITY_H, never across a
-          discharge of the stay: jobs/stays.py) → scores (SQL generated from the Python tables: udfs.sepsis.screen_sql)
+          discharge of the stay: jobs/runtime/stays.py) → scores (SQL generated from the
+          Python tables: udfs.sepsis.screen_sql)
             ├─ screened state ──────────────────────── sepsis.screen topic
             └─ with scoring (jobs/screening/scoring.py): stream features → ONNX champion and
                shadow challenger (vectorised UDF, Feast static features), evaluated once per
@@ -58,6 +59,7 @@ from feature_store.definitions import (
 )
 from jobs.runtime.flink_env import plan_once
 from jobs.runtime.job import Job, Sinks, Sources
+from jobs.runtime.stays import stay_discharges_sql
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
     dead_letter_sql,
@@ -83,7 +85,6 @@ from jobs.screening.scoring import (
     score_rows_sql,
     scored_sql,
 )
-from jobs.stays import stay_discharges_sql
 from schemas import topics
 from schemas.rows import (
     ALERT_EVENT,
