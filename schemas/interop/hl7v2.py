@@ -879,8 +879,9 @@ def _oru(
     released, or a reading charted, after it was taken is applied then (codec.record_time).
     Where one reading has a field from several codes (an ECG's heart rate and an oximeter's
     pulse rate), the preferred code's value is kept (`observation_code`). An oxygen
-    saturation (2708-6) of an order with a blood gas result is the sample's SaO2, a lab result
-    (loinc.IN_BLOOD_GAS); elsewhere a monitor's SpO2. A vitals reading is completed with what
+    saturation (2708-6) of an order with a blood gas result, or of a laboratory's (OBR-24:
+    `LABORATORY_SECTIONS`), is the sample's SaO2, a lab result (loinc.IN_BLOOD_GAS); elsewhere
+    a monitor's SpO2. A vitals reading is completed with what
     its values imply (schemas.interop.derived: a GCS total from its three parts, each an OBX
     of its own; a MAP from the systolic and diastolic)."""
     enc = msg.encoding_chars
@@ -960,6 +961,7 @@ def _oru(
         )
         of_gas = (
             order in gases.panels
+            or order in gases.laboratory
             or (order in gases.times and (not own_time or bool(near)))
             or same_specimen
         )
@@ -1294,10 +1296,20 @@ def _order_times(
     return times
 
 
+# Diagnostic service sections (OBR-24, HL7 table 0074) of a laboratory's results on blood: an
+# oxygen saturation of such an order is measured in the sample (a co-oximeter's), not a pulse
+# oximeter's SpO2. BG (blood gases) is a blood gas's order as a gas panel is.
+GAS_SECTION = "BG"
+LABORATORY_SECTIONS = frozenset({GAS_SECTION, "CH", "HM", "LAB", "OSL", "TX"})
+
+
 class _Gases(NamedTuple):
     """The blood gases of an ORU (`_blood_gases`)."""
 
-    panels: set[int]  # orders of an arterial blood gas panel in OBR-4 (loinc.GAS_PANELS)
+    # orders of an arterial blood gas panel in OBR-4 (loinc.GAS_PANELS), or of the blood gases'
+    # section in OBR-24
+    panels: set[int]
+    laboratory: set[int]  # orders of a laboratory's section in OBR-24 (LABORATORY_SECTIONS)
     times: dict[int, list[datetime]]  # per order, the times of its gas results
     specimens: set[datetime]  # the times of the gas results timed by their order: a specimen's
     tests: dict[int, int]  # per order, how many OBX it holds
@@ -1311,19 +1323,25 @@ def _blood_gases(
     message_time: str,
     tz: tzinfo,
 ) -> _Gases:
-    """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas panel,
-    and the blood gas analyser's results (loinc.GAS_ANALYTES: pO2, pCO2, pH of any sample,
-    read or not; not pending or taken back, OBX-11 X, I, D, W): their times per order, and
-    those timed by their order (OBR-7, SPM-17, OBR-8; no OBX-14 of their own, nor MSH-7)."""
-    gases = _Gases(set(), {}, set(), {})
+    """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas panel
+    or section, those of a laboratory's section (OBR-24), and the blood gas analyser's results
+    (loinc.GAS_ANALYTES: pO2, pCO2, pH of any sample, read or not; not pending or taken back,
+    OBX-11 X, I, D, W): their times per order, and those timed by their order (OBR-7, SPM-17,
+    OBR-8; no OBX-14 of their own, nor MSH-7)."""
+    gases = _Gases(set(), set(), {}, set(), {})
     order = 0
     for seg in children:
         if seg.name == "OBR":
             order += 1
             service = _triplets(_components(seg.obr_4, enc)) if len(seg.obr_4) else []
             local = EMPTY if _names_loinc(service) else codes  # as in observation_code
-            if any((local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service):
+            section = _first_component(seg.obr_24, enc).strip().upper()
+            if section == GAS_SECTION or any(
+                (local.loinc(s, code) or code) in GAS_PANELS for code, _, s in service
+            ):
                 gases.panels.add(order)
+            if section in LABORATORY_SECTIONS:
+                gases.laboratory.add(order)
             continue
         if seg.name != "OBX":
             continue

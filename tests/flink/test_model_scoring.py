@@ -160,7 +160,7 @@ def run(
         "event_time": anchors[int(ids[4])] + pd.Timedelta(hours=MERGED_AT_H),
     }
     # the sixth stay's patient has their emergency visit discharged from the emergency
-    # department at 20 h (another encounter, another unit: jobs/stays.py): the stay goes on
+    # department at 20 h (another encounter, another unit: jobs/runtime/stays.py): the stay goes on
     sixth = tokens[int(ids[5])]
     emergency = taken_back[0] | {
         "event_id": f"{sixth}:emergency:discharge",

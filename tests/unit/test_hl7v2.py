@@ -1006,6 +1006,34 @@ def test_a_venous_gas_or_one_coded_in_blood_makes_its_saturation_a_lab_value_not
         assert [rec["spo2_pct"] for _, rec in o.records if "spo2_pct" in rec] == [88], head
 
 
+def test_a_saturation_of_a_laboratorys_order_is_measured_in_the_sample_not_a_monitors_spo2() -> (
+    None
+):
+    """OBR-24 names the diagnostic service (HL7 table 0074): a co-oximetry order of the
+    haematology or chemistry section (a venous sO2 of 68 % beside carboxy- and methaemoglobin)
+    is no pulse oximeter's reading, which NEWS2 would score 3 points; the blood gases' section
+    is a gas's order (the analyser's temperature is its entry); a bedside section's is SpO2."""
+
+    def order(section: str, *obx: str) -> str:
+        head = oru("").split("\r")[:3]
+        obr = f"OBR|1|||COOX^Co-oximetry^L|||20260301100000|||||||||||||||||{section}"
+        assert obr.split("|")[24] == section
+        return "\r".join([*head, obr, *obx])
+
+    saturation = "OBX|1|NM|2708-6^sO2^LN||68|%|||||F"
+    for section in ("HM", "CH", "LAB", "bg"):
+        o = outcome(order(section, saturation, "OBX|2|NM|2614-2^MetHb^LN||1.2|%|||||F"))
+        assert isinstance(o, hl7v2.Mapped), o
+        assert [(t, rec.get("sao2_pct")) for t, rec in o.records] == [
+            (topics.LABS_RESULT.name, 68)
+        ], section
+    o = outcome(order("BG", "OBX|1|NM|8310-5^Temp^LN||37.0|Cel|||||F", saturation))
+    assert isinstance(o, hl7v2.Mapped) and o.notes, o
+    assert [rec.get("sao2_pct") for _, rec in o.records] == [68]
+    for section in ("ICU", "NRS", ""):
+        assert reading(order(section, saturation))["spo2_pct"] == 68, section
+
+
 def test_a_gas_saturation_reported_seconds_after_its_ph_or_timed_by_its_order_is_sao2() -> None:
     for saturation in (
         "OBX|2|NM|2708-6^SaO2^LN||91|%|||||F|||20260301100107",  # seconds after the pH
