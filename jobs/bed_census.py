@@ -37,6 +37,7 @@ from schemas.rows import CENSUS_IN, CENSUS_OUT, avro_values_sql
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.census import (
+    DISCHARGED_FROM_SQL,
     SURGE_LABELS,
     UNIT_BEDS_FUNCTION,
     check_unit_sql,
@@ -68,7 +69,9 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
     """Dead letters of the SQL part and accepted events as one table (every sink reads it; the
     planner reuses its one source scan and decode across the statement set)."""
     cols = decoded_row(ADT).column_list()
-    event = CENSUS_IN.cast_sql({"source_topic": f"'{adt.topic}'", "payload": PAYLOAD})
+    event = CENSUS_IN.cast_sql(
+        {"source_topic": f"'{adt.topic}'", "payload": PAYLOAD, "unit_id": DISCHARGED_FROM_SQL}
+    )
     unknown = check_unit_sql(capacity, "d.event_type", "d.facility_id", "d.unit_id")
     rejected = dead_letter_sql(
         adt.topic,

@@ -83,7 +83,7 @@ from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.stays import stay_discharges_sql
+from jobs.runtime.stays import stay_discharges_sql, visit_columns_sql
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
@@ -159,21 +159,25 @@ def merged_sql(sources: Sources) -> str:
             for p in PARAMETERS
         )
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
-        kind = f"'{name}'"
-        accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
-        if name == "adt":  # another visit's discharge ends no stay (runtime/stays.py): not read
-            kind = (
-                f"CASE WHEN event_type = 'discharge' AND NOT is_stay_discharge "
-                f"THEN '{VISIT_DISCHARGE}' ELSE event_type END"
-            )
-            accepted = f"({stay_discharges_sql(accepted)})"
+        kind = "event_type" if name == "adt" else f"'{name}'"
         encounter = "encounter_token" if name == "adt" else "CAST(NULL AS STRING)"
         selects.append(f"""
         SELECT '{src.topic}' AS topic, {ID_FIELDS[name]} AS record_id, kafka_partition,
                kafka_offset, kafka_ts, `value`, {kind} AS record_kind, patient_token,
-               facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params}
-        FROM {accepted}""")
-    return " UNION ALL ".join(selects)
+               facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params},
+               {visit_columns_sql(name == "adt")}
+        FROM {name}_decoded WHERE reason_code IS NULL""")
+    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read
+    kind = (
+        f"CASE WHEN record_kind = 'discharge' AND NOT is_stay_discharge "
+        f"THEN '{VISIT_DISCHARGE}' ELSE record_kind END"
+    )
+    values = ", ".join(quote(p.name) for p in PARAMETERS)
+    return f"""
+        SELECT topic, record_id, kafka_partition, kafka_offset, kafka_ts, `value`,
+               {kind} AS record_kind, patient_token, facility_id, unit_id, encounter_token,
+               {values}
+        FROM ({stay_discharges_sql(" UNION ALL ".join(selects))})"""
 
 
 def events_columns() -> str:

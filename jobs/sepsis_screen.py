@@ -59,7 +59,7 @@ from feature_store.definitions import (
 )
 from jobs.runtime.flink_env import plan_once
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.stays import stay_discharges_sql
+from jobs.runtime.stays import stay_discharges_sql, visit_columns_sql
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
     dead_letter_sql,
@@ -207,7 +207,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
         read = sources[name].topic
         if name == "adt":  # no parameter values: an ADT source is never quarantined here
             unit = "COALESCE(unit_id, prior_unit_id, 'unknown')"
-            discharge = "is_stay_discharge"
+            discharge = "event_type = 'discharge'"  # of the stay or not: `views`
             quarantine = "CAST(NULL AS STRING)"
             measured = "CAST(kafka_ts AS TIMESTAMP(3))"  # a discharge counts when it is known
         else:
@@ -216,16 +216,14 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
             # matched by the registry's topic name: a quarantine names the source, not the
             # prefixed topic one deployment reads it from
             quarantine = _quarantine_sql(quarantine_tsv, topic.name, "kafka_ts")
-        accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
-        if name == "adt":
-            accepted = f"({stay_discharges_sql(accepted)})"
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
                {discharge} AS is_discharge, '{read}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
-               `value`
-        FROM (SELECT *, {quarantine} AS quarantine FROM {accepted})""")
+               `value`, {visit_columns_sql(name == "adt")}
+        FROM (SELECT *, {quarantine} AS quarantine
+              FROM {name}_decoded WHERE reason_code IS NULL)""")
     if "device" not in sources:
         return " UNION ALL ".join(selects)
     charted = set(CHANNEL_PARAMS)
@@ -239,7 +237,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
                unit_id, event_time, CAST(event_time AS TIMESTAMP(3)) AS measured_time, {params},
                FALSE AS is_discharge,
                '{read}' AS source_topic, source_partition, source_offset, quarantine,
-               CAST(NULL AS BYTES) AS `value`
+               CAST(NULL AS BYTES) AS `value`, {visit_columns_sql(False)}
         FROM (SELECT *, {_quarantine_sql(quarantine_tsv, device, "event_time")} AS quarantine
               FROM device_charted
               WHERE {" OR ".join(f"{p} IS NOT NULL" for p in CHANNEL_PARAMS)})""")
@@ -364,13 +362,16 @@ def views(
             "device_valid", t_env.sql_query(chart_input_sql(accepted, "kafka_ts"))
         )
         t_env.create_temporary_view("device_charted", t_env.sql_query(chart_sql("device_valid")))
+    # a discharge of another visit than the stay's ends no state (jobs/runtime/stays.py)
     merged_late_views(
         t_env,
         "events",
-        _events_sql(sources, str(quarantine_tsv.resolve())),
+        stay_discharges_sql(_events_sql(sources, str(quarantine_tsv.resolve()))),
         key="patient_token",
         rowtime="event_time",
-        columns=", ".join(EVENT_COLUMNS),
+        columns=", ".join(
+            "is_stay_discharge AS is_discharge" if c == "is_discharge" else c for c in EVENT_COLUMNS
+        ),
     )
     state_views(t_env, bool(scoring))
     t_env.create_temporary_view(

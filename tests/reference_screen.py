@@ -22,7 +22,7 @@ import pandas as pd
 
 from jobs.screening import rules as job
 from schemas import codec, load_schema, topics
-from udfs import lifecycle
+from udfs import census, lifecycle
 from udfs.news2 import HIGH_RISK_THRESHOLD
 from udfs.sepsis import (
     LACTATE_HIGH_MMOL_L,
@@ -64,19 +64,34 @@ def _f32(p: str, v: Any) -> Any:
 
 
 def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
-    """Whether an ADT event is a discharge of another visit than the patient's stay (the job's
-    `ANOTHER_VISIT`, the census's rule), and `stay` (the patient's: the stay's encounter, `""`
-    where its admission named none, and the unit last placed in) after it, in arrival order."""
-    kind, encounter, unit = rec["event_type"], rec.get("encounter_token"), rec.get("unit_id")
-    if kind in ("admit", "merged_in"):
+    """Whether an ADT event is a discharge of another visit than the patient's stay
+    (jobs/runtime/stays.py, the census's rule), with `stay` (the patient's, in arrival order:
+    the stay's encounter, `""` where its admission named none; the unit last placed in; and
+    whether the stay is open, `+`, or what discharge closed it, `-<encounter>`) after it."""
+    kind, unit = rec["event_type"], census.discharged_from(rec) or None
+    encounter = rec.get("encounter_token") or None
+    starts = kind == "admit" or (kind == "merged_in" and unit is not None)
+    if starts:
         stay["encounter"] = encounter or ""
-    if kind in ("admit", "transfer", "update", "merged_in", "cancel_transfer") and unit:
+    if kind in ("admit", "transfer", "merged_in", "cancel_transfer") and unit:
         stay["unit"] = unit
+    before = stay.get("state")
+    if starts or kind == "cancel_discharge":
+        stay["state"] = "+"
+    elif kind == "discharge":
+        stay["state"] = f"-{encounter or ''}"
     if kind != "discharge":
         return False
-    of_stay, placed = stay.pop("encounter", None), stay.get("unit")
+    of_stay, placed = stay.get("encounter"), stay.get("unit")
     return bool(
-        of_stay and encounter and encounter != of_stay and unit and placed and placed != unit
+        of_stay
+        and encounter
+        and encounter != of_stay
+        and before is not None
+        and before not in ("-", f"-{of_stay}")
+        and unit
+        and placed
+        and unit != placed
     )
 
 

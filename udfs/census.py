@@ -12,7 +12,8 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 - transfer (A02): move to the new unit/bed; refused for a patient who holds no bed.
 - discharge (A03, A07): free the bed; refused for a patient who holds no bed.
 - update (A08): corrects the bed or unit of a placed patient (no arrival or transfer counted);
-  otherwise changes nothing.
+  otherwise changes nothing, nor does one of another visit naming another unit (an emergency
+  or pre-admission visit's A08: `_another_visits`, as for a discharge).
 - register (A04), preadmit (A05): no bed, no change.
 - leave_of_absence (A21, A53), return_from_leave (A22, A52): no change: the patient keeps their
   bed while away (HL7 v2.5 3.3.21, "a bed is still assigned"), whatever PV1-3 names.
@@ -89,16 +90,33 @@ class AdtEvent(NamedTuple):
 
     @classmethod
     def of(cls, record: Mapping[str, Any], event_time_ms: int) -> AdtEvent:
-        """The event of a canonical adt.event.v1 record, at `event_time_ms` (epoch ms)."""
+        """The event of a canonical adt.event.v1 record, at `event_time_ms` (epoch ms); a
+        discharge's unit is the one it names, else its prior location (`discharged_from`)."""
         return cls(
             record["event_id"],
             record["event_type"],
             record["facility_id"],
-            record.get("unit_id"),
+            discharged_from(record),
             record.get("bed_id"),
             event_time_ms,
             record.get("encounter_token"),
         )
+
+
+def discharged_from(record: Mapping[str, Any]) -> str | None:
+    """An event's unit: for a discharge that names none (PV1-3 empty), the prior location it
+    names (PV1-6): where the discharge is from, which says whose visit it ends (the census job
+    reads it so too, in SQL: `DISCHARGED_FROM_SQL`)."""
+    unit = record.get("unit_id")
+    if not unit and record["event_type"] == "discharge":
+        return record.get("prior_unit_id") or unit
+    return unit
+
+
+DISCHARGED_FROM_SQL = (
+    "CASE WHEN event_type = 'discharge' AND (unit_id IS NULL OR unit_id = '') "
+    "THEN COALESCE(NULLIF(prior_unit_id, ''), unit_id) ELSE unit_id END"
+)
 
 
 class Delta(NamedTuple):
@@ -190,6 +208,13 @@ class PatientPlacement:
         if kind == "update":
             if before is None or new is None or new == before:
                 return Outcome("no_change", "no bed or unit change"), []
+            if self._another_visits(e, new, before):
+                return Outcome(
+                    "no_change",
+                    "an update of another encounter than the stay's, naming a unit the patient "
+                    "is not in (an emergency or pre-admission visit's A08): the stay's bed is "
+                    "kept",
+                ), []
             self.place = new
             return APPLIED, _between(before, new, t)
         if kind == "merged_away":
@@ -224,9 +249,10 @@ class PatientPlacement:
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
 
     def _another_visits(self, e: AdtEvent, at: Place | None, before: Place | None) -> bool:
-        """Whether a discharge ends another encounter than the stay's: it names its encounter
-        and the census knows the stay's, they differ, and it names a unit other than the one the
-        patient is in (by its name: a discharge that names no facility takes the sender's).
+        """Whether a discharge (or update) is of another encounter than the stay's: it names its
+        encounter and the census knows the stay's, they differ, and it names a unit other than
+        the one the patient is in (by its name: a discharge that names no facility takes the
+        sender's; one without PV1-3, its PV1-6: `discharged_from`).
         Both must differ: a visit number changed during a stay (an A06 under a new account,
         interim billing) still discharges from the patient's unit."""
         return bool(

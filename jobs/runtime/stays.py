@@ -1,39 +1,78 @@
 """Which ADT discharges end the patient's stay, for the jobs that end a stay's state at one
-(jobs/sepsis_screen.py, jobs/model_scoring.py): SQL over a source's accepted ADT events."""
+(jobs/sepsis_screen.py, jobs/model_scoring.py): SQL over the union of a job's accepted records.
+
+A discharge of another visit than the stay's ends no stay (the screening state and the catalog's
+stay go on; its alerts are not resolved, no readmission is scored): it names an encounter other
+than the stay's and a unit other than the one the patient was last placed in, an emergency
+visit closed after the inpatient admission. The census's rule (udfs/census.py,
+`_another_visits`; both must differ: a visit number changed during a stay still discharges; a
+discharge without PV1-3 is from its PV1-6: `census.DISCHARGED_FROM_SQL`).
+
+Decided per patient in the order their records arrive (for one ADT feed, the order it sent
+them), from what their ADT events so far say, by two processing-time windows over all the
+patient's records (they emit at once, keep the rowtime, and every record of the patient keeps
+their state from the job's state TTL, as it keeps the screening state):
+
+- the stay's encounter: that of the latest admission, or merge naming a unit;
+- the unit last placed in: by an admission, transfer, merge or cancelled transfer (an update,
+  A08, places no one here: it may be another visit's, which the census tells apart by the stay
+  it holds);
+- whether the stay is open: the latest of the admissions, cancelled discharges (A13, which
+  reopen it) and discharges (`-<encounter>`), as it was before the record (`LAG`). A discharge
+  of another encounter leaves the stay open: the same one sent again changes nothing, nor does
+  another visit's after it.
+
+Where the census differs: it holds a placement, so a discharge or update it refuses or ignores
+(an admission while placed, a merge of a placed patient) changes nothing there, and a patient
+discharged and then discharged again by another visit's is refused; here an admission always
+names the stay, and a discharge whose stay is closed ends it again (no state is left to end).
+"""
 
 from __future__ import annotations
 
+from udfs.census import DISCHARGED_FROM_SQL
 
-def stay_discharges_sql(source: str) -> str:
-    """The ADT events of `source` with `is_stay_discharge`: whether a discharge ends the
-    patient's stay. One of another visit does not (the screening state and the catalog's stay go
-    on; its alerts are not resolved, no readmission is scored): it names an encounter other than
-    the stay's (that of the latest admission, or merge, since the patient's latest discharge)
-    and a unit other than the one the patient was last placed in, an emergency visit closed
-    after the inpatient admission. The census's rule (udfs/census.py, `_another_visits`; both
-    must differ: a visit number changed during a stay still discharges).
+# The columns the jobs' unions carry for the rule (null on records that are not ADT events).
+VISIT_COLUMNS = ("adt_event_type", "visit_encounter", "visit_unit_id")
 
-    Decided in the order the patient's ADT events arrive (for one feed, the order it sent
-    them), each discharge against the stay before it, by processing-time windows over the ADT
-    events alone, which emit at once and keep the rowtime: the stay after each event
-    (`+<encounter>`, `+` where its admission named none, `-` after any discharge), then the one
-    before it (`LAG`). Of two other visits' discharges in one stay the second ends it (the
-    census keeps the bed); a cancelled admission or transfer is not undone here."""
-    placing = "'admit', 'transfer', 'update', 'merged_in', 'cancel_transfer'"
-    another = """stay_before LIKE '+_%' AND encounter_token IS NOT NULL
-        AND encounter_token <> SUBSTR(stay_before, 2) AND unit_id IS NOT NULL
-        AND placed_unit_id IS NOT NULL AND unit_id <> placed_unit_id"""
+
+def visit_columns_sql(adt: bool) -> str:
+    """`VISIT_COLUMNS` of an ADT source's accepted records (`adt`), or nulls for another's."""
+    if not adt:
+        return ", ".join(f"CAST(NULL AS STRING) AS {c}" for c in VISIT_COLUMNS)
+    return (
+        "event_type AS adt_event_type, NULLIF(encounter_token, '') AS visit_encounter, "
+        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id"
+    )
+
+
+def stay_discharges_sql(source: str, key: str = "patient_token") -> str:
+    """`source` (a union with `VISIT_COLUMNS`) with `is_stay_discharge`: whether the record is
+    an ADT discharge that ends the patient's stay (module docstring)."""
+    window = f"PARTITION BY {key} ORDER BY visit_arrival"
+    placing = "'admit', 'transfer', 'merged_in', 'cancel_transfer'"
+    stay = (
+        "adt_event_type = 'admit' OR (adt_event_type = 'merged_in' AND visit_unit_id IS NOT NULL)"
+    )
+    another = """stay_encounter <> '' AND visit_encounter IS NOT NULL
+        AND visit_encounter <> stay_encounter
+        AND stay_state_before <> '-' AND stay_state_before <> CONCAT('-', stay_encounter)
+        AND visit_unit_id IS NOT NULL AND placed_unit_id IS NOT NULL
+        AND visit_unit_id <> placed_unit_id"""
     return f"""
-    SELECT *, event_type = 'discharge' AND NOT COALESCE({another}, FALSE) AS is_stay_discharge
+    SELECT *, COALESCE(adt_event_type = 'discharge', FALSE)
+              AND NOT COALESCE({another}, FALSE) AS is_stay_discharge
     FROM (
-      SELECT *, LAG(stay) OVER (PARTITION BY patient_token ORDER BY adt_arrival) AS stay_before
+      SELECT *, LAG(stay_state) OVER ({window}) AS stay_state_before
       FROM (
         SELECT *,
-               LAST_VALUE(CASE WHEN event_type IN ('admit', 'merged_in')
-                               THEN CONCAT('+', COALESCE(encounter_token, ''))
-                               WHEN event_type = 'discharge' THEN '-' END) OVER v AS stay,
-               LAST_VALUE(CASE WHEN event_type IN ({placing}) THEN unit_id END) OVER v
-                 AS placed_unit_id
-        FROM (SELECT *, PROCTIME() AS adt_arrival FROM {source})
-        WINDOW v AS (PARTITION BY patient_token ORDER BY adt_arrival
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))"""
+               LAST_VALUE(CASE WHEN {stay} THEN COALESCE(visit_encounter, '') END) OVER v
+                 AS stay_encounter,
+               LAST_VALUE(CASE WHEN adt_event_type IN ({placing}) THEN visit_unit_id END) OVER v
+                 AS placed_unit_id,
+               LAST_VALUE(CASE WHEN {stay} OR adt_event_type = 'cancel_discharge' THEN '+'
+                               WHEN adt_event_type = 'discharge'
+                               THEN CONCAT('-', COALESCE(visit_encounter, '')) END) OVER v
+                 AS stay_state
+        FROM (SELECT *, PROCTIME() AS visit_arrival FROM ({source}))
+        WINDOW v AS ({window} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))"""

@@ -51,6 +51,7 @@ SCHEMA = load_schema(topics.ADT_EVENT.name)
 def adt_stream(seed: int, patients: int = 120, n: int = 2500) -> list[dict[str, Any]]:
     """Events in event-time order (ties included), so that none is late."""
     rng = random.Random(seed)
+    priors = random.Random(seed + 1)  # PV1-6, apart: the stream is the one it was without it
     units = {"H": ["ICU", "W4", "ED"], "G": ["W1"]}
     t = T0
     out: list[dict[str, Any]] = []
@@ -71,6 +72,7 @@ def adt_stream(seed: int, patients: int = 120, n: int = 2500) -> list[dict[str, 
                 "patient_token": f"p{rng.randrange(patients)}",
                 "facility_id": facility,
                 "unit_id": unit,
+                "prior_unit_id": priors.choice([None, None, *units[facility]]),
                 "bed_id": rng.choice([None, "1", "2"]),
                 "encounter_token": rng.choice([None, "", "v1", "v2"]),
                 "event_time": t,
@@ -153,6 +155,14 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
     # and discharges of another encounter from a unit the patient is not in
     another = "a discharge of another encounter than the stay's"
     assert sum(1 for _, _, why in want.refused.elements() if why.startswith(another)) >= 3
+    # (one without a unit, from its prior location) and updates of another encounter
+    assert any(
+        e["event_type"] == "discharge" and not e["unit_id"] and e["prior_unit_id"]
+        for e in census["events"]
+        if e["event_id"] in {i for i, _, why in want.refused if why.startswith(another)}
+    )
+    update = "an update of another encounter than the stay's"
+    assert any((why or "").startswith(update) for _, _, why, _ in want.events)
     voids = {e["event_id"] for e in census["events"] if e["event_type"] == "void_encounter"}
     assert sum(1 for e, status, _, _ in want.events if e in voids and status == "applied") >= 3
     applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")

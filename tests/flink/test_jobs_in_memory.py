@@ -63,9 +63,11 @@ def sample_items(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
 def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """ADT events of other visits: every third patient admitted (an inpatient encounter, in the
     unit they are charted in) before their first vitals, and their emergency visit discharged
-    from the emergency department midway through the stay (every sixth, a clinic visit's too,
-    two hours later); every third one more is admitted and discharged from their own encounter
-    midway (the stay's discharge)."""
+    from the emergency department midway through the stay (every sixth, that discharge sent
+    again and a clinic visit's two hours later; every sixth more, an update of the emergency
+    visit first, and its discharge naming the department only as its prior location); every
+    third one more admitted and discharged midway from their own unit (every sixth, under a
+    visit number of its own: the stay's discharge all the same)."""
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for rec in vitals:
         by_patient.setdefault(rec["patient_token"], []).append(rec)
@@ -73,21 +75,34 @@ def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     for n, (tok, recs) in enumerate(sorted(by_patient.items())):
         if n % 3 == 2:
             continue
-        first, mid = recs[0], recs[len(recs) // 2]
+        first, mid, unit = recs[0], recs[len(recs) // 2], recs[0]["unit_id"]
         inpatient = f"{tok}:inpatient"
-        out.append(_adt(first, "admit", inpatient, first["unit_id"], -timedelta(minutes=1)))
+        out.append(_adt(first, "admit", inpatient, unit, -timedelta(minutes=1)))
         if n % 3 == 1:
-            out.append(_adt(mid, "discharge", inpatient, first["unit_id"], OTHER_VISIT_AFTER))
+            own = f"{tok}:renumbered" if n % 6 == 4 else inpatient
+            out.append(_adt(mid, "discharge", own, unit, OTHER_VISIT_AFTER))
             continue
-        out.append(_adt(mid, "discharge", f"{tok}:emergency", "ED", OTHER_VISIT_AFTER))
+        emergency = f"{tok}:emergency"
+        if n % 6 == 3:
+            out.append(_adt(mid, "update", emergency, "ED", OTHER_VISIT_AFTER / 2))
+            out.append(_adt(mid, "discharge", emergency, None, OTHER_VISIT_AFTER, prior="ED"))
+            continue
+        closed = _adt(mid, "discharge", emergency, "ED", OTHER_VISIT_AFTER)
+        out.append(closed)
         if n % 6 == 0:
+            resent = closed[1] | {"event_time": closed[1]["event_time"] + timedelta(minutes=20)}
             later = OTHER_VISIT_AFTER + timedelta(hours=2)
-            out.append(_adt(mid, "discharge", f"{tok}:clinic", "CLINIC", later))
+            out += [(closed[0], resent), _adt(mid, "discharge", f"{tok}:clinic", "CLINIC", later)]
     return out
 
 
 def _adt(
-    at: dict[str, Any], kind: str, encounter: str, unit: str, after: timedelta
+    at: dict[str, Any],
+    kind: str,
+    encounter: str,
+    unit: str | None,
+    after: timedelta,
+    prior: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     return topics.ADT_EVENT.name, {
         "event_id": f"{encounter}:{kind}",
@@ -98,7 +113,7 @@ def _adt(
         "facility_id": at["facility_id"],
         "unit_id": unit,
         "bed_id": None,
-        "prior_unit_id": None,
+        "prior_unit_id": prior,
         "prior_bed_id": None,
         "event_time": at["event_time"] + after,
         "recorded_time": None,
@@ -157,8 +172,9 @@ def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_
     screened: dict[str, list[dict[str, Any]]], sample_items: list[tuple[str, dict[str, Any]]]
 ) -> None:
     """Values measured before the emergency visit's discharge stay in the states after it (the
-    inpatient stay goes on); none measured before the stay's own discharge, or a second other
-    visit's, do (reference_screen has the rule: the job equals it above)."""
+    inpatient stay goes on), and so after its copy and a clinic visit's; none measured before
+    the stay's own discharge (whatever its visit number) do (reference_screen has the rule: the
+    job equals it above)."""
     discharges = [
         rec
         for topic, rec in sample_items
@@ -167,10 +183,11 @@ def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_
         and rec["event_type"] == "discharge"
     ]
     kept = {
-        (rec["patient_token"], rec["event_time"]): rec["encounter_token"].endswith(":emergency")
+        (rec["patient_token"], rec["event_time"]): rec["encounter_token"].split(":")[-1]
+        in ("emergency", "clinic")
         for rec in discharges
     }
-    assert set(kept.values()) == {True, False}
+    assert set(kept.values()) == {True, False} and len(kept) == len(discharges)
     for (tok, at), carried in kept.items():
         after = [
             r
@@ -282,8 +299,8 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     # the late check on the merged watermark: one counter per patient, in arrival order
     (merging,) = [c for c in over if "orderBy=[arrival ASC]" in c]
     assert "partitionBy=[patient_token]" in merging
-    # the ADT events' stay (which discharges end it), in their arrival order: two steps
-    stays = [c for c in over if "orderBy=[adt_arrival ASC]" in c]
+    # the patient's stay (which discharges end it), in their records' arrival order: two steps
+    stays = [c for c in over if "orderBy=[visit_arrival ASC]" in c]
     assert len(stays) == 2 and all("partitionBy=[patient_token]" in c for c in stays)
     # the features' (first record time, 6-hour extremes), the state's, and the rules' (every
     # run rule in one window)

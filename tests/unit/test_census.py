@@ -220,3 +220,32 @@ def test_an_encounter_voided_frees_the_bed_of_its_own_stay_and_of_no_other() -> 
     gone = PatientPlacement()
     occupancy(gone, [ev(1, "admit", "ICU")._replace(encounter_token="v1"), ev(2, "discharge")])
     assert gone.apply(void)[0].status == "nothing_to_cancel"
+
+
+def _visit(i: int, kind: str, encounter: str, **fields: str | None) -> AdtEvent:
+    """An event of `encounter` as the census job reads it from an adt.event.v1 record."""
+    record = {"event_id": f"e{i}", "event_type": kind, "facility_id": "F"} | fields
+    return AdtEvent.of(record | {"encounter_token": encounter}, i * 1000)
+
+
+def test_another_visits_update_or_a_discharge_from_its_prior_location_keeps_the_stays_bed() -> None:
+    """The emergency visit goes on beside the inpatient stay in 5W: its A08 names ED, and its
+    A03 names ED only as PV1-6 (prior location). Neither moves nor frees the inpatient; the
+    stay's own A08 and its A03 without PV1-3 do."""
+    p = PatientPlacement()
+    events = [
+        _visit(1, "admit", "VIP", unit_id="5W", bed_id="12"),
+        _visit(2, "update", "VED", unit_id="ED", bed_id="03"),
+        _visit(3, "discharge", "VED", unit_id=None, prior_unit_id="ED"),
+    ]
+    units, outcomes = occupancy(p, events)
+    assert units == {"5W": 1} and outcomes == ["applied", "no_change", "not_admitted"]
+    assert p.place is not None and p.place.unit_id == "5W"
+    moved, moved_deltas = p.apply(_visit(4, "update", "VIP", unit_id="6W", bed_id="01"))
+    left, left_deltas = p.apply(_visit(5, "discharge", "VIP", unit_id=None, prior_unit_id="5W"))
+    assert (moved.status, left.status) == ("applied", "applied") and p.place is None
+    assert [(d.unit_id, d.occupied) for d in [*moved_deltas, *left_deltas]] == [
+        ("5W", -1),
+        ("6W", 1),
+        ("6W", -1),
+    ]

@@ -258,8 +258,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     }
     if (kind.equals("discharge")) {
       // another encounter's discharge from a unit the patient is not in (udfs.census)
-      if (notEmpty(encounter) && v.stay != null && !v.stay.equals(encounter) && next != null
-          && !next.unit.equals(before.unit)) {
+      if (anotherVisits(v, encounter, next, before)) {
         return out(
             "not_admitted",
             "a discharge of another encounter than the stay's, from a unit the patient is not in"
@@ -271,6 +270,12 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if (kind.equals("update")) {
       if (before == null || next == null || next.same(before)) {
         return out("no_change", "no bed or unit change");
+      }
+      if (anotherVisits(v, encounter, next, before)) {
+        return out(
+            "no_change",
+            "an update of another encounter than the stay's, naming a unit the patient is not in"
+                + " (an emergency or pre-admission visit's A08): the stay's bed is kept");
       }
       s.place = next;
       between(before, next, t, 0, deltas);
@@ -304,6 +309,16 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return cancel(s, v, kind.substring("cancel_".length()), t, deltas);
     }
     return out("bad_event_type", "unknown event type '" + kind + "'");
+  }
+
+  /** udfs.census PatientPlacement._another_visits: another encounter, another unit. */
+  private static boolean anotherVisits(Visit v, String encounter, Place next, Place before) {
+    return notEmpty(encounter)
+        && v.stay != null
+        && !v.stay.equals(encounter)
+        && next != null
+        && before != null
+        && !next.unit.equals(before.unit);
   }
 
   private String[] move(
