@@ -28,7 +28,7 @@ IEEE 11073 code (`urn:iso:std:iso:11073:10101`, as point-of-care device gateways
 through its LOINC (schemas.interop.mdc), or by a local code the deployment mapped to a LOINC
 (schemas.interop.code_map), with UCUM or IEEE 11073 units;
 components are read only under a panel code (blood pressure, vital signs panel): the components
-of any other code (a 7-day home blood pressure average, LOINC 76534-7) are no bedside reading.
+of any other code (a home blood pressure average's) are no bedside reading.
 A vitals record is completed with what its values imply (schemas.interop.derived): the Glasgow
 coma scale total from its three parts, components of a GCS total Observation (9269-2) sent
 without its value, each a number, a LOINC answer code or an ordinalValue (as FHIR's own
@@ -72,6 +72,8 @@ from schemas.interop import acvpu, derived, identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
+    OTHER_ID_TYPES,
+    PATIENT_ID_TYPES,
     Mapped,
     Refused,
     Rejected,
@@ -710,6 +712,28 @@ def _by_identifier(system: Any, value: Any, tokenise: Tokenise) -> str:
     return tokenise(identity.FHIR_SYSTEM + (system or ""), str(value))
 
 
+def _identifier_rank(ident: dict[str, Any]) -> tuple[int, int]:
+    """The order a Patient's identifiers are chosen in (Patient.identifier has none of its own):
+    one still valid before one `old` (R4 IdentifierUse: "no longer considered valid"), then by
+    type as an HL7 v2 PID-3 is (a medical record number first, v2-0203 MR, MRN, PI, PT, PN; a
+    social security or insurance number last: hl7v2.PATIENT_ID_TYPES), one with a system before
+    one without (which names no scheme)."""
+    kind = _identifier_type(ident)
+    rank = {k: i for i, k in enumerate(PATIENT_ID_TYPES)}
+    typed = rank.get(kind, len(rank) + (kind in OTHER_ID_TYPES))
+    return (ident.get("use") == "old") * 2 + (not ident.get("system")), typed
+
+
+def _identifier_type(ident: dict[str, Any]) -> str:
+    """An Identifier's type as a v2-0203 code (`MR`), '' where it names none."""
+    kind = ident.get("type")
+    codings = kind.get("coding") if isinstance(kind, dict) else None
+    for coding in codings if isinstance(codings, list) else []:
+        if isinstance(coding, dict) and coding.get("code"):
+            return str(coding["code"]).upper()
+    return ""
+
+
 def _subject(
     ref: Any, data: dict[str, Any], bundle: dict[str, Any], tokenise: Tokenise, what: str
 ) -> str | Refused:
@@ -717,8 +741,9 @@ def _subject(
     - a literal reference to a Patient, relative, absolute or versioned, all as `Patient/<id>`
       (`https://ehr/fhir/Patient/p1/_history/3` is `Patient/p1`);
     - a contained Patient (`#p`) or a Bundle entry's (`urn:uuid:…`, resolved against the
-      entries' fullUrl) by its business identifier: the reference itself names no one outside
-      the resource or Bundle;
+      entries' fullUrl) by its business identifier (`_identifier_rank`: a medical record
+      number, not a retired one): the reference itself names no one outside the resource or
+      Bundle;
     - else the Reference's own business identifier (system|value), which many senders give
       alone (Reference.identifier).
     A subject that is not a Patient (a Device, a Group, a Location) is refused."""
@@ -733,7 +758,8 @@ def _subject(
             return Refused("not_a_patient", f"{what}.subject is a {found.get('resourceType')}")
         ids = [i for i in found.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
         if ids:
-            return _by_identifier(ids[0].get("system"), ids[0]["value"], tokenise)
+            chosen = min(ids, key=_identifier_rank)
+            return _by_identifier(chosen.get("system"), chosen["value"], tokenise)
         if found.get("id") and reference.startswith("urn:"):
             return tokenise(identity.FHIR_PATIENT, identity.SERVER_IDS + str(found["id"]))
         return Refused(
@@ -769,10 +795,8 @@ def _subject(
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    if enc.status == "entered-in-error":
+    if enc.status in ("entered-in-error", "cancelled"):
         return _voided(enc, subject, tokenise, source, facility)
-    if enc.status == "cancelled":
-        return Refused("cancelled", "Encounter status is cancelled")
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
@@ -979,15 +1003,18 @@ def _encounter_token(enc: Any, key: str, tokenise: Tokenise) -> str:
 def _voided(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
-    """An Encounter version `entered-in-error`: the encounter never was (FHIR R4 EncounterStatus).
-    It takes back the stay an earlier version placed: a `void_encounter` of the Encounter (its
+    """An Encounter version `entered-in-error` (the encounter never was: FHIR R4
+    EncounterStatus) or `cancelled` ("ended before it has begun": one that an earlier version
+    said had begun, arrived or in progress, is taken back so). It takes back the stay an earlier
+    version placed: a `void_encounter` of the Encounter (its
     `encounter_token`) when the server stored the version (meta.lastUpdated; not before a start
     the earlier version's admission or moves may be timed by), and the census voids the stay
     that Encounter placed, and no other: it refuses the void (`nothing_to_cancel`) where the
     patient's stay is another encounter's (a duplicate Encounter taken back while the real one
     goes on, an old one after a readmission), one placed without an encounter (an HL7 admission
-    without PV1-19) or not known (udfs.census). Refused `entered_in_error` as before for a class
-    in no bed, or without meta.lastUpdated (when it was taken back is unknown)."""
+    without PV1-19) or not known (udfs.census), or that holds no bed (a cancelled Encounter no
+    version placed). Refused `entered_in_error` (or `cancelled`) as before for a class in no
+    bed, or without meta.lastUpdated (when it was taken back is unknown)."""
     cls = enc.class_fhir.code if enc.class_fhir is not None else None
     at = _stored_at(enc)
     key = _encounter_key(enc, tokenise)
@@ -999,7 +1026,7 @@ def _voided(
             if at is None
             else "the Encounter has neither an id nor an identifier"
         )
-        return Refused("entered_in_error", f"Encounter status is entered-in-error; {why}")
+        return Refused(enc.status.replace("-", "_"), f"Encounter status is {enc.status}; {why}")
     patient = subject()
     if isinstance(patient, Refused):
         return patient
@@ -1016,7 +1043,7 @@ def _voided(
         t for t in (_instant(g, "") for g in given if g is not None) if isinstance(t, datetime)
     ]
     record = {
-        "event_id": f"fhir:{key}:entered-in-error",
+        "event_id": f"fhir:{key}:{enc.status}",
         "event_type": "void_encounter",
         "source_message_type": "FHIR Encounter",
         "patient_token": patient,
@@ -1545,6 +1572,8 @@ def _not_a_point(obs: Any) -> Refused | None:
                 "bad_period",
                 f"effectivePeriod ends ({end:%FT%TZ}) before it starts ({start:%FT%TZ})",
             )
+        if not isinstance(end, datetime):  # a date or a month: up to its end (R4 Period.end)
+            end = _earliest_end(period.end) or end
         if (
             isinstance(end, datetime)
             and isinstance(start, datetime)
@@ -1554,6 +1583,23 @@ def _not_a_point(obs: Any) -> Refused | None:
                 "not_a_point_measurement",
                 f"effectivePeriod spans {end - start}: a summary, not one bedside reading",
             )
+    return None
+
+
+def _earliest_end(value: Any) -> datetime | None:
+    """The earliest instant a period's end written as a date, a year and month or a year may be
+    (FHIR R4 Period.end "includes any matching date/time": the end of that day, month or year,
+    in a zone as far east as any, UTC+14), or None for anything else."""
+    east = timedelta(hours=14)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value + timedelta(days=1), datetime.min.time(), UTC) - east
+    text = value if isinstance(value, str) else ""
+    if re.fullmatch(r"\d{4}-\d{2}", text):
+        year, month = int(text[:4]), int(text[5:])
+        following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+        return following - east
+    if re.fullmatch(r"\d{4}", text):
+        return datetime(int(text) + 1, 1, 1, tzinfo=UTC) - east
     return None
 
 

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
-from hl7apy.exceptions import InvalidName
+from hl7apy.exceptions import ChildNotFound, InvalidName
 from hl7apy.parser import parse_message
 
 from schemas import codec, topics
@@ -366,17 +366,17 @@ def _text(er7: str, enc: dict[str, str]) -> str:
 # PID-3 identifier types (HL7 table 0203) in the order a patient is best known by: the medical
 # record number (MR; `MRN` as some EHRs write it), the patient's internal id, the person number.
 # Then an identifier of no or another type. Visit and account numbers, national, insurance and
-# licence numbers (`_OTHER_ID_TYPES`) name a visit or a person outside the hospital: read only
+# licence numbers (`OTHER_ID_TYPES`) name a visit or a person outside the hospital: read only
 # when nothing else is sent.
-_PATIENT_ID_TYPES = ("MR", "MRN", "PI", "PT", "PN")
-_OTHER_ID_TYPES = frozenset(
+PATIENT_ID_TYPES = ("MR", "MRN", "PI", "PT", "PN")
+OTHER_ID_TYPES = frozenset(
     {"AN", "VN", "FIN", "FIN NBR", "FINNBR", "ENC", "SS", "SSN", "NI", "NH", "HC",
      "JHN", "MA", "MB", "MC", "MCD", "MCR", "MI", "DL", "PPN", "BA", "BC", "NPI", "PRN"}
 )  # fmt: skip
 
 
 def _patient_id(msg: Message) -> tuple[str, str] | None:
-    """(assigning authority, id) of PID-3, by identifier type (`_PATIENT_ID_TYPES`, else the
+    """(assigning authority, id) of PID-3, by identifier type (`PATIENT_ID_TYPES`, else the
     first); a v2.3 message with PID-3 empty is read by PID-2 (the external id)."""
     return _identifier(msg, "PID", 3) or _identifier(msg, "PID", 2)
 
@@ -400,7 +400,7 @@ def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
 
 def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | None:
     """(assigning authority, id) of a CX list (PID-3, MRG-1), by identifier type
-    (`_PATIENT_ID_TYPES`, else the first of no or another type, an `_OTHER_ID_TYPES` last)."""
+    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last)."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
@@ -420,11 +420,11 @@ def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | 
             ids.append((_text(comps[4], enc).upper(), authority, ident))
     if not ids:
         return None
-    rank = {kind: i for i, kind in enumerate(_PATIENT_ID_TYPES)}
+    rank = {kind: i for i, kind in enumerate(PATIENT_ID_TYPES)}
 
     def order(i: tuple[str, str, str]) -> int:
         national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
-        return rank.get(i[0], len(rank) + (i[0] in _OTHER_ID_TYPES or national))
+        return rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
 
     _, authority, ident = min(ids, key=order)
     return authority, ident
@@ -1140,7 +1140,7 @@ def _obx_time(
 ) -> datetime:
     """When an OBX was observed: OBX-14, else its order's time (`_oru`), else MSH-7; a date
     alone that is its order's date is the order's time. ValueError for a time not read."""
-    when = _first_component(seg.obx_14, enc)
+    when = _observed(seg, enc)
     if when.strip().isdigit() and len(when.strip()) <= 8 and obr_time.startswith(when):
         when = ""  # a date alone, its order's date: the order's time (OBR-7, SPM-17)
     return hl7_time(when or obr_time or message_time, tz)
@@ -1362,9 +1362,18 @@ def _blood_gases(
     return gases
 
 
+def _observed(seg: Any, enc: dict[str, str]) -> str:
+    """OBX-14's time ('' if empty; HL7 v2.1's OBX has 12 fields and no OBX-14)."""
+    try:
+        observed = seg.obx_14
+    except ChildNotFound:
+        return ""
+    return _first_component(observed, enc)
+
+
 def _own_time(seg: Any, enc: dict[str, str], obr_time: str) -> bool:
     """Whether an OBX is timed by its own OBX-14 rather than by its order (`_obx_time`)."""
-    when = _first_component(seg.obx_14, enc).strip()
+    when = _observed(seg, enc).strip()
     return bool(when) and not (when.isdigit() and len(when) <= 8 and obr_time.startswith(when))
 
 

@@ -143,15 +143,20 @@ CODES: dict[str, Code] = {
     "2708-6": Code(VITALS, "spo2_pct", {"%": (1.0, 0.0)}),
     "59408-5": Code(VITALS, "spo2_pct", {"%": (1.0, 0.0)}),
     "8310-5": Code(VITALS, "temp_c", _TEMPERATURE),
-    # by site (LOINC): axillary, core, oral, rectal, tympanic membrane
+    # by site (LOINC): axillary, core, oral, rectal, tympanic membrane, temporal artery (the
+    # forehead scanners of US adult wards; FHIR R4's body temperature profile lists it)
     **{
         c: Code(VITALS, "temp_c", _TEMPERATURE)
-        for c in ("8328-7", "8329-5", "8331-1", "8332-9", "8333-7")
+        for c in ("8328-7", "8329-5", "8331-1", "8332-9", "8333-7", "75539-7")
     },
     "8889-8": Code(VITALS, "heart_rate_bpm", _BEATS),  # heart rate by pulse oximetry
     "8480-6": Code(VITALS, "sbp_mmhg", _MMHG),
     "8462-4": Code(VITALS, "dbp_mmhg", _MMHG),
     "8478-0": Code(VITALS, "map_mmhg", _MMHG),
+    # by noninvasive (a cuff: systolic, diastolic, mean; a monitor's NBP channels)
+    "76534-7": Code(VITALS, "sbp_mmhg", _MMHG),
+    "76535-4": Code(VITALS, "dbp_mmhg", _MMHG),
+    "76536-2": Code(VITALS, "map_mmhg", _MMHG),
     "3150-0": Code(VITALS, "fio2_fraction", {"%": (0.01, 0.0), "1": (1.0, 0.0)}),
     "3151-8": Code(VITALS, "on_supplemental_o2", _FLOW),  # inhaled O2 flow: on oxygen if > 0
     # lactate in serum or plasma, blood, arterial blood, venous blood
@@ -267,8 +272,8 @@ LOINC_SYSTEMS_FHIR: frozenset[str] = frozenset(
 BP_PANELS: frozenset[str] = frozenset({"85354-9", "55284-4", "35094-2"})
 
 # Codes whose values come in their components (FHIR R4 vital-signs profile, section 8.1.3); the
-# components of any other code are not read (a 7-day home blood pressure average, LOINC 76534-7,
-# has systolic and diastolic components that are no bedside reading).
+# components of any other code are not read (a home blood pressure average's systolic and
+# diastolic components are no bedside reading).
 PANELS = {
     "85354-9": "blood pressure panel",
     "55284-4": "blood pressure systolic and diastolic",

@@ -83,15 +83,16 @@ def test_a_flowsheet_in_the_senders_own_codes_is_refused_naming_them_until_they_
 def test_a_loinc_code_beside_a_mapped_one_says_what_the_value_is_even_one_not_read(
     codes: CodeMap,
 ) -> None:
-    """A flowsheet row mapped to a bedside blood pressure, sent beside its LOINC for a 7-day
-    home average (76534-7): the LOINC says what it is, so it is no bedside reading."""
-    home = "OBX|1|ST|5^BLOOD PRESSURE^FLO^76534-7^7-day mean BP^LN||150/90|mm[Hg]|||||F"
+    """A flowsheet row mapped to a bedside blood pressure, sent beside a LOINC of something else
+    wardflow does not read (a pain score, 72514-3): the LOINC says what it is, so it is no
+    blood pressure."""
+    home = "OBX|1|ST|5^BLOOD PRESSURE^FLO^72514-3^Pain score^LN||150/90|mm[Hg]|||||F"
     refused = mapped(oru(home), codes)
     assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "not_a_vital_sign"
-    assert "(saw 5 (FLO), 76534-7 (LN))" in refused.reason
-    bedside = mapped(oru(home.replace("^76534-7^7-day mean BP^LN", "")), codes)
+    assert "(saw 5 (FLO), 72514-3 (LN))" in refused.reason
+    bedside = mapped(oru(home.replace("^72514-3^Pain score^LN", "")), codes)
     assert isinstance(bedside, hl7v2.Mapped) and bedside.records[0][1]["sbp_mmhg"] == 150
-    coded = [{"system": "http://loinc.org", "code": "76534-7"}, {"system": "FLO", "code": "5"}]
+    coded = [{"system": "http://loinc.org", "code": "72514-3"}, {"system": "FLO", "code": "5"}]
     components = [
         {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
          "valueQuantity": {"value": 150, "code": "mm[Hg]"}},

@@ -144,16 +144,18 @@ def test_an_encounter_version_stored_after_its_events_times_them_when_it_was_sto
     assert codec.record_time(admit) == datetime(2026, 3, 1, 14, tzinfo=UTC)
 
 
-def test_an_encounter_entered_in_error_takes_back_the_bed_its_earlier_version_placed() -> None:
-    """FHIR R4: `entered-in-error`, the encounter never was. It was refused, so a bed an
-    earlier version of the Encounter had placed the patient in stayed taken for ever; now the
-    census voids that Encounter's stay when the server stored the version."""
+@pytest.mark.parametrize("status", ["entered-in-error", "cancelled"])
+def test_an_encounter_entered_in_error_or_cancelled_takes_back_the_bed_an_earlier_version_placed(
+    status: str,
+) -> None:
+    """FHIR R4: `entered-in-error`, the encounter never was; `cancelled`, it "ended before it
+    has begun" (an EHR's way to take back an arrival). Either was refused, so a bed an earlier
+    version of the Encounter had placed the patient in stayed taken for ever, and their next
+    admission was refused; now the census voids that Encounter's stay when the server stored
+    the version."""
     open_stay = encounter(("4E", "2026-03-01T08:00:00Z", None))
     [(_, first, _)] = run(open_stay | {"meta": {"lastUpdated": "2026-03-01T08:05:00Z"}})
-    erred = open_stay | {
-        "status": "entered-in-error",
-        "meta": {"lastUpdated": "2026-03-01T09:30:00Z"},
-    }
+    erred = open_stay | {"status": status, "meta": {"lastUpdated": "2026-03-01T09:30:00Z"}}
     [(_, void, _)] = run(erred)
     assert isinstance(first, Mapped) and isinstance(void, Mapped)
     [(_, taken_back)] = void.records
@@ -171,7 +173,7 @@ def test_an_encounter_entered_in_error_takes_back_the_bed_its_earlier_version_pl
     ambulatory = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}
     for refused in (erred | {"meta": {}}, erred | {"class": ambulatory}):
         [(_, o, _)] = run(refused)
-        assert isinstance(o, Refused) and o.reason_code == "entered_in_error", o
+        assert isinstance(o, Refused) and o.reason_code == status.replace("-", "_"), o
 
 
 def test_a_duplicate_encounter_taken_back_leaves_the_real_encounters_stay_alone() -> None:
@@ -526,8 +528,8 @@ def component(code: str, value: float, unit: str) -> dict:
 
 def test_components_are_read_only_under_a_panel_code() -> None:
     parts = [component("8480-6", 142, "mm[Hg]"), component("8462-4", 88, "mm[Hg]")]
-    home_average = observation(  # 7-day average of home blood pressure readings
-        "76534-7",
+    home_average = observation(  # a code of something else with blood pressure components
+        "72514-3",
         component=parts,
         effectivePeriod={"start": "2026-02-22T00:00:00Z", "end": "2026-03-01T00:00:00Z"},
     )
@@ -570,9 +572,12 @@ def over_period(code: str, value: float, unit: str, start: str, end: str) -> dic
 
 
 def test_a_summary_over_a_long_period_is_not_a_bedside_reading() -> None:
-    obs = over_period("8867-4", 72, "/min", "2026-03-01T00:00:00Z", "2026-03-01T23:59:00Z")
-    [(_, o, _)] = run(obs)
-    assert isinstance(o, Refused) and o.reason_code == "not_a_point_measurement"
+    """Also where the period ends on a date or a month (FHIR R4 Period.end: "includes any
+    matching date/time", to the end of that day or month)."""
+    for end in ("2026-03-01T23:59:00Z", "2026-03-01", "2026-03", "2026"):
+        obs = over_period("8867-4", 72, "/min", "2026-03-01T00:00:00Z", end)
+        [(_, o, _)] = run(obs)
+        assert isinstance(o, Refused) and o.reason_code == "not_a_point_measurement", end
 
 
 def test_inhaled_oxygen_flow_tells_news2_the_patient_is_on_oxygen() -> None:
@@ -834,6 +839,19 @@ def test_a_subject_names_the_same_patient_however_its_reference_is_written() -> 
     assert token({"reference": "#pat"}, contained=contained) == by_mrn
     other = [{"resourceType": "Patient", "id": "pat", "identifier": [mrn | {"value": "B2"}]}]
     assert token({"reference": "#pat"}, contained=other) != by_mrn
+    # a contained Patient's medical record number, whatever order its identifiers come in
+    # (Synthea's id first), not a retired one (use old) nor one of no system
+    mr = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                               "code": "MR"}]}} | mrn  # fmt: skip
+    for first in (
+        {"system": "https://github.com/synthetichealth/synthea", "value": "a1b2c3"},
+        {"use": "old", "system": "urn:mrn", "value": "OLD-111"},
+        {"value": "12345"},
+        {"type": {"coding": [{"code": "SS"}]}, "system": "http://hl7.org/fhir/sid/us-ssn",
+         "value": "999-99-9999"},
+    ):  # fmt: skip
+        patient = {"resourceType": "Patient", "id": "pat", "identifier": [first, mr]}
+        assert token({"reference": "#pat"}, contained=[patient]) == by_mrn, first
     for not_a_patient in ("Device/monitor-7", "Group/ward-4"):
         refused = token({"reference": not_a_patient})
         assert isinstance(refused, Refused) and refused.reason_code == "not_a_patient"

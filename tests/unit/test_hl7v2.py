@@ -1338,3 +1338,35 @@ def test_a_transfer_resent_under_a_new_message_id_is_undone_with_the_first_by_it
     assert seen == ["admit:applied", "transfer:applied", "transfer:no_change",
                     "cancel_transfer:applied"]  # fmt: skip
     assert placement.place is not None and placement.place.unit_id == "5W"
+
+
+def test_a_cuffs_noninvasive_pressures_and_a_temporal_artery_temperature_are_read() -> None:
+    """LOINC's noninvasive systolic, diastolic and mean (a monitor's NBP channels) and the
+    temporal artery temperature (a ward's forehead scanner) were left unread with an AA: a
+    systolic of 84 and a fever lost, and a measured MAP of 63 replaced by an estimate of 71."""
+    rec = reading(
+        oru(
+            "OBX|1|NM|76534-7^Systolic blood pressure by Noninvasive^LN||84|mm[Hg]|||||F\r"
+            "OBX|2|NM|76535-4^Diastolic blood pressure by Noninvasive^LN||46|mm[Hg]|||||F\r"
+            "OBX|3|NM|76536-2^Mean blood pressure by Noninvasive^LN||63|mm[Hg]|||||F\r"
+            "OBX|4|NM|75539-7^Body temperature - Temporal artery^LN||39.4|Cel|||||F"
+        )
+    )
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"], rec["map_mmhg"], rec["temp_c"]) == (84, 46, 63, 39.4)
+
+
+def test_an_hl7_v2_1_result_without_obx_14_is_timed_by_its_order() -> None:
+    """HL7 v2.1's OBX has 12 fields: reading OBX-14 raised, and the message's lactate was lost
+    to a dead letter."""
+    rec = reading(
+        "\r".join(
+            [
+                "MSH|^~\\&|LAB|GHH|WF|GHH|202603011015||ORU|C21|P|2.1",
+                "PID|1||880012^^^GHH^MR",
+                "OBR|1|||LACT^Lactate|||202603010935",
+                "OBX|1|NM|2524-7^Lactate^LN||4.6|mmol/L|0.5-2.0|H|||F",
+            ]
+        )
+    )
+    assert rec["lactate_mmol_l"] == 4.6
+    assert rec["event_time"] == datetime(2026, 3, 1, 9, 35, tzinfo=UTC)
