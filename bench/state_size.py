@@ -46,6 +46,7 @@ from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
 from jobs.runtime.flink_env import plan_once, stream_table_env
+from jobs.runtime.stays import VISIT_COLUMNS, stay_discharges_sql
 from jobs.screening.rules import (
     RULES,
     hits_sql,
@@ -83,10 +84,14 @@ STEADY_VALUES = {
 }
 
 
-def events_table(env: Any, t_env: Any, patients: int, rows: int, steady: bool = False) -> Any:
+def events_table(
+    env: Any, t_env: Any, patients: int, rows: int, steady: bool = False, stays: bool = False
+) -> Any:
     """`events` as the job builds it, from a JVM number sequence (FLIP-27: its checkpoint holds
     the remaining range, not values): row `f0` is patient `f0 % patients` at minute
-    `f0 / patients`."""
+    `f0 / patients`. With `stays`, through the windows that decide which discharge ends the
+    patient's stay (jobs/runtime/stays.py: their state per patient is in the checkpoints too;
+    charted minutes only, so no ADT event)."""
     seq = env.from_source(
         NumberSequenceSource(0, rows - 1), WatermarkStrategy.no_watermarks(), "sequence"
     )
@@ -119,12 +124,22 @@ def events_table(env: Any, t_env: Any, patients: int, rows: int, steady: bool = 
         "source_offset": "f0",
         "quarantine": "CAST(NULL AS STRING)",
     }
+    if stays:
+        columns |= {c: "CAST(NULL AS STRING)" for c in VISIT_COLUMNS}
     schema = Schema.new_builder().column("f0", DataTypes.BIGINT().not_null())
     for name, sql in columns.items():
         schema = schema.column_by_expression(name, sql)
     schema = schema.watermark("event_time", "event_time - INTERVAL '2' SECOND")
     table = t_env.from_data_stream(seq, schema.build())
-    return table.select(*[col(c) for c in columns])
+    if not stays:
+        return table.select(*[col(c) for c in columns])
+    t_env.create_temporary_view("charted", table.select(*[col(c) for c in columns]))
+    kept = ", ".join(
+        "is_stay_discharge AS is_discharge" if c == "is_discharge" else c
+        for c in columns
+        if c not in VISIT_COLUMNS
+    )
+    return t_env.sql_query(f"SELECT {kept} FROM ({stay_discharges_sql('SELECT * FROM charted')})")
 
 
 def _checkpoint_bytes(root: Path) -> tuple[int, int] | None:
@@ -177,6 +192,7 @@ def run(
     rules: str = "none",
     steady: bool = False,
     max_wall_s: float | None = None,
+    stays: bool = False,
 ) -> dict[str, Any]:
     rows = int(patients * hours * 60)
     tmp = Path(tempfile.mkdtemp(prefix="wardflow-state-size-"))
@@ -190,7 +206,9 @@ def run(
     )
     try:
         env, t_env = stream_table_env(settings, connectors=False)
-        t_env.create_temporary_view("events", events_table(env, t_env, patients, rows, steady))
+        t_env.create_temporary_view(
+            "events", events_table(env, t_env, patients, rows, steady, stays)
+        )
         state_views(t_env, scoring=True)  # as the device-rate benchmark runs the job
         t_env.execute_sql("CREATE TEMPORARY TABLE sink (s STRING) WITH ('connector' = 'blackhole')")
         # every column to the sink, or the planner prunes the windows' aggregates
@@ -261,9 +279,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--max-wall-s", type=float, help="cancel after this long (the result says `finished`)"
     )
+    ap.add_argument(
+        "--stays", action="store_true", help="through the stay windows (jobs/runtime/stays.py)"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    r = run(a.patients, a.hours, a.checkpoint_s, a.rules, a.values == "steady", a.max_wall_s)
+    r = run(
+        a.patients,
+        a.hours,
+        a.checkpoint_s,
+        a.rules,
+        a.values == "steady",
+        a.max_wall_s,
+        a.stays,
+    )
     # the largest checkpoint: once the sequence ends, the final watermark empties the windows
     # (a run cut short: the state it had reached, a lower bound)
     per_patient = max((s["bytes"] for s in r["samples"]), default=0) / a.patients
@@ -278,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         "hours": a.hours,
         "rules": a.rules,
         "values": a.values,
+        "stays": a.stays,
         **r,
         "bytes_per_patient": round(per_patient),
         "gib_at_15k_beds": round(per_patient * 15000 / GIB, 2),
