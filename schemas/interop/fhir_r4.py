@@ -61,7 +61,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -724,14 +724,20 @@ def _identifier_rank(ident: dict[str, Any]) -> tuple[int, int]:
     return (ident.get("use") == "old") * 2 + (not ident.get("system")), typed
 
 
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"  # identifier types (HL7 table 0203)
+
+
 def _identifier_type(ident: dict[str, Any]) -> str:
-    """An Identifier's type as a v2-0203 code (`MR`), '' where it names none."""
+    """An Identifier's type as a v2-0203 code (`MR`): the coding of that system, else one of
+    none (a CodeableConcept's codings have no order: R4 datatypes), '' where it names none."""
     kind = ident.get("type")
     codings = kind.get("coding") if isinstance(kind, dict) else None
-    for coding in codings if isinstance(codings, list) else []:
-        if isinstance(coding, dict) and coding.get("code"):
-            return str(coding["code"]).upper()
-    return ""
+    codes = {
+        str(c.get("system") or ""): str(c["code"]).upper()
+        for c in (codings if isinstance(codings, list) else [])
+        if isinstance(c, dict) and c.get("code")
+    }
+    return codes.get(V2_0203) or codes.get("", "")
 
 
 def _subject(
@@ -1573,7 +1579,8 @@ def _not_a_point(obs: Any) -> Refused | None:
                 f"effectivePeriod ends ({end:%FT%TZ}) before it starts ({start:%FT%TZ})",
             )
         if not isinstance(end, datetime):  # a date or a month: up to its end (R4 Period.end)
-            end = _earliest_end(period.end) or end
+            zone = period.start.tzinfo if isinstance(period.start, datetime) else None
+            end = _earliest_end(period.end, zone) or end
         if (
             isinstance(end, datetime)
             and isinstance(start, datetime)
@@ -1586,20 +1593,21 @@ def _not_a_point(obs: Any) -> Refused | None:
     return None
 
 
-def _earliest_end(value: Any) -> datetime | None:
+def _earliest_end(value: Any, zone: tzinfo | None) -> datetime | None:
     """The earliest instant a period's end written as a date, a year and month or a year may be
-    (FHIR R4 Period.end "includes any matching date/time": the end of that day, month or year,
-    in a zone as far east as any, UTC+14), or None for anything else."""
-    east = timedelta(hours=14)
+    (FHIR R4 Period.end "includes any matching date/time": the end of that day, month or year),
+    in the zone of the period's start, else in one as far east as any (UTC+14); None for
+    anything else."""
+    at, east = (zone, timedelta(0)) if zone is not None else (UTC, timedelta(hours=14))
     if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime.combine(value + timedelta(days=1), datetime.min.time(), UTC) - east
+        following = datetime.combine(value + timedelta(days=1), datetime.min.time(), at)
+        return following.astimezone(UTC) - east
     text = value if isinstance(value, str) else ""
     if re.fullmatch(r"\d{4}-\d{2}", text):
         year, month = int(text[:4]), int(text[5:])
-        following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-        return following - east
+        return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=at).astimezone(UTC) - east
     if re.fullmatch(r"\d{4}", text):
-        return datetime(int(text) + 1, 1, 1, tzinfo=UTC) - east
+        return datetime(int(text) + 1, 1, 1, tzinfo=at).astimezone(UTC) - east
     return None
 
 

@@ -1363,17 +1363,27 @@ def _blood_gases(
 
 
 def _observed(seg: Any, enc: dict[str, str]) -> str:
-    """OBX-14's time ('' if empty; HL7 v2.1's OBX has 12 fields and no OBX-14)."""
+    """OBX-14's time ('' if empty). HL7 v2.1's OBX has 12 fields and no OBX-14: one with more
+    (a sender's OBX-14 all the same, which the parser keeps unplaced) has a time that cannot be
+    told from its order's, a ValueError."""
     try:
         observed = seg.obx_14
     except ChildNotFound:
+        if any(child.name is None for child in seg.children):
+            raise ValueError(
+                "fields past the OBX-12 of its HL7 version (2.1): its own time (OBX-14) cannot "
+                "be told from its order's"
+            ) from None
         return ""
     return _first_component(observed, enc)
 
 
 def _own_time(seg: Any, enc: dict[str, str], obr_time: str) -> bool:
     """Whether an OBX is timed by its own OBX-14 rather than by its order (`_obx_time`)."""
-    when = _observed(seg, enc).strip()
+    try:
+        when = _observed(seg, enc).strip()
+    except ValueError:  # refused with its time (`_obx_time`)
+        return False
     return bool(when) and not (when.isdigit() and len(when) <= 8 and obr_time.startswith(when))
 
 

@@ -253,12 +253,15 @@ PULSE_OXIMETRY = "59408-5"
 
 # Where one reading has a field from several LOINC codes, the lower rank is kept (as
 # schemas.interop.mdc ranks its codes; unlisted: 0): the ECG's heart rate before the oximeter's,
-# a core or body temperature before an oral, rectal or tympanic one before an axillary one, a
-# measured bicarbonate before a total CO2.
+# a core or body temperature before an oral, rectal or tympanic one before an axillary or
+# temporal artery one (a forehead scan, which an oral or rectal reading at its time checks), a
+# pressure of no named method or the arterial line's before the cuff's (as mdc ranks the cuff
+# 3), a measured bicarbonate before a total CO2.
 RANKS: dict[str, int] = {
     "8889-8": 1,
     **dict.fromkeys(("8331-1", "8332-9", "8333-7"), 1),
-    "8328-7": 2,
+    **dict.fromkeys(("8328-7", "75539-7"), 2),
+    **dict.fromkeys(("76534-7", "76535-4", "76536-2"), 3),
     "2028-9": 1,  # total CO2 after a measured bicarbonate
 }
 

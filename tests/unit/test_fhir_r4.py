@@ -574,10 +574,20 @@ def over_period(code: str, value: float, unit: str, start: str, end: str) -> dic
 def test_a_summary_over_a_long_period_is_not_a_bedside_reading() -> None:
     """Also where the period ends on a date or a month (FHIR R4 Period.end: "includes any
     matching date/time", to the end of that day or month)."""
-    for end in ("2026-03-01T23:59:00Z", "2026-03-01", "2026-03", "2026"):
-        obs = over_period("8867-4", 72, "/min", "2026-03-01T00:00:00Z", end)
-        [(_, o, _)] = run(obs)
+    for start, end in (
+        ("2026-03-01T00:00:00Z", "2026-03-01T23:59:00Z"),
+        ("2026-03-01T00:00:00Z", "2026-03-01"),
+        ("2026-03-01T00:00:00Z", "2026-03"),
+        ("2026-03-01T00:00:00Z", "2026"),
+        ("2026-03-01T09:30:00-05:00", "2026-03-01"),  # the day ends in the start's zone
+        ("2026-03-31T18:00:00-07:00", "2026-03"),
+    ):
+        [(_, o, _)] = run(over_period("8867-4", 72, "/min", start, end))
         assert isinstance(o, Refused) and o.reason_code == "not_a_point_measurement", end
+    [(_, late, _)] = run(
+        over_period("8867-4", 72, "/min", "2026-03-01T23:30:00-05:00", "2026-03-01")
+    )
+    assert isinstance(late, Mapped)  # half an hour before its day ends
 
 
 def test_inhaled_oxygen_flow_tells_news2_the_patient_is_on_oxygen() -> None:
@@ -852,6 +862,13 @@ def test_a_subject_names_the_same_patient_however_its_reference_is_written() -> 
     ):  # fmt: skip
         patient = {"resourceType": "Patient", "id": "pat", "identifier": [first, mr]}
         assert token({"reference": "#pat"}, contained=[patient]) == by_mrn, first
+    # whichever coding of its type comes first (Cerner's code set 4 beside v2-0203)
+    local = {"system": "https://fhir.cerner.com/ec2458f2/codeSet/4", "code": "10"}
+    mr["type"]["coding"].insert(0, local)
+    federated = {"type": {"coding": [local | {"code": "2553236771"}]},
+                 "system": "urn:oid:2.16.840.1.113883.3.13.6", "value": "F-77"}  # fmt: skip
+    patient = {"resourceType": "Patient", "id": "pat", "identifier": [federated, mr]}
+    assert token({"reference": "#pat"}, contained=[patient]) == by_mrn
     for not_a_patient in ("Device/monitor-7", "Group/ward-4"):
         refused = token({"reference": not_a_patient})
         assert isinstance(refused, Refused) and refused.reason_code == "not_a_patient"

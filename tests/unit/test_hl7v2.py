@@ -1353,6 +1353,21 @@ def test_a_cuffs_noninvasive_pressures_and_a_temporal_artery_temperature_are_rea
         )
     )
     assert (rec["sbp_mmhg"], rec["dbp_mmhg"], rec["map_mmhg"], rec["temp_c"]) == (84, 46, 63, 39.4)
+    # the cuff after the arterial line (as mdc ranks it), a forehead scan after the rectal
+    # reading that checks it, in either order
+    arterial = (
+        "OBX|1|NM|150033^MDC_PRESS_BLD_ART_SYS^MDC||84|266016^MDC_DIM_MMHG^MDC|||||F\r"
+        "OBX|2|NM|150035^MDC_PRESS_BLD_ART_MEAN^MDC||58|266016^MDC_DIM_MMHG^MDC|||||F\r"
+        "OBX|3|NM|8332-9^Rectal temperature^LN||38.9|Cel|||||F"
+    )
+    cuff = (
+        "OBX|4|NM|76534-7^SBP noninvasive^LN||118|mm[Hg]|||||F\r"
+        "OBX|5|NM|76536-2^MAP noninvasive^LN||74|mm[Hg]|||||F\r"
+        "OBX|6|NM|75539-7^Temporal artery temperature^LN||37.4|Cel|||||F"
+    )
+    for obx in (f"{arterial}\r{cuff}", f"{cuff}\r{arterial}"):
+        rec, _ = partly_read(oru(obx))
+        assert (rec["sbp_mmhg"], rec["map_mmhg"], rec["temp_c"]) == (84, 58, 38.9)
 
 
 def test_an_hl7_v2_1_result_without_obx_14_is_timed_by_its_order() -> None:
@@ -1370,3 +1385,15 @@ def test_an_hl7_v2_1_result_without_obx_14_is_timed_by_its_order() -> None:
     )
     assert rec["lactate_mmol_l"] == 4.6
     assert rec["event_time"] == datetime(2026, 3, 1, 9, 35, tzinfo=UTC)
+    # one that sends an OBX-14 all the same (past v2.1's twelve fields): its time is not told
+    o = outcome(
+        "\r".join(
+            [
+                "MSH|^~\\&|LAB|GHH|WF|GHH|202603011015||ORU|C21|P|2.1",
+                "PID|1||880012^^^GHH^MR",
+                "OBR|1|||LACT^Lactate|||202603010935",
+                "OBX|1|NM|2524-7^Lactate^LN||4.6|mmol/L|0.5-2.0|H|||F|||202603010940",
+            ]
+        )
+    )
+    assert isinstance(o, hl7v2.Refused) and "OBX-12" in o.reason, o
