@@ -73,7 +73,9 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
         stay["encounter"] = encounter or ""
-    if kind in ("admit", "transfer", "merged_in", "cancel_transfer") and unit:
+    of_stay = stay.get("encounter")
+    own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
+    if (own or kind in ("admit", "transfer", "merged_in", "cancel_transfer")) and unit:
         stay["unit"] = unit
     before = stay.get("state")
     if starts or kind == "cancel_discharge":
@@ -82,7 +84,7 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
         stay["state"] = f"-{encounter or ''}"
     if kind != "discharge":
         return False
-    of_stay, placed = stay.get("encounter"), stay.get("unit")
+    placed = stay.get("unit")
     return bool(
         of_stay
         and encounter

@@ -13,7 +13,10 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 - discharge (A03, A07): free the bed; refused for a patient who holds no bed.
 - update (A08): corrects the bed or unit of a placed patient (no arrival or transfer counted);
   otherwise changes nothing, nor does one of another visit naming another unit (an emergency
-  or pre-admission visit's A08: `_another_visits`, as for a discharge).
+  or pre-admission visit's A08: `_another_visits`, as for a discharge). The price: a visit
+  renumbered and moved by one A08 reads as another visit's, so the patient stays where they
+  were, and that visit's discharge from the new unit is refused `not_admitted` (a dead letter
+  says so) until an event of the stay's own visit or without one moves or discharges them.
 - register (A04), preadmit (A05): no bed, no change.
 - leave_of_absence (A21, A53), return_from_leave (A22, A52): no change: the patient keeps their
   bed while away (HL7 v2.5 3.3.21, "a bed is still assigned"), whatever PV1-3 names.

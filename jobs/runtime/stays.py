@@ -14,18 +14,19 @@ patient's records (they emit at once, keep the rowtime, and every record of the 
 their state from the job's state TTL, as it keeps the screening state):
 
 - the stay's encounter: that of the latest admission, or merge naming a unit;
-- the unit last placed in: by an admission, transfer, merge or cancelled transfer (an update,
-  A08, places no one here: it may be another visit's, which the census tells apart by the stay
-  it holds);
+- the unit last placed in: by an admission, transfer, merge or cancelled transfer, or an
+  update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
 - whether the stay is open: the latest of the admissions, cancelled discharges (A13, which
   reopen it) and discharges (`-<encounter>`), as it was before the record (`LAG`). A discharge
   of another encounter leaves the stay open: the same one sent again changes nothing, nor does
   another visit's after it.
 
-Where the census differs: it holds a placement, so a discharge or update it refuses or ignores
-(an admission while placed, a merge of a placed patient) changes nothing there, and a patient
-discharged and then discharged again by another visit's is refused; here an admission always
-names the stay, and a discharge whose stay is closed ends it again (no state is left to end).
+Where the census differs: it holds a placement, so an event it refuses or ignores (an
+admission while placed, a duplicate visit's: `already_admitted`; a merge of a placed patient)
+changes nothing there, and a patient discharged and then discharged again by another visit's is
+refused; here an admission always names the stay (so the stay's own discharge after a duplicate
+visit's admission counts as another visit's), and a discharge whose stay is closed ends it again
+(no state is left to end). A cancelled admission (A11) or transfer (A12) is not undone here.
 """
 
 from __future__ import annotations
@@ -59,20 +60,26 @@ def stay_discharges_sql(source: str, key: str = "patient_token") -> str:
         AND stay_state_before <> '-' AND stay_state_before <> CONCAT('-', stay_encounter)
         AND visit_unit_id IS NOT NULL AND placed_unit_id IS NOT NULL
         AND visit_unit_id <> placed_unit_id"""
+    # an update of the stay's visit (or of none) corrects where the patient is; another visit's
+    # (its encounter not the stay's) moves no one, as in the census where it names another unit
+    updating = """adt_event_type = 'update' AND (visit_encounter IS NULL
+        OR COALESCE(stay_encounter, '') = '' OR visit_encounter = stay_encounter)"""
+    # the second window holds the one before (LAG) and the placement: one spec, one operator
     return f"""
     SELECT *, COALESCE(adt_event_type = 'discharge', FALSE)
               AND NOT COALESCE({another}, FALSE) AS is_stay_discharge
     FROM (
-      SELECT *, LAG(stay_state) OVER ({window}) AS stay_state_before
+      SELECT *, LAG(stay_state) OVER w AS stay_state_before,
+             LAST_VALUE(CASE WHEN adt_event_type IN ({placing}) OR {updating}
+                             THEN visit_unit_id END) OVER w AS placed_unit_id
       FROM (
         SELECT *,
                LAST_VALUE(CASE WHEN {stay} THEN COALESCE(visit_encounter, '') END) OVER v
                  AS stay_encounter,
-               LAST_VALUE(CASE WHEN adt_event_type IN ({placing}) THEN visit_unit_id END) OVER v
-                 AS placed_unit_id,
                LAST_VALUE(CASE WHEN {stay} OR adt_event_type = 'cancel_discharge' THEN '+'
                                WHEN adt_event_type = 'discharge'
                                THEN CONCAT('-', COALESCE(visit_encounter, '')) END) OVER v
                  AS stay_state
         FROM (SELECT *, PROCTIME() AS visit_arrival FROM ({source}))
-        WINDOW v AS ({window} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))"""
+        WINDOW v AS ({window} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
+      WINDOW w AS ({window}))"""

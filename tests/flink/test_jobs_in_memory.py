@@ -5,6 +5,7 @@ tests check the same jobs end to end)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -64,10 +65,13 @@ def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """ADT events of other visits: every third patient admitted (an inpatient encounter, in the
     unit they are charted in) before their first vitals, and their emergency visit discharged
     from the emergency department midway through the stay (every sixth, that discharge sent
-    again and a clinic visit's two hours later; every sixth more, an update of the emergency
-    visit first, and its discharge naming the department only as its prior location); every
-    third one more admitted and discharged midway from their own unit (every sixth, under a
-    visit number of its own: the stay's discharge all the same)."""
+    again and a clinic visit's two hours later; every sixth more, admitted to the emergency
+    department (boarding), moved to their unit by an update of their own visit, then an update
+    of the emergency visit, and its discharge naming the department only as its prior
+    location); every third one more admitted and discharged midway from their own unit (every
+    sixth, under a visit number of its own: the stay's discharge all the same; every sixth
+    more, the discharge cancelled (A13) half an hour later and the emergency visit discharged
+    after two more readings: the stay reopened goes on)."""
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for rec in vitals:
         by_patient.setdefault(rec["patient_token"], []).append(rec)
@@ -76,14 +80,26 @@ def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         if n % 3 == 2:
             continue
         first, mid, unit = recs[0], recs[len(recs) // 2], recs[0]["unit_id"]
-        inpatient = f"{tok}:inpatient"
-        out.append(_adt(first, "admit", inpatient, unit, -timedelta(minutes=1)))
+        inpatient, emergency = f"{tok}:inpatient", f"{tok}:emergency"
+        boarding = n % 6 == 3
+        out.append(
+            _adt(first, "admit", inpatient, "ED" if boarding else unit, -timedelta(minutes=1))
+        )
         if n % 3 == 1:
             own = f"{tok}:renumbered" if n % 6 == 4 else inpatient
             out.append(_adt(mid, "discharge", own, unit, OTHER_VISIT_AFTER))
+            if n % 6 == 1:  # the emergency visit closed after a reading since the A13
+                cancel = OTHER_VISIT_AFTER + timedelta(minutes=30)
+                later = next(  # a reading followed by another within the hour
+                    a
+                    for a, b in itertools.pairwise(recs[len(recs) // 2 + 2 :])
+                    if b["event_time"] - a["event_time"] <= timedelta(hours=1)
+                )
+                out.append(_adt(mid, "cancel_discharge", inpatient, unit, cancel))
+                out.append(_adt(later, "discharge", emergency, "ED", OTHER_VISIT_AFTER))
             continue
-        emergency = f"{tok}:emergency"
-        if n % 6 == 3:
+        if boarding:
+            out.append(_adt(first, "update", inpatient, unit, -timedelta(seconds=30)))
             out.append(_adt(mid, "update", emergency, "ED", OTHER_VISIT_AFTER / 2))
             out.append(_adt(mid, "discharge", emergency, None, OTHER_VISIT_AFTER, prior="ED"))
             continue
@@ -171,10 +187,10 @@ def test_the_screening_job_in_memory_equals_the_offline_reference(
 def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_does(
     screened: dict[str, list[dict[str, Any]]], sample_items: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    """Values measured before the emergency visit's discharge stay in the states after it (the
-    inpatient stay goes on), and so after its copy and a clinic visit's; none measured before
-    the stay's own discharge (whatever its visit number) do (reference_screen has the rule: the
-    job equals it above)."""
+    """The state at the emergency visit's discharge keeps the values measured before it (the
+    inpatient stay goes on), and so at its copy, at a clinic visit's and at one after the
+    stay's discharge was cancelled (A13); the state at the stay's own discharge (whatever its
+    visit number) holds none (reference_screen has the rule: the job equals it above)."""
     discharges = [
         rec
         for topic, rec in sample_items
@@ -183,24 +199,16 @@ def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_
         and rec["event_type"] == "discharge"
     ]
     kept = {
-        (rec["patient_token"], rec["event_time"]): rec["encounter_token"].split(":")[-1]
+        (rec["event_id"], rec["event_time"]): rec["encounter_token"].split(":")[-1]
         in ("emergency", "clinic")
         for rec in discharges
     }
     assert set(kept.values()) == {True, False} and len(kept) == len(discharges)
-    for (tok, at), carried in kept.items():
-        after = [
-            r
-            for r in screened["sepsis_screen"]
-            if r["patient_token"] == tok and at < r["event_time"] <= at + timedelta(minutes=90)
-        ]
-        measured_before = [
-            k
-            for r in after
-            for k, v in r.items()
-            if k.endswith("_measured_time") and v is not None and v < at
-        ]
-        assert after and bool(measured_before) == carried, (tok, at)
+    states = {(r["record_id"], r["event_time"]): r for r in screened["sepsis_screen"]}
+    for (event_id, at), carried in kept.items():
+        state = states[(event_id, at)]
+        measured = [v for k, v in state.items() if k.endswith("_measured_time") and v is not None]
+        assert bool(measured) == carried and all(v < at for v in measured), event_id
 
 
 @pytest.fixture(scope="module")
