@@ -125,7 +125,7 @@ def events_table(
         "quarantine": "CAST(NULL AS STRING)",
     }
     if stays:
-        columns |= {c: "CAST(NULL AS STRING)" for c in VISIT_COLUMNS}
+        columns |= {c: f"CAST(NULL AS {t})" for c, t in VISIT_COLUMNS.items()}
     schema = Schema.new_builder().column("f0", DataTypes.BIGINT().not_null())
     for name, sql in columns.items():
         schema = schema.column_by_expression(name, sql)

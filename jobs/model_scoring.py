@@ -83,7 +83,7 @@ from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
 from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.stays import stay_discharges_sql, visit_columns_sql
+from jobs.runtime.stays import adt_copies_sql, stay_discharges_sql, visit_columns_sql
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
@@ -161,15 +161,19 @@ def merged_sql(sources: Sources) -> str:
         unit = "COALESCE(unit_id, prior_unit_id, 'unknown')" if name == "adt" else "unit_id"
         kind = "event_type" if name == "adt" else f"'{name}'"
         encounter = "encounter_token" if name == "adt" else "CAST(NULL AS STRING)"
+        accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
+        if name == "adt":  # numbered by copy (jobs/runtime/stays.py)
+            accepted = f"({adt_copies_sql(accepted)})"
         selects.append(f"""
         SELECT '{src.topic}' AS topic, {ID_FIELDS[name]} AS record_id, kafka_partition,
                kafka_offset, kafka_ts, `value`, {kind} AS record_kind, patient_token,
                facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params},
                {visit_columns_sql(name == "adt")}
-        FROM {name}_decoded WHERE reason_code IS NULL""")
-    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read
+        FROM {accepted}""")
+    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read; a copy of an
+    # event stays what it is, which `merged_view` dead-letters (`duplicate`)
     kind = (
-        f"CASE WHEN record_kind = 'discharge' AND NOT is_stay_discharge "
+        f"CASE WHEN record_kind = 'discharge' AND visit_copy = 1 AND NOT is_stay_discharge "
         f"THEN '{VISIT_DISCHARGE}' ELSE record_kind END"
     )
     values = ", ".join(quote(p.name) for p in PARAMETERS)

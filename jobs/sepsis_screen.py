@@ -59,7 +59,7 @@ from feature_store.definitions import (
 )
 from jobs.runtime.flink_env import plan_once
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.stays import stay_discharges_sql, visit_columns_sql
+from jobs.runtime.stays import adt_copies_sql, stay_discharges_sql, visit_columns_sql
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
     dead_letter_sql,
@@ -216,14 +216,16 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
             # matched by the registry's topic name: a quarantine names the source, not the
             # prefixed topic one deployment reads it from
             quarantine = _quarantine_sql(quarantine_tsv, topic.name, "kafka_ts")
+        accepted = f"(SELECT * FROM {name}_decoded WHERE reason_code IS NULL)"
+        if name == "adt":  # numbered by copy (jobs/runtime/stays.py)
+            accepted = f"({adt_copies_sql(accepted)})"
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
                {discharge} AS is_discharge, '{read}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
                `value`, {visit_columns_sql(name == "adt")}
-        FROM (SELECT *, {quarantine} AS quarantine
-              FROM {name}_decoded WHERE reason_code IS NULL)""")
+        FROM (SELECT *, {quarantine} AS quarantine FROM {accepted})""")
     if "device" not in sources:
         return " UNION ALL ".join(selects)
     charted = set(CHANNEL_PARAMS)

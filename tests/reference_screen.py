@@ -65,9 +65,14 @@ def _f32(p: str, v: Any) -> Any:
 
 def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
     """Whether an ADT event is a discharge of another visit than the patient's stay
-    (jobs/runtime/stays.py, the census's rule), with `stay` (the patient's, in arrival order:
+    (jobs/runtime/stays.py, the census's rule), or a copy of an event id seen before (which
+    changes nothing), with `stay` (the patient's, in arrival order:
     the stay's encounter, `""` where its admission named none; the unit last placed in; and
     whether the stay is open, `+`, or what discharge closed it, `-<encounter>`) after it."""
+    seen = stay.setdefault("seen", set())
+    if rec["event_id"] in seen:  # a copy changes nothing (as the census's `duplicate`)
+        return True
+    seen.add(rec["event_id"])
     kind, unit = rec["event_type"], census.discharged_from(rec) or None
     encounter = rec.get("encounter_token") or None
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
@@ -333,13 +338,15 @@ def canonical_evidence(evidence_json: str) -> str:
 
 def assert_states_equal(got_records: list[dict[str, Any]], rows: list[Row]) -> None:
     """The job's screened states (sepsis.screen records) equal the reference rows: same records,
-    scores, valid values and their measurement times."""
-    got = pd.DataFrame(got_records).set_index("record_id").sort_index()
+    scores, valid values and their measurement times (a record sent twice, by its time)."""
+    order = ["record_id", "event_time"]
+    got = pd.DataFrame(got_records).sort_values(order).set_index("record_id")
     want = (
         pd.DataFrame(
             [
                 {
                     "record_id": r.record_id,
+                    "event_time": r.t,
                     **(r.scores or {}),
                     **(r.state or {}),
                     **{f"{p}_measured_time": t for p, t in (r.measured or {}).items()},
@@ -347,8 +354,8 @@ def assert_states_equal(got_records: list[dict[str, Any]], rows: list[Row]) -> N
                 for r in rows
             ]
         )
+        .sort_values(order)
         .set_index("record_id")
-        .sort_index()
     )
     assert list(got.index) == list(want.index)
     score_cols = [c for c in want.columns if c in SCORE_COLUMNS]

@@ -18,8 +18,13 @@ their state from the job's state TTL, as it keeps the screening state):
   update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
 - whether the stay is open: the latest of the admissions, cancelled discharges (A13, which
   reopen it) and discharges (`-<encounter>`), as it was before the record (`LAG`). A discharge
-  of another encounter leaves the stay open: the same one sent again changes nothing, nor does
-  another visit's after it.
+  of another encounter leaves the stay open, nor does another visit's after it end it.
+
+An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
+sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT
+source's events are numbered by copy first (`adt_copies_sql`), and only a first copy counts
+(a resent discharge of a stay an A13 reopened, or of the visit before a readmission, ended the
+stay; a resent admission or transfer moved the patient back).
 
 Where the census differs: it holds a placement, so an event it refuses or ignores (an
 admission while placed, a duplicate visit's: `already_admitted`; a merge of a placed patient)
@@ -33,17 +38,36 @@ from __future__ import annotations
 
 from udfs.census import DISCHARGED_FROM_SQL
 
-# The columns the jobs' unions carry for the rule (null on records that are not ADT events).
-VISIT_COLUMNS = ("adt_event_type", "visit_encounter", "visit_unit_id")
+# The columns the jobs' unions carry for the rule, with their types (null on records that are
+# not ADT events): the event type, encounter and unit, and which copy of its event id it is.
+VISIT_COLUMNS = {
+    "adt_event_type": "STRING",
+    "visit_encounter": "STRING",
+    "visit_unit_id": "STRING",
+    "visit_copy": "BIGINT",
+}
+
+
+def adt_copies_sql(source: str) -> str:
+    """An ADT source's accepted records (`source`, a table or subquery) with `visit_copy`:
+    which copy of its event id each is, in arrival order (1: the first; an HL7 message sent
+    again, a FHIR Encounter's later version sending its earlier events again, keep their ids),
+    by a processing-time window over the ADT events alone (one counter per event id, for the
+    job's state TTL; a copy later than that counts as a first)."""
+    return f"""
+    SELECT *, COUNT(*) OVER (PARTITION BY patient_token, event_id ORDER BY adt_arrival
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS visit_copy
+    FROM (SELECT *, PROCTIME() AS adt_arrival FROM {source})"""
 
 
 def visit_columns_sql(adt: bool) -> str:
-    """`VISIT_COLUMNS` of an ADT source's accepted records (`adt`), or nulls for another's."""
+    """`VISIT_COLUMNS` of an ADT source's records (`adt`: from `adt_copies_sql`), or nulls for
+    another's."""
     if not adt:
-        return ", ".join(f"CAST(NULL AS STRING) AS {c}" for c in VISIT_COLUMNS)
+        return ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in VISIT_COLUMNS.items())
     return (
         "event_type AS adt_event_type, NULLIF(encounter_token, '') AS visit_encounter, "
-        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id"
+        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id, visit_copy"
     )
 
 
@@ -52,9 +76,7 @@ def stay_discharges_sql(source: str, key: str = "patient_token") -> str:
     an ADT discharge that ends the patient's stay (module docstring)."""
     window = f"PARTITION BY {key} ORDER BY visit_arrival"
     placing = "'admit', 'transfer', 'merged_in', 'cancel_transfer'"
-    stay = (
-        "adt_event_type = 'admit' OR (adt_event_type = 'merged_in' AND visit_unit_id IS NOT NULL)"
-    )
+    stay = "visit_event = 'admit' OR (visit_event = 'merged_in' AND visit_unit_id IS NOT NULL)"
     another = """stay_encounter <> '' AND visit_encounter IS NOT NULL
         AND visit_encounter <> stay_encounter
         AND stay_state_before <> '-' AND stay_state_before <> CONCAT('-', stay_encounter)
@@ -62,24 +84,26 @@ def stay_discharges_sql(source: str, key: str = "patient_token") -> str:
         AND visit_unit_id <> placed_unit_id"""
     # an update of the stay's visit (or of none) corrects where the patient is; another visit's
     # (its encounter not the stay's) moves no one, as in the census where it names another unit
-    updating = """adt_event_type = 'update' AND (visit_encounter IS NULL
+    updating = """visit_event = 'update' AND (visit_encounter IS NULL
         OR COALESCE(stay_encounter, '') = '' OR visit_encounter = stay_encounter)"""
     # the second window holds the one before (LAG) and the placement: one spec, one operator
     return f"""
-    SELECT *, COALESCE(adt_event_type = 'discharge', FALSE)
+    SELECT *, COALESCE(visit_event = 'discharge', FALSE)
               AND NOT COALESCE({another}, FALSE) AS is_stay_discharge
     FROM (
       SELECT *, LAG(stay_state) OVER w AS stay_state_before,
-             LAST_VALUE(CASE WHEN adt_event_type IN ({placing}) OR {updating}
+             LAST_VALUE(CASE WHEN visit_event IN ({placing}) OR {updating}
                              THEN visit_unit_id END) OVER w AS placed_unit_id
       FROM (
         SELECT *,
                LAST_VALUE(CASE WHEN {stay} THEN COALESCE(visit_encounter, '') END) OVER v
                  AS stay_encounter,
-               LAST_VALUE(CASE WHEN {stay} OR adt_event_type = 'cancel_discharge' THEN '+'
-                               WHEN adt_event_type = 'discharge'
+               LAST_VALUE(CASE WHEN {stay} OR visit_event = 'cancel_discharge' THEN '+'
+                               WHEN visit_event = 'discharge'
                                THEN CONCAT('-', COALESCE(visit_encounter, '')) END) OVER v
                  AS stay_state
-        FROM (SELECT *, PROCTIME() AS visit_arrival FROM ({source}))
+        FROM (SELECT *, PROCTIME() AS visit_arrival,
+                     CASE WHEN visit_copy = 1 THEN adt_event_type END AS visit_event
+              FROM ({source}))
         WINDOW v AS ({window} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
       WINDOW w AS ({window}))"""

@@ -70,8 +70,8 @@ def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     of the emergency visit, and its discharge naming the department only as its prior
     location); every third one more admitted and discharged midway from their own unit (every
     sixth, under a visit number of its own: the stay's discharge all the same; every sixth
-    more, the discharge cancelled (A13) half an hour later and the emergency visit discharged
-    after two more readings: the stay reopened goes on)."""
+    more, the discharge cancelled (A13) half an hour later and sent again after two more
+    readings, and the emergency visit discharged after that: the stay reopened goes on)."""
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for rec in vitals:
         by_patient.setdefault(rec["patient_token"], []).append(rec)
@@ -87,7 +87,8 @@ def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         )
         if n % 3 == 1:
             own = f"{tok}:renumbered" if n % 6 == 4 else inpatient
-            out.append(_adt(mid, "discharge", own, unit, OTHER_VISIT_AFTER))
+            left = _adt(mid, "discharge", own, unit, OTHER_VISIT_AFTER)
+            out.append(left)
             if n % 6 == 1:  # the emergency visit closed after a reading since the A13
                 cancel = OTHER_VISIT_AFTER + timedelta(minutes=30)
                 later = next(  # a reading followed by another within the hour
@@ -95,7 +96,10 @@ def visits(vitals: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
                     for a, b in itertools.pairwise(recs[len(recs) // 2 + 2 :])
                     if b["event_time"] - a["event_time"] <= timedelta(hours=1)
                 )
+                # sent again after a reading since the cancel: changes nothing
+                again = left[1] | {"event_time": later["event_time"] + OTHER_VISIT_AFTER / 2}
                 out.append(_adt(mid, "cancel_discharge", inpatient, unit, cancel))
+                out.append((left[0], again))
                 out.append(_adt(later, "discharge", emergency, "ED", OTHER_VISIT_AFTER))
             continue
         if boarding:
@@ -188,9 +192,10 @@ def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_
     screened: dict[str, list[dict[str, Any]]], sample_items: list[tuple[str, dict[str, Any]]]
 ) -> None:
     """The state at the emergency visit's discharge keeps the values measured before it (the
-    inpatient stay goes on), and so at its copy, at a clinic visit's and at one after the
-    stay's discharge was cancelled (A13); the state at the stay's own discharge (whatever its
-    visit number) holds none (reference_screen has the rule: the job equals it above)."""
+    inpatient stay goes on), and so at its copy, at a clinic visit's, at the stay's own
+    discharge sent again after its cancel (A13) and at the emergency visit's after that; the
+    state at the stay's own discharge (whatever its visit number) holds none (reference_screen
+    has the rule: the job equals it above)."""
     discharges = [
         rec
         for topic, rec in sample_items
@@ -198,11 +203,11 @@ def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_
         and rec["source"] == "test"
         and rec["event_type"] == "discharge"
     ]
-    kept = {
-        (rec["event_id"], rec["event_time"]): rec["encounter_token"].split(":")[-1]
-        in ("emergency", "clinic")
-        for rec in discharges
-    }
+    kept, sent = {}, set()
+    for rec in discharges:  # another visit's, or a copy (an id sent before), changes nothing
+        other = rec["encounter_token"].split(":")[-1] in ("emergency", "clinic")
+        kept[(rec["event_id"], rec["event_time"])] = other or rec["event_id"] in sent
+        sent.add(rec["event_id"])
     assert set(kept.values()) == {True, False} and len(kept) == len(discharges)
     states = {(r["record_id"], r["event_time"]): r for r in screened["sepsis_screen"]}
     for (event_id, at), carried in kept.items():
@@ -307,9 +312,12 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     # the late check on the merged watermark: one counter per patient, in arrival order
     (merging,) = [c for c in over if "orderBy=[arrival ASC]" in c]
     assert "partitionBy=[patient_token]" in merging
-    # the patient's stay (which discharges end it), in their records' arrival order: two steps
+    # the patient's stay (which discharges end it), in their records' arrival order: two steps,
+    # after the ADT events are numbered by copy (one counter per event id)
     stays = [c for c in over if "orderBy=[visit_arrival ASC]" in c]
     assert len(stays) == 2 and all("partitionBy=[patient_token]" in c for c in stays)
+    (copies,) = [c for c in over if "partitionBy=[event_id, patient_token]" in c]
+    stays.append(copies)
     # the features' (first record time, 6-hour extremes), the state's, and the rules' (every
     # run rule in one window)
     windows = [c for c in over if c != merging and c not in stays]
