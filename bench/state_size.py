@@ -46,7 +46,7 @@ from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
 from jobs.runtime.flink_env import plan_once, stream_table_env
-from jobs.runtime.stays import VISIT_COLUMNS, stay_discharges_sql
+from jobs.runtime.stays import VISIT_COLUMNS, register, stay_discharges_sql
 from jobs.screening.rules import (
     RULES,
     hits_sql,
@@ -89,9 +89,10 @@ def events_table(
 ) -> Any:
     """`events` as the job builds it, from a JVM number sequence (FLIP-27: its checkpoint holds
     the remaining range, not values): row `f0` is patient `f0 % patients` at minute
-    `f0 / patients`. With `stays`, through the windows that decide which discharge ends the
-    patient's stay (jobs/runtime/stays.py: their state per patient is in the checkpoints too;
-    charted minutes only, so no ADT event)."""
+    `f0 / patients`. With `stays`, through the window that decides which discharge ends the
+    patient's stay (jobs/runtime/stays.py, in a window of its own as the catalog job runs it;
+    the screening job computes it in the window that counts arrivals: an upper bound there):
+    its state per patient is in the checkpoints too (charted minutes only, so no ADT event)."""
     seq = env.from_source(
         NumberSequenceSource(0, rows - 1), WatermarkStrategy.no_watermarks(), "sequence"
     )
@@ -133,6 +134,7 @@ def events_table(
     table = t_env.from_data_stream(seq, schema.build())
     if not stays:
         return table.select(*[col(c) for c in columns])
+    register(t_env)
     t_env.create_temporary_view("charted", table.select(*[col(c) for c in columns]))
     kept = ", ".join(
         "is_stay_discharge AS is_discharge" if c == "is_discharge" else c
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "--max-wall-s", type=float, help="cancel after this long (the result says `finished`)"
     )
     ap.add_argument(
-        "--stays", action="store_true", help="through the stay windows (jobs/runtime/stays.py)"
+        "--stays", action="store_true", help="through the stay window (jobs/runtime/stays.py)"
     )
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)

@@ -81,6 +81,7 @@ from pyflink.table import StreamTableEnvironment
 
 from feature_store.icu_stay import PARAMETERS, Parameter, feature_name
 from feature_store.online import catalog_lookups
+from jobs.runtime import stays
 from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.stays import adt_copies_sql, stay_discharges_sql, visit_columns_sql
@@ -173,7 +174,7 @@ def merged_sql(sources: Sources) -> str:
     # another visit's discharge ends no stay (jobs/runtime/stays.py): not read; a copy of an
     # event stays what it is, which `merged_view` dead-letters (`duplicate`)
     kind = (
-        f"CASE WHEN record_kind = 'discharge' AND visit_copy = 1 AND NOT is_stay_discharge "
+        f"CASE WHEN visit_event = 'discharge' AND NOT is_stay_discharge "
         f"THEN '{VISIT_DISCHARGE}' ELSE record_kind END"
     )
     values = ", ".join(quote(p.name) for p in PARAMETERS)
@@ -529,6 +530,7 @@ def build(
     t_env.get_config().set(STATE_TTL, state_ttl(settings.stay_state_ttl_h))
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
+    stays.register(t_env)
     merged_view(t_env, "events", merged_sql(sources), events_columns(), READ)
     t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
     t_env.create_temporary_view("stay_records", t_env.sql_query(stay_records_sql()))

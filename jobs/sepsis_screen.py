@@ -57,9 +57,10 @@ from feature_store.definitions import (
     lab_age_name,
     rolling_name,
 )
+from jobs.runtime import stays
 from jobs.runtime.flink_env import plan_once
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.stays import adt_copies_sql, stay_discharges_sql, visit_columns_sql
+from jobs.runtime.stays import adt_copies_sql, visit_columns_sql
 from jobs.runtime.tables import (
     DEAD_LETTER_ROW,
     dead_letter_sql,
@@ -191,7 +192,8 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
     if the record's source is quarantined: `quarantine` then holds the quarantine's note), at its
     record time (`event_time`, the rowtime) with the time its values were measured
     (`measured_time`: a lab's draw, resulted hours later, or a reading charted late; an ADT
-    event's record time): `EVENT_COLUMNS` and the record's bytes (`value`; null for a charted
+    event's record time): `EVENT_COLUMNS` but `is_discharge` (the stay rule's, `views`), the
+    stay rule's `stays.VISIT_COLUMNS`, and the record's bytes (`value`; null for a charted
     minute of the device numerics), which only a late record's dead letter reads."""
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     selects = []
@@ -207,11 +209,10 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
         read = sources[name].topic
         if name == "adt":  # no parameter values: an ADT source is never quarantined here
             unit = "COALESCE(unit_id, prior_unit_id, 'unknown')"
-            discharge = "event_type = 'discharge'"  # of the stay or not: `views`
             quarantine = "CAST(NULL AS STRING)"
             measured = "CAST(kafka_ts AS TIMESTAMP(3))"  # a discharge counts when it is known
         else:
-            unit, discharge = "unit_id", "FALSE"
+            unit = "unit_id"
             measured = MEASURED_TIME.name
             # matched by the registry's topic name: a quarantine names the source, not the
             # prefixed topic one deployment reads it from
@@ -222,7 +223,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
         selects.append(f"""
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
-               {discharge} AS is_discharge, '{read}' AS source_topic,
+               '{read}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
                `value`, {visit_columns_sql(name == "adt")}
         FROM (SELECT *, {quarantine} AS quarantine FROM {accepted})""")
@@ -237,7 +238,6 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
     selects.append(f"""
         SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
                unit_id, event_time, CAST(event_time AS TIMESTAMP(3)) AS measured_time, {params},
-               FALSE AS is_discharge,
                '{read}' AS source_topic, source_partition, source_offset, quarantine,
                CAST(NULL AS BYTES) AS `value`, {visit_columns_sql(False)}
         FROM (SELECT *, {_quarantine_sql(quarantine_tsv, device, "event_time")} AS quarantine
@@ -364,16 +364,19 @@ def views(
             "device_valid", t_env.sql_query(chart_input_sql(accepted, "kafka_ts"))
         )
         t_env.create_temporary_view("device_charted", t_env.sql_query(chart_sql("device_valid")))
-    # a discharge of another visit than the stay's ends no state (jobs/runtime/stays.py)
+    # a discharge of another visit than the stay's ends no state (jobs/runtime/stays.py): the
+    # rule's aggregate runs in the window that counts each patient's arrivals
+    stays.register(t_env)
     merged_late_views(
         t_env,
         "events",
-        stay_discharges_sql(_events_sql(sources, str(quarantine_tsv.resolve()))),
+        _events_sql(sources, str(quarantine_tsv.resolve())),
         key="patient_token",
         rowtime="event_time",
         columns=", ".join(
             "is_stay_discharge AS is_discharge" if c == "is_discharge" else c for c in EVENT_COLUMNS
         ),
+        aggregates={"is_stay_discharge": stays.STAY_DISCHARGE_SQL},
     )
     state_views(t_env, bool(scoring))
     t_env.create_temporary_view(

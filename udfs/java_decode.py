@@ -4,8 +4,10 @@ with the charting median (`Median`, an aggregate function), the screening job's 
 (`Quarantine`), and the bed census's keyed placement (`CensusPlacement`, a process table
 function) and capacity lookup (`UnitBeds`), the screening job's 6-hour extremes
 (`TrailingExtreme`) and run rules (`RisingRun`, `PersistentRun`, `PairRun`: aggregates of
-accumulate-only OVER windows), and the catalog job's hour rows (`StayHours`, a process table
-function), written as Java in udfs/java/ (row types filled in from schemas.rows).
+accumulate-only OVER windows), the catalog job's hour rows (`StayHours`, a process table
+function), and the screening and catalog jobs' stay rule (`StayDischarge`, an aggregate of a
+processing-time OVER window: jobs/runtime/stays.py), written as Java in udfs/java/ (row types
+filled in from schemas.rows).
 
 Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the Python
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
@@ -330,6 +332,7 @@ RISING_RUN_CLASS = f"{PACKAGE}.RisingRun"
 PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
 PAIR_RUN_CLASS = f"{PACKAGE}.PairRun"
 STAY_HOURS_CLASS = f"{PACKAGE}.StayHours"
+STAY_DISCHARGE_CLASS = f"{PACKAGE}.StayDischarge"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
     "CensusPlacement": {
@@ -358,6 +361,7 @@ HAND_WRITTEN = {
     "RisingRun": {},
     "PersistentRun": {},
     "PairRun": {},
+    "StayDischarge": {},
 }
 
 

@@ -9,16 +9,19 @@ visit closed after the inpatient admission. The census's rule (udfs/census.py,
 discharge without PV1-3 is from its PV1-6: `census.DISCHARGED_FROM_SQL`).
 
 Decided per patient in the order their records arrive (for one ADT feed, the order it sent
-them), from what their ADT events so far say, by two processing-time windows over all the
-patient's records (they emit at once, keep the rowtime, and every record of the patient keeps
-their state from the job's state TTL, as it keeps the screening state):
+them), from what their ADT events so far say, by a JVM aggregate (`STAY_DISCHARGE_SQL`,
+udfs/java/StayDischarge.java) of a processing-time OVER window over all the patient's records
+(it emits at once, keeps the rowtime, and every record of the patient keeps its state from the
+job's state TTL, as it keeps the screening state; the screening job computes it in the window
+that counts the patient's arrivals, `tables.merged_late_views`, so it costs no operator of its
+own). Its state, three strings per patient:
 
 - the stay's encounter: that of the latest admission, or merge naming a unit;
 - the unit last placed in: by an admission, transfer, merge or cancelled transfer, or an
   update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
 - whether the stay is open: the latest of the admissions, cancelled discharges (A13, which
-  reopen it) and discharges (`-<encounter>`), as it was before the record (`LAG`). A discharge
-  of another encounter leaves the stay open, nor does another visit's after it end it.
+  reopen it) and discharges, as it was before the record. A discharge of another encounter
+  leaves the stay open, nor does another visit's after it end it.
 
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT
@@ -36,16 +39,30 @@ visit's admission counts as another visit's), and a discharge whose stay is clos
 
 from __future__ import annotations
 
+from typing import Any
+
+from udfs import java_decode
 from udfs.census import DISCHARGED_FROM_SQL
 
 # The columns the jobs' unions carry for the rule, with their types (null on records that are
-# not ADT events): the event type, encounter and unit, and which copy of its event id it is.
+# not ADT events, and the event type null on a later copy of an ADT event: it changes nothing).
 VISIT_COLUMNS = {
-    "adt_event_type": "STRING",
+    "visit_event": "STRING",
     "visit_encounter": "STRING",
     "visit_unit_id": "STRING",
-    "visit_copy": "BIGINT",
 }
+STAY_DISCHARGE_FUNCTION = "wf_stay_discharge"  # io.wardflow.udf.StayDischarge
+# Whether the record is an ADT discharge that ends the patient's stay (module docstring): an
+# aggregate for an OVER window of the patient's records (`VISIT_COLUMNS`) in arrival order,
+# `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`; FALSE for any other record.
+STAY_DISCHARGE_SQL = f"{STAY_DISCHARGE_FUNCTION}({', '.join(VISIT_COLUMNS)})"
+
+
+def register(t_env: Any) -> None:
+    """The rule's JVM aggregate, for `STAY_DISCHARGE_SQL` (the UDF jar is the job's)."""
+    t_env.create_java_temporary_system_function(
+        STAY_DISCHARGE_FUNCTION, java_decode.STAY_DISCHARGE_CLASS
+    )
 
 
 def adt_copies_sql(source: str) -> str:
@@ -66,44 +83,17 @@ def visit_columns_sql(adt: bool) -> str:
     if not adt:
         return ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in VISIT_COLUMNS.items())
     return (
-        "event_type AS adt_event_type, NULLIF(encounter_token, '') AS visit_encounter, "
-        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id, visit_copy"
+        "CASE WHEN visit_copy = 1 THEN event_type END AS visit_event, "
+        "NULLIF(encounter_token, '') AS visit_encounter, "
+        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id"
     )
 
 
-def stay_discharges_sql(source: str, key: str = "patient_token") -> str:
-    """`source` (a union with `VISIT_COLUMNS`) with `is_stay_discharge`: whether the record is
-    an ADT discharge that ends the patient's stay (module docstring)."""
-    window = f"PARTITION BY {key} ORDER BY visit_arrival"
-    placing = "'admit', 'transfer', 'merged_in', 'cancel_transfer'"
-    stay = "visit_event = 'admit' OR (visit_event = 'merged_in' AND visit_unit_id IS NOT NULL)"
-    another = """stay_encounter <> '' AND visit_encounter IS NOT NULL
-        AND visit_encounter <> stay_encounter
-        AND stay_state_before <> '-' AND stay_state_before <> CONCAT('-', stay_encounter)
-        AND visit_unit_id IS NOT NULL AND placed_unit_id IS NOT NULL
-        AND visit_unit_id <> placed_unit_id"""
-    # an update of the stay's visit (or of none) corrects where the patient is; another visit's
-    # (its encounter not the stay's) moves no one, as in the census where it names another unit
-    updating = """visit_event = 'update' AND (visit_encounter IS NULL
-        OR COALESCE(stay_encounter, '') = '' OR visit_encounter = stay_encounter)"""
-    # the second window holds the one before (LAG) and the placement: one spec, one operator
+def stay_discharges_sql(source: str) -> str:
+    """`source` (a union with `VISIT_COLUMNS` and `patient_token`) with `is_stay_discharge`, in a
+    window of its own (`register` first)."""
     return f"""
-    SELECT *, COALESCE(visit_event = 'discharge', FALSE)
-              AND NOT COALESCE({another}, FALSE) AS is_stay_discharge
-    FROM (
-      SELECT *, LAG(stay_state) OVER w AS stay_state_before,
-             LAST_VALUE(CASE WHEN visit_event IN ({placing}) OR {updating}
-                             THEN visit_unit_id END) OVER w AS placed_unit_id
-      FROM (
-        SELECT *,
-               LAST_VALUE(CASE WHEN {stay} THEN COALESCE(visit_encounter, '') END) OVER v
-                 AS stay_encounter,
-               LAST_VALUE(CASE WHEN {stay} OR visit_event = 'cancel_discharge' THEN '+'
-                               WHEN visit_event = 'discharge'
-                               THEN CONCAT('-', COALESCE(visit_encounter, '')) END) OVER v
-                 AS stay_state
-        FROM (SELECT *, PROCTIME() AS visit_arrival,
-                     CASE WHEN visit_copy = 1 THEN adt_event_type END AS visit_event
-              FROM ({source}))
-        WINDOW v AS ({window} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
-      WINDOW w AS ({window}))"""
+    SELECT *, {STAY_DISCHARGE_SQL} OVER (
+                PARTITION BY patient_token ORDER BY visit_arrival
+                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS is_stay_discharge
+    FROM (SELECT *, PROCTIME() AS visit_arrival FROM ({source}))"""

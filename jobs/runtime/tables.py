@@ -326,7 +326,14 @@ MERGED_COLUMNS = ("topic", "record_id", "kafka_partition", "kafka_offset", "kafk
 
 
 def merged_late_views(
-    t_env: Any, name: str, union_sql: str, *, key: str, rowtime: str, columns: str
+    t_env: Any,
+    name: str,
+    union_sql: str,
+    *,
+    key: str,
+    rowtime: str,
+    columns: str,
+    aggregates: dict[str, str] | None = None,
 ) -> None:
     """Views over `union_sql` (the accepted records of several sources, one shape, `rowtime`
     their rowtime), after the exchange that merges them on `key` (the key of the event-time
@@ -334,8 +341,9 @@ def merged_late_views(
 
     - `<name>_arrived`: each row with `arrived_n`, how many rows of its key came so far, by a
       processing-time `ROWS` OVER window (one counter per key, kept for the state TTL; it
-      emits at once and keeps the rowtime); the event-time windows on the same key read its
-      output without another exchange;
+      emits at once and keeps the rowtime), and `aggregates` (column → an aggregate call) over
+      the same window; the event-time windows on the same key read its output without another
+      exchange;
     - `<name>`: `columns` of the rows on time for the merged watermark;
     - `<name>_late`: every column of the rows behind it, which event-time windows would drop
       without a trace; dead-letter them (`merged_late_dead_letter_sql`).
@@ -344,13 +352,14 @@ def merged_late_views(
     misses records that are late for the merged one, and why the check is written as filters
     after an OVER window, is told at `merged_view`. Not numbered per record: this is for a job
     whose windows take a resend as it is (the screening job's states are idempotent)."""
+    more = "".join(f", {call} OVER w AS {c}" for c, call in (aggregates or {}).items())
     t_env.create_temporary_view(
         f"{name}_arrived",
         t_env.sql_query(f"""
-        SELECT *, COUNT(*) OVER (
-               PARTITION BY {key} ORDER BY arrival
-               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS arrived_n
-        FROM (SELECT *, PROCTIME() AS arrival FROM ({union_sql}))"""),
+        SELECT *, COUNT(*) OVER w AS arrived_n{more}
+        FROM (SELECT *, PROCTIME() AS arrival FROM ({union_sql}))
+        WINDOW w AS (PARTITION BY {key} ORDER BY arrival
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""),
     )
     t_env.create_temporary_view(
         name,

@@ -309,18 +309,16 @@ def test_the_screening_plan_runs_each_state_window_and_the_scoring_udf_once_per_
     charting = [c for c in ops if f"{CHART_FUNCTION}(" in c]
     assert len(charting) == 1, charting  # for vitals.charted and the state alike
     over = [c for c in ops if "OverAggregate(" in c]
-    # the late check on the merged watermark: one counter per patient, in arrival order
+    # the late check on the merged watermark: one counter per patient, in arrival order, and
+    # in the same window the patient's stay (which discharges end it: jobs/runtime/stays.py)
     (merging,) = [c for c in over if "orderBy=[arrival ASC]" in c]
-    assert "partitionBy=[patient_token]" in merging
-    # the patient's stay (which discharges end it), in their records' arrival order: two steps,
-    # after the ADT events are numbered by copy (one counter per event id)
-    stays = [c for c in over if "orderBy=[visit_arrival ASC]" in c]
-    assert len(stays) == 2 and all("partitionBy=[patient_token]" in c for c in stays)
+    assert "partitionBy=[patient_token]" in merging and "wf_stay_discharge(" in merging
+    assert not [c for c in over if "visit_arrival" in c]
+    # the ADT events numbered by copy for it (one counter per event id)
     (copies,) = [c for c in over if "partitionBy=[event_id, patient_token]" in c]
-    stays.append(copies)
     # the features' (first record time, 6-hour extremes), the state's, and the rules' (every
     # run rule in one window)
-    windows = [c for c in over if c != merging and c not in stays]
+    windows = [c for c in over if c not in (merging, copies)]
     assert len(windows) == 3
     (rules,) = [c for c in windows if "wf_pair_run" in c]
     assert all(r.run is None or r.run.split("(")[0] in rules for r in RULES)

@@ -1,0 +1,107 @@
+"""The stay rule's JVM aggregate (udfs/java/StayDischarge.java, through jobs/runtime/stays.py's
+SQL: copies numbered per event id, then the patient's window in arrival order) says which
+discharges end the stay exactly where the offline reference does (tests/reference_screen
+`another_visits`), on a random stream of every ADT event type: encounters named, empty or
+missing, units named, empty, missing or only as the prior location, resends of earlier event
+ids, and records that are not ADT events between them."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from pyflink.common import Types
+from pyflink.table import DataTypes, Schema
+
+from jobs.runtime.flink_env import stream_table_env
+from jobs.runtime.stays import adt_copies_sql, register, stay_discharges_sql, visit_columns_sql
+from schemas.settings import Settings
+from tests.reference_screen import another_visits
+
+pytestmark = pytest.mark.slow
+
+KINDS = (
+    ("admit", 5),
+    ("discharge", 6),
+    ("transfer", 4),
+    ("update", 3),
+    ("cancel_discharge", 2),
+    ("cancel_transfer", 1),
+    ("merged_in", 2),
+    ("merged_away", 1),
+    ("cancel_admit", 1),
+    ("register", 1),
+)
+COLUMNS = ("seq", "patient_token", "event_id", "event_type", "encounter_token", "unit_id")
+COLUMNS += ("prior_unit_id",)
+
+
+def records(seed: int, patients: int = 40, n: int = 3000) -> list[dict[str, Any]]:
+    """In arrival order: ADT events (4 % of them a resend of an earlier id of the patient) and,
+    between them, records that are not ADT events (no event type)."""
+    rng = random.Random(seed)
+    kinds, weights = zip(*KINDS, strict=True)
+    units = [None, "", "ICU", "ICU", "W4", "W4", "ED"]
+    out: list[dict[str, Any]] = []
+    for seq in range(n):
+        patient = f"p{rng.randrange(patients)}"
+        sent = [r for r in out[-400:] if r["patient_token"] == patient and r["event_type"]]
+        if sent and rng.random() < 0.04:
+            out.append(rng.choice(sent) | {"seq": seq})
+            continue
+        adt = rng.random() < 0.6
+        out.append(
+            {
+                "seq": seq,
+                "patient_token": patient,
+                "event_id": f"e{seq}",
+                "event_type": rng.choices(kinds, weights)[0] if adt else None,
+                "encounter_token": rng.choice([None, "", "v1", "v1", "v2", "v3"]) if adt else None,
+                "unit_id": rng.choice(units) if adt else None,
+                "prior_unit_id": rng.choice([None, "ICU", "W4", "ED"]) if adt else None,
+            }
+        )
+    return out
+
+
+def expected(recs: list[dict[str, Any]]) -> dict[int, bool]:
+    stays: dict[str, dict[str, Any]] = {}
+    out = {}
+    for rec in recs:
+        if rec["event_type"] is None:
+            out[rec["seq"]] = False
+            continue
+        another = another_visits(rec, stays.setdefault(rec["patient_token"], {}))
+        out[rec["seq"]] = rec["event_type"] == "discharge" and not another
+    return out
+
+
+def test_the_jvm_stay_rule_ends_the_stay_at_the_discharges_the_reference_does(
+    settings: Settings,
+) -> None:
+    recs = records(seed=11)
+    env, t_env = stream_table_env(settings, connectors=False)
+    env.set_parallelism(1)  # one path: the window sees the records in the order sent
+    register(t_env)
+    types = Types.ROW_NAMED(list(COLUMNS), [Types.LONG(), *[Types.STRING()] * (len(COLUMNS) - 1)])
+    schema = Schema.new_builder().column("seq", DataTypes.BIGINT())
+    for c in COLUMNS[1:]:
+        schema = schema.column(c, DataTypes.STRING())
+    stream = env.from_collection([tuple(r[c] for c in COLUMNS) for r in recs], types)
+    t_env.create_temporary_view("sent", t_env.from_data_stream(stream, schema.build()))
+    # every record through the copy count (the others' ids are their own): one path, in order
+    union = f"""
+        SELECT seq, patient_token, {visit_columns_sql(True)}
+        FROM ({adt_copies_sql("sent")})"""
+    query = f"SELECT seq, is_stay_discharge FROM ({stay_discharges_sql(union)})"
+    with t_env.execute_sql(query).collect() as rows:
+        got = {int(r[0]): bool(r[1]) for r in rows}
+    want = expected(recs)
+    assert got == want
+    # not vacuous: discharges that end the stay, and first copies of another visit's
+    firsts = {r["event_id"]: r["seq"] for r in reversed(recs)}
+    discharges = [r for r in recs if r["event_type"] == "discharge"]
+    ended = sum(want[r["seq"]] for r in discharges)
+    others = sum(not want[r["seq"]] and firsts[r["event_id"]] == r["seq"] for r in discharges)
+    assert ended > 200 and others > 20

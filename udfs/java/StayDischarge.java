@@ -1,0 +1,86 @@
+// Whether an ADT discharge ends the patient's stay, as an aggregate of an accumulate-only
+// processing-time OVER window (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, partitioned by
+// patient, over all of the patient's records in arrival order). udfs/java_decode.py compiles it
+// into the UDF jar; jobs/runtime/stays.py calls it for the screening and catalog jobs:
+//   wf_stay_discharge(visit_event, visit_encounter, visit_unit_id) OVER w
+// (visit_event: the ADT event type of an event id's first copy, null for a resend and for a
+// record that is not an ADT event).
+//
+// The rule (jobs/runtime/stays.py, the census's udfs/census.py `_another_visits`): a discharge
+// ends the stay unless it is another visit's, one naming an encounter other than the stay's and
+// a unit other than the one the patient was last placed in, while the stay is open. The state,
+// as the patient's ADT events so far leave it:
+// - the stay's encounter: that of the latest admission, or merge naming a unit ("" for none);
+// - whether it is open: "+" after an admission, such a merge or a cancelled discharge (A13),
+//   "-<encounter>" after a discharge (a discharge of another encounter leaves it open);
+// - the unit last placed in: by an admission, transfer, merge or cancelled transfer, or an
+//   update of the stay's own visit (or of none), each naming a unit.
+// The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
+// One row of state per patient (three strings), kept for the job's state TTL like the rest.
+package io.wardflow.udf;
+
+import java.util.Set;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.functions.AggregateFunction;
+
+public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc> {
+  static final Set<String> PLACING = Set.of("admit", "transfer", "merged_in", "cancel_transfer");
+
+  /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
+  public static class Acc {
+    public String stayEncounter; // null: no stay yet
+    public String stayState; // null, "+" or "-<encounter>"
+    public String placedUnit;
+    public boolean ends;
+  }
+
+  @Override
+  public Acc createAccumulator() {
+    return new Acc();
+  }
+
+  public void accumulate(
+      Acc acc,
+      @DataTypeHint("STRING") String event,
+      @DataTypeHint("STRING") String encounter,
+      @DataTypeHint("STRING") String unit) {
+    acc.ends = false;
+    if (event == null) return;
+    if (event.equals("discharge")) {
+      acc.ends = !anotherVisits(acc, encounter, unit);
+      acc.stayState = "-" + (encounter == null ? "" : encounter);
+      return;
+    }
+    boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
+    if (stay) acc.stayEncounter = encounter == null ? "" : encounter;
+    if (stay || event.equals("cancel_discharge")) acc.stayState = "+";
+    boolean ownUpdate =
+        event.equals("update")
+            && (encounter == null
+                || acc.stayEncounter == null
+                || acc.stayEncounter.isEmpty()
+                || encounter.equals(acc.stayEncounter));
+    if ((PLACING.contains(event) || ownUpdate) && unit != null) acc.placedUnit = unit;
+  }
+
+  /** A discharge of another visit while the stay is open, from the state before it. */
+  static boolean anotherVisits(Acc acc, String encounter, String unit) {
+    String stay = acc.stayEncounter;
+    String before = acc.stayState;
+    return stay != null
+        && !stay.isEmpty()
+        && encounter != null
+        && !encounter.equals(stay)
+        && before != null
+        && !before.equals("-")
+        && !before.equals("-" + stay)
+        && unit != null
+        && acc.placedUnit != null
+        && !unit.equals(acc.placedUnit);
+  }
+
+  @Override
+  public Boolean getValue(Acc acc) {
+    return acc.ends;
+  }
+}
