@@ -255,6 +255,36 @@ def _superseded(entries: list[Any]) -> dict[int, Refused]:
     return out
 
 
+def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
+    """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, no resource;
+    FHIR R4 http.html#history) as its latest earlier version in the Bundle marked
+    `entered-in-error` when the server deleted it (`response.lastModified`): the stay it
+    placed is taken back as by that status (`_voided`; a purge of a stay long over changes
+    nothing there: the census refuses it `nothing_to_cancel`). None where the entry is no such
+    deletion, has no time, or no earlier version of the Encounter is in the Bundle (who it
+    placed is not known: refused `no_resource`)."""
+    entry = entries[i]
+    request = entry.get("request") if isinstance(entry, dict) else None
+    response = entry.get("response") if isinstance(entry, dict) else None
+    name = _version_of(entry)
+    if (
+        not isinstance(request, dict)
+        or str(request.get("method", "")).upper() != "DELETE"
+        or not isinstance(response, dict)
+        or not response.get("lastModified")
+        or name is None
+        or not name.startswith("Encounter/")
+    ):
+        return None
+    for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
+        sub = older.get("resource") if isinstance(older, dict) else None
+        if isinstance(sub, dict) and _version_of(older) == name:
+            meta = sub.get("meta") if isinstance(sub.get("meta"), dict) else {}
+            meta = {**meta, "lastUpdated": response["lastModified"]}
+            return {**sub, "status": "entered-in-error", "meta": meta}
+    return None
+
+
 # Resources about a person, whose id some servers make of a record number: labelled without it
 # (labels are printed and logged)
 _PERSONS = frozenset({"Patient", "Person", "RelatedPerson"})
@@ -305,6 +335,11 @@ def map_json(
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if i in superseded:
                 out.append(Outcome(f"{label}#entry{i}", superseded[i], entry))
+            elif sub is None and history and (deleted := _deleted_encounter(entries, i)):
+                for o in map_json(
+                    deleted, tokenise, source=source, facility_id=facility_id, bundle=inside
+                ):
+                    out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
@@ -1262,7 +1297,7 @@ def _observation(
             f"{code}: a temperature taken on the skin (bodySite or method) is not the body "
             "temperature NEWS2 and SIRS score",
         )
-    if code in PANELS and obs.hasMember:
+    if code in PANELS and obs.hasMember and not obs.component:
         return Refused(
             "panel_by_reference",
             f"{PANELS[code]} {code} holds its values in other resources (hasMember): "
@@ -1453,7 +1488,10 @@ def _observation(
             "wardflow reads"
         )
         return Refused("no_value" if known else "not_a_vital_sign", reason)
-    if (not_a_point := _not_a_point(obs)) is not None:
+    # urine output is a volume since the last charting (a catheter bag emptied every 4-8 h on
+    # a ward), read at its period's end: only a point vital's period must be short
+    interval = set(values) == {"urine_output_ml"}
+    if (not_a_point := _not_a_point(obs, interval)) is not None:
         return not_a_point
     at = _instant(_effective(obs, "urine_output_ml" in values), "effective time")
     if isinstance(at, Refused):
@@ -1566,9 +1604,9 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
     raise ValueError(f"{part}: the value is not a score (1-{derived.PARTS[part].highest})")
 
 
-def _not_a_point(obs: Any) -> Refused | None:
+def _not_a_point(obs: Any, interval: bool = False) -> Refused | None:
     """Why an Observation's effectivePeriod is no point in time (ends before it starts, or spans
-    more than POINT_IN_TIME), or None."""
+    more than POINT_IN_TIME, but for a volume over an `interval`), or None."""
     period = obs.effectivePeriod
     if obs.effectiveDateTime is None and period is not None and period.start and period.end:
         end = _instant(period.end, "effectivePeriod.end")
@@ -1578,6 +1616,8 @@ def _not_a_point(obs: Any) -> Refused | None:
                 "bad_period",
                 f"effectivePeriod ends ({end:%FT%TZ}) before it starts ({start:%FT%TZ})",
             )
+        if interval:  # timed at its end (`_effective`), which must be an instant
+            return None
         if not isinstance(end, datetime):  # a date or a month: up to its end (R4 Period.end)
             zone = period.start.tzinfo if isinstance(period.start, datetime) else None
             end = _earliest_end(period.end, zone) or end

@@ -1562,3 +1562,69 @@ def test_a_component_that_is_not_read_is_said_in_a_note_never_dropped_silently()
               "dataAbsentReason": {"text": "cuff failed"}}  # fmt: skip
     [(_, o, _)] = run(observation("8867-4", valueQuantity=quantity(72, "/min"), component=[absent]))
     assert isinstance(o, Mapped) and o.notes == []  # it says itself that it has no value
+
+
+def test_an_encounter_deleted_in_a_history_bundle_takes_back_the_bed_its_version_placed() -> None:
+    """A history Bundle's DELETE of an Encounter (http.html#history: a request, no resource; a
+    server's way to remove a mistaken Encounter) was refused `no_resource` and the bed held for
+    good; it is now that Encounter's latest version in the Bundle taken back when deleted
+    (`response.lastModified`), as `entered-in-error`. Without an earlier version in the Bundle
+    (who it placed is unknown) or a time, refused as before."""
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
+    deleted = {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+    }
+    outcomes = run(_observation_versions(deleted, {"resource": placed}))
+    assert [type(o).__name__ for _, o, _ in outcomes] == ["Mapped", "Mapped"]
+    records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
+    assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+    assert records[1]["event_time"] == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    placement = census.PatientPlacement()
+    for record in records:
+        outcome, deltas = placement.apply(
+            census.AdtEvent.of(record, codec.epoch_ms(codec.record_time(record)))
+        )
+        assert outcome.status == "applied"
+    assert placement.place is None and [(d.occupied, d.cancels) for d in deltas] == [(-1, 1)]
+    untimed = deleted | {"response": {"status": "204 No Content"}}
+    for bundle in (
+        _observation_versions(deleted),
+        _observation_versions(untimed, {"resource": placed}),
+    ):
+        [gone] = [o for label, o, _ in run(bundle) if label.endswith("#entry0")]
+        assert isinstance(gone, Refused) and gone.reason_code == "no_resource"
+
+
+def test_urine_output_charted_over_hours_is_read_at_the_periods_end() -> None:
+    """A catheter bag emptied every 4-8 hours on a ward: the volume since the last charting
+    (vitals.observation.v1), timed at its period's end, not a summary refused; a vital sign over
+    the same period still is."""
+    [(_, o, _)] = run(
+        over_period("9187-6", 180, "mL", "2026-03-01T06:00:00Z", "2026-03-01T10:00:00Z")
+    )
+    assert isinstance(o, Mapped)
+    [(_, record)] = o.records
+    assert record["urine_output_ml"] == 180
+    assert record["event_time"] == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    [(_, hr, _)] = run(
+        over_period("8867-4", 72, "/min", "2026-03-01T06:00:00Z", "2026-03-01T10:00:00Z")
+    )
+    assert isinstance(hr, Refused) and hr.reason_code == "not_a_point_measurement"
+
+
+def test_a_blood_pressure_panel_with_its_components_and_members_is_read_from_its_components() -> (
+    None
+):
+    """R4 lets a panel carry `component` values and `hasMember` references at once: its
+    components are a reading (84/48 was refused `panel_by_reference`); one with members only
+    is still refused."""
+    parts = [component("8480-6", 84, "mm[Hg]"), component("8462-4", 48, "mm[Hg]")]
+    members = [{"reference": "Observation/hr1"}]
+    [(_, o, _)] = run(observation("85354-9", component=parts, hasMember=members))
+    assert isinstance(o, Mapped)
+    assert o.records[0][1]["sbp_mmhg"] == 84
+    [(_, bare, _)] = run(observation("85354-9", hasMember=members))
+    assert isinstance(bare, Refused) and bare.reason_code == "panel_by_reference"
