@@ -43,8 +43,9 @@ left, the Observation is refused. Of several LOINC codings the first one read de
 vital-signs profiles' code slices have no order); the US Core pulse oximetry profile's oxygen
 flow and concentration components are read with its SpO2 (loinc.COMPONENTS_OF). A value with a
 lower-bound comparator (`>`, `>=`: a result above the analyser's range) is read as its number,
-as an ORU's (hl7v2.LOWER_BOUNDS); an upper bound (`<`, `<=`) would overstate the value and is
-refused (`bad_value`); a modifierExtension, which a reader must
+as an ORU's (hl7v2.LOWER_BOUNDS), and an upper bound (`<`, `<=`) only of a lab whose low values
+are the alarming ones (a platelet count `<10`: hl7v2.bound_refusal); any other would overstate
+the value and is refused (`bad_value`); a modifierExtension, which a reader must
 not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`).
 
 The subject may be a reference or only a business identifier (`_subject`: references normalised,
@@ -74,6 +75,7 @@ from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
     OTHER_ID_TYPES,
     PATIENT_ID_TYPES,
+    UPPER_BOUNDS,
     Mapped,
     Refused,
     Rejected,
@@ -279,8 +281,11 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
     for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
         sub = older.get("resource") if isinstance(older, dict) else None
         if isinstance(sub, dict) and _version_of(older) == name:
-            meta = sub.get("meta") if isinstance(sub.get("meta"), dict) else {}
-            meta = {**meta, "lastUpdated": response["lastModified"]}
+            given = sub.get("meta")
+            meta = {
+                **(given if isinstance(given, dict) else {}),
+                "lastUpdated": response["lastModified"],
+            }
             return {**sub, "status": "entered-in-error", "meta": meta}
     return None
 
@@ -1356,9 +1361,8 @@ def _observation(
         try:
             if modifiers:  # of this component (the Observation's own refuse it whole)
                 raise UnsupportedModifier(f"modifierExtension {modifiers} is not understood")
-            if quantity.comparator not in (None, *LOWER_BOUNDS):
-                # an upper bound (Quantity.comparator is a modifier): it would overstate; a
-                # lower bound is read as its number (hl7v2.LOWER_BOUNDS)
+            if quantity.comparator not in (None, *LOWER_BOUNDS, *UPPER_BOUNDS):
+                # Quantity.comparator is a modifier: `ad` (sufficient for) is no value
                 raise ValueError(
                     f"{quantity.comparator}{quantity.value} is a bound, not one measured value"
                 )
@@ -1368,8 +1372,9 @@ def _observation(
                 _unit(quantity, part_code),
                 blood_gas and where == "value",
             )
-            if quantity.comparator and (why_not := bound_refusal(topic, name)) is not None:
-                raise ValueError(why_not)
+            upper = quantity.comparator in UPPER_BOUNDS
+            if quantity.comparator and (why_not := bound_refusal(topic, name, upper)) is not None:
+                raise ValueError(f"{quantity.comparator}{quantity.value}: {why_not}")
         except UnitError as exc:
             refusal = ("bad_unit", str(exc))
         except UnsupportedModifier as exc:

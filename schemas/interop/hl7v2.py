@@ -105,6 +105,20 @@ MERGES = {
 }
 # OBX-11 statuses (table 0085) of a result that has no value
 _NO_VALUE = {"X": "cannot be obtained", "I": "pending", "N": "not asked"}
+# A device's measurement status (IEEE 11073-10201 MeasurementStatus), which IHE PCD-01 device
+# gateways send in OBX-8 (Philips IntelliVue, GE CARESCAPE, Draeger): a value flagged so is not
+# the patient's measurement (an ECG's rate of 0 with its leads off, an arterial line's 0/0 while
+# it is zeroed, a simulator's demo data), no value, as OBX-11 X; the ECG's 0 would outrank the
+# oximeter's pulse rate. Flags that qualify a valid value (validated-data, msmt-ongoing,
+# early-indication, alarm states) and table 0078's abnormal flags (H, L, A...) are not these.
+_UNUSABLE_STATUS = {
+    "invalid": "the device marks the value invalid",
+    "questionable": "the device marks the value questionable",
+    "not-available": "the device has no value",
+    "calibration-ongoing": "the device is being calibrated or zeroed",
+    "test-data": "test data, not the patient's",
+    "demo-data": "demonstration data, not the patient's",
+}
 # OBX-11 statuses (table 0085) of a result a final one replaces: preliminary, results entered
 # not verified, partial, final results not yet verified.
 _PRELIMINARY = frozenset({"P", "R", "S", "U"})
@@ -976,6 +990,10 @@ def _oru(
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
             unkept.update(named)
             continue
+        if (flag := _unusable_status(seg, enc)) is not None:
+            notes.append(f"{label}: OBX-8 {flag} ({_UNUSABLE_STATUS[flag]}), not read")
+            unkept.update(named)
+            continue
         if status in ("D", "W"):  # deleted, wrong: the sender takes a result back
             why = Refused(
                 "retracted",
@@ -1002,15 +1020,15 @@ def _oru(
                     number, bound = observation_number(raw, enc["COMPONENT"])
                     numbers = [number]
                 else:
-                    numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), False
+                    numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), ""
                 units = _components(seg.obx_6, enc)
                 read = [
                     (rank, *convert(code, n, observation_unit(code, units), of_gas))
                     for (code, rank), n in zip(fields, numbers, strict=True)
                 ]
                 _, topic, name, _ = read[0]
-                if bound and (why_not := bound_refusal(topic, name)) is not None:
-                    raise ValueError(why_not)
+                if bound and (why_not := bound_refusal(topic, name, bound == "<")) is not None:
+                    raise ValueError(f"value {shown(raw)}: {why_not}")
             if time_error is not None or sent_at is None:
                 raise time_error or ValueError("no time")
             at = sent_at
@@ -1194,44 +1212,51 @@ _DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")  # HL7 NM: digits, one 
 # analyser's range come so (a lactate `>^20` mmol/L in shock, a WBC `>100`), the most critical
 # a screen reads. Not a vital sign's (an FiO2 `>0.6` divides the SpO2 and PaO2 ratios: its
 # bound would understate their severity) nor a PaO2's (lower is worse: its bound would
-# overstate the severity; `bound_refusal`). An upper bound (`<^0.5`) would overstate the
-# value: not one value (ValueError).
+# overstate the severity; `bound_refusal`). An upper bound (`UPPER_BOUNDS`, `<^0.1`: below the
+# analyser's range or reporting limit) likewise, only of a laboratory result whose low values are
+# the alarming ones (`_LOWER_IS_WORSE`: a criterion "below T" it meets, the true value meets
+# too; profound neutropenia or thrombocytopenia, a platelet count `<10`, was dead-lettered);
+# any other's would overstate the value: not one value (ValueError).
 LOWER_BOUNDS = (">", ">=")
+UPPER_BOUNDS = ("<", "<=")
 
 
-def bound_refusal(topic: str, field: str) -> str | None:
-    """Why a lower bound of `field` is not read as its number (None: it is, a lab result)."""
-    if topic == topics.LABS_RESULT.name and field not in _LOWER_IS_WORSE:
+def bound_refusal(topic: str, field: str, upper: bool = False) -> str | None:
+    """Why a bound of `field` (a lower one, or an `upper` one) is not read as its number (None:
+    it is, a lab result whose alarming values lie beyond the bound)."""
+    if topic == topics.LABS_RESULT.name and (field in _LOWER_IS_WORSE) == upper:
         return None
+    sign, high = ("<", "low") if upper else (">", "high")
     return (
-        f"{field}: a bound (`>`) is read only for a laboratory result whose high values are "
-        "the alarming ones, not one value here"
+        f"{field}: a bound (`{sign}`) is read only for a laboratory result whose {high} values "
+        "are the alarming ones, not one value here"
     )
 
 
-_LOWER_IS_WORSE = frozenset({"pao2_mmhg"})  # a lab whose bound would overstate the severity
+# Labs whose low values are the alarming ones (SOFA's coagulation and respiration, SIRS's
+# leukopenia; a WBC's reporting limit, `<0.1`, lies far below SIRS's 12): an upper bound is read
+_LOWER_IS_WORSE = frozenset({"pao2_mmhg", "platelets_10e9_l", "wbc_10e9_l"})
 
 
-def observation_number(raw: str, component: str) -> tuple[float, bool]:
-    """OBX-5 as one number, and whether it is a lower bound: an NM value, or a structured
-    numeric (SN: comparator ^ number, HL7 v2.5 section 2A.2.72) whose comparator is none, `=`
-    or a lower bound (`>`, `>=`: `LOWER_BOUNDS`) and that has no second number; a lower bound
-    written as text (`>20`) too. An upper bound (`<^0.5`), a range or a ratio is not one value:
+def observation_number(raw: str, component: str) -> tuple[float, str]:
+    """OBX-5 as one number, and which bound it is (`>` or `<`; "" for none): an NM value, or a
+    structured numeric (SN: comparator ^ number, HL7 v2.5 section 2A.2.72) whose comparator is
+    none, `=`, a lower bound (`>`, `>=`: `LOWER_BOUNDS`) or an upper one (`<`, `<=`:
+    `UPPER_BOUNDS`; `bound_refusal` says which fields read which) and that has no second number;
+    a bound written as text (`>20`, `<0.1`) too. A range or a ratio is not one value:
     ValueError, as for text."""
-    lower = False
+    bound = ""
     if component in raw:
         comparator, number, *rest = [*raw.split(component), ""]
-        exact_or_lower = ("", "=", *LOWER_BOUNDS)
-        if comparator.strip() not in exact_or_lower or any(r.strip() for r in rest):
-            raise ValueError(
-                f"value {shown(raw)} is not one exact number (a bound, range or ratio)"
-            )
-        raw, lower = number, comparator.strip() in LOWER_BOUNDS
-    elif (bound := _TEXT_LOWER_BOUND.match(raw)) is not None:
-        raw, lower = bound.group(1), True
+        one = ("", "=", *LOWER_BOUNDS, *UPPER_BOUNDS)
+        if comparator.strip() not in one or any(r.strip() for r in rest):
+            raise ValueError(f"value {shown(raw)} is not one number (a range or ratio)")
+        raw, bound = number, comparator.strip().rstrip("=")
+    elif (text := _TEXT_BOUND.match(raw)) is not None:
+        raw, bound = text.group(2), text.group(1)
     if _DECIMAL.match(raw) is None:  # float() would also take 1e2, 8_8, inf
         raise ValueError(f"value {shown(raw)} is not a number")
-    return float(raw), lower
+    return float(raw), bound
 
 
 _NUMERIC_LOOKING = re.compile(r"^\s*[+-]?[\d.,<>=^/:*%eE ]{0,10}$")  # not 123-45-6789
@@ -1245,7 +1270,7 @@ def shown(raw: str) -> str:
     return repr(raw) if _NUMERIC_LOOKING.match(raw) else f"(a text of {len(raw)} characters)"
 
 
-_TEXT_LOWER_BOUND = re.compile(r"^\s*>=?\s*([^<>=]+)$")  # `>20`, `> 20`, `>=20`
+_TEXT_BOUND = re.compile(r"^\s*([<>])=?\s*([^<>=]+)$")  # `>20`, `> 20`, `>=20`, `<0.1`
 
 
 def _names_loinc(triplets: list[tuple[str, str, str]]) -> bool:
@@ -1409,6 +1434,19 @@ def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:
 def _first_component(field: Any, enc: dict[str, str]) -> str:
     """A field's first component's text (a TS/DTM field's time, a DR's start), '' if empty."""
     return _text(field.to_er7().split(enc["COMPONENT"])[0], enc) if len(field) else ""
+
+
+def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
+    """The first of OBX-8's repetitions that is an `_UNUSABLE_STATUS` (case and spaces aside,
+    `-` or `_` alike), or None."""
+    if not len(seg.obx_8):
+        return None
+    for rep in seg.obx_8:  # its repetitions
+        first = rep.to_er7().split(enc["COMPONENT"])[0]
+        flag = unescape(first, enc).strip().lower().replace("_", "-")
+        if flag in _UNUSABLE_STATUS:
+            return flag
+    return None
 
 
 def _components(field: Any, enc: dict[str, str]) -> list[str]:

@@ -49,7 +49,13 @@ _CELSIUS = {"Cel": (1.0, 0.0), "degC": (1.0, 0.0), "\u00b0C": (1.0, 0.0)}
 _FAHRENHEIT = {u: (5 / 9, -32 * 5 / 9) for u in ("[degF]", "degF", "\u00b0F")}
 _FLOW = {"L/min": (1.0, 0.0), "l/min": (1.0, 0.0), "mL/min": (0.001, 0.0)}
 _MMHG = {"mm[Hg]": (1.0, 0.0), "mmHg": (1.0, 0.0)}
-_COUNT = {"10*3/uL": (1.0, 0.0), "10*9/L": (1.0, 0.0), "{cells}/uL": (0.001, 0.0)}
+# `G/L` as sent (capital G: giga, French and German laboratories' 10^9/L); `g/L` is grams
+_COUNT = {
+    "10*3/uL": (1.0, 0.0),
+    "10*9/L": (1.0, 0.0),
+    "G/L": (1.0, 0.0),
+    "{cells}/uL": (0.001, 0.0),
+}
 _TEMPERATURE = {**_CELSIUS, **_FAHRENHEIT}
 # Lactate: 1 mmol/L = 9.008 mg/dL (molar mass 90.08 g/mol).
 _LACTATE = {"mmol/L": (1.0, 0.0), "mg/dL": (1 / 9.008, 0.0)}
@@ -90,9 +96,33 @@ UNIT_SPELLINGS: dict[str, str] = {
     **dict.fromkeys(("l/l",), "L/L"),
     **dict.fromkeys(("[ph]", "ph"), "[pH]"),
     **dict.fromkeys(("{score}", "score", "points", "{points}"), "{score}"),
-    **dict.fromkeys(("1/min", "/min", "per min", "permin"), "/min"),
-    **dict.fromkeys(("c", "cel", "degc", "°c", "deg.c", "celsius"), "Cel"),
-    **dict.fromkeys(("f", "degf", "[degf]", "°f", "deg.f", "fahrenheit"), "[degF]"),
+    # rates as upper-case-only systems (Meditech MAGIC) and flowsheet builds write them
+    **dict.fromkeys(
+        (
+            "1/min",
+            "/min",
+            "per min",
+            "permin",
+            "bpm",
+            "b/min",
+            "beats/min",
+            "beat/min",
+            "beats/minute",
+            "breaths/min",
+            "breath/min",
+            "br/min",
+            "breaths/minute",
+            "resp/min",
+        ),
+        "/min",
+    ),
+    **dict.fromkeys(
+        ("c", "cel", "degc", "°c", "deg.c", "celsius", "degreesc", "degreec", "degreescelsius"),
+        "Cel",
+    ),
+    **dict.fromkeys(
+        ("f", "degf", "[degf]", "°f", "deg.f", "fahrenheit", "degreesf", "degreef"), "[degF]"
+    ),
     **dict.fromkeys(("l/min", "lpm", "liters/min", "litres/min", "l/minute"), "L/min"),
     **dict.fromkeys(("ml/min",), "mL/min"),
     **dict.fromkeys(("mmol/l", "mm/l", "mmol"), "mmol/L"),
@@ -112,7 +142,7 @@ UNIT_SPELLINGS: dict[str, str] = {
         ),
         "10*3/uL",
     ),
-    **dict.fromkeys(("10*9/l", "giga/l", "/nl"), "10*9/L"),
+    **dict.fromkeys(("10*9/l", "giga/l", "/nl", "giga.l-1", "10*9.l-1"), "10*9/L"),
     **dict.fromkeys(("/ul", "cells/ul", "{cells}/ul", "/mm3", "cells/mm3"), "{cells}/uL"),
     **dict.fromkeys(("%", "pct", "percent"), "%"),
 }

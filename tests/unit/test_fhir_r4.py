@@ -784,6 +784,10 @@ def test_a_bound_is_not_a_measured_value() -> None:
     assert isinstance(p, Mapped) and "sbp_mmhg" not in p.records[0][1]
     assert p.records[0][1]["dbp_mmhg"] == 40
     assert [r.refusal.reason_code for r in p.rejected] == ["bad_value"]
+    # a platelet count below the analyser's range: low is the alarming side (hl7v2.bound_refusal)
+    few = observation("777-3", valueQuantity=quantity(10, "10*9/L") | {"comparator": "<"})
+    [(_, f, _)] = run(few)
+    assert isinstance(f, Mapped) and f.records[0][1]["platelets_10e9_l"] == 10
 
 
 def test_a_modifier_extension_refuses_what_it_modifies() -> None:

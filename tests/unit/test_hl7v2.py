@@ -658,7 +658,23 @@ def test_a_structured_numeric_value_is_read_when_it_is_one_exact_number() -> Non
         ("OBX 3 (2524-7)", "bad_value"),
         ("OBX 4 (8480-6)", "bad_value"),
     ]
-    assert "not one exact number" in rejected[0].refusal.reason
+    assert "'<^0.5': lactate_mmol_l: a bound (`<`)" in rejected[0].refusal.reason
+
+
+def test_a_count_below_the_analysers_range_is_read_as_its_bound_where_low_is_alarming() -> None:
+    """Profound neutropenia or thrombocytopenia (a WBC `<^0.1`, a platelet count `<10`) was
+    dead-lettered as no exact number: the true value is below the bound, so a criterion "below
+    T" the bound meets (SIRS's WBC < 4, SOFA's platelets < 20), the true value meets too. A
+    lactate's upper bound would overstate the value: refused as before."""
+    rec, rejected = partly_read(
+        oru(
+            "OBX|1|SN|6690-2^WBC^LN||<^0.1|10*9/L|||||F\r"
+            "OBX|2|ST|777-3^Platelets^LN||<10|10*9/L|||||F\r"
+            "OBX|3|SN|2524-7^Lactate^LN||<=^0.3|mmol/L|||||F"
+        )
+    )
+    assert (rec["wbc_10e9_l"], rec["platelets_10e9_l"]) == (0.1, 10)
+    assert [(r.label, r.refusal.reason_code) for r in rejected] == [("OBX 3 (2524-7)", "bad_value")]
 
 
 def test_philips_mdil_hexadecimal_codes_and_units_are_read_as_their_ieee_11073_codes() -> None:
@@ -1213,6 +1229,67 @@ def test_results_without_a_value_by_their_status_are_refused_as_such() -> None:
         o = outcome(oru(f"OBX|1|NM|2524-7^Lactate^LN||||||||{status}"))
         assert isinstance(o, hl7v2.Refused) and o.reason_code == "no_value", status
         assert f"OBX-11 {status}" in o.reason and "2524-7" in o.reason
+
+
+def test_a_value_the_device_flags_invalid_calibrating_or_demo_is_not_read() -> None:
+    """IHE PCD-01 gateways send a device's measurement status (IEEE 11073-10201) in OBX-8: an
+    ECG rate of 0 with the leads off (`invalid`), which outranked the oximeter's pulse rate of
+    92; an arterial line's 0 while it is zeroed (`calibration-ongoing`, any repetition, any
+    case); a simulator's SpO2 (`demo-data`). Each is said in a note, none read; an abnormal
+    flag (table 0078) is no such status."""
+    o = outcome(
+        pcd01(
+            "OBX|3|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.147842|0|264864^MDC_DIM_BEAT_PER_MIN^MDC"
+            "||invalid|||R",
+            "OBX|4|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.149530|92|"
+            "264864^MDC_DIM_BEAT_PER_MIN^MDC||L|||R",
+            "OBX|5|NM|150037^MDC_PRESS_BLD_ART_ABP_SYS^MDC|1.3.1.150037|0|266016^MDC_DIM_MMHG^MDC"
+            "||LL~CALIBRATION_ONGOING|||R",
+            "OBX|6|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|84|262688^MDC_DIM_PERCENT^MDC"
+            "||demo-data|||R",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert rec["heart_rate_bpm"] == 92 and "sbp_mmhg" not in rec and "spo2_pct" not in rec
+    assert [n.split(": ")[1] for n in o.notes] == [
+        "OBX-8 invalid (the device marks the value invalid), not read",
+        "OBX-8 calibration-ongoing (the device is being calibrated or zeroed), not read",
+        "OBX-8 demo-data (demonstration data, not the patient's), not read",
+    ]
+    alone = outcome(pcd01(
+        "OBX|3|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|84|262688^MDC_DIM_PERCENT^MDC"
+        "||test-data|||R"
+    ))  # fmt: skip
+    assert isinstance(alone, hl7v2.Refused) and alone.reason_code == "no_value"
+    assert "OBX-8 test-data" in alone.reason
+
+
+def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_spell_them() -> None:
+    """A respiratory rate in `BR/MIN` (Meditech MAGIC writes upper case), a heart rate in
+    `Beats/min`, a temperature in `Degrees F`, a platelet count in `giga.l-1` (the bundled
+    LAB-ORU-1 sample) or in `G/L` (giga per litre, as French and German laboratories write
+    10^9/L) were refused; a count in `g/L` (grams) still is."""
+    o = outcome(
+        oru(
+            "OBX|1|NM|9279-1^Resp rate^LN||28|BR/MIN|||||F\r"
+            "OBX|2|NM|8867-4^Heart rate^LN||118|Beats/min|||||F\r"
+            "OBX|3|NM|8310-5^Temp^LN||101.3|Degrees F|||||F\r"
+            "OBX|4|NM|777-3^Platelets^LN||95|giga.l-1|||||F\r"
+            "OBX|5|NM|6690-2^WBC^LN||14.2|G/L|||||F\r"
+            "OBX|6|NM|26515-7^Platelets^LN||95|g/L|||||F"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    labs, vitals = (r for _, r in o.records)  # labs first: records go by time, then topic
+    assert (vitals["resp_rate_per_min"], vitals["heart_rate_bpm"], vitals["temp_c"]) == (
+        28,
+        118,
+        38.5,
+    )
+    assert (labs["platelets_10e9_l"], labs["wbc_10e9_l"]) == (95, 14.2)
+    [grams] = o.rejected
+    assert "unit 'g/L' is not one of" in grams.refusal.reason
 
 
 def test_a_free_text_result_is_not_repeated_in_the_reason() -> None:
