@@ -16,7 +16,8 @@
 // - the unit last placed in: by an admission, transfer, merge or cancelled transfer, or an
 //   update of the stay's own visit (or of none), each naming a unit.
 // The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
-// One row of state per patient (three strings), kept for the job's state TTL like the rest.
+// One row of state per patient (three strings and the latest row's result), kept for the job's
+// state TTL like the rest.
 package io.wardflow.udf;
 
 import java.util.Set;
