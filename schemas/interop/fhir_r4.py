@@ -262,9 +262,11 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
     FHIR R4 http.html#history) as its latest earlier version in the Bundle marked
     `entered-in-error` when the server deleted it (`response.lastModified`): the stay it
     placed is taken back as by that status (`_voided`; a purge of a stay long over changes
-    nothing there: the census refuses it `nothing_to_cancel`). None where the entry is no such
-    deletion, has no time, or no earlier version of the Encounter is in the Bundle (who it
-    placed is not known: refused `no_resource`)."""
+    nothing there: the census refuses it `nothing_to_cancel`). None (refused `no_resource`)
+    where the entry is no such deletion, has no instant, no earlier version of the Encounter is
+    in the Bundle (who it placed is not known) or that version's class holds no bed, or a newer
+    version follows it in the Bundle (the Encounter created again: its events keep their ids,
+    so a void would leave the patient in no bed; the deletion is not read, as before)."""
     entry = entries[i]
     request = entry.get("request") if isinstance(entry, dict) else None
     response = entry.get("response") if isinstance(entry, dict) else None
@@ -278,8 +280,19 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
         or not name.startswith("Encounter/")
     ):
         return None
+    if any(_version_of(newer) == name for newer in entries[:i]):  # newest first
+        return None
+    try:  # an instant (FHIR R4 Bundle.entry.response.lastModified), with its zone
+        deleted_at = datetime.fromisoformat(str(response["lastModified"]))
+    except ValueError:
+        return None
+    if deleted_at.tzinfo is None or "T" not in str(response["lastModified"]):
+        return None
     for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
         sub = older.get("resource") if isinstance(older, dict) else None
+        cls = sub.get("class") if isinstance(sub, dict) else None
+        if isinstance(cls, dict) and cls.get("code") not in BED_CLASSES:
+            return None
         if isinstance(sub, dict) and _version_of(older) == name:
             given = sub.get("meta")
             meta = {
@@ -343,8 +356,8 @@ def map_json(
             elif sub is None and history and (deleted := _deleted_encounter(entries, i)):
                 for o in map_json(
                     deleted, tokenise, source=source, facility_id=facility_id, bundle=inside
-                ):
-                    out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
+                ):  # a dead letter keeps the entry received, not the version made of it
+                    out.append(o._replace(label=f"{label}#entry{i}:{o.label}", resource=entry))
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))

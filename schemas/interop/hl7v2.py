@@ -990,10 +990,6 @@ def _oru(
             no_value.append(f"{label}: OBX-11 {status} ({_NO_VALUE[status]})")
             unkept.update(named)
             continue
-        if (flag := _unusable_status(seg, enc)) is not None:
-            notes.append(f"{label}: OBX-8 {flag} ({_UNUSABLE_STATUS[flag]}), not read")
-            unkept.update(named)
-            continue
         if status in ("D", "W"):  # deleted, wrong: the sender takes a result back
             why = Refused(
                 "retracted",
@@ -1003,6 +999,10 @@ def _oru(
                 "207",
             )
             rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            unkept.update(named)
+            continue
+        if (flag := _unusable_status(seg, enc)) is not None:
+            notes.append(f"{label}: OBX-8 {flag} ({_UNUSABLE_STATUS[flag]}), not read")
             unkept.update(named)
             continue
         try:
@@ -1214,7 +1214,7 @@ _DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")  # HL7 NM: digits, one 
 # bound would understate their severity) nor a PaO2's (lower is worse: its bound would
 # overstate the severity; `bound_refusal`). An upper bound (`UPPER_BOUNDS`, `<^0.1`: below the
 # analyser's range or reporting limit) likewise, only of a laboratory result whose low values are
-# the alarming ones (`_LOWER_IS_WORSE`: a criterion "below T" it meets, the true value meets
+# the alarming ones (`_LOW_IS_ALARMING`: a criterion "below T" it meets, the true value meets
 # too; profound neutropenia or thrombocytopenia, a platelet count `<10`, was dead-lettered);
 # any other's would overstate the value: not one value (ValueError).
 LOWER_BOUNDS = (">", ">=")
@@ -1224,7 +1224,8 @@ UPPER_BOUNDS = ("<", "<=")
 def bound_refusal(topic: str, field: str, upper: bool = False) -> str | None:
     """Why a bound of `field` (a lower one, or an `upper` one) is not read as its number (None:
     it is, a lab result whose alarming values lie beyond the bound)."""
-    if topic == topics.LABS_RESULT.name and (field in _LOWER_IS_WORSE) == upper:
+    read = field in _LOW_IS_ALARMING if upper else field not in _LOWER_IS_WORSE
+    if topic == topics.LABS_RESULT.name and read:
         return None
     sign, high = ("<", "low") if upper else (">", "high")
     return (
@@ -1233,9 +1234,10 @@ def bound_refusal(topic: str, field: str, upper: bool = False) -> str | None:
     )
 
 
-# Labs whose low values are the alarming ones (SOFA's coagulation and respiration, SIRS's
-# leukopenia; a WBC's reporting limit, `<0.1`, lies far below SIRS's 12): an upper bound is read
-_LOWER_IS_WORSE = frozenset({"pao2_mmhg", "platelets_10e9_l", "wbc_10e9_l"})
+_LOWER_IS_WORSE = frozenset({"pao2_mmhg"})  # a lab whose lower bound would overstate severity
+# Labs whose low values are alarming (SOFA's coagulation and respiration, SIRS's leukopenia; a
+# WBC is at both ends, its reporting limit, `<0.1`, far below SIRS's 12): an upper bound is read
+_LOW_IS_ALARMING = frozenset({"pao2_mmhg", "platelets_10e9_l", "wbc_10e9_l"})
 
 
 def observation_number(raw: str, component: str) -> tuple[float, str]:

@@ -96,25 +96,13 @@ UNIT_SPELLINGS: dict[str, str] = {
     **dict.fromkeys(("l/l",), "L/L"),
     **dict.fromkeys(("[ph]", "ph"), "[pH]"),
     **dict.fromkeys(("{score}", "score", "points", "{points}"), "{score}"),
-    # rates as upper-case-only systems (Meditech MAGIC) and flowsheet builds write them
+    **dict.fromkeys(("1/min", "/min", "per min", "permin"), "/min"),
+    # rates as upper-case-only systems (Meditech MAGIC) and flowsheet builds write them: a
+    # beat's only for a heart rate, a breath's only for a respiratory rate (another means the
+    # row has the wrong code)
+    **dict.fromkeys(("bpm", "b/min", "beats/min", "beat/min", "beats/minute"), "bpm"),
     **dict.fromkeys(
-        (
-            "1/min",
-            "/min",
-            "per min",
-            "permin",
-            "bpm",
-            "b/min",
-            "beats/min",
-            "beat/min",
-            "beats/minute",
-            "breaths/min",
-            "breath/min",
-            "br/min",
-            "breaths/minute",
-            "resp/min",
-        ),
-        "/min",
+        ("breaths/min", "breath/min", "br/min", "breaths/minute", "resp/min"), "br/min"
     ),
     **dict.fromkeys(
         ("c", "cel", "degc", "°c", "deg.c", "celsius", "degreesc", "degreec", "degreescelsius"),

@@ -675,6 +675,8 @@ def test_a_count_below_the_analysers_range_is_read_as_its_bound_where_low_is_ala
     )
     assert (rec["wbc_10e9_l"], rec["platelets_10e9_l"]) == (0.1, 10)
     assert [(r.label, r.refusal.reason_code) for r in rejected] == [("OBX 3 (2524-7)", "bad_value")]
+    # a WBC is alarming at both ends: its lower bound is read too, as before
+    assert partly_read(oru("OBX|1|SN|6690-2^WBC^LN||>^100|10*9/L|||||F"))[0]["wbc_10e9_l"] == 100
 
 
 def test_philips_mdil_hexadecimal_codes_and_units_are_read_as_their_ieee_11073_codes() -> None:
@@ -1263,6 +1265,9 @@ def test_a_value_the_device_flags_invalid_calibrating_or_demo_is_not_read() -> N
     ))  # fmt: skip
     assert isinstance(alone, hl7v2.Refused) and alone.reason_code == "no_value"
     assert "OBX-8 test-data" in alone.reason
+    # a result the sender takes back (OBX-11 D) is dead-lettered whatever its OBX-8 says
+    back = outcome(oru("OBX|1|NM|8867-4^HR^LN||0|/min||invalid|||D"))
+    assert isinstance(back, hl7v2.Refused) and back.reason_code == "retracted"
 
 
 def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_spell_them() -> None:
@@ -1290,6 +1295,14 @@ def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_s
     assert (labs["platelets_10e9_l"], labs["wbc_10e9_l"]) == (95, 14.2)
     [grams] = o.rejected
     assert "unit 'g/L' is not one of" in grams.refusal.reason
+    # a breath's unit on a heart rate (or a beat's on a respiratory rate) is a row with the
+    # wrong code: refused, not a heart rate of 18
+    for obx in (
+        "OBX|1|NM|8867-4^Heart rate^LN||18|BR/MIN|||||F",
+        "OBX|1|NM|9279-1^Resp rate^LN||88|BPM|||||F",
+    ):
+        wrong = outcome(oru(obx))
+        assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx
 
 
 def test_a_free_text_result_is_not_repeated_in_the_reason() -> None:
