@@ -257,6 +257,9 @@ def _superseded(entries: list[Any]) -> dict[int, Refused]:
     return out
 
 
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
 def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
     """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, no resource;
     FHIR R4 http.html#history) as its latest earlier version in the Bundle marked
@@ -280,20 +283,20 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
         or not name.startswith("Encounter/")
     ):
         return None
-    if any(_version_of(newer) == name for newer in entries[:i]):  # newest first
+    if any(  # newest first: a version of it after the deletion (another deletion is none)
+        isinstance(newer, dict) and isinstance(newer.get("resource"), dict)
+        and _version_of(newer) == name
+        for newer in entries[:i]
+    ):  # fmt: skip
         return None
-    try:  # an instant (FHIR R4 Bundle.entry.response.lastModified), with its zone
-        deleted_at = datetime.fromisoformat(str(response["lastModified"]))
-    except ValueError:
-        return None
-    if deleted_at.tzinfo is None or "T" not in str(response["lastModified"]):
+    if not _INSTANT.fullmatch(str(response["lastModified"])):  # R4 instant, its zone given
         return None
     for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
         sub = older.get("resource") if isinstance(older, dict) else None
-        cls = sub.get("class") if isinstance(sub, dict) else None
-        if isinstance(cls, dict) and cls.get("code") not in BED_CLASSES:
-            return None
         if isinstance(sub, dict) and _version_of(older) == name:
+            cls = sub.get("class")
+            if not isinstance(cls, dict) or cls.get("code") not in BED_CLASSES:
+                return None
             given = sub.get("meta")
             meta = {
                 **(given if isinstance(given, dict) else {}),

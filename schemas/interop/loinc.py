@@ -36,8 +36,17 @@ from schemas import topics
 
 VITALS = topics.VITALS_OBSERVATION.name
 LABS = topics.LABS_RESULT.name
-_PER_MIN = {"/min": (1.0, 0.0), "beats/min": (1.0, 0.0), "{beats}/min": (1.0, 0.0)}
-_BEATS = {**_PER_MIN, "bpm": (1.0, 0.0), "BPM": (1.0, 0.0), "beats/minute": (1.0, 0.0)}
+# A beat's unit only for a heart rate, a breath's only for a respiratory rate (another is a row
+# with the wrong code); UCUM's annotations mean nothing (`_known`: `{beats}/min` is `/min`)
+_PER_MIN = {"/min": (1.0, 0.0)}
+_BEATS = {
+    **_PER_MIN,
+    "beats/min": (1.0, 0.0),
+    "{beats}/min": (1.0, 0.0),
+    "bpm": (1.0, 0.0),
+    "BPM": (1.0, 0.0),
+    "beats/minute": (1.0, 0.0),
+}
 _BREATHS = {
     **_PER_MIN,
     "breaths/min": (1.0, 0.0),

@@ -1581,6 +1581,25 @@ def test_an_encounter_deleted_in_a_history_bundle_takes_back_the_bed_its_version
         "request": {"method": "DELETE", "url": "Encounter/e1"},
         "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
     }
+    # another Encounter of a class in no bed between them, or the deletion sent twice: the
+    # stay is taken back at the first deletion all the same
+    clinic = encounter(("OPD", "2026-03-01T07:00:00Z", None)) | {
+        "id": "e2",
+        "class": {"code": "AMB"},
+    }
+    twice = deleted | {"response": {"lastModified": "2026-03-01T10:30:00.250+01:00"}}
+    for entries in (
+        [deleted, {"resource": clinic}, {"resource": placed}],
+        [twice, deleted, {"resource": placed}],
+    ):
+        voids = [
+            r
+            for _, o, _ in run(_observation_versions(*entries))
+            if isinstance(o, Mapped)
+            for _, r in o.records
+            if r["event_type"] == "void_encounter"
+        ]
+        assert [v["event_time"] for v in voids][:1] == [datetime(2026, 3, 1, 9, 30, tzinfo=UTC)]
     outcomes = run(_observation_versions(deleted, {"resource": placed}))
     assert [type(o).__name__ for _, o, _ in outcomes] == ["Mapped", "Mapped"]
     records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
@@ -1597,7 +1616,7 @@ def test_an_encounter_deleted_in_a_history_bundle_takes_back_the_bed_its_version
     # bed, or when the Encounter is created again after it (its admission keeps its id: a void
     # would leave the patient in no bed)
     untimed = deleted | {"response": {"status": "204 No Content"}}
-    dated = deleted | {"response": {"lastModified": "2026-03-01"}}
+    dated = deleted | {"response": {"lastModified": "2026-03-01T09:30Z"}}  # no instant
     ambulatory = placed | {"class": {"code": "AMB"}}
     again = encounter(("5W", "2026-03-01T11:00:00Z", None))
     for bundle in (

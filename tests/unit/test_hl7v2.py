@@ -1300,6 +1300,7 @@ def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_s
     for obx in (
         "OBX|1|NM|8867-4^Heart rate^LN||18|BR/MIN|||||F",
         "OBX|1|NM|9279-1^Resp rate^LN||88|BPM|||||F",
+        "OBX|1|NM|9279-1^Resp rate^LN||88|beats/min|||||F",
     ):
         wrong = outcome(oru(obx))
         assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx
