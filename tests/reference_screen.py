@@ -80,7 +80,8 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
         stay["encounter"] = encounter or ""
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
-    if (own or kind in ("admit", "transfer", "merged_in", "cancel_transfer")) and unit:
+    placing = ("admit", "transfer", "merged_in", "cancel_transfer", "cancel_discharge")
+    if (own or kind in placing) and unit:
         stay["unit"] = unit
     before = stay.get("state")
     if starts or kind == "cancel_discharge":

@@ -48,7 +48,11 @@ Semantics (HL7 v2.8 chapter 3 trigger events):
 - cancel_admit (A11), cancel_transfer (A12), cancel_discharge (A13): undo the patient's latest
   placement change of that kind, from the cancel's event time on: the cancelled admission's
   bed is freed (whatever unit the patient was moved to since), the patient returns to the unit
-  before the cancelled transfer, or takes back the bed they were discharged from. Census rows
+  before the cancelled transfer, or takes back the bed they were discharged from, or the one the
+  A13 names (PV1-3: "the location of the patient after the cancellation has been processed...
+  may be different from the patient's location prior to the erroneous discharge", HL7 v2.5
+  3.3.13; the old bed given to another patient meanwhile; a unit without configured beds is
+  refused `unknown_unit`, as an admission's). Census rows
   already emitted are not rewritten: they were the census as known then. Refused when the
   latest change is not of that kind.
 - the same event id twice: refused as a duplicate.
@@ -72,7 +76,7 @@ RETENTION_MS = 7 * 24 * 3600 * 1000
 # (a merge's halves are refused together: with the survivor's refused, the merged record keeps
 # its bed rather than the patient leave the census)
 PLACING = ("admit", "transfer", "update", "merged_in")
-UNIT_CHECKED = (*PLACING, "merged_away")
+UNIT_CHECKED = (*PLACING, "merged_away", "cancel_discharge")
 LEAVE = ("leave_of_absence", "return_from_leave")  # the bed held: no change
 
 
@@ -248,7 +252,7 @@ class PatientPlacement:
             if self.place is not None:  # its admission, however many moves back
                 return self._void(t)
         if kind.startswith("cancel_"):
-            return self._cancel(kind.removeprefix("cancel_"), t)
+            return self._cancel(kind.removeprefix("cancel_"), t, new)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
 
     def _another_visits(self, e: AdtEvent, at: Place | None, before: Place | None) -> bool:
@@ -327,7 +331,7 @@ class PatientPlacement:
             return Outcome("nothing_to_cancel", "the patient's stay is another encounter's"), []
         return self._void(t)
 
-    def _cancel(self, what: str, t: int) -> tuple[Outcome, list[Delta]]:
+    def _cancel(self, what: str, t: int, named: Place | None) -> tuple[Outcome, list[Delta]]:
         open_stay = any(kind == "admit" for kind, _ in self.history)
         if what == "admit" and self.place is not None and open_stay:
             return self._void(t)
@@ -337,6 +341,8 @@ class PatientPlacement:
                 "nothing_to_cancel", f"latest placement change is {last}, not {what}"
             ), []
         _, before = self.history.pop()
+        if what == "discharge" and named is not None:  # back where the A13 says
+            before = named
         now = self.place
         self.place = before
         deltas = _between(now, before, t)

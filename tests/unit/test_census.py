@@ -68,6 +68,18 @@ def test_cancel_discharge_gives_the_bed_back() -> None:
     assert p.place is not None and p.place.unit_id == "W4"
 
 
+def test_a_cancelled_discharge_places_the_patient_where_it_says_they_are() -> None:
+    """HL7 v2.5 3.3.13: an A13's PV1-3 is "the location of the patient after the cancellation
+    ... may be different from the patient's location prior to the erroneous discharge" (their
+    bed given to another patient meanwhile): it was read as the old bed."""
+    p = PatientPlacement()
+    units, outcomes = occupancy(
+        p, [ev(1, "admit", "W4", "12"), ev(2, "discharge"), ev(3, "cancel_discharge", "W5", "3")]
+    )
+    assert units == {"W4": 0, "W5": 1} and outcomes == ["applied"] * 3
+    assert p.place is not None and (p.place.unit_id, p.place.bed_id) == ("W5", "3")
+
+
 def test_a_cancel_with_nothing_to_undo_is_refused() -> None:
     p = PatientPlacement()
     p.apply(ev(1, "admit", "W4"))

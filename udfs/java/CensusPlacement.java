@@ -306,7 +306,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       if (s.place != null) return voidStay(s, v, t, deltas); // however many moves back
     }
     if (kind.startsWith("cancel_")) {
-      return cancel(s, v, kind.substring("cancel_".length()), t, deltas);
+      return cancel(s, v, kind.substring("cancel_".length()), t, next, deltas);
     }
     return out("bad_event_type", "unknown event type '" + kind + "'");
   }
@@ -378,7 +378,8 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     return voidStay(s, v, t, deltas);
   }
 
-  private String[] cancel(Placement s, Visit v, String what, long t, List<Row> deltas) {
+  private String[] cancel(
+      Placement s, Visit v, String what, long t, Place named, List<Row> deltas) {
     Change[] h = s.history == null ? new Change[0] : s.history;
     boolean openStay = false;
     for (Change c : h) openStay |= c.kind.equals("admit");
@@ -388,6 +389,8 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return out("nothing_to_cancel", "latest placement change is " + last + ", not " + what);
     }
     Place before = h[h.length - 1].before;
+    // an A13 names where the patient is after it (udfs.census): the old bed may be another's
+    if (what.equals("discharge") && named != null) before = named;
     s.history = Arrays.copyOf(h, h.length - 1);
     Place now = s.place;
     s.place = before;

@@ -13,8 +13,9 @@
 // - the stay's encounter: that of the latest admission, or merge naming a unit ("" for none);
 // - whether it is open: "+" after an admission, such a merge or a cancelled discharge (A13),
 //   "-<encounter>" after a discharge (a discharge of another encounter leaves it open);
-// - the unit last placed in: by an admission, transfer, merge or cancelled transfer, or an
-//   update of the stay's own visit (or of none), each naming a unit.
+// - the unit last placed in: by an admission, transfer, merge, cancelled transfer or cancelled
+//   discharge (where the A13 says the patient is), or an update of the stay's own visit (or of
+//   none), each naming a unit.
 // The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
 // One row of state per patient (three strings and the latest row's result), kept for the job's
 // state TTL like the rest.
@@ -25,7 +26,8 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.AggregateFunction;
 
 public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc> {
-  static final Set<String> PLACING = Set.of("admit", "transfer", "merged_in", "cancel_transfer");
+  static final Set<String> PLACING =
+      Set.of("admit", "transfer", "merged_in", "cancel_transfer", "cancel_discharge");
 
   /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
   public static class Acc {
