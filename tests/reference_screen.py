@@ -80,18 +80,17 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
         stay["encounter"] = encounter or ""
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
-    placing = ("admit", "transfer", "merged_in", "cancel_transfer", "cancel_discharge")
-    if (own or kind in placing) and unit:
-        stay["unit"] = unit
     before = stay.get("state")
+    # an A13 of the discharge that closed the stay reopens it where it says the patient is
+    reopens = kind == "cancel_discharge" and (before or "").startswith("-")
+    if (own or reopens or kind in ("admit", "transfer", "merged_in", "cancel_transfer")) and unit:
+        stay["unit"] = unit
     if starts or kind == "cancel_discharge":
         stay["state"] = "+"
-    elif kind == "discharge":
-        stay["state"] = f"-{encounter or ''}"
     if kind != "discharge":
         return False
     placed = stay.get("unit")
-    return bool(
+    another = bool(
         of_stay
         and encounter
         and encounter != of_stay
@@ -101,6 +100,9 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
         and placed
         and unit != placed
     )
+    if not another:  # another visit's leaves the stay as it was (open)
+        stay["state"] = f"-{encounter or ''}"
+    return another
 
 
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:

@@ -17,9 +17,9 @@ that counts the patient's arrivals, `tables.merged_late_views`, so it costs no o
 own). Its state per patient, three strings (and the latest row's result):
 
 - the stay's encounter: that of the latest admission, or merge naming a unit;
-- the unit last placed in: by an admission, transfer, merge, cancelled transfer or cancelled
-  discharge (A13: where it says the patient is, as in the census), or an update (A08) of the
-  stay's visit (or of none; another visit's moves no one, as in the census);
+- the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13 of
+  the discharge that closed the stay (where it says the patient is, as in the census), or an
+  update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
 - whether the stay is open: the latest of the admissions, cancelled discharges (A13, which
   reopen it) and discharges, as it was before the record. A discharge of another encounter
   leaves the stay open, nor does another visit's after it end it.

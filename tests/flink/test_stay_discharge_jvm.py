@@ -65,6 +65,47 @@ def records(seed: int, patients: int = 40, n: int = 3000) -> list[dict[str, Any]
     return out
 
 
+# (event type, unit, encounter, whether the stay rule ends the stay there), per patient, first:
+# an A13 of another visit's discharge moves no one, so the emergency visit's next discharge
+# ends no stay; an A13 of the stay's own discharge reopens it where it says the patient is
+# (their bed given away: HL7 v2.5 3.3.13), so a discharge from the old unit is another visit's
+SCENARIOS = {
+    "a13-other": [
+        ("admit", "W4", "V1", False),
+        ("discharge", "ED", "V2", False),
+        ("cancel_discharge", "ED", "V2", False),
+        ("discharge", "ED", "V3", False),
+        ("discharge", "W4", "V1", True),
+    ],
+    "a13-moved": [
+        ("admit", "W4", "V1", False),
+        ("discharge", "W4", "V1", True),
+        ("cancel_discharge", "ICU", "V1", False),
+        ("discharge", "W4", "V9", False),
+        ("discharge", "ICU", "V1", True),
+    ],
+}
+
+
+def scenario_records(start: int) -> list[dict[str, Any]]:
+    out = []
+    for patient, events in SCENARIOS.items():
+        for kind, unit, encounter, _ in events:
+            seq = start + len(out)
+            out.append(
+                {
+                    "seq": seq,
+                    "patient_token": patient,
+                    "event_id": f"s{seq}",
+                    "event_type": kind,
+                    "encounter_token": encounter,
+                    "unit_id": unit,
+                    "prior_unit_id": None,
+                }
+            )
+    return out
+
+
 def expected(recs: list[dict[str, Any]]) -> dict[int, bool]:
     stays: dict[str, dict[str, Any]] = {}
     out = {}
@@ -81,6 +122,7 @@ def test_the_jvm_stay_rule_ends_the_stay_at_the_discharges_the_reference_does(
     settings: Settings,
 ) -> None:
     recs = records(seed=11)
+    recs += scenario_records(len(recs))
     env, t_env = stream_table_env(settings, connectors=False)
     env.set_parallelism(1)  # one path: the window sees the records in the order sent
     register(t_env)
@@ -105,3 +147,6 @@ def test_the_jvm_stay_rule_ends_the_stay_at_the_discharges_the_reference_does(
     ended = sum(want[r["seq"]] for r in discharges)
     others = sum(not want[r["seq"]] and firsts[r["event_id"]] == r["seq"] for r in discharges)
     assert ended > 200 and others > 20
+    scenarios = recs[-sum(len(v) for v in SCENARIOS.values()) :]
+    ends = [e[3] for events in SCENARIOS.values() for e in events]
+    assert [got[r["seq"]] for r in scenarios] == ends

@@ -12,10 +12,10 @@
 // as the patient's ADT events so far leave it:
 // - the stay's encounter: that of the latest admission, or merge naming a unit ("" for none);
 // - whether it is open: "+" after an admission, such a merge or a cancelled discharge (A13),
-//   "-<encounter>" after a discharge (a discharge of another encounter leaves it open);
-// - the unit last placed in: by an admission, transfer, merge, cancelled transfer or cancelled
-//   discharge (where the A13 says the patient is), or an update of the stay's own visit (or of
-//   none), each naming a unit.
+//   "-<encounter>" after a discharge that ended it (another visit's leaves it as it was);
+// - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13
+//   of the discharge that closed the stay (where it says the patient is), or an update of the
+//   stay's own visit (or of none), each naming a unit.
 // The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
 // One row of state per patient (three strings and the latest row's result), kept for the job's
 // state TTL like the rest.
@@ -26,8 +26,7 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.AggregateFunction;
 
 public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc> {
-  static final Set<String> PLACING =
-      Set.of("admit", "transfer", "merged_in", "cancel_transfer", "cancel_discharge");
+  static final Set<String> PLACING = Set.of("admit", "transfer", "merged_in", "cancel_transfer");
 
   /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
   public static class Acc {
@@ -51,9 +50,14 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
     if (event == null) return;
     if (event.equals("discharge")) {
       acc.ends = !anotherVisits(acc, encounter, unit);
-      acc.stayState = "-" + (encounter == null ? "" : encounter);
+      // another visit's leaves the stay as it was (open), as it leaves the census
+      if (acc.ends) acc.stayState = "-" + (encounter == null ? "" : encounter);
       return;
     }
+    // an A13 of the discharge that closed the stay reopens it where it says the patient is
+    // (the census takes it back only then; another visit's A13 moves no one)
+    boolean reopens =
+        event.equals("cancel_discharge") && acc.stayState != null && acc.stayState.startsWith("-");
     boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
     if (stay) acc.stayEncounter = encounter == null ? "" : encounter;
     if (stay || event.equals("cancel_discharge")) acc.stayState = "+";
@@ -63,7 +67,7 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
                 || acc.stayEncounter == null
                 || acc.stayEncounter.isEmpty()
                 || encounter.equals(acc.stayEncounter));
-    if ((PLACING.contains(event) || ownUpdate) && unit != null) acc.placedUnit = unit;
+    if ((PLACING.contains(event) || ownUpdate || reopens) && unit != null) acc.placedUnit = unit;
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
