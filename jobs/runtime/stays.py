@@ -21,8 +21,9 @@ own). Its state per patient, three strings (and the latest row's result):
   the discharge that closed the stay (where it says the patient is, as in the census), or an
   update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
 - whether the stay is open: the latest of the admissions, cancelled discharges (A13, which
-  reopen it) and discharges, as it was before the record. A discharge of another encounter
-  leaves the stay open, nor does another visit's after it end it.
+  reopen it) and the discharges that ended it, as it was before the record. A discharge of
+  another visit leaves it as it was (open), nor does another visit's after it end it; a
+  discharge while it is closed ends it again (whatever its visit: no state is left to end).
 
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT

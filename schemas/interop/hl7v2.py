@@ -1439,13 +1439,13 @@ def _first_component(field: Any, enc: dict[str, str]) -> str:
 
 
 def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
-    """The first of OBX-8's repetitions that is an `_UNUSABLE_STATUS` (case and spaces aside,
-    `-` or `_` alike), or None."""
+    """The first of OBX-8's repetitions that is an `_UNUSABLE_STATUS` (case aside; a space, `-`
+    or `_` between its words alike: `Calibration Ongoing`), or None."""
     if not len(seg.obx_8):
         return None
     for rep in seg.obx_8:  # its repetitions
         first = rep.to_er7().split(enc["COMPONENT"])[0]
-        flag = unescape(first, enc).strip().lower().replace("_", "-")
+        flag = re.sub(r"[\s_-]+", "-", unescape(first, enc).strip().lower())
         if flag in _UNUSABLE_STATUS:
             return flag
     return None

@@ -114,11 +114,34 @@ UNIT_SPELLINGS: dict[str, str] = {
         ("breaths/min", "breath/min", "br/min", "breaths/minute", "resp/min"), "br/min"
     ),
     **dict.fromkeys(
-        ("c", "cel", "degc", "°c", "deg.c", "celsius", "degreesc", "degreec", "degreescelsius"),
+        (
+            "c",
+            "cel",
+            "degc",
+            "°c",
+            "deg.c",
+            "celsius",
+            "degreesc",
+            "degreec",
+            "degreescelsius",
+            "degreecelsius",
+        ),
         "Cel",
     ),
     **dict.fromkeys(
-        ("f", "degf", "[degf]", "°f", "deg.f", "fahrenheit", "degreesf", "degreef"), "[degF]"
+        (
+            "f",
+            "degf",
+            "[degf]",
+            "°f",
+            "deg.f",
+            "fahrenheit",
+            "degreesf",
+            "degreef",
+            "degreesfahrenheit",
+            "degreefahrenheit",
+        ),
+        "[degF]",
     ),
     **dict.fromkeys(("l/min", "lpm", "liters/min", "litres/min", "l/minute"), "L/min"),
     **dict.fromkeys(("ml/min",), "mL/min"),
@@ -352,7 +375,20 @@ def _known(c: Code, unit: str) -> str | None:
     if spelled in units:
         return spelled
     bare = _ANNOTATION.sub("", unit)
-    return _known(c, bare) if bare != unit and bare.strip() else None
+    if bare == unit or not bare.strip() or _other_rate(c, unit):
+        return None
+    return _known(c, bare)
+
+
+def _other_rate(c: Code, unit: str) -> bool:
+    """Whether an annotated rate (`{breaths}/min`) names the other rate than the code's: a
+    breath's on a heart rate, a beat's on a respiratory rate (a row with the wrong code)."""
+    text = unit.lower()
+    if "bpm" in c.units:  # a heart rate's table
+        return "breath" in text or "resp" in text
+    if "br/min" in c.units:  # a respiratory rate's
+        return "beat" in text or "puls" in text
+    return False
 
 
 def takes(code: str, unit: str) -> bool:

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from udfs.census import HISTORY, RETENTION_MS, AdtEvent, PatientPlacement, surge_level
+from schemas.capacity import Capacity
+from udfs.census import (
+    HISTORY,
+    RETENTION_MS,
+    AdtEvent,
+    PatientPlacement,
+    check_unit,
+    surge_level,
+)
 
 
 def ev(i: int, kind: str, unit: str | None = None, bed: str | None = None) -> AdtEvent:
@@ -78,6 +86,12 @@ def test_a_cancelled_discharge_places_the_patient_where_it_says_they_are() -> No
     )
     assert units == {"W4": 0, "W5": 1} and outcomes == ["applied"] * 3
     assert p.place is not None and (p.place.unit_id, p.place.bed_id) == ("W5", "3")
+    # a unit without configured beds is refused before the placement, as an admission's
+    beds = Capacity.from_dict({"facilities": {"F": {"W4": 10, "W5": 10}}})
+    refused = check_unit(ev(4, "cancel_discharge", "NOPE"), beds)
+    assert refused is not None and refused.status == "unknown_unit"
+    assert check_unit(ev(4, "cancel_discharge", "W5"), beds) is None
+    assert check_unit(ev(4, "cancel_discharge"), beds) is None  # the old bed: no unit named
 
 
 def test_a_cancel_with_nothing_to_undo_is_refused() -> None:

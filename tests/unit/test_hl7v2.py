@@ -1246,7 +1246,7 @@ def test_a_value_the_device_flags_invalid_calibrating_or_demo_is_not_read() -> N
             "OBX|4|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.149530|92|"
             "264864^MDC_DIM_BEAT_PER_MIN^MDC||L|||R",
             "OBX|5|NM|150037^MDC_PRESS_BLD_ART_ABP_SYS^MDC|1.3.1.150037|0|266016^MDC_DIM_MMHG^MDC"
-            "||LL~CALIBRATION_ONGOING|||R",
+            "||LL~Calibration Ongoing|||R",
             "OBX|6|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456|84|262688^MDC_DIM_PERCENT^MDC"
             "||demo-data|||R",
         )
@@ -1279,7 +1279,7 @@ def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_s
         oru(
             "OBX|1|NM|9279-1^Resp rate^LN||28|BR/MIN|||||F\r"
             "OBX|2|NM|8867-4^Heart rate^LN||118|Beats/min|||||F\r"
-            "OBX|3|NM|8310-5^Temp^LN||101.3|Degrees F|||||F\r"
+            "OBX|3|NM|8310-5^Temp^LN||101.3|Degrees Fahrenheit|||||F\r"
             "OBX|4|NM|777-3^Platelets^LN||95|giga.l-1|||||F\r"
             "OBX|5|NM|6690-2^WBC^LN||14.2|G/L|||||F\r"
             "OBX|6|NM|26515-7^Platelets^LN||95|g/L|||||F"
@@ -1301,6 +1301,8 @@ def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_s
         "OBX|1|NM|8867-4^Heart rate^LN||18|BR/MIN|||||F",
         "OBX|1|NM|9279-1^Resp rate^LN||88|BPM|||||F",
         "OBX|1|NM|9279-1^Resp rate^LN||88|beats/min|||||F",
+        "OBX|1|NM|9279-1^Resp rate^LN||88|{beats}/min|||||F",
+        "OBX|1|NM|8867-4^Heart rate^LN||18|{breaths}/min|||||F",
     ):
         wrong = outcome(oru(obx))
         assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx

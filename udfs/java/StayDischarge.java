@@ -12,7 +12,8 @@
 // as the patient's ADT events so far leave it:
 // - the stay's encounter: that of the latest admission, or merge naming a unit ("" for none);
 // - whether it is open: "+" after an admission, such a merge or a cancelled discharge (A13),
-//   "-<encounter>" after a discharge that ended it (another visit's leaves it as it was);
+//   "-" after a discharge that ended it (another visit's leaves it as it was; a discharge
+//   while it is closed ends it again: no state is left to end);
 // - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13
 //   of the discharge that closed the stay (where it says the patient is), or an update of the
 //   stay's own visit (or of none), each naming a unit.
@@ -31,7 +32,7 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
   /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
   public static class Acc {
     public String stayEncounter; // null: no stay yet
-    public String stayState; // null, "+" or "-<encounter>"
+    public String stayState; // null, "+" (open) or "-" (closed by a discharge)
     public String placedUnit;
     public boolean ends;
   }
@@ -51,13 +52,12 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
     if (event.equals("discharge")) {
       acc.ends = !anotherVisits(acc, encounter, unit);
       // another visit's leaves the stay as it was (open), as it leaves the census
-      if (acc.ends) acc.stayState = "-" + (encounter == null ? "" : encounter);
+      if (acc.ends) acc.stayState = "-";
       return;
     }
     // an A13 of the discharge that closed the stay reopens it where it says the patient is
     // (the census takes it back only then; another visit's A13 moves no one)
-    boolean reopens =
-        event.equals("cancel_discharge") && acc.stayState != null && acc.stayState.startsWith("-");
+    boolean reopens = event.equals("cancel_discharge") && "-".equals(acc.stayState);
     boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
     if (stay) acc.stayEncounter = encounter == null ? "" : encounter;
     if (stay || event.equals("cancel_discharge")) acc.stayState = "+";
@@ -78,9 +78,7 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
         && !stay.isEmpty()
         && encounter != null
         && !encounter.equals(stay)
-        && before != null
-        && !before.equals("-")
-        && !before.equals("-" + stay)
+        && "+".equals(before)
         && unit != null
         && acc.placedUnit != null
         && !unit.equals(acc.placedUnit);
