@@ -91,11 +91,13 @@ PANELS: dict[str, str] = {
     for code in (150020, 150032, 150036, 150300)  # NONINV, ART, ART_ABP, CUFF
 }
 
-# MDC dimension (partition 4) → UCUM.
+# MDC dimension (partition 4) → UCUM. A rate's dimension says which rate it is (UCUM's
+# annotation): a beat's only on a heart or pulse rate, a breath's only on a respiratory rate
+# (loinc._other_rate: the other is a channel sent under the wrong code).
 UNITS: dict[int, tuple[str, str]] = {
     262688: ("MDC_DIM_PERCENT", "%"),
-    264864: ("MDC_DIM_BEAT_PER_MIN", "/min"),
-    264928: ("MDC_DIM_RESP_PER_MIN", "/min"),
+    264864: ("MDC_DIM_BEAT_PER_MIN", "{beats}/min"),
+    264928: ("MDC_DIM_RESP_PER_MIN", "{breaths}/min"),
     266016: ("MDC_DIM_MMHG", "mm[Hg]"),
     266560: ("MDC_DIM_FAHR", "[degF]"),
     268192: ("MDC_DIM_DEGC", "Cel"),

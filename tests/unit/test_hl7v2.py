@@ -1233,6 +1233,25 @@ def test_results_without_a_value_by_their_status_are_refused_as_such() -> None:
         assert f"OBX-11 {status}" in o.reason and "2524-7" in o.reason
 
 
+def test_a_device_rate_whose_dimension_names_the_other_rate_is_refused() -> None:
+    """IEEE 11073 dimensions say which rate a value is: beats (MDC_DIM_BEAT_PER_MIN) on an ECG
+    or pulse rate, breaths (MDC_DIM_RESP_PER_MIN) on a respiratory rate; the other is a channel
+    sent under the wrong code (a rate of 18 read as a heart rate)."""
+    beats, breaths = "264864^MDC_DIM_BEAT_PER_MIN^MDC", "264928^MDC_DIM_RESP_PER_MIN^MDC"
+    o = outcome(
+        pcd01(
+            f"OBX|3|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.147842|18|{breaths}||||R",
+            f"OBX|4|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.149530|92|{beats}||||R",
+            f"OBX|5|NM|151562^MDC_RESP_RATE^MDC|1.4.1.151562|22|{breaths}||||R",
+            f"OBX|6|NM|151562^MDC_RESP_RATE^MDC|1.4.1.151563|88|{beats}||||R",
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped)
+    [(_, rec)] = o.records
+    assert (rec["heart_rate_bpm"], rec["resp_rate_per_min"]) == (92, 22)
+    assert [r.label for r in o.rejected] == ["OBX 3 (147842)", "OBX 6 (151562)"]
+
+
 def test_a_value_the_device_flags_invalid_calibrating_or_demo_is_not_read() -> None:
     """IHE PCD-01 gateways send a device's measurement status (IEEE 11073-10201) in OBX-8: an
     ECG rate of 0 with the leads off (`invalid`), which outranked the oximeter's pulse rate of
