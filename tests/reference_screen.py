@@ -68,7 +68,7 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
     (jobs/runtime/stays.py, the census's rule), or a copy of an event id seen before (which
     changes nothing), with `stay` (the patient's, in arrival order:
     the stay's encounter, `""` where its admission named none; the unit last placed in; and
-    whether the stay is open, `+`, or closed by a discharge that ended it, `-`) after it."""
+    whether the stay is open, True, or closed by a discharge that ended it, False) after it."""
     seen = stay.setdefault("seen", set())
     if rec["event_id"] in seen:  # a copy changes nothing (as the census's `duplicate`)
         return True
@@ -80,13 +80,13 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
         stay["encounter"] = encounter or ""
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
-    before = stay.get("state")
+    open_before = stay.get("open")  # None: no admission or discharge yet
     # an A13 of the discharge that closed the stay reopens it where it says the patient is
-    reopens = kind == "cancel_discharge" and before == "-"
+    reopens = kind == "cancel_discharge" and open_before is False
     if (own or reopens or kind in ("admit", "transfer", "merged_in", "cancel_transfer")) and unit:
         stay["unit"] = unit
     if starts or kind == "cancel_discharge":
-        stay["state"] = "+"
+        stay["open"] = True
     if kind != "discharge":
         return False
     placed = stay.get("unit")
@@ -94,13 +94,13 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
         of_stay
         and encounter
         and encounter != of_stay
-        and before == "+"
+        and open_before is True
         and unit
         and placed
         and unit != placed
     )
     if not another:  # another visit's leaves the stay as it was (open)
-        stay["state"] = "-"
+        stay["open"] = False
     return another
 
 

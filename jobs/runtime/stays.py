@@ -14,7 +14,7 @@ udfs/java/StayDischarge.java) of a processing-time OVER window over all the pati
 (it emits at once, keeps the rowtime, and every record of the patient keeps its state from the
 job's state TTL, as it keeps the screening state; the screening job computes it in the window
 that counts the patient's arrivals, `tables.merged_late_views`, so it costs no operator of its
-own). Its state per patient, three strings (and the latest row's result):
+own). Its state per patient, two strings and a flag (and the latest row's result):
 
 - the stay's encounter: that of the latest admission, or merge naming a unit;
 - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13 of

@@ -37,7 +37,7 @@ from schemas import topics
 VITALS = topics.VITALS_OBSERVATION.name
 LABS = topics.LABS_RESULT.name
 # A beat's unit only for a heart rate, a breath's only for a respiratory rate (another is a row
-# with the wrong code); UCUM's annotations mean nothing (`_known`: `{beats}/min` is `/min`)
+# with the wrong code); UCUM's annotations mean nothing but which rate (`_known`, `_other_rate`)
 _PER_MIN = {"/min": (1.0, 0.0)}
 _BEATS = {
     **_PER_MIN,
@@ -384,9 +384,9 @@ def _other_rate(c: Code, unit: str) -> bool:
     """Whether an annotated rate (`{breaths}/min`) names the other rate than the code's: a
     breath's on a heart rate, a beat's on a respiratory rate (a row with the wrong code)."""
     text = unit.lower()
-    if "bpm" in c.units:  # a heart rate's table
+    if c.units is _BEATS:
         return "breath" in text or "resp" in text
-    if "br/min" in c.units:  # a respiratory rate's
+    if c.units is _BREATHS:
         return "beat" in text or "puls" in text
     return False
 

@@ -11,15 +11,15 @@
 // a unit other than the one the patient was last placed in, while the stay is open. The state,
 // as the patient's ADT events so far leave it:
 // - the stay's encounter: that of the latest admission, or merge naming a unit ("" for none);
-// - whether it is open: "+" after an admission, such a merge or a cancelled discharge (A13),
-//   "-" after a discharge that ended it (another visit's leaves it as it was; a discharge
-//   while it is closed ends it again: no state is left to end);
+// - whether it is open: after an admission, such a merge or a cancelled discharge (A13); closed
+//   after a discharge that ended it (another visit's leaves it as it was; a discharge while it
+//   is closed ends it again: no state is left to end);
 // - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13
 //   of the discharge that closed the stay (where it says the patient is), or an update of the
 //   stay's own visit (or of none), each naming a unit.
 // The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
-// One row of state per patient (three strings and the latest row's result), kept for the job's
-// state TTL like the rest.
+// One row of state per patient (two strings, a flag and the latest row's result), kept for the
+// job's state TTL like the rest.
 package io.wardflow.udf;
 
 import java.util.Set;
@@ -32,7 +32,7 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
   /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
   public static class Acc {
     public String stayEncounter; // null: no stay yet
-    public String stayState; // null, "+" (open) or "-" (closed by a discharge)
+    public Boolean open; // null: no admission or discharge yet
     public String placedUnit;
     public boolean ends;
   }
@@ -52,15 +52,15 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
     if (event.equals("discharge")) {
       acc.ends = !anotherVisits(acc, encounter, unit);
       // another visit's leaves the stay as it was (open), as it leaves the census
-      if (acc.ends) acc.stayState = "-";
+      if (acc.ends) acc.open = false;
       return;
     }
     // an A13 of the discharge that closed the stay reopens it where it says the patient is
     // (the census takes it back only then; another visit's A13 moves no one)
-    boolean reopens = event.equals("cancel_discharge") && "-".equals(acc.stayState);
+    boolean reopens = event.equals("cancel_discharge") && Boolean.FALSE.equals(acc.open);
     boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
     if (stay) acc.stayEncounter = encounter == null ? "" : encounter;
-    if (stay || event.equals("cancel_discharge")) acc.stayState = "+";
+    if (stay || event.equals("cancel_discharge")) acc.open = true;
     boolean ownUpdate =
         event.equals("update")
             && (encounter == null
@@ -73,12 +73,11 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
   /** A discharge of another visit while the stay is open, from the state before it. */
   static boolean anotherVisits(Acc acc, String encounter, String unit) {
     String stay = acc.stayEncounter;
-    String before = acc.stayState;
     return stay != null
         && !stay.isEmpty()
         && encounter != null
         && !encounter.equals(stay)
-        && "+".equals(before)
+        && Boolean.TRUE.equals(acc.open)
         && unit != null
         && acc.placedUnit != null
         && !unit.equals(acc.placedUnit);
