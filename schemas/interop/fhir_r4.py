@@ -65,8 +65,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from fhir.resources.R4B import fhirtypes, get_fhir_model_class
+from pydantic import TypeAdapter, ValidationError
 
 from schemas import topics
 from schemas.interop import acvpu, derived, identity, mdc
@@ -257,7 +257,19 @@ def _superseded(entries: list[Any]) -> dict[int, Refused]:
     return out
 
 
-_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+_R4_INSTANT = TypeAdapter(fhirtypes.InstantType)
+
+
+def _is_instant(value: Any) -> bool:
+    """Whether `value` is written as an R4 instant (a time to the second, its zone given), by
+    fhir.resources' own type."""
+    if not isinstance(value, str):
+        return False
+    try:
+        _R4_INSTANT.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
@@ -289,7 +301,7 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
         for newer in entries[:i]
     ):  # fmt: skip
         return None
-    if not _INSTANT.fullmatch(str(response["lastModified"])):  # R4 instant, its zone given
+    if not _is_instant(response["lastModified"]):
         return None
     for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
         sub = older.get("resource") if isinstance(older, dict) else None
@@ -1514,7 +1526,7 @@ def _observation(
     interval = set(values) == {"urine_output_ml"}
     if (not_a_point := _not_a_point(obs, interval)) is not None:
         return not_a_point
-    at = _instant(_effective(obs, "urine_output_ml" in values), "effective time")
+    at = _instant(_effective(obs, interval), "effective time")
     if isinstance(at, Refused):
         return at
     patient = subject()

@@ -1648,6 +1648,23 @@ def test_urine_output_charted_over_hours_is_read_at_the_periods_end() -> None:
     assert isinstance(hr, Refused) and hr.reason_code == "not_a_point_measurement"
 
 
+def test_a_panel_with_urine_output_and_a_point_vital_is_timed_as_one_point_reading() -> None:
+    """Urine output beside a heart rate is no volume over an interval alone: the period must be
+    a point (as the heart rate's), and the reading is timed at its start, as a point vital's."""
+    parts = [component("9187-6", 40, "mL"), component("8867-4", 96, "/min")]
+    panel = observation("85353-1", component=parts)
+    del panel["effectiveDateTime"]
+    half_hour = {"start": "2026-03-01T09:00:00Z", "end": "2026-03-01T09:30:00Z"}
+    [(_, o, _)] = run(panel | {"effectivePeriod": half_hour})
+    assert isinstance(o, Mapped)
+    [(_, record)] = o.records
+    assert (record["urine_output_ml"], record["heart_rate_bpm"]) == (40, 96)
+    assert record["event_time"] == datetime(2026, 3, 1, 9, tzinfo=UTC)
+    four_hours = {"start": "2026-03-01T06:00:00Z", "end": "2026-03-01T10:00:00Z"}
+    [(_, summary, _)] = run(panel | {"effectivePeriod": four_hours})
+    assert isinstance(summary, Refused) and summary.reason_code == "not_a_point_measurement"
+
+
 def test_a_blood_pressure_panel_with_its_components_and_members_is_read_from_its_components() -> (
     None
 ):
