@@ -312,7 +312,7 @@ class Settings:
     )
     payload_store: Path = cache_setting(
         lambda cache, state: state / "payloads",
-        "Where large rejected payloads are kept, sealed and named by their SHA-256.",
+        "Where large rejected payloads are kept, sealed and named by a keyed token of their bytes.",
     )
     fhir_server_url: str = setting(
         "",

@@ -24,7 +24,10 @@ mapped + dead-lettered + context. A file's observations are published in the ord
 time, whatever the order of its entries (a search sorted `_sort=-date` lists the newest first:
 published so, the older readings would come behind the stream's watermark, late); Encounters keep
 their place (a history Bundle's versions are ordered by fhir_r4.map_json). Prints one line per
-resource and a summary; exits 1 if Kafka did not confirm every record of some file.
+resource and a summary, each file named by its source (`source_of`: a keyed token of its
+content, as its records and dead letters name it; a drop file may be named after a patient);
+exits 1 if Kafka did not confirm every record of some file. `check`, run by whoever holds the
+files, names them.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class IngestReport:
     )  # Bundle entries read as context, by kind
     values_refused: Counter[str] = field(default_factory=Counter)  # values of mapped resources
     lines: list[str] = field(default_factory=list)
-    failed_files: list[str] = field(default_factory=list)  # Kafka did not confirm these
+    failed_files: list[str] = field(default_factory=list)  # their sources: Kafka did not confirm
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,12 @@ def _in_time_order(decisions: list[Decision]) -> list[Decision]:
     return out
 
 
-def source_of(raw: bytes) -> str:
-    # By content, not by name: a drop file may be named after the patient (an MRN).
-    return f"fhir:sha256:{hashlib.sha256(raw).hexdigest()[:16]}"
+def source_of(raw: bytes, key: bytes) -> str:
+    """What a file's records and dead letters name as their source, and what ingesting prints
+    for it: a keyed token of its content, not its name (a drop file may be named after the
+    patient, an MRN), nor a plain digest (its content holds a record number, which a guess
+    would give back)."""
+    return "fhir:file:" + phi.token(key, "fhir:file", hashlib.sha256(raw).hexdigest())[:16]
 
 
 def decide_file(
@@ -191,14 +197,15 @@ def decide_file(
                 f"{size} bytes, over the limit of {settings.max_message_bytes} bytes "
                 "(max_message_bytes); the dead letter keeps the first 65536 bytes",
             )
-            return source_of(head), one(path.name, why, head)
+            return source_of(head, key), one(path.name, why, head)
         raw = path.read_bytes()
     except OSError as exc:
         why = Refused("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
-        # by the path's digest: a drop file may be named after the patient (an MRN)
-        named = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        return f"fhir:file-name-sha256:{named}", one(path.name, why, b"")
-    source = source_of(raw)
+        # by the path's keyed token: a drop file may be named after the patient (an MRN)
+        return "fhir:file-name:" + phi.token(key, "fhir:file-name", str(path))[:16], one(
+            path.name, why, b""
+        )
+    source = source_of(raw, key)
     documents = _documents(raw, path, settings.max_message_bytes)
     if isinstance(documents, Refused):
         return source, one(path.name, documents, raw)
@@ -273,19 +280,19 @@ def ingest(
                     pub.dead_letter(source, seq, why.reason_code, why.reason, payload)
             pub.flush(60)
         except Exception as exc:  # Kafka: this file is not (all) stored; the next one may be
-            report.failed_files.append(path.name)
-            report.lines.append(f"error    {path.name}: not stored: {type(exc).__name__}: {exc}")
+            report.failed_files.append(source)
+            report.lines.append(f"error    {source}: not stored: {type(exc).__name__}: {exc}")
             continue
         for d in decisions:
             report.resources += 1
             if d.context:
                 report.context[d.label.rsplit(":", 1)[-1].split("/")[0]] += 1
-                report.lines.append(f"context  {path.name} {d.summary}")
+                report.lines.append(f"context  {source} {d.summary}")
             elif d.refusal is None:
                 report.mapped += 1
                 report.records.update(t for t, _, _ in d.records)
                 report.values_refused.update(r.refusal.reason_code for r in d.rejected)
-                line = f"mapped   {path.name} {d.label}: {len(d.records)} records"
+                line = f"mapped   {source} {d.label}: {len(d.records)} records"
                 if d.rejected:
                     line += f"; {len(d.rejected)} value(s) dead-lettered: {d.reason}"
                 if d.notes:
@@ -293,7 +300,7 @@ def ingest(
                 report.lines.append(line)
             else:
                 report.refused[d.refusal.reason_code] += 1
-                report.lines.append(f"refused  {path.name} {d.label}: {d.reason}")
+                report.lines.append(f"refused  {source} {d.label}: {d.reason}")
     return report
 
 

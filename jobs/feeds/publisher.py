@@ -2,7 +2,7 @@
 
 A rejected payload travels sealed in its dead letter up to `settings.inline_payload_bytes`; a
 larger one (an ORU with an embedded PDF, a bundle of thousands of entries) is stored sealed in
-`settings.payload_store`, named by the SHA-256 of the received bytes, and the dead letter carries
+`settings.payload_store`, named by a keyed token of the received bytes, and the dead letter carries
 its `payload_ref` instead: Kafka's message size limit (1 MB by default) never decides whether a
 refusal can be recorded.
 """
@@ -90,7 +90,10 @@ class Publisher:
         """Keep a sealed payload in the payload store; its `file:` URI. Idempotent: the same
         received bytes land in the same file."""
         self.payload_store.mkdir(parents=True, exist_ok=True)
-        path = self.payload_store / f"{hashlib.sha256(payload).hexdigest()}.{self.stage}.sealed"
+        # named by a keyed token of the bytes: a plain digest of a small payload holding a
+        # record number would give the number back to whoever guessed it
+        name = phi.token(self.key, "payload", hashlib.sha256(payload).hexdigest())
+        path = self.payload_store / f"{name}.{self.stage}.sealed"
         if not path.exists():
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(sealed)

@@ -730,11 +730,16 @@ def _modifiers(data: dict[str, Any]) -> list[str]:
     return [str(m.get("url", "?")) if isinstance(m, dict) else "?" for m in found]
 
 
-def _fingerprint(data: dict[str, Any]) -> str:
-    """A resource without an id named by its content (SHA-256 of its canonical JSON): a resend
-    of it keeps the name, and so is recognised as one."""
+CONTENT = "fhir:content"  # the token namespace of a resource named by its content
+
+
+def _fingerprint(data: dict[str, Any], tokenise: Tokenise) -> str:
+    """A resource without an id named by its content: a keyed token of its canonical JSON (a
+    resend of it keeps the name, and so is recognised as one). Keyed, as a patient's token is:
+    the JSON holds its subject, a record number, and the rest is in the record it names, so a
+    plain digest would give the number back to whoever guessed it."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return "content:" + tokenise(CONTENT, canonical)
 
 
 def _first_identifier(identifiers: Any) -> str | None:
@@ -1843,18 +1848,21 @@ def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str
     an id (a transaction's POST entry) is named by its business identifier with its code (an
     interface that sets the order's accession number as every result's identifier would give a
     panel's results one name, and each but the first would be a duplicate), else by its
-    content."""
+    content (`_fingerprint`)."""
     business = _business_id(obs.identifier, tokenise)
     if obs.id:
         name = f"Observation/{obs.id}"
     elif business is not None:  # with what it is of: interfaces put an order's accession there
         name = f"{business}:{_code_name(obs.code)}"
     else:
-        name = _fingerprint(data)
-    if obs.status == "final" or name.startswith("sha256:"):
+        name = _fingerprint(data, tokenise)
+    if obs.status == "final" or name.startswith("content:"):
         return name
-    measured = _fingerprint({k: data[k] for k in _MEASURED if k in data})
-    return f"{name}@{obs.status}:{measured.removeprefix('sha256:')[:16]}"
+    # what it measured names no one (no subject): a plain digest of it
+    measured = json.dumps(
+        {k: data[k] for k in _MEASURED if k in data}, sort_keys=True, separators=(",", ":")
+    )
+    return f"{name}@{obs.status}:{hashlib.sha256(measured.encode()).hexdigest()[:16]}"
 
 
 def _without_components(data: dict[str, Any]) -> dict[str, Any]:

@@ -55,3 +55,44 @@ def test_sealed_payloads_open_only_with_the_key_and_the_same_context() -> None:
         unseal(b"k2", sealed, "hl7_gateway")
     with pytest.raises(InvalidTag):
         unseal(b"k1", sealed, "fhir_ingest")
+
+
+def test_what_fhir_ingestion_names_by_content_is_keyed_so_no_guess_gives_the_mrn_back(
+    tmp_path: Path,
+) -> None:
+    """A file's source (in its records, its dead letters and the ingest's output) and an
+    Observation without an id are named by content that holds the subject's record number: a
+    plain SHA-256 of it gives the number back to whoever guesses it (a 7-digit MRN space in
+    seconds). Keyed, another key names them otherwise, and the plain digests appear nowhere."""
+    import hashlib
+    import json
+
+    from jobs.feeds import fhir_ingest
+    from jobs.feeds.publisher import Publisher
+
+    mrn = {"system": "urn:oid:2.16.840.1.113883.19.5", "value": "4455667"}
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"identifier": mrn},
+        "effectiveDateTime": "2026-03-01T08:00:00Z",
+        "valueQuantity": {"value": 88, "system": "http://unitsofmeasure.org", "code": "/min"},
+    }
+    path = tmp_path / "MRN4455667.json"
+    path.write_text(json.dumps(obs))
+    named = {}
+    for key in (KEY, b"other-key"):
+        s = Settings.from_env({}, phi_key=key, payload_store=tmp_path / "payloads")
+        source, [decision] = fhir_ingest.decide_file(s, Publisher(s, stage="t"), path, "F")
+        [(_, record, _)] = decision.records
+        named[key] = (source, record["observation_id"], record["source"])
+    assert named[KEY] != named[b"other-key"]
+    source, observation_id, in_record = named[KEY]
+    assert in_record == source and source.startswith("fhir:file:")
+    plain = [
+        hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+        hashlib.sha256(json.dumps(obs, sort_keys=True, separators=(",", ":")).encode()).hexdigest(),
+    ]
+    assert not any(p[:16] in text for p in plain for text in (source, observation_id))
+    assert "4455667" not in source + observation_id
