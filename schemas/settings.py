@@ -322,6 +322,15 @@ class Settings:
         "",
         "`host:port` of the EHR's HL7 v2 listener for the ORU^R01 alert feed (`sinks/ehr_hl7.py`).",
     )
+    ehr_hl7_receiving_application: str = setting(
+        "EHR",
+        "MSH-5 (receiving application) of the ORU^R01 alert feed, as the EHR's interface engine "
+        "routes and checks it.",
+    )
+    ehr_hl7_receiving_facility: str = setting(
+        "",
+        "MSH-6 (receiving facility) of the ORU^R01 alert feed; empty: the alert's facility.",
+    )
     capacity_file: Path = setting(
         Path(__file__).resolve().parent / "capacity_demo.json",
         "Bed capacity per facility and unit, with surge thresholds and time zones "

@@ -149,15 +149,17 @@ class Hl7Sender:
         max_attempts: int = 8,
         backoff_base_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        receiver: hl7_alerts.Receiver = hl7_alerts.DEFAULT_RECEIVER,
     ) -> None:
         self.client = client
+        self.receiver = receiver
         self.stats = stats
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.sleep = sleep
 
     def __call__(self, event: dict[str, Any]) -> Outcome:
-        text = hl7_alerts.er7(event)
+        text = hl7_alerts.er7(event, self.receiver)
         cid = hl7_alerts.control_id(event["alert_event_id"])
         last = ""
         attempt = 0
@@ -210,7 +212,12 @@ def feed(
     host, port = parse_target(settings.ehr_mllp_target)
     stats = FeedStats()
     client = MllpClient(host, port, timeout_s=ack_timeout_s)
-    sender = Hl7Sender(client, stats, max_attempts=max_attempts, backoff_base_s=backoff_base_s)
+    receiver = hl7_alerts.Receiver(
+        settings.ehr_hl7_receiving_application, settings.ehr_hl7_receiving_facility
+    )
+    sender = Hl7Sender(
+        client, stats, max_attempts=max_attempts, backoff_base_s=backoff_base_s, receiver=receiver
+    )
     alerts = AlertFeed(settings, sender, stage=STAGE, group_id=group_id, prefix=prefix, stats=stats)
     try:
         return alerts.run(bounded=bounded, stop=stop)

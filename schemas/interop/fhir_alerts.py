@@ -9,11 +9,13 @@ One alert (alert_id, raise → escalate → resolve) is one resource of each kin
 - `Flag`, for every alert: status `active` on raise and escalate, `inactive` on resolve;
   period.start = opened_time, period.end = the resolve's event_time; category `clinical`; code =
   the rule (system `urn:wardflow:rule`) with a text naming rule, version and severity.
-- `RiskAssessment`, for model alerts (rule `model_sepsis_risk`, score `sepsis_risk_pct`) too:
-  status `final` on the raise and `amended` after; prediction of outcome "sepsis" with
-  probabilityDecimal = score_value / 100 and the severity as qualitative risk;
-  occurrenceDateTime = event_time; the evidence (the model, its threshold, the measured time)
-  as a note.
+- `RiskAssessment`, for model alerts (rule `model_sepsis_risk`, score `sepsis_risk_pct`) too,
+  written on the raise (`final`) and each escalation (`amended`), not on the resolve: prediction
+  of outcome "sepsis" with probabilityDecimal = score_value / 100 and the severity as qualitative
+  risk; occurrenceDateTime = event_time (the hit's, "when the assessment was performed"); the
+  evidence (the model, its threshold, the measured time) as a note. A resolve assesses nothing
+  (the alert clears when no hit came for hours; its score is the latest hit's): written then,
+  it said the risk was high as of the moment the alert cleared. The Flag says it is over.
 
 No `DetectedIssue`: FHIR defines it as an issue with or between clinical *actions* for a patient
 (drug-drug interaction, duplicate therapy, a contraindicated procedure), for decision support
@@ -88,10 +90,10 @@ def fhir_time(t: datetime) -> str:
 
 
 def resources(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The resources for one alert event, each validated: [Flag] or [Flag, RiskAssessment].
-    Raises InvalidAlert when one does not validate."""
+    """The resources for one alert event, each validated: [Flag], or [Flag, RiskAssessment] for
+    a model alert's raise or escalation. Raises InvalidAlert when one does not validate."""
     out = [flag(event)]
-    if is_model_alert(event):
+    if is_model_alert(event) and event["action"] != "resolve":
         out.append(risk_assessment(event))
     for r in out:
         validate(r)
@@ -202,7 +204,6 @@ def risk_assessment(event: dict[str, Any]) -> dict[str, Any]:
     status_note = {
         "raise": "Alert raised",
         "escalate": f"Alert escalated to {event['severity']}",
-        "resolve": f"Alert resolved ({event.get('resolve_reason') or 'resolved'})",
     }[event["action"]]
     return {
         **_common(event, "RiskAssessment"),

@@ -4,15 +4,26 @@ it returns.
 Pure: built and parsed with hl7apy; `sinks/ehr_hl7.py` sends them over MLLP. One message per
 alert event:
 
-    MSH  WARDFLOW → EHR at the facility; MSH-7 = the event's time, MSH-10 = `control_id`
+    MSH  WARDFLOW → the receiving application and facility (`Receiver`: the deployment's
+         settings, default EHR at the alert's facility); MSH-7 = the event's time, MSH-10 =
+         `control_id`
     PID  PID-3 = the patient token, identifier type ANON (HL7 table 0203: anonymous identifier);
          the EHR maps tokens back to its patients (see schemas.interop.fhir_alerts); PID-5, which
          v2.5.1 requires, holds no name, only name type S (table 0200: coded pseudo-name)
     PV1  the unit and facility
-    OBR  OBR-3 (filler order number) = the alert id, so every event of an alert is one order;
-         OBR-4 (universal service id) = the rule; OBR-25 F on the raise, C (correction) after
-    OBX  action, severity, score (NM, % for the model's risk), alert id, sequence, hit count,
-         resolve reason (on a resolve), evidence (TX)
+    OBR  OBR-3 (filler order number) = `filler_order_number` of the alert id, so every event of
+         an alert is one order; OBR-4 (universal service id) = the rule; OBR-25 F on the raise,
+         C (correction) after
+    OBX  action, severity, score (NM, % for the model's risk; not on a resolve), alert id,
+         sequence, hit count, resolve reason (on a resolve), evidence (TX); OBX-11 F where the
+         observation is sent for the first time (every one on the raise, the resolve reason on
+         the resolve), C (a correction, table 0085: it "replaces a final result") where an
+         earlier event of the alert sent it
+
+A resolve reports no score: the score is the latest hit's, measured then, and the resolve is
+no new measurement (an alert clears when no hit came for hours); timed at the resolve (OBX-14,
+"the physiologically relevant date-time", v2.5.1 §7.4.2.14) it said the patient's risk was high
+at the very moment the alert cleared. The receiver keeps the score as last sent, at its time.
 
 Everything in the message comes from the event, MSH-7 included, so a resend or a replay of the
 topic produces the same bytes and the same MSH-10: the receiver recognises a duplicate by it.
@@ -25,11 +36,13 @@ set, MSH-18 = `UNICODE UTF-8` (table 0211), as it is sent in UTF-8; MSH-18 empty
 
 The ACK (`parse_ack`) is read in the receiver's version: the error of an ERR segment is ERR-1
 (error code and location) before v2.5, ERR-3 (code), ERR-7 (diagnostics) and ERR-8 (user
-message) from v2.5 on.
+message) from v2.5 on, and ERR-1 where an ERR has none of those (v2.5.1 keeps ERR-1 "for
+backward compatibility", §2.15.5.1, and engines still fill only it).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass
@@ -54,6 +67,27 @@ _ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~
 _UNESCAPES = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\", ".br": "\n"}
 _ESCAPE_SEQUENCE = re.compile(r"\\(F|S|T|R|E|\.br|X[0-9A-Fa-f]+)\\")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Who the messages are for: MSH-5 (receiving application) and MSH-6 (receiving facility;
+    empty: the alert's facility), as the receiving interface engine routes and checks them
+    (settings `ehr_hl7_receiving_application`, `ehr_hl7_receiving_facility`)."""
+
+    application: str = RECEIVING_APP
+    facility: str = ""
+
+
+DEFAULT_RECEIVER = Receiver()
+
+
+def filler_order_number(alert_id: str) -> str:
+    """OBR-3 for every event of an alert: 12 base32 characters of SHA-256(alert_id) (60 bits)
+    with the namespace `WARDFLOW`, 21 characters, as OBR-3 (EI) is 22 long in v2.5.1 (the
+    alert id itself, 32 characters, is in its own OBX)."""
+    digest = base64.b32encode(hashlib.sha256(alert_id.encode()).digest()).decode()
+    return f"{digest[:12]}^{SENDING_APP}"
 
 
 def control_id(alert_event_id: str) -> str:
@@ -90,24 +124,28 @@ def hl7_ts(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f")[:-3] + "+0000"
 
 
+RESOLVE_REASON = "ALERT_RESOLVE_REASON"
+
+
 def _observations(event: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(value type, code, text, value, units) per OBX."""
+    """(value type, code, text, value, units) per OBX; a resolve's without the score."""
     unit = "%" if is_model_alert(event) else ""
+    score = ("NM", event["score_name"].upper(), event["score_name"], str(event["score_value"]))
     obs = [
         ("ST", "ALERT_ACTION", "Alert action", event["action"], ""),
         ("ST", "ALERT_SEVERITY", "Alert severity", event["severity"], ""),
-        ("NM", event["score_name"].upper(), event["score_name"], str(event["score_value"]), unit),
+        *([] if event["action"] == "resolve" else [(*score, unit)]),
         ("ST", "ALERT_ID", "Alert id", event["alert_id"], ""),
         ("NM", "ALERT_SEQUENCE", "Alert event sequence", str(event["sequence"]), ""),
         ("NM", "ALERT_HITS", "Rule hits in the alert", str(event["hit_count"]), ""),
     ]
     if event.get("resolve_reason"):
-        obs.append(("ST", "ALERT_RESOLVE_REASON", "Resolve reason", event["resolve_reason"], ""))
+        obs.append(("ST", RESOLVE_REASON, "Resolve reason", event["resolve_reason"], ""))
     obs.append(("TX", "ALERT_EVIDENCE", "Evidence", event["evidence_json"], ""))
     return obs
 
 
-def oru(event: dict[str, Any]) -> Message:
+def oru(event: dict[str, Any], receiver: Receiver = DEFAULT_RECEIVER) -> Message:
     """The ORU^R01 message for one alert event, as an hl7apy Message."""
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
     when = hl7_ts(event["event_time"])
@@ -115,8 +153,8 @@ def oru(event: dict[str, Any]) -> Message:
     facility = escape(event["facility_id"])
     msg.msh.msh_3 = SENDING_APP
     msg.msh.msh_4 = facility
-    msg.msh.msh_5 = RECEIVING_APP
-    msg.msh.msh_6 = facility
+    msg.msh.msh_5 = escape(receiver.application)
+    msg.msh.msh_6 = escape(receiver.facility) or facility
     msg.msh.msh_7 = when
     msg.msh.msh_9 = "ORU^R01^ORU_R01"
     msg.msh.msh_10 = control_id(event["alert_event_id"])
@@ -133,7 +171,7 @@ def oru(event: dict[str, Any]) -> Message:
     visit.pv1.pv1_3 = f"{escape(event['unit_id'])}^^^{facility}"
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     order.obr.obr_1 = "1"
-    order.obr.obr_3 = f"{escape(event['alert_id'])}^{SENDING_APP}"
+    order.obr.obr_3 = filler_order_number(event["alert_id"])
     rule = escape(event["rule_id"])
     order.obr.obr_4 = f"{rule}^{rule} {escape(event['rule_version'])}^{OBS_SYSTEM}"
     order.obr.obr_7 = hl7_ts(event["opened_time"])
@@ -147,16 +185,16 @@ def oru(event: dict[str, Any]) -> Message:
         obx.obx_5 = escape(value)
         if units:
             obx.obx_6 = f"{escape(units)}^{escape(units)}^UCUM"
-        obx.obx_11 = status
+        obx.obx_11 = "F" if code == RESOLVE_REASON else status  # sent first on the resolve
         obx.obx_14 = when
     if not msg.to_er7().isascii():  # sent as UTF-8: say so; empty MSH-18 means ASCII
         msg.msh.msh_18 = CHARSET
     return msg
 
 
-def er7(event: dict[str, Any]) -> str:
+def er7(event: dict[str, Any], receiver: Receiver = DEFAULT_RECEIVER) -> str:
     """The ORU^R01 as ER7 text, every segment terminated by CR, the last one included."""
-    text: str = oru(event).to_er7()
+    text: str = oru(event, receiver).to_er7()
     return text + "\r"
 
 
@@ -216,7 +254,7 @@ def parse_ack(text: str) -> Ack:
 
     The reason: MSA-3; before v2.5 also MSA-6 (error condition) and each ERR's ERR-1 (error
     code and location), from v2.5 on each ERR's ERR-3 (error code), ERR-7 (diagnostics) and
-    ERR-8 (user message)."""
+    ERR-8 (user message), else its ERR-1."""
     msg = hl7v2.parse(text)
     if isinstance(msg, hl7v2.Refused):
         raise ValueError(f"the reply does not parse: {msg.reason}")
@@ -240,7 +278,6 @@ def _read_ack(msg: Any) -> Ack:
         reasons += _fields(msa, "MSA_6")
     for seg in msg.children:
         if seg.name == "ERR":
-            reasons += (
-                _fields(seg, "ERR_1") if before_25 else _fields(seg, "ERR_3", "ERR_7", "ERR_8")
-            )
+            errors = [] if before_25 else _fields(seg, "ERR_3", "ERR_7", "ERR_8")
+            reasons += errors or _fields(seg, "ERR_1")
     return Ack(code, control, "; ".join(r for r in reasons if r))

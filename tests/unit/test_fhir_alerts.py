@@ -139,22 +139,30 @@ def test_a_token_that_is_no_fhir_id_is_refused_rather_than_sent_mangled() -> Non
 def test_the_risk_assessment_holds_the_risk_as_a_probability_and_is_amended_after_the_raise() -> (
     None
 ):
-    raised, escalated, resolved = (
-        by_type(e)["RiskAssessment"] for e in lifecycle(fhir_alerts.MODEL_RULE)
+    raised, escalated = (
+        by_type(e)["RiskAssessment"] for e in lifecycle(fhir_alerts.MODEL_RULE)[:2]
     )
     assert raised["status"] == "final"
-    assert escalated["status"] == resolved["status"] == "amended"
+    assert escalated["status"] == "amended"
     [prediction] = raised["prediction"]
     assert prediction["outcome"] == {"text": "sepsis"}
     assert prediction["probabilityDecimal"] == pytest.approx(0.37)
     assert prediction["qualitativeRisk"]["coding"][0]["code"] == "moderate"
     assert escalated["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == "high"
     assert raised["occurrenceDateTime"] == "2026-03-01T08:00:00.123Z"
-    assert resolved["occurrenceDateTime"] == "2026-03-01T09:00:00.123Z"
+    assert escalated["occurrenceDateTime"] == "2026-03-01T08:30:00.123Z"
     assert raised["method"]["coding"][0]["code"] == "m-2026.02"
     notes = " ".join(n["text"] for n in raised["note"])
     assert "sepsis_risk: 0.37" in notes and "threshold 0.3" in notes
-    assert "resolved (condition_cleared)" in resolved["note"][0]["text"]
+    assert "escalated to high" in escalated["note"][0]["text"]
+
+
+def test_a_resolve_writes_the_flag_only_as_it_assesses_no_risk() -> None:
+    """RiskAssessment.occurrence is when the assessment was performed: a resolve (no hit for
+    hours) rewritten as one said the risk was high at the moment the alert cleared."""
+    resolved = lifecycle(fhir_alerts.MODEL_RULE)[-1]
+    assert [r["resourceType"] for r in resources(resolved)] == ["Flag"]
+    assert by_type(resolved)["Flag"]["status"] == "inactive"
 
 
 def test_ids_are_stable_across_the_steps_of_an_alert_and_differ_between_alerts() -> None:

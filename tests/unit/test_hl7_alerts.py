@@ -43,7 +43,7 @@ def test_the_message_parses_back_with_hl7apy_as_an_oru_r01_of_version_2_5_1() ->
     assert result.oru_r01_patient.pid.pid_3.to_er7() == f"{TOKEN}^^^WARDFLOW^ANON"
     order = result.oru_r01_order_observation
     assert order.obr.obr_4.to_er7().split("^")[0] == "news2_sustained"
-    assert order.obr.obr_3.to_er7().split("^")[0] == alert()["alert_id"]
+    assert order.obr.obr_3.to_er7() == hl7_alerts.filler_order_number(alert()["alert_id"])
     assert len(order.oru_r01_observation) == 7
     msg.validate()  # hl7apy's own structure check of a tolerant message
 
@@ -152,6 +152,60 @@ def test_a_resolve_is_a_correction_with_its_reason() -> None:
     assert order.obr.obr_22.to_er7() == "20260301090000.123+0000"  # this step
 
 
+def statuses(event: dict[str, Any]) -> dict[str, str]:
+    """OBX-3.1 → OBX-11 (observation result status, table 0085)."""
+    msg = hl7v2.parse(er7(event))
+    assert isinstance(msg, Message)
+    return {
+        seg.obx_3.to_er7().split("^")[0]: seg.obx_11.to_er7()
+        for seg in msg.children
+        if seg.name == "OBX"
+    }
+
+
+def test_a_resolve_sends_its_reason_as_a_first_result_and_corrects_only_what_was_sent_before() -> (
+    None
+):
+    """Table 0085: C "replaces a final result"; the resolve reason was never sent before, and a
+    receiver that checks a correction against its original answered AE (the alert stayed open
+    in the EHR)."""
+    raised, escalated, resolved = lifecycle()
+    assert set(statuses(raised).values()) == {"F"}
+    assert set(statuses(escalated).values()) == {"C"}
+    status = statuses(resolved)
+    assert status.pop("ALERT_RESOLVE_REASON") == "F"
+    assert set(status.values()) == {"C"} and set(status) <= set(statuses(raised))
+
+
+def test_a_resolve_reports_no_score_as_measured_when_the_alert_cleared() -> None:
+    """The score is the latest hit's: timed at the resolve (OBX-14), it said the risk was high
+    at the moment the alert cleared. The receiver keeps the last score sent, at its time."""
+    for rule_id, score in (("news2_sustained", "NEWS2"), ("model_sepsis_risk", "SEPSIS_RISK_PCT")):
+        raised, escalated, resolved = lifecycle(rule_id)
+        assert score in observations(raised) and score in observations(escalated)
+        assert score not in observations(resolved)
+        assert observations(resolved)["ALERT_ACTION"][1] == "resolve"
+
+
+def test_the_filler_order_number_fits_obr_3_and_names_one_alert_in_all_its_events() -> None:
+    """OBR-3 (EI) is 22 characters long in v2.5.1: a receiver that checks lengths refused every
+    message with the 32-character alert id in it, one that cuts lost the namespace."""
+    orders = {
+        parsed(e).oru_r01_patient_result.oru_r01_order_observation.obr.obr_3.to_er7()
+        for e in lifecycle()
+    }
+    [order] = orders
+    assert len(order) <= 22 and order.endswith("^WARDFLOW")
+    other = hl7_alerts.filler_order_number(alert(alert_id="another-alert")["alert_id"])
+    assert other != order
+
+
+def test_the_receiving_application_and_facility_are_the_deployments() -> None:
+    text = er7(alert(), hl7_alerts.Receiver("EPIC", "GH MAIN"))
+    assert text.split("\r")[0].startswith("MSH|^~\\&|WARDFLOW|GH|EPIC|GH MAIN|")
+    assert er7(alert(), hl7_alerts.Receiver("EPIC")).startswith("MSH|^~\\&|WARDFLOW|GH|EPIC|GH|")
+
+
 def test_delimiters_in_values_are_escaped_and_read_back_whole() -> None:
     evidence = json.dumps({"note": "a|b^c&d~e\\f", "x": {"value": 1}})
     event = alert(evidence_json=evidence, unit_id="ICU|2")
@@ -234,6 +288,18 @@ def test_an_ack_of_v2_5_on_is_read_with_its_err_3_7_and_8_not_its_err_1() -> Non
         ack = parse_ack(text)
         assert (ack.code, ack.control_id) == ("AE", CID), version
         assert ack.text == "204^Unknown key identifier^HL70357; No such token; Token not on file"
+
+
+def test_an_ack_of_v2_5_on_with_only_its_err_1_filled_is_read_with_it() -> None:
+    """v2.5.1 keeps ERR-1 "for backward compatibility" (§2.15.5.1): engines that fill only it
+    gave a dead letter whose reason was "-"."""
+    text = (
+        "MSH|^~\\&|EHR|GH|WARDFLOW|GH|20260301080001||ACK^R01^ACK|A1|P|2.5.1\r"
+        f"MSA|AE|{CID}\r"
+        "ERR|PID^1^3^204&Unknown key identifier&HL70357\r"
+    )
+    ack = parse_ack(text)
+    assert (ack.code, ack.text) == ("AE", "PID^1^3^204&Unknown key identifier&HL70357")
 
 
 def test_a_reply_that_is_not_an_ack_is_an_error() -> None:
