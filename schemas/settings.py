@@ -318,6 +318,13 @@ class Settings:
         "",
         "The EHR's FHIR R4 base URL that alerts are written back to (`sinks/ehr_fhir.py`).",
     )
+    fhir_server_authorization: str = setting(
+        "",
+        "The Authorization header the FHIR alert writer sends (`Bearer <access token>`, "
+        "`Basic <credentials>`), for an EHR endpoint behind OAuth 2.0 or basic authentication; "
+        "empty: none. A secret: prefer the variable to the flag.",
+        secret=True,
+    )
     ehr_mllp_target: str = setting(
         "",
         "`host:port` of the EHR's HL7 v2 listener for the ORU^R01 alert feed (`sinks/ehr_hl7.py`).",

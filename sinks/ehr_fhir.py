@@ -236,11 +236,14 @@ class Response:
 
 
 class FhirClient:
-    """JSON over HTTP to a FHIR server base URL (urllib; no proxies, the server may be local)."""
+    """JSON over HTTP to a FHIR server base URL (urllib; no proxies, the server may be local),
+    with the `authorization` header value on every request where one is given (an EHR's FHIR
+    write endpoint sits behind OAuth 2.0: without it, 401 and the sink stops)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0, authorization: str = "") -> None:
         self.base = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.authorization = authorization
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def request(
@@ -260,6 +263,7 @@ class FhirClient:
             headers={
                 "Accept": FHIR_JSON,
                 **({"Content-Type": f"{FHIR_JSON}; charset=utf-8"} if data else {}),
+                **({"Authorization": self.authorization} if self.authorization else {}),
                 **(headers or {}),
             },
         )
@@ -424,7 +428,7 @@ def feed(
         raise ValueError("no FHIR server: set fhir_server_url (WARDFLOW_FHIR_SERVER_URL)")
     stats = FeedStats()
     writer = FhirWriter(
-        FhirClient(settings.fhir_server_url),
+        FhirClient(settings.fhir_server_url, authorization=settings.fhir_server_authorization),
         stats,
         max_attempts=max_attempts,
         backoff_base_s=backoff_base_s,

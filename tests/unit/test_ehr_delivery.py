@@ -218,6 +218,7 @@ class Fhir:
 
     read: tuple[int, dict[str, Any] | None] = (404, None)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
 
 
 def outcome(code: str, text: str) -> dict[str, Any]:
@@ -242,10 +243,12 @@ def fhir() -> Iterator[tuple[Fhir, FhirClient]]:
 
         def do_GET(self) -> None:
             state.requests.append(("GET", self.path))
+            state.authorizations.append(self.headers.get("Authorization"))
             self._answer(*state.read)
 
         def do_PUT(self) -> None:
             state.requests.append(("PUT", self.path))
+            state.authorizations.append(self.headers.get("Authorization"))
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             self._answer(201, {**body, "meta": {"versionId": "1"}})
 
@@ -290,3 +293,16 @@ def test_a_resource_not_stored_yet_or_deleted_is_written(
 
     assert FhirWriter(client, stats, sleep=lambda s: None)(event) == "written"
     assert state.requests == [("GET", path), ("PUT", path)] and stats.resources_written == 1
+
+
+def test_the_writer_sends_the_configured_authorization_on_every_request(
+    fhir: tuple[Fhir, FhirClient],
+) -> None:
+    """An EHR's FHIR write endpoint sits behind OAuth 2.0: without the header, 401 stopped the
+    sink. None is sent where none is configured."""
+    state, plain = fhir
+    event = alert()
+    FhirWriter(plain, FeedStats(), sleep=lambda s: None)(event)
+    authorized = FhirClient(plain.base, timeout_s=5, authorization="Bearer abc.def")
+    FhirWriter(authorized, FeedStats(), sleep=lambda s: None)(event)
+    assert state.authorizations == [None, None, "Bearer abc.def", "Bearer abc.def"]
