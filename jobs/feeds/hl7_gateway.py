@@ -53,6 +53,7 @@ from zoneinfo import ZoneInfo
 from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
+from schemas.capacity import Capacity
 from schemas.interop import hl7v2, identity
 from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
@@ -137,6 +138,8 @@ class Gateway:
         self.tz: tzinfo = ZoneInfo(settings.hl7_timezone)
         self.authority, self.facility = settings.hl7_patient_authority, settings.hl7_facility_id
         self.codes = CodeMap.load(settings.interop_code_map)  # a bad map stops the start
+        # the units of beds (a bad capacity file stops the start): where an A07 keeps the bed
+        self.bed_units = frozenset(Capacity.load(settings.capacity_file).units)
         self.source = f"mllp://{listen or 'gateway'}"
         self.policy = settings.hl7_ack_policy
         self.production = {p.strip().upper() for p in settings.production_processing_ids.split(",")}
@@ -190,6 +193,7 @@ class Gateway:
                 default_authority=self.authority,
                 default_facility=self.facility,
                 codes=self.codes,
+                bed_units=self.bed_units,
             )
         except Exception as exc:  # no check foresaw it: this message is refused, the link lives
             log.error(

@@ -469,12 +469,15 @@ def map_message(
     default_authority: str = "",
     default_facility: str = "",
     codes: CodeMap = EMPTY,
+    bed_units: frozenset[tuple[str, str]] | None = None,
 ) -> Mapped | Refused:
     """Map a parsed message to canonical records (see the module docstring). A PID-3 identifier
     without an assigning authority is namespaced by `default_authority`, a message without a
     facility in PV1-3.4 is `default_facility`'s; either falls back to the sender (MSH-4, else
     MSH-3: its namespace id, else its universal id). `codes`: the deployment's own observation
-    codes and the LOINC each stands for (schemas.interop.code_map)."""
+    codes and the LOINC each stands for (schemas.interop.code_map). `bed_units`: the (facility,
+    unit) pairs that hold the census's beds (the capacity file's), which say where an A07 leaves
+    the patient (`_adt`); None: not known."""
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
@@ -499,7 +502,7 @@ def map_message(
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
-                   default_facility, codes)  # fmt: skip
+                   default_facility, codes, bed_units)  # fmt: skip
     if code == "ADT" and trigger == "A17":
         return _swap(msg, control_id, ctx)
     if code == "ADT" and trigger in MERGES:
@@ -528,6 +531,7 @@ class _Context:
     default_authority: str
     default_facility: str
     codes: CodeMap
+    bed_units: frozenset[tuple[str, str]] | None = None
 
 
 def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
@@ -641,8 +645,9 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
         if code == "ADT":
             visits = f"{sender or facility}/visit"
             mapped = _adt(
-                msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz
-            )
+                msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz,
+                ctx.bed_units,
+            )  # fmt: skip
             if trigger in MERGES and isinstance(mapped, Mapped):
                 return _merged(msg, trigger, mapped, token)
             return mapped
@@ -749,9 +754,11 @@ def _adt(
     tokenise: Tokenise,
     source: str,
     tz: tzinfo,
+    bed_units: frozenset[tuple[str, str]] | None = None,
 ) -> Mapped | Refused:
     """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
-    numbers them), so that a visit keeps one token whatever facility its locations name."""
+    numbers them), so that a visit keeps one token whatever facility its locations name.
+    `bed_units`: see `map_message`."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
         event_type = "register"  # another encounter of the patient's: a visit in no bed
@@ -762,10 +769,16 @@ def _adt(
         # an update of a visit that is over (EHRs send A08 for coding and billing long after):
         # its PV1-3 is where that visit was, not where the patient is
         located = False
-    if trigger == "A07" and unit is not None and not ended and unit == _field(msg, "PV1", 6, 1, 1):
-        # inpatient to outpatient (observation) where the patient was, PV1-3 the unit of PV1-6:
-        # HL7 v2.5 3.3.7, the patient "is still being seen for this episode of care"; the bed
-        # is kept (one that names another unit, an outpatient department, leaves the bed)
+    if (
+        trigger == "A07"
+        and unit is not None
+        and not ended
+        and _stays_in_a_bed(msg, unit, facility, bed_units)
+    ):
+        # inpatient to outpatient (observation): HL7 v2.5 3.3.7, the patient "is still being
+        # seen for this episode of care"; where PV1-3 is a unit of beds, the bed is kept (an
+        # update: no change in the bed the patient is in, a move to the unit named otherwise);
+        # one that names an outpatient department leaves the bed
         event_type = "update"
     if unit is None and event_type in ("admit", "transfer"):
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
@@ -788,6 +801,18 @@ def _adt(
         "source": source,
     }
     return Mapped([(topics.ADT_EVENT.name, record)])
+
+
+def _stays_in_a_bed(
+    msg: Message, unit: str, facility: str, bed_units: frozenset[tuple[str, str]] | None
+) -> bool:
+    """Whether an A07's PV1-3 (`unit`) is where the patient keeps a bed: a unit of the census's
+    beds (`bed_units`, the capacity file's: an inpatient converted to observation stays in the
+    bed, and the A07 need not say where they were, PV1-6 being optional), or, where those are
+    not known, the unit of its PV1-6 (where they were)."""
+    if bed_units is not None:
+        return (facility, unit) in bed_units
+    return unit == _field(msg, "PV1", 6, 1, 1)
 
 
 def _bed(msg: Message, field_no: int) -> str | None:

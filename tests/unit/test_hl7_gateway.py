@@ -4,6 +4,7 @@ offline check mode, without Kafka: `Gateway.decide` is what the live path stores
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,6 +87,22 @@ def test_a_leave_of_absence_is_stored_as_an_event_of_the_census(
         event_type,
         "4E",
     )
+
+
+def test_an_a07_naming_a_unit_of_the_capacity_file_keeps_the_bed_and_an_outpatient_clinic_not(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The gateway reads the units of beds from the deployment's capacity file: an inpatient
+    converted to observation in 4E (whose A07 does not say where they were) stays."""
+    capacity = tmp_path / "capacity.json"
+    capacity.write_text(
+        json.dumps({"surge_thresholds_pct": [85.0, 92.0, 100.0], "facilities": {"GH": {"4E": 30}}})
+    )
+    g = gateway(settings, capacity_file=capacity)
+    for unit, event_type in (("4E", "update"), ("CARDCLINIC", "discharge")):
+        a07 = admit(unit=unit).replace(b"ADT^A01", b"ADT^A07")
+        [(_, record, _)] = g.decide(a07).records
+        assert (record["event_type"], record["unit_id"]) == (event_type, unit)
 
 
 def test_a_refusal_for_content_is_stored_and_answered_aa_under_the_durable_policy(

@@ -18,9 +18,13 @@ def tok(namespace: str, ident: str) -> str:
     return f"{namespace}|{ident}"
 
 
-def outcome(text: str) -> hl7v2.Mapped | hl7v2.Refused:
+def outcome(
+    text: str, bed_units: frozenset[tuple[str, str]] | None = None
+) -> hl7v2.Mapped | hl7v2.Refused:
     msg = hl7v2.parse(text)
-    return msg if isinstance(msg, hl7v2.Refused) else hl7v2.map_message(msg, tok, source="t")
+    if isinstance(msg, hl7v2.Refused):
+        return msg
+    return hl7v2.map_message(msg, tok, source="t", bed_units=bed_units)
 
 
 def sample(name: str) -> str:
@@ -1351,11 +1355,14 @@ def test_formatting_escapes_change_no_identifier() -> None:
 # --- a review of real ADT feeds ------------------------------------------------------------
 
 
-def placed_after(*messages: str) -> tuple[list[str], census.PatientPlacement]:
-    """Each message mapped and applied in turn to one patient's placement: their outcomes."""
+def placed_after(
+    *messages: str, bed_units: frozenset[tuple[str, str]] | None = None
+) -> tuple[list[str], census.PatientPlacement]:
+    """Each message mapped (`bed_units`: the gateway's units of beds) and applied in turn to one
+    patient's placement: their outcomes."""
     placement, seen = census.PatientPlacement(), []
     for minute, text in enumerate(messages):
-        o = outcome(text.replace("|Q1|", f"|Q{minute}|"))
+        o = outcome(text.replace("|Q1|", f"|Q{minute}|"), bed_units)
         assert isinstance(o, hl7v2.Mapped), o
         for _, record in o.records:
             result, _ = placement.apply(census.AdtEvent.of(record, minute * 60_000))
@@ -1386,6 +1393,36 @@ def test_a_change_to_outpatient_where_the_patient_lies_keeps_the_bed() -> None:
     leaves = "PV1|1|O|OPD^1^1^H|||5W^512^A^H"
     seen, placement = placed_after(admit, adt_message("ADT^A07", pv1=leaves))
     assert seen == ["admit:applied", "discharge:applied"] and placement.place is None
+
+
+def test_a_change_to_outpatient_in_a_unit_of_beds_keeps_a_bed_without_saying_where_it_was() -> None:
+    """PV1-6 is optional: an inpatient converted to observation in the bed they lie in (the
+    common A07) was discharged when the A07 did not repeat where they were, and left the
+    census and the nurse board while in the bed. Where the gateway knows the units of beds
+    (the capacity file's), an A07 naming one keeps a bed there; one naming an outpatient
+    department, or of a visit that is over (PV1-45), leaves it."""
+    beds = frozenset({("H", "5W"), ("H", "OBS")})
+    admit = adt_message("ADT^A01", pv1="PV1|1|I|5W^512^A^H")
+    in_place = "PV1|1|O|5W^512^A^H"
+    seen, placement = placed_after(admit, adt_message("ADT^A07", pv1=in_place), bed_units=beds)
+    assert seen == ["admit:applied", "update:no_change"]
+    assert placement.place is not None and placement.place.bed_id == "512-A"
+    to_observation = "PV1|1|O|OBS^3^1^H|||5W^512^A^H"
+    seen, placement = placed_after(
+        admit, adt_message("ADT^A07", pv1=to_observation), bed_units=beds
+    )
+    assert seen == ["admit:applied", "update:applied"]
+    assert placement.place is not None and placement.place.unit_id == "OBS"
+    for leaves in (
+        "PV1|1|O|OPD^1^1^H",  # an outpatient department
+        "PV1|1|O|OPD^1^1^H|||5W^512^A^H",
+        in_place + "|" * 42 + "20260301070000",  # the visit is over (PV1-45)
+    ):
+        seen, placement = placed_after(admit, adt_message("ADT^A07", pv1=leaves), bed_units=beds)
+        assert seen == ["admit:applied", "discharge:applied"] and placement.place is None, leaves
+    # without the units of beds (the pure mapping alone), PV1-6 decides as before
+    seen, _ = placed_after(admit, adt_message("ADT^A07", pv1=in_place))
+    assert seen == ["admit:applied", "discharge:applied"]
 
 
 def test_a_time_in_the_hour_repeated_when_daylight_saving_ends_takes_the_senders_offset() -> None:
