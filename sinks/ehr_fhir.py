@@ -238,12 +238,20 @@ class Response:
 class FhirClient:
     """JSON over HTTP to a FHIR server base URL (urllib; no proxies, the server may be local),
     with the `authorization` header value on every request where one is given (an EHR's FHIR
-    write endpoint sits behind OAuth 2.0: without it, 401 and the sink stops)."""
+    write endpoint sits behind OAuth 2.0: without it, 401 and the sink stops), never on a
+    redirect (which may lead to another host). The value is checked here, once: surrounding
+    whitespace is dropped (a secret read from a file keeps its line break), and one holding a
+    control character is refused without being shown (http.client's own error quotes it)."""
 
     def __init__(self, base_url: str, *, timeout_s: float = 30.0, authorization: str = "") -> None:
         self.base = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.authorization = authorization
+        self.authorization = authorization.strip()
+        if any(ord(c) < 32 or ord(c) == 127 for c in self.authorization):
+            raise ValueError(
+                "fhir_server_authorization holds a control character (a line break inside it?): "
+                "refused (its value is not shown)"
+            )
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def request(
@@ -263,10 +271,11 @@ class FhirClient:
             headers={
                 "Accept": FHIR_JSON,
                 **({"Content-Type": f"{FHIR_JSON}; charset=utf-8"} if data else {}),
-                **({"Authorization": self.authorization} if self.authorization else {}),
                 **(headers or {}),
             },
         )
+        if self.authorization:  # not copied onto a redirect's request (urllib copies headers)
+            req.add_unredirected_header("Authorization", self.authorization)
         try:
             with self.opener.open(req, timeout=self.timeout_s) as resp:
                 return _response(resp.status, resp.read(), resp.headers)

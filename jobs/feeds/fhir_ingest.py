@@ -183,8 +183,9 @@ def decide_file(
         identity.aliases(settings.patient_identifier_aliases),
     )
 
-    def one(label: str, why: Refused, payload: bytes) -> list[Decision]:
-        return [Decision(path.name, label, [], why, payload)]
+    def one(why: Refused, payload: bytes) -> list[Decision]:
+        """The file's one refusal, labelled `file`, not by its name (an MRN, perhaps)."""
+        return [Decision(path.name, "file", [], why, payload)]
 
     try:
         size = path.stat().st_size
@@ -197,18 +198,16 @@ def decide_file(
                 f"{size} bytes, over the limit of {settings.max_message_bytes} bytes "
                 "(max_message_bytes); the dead letter keeps the first 65536 bytes",
             )
-            return source_of(head, key), one(path.name, why, head)
+            return source_of(head, key), one(why, head)
         raw = path.read_bytes()
     except OSError as exc:
         why = Refused("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
         # by the path's keyed token: a drop file may be named after the patient (an MRN)
-        return "fhir:file-name:" + phi.token(key, "fhir:file-name", str(path))[:16], one(
-            path.name, why, b""
-        )
+        return "fhir:file-name:" + phi.token(key, "fhir:file-name", str(path))[:16], one(why, b"")
     source = source_of(raw, key)
     documents = _documents(raw, path, settings.max_message_bytes)
     if isinstance(documents, Refused):
-        return source, one(path.name, documents, raw)
+        return source, one(documents, raw)
     # an export's lines are read together: a GCS part is summed with its reading's other parts
     read: list[tuple[str, Any, list[fhir_r4.Outcome]]] = []
     for line, data, _ in documents:

@@ -73,7 +73,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 class Receiver:
     """Who the messages are for: MSH-5 (receiving application) and MSH-6 (receiving facility;
     empty: the alert's facility), as the receiving interface engine routes and checks them
-    (settings `ehr_hl7_receiving_application`, `ehr_hl7_receiving_facility`)."""
+    (settings `ehr_hl7_receiving_application`, `ehr_hl7_receiving_facility`), each an HD
+    whose components are separated by `^` (`EPIC^2.16.840.1.113883.3.1^ISO`)."""
 
     application: str = RECEIVING_APP
     facility: str = ""
@@ -145,6 +146,12 @@ def _observations(event: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
     return obs
 
 
+def _hd(value: str) -> str:
+    """An HD field as configured, `namespace^universal id^type` (an OID with its type, as
+    engines route on): its components kept, each escaped."""
+    return "^".join(escape(part) for part in value.split("^"))
+
+
 def oru(event: dict[str, Any], receiver: Receiver = DEFAULT_RECEIVER) -> Message:
     """The ORU^R01 message for one alert event, as an hl7apy Message."""
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
@@ -153,8 +160,8 @@ def oru(event: dict[str, Any], receiver: Receiver = DEFAULT_RECEIVER) -> Message
     facility = escape(event["facility_id"])
     msg.msh.msh_3 = SENDING_APP
     msg.msh.msh_4 = facility
-    msg.msh.msh_5 = escape(receiver.application)
-    msg.msh.msh_6 = escape(receiver.facility) or facility
+    msg.msh.msh_5 = _hd(receiver.application)
+    msg.msh.msh_6 = _hd(receiver.facility) or facility
     msg.msh.msh_7 = when
     msg.msh.msh_9 = "ORU^R01^ORU_R01"
     msg.msh.msh_10 = control_id(event["alert_event_id"])

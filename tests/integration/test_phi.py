@@ -125,6 +125,11 @@ def stored(kafka: Settings, clickhouse: Any, tmp_path_factory: pytest.TempPathFa
     drop.mkdir()
     for r in FHIR:
         (drop / f"{r['id']}.json").write_text(json.dumps(r))
+    # a drop file named after the patient, cut short (not JSON): refused, its name printed nowhere
+    cut = json.dumps(
+        {"resourceType": "Observation", "subject": {"identifier": {"value": "LM1605"}}}
+    )
+    (drop / "LM1605.json").write_text(cut[:-1])
     report = fhir_ingest.ingest(s, [drop], prefix=prefix, facility_id="GH")
     sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
     bed_census.JOB.run(s, prefix=prefix, bounded=True)
@@ -144,7 +149,15 @@ def test_the_messages_really_named_the_patient_and_were_ingested(stored: dict) -
     assert set(found("\r".join(MESSAGES).encode())) == set(IDENTIFIERS) - {"1947-03-15"}
     acks = [a.split("\r")[1].split("|")[1] for a in stored["acks"]]
     assert acks == ["AA"] * 4  # P3 is refused: stored, so AA under the durable policy
-    assert stored["report"].mapped == 1 and sum(stored["report"].refused.values()) == 1
+    assert stored["report"].mapped == 1 and sum(stored["report"].refused.values()) == 2
+
+
+def test_what_the_fhir_ingest_prints_names_no_patient_not_even_a_file_named_after_one(
+    stored: dict,
+) -> None:
+    lines = "\n".join(stored["report"].lines)
+    assert "LM1605" not in lines and found(lines.encode()) == []
+    assert sum(line.startswith("refused  fhir:file:") for line in stored["report"].lines) == 2
 
 
 def test_no_topic_holds_an_identifier_in_clear(stored: dict) -> None:

@@ -306,3 +306,49 @@ def test_the_writer_sends_the_configured_authorization_on_every_request(
     authorized = FhirClient(plain.base, timeout_s=5, authorization="Bearer abc.def")
     FhirWriter(authorized, FeedStats(), sleep=lambda s: None)(event)
     assert state.authorizations == [None, None, "Bearer abc.def", "Bearer abc.def"]
+
+
+def test_the_authorization_is_checked_once_and_never_follows_a_redirect_to_another_host() -> None:
+    """A secret read from a file keeps its line break: stripped; one with a control character
+    inside is refused without being shown (http.client's error quoted it whole). urllib copies
+    a request's headers onto a redirect's: the token went to whatever host the EHR redirected
+    to."""
+    assert FhirClient("http://h/fhir", authorization=" Bearer abc\n").authorization == "Bearer abc"
+    with pytest.raises(ValueError, match="control character") as refused:
+        FhirClient("http://h/fhir", authorization="Bearer a\nb")
+    assert "Bearer" not in str(refused.value)
+    seen: list[tuple[str, str | None]] = []
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(("other", self.headers.get("Authorization")))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+
+    class Ehr(Other):
+        def do_GET(self) -> None:
+            seen.append(("ehr", self.headers.get("Authorization")))
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_address[1]}/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    ehr = ThreadingHTTPServer(("127.0.0.1", 0), Ehr)
+    for server in (other, ehr):
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        client = FhirClient(
+            f"http://127.0.0.1:{ehr.server_address[1]}/fhir", timeout_s=5, authorization="Bearer t"
+        )
+        assert client.read("Flag", "f1").status == 404
+    finally:
+        for server in (other, ehr):
+            server.shutdown()
+            server.server_close()
+    assert seen == [("ehr", "Bearer t"), ("other", None)]

@@ -204,6 +204,8 @@ def test_the_receiving_application_and_facility_are_the_deployments() -> None:
     text = er7(alert(), hl7_alerts.Receiver("EPIC", "GH MAIN"))
     assert text.split("\r")[0].startswith("MSH|^~\\&|WARDFLOW|GH|EPIC|GH MAIN|")
     assert er7(alert(), hl7_alerts.Receiver("EPIC")).startswith("MSH|^~\\&|WARDFLOW|GH|EPIC|GH|")
+    oid = hl7_alerts.Receiver("EPIC^2.16.840.1.113883.3.1^ISO")  # an HD's components kept
+    assert "|GH|EPIC^2.16.840.1.113883.3.1^ISO|GH|" in er7(alert(), oid).split("\r")[0]
 
 
 def test_delimiters_in_values_are_escaped_and_read_back_whole() -> None:
