@@ -12,7 +12,10 @@ Evidence, one of:
   screened states (record_id), in the last `--days`, labelled from `outcome_labels` (sepsis_onset):
   a state is positive from 6 h before onset, as in PhysioNet 2019 (Reyna et al., Crit Care Med
   2020), states more than 3 h after onset are dropped, and only patients whose outcome is known
-  count. The versions compared are the ones that scored, as recorded in each row.
+  count. Only the scores of the two versions decided on count, each in its role, and only since
+  both hold them now (`held_since`: a version made challenger again, or a champion changed
+  in the window, never inherits another pair's scores), never before the challenger was
+  registered.
 - **a labelled evaluation set** (`--file` PhysioNet 2019 format, or `--cohort` of
   training.cohorts): both versions' ONNX score the same patient-hours (training.evaluate.score).
 
@@ -190,18 +193,35 @@ def paired(features: pd.DataFrame, champion: Version, challenger: Version, name:
     return Shadow(frame, name)
 
 
-def warehouse_shadow(client: Any, db: str, model: str, since: datetime) -> Shadow:
-    """The champion's and the challenger's shadow scores on the same states loaded since
-    `since` (wall clock: `loaded_at`; a replay's event times may be long past), labelled."""
+def held_since(reg: Registry, model: str, role: str, version: str) -> datetime | None:
+    """When `version` last took `role` and has held it since (the history's trailing run of
+    role changes that leave it there); None where the history does not show it holding it."""
+    since: datetime | None = None
+    for entry in reg.history(model):
+        if entry["roles"].get(role) == version:
+            since = since or datetime.fromisoformat(entry["at"])
+        else:
+            since = None
+    return since
+
+
+def warehouse_shadow(
+    client: Any, db: str, model: str, since: datetime, champion: str, challenger: str
+) -> Shadow:
+    """The shadow scores of `champion` and `challenger` (versions, each in that role) on the same
+    states loaded since `since` (wall clock: `loaded_at`; a replay's event times may be long
+    past), labelled."""
     f = client.query_df(
         f"""
         SELECT c.patient_token AS patient_id, c.model_version AS champion_version,
                s.model_version AS challenger_version, c.risk AS champion, s.risk AS challenger,
                c.event_time AS event_time, l.septic AS septic, l.onset AS onset
         FROM (SELECT * FROM {db}.model_scores FINAL
-              WHERE model_name = %(m)s AND role = 'champion' AND loaded_at >= %(s)s) AS c
+              WHERE model_name = %(m)s AND role = 'champion' AND model_version = %(cv)s
+                AND loaded_at >= %(s)s) AS c
         INNER JOIN (SELECT * FROM {db}.model_scores FINAL
-              WHERE model_name = %(m)s AND role = 'challenger' AND loaded_at >= %(s)s) AS s
+              WHERE model_name = %(m)s AND role = 'challenger' AND model_version = %(sv)s
+                AND loaded_at >= %(s)s) AS s
             ON s.record_id = c.record_id
         INNER JOIN (SELECT patient_token, max(occurred) AS septic,
                            minIf(outcome_time, occurred) AS onset
@@ -209,7 +229,7 @@ def warehouse_shadow(client: Any, db: str, model: str, since: datetime) -> Shado
                     GROUP BY patient_token) AS l
             ON l.patient_token = c.patient_token
         """,
-        parameters={"m": model, "s": since},
+        parameters={"m": model, "s": since, "cv": champion, "sv": challenger},
     )
     if f.empty:
         return Shadow(pd.DataFrame(columns=["patient_id", "label", "champion", "challenger"]), "")
@@ -259,10 +279,18 @@ def main(argv: list[str] | None = None) -> None:
         from sinks import clickhouse
 
         client = clickhouse.connect(settings.clickhouse_url)
-        # Only states scored since the challenger was registered: none it could have trained on.
+        # Only states scored since the challenger was registered (none it could have trained
+        # on) and since both versions hold their roles now (no other pair's scores)
         registered = datetime.fromisoformat(challenger.spec["registered_at"])
-        since = max(datetime.now(UTC) - timedelta(days=a.days), registered)
-        shadow = warehouse_shadow(client, settings.clickhouse_database, a.model, since)
+        held = [
+            held_since(reg, a.model, role, v.version)
+            for role, v in (("champion", champion), ("challenger", challenger))
+        ]
+        since = max(datetime.now(UTC) - timedelta(days=a.days), registered, *[h for h in held if h])
+        shadow = warehouse_shadow(
+            client, settings.clickhouse_database, a.model, since, champion.version,
+            challenger.version,
+        )  # fmt: skip
         if shadow.frame.empty:
             print("no labelled shadow scores in the warehouse: nothing decided")
             raise SystemExit(1)

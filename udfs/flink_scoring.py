@@ -33,12 +33,15 @@ class ScoreBatch(ScalarFunction):  # type: ignore[misc]
         source: Callable[[], FeatureSource],
     ) -> None:
         self.input_columns = ("patient_token", "event_time", "scorable", *stream_features)
+        self.stream_features = stream_features
         self.args = (registry, model_name, source)
         self.scorer: Scorer | None = None
 
     def open(self, function_context: FunctionContext) -> None:
         registry, model_name, source = self.args
-        self.scorer = Scorer(Registry(registry), model_name, source())
+        self.scorer = Scorer(
+            Registry(registry), model_name, source(), stream_features=self.stream_features
+        )
 
     def close(self) -> None:
         if self.scorer is not None:

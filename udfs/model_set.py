@@ -43,7 +43,7 @@ import pandas as pd
 
 from schemas.model_spec import ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT
-from udfs.registry import Registry, Version
+from udfs.registry import Registry, Version, load_session
 
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = MODEL_SCORE_RESULT.columns
@@ -66,23 +66,8 @@ class Served:
 
     @classmethod
     def load(cls, v: Version) -> Served:
-        spec = ModelSpec.parse(v.spec)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(v.onnx), opts, providers=["CPUExecutionProvider"])
-        [given] = session.get_inputs()
-        if given.name != spec.input_name:
-            raise ValueError(
-                f"{v.model} {v.version}: the ONNX input is {given.name!r}, the spec names "
-                f"{spec.input_name!r}"
-            )
-        width = given.shape[-1]
-        if isinstance(width, int) and width != len(spec.features):
-            raise ValueError(
-                f"{v.model} {v.version}: the ONNX input has {width} columns, the spec names "
-                f"{len(spec.features)} features"
-            )
-        return cls(v, spec, session)
+        """Raises InvalidVersion (udfs.registry.load_session)."""
+        return cls(v, *load_session(v))
 
     def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The score per row: the positive class's probability for a binary model (whatever

@@ -12,6 +12,11 @@ PyFlink UDF whose `open()` builds it once per worker. Per batch:
 3. the batch's stream features, the latest per patient, are staged and pushed to the online
    store every `push_interval_s` in one call (Feast's push is fast only in batches);
 4. every `roles_check_s`, roles.json is checked and changed roles are loaded (no restart).
+   A version that cannot be served (udfs.registry.load_session: a spec that does not parse, an
+   ONNX file that is not the one registered, does not load or does not fit the spec; or a
+   stream feature the job does not pass) is logged and counted (`load_failures`): the
+   champion before it stays in place, a challenger is dropped. One bad promotion never stops
+   the job (rule alerts included) nor loops it through restarts.
 
 Latency is the wall time of steps 1-3 for the batch (a push included when one was due),
 recorded on every score.
@@ -26,7 +31,6 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,19 +38,12 @@ import onnxruntime as ort
 import pandas as pd
 
 from schemas.rows import SCORE_RESULT
-from udfs.registry import Registry, Version
+from udfs.registry import InvalidVersion, Registry, Version, load_session, open_session
+
+__all__ = ["FeatureSource", "Model", "Scorer", "open_session"]
 
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = SCORE_RESULT.columns
-
-
-def open_session(onnx: str | Path) -> ort.InferenceSession:
-    """An ONNX file as the job scores it: one thread on the CPU. A tree ensemble then sums its
-    trees in one order whatever the batch, so a score computed offline with this session equals
-    the job's bit for bit (with a thread pool the sums are ordered differently, ~1e-7 apart)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
 
 
 @dataclass
@@ -61,7 +58,9 @@ class Model:
 
     @classmethod
     def load(cls, v: Version) -> Model:
-        return cls(v, open_session(v.onnx))
+        """Raises InvalidVersion (udfs.registry.load_session)."""
+        _, session = load_session(v)
+        return cls(v, session)
 
     def risk(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         (out,) = self.session.run(None, {"features": x})
@@ -188,11 +187,15 @@ class Scorer:
         model_name: str,
         features: FeatureSource,
         roles_check_s: float = 30.0,
+        stream_features: tuple[str, ...] | None = None,
     ) -> None:
+        """`stream_features`: what the job passes in its batches (None: not checked)."""
         self.registry = registry
         self.model_name = model_name
         self.features = features
         self.roles_check_s = roles_check_s
+        self.stream_features = stream_features
+        self.load_failures = 0
         self._stamp = -1.0
         self._checked = 0.0
         self.champion: Model | None = None
@@ -204,15 +207,30 @@ class Scorer:
         if stamp == self._stamp:
             return
         loaded = {m.version.version: m for m in (self.champion, self.challenger) if m}
-        roles = self.registry.roles(self.model_name)
+        try:
+            roles = self.registry.roles(self.model_name)
+        except Exception as e:  # roles.json unreadable: keep serving what is held
+            self.load_failures += 1
+            log.error("%s: roles not read (%s); serving what was loaded", self.model_name, e)
+            return
 
-        def model(role: str) -> Model | None:
+        def model(role: str, instead: Model | None) -> Model | None:
             v = roles.get(role)
             if v is None:
                 return None
-            return loaded.get(v) or Model.load(self.registry.get(self.model_name, v))
+            if v in loaded:
+                return loaded[v]
+            try:
+                m = Model.load(self.registry.get(self.model_name, v))
+                self._check_features(m)
+                return m
+            except Exception as e:
+                self.load_failures += 1
+                kept = f"version {instead.version.version} kept" if instead else "none served"
+                log.error("%s %s %s cannot be served (%s): %s", self.model_name, role, v, kept, e)
+                return instead
 
-        self.champion, self.challenger = model("champion"), model("challenger")
+        self.champion, self.challenger = model("champion", self.champion), model("challenger", None)
         self._stamp = stamp
         if self.champion is None:
             log.warning(
@@ -227,6 +245,19 @@ class Scorer:
                 self.model_name,
                 self.champion.version.version,
                 self.challenger.version.version if self.challenger else "none",
+            )
+
+    def _check_features(self, m: Model) -> None:
+        """Raises InvalidVersion where the model reads a feature neither the job's batches nor
+        the feature source carry."""
+        if self.stream_features is None:
+            return
+        known = {*self.stream_features, *self.features.static_features}
+        absent = [f for f in m.features if f not in known]
+        if absent:
+            raise InvalidVersion(
+                f"{m.version.model} {m.version.version} reads {absent}, which the job does not "
+                "compute"
             )
 
     def score(self, batch: pd.DataFrame) -> pd.DataFrame:

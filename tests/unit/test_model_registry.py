@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.registry_versions import with_gate
 from training.registry import bootstrap
-from udfs.registry import GateFailed, Registry
+from udfs.registry import GateFailed, InvalidVersion, Registry, load_session
 
 MODEL = "sepsis-risk"
 
@@ -84,3 +85,82 @@ def test_the_model_version_dimension_follows_the_registry(
         ("2", "challenger", aurocs[1]),
         ("3", "champion", aurocs[2]),
     ]
+
+
+def test_each_rollback_goes_one_champion_further_back_never_to_the_one_it_left(
+    tmp_path: Path,
+) -> None:
+    """A rollback took the latest champion other than the current one: the one just rolled
+    back from, so a second rollback brought the rejected model back."""
+    reg = Registry(tmp_path / "reg")
+    bootstrap(reg, MODEL)  # champion 1
+    for source in ("1-gbt", "2-mlp-wide"):
+        reg.promote(MODEL, reg.register(with_gate(tmp_path, True, source)).version)
+    assert reg.roles(MODEL)["champion"] == "4"
+    assert [reg.rollback(MODEL), reg.rollback(MODEL)] == ["3", "1"]
+    with pytest.raises(LookupError):
+        reg.rollback(MODEL)
+    reg.promote(MODEL, "4")
+    assert reg.rollback(MODEL) == "1"
+
+
+def test_a_version_that_could_not_be_served_is_not_registered(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    cut = with_gate(tmp_path, passed=True)
+    (cut / "model.onnx").write_bytes((cut / "model.onnx").read_bytes()[:1000])
+    with pytest.raises(InvalidVersion, match="does not load"):
+        reg.register(cut)
+    misnamed = with_gate(tmp_path, passed=True, source="2-mlp-wide")
+    spec = json.loads((misnamed / "spec.json").read_text())
+    (misnamed / "spec.json").write_text(json.dumps(spec | {"input": {"name": "x"}}))
+    with pytest.raises(InvalidVersion, match="inputs"):
+        reg.register(misnamed)
+    assert reg.versions(MODEL) == [] and not list((tmp_path / "reg" / MODEL).glob(".*.tmp"))
+
+
+def test_a_model_file_copied_over_a_registered_version_is_refused_when_loaded(
+    tmp_path: Path,
+) -> None:
+    reg = Registry(tmp_path / "reg")
+    bootstrap(reg, MODEL)
+    one, two = reg.get(MODEL, "1"), reg.get(MODEL, "2")
+    load_session(one)
+    one.onnx.write_bytes(two.onnx.read_bytes())
+    with pytest.raises(InvalidVersion, match="not the file registered"):
+        load_session(one)
+
+
+def _churn(root: str, role: str, versions: list[str], times: int) -> None:
+    reg = Registry(Path(root))
+    for i in range(times):
+        reg.set_role(MODEL, role, versions[i % len(versions)], why=f"{role} {i}")
+
+
+def test_concurrent_role_changes_each_apply_whole_and_are_all_in_the_history(
+    tmp_path: Path,
+) -> None:
+    """Two writers (an operator promoting, a retraining run setting the challenger) shared one
+    temporary file: a third to a half of their changes failed midway, and a reader could read
+    an empty roles.json."""
+    import multiprocessing
+
+    reg = Registry(tmp_path / "reg")
+    bootstrap(reg, MODEL)
+    reg.register(with_gate(tmp_path, passed=True))
+    before = len(reg.history(MODEL))
+    ctx = multiprocessing.get_context("spawn")
+    writers = [
+        ctx.Process(target=_churn, args=(str(reg.root), "champion", ["1", "3"], 60)),
+        ctx.Process(target=_churn, args=(str(reg.root), "challenger", ["2"], 60)),
+    ]
+    for w in writers:
+        w.start()
+    read = 0
+    while any(w.is_alive() for w in writers):
+        assert reg.roles(MODEL).get("champion") in ("1", "3")  # never empty, never half
+        read += 1
+    for w in writers:
+        w.join()
+        assert w.exitcode == 0
+    assert len(reg.history(MODEL)) == before + 120 and read > 0
+    assert not list((tmp_path / "reg" / MODEL).glob(".roles.*"))

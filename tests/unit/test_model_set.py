@@ -4,6 +4,7 @@ shadow challenger, served by one ModelSet and changed independently while it sco
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from schemas.model_spec import ModelSpec, SpecError, Trigger
 from udfs.model_set import ModelSet, entity_lookup
-from udfs.registry import Registry
+from udfs.registry import InvalidVersion, Registry
 
 RNG = np.random.default_rng(7)
 
@@ -219,13 +220,24 @@ def test_a_row_of_which_nothing_is_known_gets_no_score(registry: Registry) -> No
 
 
 def _broken(registry: Registry, tmp: Path, name: str, **spec: Any) -> str:
-    """Another version of `name` whose spec (or ONNX input) cannot be served."""
+    """Another version of `name` whose spec (or ONNX input) cannot be served: registration
+    refuses one, so it is one registered before it checked, its spec edited in place after."""
     built = _build(
         tmp / "broken" / str(len(registry.versions(name))), name, "binary", ["a", "b"], 1.0
     )
-    data = json.loads((built / "spec.json").read_text()) | spec
-    (built / "spec.json").write_text(json.dumps(data))
-    return registry.register(built).version
+    with pytest.raises(InvalidVersion):
+        registry.register(_edited(built, tmp / "refused", spec))
+    version = registry.register(built)
+    (version.path / "spec.json").write_text(json.dumps(version.spec | spec))
+    return version.version
+
+
+def _edited(built: Path, to: Path, spec: dict[str, Any]) -> Path:
+    shutil.rmtree(to, ignore_errors=True)
+    shutil.copytree(built, to)
+    data = json.loads((to / "spec.json").read_text()) | spec
+    (to / "spec.json").write_text(json.dumps(data))
+    return to
 
 
 def test_a_version_that_cannot_be_served_never_stops_the_other_models_or_roles(

@@ -6,6 +6,7 @@ bundled versions' real ONNX scores, the patients' real sepsis labels."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,9 +116,12 @@ def test_the_shadow_scores_of_both_versions_on_the_same_states_feed_the_decision
     warehouse: Any,
 ) -> None:
     client, db, reg, _, _ = warehouse
-    shadow = promote_decision.warehouse_shadow(client, db, MODEL, T0 - timedelta(days=1))
+    since = T0 - timedelta(days=1)
+    shadow = promote_decision.warehouse_shadow(client, db, MODEL, since, "1", "2")
     assert shadow.frame["patient_id"].nunique() == 40 and shadow.frame["label"].sum() > 0
     assert "1→2" in shadow.source
+    # another pair's scores are not this pair's evidence (a version made challenger again)
+    assert promote_decision.warehouse_shadow(client, db, MODEL, since, "1", "3").frame.empty
     champion, challenger = reg.role(MODEL, "champion"), reg.role(MODEL, "challenger")
     d = promote_decision.decide(shadow, champion, challenger, margin=0.0, samples=50)
     print(d)
@@ -147,3 +151,25 @@ def test_a_lab_resulted_in_a_later_hour_than_its_draw_is_a_measurement_of_that_h
     frame = retrain.warehouse_frame(client, late_db, T0 - timedelta(days=1))
     assert frame["Lactate"].isna().tolist() == [True, False, True]
     assert frame["Lactate"].iloc[1] == 3.0
+
+
+def test_a_version_holds_its_role_from_its_latest_taking_of_it(tmp_path: Any) -> None:
+    """A challenger made challenger again (2, then 3, then 2) holds the role from the last
+    change, not its registration: the window of its shadow scores starts there."""
+    reg = Registry(tmp_path / "registry")
+    bootstrap(reg, MODEL)  # champion 1, challenger 2
+    reg.set_role(MODEL, "challenger", None, why="shadow off")
+    reg.set_role(MODEL, "challenger", "2", why="shadow again")
+    history = reg.root / MODEL / "history.jsonl"
+    entries = reg.history(MODEL)
+    hours = [T0 + timedelta(hours=i) for i in range(len(entries))]  # an hour between changes
+    history.write_text(
+        "".join(
+            json.dumps(e | {"at": at.isoformat()}) + "\n"
+            for e, at in zip(entries, hours, strict=True)
+        )
+    )
+    assert entries[0]["roles"].get("champion") == "1"
+    assert promote_decision.held_since(reg, MODEL, "challenger", "2") == hours[-1]
+    assert promote_decision.held_since(reg, MODEL, "champion", "1") == hours[0]
+    assert promote_decision.held_since(reg, MODEL, "champion", "2") is None

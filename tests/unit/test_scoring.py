@@ -3,7 +3,9 @@ online store), stream features pushed back, roles swapped without a restart."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -152,6 +154,42 @@ def test_a_promotion_takes_effect_without_a_restart(
     assert set(out["champion_version"]) == {"3"} and set(out["challenger_version"]) == {"2"}
     registry.rollback(MODEL)
     assert set(scorer.score(sample.head(5))["champion_version"]) == {"1"}
+
+
+def test_a_version_that_cannot_be_served_leaves_the_champion_before_it_and_scoring_goes_on(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """One bad promotion stopped the screening job (rule alerts included) and looped it through
+    restarts: a model file copied over a registered version (not the one registered), or a
+    version reading a feature the job does not compute."""
+    scorer = Scorer(
+        registry, MODEL, source, roles_check_s=0.0, stream_features=tuple(STREAM_FEATURES)
+    )
+    before = scorer.score(sample.head(5))
+    swapped = registry.register(sorted((BUNDLED / MODEL).iterdir())[0])
+    swapped.onnx.write_bytes(registry.get(MODEL, "2").onnx.read_bytes())  # not its file
+    registry.promote(MODEL, swapped.version)
+    kept = scorer.score(sample.head(5))
+    assert set(kept["champion_version"]) == {"1"} and scorer.load_failures == 1
+    np.testing.assert_allclose(kept["champion_risk"], before["champion_risk"])
+    unknown = registry.register(
+        _reading(sorted((BUNDLED / MODEL).iterdir())[0], tmp_path, "lactate_trend_6h")
+    )
+    registry.set_role(MODEL, "challenger", unknown.version, why="reads what the job lacks")
+    shadowless = scorer.score(sample.head(5))
+    assert scorer.load_failures == 3  # the swapped champion tried again, and the challenger
+    assert set(shadowless["champion_version"]) == {"1"}
+    assert shadowless["challenger_version"].isna().all()
+
+
+def _reading(built: Path, tmp: Path, feature: str) -> Path:
+    """A copy of a built version whose spec names `feature` for its last input."""
+    out = tmp / "reading"
+    shutil.copytree(built, out)
+    spec = json.loads((out / "spec.json").read_text())
+    spec["features"][-1]["name"] = feature
+    (out / "spec.json").write_text(json.dumps(spec))
+    return out
 
 
 def _refused(*_: Any) -> Any:
