@@ -9,8 +9,12 @@ precision the stream carries: decile bin edges (values of the data, so that a FL
 equal), each bin's share, the share of records carrying the parameter and the 1st, 5th, 50th,
 95th and 99th percentiles. The device topic's parameters share the observation's references
 (same quantities), without a present share (a monitor sends what it measures every second).
+Body weight, which the 2019 data do not chart, is PhysioNet/CinC 2012 set A's charted weights
+(kg, within the field's range; the unit-conversion monitor's reference for weight in lb),
+without a present share (another data set's records).
 
-    python -m training.quality_reference [--file setA.parquet] [--out udfs/quality_reference.json]
+    python -m training.quality_reference [--file setA.parquet] [--weights setA_observations.parquet]
+        [--out udfs/quality_reference.json]
 
 (`make quality-reference`). Regenerate when the training data or a topic's fields change and
 commit the JSON: the data-quality job reads it from udfs/.
@@ -78,9 +82,21 @@ def topic_reference(
     }
 
 
-def build(path: Path) -> dict[str, Any]:
+def weight_reference(path: Path) -> dict[str, Any]:
+    """weight_kg's reference from PhysioNet 2012 observations (long format: parameter, value):
+    the charted weights within the field's range (the challenge marks a missing one -1)."""
+    df = pd.read_parquet(path, columns=["parameter", "value"])
+    kg = df.loc[df["parameter"] == "Weight", "value"].astype("float64").to_numpy()
+    field = next(f for f in topics.VITALS_OBSERVATION.schema.fields if f.name == "weight_kg")
+    kg = kg[~field.out_of_range(kg)]
+    return {**parameter_reference(kg, len(kg)), "present_share": None}
+
+
+def build(path: Path, weights: Path | None = None) -> dict[str, Any]:
     df = pd.read_parquet(path)
     vitals = topic_reference(df, topics.VITALS_OBSERVATION, VITALS)
+    if weights is not None:
+        vitals["parameters"]["weight_kg"] = weight_reference(weights)
     labs = topic_reference(df, topics.LABS_RESULT, LABS)
     device_fields = {f.name for f in topics.VITALS_DEVICE.schema.fields}
     device = {
@@ -95,6 +111,16 @@ def build(path: Path) -> dict[str, Any]:
     return {
         "name": f"physionet2019:{path.stem}",
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **(
+            {
+                "weight_kg_from": {
+                    "name": f"physionet2012:{weights.stem}",
+                    "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                }
+            }
+            if weights is not None
+            else {}
+        ),
         "built_by": "python -m training.quality_reference",
         "topics": {
             topics.VITALS_OBSERVATION.name: vitals,
@@ -107,11 +133,16 @@ def build(path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--file", type=Path, default=None, help="PhysioNet 2019 set A parquet")
+    ap.add_argument(
+        "--weights", type=Path, default=None, help="PhysioNet 2012 set A observations parquet"
+    )
     ap.add_argument("--out", type=Path, default=REFERENCE_FILE)
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    path = a.file or Settings.resolve(a).physionet_setA
-    ref = build(path)
+    settings = Settings.resolve(a)
+    path = a.file or settings.physionet_setA
+    weights = a.weights or settings.physionet2012_dir / "setA_observations.parquet"
+    ref = build(path, weights if weights.exists() else None)
     a.out.write_text(json.dumps(ref, indent=1) + "\n")
     n = sum(len(t["parameters"]) for t in ref["topics"].values())
     print(f"wrote {a.out}: {n} parameter references from {path}")

@@ -235,10 +235,15 @@ def cells_array(counts: Mapping[int, float], cells: int) -> np.ndarray[Any, Any]
 
 
 def psi(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any], eps: float = EPS) -> float:
-    """Population stability index of proportions `actual` against `expected` (same bins)."""
-    e = np.maximum(np.asarray(expected, dtype="float64"), eps)
-    a = np.maximum(np.asarray(actual, dtype="float64"), eps)
-    e, a = e / e.sum(), a / a.sum()
+    """Population stability index of `actual` against `expected` (counts or proportions over the
+    same bins): each made shares, then floored at `eps` (an empty bin), as the ML ops board's
+    SQL does. Flooring the counts instead made one empty bin's term grow with the window's size
+    (e·ln(e·n/eps)): the same shares gave a PSI of 1.35 in a window of 1,000 and 1.57 in one of
+    10,000, so windows and facilities of other sizes could not be compared."""
+    e = np.asarray(expected, dtype="float64")
+    a = np.asarray(actual, dtype="float64")
+    e = np.maximum(e / e.sum(), eps)
+    a = np.maximum(a / a.sum(), eps)
     return float(np.sum((a - e) * np.log(a / e)))
 
 

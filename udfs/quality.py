@@ -29,6 +29,8 @@ The monitors, their thresholds and why (MONITORS):
   shift — is not read as a shift, in `shift_windows` consecutive windows (a unit's patients are
   the same from one window to the next, so one window's cohort blip is no fault). PSI ≥
   `severe_psi` with the median outside the reference's 1st–99th percentiles quarantines at once.
+  Judged on at least `min_values` independent values (`independent_values`: on the device
+  topic, monitors, not seconds), so a unit of a few monitors is never judged a population.
 - unit-conversion suspect: per parameter with a known wrong unit (UNIT_SUSPECTS), the window's
   median lies outside the reference's 1st–99th percentiles while the median converted from the
   wrong unit lies inside its 5th–95th: a temperature centred near 98 read as °F is 36.7 °C.
@@ -207,6 +209,25 @@ def chi_square_p(
     s = sum(q)
     expected = [n * x / s for x in q]
     return float(stats.chisquare(observed_counts, expected).pvalue)
+
+
+# Values a monitor sends per second and parameter on a topic at device rate (vitals.device.v1:
+# one record a second). A monitor's seconds are one patient's, nearly alike: they are one draw
+# of the population the reference describes, not hundreds.
+VALUES_PER_S: dict[str, float] = {topics.VITALS_DEVICE.name: 1.0}
+
+
+def independent_values(w: Window, n: int) -> float:
+    """How many independent draws a window's `n` values of one parameter are: on a topic at
+    device rate, its monitors (`n` over a monitor's values in the window), else `n` (a charted
+    value per patient and round). A unit's few monitors at 1 Hz counted as 300 draws made every
+    χ² test significant: one febrile patient's 39.5 °C quarantined the unit's device values,
+    blinding the screen where the septic patient was."""
+    rate = VALUES_PER_S.get(w.source_topic)
+    if rate is None:
+        return float(n)
+    seconds = max(1.0, (w.end_ms - w.start_ms) / 1000)
+    return n / (rate * seconds)
 
 
 def poisson_low(k: int, mean: float) -> float:
@@ -484,7 +505,11 @@ class SourceMonitor:
                 out += self._shift(w, name, pw, pref, t, base)
         self.windows += 1
         self.last_end_ms = w.end_ms
-        self.counts = [*self.counts, w.records][-t.history :]
+        if not (self.is_open("volume_drop") or self.is_open("volume_surge")):
+            # the baseline is the feed's normal level: a window of a drop or surge still open
+            # joins it no more than a missing parameter's share does (after 7 windows of a feed
+            # at a quarter, the drop "resolved" against its own faulty level)
+            self.counts = [*self.counts, w.records][-t.history :]
         return out
 
     def _volume(self, w: Window, t: Thresholds, base: Span) -> list[dict[str, Any]]:
@@ -779,15 +804,17 @@ class SourceMonitor:
         base: Span,
     ) -> list[dict[str, Any]]:
         n = sum(pw.bins)
-        if n < t.min_values or len(pw.bins) != len(pref.proportions):
+        draws = independent_values(w, n)
+        if draws < t.min_values or len(pw.bins) != len(pref.proportions):
             return []
         value = psi(pw.bins, pref.proportions)
-        p = chi_square_p(pw.bins, pref.proportions)
+        p = chi_square_p(tuple(c * draws / n for c in pw.bins), pref.proportions)
         ev = {
             "bins": list(pw.bins),
             "edges": list(pref.edges),
             "reference_proportions": list(pref.proportions),
             "chi_square_p": p,
+            "independent_values": draws,
         }
         was = self.open.get(("distribution_shift", name))
         major = value >= t.major_psi and p < t.p_value

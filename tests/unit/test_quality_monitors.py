@@ -327,3 +327,69 @@ def test_two_days_of_twenty_real_clean_units_raise_no_false_alarm(
     source_days = 20 * 2 * 2
     print(f"false alarms: {len(events)} over {source_days} clean source-days")
     assert [(e["source_topic"], e["unit_id"], e["monitor"], e["reason"]) for e in events] == []
+
+
+def test_weight_charted_in_pounds_is_a_unit_suspect_against_the_2012_weights(
+    ref: quality.Reference,
+) -> None:
+    """The reference charts weight from PhysioNet 2012 (the 2019 data have none): a unit's
+    weights in lb (a median of 176) read as kg were never flagged, the parameter had no
+    reference."""
+    pref = ref.topic(VITALS).parameters["weight_kg"]
+    assert 70 <= pref.percentiles["p50"] <= 90
+    assert quality.unit_suspect("weight_kg", 176.4, 12, pref, T) == (
+        True,
+        pytest.approx(80.0, 0.01),
+    )
+    assert not quality.unit_suspect("weight_kg", 80.0, 12, pref, T)[0]
+
+
+def test_the_psi_of_the_same_shares_does_not_grow_with_the_window() -> None:
+    """Floored as counts, one empty bin's term grew with n: the same shares gave 1.35 in a window
+    of 1,000 and 1.57 in one of 10,000. Floored as shares, as the ML ops board does, it is one
+    number."""
+    reference = (0.1,) * 10
+    shares = np.array([0.0, 0.2, *([0.1] * 8)])
+    values = [quality.psi(tuple(int(x) for x in shares * n), reference) for n in (100, 10_000)]
+    assert values[0] == pytest.approx(values[1]) and values[0] > T.major_psi
+
+
+def _counts(mon: quality.SourceMonitor, records: int, i: int) -> list[dict[str, Any]]:
+    start = i * 300_000
+    w = quality.Window(
+        VITALS, "hospital-a", "MICU", start, start + 300_000, records, records, {}, {}
+    )
+    return mon.observe(w, quality.TopicReference({}), T)
+
+
+def test_a_volume_drop_stays_open_while_the_feed_stays_down_and_resolves_when_it_returns() -> None:
+    """The windows of an open drop joined the baseline: after 7 windows at a quarter, the drop
+    resolved against its own faulty level while 23 of 30 monitors were still offline."""
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
+    events = [e for i in range(12) for e in _counts(mon, 9000, i)]
+    assert events == []
+    down = [e for i in range(12, 40) for e in _counts(mon, 2000, i)]
+    assert [(e["monitor"], e["state"]) for e in down] == [("volume_drop", "open")]
+    back = _counts(mon, 9000, 40)
+    assert [(e["monitor"], e["state"]) for e in back] == [("volume_drop", "resolved")]
+
+
+def test_a_units_few_monitors_are_no_population_their_seconds_are_not_draws(
+    ref: quality.Reference,
+) -> None:
+    """Two monitors at 1 Hz for 5 minutes: 600 seconds of two patients, one febrile at 39.5 °C.
+    Counted as 600 draws, χ² and PSI quarantined the unit's device values (the screen went
+    blind where the septic patient was); they are two draws, too few to judge a distribution.
+    The same shares charted by 600 patients still shift."""
+    device = topics.VITALS_DEVICE.name
+    pref = ref.topic(device).parameters["temp_c"]
+    temps = np.array([39.5] * 300 + [38.9] * 300)
+    pw = _parameter(temps, pref, 600)
+    w = quality.Window(device, "hospital-a", "MICU", 0, 300_000, 600, 600, {}, {"temp_c": pw})
+    assert quality.independent_values(w, 600) == pytest.approx(2.0)
+    mon = quality.SourceMonitor(device, "hospital-a", "MICU")
+    assert [e for e in mon.observe(w, ref.topic(device), T) if e["parameter"] == "temp_c"] == []
+    charted = dataclasses.replace(w, source_topic=VITALS)
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
+    shifted = [e for e in mon.observe(charted, ref.topic(VITALS), T) if e["parameter"] == "temp_c"]
+    assert [(e["monitor"], e["state"]) for e in shifted] == [("distribution_shift", "open")]
