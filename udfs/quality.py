@@ -198,10 +198,11 @@ def psi(observed_counts: list[int] | tuple[int, ...], reference: tuple[float, ..
 
 
 def chi_square_p(
-    observed_counts: list[int] | tuple[int, ...], reference: tuple[float, ...]
+    observed_counts: list[int] | tuple[int, ...] | tuple[float, ...], reference: tuple[float, ...]
 ) -> float:
-    """p-value of a chi-square goodness-of-fit test of the counts against the reference shares
-    (shares floored at EPSILON and renormalised)."""
+    """p-value of a chi-square goodness-of-fit test of the counts (scaled to a number of
+    independent draws, `independent_values`) against the reference shares (shares floored at
+    EPSILON and renormalised)."""
     n = sum(observed_counts)
     if n == 0:
         return 1.0
