@@ -18,9 +18,12 @@ model present in it (vectorised, one onnxruntime call per version):
    is an `alert`;
 3. every `roles_check_s`, each model's roles.json is checked and changed roles are loaded (no
    restart): models are promoted, shadowed and rolled back independently of one another.
-   A version that cannot be served (its spec does not parse, its ONNX file does not load or
-   does not fit the spec) is logged and counted (`load_failures`): a champion's predecessor
-   stays in place, a challenger is dropped, and the other models are untouched; a version
+   A version that cannot be served (udfs.registry.load_session: its spec does not parse, its
+   ONNX file is not the one registered, does not load, fit the spec or score a batch) is
+   logged and counted (`load_failures`) and tried again at the next check: a champion's
+   predecessor stays in place (in a job that starts, the newest earlier champion that can be
+   served, from the registry's history), a challenger is dropped, and the other models are
+   untouched; a version
    that fails while scoring leaves its model's rows of that batch unscored (`score_failures`),
    never the batch.
 
@@ -43,7 +46,7 @@ import pandas as pd
 
 from schemas.model_spec import ModelSpec
 from schemas.rows import MODEL_SCORE_RESULT
-from udfs.registry import Registry, Version, load_session
+from udfs.registry import Registry, Version, load_session, predict
 
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = MODEL_SCORE_RESULT.columns
@@ -70,15 +73,8 @@ class Served:
         return cls(v, *load_session(v))
 
     def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """The score per row: the positive class's probability for a binary model (whatever
-        the exporter's output layout), the value for a regression model."""
-        outs = self.session.run(None, {self.spec.input_name: x})
-        if self.spec.task == "binary" and len(outs) > 1:  # skl2onnx: label, probabilities
-            probs = outs[1]
-            if isinstance(probs, list):  # a list of {class: p} maps (zipmap)
-                return np.asarray([p[1] for p in probs], dtype="float64")
-            return np.asarray(probs, dtype="float64")[:, -1]
-        return np.asarray(outs[0], dtype="float64").reshape(len(x), -1)[:, -1]
+        """The score per row (udfs.registry.predict)."""
+        return predict(self.spec, self.session, x)
 
 
 @dataclass
@@ -120,11 +116,14 @@ class ModelSet:
                 self.load_failures += 1
                 log.error("%s: roles not read (%s); serving what was loaded", name, e)
                 continue
+            failures = self.load_failures
             self.roles[name] = Roles(
                 # a champion that cannot be served leaves the one before in place
                 self._served(name, "champion", wanted.get("champion"), loaded, held.champion),
                 self._served(name, "challenger", wanted.get("challenger"), loaded, None),
-                stamp,
+                # a version that failed is tried again at the next check (a file still syncing
+                # to a shared mount), not only when the roles change again
+                stamp if self.load_failures == failures else -1.0,
             )
             champion = self.roles[name].champion
             if champion is None:
@@ -157,9 +156,23 @@ class ModelSet:
             return Served.load(self.registry.get(name, v))
         except Exception as e:
             self.load_failures += 1
+            if instead is None and role == "champion":  # a (re)start: the one before it
+                instead = self._earlier_champion(name, v)
             kept = f"version {instead.version.version} kept" if instead else "none served"
             log.error("%s %s %s cannot be served (%s): %s", name, role, v, kept, e)
             return instead
+
+    def _earlier_champion(self, name: str, failed: str) -> Served | None:
+        """The newest champion before `failed` in the registry's history that can be served:
+        what a running job would have kept, for one that (re)starts after a bad promotion."""
+        for v in reversed(self.registry.champions(name)):
+            if v == failed:
+                continue
+            try:
+                return Served.load(self.registry.get(name, v))
+            except Exception as e:
+                log.error("%s champion %s cannot be served either: %s", name, v, e)
+        return None
 
     def _inputs(self, m: Served, rows: pd.DataFrame, memo: dict[str, pd.DataFrame]) -> pd.DataFrame:
         """The model's features in its order: from the batch, else from its feature service

@@ -30,11 +30,14 @@ The monitors, their thresholds and why (MONITORS):
   the same from one window to the next, so one window's cohort blip is no fault). PSI ≥
   `severe_psi` with the median outside the reference's 1st–99th percentiles quarantines at once.
   Judged on at least `min_values` independent values (`independent_values`: on the device
-  topic, monitors, not seconds), so a unit of a few monitors is never judged a population.
+  topic, monitors, not seconds), so a unit of a few monitors is never judged a population; a
+  severe shift on at least `min_severe_values` (ten monitors, half of them beyond the
+  reference's 99th percentile, is a fault, not physiology; a blood pressure in kPa is caught on
+  one monitor by the unit-conversion check) on the device feed.
 - unit-conversion suspect: per parameter with a known wrong unit (UNIT_SUSPECTS), the window's
   median lies outside the reference's 1st–99th percentiles while the median converted from the
   wrong unit lies inside its 5th–95th: a temperature centred near 98 read as °F is 36.7 °C.
-  Quarantines.
+  Quarantines (weight in lb warns only: see UNIT_SUSPECTS).
 - duplicate storm: share of records repeating a record id already in the window. Quarantines.
 
 The p-value thresholds are per source, parameter and window: at 1e-6, a facility with 10
@@ -93,7 +96,10 @@ class Thresholds:
     min_refused: int = 5
     missing_ratio: float = 0.5  # present in under half the source's recent share of records
     min_expected_present: float = 10.0  # judge missingness only where ≥ 10 values are expected
-    min_values: int = 50  # values in a window before its distribution is compared
+    min_values: int = 50  # independent values in a window before its distribution is compared
+    min_severe_values: int = 10  # and before a severe shift on a device feed quarantines (a
+    # unit's monitors: half of 10 patients beyond the reference's 99th percentile is a fault,
+    # not physiology; below that, the unit-conversion check guards the device feed)
     major_psi: float = 0.25  # Siddiqi 2006: ≥ 0.25 a major shift
     stable_psi: float = 0.1  # Siddiqi 2006: < 0.1 no significant shift (resolves)
     severe_psi: float = 1.0  # 4× the major cut-off, and the median outside the reference's
@@ -124,14 +130,23 @@ class UnitSuspect:
     wrong_unit: str
     to_field_unit: Callable[[float], float]
     source: str
+    quarantines: bool = True  # False: a warning for a person to judge, the values still used
 
 
 # Conversions are definitions: °F = °C × 9/5 + 32; creatinine 1 mg/dL = 88.4 µmol/L (SI units,
-# e.g. the AMA Manual of Style's conversion table); body weight 1 kg = 2.2046 lb.
+# e.g. the AMA Manual of Style's conversion table); body weight 1 kg = 2.2046 lb; pressure
+# 1 kPa = 7.50062 mmHg (monitors set to kPa, as some European units chart blood pressure).
+# Weight only warns: a bariatric unit's true kilograms (a median of 170) read as pounds are a
+# plausible 77 kg, so a median above the reference is no proof of a fault, and quarantining
+# would null every vital sign of the unit's records for a day of weigh-ins.
+_KPA = "1 kPa = 7.50062 mmHg"
 UNIT_SUSPECTS: dict[str, UnitSuspect] = {
     "temp_c": UnitSuspect("degF", lambda f: (f - 32.0) * 5.0 / 9.0, "°C = (°F − 32) × 5/9"),
     "creatinine_mg_dl": UnitSuspect("umol/L", lambda u: u / 88.4, "1 mg/dL = 88.4 µmol/L"),
-    "weight_kg": UnitSuspect("lb", lambda lb: lb / 2.2046, "1 kg = 2.2046 lb"),
+    "weight_kg": UnitSuspect("lb", lambda lb: lb / 2.2046, "1 kg = 2.2046 lb", quarantines=False),
+    "sbp_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA),
+    "dbp_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA),
+    "map_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA),
 }
 
 
@@ -353,6 +368,8 @@ class SourceMonitor:
     present: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     shifted: dict[str, int] = field(default_factory=dict)  # consecutive windows of major shift
     open: dict[tuple[str, str | None], Open] = field(default_factory=dict)
+    # the record counts of the windows while a volume drop or surge is open (not the baseline)
+    held: tuple[int, ...] = ()
 
     # -- events --
     def _event(
@@ -494,6 +511,7 @@ class SourceMonitor:
                 )
             )
         out += self._volume(w, t, base)
+        out += self._baseline(w, t, base)
         out += self._refused(w, ref, t, base)
         if not self.whole_facility:
             out += self._duplicates(w, t, base)
@@ -506,12 +524,44 @@ class SourceMonitor:
                 out += self._shift(w, name, pw, pref, t, base)
         self.windows += 1
         self.last_end_ms = w.end_ms
-        if not (self.is_open("volume_drop") or self.is_open("volume_surge")):
-            # the baseline is the feed's normal level: a window of a drop or surge still open
-            # joins it no more than a missing parameter's share does (after 7 windows of a feed
-            # at a quarter, the drop "resolved" against its own faulty level)
-            self.counts = [*self.counts, w.records][-t.history :]
         return out
+
+    def _baseline(self, w: Window, t: Thresholds, base: Span) -> list[dict[str, Any]]:
+        """The volume baseline after a window: the feed's normal level. A window of a drop or
+        surge still open joins it no more than a missing parameter's share does (after 7
+        windows of a feed at a quarter, the drop "resolved" against its own faulty level); it
+        is held instead, and a level held steady (within a factor of 2 of its median) for
+        `history` windows is the feed's new level (a unit moved to another lab system): the
+        condition resolves as a level change and the baseline follows it, so that a later
+        outage is seen again."""
+        volume = [m for m in ("volume_drop", "volume_surge") if self.is_open(m)]
+        if not volume:
+            self.counts, self.held = [*self.counts, w.records][-t.history :], ()
+            return []
+        self.held = (*self.held, w.records)[-t.history :]
+        level = float(median(self.held))
+        if len(self.held) < t.history or not all(level / 2 <= c <= level * 2 for c in self.held):
+            return []
+        before = float(median(self.counts)) if self.counts else None
+        ev = {"held_windows": list(self.held), "baseline": before, "new_baseline": level}
+        self.counts, self.held = list(self.held), ()
+        return [
+            self._event(
+                monitor,
+                "resolved",
+                w.end_ms,
+                span=base,
+                statistic="records",
+                observed=w.records,
+                expected=before,
+                threshold=None,
+                reason=f"{self._where()} has held a new level of {level:g} records a window for "
+                f"{t.history} windows (the baseline was {before:g}): a change of level, which "
+                "the baseline now follows",
+                evidence=ev,
+            )
+            for monitor in volume
+        ]
 
     def _volume(self, w: Window, t: Thresholds, base: Span) -> list[dict[str, Any]]:
         if len(self.counts) < t.min_history:
@@ -768,11 +818,11 @@ class SourceMonitor:
                     f"{pw.present} values, outside the reference's 1st-99th percentiles "
                     f"[{pref.percentiles['p01']:g}, {pref.percentiles['p99']:g}]; read as "
                     f"{wrong.wrong_unit} it is {converted:.1f}, inside them: a unit-conversion "
-                    "fault",
+                    "fault" + ("" if wrong.quarantines else " (a warning: the values are used)"),
                     evidence=ev,
-                    severity="critical",
+                    severity="critical" if wrong.quarantines else "warning",
                     sample_ids=w.sample_ids,
-                    quarantine=True,
+                    quarantine=wrong.quarantines,
                 )
             ]
         if not suspect and self.is_open("unit_conversion", name):
@@ -806,7 +856,10 @@ class SourceMonitor:
     ) -> list[dict[str, Any]]:
         n = sum(pw.bins)
         draws = independent_values(w, n)
-        if draws < t.min_values or len(pw.bins) != len(pref.proportions):
+        judged = draws >= t.min_values
+        # a device feed's few monitors may still show a severe fault (charted values: as any)
+        least = t.min_severe_values if w.source_topic in VALUES_PER_S else t.min_values
+        if n == 0 or draws < least or len(pw.bins) != len(pref.proportions):
             return []
         value = psi(pw.bins, pref.proportions)
         p = chi_square_p(tuple(c * draws / n for c in pw.bins), pref.proportions)
@@ -819,12 +872,13 @@ class SourceMonitor:
         }
         was = self.open.get(("distribution_shift", name))
         major = value >= t.major_psi and p < t.p_value
-        self.shifted[name] = self.shifted.get(name, 0) + 1 if major else 0
+        if judged:
+            self.shifted[name] = self.shifted.get(name, 0) + 1 if major else 0
         pc = pref.percentiles
         outside = pw.median is not None and not pc["p01"] <= pw.median <= pc["p99"]
         severe = major and value >= t.severe_psi and outside
-        ev["median"], ev["shifted_windows"] = pw.median, self.shifted[name]
-        if (was is None and (severe or self.shifted[name] >= t.shift_windows)) or (
+        ev["median"], ev["shifted_windows"] = pw.median, self.shifted.get(name, 0)
+        if (was is None and (severe or self.shifted.get(name, 0) >= t.shift_windows)) or (
             was is not None and severe and not was.quarantine
         ):
             return [
@@ -847,7 +901,7 @@ class SourceMonitor:
                     quarantine=severe,
                 )
             ]
-        if was is not None and (value < t.stable_psi or p >= 0.01):
+        if was is not None and (judged or was.quarantine) and (value < t.stable_psi or p >= 0.01):
             return [
                 self._event(
                     "distribution_shift",

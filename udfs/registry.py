@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from schemas.model_spec import ModelSpec
@@ -91,10 +92,24 @@ def open_session(onnx: str | Path | bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+def predict(spec: ModelSpec, session: ort.InferenceSession, x: Any) -> np.ndarray[Any, Any]:
+    """A version's score per row of `x` (float32, the spec's features in order): the positive
+    class's probability for a binary model (whatever the exporter's output layout), the value
+    for a regression model."""
+    outs = session.run(None, {spec.input_name: x})
+    if spec.task == "binary" and len(outs) > 1:  # skl2onnx: label, probabilities
+        probs = outs[1]
+        if isinstance(probs, list):  # a list of {class: p} maps (zipmap)
+            return np.asarray([p[1] for p in probs], dtype="float64")
+        return np.asarray(probs, dtype="float64")[:, -1]
+    return np.asarray(outs[0], dtype="float64").reshape(len(x), -1)[:, -1]
+
+
 def load_session(v: Version) -> tuple[ModelSpec, ort.InferenceSession]:
     """A version as the stream serves it: its spec parsed, its ONNX file the one registered
     (the SHA-256 its spec records, where it records one: a version is immutable), opened as the
-    job scores it, its one input the spec's by name and width. Raises InvalidVersion."""
+    job scores it, its one input the spec's by name and width, and scoring a batch of unknown
+    values (`predict`: one number a row). Raises InvalidVersion."""
     try:
         spec = ModelSpec.parse(v.spec)
     except ValueError as e:
@@ -122,6 +137,14 @@ def load_session(v: Version) -> tuple[ModelSpec, ort.InferenceSession]:
         raise InvalidVersion(
             f"{v.model} {v.version}: the ONNX input has {width} columns, the spec names "
             f"{len(spec.features)} features"
+        )
+    try:
+        got = predict(spec, session, np.full((2, len(spec.features)), np.nan, dtype=np.float32))
+    except Exception as e:
+        raise InvalidVersion(f"{v.model} {v.version}: does not score a batch: {e}") from e
+    if got.shape != (2,):
+        raise InvalidVersion(
+            f"{v.model} {v.version}: scores a batch of 2 rows as {got.shape}, not one number a row"
         )
     return spec, session
 
@@ -225,6 +248,7 @@ class Registry:
             else:
                 roles[role] = version
             fd, tmp = tempfile.mkstemp(prefix=".roles.", suffix=".tmp", dir=d)
+            os.fchmod(fd, 0o644)  # readable by the jobs' user, as before (mkstemp makes 0600)
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(roles, sort_keys=True) + "\n")
             os.replace(tmp, d / "roles.json")
@@ -270,10 +294,10 @@ class Registry:
         stack: list[str] = []
         for entry in self.history(model):
             champion = entry["roles"].get("champion")
-            if str(entry.get("why", "")).startswith(ROLLBACK):
-                left = str(entry["why"]).removeprefix(ROLLBACK)
-                if stack and stack[-1] == left:
-                    stack.pop()
-            if champion and (not stack or stack[-1] != champion):
+            rollback = str(entry.get("why", "")).startswith(ROLLBACK)
+            left = str(entry.get("why", "")).removeprefix(ROLLBACK)
+            if rollback and len(stack) > 1 and stack[-1] == left and stack[-2] == champion:
+                stack.pop()  # back to the one it replaced (any other: read as a promotion)
+            elif champion and (not stack or stack[-1] != champion):
                 stack = [c for c in stack if c != champion] + [champion]
         return stack

@@ -13,10 +13,13 @@ PyFlink UDF whose `open()` builds it once per worker. Per batch:
    store every `push_interval_s` in one call (Feast's push is fast only in batches);
 4. every `roles_check_s`, roles.json is checked and changed roles are loaded (no restart).
    A version that cannot be served (udfs.registry.load_session: a spec that does not parse, an
-   ONNX file that is not the one registered, does not load or does not fit the spec; or a
-   stream feature the job does not pass) is logged and counted (`load_failures`): the
-   champion before it stays in place, a challenger is dropped. One bad promotion never stops
-   the job (rule alerts included) nor loops it through restarts.
+   ONNX file that is not the one registered, does not load, fit the spec or score a batch; a
+   model that is not binary; or a stream feature the job does not pass) is logged and counted
+   (`load_failures`) and tried again at the next check: the champion before it stays in place
+   (in a job that starts, the newest earlier champion that can be served, from the registry's
+   history), a challenger is dropped. A version that fails on a batch leaves that batch
+   unscored by it (`score_failures`). One bad promotion never stops the job (rule alerts
+   included) nor loops it through restarts.
 
 Latency is the wall time of steps 1-3 for the batch (a push included when one was due),
 recorded on every score.
@@ -37,8 +40,9 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from schemas.model_spec import ModelSpec
 from schemas.rows import SCORE_RESULT
-from udfs.registry import InvalidVersion, Registry, Version, load_session, open_session
+from udfs.registry import InvalidVersion, Registry, Version, load_session, open_session, predict
 
 __all__ = ["FeatureSource", "Model", "Scorer", "open_session"]
 
@@ -49,22 +53,25 @@ OUTPUT_COLUMNS = SCORE_RESULT.columns
 @dataclass
 class Model:
     version: Version
+    spec: ModelSpec
     session: ort.InferenceSession
 
     @property
     def features(self) -> list[str]:
         """The model's inputs in order, as its spec names them."""
-        return [f["name"] for f in self.version.spec["features"]]
+        return self.spec.feature_names
 
     @classmethod
     def load(cls, v: Version) -> Model:
-        """Raises InvalidVersion (udfs.registry.load_session)."""
-        _, session = load_session(v)
-        return cls(v, session)
+        """Raises InvalidVersion (udfs.registry.load_session; a sepsis risk is a probability:
+        a regression model is refused)."""
+        spec, session = load_session(v)
+        if spec.task != "binary":
+            raise InvalidVersion(f"{v.model} {v.version}: a {spec.task} model scores no risk")
+        return cls(v, spec, session)
 
     def risk(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        (out,) = self.session.run(None, {"features": x})
-        return np.asarray(out, dtype="float64")
+        return predict(self.spec, self.session, x)
 
 
 @dataclass
@@ -195,7 +202,8 @@ class Scorer:
         self.features = features
         self.roles_check_s = roles_check_s
         self.stream_features = stream_features
-        self.load_failures = 0
+        self.load_failures = 0  # versions (or roles) that could not be loaded, each attempt
+        self.score_failures = 0  # batches a loaded version failed to score
         self._stamp = -1.0
         self._checked = 0.0
         self.champion: Model | None = None
@@ -214,24 +222,35 @@ class Scorer:
             log.error("%s: roles not read (%s); serving what was loaded", self.model_name, e)
             return
 
+        failed = False
+
+        def load(v: str) -> Model:
+            if v in loaded:
+                return loaded[v]
+            m = Model.load(self.registry.get(self.model_name, v))
+            self._check_features(m)
+            return m
+
         def model(role: str, instead: Model | None) -> Model | None:
+            nonlocal failed
             v = roles.get(role)
             if v is None:
                 return None
-            if v in loaded:
-                return loaded[v]
             try:
-                m = Model.load(self.registry.get(self.model_name, v))
-                self._check_features(m)
-                return m
+                return load(v)
             except Exception as e:
+                failed = True
                 self.load_failures += 1
+                if instead is None and role == "champion":  # a (re)start: the one before it
+                    instead = self._earlier_champion(v, load)
                 kept = f"version {instead.version.version} kept" if instead else "none served"
                 log.error("%s %s %s cannot be served (%s): %s", self.model_name, role, v, kept, e)
                 return instead
 
         self.champion, self.challenger = model("champion", self.champion), model("challenger", None)
-        self._stamp = stamp
+        # a version that failed is tried again at the next check (a file still syncing to a
+        # shared mount), not only when the roles change again
+        self._stamp = -1.0 if failed else stamp
         if self.champion is None:
             log.warning(
                 "%s has no champion in %s: states are scored by no model (no risk, no model "
@@ -246,6 +265,18 @@ class Scorer:
                 self.champion.version.version,
                 self.challenger.version.version if self.challenger else "none",
             )
+
+    def _earlier_champion(self, failed: str, load: Callable[[str], Model]) -> Model | None:
+        """The newest champion before `failed` in the registry's history that can be served:
+        what a running job would have kept, for one that (re)starts after a bad promotion."""
+        for v in reversed(self.registry.champions(self.model_name)):
+            if v == failed:
+                continue
+            try:
+                return load(v)
+            except Exception as e:
+                log.error("%s champion %s cannot be served either: %s", self.model_name, v, e)
+        return None
 
     def _check_features(self, m: Model) -> None:
         """Raises InvalidVersion where the model reads a feature neither the job's batches nor
@@ -294,9 +325,17 @@ class Scorer:
         first = models[0].features if models else []
         out["features_missing"] = inputs[first].isna().sum(axis=1).astype("int32")
         for role, m in (("champion", self.champion), ("challenger", self.challenger)):
+            risk = np.full(n, np.nan)
+            if m is not None:
+                try:
+                    risk = m.risk(inputs[m.features].to_numpy(dtype="float32"))
+                except Exception as e:  # this batch unscored by it, never the job stopped
+                    self.score_failures += 1
+                    log.error("%s %s %s failed to score a batch: %s", self.model_name, role,
+                              m.version.version, e)  # fmt: skip
+                    m = None
             out[f"{role}_version"] = m.version.version if m else None
-            x = inputs[m.features].to_numpy(dtype="float32") if m else None
-            out[f"{role}_risk"] = m.risk(x) if m and x is not None else np.full(n, np.nan)
+            out[f"{role}_risk"] = risk
             out[f"{role}_threshold"] = m.version.threshold if m else np.nan
         if stream:
             latest = batch.sort_values("event_time").groupby("patient_token", sort=False).tail(1)

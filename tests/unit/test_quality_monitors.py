@@ -342,6 +342,30 @@ def test_weight_charted_in_pounds_is_a_unit_suspect_against_the_2012_weights(
         pytest.approx(80.0, 0.01),
     )
     assert not quality.unit_suspect("weight_kg", 80.0, 12, pref, T)[0]
+    # a warning for a person to judge: a bariatric unit's true 168 kg read as pounds is 76 kg,
+    # and quarantining nulled every vital sign of the unit's records for a day of weigh-ins
+    weights = np.array([168.0, 171.0, 160.0])
+    pw = _parameter(weights, pref, 3)
+    w = quality.Window(VITALS, "hospital-a", "BARI", 0, HOUR_MS, 3, 3, {}, {"weight_kg": pw})
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "BARI")
+    [event] = mon.observe(w, ref.topic(VITALS), T)
+    assert (event["monitor"], event["severity"]) == ("unit_conversion", "warning")
+    assert event["action"] != "quarantine" and not mon.quarantined
+
+
+def test_a_monitor_sending_blood_pressure_in_kpa_quarantines_its_units_device_values(
+    ref: quality.Reference,
+) -> None:
+    """One monitor set to kPa (a MAP of 11): too few monitors for a distribution, caught as a
+    unit-conversion fault (1 kPa = 7.50062 mmHg)."""
+    device = topics.VITALS_DEVICE.name
+    pref = ref.topic(device).parameters["map_mmhg"]
+    pw = _parameter(np.full(300, 11.2), pref, 300)
+    w = quality.Window(device, "hospital-a", "MICU", 0, 300_000, 300, 300, {}, {"map_mmhg": pw})
+    mon = quality.SourceMonitor(device, "hospital-a", "MICU")
+    [event] = mon.observe(w, ref.topic(device), T)
+    assert (event["monitor"], event["action"]) == ("unit_conversion", "quarantine")
+    assert json.loads(event["evidence_json"])["converted_median"] == pytest.approx(84.0, abs=0.1)
 
 
 def test_the_psi_of_the_same_shares_does_not_grow_with_the_window() -> None:
@@ -364,14 +388,31 @@ def _counts(mon: quality.SourceMonitor, records: int, i: int) -> list[dict[str, 
 
 def test_a_volume_drop_stays_open_while_the_feed_stays_down_and_resolves_when_it_returns() -> None:
     """The windows of an open drop joined the baseline: after 7 windows at a quarter, the drop
-    resolved against its own faulty level while 23 of 30 monitors were still offline."""
+    "resolved" against its own faulty level ("back to 2000") while 23 of 30 monitors were still
+    offline. It stays open (under `history` windows: see the change of level below)."""
     mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
     events = [e for i in range(12) for e in _counts(mon, 9000, i)]
     assert events == []
-    down = [e for i in range(12, 40) for e in _counts(mon, 2000, i)]
+    down = [e for i in range(12, 12 + T.history - 1) for e in _counts(mon, 2000, i)]
     assert [(e["monitor"], e["state"]) for e in down] == [("volume_drop", "open")]
     back = _counts(mon, 9000, 40)
     assert [(e["monitor"], e["state"]) for e in back] == [("volume_drop", "resolved")]
+
+
+def test_a_new_steady_level_resolves_as_a_change_of_level_and_a_later_outage_is_seen() -> None:
+    """Frozen for good, a feed moved for good to a lower level (a unit's labs to another system)
+    stayed in drop for the life of the job's state, and hid the real outage that followed."""
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
+    for i in range(12):
+        _counts(mon, 80, i)
+    moved = [e for i in range(12, 30) for e in _counts(mon, 20, i)]
+    assert [(e["monitor"], e["state"]) for e in moved] == [
+        ("volume_drop", "open"),
+        ("volume_drop", "resolved"),  # after 12 windows held at 20
+    ]
+    assert "change of level" in moved[1]["reason"]
+    outage = [e for i in range(30, 40) for e in _counts(mon, 2, i)]
+    assert [(e["monitor"], e["state"]) for e in outage][:1] == [("volume_drop", "open")]
 
 
 def test_a_units_few_monitors_are_no_population_their_seconds_are_not_draws(
