@@ -164,3 +164,24 @@ def test_concurrent_role_changes_each_apply_whole_and_are_all_in_the_history(
         assert w.exitcode == 0
     assert len(reg.history(MODEL)) == before + 120 and read > 0
     assert not list((tmp_path / "reg" / MODEL).glob(".roles.*"))
+
+
+def test_roles_stay_readable_by_the_jobs_user_and_old_flip_flop_histories_roll_back(
+    tmp_path: Path,
+) -> None:
+    """mkstemp makes 0600: after one promotion by an operator, the jobs (another uid) could not
+    read the roles. A history the old rollback wrote (1, 2, back to 1, back to 2) rolls back
+    to 1, the champion 2 replaced."""
+    reg = Registry(tmp_path / "reg")
+    bootstrap(reg, MODEL)
+    reg.promote(MODEL, "2")
+    assert (reg.root / MODEL / "roles.json").stat().st_mode & 0o777 == 0o644
+    history = reg.root / MODEL / "history.jsonl"
+    lines = [
+        {"at": "2026-01-01T00:00:00+00:00", "roles": {"champion": "1"}, "why": "promote 1"},
+        {"at": "2026-01-02T00:00:00+00:00", "roles": {"champion": "2"}, "why": "promote 2"},
+        {"at": "2026-01-03T00:00:00+00:00", "roles": {"champion": "1"}, "why": "rollback from 2"},
+        {"at": "2026-01-04T00:00:00+00:00", "roles": {"champion": "2"}, "why": "rollback from 1"},
+    ]
+    history.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert reg.champions(MODEL) == ["1", "2"] and reg.rollback(MODEL) == "1"

@@ -182,6 +182,35 @@ def test_a_version_that_cannot_be_served_leaves_the_champion_before_it_and_scori
     assert shadowless["challenger_version"].isna().all()
 
 
+def test_a_job_that_starts_after_a_bad_promotion_serves_the_champion_before_it(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    """A running job keeps the champion before a version it cannot serve; one that (re)starts
+    had none to keep and served no model at all, silently: it takes the newest earlier champion
+    of the registry's history that can be served."""
+    swapped = registry.register(sorted((BUNDLED / MODEL).iterdir())[0])
+    swapped.onnx.write_bytes(registry.get(MODEL, "2").onnx.read_bytes())
+    registry.promote(MODEL, swapped.version)
+    started = Scorer(registry, MODEL, source)
+    assert started.champion is not None and started.champion.version.version == "1"
+    assert set(started.score(sample.head(5))["champion_version"]) == {"1"}
+
+
+def test_a_version_that_failed_to_load_is_tried_again_at_the_next_check(
+    registry: Registry, source: FeatureSource, sample: pd.DataFrame
+) -> None:
+    """Promoted while its file was still syncing to the shared mount: the version before it was
+    served until the roles changed again or the job restarted."""
+    scorer = Scorer(registry, MODEL, source, roles_check_s=0.0)
+    retrained = registry.register(sorted((BUNDLED / MODEL).iterdir())[0])
+    kept = retrained.onnx.read_bytes()
+    retrained.onnx.unlink()
+    registry.promote(MODEL, retrained.version)
+    assert set(scorer.score(sample.head(5))["champion_version"]) == {"1"}
+    retrained.onnx.write_bytes(kept)
+    assert set(scorer.score(sample.head(5))["champion_version"]) == {retrained.version}
+
+
 def _reading(built: Path, tmp: Path, feature: str) -> Path:
     """A copy of a built version whose spec names `feature` for its last input."""
     out = tmp / "reading"
