@@ -321,11 +321,20 @@ COMMAND_CENTRE = Dashboard(
             "beds_free",
             "Staffed beds free",
             "stat",
-            f"""SELECT sum(beds - occupied) AS beds_free, sum(occupied) AS beds_occupied FROM (
-                SELECT facility_id, {_LATEST} FROM ${{db}}.census_unit
-                WHERE scope = 'facility' AND {_FAC} AND window_end <= $__toTime
-                GROUP BY facility_id)""",
-            ("beds_free",),
+            # a unit's patients over its capacity are no bed free in another: the facilities'
+            # free beds (every configured unit, quiet ones too) plus the units' overflow they
+            # netted out (summed per facility, one unit's overflow hid another's empty beds)
+            f"""SELECT f.free + u.over AS beds_free, u.over AS beds_over_capacity,
+                   f.patients AS beds_occupied
+            FROM (SELECT sum(beds - occupied) AS free, sum(occupied) AS patients FROM (
+                    SELECT facility_id, {_LATEST} FROM ${{db}}.census_unit
+                    WHERE scope = 'facility' AND {_FAC} AND window_end <= $__toTime
+                    GROUP BY facility_id)) AS f
+            CROSS JOIN (SELECT sum(greatest(occupied - beds, 0)) AS over FROM (
+                    SELECT facility_id, unit_id, {_LATEST} FROM ${{db}}.census_unit
+                    WHERE scope = 'unit' AND {_FAC} AND window_end <= $__toTime
+                    GROUP BY facility_id, unit_id)) AS u""",
+            ("beds_free", "beds_over_capacity"),
             width=6,
             height=6,
         ),

@@ -40,9 +40,10 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in body.split(";") if s.strip()]
 
 
-def migrate(client: Any, database: str) -> list[int]:
-    """Apply, in order, every migration not yet recorded in `{database}.schema_migrations`;
-    forward-only: an applied migration is never re-run or changed. Returns the versions applied."""
+def migrate(client: Any, database: str, until: int | None = None) -> list[int]:
+    """Apply, in order, every migration not yet recorded in `{database}.schema_migrations` (up
+    to version `until`, where given: a warehouse as an older release left it); forward-only: an
+    applied migration is never re-run or changed. Returns the versions applied."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
@@ -54,7 +55,7 @@ def migrate(client: Any, database: str) -> list[int]:
     }
     applied = []
     for version, path in migrations():
-        if version in done:
+        if version in done or (until is not None and version > until):
             continue
         for stmt in statements(path.read_text()):
             client.command(stmt.replace("{db}", database))

@@ -65,9 +65,15 @@ def upsert_model_versions(client: Any, db: str, rows: Iterable[ModelVersionRow])
     client.insert(f"{db}.dim_model_version", [list(d.values()) for d in dicts], column_names=cols)
 
 
+def _number(value: Any) -> float:
+    """A spec's number, NaN where the model has none (a regression model: no AUROC, no
+    threshold)."""
+    return float("nan") if value is None else float(value)
+
+
 def model_versions(registry: Any, model: str) -> list[ModelVersionRow]:
     """dim_model_version rows for every version in a training.registry.Registry, with the role
-    each holds now (retired: none)."""
+    each holds now (retired: none); a metric the model does not report is NaN."""
     roles = {v: r for r, v in registry.roles(model).items()}
     since: dict[tuple[str, str], str] = {}
     for entry in registry.history(model):
@@ -78,7 +84,7 @@ def model_versions(registry: Any, model: str) -> list[ModelVersionRow]:
         spec = registry.get(model, version).spec
         role = roles.get(version, "retired")
         registered = datetime.fromisoformat(spec["registered_at"])
-        m = spec["metrics"]
+        m = spec.get("metrics") or {}
         rows.append(
             ModelVersionRow(
                 model_name=model,
@@ -88,11 +94,11 @@ def model_versions(registry: Any, model: str) -> list[ModelVersionRow]:
                 role_since=datetime.fromisoformat(
                     since.get((role, version), spec["registered_at"])
                 ),
-                threshold=float(spec["threshold"]),
-                auroc=float(m["auroc"]),
-                auprc=float(m["auprc"]),
-                normalised_utility=float(m["normalised_utility"]),
-                training_data_sha256=spec["training_data"]["sha256"],
+                threshold=_number(spec.get("threshold")),
+                auroc=_number(m.get("auroc")),
+                auprc=_number(m.get("auprc")),
+                normalised_utility=_number(m.get("normalised_utility")),
+                training_data_sha256=(spec.get("training_data") or {}).get("sha256", ""),
                 onnx_sha256=spec["onnx_sha256"],
             )
         )

@@ -132,11 +132,20 @@ class Loader(Draining[LoadStats]):
         return len(msgs)
 
     def loaded_offsets(self, topic: str) -> dict[int, int]:
-        """partition → the next offset to load, from what `topic`'s table already holds."""
+        """partition → the next offset to load, from what ClickHouse already holds of `topic`:
+        its table's rows, and its records the loader could not decode, which are in the dead
+        letters under the topic's own position (else the last one of a batch was inserted
+        again after a crash before the commit, and counted twice by the rollup)."""
+        dead = self.tables[self.dead_letter_topic]
         rows = self.client.query(
-            f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {self.tables[topic]} "
-            "WHERE kafka_topic = %(t)s GROUP BY kafka_partition",
-            parameters={"t": topic},
+            f"""SELECT kafka_partition, max(kafka_offset) + 1 FROM (
+                    SELECT kafka_partition, kafka_offset FROM {self.tables[topic]}
+                    WHERE kafka_topic = %(t)s
+                    UNION ALL
+                    SELECT kafka_partition, kafka_offset FROM {dead}
+                    WHERE kafka_topic = %(t)s AND stage = %(s)s)
+                GROUP BY kafka_partition""",
+            parameters={"t": topic, "s": STAGE},
         ).result_rows
         return {int(p): int(o) for p, o in rows}
 
@@ -175,9 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     clickhouse.migrate(client, settings.clickhouse_database)
     # Facility and unit dimensions from the same capacity file the census job reads.
     dims.load_capacity(client, settings.clickhouse_database, Capacity.load(settings.capacity_file))
+    # every served model's versions: the ML ops board picks its model from them (the catalog's
+    # monitor results were in the warehouse, their model not in the board's list)
     registry = Registry(settings.model_registry)
-    versions = dims.model_versions(registry, settings.model_name)
-    dims.upsert_model_versions(client, settings.clickhouse_database, versions)
+    for model in dict.fromkeys((settings.model_name, *settings.catalog_model_names)):
+        versions = dims.model_versions(registry, model)
+        dims.upsert_model_versions(client, settings.clickhouse_database, versions)
     kafka_io.ensure_topics(settings, list(TABLES), prefix=a.topic_prefix)
     loader = Loader(settings, client, prefix=a.topic_prefix)
     stats = loader.run_until_signalled(drain=a.drain)

@@ -68,3 +68,34 @@ def test_a_warehouse_loaded_before_census_latest_gets_each_patients_latest_from_
         ("p3", "2026-03-01 08:00:00.000", "4E"),
     ]
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_dead_letters_are_one_row_a_letter_across_the_rekeying_migration(
+    clickhouse: Any, settings: Any
+) -> None:
+    """The HL7 gateway numbers letters per message, from 1 again after a restart: two refused
+    values of one ORU, and the first message after a restart, share their source coordinates.
+    Keyed by them, the table merged the letters (their sealed originals lost); keyed by where
+    each letter was read, 0018 keeps them, those loaded before it included, and the rollup
+    keeps counting each once."""
+    db = settings.clickhouse_database + "_letters"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db, until=17)
+    columns = ["source_topic", "source_partition", "source_offset", "stage", "reason_code"]
+    columns += ["reason", "payload", "kafka_partition", "kafka_offset", "kafka_topic"]
+
+    def letter(offset: int, why: str) -> list[Any]:
+        return ["mllp://gw", 0, 1, "hl7_gateway", "bad_value", why, "sealed", 0, offset, "dl"]
+
+    for offset, why in enumerate(["SpO2 140", "HR -999"]):  # loaded before 0018, one at a time
+        clickhouse.insert(f"{db}.dead_letters", [letter(offset, why)], column_names=columns)
+    assert ch.migrate(clickhouse, db) == [18]
+    clickhouse.insert(f"{db}.dead_letters", [letter(2, "SpO2 150")], column_names=columns)
+    clickhouse.insert(f"{db}.dead_letters", [letter(2, "SpO2 150")], column_names=columns)  # again
+    rows = clickhouse.query(
+        f"SELECT reason FROM {db}.dead_letters FINAL ORDER BY kafka_offset"
+    ).result_rows
+    assert rows == [("SpO2 140",), ("HR -999",), ("SpO2 150",)]
+    rollup = clickhouse.query(f"SELECT sum(records) FROM {db}.dead_letter_minute").result_rows
+    assert rollup == [(4,)]  # each insert counted once (the repeated insert too, as before)
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")

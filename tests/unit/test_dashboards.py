@@ -226,6 +226,28 @@ def _panel_rows(
     return run.run_panel(clickhouse, panel, tr, variables).rows
 
 
+def test_staffed_beds_free_counts_no_units_overflow_as_another_units_free_beds(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """F ICU holds 12 patients in 10 beds, F 4E 8 in 10, F ORTH none in 20 (no census row ever:
+    quiet all along): 22 beds free (2 in 4E, 20 in ORTH) and 2 patients over capacity, where
+    summing each facility's beds less its patients said 20."""
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_free")
+    t = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    rows = [
+        ["F", "ICU", "unit", t, t, 12, 10],
+        ["F", "4E", "unit", t, t, 8, 10],
+        ["F", "*", "facility", t, t, 20, 40],
+    ]
+    columns = ["facility_id", "unit_id", "scope", "window_start", "window_end"]
+    columns += ["occupied_beds", "capacity_beds"]
+    clickhouse.insert(f"{db}.census_unit", rows, column_names=columns)
+    tr = TimeRange(t - timedelta(hours=1), t + timedelta(hours=1))
+    got = _panel_rows(clickhouse, COMMAND_CENTRE, "beds_free", db, tr, facility="F")
+    assert got == [(22, 2, 20)]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
 def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     clickhouse: Any, settings: Settings
 ) -> None:

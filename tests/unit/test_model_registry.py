@@ -185,3 +185,29 @@ def test_roles_stay_readable_by_the_jobs_user_and_old_flip_flop_histories_roll_b
     ]
     history.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert reg.champions(MODEL) == ["1", "2"] and reg.rollback(MODEL) == "1"
+
+
+def test_the_catalogs_regression_model_has_its_versions_in_the_dimension_too(
+    tmp_path: Path, clickhouse: Any, settings: Any
+) -> None:
+    """The ML ops board picks its model from dim_model_version: the loader wrote the sepsis
+    model's versions only, so a catalog model's monitor breaches could not be selected. A
+    regression model has no AUROC nor threshold: NaN, not a crash."""
+    import math
+
+    from sinks import dims
+
+    reg = Registry(tmp_path / "reg")
+    assert bootstrap(reg, "length-of-stay")
+    [row] = dims.model_versions(reg, "length-of-stay")
+    assert (row.model_name, row.role) == ("length-of-stay", "champion")
+    assert math.isnan(row.auroc) and row.training_data_sha256
+    from sinks import clickhouse as ch
+
+    db = settings.clickhouse_database + "_dims"  # a warehouse of its own
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    dims.upsert_model_versions(clickhouse, db, [row])
+    names = clickhouse.query(f"SELECT model_name FROM {db}.dim_model_version FINAL").result_rows
+    assert names == [("length-of-stay",)]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
