@@ -136,6 +136,8 @@ def dashboard(d: Dashboard) -> dict[str, Any]:
             .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
             .sort(VariableSort.ALPHABETICAL_ASC)
         )
+        if v.default is not None:
+            q = q.current(VariableOption(selected=True, text=v.default, value=v.default))
         if v.multi:
             q = (
                 q.multi(True)

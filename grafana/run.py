@@ -40,14 +40,16 @@ def panel_range(p: Panel, tr: TimeRange) -> TimeRange:
 def resolve_variables(
     client: Any, d: Dashboard, db: str, tr: TimeRange, prefer: dict[str, str] | None = None
 ) -> dict[str, VarValue]:
-    """Each variable's options from its query; the first (or `prefer`red) one, or all of them
-    for a multi-value variable."""
+    """Each variable's options from its query; the `prefer`red one, else its default where that
+    is an option (as Grafana opens the board), else the first; or all of them for a multi-value
+    variable."""
     values: dict[str, VarValue] = {"db": db}
     for v in d.variables:
         options = [str(r[0]) for r in client.query(render(v.sql, tr, values)).result_rows]
         if not options:
             raise LookupError(f"{d.uid}: variable {v.name} has no options")
-        chosen = (prefer or {}).get(v.name, options[0])
+        first = v.default if v.default in options else options[0]
+        chosen = (prefer or {}).get(v.name, first)
         if chosen not in options:
             raise LookupError(f"{d.uid}: {chosen!r} is not an option of {v.name}")
         values[v.name] = options if v.multi else chosen

@@ -39,6 +39,7 @@ class Variable:
     label: str
     sql: str
     multi: bool = False
+    default: str | None = None  # the option chosen when the board opens, where it is one
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,13 @@ UNIT = Variable(
     "Unit",
     "SELECT unit_id FROM ${db}.dim_unit FINAL WHERE facility_id = '${facility}' ORDER BY unit_id",
 )
+# the board is the sepsis models' (its scores, risk histograms and latency are theirs); the
+# catalog's models are in the list for their monitor results
 MODEL = Variable(
-    "model", "Model", "SELECT DISTINCT model_name FROM ${db}.dim_model_version ORDER BY model_name"
+    "model",
+    "Model",
+    "SELECT DISTINCT model_name FROM ${db}.dim_model_version ORDER BY model_name",
+    default="sepsis-risk",
 )
 
 # Where the census has each patient at the range's end: the facility and unit of their latest

@@ -89,13 +89,30 @@ def test_dead_letters_are_one_row_a_letter_across_the_rekeying_migration(
 
     for offset, why in enumerate(["SpO2 140", "HR -999"]):  # loaded before 0018, one at a time
         clickhouse.insert(f"{db}.dead_letters", [letter(offset, why)], column_names=columns)
+    # loaded before 0005 (no kafka_topic): the loader's letter of a record it could not decode,
+    # at its topic's offset, and the dead-letter topic's letter at the same numbers
+    legacy = [
+        ["alert.v1", 0, 5, "clickhouse_loader", "undecodable", "old 1", "x", 0, 5, ""],
+        ["mllp://gw", 0, 9, "hl7_gateway", "bad_value", "old 2", "x", 0, 5, ""],
+    ]
+    for row in legacy:
+        clickhouse.insert(f"{db}.dead_letters", [row], column_names=columns)
+    # interrupted once after the exchange: run again from the start, the new key stays
+    [path] = [f for v, f in ch.migrations() if v == 18]
+    for stmt in ch.statements(path.read_text())[:-1]:
+        clickhouse.command(stmt.replace("{db}", db))
     assert ch.migrate(clickhouse, db) == [18]
+    key = clickhouse.query(
+        "SELECT sorting_key FROM system.tables WHERE database = %(d)s AND name = 'dead_letters'",
+        parameters={"d": db},
+    ).result_rows
+    assert key == [("kafka_topic, kafka_partition, kafka_offset, stage, source_topic",)]
     clickhouse.insert(f"{db}.dead_letters", [letter(2, "SpO2 150")], column_names=columns)
     clickhouse.insert(f"{db}.dead_letters", [letter(2, "SpO2 150")], column_names=columns)  # again
     rows = clickhouse.query(
-        f"SELECT reason FROM {db}.dead_letters FINAL ORDER BY kafka_offset"
+        f"SELECT reason FROM {db}.dead_letters FINAL ORDER BY kafka_topic, kafka_offset, stage"
     ).result_rows
-    assert rows == [("SpO2 140",), ("HR -999",), ("SpO2 150",)]
+    assert rows == [("old 1",), ("old 2",), ("SpO2 140",), ("HR -999",), ("SpO2 150",)]
     rollup = clickhouse.query(f"SELECT sum(records) FROM {db}.dead_letter_minute").result_rows
-    assert rollup == [(4,)]  # each insert counted once (the repeated insert too, as before)
+    assert rollup == [(6,)]  # each insert counted once (the repeated insert too, as before)
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")

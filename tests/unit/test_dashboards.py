@@ -248,6 +248,28 @@ def test_staffed_beds_free_counts_no_units_overflow_as_another_units_free_beds(
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 
+def test_the_ml_ops_board_opens_on_the_sepsis_models_with_the_catalogs_in_its_list(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """With the catalog's models in dim_model_version, the first option in order was
+    icu-mortality, and the board's scores, histograms and latency (the sepsis models') opened
+    empty."""
+    from grafana.specs import MODEL
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_mlops")
+    columns = ["model_name", "model_version", "role", "registered_at", "role_since"]
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = [[m, "1", "champion", at, at] for m in ("icu-mortality", "sepsis-risk", "alpha")]
+    clickhouse.insert(f"{db}.dim_model_version", rows, column_names=columns)
+    tr = TimeRange(at, at + timedelta(hours=1))
+    assert run.resolve_variables(clickhouse, ML_OPS, db, tr)["model"] == "sepsis-risk"
+    [variable] = [
+        v for v in build.dashboard(ML_OPS)["templating"]["list"] if v["name"] == MODEL.name
+    ]
+    assert variable["current"]["value"] == "sepsis-risk"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
 def test_the_readmissions_panel_counts_no_admission_cancelled_or_voided(
     clickhouse: Any, settings: Settings
 ) -> None:
