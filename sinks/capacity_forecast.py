@@ -18,9 +18,11 @@ there now plus the arrivals to come. The facility row (scope `facility`, unit `A
 from its hospital stays. The LOS model's predicted discharges: each patient's latest champion
 `length-of-stay` score up to the origin (`catalog_scores`, written by the catalog scoring job;
 the stay entity's token is the patient token the census carries) rescales that patient's
-remaining stay in the unit where it was scored (udfs/capacity_forecast.py); a patient without
-one, and the facility rows (the model predicts the ICU stay, not the hospital stay), get the
-unit's own LOS distribution. `--no-los-model` forecasts from the census alone. The surge
+remaining hospital stay in the facility row's forecast (udfs/capacity_forecast.py): the model
+predicts the remaining hospital stay (PhysioNet 2012's Length_of_stay runs from ICU admission
+to the end of hospitalisation), not the remaining time in a unit. A patient without one, and
+the unit rows, get the facility's or the unit's own LOS distribution. `--no-los-model`
+forecasts from the census alone. The surge
 threshold is the capacity file's (`Capacity.surge_beds`).
 """
 
@@ -89,14 +91,14 @@ def forecast_rows(
         for (f, unit), beds in sorted(capacity.units.items()):
             if f == fac:
                 s = mine[mine.unit_id == unit]
-                fc = cf.forecast_unit(
-                    _history(s, start), origin_h, prior, predictions, time_zone=zone
-                )
+                fc = cf.forecast_unit(_history(s, start), origin_h, prior, time_zone=zone)
                 surge = capacity.surge_beds(fac, unit)
                 parts.append(_rows(fac, unit, "unit", fc, _occupied(s, origin_h), beds, surge))
         h = hospital[hospital.facility_id == fac]
-        # the LOS model's is the ICU stay, not the hospital's
-        fc = cf.forecast_unit(_history(h, start), origin_h, time_zone=zone)
+        # the LOS model's is the hospital stay (PhysioNet 2012's Length_of_stay runs from ICU
+        # admission to the end of the hospital stay), not a unit's: applied to a unit's, a
+        # perfect score kept ICU patients in their beds ~2.7 times too long
+        fc = cf.forecast_unit(_history(h, start), origin_h, predictions=predictions, time_zone=zone)
         beds, surge = capacity.facility_beds(fac), capacity.surge_beds(fac, ALL_UNITS)
         parts.append(_rows(fac, ALL_UNITS, "facility", fc, _occupied(h, origin_h), beds, surge))
     if not parts:  # a capacity file without units
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-los-model",
         dest="los_model",
         action="store_false",
-        help="leave out the LOS model's scores (each unit's own LOS distribution only)",
+        help="leave out the LOS model's scores (the facility's own LOS distribution only)",
     )
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)

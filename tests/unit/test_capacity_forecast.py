@@ -363,10 +363,11 @@ def test_the_hourly_step_takes_each_patients_latest_los_score_as_its_predicted_d
     want = want.sort_values(["scope", "unit_id", "horizon_h"])
     assert np.allclose(with_los.expected, want.expected, atol=1e-3)
     changed = with_los.expected.to_numpy() != without.expected.to_numpy()
-    # only the unit whose patients were scored changes: they leave sooner; the facility row
-    # (hospital stays) does not take the model's ICU stay
-    assert set(with_los[changed].unit_id) == {unit} and set(with_los[changed].scope) == {"unit"}
-    ours = (with_los.unit_id == unit).to_numpy()
+    # only the facility row changes: the model predicts the remaining hospital stay
+    # (PhysioNet 2012's Length_of_stay), so the scored patients leave the hospital sooner; no
+    # unit's forecast takes it as the time left in that unit
+    assert set(with_los[changed].scope) == {"facility"}
+    ours = (with_los.scope == "facility").to_numpy()
     assert (with_los.expected[ours].to_numpy() < without.expected[ours].to_numpy()).all()
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 

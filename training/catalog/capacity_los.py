@@ -3,13 +3,16 @@
     python -m training.catalog.capacity_los [--file setB_observations.parquet] [--days 365]
         [--stays N] [--step 6] [--out reports/capacity_forecast]
 
-Does the `length-of-stay` champion's score of each patient make a unit's 24-h occupancy forecast
-better than the unit's own length-of-stay distribution alone? The stays are PhysioNet/CinC 2012
+Does the `length-of-stay` champion's score of each patient make a 24-h occupancy forecast
+better than the stays' own length-of-stay distribution alone? The stays are PhysioNet/CinC 2012
 set B's (held out from the LOS model's training), each with its recorded `Length_of_stay` (stays
 without one are left out): every stay is admitted at a seeded uniformly random time over `--days`
-days (a Poisson process of arrivals) to the unit of its ICUType (as the replay,
-jobs/feeds/physionet2012.py, admits it) and stays `Length_of_stay` days plus a uniform fraction
-of a day (the data give whole days). The data carry no calendar, so this is a timeline built
+days (a Poisson process of arrivals) to the group of its ICUType (as the replay,
+jobs/feeds/physionet2012.py, admits it to that unit) and stays `Length_of_stay` days plus a
+uniform fraction of a day (the data give whole days). `Length_of_stay` runs from ICU admission
+to the end of the hospital stay, so each group's census is the hospital occupancy of its
+patients (what the model predicts, and what the sink applies it to: the facility's forecast),
+not an ICU's. The data carry no calendar, so this is a timeline built
 from real stays, not a real unit's census; what it tests is the per-patient signal. `--seeds`
 gives several such timelines of the same stays (default three), pooled.
 

@@ -26,9 +26,12 @@ INTENDED: Final = {
         "24 h of the stay (trained on states at 24, 36 and 48 h).",
     ),
     "length-of-stay": (
-        "Remaining ICU days of an adult stay at 24 h and 48 h (a median-type prediction): "
-        "expected discharges for bed planning and the capacity forecast.",
-        "Not a discharge decision for a patient; its error is days, not hours.",
+        "Remaining days in hospital of an adult ICU patient at 24 h and 48 h of the ICU stay (a "
+        "median-type prediction; PhysioNet 2012's length of stay runs from ICU admission to the "
+        "end of the hospital stay): expected hospital discharges for bed planning and the "
+        "facility's capacity forecast.",
+        "Not a discharge decision for a patient; not the time left in the ICU (a unit's "
+        "forecast does not use it); its error is days, not hours.",
     ),
     "readmission-30d": (
         "Risk of readmission within 30 days, scored when a diabetic inpatient's discharge "

@@ -1,12 +1,16 @@
-"""length-of-stay: remaining ICU length of stay in days, scored at every state of the stay's first
-48 h (PhysioNet/CinC 2012), reported at 24 h and 48 h.
+"""length-of-stay: remaining length of hospital stay in days, scored at every state of an ICU
+stay's first 48 h (PhysioNet/CinC 2012), reported at 24 h and 48 h.
 
     python -m training.catalog.length_of_stay train [--out DIR]
     python -m training.catalog.length_of_stay evaluate [--file setB_observations.parquet]
 
-Target at hour t: `Length_of_stay − t/24` days, clipped at 0. `Length_of_stay` is the ICU stay
-in whole days as recorded; stays that end in death are kept with their recorded length (the
-remaining time in the ICU is what a bed manager plans with, whatever the outcome); stays with
+Target at hour t: `Length_of_stay − t/24` days, clipped at 0. `Length_of_stay` runs from the ICU
+admission to the end of the hospital stay (PhysioNet/CinC 2012's definition; in set A no
+in-hospital death comes after it ends), in whole days as recorded, so the model predicts the
+remaining hospital stay, not the time left in the ICU (the capacity forecast applies it to the
+facility's occupancy, sinks/capacity_forecast.py); stays that end in death are kept with their
+recorded length (the remaining time in hospital is what a bed manager plans with, whatever the
+outcome); stays with
 `Length_of_stay` −1 (not recorded) are left out of training and evaluation. Features are
 `feature_store.icu_stay`'s at 24, 36, 48 h; a HistGradientBoostingRegressor with
 absolute-error loss (MAE is the metric), chosen by 5-fold cross-validation by stay on set A.
@@ -179,7 +183,7 @@ def train(out: Path, settings: Settings, samples: int = 200) -> dict[str, Any]:
         "report_at_hours": list(p12.REPORT_HOURS),
         "output": {
             "name": "remaining_los_days",
-            "meaning": "remaining ICU length of stay in days from the state's time "
+            "meaning": "remaining length of hospital stay in days from the state's time "
             "(a median-type prediction: absolute-error loss)",
             "unit": "d",
         },
