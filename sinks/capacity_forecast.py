@@ -224,9 +224,18 @@ def run_once(
     return write(client, database, rows)
 
 
+def utc_origin(text: str) -> datetime:
+    """An origin as given, read as UTC where it names no offset (not the host's zone: a run on
+    a host set to New York forecast from five hours later)."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--origin", type=datetime.fromisoformat, default=None)
+    ap.add_argument(
+        "--origin", type=utc_origin, default=None, help="ISO time; without an offset, UTC"
+    )
     ap.add_argument(
         "--hourly",
         action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -772,3 +773,9 @@ def test_an_admission_entered_after_the_fact_starts_its_stay_when_it_was_entered
     }
     [start] = census_stays.stays_from_events([late]).start_h
     assert start == t + 3
+
+
+def test_an_origin_without_an_offset_is_utc_whatever_the_hosts_zone() -> None:
+    naive, named = sink.utc_origin("2026-02-03T10:00"), sink.utc_origin("2026-02-03T10:00-05:00")
+    assert naive.timestamp() == datetime(2026, 2, 3, 10, tzinfo=UTC).timestamp()
+    assert named.timestamp() == datetime(2026, 2, 3, 15, tzinfo=UTC).timestamp()
