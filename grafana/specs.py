@@ -96,7 +96,10 @@ _CENSUS_PLACE = """
 # resolve, shown on the unit where the census has its patient now (a patient raised in ED and
 # moved to ICU is ICU's). An alert whose patient the census does not have in a unit of the
 # facility (not known to it, discharged, or at another facility) stays on the unit of its latest
-# step (each step carries the unit of the latest hit), so that no open alert disappears.
+# step (each step carries the facility and unit of the latest hit), so that no open alert
+# disappears. The latest step is the alert's, whatever its facility: taken among this
+# facility's steps only, an alert whose hits went on at another facility (and resolved there)
+# stayed open on this board for ever, at its old severity.
 _UNIT_ALERTS = f"""
     SELECT alert_id, opened, state, a.patient_token AS patient_token, rule, severity, score,
            value, hits
@@ -104,20 +107,22 @@ _UNIT_ALERTS = f"""
                  argMax(patient_token, sequence) AS patient_token,
                  argMax(rule_id, sequence) AS rule, argMax(severity, sequence) AS severity,
                  argMax(score_name, sequence) AS score, argMax(score_value, sequence) AS value,
-                 argMax(hit_count, sequence) AS hits, argMax(unit_id, sequence) AS alert_unit
+                 argMax(hit_count, sequence) AS hits, argMax(unit_id, sequence) AS alert_unit,
+                 argMax(facility_id, sequence) AS alert_facility
           FROM ${{db}}.alert_events
-          WHERE facility_id = '${{facility}}' AND event_time <= $__toTime
+          WHERE event_time <= $__toTime
           GROUP BY alert_id
           HAVING state != 'resolve') AS a
     LEFT JOIN ({_CENSUS_PLACE}) AS c ON c.patient_token = a.patient_token
     WHERE if(c.census_facility = '${{facility}}' AND c.census_unit IS NOT NULL,
-             c.census_unit, alert_unit) = '${{unit}}'"""
+             c.census_unit = '${{unit}}',
+             alert_facility = '${{facility}}' AND alert_unit = '${{unit}}')"""
 
 # Acknowledged alerts: an acknowledgement counts wherever it was given (an alert acknowledged on
-# ED before its patient moved is acknowledged on ICU).
+# ED before its patient moved is acknowledged on ICU, at another facility too).
 _ACKNOWLEDGED = """
     SELECT alert_id, min(event_time) AS acknowledged FROM ${db}.alert_responses
-    WHERE facility_id = '${facility}' AND action = 'acknowledge' AND event_time <= $__toTime
+    WHERE action = 'acknowledge' AND event_time <= $__toTime
     GROUP BY alert_id"""
 
 # The clinical response a NEWS2 calls for (RCP 2017, NEWS2 thresholds and triggers, and chart 3),

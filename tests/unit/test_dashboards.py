@@ -802,3 +802,46 @@ def test_each_bundle_element_is_counted_over_the_alerts_it_was_due_for(
     cultures = shown["blood_culture_drawn"]
     assert cultures[:3] == (2, 3, 66.7) and cultures[4] == 33.3
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_an_alert_whose_hits_went_on_at_another_facility_leaves_the_first_facilitys_board(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Raised at F's ED and acknowledged there, escalated and resolved at G's ICU (the patient
+    the census does not place): taken among F's steps only, the alert stayed open on F's board
+    for ever at its old severity, and G's board showed it unacknowledged."""
+    from schemas.capacity import Capacity
+    from sinks import dims
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_fac", ("ED", "ICU"))
+    two = {"F": {"ED": 10, "ICU": 10}, "G": {"ED": 10, "ICU": 10}}
+    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": two}))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    base = {"alert_id": "x1", "rule_id": "news2_sustained_medium", "rule_version": "2"}
+    base |= {"patient_token": "away", "opened_time": t, "score_name": "news2_score"}
+    steps = [
+        (1, "raise", "medium", "F", "ED", t),
+        (2, "escalate", "high", "G", "ICU", t + 2 * _HOUR),
+        (3, "resolve", "high", "G", "ICU", t + 8 * _HOUR),
+    ]
+    _insert(clickhouse, db, "alert_events", [
+        base | {"alert_event_id": f"x1:{seq}", "sequence": seq, "action": action,
+                "severity": severity, "facility_id": fac, "unit_id": unit, "event_time": at,
+                "hit_count": seq, "score_value": 6}
+        for seq, action, severity, fac, unit, at in steps
+    ])  # fmt: skip
+    ack = {"response_id": "r1", "alert_id": "x1", "action": "acknowledge", "actor_role": "nurse"}
+    ack |= {"patient_token": "away", "facility_id": "F", "unit_id": "ED"}
+    _insert(clickhouse, db, "alert_responses", [ack | {"event_time": t + _HOUR / 6}])
+
+    def board(facility: str, unit: str, at: datetime) -> list[tuple[Any, ...]]:
+        tr = TimeRange(at - _DAY, at)
+        return _panel_rows(
+            clickhouse, NURSE_BOARD, "open_alerts", db, tr, facility=facility, unit=unit
+        )
+
+    assert board("F", "ED", t + 3 * _HOUR) == []  # its latest step is G's
+    [at_g] = board("G", "ICU", t + 3 * _HOUR)
+    assert "high" in at_g and at_g[8] is not None  # acknowledged at F, counted at G
+    assert board("F", "ED", t + 24 * _HOUR) == [] and board("G", "ICU", t + 24 * _HOUR) == []
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
