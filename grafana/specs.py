@@ -97,9 +97,11 @@ _CENSUS_PLACE = """
 # moved to ICU is ICU's). An alert whose patient the census does not have in a unit of the
 # facility (not known to it, discharged, or at another facility) stays on the unit of its latest
 # step (each step carries the facility and unit of the latest hit), so that no open alert
-# disappears. The latest step is the alert's, whatever its facility: taken among this
-# facility's steps only, an alert whose hits went on at another facility (and resolved there)
-# stayed open on this board for ever, at its old severity.
+# disappears; one the census has in a unit of another facility is that facility's. The latest
+# step is the alert's, whatever its facility: taken among this facility's steps only, an alert
+# whose hits went on at another facility (and resolved there) stayed open on this board for
+# ever, at its old severity. The alerts read are those with a step at this facility or of a
+# patient the census has placed at it (a superset of the board's, read by the tables' keys).
 _UNIT_ALERTS = f"""
     SELECT alert_id, opened, state, a.patient_token AS patient_token, rule, severity, score,
            value, hits
@@ -109,13 +111,18 @@ _UNIT_ALERTS = f"""
                  argMax(score_name, sequence) AS score, argMax(score_value, sequence) AS value,
                  argMax(hit_count, sequence) AS hits, argMax(unit_id, sequence) AS alert_unit,
                  argMax(facility_id, sequence) AS alert_facility
-          FROM ${{db}}.alert_events
-          WHERE event_time <= $__toTime
+          FROM ${{db}}.alert_events AS e
+          WHERE e.event_time <= $__toTime
+            AND (e.alert_id IN (SELECT alert_id FROM ${{db}}.alert_events
+                                WHERE facility_id = '${{facility}}' AND event_time <= $__toTime)
+                 OR e.patient_token IN (SELECT patient_token FROM ${{db}}.census_events
+                                      WHERE facility_id = '${{facility}}' AND outcome = 'applied'
+                                        AND event_time <= $__toTime))
           GROUP BY alert_id
           HAVING state != 'resolve') AS a
     LEFT JOIN ({_CENSUS_PLACE}) AS c ON c.patient_token = a.patient_token
-    WHERE if(c.census_facility = '${{facility}}' AND c.census_unit IS NOT NULL,
-             c.census_unit = '${{unit}}',
+    WHERE if(c.census_unit IS NOT NULL,
+             c.census_facility = '${{facility}}' AND c.census_unit = '${{unit}}',
              alert_facility = '${{facility}}' AND alert_unit = '${{unit}}')"""
 
 # Acknowledged alerts: an acknowledgement counts wherever it was given (an alert acknowledged on

@@ -30,14 +30,12 @@ The monitors, their thresholds and why (MONITORS):
   the same from one window to the next, so one window's cohort blip is no fault). PSI ≥
   `severe_psi` with the median outside the reference's 1st–99th percentiles quarantines at once.
   Judged on at least `min_values` independent values (`independent_values`: on the device
-  topic, monitors, not seconds), so a unit of a few monitors is never judged a population; a
-  severe shift on at least `min_severe_values` (ten monitors, half of them beyond the
-  reference's 99th percentile, is a fault, not physiology; a blood pressure in kPa is caught on
-  one monitor by the unit-conversion check) on the device feed.
+  topic, monitors, not seconds), so a unit of a few monitors is never judged a population (its
+  unit faults are the unit-conversion check's).
 - unit-conversion suspect: per parameter with a known wrong unit (UNIT_SUSPECTS), the window's
   median lies outside the reference's 1st–99th percentiles while the median converted from the
   wrong unit lies inside its 5th–95th: a temperature centred near 98 read as °F is 36.7 °C.
-  Quarantines (weight in lb warns only: see UNIT_SUSPECTS).
+  Quarantines (weight in lb and pressures in kPa warn only: see UNIT_SUSPECTS).
 - duplicate storm: share of records repeating a record id already in the window. Quarantines.
 
 The p-value thresholds are per source, parameter and window: at 1e-6, a facility with 10
@@ -97,9 +95,10 @@ class Thresholds:
     missing_ratio: float = 0.5  # present in under half the source's recent share of records
     min_expected_present: float = 10.0  # judge missingness only where ≥ 10 values are expected
     min_values: int = 50  # independent values in a window before its distribution is compared
-    min_severe_values: int = 10  # and before a severe shift on a device feed quarantines (a
-    # unit's monitors: half of 10 patients beyond the reference's 99th percentile is a fault,
-    # not physiology; below that, the unit-conversion check guards the device feed)
+    # (on the device feed, monitors: a unit's are never judged a population, not even for a
+    # severe shift: ten infants' heart rates are beyond the adult reference's 99th percentile;
+    # the unit-conversion checks guard the device feed)
+    level_change_h: float = 24.0  # a volume level held steady this long is the feed's new one
     major_psi: float = 0.25  # Siddiqi 2006: ≥ 0.25 a major shift
     stable_psi: float = 0.1  # Siddiqi 2006: < 0.1 no significant shift (resolves)
     severe_psi: float = 1.0  # 4× the major cut-off, and the median outside the reference's
@@ -136,17 +135,19 @@ class UnitSuspect:
 # Conversions are definitions: °F = °C × 9/5 + 32; creatinine 1 mg/dL = 88.4 µmol/L (SI units,
 # e.g. the AMA Manual of Style's conversion table); body weight 1 kg = 2.2046 lb; pressure
 # 1 kPa = 7.50062 mmHg (monitors set to kPa, as some European units chart blood pressure).
-# Weight only warns: a bariatric unit's true kilograms (a median of 170) read as pounds are a
-# plausible 77 kg, so a median above the reference is no proof of a fault, and quarantining
-# would null every vital sign of the unit's records for a day of weigh-ins.
+# Weight and pressures only warn: a bariatric unit's true kilograms (a median of 170) read as
+# pounds are a plausible 77 kg, and an arterial line during a cardiac arrest reads a MAP of
+# 10-14 mmHg, what a monitor set to kPa shows for a normal one; neither median proves a fault,
+# and quarantining would null every vital sign of the unit's records (for a day of weigh-ins,
+# or from a code until another arterial line's normal pressures).
 _KPA = "1 kPa = 7.50062 mmHg"
 UNIT_SUSPECTS: dict[str, UnitSuspect] = {
     "temp_c": UnitSuspect("degF", lambda f: (f - 32.0) * 5.0 / 9.0, "°C = (°F − 32) × 5/9"),
     "creatinine_mg_dl": UnitSuspect("umol/L", lambda u: u / 88.4, "1 mg/dL = 88.4 µmol/L"),
     "weight_kg": UnitSuspect("lb", lambda lb: lb / 2.2046, "1 kg = 2.2046 lb", quarantines=False),
-    "sbp_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA),
-    "dbp_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA),
-    "map_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA),
+    "sbp_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA, quarantines=False),
+    "dbp_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA, quarantines=False),
+    "map_mmhg": UnitSuspect("kPa", lambda k: k * 7.50062, _KPA, quarantines=False),
 }
 
 
@@ -530,17 +531,21 @@ class SourceMonitor:
         """The volume baseline after a window: the feed's normal level. A window of a drop or
         surge still open joins it no more than a missing parameter's share does (after 7
         windows of a feed at a quarter, the drop "resolved" against its own faulty level); it
-        is held instead, and a level held steady (within a factor of 2 of its median) for
-        `history` windows is the feed's new level (a unit moved to another lab system): the
-        condition resolves as a level change and the baseline follows it, so that a later
-        outage is seen again."""
+        is held instead. A level held steady (the last `history` windows within a factor of 2 of
+        their median) for `level_change_h` since the condition opened (a day: an outage is
+        acted on long before) is the feed's new level (a unit moved to another lab system): the
+        condition resolves as a change of level, saying so, and the baseline follows it, so that
+        a later outage is seen again."""
         volume = [m for m in ("volume_drop", "volume_surge") if self.is_open(m)]
         if not volume:
             self.counts, self.held = [*self.counts, w.records][-t.history :], ()
             return []
         self.held = (*self.held, w.records)[-t.history :]
         level = float(median(self.held))
-        if len(self.held) < t.history or not all(level / 2 <= c <= level * 2 for c in self.held):
+        since = min(self.open[(m, None)].since_ms for m in volume)
+        held_h = (w.end_ms - since) / 3_600_000
+        steady = all(level / 2 <= c <= level * 2 for c in self.held)
+        if len(self.held) < t.history or not steady or held_h < t.level_change_h:
             return []
         before = float(median(self.counts)) if self.counts else None
         ev = {"held_windows": list(self.held), "baseline": before, "new_baseline": level}
@@ -556,8 +561,8 @@ class SourceMonitor:
                 expected=before,
                 threshold=None,
                 reason=f"{self._where()} has held a new level of {level:g} records a window for "
-                f"{t.history} windows (the baseline was {before:g}): a change of level, which "
-                "the baseline now follows",
+                f"{held_h:.0f} h (the baseline was {before:g}): taken as a change of level, "
+                "which the baseline now follows (not the feed back)",
                 evidence=ev,
             )
             for monitor in volume
@@ -794,6 +799,26 @@ class SourceMonitor:
             return []
         suspect, converted = unit_suspect(name, pw.median, pw.present, pref, t)
         wrong = UNIT_SUSPECTS[name]
+        was = self.open.get(("unit_conversion", name))
+        if was is not None and was.quarantine and not wrong.quarantines:
+            # opened by a version that quarantined on it: ended (its quarantine cleared unless
+            # another holds one); a suspect still there opens again as a warning
+            return [
+                self._event(
+                    "unit_conversion",
+                    "resolved",
+                    w.end_ms,
+                    span=base,
+                    parameter=name,
+                    statistic="median",
+                    observed=pw.median,
+                    expected=pref.percentiles["p50"],
+                    threshold=pref.percentiles["p99"],
+                    reason=f"{name} of {self._where()}: a {wrong.wrong_unit} suspect only warns "
+                    "now; the quarantine a version before held on it ends",
+                    evidence={"median": pw.median, "wrong_unit": wrong.wrong_unit},
+                )
+            ]
         ev = {
             "median": pw.median,
             "converted_median": converted,
@@ -857,9 +882,7 @@ class SourceMonitor:
         n = sum(pw.bins)
         draws = independent_values(w, n)
         judged = draws >= t.min_values
-        # a device feed's few monitors may still show a severe fault (charted values: as any)
-        least = t.min_severe_values if w.source_topic in VALUES_PER_S else t.min_values
-        if n == 0 or draws < least or len(pw.bins) != len(pref.proportions):
+        if n == 0 or not judged or len(pw.bins) != len(pref.proportions):
             return []
         value = psi(pw.bins, pref.proportions)
         p = chi_square_p(tuple(c * draws / n for c in pw.bins), pref.proportions)
@@ -872,8 +895,7 @@ class SourceMonitor:
         }
         was = self.open.get(("distribution_shift", name))
         major = value >= t.major_psi and p < t.p_value
-        if judged:
-            self.shifted[name] = self.shifted.get(name, 0) + 1 if major else 0
+        self.shifted[name] = self.shifted.get(name, 0) + 1 if major else 0
         pc = pref.percentiles
         outside = pw.median is not None and not pc["p01"] <= pw.median <= pc["p99"]
         severe = major and value >= t.severe_psi and outside
@@ -901,7 +923,7 @@ class SourceMonitor:
                     quarantine=severe,
                 )
             ]
-        if was is not None and (judged or was.quarantine) and (value < t.stable_psi or p >= 0.01):
+        if was is not None and (value < t.stable_psi or p >= 0.01):
             return [
                 self._event(
                     "distribution_shift",

@@ -844,4 +844,14 @@ def test_an_alert_whose_hits_went_on_at_another_facility_leaves_the_first_facili
     [at_g] = board("G", "ICU", t + 3 * _HOUR)
     assert "high" in at_g and at_g[8] is not None  # acknowledged at F, counted at G
     assert board("F", "ED", t + 24 * _HOUR) == [] and board("G", "ICU", t + 24 * _HOUR) == []
+    # raised at F's ED, its patient then placed by the census in G's ICU: G's, not both boards'
+    raised = base | {"alert_id": "x2", "alert_event_id": "x2:1", "sequence": 1, "action": "raise"}
+    raised |= {"severity": "medium", "facility_id": "F", "unit_id": "ED", "event_time": t}
+    raised |= {"hit_count": 1, "score_value": 6, "patient_token": "moved"}
+    _insert(clickhouse, db, "alert_events", [raised])
+    placed = _census("moved", ("admit", "ICU", t + _HOUR))
+    _insert(clickhouse, db, "census_events", [p | {"facility_id": "G"} for p in placed])
+    at = t + 3 * _HOUR
+    assert sorted(r[1] for r in board("G", "ICU", at)) == ["away", "moved"]
+    assert board("F", "ED", at) == []
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")

@@ -353,19 +353,40 @@ def test_weight_charted_in_pounds_is_a_unit_suspect_against_the_2012_weights(
     assert event["action"] != "quarantine" and not mon.quarantined
 
 
-def test_a_monitor_sending_blood_pressure_in_kpa_quarantines_its_units_device_values(
+def test_a_monitor_sending_blood_pressure_in_kpa_is_a_warning_not_a_quarantine(
     ref: quality.Reference,
 ) -> None:
-    """One monitor set to kPa (a MAP of 11): too few monitors for a distribution, caught as a
-    unit-conversion fault (1 kPa = 7.50062 mmHg)."""
+    """One monitor set to kPa (a MAP of 11): too few monitors for a distribution, seen as a
+    unit-conversion suspect (1 kPa = 7.50062 mmHg), a warning: an arterial line during a
+    cardiac arrest reads the same, and a quarantine nulled the unit's vitals through the code."""
     device = topics.VITALS_DEVICE.name
     pref = ref.topic(device).parameters["map_mmhg"]
     pw = _parameter(np.full(300, 11.2), pref, 300)
     w = quality.Window(device, "hospital-a", "MICU", 0, 300_000, 300, 300, {}, {"map_mmhg": pw})
     mon = quality.SourceMonitor(device, "hospital-a", "MICU")
     [event] = mon.observe(w, ref.topic(device), T)
-    assert (event["monitor"], event["action"]) == ("unit_conversion", "quarantine")
+    assert (event["monitor"], event["severity"]) == ("unit_conversion", "warning")
+    assert event["action"] != "quarantine" and not mon.quarantined
     assert json.loads(event["evidence_json"])["converted_median"] == pytest.approx(84.0, abs=0.1)
+
+
+def test_a_quarantine_an_older_version_held_on_a_suspect_that_now_warns_is_released(
+    ref: quality.Reference,
+) -> None:
+    """A weight suspect opened as a quarantine before it became a warning: never resolved at a
+    bariatric unit's 170 kg, it held the unit's quarantine after every other condition ended."""
+    pref = ref.topic(VITALS).parameters["weight_kg"]
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "BARI")
+    mon.open[("unit_conversion", "weight_kg")] = quality.Open("old", 0, quarantine=True)
+    assert mon.quarantined
+    pw = _parameter(np.array([168.0, 171.0, 160.0]), pref, 3)
+    w = quality.Window(VITALS, "hospital-a", "BARI", 0, HOUR_MS, 3, 3, {}, {"weight_kg": pw})
+    [ended] = mon.observe(w, ref.topic(VITALS), T)
+    assert (ended["state"], ended["action"]) == ("resolved", "clear") and not mon.quarantined
+    [again] = mon.observe(
+        dataclasses.replace(w, start_ms=HOUR_MS, end_ms=2 * HOUR_MS), ref.topic(VITALS), T
+    )
+    assert (again["state"], again["severity"]) == ("open", "warning") and not mon.quarantined
 
 
 def test_the_psi_of_the_same_shares_does_not_grow_with_the_window() -> None:
@@ -399,19 +420,23 @@ def test_a_volume_drop_stays_open_while_the_feed_stays_down_and_resolves_when_it
     assert [(e["monitor"], e["state"]) for e in back] == [("volume_drop", "resolved")]
 
 
-def test_a_new_steady_level_resolves_as_a_change_of_level_and_a_later_outage_is_seen() -> None:
+def test_a_level_held_for_a_day_resolves_as_a_change_of_level_and_a_later_outage_is_seen() -> None:
     """Frozen for good, a feed moved for good to a lower level (a unit's labs to another system)
-    stayed in drop for the life of the job's state, and hid the real outage that followed."""
+    stayed in drop for the life of the job's state, and hid the real outage that followed. An
+    hour at the new level is no change of level (a partial outage that long was closed as one):
+    a day is, and the event says it is not the feed back."""
     mon = quality.SourceMonitor(VITALS, "hospital-a", "MICU")
     for i in range(12):
         _counts(mon, 80, i)
-    moved = [e for i in range(12, 30) for e in _counts(mon, 20, i)]
+    day = 24 * 12  # five-minute windows
+    moved = [e for i in range(12, 12 + day + 1) for e in _counts(mon, 20, i)]
     assert [(e["monitor"], e["state"]) for e in moved] == [
         ("volume_drop", "open"),
-        ("volume_drop", "resolved"),  # after 12 windows held at 20
+        ("volume_drop", "resolved"),  # a day after it opened
     ]
-    assert "change of level" in moved[1]["reason"]
-    outage = [e for i in range(30, 40) for e in _counts(mon, 2, i)]
+    assert moved[1]["event_time_ms"] - moved[0]["event_time_ms"] == 24 * 3_600_000
+    assert "change of level" in moved[1]["reason"] and "not the feed back" in moved[1]["reason"]
+    outage = [e for i in range(400, 410) for e in _counts(mon, 2, i)]
     assert [(e["monitor"], e["state"]) for e in outage][:1] == [("volume_drop", "open")]
 
 
