@@ -206,7 +206,7 @@ case "$cmd:$what" in
   env:*)
     echo "WARDFLOW_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
     echo "WARDFLOW_FLINK_JARS=$FLINK_JARS"
-    echo "WARDFLOW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    echo "WARDFLOW_FEAST_ONLINE_STORE=127.0.0.1:$REDIS_PORT"
     echo "WARDFLOW_FHIR_SERVER_URL=$FHIR_URL" ;;
   *) die "usage: $0 {fetch|start|stop|reset|status|env} [kafka|redis|fhir|all]" ;;
 esac
