@@ -47,6 +47,7 @@ from udfs.registry import InvalidVersion, Registry, Version, load_session, open_
 __all__ = ["FeatureSource", "Model", "Scorer", "open_session"]
 
 log = logging.getLogger(__name__)
+MISS_TTL_S = 60.0  # how long a patient without static features in the store is not asked again
 OUTPUT_COLUMNS = SCORE_RESULT.columns
 
 
@@ -177,7 +178,12 @@ class FeatureSource:
                 return np.stack([fresh.get(t, unknown) for t in tokens])
             for t in missing:
                 row = got.loc[t].to_numpy(dtype="float64") if t in got.index else unknown
-                self.cache[t] = (now, row)
+                # a patient the store does not know yet (registration's push may come after the
+                # first vitals) is asked again after MISS_TTL_S, not after the hour a known
+                # patient's features are kept
+                known = not np.isnan(row).all()
+                at = now if known else now - self.ttl_s(t) + MISS_TTL_S
+                self.cache[t] = (at, row)
         return np.stack([self.cache[t][1] for t in tokens])
 
 

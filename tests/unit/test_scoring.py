@@ -90,6 +90,31 @@ def test_static_features_come_from_feast_once_per_patient_while_cached(
     assert source.lookups == 3
 
 
+def test_a_patient_the_store_does_not_know_yet_is_asked_again_within_a_minute() -> None:
+    """Scored before registration pushed their age and sex, a patient was cached with none and
+    scored without them for up to an hour."""
+    import time as clock
+
+    from udfs import scoring
+
+    store: dict[str, tuple[float, float]] = {}
+
+    def lookup(tokens: list[str]) -> pd.DataFrame:
+        known = [t for t in tokens if t in store]
+        return pd.DataFrame([store[t] for t in known], index=known, columns=["age_years", "female"])
+
+    source = FeatureSource(
+        lookup=lookup, push=_refused, static_features=STATIC_FEATURES, cache_ttl_s=3600.0
+    )
+    assert np.isnan(source.static(pd.Series(["new"]))).all()
+    store["new"] = (71.0, 1.0)  # registration's push, seconds later
+    assert np.isnan(source.static(pd.Series(["new"]))).all()  # asked again only after a while
+    at, row = source.cache["new"]
+    source.cache["new"] = (at - scoring.MISS_TTL_S - 1, row)  # a minute on
+    assert source.static(pd.Series(["new"])).tolist() == [[71.0, 1.0]]
+    assert clock.monotonic() - source.cache["new"][0] < 5  # known: kept the full time
+
+
 def test_patients_first_seen_together_are_not_all_looked_up_again_at_once() -> None:
     asked: list[list[str]] = []
 
