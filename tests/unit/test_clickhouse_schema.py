@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from schemas import load_schema
+from schemas import load_schema, topics
 from sinks import clickhouse as ch
 from sinks.loader import META, TABLES
 
@@ -92,7 +92,7 @@ def test_dead_letters_are_one_row_a_letter_across_the_rekeying_migration(
     # loaded before 0005 (no kafka_topic): the loader's letter of a record it could not decode,
     # at its topic's offset, and the dead-letter topic's letter at the same numbers
     legacy = [
-        ["alert.v1", 0, 5, "clickhouse_loader", "undecodable", "old 1", "x", 0, 5, ""],
+        [topics.ALERT_V1.name, 0, 5, "clickhouse_loader", "undecodable", "old 1", "x", 0, 5, ""],
         ["mllp://gw", 0, 9, "hl7_gateway", "bad_value", "old 2", "x", 0, 5, ""],
     ]
     for row in legacy:
