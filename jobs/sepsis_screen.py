@@ -303,8 +303,10 @@ def state_sql(source: str = "events", features: bool = False) -> str:
     if features:
         columns += "".join(f", {rolling_name(p)}" for p in ROLLING)
         cap = f"CAST({LAB_AGE_CAP_H} AS DOUBLE)"
+        # a lab of an earlier stay is none of this one's (as training counts a stay's own)
         columns += "".join(
-            f", COALESCE(LEAST({hours_since(p + '_at')}, {cap}), {cap}) AS {lab_age_name(p)}"
+            f", COALESCE(CASE WHEN {p}_at > discharged_at OR discharged_at IS NULL "
+            f"THEN LEAST({hours_since(p + '_at')}, {cap}) END, {cap}) AS {lab_age_name(p)}"
             for p in LAB_AGE
         )
         columns += f", {hours_since('first_time')} AS hours_since_first_record"

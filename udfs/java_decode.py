@@ -333,6 +333,7 @@ PERSISTENT_RUN_CLASS = f"{PACKAGE}.PersistentRun"
 PAIR_RUN_CLASS = f"{PACKAGE}.PairRun"
 STAY_HOURS_CLASS = f"{PACKAGE}.StayHours"
 STAY_DISCHARGE_CLASS = f"{PACKAGE}.StayDischarge"
+STAY_START_CLASS = f"{PACKAGE}.StayStart"
 # Hand-written classes in JAVA_DIR and what their placeholders stand for.
 HAND_WRITTEN = {
     "CensusPlacement": {
@@ -362,6 +363,7 @@ HAND_WRITTEN = {
     "PersistentRun": {},
     "PairRun": {},
     "StayDischarge": {},
+    "StayStart": {},
 }
 
 

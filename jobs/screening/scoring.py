@@ -43,6 +43,7 @@ from udfs.flink_scoring import score_udf
 from udfs.registry import Registry
 
 TRAILING_EXTREME_FUNCTION = "wf_trailing_extreme"  # io.wardflow.udf.TrailingExtreme
+STAY_START_FUNCTION = "wf_stay_start"  # io.wardflow.udf.StayStart
 
 log = logging.getLogger(__name__)
 MODEL_RULE = "model_sepsis_risk"
@@ -96,22 +97,27 @@ def register_feature_functions(t_env: Any) -> None:
     t_env.create_java_temporary_system_function(
         TRAILING_EXTREME_FUNCTION, java_decode.TRAILING_EXTREME_CLASS
     )
+    t_env.create_java_temporary_system_function(STAY_START_FUNCTION, java_decode.STAY_START_CLASS)
 
 
 def feature_events_sql() -> str:
-    """Each event with its patient's first record time and the measurements' 6-hour extremes,
-    in one accumulate-only OVER window: the extremes come from `TRAILING_EXTREME_FUNCTION`
+    """Each event with its stay's first record time and the measurements' 6-hour extremes, in
+    one accumulate-only OVER window: the extremes come from `TRAILING_EXTREME_FUNCTION`
     (io.wardflow.udf.TrailingExtreme, equal to MAX/MIN over a 6-hour RANGE window) whose state is
-    a deque of the values that can still be an extreme, not every row of the 6 hours."""
+    a deque of the values that can still be an extreme, not every row of the 6 hours. Both begin
+    again after a discharge that ends the stay (`STAY_START_FUNCTION`; training's features are a
+    stay's alone: a patient readmitted within the state's TTL was scored as days into the stay,
+    with the last stay's extremes)."""
     ts = "CAST(event_time AS TIMESTAMP(3))"
     span_ms = f"CAST({WINDOW_H * 3_600_000} AS BIGINT)"
+    ends = "COALESCE(is_discharge, FALSE)"
     rolling = ", ".join(
         f"CAST({TRAILING_EXTREME_FUNCTION}(CAST({p} AS DOUBLE), {ts}, {span_ms}, "
-        f"{'TRUE' if how == 'max' else 'FALSE'}) OVER w AS FLOAT) AS {rolling_name(p)}"
+        f"{'TRUE' if how == 'max' else 'FALSE'}, {ends}) OVER w AS FLOAT) AS {rolling_name(p)}"
         for p, how in ROLLING.items()
     )
     return f"""
-    SELECT *, MIN({ts}) OVER w AS first_time, {rolling}
+    SELECT *, COALESCE({STAY_START_FUNCTION}({ts}, {ends}) OVER w, {ts}) AS first_time, {rolling}
     FROM events
     WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
                  RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""

@@ -2,7 +2,9 @@
 // aggregate of an accumulate-only OVER window (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW).
 // udfs/java_decode.py compiles it into the UDF jar; jobs/screening/scoring.feature_events_sql
 // calls it for the model's 6-hour extremes:
-//   wf_trailing_extreme(value, CAST(event_time AS TIMESTAMP(3)), span_ms, largest) OVER w
+//   wf_trailing_extreme(value, CAST(event_time AS TIMESTAMP(3)), span_ms, largest, ends) OVER w
+// `ends`: the row ends the patient's stay (a discharge): the values before it are the stay's,
+// none of them an extreme of the next stay's rows (training's features are a stay's alone).
 //
 // Same result as MAX (MIN) over RANGE BETWEEN INTERVAL span PRECEDING AND CURRENT ROW: the rows
 // at or after (the current row's time - span), nulls ignored, rows of the same time all seen by
@@ -38,7 +40,13 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
       @DataTypeHint("DOUBLE") Double value,
       @DataTypeHint("TIMESTAMP(3)") LocalDateTime time,
       @DataTypeHint("BIGINT") Long spanMs,
-      @DataTypeHint("BOOLEAN") Boolean largest) {
+      @DataTypeHint("BOOLEAN") Boolean largest,
+      @DataTypeHint("BOOLEAN") Boolean ends) {
+    if (Boolean.TRUE.equals(ends)) {
+      acc.times = new long[0];
+      acc.values = new double[0];
+      return;
+    }
     if (time == null) return;
     long t = time.toInstant(ZoneOffset.UTC).toEpochMilli();
     acc.latestMs = Math.max(acc.latestMs, t);
