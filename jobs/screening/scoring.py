@@ -107,17 +107,23 @@ def feature_events_sql() -> str:
     a deque of the values that can still be an extreme, not every row of the 6 hours. Both begin
     again after a discharge that ends the stay (`STAY_START_FUNCTION`; training's features are a
     stay's alone: a patient readmitted within the state's TTL was scored as days into the stay,
-    with the last stay's extremes)."""
+    with the last stay's extremes), with the rows measured after it (a lab drawn before the
+    discharge and resulted after it is the ended stay's, as `state_sql` counts its values). A
+    discharge taken back (A13) is not undone here: the next stay's features start from the first
+    row after it, as the state's values do (they are not carried over a discharge either)."""
     ts = "CAST(event_time AS TIMESTAMP(3))"
     span_ms = f"CAST({WINDOW_H * 3_600_000} AS BIGINT)"
     ends = "COALESCE(is_discharge, FALSE)"
+    measured = "CAST(measured_time AS TIMESTAMP(3))"
     rolling = ", ".join(
         f"CAST({TRAILING_EXTREME_FUNCTION}(CAST({p} AS DOUBLE), {ts}, {span_ms}, "
-        f"{'TRUE' if how == 'max' else 'FALSE'}, {ends}) OVER w AS FLOAT) AS {rolling_name(p)}"
+        f"{'TRUE' if how == 'max' else 'FALSE'}, {measured}, {ends}) OVER w AS FLOAT) "
+        f"AS {rolling_name(p)}"
         for p, how in ROLLING.items()
     )
     return f"""
-    SELECT *, COALESCE({STAY_START_FUNCTION}({ts}, {ends}) OVER w, {ts}) AS first_time, {rolling}
+    SELECT *, COALESCE({STAY_START_FUNCTION}({ts}, {measured}, {ends}) OVER w, {ts}) AS first_time,
+           {rolling}
     FROM events
     WINDOW w AS (PARTITION BY patient_token ORDER BY event_time
                  RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"""

@@ -3,7 +3,9 @@
 the state's TTL (the same token) was scored as days into the stay, with the last stay's lab ages
 and 6-hour extremes. Runs the screening job's state views (feature_events_sql and
 state_sql(features=True)) on the MiniCluster over real sample rows: sample stay A's first 8
-hours, an ADT discharge, then stay B's first 6 hours from 4 hours later."""
+hours, an ADT discharge, then stay B's first 6 hours from 4 hours later; between them, what
+belongs to stay A although it comes after its discharge: a reading at the discharge's instant
+(arriving after it) and a lactate drawn an hour before the discharge, resulted an hour after."""
 
 from __future__ import annotations
 
@@ -50,10 +52,16 @@ def _two_stays() -> tuple[list[dict[str, Any]], pd.DataFrame, int]:
     b = next(p for p in ids if p != a)
     rows: list[dict[str, Any]] = []
 
-    def add(at: datetime, kind: str, given: dict[str, Any], discharge: bool = False) -> None:
+    def add(
+        at: datetime,
+        kind: str,
+        given: dict[str, Any],
+        discharge: bool = False,
+        measured: datetime | None = None,
+    ) -> None:
         rec: dict[str, Any] = dict.fromkeys(EVENT_COLUMNS)
         rec.update(record_id=f"r{len(rows):03d}", record_kind=kind, patient_token="tok",
-                   facility_id="f", unit_id="ICU", event_time=at, measured_time=at,
+                   facility_id="f", unit_id="ICU", event_time=at, measured_time=measured or at,
                    is_discharge=discharge, source_topic="x", source_partition=0,
                    source_offset=len(rows))  # fmt: skip
         for p in STATE_PARAMS:
@@ -67,10 +75,13 @@ def _two_stays() -> tuple[list[dict[str, Any]], pd.DataFrame, int]:
         add(T0 + timedelta(hours=i), "vitals", r)
     discharged = T0 + timedelta(hours=len(first))
     add(discharged, "adt", {}, discharge=True)
+    add(discharged, "vitals", {"heart_rate_bpm": 190.0, "sbp_mmhg": 40.0})  # stay A's, at its end
+    late = discharged - timedelta(hours=1)
+    add(discharged + timedelta(hours=1), "labs", {"lactate_mmol_l": 6.0}, measured=late)
     second = values[values.pid == b].head(6)
     for i, r in enumerate(second.to_dict("records")):
         add(discharged + timedelta(hours=4 + i), "vitals", r)
-    return rows, raw[raw.patient_id == b].head(6), len(first) + 1
+    return rows, raw[raw.patient_id == b].head(6), len(first) + 3
 
 
 def test_a_readmitted_patients_stream_features_are_the_new_stays_alone(settings: Settings) -> None:
@@ -96,17 +107,26 @@ def test_a_readmitted_patients_stream_features_are_the_new_stays_alone(settings:
             return Types.LONG(), DataTypes.BIGINT()
         return Types.STRING(), DataTypes.STRING()
 
+    def ms(at: datetime) -> int:
+        return int(at.timestamp() * 1000)
+
     data = [
-        tuple([*(r[c] for c in columns), int(r["event_time"].timestamp() * 1000)]) for r in rows
+        tuple([*(r[c] for c in columns), ms(r["event_time"]), ms(r["measured_time"])]) for r in rows
     ]
-    typ = Types.ROW_NAMED([*columns, "ts_ms"], [*(kinds(c)[0] for c in columns), Types.LONG()])
+    typ = Types.ROW_NAMED(
+        [*columns, "ts_ms", "measured_ms"],
+        [*(kinds(c)[0] for c in columns), Types.LONG(), Types.LONG()],
+    )
     schema = Schema.new_builder()
     for c in columns:
         schema = schema.column(c, kinds(c)[1])
     schema = (
         schema.column("ts_ms", DataTypes.BIGINT())
+        .column("measured_ms", DataTypes.BIGINT())
         .column_by_expression("event_time", "TO_TIMESTAMP_LTZ(ts_ms, 3)")
-        .column_by_expression("measured_time", "CAST(TO_TIMESTAMP_LTZ(ts_ms, 3) AS TIMESTAMP(3))")
+        .column_by_expression(
+            "measured_time", "CAST(TO_TIMESTAMP_LTZ(measured_ms, 3) AS TIMESTAMP(3))"
+        )
         .watermark("event_time", "event_time - INTERVAL '1' SECOND")
     )
     stream = env.from_collection(data, typ)
@@ -119,6 +139,6 @@ def test_a_readmitted_patients_stream_features_are_the_new_stays_alone(settings:
     readmitted = got.iloc[before:].reset_index(drop=True)[FEATURES].astype("float64")
     offline = hourly_features(stay_b).reset_index(drop=True)[FEATURES].astype("float64")
     pd.testing.assert_frame_equal(readmitted, offline, check_dtype=False, atol=1e-3)
-    # not vacuous: the first stay had a lactate, and its extremes and hours ran on
-    assert got.loc[before - 2, "lactate_mmol_l_age_h"] < 24
-    assert got.loc[before - 2, "hours_since_first_record"] == 7
+    # not vacuous: stay A (its last row before the discharge) had a lactate, and its hours ran on
+    assert got.loc[before - 4, "lactate_mmol_l_age_h"] < 24
+    assert got.loc[before - 4, "hours_since_first_record"] == 7

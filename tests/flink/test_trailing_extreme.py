@@ -88,7 +88,11 @@ def test_the_windows_extremes_equal_max_and_min_over_the_trailing_six_hours(
     t_env.create_temporary_view("extreme_rows", t_env.from_data_stream(stream, schema.build()))
     # no discharge among them (tests/flink/test_stream_features_per_stay.py: a stay's end)
     t_env.create_temporary_view(
-        "events", t_env.sql_query("SELECT *, FALSE AS is_discharge FROM extreme_rows")
+        "events",
+        t_env.sql_query(
+            "SELECT *, CAST(event_time AS TIMESTAMP(3)) AS measured_time, FALSE AS is_discharge "
+            "FROM extreme_rows"
+        ),
     )
     names = [rolling_name(p) for p in PARAMS]
     query = f"SELECT row_id, {', '.join(names)} FROM ({feature_events_sql()})"

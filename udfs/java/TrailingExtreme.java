@@ -2,9 +2,14 @@
 // aggregate of an accumulate-only OVER window (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW).
 // udfs/java_decode.py compiles it into the UDF jar; jobs/screening/scoring.feature_events_sql
 // calls it for the model's 6-hour extremes:
-//   wf_trailing_extreme(value, CAST(event_time AS TIMESTAMP(3)), span_ms, largest, ends) OVER w
+//   wf_trailing_extreme(value, CAST(event_time AS TIMESTAMP(3)), span_ms, largest,
+//                       measured_time, ends) OVER w
 // `ends`: the row ends the patient's stay (a discharge): the values before it are the stay's,
-// none of them an extreme of the next stay's rows (training's features are a stay's alone).
+// none of them an extreme of the next stay's rows (training's features are a stay's alone). A
+// row measured at or before the discharge (a lab resulted after it, a reading at its instant)
+// is the ended stay's and joins no extreme of the next; until the next stay's first row, the
+// ended stay's extreme is the result (the discharge's instant's rows are read after all of
+// them are in, whatever their order of arrival).
 //
 // Same result as MAX (MIN) over RANGE BETWEEN INTERVAL span PRECEDING AND CURRENT ROW: the rows
 // at or after (the current row's time - span), nulls ignored, rows of the same time all seen by
@@ -28,6 +33,9 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
     public long[] times = new long[0];
     public double[] values = new double[0];
     public long latestMs = Long.MIN_VALUE;
+    public long endedMs = Long.MIN_VALUE; // the latest discharge's time (MIN_VALUE: none)
+    public boolean started = true; // a row of the stay after that discharge came
+    public Double ended; // the ended stay's extreme, the result until then
   }
 
   @Override
@@ -41,14 +49,24 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
       @DataTypeHint("TIMESTAMP(3)") LocalDateTime time,
       @DataTypeHint("BIGINT") Long spanMs,
       @DataTypeHint("BOOLEAN") Boolean largest,
+      @DataTypeHint("TIMESTAMP(3)") LocalDateTime measured,
       @DataTypeHint("BOOLEAN") Boolean ends) {
     if (Boolean.TRUE.equals(ends)) {
+      if (acc.started) acc.ended = getValue(acc);
       acc.times = new long[0];
       acc.values = new double[0];
+      acc.started = false;
+      if (time != null) acc.endedMs = time.toInstant(ZoneOffset.UTC).toEpochMilli();
       return;
     }
     if (time == null) return;
     long t = time.toInstant(ZoneOffset.UTC).toEpochMilli();
+    long m = measured == null ? t : measured.toInstant(ZoneOffset.UTC).toEpochMilli();
+    if (m <= acc.endedMs) return; // the ended stay's
+    if (!acc.started) {
+      acc.started = true;
+      acc.ended = null;
+    }
     acc.latestMs = Math.max(acc.latestMs, t);
     long from = acc.latestMs - spanMs;
     int n = acc.times.length;
@@ -74,6 +92,7 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
 
   @Override
   public Double getValue(Acc acc) {
+    if (!acc.started) return acc.ended;
     return acc.values.length == 0 ? null : acc.values[0];
   }
 }
