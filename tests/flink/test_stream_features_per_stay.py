@@ -5,7 +5,8 @@ and 6-hour extremes. Runs the screening job's state views (feature_events_sql an
 state_sql(features=True)) on the MiniCluster over real sample rows: sample stay A's first 8
 hours, an ADT discharge, then stay B's first 6 hours from 4 hours later; between them, what
 belongs to stay A although it comes after its discharge: a reading at the discharge's instant
-(arriving after it) and a lactate drawn an hour before the discharge, resulted an hour after."""
+(arriving before or after it: the same features either way) and a lactate drawn an hour before
+the discharge, resulted an hour after."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ FEATURES = [
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
-def _two_stays() -> tuple[list[dict[str, Any]], pd.DataFrame, int]:
+def _two_stays(reading_first: bool) -> tuple[list[dict[str, Any]], pd.DataFrame, int]:
     """The event rows of one token's two stays, stay B's raw rows, and how many rows stay A and
     its discharge take."""
     raw = pd.read_parquet(replay.SAMPLE)
@@ -74,8 +75,12 @@ def _two_stays() -> tuple[list[dict[str, Any]], pd.DataFrame, int]:
     for i, r in enumerate(first.to_dict("records")):
         add(T0 + timedelta(hours=i), "vitals", r)
     discharged = T0 + timedelta(hours=len(first))
+    at_end = {"heart_rate_bpm": 190.0, "sbp_mmhg": 40.0}  # stay A's, at its discharge's instant
+    if reading_first:
+        add(discharged, "vitals", at_end)
     add(discharged, "adt", {}, discharge=True)
-    add(discharged, "vitals", {"heart_rate_bpm": 190.0, "sbp_mmhg": 40.0})  # stay A's, at its end
+    if not reading_first:
+        add(discharged, "vitals", at_end)
     late = discharged - timedelta(hours=1)
     add(discharged + timedelta(hours=1), "labs", {"lactate_mmol_l": 6.0}, measured=late)
     second = values[values.pid == b].head(6)
@@ -84,8 +89,11 @@ def _two_stays() -> tuple[list[dict[str, Any]], pd.DataFrame, int]:
     return rows, raw[raw.patient_id == b].head(6), len(first) + 3
 
 
-def test_a_readmitted_patients_stream_features_are_the_new_stays_alone(settings: Settings) -> None:
-    rows, stay_b, before = _two_stays()
+@pytest.mark.parametrize("reading_first", [True, False])
+def test_a_readmitted_patients_stream_features_are_the_new_stays_alone(
+    settings: Settings, reading_first: bool
+) -> None:
+    rows, stay_b, before = _two_stays(reading_first)
     env, t_env = stream_table_env(settings, connectors=False)
     types = {f.name: f.flink_type().replace(" NOT NULL", "") for f in SCREEN.fields}
     columns = [c for c in EVENT_COLUMNS if c not in ("event_time", "measured_time")]
@@ -142,3 +150,9 @@ def test_a_readmitted_patients_stream_features_are_the_new_stays_alone(settings:
     # not vacuous: stay A (its last row before the discharge) had a lactate, and its hours ran on
     assert got.loc[before - 4, "lactate_mmol_l_age_h"] < 24
     assert got.loc[before - 4, "hours_since_first_record"] == 7
+    # the reading at the discharge's instant is stay A's, whichever came first: its extremes
+    # hold it (the same in either order of arrival), its hours run on from stay A's start
+    [at_end] = [i for i, r in enumerate(rows) if r.get("heart_rate_bpm") == 190.0]
+    assert got.loc[at_end, "heart_rate_bpm_max_6h"] == 190
+    assert got.loc[at_end, "sbp_mmhg_min_6h"] == 40
+    assert got.loc[at_end, "hours_since_first_record"] == 8

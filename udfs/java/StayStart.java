@@ -8,9 +8,10 @@
 // readmitted within the state's TTL was scored as days into the stay (training counts from the
 // stay's first row). A row measured at or before the discharge (a lab drawn before it and
 // resulted after; a reading at the discharge's instant) is the ended stay's, as the state's
-// values count it (jobs/sepsis_screen.state_sql: `_at > discharged_at`). Until the next stay's
-// first row, the ended stay's start is the result: rows at the discharge's instant are read
-// after all of that instant's rows are in, whatever their order of arrival.
+// values count it (jobs/sepsis_screen.state_sql: `_at > discharged_at`). The ended stay's start
+// stays the result until the next stay's first row, and a row of the ended stay still counts
+// in it (one at the discharge's instant, before or after it in arrival order alike: the
+// instant's rows are read after all of them are in).
 package io.wardflow.udf;
 
 import java.time.LocalDateTime;
@@ -20,11 +21,12 @@ import org.apache.flink.table.functions.AggregateFunction;
 @DataTypeHint("TIMESTAMP(3)")
 public class StayStart extends AggregateFunction<LocalDateTime, StayStart.Acc> {
 
-  /** The current stay's first row time; the ended stay's and when it ended (null: none). */
+  /** The stay's first row time, when the latest discharge ended it (null: none), and whether
+   * the next stay has begun since (a row measured after that discharge). */
   public static class Acc {
     public @DataTypeHint("TIMESTAMP(3)") LocalDateTime start;
-    public @DataTypeHint("TIMESTAMP(3)") LocalDateTime previous;
     public @DataTypeHint("TIMESTAMP(3)") LocalDateTime endedAt;
+    public boolean ended;
   }
 
   @Override
@@ -38,19 +40,23 @@ public class StayStart extends AggregateFunction<LocalDateTime, StayStart.Acc> {
       @DataTypeHint("TIMESTAMP(3)") LocalDateTime measured,
       @DataTypeHint("BOOLEAN") Boolean ends) {
     if (Boolean.TRUE.equals(ends)) {
-      if (acc.start != null) acc.previous = acc.start;
-      acc.start = null;
-      acc.endedAt = time;
+      if (time != null && (acc.endedAt == null || time.isAfter(acc.endedAt))) acc.endedAt = time;
+      acc.ended = true;
       return;
     }
     if (time == null) return;
     LocalDateTime at = measured == null ? time : measured;
-    if (acc.endedAt != null && !at.isAfter(acc.endedAt)) return; // the ended stay's
+    if (acc.ended && acc.endedAt != null && at.isAfter(acc.endedAt)) {
+      acc.ended = false; // the next stay's first row
+      acc.start = time;
+      return;
+    }
+    if (!acc.ended && acc.endedAt != null && !at.isAfter(acc.endedAt)) return; // come late
     if (acc.start == null || time.isBefore(acc.start)) acc.start = time;
   }
 
   @Override
   public LocalDateTime getValue(Acc acc) {
-    return acc.start != null ? acc.start : acc.previous;
+    return acc.start;
   }
 }

@@ -7,9 +7,10 @@
 // `ends`: the row ends the patient's stay (a discharge): the values before it are the stay's,
 // none of them an extreme of the next stay's rows (training's features are a stay's alone). A
 // row measured at or before the discharge (a lab resulted after it, a reading at its instant)
-// is the ended stay's and joins no extreme of the next; until the next stay's first row, the
-// ended stay's extreme is the result (the discharge's instant's rows are read after all of
-// them are in, whatever their order of arrival).
+// is the ended stay's and joins no extreme of the next: the deque is the ended stay's until the
+// next stay's first row (measured after the discharge) empties it, so a row at the discharge's
+// instant counts in it before or after the discharge in arrival order alike (the instant's
+// rows are read after all of them are in).
 //
 // Same result as MAX (MIN) over RANGE BETWEEN INTERVAL span PRECEDING AND CURRENT ROW: the rows
 // at or after (the current row's time - span), nulls ignored, rows of the same time all seen by
@@ -35,7 +36,6 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
     public long latestMs = Long.MIN_VALUE;
     public long endedMs = Long.MIN_VALUE; // the latest discharge's time (MIN_VALUE: none)
     public boolean started = true; // a row of the stay after that discharge came
-    public Double ended; // the ended stay's extreme, the result until then
   }
 
   @Override
@@ -52,21 +52,21 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
       @DataTypeHint("TIMESTAMP(3)") LocalDateTime measured,
       @DataTypeHint("BOOLEAN") Boolean ends) {
     if (Boolean.TRUE.equals(ends)) {
-      if (acc.started) acc.ended = getValue(acc);
-      acc.times = new long[0];
-      acc.values = new double[0];
+      if (time != null) {
+        acc.endedMs = Math.max(acc.endedMs, time.toInstant(ZoneOffset.UTC).toEpochMilli());
+      }
       acc.started = false;
-      if (time != null) acc.endedMs = time.toInstant(ZoneOffset.UTC).toEpochMilli();
       return;
     }
     if (time == null) return;
     long t = time.toInstant(ZoneOffset.UTC).toEpochMilli();
     long m = measured == null ? t : measured.toInstant(ZoneOffset.UTC).toEpochMilli();
-    if (m <= acc.endedMs) return; // the ended stay's
-    if (!acc.started) {
+    if (!acc.started && m > acc.endedMs) { // the next stay's first row: the ended stay's go
       acc.started = true;
-      acc.ended = null;
+      acc.times = new long[0];
+      acc.values = new double[0];
     }
+    if (acc.started && m <= acc.endedMs) return; // an ended stay's row, come late
     acc.latestMs = Math.max(acc.latestMs, t);
     long from = acc.latestMs - spanMs;
     int n = acc.times.length;
@@ -92,7 +92,6 @@ public class TrailingExtreme extends AggregateFunction<Double, TrailingExtreme.A
 
   @Override
   public Double getValue(Acc acc) {
-    if (!acc.started) return acc.ended;
     return acc.values.length == 0 ? null : acc.values[0];
   }
 }
