@@ -786,6 +786,35 @@ class SourceMonitor:
             ]
         return []
 
+    def _median_event(
+        self,
+        state: str,
+        w: Window,
+        name: str,
+        pw: ParameterWindow,
+        pref: ParameterReference,
+        base: Span,
+        reason: str,
+        evidence: dict[str, Any],
+        **more: Any,
+    ) -> dict[str, Any]:
+        """A unit-conversion event of parameter `name`: the window's median against the
+        reference's (its 99th percentile the threshold)."""
+        return self._event(
+            "unit_conversion",
+            state,
+            w.end_ms,
+            span=base,
+            parameter=name,
+            statistic="median",
+            observed=pw.median,
+            expected=pref.percentiles["p50"],
+            threshold=pref.percentiles["p99"],
+            reason=reason,
+            evidence=evidence,
+            **more,
+        )
+
     def _unit(
         self,
         w: Window,
@@ -804,21 +833,13 @@ class SourceMonitor:
             # opened by a version that quarantined on it: ended (its quarantine cleared unless
             # another holds one); a suspect still there opens again as a warning
             return [
-                self._event(
-                    "unit_conversion",
-                    "resolved",
-                    w.end_ms,
-                    span=base,
-                    parameter=name,
-                    statistic="median",
-                    observed=pw.median,
-                    expected=pref.percentiles["p50"],
-                    threshold=pref.percentiles["p99"],
-                    reason=f"{name} of {self._where()}: a {wrong.wrong_unit} suspect only warns "
-                    "now; the quarantine a version before held on it ends",
-                    evidence={"median": pw.median, "wrong_unit": wrong.wrong_unit},
+                self._median_event(
+                    "resolved", w, name, pw, pref, base,
+                    f"{name} of {self._where()}: a {wrong.wrong_unit} suspect only warns now; "
+                    "the quarantine a version before held on it ends",
+                    {"median": pw.median, "wrong_unit": wrong.wrong_unit},
                 )
-            ]
+            ]  # fmt: skip
         ev = {
             "median": pw.median,
             "converted_median": converted,
@@ -829,45 +850,28 @@ class SourceMonitor:
         }
         if suspect and not self.is_open("unit_conversion", name):
             return [
-                self._event(
-                    "unit_conversion",
-                    "open",
-                    w.end_ms,
-                    span=base,
-                    parameter=name,
-                    statistic="median",
-                    observed=pw.median,
-                    expected=pref.percentiles["p50"],
-                    threshold=pref.percentiles["p99"],
-                    reason=f"{name} of {self._where()} has a median of {pw.median:g} over "
+                self._median_event(
+                    "open", w, name, pw, pref, base,
+                    f"{name} of {self._where()} has a median of {pw.median:g} over "
                     f"{pw.present} values, outside the reference's 1st-99th percentiles "
                     f"[{pref.percentiles['p01']:g}, {pref.percentiles['p99']:g}]; read as "
                     f"{wrong.wrong_unit} it is {converted:.1f}, inside them: a unit-conversion "
                     "fault" + ("" if wrong.quarantines else " (a warning: the values are used)"),
-                    evidence=ev,
+                    ev,
                     severity="critical" if wrong.quarantines else "warning",
                     sample_ids=w.sample_ids,
                     quarantine=wrong.quarantines,
                 )
-            ]
+            ]  # fmt: skip
         if not suspect and self.is_open("unit_conversion", name):
             pc = pref.percentiles
             if pw.median is not None and pc["p01"] <= pw.median <= pc["p99"]:
                 return [
-                    self._event(
-                        "unit_conversion",
-                        "resolved",
-                        w.end_ms,
-                        span=base,
-                        parameter=name,
-                        statistic="median",
-                        observed=pw.median,
-                        expected=pc["p50"],
-                        threshold=pc["p99"],
-                        reason=f"{name} of {self._where()} back to a median of {pw.median:g}",
-                        evidence=ev,
+                    self._median_event(
+                        "resolved", w, name, pw, pref, base,
+                        f"{name} of {self._where()} back to a median of {pw.median:g}", ev,
                     )
-                ]
+                ]  # fmt: skip
         return []
 
     def _shift(
