@@ -551,22 +551,42 @@ class SourceMonitor:
         ev = {"held_windows": list(self.held), "baseline": before, "new_baseline": level}
         self.counts, self.held = list(self.held), ()
         return [
-            self._event(
-                monitor,
-                "resolved",
-                w.end_ms,
-                span=base,
-                statistic="records",
-                observed=w.records,
-                expected=before,
-                threshold=None,
-                reason=f"{self._where()} has held a new level of {level:g} records a window for "
+            self._records_event(
+                monitor, "resolved", w, base, before, None,
+                f"{self._where()} has held a new level of {level:g} records a window for "
                 f"{held_h:.0f} h (the baseline was {before:g}): taken as a change of level, "
                 "which the baseline now follows (not the feed back)",
-                evidence=ev,
+                ev,
             )
             for monitor in volume
-        ]
+        ]  # fmt: skip
+
+    def _records_event(
+        self,
+        monitor: str,
+        state: str,
+        w: Window,
+        base: Span,
+        expected: float | None,
+        threshold: float | None,
+        reason: str,
+        evidence: dict[str, Any],
+        **more: Any,
+    ) -> dict[str, Any]:
+        """A volume event: the window's records against the baseline `expected`."""
+        return self._event(
+            monitor,
+            state,
+            w.end_ms,
+            span=base,
+            statistic="records",
+            observed=w.records,
+            expected=expected,
+            threshold=threshold,
+            reason=reason,
+            evidence=evidence,
+            **more,
+        )
 
     def _volume(self, w: Window, t: Thresholds, base: Span) -> list[dict[str, Any]]:
         if len(self.counts) < t.min_history:
@@ -591,37 +611,23 @@ class SourceMonitor:
             if not self.is_open(monitor) and open_now and p < t.p_value:
                 word = "dropped" if monitor == "volume_drop" else "surged"
                 out.append(
-                    self._event(
-                        monitor,
-                        "open",
-                        w.end_ms,
-                        span=base,
-                        statistic="records",
-                        observed=w.records,
-                        expected=baseline,
-                        threshold=t.volume_ratio,
-                        reason=f"{self._where()} {word} to {w.records} records in the window "
-                        f"against a median of {baseline:g} (Poisson p = {p:.2g})",
-                        evidence={**ev, "p_value": p},
+                    self._records_event(
+                        monitor, "open", w, base, baseline, t.volume_ratio,
+                        f"{self._where()} {word} to {w.records} records in the window against "
+                        f"a median of {baseline:g} (Poisson p = {p:.2g})",
+                        {**ev, "p_value": p},
                         sample_ids=w.sample_ids,
                     )
-                )
+                )  # fmt: skip
             elif self.is_open(monitor) and ratio_ok:
                 out.append(
-                    self._event(
-                        monitor,
-                        "resolved",
-                        w.end_ms,
-                        span=base,
-                        statistic="records",
-                        observed=w.records,
-                        expected=baseline,
-                        threshold=2.0,
-                        reason=f"{self._where()} back to {w.records} records against a median "
-                        f"of {baseline:g}",
-                        evidence=ev,
+                    self._records_event(
+                        monitor, "resolved", w, base, baseline, 2.0,
+                        f"{self._where()} back to {w.records} records against a median of "
+                        f"{baseline:g}",
+                        ev,
                     )
-                )
+                )  # fmt: skip
         return out
 
     def _refused(
