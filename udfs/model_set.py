@@ -157,22 +157,12 @@ class ModelSet:
         except Exception as e:
             self.load_failures += 1
             if instead is None and role == "champion":  # a (re)start: the one before it
-                instead = self._earlier_champion(name, v)
+                instead = self.registry.earlier_champion(
+                    name, v, lambda e: Served.load(self.registry.get(name, e))
+                )
             kept = f"version {instead.version.version} kept" if instead else "none served"
             log.error("%s %s %s cannot be served (%s): %s", name, role, v, kept, e)
             return instead
-
-    def _earlier_champion(self, name: str, failed: str) -> Served | None:
-        """The newest champion before `failed` in the registry's history that can be served:
-        what a running job would have kept, for one that (re)starts after a bad promotion."""
-        for v in reversed(self.registry.champions(name)):
-            if v == failed:
-                continue
-            try:
-                return Served.load(self.registry.get(name, v))
-            except Exception as e:
-                log.error("%s champion %s cannot be served either: %s", name, v, e)
-        return None
 
     def _inputs(self, m: Served, rows: pd.DataFrame, memo: dict[str, pd.DataFrame]) -> pd.DataFrame:
         """The model's features in its order: from the batch, else from its feature service

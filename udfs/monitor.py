@@ -238,8 +238,7 @@ def psi(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any], eps: float
     """Population stability index of `actual` against `expected` (counts or proportions over the
     same bins): each made shares, then floored at `eps` (an empty bin), as the ML ops board's
     SQL does. Flooring the counts instead made one empty bin's term grow with the window's size
-    (e·ln(e·n/eps)): the same shares gave a PSI of 1.35 in a window of 1,000 and 1.57 in one of
-    10,000, so windows and facilities of other sizes could not be compared."""
+    (e·ln(e·n/eps)), so windows and facilities of other sizes could not be compared."""
     e = np.asarray(expected, dtype="float64")
     a = np.asarray(actual, dtype="float64")
     e = np.maximum(e / e.sum(), eps)

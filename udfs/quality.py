@@ -891,8 +891,7 @@ class SourceMonitor:
     ) -> list[dict[str, Any]]:
         n = sum(pw.bins)
         draws = independent_values(w, n)
-        judged = draws >= t.min_values
-        if n == 0 or not judged or len(pw.bins) != len(pref.proportions):
+        if n == 0 or draws < t.min_values or len(pw.bins) != len(pref.proportions):
             return []
         value = psi(pw.bins, pref.proportions)
         p = chi_square_p(tuple(c * draws / n for c in pw.bins), pref.proportions)

@@ -37,21 +37,24 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 
 from schemas.model_spec import ModelSpec
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 ROLES = ("champion", "challenger")
 ROLLBACK = "rollback from "  # how a rollback's history line begins (`why`)
 
@@ -287,6 +290,19 @@ class Registry:
         previous = earlier[-1]
         self.set_role(model, "champion", previous, why=f"{ROLLBACK}{current}")
         return previous
+
+    def earlier_champion(self, model: str, failed: str, load: Callable[[str], T]) -> T | None:
+        """`load` of the newest champion before `failed` in the history that loads (a job that
+        starts after a bad promotion serves what a running one would have kept); None if none
+        does."""
+        for v in reversed(self.champions(model)):
+            if v == failed:
+                continue
+            try:
+                return load(v)
+            except Exception as e:
+                log.error("%s champion %s cannot be served either: %s", model, v, e)
+        return None
 
     def champions(self, model: str) -> list[str]:
         """The champions a rollback can return to, oldest first, the current one last: the

@@ -248,7 +248,7 @@ class Scorer:
                 failed = True
                 self.load_failures += 1
                 if instead is None and role == "champion":  # a (re)start: the one before it
-                    instead = self._earlier_champion(v, load)
+                    instead = self.registry.earlier_champion(self.model_name, v, load)
                 kept = f"version {instead.version.version} kept" if instead else "none served"
                 log.error("%s %s %s cannot be served (%s): %s", self.model_name, role, v, kept, e)
                 return instead
@@ -271,18 +271,6 @@ class Scorer:
                 self.champion.version.version,
                 self.challenger.version.version if self.challenger else "none",
             )
-
-    def _earlier_champion(self, failed: str, load: Callable[[str], Model]) -> Model | None:
-        """The newest champion before `failed` in the registry's history that can be served:
-        what a running job would have kept, for one that (re)starts after a bad promotion."""
-        for v in reversed(self.registry.champions(self.model_name)):
-            if v == failed:
-                continue
-            try:
-                return load(v)
-            except Exception as e:
-                log.error("%s champion %s cannot be served either: %s", self.model_name, v, e)
-        return None
 
     def _check_features(self, m: Model) -> None:
         """Raises InvalidVersion where the model reads a feature neither the job's batches nor

@@ -390,9 +390,8 @@ def test_a_quarantine_an_older_version_held_on_a_suspect_that_now_warns_is_relea
 
 
 def test_the_psi_of_the_same_shares_does_not_grow_with_the_window() -> None:
-    """Floored as counts, one empty bin's term grew with n: the same shares gave 1.35 in a window
-    of 1,000 and 1.57 in one of 10,000. Floored as shares, as the ML ops board does, it is one
-    number."""
+    """Floored as counts, one empty bin's term grew with n: the same shares gave a larger PSI in
+    a larger window. Floored as shares, as the ML ops board does, it is one number."""
     reference = (0.1,) * 10
     shares = np.array([0.0, 0.2, *([0.1] * 8)])
     values = [quality.psi(tuple(int(x) for x in shares * n), reference) for n in (100, 10_000)]
