@@ -844,7 +844,7 @@ def load(client: Any, db: str, wh: Warehouse, *, chunk: int = 200_000) -> dict[s
     counts = {}
     for table, df in wh.tables.items():
         fields = load_schema(topic_of[table]).field_names
-        out = df[fields].copy()
+        out = df.reindex(columns=fields)  # a field the seed does not set (age_years): null
         out["kafka_partition"] = 0
         out["kafka_offset"] = np.arange(len(out), dtype="int64")
         out["kafka_topic"] = f"seed:{table}"

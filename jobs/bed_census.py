@@ -40,6 +40,7 @@ from udfs.census import (
     DISCHARGED_FROM_SQL,
     SURGE_LABELS,
     UNIT_BEDS_FUNCTION,
+    check_stale_sql,
     check_unit_sql,
     facility_beds_sql,
     unit_beds_sql,
@@ -73,11 +74,13 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
         {"source_topic": f"'{adt.topic}'", "payload": PAYLOAD, "unit_id": DISCHARGED_FROM_SQL}
     )
     unknown = check_unit_sql(capacity, "d.event_type", "d.facility_id", "d.unit_id")
+    stale = check_stale_sql("d.measured_time", "CAST(r.kafka_ts AS TIMESTAMP(3))")
     rejected = dead_letter_sql(
         adt.topic,
         STAGE,
-        "COALESCE(d.reason_code, 'unknown_unit')",
-        "COALESCE(d.reason, unknown_unit)",
+        "COALESCE(d.reason_code, CASE WHEN unknown_unit IS NOT NULL THEN 'unknown_unit' "
+        "ELSE 'stale' END)",
+        "COALESCE(d.reason, unknown_unit, stale)",
     )
     return f"""
     SELECT 'dead_letter' AS output, {late_dead_letter_sql(adt.topic, STAGE)} AS dead_letter,
@@ -89,8 +92,10 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
            CASE WHEN NOT refused THEN {event} END,
            kafka_ts
     FROM (
-      SELECT *, reason_code IS NOT NULL OR unknown_unit IS NOT NULL AS refused FROM (
-        SELECT r.*, d.*, {unknown} AS unknown_unit
+      SELECT *,
+             reason_code IS NOT NULL OR unknown_unit IS NOT NULL OR stale IS NOT NULL AS refused
+      FROM (
+        SELECT r.*, d.*, {unknown} AS unknown_unit, {stale} AS stale
         FROM (SELECT * FROM `{adt.table}` WHERE {ON_TIME}) AS r,
              LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts)) AS d({cols}))) AS d"""
 

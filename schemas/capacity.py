@@ -35,6 +35,15 @@ DEFAULT_FORECAST_SURGE_LEVEL = 2
 ALL_UNITS = "ALL"
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"{key!r} is named twice in one object of the capacity file")
+        seen[key] = value
+    return seen
+
+
 @dataclass(frozen=True)
 class Capacity:
     units: dict[tuple[str, str], int]  # (facility, unit) -> staffed beds
@@ -73,7 +82,10 @@ class Capacity:
 
     @classmethod
     def load(cls, path: Path) -> Capacity:
-        return cls.from_dict(json.loads(path.read_text()))
+        """The file's capacity; a facility, unit or key named twice in one object is refused
+        (JSON keeps the last: a facility listed twice lost the first listing's units, whose
+        every admission was then refused as an unknown unit)."""
+        return cls.from_dict(json.loads(path.read_text(), object_pairs_hook=_unique_keys))
 
     def to_dict(self) -> dict[str, Any]:
         facilities: dict[str, dict[str, int]] = {}

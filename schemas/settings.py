@@ -300,6 +300,12 @@ class Settings:
         "Topic prefix for messages with another processing id (T training, D debugging): they "
         "are mapped and stored apart from production; empty: refused with AR instead.",
     )
+    hl7_idle_timeout_s: float = setting(
+        3600.0,
+        "How long the HL7 v2 gateway keeps a connection on which nothing arrives (TCP keepalive "
+        "also finds a sender gone without a word); a frame started must end within 60 s of "
+        "silence. A sender reconnects to send again.",
+    )
     max_message_bytes: int = setting(
         16 << 20,
         "The largest HL7 v2 message or FHIR file the ingestion edges take; a larger one is "
@@ -495,6 +501,8 @@ class Settings:
             raise ValueError(f"delivery_guarantee {self.delivery_guarantee!r}")
         if self.hl7_ack_policy not in ("durable", "strict"):
             raise ValueError(f"hl7_ack_policy {self.hl7_ack_policy!r}: durable or strict")
+        if self.hl7_idle_timeout_s <= 0:
+            raise ValueError("hl7_idle_timeout_s must be > 0")
         if self.checkpoint_interval_s <= 0:
             raise ValueError("checkpointing is always on: checkpoint_interval_s must be > 0")
         if not 2 * self.checkpoint_interval_s + 60 < self.transaction_timeout_s <= 900:

@@ -3,27 +3,78 @@ poll batches until told to stop, or until every subscribed topic is read to its 
 
 from __future__ import annotations
 
+import argparse
 import signal
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from jobs.runtime import kafka_io
-from schemas import codec
+from schemas import codec, topics
+from schemas.settings import Settings
 
 S = TypeVar("S")
 
 
+def committed_consumer(settings: Settings, group_id: str) -> Consumer:
+    """A consumer of committed records only (the jobs write transactionally) that commits its
+    offsets itself, after what it read is applied; from the earliest where the group has none."""
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+
+
+def command_line(doc: str | None, argv: list[str] | None, until: str) -> tuple[Settings, Any]:
+    """A consumer command's arguments (`--drain`: stop once `until`; `--topic-prefix`) and
+    settings, once the broker answers."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--drain", action="store_true", help=f"stop once {until}")
+    ap.add_argument("--topic-prefix", default="")
+    Settings.add_arguments(ap)
+    a = ap.parse_args(argv)
+    settings = Settings.resolve(a)
+    kafka_io.wait_for_broker(settings)
+    return settings, a
+
+
 class Draining(Generic[S]):
     """A consumer with `poll_batch` (records handled, committed) and `lag` (offsets left);
-    `stats` is what it counted, `what` names it in a timeout."""
+    `stats` is what it counted, `what` names it in a timeout. One that writes dead letters sets
+    `producer` and `dead_letter_topic` (`produce_dead_letter`)."""
 
     what = "consumer"
     consumer: Any
     stats: S
+    producer: Any = None
+    dead_letter_topic: str = ""
+    settings: Settings
+    topic: str
+
+    def read_one_topic(self, settings: Settings, name: str, prefix: str, group_id: str) -> None:
+        """Consume registry topic `name` under `prefix` (committed records, `committed_consumer`)
+        and write dead letters to the prefix's dead-letter topic (both made if missing)."""
+        self.settings = settings
+        self.topic = prefix + name
+        self.dead_letter_topic = prefix + topics.DEAD_LETTER.name
+        kafka_io.ensure_topics(settings, [name, topics.DEAD_LETTER.name], prefix=prefix)
+        self.consumer = committed_consumer(settings, prefix + group_id)
+        self.consumer.subscribe([self.topic])
+        self.producer = kafka_io.producer(settings)
+
+    def produce_dead_letter(self, m: Any, stage: str, why: codec.Rejection) -> None:
+        """The dead letter of consumed message `m`, keyed by its topic (flushed by the caller
+        before it commits)."""
+        value = codec.encode(topics.DEAD_LETTER.schema, dead_letter(m, stage, why))
+        self.producer.produce(self.dead_letter_topic, key=m.topic().encode(), value=value)
 
     def poll_batch(self, timeout_s: float = 1.0) -> int:
         raise NotImplementedError

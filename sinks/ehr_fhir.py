@@ -43,12 +43,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from jobs.runtime import kafka_io
 from schemas import codec, topics
 from schemas.interop import fhir_alerts
 from schemas.settings import Settings
+from sinks.draining import committed_consumer
 
 STAGE = "ehr_fhir"
 GROUP = "wardflow-ehr-fhir"
@@ -120,15 +121,7 @@ class AlertFeed:
         kafka_io.ensure_topics(
             settings, [topics.ALERT_V2.name, topics.DEAD_LETTER.name], prefix=prefix
         )
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": prefix + group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
+        self.consumer = committed_consumer(settings, prefix + group_id)
         self.assigned: list[TopicPartition] | None = None
         self.consumer.subscribe([self.topic], on_assign=self._assigned)
         self.producer = kafka_io.producer(settings, **{"linger.ms": 1})

@@ -11,11 +11,10 @@ another group re-reads a topic."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from jobs.runtime import kafka_io
 from schemas import codec, load_schema
@@ -23,7 +22,7 @@ from schemas import topics as registry
 from schemas.capacity import Capacity
 from schemas.settings import Settings
 from sinks import clickhouse, dims
-from sinks.draining import Draining, dead_letter
+from sinks.draining import Draining, command_line, committed_consumer, dead_letter
 from udfs.registry import Registry
 
 # topic (registry name) -> ClickHouse table
@@ -82,15 +81,7 @@ class Loader(Draining[LoadStats]):
         self.tables = {
             prefix + t: f"{settings.clickhouse_database}.{tbl}" for t, tbl in self.topics.items()
         }
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": prefix + group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
+        self.consumer = committed_consumer(settings, prefix + group_id)
         self.subscribed = list(self.schemas)
         self.consumer.subscribe(self.subscribed, on_assign=self._resume)
         self.dead_letter_topic = prefix + registry.DEAD_LETTER.name
@@ -173,13 +164,7 @@ class Loader(Draining[LoadStats]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--drain", action="store_true", help="stop once the topics are loaded")
-    ap.add_argument("--topic-prefix", default="")
-    Settings.add_arguments(ap)
-    a = ap.parse_args(argv)
-    settings = Settings.resolve(a)
-    kafka_io.wait_for_broker(settings)
+    settings, a = command_line(__doc__, argv, "the topics are loaded")
     client = clickhouse.connect(settings.clickhouse_url)
     clickhouse.migrate(client, settings.clickhouse_database)
     # Facility and unit dimensions from the same capacity file the census job reads.

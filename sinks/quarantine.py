@@ -19,18 +19,14 @@ an event time other than its Kafka timestamp) is a dead letter with the reason, 
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer
-
-from jobs.runtime import kafka_io
 from schemas import codec, topics
 from schemas.settings import Settings
-from sinks.draining import Draining, dead_letter
+from sinks.draining import Draining, command_line
 from udfs.quarantine import QuarantineRegistry
 
 log = logging.getLogger(__name__)
@@ -85,28 +81,12 @@ class Actuator(Draining[ActuatorStats]):
         prefix: str = "",
         group_id: str = "wardflow-quarantine-actuator",
     ) -> None:
-        self.settings = settings
         self.registry = registry
-        self.topic = prefix + EVENTS.name
-        self.dead_letter_topic = prefix + topics.DEAD_LETTER.name
-        kafka_io.ensure_topics(settings, [EVENTS.name, topics.DEAD_LETTER.name], prefix=prefix)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": prefix + group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
-        self.consumer.subscribe([self.topic])
-        self.producer = kafka_io.producer(settings)
+        self.read_one_topic(settings, EVENTS.name, prefix, group_id)
         self.stats = ActuatorStats()
 
     def _dead_letter(self, m: Any, why: codec.Rejection) -> None:
-        letter = dead_letter(m, STAGE, why)
-        value = codec.encode(topics.DEAD_LETTER.schema, letter)
-        self.producer.produce(self.dead_letter_topic, key=m.topic().encode(), value=value)
+        self.produce_dead_letter(m, STAGE, why)
         self.stats.dead_lettered += 1
 
     def poll_batch(self, timeout_s: float = 1.0) -> int:
@@ -136,13 +116,7 @@ class Actuator(Draining[ActuatorStats]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--drain", action="store_true", help="stop once every event is applied")
-    ap.add_argument("--topic-prefix", default="")
-    Settings.add_arguments(ap)
-    a = ap.parse_args(argv)
-    settings = Settings.resolve(a)
-    kafka_io.wait_for_broker(settings)
+    settings, a = command_line(__doc__, argv, "every event is applied")
     actuator = Actuator(settings, QuarantineRegistry.of(settings), prefix=a.topic_prefix)
     stats = actuator.run_until_signalled(drain=a.drain)
     print(f"applied {stats.applied}; dead-lettered {stats.dead_lettered}")

@@ -41,7 +41,8 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
             )
         }
     )
-    whole = lambda c: np.floor(f[c] + 0.5)  # noqa: E731
+    # half-up on the value as charted: a 32-bit 38.0499992 is the 38.05 charted
+    whole = lambda c: np.floor(f[c] + 0.5 + 1e-4)  # noqa: E731
     rr = _bands(whole("resp_rate_per_min"), [8, 11, 20, 24], [3, 1, 0, 2, 3])
     sp1 = _bands(whole("spo2_pct"), [91, 93, 95], [3, 2, 1, 0])
     oxygen = f["on_supplemental_o2"].astype("boolean")
@@ -59,6 +60,7 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
         )
         .astype(float)
         .where(s.notna())
+        .where(~((s > 92) & oxygen.isna()))  # above the target, oxygen unknown: not scored
     )
     scale2 = f["spo2_scale2"].fillna(False).astype(bool)
     sp = sp2.where(scale2, sp1)
@@ -66,7 +68,7 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
     bp = _bands(whole("sbp_mmhg"), [90, 100, 110, 219], [3, 2, 1, 0, 3])
     hr = _bands(whole("heart_rate_bpm"), [40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3])
     cns = f["acvpu"].map(lambda a: np.nan if a is None or a != a else (0.0 if a == "A" else 3.0))
-    tenths = np.floor(f["temp_c"] * 10 + 0.5)
+    tenths = np.floor(f["temp_c"] * 10 + 0.5 + 1e-4)
     tp = _bands(tenths, [350, 360, 380, 390], [3, 1, 0, 1, 2])
     parts = pd.concat([rr, sp, ox, bp, hr, cns.astype(float), tp], axis=1)
     return pd.DataFrame(

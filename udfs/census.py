@@ -66,6 +66,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from schemas import codec
 from schemas.capacity import ALL_UNITS, Capacity
 
 HISTORY = 16  # placement changes kept per patient for cancels
@@ -371,6 +372,34 @@ def check_unit(e: AdtEvent, capacity: Capacity) -> Outcome | None:
     ):
         return Outcome("unknown_unit", f"{e.facility_id}/{e.unit_id} has no configured capacity")
     return None
+
+
+RETENTION_DAYS = RETENTION_MS // (24 * 3600 * 1000)
+STALE_REASON = (
+    f"it happened more than {RETENTION_DAYS} days before it was recorded: the census forgets a "
+    f"patient without a bed {RETENTION_DAYS} days after their last event, so it cannot tell it "
+    "from a resend of an event it applied (a later FHIR Encounter version sends every earlier "
+    "move again, an HL7 interface resends its backlog)"
+)
+
+
+def check_stale(record: Mapping[str, Any], record_ms: int) -> Outcome | None:
+    """A refusal (`stale`) for an event recorded (`record_ms`, its record time) more than
+    `RETENTION_MS` after it happened (its own `event_time`): checked before the state machine,
+    on no state. Applied at its record time, a FHIR Encounter version stored ten days after the
+    discharge sent its admission and discharge again, when the census no longer knew their ids:
+    the discharge took the patient's next stay's bed."""
+    if record_ms - codec.epoch_ms(record["event_time"]) > RETENTION_MS:
+        return Outcome("stale", STALE_REASON)
+    return None
+
+
+def check_stale_sql(event_time: str, record_time: str) -> str:
+    """SQL: `check_stale`'s reason (NULL: no refusal) for the timestamps in those columns."""
+    assert RETENTION_MS == RETENTION_DAYS * 24 * 3600 * 1000
+    late = f"{event_time} < {record_time} - INTERVAL '{RETENTION_DAYS}' DAY"
+    reason = STALE_REASON.replace("'", "''")
+    return f"CASE WHEN {late} THEN '{reason}' END"
 
 
 UNIT_BEDS_FUNCTION = "wf_unit_beds"  # udfs/java/UnitBeds.java, registered by the census job

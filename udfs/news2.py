@@ -7,7 +7,11 @@ assessment of acute-illness severity in the NHS. Updated report of a working par
 Missing values: a parameter absent from the observation scores 0 and is not counted in
 `params_scored`, so `score` is a lower bound of the full NEWS2 (absent data can only add points).
 Values are rounded half-up to the chart's resolution before banding (whole numbers; temperature to
-0.1 °C), as a nurse charts them.
+0.1 °C), as a nurse charts them, on the value as charted: the topics carry 32-bit floats, which
+hold a charted 38.05 °C as 38.0499992 (`ROUNDING_SLACK`).
+
+SpO2 on Scale 2 above the target's top (93 % or more) scores 3 on oxygen and 0 on air: with the
+oxygen status unknown it is not assessable, scored as absent (not counted in `params_scored`).
 """
 
 from __future__ import annotations
@@ -72,10 +76,18 @@ TEMPERATURE_TENTHS = Bands((350, 360, 380, 390), (3, 1, 0, 1, 2))  # tenths of a
 OXYGEN_POINTS = 2
 CONSCIOUSNESS_POINTS = 3
 ROOM_AIR_FIO2 = 0.21
+# Half-up rounding of a value as charted: a 32-bit float is within 1e-6 relative of the decimal
+# charted (38.05 held as 38.0499992, 0.8e-6 below), so a half a little below counts as the half;
+# 1e-4 of the chart's step is far above that error and below any difference a chart shows.
+ROUNDING_SLACK = 1e-4
+
+
+def _half_up(x: float) -> int:
+    return math.floor(x + 0.5 + ROUNDING_SLACK)
 
 
 def _whole(x: float) -> int:
-    return math.floor(x + 0.5)
+    return _half_up(x)
 
 
 def resp_rate_points(resp_rate_per_min: float) -> int:
@@ -103,7 +115,7 @@ def pulse_points(heart_rate_bpm: float) -> int:
 
 
 def temperature_points(temp_c: float) -> int:
-    return TEMPERATURE_TENTHS.score(math.floor(temp_c * 10 + 0.5))
+    return TEMPERATURE_TENTHS.score(_half_up(temp_c * 10))
 
 
 def on_oxygen(on_supplemental_o2: bool | None, fio2_fraction: float | None) -> bool | None:
@@ -132,7 +144,8 @@ def news2(
     if spo2_pct is None:
         sp = None
     elif spo2_scale2:
-        sp = spo2_scale2_points(spo2_pct, bool(oxygen))
+        above_target = _whole(spo2_pct) > SPO2_SCALE2_TARGET_MAX_PCT
+        sp = None if above_target and oxygen is None else spo2_scale2_points(spo2_pct, bool(oxygen))
     else:
         sp = spo2_scale1_points(spo2_pct)
     ox = None if oxygen is None else (OXYGEN_POINTS if oxygen else 0)
@@ -161,9 +174,9 @@ def news2(
 
 
 def _rounded_sql(column: str, scale: int = 1) -> str:
-    """SQL of `math.floor(x * scale + 0.5)` over a FLOAT column, in DOUBLE as Python does it."""
+    """SQL of `_half_up(x * scale)` over a FLOAT column, in DOUBLE as Python does it."""
     x = f"CAST({column} AS DOUBLE)" + (f" * {scale}" if scale != 1 else "")
-    return f"CAST(FLOOR({x} + 0.5E0) AS INT)"
+    return f"CAST(FLOOR({x} + 0.5E0 + {ROUNDING_SLACK!r}E0) AS INT)"
 
 
 def news2_sql(c: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -179,9 +192,10 @@ def news2_sql(c: Mapping[str, str] | None = None) -> dict[str, str]:
         f"CAST({col('fio2_fraction')} AS DOUBLE) > {ROOM_AIR_FIO2}E0)"
     )
     spo2 = _rounded_sql(col("spo2_pct"))
+    above = f"{spo2} > {SPO2_SCALE2_TARGET_MAX_PCT}"
     scale2 = (
-        f"CASE WHEN {spo2} > {SPO2_SCALE2_TARGET_MAX_PCT} AND NOT COALESCE({oxygen}, FALSE) "
-        f"THEN 0 ELSE {SPO2_SCALE2.sql(spo2)} END"
+        f"CASE WHEN {above} AND {oxygen} IS NULL THEN CAST(NULL AS INT) "
+        f"WHEN {above} AND NOT {oxygen} THEN 0 ELSE {SPO2_SCALE2.sql(spo2)} END"
     )
     confused = ", ".join(f"'{v}'" for v in sorted(CONSCIOUSNESS_NEW_CONFUSION_OR_WORSE))
 

@@ -36,9 +36,11 @@ MLLP framing (HL7 v2 MLLP, release 2): <VT> message <FS><CR>, one ACK frame per 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import re
+import signal
 import socket
 import socketserver
 import sys
@@ -50,7 +52,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.feeds.publisher import Encoded, Publisher
+from jobs.feeds.publisher import Deliveries, Encoded, Publisher
 from jobs.runtime import kafka_io
 from schemas import codec, phi, topics
 from schemas.capacity import Capacity
@@ -58,8 +60,8 @@ from schemas.interop import hl7v2, identity
 from schemas.interop.code_map import CodeMap
 from schemas.settings import Settings
 
-START, END = b"\x0b", b"\x1c\x0d"
-GLUED = b"\x1c\x0b"  # a frame's end without its CR, the next frame's start right after it
+START, FS, END = b"\x0b", b"\x1c", b"\x1c\x0d"
+FRAME_TIMEOUT_S = 60.0  # a frame started must end within this much silence
 STAGE = "hl7_gateway"
 TOPICS = [
     topics.ADT_EVENT.name,
@@ -68,6 +70,7 @@ TOPICS = [
     topics.DEAD_LETTER.name,
 ]
 HEAD_BYTES = 64 << 10  # what a dead letter keeps of a message over max_message_bytes
+STORE_TIMEOUT_S = 30.0  # how long a message's records may wait for Kafka before an AE
 UNREAD_KEPT = 1000  # distinct unread OBX codes counted and logged by name
 UNREAD_OTHER = "(other codes)"
 log = logging.getLogger("wardflow.hl7_gateway")
@@ -117,13 +120,55 @@ class Decision:
         return "mapped" if self.records else "refused"
 
 
-def decode_text(raw: bytes) -> str:
-    """UTF-8 if it decodes (ASCII and most modern feeds), else ISO-8859-1 (the common 8-bit
-    MSH-18 character set), which maps every byte."""
+# HL7 table 0211 (v2.5.1 2.15.9.18, MSH-18 character set) as Python codecs: the single-byte and
+# multi-byte sets a sender can declare for a message whose MSH is ASCII. ASCII is not here: a
+# sender that declares it and sends 8-bit text is read as one that declares nothing.
+CHARSETS = {
+    **{f"8859/{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},
+    "UNICODE UTF-8": "utf-8",
+    "UNICODE": "utf-8",
+    "GB 18030-2000": "gb18030",
+    "BIG-5": "big5",
+    "KS X 1001": "euc_kr",
+    "ISO IR87": "iso2022_jp",
+    "CNS 11643-1992": "big5",
+}
+
+
+def declared_charset(raw: bytes) -> str:
+    """MSH-18's first character set, read from the bytes (MSH up to it is ASCII); '' if none."""
+    header = raw.lstrip(b"\xef\xbb\xbf\r\n ").split(b"\r", 1)[0].split(b"\n", 1)[0]
+    if not header.startswith(b"MSH") or len(header) < 4:
+        return ""
+    fields = header.split(header[3:4])
+    if len(fields) < 18:
+        return ""
+    repetition = fields[1][1:2] if len(fields[1]) > 1 else b"~"
+    first = fields[17].split(repetition)[0]
+    return first.decode("ascii", errors="replace").strip().upper()
+
+
+def text_encoding(raw: bytes) -> str:
+    """The codec a message is read (and answered) in: MSH-18's (`CHARSETS`) where it declares
+    one; else UTF-8 where the bytes are UTF-8, or hold UTF-8 text beside a stray byte (a
+    Windows-1252 quote in a note); else ISO-8859-1, the common 8-bit set, which maps every byte.
+    Read as Latin-1, a UTF-8 message with one stray byte had every non-ASCII letter garbled (a
+    unit "Süd" became "SÃ¼d", a unit no capacity file has)."""
+    declared = CHARSETS.get(declared_charset(raw))
+    if declared:
+        return declared
     try:
-        return raw.decode("utf-8")
+        raw.decode("utf-8")
+        return "utf-8"
     except UnicodeDecodeError:
-        return raw.decode("iso-8859-1")
+        read = raw.decode("utf-8", errors="replace")
+        return "utf-8" if any(ord(c) > 127 and c != "\ufffd" for c in read) else "iso-8859-1"
+
+
+def decode_text(raw: bytes) -> str:
+    """The message's text in `text_encoding`; a byte that is not of it becomes U+FFFD where it
+    stands (the rest is read as declared, never as another character set)."""
+    return raw.decode(text_encoding(raw), errors="replace")
 
 
 class Gateway:
@@ -147,6 +192,7 @@ class Gateway:
         self.max_bytes = settings.max_message_bytes
         self.publisher = Publisher(settings, prefix=prefix, stage=STAGE)
         self.stats = GatewayStats()
+        self.store_timeout_s = STORE_TIMEOUT_S
         self._lock = threading.Lock()
 
     # -- deciding (no I/O) ------------------------------------------------------------------
@@ -239,46 +285,106 @@ class Gateway:
     # -- the live path ----------------------------------------------------------------------
 
     def handle(self, raw: bytes, size: int | None = None) -> str:
-        """Decide, store (records and dead letters, confirmed by Kafka) and acknowledge."""
+        """Decide, store (records and dead letters, confirmed by Kafka) and acknowledge. The
+        lock guards the counts only: each connection waits for its own message's records
+        (publisher.Deliveries), never behind another's."""
         with self._lock:
             self.stats.received += 1
             seq = self.stats.received
+        try:
             d = self.decide(raw, size)
-            try:
-                self.publisher.send(d.records, route=d.route)
-                for letter in d.letters:
-                    self.publisher.dead_letter(
-                        self.source,
-                        seq,
-                        letter.reason_code,
-                        letter.reason,
-                        letter.payload,
-                        route=d.route,
-                    )
-                self.publisher.flush()
-            except Exception as exc:  # Kafka refused or did not confirm: nothing is stored
-                self.stats.retry_asked += 1
-                log.warning("message %d not stored, AE (resend): %s", seq, exc)
-                msg = hl7v2.parse(decode_text(raw)) if size is None else None
-                parsed = None if isinstance(msg, hl7v2.Refused) else msg
-                return hl7v2.ack(
-                    parsed, "AE", f"not stored, resend: {exc}", "207", raw=decode_text(raw)
-                )
-            if d.ack_code != "AA" or d.letters:
-                log.info(
-                    "message %d: %s, %d dead letter(s): %s",
+        except Exception as exc:  # no check foresaw it: refused and stored, the link lives
+            d = self._unforeseen(raw, exc)
+        deliveries = Deliveries()
+        try:
+            self.publisher.send(d.records, route=d.route, deliveries=deliveries)
+            for letter in d.letters:
+                self.publisher.dead_letter(
+                    self.source,
                     seq,
-                    d.ack_code,
-                    len(d.letters),
-                    d.reason,
+                    letter.reason_code,
+                    letter.reason,
+                    letter.payload,
+                    route=d.route,
+                    deliveries=deliveries,
                 )
+            deliveries.wait(self.publisher.producer, self.store_timeout_s)
+        except Exception as exc:  # Kafka refused or did not confirm: nothing is stored
+            with self._lock:
+                self.stats.retry_asked += 1
+            log.warning("message %d not stored, AE (resend): %s", seq, exc)
+            text = decode_text(raw)
+            msg = hl7v2.parse(text) if size is None else None
+            parsed = None if isinstance(msg, hl7v2.Refused) else msg
+            return hl7v2.ack(parsed, "AE", f"not stored, resend: {exc}", "207", raw=text)
+        if d.ack_code != "AA" or d.letters:
+            log.info(
+                "message %d: %s, %d dead letter(s): %s",
+                seq,
+                d.ack_code,
+                len(d.letters),
+                d.reason,
+            )
+        with self._lock:
             if d.records:
                 self.stats.accepted += 1
             self.stats.dead_lettered += len(d.letters)
             for topic, _, _ in d.records:
                 self.stats.records[topic] = self.stats.records.get(topic, 0) + 1
             self.count_unread(seq, d.unread)
-            return d.ack
+        return d.ack
+
+    def answer(self, raw: bytes, size: int | None = None) -> str:
+        """`handle`, never raising: whatever fails, the sender gets an ACK (AE 207, resend)
+        and the connection and the messages behind this one live on."""
+        try:
+            return self.handle(raw, size)
+        except Exception as exc:
+            log.exception("message not answered by the gateway: %s", type(exc).__name__)
+            return hl7v2.ack(None, "AE", f"not stored, resend: {type(exc).__name__}", "207")
+
+    def abandon(self, head: bytes, size: int) -> None:
+        """A frame the sender cut off (`FrameReader.abandoned`): dead-lettered
+        `truncated_frame` with its first HEAD_BYTES, answered by nothing (the sender did not
+        finish it and resends it). An empty one (two start bytes) is noise."""
+        if size == 0:
+            return
+        with self._lock:
+            self.stats.received += 1
+            seq = self.stats.received
+        reason = (
+            f"a frame of {size} bytes cut off by the sender (a new frame, the end of the "
+            "connection or a minute of silence before its end block); not answered"
+        )
+        deliveries = Deliveries()
+        try:
+            self.publisher.dead_letter(
+                self.source, seq, "truncated_frame", reason, head, deliveries=deliveries
+            )
+            deliveries.wait(self.publisher.producer, self.store_timeout_s)
+        except Exception as exc:
+            log.warning("message %d (cut off) not stored: %s", seq, exc)
+            return
+        log.info("message %d: cut off after %d bytes, dead-lettered", seq, size)
+        with self._lock:
+            self.stats.dead_lettered += 1
+
+    def _unforeseen(self, raw: bytes, exc: Exception) -> Decision:
+        """A message whose reading raised (a gap no check foresaw): refused AE 207 and
+        dead-lettered (`internal_error`), so that the sender gets its ACK and the connection
+        and the messages behind it live on."""
+        log.error(
+            "message not read: %s (its text is in the sealed dead letter)", type(exc).__name__
+        )
+        why = hl7v2.Refused(
+            "internal_error", f"not read: {type(exc).__name__} (a gap in wardflow)", "AE", "207"
+        )
+        letter = Letter(why.reason_code, why.reason, raw)
+        try:
+            ack = hl7v2.ack(None, "AE", why.reason, why.hl7_error, raw=decode_text(raw))
+        except Exception:  # the header itself cannot be read back: a bare ACK
+            ack = hl7v2.ack(None, "AE", why.reason, why.hl7_error)
+        return Decision(ack, "AE", [], [letter], f"{why.reason_code}: {why.reason}")
 
     def count_unread(self, seq: int, codes: tuple[str, ...]) -> None:
         """Count a stored message's unread OBX codes; log each code the first time it comes
@@ -326,18 +432,23 @@ def _without_future(
 
 
 class FrameReader:
-    """MLLP frames out of a byte stream. A frame over `max_bytes` is read to its end and given
-    back as its first HEAD_BYTES with its full size, so that it can be refused explicitly. A
-    sender that ends a frame with FS alone (no CR) has it end where its next frame starts (FS
-    VT), instead of the two being read, and refused, as one."""
+    """MLLP frames out of a byte stream (HL7 v2 MLLP release 2: <VT> message <FS><CR>; neither
+    byte may occur in a message). A frame ends at its FS: the CR after it, in this read or the
+    next, is outside every frame and discarded as noise, so a sender that ends its frames with
+    FS alone is answered at once rather than when its next frame comes. A VT inside an open
+    frame starts a new one: the open one was cut off (a sender that gave up mid-frame and sent
+    again) and is `abandoned` (its first HEAD_BYTES and size), never read as part of the next.
+    A frame over `max_bytes` is read to its end and given back as its first HEAD_BYTES with its
+    full size, so that it can be refused explicitly."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.buf = bytearray()
-        self.scanned = 0  # where the search for END resumes
+        self.scanned = 0  # where the search for FS and VT resumes
         self.in_frame = False
         self.head = b""
         self.discarded = 0  # bytes of an oversize frame dropped so far
+        self.abandoned: list[tuple[bytes, int]] = []  # frames cut off: (head, size)
 
     def feed(self, chunk: bytes) -> Iterator[tuple[bytes, int | None]]:
         self.buf += chunk
@@ -349,52 +460,116 @@ class FrameReader:
                     return
                 del self.buf[: start + 1]
                 self.in_frame, self.scanned, self.head, self.discarded = True, 0, b"", 0
-            end = self.buf.find(END, max(0, self.scanned - 1))
-            glued = self.buf.find(GLUED, max(0, self.scanned - 1))
-            if glued >= 0 and (end < 0 or glued < end):
-                end, end_bytes = glued, 1  # the VT stays: it starts the next frame
-            else:
-                end_bytes = len(END)
+            end = self.buf.find(FS, self.scanned)
+            restart = self.buf.find(START, self.scanned)
+            if restart >= 0 and (end < 0 or restart < end):
+                self.abandoned.append(self.cut_off(restart))
+                del self.buf[:restart]  # the VT stays: it starts the next frame
+                self.in_frame = False
+                continue
             if end < 0:
                 self.scanned = len(self.buf)
                 if self.discarded or len(self.buf) > self.max_bytes:
                     if not self.discarded:
                         self.head = bytes(self.buf[:HEAD_BYTES])
-                    keep = 1  # END may straddle two chunks
-                    self.discarded += len(self.buf) - keep
-                    del self.buf[:-keep]
-                    self.scanned = len(self.buf)
+                    self.discarded += len(self.buf)
+                    self.buf.clear()
+                    self.scanned = 0
                 return
             body = bytes(self.buf[:end])
-            del self.buf[: end + end_bytes]
+            del self.buf[: end + 1]
             self.in_frame = False
             if self.discarded:
                 yield self.head, self.discarded + len(body)
             else:
                 yield body, None
 
+    def cut_off(self, at: int) -> tuple[bytes, int]:
+        """The open frame as it stands, its first `at` buffered bytes: (head, size)."""
+        if self.discarded:
+            return self.head, self.discarded + at
+        return bytes(self.buf[: min(at, HEAD_BYTES)]), at
+
+    def take_abandoned(self) -> list[tuple[bytes, int]]:
+        taken, self.abandoned = self.abandoned, []
+        return taken
+
 
 class _Handler(socketserver.BaseRequestHandler):
+    """One sender's connection: each frame answered in order. A connection idle for
+    `hl7_idle_timeout_s`, or with a frame started and not ended within FRAME_TIMEOUT_S, is
+    closed (a sender that went away without closing held its thread and buffer for ever);
+    TCP keepalive finds peers gone without a word. A frame cut off by the sender (a new frame
+    inside it, or the connection closed or timed out within it) is dead-lettered
+    `truncated_frame` and answered by nothing: the sender never finished it."""
+
     server: MllpServer
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        reader = FrameReader(self.server.gateway.max_bytes)
-        while True:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                return
-            for body, size in reader.feed(chunk):
-                sock.sendall(frame(self.server.gateway.handle(body, size)))
+        gateway = self.server.gateway
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        reader = FrameReader(gateway.max_bytes)
+        self.server.opened(sock)
+        try:
+            while not self.server.stopping.is_set():
+                sock.settimeout(FRAME_TIMEOUT_S if reader.in_frame else self.server.idle_timeout_s)
+                try:
+                    chunk = sock.recv(1 << 20)
+                except (TimeoutError, OSError) as exc:
+                    log.info("connection closed: %s", type(exc).__name__)
+                    chunk = b""
+                if not chunk:
+                    if reader.in_frame:
+                        reader.abandoned.append(reader.cut_off(len(reader.buf)))
+                    self._abandon(reader)
+                    return
+                for body, size in reader.feed(chunk):
+                    ack = gateway.answer(body, size)  # in the message's character set
+                    sock.sendall(frame(ack.encode(text_encoding(body), errors="replace")))
+                self._abandon(reader)
+        finally:
+            self.server.closed(sock)
+
+    def _abandon(self, reader: FrameReader) -> None:
+        for head, size in reader.take_abandoned():
+            self.server.gateway.abandon(head, size)
 
 
 class MllpServer(socketserver.ThreadingTCPServer):
+    """`shutdown` stops accepting, closes the listening socket (a sender's new connection is
+    refused, so that it fails over) and ends every connection after the message it is on: its
+    ACK still goes out, the next is not read."""
+
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], gateway: Gateway) -> None:
+    def __init__(
+        self, address: tuple[str, int], gateway: Gateway, idle_timeout_s: float = 3600.0
+    ) -> None:
         self.gateway = gateway
+        self.idle_timeout_s = idle_timeout_s
+        self.stopping = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(sock)
+
+    def closed(self, sock: socket.socket) -> None:
+        with self._open_lock:
+            self._open.discard(sock)
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        super().shutdown()
+        self.server_close()
+        with self._open_lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RD)  # its recv returns: the ACK can still go out
 
 
 def topic_prefixes(settings: Settings, prefix: str = "") -> list[str]:
@@ -410,7 +585,7 @@ def serve(
     gateway = Gateway(settings, prefix=prefix, listen=f"{host}:{port}")  # a bad setting stops here
     for p in topic_prefixes(settings, prefix):
         kafka_io.ensure_topics(settings, TOPICS, prefix=p)
-    server = MllpServer((host, port), gateway)
+    server = MllpServer((host, port), gateway, settings.hl7_idle_timeout_s)
     threading.Thread(target=server.serve_forever, name="mllp", daemon=True).start()
     return server
 
@@ -515,10 +690,11 @@ def main(argv: list[str] | None = None) -> None:
     kafka_io.wait_for_broker(settings)
     server = serve(settings, host=a.host, port=a.port, prefix=a.topic_prefix)
     print(f"HL7 v2 MLLP gateway on {a.host}:{server.server_address[1]}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        server.shutdown()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.shutdown()
 
 
 if __name__ == "__main__":

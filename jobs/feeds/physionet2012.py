@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from jobs.feeds.replay import FACILITY, Pacer
 from jobs.runtime import kafka_io
 from schemas import phi, topics
 from schemas import physionet2012 as p12
+from schemas.interop import demographics
 from schemas.settings import Settings
 
 STAGE = "physionet2012_replay"
@@ -151,6 +153,16 @@ def anchors(record_ids: Any, plan: ReplayPlan) -> dict[int, datetime]:
     }
 
 
+def _demographics(desc: pd.DataFrame, r: Any) -> dict[str, Any]:
+    """The admission's age and sex (adt.event.v1 revision 2) from the stay's descriptors: the
+    age capped as the feeds cap it (demographics.AGE_CAP_YEARS), unknown where not charted."""
+    age, female = float(desc.at[r, "age_years"]), float(desc.at[r, "female"])
+    return {
+        "age_years": None if math.isnan(age) else min(age, demographics.AGE_CAP_YEARS),
+        "female": None if math.isnan(female) else female == 1.0,
+    }
+
+
 def map_stays(
     obs: pd.DataFrame,
     anchor_of: Mapping[int, datetime],
@@ -188,6 +200,7 @@ def map_stays(
             "event_time": anchor_of[int(r)],
             "recorded_time": None,
             "source": source,
+            **_demographics(desc, r),
         }
         for r in ids
     ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,44 @@ from schemas.settings import Settings
 
 DEAD_LETTER = topics.DEAD_LETTER.schema
 Encoded = tuple[str, dict[str, Any], bytes]  # topic, record, Avro value
+
+
+class Deliveries:
+    """The delivery reports of one message's records (a per-record `on_delivery`), so that a
+    gateway thread waits for its own message's records and no other's: a global flush under a
+    lock made every connection wait behind one whose records Kafka did not confirm (feed N
+    answered after N times the flush timeout while Kafka was down)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.failed: list[str] = []
+        self._lock = threading.Lock()
+
+    def expect(self) -> None:
+        with self._lock:
+            self.pending += 1
+
+    def unexpect(self) -> None:
+        with self._lock:
+            self.pending -= 1
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        with self._lock:
+            self.pending -= 1
+            if err is not None:
+                self.failed.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+
+    def wait(self, producer: Any, timeout_s: float) -> None:
+        """Serve delivery reports (any thread's: a poll runs the callbacks that are due) until
+        every record of this message is reported; raises unless Kafka confirmed every one."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.pending} records undelivered after {timeout_s:.0f} s")
+            producer.poll(min(left, 0.05))
+        if self.failed:
+            raise RuntimeError(f"{len(self.failed)} failed: {self.failed[:3]}")
 
 
 class Publisher:
@@ -79,12 +119,34 @@ class Publisher:
             out.append((topic, rec, codec.encode(schema, rec)))
         return out
 
-    def send(self, encoded: list[Encoded], *, route: str = "") -> None:
-        """Produce to `prefix + route + topic` (`route`: the non-production topics' prefix)."""
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes, ts: int, deliveries: Deliveries | None
+    ) -> None:
+        if deliveries is None:
+            produce_raw(self.producer, topic, key, value, ts)
+            return
+        deliveries.expect()
+        while True:
+            try:
+                self.producer.produce(
+                    topic, key=key, value=value, timestamp=ts, on_delivery=deliveries
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+            except Exception:
+                deliveries.unexpect()  # not queued: no report will come
+                raise
+
+    def send(
+        self, encoded: list[Encoded], *, route: str = "", deliveries: Deliveries | None = None
+    ) -> None:
+        """Produce to `prefix + route + topic` (`route`: the non-production topics' prefix);
+        with `deliveries`, their reports go there (`Deliveries.wait`), not to `flush`."""
         for topic, rec, value in encoded:
             key = rec["patient_token"].encode()
             ts = codec.epoch_ms(codec.record_time(rec))
-            produce_raw(self.producer, self.prefix + route + topic, key, value, ts)
+            self._produce(self.prefix + route + topic, key, value, ts, deliveries)
 
     def store_payload(self, payload: bytes, sealed: bytes) -> str:
         """Keep a sealed payload in the payload store; its `file:` URI. Idempotent: the same
@@ -109,6 +171,7 @@ class Publisher:
         payload: bytes,
         *,
         route: str = "",
+        deliveries: Deliveries | None = None,
     ) -> None:
         """The rejected input, sealed (schemas.phi.seal, context = the stage) with its reason;
         by reference when larger than `inline_payload_bytes` (see the module docstring)."""
@@ -130,7 +193,7 @@ class Publisher:
         }
         value = codec.encode(DEAD_LETTER, letter)
         topic = self.prefix + route + topics.DEAD_LETTER.name
-        produce_raw(self.producer, topic, None, value, codec.epoch_ms(now))
+        self._produce(topic, None, value, codec.epoch_ms(now), deliveries)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         if self._producer is None:

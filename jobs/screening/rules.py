@@ -211,9 +211,12 @@ def _news2_severity(expr: str) -> str:
 
 # RCP 2017 chart 2: NEWS2 ≥ 5 calls for an urgent response, ≥ 7 an emergency one. One reading can
 # be an artefact, so the rule needs two consecutive distinct readings ≥ 5 within 3 hours.
+# Version 3 (both NEWS2 rules): a half charted rounds up as charted (38.05 °C arrived as a 32-bit
+# 38.0499992 and scored as 38.0), and Scale 2 SpO2 above its target is not scored without the
+# oxygen status (it scored 0) (udfs/news2.py).
 NEWS2_SUSTAINED = Rule(
     "news2_sustained_medium",
-    "2",
+    "3",
     "news2_score",
     "screened_vitals",
     f"""A AS A.record_kind = 'vitals' AND A.news2_score >= {MEDIUM_RISK_THRESHOLD},
@@ -233,7 +236,7 @@ NEWS2_SUSTAINED = Rule(
 # `pattern` over `condition` would complete a match (RisingRun.java); cites where the rise began.
 NEWS2_RISING = Rule(
     "news2_rising",
-    "2",
+    "3",
     "news2_score",
     "screened_vitals",
     f"""A AS A.record_kind = 'vitals',

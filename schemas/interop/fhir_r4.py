@@ -62,6 +62,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
@@ -69,7 +70,7 @@ from fhir.resources.R4B import fhirtypes, get_fhir_model_class
 from pydantic import TypeAdapter, ValidationError
 
 from schemas import topics
-from schemas.interop import acvpu, derived, identity, mdc
+from schemas.interop import acvpu, demographics, derived, identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
@@ -645,7 +646,8 @@ def map_resource(
         return _subject(resource.subject, data, bundle or {}, tokenise, kind)
 
     if kind == "Encounter":
-        return _encounter(resource, subject, tokenise, source, facility_id)
+        mapped = _encounter(resource, subject, tokenise, source, facility_id)
+        return _with_demographics(mapped, _patient_resource(resource.subject, data, bundle or {}))
     if (another := _of_another(resource, data, bundle or {}, tokenise)) is not None:
         return another
     return _observation(resource, data, subject, tokenise, source, facility_id, codes)
@@ -720,6 +722,50 @@ def _inside(reference: str, data: dict[str, Any], bundle: dict[str, Any]) -> Any
             None,
         )  # fmt: skip
     return bundle.get(reference)
+
+
+def _patient_resource(ref: Any, data: dict[str, Any], bundle: dict[str, Any]) -> Any:
+    """The Patient an Encounter's subject names where the message holds it: a contained one, a
+    Bundle entry's by `urn:uuid:` or by fullUrl (a literal `Patient/<id>` matching an entry's
+    `…/Patient/<id>`); None where it holds none (an Encounter sent alone names its patient
+    without their birth date or gender)."""
+    reference = str(ref.reference) if ref is not None and ref.reference else ""
+    if not reference or reference.startswith("Patient?"):
+        return None
+    found = _inside(reference, data, bundle)
+    if found is None and not reference.startswith(("#", "urn:")):
+        tail = "/".join(reference.split("/_history")[0].rstrip("/").split("/")[-2:])
+        found = next(
+            (r for url, r in bundle.items() if url == tail or url.endswith("/" + tail)), None
+        )
+    if not isinstance(found, dict) or found.get("resourceType") != "Patient":
+        return None
+    return found
+
+
+def _with_demographics(mapped: Mapped | Refused, patient: Any) -> Mapped | Refused:
+    """Each ADT record with the patient's age at its time (`birthDate`) and sex (`gender`),
+    unknown without the Patient: schemas/interop/demographics.py; neither refuses the
+    Encounter."""
+    if isinstance(mapped, Refused):
+        return mapped
+    patient = patient or {}
+    birth = patient.get("birthDate")
+    female = demographics.female_fhir(patient.get("gender"))
+    records = [
+        (
+            topic,
+            record
+            | {
+                "age_years": demographics.age_years(birth, record["event_time"])
+                if isinstance(birth, str)
+                else None,
+                "female": female,
+            },
+        )
+        for topic, record in mapped.records
+    ]
+    return replace(mapped, records=records)
 
 
 def _modifiers(data: dict[str, Any]) -> list[str]:

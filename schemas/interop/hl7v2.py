@@ -51,7 +51,7 @@ from hl7apy.exceptions import ChildNotFound, InvalidName
 from hl7apy.parser import parse_message
 
 from schemas import codec, topics
-from schemas.interop import acvpu, derived, mdc
+from schemas.interop import acvpu, demographics, derived, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.loinc import (
     ANALYSER_ENTRIES,
@@ -240,6 +240,10 @@ def parse(text: str) -> Message | Refused:
         )
     if not text.startswith("MSH"):
         return Refused("malformed", "message does not start with an MSH segment", hl7_error="100")
+    if len(text) < 8 or text[3:4] in ("\r", ""):
+        return Refused(
+            "malformed", "MSH has no field separator and encoding characters", hl7_error="100"
+        )
     known = _declared_as_known(text)
     if isinstance(known, Refused):
         return known
@@ -799,8 +803,19 @@ def _adt(
         "event_time": occurred,
         "recorded_time": recorded,
         "source": source,
+        **_demographics(msg, occurred),
     }
     return Mapped([(topics.ADT_EVENT.name, record)])
+
+
+def _demographics(msg: Message, at: datetime) -> dict[str, Any]:
+    """The patient's age at `at` from PID-7 (date/time of birth; its first component, the
+    time, from v2.5 on) and sex from PID-8 (table 0001; a CWE's code from v2.7 on):
+    schemas/interop/demographics.py. Neither refuses the message."""
+    return {
+        "age_years": demographics.age_years(_field(msg, "PID", 7, 1), at),
+        "female": demographics.female_hl7(_field(msg, "PID", 8, 1)),
+    }
 
 
 def _stays_in_a_bed(
@@ -1652,7 +1667,13 @@ def ack(
             value = getattr(msg.msh, f"msh_{theirs}")
             if len(value):
                 setattr(reply.msh, f"msh_{ours}", value.to_er7())
-    reply.msh.msh_9 = "ACK"
+    # v2.5.1 2.14.1: the ACK names the trigger it answers, and (from 2.3.1, MSG.3) its structure
+    trigger = _field(msg, "MSH", 9, 2) if msg is not None else ""
+    trigger = trigger if re.fullmatch(r"[A-Z0-9]{3}", trigger) else ""
+    if not trigger or version in ("2.1", "2.2"):
+        reply.msh.msh_9 = "ACK"
+    else:
+        reply.msh.msh_9 = f"ACK^{trigger}" + ("" if version == "2.3" else "^ACK")
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
     reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code

@@ -23,7 +23,7 @@ from schemas import codec, load_schema, topics
 from schemas.capacity import ALL_UNITS, Capacity
 from schemas.settings import Settings
 from tests.flink_harness import run_bounded
-from udfs.census import RETENTION_MS, AdtEvent, Delta, PatientPlacement, check_unit
+from udfs.census import RETENTION_MS, AdtEvent, Delta, PatientPlacement, check_stale, check_unit
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +82,18 @@ def adt_stream(seed: int, patients: int = 120, n: int = 2500) -> list[dict[str, 
     t += timedelta(milliseconds=RETENTION_MS, days=1)  # then resends, after the retention
     for j, e in enumerate(rng.sample(out, 200)):
         out.append(e | {"event_time": t + timedelta(seconds=j)})
+    # and a later FHIR Encounter version's: each earlier event again, recorded when the version
+    # was stored, days after the census forgot the ids (refused stale: check_stale; 2 of
+    # them name a unit with no capacity, refused for that first)
+    t += timedelta(hours=1)
+    for j, e in enumerate(rng.sample(out[:n], 30)):
+        out.append(e | {"recorded_time": t + timedelta(seconds=j)})
     return out
 
 
 @dataclasses.dataclass
 class Expected:
-    events: Counter[tuple[Any, ...]]  # (event_id, outcome, reason, unit after)
+    events: Counter[tuple[Any, ...]]  # (event_id, outcome, reason, facility and unit after)
     refused: Counter[tuple[Any, ...]]  # (event_id, reason code, reason)
     deltas: list[Delta]
 
@@ -99,7 +105,7 @@ def reference(events: list[dict[str, Any]], capacity: Capacity) -> Expected:
     for i in order:
         e = events[i]
         ev = AdtEvent.of(e, codec.epoch_ms(codec.record_time(e)))
-        outcome = check_unit(ev, capacity)
+        outcome = check_unit(ev, capacity) or check_stale(e, ev.event_time_ms)
         deltas: list[Delta] = []
         placement = placements[e["patient_token"]]
         if outcome is None:
@@ -107,8 +113,9 @@ def reference(events: list[dict[str, Any]], capacity: Capacity) -> Expected:
         if outcome.refused:
             expected.refused[(ev.event_id, outcome.status, outcome.reason)] += 1
             continue
-        after = placement.place.unit_id if placement.place else None
-        expected.events[(ev.event_id, outcome.status, outcome.reason or None, after)] += 1
+        where = placement.place  # census_stays.census_rows: the facility the patient is in
+        after = (where.facility_id, where.unit_id) if where else (e["facility_id"], None)
+        expected.events[(ev.event_id, outcome.status, outcome.reason or None, *after)] += 1
         expected.deltas += deltas
     return expected
 
@@ -123,10 +130,13 @@ def census(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     return {"events": events, **run_bounded(bed_census.JOB, s, {"adt": events}, folder / "out")}
 
 
-def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[str, Any]) -> None:
+def test_every_event_gets_the_references_outcome_reason_facility_and_unit(
+    census: dict[str, Any],
+) -> None:
     want = reference(census["events"], Capacity.from_dict(CAPACITY))
     got = Counter(
-        (r["event_id"], r["outcome"], r["reason"], r["unit_id"]) for r in census["census_events"]
+        (r["event_id"], r["outcome"], r["reason"], r["facility_id"], r["unit_id"])
+        for r in census["census_events"]
     )
     refused = Counter(
         (codec.decode(SCHEMA, r["payload"])["event_id"], r["reason_code"], r["reason"])
@@ -145,6 +155,7 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         "not_admitted",
         "nothing_to_cancel",
     }
+    assert sum(n for (_, status, _), n in want.refused.items() if status == "stale") == 28
     assert sum(1 for d in want.deltas if d.cancels) > 20
     # cancels and voids bound to the stay's encounter: refused for another's, a void applied
     others = (
@@ -162,10 +173,10 @@ def test_every_event_gets_the_references_outcome_reason_and_unit(census: dict[st
         if e["event_id"] in {i for i, _, why in want.refused if why.startswith(another)}
     )
     update = "an update of another encounter than the stay's"
-    assert any((why or "").startswith(update) for _, _, why, _ in want.events)
+    assert any((why or "").startswith(update) for _, _, why, *_ in want.events)
     voids = {e["event_id"] for e in census["events"] if e["event_type"] == "void_encounter"}
-    assert sum(1 for e, status, _, _ in want.events if e in voids and status == "applied") >= 3
-    applied = Counter(e for e, status, _, _ in want.events.elements() if status == "applied")
+    assert sum(1 for e, status, *_ in want.events if e in voids and status == "applied") >= 3
+    applied = Counter(e for e, status, *_ in want.events.elements() if status == "applied")
     assert sum(1 for n in applied.values() if n > 1) > 5  # applied again once forgotten
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,22 @@ def test_capacity_sums_units_into_facilities_and_checks_its_thresholds() -> None
         Capacity.from_dict({"facilities": {"H": {"W": 1}}, "surge_thresholds_pct": [95, 90, 99]})
     with pytest.raises(ValueError, match="reserved"):
         Capacity.from_dict({"facilities": {"H": {"ALL": 1}}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"facilities": {"north": {"ICU": 20, "4B": 32}, "south": {"ICU": 8}, "north": {"5": 28}}}',
+        '{"facilities": {"north": {"ICU": 20, "ICU": 24}}}',
+    ],
+)
+def test_a_capacity_file_naming_a_facility_or_unit_twice_is_refused_not_half_read(
+    text: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "capacity.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="named twice"):
+        Capacity.load(path)
 
 
 def test_events_placing_a_patient_in_an_unconfigured_unit_are_refused() -> None:

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from schemas import codec
 from schemas.capacity import Capacity
 from udfs.census import (
     HISTORY,
     RETENTION_MS,
     AdtEvent,
     PatientPlacement,
+    check_stale,
     check_unit,
     surge_level,
 )
@@ -275,3 +279,13 @@ def test_another_visits_update_or_a_discharge_from_its_prior_location_keeps_the_
         ("6W", 1),
         ("6W", -1),
     ]
+
+
+def test_an_event_recorded_longer_after_it_happened_than_the_census_remembers_is_stale() -> None:
+    happened = datetime(2026, 6, 2, 12, 5, tzinfo=UTC)
+    discharge = {"event_id": "fhir:c1:1:discharge", "event_time": happened}
+    ms = codec.epoch_ms(happened)
+    refused = check_stale(discharge, ms + RETENTION_MS + 1)  # a version stored 7 days later
+    assert refused is not None and refused.status == "stale" and refused.refused
+    assert check_stale(discharge, ms + RETENTION_MS) is None  # entered a week late, to the ms
+    assert check_stale(discharge, ms) is None

@@ -71,6 +71,7 @@ def test_deploy_k8s_holds_every_job_and_every_service_around_it() -> None:
     assert {"StatefulSet/kafka", "StatefulSet/clickhouse", "StatefulSet/redis"} <= kinds
     assert {"Deployment/grafana", "Deployment/wardflow-loader"} <= kinds
     assert "Deployment/wardflow-quarantine-actuator" in kinds
+    assert "Deployment/wardflow-feast-demographics" in kinds
     assert all(
         d["metadata"].get("namespace") == "wardflow" for d in DOCS if d["kind"] != "Namespace"
     )

@@ -903,6 +903,51 @@ def test_a_bundle_entry_subject_resolves_against_the_bundle_full_urls() -> None:
     assert isinstance(alone, Refused) and alone.reason_code == "missing_field"
 
 
+def test_an_encounter_whose_patient_is_in_its_bundle_carries_their_age_and_sex() -> None:
+    """Age at each event (the birthday passes during the stay) and sex, from the Patient the
+    subject names in the Bundle, by urn:uuid or by a literal reference matching an entry's
+    fullUrl; never the birth date. An Encounter sent alone gives neither."""
+    enc = encounter(
+        ("4E", "2026-02-01T08:00:00Z", "2026-03-01T09:00:00Z"),
+        ("ICU", "2026-03-01T09:00:00Z", "2026-03-02T12:00:00Z"),
+        status="finished",
+    )
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"system": "urn:mrn", "value": "A1"}],
+        "birthDate": "1960-03-01",
+        "gender": "female",
+    }
+    by_url = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "https://ehr.example/fhir/Patient/p1", "resource": patient},
+            {"fullUrl": "https://ehr.example/fhir/Encounter/e1", "resource": enc},
+        ],
+    }
+    by_uuid = copy.deepcopy(by_url)
+    by_uuid["entry"][0]["fullUrl"] = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"
+    by_uuid["entry"][1]["resource"]["subject"] = {"reference": by_uuid["entry"][0]["fullUrl"]}
+    for bundle in (by_url, by_uuid):
+        mapped = [o for _, o, _ in run(bundle) if isinstance(o, Mapped)]
+        [records] = [[r for _, r in o.records] for o in mapped]
+        assert [(r["event_type"], r["age_years"], r["female"]) for r in records] == [
+            ("admit", 65.92, True),
+            ("transfer", 66.0, True),  # 1 March: 66
+            ("discharge", 66.0, True),
+        ]
+        assert "1960" not in repr(records)
+    [(_, alone, _)] = run(enc)
+    assert isinstance(alone, Mapped)
+    assert {(r["age_years"], r["female"]) for _, r in alone.records} == {(None, None)}
+    other = copy.deepcopy(by_url)
+    other["entry"][0]["resource"] |= {"birthDate": "2027", "gender": "unknown"}
+    [mapped] = [o for _, o, _ in run(other) if isinstance(o, Mapped)]
+    assert {(r["age_years"], r["female"]) for _, r in mapped.records} == {(None, None)}
+
+
 def test_bundle_entries_related_to_the_ingested_ones_are_context_and_the_others_refused() -> None:
     hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
     hr |= {"id": "hr1", "subject": {"reference": "https://ehr.example/fhir/Patient/p7"}}

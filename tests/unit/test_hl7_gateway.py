@@ -197,6 +197,68 @@ def test_a_frame_ended_without_its_cr_ends_where_the_next_frame_starts() -> None
     assert got == [(a, None), (b, None)]
 
 
+def test_a_frame_ended_by_fs_alone_is_read_at_once_not_when_the_next_frame_comes() -> None:
+    reader = FrameReader(max_bytes=1000)
+    a, b = admit("A"), admit("B")
+    assert list(reader.feed(START + a + b"\x1c")) == [(a, None)]  # the sender waits for its ACK
+    assert list(reader.feed(b"\r" + START + b + b"\x1c\n")) == [(b, None)]  # a late CR: noise
+    assert reader.take_abandoned() == []
+
+
+def test_a_frame_cut_off_by_a_new_one_is_abandoned_and_the_new_one_read_whole() -> None:
+    reader = FrameReader(max_bytes=1000)
+    a, b = admit("A"), admit("B")
+    stream = START + a[:40] + START + b + END
+    got = []
+    for i in range(0, len(stream), 7):
+        got += list(reader.feed(stream[i : i + 7]))
+    assert got == [(b, None)]
+    assert reader.take_abandoned() == [(a[:40], 40)]
+
+
+def test_a_frame_holding_only_msh_is_refused_as_malformed_and_stored_for_review(
+    settings: Settings,
+) -> None:
+    for text in (b"MSH", b"MSH|", b"MSH\rPID|1"):
+        d = gateway(settings).decide(text)
+        assert (d.ack_code, [x.reason_code for x in d.letters]) == ("AA", ["malformed"]), text
+
+
+def test_a_message_whose_reading_raises_is_refused_ae_and_dead_lettered_whole(
+    settings: Settings,
+) -> None:
+    g = gateway(settings)
+    d = g._unforeseen(admit("C9"), ZeroDivisionError())
+    assert d.ack_code == "AE" and "MSA|AE|C9" in d.ack
+    [letter] = d.letters
+    assert (letter.reason_code, letter.payload) == ("internal_error", admit("C9"))
+
+
+def admit_in(unit: str, charset: str, nte: bytes = b"") -> bytes:
+    head = f"MSH|^~\\&|EPIC|GH|WF|GH|20260301080000||ADT^A01|C1|P|2.5.1||||||{charset}"
+    body = "\r".join(["EVN|A01|20260301080000", "PID|1||MRN77^^^GH^MR", f"PV1|1|I|{unit}^^12^GH"])
+    return head.encode() + b"\r" + body.encode(hl7_gateway.CHARSETS.get(charset, "utf-8")) + nte
+
+
+@pytest.mark.parametrize(
+    ("raw", "unit", "encoding"),
+    [
+        (admit_in("Łódź", "8859/2"), "Łódź", "iso8859-2"),  # read as declared (MSH-18)
+        (admit_in("Süd", "UNICODE UTF-8", b"\rNTE|1||\x93quoted\x94"), "Süd", "utf-8"),
+        (admit_in("Süd", "", b"\rNTE|1||\x93quoted\x94"), "Süd", "utf-8"),  # a stray byte
+        (admit_in("MÜNCHEN", "").replace("MÜNCHEN".encode(), "MÜNCHEN".encode("latin-1")),
+         "MÜNCHEN", "iso-8859-1"),  # undeclared 8-bit: Latin-1
+    ],
+)  # fmt: skip
+def test_a_message_is_read_in_its_declared_character_set_a_stray_byte_alone_replaced(
+    settings: Settings, raw: bytes, unit: str, encoding: str
+) -> None:
+    d = gateway(settings).decide(raw)
+    [(_, record, _)] = d.records
+    assert record["unit_id"] == unit
+    assert hl7_gateway.text_encoding(raw) == encoding  # the ACK goes back in it too
+
+
 def test_a_batch_file_splits_into_its_messages() -> None:
     batch = b"\n".join(
         [b"FHS|^~\\&|EPIC", b"BHS|^~\\&|EPIC", admit("A"), admit("B"), b"BTS|2", b"FTS|1"]

@@ -113,6 +113,48 @@ def test_an_admission_carries_unit_bed_visit_and_the_event_occurred_time() -> No
 
 
 @needs_data
+def test_an_admission_carries_the_patients_age_at_the_event_and_sex_never_the_birth_date() -> None:
+    rec = reading(sample("ADT01-23.hl7"))  # PID-7 19241010, PID-8 M, admitted 2005-01-09
+    assert (rec["age_years"], rec["female"]) == (80.25, False)
+    assert "19241010" not in repr(rec)
+    assert codec.decode(topics.ADT_EVENT.schema, codec.encode(topics.ADT_EVENT.schema, rec)) == rec
+
+
+def adt(pid_7: str, pid_8: str, version: str = "2.5.1") -> str:
+    return (
+        f"MSH|^~\\&|A|H|||20260301101500||ADT^A01|X1|P|{version}\r"
+        "EVN|A01|20260301101500\r"
+        f"PID|1||9^^^H^MR||DOE^JANE||{pid_7}|{pid_8}\r"
+        "PV1|1|I|ICU^1^A"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pid_7", "pid_8", "age_years", "female"),
+    [
+        ("19600301", "F", 66.0, True),  # a birthday on the day of the event
+        ("196003", "F", 65.96, True),  # a month: from its middle
+        ("1930", "M", 90.0, False),  # over 89: 90 (HIPAA Safe Harbor)
+        ("19600301083000+0100", "U", 66.0, None),  # a time of birth; sex unknown
+        ("20260302", "A", None, None),  # born after the event; ambiguous sex
+        ("19600230", "X", None, None),  # no day of the calendar
+        ("", "", None, None),
+    ],
+)
+def test_a_birth_date_gives_the_age_at_the_event_and_pid_8_the_sex_and_neither_refuses(
+    pid_7: str, pid_8: str, age_years: float | None, female: bool | None
+) -> None:
+    rec = reading(adt(pid_7, pid_8))
+    assert rec["event_type"] == "admit"
+    assert (rec["age_years"], rec["female"]) == (age_years, female)
+
+
+def test_pid_8_as_a_coded_element_of_v2_7_is_read_by_its_code() -> None:
+    rec = reading(adt("19600301", "F^Female^HL70001", version="2.7"))
+    assert rec["female"] is True
+
+
+@needs_data
 def test_a_cbc_result_becomes_labs_in_the_screen_units() -> None:
     o = outcome(sample("LRI_2.0-NG_CBC_Typ_Message.hl7"))
     assert isinstance(o, hl7v2.Mapped)
@@ -255,11 +297,12 @@ def test_acks_quote_the_control_id_and_carry_an_error_for_refusals() -> None:
     msg = hl7v2.parse(sample("ADT-A09-01.hl7"))
     assert not isinstance(msg, hl7v2.Refused)
     ack = hl7v2.ack(msg, "AR", "not a census event", "201").split("\r")
-    assert ack[0].split("|")[8] == "ACK" and ack[0].split("|")[11] == "2.8"
+    # MSH-9 names the trigger answered and the ACK structure (v2.5.1 2.14.1)
+    assert ack[0].split("|")[8] == "ACK^A09^ACK" and ack[0].split("|")[11] == "2.8"
     assert ack[1].startswith("MSA|AR|MSG00009|")
     assert ack[2] == "ERR|||201^^HL70357|E"
     bad = hl7v2.ack(None, "AE", "x", "100", raw="MSH|^~\\&|A|B|C|D|2026||ADT^A01|CTL7|P|2.3")
-    assert "MSA|AE|CTL7|x" in bad
+    assert "MSA|AE|CTL7|x" in bad and "|ACK|" in bad  # unparsed: no trigger to name
 
 
 def adt_message(msh9: str, *, pid3: str = "MRN1^^^H^MR", evn: bool = True, pv1: str = "") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from udfs import news2 as n
@@ -132,6 +133,22 @@ def test_temperature_bands_at_one_decimal(temp: float, points: int) -> None:
     assert n.temperature_points(temp) == points
 
 
+@pytest.mark.parametrize(
+    ("charted", "points"),
+    [(35.05, 1), (36.05, 0), (38.05, 1), (39.05, 2), (35.04, 3), (38.04, 0), (89.5, None)],
+)
+def test_a_half_charted_rounds_up_as_the_topics_32_bit_float_carries_it(
+    charted: float, points: int | None
+) -> None:
+    carried = float(np.float32(charted))  # 38.05 arrives as 38.0499992
+    if points is None:  # whole-number charts too: SBP 89.5 is 90
+        assert n.sbp_points(carried) == n.SBP.score(90) == 3
+        assert n.sbp_points(float(np.float32(100.5))) == 1
+        return
+    assert carried != charted
+    assert n.temperature_points(carried) == points
+
+
 def _obs(**kw: Any) -> dict[str, Any]:
     base: dict[str, Any] = dict(
         resp_rate_per_min=16,
@@ -175,6 +192,17 @@ def test_news2_scores_spo2_scale2_for_hypercapnic_patients() -> None:
     assert n.news2(**_obs(spo2_pct=90)).spo2 == 3  # scale 1 for everyone else
     over_oxygenated = n.news2(**_obs(spo2_pct=98, spo2_scale2=True, on_supplemental_o2=True))
     assert (over_oxygenated.spo2, over_oxygenated.score) == (3, 5)
+
+
+def test_scale_2_spo2_above_the_target_is_not_assessable_without_the_oxygen_status() -> None:
+    """RCP 2017 chart 1: >= 97 % scores 3 on oxygen and 0 on air; not knowing which, the
+    reading is not scored (a lower bound), rather than counted as a 0."""
+    unknown = n.news2(**_obs(spo2_pct=97, spo2_scale2=True, on_supplemental_o2=None))
+    assert (unknown.spo2, unknown.params_scored) == (0, 5)  # SpO2 and oxygen both unscored
+    within_target = n.news2(**_obs(spo2_pct=90, spo2_scale2=True, on_supplemental_o2=None))
+    assert (within_target.spo2, within_target.params_scored) == (0, 6)  # 88-92: 0 either way
+    low = n.news2(**_obs(spo2_pct=83, spo2_scale2=True, on_supplemental_o2=None))
+    assert (low.spo2, low.red_flag) == (3, True)
 
 
 def test_missing_parameters_score_zero_so_the_score_is_a_lower_bound() -> None:

@@ -67,8 +67,9 @@ def read(payload: bytes, writer: Schema, reader: Schema) -> dict[str, Any]:
     return rec
 
 
-def test_the_evolved_schemas_are_the_labs_vitals_screen_and_score_topics() -> None:
+def test_the_evolved_schemas_are_the_adt_labs_vitals_screen_and_score_topics() -> None:
     revisions = {
+        topics.ADT_EVENT.name: 2,  # 2: the patient's age and sex
         topics.LABS_RESULT.name: 3,  # 2: PhysioNet 2012's labs; 3: recorded_time
         topics.MODEL_SCORE.name: 2,
         topics.SEPSIS_SCREEN.name: 3,  # 2: quarantine_json; 3: gcs_total

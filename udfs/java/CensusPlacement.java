@@ -208,10 +208,14 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     String[] outcome = placementApply(s, v, e, encounter, deltas);
     boolean refused = !outcome[0].equals("applied") && !outcome[0].equals("no_change");
     if (refused) {
-      collect(eventRow("dead_letter", e, e.unit, outcome));
+      collect(eventRow("dead_letter", e, e.facility, e.unit, outcome));
       return;
     }
-    collect(eventRow("event", e, s.place == null ? null : s.place.unit, outcome));
+    // where the patient is after it (udfs.census_stays.census_rows): an A13 without PV1-3 names
+    // the sender's facility, not the one its restored bed is in
+    Place at = s.place;
+    collect(eventRow("event", e, at == null ? e.facility : at.facility, at == null ? null : at.unit,
+        outcome));
     for (Row d : deltas) collect(d);
   }
 
@@ -423,10 +427,10 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     return r;
   }
 
-  private Row eventRow(String kind, Pending e, String unit, String[] outcome) {
+  private Row eventRow(String kind, Pending e, String facility, String unit, String[] outcome) {
     Row r = Row.withNames();
     r.setField("kind", kind);
-    r.setField("facility_id", e.facility);
+    r.setField("facility_id", facility);
     r.setField("unit_id", unit);
     r.setField("event_time_ms", e.timeMs);
     r.setField("event_id", e.eventId);
