@@ -244,8 +244,15 @@ def sofa_partial(
     Coagulation: platelets < 150/100/50/20 ×10⁹/L → 1–4. Liver: bilirubin ≥ 1.2/2.0/6.0/12.0
     mg/dL → 1–4. Cardiovascular: MAP < 70 mmHg → 1 (vasopressor doses are not in the data, so
     2–4 cannot be scored). Renal: creatinine ≥ 1.2/2.0/3.5/5.0 mg/dL → 1–4 (urine output is
-    not in the data). Respiration: SpO2/FiO2 < 400/315/235/150 → 1–4, the imputation of
-    PaO2/FiO2 by Pandharipande et al. 2009 (Crit Care Med 37:1317), valid only while SpO2 ≤ 97 %.
+    charted, `vitals.observation`'s `urine_output_ml`, but not in the state: no daily volume).
+    Respiration: SpO2/FiO2 < 400/315/235/150 → 1–4, the imputation of PaO2/FiO2 by
+    Pandharipande et al. 2009 (Crit Care Med 37:1317), valid only while SpO2 ≤ 97 %. Vincent
+    gives 3 and 4 only "with respiratory support"; the state carries no ventilation flag
+    (`mechanical_ventilation` is charted but not a state parameter), so a patient on a face mask
+    with SpO2/FiO2 < 235 scores 3 here: a deviation that raises the organ-dysfunction alert's
+    severity (high at 4), not whether it fires (2 points from respiration meet it, as Vincent's
+    < 300 does without support). The sepsis model reads this score as trained, so leaving out
+    3–4 would change its input, not only the rule's.
     CNS is not scored: Vincent scores a sedated patient's GCS as assumed without sedation, which
     a charted total does not say, and sedation is not in the state (a ventilated patient's GCS
     of 3 scored 4 points of organ failure, and every sedated patient with SIRS ≥ 2 an alert).

@@ -72,6 +72,7 @@ def test_deploy_k8s_holds_every_job_and_every_service_around_it() -> None:
     assert {"Deployment/grafana", "Deployment/wardflow-loader"} <= kinds
     assert "Deployment/wardflow-quarantine-actuator" in kinds
     assert "Deployment/wardflow-feast-demographics" in kinds
+    assert {"Deployment/wardflow-hl7-gateway", "Service/hl7-gateway"} <= kinds
     assert all(
         d["metadata"].get("namespace") == "wardflow" for d in DOCS if d["kind"] != "Namespace"
     )
@@ -344,3 +345,21 @@ def test_the_job_image_is_flink_2_2_1_with_python_3_11_and_the_projects_pins() -
     }
     assert "/opt/wardflow/venv" in text and text.rstrip().endswith("USER flink")
     assert VENV_PYTHON.startswith("/opt/wardflow/venv/")
+
+
+def test_only_the_hl7_gateway_holds_the_phi_key_and_it_listens_where_its_service_points() -> None:
+    holders = {
+        owner
+        for owner, c in _containers()
+        for e in c.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "wardflow-phi"
+    }
+    assert holders == {"Deployment/wardflow-hl7-gateway"}
+    gateway = _deployment("wardflow-hl7-gateway")
+    [c] = gateway["spec"]["template"]["spec"]["containers"]
+    args = c["command"][c["command"].index("jobs.feeds.hl7_gateway") + 1 :]
+    assert args[args.index("--port") + 1] == "2575"
+    assert args[args.index("--host") + 1] == "0.0.0.0"  # the Service reaches the pod's address
+    [service] = [d for d in _of_kind("Service") if d["metadata"]["name"] == "hl7-gateway"]
+    assert service["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [2575]
