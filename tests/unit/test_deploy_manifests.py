@@ -73,6 +73,7 @@ def test_deploy_k8s_holds_every_job_and_every_service_around_it() -> None:
     assert "Deployment/wardflow-quarantine-actuator" in kinds
     assert "Deployment/wardflow-feast-demographics" in kinds
     assert {"Deployment/wardflow-hl7-gateway", "Service/hl7-gateway"} <= kinds
+    assert "Deployment/wardflow-capacity-forecast" in kinds
     assert all(
         d["metadata"].get("namespace") == "wardflow" for d in DOCS if d["kind"] != "Namespace"
     )
