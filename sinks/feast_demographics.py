@@ -8,7 +8,8 @@ FHIR feeds was scored without age and sex (only the PhysioNet replays pushed the
 - A record that gives neither is counted (`without_demographics`) and changes nothing.
 - What a record does not give keeps what the store knows: a later A08 with the sex and no birth
   date keeps the age; a stay's height, weight and ICU type (the stay replay's) are kept.
-- Each row is valid from the event's time (Feast's event_timestamp).
+- Each row is timed when the sink pushes it (Feast's event_timestamp): the newest received wins
+  (`demographic_rows`).
 - A record that does not decode is a dead letter with the reason, never dropped.
 
 Offsets are committed after each batch is pushed: a batch pushed again after a crash writes the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -42,18 +44,22 @@ DEMOGRAPHICS = ("age_years", "female")
 
 @dataclass
 class DemographicsStats:
-    pushed: int = 0  # records whose age or sex went to the store
+    read: int = 0  # records that gave an age or a sex
+    pushed: int = 0  # patient rows pushed (one per patient per batch)
     without_demographics: int = 0  # records that gave neither
     dead_lettered: int = 0
 
 
-def demographic_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per patient with the latest (by event time) of what their records give: the
-    token, `event_timestamp` (the latest record's time) and `DEMOGRAPHICS` (NaN: not given)."""
+def demographic_rows(records: Iterable[dict[str, Any]], at: datetime) -> pd.DataFrame:
+    """One row per patient with the latest (in arrival order: a patient's records share a
+    partition) of what their records give: the token, `event_timestamp` = `at` (when the sink
+    learned it) and `DEMOGRAPHICS` (NaN: not given). Timed by arrival, not by the event: Feast's
+    online store keeps a write only if it is newer than the row it holds, so a correction re-sent
+    with its admission's time (a FHIR Encounter version, an A08 in the minute of the A01) was
+    dropped, and a late-entered admission's birth date never written after an A08's sex."""
     rows = [
         {
             KEY: r[KEY],
-            TIME: r["event_time"],
             "age_years": r.get("age_years"),
             "female": None if r.get("female") is None else float(r["female"]),
         }
@@ -63,11 +69,9 @@ def demographic_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=[KEY, TIME, *DEMOGRAPHICS])
     frame = pd.DataFrame(rows).astype({"age_years": "float64", "female": "float64"})
-    frame[TIME] = pd.to_datetime(frame[TIME], utc=True)
-    frame = frame.sort_values(TIME, kind="stable")
-    latest = frame.groupby(KEY, sort=False).last()  # each column's last value given
-    latest[TIME] = frame.groupby(KEY, sort=False)[TIME].max()
-    return latest.reset_index()[[KEY, TIME, *DEMOGRAPHICS]]
+    latest = frame.groupby(KEY, sort=False).last().reset_index()  # each column's last given
+    latest[TIME] = pd.Timestamp(at)
+    return latest[[KEY, TIME, *DEMOGRAPHICS]]
 
 
 def merged(new: pd.DataFrame, known: pd.DataFrame, features: tuple[str, ...]) -> pd.DataFrame:
@@ -142,10 +146,11 @@ class DemographicsSink(Draining[DemographicsStats]):
                 self.stats.without_demographics += 1
             else:
                 records.append(rec)
-        rows = demographic_rows(records)
+        rows = demographic_rows(records, datetime.now(UTC))
         if len(rows):
             self.store.write(rows)
-            self.stats.pushed += len(records)
+            self.stats.read += len(records)
+            self.stats.pushed += len(rows)
         if msgs:
             self.producer.flush_or_raise()
             self.consumer.commit(asynchronous=False)
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     sink = DemographicsSink(settings, Store.open(settings), prefix=a.topic_prefix)
     stats = sink.run_until_signalled(drain=a.drain)
     print(
-        f"pushed {stats.pushed}; without demographics {stats.without_demographics}; "
+        f"read {stats.read}, pushed {stats.pushed} patient rows; without demographics "
+        f"{stats.without_demographics}; "
         f"dead-lettered {stats.dead_lettered}"
     )
 

@@ -647,7 +647,8 @@ def map_resource(
 
     if kind == "Encounter":
         mapped = _encounter(resource, subject, tokenise, source, facility_id)
-        return _with_demographics(mapped, _patient_resource(resource.subject, data, bundle or {}))
+        patient = _patient_resource(resource.subject, data, bundle or {})
+        return _with_demographics(mapped, data, patient)
     if (another := _of_another(resource, data, bundle or {}, tokenise)) is not None:
         return another
     return _observation(resource, data, subject, tokenise, source, facility_id, codes)
@@ -726,46 +727,58 @@ def _inside(reference: str, data: dict[str, Any], bundle: dict[str, Any]) -> Any
 
 def _patient_resource(ref: Any, data: dict[str, Any], bundle: dict[str, Any]) -> Any:
     """The Patient an Encounter's subject names where the message holds it: a contained one, a
-    Bundle entry's by `urn:uuid:` or by fullUrl (a literal `Patient/<id>` matching an entry's
-    `…/Patient/<id>`); None where it holds none (an Encounter sent alone names its patient
-    without their birth date or gender)."""
+    Bundle entry's by `urn:uuid:`, by a literal `Patient/<id>` matching one entry's fullUrl
+    (`…/Patient/<id>`; two servers' in one Bundle: neither, which one is meant is not read), or
+    by the subject's business identifier (system and value) matching one Patient's; None where
+    it holds none (an Encounter sent alone names its patient without their birth date or
+    gender)."""
     reference = str(ref.reference) if ref is not None and ref.reference else ""
-    if not reference or reference.startswith("Patient?"):
-        return None
-    found = _inside(reference, data, bundle)
-    if found is None and not reference.startswith(("#", "urn:")):
+    if reference.startswith(("#", "urn:")):
+        found = _inside(reference, data, bundle)
+    elif reference and not reference.startswith("Patient?"):
         tail = "/".join(reference.split("/_history")[0].rstrip("/").split("/")[-2:])
-        found = next(
-            (r for url, r in bundle.items() if url == tail or url.endswith("/" + tail)), None
-        )
+        matches = [r for url, r in bundle.items() if url == tail or url.endswith("/" + tail)]
+        found = matches[0] if len(matches) == 1 else None
+    elif ref is not None and ref.identifier is not None and ref.identifier.value:
+        key = (ref.identifier.system, ref.identifier.value)
+        matches = [
+            r
+            for r in bundle.values()
+            if isinstance(r, dict)
+            and r.get("resourceType") == "Patient"
+            and any(
+                isinstance(i, dict) and (i.get("system"), i.get("value")) == key
+                for i in r.get("identifier") or []
+            )
+        ]
+        found = matches[0] if len(matches) == 1 else None
+    else:
+        found = None
     if not isinstance(found, dict) or found.get("resourceType") != "Patient":
         return None
     return found
 
 
-def _with_demographics(mapped: Mapped | Refused, patient: Any) -> Mapped | Refused:
-    """Each ADT record with the patient's age at its time (`birthDate`) and sex (`gender`),
-    unknown without the Patient: schemas/interop/demographics.py; neither refuses the
-    Encounter."""
+def _with_demographics(
+    mapped: Mapped | Refused, enc: dict[str, Any], patient: Any
+) -> Mapped | Refused:
+    """Each ADT record with the patient's age on the day the Encounter began (`period.start` as
+    written, else the first record's day) from `birthDate`, and sex (`gender`); unknown
+    without the Patient: schemas/interop/demographics.py. Neither refuses the Encounter."""
     if isinstance(mapped, Refused):
         return mapped
     patient = patient or {}
     birth = patient.get("birthDate")
     female = demographics.female_fhir(patient.get("gender"))
-    records = [
-        (
-            topic,
-            record
-            | {
-                "age_years": demographics.age_years(birth, record["event_time"])
-                if isinstance(birth, str)
-                else None,
-                "female": female,
-            },
-        )
-        for topic, record in mapped.records
-    ]
-    return replace(mapped, records=records)
+    records = mapped.records
+    period = enc.get("period")
+    start = period.get("start") if isinstance(period, dict) else None
+    day = demographics.day_of(start) if isinstance(start, str) else None
+    if day is None and records:
+        day = min(r["event_time"] for _, r in records).date()
+    age = demographics.age_years(birth, day) if isinstance(birth, str) and day else None
+    out = [(topic, r | {"age_years": age, "female": female}) for topic, r in records]
+    return replace(mapped, records=out)
 
 
 def _modifiers(data: dict[str, Any]) -> list[str]:

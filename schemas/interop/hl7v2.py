@@ -809,11 +809,16 @@ def _adt(
 
 
 def _demographics(msg: Message, at: datetime) -> dict[str, Any]:
-    """The patient's age at `at` from PID-7 (date/time of birth; its first component, the
-    time, from v2.5 on) and sex from PID-8 (table 0001; a CWE's code from v2.7 on):
-    schemas/interop/demographics.py. Neither refuses the message."""
+    """The patient's age from PID-7 (date/time of birth; its first component, the time, from
+    v2.5 on) on the day the visit began (PV1-44, the admit date/time, as the sender dates it;
+    else the day the message dates the event: EVN-6, EVN-2, MSH-7; else `at`'s), and sex from
+    PID-8 (table 0001; a CWE's code from v2.7 on): schemas/interop/demographics.py. Neither
+    refuses the message."""
+    stamps = (("PV1", 44), ("EVN", 6), ("EVN", 2), ("MSH", 7))
+    days = (demographics.day_of(_field(msg, seg, i, 1)) for seg, i in stamps)
+    day = next((d for d in days if d is not None), at.date())
     return {
-        "age_years": demographics.age_years(_field(msg, "PID", 7, 1), at),
+        "age_years": demographics.age_years(_field(msg, "PID", 7, 1), day),
         "female": demographics.female_hl7(_field(msg, "PID", 8, 1)),
     }
 

@@ -71,12 +71,28 @@ def test_the_age_and_sex_an_hl7_admission_gives_reach_the_scorers_feast_lookup(
     plain.flush_or_raise(30)
 
     store = Store.open(s)
-    sink = DemographicsSink(s, store, prefix=prefix, group_id=f"g-{uuid.uuid4().hex[:6]}")
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    sink = DemographicsSink(s, store, prefix=prefix, group_id=group)
     try:
         stats = sink.drain(timeout_s=120)
     finally:
         sink.close()
-    assert (stats.pushed, stats.without_demographics, stats.dead_lettered) == (3, 1, 1)
+    counts = (stats.read, stats.pushed, stats.without_demographics, stats.dead_lettered)
+    assert counts == (3, 2, 1, 1)  # the first patient's two records: one row
+    # a correction dated as the admission it corrects (the A08 in the minute of the A01): the
+    # newest received wins, though Feast keeps only a write newer than the row it holds
+    correction = adt("A08", "C5", mrns[1], "", "F", "20260301101600")
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    try:
+        [ack] = hl7_gateway.send("127.0.0.1", server.server_address[1], [correction])
+    finally:
+        server.shutdown()
+    assert "|AA|" in ack
+    sink = DemographicsSink(s, store, prefix=prefix, group_id=group)
+    try:
+        assert sink.drain(timeout_s=120).read == 1
+    finally:
+        sink.close()
     [letter] = kafka_io.read_records(s, prefix + topics.DEAD_LETTER.name, topics.DEAD_LETTER.name)
     assert (letter["stage"], letter["reason_code"]) == ("feast_demographics", "undecodable")
 
@@ -91,7 +107,7 @@ def test_the_age_and_sex_an_hl7_admission_gives_reach_the_scorers_feast_lookup(
         source.release()
     assert static.loc[tokens[0], "age_years"] == pytest.approx(66.0)
     assert static.loc[tokens[0], "female"] == 1.0
-    assert list(static.loc[tokens[1]]) == [90.0, 0.0]
+    assert list(static.loc[tokens[1]]) == [90.0, 1.0]  # corrected; the age kept
     assert static.loc[tokens[2]].isna().all()
     stay = store.stay(tokens[:1])
     assert list(stay.loc[tokens[0], ["age_years", "female"]]) == pytest.approx([66.0, 1.0])

@@ -904,14 +904,16 @@ def test_a_bundle_entry_subject_resolves_against_the_bundle_full_urls() -> None:
 
 
 def test_an_encounter_whose_patient_is_in_its_bundle_carries_their_age_and_sex() -> None:
-    """Age at each event (the birthday passes during the stay) and sex, from the Patient the
-    subject names in the Bundle, by urn:uuid or by a literal reference matching an entry's
-    fullUrl; never the birth date. An Encounter sent alone gives neither."""
+    """Age in whole years on the day the Encounter began (the birthday during the stay changes
+    nothing) and sex, from the Patient the subject names in the Bundle: by urn:uuid, by a
+    literal reference matching one entry's fullUrl, by the subject's identifier; never the
+    birth date. An Encounter sent alone gives neither, and so does a reference two servers'
+    Patients in one Bundle match."""
     enc = encounter(
         ("4E", "2026-02-01T08:00:00Z", "2026-03-01T09:00:00Z"),
         ("ICU", "2026-03-01T09:00:00Z", "2026-03-02T12:00:00Z"),
         status="finished",
-    )
+    ) | {"period": {"start": "2026-02-01T08:00:00+01:00"}}
     patient = {
         "resourceType": "Patient",
         "id": "p1",
@@ -930,22 +932,30 @@ def test_an_encounter_whose_patient_is_in_its_bundle_carries_their_age_and_sex()
     by_uuid = copy.deepcopy(by_url)
     by_uuid["entry"][0]["fullUrl"] = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"
     by_uuid["entry"][1]["resource"]["subject"] = {"reference": by_uuid["entry"][0]["fullUrl"]}
-    for bundle in (by_url, by_uuid):
+    by_identifier = copy.deepcopy(by_url)
+    by_identifier["entry"][1]["resource"]["subject"] = {"identifier": patient["identifier"][0]}
+    for bundle in (by_url, by_uuid, by_identifier):
         mapped = [o for _, o, _ in run(bundle) if isinstance(o, Mapped)]
         [records] = [[r for _, r in o.records] for o in mapped]
         assert [(r["event_type"], r["age_years"], r["female"]) for r in records] == [
-            ("admit", 65.92, True),
-            ("transfer", 66.0, True),  # 1 March: 66
-            ("discharge", 66.0, True),
+            ("admit", 65.0, True),
+            ("transfer", 65.0, True),  # 66 on 1 March, during the stay: 65 as admitted
+            ("discharge", 65.0, True),
         ]
         assert "1960" not in repr(records)
     [(_, alone, _)] = run(enc)
     assert isinstance(alone, Mapped)
     assert {(r["age_years"], r["female"]) for _, r in alone.records} == {(None, None)}
+    two_servers = copy.deepcopy(by_url)
+    lab = patient | {"birthDate": "1930-01-01", "gender": "male"}
+    two_servers["entry"].insert(
+        0, {"fullUrl": "https://lab.example/fhir/Patient/p1", "resource": lab}
+    )
     other = copy.deepcopy(by_url)
     other["entry"][0]["resource"] |= {"birthDate": "2027", "gender": "unknown"}
-    [mapped] = [o for _, o, _ in run(other) if isinstance(o, Mapped)]
-    assert {(r["age_years"], r["female"]) for _, r in mapped.records} == {(None, None)}
+    for bundle in (two_servers, other):
+        [mapped] = [o for _, o, _ in run(bundle) if isinstance(o, Mapped)]
+        assert {(r["age_years"], r["female"]) for _, r in mapped.records} == {(None, None)}
 
 
 def test_bundle_entries_related_to_the_ingested_ones_are_context_and_the_others_refused() -> None:

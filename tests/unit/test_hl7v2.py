@@ -115,7 +115,7 @@ def test_an_admission_carries_unit_bed_visit_and_the_event_occurred_time() -> No
 @needs_data
 def test_an_admission_carries_the_patients_age_at_the_event_and_sex_never_the_birth_date() -> None:
     rec = reading(sample("ADT01-23.hl7"))  # PID-7 19241010, PID-8 M, admitted 2005-01-09
-    assert (rec["age_years"], rec["female"]) == (80.25, False)
+    assert (rec["age_years"], rec["female"]) == (80.0, False)  # whole years
     assert "19241010" not in repr(rec)
     assert codec.decode(topics.ADT_EVENT.schema, codec.encode(topics.ADT_EVENT.schema, rec)) == rec
 
@@ -133,7 +133,8 @@ def adt(pid_7: str, pid_8: str, version: str = "2.5.1") -> str:
     ("pid_7", "pid_8", "age_years", "female"),
     [
         ("19600301", "F", 66.0, True),  # a birthday on the day of the event
-        ("196003", "F", 65.96, True),  # a month: from its middle
+        ("19600302", "F", 65.0, True),  # and the day after it
+        ("196003", "F", 65.0, True),  # a month: from its middle
         ("1930", "M", 90.0, False),  # over 89: 90 (HIPAA Safe Harbor)
         ("19600301083000+0100", "U", 66.0, None),  # a time of birth; sex unknown
         ("20260302", "A", None, None),  # born after the event; ambiguous sex
@@ -147,6 +148,23 @@ def test_a_birth_date_gives_the_age_at_the_event_and_pid_8_the_sex_and_neither_r
     rec = reading(adt(pid_7, pid_8))
     assert rec["event_type"] == "admit"
     assert (rec["age_years"], rec["female"]) == (age_years, female)
+
+
+def test_the_age_is_taken_on_the_day_the_visit_began_as_the_sender_dates_it() -> None:
+    """PV1-44 (admitted the day before the 66th birthday) holds through the stay, so a birthday
+    between two messages does not date the birth; a newborn admitted at 00:45 +01:00 on the
+    day of birth is 0, not unknown (its UTC day is the day before)."""
+    later = adt("19600301", "F").replace(
+        "PV1|1|I|ICU^1^A", "PV1|1|I|ICU^1^A" + "|" * 41 + "202602281800"
+    )
+    assert reading(later)["age_years"] == 65.0
+    newborn = (
+        "MSH|^~\\&|A|H|||202603010045+0100||ADT^A01|X2|P|2.5.1\r"
+        "EVN|A01|202603010045+0100\r"
+        "PID|1||8^^^H^MR||DOE^BABY||202603010020+0100|F\r"
+        "PV1|1|I|NICU^1^A"
+    )
+    assert reading(newborn)["age_years"] == 0.0
 
 
 def test_pid_8_as_a_coded_element_of_v2_7_is_read_by_its_code() -> None:
