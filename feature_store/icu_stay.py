@@ -42,6 +42,17 @@ import numpy as np
 import pandas as pd
 
 
+def plausible(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Whether each value is inside its parameter's range (inclusive), compared as the topics
+    carry values, 32-bit floats, on both sides: the catalog scoring job's test is the same
+    (jobs/model_scoring._value_sql), so a value at a bound is kept or dropped alike in training
+    and in the stream (a FLOAT holds 0.21 as 0.2099999934: training, comparing it with the
+    64-bit bound, dropped it, and the stream, with a widened bound, kept it)."""
+    v = value.astype(np.float32)
+    inside = (v >= low.astype(np.float32)) & (v <= high.astype(np.float32))
+    return np.asarray(inside & np.isfinite(value))
+
+
 class Parameter(NamedTuple):
     name: str  # canonical, with its unit
     source: str  # the 2012 challenge's parameter name
@@ -63,7 +74,11 @@ PARAMETERS: Final = (
     Parameter("resp_rate_per_min", "RespRate", 2, 80, "breaths/min", VITAL),
     Parameter("temp_c", "Temp", 25, 45, "°C", VITAL),
     Parameter("gcs_total", "GCS", 3, 15, "points (3-15)", (*VITAL, "since_last")),
-    Parameter("fio2_fraction", "FiO2", 0.21, 1.0, "fraction (0.21-1)", VITAL),
+    # FiO2 above room air: PhysioNet 2012 charts FiO2 for patients on oxygen and leaves room air
+    # uncharted (6 of set A's 32,390 FiO2 rows are 0.21, which training dropped), so the models
+    # never learnt a charted 0.21: a ward feed that charts room air would give them an FiO2
+    # count only patients on oxygen had (it moved set B mortality scores by up to 0.08)
+    Parameter("fio2_fraction", "FiO2", 0.22, 1.0, "fraction (above room air, 0.21)", VITAL),
     Parameter("sao2_pct", "SaO2", 30, 100, "%", LAB),
     Parameter(
         "urine_output_ml",
@@ -198,7 +213,7 @@ def clean_series(observations: pd.DataFrame) -> pd.DataFrame:
     value[slip] = (value[slip] - 32.0) * 5.0 / 9.0
     low = obs["parameter"].map({p.source: p.low for p in PARAMETERS}).to_numpy(dtype=np.float64)
     high = obs["parameter"].map({p.source: p.high for p in PARAMETERS}).to_numpy(dtype=np.float64)
-    keep = (value >= low) & (value <= high) & np.isfinite(value)
+    keep = plausible(value, low, high)
     out = pd.DataFrame(
         {
             "record_id": obs["record_id"].to_numpy()[keep],

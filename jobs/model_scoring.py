@@ -135,13 +135,13 @@ def topic_field(p: Parameter) -> str:
 
 
 def _value_sql(p: Parameter) -> str:
-    """A parameter's value as DOUBLE, null outside its plausible range (as training drops it).
-    The bounds are widened by a millionth: a FLOAT field holds 0.21 as 0.2099999934."""
+    """A parameter's value as DOUBLE, null outside its plausible range, compared as training
+    compares it (feature_store.icu_stay.plausible): value and bounds as 32-bit floats."""
     f = quote(topic_field(p))
     v = f"CASE WHEN {f} THEN 1.0 WHEN NOT {f} THEN 0.0 END" if p.name == "mech_vent" else f
     v = f"CAST({v} AS DOUBLE)"
-    low, high = p.low - abs(p.low) * 1e-6, p.high + abs(p.high) * 1e-6
-    return f"CASE WHEN {v} BETWEEN {low!r} AND {high!r} THEN {v} END"
+    low, high = (f"CAST({float(b)!r} AS FLOAT)" for b in (p.low, p.high))
+    return f"CASE WHEN CAST({v} AS FLOAT) BETWEEN {low} AND {high} THEN {v} END"
 
 
 def merged_sql(sources: Sources) -> str:
@@ -414,7 +414,7 @@ def score_inputs_sql(
 ) -> str:
     """A row per (state, model): each vitals and lab state of a stay that has not ended by the
     record's time once per stay model, each listed hour of a stay once per model scored then,
-    each discharge with an encounter once per discharge model (its features all come from the
+    each encounter's first discharge once per discharge model (its features all come from the
     model's feature service; its first copy, late or not: a readmission score needs no
     event-time order, so a backdated discharge behind the merged watermark, dead-lettered as
     `late` for the stay windows that never see it, is still scored). A record after its
@@ -448,13 +448,21 @@ def score_inputs_sql(
                'stay_hours' AS `trigger`,
                {features}
         FROM stay_hours WHERE hours_since_admission IN ({listed})""")
+    # an encounter's first discharge only (in arrival order, while the job keeps its state:
+    # `stay_state_ttl_h`): a discharge of an encounter already discharged, sent again under a
+    # new event id, was a second readmission score of the encounter (the census refuses it)
+    discharges = """(SELECT * FROM (
+          SELECT *, ROW_NUMBER() OVER (PARTITION BY encounter_token ORDER BY discharge_arrival)
+                 AS encounter_discharge
+          FROM (SELECT *, PROCTIME() AS discharge_arrival FROM events_any_time
+                WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL))
+        WHERE encounter_discharge = 1)"""
     for m in discharge:
         parts.append(f"""
         SELECT record_id, patient_token, 'encounter' AS entity,
                encounter_token AS entity_key, facility_id, unit_id,
                {at} AS event_time, '{m}' AS model, 'discharge' AS `trigger`, {nulls}
-        FROM events_any_time
-        WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL""")
+        FROM {discharges}""")
     return " UNION ALL ".join(parts)
 
 

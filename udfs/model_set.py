@@ -117,19 +117,24 @@ class ModelSet:
                 log.error("%s: roles not read (%s); serving what was loaded", name, e)
                 continue
             failures = self.load_failures
+            # a champion that cannot be served leaves the one before in place
+            champion = self._served(name, "champion", wanted.get("champion"), loaded, held.champion)
+            challenger = self._served(name, "challenger", wanted.get("challenger"), loaded, None)
+            if champion and challenger and champion.version.version == challenger.version.version:
+                # the champion held because the promoted one failed is the shadow named too (a
+                # rollback's): served once, not as its own shadow (two rows of one score id,
+                # a shadow that "agrees" perfectly)
+                challenger = None
             self.roles[name] = Roles(
-                # a champion that cannot be served leaves the one before in place
-                self._served(name, "champion", wanted.get("champion"), loaded, held.champion),
-                self._served(name, "challenger", wanted.get("challenger"), loaded, None),
+                champion,
+                challenger,
                 # a version that failed is tried again at the next check (a file still syncing
                 # to a shared mount), not only when the roles change again
                 stamp if self.load_failures == failures else -1.0,
             )
-            champion = self.roles[name].champion
             if champion is None:
                 log.warning("%s has no champion: its rows get no score until one is promoted", name)
             else:
-                challenger = self.roles[name].challenger
                 log.info(
                     "%s: champion %s, challenger %s",
                     name,

@@ -245,7 +245,15 @@ class Registry:
                     f"{model} {version} failed its gate: " + "; ".join(gate["reasons"])
                 )
         with self._locked(model) as d:
-            roles = {k: v for k, v in self.roles(model).items() if v != version}
+            current = self.roles(model)
+            if role == "challenger" and version is not None and current.get("champion") == version:
+                # a version holds one role: naming the champion the challenger took the champion
+                # away (the job stopped scoring the model, and dropped it at its next start)
+                raise ValueError(
+                    f"{model} {version} is the champion: promote or roll back to another "
+                    "version before it can be the challenger"
+                )
+            roles = {k: v for k, v in current.items() if v != version}
             if version is None:
                 roles.pop(role, None)
             else:

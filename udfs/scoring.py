@@ -254,6 +254,9 @@ class Scorer:
                 return instead
 
         self.champion, self.challenger = model("champion", self.champion), model("challenger", None)
+        champion, challenger = self.champion, self.challenger
+        if champion and challenger and challenger.version.version == champion.version.version:
+            self.challenger = None  # the champion held (its successor failed), not its own shadow
         # a version that failed is tried again at the next check (a file still syncing to a
         # shared mount), not only when the roles change again
         self._stamp = -1.0 if failed else stamp

@@ -45,6 +45,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -62,6 +63,8 @@ from schemas.settings import Settings
 
 START, FS, END = b"\x0b", b"\x1c", b"\x1c\x0d"
 FRAME_TIMEOUT_S = 60.0  # a frame started must end within this much silence
+# TCP keepalive: the first probe after 60 s idle, then every 15 s, the peer gone after 4 unanswered
+KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 15, "TCP_KEEPCNT": 4}
 STAGE = "hl7_gateway"
 TOPICS = [
     topics.ADT_EVENT.name,
@@ -130,39 +133,49 @@ CHARSETS = {
     "GB 18030-2000": "gb18030",
     "BIG-5": "big5",
     "KS X 1001": "euc_kr",
-    "ISO IR87": "iso2022_jp",
-    "CNS 11643-1992": "big5",
 }
+# ISO 2022 code extension (v2.5.1 2.15.9.18: MSH-18's later repetitions are the sets escape
+# sequences switch to): Japanese text in JIS X 0208/0212 or JIS X 0201 katakana, from ASCII
+ISO_2022_JP = frozenset({"ISO IR87", "ISO IR159", "ISO IR14"})
 
 
-def declared_charset(raw: bytes) -> str:
-    """MSH-18's first character set, read from the bytes (MSH up to it is ASCII); '' if none."""
+def declared_charsets(raw: bytes) -> list[str]:
+    """MSH-18's character sets (its repetitions), read from the bytes (MSH up to it is ASCII);
+    [] if none."""
     header = raw.lstrip(b"\xef\xbb\xbf\r\n ").split(b"\r", 1)[0].split(b"\n", 1)[0]
     if not header.startswith(b"MSH") or len(header) < 4:
-        return ""
+        return []
     fields = header.split(header[3:4])
     if len(fields) < 18:
-        return ""
+        return []
     repetition = fields[1][1:2] if len(fields[1]) > 1 else b"~"
-    first = fields[17].split(repetition)[0]
-    return first.decode("ascii", errors="replace").strip().upper()
+    named = fields[17].split(repetition)
+    sets = [f.decode("ascii", errors="replace").strip().upper() for f in named]
+    return sets if any(sets) else []
 
 
 def text_encoding(raw: bytes) -> str:
-    """The codec a message is read (and answered) in: MSH-18's (`CHARSETS`) where it declares
-    one; else UTF-8 where the bytes are UTF-8, or hold UTF-8 text beside a stray byte (a
-    Windows-1252 quote in a note); else ISO-8859-1, the common 8-bit set, which maps every byte.
-    Read as Latin-1, a UTF-8 message with one stray byte had every non-ASCII letter garbled (a
-    unit "Süd" became "SÃ¼d", a unit no capacity file has)."""
-    declared = CHARSETS.get(declared_charset(raw))
-    if declared:
-        return declared
-    try:
-        raw.decode("utf-8")
+    """The codec a message is read (and answered) in: ISO-2022-JP where MSH-18 names a JIS set
+    to switch to; MSH-18's first (`CHARSETS`) where it declares one; else UTF-8 where the bytes
+    are UTF-8, or UTF-8 beside stray Windows-1252 punctuation (a curly quote in a note, a byte
+    0x80-0x9F); else ISO-8859-1, the common 8-bit set, which maps every byte. Read as
+    Latin-1, a UTF-8 message with one stray byte had every non-ASCII letter garbled (a unit
+    "Süd" became "SÃ¼d"); read as UTF-8 for one chance byte pair, a Latin-1 message had every
+    other letter replaced. A
+    set declared and not known here (CNS 11643: Python has no codec) is read as undeclared."""
+    declared = declared_charsets(raw)
+    if ISO_2022_JP & set(declared):
+        return "iso2022_jp_2"
+    if declared and declared[0] in CHARSETS:
+        return CHARSETS[declared[0]]
+    read = raw.decode("utf-8", errors="surrogateescape")  # a byte not UTF-8: U+DC80-U+DCFF
+    strays = [ord(c) - 0xDC00 for c in read if 0xDC80 <= ord(c) <= 0xDCFF]
+    if not strays:
         return "utf-8"
-    except UnicodeDecodeError:
-        read = raw.decode("utf-8", errors="replace")
-        return "utf-8" if any(ord(c) > 127 and c != "\ufffd" for c in read) else "iso-8859-1"
+    # UTF-8 beside stray Windows-1252 punctuation (0x80-0x9F, C1 controls Latin-1 text never
+    # holds); a byte 0xA0-0xFF that is not UTF-8 is a Latin-1 letter or sign
+    utf8 = any(ord(c) > 127 and not 0xDC80 <= ord(c) <= 0xDCFF for c in read)
+    return "utf-8" if utf8 and all(b < 0xA0 for b in strays) else "iso-8859-1"
 
 
 def decode_text(raw: bytes) -> str:
@@ -509,6 +522,9 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         gateway = self.server.gateway
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in KEEPALIVE.items():  # probes within minutes, not the host's 2 h
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         reader = FrameReader(gateway.max_bytes)
         self.server.opened(sock)
         try:
@@ -550,26 +566,33 @@ class MllpServer(socketserver.ThreadingTCPServer):
         self.gateway = gateway
         self.idle_timeout_s = idle_timeout_s
         self.stopping = threading.Event()
-        self._open: set[socket.socket] = set()
+        self._open: dict[socket.socket, threading.Thread] = {}
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def opened(self, sock: socket.socket) -> None:
         with self._open_lock:
-            self._open.add(sock)
+            self._open[sock] = threading.current_thread()
 
     def closed(self, sock: socket.socket) -> None:
         with self._open_lock:
-            self._open.discard(sock)
+            self._open.pop(sock, None)
 
     def shutdown(self) -> None:
+        """Returns once every connection has answered the message it was on (or its store
+        timed out): the process may exit then (its handlers are daemon threads, and a
+        SIGTERM's exit dropped the ACK of a message already stored, which the sender resent)."""
         self.stopping.set()
         super().shutdown()
         self.server_close()
         with self._open_lock:
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RD)  # its recv returns: the ACK can still go out
+            open_now = dict(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)  # its recv returns: the ACK can still go out
+        deadline = time.monotonic() + self.gateway.store_timeout_s + 5.0
+        for thread in open_now.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def topic_prefixes(settings: Settings, prefix: str = "") -> list[str]:

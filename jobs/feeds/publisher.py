@@ -23,6 +23,7 @@ from schemas.settings import Settings
 
 DEAD_LETTER = topics.DEAD_LETTER.schema
 Encoded = tuple[str, dict[str, Any], bytes]  # topic, record, Avro value
+DELIVERY_TIMEOUT_MS = 25_000  # under the gateway's STORE_TIMEOUT_S (30 s) and flush's
 
 
 class Deliveries:
@@ -82,7 +83,18 @@ class Publisher:
     @property
     def producer(self) -> Any:
         if self._producer is None:
-            self._producer = kafka_io.producer(self.settings, **{"linger.ms": 1})
+            # a record Kafka has not confirmed within DELIVERY_TIMEOUT_MS is reported failed,
+            # and never delivered after: within the edges' wait for it (the gateway's 30 s), so
+            # that "not stored, resend" (AE) is true; librdkafka kept it queued for 300 s and
+            # delivered it after the AE, and the sender's resend made two records of one event
+            self._producer = kafka_io.producer(
+                self.settings,
+                **{
+                    "linger.ms": 1,
+                    "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
+                    "request.timeout.ms": DELIVERY_TIMEOUT_MS - 5000,
+                },
+            )
         return self._producer
 
     def future(self, records: list[tuple[str, dict[str, Any]]]) -> list[int]:

@@ -1680,6 +1680,11 @@ def ack(
     else:
         reply.msh.msh_9 = f"ACK^{trigger}" + ("" if version == "2.3" else "^ACK")
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+    if msg is not None:  # answered in the message's character set (the gateway): declared so
+        with contextlib.suppress(Exception):  # hl7apy: a version without MSH-18 (2.1)
+            sets = [r.to_er7() for r in msg.msh.msh_18 if r.to_er7()]
+            if sets:
+                reply.msh.msh_18 = sets[0]
     reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code
     reply.msa.msa_2 = msg.msh.msh_10.to_er7() if msg is not None else raw_control_id(raw)

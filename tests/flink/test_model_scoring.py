@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -577,7 +578,17 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     repo.push_encounter_facts(store, mapped.facts)
     # one discharge sent twice (an HL7 resend after a lost ACK): scored once
     resent = next(a for a in mapped.adt if a["event_type"] == "discharge" and a["encounter_token"])
-    sent = sorted([*mapped.adt, resent], key=lambda a: a["event_time"])
+    # and another encounter's discharge again an hour later under a new event id (the census
+    # refuses it, not_admitted): its encounter is scored once
+    scored = set(mapped.facts["encounter_token"]) - {resent["encounter_token"]}
+    first = next(
+        a for a in mapped.adt if a["event_type"] == "discharge" and a["encounter_token"] in scored
+    )
+    again = first | {
+        "event_id": first["event_id"] + ":again",
+        "event_time": first["event_time"] + timedelta(hours=1),
+    }
+    sent = sorted([*mapped.adt, resent, again], key=lambda a: a["event_time"])
     out = run_bounded(model_scoring.JOB, s, {"adt": sent}, folder / "out")
     return {
         "settings": s,
@@ -599,6 +610,7 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     eligible = int(encounter_facts.eligible(discharges["frame"]).sum())
     assert len(facts) == eligible and 0 < eligible <= 80
     assert len(scores) == eligible  # the expired and hospice discharges are not scored
+    assert scores["entity_token"].is_unique  # each encounter once, however often discharged
     (copy,) = discharges["out"]["dead_letters"]  # the discharge sent twice counts once
     assert copy["reason_code"] == "duplicate"
     assert copy["reason"].split()[2] == discharges["resent"]["event_id"]

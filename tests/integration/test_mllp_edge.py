@@ -110,7 +110,7 @@ def test_an_idle_connection_and_a_frame_never_finished_are_closed(
         ):
             half.sendall(START + b"MSH|^~\\&|EHR")
             assert idle.recv(1) == b"" and half.recv(1) == b""  # closed by the gateway
-            assert server._open == set()
+            assert not server._open
     finally:
         server.shutdown()
     assert [x["reason_code"] for x in letters(kafka, prefix)] == ["truncated_frame"]
@@ -167,3 +167,28 @@ def test_a_connection_kafka_does_not_confirm_holds_no_other_connections_ack(
     assert set(answered) == {"A", "B"}
     # B started a second after A and waited its own 6 s: about 1 s after A, not 6 s
     assert answered["B"] - answered["A"] < 3.5
+
+
+def test_stopping_waits_for_the_message_in_flight_to_be_answered(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGTERM's `shutdown` returns only once the connection has answered the message it was
+    on (here its AE: Kafka is down): the process may exit then. It used to return at once and
+    the process exit dropped the ACK of a message already stored, which the sender resent."""
+    [dead] = free_ports(1)
+    s = dataclasses.replace(
+        settings,
+        kafka_bootstrap=f"127.0.0.1:{dead}",
+        payload_store=tmp_path_factory.mktemp("payloads"),
+    )
+    gateway = hl7_gateway.Gateway(s, listen="test")
+    gateway.store_timeout_s = 3.0
+    server = hl7_gateway.MllpServer(("127.0.0.1", 0), gateway, 60.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), 30) as sock:
+        sock.sendall(frame(admit("C1")))
+        time.sleep(0.5)  # the message is being stored
+        server.shutdown()
+        sock.setblocking(False)
+        ack = sock.recv(65536)  # there already: no wait
+    assert b"MSA|AE|C1|not stored, resend" in ack

@@ -248,6 +248,13 @@ def admit_in(unit: str, charset: str, nte: bytes = b"") -> bytes:
         (admit_in("Süd", "", b"\rNTE|1||\x93quoted\x94"), "Süd", "utf-8"),  # a stray byte
         (admit_in("MÜNCHEN", "").replace("MÜNCHEN".encode(), "MÜNCHEN".encode("latin-1")),
          "MÜNCHEN", "iso-8859-1"),  # undeclared 8-bit: Latin-1
+        # Latin-1 whose «ÉTÉ» holds one byte pair that is UTF-8 (C9 BB): still Latin-1
+        (admit_in("SÜD", "").replace("SÜD".encode(), "SÜD".encode("latin-1"))
+         + "\rNTE|1||«ÉTÉ» note".encode("latin-1"), "SÜD", "iso-8859-1"),
+        # JIS X 0208 switched to from ASCII (ISO 2022, MSH-18's second repetition)
+        (admit_in("ICU", "~ISO IR87", "\rNTE|1||山田^太郎".encode("iso2022_jp")), "ICU",
+         "iso2022_jp_2"),
+        (admit_in("ICU", "CNS 11643-1992"), "ICU", "utf-8"),  # no codec: read as undeclared
     ],
 )  # fmt: skip
 def test_a_message_is_read_in_its_declared_character_set_a_stray_byte_alone_replaced(
@@ -257,6 +264,9 @@ def test_a_message_is_read_in_its_declared_character_set_a_stray_byte_alone_repl
     [(_, record, _)] = d.records
     assert record["unit_id"] == unit
     assert hl7_gateway.text_encoding(raw) == encoding  # the ACK goes back in it too
+    declared = hl7_gateway.declared_charsets(raw)
+    msh_18 = d.ack.split("\r")[0].split("|")[17:18]
+    assert msh_18 == ([next(c for c in declared if c)] if declared else [])  # and says so
 
 
 def test_a_batch_file_splits_into_its_messages() -> None:

@@ -57,6 +57,14 @@ def test_a_version_kept_for_shadow_despite_its_gate_can_never_be_champion(tmp_pa
     assert reg.roles(MODEL) == {"challenger": v.version}
 
 
+def test_the_champion_cannot_be_named_the_challenger_and_so_lose_its_role(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    bootstrap(reg, MODEL)
+    with pytest.raises(ValueError, match="is the champion"):
+        reg.set_role(MODEL, "challenger", "1", why="a slip of the version")
+    assert reg.roles(MODEL)["champion"] == "1"  # the job keeps scoring
+
+
 def test_a_role_cannot_name_a_version_that_does_not_exist(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "reg")
     bootstrap(reg, MODEL)

@@ -260,3 +260,20 @@ def test_a_version_that_cannot_be_served_never_stops_the_other_models_or_roles(
     assert models.load_failures == 3
     assert (kept.iloc[0::2]["champion_version"] == "1").all()  # the champion before stays
     pd.testing.assert_series_equal(before["champion_score"], kept["champion_score"])
+
+
+def test_a_failed_promotion_with_the_champion_before_it_as_shadow_serves_that_one_once(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Promote a new version, keep the one before as its shadow (README's flow); the new one
+    cannot be served, so the one before is held as champion, and not also as its own shadow
+    (two rows of one score id, a shadow that agrees perfectly)."""
+    models = ModelSet(registry, ["mortality"], roles_check_s=0.0)
+    before = models.score(_batch()).iloc[0::2]  # the mortality rows
+    assert (before["champion_version"] == "1").all()
+    wrong_input = _broken(registry, tmp_path, "mortality", input={"name": "x"})
+    registry.promote("mortality", wrong_input)
+    registry.set_role("mortality", "challenger", "1", why="the old champion, the new one's shadow")
+    served = models.score(_batch()).iloc[0::2]
+    assert (served["champion_version"] == "1").all()
+    assert served["challenger_version"].isna().all() and served["challenger_score"].isna().all()
