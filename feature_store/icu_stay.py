@@ -42,7 +42,9 @@ import numpy as np
 import pandas as pd
 
 
-def plausible(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def plausible(
+    value: np.ndarray[Any, Any], low: np.ndarray[Any, Any], high: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
     """Whether each value is inside its parameter's range (inclusive), compared as the topics
     carry values, 32-bit floats, on both sides: the catalog scoring job's test is the same
     (jobs/model_scoring._value_sql), so a value at a bound is kept or dropped alike in training
