@@ -407,13 +407,28 @@ def discharge_models(specs: dict[str, ModelSpec]) -> tuple[str, ...]:
     )
 
 
+def _within_trained_hours(stay: tuple[str, ...], at_hours: dict[str, tuple[float, ...]]) -> str:
+    """A WHERE clause: a stay model with reported hours is scored at its states up to its last
+    reported hour, the stay's data it was trained on (PhysioNet 2012's first 48 h, cut at 24, 36
+    and 48 h); later, its per-hour counts and running aggregates are diluted by a stay longer
+    than it ever saw, and the capacity forecast took each patient's latest length-of-stay score
+    from there (set B's median remaining stay fell from 8.5 d at 48 h to 6.4 d at 10 days)."""
+    caps = [
+        f"(model <> '{m}' OR hours_since_admission <= {max(hours)!r})"
+        for m, hours in sorted(at_hours.items())
+        if m in stay and hours
+    ]
+    return f"WHERE {' AND '.join(caps)}" if caps else ""
+
+
 def score_inputs_sql(
     stay: tuple[str, ...],
     discharge: tuple[str, ...],
     at_hours: dict[str, tuple[float, ...]] | None = None,
 ) -> str:
     """A row per (state, model): each vitals and lab state of a stay that has not ended by the
-    record's time once per stay model, each listed hour of a stay once per model scored then,
+    record's time once per stay model (up to its last reported hour: `_within_trained_hours`),
+    each listed hour of a stay once per model scored then,
     each encounter's first discharge once per discharge model (its features all come from the
     model's feature service; its first copy, late or not: a readmission score needs no
     event-time order, so a backdated discharge behind the merged watermark, dead-lettered as
@@ -439,7 +454,8 @@ def score_inputs_sql(
                {features}
         FROM (SELECT *, ARRAY[{names}] AS model_names FROM stay_state
               WHERE record_kind IN ('vitals', 'labs') AND discharged = 0) AS s
-             CROSS JOIN UNNEST(s.model_names) AS m(model)""")
+             CROSS JOIN UNNEST(s.model_names) AS m(model)
+        {_within_trained_hours(stay, at_hours or {})}""")
     for m, hours in (at_hours or {}).items():
         listed = ", ".join(f"CAST({h!r} AS DOUBLE)" for h in hours)
         parts.append(f"""

@@ -38,6 +38,7 @@ from udfs.registry import Registry
 pytestmark = pytest.mark.slow
 
 STAYS = 6
+PAST_TRAINED_HOURS = "past-48h"  # a state after the stay models' last reported hour
 MODELS = ("icu-mortality", "length-of-stay")
 SOURCE = replay.source_of("B")
 DISCHARGED_AT_H = 48.0  # the last stay's discharge: at its 48-h report, which it stops
@@ -192,7 +193,15 @@ def run(
         "observation_id": "before-admission",
         "event_time": before,
     }
-    inputs["vitals"] = sorted([*inputs["vitals"], at_24h, early], key=lambda v: v["event_time"])
+    # and its vitals at 60 h, past the last hour its models report (and were trained on, 48 h):
+    # a state they do not score
+    past_48h = at_24h | {
+        "observation_id": PAST_TRAINED_HOURS,
+        "event_time": anchors[int(ids[0])] + pd.Timedelta(hours=60),
+    }
+    inputs["vitals"] = sorted(
+        [*inputs["vitals"], at_24h, early, past_48h], key=lambda v: v["event_time"]
+    )
     inputs["labs"] = sorted(inputs["labs"], key=lambda v: v["event_time"])
     # sent twice (an HL7 resend keeps its event ids): the second stay's admission (still one
     # stay), a vitals record and a lab result (their values count once)
@@ -318,9 +327,15 @@ def _ended(run: dict[str, Any], token: str, time: Any) -> bool:
 
 
 def _open_states(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The vitals and lab records whose stay had not ended by their time."""
+    """The vitals and lab records whose stay had not ended by their time, within the hours the
+    stay models are trained on (the one record past them is at 60 h)."""
     records = [*run["inputs"]["vitals"], *run["inputs"]["labs"]]
-    return [r for r in records if not _ended(run, r["patient_token"], r["event_time"])]
+    return [
+        r
+        for r in records
+        if not _ended(run, r["patient_token"], r["event_time"])
+        and r.get("observation_id") != PAST_TRAINED_HOURS
+    ]
 
 
 def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
@@ -344,6 +359,8 @@ def test_every_vitals_and_lab_state_is_scored_by_each_stay_model_and_its_shadow(
     assert (los["output_unit"] == "d").all() and los["threshold"].isna().all()
     assert (los["score"] >= -1.0).all()
     assert scores["entity"].eq("stay").all() and scores["score_id"].is_unique
+    past = next(v for v in run["inputs"]["vitals"] if v["observation_id"] == PAST_TRAINED_HOURS)
+    assert not _ended(run, past["patient_token"], past["event_time"])  # open, yet not scored
 
 
 def test_a_record_sent_twice_is_scored_once_and_its_copy_dead_lettered_as_a_duplicate(
