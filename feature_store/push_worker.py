@@ -1,8 +1,8 @@
 """Stream features pushed to Feast's online store from a process of their own.
 
 A Feast push is Python work: every value of every row becomes a protobuf value, one at a time,
-and SQLite writes one statement per feature and row (`bench/scoring.py`: 2,188-4,467 rows/s on
-SQLite, so 1,250 patients take 0.3-0.6 s).
+and SQLite writes one statement per feature and row (`bench/results/scoring.json`: 1,564-1,663
+rows/s on SQLite through this process, so 1,250 patients take 0.75-0.8 s).
 Pushed from a thread of the scoring UDF's process, that work held the GIL that scoring and the
 alert lifecycle need; on a local MiniCluster every Python function of the job shares that
 process. Measured at 15,000 beds (`bench/device_rate.py`, one run each): with the push on the

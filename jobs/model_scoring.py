@@ -412,7 +412,7 @@ def _within_trained_hours(stay: tuple[str, ...], at_hours: dict[str, tuple[float
     reported hour, the stay's data it was trained on (PhysioNet 2012's first 48 h, cut at 24, 36
     and 48 h); later, its per-hour counts and running aggregates are diluted by a stay longer
     than it ever saw, and the capacity forecast took each patient's latest length-of-stay score
-    from there (set B's median remaining stay fell from 8.5 d at 48 h to 6.4 d at 10 days)."""
+    from there (set B's median predicted remaining stay fell by days between 48 h and 10 days)."""
     caps = [
         f"(model <> '{m}' OR hours_since_admission <= {max(hours)!r})"
         for m, hours in sorted(at_hours.items())
