@@ -464,15 +464,18 @@ def score_inputs_sql(
                'stay_hours' AS `trigger`,
                {features}
         FROM stay_hours WHERE hours_since_admission IN ({listed})""")
-    # an encounter's first discharge only (in arrival order, while the job keeps its state:
+    # an encounter's discharge only where the encounter's discharge or cancelled discharge
+    # (A13) before it, in arrival order, was not a discharge (while the job keeps its state:
     # `stay_state_ttl_h`): a discharge of an encounter already discharged, sent again under a
-    # new event id, was a second readmission score of the encounter (the census refuses it)
+    # new event id, was a second readmission score of the encounter (the census refuses it);
+    # the discharge after an A13 reopened the stay is the one that counts
     discharges = """(SELECT * FROM (
-          SELECT *, ROW_NUMBER() OVER (PARTITION BY encounter_token ORDER BY discharge_arrival)
-                 AS encounter_discharge
+          SELECT *, LAG(record_kind) OVER (PARTITION BY encounter_token
+                                           ORDER BY discharge_arrival) AS kind_before
           FROM (SELECT *, PROCTIME() AS discharge_arrival FROM events_any_time
-                WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL))
-        WHERE encounter_discharge = 1)"""
+                WHERE record_kind IN ('discharge', 'cancel_discharge')
+                  AND encounter_token IS NOT NULL))
+        WHERE record_kind = 'discharge' AND kind_before IS DISTINCT FROM 'discharge')"""
     for m in discharge:
         parts.append(f"""
         SELECT record_id, patient_token, 'encounter' AS entity,

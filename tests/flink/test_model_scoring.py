@@ -605,7 +605,24 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "event_id": first["event_id"] + ":again",
         "event_time": first["event_time"] + timedelta(hours=1),
     }
-    sent = sorted([*mapped.adt, resent, again], key=lambda a: a["event_time"])
+    # and a third encounter's discharge cancelled (A13) and discharged again 3 days on: scored
+    # at that discharge, the one that counts (its first, taken back, is scored too)
+    third = next(
+        a
+        for a in mapped.adt
+        if a["event_type"] == "discharge"
+        and a["encounter_token"] in scored - {first["encounter_token"]}
+    )
+    cancelled = third | {
+        "event_id": third["event_id"] + ":cancel",
+        "event_type": "cancel_discharge",
+        "event_time": third["event_time"] + timedelta(hours=2),
+    }
+    final = third | {
+        "event_id": third["event_id"] + ":final",
+        "event_time": third["event_time"] + timedelta(days=3),
+    }
+    sent = sorted([*mapped.adt, resent, again, cancelled, final], key=lambda a: a["event_time"])
     out = run_bounded(model_scoring.JOB, s, {"adt": sent}, folder / "out")
     return {
         "settings": s,
@@ -614,6 +631,7 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "out": out,
         "spec": spec,
         "resent": resent,
+        "final": final,
     }
 
 
@@ -626,8 +644,12 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     facts = discharges["mapped"].facts
     eligible = int(encounter_facts.eligible(discharges["frame"]).sum())
     assert len(facts) == eligible and 0 < eligible <= 80
-    assert len(scores) == eligible  # the expired and hospice discharges are not scored
-    assert scores["entity_token"].is_unique  # each encounter once, however often discharged
+    # the expired and hospice discharges are not scored; each encounter once, however often
+    # discharged, but for one whose discharge an A13 took back: at its discharge after it too
+    final = discharges["final"]
+    assert len(scores) == eligible + 1
+    assert scores["entity_token"].value_counts().to_dict()[final["encounter_token"]] == 2
+    assert scores["entity_token"].value_counts().max() == 2
     (copy,) = discharges["out"]["dead_letters"]  # the discharge sent twice counts once
     assert copy["reason_code"] == "duplicate"
     assert copy["reason"].split()[2] == discharges["resent"]["event_id"]
@@ -640,8 +662,7 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     x = facts[discharges["spec"].feature_names].to_numpy("float32")
     y = np.asarray(session.run(None, {"features": x})[-1], dtype="float64")
     offline = dict(zip(facts["encounter_token"], y[:, -1] if y.ndim == 2 else y, strict=True))
-    got = scores.set_index("entity_token")["score"]
-    assert max(abs(got[t] - offline[t]) for t in got.index) < 1e-6
+    assert (abs(scores["score"] - scores["entity_token"].map(offline)) < 1e-6).all()
     assert (scores["above_threshold"] == (scores["score"] >= scores["threshold"])).all()
 
 
