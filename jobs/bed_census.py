@@ -40,9 +40,9 @@ from udfs.census import (
     DISCHARGED_FROM_SQL,
     SURGE_LABELS,
     UNIT_BEDS_FUNCTION,
-    check_stale_sql,
     check_unit_sql,
     facility_beds_sql,
+    stale_type_sql,
     unit_beds_sql,
 )
 from udfs.flink import decoded_row
@@ -70,17 +70,21 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
     """Dead letters of the SQL part and accepted events as one table (every sink reads it; the
     planner reuses its one source scan and decode across the statement set)."""
     cols = decoded_row(ADT).column_list()
+    stale = stale_type_sql("event_type", "measured_time", "CAST(kafka_ts AS TIMESTAMP(3))")
     event = CENSUS_IN.cast_sql(
-        {"source_topic": f"'{adt.topic}'", "payload": PAYLOAD, "unit_id": DISCHARGED_FROM_SQL}
+        {
+            "source_topic": f"'{adt.topic}'",
+            "payload": PAYLOAD,
+            "unit_id": DISCHARGED_FROM_SQL,
+            "event_type": stale,  # the placement decides (udfs.census.is_stale)
+        }
     )
     unknown = check_unit_sql(capacity, "d.event_type", "d.facility_id", "d.unit_id")
-    stale = check_stale_sql("d.measured_time", "CAST(r.kafka_ts AS TIMESTAMP(3))")
     rejected = dead_letter_sql(
         adt.topic,
         STAGE,
-        "COALESCE(d.reason_code, CASE WHEN unknown_unit IS NOT NULL THEN 'unknown_unit' "
-        "ELSE 'stale' END)",
-        "COALESCE(d.reason, unknown_unit, stale)",
+        "COALESCE(d.reason_code, 'unknown_unit')",
+        "COALESCE(d.reason, unknown_unit)",
     )
     return f"""
     SELECT 'dead_letter' AS output, {late_dead_letter_sql(adt.topic, STAGE)} AS dead_letter,
@@ -92,10 +96,8 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
            CASE WHEN NOT refused THEN {event} END,
            kafka_ts
     FROM (
-      SELECT *,
-             reason_code IS NOT NULL OR unknown_unit IS NOT NULL OR stale IS NOT NULL AS refused
-      FROM (
-        SELECT r.*, d.*, {unknown} AS unknown_unit, {stale} AS stale
+      SELECT *, reason_code IS NOT NULL OR unknown_unit IS NOT NULL AS refused FROM (
+        SELECT r.*, d.*, {unknown} AS unknown_unit
         FROM (SELECT * FROM `{adt.table}` WHERE {ON_TIME}) AS r,
              LATERAL TABLE(wf_decode_adt(r.`value`, r.kafka_ts)) AS d({cols}))) AS d"""
 

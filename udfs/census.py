@@ -95,11 +95,13 @@ class AdtEvent(NamedTuple):
     bed_id: str | None
     event_time_ms: int
     encounter_token: str | None = None  # the visit (HL7 PV1-19, a FHIR Encounter)
+    stale: bool = False  # recorded more than RETENTION_MS after it happened (`is_stale`)
 
     @classmethod
     def of(cls, record: Mapping[str, Any], event_time_ms: int) -> AdtEvent:
-        """The event of a canonical adt.event.v1 record, at `event_time_ms` (epoch ms); a
-        discharge's unit is the one it names, else its prior location (`discharged_from`)."""
+        """The event of a canonical adt.event.v1 record, at `event_time_ms` (epoch ms, its
+        record time); a discharge's unit is the one it names, else its prior location
+        (`discharged_from`)."""
         return cls(
             record["event_id"],
             record["event_type"],
@@ -108,6 +110,7 @@ class AdtEvent(NamedTuple):
             record.get("bed_id"),
             event_time_ms,
             record.get("encounter_token"),
+            is_stale(record, event_time_ms),
         )
 
 
@@ -173,6 +176,8 @@ class PatientPlacement:
     def _apply_once(self, e: AdtEvent) -> tuple[Outcome, list[Delta]]:
         if e.event_id in self.seen:
             return Outcome("duplicate", f"event {e.event_id} was already applied"), []
+        if e.stale and not self._of_the_stay(e):
+            return Outcome("stale", STALE_REASON), []
         outcome, deltas = self._apply(e)
         if not outcome.refused:
             self.seen.add(e.event_id)
@@ -255,6 +260,13 @@ class PatientPlacement:
         if kind.startswith("cancel_"):
             return self._cancel(kind.removeprefix("cancel_"), t, new)
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
+
+    def _of_the_stay(self, e: AdtEvent) -> bool:
+        """Whether an event is of the stay the patient is in: they hold a bed, and it names no
+        encounter, or the stay's, or the census knows none for the stay."""
+        if self.place is None:
+            return False
+        return not (e.encounter_token and self.stay is not None and e.encounter_token != self.stay)
 
     def _another_visits(self, e: AdtEvent, at: Place | None, before: Place | None) -> bool:
         """Whether a discharge (or update) is of another encounter than the stay's: it names its
@@ -375,31 +387,31 @@ def check_unit(e: AdtEvent, capacity: Capacity) -> Outcome | None:
 
 
 RETENTION_DAYS = RETENTION_MS // (24 * 3600 * 1000)
+STALE = "stale:"  # an event type's prefix: recorded more than RETENTION_MS after it happened
 STALE_REASON = (
-    f"it happened more than {RETENTION_DAYS} days before it was recorded: the census forgets a "
-    f"patient without a bed {RETENTION_DAYS} days after their last event, so it cannot tell it "
-    "from a resend of an event it applied (a later FHIR Encounter version sends every earlier "
-    "move again, an HL7 interface resends its backlog)"
+    f"it happened more than {RETENTION_DAYS} days before it was recorded and is not of the stay "
+    f"the patient is in: the census forgets a patient without a bed {RETENTION_DAYS} days after "
+    "their last event, so it cannot tell it from a resend of an event it applied (a later FHIR "
+    "Encounter version sends every earlier move again, an HL7 interface resends its backlog)"
 )
 
 
-def check_stale(record: Mapping[str, Any], record_ms: int) -> Outcome | None:
-    """A refusal (`stale`) for an event recorded (`record_ms`, its record time) more than
-    `RETENTION_MS` after it happened (its own `event_time`): checked before the state machine,
-    on no state. Applied at its record time, a FHIR Encounter version stored ten days after the
-    discharge sent its admission and discharge again, when the census no longer knew their ids:
-    the discharge took the patient's next stay's bed."""
-    if record_ms - codec.epoch_ms(record["event_time"]) > RETENTION_MS:
-        return Outcome("stale", STALE_REASON)
-    return None
+def is_stale(record: Mapping[str, Any], record_ms: int) -> bool:
+    """Whether an event was recorded (`record_ms`, its record time) more than `RETENTION_MS`
+    after it happened (its own `event_time`). The census applies such an event only to the stay
+    the patient is in (`PatientPlacement`: a discharge entered a week late frees the bed); any
+    other is refused `stale`: a FHIR Encounter version stored ten days after the discharge sends
+    its admission and discharge again, which the census no longer knew by their ids, and the
+    discharge took the bed of the patient's next stay."""
+    happened = record.get("event_time")
+    return happened is not None and record_ms - codec.epoch_ms(happened) > RETENTION_MS
 
 
-def check_stale_sql(event_time: str, record_time: str) -> str:
-    """SQL: `check_stale`'s reason (NULL: no refusal) for the timestamps in those columns."""
+def stale_type_sql(event_type: str, event_time: str, record_time: str) -> str:
+    """SQL: the event type, prefixed `STALE` where `is_stale` (the census placement reads it)."""
     assert RETENTION_MS == RETENTION_DAYS * 24 * 3600 * 1000
     late = f"{event_time} < {record_time} - INTERVAL '{RETENTION_DAYS}' DAY"
-    reason = STALE_REASON.replace("'", "''")
-    return f"CASE WHEN {late} THEN '{reason}' END"
+    return f"CASE WHEN {late} THEN '{STALE}' || {event_type} ELSE {event_type} END"
 
 
 UNIT_BEDS_FUNCTION = "wf_unit_beds"  # udfs/java/UnitBeds.java, registered by the census job

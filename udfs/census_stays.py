@@ -19,7 +19,7 @@ import pandas as pd
 
 from schemas import codec
 from udfs import capacity_forecast as cf
-from udfs.census import AdtEvent, PatientPlacement, check_stale
+from udfs.census import AdtEvent, PatientPlacement
 
 CENSUS_COLUMNS = (
     "event_id", "event_type", "patient_token", "facility_id", "unit_id", "event_time", "outcome",
@@ -38,7 +38,7 @@ def census_rows(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for e in events:
         ms = codec.epoch_ms(codec.record_time(e))
         pp = who.setdefault(e["patient_token"], PatientPlacement())
-        outcome = check_stale(e, ms) or pp.apply(AdtEvent.of(e, ms))[0]
+        outcome, _ = pp.apply(AdtEvent.of(e, ms))
         where = pp.place
         rows.append(
             (

@@ -340,6 +340,8 @@ HAND_WRITTEN = {
         "@OUTPUT@": CENSUS_PLACED.flink_sql(),
         "@HISTORY@": str(census.HISTORY),
         "@RETENTION_MS@": f"{census.RETENTION_MS}L",
+        "@STALE@": json.dumps(census.STALE),  # a JSON string of ASCII text is a Java literal
+        "@STALE_REASON@": json.dumps(census.STALE_REASON),
     },
     "DeviceChart": {
         "@OUTPUT@": CHART_WINDOW.flink_sql(),

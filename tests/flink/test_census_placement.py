@@ -23,7 +23,7 @@ from schemas import codec, load_schema, topics
 from schemas.capacity import ALL_UNITS, Capacity
 from schemas.settings import Settings
 from tests.flink_harness import run_bounded
-from udfs.census import RETENTION_MS, AdtEvent, Delta, PatientPlacement, check_stale, check_unit
+from udfs.census import RETENTION_MS, AdtEvent, Delta, PatientPlacement, check_unit
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +83,8 @@ def adt_stream(seed: int, patients: int = 120, n: int = 2500) -> list[dict[str, 
     for j, e in enumerate(rng.sample(out, 200)):
         out.append(e | {"event_time": t + timedelta(seconds=j)})
     # and a later FHIR Encounter version's: each earlier event again, recorded when the version
-    # was stored, days after the census forgot the ids (refused stale: check_stale; 2 of
-    # them name a unit with no capacity, refused for that first)
+    # was stored, days after the census forgot the ids: refused stale unless of the stay the
+    # patient is in (udfs.census.is_stale)
     t += timedelta(hours=1)
     for j, e in enumerate(rng.sample(out[:n], 30)):
         out.append(e | {"recorded_time": t + timedelta(seconds=j)})
@@ -101,11 +101,11 @@ class Expected:
 def reference(events: list[dict[str, Any]], capacity: Capacity) -> Expected:
     expected = Expected(Counter(), Counter(), [])
     placements: dict[str, PatientPlacement] = defaultdict(PatientPlacement)
-    order = sorted(range(len(events)), key=lambda i: (events[i]["event_time"], i))
+    order = sorted(range(len(events)), key=lambda i: (codec.record_time(events[i]), i))
     for i in order:
         e = events[i]
         ev = AdtEvent.of(e, codec.epoch_ms(codec.record_time(e)))
-        outcome = check_unit(ev, capacity) or check_stale(e, ev.event_time_ms)
+        outcome = check_unit(ev, capacity)
         deltas: list[Delta] = []
         placement = placements[e["patient_token"]]
         if outcome is None:
@@ -155,7 +155,7 @@ def test_every_event_gets_the_references_outcome_reason_facility_and_unit(
         "not_admitted",
         "nothing_to_cancel",
     }
-    assert sum(n for (_, status, _), n in want.refused.items() if status == "stale") == 28
+    assert sum(n for (_, status, _), n in want.refused.items() if status == "stale") == 16
     assert sum(1 for d in want.deltas if d.cancels) > 20
     # cancels and voids bound to the stay's encounter: refused for another's, a void applied
     others = (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas import codec
 from schemas.capacity import Capacity
@@ -9,7 +10,6 @@ from udfs.census import (
     RETENTION_MS,
     AdtEvent,
     PatientPlacement,
-    check_stale,
     check_unit,
     surge_level,
 )
@@ -281,11 +281,59 @@ def test_another_visits_update_or_a_discharge_from_its_prior_location_keeps_the_
     ]
 
 
-def test_an_event_recorded_longer_after_it_happened_than_the_census_remembers_is_stale() -> None:
-    happened = datetime(2026, 6, 2, 12, 5, tzinfo=UTC)
-    discharge = {"event_id": "fhir:c1:1:discharge", "event_time": happened}
-    ms = codec.epoch_ms(happened)
-    refused = check_stale(discharge, ms + RETENTION_MS + 1)  # a version stored 7 days later
-    assert refused is not None and refused.status == "stale" and refused.refused
-    assert check_stale(discharge, ms + RETENTION_MS) is None  # entered a week late, to the ms
-    assert check_stale(discharge, ms) is None
+def record(event_id: str, kind: str, encounter: str, happened: datetime, **kw: Any) -> dict:
+    return {
+        "event_id": event_id,
+        "event_type": kind,
+        "facility_id": "F",
+        "unit_id": "W4" if kind in ("admit", "transfer") else None,
+        "prior_unit_id": "W4" if kind == "discharge" else None,
+        "bed_id": None,
+        "encounter_token": encounter,
+        "event_time": happened,
+        **kw,
+    }
+
+
+def apply_all(events: list[tuple[dict, datetime]]) -> tuple[PatientPlacement, list[str]]:
+    p, outcomes = PatientPlacement(), []
+    for rec, recorded in events:
+        outcomes.append(p.apply(AdtEvent.of(rec, codec.epoch_ms(recorded)))[0].status)
+    return p, outcomes
+
+
+def test_an_old_encounters_events_sent_again_after_the_retention_are_stale() -> None:
+    """A FHIR Encounter version stored ten days after its discharge sends the admission and
+    the discharge again; the census has forgotten their ids (and the patient is in a new
+    stay): refused, not applied to the new stay's bed."""
+    day = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    old_admit = record("c1:admit", "admit", "c1", day)
+    old_discharge = record("c1:discharge", "discharge", "c1", day + timedelta(days=1))
+    new_admit = record("c2:admit", "admit", "c2", day + timedelta(days=9))
+    stored = day + timedelta(days=11)  # the later version of c1
+    p, outcomes = apply_all(
+        [
+            (old_admit, day),
+            (old_discharge, day + timedelta(days=1)),
+            (new_admit, day + timedelta(days=9)),
+            (old_admit, stored),
+            (old_discharge, stored),
+        ]
+    )
+    assert outcomes == ["applied", "applied", "applied", "stale", "stale"]
+    assert p.place is not None and p.stay == "c2"  # the new stay keeps its bed
+    forgotten, outcomes = apply_all([(old_admit, stored)])  # a patient without a bed: refused
+    assert outcomes == ["stale"] and forgotten.place is None
+
+
+def test_a_discharge_of_the_stay_entered_more_than_a_week_late_frees_the_bed() -> None:
+    """Discharged from a leave of absence, the A03 dated at the leave's start and entered ten
+    days later: the stay the patient is in, so applied (refused, the bed was held for ever)."""
+    day = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    discharge = record("v1:discharge", "discharge", "v1", day + timedelta(days=2))
+    anonymous = discharge | {"encounter_token": None}
+    for late in (discharge, anonymous):
+        p, outcomes = apply_all(
+            [(record("v1:admit", "admit", "v1", day), day), (late, day + timedelta(days=12))]
+        )
+        assert outcomes == ["applied", "applied"] and p.place is None

@@ -35,6 +35,8 @@ import org.apache.flink.types.Row;
 public class CensusPlacement extends ProcessTableFunction<Row> {
   static final int HISTORY = @HISTORY@; // placement changes kept per patient for cancels
   static final long RETENTION_MS = @RETENTION_MS@; // without a bed (A13 can follow a discharge)
+  static final String STALE = @STALE@; // an event type's prefix: udfs.census.is_stale
+  static final String STALE_REASON = @STALE_REASON@;
 
   /** A bed: facility, unit and (optional) bed. */
   public static class Place {
@@ -221,9 +223,14 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
 
   private String[] placementApply(
       Placement s, Visit v, Pending e, String encounter, List<Row> deltas) {
+    // recorded more than RETENTION_MS after it happened (udfs.census.is_stale): applied to the
+    // stay the patient is in only
+    boolean stale = e.eventType != null && e.eventType.startsWith(STALE);
+    if (stale) e.eventType = e.eventType.substring(STALE.length());
     if (s.seen != null && Arrays.asList(s.seen).contains(e.eventId)) {
       return out("duplicate", "event " + e.eventId + " was already applied");
     }
+    if (stale && !ofTheStay(s, v, encounter)) return out("stale", STALE_REASON);
     String[] outcome = transition(s, v, e, encounter, deltas);
     if (outcome[0].equals("applied") || outcome[0].equals("no_change")) {
       s.seen = append(s.seen, e.eventId, String[]::new);
@@ -313,6 +320,12 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
       return cancel(s, v, kind.substring("cancel_".length()), t, next, deltas);
     }
     return out("bad_event_type", "unknown event type '" + kind + "'");
+  }
+
+  /** udfs.census PatientPlacement._of_the_stay: placed, no other encounter than the stay's. */
+  private static boolean ofTheStay(Placement s, Visit v, String encounter) {
+    if (s.place == null) return false;
+    return !(notEmpty(encounter) && v.stay != null && !v.stay.equals(encounter));
   }
 
   /** udfs.census PatientPlacement._another_visits: another encounter, another unit. */
