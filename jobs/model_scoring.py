@@ -468,14 +468,25 @@ def score_inputs_sql(
     # (A13) before it, in arrival order, was not a discharge (while the job keeps its state:
     # `stay_state_ttl_h`): a discharge of an encounter already discharged, sent again under a
     # new event id, was a second readmission score of the encounter (the census refuses it);
-    # the discharge after an A13 reopened the stay is the one that counts
-    discharges = """(SELECT * FROM (
-          SELECT *, LAG(record_kind) OVER (PARTITION BY encounter_token
-                                           ORDER BY discharge_arrival) AS kind_before
-          FROM (SELECT *, PROCTIME() AS discharge_arrival FROM events_any_time
-                WHERE record_kind IN ('discharge', 'cancel_discharge')
-                  AND encounter_token IS NOT NULL))
-        WHERE record_kind = 'discharge' AND kind_before IS DISTINCT FROM 'discharge')"""
+    # the discharge after an A13 reopened the stay is the one that counts. An A13 that names no
+    # encounter (no PV1-19) cancels the patient's latest discharge, as the census reads it.
+    cols = (
+        "record_id, record_kind, patient_token, encounter_token, facility_id, unit_id, event_time"
+    )
+    latest = (
+        "LAST_VALUE(CASE WHEN record_kind = 'discharge' THEN encounter_token END) "
+        "OVER (PARTITION BY patient_token ORDER BY patient_arrival)"
+    )
+    discharges = f"""(SELECT {cols} FROM (
+          SELECT {cols}, LAG(record_kind) OVER (PARTITION BY of_encounter
+                                                ORDER BY encounter_arrival) AS kind_before
+          FROM (SELECT {cols}, of_encounter, PROCTIME() AS encounter_arrival FROM (
+                  SELECT {cols}, COALESCE(encounter_token, {latest}) AS of_encounter
+                  FROM (SELECT {cols}, PROCTIME() AS patient_arrival FROM events_any_time
+                        WHERE record_kind IN ('discharge', 'cancel_discharge')))
+                WHERE of_encounter IS NOT NULL))
+        WHERE record_kind = 'discharge' AND encounter_token IS NOT NULL
+          AND kind_before IS DISTINCT FROM 'discharge')"""
     for m in discharge:
         parts.append(f"""
         SELECT record_id, patient_token, 'encounter' AS entity,

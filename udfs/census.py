@@ -262,11 +262,18 @@ class PatientPlacement:
         return Outcome("bad_event_type", f"unknown event type {kind!r}"), []
 
     def _of_the_stay(self, e: AdtEvent) -> bool:
-        """Whether an event is of the stay the patient is in: they hold a bed, and it names no
-        encounter, or the stay's, or the census knows none for the stay."""
-        if self.place is None:
+        """Whether a stale event is of the stay the patient is in: they hold a bed, it is no
+        merge (a merge's halves are refused together: the merged record's names no encounter),
+        and it names no encounter, or the stay's, or (the census knowing none for the stay:
+        placed without one, or restored from before encounters were kept) the unit they are
+        in."""
+        if self.place is None or e.event_type in ("merged_away", "merged_in"):
             return False
-        return not (e.encounter_token and self.stay is not None and e.encounter_token != self.stay)
+        if not e.encounter_token:
+            return True
+        if self.stay is not None:
+            return e.encounter_token == self.stay
+        return e.unit_id == self.place.unit_id
 
     def _another_visits(self, e: AdtEvent, at: Place | None, before: Place | None) -> bool:
         """Whether a discharge (or update) is of another encounter than the stay's: it names its

@@ -155,7 +155,7 @@ def test_every_event_gets_the_references_outcome_reason_facility_and_unit(
         "not_admitted",
         "nothing_to_cancel",
     }
-    assert sum(n for (_, status, _), n in want.refused.items() if status == "stale") == 16
+    assert sum(n for (_, status, _), n in want.refused.items() if status == "stale") == 18
     assert sum(1 for d in want.deltas if d.cancels) > 20
     # cancels and voids bound to the stay's encounter: refused for another's, a void applied
     others = (

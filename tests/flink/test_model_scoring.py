@@ -613,9 +613,10 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         if a["event_type"] == "discharge"
         and a["encounter_token"] in scored - {first["encounter_token"]}
     )
-    cancelled = third | {
+    cancelled = third | {  # an A13 without PV1-19: it cancels the patient's latest discharge
         "event_id": third["event_id"] + ":cancel",
         "event_type": "cancel_discharge",
+        "encounter_token": None,
         "event_time": third["event_time"] + timedelta(hours=2),
     }
     final = third | {

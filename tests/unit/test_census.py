@@ -337,3 +337,28 @@ def test_a_discharge_of_the_stay_entered_more_than_a_week_late_frees_the_bed() -
             [(record("v1:admit", "admit", "v1", day), day), (late, day + timedelta(days=12))]
         )
         assert outcomes == ["applied", "applied"] and p.place is None
+
+
+def test_a_stale_merge_is_refused_whole_and_the_bed_stays_with_the_record_in_it() -> None:
+    day = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    stored = day + timedelta(days=9)  # an A40 whose EVN-6 is 8 days before its EVN-2
+    alias = PatientPlacement()
+    alias.apply(AdtEvent.of(record("a:admit", "admit", "t1", day), codec.epoch_ms(day)))
+    away = record("m:away", "merged_away", None, day + timedelta(days=1)) | {"unit_id": "W4"}
+    outcome, deltas = alias.apply(AdtEvent.of(away, codec.epoch_ms(stored)))
+    assert (outcome.status, deltas, alias.place is not None) == ("stale", [], True)
+
+
+def test_a_stale_event_of_another_encounter_for_a_stay_placed_without_one_needs_its_unit() -> None:
+    """The stay was admitted without PV1-19 (or restored from before encounters were kept):
+    an old encounter's discharge replayed after the retention frees the bed only if it is from
+    the unit the patient is in."""
+    day = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    admitted = record("a:admit", "admit", None, day)
+    replayed = record("old:discharge", "discharge", "c0", day - timedelta(days=3))
+    stored = day + timedelta(days=5)
+    elsewhere = replayed | {"prior_unit_id": "ICU"}
+    _, outcomes = apply_all([(admitted, day), (elsewhere, stored)])
+    assert outcomes == ["applied", "stale"]
+    _, outcomes = apply_all([(admitted, day), (replayed, stored)])  # from W4, where they are
+    assert outcomes == ["applied", "applied"]

@@ -230,7 +230,7 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     if (s.seen != null && Arrays.asList(s.seen).contains(e.eventId)) {
       return out("duplicate", "event " + e.eventId + " was already applied");
     }
-    if (stale && !ofTheStay(s, v, encounter)) return out("stale", STALE_REASON);
+    if (stale && !ofTheStay(s, v, e, encounter)) return out("stale", STALE_REASON);
     String[] outcome = transition(s, v, e, encounter, deltas);
     if (outcome[0].equals("applied") || outcome[0].equals("no_change")) {
       s.seen = append(s.seen, e.eventId, String[]::new);
@@ -322,10 +322,13 @@ public class CensusPlacement extends ProcessTableFunction<Row> {
     return out("bad_event_type", "unknown event type '" + kind + "'");
   }
 
-  /** udfs.census PatientPlacement._of_the_stay: placed, no other encounter than the stay's. */
-  private static boolean ofTheStay(Placement s, Visit v, String encounter) {
+  /** udfs.census PatientPlacement._of_the_stay: placed, no merge, the stay's encounter. */
+  private static boolean ofTheStay(Placement s, Visit v, Pending e, String encounter) {
     if (s.place == null) return false;
-    return !(notEmpty(encounter) && v.stay != null && !v.stay.equals(encounter));
+    if (e.eventType.equals("merged_away") || e.eventType.equals("merged_in")) return false;
+    if (!notEmpty(encounter)) return true;
+    if (v.stay != null) return v.stay.equals(encounter);
+    return e.unit != null && e.unit.equals(s.place.unit);
   }
 
   /** udfs.census PatientPlacement._another_visits: another encounter, another unit. */
