@@ -281,7 +281,9 @@ def test_another_visits_update_or_a_discharge_from_its_prior_location_keeps_the_
     ]
 
 
-def record(event_id: str, kind: str, encounter: str, happened: datetime, **kw: Any) -> dict:
+def record(
+    event_id: str, kind: str, encounter: str | None, happened: datetime, **kw: Any
+) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "event_type": kind,
@@ -295,7 +297,9 @@ def record(event_id: str, kind: str, encounter: str, happened: datetime, **kw: A
     }
 
 
-def apply_all(events: list[tuple[dict, datetime]]) -> tuple[PatientPlacement, list[str]]:
+def apply_all(
+    events: list[tuple[dict[str, Any], datetime]],
+) -> tuple[PatientPlacement, list[str]]:
     p, outcomes = PatientPlacement(), []
     for rec, recorded in events:
         outcomes.append(p.apply(AdtEvent.of(rec, codec.epoch_ms(recorded)))[0].status)
