@@ -36,6 +36,7 @@ MLLP framing (HL7 v2 MLLP, release 2): <VT> message <FS><CR>, one ACK frame per 
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import dataclasses
 import logging
@@ -154,15 +155,32 @@ def declared_charsets(raw: bytes) -> list[str]:
     return sets if any(sets) else []
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def _cp1252_strays(exc: UnicodeError) -> tuple[str, int]:
+    """A codecs error handler: each byte UTF-8 cannot read, read as Windows-1252."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return bad.decode("cp1252", errors="replace"), exc.end
+
+
+codecs.register_error("wardflow-cp1252", _cp1252_strays)
+
+
 def text_encoding(raw: bytes) -> str:
     """The codec a message is read (and answered) in: ISO-2022-JP where MSH-18 names a JIS set
     to switch to; MSH-18's first (`CHARSETS`) where it declares one; else UTF-8 where the bytes
-    are UTF-8, or UTF-8 beside stray Windows-1252 punctuation (a curly quote in a note, a byte
-    0x80-0x9F); else ISO-8859-1, the common 8-bit set, which maps every byte. Read as
-    Latin-1, a UTF-8 message with one stray byte had every non-ASCII letter garbled (a unit
-    "Süd" became "SÃ¼d"); read as UTF-8 for one chance byte pair, a Latin-1 message had every
-    other letter replaced. A
-    set declared and not known here (CNS 11643: Python has no codec) is read as undeclared."""
+    are UTF-8 (a byte-order mark: UTF-8), or hold UTF-8 sequences beside stray bytes that are
+    only Windows-1252 punctuation (0x80-0x9F, a curly quote) or no more than the sequences (a
+    pasted "café"), the strays read as Windows-1252 where they stand (`decode_text`); else
+    Windows-1252, the common 8-bit set (ISO-8859-1's letters, and its signs where ISO-8859-1
+    has controls). Read as Latin-1 whole, a UTF-8 message with one stray byte had every
+    non-ASCII letter garbled (a unit "Süd" became "SÃ¼d", a patient's authority another
+    token); read as UTF-8 for one chance byte pair, a Latin-1 message had its letters
+    replaced. A set declared and not known here (CNS 11643: no codec) is read as
+    undeclared."""
     declared = declared_charsets(raw)
     if ISO_2022_JP & set(declared):
         return "iso2022_jp_2"
@@ -170,18 +188,21 @@ def text_encoding(raw: bytes) -> str:
         return CHARSETS[declared[0]]
     read = raw.decode("utf-8", errors="surrogateescape")  # a byte not UTF-8: U+DC80-U+DCFF
     strays = [ord(c) - 0xDC00 for c in read if 0xDC80 <= ord(c) <= 0xDCFF]
+    sequences = sum(1 for c in read if ord(c) > 127 and not 0xDC80 <= ord(c) <= 0xDCFF)
     if not strays:
         return "utf-8"
-    # UTF-8 beside stray Windows-1252 punctuation (0x80-0x9F, C1 controls Latin-1 text never
-    # holds); a byte 0xA0-0xFF that is not UTF-8 is a Latin-1 letter or sign
-    utf8 = any(ord(c) > 127 and not 0xDC80 <= ord(c) <= 0xDCFF for c in read)
-    return "utf-8" if utf8 and all(b < 0xA0 for b in strays) else "iso-8859-1"
+    if sequences and (all(b < 0xA0 for b in strays) or sequences >= len(strays)):
+        return "utf-8"  # Windows-1252 punctuation (0x80-0x9F) is no Latin-1 letter
+    return "cp1252"
 
 
 def decode_text(raw: bytes) -> str:
-    """The message's text in `text_encoding`; a byte that is not of it becomes U+FFFD where it
-    stands (the rest is read as declared, never as another character set)."""
-    return raw.decode(text_encoding(raw), errors="replace")
+    """The message's text in `text_encoding`: UTF-8's strays as Windows-1252 where they stand;
+    in another set, a byte not of it becomes U+FFFD where it stands."""
+    encoding = text_encoding(raw)
+    if encoding == "utf-8":
+        return raw.removeprefix(BOM).decode("utf-8", errors="wardflow-cp1252")
+    return raw.decode(encoding, errors="replace")
 
 
 class Gateway:
@@ -329,7 +350,7 @@ class Gateway:
             text = decode_text(raw)
             msg = hl7v2.parse(text) if size is None else None
             parsed = None if isinstance(msg, hl7v2.Refused) else msg
-            return hl7v2.ack(parsed, "AE", f"not stored, resend: {exc}", "207", raw=text)
+            return hl7v2.ack(parsed, "AE", f"not confirmed stored, resend: {exc}", "207", raw=text)
         if d.ack_code != "AA" or d.letters:
             log.info(
                 "message %d: %s, %d dead letter(s): %s",
@@ -354,7 +375,9 @@ class Gateway:
             return self.handle(raw, size)
         except Exception as exc:
             log.exception("message not answered by the gateway: %s", type(exc).__name__)
-            return hl7v2.ack(None, "AE", f"not stored, resend: {type(exc).__name__}", "207")
+            return hl7v2.ack(
+                None, "AE", f"not confirmed stored, resend: {type(exc).__name__}", "207"
+            )
 
     def abandon(self, head: bytes, size: int) -> None:
         """A frame the sender cut off (`FrameReader.abandoned`): dead-lettered
@@ -543,6 +566,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 for body, size in reader.feed(chunk):
                     ack = gateway.answer(body, size)  # in the message's character set
                     sock.sendall(frame(ack.encode(text_encoding(body), errors="replace")))
+                    if self.server.stopping.is_set():
+                        return  # stopping: frames read behind this one are not answered (resent)
                 self._abandon(reader)
         finally:
             self.server.closed(sock)
@@ -716,7 +741,8 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
+        while not stop.wait(0.5):  # a signal between the handler's install and a bare wait()
+            pass  # was never seen: the gateway went on serving until it was killed
     server.shutdown()
 
 

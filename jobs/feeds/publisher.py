@@ -83,10 +83,11 @@ class Publisher:
     @property
     def producer(self) -> Any:
         if self._producer is None:
-            # a record Kafka has not confirmed within DELIVERY_TIMEOUT_MS is reported failed,
-            # and never delivered after: within the edges' wait for it (the gateway's 30 s), so
-            # that "not stored, resend" (AE) is true; librdkafka kept it queued for 300 s and
-            # delivered it after the AE, and the sender's resend made two records of one event
+            # a record Kafka has not confirmed within DELIVERY_TIMEOUT_MS is reported failed
+            # within the edges' wait for it (the gateway's 30 s), so that a queued one is not
+            # delivered after the AE that asked for its resend (librdkafka kept it queued for
+            # 300 s); one already sent may still land: the resend carries the same event ids,
+            # which the jobs deduplicate
             self._producer = kafka_io.producer(
                 self.settings,
                 **{

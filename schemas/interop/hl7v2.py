@@ -1680,17 +1680,22 @@ def ack(
     else:
         reply.msh.msh_9 = f"ACK^{trigger}" + ("" if version == "2.3" else "^ACK")
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+    charsets = ""
     if msg is not None:  # answered in the message's character set (the gateway): declared so
         with contextlib.suppress(Exception):  # hl7apy: a version without MSH-18 (2.1)
-            sets = [r.to_er7() for r in msg.msh.msh_18 if r.to_er7()]
-            if sets:
-                reply.msh.msh_18 = sets[0]
+            sets = [r.to_er7() for r in msg.msh.msh_18]
+            charsets = msg.encoding_chars["REPETITION"].join(sets) if any(sets) else ""
     reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code
     reply.msa.msa_2 = msg.msh.msh_10.to_er7() if msg is not None else raw_control_id(raw)
     if text:
         reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
     out: str = reply.to_er7()
+    if charsets:  # MSH-18 as the message gave it, repetitions too (its default set first)
+        head, _, rest = out.partition("\r")
+        fields = head.split("|") + [""] * max(0, 18 - len(head.split("|")))
+        fields[17] = charsets
+        out = "|".join(fields) + ("\r" + rest if rest else "")
     old = version in ("2.1", "2.2", "2.3", "2.3.1", "2.4")
     if ack_code != "AA":  # ERR: 2.3/2.4 carry the code in ERR-1, 2.5+ in ERR-3 with severity
         code = error_code or "207"

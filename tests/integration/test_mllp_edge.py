@@ -173,8 +173,9 @@ def test_stopping_waits_for_the_message_in_flight_to_be_answered(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """SIGTERM's `shutdown` returns only once the connection has answered the message it was
-    on (here its AE: Kafka is down): the process may exit then. It used to return at once and
-    the process exit dropped the ACK of a message already stored, which the sender resent."""
+    on (here its AE: Kafka is down), and reads no frame behind it: the process may exit then.
+    It used to return at once and the process exit dropped the ACK of a message already
+    stored, which the sender resent."""
     [dead] = free_ports(1)
     s = dataclasses.replace(
         settings,
@@ -186,9 +187,14 @@ def test_stopping_waits_for_the_message_in_flight_to_be_answered(
     server = hl7_gateway.MllpServer(("127.0.0.1", 0), gateway, 60.0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with socket.create_connection(("127.0.0.1", server.server_address[1]), 30) as sock:
-        sock.sendall(frame(admit("C1")))
-        time.sleep(0.5)  # the message is being stored
+        sock.sendall(frame(admit("C1")) + frame(admit("C2")))  # C2 read behind C1
+        time.sleep(0.5)  # C1 is being stored
+        started = time.monotonic()
         server.shutdown()
+        waited = time.monotonic() - started
         sock.setblocking(False)
         ack = sock.recv(65536)  # there already: no wait
-    assert b"MSA|AE|C1|not stored, resend" in ack
+        sock.setblocking(True)
+        rest = sock.recv(65536)  # then the connection ends: C2 is not read (it is resent)
+    assert b"MSA|AE|C1|not confirmed stored, resend" in ack and b"C2" not in ack
+    assert rest == b"" and waited < gateway.store_timeout_s + 5.0
