@@ -32,7 +32,7 @@ def candidates(low: float, high: float, integer: bool) -> list[float]:
 
 
 def test_the_job_keeps_the_values_training_keeps_at_every_bound(tmp_path: Path) -> None:
-    rows = []
+    rows: list[tuple[int, int, float]] = []
     for i, p in enumerate(NUMERIC):
         integer = FIELDS[topic_field(p)].base == "int"
         values = candidates(p.low, p.high, integer)

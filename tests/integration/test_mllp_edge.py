@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def read_ack(sock: socket.socket) -> str:
     return buf.split(END, 1)[0].lstrip(START).decode()
 
 
-def letters(s: Settings, prefix: str) -> list[dict]:
+def letters(s: Settings, prefix: str) -> list[dict[str, Any]]:
     name = prefix + topics.DEAD_LETTER.name
     return kafka_io.read_records(s, name, topics.DEAD_LETTER.name)
 
@@ -130,12 +131,10 @@ def test_a_stopped_gateway_refuses_new_connections_and_ends_open_ones(
         socket.create_connection(("127.0.0.1", port), 5)
 
 
-def test_a_connection_kafka_does_not_confirm_holds_no_other_connections_ack(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """Kafka down: each connection gets its AE (resend) when its own records time out. Under
-    one lock around a global flush the second connection's AE came a whole timeout after the
-    first's (feed N after N timeouts)."""
+def kafka_down(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, *, store_timeout_s: float
+) -> hl7_gateway.MllpServer:
+    """A gateway serving on loopback whose Kafka does not answer (a free port)."""
     [dead] = free_ports(1)
     s = dataclasses.replace(
         settings,
@@ -143,9 +142,19 @@ def test_a_connection_kafka_does_not_confirm_holds_no_other_connections_ack(
         payload_store=tmp_path_factory.mktemp("payloads"),
     )
     gateway = hl7_gateway.Gateway(s, listen="test")
-    gateway.store_timeout_s = 6.0
+    gateway.store_timeout_s = store_timeout_s
     server = hl7_gateway.MllpServer(("127.0.0.1", 0), gateway, 60.0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_connection_kafka_does_not_confirm_holds_no_other_connections_ack(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Kafka down: each connection gets its AE (resend) when its own records time out. Under
+    one lock around a global flush the second connection's AE came a whole timeout after the
+    first's (feed N after N timeouts)."""
+    server = kafka_down(settings, tmp_path_factory, store_timeout_s=6.0)
     answered: dict[str, float] = {}
 
     def send(control: str) -> None:
@@ -176,16 +185,8 @@ def test_stopping_waits_for_the_message_in_flight_to_be_answered(
     on (here its AE: Kafka is down), and reads no frame behind it: the process may exit then.
     It used to return at once and the process exit dropped the ACK of a message already
     stored, which the sender resent."""
-    [dead] = free_ports(1)
-    s = dataclasses.replace(
-        settings,
-        kafka_bootstrap=f"127.0.0.1:{dead}",
-        payload_store=tmp_path_factory.mktemp("payloads"),
-    )
-    gateway = hl7_gateway.Gateway(s, listen="test")
-    gateway.store_timeout_s = 3.0
-    server = hl7_gateway.MllpServer(("127.0.0.1", 0), gateway, 60.0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = kafka_down(settings, tmp_path_factory, store_timeout_s=3.0)
+    gateway = server.gateway
     with socket.create_connection(("127.0.0.1", server.server_address[1]), 30) as sock:
         sock.sendall(frame(admit("C1")) + frame(admit("C2")))  # C2 read behind C1
         time.sleep(0.5)  # C1 is being stored
