@@ -727,20 +727,30 @@ def _inside(reference: str, data: dict[str, Any], bundle: dict[str, Any]) -> Any
 
 def _patient_resource(ref: Any, data: dict[str, Any], bundle: dict[str, Any]) -> Any:
     """The Patient an Encounter's subject names where the message holds it: a contained one, a
-    Bundle entry's by `urn:uuid:`, by a literal `Patient/<id>` matching one entry's fullUrl
-    (`…/Patient/<id>`; two servers' in one Bundle: neither, which one is meant is not read), or
-    by the subject's business identifier (system and value) matching one Patient's; None where
-    it holds none (an Encounter sent alone names its patient without their birth date or
-    gender)."""
+    Bundle entry's by `urn:uuid:` or by its very fullUrl, by a literal `Patient/<id>` matching
+    one entry's fullUrl (`…/Patient/<id>`; two servers' in one Bundle: neither, which one is
+    meant is not read), or by the subject's business identifier (its `identifier`, or a
+    conditional `Patient?identifier=system|value`) matching one Patient's; None where it holds
+    none (an Encounter sent alone names its patient without their birth date or gender)."""
     reference = str(ref.reference) if ref is not None and ref.reference else ""
+    key: tuple[Any, Any] | None = None
+    if ref is not None and ref.identifier is not None and ref.identifier.value:
+        key = (ref.identifier.system, ref.identifier.value)
+    if reference.startswith("Patient?"):  # a conditional reference: identifier=system|value
+        params = [q.partition("=") for q in reference.partition("?")[2].split("&") if q]
+        if len(params) == 1 and params[0][0] == "identifier":
+            system, bar, value = urllib.parse.unquote(params[0][2]).rpartition("|")
+            key = (system if bar else None, value) if value else None
+        reference = ""
     if reference.startswith(("#", "urn:")):
         found = _inside(reference, data, bundle)
-    elif reference and not reference.startswith("Patient?"):
-        tail = "/".join(reference.split("/_history")[0].rstrip("/").split("/")[-2:])
-        matches = [r for url, r in bundle.items() if url == tail or url.endswith("/" + tail)]
-        found = matches[0] if len(matches) == 1 else None
-    elif ref is not None and ref.identifier is not None and ref.identifier.value:
-        key = (ref.identifier.system, ref.identifier.value)
+    elif reference:
+        found = bundle.get(reference.split("/_history")[0])  # the very fullUrl
+        if found is None:
+            tail = "/".join(reference.split("/_history")[0].rstrip("/").split("/")[-2:])
+            matches = [r for url, r in bundle.items() if url == tail or url.endswith("/" + tail)]
+            found = matches[0] if len(matches) == 1 else None
+    elif key is not None:
         matches = [
             r
             for r in bundle.values()
@@ -763,8 +773,10 @@ def _with_demographics(
     mapped: Mapped | Refused, enc: dict[str, Any], patient: Any
 ) -> Mapped | Refused:
     """Each ADT record with the patient's age on the day the Encounter began (`period.start` as
-    written, else the first record's day) from `birthDate`, and sex (`gender`); unknown
-    without the Patient: schemas/interop/demographics.py. Neither refuses the Encounter."""
+    written, else its first location's start, else the first record's day) from `birthDate`
+    (none for a finished Encounter: a bulk export's visit of years ago is not the patient's age
+    now, and the feature store keeps the latest received), and sex (`gender`); unknown without
+    the Patient: schemas/interop/demographics.py. Neither refuses the Encounter."""
     if isinstance(mapped, Refused):
         return mapped
     patient = patient or {}
@@ -774,8 +786,20 @@ def _with_demographics(
     period = enc.get("period")
     start = period.get("start") if isinstance(period, dict) else None
     day = demographics.day_of(start) if isinstance(start, str) else None
+    if day is None:  # the first location's start, as written (not its UTC day)
+        starts = [
+            loc["period"]["start"]
+            for loc in enc.get("location") or []
+            if isinstance(loc, dict)
+            and isinstance(loc.get("period"), dict)
+            and isinstance(loc["period"].get("start"), str)
+        ]
+        days = [d for d in map(demographics.day_of, starts) if d is not None]
+        day = min(days) if days else None
     if day is None and records:
         day = min(r["event_time"] for _, r in records).date()
+    if enc.get("status") == "finished":  # a visit that is over: its start's age is not now's
+        birth = None
     age = demographics.age_years(birth, day) if isinstance(birth, str) and day else None
     out = [(topic, r | {"age_years": age, "female": female}) for topic, r in records]
     return replace(mapped, records=out)

@@ -811,14 +811,18 @@ def _adt(
 def _demographics(msg: Message, at: datetime) -> dict[str, Any]:
     """The patient's age from PID-7 (date/time of birth; its first component, the time, from
     v2.5 on) on the day the visit began (PV1-44, the admit date/time, as the sender dates it;
-    else the day the message dates the event: EVN-6, EVN-2, MSH-7; else `at`'s), and sex from
-    PID-8 (table 0001; a CWE's code from v2.7 on): schemas/interop/demographics.py. Neither
-    refuses the message."""
+    else the day the message dates the event: EVN-6, EVN-2, MSH-7, so that without PV1-44 the
+    age is each message's; else `at`'s), and sex from PID-8 (table 0001; a CWE's code from v2.7
+    on): schemas/interop/demographics.py. A visit that is over (PV1-45: an A08 of a visit years
+    ago, for billing) gives no age: its start's age is not the patient's now, and the feature
+    store keeps the latest received. Neither refuses the message."""
+    ended = bool(_field(msg, "PV1", 45, 1))
     stamps = (("PV1", 44), ("EVN", 6), ("EVN", 2), ("MSH", 7))
     days = (demographics.day_of(_field(msg, seg, i, 1)) for seg, i in stamps)
     day = next((d for d in days if d is not None), at.date())
+    birth = "" if ended else _field(msg, "PID", 7, 1)
     return {
-        "age_years": demographics.age_years(_field(msg, "PID", 7, 1), day),
+        "age_years": demographics.age_years(birth, day),
         "female": demographics.female_hl7(_field(msg, "PID", 8, 1)),
     }
 

@@ -911,8 +911,7 @@ def test_an_encounter_whose_patient_is_in_its_bundle_carries_their_age_and_sex()
     Patients in one Bundle match."""
     enc = encounter(
         ("4E", "2026-02-01T08:00:00Z", "2026-03-01T09:00:00Z"),
-        ("ICU", "2026-03-01T09:00:00Z", "2026-03-02T12:00:00Z"),
-        status="finished",
+        ("ICU", "2026-03-01T09:00:00Z", None),
     ) | {"period": {"start": "2026-02-01T08:00:00+01:00"}}
     patient = {
         "resourceType": "Patient",
@@ -940,9 +939,34 @@ def test_an_encounter_whose_patient_is_in_its_bundle_carries_their_age_and_sex()
         assert [(r["event_type"], r["age_years"], r["female"]) for r in records] == [
             ("admit", 65.0, True),
             ("transfer", 65.0, True),  # 66 on 1 March, during the stay: 65 as admitted
-            ("discharge", 65.0, True),
         ]
         assert "1960" not in repr(records)
+    # the visit over (a bulk export of an old one): no age, its start's is not the patient's now
+    over = copy.deepcopy(by_url)
+    over["entry"][1]["resource"] |= {"status": "finished"}
+    over["entry"][1]["resource"]["location"][1]["period"]["end"] = "2026-03-02T12:00:00Z"
+    [mapped_over] = [o for _, o, _ in run(over) if isinstance(o, Mapped)]
+    assert {(r["age_years"], r["female"]) for _, r in mapped_over.records} == {(None, True)}
+    # by its very fullUrl among two servers' Patient/p1, and by a conditional reference
+    lab = patient | {"birthDate": "1930-01-01", "gender": "male"}
+    exact = copy.deepcopy(by_url)
+    exact["entry"].insert(0, {"fullUrl": "https://lab.example/fhir/Patient/p1", "resource": lab})
+    exact["entry"][2]["resource"]["subject"] = {"reference": "https://ehr.example/fhir/Patient/p1"}
+    conditional = copy.deepcopy(by_url)
+    conditional["entry"][1]["resource"]["subject"] = {"reference": "Patient?identifier=urn:mrn|A1"}
+    for bundle in (exact, conditional):
+        [mapped] = [o for _, o, _ in run(bundle) if isinstance(o, Mapped)]
+        assert {(r["age_years"], r["female"]) for _, r in mapped.records} == {(65.0, True)}
+    # without period.start: the first location's start as written (a newborn's first night)
+    newborn = copy.deepcopy(by_url)
+    newborn["entry"][0]["resource"] |= {"birthDate": "2026-03-01"}
+    del newborn["entry"][1]["resource"]["period"]
+    newborn["entry"][1]["resource"]["location"] = [
+        {"location": {"display": "NICU"}, "status": "active",
+         "period": {"start": "2026-03-01T00:45:00+01:00"}}
+    ]  # fmt: skip
+    [mapped] = [o for _, o, _ in run(newborn) if isinstance(o, Mapped)]
+    assert {r["age_years"] for _, r in mapped.records} == {0.0}
     [(_, alone, _)] = run(enc)
     assert isinstance(alone, Mapped)
     assert {(r["age_years"], r["female"]) for _, r in alone.records} == {(None, None)}

@@ -167,6 +167,17 @@ def test_the_age_is_taken_on_the_day_the_visit_began_as_the_sender_dates_it() ->
     assert reading(newborn)["age_years"] == 0.0
 
 
+def test_an_update_of_a_visit_that_is_over_gives_the_sex_and_no_age() -> None:
+    """A billing A08 of a 2019 visit (PV1-44 and PV1-45 set): its start's age is not the
+    patient's now, and the feature store keeps the latest received."""
+    old_visit = adt("19600301", "F").replace("ADT^A01", "ADT^A08").replace("EVN|A01", "EVN|A08")
+    old_visit = old_visit.replace(
+        "PV1|1|I|ICU^1^A", "PV1|1|I|ICU^1^A" + "|" * 41 + "201901100800|201901200800"
+    )
+    rec = reading(old_visit)
+    assert (rec["event_type"], rec["age_years"], rec["female"]) == ("update", None, True)
+
+
 def test_pid_8_as_a_coded_element_of_v2_7_is_read_by_its_code() -> None:
     rec = reading(adt("19600301", "F^Female^HL70001", version="2.7"))
     assert rec["female"] is True
