@@ -79,7 +79,7 @@ PARAMETERS: Final = (
     # FiO2 above room air: PhysioNet 2012 charts FiO2 for patients on oxygen and leaves room air
     # uncharted (6 of set A's 32,390 FiO2 rows are 0.21, which training dropped), so the models
     # never learnt a charted 0.21: a ward feed that charts room air would give them an FiO2
-    # count only patients on oxygen had (it moved set B mortality scores by up to 0.08)
+    # count only patients on oxygen had (it moved set B stays' mortality scores)
     Parameter("fio2_fraction", "FiO2", 0.22, 1.0, "fraction (0.21-1)", VITAL),
     Parameter("sao2_pct", "SaO2", 30, 100, "%", LAB),
     Parameter(

@@ -80,7 +80,10 @@ class Draining(Generic[S]):
         raise NotImplementedError
 
     def lag(self) -> int:
-        raise NotImplementedError
+        """Offsets of the topic it reads (`read_one_topic`) neither committed nor read past
+        (transaction markers take offsets but are never delivered, so the read position counts
+        too)."""
+        return self.topic_lag(self.settings, self.topic)
 
     def topic_lag(self, settings: Any, topic: str, floor: Mapping[int, int] | None = None) -> int:
         """Offsets of `topic` neither committed nor read past, nor below `floor` (partition →

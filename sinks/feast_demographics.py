@@ -20,7 +20,6 @@ same values. Reads committed records only.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +33,6 @@ from schemas import codec, topics
 from schemas.settings import Settings
 from sinks.draining import Draining, command_line
 
-log = logging.getLogger(__name__)
 STAGE = "feast_demographics"
 ADT = topics.ADT_EVENT
 KEY = "patient_token"
@@ -155,9 +153,6 @@ class DemographicsSink(Draining[DemographicsStats]):
             self.producer.flush_or_raise()
             self.consumer.commit(asynchronous=False)
         return len(msgs)
-
-    def lag(self) -> int:
-        return self.topic_lag(self.settings, self.topic)
 
 
 def main(argv: list[str] | None = None) -> None:

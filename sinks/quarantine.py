@@ -109,11 +109,6 @@ class Actuator(Draining[ActuatorStats]):
             self.consumer.commit(asynchronous=False)
         return len(msgs)
 
-    def lag(self) -> int:
-        """Offsets of the events topic neither committed nor read past (transaction markers
-        take offsets but are never delivered, so the read position counts too)."""
-        return self.topic_lag(self.settings, self.topic)
-
 
 def main(argv: list[str] | None = None) -> None:
     settings, a = command_line(__doc__, argv, "every event is applied")

@@ -138,12 +138,13 @@ CHARSETS = {
 # ISO 2022 code extension (v2.5.1 2.15.9.18: MSH-18's later repetitions are the sets escape
 # sequences switch to): Japanese text in JIS X 0208/0212 or JIS X 0201 katakana, from ASCII
 ISO_2022_JP = frozenset({"ISO IR87", "ISO IR159", "ISO IR14"})
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
 
 
 def declared_charsets(raw: bytes) -> list[str]:
     """MSH-18's character sets (its repetitions), read from the bytes (MSH up to it is ASCII);
     [] if none."""
-    header = raw.lstrip(b"\xef\xbb\xbf\r\n ").split(b"\r", 1)[0].split(b"\n", 1)[0]
+    header = raw.removeprefix(BOM).lstrip(b"\r\n ").split(b"\r", 1)[0].split(b"\n", 1)[0]
     if not header.startswith(b"MSH") or len(header) < 4:
         return []
     fields = header.split(header[3:4])
@@ -153,9 +154,6 @@ def declared_charsets(raw: bytes) -> list[str]:
     named = fields[17].split(repetition)
     sets = [f.decode("ascii", errors="replace").strip().upper() for f in named]
     return sets if any(sets) else []
-
-
-BOM = b"\xef\xbb\xbf"
 
 
 def _cp1252_strays(exc: UnicodeError) -> tuple[str, int]:

@@ -3,7 +3,7 @@ stay models read, values at, just inside and just outside its plausible range, a
 carry them (32-bit floats), are kept or dropped by the job's SQL (`jobs.model_scoring._value_sql`,
 run in the JVM) as by training's cleaning (`feature_store.icu_stay.plausible`). A charted FiO2
 of room air (0.21), which training never kept, the stream kept (0.2099999934 inside a widened
-bound): it moved set B mortality scores by up to 0.08."""
+bound), which moved set B stays' mortality scores."""
 
 from __future__ import annotations
 
