@@ -38,10 +38,13 @@ each stay as its own patient. Records of a token before any admission of it are 
 without ADT; with ADT, say an emergency department's vitals before the admission, a stay that
 the admission ends). A new admission ends the token's earlier stay, discharged or not. A
 discharge of another visit than the stay's (an emergency visit closed after the inpatient
-admission: another encounter from another unit, jobs/runtime/stays.py) ends no stay. A
-discharge at the same millisecond as an admission ends the stay before it. A discharge that a
-later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that
-fall due after the cancel (an hour due between the discharge and its cancel is not: the join sees
+admission: another encounter from another unit, jobs/runtime/stays.py) ends no stay. An ADT
+event recorded longer after it happened than the job's state TTL (`stay_state_ttl_h`) is read
+only as a discharge that ends the stay (of the stay: jobs/runtime/stays.py); any other, an old
+visit's admission a FHIR Encounter's later version sends again, changes no stay. A discharge at
+the same millisecond as an admission ends the stay before it. A discharge that a later A13
+(`cancel_discharge`) takes back does not end the stay: it is scored at its hours that fall due
+after the cancel (an hour due between the discharge and its cancel is not: the join sees
 the stay as it was then), and a readmission score already made at that discharge stands. Every
 admission starts a stay, so an admission sent again after a cancel (A11, or a FHIR Encounter
 voided: `void_encounter`; this job reads neither) starts another. A merge of the token's record
@@ -84,7 +87,12 @@ from feature_store.online import catalog_lookups
 from jobs.runtime import stays
 from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.stays import adt_copies_sql, stay_discharges_sql, visit_columns_sql
+from jobs.runtime.stays import (
+    adt_copies_sql,
+    is_stale_sql,
+    stay_discharges_sql,
+    visit_columns_sql,
+)
 from jobs.runtime.tables import EPOCH_MS, dead_letters_insert_sql, decoded_views, merged_view
 from schemas import topics
 from schemas.model_spec import MAX_STAY_HOURS, ModelSpec
@@ -112,6 +120,9 @@ STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
 # A discharge of another visit than the stay's (jobs/runtime/stays.py: an emergency visit closed
 # after the inpatient admission) ends no stay and is not read: no readmission is scored at it.
 VISIT_DISCHARGE = "visit_discharge"
+# An ADT event recorded longer after it happened than the job remembers (its state TTL), of
+# another stay or not a discharge (jobs/runtime/stays.py): not read.
+STALE_ADT = "stale_adt"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.
 READ = f"record_kind IN ('vitals', 'labs', {STAY_ADT})"
@@ -144,12 +155,14 @@ def _value_sql(p: Parameter) -> str:
     return f"CASE WHEN CAST({v} AS FLOAT) BETWEEN {low} AND {high} THEN {v} END"
 
 
-def merged_sql(sources: Sources) -> str:
+def merged_sql(sources: Sources, remembered_h: float) -> str:
     """One row per accepted record of every source, for `merged_view` (tables.MERGED_COLUMNS:
     its topic, id, Kafka coordinates, rowtime and bytes, for a dead letter): every declared
     parameter a DOUBLE column (null where the record's topic has no such field or the record no
-    value); ADT events carry none (record_kind their event type, `VISIT_DISCHARGE` for a
-    discharge of another visit than the stay's: jobs/runtime/stays.py) and their encounter."""
+    value); ADT events carry none (record_kind their event type; `VISIT_DISCHARGE` for a
+    discharge of another visit than the stay's, `STALE_ADT` for an event recorded later than
+    `remembered_h`, the job's state TTL, but a discharge that ends the stay: jobs/runtime/stays.py)
+    and their encounter."""
     selects = []
     for name, src in sources.items():
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -169,13 +182,17 @@ def merged_sql(sources: Sources) -> str:
         SELECT '{src.topic}' AS topic, {ID_FIELDS[name]} AS record_id, kafka_partition,
                kafka_offset, kafka_ts, `value`, {kind} AS record_kind, patient_token,
                facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params},
-               {visit_columns_sql(name == "adt")}
+               {visit_columns_sql(name == "adt", remembered_h)}
         FROM {accepted}""")
-    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read; a copy of an
-    # event stays what it is, which `merged_view` dead-letters (`duplicate`)
+    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read, nor any other
+    # event recorded later than the job remembers but a discharge that ends the stay (a FHIR
+    # Encounter's later version sends an old visit's admission again, which would have
+    # superseded the current stay); a copy of an event stays what it is, which `merged_view`
+    # dead-letters (`duplicate`)
     kind = (
-        f"CASE WHEN visit_event = 'discharge' AND NOT is_stay_discharge "
-        f"THEN '{VISIT_DISCHARGE}' ELSE record_kind END"
+        f"CASE WHEN is_stay_discharge THEN 'discharge' "
+        f"WHEN visit_event = 'discharge' THEN '{VISIT_DISCHARGE}' "
+        f"WHEN {is_stale_sql()} THEN '{STALE_ADT}' ELSE record_kind END"
     )
     values = ", ".join(quote(p.name) for p in PARAMETERS)
     return f"""
@@ -569,7 +586,9 @@ def build(
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
     stays.register(t_env)
-    merged_view(t_env, "events", merged_sql(sources), events_columns(), READ)
+    merged_view(
+        t_env, "events", merged_sql(sources, settings.stay_state_ttl_h), events_columns(), READ
+    )
     t_env.create_temporary_view("stay_events", t_env.sql_query(stay_events_sql()))
     t_env.create_temporary_view("stay_records", t_env.sql_query(stay_records_sql()))
     t_env.create_temporary_view("stay_running", t_env.sql_query(stay_running_sql()))

@@ -187,7 +187,7 @@ EVENT_COLUMNS = (
 )
 
 
-def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
+def _events_sql(sources: Sources, quarantine_tsv: str, remembered_h: float) -> str:
     """One row per accepted input record, every state parameter a column (null if absent, or
     if the record's source is quarantined: `quarantine` then holds the quarantine's note), at its
     record time (`event_time`, the rowtime) with the time its values were measured
@@ -225,7 +225,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str) -> str:
                {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
                '{read}' AS source_topic,
                kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
-               `value`, {visit_columns_sql(name == "adt")}
+               `value`, {visit_columns_sql(name == "adt", remembered_h)}
         FROM (SELECT *, {quarantine} AS quarantine FROM {accepted})""")
     if "device" not in sources:
         return " UNION ALL ".join(selects)
@@ -343,7 +343,7 @@ def build(
     if not settings.device_numerics:  # a deployment without monitor numerics
         sources = {n: src for n, src in sources.items() if n != "device"}
     scoring = Scoring.of(settings)
-    views(t_env, sources, scoring, QuarantineRegistry.of(settings).tsv)
+    views(t_env, sources, scoring, QuarantineRegistry.of(settings).tsv, settings.state_ttl_h)
     attach(t_env, sources, sinks, scoring)
 
 
@@ -352,10 +352,12 @@ def views(
     sources: Sources,
     scoring: Scoring | None,
     quarantine_tsv: Path,
+    remembered_h: float,
 ) -> None:
     """Stage one, in SQL: every view from the sources up to `screening` (each input record's
     patient state and scores; with scoring, also the model's stream features), no sinks; the
-    quarantine check reads the registry's TSV at `quarantine_tsv`."""
+    quarantine check reads the registry's TSV at `quarantine_tsv`; `remembered_h` is the job's
+    state TTL (the stay rule's: jobs/runtime/stays.py)."""
     t_env.create_java_temporary_system_function(QUARANTINE_FUNCTION, java_decode.QUARANTINE_CLASS)
     for name, src in sources.items():
         decoded_views(t_env, name, INPUTS[name].schema_name, src.table)
@@ -372,7 +374,7 @@ def views(
     merged_late_views(
         t_env,
         "events",
-        _events_sql(sources, str(quarantine_tsv.resolve())),
+        _events_sql(sources, str(quarantine_tsv.resolve()), remembered_h),
         key="patient_token",
         rowtime="event_time",
         columns=", ".join(

@@ -344,6 +344,11 @@ class Settings:
         "",
         "MSH-6 (receiving facility) of the ORU^R01 alert feed; empty: the alert's facility.",
     )
+    ehr_hl7_processing_id: str = setting(
+        "P",
+        "MSH-11 (processing id, HL7 table 0103) of the ORU^R01 alert feed: `P` production, `T` "
+        "training, `D` debugging, as the receiving EHR's environment expects.",
+    )
     capacity_file: Path = setting(
         Path(__file__).resolve().parent / "capacity_demo.json",
         "Bed capacity per facility and unit, with surge thresholds and time zones "

@@ -2,24 +2,25 @@
 (schemas.interop.hl7_alerts), each waiting for its ACK before the next is sent.
 
     alert.v2 ──▶ decode ─ ORU^R01 ─▶ <VT>msg<FS><CR> ──▶ EHR ──▶ ACK (MSA-1, MSA-2 = our MSH-10)
-                   │       AA/CA: done │ AR/CR, timeout, dropped: resend │ AE/CE ─▶ deadletter.v1
+                   │       AA/CA: done │ AR/CR/CE, timeout, dropped: resend │ AE ─▶ deadletter.v1
                    └ undecodable ─────────────────────────────────────────────▶ deadletter.v1
 
-The acknowledgment codes are read as HL7 v2.5.1 §2.9.2.1 (table 0008) defines them:
+The acknowledgment codes are read as HL7 v2.5.1 §2.9.2.1 and §2.9.3.1 (table 0008) define
+them (schemas.interop.hl7_alerts.Ack):
 
 - AA or CA: delivered; the offset is committed with its batch (sinks.ehr_fhir.AlertFeed).
-- AE or CE (application error, commit error): the EHR found an error in the message's content
+- AE (application error): the EHR found an error in the message's content
   (an unknown patient, a value it cannot store). The same bytes sent again would meet the same
   error, and would hold up every patient's alerts behind this one: dead-lettered (stage
   `ehr_hl7`, reason code `hl7_error`) with the ACK's text (MSA-3, ERR) as the reason, and the
   sink goes on.
-- AR or CR (application reject, commit reject): refused for a reason unrelated to the content
-  (the EHR's system down, an internal error; or MSH-9, -11 or -12 not accepted, which fails every
-  message alike), no ACK within `--ack-timeout-s`, a dropped or refused connection, or a reply
-  that is not an ACK (one that does not parse included): the same message (same bytes, same
-  MSH-10, so the EHR can recognise the resend) is sent again on a new connection after a backoff
-  (`--backoff-s` doubling, at most 30 s), up to `--max-attempts`; then the sink stops with an
-  error, the event uncommitted: nothing is skipped silently.
+- AR, CR or CE (application reject, commit reject, commit error): refused for a reason unrelated to
+  the content (the EHR's system down, an internal error, its message service's queue or sequence; or
+  MSH-9, -11 or -12 not accepted, which fails every message alike), no ACK within `--ack-timeout-s`,
+  a dropped or refused connection, or a reply that is not an ACK (one that does not parse included):
+  the same message (same bytes, same MSH-10, so the EHR can recognise the resend) is sent again on a
+  new connection after a backoff (`--backoff-s` doubling, at most 30 s), up to `--max-attempts`;
+  then the sink stops with an error, the event uncommitted: nothing is skipped silently.
 
 The message is framed `<VT>` message `<FS><CR>`: its last segment ends with its own CR (every
 segment does, §2.6), the frame adds none before `<FS>`.
@@ -183,7 +184,7 @@ class Hl7Sender:
                         return "written"
                     if ack.error:  # the content is in error: the same bytes cannot pass
                         return Refusal("hl7_error", f"{ack.code} to {cid}: {ack.text or '-'}")
-                    self.client.close()  # AR/CR, or a code outside table 0008
+                    self.client.close()  # AR/CR/CE, or a code outside table 0008
                     last = f"{ack.code} to {cid}: {ack.text or '-'}"
             attempt += 1
             if attempt < self.max_attempts:
@@ -213,7 +214,9 @@ def feed(
     stats = FeedStats()
     client = MllpClient(host, port, timeout_s=ack_timeout_s)
     receiver = hl7_alerts.Receiver(
-        settings.ehr_hl7_receiving_application, settings.ehr_hl7_receiving_facility
+        settings.ehr_hl7_receiving_application,
+        settings.ehr_hl7_receiving_facility,
+        settings.ehr_hl7_processing_id,
     )
     sender = Hl7Sender(
         client, stats, max_attempts=max_attempts, backoff_base_s=backoff_base_s, receiver=receiver

@@ -63,18 +63,26 @@ def _f32(p: str, v: Any) -> Any:
     return float(np.float32(v)) if v is not None and p in FLOAT32 else v
 
 
-def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
+# The screening job's state TTL by default (`Settings.state_ttl_h`): how long it remembers.
+REMEMBERED_MS = 25 * 3600 * 1000
+
+
+def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int) -> bool:
     """Whether an ADT event is a discharge of another visit than the patient's stay
-    (jobs/runtime/stays.py, the census's rule), or a copy of an event id seen before (which
-    changes nothing), with `stay` (the patient's, in arrival order:
-    the stay's encounter, `""` where its admission named none; the unit last placed in; and
-    whether the stay is open, True, or closed by a discharge that ended it, False) after it."""
+    (jobs/runtime/stays.py, the census's rule), a copy of an event id seen before, or an event
+    recorded more than `remembered_ms` (the job's state TTL) after it happened that is not of the
+    open stay (neither changes anything), with `stay` (the patient's, in arrival order: the
+    stay's encounter, `""` where its admission named none; the unit last placed in; and whether
+    the stay is open, True, or closed by a discharge that ended it, False) after it."""
     seen = stay.setdefault("seen", set())
     if rec["event_id"] in seen:  # a copy changes nothing (as the census's `duplicate`)
         return True
     seen.add(rec["event_id"])
     kind, unit = rec["event_type"], census.discharged_from(rec) or None
     encounter = rec.get("encounter_token") or None
+    late_ms = codec.epoch_ms(codec.record_time(rec)) - codec.epoch_ms(rec["event_time"])
+    if late_ms > remembered_ms and not _of_the_stay(stay, kind, encounter, unit):
+        return True
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
         stay["encounter"] = encounter or ""
@@ -104,6 +112,19 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any]) -> bool:
     return another
 
 
+def _of_the_stay(stay: dict[str, Any], kind: str, encounter: str | None, unit: str | None) -> bool:
+    """An event recorded later than the job remembers is of the open stay: no merge, and it
+    names no encounter, the stay's, or (the stay's unknown) the unit last placed in (the
+    census's `_of_the_stay`)."""
+    if stay.get("open") is not True or kind.startswith("merged_"):
+        return False
+    if encounter is None:
+        return True
+    if stay.get("encounter"):
+        return bool(encounter == stay["encounter"])
+    return unit is not None and unit == stay.get("unit")
+
+
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
     rows = []
     stays: dict[str, dict[str, Any]] = {}
@@ -112,7 +133,9 @@ def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
         if codec.validate(schema, rec) is not None:
             continue
         kind = KIND[topic]
-        another = kind == "adt" and another_visits(rec, stays.setdefault(rec["patient_token"], {}))
+        another = kind == "adt" and another_visits(
+            rec, stays.setdefault(rec["patient_token"], {}), REMEMBERED_MS
+        )
         rows.append(
             Row(
                 record_id=rec[ID_FIELD[kind]],

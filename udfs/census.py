@@ -421,6 +421,11 @@ def stale_type_sql(event_type: str, event_time: str, record_time: str) -> str:
     return f"CASE WHEN {late} THEN '{STALE}' || {event_type} ELSE {event_type} END"
 
 
+# `stale_type_sql` over the decoded ADT topic's columns (its `measured_time` is the event's time),
+# for the census placement and the jobs' stay rule (jobs/runtime/stays.py).
+ADT_STALE_TYPE_SQL = stale_type_sql("event_type", "measured_time", "CAST(kafka_ts AS TIMESTAMP(3))")
+
+
 UNIT_BEDS_FUNCTION = "wf_unit_beds"  # udfs/java/UnitBeds.java, registered by the census job
 
 

@@ -1,8 +1,10 @@
 """The data-quality monitors in a Flink keyed process function, at window rate.
 
-Keyed by source (topic|facility|unit). Each QUALITY_WINDOW row goes through the source's
-`udfs.quality.SourceMonitor` (kept in value state) and an event-time timer is set where the
-source turns silent unless another window comes (udfs.quality.SILENCE_MIN). A timer that fires
+Keyed by facility: one `udfs.quality.FacilityMonitor` in value state holds a
+`udfs.quality.SourceMonitor` per source (topic|facility|unit) of the facility. Each
+QUALITY_WINDOW row goes through its source's monitor, and an event-time timer is set where the
+facility's first judged source turns silent unless another window comes
+(udfs.quality.SILENCE_MIN). A timer that fires
 because the input ended (the watermark jumps to its maximum at the end of a bounded run) is not
 silence and raises nothing.
 
@@ -88,7 +90,7 @@ class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
             self._silence,
             watermark_clock=live,
         )
-        check = fac.silence_check_ms(self._silence)
+        check = fac.silence_check_ms(self._silence, self.thresholds)
         if live and check is not None and check - 1 > timestamp:
             ctx.timer_service().register_event_time_timer(check - 1)
         self.state.update(fac)

@@ -364,7 +364,7 @@ HAND_WRITTEN = {
     "RisingRun": {},
     "PersistentRun": {},
     "PairRun": {},
-    "StayDischarge": {},
+    "StayDischarge": {"@STALE@": json.dumps(census.STALE)},
     "StayStart": {},
 }
 

@@ -5,7 +5,8 @@ A *source* is (source topic, facility, unit); unit `*` is the facility's whole s
 data-quality job (jobs/data_quality.py) computes each source's tumbling windows in Flink SQL
 (records, distinct record ids, refusals by reason, and per numeric parameter the non-null
 count, mean, median and counts over the reference's bins, accepted AND refused values) and hands
-them, at window rate, to `SourceMonitor` (one per source, in keyed state; udfs/flink_quality.py).
+them, at window rate, to `SourceMonitor` (one per source, held by its facility's
+`FacilityMonitor` in state keyed by facility; udfs/flink_quality.py).
 
 The monitors, their thresholds and why (MONITORS):
 
@@ -983,14 +984,16 @@ class FacilityMonitor:
         self.pending.append(w)
         self.window_ms = w.end_ms - w.start_ms
 
-    def silence_check_ms(self, silence_min: Callable[[str], float]) -> int | None:
+    def silence_check_ms(self, silence_min: Callable[[str], float], t: Thresholds) -> int | None:
         """The end of the window in which a source of the facility turns silent, the earliest
-        (a timer there, at the watermark clock, sees every window up to it)."""
+        (a timer there, at the watermark clock, sees every window up to it), of the sources
+        `check_silence` judges (seen in `t.min_windows` windows): a source seen once, silent
+        long since, would be the earliest for ever and no timer set again for the others."""
         dues = [
             d
             for m in self.sources.values()
             if not m.is_open("feed_silence")
-            and m.windows >= 1
+            and m.windows >= t.min_windows
             and (d := m.silence_due_ms(silence_min(m.source_topic))) is not None
         ]
         if not dues or self.window_ms <= 0:

@@ -188,14 +188,17 @@ class QuarantineRegistry:
         event_id: str | None = None,
     ) -> Quarantine | None:
         """End the source's open quarantine at event time `until`; None when the event was
-        applied before or no quarantine of that source is open."""
+        applied before or no quarantine of that source is open. A data-quality event's clear
+        (`event_id`) ends only a quarantine a data-quality event set: an operator's stays until
+        an operator clears it (a duplicate storm resolving on a unit an operator had quarantined
+        for a firmware fault lifted the operator's hold)."""
         key = (source_topic, facility_id, unit_key(unit_id))
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
                 return None
             i = next((i for i, q in enumerate(entries) if q.open and q.key == key), None)
-            if i is None:
+            if i is None or (event_id and entries[i].set_event_id is None):
                 return None
             q = entries[i]
             done = replace(

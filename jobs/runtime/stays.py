@@ -25,6 +25,18 @@ own). Its state per patient, two strings and a flag (and the latest row's result
   another visit leaves it as it was (open), nor does another visit's after it end it; a
   discharge while it is closed ends it again (whatever its visit: no state is left to end).
 
+An ADT event recorded longer after it happened than the job remembers (its state TTL: the
+copy count below forgets an event id, the rule its patient, after that long without a record)
+counts only where it is of the open stay: no merge, naming no encounter, the stay's, or (the
+stay's unknown) the unit the patient was last placed in (the census's `_of_the_stay`, whose
+memory is its 7-day retention). Any other changes nothing: the job cannot tell it from a resend.
+A FHIR Encounter's later version (a billing update of a visit closed days ago) sends its
+admission and discharge again, their ids forgotten, and the discharge ended the current stay
+(its screening state and alerts; in the catalog, the admission superseded the stay). The cost:
+an event entered that late for a patient the job no longer holds state for (no record for the
+TTL: a discharge entered days after the patient left) changes nothing either (the catalog
+scores no readmission at it; the census, which holds a bed until its discharge, frees it).
+
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT
 source's events are numbered by copy first (`adt_copies_sql`), and only a first copy counts
@@ -44,7 +56,7 @@ from __future__ import annotations
 from typing import Any
 
 from udfs import java_decode
-from udfs.census import DISCHARGED_FROM_SQL
+from udfs.census import DISCHARGED_FROM_SQL, STALE
 
 # The columns the jobs' unions carry for the rule, with their types (null on records that are
 # not ADT events, and the event type null on a later copy of an ADT event: it changes nothing).
@@ -79,16 +91,34 @@ def adt_copies_sql(source: str) -> str:
     FROM (SELECT *, PROCTIME() AS adt_arrival FROM {source})"""
 
 
-def visit_columns_sql(adt: bool) -> str:
-    """`VISIT_COLUMNS` of an ADT source's records (`adt`: from `adt_copies_sql`), or nulls for
-    another's."""
+def stale_type_sql(remembered_h: float) -> str:
+    """SQL over the decoded ADT topic (`measured_time` the event's time, `kafka_ts` its record's):
+    the event type, prefixed `STALE` where it was recorded more than `remembered_h` (the job's
+    state TTL) after it happened (module docstring)."""
+    seconds = round(remembered_h * 3600)
+    late = f"measured_time < TIMESTAMPADD(SECOND, -{seconds}, CAST(kafka_ts AS TIMESTAMP(3)))"
+    return f"CASE WHEN {late} THEN '{STALE}' || event_type ELSE event_type END"
+
+
+def visit_columns_sql(adt: bool, remembered_h: float = 0.0) -> str:
+    """`VISIT_COLUMNS` of an ADT source's records (`adt`: from `adt_copies_sql`; `remembered_h`,
+    the job's state TTL: `stale_type_sql`), or nulls for another's."""
     if not adt:
         return ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in VISIT_COLUMNS.items())
+    if remembered_h <= 0:
+        raise ValueError("an ADT source's visit columns need the job's state TTL (remembered_h)")
     return (
-        "CASE WHEN visit_copy = 1 THEN event_type END AS visit_event, "
+        f"CASE WHEN visit_copy = 1 THEN {stale_type_sql(remembered_h)} END AS visit_event, "
         "NULLIF(encounter_token, '') AS visit_encounter, "
         f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id"
     )
+
+
+def is_stale_sql(visit_event: str = "visit_event") -> str:
+    """SQL: whether a first copy's `visit_event` is of an event recorded later than the job
+    remembers (`stale_type_sql`; it counts only as a discharge that ends the stay:
+    `is_stay_discharge`)."""
+    return f"{visit_event} LIKE '{STALE}%'"
 
 
 def stay_discharges_sql(source: str) -> str:

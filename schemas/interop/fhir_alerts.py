@@ -10,12 +10,14 @@ One alert (alert_id, raise → escalate → resolve) is one resource of each kin
   period.start = opened_time, period.end = the resolve's event_time; category `clinical`; code =
   the rule (system `urn:wardflow:rule`) with a text naming rule, version and severity.
 - `RiskAssessment`, for model alerts (rule `model_sepsis_risk`, score `sepsis_risk_pct`) too,
-  written on the raise (`final`) and each escalation (`amended`), not on the resolve: prediction
-  of outcome "sepsis" with probabilityDecimal = score_value / 100 and the severity as qualitative
-  risk; occurrenceDateTime = event_time (the hit's, "when the assessment was performed"); the
-  evidence (the model, its threshold, the measured time) as a note. A resolve assesses nothing
-  (the alert clears when no hit came for hours; its score is the latest hit's): written then,
-  it said the risk was high as of the moment the alert cleared. The Flag says it is over.
+  written on the raise (`final`) and each escalation (`amended`), not on the resolve: prediction of
+  outcome "sepsis" with probabilityDecimal = score_value / 100 and no qualitative risk (the model's
+  alerts have one severity, `medium`, above its threshold whatever the probability: "moderate"
+  beside 0.94 told the EHR less than the number); occurrenceDateTime = event_time (the hit's, "when
+  the assessment was performed"); the evidence (the model, its threshold, the measured time) as a
+  note. A resolve assesses nothing (the alert clears when no hit came for hours; its score is the
+  latest hit's): written then, it said the risk was high as of the moment the alert cleared. The
+  Flag says it is over.
 
 No `DetectedIssue`: FHIR defines it as an issue with or between clinical *actions* for a patient
 (drug-drug interaction, duplicate therapy, a contraindicated procedure), for decision support
@@ -62,8 +64,6 @@ EVENT_URL = "urn:wardflow:fhir:alert-event"  # valueString: alert_event_id that 
 SEVERITY_URL = "urn:wardflow:fhir:alert-severity"  # valueCode: low | medium | high
 RESOLVE_URL = "urn:wardflow:fhir:alert-resolve-reason"  # valueCode: condition_cleared | …
 FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
-RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
-QUALITATIVE_RISK = {"low": "low", "medium": "moderate", "high": "high"}
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -220,11 +220,6 @@ def risk_assessment(event: dict[str, Any]) -> dict[str, Any]:
             {
                 "outcome": {"text": "sepsis"},
                 "probabilityDecimal": event["score_value"] / 100,
-                "qualitativeRisk": {
-                    "coding": [
-                        {"system": RISK_PROBABILITY, "code": QUALITATIVE_RISK[event["severity"]]}
-                    ]
-                },
             }
         ],
         "note": [

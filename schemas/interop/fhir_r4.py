@@ -438,12 +438,15 @@ def _mdc_coded(code: str, display: Any) -> tuple[str, int] | None:
 
 
 def _full_urls(entries: list[Any]) -> dict[str, Any]:
-    """A Bundle's resources by their entries' `fullUrl`."""
-    return {
-        str(e["fullUrl"]): e["resource"]
-        for e in entries
-        if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict)
-    }
+    """A Bundle's resources by their entries' `fullUrl`; a fullUrl listed more than once (a
+    history Bundle's versions, FHIR R4 bdl-7) is its first entry's: a history lists the newest
+    version first, so an Encounter's Patient is as the server holds it now (a birth date
+    corrected since is the corrected one)."""
+    out: dict[str, Any] = {}
+    for e in entries:
+        if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict):
+            out.setdefault(str(e["fullUrl"]), e["resource"])
+    return out
 
 
 def _may_send_total(data: dict[str, Any], codes: CodeMap) -> bool:

@@ -61,8 +61,9 @@ RECEIVING_APP = "EHR"
 OBS_SYSTEM = "99WF"  # a local coding system (HL7 table 0396: 99zzz)
 CHARSET = "UNICODE UTF-8"  # MSH-18 (table 0211) of a message holding any non-ASCII character
 ACCEPTED = {"AA", "CA"}
-ERROR = {"AE", "CE"}
-REJECTED = {"AR", "CR"}
+ERROR = {"AE"}
+REJECTED = {"AR", "CR", "CE"}
+PROCESSING_IDS = frozenset({"P", "T", "D"})  # MSH-11.1, table 0103
 _ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
 _UNESCAPES = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\", ".br": "\n"}
 _ESCAPE_SEQUENCE = re.compile(r"\\(F|S|T|R|E|\.br|X[0-9A-Fa-f]+)\\")
@@ -74,10 +75,20 @@ class Receiver:
     """Who the messages are for: MSH-5 (receiving application) and MSH-6 (receiving facility;
     empty: the alert's facility), as the receiving interface engine routes and checks them
     (settings `ehr_hl7_receiving_application`, `ehr_hl7_receiving_facility`), each an HD
-    whose components are separated by `^` (`EPIC^2.16.840.1.113883.3.1^ISO`)."""
+    whose components are separated by `^` (`EPIC^2.16.840.1.113883.3.1^ISO`); and MSH-11, the
+    processing id (table 0103: P production, T training, D debugging; setting
+    `ehr_hl7_processing_id`), which a test or training EHR checks (a test system answers AR to
+    every production message, and the feed stopped)."""
 
     application: str = RECEIVING_APP
     facility: str = ""
+    processing_id: str = "P"
+
+    def __post_init__(self) -> None:
+        if self.processing_id not in PROCESSING_IDS:
+            raise ValueError(
+                f"MSH-11 processing id {self.processing_id!r} is none of {sorted(PROCESSING_IDS)}"
+            )
 
 
 DEFAULT_RECEIVER = Receiver()
@@ -165,7 +176,7 @@ def oru(event: dict[str, Any], receiver: Receiver = DEFAULT_RECEIVER) -> Message
     msg.msh.msh_7 = when
     msg.msh.msh_9 = "ORU^R01^ORU_R01"
     msg.msh.msh_10 = control_id(event["alert_event_id"])
-    msg.msh.msh_11 = "P"
+    msg.msh.msh_11 = receiver.processing_id
     msg.msh.msh_12 = VERSION
     result = msg.add_group("ORU_R01_PATIENT_RESULT")
     patient = result.add_group("ORU_R01_PATIENT")
@@ -207,14 +218,19 @@ def er7(event: dict[str, Any], receiver: Receiver = DEFAULT_RECEIVER) -> str:
 
 @dataclass(frozen=True)
 class Ack:
-    """MSA-1 (table 0008), as v2.5.1 §2.9.2.1 defines it:
+    """MSA-1 (table 0008), as v2.5.1 §2.9.2.1 (original mode) and §2.9.3.1 (enhanced mode's
+    accept acknowledgment) define it:
 
-    - AA/CA, accepted: the receiver took the message (CA: committed, enhanced mode);
-    - AE/CE, application (commit) error: the receiver found an error in the message's content;
-      the same bytes sent again meet the same error (sinks.ehr_hl7 dead-letters it);
+    - AA/CA, accepted: the receiver took the message (CA: committed to safe storage);
+    - AE, application error: the receiving application found an error in the message's
+      content; the same bytes sent again meet the same error (sinks.ehr_hl7 dead-letters it);
     - AR/CR, application (commit) reject: refused for a reason unrelated to the content (the
       receiver's system down, an internal error; or MSH-9, -11 or -12 not accepted, which
-      would fail every message); a resend may pass (sinks.ehr_hl7 resends, then stops).
+      would fail every message); a resend may pass (sinks.ehr_hl7 resends, then stops);
+    - CE, commit error: the receiver's message service could not take the message for a
+      reason other than those (e.g. a sequence number); its content was never read, so it is
+      sent again as a reject is (dead-lettered, an alert would never reach the EHR for a
+      queue that was full a moment).
     """
 
     code: str  # MSA-1
@@ -227,12 +243,12 @@ class Ack:
 
     @property
     def error(self) -> bool:
-        """AE/CE: an error in the message's content."""
+        """AE: an error in the message's content."""
         return self.code in ERROR
 
     @property
     def rejected(self) -> bool:
-        """AR/CR: rejected for a reason unrelated to the content."""
+        """AR/CR/CE: not taken for a reason unrelated to the content: a resend may pass."""
         return self.code in REJECTED
 
 

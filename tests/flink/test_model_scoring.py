@@ -25,7 +25,7 @@ from feature_store import icu_stay
 from feature_store.online import catalog_lookups
 from jobs import model_scoring
 from jobs.feeds import physionet2012 as replay
-from schemas import phi
+from schemas import codec, phi
 from schemas.model_spec import ModelSpec
 from schemas.settings import Settings
 from tests import reference_screen
@@ -50,6 +50,8 @@ CANCELLED_DISCHARGE_AT_H = (30.0, 31.0)  # the third stay: discharged, then the 
 ENDED_AT_H = 40.0  # the fourth stay: discharged for good while its records go on to 48 h
 MERGED_AT_H = 36.0  # the fifth stay's record merged into another's (HL7 A40), its records go on
 OTHER_VISIT_AT_H = 20.0  # the sixth stay: its patient's emergency visit discharged (A03)
+STALE_AT_H = 22.0  # and an old visit's admission and discharge recorded again then
+STALE_DAYS = 10.0  # ... that long after they happened (a FHIR Encounter's late version)
 REPORT_HOURS = (24.0, 48.0)
 AT_24H = "length-of-stay-at-24h"  # the LOS model again, with a `stay_hours` trigger: 24 h only
 
@@ -207,7 +209,28 @@ def run(
     # stay), a vitals record and a lab result (their values count once)
     second_admit = next(a for a in inputs["adt"] if a["patient_token"] == second)
     resent = {"adt": [second_admit], "vitals": [inputs["vitals"][5]], "labs": [inputs["labs"][3]]}
-    sent = {k: sorted([*v, *resent[k]], key=lambda r: r["event_time"]) for k, v in inputs.items()}
+    # the sixth stay's patient: an old visit's admission and discharge, sent again at 22 h by a
+    # FHIR Encounter version stored 10 days after they happened (jobs/runtime/stays.py): not
+    # read, so not in `inputs` (the references' ADT events)
+    recorded = anchors[int(ids[5])] + pd.Timedelta(hours=STALE_AT_H)
+    old_visit = [
+        emergency
+        | {
+            "event_id": f"{sixth}:old:{kind}",
+            "event_type": kind,
+            "encounter_token": f"{sixth}:old",
+            "unit_id": "ICU-OLD" if kind == "admit" else None,
+            "prior_unit_id": None if kind == "admit" else "ICU-OLD",
+            "event_time": recorded - pd.Timedelta(days=STALE_DAYS) + pd.Timedelta(hours=h),
+            "recorded_time": recorded,
+        }
+        for kind, h in (("admit", 0.0), ("discharge", 30.0))
+    ]
+    late = {"adt": old_visit, "vitals": [], "labs": []}
+    sent = {
+        k: sorted([*v, *resent[k], *late[k]], key=lambda r: codec.record_time(r))
+        for k, v in inputs.items()
+    }
     out = run_bounded(model_scoring.JOB, s, sent, folder / "out")
     return {
         "settings": s,
@@ -221,6 +244,7 @@ def run(
         "ended_stay": (fourth, anchors[int(ids[3])]),
         "merged_stay": (fifth, anchors[int(ids[4])]),
         "other_visit": emergency,
+        "old_visit": old_visit,
         "cancelled": third,
         "readmission": (again, readmitted),
         "before_admission": (second, before),
@@ -311,11 +335,12 @@ def _ended(run: dict[str, Any], token: str, time: Any) -> bool:
     then, or its latest ADT event at or before then is a discharge (an admission at the same
     millisecond starts the next stay; a cancel reopens), not one of another visit."""
     stay: dict[str, Any] = {}
+    remembered_ms = round(run["settings"].stay_state_ttl_h * 3_600_000)  # the job's state TTL
     before = [
         a
         for a in run["inputs"]["adt"]
         if a["patient_token"] == token
-        and not reference_screen.another_visits(a, stay)
+        and not reference_screen.another_visits(a, stay, remembered_ms)
         and a["event_time"] <= time
     ]
     if not before:
@@ -411,6 +436,40 @@ def test_a_discharge_of_another_visit_ends_no_stay(run: dict[str, Any]) -> None:
     assert after and set(after) <= set(mine.loc[mine["trigger"] == "state", "record_id"])
     hours = mine.loc[mine["trigger"] == "stay_hours", "hours_since_admission"]
     assert set(hours) == set(REPORT_HOURS)
+
+
+def test_an_old_visits_admission_and_discharge_recorded_a_week_late_change_no_stay(
+    run: dict[str, Any],
+) -> None:
+    """The sixth stay's patient has an old visit's admission and discharge sent again at 22 h,
+    10 days after they happened: the admission starts no stay (it superseded the current one)
+    and the discharge ends none; the stay's records after them are scored as its own, the stay
+    once at 24 h, and no score carries the old visit."""
+    admit, discharge = run["old_visit"]
+    token, at = admit["patient_token"], admit["recorded_time"]
+    readmitted = run["readmission"][1]  # the token's next stay, from 48 h
+    assert token == run["discharged"]
+    scores = pd.DataFrame(run["out"]["model_scores"])
+    mine = scores[(scores["entity_token"] == token) & (scores["event_time"] < readmitted)]
+    after = {
+        r["observation_id"]
+        for r in run["inputs"]["vitals"]
+        if r["patient_token"] == token and at < r["event_time"] < readmitted
+    }
+    states = mine[mine["trigger"] == "state"]
+    assert after and after <= set(states["record_id"])
+    # still the stay admitted at 0 h (the old admission started one at 22 h, which its
+    # discharge in the same millisecond did not end: it ended the stay before)
+    late = states[states["event_time"] > at]
+    assert (late["hours_since_admission"] > STALE_AT_H).all()
+    # once at 24 h (its discharge at 48 h stops the 48-h report), not again from 22 h
+    reports = mine[mine["trigger"] == "stay_hours"]
+    assert set(reports["hours_since_admission"]) == {24.0}
+    assert not reports.duplicated(["model_name", "role"]).any()
+    assert not {admit["event_id"], discharge["event_id"]} & set(scores["record_id"])
+    # nor are they dead letters (read by no part of the job, as a transfer is not): the only
+    # dead letters are the copies sent again
+    assert len(run["out"]["dead_letters"]) == sum(map(len, run["resent"].values()))
 
 
 def test_the_stay_descriptors_come_from_feast_so_no_static_feature_is_missing(
@@ -623,7 +682,18 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "event_id": third["event_id"] + ":final",
         "event_time": third["event_time"] + timedelta(days=3),
     }
-    sent = sorted([*mapped.adt, resent, again, cancelled, final], key=lambda a: a["event_time"])
+    # and a fourth encounter's discharge entered 4 days after it happened, longer than the job
+    # remembers (`stay_state_ttl_h`): of the open stay, so it ends it and is scored
+    fourth = next(
+        a
+        for a in mapped.adt
+        if a["event_type"] == "discharge"
+        and a["encounter_token"] in scored - {first["encounter_token"], third["encounter_token"]}
+    )
+    late = fourth | {"recorded_time": fourth["event_time"] + timedelta(days=4)}
+    assert late["recorded_time"] - late["event_time"] > timedelta(hours=s.stay_state_ttl_h)
+    adt = [late if a is fourth else a for a in mapped.adt]
+    sent = sorted([*adt, resent, again, cancelled, final], key=codec.record_time)
     out = run_bounded(model_scoring.JOB, s, {"adt": sent}, folder / "out")
     return {
         "settings": s,
@@ -633,6 +703,7 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "spec": spec,
         "resent": resent,
         "final": final,
+        "late": late,
     }
 
 
@@ -657,6 +728,12 @@ def test_each_discharge_is_scored_for_readmission_from_its_facts_in_feast(
     assert set(scores["entity_token"]) == set(facts["encounter_token"])
     assert scores["entity"].eq("encounter").all() and scores["features_missing"].eq(0).all()
     assert scores["trigger"].eq("discharge").all()
+    # the discharge entered 4 days late, of the stay it ends, is scored at its record time
+    late = discharges["late"]
+    [(record, at)] = scores.loc[
+        scores["entity_token"] == late["encounter_token"], ["record_id", "event_time"]
+    ].itertuples(index=False)
+    assert (record, at) == (late["event_id"], late["recorded_time"])
     v = Registry(discharges["settings"].model_registry).role("readmission-30d", "champion")
     assert v is not None
     session = ort.InferenceSession(str(v.onnx), providers=["CPUExecutionProvider"])

@@ -3,11 +3,13 @@ SQL: copies numbered per event id, then the patient's window in arrival order) s
 discharges end the stay exactly where the offline reference does (tests/reference_screen
 `another_visits`), on a random stream of every ADT event type: encounters named, empty or
 missing, units named, empty, missing or only as the prior location, resends of earlier event
-ids, and records that are not ADT events between them."""
+ids, events recorded longer after they happened than the job remembers (its state TTL), and
+records that are not ADT events between them."""
 
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from pyflink.table import DataTypes, Schema
 
 from jobs.runtime.flink_env import stream_table_env
 from jobs.runtime.stays import adt_copies_sql, register, stay_discharges_sql, visit_columns_sql
+from schemas import codec
 from schemas.settings import Settings
 from tests.reference_screen import another_visits
 
@@ -35,6 +38,15 @@ KINDS = (
 )
 COLUMNS = ("seq", "patient_token", "event_id", "event_type", "encounter_token", "unit_id")
 COLUMNS += ("prior_unit_id",)
+REMEMBERED_H = 25.0  # the job's state TTL, after which it cannot tell an event from a resend
+TIMES = ("event_time", "recorded_time")  # the ADT topic's decoded measured_time and kafka_ts
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def timed(seq: int, late_days: float = 0.0) -> dict[str, datetime]:
+    """Recorded a minute after the one before, `late_days` after it happened."""
+    at = START + timedelta(minutes=seq)
+    return {"event_time": at - timedelta(days=late_days), "recorded_time": at}
 
 
 def records(seed: int, patients: int = 40, n: int = 3000) -> list[dict[str, Any]]:
@@ -48,12 +60,17 @@ def records(seed: int, patients: int = 40, n: int = 3000) -> list[dict[str, Any]
         patient = f"p{rng.randrange(patients)}"
         sent = [r for r in out[-400:] if r["patient_token"] == patient and r["event_type"]]
         if sent and rng.random() < 0.04:
-            out.append(rng.choice(sent) | {"seq": seq})
+            out.append(
+                rng.choice(sent) | {"seq": seq} | {"recorded_time": timed(seq)["recorded_time"]}
+            )
             continue
         adt = rng.random() < 0.6
+        # one in eight recorded long after it happened, half of them just within the TTL
+        late = rng.choice([0.0] * 6 + [REMEMBERED_H / 24 - 0.01, 10.0]) if adt else 0.0
         out.append(
             {
                 "seq": seq,
+                **timed(seq, late),
                 "patient_token": patient,
                 "event_id": f"e{seq}",
                 "event_type": rng.choices(kinds, weights)[0] if adt else None,
@@ -85,16 +102,42 @@ SCENARIOS = {
         ("discharge", "ICU", "V1", True),
     ],
 }
+# recorded 10 days after they happened (longer than the job remembers), marked by `STALE`:
+# an old visit's admission and discharge, which a FHIR Encounter's late version sends again,
+# change nothing; a discharge of the open stay entered late (its encounter's, or naming none, or
+# from its unit where the stay's encounter is unknown) ends it; a late A13 of a closed stay
+# reopens nothing
+STALE = 10.0
+SCENARIOS |= {
+    "stale-old-visit": [
+        ("admit", "W4", "V2", False),
+        ("admit", "ICU", "V1", False, STALE),
+        ("discharge", "ICU", "V1", False, STALE),
+        ("discharge", "W4", None, True, STALE),
+    ],
+    "stale-own": [
+        ("admit", "W4", "V1", False),
+        ("discharge", "W4", "V1", True, STALE),
+        ("cancel_discharge", "W4", "V1", False, STALE),
+        ("discharge", "ED", "V9", True),
+    ],
+    "stale-unknown-stay": [
+        ("admit", "W4", None, False),
+        ("discharge", "ICU", "V5", False, STALE),
+        ("discharge", "W4", "V5", True, STALE),
+    ],
+}
 
 
 def scenario_records(start: int) -> list[dict[str, Any]]:
     out = []
     for patient, events in SCENARIOS.items():
-        for kind, unit, encounter, _ in events:
+        for kind, unit, encounter, _, *late in events:
             seq = start + len(out)
             out.append(
                 {
                     "seq": seq,
+                    **timed(seq, *late),
                     "patient_token": patient,
                     "event_id": f"s{seq}",
                     "event_type": kind,
@@ -113,7 +156,9 @@ def expected(recs: list[dict[str, Any]]) -> dict[int, bool]:
         if rec["event_type"] is None:
             out[rec["seq"]] = False
             continue
-        another = another_visits(rec, stays.setdefault(rec["patient_token"], {}))
+        another = another_visits(
+            rec, stays.setdefault(rec["patient_token"], {}), round(REMEMBERED_H * 3_600_000)
+        )
         out[rec["seq"]] = rec["event_type"] == "discharge" and not another
     return out
 
@@ -126,15 +171,25 @@ def test_the_jvm_stay_rule_ends_the_stay_at_the_discharges_the_reference_does(
     env, t_env = stream_table_env(settings, connectors=False)
     env.set_parallelism(1)  # one path: the window sees the records in the order sent
     register(t_env)
-    types = Types.ROW_NAMED(list(COLUMNS), [Types.LONG(), *[Types.STRING()] * (len(COLUMNS) - 1)])
+    strings = [Types.STRING()] * (len(COLUMNS) - 1)
+    types = Types.ROW_NAMED(
+        [*COLUMNS, *TIMES], [Types.LONG(), *strings, Types.LONG(), Types.LONG()]
+    )
     schema = Schema.new_builder().column("seq", DataTypes.BIGINT())
     for c in COLUMNS[1:]:
         schema = schema.column(c, DataTypes.STRING())
-    stream = env.from_collection([tuple(r[c] for c in COLUMNS) for r in recs], types)
+    for c in TIMES:
+        schema = schema.column(c, DataTypes.BIGINT())
+    # as the decoded ADT topic has them: the event's time and the Kafka timestamp (its record's)
+    schema = schema.column_by_expression(
+        "measured_time", "CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3))"
+    ).column_by_expression("kafka_ts", "TO_TIMESTAMP_LTZ(recorded_time, 3)")
+    ms = [tuple(r[c] for c in COLUMNS) + tuple(codec.epoch_ms(r[t]) for t in TIMES) for r in recs]
+    stream = env.from_collection(ms, types)
     t_env.create_temporary_view("sent", t_env.from_data_stream(stream, schema.build()))
     # every record through the copy count (the others' ids are their own): one path, in order
     union = f"""
-        SELECT seq, patient_token, {visit_columns_sql(True)}
+        SELECT seq, patient_token, {visit_columns_sql(True, REMEMBERED_H)}
         FROM ({adt_copies_sql("sent")})"""
     query = f"SELECT seq, is_stay_discharge FROM ({stay_discharges_sql(union)})"
     with t_env.execute_sql(query).collect() as rows:
@@ -147,6 +202,12 @@ def test_the_jvm_stay_rule_ends_the_stay_at_the_discharges_the_reference_does(
     ended = sum(want[r["seq"]] for r in discharges)
     others = sum(not want[r["seq"]] and firsts[r["event_id"]] == r["seq"] for r in discharges)
     assert ended > 200 and others > 20
+    stale = [
+        r
+        for r in discharges
+        if r["recorded_time"] - r["event_time"] > timedelta(hours=REMEMBERED_H)
+    ]
+    assert sum(want[r["seq"]] for r in stale) > 10 and sum(not want[r["seq"]] for r in stale) > 10
     scenarios = recs[-sum(len(v) for v in SCENARIOS.values()) :]
     ends = [e[3] for events in SCENARIOS.values() for e in events]
     assert [got[r["seq"]] for r in scenarios] == ends

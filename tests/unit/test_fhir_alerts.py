@@ -147,8 +147,9 @@ def test_the_risk_assessment_holds_the_risk_as_a_probability_and_is_amended_afte
     [prediction] = raised["prediction"]
     assert prediction["outcome"] == {"text": "sepsis"}
     assert prediction["probabilityDecimal"] == pytest.approx(0.37)
-    assert prediction["qualitativeRisk"]["coding"][0]["code"] == "moderate"
-    assert escalated["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == "high"
+    # no qualitative risk: the model's alerts are all `medium` (above its threshold), whatever
+    # the probability, which "moderate" beside 0.94 would contradict
+    assert "qualitativeRisk" not in prediction
     assert raised["occurrenceDateTime"] == "2026-03-01T08:00:00.123Z"
     assert escalated["occurrenceDateTime"] == "2026-03-01T08:30:00.123Z"
     assert raised["method"]["coding"][0]["code"] == "m-2026.02"

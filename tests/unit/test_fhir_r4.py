@@ -1758,3 +1758,29 @@ def test_a_blood_pressure_panel_with_its_components_and_members_is_read_from_its
     assert o.records[0][1]["sbp_mmhg"] == 84
     [(_, bare, _)] = run(observation("85354-9", hasMember=members))
     assert isinstance(bare, Refused) and bare.reason_code == "panel_by_reference"
+
+
+def test_an_encounter_in_a_history_bundle_takes_its_patients_newest_version() -> None:
+    """A history Bundle lists the newest version first: the Patient's birth date corrected from
+    1930 to 1960 and their gender from unknown to female since the Encounter's first version give
+    both Encounter versions the age and sex of the Patient as the server holds it now."""
+    url = "https://ehr.example/fhir/Patient/p1"
+    old = {"resourceType": "Patient", "id": "p1", "birthDate": "1930-05-01", "gender": "unknown"}
+    old["meta"] = {"versionId": "1"}
+    now = old | {"birthDate": "1960-05-01", "gender": "female", "meta": {"versionId": "2"}}
+    first = encounter(("4E", "2026-02-01T08:00:00Z", None)) | {"meta": {"versionId": "1"}}
+    moved = encounter(
+        ("4E", "2026-02-01T08:00:00Z", "2026-02-02T08:00:00Z"),
+        ("ICU", "2026-02-02T08:00:00Z", None),
+    ) | {"meta": {"versionId": "2"}}
+    for e in (first, moved):
+        e |= {"period": {"start": "2026-02-01T08:00:00Z"}, "subject": {"reference": "Patient/p1"}}
+    enc_url = "https://ehr.example/fhir/Encounter/e1"
+    bundle = _observation_versions(
+        {"fullUrl": url, "resource": now},
+        {"fullUrl": enc_url, "resource": moved},
+        {"fullUrl": enc_url, "resource": first},
+        {"fullUrl": url, "resource": old},
+    )
+    records = [r for _, o, _ in run(bundle) if isinstance(o, Mapped) for _, r in o.records]
+    assert records and {(r["age_years"], r["female"]) for r in records} == {(65.0, True)}

@@ -208,6 +208,16 @@ def test_the_receiving_application_and_facility_are_the_deployments() -> None:
     assert "|GH|EPIC^2.16.840.1.113883.3.1^ISO|GH|" in er7(alert(), oid).split("\r")[0]
 
 
+def test_the_processing_id_is_the_receiving_environments_and_only_one_of_table_0103() -> None:
+    """MSH-11: P unless the deployment's EHR is a training (T) or debugging (D) system, which
+    answers AR to every production message."""
+    assert er7(alert()).split("\r")[0].split("|")[10] == "P"
+    training = er7(alert(), hl7_alerts.Receiver("EPIC", processing_id="T"))
+    assert training.split("\r")[0].split("|")[10] == "T"
+    with pytest.raises(ValueError, match="processing id 'X'"):
+        hl7_alerts.Receiver("EPIC", processing_id="X")
+
+
 def test_delimiters_in_values_are_escaped_and_read_back_whole() -> None:
     evidence = json.dumps({"note": "a|b^c&d~e\\f", "x": {"value": 1}})
     event = alert(evidence_json=evidence, unit_id="ICU|2")
@@ -230,7 +240,7 @@ def ack_for(event: dict[str, Any], code: str, why: str = "") -> str:
         ("AA", True, False, False),
         ("CA", True, False, False),
         ("AE", False, True, False),  # v2.5.1 §2.9.2.1: an error in the message's content
-        ("CE", False, True, False),
+        ("CE", False, False, True),  # §2.9.3.1: the message service's, not the content's
         ("AR", False, False, True),  # rejected for a reason unrelated to the content
         ("CR", False, False, True),
     ],

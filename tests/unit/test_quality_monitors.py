@@ -272,6 +272,29 @@ def test_the_facilitys_own_records_are_the_clock_for_silence_so_the_end_of_a_rep
     }
 
 
+def test_a_source_seen_once_long_ago_does_not_hold_back_the_timer_of_a_facility_gone_dark(
+    ref: quality.Reference,
+) -> None:
+    """The timer that finds a facility silent is set at the earliest silence due of the sources
+    silence is judged for (seen in `min_windows` windows): an ADT unit seen once, 13 hours
+    before, was the earliest for ever, no timer was set again, and the whole facility going
+    dark raised nothing."""
+    fac = quality.FacilityMonitor()
+    silence = quality.SILENCE_MIN.get
+    fac.add(_bare(LABS, "unknown", 0, 1))
+    for h in range(13, 16):
+        fac.add(_bare(VITALS, "MICU", h))
+    assert fac.advance(16 * HOUR_MS, ref, T, lambda t: silence(t, 60.0), watermark_clock=True) == []
+    due = fac.sources[quality.source_key(VITALS, "hospital-a", "MICU")].silence_due_ms(
+        silence(VITALS, 60.0)
+    )
+    assert due is not None and due > 16 * HOUR_MS
+    check = fac.silence_check_ms(lambda t: silence(t, 60.0), T)
+    assert check is not None and check >= due
+    events = fac.advance(check, ref, T, lambda t: silence(t, 60.0), watermark_clock=True)
+    assert [(e["monitor"], e["source_topic"]) for e in events] == [("feed_silence", VITALS)]
+
+
 def test_the_committed_reference_is_set_as_heart_rates_rebuilt(set_a: pd.DataFrame) -> None:
     raw = json.loads(quality.REFERENCE_FILE.read_text())
     assert raw["name"] == "physionet2019:setA"

@@ -74,6 +74,20 @@ def test_a_source_already_quarantined_is_not_quarantined_twice_and_a_clear_needs
     assert len(reg.all()) == 1
 
 
+def test_a_data_quality_clear_does_not_lift_an_operators_quarantine(tmp_path: Path) -> None:
+    """An operator quarantines a unit; a data-quality condition opens on it (unchanged: already
+    quarantined) and resolves: the operator's hold stays until an operator clears it."""
+    reg = QuarantineRegistry(tmp_path)
+    held = reg.set(*SRC, since=T0, reason="temp in degF after a firmware update", by="jdoe")
+    assert held is not None
+    assert reg.set(*SRC, since=T0, reason="storm", by="data_quality/x", event_id="e1") is None
+    later = T0 + timedelta(hours=1)
+    assert reg.clear(*SRC, until=later, reason="ok", by="data_quality/x", event_id="e2") is None
+    assert reg.active() == [held]
+    done = reg.clear(*SRC, until=later, reason="firmware rolled back", by="jdoe")
+    assert done is not None and done.cleared_by == "jdoe" and reg.active() == []
+
+
 def test_a_clear_before_the_start_ends_an_empty_interval_not_a_negative_one(
     tmp_path: Path,
 ) -> None:

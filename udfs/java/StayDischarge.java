@@ -17,6 +17,9 @@
 // - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13
 //   of the discharge that closed the stay (where it says the patient is), or an update of the
 //   stay's own visit (or of none), each naming a unit.
+// An event recorded longer after it happened than the job remembers (its state TTL; its type
+// prefixed "stale:" by jobs/runtime/stays.py) changes the state only where it is of the open
+// stay (`ofTheStay`), as the census does after its retention.
 // The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
 // One row of state per patient (two strings, a flag and the latest row's result), kept for the
 // job's state TTL like the rest.
@@ -27,6 +30,7 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.AggregateFunction;
 
 public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc> {
+  static final String STALE = @STALE@; // an event type's prefix: jobs/runtime/stays.py
   static final Set<String> PLACING = Set.of("admit", "transfer", "merged_in", "cancel_transfer");
 
   /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
@@ -49,6 +53,11 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
       @DataTypeHint("STRING") String unit) {
     acc.ends = false;
     if (event == null) return;
+    if (event.startsWith(STALE)) {
+      // recorded later than the job remembers (jobs/runtime/stays.py): only of the stay
+      event = event.substring(STALE.length());
+      if (!ofTheStay(acc, event, encounter, unit)) return;
+    }
     if (event.equals("discharge")) {
       acc.ends = !anotherVisits(acc, encounter, unit);
       // another visit's leaves the stay as it was (open), as it leaves the census
@@ -68,6 +77,21 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
                 || acc.stayEncounter.isEmpty()
                 || encounter.equals(acc.stayEncounter));
     if ((PLACING.contains(event) || ownUpdate || reopens) && unit != null) acc.placedUnit = unit;
+  }
+
+  /**
+   * Whether an event recorded later than the job remembers is of the open stay (the census's
+   * `_of_the_stay`): no merge, and it names no encounter, or the stay's, or (the stay's unknown)
+   * the unit the patient was last placed in. Any other changes nothing: a FHIR Encounter's
+   * later version sends an old visit's admission and discharge again, their ids forgotten.
+   */
+  static boolean ofTheStay(Acc acc, String event, String encounter, String unit) {
+    if (!Boolean.TRUE.equals(acc.open) || event.startsWith("merged_")) return false;
+    if (encounter == null) return true;
+    if (acc.stayEncounter != null && !acc.stayEncounter.isEmpty()) {
+      return encounter.equals(acc.stayEncounter);
+    }
+    return unit != null && unit.equals(acc.placedUnit);
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
