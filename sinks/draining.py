@@ -19,9 +19,11 @@ from schemas.settings import Settings
 S = TypeVar("S")
 
 
-def committed_consumer(settings: Settings, group_id: str) -> Consumer:
+def committed_consumer(settings: Settings, group_id: str, **config: Any) -> Consumer:
     """A consumer of committed records only (the jobs write transactionally) that commits its
-    offsets itself, after what it read is applied; from the earliest where the group has none."""
+    offsets itself, after what it read is applied; from the earliest where the group has none.
+    `config`: more librdkafka properties (`max.poll.interval.ms` for a consumer that waits on
+    another system between polls)."""
     return Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -29,6 +31,7 @@ def committed_consumer(settings: Settings, group_id: str) -> Consumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            **config,
         }
     )
 

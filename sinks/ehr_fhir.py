@@ -97,9 +97,19 @@ def backoff_s(attempt: int, base_s: float) -> float:
     return float(min(MAX_BACKOFF_S, base_s * 2**attempt))
 
 
+# How long one batch may deliver before its offsets are committed and the rest read again, and
+# how long the group waits between polls before it takes the partitions away: one event to an
+# EHR that keeps failing takes up to max-attempts x (timeout + backoff, Retry-After up to 300 s).
+# With librdkafka's 300 s and a batch of 500, an EHR answering in 0.6 s left the group before the
+# commit, which then failed: the same batch was delivered again after every restart.
+BATCH_BUDGET_S = 60.0
+MAX_POLL_INTERVAL_MS = 3_600_000
+
+
 class AlertFeed:
     """Consumes `alert.v2` in a consumer group, hands each decoded event to `deliver` in offset
-    order, dead-letters what is refused, and commits a batch's offsets once all of it is done."""
+    order, dead-letters what is refused, and commits a batch's offsets once all of it is done,
+    or once `budget_s` has passed (the rest of the batch is read again: `_rewind`)."""
 
     def __init__(
         self,
@@ -111,17 +121,21 @@ class AlertFeed:
         prefix: str = "",
         batch_size: int = 500,
         stats: FeedStats | None = None,
+        budget_s: float = BATCH_BUDGET_S,
     ) -> None:
         self.settings = settings
         self.deliver = deliver
         self.stage = stage
         self.batch_size = batch_size
+        self.budget_s = budget_s
         self.topic = prefix + topics.ALERT_V2.name
         self.dead_letter_topic = prefix + topics.DEAD_LETTER.name
         kafka_io.ensure_topics(
             settings, [topics.ALERT_V2.name, topics.DEAD_LETTER.name], prefix=prefix
         )
-        self.consumer = committed_consumer(settings, prefix + group_id)
+        self.consumer = committed_consumer(
+            settings, prefix + group_id, **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS}
+        )
         self.assigned: list[TopicPartition] | None = None
         self.consumer.subscribe([self.topic], on_assign=self._assigned)
         self.producer = kafka_io.producer(settings, **{"linger.ms": 1})
@@ -132,13 +146,17 @@ class AlertFeed:
         self.assigned = list(partitions)
 
     def poll(self, timeout_s: float = 1.0) -> int:
-        """Deliver one batch; returns how many records it held. Raises DeliveryFailed (after
+        """Deliver one batch; returns how many records it delivered. Raises DeliveryFailed (after
         committing what was done before the failing event)."""
         msgs = self.consumer.consume(num_messages=self.batch_size, timeout=timeout_s)
         done: dict[int, int] = {}
         lettered = False
+        started = time.monotonic()
         try:
-            for m in msgs:
+            for i, m in enumerate(msgs):
+                if i and time.monotonic() - started > self.budget_s:
+                    self._rewind(msgs[i:])
+                    return i
                 if m.error():
                     continue
                 self.stats.consumed += 1
@@ -171,6 +189,16 @@ class AlertFeed:
                 )
                 self._next.update(done)
         return len(msgs)
+
+    def _rewind(self, left: list[Any]) -> None:
+        """Read `left` (the rest of a batch, not delivered) again from the next poll: each of
+        their partitions back to its first offset among them."""
+        first: dict[int, int] = {}
+        for m in left:
+            if not m.error():
+                first.setdefault(m.partition(), m.offset())
+        for partition, offset in first.items():
+            self.consumer.seek(TopicPartition(self.topic, partition, offset))
 
     def _dead_letter(
         self, partition: int, offset: int, ts_ms: int, why: Refusal, payload: bytes

@@ -45,6 +45,7 @@ from jobs.feeds.hl7_gateway import END, START, frame
 from schemas.interop import hl7_alerts
 from schemas.settings import Settings
 from sinks.ehr_fhir import (
+    BATCH_BUDGET_S,
     AlertFeed,
     DeliveryFailed,
     FeedStats,
@@ -206,8 +207,10 @@ def feed(
     ack_timeout_s: float = 30.0,
     stop: Callable[[], bool] = lambda: False,
     group_id: str = GROUP,
+    budget_s: float = BATCH_BUDGET_S,
 ) -> FeedStats:
-    """Send `alert.v2` to settings.ehr_mllp_target until stopped (or, bounded, its end)."""
+    """Send `alert.v2` to settings.ehr_mllp_target until stopped (or, bounded, its end),
+    committing at least every `budget_s` (`AlertFeed`)."""
     if not settings.ehr_mllp_target:
         raise ValueError("no EHR listener: set ehr_mllp_target (WARDFLOW_EHR_MLLP_TARGET)")
     host, port = parse_target(settings.ehr_mllp_target)
@@ -221,7 +224,15 @@ def feed(
     sender = Hl7Sender(
         client, stats, max_attempts=max_attempts, backoff_base_s=backoff_base_s, receiver=receiver
     )
-    alerts = AlertFeed(settings, sender, stage=STAGE, group_id=group_id, prefix=prefix, stats=stats)
+    alerts = AlertFeed(
+        settings,
+        sender,
+        stage=STAGE,
+        group_id=group_id,
+        prefix=prefix,
+        stats=stats,
+        budget_s=budget_s,
+    )
     try:
         return alerts.run(bounded=bounded, stop=stop)
     finally:

@@ -361,3 +361,23 @@ def test_an_ehr_that_keeps_answering_ar_stops_the_feed_at_that_message_and_nothi
     stats = ehr_hl7.feed(s, prefix=prefix, **FAST)  # the EHR answers AA now: resume there
     assert (stats.consumed, stats.written) == (2, 2)
     assert state.ids(events)[4:] == [cid(events[1]), cid(events[2])]
+
+
+def test_a_batch_past_its_time_budget_is_committed_and_the_rest_read_again_once(
+    kafka: Settings, prefix: str, ehr: tuple[Ehr, str]
+) -> None:
+    """With a budget of 0 s each poll delivers one event, commits it and reads the rest of its
+    batch again (an EHR answering in 0.6 s held a batch of 500 past the group's poll interval,
+    so its commit failed and every restart sent the batch again): each event reaches the EHR
+    once, in each patient's order, and every offset is committed."""
+    state, target = ehr
+    s = dataclasses.replace(kafka, ehr_mllp_target=target)
+    events = [*episode("news2_rising", "e1" * 12), *episode("sirs_persistent", "f2" * 12)]
+    produce(s, prefix, events)
+
+    stats = ehr_hl7.feed(s, prefix=prefix, budget_s=0.0, **FAST)
+
+    assert (stats.consumed, stats.written, stats.retries) == (6, 6, 0) and stats.add_up()
+    want = [cid(e) for e in events]
+    assert state.ids(events[:3]) == want[:3] and state.ids(events[3:]) == want[3:]
+    assert committed(s, prefix, ehr_hl7.GROUP) == 6
