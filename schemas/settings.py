@@ -306,6 +306,12 @@ class Settings:
         "also finds a sender gone without a word); a frame started must end within 60 s of "
         "silence. A sender reconnects to send again.",
     )
+    hl7_max_connections: int = setting(
+        64,
+        "How many connections the HL7 v2 gateway holds at once (an interface engine opens one "
+        "per feed); one more is closed at once, logged, so that a sender reconnecting in a "
+        "loop cannot take the threads and file descriptors of every other feed.",
+    )
     max_message_bytes: int = setting(
         16 << 20,
         "The largest HL7 v2 message or FHIR file the ingestion edges take; a larger one is "
@@ -508,6 +514,8 @@ class Settings:
             raise ValueError(f"hl7_ack_policy {self.hl7_ack_policy!r}: durable or strict")
         if self.hl7_idle_timeout_s <= 0:
             raise ValueError("hl7_idle_timeout_s must be > 0")
+        if self.hl7_max_connections < 1:
+            raise ValueError("hl7_max_connections must be at least 1")
         if self.checkpoint_interval_s <= 0:
             raise ValueError("checkpointing is always on: checkpoint_interval_s must be > 0")
         if not 2 * self.checkpoint_interval_s + 60 < self.transaction_timeout_s <= 900:

@@ -578,20 +578,48 @@ class _Handler(socketserver.BaseRequestHandler):
 class MllpServer(socketserver.ThreadingTCPServer):
     """`shutdown` stops accepting, closes the listening socket (a sender's new connection is
     refused, so that it fails over) and ends every connection after the message it is on: its
-    ACK still goes out, the next is not read."""
+    ACK still goes out, the next is not read. At most `max_connections` connections at once:
+    one more is closed as it is accepted (`verify_request`), before a thread is started for it."""
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], gateway: Gateway, idle_timeout_s: float = 3600.0
+        self,
+        address: tuple[str, int],
+        gateway: Gateway,
+        idle_timeout_s: float = 3600.0,
+        max_connections: int = 64,
     ) -> None:
         self.gateway = gateway
         self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
         self.stopping = threading.Event()
-        self._open: dict[socket.socket, threading.Thread] = {}
+        self._open: dict[socket.socket, threading.Thread | None] = {}
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Counts the connection as open from its accept (its thread not started yet), unless
+        `max_connections` are: then it is closed unanswered (socketserver's shutdown_request)."""
+        with self._open_lock:
+            if len(self._open) >= self.max_connections:
+                full = True
+            else:
+                full = False
+                self._open[request] = None
+        if full:
+            log.warning(
+                "MLLP connection from %s closed: %d connections open already (hl7_max_connections)",
+                client_address[0] if isinstance(client_address, tuple) else client_address,
+                self.max_connections,
+            )
+        return not full
+
+    def shutdown_request(self, request: Any) -> None:
+        """Every accepted connection ends here (handled, failed or refused): no longer counted."""
+        self.closed(request)
+        super().shutdown_request(request)
 
     def opened(self, sock: socket.socket) -> None:
         with self._open_lock:
@@ -615,7 +643,8 @@ class MllpServer(socketserver.ThreadingTCPServer):
                 sock.shutdown(socket.SHUT_RD)  # its recv returns: the ACK can still go out
         deadline = time.monotonic() + self.gateway.store_timeout_s + 5.0
         for thread in open_now.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not None:  # None: accepted, its thread not started (it reads nothing)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def topic_prefixes(settings: Settings, prefix: str = "") -> list[str]:
@@ -631,7 +660,9 @@ def serve(
     gateway = Gateway(settings, prefix=prefix, listen=f"{host}:{port}")  # a bad setting stops here
     for p in topic_prefixes(settings, prefix):
         kafka_io.ensure_topics(settings, TOPICS, prefix=p)
-    server = MllpServer((host, port), gateway, settings.hl7_idle_timeout_s)
+    server = MllpServer(
+        (host, port), gateway, settings.hl7_idle_timeout_s, settings.hl7_max_connections
+    )
     threading.Thread(target=server.serve_forever, name="mllp", daemon=True).start()
     return server
 

@@ -131,6 +131,39 @@ def test_a_stopped_gateway_refuses_new_connections_and_ends_open_ones(
         socket.create_connection(("127.0.0.1", port), 5)
 
 
+def test_a_connection_past_the_cap_is_closed_and_the_open_ones_are_served(
+    kafka: Settings, prefix: str
+) -> None:
+    """`hl7_max_connections` 2: a third connection is closed unanswered as it is accepted
+    (a sender reconnecting in a loop took a thread and a socket each, for an hour); the two
+    open ones go on, and once one closes a new one is served."""
+    s = dataclasses.replace(kafka, hl7_max_connections=2)
+    server = hl7_gateway.serve(s, port=0, prefix=prefix)
+    port = server.server_address[1]
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), 30) as one,
+            socket.create_connection(("127.0.0.1", port), 30) as two,
+        ):
+            one.sendall(frame(admit("C1")))
+            assert "MSA|AA|C1" in read_ack(one)
+            with socket.create_connection(("127.0.0.1", port), 30) as third:
+                third.sendall(frame(admit("C3")))
+                with pytest.raises(ConnectionError):
+                    read_ack(third)  # closed, never answered: the sender resends elsewhere
+            two.sendall(frame(admit("C2")))
+            assert "MSA|AA|C2" in read_ack(two)
+        deadline = time.monotonic() + 10
+        while server._open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), 30) as again:
+            again.sendall(frame(admit("C4")))
+            assert "MSA|AA|C4" in read_ack(again)
+    finally:
+        server.shutdown()
+    assert kafka_io.count_records(kafka, prefix + topics.ADT_EVENT.name) == 3
+
+
 def kafka_down(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory, *, store_timeout_s: float
 ) -> hl7_gateway.MllpServer:
