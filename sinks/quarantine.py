@@ -6,7 +6,8 @@ quarantine registry (udfs/quarantine.py), which the screening job reads in the J
   showed the fault are ignored too, on a replay or a restore), with the event's `reason`, set by
   `data_quality/<monitor>` and the event id;
 - action `clear`: its open quarantine ends at the start of the window that showed the condition
-  had ended (`window_start` of the clearing event);
+  had ended (`window_start` of the clearing event); an operator's quarantine is not the data
+  quality job's to end (a condition that opened under it is held there: udfs/quarantine.py);
 - no action: information only, nothing changes.
 
 Reads committed records only (the data-quality job writes transactionally) and commits its offsets

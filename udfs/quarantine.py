@@ -82,6 +82,11 @@ class Quarantine:
     cleared_by: str | None = None
     clear_event_id: str | None = None
     clear_reason: str | None = None
+    # a data-quality condition that opened while an operator held the source (`held_*`): it
+    # keeps the source quarantined after the operator's clear, until its own clear
+    held_event_id: str | None = None
+    held_by: str | None = None
+    held_reason: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -163,14 +168,23 @@ class QuarantineRegistry:
         by: str,
         event_id: str | None = None,
     ) -> Quarantine | None:
-        """Quarantine a source from event time `since`; None (nothing changed) when the event
-        was applied before or the source is already quarantined."""
+        """Quarantine a source from event time `since`; None (no new quarantine) when the event
+        was applied before or the source is already quarantined. A data-quality event (its
+        `event_id`) on a source an operator holds is kept on the operator's quarantine
+        (`held_event_id`): the operator's clear then leaves the source quarantined under it."""
         key = (source_topic, facility_id, unit_key(unit_id))
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
                 return None
-            if any(q.open and q.key == key for q in entries):
+            i = next((i for i, q in enumerate(entries) if q.open and q.key == key), None)
+            if i is not None:
+                q = entries[i]
+                if event_id and q.set_event_id is None and q.held_event_id is None:
+                    entries[i] = replace(q, held_event_id=event_id, held_by=by, held_reason=reason)
+                    self._write(
+                        entries, {"action": "hold", **asdict(entries[i]), "event_id": event_id}
+                    )
                 return None
             q = Quarantine(*key, since=_iso(since), reason=reason, set_by=by, set_event_id=event_id)
             self._write([*entries, q], {"action": "set", **asdict(q), "event_id": event_id})
@@ -191,16 +205,24 @@ class QuarantineRegistry:
         applied before or no quarantine of that source is open. A data-quality event's clear
         (`event_id`) ends only a quarantine a data-quality event set: an operator's stays until
         an operator clears it (a duplicate storm resolving on a unit an operator had quarantined
-        for a firmware fault lifted the operator's hold)."""
+        for a firmware fault lifted the operator's hold), only the condition it held ends. An
+        operator's clear of a quarantine that holds a data-quality condition still open ends
+        theirs and opens one of that condition's from `until` (their clear lifted it)."""
         key = (source_topic, facility_id, unit_key(unit_id))
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
                 return None
             i = next((i for i, q in enumerate(entries) if q.open and q.key == key), None)
-            if i is None or (event_id and entries[i].set_event_id is None):
+            if i is None:
                 return None
             q = entries[i]
+            if event_id and q.set_event_id is None:
+                if q.held_event_id is not None:
+                    entries[i] = replace(q, held_event_id=None, held_by=None, held_reason=None)
+                    change = {"action": "release", **asdict(entries[i]), "event_id": event_id}
+                    self._write(entries, change)
+                return None
             done = replace(
                 q,
                 until=max(_iso(until), q.since, key=_parse),
@@ -210,6 +232,15 @@ class QuarantineRegistry:
             )
             entries[i] = done
             self._write(entries, {"action": "clear", **asdict(done), "event_id": event_id})
+            if not event_id and q.held_event_id is not None:
+                held = Quarantine(
+                    *key,
+                    since=done.until or _iso(until),
+                    reason=q.held_reason or "",
+                    set_by=q.held_by or "data_quality",
+                    set_event_id=q.held_event_id,
+                )
+                self._write([*entries, held], {"action": "set", **asdict(held), "event_id": None})
             return done
 
     @contextlib.contextmanager

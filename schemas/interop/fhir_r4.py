@@ -357,9 +357,9 @@ def map_json(
         entries = data.get("entry") or []
         if not isinstance(entries, list):
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
-        inside = _full_urls(entries)
-        context = _context(entries)
         history = data.get("type") == "history"
+        inside = _full_urls(entries, history=history)
+        context = _context(entries)
         superseded = _superseded(entries) if history else {}
         # a history Bundle lists the newest version first (FHIR R4 http.html#history: "sorted
         # with oldest versions last"): its versions are applied oldest first
@@ -422,7 +422,8 @@ def summed_together(
     for r in resources:
         entries = r.get("entry") if isinstance(r, dict) else None
         if isinstance(r, dict) and r.get("resourceType") == "Bundle" and isinstance(entries, list):
-            sent |= _sent_totals(entries, tokenise, _full_urls(entries), codes)
+            bundle = _full_urls(entries, history=r.get("type") == "history")
+            sent |= _sent_totals(entries, tokenise, bundle, codes)
         else:
             sent |= _sent_totals([{"resource": r}], tokenise, {}, codes)
     return _summed_parts(outcomes, sent)
@@ -437,16 +438,47 @@ def _mdc_coded(code: str, display: Any) -> tuple[str, int] | None:
     return (mdc.PANELS[code], 0) if code in mdc.PANELS else None
 
 
-def _full_urls(entries: list[Any]) -> dict[str, Any]:
-    """A Bundle's resources by their entries' `fullUrl`; a fullUrl listed more than once (a
-    history Bundle's versions, FHIR R4 bdl-7) is its first entry's: a history lists the newest
-    version first, so an Encounter's Patient is as the server holds it now (a birth date
-    corrected since is the corrected one)."""
+def _full_urls(entries: list[Any], *, history: bool) -> dict[str, Any]:
+    """A Bundle's resources by their entries' `fullUrl`. A fullUrl listed more than once (its
+    versions, FHIR R4 bdl-7) is its newest: the greatest `meta.versionId` where both are whole
+    numbers, else the latest `meta.lastUpdated` where both give one, else the first in a history
+    Bundle (which lists the newest first) and the last in any other. So an Encounter's Patient is
+    as the server holds it now (a birth date corrected since is the corrected one)."""
     out: dict[str, Any] = {}
     for e in entries:
         if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict):
-            out.setdefault(str(e["fullUrl"]), e["resource"])
+            url, resource = str(e["fullUrl"]), e["resource"]
+            if url not in out or _newer(resource, out[url], later_wins=not history):
+                out[url] = resource
     return out
+
+
+def _newer(candidate: dict[str, Any], held: dict[str, Any], *, later_wins: bool) -> bool:
+    """Whether `candidate`, listed after `held` under one fullUrl, is its newer version."""
+    versions = [_meta(r, "versionId") for r in (candidate, held)]
+    if all(v is not None and v.isdigit() for v in versions):
+        return int(versions[0]) > int(versions[1])  # type: ignore[arg-type]
+    updated = [_updated(_meta(r, "lastUpdated")) for r in (candidate, held)]
+    if updated[0] is not None and updated[1] is not None:
+        return updated[0] > updated[1]
+    return later_wins
+
+
+def _meta(resource: dict[str, Any], key: str) -> str | None:
+    meta = resource.get("meta")
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value.strip() if isinstance(value, str) else None
+
+
+def _updated(text: str | None) -> datetime | None:
+    """`meta.lastUpdated` (an instant: always with a zone), or None."""
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
 
 
 def _may_send_total(data: dict[str, Any], codes: CodeMap) -> bool:

@@ -1784,3 +1784,32 @@ def test_an_encounter_in_a_history_bundle_takes_its_patients_newest_version() ->
     )
     records = [r for _, o, _ in run(bundle) if isinstance(o, Mapped) for _, r in o.records]
     assert records and {(r["age_years"], r["female"]) for r in records} == {(65.0, True)}
+
+
+def test_a_patient_listed_twice_in_a_bundle_is_its_newest_version() -> None:
+    """FHIR R4 bdl-7 lets any Bundle list a fullUrl twice with different versions, in any order:
+    the greater versionId, else the later lastUpdated, else (history aside) the last listed."""
+    url = "https://ehr.example/fhir/Patient/p1"
+    old = {"resourceType": "Patient", "id": "p1", "birthDate": "1930-05-01", "gender": "unknown"}
+    now = old | {"birthDate": "1960-05-01", "gender": "female"}
+    enc = encounter(("4E", "2026-02-01T08:00:00Z", None)) | {
+        "period": {"start": "2026-02-01T08:00:00Z"},
+        "subject": {"reference": "Patient/p1"},
+    }
+    v2, v10 = old | {"meta": {"versionId": "2"}}, now | {"meta": {"versionId": "10"}}
+    jan1 = old | {"meta": {"lastUpdated": "2026-01-01T00:00:00Z"}}
+    jan2 = now | {"meta": {"lastUpdated": "2026-01-02T00:00:00+01:00"}}
+    listings = [[v2, v10], [v10, v2], [jan1, jan2], [jan2, jan1], [old, now]]  # 10 after 2
+    for kind in ("collection", "transaction", "searchset"):
+        for listed in listings:
+            bundle = {
+                "resourceType": "Bundle",
+                "type": kind,
+                "entry": [
+                    *({"fullUrl": url, "resource": r} for r in listed),
+                    {"fullUrl": "https://ehr.example/fhir/Encounter/e1", "resource": enc},
+                ],
+            }
+            records = [r for _, o, _ in run(bundle) if isinstance(o, Mapped) for _, r in o.records]
+            got = {(r["age_years"], r["female"]) for r in records}
+            assert got == {(65.0, True)}, (kind, [r.get("meta") for r in listed])

@@ -75,17 +75,40 @@ def test_a_source_already_quarantined_is_not_quarantined_twice_and_a_clear_needs
 
 
 def test_a_data_quality_clear_does_not_lift_an_operators_quarantine(tmp_path: Path) -> None:
-    """An operator quarantines a unit; a data-quality condition opens on it (unchanged: already
-    quarantined) and resolves: the operator's hold stays until an operator clears it."""
+    """An operator quarantines a unit; a data-quality condition opens on it (no new quarantine:
+    it is held by the operator's) and resolves: the operator's hold stays until an operator
+    clears it."""
     reg = QuarantineRegistry(tmp_path)
     held = reg.set(*SRC, since=T0, reason="temp in degF after a firmware update", by="jdoe")
     assert held is not None
     assert reg.set(*SRC, since=T0, reason="storm", by="data_quality/x", event_id="e1") is None
     later = T0 + timedelta(hours=1)
     assert reg.clear(*SRC, until=later, reason="ok", by="data_quality/x", event_id="e2") is None
-    assert reg.active() == [held]
+    [still] = reg.active()
+    assert (still.set_by, still.held_event_id) == ("jdoe", None)
     done = reg.clear(*SRC, until=later, reason="firmware rolled back", by="jdoe")
     assert done is not None and done.cleared_by == "jdoe" and reg.active() == []
+
+
+def test_an_operators_clear_leaves_a_data_quality_condition_still_open_quarantined(
+    tmp_path: Path,
+) -> None:
+    """An operator's hold, a duplicate storm opening on the source meanwhile, then the operator
+    clears theirs: the source stays quarantined under the storm's event, from the operator's
+    clear, until the storm's own clear."""
+    reg = QuarantineRegistry(tmp_path)
+    reg.set(*SRC, since=T0, reason="firmware fault", by="jdoe")
+    assert reg.set(*SRC, since=T0, reason="storm", by="data_quality/x", event_id="e1") is None
+    assert reg.set(*SRC, since=T0, reason="storm", by="data_quality/x", event_id="e1") is None
+    lifted = T0 + timedelta(hours=1)
+    assert reg.clear(*SRC, until=lifted, reason="fixed", by="jdoe") is not None
+    [storm] = reg.active()
+    assert (storm.set_by, storm.set_event_id, storm.reason) == ("data_quality/x", "e1", "storm")
+    assert storm.since == reg.all()[0].until  # no gap between the two
+    over = T0 + timedelta(hours=2)
+    cleared = reg.clear(*SRC, until=over, reason="ok", by="data_quality/x", event_id="e2")
+    assert cleared is not None and cleared.set_event_id == "e1" and reg.active() == []
+    assert [h["action"] for h in reg.history()] == ["set", "hold", "clear", "set", "clear"]
 
 
 def test_a_clear_before_the_start_ends_an_empty_interval_not_a_negative_one(
