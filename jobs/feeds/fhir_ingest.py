@@ -134,6 +134,8 @@ def _documents(raw: bytes, path: Path, limit: int) -> list[tuple[str, Any, bytes
             return [("", json.loads(raw), raw)]
         except ValueError as exc:
             return Refused("malformed", f"not JSON: {exc}")
+        except RecursionError:
+            return TOO_DEEP
     out: list[tuple[str, Any, bytes]] = []
     for n, line in enumerate(raw.splitlines(), start=1):
         if len(line) > limit:
@@ -144,7 +146,14 @@ def _documents(raw: bytes, path: Path, limit: int) -> list[tuple[str, Any, bytes
                 out.append((f"line{n}", json.loads(line), line))
             except ValueError as exc:
                 out.append((f"line{n}", Refused("malformed", f"not JSON: {exc}"), line))
+            except RecursionError:
+                out.append((f"line{n}", TOO_DEEP, line))
     return out
+
+
+# JSON nested deeper than Python's recursion limit (about a thousand levels; no FHIR resource
+# nests so deep): refused, not a crash that stopped every file behind it.
+TOO_DEEP = Refused("malformed", "nested too deeply to be read (no FHIR resource nests so deep)")
 
 
 def _in_time_order(decisions: list[Decision]) -> list[Decision]:
@@ -210,13 +219,17 @@ def decide_file(
         return source, one(documents, raw)
     # an export's lines are read together: a GCS part is summed with its reading's other parts
     read: list[tuple[str, Any, list[fhir_r4.Outcome]]] = []
-    for line, data, _ in documents:
+    for i, (line, data, text) in enumerate(documents):
         if isinstance(data, Refused):
             continue
-        outcomes = fhir_r4.map_json(
-            data, tokenise, source=source, facility_id=facility_id, codes=codes,
-            alone=not line, line=line,
-        )  # fmt: skip
+        try:
+            outcomes = fhir_r4.map_json(
+                data, tokenise, source=source, facility_id=facility_id, codes=codes,
+                alone=not line, line=line,
+            )  # fmt: skip
+        except RecursionError:  # parsed, but too deep to walk (a Bundle's references)
+            documents[i] = (line, TOO_DEEP, text)
+            continue
         read.append((line, data, outcomes))
     together = iter(
         fhir_r4.summed_together(
@@ -271,7 +284,14 @@ def ingest(
     pub = Publisher(settings, prefix=prefix, stage=STAGE)
     report = IngestReport()
     for path in files(paths):
-        source, decisions = decide_file(settings, pub, path, facility_id, codes)
+        try:
+            source, decisions = decide_file(settings, pub, path, facility_id, codes)
+        except Exception as exc:  # a defect, not the file's content: the next file is read
+            # (its type only: a message may quote the file's content)
+            name = "fhir:file-name:" + phi.token(pub.key, "fhir:file-name", str(path))[:16]
+            report.failed_files.append(name)
+            report.lines.append(f"error    {name}: not read: {type(exc).__name__}")
+            continue
         try:
             for seq, d in enumerate(decisions):
                 pub.send(d.records)
@@ -303,13 +323,28 @@ def ingest(
     return report
 
 
-def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[str]:
-    """One tab-separated line per resource or entry: file, outcome, records, reason (+ label)."""
+def checked(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[Decision]:
+    """What ingesting would decide for each resource or entry, without Kafka."""
     pub = Publisher(settings, stage=STAGE)
     codes = CodeMap.load(settings.interop_code_map)
     for path in files(paths):
-        for d in decide_file(settings, pub, path, facility_id, codes)[1]:
-            yield f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.summary}"
+        yield from decide_file(settings, pub, path, facility_id, codes)[1]
+
+
+def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[str]:
+    """One tab-separated line per resource or entry: file, outcome, records, reason (+ label)."""
+    for d in checked(settings, paths, facility_id):
+        yield line_of(d)
+
+
+def line_of(d: Decision) -> str:
+    return f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.summary}"
+
+
+def unreadable(d: Decision) -> bool:
+    """A file that could not be read (missing, no permission): the run tells the operator by
+    its exit status, as the HL7 gateway's check does."""
+    return d.refusal is not None and d.refusal.reason_code == "unreadable"
 
 
 def _check_main(argv: list[str]) -> None:
@@ -322,7 +357,12 @@ def _check_main(argv: list[str]) -> None:
     ap.add_argument("--facility-id", default="fhir", help="for resources that name none")
     Settings.add_arguments(ap)
     a = ap.parse_args(argv)
-    print("\n".join(check(Settings.resolve(a), a.paths, a.facility_id)), flush=True)
+    failed = False
+    for d in checked(Settings.resolve(a), a.paths, a.facility_id):
+        print(line_of(d), flush=True)
+        failed |= unreadable(d)
+    if failed:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -348,8 +388,8 @@ def main(argv: list[str] | None = None) -> None:
         f"({dict(r.values_refused)})"
         + (f"; not stored: {', '.join(r.failed_files)}" if r.failed_files else "")
     )
-    if r.failed_files:
-        raise SystemExit(1)
+    if r.failed_files or r.refused.get("unreadable"):
+        raise SystemExit(1)  # not stored, or not read: a file named wrongly is not a success
 
 
 if __name__ == "__main__":

@@ -102,3 +102,41 @@ def test_a_search_sorted_newest_first_is_published_oldest_first(tmp_path: Path) 
     (tmp_path / "search.json").write_text(json.dumps(bundle))
     rows = offline_check("jobs.feeds.fhir_ingest", tmp_path)
     assert [r[3].rsplit("/", 1)[-1] for r in rows] == ["hr08", "hr09", "hr10"]
+
+
+def test_json_nested_too_deep_is_refused_and_the_files_behind_it_are_read(tmp_path: Path) -> None:
+    """A file of 100,000 nested arrays, and a Bundle whose Observation nests its extensions 2,000
+    deep (it parses; its references cannot be walked): each refused `malformed`, where Python's
+    RecursionError stopped the run and every file behind it."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "a.json").write_text(json.dumps(heart_rate("first", "/min")))
+    (drop / "b.json").write_text("[" * 100_000 + "]" * 100_000)
+    levels = 450  # json.loads takes it (under 1,000 nested containers); the walk does not
+    deep = '{"url":"urn:x","extension":[' * levels + '{"url":"urn:x","valueString":"x"}'
+    deep += "]}" * levels
+    nested = json.dumps(heart_rate("nested", "/min") | {"extension": ["DEEP"]})
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": "NESTED"}]}
+    text = json.dumps(bundle).replace('"NESTED"', nested).replace('"DEEP"', deep)
+    (drop / "c.json").write_text(text)
+    (drop / "d.json").write_text(json.dumps(heart_rate("last", "/min")))
+    rows = offline_check("jobs.feeds.fhir_ingest", drop)
+    assert [r[:3] for r in rows] == [
+        ["a.json", "mapped", "1"],
+        ["b.json", "refused", "0"],
+        ["c.json", "refused", "0"],
+        ["d.json", "mapped", "1"],
+    ]
+    assert rows[1][3].startswith("malformed: nested too deeply")
+    assert rows[2][3].startswith("malformed: nested too deeply")
+
+
+def test_a_path_that_cannot_be_read_fails_the_check(tmp_path: Path) -> None:
+    """A mistyped export folder is refused `unreadable` and the check exits 1, as the HL7
+    gateway's does: a cron job saw success while nothing was read."""
+    (tmp_path / "a.json").write_text(json.dumps(heart_rate("ok", "/min")))
+    rows = offline_check(
+        "jobs.feeds.fhir_ingest", tmp_path / "a.json", tmp_path / "no-such-export", exit_status=1
+    )
+    assert [r[1] for r in rows] == ["mapped", "refused"]
+    assert rows[1][3].startswith("unreadable: FileNotFoundError")
