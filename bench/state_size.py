@@ -46,7 +46,7 @@ from pyflink.table import DataTypes, Schema
 from pyflink.table.expressions import col
 
 from jobs.runtime.flink_env import plan_once, stream_table_env
-from jobs.runtime.stays import VISIT_COLUMNS, register, stay_discharges_sql
+from jobs.runtime.stays import VISIT_COLUMNS, ends_sql, register, stay_discharges_sql
 from jobs.screening.rules import (
     RULES,
     hits_sql,
@@ -137,7 +137,7 @@ def events_table(
     register(t_env)
     t_env.create_temporary_view("charted", table.select(*[col(c) for c in columns]))
     kept = ", ".join(
-        "is_stay_discharge AS is_discharge" if c == "is_discharge" else c
+        f"{ends_sql()} AS is_discharge" if c == "is_discharge" else c
         for c in columns
         if c not in VISIT_COLUMNS
     )

@@ -39,14 +39,15 @@ without ADT; with ADT, say an emergency department's vitals before the admission
 the admission ends). A new admission ends the token's earlier stay, discharged or not. A
 discharge of another visit than the stay's (an emergency visit closed after the inpatient
 admission: another encounter from another unit, jobs/runtime/stays.py) ends no stay. An ADT
-event recorded longer after it happened than the job's state TTL (`stay_state_ttl_h`) is read
-only as a discharge that ends the stay (of the stay: jobs/runtime/stays.py); any other, an old
-visit's admission a FHIR Encounter's later version sends again, changes no stay. A discharge at
-the same millisecond as an admission ends the stay before it. A discharge that a later A13
-(`cancel_discharge`) takes back does not end the stay: it is scored at its hours that fall due
-after the cancel (an hour due between the discharge and its cancel is not: the join sees
-the stay as it was then), and a readmission score already made at that discharge stands. Every
-admission starts a stay, so an admission sent again after a cancel (A11, or a FHIR Encounter
+event recorded longer after it happened than the job's state TTL (`stay_state_ttl_h`) that
+happened before the stay began, and is not of it, is not read (jobs/runtime/stays.py): an old
+visit's admission and discharge that a FHIR Encounter's later version sends again change no
+stay; one that happened since counts (an admission registered days late starts its stay). A
+discharge at the same millisecond as an admission ends the stay before it. A discharge that a later
+A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that fall due
+after the cancel (an hour due between the discharge and its cancel is not: the join sees the stay as
+it was then), and a readmission score already made at that discharge stands. Every admission starts
+a stay, so an admission sent again after a cancel (A11, or a FHIR Encounter
 voided: `void_encounter`; this job reads neither) starts another. A merge of the token's record
 into another patient's record (HL7 A40, `merged_away`: a trauma alias merged into the patient's
 own record) ends the token's stay for good: no score is published under a record that no longer
@@ -89,7 +90,9 @@ from jobs.runtime.flink_env import STATE_TTL, plan_once, state_ttl
 from jobs.runtime.job import Job, Sinks, Sources
 from jobs.runtime.stays import (
     adt_copies_sql,
-    is_stale_sql,
+    discharge_sql,
+    ends_sql,
+    ignored_sql,
     stay_discharges_sql,
     visit_columns_sql,
 )
@@ -120,8 +123,9 @@ STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
 # A discharge of another visit than the stay's (jobs/runtime/stays.py: an emergency visit closed
 # after the inpatient admission) ends no stay and is not read: no readmission is scored at it.
 VISIT_DISCHARGE = "visit_discharge"
-# An ADT event recorded longer after it happened than the job remembers (its state TTL), of
-# another stay or not a discharge (jobs/runtime/stays.py): not read.
+# An ADT event recorded longer after it happened than the job remembers (its state TTL) and
+# happened before the stay began, not of it: an earlier visit's sent again
+# (jobs/runtime/stays.py), not read.
 STALE_ADT = "stale_adt"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.
@@ -160,9 +164,9 @@ def merged_sql(sources: Sources, remembered_h: float) -> str:
     its topic, id, Kafka coordinates, rowtime and bytes, for a dead letter): every declared
     parameter a DOUBLE column (null where the record's topic has no such field or the record no
     value); ADT events carry none (record_kind their event type; `VISIT_DISCHARGE` for a
-    discharge of another visit than the stay's, `STALE_ADT` for an event recorded later than
-    `remembered_h`, the job's state TTL, but a discharge that ends the stay: jobs/runtime/stays.py)
-    and their encounter."""
+    discharge of another visit than the stay's, `STALE_ADT` for an earlier visit's event
+    recorded later than `remembered_h`, the job's state TTL: jobs/runtime/stays.py) and their
+    encounter."""
     selects = []
     for name, src in sources.items():
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -184,15 +188,13 @@ def merged_sql(sources: Sources, remembered_h: float) -> str:
                facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params},
                {visit_columns_sql(name == "adt", remembered_h)}
         FROM {accepted}""")
-    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read, nor any other
-    # event recorded later than the job remembers but a discharge that ends the stay (a FHIR
-    # Encounter's later version sends an old visit's admission again, which would have
-    # superseded the current stay); a copy of an event stays what it is, which `merged_view`
-    # dead-letters (`duplicate`)
+    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read, nor an earlier
+    # visit's event recorded later than the job remembers (a FHIR Encounter's later version
+    # sends an old visit's admission again, which would have superseded the current stay); a
+    # copy of an event stays what it is, which `merged_view` dead-letters (`duplicate`)
     kind = (
-        f"CASE WHEN is_stay_discharge THEN 'discharge' "
-        f"WHEN visit_event = 'discharge' THEN '{VISIT_DISCHARGE}' "
-        f"WHEN {is_stale_sql()} THEN '{STALE_ADT}' ELSE record_kind END"
+        f"CASE WHEN {ends_sql()} THEN 'discharge' WHEN {ignored_sql()} THEN '{STALE_ADT}' "
+        f"WHEN {discharge_sql()} THEN '{VISIT_DISCHARGE}' ELSE record_kind END"
     )
     values = ", ".join(quote(p.name) for p in PARAMETERS)
     return f"""

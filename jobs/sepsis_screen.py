@@ -378,9 +378,10 @@ def views(
         key="patient_token",
         rowtime="event_time",
         columns=", ".join(
-            "is_stay_discharge AS is_discharge" if c == "is_discharge" else c for c in EVENT_COLUMNS
+            f"{stays.ends_sql()} AS is_discharge" if c == "is_discharge" else c
+            for c in EVENT_COLUMNS
         ),
-        aggregates={"is_stay_discharge": stays.STAY_DISCHARGE_SQL},
+        aggregates={stays.STAY_OUTCOME: stays.STAY_DISCHARGE_SQL},
     )
     state_views(t_env, bool(scoring))
     t_env.create_temporary_view(

@@ -70,22 +70,27 @@ REMEMBERED_MS = 25 * 3600 * 1000
 def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int) -> bool:
     """Whether an ADT event is a discharge of another visit than the patient's stay
     (jobs/runtime/stays.py, the census's rule), a copy of an event id seen before, or an event
-    recorded more than `remembered_ms` (the job's state TTL) after it happened that is not of the
-    open stay (neither changes anything), with `stay` (the patient's, in arrival order: the
-    stay's encounter, `""` where its admission named none; the unit last placed in; and whether
-    the stay is open, True, or closed by a discharge that ended it, False) after it."""
+    recorded more than `remembered_ms` (the job's state TTL) after it happened, before the stay
+    began, that is not of the open stay (neither changes anything), with `stay` (the
+    patient's, in arrival order: the stay's encounter, `""` where its admission named none, and
+    when its admission happened; the unit last placed in; and whether the stay is open, True, or
+    closed by a discharge that ended it, False) after it."""
     seen = stay.setdefault("seen", set())
+    stay["ignored"] = False  # whether this event was an earlier visit's, sent again
     if rec["event_id"] in seen:  # a copy changes nothing (as the census's `duplicate`)
         return True
     seen.add(rec["event_id"])
     kind, unit = rec["event_type"], census.discharged_from(rec) or None
     encounter = rec.get("encounter_token") or None
-    late_ms = codec.epoch_ms(codec.record_time(rec)) - codec.epoch_ms(rec["event_time"])
-    if late_ms > remembered_ms and not _of_the_stay(stay, kind, encounter, unit):
+    happened = codec.epoch_ms(rec["event_time"])
+    late = codec.epoch_ms(codec.record_time(rec)) - happened > remembered_ms
+    before = stay.get("start_ms") is not None and happened < stay["start_ms"]
+    if late and before and not _of_the_stay(stay, kind, encounter, unit):
+        stay["ignored"] = True  # an earlier visit's, sent again
         return True
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
-        stay["encounter"] = encounter or ""
+        stay["encounter"], stay["start_ms"] = encounter or "", happened
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
     open_before = stay.get("open")  # None: no admission or discharge yet
@@ -113,9 +118,8 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
 
 
 def _of_the_stay(stay: dict[str, Any], kind: str, encounter: str | None, unit: str | None) -> bool:
-    """An event recorded later than the job remembers is of the open stay: no merge, and it
-    names no encounter, the stay's, or (the stay's unknown) the unit last placed in (the
-    census's `_of_the_stay`)."""
+    """A stale event is of the open stay: no merge, and it names no encounter, the stay's, or
+    (the stay's unknown) the unit last placed in (the census's `_of_the_stay`)."""
     if stay.get("open") is not True or kind.startswith("merged_"):
         return False
     if encounter is None:

@@ -27,15 +27,18 @@ own). Its state per patient, two strings and a flag (and the latest row's result
 
 An ADT event recorded longer after it happened than the job remembers (its state TTL: the
 copy count below forgets an event id, the rule its patient, after that long without a record)
-counts only where it is of the open stay: no merge, naming no encounter, the stay's, or (the
-stay's unknown) the unit the patient was last placed in (the census's `_of_the_stay`, whose
-memory is its 7-day retention). Any other changes nothing: the job cannot tell it from a resend.
-A FHIR Encounter's later version (a billing update of a visit closed days ago) sends its
-admission and discharge again, their ids forgotten, and the discharge ended the current stay
-(its screening state and alerts; in the catalog, the admission superseded the stay). The cost:
-an event entered that late for a patient the job no longer holds state for (no record for the
-TTL: a discharge entered days after the patient left) changes nothing either (the catalog
-scores no readmission at it; the census, which holds a bed until its discharge, frees it).
+that happened before the stay began (by the event time of the stay's admission) is an earlier
+visit's sent again: it changes nothing, unless it is of the open stay (no merge; naming no
+encounter, the stay's, or, the stay's unknown, the unit the patient was last placed in: the
+census's `_of_the_stay`, whose memory is its 7-day retention). A FHIR Encounter's later version
+(a billing update of a visit closed days ago) sends its admission and discharge again, their
+ids forgotten, and the discharge ended the current stay (its screening state and alerts; in the
+catalog, the admission superseded the stay). An event that happened since the stay began counts
+as any does, however late it was entered: an admission registered a day late (downtime
+back-entry, PV1-44 hours back) is the stay from then on, an A13 entered late reopens it. Where
+the job holds no stay for the patient (none seen, or none within the TTL) every event counts,
+as before: an old visit sent again then starts and ends a stay of its own (in the catalog, a
+second readmission score of that visit).
 
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT
@@ -64,12 +67,16 @@ VISIT_COLUMNS = {
     "visit_event": "STRING",
     "visit_encounter": "STRING",
     "visit_unit_id": "STRING",
+    "visit_time": "TIMESTAMP(3)",  # when the event happened (its own event time)
 }
 STAY_DISCHARGE_FUNCTION = "wf_stay_discharge"  # io.wardflow.udf.StayDischarge
-# Whether the record is an ADT discharge that ends the patient's stay (module docstring): an
-# aggregate for an OVER window of the patient's records (`VISIT_COLUMNS`) in arrival order,
-# `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`; FALSE for any other record.
+# What the record does to the patient's stay (module docstring), an INT: `ENDS` for an ADT
+# discharge that ends it, `IGNORED` for a stale event of an earlier visit, 0 for any other
+# record. An aggregate for an OVER window of the patient's records (`VISIT_COLUMNS`) in arrival
+# order, `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`.
 STAY_DISCHARGE_SQL = f"{STAY_DISCHARGE_FUNCTION}({', '.join(VISIT_COLUMNS)})"
+STAY_OUTCOME = "stay_outcome"  # its column in `stay_discharges_sql`
+ENDS, IGNORED = 1, 2  # StayDischarge.java's ENDS and IGNORED
 
 
 def register(t_env: Any) -> None:
@@ -110,22 +117,31 @@ def visit_columns_sql(adt: bool, remembered_h: float = 0.0) -> str:
     return (
         f"CASE WHEN visit_copy = 1 THEN {stale_type_sql(remembered_h)} END AS visit_event, "
         "NULLIF(encounter_token, '') AS visit_encounter, "
-        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id"
+        f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id, "
+        "measured_time AS visit_time"
     )
 
 
-def is_stale_sql(visit_event: str = "visit_event") -> str:
-    """SQL: whether a first copy's `visit_event` is of an event recorded later than the job
-    remembers (`stale_type_sql`; it counts only as a discharge that ends the stay:
-    `is_stay_discharge`)."""
-    return f"{visit_event} LIKE '{STALE}%'"
+def ends_sql(outcome: str = STAY_OUTCOME) -> str:
+    """SQL: whether the record is a discharge that ends the stay."""
+    return f"{outcome} = {ENDS}"
+
+
+def ignored_sql(outcome: str = STAY_OUTCOME) -> str:
+    """SQL: whether the record is a stale event of an earlier visit (it changes nothing)."""
+    return f"{outcome} = {IGNORED}"
+
+
+def discharge_sql(visit_event: str = "visit_event") -> str:
+    """SQL: whether a first copy's `visit_event` is a discharge, stale or not."""
+    return f"{visit_event} IN ('discharge', '{STALE}discharge')"
 
 
 def stay_discharges_sql(source: str) -> str:
-    """`source` (a union with `VISIT_COLUMNS` and `patient_token`) with `is_stay_discharge`, in a
+    """`source` (a union with `VISIT_COLUMNS` and `patient_token`) with `STAY_OUTCOME`, in a
     window of its own (`register` first)."""
     return f"""
     SELECT *, {STAY_DISCHARGE_SQL} OVER (
                 PARTITION BY patient_token ORDER BY visit_arrival
-                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS is_stay_discharge
+                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {STAY_OUTCOME}
     FROM (SELECT *, PROCTIME() AS visit_arrival FROM ({source}))"""

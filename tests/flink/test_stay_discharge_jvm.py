@@ -17,7 +17,14 @@ from pyflink.common import Types
 from pyflink.table import DataTypes, Schema
 
 from jobs.runtime.flink_env import stream_table_env
-from jobs.runtime.stays import adt_copies_sql, register, stay_discharges_sql, visit_columns_sql
+from jobs.runtime.stays import (
+    adt_copies_sql,
+    ends_sql,
+    ignored_sql,
+    register,
+    stay_discharges_sql,
+    visit_columns_sql,
+)
 from schemas import codec
 from schemas.settings import Settings
 from tests.reference_screen import another_visits
@@ -102,11 +109,14 @@ SCENARIOS = {
         ("discharge", "ICU", "V1", True),
     ],
 }
-# recorded 10 days after they happened (longer than the job remembers), marked by `STALE`:
-# an old visit's admission and discharge, which a FHIR Encounter's late version sends again,
-# change nothing; a discharge of the open stay entered late (its encounter's, or naming none, or
-# from its unit where the stay's encounter is unknown) ends it; a late A13 of a closed stay
-# reopens nothing
+# recorded 10 days after they happened (longer than the job remembers), marked by `STALE`,
+# before the stay began: an old visit's admission and discharge, which a FHIR Encounter's late
+# version sends again, change nothing; a discharge of the open stay (its encounter's, or naming
+# none, or from its unit where the stay's encounter is unknown) ends it; an A13 of a closed
+# stay from before it began reopens nothing. Recorded late but happened since the stay began
+# (the first stay's admission itself back-entered): an admission registered 36 h late is the
+# stay, so the emergency visit's discharge after it is another visit's; an A13 entered 36 h
+# late reopens the stay
 STALE = 10.0
 SCENARIOS |= {
     "stale-old-visit": [
@@ -125,6 +135,18 @@ SCENARIOS |= {
         ("admit", "W4", None, False),
         ("discharge", "ICU", "V5", False, STALE),
         ("discharge", "W4", "V5", True, STALE),
+    ],
+    "late-admission": [
+        ("admit", "ED", "V1", False, 2.0),
+        ("admit", "ICU", "V2", False, 1.5),
+        ("discharge", "ED", "V1", False),
+        ("discharge", "ICU", "V2", True),
+    ],
+    "late-a13": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", "V1", True, 2.0),
+        ("cancel_discharge", "W4", "V1", False, 1.5),
+        ("discharge", "ED", "V9", False),
     ],
 }
 
@@ -149,17 +171,17 @@ def scenario_records(start: int) -> list[dict[str, Any]]:
     return out
 
 
-def expected(recs: list[dict[str, Any]]) -> dict[int, bool]:
+def expected(recs: list[dict[str, Any]]) -> dict[int, tuple[bool, bool]]:
+    """Per record: (whether it ends the stay, whether it is an earlier visit's sent again)."""
     stays: dict[str, dict[str, Any]] = {}
     out = {}
     for rec in recs:
         if rec["event_type"] is None:
-            out[rec["seq"]] = False
+            out[rec["seq"]] = (False, False)
             continue
-        another = another_visits(
-            rec, stays.setdefault(rec["patient_token"], {}), round(REMEMBERED_H * 3_600_000)
-        )
-        out[rec["seq"]] = rec["event_type"] == "discharge" and not another
+        stay = stays.setdefault(rec["patient_token"], {})
+        another = another_visits(rec, stay, round(REMEMBERED_H * 3_600_000))
+        out[rec["seq"]] = (rec["event_type"] == "discharge" and not another, stay["ignored"])
     return out
 
 
@@ -191,11 +213,13 @@ def test_the_jvm_stay_rule_ends_the_stay_at_the_discharges_the_reference_does(
     union = f"""
         SELECT seq, patient_token, {visit_columns_sql(True, REMEMBERED_H)}
         FROM ({adt_copies_sql("sent")})"""
-    query = f"SELECT seq, is_stay_discharge FROM ({stay_discharges_sql(union)})"
+    query = f"SELECT seq, {ends_sql()}, {ignored_sql()} FROM ({stay_discharges_sql(union)})"
     with t_env.execute_sql(query).collect() as rows:
-        got = {int(r[0]): bool(r[1]) for r in rows}
-    want = expected(recs)
-    assert got == want
+        both = {int(r[0]): (bool(r[1]), bool(r[2])) for r in rows}
+    assert both == expected(recs)
+    got = {seq: ends for seq, (ends, _) in both.items()}
+    want = {seq: ends for seq, (ends, _) in expected(recs).items()}
+    assert sum(ignored for _, ignored in both.values()) > 20  # earlier visits' events sent again
     # not vacuous: discharges that end the stay, and first copies of another visit's
     firsts = {r["event_id"]: r["seq"] for r in reversed(recs)}
     discharges = [r for r in recs if r["event_type"] == "discharge"]

@@ -2,7 +2,7 @@
 // processing-time OVER window (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, partitioned by
 // patient, over all of the patient's records in arrival order). udfs/java_decode.py compiles it
 // into the UDF jar; jobs/runtime/stays.py calls it for the screening and catalog jobs:
-//   wf_stay_discharge(visit_event, visit_encounter, visit_unit_id) OVER w
+//   wf_stay_discharge(visit_event, visit_encounter, visit_unit_id, visit_time) OVER w
 // (visit_event: the ADT event type of an event id's first copy, null for a resend and for a
 // record that is not an ADT event).
 //
@@ -18,27 +18,36 @@
 //   of the discharge that closed the stay (where it says the patient is), or an update of the
 //   stay's own visit (or of none), each naming a unit.
 // An event recorded longer after it happened than the job remembers (its state TTL; its type
-// prefixed "stale:" by jobs/runtime/stays.py) changes the state only where it is of the open
-// stay (`ofTheStay`), as the census does after its retention.
-// The result is that of the current row: TRUE for a discharge that ends the stay, else FALSE.
-// One row of state per patient (two strings, a flag and the latest row's result), kept for the
-// job's state TTL like the rest.
+// prefixed "stale:" by jobs/runtime/stays.py) that happened before the stay began (the stay's
+// admission's event time) is an earlier visit's sent again, and changes nothing unless it is of
+// the open stay (`ofTheStay`); one that happened since counts as any event (an admission
+// registered a day late is the stay from then on).
+// The result is that of the current row: ENDS (1) for a discharge that ends the stay, IGNORED
+// (2) for a stale event that changes nothing, else NONE (0).
+// One row of state per patient (two strings, a flag, a time and the latest row's result),
+// kept for the job's state TTL like the rest.
 package io.wardflow.udf;
 
+import java.time.LocalDateTime;
+import java.time.ZoneOffset;
 import java.util.Set;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.AggregateFunction;
 
-public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc> {
+public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc> {
   static final String STALE = @STALE@; // an event type's prefix: jobs/runtime/stays.py
   static final Set<String> PLACING = Set.of("admit", "transfer", "merged_in", "cancel_transfer");
+  static final int NONE = 0; // the record changes no stay, or only the state
+  static final int ENDS = 1; // a discharge that ends the stay
+  static final int IGNORED = 2; // a stale event of an earlier visit: it changes nothing
 
-  /** What the patient's ADT events so far say; `ends`: the result for the latest row. */
+  /** What the patient's ADT events so far say; `result`: the latest row's. */
   public static class Acc {
     public String stayEncounter; // null: no stay yet
     public Boolean open; // null: no admission or discharge yet
     public String placedUnit;
-    public boolean ends;
+    public Long stayStartMs; // when the stay's admission happened (its event time); null: unknown
+    public int result;
   }
 
   @Override
@@ -50,25 +59,39 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
       Acc acc,
       @DataTypeHint("STRING") String event,
       @DataTypeHint("STRING") String encounter,
-      @DataTypeHint("STRING") String unit) {
-    acc.ends = false;
+      @DataTypeHint("STRING") String unit,
+      @DataTypeHint("TIMESTAMP(3)") LocalDateTime happened) {
+    acc.result = NONE;
     if (event == null) return;
+    Long happenedMs = happened == null ? null : happened.toInstant(ZoneOffset.UTC).toEpochMilli();
     if (event.startsWith(STALE)) {
-      // recorded later than the job remembers (jobs/runtime/stays.py): only of the stay
+      // recorded later than the job remembers (jobs/runtime/stays.py): one that happened before
+      // the stay began is an earlier visit's sent again, unless it is of the open stay
       event = event.substring(STALE.length());
-      if (!ofTheStay(acc, event, encounter, unit)) return;
+      boolean before =
+          acc.stayStartMs != null && happenedMs != null && happenedMs < acc.stayStartMs;
+      if (before && !ofTheStay(acc, event, encounter, unit)) {
+        acc.result = IGNORED;
+        return;
+      }
     }
     if (event.equals("discharge")) {
-      acc.ends = !anotherVisits(acc, encounter, unit);
+      boolean ends = !anotherVisits(acc, encounter, unit);
       // another visit's leaves the stay as it was (open), as it leaves the census
-      if (acc.ends) acc.open = false;
+      if (ends) {
+        acc.open = false;
+        acc.result = ENDS;
+      }
       return;
     }
     // an A13 of the discharge that closed the stay reopens it where it says the patient is
     // (the census takes it back only then; another visit's A13 moves no one)
     boolean reopens = event.equals("cancel_discharge") && Boolean.FALSE.equals(acc.open);
     boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
-    if (stay) acc.stayEncounter = encounter == null ? "" : encounter;
+    if (stay) {
+      acc.stayEncounter = encounter == null ? "" : encounter;
+      acc.stayStartMs = happenedMs;
+    }
     if (stay || event.equals("cancel_discharge")) acc.open = true;
     boolean ownUpdate =
         event.equals("update")
@@ -80,10 +103,9 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
   }
 
   /**
-   * Whether an event recorded later than the job remembers is of the open stay (the census's
-   * `_of_the_stay`): no merge, and it names no encounter, or the stay's, or (the stay's unknown)
-   * the unit the patient was last placed in. Any other changes nothing: a FHIR Encounter's
-   * later version sends an old visit's admission and discharge again, their ids forgotten.
+   * Whether a stale event is of the open stay (the census's `_of_the_stay`): no merge, and it
+   * names no encounter, or the stay's, or (the stay's unknown) the unit the patient was last
+   * placed in.
    */
   static boolean ofTheStay(Acc acc, String event, String encounter, String unit) {
     if (!Boolean.TRUE.equals(acc.open) || event.startsWith("merged_")) return false;
@@ -108,7 +130,7 @@ public class StayDischarge extends AggregateFunction<Boolean, StayDischarge.Acc>
   }
 
   @Override
-  public Boolean getValue(Acc acc) {
-    return acc.ends;
+  public Integer getValue(Acc acc) {
+    return acc.result;
   }
 }
