@@ -3,14 +3,15 @@ batches, each row carrying the topic, partition and offset it came from.
 
 Loading is effectively once. ClickHouse is the offset store: when a partition is assigned, the
 loader resumes after the highest offset the partition's table already holds, if that is past the
-consumer group's committed offset (which is committed after each batch, for monitoring and as
-the fallback). So a crash between an insert and its commit does not load the batch again, and
-the rollups that materialized views keep from those inserts (migration 0005) count each record
-once. ReplacingMergeTree keys keep the facts exact under FINAL even when a second loader with
-another group re-reads a topic."""
-
+consumer group's committed offset (which is committed after each batch, for monitoring and as the
+fallback). So a crash between an insert and its commit does not load the batch again, and the
+rollups that materialized views keep from those inserts (migration 0005) count each record once; a
+batch's dead letters go in first (`loaded_offsets`), so a crash between its inserts loads it again
+rather than past rows never inserted. ReplacingMergeTree keys keep the facts exact under FINAL even
+when a second loader with another group re-reads a topic."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from confluent_kafka import TopicPartition
 from jobs.runtime import kafka_io
 from schemas import codec, load_schema
 from schemas import topics as registry
+from schemas.avro import Schema
 from schemas.capacity import Capacity
 from schemas.settings import Settings
 from sinks import clickhouse, dims
@@ -56,6 +58,17 @@ class LoadStats:
 
     def add(self, table: str, n: int) -> None:
         self.rows[table] = self.rows.get(table, 0) + n
+
+
+def _finite(schema: Schema, rec: dict[str, Any]) -> dict[str, Any] | codec.Rejection:
+    """The record, or its rejection where a float is NaN or infinite: NaN risk landed in the
+    score histogram's top bin, and an infinite one failed its view's insert after the scores'
+    (whose rows the loader had then passed)."""
+    for f in schema.fields:
+        v = rec.get(f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            return codec.Rejection("not_a_number", f"{f.name} is {v}")
+    return rec
 
 
 class Loader(Draining[LoadStats]):
@@ -105,6 +118,8 @@ class Loader(Draining[LoadStats]):
             t = m.topic()
             schema = self.schemas[t]
             rec = codec.decode(schema, m.value())
+            if not isinstance(rec, codec.Rejection):
+                rec = _finite(schema, rec)
             if isinstance(rec, codec.Rejection):
                 # Our own jobs wrote these topics, so this is a bug; keep the record, with why.
                 rec = self._dead_letter(m, rec)
@@ -114,7 +129,11 @@ class Loader(Draining[LoadStats]):
                 [rec[f] for f in self.schemas[t].field_names]
                 + [m.partition(), m.offset(), m.topic()]
             )
-        for t, rows in by_topic.items():
+        # the dead letters first: a topic resumes from its own table alone (`loaded_offsets`),
+        # so a crash between the inserts loads the batch again, never past rows not inserted
+        order = sorted(by_topic, key=lambda t: t != self.dead_letter_topic)
+        for t in order:
+            rows = by_topic[t]
             cols = [*self.schemas[t].field_names, *META]
             self.client.insert(self.tables[t], rows, column_names=cols)
             self.stats.add(self.tables[t], len(rows))
@@ -124,19 +143,16 @@ class Loader(Draining[LoadStats]):
 
     def loaded_offsets(self, topic: str) -> dict[int, int]:
         """partition → the next offset to load, from what ClickHouse already holds of `topic`:
-        its table's rows, and its records the loader could not decode, which are in the dead
-        letters under the topic's own position (else the last one of a batch was inserted
-        again after a crash before the commit, and counted twice by the rollup)."""
-        dead = self.tables[self.dead_letter_topic]
+        its table's rows. Not its records the loader dead-lettered: those are inserted first
+        (`poll_batch`), and resuming past them lost the rows of a batch whose own insert the
+        crash stopped. A batch loaded again after a crash before the commit is absorbed by the
+        tables' keys; a dead letter of its is then written again (the table's key absorbs it,
+        the per-minute count of dead letters counts it twice)."""
         rows = self.client.query(
-            f"""SELECT kafka_partition, max(kafka_offset) + 1 FROM (
-                    SELECT kafka_partition, kafka_offset FROM {self.tables[topic]}
-                    WHERE kafka_topic = %(t)s
-                    UNION ALL
-                    SELECT kafka_partition, kafka_offset FROM {dead}
-                    WHERE kafka_topic = %(t)s AND stage = %(s)s)
+            f"""SELECT kafka_partition, max(kafka_offset) + 1 FROM {self.tables[topic]}
+                WHERE kafka_topic = %(t)s
                 GROUP BY kafka_partition""",
-            parameters={"t": topic, "s": STAGE},
+            parameters={"t": topic},
         ).result_rows
         return {int(p): int(o) for p, o in rows}
 
