@@ -9,6 +9,7 @@ rollups that materialized views keep from those inserts (migration 0005) count e
 batch's dead letters go in first (`loaded_offsets`), so a crash between its inserts loads it again
 rather than past rows never inserted. ReplacingMergeTree keys keep the facts exact under FINAL even
 when a second loader with another group re-reads a topic."""
+
 from __future__ import annotations
 
 import math
