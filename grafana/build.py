@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import barchart, bargauge, stat, table, timeseries
-from grafana_foundation_sdk.builders.dashboard import ConstantVariable, QueryVariable
+from grafana_foundation_sdk.builders.common import ReduceDataOptions
+from grafana_foundation_sdk.builders.dashboard import (
+    ConstantVariable,
+    QueryVariable,
+    ThresholdsConfig,
+)
 from grafana_foundation_sdk.builders.dashboard import Dashboard as DashboardBuilder
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
@@ -25,6 +30,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     DynamicConfigValue,
+    Threshold,
+    ThresholdsMode,
     VariableOption,
     VariableRefresh,
     VariableSort,
@@ -38,6 +45,7 @@ PLUGIN = "grafana-clickhouse-datasource"
 DATASOURCE = DataSourceRef(type_val=PLUGIN, uid="wardflow-clickhouse")
 DEFAULT_DATABASE = "wardflow"
 FORMAT = {"timeseries": 0, "table": 1}  # the plugin's Format enum: TIMESERIES 0, TABLE 1
+NEUTRAL = "blue"  # a stat's colour where its value has no good or bad
 
 
 class ClickHouseQuery(cogvariants.Dataquery):
@@ -72,6 +80,14 @@ def panel_id(d: Dashboard, p: Panel) -> int:
     return int(hashlib.sha1(f"{d.uid}/{p.key}".encode()).hexdigest()[:6], 16)
 
 
+def _steps(steps: tuple[tuple[float | None, str], ...]) -> ThresholdsConfig:
+    return (
+        ThresholdsConfig()
+        .mode(ThresholdsMode.ABSOLUTE)
+        .steps([Threshold(value=v, color=c) for v, c in steps])
+    )
+
+
 def _panel(d: Dashboard, p: Panel) -> Any:
     builder: Any
     if p.kind == "stat":
@@ -98,6 +114,20 @@ def _panel(d: Dashboard, p: Panel) -> Any:
         builder = builder.description(p.description)
     if p.time_from:
         builder = builder.time_from(p.time_from)
+    if p.kind in ("stat", "bargauge"):  # Grafana's default steps: red from 80, whatever it is
+        builder = builder.thresholds(_steps(p.thresholds or ((None, NEUTRAL),)))
+        if p.thresholds_for:  # every other column neutral
+            neutral = _steps(((None, NEUTRAL),)).build().to_json()
+            builder = builder.override_by_regexp(
+                f"^(?!{p.thresholds_for}$).*$",
+                [DynamicConfigValue(id_val="thresholds", value=neutral)],
+            )
+    if p.bar_value:  # one bar per row, named by the first column
+        builder = builder.reduce_options(
+            ReduceDataOptions().values(True).calcs(["lastNotNull"]).fields(f"/^{p.bar_value}$/")
+        ).display_name(f"${{__data.fields.{p.columns[0]}}}")
+    for name, unit in p.field_units:
+        builder = builder.override_by_name(name, [DynamicConfigValue(id_val="unit", value=unit)])
     for regexp in p.dashed:  # thin dashed lines: interval bounds, thresholds
         builder = builder.override_by_regexp(
             regexp,

@@ -41,8 +41,8 @@ def resolve_variables(
     client: Any, d: Dashboard, db: str, tr: TimeRange, prefer: dict[str, str] | None = None
 ) -> dict[str, VarValue]:
     """Each variable's options from its query; the `prefer`red one, else its default where that
-    is an option (as Grafana opens the board), else the first; or all of them for a multi-value
-    variable."""
+    is an option (as Grafana opens the board), else the first; for a multi-value variable, all
+    of them, or the `prefer`red one alone."""
     values: dict[str, VarValue] = {"db": db}
     for v in d.variables:
         options = [str(r[0]) for r in client.query(render(v.sql, tr, values)).result_rows]
@@ -52,7 +52,10 @@ def resolve_variables(
         chosen = (prefer or {}).get(v.name, first)
         if chosen not in options:
             raise LookupError(f"{d.uid}: {chosen!r} is not an option of {v.name}")
-        values[v.name] = options if v.multi else chosen
+        if v.multi:
+            values[v.name] = [chosen] if v.name in (prefer or {}) else options
+        else:
+            values[v.name] = chosen
     return values
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from schemas.capacity import DEFAULT_THRESHOLDS_PCT
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
 
 Kind = Literal["stat", "table", "timeseries", "barchart", "bargauge"]
@@ -31,6 +32,14 @@ class Panel:
         ""  # a panel time override, as Grafana's "Relative time" ("+24h": the next day)
     )
     dashed: tuple[str, ...] = ()  # regexps of series drawn as thin dashed lines (interval bounds)
+    # a stat's or bar gauge's colour steps, (from value, colour), the first from None; none: one
+    # neutral colour (Grafana's default, red from 80, turned 80 free beds red)
+    thresholds: tuple[tuple[float | None, str], ...] = ()
+    thresholds_for: str = ""  # the one column the steps colour (the others: neutral); "": all
+    # a bar gauge's one bar per row: the column it shows (its first column names each bar);
+    # without it Grafana reduced every column to its last row's value, one facility's
+    bar_value: str = ""
+    field_units: tuple[tuple[str, str], ...] = ()  # (column, unit) where it is not `unit`'s
 
 
 @dataclass(frozen=True)
@@ -355,6 +364,9 @@ COMMAND_CENTRE = Dashboard(
             ("beds_free", "beds_over_capacity"),
             width=6,
             height=6,
+            # no bed free is the emergency; the patients over capacity count beds, not a share
+            thresholds=((None, "red"), (1.0, "orange"), (10.0, "green")),
+            thresholds_for="beds_free",
         ),
         Panel(
             "facility_census",
@@ -367,6 +379,12 @@ COMMAND_CENTRE = Dashboard(
             unit="percent",
             width=18,
             height=6,
+            # the surge levels of schemas/capacity.py: 85 % (Bagust 1999), 92 %, full
+            thresholds=(
+                (None, "green"),
+                *zip(DEFAULT_THRESHOLDS_PCT, ("yellow", "orange", "red"), strict=True),
+            ),
+            bar_value="occupancy_pct",
         ),
         Panel(
             "units_by_occupancy",
@@ -528,6 +546,10 @@ COMMAND_CENTRE = Dashboard(
 )
 
 # Raised alerts in range, with their first acknowledgement (join_use_nulls: NULL if none).
+# an acknowledgement counts wherever it was given (on the ward the patient moved to), as the
+# nurse board's: the alerts raised at the facilities chosen, their acknowledgements anywhere
+_RAISED_HERE = f"""SELECT alert_id FROM ${{db}}.alert_events
+          WHERE action = 'raise' AND {_FAC} AND $__timeFilter(event_time)"""
 _ACK = f"""
     SELECT a.alert_id AS alert_id, a.raised AS raised,
            dateDiff('second', a.raised, r.acknowledged) / 60 AS minutes
@@ -535,7 +557,8 @@ _ACK = f"""
           WHERE action = 'raise' AND {_FAC} AND $__timeFilter(event_time)
           GROUP BY alert_id) AS a
     LEFT JOIN (SELECT alert_id, min(event_time) AS acknowledged FROM ${{db}}.alert_responses
-               WHERE action = 'acknowledge' AND {_FAC} GROUP BY alert_id) AS r
+               WHERE action = 'acknowledge' AND alert_id IN ({_RAISED_HERE})
+               GROUP BY alert_id) AS r
         ON r.alert_id = a.alert_id"""
 
 # A visit on ED units only (treat and release: no unit other than an ED one, which dim_unit
@@ -794,6 +817,7 @@ ML_OPS = Dashboard(
             unit="percent",
             width=12,
             height=6,
+            field_units=(("states_scored_by_both", "none"),),
         ),
         Panel(
             "risk_distribution",
@@ -1026,19 +1050,22 @@ DATA_QUALITY = Dashboard(
         ),
         Panel(
             "dead_letter_share",
-            "Dead-lettered share by reason per unit (windows above threshold)",
+            "Dead-lettered share by reason per unit (conditions opened in range)",
             "table",
             f"""SELECT facility_id AS facility, unit_id AS unit, source_topic AS source,
-                   parameter AS reason_code, count() AS windows,
+                   parameter AS reason_code, count() AS conditions_opened,
                    round(100 * max(observed), 1) AS max_share_pct,
                    round(100 * any(expected), 3) AS reference_pct
             FROM ${{db}}.quality_events FINAL
             WHERE monitor = 'dead_letter_share' AND state = 'open' AND {_QFAC}
               AND $__timeFilter(event_time)
             GROUP BY facility, unit, source, reason_code ORDER BY max_share_pct DESC""",
-            ("facility", "unit", "source", "reason_code", "windows", "max_share_pct"),
+            ("facility", "unit", "source", "reason_code", "conditions_opened", "max_share_pct"),
             unit="percent",
             width=12,
+            description="A condition opens once while the share stays above its threshold "
+            "(udfs/quality.py): the shares are each condition's window when it opened.",
+            field_units=(("conditions_opened", "none"),),
         ),
         Panel(
             "recent",

@@ -855,3 +855,65 @@ def test_an_alert_whose_hits_went_on_at_another_facility_leaves_the_first_facili
     assert sorted(r[1] for r in board("G", "ICU", at)) == ["away", "moved"]
     assert board("F", "ED", at) == []
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_an_alert_acknowledged_at_another_facility_counts_as_acknowledged_on_the_executive_board(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """a1 raised at F's ED and acknowledged 5 minutes later on G's ICU (the patient moved), a2
+    raised at F and never acknowledged: with F chosen, half the alerts are acknowledged within
+    15 minutes (the acknowledgements were read at F only, and a1 was never acknowledged)."""
+    from schemas.capacity import Capacity
+    from sinks import clickhouse as ch
+    from sinks import dims
+
+    db = settings.clickhouse_database + "_ackfac"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    ch.migrate(clickhouse, db)
+    facilities = {"F": {"ED": 10}, "G": {"ICU": 10}}
+    dims.load_capacity(clickhouse, db, Capacity.from_dict({"facilities": facilities}))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    raise_ = {"action": "raise", "sequence": 1, "rule_id": "qsofa_lactate", "rule_version": "2"}
+    raise_ |= {"severity": "high", "facility_id": "F", "unit_id": "ED", "hit_count": 1}
+    raise_ |= {"score_name": "qsofa_score", "score_value": 2, "opened_time": t, "event_time": t}
+    _insert(clickhouse, db, "alert_events", [
+        raise_ | {"alert_event_id": f"{a}:1", "alert_id": a, "patient_token": f"p-{a}"}
+        for a in ("a1", "a2")
+    ])  # fmt: skip
+    ack = {"response_id": "r1", "alert_id": "a1", "action": "acknowledge", "actor_role": "nurse"}
+    ack |= {"patient_token": "p-a1", "facility_id": "G", "unit_id": "ICU"}
+    _insert(clickhouse, db, "alert_responses", [ack | {"event_time": t + _HOUR / 12}])
+    tr = TimeRange(t - _HOUR, t + _HOUR)
+    got = _panel_rows(clickhouse, EXECUTIVE, "ack_minutes", db, tr, facility="F")
+    assert got == [(5.0, 5.0, 50.0, 50.0)]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_every_stat_and_bar_gauge_sets_its_colours_and_a_bar_gauge_draws_a_bar_per_row() -> None:
+    """Grafana's default steps (green, red from 80) turned 80 free beds red and 80 % occupancy
+    red below the first surge level (85 %); a bar gauge without `values` reduced each column to
+    its last row, one facility's, shown as three bars."""
+    from schemas.capacity import DEFAULT_THRESHOLDS_PCT
+
+    for d in DASHBOARDS:
+        built = build.dashboard(d)
+        for panel in built["panels"]:
+            if panel.get("type") not in ("stat", "bargauge"):
+                continue
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert steps[0]["value"] is None, panel["title"]
+            if panel["type"] == "bargauge":
+                reduce = panel["options"]["reduceOptions"]
+                assert reduce["values"] is True, panel["title"]
+                spec = next(p for p in d.panels if p.title == panel["title"])
+                assert (
+                    reduce["fields"] == f"/^{spec.bar_value}$/" and spec.bar_value in spec.columns
+                )
+    census = next(p for p in build.dashboard(COMMAND_CENTRE)["panels"] if p["type"] == "bargauge")
+    steps = census["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps[1:]] == list(DEFAULT_THRESHOLDS_PCT)
+    beds = next(
+        p for p in build.dashboard(COMMAND_CENTRE)["panels"] if p["title"] == "Staffed beds free"
+    )
+    steps = beds["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0]["color"] == "red" and steps[-1]["color"] == "green"
