@@ -40,7 +40,8 @@ the admission ends). A new admission ends the token's earlier stay, discharged o
 discharge of another visit than the stay's (an emergency visit closed after the inpatient
 admission: another encounter from another unit, jobs/runtime/stays.py) ends no stay. An ADT
 event recorded longer after it happened than the job's state TTL (`stay_state_ttl_h`) that
-happened before the stay began, and is not of it, is not read (jobs/runtime/stays.py): an old
+the stay rule has seen, sent again (jobs/runtime/stays.py: it happened before the stay began,
+or is its admission or a discharge at or before the one that ended it), is not read: an old
 visit's admission and discharge that a FHIR Encounter's later version sends again change no
 stay; one that happened since counts (an admission registered days late starts its stay). A
 discharge at the same millisecond as an admission ends the stay before it. A discharge that a later
@@ -123,9 +124,8 @@ STAY_ADT = "'admit', 'discharge', 'cancel_discharge', 'merged_away'"
 # A discharge of another visit than the stay's (jobs/runtime/stays.py: an emergency visit closed
 # after the inpatient admission) ends no stay and is not read: no readmission is scored at it.
 VISIT_DISCHARGE = "visit_discharge"
-# An ADT event recorded longer after it happened than the job remembers (its state TTL) and
-# happened before the stay began, not of it: an earlier visit's sent again
-# (jobs/runtime/stays.py), not read.
+# An ADT event recorded longer after it happened than the job remembers (its state TTL) that
+# the stay rule has seen, sent again (jobs/runtime/stays.py): not read.
 STALE_ADT = "stale_adt"
 # What the job reads of the merged records (merged_view's `kept`): the rest is neither scored
 # nor dead-lettered here.
@@ -164,9 +164,9 @@ def merged_sql(sources: Sources, remembered_h: float) -> str:
     its topic, id, Kafka coordinates, rowtime and bytes, for a dead letter): every declared
     parameter a DOUBLE column (null where the record's topic has no such field or the record no
     value); ADT events carry none (record_kind their event type; `VISIT_DISCHARGE` for a
-    discharge of another visit than the stay's, `STALE_ADT` for an earlier visit's event
-    recorded later than `remembered_h`, the job's state TTL: jobs/runtime/stays.py) and their
-    encounter."""
+    discharge of another visit than the stay's, `STALE_ADT` for an event recorded later than
+    `remembered_h`, the job's state TTL, that the stay rule has seen: jobs/runtime/stays.py)
+    and their encounter."""
     selects = []
     for name, src in sources.items():
         have = set(decoded_columns(INPUTS[name].schema_name))
@@ -188,10 +188,10 @@ def merged_sql(sources: Sources, remembered_h: float) -> str:
                facility_id, {unit} AS unit_id, {encounter} AS encounter_token, {params},
                {visit_columns_sql(name == "adt", remembered_h)}
         FROM {accepted}""")
-    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read, nor an earlier
-    # visit's event recorded later than the job remembers (a FHIR Encounter's later version
-    # sends an old visit's admission again, which would have superseded the current stay); a
-    # copy of an event stays what it is, which `merged_view` dead-letters (`duplicate`)
+    # another visit's discharge ends no stay (jobs/runtime/stays.py): not read, nor an event
+    # recorded later than the job remembers that the rule has seen (a FHIR Encounter's later
+    # version sends an old visit's admission again, which would have superseded the current
+    # stay); a copy of an event stays what it is, which `merged_view` dead-letters (`duplicate`)
     kind = (
         f"CASE WHEN {ends_sql()} THEN 'discharge' WHEN {ignored_sql()} THEN '{STALE_ADT}' "
         f"WHEN {discharge_sql()} THEN '{VISIT_DISCHARGE}' ELSE record_kind END"

@@ -70,11 +70,11 @@ REMEMBERED_MS = 25 * 3600 * 1000
 def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int) -> bool:
     """Whether an ADT event is a discharge of another visit than the patient's stay
     (jobs/runtime/stays.py, the census's rule), a copy of an event id seen before, or an event
-    recorded more than `remembered_ms` (the job's state TTL) after it happened, before the stay
-    began, that is not of the open stay (neither changes anything), with `stay` (the
-    patient's, in arrival order: the stay's encounter, `""` where its admission named none, and
-    when its admission happened; the unit last placed in; and whether the stay is open, True, or
-    closed by a discharge that ended it, False) after it."""
+    recorded more than `remembered_ms` (the job's state TTL) after it happened that the state
+    has seen (`_sent_again`; neither changes anything), with `stay` (the patient's, in arrival
+    order: the stay's encounter, `""` where its admission named none, when its admission
+    happened and when the discharge that last ended it did; the unit last placed in; and
+    whether the stay is open, True, or closed by a discharge that ended it, False) after it."""
     seen = stay.setdefault("seen", set())
     stay["ignored"] = False  # whether this event was an earlier visit's, sent again
     if rec["event_id"] in seen:  # a copy changes nothing (as the census's `duplicate`)
@@ -84,13 +84,12 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     encounter = rec.get("encounter_token") or None
     happened = codec.epoch_ms(rec["event_time"])
     late = codec.epoch_ms(codec.record_time(rec)) - happened > remembered_ms
-    before = stay.get("start_ms") is not None and happened < stay["start_ms"]
-    if late and before and not _of_the_stay(stay, kind, encounter, unit):
-        stay["ignored"] = True  # an earlier visit's, sent again
+    if late and _sent_again(stay, kind, happened):
+        stay["ignored"] = True
         return True
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
-        stay["encounter"], stay["start_ms"] = encounter or "", happened
+        stay["encounter"], stay["start_ms"], stay["end_ms"] = encounter or "", happened, None
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
     open_before = stay.get("open")  # None: no admission or discharge yet
@@ -113,20 +112,20 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
         and unit != placed
     )
     if not another:  # another visit's leaves the stay as it was (open)
-        stay["open"] = False
+        stay["open"], stay["end_ms"] = False, happened
     return another
 
 
-def _of_the_stay(stay: dict[str, Any], kind: str, encounter: str | None, unit: str | None) -> bool:
-    """A stale event is of the open stay: no merge, and it names no encounter, the stay's, or
-    (the stay's unknown) the unit last placed in (the census's `_of_the_stay`)."""
-    if stay.get("open") is not True or kind.startswith("merged_"):
+def _sent_again(stay: dict[str, Any], kind: str, happened: int) -> bool:
+    """A stale event is one the state has seen, sent again: it happened before the stay began,
+    or is an admission at or before its start, or a discharge at or before the discharge that
+    last ended it (StayDischarge.java `sentAgain`)."""
+    start, end = stay.get("start_ms"), stay.get("end_ms")
+    if start is None:
         return False
-    if encounter is None:
+    if happened < start or (kind in ("admit", "merged_in") and happened <= start):
         return True
-    if stay.get("encounter"):
-        return bool(encounter == stay["encounter"])
-    return unit is not None and unit == stay.get("unit")
+    return kind == "discharge" and end is not None and happened <= end
 
 
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:

@@ -14,9 +14,10 @@ udfs/java/StayDischarge.java) of a processing-time OVER window over all the pati
 (it emits at once, keeps the rowtime, and every record of the patient keeps its state from the
 job's state TTL, as it keeps the screening state; the screening job computes it in the window
 that counts the patient's arrivals, `tables.merged_late_views`, so it costs no operator of its
-own). Its state per patient, two strings and a flag (and the latest row's result):
+own). Its state per patient, two strings, a flag and two times (and the latest row's result):
 
-- the stay's encounter: that of the latest admission, or merge naming a unit;
+- the stay's encounter: that of the latest admission, or merge naming a unit; when that
+  admission happened, and when the discharge that last ended the stay did (its event times);
 - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13 of
   the discharge that closed the stay (where it says the patient is, as in the census), or an
   update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
@@ -27,18 +28,18 @@ own). Its state per patient, two strings and a flag (and the latest row's result
 
 An ADT event recorded longer after it happened than the job remembers (its state TTL: the
 copy count below forgets an event id, the rule its patient, after that long without a record)
-that happened before the stay began (by the event time of the stay's admission) is an earlier
-visit's sent again: it changes nothing, unless it is of the open stay (no merge; naming no
-encounter, the stay's, or, the stay's unknown, the unit the patient was last placed in: the
-census's `_of_the_stay`, whose memory is its 7-day retention). A FHIR Encounter's later version
-(a billing update of a visit closed days ago) sends its admission and discharge again, their
-ids forgotten, and the discharge ended the current stay (its screening state and alerts; in the
-catalog, the admission superseded the stay). An event that happened since the stay began counts
-as any does, however late it was entered: an admission registered a day late (downtime
-back-entry, PV1-44 hours back) is the stay from then on, an A13 entered late reopens it. Where
-the job holds no stay for the patient (none seen, or none within the TTL) every event counts,
-as before: an old visit sent again then starts and ends a stay of its own (in the catalog, a
-second readmission score of that visit).
+may be one it has forgotten, sent again: a FHIR Encounter's later version (a billing update of
+a visit closed days ago) sends its admission and discharge again, and the discharge ended the
+current stay (its screening state and alerts; in the catalog, the admission superseded the
+stay). Such an event changes nothing where the state has seen it: it happened before the stay
+began (by the event time of the stay's admission: an earlier visit's, whatever it names), or
+is an admission at or before that time, or a discharge at or before the discharge that last
+ended the stay (the stay's own, or an overlapping emergency visit's, sent again). Any other
+counts as any event does, however late it was entered: an admission registered a day late
+(downtime back-entry, PV1-44 hours back) is the stay from then on, an A13 entered late reopens
+it. Where the job holds no stay for the patient (none seen, or none within the TTL) every event
+counts, as before: an old visit sent again then starts and ends a stay of its own (in the
+catalog, a second readmission score of that visit).
 
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT
@@ -71,7 +72,7 @@ VISIT_COLUMNS = {
 }
 STAY_DISCHARGE_FUNCTION = "wf_stay_discharge"  # io.wardflow.udf.StayDischarge
 # What the record does to the patient's stay (module docstring), an INT: `ENDS` for an ADT
-# discharge that ends it, `IGNORED` for a stale event of an earlier visit, 0 for any other
+# discharge that ends it, `IGNORED` for a stale event it has seen (sent again), 0 for any other
 # record. An aggregate for an OVER window of the patient's records (`VISIT_COLUMNS`) in arrival
 # order, `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`.
 STAY_DISCHARGE_SQL = f"{STAY_DISCHARGE_FUNCTION}({', '.join(VISIT_COLUMNS)})"
@@ -128,7 +129,7 @@ def ends_sql(outcome: str = STAY_OUTCOME) -> str:
 
 
 def ignored_sql(outcome: str = STAY_OUTCOME) -> str:
-    """SQL: whether the record is a stale event of an earlier visit (it changes nothing)."""
+    """SQL: whether the record is a stale event the rule has seen, sent again (no change)."""
     return f"{outcome} = {IGNORED}"
 
 

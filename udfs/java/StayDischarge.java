@@ -18,13 +18,14 @@
 //   of the discharge that closed the stay (where it says the patient is), or an update of the
 //   stay's own visit (or of none), each naming a unit.
 // An event recorded longer after it happened than the job remembers (its state TTL; its type
-// prefixed "stale:" by jobs/runtime/stays.py) that happened before the stay began (the stay's
-// admission's event time) is an earlier visit's sent again, and changes nothing unless it is of
-// the open stay (`ofTheStay`); one that happened since counts as any event (an admission
-// registered a day late is the stay from then on).
+// prefixed "stale:" by jobs/runtime/stays.py) may be one it has forgotten, sent again: it is
+// IGNORED where it happened before the stay began (the stay's admission's event time), is an
+// admission at or before that time, or a discharge at or before the discharge that last ended
+// the stay; any other counts as any event does (an admission registered a day late is the stay
+// from then on, an A13 entered late reopens it).
 // The result is that of the current row: ENDS (1) for a discharge that ends the stay, IGNORED
 // (2) for a stale event that changes nothing, else NONE (0).
-// One row of state per patient (two strings, a flag, a time and the latest row's result),
+// One row of state per patient (two strings, a flag, two times and the latest row's result),
 // kept for the job's state TTL like the rest.
 package io.wardflow.udf;
 
@@ -39,7 +40,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
   static final Set<String> PLACING = Set.of("admit", "transfer", "merged_in", "cancel_transfer");
   static final int NONE = 0; // the record changes no stay, or only the state
   static final int ENDS = 1; // a discharge that ends the stay
-  static final int IGNORED = 2; // a stale event of an earlier visit: it changes nothing
+  static final int IGNORED = 2; // a stale event seen before, sent again: it changes nothing
 
   /** What the patient's ADT events so far say; `result`: the latest row's. */
   public static class Acc {
@@ -47,6 +48,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     public Boolean open; // null: no admission or discharge yet
     public String placedUnit;
     public Long stayStartMs; // when the stay's admission happened (its event time); null: unknown
+    public Long stayEndMs; // when the discharge that last ended it happened; null: none since
     public int result;
   }
 
@@ -65,12 +67,9 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     if (event == null) return;
     Long happenedMs = happened == null ? null : happened.toInstant(ZoneOffset.UTC).toEpochMilli();
     if (event.startsWith(STALE)) {
-      // recorded later than the job remembers (jobs/runtime/stays.py): one that happened before
-      // the stay began is an earlier visit's sent again, unless it is of the open stay
+      // recorded later than the job remembers (jobs/runtime/stays.py)
       event = event.substring(STALE.length());
-      boolean before =
-          acc.stayStartMs != null && happenedMs != null && happenedMs < acc.stayStartMs;
-      if (before && !ofTheStay(acc, event, encounter, unit)) {
+      if (sentAgain(acc, event, happenedMs)) {
         acc.result = IGNORED;
         return;
       }
@@ -80,6 +79,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
       // another visit's leaves the stay as it was (open), as it leaves the census
       if (ends) {
         acc.open = false;
+        acc.stayEndMs = happenedMs;
         acc.result = ENDS;
       }
       return;
@@ -91,6 +91,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     if (stay) {
       acc.stayEncounter = encounter == null ? "" : encounter;
       acc.stayStartMs = happenedMs;
+      acc.stayEndMs = null;
     }
     if (stay || event.equals("cancel_discharge")) acc.open = true;
     boolean ownUpdate =
@@ -103,17 +104,18 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
   }
 
   /**
-   * Whether a stale event is of the open stay (the census's `_of_the_stay`): no merge, and it
-   * names no encounter, or the stay's, or (the stay's unknown) the unit the patient was last
-   * placed in.
+   * Whether a stale event is one of what the state has seen, sent again (a FHIR Encounter's later
+   * version sends its visit's admission and discharge again, their ids forgotten): it happened
+   * before the stay began, or is an admission at or before its start, or a discharge at or
+   * before the discharge that last ended it. Unknown times (no stay, or none timed) decide
+   * nothing: the event counts.
    */
-  static boolean ofTheStay(Acc acc, String event, String encounter, String unit) {
-    if (!Boolean.TRUE.equals(acc.open) || event.startsWith("merged_")) return false;
-    if (encounter == null) return true;
-    if (acc.stayEncounter != null && !acc.stayEncounter.isEmpty()) {
-      return encounter.equals(acc.stayEncounter);
-    }
-    return unit != null && unit.equals(acc.placedUnit);
+  static boolean sentAgain(Acc acc, String event, Long happenedMs) {
+    if (happenedMs == null || acc.stayStartMs == null) return false;
+    if (happenedMs < acc.stayStartMs) return true;
+    boolean starts = event.equals("admit") || event.equals("merged_in");
+    if (starts && happenedMs <= acc.stayStartMs) return true;
+    return event.equals("discharge") && acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
