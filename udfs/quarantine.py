@@ -231,8 +231,8 @@ class QuarantineRegistry:
                 clear_reason=reason,
             )
             entries[i] = done
-            self._write(entries, {"action": "clear", **asdict(done), "event_id": event_id})
-            if not event_id and q.held_event_id is not None:
+            change = {"action": "clear", **asdict(done), "event_id": event_id}
+            if not event_id and q.held_event_id is not None:  # in the same write: never neither
                 held = Quarantine(
                     *key,
                     since=done.until or _iso(until),
@@ -240,7 +240,9 @@ class QuarantineRegistry:
                     set_by=q.held_by or "data_quality",
                     set_event_id=q.held_event_id,
                 )
-                self._write([*entries, held], {"action": "set", **asdict(held), "event_id": None})
+                entries.append(held)
+                change["reopened"] = asdict(held)
+            self._write(entries, change)
             return done
 
     @contextlib.contextmanager

@@ -328,7 +328,12 @@ def checked(settings: Settings, paths: list[Path], facility_id: str = "fhir") ->
     pub = Publisher(settings, stage=STAGE)
     codes = CodeMap.load(settings.interop_code_map)
     for path in files(paths):
-        yield from decide_file(settings, pub, path, facility_id, codes)[1]
+        try:
+            decisions = decide_file(settings, pub, path, facility_id, codes)[1]
+        except Exception as exc:  # a defect, not the file's content: the next file is read
+            why = Refused("internal_error", f"{type(exc).__name__} (the file was not read)")
+            decisions = [Decision(path.name, "file", [], why, b"")]
+        yield from decisions
 
 
 def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[str]:
@@ -342,9 +347,9 @@ def line_of(d: Decision) -> str:
 
 
 def unreadable(d: Decision) -> bool:
-    """A file that could not be read (missing, no permission): the run tells the operator by
-    its exit status, as the HL7 gateway's check does."""
-    return d.refusal is not None and d.refusal.reason_code == "unreadable"
+    """A file that could not be read (missing, no permission, or a defect reading it): the run
+    tells the operator by its exit status, as the HL7 gateway's check does."""
+    return d.refusal is not None and d.refusal.reason_code in ("unreadable", "internal_error")
 
 
 def _check_main(argv: list[str]) -> None:

@@ -456,7 +456,7 @@ def _full_urls(entries: list[Any], *, history: bool) -> dict[str, Any]:
 def _newer(candidate: dict[str, Any], held: dict[str, Any], *, later_wins: bool) -> bool:
     """Whether `candidate`, listed after `held` under one fullUrl, is its newer version."""
     versions = [_meta(r, "versionId") for r in (candidate, held)]
-    if all(v is not None and v.isdigit() for v in versions):
+    if all(v is not None and v.isascii() and v.isdecimal() for v in versions):
         return int(versions[0]) > int(versions[1])  # type: ignore[arg-type]
     updated = [_updated(_meta(r, "lastUpdated")) for r in (candidate, held)]
     if updated[0] is not None and updated[1] is not None:

@@ -1799,7 +1799,8 @@ def test_a_patient_listed_twice_in_a_bundle_is_its_newest_version() -> None:
     v2, v10 = old | {"meta": {"versionId": "2"}}, now | {"meta": {"versionId": "10"}}
     jan1 = old | {"meta": {"lastUpdated": "2026-01-01T00:00:00Z"}}
     jan2 = now | {"meta": {"lastUpdated": "2026-01-02T00:00:00+01:00"}}
-    listings = [[v2, v10], [v10, v2], [jan1, jan2], [jan2, jan1], [old, now]]  # 10 after 2
+    odd = old | {"meta": {"versionId": "²"}}  # a digit to str.isdigit, not to int()
+    listings = [[v2, v10], [v10, v2], [jan1, jan2], [jan2, jan1], [old, now], [odd, v10]]
     for kind in ("collection", "transaction", "searchset"):
         for listed in listings:
             bundle = {

@@ -108,7 +108,8 @@ def test_an_operators_clear_leaves_a_data_quality_condition_still_open_quarantin
     over = T0 + timedelta(hours=2)
     cleared = reg.clear(*SRC, until=over, reason="ok", by="data_quality/x", event_id="e2")
     assert cleared is not None and cleared.set_event_id == "e1" and reg.active() == []
-    assert [h["action"] for h in reg.history()] == ["set", "hold", "clear", "set", "clear"]
+    assert [h["action"] for h in reg.history()] == ["set", "hold", "clear", "clear"]
+    assert reg.history()[2]["reopened"]["set_event_id"] == "e1"  # one write: never neither
 
 
 def test_a_clear_before_the_start_ends_an_empty_interval_not_a_negative_one(
