@@ -575,6 +575,9 @@ class _Handler(socketserver.BaseRequestHandler):
             self.server.gateway.abandon(head, size)
 
 
+REFUSED_LOG_EVERY_S = 60.0  # connections past the cap: one log line a minute at most
+
+
 class MllpServer(socketserver.ThreadingTCPServer):
     """`shutdown` stops accepting, closes the listening socket (a sender's new connection is
     refused, so that it fails over) and ends every connection after the message it is on: its
@@ -597,6 +600,7 @@ class MllpServer(socketserver.ThreadingTCPServer):
         self.stopping = threading.Event()
         self._open: dict[socket.socket, threading.Thread | None] = {}
         self._open_lock = threading.Lock()
+        self._refused, self._refused_logged = 0, -REFUSED_LOG_EVERY_S
         super().__init__(address, _Handler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -609,11 +613,17 @@ class MllpServer(socketserver.ThreadingTCPServer):
                 full = False
                 self._open[request] = None
         if full:
-            log.warning(
-                "MLLP connection from %s closed: %d connections open already (hl7_max_connections)",
-                client_address[0] if isinstance(client_address, tuple) else client_address,
-                self.max_connections,
-            )
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged >= REFUSED_LOG_EVERY_S:  # a looping sender: one line
+                log.warning(
+                    "MLLP connection from %s closed: %d connections open already "
+                    "(hl7_max_connections); %d refused since the last such line",
+                    client_address[0] if isinstance(client_address, tuple) else client_address,
+                    self.max_connections,
+                    self._refused,
+                )
+                self._refused, self._refused_logged = 0, now
         return not full
 
     def shutdown_request(self, request: Any) -> None:
