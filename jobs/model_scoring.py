@@ -41,7 +41,7 @@ discharge of another visit than the stay's (an emergency visit closed after the 
 admission: another encounter from another unit, jobs/runtime/stays.py) ends no stay. An ADT
 event recorded longer after it happened than the job's state TTL (`stay_state_ttl_h`) that
 the stay rule has seen, sent again (jobs/runtime/stays.py: it happened before the stay began,
-or is its admission or a discharge at or before the one that ended it), is not read: an old
+or is its admission again, or a discharge of the closed stay again), is not read: an old
 visit's admission and discharge that a FHIR Encounter's later version sends again change no
 stay; one that happened since counts (an admission registered days late starts its stay). A
 discharge at the same millisecond as an admission ends the stay before it. A discharge that a later

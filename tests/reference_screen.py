@@ -84,7 +84,7 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     encounter = rec.get("encounter_token") or None
     happened = codec.epoch_ms(rec["event_time"])
     late = codec.epoch_ms(codec.record_time(rec)) - happened > remembered_ms
-    if late and _sent_again(stay, kind, happened):
+    if late and _sent_again(stay, kind, encounter, happened):
         stay["ignored"] = True
         return True
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
@@ -116,16 +116,26 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     return another
 
 
-def _sent_again(stay: dict[str, Any], kind: str, happened: int) -> bool:
-    """A stale event is one the state has seen, sent again: it happened before the stay began,
-    or is an admission at or before its start, or a discharge at or before the discharge that
-    last ended it (StayDischarge.java `sentAgain`)."""
+def _sent_again(stay: dict[str, Any], kind: str, encounter: str | None, happened: int) -> bool:
+    """A stale event is one the state has seen, sent again (StayDischarge.java `sentAgain`): it
+    happened before the stay began; or is an admission or discharge at its start; or an
+    admission of the stay's own encounter; or, the stay closed, a discharge of its encounter or
+    at or before the discharge that last ended it, or an A13 at or before that discharge."""
+    starts, discharge = kind in ("admit", "merged_in"), kind == "discharge"
+    own = bool(encounter and stay.get("encounter") and encounter == stay["encounter"])
+    if starts and own:
+        return True
     start, end = stay.get("start_ms"), stay.get("end_ms")
     if start is None:
         return False
-    if happened < start or (kind in ("admit", "merged_in") and happened <= start):
+    if happened < start or ((starts or discharge) and happened <= start):
         return True
-    return kind == "discharge" and end is not None and happened <= end
+    if stay.get("open") is not False:
+        return False
+    before_end = end is not None and happened <= end
+    if discharge:
+        return own or before_end
+    return kind == "cancel_discharge" and before_end
 
 
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:

@@ -32,14 +32,18 @@ may be one it has forgotten, sent again: a FHIR Encounter's later version (a bil
 a visit closed days ago) sends its admission and discharge again, and the discharge ended the
 current stay (its screening state and alerts; in the catalog, the admission superseded the
 stay). Such an event changes nothing where the state has seen it: it happened before the stay
-began (by the event time of the stay's admission: an earlier visit's, whatever it names), or
-is an admission at or before that time, or a discharge at or before the discharge that last
-ended the stay (the stay's own, or an overlapping emergency visit's, sent again). Any other
-counts as any event does, however late it was entered: an admission registered a day late
-(downtime back-entry, PV1-44 hours back) is the stay from then on, an A13 entered late reopens
-it. Where the job holds no stay for the patient (none seen, or none within the TTL) every event
-counts, as before: an old visit sent again then starts and ends a stay of its own (in the
-catalog, a second readmission score of that visit).
+began (by the event time of the stay's admission: an earlier visit's, whatever it names); or
+it is an admission or discharge at that time (a discharge at the admission's millisecond is the
+visit before's); or an admission of the stay's own encounter (a later version times it at the
+current location's start); or, the stay closed, a discharge of its encounter or at or before
+the discharge that last ended it (the stay's own, or an overlapping emergency visit's, sent
+again), or an A13 at or before that discharge. Any other counts as any event does, however late
+it was entered: an admission registered a day late (downtime back-entry, PV1-44 hours back) is
+the stay from then on, an A13 entered late reopens it, a discharge re-issued after an A13 with
+its first time ends it again (a cancelled discharge an interface resends after its id is
+forgotten does too). Where the job holds no stay for the patient (none seen, or none within the TTL)
+every event counts, as before: an old visit sent again then starts and ends a stay of its own (in
+the catalog, a second readmission score of that visit).
 
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT

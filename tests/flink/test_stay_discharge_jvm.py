@@ -152,6 +152,41 @@ SCENARIOS |= {
         ("discharge", "W4", "V1", False, ("as", 1)),
         ("discharge", "W4", None, True),  # the stay closed, not reopened: ends it again
     ],
+    # an observation visit ended in the bed where the inpatient visit began, at its minute
+    "discharge-at-the-readmission": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("admit", "W4", "V2", False, 2.5),
+        ("discharge", "W4", "V1", False, ("as", 1)),
+        ("discharge", "W4", "V2", True),
+    ],
+    # a disposition corrected: A03, A13, then the A03 again with its first time
+    "reissued-after-a13": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", "V1", True, 2.0),
+        ("cancel_discharge", "W4", "V1", False),
+        ("discharge", "W4", "V1", True, ("as", 1)),
+    ],
+    # a later version times the visit's admission or discharge otherwise (the current
+    # location's start, its end rather than period.end)
+    "own-visit-retimed": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", "V1", True, 2.0),
+        ("discharge", "W4", "V1", False, 1.5),
+        ("discharge", "W4", None, True),
+    ],
+    "own-admission-retimed": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("admit", "ICU", "V1", False, 1.5),  # the same visit: the patient is still on W4
+        ("discharge", "ICU", "V9", False),
+    ],
+    # an A13 timed before the discharge that last ended the stay
+    "old-a13-closed": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", "V1", True, 2.5),
+        ("discharge", "W4", None, True, 2.0),
+        ("cancel_discharge", "W4", "V1", False, ("as", 1)),
+        ("discharge", "ED", "V9", True),
+    ],
     "overlap-late-discharge": [
         ("admit", "ED", "V1", False, 3.0),
         ("admit", "ICU", "V2", False, 2.9),

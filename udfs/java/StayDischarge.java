@@ -19,10 +19,8 @@
 //   stay's own visit (or of none), each naming a unit.
 // An event recorded longer after it happened than the job remembers (its state TTL; its type
 // prefixed "stale:" by jobs/runtime/stays.py) may be one it has forgotten, sent again: it is
-// IGNORED where it happened before the stay began (the stay's admission's event time), is an
-// admission at or before that time, or a discharge at or before the discharge that last ended
-// the stay; any other counts as any event does (an admission registered a day late is the stay
-// from then on, an A13 entered late reopens it).
+// IGNORED where the state has seen it (`sentAgain`); any other counts as any event does (an
+// admission registered a day late is the stay from then on, an A13 entered late reopens it).
 // The result is that of the current row: ENDS (1) for a discharge that ends the stay, IGNORED
 // (2) for a stale event that changes nothing, else NONE (0).
 // One row of state per patient (two strings, a flag, two times and the latest row's result),
@@ -69,7 +67,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     if (event.startsWith(STALE)) {
       // recorded later than the job remembers (jobs/runtime/stays.py)
       event = event.substring(STALE.length());
-      if (sentAgain(acc, event, happenedMs)) {
+      if (sentAgain(acc, event, encounter, happenedMs)) {
         acc.result = IGNORED;
         return;
       }
@@ -104,18 +102,30 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
   }
 
   /**
-   * Whether a stale event is one of what the state has seen, sent again (a FHIR Encounter's later
-   * version sends its visit's admission and discharge again, their ids forgotten): it happened
-   * before the stay began, or is an admission at or before its start, or a discharge at or
-   * before the discharge that last ended it. Unknown times (no stay, or none timed) decide
-   * nothing: the event counts.
+   * Whether a stale event is one the state has seen, sent again (a FHIR Encounter's later version
+   * sends its visit's admission and discharge again, their ids forgotten, timed at the location
+   * periods it lists): it happened before the stay began; or it is an admission or discharge at
+   * its start (a discharge at the admission's millisecond is the stay before's); or an admission
+   * of the stay's own encounter; or, the stay closed, a discharge of its encounter or at or
+   * before the discharge that last ended it, or an A13 at or before that discharge. A discharge
+   * re-issued after an A13 reopened the stay counts. Unknown times decide nothing: it counts.
    */
-  static boolean sentAgain(Acc acc, String event, Long happenedMs) {
+  static boolean sentAgain(Acc acc, String event, String encounter, Long happenedMs) {
+    boolean starts = event.equals("admit") || event.equals("merged_in");
+    boolean discharge = event.equals("discharge");
+    boolean ownVisit =
+        encounter != null
+            && acc.stayEncounter != null
+            && !acc.stayEncounter.isEmpty()
+            && encounter.equals(acc.stayEncounter);
+    if (starts && ownVisit) return true;
     if (happenedMs == null || acc.stayStartMs == null) return false;
     if (happenedMs < acc.stayStartMs) return true;
-    boolean starts = event.equals("admit") || event.equals("merged_in");
-    if (starts && happenedMs <= acc.stayStartMs) return true;
-    return event.equals("discharge") && acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
+    if ((starts || discharge) && happenedMs <= acc.stayStartMs) return true;
+    if (!Boolean.FALSE.equals(acc.open)) return false;
+    boolean beforeEnd = acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
+    if (discharge) return ownVisit || beforeEnd;
+    return event.equals("cancel_discharge") && beforeEnd;
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
