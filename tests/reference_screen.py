@@ -90,6 +90,7 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
         stay["encounter"], stay["start_ms"], stay["end_ms"] = encounter or "", happened, None
+        stay["ended_by_own"] = False
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
     open_before = stay.get("open")  # None: no admission or discharge yet
@@ -113,29 +114,34 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     )
     if not another:  # another visit's leaves the stay as it was (open)
         stay["open"], stay["end_ms"] = False, happened
+        stay["ended_by_own"] = bool(encounter and of_stay is not None and encounter == of_stay)
     return another
 
 
 def _sent_again(stay: dict[str, Any], kind: str, encounter: str | None, happened: int) -> bool:
     """A stale event is one the state has seen, sent again (StayDischarge.java `sentAgain`): it
-    happened before the stay began; or is an admission or discharge at its start; or an
-    admission of the stay's own encounter; or, the stay closed, a discharge of its encounter or
-    at or before the discharge that last ended it, or an A13 at or before that discharge."""
+    happened before the stay began; or is an admission, or another visit's discharge, at its
+    start; or an admission of the stay's own encounter while it is open, or closed and the
+    admission no later than the discharge that ended it; or, the stay closed, a discharge at or
+    before the one that last ended it, or of its encounter where its own discharge ended it, or
+    an A13 before that discharge."""
     starts, discharge = kind in ("admit", "merged_in"), kind == "discharge"
     own = bool(encounter and stay.get("encounter") and encounter == stay["encounter"])
-    if starts and own:
+    if starts and own and stay.get("open") is True:
         return True
     start, end = stay.get("start_ms"), stay.get("end_ms")
     if start is None:
         return False
-    if happened < start or ((starts or discharge) and happened <= start):
+    if happened < start or ((starts or (discharge and not own)) and happened <= start):
         return True
     if stay.get("open") is not False:
         return False
-    before_end = end is not None and happened <= end
+    at_or_before_end = end is not None and happened <= end
+    if starts:
+        return own and at_or_before_end
     if discharge:
-        return own or before_end
-    return kind == "cancel_discharge" and before_end
+        return at_or_before_end or (own and bool(stay.get("ended_by_own")))
+    return kind == "cancel_discharge" and end is not None and happened < end
 
 
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:

@@ -26,24 +26,27 @@ own). Its state per patient, two strings, a flag and two times (and the latest r
   another visit leaves it as it was (open), nor does another visit's after it end it; a
   discharge while it is closed ends it again (whatever its visit: no state is left to end).
 
-An ADT event recorded longer after it happened than the job remembers (its state TTL: the
-copy count below forgets an event id, the rule its patient, after that long without a record)
-may be one it has forgotten, sent again: a FHIR Encounter's later version (a billing update of
-a visit closed days ago) sends its admission and discharge again, and the discharge ended the
-current stay (its screening state and alerts; in the catalog, the admission superseded the
-stay). Such an event changes nothing where the state has seen it: it happened before the stay
-began (by the event time of the stay's admission: an earlier visit's, whatever it names); or
-it is an admission or discharge at that time (a discharge at the admission's millisecond is the
-visit before's); or an admission of the stay's own encounter (a later version times it at the
-current location's start); or, the stay closed, a discharge of its encounter or at or before
-the discharge that last ended it (the stay's own, or an overlapping emergency visit's, sent
-again), or an A13 at or before that discharge. Any other counts as any event does, however late
-it was entered: an admission registered a day late (downtime back-entry, PV1-44 hours back) is
-the stay from then on, an A13 entered late reopens it, a discharge re-issued after an A13 with
-its first time ends it again (a cancelled discharge an interface resends after its id is
-forgotten does too). Where the job holds no stay for the patient (none seen, or none within the TTL)
-every event counts, as before: an old visit sent again then starts and ends a stay of its own (in
-the catalog, a second readmission score of that visit).
+An ADT event recorded longer after it happened than the job remembers (its state TTL: the copy
+count below forgets an event id, the rule its patient, after that long without a record) may be
+one it has forgotten, sent again: a FHIR Encounter's later version (a billing update of a visit
+closed days ago) sends its admission and discharge again, and the discharge ended the current
+stay (its screening state and alerts; in the catalog, the admission superseded the stay). Such
+an event changes nothing where the state has seen it: it happened before the stay began (by the
+event time of the stay's admission: an earlier visit's, whatever it names); or it is an
+admission, or another visit's discharge, at that time (a discharge at the admission's
+millisecond is the visit before's); or an admission of the stay's own encounter while the stay
+is open (a later version times it at the current location's start), or closed and no later than
+the discharge that ended it; or, the stay closed, a discharge at or before the one that last
+ended it (the stay's own, or an overlapping emergency visit's, sent again), or of its encounter
+where its own discharge ended it, or an A13 before that discharge. Any other counts as any event
+does, however late it was entered: an admission registered a day late (downtime back-entry,
+PV1-44 hours back) is the stay from then on, a readmission under the same visit number too; an
+A13 entered late (timed, as HL7 has it, as the discharge it cancels) reopens the stay; a
+discharge re-issued after an A13 with its first time ends it again (a cancelled discharge an
+interface resends after its id is forgotten does too, and so does an overlapping visit's
+discharge resent after an A13). Where the job holds no stay for the patient (none seen, or none
+within the TTL) every event counts, as before: an old visit sent again then starts and ends a
+stay of its own (in the catalog, a second readmission score of that visit).
 
 An ADT event sent again under its id (an HL7 resend or replay, a FHIR Encounter's later version
 sending its earlier events again) changes nothing, as in the census (`duplicate`): each ADT

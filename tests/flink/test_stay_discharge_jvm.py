@@ -187,6 +187,32 @@ SCENARIOS |= {
         ("cancel_discharge", "W4", "V1", False, ("as", 1)),
         ("discharge", "ED", "V9", True),
     ],
+    # a readmission under the same visit number, registered late
+    "readmission-same-number": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", "V1", True, 2.0),
+        ("admit", "W4", "V1", False, 1.5),
+        ("discharge", "ED", "V9", False),
+    ],
+    # a short visit back-entered: admitted and discharged at one minute
+    "short-visit-back-entered": [
+        ("admit", "W4", "V1", False, 2.0),
+        ("discharge", "W4", "V1", True, ("as", 0)),
+        ("discharge", "ED", "V9", True),
+    ],
+    # an A13 timed as the discharge it cancels (EVN-6), entered late
+    "conformant-late-a13": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", "V1", True, 2.0),
+        ("cancel_discharge", "W4", "V1", False, ("as", 1)),
+        ("discharge", "ED", "V9", False),
+    ],
+    # closed by a discharge naming no visit, then the stay's own A03 back-entered
+    "closed-by-another": [
+        ("admit", "W4", "V1", False, 3.0),
+        ("discharge", "W4", None, True, 2.5),
+        ("discharge", "W4", "V1", True, 2.0),
+    ],
     "overlap-late-discharge": [
         ("admit", "ED", "V1", False, 3.0),
         ("admit", "ICU", "V2", False, 2.9),

@@ -23,7 +23,7 @@
 // admission registered a day late is the stay from then on, an A13 entered late reopens it).
 // The result is that of the current row: ENDS (1) for a discharge that ends the stay, IGNORED
 // (2) for a stale event that changes nothing, else NONE (0).
-// One row of state per patient (two strings, a flag, two times and the latest row's result),
+// One row of state per patient (two strings, two flags, two times and the latest row's result),
 // kept for the job's state TTL like the rest.
 package io.wardflow.udf;
 
@@ -47,6 +47,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     public String placedUnit;
     public Long stayStartMs; // when the stay's admission happened (its event time); null: unknown
     public Long stayEndMs; // when the discharge that last ended it happened; null: none since
+    public boolean endedByOwn; // that discharge named the stay's encounter
     public int result;
   }
 
@@ -78,6 +79,8 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
       if (ends) {
         acc.open = false;
         acc.stayEndMs = happenedMs;
+        acc.endedByOwn =
+            encounter != null && acc.stayEncounter != null && encounter.equals(acc.stayEncounter);
         acc.result = ENDS;
       }
       return;
@@ -90,6 +93,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
       acc.stayEncounter = encounter == null ? "" : encounter;
       acc.stayStartMs = happenedMs;
       acc.stayEndMs = null;
+      acc.endedByOwn = false;
     }
     if (stay || event.equals("cancel_discharge")) acc.open = true;
     boolean ownUpdate =
@@ -104,28 +108,34 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
   /**
    * Whether a stale event is one the state has seen, sent again (a FHIR Encounter's later version
    * sends its visit's admission and discharge again, their ids forgotten, timed at the location
-   * periods it lists): it happened before the stay began; or it is an admission or discharge at
-   * its start (a discharge at the admission's millisecond is the stay before's); or an admission
-   * of the stay's own encounter; or, the stay closed, a discharge of its encounter or at or
-   * before the discharge that last ended it, or an A13 at or before that discharge. A discharge
-   * re-issued after an A13 reopened the stay counts. Unknown times decide nothing: it counts.
+   * periods it lists): it happened before the stay began; or it is an admission, or another
+   * visit's discharge, at its start (a discharge at the admission's millisecond is the visit
+   * before's); or an admission of the stay's own encounter while the stay is open, or closed and
+   * it no later than the discharge that ended it; or, the stay closed, a discharge at or before
+   * the one that last ended it, or of its encounter where its own discharge ended it, or an A13
+   * before that discharge (a conformant A13 is timed as the discharge it cancels: it counts). A
+   * discharge re-issued after an A13 reopened the stay counts. Without a stay's times only the
+   * own-encounter admission of an open stay is decided: anything else counts.
    */
   static boolean sentAgain(Acc acc, String event, String encounter, Long happenedMs) {
     boolean starts = event.equals("admit") || event.equals("merged_in");
     boolean discharge = event.equals("discharge");
-    boolean ownVisit =
+    boolean own =
         encounter != null
             && acc.stayEncounter != null
             && !acc.stayEncounter.isEmpty()
             && encounter.equals(acc.stayEncounter);
-    if (starts && ownVisit) return true;
+    boolean open = Boolean.TRUE.equals(acc.open);
+    boolean closed = Boolean.FALSE.equals(acc.open);
+    if (starts && own && open) return true;
     if (happenedMs == null || acc.stayStartMs == null) return false;
     if (happenedMs < acc.stayStartMs) return true;
-    if ((starts || discharge) && happenedMs <= acc.stayStartMs) return true;
-    if (!Boolean.FALSE.equals(acc.open)) return false;
-    boolean beforeEnd = acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
-    if (discharge) return ownVisit || beforeEnd;
-    return event.equals("cancel_discharge") && beforeEnd;
+    if ((starts || (discharge && !own)) && happenedMs <= acc.stayStartMs) return true;
+    if (!closed) return false;
+    boolean atOrBeforeEnd = acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
+    if (starts) return own && atOrBeforeEnd;
+    if (discharge) return atOrBeforeEnd || (own && acc.endedByOwn);
+    return event.equals("cancel_discharge") && acc.stayEndMs != null && happenedMs < acc.stayEndMs;
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
