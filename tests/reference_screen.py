@@ -90,12 +90,14 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
         stay["encounter"], stay["start_ms"], stay["end_ms"] = encounter or "", happened, None
-        stay["ended_by_own"] = False
+        stay["ended_by_own"], stay["reopened_ms"] = False, None
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
     open_before = stay.get("open")  # None: no admission or discharge yet
     # an A13 of the discharge that closed the stay reopens it where it says the patient is
     reopens = kind == "cancel_discharge" and open_before is False
+    if reopens:
+        stay["reopened_ms"] = happened
     if (own or reopens or kind in ("admit", "transfer", "merged_in", "cancel_transfer")) and unit:
         stay["unit"] = unit
     if starts or kind == "cancel_discharge":
@@ -113,18 +115,23 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
         and unit != placed
     )
     if not another:  # another visit's leaves the stay as it was (open)
-        stay["open"], stay["end_ms"] = False, happened
-        stay["ended_by_own"] = bool(encounter and of_stay is not None and encounter == of_stay)
+        own = bool(encounter and of_stay is not None and encounter == of_stay)
+        if open_before is False:  # ended again: the latest end, and any own
+            stay["end_ms"] = max(stay.get("end_ms") or happened, happened)
+            stay["ended_by_own"] = bool(stay.get("ended_by_own")) or own
+        else:
+            stay["end_ms"], stay["ended_by_own"] = happened, own
+        stay["open"] = False
     return another
 
 
 def _sent_again(stay: dict[str, Any], kind: str, encounter: str | None, happened: int) -> bool:
     """A stale event is one the state has seen, sent again (StayDischarge.java `sentAgain`): it
-    happened before the stay began; or is an admission, or another visit's discharge, at its
-    start; or an admission of the stay's own encounter while it is open, or closed and the
-    admission no later than the discharge that ended it; or, the stay closed, a discharge at or
-    before the one that last ended it, or of its encounter where its own discharge ended it, or
-    an A13 before that discharge."""
+    happened before the stay began; or is an admission, or a discharge not naming the stay's
+    encounter, at its start; or an admission of the stay's own encounter while it is open, or closed
+    and the admission no later than the discharge that ended it; or, the stay closed, a discharge at
+    or before the latest that ended it, or of its encounter where its own discharge ended it, or an
+    A13 before that discharge or no later than the A13 that last reopened it."""
     starts, discharge = kind in ("admit", "merged_in"), kind == "discharge"
     own = bool(encounter and stay.get("encounter") and encounter == stay["encounter"])
     if starts and own and stay.get("open") is True:
@@ -141,7 +148,11 @@ def _sent_again(stay: dict[str, Any], kind: str, encounter: str | None, happened
         return own and at_or_before_end
     if discharge:
         return at_or_before_end or (own and bool(stay.get("ended_by_own")))
-    return kind == "cancel_discharge" and end is not None and happened < end
+    reopened = stay.get("reopened_ms")
+    before_end = end is not None and happened < end
+    return kind == "cancel_discharge" and (
+        before_end or (reopened is not None and happened <= reopened)
+    )
 
 
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:

@@ -14,10 +14,12 @@ udfs/java/StayDischarge.java) of a processing-time OVER window over all the pati
 (it emits at once, keeps the rowtime, and every record of the patient keeps its state from the
 job's state TTL, as it keeps the screening state; the screening job computes it in the window
 that counts the patient's arrivals, `tables.merged_late_views`, so it costs no operator of its
-own). Its state per patient, two strings, a flag and two times (and the latest row's result):
+own). Its state per patient, two strings, two flags and three times (and the latest row's
+result):
 
 - the stay's encounter: that of the latest admission, or merge naming a unit; when that
-  admission happened, and when the discharge that last ended the stay did (its event times);
+  admission happened, when the latest discharge that ended the stay did and whether one that
+  did named its encounter, and when the A13 that last reopened it did (their event times);
 - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13 of
   the discharge that closed the stay (where it says the patient is, as in the census), or an
   update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
@@ -33,12 +35,13 @@ closed days ago) sends its admission and discharge again, and the discharge ende
 stay (its screening state and alerts; in the catalog, the admission superseded the stay). Such
 an event changes nothing where the state has seen it: it happened before the stay began (by the
 event time of the stay's admission: an earlier visit's, whatever it names); or it is an
-admission, or another visit's discharge, at that time (a discharge at the admission's
-millisecond is the visit before's); or an admission of the stay's own encounter while the stay
-is open (a later version times it at the current location's start), or closed and no later than
-the discharge that ended it; or, the stay closed, a discharge at or before the one that last
-ended it (the stay's own, or an overlapping emergency visit's, sent again), or of its encounter
-where its own discharge ended it, or an A13 before that discharge. Any other counts as any event
+admission, or a discharge not naming the stay's encounter, at that time (a discharge at the
+admission's millisecond is the visit before's); or an admission of the stay's own encounter
+while the stay is open (a later version times it at the current location's start), or closed and
+no later than the discharge that ended it; or, the stay closed, a discharge at or before the
+latest that ended it (the stay's own, or an overlapping emergency visit's, sent again), or of
+its encounter where its own discharge ended it, or an A13 before that discharge or no later than
+the A13 that last reopened it (a corrected disposition replayed). Any other counts as any event
 does, however late it was entered: an admission registered a day late (downtime back-entry,
 PV1-44 hours back) is the stay from then on, a readmission under the same visit number too; an
 A13 entered late (timed, as HL7 has it, as the discharge it cancels) reopens the stay; a

@@ -213,6 +213,27 @@ SCENARIOS |= {
         ("discharge", "W4", None, True, 2.5),
         ("discharge", "W4", "V1", True, 2.0),
     ],
+    # the emergency visit's A03 entered within the TTL after the inpatient discharge, timed
+    # before it (the stay ended again, its end not moved back); days later the inpatient
+    # visit's discharge resent: still the one that ended the stay
+    "ended-again-earlier": [
+        ("admit", "ED", "V9", False, 1.0),
+        ("admit", "W4", "V1", False, 0.9),
+        ("discharge", "W4", "V1", True, 0.5),
+        ("discharge", "ED", "V9", True, 0.8),
+        ("discharge", "W4", "V1", False, ("as", 2, 3.0)),
+    ],
+    # a corrected disposition (A03, A13, A03 at one time) replayed after its ids are forgotten
+    "replayed-correction": [
+        ("admit", "W4", "V1", False, 1.0),
+        ("discharge", "W4", "V1", True, 0.5),
+        ("cancel_discharge", "W4", "V1", False, ("as", 1)),
+        ("discharge", "W4", "V1", True, ("as", 1)),
+        ("discharge", "W4", "V1", False, ("as", 1, 3.0)),
+        ("cancel_discharge", "W4", "V1", False, ("as", 1, 3.0)),
+        ("discharge", "W4", "V1", False, ("as", 1, 3.0)),
+        ("discharge", "ED", "V9", True),  # closed all along: ends it again
+    ],
     "overlap-late-discharge": [
         ("admit", "ED", "V1", False, 3.0),
         ("admit", "ICU", "V2", False, 2.9),
@@ -230,8 +251,10 @@ def scenario_records(start: int) -> list[dict[str, Any]]:
         for kind, unit, encounter, _, *late in events:
             seq = start + len(out)
             times = timed(seq, *(late if late and isinstance(late[0], float) else ()))
-            if late and isinstance(late[0], tuple):  # ("as", k): when the k-th event happened
-                times["event_time"] = mine[late[0][1]]["event_time"]
+            if late and isinstance(late[0], tuple):  # ("as", k[, days]): when the k-th happened
+                _, k, *later = late[0]
+                times["event_time"] = mine[k]["event_time"]
+                times["recorded_time"] += timedelta(days=later[0] if later else 0.0)
             out.append(
                 {
                     "seq": seq,

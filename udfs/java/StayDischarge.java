@@ -23,7 +23,7 @@
 // admission registered a day late is the stay from then on, an A13 entered late reopens it).
 // The result is that of the current row: ENDS (1) for a discharge that ends the stay, IGNORED
 // (2) for a stale event that changes nothing, else NONE (0).
-// One row of state per patient (two strings, two flags, two times and the latest row's result),
+// One row of state per patient (two strings, two flags, three times and the latest row's result),
 // kept for the job's state TTL like the rest.
 package io.wardflow.udf;
 
@@ -47,7 +47,8 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     public String placedUnit;
     public Long stayStartMs; // when the stay's admission happened (its event time); null: unknown
     public Long stayEndMs; // when the discharge that last ended it happened; null: none since
-    public boolean endedByOwn; // that discharge named the stay's encounter
+    public boolean endedByOwn; // a discharge naming the stay's encounter ended it
+    public Long reopenedMs; // when the A13 that last reopened the stay happened
     public int result;
   }
 
@@ -77,10 +78,18 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
       boolean ends = !anotherVisits(acc, encounter, unit);
       // another visit's leaves the stay as it was (open), as it leaves the census
       if (ends) {
-        acc.open = false;
-        acc.stayEndMs = happenedMs;
-        acc.endedByOwn =
+        boolean own =
             encounter != null && acc.stayEncounter != null && encounter.equals(acc.stayEncounter);
+        if (Boolean.FALSE.equals(acc.open)) { // ended again: the latest end, and any own
+          if (happenedMs != null && (acc.stayEndMs == null || happenedMs > acc.stayEndMs)) {
+            acc.stayEndMs = happenedMs;
+          }
+          acc.endedByOwn |= own;
+        } else {
+          acc.stayEndMs = happenedMs;
+          acc.endedByOwn = own;
+        }
+        acc.open = false;
         acc.result = ENDS;
       }
       return;
@@ -88,12 +97,14 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     // an A13 of the discharge that closed the stay reopens it where it says the patient is
     // (the census takes it back only then; another visit's A13 moves no one)
     boolean reopens = event.equals("cancel_discharge") && Boolean.FALSE.equals(acc.open);
+    if (reopens) acc.reopenedMs = happenedMs;
     boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
     if (stay) {
       acc.stayEncounter = encounter == null ? "" : encounter;
       acc.stayStartMs = happenedMs;
       acc.stayEndMs = null;
       acc.endedByOwn = false;
+      acc.reopenedMs = null;
     }
     if (stay || event.equals("cancel_discharge")) acc.open = true;
     boolean ownUpdate =
@@ -108,13 +119,14 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
   /**
    * Whether a stale event is one the state has seen, sent again (a FHIR Encounter's later version
    * sends its visit's admission and discharge again, their ids forgotten, timed at the location
-   * periods it lists): it happened before the stay began; or it is an admission, or another
-   * visit's discharge, at its start (a discharge at the admission's millisecond is the visit
+   * periods it lists): it happened before the stay began; or it is an admission, or a discharge
+   * not naming the stay's encounter, at its start (a discharge at the admission's millisecond is the visit
    * before's); or an admission of the stay's own encounter while the stay is open, or closed and
    * it no later than the discharge that ended it; or, the stay closed, a discharge at or before
-   * the one that last ended it, or of its encounter where its own discharge ended it, or an A13
-   * before that discharge (a conformant A13 is timed as the discharge it cancels: it counts). A
-   * discharge re-issued after an A13 reopened the stay counts. Without a stay's times only the
+   * the latest that ended it, or of its encounter where its own discharge ended it, or an A13
+   * before that discharge or no later than the A13 that last reopened it (a conformant A13 is
+   * timed as the discharge it cancels: it counts). A discharge re-issued after an A13 reopened
+   * the stay counts. Without a stay's times only the
    * own-encounter admission of an open stay is decided: anything else counts.
    */
   static boolean sentAgain(Acc acc, String event, String encounter, Long happenedMs) {
@@ -135,7 +147,9 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     boolean atOrBeforeEnd = acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
     if (starts) return own && atOrBeforeEnd;
     if (discharge) return atOrBeforeEnd || (own && acc.endedByOwn);
-    return event.equals("cancel_discharge") && acc.stayEndMs != null && happenedMs < acc.stayEndMs;
+    boolean beforeEnd = acc.stayEndMs != null && happenedMs < acc.stayEndMs;
+    boolean reopenedSince = acc.reopenedMs != null && happenedMs <= acc.reopenedMs;
+    return event.equals("cancel_discharge") && (beforeEnd || reopenedSince);
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
