@@ -73,10 +73,11 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     recorded more than `remembered_ms` (the job's state TTL) after it happened that the state
     has seen (`_sent_again`; neither changes anything), with `stay` (the patient's, in arrival
     order: the stay's encounter, `""` where its admission named none, when its admission
-    happened and when the discharge that last ended it did; the unit last placed in; and
-    whether the stay is open, True, or closed by a discharge that ended it, False) after it."""
+    happened, the latest time a discharge ended it and whether one of its own did since it
+    closed; the unit last placed in; and whether the stay is open, True, or closed by a
+    discharge that ended it, False) after it."""
     seen = stay.setdefault("seen", set())
-    stay["ignored"] = False  # whether this event was an earlier visit's, sent again
+    stay["ignored"] = False  # whether this event is one the state has seen, sent again
     if rec["event_id"] in seen:  # a copy changes nothing (as the census's `duplicate`)
         return True
     seen.add(rec["event_id"])
@@ -90,14 +91,12 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
     starts = kind == "admit" or (kind == "merged_in" and unit is not None)
     if starts:
         stay["encounter"], stay["start_ms"], stay["end_ms"] = encounter or "", happened, None
-        stay["ended_by_own"], stay["reopened_ms"] = False, None
+        stay["ended_by_own"] = False
     of_stay = stay.get("encounter")
     own = kind == "update" and (encounter is None or not of_stay or encounter == of_stay)
     open_before = stay.get("open")  # None: no admission or discharge yet
     # an A13 of the discharge that closed the stay reopens it where it says the patient is
     reopens = kind == "cancel_discharge" and open_before is False
-    if reopens:
-        stay["reopened_ms"] = happened
     if (own or reopens or kind in ("admit", "transfer", "merged_in", "cancel_transfer")) and unit:
         stay["unit"] = unit
     if starts or kind == "cancel_discharge":
@@ -128,10 +127,10 @@ def another_visits(rec: dict[str, Any], stay: dict[str, Any], remembered_ms: int
 def _sent_again(stay: dict[str, Any], kind: str, encounter: str | None, happened: int) -> bool:
     """A stale event is one the state has seen, sent again (StayDischarge.java `sentAgain`): it
     happened before the stay began; or is an admission, or a discharge not naming the stay's
-    encounter, at its start; or an admission of the stay's own encounter while it is open, or closed
-    and the admission no later than the discharge that ended it; or, the stay closed, a discharge at
-    or before the latest that ended it, or of its encounter where its own discharge ended it, or an
-    A13 before that discharge or no later than the A13 that last reopened it."""
+    encounter, at its start; or an admission of the stay's own encounter while it is open, or
+    closed and the admission no later than its end; or, the stay closed, a discharge at or
+    before the latest that ended it, or of its encounter where a discharge of its own ended it
+    since it closed, or an A13 before that discharge."""
     starts, discharge = kind in ("admit", "merged_in"), kind == "discharge"
     own = bool(encounter and stay.get("encounter") and encounter == stay["encounter"])
     if starts and own and stay.get("open") is True:
@@ -148,11 +147,7 @@ def _sent_again(stay: dict[str, Any], kind: str, encounter: str | None, happened
         return own and at_or_before_end
     if discharge:
         return at_or_before_end or (own and bool(stay.get("ended_by_own")))
-    reopened = stay.get("reopened_ms")
-    before_end = end is not None and happened < end
-    return kind == "cancel_discharge" and (
-        before_end or (reopened is not None and happened <= reopened)
-    )
+    return kind == "cancel_discharge" and end is not None and happened < end
 
 
 def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:

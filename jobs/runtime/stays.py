@@ -14,12 +14,12 @@ udfs/java/StayDischarge.java) of a processing-time OVER window over all the pati
 (it emits at once, keeps the rowtime, and every record of the patient keeps its state from the
 job's state TTL, as it keeps the screening state; the screening job computes it in the window
 that counts the patient's arrivals, `tables.merged_late_views`, so it costs no operator of its
-own). Its state per patient, two strings, two flags and three times (and the latest row's
+own). Its state per patient, two strings, two flags and two times (and the latest row's
 result):
 
 - the stay's encounter: that of the latest admission, or merge naming a unit; when that
-  admission happened, when the latest discharge that ended the stay did and whether one that
-  did named its encounter, and when the A13 that last reopened it did (their event times);
+  admission happened and the latest time a discharge ended the stay (their event times), and
+  whether a discharge naming its encounter ended it since it closed;
 - the unit last placed in: by an admission, transfer, merge or cancelled transfer, an A13 of
   the discharge that closed the stay (where it says the patient is, as in the census), or an
   update (A08) of the stay's visit (or of none; another visit's moves no one, as in the census);
@@ -40,14 +40,15 @@ admission's millisecond is the visit before's); or an admission of the stay's ow
 while the stay is open (a later version times it at the current location's start), or closed and
 no later than the discharge that ended it; or, the stay closed, a discharge at or before the
 latest that ended it (the stay's own, or an overlapping emergency visit's, sent again), or of
-its encounter where its own discharge ended it, or an A13 before that discharge or no later than
-the A13 that last reopened it (a corrected disposition replayed). Any other counts as any event
-does, however late it was entered: an admission registered a day late (downtime back-entry,
-PV1-44 hours back) is the stay from then on, a readmission under the same visit number too; an
-A13 entered late (timed, as HL7 has it, as the discharge it cancels) reopens the stay; a
-discharge re-issued after an A13 with its first time ends it again (a cancelled discharge an
-interface resends after its id is forgotten does too, and so does an overlapping visit's
-discharge resent after an A13). Where the job holds no stay for the patient (none seen, or none
+its encounter where a discharge of its own ended it since it closed, or an A13 before that
+discharge. Any other counts as any event does, however late it was entered: an admission
+registered a day late (downtime back-entry, PV1-44 hours back) is the stay from then on, a
+readmission under the same visit number too; an A13 entered late (timed, as HL7 has it, as the
+discharge it cancels) reopens the stay; a discharge re-issued after an A13 with its first time
+ends it again (a cancelled discharge an interface resends after its id is forgotten does too,
+and so does an overlapping visit's discharge resent after an A13; a corrected disposition, A03,
+A13, A03, replayed after its ids are forgotten reopens and ends the stay again: in the catalog,
+a second readmission score). Where the job holds no stay for the patient (none seen, or none
 within the TTL) every event counts, as before: an old visit sent again then starts and ends a
 stay of its own (in the catalog, a second readmission score of that visit).
 

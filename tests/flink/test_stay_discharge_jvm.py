@@ -223,7 +223,9 @@ SCENARIOS |= {
         ("discharge", "ED", "V9", True, 0.8),
         ("discharge", "W4", "V1", False, ("as", 2, 3.0)),
     ],
-    # a corrected disposition (A03, A13, A03 at one time) replayed after its ids are forgotten
+    # a corrected disposition (A03, A13, A03 at one time) replayed after its ids are forgotten:
+    # its first A03 is sent again, its A13 reopens and its A03 ends the stay again (an A13
+    # cannot be told from a genuine one cancelling the re-issued discharge)
     "replayed-correction": [
         ("admit", "W4", "V1", False, 1.0),
         ("discharge", "W4", "V1", True, 0.5),
@@ -231,8 +233,8 @@ SCENARIOS |= {
         ("discharge", "W4", "V1", True, ("as", 1)),
         ("discharge", "W4", "V1", False, ("as", 1, 3.0)),
         ("cancel_discharge", "W4", "V1", False, ("as", 1, 3.0)),
-        ("discharge", "W4", "V1", False, ("as", 1, 3.0)),
-        ("discharge", "ED", "V9", True),  # closed all along: ends it again
+        ("discharge", "W4", "V1", True, ("as", 1, 3.0)),
+        ("discharge", "ED", "V9", True),  # closed: ends it again
     ],
     "overlap-late-discharge": [
         ("admit", "ED", "V1", False, 3.0),

@@ -23,7 +23,7 @@
 // admission registered a day late is the stay from then on, an A13 entered late reopens it).
 // The result is that of the current row: ENDS (1) for a discharge that ends the stay, IGNORED
 // (2) for a stale event that changes nothing, else NONE (0).
-// One row of state per patient (two strings, two flags, three times and the latest row's result),
+// One row of state per patient (two strings, two flags, two times and the latest row's result),
 // kept for the job's state TTL like the rest.
 package io.wardflow.udf;
 
@@ -46,9 +46,8 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     public Boolean open; // null: no admission or discharge yet
     public String placedUnit;
     public Long stayStartMs; // when the stay's admission happened (its event time); null: unknown
-    public Long stayEndMs; // when the discharge that last ended it happened; null: none since
-    public boolean endedByOwn; // a discharge naming the stay's encounter ended it
-    public Long reopenedMs; // when the A13 that last reopened the stay happened
+    public Long stayEndMs; // the latest time a discharge ended it (event time); null: none since
+    public boolean endedByOwn; // a discharge naming the stay's encounter ended it since it closed
     public int result;
   }
 
@@ -97,14 +96,12 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     // an A13 of the discharge that closed the stay reopens it where it says the patient is
     // (the census takes it back only then; another visit's A13 moves no one)
     boolean reopens = event.equals("cancel_discharge") && Boolean.FALSE.equals(acc.open);
-    if (reopens) acc.reopenedMs = happenedMs;
     boolean stay = event.equals("admit") || (event.equals("merged_in") && unit != null);
     if (stay) {
       acc.stayEncounter = encounter == null ? "" : encounter;
       acc.stayStartMs = happenedMs;
       acc.stayEndMs = null;
       acc.endedByOwn = false;
-      acc.reopenedMs = null;
     }
     if (stay || event.equals("cancel_discharge")) acc.open = true;
     boolean ownUpdate =
@@ -123,10 +120,10 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
    * not naming the stay's encounter, at its start (a discharge at the admission's millisecond is the visit
    * before's); or an admission of the stay's own encounter while the stay is open, or closed and
    * it no later than the discharge that ended it; or, the stay closed, a discharge at or before
-   * the latest that ended it, or of its encounter where its own discharge ended it, or an A13
-   * before that discharge or no later than the A13 that last reopened it (a conformant A13 is
-   * timed as the discharge it cancels: it counts). A discharge re-issued after an A13 reopened
-   * the stay counts. Without a stay's times only the
+   * the latest that ended it, or of its encounter where a discharge of its own ended it since it
+   * closed, or an A13 before that discharge (a conformant A13 is timed as the discharge it
+   * cancels: it counts). A discharge re-issued after an A13 reopened the stay counts, and so
+   * does a corrected disposition (A03, A13, A03) replayed: it reopens and ends the stay again. Without a stay's times only the
    * own-encounter admission of an open stay is decided: anything else counts.
    */
   static boolean sentAgain(Acc acc, String event, String encounter, Long happenedMs) {
@@ -147,9 +144,7 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
     boolean atOrBeforeEnd = acc.stayEndMs != null && happenedMs <= acc.stayEndMs;
     if (starts) return own && atOrBeforeEnd;
     if (discharge) return atOrBeforeEnd || (own && acc.endedByOwn);
-    boolean beforeEnd = acc.stayEndMs != null && happenedMs < acc.stayEndMs;
-    boolean reopenedSince = acc.reopenedMs != null && happenedMs <= acc.reopenedMs;
-    return event.equals("cancel_discharge") && (beforeEnd || reopenedSince);
+    return event.equals("cancel_discharge") && acc.stayEndMs != null && happenedMs < acc.stayEndMs;
   }
 
   /** A discharge of another visit while the stay is open, from the state before it. */
