@@ -422,7 +422,8 @@ def stale_type_sql(event_type: str, event_time: str, record_time: str) -> str:
 
 
 # `stale_type_sql` over the decoded ADT topic's columns (its `measured_time` is the event's time),
-# for the census placement and the jobs' stay rule (jobs/runtime/stays.py).
+# for the census placement (the jobs' stay rule marks `STALE` by their state TTL instead:
+# jobs/runtime/stays.py `stale_type_sql`).
 ADT_STALE_TYPE_SQL = stale_type_sql("event_type", "measured_time", "CAST(kafka_ts AS TIMESTAMP(3))")
 
 

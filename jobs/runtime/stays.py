@@ -134,19 +134,19 @@ def visit_columns_sql(adt: bool, remembered_h: float = 0.0) -> str:
     )
 
 
-def ends_sql(outcome: str = STAY_OUTCOME) -> str:
+def ends_sql() -> str:
     """SQL: whether the record is a discharge that ends the stay."""
-    return f"{outcome} = {ENDS}"
+    return f"{STAY_OUTCOME} = {ENDS}"
 
 
-def ignored_sql(outcome: str = STAY_OUTCOME) -> str:
+def ignored_sql() -> str:
     """SQL: whether the record is a stale event the rule has seen, sent again (no change)."""
-    return f"{outcome} = {IGNORED}"
+    return f"{STAY_OUTCOME} = {IGNORED}"
 
 
-def discharge_sql(visit_event: str = "visit_event") -> str:
+def discharge_sql() -> str:
     """SQL: whether a first copy's `visit_event` is a discharge, stale or not."""
-    return f"{visit_event} IN ('discharge', '{STALE}discharge')"
+    return f"visit_event IN ('discharge', '{STALE}discharge')"
 
 
 def stay_discharges_sql(source: str) -> str:

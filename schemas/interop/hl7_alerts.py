@@ -229,8 +229,8 @@ class Ack:
       would fail every message); a resend may pass (sinks.ehr_hl7 resends, then stops);
     - CE, commit error: the receiver's message service could not take the message for a
       reason other than those (e.g. a sequence number); its content was never read, so it is
-      sent again as a reject is (dead-lettered, an alert would never reach the EHR for a
-      queue that was full a moment).
+      sent again as a reject is (dead-lettering it lost the alert to a queue full for a
+      moment).
     """
 
     code: str  # MSA-1

@@ -438,11 +438,11 @@ def test_a_discharge_of_another_visit_ends_no_stay(run: dict[str, Any]) -> None:
     assert set(hours) == set(REPORT_HOURS)
 
 
-def test_an_old_visits_admission_and_discharge_recorded_a_week_late_change_no_stay(
+def test_an_old_visits_admission_and_discharge_recorded_days_late_change_no_stay(
     run: dict[str, Any],
 ) -> None:
     """The sixth stay's patient has an old visit's admission and discharge sent again at 22 h,
-    10 days after they happened: the admission starts no stay (it superseded the current one)
+    10 days after they happened: the admission starts no stay (it had superseded the current one)
     and the discharge ends none; the stay's records after them are scored as its own, the stay
     once at 24 h, and no score carries the old visit."""
     admit, discharge = run["old_visit"]
@@ -458,7 +458,7 @@ def test_an_old_visits_admission_and_discharge_recorded_a_week_late_change_no_st
     }
     states = mine[mine["trigger"] == "state"]
     assert after and after <= set(states["record_id"])
-    # still the stay admitted at 0 h (the old admission started one at 22 h, which its
+    # still the stay admitted at 0 h (the old admission had started one at 22 h, which its
     # discharge in the same millisecond did not end: it ended the stay before)
     late = states[states["event_time"] > at]
     assert (late["hours_since_admission"] > STALE_AT_H).all()

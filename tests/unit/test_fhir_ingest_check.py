@@ -105,7 +105,7 @@ def test_a_search_sorted_newest_first_is_published_oldest_first(tmp_path: Path) 
 
 
 def test_json_nested_too_deep_is_refused_and_the_files_behind_it_are_read(tmp_path: Path) -> None:
-    """A file of 100,000 nested arrays, and a Bundle whose Observation nests its extensions 2,000
+    """A file of 100,000 nested arrays, and a Bundle whose Observation nests its extensions 450
     deep (it parses; its references cannot be walked): each refused `malformed`, where Python's
     RecursionError stopped the run and every file behind it."""
     drop = tmp_path / "drop"

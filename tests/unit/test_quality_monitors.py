@@ -276,7 +276,7 @@ def test_a_source_seen_once_long_ago_does_not_hold_back_the_timer_of_a_facility_
     ref: quality.Reference,
 ) -> None:
     """The timer that finds a facility silent is set at the earliest silence due of the sources
-    silence is judged for (seen in `min_windows` windows): an ADT unit seen once, 13 hours
+    silence is judged for (seen in `min_windows` windows): a labs source seen once, 13 hours
     before, was the earliest for ever, no timer was set again, and the whole facility going
     dark raised nothing."""
     fac = quality.FacilityMonitor()

@@ -1,7 +1,8 @@
-// Whether an ADT discharge ends the patient's stay, as an aggregate of an accumulate-only
-// processing-time OVER window (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, partitioned by
-// patient, over all of the patient's records in arrival order). udfs/java_decode.py compiles it
-// into the UDF jar; jobs/runtime/stays.py calls it for the screening and catalog jobs:
+// What an ADT event does to the patient's stay (ENDS, IGNORED or NONE), as an aggregate of an
+// accumulate-only processing-time OVER window (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW,
+// partitioned by patient, over all of the patient's records in arrival order).
+// udfs/java_decode.py compiles it into the UDF jar; jobs/runtime/stays.py calls it for the
+// screening and catalog jobs:
 //   wf_stay_discharge(visit_event, visit_encounter, visit_unit_id, visit_time) OVER w
 // (visit_event: the ADT event type of an event id's first copy, null for a resend and for a
 // record that is not an ADT event).
@@ -116,15 +117,15 @@ public class StayDischarge extends AggregateFunction<Integer, StayDischarge.Acc>
   /**
    * Whether a stale event is one the state has seen, sent again (a FHIR Encounter's later version
    * sends its visit's admission and discharge again, their ids forgotten, timed at the location
-   * periods it lists): it happened before the stay began; or it is an admission, or a discharge
-   * not naming the stay's encounter, at its start (a discharge at the admission's millisecond is the visit
-   * before's); or an admission of the stay's own encounter while the stay is open, or closed and
-   * it no later than the discharge that ended it; or, the stay closed, a discharge at or before
+   * periods it lists): it happened before the stay began; or it is an admission, or a discharge not
+   * naming the stay's encounter, at its start (a discharge at the admission's millisecond is the
+   * visit before's); or an admission of the stay's own encounter while the stay is open, or closed
+   * and it no later than the discharge that ended it; or, the stay closed, a discharge at or before
    * the latest that ended it, or of its encounter where a discharge of its own ended it since it
-   * closed, or an A13 before that discharge (a conformant A13 is timed as the discharge it
-   * cancels: it counts). A discharge re-issued after an A13 reopened the stay counts, and so
-   * does a corrected disposition (A03, A13, A03) replayed: it reopens and ends the stay again. Without a stay's times only the
-   * own-encounter admission of an open stay is decided: anything else counts.
+   * closed, or an A13 before that discharge (a conformant A13 is timed as the discharge it cancels:
+   * it counts). A discharge re-issued after an A13 reopened the stay counts, and so does a
+   * corrected disposition (A03, A13, A03) replayed: it reopens and ends the stay again. Without a
+   * stay's times only the own-encounter admission of an open stay is decided: anything else counts.
    */
   static boolean sentAgain(Acc acc, String event, String encounter, Long happenedMs) {
     boolean starts = event.equals("admit") || event.equals("merged_in");
