@@ -37,12 +37,12 @@ from schemas.rows import CENSUS_IN, CENSUS_OUT, avro_values_sql
 from schemas.settings import Settings
 from udfs import java_decode
 from udfs.census import (
-    ADT_STALE_TYPE_SQL,
     DISCHARGED_FROM_SQL,
     SURGE_LABELS,
     UNIT_BEDS_FUNCTION,
     check_unit_sql,
     facility_beds_sql,
+    stale_type_sql,
     unit_beds_sql,
 )
 from udfs.flink import decoded_row
@@ -75,7 +75,7 @@ def _planned_sql(adt: Source, capacity: Capacity) -> str:
             "source_topic": f"'{adt.topic}'",
             "payload": PAYLOAD,
             "unit_id": DISCHARGED_FROM_SQL,
-            "event_type": ADT_STALE_TYPE_SQL,  # the placement decides (udfs.census.is_stale)
+            "event_type": stale_type_sql(),  # the placement decides (udfs.census.is_stale)
         }
     )
     unknown = check_unit_sql(capacity, "d.event_type", "d.facility_id", "d.unit_id")

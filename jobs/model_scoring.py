@@ -44,16 +44,16 @@ the stay rule has seen, sent again (jobs/runtime/stays.py: it happened before th
 or is its admission again, or a discharge of the closed stay again), is not read: an old
 visit's admission and discharge that a FHIR Encounter's later version sends again change no
 stay; one that happened since counts (an admission registered days late starts its stay). A
-discharge at the same millisecond as an admission ends the stay before it. A discharge that a later
-A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that fall due
-after the cancel (an hour due between the discharge and its cancel is not: the join sees the stay as
-it was then), and a readmission score already made at that discharge stands. Every admission starts
-a stay, so an admission sent again after a cancel (A11, or a FHIR Encounter
-voided: `void_encounter`; this job reads neither) starts another. A merge of the token's record
-into another patient's record (HL7 A40, `merged_away`: a trauma alias merged into the patient's
-own record) ends the token's stay for good: no score is published under a record that no longer
-exists; the surviving record's stay is its own, its hours counted from its own first record (a
-stay's state is its token's).
+discharge at the same millisecond as an admission ends the stay before it. A discharge that a
+later A13 (`cancel_discharge`) takes back does not end the stay: it is scored at its hours that
+fall due after the cancel (an hour due between the discharge and its cancel is not: the join
+sees the stay as it was then), and a readmission score already made at that discharge stands.
+Every admission starts a stay, so an admission sent again after a cancel (A11, or a FHIR
+Encounter voided: `void_encounter`; this job reads neither) starts another. A merge of the
+token's record into another patient's record (HL7 A40, `merged_away`: a trauma alias merged
+into the patient's own record) ends the token's stay for good: no score is published under a
+record that no longer exists; the surviving record's stay is its own, its hours counted from its
+own first record (a stay's state is its token's).
 Hours since admission are measured from the stay's first record (its admission
 event when one arrives first; a feed that starts mid-stay measures from whatever comes first, a
 discharge included, and such a stay is never scored at an hour). A record timed before its

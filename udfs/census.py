@@ -394,7 +394,7 @@ def check_unit(e: AdtEvent, capacity: Capacity) -> Outcome | None:
 
 
 RETENTION_DAYS = RETENTION_MS // (24 * 3600 * 1000)
-STALE = "stale:"  # an event type's prefix: recorded more than RETENTION_MS after it happened
+STALE = "stale:"  # an event type's prefix: recorded later than its reader remembers
 STALE_REASON = (
     f"it happened more than {RETENTION_DAYS} days before it was recorded and is not of the stay "
     f"the patient is in: the census forgets a patient without a bed {RETENTION_DAYS} days after "
@@ -414,17 +414,14 @@ def is_stale(record: Mapping[str, Any], record_ms: int) -> bool:
     return happened is not None and record_ms - codec.epoch_ms(happened) > RETENTION_MS
 
 
-def stale_type_sql(event_type: str, event_time: str, record_time: str) -> str:
-    """SQL: the event type, prefixed `STALE` where `is_stale` (the census placement reads it)."""
-    assert RETENTION_MS == RETENTION_DAYS * 24 * 3600 * 1000
-    late = f"{event_time} < {record_time} - INTERVAL '{RETENTION_DAYS}' DAY"
-    return f"CASE WHEN {late} THEN '{STALE}' || {event_type} ELSE {event_type} END"
-
-
-# `stale_type_sql` over the decoded ADT topic's columns (its `measured_time` is the event's time),
-# for the census placement (the jobs' stay rule marks `STALE` by their state TTL instead:
-# jobs/runtime/stays.py `stale_type_sql`).
-ADT_STALE_TYPE_SQL = stale_type_sql("event_type", "measured_time", "CAST(kafka_ts AS TIMESTAMP(3))")
+def stale_type_sql(after_ms: int = RETENTION_MS) -> str:
+    """SQL over the decoded ADT topic (`measured_time` the event's time, `kafka_ts` its record's):
+    the event type, prefixed `STALE` where it was recorded more than `after_ms` after it
+    happened: `is_stale`'s retention for the census placement, the job's state TTL for the
+    screening and catalog jobs' stay rule (jobs/runtime/stays.py)."""
+    record = "CAST(kafka_ts AS TIMESTAMP(3))"
+    late = f"measured_time < TIMESTAMPADD(SECOND, -{after_ms // 1000}, {record})"
+    return f"CASE WHEN {late} THEN '{STALE}' || event_type ELSE event_type END"
 
 
 UNIT_BEDS_FUNCTION = "wf_unit_beds"  # udfs/java/UnitBeds.java, registered by the census job

@@ -71,7 +71,7 @@ from __future__ import annotations
 from typing import Any
 
 from udfs import java_decode
-from udfs.census import DISCHARGED_FROM_SQL, STALE
+from udfs.census import DISCHARGED_FROM_SQL, STALE, stale_type_sql
 
 # The columns the jobs' unions carry for the rule, with their types (null on records that are
 # not ADT events, and the event type null on a later copy of an ADT event: it changes nothing).
@@ -110,24 +110,16 @@ def adt_copies_sql(source: str) -> str:
     FROM (SELECT *, PROCTIME() AS adt_arrival FROM {source})"""
 
 
-def stale_type_sql(remembered_h: float) -> str:
-    """SQL over the decoded ADT topic (`measured_time` the event's time, `kafka_ts` its record's):
-    the event type, prefixed `STALE` where it was recorded more than `remembered_h` (the job's
-    state TTL) after it happened (module docstring)."""
-    seconds = round(remembered_h * 3600)
-    late = f"measured_time < TIMESTAMPADD(SECOND, -{seconds}, CAST(kafka_ts AS TIMESTAMP(3)))"
-    return f"CASE WHEN {late} THEN '{STALE}' || event_type ELSE event_type END"
-
-
 def visit_columns_sql(adt: bool, remembered_h: float = 0.0) -> str:
     """`VISIT_COLUMNS` of an ADT source's records (`adt`: from `adt_copies_sql`; `remembered_h`,
-    the job's state TTL: `stale_type_sql`), or nulls for another's."""
+    the job's state TTL: `census.stale_type_sql`), or nulls for another's."""
     if not adt:
         return ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in VISIT_COLUMNS.items())
     if remembered_h <= 0:
         raise ValueError("an ADT source's visit columns need the job's state TTL (remembered_h)")
     return (
-        f"CASE WHEN visit_copy = 1 THEN {stale_type_sql(remembered_h)} END AS visit_event, "
+        f"CASE WHEN visit_copy = 1 THEN {stale_type_sql(round(remembered_h * 3_600_000))} END "
+        "AS visit_event, "
         "NULLIF(encounter_token, '') AS visit_encounter, "
         f"NULLIF({DISCHARGED_FROM_SQL}, '') AS visit_unit_id, "
         "measured_time AS visit_time"

@@ -657,21 +657,22 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     # and another encounter's discharge again an hour later under a new event id (the census
     # refuses it, not_admitted): its encounter is scored once
     scored = set(mapped.facts["encounter_token"]) - {resent["encounter_token"]}
-    first = next(
-        a for a in mapped.adt if a["event_type"] == "discharge" and a["encounter_token"] in scored
-    )
+
+    def a_discharge(*taken: dict[str, Any]) -> dict[str, Any]:
+        """A discharge of a scored encounter other than those `taken`."""
+        left = scored - {t["encounter_token"] for t in taken}
+        return next(
+            a for a in mapped.adt if a["event_type"] == "discharge" and a["encounter_token"] in left
+        )
+
+    first = a_discharge()
     again = first | {
         "event_id": first["event_id"] + ":again",
         "event_time": first["event_time"] + timedelta(hours=1),
     }
     # and a third encounter's discharge cancelled (A13) and discharged again 3 days on: scored
     # at that discharge, the one that counts (its first, taken back, is scored too)
-    third = next(
-        a
-        for a in mapped.adt
-        if a["event_type"] == "discharge"
-        and a["encounter_token"] in scored - {first["encounter_token"]}
-    )
+    third = a_discharge(first)
     cancelled = third | {  # an A13 without PV1-19: it cancels the patient's latest discharge
         "event_id": third["event_id"] + ":cancel",
         "event_type": "cancel_discharge",
@@ -683,13 +684,9 @@ def discharges(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "event_time": third["event_time"] + timedelta(days=3),
     }
     # and a fourth encounter's discharge entered 4 days after it happened, longer than the job
-    # remembers (`stay_state_ttl_h`): of the open stay, so it ends it and is scored
-    fourth = next(
-        a
-        for a in mapped.adt
-        if a["event_type"] == "discharge"
-        and a["encounter_token"] in scored - {first["encounter_token"], third["encounter_token"]}
-    )
+    # remembers (`stay_state_ttl_h`): it happened since its stay began, so it ends it and is
+    # scored
+    fourth = a_discharge(first, third)
     late = fourth | {"recorded_time": fourth["event_time"] + timedelta(days=4)}
     assert late["recorded_time"] - late["event_time"] > timedelta(hours=s.stay_state_ttl_h)
     adt = [late if a is fourth else a for a in mapped.adt]
