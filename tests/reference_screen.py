@@ -259,6 +259,18 @@ def _sustained(seg: list[Row]) -> bool:
     )
 
 
+def _red_score(seg: list[Row]) -> bool:
+    a, c = seg[0], seg[-1]
+    return (
+        len(seg) == 2
+        and a.kind == c.kind == "vitals"
+        and bool(_sc(a, "news2_red_flag"))
+        and bool(_sc(c, "news2_red_flag"))
+        and _sc(c, "news2_score") < 5
+        and c.t > a.t
+    )
+
+
 def _rising(seg: list[Row]) -> bool:
     if len(seg) < 2 or any(r.kind != "vitals" for r in seg):
         return False
@@ -318,6 +330,10 @@ def hits(rows: list[Row]) -> list[tuple[int, lifecycle.Hit | None]]:
         a, c = vit[s], vit[e]
         sev = _news2_sev(max(_sc(a, "news2_score"), _sc(c, "news2_score")))
         out.append((_ms(c.t), _hit(job.NEWS2_SUSTAINED, a, c, sev, _sc(c, "news2_score"))))
+
+    for s, e in _matches(vit, _red_score, timedelta(hours=3)):
+        a, c = vit[s], vit[e]
+        out.append((_ms(c.t), _hit(job.NEWS2_RED_SCORE, a, c, "low", _sc(c, "news2_score"))))
 
     def rise_began(starts: list[int], end: int) -> int:  # the last start at the lowest score
         return max(starts, key=lambda i: (-_sc(vit[i], "news2_score"), i))

@@ -54,6 +54,9 @@ class Rule:
     within_h: int = 0
     run: str | None = None  # a run rule's aggregate call (its `pattern` documents it)
     pattern_severity: str | None = None  # `severity` as the pattern's MEASURES (default: same)
+    # a run rule's condition on the state that completes its run, beyond the run (the pattern's
+    # C says the same): the run goes on through a state that fails it, which only does not hit
+    completes_if: str | None = None
 
     @property
     def column(self) -> str:
@@ -70,7 +73,8 @@ class Rule:
     def fires(self) -> str:
         """Whether the rule hits at a row of `window_sql`'s output (a condition in SQL)."""
         if self.run is not None:
-            return f"{self.result}.last_record_id = record_id"
+            fired = f"{self.result}.last_record_id = record_id"
+            return fired if self.completes_if is None else f"{fired} AND ({self.completes_if})"
         if self.pattern is not None:
             raise ValueError(f"{self.rule_id}: a pattern without a run has no window column")
         return f"({self.condition})"
@@ -253,6 +257,32 @@ NEWS2_RISING = Rule(
               record_id, {MEDIUM_RISK_THRESHOLD}, {RISE_POINTS},
               CAST({RISE_WITHIN_H * _MS_PER_H} AS BIGINT))""",
 )
+# RCP 2017 chart 2: a score of 3 in any single parameter (a "red score") calls for an urgent
+# ward-based response (low-medium clinical risk; chart 3: the nurse informs the medical team, who
+# review), whatever the aggregate. Below the aggregate's key threshold of 5: at or above it the
+# response is NEWS2 ≥ 5's (`news2_sustained_medium`), so the red score does not raise a second
+# alert for the same readings; it raises one where the aggregate stays low (a respiratory rate of
+# 6 scores 3 alone). As for NEWS2 ≥ 5, one reading can be an artefact (a probe off the finger),
+# so the rule needs two consecutive distinct readings with a red score within 3 hours, the second
+# with the aggregate below 5. Severity low: RCP ranks it below the aggregate of 5.
+NEWS2_RED_SCORE = Rule(
+    "news2_red_score",
+    "1",
+    "news2_score",
+    "screened_vitals",
+    f"""A AS A.record_kind = 'vitals' AND A.news2_red_flag,
+        C AS C.record_kind = 'vitals' AND C.news2_red_flag
+             AND C.news2_score < {MEDIUM_RISK_THRESHOLD}
+             AND C.event_time > FIRST(A.event_time)""",
+    "'low'",
+    "news2_score",
+    "A C",
+    SUSTAINED_WITHIN_H,
+    run=f"""wf_pair_run(CASE WHEN news2_red_flag THEN 1 ELSE 0 END, {VITALS_SEQUENCE},
+              CAST(event_time AS TIMESTAMP(3)), record_id, 1,
+              CAST({SUSTAINED_WITHIN_H * _MS_PER_H} AS BIGINT))""",
+    completes_if=f"news2_score < {MEDIUM_RISK_THRESHOLD}",
+)
 # SIRS ≥ 2 (Bone 1992) in every state for at least 4 hours; the persistence is wardflow's filter
 # against transient physiology such as pain or exertion. Fires where `pattern` over `condition`
 # would complete a match (PersistentRun.java); cites the run's first state.
@@ -294,7 +324,14 @@ ORGAN_DYSFUNCTION = Rule(
     "CASE WHEN sofa_partial_score >= 4 THEN 'high' ELSE 'medium' END",
     "sofa_partial_score",
 )
-RULES = (NEWS2_SUSTAINED, NEWS2_RISING, SIRS_PERSISTENT, QSOFA_LACTATE, ORGAN_DYSFUNCTION)
+RULES = (
+    NEWS2_SUSTAINED,
+    NEWS2_RISING,
+    NEWS2_RED_SCORE,
+    SIRS_PERSISTENT,
+    QSOFA_LACTATE,
+    ORGAN_DYSFUNCTION,
+)
 
 
 def register_rule_functions(t_env: Any) -> None:

@@ -1,13 +1,13 @@
 """The run rules (jobs/screening/rules.py: `news2_sustained_medium`, `news2_rising`,
-`sirs_persistent`), computed by JVM aggregates with bounded state over all of a patient's states,
-fire on exactly the records where Flink's own MATCH_RECOGNIZE of their patterns (over the states
-each pattern reads) completes a match, and cite the start they promise, record and time: the
-reading before, where the rise began (the last record at the lowest score among the starts the
-record completes) and where the run of SIRS ≥ 2 began. All run over the same drawn patient
-streams: scores that climb, fall and hold, a missing score now and then, records at the same
-instant (with record ids out of time order), labs and discharges between readings, and gaps on
-both sides of the 3-, 4- and 6-hour bounds. Records of one instant share their scores, as a
-patient's states of one instant do."""
+`news2_red_score`, `sirs_persistent`), computed by JVM aggregates with bounded state over all of a
+patient's states, fire on exactly the records where Flink's own MATCH_RECOGNIZE of their patterns
+(over the states each pattern reads) completes a match, and cite the start they promise, record and
+time: the reading before, where the rise began (the last record at the lowest score among the starts
+the record completes) and where the run of SIRS ≥ 2 began. All run over the same drawn patient
+streams: scores that climb, fall and hold, a missing score now and then, records at the same instant
+(with record ids out of time order), labs and discharges between readings, and gaps on both sides of
+the 3-, 4- and 6-hour bounds. Records of one instant share their scores, as a patient's states of
+one instant do."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pyflink.table import DataTypes, Schema
 
 from jobs.runtime.flink_env import stream_table_env
 from jobs.screening.rules import (
+    NEWS2_RED_SCORE,
     NEWS2_RISING,
     NEWS2_SUSTAINED,
     SIRS_PERSISTENT,
@@ -37,17 +38,26 @@ pytestmark = pytest.mark.slow
 GAPS_MIN = np.array(
     [0, 0, 1, 5, 30, 60, 60, 60, 119, 120, 121, 179, 180, 181, 239, 240, 241, 359, 360, 361]
 )
-GIVEN = ("record_id", "record_kind", "patient_token", "news2_score", "sirs_count", "is_discharge")
+GIVEN = (
+    "record_id",
+    "record_kind",
+    "patient_token",
+    "news2_score",
+    "sirs_count",
+    "news2_red_flag",
+    "is_discharge",
+)
 
 
 def _rows(patients: int = 80) -> pd.DataFrame:
     """Each patient's records: NEWS2 and SIRS as sticky random walks (records of the same
-    instant share them, as a patient's states of one instant do), kinds drawn."""
+    instant share them, as a patient's states of one instant do), kinds drawn; a red score
+    drawn where NEWS2 is 3 or more (one parameter can score 3 only then)."""
     rng = np.random.default_rng(17)
     out = []
     for p in range(patients):
         t, news2, sirs = 1_767_225_600_000, int(rng.integers(0, 4)), int(rng.integers(0, 4))
-        missing = False
+        missing, red = False, False
         for _ in range(60):
             gap = int(rng.choice(GAPS_MIN))
             t += gap * 60_000
@@ -55,6 +65,7 @@ def _rows(patients: int = 80) -> pd.DataFrame:
                 news2 = int(np.clip(news2 + rng.choice([-2, -1, 0, 0, 0, 0, 1, 1, 2, 3]), 0, 20))
                 sirs = int(np.clip(sirs + rng.choice([-1, 0, 0, 0, 0, 0, 1]), 0, 4))
                 missing = rng.random() < 0.03
+                red = news2 >= 3 and rng.random() < 0.8
             kind = str(rng.choice(["vitals"] * 8 + ["labs"] * 2 + ["adt"]))
             out.append(
                 {
@@ -63,6 +74,7 @@ def _rows(patients: int = 80) -> pd.DataFrame:
                     "patient_token": f"p{p:03d}",
                     "news2_score": None if missing else news2,
                     "sirs_count": None if missing else sirs,
+                    "news2_red_flag": None if missing else red,
                     "is_discharge": kind == "adt" and rng.random() < 0.5,
                     "ts_ms": t,
                 }
@@ -75,7 +87,7 @@ def _hits(settings: Settings, rows: pd.DataFrame, rule: Rule) -> pd.DataFrame:
     """The rule's hits (patient, first and last record) over `rows` as screened states."""
     env, t_env = stream_table_env(settings, connectors=False)
     register_rule_functions(t_env)
-    types = [Types.STRING()] * 3 + [Types.INT()] * 2 + [Types.BOOLEAN(), Types.LONG()]
+    types = [Types.STRING()] * 3 + [Types.INT()] * 2 + [Types.BOOLEAN()] * 2 + [Types.LONG()]
 
     def value(v: Any) -> Any:
         return None if pd.isna(v) else int(v) if isinstance(v, float) else v
@@ -85,7 +97,7 @@ def _hits(settings: Settings, rows: pd.DataFrame, rule: Rule) -> pd.DataFrame:
         Types.ROW_NAMED([*GIVEN, "ts_ms"], types),
     )
     schema = Schema.new_builder()
-    for name, kind in zip(GIVEN, ["STRING"] * 3 + ["INT"] * 2 + ["BOOLEAN"], strict=True):
+    for name, kind in zip(GIVEN, ["STRING"] * 3 + ["INT"] * 2 + ["BOOLEAN"] * 2, strict=True):
         schema = schema.column(name, getattr(DataTypes, kind)())
     schema = (
         schema.column("ts_ms", DataTypes.BIGINT())
@@ -144,6 +156,21 @@ def test_news2_sustained_fires_where_its_pattern_does_citing_the_reading_before_
     assert list(run["severity"]) == [severity[r] for r in run["last_record_id"]]
     assert len(run) > 40
     assert set(run["severity"]) == {"medium", "high"}
+
+
+def test_news2_red_score_fires_where_its_pattern_does_below_the_aggregate_of_five(
+    settings: Settings, rows: pd.DataFrame
+) -> None:
+    run, starts = _compare(settings, rows, NEWS2_RED_SCORE)
+    assert all(len(s) == 1 for s in starts.values())
+    assert list(run["first_record_id"]) == [starts[str(r)][0] for r in run["last_record_id"]]
+    score = dict(zip(rows["record_id"], rows["news2_score"], strict=True))
+    assert all(score[r] < 5 for r in run["last_record_id"])
+    assert len(run) > 20
+    assert set(run["severity"]) == {"low"}
+    # the run went on through readings at 5 or more: where the aggregate's rule answers instead
+    red = rows[rows["news2_red_flag"].fillna(False).astype(bool) & (rows["news2_score"] >= 5)]
+    assert len(red) > 20
 
 
 def test_news2_rising_fires_where_its_pattern_does_and_cites_where_the_rise_began(
