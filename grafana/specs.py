@@ -1043,10 +1043,14 @@ DATA_QUALITY = Dashboard(
             "timeseries",
             f"""SELECT toStartOfDay(event_time) AS time, monitor, count() AS opened
             FROM ${{db}}.quality_events FINAL
-            WHERE state = 'open' AND {_QFAC} AND $__timeFilter(event_time)
+            WHERE state = 'open' AND opened_event_id IS NULL AND {_QFAC}
+              AND $__timeFilter(event_time)
             GROUP BY time, monitor ORDER BY time""",
             ("time", "monitor", "opened"),
             width=12,
+            description="Each condition once, on the day of the event that opened it: an "
+            "escalation (a shift grown severe, which quarantines) names the event that opened "
+            "its condition. Escalations recorded before 2026-12-06 named none and count again.",
         ),
         Panel(
             "dead_letter_share",

@@ -400,6 +400,9 @@ class SourceMonitor:
         opened = None
         if state == "open":
             was = self.open.get(key)
+            # an escalation (a condition already open, opening again more severe) names the
+            # event that opened it, so that counting conditions counts each once
+            opened = was.event_id if was else None
             quarantining = any(o.quarantine for o in self.open.values())
             if quarantine and not quarantining:
                 action = "quarantine"

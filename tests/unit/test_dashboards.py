@@ -917,3 +917,71 @@ def test_every_stat_and_bar_gauge_sets_its_colours_and_a_bar_gauge_draws_a_bar_p
     )
     steps = beds["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[0]["color"] == "red" and steps[-1]["color"] == "green"
+
+
+def _shift_events(day: datetime) -> list[dict[str, Any]]:
+    """Heart rates of unit 4E through the real monitors (udfs.quality): a moderate shift (one
+    bin up) opens on day 1 after two windows, escalates to a severe one (a median of 200, the
+    reference's beyond its 99th percentile) that quarantines, resolves, and a second moderate
+    shift opens; day 2, that second condition escalates. Two conditions opened, both on day 1:
+    an escalation is an `open` event of a condition already open."""
+    from schemas import topics
+    from udfs import quality
+
+    vitals = topics.VITALS_OBSERVATION.name
+    ref = quality.load_reference()
+    pref = ref.topic(vitals).parameters["heart_rate_bpm"]
+    n = 400
+    up = [0.0, *pref.proportions[:-2], pref.proportions[-2] + pref.proportions[-1]]
+    shares = {
+        "normal": list(pref.proportions),
+        "moderate": up,
+        "severe": [0.0] * (len(pref.proportions) - 1) + [1.0],
+    }
+    medians = {"normal": pref.percentiles["p50"], "moderate": 95.0, "severe": 200.0}
+    mon = quality.SourceMonitor(vitals, "F", "4E")
+    t0 = int(day.timestamp() * 1000)
+    events = []
+    for hour, kind in ((8, "moderate"), (9, "moderate"), (10, "severe"), (11, "normal"),
+                       (12, "moderate"), (13, "moderate"), (25, "severe")):  # fmt: skip
+        bins = tuple(round(s * n) for s in shares[kind])
+        pw = quality.ParameterWindow(sum(bins), medians[kind], medians[kind], bins)
+        start = t0 + hour * 3_600_000
+        w = quality.Window(vitals, "F", "4E", start, start + 3_600_000, n, n, {},
+                           {"heart_rate_bpm": pw})  # fmt: skip
+        events += mon.observe(w, ref.topic(vitals), quality.Thresholds())
+    return events
+
+
+def test_quality_conditions_opened_per_day_count_an_escalation_as_no_second_condition(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """`state = 'open'` counted every open event: a shift that escalated to a quarantine was
+    two conditions on day 1, and its escalation a condition opened on day 2. Each condition
+    counts once, on the day of the event that opened it (an escalation names that event)."""
+    from grafana.specs import DATA_QUALITY
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_dq")
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    events = _shift_events(day)
+    opens = [(e["state"], e["action"]) for e in events if e["monitor"] == "distribution_shift"]
+    assert opens == [("open", None), ("open", "quarantine"), ("resolved", "clear"),
+                     ("open", None), ("open", "quarantine")]  # fmt: skip
+    shifts = [e for e in events if e["monitor"] == "distribution_shift"]
+    # each escalation and resolution names the event that opened its condition
+    assert [e["opened_event_id"] for e in shifts] == [None, shifts[0]["event_id"],
+            shifts[0]["event_id"], None, shifts[3]["event_id"]]  # fmt: skip
+    rows = []
+    for e in events:
+        r = {k: v for k, v in e.items() if not k.endswith("_ms")}
+        for k in ("event_time", "window_start", "window_end"):
+            r[k] = datetime.fromtimestamp(e[k + "_ms"] / 1000, UTC)
+        rows.append(r)
+    _insert(clickhouse, db, "quality_events", rows)
+    tr = TimeRange(day, day + 2 * _DAY)
+    got = _panel_rows(clickhouse, DATA_QUALITY, "events_by_monitor", db, tr, facility="F")
+    assert [(t.date(), m, n) for t, m, n in got] == [(day.date(), "distribution_shift", 2)]
+    # a range from day 2 shows no condition opened: the escalation's condition opened before
+    later = TimeRange(day + _DAY, day + 2 * _DAY)
+    assert _panel_rows(clickhouse, DATA_QUALITY, "events_by_monitor", db, later, facility="F") == []
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
