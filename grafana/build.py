@@ -164,7 +164,7 @@ def dashboard(d: Dashboard) -> dict[str, Any]:
             .datasource(DATASOURCE)
             .query(v.sql)
             .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
-            .sort(VariableSort.ALPHABETICAL_ASC)
+            .sort(VariableSort.ALPHABETICAL_ASC if v.by_name else VariableSort.DISABLED)
         )
         if v.default is not None:
             q = q.current(VariableOption(selected=True, text=v.default, value=v.default))

@@ -49,6 +49,7 @@ class Variable:
     sql: str
     multi: bool = False
     default: str | None = None  # the option chosen when the board opens, where it is one
+    by_name: bool = True  # options sorted by name; False: in the query's order
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,32 @@ UNIT = Variable(
     "unit",
     "Unit",
     "SELECT unit_id FROM ${db}.dim_unit FINAL WHERE facility_id = '${facility}' ORDER BY unit_id",
+)
+# The clock a board's days run by (its per-day panels' `toStartOfDay(…, '${tz}')`): the time
+# zone of the facilities chosen (schemas.capacity `time_zones`, kept in dim_facility), UTC also
+# offered. Days in UTC cut a New York hospital's day at 19:00 or 20:00 local, so an evening's
+# alerts counted on the next day. Facilities of several zones: the first, in name order, by
+# default; the board's user can choose another.
+TIME_ZONE = Variable(
+    "tz",
+    "Days in time zone",
+    """SELECT tz FROM (
+           SELECT DISTINCT if(timezone = '', 'UTC', timezone) AS tz, 0 AS listed
+           FROM ${db}.dim_facility FINAL WHERE facility_id IN (${facility:singlequote})
+           UNION ALL SELECT 'UTC' AS tz, 1 AS listed)
+       GROUP BY tz ORDER BY min(listed), tz""",
+    by_name=False,
+)
+# the ML ops board has no facility: the zones of every facility
+ALL_TIME_ZONES = Variable(
+    "tz",
+    "Days in time zone",
+    """SELECT tz FROM (
+           SELECT DISTINCT if(timezone = '', 'UTC', timezone) AS tz, 0 AS listed
+           FROM ${db}.dim_facility FINAL
+           UNION ALL SELECT 'UTC' AS tz, 1 AS listed)
+       GROUP BY tz ORDER BY min(listed), tz""",
+    by_name=False,
 )
 # the board is the sepsis models' (its scores, risk histograms and latency are theirs); the
 # catalog's models are in the list for their monitor results
@@ -576,7 +603,7 @@ EXECUTIVE = Dashboard(
     description="Alert-to-acknowledge times, hour-1 bundle timing, length of stay, readmissions.",
     time_from="now-30d",
     refresh="5m",
-    variables=(FACILITIES,),
+    variables=(FACILITIES, TIME_ZONE),
     panels=(
         Panel(
             "ack_minutes",
@@ -595,7 +622,7 @@ EXECUTIVE = Dashboard(
             "readmission_risk_flagged",
             "Discharges flagged at high 30-day readmission risk (model, per day)",
             "timeseries",
-            f"""SELECT toStartOfDay(event_time) AS time, facility_id,
+            f"""SELECT toStartOfDay(event_time, '${{tz}}') AS time, facility_id,
                    round(100 * avg(above_threshold), 2) AS flagged_pct
             FROM ${{db}}.catalog_scores FINAL
             WHERE model_name = 'readmission-30d' AND role = 'champion' AND {_FAC}
@@ -659,7 +686,7 @@ EXECUTIVE = Dashboard(
             "ack_trend",
             "Alert → acknowledge by day (minutes)",
             "timeseries",
-            f"""SELECT toStartOfDay(raised) AS time,
+            f"""SELECT toStartOfDay(raised, '${{tz}}') AS time,
                    round(quantileExact(0.5)(minutes), 1) AS median_minutes,
                    round(quantileExact(0.9)(minutes), 1) AS p90_minutes
             FROM ({_ACK}) WHERE minutes IS NOT NULL
@@ -768,7 +795,7 @@ EXECUTIVE = Dashboard(
             "alerts_by_rule",
             "Alerts raised per day by rule",
             "timeseries",
-            f"""SELECT toStartOfDay(minute) AS time, rule_id, sum(events) AS alerts
+            f"""SELECT toStartOfDay(minute, '${{tz}}') AS time, rule_id, sum(events) AS alerts
             FROM ${{db}}.alert_minute
             WHERE action = 'raise' AND {_FAC} AND $__timeFilter(minute)
             GROUP BY time, rule_id ORDER BY time""",
@@ -787,7 +814,7 @@ ML_OPS = Dashboard(
     "agreement; model versions; dead letters.",
     time_from="now-7d",
     refresh="1m",
-    variables=(MODEL,),
+    variables=(MODEL, ALL_TIME_ZONES),
     panels=(
         Panel(
             "versions",
@@ -839,7 +866,7 @@ ML_OPS = Dashboard(
             "Drift: PSI of the risk distribution against the 7 days before the range",
             "timeseries",
             f"""WITH hist AS (
-                SELECT role, toStartOfDay(hour) AS day,
+                SELECT role, toStartOfDay(hour, '${{tz}}') AS day,
                        sumForEach(arrayMap(i -> if(i = bin, scored, 0), range(20))) AS h
                 FROM ${{db}}.score_hist_hour
                 WHERE {_MODEL} AND hour >= $__fromTime - INTERVAL 7 DAY AND hour <= $__toTime
@@ -848,9 +875,10 @@ ML_OPS = Dashboard(
                    round(arraySum(arrayMap((p, q) -> (p - q) * log(p / q),
                        arrayMap(x -> greatest(x / arraySum(c.h), 0.0001), c.h),
                        arrayMap(x -> greatest(x / arraySum(r.h), 0.0001), r.h))), 4) AS psi
-            FROM (SELECT role, day, h FROM hist WHERE day >= toStartOfDay($__fromTime)) AS c
+            FROM (SELECT role, day, h FROM hist
+                  WHERE day >= toStartOfDay($__fromTime, '${{tz}}')) AS c
             INNER JOIN (SELECT role, sumForEach(h) AS h FROM hist
-                        WHERE day < toStartOfDay($__fromTime) GROUP BY role) AS r
+                        WHERE day < toStartOfDay($__fromTime, '${{tz}}') GROUP BY role) AS r
                 ON r.role = c.role
             ORDER BY time""",
             ("time", "role", "psi"),
@@ -996,7 +1024,7 @@ DATA_QUALITY = Dashboard(
     "storms; the sources quarantined now.",
     time_from="now-7d",
     refresh="1m",
-    variables=(FACILITIES,),
+    variables=(FACILITIES, TIME_ZONE),
     panels=(
         Panel(
             "quarantined",
@@ -1041,7 +1069,7 @@ DATA_QUALITY = Dashboard(
             "events_by_monitor",
             "Data-quality conditions opened per day, by monitor",
             "timeseries",
-            f"""SELECT toStartOfDay(event_time) AS time, monitor, count() AS opened
+            f"""SELECT toStartOfDay(event_time, '${{tz}}') AS time, monitor, count() AS opened
             FROM ${{db}}.quality_events FINAL
             WHERE state = 'open' AND opened_event_id IS NULL AND {_QFAC}
               AND $__timeFilter(event_time)

@@ -985,3 +985,48 @@ def test_quality_conditions_opened_per_day_count_an_escalation_as_no_second_cond
     later = TimeRange(day + _DAY, day + 2 * _DAY)
     assert _panel_rows(clickhouse, DATA_QUALITY, "events_by_monitor", db, later, facility="F") == []
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_per_day_panels_count_the_facilitys_own_days_not_utc_days(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """A New York facility's alerts at 21:00 on 1 March and 09:00 on 2 March (02:00 and 14:00
+    UTC on the 2nd) are one alert a day there: counted by UTC days they were two on the 2nd
+    (an evening's alerts on the next day). UTC is still offered, and gives UTC days."""
+    from grafana.specs import EXECUTIVE, ML_OPS
+    from schemas.capacity import Capacity
+    from sinks import dims
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_tz")
+    capacity = {"facilities": {"F": {"4E": 10}}, "time_zones": {"F": "America/New_York"}}
+    dims.load_capacity(clickhouse, db, Capacity.from_dict(capacity))
+
+    def raised(alert: str, at: datetime) -> dict[str, Any]:
+        return {"alert_event_id": f"ev-{alert}", "alert_id": alert, "action": "raise",
+                "sequence": 1, "rule_id": "news2_red_score", "rule_version": "1",
+                "severity": "low", "patient_token": f"p{alert}", "facility_id": "F",
+                "unit_id": "4E", "opened_time": at, "event_time": at, "hit_count": 1,
+                "score_name": "news2_score", "score_value": 3.0, "evidence_json": "{}"}  # fmt: skip
+
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    _insert(clickhouse, db, "alert_events", [raised("a", day + 2 * _HOUR),
+                                             raised("b", day + 14 * _HOUR)])  # fmt: skip
+    tr = TimeRange(day - 2 * _DAY, day + _DAY)
+    variables = run.resolve_variables(clickhouse, EXECUTIVE, db, tr)
+    assert variables["tz"] == "America/New_York"
+    assert [str(r[0]) for r in clickhouse.query(
+        run.render(next(v for v in EXECUTIVE.variables if v.name == "tz").sql, tr, variables)
+    ).result_rows] == ["America/New_York", "UTC"]  # fmt: skip
+    local = _panel_rows(clickhouse, EXECUTIVE, "alerts_by_rule", db, tr)
+    five = timedelta(hours=5)  # EST: New York's midnight is 05:00 UTC
+    assert [(t.astimezone(UTC), r, n) for t, r, n in local] == [
+        (day - _DAY + five, "news2_red_score", 1),
+        (day + five, "news2_red_score", 1),
+    ]
+    utc = _panel_rows(clickhouse, EXECUTIVE, "alerts_by_rule", db, tr, tz="UTC")
+    assert [(t.astimezone(UTC), n) for t, _, n in utc] == [(day, 2)]
+    zones = next(v for v in ML_OPS.variables if v.name == "tz").sql
+    assert clickhouse.query(run.render(zones, tr, {"db": db})).result_rows[0][0] == (
+        "America/New_York"
+    )
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
