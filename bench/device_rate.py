@@ -4,7 +4,7 @@
    observations, sustained records/s as bench/spine.py measures it.
 2. **Screening throughput**: `--beds` simulated monitors (jobs/feeds/device_sim.py, real set-A
    trajectories) for `--seconds`, with their labs and discharges, pre-loaded; the full screening
-   job (decode, charting, state, five rules, model scoring on, lifecycle) runs bounded. Sustained
+   job (decode, charting, state, six rules, model scoring on, lifecycle) runs bounded. Sustained
    rate = device-rate records / the time between 10 % and 90 % of the charted minutes reaching
    `vitals.charted` (start-up and tail left out).
 3. **Latency and memory at 15,000 and 6,000 beds**: the job unbounded while the simulator

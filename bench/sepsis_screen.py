@@ -1,5 +1,5 @@
 """Screening-job benchmark: sustained records/s of the full sepsis screening job (three sources,
-state window, five rules, alert lifecycle) over pre-loaded topics.
+state window, six rules, alert lifecycle) over pre-loaded topics.
 
 N records (vitals, labs, discharges of real set-A patients) are produced first; the job then runs
 bounded while the end offsets of its screened-states topic are sampled. Sustained rate = 80 % of

@@ -3,8 +3,8 @@
 It shares the contract with the job (schemas, rule thresholds, validity table, the pure scoring
 functions and the lifecycle state machine, all unit-tested on their own) but re-does in its own
 way what streaming does: per-patient ordering, last-valid-value carry-forward, discharge
-handling, the five rule patterns with their WITHIN bounds and skip-past-last-row semantics (the
-job computes two of them as bounded-state run rules; here every pattern is matched naively).
+handling, the six rule patterns with their WITHIN bounds and skip-past-last-row semantics (the
+job computes four of them as bounded-state run rules; here every pattern is matched naively).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def _red_score(seg: list[Row]) -> bool:
         and a.kind == c.kind == "vitals"
         and bool(_sc(a, "news2_red_flag"))
         and bool(_sc(c, "news2_red_flag"))
-        and _sc(c, "news2_score") < 5
+        and not (_sc(a, "news2_score") >= 5 and _sc(c, "news2_score") >= 5)
         and c.t > a.t
     )
 
@@ -331,9 +331,11 @@ def hits(rows: list[Row]) -> list[tuple[int, lifecycle.Hit | None]]:
         sev = _news2_sev(max(_sc(a, "news2_score"), _sc(c, "news2_score")))
         out.append((_ms(c.t), _hit(job.NEWS2_SUSTAINED, a, c, sev, _sc(c, "news2_score"))))
 
-    for s, e in _matches(vit, _red_score, timedelta(hours=3)):
+    for s, e in _matches(vit, _red_score, timedelta(hours=job.RED_SCORE_WITHIN_H)):
         a, c = vit[s], vit[e]
-        out.append((_ms(c.t), _hit(job.NEWS2_RED_SCORE, a, c, "low", _sc(c, "news2_score"))))
+        news2 = _sc(c, "news2_score")
+        sev = _news2_sev(news2) if news2 >= 5 else "low"
+        out.append((_ms(c.t), _hit(job.NEWS2_RED_SCORE, a, c, sev, news2)))
 
     def rise_began(starts: list[int], end: int) -> int:  # the last start at the lowest score
         return max(starts, key=lambda i: (-_sc(vit[i], "news2_score"), i))

@@ -55,7 +55,8 @@ class Rule:
     run: str | None = None  # a run rule's aggregate call (its `pattern` documents it)
     pattern_severity: str | None = None  # `severity` as the pattern's MEASURES (default: same)
     # a run rule's condition on the state that completes its run, beyond the run (the pattern's
-    # C says the same): the run goes on through a state that fails it, which only does not hit
+    # C says the same; `{run}`: the run's result): the run goes on through a state that fails
+    # it, which only does not hit
     completes_if: str | None = None
 
     @property
@@ -74,7 +75,9 @@ class Rule:
         """Whether the rule hits at a row of `window_sql`'s output (a condition in SQL)."""
         if self.run is not None:
             fired = f"{self.result}.last_record_id = record_id"
-            return fired if self.completes_if is None else f"{fired} AND ({self.completes_if})"
+            if self.completes_if is None:
+                return fired
+            return f"{fired} AND ({self.completes_if.format(run=self.result)})"
         if self.pattern is not None:
             raise ValueError(f"{self.rule_id}: a pattern without a run has no window column")
         return f"({self.condition})"
@@ -259,29 +262,40 @@ NEWS2_RISING = Rule(
 )
 # RCP 2017 chart 2: a score of 3 in any single parameter (a "red score") calls for an urgent
 # ward-based response (low-medium clinical risk; chart 3: the nurse informs the medical team, who
-# review), whatever the aggregate. Below the aggregate's key threshold of 5: at or above it the
-# response is NEWS2 ≥ 5's (`news2_sustained_medium`), so the red score does not raise a second
-# alert for the same readings; it raises one where the aggregate stays low (a respiratory rate of
-# 6 scores 3 alone). As for NEWS2 ≥ 5, one reading can be an artefact (a probe off the finger),
-# so the rule needs two consecutive distinct readings with a red score within 3 hours, the second
-# with the aggregate below 5. Severity low: RCP ranks it below the aggregate of 5.
+# review), whatever the aggregate (a respiratory rate of 6 scores 3 alone). As for NEWS2 ≥ 5, one
+# reading can be an artefact (a probe off the finger), so the rule needs two consecutive distinct
+# readings with a red score. Within 7 hours: at NEWS2 1-4 chart 3 asks for readings only every 4-6
+# hours, and a red score charted on a ward is confirmed at the next round, an hour late at most.
+# Where both readings are at NEWS2 5 or more, `news2_sustained_medium` answers for the same
+# readings and this rule does not hit; where only one is (4 then 5, or 5 then 4), only this one
+# does. Severity: low (RCP ranks a red score below an aggregate of 5), medium or high where the
+# completing reading's aggregate is 5-6 or 7+ (`_news2_severity`'s bands).
+RED_SCORE_WITHIN_H = 7
+_RED_SEVERITY = (
+    f"CASE WHEN {{score}} >= {HIGH_RISK_THRESHOLD} THEN 'high' "
+    f"WHEN {{score}} >= {MEDIUM_RISK_THRESHOLD} THEN 'medium' ELSE 'low' END"
+)
 NEWS2_RED_SCORE = Rule(
     "news2_red_score",
     "1",
     "news2_score",
     "screened_vitals",
-    f"""A AS A.record_kind = 'vitals' AND A.news2_red_flag,
-        C AS C.record_kind = 'vitals' AND C.news2_red_flag
-             AND C.news2_score < {MEDIUM_RISK_THRESHOLD}
-             AND C.event_time > FIRST(A.event_time)""",
-    "'low'",
+    f"""A AS A.record_kind = 'vitals' AND A.news2_red_flag AND A.news2_score >= 3,
+        C AS C.record_kind = 'vitals' AND C.news2_red_flag AND C.news2_score >= 3
+             AND C.event_time > FIRST(A.event_time)
+             AND NOT (FIRST(A.news2_score) >= {MEDIUM_RISK_THRESHOLD}
+                      AND C.news2_score >= {MEDIUM_RISK_THRESHOLD})""",
+    _RED_SEVERITY.format(score="news2_score"),
     "news2_score",
     "A C",
-    SUSTAINED_WITHIN_H,
-    run=f"""wf_pair_run(CASE WHEN news2_red_flag THEN 1 ELSE 0 END, {VITALS_SEQUENCE},
-              CAST(event_time AS TIMESTAMP(3)), record_id, 1,
-              CAST({SUSTAINED_WITHIN_H * _MS_PER_H} AS BIGINT))""",
-    completes_if=f"news2_score < {MEDIUM_RISK_THRESHOLD}",
+    RED_SCORE_WITHIN_H,
+    # a red score is 3 points at least: the pair is of red readings, citing the first's NEWS2
+    run=f"""wf_pair_run(CASE WHEN news2_red_flag THEN news2_score END, {VITALS_SEQUENCE},
+              CAST(event_time AS TIMESTAMP(3)), record_id, 3,
+              CAST({RED_SCORE_WITHIN_H * _MS_PER_H} AS BIGINT))""",
+    pattern_severity=_RED_SEVERITY.format(score="LAST(C.news2_score)"),
+    completes_if=f"""NOT ({{run}}.first_score >= {MEDIUM_RISK_THRESHOLD}
+                          AND news2_score >= {MEDIUM_RISK_THRESHOLD})""",
 )
 # SIRS ≥ 2 (Bone 1992) in every state for at least 4 hours; the persistence is wardflow's filter
 # against transient physiology such as pain or exertion. Fires where `pattern` over `condition`

@@ -158,19 +158,60 @@ def test_news2_sustained_fires_where_its_pattern_does_citing_the_reading_before_
     assert set(run["severity"]) == {"medium", "high"}
 
 
-def test_news2_red_score_fires_where_its_pattern_does_below_the_aggregate_of_five(
+def test_news2_red_score_fires_where_its_pattern_does_unless_both_readings_are_at_five(
     settings: Settings, rows: pd.DataFrame
 ) -> None:
+    pattern = _hits(settings, rows, dataclasses.replace(NEWS2_RED_SCORE, run=None))
     run, starts = _compare(settings, rows, NEWS2_RED_SCORE)
     assert all(len(s) == 1 for s in starts.values())
     assert list(run["first_record_id"]) == [starts[str(r)][0] for r in run["last_record_id"]]
+    severity = dict(zip(pattern["last_record_id"], pattern["severity"], strict=True))
+    assert list(run["severity"]) == [severity[r] for r in run["last_record_id"]]
     score = dict(zip(rows["record_id"], rows["news2_score"], strict=True))
-    assert all(score[r] < 5 for r in run["last_record_id"])
+    pairs = list(zip(run["first_record_id"], run["last_record_id"], strict=True))
+    assert not any(score[a] >= 5 and score[c] >= 5 for a, c in pairs)
+    assert any(score[a] < 5 <= score[c] for a, c in pairs)
+    assert any(score[c] < 5 <= score[a] for a, c in pairs)
     assert len(run) > 20
-    assert set(run["severity"]) == {"low"}
-    # the run went on through readings at 5 or more: where the aggregate's rule answers instead
-    red = rows[rows["news2_red_flag"].fillna(False).astype(bool) & (rows["news2_score"] >= 5)]
-    assert len(red) > 20
+    assert set(run["severity"]) == {"low", "medium", "high"}
+
+
+def test_a_red_score_alerts_where_the_aggregate_reaches_five_at_one_reading_only(
+    settings: Settings,
+) -> None:
+    """Red-score readings an hour apart (RCP 2017 chart 2) with NEWS2 3 → 3, 3 → 5, 4 → 6 and
+    4, 5, 4, 5: each pair hits, the second's aggregate naming its severity; 5 → 6, where
+    `news2_sustained_medium` answers, does not; nor do two red readings 8 hours apart, or two
+    with a reading without a red score between."""
+    t0 = 1_767_225_600_000
+    streams = {
+        "p33": [3, 3], "p35": [3, 5], "p46": [4, 6], "p4545": [4, 5, 4, 5], "p56": [5, 6],
+        "p8h": [3, None, 3], "pgap": [3, 0, 3],
+    }  # fmt: skip
+    out = []
+    for patient, scores in streams.items():
+        for i, news2 in enumerate(scores):
+            gap_h = 4 if patient == "p8h" else 1
+            red = news2 is not None and news2 >= 3
+            out.append(
+                {
+                    "record_id": f"{patient}-{i}",
+                    "record_kind": "vitals" if news2 is not None else "labs",
+                    "patient_token": patient,
+                    "news2_score": news2,
+                    "sirs_count": 0,
+                    "news2_red_flag": red,
+                    "is_discharge": False,
+                    "ts_ms": t0 + i * gap_h * 3_600_000,
+                }
+            )
+    rows = pd.DataFrame(out).sort_values("ts_ms", kind="stable").reset_index(drop=True)
+    hits = _hits(settings, rows, NEWS2_RED_SCORE)
+    got = sorted(zip(hits["last_record_id"], hits["severity"], strict=True))
+    assert got == [
+        ("p33-1", "low"), ("p35-1", "medium"), ("p4545-1", "medium"), ("p4545-2", "low"),
+        ("p4545-3", "medium"), ("p46-1", "medium"),
+    ]  # fmt: skip
 
 
 def test_news2_rising_fires_where_its_pattern_does_and_cites_where_the_rise_began(

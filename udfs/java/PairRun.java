@@ -1,7 +1,8 @@
 // Two consecutive readings that both meet a threshold, as an aggregate of an accumulate-only OVER
 // window (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, partitioned by patient).
 // udfs/java_decode.py compiles it into the UDF jar; jobs/screening/rules.py calls it for
-// `news2_sustained_medium`:
+// `news2_sustained_medium` and `news2_red_score` (whose score is NULL, a break, without a red
+// score):
 //   wf_pair_run(score, eligible, CAST(event_time AS TIMESTAMP(3)), record_id, at_least,
 //               within_ms) OVER w
 //
