@@ -153,6 +153,7 @@ bench: venv
 	$(BIN)/python -m bench.catalog
 	$(BIN)/python -m bench.cluster_scale
 	$(BIN)/python -m bench.hl7_gateway
+	$(BIN)/python -m bench.fhir_ingest_memory
 	$(SERVICES) start fhir
 	$(BIN)/python -m bench.ehr_writeback
 

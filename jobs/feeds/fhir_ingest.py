@@ -28,24 +28,39 @@ resource and a summary, each file named by its source (`source_of`: a keyed toke
 content, as its records and dead letters name it; a drop file may be named after a patient);
 exits 1 if Kafka did not confirm every record of some file. `check`, run by whoever holds the
 files, names them.
+
+An .ndjson export (a hospital's Observations: several GB a file) is read a line at a time and
+twice: once for its source, the digest of its content, which its records name, and once to
+decide its lines; a file changed between the two (an export still being written) is refused
+`unreadable`. Each line's text, JSON and validated models are let go once it is decided. What
+a file holds until it is published is what publishing its observations in time order needs:
+its Decisions with their records as Avro values and times (`Held`: some 500 bytes an
+Observation, whatever its JSON's size; bench/fhir_ingest_memory.py), the dead letters of its
+refused resources, and, until its GCS parts are summed, the parts and the totals its lines send.
+A .json file is one message (no more than max_message_bytes) and is read whole; of an export,
+the limit is each line's.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import itertools
 import json
+import os
+import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from jobs.feeds.publisher import Encoded, Publisher
 from jobs.runtime import kafka_io
-from schemas import codec, phi, topics
+from schemas import codec, load_schema, phi, topics
 from schemas.interop import fhir_r4, identity
 from schemas.interop.code_map import EMPTY, CodeMap
 from schemas.interop.hl7v2 import Mapped, Refused, Rejected
@@ -74,18 +89,40 @@ class IngestReport:
     failed_files: list[str] = field(default_factory=list)  # their sources: Kafka did not confirm
 
 
-@dataclass(frozen=True)
+class Held(NamedTuple):
+    """A record as a file's decisions hold it until the file is published: its Avro value (the
+    record: `Decision.records` reads it back) and its Kafka timestamp (`codec.record_time`), by
+    which the file's observations are ordered. Not the record's dict: a Python dict of a vitals
+    record takes about ten times its Avro value."""
+
+    topic: str
+    time: datetime
+    value: bytes
+
+
+def held(encoded: list[Encoded]) -> tuple[Held, ...]:
+    return tuple(Held(topic, codec.record_time(rec), value) for topic, rec, value in encoded)
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What ingesting does with one resource or entry, decided without Kafka."""
 
     file: str
     label: str
-    records: list[Encoded]
+    held: tuple[Held, ...]  # its records, as held until they are published (`records`)
     refusal: Refused | None
-    payload: bytes  # what its dead letter keeps: the entry alone, or the file's bytes
+    # what its dead letter keeps: the entry alone, or the file's bytes; b"" where it has none
+    # (mapped, context: their JSON is not held)
+    payload: bytes
     rejected: tuple[Rejected, ...] = ()  # values of a mapped resource dead-lettered alone
     context: str = ""  # why a Bundle entry is read as its other entries' context (fhir_r4.Context)
     notes: tuple[str, ...] = ()  # what of a mapped resource was not read, or read into another's
+
+    @property
+    def records(self) -> list[Encoded]:
+        """Its records as `Publisher.send` takes them, read back from their Avro values."""
+        return [(h.topic, _record(h), h.value) for h in self.held]
 
     @property
     def outcome(self) -> str:
@@ -117,6 +154,12 @@ class Decision:
         return [(r.refusal, r.payload) for r in self.rejected]
 
 
+def _record(h: Held) -> dict[str, Any]:
+    record = codec.decode(load_schema(h.topic), h.value)
+    assert not isinstance(record, codec.Rejection), f"{h.topic}: its own value: {record}"
+    return record
+
+
 def files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
@@ -124,31 +167,67 @@ def files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _documents(raw: bytes, path: Path, limit: int) -> list[tuple[str, Any, bytes]] | Refused:
-    """(label, parsed JSON or its Refused, its bytes) per document: the file's one (label ""),
-    or (.ndjson, FHIR R4 nd-json.html) each non-empty line's (label `line<n>`; a line over
-    `limit` bytes refused `too_large`). An export is read whole: Bulk Data servers split theirs
-    into files (`$export` output, one or more per resource type)."""
-    if path.suffix != ".ndjson":
-        try:
-            return [("", json.loads(raw), raw)]
-        except ValueError as exc:
-            return Refused("malformed", f"not JSON: {exc}")
-        except RecursionError:
-            return TOO_DEEP
-    out: list[tuple[str, Any, bytes]] = []
-    for n, line in enumerate(raw.splitlines(), start=1):
-        if len(line) > limit:
-            why = Refused("too_large", f"{len(line)} bytes, over the limit of {limit} bytes")
-            out.append((f"line{n}", why, line[: 64 << 10]))
+HEAD = 64 << 10  # what the dead letter of a file or line over the limit keeps
+BLOCK = 256 << 10  # an export is read this many bytes at a time
+# where bytes.splitlines ends a line (an export's lines were split so when read whole)
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _document(raw: bytes) -> Any:
+    """A file's or line's JSON, or its refusal."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        return Refused("malformed", f"not JSON: {exc}")
+    except RecursionError:
+        return TOO_DEEP
+
+
+def _blocks(f: BinaryIO, digest: Any) -> Iterator[bytes]:
+    """`f` from where it is, `BLOCK` bytes at a time, each added to `digest`."""
+    while block := f.read(BLOCK):
+        digest.update(block)
+        yield block
+
+
+def _lines(blocks: Iterable[bytes], keep: int) -> Iterator[tuple[bytes, int]]:
+    """(the line, or its first `keep` bytes where it is longer; its length) for each line of
+    `blocks`, ended where bytes.splitlines ends one (a line feed, a carriage return, or both):
+    no more than a block and `keep` bytes of a line are held, however long the line."""
+    begun: list[bytes] = []  # the kept start of a line that an earlier block began
+    length = 0  # that line's length so far
+    carry = b""  # a block's last carriage return, which the next block's line feed may follow
+    for block in itertools.chain(blocks, [b""]):  # b"": the end
+        data = carry + block
+        carry = b"\r" if block and data.endswith(b"\r") else b""
+        data = data[: len(data) - len(carry)]
+        start = 0
+        for end in _LINE_END.finditer(data):
+            piece = data[start : end.start()]
+            if begun or length:
+                yield b"".join([*begun, piece])[:keep], length + len(piece)
+                begun, length = [], 0
+            else:
+                yield piece[:keep], len(piece)
+            start = end.end()
+        rest = data[start:]
+        if rest and length < keep:
+            begun.append(rest[: keep - length])
+        length += len(rest)
+    if length:
+        yield b"".join(begun), length
+
+
+def _export(blocks: Iterable[bytes], limit: int) -> Iterator[tuple[str, Any, bytes]]:
+    """(label `line<n>`, parsed JSON or its Refused, its bytes) for each non-empty line of an
+    .ndjson export (FHIR R4 nd-json.html), one at a time; a line over `limit` bytes is refused
+    `too_large` (its dead letter keeps its first `HEAD` bytes)."""
+    for n, (line, length) in enumerate(_lines(blocks, max(limit, HEAD)), start=1):
+        if length > limit:
+            why = Refused("too_large", f"{length} bytes, over the limit of {limit} bytes")
+            yield f"line{n}", why, line[:HEAD]
         elif line.strip():
-            try:
-                out.append((f"line{n}", json.loads(line), line))
-            except ValueError as exc:
-                out.append((f"line{n}", Refused("malformed", f"not JSON: {exc}"), line))
-            except RecursionError:
-                out.append((f"line{n}", TOO_DEEP, line))
-    return out
+            yield f"line{n}", _document(line), line
 
 
 # JSON nested deeper than Python's recursion limit (about a thousand levels; no FHIR resource
@@ -156,21 +235,23 @@ def _documents(raw: bytes, path: Path, limit: int) -> list[tuple[str, Any, bytes
 TOO_DEEP = Refused("malformed", "nested too deeply to be read (no FHIR resource nests so deep)")
 
 
+def _is_observation(d: Decision) -> bool:
+    return bool(d.held) and all(h.topic != topics.ADT_EVENT.name for h in d.held)
+
+
+def _time(d: Decision) -> datetime:
+    return min(h.time for h in d.held)
+
+
 def _in_time_order(decisions: list[Decision]) -> list[Decision]:
-    """The observations' decisions sorted by their records' time (stable), in the places
-    observations hold; every other decision where it was."""
-    adt = topics.ADT_EVENT.name
-    slots = [
-        i for i, d in enumerate(decisions) if d.records and all(t != adt for t, _, _ in d.records)
-    ]
-    ordered = sorted(
-        (decisions[i] for i in slots),
-        key=lambda d: min(codec.record_time(rec) for _, rec, _ in d.records),
-    )
-    out = list(decisions)
-    for i, d in zip(slots, ordered, strict=True):
-        out[i] = d
-    return out
+    """`decisions`, the observations' sorted by their records' time (stable) in the places
+    observations hold, every other decision where it was: sorted in place (a copy of a large
+    export's decisions would double what it holds)."""
+    ordered = iter(sorted(filter(_is_observation, decisions), key=_time))
+    for i, d in enumerate(decisions):
+        if _is_observation(d):
+            decisions[i] = next(ordered)
+    return decisions
 
 
 def source_of(raw: bytes, key: bytes) -> str:
@@ -178,7 +259,23 @@ def source_of(raw: bytes, key: bytes) -> str:
     for it: a keyed token of its content, not its name (a drop file may be named after the
     patient, an MRN), nor a plain digest (its content holds a record number, which a guess
     would give back)."""
-    return "fhir:file:" + phi.token(key, "fhir:file", hashlib.sha256(raw).hexdigest())[:16]
+    return _source(hashlib.sha256(raw).hexdigest(), key)
+
+
+def _source(digest: str, key: bytes) -> str:
+    """`source_of` the content whose SHA-256 is `digest` (hex)."""
+    return "fhir:file:" + phi.token(key, "fhir:file", digest)[:16]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """What deciding a file's resources needs besides the file."""
+
+    file: str  # its name, as each Decision says it
+    pub: Publisher
+    tokenise: fhir_r4.Tokenise
+    codes: CodeMap
+    facility_id: str
 
 
 def decide_file(
@@ -191,88 +288,151 @@ def decide_file(
         lambda ns, ident: phi.token(key, ns, ident),
         identity.aliases(settings.patient_identifier_aliases),
     )
-
-    def one(why: Refused, payload: bytes) -> list[Decision]:
-        """The file's one refusal, labelled `file`, not by its name (an MRN, perhaps)."""
-        return [Decision(path.name, "file", [], why, payload)]
-
+    reader = _Reader(path.name, pub, tokenise, codes, facility_id)
     try:
-        size = path.stat().st_size
-        # an .ndjson export's lines are its messages: the limit is each line's (_documents)
-        if size > settings.max_message_bytes and path.suffix != ".ndjson":
-            with path.open("rb") as f:
-                head = f.read(64 << 10)
-            why = Refused(
-                "too_large",
-                f"{size} bytes, over the limit of {settings.max_message_bytes} bytes "
-                "(max_message_bytes); the dead letter keeps the first 65536 bytes",
-            )
-            return source_of(head, key), one(why, head)
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            if path.suffix == ".ndjson":
+                return _decide_export(reader, f, settings.max_message_bytes)
+            return _decide_document(reader, f, settings.max_message_bytes)
     except OSError as exc:
         why = Refused("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
         # by the path's keyed token: a drop file may be named after the patient (an MRN)
-        return "fhir:file-name:" + phi.token(key, "fhir:file-name", str(path))[:16], one(why, b"")
-    source = source_of(raw, key)
-    documents = _documents(raw, path, settings.max_message_bytes)
-    if isinstance(documents, Refused):
-        return source, one(documents, raw)
-    # an export's lines are read together: a GCS part is summed with its reading's other parts
-    read: list[tuple[str, Any, list[fhir_r4.Outcome]]] = []
-    for i, (line, data, text) in enumerate(documents):
-        if isinstance(data, Refused):
-            continue
-        try:
-            outcomes = fhir_r4.map_json(
-                data, tokenise, source=source, facility_id=facility_id, codes=codes,
-                alone=not line, line=line,
-            )  # fmt: skip
-        except RecursionError:  # parsed, but too deep to walk (a Bundle's references)
-            documents[i] = (line, TOO_DEEP, text)
-            continue
-        read.append((line, data, outcomes))
-    together = iter(
-        fhir_r4.summed_together(
-            [o for _, _, outcomes in read for o in outcomes],
-            [data for _, data, _ in read],
-            tokenise,
-            codes,
+        name = "fhir:file-name:" + phi.token(key, "fhir:file-name", str(path))[:16]
+        return name, [_one(reader, why, b"")]
+
+
+def _one(reader: _Reader, why: Refused, payload: bytes) -> Decision:
+    """The file's one refusal, labelled `file`, not by its name (an MRN, perhaps)."""
+    return Decision(reader.file, "file", (), why, payload)
+
+
+def _decide_document(
+    reader: _Reader, f: io.BufferedReader, limit: int
+) -> tuple[str, list[Decision]]:
+    """A .json file's decisions: a resource or a Bundle, read whole (it is one message, of no
+    more than `limit` bytes)."""
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+        head = f.read(HEAD)
+        why = Refused(
+            "too_large",
+            f"{size} bytes, over the limit of {limit} bytes "
+            f"(max_message_bytes); the dead letter keeps the first {HEAD} bytes",
         )
-    )
-    resources = iter(read)
-    out = []
+        return source_of(head, reader.pub.key), [_one(reader, why, head)]
+    raw = f.read()
+    source = source_of(raw, reader.pub.key)
+    data = _document(raw)
+    if isinstance(data, Refused):
+        return source, [_one(reader, data, raw)]
+    return source, _decide(reader, [("", data, raw)], source)
+
+
+def _decide_export(reader: _Reader, f: io.BufferedReader, limit: int) -> tuple[str, list[Decision]]:
+    """An .ndjson export's decisions, its lines read one at a time (twice: its source, the
+    digest of its content, names its records). Read again, the file must be the one its source
+    names: an export still being written is refused `unreadable`, to be read once written."""
+    source = _source(hashlib.file_digest(f, "sha256").hexdigest(), reader.pub.key)
+    f.seek(0)
+    again = hashlib.sha256()
+    decisions = _decide(reader, _export(_blocks(f, again), limit), source)
+    if _source(again.hexdigest(), reader.pub.key) != source:
+        why = Refused("unreadable", "the file changed while it was read (an export being written)")
+        return source, [_one(reader, why, b"")]
+    return source, decisions
+
+
+def _decide(
+    reader: _Reader, documents: Iterable[tuple[str, Any, bytes]], source: str
+) -> list[Decision]:
+    """One Decision per resource or entry of `documents` ((label, parsed JSON or its Refused,
+    its bytes): a file's one, labelled "", or an export's lines), in time order
+    (`_in_time_order`). Each document is let go once decided: what is held is its Decisions
+    (their records `Held`, compact) and, an export's lines being read together
+    (fhir_r4.summed_together), what deciding its GCS parts at the end needs: the Outcomes that
+    summing reads (fhir_r4.summing_reads) and the totals each line sends (fhir_r4.sent_totals)."""
+    out: list[Decision | None] = []  # None: a GCS part's, decided with the others at the end
+    summing: list[tuple[int, fhir_r4.Outcome, bytes]] = []  # its place, without its JSON; letter
+    sent: set[tuple[str, datetime]] = set()
     for line, data, text in documents:
-        if isinstance(data, Refused):
-            out.append(Decision(path.name, line, [], data, text))
+        outcomes = _outcomes(reader, line, data, source)
+        if isinstance(outcomes, Refused):
+            out.append(Decision(reader.file, line, (), outcomes, text))
             continue
-        _, _, outcomes = next(resources)
-        whole = (
-            not line
-            and len(outcomes) == 1
-            and isinstance(data, dict)
-            and data.get("resourceType") != "Bundle"
-        )
-        for o in itertools.islice(together, len(outcomes)):
-            payload = raw if whole else json.dumps(o.resource, separators=(",", ":")).encode()
-            result = o.result
-            assert not isinstance(result, fhir_r4.Part), "every GCS part is decided"
-            if isinstance(result, fhir_r4.Context):
-                out.append(Decision(path.name, o.label, [], None, payload, context=result.reason))
-                continue
-            if isinstance(result, Mapped):
-                encoded = pub.encode(result.records)
-                if not isinstance(encoded, codec.Rejection):
-                    rejected = tuple(result.rejected)
-                    out.append(
-                        Decision(
-                            path.name, o.label, encoded, None, payload, rejected,
-                            notes=(*result.unread, *result.notes),
-                        )
-                    )  # fmt: skip
-                    continue
-                result = Refused(encoded.reason_code, encoded.reason)
-            out.append(Decision(path.name, o.label, [], result, payload))
-    return source, _in_time_order(out)
+        if line:  # read with the export's other lines
+            sent |= fhir_r4.sent_totals(data, reader.tokenise, reader.codes)
+        # a file of one resource: its dead letter keeps the file
+        whole = text if not line and len(outcomes) == 1 and _not_a_bundle(data) else None
+        for o in outcomes:
+            part = isinstance(o.result, fhir_r4.Part)
+            if fhir_r4.summing_reads(o):
+                letter = _json(o.resource) if part else b""
+                summing.append((len(out), o._replace(resource=None), letter))
+            out.append(None if part else _decided(reader, o, whole))
+    _decide_parts(reader, out, summing, sent)
+    decided = [d for d in out if d is not None]
+    assert len(decided) == len(out), "every GCS part is decided"
+    del out, summing, sent  # not held while sorting
+    return _in_time_order(decided)
+
+
+def _decide_parts(
+    reader: _Reader,
+    out: list[Decision | None],
+    summing: list[tuple[int, fhir_r4.Outcome, bytes]],
+    sent: set[tuple[str, datetime]],
+) -> None:
+    """The GCS parts' Decisions, each in its place in `out` (None there): the Outcomes that
+    summing reads (`summing`: each one's place, the Outcome, a part's dead letter) decided
+    together beside the totals `sent` (fhir_r4.summed_beside)."""
+    if not summing:
+        return
+    sums = fhir_r4.summed_beside([o for _, o, _ in summing], sent)
+    for (i, _, letter), o in zip(summing, sums, strict=True):
+        if out[i] is None:
+            out[i] = _decided(reader, o, letter)
+
+
+def _outcomes(
+    reader: _Reader, line: str, data: Any, source: str
+) -> list[fhir_r4.Outcome] | Refused:
+    """fhir_r4.map_json's Outcomes of one document, or its refusal (not JSON, too deep)."""
+    if isinstance(data, Refused):
+        return data
+    try:
+        return fhir_r4.map_json(
+            data, reader.tokenise, source=source, facility_id=reader.facility_id,
+            codes=reader.codes, alone=not line, line=line,
+        )  # fmt: skip
+    except RecursionError:  # parsed, but too deep to walk (a Bundle's references)
+        return TOO_DEEP
+
+
+def _not_a_bundle(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("resourceType") != "Bundle"
+
+
+def _json(resource: Any) -> bytes:
+    return json.dumps(resource, separators=(",", ":")).encode()
+
+
+def _decided(reader: _Reader, o: fhir_r4.Outcome, letter: bytes | None) -> Decision:
+    """The Decision of one Outcome; `letter`: what a refusal's dead letter keeps, if not the
+    resource's JSON alone."""
+    result = o.result
+    assert not isinstance(result, fhir_r4.Part), "every GCS part is decided"
+    if isinstance(result, fhir_r4.Context):
+        return Decision(reader.file, o.label, (), None, b"", context=result.reason)
+    if isinstance(result, Mapped):
+        encoded = reader.pub.encode(result.records)
+        if not isinstance(encoded, codec.Rejection):
+            notes = (*result.unread, *result.notes)
+            return Decision(
+                reader.file, o.label, held(encoded), None, b"", tuple(result.rejected), notes=notes
+            )
+        result = Refused(encoded.reason_code, encoded.reason)
+    payload = _json(o.resource) if letter is None else letter
+    return Decision(reader.file, o.label, (), result, payload)
 
 
 def ingest(
@@ -309,9 +469,9 @@ def ingest(
                 report.lines.append(f"context  {source} {d.summary}")
             elif d.refusal is None:
                 report.mapped += 1
-                report.records.update(t for t, _, _ in d.records)
+                report.records.update(h.topic for h in d.held)
                 report.values_refused.update(r.refusal.reason_code for r in d.rejected)
-                line = f"mapped   {source} {d.label}: {len(d.records)} records"
+                line = f"mapped   {source} {d.label}: {len(d.held)} records"
                 if d.rejected:
                     line += f"; {len(d.rejected)} value(s) dead-lettered: {d.reason}"
                 if d.notes:
@@ -332,7 +492,7 @@ def checked(settings: Settings, paths: list[Path], facility_id: str = "fhir") ->
             decisions = decide_file(settings, pub, path, facility_id, codes)[1]
         except Exception as exc:  # a defect, not the file's content: the next file is read
             why = Refused("internal_error", f"{type(exc).__name__} (the file was not read)")
-            decisions = [Decision(path.name, "file", [], why, b"")]
+            decisions = [Decision(path.name, "file", (), why, b"")]
         yield from decisions
 
 
@@ -343,7 +503,7 @@ def check(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> I
 
 
 def line_of(d: Decision) -> str:
-    return f"{d.file}\t{d.outcome}\t{len(d.records)}\t{d.summary}"
+    return f"{d.file}\t{d.outcome}\t{len(d.held)}\t{d.summary}"
 
 
 def unreadable(d: Decision) -> bool:

@@ -418,14 +418,40 @@ def summed_together(
     entries (its references resolved against its own `fullUrl`s)."""
     if not any(isinstance(o.result, Part) for o in outcomes):
         return outcomes
-    sent: set[tuple[str, datetime]] = set()
-    for r in resources:
-        entries = r.get("entry") if isinstance(r, dict) else None
-        if isinstance(r, dict) and r.get("resourceType") == "Bundle" and isinstance(entries, list):
-            bundle = _full_urls(entries, history=r.get("type") == "history")
-            sent |= _sent_totals(entries, tokenise, bundle, codes)
-        else:
-            sent |= _sent_totals([{"resource": r}], tokenise, {}, codes)
+    sent = [sent_totals(r, tokenise, codes) for r in resources]
+    return summed_beside(outcomes, set().union(*sent))
+
+
+def sent_totals(
+    resource: Any, tokenise: Tokenise, codes: CodeMap = EMPTY
+) -> set[tuple[str, datetime]]:
+    """(patient token, time) of each GCS total that one resource read with others sends (an
+    .ndjson export's line: a resource, or a Bundle with its entries), as `_sent_totals`: what
+    `summed_together` keeps of it, so that a reader of an export line by line keeps no more."""
+    entries = resource.get("entry") if isinstance(resource, dict) else None
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        if not isinstance(entries, list):
+            return set()
+        bundle = _full_urls(entries, history=resource.get("type") == "history")
+        return _sent_totals(entries, tokenise, bundle, codes)
+    return _sent_totals([{"resource": resource}], tokenise, {}, codes)
+
+
+def summing_reads(outcome: Outcome) -> bool:
+    """Whether deciding the GCS parts of resources read together reads this Outcome: a part,
+    or a resource mapped to a vitals record with a GCS total. `summed_beside` of those alone, in
+    their order, decides the parts as of all the Outcomes (and changes nothing else)."""
+    result = outcome.result
+    if isinstance(result, Part):
+        return True
+    return isinstance(result, Mapped) and any(
+        topic == VITALS and rec.get(derived.GCS_TOTAL) is not None for topic, rec in result.records
+    )
+
+
+def summed_beside(outcomes: list[Outcome], sent: set[tuple[str, datetime]]) -> list[Outcome]:
+    """`outcomes` with their GCS parts decided together beside the totals `sent` (the union of
+    their resources' `sent_totals`); Outcomes of no part are returned as they are."""
     return _summed_parts(outcomes, sent)
 
 
