@@ -154,6 +154,7 @@ bench: venv
 	$(BIN)/python -m bench.cluster_scale
 	$(BIN)/python -m bench.hl7_gateway
 	$(BIN)/python -m bench.fhir_ingest_memory
+	$(BIN)/python -m bench.fhir_ingest_memory --export gcs_totals --label latest_gcs_totals
 	$(SERVICES) start fhir
 	$(BIN)/python -m bench.ehr_writeback
 

@@ -1,17 +1,22 @@
 """Peak memory of reading a Bulk Data export with `wardflow-fhir-ingest`, per byte of the file.
 
 A synthetic .ndjson export of `--observations` vital-sign Observations (one FHIR R4 resource
-per line, as $export writes them: heart rate, respiratory rate, SpO2, temperature, a blood
-pressure panel, and every 50th reading a Glasgow coma scale written as its three parts on lines
-of their own, far apart; each line with its meta, category, subject and encounter as an EHR's
-export carries them; lines in no order of time) is decided as `wardflow-fhir-ingest check`
-decides it (`fhir_ingest.checked`: the mapping, GCS summation, encoding and the sort by time
-that ingesting runs, without Kafka), in a process of its own per reading, after a warm-up on a
-small export (FHIR models loaded, caches filled). Two readings of each: the growth of the
-process's peak resident set (Linux VmHWM) over its peak after the warm-up, and the peak of
-Python's traced allocations (`tracemalloc`, slower: a separate process). Reported: bytes of
-peak memory per byte of the file, and wall time per line, under `--label` in the results file
-(`before` and `after`: the same exports read whole, then line by line, on this machine).
+per line, as $export writes them; each line with its meta, category, subject and encounter as
+an EHR's export carries them; lines in no order of time), of one of two kinds (`--export`):
+`vitals`, heart rate, respiratory rate, SpO2, temperature, a blood pressure panel, and every
+50th reading a Glasgow coma scale written as its three parts on lines of their own, far apart;
+or `gcs_totals`, Glasgow coma scale totals (9269-2) only, no parts (a flowsheet's summed GCS
+rows: each line's total is held for parts that a later line may bring). It is decided as
+`wardflow-fhir-ingest check` decides it (`fhir_ingest.checked`: the mapping, GCS summation,
+encoding and the sort by time that ingesting runs, without Kafka), in a process of its own per
+reading, after a warm-up on a small export of the same kind (FHIR models loaded, caches
+filled). Two readings of each: the growth of the process's peak resident set (Linux VmHWM)
+over its peak after the warm-up, and the peak of Python's traced allocations (`tracemalloc`,
+slower: a separate process). Reported: bytes of peak memory per byte of the file, and wall
+time per line, under `--label` in the results file (`before` and `after`: the same `vitals`
+exports read whole, then line by line, on this machine; `gcs_totals_before_5k` and
+`gcs_totals_after_5k`: a line's mapped GCS total held as its whole Outcome, then as its
+patient, time and total only; `after_5k`: `vitals` with that change).
 """
 
 from __future__ import annotations
@@ -117,6 +122,22 @@ def export(path: Path, observations: int, seed: int = 7) -> int:
     return path.stat().st_size
 
 
+def gcs_totals_export(path: Path, observations: int, seed: int = 7) -> int:
+    """Write an .ndjson export of `observations` Glasgow coma scale totals (9269-2, 3 to 15), as
+    an EHR writes its summed GCS rows, in no order of time; its size in bytes."""
+    lines = []
+    for i in range(observations):
+        patient, at = i % 200, START + timedelta(seconds=20 * i + i % 5)
+        obs = _observation(i * 10, patient, at, "9269-2", "Glasgow coma score total")
+        lines.append(json.dumps(obs | {"valueInteger": 3 + i % 13}, separators=(",", ":")))
+    random.Random(seed).shuffle(lines)
+    path.write_text("\n".join(lines) + "\n")
+    return path.stat().st_size
+
+
+EXPORTS: dict[str, Callable[..., int]] = {"vitals": export, "gcs_totals": gcs_totals_export}
+
+
 def _settings() -> Any:
     from schemas.settings import Settings
 
@@ -173,6 +194,7 @@ def _child(path: Path, warmup: Path, traced: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--observations", type=int, default=20_000)
+    ap.add_argument("--export", choices=sorted(EXPORTS), default="vitals", help="its kind")
     ap.add_argument("--label", default="latest", help="its key in the results file")
     ap.add_argument("--out", type=Path, default=OUT / "fhir_ingest_memory.json")
     ap.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -183,12 +205,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-fhir-memory-") as name:
         folder = Path(name)
-        export(folder / "warmup.ndjson", 300, seed=1)
-        size = export(folder / "Observation.ndjson", a.observations)
+        write = EXPORTS[a.export]
+        write(folder / "warmup.ndjson", 300, seed=1)
+        size = write(folder / "Observation.ndjson", a.observations)
         rss = _child(folder / "Observation.ndjson", folder / "warmup.ndjson", traced=False)
         traced = _child(folder / "Observation.ndjson", folder / "warmup.ndjson", traced=True)
     result: dict[str, Any] = {
         "machine": machine(),
+        "export": a.export,
         "observations": a.observations,
         "file_bytes": size,
         "outcomes": rss["outcomes"],

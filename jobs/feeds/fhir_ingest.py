@@ -14,7 +14,7 @@ only) and the resource's other values are published. A file that cannot be read,
 JSON, or is over `settings.max_message_bytes` is one refusal (an .ndjson file's line that is not
 JSON is one, the other lines go on; the lines are one export, so the Glasgow coma scale parts
 that EHRs write as Observations of their own are summed across its lines as a Bundle's entries
-are: fhir_r4.summed_together); an error while producing one
+are: fhir_r4.summed_beside); an error while producing one
 file's records stops that file (reported, exit 1) and the next file is still processed. A file
 is moved nowhere: the same file ingested twice produces the same event ids, which the census
 job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations
@@ -25,7 +25,8 @@ time, whatever the order of its entries (a search sorted `_sort=-date` lists the
 published so, the older readings would come behind the stream's watermark, late); Encounters keep
 their place (a history Bundle's versions are ordered by fhir_r4.map_json). Prints one line per
 resource and a summary, each file named by its source (`source_of`: a keyed token of its
-content, as its records and dead letters name it; a drop file may be named after a patient);
+content, as its records and dead letters name it; a drop file may be named after a patient),
+a file's lines once it is published (a run keeps counts, not lines: `IngestReport`);
 exits 1 if Kafka did not confirm every record of some file. `check`, run by whoever holds the
 files, names them.
 
@@ -35,15 +36,19 @@ decide its lines; a file changed between the two (an export still being written)
 `unreadable`. Each line's text, JSON and validated models are let go once it is decided. What
 a file holds until it is published is what publishing its observations in time order needs:
 its Decisions with their records as Avro values and times (`Held`: some 500 bytes an
-Observation, whatever its JSON's size; bench/fhir_ingest_memory.py), the dead letters of its
-refused resources, and, until its GCS parts are summed, the parts and the totals its lines send.
-A .json file is one message (no more than max_message_bytes) and is read whole; of an export,
-the limit is each line's.
+Observation, whatever its JSON's size), the dead letters of its refused resources, and, until
+its GCS parts are summed, the parts, and of the lines with a GCS total only their patient,
+time and total. So the memory a file takes is still linear in its size, not bounded: some 0.9
+bytes per byte of an export of mapped observations (bench/fhir_ingest_memory.py), more where
+lines are refused (each one's dead letter is held until the file is published). A .json file
+is one message (no more than max_message_bytes) and is read whole; of an export, the limit is
+each line's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import itertools
@@ -52,7 +57,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +82,9 @@ TOPICS = [
 
 @dataclass
 class IngestReport:
+    """What a run of `ingest` did, in counts (its lines are said as each file is published, and
+    not kept: a run may read many GB of exports)."""
+
     resources: int = 0
     mapped: int = 0
     records: Counter[str] = field(default_factory=Counter)
@@ -85,7 +93,6 @@ class IngestReport:
         default_factory=Counter
     )  # Bundle entries read as context, by kind
     values_refused: Counter[str] = field(default_factory=Counter)  # values of mapped resources
-    lines: list[str] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)  # their sources: Kafka did not confirm
 
 
@@ -101,6 +108,8 @@ class Held(NamedTuple):
 
 
 def held(encoded: list[Encoded]) -> tuple[Held, ...]:
+    """Encoded records (`Publisher.encode`'s) as a Decision holds them: their topic, time and
+    Avro value, not their dicts."""
     return tuple(Held(topic, codec.record_time(rec), value) for topic, rec, value in encoded)
 
 
@@ -185,7 +194,11 @@ def _document(raw: bytes) -> Any:
 
 def _blocks(f: BinaryIO, digest: Any) -> Iterator[bytes]:
     """`f` from where it is, `BLOCK` bytes at a time, each added to `digest`."""
-    while block := f.read(BLOCK):
+    while True:
+        with _reading():
+            block = f.read(BLOCK)
+        if not block:
+            return
         digest.update(block)
         yield block
 
@@ -244,9 +257,10 @@ def _time(d: Decision) -> datetime:
 
 
 def _in_time_order(decisions: list[Decision]) -> list[Decision]:
-    """`decisions`, the observations' sorted by their records' time (stable) in the places
-    observations hold, every other decision where it was: sorted in place (a copy of a large
-    export's decisions would double what it holds)."""
+    """`decisions` itself, reordered and returned: the observations' decisions in the time order
+    of their records (stable), in the places observations hold; every other decision where it
+    was. The observations' are sorted in a list of their own (a reference each, not a copy of a
+    decision) and written back: no copy of the whole list is made."""
     ordered = iter(sorted(filter(_is_observation, decisions), key=_time))
     for i, d in enumerate(decisions):
         if _is_observation(d):
@@ -278,10 +292,30 @@ class _Reader:
     facility_id: str
 
 
+class _Unread(Exception):
+    """An OSError reading the file (opening, reading, seeking it): the file is `unreadable`. One
+    raised while deciding what was read (a schema file missing, say) is not this: no fault of
+    the file, it is no refusal of it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@contextlib.contextmanager
+def _reading() -> Iterator[None]:
+    """Around a read of the file: its OSError raised as `_Unread`."""
+    try:
+        yield
+    except OSError as exc:
+        raise _Unread(exc) from exc
+
+
 def decide_file(
     settings: Settings, pub: Publisher, path: Path, facility_id: str, codes: CodeMap = EMPTY
 ) -> tuple[str, list[Decision]]:
-    """(source, one Decision per resource or entry) for one file; never raises for its content.
+    """(source, one Decision per resource or entry) for one file; never raises for its content
+    (nor for an error reading it: refused `unreadable`).
     `codes`: the deployment's code map (`settings.interop_code_map`, loaded once by the caller)."""
     key = pub.key
     tokenise = identity.aliased(
@@ -290,11 +324,14 @@ def decide_file(
     )
     reader = _Reader(path.name, pub, tokenise, codes, facility_id)
     try:
-        with path.open("rb") as f:
+        with _reading():
+            opened = path.open("rb")
+        with opened as f:
             if path.suffix == ".ndjson":
                 return _decide_export(reader, f, settings.max_message_bytes)
             return _decide_document(reader, f, settings.max_message_bytes)
-    except OSError as exc:
+    except _Unread as unread:
+        exc = unread.error
         why = Refused("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
         # by the path's keyed token: a drop file may be named after the patient (an MRN)
         name = "fhir:file-name:" + phi.token(key, "fhir:file-name", str(path))[:16]
@@ -311,16 +348,16 @@ def _decide_document(
 ) -> tuple[str, list[Decision]]:
     """A .json file's decisions: a resource or a Bundle, read whole (it is one message, of no
     more than `limit` bytes)."""
-    size = os.fstat(f.fileno()).st_size
+    with _reading():
+        size = os.fstat(f.fileno()).st_size
+        raw = f.read(HEAD) if size > limit else f.read()
     if size > limit:
-        head = f.read(HEAD)
         why = Refused(
             "too_large",
             f"{size} bytes, over the limit of {limit} bytes "
             f"(max_message_bytes); the dead letter keeps the first {HEAD} bytes",
         )
-        return source_of(head, reader.pub.key), [_one(reader, why, head)]
-    raw = f.read()
+        return source_of(raw, reader.pub.key), [_one(reader, why, raw)]
     source = source_of(raw, reader.pub.key)
     data = _document(raw)
     if isinstance(data, Refused):
@@ -332,8 +369,9 @@ def _decide_export(reader: _Reader, f: io.BufferedReader, limit: int) -> tuple[s
     """An .ndjson export's decisions, its lines read one at a time (twice: its source, the
     digest of its content, names its records). Read again, the file must be the one its source
     names: an export still being written is refused `unreadable`, to be read once written."""
-    source = _source(hashlib.file_digest(f, "sha256").hexdigest(), reader.pub.key)
-    f.seek(0)
+    with _reading():
+        source = _source(hashlib.file_digest(f, "sha256").hexdigest(), reader.pub.key)
+        f.seek(0)
     again = hashlib.sha256()
     decisions = _decide(reader, _export(_blocks(f, again), limit), source)
     if _source(again.hexdigest(), reader.pub.key) != source:
@@ -349,48 +387,53 @@ def _decide(
     its bytes): a file's one, labelled "", or an export's lines), in time order
     (`_in_time_order`). Each document is let go once decided: what is held is its Decisions
     (their records `Held`, compact) and, an export's lines being read together
-    (fhir_r4.summed_together), what deciding its GCS parts at the end needs: the Outcomes that
-    summing reads (fhir_r4.summing_reads) and the totals each line sends (fhir_r4.sent_totals)."""
+    (fhir_r4.summed_together), what deciding its GCS parts at the end reads: the parts' Outcomes
+    (without their JSON: a part's dead letter is held), the GCS total each line maps (patient,
+    time and total: fhir_r4.gcs_totals) and those it sends unmapped (fhir_r4.unread_totals_sent:
+    a line that mapped its total is not validated again)."""
     out: list[Decision | None] = []  # None: a GCS part's, decided with the others at the end
-    summing: list[tuple[int, fhir_r4.Outcome, bytes]] = []  # its place, without its JSON; letter
+    parts: list[tuple[int, fhir_r4.Outcome, bytes]] = []  # its place, Outcome; its dead letter
+    totals: dict[tuple[str, datetime], int] = {}
     sent: set[tuple[str, datetime]] = set()
     for line, data, text in documents:
         outcomes = _outcomes(reader, line, data, source)
         if isinstance(outcomes, Refused):
             out.append(Decision(reader.file, line, (), outcomes, text))
             continue
-        if line:  # read with the export's other lines
-            sent |= fhir_r4.sent_totals(data, reader.tokenise, reader.codes)
         # a file of one resource: its dead letter keeps the file
         whole = text if not line and len(outcomes) == 1 and _not_a_bundle(data) else None
         for o in outcomes:
-            part = isinstance(o.result, fhir_r4.Part)
-            if fhir_r4.summing_reads(o):
-                letter = _json(o.resource) if part else b""
-                summing.append((len(out), o._replace(resource=None), letter))
-            out.append(None if part else _decided(reader, o, whole))
-    _decide_parts(reader, out, summing, sent)
+            if isinstance(o.result, fhir_r4.Part):
+                parts.append((len(out), o._replace(resource=None), _json(o.resource)))
+                out.append(None)
+                continue
+            if line:  # read with the export's other lines
+                totals.update(fhir_r4.gcs_totals(o))
+            out.append(_decided(reader, o, whole))
+        if line:
+            sent |= fhir_r4.unread_totals_sent(data, outcomes, reader.tokenise, reader.codes)
+    _decide_parts(reader, out, parts, totals, sent)
     decided = [d for d in out if d is not None]
     assert len(decided) == len(out), "every GCS part is decided"
-    del out, summing, sent  # not held while sorting
+    del out, parts, totals, sent  # not held while sorting
     return _in_time_order(decided)
 
 
 def _decide_parts(
     reader: _Reader,
     out: list[Decision | None],
-    summing: list[tuple[int, fhir_r4.Outcome, bytes]],
+    parts: list[tuple[int, fhir_r4.Outcome, bytes]],
+    totals: dict[tuple[str, datetime], int],
     sent: set[tuple[str, datetime]],
 ) -> None:
-    """The GCS parts' Decisions, each in its place in `out` (None there): the Outcomes that
-    summing reads (`summing`: each one's place, the Outcome, a part's dead letter) decided
-    together beside the totals `sent` (fhir_r4.summed_beside)."""
-    if not summing:
+    """The GCS parts' Decisions, each in its place in `out` (None there): the parts (`parts`:
+    each one's place, its Outcome, its dead letter) decided together beside the totals mapped
+    (`totals`) and sent (`sent`): fhir_r4.summed_beside."""
+    if not parts:
         return
-    sums = fhir_r4.summed_beside([o for _, o, _ in summing], sent)
-    for (i, _, letter), o in zip(summing, sums, strict=True):
-        if out[i] is None:
-            out[i] = _decided(reader, o, letter)
+    sums = fhir_r4.summed_beside([o for _, o, _ in parts], totals, sent)
+    for (i, _, letter), o in zip(parts, sums, strict=True):
+        out[i] = _decided(reader, o, letter)
 
 
 def _outcomes(
@@ -436,13 +479,22 @@ def _decided(reader: _Reader, o: fhir_r4.Outcome, letter: bytes | None) -> Decis
 
 
 def ingest(
-    settings: Settings, paths: list[Path], *, prefix: str = "", facility_id: str = "fhir"
+    settings: Settings,
+    paths: list[Path],
+    *,
+    prefix: str = "",
+    facility_id: str = "fhir",
+    say: Callable[[str], object] | None = None,
 ) -> IngestReport:
+    """Publish the files' records and dead letters, a file at a time; the counts of what was
+    done. `say` (main: print) is given each line of the run's output: a file's once it is
+    published (or an error of its own), none of them kept."""
     codes = CodeMap.load(settings.interop_code_map)  # a bad map stops before anything is read
     identity.aliases(settings.patient_identifier_aliases)  # and so do bad aliases
     kafka_io.ensure_topics(settings, TOPICS, prefix=prefix)
     pub = Publisher(settings, prefix=prefix, stage=STAGE)
     report = IngestReport()
+    tell: Callable[[str], object] = say or (lambda _: None)
     for path in files(paths):
         try:
             source, decisions = decide_file(settings, pub, path, facility_id, codes)
@@ -450,7 +502,7 @@ def ingest(
             # (its type only: a message may quote the file's content)
             name = "fhir:file-name:" + phi.token(pub.key, "fhir:file-name", str(path))[:16]
             report.failed_files.append(name)
-            report.lines.append(f"error    {name}: not read: {type(exc).__name__}")
+            tell(f"error    {name}: not read: {type(exc).__name__}")
             continue
         try:
             for seq, d in enumerate(decisions):
@@ -460,27 +512,31 @@ def ingest(
             pub.flush(60)
         except Exception as exc:  # Kafka: this file is not (all) stored; the next one may be
             report.failed_files.append(source)
-            report.lines.append(f"error    {source}: not stored: {type(exc).__name__}: {exc}")
+            tell(f"error    {source}: not stored: {type(exc).__name__}: {exc}")
             continue
         for d in decisions:
-            report.resources += 1
-            if d.context:
-                report.context[d.label.rsplit(":", 1)[-1].split("/")[0]] += 1
-                report.lines.append(f"context  {source} {d.summary}")
-            elif d.refusal is None:
-                report.mapped += 1
-                report.records.update(h.topic for h in d.held)
-                report.values_refused.update(r.refusal.reason_code for r in d.rejected)
-                line = f"mapped   {source} {d.label}: {len(d.held)} records"
-                if d.rejected:
-                    line += f"; {len(d.rejected)} value(s) dead-lettered: {d.reason}"
-                if d.notes:
-                    line += f"; {'; '.join(d.notes)}"
-                report.lines.append(line)
-            else:
-                report.refused[d.refusal.reason_code] += 1
-                report.lines.append(f"refused  {source} {d.label}: {d.reason}")
+            tell(_counted(report, source, d))
     return report
+
+
+def _counted(report: IngestReport, source: str, d: Decision) -> str:
+    """Count a published decision in `report`; its line of the output."""
+    report.resources += 1
+    if d.context:
+        report.context[d.label.rsplit(":", 1)[-1].split("/")[0]] += 1
+        return f"context  {source} {d.summary}"
+    if d.refusal is None:
+        report.mapped += 1
+        report.records.update(h.topic for h in d.held)
+        report.values_refused.update(r.refusal.reason_code for r in d.rejected)
+        line = f"mapped   {source} {d.label}: {len(d.held)} records"
+        if d.rejected:
+            line += f"; {len(d.rejected)} value(s) dead-lettered: {d.reason}"
+        if d.notes:
+            line += f"; {'; '.join(d.notes)}"
+        return line
+    report.refused[d.refusal.reason_code] += 1
+    return f"refused  {source} {d.label}: {d.reason}"
 
 
 def checked(settings: Settings, paths: list[Path], facility_id: str = "fhir") -> Iterator[Decision]:
@@ -543,8 +599,16 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
     kafka_io.wait_for_broker(settings)
-    r = ingest(settings, a.paths, prefix=a.topic_prefix, facility_id=a.facility_id)
-    print("\n".join(r.lines))
+    said = 0
+
+    def say(line: str) -> None:
+        nonlocal said
+        said += 1
+        print(line)
+
+    r = ingest(settings, a.paths, prefix=a.topic_prefix, facility_id=a.facility_id, say=say)
+    if not said:  # the empty line that printing the run's lines joined gave
+        print()
     print(
         f"{r.resources} resources: {r.mapped} mapped ({dict(r.records)}), "
         f"{sum(r.refused.values())} dead-lettered ({dict(r.refused)}), "

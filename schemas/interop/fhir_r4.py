@@ -415,11 +415,14 @@ def summed_together(
     .ndjson export, which `map_json(alone=False)` mapped to `outcomes`), in the same order, with
     their GCS part Observations decided together as a Bundle's entries are: a Bulk Data export
     writes each flowsheet row as a line of its own. A line that is a Bundle counts with its
-    entries (its references resolved against its own `fullUrl`s)."""
+    entries (its references resolved against its own `fullUrl`s).
+    Used by tests only, as what reading an export whole decides: wardflow-fhir-ingest reads an
+    export a line at a time and holds less (jobs.feeds.fhir_ingest._decide: `gcs_totals`,
+    `unread_totals_sent` and `summed_beside`), deciding the parts as this does."""
     if not any(isinstance(o.result, Part) for o in outcomes):
         return outcomes
     sent = [sent_totals(r, tokenise, codes) for r in resources]
-    return summed_beside(outcomes, set().union(*sent))
+    return _summed_parts(outcomes, set().union(*sent))
 
 
 def sent_totals(
@@ -427,7 +430,7 @@ def sent_totals(
 ) -> set[tuple[str, datetime]]:
     """(patient token, time) of each GCS total that one resource read with others sends (an
     .ndjson export's line: a resource, or a Bundle with its entries), as `_sent_totals`: what
-    `summed_together` keeps of it, so that a reader of an export line by line keeps no more."""
+    `summed_together` keeps of it."""
     entries = resource.get("entry") if isinstance(resource, dict) else None
     if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
         if not isinstance(entries, list):
@@ -437,22 +440,45 @@ def sent_totals(
     return _sent_totals([{"resource": resource}], tokenise, {}, codes)
 
 
-def summing_reads(outcome: Outcome) -> bool:
-    """Whether deciding the GCS parts of resources read together reads this Outcome: a part,
-    or a resource mapped to a vitals record with a GCS total. `summed_beside` of those alone, in
-    their order, decides the parts as of all the Outcomes (and changes nothing else)."""
+def unread_totals_sent(
+    resource: Any, outcomes: list[Outcome], tokenise: Tokenise, codes: CodeMap = EMPTY
+) -> set[tuple[str, datetime]]:
+    """What deciding GCS parts reads of the totals that one resource read with others sends
+    (its `outcomes`: map_json's, alone=False): its `sent_totals`, but none where it is no
+    Bundle and mapped a GCS total. Such a resource sends no total but that one (its patient and
+    time resolved as its record's), which `gcs_totals` holds, and a sent total is read only
+    where none was mapped (`_summed_parts`): so an export of GCS totals is validated once, by
+    its mapping, not again here."""
+    bundle = isinstance(resource, dict) and resource.get("resourceType") == "Bundle"
+    if not bundle and any(gcs_totals(o) for o in outcomes):
+        return set()
+    return sent_totals(resource, tokenise, codes)
+
+
+def gcs_totals(outcome: Outcome) -> dict[tuple[str, datetime], int]:
+    """(patient token, event time) -> GCS total of the vitals record with a GCS total that an
+    Outcome maps, if any: all that deciding the GCS parts beside it reads of it (`_summed_parts`),
+    so that a reader of an export line by line holds no more of it."""
     result = outcome.result
-    if isinstance(result, Part):
-        return True
-    return isinstance(result, Mapped) and any(
-        topic == VITALS and rec.get(derived.GCS_TOTAL) is not None for topic, rec in result.records
-    )
+    if not isinstance(result, Mapped):
+        return {}
+    return {
+        (rec["patient_token"], rec["event_time"]): rec[derived.GCS_TOTAL]
+        for topic, rec in result.records
+        if topic == VITALS and rec.get(derived.GCS_TOTAL) is not None
+    }
 
 
-def summed_beside(outcomes: list[Outcome], sent: set[tuple[str, datetime]]) -> list[Outcome]:
-    """`outcomes` with their GCS parts decided together beside the totals `sent` (the union of
-    their resources' `sent_totals`); Outcomes of no part are returned as they are."""
-    return _summed_parts(outcomes, sent)
+def summed_beside(
+    parts: list[Outcome],
+    totals: dict[tuple[str, datetime], int],
+    sent: set[tuple[str, datetime]],
+) -> list[Outcome]:
+    """`parts` (the GCS part Outcomes of resources read together, in their order) decided
+    together beside the totals mapped (`totals`: the `gcs_totals` of all those resources'
+    Outcomes, joined in order) and sent (`sent`: the union of the resources'
+    `unread_totals_sent`), as `summed_together` decides them among all the Outcomes."""
+    return _summed_parts(parts, sent, totals)
 
 
 def _mdc_coded(code: str, display: Any) -> tuple[str, int] | None:
@@ -577,25 +603,26 @@ _REPLACES = {"corrected": 2, "amended": 2, "final": 1, "preliminary": 0}
 
 
 def _summed_parts(
-    outcomes: list[Outcome], sent_totals: set[tuple[str, datetime]] | None = None
+    outcomes: list[Outcome],
+    sent_totals: set[tuple[str, datetime]] | None = None,
+    read_totals: dict[tuple[str, datetime], int] | None = None,
 ) -> list[Outcome]:
     """`outcomes` with each GCS part Observation (`Part`) decided with the parts of the same
     patient and time: the three, each with a score, make one vitals record with their total (on
     the first part's outcome, named by all three; the others are read into it: mapped, no
     record of their own); beside a GCS total the Bundle sends for that patient and time
-    (read: `outcomes`' records; sent: `sent_totals`), they are read where they agree or make no
-    total, dead-lettered (`conflicting_value`) where they contradict it, and read but not summed
-    where it was not read; otherwise each is refused `no_value`, saying why no total was made.
+    (read: `outcomes`' records, or `read_totals` where given; sent: `sent_totals`), they are
+    read where they agree or make no total, dead-lettered (`conflicting_value`) where they
+    contradict it, and read but not summed where it was not read; otherwise each is refused
+    `no_value`, saying why no total was made.
     Of two values of one part (a score, or charting of none), a correction (or the final after
     a preliminary) replaces the other; else the first is kept and the other dead-lettered
     (`conflicting_value`)."""
-    totals = {
-        (rec["patient_token"], rec["event_time"]): rec[derived.GCS_TOTAL]
-        for o in outcomes
-        if isinstance(o.result, Mapped)
-        for topic, rec in o.result.records
-        if topic == VITALS and rec.get(derived.GCS_TOTAL) is not None
-    }
+    totals = (
+        {key: total for o in outcomes for key, total in gcs_totals(o).items()}
+        if read_totals is None
+        else read_totals
+    )
     groups: dict[tuple[str, datetime], list[int]] = {}
     for i, o in enumerate(outcomes):
         if isinstance(o.result, Part):
