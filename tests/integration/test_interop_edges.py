@@ -190,6 +190,38 @@ def test_a_large_bundle_refuses_entries_alone_and_the_rest_of_the_folder_is_inge
         kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)
 
 
+def test_ingest_says_each_files_lines_once_its_records_are_on_kafka_and_keeps_only_counts(
+    edge: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """A run over many GB of exports printed nothing until its end, holding every resource's
+    line (0.2 bytes per byte ingested) and then their join (0.1 more): each file's lines are
+    said once Kafka holds its records, and the run keeps counts."""
+    kafka = edge[0]
+    prefix = f"t-edges-{uuid.uuid4().hex[:8]}."
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    first = json.dumps(observation(1)["resource"]) + "\n{not json\n"
+    (drop / "a.ndjson").write_text(first)
+    (drop / "b.json").write_text(json.dumps(observation(2)["resource"]))
+    vitals = prefix + topics.VITALS_OBSERVATION.name
+    said: list[tuple[str, int, int]] = []
+
+    def say(line: str) -> None:  # what Kafka holds when each line is said
+        said.append((line.split()[0], kafka_io.count_records(kafka, vitals),
+                     kafka_io.count_records(kafka, prefix + DEAD)))  # fmt: skip
+
+    try:
+        report = fhir_ingest.ingest(kafka, [drop], prefix=prefix, facility_id="GH", say=say)
+        assert said == [("mapped", 1, 1), ("refused", 1, 1), ("mapped", 2, 1)]
+        assert (report.mapped, sum(report.refused.values())) == (2, 1)
+        assert [f.name for f in dataclasses.fields(fhir_ingest.IngestReport)] == [
+            "resources", "mapped", "records", "refused", "context", "values_refused",
+            "failed_files",
+        ]  # fmt: skip
+    finally:
+        kafka_io.delete_topics(kafka, fhir_ingest.TOPICS, prefix=prefix)
+
+
 def screened_through_the_job(
     s: Settings, prefix: str, messages: list[bytes]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

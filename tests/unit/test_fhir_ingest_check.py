@@ -3,7 +3,6 @@ Kafka anywhere (the bootstrap address points at a closed port)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import tracemalloc
@@ -17,7 +16,6 @@ import pytest
 from bench.fhir_ingest_memory import export, gcs_totals_export
 from jobs.feeds import fhir_ingest
 from jobs.feeds.publisher import Publisher
-from jobs.runtime import kafka_io
 from schemas import codec
 from schemas.interop import fhir_r4
 from schemas.settings import Settings
@@ -254,63 +252,6 @@ def test_an_error_reading_a_schema_is_no_refusal_of_the_file_being_decided(
         fhir_ingest.decide_file(s, Publisher(s, stage="test"), tmp_path / "Observation.ndjson", "F")
     [decision] = fhir_ingest.checked(s, [tmp_path])
     assert decision.summary == "internal_error: FileNotFoundError (the file was not read)"
-
-
-class Producer:
-    """Kafka as the Publisher uses it, confirming every record: `flush_or_raise` prints how
-    many, so that the output says what was printed before and after."""
-
-    def __init__(self) -> None:
-        self.failed: list[str] = []
-        self.produced = 0
-
-    def produce(self, topic: str, **message: Any) -> None:
-        self.produced += 1
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-    def flush_or_raise(self, timeout_s: float) -> None:
-        print(f"-- Kafka confirmed {self.produced} messages")
-
-
-def test_ingest_prints_each_files_lines_once_it_is_published_and_keeps_only_counts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A run over many GB of exports printed nothing until its end, holding every resource's
-    line (0.2 bytes per byte ingested) and then their join (0.1 more): each file's lines are
-    printed once Kafka confirmed its records, as they were, and the run keeps counts."""
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    first = (json.dumps(heart_rate("a", "/min")) + "\n{not json\n").encode()
-    (drop / "a.ndjson").write_bytes(first)
-    (drop / "b.json").write_text(json.dumps(heart_rate("b", "/min")))
-    monkeypatch.setenv("WARDFLOW_PHI_KEY", "k")
-    monkeypatch.setenv("WARDFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # no Kafka is reached
-    monkeypatch.setenv("WARDFLOW_PAYLOAD_STORE", str(tmp_path / "payloads"))
-    monkeypatch.setattr(kafka_io, "wait_for_broker", lambda settings: None)
-    monkeypatch.setattr(kafka_io, "ensure_topics", lambda settings, names, prefix: None)
-    kafka = Producer()
-    monkeypatch.setattr(kafka_io, "producer", lambda settings, **conf: kafka)
-    fhir_ingest.main([str(drop)])
-    a = fhir_ingest.source_of(first, b"k")
-    b = fhir_ingest.source_of((drop / "b.json").read_bytes(), b"k")
-    out = capsys.readouterr().out.splitlines()
-    assert out[:-1] == [
-        "-- Kafka confirmed 2 messages",  # a.ndjson: a record, a dead letter
-        f"mapped   {a} line1:Observation/a: 1 records",
-        f"refused  {a} line2: malformed: not JSON: Expecting property name enclosed in double "
-        "quotes: line 1 column 2 (char 1)",
-        "-- Kafka confirmed 3 messages",
-        f"mapped   {b} Observation/b: 1 records",
-    ]
-    assert out[-1] == (
-        "3 resources: 2 mapped ({'vitals.observation.v1': 2}), 1 dead-lettered ({'malformed': 1}), "
-        "0 Bundle entries read as context ({}), 0 values of mapped resources dead-lettered ({})"
-    )
-    assert [f.name for f in dataclasses.fields(fhir_ingest.IngestReport)] == [
-        "resources", "mapped", "records", "refused", "context", "values_refused", "failed_files"
-    ]  # fmt: skip
 
 
 def test_a_search_sorted_newest_first_is_published_oldest_first(tmp_path: Path) -> None:
