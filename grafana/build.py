@@ -165,6 +165,7 @@ def dashboard(d: Dashboard) -> dict[str, Any]:
             .query(v.sql)
             .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
             .sort(VariableSort.ALPHABETICAL_ASC if v.by_name else VariableSort.DISABLED)
+            .allow_custom_value(v.custom)
         )
         if v.default is not None:
             q = q.current(VariableOption(selected=True, text=v.default, value=v.default))

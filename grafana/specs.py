@@ -50,6 +50,7 @@ class Variable:
     multi: bool = False
     default: str | None = None  # the option chosen when the board opens, where it is one
     by_name: bool = True  # options sorted by name; False: in the query's order
+    custom: bool = True  # a value typed in that is not an option can be chosen
 
 
 @dataclass(frozen=True)
@@ -78,31 +79,30 @@ UNIT = Variable(
     "Unit",
     "SELECT unit_id FROM ${db}.dim_unit FINAL WHERE facility_id = '${facility}' ORDER BY unit_id",
 )
-# The clock a board's days run by (its per-day panels' `toStartOfDay(…, '${tz}')`): the time
-# zone of the facilities chosen (schemas.capacity `time_zones`, kept in dim_facility), UTC also
-# offered. Days in UTC cut a New York hospital's day at 19:00 or 20:00 local, so an evening's
-# alerts counted on the next day. Facilities of several zones: the first, in name order, by
-# default; the board's user can choose another.
+# The clock a board's days run by (its per-day panels' `toStartOfDay(…, ${tz:singlequote})`):
+# the time zone of the facilities chosen (schemas.capacity `time_zones`, kept in dim_facility),
+# UTC also offered. Days in UTC cut a New York hospital's day at 19:00 or 20:00 local, so an
+# evening's alerts counted on the next day. Facilities of several zones have no one local day:
+# UTC first then, their zones to choose from. Only the options listed can be chosen (a zone
+# typed in that ClickHouse does not know stopped every per-day panel).
+_ZONES = """
+    WITH (SELECT uniqExact(if(timezone = '', 'UTC', timezone)) FROM ${db}.dim_facility FINAL
+          WHERE {where}) AS zones
+    SELECT tz FROM (
+        SELECT DISTINCT if(timezone = '', 'UTC', timezone) AS tz FROM ${db}.dim_facility FINAL
+        WHERE {where}
+        UNION ALL SELECT 'UTC' AS tz)
+    GROUP BY tz ORDER BY if(zones > 1, tz != 'UTC', tz = 'UTC'), tz"""
 TIME_ZONE = Variable(
     "tz",
     "Days in time zone",
-    """SELECT tz FROM (
-           SELECT DISTINCT if(timezone = '', 'UTC', timezone) AS tz, 0 AS listed
-           FROM ${db}.dim_facility FINAL WHERE facility_id IN (${facility:singlequote})
-           UNION ALL SELECT 'UTC' AS tz, 1 AS listed)
-       GROUP BY tz ORDER BY min(listed), tz""",
+    _ZONES.replace("{where}", "facility_id IN (${facility:singlequote})"),
     by_name=False,
+    custom=False,
 )
 # the ML ops board has no facility: the zones of every facility
 ALL_TIME_ZONES = Variable(
-    "tz",
-    "Days in time zone",
-    """SELECT tz FROM (
-           SELECT DISTINCT if(timezone = '', 'UTC', timezone) AS tz, 0 AS listed
-           FROM ${db}.dim_facility FINAL
-           UNION ALL SELECT 'UTC' AS tz, 1 AS listed)
-       GROUP BY tz ORDER BY min(listed), tz""",
-    by_name=False,
+    "tz", "Days in time zone", _ZONES.replace("{where}", "1"), by_name=False, custom=False
 )
 # the board is the sepsis models' (its scores, risk histograms and latency are theirs); the
 # catalog's models are in the list for their monitor results
@@ -622,7 +622,7 @@ EXECUTIVE = Dashboard(
             "readmission_risk_flagged",
             "Discharges flagged at high 30-day readmission risk (model, per day)",
             "timeseries",
-            f"""SELECT toStartOfDay(event_time, '${{tz}}') AS time, facility_id,
+            f"""SELECT toStartOfDay(event_time, ${{tz:singlequote}}) AS time, facility_id,
                    round(100 * avg(above_threshold), 2) AS flagged_pct
             FROM ${{db}}.catalog_scores FINAL
             WHERE model_name = 'readmission-30d' AND role = 'champion' AND {_FAC}
@@ -686,7 +686,7 @@ EXECUTIVE = Dashboard(
             "ack_trend",
             "Alert → acknowledge by day (minutes)",
             "timeseries",
-            f"""SELECT toStartOfDay(raised, '${{tz}}') AS time,
+            f"""SELECT toStartOfDay(raised, ${{tz:singlequote}}) AS time,
                    round(quantileExact(0.5)(minutes), 1) AS median_minutes,
                    round(quantileExact(0.9)(minutes), 1) AS p90_minutes
             FROM ({_ACK}) WHERE minutes IS NOT NULL
@@ -795,7 +795,8 @@ EXECUTIVE = Dashboard(
             "alerts_by_rule",
             "Alerts raised per day by rule",
             "timeseries",
-            f"""SELECT toStartOfDay(minute, '${{tz}}') AS time, rule_id, sum(events) AS alerts
+            f"""SELECT toStartOfDay(minute, ${{tz:singlequote}}) AS time, rule_id,
+                   sum(events) AS alerts
             FROM ${{db}}.alert_minute
             WHERE action = 'raise' AND {_FAC} AND $__timeFilter(minute)
             GROUP BY time, rule_id ORDER BY time""",
@@ -866,7 +867,7 @@ ML_OPS = Dashboard(
             "Drift: PSI of the risk distribution against the 7 days before the range",
             "timeseries",
             f"""WITH hist AS (
-                SELECT role, toStartOfDay(hour, '${{tz}}') AS day,
+                SELECT role, toStartOfDay(hour, ${{tz:singlequote}}) AS day,
                        sumForEach(arrayMap(i -> if(i = bin, scored, 0), range(20))) AS h
                 FROM ${{db}}.score_hist_hour
                 WHERE {_MODEL} AND hour >= $__fromTime - INTERVAL 7 DAY AND hour <= $__toTime
@@ -876,9 +877,10 @@ ML_OPS = Dashboard(
                        arrayMap(x -> greatest(x / arraySum(c.h), 0.0001), c.h),
                        arrayMap(x -> greatest(x / arraySum(r.h), 0.0001), r.h))), 4) AS psi
             FROM (SELECT role, day, h FROM hist
-                  WHERE day >= toStartOfDay($__fromTime, '${{tz}}')) AS c
+                  WHERE day >= toStartOfDay($__fromTime, ${{tz:singlequote}})) AS c
             INNER JOIN (SELECT role, sumForEach(h) AS h FROM hist
-                        WHERE day < toStartOfDay($__fromTime, '${{tz}}') GROUP BY role) AS r
+                        WHERE day < toStartOfDay($__fromTime, ${{tz:singlequote}})
+                        GROUP BY role) AS r
                 ON r.role = c.role
             ORDER BY time""",
             ("time", "role", "psi"),
@@ -1069,7 +1071,8 @@ DATA_QUALITY = Dashboard(
             "events_by_monitor",
             "Data-quality conditions opened per day, by monitor",
             "timeseries",
-            f"""SELECT toStartOfDay(event_time, '${{tz}}') AS time, monitor, count() AS opened
+            f"""SELECT toStartOfDay(event_time, ${{tz:singlequote}}) AS time, monitor,
+                   count() AS opened
             FROM ${{db}}.quality_events FINAL
             WHERE state = 'open' AND opened_event_id IS NULL AND {_QFAC}
               AND $__timeFilter(event_time)
@@ -1089,7 +1092,8 @@ DATA_QUALITY = Dashboard(
                    round(100 * max(observed), 1) AS max_share_pct,
                    round(100 * any(expected), 3) AS reference_pct
             FROM ${{db}}.quality_events FINAL
-            WHERE monitor = 'dead_letter_share' AND state = 'open' AND {_QFAC}
+            WHERE monitor = 'dead_letter_share' AND state = 'open' AND opened_event_id IS NULL
+              AND {_QFAC}
               AND $__timeFilter(event_time)
             GROUP BY facility, unit, source, reason_code ORDER BY max_share_pct DESC""",
             ("facility", "unit", "source", "reason_code", "conditions_opened", "max_share_pct"),

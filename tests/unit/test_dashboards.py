@@ -992,7 +992,8 @@ def test_per_day_panels_count_the_facilitys_own_days_not_utc_days(
 ) -> None:
     """A New York facility's alerts at 21:00 on 1 March and 09:00 on 2 March (02:00 and 14:00
     UTC on the 2nd) are one alert a day there: counted by UTC days they were two on the 2nd
-    (an evening's alerts on the next day). UTC is still offered, and gives UTC days."""
+    (an evening's alerts on the next day). UTC is still offered, and gives UTC days; facilities
+    of two zones open on UTC."""
     from grafana.specs import EXECUTIVE, ML_OPS
     from schemas.capacity import Capacity
     from sinks import dims
@@ -1029,4 +1030,14 @@ def test_per_day_panels_count_the_facilitys_own_days_not_utc_days(
     assert clickhouse.query(run.render(zones, tr, {"db": db})).result_rows[0][0] == (
         "America/New_York"
     )
+    # facilities of two zones have no one local day: UTC first, then their zones
+    capacity = {"facilities": {"F": {"4E": 10}, "G": {"4E": 10}}}
+    capacity["time_zones"] = {"F": "America/New_York", "G": "Europe/London"}
+    dims.load_capacity(clickhouse, db, Capacity.from_dict(capacity))
+    tz = next(v for v in EXECUTIVE.variables if v.name == "tz").sql
+    both = run.render(tz, tr, {"db": db, "facility": ["F", "G"]})
+    assert [r[0] for r in clickhouse.query(both).result_rows] == [
+        "UTC", "America/New_York", "Europe/London"
+    ]  # fmt: skip
+    assert run.resolve_variables(clickhouse, EXECUTIVE, db, tr)["tz"] == "UTC"
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
