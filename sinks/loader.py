@@ -7,8 +7,9 @@ consumer group's committed offset (which is committed after each batch, for moni
 fallback). So a crash between an insert and its commit does not load the batch again, and the
 rollups that materialized views keep from those inserts (migration 0005) count each record once; a
 batch's dead letters go in first (`loaded_offsets`), so a crash between its inserts loads it again
-rather than past rows never inserted. ReplacingMergeTree keys keep the facts exact under FINAL even
-when a second loader with another group re-reads a topic."""
+rather than past rows never inserted, and not its letters (`lettered_offsets`). ReplacingMergeTree
+keys keep the facts exact under FINAL even when a second loader with another group re-reads a
+topic."""
 
 from __future__ import annotations
 
@@ -106,6 +107,9 @@ class Loader(Draining[LoadStats]):
         )
         self.stats = LoadStats()
         self.resumed: dict[tuple[str, int], int] = {}
+        # (topic, partition) → the last offset of theirs the loader dead-lettered, read when
+        # assigned (`lettered_offsets`)
+        self.lettered: dict[tuple[str, int], int] = {}
 
     def _dead_letter(self, m: Any, why: codec.Rejection) -> dict[str, Any]:
         return dead_letter(m, STAGE, why)
@@ -122,6 +126,8 @@ class Loader(Draining[LoadStats]):
             if not isinstance(rec, codec.Rejection):
                 rec = _finite(schema, rec)
             if isinstance(rec, codec.Rejection):
+                if m.offset() <= self.lettered.get((t, m.partition()), -1):
+                    continue  # its dead letter went in before a crash: in once, counted once
                 # Our own jobs wrote these topics, so this is a bug; keep the record, with why.
                 rec = self._dead_letter(m, rec)
                 t = self.dead_letter_topic
@@ -147,8 +153,7 @@ class Loader(Draining[LoadStats]):
         its table's rows. Not its records the loader dead-lettered: those are inserted first
         (`poll_batch`), and resuming past them lost the rows of a batch whose own insert the
         crash stopped. A batch loaded again after a crash before the commit is absorbed by the
-        tables' keys; a dead letter of its is then written again (the table's key absorbs it,
-        the per-minute count of dead letters counts it twice)."""
+        tables' keys; its dead letters are not written again (`lettered_offsets`)."""
         rows = self.client.query(
             f"""SELECT kafka_partition, max(kafka_offset) + 1 FROM {self.tables[topic]}
                 WHERE kafka_topic = %(t)s
@@ -157,11 +162,28 @@ class Loader(Draining[LoadStats]):
         ).result_rows
         return {int(p): int(o) for p, o in rows}
 
+    def lettered_offsets(self, topic: str) -> dict[int, int]:
+        """partition → the last offset of `topic` whose record the loader dead-lettered (its
+        letter is in dead_letters under the topic's own offset). A batch loaded again after a
+        crash between its inserts reads such a record again: its letter is not written twice,
+        which the table's key absorbed but the per-minute count of dead letters counted."""
+        rows = self.client.query(
+            f"""SELECT kafka_partition, max(kafka_offset)
+                FROM {self.tables[self.dead_letter_topic]}
+                WHERE kafka_topic = %(t)s AND stage = %(stage)s
+                GROUP BY kafka_partition""",
+            parameters={"t": topic, "stage": STAGE},
+        ).result_rows
+        return {int(p): int(o) for p, o in rows}
+
     def _resume(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)
         }
         loaded = {t: self.loaded_offsets(t) for t in {tp.topic for tp in partitions}}
+        for t in loaded:
+            for partition, offset in self.lettered_offsets(t).items():
+                self.lettered[(t, partition)] = offset
         for tp in partitions:
             nxt = loaded[tp.topic].get(tp.partition)
             if nxt is not None and nxt > committed.get((tp.topic, tp.partition), -1):

@@ -59,8 +59,8 @@ def test_an_undecodable_record_on_a_loaded_topic_becomes_a_dead_letter_row(
     assert [(s, c) for s, c, _ in rows] == [(loader.STAGE, "undecodable")]
     assert "not an alert" in rows[0][2]
     # a loader started after a crash between its inserts and its commit resumes after the
-    # topic's own rows: the dead-lettered record, the batch's last, is read again (its row is
-    # absorbed by the table's key)
+    # topic's own rows: the dead-lettered record, the batch's last, is read again (its letter,
+    # in already, is not written again: `lettered_offsets`)
     again = loader.Loader(settings, clickhouse, prefix=prefix)
     assert again.loaded_offsets(prefix + topics.ALERT_V1.name) == {0: 1}
     again.close()
@@ -102,7 +102,8 @@ def test_a_crash_between_a_batchs_inserts_loses_no_row_and_a_score_not_finite_is
     """Ten catalog scores, the fourth NaN and the last infinite (dead-lettered `not_a_number`:
     NaN landed in the histogram's top bin, infinity failed its view's insert); the loader dies
     at the scores' insert, after the dead letters': a loader started again loads the eight
-    finite scores (it resumed past them, from the dead letters' offsets, and lost them)."""
+    finite scores (it resumed past them, from the dead letters' offsets, and lost them) and
+    writes no letter twice."""
     prefix = f"ld-{uuid.uuid4().hex[:8]}."
     settings = dataclasses.replace(kafka, clickhouse_database=kafka.clickhouse_database + "_lc")
     ch.migrate(clickhouse, settings.clickhouse_database)
@@ -136,4 +137,10 @@ def test_a_crash_between_a_batchs_inserts_loses_no_row_and_a_score_not_finite_is
         parameters={"t": topic},
     ).result_rows
     assert letters == [(3, "not_a_number"), (9, "not_a_number")]
+    # the letters went in once: the per-minute rollup counted the batch's letters twice
+    (rollup,) = clickhouse.query(
+        f"SELECT sum(records) FROM {db}.dead_letter_minute WHERE source_topic = %(t)s",
+        parameters={"t": topic},
+    ).result_rows[0]
+    assert rollup == 2
     clickhouse.command(f"DROP DATABASE {db}")
