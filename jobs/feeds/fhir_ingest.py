@@ -35,10 +35,10 @@ twice: once for its source, the digest of its content, which its records name, a
 decide its lines; a file changed between the two (an export still being written) is refused
 `unreadable`. Each line's text, JSON and validated models are let go once it is decided. What
 a file holds until it is published is what publishing its observations in time order needs:
-its Decisions with their records as Avro values and times (`Held`: some 500 bytes an
+its Decisions with their records as Avro values, keys and times (`Held`, the same for an
 Observation, whatever its JSON's size), the dead letters of its refused resources, and, until
 its GCS parts are summed, the parts, and of the lines with a GCS total only their patient,
-time and total. So the memory a file takes is still linear in its size, not bounded: some 0.9
+time and total. So the memory a file takes is still linear in its size, not bounded: some 1.0
 bytes per byte of an export of mapped observations (bench/fhir_ingest_memory.py), more where
 lines are refused (each one's dead letter is held until the file is published). A .json file
 is one message (no more than max_message_bytes) and is read whole; of an export, the limit is
@@ -97,20 +97,24 @@ class IngestReport:
 
 
 class Held(NamedTuple):
-    """A record as a file's decisions hold it until the file is published: its Avro value (the
-    record: `Decision.records` reads it back) and its Kafka timestamp (`codec.record_time`), by
-    which the file's observations are ordered. Not the record's dict: a Python dict of a vitals
+    """A record as a file's decisions hold it until the file is published, as
+    `Publisher.send_values` sends it: its topic, Kafka key (the patient token), Kafka timestamp
+    (`codec.record_time`, by which the file's observations are ordered) and Avro value (the
+    record: `Decision.records` reads it back). Not the record's dict: a Python dict of a vitals
     record takes about ten times its Avro value."""
 
     topic: str
+    key: bytes
     time: datetime
     value: bytes
 
 
 def held(encoded: list[Encoded]) -> tuple[Held, ...]:
-    """Encoded records (`Publisher.encode`'s) as a Decision holds them: their topic, time and
-    Avro value, not their dicts."""
-    return tuple(Held(topic, codec.record_time(rec), value) for topic, rec, value in encoded)
+    """Encoded records (`Publisher.encode`'s) as a Decision holds them, not their dicts."""
+    return tuple(
+        Held(topic, rec["patient_token"].encode(), codec.record_time(rec), value)
+        for topic, rec, value in encoded
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +510,7 @@ def ingest(
             continue
         try:
             for seq, d in enumerate(decisions):
-                pub.send(d.records)
+                pub.send_values(d.held)  # not `records`: no value decoded to be sent
                 for why, payload in d.letters():
                     pub.dead_letter(source, seq, why.reason_code, why.reason, payload)
             pub.flush(60)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,10 +157,26 @@ class Publisher:
     ) -> None:
         """Produce to `prefix + route + topic` (`route`: the non-production topics' prefix);
         with `deliveries`, their reports go there (`Deliveries.wait`), not to `flush`."""
-        for topic, rec, value in encoded:
-            key = rec["patient_token"].encode()
-            ts = codec.epoch_ms(codec.record_time(rec))
-            self._produce(self.prefix + route + topic, key, value, ts, deliveries)
+        self.send_values(
+            (
+                (topic, rec["patient_token"].encode(), codec.record_time(rec), value)
+                for topic, rec, value in encoded
+            ),
+            route=route,
+            deliveries=deliveries,
+        )
+
+    def send_values(
+        self,
+        values: Iterable[tuple[str, bytes, datetime, bytes]],
+        *,
+        route: str = "",
+        deliveries: Deliveries | None = None,
+    ) -> None:
+        """`send` for records kept as their Avro values: (topic, key: the patient token, the
+        record time, which is the Kafka timestamp, the value)."""
+        for topic, key, at, value in values:
+            self._produce(self.prefix + route + topic, key, value, codec.epoch_ms(at), deliveries)
 
     def store_payload(self, payload: bytes, sealed: bytes) -> str:
         """Keep a sealed payload in the payload store; its `file:` URI. Idempotent: the same

@@ -271,10 +271,14 @@ NEWS2_RISING = Rule(
 # does. Severity: low (RCP ranks a red score below an aggregate of 5), medium or high where the
 # completing reading's aggregate is 5-6 or 7+ (`_news2_severity`'s bands).
 RED_SCORE_WITHIN_H = 7
-_RED_SEVERITY = (
-    f"CASE WHEN {{score}} >= {HIGH_RISK_THRESHOLD} THEN 'high' "
-    f"WHEN {{score}} >= {MEDIUM_RISK_THRESHOLD} THEN 'medium' ELSE 'low' END"
-)
+
+
+def _red_severity(expr: str) -> str:
+    return (
+        f"CASE WHEN {expr} >= {MEDIUM_RISK_THRESHOLD} THEN {_news2_severity(expr)} ELSE 'low' END"
+    )
+
+
 NEWS2_RED_SCORE = Rule(
     "news2_red_score",
     "1",
@@ -285,7 +289,7 @@ NEWS2_RED_SCORE = Rule(
              AND C.event_time > FIRST(A.event_time)
              AND NOT (FIRST(A.news2_score) >= {MEDIUM_RISK_THRESHOLD}
                       AND C.news2_score >= {MEDIUM_RISK_THRESHOLD})""",
-    _RED_SEVERITY.format(score="news2_score"),
+    _red_severity("news2_score"),
     "news2_score",
     "A C",
     RED_SCORE_WITHIN_H,
@@ -293,7 +297,7 @@ NEWS2_RED_SCORE = Rule(
     run=f"""wf_pair_run(CASE WHEN news2_red_flag THEN news2_score END, {VITALS_SEQUENCE},
               CAST(event_time AS TIMESTAMP(3)), record_id, 3,
               CAST({RED_SCORE_WITHIN_H * _MS_PER_H} AS BIGINT))""",
-    pattern_severity=_RED_SEVERITY.format(score="LAST(C.news2_score)"),
+    pattern_severity=_red_severity("LAST(C.news2_score)"),
     completes_if=f"""NOT ({{run}}.first_score >= {MEDIUM_RISK_THRESHOLD}
                           AND news2_score >= {MEDIUM_RISK_THRESHOLD})""",
 )
