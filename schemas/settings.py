@@ -194,8 +194,8 @@ class Settings:
         "exactly-once",
         "`exactly-once`: Kafka sinks write in transactions committed by checkpoints (consumers "
         "read read_committed), so output becomes visible once per checkpoint interval. "
-        "`at-least-once` writes at once and may repeat records after a failure (the loader's "
-        "keys absorb repeats).",
+        "`at-least-once` writes at once and may repeat records after a failure (the warehouse's "
+        "facts absorb repeats by their keys; its per-minute rollups count them).",
     )
     checkpoint_interval_s: float = setting(
         10.0, "Seconds between checkpoints (> 0: checkpointing is always on)."
