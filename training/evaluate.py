@@ -1,6 +1,7 @@
 """Evaluate the registry's current champion (or a given version) on any file in the PhysioNet
-2019 format (parquet with a patient_id column, or a folder of the challenge's .psv files).
-Needs onnxruntime only. The last line printed is `AUROC <x> normalised_utility <y>`.
+2019 format (parquet with a patient_id column, a folder of the challenge's .psv files, or one
+.psv; a file of another layout is refused with the reason and exit status 2). Needs onnxruntime
+only. The last line printed is `AUROC <x> normalised_utility <y>`.
 
     python -m training.evaluate                  # set A's held-out test split (15 %)
     python -m training.evaluate --file other.parquet      # every patient of another file
@@ -21,23 +22,80 @@ import numpy as np
 import pandas as pd
 
 from feature_store.definitions import FEATURES
+from schemas import physionet
 from schemas.settings import Settings
 from training import catalog, validation
+from training.catalog import LayoutError
 from training.features import hourly_features
 from training.splits import split_of
 from udfs.registry import Registry, Version
 from udfs.scoring import open_session
 
+# The PhysioNet/CinC 2019 columns the evaluation cannot do without (the challenge's data
+# dictionary: Reyna et al., Crit Care Med 2020;48(2):210-217, table 1): the hours, the label and
+# the demographics the model reads. A measured column absent is never measured (a hospital that
+# does not chart it); one of them at least must be there. Unit1/Unit2 (the ICU type) absent is
+# the `unknown` unit of the subgroup table.
+REQUIRED = ("ICULOS", "SepsisLabel", "Age", "Gender")
+MEASURED = (*physionet.VITALS, *physionet.LABS)
+UNIT_COLUMNS = ("Unit1", "Unit2")
+
 
 def read_physionet(path: Path) -> pd.DataFrame:
+    """A file in the PhysioNet 2019 format: a parquet with a `patient_id` column, a folder of the
+    challenge's .psv files (one per patient, named by the patient) or one .psv file; its layout
+    checked (`LayoutError` says what is wrong)."""
     if path.is_dir():  # the challenge's layout: one pipe-separated file per patient
-        frames = []
-        for f in sorted(path.glob("*.psv")):
-            d = pd.read_csv(f, sep="|")
-            d.insert(0, "patient_id", f.stem)
-            frames.append(d)
-        return pd.concat(frames, ignore_index=True)
-    return pd.read_parquet(path)
+        files = sorted(path.glob("*.psv"))
+        if not files:
+            raise LayoutError(f"{path}: a folder of PhysioNet 2019 files holds .psv files; none")
+        return _checked(path, pd.concat([_psv(f) for f in files], ignore_index=True))
+    if not path.is_file():
+        raise LayoutError(f"{path}: no such file or folder")
+    if path.suffix == ".psv":
+        return _checked(path, _psv(path))
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # not parquet at all
+        raise LayoutError(f"{path}: not a parquet file or a .psv ({type(e).__name__})") from e
+    return _checked(path, df)
+
+
+def _psv(f: Path) -> pd.DataFrame:
+    try:
+        d = pd.read_csv(f, sep="|")
+    except Exception as e:  # empty, or not text
+        raise LayoutError(f"{f}: not a pipe-separated PhysioNet 2019 file ({e})") from e
+    d.insert(0, "patient_id", f.stem)
+    return d
+
+
+def _checked(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """`df` if it is PhysioNet 2019 hourly rows the model can be evaluated on."""
+    missing = [c for c in ("patient_id", *REQUIRED) if c not in df.columns]
+    if missing or not any(c in df.columns for c in MEASURED):
+        hint = ""
+        if {"record_id", "parameter", "value"} <= set(df.columns):
+            hint = " (this looks like PhysioNet 2012 observations: MODEL=icu-mortality)"
+        elif {"encounter_id", "readmitted"} <= set(df.columns):
+            hint = " (this looks like Diabetes 130-US encounters: MODEL=readmission-30d)"
+        what = ", ".join(missing) if missing else f"every measured column ({', '.join(MEASURED)})"
+        raise LayoutError(
+            f"{path} is not in the PhysioNet 2019 format (hourly rows per patient: patient_id "
+            f"or one .psv per patient, {', '.join(REQUIRED)} and the measured columns): it lacks "
+            f"{what}{hint}"
+        )
+    if df.empty:
+        raise LayoutError(f"{path}: no rows")
+    for c in REQUIRED:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise LayoutError(f"{path}: column {c} is not numeric ({df[c].dtype})")
+    labels = set(df["SepsisLabel"].dropna().unique())
+    if not labels <= {0, 1} or df["SepsisLabel"].isna().any():
+        raise LayoutError(f"{path}: SepsisLabel must be 0 or 1 on every row ({sorted(labels)})")
+    if df["ICULOS"].isna().any():
+        raise LayoutError(f"{path}: ICULOS (hours since ICU admission) is empty on some rows")
+    return df.assign(**{c: np.nan for c in UNIT_COLUMNS if c not in df.columns})
 
 
 def score(version: Version, features: pd.DataFrame, batch: int = 65536) -> np.ndarray[Any, Any]:
@@ -80,10 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     settings = Settings.resolve(a)
     model = a.model or settings.model_name
-    v = chosen_version(settings, model, a.version)
     file = a.file or settings.physionet_setA
     split = a.split or ("all" if a.file else "test")
-    raw = read_physionet(file)
+    try:
+        raw = read_physionet(file)
+    except LayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    v = chosen_version(settings, model, a.version)
     if split == "test":
         raw = raw[raw["patient_id"].astype(str).map(split_of) == "test"]
     frame = hourly_features(raw)

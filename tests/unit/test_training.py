@@ -144,6 +144,47 @@ def test_evaluate_prints_auroc_and_utility_last_for_a_folder_of_challenge_psv_fi
     assert last[2] == "normalised_utility" and -2 < float(last[3]) <= 1
 
 
+def test_evaluate_refuses_a_file_of_another_layout_with_a_clear_error_and_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import evaluate
+
+    observations_2012 = tmp_path / "setX_observations.parquet"
+    one_row = {"record_id": [1], "minute": [0], "parameter": ["HR"], "value": [80.0]}
+    pd.DataFrame(one_row).to_parquet(observations_2012)
+    labelled_2 = tmp_path / "labels.parquet"
+    pd.read_parquet(SAMPLE).assign(SepsisLabel=2).to_parquet(labelled_2)
+    not_parquet = tmp_path / "notes.parquet"
+    not_parquet.write_text("HR|O2Sat\n80|97\n")
+    no_psv = tmp_path / "empty"
+    no_psv.mkdir()
+    cases = {
+        observations_2012: "lacks patient_id, ICULOS, SepsisLabel, Age, Gender (this looks like "
+        "PhysioNet 2012 observations: MODEL=icu-mortality)",
+        labelled_2: "SepsisLabel must be 0 or 1",
+        not_parquet: "not a parquet file or a .psv",
+        no_psv: "holds .psv files; none",
+        tmp_path / "absent.parquet": "no such file or folder",
+    }
+    for file, says in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            evaluate.main(["--file", str(file), "--model-registry", str(tmp_path / "reg")])
+        assert exit_.value.code == 2
+        assert says in capsys.readouterr().err
+
+
+def test_a_psv_without_the_icu_type_columns_is_read_with_the_unit_unknown(tmp_path: Path) -> None:
+    from training import evaluate
+
+    rows = pd.read_parquet(SAMPLE)
+    one = rows[rows["patient_id"] == rows["patient_id"].iloc[0]]
+    psv = tmp_path / "p000001.psv"
+    one.drop(columns=["patient_id", "hour", "Unit1", "Unit2"]).to_csv(psv, sep="|", index=False)
+    read = evaluate.read_physionet(psv)
+    assert (read["patient_id"] == "p000001").all() and len(read) == len(one)
+    assert set(hourly_features(read)["unit"]) == {"unknown"}
+
+
 @pytest.fixture(scope="module")
 def built_trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_build(tmp_path_factory, epochs=0, family="gbt", grid=SMALL_GRID)
