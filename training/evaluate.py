@@ -162,7 +162,32 @@ def main(argv: list[str] | None = None) -> None:
         f"normalised utility {fmt(ci, 'normalised_utility')}, alert episodes per patient-day "
         f"{m['alert_episodes_per_patient_day']} {fmt(ci, 'alerts_per_day')}"
     )
+    print(
+        f"calibration slope {m['calibration_slope']:.3f} {fmt(ci, 'calibration_slope')} "
+        f"(1 ideal), intercept {m['calibration_intercept']:+.3f} (0 ideal); "
+        + subgroup_line(frame, m["auroc"])
+    )
     print(f"AUROC {m['auroc']:.4f} normalised_utility {m['normalised_utility']:.4f}")
+
+
+def subgroup_line(frame: pd.DataFrame, overall_auroc: float) -> str:
+    """Each age band's and sex's AUROC, and the largest shortfall below the overall AUROC of
+    those with at least validation.MIN_SEPTIC_PATIENTS septic patients (the gate's rule)."""
+    order = [name for _, _, name in validation.AGE_BANDS] + ["female", "male"]
+    rows = [r for r in validation.subgroups(frame).to_dict("records") if r["group"] in order]
+    rows.sort(key=lambda r: order.index(r["group"]))
+    judged = [
+        r["auroc"]
+        for r in rows
+        if r["septic_patients"] >= validation.MIN_SEPTIC_PATIENTS and not np.isnan(r["auroc"])
+    ]
+    parts = ", ".join(
+        f"{r['group']} {r['auroc']:.3f}"
+        + ("" if r["septic_patients"] >= validation.MIN_SEPTIC_PATIENTS else " (not judged)")
+        for r in rows
+    )
+    gap = max([overall_auroc - a for a in judged] + [0.0]) if judged else float("nan")
+    return f"subgroup AUROC {parts}; largest age/sex gap below overall {gap:.3f}"
 
 
 def fmt(ci: dict[str, list[float]], name: str) -> str:

@@ -112,6 +112,32 @@ def calibration(frame: pd.DataFrame, bins: int = 10) -> tuple[pd.DataFrame, floa
     return table, ece
 
 
+def calibration_slope(
+    label: np.ndarray[Any, Any],
+    risk: np.ndarray[Any, Any],
+    weight: np.ndarray[Any, Any] | None = None,
+) -> tuple[float, float]:
+    """Logistic recalibration of the risks (Cox, Biometrika 1958; Van Calster et al., BMC Med
+    2019;17:230): the calibration slope, b of logit P(label) = a + b·logit(risk) (1 ideal; below
+    1 the risks are too extreme, as a model overfit or carried to another hospital gives them),
+    and the calibration intercept, a with the slope held at 1 (0 ideal; above 0 the risks are
+    too low on the whole). Over the rows (patient-hours) as scored; `weight` a row's count (a
+    bootstrap draw's)."""
+    from sklearn.linear_model import LogisticRegression
+
+    z = np.log(np.clip(risk, 1e-6, 1 - 1e-6) / np.clip(1 - risk, 1e-6, 1 - 1e-6))
+    w = np.ones(len(z)) if weight is None else weight
+    fit = LogisticRegression(penalty=None).fit(z.reshape(-1, 1), label, sample_weight=w)
+    a = 0.0  # the intercept with the slope held at 1: Newton's method on its score equation
+    for _ in range(50):
+        q = 1 / (1 + np.exp(-(a + z)))
+        step = float(w @ (label - q)) / max(float(w @ (q * (1 - q))), 1e-12)
+        a += step
+        if abs(step) < 1e-8:
+            break
+    return float(fit.coef_[0][0]), a
+
+
 def alert_burden(frame: pd.DataFrame, threshold: float) -> dict[str, float]:
     above = frame["risk"] >= threshold
     starts = above & ~above.groupby(frame["patient_id"]).shift(1, fill_value=False)
@@ -128,6 +154,7 @@ def alert_burden(frame: pd.DataFrame, threshold: float) -> dict[str, float]:
 def metrics(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
     y, p = frame["label"].to_numpy(), frame["risk"].to_numpy()
     _, ece = calibration(frame)
+    slope, intercept = calibration_slope(y, p)
     return {
         "patients": int(frame["patient_id"].nunique()),
         "septic_patients": int(frame.groupby("patient_id")["label"].max().sum()),
@@ -137,6 +164,8 @@ def metrics(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
         "normalised_utility": round(utility(frame, threshold), 4),
         "brier": round(float(brier_score_loss(y, p)), 5),
         "ece": round(ece, 5),
+        "calibration_slope": round(slope, 4),
+        "calibration_intercept": round(intercept, 4),
         "threshold": round(threshold, 5),
         **alert_burden(frame, threshold),
     }
@@ -148,9 +177,10 @@ BOOTSTRAP_SAMPLES = 200
 def bootstrap_ci(
     frame: pd.DataFrame, threshold: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 2019
 ) -> dict[str, list[float]]:
-    """Patient-level bootstrap 95 % intervals (percentile) of AUROC, normalised utility and
-    alert episodes per patient-day: patients are drawn with replacement, each bringing all its
-    hours (a patient's hours are not independent). Frame sorted by patient, hour."""
+    """Patient-level bootstrap 95 % intervals (percentile) of AUROC, normalised utility, alert
+    episodes per patient-day and the calibration slope: patients are drawn with replacement,
+    each bringing all its hours (a patient's hours are not independent). Frame sorted by
+    patient, hour."""
     pid = frame["patient_id"].to_numpy()
     codes, first = pd.factorize(pid)[0], frame.groupby("patient_id", sort=False)
     n = int(codes.max()) + 1
@@ -171,12 +201,18 @@ def bootstrap_ci(
     starts = np.bincount(codes, weights=(above & ~prev).astype(float), minlength=n)
     hours = np.bincount(codes, minlength=n).astype(float)
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {"auroc": [], "normalised_utility": [], "alerts_per_day": []}
+    draws: dict[str, list[float]] = {
+        "auroc": [],
+        "normalised_utility": [],
+        "alerts_per_day": [],
+        "calibration_slope": [],
+    }
     for _ in range(samples):
         k = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
         w = k[codes]
         if len(np.unique(y[w > 0])) == 2:
             draws["auroc"].append(float(roc_auc_score(y, p, sample_weight=w)))
+            draws["calibration_slope"].append(calibration_slope(y, p, w)[0])
         obs, best, none = k @ parts
         if best != none:
             draws["normalised_utility"].append(float((obs - none) / (best - none)))

@@ -103,7 +103,8 @@ def test_evaluate_model_without_a_file_reads_only_set_as_held_out_test_patients(
     assert read["patient_id"].nunique() == 3077
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("AUROC 0.79") and "normalised_utility 0.3" in out[-1]
-    assert out[-2].startswith("95 % intervals (patient bootstrap, 20 samples): AUROC [")
+    assert out[-3].startswith("95 % intervals (patient bootstrap, 20 samples): AUROC [")
+    assert out[-2].startswith("calibration slope 0.8")
 
 
 def test_a_threshold_for_a_target_alert_rate_keeps_the_burden_at_or_below_it() -> None:

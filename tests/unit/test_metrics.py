@@ -50,3 +50,17 @@ def test_normalized_utility_is_one_for_the_best_and_zero_for_no_alarms() -> None
     assert normalized_utility((lab, best_predictions(lab)) for lab in cohort) == pytest.approx(1)
     assert normalized_utility((lab, np.zeros(len(lab))) for lab in cohort) == pytest.approx(0)
     assert normalized_utility((lab, ~best_predictions(lab)) for lab in cohort) < 0
+
+
+def test_the_calibration_slope_is_one_for_true_risks_and_half_for_risks_twice_as_extreme() -> None:
+    from training.validation import calibration_slope
+
+    rng = np.random.default_rng(7)
+    logit = rng.normal(-2.0, 1.5, 200_000)
+    label = (rng.random(len(logit)) < 1 / (1 + np.exp(-logit))).astype(int)
+    slope, intercept = calibration_slope(label, 1 / (1 + np.exp(-logit)))
+    assert slope == pytest.approx(1.0, abs=0.03) and intercept == pytest.approx(0.0, abs=0.03)
+    slope, _ = calibration_slope(label, 1 / (1 + np.exp(-2 * logit)))
+    assert slope == pytest.approx(0.5, abs=0.02)
+    _, intercept = calibration_slope(label, 1 / (1 + np.exp(-(logit - 1.0))))
+    assert intercept == pytest.approx(1.0, abs=0.03)  # risks too low: a positive intercept

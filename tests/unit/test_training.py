@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,10 @@ def test_evaluate_prints_auroc_and_utility_last_for_a_folder_of_challenge_psv_fi
     monkeypatch.setenv("WARDFLOW_MODEL_REGISTRY", str(tmp_path / "registry"))
     bootstrap(Registry(tmp_path / "registry"), "sepsis-risk")
     evaluate.main(["--file", str(psv)])
-    last = capsys.readouterr().out.strip().splitlines()[-1].split()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.match(r"calibration slope -?\d+\.\d{3} \[.*\] \(1 ideal\), intercept", lines[-2])
+    assert "female" in lines[-2] and "largest age/sex gap below overall" in lines[-2]
+    last = lines[-1].split()
     assert last[0] == "AUROC" and 0.5 < float(last[1]) <= 1
     assert last[2] == "normalised_utility" and -2 < float(last[3]) <= 1
 
