@@ -169,6 +169,9 @@ def evaluate(frame: pd.DataFrame, threshold: float, samples: int) -> dict[str, A
         "alert_episodes_per_patient_day": m["alert_episodes_per_patient_day"],
         "alerts_per_day_ci95": ci.get("alerts_per_day"),
         "patients_alerted_pct": m["patients_alerted_pct"],
+        "calibration_slope": m["calibration_slope"] if septic >= 10 else None,
+        "calibration_slope_ci95": ci.get("calibration_slope"),
+        "calibration_intercept": m["calibration_intercept"] if septic >= 10 else None,
         "threshold": round(threshold, 5),
     }
 
@@ -272,6 +275,17 @@ def ci(v: list[float] | None) -> str:
     return f" [{v[0]:.3f}, {v[1]:.3f}]" if v else ""
 
 
+def slope(r: dict[str, Any]) -> str:
+    """A row's calibration slope with its interval and intercept; none where under 10 patients
+    were septic (the interval's rule)."""
+    if r.get("calibration_slope") is None:
+        return ""
+    return (
+        f"{r['calibration_slope']:.3f}{ci(r.get('calibration_slope_ci95'))} "
+        f"({r['calibration_intercept']:+.3f})"
+    )
+
+
 def markdown(rows: list[dict[str, Any]], elapsed_s: float) -> str:
     lines = [
         "# Proxy external validation of the sepsis model",
@@ -281,15 +295,16 @@ def markdown(rows: list[dict[str, Any]], elapsed_s: float) -> str:
         "utility at the model's own threshold.",
         "",
         "| model | cohort | | patients (septic) | AUROC | normalised utility | alert episodes / "
-        "patient-day |",
-        "|---|---|---|---|---|---|---|",
+        "patient-day | calibration slope (intercept) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['cohort']} | {r['seen_in_training']} | {r['patients']} "
             f"({r['septic_patients']}) | {r['auroc']:.3f}{ci(r['auroc_ci95'])} | "
             f"{r['normalised_utility']:.3f}{ci(r['normalised_utility_ci95'])} | "
-            f"{r['alert_episodes_per_patient_day']:.2f}{ci(r['alerts_per_day_ci95'])} |"
+            f"{r['alert_episodes_per_patient_day']:.2f}{ci(r['alerts_per_day_ci95'])} | "
+            f"{slope(r)} |"
         )
     return "\n".join(lines) + "\n"
 

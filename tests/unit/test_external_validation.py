@@ -204,3 +204,23 @@ def test_a_fit_shared_by_variants_trains_once_per_distinct_split() -> None:
     both = external.mean_of(once, once)(train, val)  # the ensemble of members trained already
     assert trained == [50, 50]
     np.testing.assert_allclose(both(val), first(val))
+
+
+def test_a_cohort_row_reports_its_calibration_slope_only_with_ten_septic_patients() -> None:
+    rng = np.random.default_rng(3)
+
+    def cohort(septic: int) -> pd.DataFrame:
+        pid = np.repeat([f"p{i:03d}" for i in range(60)], 24)
+        label = np.zeros(len(pid), dtype=int)
+        for i in range(septic):  # the last 6 hours of a septic patient labelled
+            label[i * 24 + 18 : i * 24 + 24] = 1
+        risk = np.clip(0.05 + 0.5 * label + rng.normal(0, 0.05, len(pid)), 0.001, 0.999)
+        return pd.DataFrame({"patient_id": pid, "label": label, "risk": risk})
+
+    row = external.evaluate(cohort(12), 0.3, 20)
+    assert row["calibration_slope"] > 0 and len(row["calibration_slope_ci95"]) == 2
+    assert "(" in external.slope(row) and external.slope(row).startswith(
+        f"{row['calibration_slope']:.3f} ["
+    )
+    few = external.evaluate(cohort(5), 0.3, 20)
+    assert few["calibration_slope"] is None and external.slope(few) == ""
