@@ -46,7 +46,8 @@ lower-bound comparator (`>`, `>=`: a result above the analyser's range) is read 
 as an ORU's (hl7v2.LOWER_BOUNDS), and an upper bound (`<`, `<=`) only of a lab whose low values
 are the alarming ones (a platelet count `<10`: hl7v2.bound_refusal); any other would overstate
 the value and is refused (`bad_value`); a modifierExtension, which a reader must
-not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`).
+not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`), and
+one on an Encounter's location entry the Encounter (`_location_modifiers`).
 
 The subject may be a reference or only a business identifier (`_subject`: references normalised,
 contained and Bundle-internal Patients by their identifier, non-Patients refused). A resource
@@ -715,6 +716,8 @@ def map_resource(
             "unsupported_resource", f"{kind} is not ingested (Encounter and Observation are)"
         )
     modifiers = _modifiers(data)
+    if kind == "Encounter":  # and its location history's, which the census is moved by
+        modifiers += _location_modifiers(data)
     if modifiers:  # FHIR R4 §2.1.0.6: a modifier not understood must not be ignored
         return Refused("unsupported_modifier", f"{kind} has modifierExtension {modifiers}"[:500])
     if kind == "Encounter":
@@ -899,6 +902,21 @@ def _modifiers(data: dict[str, Any]) -> list[str]:
     if not isinstance(found, list):
         return ["?"]
     return [str(m.get("url", "?")) if isinstance(m, dict) else "?" for m in found]
+
+
+def _location_modifiers(data: dict[str, Any]) -> list[str]:
+    """The modifierExtensions of an Encounter's location entries, as `location <n>: <url>`.
+    Each entry is a BackboneElement, whose modifierExtension "modifies the understanding of the
+    element in which it is contained" and which "applications processing a resource are
+    required to check for" (FHIR R4 backboneelement-definitions.html): a stay so qualified (a
+    bed never occupied, say) is no move the census may read as one."""
+    locations = data.get("location")
+    return [
+        f"location {i}: {url}"
+        for i, loc in enumerate(locations if isinstance(locations, list) else [])
+        if isinstance(loc, dict)
+        for url in _modifiers(loc)
+    ]
 
 
 CONTENT = "fhir:content"  # the token namespace of a resource named by its content

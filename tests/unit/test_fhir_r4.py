@@ -1814,3 +1814,22 @@ def test_a_patient_listed_twice_in_a_bundle_is_its_newest_version() -> None:
             records = [r for _, o, _ in run(bundle) if isinstance(o, Mapped) for _, r in o.records]
             got = {(r["age_years"], r["female"]) for r in records}
             assert got == {(65.0, True)}, (kind, [r.get("meta") for r in listed])
+
+
+def test_a_modifier_extension_on_an_encounter_location_refuses_the_encounter() -> None:
+    """FHIR R4 BackboneElement.modifierExtension "modifies the understanding of the element in
+    which it is contained", and "applications processing a resource are required to check for
+    modifier extensions" (backboneelement-definitions.html): an Encounter's location history is
+    what the census is moved by, so a location entry a sender qualifies in a way not understood
+    here (a bed never occupied) refuses the Encounter; it was read as a transfer."""
+    flag = [{"url": "https://ehr.example.org/fhir/never-occupied", "valueBoolean": True}]
+    enc = encounter(
+        ("ED", "2026-03-01T08:00:00Z", "2026-03-01T10:00:00Z"), ("4E", "2026-03-01T10:00:00Z", None)
+    )
+    enc["location"][1]["modifierExtension"] = flag
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_modifier"
+    assert "location 1" in o.reason and "never-occupied" in o.reason
+    enc["location"][1]["extension"] = enc["location"][1].pop("modifierExtension")  # no modifier
+    [(_, read, _)] = run(enc)
+    assert isinstance(read, Mapped) and len(read.records) == 2
