@@ -130,8 +130,10 @@ class Context(NamedTuple):
     """A Bundle entry of a kind not ingested that the bundle's Encounters and Observations refer
     to (the Patient a subject names, the Location of a stay) or that refers to them (the
     DiagnosticReport grouping lab results, a Provenance, a message's MessageHeader): it is read
-    for them, so it is neither published nor dead-lettered. An entry related to none of them is
-    still refused (`unsupported_resource`): a feed of Patients sent here by mistake is seen."""
+    for them, so it is neither published nor dead-lettered; so is a search's own outcome (an
+    OperationOutcome entry of `search.mode` outcome: `_search_outcome`). An entry related to none
+    of them is still refused (`unsupported_resource`): a feed of Patients sent here by mistake
+    is seen."""
 
     reason: str
 
@@ -188,17 +190,18 @@ def _refers(references: set[str], names: set[str]) -> bool:
 
 def _context(entries: list[Any]) -> dict[int, str]:
     """{entry index: why it is context} for the entries of kinds not ingested that relate to
-    an ingested entry of the same Bundle (see `Context`)."""
+    an ingested entry of the same Bundle, and for a search's own outcome (see `Context`)."""
     with_resource = {
         i: e
         for i, e in enumerate(entries)
         if isinstance(e, dict) and isinstance(e.get("resource"), dict)
     }
+    outcomes = {i: why for i, e in with_resource.items() if (why := _search_outcome(e))}
     ingested = {
         i: e for i, e in with_resource.items() if e["resource"].get("resourceType") in INGESTED
     }
     if not ingested:
-        return {}
+        return outcomes
     their_refs = set().union(*(_references(e["resource"]) for e in ingested.values()))
     their_names = set().union(*(_names(e) for e in ingested.values()))
     out = {}
@@ -209,8 +212,9 @@ def _context(entries: list[Any]) -> dict[int, str]:
             # a panel (vital signs, blood pressure) whose members are entries of the bundle:
             # they carry its values and are read; it adds none (observation.html#obsgrouping)
             out[i] = "Observation: a panel of the bundle's Observations (context)"
+    out.update(outcomes)
     for i, e in with_resource.items():
-        if i in ingested:
+        if i in ingested or i in outcomes:
             continue
         kind = e["resource"].get("resourceType")
         if _refers(their_refs, _names(e)):
@@ -218,6 +222,29 @@ def _context(entries: list[Any]) -> dict[int, str]:
         elif _refers(_references(e["resource"]), their_names):
             out[i] = f"{kind}: refers to the bundle's Encounters or Observations (context)"
     return out
+
+
+def _search_outcome(entry: dict[str, Any]) -> str | None:
+    """Why a Bundle entry is its search's own outcome, where it is: an OperationOutcome with
+    `search.mode` outcome ("additional information about the processing of a search", FHIR R4
+    Bundle.entry.search.mode; the specification's bundle-search-warning, which servers add to a
+    page of results or to an empty one) is about the search, not a resource sent to be ingested.
+    Its issues' severities and codes are said (never their text, which may name the patient)."""
+    search, resource = entry.get("search"), entry["resource"]
+    if not isinstance(search, dict) or search.get("mode") != "outcome":
+        return None
+    if resource.get("resourceType") != "OperationOutcome":
+        return None
+    issues = resource.get("issue")
+    said = sorted(
+        {
+            printable(f"{i.get('severity')} {i.get('code')}")
+            for i in (issues if isinstance(issues, list) else [])
+            if isinstance(i, dict)
+        }
+    )
+    issued = ", ".join(said)[:200] or "no issue"
+    return f"OperationOutcome: the search's own outcome ({issued}; context)"
 
 
 def _version_of(entry: Any) -> str | None:

@@ -1899,3 +1899,39 @@ def test_a_history_bundle_listed_oldest_first_is_read_by_its_versions_not_its_or
     # versions that cannot be compared keep the order FHIR gives them: newest first
     unversioned = [v | {"meta": {}} for v in (v1, corrected)]
     assert published(*({"resource": v} for v in unversioned)) == [38]
+
+
+def test_a_searchs_own_outcome_is_its_bundles_context_not_a_refused_resource() -> None:
+    """FHIR R4 Bundle.entry.search.mode `outcome`: an OperationOutcome that gives "additional
+    information about the processing of a search" (the specification's bundle-search-warning;
+    servers add one to a page of results, or send it alone on an empty one) is about the
+    search, not a resource sent to be ingested: it was dead-lettered `unsupported_resource`.
+    Its issues are said by severity and code, never by their text (here an MRN)."""
+    warning = {
+        "resourceType": "OperationOutcome",
+        "id": "warning",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "not-found",
+                "details": {"text": "There is no matching patient for MRN 123456"},
+            }
+        ],
+    }
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    for results in ([{"resource": hr, "search": {"mode": "match"}}], []):
+        bundle = {
+            "resourceType": "Bundle",
+            "id": "bundle-search-warning",
+            "type": "searchset",
+            "entry": [*results, {"resource": warning, "search": {"mode": "outcome"}}],
+        }
+        *read, (label, o, _) = run(bundle)
+        assert [type(r.result).__name__ for r in read] == ["Mapped"] * len(results)
+        assert isinstance(o, fhir_r4.Context), o
+        assert label.endswith("OperationOutcome/warning")
+        assert "warning not-found" in o.reason and "123456" not in o.reason
+    # an OperationOutcome not given as the search's own is refused, as before
+    bundle["entry"][-1]["search"] = {"mode": "match"}
+    [(_, o, _)] = run(bundle)
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_resource"
