@@ -282,16 +282,16 @@ def _newest_first(entries: list[Any]) -> list[int]:
 
 
 def _stored_version(entry: Any) -> dict[str, Any] | None:
-    """What a history Bundle's entry says of its version, as a resource does (`meta`): its
-    resource, or a deletion's `response.lastModified` as its `lastUpdated`; None for neither."""
+    """What a history Bundle's entry says of its version, as a resource does (`meta`): a
+    deletion's `response.lastModified` as its `lastUpdated` (a resource it carries is the version
+    deleted, `_deletes`), else its resource; None for neither."""
     if not isinstance(entry, dict):
         return None
     resource, response = entry.get("resource"), entry.get("response")
-    if isinstance(resource, dict):
-        return resource
-    if isinstance(response, dict) and isinstance(response.get("lastModified"), str):
-        return {"meta": {"lastUpdated": response["lastModified"]}}
-    return None
+    deleted = response.get("lastModified") if isinstance(response, dict) else None
+    if _deletes(entry) and isinstance(deleted, str):
+        return {"meta": {"lastUpdated": deleted}}
+    return resource if isinstance(resource, dict) else None
 
 
 _RESOURCE_URL = re.compile(
@@ -336,23 +336,30 @@ def _is_instant(value: Any) -> bool:
     return True
 
 
-def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
-    """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, no resource;
-    FHIR R4 http.html#history) as its latest earlier version in the Bundle marked
-    `entered-in-error` when the server deleted it (`response.lastModified`): the stay it
-    placed is taken back as by that status (`_voided`; a purge of a stay long over changes
-    nothing there: the census refuses it `nothing_to_cancel`). None (refused `no_resource`)
-    where the entry is no such deletion, has no instant, no earlier version of the Encounter is
-    in the Bundle (who it placed is not known) or that version's class holds no bed, or a newer
-    version follows it in the Bundle (the Encounter created again: its events keep their ids,
-    so a void would leave the patient in no bed; the deletion is not read, as before)."""
-    entry = entries[i]
+def _deletes(entry: Any) -> bool:
+    """Whether a Bundle entry is a deletion (`request.method` DELETE, FHIR R4 http.html#delete:
+    in a transaction, a batch or a history), which carries no value to read, whether or not the
+    sender put the resource in it."""
     request = entry.get("request") if isinstance(entry, dict) else None
+    return isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE"
+
+
+def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
+    """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, with no resource
+    or one not read, `_deletes`; FHIR R4 http.html#history) as its latest earlier version in the
+    Bundle marked `entered-in-error` when the server deleted it (`response.lastModified`): the
+    stay it placed is taken back as by that status (`_voided`; a purge of a stay long over
+    changes nothing there: the census refuses it `nothing_to_cancel`). None (refused
+    `no_resource`, or `retracted` where it carries the resource) where the entry is no such
+    deletion, has no instant, no earlier version of the Encounter is in the Bundle (who it
+    placed is not known) or that version's class holds no bed, or a newer version follows it in
+    the Bundle (the Encounter created again: its events keep their ids, so a void would leave
+    the patient in no bed; the deletion is not read, as before)."""
+    entry = entries[i]
     response = entry.get("response") if isinstance(entry, dict) else None
     name = _version_of(entry)
     if (
-        not isinstance(request, dict)
-        or str(request.get("method", "")).upper() != "DELETE"
+        not _deletes(entry)
         or not isinstance(response, dict)
         or not response.get("lastModified")
         or name is None
@@ -435,7 +442,11 @@ def map_json(
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if i in superseded:
                 out.append(Outcome(at, superseded[i], entry))
-            elif sub is None and history and (deleted := _deleted_encounter(entries, i)):
+            elif (
+                (sub is None or _deletes(entry))
+                and history
+                and (deleted := _deleted_encounter(entries, i))
+            ):
                 for o in map_json(
                     deleted, tokenise, source=source, facility_id=facility_id, bundle=inside
                 ):  # a dead letter keeps the entry received, not the version made of it
@@ -443,6 +454,12 @@ def map_json(
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(at, Refused("no_resource", why), entry))
+            elif _deletes(entry) and isinstance(sub, dict):  # as an ORU's OBX-11 D
+                why = (
+                    "the entry deletes it (request.method DELETE): its resource is no value to "
+                    "read; wardflow keeps no link to a value published before, which stands"
+                )
+                out.append(Outcome(f"{at}:{_label(sub)}", Refused("retracted", why), entry))
             elif i in context:
                 name = _label(sub)
                 out.append(Outcome(f"{at}:{name}", Context(context[i]), sub))
@@ -651,6 +668,8 @@ def _sent_totals(
     for entry in entries:
         data = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
+            continue
+        if _deletes(entry):  # a deletion sends no value (`map_json`)
             continue
         if not _may_send_total(data, codes):
             continue

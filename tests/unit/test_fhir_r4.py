@@ -1935,3 +1935,40 @@ def test_a_searchs_own_outcome_is_its_bundles_context_not_a_refused_resource() -
     bundle["entry"][-1]["search"] = {"mode": "match"}
     [(_, o, _)] = run(bundle)
     assert isinstance(o, Refused) and o.reason_code == "unsupported_resource"
+
+
+def test_a_deletion_that_carries_its_resource_is_not_read_as_a_value() -> None:
+    """A Bundle entry whose request is a DELETE (FHIR R4 http.html#delete, in a transaction, a
+    batch or a history) takes its resource away, and some senders still put the resource in the
+    entry: a heart rate of 38 so deleted was published as a reading. It is refused `retracted`,
+    as an ORU's result taken back (OBX-11 D); in a history Bundle an Encounter deleted so takes
+    back the stay its version placed, as a deletion without the resource does."""
+    hr = observation("8867-4", valueQuantity=quantity(38, "/min"), meta={"versionId": "1"})
+    delete = {"method": "DELETE", "url": "Observation/o1"}
+    for kind in ("transaction", "batch"):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [{"resource": hr, "request": delete}],
+        }
+        [(_, o, _)] = run(bundle)
+        assert isinstance(o, Refused) and o.reason_code == "retracted", o
+        bundle["entry"][0]["resource"] = ["not", "a", "resource"]  # refused, never a crash
+        [(_, o, _)] = run(bundle)
+        assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", o
+    gone = {"resource": hr, "request": delete, "response": {"lastModified": "2026-03-01T10:00:00Z"}}
+    timed = hr | {"meta": {"versionId": "1", "lastUpdated": "2026-03-01T09:31:00Z"}}
+    for listing in ([gone, {"resource": timed}], [{"resource": timed}, gone]):  # either order
+        versions = run(_observation_versions(*listing))
+        assert not [o for _, o, _ in versions if isinstance(o, Mapped)], listing
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
+    deleted = {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "resource": placed,
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+    }
+    outcomes = run(_observation_versions(deleted, {"resource": placed}))
+    records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
+    assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
