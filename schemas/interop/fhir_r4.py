@@ -261,51 +261,17 @@ def _version_of(entry: Any) -> str | None:
     return f"{match[1]}/{match[2]}" if match else None
 
 
-def _newest_first(entries: list[Any]) -> list[int]:
-    """Where each of a history Bundle's entries is listed, newest version first, as FHIR R4
-    lists a history (http.html#history: "sorted with oldest versions last"): as listed, unless
-    its versions say that it lists the oldest first (each version of a resource newer than the
-    one listed before it, `_order`, wherever two can be compared; none older), as a server asked
-    `_sort=_lastUpdated` does and Azure's FHIR service did by default until 2022
-    (microsoft/fhir-server#2689): then the other way round."""
-    before: dict[str, dict[str, Any]] = {}  # each resource's version listed last so far
-    said: set[int] = set()
-    for entry in entries:
-        name, version = _version_of(entry), _stored_version(entry)
-        if name is None or version is None:
-            continue
-        if name in before and (order := _order(version, before[name])):
-            said.add(order)
-        before[name] = version
-    listed = list(range(len(entries)))
-    return listed[::-1] if said == {1} else listed
-
-
-def _stored_version(entry: Any) -> dict[str, Any] | None:
-    """What a history Bundle's entry says of its version, as a resource does (`meta`): a
-    deletion's `response.lastModified` as its `lastUpdated` (a resource it carries is the version
-    deleted, `_deletes`), else its resource; None for neither."""
-    if not isinstance(entry, dict):
-        return None
-    resource, response = entry.get("resource"), entry.get("response")
-    deleted = response.get("lastModified") if isinstance(response, dict) else None
-    if _deletes(entry) and isinstance(deleted, str):
-        return {"meta": {"lastUpdated": deleted}}
-    return resource if isinstance(resource, dict) else None
-
-
 _RESOURCE_URL = re.compile(
     r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/?]+)?/?$"
 )
 
 
-def _superseded(entries: list[Any], listed: list[int]) -> dict[int, Refused]:
+def _superseded(entries: list[Any]) -> dict[int, Refused]:
     """{entry index: refusal} for the older versions of each Observation in a history Bundle
-    (newest first: `_newest_first`; `listed`: where each entry is in the Bundle). An Observation
-    is what its newest version says: a value that a later version corrects, marks
-    `entered-in-error` ("should never have existed", observation.html) or deletes is not
-    published, nor kept as a record of its own beside the newest. An Encounter's versions are
-    its moves and are all read."""
+    (newest first, http.html#history). An Observation is what its newest version says: a value
+    that a later version corrects, marks `entered-in-error` ("should never have existed",
+    observation.html) or deletes is not published, nor kept as a record of its own beside the
+    newest. An Encounter's versions are its moves and are all read."""
     newest: dict[str, int] = {}
     out: dict[int, Refused] = {}
     for i, entry in enumerate(entries):
@@ -313,8 +279,7 @@ def _superseded(entries: list[Any], listed: list[int]) -> dict[int, Refused]:
         if name is None or not name.startswith("Observation/"):
             continue
         if name in newest:
-            newer = listed[newest[name]]
-            why = f"a newer version in this history Bundle (entry {newer}) replaces it"
+            why = f"a newer version in this history Bundle (entry {newest[name]}) replaces it"
             out[i] = Refused("superseded", why)
         else:
             newest[name] = i
@@ -428,20 +393,17 @@ def map_json(
         if not isinstance(entries, list):
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
         history = data.get("type") == "history"
-        # newest first, as FHIR lists a history (`_newest_first`); `listed`: where each entry is
-        listed = _newest_first(entries) if history else list(range(len(entries)))
-        entries = [entries[i] for i in listed]
         inside = _full_urls(entries, history=history)
         context = _context(entries)
-        superseded = _superseded(entries, listed) if history else {}
+        superseded = _superseded(entries) if history else {}
         # a history Bundle lists the newest version first (FHIR R4 http.html#history: "sorted
         # with oldest versions last"): its versions are applied oldest first
         order = range(len(entries))[:: -1 if history else 1]
         for i in order:
-            entry, at = entries[i], f"{label}#entry{listed[i]}"
+            entry = entries[i]
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if i in superseded:
-                out.append(Outcome(at, superseded[i], entry))
+                out.append(Outcome(f"{label}#entry{i}", superseded[i], entry))
             elif (
                 (sub is None or _deletes(entry))
                 and history
@@ -450,19 +412,20 @@ def map_json(
                 for o in map_json(
                     deleted, tokenise, source=source, facility_id=facility_id, bundle=inside
                 ):  # a dead letter keeps the entry received, not the version made of it
-                    out.append(o._replace(label=f"{at}:{o.label}", resource=entry))
+                    out.append(o._replace(label=f"{label}#entry{i}:{o.label}", resource=entry))
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
-                out.append(Outcome(at, Refused("no_resource", why), entry))
+                out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
             elif _deletes(entry) and isinstance(sub, dict):  # as an ORU's OBX-11 D
                 why = (
                     "the entry deletes it (request.method DELETE): its resource is no value to "
                     "read; wardflow keeps no link to a value published before, which stands"
                 )
-                out.append(Outcome(f"{at}:{_label(sub)}", Refused("retracted", why), entry))
+                label_at = f"{label}#entry{i}:{_label(sub)}"
+                out.append(Outcome(label_at, Refused("retracted", why), entry))
             elif i in context:
                 name = _label(sub)
-                out.append(Outcome(f"{at}:{name}", Context(context[i]), sub))
+                out.append(Outcome(f"{label}#entry{i}:{name}", Context(context[i]), sub))
             else:
                 for o in map_json(
                     sub,
@@ -472,7 +435,7 @@ def map_json(
                     bundle=inside,
                     codes=codes,
                 ):
-                    out.append(o._replace(label=f"{at}:{o.label}"))
+                    out.append(o._replace(label=f"{label}#entry{i}:{o.label}"))
         if alone and any(isinstance(o.result, Part) for o in out):
             out = _summed_parts(out, _sent_totals(entries, tokenise, inside, codes))
         return out
@@ -518,10 +481,7 @@ def sent_totals(
     if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
         if not isinstance(entries, list):
             return set()
-        history = resource.get("type") == "history"
-        if history:  # newest first, as `map_json` reads it
-            entries = [entries[i] for i in _newest_first(entries)]
-        bundle = _full_urls(entries, history=history)
+        bundle = _full_urls(entries, history=resource.get("type") == "history")
         return _sent_totals(entries, tokenise, bundle, codes)
     return _sent_totals([{"resource": resource}], tokenise, {}, codes)
 
@@ -593,22 +553,13 @@ def _full_urls(entries: list[Any], *, history: bool) -> dict[str, Any]:
 
 def _newer(candidate: dict[str, Any], held: dict[str, Any], *, later_wins: bool) -> bool:
     """Whether `candidate`, listed after `held` under one fullUrl, is its newer version."""
-    order = _order(candidate, held)
-    return later_wins if order is None else order > 0
-
-
-def _order(candidate: dict[str, Any], held: dict[str, Any]) -> int | None:
-    """1 where `candidate` is a newer version of one resource than `held`, -1 an older one, 0
-    the same: by `meta.versionId` where both are whole numbers, else by `meta.lastUpdated` where
-    both give one; None where they cannot be compared."""
     versions = [_meta(r, "versionId") for r in (candidate, held)]
     if all(v is not None and v.isascii() and v.isdecimal() for v in versions):
-        a, b = (int(v) for v in versions if v is not None)
-        return (a > b) - (a < b)
+        return int(versions[0]) > int(versions[1])  # type: ignore[arg-type]
     updated = [_updated(_meta(r, "lastUpdated")) for r in (candidate, held)]
     if updated[0] is not None and updated[1] is not None:
-        return (updated[0] > updated[1]) - (updated[0] < updated[1])
-    return None
+        return updated[0] > updated[1]
+    return later_wins
 
 
 def _meta(resource: dict[str, Any], key: str) -> str | None:
