@@ -261,6 +261,14 @@ def _version_of(entry: Any) -> str | None:
     return f"{match[1]}/{match[2]}" if match else None
 
 
+def _requested(entry: dict[str, Any]) -> str | None:
+    """`Type/id` that a Bundle entry's `request.url` names, or None."""
+    request = entry.get("request")
+    url = request.get("url") if isinstance(request, dict) else None
+    match = _RESOURCE_URL.search(url) if isinstance(url, str) else None
+    return f"{match[1]}/{match[2]}" if match else None
+
+
 _RESOURCE_URL = re.compile(
     r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/?]+)?/?$"
 )
@@ -314,21 +322,26 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
     or one not read, `_deletes`; FHIR R4 http.html#history) as its latest earlier version in the
     Bundle marked `entered-in-error` when the server deleted it (`response.lastModified`): the
     stay it placed is taken back as by that status (`_voided`; a purge of a stay long over
-    changes nothing there: the census refuses it `nothing_to_cancel`). None (refused
-    `no_resource`, or `retracted` where it carries the resource) where the entry is no such
-    deletion, has no instant, no earlier version of the Encounter is in the Bundle (who it
-    placed is not known) or that version's class holds no bed, or a newer version follows it in
-    the Bundle (the Encounter created again: its events keep their ids, so a void would leave
-    the patient in no bed; the deletion is not read, as before)."""
+    changes nothing there: the census refuses it `nothing_to_cancel`). With no earlier version
+    in the Bundle, the version the entry carries, where it carries the one its request deletes
+    (IBM/LinuxForHealth FHIR did, LinuxForHealth/FHIR#2026: a `_since` window may hold the
+    deletion alone). None (refused `no_resource`, or `retracted` where it carries a resource)
+    where the entry is no such deletion, has no instant, carries a resource other than the one
+    its request names, no version of the Encounter is in the Bundle (who it placed is not
+    known) or that version's class holds no bed, or a newer version follows it in the Bundle
+    (the Encounter created again: its events keep their ids, so a void would leave the patient
+    in no bed; the deletion is not read, as before)."""
     entry = entries[i]
     response = entry.get("response") if isinstance(entry, dict) else None
     name = _version_of(entry)
+    carried = entry.get("resource") if isinstance(entry, dict) else None
     if (
         not _deletes(entry)
         or not isinstance(response, dict)
         or not response.get("lastModified")
         or name is None
         or not name.startswith("Encounter/")
+        or (carried is not None and _requested(entry) != name)
     ):
         return None
     if any(  # newest first: a version of it after the deletion (another deletion is none)
@@ -339,7 +352,8 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
         return None
     if not _is_instant(response["lastModified"]):
         return None
-    for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
+    # newest first: the next one of the name is the latest; else the one the deletion carries
+    for older in [*entries[i + 1 :], entry]:
         sub = older.get("resource") if isinstance(older, dict) else None
         if isinstance(sub, dict) and _version_of(older) == name:
             cls = sub.get("class")

@@ -1954,3 +1954,33 @@ def test_a_history_bundle_is_read_newest_first_even_where_a_deletion_looks_older
         at = codec.epoch_ms(codec.record_time(record))
         assert placement.apply(census.AdtEvent.of(record, at))[0].status == "applied"
     assert placement.place is None
+
+
+def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> None:
+    """A history Bundle (a `_since` window) whose only entry deletes Encounter/e1 and carries
+    the version deleted (IBM/LinuxForHealth FHIR did, LinuxForHealth/FHIR#2026): with no older
+    version in the Bundle, the carried one says whose stay it was. It was refused `retracted`
+    and no void sent, the bed held for good. A carried resource that is not the one the
+    request deletes says nothing of it."""
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
+    gone = {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "resource": placed,
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+    }
+    [(_, admitted, _)] = run(placed)
+    [(_, o, _)] = run(_observation_versions(gone))
+    assert isinstance(admitted, Mapped) and isinstance(o, Mapped), o
+    records = [r for _, r in admitted.records] + [r for _, r in o.records]
+    assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+    placement = census.PatientPlacement()
+    for record in records:
+        at = codec.epoch_ms(codec.record_time(record))
+        assert placement.apply(census.AdtEvent.of(record, at))[0].status == "applied"
+    assert placement.place is None
+    for url in ("Encounter/e2", "Observation/e1", ""):  # not the resource it carries
+        other = gone | {"request": {"method": "DELETE", "url": url}}
+        [(_, o, _)] = run(_observation_versions(other))
+        assert isinstance(o, Refused) and o.reason_code == "retracted", (url, o)
