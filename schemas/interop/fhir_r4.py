@@ -430,10 +430,12 @@ def map_json(
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
-            elif _deletes(entry) and isinstance(sub, dict):  # as an ORU's OBX-11 D
+            elif (
+                _deletes(entry) and isinstance(sub, dict) and sub.get("resourceType") in INGESTED
+            ):  # as an ORU's OBX-11 D; a kind not ingested is read as any other (context)
                 why = (
-                    "the entry deletes it (request.method DELETE): its resource is no value to "
-                    "read; wardflow keeps no link to a value published before, which stands"
+                    "the entry deletes it (request.method DELETE): the resource it carries is "
+                    "not read, and nothing published of it before is taken back"
                 )
                 label_at = f"{label}#entry{i}:{_label(sub)}"
                 out.append(Outcome(label_at, Refused("retracted", why), entry))
@@ -555,10 +557,23 @@ def _full_urls(entries: list[Any], *, history: bool) -> dict[str, Any]:
     versions, FHIR R4 bdl-7) is its newest: the greatest `meta.versionId` where both are whole
     numbers, else the latest `meta.lastUpdated` where both give one, else the first in a history
     Bundle (which lists the newest first) and the last in any other. So an Encounter's Patient is
-    as the server holds it now (a birth date corrected since is the corrected one)."""
+    as the server holds it now (a birth date corrected since is the corrected one). A deletion
+    (`_deletes`, whatever it carries) is no resource to refer to; in a history Bundle, nor is any
+    version of a resource whose newest entry is its deletion (a reference to a deleted Patient
+    resolves to nothing in the Bundle)."""
     out: dict[str, Any] = {}
+    seen: set[str | None] = set()  # history: resources whose newest entry was no deletion
+    deleted: set[str] = set()
     for e in entries:
-        if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict):
+        if not isinstance(e, dict):
+            continue
+        name = _version_of(e)
+        if _deletes(e):
+            if history and name is not None and name not in seen:
+                deleted.add(name)
+            continue
+        seen.add(name)
+        if e.get("fullUrl") and isinstance(e.get("resource"), dict) and name not in deleted:
             url, resource = str(e["fullUrl"]), e["resource"]
             if url not in out or _newer(resource, out[url], later_wins=not history):
                 out[url] = resource

@@ -1880,14 +1880,11 @@ def test_a_deletion_that_carries_its_resource_is_not_read_as_a_value() -> None:
     hr = observation("8867-4", valueQuantity=quantity(38, "/min"), meta={"versionId": "1"})
     delete = {"method": "DELETE", "url": "Observation/o1"}
     for kind in ("transaction", "batch"):
-        bundle = {
-            "resourceType": "Bundle",
-            "type": kind,
-            "entry": [{"resource": hr, "request": delete}],
-        }
+        entry: dict[str, object] = {"resource": hr, "request": delete}
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": [entry]}
         [(_, o, _)] = run(bundle)
         assert isinstance(o, Refused) and o.reason_code == "retracted", o
-        bundle["entry"][0]["resource"] = ["not", "a", "resource"]  # refused, never a crash
+        entry["resource"] = ["not", "a", "resource"]  # refused, never a crash
         [(_, o, _)] = run(bundle)
         assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", o
     gone = {"resource": hr, "request": delete, "response": {"lastModified": "2026-03-01T10:00:00Z"}}
@@ -1984,3 +1981,46 @@ def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> 
         other = gone | {"request": {"method": "DELETE", "url": url}}
         [(_, o, _)] = run(_observation_versions(other))
         assert isinstance(o, Refused) and o.reason_code == "retracted", (url, o)
+
+
+def test_a_deletion_of_a_kind_not_ingested_is_context_and_resolves_no_reference() -> None:
+    """`retracted` is for the kinds wardflow ingests (an Encounter, an Observation): a deleted
+    Patient or Location carrying its resource was a new dead letter. It is read as any entry of
+    its kind (context where the Bundle's resources refer to it, else `unsupported_resource`),
+    and a reference does not resolve to it: the admitted patient had the deleted Patient's age
+    and sex. The `retracted` reason is right for an Encounter too (no value)."""
+    url = "https://ehr/fhir/Patient/p1"
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1960-05-01", "gender": "female"}
+    stay = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    for method, demographics in (("PUT", (65.0, True)), ("DELETE", (None, None))):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": url, "resource": patient, "request": {"method": method, "url": url}},
+                {"resource": stay, "request": {"method": "PUT", "url": "Encounter/e1"}},
+            ],
+        }
+        (_, p, _), (_, o, _) = run(bundle)
+        assert isinstance(p, fhir_r4.Context), (method, p)
+        assert isinstance(o, Mapped), (method, o)
+        [(_, record)] = o.records
+        assert (record["age_years"], record["female"]) == demographics, method
+    # a history Bundle: a Patient deleted at its newest entry resolves to none of its versions
+    removal = {"fullUrl": url, "request": {"method": "DELETE", "url": "Patient/p1"}}
+    again = patient | {"birthDate": "1950-05-01"}
+    for listed, demographics in (
+        ([removal, {"fullUrl": url, "resource": patient}], (None, None)),
+        ([{"fullUrl": url, "resource": again}, removal, {"resource": patient}], (75.0, True)),
+    ):
+        outcomes = run(_observation_versions({"resource": stay}, *listed))
+        records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
+        assert [(r["age_years"], r["female"]) for r in records] == [demographics], listed
+    ward = {"resourceType": "Location", "id": "l1", "name": "4E"}
+    deleted = {"resource": ward, "request": {"method": "DELETE", "url": "Location/l1"}}
+    [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [deleted]})
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", o
+    deleted = {"resource": stay, "request": {"method": "DELETE", "url": "Encounter/e1"}}
+    [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [deleted]})
+    assert isinstance(o, Refused) and o.reason_code == "retracted", o
+    assert "value" not in o.reason and "taken back" in o.reason, o.reason
