@@ -131,9 +131,9 @@ class Context(NamedTuple):
     to (the Patient a subject names, the Location of a stay) or that refers to them (the
     DiagnosticReport grouping lab results, a Provenance, a message's MessageHeader): it is read
     for them, so it is neither published nor dead-lettered; so is a search's own outcome (an
-    OperationOutcome entry of `search.mode` outcome: `_search_outcome`). An entry related to none
-    of them is still refused (`unsupported_resource`): a feed of Patients sent here by mistake
-    is seen."""
+    OperationOutcome entry of `search.mode` outcome in a searchset: `_search_outcome`). An
+    entry related to none of them is still refused (`unsupported_resource`): a feed of Patients
+    sent here by mistake is seen."""
 
     reason: str
 
@@ -188,15 +188,18 @@ def _refers(references: set[str], names: set[str]) -> bool:
     return any(r in names or any(r.endswith("/" + n) for n in names) for r in references)
 
 
-def _context(entries: list[Any]) -> dict[int, str]:
+def _context(entries: list[Any], *, searchset: bool = False) -> dict[int, str]:
     """{entry index: why it is context} for the entries of kinds not ingested that relate to
-    an ingested entry of the same Bundle, and for a search's own outcome (see `Context`)."""
+    an ingested entry of the same Bundle, and, in a `searchset` Bundle (the only one whose
+    entries have a search mode, FHIR R4 bdl-2), for a search's own outcome (see `Context`)."""
     with_resource = {
         i: e
         for i, e in enumerate(entries)
         if isinstance(e, dict) and isinstance(e.get("resource"), dict)
     }
-    outcomes = {i: why for i, e in with_resource.items() if (why := _search_outcome(e))}
+    outcomes = {
+        i: why for i, e in with_resource.items() if searchset and (why := _search_outcome(e))
+    }
     ingested = {
         i: e for i, e in with_resource.items() if e["resource"].get("resourceType") in INGESTED
     }
@@ -229,7 +232,8 @@ def _search_outcome(entry: dict[str, Any]) -> str | None:
     `search.mode` outcome ("additional information about the processing of a search", FHIR R4
     Bundle.entry.search.mode; the specification's bundle-search-warning, which servers add to a
     page of results or to an empty one) is about the search, not a resource sent to be ingested.
-    Its issues' severities and codes are said (never their text, which may name the patient)."""
+    Its issues' severities and codes are said where each is a code (`_CODE`), else `?`: never
+    their text, which may name the patient, nor a server's text put in their place."""
     search, resource = entry.get("search"), entry["resource"]
     if not isinstance(search, dict) or search.get("mode") != "outcome":
         return None
@@ -238,13 +242,21 @@ def _search_outcome(entry: dict[str, Any]) -> str | None:
     issues = resource.get("issue")
     said = sorted(
         {
-            printable(f"{i.get('severity')} {i.get('code')}")
+            f"{_code_or_not(i.get('severity'))} {_code_or_not(i.get('code'))}"
             for i in (issues if isinstance(issues, list) else [])
             if isinstance(i, dict)
         }
     )
     issued = ", ".join(said)[:200] or "no issue"
     return f"OperationOutcome: the search's own outcome ({issued}; context)"
+
+
+_CODE = re.compile(r"[a-z-]{1,40}")  # an R4 IssueSeverity or IssueType code's form
+
+
+def _code_or_not(value: Any) -> str:
+    """`value` where it has the form of an issue's severity or code, else `?`."""
+    return value if isinstance(value, str) and _CODE.fullmatch(value) else "?"
 
 
 def _version_of(entry: Any) -> str | None:
@@ -408,7 +420,7 @@ def map_json(
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
         history = data.get("type") == "history"
         inside = _full_urls(entries, history=history)
-        context = _context(entries)
+        context = _context(entries, searchset=data.get("type") == "searchset")
         superseded = _superseded(entries) if history else {}
         # a history Bundle lists the newest version first (FHIR R4 http.html#history: "sorted
         # with oldest versions last"): its versions are applied oldest first

@@ -1853,12 +1853,13 @@ def test_a_searchs_own_outcome_is_its_bundles_context_not_a_refused_resource() -
         ],
     }
     hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    outcome: dict[str, object] = {"resource": warning, "search": {"mode": "outcome"}}
     for results in ([{"resource": hr, "search": {"mode": "match"}}], []):
         bundle = {
             "resourceType": "Bundle",
             "id": "bundle-search-warning",
             "type": "searchset",
-            "entry": [*results, {"resource": warning, "search": {"mode": "outcome"}}],
+            "entry": [*results, outcome],
         }
         *read, (label, o, _) = run(bundle)
         assert [type(r.result).__name__ for r in read] == ["Mapped"] * len(results)
@@ -1866,9 +1867,40 @@ def test_a_searchs_own_outcome_is_its_bundles_context_not_a_refused_resource() -
         assert label.endswith("OperationOutcome/warning")
         assert "warning not-found" in o.reason and "123456" not in o.reason
     # an OperationOutcome not given as the search's own is refused, as before
-    bundle["entry"][-1]["search"] = {"mode": "match"}
+    outcome["search"] = {"mode": "match"}
     [(_, o, _)] = run(bundle)
     assert isinstance(o, Refused) and o.reason_code == "unsupported_resource"
+
+
+def test_a_search_outcome_is_context_only_in_a_searchset_and_never_says_free_text() -> None:
+    """FHIR R4 bdl-2: `search.mode` is only for a searchset's entries, so an OperationOutcome
+    marked the search's outcome in any other Bundle was read as context; it is refused
+    `unsupported_resource` as any OperationOutcome sent here. Its issues are said by severity
+    and code only where each is a code (`^[a-z-]{1,40}$`), else `?`: a server that puts text in
+    `issue.code` or `issue.severity` (here a name and an MRN) had it in the context's reason."""
+    text = "no patient JOHN SMITH MRN 123456"
+    warning = {
+        "resourceType": "OperationOutcome",
+        "id": "w",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "No patient JOHN SMITH MRN 123456",
+                "diagnostics": text,
+            },
+            {"severity": f"error: {text}", "code": "not-found", "diagnostics": text},
+            {"severity": "information", "code": "informational"},
+        ],
+    }
+    entry = {"resource": warning, "search": {"mode": "outcome"}}
+    [(_, o, _)] = run({"resourceType": "Bundle", "type": "searchset", "entry": [entry]})
+    assert isinstance(o, fhir_r4.Context), o
+    assert "SMITH" not in o.reason and "123456" not in o.reason, o.reason
+    assert "warning ?" in o.reason and "? not-found" in o.reason, o.reason
+    assert "information informational" in o.reason, o.reason
+    for kind in ("collection", "transaction", "batch", "history", "document"):
+        [(_, o, _)] = run({"resourceType": "Bundle", "type": kind, "entry": [entry]})
+        assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", (kind, o)
 
 
 def test_a_deletion_that_carries_its_resource_is_not_read_as_a_value() -> None:
