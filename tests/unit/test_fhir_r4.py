@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import json
@@ -2056,3 +2057,25 @@ def test_a_deletion_of_a_kind_not_ingested_is_context_and_resolves_no_reference(
     [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [deleted]})
     assert isinstance(o, Refused) and o.reason_code == "retracted", o
     assert "value" not in o.reason and "taken back" in o.reason, o.reason
+
+
+def test_every_refusal_reason_the_fhir_mapping_gives_is_listed_in_the_readme() -> None:
+    """The README's list of refusal reasons is what an operator reads a dead letter by: it
+    lacked `superseded`, `conflicting_value`, `no_value`, `planned`, `unmappable` and
+    `retracted`, each given by fhir_r4 (a literal `Refused` code; a status refused as itself,
+    `entered_in_error`, is listed by hand)."""
+    source = Path(fhir_r4.__file__).read_text()
+    given = {
+        node.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "Refused"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
+    assert {"retracted", "superseded", "no_resource"} <= given  # the walk finds them
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme[readme.index("Refusal reasons: `entered_in_error`") :]
+    listed = listed[: listed.index("Not handled (from a review)")]
+    assert sorted(r for r in given if f"`{r}`" not in listed) == []
