@@ -17,11 +17,11 @@ that EHRs write as Observations of their own are summed across its lines as a Bu
 are: fhir_r4.summed_beside); an error while producing one
 file's records stops that file (reported, exit 1) and the next file is still processed. A file
 is moved nowhere: the same file ingested twice produces the same event ids, which the census
-job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations
-refer to (their Patient) or that refers to them (a DiagnosticReport) is read as their context
-(`fhir_r4.Context`): neither published nor dead-lettered, and counted, so that resources =
-mapped + dead-lettered + context. A file's observations are published in the order of their
-time, whatever the order of its entries (a search sorted `_sort=-date` lists the newest first:
+job deduplicates. A Bundle entry of another kind that the file's Encounters or Observations refer to
+(their Patient) or that refers to them (a DiagnosticReport), or a search's own OperationOutcome, is
+read as their context (`fhir_r4.Context`): neither published nor dead-lettered, and counted, so that
+resources = mapped + dead-lettered + context. A file's observations are published in the order of
+their time, whatever the order of its entries (a search sorted `_sort=-date` lists the newest first:
 published so, the older readings would come behind the stream's watermark, late); Encounters keep
 their place (a history Bundle's versions are ordered by fhir_r4.map_json). Prints one line per
 resource and a summary, each file named by its source (`source_of`: a keyed token of its

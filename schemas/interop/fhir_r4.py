@@ -46,7 +46,8 @@ lower-bound comparator (`>`, `>=`: a result above the analyser's range) is read 
 as an ORU's (hl7v2.LOWER_BOUNDS), and an upper bound (`<`, `<=`) only of a lab whose low values
 are the alarming ones (a platelet count `<10`: hl7v2.bound_refusal); any other would overstate
 the value and is refused (`bad_value`); a modifierExtension, which a reader must
-not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`).
+not ignore (FHIR R4 §2.1.0.6), refuses its resource or component (`unsupported_modifier`), and
+one on an Encounter's location entry the Encounter (`_location_modifiers`).
 
 The subject may be a reference or only a business identifier (`_subject`: references normalised,
 contained and Bundle-internal Patients by their identifier, non-Patients refused). A resource
@@ -129,8 +130,10 @@ class Context(NamedTuple):
     """A Bundle entry of a kind not ingested that the bundle's Encounters and Observations refer
     to (the Patient a subject names, the Location of a stay) or that refers to them (the
     DiagnosticReport grouping lab results, a Provenance, a message's MessageHeader): it is read
-    for them, so it is neither published nor dead-lettered. An entry related to none of them is
-    still refused (`unsupported_resource`): a feed of Patients sent here by mistake is seen."""
+    for them, so it is neither published nor dead-lettered; so is a search's own outcome (an
+    OperationOutcome entry of `search.mode` outcome in a searchset: `_search_outcome`). An
+    entry related to none of them is still refused (`unsupported_resource`): a feed of Patients
+    sent here by mistake is seen."""
 
     reason: str
 
@@ -185,19 +188,23 @@ def _refers(references: set[str], names: set[str]) -> bool:
     return any(r in names or any(r.endswith("/" + n) for n in names) for r in references)
 
 
-def _context(entries: list[Any]) -> dict[int, str]:
+def _context(entries: list[Any], *, searchset: bool = False) -> dict[int, str]:
     """{entry index: why it is context} for the entries of kinds not ingested that relate to
-    an ingested entry of the same Bundle (see `Context`)."""
+    an ingested entry of the same Bundle, and, in a `searchset` Bundle (the only one whose
+    entries have a search mode, FHIR R4 bdl-2), for a search's own outcome (see `Context`)."""
     with_resource = {
         i: e
         for i, e in enumerate(entries)
         if isinstance(e, dict) and isinstance(e.get("resource"), dict)
     }
+    outcomes = {
+        i: why for i, e in with_resource.items() if searchset and (why := _search_outcome(e))
+    }
     ingested = {
         i: e for i, e in with_resource.items() if e["resource"].get("resourceType") in INGESTED
     }
     if not ingested:
-        return {}
+        return outcomes
     their_refs = set().union(*(_references(e["resource"]) for e in ingested.values()))
     their_names = set().union(*(_names(e) for e in ingested.values()))
     out = {}
@@ -208,8 +215,9 @@ def _context(entries: list[Any]) -> dict[int, str]:
             # a panel (vital signs, blood pressure) whose members are entries of the bundle:
             # they carry its values and are read; it adds none (observation.html#obsgrouping)
             out[i] = "Observation: a panel of the bundle's Observations (context)"
+    out.update(outcomes)
     for i, e in with_resource.items():
-        if i in ingested:
+        if i in ingested or i in outcomes:
             continue
         kind = e["resource"].get("resourceType")
         if _refers(their_refs, _names(e)):
@@ -217,6 +225,38 @@ def _context(entries: list[Any]) -> dict[int, str]:
         elif _refers(_references(e["resource"]), their_names):
             out[i] = f"{kind}: refers to the bundle's Encounters or Observations (context)"
     return out
+
+
+def _search_outcome(entry: dict[str, Any]) -> str | None:
+    """Why a Bundle entry is its search's own outcome, where it is: an OperationOutcome with
+    `search.mode` outcome ("additional information about the processing of a search", FHIR R4
+    Bundle.entry.search.mode; the specification's bundle-search-warning, which servers add to a
+    page of results or to an empty one) is about the search, not a resource sent to be ingested.
+    Its issues' severities and codes are said where each is a code (`_CODE`), else `?`: never
+    their text, which may name the patient, nor a server's text put in their place."""
+    search, resource = entry.get("search"), entry["resource"]
+    if not isinstance(search, dict) or search.get("mode") != "outcome":
+        return None
+    if resource.get("resourceType") != "OperationOutcome":
+        return None
+    issues = resource.get("issue")
+    said = sorted(
+        {
+            f"{_code_or_not(i.get('severity'))} {_code_or_not(i.get('code'))}"
+            for i in (issues if isinstance(issues, list) else [])
+            if isinstance(i, dict)
+        }
+    )
+    issued = ", ".join(said)[:200] or "no issue"
+    return f"OperationOutcome: the search's own outcome ({issued}; context)"
+
+
+_CODE = re.compile(r"[a-z-]{1,40}")  # an R4 IssueSeverity or IssueType code's form
+
+
+def _code_or_not(value: Any) -> str:
+    """`value` where it has the form of an issue's severity or code, else `?`."""
+    return value if isinstance(value, str) and _CODE.fullmatch(value) else "?"
 
 
 def _version_of(entry: Any) -> str | None:
@@ -230,6 +270,14 @@ def _version_of(entry: Any) -> str | None:
     request = entry.get("request")
     url = request.get("url") if isinstance(request, dict) else None
     match = _RESOURCE_URL.search(str(url or entry.get("fullUrl") or ""))
+    return f"{match[1]}/{match[2]}" if match else None
+
+
+def _requested(entry: dict[str, Any]) -> str | None:
+    """`Type/id` that a Bundle entry's `request.url` names, or None."""
+    request = entry.get("request")
+    url = request.get("url") if isinstance(request, dict) else None
+    match = _RESOURCE_URL.search(url) if isinstance(url, str) else None
     return f"{match[1]}/{match[2]}" if match else None
 
 
@@ -273,27 +321,39 @@ def _is_instant(value: Any) -> bool:
     return True
 
 
-def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
-    """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, no resource;
-    FHIR R4 http.html#history) as its latest earlier version in the Bundle marked
-    `entered-in-error` when the server deleted it (`response.lastModified`): the stay it
-    placed is taken back as by that status (`_voided`; a purge of a stay long over changes
-    nothing there: the census refuses it `nothing_to_cancel`). None (refused `no_resource`)
-    where the entry is no such deletion, has no instant, no earlier version of the Encounter is
-    in the Bundle (who it placed is not known) or that version's class holds no bed, or a newer
-    version follows it in the Bundle (the Encounter created again: its events keep their ids,
-    so a void would leave the patient in no bed; the deletion is not read, as before)."""
-    entry = entries[i]
+def _deletes(entry: Any) -> bool:
+    """Whether a Bundle entry is a deletion (`request.method` DELETE, FHIR R4 http.html#delete:
+    in a transaction, a batch or a history), which carries no value to read, whether or not the
+    sender put the resource in it."""
     request = entry.get("request") if isinstance(entry, dict) else None
+    return isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE"
+
+
+def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
+    """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, with no resource
+    or one not read, `_deletes`; FHIR R4 http.html#history) as its latest earlier version in the
+    Bundle marked `entered-in-error` when the server deleted it (`response.lastModified`): the
+    stay it placed is taken back as by that status (`_voided`; a purge of a stay long over
+    changes nothing there: the census refuses it `nothing_to_cancel`). With no earlier version
+    in the Bundle, the version the entry carries, where it carries the one its request deletes
+    (IBM/LinuxForHealth FHIR did, LinuxForHealth/FHIR#2026: a `_since` window may hold the
+    deletion alone). None (refused `no_resource`, or `retracted` where it carries a resource)
+    where the entry is no such deletion, has no instant, carries a resource other than the one
+    its request names, no version of the Encounter is in the Bundle (who it placed is not
+    known) or that version's class holds no bed, or a newer version follows it in the Bundle
+    (the Encounter created again: its events keep their ids, so a void would leave the patient
+    in no bed; the deletion is not read, as before)."""
+    entry = entries[i]
     response = entry.get("response") if isinstance(entry, dict) else None
     name = _version_of(entry)
+    carried = entry.get("resource") if isinstance(entry, dict) else None
     if (
-        not isinstance(request, dict)
-        or str(request.get("method", "")).upper() != "DELETE"
+        not _deletes(entry)
         or not isinstance(response, dict)
         or not response.get("lastModified")
         or name is None
         or not name.startswith("Encounter/")
+        or (carried is not None and _requested(entry) != name)
     ):
         return None
     if any(  # newest first: a version of it after the deletion (another deletion is none)
@@ -304,7 +364,8 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
         return None
     if not _is_instant(response["lastModified"]):
         return None
-    for older in entries[i + 1 :]:  # newest first: the next one of the name is the latest
+    # newest first: the next one of the name is the latest; else the one the deletion carries
+    for older in [*entries[i + 1 :], entry]:
         sub = older.get("resource") if isinstance(older, dict) else None
         if isinstance(sub, dict) and _version_of(older) == name:
             cls = sub.get("class")
@@ -359,7 +420,7 @@ def map_json(
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
         history = data.get("type") == "history"
         inside = _full_urls(entries, history=history)
-        context = _context(entries)
+        context = _context(entries, searchset=data.get("type") == "searchset")
         superseded = _superseded(entries) if history else {}
         # a history Bundle lists the newest version first (FHIR R4 http.html#history: "sorted
         # with oldest versions last"): its versions are applied oldest first
@@ -369,7 +430,11 @@ def map_json(
             sub = entry.get("resource") if isinstance(entry, dict) else None
             if i in superseded:
                 out.append(Outcome(f"{label}#entry{i}", superseded[i], entry))
-            elif sub is None and history and (deleted := _deleted_encounter(entries, i)):
+            elif (
+                (sub is None or _deletes(entry))
+                and history
+                and (deleted := _deleted_encounter(entries, i))
+            ):
                 for o in map_json(
                     deleted, tokenise, source=source, facility_id=facility_id, bundle=inside
                 ):  # a dead letter keeps the entry received, not the version made of it
@@ -377,6 +442,15 @@ def map_json(
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
+            elif (
+                _deletes(entry) and isinstance(sub, dict) and sub.get("resourceType") in INGESTED
+            ):  # as an ORU's OBX-11 D; a kind not ingested is read as any other (context)
+                why = (
+                    "the entry deletes it (request.method DELETE): the resource it carries is "
+                    "not read, and nothing published of it before is taken back"
+                )
+                label_at = f"{label}#entry{i}:{_label(sub)}"
+                out.append(Outcome(label_at, Refused("retracted", why), entry))
             elif i in context:
                 name = _label(sub)
                 out.append(Outcome(f"{label}#entry{i}:{name}", Context(context[i]), sub))
@@ -495,10 +569,23 @@ def _full_urls(entries: list[Any], *, history: bool) -> dict[str, Any]:
     versions, FHIR R4 bdl-7) is its newest: the greatest `meta.versionId` where both are whole
     numbers, else the latest `meta.lastUpdated` where both give one, else the first in a history
     Bundle (which lists the newest first) and the last in any other. So an Encounter's Patient is
-    as the server holds it now (a birth date corrected since is the corrected one)."""
+    as the server holds it now (a birth date corrected since is the corrected one). A deletion
+    (`_deletes`, whatever it carries) is no resource to refer to; in a history Bundle, nor is any
+    version of a resource whose newest entry is its deletion (a reference to a deleted Patient
+    resolves to nothing in the Bundle)."""
     out: dict[str, Any] = {}
+    seen: set[str | None] = set()  # history: resources whose newest entry was no deletion
+    deleted: set[str] = set()
     for e in entries:
-        if isinstance(e, dict) and e.get("fullUrl") and isinstance(e.get("resource"), dict):
+        if not isinstance(e, dict):
+            continue
+        name = _version_of(e)
+        if _deletes(e):
+            if history and name is not None and name not in seen:
+                deleted.add(name)
+            continue
+        seen.add(name)
+        if e.get("fullUrl") and isinstance(e.get("resource"), dict) and name not in deleted:
             url, resource = str(e["fullUrl"]), e["resource"]
             if url not in out or _newer(resource, out[url], later_wins=not history):
                 out[url] = resource
@@ -573,6 +660,8 @@ def _sent_totals(
     for entry in entries:
         data = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(data, dict) or data.get("resourceType") != "Observation":
+            continue
+        if _deletes(entry):  # a deletion sends no value (`map_json`)
             continue
         if not _may_send_total(data, codes):
             continue
@@ -715,6 +804,8 @@ def map_resource(
             "unsupported_resource", f"{kind} is not ingested (Encounter and Observation are)"
         )
     modifiers = _modifiers(data)
+    if kind == "Encounter":  # and its location history's, which the census is moved by
+        modifiers += _location_modifiers(data)
     if modifiers:  # FHIR R4 §2.1.0.6: a modifier not understood must not be ignored
         return Refused("unsupported_modifier", f"{kind} has modifierExtension {modifiers}"[:500])
     if kind == "Encounter":
@@ -899,6 +990,21 @@ def _modifiers(data: dict[str, Any]) -> list[str]:
     if not isinstance(found, list):
         return ["?"]
     return [str(m.get("url", "?")) if isinstance(m, dict) else "?" for m in found]
+
+
+def _location_modifiers(data: dict[str, Any]) -> list[str]:
+    """The modifierExtensions of an Encounter's location entries, as `location <n>: <url>`.
+    Each entry is a BackboneElement, whose modifierExtension "modifies the understanding of the
+    element in which it is contained" and which "applications processing a resource are
+    required to check for" (FHIR R4 backboneelement-definitions.html): a stay so qualified (a
+    bed never occupied, say) is no move the census may read as one."""
+    locations = data.get("location")
+    return [
+        f"location {i}: {url}"
+        for i, loc in enumerate(locations if isinstance(locations, list) else [])
+        if isinstance(loc, dict)
+        for url in _modifiers(loc)
+    ]
 
 
 CONTENT = "fhir:content"  # the token namespace of a resource named by its content

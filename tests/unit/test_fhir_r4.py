@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import json
@@ -1814,3 +1815,267 @@ def test_a_patient_listed_twice_in_a_bundle_is_its_newest_version() -> None:
             records = [r for _, o, _ in run(bundle) if isinstance(o, Mapped) for _, r in o.records]
             got = {(r["age_years"], r["female"]) for r in records}
             assert got == {(65.0, True)}, (kind, [r.get("meta") for r in listed])
+
+
+def test_a_modifier_extension_on_an_encounter_location_refuses_the_encounter() -> None:
+    """FHIR R4 BackboneElement.modifierExtension "modifies the understanding of the element in
+    which it is contained", and "applications processing a resource are required to check for
+    modifier extensions" (backboneelement-definitions.html): an Encounter's location history is
+    what the census is moved by, so a location entry a sender qualifies in a way not understood
+    here (a bed never occupied) refuses the Encounter; it was read as a transfer."""
+    flag = [{"url": "https://ehr.example.org/fhir/never-occupied", "valueBoolean": True}]
+    enc = encounter(
+        ("ED", "2026-03-01T08:00:00Z", "2026-03-01T10:00:00Z"), ("4E", "2026-03-01T10:00:00Z", None)
+    )
+    enc["location"][1]["modifierExtension"] = flag
+    [(_, o, _)] = run(enc)
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_modifier"
+    assert "location 1" in o.reason and "never-occupied" in o.reason
+    enc["location"][1]["extension"] = enc["location"][1].pop("modifierExtension")  # no modifier
+    [(_, read, _)] = run(enc)
+    assert isinstance(read, Mapped) and len(read.records) == 2
+
+
+def test_a_searchs_own_outcome_is_its_bundles_context_not_a_refused_resource() -> None:
+    """FHIR R4 Bundle.entry.search.mode `outcome`: an OperationOutcome that gives "additional
+    information about the processing of a search" (the specification's bundle-search-warning;
+    servers add one to a page of results, or send it alone on an empty one) is about the
+    search, not a resource sent to be ingested: it was dead-lettered `unsupported_resource`.
+    Its issues are said by severity and code, never by their text (here an MRN)."""
+    warning = {
+        "resourceType": "OperationOutcome",
+        "id": "warning",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "not-found",
+                "details": {"text": "There is no matching patient for MRN 123456"},
+            }
+        ],
+    }
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    outcome: dict[str, object] = {"resource": warning, "search": {"mode": "outcome"}}
+    for results in ([{"resource": hr, "search": {"mode": "match"}}], []):
+        bundle = {
+            "resourceType": "Bundle",
+            "id": "bundle-search-warning",
+            "type": "searchset",
+            "entry": [*results, outcome],
+        }
+        *read, (label, o, _) = run(bundle)
+        assert [type(r.result).__name__ for r in read] == ["Mapped"] * len(results)
+        assert isinstance(o, fhir_r4.Context), o
+        assert label.endswith("OperationOutcome/warning")
+        assert "warning not-found" in o.reason and "123456" not in o.reason
+    # an OperationOutcome not given as the search's own is refused, as before
+    outcome["search"] = {"mode": "match"}
+    [(_, o, _)] = run(bundle)
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_resource"
+
+
+def test_a_search_outcome_is_context_only_in_a_searchset_and_never_says_free_text() -> None:
+    """FHIR R4 bdl-2: `search.mode` is only for a searchset's entries, so an OperationOutcome
+    marked the search's outcome in any other Bundle was read as context; it is refused
+    `unsupported_resource` as any OperationOutcome sent here. Its issues are said by severity
+    and code only where each is a code (`^[a-z-]{1,40}$`), else `?`: a server that puts text in
+    `issue.code` or `issue.severity` (here a name and an MRN) had it in the context's reason."""
+    text = "no patient JOHN SMITH MRN 123456"
+    warning = {
+        "resourceType": "OperationOutcome",
+        "id": "w",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "No patient JOHN SMITH MRN 123456",
+                "diagnostics": text,
+            },
+            {"severity": f"error: {text}", "code": "not-found", "diagnostics": text},
+            {"severity": "information", "code": "informational"},
+        ],
+    }
+    entry = {"resource": warning, "search": {"mode": "outcome"}}
+    [(_, o, _)] = run({"resourceType": "Bundle", "type": "searchset", "entry": [entry]})
+    assert isinstance(o, fhir_r4.Context), o
+    assert "SMITH" not in o.reason and "123456" not in o.reason, o.reason
+    assert "warning ?" in o.reason and "? not-found" in o.reason, o.reason
+    assert "information informational" in o.reason, o.reason
+    for kind in ("collection", "transaction", "batch", "history", "document"):
+        [(_, o, _)] = run({"resourceType": "Bundle", "type": kind, "entry": [entry]})
+        assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", (kind, o)
+
+
+def test_a_deletion_that_carries_its_resource_is_not_read_as_a_value() -> None:
+    """A Bundle entry whose request is a DELETE (FHIR R4 http.html#delete, in a transaction, a
+    batch or a history) takes its resource away, and some senders still put the resource in the
+    entry: a heart rate of 38 so deleted was published as a reading. It is refused `retracted`,
+    as an ORU's result taken back (OBX-11 D); in a history Bundle an Encounter deleted so takes
+    back the stay its version placed, as a deletion without the resource does."""
+    hr = observation("8867-4", valueQuantity=quantity(38, "/min"), meta={"versionId": "1"})
+    delete = {"method": "DELETE", "url": "Observation/o1"}
+    for kind in ("transaction", "batch"):
+        entry: dict[str, object] = {"resource": hr, "request": delete}
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": [entry]}
+        [(_, o, _)] = run(bundle)
+        assert isinstance(o, Refused) and o.reason_code == "retracted", o
+        entry["resource"] = ["not", "a", "resource"]  # refused, never a crash
+        [(_, o, _)] = run(bundle)
+        assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", o
+    gone = {"resource": hr, "request": delete, "response": {"lastModified": "2026-03-01T10:00:00Z"}}
+    timed = hr | {"meta": {"versionId": "1", "lastUpdated": "2026-03-01T09:31:00Z"}}
+    versions = run(_observation_versions(gone, {"resource": timed}))  # newest first
+    assert not [o for _, o, _ in versions if isinstance(o, Mapped)]
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
+    deleted = {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "resource": placed,
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+    }
+    outcomes = run(_observation_versions(deleted, {"resource": placed}))
+    records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
+    assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+
+
+def test_a_history_bundle_is_read_newest_first_even_where_a_deletion_looks_older() -> None:
+    """FHIR R4 http.html#history lists a resource's newest version first. A deletion whose
+    response.lastModified is given to the second looks older than the version it deleted at
+    10:00:00.400: a Bundle read by such comparisons rather than by its order was read the other
+    way round, every resource in it, so the deleted heart rate of 38 was published and an
+    Encounter's admission sent with its deletion refused (the bed held for good). Read newest
+    first, nothing is published for the reading and the stay is taken back."""
+    v1 = observation(
+        "8867-4",
+        valueQuantity=quantity(38, "/min"),
+        meta={"versionId": "1", "lastUpdated": "2026-03-01T10:00:00.400Z"},
+    )
+    deleted: dict[str, object] = {
+        "fullUrl": "https://ehr/fhir/Observation/o1",
+        "request": {"method": "DELETE", "url": "Observation/o1"},
+        "response": {"status": "204", "lastModified": "2026-03-01T10:00:00Z"},
+    }
+    taken_back = observation(
+        "8867-4",
+        id="o2",
+        valueQuantity=quantity(40, "/min"),
+        effectiveDateTime="2026-03-01T09:40:00Z",
+        status="entered-in-error",
+    )
+    o2 = taken_back | {"status": "final"}
+    listings: list[list[dict[str, object]]] = [
+        [deleted, {"resource": v1}],
+        [{"resource": taken_back}, deleted, {"resource": o2}, {"resource": v1}],
+    ]
+    for entries in listings:
+        outcomes = run(_observation_versions(*entries))
+        assert not [o for _, o, _ in outcomes if isinstance(o, Mapped)], outcomes
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00.300Z"}
+    gone = {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204", "lastModified": "2026-03-01T08:05:00Z"},
+    }
+    outcomes = run(_observation_versions(gone, {"resource": placed}))
+    records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
+    assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+    placement = census.PatientPlacement()
+    for record in records:
+        at = codec.epoch_ms(codec.record_time(record))
+        assert placement.apply(census.AdtEvent.of(record, at))[0].status == "applied"
+    assert placement.place is None
+
+
+def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> None:
+    """A history Bundle (a `_since` window) whose only entry deletes Encounter/e1 and carries
+    the version deleted (IBM/LinuxForHealth FHIR did, LinuxForHealth/FHIR#2026): with no older
+    version in the Bundle, the carried one says whose stay it was. It was refused `retracted`
+    and no void sent, the bed held for good. A carried resource that is not the one the
+    request deletes says nothing of it."""
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
+    gone = {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "resource": placed,
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+    }
+    [(_, admitted, _)] = run(placed)
+    [(_, o, _)] = run(_observation_versions(gone))
+    assert isinstance(admitted, Mapped) and isinstance(o, Mapped), o
+    records = [r for _, r in admitted.records] + [r for _, r in o.records]
+    assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+    placement = census.PatientPlacement()
+    for record in records:
+        at = codec.epoch_ms(codec.record_time(record))
+        assert placement.apply(census.AdtEvent.of(record, at))[0].status == "applied"
+    assert placement.place is None
+    for url in ("Encounter/e2", "Observation/e1", ""):  # not the resource it carries
+        other = gone | {"request": {"method": "DELETE", "url": url}}
+        [(_, o, _)] = run(_observation_versions(other))
+        assert isinstance(o, Refused) and o.reason_code == "retracted", (url, o)
+
+
+def test_a_deletion_of_a_kind_not_ingested_is_context_and_resolves_no_reference() -> None:
+    """`retracted` is for the kinds wardflow ingests (an Encounter, an Observation): a deleted
+    Patient or Location carrying its resource was a new dead letter. It is read as any entry of
+    its kind (context where the Bundle's resources refer to it, else `unsupported_resource`),
+    and a reference does not resolve to it: the admitted patient had the deleted Patient's age
+    and sex. The `retracted` reason is right for an Encounter too (no value)."""
+    url = "https://ehr/fhir/Patient/p1"
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1960-05-01", "gender": "female"}
+    stay = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    for method, demographics in (("PUT", (65.0, True)), ("DELETE", (None, None))):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": url, "resource": patient, "request": {"method": method, "url": url}},
+                {"resource": stay, "request": {"method": "PUT", "url": "Encounter/e1"}},
+            ],
+        }
+        (_, p, _), (_, o, _) = run(bundle)
+        assert isinstance(p, fhir_r4.Context), (method, p)
+        assert isinstance(o, Mapped), (method, o)
+        [(_, record)] = o.records
+        assert (record["age_years"], record["female"]) == demographics, method
+    # a history Bundle: a Patient deleted at its newest entry resolves to none of its versions
+    removal = {"fullUrl": url, "request": {"method": "DELETE", "url": "Patient/p1"}}
+    again = patient | {"birthDate": "1950-05-01"}
+    for listed, demographics in (
+        ([removal, {"fullUrl": url, "resource": patient}], (None, None)),
+        ([{"fullUrl": url, "resource": again}, removal, {"resource": patient}], (75.0, True)),
+    ):
+        outcomes = run(_observation_versions({"resource": stay}, *listed))
+        records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
+        assert [(r["age_years"], r["female"]) for r in records] == [demographics], listed
+    ward = {"resourceType": "Location", "id": "l1", "name": "4E"}
+    deleted = {"resource": ward, "request": {"method": "DELETE", "url": "Location/l1"}}
+    [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [deleted]})
+    assert isinstance(o, Refused) and o.reason_code == "unsupported_resource", o
+    deleted = {"resource": stay, "request": {"method": "DELETE", "url": "Encounter/e1"}}
+    [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [deleted]})
+    assert isinstance(o, Refused) and o.reason_code == "retracted", o
+    assert "value" not in o.reason and "taken back" in o.reason, o.reason
+
+
+def test_every_refusal_reason_the_fhir_mapping_gives_is_listed_in_the_readme() -> None:
+    """The README's list of refusal reasons is what an operator reads a dead letter by: it
+    lacked `superseded`, `conflicting_value`, `no_value`, `planned`, `unmappable` and
+    `retracted`, each given by fhir_r4 (a literal `Refused` code; a status refused as itself,
+    `entered_in_error`, is listed by hand)."""
+    source = Path(fhir_r4.__file__).read_text()
+    given = {
+        node.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "Refused"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
+    assert {"retracted", "superseded", "no_resource"} <= given  # the walk finds them
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme[readme.index("Refusal reasons: `entered_in_error`") :]
+    listed = listed[: listed.index("Not handled (from a review)")]
+    assert sorted(r for r in given if f"`{r}`" not in listed) == []
