@@ -23,11 +23,12 @@ wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3
 Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
 `10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
-time of day is refused (it cannot be placed in a patient's timeline). A message is one patient
-(but an A17, which swaps two: two transfers; and a merge, `MERGES`, which may repeat its PID and
-MRG for several): a message with a second PID is refused (`multiple_patients`), never read under
-the first patient,
-and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
+time of day is refused (it cannot be placed in a patient's timeline; an ADT event's EVN-6,
+EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives, `_event_time`).
+A message is one patient (but an A17, which swaps two: two transfers; and a merge, `MERGES`,
+which may repeat its PID and MRG for several): a message with a second PID is refused
+(`multiple_patients`), never read under the first patient, and a frame with a second MSH (two
+messages, or a batch) is refused whole, never cut to the first.
 `""` (HL7's explicit null) is no value. In an ORU, a result the sender takes back (OBX-11 D, W)
 is dead-lettered (`retracted`), and of two different values of one field at one time the first
 is kept and the other dead-lettered (`conflicting_value`) unless it is a correction (C). An
@@ -734,18 +735,30 @@ _VISIT_TIME = {"A01": 44, "A04": 44, "A05": 44, "A03": 45, "A07": 45}
 def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datetime | None]:
     """(event occurred, recorded): EVN-6 if sent (HL7 v2.8 3.4.1.6); else PV1-44 (admit) or
     PV1-45 (discharge) for those triggers, where it has an hour; else EVN-2, which is when the
-    event was recorded (3.4.1.2), else MSH-7. A TS's precision component (v2.3 `…^S`) is not
-    part of the time."""
-    recorded = _field(msg, "EVN", 2, 1) or _field(msg, "MSH", 7, 1)
-    occurred = _field(msg, "EVN", 6, 1)
+    event was recorded (3.4.1.2), else MSH-7. Each is a TS of any precision: one sent as a date
+    alone (`20261101`) is skipped for the next, as PV1-44's is, rather than refuse the event (a
+    date cannot be placed in the census; the next time of the message can). A TS's precision
+    component (v2.3 `…^S`) is not part of the time."""
+    recorded = _timed(_field(msg, "EVN", 2, 1), _field(msg, "MSH", 7, 1))
+    occurred = _timed(_field(msg, "EVN", 6, 1))
     if not occurred and trigger in _VISIT_TIME:
         visit = _field(msg, "PV1", _VISIT_TIME[trigger], 1)
         m = _TS.match(visit)
         occurred = visit if m is not None and m.group("h") else ""  # a date: the recorded time
     occurred = occurred or recorded
     if not occurred:
-        raise ValueError("no event time in EVN-6, EVN-2, PV1-44/45 or MSH-7")
+        raise ValueError("no time of day in EVN-6, EVN-2, PV1-44/45 or MSH-7")
     return hl7_time(occurred, tz), hl7_time(recorded, tz) if recorded else None
+
+
+def _timed(*stamps: str) -> str:
+    """The first of `stamps` sent that is not a date alone ('' if none): one that is no time
+    stamp at all is returned, for `hl7_time` to refuse with its reason."""
+    for stamp in stamps:
+        m = _TS.match(stamp.strip())
+        if stamp and (m is None or m.group("h")):
+            return stamp
+    return ""
 
 
 def _adt(

@@ -191,6 +191,36 @@ def test_a_date_only_visit_time_falls_back_to_the_recorded_time(date: str) -> No
     assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("evn", "event_time", "recorded_time"),
+    [
+        # EVN-6 (event occurred) to the day only, as some registration systems fill it
+        ("EVN|A01|20261101075500||||20261101", (7, 55), (7, 55)),
+        ("EVN|A01|20261101075500||||20261101+0000", (7, 55), (7, 55)),
+        # EVN-2 (recorded) to the day only: when the message was made (MSH-7) is the record's
+        ("EVN|A01|20261101||||20261101073000", (7, 30), (8, 0)),
+        ("EVN|A01|20261101", (8, 0), (8, 0)),
+    ],
+)
+def test_an_admission_whose_evn_times_are_dates_alone_is_timed_by_the_next_time_not_refused(
+    evn: str, event_time: tuple[int, int], recorded_time: tuple[int, int]
+) -> None:
+    """HL7 v2.5 3.4.1.2 and 3.4.1.6: EVN-2 and EVN-6 are TS, of any precision, a date too. A
+    date alone is skipped as PV1-44's is: the admission was refused bad_value whole before
+    ("a date without a time of day") and the patient never reached the census."""
+    rec = record(adt("A01", evn, "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E^412^A^GH"})))
+    assert rec["event_type"] == "admit"
+    assert rec["event_time"] == datetime(2026, 11, 1, *event_time, tzinfo=UTC)
+    assert rec["recorded_time"] == datetime(2026, 11, 1, *recorded_time, tzinfo=UTC)
+
+
+def test_an_event_with_no_time_of_day_anywhere_is_refused_saying_so() -> None:
+    dated = adt("A01", "EVN|A01|20261101", "PID|1||M1^^^GH^MR", pv1({3: "4E"}))
+    o = outcome(dated.replace("|20261101080000|", "|20261101|"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value"
+    assert "time of day" in o.reason
+
+
 def test_a_time_across_a_daylight_saving_change_takes_its_own_offset_in_the_senders_zone() -> None:
     """MSH-7 in winter time (-0500, US Eastern), a discharge stamped before the change in
     summer time (-0400): with the gateway's zone America/New_York the discharge is 02:00Z."""
