@@ -272,9 +272,13 @@ def parse(text: str) -> Message | Refused:
 
 
 def _offset(zone: str) -> timezone:
-    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone."""
+    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone; a ValueError for one that no zone
+    has (UTC offsets lie between -12:00 and +14:00, minutes below 60: `+2500` is corrupt)."""
     sign = -1 if zone[0] == "-" else 1
-    return timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])))
+    hours, minutes = int(zone[1:3]), int(zone[3:5])
+    if hours > 14 or minutes > 59:
+        raise ValueError(f"time zone offset {zone} is no UTC offset")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
 def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
@@ -672,7 +676,10 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     m = _TS.match(msh_7.strip())
     if m is None or not m.group("tz"):
         return default_tz
-    sent = _offset(m.group("tz"))
+    try:
+        sent = _offset(m.group("tz"))
+    except ValueError:  # no zone's: MSH-7 is refused where it is read as a time (hl7_time)
+        return default_tz
     try:
         at = hl7_time(msh_7, sent)
     except ValueError:

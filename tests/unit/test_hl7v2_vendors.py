@@ -243,6 +243,32 @@ def test_fractional_seconds_past_four_digits_are_read_to_the_microsecond() -> No
     )
 
 
+def test_a_header_time_with_an_offset_no_zone_has_is_refused_with_its_reason_never_raised() -> None:
+    """UTC offsets lie between -12:00 and +14:00. A corrupt MSH-7 offset (`+2500`) made
+    map_message raise Python's timedelta error (sender_zone read it outside every check), so
+    the gateway dead-lettered the whole ORU `unmappable` with no reason a person could act on,
+    its readings timed by their own OBX-14 lost with it."""
+    bad = "20260301101500+2500"
+    o = outcome(
+        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301100500").replace(
+            "|20260301101500|", f"|{bad}|"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    [(_, rec)] = o.records  # its own time, in the gateway's zone; MSH-7 is no recorded time
+    assert (rec["heart_rate_bpm"], rec["event_time"]) == (
+        88,
+        datetime(2026, 3, 1, 10, 5, tzinfo=UTC),
+    )
+    assert rec["recorded_time"] is None
+    timed_by_msh = adt("A02", "PID|1||M1^^^GH^MR", pv1({3: "4E"})).replace("20261101080000", bad)
+    refused = outcome(timed_by_msh)  # its only time
+    assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "bad_value"
+    assert "+2500 is no UTC offset" in refused.reason
+    with pytest.raises(ValueError, match="no UTC offset"):
+        hl7v2.hl7_time("20260301101500+0075")
+
+
 def test_a_message_the_mapping_cannot_handle_is_refused_alone_and_the_gateway_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
