@@ -223,14 +223,19 @@ def _declared_as_known(text: str) -> str | Refused:
     return sep.join(fields) + ("\r" + rest if rest else "")
 
 
+def _trimmed(text: str) -> str:
+    """ER7 text with its segments ended by CR (a sender's LF or CRLF too), without what is no
+    part of the message around it: a byte-order mark, a stray MLLP start byte, blank lines."""
+    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+
+
 def parse(text: str) -> Message | Refused:
     """Parse ER7 text (segments separated by CR) with hl7apy; a refusal says why it failed. A
     segment that the message's declared version does not define (a vendor's newer PRT in a
     2.5.1 message, SFT in 2.3) and that is not one read here is left out, not the message; a
     version hl7apy does not have (2.7.1, 2.9) is read as the newest it has before it
     (`parse_version`), and the message's MSH-12 then says that one."""
-    # a byte-order mark or a stray MLLP start byte before MSH is no part of the message
-    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+    text = _trimmed(text)
     headers = sum(1 for seg in text.split("\r") if seg[:3] in ("MSH", "BHS", "FHS"))
     if headers > 1 or text[:3] in ("BHS", "FHS"):
         return Refused(
@@ -1665,7 +1670,9 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
 
 
 def raw_control_id(text: str) -> str:
-    """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse."""
+    """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse
+    (after what `parse` strips before MSH: a line break after the MLLP start byte)."""
+    text = _trimmed(text)
     if not text.startswith("MSH") or len(text) < 4:
         return ""
     fields = text.split("\r", 1)[0].split(text[3])
@@ -1730,7 +1737,8 @@ def ack(
 
 
 def raw_processing_id(text: str) -> str:
-    """MSH-11.1 read straight from the text; P when absent."""
+    """MSH-11.1 read straight from the text (as `raw_control_id`); P when absent."""
+    text = _trimmed(text)
     if not text.startswith("MSH") or len(text) < 4:
         return "P"
     fields = text.split("\r", 1)[0].split(text[3])

@@ -224,6 +224,29 @@ def test_a_frame_holding_only_msh_is_refused_as_malformed_and_stored_for_review(
         assert (d.ack_code, [x.reason_code for x in d.letters]) == ("AA", ["malformed"]), text
 
 
+@pytest.mark.parametrize("lead", [b"\r\n", b"\n", b" "])
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        admit("C7", processing="T").replace(b"^~\\&", b"^~\\", 1),  # MSH-2 without its &
+        admit("C7", processing="T").replace(b"\rPID", b"\r \rPID"),  # a blank-only segment
+        admit("C7", processing="T").replace(b"|2.5.1", b"|3.0"),  # not v2: AR 203
+    ],
+)
+def test_a_refused_message_after_a_leading_line_break_is_answered_with_its_control_id(
+    settings: Settings, lead: bytes, malformed: bytes
+) -> None:
+    """A sender that puts a line break after the MLLP start byte is read (hl7v2.parse strips
+    it), but a message refused before it parses was answered with an empty MSA-2 and MSH-11 P:
+    raw_control_id read MSH-10 only from text starting with MSH. An engine that matches ACKs
+    to messages by MSA-2 (v2.5.1 2.14.8.2) took it for no answer and resent it for ever."""
+    d = gateway(settings).decide(lead + malformed)
+    assert [x.reason_code for x in d.letters] == ["malformed"]
+    msh, msa, *_ = d.ack.split("\r")
+    assert msa.split("|")[:3] == ["MSA", d.ack_code, "C7"]
+    assert msh.split("|")[10] == "T"  # its processing id echoed (MSH-11)
+
+
 def test_a_message_whose_reading_raises_is_refused_ae_and_dead_lettered_whole(
     settings: Settings,
 ) -> None:
