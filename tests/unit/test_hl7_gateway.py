@@ -306,6 +306,17 @@ def test_a_batch_file_splits_into_its_messages() -> None:
     assert hl7_gateway.split_messages(b"hello\n" + admit("A"))[0] == b"hello"
 
 
+def test_a_batch_file_saved_with_a_byte_order_mark_splits_into_its_messages_alone() -> None:
+    """A batch file saved by a Windows editor or export starts with UTF-8's byte-order mark: its
+    FHS line was no batch header to skip but a message of its own, which the check mode printed
+    as one more message refused malformed."""
+    batch = b"\r\n".join(
+        [b"FHS|^~\\&|EPIC", b"BHS|^~\\&|EPIC", admit("A"), admit("B"), b"BTS|2", b"FTS|1"]
+    )
+    got = hl7_gateway.split_messages(hl7_gateway.BOM + batch)
+    assert [m.split(b"|")[9] for m in got] == [b"A", b"B"]
+
+
 def test_the_check_command_prints_one_tab_separated_line_per_message(tmp_path: Path) -> None:
     folder = tmp_path / "feed"
     folder.mkdir()
