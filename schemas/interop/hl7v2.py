@@ -200,7 +200,10 @@ def parse_version(declared: str) -> str | None:
 
 
 def _declared_as_known(text: str) -> str | Refused:
-    """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version)."""
+    """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version),
+    and MSH-2 cut to the four encoding characters of a version before 2.7: v2.7 added a fifth,
+    the truncation character (`^~\\&#`, v2.7 2.5.5.5), which engines set up for it send
+    whatever MSH-12 says; it means nothing before 2.7, and hl7apy refuses five there."""
     sep = text[3:4]
     segment, _, rest = text.partition("\r")
     fields = segment.split(sep)
@@ -216,10 +219,12 @@ def _declared_as_known(text: str) -> str | Refused:
             ack_code="AR",
             hl7_error="203",
         )
-    if known == vid[0]:
+    truncation = len(fields[1]) == 5 and _version_key(known) < (2, 7)
+    if known == vid[0] and not truncation:
         return text
     fields += [""] * (12 - len(fields))
     fields[11] = component.join([known, *vid[1:]])
+    fields[1] = fields[1][:4] if truncation else fields[1]
     return sep.join(fields) + ("\r" + rest if rest else "")
 
 
