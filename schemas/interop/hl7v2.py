@@ -315,7 +315,12 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     ).astimezone(UTC)
 
 
-_ESCAPES = {"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"}
+# P: the truncation character (v2.7 2.7.1; MSH-2's fifth, none declared before 2.7); L: how
+# hl7apy's v2.7+ libraries write back one the text holds unescaped (a `#` in `MRN#7`)
+_ESCAPES = {
+    **{"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"},
+    **{"P": "TRUNCATION", "L": "TRUNCATION"},
+}
 
 
 _BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
@@ -323,20 +328,21 @@ _BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
 
 def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
-    (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are,
-    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); in a `formatted` value (an OBX-5:
-    formatting commands are defined for formatted text, §2.7.6) a command that breaks or skips is
-    that break or space (`\.br\`, `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a
-    space: `1\.br\2` is two lines, never the number 12); elsewhere (an identifier, a location)
-    formatting, highlighting and character-set escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
+    (`\F\ \S\ \T\ \R\ \E\`; v2.7's truncation character `\P\`) and hexadecimal data
+    (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both
+    °); in a `formatted` value (an OBX-5: formatting commands are defined for formatted text,
+    §2.7.6) a command that breaks or skips is that break or space (`\.br\`, `\.sp\`, `\.ce\` a
+    line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br\2` is two lines, never the number
+    12); elsewhere (an identifier, a location) formatting, highlighting and character-set
+    escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
     e = re.escape(esc)
-    # hl7apy writes a sequence it does not know (hex, formatting, character set) back with its
+    # hl7apy writes a sequence it does not know (hex, formatting, character set, P) back with its
     # escape characters escaped (`\E\XB0\E\`): read as the sequence it was (a literal `\XB0\`
     # sent as text would be read as one too; no sender does that)
-    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*){e}E{e}"
+    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*|P){e}E{e}"
     text = re.sub(known, lambda m: esc + m.group(1) + esc, text)
     out, rest = [], text
     while esc in rest:

@@ -122,6 +122,17 @@ def test_a_truncation_character_in_msh_2_of_a_version_before_2_7_is_read_as_its_
     assert (rec["event_type"], rec["unit_id"], rec["patient_token"]) == ("admit", "4E", "GH|MRN#7")
 
 
+@pytest.mark.parametrize("pid_3", ["MRN\\P\\7", "MRN#7"])
+def test_the_truncation_character_of_a_v2_8_message_is_read_as_itself(pid_3: str) -> None:
+    """v2.7 2.7.1: `\\P\\` is the truncation character escaped (`#` in `^~\\&#`). hl7apy
+    writes it back escaped (`\\E\\P\\E\\`: read as the text `\\P\\`) and a `#` the sender left
+    unescaped as `\\L\\` (dropped): the record number MRN#7 was MRN\\P\\7 or MRN7, tokens of no
+    patient the hospital's other feeds name."""
+    segments = ("EVN|A01|20261101075500", f"PID|1||{pid_3}^^^GH^MR", "PV1|1|I|4E^412^A^GH")
+    message = adt("A01", *segments, version="2.8").replace("^~\\&", "^~\\&#", 1)
+    assert record(message)["patient_token"] == "GH|MRN#7"
+
+
 def test_the_delete_null_is_no_value_never_a_shared_patient_encounter_or_unit() -> None:
     nulls = pv1({1: "1", 2: "I", 3: '""', 19: '""', 45: '""'})
     rec = record(adt("A03", "EVN|A03|20261101140000", "PID|1||MRN7^^^GH^MR", nulls))
