@@ -1403,6 +1403,26 @@ def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_s
         assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx
 
 
+def test_rates_whose_unit_is_spelled_out_in_words_are_read_for_their_own_rate() -> None:
+    """A flowsheet's local unit text `beats per minute` / `breaths per minute` (OBX-6 as text,
+    or a CWE's text beside a local code) was refused ('not one of ...'): the reading lost its
+    heart and respiratory rates. Each is read for its own rate only, as `beats/min` is."""
+    rec = reading(
+        oru(
+            "OBX|1|NM|8867-4^Heart rate^LN||118|beats per minute|||||F\r"
+            "OBX|2|NM|9279-1^Resp rate^LN||28|^Breaths per minute^L|||||F\r"
+            "OBX|3|NM|8889-8^Pulse^LN||117|Beats Per Min|||||F"
+        )
+    )
+    assert (rec["heart_rate_bpm"], rec["resp_rate_per_min"]) == (118, 28)
+    for obx in (
+        "OBX|1|NM|8867-4^Heart rate^LN||18|breaths per minute|||||F",
+        "OBX|1|NM|9279-1^Resp rate^LN||88|beats per minute|||||F",
+    ):
+        wrong = outcome(oru(obx))
+        assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx
+
+
 def test_a_free_text_result_is_not_repeated_in_the_reason() -> None:
     """Reasons travel in clear (dead-letter topic, logs, ACK MSA-3); a free-text OBX-5 may name
     people. A number gone wrong is still quoted."""
