@@ -498,12 +498,11 @@ def map_message(
 ) -> Mapped | Refused:
     """Map a parsed message to canonical records (see the module docstring). A PID-3 identifier
     without an assigning authority is namespaced by `default_authority`, a message without a
-    facility in PV1-3.4 (its namespace id, else its universal id) is `default_facility`'s;
-    either falls back to the sender (MSH-4, else MSH-3: its namespace id, else its universal
-    id). `codes`: the deployment's own observation codes and the LOINC each stands for
-    (schemas.interop.code_map). `bed_units`: the (facility, unit) pairs that hold the census's
-    beds (the capacity file's), which say where an A07 leaves the patient (`_adt`); None: not
-    known."""
+    facility in PV1-3.4 is `default_facility`'s; either falls back to the sender (MSH-4, else
+    MSH-3: its namespace id, else its universal id). `codes`: the deployment's own observation
+    codes and the LOINC each stands for (schemas.interop.code_map). `bed_units`: the (facility,
+    unit) pairs that hold the census's beds (the capacity file's), which say where an A07 leaves
+    the patient (`_adt`); None: not known."""
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
@@ -656,10 +655,7 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
         return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
 
     patient = token(pid)
-    # PL.4 is an HD (v2.5 2A.3.53): its namespace id, else its universal id (an OID-only one)
-    facility = (
-        _field(msg, "PV1", 3, 4, 1) or _field(msg, "PV1", 3, 4, 2) or ctx.default_facility or sender
-    )
+    facility = _field(msg, "PV1", 3, 4, 1) or ctx.default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
     # MSH-10 is unique per sending application (2.14.9.10): two at one facility (an ADT and a

@@ -190,22 +190,18 @@ def test_a_visit_keeps_one_encounter_token_whatever_facility_its_locations_name(
     assert (admit["facility_id"], moved["facility_id"]) == ("GHNORTH", "GH2")
 
 
-def test_a_facility_named_by_its_oid_alone_in_pv1_3_is_that_facility_not_the_senders() -> None:
-    """PL.4 is an HD (HL7 v2.5 2A.3.53): a namespace id, else a universal id with its type, as
-    IHE and US realm profiles name facilities (`&2.16.840.1.113883.19.5&ISO`). Only the
-    namespace id was read, so two hospitals of one sender named by OID were both the sender's
-    (MSH-4), and their units of one name (ICU) one unit of one facility in the census."""
+def test_a_facility_named_by_its_oid_alone_in_pv1_3_stays_the_senders_as_deployed() -> None:
+    """PV1-3.4's namespace id (HD.1) is the facility: deployments name their capacity file's
+    facilities and time zones by it, and the EHR write-back (hl7_alerts) sends facility_id back
+    as HD.1. A location naming its facility by universal id alone names none here, and the
+    facility is the sender's (MSH-4), as it always was (a reverted change read the OID)."""
 
-    def admitted(location: str, mrn: str) -> dict:
-        segments = ("EVN|A01|20261101080000", f"PID|1||{mrn}^^^GH^MR", pv1({2: "I", 3: location}))
+    def admitted(location: str) -> dict:
+        segments = ("EVN|A01|20261101080000", "PID|1||M1^^^GH^MR", pv1({2: "I", 3: location}))
         return record(adt("A01", *segments, sender="GHS"))
 
-    north = admitted("ICU^1^A^&2.16.840.1.113883.19.5.1&ISO", "M1")
-    south = admitted("ICU^1^A^&2.16.840.1.113883.19.5.2&ISO", "M2")
-    assert (north["facility_id"], north["unit_id"]) == ("2.16.840.1.113883.19.5.1", "ICU")
-    assert (south["facility_id"], south["unit_id"]) == ("2.16.840.1.113883.19.5.2", "ICU")
-    named = admitted("ICU^1^A^NORTH&2.16.840.1.113883.19.5.1&ISO", "M3")
-    assert named["facility_id"] == "NORTH"  # its namespace id where it has one, as before
+    assert admitted("ICU^1^A^&2.16.840.1.113883.19.5.1&ISO")["facility_id"] == "GHS"
+    assert admitted("ICU^1^A^NORTH&2.16.840.1.113883.19.5.1&ISO")["facility_id"] == "NORTH"
 
 
 def test_two_applications_of_one_facility_with_the_same_control_id_get_their_own_event_ids() -> (
