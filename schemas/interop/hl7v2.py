@@ -24,7 +24,8 @@ Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so 
 `10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
 time of day is refused (it cannot be placed in a patient's timeline; an ADT event's EVN-6,
-EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives, `_event_time`).
+EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives where that is
+on its day, `_event_time`).
 A message is one patient (but an A17, which swaps two: two transfers; and a merge, `MERGES`,
 which may repeat its PID and MRG for several): a message with a second PID is refused
 (`multiple_patients`), never read under the first patient, and a frame with a second MSH (two
@@ -759,19 +760,37 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
     """(event occurred, recorded): EVN-6 if sent (HL7 v2.8 3.4.1.6); else PV1-44 (admit) or
     PV1-45 (discharge) for those triggers, where it has an hour; else EVN-2, which is when the
     event was recorded (3.4.1.2), else MSH-7. Each is a TS of any precision: one sent as a date
-    alone (`20261101`) is skipped for the next, as PV1-44's is, rather than refuse the event (a
-    date cannot be placed in the census; the next time of the message can). A TS's precision
-    component (v2.3 `…^S`) is not part of the time."""
-    recorded = _timed(_field(msg, "EVN", 2, 1), _field(msg, "MSH", 7, 1))
-    occurred = _timed(_field(msg, "EVN", 6, 1))
+    alone (`20261101`) is passed over for the next, as PV1-44's is, rather than refuse the event
+    (a date cannot be placed in the census; the next time of the message can). But a date alone
+    still says the day ("that day, time unknown": TS/DTM precision, 2A.3.22): the next time is
+    taken only where it is written on that day (`_on_the_day`), else the event is refused
+    naming both. A TS's precision component (v2.3 `…^S`) is not part of the time."""
+    evn_2, evn_6 = _field(msg, "EVN", 2, 1), _field(msg, "EVN", 6, 1)
+    recorded, recorded_from = _timed(evn_2), "EVN-2"
+    recorded_at: datetime | None = None
+    if recorded:
+        recorded_at = hl7_time(recorded, tz)
+    else:
+        recorded, recorded_from = _timed(_field(msg, "MSH", 7, 1)), "MSH-7"
+        if recorded:
+            recorded_at = hl7_time(recorded, tz)
+            if recorded_at is not None and evn_2:
+                _on_the_day(recorded, "MSH-7", evn_2, "EVN-2")
+    occurred, occurred_from = _timed(evn_6), "EVN-6"
     if not occurred and trigger in _VISIT_TIME:
         visit = _field(msg, "PV1", _VISIT_TIME[trigger], 1)
         m = _TS.match(visit)
-        occurred = visit if m is not None and m.group("h") else ""  # a date: the recorded time
-    occurred = occurred or recorded
+        if m is not None and m.group("h"):  # a date: the recorded time
+            occurred, occurred_from = visit, f"PV1-{_VISIT_TIME[trigger]}"
+    if not occurred:
+        occurred, occurred_from = recorded, recorded_from
     if not occurred:
         raise ValueError("no time of day in EVN-6, EVN-2, PV1-44/45 or MSH-7")
-    return hl7_time(occurred, tz), hl7_time(recorded, tz) if recorded else None
+    if evn_6 and occurred_from != "EVN-6":
+        _on_the_day(occurred, occurred_from, evn_6, "EVN-6")
+    if occurred == recorded and recorded_at is not None:
+        return recorded_at, recorded_at
+    return hl7_time(occurred, tz), recorded_at
 
 
 def _timed(*stamps: str) -> str:
@@ -782,6 +801,21 @@ def _timed(*stamps: str) -> str:
         if stamp and (m is None or m.group("h")):
             return stamp
     return ""
+
+
+def _on_the_day(stamp: str, field: str, day: str, day_field: str) -> None:
+    """ValueError unless `stamp` (the time taken for `day_field`, sent as a date alone: `day`)
+    is written on that date: its year, month and day, as far as `day` gives them, as written
+    (in the sender's zone, before any offset: a date has none to convert by)."""
+    m = _TS.match(day.strip())
+    if m is None or _TS.match(stamp.strip()) is None:
+        return  # no time stamp: refused, where it is read, as such (hl7_time)
+    digits = "".join(m.group(g) or "" for g in ("y", "mo", "d"))
+    if not stamp.strip().startswith(digits):  # both time stamps (_TS): no free text to hide
+        raise ValueError(
+            f"{day_field} {day.strip()!r} is a date alone and {field} {stamp.strip()!r}, the"
+            " time the message gives next, is not on it"
+        )
 
 
 def _adt(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -41,7 +42,7 @@ def pv1(fields: dict[int, str]) -> str:
     return "|".join(["PV1", *(fields.get(n, "") for n in range(1, max(fields) + 1))])
 
 
-def record(text: str) -> dict:
+def record(text: str) -> dict[str, Any]:
     o = outcome(text)
     assert isinstance(o, hl7v2.Mapped), o
     [(_, rec)] = o.records
@@ -176,7 +177,7 @@ def test_an_oid_only_or_escaped_assigning_authority_keeps_its_patients_apart() -
 
 
 def test_a_visit_keeps_one_encounter_token_whatever_facility_its_locations_name() -> None:
-    def visit(trigger: str, location: str) -> dict:
+    def visit(trigger: str, location: str) -> dict[str, Any]:
         segments = ("EVN|x|20261101080000", "PID|1||M1^^^GH^MR", pv1({3: location, 19: "V5001"}))
         return record(adt(trigger, *segments, sender="GHS"))
 
@@ -196,7 +197,7 @@ def test_a_facility_named_by_its_oid_alone_in_pv1_3_stays_the_senders_as_deploye
     as HD.1. A location naming its facility by universal id alone names none here, and the
     facility is the sender's (MSH-4), as it always was (a reverted change read the OID)."""
 
-    def admitted(location: str) -> dict:
+    def admitted(location: str) -> dict[str, Any]:
         segments = ("EVN|A01|20261101080000", "PID|1||M1^^^GH^MR", pv1({2: "I", 3: location}))
         return record(adt("A01", *segments, sender="GHS"))
 
@@ -252,6 +253,56 @@ def test_an_admission_whose_evn_times_are_dates_alone_is_timed_by_the_next_time_
     assert rec["event_type"] == "admit"
     assert rec["event_time"] == datetime(2026, 11, 1, *event_time, tzinfo=UTC)
     assert rec["recorded_time"] == datetime(2026, 11, 1, *recorded_time, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "evn", "visit", "msh_7", "event_time"),
+    [
+        # EVN-6 to the day, PV1-44 (admit) on that day, late in the evening
+        ("A01", "EVN|A01|20261101075500||||20261101", {44: "202611012350"}, "", (23, 50)),
+        # EVN-6 to the day, EVN-2 on it (MSH-7 two days on: the message was sent later)
+        ("A02", "EVN|A02|202611010900||||20261101", {}, "20261103090500", (9, 0)),
+        # EVN-6 to the day, EVN-2 to the day too, MSH-7 on it
+        ("A02", "EVN|A02|20261101||||20261101", {}, "20261101093000", (9, 30)),
+        # EVN-6 to the day with the sender's offset: the day as written
+        ("A02", "EVN|A02|202611010030-0500||||20261101-0500", {}, "", (5, 30)),
+    ],
+)
+def test_a_date_alone_in_evn_6_or_evn_2_takes_the_next_time_written_on_that_day(
+    trigger: str, evn: str, visit: dict[int, str], msh_7: str, event_time: tuple[int, int]
+) -> None:
+    segments = (evn, "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E^412^A^GH", **visit}))
+    text = adt(trigger, *segments)
+    rec = record(text.replace("20261101080000", msh_7) if msh_7 else text)
+    assert rec["event_time"] == datetime(2026, 11, 1, *event_time, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "evn", "visit", "msh_7", "named"),
+    [
+        # transferred "on 1 November" (EVN-6): EVN-2 and MSH-7 are 3 November, not that day
+        ("A02", "EVN|A02|202611030900||||20261101", {}, "20261103090500", ("EVN-6", "EVN-2")),
+        # admitted "on 1 November" (EVN-6), PV1-44 says 31 October 23:50
+        ("A01", "EVN|A01|202611010755||||20261101", {44: "202610312350"}, "", ("EVN-6", "PV1-44")),
+        ("A03", "EVN|A03|202611010755||||20261101", {45: "202610301000"}, "", ("EVN-6", "PV1-45")),
+        # EVN-2 and EVN-6 to the day, MSH-7 another day
+        ("A02", "EVN|A02|20261101||||20261101", {}, "20261103090500", ("EVN-2", "MSH-7")),
+        # recorded "on 1 November" (EVN-2) but MSH-7, the recorded time taken, is 3 November
+        ("A02", "EVN|A02|20261101||||202611010900", {}, "20261103090500", ("EVN-2", "MSH-7")),
+    ],
+)
+def test_a_date_alone_in_evn_6_or_evn_2_whose_next_time_is_another_day_is_refused_naming_both(
+    trigger: str, evn: str, visit: dict[int, str], msh_7: str, named: tuple[str, str]
+) -> None:
+    """A TS to the day is "that day, time unknown" (HL7 v2 2A.3.22): the next time the message
+    gives is that time only where it falls on that day; one on another day contradicts it (a
+    transfer placed on 3 November that happened on 1 November), and was taken as the event's."""
+    segments = (evn, "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E^412^A^GH", **visit}))
+    text = adt(trigger, *segments)
+    o = outcome(text.replace("20261101080000", msh_7) if msh_7 else text)
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", o
+    assert all(field in o.reason for field in named), o.reason
+    assert "'20261101'" in o.reason, o.reason
 
 
 def test_an_event_with_no_time_of_day_anywhere_is_refused_saying_so() -> None:
