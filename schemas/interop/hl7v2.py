@@ -695,7 +695,7 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
         return default_tz
     try:
         sent = _offset(m.group("tz"))
-    except ValueError:  # no zone's: MSH-7 is refused where it is read as a time (hl7_time)
+    except ValueError:  # no zone's: refused only where MSH-7 is a record's event time
         return default_tz
     try:
         at = hl7_time(msh_7, sent)
@@ -764,7 +764,10 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
     (a date cannot be placed in the census; the next time of the message can). But a date alone
     still says the day ("that day, time unknown": TS/DTM precision, 2A.3.22): the next time is
     taken only where it is written on that day (`_on_the_day`), else the event is refused
-    naming both. A TS's precision component (v2.3 `…^S`) is not part of the time."""
+    naming both. The recorded time is not needed (codec.record_time: the event time where it is
+    None): an MSH-7 that cannot be read (an offset no zone has) is no recorded time, as in an
+    ORU, and refuses the event only where it is its event time too. A TS's precision component
+    (v2.3 `…^S`) is not part of the time."""
     evn_2, evn_6 = _field(msg, "EVN", 2, 1), _field(msg, "EVN", 6, 1)
     recorded, recorded_from = _timed(evn_2), "EVN-2"
     recorded_at: datetime | None = None
@@ -773,7 +776,8 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
     else:
         recorded, recorded_from = _timed(_field(msg, "MSH", 7, 1)), "MSH-7"
         if recorded:
-            recorded_at = hl7_time(recorded, tz)
+            with contextlib.suppress(ValueError):  # unreadable: no recorded time (as in _oru)
+                recorded_at = hl7_time(recorded, tz)
             if recorded_at is not None and evn_2:
                 _on_the_day(recorded, "MSH-7", evn_2, "EVN-2")
     occurred, occurred_from = _timed(evn_6), "EVN-6"

@@ -305,6 +305,22 @@ def test_a_date_alone_in_evn_6_or_evn_2_whose_next_time_is_another_day_is_refuse
     assert "'20261101'" in o.reason, o.reason
 
 
+def test_an_adt_event_timed_by_its_evn_is_not_refused_over_an_msh_7_offset_no_zone_has() -> None:
+    """The recorded time is not needed (codec.record_time takes the event time without it): an
+    MSH-7 that cannot be read is no recorded time, as in an ORU. The A02 was refused bad_value
+    over MSH-7 `+2500` though EVN-6 timed it; where MSH-7 is the event's time, it still is."""
+    segments = ("EVN|A02|||||20261101075500", "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E"}))
+    text = adt("A02", *segments).replace("20261101080000", "20261101080000+2500")
+    rec = record(text)
+    assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
+    assert rec["recorded_time"] is None
+    dated = record(text.replace("EVN|A02|||||", "EVN|A02|20261101||||"))  # EVN-2 to the day
+    assert (dated["event_time"], dated["recorded_time"]) == (rec["event_time"], None)
+    untimed = outcome(text.replace("|||||20261101075500", ""))
+    assert isinstance(untimed, hl7v2.Refused) and untimed.reason_code == "bad_value"
+    assert "+2500" in untimed.reason
+
+
 def test_an_event_with_no_time_of_day_anywhere_is_refused_saying_so() -> None:
     dated = adt("A01", "EVN|A01|20261101", "PID|1||M1^^^GH^MR", pv1({3: "4E"}))
     o = outcome(dated.replace("|20261101080000|", "|20261101|"))
