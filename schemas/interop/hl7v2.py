@@ -283,8 +283,10 @@ def parse(text: str) -> Message | Refused:
 
 
 def _offset(zone: str) -> timezone:
-    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone; a ValueError for one that no zone
-    has (UTC offsets lie between -12:00 and +14:00, minutes below 60: `+2500` is corrupt)."""
+    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone, any from -14:59 to +14:59 (HL7 v2
+    2A.3.22 sets no range; the zones in use lie between -12:00 and +14:00, with offsets such as
+    +05:45, -09:30, +12:45 and +13:45); a ValueError for hours past 14 or minutes past 59, which
+    no zone could have (`+2500`, `+0075`: corrupt)."""
     sign = -1 if zone[0] == "-" else 1
     hours, minutes = int(zone[1:3]), int(zone[3:5])
     if hours > 14 or minutes > 59:

@@ -350,11 +350,36 @@ def test_fractional_seconds_past_four_digits_are_read_to_the_microsecond() -> No
     )
 
 
+@pytest.mark.parametrize(
+    ("offset", "utc"),
+    [
+        ("+1245", datetime(2026, 2, 28, 21, 30, tzinfo=UTC)),  # Chatham Islands, summer
+        ("+1345", datetime(2026, 2, 28, 20, 30, tzinfo=UTC)),  # Chatham Islands, daylight
+        ("-0930", datetime(2026, 3, 1, 19, 45, tzinfo=UTC)),  # Marquesas
+        ("+0545", datetime(2026, 3, 1, 4, 30, tzinfo=UTC)),  # Nepal
+        ("+1400", datetime(2026, 2, 28, 20, 15, tzinfo=UTC)),  # Line Islands
+        ("-1200", datetime(2026, 3, 1, 22, 15, tzinfo=UTC)),
+        ("+1459", datetime(2026, 2, 28, 19, 16, tzinfo=UTC)),  # no zone's, but no rule's either
+        ("-1459", datetime(2026, 3, 2, 1, 14, tzinfo=UTC)),
+    ],
+)
+def test_an_offset_of_any_hour_to_14_and_minute_to_59_is_read_as_that_offset(
+    offset: str, utc: datetime
+) -> None:
+    """HL7 v2 2A.3.22 sets no range for a time stamp's offset: any +/-HHMM to 14:59 is read
+    (`_offset`), the zones of 45 and 30 minutes among them; only hours past 14 or minutes past
+    59 are refused."""
+    assert hl7v2.hl7_time(f"20260301101500{offset}") == utc
+    for corrupt in ("+1500", "-1500", "+0060"):
+        with pytest.raises(ValueError, match="no UTC offset"):
+            hl7v2.hl7_time(f"20260301101500{corrupt}")
+
+
 def test_a_header_time_with_an_offset_no_zone_has_is_refused_with_its_reason_never_raised() -> None:
-    """UTC offsets lie between -12:00 and +14:00. A corrupt MSH-7 offset (`+2500`) made
-    map_message raise Python's timedelta error (sender_zone read it outside every check), so
-    the gateway dead-lettered the whole ORU `unmappable` with no reason a person could act on,
-    its readings timed by their own OBX-14 lost with it."""
+    """An offset with hours past 14 or minutes past 59 is no zone's (`_offset`). A corrupt
+    MSH-7 offset (`+2500`) made map_message raise Python's timedelta error (sender_zone read it
+    outside every check), so the gateway dead-lettered the whole ORU `unmappable` with no
+    reason a person could act on, its readings timed by their own OBX-14 lost with it."""
     bad = "20260301101500+2500"
     o = outcome(
         oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301100500").replace(
