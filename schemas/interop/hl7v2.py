@@ -204,7 +204,10 @@ def _declared_as_known(text: str) -> str | Refused:
     """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version),
     and MSH-2 cut to the four encoding characters of a version before 2.7: v2.7 added a fifth,
     the truncation character (`^~\\&#`, v2.7 2.5.5.5), which engines set up for it send
-    whatever MSH-12 says; it means nothing before 2.7, and hl7apy refuses five there."""
+    whatever MSH-12 says; it means nothing before 2.7, and hl7apy refuses five there. Cut, it
+    is no delimiter and its escape (`\\P\\`, which such an engine writes for it) is the
+    character itself: left, the unescaping would drop it (`MRN\\P\\7` read as `MRN7`, a
+    token of no patient, while `MRN#7` is `MRN#7`)."""
     sep = text[3:4]
     segment, _, rest = text.partition("\r")
     fields = segment.split(sep)
@@ -225,8 +228,21 @@ def _declared_as_known(text: str) -> str | Refused:
         return text
     fields += [""] * (12 - len(fields))
     fields[11] = component.join([known, *vid[1:]])
-    fields[1] = fields[1][:4] if truncation else fields[1]
+    if truncation:
+        escape, char = fields[1][2], fields[1][4]
+        fields[1] = fields[1][:4]
+        fields[2:] = [_truncation_unescaped(f, escape, char, sep) for f in fields[2:]]
+        rest = _truncation_unescaped(rest, escape, char, sep)
     return sep.join(fields) + ("\r" + rest if rest else "")
+
+
+def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
+    """`text` with each escape sequence `<escape>P<escape>` (v2.7 2.7.1: the truncation
+    character) replaced by `char`. Sequences are read from the left, whole, as the unescaping
+    reads them: `\\E\\P\\E\\` is an escaped escape, a `P` and another, no `\\P\\`."""
+    e = re.escape(escape)
+    sequence = re.compile(f"{e}([^{e}{re.escape(sep)}\r]*){e}")
+    return sequence.sub(lambda m: char if m.group(1) == "P" else m.group(0), text)
 
 
 def _trimmed(text: str) -> str:

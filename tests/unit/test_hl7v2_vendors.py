@@ -108,16 +108,18 @@ def test_a_message_declaring_a_version_that_is_not_hl7_v2_is_refused() -> None:
     assert (o.ack_code, o.hl7_error) == ("AR", "203") and "not HL7 version 2" in o.reason
 
 
+@pytest.mark.parametrize("pid_3", ["MRN#7", "MRN\\P\\7"])
 @pytest.mark.parametrize("version", ["2.3.1", "2.4", "2.5.1", "2.6"])
 def test_a_truncation_character_in_msh_2_of_a_version_before_2_7_is_read_as_its_four(
-    version: str,
+    version: str, pid_3: str
 ) -> None:
     """v2.7 added a fifth encoding character (MSH-2, the truncation character `#`); an engine
     set up for it sends `^~\\&#` whatever MSH-12 says. hl7apy takes five only from 2.7 and
     refused the message malformed ("Found 5 encoding chars"): an admission never reached the
     census. Before 2.7 the fifth means nothing: the message is read with the four its version
-    defines, a `#` in its text being itself."""
-    segments = ("EVN|A01|20261101075500", "PID|1||MRN#7^^^GH^MR", "PV1|1|I|4E^412^A^GH")
+    defines, a `#` in its text being itself, and so its escape `\\P\\` (MRN\\P\\7 was read
+    MRN7 once the fifth was cut: one patient, two tokens)."""
+    segments = ("EVN|A01|20261101075500", f"PID|1||{pid_3}^^^GH^MR", "PV1|1|I|4E^412^A^GH")
     message = adt("A01", *segments, version=version).replace("^~\\&", "^~\\&#", 1)
     rec = record(message)
     assert (rec["event_type"], rec["unit_id"], rec["patient_token"]) == ("admit", "4E", "GH|MRN#7")
