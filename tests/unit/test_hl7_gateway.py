@@ -7,6 +7,7 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
 
 
-def gateway(s: Settings, **changes: object) -> Gateway:
+def gateway(s: Settings, **changes: Any) -> Gateway:
     return Gateway(dataclasses.replace(s, **changes), listen="test")
 
 
@@ -315,6 +316,20 @@ def test_a_batch_file_saved_with_a_byte_order_mark_splits_into_its_messages_alon
     )
     got = hl7_gateway.split_messages(hl7_gateway.BOM + batch)
     assert [m.split(b"|")[9] for m in got] == [b"A", b"B"]
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n", b"\r"])
+def test_a_byte_order_mark_then_a_blank_line_before_the_first_segment_is_no_message_of_its_own(
+    eol: bytes,
+) -> None:
+    """A byte-order mark, then a blank line, then the FHS or the MSH: the mark's line was no
+    blank line to skip (it held the mark) but text before the first MSH, a message of its own
+    holding the mark alone, which the check mode printed as one more message refused."""
+    batch = eol.join([b"FHS|^~\\&|EPIC", admit("A"), admit("B"), b"FTS|1"])
+    got = hl7_gateway.split_messages(hl7_gateway.BOM + eol + batch)
+    assert [m.split(b"|")[9] for m in got] == [b"A", b"B"]
+    plain = hl7_gateway.split_messages(hl7_gateway.BOM + eol + eol + admit("A"))
+    assert [m.split(b"|")[9] for m in plain] == [b"A"]
 
 
 def test_the_check_command_prints_one_tab_separated_line_per_message(tmp_path: Path) -> None:
