@@ -110,7 +110,17 @@ UNIT_SPELLINGS: dict[str, str] = {
     # beat's only for a heart rate, a breath's only for a respiratory rate (another means the
     # row has the wrong code)
     **dict.fromkeys(
-        ("bpm", "b/min", "beats/min", "beat/min", "beats/minute", "beatsperminute", "beatspermin"),
+        (
+            "bpm",
+            "b/min",
+            "beats/min",
+            "beat/min",
+            "beats/minute",
+            "beatsperminute",
+            "beatspermin",
+            "beatperminute",
+            "beatpermin",
+        ),
         "bpm",
     ),
     **dict.fromkeys(
@@ -122,6 +132,8 @@ UNIT_SPELLINGS: dict[str, str] = {
             "resp/min",
             "breathsperminute",
             "breathspermin",
+            "breathperminute",
+            "breathpermin",
         ),
         "br/min",
     ),
