@@ -701,11 +701,14 @@ _BATCH = (b"FHS", b"BHS", b"BTS", b"FTS")  # batch envelope segments (HL7 v2 sec
 
 def split_messages(data: bytes) -> list[bytes]:
     """The messages of a file: MLLP frames or plain ER7, one or many, segments ending in CR, LF
-    or CRLF; each message starts at an MSH segment; batch envelopes are skipped. Text before
-    the first MSH is a message of its own (that will not parse), so nothing goes unreported."""
+    or CRLF; each message starts at an MSH segment; batch envelopes and blank lines are skipped
+    (the byte-order mark a file saved on Windows starts with is no text: left out, whatever
+    line follows it). Text before the first MSH is a message of its own (that will not parse),
+    so nothing goes unreported."""
     lines = re.split(rb"\r\n|\n|\r", data.replace(START, b"\n").replace(b"\x1c", b"\n"))
     messages: list[list[bytes]] = []
-    for line in lines:
+    for raw in lines:
+        line = raw.removeprefix(BOM)  # a file's, before its first line, blank or not
         if not line.strip() or line.startswith(_BATCH):
             continue
         if line.startswith(b"MSH") or not messages:

@@ -23,11 +23,13 @@ wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3
 Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
 `10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
-time of day is refused (it cannot be placed in a patient's timeline). A message is one patient
-(but an A17, which swaps two: two transfers; and a merge, `MERGES`, which may repeat its PID and
-MRG for several): a message with a second PID is refused (`multiple_patients`), never read under
-the first patient,
-and a frame with a second MSH (two messages, or a batch) is refused whole, never cut to the first.
+time of day is refused (it cannot be placed in a patient's timeline; an ADT event's EVN-6,
+EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives where that is
+on its day, `_event_time`).
+A message is one patient (but an A17, which swaps two: two transfers; and a merge, `MERGES`,
+which may repeat its PID and MRG for several): a message with a second PID is refused
+(`multiple_patients`), never read under the first patient, and a frame with a second MSH (two
+messages, or a batch) is refused whole, never cut to the first.
 `""` (HL7's explicit null) is no value. In an ORU, a result the sender takes back (OBX-11 D, W)
 is dead-lettered (`retracted`), and of two different values of one field at one time the first
 is kept and the other dead-lettered (`conflicting_value`) unless it is a correction (C). An
@@ -199,7 +201,13 @@ def parse_version(declared: str) -> str | None:
 
 
 def _declared_as_known(text: str) -> str | Refused:
-    """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version)."""
+    """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version),
+    and MSH-2 cut to the four encoding characters of a version before 2.7: v2.7 added a fifth,
+    the truncation character (`^~\\&#`, v2.7 2.5.5.5), which engines set up for it send
+    whatever MSH-12 says; it means nothing before 2.7, and hl7apy refuses five there. Cut, it
+    is no delimiter and its escape (`\\P\\`, which such an engine writes for it) is the
+    character itself: left, the unescaping would drop it (`MRN\\P\\7` read as `MRN7`, a
+    token of no patient, while `MRN#7` is `MRN#7`)."""
     sep = text[3:4]
     segment, _, rest = text.partition("\r")
     fields = segment.split(sep)
@@ -215,11 +223,32 @@ def _declared_as_known(text: str) -> str | Refused:
             ack_code="AR",
             hl7_error="203",
         )
-    if known == vid[0]:
+    truncation = len(fields[1]) == 5 and _version_key(known) < (2, 7)
+    if known == vid[0] and not truncation:
         return text
     fields += [""] * (12 - len(fields))
     fields[11] = component.join([known, *vid[1:]])
+    if truncation:
+        escape, char = fields[1][2], fields[1][4]
+        fields[1] = fields[1][:4]
+        fields[2:] = [_truncation_unescaped(f, escape, char, sep) for f in fields[2:]]
+        rest = _truncation_unescaped(rest, escape, char, sep)
     return sep.join(fields) + ("\r" + rest if rest else "")
+
+
+def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
+    """`text` with each escape sequence `<escape>P<escape>` (v2.7 2.7.1: the truncation
+    character) replaced by `char`. Sequences are read from the left, whole, as the unescaping
+    reads them: `\\E\\P\\E\\` is an escaped escape, a `P` and another, no `\\P\\`."""
+    e = re.escape(escape)
+    sequence = re.compile(f"{e}([^{e}{re.escape(sep)}\r]*){e}")
+    return sequence.sub(lambda m: char if m.group(1) == "P" else m.group(0), text)
+
+
+def _trimmed(text: str) -> str:
+    """ER7 text with its segments ended by CR (a sender's LF or CRLF too), without what is no
+    part of the message around it: a byte-order mark, a stray MLLP start byte, blank lines."""
+    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
 
 
 def parse(text: str) -> Message | Refused:
@@ -228,8 +257,7 @@ def parse(text: str) -> Message | Refused:
     2.5.1 message, SFT in 2.3) and that is not one read here is left out, not the message; a
     version hl7apy does not have (2.7.1, 2.9) is read as the newest it has before it
     (`parse_version`), and the message's MSH-12 then says that one."""
-    # a byte-order mark or a stray MLLP start byte before MSH is no part of the message
-    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+    text = _trimmed(text)
     headers = sum(1 for seg in text.split("\r") if seg[:3] in ("MSH", "BHS", "FHS"))
     if headers > 1 or text[:3] in ("BHS", "FHS"):
         return Refused(
@@ -271,9 +299,15 @@ def parse(text: str) -> Message | Refused:
 
 
 def _offset(zone: str) -> timezone:
-    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone."""
+    """An HL7 time stamp's `+HHMM`/`-HHMM` as a fixed zone, any from -14:59 to +14:59 (HL7 v2
+    2A.3.22 sets no range; the zones in use lie between -12:00 and +14:00, with offsets such as
+    +05:45, -09:30, +12:45 and +13:45); a ValueError for hours past 14 or minutes past 59, which
+    no zone could have (`+2500`, `+0075`: corrupt)."""
     sign = -1 if zone[0] == "-" else 1
-    return timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])))
+    hours, minutes = int(zone[1:3]), int(zone[3:5])
+    if hours > 14 or minutes > 59:
+        raise ValueError(f"time zone offset {zone} is no UTC offset")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
 def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
@@ -300,7 +334,12 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     ).astimezone(UTC)
 
 
-_ESCAPES = {"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"}
+# P: the truncation character (v2.7 2.7.1; MSH-2's fifth, none declared before 2.7); L: how
+# hl7apy's v2.7+ libraries write back one the text holds unescaped (a `#` in `MRN#7`)
+_ESCAPES = {
+    **{"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"},
+    **{"P": "TRUNCATION", "L": "TRUNCATION"},
+}
 
 
 _BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
@@ -308,20 +347,21 @@ _BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
 
 def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
-    (`\F\ \S\ \T\ \R\ \E\`) and hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are,
-    else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both °); in a `formatted` value (an OBX-5:
-    formatting commands are defined for formatted text, §2.7.6) a command that breaks or skips is
-    that break or space (`\.br\`, `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a
-    space: `1\.br\2` is two lines, never the number 12); elsewhere (an identifier, a location)
-    formatting, highlighting and character-set escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
+    (`\F\ \S\ \T\ \R\ \E\`; v2.7's truncation character `\P\`) and hexadecimal data
+    (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both
+    °); in a `formatted` value (an OBX-5: formatting commands are defined for formatted text,
+    §2.7.6) a command that breaks or skips is that break or space (`\.br\`, `\.sp\`, `\.ce\` a
+    line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br\2` is two lines, never the number
+    12); elsewhere (an identifier, a location) formatting, highlighting and character-set
+    escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
     e = re.escape(esc)
-    # hl7apy writes a sequence it does not know (hex, formatting, character set) back with its
+    # hl7apy writes a sequence it does not know (hex, formatting, character set, P) back with its
     # escape characters escaped (`\E\XB0\E\`): read as the sequence it was (a literal `\XB0\`
     # sent as text would be read as one too; no sender does that)
-    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*){e}E{e}"
+    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*|P){e}E{e}"
     text = re.sub(known, lambda m: esc + m.group(1) + esc, text)
     out, rest = [], text
     while esc in rest:
@@ -671,7 +711,10 @@ def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
     m = _TS.match(msh_7.strip())
     if m is None or not m.group("tz"):
         return default_tz
-    sent = _offset(m.group("tz"))
+    try:
+        sent = _offset(m.group("tz"))
+    except ValueError:  # no zone's: refused only where MSH-7 is a record's event time
+        return default_tz
     try:
         at = hl7_time(msh_7, sent)
     except ValueError:
@@ -734,18 +777,67 @@ _VISIT_TIME = {"A01": 44, "A04": 44, "A05": 44, "A03": 45, "A07": 45}
 def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datetime | None]:
     """(event occurred, recorded): EVN-6 if sent (HL7 v2.8 3.4.1.6); else PV1-44 (admit) or
     PV1-45 (discharge) for those triggers, where it has an hour; else EVN-2, which is when the
-    event was recorded (3.4.1.2), else MSH-7. A TS's precision component (v2.3 `…^S`) is not
-    part of the time."""
-    recorded = _field(msg, "EVN", 2, 1) or _field(msg, "MSH", 7, 1)
-    occurred = _field(msg, "EVN", 6, 1)
+    event was recorded (3.4.1.2), else MSH-7. Each is a TS of any precision: one sent as a date
+    alone (`20261101`) is passed over for the next, as PV1-44's is, rather than refuse the event
+    (a date cannot be placed in the census; the next time of the message can). But a date alone
+    still says the day ("that day, time unknown": TS/DTM precision, 2A.3.22): the next time is
+    taken only where it is written on that day (`_on_the_day`), else the event is refused
+    naming both. The recorded time is not needed (codec.record_time: the event time where it is
+    None): an MSH-7 that cannot be read (an offset no zone has) is no recorded time, as in an
+    ORU, and refuses the event only where it is its event time too. A TS's precision component
+    (v2.3 `…^S`) is not part of the time."""
+    evn_2, evn_6 = _field(msg, "EVN", 2, 1), _field(msg, "EVN", 6, 1)
+    recorded, recorded_from = _timed(evn_2), "EVN-2"
+    recorded_at: datetime | None = None
+    if recorded:
+        recorded_at = hl7_time(recorded, tz)
+    else:
+        recorded, recorded_from = _timed(_field(msg, "MSH", 7, 1)), "MSH-7"
+        if recorded:
+            with contextlib.suppress(ValueError):  # unreadable: no recorded time (as in _oru)
+                recorded_at = hl7_time(recorded, tz)
+            if recorded_at is not None and evn_2:
+                _on_the_day(recorded, "MSH-7", evn_2, "EVN-2")
+    occurred, occurred_from = _timed(evn_6), "EVN-6"
     if not occurred and trigger in _VISIT_TIME:
         visit = _field(msg, "PV1", _VISIT_TIME[trigger], 1)
         m = _TS.match(visit)
-        occurred = visit if m is not None and m.group("h") else ""  # a date: the recorded time
-    occurred = occurred or recorded
+        if m is not None and m.group("h"):  # a date: the recorded time
+            occurred, occurred_from = visit, f"PV1-{_VISIT_TIME[trigger]}"
     if not occurred:
-        raise ValueError("no event time in EVN-6, EVN-2, PV1-44/45 or MSH-7")
-    return hl7_time(occurred, tz), hl7_time(recorded, tz) if recorded else None
+        occurred, occurred_from = recorded, recorded_from
+    if not occurred:
+        raise ValueError("no time of day in EVN-6, EVN-2, PV1-44/45 or MSH-7")
+    if evn_6 and occurred_from != "EVN-6":
+        _on_the_day(occurred, occurred_from, evn_6, "EVN-6")
+    if occurred == recorded and recorded_at is not None:
+        return recorded_at, recorded_at
+    return hl7_time(occurred, tz), recorded_at
+
+
+def _timed(*stamps: str) -> str:
+    """The first of `stamps` sent that is not a date alone ('' if none): one that is no time
+    stamp at all is returned, for `hl7_time` to refuse with its reason."""
+    for stamp in stamps:
+        m = _TS.match(stamp.strip())
+        if stamp and (m is None or m.group("h")):
+            return stamp
+    return ""
+
+
+def _on_the_day(stamp: str, field: str, day: str, day_field: str) -> None:
+    """ValueError unless `stamp` (the time taken for `day_field`, sent as a date alone: `day`)
+    is written on that date: its year, month and day, as far as `day` gives them, as written
+    (in the sender's zone, before any offset: a date has none to convert by)."""
+    m = _TS.match(day.strip())
+    if m is None or _TS.match(stamp.strip()) is None:
+        return  # no time stamp: refused, where it is read, as such (hl7_time)
+    digits = "".join(m.group(g) or "" for g in ("y", "mo", "d"))
+    if not stamp.strip().startswith(digits):  # both time stamps (_TS): no free text to hide
+        raise ValueError(
+            f"{day_field} {day.strip()!r} is a date alone and {field} {stamp.strip()!r}, the"
+            " time the message gives next, is not on it"
+        )
 
 
 def _adt(
@@ -1645,7 +1737,9 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
 
 
 def raw_control_id(text: str) -> str:
-    """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse."""
+    """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse
+    (after what `parse` strips before MSH: a line break after the MLLP start byte)."""
+    text = _trimmed(text)
     if not text.startswith("MSH") or len(text) < 4:
         return ""
     fields = text.split("\r", 1)[0].split(text[3])
@@ -1710,7 +1804,8 @@ def ack(
 
 
 def raw_processing_id(text: str) -> str:
-    """MSH-11.1 read straight from the text; P when absent."""
+    """MSH-11.1 read straight from the text (as `raw_control_id`); P when absent."""
+    text = _trimmed(text)
     if not text.startswith("MSH") or len(text) < 4:
         return "P"
     fields = text.split("\r", 1)[0].split(text[3])

@@ -109,9 +109,33 @@ UNIT_SPELLINGS: dict[str, str] = {
     # rates as upper-case-only systems (Meditech MAGIC) and flowsheet builds write them: a
     # beat's only for a heart rate, a breath's only for a respiratory rate (another means the
     # row has the wrong code)
-    **dict.fromkeys(("bpm", "b/min", "beats/min", "beat/min", "beats/minute"), "bpm"),
     **dict.fromkeys(
-        ("breaths/min", "breath/min", "br/min", "breaths/minute", "resp/min"), "br/min"
+        (
+            "bpm",
+            "b/min",
+            "beats/min",
+            "beat/min",
+            "beats/minute",
+            "beatsperminute",
+            "beatspermin",
+            "beatperminute",
+            "beatpermin",
+        ),
+        "bpm",
+    ),
+    **dict.fromkeys(
+        (
+            "breaths/min",
+            "breath/min",
+            "br/min",
+            "breaths/minute",
+            "resp/min",
+            "breathsperminute",
+            "breathspermin",
+            "breathperminute",
+            "breathpermin",
+        ),
+        "br/min",
     ),
     **dict.fromkeys(
         (

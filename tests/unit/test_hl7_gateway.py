@@ -7,6 +7,7 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings.from_env({}, phi_key=b"k", payload_store=tmp_path / "payloads")
 
 
-def gateway(s: Settings, **changes: object) -> Gateway:
+def gateway(s: Settings, **changes: Any) -> Gateway:
     return Gateway(dataclasses.replace(s, **changes), listen="test")
 
 
@@ -224,6 +225,29 @@ def test_a_frame_holding_only_msh_is_refused_as_malformed_and_stored_for_review(
         assert (d.ack_code, [x.reason_code for x in d.letters]) == ("AA", ["malformed"]), text
 
 
+@pytest.mark.parametrize("lead", [b"\r\n", b"\n", b" "])
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        admit("C7", processing="T").replace(b"^~\\&", b"^~\\", 1),  # MSH-2 without its &
+        admit("C7", processing="T").replace(b"\rPID", b"\r \rPID"),  # a blank-only segment
+        admit("C7", processing="T").replace(b"|2.5.1", b"|3.0"),  # not v2: AR 203
+    ],
+)
+def test_a_refused_message_after_a_leading_line_break_is_answered_with_its_control_id(
+    settings: Settings, lead: bytes, malformed: bytes
+) -> None:
+    """A sender that puts a line break after the MLLP start byte is read (hl7v2.parse strips
+    it), but a message refused before it parses was answered with an empty MSA-2 and MSH-11 P:
+    raw_control_id read MSH-10 only from text starting with MSH. An engine that matches ACKs
+    to messages by MSA-2 (v2.5.1 2.14.8.2) took it for no answer and resent it for ever."""
+    d = gateway(settings).decide(lead + malformed)
+    assert [x.reason_code for x in d.letters] == ["malformed"]
+    msh, msa, *_ = d.ack.split("\r")
+    assert msa.split("|")[:3] == ["MSA", d.ack_code, "C7"]
+    assert msh.split("|")[10] == "T"  # its processing id echoed (MSH-11)
+
+
 def test_a_message_whose_reading_raises_is_refused_ae_and_dead_lettered_whole(
     settings: Settings,
 ) -> None:
@@ -281,6 +305,31 @@ def test_a_batch_file_splits_into_its_messages() -> None:
     framed = START + admit("A") + END + START + admit("B") + END
     assert len(hl7_gateway.split_messages(framed)) == 2
     assert hl7_gateway.split_messages(b"hello\n" + admit("A"))[0] == b"hello"
+
+
+def test_a_batch_file_saved_with_a_byte_order_mark_splits_into_its_messages_alone() -> None:
+    """A batch file saved by a Windows editor or export starts with UTF-8's byte-order mark: its
+    FHS line was no batch header to skip but a message of its own, which the check mode printed
+    as one more message refused malformed."""
+    batch = b"\r\n".join(
+        [b"FHS|^~\\&|EPIC", b"BHS|^~\\&|EPIC", admit("A"), admit("B"), b"BTS|2", b"FTS|1"]
+    )
+    got = hl7_gateway.split_messages(hl7_gateway.BOM + batch)
+    assert [m.split(b"|")[9] for m in got] == [b"A", b"B"]
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n", b"\r"])
+def test_a_byte_order_mark_then_a_blank_line_before_the_first_segment_is_no_message_of_its_own(
+    eol: bytes,
+) -> None:
+    """A byte-order mark, then a blank line, then the FHS or the MSH: the mark's line was no
+    blank line to skip (it held the mark) but text before the first MSH, a message of its own
+    holding the mark alone, which the check mode printed as one more message refused."""
+    batch = eol.join([b"FHS|^~\\&|EPIC", admit("A"), admit("B"), b"FTS|1"])
+    got = hl7_gateway.split_messages(hl7_gateway.BOM + eol + batch)
+    assert [m.split(b"|")[9] for m in got] == [b"A", b"B"]
+    plain = hl7_gateway.split_messages(hl7_gateway.BOM + eol + eol + admit("A"))
+    assert [m.split(b"|")[9] for m in plain] == [b"A"]
 
 
 def test_the_check_command_prints_one_tab_separated_line_per_message(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -65,7 +66,7 @@ EXPECTED = {
 }
 
 
-def reading(text: str) -> dict:
+def reading(text: str) -> dict[str, Any]:
     """The one record a message maps to, every value of it read."""
     o = outcome(text)
     assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
@@ -73,7 +74,7 @@ def reading(text: str) -> dict:
     return rec
 
 
-def partly_read(text: str) -> tuple[dict, list[hl7v2.Rejected]]:
+def partly_read(text: str) -> tuple[dict[str, Any], list[hl7v2.Rejected]]:
     """The one record a message maps to, and the values rejected from it."""
     o = outcome(text)
     assert isinstance(o, hl7v2.Mapped), o
@@ -254,7 +255,9 @@ def test_the_same_vital_at_several_observation_times_becomes_one_record_per_time
     assert got == [("10:00", 96, 104), ("10:05", 112, None), ("10:10", 124, 88)]
     ids = [r["observation_id"] for _, r in o.records]
     assert len(set(ids)) == 3 and all(i.startswith("hl7:ICU/MON:C1:vitals@2026") for i in ids)
-    assert ids == [r["observation_id"] for _, r in outcome(msg).records]  # stable on resend
+    again = outcome(msg)
+    assert isinstance(again, hl7v2.Mapped)
+    assert ids == [r["observation_id"] for _, r in again.records]  # stable on resend
 
 
 def test_one_value_in_a_unit_its_code_does_not_take_is_rejected_alone() -> None:
@@ -1398,6 +1401,53 @@ def test_rates_temperatures_and_counts_are_read_as_upper_case_systems_and_labs_s
         "OBX|1|NM|9279-1^Resp rate^LN||88|beats/min|||||F",
         "OBX|1|NM|9279-1^Resp rate^LN||88|{beats}/min|||||F",
         "OBX|1|NM|8867-4^Heart rate^LN||18|{breaths}/min|||||F",
+    ):
+        wrong = outcome(oru(obx))
+        assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx
+
+
+def test_rates_whose_unit_is_spelled_out_in_words_are_read_for_their_own_rate() -> None:
+    """A flowsheet's local unit text `beats per minute` / `breaths per minute` (OBX-6 as text,
+    or a CWE's text beside a local code) was refused ('not one of ...'): the reading lost its
+    heart and respiratory rates. Each is read for its own rate only, as `beats/min` is."""
+    rec = reading(
+        oru(
+            "OBX|1|NM|8867-4^Heart rate^LN||118|beats per minute|||||F\r"
+            "OBX|2|NM|9279-1^Resp rate^LN||28|^Breaths per minute^L|||||F\r"
+            "OBX|3|NM|8889-8^Pulse^LN||117|Beats Per Min|||||F"
+        )
+    )
+    assert (rec["heart_rate_bpm"], rec["resp_rate_per_min"]) == (118, 28)
+    for obx in (
+        "OBX|1|NM|8867-4^Heart rate^LN||18|breaths per minute|||||F",
+        "OBX|1|NM|9279-1^Resp rate^LN||88|beats per minute|||||F",
+    ):
+        wrong = outcome(oru(obx))
+        assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx
+
+
+@pytest.mark.parametrize(
+    ("heart", "resp"),
+    [("beat per minute", "breath per minute"), ("Beat per min", "Breath Per Min")],
+)
+def test_rates_whose_unit_is_spelled_in_the_singular_are_read_for_their_own_rate_only(
+    heart: str, resp: str
+) -> None:
+    """`beat per minute` and `breath per minute` (a flowsheet's singular, as UCUM's `{beat}/min`
+    is) were refused though their plurals were read: each is its own rate's, the other's still
+    refused, and `per minute` alone (no beat, no breath) is no rate's unit."""
+    rec = reading(
+        oru(
+            f"OBX|1|NM|8867-4^Heart rate^LN||118|{heart}|||||F\r"
+            f"OBX|2|NM|9279-1^Resp rate^LN||28|^{resp}^L|||||F"
+        )
+    )
+    assert (rec["heart_rate_bpm"], rec["resp_rate_per_min"]) == (118, 28)
+    for obx in (
+        f"OBX|1|NM|8867-4^Heart rate^LN||18|{resp}|||||F",
+        f"OBX|1|NM|9279-1^Resp rate^LN||88|{heart}|||||F",
+        "OBX|1|NM|8867-4^Heart rate^LN||88|per minute|||||F",
+        "OBX|1|NM|9279-1^Resp rate^LN||18|per minute|||||F",
     ):
         wrong = outcome(oru(obx))
         assert isinstance(wrong, hl7v2.Refused) and wrong.reason_code == "bad_value", obx

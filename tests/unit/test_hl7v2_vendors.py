@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -41,7 +42,7 @@ def pv1(fields: dict[int, str]) -> str:
     return "|".join(["PV1", *(fields.get(n, "") for n in range(1, max(fields) + 1))])
 
 
-def record(text: str) -> dict:
+def record(text: str) -> dict[str, Any]:
     o = outcome(text)
     assert isinstance(o, hl7v2.Mapped), o
     [(_, rec)] = o.records
@@ -107,6 +108,34 @@ def test_a_message_declaring_a_version_that_is_not_hl7_v2_is_refused() -> None:
     assert (o.ack_code, o.hl7_error) == ("AR", "203") and "not HL7 version 2" in o.reason
 
 
+@pytest.mark.parametrize("pid_3", ["MRN#7", "MRN\\P\\7"])
+@pytest.mark.parametrize("version", ["2.3.1", "2.4", "2.5.1", "2.6"])
+def test_a_truncation_character_in_msh_2_of_a_version_before_2_7_is_read_as_its_four(
+    version: str, pid_3: str
+) -> None:
+    """v2.7 added a fifth encoding character (MSH-2, the truncation character `#`); an engine
+    set up for it sends `^~\\&#` whatever MSH-12 says. hl7apy takes five only from 2.7 and
+    refused the message malformed ("Found 5 encoding chars"): an admission never reached the
+    census. Before 2.7 the fifth means nothing: the message is read with the four its version
+    defines, a `#` in its text being itself, and so its escape `\\P\\` (MRN\\P\\7 was read
+    MRN7 once the fifth was cut: one patient, two tokens)."""
+    segments = ("EVN|A01|20261101075500", f"PID|1||{pid_3}^^^GH^MR", "PV1|1|I|4E^412^A^GH")
+    message = adt("A01", *segments, version=version).replace("^~\\&", "^~\\&#", 1)
+    rec = record(message)
+    assert (rec["event_type"], rec["unit_id"], rec["patient_token"]) == ("admit", "4E", "GH|MRN#7")
+
+
+@pytest.mark.parametrize("pid_3", ["MRN\\P\\7", "MRN#7"])
+def test_the_truncation_character_of_a_v2_8_message_is_read_as_itself(pid_3: str) -> None:
+    """v2.7 2.7.1: `\\P\\` is the truncation character escaped (`#` in `^~\\&#`). hl7apy
+    writes it back escaped (`\\E\\P\\E\\`: read as the text `\\P\\`) and a `#` the sender left
+    unescaped as `\\L\\` (dropped): the record number MRN#7 was MRN\\P\\7 or MRN7, tokens of no
+    patient the hospital's other feeds name."""
+    segments = ("EVN|A01|20261101075500", f"PID|1||{pid_3}^^^GH^MR", "PV1|1|I|4E^412^A^GH")
+    message = adt("A01", *segments, version="2.8").replace("^~\\&", "^~\\&#", 1)
+    assert record(message)["patient_token"] == "GH|MRN#7"
+
+
 def test_the_delete_null_is_no_value_never_a_shared_patient_encounter_or_unit() -> None:
     nulls = pv1({1: "1", 2: "I", 3: '""', 19: '""', 45: '""'})
     rec = record(adt("A03", "EVN|A03|20261101140000", "PID|1||MRN7^^^GH^MR", nulls))
@@ -150,7 +179,7 @@ def test_an_oid_only_or_escaped_assigning_authority_keeps_its_patients_apart() -
 
 
 def test_a_visit_keeps_one_encounter_token_whatever_facility_its_locations_name() -> None:
-    def visit(trigger: str, location: str) -> dict:
+    def visit(trigger: str, location: str) -> dict[str, Any]:
         segments = ("EVN|x|20261101080000", "PID|1||M1^^^GH^MR", pv1({3: location, 19: "V5001"}))
         return record(adt(trigger, *segments, sender="GHS"))
 
@@ -162,6 +191,20 @@ def test_a_visit_keeps_one_encounter_token_whatever_facility_its_locations_name(
     assert admit["encounter_token"] == moved["encounter_token"] == left["encounter_token"]
     assert admit["encounter_token"] == "GHS/visit|V5001"
     assert (admit["facility_id"], moved["facility_id"]) == ("GHNORTH", "GH2")
+
+
+def test_a_facility_named_by_its_oid_alone_in_pv1_3_stays_the_senders_as_deployed() -> None:
+    """PV1-3.4's namespace id (HD.1) is the facility: deployments name their capacity file's
+    facilities and time zones by it, and the EHR write-back (hl7_alerts) sends facility_id back
+    as HD.1. A location naming its facility by universal id alone names none here, and the
+    facility is the sender's (MSH-4), as it always was (a reverted change read the OID)."""
+
+    def admitted(location: str) -> dict[str, Any]:
+        segments = ("EVN|A01|20261101080000", "PID|1||M1^^^GH^MR", pv1({2: "I", 3: location}))
+        return record(adt("A01", *segments, sender="GHS"))
+
+    assert admitted("ICU^1^A^&2.16.840.1.113883.19.5.1&ISO")["facility_id"] == "GHS"
+    assert admitted("ICU^1^A^NORTH&2.16.840.1.113883.19.5.1&ISO")["facility_id"] == "NORTH"
 
 
 def test_two_applications_of_one_facility_with_the_same_control_id_get_their_own_event_ids() -> (
@@ -191,6 +234,102 @@ def test_a_date_only_visit_time_falls_back_to_the_recorded_time(date: str) -> No
     assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("evn", "event_time", "recorded_time"),
+    [
+        # EVN-6 (event occurred) to the day only, as some registration systems fill it
+        ("EVN|A01|20261101075500||||20261101", (7, 55), (7, 55)),
+        ("EVN|A01|20261101075500||||20261101+0000", (7, 55), (7, 55)),
+        # EVN-2 (recorded) to the day only: when the message was made (MSH-7) is the record's
+        ("EVN|A01|20261101||||20261101073000", (7, 30), (8, 0)),
+        ("EVN|A01|20261101", (8, 0), (8, 0)),
+    ],
+)
+def test_an_admission_whose_evn_times_are_dates_alone_is_timed_by_the_next_time_not_refused(
+    evn: str, event_time: tuple[int, int], recorded_time: tuple[int, int]
+) -> None:
+    """HL7 v2.5 3.4.1.2 and 3.4.1.6: EVN-2 and EVN-6 are TS, of any precision, a date too. A
+    date alone is skipped as PV1-44's is: the admission was refused bad_value whole before
+    ("a date without a time of day") and the patient never reached the census."""
+    rec = record(adt("A01", evn, "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E^412^A^GH"})))
+    assert rec["event_type"] == "admit"
+    assert rec["event_time"] == datetime(2026, 11, 1, *event_time, tzinfo=UTC)
+    assert rec["recorded_time"] == datetime(2026, 11, 1, *recorded_time, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "evn", "visit", "msh_7", "event_time"),
+    [
+        # EVN-6 to the day, PV1-44 (admit) on that day, late in the evening
+        ("A01", "EVN|A01|20261101075500||||20261101", {44: "202611012350"}, "", (23, 50)),
+        # EVN-6 to the day, EVN-2 on it (MSH-7 two days on: the message was sent later)
+        ("A02", "EVN|A02|202611010900||||20261101", {}, "20261103090500", (9, 0)),
+        # EVN-6 to the day, EVN-2 to the day too, MSH-7 on it
+        ("A02", "EVN|A02|20261101||||20261101", {}, "20261101093000", (9, 30)),
+        # EVN-6 to the day with the sender's offset: the day as written
+        ("A02", "EVN|A02|202611010030-0500||||20261101-0500", {}, "", (5, 30)),
+    ],
+)
+def test_a_date_alone_in_evn_6_or_evn_2_takes_the_next_time_written_on_that_day(
+    trigger: str, evn: str, visit: dict[int, str], msh_7: str, event_time: tuple[int, int]
+) -> None:
+    segments = (evn, "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E^412^A^GH", **visit}))
+    text = adt(trigger, *segments)
+    rec = record(text.replace("20261101080000", msh_7) if msh_7 else text)
+    assert rec["event_time"] == datetime(2026, 11, 1, *event_time, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "evn", "visit", "msh_7", "named"),
+    [
+        # transferred "on 1 November" (EVN-6): EVN-2 and MSH-7 are 3 November, not that day
+        ("A02", "EVN|A02|202611030900||||20261101", {}, "20261103090500", ("EVN-6", "EVN-2")),
+        # admitted "on 1 November" (EVN-6), PV1-44 says 31 October 23:50
+        ("A01", "EVN|A01|202611010755||||20261101", {44: "202610312350"}, "", ("EVN-6", "PV1-44")),
+        ("A03", "EVN|A03|202611010755||||20261101", {45: "202610301000"}, "", ("EVN-6", "PV1-45")),
+        # EVN-2 and EVN-6 to the day, MSH-7 another day
+        ("A02", "EVN|A02|20261101||||20261101", {}, "20261103090500", ("EVN-2", "MSH-7")),
+        # recorded "on 1 November" (EVN-2) but MSH-7, the recorded time taken, is 3 November
+        ("A02", "EVN|A02|20261101||||202611010900", {}, "20261103090500", ("EVN-2", "MSH-7")),
+    ],
+)
+def test_a_date_alone_in_evn_6_or_evn_2_whose_next_time_is_another_day_is_refused_naming_both(
+    trigger: str, evn: str, visit: dict[int, str], msh_7: str, named: tuple[str, str]
+) -> None:
+    """A TS to the day is "that day, time unknown" (HL7 v2 2A.3.22): the next time the message
+    gives is that time only where it falls on that day; one on another day contradicts it (a
+    transfer placed on 3 November that happened on 1 November), and was taken as the event's."""
+    segments = (evn, "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E^412^A^GH", **visit}))
+    text = adt(trigger, *segments)
+    o = outcome(text.replace("20261101080000", msh_7) if msh_7 else text)
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", o
+    assert all(field in o.reason for field in named), o.reason
+    assert "'20261101'" in o.reason, o.reason
+
+
+def test_an_adt_event_timed_by_its_evn_is_not_refused_over_an_msh_7_offset_no_zone_has() -> None:
+    """The recorded time is not needed (codec.record_time takes the event time without it): an
+    MSH-7 that cannot be read is no recorded time, as in an ORU. The A02 was refused bad_value
+    over MSH-7 `+2500` though EVN-6 timed it; where MSH-7 is the event's time, it still is."""
+    segments = ("EVN|A02|||||20261101075500", "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E"}))
+    text = adt("A02", *segments).replace("20261101080000", "20261101080000+2500")
+    rec = record(text)
+    assert rec["event_time"] == datetime(2026, 11, 1, 7, 55, tzinfo=UTC)
+    assert rec["recorded_time"] is None
+    dated = record(text.replace("EVN|A02|||||", "EVN|A02|20261101||||"))  # EVN-2 to the day
+    assert (dated["event_time"], dated["recorded_time"]) == (rec["event_time"], None)
+    untimed = outcome(text.replace("|||||20261101075500", ""))
+    assert isinstance(untimed, hl7v2.Refused) and untimed.reason_code == "bad_value"
+    assert "+2500" in untimed.reason
+
+
+def test_an_event_with_no_time_of_day_anywhere_is_refused_saying_so() -> None:
+    dated = adt("A01", "EVN|A01|20261101", "PID|1||M1^^^GH^MR", pv1({3: "4E"}))
+    o = outcome(dated.replace("|20261101080000|", "|20261101|"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value"
+    assert "time of day" in o.reason
+
+
 def test_a_time_across_a_daylight_saving_change_takes_its_own_offset_in_the_senders_zone() -> None:
     """MSH-7 in winter time (-0500, US Eastern), a discharge stamped before the change in
     summer time (-0400): with the gateway's zone America/New_York the discharge is 02:00Z."""
@@ -211,6 +350,57 @@ def test_fractional_seconds_past_four_digits_are_read_to_the_microsecond() -> No
     assert hl7v2.hl7_time("20261101075500.123456789") == datetime(
         2026, 11, 1, 7, 55, 0, 123456, tzinfo=UTC
     )
+
+
+@pytest.mark.parametrize(
+    ("offset", "utc"),
+    [
+        ("+1245", datetime(2026, 2, 28, 21, 30, tzinfo=UTC)),  # Chatham Islands, summer
+        ("+1345", datetime(2026, 2, 28, 20, 30, tzinfo=UTC)),  # Chatham Islands, daylight
+        ("-0930", datetime(2026, 3, 1, 19, 45, tzinfo=UTC)),  # Marquesas
+        ("+0545", datetime(2026, 3, 1, 4, 30, tzinfo=UTC)),  # Nepal
+        ("+1400", datetime(2026, 2, 28, 20, 15, tzinfo=UTC)),  # Line Islands
+        ("-1200", datetime(2026, 3, 1, 22, 15, tzinfo=UTC)),
+        ("+1459", datetime(2026, 2, 28, 19, 16, tzinfo=UTC)),  # no zone's, but no rule's either
+        ("-1459", datetime(2026, 3, 2, 1, 14, tzinfo=UTC)),
+    ],
+)
+def test_an_offset_of_any_hour_to_14_and_minute_to_59_is_read_as_that_offset(
+    offset: str, utc: datetime
+) -> None:
+    """HL7 v2 2A.3.22 sets no range for a time stamp's offset: any +/-HHMM to 14:59 is read
+    (`_offset`), the zones of 45 and 30 minutes among them; only hours past 14 or minutes past
+    59 are refused."""
+    assert hl7v2.hl7_time(f"20260301101500{offset}") == utc
+    for corrupt in ("+1500", "-1500", "+0060"):
+        with pytest.raises(ValueError, match="no UTC offset"):
+            hl7v2.hl7_time(f"20260301101500{corrupt}")
+
+
+def test_a_header_time_with_an_offset_no_zone_has_is_refused_with_its_reason_never_raised() -> None:
+    """An offset with hours past 14 or minutes past 59 is no zone's (`_offset`). A corrupt
+    MSH-7 offset (`+2500`) made map_message raise Python's timedelta error (sender_zone read it
+    outside every check), so the gateway dead-lettered the whole ORU `unmappable` with no
+    reason a person could act on, its readings timed by their own OBX-14 lost with it."""
+    bad = "20260301101500+2500"
+    o = outcome(
+        oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F|||20260301100500").replace(
+            "|20260301101500|", f"|{bad}|"
+        )
+    )
+    assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+    [(_, rec)] = o.records  # its own time, in the gateway's zone; MSH-7 is no recorded time
+    assert (rec["heart_rate_bpm"], rec["event_time"]) == (
+        88,
+        datetime(2026, 3, 1, 10, 5, tzinfo=UTC),
+    )
+    assert rec["recorded_time"] is None
+    timed_by_msh = adt("A02", "PID|1||M1^^^GH^MR", pv1({3: "4E"})).replace("20261101080000", bad)
+    refused = outcome(timed_by_msh)  # its only time
+    assert isinstance(refused, hl7v2.Refused) and refused.reason_code == "bad_value"
+    assert "+2500 is no UTC offset" in refused.reason
+    with pytest.raises(ValueError, match="no UTC offset"):
+        hl7v2.hl7_time("20260301101500+0075")
 
 
 def test_a_message_the_mapping_cannot_handle_is_refused_alone_and_the_gateway_goes_on(
