@@ -783,12 +783,14 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
     still says the day ("that day, time unknown": TS/DTM precision, 2A.3.22): the next time is
     taken only where it is written on that day (`_on_the_day`), else the event is refused
     naming both. The recorded time is not needed (codec.record_time: the event time where it is
-    None): an MSH-7 that cannot be read (an offset no zone has) is no recorded time, as in an
+    None): an MSH-7 that cannot be read (an offset no zone has), or one on another day than a
+    date-alone EVN-2 (a message queued and sent a day later), is no recorded time, as in an
     ORU, and refuses the event only where it is its event time too. A TS's precision component
     (v2.3 `…^S`) is not part of the time."""
     evn_2, evn_6 = _field(msg, "EVN", 2, 1), _field(msg, "EVN", 6, 1)
     recorded, recorded_from = _timed(evn_2), "EVN-2"
     recorded_at: datetime | None = None
+    contradicted: ValueError | None = None
     if recorded:
         recorded_at = hl7_time(recorded, tz)
     else:
@@ -797,7 +799,11 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
             with contextlib.suppress(ValueError):  # unreadable: no recorded time (as in _oru)
                 recorded_at = hl7_time(recorded, tz)
             if recorded_at is not None and evn_2:
-                _on_the_day(recorded, "MSH-7", evn_2, "EVN-2")
+                try:
+                    _on_the_day(recorded, "MSH-7", evn_2, "EVN-2")
+                except ValueError as not_that_day:  # sent on a later day (a queue): no
+                    recorded_at, contradicted = None, not_that_day  # recorded time, which is
+                    recorded = ""  # not needed, nor an event time (refused where it is one)
     occurred, occurred_from = _timed(evn_6), "EVN-6"
     if not occurred and trigger in _VISIT_TIME:
         visit = _field(msg, "PV1", _VISIT_TIME[trigger], 1)
@@ -806,6 +812,8 @@ def _event_time(msg: Message, tz: tzinfo, trigger: str) -> tuple[datetime, datet
             occurred, occurred_from = visit, f"PV1-{_VISIT_TIME[trigger]}"
     if not occurred:
         occurred, occurred_from = recorded, recorded_from
+    if not occurred and contradicted is not None:
+        raise contradicted
     if not occurred:
         raise ValueError("no time of day in EVN-6, EVN-2, PV1-44/45 or MSH-7")
     if evn_6 and occurred_from != "EVN-6":

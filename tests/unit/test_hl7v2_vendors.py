@@ -289,8 +289,6 @@ def test_a_date_alone_in_evn_6_or_evn_2_takes_the_next_time_written_on_that_day(
         ("A03", "EVN|A03|202611010755||||20261101", {45: "202610301000"}, "", ("EVN-6", "PV1-45")),
         # EVN-2 and EVN-6 to the day, MSH-7 another day
         ("A02", "EVN|A02|20261101||||20261101", {}, "20261103090500", ("EVN-2", "MSH-7")),
-        # recorded "on 1 November" (EVN-2) but MSH-7, the recorded time taken, is 3 November
-        ("A02", "EVN|A02|20261101||||202611010900", {}, "20261103090500", ("EVN-2", "MSH-7")),
     ],
 )
 def test_a_date_alone_in_evn_6_or_evn_2_whose_next_time_is_another_day_is_refused_naming_both(
@@ -305,6 +303,16 @@ def test_a_date_alone_in_evn_6_or_evn_2_whose_next_time_is_another_day_is_refuse
     assert isinstance(o, hl7v2.Refused) and o.reason_code == "bad_value", o
     assert all(field in o.reason for field in named), o.reason
     assert "'20261101'" in o.reason, o.reason
+
+
+def test_a_message_sent_days_after_its_date_alone_evn_2_is_kept_without_a_recorded_time() -> None:
+    """Recorded "on 1 November" (EVN-2 to the day), sent on 3 November (MSH-7: a queue held it):
+    MSH-7 is no recorded time of that day, and the recorded time is not needed where EVN-6 times
+    the event; refusing it turned away a message only delayed."""
+    segments = ("EVN|A02|20261101||||202611010900", "PID|1||M1^^^GH^MR", pv1({2: "I", 3: "4E"}))
+    rec = record(adt("A02", *segments).replace("20261101080000", "20261103090500"))
+    assert rec["event_time"] == datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    assert rec["recorded_time"] is None
 
 
 def test_an_adt_event_timed_by_its_evn_is_not_refused_over_an_msh_7_offset_no_zone_has() -> None:
