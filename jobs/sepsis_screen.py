@@ -25,12 +25,15 @@ timestamp)
                   └─ keyed state + timers (JVM process table function, udfs.lifecycle):
                      raise → escalate → resolve ── alert.v2 topic
 
-A quarantined source (udfs/quarantine.py; set by a data-quality event through
-sinks/quarantine.py, or by an operator) is checked per record in the JVM (`QUARANTINE_FUNCTION`,
-io.wardflow.udf.Quarantine, which re-reads the registry's TSV when it changes): its records still
-make a state row (and charted minutes still go to vitals.charted), but their parameter values are
-null in `events`, so no state, rule or model feature sees them; the state's `quarantine_json`
-names the quarantine while such a record lies in its window, and every hit's evidence carries it.
+A quarantined source or parameter of a source (udfs/quarantine.py; set by a data-quality event
+through sinks/quarantine.py, or by an operator) is checked per record in the JVM
+(`QUARANTINE_FUNCTION`, io.wardflow.udf.Quarantine, which re-reads the registry's TSV when it
+changes): its records still make a state row (and charted minutes still go to vitals.charted), but
+the quarantined parameters' values (every one, for a whole-source quarantine) are null in
+`events`, so no state, rule or model feature sees them, while the record's other values still
+count (a unit's faulty temperature probe leaves its heart rates screened); the state's
+`quarantine_json` names the quarantines and their parameters while such a record lies in its
+window, and every hit's evidence carries it.
 
 Python runs only at clinical rate: the scoring UDF (vectorised) sees charted states, never
 device records. The alert lifecycle runs in the JVM (udfs/java/AlertLifecycle.java), equal to
@@ -103,7 +106,7 @@ from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, CHART_FUNCTION, chart_input_sql, chart_sql
 from udfs.flink import decoded_columns
 from udfs.lifecycle import LIFECYCLE_FUNCTION, lifecycle_sql
-from udfs.quarantine import QuarantineRegistry
+from udfs.quarantine import QuarantineRegistry, ignores_sql
 from udfs.sepsis import (
     MAX_VALIDITY_H,
     OXYGEN_PAIR,
@@ -157,7 +160,8 @@ CHARTED_ROW = CHARTED.flink_row()
 
 
 def _quarantine_sql(tsv: str, topic: str, event_time: str) -> str:
-    """The record's quarantine note (JSON) if its source is quarantined at its event time."""
+    """The record's quarantine note (JSON, udfs.quarantine.record_note) if a quarantine of its
+    source covers its event time."""
     path = tsv.replace("'", "''")
     return (
         f"{QUARANTINE_FUNCTION}('{path}', '{topic}', facility_id, unit_id, "
@@ -166,8 +170,13 @@ def _quarantine_sql(tsv: str, topic: str, event_time: str) -> str:
 
 
 def _unless_quarantined(p: str) -> str:
-    """A parameter of a record of a quarantined source counts as absent."""
-    return f"CASE WHEN quarantine IS NULL THEN {p} END AS {p}"
+    """A parameter a quarantine of the record's source covers (its own, or the whole source's)
+    counts as absent. The note is read only for a record that has one (CASE branches are
+    evaluated in order, lazily): a record of a source without a quarantine costs a null test."""
+    return (
+        f"CASE WHEN quarantine IS NULL THEN {p} "
+        f"WHEN NOT ({ignores_sql('quarantine', p)}) THEN {p} END AS {p}"
+    )
 
 
 EVENT_COLUMNS = (

@@ -2,12 +2,16 @@
 quarantine registry (udfs/quarantine.py), which the screening job reads in the JVM.
 
 - action `quarantine`: the event's source (source_topic, facility_id, unit_id; `*` = every unit)
-  is quarantined from the start of the event's evidence window (`window_start`: the records that
-  showed the fault are ignored too, on a replay or a restore), with the event's `reason`, set by
-  `data_quality/<monitor>` and the event id;
-- action `clear`: its open quarantine ends at the start of the window that showed the condition
-  had ended (`window_start` of the clearing event); an operator's quarantine is not the data
-  quality job's to end (a condition that opened under it is held there: udfs/quarantine.py);
+  is quarantined, in the action's scope (udfs.quality.action_parameter: the parameter its
+  evidence names, e.g. temp_c of a unit-conversion fault, or every parameter: a duplicate storm,
+  and every event written before scopes), from the start of the event's evidence window
+  (`window_start`: the records that showed the fault are ignored too, on a replay or a restore),
+  with the event's `reason`, set by `data_quality/<monitor>` and the event id;
+- action `clear`: the open quarantine of that scope ends at the start of the window that showed
+  the condition had ended (`window_start` of the clearing event); another scope's stays (a
+  storm's clear leaves temp_c quarantined while it is in °F); an operator's quarantine is not
+  the data quality job's to end (a condition that opened under it is held there:
+  udfs/quarantine.py);
 - no action: information only, nothing changes.
 
 Reads committed records only (the data-quality job writes transactionally) and commits its offsets
@@ -28,6 +32,7 @@ from typing import Any
 from schemas import codec, topics
 from schemas.settings import Settings
 from sinks.draining import Draining, command_line
+from udfs.quality import action_parameter
 from udfs.quarantine import QuarantineRegistry
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
         return "info"
     key = (event["source_topic"], event["facility_id"], event["unit_id"])
     at: datetime = event["window_start"]
+    parameter = action_parameter(event)
     if action == "quarantine":
         done = registry.set(
             *key,
@@ -59,6 +65,7 @@ def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
             reason=event["reason"],
             by=f"data_quality/{event['monitor']}",
             event_id=event["event_id"],
+            parameter=parameter,
         )
         return "set" if done else "unchanged"
     cleared = registry.clear(
@@ -67,6 +74,7 @@ def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
         reason=event["reason"],
         by=f"data_quality/{event['monitor']}",
         event_id=event["event_id"],
+        parameter=parameter,
     )
     return "clear" if cleared else "unchanged"
 

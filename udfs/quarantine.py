@@ -1,21 +1,32 @@
-"""Quarantine registry: which sources the clinical path ignores, on a file system (a local folder,
-or a shared mount in production), like the model registry (udfs/registry.py).
+"""Quarantine registry: which sources, or which parameters of a source, the clinical path
+ignores, on a file system (a local folder, or a shared mount in production), like the model
+registry (udfs/registry.py).
 
     <root>/quarantines.json   every quarantine, open and cleared (the registry itself)
     <root>/quarantines.tsv    the same for the JVM (io.wardflow.udf.Quarantine, udfs/java_decode)
-    <root>/history.jsonl      every set and clear: who, why, which data-quality event
+    <root>/history.jsonl      every set and clear: who, why, which parameter, which data-quality
+                              event
 
-A quarantine's key is (source_topic, facility_id, unit_id); unit `*` is the facility's whole
-source. It holds an event-time interval [since, until): a record of that source whose event
-time lies in it has its parameter values ignored by the screening job's state, rules and models
-(still passed through to its topics and storage, with a marker naming the quarantine); `until` is
-None while the quarantine is open. Event time, not the time the registry changed, so that a
-replay or a restore from a savepoint treats the same records the same way, and records of the
-faulty period that arrive after a clear stay ignored.
+A quarantine's key is (source_topic, facility_id, unit_id, parameter); unit `*` is the facility's
+whole source, parameter None (`*` in the TSV) every parameter of the source. A data-quality
+condition on a parameter (a temperature probe in °F, a severe shift of one field) quarantines that
+parameter only: the source's other values (heart rate, SpO2, blood pressure of the same unit) are
+still screened; a duplicate storm, and an operator's set without `--parameter`, quarantine the
+whole source. A registry written before parameters (no `parameter` in the JSON, a TSV of six
+columns) loads as whole-source quarantines, which is what they were.
+
+A quarantine holds an event-time interval [since, until): a record of that source whose event
+time lies in it has the quarantined values ignored by the screening job's state, rules and models
+(still passed through to its topics and storage, with a marker naming the quarantines:
+`record_note`); `until` is None while the quarantine is open. Event time, not the time the
+registry changed, so that a replay or a restore from a savepoint treats the same records the same
+way, and records of the faulty period that arrive after a clear stay ignored.
 
 The screening job's TaskManagers read the TSV at the path the job was built with (the setting
 `quarantine_registry`), so on a cluster it is a shared mount, as the model registry is; a change
-reaches them within the JVM check's reload interval (2 s).
+reaches them within the JVM check's reload interval (2 s). The JVM check of the version before
+parameters cannot read the TSV with the parameter column (it keeps its last good read): deploy the
+screening job before the actuator and the operators' command of this version.
 
 Writes are atomic (temporary file, then rename) under a lock file, so a reader sees the old
 registry or the new, never half, and the actuator (sinks/quarantine.py) and an operator's
@@ -23,8 +34,9 @@ command do not lose each other's change. Set and clear are idempotent on the dat
 id. The operator's commands:
 
     python -m udfs.quarantine list [--all]
-    python -m udfs.quarantine set vitals.device.v1 FAC-1 ICU-2 --reason "temp in degF" --by jdoe
-    python -m udfs.quarantine clear vitals.device.v1 FAC-1 ICU-2 --reason "firmware rolled back"
+    python -m udfs.quarantine set vitals.device.v1 FAC-1 ICU-2 --reason "reboot loop" --by jdoe
+    python -m udfs.quarantine set vitals.device.v1 FAC-1 ICU-2 --parameter temp_c --reason "degF"
+    python -m udfs.quarantine clear vitals.device.v1 FAC-1 ICU-2 --parameter temp_c --reason "fixed"
 """
 
 from __future__ import annotations
@@ -34,7 +46,8 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +56,8 @@ from typing import Any
 from schemas.settings import Settings
 
 WHOLE_FACILITY = "*"
+EVERY_PARAMETER = "*"  # the parameter cell of a whole-source quarantine (TSV, notes)
+_PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a field name: quoted as is in a note
 TSV = "quarantines.tsv"
 JSON_FILE = "quarantines.json"
 HISTORY = "history.jsonl"
@@ -66,10 +81,20 @@ def unit_key(unit_id: str | None) -> str:
     return unit_id or WHOLE_FACILITY
 
 
+def parameter_key(parameter: str | None) -> str | None:
+    """A null, empty or `*` parameter is every parameter of the source; else a field name."""
+    if not parameter or parameter == EVERY_PARAMETER:
+        return None
+    if not _PARAMETER.fullmatch(parameter):
+        raise ValueError(f"not a parameter name: {parameter!r}")
+    return parameter
+
+
 @dataclass(frozen=True)
 class Quarantine:
-    """One quarantine of a source: the event-time interval [since, until) its values are
-    ignored in, why, and who set and cleared it (a person, or the data-quality event's id)."""
+    """One quarantine of a source's parameter (None: of every parameter of the source): the
+    event-time interval [since, until) its values are ignored in, why, and who set and cleared
+    it (a person, or the data-quality event's id)."""
 
     source_topic: str
     facility_id: str
@@ -87,19 +112,30 @@ class Quarantine:
     held_event_id: str | None = None
     held_by: str | None = None
     held_reason: str | None = None
+    parameter: str | None = None  # None: every parameter (and every entry written before it)
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.source_topic, self.facility_id, self.unit_id)
+    def key(self) -> tuple[str, str, str, str | None]:
+        return (self.source_topic, self.facility_id, self.unit_id, self.parameter)
 
     @property
     def open(self) -> bool:
         return self.until is None
 
-    def covers(self, source_topic: str, facility_id: str, unit_id: str, at: datetime) -> bool:
-        """Whether a record of this source at event time `at` is ignored (as the JVM decides)."""
+    def covers(
+        self,
+        source_topic: str,
+        facility_id: str,
+        unit_id: str,
+        at: datetime,
+        parameter: str | None = None,
+    ) -> bool:
+        """Whether a record of this source at event time `at` is marked by this quarantine (as
+        the JVM decides: `record_note`), and, given a `parameter`, whether its value of that
+        parameter is ignored."""
         return (
-            self.source_topic == source_topic
+            (parameter is None or self.parameter in (None, parameter))
+            and self.source_topic == source_topic
             and self.facility_id == facility_id
             and self.unit_id in (unit_id, WHOLE_FACILITY)
             and _parse(self.since) <= at
@@ -112,6 +148,7 @@ class Quarantine:
             "source_topic": self.source_topic,
             "facility_id": self.facility_id,
             "unit_id": self.unit_id,
+            "parameter": self.parameter,
             "since": self.since,
             "reason": self.reason,
             "set_by": self.set_by,
@@ -120,12 +157,44 @@ class Quarantine:
         return json.dumps(note, separators=(",", ":"), ensure_ascii=True)
 
     def tsv_line(self) -> str:
-        """The JVM's view: topic, facility, unit, since ms, until ms (-1 open), note."""
+        """The JVM's view: topic, facility, unit, parameter (`*`: every one), since ms, until ms
+        (-1 open), note. The JVM reads a line of six cells (a file written before parameters:
+        no parameter cell) as every parameter's."""
         until = -1 if self.until is None else _ms(_parse(self.until))
         cells = (self.source_topic, self.facility_id, self.unit_id)
         if any("\t" in c or "\n" in c for c in cells):
             raise ValueError(f"a tab or newline in a quarantine key: {cells}")
-        return "\t".join((*cells, str(_ms(_parse(self.since))), str(until), self.note()))
+        parameter = parameter_key(self.parameter) or EVERY_PARAMETER
+        since = str(_ms(_parse(self.since)))
+        return "\t".join((*cells, parameter, since, str(until), self.note()))
+
+
+def record_note(covering: Iterable[Quarantine]) -> str | None:
+    """The note the JVM check returns for a record (None: no quarantine covers it): the
+    parameters it ignores (sorted; `*`: every one) first, then each covering quarantine's note,
+    in the registry's order, e.g.
+    `{"parameters":["temp_c"],"quarantines":[{"source_topic":…,"parameter":"temp_c",…}]}`.
+    The screening job tests a parameter against the list with `ignores_sql`; the JVM builds the
+    same string (tests/unit/test_quarantine.py compares them)."""
+    qs = list(covering)
+    if not qs:
+        return None
+    names = sorted({q.parameter or EVERY_PARAMETER for q in qs})
+    parameters = ",".join(f'"{p}"' for p in names)
+    return f'{{"parameters":[{parameters}],"quarantines":[{",".join(q.note() for q in qs)}]}}'
+
+
+def ignores_sql(note: str, parameter: str) -> str:
+    """SQL: whether a record's note (`record_note`, non-null) ignores its `parameter`: `*` or
+    the parameter in the note's list, which is the note's first member and holds field names
+    only, so the first `]` closes it and a name quoted before it is in it."""
+    name = parameter_key(parameter)
+    if name is None:
+        raise ValueError("a parameter's name, not every parameter")
+    end = f"POSITION(']' IN {note})"
+    return " OR ".join(
+        f"POSITION('\"{p}\"' IN {note}) BETWEEN 1 AND {end}" for p in (EVERY_PARAMETER, name)
+    )
 
 
 class QuarantineRegistry:
@@ -167,12 +236,15 @@ class QuarantineRegistry:
         reason: str,
         by: str,
         event_id: str | None = None,
+        parameter: str | None = None,
     ) -> Quarantine | None:
-        """Quarantine a source from event time `since`; None (no new quarantine) when the event
-        was applied before or the source is already quarantined. A data-quality event (its
-        `event_id`) on a source an operator holds is kept on the operator's quarantine
-        (`held_event_id`): the operator's clear then leaves the source quarantined under it."""
-        key = (source_topic, facility_id, unit_key(unit_id))
+        """Quarantine a source's `parameter` (None: every parameter) from event time `since`;
+        None (no new quarantine) when the event was applied before or that key is already
+        quarantined. Keys are independent: a parameter's quarantine and the whole source's
+        are two, each cleared by its own clear. A data-quality event (its `event_id`) on a key
+        an operator holds is kept on the operator's quarantine (`held_event_id`): the
+        operator's clear then leaves it quarantined under the event."""
+        key = (source_topic, facility_id, unit_key(unit_id), parameter_key(parameter))
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
@@ -186,7 +258,7 @@ class QuarantineRegistry:
                         entries, {"action": "hold", **asdict(entries[i]), "event_id": event_id}
                     )
                 return None
-            q = Quarantine(*key, since=_iso(since), reason=reason, set_by=by, set_event_id=event_id)
+            q = _new(key, since=_iso(since), reason=reason, set_by=by, set_event_id=event_id)
             self._write([*entries, q], {"action": "set", **asdict(q), "event_id": event_id})
             return q
 
@@ -200,15 +272,17 @@ class QuarantineRegistry:
         reason: str,
         by: str,
         event_id: str | None = None,
+        parameter: str | None = None,
     ) -> Quarantine | None:
-        """End the source's open quarantine at event time `until`; None when the event was
-        applied before or no quarantine of that source is open. A data-quality event's clear
+        """End the open quarantine of the source's `parameter` (None: the whole source's; a
+        parameter's own quarantine stays) at event time `until`; None when the event was
+        applied before or no quarantine of that key is open. A data-quality event's clear
         (`event_id`) ends only a quarantine a data-quality event set: an operator's stays until
         an operator clears it (a duplicate storm resolving on a unit an operator had quarantined
         for a firmware fault lifted the operator's hold), only the condition it held ends. An
         operator's clear of a quarantine that holds a data-quality condition still open ends
         theirs and opens one of that condition's from `until` (their clear lifted it)."""
-        key = (source_topic, facility_id, unit_key(unit_id))
+        key = (source_topic, facility_id, unit_key(unit_id), parameter_key(parameter))
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
@@ -233,8 +307,8 @@ class QuarantineRegistry:
             entries[i] = done
             change = {"action": "clear", **asdict(done), "event_id": event_id}
             if not event_id and q.held_event_id is not None:  # in the same write: never neither
-                held = Quarantine(
-                    *key,
+                held = _new(
+                    key,
                     since=done.until or _iso(until),
                     reason=q.held_reason or "",
                     set_by=q.held_by or "data_quality",
@@ -244,6 +318,13 @@ class QuarantineRegistry:
                 change["reopened"] = asdict(held)
             self._write(entries, change)
             return done
+
+    def covering(
+        self, source_topic: str, facility_id: str, unit_id: str, at: datetime
+    ) -> list[Quarantine]:
+        """The quarantines that mark a record of this source at event time `at`, in the
+        registry's order (`record_note` of them is the JVM check's answer)."""
+        return [q for q in self.all() if q.covers(source_topic, facility_id, unit_id, at)]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -268,6 +349,11 @@ class QuarantineRegistry:
             f.write(json.dumps(entry) + "\n")
 
 
+def _new(key: tuple[str, str, str, str | None], **fields: Any) -> Quarantine:
+    topic, facility, unit, parameter = key
+    return Quarantine(topic, facility, unit, parameter=parameter, **fields)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m udfs.quarantine", description="List, set or clear source quarantines."
@@ -281,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("source_topic")
         p.add_argument("facility_id")
         p.add_argument("unit_id", nargs="?", default=WHOLE_FACILITY, help="default: every unit")
+        p.add_argument("--parameter", help="one field of the source (default: every field)")
         p.add_argument("--reason", required=True)
         p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who")
         p.add_argument("--at", type=_parse, help="event time (ISO-8601, UTC); default: now")
@@ -293,10 +380,11 @@ def main(argv: list[str] | None = None) -> None:
     at = a.at or datetime.now(UTC)
     args = (a.source_topic, a.facility_id, a.unit_id)
     if a.cmd == "set":
-        done = reg.set(*args, since=at, reason=a.reason, by=a.by)
+        done = reg.set(*args, since=at, reason=a.reason, by=a.by, parameter=a.parameter)
     else:
-        done = reg.clear(*args, until=at, reason=a.reason, by=a.by)
-    print(json.dumps(asdict(done)) if done else f"{a.cmd}: nothing to change for {args}")
+        done = reg.clear(*args, until=at, reason=a.reason, by=a.by, parameter=a.parameter)
+    what = (*args, a.parameter or EVERY_PARAMETER)
+    print(json.dumps(asdict(done)) if done else f"{a.cmd}: nothing to change for {what}")
 
 
 if __name__ == "__main__":

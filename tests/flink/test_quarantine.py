@@ -1,11 +1,14 @@
 """A quarantined source in the screening job, in memory on the MiniCluster: real set-A patients,
 one unit's charted-vitals source corrupted by a firmware fault (heart rate double-counted, still
 inside the schema's range, so validation lets it through) and quarantined for the fault's
-event-time interval, and a facility's bedside-monitor source (simulated from set A) quarantined
-from mid-run on, whole facility, never cleared. Their records still make screened states and
-charted minutes, but no state, rule or alert uses their values; the alerts of their patients
-name the quarantine; after the clear the unit's values count again. The oracle is the offline
-reference over the same records with the quarantined records' values removed
+event-time interval, a facility's bedside-monitor source (simulated from set A) quarantined
+from mid-run on, whole facility, never cleared, and another unit's temperature probe reading
+2.5 °C high (in range too), its `temp_c` quarantined from the start, never cleared. The
+sources' records still make screened states and charted minutes, but no state, rule or alert
+uses their quarantined values: every value of the whole sources', the probe unit's temperatures
+only (its heart rates, SpO2, pressures and respiratory rates are screened); the alerts of their
+patients name the quarantine; after the clear the unit's values count again. The oracle is the
+offline reference over the same records with the quarantined values removed
 (tests/reference_screen.py, over tests/reference_charting.py's minutes for the monitors)."""
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from schemas import topics
 from schemas.settings import Settings
 from tests import reference_charting, reference_screen
 from tests.flink_harness import run_bounded
-from udfs.quarantine import QuarantineRegistry
+from udfs.quarantine import QuarantineRegistry, record_note
 from udfs.sepsis import STATE_PARAMS
 
 pytestmark = pytest.mark.slow
@@ -38,6 +41,8 @@ REASON = "heart rate double-counted after a monitor firmware update"
 DEVICE = topics.VITALS_DEVICE.name
 MONITORS = device_sim.DevicePlan(beds=3, seconds=10 * 60)
 MONITORS_FROM = MONITORS.start + timedelta(minutes=5)
+PROBE_UNIT, PROBE_OFFSET_C = "ICU", 2.5
+PROBE_REASON = "temperature probe reads 2.5 degC high"
 Items = list[tuple[str, dict[str, Any]]]
 
 
@@ -52,6 +57,14 @@ def _faulty(topic: str, rec: dict[str, Any], since: datetime, until: datetime) -
 
 def _without_values(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: None if k in STATE_PARAMS else v for k, v in rec.items()}
+
+
+def _probe_unit(topic: str, rec: dict[str, Any]) -> bool:
+    return topic == VITALS and rec["unit_id"] == PROBE_UNIT
+
+
+def _without_temperature(rec: dict[str, Any]) -> dict[str, Any]:
+    return {**rec, "temp_c": None}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +85,8 @@ def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
         if _faulty(topic, rec, since, until):
             rec = {**rec, "heart_rate_bpm": min(2 * rec["heart_rate_bpm"], 350.0)}
             faulty_ids.add(rec["observation_id"])
+        if _probe_unit(topic, rec) and rec["temp_c"] is not None:
+            rec = {**rec, "temp_c": rec["temp_c"] + PROBE_OFFSET_C}
         items.append((topic, rec))
     # Every record of the source in the interval is ignored, faulty or not.
     ignored = {
@@ -83,6 +98,11 @@ def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     registry.set(VITALS, FACILITY, UNIT, since=since, reason=REASON, by="dq", event_id="dq-1")
     registry.clear(VITALS, FACILITY, UNIT, until=until, reason="firmware rolled back", by="ops")
     registry.set(DEVICE, monitor_facility, None, since=MONITORS_FROM, reason="monitors", by="ops")
+    first = min(r["event_time"] for _, r in items)
+    registry.set(
+        VITALS, FACILITY, PROBE_UNIT, since=first, reason=PROBE_REASON, by="data_quality/x",
+        event_id="dq-temp", parameter="temp_c",
+    )  # fmt: skip
     inputs: dict[str, list[dict[str, Any]]] = {n: [] for n in sepsis_screen.INPUTS}
     for topic, rec in items:
         inputs[INPUT_OF[topic]].append(rec)
@@ -101,6 +121,8 @@ def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
         "faulty": faulty_ids,
         "quarantine": registry.all()[0],
         "monitor_quarantine": registry.all()[1],
+        "probe_quarantine": registry.all()[2],
+        "probed": {r["observation_id"] for t, r in items if _probe_unit(t, r)},
         **out,
     }
 
@@ -109,7 +131,14 @@ def _honoured(case: dict[str, Any]) -> Items:
     """The job's input as the reference sees it when the quarantines are honoured: the records
     and charted minutes of a quarantined source at their event time without their values."""
     out = [
-        (t, _without_values(r) if t == VITALS and r["observation_id"] in case["ignored"] else r)
+        (
+            t,
+            _without_values(r)
+            if t == VITALS and r["observation_id"] in case["ignored"]
+            else _without_temperature(r)
+            if _probe_unit(t, r)
+            else r,
+        )
         for t, r in case["items"]
     ]
     out += [
@@ -163,10 +192,11 @@ def test_a_quarantined_sources_records_are_still_screened_and_marked_with_the_qu
     assert len(states) + len(clinical_letters) == len(case["items"]) + len(case["minutes"])
     ignored = [(r, case["quarantine"]) for r in case["ignored"]]
     ignored += [(r, case["monitor_quarantine"]) for r in case["ignored_minutes"]]
+    ignored += [(r, case["probe_quarantine"]) for r in case["probed"]]
     assert len(case["ignored_minutes"]) > 10
     for record_id, quarantine in ignored:
         marker = json.loads(states[record_id]["quarantine_json"])
-        assert marker["quarantine"] == json.loads(quarantine.note())
+        assert marker["quarantine"] == json.loads(record_note([quarantine]) or "")
         got = pd.Timestamp(marker["last_ignored_time"])
         assert got == pd.Timestamp(states[record_id]["event_time"])
     # The marker follows the patient (a transfer out of the unit keeps it for the window).
@@ -185,7 +215,7 @@ def test_an_alert_whose_patient_had_values_ignored_names_the_quarantine_in_its_e
 ) -> None:
     states = {s["record_id"]: s for s in case["sepsis_screen"]}
     raised = [e for e in case["alert_events"] if e["action"] != "resolve"]
-    named = 0
+    named = probed = 0
     for e in raised:  # named: those naming the data-quality event's quarantine
         evidence = json.loads(e["evidence_json"])
         marker = states[e["last_record_id"]]["quarantine_json"]
@@ -193,10 +223,53 @@ def test_an_alert_whose_patient_had_values_ignored_names_the_quarantine_in_its_e
             assert "quarantine" not in evidence
             continue
         assert evidence["quarantine"] == json.loads(marker)
-        note = evidence["quarantine"]["quarantine"]
-        assert (note["source_topic"], note["unit_id"], note["reason"]) in {
-            (VITALS, UNIT, REASON),
-            (DEVICE, "*", "monitors"),
+        [note] = evidence["quarantine"]["quarantine"]["quarantines"]
+        assert (note["source_topic"], note["unit_id"], note["parameter"], note["reason"]) in {
+            (VITALS, UNIT, None, REASON),
+            (DEVICE, "*", None, "monitors"),
+            (VITALS, PROBE_UNIT, "temp_c", PROBE_REASON),
         }
+        want = ["temp_c"] if note["parameter"] else ["*"]
+        assert evidence["quarantine"]["quarantine"]["parameters"] == want
         named += note["event_id"] == "dq-1"
+        probed += note["event_id"] == "dq-temp"
     assert named > 0, "some alert of the quarantined unit's patients names the quarantine"
+    assert probed > 0, "some alert of the probe unit's patients names its temp_c quarantine"
+
+
+def test_a_quarantine_of_one_parameter_ignores_it_and_screens_the_units_other_values(
+    case: dict[str, Any],
+) -> None:
+    """The probe unit's records: their temperatures reach no state, their heart rates and the
+    other vital signs do, as the reference with the temperatures alone removed has them (the
+    equality test above)."""
+    states = {s["record_id"]: s for s in case["sepsis_screen"]}
+    probed = [r for t, r in case["items"] if _probe_unit(t, r)]
+    taken = dict.fromkeys(
+        ("temp_c", "heart_rate_bpm", "spo2_pct", "resp_rate_per_min", "sbp_mmhg"), 0
+    )
+    carried = dict.fromkeys(taken, 0)
+    for r in probed:
+        s = states[r["observation_id"]]
+        for p in taken:
+            if r[p] is not None:
+                carried[p] += 1
+                taken[p] += s[f"{p}_measured_time"] == s["event_time"]
+    assert carried["temp_c"] > 20 and taken["temp_c"] == 0
+    assert all(taken[p] == carried[p] > 20 for p in taken if p != "temp_c"), (taken, carried)
+
+
+def test_the_probe_fault_would_raise_alerts_and_a_whole_source_quarantine_would_hide_others(
+    case: dict[str, Any],
+) -> None:
+    """The reference on the same records: the probe's temperatures used raise alert events of
+    their own; the unit's whole source ignored (as every quarantine was before parameters)
+    loses alert events its heart rates and other values raise."""
+    items = case["items"]
+
+    def ids(rows: Items) -> set[str]:
+        return {e["alert_event_id"] for e in reference_screen.run(rows)[1]}
+
+    param = ids([(t, _without_temperature(r) if _probe_unit(t, r) else r) for t, r in items])
+    assert ids(items) - param
+    assert param - ids([(t, _without_values(r) if _probe_unit(t, r) else r) for t, r in items])

@@ -1,4 +1,5 @@
-"""The quarantine registry (udfs/quarantine.py): set, clear, history, atomic files, the operator's
+"""The quarantine registry (udfs/quarantine.py): set, clear, history, atomic files, quarantines of
+one parameter beside the whole source's, a registry written before parameters, the operator's
 command line, and the JVM check (io.wardflow.udf.Quarantine) agreeing with the registry's own."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from schemas import topics
-from udfs.quarantine import TSV, Quarantine, QuarantineRegistry
+from udfs.quarantine import JSON_FILE, TSV, Quarantine, QuarantineRegistry, record_note
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
@@ -129,6 +130,74 @@ def test_a_null_unit_quarantines_the_whole_facility_source(tmp_path: Path) -> No
     assert not q.covers(LABS, "hospital-a", "ICU", T0 - timedelta(seconds=1))
 
 
+def test_a_parameters_quarantine_ignores_that_parameter_only_and_clears_apart_from_the_sources(
+    tmp_path: Path,
+) -> None:
+    """A temperature probe in °F quarantines temp_c of the unit's source; a duplicate storm then
+    quarantines the whole source (a second key, not held by the first); the storm's clear leaves
+    temp_c quarantined, and temp_c's clear ends it."""
+    reg = QuarantineRegistry(tmp_path)
+    temp = reg.set(*SRC, since=T0, reason="degF", by="dq/u", event_id="u1", parameter="temp_c")
+    assert temp is not None and temp.parameter == "temp_c"
+    assert temp.covers(*SRC, T0, "temp_c") and not temp.covers(*SRC, T0, "heart_rate_bpm")
+    assert temp.covers(*SRC, T0)  # the record is marked
+    assert reg.set(*SRC, since=T0, reason="again", by="dq/s", parameter="temp_c") is None
+    storm = reg.set(*SRC, since=T0 + timedelta(hours=1), reason="storm", by="dq/d", event_id="d1")
+    assert storm is not None and storm.parameter is None
+    assert storm.covers(*SRC, T0 + timedelta(hours=1), "heart_rate_bpm")
+    ended = reg.clear(*SRC, until=T0 + timedelta(hours=2), reason="ok", by="dq/d", event_id="d2")
+    assert ended is not None and ended.set_event_id == "d1"
+    assert [q.key for q in reg.active()] == [(*SRC, "temp_c")]
+    t = T0 + timedelta(hours=3)
+    assert reg.clear(*SRC, until=t, reason="ok", by="dq/u", event_id="u2", parameter="temp_c")
+    assert reg.active() == []
+    history = reg.history()
+    assert [(h["action"], h["parameter"]) for h in history] == [
+        ("set", "temp_c"),
+        ("set", None),
+        ("clear", None),
+        ("clear", "temp_c"),
+    ]
+    with pytest.raises(ValueError, match="not a parameter name"):
+        reg.set(*SRC, since=T0, reason="r", by="x", parameter='temp"c')
+
+
+def test_a_registry_written_before_parameters_loads_its_quarantines_as_the_whole_sources(
+    tmp_path: Path,
+) -> None:
+    """quarantines.json as the version before wrote it (no `parameter`): its open quarantine is
+    the whole source's, cleared by a clear without a parameter; the files written next carry
+    the parameter (the TSV's fourth cell, `*` for every parameter)."""
+    old = {
+        "source_topic": DEVICE,
+        "facility_id": "hospital-a",
+        "unit_id": "MICU",
+        "since": "2026-01-05T08:00:00.000Z",
+        "reason": "temp centred at 98",
+        "set_by": "data_quality/unit_conversion",
+        "set_event_id": "e1",
+        "until": None,
+        "cleared_by": None,
+        "clear_event_id": None,
+        "clear_reason": None,
+        "held_event_id": None,
+        "held_by": None,
+        "held_reason": None,
+    }
+    (tmp_path / JSON_FILE).write_text(json.dumps({"quarantines": [old]}, indent=1))
+    reg = QuarantineRegistry(tmp_path)
+    [q] = reg.active()
+    assert q.parameter is None and q.key == (*SRC, None)
+    assert q.covers(*SRC, T0, "heart_rate_bpm") and q.covers(*SRC, T0, "temp_c")
+    # a parameter's quarantine is a key of its own: no hold on the old whole-source one
+    temp = reg.set(*SRC, since=T0, reason="degF", by="dq", event_id="e2", parameter="temp_c")
+    assert temp is not None and reg.all()[0] == q
+    done = reg.clear(*SRC, until=T0 + timedelta(hours=1), reason="ok", by="dq", event_id="e3")
+    assert done is not None and done.set_event_id == "e1"
+    lines = [line.split("\t") for line in (tmp_path / TSV).read_text().splitlines()]
+    assert [(c[3], c[5] == "-1") for c in lines] == [("*", False), ("temp_c", True)]
+
+
 def test_the_files_are_replaced_whole_and_the_tsv_mirrors_the_json(tmp_path: Path) -> None:
     reg = QuarantineRegistry(tmp_path)
     reg.set(*SRC, since=T0, reason="tab\tand\nnewline in why", by="dq", event_id="e1")
@@ -137,8 +206,8 @@ def test_the_files_are_replaced_whole_and_the_tsv_mirrors_the_json(tmp_path: Pat
     assert os.stat(tmp_path / TSV).st_ino != before, "a new file renamed into place"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     (line,) = (tmp_path / TSV).read_text().splitlines()
-    topic, facility, unit, since, until, note = line.split("\t")
-    assert (topic, facility, unit) == SRC
+    topic, facility, unit, parameter, since, until, note = line.split("\t")
+    assert (topic, facility, unit, parameter) == (*SRC, "*")
     assert (int(since), int(until)) == (
         int(T0.timestamp() * 1000),
         int(T0.timestamp() * 1000) + 300_000,
@@ -148,6 +217,55 @@ def test_the_files_are_replaced_whole_and_the_tsv_mirrors_the_json(tmp_path: Pat
         Quarantine(
             "a\tb", "f", "u", since="2026-01-05T08:00:00.000Z", reason="r", set_by="x"
         ).tsv_line()
+
+
+def _quality_event(
+    event_id: str, monitor: str, action: str, parameter: str | None, at: datetime, **evidence: Any
+) -> dict[str, Any]:
+    """The fields of a quality.event.v1 record the actuator reads."""
+    return {
+        "event_id": event_id,
+        "monitor": monitor,
+        "action": action,
+        "source_topic": SRC[0],
+        "facility_id": SRC[1],
+        "unit_id": SRC[2],
+        "parameter": parameter,
+        "window_start": at,
+        "reason": f"{monitor} {action}",
+        "evidence_json": json.dumps(evidence),
+    }
+
+
+def test_the_actuator_quarantines_and_clears_the_scope_each_event_names(tmp_path: Path) -> None:
+    """temp_c in °F, then a duplicate storm, the storm's end, the temperature's end (the monitor's
+    actions: tests/unit/test_quality_monitors.py); and an event written before scopes, whose
+    action was the whole source's, on a parameter's condition."""
+    from sinks.quarantine import apply
+
+    reg = QuarantineRegistry(tmp_path)
+    hour = timedelta(hours=1)
+    steps = [
+        ("u1", "unit_conversion", "quarantine", "temp_c", T0, {"quarantine_scope": "temp_c"}),
+        ("d1", "duplicate_storm", "quarantine", None, T0 + hour, {"quarantine_scope": "*"}),
+        ("d2", "duplicate_storm", "clear", None, T0 + 2 * hour, {"quarantine_scope": "*"}),
+    ]
+    for eid, monitor, action, parameter, at, evidence in steps:
+        assert apply(reg, _quality_event(eid, monitor, action, parameter, at, **evidence)) in (
+            "set",
+            "clear",
+        )
+    [temp] = reg.active()
+    assert (temp.parameter, temp.set_event_id) == ("temp_c", "u1")
+    cleared = _quality_event(
+        "u2", "unit_conversion", "clear", "temp_c", T0 + 3 * hour, quarantine_scope="temp_c"
+    )
+    assert apply(reg, cleared) == "clear" and apply(reg, cleared) == "unchanged"
+    assert reg.active() == []
+    old = _quality_event("o1", "unit_conversion", "quarantine", "temp_c", T0, median=98.4)
+    assert apply(reg, old) == "set"
+    [whole] = reg.active()
+    assert whole.parameter is None
 
 
 def _cli(root: Path, *args: str) -> str:
@@ -189,6 +307,29 @@ def test_an_operator_sets_lists_and_clears_a_quarantine_from_the_command_line(
     (cleared,) = _cli(tmp_path, "list", "--all").splitlines()
     assert json.loads(cleared)["cleared_by"] == "jdoe"
     assert [h["action"] for h in QuarantineRegistry(tmp_path).history()] == ["set", "clear"]
+
+
+def test_an_operator_quarantines_and_clears_one_parameter_from_the_command_line(
+    tmp_path: Path,
+) -> None:
+    _cli(tmp_path, "set", *SRC, "--parameter", "temp_c", "--reason", "probe in degF", "--by", "jd")
+    _cli(tmp_path, "set", *SRC, "--reason", "monitor reboot loop", "--by", "jd")
+    listed = [json.loads(line) for line in _cli(tmp_path, "list").splitlines()]
+    assert [(q["parameter"], q["reason"]) for q in listed] == [
+        ("temp_c", "probe in degF"),
+        (None, "monitor reboot loop"),
+    ]
+    out = _cli(tmp_path, "clear", *SRC, "--parameter", "spo2_pct", "--reason", "x")
+    assert out.strip() == f"clear: nothing to change for {(*SRC, 'spo2_pct')}"
+    _cli(tmp_path, "clear", *SRC, "--parameter", "temp_c", "--reason", "probe replaced")
+    [left] = QuarantineRegistry(tmp_path).active()
+    assert left.parameter is None
+    history = QuarantineRegistry(tmp_path).history()
+    assert [(h["action"], h["parameter"]) for h in history] == [
+        ("set", "temp_c"),
+        ("set", None),
+        ("clear", "temp_c"),
+    ]
 
 
 PROBE = """
@@ -237,6 +378,12 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
     reg.set(*SRC, since=T0, reason="r", by="dq", event_id="e1")
     reg.clear(*SRC, until=T0 + timedelta(hours=1), reason="ok", by="dq")
     reg.set(LABS, "hospital-a", None, since=T0, reason="labs", by="dq")
+    # parameters' quarantines: alone, beside another parameter's, and beside the whole source's
+    later = T0 + timedelta(minutes=30)
+    reg.set(VITALS, "hospital-a", "ICU", since=T0, reason="degF", by="dq", parameter="temp_c")
+    reg.set(VITALS, "hospital-a", "ICU", since=later, reason="r", by="dq", parameter="spo2_pct")
+    reg.set(DEVICE, "hospital-b", "MICU", since=T0, reason="d", by="dq", parameter="temp_c")
+    reg.set(DEVICE, "hospital-b", None, since=later, reason="storm", by="dq")
     probe = subprocess.Popen(
         ["java", "-cp", f"{cp}{os.pathsep}{tmp_path}", "Probe", str(root / TSV)],
         stdin=subprocess.PIPE,
@@ -254,8 +401,7 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
         return None if got == "-" else got
 
     def want(topic: str, facility: str, unit: str, at: datetime) -> str | None:
-        hit = [q for q in reg.all() if q.covers(topic, facility, unit, at)]
-        return hit[0].note() if hit else None
+        return record_note(reg.covering(topic, facility, unit, at))
 
     try:
         cases = [
@@ -268,11 +414,33 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
         for case in cases:
             assert ask(*case) == want(*case), case
         assert sum(want(*c) is not None for c in cases) > 10
+        both = json.loads(ask(VITALS, "hospital-a", "ICU", T0 + timedelta(minutes=45)) or "")
+        assert both["parameters"] == ["spo2_pct", "temp_c"] and len(both["quarantines"]) == 2
+        whole = json.loads(ask(DEVICE, "hospital-b", "MICU", T0 + timedelta(minutes=45)) or "")
+        assert whole["parameters"] == ["*", "temp_c"]
+        # a TSV the version before wrote (no parameter cell): every parameter's
+        old = reg.active()[0]
+        assert old.parameter is None
+        cells = old.tsv_line().split("\t")
+        (root / TSV).write_text("\t".join(cells[:3] + cells[4:]) + "\n")
+        stdin.write("wait\n")
+        stdin.flush()
+        stdout.readline()
+        got = json.loads(ask(LABS, "hospital-a", "ICU", T0 + timedelta(minutes=5)) or "")
+        assert got == {"parameters": ["*"], "quarantines": [json.loads(old.note())]}
+        assert ask(VITALS, "hospital-a", "ICU", T0 + timedelta(minutes=45)) is None
+        reg.set(
+            LABS, "hospital-a", "ICU", since=T0, reason="x", by="dq", parameter="lactate_mmol_l"
+        )
         reg.clear(LABS, "hospital-a", None, until=T0, reason="ok", by="dq")
         stdin.write("wait\n")
         stdin.flush()
         stdout.readline()
-        assert ask(LABS, "hospital-a", "ICU", T0 + timedelta(minutes=5)) is None
+        assert ask(LABS, "hospital-a", "MICU", T0 + timedelta(minutes=5)) is None
+        assert ask(LABS, "hospital-a", "ICU", T0) == want(LABS, "hospital-a", "ICU", T0)
+        assert json.loads(ask(LABS, "hospital-a", "ICU", T0) or "")["parameters"] == [
+            "lactate_mmol_l"
+        ]
     finally:
         stdin.close()
         probe.wait(timeout=10)
