@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from jobs import sepsis_screen
 from jobs.feeds import device_sim, replay
@@ -28,7 +29,7 @@ from schemas import topics
 from schemas.settings import Settings
 from tests import reference_charting, reference_screen
 from tests.flink_harness import run_bounded
-from udfs.quarantine import QuarantineRegistry, record_note
+from udfs.quarantine import Quarantine, QuarantineRegistry, ignores_sql, record_note
 from udfs.sepsis import STATE_PARAMS
 
 pytestmark = pytest.mark.slow
@@ -67,6 +68,12 @@ def _without_temperature(rec: dict[str, Any]) -> dict[str, Any]:
     return {**rec, "temp_c": None}
 
 
+def _carries(rec: dict[str, Any]) -> bool:
+    """Whether a record carries a value of the screening state's (a whole-source quarantine
+    marks such a record only)."""
+    return any(rec.get(p) is not None for p in STATE_PARAMS)
+
+
 @pytest.fixture(scope="module")
 def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     plan = replay.ReplayPlan(patients=PATIENTS)
@@ -88,11 +95,17 @@ def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
         if _probe_unit(topic, rec) and rec["temp_c"] is not None:
             rec = {**rec, "temp_c": rec["temp_c"] + PROBE_OFFSET_C}
         items.append((topic, rec))
-    # Every record of the source in the interval is ignored, faulty or not.
+    # Every record of the source in the interval is ignored, faulty or not (marked: each that
+    # carried a value of the state's).
     ignored = {
         r["observation_id"]
         for t, r in items
         if t == VITALS and r["unit_id"] == UNIT and since <= r["event_time"] < until
+    }
+    marked = {
+        r["observation_id"]
+        for t, r in items
+        if t == VITALS and r["observation_id"] in ignored and _carries(r)
     }
     registry = QuarantineRegistry(tmp_path_factory.mktemp("quarantine"))
     registry.set(VITALS, FACILITY, UNIT, since=since, reason=REASON, by="dq", event_id="dq-1")
@@ -118,11 +131,18 @@ def case(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
         "since": since,
         "until": until,
         "ignored": ignored,
+        "marked": marked,
         "faulty": faulty_ids,
         "quarantine": registry.all()[0],
         "monitor_quarantine": registry.all()[1],
         "probe_quarantine": registry.all()[2],
-        "probed": {r["observation_id"] for t, r in items if _probe_unit(t, r)},
+        # the probe unit's records whose temperature was ignored: those marked
+        "probed": {
+            r["observation_id"] for t, r in items if _probe_unit(t, r) and r["temp_c"] is not None
+        },
+        "unprobed": {
+            r["observation_id"] for t, r in items if _probe_unit(t, r) and r["temp_c"] is None
+        },
         **out,
     }
 
@@ -190,10 +210,10 @@ def test_a_quarantined_sources_records_are_still_screened_and_marked_with_the_qu
     states = {s["record_id"]: s for s in case["sepsis_screen"]}
     clinical_letters = [d for d in case["dead_letters"] if d["source_topic"] != DEVICE]
     assert len(states) + len(clinical_letters) == len(case["items"]) + len(case["minutes"])
-    ignored = [(r, case["quarantine"]) for r in case["ignored"]]
+    ignored = [(r, case["quarantine"]) for r in case["marked"]]
     ignored += [(r, case["monitor_quarantine"]) for r in case["ignored_minutes"]]
     ignored += [(r, case["probe_quarantine"]) for r in case["probed"]]
-    assert len(case["ignored_minutes"]) > 10
+    assert len(case["ignored_minutes"]) > 10 and len(case["marked"]) > 20
     for record_id, quarantine in ignored:
         marker = json.loads(states[record_id]["quarantine_json"])
         assert marker["quarantine"] == json.loads(record_note([quarantine]) or "")
@@ -208,6 +228,27 @@ def test_a_quarantined_sources_records_are_still_screened_and_marked_with_the_qu
     assert sum(c["records"] for c in charted) + len(device_letters) == len(case["device"])
     stored = {c["chart_id"]: c for c in charted}
     assert all(stored[m]["heart_rate_bpm"] is not None for m in case["ignored_minutes"])
+
+
+def test_a_record_that_carried_no_value_a_quarantine_ignores_is_not_marked_as_values_ignored(
+    case: dict[str, Any],
+) -> None:
+    """The probe unit's records without a temperature (blood pressures, heart rates only) had no
+    value ignored: their states' marker, if any, is an earlier ignored record's of the patient
+    (within the window), never their own. Every marker names the time of a record whose value
+    was ignored. Before, every record of a source with any quarantine was marked, the one
+    quarantine of temp_c marking each of the unit's records "values ignored"."""
+    states = {s["record_id"]: s for s in case["sepsis_screen"]}
+    ignored = case["marked"] | case["ignored_minutes"] | case["probed"]
+    times: dict[str, set[pd.Timestamp]] = {}
+    for r in ignored:
+        s = states[r]
+        times.setdefault(s["patient_token"], set()).add(pd.Timestamp(s["event_time"]))
+    assert len(case["unprobed"]) > 20
+    for s in states.values():
+        if s["quarantine_json"] is not None:
+            last = pd.Timestamp(json.loads(s["quarantine_json"])["last_ignored_time"])
+            assert last in times[s["patient_token"]], s["record_id"]
 
 
 def test_an_alert_whose_patient_had_values_ignored_names_the_quarantine_in_its_evidence(
@@ -273,3 +314,71 @@ def test_the_probe_fault_would_raise_alerts_and_a_whole_source_quarantine_would_
     param = ids([(t, _without_temperature(r) if _probe_unit(t, r) else r) for t, r in items])
     assert ids(items) - param
     assert param - ids([(t, _without_values(r) if _probe_unit(t, r) else r) for t, r in items])
+
+
+def _q(parameter: str | None, unit: str = "ICU", reason: str = "r") -> Quarantine:
+    return Quarantine(VITALS, FACILITY, unit, "2026-01-05T08:00:00.000Z", reason, "dq", None,
+                      parameter=parameter)  # fmt: skip
+
+
+def test_the_sql_test_of_a_note_ignores_exactly_the_parameters_its_list_names() -> None:
+    """`ignores_sql` (each parameter's nulling) and `_marked` (the record's marker) in Flink SQL,
+    on notes as the JVM check builds them (`record_note`): the whole source's and a parameter's
+    (`*` first: every parameter ignored), two parameters, a name that is a prefix of another
+    (temp_c vs temp_c_core, both ways), and a quoted name after the list (a unit named
+    `"temp_c"`, a reason quoting it) that is not in it. A record is marked only when it carried
+    a value the note ignores, of the parameters given (the state's): a quarantine of weight_kg,
+    outside them, marks nothing."""
+    notes = {
+        "whole+temp": record_note([_q(None), _q("temp_c")]),
+        "two": record_note([_q("temp_c"), _q("spo2_pct")]),
+        "core": record_note([_q("temp_c_core", unit="temp_c", reason='probe "temp_c" [sic]')]),
+        "core+temp": record_note([_q("temp_c_core"), _q("temp_c")]),
+        "weight": record_note([_q("weight_kg")]),
+    }
+    params = ("temp_c", "temp_c_core", "spo2_pct", "heart_rate_bpm")
+    want = {
+        "whole+temp": (True, True, True, True),
+        "two": (True, False, True, False),
+        "core": (False, True, False, False),
+        "core+temp": (True, True, False, False),
+        "weight": (False, False, False, False),
+    }
+    rows = [  # (note, temp_c, heart_rate_bpm) → the marker is the note
+        ("two", 37.0, 80.0, True),
+        ("two", None, 80.0, False),  # a heart rate only: nothing of it ignored
+        ("whole+temp", None, 80.0, True),
+        ("weight", 37.0, 80.0, False),
+        ("core", 37.0, None, False),
+        (None, 37.0, 80.0, False),
+    ]
+
+    def text(v: str | None) -> str:
+        return "CAST(NULL AS STRING)" if v is None else "'" + v.replace("'", "''") + "'"
+
+    def num(v: float | None) -> str:
+        return "CAST(NULL AS DOUBLE)" if v is None else f"CAST({v} AS DOUBLE)"
+
+    values = (
+        ", ".join(f"('{k}', {text(notes[k])}, {num(None)}, {num(None)})" for k in notes)
+        + ", "
+        + ", ".join(
+            f"('row{i}', {text(notes[k] if k else None)}, {num(t)}, {num(h)})"
+            for i, (k, t, h, _) in enumerate(rows)
+        )
+    )
+    tests = ", ".join(
+        f"CASE WHEN quarantine IS NULL THEN FALSE ELSE {ignores_sql('quarantine', p)} END AS {p}"
+        for p in params
+    )
+    marked = sepsis_screen._marked(["temp_c", "heart_rate_bpm"])
+    sql = (
+        f"SELECT k, {tests}, {marked} FROM (VALUES {values}) "
+        "AS t(k, quarantine, temp_c, heart_rate_bpm)"
+    )
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    with t_env.execute_sql(sql).collect() as results:
+        got = {r[0]: tuple(r[1:]) for r in results}
+    assert {k: got[k][:-1] for k in notes} == want
+    assert [got[f"row{i}"][-1] is not None for i in range(len(rows))] == [m for *_, m in rows]
+    assert all(got[f"row{i}"][-1] == notes[r[0]] for i, r in enumerate(rows) if r[3] and r[0])
