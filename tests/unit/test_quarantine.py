@@ -384,6 +384,13 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
     reg.set(VITALS, "hospital-a", "ICU", since=later, reason="r", by="dq", parameter="spo2_pct")
     reg.set(DEVICE, "hospital-b", "MICU", since=T0, reason="d", by="dq", parameter="temp_c")
     reg.set(DEVICE, "hospital-b", None, since=later, reason="storm", by="dq")
+    # several covering a record, at positions below 64 and beyond (the note memoised by them)
+    reg.set(VITALS, "hospital-c", "ICU", since=T0, reason="a", by="dq", parameter="temp_c")
+    for _ in range(64):
+        reg.set(VITALS, "hospital-c", "ICU", since=T0, reason="x", by="dq", parameter="spo2_pct")
+        reg.clear(VITALS, "hospital-c", "ICU", until=T0, reason="x", by="dq", parameter="spo2_pct")
+    reg.set(VITALS, "hospital-c", None, since=T0, reason="b", by="dq", parameter="gcs_total")
+    reg.set(VITALS, "hospital-c", "ICU", since=later, reason="c", by="dq")
     probe = subprocess.Popen(
         ["java", "-cp", f"{cp}{os.pathsep}{tmp_path}", "Probe", str(root / TSV)],
         stdin=subprocess.PIPE,
@@ -418,6 +425,15 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
         assert both["parameters"] == ["spo2_pct", "temp_c"] and len(both["quarantines"]) == 2
         whole = json.loads(ask(DEVICE, "hospital-b", "MICU", T0 + timedelta(minutes=45)) or "")
         assert whole["parameters"] == ["*", "temp_c"]
+        for m in (0, 45, 45, 0):  # twice each: built, then memoised
+            many = (VITALS, "hospital-c", "ICU", T0 + timedelta(minutes=m))
+            assert ask(*many) == want(*many)
+        assert json.loads(ask(*many) or "")["parameters"] == ["gcs_total", "temp_c"]
+        assert json.loads(ask(VITALS, "hospital-c", "ICU", later) or "")["parameters"] == [
+            "*",
+            "gcs_total",
+            "temp_c",
+        ]
         # a TSV the version before wrote (no parameter cell): every parameter's
         old = reg.active()[0]
         assert old.parameter is None
