@@ -12,12 +12,19 @@ quarantine registry (udfs/quarantine.py), which the screening job reads in the J
   storm's clear leaves temp_c quarantined while it is in °F); an operator's quarantine is not
   the data quality job's to end (a condition that opened under it is held there:
   udfs/quarantine.py);
+  a clear whose evidence says no condition of the job holds the whole source
+  (`whole_source_held` false) also ends the source's whole-source quarantine that an event
+  written before scopes set (a data-quality job restarted without its savepoint holds none of
+  those conditions, and its clears name a parameter: that quarantine would stay open for ever;
+  an operator's is never ended: udfs/quarantine.py, `clear(legacy=True)`);
 - no action: information only, nothing changes.
 
 Reads committed records only (the data-quality job writes transactionally) and commits its offsets
 after each batch has been applied; the registry is idempotent on the event id, so a batch applied
 again after a crash changes nothing. A record that does not decode or validate (an unknown action,
-an event time other than its Kafka timestamp) is a dead letter with the reason, never dropped.
+an event time other than its Kafka timestamp), or whose action cannot be applied (evidence_json
+not a JSON object, a scope that is neither `*` nor a field name: `malformed_event`), is a dead
+letter with the reason, never dropped, and the events after it are applied.
 
     python -m sinks.quarantine [--drain] [--topic-prefix P]
 """
@@ -32,7 +39,7 @@ from typing import Any
 from schemas import codec, topics
 from schemas.settings import Settings
 from sinks.draining import Draining, command_line
-from udfs.quality import action_parameter
+from udfs.quality import action_scope
 from udfs.quarantine import QuarantineRegistry
 
 log = logging.getLogger(__name__)
@@ -49,15 +56,26 @@ class ActuatorStats:
         self.applied[outcome] = self.applied.get(outcome, 0) + 1
 
 
+MALFORMED = "malformed_event"
+
+
+class Malformed(ValueError):
+    """A quality event whose action cannot be applied: it is dead-lettered with the reason."""
+
+
 def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
     """Apply one quality event: `set`, `clear`, `unchanged` (applied before, or nothing to
-    change) or `info` (no action)."""
+    change) or `info` (no action). Raises Malformed, changing nothing, on an action whose
+    evidence or scope cannot be read."""
     action = event.get("action")
     if action is None:
         return "info"
     key = (event["source_topic"], event["facility_id"], event["unit_id"])
     at: datetime = event["window_start"]
-    parameter = action_parameter(event)
+    try:
+        parameter, scoped, legacy = action_scope(event)
+    except ValueError as e:
+        raise Malformed(str(e)) from None
     if action == "quarantine":
         done = registry.set(
             *key,
@@ -66,6 +84,7 @@ def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
             by=f"data_quality/{event['monitor']}",
             event_id=event["event_id"],
             parameter=parameter,
+            scoped=scoped,
         )
         return "set" if done else "unchanged"
     cleared = registry.clear(
@@ -75,6 +94,7 @@ def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
         by=f"data_quality/{event['monitor']}",
         event_id=event["event_id"],
         parameter=parameter,
+        legacy=legacy,
     )
     return "clear" if cleared else "unchanged"
 
@@ -109,7 +129,11 @@ class Actuator(Draining[ActuatorStats]):
             if isinstance(event, codec.Rejection):
                 self._dead_letter(m, event)
                 continue
-            outcome = apply(self.registry, event)
+            try:
+                outcome = apply(self.registry, event)
+            except Malformed as e:
+                self._dead_letter(m, codec.Rejection(MALFORMED, str(e)))
+                continue
             self.stats.add(outcome)
             if outcome in ("set", "clear"):
                 log.warning("quarantine %s: %s", outcome, event["event_id"])

@@ -46,7 +46,10 @@ shift its parameter of the source, a duplicate storm the source's records as a w
 quarantines, each cleared by its own condition's end); its evidence names the scope
 (`QUARANTINE_SCOPE`: the parameter, or `*`), which the actuator applies (sinks/quarantine.py).
 Conditions restored from the state of the version before scopes quarantined the whole source
-(their `Open.scope` is None), and end that quarantine as they did.
+(their `Open.scope` is None), and end that quarantine as they did. A `clear`'s evidence also says
+whether a condition of the job still holds the whole source's quarantine (`WHOLE_SOURCE_HELD`):
+when none does, the actuator ends a whole-source quarantine that an event written before scopes
+set, which this job (restarted without its savepoint) would otherwise never clear.
 
 The p-value thresholds are per source, parameter and window: at 1e-6, a facility with 10
 sources × 15 parameters × 288 five-minute windows a day (43,200 tests) expects 0.04 chance
@@ -59,6 +62,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -136,6 +140,11 @@ QUARANTINING = frozenset({"unit_conversion", "duplicate_storm", "distribution_sh
 WHOLE_SOURCE_QUARANTINING = frozenset({"duplicate_storm"})
 EVERY_PARAMETER = "*"
 QUARANTINE_SCOPE = "quarantine_scope"  # the evidence key of an action's scope
+# The evidence key of a `clear`: whether a condition of this job still holds the whole source's
+# quarantine. False lets the actuator end a whole-source quarantine an event written before
+# scopes set (its condition is none of this job's: restarted without its savepoint), which no
+# clear of this job's would otherwise end (udfs/quarantine.py, `clear(legacy=True)`).
+WHOLE_SOURCE_HELD = "whole_source_held"
 
 
 def quarantine_scope(monitor: str, parameter: str | None) -> str | None:
@@ -148,8 +157,32 @@ def action_parameter(event: Mapping[str, Any]) -> str | None:
     """The parameter a quality event's `action` quarantines or clears (None: every parameter of
     the source), as its evidence names it; an event written before scopes names none, and its
     action was the whole source's."""
-    scope = json.loads(event.get("evidence_json") or "{}").get(QUARANTINE_SCOPE, EVERY_PARAMETER)
-    return None if scope == EVERY_PARAMETER else str(scope)
+    return action_scope(event)[0]
+
+
+def action_scope(event: Mapping[str, Any]) -> tuple[str | None, bool, bool]:
+    """A quality event's action as the actuator applies it: the parameter (None: every
+    parameter of the source), whether the event named its scope (one written before scopes did
+    not, and its action was the whole source's), and whether it is a clear that ends the
+    source's whole-source quarantine set by an event written before scopes (`WHOLE_SOURCE_HELD`
+    false). Raises ValueError on evidence that is not a JSON object, or a scope that is neither
+    `*` nor a field name."""
+    try:
+        evidence = json.loads(event.get("evidence_json") or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"evidence_json is not JSON: {e}") from None
+    if not isinstance(evidence, dict):
+        raise ValueError(f"evidence_json is not a JSON object: {type(evidence).__name__}")
+    scope = evidence.get(QUARANTINE_SCOPE, EVERY_PARAMETER)
+    if not isinstance(scope, str) or not (
+        scope == EVERY_PARAMETER or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", scope)
+    ):
+        raise ValueError(f"{QUARANTINE_SCOPE} is neither `*` nor a field name: {scope!r}")
+    held = evidence.get(WHOLE_SOURCE_HELD)
+    if held is not None and not isinstance(held, bool):
+        raise ValueError(f"{WHOLE_SOURCE_HELD} is not a boolean: {held!r}")
+    legacy = event.get("action") == "clear" and held is False
+    return (None if scope == EVERY_PARAMETER else scope), QUARANTINE_SCOPE in evidence, legacy
 
 
 # `action_parameter` in ClickHouse over quality_events: the scope, `*` for every parameter.
@@ -464,6 +497,8 @@ class SourceMonitor:
             severity = "info"
         if action is not None:
             evidence = {**evidence, QUARANTINE_SCOPE: scope or EVERY_PARAMETER}
+        if action == "clear":
+            evidence = {**evidence, WHOLE_SOURCE_HELD: self.quarantines(None)}
         return {
             "event_id": eid,
             "event_time_ms": at_ms,

@@ -268,6 +268,193 @@ def test_the_actuator_quarantines_and_clears_the_scope_each_event_names(tmp_path
     assert whole.parameter is None
 
 
+def _legacy_entry(**fields: Any) -> dict[str, Any]:
+    """An open quarantines.json entry as the version before scopes wrote it (no `parameter`,
+    no `set_scope`): set by data-quality event `old-1` unless `fields` say otherwise."""
+    return {
+        "source_topic": SRC[0],
+        "facility_id": SRC[1],
+        "unit_id": SRC[2],
+        "since": "2026-01-05T07:00:00.000Z",
+        "reason": "temperature in degF",
+        "set_by": "data_quality/unit_conversion",
+        "set_event_id": "old-1",
+        "until": None,
+        "cleared_by": None,
+        "clear_event_id": None,
+        "clear_reason": None,
+        "held_event_id": None,
+        "held_by": None,
+        "held_reason": None,
+        **fields,
+    }
+
+
+def test_a_clear_from_a_job_without_its_savepoint_ends_a_whole_source_quarantine_set_before_scopes(
+    tmp_path: Path,
+) -> None:
+    """A whole-source quarantine set by an event written before scopes (temp_c in °F); the
+    data-quality job restarted without its savepoint opens temp_c's quarantine for the same
+    fault and clears it when it ends, holding no condition of the whole source
+    (`whole_source_held` false): that clear ends the old whole-source quarantine too. Before,
+    the old one stayed open for ever (nothing the new job sends is of its key)."""
+    from sinks.quarantine import apply
+
+    (tmp_path / JSON_FILE).write_text(json.dumps({"quarantines": [_legacy_entry()]}))
+    reg = QuarantineRegistry(tmp_path)
+    hour = timedelta(hours=1)
+    scope = {"quarantine_scope": "temp_c"}
+    opened = _quality_event("n1", "unit_conversion", "quarantine", "temp_c", T0, **scope)
+    assert apply(reg, opened) == "set"
+    assert len(reg.active()) == 2
+    ended = _quality_event(
+        "n2", "unit_conversion", "clear", "temp_c", T0 + hour, **scope, whole_source_held=False
+    )
+    assert apply(reg, ended) == "clear" and apply(reg, ended) == "unchanged"
+    assert reg.active() == []
+    old, temp = reg.all()
+    assert (old.set_event_id, old.clear_event_id, old.until) == ("old-1", "n2", temp.until)
+    [change] = [h for h in reg.history() if h["event_id"] == "n2"]  # one write
+    assert [change["parameter"], *(c["parameter"] for c in change["also"])] == ["temp_c", None]
+
+
+def test_a_clear_ends_no_whole_source_quarantine_a_condition_still_holds_or_an_operator_set(
+    tmp_path: Path,
+) -> None:
+    """The old whole-source quarantine stays when the job says a condition of the whole source
+    still holds it (restored from its savepoint, or an event without the word); a whole-source
+    quarantine set by a scoped event (a duplicate storm of this version) is its storm's to
+    clear; an operator's stays, and only the old event's hold on it is released (the operator's
+    clear then reopens nothing)."""
+    from sinks.quarantine import apply
+
+    hour = timedelta(hours=1)
+    scope = {"quarantine_scope": "temp_c"}
+    other = (VITALS, "hospital-b", "ICU")
+    operators = _legacy_entry(
+        source_topic=other[0], facility_id=other[1], unit_id=other[2], set_by="jdoe",
+        set_event_id=None, held_event_id="old-2", held_by="data_quality/x", held_reason="storm",
+    )  # fmt: skip
+    (tmp_path / JSON_FILE).write_text(json.dumps({"quarantines": [_legacy_entry(), operators]}))
+    reg = QuarantineRegistry(tmp_path)
+    for eid, held in (("h1", True), ("h2", None)):
+        ev = _quality_event(eid, "unit_conversion", "clear", "temp_c", T0 + hour, **scope)
+        if held is not None:
+            ev["evidence_json"] = json.dumps({**scope, "whole_source_held": held})
+        assert apply(reg, ev) == "unchanged"
+    assert [q.set_event_id for q in reg.active()] == ["old-1", None]
+    storm = {"quarantine_scope": "*"}
+    reg.clear(*SRC, until=T0, reason="ops", by="jdoe")
+    assert apply(reg, _quality_event("s1", "duplicate_storm", "quarantine", None, T0, **storm))
+    gone = _quality_event(
+        "c1", "unit_conversion", "clear", "temp_c", T0 + hour, **scope, whole_source_held=False
+    )
+    assert apply(reg, gone) == "unchanged"
+    assert [q.set_event_id for q in reg.active()] == [None, "s1"]
+    on_operators = {
+        **gone,
+        "event_id": "c2",
+        **dict(zip(("source_topic", "facility_id", "unit_id"), other, strict=True)),
+    }
+    assert apply(reg, on_operators) == "unchanged"
+    [ops] = [q for q in reg.active() if q.set_by == "jdoe"]
+    assert ops.held_event_id is None and ops.open
+    reg.clear(*other, until=T0 + 2 * hour, reason="fixed", by="jdoe")
+    assert [q.set_event_id for q in reg.active()] == ["s1"]
+
+
+def test_a_malformed_quality_event_is_dead_lettered_with_the_reason_and_the_next_is_applied(
+    tmp_path: Path,
+) -> None:
+    """evidence_json not JSON, not an object, or a scope that is no field name: each is a dead
+    letter (`malformed_event`), the events after it in the batch are applied and the offsets
+    committed. Before, apply raised and the actuator stopped, its offsets never committed."""
+    from schemas import codec
+    from sinks import quarantine as actuator
+
+    class Msg:
+        def __init__(self, offset: int, event: dict[str, Any]) -> None:
+            self._offset = offset
+            rec = {
+                "event_time": event["window_start"], "state": "open", "severity": "warning",
+                "statistic": "s", "observed": None, "expected": None, "threshold": None,
+                "window_end": event["window_start"] + timedelta(hours=1), "records": 60,
+                "sample_record_ids": None, "opened_event_id": None, **event,
+            }  # fmt: skip
+            self._value = codec.encode(actuator.EVENTS.schema, rec)
+            self._ts = codec.epoch_ms(event["window_start"])
+
+        def error(self) -> None:
+            return None
+
+        def timestamp(self) -> tuple[int, int]:
+            return (1, self._ts)
+
+        def value(self) -> bytes:
+            return self._value
+
+        def topic(self) -> str:
+            return actuator.EVENTS.name
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return self._offset
+
+    bad = [
+        "not json",
+        "[1, 2]",
+        json.dumps({"quarantine_scope": "Temp C"}),
+        json.dumps({"quarantine_scope": "temp_c", "whole_source_held": "no"}),
+    ]
+    events = [
+        {
+            **_quality_event(f"b{i}", "unit_conversion", "quarantine", "temp_c", T0),
+            "evidence_json": e,
+        }
+        for i, e in enumerate(bad)
+    ]
+    events.append(
+        _quality_event(
+            "g1", "unit_conversion", "quarantine", "temp_c", T0, quarantine_scope="temp_c"
+        )
+    )
+    msgs = [Msg(i, e) for i, e in enumerate(events)]
+
+    class Consumer:
+        committed = False
+
+        def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+            return msgs
+
+        def commit(self, asynchronous: bool) -> None:
+            Consumer.committed = True
+
+    produced: list[tuple[str, bytes]] = []
+
+    class Producer:
+        def produce(self, topic: str, key: bytes, value: bytes) -> None:
+            produced.append((topic, value))
+
+        def flush_or_raise(self) -> None:
+            pass
+
+    act = actuator.Actuator.__new__(actuator.Actuator)
+    act.registry = QuarantineRegistry(tmp_path)
+    act.stats = actuator.ActuatorStats()
+    act.consumer, act.producer = Consumer(), Producer()
+    act.dead_letter_topic = topics.DEAD_LETTER.name
+    assert act.poll_batch() == len(msgs)
+    letters = [codec.decode(topics.DEAD_LETTER.schema, v) for _, v in produced]
+    assert [(d["reason_code"], d["source_offset"]) for d in letters] == [
+        ("malformed_event", i) for i in range(len(bad))
+    ]
+    assert "quarantine_scope" in letters[2]["reason"]
+    assert act.stats.dead_lettered == len(bad) and act.stats.applied == {"set": 1}
+    assert [q.set_event_id for q in act.registry.active()] == ["g1"] and Consumer.committed
+
+
 def _cli(root: Path, *args: str) -> str:
     env = {
         "PATH": "/usr/bin:/bin",
@@ -330,6 +517,34 @@ def test_an_operator_quarantines_and_clears_one_parameter_from_the_command_line(
         ("set", None),
         ("clear", "temp_c"),
     ]
+
+
+def test_an_operators_parameter_that_is_no_numeric_field_of_the_topic_is_refused(
+    tmp_path: Path,
+) -> None:
+    """`--parameter temperature` or `Temp_C` was accepted and nulled nothing (the screening
+    job nulls a field by its name); now the command refuses it, naming the topic's fields."""
+    env = {"PATH": "/usr/bin:/bin", "WARDFLOW_QUARANTINE_REGISTRY": str(tmp_path)}
+    for cmd, topic, name in (
+        ("set", VITALS, "temperature"),
+        ("set", VITALS, "Temp_C"),
+        ("clear", VITALS, "patient_token"),  # a field, but no value the screen reads
+        ("set", VITALS, "event_time"),
+        ("set", LABS, "temp_c"),
+        ("set", "vitals.obs", "temp_c"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "udfs.quarantine", cmd, topic, "hospital-a", "ICU",
+             "--parameter", name, "--reason", "r"],
+            cwd=REPO, env={**env, "WARDFLOW_PHI_KEY": "k"}, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        assert out.returncode == 2, (name, out.stdout)
+        assert "--parameter" in out.stderr and (name in out.stderr or topic in out.stderr)
+    assert "temp_c" in out.stderr or "unknown topic" in out.stderr
+    assert QuarantineRegistry(tmp_path).all() == []
+    _cli(tmp_path, "set", VITALS, "hospital-a", "ICU", "--parameter", "gcs_total", "--reason", "r")
+    assert [q.parameter for q in QuarantineRegistry(tmp_path).active()] == ["gcs_total"]
 
 
 PROBE = """
