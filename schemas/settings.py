@@ -371,9 +371,12 @@ class Settings:
         "which sources, or which parameters of a source (`--parameter temp_c`), the screening "
         "job's state, rules and models ignore, over an event-time interval, until cleared; set "
         "by the data-quality job's events (`python -m sinks.quarantine`) or an operator. "
-        "Quarantines open across the upgrade to parameters are the whole source's until their "
-        "conditions end or an operator clears them; deploy the screening job, then the "
-        "actuator and this command, then the data-quality job (`udfs/quarantine.py`).",
+        "A whole-source quarantine open across the upgrade to parameters ends when its "
+        "conditions end in the data-quality job restored from its savepoint, or when an "
+        "operator clears it (a job started without its savepoint never ends it on a "
+        "parameter's clear); deploy the screening job, then the actuator and this command, "
+        "then the data-quality job from its savepoint, the old one stopped first "
+        "(`udfs/quarantine.py`).",
     )
     model_name: str = setting(
         "sepsis-risk", "The registry's model that the screening job scores with."

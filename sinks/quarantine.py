@@ -11,20 +11,21 @@ quarantine registry (udfs/quarantine.py), which the screening job reads in the J
   the condition had ended (`window_start` of the clearing event); another scope's stays (a
   storm's clear leaves temp_c quarantined while it is in °F); an operator's quarantine is not
   the data quality job's to end (a condition that opened under it is held there:
-  udfs/quarantine.py);
-  a clear whose evidence says no condition of the job holds the whole source
-  (`whole_source_held` false) also ends the source's whole-source quarantine that an event
-  written before scopes set (a data-quality job restarted without its savepoint holds none of
-  those conditions, and its clears name a parameter: that quarantine would stay open for ever;
-  an operator's is never ended: udfs/quarantine.py, `clear(legacy=True)`);
+  udfs/quarantine.py); nor is a whole-source quarantine that an event written before scopes
+  set, unless the clear is of the whole source (`*`): a data-quality job restored from its
+  savepoint sends it when the last of those conditions ends; a job started without it holds
+  none of them, sends no such clear but at the end of a duplicate storm of its own there, and
+  an operator clears it (udfs/quarantine.py);
 - no action: information only, nothing changes.
 
 Reads committed records only (the data-quality job writes transactionally) and commits its offsets
 after each batch has been applied; the registry is idempotent on the event id, so a batch applied
 again after a crash changes nothing. A record that does not decode or validate (an unknown action,
-an event time other than its Kafka timestamp), or whose action cannot be applied (evidence_json
-not a JSON object, a scope that is neither `*` nor a field name: `malformed_event`), is a dead
-letter with the reason, never dropped, and the events after it are applied.
+an event time other than its Kafka timestamp) is a dead letter with the reason, never dropped.
+So is an event whose action's scope cannot be read (evidence_json not a JSON object, a scope that
+is neither `*` nor a field name: `malformed_event`), and the events after it are applied; it fails
+closed: a malformed `quarantine` quarantines the whole source (an operator clears it: no clear of
+the condition names that scope), a malformed `clear` changes nothing.
 
     python -m sinks.quarantine [--drain] [--topic-prefix P]
 """
@@ -39,7 +40,7 @@ from typing import Any
 from schemas import codec, topics
 from schemas.settings import Settings
 from sinks.draining import Draining, command_line
-from udfs.quality import action_scope
+from udfs.quality import action_parameter
 from udfs.quarantine import QuarantineRegistry
 
 log = logging.getLogger(__name__)
@@ -60,41 +61,51 @@ MALFORMED = "malformed_event"
 
 
 class Malformed(ValueError):
-    """A quality event whose action cannot be applied: it is dead-lettered with the reason."""
+    """A quality event whose action's scope cannot be read: it is dead-lettered with the reason,
+    after `outcome` (a malformed `quarantine` has quarantined the whole source: `set` or
+    `unchanged`; None: a malformed `clear`, nothing changed)."""
+
+    def __init__(self, reason: str, outcome: str | None) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
 
 
 def apply(registry: QuarantineRegistry, event: dict[str, Any]) -> str:
     """Apply one quality event: `set`, `clear`, `unchanged` (applied before, or nothing to
-    change) or `info` (no action). Raises Malformed, changing nothing, on an action whose
-    evidence or scope cannot be read."""
+    change) or `info` (no action). Raises Malformed on an action whose evidence or scope cannot
+    be read, failing closed: a `quarantine` first quarantines the whole source (idempotently on
+    the event id), a `clear` changes nothing."""
     action = event.get("action")
     if action is None:
         return "info"
     key = (event["source_topic"], event["facility_id"], event["unit_id"])
     at: datetime = event["window_start"]
+    by = f"data_quality/{event['monitor']}"
     try:
-        parameter, scoped, legacy = action_scope(event)
+        parameter = action_parameter(event)
     except ValueError as e:
-        raise Malformed(str(e)) from None
+        if action != "quarantine":
+            raise Malformed(str(e), None) from None
+        reason = f"{event['reason']} (malformed event, the whole source quarantined: {e})"
+        done = registry.set(*key, since=at, reason=reason, by=by, event_id=event["event_id"])
+        raise Malformed(str(e), "set" if done else "unchanged") from None
     if action == "quarantine":
         done = registry.set(
             *key,
             since=at,
             reason=event["reason"],
-            by=f"data_quality/{event['monitor']}",
+            by=by,
             event_id=event["event_id"],
             parameter=parameter,
-            scoped=scoped,
         )
         return "set" if done else "unchanged"
     cleared = registry.clear(
         *key,
         until=at,
         reason=event["reason"],
-        by=f"data_quality/{event['monitor']}",
+        by=by,
         event_id=event["event_id"],
         parameter=parameter,
-        legacy=legacy,
     )
     return "clear" if cleared else "unchanged"
 
@@ -130,9 +141,11 @@ class Actuator(Draining[ActuatorStats]):
                 self._dead_letter(m, event)
                 continue
             try:
-                outcome = apply(self.registry, event)
+                outcome: str | None = apply(self.registry, event)
             except Malformed as e:
                 self._dead_letter(m, codec.Rejection(MALFORMED, str(e)))
+                outcome = e.outcome
+            if outcome is None:
                 continue
             self.stats.add(outcome)
             if outcome in ("set", "clear"):

@@ -46,10 +46,9 @@ shift its parameter of the source, a duplicate storm the source's records as a w
 quarantines, each cleared by its own condition's end); its evidence names the scope
 (`QUARANTINE_SCOPE`: the parameter, or `*`), which the actuator applies (sinks/quarantine.py).
 Conditions restored from the state of the version before scopes quarantined the whole source
-(their `Open.scope` is None), and end that quarantine as they did. A `clear`'s evidence also says
-whether a condition of the job still holds the whole source's quarantine (`WHOLE_SOURCE_HELD`):
-when none does, the actuator ends a whole-source quarantine that an event written before scopes
-set, which this job (restarted without its savepoint) would otherwise never clear.
+(their `Open.scope` is None), and end that quarantine as they did (a clear of `*` when the last
+one ends). A job started without its savepoint holds none of them, and nothing it sends ends the
+whole-source quarantine they set: an operator does (udfs/quarantine.py).
 
 The p-value thresholds are per source, parameter and window: at 1e-6, a facility with 10
 sources × 15 parameters × 288 five-minute windows a day (43,200 tests) expects 0.04 chance
@@ -140,11 +139,6 @@ QUARANTINING = frozenset({"unit_conversion", "duplicate_storm", "distribution_sh
 WHOLE_SOURCE_QUARANTINING = frozenset({"duplicate_storm"})
 EVERY_PARAMETER = "*"
 QUARANTINE_SCOPE = "quarantine_scope"  # the evidence key of an action's scope
-# The evidence key of a `clear`: whether a condition of this job still holds the whole source's
-# quarantine. False lets the actuator end a whole-source quarantine an event written before
-# scopes set (its condition is none of this job's: restarted without its savepoint), which no
-# clear of this job's would otherwise end (udfs/quarantine.py, `clear(legacy=True)`).
-WHOLE_SOURCE_HELD = "whole_source_held"
 
 
 def quarantine_scope(monitor: str, parameter: str | None) -> str | None:
@@ -156,17 +150,10 @@ def quarantine_scope(monitor: str, parameter: str | None) -> str | None:
 def action_parameter(event: Mapping[str, Any]) -> str | None:
     """The parameter a quality event's `action` quarantines or clears (None: every parameter of
     the source), as its evidence names it; an event written before scopes names none, and its
-    action was the whole source's."""
-    return action_scope(event)[0]
-
-
-def action_scope(event: Mapping[str, Any]) -> tuple[str | None, bool, bool]:
-    """A quality event's action as the actuator applies it: the parameter (None: every
-    parameter of the source), whether the event named its scope (one written before scopes did
-    not, and its action was the whole source's), and whether it is a clear that ends the
-    source's whole-source quarantine set by an event written before scopes (`WHOLE_SOURCE_HELD`
-    false). Raises ValueError on evidence that is not a JSON object, or a scope that is neither
-    `*` nor a field name."""
+    action was the whole source's. Raises ValueError on evidence that is not a JSON object, or
+    a scope that is neither `*` nor a field name (the actuator quarantines the whole source on
+    such a `quarantine`, changes nothing on such a `clear`, and dead-letters either:
+    sinks/quarantine.py)."""
     try:
         evidence = json.loads(event.get("evidence_json") or "{}")
     except json.JSONDecodeError as e:
@@ -178,11 +165,7 @@ def action_scope(event: Mapping[str, Any]) -> tuple[str | None, bool, bool]:
         scope == EVERY_PARAMETER or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", scope)
     ):
         raise ValueError(f"{QUARANTINE_SCOPE} is neither `*` nor a field name: {scope!r}")
-    held = evidence.get(WHOLE_SOURCE_HELD)
-    if held is not None and not isinstance(held, bool):
-        raise ValueError(f"{WHOLE_SOURCE_HELD} is not a boolean: {held!r}")
-    legacy = event.get("action") == "clear" and held is False
-    return (None if scope == EVERY_PARAMETER else scope), QUARANTINE_SCOPE in evidence, legacy
+    return None if scope == EVERY_PARAMETER else scope
 
 
 # `action_parameter` in ClickHouse over quality_events: the scope, `*` for every parameter.
@@ -497,8 +480,6 @@ class SourceMonitor:
             severity = "info"
         if action is not None:
             evidence = {**evidence, QUARANTINE_SCOPE: scope or EVERY_PARAMETER}
-        if action == "clear":
-            evidence = {**evidence, WHOLE_SOURCE_HELD: self.quarantines(None)}
         return {
             "event_id": eid,
             "event_time_ms": at_ms,

@@ -33,26 +33,28 @@ before it is done:
    either version. The check before cannot read the new TSV's parameter cell: a running one keeps
    its last good read (blind to every change after it), one started afresh sees no quarantine;
 2. the actuator (sinks/quarantine.py) and the operators' command, together: both write entries
-   with `parameter`, `set_scope` and `held_scope`, which the code before cannot load (a
-   TypeError on `parameter`: its actuator and command stop on the registry). Once either has
-   written, neither is rolled back, nor the screening job (step 1's reason); roll forward;
-3. the data-quality job last. The actuator before ignores `quarantine_scope` and applies every
-   action to the whole source, so this job's scoped actions under the old actuator lift
-   quarantines still needed: temp_c in °F (the whole source quarantined), then a duplicate storm
-   (already quarantined), then the storm ends (a clear of `*`) and the old actuator clears the
-   source while its temperatures are still in °F.
+   with `parameter`, which the code before cannot load (a TypeError on `parameter`: its actuator
+   and command stop on the registry). Once either has written, neither is rolled back, nor the
+   screening job (step 1's reason); roll forward;
+3. the data-quality job last, from its savepoint: stop the old job (with a savepoint), then start
+   the new one from it; never the two at once. The actuator before ignores `quarantine_scope`
+   and applies every action to the whole source, so this job's scoped actions under the old
+   actuator lift quarantines still needed: temp_c in °F (the whole source quarantined), then a
+   duplicate storm (already quarantined), then the storm ends (a clear of `*`) and the old
+   actuator clears the source while its temperatures are still in °F.
 
-Conditions open across the upgrade keep the whole source quarantined (the registry before held
-no other kind) until they end or an operator clears it. Restored from its savepoint, the
-data-quality job still holds them (`Open.scope` None), and their last one's end clears it.
-Restarted without its savepoint, the job knows none of them and opens its own, scoped (temp_c's
-quarantine for the same °F fault), whose clears would never end the old one: a data-quality clear
-whose job holds no whole-source condition of the source (`whole_source_held` false in its
-evidence) also ends the source's whole-source quarantine set by an event written before scopes
-(`Quarantine.legacy`; `clear(legacy=True)`), and releases such an event's hold on an operator's.
-An operator's own quarantine is never ended by it. Until such a clear comes (a fault that ended
-while the job was down sends none), the whole source stays quarantined: `list` shows it, with a
-`set_event_id` and no `set_scope`, for an operator to clear.
+A whole-source quarantine set before the upgrade (the registry before held no other kind) ends
+when its conditions end in a data-quality job restored from its savepoint (it still holds them,
+`Open.scope` None, and the last one's end is a clear of `*`), or by an operator (`python -m
+udfs.quarantine clear <topic> <facility> <unit> --reason ...`). A job started without its
+savepoint holds none of those conditions, and no clear of a parameter (temp_c, spo2_pct) ends
+it: it stays open, for an operator to clear. (Only a clear of the whole source would: a
+duplicate storm of the new job on that source ending. Hence the savepoint.) Such a job's own
+quarantine for a fault the job before saw may be missing: its event can carry the id of the
+event the job before sent for the same fault and window (an event id hashes the source,
+monitor, parameter, state and time, no scope), which the registry skips as applied. So before
+clearing such a quarantine, an operator checks that its fault (`reason`, `set_event_id` in
+`list`) is over.
 
 Writes are atomic (temporary file, then rename) under a lock file, so a reader sees the old
 registry or the new, never half, and the actuator (sinks/quarantine.py) and an operator's
@@ -140,11 +142,6 @@ class Quarantine:
     held_by: str | None = None
     held_reason: str | None = None
     parameter: str | None = None  # None: every parameter (and every entry written before it)
-    # the scope the data-quality event that set it (`set_scope`) or is held on it (`held_scope`)
-    # named (`*` or the parameter); None: an operator's, or an event written before scopes (a
-    # legacy one: `legacy`), as every entry of a registry written before them
-    set_scope: str | None = None
-    held_scope: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str | None]:
@@ -153,17 +150,6 @@ class Quarantine:
     @property
     def open(self) -> bool:
         return self.until is None
-
-    @property
-    def legacy(self) -> bool:
-        """Set by a data-quality event written before scopes (no `quarantine_scope`): the whole
-        source's, for whatever condition of the source opened it (`clear(legacy=True)`)."""
-        return self.set_event_id is not None and self.set_scope is None
-
-    @property
-    def legacy_hold(self) -> bool:
-        """An operator's quarantine holding such an event's condition."""
-        return self.held_event_id is not None and self.held_scope is None
 
     def covers(
         self,
@@ -280,17 +266,16 @@ class QuarantineRegistry:
         by: str,
         event_id: str | None = None,
         parameter: str | None = None,
-        scoped: bool = True,
     ) -> Quarantine | None:
         """Quarantine a source's `parameter` (None: every parameter) from event time `since`;
         None (no new quarantine) when the event was applied before or that key is already
         quarantined. Keys are independent: a parameter's quarantine and the whole source's
         are two, each cleared by its own clear. A data-quality event (its `event_id`) on a key
         an operator holds is kept on the operator's quarantine (`held_event_id`): the
-        operator's clear then leaves it quarantined under the event. `scoped`: the event named
-        its scope (`set_scope`/`held_scope`); False for one written before scopes (`legacy`)."""
+        operator's clear then leaves it quarantined under the event; one on a key another
+        data-quality event holds is recorded (`absorbed`), so that a replay after that key's
+        clear does not open a quarantine that nothing would end."""
         key = (source_topic, facility_id, unit_key(unit_id), parameter_key(parameter))
-        scope = (key[3] or EVERY_PARAMETER) if event_id and scoped else None
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
@@ -299,25 +284,14 @@ class QuarantineRegistry:
             if i is not None:
                 q = entries[i]
                 if event_id and q.set_event_id is None and q.held_event_id is None:
-                    entries[i] = replace(
-                        q,
-                        held_event_id=event_id,
-                        held_by=by,
-                        held_reason=reason,
-                        held_scope=scope,
-                    )
+                    entries[i] = replace(q, held_event_id=event_id, held_by=by, held_reason=reason)
                     self._write(
                         entries, {"action": "hold", **asdict(entries[i]), "event_id": event_id}
                     )
+                elif event_id:  # recorded as applied: a replay after the key's clear sets none
+                    self._write(entries, {"action": "absorbed", **asdict(q), "event_id": event_id})
                 return None
-            q = _new(
-                key,
-                since=_iso(since),
-                reason=reason,
-                set_by=by,
-                set_event_id=event_id,
-                set_scope=scope,
-            )
+            q = _new(key, since=_iso(since), reason=reason, set_by=by, set_event_id=event_id)
             self._write([*entries, q], {"action": "set", **asdict(q), "event_id": event_id})
             return q
 
@@ -332,7 +306,6 @@ class QuarantineRegistry:
         by: str,
         event_id: str | None = None,
         parameter: str | None = None,
-        legacy: bool = False,
     ) -> Quarantine | None:
         """End the open quarantine of the source's `parameter` (None: the whole source's; a
         parameter's own quarantine stays) at event time `until`; None when the event was
@@ -341,114 +314,43 @@ class QuarantineRegistry:
         an operator clears it (a duplicate storm resolving on a unit an operator had quarantined
         for a firmware fault lifted the operator's hold), only the condition it held ends. An
         operator's clear of a quarantine that holds a data-quality condition still open ends
-        theirs and opens one of that condition's from `until` (their clear lifted it).
-
-        `legacy` (a data-quality clear whose job holds no whole-source condition of the source:
-        sinks/quarantine.py): the same write also ends the source's open whole-source
-        quarantine a data-quality event written before scopes set (`Quarantine.legacy`), and
-        releases such an event's hold on an operator's (`legacy_hold`), whatever key the clear
-        is of. The job that holds no condition of the whole source no longer holds the one that
-        set it (it was restarted without its savepoint, or the condition ended unseen); a job
-        restored from its savepoint still holds it and says so, and its own clear ends it. An
-        operator's quarantine itself is never ended by it. Returns the key's ended quarantine,
-        else the legacy one ended, else None."""
+        theirs and opens one of that condition's from `until` (their clear lifted it)."""
         key = (source_topic, facility_id, unit_key(unit_id), parameter_key(parameter))
         with self._locked():
             entries = self.all()
             if event_id and event_id in self.applied_events():
                 return None
-            changes: list[dict[str, Any]] = []
-            done = self._end(entries, key, until, reason, by, event_id, changes)
-            ended = None
-            if legacy and event_id:
-                ended = self._end_legacy(entries, key, until, reason, by, event_id, changes)
-            if not changes:
+            i = next((i for i, q in enumerate(entries) if q.open and q.key == key), None)
+            if i is None:
                 return None
-            change = changes[0] if len(changes) == 1 else {**changes[0], "also": changes[1:]}
-            self._write(entries, change)
-            return done or ended
-
-    def _end(
-        self,
-        entries: list[Quarantine],
-        key: tuple[str, str, str, str | None],
-        until: datetime,
-        reason: str,
-        by: str,
-        event_id: str | None,
-        changes: list[dict[str, Any]],
-    ) -> Quarantine | None:
-        """`clear` of the key's open quarantine in `entries` (in place), its history entries
-        appended to `changes`."""
-        i = next((i for i, q in enumerate(entries) if q.open and q.key == key), None)
-        if i is None:
-            return None
-        q = entries[i]
-        if event_id and q.set_event_id is None:
-            if q.held_event_id is not None:
-                entries[i] = replace(
-                    q, held_event_id=None, held_by=None, held_reason=None, held_scope=None
-                )
-                changes.append({"action": "release", **asdict(entries[i]), "event_id": event_id})
-            return None
-        done = replace(
-            q,
-            until=max(_iso(until), q.since, key=_parse),
-            cleared_by=by,
-            clear_event_id=event_id,
-            clear_reason=reason,
-        )
-        entries[i] = done
-        change = {"action": "clear", **asdict(done), "event_id": event_id}
-        if not event_id and q.held_event_id is not None:  # in the same write: never neither
-            held = _new(
-                key,
-                since=done.until or _iso(until),
-                reason=q.held_reason or "",
-                set_by=q.held_by or "data_quality",
-                set_event_id=q.held_event_id,
-                set_scope=q.held_scope,
-            )
-            entries.append(held)
-            change["reopened"] = asdict(held)
-        changes.append(change)
-        return done
-
-    def _end_legacy(
-        self,
-        entries: list[Quarantine],
-        key: tuple[str, str, str, str | None],
-        until: datetime,
-        reason: str,
-        by: str,
-        event_id: str,
-        changes: list[dict[str, Any]],
-    ) -> Quarantine | None:
-        """`clear(legacy=True)`'s second part: the source's whole-source quarantine set by an
-        event written before scopes ends; such an event's hold on an operator's is released."""
-        whole = (*key[:3], None)
-        i = next((i for i, q in enumerate(entries) if q.open and q.key == whole), None)
-        if i is None:
-            return None
-        q = entries[i]
-        why = f"{reason}; set before scopes, and no condition of the whole source holds it"
-        if q.legacy:
+            q = entries[i]
+            if event_id and q.set_event_id is None:
+                if q.held_event_id is not None:
+                    entries[i] = replace(q, held_event_id=None, held_by=None, held_reason=None)
+                    change = {"action": "release", **asdict(entries[i]), "event_id": event_id}
+                    self._write(entries, change)
+                return None
             done = replace(
                 q,
                 until=max(_iso(until), q.since, key=_parse),
                 cleared_by=by,
                 clear_event_id=event_id,
-                clear_reason=why,
+                clear_reason=reason,
             )
             entries[i] = done
-            changes.append({"action": "clear", **asdict(done), "event_id": event_id})
+            change = {"action": "clear", **asdict(done), "event_id": event_id}
+            if not event_id and q.held_event_id is not None:  # in the same write: never neither
+                held = _new(
+                    key,
+                    since=done.until or _iso(until),
+                    reason=q.held_reason or "",
+                    set_by=q.held_by or "data_quality",
+                    set_event_id=q.held_event_id,
+                )
+                entries.append(held)
+                change["reopened"] = asdict(held)
+            self._write(entries, change)
             return done
-        if q.set_event_id is None and q.legacy_hold:
-            entries[i] = replace(
-                q, held_event_id=None, held_by=None, held_reason=None, held_scope=None
-            )
-            changes.append({"action": "release", **asdict(entries[i]), "event_id": event_id})
-        return None
 
     def covering(
         self, source_topic: str, facility_id: str, unit_id: str, at: datetime
@@ -508,6 +410,34 @@ def parameter_error(source_topic: str, parameter: str | None) -> str | None:
     )
 
 
+def clear_parameter_error(
+    registry: QuarantineRegistry,
+    source_topic: str,
+    facility_id: str,
+    unit_id: str | None,
+    parameter: str | None,
+) -> str | None:
+    """Why an operator's `clear --parameter` names no open quarantine of the source (None: it
+    is `*`, or one is open): checked against the registry's open keys, not the schema, so that
+    a quarantine stored under a name `set` now refuses stays clearable."""
+    if parameter is None or parameter == EVERY_PARAMETER:
+        return None
+    source = (source_topic, facility_id, unit_key(unit_id))
+    names = sorted(
+        {
+            q.parameter
+            for q in registry.active()
+            if q.parameter is not None and (q.source_topic, q.facility_id, q.unit_id) == source
+        }
+    )
+    if parameter in names:
+        return None
+    return (
+        f"--parameter {parameter!r}: no open quarantine of it on {' '.join(source)} (omit it "
+        f"to clear the whole source's); its open parameters: {', '.join(names) or 'none'}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m udfs.quarantine", description="List, set or clear source quarantines."
@@ -531,7 +461,10 @@ def main(argv: list[str] | None = None) -> None:
         for q in reg.all() if a.all else reg.active():
             print(json.dumps(asdict(q)))
         return
-    bad = parameter_error(a.source_topic, a.parameter)
+    if a.cmd == "set":
+        bad = parameter_error(a.source_topic, a.parameter)
+    else:
+        bad = clear_parameter_error(reg, a.source_topic, a.facility_id, a.unit_id, a.parameter)
     if bad:
         ap.error(bad)
     at = a.at or datetime.now(UTC)

@@ -271,33 +271,6 @@ def test_conditions_restored_from_the_state_before_scopes_end_the_whole_sources_
     assert mon.quarantines("creatinine_mg_dl") and not mon.quarantines(None)
 
 
-def test_a_clear_says_whether_a_condition_of_the_job_still_holds_the_whole_sources_quarantine(
-    ref: quality.Reference,
-) -> None:
-    """`whole_source_held`: false lets the actuator end a whole-source quarantine that an event
-    written before scopes set, which a job restarted without its savepoint holds no condition
-    of (sinks/quarantine.py); true while a condition restored from the state before scopes, or
-    a duplicate storm, still holds it. Before, a clear said neither."""
-    span = quality.Span(0, HOUR_MS, 60)
-    kw: dict[str, Any] = dict(
-        span=span, statistic="s", observed=1.0, expected=0.0, threshold=1.0, reason="r",
-        evidence={}, parameter="temp_c",
-    )  # fmt: skip
-
-    def held(event: dict[str, Any]) -> Any:
-        return json.loads(event["evidence_json"]).get(quality.WHOLE_SOURCE_HELD)
-
-    fresh = quality.SourceMonitor(VITALS, "hospital-a", "SICU")
-    opened = fresh._event("unit_conversion", "open", HOUR_MS, quarantine=True, **kw)
-    assert held(opened) is None  # only a clear says it
-    assert held(fresh._event("unit_conversion", "resolved", 2 * HOUR_MS, **kw)) is False
-    restored = quality.SourceMonitor(VITALS, "hospital-a", "SICU")
-    restored.open[("unit_conversion", "spo2_pct")] = quality.Open("old", 0, quarantine=True)
-    restored._event("unit_conversion", "open", HOUR_MS, quarantine=True, **kw)
-    cleared = restored._event("unit_conversion", "resolved", 2 * HOUR_MS, **kw)
-    assert (cleared["action"], held(cleared)) == ("clear", True)
-
-
 def test_an_events_action_applies_to_the_scope_its_evidence_names_or_the_whole_source() -> None:
     """The actuator's reading (sinks/quarantine.py): an event written before scopes names none,
     and its action was the whole source's."""

@@ -270,7 +270,8 @@ def test_the_actuator_quarantines_and_clears_the_scope_each_event_names(tmp_path
 
 def _legacy_entry(**fields: Any) -> dict[str, Any]:
     """An open quarantines.json entry as the version before scopes wrote it (no `parameter`,
-    no `set_scope`): set by data-quality event `old-1` unless `fields` say otherwise."""
+    its data-quality event's scope a whole source's): set by data-quality event `old-1` unless
+    `fields` say otherwise."""
     return {
         "source_topic": SRC[0],
         "facility_id": SRC[1],
@@ -290,77 +291,74 @@ def _legacy_entry(**fields: Any) -> dict[str, Any]:
     }
 
 
-def test_a_clear_from_a_job_without_its_savepoint_ends_a_whole_source_quarantine_set_before_scopes(
+def test_a_job_without_its_savepoint_ends_no_whole_source_quarantine_set_before_scopes(
     tmp_path: Path,
 ) -> None:
-    """A whole-source quarantine set by an event written before scopes (temp_c in °F); the
-    data-quality job restarted without its savepoint opens temp_c's quarantine for the same
-    fault and clears it when it ends, holding no condition of the whole source
-    (`whole_source_held` false): that clear ends the old whole-source quarantine too. Before,
-    the old one stayed open for ever (nothing the new job sends is of its key)."""
+    """A whole-source quarantine set before scopes by the old job's temp_c (°F) event; the
+    data-quality job restarted without its savepoint re-derives the same window: its temp_c
+    open has the old event's id (an event id has no scope), so the actuator skips it as
+    applied; an unrelated spo2_pct condition opens and ends. The whole source stays quarantined
+    (fail closed), and temp_c with it while the job still holds its °F condition; applied again
+    (a replay) nothing changes. Before, that spo2_pct clear ended the old quarantine, and the
+    °F temperatures were screened."""
     from sinks.quarantine import apply
+    from udfs import quality
 
-    (tmp_path / JSON_FILE).write_text(json.dumps({"quarantines": [_legacy_entry()]}))
-    reg = QuarantineRegistry(tmp_path)
-    hour = timedelta(hours=1)
-    scope = {"quarantine_scope": "temp_c"}
-    opened = _quality_event("n1", "unit_conversion", "quarantine", "temp_c", T0, **scope)
-    assert apply(reg, opened) == "set"
-    assert len(reg.active()) == 2
-    ended = _quality_event(
-        "n2", "unit_conversion", "clear", "temp_c", T0 + hour, **scope, whole_source_held=False
+    hour_ms = 3_600_000
+    t0 = int(T0.timestamp() * 1000)
+    old_id = quality.event_id(*SRC, "unit_conversion", "temp_c", "open", t0 + hour_ms)
+    (tmp_path / JSON_FILE).write_text(
+        json.dumps({"quarantines": [_legacy_entry(set_event_id=old_id)]})
     )
-    assert apply(reg, ended) == "clear" and apply(reg, ended) == "unchanged"
+    (tmp_path / "history.jsonl").write_text(
+        json.dumps({"action": "set", "event_id": old_id}) + "\n"
+    )
+    reg = QuarantineRegistry(tmp_path)
+    mon = quality.SourceMonitor(*SRC)
+
+    def event(monitor: str, state: str, at_ms: int, parameter: str, **kw: Any) -> dict[str, Any]:
+        ev = mon._event(
+            monitor, state, at_ms, span=quality.Span(at_ms - hour_ms, at_ms, 60),
+            statistic="s", observed=1.0, expected=0.0, threshold=1.0, reason="r", evidence={},
+            parameter=parameter, **kw,
+        )  # fmt: skip
+        return {**ev, "window_start": datetime.fromtimestamp(ev["window_start_ms"] / 1000, UTC)}
+
+    events = [
+        event("unit_conversion", "open", t0 + hour_ms, "temp_c", quarantine=True),
+        event("distribution_shift", "open", t0 + 2 * hour_ms, "spo2_pct", quarantine=True),
+        event("distribution_shift", "resolved", t0 + 3 * hour_ms, "spo2_pct"),
+    ]
+    assert events[0]["event_id"] == old_id and events[2]["action"] == "clear"
+    assert [apply(reg, e) for e in events] == ["unchanged", "set", "clear"]
+    assert mon.quarantines("temp_c")
+    [old] = reg.active()
+    assert (old.parameter, old.set_event_id) == (None, old_id)
+    later = T0 + timedelta(hours=5)
+    assert any(q.covers(*SRC, later, "temp_c") for q in reg.all())
+    before = reg.all()
+    assert [apply(reg, e) for e in events] == ["unchanged"] * 3 and reg.all() == before
+    reg.clear(*SRC, until=later, reason="probe replaced", by="jdoe")  # only an operator ends it
     assert reg.active() == []
-    old, temp = reg.all()
-    assert (old.set_event_id, old.clear_event_id, old.until) == ("old-1", "n2", temp.until)
-    [change] = [h for h in reg.history() if h["event_id"] == "n2"]  # one write
-    assert [change["parameter"], *(c["parameter"] for c in change["also"])] == ["temp_c", None]
 
 
-def test_a_clear_ends_no_whole_source_quarantine_a_condition_still_holds_or_an_operator_set(
+def test_a_set_absorbed_by_an_open_quarantine_is_not_applied_again_on_a_replay(
     tmp_path: Path,
 ) -> None:
-    """The old whole-source quarantine stays when the job says a condition of the whole source
-    still holds it (restored from its savepoint, or an event without the word); a whole-source
-    quarantine set by a scoped event (a duplicate storm of this version) is its storm's to
-    clear; an operator's stays, and only the old event's hold on it is released (the operator's
-    clear then reopens nothing)."""
+    """A duplicate storm's set on a source an earlier data-quality event holds changes nothing;
+    a replay of it after that quarantine's clear changed nothing either. Before, the replay
+    opened a whole-source quarantine that no clear would end."""
     from sinks.quarantine import apply
 
-    hour = timedelta(hours=1)
-    scope = {"quarantine_scope": "temp_c"}
-    other = (VITALS, "hospital-b", "ICU")
-    operators = _legacy_entry(
-        source_topic=other[0], facility_id=other[1], unit_id=other[2], set_by="jdoe",
-        set_event_id=None, held_event_id="old-2", held_by="data_quality/x", held_reason="storm",
-    )  # fmt: skip
-    (tmp_path / JSON_FILE).write_text(json.dumps({"quarantines": [_legacy_entry(), operators]}))
     reg = QuarantineRegistry(tmp_path)
-    for eid, held in (("h1", True), ("h2", None)):
-        ev = _quality_event(eid, "unit_conversion", "clear", "temp_c", T0 + hour, **scope)
-        if held is not None:
-            ev["evidence_json"] = json.dumps({**scope, "whole_source_held": held})
-        assert apply(reg, ev) == "unchanged"
-    assert [q.set_event_id for q in reg.active()] == ["old-1", None]
-    storm = {"quarantine_scope": "*"}
-    reg.clear(*SRC, until=T0, reason="ops", by="jdoe")
-    assert apply(reg, _quality_event("s1", "duplicate_storm", "quarantine", None, T0, **storm))
-    gone = _quality_event(
-        "c1", "unit_conversion", "clear", "temp_c", T0 + hour, **scope, whole_source_held=False
-    )
-    assert apply(reg, gone) == "unchanged"
-    assert [q.set_event_id for q in reg.active()] == [None, "s1"]
-    on_operators = {
-        **gone,
-        "event_id": "c2",
-        **dict(zip(("source_topic", "facility_id", "unit_id"), other, strict=True)),
-    }
-    assert apply(reg, on_operators) == "unchanged"
-    [ops] = [q for q in reg.active() if q.set_by == "jdoe"]
-    assert ops.held_event_id is None and ops.open
-    reg.clear(*other, until=T0 + 2 * hour, reason="fixed", by="jdoe")
-    assert [q.set_event_id for q in reg.active()] == ["s1"]
+    whole = {"quarantine_scope": "*"}
+    steps = [
+        _quality_event("a1", "duplicate_storm", "quarantine", None, T0, **whole),
+        _quality_event("a2", "duplicate_storm", "quarantine", None, T0, **whole),
+        _quality_event("a3", "duplicate_storm", "clear", None, T0 + timedelta(hours=1), **whole),
+    ]
+    assert [apply(reg, e) for e in steps] == ["set", "unchanged", "clear"]
+    assert [apply(reg, e) for e in steps] == ["unchanged"] * 3 and reg.active() == []
 
 
 def test_a_malformed_quality_event_is_dead_lettered_with_the_reason_and_the_next_is_applied(
@@ -368,7 +366,9 @@ def test_a_malformed_quality_event_is_dead_lettered_with_the_reason_and_the_next
 ) -> None:
     """evidence_json not JSON, not an object, or a scope that is no field name: each is a dead
     letter (`malformed_event`), the events after it in the batch are applied and the offsets
-    committed. Before, apply raised and the actuator stopped, its offsets never committed."""
+    committed. It fails closed: a malformed `quarantine` quarantines the whole source, a
+    malformed `clear` (of that source, or of a parameter's quarantine) changes nothing.
+    Before, apply raised and the actuator stopped, its offsets never committed."""
     from schemas import codec
     from sinks import quarantine as actuator
 
@@ -406,8 +406,9 @@ def test_a_malformed_quality_event_is_dead_lettered_with_the_reason_and_the_next
         "not json",
         "[1, 2]",
         json.dumps({"quarantine_scope": "Temp C"}),
-        json.dumps({"quarantine_scope": "temp_c", "whole_source_held": "no"}),
+        json.dumps({"quarantine_scope": ["temp_c"]}),
     ]
+    later = T0 + timedelta(hours=1)
     events = [
         {
             **_quality_event(f"b{i}", "unit_conversion", "quarantine", "temp_c", T0),
@@ -420,6 +421,13 @@ def test_a_malformed_quality_event_is_dead_lettered_with_the_reason_and_the_next
             "g1", "unit_conversion", "quarantine", "temp_c", T0, quarantine_scope="temp_c"
         )
     )
+    events += [
+        {
+            **_quality_event(f"c{i}", "unit_conversion", "clear", "temp_c", later),
+            "evidence_json": e,
+        }
+        for i, e in enumerate(bad[:2])
+    ]
     msgs = [Msg(i, e) for i, e in enumerate(events)]
 
     class Consumer:
@@ -447,12 +455,22 @@ def test_a_malformed_quality_event_is_dead_lettered_with_the_reason_and_the_next
     act.dead_letter_topic = topics.DEAD_LETTER.name
     assert act.poll_batch() == len(msgs)
     letters = [codec.decode(topics.DEAD_LETTER.schema, v) for _, v in produced]
+    malformed = [*range(len(bad)), len(bad) + 1, len(bad) + 2]
     assert [(d["reason_code"], d["source_offset"]) for d in letters] == [
-        ("malformed_event", i) for i in range(len(bad))
+        ("malformed_event", i) for i in malformed
     ]
     assert "quarantine_scope" in letters[2]["reason"]
-    assert act.stats.dead_lettered == len(bad) and act.stats.applied == {"set": 1}
-    assert [q.set_event_id for q in act.registry.active()] == ["g1"] and Consumer.committed
+    assert act.stats.dead_lettered == len(malformed)
+    assert act.stats.applied == {"set": 2, "unchanged": len(bad) - 1}
+    assert Consumer.committed
+    whole, temp = act.registry.active()
+    assert (whole.parameter, whole.set_event_id, whole.since) == (
+        None,
+        "b0",
+        "2026-01-05T08:00:00.000Z",
+    )
+    assert "malformed" in whole.reason and (temp.parameter, temp.set_event_id) == ("temp_c", "g1")
+    assert act.registry.all() == [whole, temp]
 
 
 def _cli(root: Path, *args: str) -> str:
@@ -506,8 +524,6 @@ def test_an_operator_quarantines_and_clears_one_parameter_from_the_command_line(
         ("temp_c", "probe in degF"),
         (None, "monitor reboot loop"),
     ]
-    out = _cli(tmp_path, "clear", *SRC, "--parameter", "spo2_pct", "--reason", "x")
-    assert out.strip() == f"clear: nothing to change for {(*SRC, 'spo2_pct')}"
     _cli(tmp_path, "clear", *SRC, "--parameter", "temp_c", "--reason", "probe replaced")
     [left] = QuarantineRegistry(tmp_path).active()
     assert left.parameter is None
@@ -545,6 +561,37 @@ def test_an_operators_parameter_that_is_no_numeric_field_of_the_topic_is_refused
     assert QuarantineRegistry(tmp_path).all() == []
     _cli(tmp_path, "set", VITALS, "hospital-a", "ICU", "--parameter", "gcs_total", "--reason", "r")
     assert [q.parameter for q in QuarantineRegistry(tmp_path).active()] == ["gcs_total"]
+
+
+def test_an_operator_clears_a_parameter_that_is_open_on_the_source_whatever_its_name(
+    tmp_path: Path,
+) -> None:
+    """`clear --parameter` is checked against the source's open quarantines, not the schema: a
+    quarantine stored under a name `set` now refuses (`temperature`, set before the check)
+    stays clearable; a parameter with nothing open on the source (another source's, or a field
+    never quarantined) is refused, naming the source's open ones."""
+    reg = QuarantineRegistry(tmp_path)
+    reg.set(*SRC, since=T0, reason="old", by="jdoe", parameter="temperature")
+    reg.set(*SRC, since=T0, reason="degF", by="jdoe", parameter="temp_c")
+    other = (VITALS, "hospital-a", "ICU")
+    reg.set(*other, since=T0, reason="shift", by="jdoe", parameter="spo2_pct")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin", "WARDFLOW_QUARANTINE_REGISTRY": str(tmp_path)}
+        return subprocess.run(
+            [sys.executable, "-m", "udfs.quarantine", *args, "--reason", "r"],
+            cwd=REPO, env={**env, "WARDFLOW_PHI_KEY": "k"}, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+
+    assert run("set", *SRC, "--parameter", "temperature").returncode == 2
+    for name in ("spo2_pct", "Temp_C", "heart_rate"):
+        out = run("clear", *SRC, "--parameter", name)
+        assert out.returncode == 2, (name, out.stdout)
+        assert name in out.stderr and "temp_c, temperature" in out.stderr
+    assert json.loads(run("clear", *SRC, "--parameter", "temperature").stdout)["until"]
+    assert {q.parameter for q in QuarantineRegistry(tmp_path).active()} == {"temp_c", "spo2_pct"}
+    assert run("clear", *other, "--parameter", "spo2_pct").returncode == 0
 
 
 PROBE = """
