@@ -13,6 +13,7 @@ from typing import Literal
 
 from schemas.capacity import DEFAULT_THRESHOLDS_PCT
 from udfs.news2 import HIGH_RISK_THRESHOLD, MEDIUM_RISK_THRESHOLD
+from udfs.quality import QUARANTINE_SCOPE_SQL
 
 Kind = Literal["stat", "table", "timeseries", "barchart", "bargauge"]
 
@@ -1030,22 +1031,25 @@ DATA_QUALITY = Dashboard(
     panels=(
         Panel(
             "quarantined",
-            "Sources quarantined now (rules and models ignore their values)",
+            "Sources and parameters quarantined now (rules and models ignore their values)",
             "table",
             f"""SELECT source_topic AS source, facility_id AS facility, unit_id AS unit,
+                   {QUARANTINE_SCOPE_SQL} AS parameter,
                    argMax(monitor, event_time) AS monitor, max(event_time) AS since,
                    argMax(reason, event_time) AS reason
             FROM ${{db}}.quality_events FINAL
             WHERE action IS NOT NULL AND {_QFAC} AND event_time <= $__toTime
-            GROUP BY source, facility, unit
+            GROUP BY source, facility, unit, parameter
             HAVING argMax(action, event_time) = 'quarantine'
             ORDER BY since DESC""",
-            ("source", "facility", "unit", "monitor", "since", "reason"),
+            ("source", "facility", "unit", "parameter", "monitor", "since", "reason"),
             width=24,
             height=6,
-            description="The latest quarantine or clear of each source: a source stays "
-            "quarantined until its conditions end or an operator clears it "
-            "(python -m udfs.quarantine clear).",
+            description="The latest quarantine or clear of each source's parameter (`*`: "
+            "every parameter of the source, as a duplicate storm's): a unit-conversion fault or "
+            "a severe shift quarantines its parameter only, and the source's other values are "
+            "still screened. A quarantine stays until its conditions end or an operator clears "
+            "it (python -m udfs.quarantine clear [--parameter P]).",
         ),
         Panel(
             "silent",

@@ -25,12 +25,17 @@ timestamp)
                   └─ keyed state + timers (JVM process table function, udfs.lifecycle):
                      raise → escalate → resolve ── alert.v2 topic
 
-A quarantined source (udfs/quarantine.py; set by a data-quality event through
-sinks/quarantine.py, or by an operator) is checked per record in the JVM (`QUARANTINE_FUNCTION`,
-io.wardflow.udf.Quarantine, which re-reads the registry's TSV when it changes): its records still
-make a state row (and charted minutes still go to vitals.charted), but their parameter values are
-null in `events`, so no state, rule or model feature sees them; the state's `quarantine_json`
-names the quarantine while such a record lies in its window, and every hit's evidence carries it.
+A quarantined source or parameter of a source (udfs/quarantine.py; set by a data-quality event
+through sinks/quarantine.py, or by an operator) is checked per record in the JVM
+(`QUARANTINE_FUNCTION`, io.wardflow.udf.Quarantine, which re-reads the registry's TSV when it
+changes): its records still make a state row (and charted minutes still go to vitals.charted), but
+the quarantined parameters' values (every one, for a whole-source quarantine) are null in
+`events`, so no state, rule or model feature sees them, while the record's other values still
+count (a unit's faulty temperature probe leaves its heart rates screened); the state's
+`quarantine_json` names the quarantines and their parameters while a record whose value was
+ignored lies in its window, and every hit's evidence carries it. A record that carried no value
+a quarantine ignores (a blood-pressure-only observation of a unit whose temp_c is quarantined; a
+quarantine of a parameter the state does not use) is not marked.
 
 Python runs only at clinical rate: the scoring UDF (vectorised) sees charted states, never
 device records. The alert lifecycle runs in the JVM (udfs/java/AlertLifecycle.java), equal to
@@ -103,7 +108,7 @@ from udfs import java_decode
 from udfs.device import CHANNEL_PARAMS, CHART_FUNCTION, chart_input_sql, chart_sql
 from udfs.flink import decoded_columns
 from udfs.lifecycle import LIFECYCLE_FUNCTION, lifecycle_sql
-from udfs.quarantine import QuarantineRegistry
+from udfs.quarantine import QuarantineRegistry, ignores_sql
 from udfs.sepsis import (
     MAX_VALIDITY_H,
     OXYGEN_PAIR,
@@ -157,7 +162,8 @@ CHARTED_ROW = CHARTED.flink_row()
 
 
 def _quarantine_sql(tsv: str, topic: str, event_time: str) -> str:
-    """The record's quarantine note (JSON) if its source is quarantined at its event time."""
+    """The record's quarantine note (JSON, udfs.quarantine.record_note) if a quarantine of its
+    source covers its event time."""
     path = tsv.replace("'", "''")
     return (
         f"{QUARANTINE_FUNCTION}('{path}', '{topic}', facility_id, unit_id, "
@@ -166,8 +172,30 @@ def _quarantine_sql(tsv: str, topic: str, event_time: str) -> str:
 
 
 def _unless_quarantined(p: str) -> str:
-    """A parameter of a record of a quarantined source counts as absent."""
-    return f"CASE WHEN quarantine IS NULL THEN {p} END AS {p}"
+    """A parameter a quarantine of the record's source covers (its own, or the whole source's)
+    counts as absent. The note is read only for a record that has one (CASE branches are
+    evaluated in order, lazily): a record of a source without a quarantine costs a null test."""
+    return (
+        f"CASE WHEN quarantine IS NULL THEN {p} "
+        f"WHEN NOT ({ignores_sql('quarantine', p)}) THEN {p} END AS {p}"
+    )
+
+
+def _marked(params: list[str]) -> str:
+    """The record's `quarantine` column: its note (`quarantine` as the JVM check returned it)
+    only when the record carried a value the note ignores, of the screening state's
+    `params` the record's source has; else null. A record that carried none (a blood pressure
+    of a unit whose temp_c is quarantined, or a value of a parameter outside the state's, which
+    no quarantine of those marks) is screened as if unquarantined: its state and alerts say
+    "values ignored" only where a value was. The raw values are the inner query's, before
+    `_unless_quarantined` nulls them."""
+    if not params:
+        return "CAST(NULL AS STRING) AS quarantine"
+    carried = " OR ".join(f"({p} IS NOT NULL AND ({ignores_sql('quarantine', p)}))" for p in params)
+    return (
+        f"CASE WHEN quarantine IS NULL THEN CAST(NULL AS STRING) "
+        f"WHEN {carried} THEN quarantine END AS quarantine"
+    )
 
 
 EVENT_COLUMNS = (
@@ -189,7 +217,8 @@ EVENT_COLUMNS = (
 
 def _events_sql(sources: Sources, quarantine_tsv: str, remembered_h: float) -> str:
     """One row per accepted input record, every state parameter a column (null if absent, or
-    if the record's source is quarantined: `quarantine` then holds the quarantine's note), at its
+    if a quarantine of the record's source covers it: `quarantine` then holds the record's note,
+    when it carried a value the note ignores: `_marked`), at its
     record time (`event_time`, the rowtime) with the time its values were measured
     (`measured_time`: a lab's draw, resulted hours later, or a reading charted late; an ADT
     event's record time): `EVENT_COLUMNS` but `is_discharge` (the stay rule's, `views`), the
@@ -206,10 +235,12 @@ def _events_sql(sources: Sources, quarantine_tsv: str, remembered_h: float) -> s
             _unless_quarantined(p) if p in have else f"CAST(NULL AS {types[p]}) AS {p}"
             for p in STATE_PARAMS
         )
+        marked = _marked([p for p in STATE_PARAMS if p in have])
         read = sources[name].topic
         if name == "adt":  # no parameter values: an ADT source is never quarantined here
             unit = "COALESCE(unit_id, prior_unit_id, 'unknown')"
             quarantine = "CAST(NULL AS STRING)"
+            marked = "quarantine"
             measured = "CAST(kafka_ts AS TIMESTAMP(3))"  # a discharge counts when it is known
         else:
             unit = "unit_id"
@@ -224,7 +255,7 @@ def _events_sql(sources: Sources, quarantine_tsv: str, remembered_h: float) -> s
         SELECT {id_field} AS record_id, '{name}' AS record_kind, patient_token, facility_id,
                {unit} AS unit_id, kafka_ts AS event_time, {measured} AS measured_time, {params},
                '{read}' AS source_topic,
-               kafka_partition AS source_partition, kafka_offset AS source_offset, quarantine,
+               kafka_partition AS source_partition, kafka_offset AS source_offset, {marked},
                `value`, {visit_columns_sql(name == "adt", remembered_h)}
         FROM (SELECT *, {quarantine} AS quarantine FROM {accepted})""")
     if "device" not in sources:
@@ -238,7 +269,8 @@ def _events_sql(sources: Sources, quarantine_tsv: str, remembered_h: float) -> s
     selects.append(f"""
         SELECT chart_id AS record_id, 'vitals' AS record_kind, patient_token, facility_id,
                unit_id, event_time, CAST(event_time AS TIMESTAMP(3)) AS measured_time, {params},
-               '{read}' AS source_topic, source_partition, source_offset, quarantine,
+               '{read}' AS source_topic, source_partition, source_offset,
+               {_marked([p for p in STATE_PARAMS if p in charted])},
                CAST(NULL AS BYTES) AS `value`, {visit_columns_sql(False)}
         FROM (SELECT *, {_quarantine_sql(quarantine_tsv, device, "event_time")} AS quarantine
               FROM device_charted

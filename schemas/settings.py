@@ -367,8 +367,16 @@ class Settings:
     )
     quarantine_registry: Path = cache_setting(
         lambda cache, state: state / "quarantine",
-        "The source quarantine registry (`python -m udfs.quarantine`): sources whose values the "
-        "screening job's rules and models ignore until cleared.",
+        "The quarantine registry (`python -m udfs.quarantine`, a shared mount on a cluster): "
+        "which sources, or which parameters of a source (`--parameter temp_c`), the screening "
+        "job's state, rules and models ignore, over an event-time interval, until cleared; set "
+        "by the data-quality job's events (`python -m sinks.quarantine`) or an operator. "
+        "A whole-source quarantine open across the upgrade to parameters ends when its "
+        "conditions end in the data-quality job restored from its savepoint, or when an "
+        "operator clears it (a job started without its savepoint never ends it on a "
+        "parameter's clear); deploy the screening job, then the actuator and this command, "
+        "then the data-quality job from its savepoint, the old one stopped first "
+        "(`udfs/quarantine.py`).",
     )
     model_name: str = setting(
         "sepsis-risk", "The registry's model that the screening job scores with."

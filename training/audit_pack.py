@@ -50,6 +50,7 @@ from schemas.settings import Settings
 from training import catalog, model_card, validation
 from training.catalog import card as catalog_card
 from training.evaluate import chosen_version
+from udfs.quality import QUARANTINE_SCOPE_SQL
 from udfs.registry import Registry, Version
 
 SECTIONS = (
@@ -342,7 +343,8 @@ def quality_section(v: Version, wh: Warehouse, out: Path) -> str:
         last, period = "2200-01-01T00:00:00+00:00", f"since v{v.version} was registered ({first})"
     rows = wh.df(
         "SELECT event_time, monitor, state, action, severity, source_topic, facility_id, "
-        "unit_id, parameter, reason FROM {db}.quality_events FINAL "
+        f"unit_id, parameter, {QUARANTINE_SCOPE_SQL} AS quarantine_scope, reason "
+        "FROM {db}.quality_events FINAL "
         "WHERE event_time >= parseDateTime64BestEffort(%(a)s) "
         "AND event_time <= parseDateTime64BestEffort(%(b)s) ORDER BY event_time",
         a=first,

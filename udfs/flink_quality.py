@@ -8,6 +8,11 @@ facility's first judged source turns silent unless another window comes
 because the input ended (the watermark jumps to its maximum at the end of a bounded run) is not
 silence and raises nothing.
 
+The state is pickled (PICKLED_BYTE_ARRAY) and restored by unpickling into the classes of the running
+version, which sets the attributes the old object had and no others: a field added to a pickled
+dataclass needs a default (a class attribute) that means what the old state meant
+(udfs.quality.Open.scope: None, the whole source's quarantine, as every quarantine was before).
+
 In: schemas.rows.QUALITY_WINDOW rows (by name), their event time as the record timestamp.
 Out: schemas.rows.QUALITY_EVENT rows (QUALITY_EVENT_TYPE).
 """

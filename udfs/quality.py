@@ -39,6 +39,17 @@ The monitors, their thresholds and why (MONITORS):
   Quarantines (weight in lb and pressures in kPa warn only: see UNIT_SUSPECTS).
 - duplicate storm: share of records repeating a record id already in the window. Quarantines.
 
+A condition quarantines what is faulty (`quarantine_scope`): a unit-conversion suspect or a severe
+shift its parameter of the source, a duplicate storm the source's records as a whole. An event's
+`action` is per scope: `quarantine` when the first quarantining condition of that scope opens,
+`clear` when the last one of that scope ends (a °F temperature and a duplicate storm at once: two
+quarantines, each cleared by its own condition's end); its evidence names the scope
+(`QUARANTINE_SCOPE`: the parameter, or `*`), which the actuator applies (sinks/quarantine.py).
+Conditions restored from the state of the version before scopes quarantined the whole source
+(their `Open.scope` is None), and end that quarantine as they did (a clear of `*` when the last
+one ends). A job started without its savepoint holds none of them, and nothing it sends ends the
+whole-source quarantine they set: an operator does (udfs/quarantine.py).
+
 The p-value thresholds are per source, parameter and window: at 1e-6, a facility with 10
 sources × 15 parameters × 288 five-minute windows a day (43,200 tests) expects 0.04 chance
 alarms a day from sampling alone. The reference (bins, shares, percentiles) is built from real
@@ -50,6 +61,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -121,6 +133,46 @@ MONITORS = (
     "duplicate_storm",
 )
 QUARANTINING = frozenset({"unit_conversion", "duplicate_storm", "distribution_shift"})
+# The quarantining conditions that make a source's records untrustworthy as a whole (the rest
+# quarantine their parameter only: one temperature probe in °F blinded the screen to the unit's
+# heart rate, SpO2, blood pressure and respiratory rate).
+WHOLE_SOURCE_QUARANTINING = frozenset({"duplicate_storm"})
+EVERY_PARAMETER = "*"
+QUARANTINE_SCOPE = "quarantine_scope"  # the evidence key of an action's scope
+
+
+def quarantine_scope(monitor: str, parameter: str | None) -> str | None:
+    """What a quarantining condition quarantines: its parameter of the source, or None, every
+    parameter (the source's records as a whole)."""
+    return None if monitor in WHOLE_SOURCE_QUARANTINING else parameter
+
+
+def action_parameter(event: Mapping[str, Any]) -> str | None:
+    """The parameter a quality event's `action` quarantines or clears (None: every parameter of
+    the source), as its evidence names it; an event written before scopes names none, and its
+    action was the whole source's. Raises ValueError on evidence that is not a JSON object, or
+    a scope that is neither `*` nor a field name (the actuator quarantines the whole source on
+    such a `quarantine`, changes nothing on such a `clear`, and dead-letters either:
+    sinks/quarantine.py)."""
+    try:
+        evidence = json.loads(event.get("evidence_json") or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"evidence_json is not JSON: {e}") from None
+    if not isinstance(evidence, dict):
+        raise ValueError(f"evidence_json is not a JSON object: {type(evidence).__name__}")
+    scope = evidence.get(QUARANTINE_SCOPE, EVERY_PARAMETER)
+    if not isinstance(scope, str) or not (
+        scope == EVERY_PARAMETER or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", scope)
+    ):
+        raise ValueError(f"{QUARANTINE_SCOPE} is neither `*` nor a field name: {scope!r}")
+    return None if scope == EVERY_PARAMETER else scope
+
+
+# `action_parameter` in ClickHouse over quality_events: the scope, `*` for every parameter.
+QUARANTINE_SCOPE_SQL = (
+    f"if(JSONHas(evidence_json, '{QUARANTINE_SCOPE}'), "
+    f"JSONExtractString(evidence_json, '{QUARANTINE_SCOPE}'), '{EVERY_PARAMETER}')"
+)
 
 
 @dataclass(frozen=True)
@@ -139,8 +191,9 @@ class UnitSuspect:
 # Weight and pressures only warn: a bariatric unit's true kilograms (a median of 170) read as
 # pounds are a plausible 77 kg, and an arterial line during a cardiac arrest reads a MAP of
 # 10-14 mmHg, what a monitor set to kPa shows for a normal one; neither median proves a fault,
-# and quarantining would null every vital sign of the unit's records (for a day of weigh-ins,
-# or from a code until another arterial line's normal pressures).
+# and quarantining would null the parameter for the unit's records (the weights of a day of
+# weigh-ins, the pressures from a code until another arterial line's normal ones; before
+# quarantines were a parameter's, every vital sign of the unit's records).
 _KPA = "1 kPa = 7.50062 mmHg"
 UNIT_SUSPECTS: dict[str, UnitSuspect] = {
     "temp_c": UnitSuspect("degF", lambda f: (f - 32.0) * 5.0 / 9.0, "°C = (°F − 32) × 5/9"),
@@ -348,11 +401,14 @@ def event_id(*parts: object) -> str:
 
 @dataclass
 class Open:
-    """An open condition: the event that opened it and whether it quarantined."""
+    """An open condition: the event that opened it, whether it quarantined and what
+    (`quarantine_scope`; None: the whole source, as every condition restored from the state of
+    the version before scopes, which pickled no `scope`, quarantined)."""
 
     event_id: str
     since_ms: int
     quarantine: bool
+    scope: str | None = None
 
 
 @dataclass
@@ -403,20 +459,27 @@ class SourceMonitor:
             # an escalation (a condition already open, opening again more severe) names the
             # event that opened it, so that counting conditions counts each once
             opened = was.event_id if was else None
-            quarantining = any(o.quarantine for o in self.open.values())
-            if quarantine and not quarantining:
-                action = "quarantine"
+            if was is not None and was.quarantine:
+                scope = was.scope
+            else:
+                scope = quarantine_scope(monitor, parameter)
+                if quarantine and not self.quarantines(scope):
+                    action = "quarantine"
             self.open[key] = Open(
                 was.event_id if was else eid,
                 was.since_ms if was else at_ms,
                 quarantine or bool(was and was.quarantine),
+                scope,
             )
         else:
             was = self.open.pop(key)
             opened = was.event_id
-            if was.quarantine and not any(o.quarantine for o in self.open.values()):
+            scope = was.scope
+            if was.quarantine and not self.quarantines(scope):
                 action = "clear"
             severity = "info"
+        if action is not None:
+            evidence = {**evidence, QUARANTINE_SCOPE: scope or EVERY_PARAMETER}
         return {
             "event_id": eid,
             "event_time_ms": at_ms,
@@ -447,6 +510,11 @@ class SourceMonitor:
     @property
     def quarantined(self) -> bool:
         return any(o.quarantine for o in self.open.values())
+
+    def quarantines(self, scope: str | None) -> bool:
+        """Whether an open condition holds the quarantine of `scope` (None: the whole
+        source's)."""
+        return any(o.quarantine and o.scope == scope for o in self.open.values())
 
     @property
     def whole_facility(self) -> bool:

@@ -1,10 +1,12 @@
 """The data-quality chain over the real Kafka broker, as it runs deployed: real set A records of
 two units go to the topics with a monitor firmware fault on one of them (temperatures in °F for
 four hours); the data-quality job, reading and writing Kafka, raises the unit-conversion
-quarantine and its clear on quality.event.v1; the quarantine actuator applies them from
-committed records to the registry; the screening job, reading the same topics with that
-registry, marks every record of the unit in the quarantined interval and uses none of its
-values, and still accounts for every record (a screened state or a dead letter)."""
+quarantine of temp_c and its clear on quality.event.v1; the quarantine actuator applies them
+from committed records to the registry; the screening job, reading the same topics with that
+registry, marks the unit's records in the quarantined interval that carried a temperature (one in
+°F is out of range: a dead letter) and no other, uses none of its temperatures but its other
+values (heart rates and the rest), and still accounts for every record (a screened state or a
+dead letter)."""
 
 from __future__ import annotations
 
@@ -100,32 +102,52 @@ def test_the_actuator_applies_the_committed_events_to_the_registry(chain: dict[s
     opened, cleared = [e for e in chain["events"] if e["action"] is not None]
     assert chain["applied"]["set"] == 1 and chain["applied"]["clear"] == 1
     (q,) = chain["quarantines"]
-    assert (q.source_topic, q.facility_id, q.unit_id) == (VITALS, replay.FACILITY, UNIT)
+    key = (VITALS, replay.FACILITY, UNIT, "temp_c")
+    assert (q.source_topic, q.facility_id, q.unit_id, q.parameter) == key
     assert (q.set_event_id, q.clear_event_id) == (opened["event_id"], cleared["event_id"])
     assert pd.Timestamp(q.since) == pd.Timestamp(opened["window_start"])
     assert pd.Timestamp(q.until) == pd.Timestamp(cleared["window_start"])
 
 
-def test_the_screening_job_marks_the_quarantined_records_and_uses_none_of_their_values(
+def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_but_temp_c(
     chain: dict[str, Any],
 ) -> None:
     (q,) = chain["quarantines"]
     since, until = pd.Timestamp(q.since), pd.Timestamp(q.until)
-    quarantined = {
-        r["observation_id"]
+    in_window = [
+        r
         for t, r in chain["items"]
         if t == VITALS and r["unit_id"] == UNIT and since <= pd.Timestamp(r["event_time"]) < until
-    }
+    ]
+    # a record is marked when it carried a value the quarantine ignores: a temperature
+    quarantined = {r["observation_id"] for r in in_window if r["temp_c"] is not None}
+    without_temp = {r["observation_id"] for r in in_window if r["temp_c"] is None}
     states = {s["record_id"]: s for s in chain["states"]}
     letters = [d for d in chain["dead_letters"] if d["stage"] != data_quality.STAGE]
     assert len(states) + len(letters) == len(chain["items"])  # every record, once
+    # a temperature in °F is out of range: its record is a dead letter before the check
+    refused = [
+        d
+        for d in letters
+        if d["source_topic"].endswith(VITALS) and d["reason_code"] == "out_of_range"
+    ]
+    assert len(quarantined - states.keys()) <= len(refused)
     marked = [states[r] for r in quarantined if r in states]
-    assert len(marked) > 50
     for state in marked:
         marker = json.loads(state["quarantine_json"])
-        assert marker["quarantine"]["event_id"] == q.set_event_id
-        # its own values are not the state's: no vital measured at its time
-        assert state["heart_rate_bpm_measured_time"] != state["event_time"]
+        assert marker["quarantine"]["parameters"] == ["temp_c"]
+        [note] = marker["quarantine"]["quarantines"]
+        assert note["event_id"] == q.set_event_id
+        # its own temperature is not the state's
+        assert state["temp_c_measured_time"] != state["event_time"]
+    # a record of the window without a temperature is not marked: the quarantine ignored none
+    # of its values, and its heart rates are the state's (before, the unit's every vital sign
+    # was ignored)
+    unmarked = [states[r] for r in without_temp if r in states]
+    assert len(unmarked) > 50
+    assert all(s["quarantine_json"] is None for s in unmarked)
+    used = [s for s in unmarked if s["heart_rate_bpm_measured_time"] == s["event_time"]]
+    assert len(used) > len(unmarked) / 2
     assert all(s["temp_c"] is None or s["temp_c"] < 45 for s in chain["states"])
     after = [
         s

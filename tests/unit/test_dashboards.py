@@ -987,6 +987,62 @@ def test_quality_conditions_opened_per_day_count_an_escalation_as_no_second_cond
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 
+def test_the_quarantined_panel_shows_each_quarantined_parameter_and_the_whole_sources_as_a_star(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Unit 4E's temperatures in °F quarantine temp_c, a duplicate storm the whole source, and
+    the storm ends: temp_c stays on the board, the whole source leaves it. Unit 5W's events were
+    written before scopes (no scope in their evidence: the whole source's): a quarantine on a
+    temp_c condition, never cleared, shows as `*`; 6W's, cleared by another condition's end,
+    are off the board."""
+    from grafana.specs import DATA_QUALITY
+    from schemas import topics
+    from udfs import quality
+
+    vitals = topics.VITALS_OBSERVATION.name
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_dqq", ("4E", "5W", "6W"))
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    t0 = int(day.timestamp() * 1000)
+    mon = quality.SourceMonitor(vitals, "F", "4E")
+
+    def event(m: str, state: str, h: int, parameter: str | None, **kw: Any) -> dict[str, Any]:
+        span = quality.Span(t0 + (h - 1) * 3_600_000, t0 + h * 3_600_000, 60)
+        return mon._event(
+            m, state, span.end_ms, span=span, parameter=parameter, statistic="s",
+            observed=1.0, expected=0.0, threshold=1.0, reason=f"{m} {state}", evidence={}, **kw,
+        )  # fmt: skip
+
+    events = [
+        event("unit_conversion", "open", 1, "temp_c", quarantine=True),
+        event("duplicate_storm", "open", 2, None, quarantine=True),
+        event("duplicate_storm", "resolved", 3, None),
+    ]
+    assert [(e["action"], e["parameter"]) for e in events] == [
+        ("quarantine", "temp_c"), ("quarantine", None), ("clear", None),
+    ]  # fmt: skip
+    old = [("5W", "unit_conversion", "quarantine", "temp_c", 1),
+           ("6W", "unit_conversion", "quarantine", "temp_c", 1),
+           ("6W", "duplicate_storm", "clear", None, 2)]  # fmt: skip
+    for unit, m, action, parameter, h in old:
+        events.append({**events[0], "event_id": f"old-{unit}-{h}", "unit_id": unit, "monitor": m,
+                       "action": action, "parameter": parameter, "evidence_json": "{}",
+                       "event_time_ms": t0 + h * 3_600_000})  # fmt: skip
+    rows = []
+    for e in events:
+        r = {k: v for k, v in e.items() if not k.endswith("_ms")}
+        for k in ("event_time", "window_start", "window_end"):
+            r[k] = datetime.fromtimestamp(e[k + "_ms"] / 1000, UTC)
+        rows.append(r)
+    _insert(clickhouse, db, "quality_events", rows)
+    tr = TimeRange(day, day + _DAY)
+    got = _panel_rows(clickhouse, DATA_QUALITY, "quarantined", db, tr, facility="F")
+    assert sorted((unit, parameter, m) for _, _, unit, parameter, m, *_ in got) == [
+        ("4E", "temp_c", "unit_conversion"),
+        ("5W", "*", "unit_conversion"),
+    ]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
 def test_per_day_panels_count_the_facilitys_own_days_not_utc_days(
     clickhouse: Any, settings: Settings
 ) -> None:

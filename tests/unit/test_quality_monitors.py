@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from typing import Any
 
 import numpy as np
@@ -155,26 +156,127 @@ def test_fahrenheit_temperatures_quarantine_the_source_and_celsius_again_clears_
     assert cleared[0]["opened_event_id"] == conv[0]["event_id"]
 
 
-def test_a_quarantine_is_cleared_only_when_no_quarantining_condition_remains(
+def _actions(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None, str | None]]:
+    """(monitor, state, action, the action's scope) of each event."""
+    return [
+        (
+            e["monitor"],
+            e["state"],
+            e["action"],
+            json.loads(e["evidence_json"]).get("quarantine_scope"),
+        )
+        for e in events
+    ]
+
+
+def test_a_temperature_fault_and_a_duplicate_storm_each_quarantine_and_clear_their_own_scope(
     set_a: pd.DataFrame, ref: quality.Reference
 ) -> None:
+    """A unit's temperatures in °F quarantine temp_c only; a duplicate storm on top quarantines
+    the whole source; the storm's end clears the whole source's quarantine (temp_c's stays while
+    the °F values go on), and the °F values' end clears temp_c's. Before, the storm opened no
+    quarantine of its own and its end no clear, and temp_c's fault quarantined every vital sign
+    of the unit."""
     mon = quality.SourceMonitor(VITALS, "hospital-a", "SICU")
     r = ref.topic(VITALS)
     rows = _hour(set_a, 6, 60, 6)
     fahrenheit = {"temp_c": rows["Temp"].to_numpy() * 1.8 + 32}
-    # a duplicate storm (every record sent twice) and °F temperatures at once
-    both = _window(rows, ref, 0, params=fahrenheit, records=120, distinct_ids=60)
-    actions = {e["monitor"]: e["action"] for e in mon.observe(both, r, T)}
-    assert actions == {"duplicate_storm": "quarantine", "unit_conversion": None}
-    # the duplicates stop, the °F values go on: still quarantined, no clear
+    opened = mon.observe(_window(rows, ref, 0, params=fahrenheit), r, T)
+    assert ("unit_conversion", "open", "quarantine", "temp_c") in _actions(opened)
+    assert all(e["parameter"] == "temp_c" for e in opened)
+    assert [a for a in _actions(opened) if a[2]] == [
+        ("unit_conversion", "open", "quarantine", "temp_c")
+    ]  # a severe shift of temp_c in the same window is under the same quarantine
+    both = _window(rows, ref, HOUR_MS, params=fahrenheit, records=120, distinct_ids=60)
+    assert _actions(mon.observe(both, r, T)) == [("duplicate_storm", "open", "quarantine", "*")]
+    ev = mon.observe(_window(rows, ref, 2 * HOUR_MS, params=fahrenheit), r, T)
+    assert _actions(ev) == [("duplicate_storm", "resolved", "clear", "*")]
+    assert mon.quarantines("temp_c") and not mon.quarantines(None)
+    ev = mon.observe(_window(rows, ref, 3 * HOUR_MS), r, T)
+    cleared = [a for a in _actions(ev) if a[2]]
+    assert cleared == [(ev[-1]["monitor"], "resolved", "clear", "temp_c")]
+    assert {e["monitor"] for e in ev} <= {"unit_conversion", "distribution_shift"}
+    assert not mon.quarantined
+
+
+def test_two_conditions_on_one_parameter_clear_its_quarantine_when_the_last_ends(
+    ref: quality.Reference,
+) -> None:
+    mon = quality.SourceMonitor(VITALS, "hospital-a", "SICU")
+    span = quality.Span(0, HOUR_MS, 60)
+    kw: dict[str, Any] = dict(
+        span=span, statistic="s", observed=1.0, expected=0.0, threshold=1.0, reason="r",
+        evidence={}, parameter="temp_c",
+    )  # fmt: skip
+    first = mon._event("unit_conversion", "open", HOUR_MS, quarantine=True, **kw)
+    second = mon._event("distribution_shift", "open", HOUR_MS, quarantine=True, **kw)
+    other = mon._event(
+        "unit_conversion",
+        "open",
+        HOUR_MS,
+        quarantine=True,
+        **{**kw, "parameter": "creatinine_mg_dl"},
+    )
+    assert [first["action"], second["action"], other["action"]] == [
+        "quarantine",
+        None,
+        "quarantine",
+    ]
+    assert mon._event("unit_conversion", "resolved", 2 * HOUR_MS, **kw)["action"] is None
+    last = mon._event("distribution_shift", "resolved", 2 * HOUR_MS, **kw)
+    assert (last["action"], json.loads(last["evidence_json"])["quarantine_scope"]) == (
+        "clear",
+        "temp_c",
+    )
+    assert mon.quarantines("creatinine_mg_dl") and not mon.quarantines("temp_c")
+
+
+def test_conditions_restored_from_the_state_before_scopes_end_the_whole_sources_quarantine(
+    set_a: pd.DataFrame, ref: quality.Reference
+) -> None:
+    """The job's keyed state pickles each facility's monitors (udfs/flink_quality.py). A state
+    of the version before scopes: a °F temperature and a duplicate storm open, under one
+    whole-source quarantine (its `Open`s have no `scope`). Restored, the storm's end clears
+    nothing (the temperature's condition still holds that quarantine), the temperature's end
+    clears the whole source's, and a parameter's condition opening meanwhile quarantines its
+    parameter on its own."""
+    old = quality.SourceMonitor(VITALS, "hospital-a", "SICU", windows=5, last_end_ms=0)
+    for key in (("unit_conversion", "temp_c"), ("duplicate_storm", None)):
+        o = quality.Open(f"old-{key[0]}", 0, quarantine=True)
+        del o.scope  # pickled by the version before: no such attribute
+        old.open[key] = o
+    blob = pickle.dumps(quality.FacilityMonitor({"k": old}))
+    assert b"scope" not in blob
+    mon = pickle.loads(blob).sources["k"]
+    r = ref.topic(VITALS)
+    rows = _hour(set_a, 6, 60, 6)
+    fahrenheit = {"temp_c": rows["Temp"].to_numpy() * 1.8 + 32}
     ev = mon.observe(_window(rows, ref, HOUR_MS, params=fahrenheit), r, T)
-    assert [(e["monitor"], e["state"], e["action"]) for e in ev] == [
-        ("duplicate_storm", "resolved", None)
+    assert [a for a in _actions(ev) if a[1] == "resolved"] == [
+        ("duplicate_storm", "resolved", None, None)
     ]
-    ev = mon.observe(_window(rows, ref, 2 * HOUR_MS), r, T)
-    assert [(e["monitor"], e["state"], e["action"]) for e in ev] == [
-        ("unit_conversion", "resolved", "clear")
-    ]
+    span = quality.Span(0, HOUR_MS, 60)
+    kw: dict[str, Any] = dict(
+        span=span, statistic="s", observed=1.0, expected=0.0, threshold=1.0, reason="r",
+        evidence={}, parameter="creatinine_mg_dl",
+    )  # fmt: skip
+    opened = mon._event("unit_conversion", "open", 2 * HOUR_MS, quarantine=True, **kw)
+    assert (opened["action"], json.loads(opened["evidence_json"])["quarantine_scope"]) == (
+        "quarantine",
+        "creatinine_mg_dl",
+    )
+    ev = mon.observe(_window(rows, ref, 3 * HOUR_MS), r, T)
+    assert [a for a in _actions(ev) if a[2]] == [("unit_conversion", "resolved", "clear", "*")]
+    assert ev[0]["parameter"] == "temp_c"  # the condition's parameter; its quarantine the source's
+    assert mon.quarantines("creatinine_mg_dl") and not mon.quarantines(None)
+
+
+def test_an_events_action_applies_to_the_scope_its_evidence_names_or_the_whole_source() -> None:
+    """The actuator's reading (sinks/quarantine.py): an event written before scopes names none,
+    and its action was the whole source's."""
+    assert quality.action_parameter({"evidence_json": '{"quarantine_scope": "temp_c"}'}) == "temp_c"
+    assert quality.action_parameter({"evidence_json": '{"quarantine_scope": "*"}'}) is None
+    assert quality.action_parameter({"evidence_json": '{"median": 98.4}'}) is None
 
 
 def test_a_parameter_the_feed_stops_sending_opens_missingness(
