@@ -208,6 +208,14 @@ def _warehouse(clickhouse: Any, db: str, units: tuple[str, ...] = ("4E",)) -> st
     return db
 
 
+def _quality_row(event: dict[str, Any]) -> dict[str, Any]:
+    """A quality.event.v1 event as its ClickHouse row: its `…_ms` times as DateTime64."""
+    r = {k: v for k, v in event.items() if not k.endswith("_ms")}
+    for k in ("event_time", "window_start", "window_end"):
+        r[k] = datetime.fromtimestamp(event[k + "_ms"] / 1000, UTC)
+    return r
+
+
 def _insert(clickhouse: Any, db: str, table: str, rows: list[dict[str, Any]]) -> None:
     """Rows as the loader writes them (each at an offset of its own); absent columns default."""
     columns = list(dict.fromkeys(c for r in rows for c in r))
@@ -971,13 +979,7 @@ def test_quality_conditions_opened_per_day_count_an_escalation_as_no_second_cond
     # each escalation and resolution names the event that opened its condition
     assert [e["opened_event_id"] for e in shifts] == [None, shifts[0]["event_id"],
             shifts[0]["event_id"], None, shifts[3]["event_id"]]  # fmt: skip
-    rows = []
-    for e in events:
-        r = {k: v for k, v in e.items() if not k.endswith("_ms")}
-        for k in ("event_time", "window_start", "window_end"):
-            r[k] = datetime.fromtimestamp(e[k + "_ms"] / 1000, UTC)
-        rows.append(r)
-    _insert(clickhouse, db, "quality_events", rows)
+    _insert(clickhouse, db, "quality_events", [_quality_row(e) for e in events])
     tr = TimeRange(day, day + 2 * _DAY)
     got = _panel_rows(clickhouse, DATA_QUALITY, "events_by_monitor", db, tr, facility="F")
     assert [(t.date(), m, n) for t, m, n in got] == [(day.date(), "distribution_shift", 2)]
@@ -1027,13 +1029,7 @@ def test_the_quarantined_panel_shows_each_quarantined_parameter_and_the_whole_so
         events.append({**events[0], "event_id": f"old-{unit}-{h}", "unit_id": unit, "monitor": m,
                        "action": action, "parameter": parameter, "evidence_json": "{}",
                        "event_time_ms": t0 + h * 3_600_000})  # fmt: skip
-    rows = []
-    for e in events:
-        r = {k: v for k, v in e.items() if not k.endswith("_ms")}
-        for k in ("event_time", "window_start", "window_end"):
-            r[k] = datetime.fromtimestamp(e[k + "_ms"] / 1000, UTC)
-        rows.append(r)
-    _insert(clickhouse, db, "quality_events", rows)
+    _insert(clickhouse, db, "quality_events", [_quality_row(e) for e in events])
     tr = TimeRange(day, day + _DAY)
     got = _panel_rows(clickhouse, DATA_QUALITY, "quarantined", db, tr, facility="F")
     assert sorted((unit, parameter, m) for _, _, unit, parameter, m, *_ in got) == [

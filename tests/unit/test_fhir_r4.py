@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1924,14 +1925,7 @@ def test_a_deletion_that_carries_its_resource_is_not_read_as_a_value() -> None:
     timed = hr | {"meta": {"versionId": "1", "lastUpdated": "2026-03-01T09:31:00Z"}}
     versions = run(_observation_versions(gone, {"resource": timed}))  # newest first
     assert not [o for _, o, _ in versions if isinstance(o, Mapped)]
-    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
-    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
-    deleted = {
-        "fullUrl": "https://ehr/fhir/Encounter/e1",
-        "resource": placed,
-        "request": {"method": "DELETE", "url": "Encounter/e1"},
-        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
-    }
+    placed, deleted = _deleted_e1()
     outcomes = run(_observation_versions(deleted, {"resource": placed}))
     records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
     assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
@@ -1986,20 +1980,25 @@ def test_a_history_bundle_is_read_newest_first_even_where_a_deletion_looks_older
     assert placement.place is None
 
 
+def _deleted_e1() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Encounter/e1 in 4E (version 1), and a history entry deleting it that carries it."""
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
+    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
+    return placed, {
+        "fullUrl": "https://ehr/fhir/Encounter/e1",
+        "resource": placed,
+        "request": {"method": "DELETE", "url": "Encounter/e1"},
+        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+    }
+
+
 def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> None:
     """A history Bundle (a `_since` window) whose only entry deletes Encounter/e1 and carries
     the version deleted (IBM/LinuxForHealth FHIR did, LinuxForHealth/FHIR#2026): with no older
     version in the Bundle, the carried one says whose stay it was. It was refused `retracted`
     and no void sent, the bed held for good. A carried resource that is not the one the
     request deletes says nothing of it."""
-    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
-    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
-    gone = {
-        "fullUrl": "https://ehr/fhir/Encounter/e1",
-        "resource": placed,
-        "request": {"method": "DELETE", "url": "Encounter/e1"},
-        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
-    }
+    placed, gone = _deleted_e1()
     [(_, admitted, _)] = run(placed)
     [(_, o, _)] = run(_observation_versions(gone))
     assert isinstance(admitted, Mapped) and isinstance(o, Mapped), o

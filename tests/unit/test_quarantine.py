@@ -168,22 +168,9 @@ def test_a_registry_written_before_parameters_loads_its_quarantines_as_the_whole
     """quarantines.json as the version before wrote it (no `parameter`): its open quarantine is
     the whole source's, cleared by a clear without a parameter; the files written next carry
     the parameter (the TSV's fourth cell, `*` for every parameter)."""
-    old = {
-        "source_topic": DEVICE,
-        "facility_id": "hospital-a",
-        "unit_id": "MICU",
-        "since": "2026-01-05T08:00:00.000Z",
-        "reason": "temp centred at 98",
-        "set_by": "data_quality/unit_conversion",
-        "set_event_id": "e1",
-        "until": None,
-        "cleared_by": None,
-        "clear_event_id": None,
-        "clear_reason": None,
-        "held_event_id": None,
-        "held_by": None,
-        "held_reason": None,
-    }
+    old = _legacy_entry(
+        since="2026-01-05T08:00:00.000Z", reason="temp centred at 98", set_event_id="e1"
+    )
     (tmp_path / JSON_FILE).write_text(json.dumps({"quarantines": [old]}, indent=1))
     reg = QuarantineRegistry(tmp_path)
     [q] = reg.active()
