@@ -440,7 +440,9 @@ QUARANTINE_CLASS = f"{PACKAGE}.Quarantine"
 # line of six cells (a file written before parameters) is every parameter's. The file is read
 # once per JVM and path, and again when its modification time or size changes, checked at most
 # every RELOAD_MS; a reader sees the registry's old file or its new one (renamed into place),
-# never half. With no quarantine the check is one clock read and one map lookup; strings stay
+# never half. With no entry for the topic's facility in the file (open or cleared) the check is
+# one clock read and up to two map lookups; with some, a loop over that facility's entries (the
+# file keeps cleared ones: its cost grows with the facility's history); strings stay
 # Flink's binary strings (no decoding per record), and a record covered by one quarantine gets
 # that quarantine's note as read (built once per file read); one covered by several gets the
 # note of that set, built once per file read and set, looked up by a mask of their positions
