@@ -58,14 +58,12 @@ RECORD_ID = {
 UNIT = {"adt": "COALESCE(unit_id, prior_unit_id, 'unknown')"}
 # The reasons a record that decoded can be refused for (schemas/codec.py).
 REFUSALS = ("out_of_range", "not_a_number", "bad_enum", "missing_field", "timestamp_mismatch")
-NUMERIC = ("float", "double", "int", "long")
 
 
 def parameters(name: str) -> tuple[str, ...]:
     """The topic's numeric fields (the decoded ones: not timestamps)."""
-    schema = INPUTS[name].schema
     have = set(decoded_columns(INPUTS[name].schema_name))
-    return tuple(f.name for f in schema.fields if f.base in NUMERIC and f.name in have)
+    return tuple(n for n in INPUTS[name].schema.numeric_fields if n in have)
 
 
 def _double(x: float) -> str:

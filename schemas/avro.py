@@ -60,6 +60,9 @@ def _float32(x: float) -> float:
     return float(struct.unpack("<f", struct.pack("<f", x))[0])
 
 
+NUMERIC_BASES = ("int", "long", "float", "double")
+
+
 @dataclass(frozen=True)
 class AvroField:
     name: str
@@ -115,6 +118,12 @@ class Schema:
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def numeric_fields(self) -> tuple[str, ...]:
+        """The fields holding a number (int, long, float, double; not a timestamp): the values
+        a data-quality monitor judges and a quarantine may ignore."""
+        return tuple(f.name for f in self.fields if f.base in NUMERIC_BASES and f.logical is None)
 
     def field(self, name: str) -> AvroField:
         for f in self.fields:

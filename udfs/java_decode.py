@@ -557,8 +557,8 @@ public class Quarantine extends ScalarFunction {{
   private transient Snapshot snapshot;
   private transient long checkedMs = Long.MIN_VALUE;
 
-  static Entry entry(String line) {{
-    String[] c = line.split("\\t", 7);
+  /** A TSV line's cells (topic, facility, unit, [parameter,] since, until, note) as an entry. */
+  static Entry entry(String[] c) {{
     if (c.length == 6) {{  // written before parameters: every parameter's
       return new Entry(StringData.fromString(c[2]), EVERY, Long.parseLong(c[3]),
           Long.parseLong(c[4]), c[5]);
@@ -578,9 +578,9 @@ public class Quarantine extends ScalarFunction {{
       if (old != null && old.mtime == mtime && old.size == size) return old;
       Map<StringData, Map<StringData, Facility>> byTopic = new HashMap<>();
       for (String line : Files.readAllLines(p, StandardCharsets.UTF_8)) {{
-        Entry e = entry(line);
+        String[] c = line.split("\\t", 7);
+        Entry e = entry(c);
         if (e == null) continue;
-        String[] c = line.split("\\t", 3);
         byTopic.computeIfAbsent(StringData.fromString(c[0]), k -> new HashMap<>())
             .computeIfAbsent(StringData.fromString(c[1]), k -> new Facility()).entries.add(e);
       }}

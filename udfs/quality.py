@@ -61,7 +61,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -74,6 +73,7 @@ from scipy import stats
 
 from schemas import topics
 from udfs import monitor as model_monitor_stats
+from udfs.quarantine import EVERY_PARAMETER, parameter_key
 
 REFERENCE_FILE = Path(__file__).resolve().parent / "quality_reference.json"
 WHOLE_FACILITY = "*"
@@ -137,7 +137,6 @@ QUARANTINING = frozenset({"unit_conversion", "duplicate_storm", "distribution_sh
 # quarantine their parameter only: one temperature probe in °F blinded the screen to the unit's
 # heart rate, SpO2, blood pressure and respiratory rate).
 WHOLE_SOURCE_QUARANTINING = frozenset({"duplicate_storm"})
-EVERY_PARAMETER = "*"
 QUARANTINE_SCOPE = "quarantine_scope"  # the evidence key of an action's scope
 
 
@@ -161,11 +160,12 @@ def action_parameter(event: Mapping[str, Any]) -> str | None:
     if not isinstance(evidence, dict):
         raise ValueError(f"evidence_json is not a JSON object: {type(evidence).__name__}")
     scope = evidence.get(QUARANTINE_SCOPE, EVERY_PARAMETER)
-    if not isinstance(scope, str) or not (
-        scope == EVERY_PARAMETER or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", scope)
-    ):
-        raise ValueError(f"{QUARANTINE_SCOPE} is neither `*` nor a field name: {scope!r}")
-    return None if scope == EVERY_PARAMETER else scope
+    try:
+        if not isinstance(scope, str) or not scope:
+            raise ValueError
+        return parameter_key(scope)
+    except ValueError:
+        raise ValueError(f"{QUARANTINE_SCOPE} is neither `*` nor a field name: {scope!r}") from None
 
 
 # `action_parameter` in ClickHouse over quality_events: the scope, `*` for every parameter.

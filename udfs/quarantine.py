@@ -397,11 +397,7 @@ def parameter_error(source_topic: str, parameter: str | None) -> str | None:
         schema = topics.topic(source_topic).schema
     except KeyError as e:
         return f"--parameter needs a known topic: {e.args[0]}"
-    numeric = [
-        f.name
-        for f in schema.fields
-        if f.base in ("int", "long", "float", "double") and f.logical is None
-    ]
+    numeric = schema.numeric_fields
     if parameter in numeric:
         return None
     return (
