@@ -1656,13 +1656,7 @@ def test_an_encounter_deleted_in_a_history_bundle_takes_back_the_bed_its_version
     good; it is now that Encounter's latest version in the Bundle taken back when deleted
     (`response.lastModified`), as `entered-in-error`. Without an earlier version in the Bundle
     (who it placed is unknown) or a time, refused as before."""
-    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
-    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
-    deleted = {
-        "fullUrl": "https://ehr/fhir/Encounter/e1",
-        "request": {"method": "DELETE", "url": "Encounter/e1"},
-        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
-    }
+    placed, deleted = _deleted_e1(carried=False)
     # another Encounter of a class in no bed between them, or the deletion sent twice: the
     # stay is taken back at the first deletion all the same
     clinic = encounter(("OPD", "2026-03-01T07:00:00Z", None)) | {
@@ -1963,33 +1957,35 @@ def test_a_history_bundle_is_read_newest_first_even_where_a_deletion_looks_older
     for entries in listings:
         outcomes = run(_observation_versions(*entries))
         assert not [o for _, o, _ in outcomes if isinstance(o, Mapped)], outcomes
-    placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
-    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00.300Z"}
-    gone = {
-        "fullUrl": "https://ehr/fhir/Encounter/e1",
-        "request": {"method": "DELETE", "url": "Encounter/e1"},
-        "response": {"status": "204", "lastModified": "2026-03-01T08:05:00Z"},
-    }
+    placed, gone = _deleted_e1(carried=False, updated="08:05:00.300Z", deleted="08:05:00Z")
     outcomes = run(_observation_versions(gone, {"resource": placed}))
     records = [r for _, o, _ in outcomes if isinstance(o, Mapped) for _, r in o.records]
     assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+    assert _each_applied(records).place is None
+
+
+def _each_applied(records: list[dict[str, Any]]) -> census.PatientPlacement:
+    """The census reference after `records`, each of which it applied."""
     placement = census.PatientPlacement()
     for record in records:
         at = codec.epoch_ms(codec.record_time(record))
         assert placement.apply(census.AdtEvent.of(record, at))[0].status == "applied"
-    assert placement.place is None
+    return placement
 
 
-def _deleted_e1() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Encounter/e1 in 4E (version 1), and a history entry deleting it that carries it."""
+def _deleted_e1(
+    *, carried: bool = True, updated: str = "08:05:00Z", deleted: str = "09:30:00Z"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Encounter/e1 in 4E (version 1, updated at `updated` on 1 March 2026), and a history
+    entry deleting it at `deleted`, which carries it where `carried`."""
     placed = encounter(("4E", "2026-03-01T08:00:00Z", None))
-    placed["meta"] = {"versionId": "1", "lastUpdated": "2026-03-01T08:05:00Z"}
-    return placed, {
+    placed["meta"] = {"versionId": "1", "lastUpdated": f"2026-03-01T{updated}"}
+    entry = {
         "fullUrl": "https://ehr/fhir/Encounter/e1",
-        "resource": placed,
         "request": {"method": "DELETE", "url": "Encounter/e1"},
-        "response": {"status": "204 No Content", "lastModified": "2026-03-01T09:30:00Z"},
+        "response": {"status": "204 No Content", "lastModified": f"2026-03-01T{deleted}"},
     }
+    return placed, {**entry, "resource": placed} if carried else entry
 
 
 def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> None:
@@ -2004,11 +2000,7 @@ def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> 
     assert isinstance(admitted, Mapped) and isinstance(o, Mapped), o
     records = [r for _, r in admitted.records] + [r for _, r in o.records]
     assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
-    placement = census.PatientPlacement()
-    for record in records:
-        at = codec.epoch_ms(codec.record_time(record))
-        assert placement.apply(census.AdtEvent.of(record, at))[0].status == "applied"
-    assert placement.place is None
+    assert _each_applied(records).place is None
     for url in ("Encounter/e2", "Observation/e1", ""):  # not the resource it carries
         other = gone | {"request": {"method": "DELETE", "url": url}}
         [(_, o, _)] = run(_observation_versions(other))
