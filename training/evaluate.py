@@ -87,7 +87,7 @@ def _checked(path: Path, df: pd.DataFrame) -> pd.DataFrame:
         )
     if df.empty:
         raise LayoutError(f"{path}: no rows")
-    for c in REQUIRED:
+    for c in (*REQUIRED, *(m for m in MEASURED if m in df.columns)):
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise LayoutError(f"{path}: column {c} is not numeric ({df[c].dtype})")
     labels = set(df["SepsisLabel"].dropna().unique())

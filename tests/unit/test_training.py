@@ -158,6 +158,8 @@ def test_evaluate_refuses_a_file_of_another_layout_with_a_clear_error_and_status
     pd.DataFrame(one_row).to_parquet(observations_2012)
     labelled_2 = tmp_path / "labels.parquet"
     pd.read_parquet(SAMPLE).assign(SepsisLabel=2).to_parquet(labelled_2)
+    text_hr = tmp_path / "text_hr.parquet"
+    pd.read_parquet(SAMPLE).assign(HR="high").to_parquet(text_hr)
     not_parquet = tmp_path / "notes.parquet"
     not_parquet.write_text("HR|O2Sat\n80|97\n")
     no_psv = tmp_path / "empty"
@@ -166,6 +168,7 @@ def test_evaluate_refuses_a_file_of_another_layout_with_a_clear_error_and_status
         observations_2012: "lacks patient_id, ICULOS, SepsisLabel, Age, Gender (this looks like "
         "PhysioNet 2012 observations: MODEL=icu-mortality)",
         labelled_2: "SepsisLabel must be 0 or 1",
+        text_hr: "column HR is not numeric",
         not_parquet: "not a parquet file or a .psv",
         no_psv: "holds .psv files; none",
         tmp_path / "absent.parquet": "no such file or folder",
