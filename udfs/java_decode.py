@@ -48,7 +48,7 @@ from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 # The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
 INGESTED = (
     topics.VITALS_DEVICE,
@@ -441,8 +441,10 @@ QUARANTINE_CLASS = f"{PACKAGE}.Quarantine"
 # once per JVM and path, and again when its modification time or size changes, checked at most
 # every RELOAD_MS; a reader sees the registry's old file or its new one (renamed into place),
 # never half. With no entry for the topic's facility in the file (open or cleared) the check is
-# one clock read and up to two map lookups; with some, a loop over that facility's entries (the
-# file keeps cleared ones: its cost grows with the facility's history); strings stay
+# one clock read and up to two map lookups; with some, a loop over that facility's open
+# quarantines and those of its cleared ones that end after the record's time (kept latest end
+# first, so a record of now meets none of the facility's history; a replay of an old period
+# meets the quarantines cleared since, which the file keeps for it); strings stay
 # Flink's binary strings (no decoding per record), and a record covered by one quarantine gets
 # that quarantine's note as read (built once per file read); one covered by several gets the
 # note of that set, built once per file read and set, looked up by a mask of their positions
@@ -517,6 +519,19 @@ public class Quarantine extends ScalarFunction {{
   /** A facility's quarantines of one topic in one read, in the file's order. */
   static final class Facility {{
     final List<Entry> entries = new ArrayList<>();
+    /** Positions of the open quarantines. */
+    int[] open;
+    /** Positions of the cleared ones, latest end first: a record at t meets those ending after. */
+    int[] cleared;
+
+    void index() {{
+      List<Integer> o = new ArrayList<>();
+      List<Integer> c = new ArrayList<>();
+      for (int i = 0; i < entries.size(); i++) (entries.get(i).untilMs < 0 ? o : c).add(i);
+      c.sort((a, b) -> Long.compare(entries.get(b).untilMs, entries.get(a).untilMs));
+      open = o.stream().mapToInt(Integer::intValue).toArray();
+      cleared = c.stream().mapToInt(Integer::intValue).toArray();
+    }}
     /**
      * The notes of records covered by several quarantines at once, by which: a Long mask of
      * their positions while all are below 64, else a BitSet of them (never equal to a Long).
@@ -584,6 +599,9 @@ public class Quarantine extends ScalarFunction {{
         byTopic.computeIfAbsent(StringData.fromString(c[0]), k -> new HashMap<>())
             .computeIfAbsent(StringData.fromString(c[1]), k -> new Facility()).entries.add(e);
       }}
+      for (Map<StringData, Facility> fs : byTopic.values()) {{
+        for (Facility f : fs.values()) f.index();
+      }}
       Snapshot s = new Snapshot(mtime, size, byTopic);
       SNAPSHOTS.put(file, s);
       return s;
@@ -624,20 +642,29 @@ public class Quarantine extends ScalarFunction {{
     int count = 0;
     long mask = 0;
     BitSet beyond = null;  // positions from 64 on (a long history of the facility's quarantines)
-    for (int i = 0; i < entries.size(); i++) {{
-      if (!entries.get(i).covers(unit, t)) continue;
+    // the open quarantines, then the cleared ones that end after t (latest end first: a record
+    // of now meets none of the facility's history)
+    int[] open = at.open;
+    int[] cleared = at.cleared;
+    for (int k = 0; k < open.length + cleared.length; k++) {{
+      int i = k < open.length ? open[k] : cleared[k - open.length];
+      Entry e = entries.get(i);
+      if (k >= open.length && e.untilMs <= t) break;
+      if (!e.covers(unit, t)) continue;
       if (first < 0) first = i;
       count++;
       if (i < 64) {{
         mask |= 1L << i;
       }} else {{
-        if (beyond == null) beyond = BitSet.valueOf(new long[] {{mask}});
+        if (beyond == null) beyond = new BitSet();
         beyond.set(i);
       }}
     }}
     if (first < 0) return null;
     if (count == 1) return entries.get(first).alone;
-    return at.note(beyond == null ? (Object) Long.valueOf(mask) : beyond);
+    if (beyond == null) return at.note(mask);
+    beyond.or(BitSet.valueOf(new long[] {{mask}}));  // positions met in any order
+    return at.note(beyond);
   }}
 }}
 """

@@ -609,9 +609,8 @@ public class Probe {
 """
 
 
-def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
-    tmp_path: Path, settings: Any
-) -> None:
+def _probe(tmp_path: Path, settings: Any, tsv: Path) -> subprocess.Popen[str]:
+    """The JVM check in a process of its own: a line `topic facility unit ms` in, its note out."""
     from udfs import java_decode
 
     jar = java_decode.decoder_jar(settings)
@@ -622,6 +621,31 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
         check=True,
         capture_output=True,
     )
+    return subprocess.Popen(
+        ["java", "-cp", f"{cp}{os.pathsep}{tmp_path}", "Probe", str(tsv)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _asker(probe: subprocess.Popen[str]) -> Any:
+    assert probe.stdin is not None and probe.stdout is not None
+    stdin, stdout = probe.stdin, probe.stdout
+
+    def ask(topic: str, facility: str, unit: str, at: datetime) -> str | None:
+        ms = int(at.timestamp() * 1000)
+        stdin.write(f"{topic}\t{facility}\t{unit}\t{ms}\n")
+        stdin.flush()
+        got = stdout.readline().strip()
+        return None if got == "-" else got
+
+    return ask
+
+
+def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
+    tmp_path: Path, settings: Any
+) -> None:
     root = tmp_path / "registry"
     reg = QuarantineRegistry(root)
     reg.set(*SRC, since=T0, reason="r", by="dq", event_id="e1")
@@ -640,21 +664,10 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
         reg.clear(VITALS, "hospital-c", "ICU", until=T0, reason="x", by="dq", parameter="spo2_pct")
     reg.set(VITALS, "hospital-c", None, since=T0, reason="b", by="dq", parameter="gcs_total")
     reg.set(VITALS, "hospital-c", "ICU", since=later, reason="c", by="dq")
-    probe = subprocess.Popen(
-        ["java", "-cp", f"{cp}{os.pathsep}{tmp_path}", "Probe", str(root / TSV)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    probe = _probe(tmp_path, settings, root / TSV)
     assert probe.stdin is not None and probe.stdout is not None
     stdin, stdout = probe.stdin, probe.stdout
-
-    def ask(topic: str, facility: str, unit: str, at: datetime) -> str | None:
-        ms = int(at.timestamp() * 1000)
-        stdin.write(f"{topic}\t{facility}\t{unit}\t{ms}\n")
-        stdin.flush()
-        got = stdout.readline().strip()
-        return None if got == "-" else got
+    ask = _asker(probe)
 
     def want(topic: str, facility: str, unit: str, at: datetime) -> str | None:
         return record_note(reg.covering(topic, facility, unit, at))
@@ -708,4 +721,40 @@ def test_the_jvm_check_agrees_with_the_registry_and_rereads_it_when_it_changes(
         ]
     finally:
         stdin.close()
+        probe.wait(timeout=10)
+
+
+def test_the_jvm_check_over_a_long_history_of_cleared_quarantines_agrees_at_every_time(
+    tmp_path: Path, settings: Any
+) -> None:
+    """The check meets only the open quarantines and the cleared ones ending after the record:
+    a record of any time, during old quarantines, between them or now, gets the registry's note."""
+    root = tmp_path / "registry"
+    reg = QuarantineRegistry(root)
+    units = ("ICU", "MICU", None)
+    for i in range(150):  # a year of faults: overlapping, of units and of the whole facility
+        unit, since = units[i % 3], T0 + timedelta(hours=7 * i)
+        parameter = (None, "temp_c", "spo2_pct")[i % 5 % 3]
+        reg.set(DEVICE, "hospital-a", unit, since=since, reason="f", by="dq", parameter=parameter)
+        until = since + timedelta(hours=(i * 37) % 90 + 1)
+        reg.clear(
+            DEVICE, "hospital-a", unit, until=until, reason="ok", by="dq", parameter=parameter
+        )
+    reg.set(DEVICE, "hospital-a", "ICU", since=T0, reason="open", by="dq", parameter="map_mmhg")
+    reg.set(DEVICE, "hospital-a", None, since=T0 + timedelta(hours=1000), reason="s", by="dq")
+    probe = _probe(tmp_path, settings, root / TSV)
+    ask = _asker(probe)
+    try:
+        times = [T0 + timedelta(hours=h, minutes=m) for h in range(-2, 1200, 3) for m in (0, 59)]
+        notes = {}
+        for unit in ("ICU", "MICU", "PACU"):
+            for at in times:
+                want = record_note(reg.covering(DEVICE, "hospital-a", unit, at))
+                assert ask(DEVICE, "hospital-a", unit, at) == want, (unit, at)
+                notes[want] = at
+        several = [n for n in notes if n and len(json.loads(n)["quarantines"]) > 2]
+        assert None in notes and len(several) > 3, "the history covers the cases it should"
+    finally:
+        assert probe.stdin is not None
+        probe.stdin.close()
         probe.wait(timeout=10)
