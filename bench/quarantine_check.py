@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         root = work / f"history-{history}"
         registry(root, history)
         now = T0 + timedelta(hours=7 * history + 2)
-        old = T0 + timedelta(hours=7 * (history // 2) + 1)  # inside a cleared quarantine
+        old = T0 + timedelta(hours=7 * (history // 2) + 1)  # mid-history: half of it cleared since
         ns[str(history)] = {}
         for when, at in (("record_of_now", now), ("record_of_old_period", old)):
             if history == 0 and when == "record_of_old_period":
