@@ -35,7 +35,9 @@ without its value, each a number, a LOINC answer code or an ordinalValue (as FHI
 `observation-example-glasgow` codes them), or Observations of their own in one Bundle
 (`Part`, `_summed_parts`). No MAP is estimated: a pressure panel is one Observation of its
 Bundle, and the measured MAP may be another.
-A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
+A value must be a point in time: an effectivePeriod longer than an hour is refused, an
+effectiveTiming (a schedule) too (`schedule_not_time`); a leap second is read as the last
+millisecond of its minute (`_leap_second`). Values with
 a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
 range or of a laboratory code inside a vital-signs panel is rejected alone (`Mapped.rejected`),
 the others kept; with none
@@ -1099,9 +1101,40 @@ def _instant(value: Any, what: str) -> datetime | Refused:
         return value.astimezone(UTC)
     if isinstance(value, date):
         return Refused("imprecise_time", f"{what} {value.isoformat()} is a date without a time")
+    if isinstance(value, str) and _LEAP_SECOND.fullmatch(value.strip()):
+        return _leap_second(value.strip(), what)
     if isinstance(value, str) and value:  # a year or a year and month (FHIR R4 dateTime)
         return Refused("imprecise_time", f"{what} {value} is a partial date without a time")
     return Refused("missing_field", f"{what} is missing")
+
+
+# A time with second 60, which FHIR R4's dateTime and instant allow (datatypes.html#dateTime,
+# #instant: their regexes' seconds are `[0-5][0-9]|60`, XML Schema's leap second) and fhir.resources
+# keeps as text (Python's datetime has no second 60)
+_LEAP_SECOND = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}):60(?:\.\d+)?(Z|[+-]\d{2}:\d{2})")
+LEAP_SECOND_AS = 999_000  # µs: a leap second is read as its minute's last millisecond
+
+
+def _leap_second(text: str, what: str) -> datetime | Refused:
+    """A leap second (`…T23:59:60Z`: 23:59:60 UTC, however offset) as 23:59:59.999 UTC, the
+    last instant a record's millisecond time (Avro timestamp-millis) has before the next day:
+    after every time of its minute, before every one of the next; its fraction, if any, is not
+    kept. A leap second is only ever the last second of a UTC month (ITU-R TF.460-6 §2.1); a
+    second 60 anywhere else names no instant, refused `bad_time`."""
+    m = _LEAP_SECOND.fullmatch(text)
+    assert m is not None
+    try:
+        minute = datetime.fromisoformat(f"{m[1]}:59{m[2].replace('Z', '+00:00')}")
+    except ValueError:
+        return Refused("bad_time", f"{what} {text} is no time (no such date or offset)")
+    at = minute.astimezone(UTC)
+    if (at + timedelta(seconds=1)).timetuple()[2:6] != (1, 0, 0, 0):  # not a UTC month's end
+        return Refused(
+            "bad_time",
+            f"{what} {text}: second 60 outside the last minute of a UTC month is no leap "
+            "second and names no instant",
+        )
+    return at.replace(microsecond=LEAP_SECOND_AS)
 
 
 def _effective(obs: Any, interval: bool) -> Any:
@@ -1982,6 +2015,15 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
 def _not_a_point(obs: Any, interval: bool = False) -> Refused | None:
     """Why an Observation's effectivePeriod is no point in time (ends before it starts, or spans
     more than POINT_IN_TIME, but for a volume over an `interval`), or None."""
+    if obs.effectiveTiming is not None:
+        # R4 Timing "specifies an event that may occur multiple times ... when things are
+        # planned, expected or requested to occur" (datatypes.html#Timing): a schedule, even of
+        # one event, not when this value was measured (Observation.effective[x])
+        return Refused(
+            "schedule_not_time",
+            "effectiveTiming is a schedule (a FHIR Timing: when things are planned or expected "
+            "to occur), not the time the value was measured",
+        )
     period = obs.effectivePeriod
     if obs.effectiveDateTime is None and period is not None and period.start and period.end:
         end = _instant(period.end, "effectivePeriod.end")

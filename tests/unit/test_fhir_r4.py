@@ -1167,6 +1167,50 @@ def test_a_final_observation_updated_in_place_with_another_value_is_a_record_of_
     assert outcomes[1].result.records[0][1]["observation_id"] == updated["observation_id"]  # type: ignore[union-attr]
 
 
+def test_a_leap_second_is_read_as_its_minutes_last_millisecond_and_a_false_one_refused() -> None:
+    """FHIR R4 dateTime and instant allow second 60 (datatypes.html: `[0-5][0-9]|60`), which
+    fhir.resources keeps as text: a leap second was refused `imprecise_time`, "a partial date
+    without a time", which it is not. It is read as 23:59:59.999 UTC (records are to the
+    millisecond: before the next day, after the rest of its minute); a second 60 not in the
+    last minute of a UTC month is no leap second (ITU-R TF.460-6): refused `bad_time`."""
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    last = datetime(2016, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+    for written in ("2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z", "2017-01-01T00:59:60+01:00",
+                    "2016-12-31T18:59:60-05:00"):  # fmt: skip
+        [(_, o, _)] = run(hr | {"effectiveDateTime": written})
+        assert _values(o)["event_time"] == last, written
+    [(_, issued, _)] = run(hr | {"issued": "2016-12-31T23:59:60Z"})
+    assert _values(issued)["recorded_time"] == last
+    june = datetime(2015, 6, 30, 23, 59, 59, 999000, tzinfo=UTC)
+    instant = {k: v for k, v in hr.items() if k != "effectiveDateTime"}
+    [(_, o, _)] = run(instant | {"effectiveInstant": "2015-06-30T23:59:60Z"})
+    assert _values(o)["event_time"] == june
+    for written in ("2017-03-01T10:15:60Z", "2016-12-30T23:59:60Z", "2016-12-31T23:59:60+01:00"):
+        [(_, o, _)] = run(hr | {"effectiveDateTime": written})
+        assert isinstance(o, Refused) and o.reason_code == "bad_time", (written, o)
+        assert "second 60" in o.reason
+    stay = encounter(("4E", "2016-12-31T23:59:60Z", None))
+    [(_, o, _)] = run(stay)
+    assert isinstance(o, Mapped) and o.records[0][1]["event_time"] == last
+
+
+def test_an_effective_timing_is_a_schedule_refused_as_such() -> None:
+    """Observation.effective[x] may be a Timing in R4, which "specifies an event that may occur
+    multiple times" and records "when things are planned, expected or requested to occur"
+    (datatypes.html#Timing): a schedule, not when the value was measured. It was refused
+    `missing_field`, "effective time is missing", which sends an operator looking for a
+    missing element; it is refused `schedule_not_time`, even with a single event."""
+    for timing in (
+        {"event": ["2026-03-01T09:30:00Z"]},
+        {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+    ):
+        hr = observation("8867-4", valueQuantity=quantity(72, "/min"), effectiveTiming=timing)
+        del hr["effectiveDateTime"]
+        [(_, o, _)] = run(hr)
+        assert isinstance(o, Refused) and o.reason_code == "schedule_not_time", (timing, o)
+        assert "schedule" in o.reason
+
+
 def _values(o: Mapped | Refused) -> dict:
     assert isinstance(o, Mapped), o
     [(_, record)] = o.records
