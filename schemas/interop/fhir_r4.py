@@ -11,7 +11,9 @@ first location is the admission, each change of location a transfer, and the end
 encounter's last location (else the encounter's own period.end) the discharge. Locations are
 taken in the order of their period.start, whatever their order in the list. Consecutive entries
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
-inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
+inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds; a class
+outside ActEncounterCode (an extensible binding) is read by its meaning, else as not known
+(`_encounter_class`), never refused for being local. Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
 site, building, ward, room and bed) and a ward is among them, the wards (`wa`) are the units
 and each ward stay's bed the `bd` entry's that overlaps it most; any other level (site,
@@ -75,6 +77,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas import topics
 from schemas.interop import acvpu, demographics, derived, identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
+from schemas.interop.hl7v2 import _BEDLESS as V2_BEDLESS  # PV1-2 classes of no bed
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
     OTHER_ID_TYPES,
@@ -102,6 +105,45 @@ from schemas.interop.loinc import (
 )
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
+# Encounter.class is a Coding bound *extensibly* to v3 ActEncounterCode (FHIR R4
+# encounter.html, Encounter.class; terminologies.html#extensible: another code may be sent where
+# none of the set fits), so local codes are R4 and are read, not refused: the set's codes (in
+# the v3 ActCode system, its STU3 URL or OID, or with no system) as themselves; HL7 v2 patient
+# classes (table 0004, as feeds converted from PV1-2 send them) as the v2 gateway reads PV1-2
+# (schemas.interop.hl7v2: P, O, R, C, N hold no bed); any other code by its code or display
+# where its words say which class (`_CLASS_WORDS`), else as a class not known, which the stay's
+# locations decide (the census needs no class: an ADT record has none, and a location that is no
+# configured unit is refused there, `unknown_unit`), as an HL7 visit of class U or none is.
+ACT_ENCOUNTER_CODES = frozenset(
+    {"AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC", "PRENC", "SS", "VR"}
+)
+ACT_CODE_SYSTEMS = frozenset(
+    {
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "http://hl7.org/fhir/v3/ActCode",  # STU3's
+        "urn:oid:2.16.840.1.113883.5.4",
+    }
+)
+V2_0004_SYSTEMS = frozenset(
+    {
+        "http://terminology.hl7.org/CodeSystem/v2-0004",
+        "http://hl7.org/fhir/v2/0004",  # STU3's
+        "urn:oid:2.16.840.1.113883.18.5",  # THO's
+        "urn:oid:2.16.840.1.113883.12.4",  # HL7 v2 table 0004's
+    }
+)
+# a local class's words, first match deciding: the ones of no bed before the ones of a bed (an
+# "outpatient observation" is no bed)
+_CLASS_WORDS = (
+    (re.compile(r"out-?patient|ambulator|\bclinic\b|\boffice\b|virtual|tele-?health|"
+                r"tele-?medicine|\bhome\b|\bfield\b|pre-?admi", re.IGNORECASE), "AMB"),
+    (re.compile(r"short.?stay|day.?(case|surgery)", re.IGNORECASE), "SS"),
+    (re.compile(r"in-?patient|admitted|acute", re.IGNORECASE), "IMP"),
+    (re.compile(r"emergency|\b(ED|ER|A&E)\b", re.IGNORECASE), "EMER"),
+    (re.compile(r"observation", re.IGNORECASE), "OBSENC"),
+)  # fmt: skip
+
+
 # Encounter.location.physicalType (FHIR R4 LocationType): the ward is the census's unit, the bed
 # its bed; the other levels of one stay (site, building, wing, level, room) are where it is.
 PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-type"
@@ -425,7 +467,9 @@ def _deleted_by_request(entries: list[Any], i: int, stamp: Any) -> dict[str, Any
 
 def _holds_bed(cls: Any) -> bool:
     """Whether an Encounter's `class` (its JSON) is one that occupies a bed."""
-    return isinstance(cls, dict) and cls.get("code") in BED_CLASSES
+    if not isinstance(cls, dict):
+        return False
+    return _encounter_class(cls.get("system"), cls.get("code"), cls.get("display")).in_bed
 
 
 # Resources about a person, whose id some servers make of a record number: labelled without it
@@ -1241,6 +1285,47 @@ def _subject(
     return Refused("missing_field", f"{what}.subject has neither a reference nor an identifier")
 
 
+class EncounterClass(NamedTuple):
+    """How an Encounter's class is read (`_encounter_class`)."""
+
+    in_bed: bool  # whether the stay may occupy a bed
+    said: str  # the class as a reason or note shows it (`IMP`, `inpatient (urn:x) read as IMP`)
+    note: str | None  # said in the Mapped notes where the class was not a set's code
+
+
+def _encounter_class(system: Any, code: Any, display: Any) -> EncounterClass:
+    """An Encounter.class Coding read as ACT_ENCOUNTER_CODES's comment says."""
+    system = system if isinstance(system, str) and system else None
+    code = str(code).strip() if code is not None else ""
+    sent = printable(f"{code or 'no code'} ({system or 'no system'})"[:120])
+    if (system is None or system in ACT_CODE_SYSTEMS) and code in ACT_ENCOUNTER_CODES:
+        return EncounterClass(code in BED_CLASSES, code, None)
+    if system in V2_0004_SYSTEMS and code:
+        in_bed = code.upper() not in V2_BEDLESS
+        return EncounterClass(in_bed, f"{sent}, HL7 v2 patient class", None)
+    words = " ".join(str(w) for w in (code, display) if w)
+    for pattern, act in _CLASS_WORDS:
+        if pattern.search(words):
+            said = f"{sent} read as {act}"
+            return EncounterClass(act in BED_CLASSES, said, f"Encounter.class {said}")
+    if code.upper() in ACT_ENCOUNTER_CODES:  # a v3 code under a local system
+        act = code.upper()
+        said = f"{sent} read as {act}"
+        return EncounterClass(act in BED_CLASSES, said, f"Encounter.class {said}")
+    return EncounterClass(
+        True,
+        sent,
+        f"Encounter.class {sent} is no ActEncounterCode and says no class wardflow reads: the "
+        "stay is counted by its locations",
+    )
+
+
+def _class_of(enc: Any) -> EncounterClass:
+    """The class of a validated Encounter (`_encounter_class`)."""
+    c = enc.class_fhir
+    return _encounter_class(*((c.system, c.code, c.display) if c is not None else (None,) * 3))
+
+
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
@@ -1248,10 +1333,10 @@ def _encounter(
         return _voided(enc, subject, tokenise, source, facility)
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
-    cls = enc.class_fhir.code if enc.class_fhir is not None else None
-    if cls not in BED_CLASSES:
+    cls = _class_of(enc)
+    if not cls.in_bed:
         return Refused(
-            "not_inpatient", f"class {cls} does not occupy a bed ({sorted(BED_CLASSES)})"
+            "not_inpatient", f"class {cls.said} does not occupy a bed ({sorted(BED_CLASSES)})"
         )
     patient = subject()
     if isinstance(patient, Refused):
@@ -1418,7 +1503,8 @@ def _encounter(
                 **common,
             }
         )
-    return Mapped([(topics.ADT_EVENT.name, r) for r in records])
+    notes = [cls.note] if cls.note else []
+    return Mapped([(topics.ADT_EVENT.name, r) for r in records], notes=notes)
 
 
 def _current_location_time(enc: Any, stay: tuple[str, datetime, datetime | None]) -> Any:
@@ -1464,13 +1550,13 @@ def _voided(
     without PV1-19) or not known (udfs.census), or that holds no bed (a cancelled Encounter no
     version placed). Refused `entered_in_error` (or `cancelled`) as before for a class in no
     bed, or without meta.lastUpdated (when it was taken back is unknown)."""
-    cls = enc.class_fhir.code if enc.class_fhir is not None else None
+    cls = _class_of(enc)
     at = _stored_at(enc)
     key = _encounter_key(enc, tokenise)
-    if cls not in BED_CLASSES or at is None or key is None:
+    if not cls.in_bed or at is None or key is None:
         why = (
-            f"class {cls} occupies no bed"
-            if cls not in BED_CLASSES
+            f"class {cls.said} occupies no bed"
+            if not cls.in_bed
             else "without meta.lastUpdated, when it was taken back is unknown"
             if at is None
             else "the Encounter has neither an id nor an identifier"

@@ -131,6 +131,69 @@ def encounter(*locations: tuple[str, str, str | None], status: str = "in-progres
     }
 
 
+def test_an_encounter_class_outside_act_encounter_code_is_read_not_refused() -> None:
+    """Encounter.class is bound extensibly to v3 ActEncounterCode (R4 Encounter.class,
+    terminologies.html#extensible): local codes are R4, and systems send them. Every class but
+    the five bed classes' codes refused the bed movement (`not_inpatient`), an inpatient's
+    admission coded `inpatient` included. The census needs no class (an ADT record has none):
+    a code whose meaning is clear is read as its ActEncounterCode, an HL7 v2 patient class as
+    the v2 gateway reads PV1-2, and any other is a class not known, read by its locations, with
+    a note; only a class of no bed is refused, as before."""
+    v3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    v2 = "http://terminology.hl7.org/CodeSystem/v2-0004"
+    local = "https://ehr.example.org/fhir/CodeSystem/encounter-class"
+    for cls, note in (
+        ({"system": local, "code": "inpatient"}, "read as IMP"),
+        ({"system": v3, "code": "inpatient"}, "read as IMP"),  # not an ActCode code
+        ({"system": local, "code": "IP", "display": "In-patient admission"}, "read as IMP"),
+        ({"system": local, "code": "imp"}, "read as IMP"),
+        ({"system": local, "code": "ED", "display": "Emergency department"}, "read as EMER"),
+        ({"system": v2, "code": "I"}, None),
+        ({"system": v2, "code": "E"}, None),
+        ({"system": local, "code": "X7"}, "says no class wardflow reads"),
+        ({"system": local, "code": "tele", "display": "Cardiac telemetry"}, "says no class"),
+        ({"code": "IMP"}, None),
+        ({"system": v3, "code": "ACUTE"}, None),
+    ):
+        stay = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
+        [(_, o, _)] = run(stay)
+        assert isinstance(o, Mapped), (cls, o)
+        assert [r["event_type"] for _, r in o.records] == ["admit"], cls
+        if note is None:
+            assert o.notes == [], (cls, o.notes)
+        else:
+            assert len(o.notes) == 1 and note in o.notes[0], (cls, o.notes)
+    for cls in (
+        {"system": v3, "code": "AMB"},
+        {"code": "VR"},
+        {"system": v2, "code": "O"},
+        {"system": v2, "code": "P"},
+        {"system": local, "code": "OP", "display": "Outpatient"},
+        {"system": local, "code": "clinic visit"},
+        {"system": local, "code": "outpatient observation"},  # no bed: the first words decide
+        {"system": local, "code": "day case"},  # SS, as ActCode's own SS
+    ):
+        stay = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
+        [(_, o, _)] = run(stay)
+        assert isinstance(o, Refused) and o.reason_code == "not_inpatient", (cls, o)
+    # its void and deletion read the class alike: the stay a local class placed is taken back
+    cls = {"system": local, "code": "inpatient"}
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
+    placed["meta"] = {"lastUpdated": "2026-03-01T08:05:00Z"}
+    voided = placed | {"status": "entered-in-error"}
+    voided["meta"] = {"lastUpdated": "2026-03-01T09:00:00Z"}
+    delete = {"method": "DELETE", "url": "Encounter/e1"}
+    deletion = {"resourceType": "Bundle", "type": "batch",
+                "entry": [{"resource": placed, "request": delete}]}  # fmt: skip
+    for taken_back in (voided, deletion):
+        [(_, admitted, _)] = run(placed)
+        [(_, void, _)] = run(taken_back)
+        assert isinstance(admitted, Mapped) and isinstance(void, Mapped), void
+        records = [r for _, r in admitted.records] + [r for _, r in void.records]
+        assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+        assert _each_applied(records).place is None
+
+
 def test_an_encounter_version_stored_after_its_events_times_them_when_it_was_stored() -> None:
     """A discharge entered two hours after the patient left is applied when entered, as an
     HL7 discharge at its EVN-2; without meta.lastUpdated the events keep their own times."""
