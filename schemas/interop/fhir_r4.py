@@ -2306,16 +2306,10 @@ def _code_name(concept: Any) -> str:
 
 
 def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str:
-    """The record's name: a resend keeps it (and is a duplicate downstream); every result, of
-    whatever status, is named with what it measured (`_MEASURED`), so that the final result
-    after a preliminary one, a correction, or a `final` one updated in place is a record of its
-    own, not dropped as a copy of the first. R4 lets a server change a resource under the same
-    id and status (http.html#update: a new `meta.versionId`; Observation.status "final" says
-    nothing of versions), and servers do; `amended`/`corrected` is what a sender should say,
-    not what every one does. A new version that changes none of what it measured (a tag, a
-    note, a server's meta: `meta.versionId` and `lastUpdated` are not read) keeps the name and
-    stays a copy. (A final result was named by its id alone until 2026-12-06, so a resend of one
-    published before is stored once more.) An Observation without
+    """The record's name: a resend keeps it (and is a duplicate downstream); a preliminary,
+    amended or corrected result is named with what it measured (`_MEASURED`), so that the final
+    result after a preliminary one, or a correction, is a record of its own, not dropped as a
+    copy of the first. A final result keeps the Observation's plain name. An Observation without
     an id (a transaction's POST entry) is named by its business identifier with its code (an
     interface that sets the order's accession number as every result's identifier would give a
     panel's results one name, and each but the first would be a duplicate), else by its
@@ -2327,45 +2321,13 @@ def _observation_name(obs: Any, data: dict[str, Any], tokenise: Tokenise) -> str
         name = f"{business}:{_code_name(obs.code)}"
     else:
         name = _fingerprint(data, tokenise)
-    if name.startswith("content:"):  # its content names it already
+    if obs.status == "final" or name.startswith("content:"):
         return name
     # what it measured names no one (no subject): a plain digest of it
-    measured = json.dumps(_measured(obs, data), sort_keys=True, separators=(",", ":"))
+    measured = json.dumps(
+        {k: data[k] for k in _MEASURED if k in data}, sort_keys=True, separators=(",", ":")
+    )
     return f"{name}@{obs.status}:{hashlib.sha256(measured.encode()).hexdigest()[:16]}"
-
-
-def _measured(obs: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """What an Observation's version measured (`_MEASURED`), as a resend keeps it whatever the
-    wording: its code and its components' as `_code_name`, each coded value or absence as its
-    codings (`_concept_said`), the components in no order (a panel's have none to keep)."""
-    out = {k: _concept_said(data[k]) for k in _MEASURED if k in data}
-    out["code"] = _code_name(obs.code)
-    raw = data.get("component")
-    if obs.component and isinstance(raw, list):
-        parts = [
-            {
-                **{k: _concept_said(v) for k, v in r.items()
-                   if k.startswith("value") or k == "dataAbsentReason"},
-                "code": _code_name(c.code),
-            }
-            for c, r in zip(obs.component, raw, strict=True)
-        ]  # fmt: skip
-        out["component"] = sorted(parts, key=lambda p: json.dumps(p, sort_keys=True))
-    return out
-
-
-def _concept_said(value: Any) -> Any:
-    """A CodeableConcept (a coded value, a dataAbsentReason) as the set of its codings'
-    `system|code`, its text only where it has none (R4 datatypes: displays and text are for
-    people, and a resend may word them otherwise); any other value as it is."""
-    if not isinstance(value, dict) or not ("coding" in value or "text" in value):
-        return value
-    codings = value.get("coding") if isinstance(value.get("coding"), list) else None
-    pairs = sorted(
-        {f"{c.get('system') or ''}|{c.get('code')}" for c in codings or []
-         if isinstance(c, dict) and c.get("code")}
-    )  # fmt: skip
-    return pairs or value.get("text")
 
 
 def _without_components(data: dict[str, Any]) -> dict[str, Any]:
