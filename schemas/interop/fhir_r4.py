@@ -373,9 +373,7 @@ def _deletes(entry: Any) -> bool:
     return isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE"
 
 
-def _deleted_encounter(
-    entries: list[Any], i: int, *, history: bool = True, stamp: Any = None
-) -> dict[str, Any] | None:
+def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
     """A history Bundle's deletion of an Encounter (entry `i`: a DELETE request, with no resource
     or one not read, `_deletes`; FHIR R4 http.html#history) as its latest earlier version in the
     Bundle marked `entered-in-error` when the server deleted it (`response.lastModified`): the
@@ -388,19 +386,8 @@ def _deleted_encounter(
     its request names, no version of the Encounter is in the Bundle (who it placed is not
     known) or that version's class holds no bed, or a newer version follows it in the Bundle
     (the Encounter created again: its events keep their ids, so a void would leave the patient
-    in no bed; the deletion is not read, as before).
-    In a `transaction` or `batch` Bundle (`history` False; R4 http.html#transaction: the entries
-    are requests, a DELETE "SHALL" be processed as one, `request.url` naming `Encounter/<id>`)
-    no other version is read: a transaction that names one resource in two entries "SHALL
-    fail" (http.html#trules), a batch's entries have no order. The version is the one the
-    entry carries, where its `Type/id` is the one `request.url` deletes, taken back at when the
-    Bundle was assembled (`stamp`: Bundle.timestamp, "when the resources were placed in the
-    bundle"), else at the carried version's meta.lastUpdated (the deletion is no earlier). None
-    (refused as above) without a carried version, without an instant, where another entry of
-    the Bundle carries the same Encounter, or for a class in no bed."""
+    in no bed; the deletion is not read, as before)."""
     entry = entries[i]
-    if not history:
-        return _deleted_by_request(entries, i, stamp)
     response = entry.get("response") if isinstance(entry, dict) else None
     name = _version_of(entry)
     carried = entry.get("resource") if isinstance(entry, dict) else None
@@ -434,35 +421,6 @@ def _deleted_encounter(
             }
             return {**sub, "status": "entered-in-error", "meta": meta}
     return None
-
-
-def _deleted_by_request(entries: list[Any], i: int, stamp: Any) -> dict[str, Any] | None:
-    """A transaction's or batch's deletion of an Encounter as its carried version marked
-    `entered-in-error` (see `_deleted_encounter`, `history` False), or None."""
-    entry = entries[i]
-    carried = entry.get("resource") if isinstance(entry, dict) else None
-    name = _version_of(entry)
-    if (
-        not _deletes(entry)
-        or not isinstance(carried, dict)
-        or name is None
-        or not name.startswith("Encounter/")
-        or _requested(entry) != name
-    ):
-        return None
-    if any(  # the same Encounter in another entry: which is meant is not read
-        j != i and isinstance(other, dict) and isinstance(other.get("resource"), dict)
-        and _version_of(other) == name
-        for j, other in enumerate(entries)
-    ):  # fmt: skip
-        return None
-    given = carried.get("meta")
-    updated = given.get("lastUpdated") if isinstance(given, dict) else None
-    at = stamp if _is_instant(stamp) else updated if _is_instant(updated) else None
-    if at is None or not _holds_bed(carried.get("class")):
-        return None
-    meta = {**(given if isinstance(given, dict) else {}), "lastUpdated": at}
-    return {**carried, "status": "entered-in-error", "meta": meta}
 
 
 def _holds_bed(cls: Any) -> bool:
@@ -511,9 +469,6 @@ def map_json(
         if not isinstance(entries, list):
             return [Outcome(label, Refused("invalid_fhir", "Bundle.entry is not a list"), data)]
         history = data.get("type") == "history"
-        # the Bundles whose entries are requests, a DELETE among them (R4 Bundle invariant
-        # bdl-3: entry.request is mandatory for a batch, transaction or history, else prohibited)
-        requests = data.get("type") in ("history", "transaction", "batch")
         inside = _full_urls(entries, history=history)
         context = _context(entries, searchset=data.get("type") == "searchset")
         superseded = _superseded(entries) if history else {}
@@ -527,12 +482,8 @@ def map_json(
                 out.append(Outcome(f"{label}#entry{i}", superseded[i], entry))
             elif (
                 (sub is None or _deletes(entry))
-                and requests
-                and (
-                    deleted := _deleted_encounter(
-                        entries, i, history=history, stamp=data.get("timestamp")
-                    )
-                )
+                and history
+                and (deleted := _deleted_encounter(entries, i))
             ):
                 for o in map_json(
                     deleted, tokenise, source=source, facility_id=facility_id, bundle=inside
@@ -540,13 +491,6 @@ def map_json(
                     out.append(o._replace(label=f"{label}#entry{i}:{o.label}", resource=entry))
             elif sub is None:
                 why = "the entry has no resource (a request or response only)"
-                if _deletes(entry):
-                    name = _version_of(entry) or "a resource"
-                    shown = f"{name.split('/')[0]}/…" if name.split("/")[0] in _PERSONS else name
-                    why = (
-                        f"the entry deletes {shown} (request.method DELETE) and carries no "
-                        "version of it to say whose stay or value it was"
-                    )
                 out.append(Outcome(f"{label}#entry{i}", Refused("no_resource", why), entry))
             elif (
                 _deletes(entry) and isinstance(sub, dict) and sub.get("resourceType") in INGESTED

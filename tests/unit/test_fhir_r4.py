@@ -183,8 +183,8 @@ def test_an_encounter_class_outside_act_encounter_code_is_read_not_refused() -> 
     voided = placed | {"status": "entered-in-error"}
     voided["meta"] = {"lastUpdated": "2026-03-01T09:00:00Z"}
     delete = {"method": "DELETE", "url": "Encounter/e1"}
-    deletion = {"resourceType": "Bundle", "type": "batch",
-                "entry": [{"resource": placed, "request": delete}]}  # fmt: skip
+    gone = {"lastModified": "2026-03-01T09:00:00Z"}
+    deletion = _observation_versions({"resource": placed, "request": delete, "response": gone})
     for taken_back in (voided, deletion):
         [(_, admitted, _)] = run(placed)
         [(_, void, _)] = run(taken_back)
@@ -2112,59 +2112,6 @@ def test_a_deleted_encounter_alone_in_a_history_bundle_takes_its_stay_back() -> 
         other = gone | {"request": {"method": "DELETE", "url": url}}
         [(_, o, _)] = run(_observation_versions(other))
         assert isinstance(o, Refused) and o.reason_code == "retracted", (url, o)
-
-
-def test_an_encounter_deleted_in_a_transaction_or_batch_takes_back_the_bed_it_placed() -> None:
-    """A DELETE of an Encounter (entered in error) in a transaction or batch Bundle (R4
-    http.html#transaction, request.url `Encounter/<id>`) that carries the version it deletes was
-    refused `retracted` and the patient left placed in the census for good, as a history
-    Bundle's no longer was. It is now that version taken back as `entered-in-error`, at
-    Bundle.timestamp (when the request was assembled), else at the version's meta.lastUpdated;
-    refused as before without the version (whose stay it was is unknown), without an instant,
-    of a class in no bed, where request.url names another resource, or where another entry
-    carries the same Encounter (a transaction naming it twice "SHALL fail")."""
-    placed, _ = _deleted_e1()
-    [(_, admitted, _)] = run(placed)
-    assert isinstance(admitted, Mapped)
-    delete = {"method": "DELETE", "url": "Encounter/e1"}
-    for kind, stamp, at in (
-        ("transaction", {"timestamp": "2026-03-01T09:45:00+01:00"}, datetime(2026, 3, 1, 8, 45)),
-        ("batch", {"timestamp": "2026-03-01T11:00:00Z"}, datetime(2026, 3, 1, 11)),
-        ("transaction", {}, datetime(2026, 3, 1, 8, 5)),  # the version's lastUpdated
-        ("batch", {"timestamp": "2026-03-01"}, datetime(2026, 3, 1, 8, 5)),  # no instant
-    ):
-        entry = {"fullUrl": "https://ehr/fhir/Encounter/e1", "resource": placed, "request": delete}
-        bundle = {"resourceType": "Bundle", "type": kind, **stamp, "entry": [entry]}
-        [(label, o, dead)] = run(bundle)
-        assert isinstance(o, Mapped), (kind, stamp, o)
-        [(_, void)] = o.records
-        assert void["event_type"] == "void_encounter" and dead == entry, label
-        assert void["event_time"] == at.replace(tzinfo=UTC), (kind, stamp)
-        records = [r for _, r in admitted.records] + [void]
-        assert _each_applied(records).place is None  # the bed freed
-    untimed = placed | {"meta": {"versionId": "1"}}
-    clinic = placed | {"class": {"code": "AMB"}}
-    for entries in (
-        [{"resource": untimed, "request": delete}],  # no time at all
-        [{"resource": clinic, "request": delete}],  # in no bed
-        [{"resource": placed, "request": {"method": "DELETE", "url": "Encounter/e2"}}],
-        [{"resource": placed, "request": delete},
-         {"resource": placed, "request": {"method": "PUT", "url": "Encounter/e1"}}],
-    ):  # fmt: skip
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        gone = run(bundle)[0].result
-        assert isinstance(gone, Refused) and gone.reason_code == "retracted", (entries, gone)
-    bare = {"resourceType": "Bundle", "type": "batch", "entry": [{"request": delete}]}
-    [(_, o, _)] = run(bare)
-    assert isinstance(o, Refused) and o.reason_code == "no_resource", o
-    assert "Encounter/e1" in o.reason, o.reason
-    patient = {"request": {"method": "DELETE", "url": "Patient/mrn123"}}
-    [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [patient]})
-    assert isinstance(o, Refused) and "mrn123" not in o.reason, o.reason  # not its id
-    hr = observation("8867-4", valueQuantity=quantity(38, "/min"))
-    taken = {"resource": hr, "request": {"method": "DELETE", "url": "Observation/o1"}}
-    [(_, o, _)] = run({"resourceType": "Bundle", "type": "batch", "entry": [taken]})
-    assert isinstance(o, Refused) and o.reason_code == "retracted", o  # as before
 
 
 def test_a_deletion_of_a_kind_not_ingested_is_context_and_resolves_no_reference() -> None:
