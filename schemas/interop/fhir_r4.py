@@ -11,9 +11,9 @@ first location is the admission, each change of location a transfer, and the end
 encounter's last location (else the encounter's own period.end) the discharge. Locations are
 taken in the order of their period.start, whatever their order in the list. Consecutive entries
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
-inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds; a class
-outside ActEncounterCode (an extensible binding) is read by its meaning, else as not known
-(`_encounter_class`), never refused for being local. Where the
+inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds; a class of
+another system (the binding is extensible) is a class not known, placed by its locations with a
+note (`_encounter_class`). Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
 site, building, ward, room and bed) and a ward is among them, the wards (`wa`) are the units
 and each ward stay's bed the `bd` entry's that overlaps it most; any other level (site,
@@ -77,7 +77,6 @@ from pydantic import TypeAdapter, ValidationError
 from schemas import topics
 from schemas.interop import acvpu, demographics, derived, identity, mdc
 from schemas.interop.code_map import EMPTY, CodeMap
-from schemas.interop.hl7v2 import _BEDLESS as V2_BEDLESS  # PV1-2 classes of no bed
 from schemas.interop.hl7v2 import (
     LOWER_BOUNDS,
     OTHER_ID_TYPES,
@@ -105,18 +104,14 @@ from schemas.interop.loinc import (
 )
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
-# Encounter.class is a Coding bound *extensibly* to v3 ActEncounterCode (FHIR R4
-# encounter.html, Encounter.class; terminologies.html#extensible: another code may be sent where
-# none of the set fits), so local codes are R4 and are read, not refused: the set's codes (in
-# the v3 ActCode system, its STU3 URL or OID, or with no system) as themselves; HL7 v2 patient
-# classes (table 0004, as feeds converted from PV1-2 send them) as the v2 gateway reads PV1-2
-# (schemas.interop.hl7v2: P, O, R, C, N hold no bed); any other code by its code or display
-# where its words say which class (`_CLASS_WORDS`), else as a class not known, which the stay's
-# locations decide (the census needs no class: an ADT record has none, and a location that is no
-# configured unit is refused there, `unknown_unit`), as an HL7 visit of class U or none is.
-ACT_ENCOUNTER_CODES = frozenset(
-    {"AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC", "PRENC", "SS", "VR"}
-)
+# Encounter.class is a Coding whose binding to v3 ActEncounterCode is *extensible* (FHIR R4
+# encounter.html, Encounter.class; terminologies.html#extensible: a code of another system may be
+# sent where none of the value set fits). A code of the v3 ActCode system (its URL, STU3's URL,
+# its OID, or no system) means itself, as it always did: one of BED_CLASSES occupies a bed, any
+# other is refused `not_inpatient`. A code of any other system (HL7 v2 table 0004, a local one)
+# or a display alone is a class not known: not read by its words, it is placed by its locations
+# with a note, as the HL7 v2 gateway places an admission whatever PV1-2 says; the census's own
+# check bounds what is counted (a location that is no configured unit is refused `unknown_unit`).
 ACT_CODE_SYSTEMS = frozenset(
     {
         "http://terminology.hl7.org/CodeSystem/v3-ActCode",
@@ -124,24 +119,6 @@ ACT_CODE_SYSTEMS = frozenset(
         "urn:oid:2.16.840.1.113883.5.4",
     }
 )
-V2_0004_SYSTEMS = frozenset(
-    {
-        "http://terminology.hl7.org/CodeSystem/v2-0004",
-        "http://hl7.org/fhir/v2/0004",  # STU3's
-        "urn:oid:2.16.840.1.113883.18.5",  # THO's
-        "urn:oid:2.16.840.1.113883.12.4",  # HL7 v2 table 0004's
-    }
-)
-# a local class's words, first match deciding: the ones of no bed before the ones of a bed (an
-# "outpatient observation" is no bed)
-_CLASS_WORDS = (
-    (re.compile(r"out-?patient|ambulator|\bclinic\b|\boffice\b|virtual|tele-?health|"
-                r"tele-?medicine|\bhome\b|\bfield\b|pre-?admi", re.IGNORECASE), "AMB"),
-    (re.compile(r"short.?stay|day.?(case|surgery)", re.IGNORECASE), "SS"),
-    (re.compile(r"in-?patient|admitted|acute", re.IGNORECASE), "IMP"),
-    (re.compile(r"emergency|\b(ED|ER|A&E)\b", re.IGNORECASE), "EMER"),
-    (re.compile(r"observation", re.IGNORECASE), "OBSENC"),
-)  # fmt: skip
 
 
 # Encounter.location.physicalType (FHIR R4 LocationType): the ward is the census's unit, the bed
@@ -1233,34 +1210,22 @@ class EncounterClass(NamedTuple):
     """How an Encounter's class is read (`_encounter_class`)."""
 
     in_bed: bool  # whether the stay may occupy a bed
-    said: str  # the class as a reason or note shows it (`IMP`, `inpatient (urn:x) read as IMP`)
-    note: str | None  # said in the Mapped notes where the class was not a set's code
+    said: str  # the class as a reason shows it (its v3 code)
+    note: str | None  # said in the Mapped notes for a class not known (another system's)
 
 
 def _encounter_class(system: Any, code: Any, display: Any) -> EncounterClass:
-    """An Encounter.class Coding read as ACT_ENCOUNTER_CODES's comment says."""
+    """An Encounter.class Coding read as ACT_CODE_SYSTEMS's comment says."""
     system = system if isinstance(system, str) and system else None
     code = str(code).strip() if code is not None else ""
-    sent = printable(f"{code or 'no code'} ({system or 'no system'})"[:120])
-    if (system is None or system in ACT_CODE_SYSTEMS) and code in ACT_ENCOUNTER_CODES:
-        return EncounterClass(code in BED_CLASSES, code, None)
-    if system in V2_0004_SYSTEMS and code:
-        in_bed = code.upper() not in V2_BEDLESS
-        return EncounterClass(in_bed, f"{sent}, HL7 v2 patient class", None)
-    words = " ".join(str(w) for w in (code, display) if w)
-    for pattern, act in _CLASS_WORDS:
-        if pattern.search(words):
-            said = f"{sent} read as {act}"
-            return EncounterClass(act in BED_CLASSES, said, f"Encounter.class {said}")
-    if code.upper() in ACT_ENCOUNTER_CODES:  # a v3 code under a local system
-        act = code.upper()
-        said = f"{sent} read as {act}"
-        return EncounterClass(act in BED_CLASSES, said, f"Encounter.class {said}")
+    if system in ACT_CODE_SYSTEMS or (system is None and (code or not display)):
+        return EncounterClass(code in BED_CLASSES, code or "None", None)
+    sent = printable(f"{code or display} ({system or 'no system'})"[:120])
     return EncounterClass(
         True,
         sent,
-        f"Encounter.class {sent} is no ActEncounterCode and says no class wardflow reads: the "
-        "stay is counted by its locations",
+        f"Encounter.class {sent} is no v3 ActCode (an extensible binding): a class not known, "
+        "the stay placed by its locations",
     )
 
 

@@ -131,47 +131,44 @@ def encounter(*locations: tuple[str, str, str | None], status: str = "in-progres
     }
 
 
-def test_an_encounter_class_outside_act_encounter_code_is_read_not_refused() -> None:
+def test_an_encounter_class_of_another_system_is_a_class_not_known_placed_by_its_locations() -> (
+    None
+):
     """Encounter.class is bound extensibly to v3 ActEncounterCode (R4 Encounter.class,
-    terminologies.html#extensible): local codes are R4, and systems send them. Every class but
-    the five bed classes' codes refused the bed movement (`not_inpatient`), an inpatient's
-    admission coded `inpatient` included. The census needs no class (an ADT record has none):
-    a code whose meaning is clear is read as its ActEncounterCode, an HL7 v2 patient class as
-    the v2 gateway reads PV1-2, and any other is a class not known, read by its locations, with
-    a note; only a class of no bed is refused, as before."""
+    terminologies.html#extensible): codes of other systems are R4, and systems send them. Every
+    class but the five bed classes' codes refused the bed movement (`not_inpatient`), an
+    admission coded `inpatient` included. A v3 ActCode code (or one with no system) means
+    itself as before; any other (v2-0004, local, a display alone) is a class not known, not read
+    by its words: placed by its locations with a note, as the HL7 gateway places an admission
+    whatever PV1-2 says (the census refuses a location that is no unit, `unknown_unit`)."""
     v3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
     v2 = "http://terminology.hl7.org/CodeSystem/v2-0004"
     local = "https://ehr.example.org/fhir/CodeSystem/encounter-class"
-    for cls, note in (
-        ({"system": local, "code": "inpatient"}, "read as IMP"),
-        ({"system": v3, "code": "inpatient"}, "read as IMP"),  # not an ActCode code
-        ({"system": local, "code": "IP", "display": "In-patient admission"}, "read as IMP"),
-        ({"system": local, "code": "imp"}, "read as IMP"),
-        ({"system": local, "code": "ED", "display": "Emergency department"}, "read as EMER"),
-        ({"system": v2, "code": "I"}, None),
-        ({"system": v2, "code": "E"}, None),
-        ({"system": local, "code": "X7"}, "says no class wardflow reads"),
-        ({"system": local, "code": "tele", "display": "Cardiac telemetry"}, "says no class"),
-        ({"code": "IMP"}, None),
-        ({"system": v3, "code": "ACUTE"}, None),
+    for cls, noted in (
+        ({"system": local, "code": "inpatient"}, True),
+        ({"system": local, "code": "Outpatient Observation"}, True),  # a bedded outpatient
+        ({"system": local, "code": "OP", "display": "Outpatient"}, True),  # its words not read
+        ({"system": v2, "code": "I"}, True),
+        ({"system": v2, "code": "O"}, True),
+        ({"system": local, "code": "AMB"}, True),  # not the v3 code: another system's
+        ({"display": "Inpatient"}, True),  # a display alone
+        ({"code": "IMP"}, False),
+        ({"system": v3, "code": "ACUTE"}, False),
+        ({"system": "urn:oid:2.16.840.1.113883.5.4", "code": "EMER"}, False),
     ):
         stay = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
         [(_, o, _)] = run(stay)
         assert isinstance(o, Mapped), (cls, o)
         assert [r["event_type"] for _, r in o.records] == ["admit"], cls
-        if note is None:
-            assert o.notes == [], (cls, o.notes)
+        if noted:
+            assert len(o.notes) == 1 and "class not known" in o.notes[0], (cls, o.notes)
         else:
-            assert len(o.notes) == 1 and note in o.notes[0], (cls, o.notes)
+            assert o.notes == [], (cls, o.notes)
     for cls in (
         {"system": v3, "code": "AMB"},
+        {"system": "http://hl7.org/fhir/v3/ActCode", "code": "SS"},
         {"code": "VR"},
-        {"system": v2, "code": "O"},
-        {"system": v2, "code": "P"},
-        {"system": local, "code": "OP", "display": "Outpatient"},
-        {"system": local, "code": "clinic visit"},
-        {"system": local, "code": "outpatient observation"},  # no bed: the first words decide
-        {"system": local, "code": "day case"},  # SS, as ActCode's own SS
+        {"system": v3, "code": "inpatient"},  # no ActCode code: as before
     ):
         stay = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
         [(_, o, _)] = run(stay)
