@@ -107,8 +107,9 @@ BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
 # Encounter.class is a Coding whose binding to v3 ActEncounterCode is *extensible* (FHIR R4
 # encounter.html, Encounter.class; terminologies.html#extensible: a code of another system may be
 # sent where none of the value set fits). A code of the v3 ActCode system (its URL, STU3's URL,
-# its OID, or no system) means itself, as it always did: one of BED_CLASSES occupies a bed, any
-# other is refused `not_inpatient`. A code of any other system (HL7 v2 table 0004, a local one)
+# its OID; or no system where the code is one of ACT_ENCOUNTER_CODES) means itself, as it always
+# did: one of BED_CLASSES occupies a bed, any other is refused `not_inpatient`. A code of any
+# other system (HL7 v2 table 0004, a local one), one with no system that is no ActEncounterCode,
 # or a display alone is a class not known: not read by its words, it is placed by its locations
 # with a note, as the HL7 v2 gateway places an admission whatever PV1-2 says; the census's own
 # check bounds what is counted (a location that is no configured unit is refused `unknown_unit`).
@@ -120,6 +121,11 @@ ACT_CODE_SYSTEMS = frozenset(
     }
 )
 
+# The v3 ActEncounterCode value set (R4 v3-ActEncounterCode): a code sent with no system is read
+# as one of these where it is one; any other code with no system is a class not known.
+ACT_ENCOUNTER_CODES = frozenset(
+    {"AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC", "PRENC", "SS", "VR"}
+)
 
 # Encounter.location.physicalType (FHIR R4 LocationType): the ward is the census's unit, the bed
 # its bed; the other levels of one stay (site, building, wing, level, room) are where it is.
@@ -1218,7 +1224,9 @@ def _encounter_class(system: Any, code: Any, display: Any) -> EncounterClass:
     """An Encounter.class Coding read as ACT_CODE_SYSTEMS's comment says."""
     system = system if isinstance(system, str) and system else None
     code = str(code).strip() if code is not None else ""
-    if system in ACT_CODE_SYSTEMS or (system is None and (code or not display)):
+    if system in ACT_CODE_SYSTEMS or (
+        system is None and (code in ACT_ENCOUNTER_CODES or not (code or display))
+    ):
         return EncounterClass(code in BED_CLASSES, code or "None", None)
     sent = printable(f"{code or display} ({system or 'no system'})"[:120])
     return EncounterClass(

@@ -137,10 +137,11 @@ def test_an_encounter_class_of_another_system_is_a_class_not_known_placed_by_its
     """Encounter.class is bound extensibly to v3 ActEncounterCode (R4 Encounter.class,
     terminologies.html#extensible): codes of other systems are R4, and systems send them. Every
     class but the five bed classes' codes refused the bed movement (`not_inpatient`), an
-    admission coded `inpatient` included. A v3 ActCode code (or one with no system) means
-    itself as before; any other (v2-0004, local, a display alone) is a class not known, not read
-    by its words: placed by its locations with a note, as the HL7 gateway places an admission
-    whatever PV1-2 says (the census refuses a location that is no unit, `unknown_unit`)."""
+    admission coded `inpatient` included. A v3 ActCode code (or an ActEncounterCode with no
+    system) means itself as before; any other (v2-0004, local, a display alone) is a class not
+    known, not read by its words: placed by its locations with a note, as the HL7 gateway
+    places an admission whatever PV1-2 says (the census refuses a location that is no unit,
+    `unknown_unit`)."""
     v3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
     v2 = "http://terminology.hl7.org/CodeSystem/v2-0004"
     local = "https://ehr.example.org/fhir/CodeSystem/encounter-class"
@@ -152,6 +153,7 @@ def test_an_encounter_class_of_another_system_is_a_class_not_known_placed_by_its
         ({"system": v2, "code": "O"}, True),
         ({"system": local, "code": "AMB"}, True),  # not the v3 code: another system's
         ({"display": "Inpatient"}, True),  # a display alone
+        ({"code": "inpatient"}, True),  # no system, and no ActEncounterCode
         ({"code": "IMP"}, False),
         ({"system": v3, "code": "ACUTE"}, False),
         ({"system": "urn:oid:2.16.840.1.113883.5.4", "code": "EMER"}, False),
