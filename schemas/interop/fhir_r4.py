@@ -11,7 +11,9 @@ first location is the admission, each change of location a transfer, and the end
 encounter's last location (else the encounter's own period.end) the discharge. Locations are
 taken in the order of their period.start, whatever their order in the list. Consecutive entries
 for the same location (a bed kept `reserved` while the patient is on leave) are one stay. Only
-inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds. Where the
+inpatient-like classes (IMP, ACUTE, NONAC, EMER, OBSENC; v3 ActCode) occupy beds; a class of
+another system (the binding is extensible) is a class not known, placed by its locations with a
+note (`_encounter_class`). Where the
 locations name their level (`physicalType`, FHIR R4 LocationType: a stay listed at once as its
 site, building, ward, room and bed) and a ward is among them, the wards (`wa`) are the units
 and each ward stay's bed the `bd` entry's that overlaps it most; any other level (site,
@@ -35,7 +37,9 @@ without its value, each a number, a LOINC answer code or an ordinalValue (as FHI
 `observation-example-glasgow` codes them), or Observations of their own in one Bundle
 (`Part`, `_summed_parts`). No MAP is estimated: a pressure panel is one Observation of its
 Bundle, and the measured MAP may be another.
-A value must be a point in time: an effectivePeriod longer than an hour is refused. Values with
+A value must be a point in time: an effectivePeriod longer than an hour is refused, an
+effectiveTiming (a schedule) too (`schedule_not_time`); a leap second is read as the last
+millisecond of its minute (`_leap_second`). Values with
 a dataAbsentReason are skipped. A value in a unit its code does not take, outside its field's
 range or of a laboratory code inside a vital-signs panel is rejected alone (`Mapped.rejected`),
 the others kept; with none
@@ -100,6 +104,29 @@ from schemas.interop.loinc import (
 )
 
 BED_CLASSES = {"IMP", "ACUTE", "NONAC", "EMER", "OBSENC"}
+# Encounter.class is a Coding whose binding to v3 ActEncounterCode is *extensible* (FHIR R4
+# encounter.html, Encounter.class; terminologies.html#extensible: a code of another system may be
+# sent where none of the value set fits). A code of the v3 ActCode system (its URL, STU3's URL,
+# its OID; or no system where the code is one of ACT_ENCOUNTER_CODES) means itself, as it always
+# did: one of BED_CLASSES occupies a bed, any other is refused `not_inpatient`. A code of any
+# other system (HL7 v2 table 0004, a local one), one with no system that is no ActEncounterCode,
+# or a display alone is a class not known: not read by its words, it is placed by its locations
+# with a note, as the HL7 v2 gateway places an admission whatever PV1-2 says; the census's own
+# check bounds what is counted (a location that is no configured unit is refused `unknown_unit`).
+ACT_CODE_SYSTEMS = frozenset(
+    {
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "http://hl7.org/fhir/v3/ActCode",  # STU3's
+        "urn:oid:2.16.840.1.113883.5.4",
+    }
+)
+
+# The v3 ActEncounterCode value set (R4 v3-ActEncounterCode): a code sent with no system is read
+# as one of these where it is one; any other code with no system is a class not known.
+ACT_ENCOUNTER_CODES = frozenset(
+    {"AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC", "PRENC", "SS", "VR"}
+)
+
 # Encounter.location.physicalType (FHIR R4 LocationType): the ward is the census's unit, the bed
 # its bed; the other levels of one stay (site, building, wing, level, room) are where it is.
 PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-type"
@@ -368,8 +395,7 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
     for older in [*entries[i + 1 :], entry]:
         sub = older.get("resource") if isinstance(older, dict) else None
         if isinstance(sub, dict) and _version_of(older) == name:
-            cls = sub.get("class")
-            if not isinstance(cls, dict) or cls.get("code") not in BED_CLASSES:
+            if not _holds_bed(sub.get("class")):
                 return None
             given = sub.get("meta")
             meta = {
@@ -378,6 +404,13 @@ def _deleted_encounter(entries: list[Any], i: int) -> dict[str, Any] | None:
             }
             return {**sub, "status": "entered-in-error", "meta": meta}
     return None
+
+
+def _holds_bed(cls: Any) -> bool:
+    """Whether an Encounter's `class` (its JSON) is one that occupies a bed."""
+    if not isinstance(cls, dict):
+        return False
+    return _encounter_class(cls.get("system"), cls.get("code"), cls.get("display")).in_bed
 
 
 # Resources about a person, whose id some servers make of a record number: labelled without it
@@ -1039,9 +1072,40 @@ def _instant(value: Any, what: str) -> datetime | Refused:
         return value.astimezone(UTC)
     if isinstance(value, date):
         return Refused("imprecise_time", f"{what} {value.isoformat()} is a date without a time")
+    if isinstance(value, str) and _LEAP_SECOND.fullmatch(value.strip()):
+        return _leap_second(value.strip(), what)
     if isinstance(value, str) and value:  # a year or a year and month (FHIR R4 dateTime)
         return Refused("imprecise_time", f"{what} {value} is a partial date without a time")
     return Refused("missing_field", f"{what} is missing")
+
+
+# A time with second 60, which FHIR R4's dateTime and instant allow (datatypes.html#dateTime,
+# #instant: their regexes' seconds are `[0-5][0-9]|60`, XML Schema's leap second) and fhir.resources
+# keeps as text (Python's datetime has no second 60)
+_LEAP_SECOND = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}):60(?:\.\d+)?(Z|[+-]\d{2}:\d{2})")
+LEAP_SECOND_AS = 999_000  # µs: a leap second is read as its minute's last millisecond
+
+
+def _leap_second(text: str, what: str) -> datetime | Refused:
+    """A leap second (`…T23:59:60Z`: 23:59:60 UTC, however offset) as 23:59:59.999 UTC, the
+    last instant a record's millisecond time (Avro timestamp-millis) has before the next day:
+    after every time of its minute, before every one of the next; its fraction, if any, is not
+    kept. A leap second is only ever the last second of a UTC month (ITU-R TF.460-6 §2.1); a
+    second 60 anywhere else names no instant, refused `bad_time`."""
+    m = _LEAP_SECOND.fullmatch(text)
+    assert m is not None
+    try:
+        minute = datetime.fromisoformat(f"{m[1]}:59{m[2].replace('Z', '+00:00')}")
+    except ValueError:
+        return Refused("bad_time", f"{what} {text} is no time (no such date or offset)")
+    at = minute.astimezone(UTC)
+    if (at + timedelta(seconds=1)).timetuple()[2:6] != (1, 0, 0, 0):  # not a UTC month's end
+        return Refused(
+            "bad_time",
+            f"{what} {text}: second 60 outside the last minute of a UTC month is no leap "
+            "second and names no instant",
+        )
+    return at.replace(microsecond=LEAP_SECOND_AS)
 
 
 def _effective(obs: Any, interval: bool) -> Any:
@@ -1148,6 +1212,37 @@ def _subject(
     return Refused("missing_field", f"{what}.subject has neither a reference nor an identifier")
 
 
+class EncounterClass(NamedTuple):
+    """How an Encounter's class is read (`_encounter_class`)."""
+
+    in_bed: bool  # whether the stay may occupy a bed
+    said: str  # the class as a reason shows it (its v3 code)
+    note: str | None  # said in the Mapped notes for a class not known (another system's)
+
+
+def _encounter_class(system: Any, code: Any, display: Any) -> EncounterClass:
+    """An Encounter.class Coding read as ACT_CODE_SYSTEMS's comment says."""
+    system = system if isinstance(system, str) and system else None
+    code = str(code).strip() if code is not None else ""
+    if system in ACT_CODE_SYSTEMS or (
+        system is None and (code in ACT_ENCOUNTER_CODES or not (code or display))
+    ):
+        return EncounterClass(code in BED_CLASSES, code or "None", None)
+    sent = printable(f"{code or display} ({system or 'no system'})"[:120])
+    return EncounterClass(
+        True,
+        sent,
+        f"Encounter.class {sent} is no v3 ActCode (an extensible binding): a class not known, "
+        "the stay placed by its locations",
+    )
+
+
+def _class_of(enc: Any) -> EncounterClass:
+    """The class of a validated Encounter (`_encounter_class`)."""
+    c = enc.class_fhir
+    return _encounter_class(*((c.system, c.code, c.display) if c is not None else (None,) * 3))
+
+
 def _encounter(
     enc: Any, subject: Callable[[], str | Refused], tokenise: Tokenise, source: str, facility: str
 ) -> Mapped | Refused:
@@ -1155,10 +1250,10 @@ def _encounter(
         return _voided(enc, subject, tokenise, source, facility)
     if enc.status == "planned":
         return Refused("planned", "a planned encounter occupies no bed yet")
-    cls = enc.class_fhir.code if enc.class_fhir is not None else None
-    if cls not in BED_CLASSES:
+    cls = _class_of(enc)
+    if not cls.in_bed:
         return Refused(
-            "not_inpatient", f"class {cls} does not occupy a bed ({sorted(BED_CLASSES)})"
+            "not_inpatient", f"class {cls.said} does not occupy a bed ({sorted(BED_CLASSES)})"
         )
     patient = subject()
     if isinstance(patient, Refused):
@@ -1325,7 +1420,8 @@ def _encounter(
                 **common,
             }
         )
-    return Mapped([(topics.ADT_EVENT.name, r) for r in records])
+    notes = [cls.note] if cls.note else []
+    return Mapped([(topics.ADT_EVENT.name, r) for r in records], notes=notes)
 
 
 def _current_location_time(enc: Any, stay: tuple[str, datetime, datetime | None]) -> Any:
@@ -1371,13 +1467,13 @@ def _voided(
     without PV1-19) or not known (udfs.census), or that holds no bed (a cancelled Encounter no
     version placed). Refused `entered_in_error` (or `cancelled`) as before for a class in no
     bed, or without meta.lastUpdated (when it was taken back is unknown)."""
-    cls = enc.class_fhir.code if enc.class_fhir is not None else None
+    cls = _class_of(enc)
     at = _stored_at(enc)
     key = _encounter_key(enc, tokenise)
-    if cls not in BED_CLASSES or at is None or key is None:
+    if not cls.in_bed or at is None or key is None:
         why = (
-            f"class {cls} occupies no bed"
-            if cls not in BED_CLASSES
+            f"class {cls.said} occupies no bed"
+            if not cls.in_bed
             else "without meta.lastUpdated, when it was taken back is unknown"
             if at is None
             else "the Encounter has neither an id nor an identifier"
@@ -1922,6 +2018,15 @@ def _gcs_part_score(part: str, component: Any, raw: dict[str, Any]) -> int | Non
 def _not_a_point(obs: Any, interval: bool = False) -> Refused | None:
     """Why an Observation's effectivePeriod is no point in time (ends before it starts, or spans
     more than POINT_IN_TIME, but for a volume over an `interval`), or None."""
+    if obs.effectiveTiming is not None:
+        # R4 Timing "specifies an event that may occur multiple times ... when things are
+        # planned, expected or requested to occur" (datatypes.html#Timing): a schedule, even of
+        # one event, not when this value was measured (Observation.effective[x])
+        return Refused(
+            "schedule_not_time",
+            "effectiveTiming is a schedule (a FHIR Timing: when things are planned or expected "
+            "to occur), not the time the value was measured",
+        )
     period = obs.effectivePeriod
     if obs.effectiveDateTime is None and period is not None and period.start and period.end:
         end = _instant(period.end, "effectivePeriod.end")

@@ -131,6 +131,68 @@ def encounter(*locations: tuple[str, str, str | None], status: str = "in-progres
     }
 
 
+def test_an_encounter_class_of_another_system_is_a_class_not_known_placed_by_its_locations() -> (
+    None
+):
+    """Encounter.class is bound extensibly to v3 ActEncounterCode (R4 Encounter.class,
+    terminologies.html#extensible): codes of other systems are R4, and systems send them. Every
+    class but the five bed classes' codes refused the bed movement (`not_inpatient`), an
+    admission coded `inpatient` included. A v3 ActCode code (or an ActEncounterCode with no
+    system) means itself as before; any other (v2-0004, local, a display alone) is a class not
+    known, not read by its words: placed by its locations with a note, as the HL7 gateway
+    places an admission whatever PV1-2 says (the census refuses a location that is no unit,
+    `unknown_unit`)."""
+    v3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    v2 = "http://terminology.hl7.org/CodeSystem/v2-0004"
+    local = "https://ehr.example.org/fhir/CodeSystem/encounter-class"
+    for cls, noted in (
+        ({"system": local, "code": "inpatient"}, True),
+        ({"system": local, "code": "Outpatient Observation"}, True),  # a bedded outpatient
+        ({"system": local, "code": "OP", "display": "Outpatient"}, True),  # its words not read
+        ({"system": v2, "code": "I"}, True),
+        ({"system": v2, "code": "O"}, True),
+        ({"system": local, "code": "AMB"}, True),  # not the v3 code: another system's
+        ({"display": "Inpatient"}, True),  # a display alone
+        ({"code": "inpatient"}, True),  # no system, and no ActEncounterCode
+        ({"code": "IMP"}, False),
+        ({"system": v3, "code": "ACUTE"}, False),
+        ({"system": "urn:oid:2.16.840.1.113883.5.4", "code": "EMER"}, False),
+    ):
+        stay = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
+        [(_, o, _)] = run(stay)
+        assert isinstance(o, Mapped), (cls, o)
+        assert [r["event_type"] for _, r in o.records] == ["admit"], cls
+        if noted:
+            assert len(o.notes) == 1 and "class not known" in o.notes[0], (cls, o.notes)
+        else:
+            assert o.notes == [], (cls, o.notes)
+    for cls in (
+        {"system": v3, "code": "AMB"},
+        {"system": "http://hl7.org/fhir/v3/ActCode", "code": "SS"},
+        {"code": "VR"},
+        {"system": v3, "code": "inpatient"},  # no ActCode code: as before
+    ):
+        stay = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
+        [(_, o, _)] = run(stay)
+        assert isinstance(o, Refused) and o.reason_code == "not_inpatient", (cls, o)
+    # its void and deletion read the class alike: the stay a local class placed is taken back
+    cls = {"system": local, "code": "inpatient"}
+    placed = encounter(("4E", "2026-03-01T08:00:00Z", None)) | {"class": cls}
+    placed["meta"] = {"lastUpdated": "2026-03-01T08:05:00Z"}
+    voided = placed | {"status": "entered-in-error"}
+    voided["meta"] = {"lastUpdated": "2026-03-01T09:00:00Z"}
+    delete = {"method": "DELETE", "url": "Encounter/e1"}
+    gone = {"lastModified": "2026-03-01T09:00:00Z"}
+    deletion = _observation_versions({"resource": placed, "request": delete, "response": gone})
+    for taken_back in (voided, deletion):
+        [(_, admitted, _)] = run(placed)
+        [(_, void, _)] = run(taken_back)
+        assert isinstance(admitted, Mapped) and isinstance(void, Mapped), void
+        records = [r for _, r in admitted.records] + [r for _, r in void.records]
+        assert [r["event_type"] for r in records] == ["admit", "void_encounter"]
+        assert _each_applied(records).place is None
+
+
 def test_an_encounter_version_stored_after_its_events_times_them_when_it_was_stored() -> None:
     """A discharge entered two hours after the patient left is applied when entered, as an
     HL7 discharge at its EVN-2; without meta.lastUpdated the events keep their own times."""
@@ -1126,6 +1188,50 @@ def test_a_resend_keeps_its_records_name_and_a_new_version_of_the_observation_ge
     tagged = {"versionId": "3", "tag": [{"code": "reviewed"}]}
     assert name(status="corrected", valueQuantity=quantity(76, "/min"), meta=tagged) == corrected
     assert name(status="corrected", valueQuantity=quantity(78, "/min")) != corrected  # again
+
+
+def test_a_leap_second_is_read_as_its_minutes_last_millisecond_and_a_false_one_refused() -> None:
+    """FHIR R4 dateTime and instant allow second 60 (datatypes.html: `[0-5][0-9]|60`), which
+    fhir.resources keeps as text: a leap second was refused `imprecise_time`, "a partial date
+    without a time", which it is not. It is read as 23:59:59.999 UTC (records are to the
+    millisecond: before the next day, after the rest of its minute); a second 60 not in the
+    last minute of a UTC month is no leap second (ITU-R TF.460-6): refused `bad_time`."""
+    hr = observation("8867-4", valueQuantity=quantity(72, "/min"))
+    last = datetime(2016, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+    for written in ("2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z", "2017-01-01T00:59:60+01:00",
+                    "2016-12-31T18:59:60-05:00"):  # fmt: skip
+        [(_, o, _)] = run(hr | {"effectiveDateTime": written})
+        assert _values(o)["event_time"] == last, written
+    [(_, issued, _)] = run(hr | {"issued": "2016-12-31T23:59:60Z"})
+    assert _values(issued)["recorded_time"] == last
+    june = datetime(2015, 6, 30, 23, 59, 59, 999000, tzinfo=UTC)
+    instant = {k: v for k, v in hr.items() if k != "effectiveDateTime"}
+    [(_, o, _)] = run(instant | {"effectiveInstant": "2015-06-30T23:59:60Z"})
+    assert _values(o)["event_time"] == june
+    for written in ("2017-03-01T10:15:60Z", "2016-12-30T23:59:60Z", "2016-12-31T23:59:60+01:00"):
+        [(_, o, _)] = run(hr | {"effectiveDateTime": written})
+        assert isinstance(o, Refused) and o.reason_code == "bad_time", (written, o)
+        assert "second 60" in o.reason
+    stay = encounter(("4E", "2016-12-31T23:59:60Z", None))
+    [(_, o, _)] = run(stay)
+    assert isinstance(o, Mapped) and o.records[0][1]["event_time"] == last
+
+
+def test_an_effective_timing_is_a_schedule_refused_as_such() -> None:
+    """Observation.effective[x] may be a Timing in R4, which "specifies an event that may occur
+    multiple times" and records "when things are planned, expected or requested to occur"
+    (datatypes.html#Timing): a schedule, not when the value was measured. It was refused
+    `missing_field`, "effective time is missing", which sends an operator looking for a
+    missing element; it is refused `schedule_not_time`, even with a single event."""
+    for timing in (
+        {"event": ["2026-03-01T09:30:00Z"]},
+        {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+    ):
+        hr = observation("8867-4", valueQuantity=quantity(72, "/min"), effectiveTiming=timing)
+        del hr["effectiveDateTime"]
+        [(_, o, _)] = run(hr)
+        assert isinstance(o, Refused) and o.reason_code == "schedule_not_time", (timing, o)
+        assert "schedule" in o.reason
 
 
 def _values(o: Mapped | Refused) -> dict:
