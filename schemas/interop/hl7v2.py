@@ -247,8 +247,12 @@ def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
 
 def _trimmed(text: str) -> str:
     """ER7 text with its segments ended by CR (a sender's LF or CRLF too), without what is no
-    part of the message around it: a byte-order mark, a stray MLLP start byte, blank lines."""
-    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+    part of the message around it: a byte-order mark, a stray MLLP start byte, blank lines,
+    before, after and between its segments. A line of spaces or tabs alone (some interface
+    engines leave one between segments) is a blank line: a segment starts with its three-
+    character id (HL7 v2.5 §2.5.2, §2.6), so it holds no segment; refused, it cost the message."""
+    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+    return "\r".join(line for line in text.split("\r") if line.strip(" \t\x0b\x0c"))
 
 
 def parse(text: str) -> Message | Refused:

@@ -1668,3 +1668,17 @@ def test_an_hl7_v2_1_result_without_obx_14_is_timed_by_its_order() -> None:
         )
     )
     assert isinstance(o, hl7v2.Refused) and "OBX-12" in o.reason, o
+
+
+@pytest.mark.parametrize("blank", ["   ", "\t", " \t ", "  \r  "])
+@pytest.mark.parametrize("eol", ["\r", "\n", "\r\n"])
+def test_a_line_of_spaces_between_segments_is_skipped_as_a_blank_line(blank: str, eol: str) -> None:
+    """Some interface engines leave a line of spaces (or a tab) between segments. A segment
+    starts with its three-character id (v2.5 §2.5.2), so the line holds none: it was read as a
+    segment of no name and the whole admission refused malformed."""
+    lines = adt_message("ADT^A01").split("\r")
+    text = eol.join([*lines[:2], blank, *lines[2:]])
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["event_type"] == "admit"
+    assert o.records[0][1]["patient_token"] == tok("H", "MRN1")
