@@ -338,8 +338,9 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     ).astimezone(UTC)
 
 
-# P: the truncation character (v2.7 2.7.1; MSH-2's fifth, none declared before 2.7); L: how
-# hl7apy's v2.7+ libraries write back one the text holds unescaped (a `#` in `MRN#7`)
+# P: the truncation character (v2.7 2.7.1; MSH-2's fifth, none declared before 2.7); L: no
+# sequence of the standard, but how hl7apy's v2.7+ libraries write one (a `#` in `MRN#7`), and
+# so a sender built on hl7apy
 _ESCAPES = {
     **{"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"},
     **{"P": "TRUNCATION", "L": "TRUNCATION"},
@@ -361,12 +362,9 @@ def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
-    e = re.escape(esc)
-    # hl7apy writes a sequence it does not know (hex, formatting, character set, P) back with its
-    # escape characters escaped (`\E\XB0\E\`): read as the sequence it was (a literal `\XB0\`
-    # sent as text would be read as one too; no sender does that)
-    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*|P){e}E{e}"
-    text = re.sub(known, lambda m: esc + m.group(1) + esc, text)
+    # one pass from the left, each sequence read whole and what it gives never read again: the
+    # text is as the sender wrote it (`_er7`), so `\E\P\E\` is an escaped escape, a `P` and
+    # another, the text `\P\` (as `\E\XB0\E\` is `\XB0\` and `\E\F\E\` is `\F\`)
     out, rest = [], text
     while esc in rest:
         head, _, tail = rest.partition(esc)
@@ -393,6 +391,25 @@ def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     return "".join(out)
 
 
+# An escape character that no message holds (a Unicode noncharacter): `_er7`'s
+_NO_ESCAPE = "\uffff"
+
+
+def _er7(element: Any, enc: dict[str, str]) -> str:
+    r"""An element's (a field's, a repetition's, a segment's) ER7 text as the sender wrote it,
+    in the message's delimiters. hl7apy keeps each value as sent, but its to_er7 writes an
+    escape character that opens a sequence other than `\H\ \N\ \F\ \S\ \T\ \R\ \E\` escaped
+    (`\XB0\` as `\E\XB0\E\`, `\P\` as `\E\P\E\`), which is how a sender writes the text `\XB0\`
+    or `\P\` (v2.5 §2.7: `\E\` is the escape character itself): read from to_er7, the two could
+    not be told apart, and either a sender's text was decoded twice (`\E\P\E\` read as `\P\`,
+    the truncation character) or its hex data not at all. In v2.7+ it writes a truncation
+    character as `\L\` too. Written with an escape character that no value holds and no
+    truncation character, each value is written as it is."""
+    chars = {k: v for k, v in enc.items() if k != "TRUNCATION"}
+    written: str = element.to_er7(encoding_chars={**chars, "ESCAPE": _NO_ESCAPE})
+    return written
+
+
 def _field(msg: Message, segment: str, index: int, *components: int) -> str:
     """The text of SEG-index[.component[.subcomponent]] of the first `segment`, '' if absent.
     Components are read from the field's ER7 text, so that a local field type does not matter."""
@@ -405,8 +422,8 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         return ""
     if fields is None or not len(fields):
         return ""
-    er7: str = fields[0].to_er7()
     enc = msg.encoding_chars
+    er7 = _er7(fields[0], enc)
     for depth, c in enumerate(components):
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
@@ -473,7 +490,7 @@ def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | 
         reps = []
     ids = []
     for rep in reps:
-        comps = [*rep.to_er7().split(enc["COMPONENT"]), "", "", "", ""]
+        comps = [*_er7(rep, enc).split(enc["COMPONENT"]), "", "", "", ""]
         ident = _text(comps[0], enc)
         if ident:
             # HD: namespace id, else universal id (an OID-only authority)
@@ -1091,7 +1108,7 @@ def _oru(
         consciousness = (coded, panel, part) == (None, None, None) and names_acvpu(
             identifier, codes
         )
-        status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+        status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None and part is None and not consciousness:
             skipped += _unread(identifier)
             continue
@@ -1101,7 +1118,7 @@ def _oru(
             fields = []
         sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
         by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier))
-        label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
+        label = f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})"
         # when it was observed, read once (a time not read is refused after the value is read,
         # as its reason then says); the fields it sends: where its value is not read, none is
         # estimated at that time (derived), at any time where its own time is not read
@@ -1112,7 +1129,7 @@ def _oru(
         except ValueError as exc:
             time_error = exc
         named = [(sent_at, CODES[code].field) for code, _ in fields]
-        value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
+        value_type = _er7(seg.obx_2, enc).strip().upper() if len(seg.obx_2) else ""
         # a result of a blood gas: of a gas panel's order, or of an order with a gas result
         # and timed by the order or within minutes of the gas (a flowsheet order files hourly
         # SpO2 and temperatures beside a gas drawn at 09:30: those of 08:00 are the monitor's)
@@ -1151,7 +1168,7 @@ def _oru(
                 "AE",
                 "207",
             )
-            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             unkept.update(named)
             continue
         if (flag := _unusable_status(seg, enc)) is not None:
@@ -1161,7 +1178,7 @@ def _oru(
         try:
             if len(seg.obx_5) > 1:
                 raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
-            raw = unescape(seg.obx_5.to_er7(), enc, formatted=True) if len(seg.obx_5) else ""
+            raw = unescape(_er7(seg.obx_5, enc), enc, formatted=True) if len(seg.obx_5) else ""
             read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
             if part is not None:
@@ -1187,7 +1204,7 @@ def _oru(
             at = sent_at
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
-            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             unkept.update(named)
             continue
         if part is not None:  # summed with the reading's other parts below (None: no score)
@@ -1198,7 +1215,7 @@ def _oru(
                 or status == "C"
                 or (status == "F" and kept_status in _PRELIMINARY)
             ):
-                parts[part] = (score, label, status, seg.to_er7().encode())
+                parts[part] = (score, label, status, _er7(seg, enc).encode())
             else:
                 why = Refused(
                     "conflicting_value",
@@ -1207,13 +1224,13 @@ def _oru(
                     "AE",
                     "207",
                 )
-                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             continue
         for rank, topic, name, value in read:
             invalid = value_refusal(topic, name, value)
             if invalid is not None:
                 why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
-                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
                 unkept.add((at, name))
                 continue
             reading = groups.setdefault((topic, at), {})
@@ -1233,7 +1250,7 @@ def _oru(
                     "AE",
                     "207",
                 )
-                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             elif kept_rank is None or rank < kept_rank:  # the preferred code's
                 reading[name] = (rank, value, label, status)
                 sources[(topic, at, name)] = (rank, by_mdc)
@@ -1530,7 +1547,7 @@ def _blood_gases(
         coded = observation_code(identifier, codes)
         named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
         named |= {coded[0]} if coded is not None else set()
-        status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+        status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if not named & GAS_ANALYTES or status in ("X", "I", "D", "W"):
             continue
         # its own time not read: it is refused with it, and marks none
@@ -1581,14 +1598,14 @@ def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:
             return ""
         if not len(collected):
             return ""
-        start = collected.to_er7().split(enc["COMPONENT"])[0].split(enc["SUBCOMPONENT"])[0]
+        start = _er7(collected, enc).split(enc["COMPONENT"])[0].split(enc["SUBCOMPONENT"])[0]
         return _text(start, enc)
     return ""
 
 
 def _first_component(field: Any, enc: dict[str, str]) -> str:
     """A field's first component's text (a TS/DTM field's time, a DR's start), '' if empty."""
-    return _text(field.to_er7().split(enc["COMPONENT"])[0], enc) if len(field) else ""
+    return _text(_er7(field, enc).split(enc["COMPONENT"])[0], enc) if len(field) else ""
 
 
 def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
@@ -1597,7 +1614,7 @@ def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
     if not len(seg.obx_8):
         return None
     for rep in seg.obx_8:  # its repetitions
-        first = rep.to_er7().split(enc["COMPONENT"])[0]
+        first = _er7(rep, enc).split(enc["COMPONENT"])[0]
         flag = re.sub(r"[\s_-]+", "-", unescape(first, enc).strip().lower())
         if flag in _UNUSABLE_STATUS:
             return flag
@@ -1607,7 +1624,7 @@ def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
 def _components(field: Any, enc: dict[str, str]) -> list[str]:
     if not len(field):
         return [""]
-    return [unescape(c, enc) for c in str(field.to_er7()).split(enc["COMPONENT"])]
+    return [unescape(c, enc) for c in _er7(field, enc).split(enc["COMPONENT"])]
 
 
 def _triplets(components: list[str]) -> list[tuple[str, str, str]]:

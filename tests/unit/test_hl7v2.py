@@ -1682,3 +1682,48 @@ def test_a_line_of_spaces_between_segments_is_skipped_as_a_blank_line(blank: str
     assert isinstance(o, hl7v2.Mapped), o
     assert o.records[0][1]["event_type"] == "admit"
     assert o.records[0][1]["patient_token"] == tok("H", "MRN1")
+
+
+@pytest.mark.parametrize(
+    ("version", "encoding"),
+    [("2.5.1", "^~\\&"), ("2.5.1", "^~\\&#"), ("2.8", "^~\\&"), ("2.8", "^~\\&#")],
+)
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ("MRN\\E\\P\\E\\7", "MRN\\P\\7"),  # an escaped escape, a P, an escaped escape
+        ("MRN\\E\\X41\\E\\7", "MRN\\X41\\7"),  # the text \X41\, no hex data
+        ("MRN\\E\\F\\E\\7", "MRN\\F\\7"),
+        ("MRN\\E\\.br\\E\\7", "MRN\\.br\\7"),
+        ("MRN\\E\\E\\E\\7", "MRN\\E\\7"),
+    ],
+)
+def test_an_escaped_escape_character_is_decoded_once(
+    version: str, encoding: str, sent: str, read: str
+) -> None:
+    """v2.5 §2.7: `\\E\\` is the escape character itself, and what it gives is text, not the
+    start of another sequence. hl7apy writes `\\P\\` and `\\X41\\` back as `\\E\\P\\E\\` and
+    `\\E\\X41\\E\\`, and the unescaping read those as the sequences they were: a sender's
+    `MRN\\E\\P\\E\\7` (the record number `MRN\\P\\7`) was read `MRN#7` or `MRN7`, another
+    patient's token, and `MRN\\E\\X41\\E\\7` was `MRNA7`."""
+    text = adt_message("ADT^A01", pid3=f"{sent}^^^H^MR").replace("|2.5.1", f"|{version}")
+    o = outcome(text.replace("^~\\&", encoding, 1))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["patient_token"] == tok("H", read)
+
+
+def test_escape_sequences_the_sender_sent_are_still_decoded_and_kept_apart() -> None:
+    """The sequences themselves read as before: hex data, the truncation character declared in
+    v2.8, a delimiter; and a dead-lettered OBX keeps its text as the sender wrote it (hl7apy
+    writes `\\XB0\\` back as `\\E\\XB0\\E\\`, which is the text `\\XB0\\`)."""
+    v28 = adt_message("ADT^A01", pid3="MRN\\P\\7^^^H^MR").replace("|2.5.1", "|2.8")
+    o = outcome(v28.replace("^~\\&", "^~\\&#", 1))
+    assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["patient_token"] == tok("H", "MRN#7")
+    hexed = outcome(adt_message("ADT^A01", pid3="MRN\\X41\\7^^^H^MR"))
+    assert isinstance(hexed, hl7v2.Mapped)
+    assert hexed.records[0][1]["patient_token"] == tok("H", "MRNA7")
+    obx = "OBX|2|NM|8310-5^Temp^LN||38.1|\\XB0\\X|||||F"
+    rec, rejected = partly_read(oru(f"OBX|1|NM|8867-4^HR^LN||88|/min|||||F\r{obx}"))
+    assert rec["heart_rate_bpm"] == 88
+    [letter] = rejected
+    assert letter.payload == obx.encode()
