@@ -1767,12 +1767,98 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
 
 def raw_control_id(text: str) -> str:
     """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse
-    (after what `parse` strips before MSH: a line break after the MLLP start byte)."""
+    (after what `parse` strips before MSH: a line break after the MLLP start byte), as ER7 in
+    the message's own delimiters (`raw_encoding`)."""
     text = _trimmed(text)
     if not text.startswith("MSH") or len(text) < 4:
         return ""
     fields = text.split("\r", 1)[0].split(text[3])
     return fields[9].strip() if len(fields) > 9 else ""
+
+
+def raw_encoding(text: str) -> dict[str, str]:
+    """The delimiters and escape character a message's MSH-1 and MSH-2 declare (as many of them
+    as it gives: a message hl7apy could not parse may give fewer), read straight from the text;
+    none if it starts with no MSH."""
+    text = _trimmed(text)
+    if not text.startswith("MSH") or len(text) < 4 or text[3] == "\r":
+        return {}
+    chars = [*text.split("\r", 1)[0].split(text[3]), ""][1]
+    names = ("COMPONENT", "REPETITION", "ESCAPE", "SUBCOMPONENT", "TRUNCATION")
+    return {"FIELD": text[3], **dict(zip(names, chars[:5], strict=False))}
+
+
+# The ACK's own delimiters and escape character, in every version: HL7's recommended `|^~\&`,
+# and no truncation character (v2.7 2.5.5.2: it marks a value cut short, and wardflow cuts
+# none it echoes; declared, a `#` in an echoed control id would have to be written `\P\`, as
+# hl7apy's v2.7+ libraries write it `\L\`, which is no sequence of the standard: the sender
+# could not match MSA-2 to the MSH-10 it sent). Values copied from the message are decoded in
+# its delimiters and written again in these (`_reencoded`).
+ACK_ENCODING = {
+    "FIELD": "|",
+    "COMPONENT": "^",
+    "REPETITION": "~",
+    "ESCAPE": "\\",
+    "SUBCOMPONENT": "&",
+    "GROUP": "\r",
+    "SEGMENT": "\r",
+}
+
+
+def _escaped(text: str, enc: dict[str, str]) -> str:
+    r"""`text` as one subcomponent's ER7 in `enc`'s delimiters (v2.5 §2.7): the escape character
+    and each delimiter as its escape sequence (`\E\ \F\ \S\ \T\ \R\`), a control character (a
+    line break a sender wrote as `\X0D\`) as hexadecimal data, which no segment ends at."""
+    esc = enc["ESCAPE"]
+    sequences = {enc[name]: code for name, code in _DELIMITER_CODES.items() if enc.get(name)}
+    out = []
+    for char in text:
+        if char in sequences:
+            out.append(f"{esc}{sequences[char]}{esc}")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"{esc}X{ord(char):02X}{esc}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_DELIMITER_CODES = {
+    "ESCAPE": "E",
+    "FIELD": "F",
+    "COMPONENT": "S",
+    "SUBCOMPONENT": "T",
+    "REPETITION": "R",
+}
+
+
+def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
+    """A field's ER7 text in `source`'s delimiters and escapes written in `target`'s: each of its
+    repetitions, components and subcomponents decoded (`unescape`) and escaped again. Copied as
+    it was, a value in a message with other delimiters (`MSH|*~\\&|`, whose `^` is text) says
+    something else in the ACK's, or breaks it."""
+
+    def split(text: str, name: str) -> list[str]:
+        return text.split(source[name]) if source.get(name) else [text]
+
+    return target["REPETITION"].join(
+        target["COMPONENT"].join(
+            target["SUBCOMPONENT"].join(
+                _escaped(unescape(sub, source), target) for sub in split(component, "SUBCOMPONENT")
+            )
+            for component in split(repetition, "COMPONENT")
+        )
+        for repetition in split(er7, "REPETITION")
+    )
+
+
+def _set_fields(segment: str, values: dict[int, str]) -> str:
+    """An ER7 segment of the ACK (`|` its field separator) with fields set: `values` by the
+    index of the field after the segment id (MSH-n is n - 1: MSH-1 is the separator itself)."""
+    fields = segment.split("|")
+    fields += [""] * max(0, max(values) + 1 - len(fields))
+    for index, value in values.items():
+        fields[index] = value
+    return "|".join(fields)
 
 
 def ack(
@@ -1786,19 +1872,33 @@ def ack(
 ) -> str:
     """An ACK (MSA; ERR for AE/AR, or for AA with `error_code` and severity W: stored, with a
     warning) for `msg`, in its HL7 version and processing id (MSH-11), as ER7 with CR separators.
-    Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`."""
+    Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`. In
+    `ACK_ENCODING`'s delimiters whatever the message's, what it copies from it escaped again."""
     version = msg.version if msg is not None else "2.5"
+    tolerant = VALIDATION_LEVEL.TOLERANT
     try:
-        reply = Message("ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+        reply = Message(
+            "ACK", version=version, validation_level=tolerant, encoding_chars=ACK_ENCODING
+        )
     except Exception:  # a version hl7apy cannot build: answer in 2.5
         version = "2.5"
-        reply = Message("ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+        reply = Message(
+            "ACK", version=version, validation_level=tolerant, encoding_chars=ACK_ENCODING
+        )
     reply.msh.msh_3 = "WARDFLOW"
+    # what is copied from the message (MSH-3 and -4 as MSH-5 and -6, MSH-10 as MSA-2, MSH-18),
+    # written in the ACK's delimiters (`_reencoded`) and set in its text after hl7apy wrote it
+    # (hl7apy would write a `\X0D\` the ACK needs back as the text `\E\X0D\E\`)
+    copied: dict[int, str] = {}
     if msg is not None:
+        enc = msg.encoding_chars
         for ours, theirs in ((5, 3), (6, 4)):
             value = getattr(msg.msh, f"msh_{theirs}")
             if len(value):
-                setattr(reply.msh, f"msh_{ours}", value.to_er7())
+                copied[ours - 1] = _reencoded(_er7(value, enc), enc, ACK_ENCODING)
+        control = _reencoded(_er7(msg.msh.msh_10, enc), enc, ACK_ENCODING)
+    else:
+        control = _reencoded(raw_control_id(raw), raw_encoding(raw), ACK_ENCODING)
     # v2.5.1 2.14.1: the ACK names the trigger it answers, and (from 2.3.1, MSG.3) its structure
     trigger = _field(msg, "MSH", 9, 2) if msg is not None else ""
     trigger = trigger if re.fullmatch(r"[A-Z0-9]{3}", trigger) else ""
@@ -1807,22 +1907,19 @@ def ack(
     else:
         reply.msh.msh_9 = f"ACK^{trigger}" + ("" if version == "2.3" else "^ACK")
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
-    charsets = ""
     if msg is not None:  # answered in the message's character set (the gateway): declared so
         with contextlib.suppress(Exception):  # hl7apy: a version without MSH-18 (2.1)
-            sets = [r.to_er7() for r in msg.msh.msh_18]
-            charsets = msg.encoding_chars["REPETITION"].join(sets) if any(sets) else ""
+            sets = [_er7(r, msg.encoding_chars) for r in msg.msh.msh_18]
+            if any(sets):  # as the message gave it, repetitions too (its default set first)
+                charsets = msg.encoding_chars["REPETITION"].join(sets)
+                copied[17] = _reencoded(charsets, msg.encoding_chars, ACK_ENCODING)
     reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code
-    reply.msa.msa_2 = msg.msh.msh_10.to_er7() if msg is not None else raw_control_id(raw)
     if text:
         reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
-    out: str = reply.to_er7()
-    if charsets:  # MSH-18 as the message gave it, repetitions too (its default set first)
-        head, _, rest = out.partition("\r")
-        fields = head.split("|") + [""] * max(0, 18 - len(head.split("|")))
-        fields[17] = charsets
-        out = "|".join(fields) + ("\r" + rest if rest else "")
+    head, msa, *_ = reply.to_er7().split("\r")
+    out = _set_fields(head, copied) if copied else head
+    out += "\r" + _set_fields(msa, {2: control})
     old = version in ("2.1", "2.2", "2.3", "2.3.1", "2.4")
     if ack_code != "AA":  # ERR: 2.3/2.4 carry the code in ERR-1, 2.5+ in ERR-3 with severity
         code = error_code or "207"

@@ -1727,3 +1727,75 @@ def test_escape_sequences_the_sender_sent_are_still_decoded_and_kept_apart() -> 
     assert rec["heart_rate_bpm"] == 88
     [letter] = rejected
     assert letter.payload == obx.encode()
+
+
+def ack_fields(ack: str) -> tuple[list[str], list[str]]:
+    msh, msa, *_ = ack.split("\r")
+    return msh.split("|"), msa.split("|")
+
+
+def test_fields_the_ack_copies_are_written_in_the_acks_own_delimiters() -> None:
+    """A sender may declare other encoding characters (MSH-2, v2.5 §2.5.4): here `*` separates
+    components, `!` escapes and `@` separates subcomponents, so its `^` is text. The ACK (which
+    declares `^~\\&`) copied MSH-3, MSH-4, MSH-10 and MSH-18 as the message wrote them: MSH-6
+    `GH*1.2.3*ISO` was one component, MSH-5 `LAB^X` two, and MSA-2 `C!F!7` not the control id
+    `C|7` the sender matches its ACK by. Each is decoded and escaped again (v2.5 §2.7)."""
+    text = "\r".join(
+        [
+            "MSH|*~!@|LAB^X|GH*1.2.3*ISO|WF|H|20260301080000||ADT*A01|C!F!7|P|2.5.1"
+            "||||||8859!S!1~UNICODE UTF-8",
+            "EVN|A01|20260301075500",
+            "PID|1||MRN1***H*MR",
+            "PV1|1|I|4E*12*A*H",
+        ]
+    )
+    msg = hl7v2.parse(text)
+    assert not isinstance(msg, hl7v2.Refused)
+    ack = hl7v2.ack(msg, "AE", "x", "207")
+    msh, msa = ack_fields(ack)
+    assert msh[1] == "^~\\&"
+    assert (msh[4], msh[5], msh[17]) == ("LAB\\S\\X", "GH^1.2.3^ISO", "8859*1~UNICODE UTF-8")
+    assert msa[:3] == ["MSA", "AE", "C\\F\\7"]
+    back = hl7v2.parse(ack)  # and it reads back as the values the sender sent
+    assert not isinstance(back, hl7v2.Refused)
+    assert hl7v2._field(back, "MSA", 2) == "C|7"
+    assert hl7v2._field(back, "MSH", 5) == "LAB^X"
+    assert hl7v2._field(back, "MSH", 6, 2) == "1.2.3"
+
+
+def test_a_control_id_with_a_line_break_in_hex_cannot_break_the_ack() -> None:
+    """`\\X0D\\` decoded is a carriage return, the segment terminator: the ACK writes it as the
+    hexadecimal data it was, never as a CR that would end MSA early."""
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", "|Q\\X0D\\1|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    _, msa = ack_fields(hl7v2.ack(msg, "AA"))
+    assert msa == ["MSA", "AA", "Q\\X0D\\1"]
+
+
+@pytest.mark.parametrize("version", ["2.7", "2.7.1", "2.8", "2.8.2", "2.9"])
+@pytest.mark.parametrize(
+    ("encoding", "control_id"),
+    [("^~\\&", "MSG#7"), ("^~\\&#", "MSG#7"), ("^~\\&#", "MSG\\P\\7")],
+)
+def test_a_v2_7_ack_echoes_a_control_id_holding_the_truncation_character(
+    version: str, encoding: str, control_id: str
+) -> None:
+    """hl7apy's v2.7+ ACK declares the truncation character (`^~\\&#`) and writes a `#` in its
+    values as `\\L\\`, which is no escape sequence of the standard (v2.7 §2.7 has `\\P\\`): the
+    sender could not match MSA-2 `MSG\\L\\7` to its MSH-10 `MSG#7`. The ACK declares no
+    truncation character (it truncates nothing: v2.7 2.5.5.2), so `#` is text and MSA-2 is the
+    control id as the sender meant it, `\\P\\` (its escaped truncation character) too."""
+    text = adt_message("ADT^A01").replace("|Q1|P|2.5.1", f"|{control_id}|P|{version}")
+    msg = hl7v2.parse(text.replace("^~\\&", encoding, 1))
+    assert not isinstance(msg, hl7v2.Refused)
+    msh, msa = ack_fields(hl7v2.ack(msg, "AA"))
+    assert msh[1] == "^~\\&"
+    assert msa[:3] == ["MSA", "AA", "MSG#7"]
+
+
+def test_an_unparsed_messages_control_id_is_written_in_the_acks_delimiters() -> None:
+    """A message hl7apy cannot read is answered with MSH-10 read from its text, in its own
+    delimiters: `C!F!7^1` (`!` its escape character, `^` text) is `C\\F\\7\\S\\1` in the ACK's."""
+    raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C!F!7^1|P|2.5.1\rP I|1"
+    _, msa = ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))
+    assert msa[:3] == ["MSA", "AE", "C\\F\\7\\S\\1"]
