@@ -454,13 +454,14 @@ OTHER_ID_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _patient_id(msg: Message) -> tuple[str, str] | None:
+def _patient_id(msg: Message, home: str = "") -> tuple[str, str] | None:
     """(assigning authority, id) of PID-3, by identifier type (`PATIENT_ID_TYPES`, else the
-    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id)."""
-    return _identifier(msg, "PID", 3) or _identifier(msg, "PID", 2)
+    first), then authority (`_identifier`: `home`'s first); a v2.3 message with PID-3 empty is
+    read by PID-2 (the external id)."""
+    return _identifier(msg, "PID", 3, home) or _identifier(msg, "PID", 2, home)
 
 
-def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
+def _merged_id(msg: Message, home: str = "") -> tuple[str, tuple[str, str] | None]:
     """The field the merged record's identifier is read from, and that identifier as its own
     messages named it: MRG-1 (the prior PID-3, v2.3.1 "prior patient identifier list"), or
     MRG-4 (the prior PID-2) where the message names its patient by PID-2 (PID-3 empty, as some
@@ -468,18 +469,28 @@ def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
     its earlier messages made. A merged identifier without an assigning authority (many senders
     fill MRG-1.1 alone) is of the surviving identifier's (it is that list's prior identifier),
     not the sender's: the alias's own messages named its authority."""
-    if (survivor := _identifier(msg, "PID", 3)) is not None:
-        field, merged = "MRG-1", _identifier(msg, "MRG", 1)
+    if (survivor := _identifier(msg, "PID", 3, home)) is not None:
+        field, merged = "MRG-1", _identifier(msg, "MRG", 1, home)
     else:
-        field, merged, survivor = "MRG-4", _identifier(msg, "MRG", 4), _identifier(msg, "PID", 2)
+        field, merged = "MRG-4", _identifier(msg, "MRG", 4, home)
+        survivor = _identifier(msg, "PID", 2, home)
     if merged is not None and not merged[0] and survivor is not None:
         merged = (survivor[0], merged[1])
     return field, merged
 
 
-def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | None:
+def _identifier(
+    msg: Message, segment: str, field_no: int, home: str = ""
+) -> tuple[str, str] | None:
     """(assigning authority, id) of a CX list (PID-3, MRG-1), by identifier type
-    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last)."""
+    (`PATIENT_ID_TYPES`, else one of no or another type, an `OTHER_ID_TYPES` last). Of two of
+    one type (two MRs: a record number of each hospital of a group, CX.4), one of `home`, the
+    authority an identifier sent without one is taken to be of (`hl7_patient_authority`, else
+    the sender: `_map_patient`), before one of another; then the lowest (authority, id).
+    PID-3's definition gives its repetitions no order ("the list of identifiers (one or more)
+    used by the healthcare facility to uniquely identify a patient", v2.5 3.4.2.3), and
+    interface engines reorder them: the first taken, one patient was two tokens, by the order
+    each message came in with."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
@@ -501,9 +512,10 @@ def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | 
         return None
     rank = {kind: i for i, kind in enumerate(PATIENT_ID_TYPES)}
 
-    def order(i: tuple[str, str, str]) -> int:
+    def order(i: tuple[str, str, str]) -> tuple[int, bool, str, str]:
         national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
-        return rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
+        kind = rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
+        return kind, bool(i[1]) and i[1] != home, i[1], i[2]
 
     _, authority, ident = min(ids, key=order)
     return authority, ident
@@ -683,13 +695,14 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     """The records of one patient's message (or part of an A17)."""
     code, trigger, tokenise, source = ctx.code, ctx.trigger, ctx.tokenise, ctx.source
     default_tz = ctx.default_tz
-    pid = _patient_id(msg)
-    if pid is None:
-        return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
-    default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
     sender = next(
         (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
     )
+    home = ctx.default_authority or sender  # the authority of an identifier sent without one
+    pid = _patient_id(msg, home)
+    if pid is None:
+        return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
+    default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
 
     def token(identifier: tuple[str, str]) -> str:
         return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
@@ -714,7 +727,7 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
                 ctx.bed_units,
             )  # fmt: skip
             if trigger in MERGES and isinstance(mapped, Mapped):
-                return _merged(msg, trigger, mapped, token)
+                return _merged(msg, trigger, mapped, token, home)
             return mapped
         return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
     except ValueError as exc:
@@ -995,7 +1008,11 @@ _NO_BED_VISIT = frozenset({("A03", "R"), ("A08", "R")})
 
 
 def _merged(
-    msg: Message, trigger: str, mapped: Mapped, token: Callable[[tuple[str, str]], str]
+    msg: Message,
+    trigger: str,
+    mapped: Mapped,
+    token: Callable[[tuple[str, str]], str],
+    home: str,
 ) -> Mapped | Refused:
     """A merge (`MERGES`): the merged record's `merged_away` event (`_merged_id`'s token) and
     the surviving record's `merged_in` (`mapped`: PID-3's token, PV1's visit), at the same
@@ -1012,7 +1029,7 @@ def _merged(
             "AE",
             "100",
         )
-    mrg, merged = _merged_id(msg)
+    mrg, merged = _merged_id(msg, home)
     if merged is None:
         return Refused(
             "missing_field",

@@ -1799,3 +1799,51 @@ def test_an_unparsed_messages_control_id_is_written_in_the_acks_delimiters() -> 
     raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C!F!7^1|P|2.5.1\rP I|1"
     _, msa = ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))
     assert msa[:3] == ["MSA", "AE", "C\\F\\7\\S\\1"]
+
+
+def patient_token(pid3: str, **options: Any) -> str:
+    msg = hl7v2.parse(adt_message("ADT^A08", pid3=pid3))
+    assert not isinstance(msg, hl7v2.Refused)
+    o = hl7v2.map_message(msg, tok, source="t", **options)
+    assert isinstance(o, hl7v2.Mapped), o
+    return str(o.records[0][1]["patient_token"])
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("A7^^^OTHER^MR", "B2^^^H^MR", tok("H", "B2")),  # the sender's (MSH-4 H) record number
+        ("A7^^^OTHER^MR", "B2^^^^MR", tok("H", "B2")),  # one without an authority: the sender's
+        ("Z9^^^Y^MR", "A7^^^X^MR", tok("X", "A7")),  # neither: the lowest (authority, id)
+        ("Z9^^^X^MR", "A7^^^X^MR", tok("X", "A7")),
+        ("A7^^^&1.2.9&ISO^MR", "B2^^^&1.2.3&ISO^MR", tok("1.2.3", "B2")),
+    ],
+)
+def test_two_medical_record_numbers_give_one_token_in_either_order(
+    first: str, second: str, expected: str
+) -> None:
+    """PID-3 repetitions have no order (v2.5 3.4.2.3), and engines reorder them; two MRs (a
+    group's hospitals each with its record number, CX.4) were read by whichever came first,
+    one patient two tokens by the order each message came in with."""
+    assert patient_token(f"{first}~{second}") == expected
+    assert patient_token(f"{second}~{first}") == expected
+
+
+def test_the_configured_authoritys_record_number_is_chosen_of_two() -> None:
+    """`hl7_patient_authority` names the record-number space the deployment's tokens are of:
+    its MR is read whatever the order, and the sender's no longer outranks it."""
+    for pid3 in ("B2^^^H^MR~A7^^^GH^MR", "A7^^^GH^MR~B2^^^H^MR"):
+        assert patient_token(pid3, default_authority="GH") == tok("GH", "A7")
+    assert patient_token("B2^^^H^MR", default_authority="GH") == tok("H", "B2")  # one: as before
+    assert patient_token("B2^^^H^PI~A7^^^GH^MR") == tok("GH", "A7")  # the type still first
+
+
+def test_a_merged_record_with_two_record_numbers_gives_one_token_in_either_order() -> None:
+    """MRG-1 (the prior PID-3) is read as PID-3 is, so the alias's token is the one its own
+    messages made, whichever order MRG-1 lists its numbers in."""
+    tokens = set()
+    for mrg in ("MRG|T9^^^OTHER^MR~T5^^^H^MR", "MRG|T5^^^H^MR~T9^^^OTHER^MR"):
+        o = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", mrg, "PV1|1|I|ICU^2^A^H"))
+        assert isinstance(o, hl7v2.Mapped), o
+        tokens.add(o.records[0][1]["patient_token"])
+    assert tokens == {tok("H", "T5")}
