@@ -14,8 +14,8 @@ Every message ends as one of:
   answers depends on its ACK policy (`jobs/feeds/hl7_gateway.py`).
 
 ORU^R01 values are read by LOINC code (schemas.interop.loinc), by an OBX-3's LOINC alternate
-(components 4-6), or by IEEE 11073 code as bedside monitors send them (IHE PCD-01,
-schemas.interop.mdc).
+(components 4-6; where neither gives a code read, v2.7 CWE's second alternate, 10-12), or by
+IEEE 11073 code as bedside monitors send them (IHE PCD-01, schemas.interop.mdc).
 
 Checks run in the order a receiver needs them: the header (MSH-9 message type, then whether
 wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
@@ -1644,12 +1644,22 @@ def _components(field: Any, enc: dict[str, str]) -> list[str]:
     return [unescape(c, enc) for c in _er7(field, enc).split(enc["COMPONENT"])]
 
 
-def _triplets(components: list[str]) -> list[tuple[str, str, str]]:
-    """A CE/CWE field's (identifier, text, coding system) and its alternate (components 4-6)."""
-    padded = [*components, "", "", "", "", "", ""]
+# Where a coded field's (identifier, text, coding system) triplets start: CE and CWE's first
+# (components 1-3) and alternate (4-6), and from v2.7 CWE's second alternate (10-12: second
+# alternate identifier, text and name of coding system; v2.7 2A.3.15, 7-8 being the coding
+# systems' versions and 9 the original text). Versions before 2.7 define no 10-12 (CE has 6
+# components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
+# the empty ones among them: where a sender of one sends more, 10-12 are not where it put them.
+_TRIPLET_STARTS = (0, 3, 9)
+
+
+def _triplets(components: list[str], count: int = 3) -> list[tuple[str, str, str]]:
+    """A CE/CWE field's (identifier, text, coding system), its alternate (components 4-6) and
+    its second alternate (10-12, v2.7 CWE), those it sends, the first `count` of them read."""
+    padded = [*components, *[""] * 12]
     return [
         (padded[i].strip(), padded[i + 1].strip(), padded[i + 2].strip().upper())
-        for i in (0, 3)
+        for i in _TRIPLET_STARTS[:count]
         if padded[i].strip() or padded[i + 1].strip()
     ]
 
@@ -1666,9 +1676,19 @@ def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int
     same field (schemas.interop.mdc's, where an IEEE 11073 code names it; else 0) and the
     identifier as sent. Its identifier is read, then its alternate (OBX-3.4-6: a local code
     with its LOINC, as many EHRs send): a local code the deployment mapped (`codes`) through
-    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC."""
+    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC. Only
+    where neither gives a code read, its second alternate too (OBX-3.10-12, v2.7 CWE: a
+    sender's third coding, its LOINC there)."""
+    return _observation_code(_triplets(obx_3, 2), codes) or _observation_code(
+        _triplets(obx_3), codes
+    )
+
+
+def _observation_code(
+    triplets: list[tuple[str, str, str]], codes: CodeMap
+) -> tuple[str, int, str] | None:
+    """`observation_code` of the triplets read."""
     found: list[tuple[str, int | None, str]] = []
-    triplets = _triplets(obx_3)
     if _names_loinc(triplets):
         codes = EMPTY  # a LOINC code says what the value is, read or not: no local code overrides
     for identifier, text, system in triplets:

@@ -1847,3 +1847,38 @@ def test_a_merged_record_with_two_record_numbers_gives_one_token_in_either_order
         assert isinstance(o, hl7v2.Mapped), o
         tokens.add(o.records[0][1]["patient_token"])
     assert tokens == {tok("H", "T5")}
+
+
+def v27(obx: str) -> str:
+    return oru(obx).replace("|P|2.5.1", "|P|2.7.1")
+
+
+@pytest.mark.parametrize("version", ["2.7", "2.7.1", "2.8", "2.8.2"])
+def test_a_loinc_code_in_the_second_alternate_of_obx_3_is_read(version: str) -> None:
+    """v2.7 CWE has a second alternate triplet (components 10-12; 7-8 are the coding systems'
+    versions and 9 the original text): a sender that codes OBX-3 locally, with a second local
+    code and the LOINC last, had its heart rate left unread."""
+    obx = "OBX|1|NM|X123^Pulse^L^P7^Pulse^99LOC^^^Pulse^8867-4^Heart rate^LN||88|/min|||||F"
+    rec, rejected = partly_read(oru(obx).replace("|P|2.5.1", f"|P|{version}"))
+    assert not rejected and rec["heart_rate_bpm"] == 88
+
+
+def test_the_second_alternate_is_read_only_where_the_first_two_give_no_code() -> None:
+    """The identifier and the alternate decide where either gives a code read: a second
+    alternate (which should be the same concept) never overrides them."""
+    rec, _ = partly_read(v27("OBX|1|NM|8867-4^HR^LN^^^^^^HR^8310-5^Temp^LN||88|/min|||||F"))
+    assert rec["heart_rate_bpm"] == 88 and "temp_c" not in rec
+    rec, _ = partly_read(v27("OBX|1|NM|H1^HR^L^8867-4^HR^LN^^^HR^8310-5^Temp^LN||88|/min|||||F"))
+    assert rec["heart_rate_bpm"] == 88 and "temp_c" not in rec
+
+
+def test_a_blood_pressure_panel_in_the_second_alternate_is_read() -> None:
+    rec, _ = partly_read(v27("OBX|1|ST|BP^BP^L^^^^^^BP^85354-9^BP panel^LN||120/80|mm[Hg]|||||F"))
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (120, 80)
+
+
+def test_an_unread_obx_3_names_its_second_alternate_too() -> None:
+    hr = "OBX|2|NM|8867-4^HR^LN||88|/min|||||F"
+    o = outcome(v27(f"OBX|1|NM|X1^Foo^L^^^^^^Foo^Y2^Bar^99ZZ||5||||||F\r{hr}"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.unread == ["X1 (L)", "Y2 (99ZZ)"]
