@@ -1646,7 +1646,7 @@ def _components(field: Any, enc: dict[str, str]) -> list[str]:
 
 # Where a coded field's (identifier, text, coding system) triplets start: CE and CWE's first
 # (components 1-3) and alternate (4-6), and from v2.7 CWE's second alternate (10-12: second
-# alternate identifier, text and name of coding system; v2.7 2A.3.15, 7-8 being the coding
+# alternate identifier, text and name of coding system; v2.7 ch. 2A, CWE, 7-8 being the coding
 # systems' versions and 9 the original text). Versions before 2.7 define no 10-12 (CE has 6
 # components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
 # the empty ones among them: where a sender of one sends more, 10-12 are not where it put them.
