@@ -483,10 +483,11 @@ def _identifier(
     msg: Message, segment: str, field_no: int, home: str = ""
 ) -> tuple[str, str] | None:
     """(assigning authority, id) of a CX list (PID-3, MRG-1), by identifier type
-    (`PATIENT_ID_TYPES`, else one of no or another type, an `OTHER_ID_TYPES` last). Of two of
-    one type (two MRs: a record number of each hospital of a group, CX.4), one of `home`, the
-    authority an identifier sent without one is taken to be of (`hl7_patient_authority`, else
-    the sender: `_map_patient`), before one of another; then the lowest (authority, id).
+    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last). Of
+    two of one of those types (two MRs: a record number of each hospital of a group, CX.4), one
+    of `home`, the authority an identifier sent without one is taken to be of
+    (`hl7_patient_authority`, else the sender: `_map_patient`), before one of another; then the
+    lowest (authority, id).
     PID-3's definition gives its repetitions no order ("the list of identifiers (one or more)
     used by the healthcare facility to uniquely identify a patient", v2.5 3.4.2.3), and
     interface engines reorder them: the first taken, one patient was two tokens, by the order
@@ -515,6 +516,8 @@ def _identifier(
     def order(i: tuple[str, str, str]) -> tuple[int, bool, str, str]:
         national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
         kind = rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
+        if kind >= len(rank):  # no patient identifier type: nothing says two are one kind of
+            return kind, False, "", ""  # number (an SSN sent untyped), so the first, as sent
         return kind, bool(i[1]) and i[1] != home, i[1], i[2]
 
     _, authority, ident = min(ids, key=order)

@@ -1882,3 +1882,22 @@ def test_an_unread_obx_3_names_its_second_alternate_too() -> None:
     o = outcome(v27(f"OBX|1|NM|X1^Foo^L^^^^^^Foo^Y2^Bar^99ZZ||5||||||F\r{hr}"))
     assert isinstance(o, hl7v2.Mapped), o
     assert o.unread == ["X1 (L)", "Y2 (99ZZ)"]
+
+
+@pytest.mark.parametrize(
+    ("pid3", "expected"),
+    [  # as real feeds send them (../shared/data/hl7v2: ADT-A06-01, ADT04-28)
+        (
+            "PATID1234^5^M11^ADT1^GOOD HEALTH HOSPITAL~123456789^^^^^USSSA^",
+            tok("ADT1", "PATID1234"),
+        ),
+        ("0000000001^^^MR~e16726^^^EHRID~a1d4ee^^^NIST", tok("MR", "0000000001")),
+    ],
+)
+def test_identifiers_of_no_patient_identifier_type_are_still_read_first_as_sent(
+    pid3: str, expected: str
+) -> None:
+    """Only identifiers whose type says what they are (MR, MRN, PI, PT, PN) are ordered by
+    authority: of untyped ones nothing says they are one kind of number (the second here is a
+    social security number, CX.6 USSSA), so the first, as before."""
+    assert patient_token(pid3) == expected
