@@ -454,14 +454,16 @@ OTHER_ID_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _patient_id(msg: Message, home: str = "") -> tuple[str, str] | None:
+def _patient_id(msg: Message, prefer: str = "", fill: str = "") -> tuple[str, str] | None:
     """(assigning authority, id) of PID-3, by identifier type (`PATIENT_ID_TYPES`, else the
-    first), then authority (`_identifier`: `home`'s first); a v2.3 message with PID-3 empty is
-    read by PID-2 (the external id)."""
-    return _identifier(msg, "PID", 3, home) or _identifier(msg, "PID", 2, home)
+    first), the first of a type as sent, or `prefer`'s (`_identifier`); a v2.3 message with
+    PID-3 empty is read by PID-2 (the external id)."""
+    return _identifier(msg, "PID", 3, prefer, fill) or _identifier(msg, "PID", 2, prefer, fill)
 
 
-def _merged_id(msg: Message, home: str = "") -> tuple[str, tuple[str, str] | None]:
+def _merged_id(
+    msg: Message, prefer: str = "", fill: str = ""
+) -> tuple[str, tuple[str, str] | None]:
     """The field the merged record's identifier is read from, and that identifier as its own
     messages named it: MRG-1 (the prior PID-3, v2.3.1 "prior patient identifier list"), or
     MRG-4 (the prior PID-2) where the message names its patient by PID-2 (PID-3 empty, as some
@@ -469,29 +471,31 @@ def _merged_id(msg: Message, home: str = "") -> tuple[str, tuple[str, str] | Non
     its earlier messages made. A merged identifier without an assigning authority (many senders
     fill MRG-1.1 alone) is of the surviving identifier's (it is that list's prior identifier),
     not the sender's: the alias's own messages named its authority."""
-    if (survivor := _identifier(msg, "PID", 3, home)) is not None:
-        field, merged = "MRG-1", _identifier(msg, "MRG", 1, home)
+    if (survivor := _identifier(msg, "PID", 3, prefer, fill)) is not None:
+        field, merged = "MRG-1", _identifier(msg, "MRG", 1, prefer, survivor[0] or fill)
     else:
-        field, merged = "MRG-4", _identifier(msg, "MRG", 4, home)
-        survivor = _identifier(msg, "PID", 2, home)
+        survivor = _identifier(msg, "PID", 2, prefer, fill)
+        own = (survivor[0] if survivor is not None else "") or fill
+        field, merged = "MRG-4", _identifier(msg, "MRG", 4, prefer, own)
     if merged is not None and not merged[0] and survivor is not None:
         merged = (survivor[0], merged[1])
     return field, merged
 
 
 def _identifier(
-    msg: Message, segment: str, field_no: int, home: str = ""
+    msg: Message, segment: str, field_no: int, prefer: str = "", fill: str = ""
 ) -> tuple[str, str] | None:
     """(assigning authority, id) of a CX list (PID-3, MRG-1), by identifier type
-    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last). Of
-    two of one of those types (two MRs: a record number of each hospital of a group, CX.4), one
-    of `home`, the authority an identifier sent without one is taken to be of
-    (`hl7_patient_authority`, else the sender: `_map_patient`), before one of another; then the
-    lowest (authority, id).
-    PID-3's definition gives its repetitions no order ("the list of identifiers (one or more)
-    used by the healthcare facility to uniquely identify a patient", v2.5 3.4.2.3), and
-    interface engines reorder them: the first taken, one patient was two tokens, by the order
-    each message came in with."""
+    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last), of
+    one type the first as sent. With `prefer` (`hl7_preferred_authority`), the one whose
+    assigning authority (CX.4; `fill`, the authority a token takes for one sent without it,
+    where it names none) is `prefer`, wherever it stands among the repetitions, is read
+    first (by type among several of it; never a visit, account, national or insurance number);
+    where none is, as without it.
+    The list's repetitions have no defined order (v2.5 3.4.2.3), but the first of a type is
+    what wardflow has always read, and what a token already made came from: a second
+    hospital's MR that an MPI appends mid-stay changes nothing. A site whose interface engine
+    reorders the repetitions names its own authority in `hl7_preferred_authority`."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
@@ -513,14 +517,12 @@ def _identifier(
         return None
     rank = {kind: i for i, kind in enumerate(PATIENT_ID_TYPES)}
 
-    def order(i: tuple[str, str, str]) -> tuple[int, bool, str, str]:
+    def order(i: tuple[str, str, str]) -> int:
         national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
-        kind = rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
-        if kind >= len(rank):  # no patient identifier type: nothing says two are one kind of
-            return kind, False, "", ""  # number (an SSN sent untyped), so the first, as sent
-        return kind, bool(i[1]) and i[1] != home, i[1], i[2]
+        return rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
 
-    _, authority, ident = min(ids, key=order)
+    preferred = [i for i in ids if (i[1] or fill) == prefer and order(i) <= len(rank)]
+    _, authority, ident = min(preferred if prefer and preferred else ids, key=order)
     return authority, ident
 
 
@@ -550,6 +552,7 @@ def map_message(
     default_facility: str = "",
     codes: CodeMap = EMPTY,
     bed_units: frozenset[tuple[str, str]] | None = None,
+    preferred_authority: str = "",
 ) -> Mapped | Refused:
     """Map a parsed message to canonical records (see the module docstring). A PID-3 identifier
     without an assigning authority is namespaced by `default_authority`, a message without a
@@ -557,7 +560,9 @@ def map_message(
     MSH-3: its namespace id, else its universal id). `codes`: the deployment's own observation
     codes and the LOINC each stands for (schemas.interop.code_map). `bed_units`: the (facility,
     unit) pairs that hold the census's beds (the capacity file's), which say where an A07 leaves
-    the patient (`_adt`); None: not known."""
+    the patient (`_adt`); None: not known. `preferred_authority`: the assigning authority whose
+    identifier PID-3 (PID-2, MRG-1) is read by wherever it stands among the repetitions
+    (`_identifier`); empty: the first of its type, as sent."""
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
@@ -582,7 +587,7 @@ def map_message(
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
-                   default_facility, codes, bed_units)  # fmt: skip
+                   default_facility, codes, bed_units, preferred_authority)  # fmt: skip
     if code == "ADT" and trigger == "A17":
         return _swap(msg, control_id, ctx)
     if code == "ADT" and trigger in MERGES:
@@ -612,6 +617,7 @@ class _Context:
     default_facility: str
     codes: CodeMap
     bed_units: frozenset[tuple[str, str]] | None = None
+    preferred_authority: str = ""
 
 
 def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
@@ -701,8 +707,8 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     sender = next(
         (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
     )
-    home = ctx.default_authority or sender  # the authority of an identifier sent without one
-    pid = _patient_id(msg, home)
+    fill = ctx.default_authority or sender  # the authority of an identifier sent without one
+    pid = _patient_id(msg, ctx.preferred_authority, fill)
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
@@ -730,7 +736,7 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
                 ctx.bed_units,
             )  # fmt: skip
             if trigger in MERGES and isinstance(mapped, Mapped):
-                return _merged(msg, trigger, mapped, token, home)
+                return _merged(msg, trigger, mapped, token, ctx.preferred_authority, fill)
             return mapped
         return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
     except ValueError as exc:
@@ -1015,7 +1021,8 @@ def _merged(
     trigger: str,
     mapped: Mapped,
     token: Callable[[tuple[str, str]], str],
-    home: str,
+    prefer: str,
+    fill: str,
 ) -> Mapped | Refused:
     """A merge (`MERGES`): the merged record's `merged_away` event (`_merged_id`'s token) and
     the surviving record's `merged_in` (`mapped`: PID-3's token, PV1's visit), at the same
@@ -1032,7 +1039,7 @@ def _merged(
             "AE",
             "100",
         )
-    mrg, merged = _merged_id(msg, home)
+    mrg, merged = _merged_id(msg, prefer, fill)
     if merged is None:
         return Refused(
             "missing_field",

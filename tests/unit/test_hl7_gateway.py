@@ -462,6 +462,24 @@ def test_a_monitor_feed_without_assigning_authority_or_facility_takes_the_config
     assert unconfigured["facility_id"] == "EfficiaCM"  # MSH-3.2: the sender, named at all
 
 
+def test_the_preferred_authority_setting_keeps_a_reordered_patient_one_token(
+    settings: Settings,
+) -> None:
+    """`hl7_preferred_authority` reaches the mapping: an A08 whose engine put a second
+    hospital's MR first keeps the admission's token with it, and moves it without it."""
+    a08 = (
+        admit("C2")
+        .replace(b"ADT^A01", b"ADT^A08")
+        .replace(b"PID|1||MRN77^^^GH^MR", b"PID|1||C5^^^CLINIC^MR~MRN77^^^GH^MR")
+    )
+    configured = gateway(settings, hl7_preferred_authority="GH")
+    [(_, admission, _)] = configured.decide(admit()).records
+    [(_, update, _)] = configured.decide(a08).records
+    assert update["patient_token"] == admission["patient_token"]
+    [(_, unconfigured, _)] = gateway(settings).decide(a08).records
+    assert unconfigured["patient_token"] != admission["patient_token"]
+
+
 def test_a_stored_orus_obx_codes_it_does_not_read_are_named_in_its_decision_and_check_line(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -1810,43 +1810,98 @@ def patient_token(pid3: str, **options: Any) -> str:
 
 
 @pytest.mark.parametrize(
-    ("first", "second", "expected"),
+    ("pid3", "expected"),
     [
-        ("A7^^^OTHER^MR", "B2^^^H^MR", tok("H", "B2")),  # the sender's (MSH-4 H) record number
-        ("A7^^^OTHER^MR", "B2^^^^MR", tok("H", "B2")),  # one without an authority: the sender's
-        ("Z9^^^Y^MR", "A7^^^X^MR", tok("X", "A7")),  # neither: the lowest (authority, id)
-        ("Z9^^^X^MR", "A7^^^X^MR", tok("X", "A7")),
-        ("A7^^^&1.2.9&ISO^MR", "B2^^^&1.2.3&ISO^MR", tok("1.2.3", "B2")),
+        ("A7^^^OTHER^MR~B2^^^H^MR", tok("OTHER", "A7")),  # not the sender's (MSH-4 H) first
+        ("B2^^^H^MR~A7^^^OTHER^MR", tok("H", "B2")),
+        ("Z9^^^Y^MR~A7^^^X^MR", tok("Y", "Z9")),  # no alphabetical order
+        ("10^^^X^MR~9^^^X^MR", tok("X", "10")),  # nor string order of ids
+        ("B2^^^H^PI~A7^^^GH^MR", tok("GH", "A7")),  # the type first, wherever it stands
     ],
 )
-def test_two_medical_record_numbers_give_one_token_in_either_order(
-    first: str, second: str, expected: str
-) -> None:
-    """PID-3 repetitions have no order (v2.5 3.4.2.3), and engines reorder them; two MRs (a
-    group's hospitals each with its record number, CX.4) were read by whichever came first,
-    one patient two tokens by the order each message came in with."""
-    assert patient_token(f"{first}~{second}") == expected
-    assert patient_token(f"{second}~{first}") == expected
+def test_of_two_identifiers_of_one_type_the_first_as_sent_is_read(pid3: str, expected: str) -> None:
+    """Without `hl7_preferred_authority` PID-3 is read as it always was: by identifier type,
+    of one type the first repetition as sent, so an upgrade changes no patient's token."""
+    assert patient_token(pid3) == expected
 
 
-def test_the_configured_authoritys_record_number_is_chosen_of_two() -> None:
-    """`hl7_patient_authority` names the record-number space the deployment's tokens are of:
-    its MR is read whatever the order, and the sender's no longer outranks it."""
-    for pid3 in ("B2^^^H^MR~A7^^^GH^MR", "A7^^^GH^MR~B2^^^H^MR"):
-        assert patient_token(pid3, default_authority="GH") == tok("GH", "A7")
-    assert patient_token("B2^^^H^MR", default_authority="GH") == tok("H", "B2")  # one: as before
-    assert patient_token("B2^^^H^PI~A7^^^GH^MR") == tok("GH", "A7")  # the type still first
+def test_the_patient_authority_fills_in_an_authority_and_orders_nothing() -> None:
+    """`hl7_patient_authority` is the authority of an identifier sent without one; it does
+    not choose among identifiers that name theirs (that moved tokens on upgrade)."""
+    assert patient_token("A7^^^OTHER^MR~B2^^^GH^MR", default_authority="GH") == tok("OTHER", "A7")
+    assert patient_token("A7^^^^MR~B2^^^GH^MR", default_authority="GH") == tok("GH", "A7")
 
 
-def test_a_merged_record_with_two_record_numbers_gives_one_token_in_either_order() -> None:
-    """MRG-1 (the prior PID-3) is read as PID-3 is, so the alias's token is the one its own
-    messages made, whichever order MRG-1 lists its numbers in."""
-    tokens = set()
-    for mrg in ("MRG|T9^^^OTHER^MR~T5^^^H^MR", "MRG|T5^^^H^MR~T9^^^OTHER^MR"):
-        o = outcome(merge_message("A40", "PID|1||MRN1^^^H^MR", mrg, "PV1|1|I|ICU^2^A^H"))
+def stay_tokens(*pid3s: str, **options: Any) -> list[str]:
+    """The patient token of each message of a stay: an A01, then A08s, then an A03."""
+    triggers = ["ADT^A01", *["ADT^A08"] * (len(pid3s) - 2), "ADT^A03"]
+    tokens = []
+    for msh9, pid3 in zip(triggers, pid3s, strict=True):
+        o = hl7v2.map_message(hl7v2.parse(adt_message(msh9, pid3=pid3)), tok, source="t", **options)
         assert isinstance(o, hl7v2.Mapped), o
-        tokens.add(o.records[0][1]["patient_token"])
-    assert tokens == {tok("H", "T5")}
+        tokens.append(str(o.records[0][1]["patient_token"]))
+    return tokens
+
+
+def test_an_identifier_linked_mid_stay_leaves_the_patients_token() -> None:
+    """An MPI that links the patient's record at a second hospital of the group mid-stay sends
+    its MR after the admitting one: the discharge still meets the admission (the branch read
+    the lowest authority, CLINIC, and moved the patient from EPI/E100 to CLINIC/C5)."""
+    stay = ("E100^^^EPI^MR", "E100^^^EPI^MR~C5^^^CLINIC^MR", "E100^^^EPI^MR~C5^^^CLINIC^MR")
+    assert stay_tokens(*stay) == [tok("EPI", "E100")] * 3
+    assert stay_tokens(*stay, preferred_authority="EPI") == [tok("EPI", "E100")] * 3
+    reordered = ("E100^^^EPI^MR", "C5^^^CLINIC^MR~E100^^^EPI^MR", "C5^^^CLINIC^MR~E100^^^EPI^MR")
+    assert stay_tokens(*reordered, preferred_authority="EPI") == [tok("EPI", "E100")] * 3
+
+
+@pytest.mark.parametrize(
+    ("pid3", "options", "expected"),
+    [
+        ("A7^^^OTHER^MR~B2^^^H^MR", {"preferred_authority": "H"}, tok("H", "B2")),
+        ("B2^^^H^MR~A7^^^OTHER^MR", {"preferred_authority": "H"}, tok("H", "B2")),
+        (
+            "A7^^^&1.2.9&ISO^MR~B2^^^&1.2.3&ISO^MR",
+            {"preferred_authority": "1.2.3"},
+            tok("1.2.3", "B2"),
+        ),
+        # an identifier sent without an authority is of the one its token takes (the sender's)
+        ("A7^^^OTHER^MR~B2^^^^MR", {"preferred_authority": "H"}, tok("H", "B2")),
+        (
+            "A7^^^OTHER^MR~B2^^^^MR",
+            {"preferred_authority": "GH", "default_authority": "GH"},
+            tok("GH", "B2"),
+        ),
+        # by type among several of it, and never its visit number
+        ("P1^^^EPI^PI~E100^^^EPI^MR", {"preferred_authority": "EPI"}, tok("EPI", "E100")),
+        ("V9^^^EPI^VN~C5^^^CLINIC^MR", {"preferred_authority": "EPI"}, tok("CLINIC", "C5")),
+        # none of it: the first as sent
+        ("Z9^^^Y^MR~A7^^^X^MR", {"preferred_authority": "EPI"}, tok("Y", "Z9")),
+    ],
+)
+def test_the_preferred_authoritys_identifier_is_read_wherever_it_stands(
+    pid3: str, options: dict[str, str], expected: str
+) -> None:
+    """`hl7_preferred_authority` (opt-in) is how a site whose engine reorders PID-3's
+    repetitions keeps one token per patient: its identifier is read in either order."""
+    assert patient_token(pid3, **options) == expected
+
+
+def test_a_merged_record_with_two_record_numbers_is_read_as_pid_3_is() -> None:
+    """MRG-1 (the prior PID-3) is read as PID-3 is, so the alias's token is the one its own
+    messages made: the first as sent, or the preferred authority's in either order."""
+
+    def merged(mrg: str, **options: str) -> str:
+        msg = hl7v2.parse(merge_message("A40", "PID|1||MRN1^^^H^MR", mrg, "PV1|1|I|ICU^2^A^H"))
+        o = hl7v2.map_message(msg, tok, source="t", **options)
+        assert isinstance(o, hl7v2.Mapped), o
+        return str(o.records[0][1]["patient_token"])
+
+    assert merged("MRG|T9^^^OTHER^MR~T5^^^H^MR") == tok("OTHER", "T9")
+    assert merged("MRG|T5^^^H^MR~T9^^^OTHER^MR") == tok("H", "T5")
+    for mrg in ("MRG|T9^^^OTHER^MR~T5^^^H^MR", "MRG|T5^^^H^MR~T9^^^OTHER^MR"):
+        assert merged(mrg, preferred_authority="H") == tok("H", "T5")
+    # one sent without an authority is the survivor's (H): preferred as it
+    assert merged("MRG|T9^^^OTHER^MR~T5^^^^MR", preferred_authority="H") == tok("H", "T5")
 
 
 def v27(obx: str) -> str:
@@ -1897,7 +1952,7 @@ def test_an_unread_obx_3_names_its_second_alternate_too() -> None:
 def test_identifiers_of_no_patient_identifier_type_are_still_read_first_as_sent(
     pid3: str, expected: str
 ) -> None:
-    """Only identifiers whose type says what they are (MR, MRN, PI, PT, PN) are ordered by
-    authority: of untyped ones nothing says they are one kind of number (the second here is a
-    social security number, CX.6 USSSA), so the first, as before."""
+    """Real feeds' untyped identifiers are read first as sent (the second here is a social
+    security number, CX.6 USSSA), with a preferred authority none of them names too."""
     assert patient_token(pid3) == expected
+    assert patient_token(pid3, preferred_authority="EPI") == expected
