@@ -238,11 +238,21 @@ def _declared_as_known(text: str) -> str | Refused:
 
 def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
     """`text` with each escape sequence `<escape>P<escape>` (v2.7 2.7.1: the truncation
-    character) replaced by `char`. Sequences are read from the left, whole, as the unescaping
-    reads them: `\\E\\P\\E\\` is an escaped escape, a `P` and another, no `\\P\\`."""
-    e = re.escape(escape)
-    sequence = re.compile(f"{e}([^{e}{re.escape(sep)}\r]*){e}")
-    return sequence.sub(lambda m: char if m.group(1) == "P" else m.group(0), text)
+    character) replaced by `char`. Sequences are read from the left as the unescaping reads
+    them (`_sequences_read`): `\\E\\P\\E\\` is an escaped escape, a `P` and another, no
+    `\\P\\`; none spans a field or a segment."""
+
+    delimiters = {name: escape for name in ("FIELD", "COMPONENT", "SUBCOMPONENT", "REPETITION")}
+    enc = {**delimiters, "ESCAPE": escape}  # which sequences there are, not what they give
+
+    def read(body: str) -> str | None:
+        if body == "P":
+            return char
+        if sep in body or "\r" in body or _sequence(body, enc) is None:
+            return None
+        return escape + body + escape
+
+    return _sequences_read(text, escape, read)
 
 
 def _trimmed(text: str) -> str:
@@ -338,57 +348,76 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     ).astimezone(UTC)
 
 
-# P: the truncation character (v2.7 2.7.1; MSH-2's fifth, none declared before 2.7); L: no
-# sequence of the standard, but how hl7apy's v2.7+ libraries write one (a `#` in `MRN#7`), and
-# so a sender built on hl7apy
+# The escape sequences of HL7 v2.5 §2.7 (v2.7 2.7.1 adds P), by what follows the escape
+# character up to the next: delimiters (P: the truncation character, where MSH-2 declares
+# one, v2.7; L: no sequence of the standard, but how hl7apy's v2.7+ libraries write one, and
+# so a sender built on hl7apy), highlighting, hexadecimal data, formatting commands
+# (§2.7.6), character sets (§2.7.4: \Cxxyy\ single-byte, \Mxxyy[zz]\ multi-byte) and
+# locally defined ones (\Z...\, §2.7.5)
 _ESCAPES = {
     **{"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"},
     **{"P": "TRUNCATION", "L": "TRUNCATION"},
 }
-
-
+_HEX_DATA = re.compile(r"X(?:[0-9A-Fa-f]{2})+")
+_FORMATTING = re.compile(r"\.(sp|br|fi|nf|in|ti|sk|ce) ?[+-]?\d*")
+_CHARACTER_SET = re.compile(r"C[0-9A-Fa-f]{4}|M[0-9A-Fa-f]{4}(?:[0-9A-Fa-f]{2})?|Z.*")
 _BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
+
+
+def _sequence(body: str, enc: dict[str, str], formatted: bool = False) -> str | None:
+    """What the escape sequence `<escape>body<escape>` stands for in `enc` (`unescape`), ''
+    for one that is dropped; None where it is no sequence of the standard (`12\\34\\56`,
+    `C:\\dir\\file`: the sender's backslashes, text)."""
+    if body in _ESCAPES:
+        return enc.get(_ESCAPES[body]) or None  # \P\ without a truncation character: text
+    if body in ("H", "N") or _CHARACTER_SET.fullmatch(body):
+        return ""
+    if (command := _FORMATTING.fullmatch(body)) is not None:
+        return _BREAKS.get(command.group(1), "") if formatted else ""
+    if _HEX_DATA.fullmatch(body):
+        data = bytes.fromhex(body[1:])
+        try:  # UTF-8 where the bytes are UTF-8 (°: C2 B0), else one byte a character
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+    return None
+
+
+def _sequences_read(text: str, esc: str, read: Callable[[str], str | None]) -> str:
+    """`text` with each escape sequence replaced by what `read` gives for what it holds, in one
+    pass from the left, what it gives never read again. Where `read` gives None the escape
+    character is no sequence's: kept as text, and the text after it read on (so `12\\34\\56`
+    stays itself, and in `a\\b\\F\\c` the `\\F\\` is still a field separator)."""
+    out, i = [], 0
+    while (j := text.find(esc, i)) >= 0 and (k := text.find(esc, j + 1)) >= 0:
+        value = read(text[j + 1 : k])
+        if value is None:
+            out.append(text[i : j + 1])
+            i = j + 1
+        else:
+            out.append(text[i:j] + value)
+            i = k + 1
+    out.append(text[i:])
+    return "".join(out)
 
 
 def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
-    (`\F\ \S\ \T\ \R\ \E\`; v2.7's truncation character `\P\`) and hexadecimal data
-    (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both
-    °); in a `formatted` value (an OBX-5: formatting commands are defined for formatted text,
-    §2.7.6) a command that breaks or skips is that break or space (`\.br\`, `\.sp\`, `\.ce\` a
-    line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br\2` is two lines, never the number
-    12); elsewhere (an identifier, a location) formatting, highlighting and character-set
-    escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
+    (`\F\ \S\ \T\ \R\ \E\`; v2.7's truncation character `\P\`, where MSH-2 declares one) and
+    hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and
+    `\XC2B0\` are both °); in a `formatted` value (an OBX-5: formatting commands are defined
+    for formatted text, §2.7.6) a command that breaks or skips is that break or space (`\.br\`,
+    `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br` is two lines,
+    never the number 12); elsewhere (an identifier, a location) formatting, highlighting,
+    character-set and local escapes (`\.br\`, `\H\`, `\C…\`, `\Z…\`) are dropped. What is no
+    sequence of the standard is the text sent, its backslashes too: a sender that does not
+    escape them sends `12.`, `ICU\A`, `C:\dirile`, and dropped, `12.` would be
+    the patient `1256`. One pass from the left, what a sequence gives never read again (the
+    text is as the sender wrote it, `_er7`): `\E\P\E\` is the text `\P\`."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
-    # one pass from the left, each sequence read whole and what it gives never read again: the
-    # text is as the sender wrote it (`_er7`), so `\E\P\E\` is an escaped escape, a `P` and
-    # another, the text `\P\` (as `\E\XB0\E\` is `\XB0\` and `\E\F\E\` is `\F\`)
-    out, rest = [], text
-    while esc in rest:
-        head, _, tail = rest.partition(esc)
-        body, closed, after = tail.partition(esc)
-        if not closed:  # an escape character that opens nothing: kept as sent
-            out.append(head + esc + tail)
-            return "".join(out)
-        out.append(head)
-        if body in _ESCAPES:
-            out.append(enc.get(_ESCAPES[body], ""))
-        elif body[:1] == "." and formatted and body[1:3] in _BREAKS:
-            out.append(_BREAKS[body[1:3]])
-        elif body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
-            try:
-                data = bytes.fromhex(body[1:])
-            except ValueError:
-                data = b""
-            try:  # UTF-8 where the bytes are UTF-8 (°: C2 B0), else one byte a character
-                out.append(data.decode("utf-8"))
-            except UnicodeDecodeError:
-                out.append(data.decode("latin-1"))
-        rest = after
-    out.append(rest)
-    return "".join(out)
+    return _sequences_read(text, esc, lambda body: _sequence(body, enc, formatted))
 
 
 # An escape character that no message holds (a Unicode noncharacter): `_er7`'s

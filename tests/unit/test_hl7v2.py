@@ -1729,6 +1729,56 @@ def test_escape_sequences_the_sender_sent_are_still_decoded_and_kept_apart() -> 
     assert letter.payload == obx.encode()
 
 
+@pytest.mark.parametrize(
+    ("sent", "other"),
+    [
+        ("12\\34\\56", "1256"),  # a sender that does not escape its backslashes
+        ("A\\B\\C", "AC"),
+        ("MRN\\\\7", "MRN7"),  # an empty \\: no sequence either
+        ("MRN\\Cxxxx\\7", "MRN7"),  # \\C is hexadecimal xxyy (§2.7.4)
+        ("MRN\\X4\\7", "MRN7"),  # hex data is whole bytes
+        ("MRN\\P\\7", "MRN7"),  # no truncation character declared (v2.5.1 here)
+    ],
+)
+def test_a_backslash_that_opens_no_escape_sequence_is_text(sent: str, other: str) -> None:
+    """What is no escape sequence of the standard (v2.5 §2.7) is the text the sender sent,
+    backslashes included: it was dropped, and `12\\34\\56` was the patient `1256`."""
+    tokens = []
+    for pid3 in (sent, other):
+        o = outcome(adt_message("ADT^A01", pid3=f"{pid3}^^^H^MR"))
+        assert isinstance(o, hl7v2.Mapped), o
+        tokens.append(o.records[0][1]["patient_token"])
+    assert tokens == [tok("H", sent), tok("H", other)]
+
+
+@pytest.mark.parametrize(
+    ("text", "formatted", "read"),
+    [
+        ("ICU\\A\\1", False, "ICU\\A\\1"),
+        ("C:\\dir\\file", False, "C:\\dir\\file"),
+        ("a\\b\\F\\c", False, "a\\b|c"),  # read on after a backslash that is text
+        ("C:\\dir\\X41\\", False, "C:\\dirA"),
+        ("1\\.xx\\2", True, "1\\.xx\\2"),  # no formatting command of §2.7.6
+        ("1\\.br\\2\\.sp2\\3\\.in+4\\4\\.fi\\", True, "1\n2\n3 4"),
+        ("1\\.br\\2", False, "12"),  # dropped outside formatted text, as before
+        ("A\\H\\B\\N\\C\\C2842\\D\\M24A1B3\\E\\Zloc\\F", False, "ABCDEF"),  # as before
+        ("\\XC2B0\\F \\XB0\\F", False, "\u00b0F \u00b0F"),
+    ],
+)
+def test_only_the_standards_escape_sequences_are_decoded(
+    text: str, formatted: bool, read: str
+) -> None:
+    enc = {"FIELD": "|", "COMPONENT": "^", "REPETITION": "~", "ESCAPE": "\\", "SUBCOMPONENT": "&"}
+    assert hl7v2.unescape(text, enc, formatted=formatted) == read
+
+
+def test_a_location_with_a_backslash_keeps_it() -> None:
+    """PV1-3 `ICU\\A\\1` was the unit `ICU1`, another unit's."""
+    o = outcome(adt_message("ADT^A01", pv1="PV1|1|I|ICU\\A\\1^12^A^H"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["unit_id"] == "ICU\\A\\1"
+
+
 def ack_fields(ack: str) -> tuple[list[str], list[str]]:
     msh, msa, *_ = ack.split("\r")
     return msh.split("|"), msa.split("|")
