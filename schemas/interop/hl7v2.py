@@ -14,7 +14,7 @@ Every message ends as one of:
   answers depends on its ACK policy (`jobs/feeds/hl7_gateway.py`).
 
 ORU^R01 values are read by LOINC code (schemas.interop.loinc), by an OBX-3's LOINC alternate
-(components 4-6; where neither gives a code read, v2.7 CWE's second alternate, 10-12), or by
+(components 4-6; where neither gives a code read, a v2.7+ CWE's second alternate, 10-12), or by
 IEEE 11073 code as bedside monitors send them (IHE PCD-01, schemas.interop.mdc).
 
 Checks run in the order a receiver needs them: the header (MSH-9 message type, then whether
@@ -1149,7 +1149,9 @@ def _oru(
     notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
-    gases = _blood_gases(children, enc, codes, order_times, message_time, tz)
+    # OBX-3's second alternate (CWE 10-12) only where the version defines it (`_TRIPLET_STARTS`)
+    obx_3_triplets = 3 if _version_key(msg.version) >= (2, 7) else 2
+    gases = _blood_gases(children, enc, codes, order_times, message_time, tz, obx_3_triplets)
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -1158,22 +1160,22 @@ def _oru(
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
-        coded = observation_code(identifier, codes)
-        panel = blood_pressure_panel(identifier, codes) if coded is None else None
+        coded = observation_code(identifier, codes, obx_3_triplets)
+        panel = blood_pressure_panel(identifier, codes, obx_3_triplets) if coded is None else None
         part = gcs_part(identifier, codes) if coded is None and panel is None else None
         consciousness = (coded, panel, part) == (None, None, None) and names_acvpu(
             identifier, codes
         )
         status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None and part is None and not consciousness:
-            skipped += _unread(identifier)
+            skipped += _unread(identifier, obx_3_triplets)
             continue
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
         if part is not None or consciousness:
             fields = []
         sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
-        by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier))
+        by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier, obx_3_triplets))
         label = f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})"
         # when it was observed, read once (a time not read is refused after the value is read,
         # as its reason then says); the fields it sends: where its value is not read, none is
@@ -1402,12 +1404,14 @@ def _collection_end(obr: Any, enc: dict[str, str], tz: tzinfo, sent: datetime | 
     return end if at is not None and (sent is None or at <= sent) else ""
 
 
-def _unread(identifier: list[str]) -> list[str]:
-    r"""An unread OBX-3's codes, each with its coding system (`8^PULSE^FLO` → `8 (FLO)`; a
-    text alone quoted), else `(no OBX-3)`: labels for a log line, a dead letter's reason and
-    the gateway's check output, so control characters (a tab or line feed sent escaped,
-    `\X09\`) are written as escapes and a label is at most `UNREAD_LABEL_CHARS` long."""
-    labels = [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)]
+def _unread(identifier: list[str], triplets: int = 2) -> list[str]:
+    r"""An unread OBX-3's codes (its first `triplets`: `_triplets`), each with its coding system
+    (`8^PULSE^FLO` → `8 (FLO)`; a text alone quoted), else `(no OBX-3)`: labels for a log
+    line, a dead letter's reason and the gateway's check output, so control characters (a tab
+    or line feed sent escaped, `\X09\`) are written as escapes and a label is at most
+    `UNREAD_LABEL_CHARS` long."""
+    read = _triplets(identifier, triplets)
+    labels = [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in read]
     return [printable(label)[:UNREAD_LABEL_CHARS] for label in labels] or ["(no OBX-3)"]
 
 
@@ -1509,10 +1513,13 @@ def _names_loinc(triplets: list[tuple[str, str, str]]) -> bool:
 _BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
-def blood_pressure_panel(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
-    """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or a local code mapped
-    to one, or None."""
-    triplets = _triplets(obx_3)
+def blood_pressure_panel(
+    obx_3: list[str], codes: CodeMap = EMPTY, triplets_read: int = 2
+) -> str | None:
+    """The LOINC blood pressure panel an OBX-3 (or its alternate; with `triplets_read` 3, a
+    v2.7+ message's, its second alternate after them) names, or a local code mapped to one,
+    or None."""
+    triplets = _triplets(obx_3, triplets_read)
     if _names_loinc(triplets):
         codes = EMPTY  # as in observation_code
     named = (codes.loinc(s, i) or i for i, _, s in triplets)
@@ -1575,6 +1582,7 @@ def _blood_gases(
     order_times: dict[int, str],
     message_time: str,
     tz: tzinfo,
+    obx_3_triplets: int = 2,
 ) -> _Gases:
     """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas panel
     or section, those of a laboratory's section (OBR-24), and the blood gas analyser's results
@@ -1600,8 +1608,8 @@ def _blood_gases(
             continue
         gases.tests[order] = gases.tests.get(order, 0) + 1
         identifier = _components(seg.obx_3, enc)
-        coded = observation_code(identifier, codes)
-        named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
+        coded = observation_code(identifier, codes, obx_3_triplets)
+        named = {i for i, _, s in _triplets(identifier, obx_3_triplets) if s in LOINC_SYSTEMS_HL7}
         named |= {coded[0]} if coded is not None else set()
         status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if not named & GAS_ANALYTES or status in ("X", "I", "D", "W"):
@@ -1688,13 +1696,16 @@ def _components(field: Any, enc: dict[str, str]) -> list[str]:
 # alternate identifier, text and name of coding system; v2.7 ch. 2A, CWE, 7-8 being the coding
 # systems' versions and 9 the original text). Versions before 2.7 define no 10-12 (CE has 6
 # components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
-# the empty ones among them: where a sender of one sends more, 10-12 are not where it put them.
+# the empty ones among them: where a sender of one sends more, 10-12 are not where it put them
+# (`X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN` in v2.5.1 gives `LN` as 10). So the second alternate
+# is read for OBX-3 alone (its code, a blood pressure panel, an unread label), in v2.7+ alone
+# (`_oru`); every other coded field (OBX-5 answers, OBX-6 units, OBR-4) is read by two.
 _TRIPLET_STARTS = (0, 3, 9)
 
 
-def _triplets(components: list[str], count: int = 3) -> list[tuple[str, str, str]]:
-    """A CE/CWE field's (identifier, text, coding system), its alternate (components 4-6) and
-    its second alternate (10-12, v2.7 CWE), those it sends, the first `count` of them read."""
+def _triplets(components: list[str], count: int = 2) -> list[tuple[str, str, str]]:
+    """A CE/CWE field's (identifier, text, coding system) and its alternate (components 4-6),
+    those it sends; with `count` 3 its second alternate (10-12, v2.7 CWE) too."""
     padded = [*components, *[""] * 12]
     return [
         (padded[i].strip(), padded[i + 1].strip(), padded[i + 2].strip().upper())
@@ -1710,17 +1721,20 @@ def _is_mdc(identifier: str, text: str, system: str, prefix: str = "MDC_") -> bo
     )
 
 
-def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int, str] | None:
+def observation_code(
+    obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2
+) -> tuple[str, int, str] | None:
     """The LOINC code of the vital sign or lab an OBX-3 names, the code's rank among those of the
     same field (schemas.interop.mdc's, where an IEEE 11073 code names it; else 0) and the
     identifier as sent. Its identifier is read, then its alternate (OBX-3.4-6: a local code
     with its LOINC, as many EHRs send): a local code the deployment mapped (`codes`) through
-    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC. Only
-    where neither gives a code read, its second alternate too (OBX-3.10-12, v2.7 CWE: a
-    sender's third coding, its LOINC there)."""
-    return _observation_code(_triplets(obx_3, 2), codes) or _observation_code(
-        _triplets(obx_3), codes
-    )
+    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC. With
+    `triplets` 3 (a v2.7+ message: `_TRIPLET_STARTS`), only where neither gives a code read, its
+    second alternate too (OBX-3.10-12, v2.7 CWE: a sender's third coding, its LOINC there)."""
+    first = _observation_code(_triplets(obx_3), codes)
+    if first is not None or triplets < 3:
+        return first
+    return _observation_code(_triplets(obx_3, triplets), codes)
 
 
 def _observation_code(

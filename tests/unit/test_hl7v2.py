@@ -1990,6 +1990,31 @@ def test_an_unread_obx_3_names_its_second_alternate_too() -> None:
 
 
 @pytest.mark.parametrize(
+    ("obx_3", "unread"),
+    [
+        ("X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN", ["X1 (L)"]),
+        ("X1^Pulse^99LOC^^^^2.1^v1^Pulse^^^^^1.2.3^4.5.6^20200101^7.8.9", ["X1 (99LOC)"]),
+    ],
+)
+def test_before_v2_7_components_10_to_12_of_obx_3_are_not_read(
+    obx_3: str, unread: list[str]
+) -> None:
+    """v2.5.1 defines no CWE 10-12, and hl7apy gives a sender's components past 9 without the
+    empty ones among them: read, `LN` was an unread label and the LRI OIDs `1.2.3 (20200101)`,
+    and a code there could be read as what it is not. Read by two triplets, as before."""
+    o = outcome(oru(f"OBX|1|NM|{obx_3}||5||||||F\rOBX|2|NM|8867-4^HR^LN||88|/min|||||F"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.unread == unread
+    assert o.records[0][1]["heart_rate_bpm"] == 88  # OBX 2's: OBX 1 read as no heart rate
+
+
+def test_other_coded_fields_read_no_second_alternate() -> None:
+    """Only OBX-3 reads CWE 10-12 (v2.7+): an ACVPU answer (OBX-5) whose components 10-12
+    hold something else is read by its first two triplets, as before."""
+    assert hl7v2.acvpu_answer("A^Alert^L^^^^^^^300202002^Voice^SCT", "^") == "A"
+
+
+@pytest.mark.parametrize(
     ("pid3", "expected"),
     [  # as real feeds send them (../shared/data/hl7v2: ADT-A06-01, ADT04-28)
         (
