@@ -1941,6 +1941,24 @@ def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
     )
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _copied(er7: str, source: dict[str, str]) -> str:
+    r"""A field's ER7 text in `source`'s delimiters as the ACK copies it: as sent where the
+    message's field separator, component, repetition and subcomponent separators and escape
+    character are the ACK's (`ACK_ENCODING`) and the text holds no control character, byte for
+    byte as the sender wrote it, for engines match MSA-2 to the MSH-10 they sent byte for byte
+    (`C\X41\1`, `C\H\1\N\`, `C\P\1` are echoed so, never decoded to `CA1`, `C1`); only where
+    they differ (or a control character could end a segment or the MLLP frame) decoded and
+    escaped again (`_reencoded`). A truncation character the message declares is none of
+    these: its `\P\` is copied as sent too."""
+    same = all(source.get(name) == ACK_ENCODING[name] for name in _DELIMITER_CODES)
+    if same and not _CONTROL_CHARACTER.search(er7):
+        return er7
+    return _reencoded(er7, source, ACK_ENCODING)
+
+
 def _set_fields(segment: str, values: dict[int, str]) -> str:
     """An ER7 segment of the ACK (`|` its field separator) with fields set: `values` by the
     index of the field after the segment id (MSH-n is n - 1: MSH-1 is the separator itself)."""
@@ -1963,7 +1981,8 @@ def ack(
     """An ACK (MSA; ERR for AE/AR, or for AA with `error_code` and severity W: stored, with a
     warning) for `msg`, in its HL7 version and processing id (MSH-11), as ER7 with CR separators.
     Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`. In
-    `ACK_ENCODING`'s delimiters whatever the message's, what it copies from it escaped again."""
+    `ACK_ENCODING`'s delimiters whatever the message's: what it copies from the message is as
+    sent where the message's are the same, else escaped again in these (`_copied`)."""
     version = msg.version if msg is not None else "2.5"
     tolerant = VALIDATION_LEVEL.TOLERANT
     try:
@@ -1977,18 +1996,18 @@ def ack(
         )
     reply.msh.msh_3 = "WARDFLOW"
     # what is copied from the message (MSH-3 and -4 as MSH-5 and -6, MSH-10 as MSA-2, MSH-18),
-    # written in the ACK's delimiters (`_reencoded`) and set in its text after hl7apy wrote it
-    # (hl7apy would write a `\X0D\` the ACK needs back as the text `\E\X0D\E\`)
+    # as sent, else written in the ACK's delimiters (`_copied`), and set in its text after
+    # hl7apy wrote it (which would write a `\X0D\` the ACK needs back as `\E\X0D\E\`)
     copied: dict[int, str] = {}
     if msg is not None:
         enc = msg.encoding_chars
         for ours, theirs in ((5, 3), (6, 4)):
             value = getattr(msg.msh, f"msh_{theirs}")
             if len(value):
-                copied[ours - 1] = _reencoded(_er7(value, enc), enc, ACK_ENCODING)
-        control = _reencoded(_er7(msg.msh.msh_10, enc), enc, ACK_ENCODING)
+                copied[ours - 1] = _copied(_er7(value, enc), enc)
+        control = _copied(_er7(msg.msh.msh_10, enc), enc)
     else:
-        control = _reencoded(raw_control_id(raw), raw_encoding(raw), ACK_ENCODING)
+        control = _copied(raw_control_id(raw), raw_encoding(raw))
     # v2.5.1 2.14.1: the ACK names the trigger it answers, and (from 2.3.1, MSG.3) its structure
     trigger = _field(msg, "MSH", 9, 2) if msg is not None else ""
     trigger = trigger if re.fullmatch(r"[A-Z0-9]{3}", trigger) else ""
@@ -2002,7 +2021,7 @@ def ack(
             sets = [_er7(r, msg.encoding_chars) for r in msg.msh.msh_18]
             if any(sets):  # as the message gave it, repetitions too (its default set first)
                 charsets = msg.encoding_chars["REPETITION"].join(sets)
-                copied[17] = _reencoded(charsets, msg.encoding_chars, ACK_ENCODING)
+                copied[17] = _copied(charsets, msg.encoding_chars)
     reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code
     if text:

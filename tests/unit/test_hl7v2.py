@@ -1825,7 +1825,7 @@ def test_a_control_id_with_a_line_break_in_hex_cannot_break_the_ack() -> None:
 @pytest.mark.parametrize("version", ["2.7", "2.7.1", "2.8", "2.8.2", "2.9"])
 @pytest.mark.parametrize(
     ("encoding", "control_id"),
-    [("^~\\&", "MSG#7"), ("^~\\&#", "MSG#7"), ("^~\\&#", "MSG\\P\\7")],
+    [("^~\\&", "MSG#7"), ("^~\\&#", "MSG#7"), ("^~\\&#", "MSG\\P\\7"), ("^~\\&", "MSG\\P\\7")],
 )
 def test_a_v2_7_ack_echoes_a_control_id_holding_the_truncation_character(
     version: str, encoding: str, control_id: str
@@ -1833,14 +1833,45 @@ def test_a_v2_7_ack_echoes_a_control_id_holding_the_truncation_character(
     """hl7apy's v2.7+ ACK declares the truncation character (`^~\\&#`) and writes a `#` in its
     values as `\\L\\`, which is no escape sequence of the standard (v2.7 §2.7 has `\\P\\`): the
     sender could not match MSA-2 `MSG\\L\\7` to its MSH-10 `MSG#7`. The ACK declares no
-    truncation character (it truncates nothing: v2.7 2.5.5.2), so `#` is text and MSA-2 is the
-    control id as the sender meant it, `\\P\\` (its escaped truncation character) too."""
+    truncation character (it truncates nothing: v2.7 2.5.5.2), and echoes the control id as
+    the sender wrote it, its `\\P\\` too (the branch read it `MSG#7`, or `MSG7` where MSH-2
+    declares none): the sender matches it byte for byte."""
     text = adt_message("ADT^A01").replace("|Q1|P|2.5.1", f"|{control_id}|P|{version}")
     msg = hl7v2.parse(text.replace("^~\\&", encoding, 1))
     assert not isinstance(msg, hl7v2.Refused)
     msh, msa = ack_fields(hl7v2.ack(msg, "AA"))
     assert msh[1] == "^~\\&"
-    assert msa[:3] == ["MSA", "AA", "MSG#7"]
+    assert msa[:3] == ["MSA", "AA", control_id]
+
+
+@pytest.mark.parametrize(
+    "control_id",
+    ["C\\X41\\1", "C\\H\\1\\N\\", "C\\XC2B0\\1", "C\\.br\\1", "C\\Zab\\1", "C\\E\\1", "C\\S\\1"],
+)
+def test_an_ack_in_the_senders_delimiters_echoes_its_control_id_byte_for_byte(
+    control_id: str,
+) -> None:
+    """Engines match MSA-2 to the MSH-10 they sent byte for byte: where the message's encoding
+    characters are the ACK's, what the ACK copies is as sent (the branch decoded and escaped it
+    again: `C\\X41\\1` was echoed `CA1`, `C\\H\\1\\N\\` `C1`, and no sender matched it)."""
+    text = adt_message("ADT^A01").replace("|Q1|", f"|{control_id}|")
+    msg = hl7v2.parse(text.replace("|ADT|H|", "|ADT\\T\\1|H^1.2\\X41\\^L|", 1))
+    assert not isinstance(msg, hl7v2.Refused)
+    msh, msa = ack_fields(hl7v2.ack(msg, "AE", "x", "207"))
+    assert msa[:3] == ["MSA", "AE", control_id]
+    assert (msh[4], msh[5]) == ("ADT\\T\\1", "H^1.2\\X41\\^L")
+    raw = text + "\rP I|1"  # unparsed: read from the text, the same
+    _, msa = ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))
+    assert msa[:3] == ["MSA", "AE", control_id]
+
+
+def test_a_control_character_sent_raw_is_escaped_in_the_ack() -> None:
+    """A control character the sender wrote unescaped (a tab, a vertical tab that is the MLLP
+    start byte) is written as hexadecimal data even in the sender's own delimiters."""
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", "|Q\t1\x0b|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    _, msa = ack_fields(hl7v2.ack(msg, "AA"))
+    assert msa == ["MSA", "AA", "Q\\X09\\1\\X0B\\"]
 
 
 def test_an_unparsed_messages_control_id_is_written_in_the_acks_delimiters() -> None:
