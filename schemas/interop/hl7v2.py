@@ -420,8 +420,9 @@ def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     return _sequences_read(text, esc, lambda body: _sequence(body, enc, formatted))
 
 
-# An escape character that no message holds (a Unicode noncharacter): `_er7`'s
-_NO_ESCAPE = "\uffff"
+# Escape characters for `_er7` to write with: Unicode noncharacters (U+FFFF, U+FFFE,
+# U+FDD0-U+FDEF), which no text is meant to hold, the first one the element does not hold
+_NO_ESCAPES = ("\uffff", "\ufffe", *(chr(c) for c in range(0xFDD0, 0xFDF0)))
 
 
 def _er7(element: Any, enc: dict[str, str]) -> str:
@@ -432,11 +433,18 @@ def _er7(element: Any, enc: dict[str, str]) -> str:
     or `\P\` (v2.5 §2.7: `\E\` is the escape character itself): read from to_er7, the two could
     not be told apart, and either a sender's text was decoded twice (`\E\P\E\` read as `\P\`,
     the truncation character) or its hex data not at all. In v2.7+ it writes a truncation
-    character as `\L\` too. Written with an escape character that no value holds and no
-    truncation character, each value is written as it is."""
+    character as `\L\` too. Written with no truncation character and an escape character the
+    element does not hold (`_NO_ESCAPES`), each value is written as it is: to_er7 writes that
+    character only where a value holds it (as `<c>E<c>`), so one that appears in what it wrote
+    was the sender's, and the next is tried. An element holding all 34 (no text does) is
+    written with its own escape character, as hl7apy writes it."""
     chars = {k: v for k, v in enc.items() if k != "TRUNCATION"}
-    written: str = element.to_er7(encoding_chars={**chars, "ESCAPE": _NO_ESCAPE})
-    return written
+    for escape in _NO_ESCAPES:
+        written: str = element.to_er7(encoding_chars={**chars, "ESCAPE": escape})
+        if escape not in written:
+            return written
+    fallback: str = element.to_er7(encoding_chars=chars)
+    return fallback
 
 
 def _field(msg: Message, segment: str, index: int, *components: int) -> str:

@@ -1779,6 +1779,26 @@ def test_a_location_with_a_backslash_keeps_it() -> None:
     assert o.records[0][1]["unit_id"] == "ICU\\A\\1"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MRN\uffff1",
+        "MRN\uffff\ufffe\ufdd0\\E\\1",
+        "M" + "".join(hl7v2._NO_ESCAPES),  # all of them: written as hl7apy writes it
+    ],
+)
+def test_a_noncharacter_in_a_value_is_read_as_sent(text: str) -> None:
+    """Fields are written back with a noncharacter as their escape character (`_er7`): one the
+    value holds itself was written `\uffffE\uffff`, another patient's token and a control id
+    the sender could not match. The first the value does not hold is used."""
+    o = outcome(adt_message("ADT^A01", pid3=f"{text}^^^H^MR"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["patient_token"] == tok("H", text.replace("\\E\\", "\\"))
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", f"|{text}|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    assert ack_fields(hl7v2.ack(msg, "AA"))[1] == ["MSA", "AA", text]
+
+
 def ack_fields(ack: str) -> tuple[list[str], list[str]]:
     msh, msa, *_ = ack.split("\r")
     return msh.split("|"), msa.split("|")
