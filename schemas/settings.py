@@ -270,7 +270,9 @@ class Settings:
         "it; where none is of it, or empty, the first of the best identifier type as sent. Set "
         "it to the site's own where an interface engine or MPI reorders the repetitions (a "
         "second hospital's MR put first), so that a patient keeps one token. An identifier sent "
-        "without an authority counts as `hl7_patient_authority`'s (else the sender's).",
+        "without an authority counts as `hl7_patient_authority`'s (else the sender's). Matched "
+        "on CX.4's namespace id exactly. Setting it changes the token of a patient whose first "
+        "MR was another authority's: their open stay is split once, at the switch.",
     )
     patient_identifier_aliases: str = setting(
         "",

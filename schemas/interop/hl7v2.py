@@ -407,11 +407,11 @@ def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and
     `\XC2B0\` are both °); in a `formatted` value (an OBX-5: formatting commands are defined
     for formatted text, §2.7.6) a command that breaks or skips is that break or space (`\.br\`,
-    `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br` is two lines,
+    `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br\2` is two lines,
     never the number 12); elsewhere (an identifier, a location) formatting, highlighting,
     character-set and local escapes (`\.br\`, `\H\`, `\C…\`, `\Z…\`) are dropped. What is no
     sequence of the standard is the text sent, its backslashes too: a sender that does not
-    escape them sends `12.`, `ICU\A`, `C:\dirile`, and dropped, `12.` would be
+    escape them sends `12\34\56`, `ICU\A\1`, `C:\dir\file`, and dropped, `12\34\56` would be
     the patient `1256`. One pass from the left, what a sequence gives never read again (the
     text is as the sender wrote it, `_er7`): `\E\P\E\` is the text `\P\`."""
     esc = enc.get("ESCAPE", "\\")
