@@ -263,6 +263,17 @@ class Settings:
         "monitor gateway sends the same medical record numbers without it, so that both feeds' "
         "records of a patient carry one token.",
     )
+    hl7_preferred_authority: str = setting(
+        "",
+        "Assigning authority (PID-3.4) whose identifier names the patient wherever it stands "
+        "among PID-3's repetitions (and MRG-1's, PID-2's), by identifier type among several of "
+        "it; where none is of it, or empty, the first of the best identifier type as sent. Set "
+        "it to the site's own where an interface engine or MPI reorders the repetitions (a "
+        "second hospital's MR put first), so that a patient keeps one token. An identifier sent "
+        "without an authority counts as `hl7_patient_authority`'s (else the sender's). Matched "
+        "on CX.4's namespace id exactly. Setting it changes the token of a patient whose first "
+        "MR was another authority's: their open stay is split once, at the switch.",
+    )
     patient_identifier_aliases: str = setting(
         "",
         "Names of one medical record number space across channels, `;`-separated groups of "

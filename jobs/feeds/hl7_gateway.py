@@ -214,6 +214,7 @@ class Gateway:
         )
         self.tz: tzinfo = ZoneInfo(settings.hl7_timezone)
         self.authority, self.facility = settings.hl7_patient_authority, settings.hl7_facility_id
+        self.preferred_authority = settings.hl7_preferred_authority
         self.codes = CodeMap.load(settings.interop_code_map)  # a bad map stops the start
         # the units of beds (a bad capacity file stops the start): where an A07 keeps the bed
         self.bed_units = frozenset(Capacity.load(settings.capacity_file).units)
@@ -272,6 +273,7 @@ class Gateway:
                 default_facility=self.facility,
                 codes=self.codes,
                 bed_units=self.bed_units,
+                preferred_authority=self.preferred_authority,
             )
         except Exception as exc:  # no check foresaw it: this message is refused, the link lives
             log.error(

@@ -14,8 +14,8 @@ Every message ends as one of:
   answers depends on its ACK policy (`jobs/feeds/hl7_gateway.py`).
 
 ORU^R01 values are read by LOINC code (schemas.interop.loinc), by an OBX-3's LOINC alternate
-(components 4-6), or by IEEE 11073 code as bedside monitors send them (IHE PCD-01,
-schemas.interop.mdc).
+(components 4-6; where neither gives a code read, a v2.7+ CWE's second alternate, 10-12), or by
+IEEE 11073 code as bedside monitors send them (IHE PCD-01, schemas.interop.mdc).
 
 Checks run in the order a receiver needs them: the header (MSH-9 message type, then whether
 wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
@@ -238,17 +238,31 @@ def _declared_as_known(text: str) -> str | Refused:
 
 def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
     """`text` with each escape sequence `<escape>P<escape>` (v2.7 2.7.1: the truncation
-    character) replaced by `char`. Sequences are read from the left, whole, as the unescaping
-    reads them: `\\E\\P\\E\\` is an escaped escape, a `P` and another, no `\\P\\`."""
-    e = re.escape(escape)
-    sequence = re.compile(f"{e}([^{e}{re.escape(sep)}\r]*){e}")
-    return sequence.sub(lambda m: char if m.group(1) == "P" else m.group(0), text)
+    character) replaced by `char`. Sequences are read from the left as the unescaping reads
+    them (`_sequences_read`): `\\E\\P\\E\\` is an escaped escape, a `P` and another, no
+    `\\P\\`; none spans a field or a segment."""
+
+    delimiters = {name: escape for name in ("FIELD", "COMPONENT", "SUBCOMPONENT", "REPETITION")}
+    enc = {**delimiters, "ESCAPE": escape}  # which sequences there are, not what they give
+
+    def read(body: str) -> str | None:
+        if body == "P":
+            return char
+        if sep in body or "\r" in body or _sequence(body, enc) is None:
+            return None
+        return escape + body + escape
+
+    return _sequences_read(text, escape, read)
 
 
 def _trimmed(text: str) -> str:
     """ER7 text with its segments ended by CR (a sender's LF or CRLF too), without what is no
-    part of the message around it: a byte-order mark, a stray MLLP start byte, blank lines."""
-    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+    part of the message around it: a byte-order mark, a stray MLLP start byte, blank lines,
+    before, after and between its segments. A line of spaces or tabs alone (some interface
+    engines leave one between segments) is a blank line: a segment starts with its three-
+    character id (HL7 v2.5 §2.5.2, §2.6), so it holds no segment; refused, it cost the message."""
+    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 \ufeff\x0b\x1c")
+    return "\r".join(line for line in text.split("\r") if line.strip(" \t\x0b\x0c"))
 
 
 def parse(text: str) -> Message | Refused:
@@ -334,59 +348,103 @@ def hl7_time(value: str, default_tz: tzinfo = UTC) -> datetime:
     ).astimezone(UTC)
 
 
-# P: the truncation character (v2.7 2.7.1; MSH-2's fifth, none declared before 2.7); L: how
-# hl7apy's v2.7+ libraries write back one the text holds unescaped (a `#` in `MRN#7`)
+# The escape sequences of HL7 v2.5 §2.7 (v2.7 2.7.1 adds P), by what follows the escape
+# character up to the next: delimiters (P: the truncation character, where MSH-2 declares
+# one, v2.7; L: no sequence of the standard, but how hl7apy's v2.7+ libraries write one, and
+# so a sender built on hl7apy), highlighting, hexadecimal data, formatting commands
+# (§2.7.6), character sets (§2.7.4: \Cxxyy\ single-byte, \Mxxyy[zz]\ multi-byte) and
+# locally defined ones (\Z...\, §2.7.5)
 _ESCAPES = {
     **{"F": "FIELD", "S": "COMPONENT", "T": "SUBCOMPONENT", "R": "REPETITION", "E": "ESCAPE"},
     **{"P": "TRUNCATION", "L": "TRUNCATION"},
 }
-
-
+_HEX_DATA = re.compile(r"X(?:[0-9A-Fa-f]{2})+")
+_FORMATTING = re.compile(r"\.(sp|br|fi|nf|in|ti|sk|ce) ?[+-]?\d*")
+_CHARACTER_SET = re.compile(r"C[0-9A-Fa-f]{4}|M[0-9A-Fa-f]{4}(?:[0-9A-Fa-f]{2})?|Z.*")
 _BREAKS = {"br": "\n", "sp": "\n", "ce": "\n", "sk": " ", "in": " ", "ti": " "}
+
+
+def _sequence(body: str, enc: dict[str, str], formatted: bool = False) -> str | None:
+    """What the escape sequence `<escape>body<escape>` stands for in `enc` (`unescape`), ''
+    for one that is dropped; None where it is no sequence of the standard (`12\\34\\56`,
+    `C:\\dir\\file`: the sender's backslashes, text)."""
+    if body in _ESCAPES:
+        return enc.get(_ESCAPES[body]) or None  # \P\ without a truncation character: text
+    if body in ("H", "N") or _CHARACTER_SET.fullmatch(body):
+        return ""
+    if (command := _FORMATTING.fullmatch(body)) is not None:
+        return _BREAKS.get(command.group(1), "") if formatted else ""
+    if _HEX_DATA.fullmatch(body):
+        data = bytes.fromhex(body[1:])
+        try:  # UTF-8 where the bytes are UTF-8 (°: C2 B0), else one byte a character
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+    return None
+
+
+def _sequences_read(text: str, esc: str, read: Callable[[str], str | None]) -> str:
+    """`text` with each escape sequence replaced by what `read` gives for what it holds, in one
+    pass from the left, what it gives never read again. Where `read` gives None the escape
+    character is no sequence's: kept as text, and the text after it read on (so `12\\34\\56`
+    stays itself, and in `a\\b\\F\\c` the `\\F\\` is still a field separator)."""
+    out, i = [], 0
+    while (j := text.find(esc, i)) >= 0 and (k := text.find(esc, j + 1)) >= 0:
+        value = read(text[j + 1 : k])
+        if value is None:
+            out.append(text[i : j + 1])
+            i = j + 1
+        else:
+            out.append(text[i:j] + value)
+            i = k + 1
+    out.append(text[i:])
+    return "".join(out)
 
 
 def unescape(text: str, enc: dict[str, str], formatted: bool = False) -> str:
     r"""HL7 v2 escape sequences (v2.5 §2.7) in one component's text decoded: the delimiters
-    (`\F\ \S\ \T\ \R\ \E\`; v2.7's truncation character `\P\`) and hexadecimal data
-    (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and `\XC2B0\` are both
-    °); in a `formatted` value (an OBX-5: formatting commands are defined for formatted text,
-    §2.7.6) a command that breaks or skips is that break or space (`\.br\`, `\.sp\`, `\.ce\` a
-    line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br\2` is two lines, never the number
-    12); elsewhere (an identifier, a location) formatting, highlighting and character-set
-    escapes (`\.br\`, `\H\`, `\C…\`) are dropped."""
+    (`\F\ \S\ \T\ \R\ \E\`; v2.7's truncation character `\P\`, where MSH-2 declares one) and
+    hexadecimal data (`\Xhh…\`: UTF-8 where its bytes are, else ISO 8859-1, so `\XB0\` and
+    `\XC2B0\` are both °); in a `formatted` value (an OBX-5: formatting commands are defined
+    for formatted text, §2.7.6) a command that breaks or skips is that break or space (`\.br\`,
+    `\.sp\`, `\.ce\` a line break, `\.sk\`, `\.in\`, `\.ti\` a space: `1\.br\2` is two lines,
+    never the number 12); elsewhere (an identifier, a location) formatting, highlighting,
+    character-set and local escapes (`\.br\`, `\H\`, `\C…\`, `\Z…\`) are dropped. What is no
+    sequence of the standard is the text sent, its backslashes too: a sender that does not
+    escape them sends `12\34\56`, `ICU\A\1`, `C:\dir\file`, and dropped, `12\34\56` would be
+    the patient `1256`. One pass from the left, what a sequence gives never read again (the
+    text is as the sender wrote it, `_er7`): `\E\P\E\` is the text `\P\`."""
     esc = enc.get("ESCAPE", "\\")
     if not esc or esc not in text:
         return text
-    e = re.escape(esc)
-    # hl7apy writes a sequence it does not know (hex, formatting, character set, P) back with its
-    # escape characters escaped (`\E\XB0\E\`): read as the sequence it was (a literal `\XB0\`
-    # sent as text would be read as one too; no sender does that)
-    known = rf"{e}E{e}(X[0-9A-Fa-f]+|\.[a-z]{{2}}[+-]?\d*|[CMZ][^{e}]*|P){e}E{e}"
-    text = re.sub(known, lambda m: esc + m.group(1) + esc, text)
-    out, rest = [], text
-    while esc in rest:
-        head, _, tail = rest.partition(esc)
-        body, closed, after = tail.partition(esc)
-        if not closed:  # an escape character that opens nothing: kept as sent
-            out.append(head + esc + tail)
-            return "".join(out)
-        out.append(head)
-        if body in _ESCAPES:
-            out.append(enc.get(_ESCAPES[body], ""))
-        elif body[:1] == "." and formatted and body[1:3] in _BREAKS:
-            out.append(_BREAKS[body[1:3]])
-        elif body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
-            try:
-                data = bytes.fromhex(body[1:])
-            except ValueError:
-                data = b""
-            try:  # UTF-8 where the bytes are UTF-8 (°: C2 B0), else one byte a character
-                out.append(data.decode("utf-8"))
-            except UnicodeDecodeError:
-                out.append(data.decode("latin-1"))
-        rest = after
-    out.append(rest)
-    return "".join(out)
+    return _sequences_read(text, esc, lambda body: _sequence(body, enc, formatted))
+
+
+# Escape characters for `_er7` to write with: Unicode noncharacters (U+FFFF, U+FFFE,
+# U+FDD0-U+FDEF), which no text is meant to hold, the first one the element does not hold
+_NO_ESCAPES = ("\uffff", "\ufffe", *(chr(c) for c in range(0xFDD0, 0xFDF0)))
+
+
+def _er7(element: Any, enc: dict[str, str]) -> str:
+    r"""An element's (a field's, a repetition's, a segment's) ER7 text as the sender wrote it,
+    in the message's delimiters. hl7apy keeps each value as sent, but its to_er7 writes an
+    escape character that opens a sequence other than `\H\ \N\ \F\ \S\ \T\ \R\ \E\` escaped
+    (`\XB0\` as `\E\XB0\E\`, `\P\` as `\E\P\E\`), which is how a sender writes the text `\XB0\`
+    or `\P\` (v2.5 §2.7: `\E\` is the escape character itself): read from to_er7, the two could
+    not be told apart, and either a sender's text was decoded twice (`\E\P\E\` read as `\P\`,
+    the truncation character) or its hex data not at all. In v2.7+ it writes a truncation
+    character as `\L\` too. Written with no truncation character and an escape character the
+    element does not hold (`_NO_ESCAPES`), each value is written as it is: to_er7 writes that
+    character only where a value holds it (as `<c>E<c>`), so one that appears in what it wrote
+    was the sender's, and the next is tried. An element holding all 34 (no text does) is
+    written with its own escape character, as hl7apy writes it."""
+    chars = {k: v for k, v in enc.items() if k != "TRUNCATION"}
+    for escape in _NO_ESCAPES:
+        written: str = element.to_er7(encoding_chars={**chars, "ESCAPE": escape})
+        if escape not in written:
+            return written
+    fallback: str = element.to_er7(encoding_chars=chars)
+    return fallback
 
 
 def _field(msg: Message, segment: str, index: int, *components: int) -> str:
@@ -401,8 +459,8 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         return ""
     if fields is None or not len(fields):
         return ""
-    er7: str = fields[0].to_er7()
     enc = msg.encoding_chars
+    er7 = _er7(fields[0], enc)
     for depth, c in enumerate(components):
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
@@ -433,13 +491,16 @@ OTHER_ID_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _patient_id(msg: Message) -> tuple[str, str] | None:
+def _patient_id(msg: Message, prefer: str = "", fill: str = "") -> tuple[str, str] | None:
     """(assigning authority, id) of PID-3, by identifier type (`PATIENT_ID_TYPES`, else the
-    first); a v2.3 message with PID-3 empty is read by PID-2 (the external id)."""
-    return _identifier(msg, "PID", 3) or _identifier(msg, "PID", 2)
+    first), the first of a type as sent, or `prefer`'s (`_identifier`); a v2.3 message with
+    PID-3 empty is read by PID-2 (the external id)."""
+    return _identifier(msg, "PID", 3, prefer, fill) or _identifier(msg, "PID", 2, prefer, fill)
 
 
-def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
+def _merged_id(
+    msg: Message, prefer: str = "", fill: str = ""
+) -> tuple[str, tuple[str, str] | None]:
     """The field the merged record's identifier is read from, and that identifier as its own
     messages named it: MRG-1 (the prior PID-3, v2.3.1 "prior patient identifier list"), or
     MRG-4 (the prior PID-2) where the message names its patient by PID-2 (PID-3 empty, as some
@@ -447,18 +508,31 @@ def _merged_id(msg: Message) -> tuple[str, tuple[str, str] | None]:
     its earlier messages made. A merged identifier without an assigning authority (many senders
     fill MRG-1.1 alone) is of the surviving identifier's (it is that list's prior identifier),
     not the sender's: the alias's own messages named its authority."""
-    if (survivor := _identifier(msg, "PID", 3)) is not None:
-        field, merged = "MRG-1", _identifier(msg, "MRG", 1)
+    if (survivor := _identifier(msg, "PID", 3, prefer, fill)) is not None:
+        field, merged = "MRG-1", _identifier(msg, "MRG", 1, prefer, survivor[0] or fill)
     else:
-        field, merged, survivor = "MRG-4", _identifier(msg, "MRG", 4), _identifier(msg, "PID", 2)
+        survivor = _identifier(msg, "PID", 2, prefer, fill)
+        own = (survivor[0] if survivor is not None else "") or fill
+        field, merged = "MRG-4", _identifier(msg, "MRG", 4, prefer, own)
     if merged is not None and not merged[0] and survivor is not None:
         merged = (survivor[0], merged[1])
     return field, merged
 
 
-def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | None:
+def _identifier(
+    msg: Message, segment: str, field_no: int, prefer: str = "", fill: str = ""
+) -> tuple[str, str] | None:
     """(assigning authority, id) of a CX list (PID-3, MRG-1), by identifier type
-    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last)."""
+    (`PATIENT_ID_TYPES`, else the first of no or another type, an `OTHER_ID_TYPES` last), of
+    one type the first as sent. With `prefer` (`hl7_preferred_authority`), the one whose
+    assigning authority (CX.4; `fill`, the authority a token takes for one sent without it,
+    where it names none) is `prefer`, wherever it stands among the repetitions, is read
+    first (by type among several of it; never a visit, account, national or insurance number);
+    where none is, as without it.
+    The list's repetitions have no defined order (v2.5 3.4.2.3), but the first of a type is
+    what wardflow has always read, and what a token already made came from: a second
+    hospital's MR that an MPI appends mid-stay changes nothing. A site whose interface engine
+    reorders the repetitions names its own authority in `hl7_preferred_authority`."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
@@ -469,7 +543,7 @@ def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | 
         reps = []
     ids = []
     for rep in reps:
-        comps = [*rep.to_er7().split(enc["COMPONENT"]), "", "", "", ""]
+        comps = [*_er7(rep, enc).split(enc["COMPONENT"]), "", "", "", ""]
         ident = _text(comps[0], enc)
         if ident:
             # HD: namespace id, else universal id (an OID-only authority)
@@ -484,7 +558,8 @@ def _identifier(msg: Message, segment: str, field_no: int) -> tuple[str, str] | 
         national = len(i[0]) == 5 and i[0].startswith("NN")  # NN + ISO 3166 country: NNGBR
         return rank.get(i[0], len(rank) + (i[0] in OTHER_ID_TYPES or national))
 
-    _, authority, ident = min(ids, key=order)
+    preferred = [i for i in ids if (i[1] or fill) == prefer and order(i) <= len(rank)]
+    _, authority, ident = min(preferred if prefer and preferred else ids, key=order)
     return authority, ident
 
 
@@ -514,6 +589,7 @@ def map_message(
     default_facility: str = "",
     codes: CodeMap = EMPTY,
     bed_units: frozenset[tuple[str, str]] | None = None,
+    preferred_authority: str = "",
 ) -> Mapped | Refused:
     """Map a parsed message to canonical records (see the module docstring). A PID-3 identifier
     without an assigning authority is namespaced by `default_authority`, a message without a
@@ -521,7 +597,9 @@ def map_message(
     MSH-3: its namespace id, else its universal id). `codes`: the deployment's own observation
     codes and the LOINC each stands for (schemas.interop.code_map). `bed_units`: the (facility,
     unit) pairs that hold the census's beds (the capacity file's), which say where an A07 leaves
-    the patient (`_adt`); None: not known."""
+    the patient (`_adt`); None: not known. `preferred_authority`: the assigning authority whose
+    identifier PID-3 (PID-2, MRG-1) is read by wherever it stands among the repetitions
+    (`_identifier`); empty: the first of its type, as sent."""
     code, trigger = message_type(msg)
     if not code:
         return Refused("missing_field", "MSH-9 (message type) is empty", "AE", "101")
@@ -546,7 +624,7 @@ def map_message(
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
-                   default_facility, codes, bed_units)  # fmt: skip
+                   default_facility, codes, bed_units, preferred_authority)  # fmt: skip
     if code == "ADT" and trigger == "A17":
         return _swap(msg, control_id, ctx)
     if code == "ADT" and trigger in MERGES:
@@ -576,6 +654,7 @@ class _Context:
     default_facility: str
     codes: CodeMap
     bed_units: frozenset[tuple[str, str]] | None = None
+    preferred_authority: str = ""
 
 
 def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
@@ -662,13 +741,14 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     """The records of one patient's message (or part of an A17)."""
     code, trigger, tokenise, source = ctx.code, ctx.trigger, ctx.tokenise, ctx.source
     default_tz = ctx.default_tz
-    pid = _patient_id(msg)
-    if pid is None:
-        return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
-    default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
     sender = next(
         (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
     )
+    fill = ctx.default_authority or sender  # the authority of an identifier sent without one
+    pid = _patient_id(msg, ctx.preferred_authority, fill)
+    if pid is None:
+        return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
+    default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
 
     def token(identifier: tuple[str, str]) -> str:
         return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
@@ -693,7 +773,7 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
                 ctx.bed_units,
             )  # fmt: skip
             if trigger in MERGES and isinstance(mapped, Mapped):
-                return _merged(msg, trigger, mapped, token)
+                return _merged(msg, trigger, mapped, token, ctx.preferred_authority, fill)
             return mapped
         return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
     except ValueError as exc:
@@ -974,7 +1054,12 @@ _NO_BED_VISIT = frozenset({("A03", "R"), ("A08", "R")})
 
 
 def _merged(
-    msg: Message, trigger: str, mapped: Mapped, token: Callable[[tuple[str, str]], str]
+    msg: Message,
+    trigger: str,
+    mapped: Mapped,
+    token: Callable[[tuple[str, str]], str],
+    prefer: str,
+    fill: str,
 ) -> Mapped | Refused:
     """A merge (`MERGES`): the merged record's `merged_away` event (`_merged_id`'s token) and
     the surviving record's `merged_in` (`mapped`: PID-3's token, PV1's visit), at the same
@@ -991,7 +1076,7 @@ def _merged(
             "AE",
             "100",
         )
-    mrg, merged = _merged_id(msg)
+    mrg, merged = _merged_id(msg, prefer, fill)
     if merged is None:
         return Refused(
             "missing_field",
@@ -1072,7 +1157,9 @@ def _oru(
     notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
-    gases = _blood_gases(children, enc, codes, order_times, message_time, tz)
+    # OBX-3's second alternate (CWE 10-12) only where the version defines it (`_TRIPLET_STARTS`)
+    obx_3_triplets = 3 if _version_key(msg.version) >= (2, 7) else 2
+    gases = _blood_gases(children, enc, codes, order_times, message_time, tz, obx_3_triplets)
     order = 0  # the OBR the OBX is under (0: none before it)
     for n, seg in enumerate(children, 1):
         if seg.name == "OBR":
@@ -1081,23 +1168,23 @@ def _oru(
         if seg.name != "OBX":
             continue
         identifier = _components(seg.obx_3, enc)
-        coded = observation_code(identifier, codes)
-        panel = blood_pressure_panel(identifier, codes) if coded is None else None
+        coded = observation_code(identifier, codes, obx_3_triplets)
+        panel = blood_pressure_panel(identifier, codes, obx_3_triplets) if coded is None else None
         part = gcs_part(identifier, codes) if coded is None and panel is None else None
         consciousness = (coded, panel, part) == (None, None, None) and names_acvpu(
             identifier, codes
         )
-        status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+        status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None and part is None and not consciousness:
-            skipped += _unread(identifier)
+            skipped += _unread(identifier, obx_3_triplets)
             continue
         # one code and value, or a blood pressure panel's systolic and diastolic in one OBX
         fields = [coded[:2]] if coded is not None else [("8480-6", 0), ("8462-4", 0)]
         if part is not None or consciousness:
             fields = []
         sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
-        by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier))
-        label = f"OBX {seg.obx_1.to_er7() if len(seg.obx_1) else n} ({sent})"
+        by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier, obx_3_triplets))
+        label = f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})"
         # when it was observed, read once (a time not read is refused after the value is read,
         # as its reason then says); the fields it sends: where its value is not read, none is
         # estimated at that time (derived), at any time where its own time is not read
@@ -1108,7 +1195,7 @@ def _oru(
         except ValueError as exc:
             time_error = exc
         named = [(sent_at, CODES[code].field) for code, _ in fields]
-        value_type = seg.obx_2.to_er7().strip().upper() if len(seg.obx_2) else ""
+        value_type = _er7(seg.obx_2, enc).strip().upper() if len(seg.obx_2) else ""
         # a result of a blood gas: of a gas panel's order, or of an order with a gas result
         # and timed by the order or within minutes of the gas (a flowsheet order files hourly
         # SpO2 and temperatures beside a gas drawn at 09:30: those of 08:00 are the monitor's)
@@ -1147,7 +1234,7 @@ def _oru(
                 "AE",
                 "207",
             )
-            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             unkept.update(named)
             continue
         if (flag := _unusable_status(seg, enc)) is not None:
@@ -1157,7 +1244,7 @@ def _oru(
         try:
             if len(seg.obx_5) > 1:
                 raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
-            raw = unescape(seg.obx_5.to_er7(), enc, formatted=True) if len(seg.obx_5) else ""
+            raw = unescape(_er7(seg.obx_5, enc), enc, formatted=True) if len(seg.obx_5) else ""
             read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
             if part is not None:
@@ -1183,7 +1270,7 @@ def _oru(
             at = sent_at
         except ValueError as exc:
             why = Refused("bad_value", f"{label}: {exc}"[:500], "AE", "102")
-            rejected.append(Rejected(label, why, seg.to_er7().encode()))
+            rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             unkept.update(named)
             continue
         if part is not None:  # summed with the reading's other parts below (None: no score)
@@ -1194,7 +1281,7 @@ def _oru(
                 or status == "C"
                 or (status == "F" and kept_status in _PRELIMINARY)
             ):
-                parts[part] = (score, label, status, seg.to_er7().encode())
+                parts[part] = (score, label, status, _er7(seg, enc).encode())
             else:
                 why = Refused(
                     "conflicting_value",
@@ -1203,13 +1290,13 @@ def _oru(
                     "AE",
                     "207",
                 )
-                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             continue
         for rank, topic, name, value in read:
             invalid = value_refusal(topic, name, value)
             if invalid is not None:
                 why = Refused(invalid.reason_code, f"{label}: {invalid.reason}"[:500], "AE", "102")
-                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
                 unkept.add((at, name))
                 continue
             reading = groups.setdefault((topic, at), {})
@@ -1229,7 +1316,7 @@ def _oru(
                     "AE",
                     "207",
                 )
-                rejected.append(Rejected(label, why, seg.to_er7().encode()))
+                rejected.append(Rejected(label, why, _er7(seg, enc).encode()))
             elif kept_rank is None or rank < kept_rank:  # the preferred code's
                 reading[name] = (rank, value, label, status)
                 sources[(topic, at, name)] = (rank, by_mdc)
@@ -1325,12 +1412,14 @@ def _collection_end(obr: Any, enc: dict[str, str], tz: tzinfo, sent: datetime | 
     return end if at is not None and (sent is None or at <= sent) else ""
 
 
-def _unread(identifier: list[str]) -> list[str]:
-    r"""An unread OBX-3's codes, each with its coding system (`8^PULSE^FLO` → `8 (FLO)`; a
-    text alone quoted), else `(no OBX-3)`: labels for a log line, a dead letter's reason and
-    the gateway's check output, so control characters (a tab or line feed sent escaped,
-    `\X09\`) are written as escapes and a label is at most `UNREAD_LABEL_CHARS` long."""
-    labels = [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in _triplets(identifier)]
+def _unread(identifier: list[str], triplets: int = 2) -> list[str]:
+    r"""An unread OBX-3's codes (its first `triplets`: `_triplets`), each with its coding system
+    (`8^PULSE^FLO` → `8 (FLO)`; a text alone quoted), else `(no OBX-3)`: labels for a log
+    line, a dead letter's reason and the gateway's check output, so control characters (a tab
+    or line feed sent escaped, `\X09\`) are written as escapes and a label is at most
+    `UNREAD_LABEL_CHARS` long."""
+    read = _triplets(identifier, triplets)
+    labels = [(i or repr(t)) + (f" ({s})" if s else "") for i, t, s in read]
     return [printable(label)[:UNREAD_LABEL_CHARS] for label in labels] or ["(no OBX-3)"]
 
 
@@ -1432,10 +1521,13 @@ def _names_loinc(triplets: list[tuple[str, str, str]]) -> bool:
 _BP_VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
-def blood_pressure_panel(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
-    """The LOINC blood pressure panel an OBX-3 (or its alternate) names, or a local code mapped
-    to one, or None."""
-    triplets = _triplets(obx_3)
+def blood_pressure_panel(
+    obx_3: list[str], codes: CodeMap = EMPTY, triplets_read: int = 2
+) -> str | None:
+    """The LOINC blood pressure panel an OBX-3 (or its alternate; with `triplets_read` 3, a
+    v2.7+ message's, its second alternate after them) names, or a local code mapped to one,
+    or None."""
+    triplets = _triplets(obx_3, triplets_read)
     if _names_loinc(triplets):
         codes = EMPTY  # as in observation_code
     named = (codes.loinc(s, i) or i for i, _, s in triplets)
@@ -1498,6 +1590,7 @@ def _blood_gases(
     order_times: dict[int, str],
     message_time: str,
     tz: tzinfo,
+    obx_3_triplets: int = 2,
 ) -> _Gases:
     """The orders (numbered by their OBR from 1; 0: the OBX before any) of a blood gas panel
     or section, those of a laboratory's section (OBR-24), and the blood gas analyser's results
@@ -1523,10 +1616,10 @@ def _blood_gases(
             continue
         gases.tests[order] = gases.tests.get(order, 0) + 1
         identifier = _components(seg.obx_3, enc)
-        coded = observation_code(identifier, codes)
-        named = {i for i, _, s in _triplets(identifier) if s in LOINC_SYSTEMS_HL7}
+        coded = observation_code(identifier, codes, obx_3_triplets)
+        named = {i for i, _, s in _triplets(identifier, obx_3_triplets) if s in LOINC_SYSTEMS_HL7}
         named |= {coded[0]} if coded is not None else set()
-        status = seg.obx_11.to_er7().strip().upper() if len(seg.obx_11) else ""
+        status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if not named & GAS_ANALYTES or status in ("X", "I", "D", "W"):
             continue
         # its own time not read: it is refused with it, and marks none
@@ -1577,14 +1670,14 @@ def _specimen_time(after_obr: list[Any], enc: dict[str, str]) -> str:
             return ""
         if not len(collected):
             return ""
-        start = collected.to_er7().split(enc["COMPONENT"])[0].split(enc["SUBCOMPONENT"])[0]
+        start = _er7(collected, enc).split(enc["COMPONENT"])[0].split(enc["SUBCOMPONENT"])[0]
         return _text(start, enc)
     return ""
 
 
 def _first_component(field: Any, enc: dict[str, str]) -> str:
     """A field's first component's text (a TS/DTM field's time, a DR's start), '' if empty."""
-    return _text(field.to_er7().split(enc["COMPONENT"])[0], enc) if len(field) else ""
+    return _text(_er7(field, enc).split(enc["COMPONENT"])[0], enc) if len(field) else ""
 
 
 def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
@@ -1593,7 +1686,7 @@ def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
     if not len(seg.obx_8):
         return None
     for rep in seg.obx_8:  # its repetitions
-        first = rep.to_er7().split(enc["COMPONENT"])[0]
+        first = _er7(rep, enc).split(enc["COMPONENT"])[0]
         flag = re.sub(r"[\s_-]+", "-", unescape(first, enc).strip().lower())
         if flag in _UNUSABLE_STATUS:
             return flag
@@ -1603,15 +1696,28 @@ def _unusable_status(seg: Any, enc: dict[str, str]) -> str | None:
 def _components(field: Any, enc: dict[str, str]) -> list[str]:
     if not len(field):
         return [""]
-    return [unescape(c, enc) for c in str(field.to_er7()).split(enc["COMPONENT"])]
+    return [unescape(c, enc) for c in _er7(field, enc).split(enc["COMPONENT"])]
 
 
-def _triplets(components: list[str]) -> list[tuple[str, str, str]]:
-    """A CE/CWE field's (identifier, text, coding system) and its alternate (components 4-6)."""
-    padded = [*components, "", "", "", "", "", ""]
+# Where a coded field's (identifier, text, coding system) triplets start: CE and CWE's first
+# (components 1-3) and alternate (4-6), and from v2.7 CWE's second alternate (10-12: second
+# alternate identifier, text and name of coding system; v2.7 ch. 2A, CWE, 7-8 being the coding
+# systems' versions and 9 the original text). Versions before 2.7 define no 10-12 (CE has 6
+# components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
+# the empty ones among them: where a sender of one sends more, 10-12 are not where it put them
+# (`X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN` in v2.5.1 gives `LN` as 10). So the second alternate
+# is read for OBX-3 alone (its code, a blood pressure panel, an unread label), in v2.7+ alone
+# (`_oru`); every other coded field (OBX-5 answers, OBX-6 units, OBR-4) is read by two.
+_TRIPLET_STARTS = (0, 3, 9)
+
+
+def _triplets(components: list[str], count: int = 2) -> list[tuple[str, str, str]]:
+    """A CE/CWE field's (identifier, text, coding system) and its alternate (components 4-6),
+    those it sends; with `count` 3 its second alternate (10-12, v2.7 CWE) too."""
+    padded = [*components, *[""] * 12]
     return [
         (padded[i].strip(), padded[i + 1].strip(), padded[i + 2].strip().upper())
-        for i in (0, 3)
+        for i in _TRIPLET_STARTS[:count]
         if padded[i].strip() or padded[i + 1].strip()
     ]
 
@@ -1623,14 +1729,27 @@ def _is_mdc(identifier: str, text: str, system: str, prefix: str = "MDC_") -> bo
     )
 
 
-def observation_code(obx_3: list[str], codes: CodeMap = EMPTY) -> tuple[str, int, str] | None:
+def observation_code(
+    obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2
+) -> tuple[str, int, str] | None:
     """The LOINC code of the vital sign or lab an OBX-3 names, the code's rank among those of the
     same field (schemas.interop.mdc's, where an IEEE 11073 code names it; else 0) and the
     identifier as sent. Its identifier is read, then its alternate (OBX-3.4-6: a local code
     with its LOINC, as many EHRs send): a local code the deployment mapped (`codes`) through
-    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC."""
+    its LOINC, an IEEE 11073 code (IHE PCD-01) through its LOINC, any other as LOINC. With
+    `triplets` 3 (a v2.7+ message: `_TRIPLET_STARTS`), only where neither gives a code read, its
+    second alternate too (OBX-3.10-12, v2.7 CWE: a sender's third coding, its LOINC there)."""
+    first = _observation_code(_triplets(obx_3), codes)
+    if first is not None or triplets < 3:
+        return first
+    return _observation_code(_triplets(obx_3, triplets), codes)
+
+
+def _observation_code(
+    triplets: list[tuple[str, str, str]], codes: CodeMap
+) -> tuple[str, int, str] | None:
+    """`observation_code` of the triplets read."""
     found: list[tuple[str, int | None, str]] = []
-    triplets = _triplets(obx_3)
     if _names_loinc(triplets):
         codes = EMPTY  # a LOINC code says what the value is, read or not: no local code overrides
     for identifier, text, system in triplets:
@@ -1746,12 +1865,116 @@ def observation_unit(code: str, obx_6: list[str]) -> str:
 
 def raw_control_id(text: str) -> str:
     """MSH-10 read straight from the text, for acknowledging a message hl7apy could not parse
-    (after what `parse` strips before MSH: a line break after the MLLP start byte)."""
+    (after what `parse` strips before MSH: a line break after the MLLP start byte), as ER7 in
+    the message's own delimiters (`raw_encoding`)."""
     text = _trimmed(text)
     if not text.startswith("MSH") or len(text) < 4:
         return ""
     fields = text.split("\r", 1)[0].split(text[3])
     return fields[9].strip() if len(fields) > 9 else ""
+
+
+def raw_encoding(text: str) -> dict[str, str]:
+    """The delimiters and escape character a message's MSH-1 and MSH-2 declare (as many of them
+    as it gives: a message hl7apy could not parse may give fewer), read straight from the text;
+    none if it starts with no MSH."""
+    text = _trimmed(text)
+    if not text.startswith("MSH") or len(text) < 4 or text[3] == "\r":
+        return {}
+    chars = [*text.split("\r", 1)[0].split(text[3]), ""][1]
+    names = ("COMPONENT", "REPETITION", "ESCAPE", "SUBCOMPONENT", "TRUNCATION")
+    return {"FIELD": text[3], **dict(zip(names, chars[:5], strict=False))}
+
+
+# The ACK's own delimiters and escape character, in every version: HL7's recommended `|^~\&`,
+# and no truncation character (v2.7 2.5.5.2: it marks a value cut short, and wardflow cuts
+# none it echoes; declared, a `#` in an echoed control id would have to be written `\P\`, as
+# hl7apy's v2.7+ libraries write it `\L\`, which is no sequence of the standard: the sender
+# could not match MSA-2 to the MSH-10 it sent). Values copied from the message are decoded in
+# its delimiters and written again in these (`_reencoded`).
+ACK_ENCODING = {
+    "FIELD": "|",
+    "COMPONENT": "^",
+    "REPETITION": "~",
+    "ESCAPE": "\\",
+    "SUBCOMPONENT": "&",
+    "GROUP": "\r",
+    "SEGMENT": "\r",
+}
+
+
+def _escaped(text: str, enc: dict[str, str]) -> str:
+    r"""`text` as one subcomponent's ER7 in `enc`'s delimiters (v2.5 §2.7): the escape character
+    and each delimiter as its escape sequence (`\E\ \F\ \S\ \T\ \R\`), a control character (a
+    line break a sender wrote as `\X0D\`) as hexadecimal data, which no segment ends at."""
+    esc = enc["ESCAPE"]
+    sequences = {enc[name]: code for name, code in _DELIMITER_CODES.items() if enc.get(name)}
+    out = []
+    for char in text:
+        if char in sequences:
+            out.append(f"{esc}{sequences[char]}{esc}")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"{esc}X{ord(char):02X}{esc}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_DELIMITER_CODES = {
+    "ESCAPE": "E",
+    "FIELD": "F",
+    "COMPONENT": "S",
+    "SUBCOMPONENT": "T",
+    "REPETITION": "R",
+}
+
+
+def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
+    """A field's ER7 text in `source`'s delimiters and escapes written in `target`'s: each of its
+    repetitions, components and subcomponents decoded (`unescape`) and escaped again. Copied as
+    it was, a value in a message with other delimiters (`MSH|*~\\&|`, whose `^` is text) says
+    something else in the ACK's, or breaks it."""
+
+    def split(text: str, name: str) -> list[str]:
+        return text.split(source[name]) if source.get(name) else [text]
+
+    return target["REPETITION"].join(
+        target["COMPONENT"].join(
+            target["SUBCOMPONENT"].join(
+                _escaped(unescape(sub, source), target) for sub in split(component, "SUBCOMPONENT")
+            )
+            for component in split(repetition, "COMPONENT")
+        )
+        for repetition in split(er7, "REPETITION")
+    )
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _copied(er7: str, source: dict[str, str]) -> str:
+    r"""A field's ER7 text in `source`'s delimiters as the ACK copies it: as sent where the
+    message's field separator, component, repetition and subcomponent separators and escape
+    character are the ACK's (`ACK_ENCODING`) and the text holds no control character, byte for
+    byte as the sender wrote it, for engines match MSA-2 to the MSH-10 they sent byte for byte
+    (`C\X41\1`, `C\H\1\N\`, `C\P\1` are echoed so, never decoded to `CA1`, `C1`); only where
+    they differ (or a control character could end a segment or the MLLP frame) decoded and
+    escaped again (`_reencoded`). A truncation character the message declares is none of
+    these: its `\P\` is copied as sent too."""
+    same = all(source.get(name) == ACK_ENCODING[name] for name in _DELIMITER_CODES)
+    if same and not _CONTROL_CHARACTER.search(er7):
+        return er7
+    return _reencoded(er7, source, ACK_ENCODING)
+
+
+def _set_fields(segment: str, values: dict[int, str]) -> str:
+    """An ER7 segment of the ACK (`|` its field separator) with fields set: `values` by the
+    index of the field after the segment id (MSH-n is n - 1: MSH-1 is the separator itself)."""
+    fields = segment.split("|")
+    fields += [""] * max(0, max(values) + 1 - len(fields))
+    for index, value in values.items():
+        fields[index] = value
+    return "|".join(fields)
 
 
 def ack(
@@ -1765,19 +1988,34 @@ def ack(
 ) -> str:
     """An ACK (MSA; ERR for AE/AR, or for AA with `error_code` and severity W: stored, with a
     warning) for `msg`, in its HL7 version and processing id (MSH-11), as ER7 with CR separators.
-    Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`."""
+    Without a parsed message (unparseable input) a v2.5 ACK quotes MSH-10 read from `raw`. In
+    `ACK_ENCODING`'s delimiters whatever the message's: what it copies from the message is as
+    sent where the message's are the same, else escaped again in these (`_copied`)."""
     version = msg.version if msg is not None else "2.5"
+    tolerant = VALIDATION_LEVEL.TOLERANT
     try:
-        reply = Message("ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+        reply = Message(
+            "ACK", version=version, validation_level=tolerant, encoding_chars=ACK_ENCODING
+        )
     except Exception:  # a version hl7apy cannot build: answer in 2.5
         version = "2.5"
-        reply = Message("ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+        reply = Message(
+            "ACK", version=version, validation_level=tolerant, encoding_chars=ACK_ENCODING
+        )
     reply.msh.msh_3 = "WARDFLOW"
+    # what is copied from the message (MSH-3 and -4 as MSH-5 and -6, MSH-10 as MSA-2, MSH-18),
+    # as sent, else written in the ACK's delimiters (`_copied`), and set in its text after
+    # hl7apy wrote it (which would write a `\X0D\` the ACK needs back as `\E\X0D\E\`)
+    copied: dict[int, str] = {}
     if msg is not None:
+        enc = msg.encoding_chars
         for ours, theirs in ((5, 3), (6, 4)):
             value = getattr(msg.msh, f"msh_{theirs}")
             if len(value):
-                setattr(reply.msh, f"msh_{ours}", value.to_er7())
+                copied[ours - 1] = _copied(_er7(value, enc), enc)
+        control = _copied(_er7(msg.msh.msh_10, enc), enc)
+    else:
+        control = _copied(raw_control_id(raw), raw_encoding(raw))
     # v2.5.1 2.14.1: the ACK names the trigger it answers, and (from 2.3.1, MSG.3) its structure
     trigger = _field(msg, "MSH", 9, 2) if msg is not None else ""
     trigger = trigger if re.fullmatch(r"[A-Z0-9]{3}", trigger) else ""
@@ -1786,22 +2024,19 @@ def ack(
     else:
         reply.msh.msh_9 = f"ACK^{trigger}" + ("" if version == "2.3" else "^ACK")
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
-    charsets = ""
     if msg is not None:  # answered in the message's character set (the gateway): declared so
         with contextlib.suppress(Exception):  # hl7apy: a version without MSH-18 (2.1)
-            sets = [r.to_er7() for r in msg.msh.msh_18]
-            charsets = msg.encoding_chars["REPETITION"].join(sets) if any(sets) else ""
+            sets = [_er7(r, msg.encoding_chars) for r in msg.msh.msh_18]
+            if any(sets):  # as the message gave it, repetitions too (its default set first)
+                charsets = msg.encoding_chars["REPETITION"].join(sets)
+                copied[17] = _copied(charsets, msg.encoding_chars)
     reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
     reply.msa.msa_1 = ack_code
-    reply.msa.msa_2 = msg.msh.msh_10.to_er7() if msg is not None else raw_control_id(raw)
     if text:
         reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
-    out: str = reply.to_er7()
-    if charsets:  # MSH-18 as the message gave it, repetitions too (its default set first)
-        head, _, rest = out.partition("\r")
-        fields = head.split("|") + [""] * max(0, 18 - len(head.split("|")))
-        fields[17] = charsets
-        out = "|".join(fields) + ("\r" + rest if rest else "")
+    head, msa, *_ = reply.to_er7().split("\r")
+    out = _set_fields(head, copied) if copied else head
+    out += "\r" + _set_fields(msa, {2: control})
     old = version in ("2.1", "2.2", "2.3", "2.3.1", "2.4")
     if ack_code != "AA":  # ERR: 2.3/2.4 carry the code in ERR-1, 2.5+ in ERR-3 with severity
         code = error_code or "207"

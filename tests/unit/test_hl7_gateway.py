@@ -230,7 +230,7 @@ def test_a_frame_holding_only_msh_is_refused_as_malformed_and_stored_for_review(
     "malformed",
     [
         admit("C7", processing="T").replace(b"^~\\&", b"^~\\", 1),  # MSH-2 without its &
-        admit("C7", processing="T").replace(b"\rPID", b"\r \rPID"),  # a blank-only segment
+        admit("C7", processing="T").replace(b"\rPID", b"\r .\rPID"),  # a segment of no name
         admit("C7", processing="T").replace(b"|2.5.1", b"|3.0"),  # not v2: AR 203
     ],
 )
@@ -246,6 +246,21 @@ def test_a_refused_message_after_a_leading_line_break_is_answered_with_its_contr
     msh, msa, *_ = d.ack.split("\r")
     assert msa.split("|")[:3] == ["MSA", d.ack_code, "C7"]
     assert msh.split("|")[10] == "T"  # its processing id echoed (MSH-11)
+
+
+@pytest.mark.parametrize("blank", [b" ", b"\t", b"   "])
+def test_a_line_of_spaces_between_segments_is_stored_and_answered_aa(
+    settings: Settings, blank: bytes
+) -> None:
+    """A line of spaces between segments (some interface engines write one) is a blank line:
+    the admission was refused malformed for it (AE, dead-lettered) and never reached the census."""
+    d = gateway(settings).decide(admit("C8").replace(b"\rPID", b"\r" + blank + b"\rPID"))
+    assert (d.ack_code, d.letters, [t for t, _, _ in d.records]) == (
+        "AA",
+        [],
+        [topics.ADT_EVENT.name],
+    )
+    assert "MSA|AA|C8" in d.ack
 
 
 def test_a_message_whose_reading_raises_is_refused_ae_and_dead_lettered_whole(
@@ -445,6 +460,24 @@ def test_a_monitor_feed_without_assigning_authority_or_facility_takes_the_config
     [(_, unconfigured, _)] = gateway(settings).decide(monitor).records
     assert unconfigured["patient_token"] != admission["patient_token"]
     assert unconfigured["facility_id"] == "EfficiaCM"  # MSH-3.2: the sender, named at all
+
+
+def test_the_preferred_authority_setting_keeps_a_reordered_patient_one_token(
+    settings: Settings,
+) -> None:
+    """`hl7_preferred_authority` reaches the mapping: an A08 whose engine put a second
+    hospital's MR first keeps the admission's token with it, and moves it without it."""
+    a08 = (
+        admit("C2")
+        .replace(b"ADT^A01", b"ADT^A08")
+        .replace(b"PID|1||MRN77^^^GH^MR", b"PID|1||C5^^^CLINIC^MR~MRN77^^^GH^MR")
+    )
+    configured = gateway(settings, hl7_preferred_authority="GH")
+    [(_, admission, _)] = configured.decide(admit()).records
+    [(_, update, _)] = configured.decide(a08).records
+    assert update["patient_token"] == admission["patient_token"]
+    [(_, unconfigured, _)] = gateway(settings).decide(a08).records
+    assert unconfigured["patient_token"] != admission["patient_token"]
 
 
 def test_a_stored_orus_obx_codes_it_does_not_read_are_named_in_its_decision_and_check_line(

@@ -1668,3 +1668,417 @@ def test_an_hl7_v2_1_result_without_obx_14_is_timed_by_its_order() -> None:
         )
     )
     assert isinstance(o, hl7v2.Refused) and "OBX-12" in o.reason, o
+
+
+@pytest.mark.parametrize("blank", ["   ", "\t", " \t ", "  \r  "])
+@pytest.mark.parametrize("eol", ["\r", "\n", "\r\n"])
+def test_a_line_of_spaces_between_segments_is_skipped_as_a_blank_line(blank: str, eol: str) -> None:
+    """Some interface engines leave a line of spaces (or a tab) between segments. A segment
+    starts with its three-character id (v2.5 §2.5.2), so the line holds none: it was read as a
+    segment of no name and the whole admission refused malformed."""
+    lines = adt_message("ADT^A01").split("\r")
+    text = eol.join([*lines[:2], blank, *lines[2:]])
+    o = outcome(text)
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["event_type"] == "admit"
+    assert o.records[0][1]["patient_token"] == tok("H", "MRN1")
+
+
+@pytest.mark.parametrize(
+    ("version", "encoding"),
+    [("2.5.1", "^~\\&"), ("2.5.1", "^~\\&#"), ("2.8", "^~\\&"), ("2.8", "^~\\&#")],
+)
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ("MRN\\E\\P\\E\\7", "MRN\\P\\7"),  # an escaped escape, a P, an escaped escape
+        ("MRN\\E\\X41\\E\\7", "MRN\\X41\\7"),  # the text \X41\, no hex data
+        ("MRN\\E\\F\\E\\7", "MRN\\F\\7"),
+        ("MRN\\E\\.br\\E\\7", "MRN\\.br\\7"),
+        ("MRN\\E\\E\\E\\7", "MRN\\E\\7"),
+    ],
+)
+def test_an_escaped_escape_character_is_decoded_once(
+    version: str, encoding: str, sent: str, read: str
+) -> None:
+    """v2.5 §2.7: `\\E\\` is the escape character itself, and what it gives is text, not the
+    start of another sequence. hl7apy writes `\\P\\` and `\\X41\\` back as `\\E\\P\\E\\` and
+    `\\E\\X41\\E\\`, and the unescaping read those as the sequences they were: a sender's
+    `MRN\\E\\P\\E\\7` (the record number `MRN\\P\\7`) was read `MRN#7` or `MRN7`, another
+    patient's token, and `MRN\\E\\X41\\E\\7` was `MRNA7`."""
+    text = adt_message("ADT^A01", pid3=f"{sent}^^^H^MR").replace("|2.5.1", f"|{version}")
+    o = outcome(text.replace("^~\\&", encoding, 1))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["patient_token"] == tok("H", read)
+
+
+def test_escape_sequences_the_sender_sent_are_still_decoded_and_kept_apart() -> None:
+    """The sequences themselves read as before: hex data, the truncation character declared in
+    v2.8, a delimiter; and a dead-lettered OBX keeps its text as the sender wrote it (hl7apy
+    writes `\\XB0\\` back as `\\E\\XB0\\E\\`, which is the text `\\XB0\\`)."""
+    v28 = adt_message("ADT^A01", pid3="MRN\\P\\7^^^H^MR").replace("|2.5.1", "|2.8")
+    o = outcome(v28.replace("^~\\&", "^~\\&#", 1))
+    assert isinstance(o, hl7v2.Mapped) and o.records[0][1]["patient_token"] == tok("H", "MRN#7")
+    hexed = outcome(adt_message("ADT^A01", pid3="MRN\\X41\\7^^^H^MR"))
+    assert isinstance(hexed, hl7v2.Mapped)
+    assert hexed.records[0][1]["patient_token"] == tok("H", "MRNA7")
+    obx = "OBX|2|NM|8310-5^Temp^LN||38.1|\\XB0\\X|||||F"
+    rec, rejected = partly_read(oru(f"OBX|1|NM|8867-4^HR^LN||88|/min|||||F\r{obx}"))
+    assert rec["heart_rate_bpm"] == 88
+    [letter] = rejected
+    assert letter.payload == obx.encode()
+
+
+@pytest.mark.parametrize(
+    ("sent", "other"),
+    [
+        ("12\\34\\56", "1256"),  # a sender that does not escape its backslashes
+        ("A\\B\\C", "AC"),
+        ("MRN\\\\7", "MRN7"),  # an empty \\: no sequence either
+        ("MRN\\Cxxxx\\7", "MRN7"),  # \\C is hexadecimal xxyy (§2.7.4)
+        ("MRN\\X4\\7", "MRN7"),  # hex data is whole bytes
+        ("MRN\\P\\7", "MRN7"),  # no truncation character declared (v2.5.1 here)
+    ],
+)
+def test_a_backslash_that_opens_no_escape_sequence_is_text(sent: str, other: str) -> None:
+    """What is no escape sequence of the standard (v2.5 §2.7) is the text the sender sent,
+    backslashes included: it was dropped, and `12\\34\\56` was the patient `1256`."""
+    tokens = []
+    for pid3 in (sent, other):
+        o = outcome(adt_message("ADT^A01", pid3=f"{pid3}^^^H^MR"))
+        assert isinstance(o, hl7v2.Mapped), o
+        tokens.append(o.records[0][1]["patient_token"])
+    assert tokens == [tok("H", sent), tok("H", other)]
+
+
+@pytest.mark.parametrize(
+    ("text", "formatted", "read"),
+    [
+        ("ICU\\A\\1", False, "ICU\\A\\1"),
+        ("C:\\dir\\file", False, "C:\\dir\\file"),
+        ("a\\b\\F\\c", False, "a\\b|c"),  # read on after a backslash that is text
+        ("C:\\dir\\X41\\", False, "C:\\dirA"),
+        ("1\\.xx\\2", True, "1\\.xx\\2"),  # no formatting command of §2.7.6
+        ("1\\.br\\2\\.sp2\\3\\.in+4\\4\\.fi\\", True, "1\n2\n3 4"),
+        ("1\\.br\\2", False, "12"),  # dropped outside formatted text, as before
+        ("A\\H\\B\\N\\C\\C2842\\D\\M24A1B3\\E\\Zloc\\F", False, "ABCDEF"),  # as before
+        ("\\XC2B0\\F \\XB0\\F", False, "\u00b0F \u00b0F"),
+    ],
+)
+def test_only_the_standards_escape_sequences_are_decoded(
+    text: str, formatted: bool, read: str
+) -> None:
+    enc = {"FIELD": "|", "COMPONENT": "^", "REPETITION": "~", "ESCAPE": "\\", "SUBCOMPONENT": "&"}
+    assert hl7v2.unescape(text, enc, formatted=formatted) == read
+
+
+def test_a_location_with_a_backslash_keeps_it() -> None:
+    """PV1-3 `ICU\\A\\1` was the unit `ICU1`, another unit's."""
+    o = outcome(adt_message("ADT^A01", pv1="PV1|1|I|ICU\\A\\1^12^A^H"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["unit_id"] == "ICU\\A\\1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MRN\uffff1",
+        "MRN\uffff\ufffe\ufdd0\\E\\1",
+        "M" + "".join(hl7v2._NO_ESCAPES),  # all of them: written as hl7apy writes it
+    ],
+)
+def test_a_noncharacter_in_a_value_is_read_as_sent(text: str) -> None:
+    """Fields are written back with a noncharacter as their escape character (`_er7`): one the
+    value holds itself was written `\uffffE\uffff`, another patient's token and a control id
+    the sender could not match. The first the value does not hold is used."""
+    o = outcome(adt_message("ADT^A01", pid3=f"{text}^^^H^MR"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["patient_token"] == tok("H", text.replace("\\E\\", "\\"))
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", f"|{text}|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    assert ack_fields(hl7v2.ack(msg, "AA"))[1] == ["MSA", "AA", text]
+
+
+def ack_fields(ack: str) -> tuple[list[str], list[str]]:
+    msh, msa, *_ = ack.split("\r")
+    return msh.split("|"), msa.split("|")
+
+
+def test_fields_the_ack_copies_are_written_in_the_acks_own_delimiters() -> None:
+    """A sender may declare other encoding characters (MSH-2, v2.5 §2.5.4): here `*` separates
+    components, `!` escapes and `@` separates subcomponents, so its `^` is text. The ACK (which
+    declares `^~\\&`) copied MSH-3, MSH-4, MSH-10 and MSH-18 as the message wrote them: MSH-6
+    `GH*1.2.3*ISO` was one component, MSH-5 `LAB^X` two, and MSA-2 `C!F!7` not the control id
+    `C|7` the sender matches its ACK by. Each is decoded and escaped again (v2.5 §2.7)."""
+    text = "\r".join(
+        [
+            "MSH|*~!@|LAB^X|GH*1.2.3*ISO|WF|H|20260301080000||ADT*A01|C!F!7|P|2.5.1"
+            "||||||8859!S!1~UNICODE UTF-8",
+            "EVN|A01|20260301075500",
+            "PID|1||MRN1***H*MR",
+            "PV1|1|I|4E*12*A*H",
+        ]
+    )
+    msg = hl7v2.parse(text)
+    assert not isinstance(msg, hl7v2.Refused)
+    ack = hl7v2.ack(msg, "AE", "x", "207")
+    msh, msa = ack_fields(ack)
+    assert msh[1] == "^~\\&"
+    assert (msh[4], msh[5], msh[17]) == ("LAB\\S\\X", "GH^1.2.3^ISO", "8859*1~UNICODE UTF-8")
+    assert msa[:3] == ["MSA", "AE", "C\\F\\7"]
+    back = hl7v2.parse(ack)  # and it reads back as the values the sender sent
+    assert not isinstance(back, hl7v2.Refused)
+    assert hl7v2._field(back, "MSA", 2) == "C|7"
+    assert hl7v2._field(back, "MSH", 5) == "LAB^X"
+    assert hl7v2._field(back, "MSH", 6, 2) == "1.2.3"
+
+
+def test_a_control_id_with_a_line_break_in_hex_cannot_break_the_ack() -> None:
+    """`\\X0D\\` decoded is a carriage return, the segment terminator: the ACK writes it as the
+    hexadecimal data it was, never as a CR that would end MSA early."""
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", "|Q\\X0D\\1|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    _, msa = ack_fields(hl7v2.ack(msg, "AA"))
+    assert msa == ["MSA", "AA", "Q\\X0D\\1"]
+
+
+@pytest.mark.parametrize("version", ["2.7", "2.7.1", "2.8", "2.8.2", "2.9"])
+@pytest.mark.parametrize(
+    ("encoding", "control_id"),
+    [("^~\\&", "MSG#7"), ("^~\\&#", "MSG#7"), ("^~\\&#", "MSG\\P\\7"), ("^~\\&", "MSG\\P\\7")],
+)
+def test_a_v2_7_ack_echoes_a_control_id_holding_the_truncation_character(
+    version: str, encoding: str, control_id: str
+) -> None:
+    """hl7apy's v2.7+ ACK declares the truncation character (`^~\\&#`) and writes a `#` in its
+    values as `\\L\\`, which is no escape sequence of the standard (v2.7 §2.7 has `\\P\\`): the
+    sender could not match MSA-2 `MSG\\L\\7` to its MSH-10 `MSG#7`. The ACK declares no
+    truncation character (it truncates nothing: v2.7 2.5.5.2), and echoes the control id as
+    the sender wrote it, its `\\P\\` too (the branch read it `MSG#7`, or `MSG7` where MSH-2
+    declares none): the sender matches it byte for byte."""
+    text = adt_message("ADT^A01").replace("|Q1|P|2.5.1", f"|{control_id}|P|{version}")
+    msg = hl7v2.parse(text.replace("^~\\&", encoding, 1))
+    assert not isinstance(msg, hl7v2.Refused)
+    msh, msa = ack_fields(hl7v2.ack(msg, "AA"))
+    assert msh[1] == "^~\\&"
+    assert msa[:3] == ["MSA", "AA", control_id]
+
+
+@pytest.mark.parametrize(
+    "control_id",
+    ["C\\X41\\1", "C\\H\\1\\N\\", "C\\XC2B0\\1", "C\\.br\\1", "C\\Zab\\1", "C\\E\\1", "C\\S\\1"],
+)
+def test_an_ack_in_the_senders_delimiters_echoes_its_control_id_byte_for_byte(
+    control_id: str,
+) -> None:
+    """Engines match MSA-2 to the MSH-10 they sent byte for byte: where the message's encoding
+    characters are the ACK's, what the ACK copies is as sent (the branch decoded and escaped it
+    again: `C\\X41\\1` was echoed `CA1`, `C\\H\\1\\N\\` `C1`, and no sender matched it)."""
+    text = adt_message("ADT^A01").replace("|Q1|", f"|{control_id}|")
+    msg = hl7v2.parse(text.replace("|ADT|H|", "|ADT\\T\\1|H^1.2\\X41\\^L|", 1))
+    assert not isinstance(msg, hl7v2.Refused)
+    msh, msa = ack_fields(hl7v2.ack(msg, "AE", "x", "207"))
+    assert msa[:3] == ["MSA", "AE", control_id]
+    assert (msh[4], msh[5]) == ("ADT\\T\\1", "H^1.2\\X41\\^L")
+    raw = text + "\rP I|1"  # unparsed: read from the text, the same
+    _, msa = ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))
+    assert msa[:3] == ["MSA", "AE", control_id]
+
+
+def test_a_control_character_sent_raw_is_escaped_in_the_ack() -> None:
+    """A control character the sender wrote unescaped (a tab, a vertical tab that is the MLLP
+    start byte) is written as hexadecimal data even in the sender's own delimiters."""
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", "|Q\t1\x0b|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    _, msa = ack_fields(hl7v2.ack(msg, "AA"))
+    assert msa == ["MSA", "AA", "Q\\X09\\1\\X0B\\"]
+
+
+def test_an_unparsed_messages_control_id_is_written_in_the_acks_delimiters() -> None:
+    """A message hl7apy cannot read is answered with MSH-10 read from its text, in its own
+    delimiters: `C!F!7^1` (`!` its escape character, `^` text) is `C\\F\\7\\S\\1` in the ACK's."""
+    raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C!F!7^1|P|2.5.1\rP I|1"
+    _, msa = ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))
+    assert msa[:3] == ["MSA", "AE", "C\\F\\7\\S\\1"]
+
+
+def patient_token(pid3: str, **options: Any) -> str:
+    msg = hl7v2.parse(adt_message("ADT^A08", pid3=pid3))
+    assert not isinstance(msg, hl7v2.Refused)
+    o = hl7v2.map_message(msg, tok, source="t", **options)
+    assert isinstance(o, hl7v2.Mapped), o
+    return str(o.records[0][1]["patient_token"])
+
+
+@pytest.mark.parametrize(
+    ("pid3", "expected"),
+    [
+        ("A7^^^OTHER^MR~B2^^^H^MR", tok("OTHER", "A7")),  # not the sender's (MSH-4 H) first
+        ("B2^^^H^MR~A7^^^OTHER^MR", tok("H", "B2")),
+        ("Z9^^^Y^MR~A7^^^X^MR", tok("Y", "Z9")),  # no alphabetical order
+        ("10^^^X^MR~9^^^X^MR", tok("X", "10")),  # nor string order of ids
+        ("B2^^^H^PI~A7^^^GH^MR", tok("GH", "A7")),  # the type first, wherever it stands
+    ],
+)
+def test_of_two_identifiers_of_one_type_the_first_as_sent_is_read(pid3: str, expected: str) -> None:
+    """Without `hl7_preferred_authority` PID-3 is read as it always was: by identifier type,
+    of one type the first repetition as sent, so an upgrade changes no patient's token."""
+    assert patient_token(pid3) == expected
+
+
+def test_the_patient_authority_fills_in_an_authority_and_orders_nothing() -> None:
+    """`hl7_patient_authority` is the authority of an identifier sent without one; it does
+    not choose among identifiers that name theirs (that moved tokens on upgrade)."""
+    assert patient_token("A7^^^OTHER^MR~B2^^^GH^MR", default_authority="GH") == tok("OTHER", "A7")
+    assert patient_token("A7^^^^MR~B2^^^GH^MR", default_authority="GH") == tok("GH", "A7")
+
+
+def stay_tokens(*pid3s: str, **options: Any) -> list[str]:
+    """The patient token of each message of a stay: an A01, then A08s, then an A03."""
+    triggers = ["ADT^A01", *["ADT^A08"] * (len(pid3s) - 2), "ADT^A03"]
+    tokens = []
+    for msh9, pid3 in zip(triggers, pid3s, strict=True):
+        o = hl7v2.map_message(hl7v2.parse(adt_message(msh9, pid3=pid3)), tok, source="t", **options)
+        assert isinstance(o, hl7v2.Mapped), o
+        tokens.append(str(o.records[0][1]["patient_token"]))
+    return tokens
+
+
+def test_an_identifier_linked_mid_stay_leaves_the_patients_token() -> None:
+    """An MPI that links the patient's record at a second hospital of the group mid-stay sends
+    its MR after the admitting one: the discharge still meets the admission (the branch read
+    the lowest authority, CLINIC, and moved the patient from EPI/E100 to CLINIC/C5)."""
+    stay = ("E100^^^EPI^MR", "E100^^^EPI^MR~C5^^^CLINIC^MR", "E100^^^EPI^MR~C5^^^CLINIC^MR")
+    assert stay_tokens(*stay) == [tok("EPI", "E100")] * 3
+    assert stay_tokens(*stay, preferred_authority="EPI") == [tok("EPI", "E100")] * 3
+    reordered = ("E100^^^EPI^MR", "C5^^^CLINIC^MR~E100^^^EPI^MR", "C5^^^CLINIC^MR~E100^^^EPI^MR")
+    assert stay_tokens(*reordered, preferred_authority="EPI") == [tok("EPI", "E100")] * 3
+
+
+@pytest.mark.parametrize(
+    ("pid3", "options", "expected"),
+    [
+        ("A7^^^OTHER^MR~B2^^^H^MR", {"preferred_authority": "H"}, tok("H", "B2")),
+        ("B2^^^H^MR~A7^^^OTHER^MR", {"preferred_authority": "H"}, tok("H", "B2")),
+        (
+            "A7^^^&1.2.9&ISO^MR~B2^^^&1.2.3&ISO^MR",
+            {"preferred_authority": "1.2.3"},
+            tok("1.2.3", "B2"),
+        ),
+        # an identifier sent without an authority is of the one its token takes (the sender's)
+        ("A7^^^OTHER^MR~B2^^^^MR", {"preferred_authority": "H"}, tok("H", "B2")),
+        (
+            "A7^^^OTHER^MR~B2^^^^MR",
+            {"preferred_authority": "GH", "default_authority": "GH"},
+            tok("GH", "B2"),
+        ),
+        # by type among several of it, and never its visit number
+        ("P1^^^EPI^PI~E100^^^EPI^MR", {"preferred_authority": "EPI"}, tok("EPI", "E100")),
+        ("V9^^^EPI^VN~C5^^^CLINIC^MR", {"preferred_authority": "EPI"}, tok("CLINIC", "C5")),
+        # none of it: the first as sent
+        ("Z9^^^Y^MR~A7^^^X^MR", {"preferred_authority": "EPI"}, tok("Y", "Z9")),
+    ],
+)
+def test_the_preferred_authoritys_identifier_is_read_wherever_it_stands(
+    pid3: str, options: dict[str, str], expected: str
+) -> None:
+    """`hl7_preferred_authority` (opt-in) is how a site whose engine reorders PID-3's
+    repetitions keeps one token per patient: its identifier is read in either order."""
+    assert patient_token(pid3, **options) == expected
+
+
+def test_a_merged_record_with_two_record_numbers_is_read_as_pid_3_is() -> None:
+    """MRG-1 (the prior PID-3) is read as PID-3 is, so the alias's token is the one its own
+    messages made: the first as sent, or the preferred authority's in either order."""
+
+    def merged(mrg: str, **options: str) -> str:
+        msg = hl7v2.parse(merge_message("A40", "PID|1||MRN1^^^H^MR", mrg, "PV1|1|I|ICU^2^A^H"))
+        o = hl7v2.map_message(msg, tok, source="t", **options)
+        assert isinstance(o, hl7v2.Mapped), o
+        return str(o.records[0][1]["patient_token"])
+
+    assert merged("MRG|T9^^^OTHER^MR~T5^^^H^MR") == tok("OTHER", "T9")
+    assert merged("MRG|T5^^^H^MR~T9^^^OTHER^MR") == tok("H", "T5")
+    for mrg in ("MRG|T9^^^OTHER^MR~T5^^^H^MR", "MRG|T5^^^H^MR~T9^^^OTHER^MR"):
+        assert merged(mrg, preferred_authority="H") == tok("H", "T5")
+    # one sent without an authority is the survivor's (H): preferred as it
+    assert merged("MRG|T9^^^OTHER^MR~T5^^^^MR", preferred_authority="H") == tok("H", "T5")
+
+
+def v27(obx: str) -> str:
+    return oru(obx).replace("|P|2.5.1", "|P|2.7.1")
+
+
+@pytest.mark.parametrize("version", ["2.7", "2.7.1", "2.8", "2.8.2"])
+def test_a_loinc_code_in_the_second_alternate_of_obx_3_is_read(version: str) -> None:
+    """v2.7 CWE has a second alternate triplet (components 10-12; 7-8 are the coding systems'
+    versions and 9 the original text): a sender that codes OBX-3 locally, with a second local
+    code and the LOINC last, had its heart rate left unread."""
+    obx = "OBX|1|NM|X123^Pulse^L^P7^Pulse^99LOC^^^Pulse^8867-4^Heart rate^LN||88|/min|||||F"
+    rec, rejected = partly_read(oru(obx).replace("|P|2.5.1", f"|P|{version}"))
+    assert not rejected and rec["heart_rate_bpm"] == 88
+
+
+def test_the_second_alternate_is_read_only_where_the_first_two_give_no_code() -> None:
+    """The identifier and the alternate decide where either gives a code read: a second
+    alternate (which should be the same concept) never overrides them."""
+    rec, _ = partly_read(v27("OBX|1|NM|8867-4^HR^LN^^^^^^HR^8310-5^Temp^LN||88|/min|||||F"))
+    assert rec["heart_rate_bpm"] == 88 and "temp_c" not in rec
+    rec, _ = partly_read(v27("OBX|1|NM|H1^HR^L^8867-4^HR^LN^^^HR^8310-5^Temp^LN||88|/min|||||F"))
+    assert rec["heart_rate_bpm"] == 88 and "temp_c" not in rec
+
+
+def test_a_blood_pressure_panel_in_the_second_alternate_is_read() -> None:
+    rec, _ = partly_read(v27("OBX|1|ST|BP^BP^L^^^^^^BP^85354-9^BP panel^LN||120/80|mm[Hg]|||||F"))
+    assert (rec["sbp_mmhg"], rec["dbp_mmhg"]) == (120, 80)
+
+
+def test_an_unread_obx_3_names_its_second_alternate_too() -> None:
+    hr = "OBX|2|NM|8867-4^HR^LN||88|/min|||||F"
+    o = outcome(v27(f"OBX|1|NM|X1^Foo^L^^^^^^Foo^Y2^Bar^99ZZ||5||||||F\r{hr}"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.unread == ["X1 (L)", "Y2 (99ZZ)"]
+
+
+@pytest.mark.parametrize(
+    ("obx_3", "unread"),
+    [
+        ("X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN", ["X1 (L)"]),
+        ("X1^Pulse^99LOC^^^^2.1^v1^Pulse^^^^^1.2.3^4.5.6^20200101^7.8.9", ["X1 (99LOC)"]),
+    ],
+)
+def test_before_v2_7_components_10_to_12_of_obx_3_are_not_read(
+    obx_3: str, unread: list[str]
+) -> None:
+    """v2.5.1 defines no CWE 10-12, and hl7apy gives a sender's components past 9 without the
+    empty ones among them: read, `LN` was an unread label and the LRI OIDs `1.2.3 (20200101)`,
+    and a code there could be read as what it is not. Read by two triplets, as before."""
+    o = outcome(oru(f"OBX|1|NM|{obx_3}||5||||||F\rOBX|2|NM|8867-4^HR^LN||88|/min|||||F"))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.unread == unread
+    assert o.records[0][1]["heart_rate_bpm"] == 88  # OBX 2's: OBX 1 read as no heart rate
+
+
+def test_other_coded_fields_read_no_second_alternate() -> None:
+    """Only OBX-3 reads CWE 10-12 (v2.7+): an ACVPU answer (OBX-5) whose components 10-12
+    hold something else is read by its first two triplets, as before."""
+    assert hl7v2.acvpu_answer("A^Alert^L^^^^^^^300202002^Voice^SCT", "^") == "A"
+
+
+@pytest.mark.parametrize(
+    ("pid3", "expected"),
+    [  # as real feeds send them (../shared/data/hl7v2: ADT-A06-01, ADT04-28)
+        (
+            "PATID1234^5^M11^ADT1^GOOD HEALTH HOSPITAL~123456789^^^^^USSSA^",
+            tok("ADT1", "PATID1234"),
+        ),
+        ("0000000001^^^MR~e16726^^^EHRID~a1d4ee^^^NIST", tok("MR", "0000000001")),
+    ],
+)
+def test_identifiers_of_no_patient_identifier_type_are_still_read_first_as_sent(
+    pid3: str, expected: str
+) -> None:
+    """Real feeds' untyped identifiers are read first as sent (the second here is a social
+    security number, CX.6 USSSA), with a preferred authority none of them names too."""
+    assert patient_token(pid3) == expected
+    assert patient_token(pid3, preferred_authority="EPI") == expected
