@@ -15,7 +15,7 @@ from __future__ import annotations
 from pyflink.table import StreamTableEnvironment
 
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import dead_letter_sql
+from jobs.runtime.tables import dead_letter_sql, rejected_sql
 from schemas import topics
 from schemas.settings import Settings
 from udfs.flink import DECODED_ROW, decode_observation_udtf, news2_udf
@@ -76,7 +76,7 @@ def build(
         SELECT dead_letter.*, kafka_ts FROM (
             SELECT {dead_letter_sql(vitals.topic, STAGE, "reason_code", "reason")} AS dead_letter,
                    kafka_ts
-            FROM decoded WHERE reason_code IS NOT NULL)""")
+            FROM ({rejected_sql("decoded", DECODED_ROW)}))""")
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["vitals_news2"]}`
         SELECT observation_id, patient_token, facility_id, unit_id,

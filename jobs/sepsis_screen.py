@@ -6,6 +6,9 @@ timestamp)
   ├─ behind the watermark ─────────────────────────── dead-letter topic (reason `late`)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ────────────────────────────────── dead-letter topic (reason per record)
+       ├─ accepted with values refused alone (one out of range or NaN: schemas.codec, "Refused
+       │  values"; the record goes on with those values null) ── dead-letter topic, one per
+       │  record (value_out_of_range / value_not_a_number, naming the refused fields)
        ├─ device numerics → per patient-minute: median of the valid seconds (udfs/device.py,
        │  JVM process table function; each patient's minute in its own phase) ── vitals.charted
        │  topic, and a vitals record
@@ -521,12 +524,7 @@ def stage_one_sql(sources: Sources, scoring: bool) -> str:
         rejected = dead_letter_sql(topic, STAGE, "reason_code", "reason")
         late = late_dead_letter_sql(topic, STAGE)
         branches.append(
-            branch(
-                "dead_letter",
-                {"dead_letter": rejected},
-                f"{name}_decoded WHERE reason_code IS NOT NULL",
-                "kafka_ts",
-            )
+            branch("dead_letter", {"dead_letter": rejected}, f"{name}_rejected", "kafka_ts")
         )
         branches.append(branch("dead_letter", {"dead_letter": late}, f"{name}_late", "kafka_ts"))
     merged_late = """(

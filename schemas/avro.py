@@ -34,6 +34,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 HISTORY_DIR = SCHEMA_DIR / "history"
 REVISION = "wardflow.revision"  # top-level property: the schema's revision (absent: 1)
 SINCE = "wardflow.since"  # field property: the revision that added the field
+# top-level property: "value" where a value out of range is refused alone (Schema.refused_alone)
+REFUSAL = "wardflow.refusal"
 
 FLINK_TYPES = {  # Avro primitive -> Flink SQL type
     "string": "STRING",
@@ -125,6 +127,29 @@ class Schema:
         a data-quality monitor judges and a quarantine may ignore."""
         return tuple(f.name for f in self.fields if f.base in NUMERIC_BASES and f.logical is None)
 
+    @property
+    def refused_alone(self) -> tuple[AvroField, ...]:
+        """The measurements whose value a decoder refuses alone (schemas.codec, "Refused
+        values"): in a schema whose top-level `wardflow.refusal` is `value`, every nullable
+        numeric field with a `wardflow.range`; else none (a value out of range refuses its
+        record).
+
+        Declared per schema, not derived from the fields alone, because whether a record is
+        several independent measurements is the topic's meaning, not its shape: a monitor's
+        numerics, an observation set or a lab panel each carry values taken apart, where one
+        impossible value says nothing about the others, while a score or screen topic's ranged
+        numbers come from one computation, and one out of range means its producer is wrong
+        as a whole. A top-level custom property is outside Avro's parsing canonical form: it
+        changes neither what a record's bytes are nor the schema's revision
+        (schemas/history keeps the wire schemas)."""
+        if self.raw.get(REFUSAL, "record") != "value":
+            return ()
+        return tuple(
+            f
+            for f in self.fields
+            if f.nullable and f.value_range is not None and f.base in NUMERIC_BASES
+        )
+
     def field(self, name: str) -> AvroField:
         for f in self.fields:
             if f.name == name:
@@ -186,7 +211,10 @@ def _load(name: str, path: Path) -> Schema:
 @cache
 def load_schema(name: str) -> Schema:
     """The current revision of a registry schema, `<name>.avsc`."""
-    return _load(name, SCHEMA_DIR / f"{name}.avsc")
+    schema = _load(name, SCHEMA_DIR / f"{name}.avsc")
+    if schema.raw.get(REFUSAL, "record") not in ("record", "value"):
+        raise ValueError(f"{name}: {REFUSAL} is {schema.raw[REFUSAL]!r}; known: record, value")
+    return schema
 
 
 @cache

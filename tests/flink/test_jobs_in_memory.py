@@ -234,9 +234,12 @@ def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_i
 ) -> None:
     scored, alerts = reference.run(spine["observations"])
     rejected = len(spine["observations"]) - len(scored)
+    # accepted readings with a value refused alone: screened, and one dead letter each
+    refused = int(reference.refused_values(pd.DataFrame(spine["observations"])).sum())
     codes = [d["reason_code"] for d in spine["dead_letters"]]
     assert len(spine["vitals_news2"]) == len(scored)
-    assert len(codes) == rejected + len(spine["bad"])
+    assert len(codes) == rejected + len(spine["bad"]) + refused
+    assert codes.count("value_out_of_range") == refused
     for code in {c for _, c, _, _ in spine["bad"]}:
         expected = sum(c == code for _, c, _, _ in spine["bad"])
         assert codes.count(code) == expected + (rejected if code == "out_of_range" else 0)
