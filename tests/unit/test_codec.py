@@ -246,7 +246,9 @@ def test_only_the_multi_measurement_topics_refuse_values_alone() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["vitals.device.v1", "vitals.observation.v1", "labs.result.v1"])
+@pytest.mark.parametrize(
+    "name", [topics.VITALS_DEVICE.name, topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name]
+)
 def test_the_refusal_declaration_leaves_the_wire_schema_and_its_revision_alone(name: str) -> None:
     """`wardflow.refusal` is a custom property: outside Avro's parsing canonical form, so the
     schema's records, fingerprint and revision (schemas/history) are what they were."""
