@@ -7,7 +7,8 @@ Otherwise the caller gets a `Rejection` whose `reason_code` is one of `undecodab
 
 Refused values. A schema whose top-level `wardflow.refusal` is `value` (vitals.device.v1,
 vitals.observation.v1, labs.result.v1: records of several measurements taken apart;
-schemas.avro.Schema.refused_alone) refuses a measurement (a nullable numeric field with a range)
+schemas.avro.Schema.refused_alone) refuses a measurement (a nullable numeric field with a range,
+but a qualifier such as a device's SpO2 signal quality, marked `"wardflow.refusal": "record"`)
 that is NaN or out of its range *alone*: the record is accepted with that field null, its other
 values kept (a temperature probe sending °F no longer hides the monitor's heart rate), and the
 accepted record carries the refusal (`Accepted.refused`, its code `value_out_of_range` or

@@ -168,6 +168,11 @@ def test_the_jvm_decoder_refuses_a_fahrenheit_temperature_alone_as_the_python_de
         base | {"heart_rate_bpm": 120.0, "spo2_pct": math.nan, "sbp_mmhg": 900.0},
         base | {"spo2_pct": math.nan},
         base | {"heart_rate_bpm": 120.0, "temp_c": 98.6, "bed_id": ""},  # record-level first
+        # a signal quality qualifies SpO2: an impossible one rejects its record, SpO2 72 with it
+        base | {"heart_rate_bpm": 120.0, "spo2_pct": 72.0, "spo2_signal_quality_pct": 250},
+        base | {"heart_rate_bpm": 120.0, "temp_c": 98.6, "spo2_signal_quality_pct": 250},
+        # and a quality in range beside a refused SpO2 is no measurement kept
+        base | {"spo2_pct": 250.0, "spo2_signal_quality_pct": 80},
     ]
     rows = [(codec.encode(schema, r), ms) for r in records]
     got = jvm_decoded(settings, schema.name, rows)
@@ -191,6 +196,13 @@ def test_the_jvm_decoder_refuses_a_fahrenheit_temperature_alone_as_the_python_de
     assert (by_name[2]["spo2_pct"], by_name[2]["sbp_mmhg"]) == (None, None)
     assert by_name[3]["reason_code"] == "not_a_number"
     assert by_name[4]["reason_code"] == "missing_field"
+    quality = "spo2_signal_quality_pct=250 outside [0, 100]"
+    assert (by_name[5]["reason_code"], by_name[5]["reason"]) == ("out_of_range", quality)
+    assert by_name[5]["spo2_pct"] is None and by_name[5]["refused_code"] is None
+    assert (by_name[6]["reason_code"], by_name[6]["reason"]) == ("out_of_range", quality)
+    assert (by_name[7]["reason_code"], by_name[7]["reason"]) == (
+        "out_of_range", "spo2_pct=250 outside [0, 100]"
+    )  # fmt: skip
     (kept,) = jvm_decoded(settings, schema.name, rows[:1], lenient=True)
     lenient = dict(zip(cols, kept, strict=True))
     assert lenient["reason_code"] == "out_of_range" and same(lenient["temp_c"], 98.6)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,6 +206,37 @@ def test_a_nan_value_is_refused_alone_and_a_record_whose_only_value_is_nan_is_re
     assert alone == codec.Rejection("not_a_number", "spo2_pct is NaN")
 
 
+def test_an_impossible_signal_quality_rejects_its_record_as_it_qualifies_the_spo2() -> None:
+    """Refused alone, a quality of 250 would leave SpO2 72 charted as valid (charting drops an
+    SpO2 second only on a poor quality it can see): the record is rejected, as before."""
+    quality = codec.Rejection("out_of_range", "spo2_signal_quality_pct=250 outside [0, 100]")
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=72.0, spo2_signal_quality_pct=250)
+    assert codec.decode_checked(DEVICE, codec.encode(DEVICE, rec)) == quality
+    # beside a value refused alone, too: the quality's check rejects the record
+    rec = _device(heart_rate_bpm=120.0, temp_c=98.6, spo2_signal_quality_pct=250)
+    assert codec.decode_checked(DEVICE, codec.encode(DEVICE, rec)) == quality
+    # a quality in range is no measurement kept: SpO2 refused, nothing measured remains
+    rec = _device(spo2_pct=250.0, spo2_signal_quality_pct=80)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
+    assert got == codec.Rejection("out_of_range", "spo2_pct=250 outside [0, 100]")
+    # with a measurement kept, the refused SpO2 goes and its quality stays
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=250.0, spo2_signal_quality_pct=80)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
+    assert isinstance(got, codec.Accepted) and got.record["spo2_pct"] is None
+    assert got.record["spo2_signal_quality_pct"] == 80
+
+
+def test_a_field_refusal_other_than_record_is_refused_when_loading(tmp_path: Any) -> None:
+    from schemas import avro
+
+    raw = json.loads((avro.SCHEMA_DIR / "vitals.device.v1.avsc").read_text())
+    raw["fields"][-1][REFUSAL] = "value"
+    path = tmp_path / "x.avsc"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="known: record"):
+        avro.check_refusals("x", avro._load("x", path))
+
+
 def test_a_lab_panel_with_one_impossible_analyte_keeps_its_lactate() -> None:
     rec: dict[str, Any] = {f: None for f in LABS.field_names}
     rec |= dict(result_id="r1", patient_token="tok", facility_id="f", unit_id="u", source="t")
@@ -231,10 +263,11 @@ def test_only_the_multi_measurement_topics_refuse_values_alone() -> None:
         topics.VITALS_OBSERVATION.name,
         topics.LABS_RESULT.name,
     }
-    # the measurements: every nullable ranged number (a device's signal quality index too)
+    # the measurements: every nullable ranged number but a device's signal quality index,
+    # which qualifies its SpO2 ("wardflow.refusal": "record")
     assert [f.name for f in DEVICE.refused_alone] == [
         "heart_rate_bpm", "spo2_pct", "resp_rate_per_min", "sbp_mmhg", "dbp_mmhg", "map_mmhg",
-        "temp_c", "spo2_signal_quality_pct",
+        "temp_c",
     ]  # fmt: skip
     # a ranged value of another topic (an ADT event's age) still rejects its record
     adt = topics.ADT_EVENT.schema
@@ -254,6 +287,7 @@ def test_the_refusal_declaration_leaves_the_wire_schema_and_its_revision_alone(n
     schema's records, fingerprint and revision (schemas/history) are what they were."""
     schema = load_schema(name)
     without = {k: v for k, v in schema.raw.items() if k != REFUSAL}
+    without["fields"] = [{k: v for k, v in f.items() if k != REFUSAL} for f in schema.raw["fields"]]
     assert schema.raw[REFUSAL] == "value"
     canonical = fastavro.schema.to_parsing_canonical_form
     assert canonical(schema.raw) == canonical(without)
