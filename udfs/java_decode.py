@@ -25,8 +25,10 @@ out of its range is refused alone instead, as `schemas.codec.check` does: the ac
 it null, and `refused_code` (`value_out_of_range` / `value_not_a_number`) and `refused` (every
 refused field, value and range) say so; a record with no measurement left in range is rejected
 (`out_of_range` / `not_a_number`, the first refused value's reason). A clean record costs what
-it did: the same comparisons per value, a flag set, and no allocation (the refusal's locals
-stay null; the row is the same one `GenericRowData`). The checks are generated from the same
+it did: the same comparisons per value, a flag set, and no allocation (the refusal stays null;
+the row is the same one `GenericRowData`); the refusal itself (its reason, nulling the value) is
+a helper method, so `decode()` stays about its size before (HotSpot compiles no method over 8000
+bytes of bytecode). The checks are generated from the same
 schema fields as the codec's, so a range changes in one place. As the codec does, a payload
 that does not decode with the current revision is read with each earlier revision of the schema
 as the writer schema, newest first (schemas.avro, "Schema evolution"), resolved into the
@@ -57,7 +59,7 @@ from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"
 # The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
 INGESTED = (
     topics.VITALS_DEVICE,
@@ -138,24 +140,11 @@ def _checks(schema: Schema, alone: frozenset[str] = frozenset()) -> str:
             )
             inside = f"{lo!r} <= {num} && {num} <= {hi!r}"
             real = f.base in ("float", "double")
-            if refused:
-                bad = f"Double.isNaN({num}) || !({inside})" if real else f"!({inside})"
-                code = f'Double.isNaN({num}) ? "not_a_number" : ' if real else ""
-                why = f"Double.isNaN({num}) ? {nan} : " if real else ""
+            if refused:  # NaN fails the comparison too; `refuse` tells the two apart
                 lines.append(
-                    f"if ({bad}) {{\n"
-                    f"          String why = {why}{outside};\n"
-                    f"          if (refusedCode == null) {{\n"
-                    f'            refusedCode = {code}"out_of_range";\n'
-                    f"            firstReason = why;\n"
-                    f"            refused = new StringBuilder(why);\n"
-                    f"          }} else {{\n"
-                    f'            refused.append("; ").append(why);\n'
-                    f"          }}\n"
-                    f"          r.put({i}, null);\n"
-                    f"        }} else {{\n"
-                    f"          kept = true;\n"
-                    f"        }}"
+                    f"if (!({inside})) refusal = refuse(refusal, r, {i}, "
+                    f'"{f.name}", {num}, {shown[0]!r}, {shown[1]!r});\n'
+                    f"        else kept = true;"
                 )
             else:
                 if real:
@@ -232,18 +221,45 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
             ", null, null"
             if lenient
             else (
-                ', refusedCode == null ? null : StringData.fromString("value_" + refusedCode)'
-                ", refused == null ? null : StringData.fromString(refused.toString())"
+                ', refusal == null ? null : StringData.fromString("value_" + refusal.code)'
+                ", refusal == null ? null : StringData.fromString(refusal.all.toString())"
             )
         )
+    refuse = ""
     if alone:  # locals: nothing allocated for a record without a refused value
-        refusing = """String refusedCode = null;  // the first refused value's check's code
-    String firstReason = null;
-    StringBuilder refused = null;
+        refusing = """Refusal refusal = null;  // the values refused alone, if any
     boolean kept = false;  // a measurement in range remains
     """
         refusal = """
-      if (refusedCode != null && !kept) return reject(refusedCode, firstReason);"""
+      if (refusal != null && !kept) return reject(refusal.code, refusal.first);"""
+        # the slow path off decode(), whose bytecode HotSpot compiles only under 8000 bytes
+        refuse = """
+
+  /** Value `v` of field `i` refused alone (schemas.codec, "Refused values"): null in `r` and
+   * named in the refusal, which the first one allocates. Outside decode() to keep it small. */
+  private static Refusal refuse(
+      Refusal got, GenericRecord r, int i, String field, double v, double lo, double hi) {
+    boolean nan = Double.isNaN(v);
+    String why =
+        nan ? field + " is NaN" : field + "=" + g(v) + " outside [" + g(lo) + ", " + g(hi) + "]";
+    r.put(i, null);
+    if (got == null) return new Refusal(nan ? "not_a_number" : "out_of_range", why);
+    got.all.append("; ").append(why);
+    return got;
+  }
+
+  /** The refused values of a record: the first one's check's code and reason, and all. */
+  private static final class Refusal {
+    final String code;
+    final String first;
+    final StringBuilder all;
+
+    Refusal(String code, String first) {
+      this.code = code;
+      this.first = first;
+      this.all = new StringBuilder(first);
+    }
+  }"""
     name = class_name(schema) + ("Lenient" if lenient else "")
     # lenient: the record read last, whose values a failed check keeps
     held = "\n  private transient GenericRecord held;" if lenient else ""
@@ -373,7 +389,7 @@ public class {name} extends TableFunction<RowData> {{
     if (Double.isInfinite(v)) return v > 0 ? "inf" : "-inf";
     String s = new BigDecimal(v).round(new MathContext(6)).stripTrailingZeros().toPlainString();
     return s.equals("-0") ? "-0" : s;
-  }}
+  }}{refuse}
 }}
 """
 
