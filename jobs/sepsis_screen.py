@@ -191,7 +191,9 @@ def _marked(params: list[str]) -> str:
     of a unit whose temp_c is quarantined, or a value of a parameter outside the state's, which
     no quarantine of those marks) is screened as if unquarantined: its state and alerts say
     "values ignored" only where a value was. The raw values are the inner query's, before
-    `_unless_quarantined` nulls them."""
+    `_unless_quarantined` nulls them, and after the decoder's: a value it refused alone as
+    impossible (a °F temp_c; schemas.codec, "Refused values") is null, so its record is not
+    marked for it (the value's dead letter says why)."""
     if not params:
         return "CAST(NULL AS STRING) AS quarantine"
     carried = " OR ".join(f"({p} IS NOT NULL AND ({ignores_sql('quarantine', p)}))" for p in params)
