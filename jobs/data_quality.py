@@ -20,6 +20,14 @@ vitals, labs, device numerics, ADT (raw Kafka records, rowtime = record timestam
 Counts add up: every on-time record that decodes is in exactly one unit window (and one
 facility window); every other record is dead-lettered here. Refused records are counted, not
 dead-lettered again: the jobs that use the values dead-letter them.
+
+The lenient decoder refuses no value alone (udfs/java_decode.py): a value out of range or NaN
+refuses its record here (`out_of_range` / `not_a_number`, counted in the dead-lettered share
+by reason, `dead_letter_share`), also on the topics whose strict decoder refuses the value
+alone (schemas.codec, "Refused values"). So a share here counts records of which the screening
+job, for the same input, screens most (those with a value left in range) and dead-letters only
+the value (`value_out_of_range` / `value_not_a_number`, beside the screened record): the share
+measures a source's bad values per record, not the records the screening job lost.
 """
 
 from __future__ import annotations

@@ -5,6 +5,14 @@ source (raw Kafka records) → decode + validate (Python UDF) ─┬─ rejected
                                                                    ├─ scored readings topic
                                                                    └─ MATCH_RECOGNIZE → alert topic
 
+Scores each reading alone (no value carried forward from an earlier one). A value refused alone
+by the decoder (schemas.codec, "Refused values": out of range or NaN, the reading accepted with
+it null and the value dead-lettered `value_out_of_range` / `value_not_a_number`) scores as a
+parameter not charted: a FiO2 charted in percent (40 for 0.40) makes the oxygen status unknown
+(0 points instead of 2, unless the reading's own oxygen flag says), so the reading can score
+below 5 and break a two-in-a-row sustained-NEWS2 pattern that, with the whole reading rejected
+before, its neighbours would have made. Not deployed: the screening job carries values forward.
+
 Kept because a benchmark needs it: `bench/spine.py` runs it against the same pipeline in Java-only
 Flink SQL (`bench/java_baseline.py`) to measure what the Python UDFs cost. The screening job is
 `jobs/sepsis_screen.py`.
@@ -15,7 +23,7 @@ from __future__ import annotations
 from pyflink.table import StreamTableEnvironment
 
 from jobs.runtime.job import Job, Sinks, Sources
-from jobs.runtime.tables import dead_letter_sql
+from jobs.runtime.tables import dead_letter_sql, rejected_sql
 from schemas import topics
 from schemas.settings import Settings
 from udfs.flink import DECODED_ROW, decode_observation_udtf, news2_udf
@@ -76,7 +84,7 @@ def build(
         SELECT dead_letter.*, kafka_ts FROM (
             SELECT {dead_letter_sql(vitals.topic, STAGE, "reason_code", "reason")} AS dead_letter,
                    kafka_ts
-            FROM decoded WHERE reason_code IS NOT NULL)""")
+            FROM ({rejected_sql("decoded", DECODED_ROW)}))""")
     ss.add_insert_sql(f"""
         INSERT INTO `{sinks["vitals_news2"]}`
         SELECT observation_id, patient_token, facility_id, unit_id,

@@ -6,6 +6,9 @@ timestamp)
   ├─ behind the watermark ─────────────────────────── dead-letter topic (reason `late`)
   └─ decode + validate (JVM functions generated from the schemas: udfs/java_decode.py)
        ├─ rejected ────────────────────────────────── dead-letter topic (reason per record)
+       ├─ accepted with values refused alone (one out of range or NaN: schemas.codec, "Refused
+       │  values"; the record goes on with those values null) ── dead-letter topic, one per
+       │  record (value_out_of_range / value_not_a_number, naming the refused fields)
        ├─ device numerics → per patient-minute: median of the valid seconds (udfs/device.py,
        │  JVM process table function; each patient's minute in its own phase) ── vitals.charted
        │  topic, and a vitals record
@@ -188,7 +191,9 @@ def _marked(params: list[str]) -> str:
     of a unit whose temp_c is quarantined, or a value of a parameter outside the state's, which
     no quarantine of those marks) is screened as if unquarantined: its state and alerts say
     "values ignored" only where a value was. The raw values are the inner query's, before
-    `_unless_quarantined` nulls them."""
+    `_unless_quarantined` nulls them, and after the decoder's: a value it refused alone as
+    impossible (a °F temp_c; schemas.codec, "Refused values") is null, so its record is not
+    marked for it (the value's dead letter says why)."""
     if not params:
         return "CAST(NULL AS STRING) AS quarantine"
     carried = " OR ".join(f"({p} IS NOT NULL AND ({ignores_sql('quarantine', p)}))" for p in params)
@@ -521,12 +526,7 @@ def stage_one_sql(sources: Sources, scoring: bool) -> str:
         rejected = dead_letter_sql(topic, STAGE, "reason_code", "reason")
         late = late_dead_letter_sql(topic, STAGE)
         branches.append(
-            branch(
-                "dead_letter",
-                {"dead_letter": rejected},
-                f"{name}_decoded WHERE reason_code IS NOT NULL",
-                "kafka_ts",
-            )
+            branch("dead_letter", {"dead_letter": rejected}, f"{name}_rejected", "kafka_ts")
         )
         branches.append(branch("dead_letter", {"dead_letter": late}, f"{name}_late", "kafka_ts"))
     merged_late = """(

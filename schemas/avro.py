@@ -34,6 +34,9 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 HISTORY_DIR = SCHEMA_DIR / "history"
 REVISION = "wardflow.revision"  # top-level property: the schema's revision (absent: 1)
 SINCE = "wardflow.since"  # field property: the revision that added the field
+# top-level property: "value" where a value out of range is refused alone (Schema.refused_alone);
+# field property: "record" for a field of such a schema whose impossible value rejects its record
+REFUSAL = "wardflow.refusal"
 
 FLINK_TYPES = {  # Avro primitive -> Flink SQL type
     "string": "STRING",
@@ -125,6 +128,39 @@ class Schema:
         a data-quality monitor judges and a quarantine may ignore."""
         return tuple(f.name for f in self.fields if f.base in NUMERIC_BASES and f.logical is None)
 
+    @property
+    def refused_alone(self) -> tuple[AvroField, ...]:
+        """The measurements whose value a decoder refuses alone (schemas.codec, "Refused
+        values"): in a schema whose top-level `wardflow.refusal` is `value`, every nullable
+        numeric field with a `wardflow.range` but one marked `"wardflow.refusal": "record"`
+        (below); else none (a value out of range refuses its record).
+
+        Declared per schema, not derived from the fields alone, because whether a record is
+        several independent measurements is the topic's meaning, not its shape: a monitor's
+        numerics, an observation set or a lab panel each carry values taken apart, where one
+        impossible value says nothing about the others, while a score or screen topic's ranged
+        numbers come from one computation, and one out of range means its producer is wrong
+        as a whole. A top-level custom property is outside Avro's parsing canonical form: it
+        changes neither what a record's bytes are nor the schema's revision
+        (schemas/history keeps the wire schemas).
+
+        A field of such a schema whose `wardflow.refusal` is `record` is not refused alone: a
+        ranged number that qualifies another value rather than measuring the patient (a
+        device's `spo2_signal_quality_pct`, which decides whether its SpO2 second is valid),
+        where refusing it alone would let the value it qualifies pass unqualified, and would
+        count as a measurement kept. Its impossible value rejects the record, as before."""
+        if self.raw.get(REFUSAL, "record") != "value":
+            return ()
+        record = {s["name"] for s in self.raw["fields"] if s.get(REFUSAL) == "record"}
+        return tuple(
+            f
+            for f in self.fields
+            if f.nullable
+            and f.value_range is not None
+            and f.base in NUMERIC_BASES
+            and f.name not in record
+        )
+
     def field(self, name: str) -> AvroField:
         for f in self.fields:
             if f.name == name:
@@ -186,7 +222,19 @@ def _load(name: str, path: Path) -> Schema:
 @cache
 def load_schema(name: str) -> Schema:
     """The current revision of a registry schema, `<name>.avsc`."""
-    return _load(name, SCHEMA_DIR / f"{name}.avsc")
+    return check_refusals(name, _load(name, SCHEMA_DIR / f"{name}.avsc"))
+
+
+def check_refusals(name: str, schema: Schema) -> Schema:
+    """`schema`, whose `wardflow.refusal` properties (Schema.refused_alone) are known ones: the
+    schema's `record` or `value`, a field's `record`; else a ValueError."""
+    if schema.raw.get(REFUSAL, "record") not in ("record", "value"):
+        raise ValueError(f"{name}: {REFUSAL} is {schema.raw[REFUSAL]!r}; known: record, value")
+    for spec in schema.raw["fields"]:
+        if spec.get(REFUSAL, "record") != "record":
+            why = f"{REFUSAL} is {spec[REFUSAL]!r}; known: record"
+            raise ValueError(f"{name}.{spec['name']}: {why}")
+    return schema
 
 
 @cache

@@ -5,6 +5,26 @@ and every value lies inside the field's `wardflow.range` / `wardflow.enum` from 
 Otherwise the caller gets a `Rejection` whose `reason_code` is one of `undecodable`,
 `out_of_range`, `not_a_number`, `bad_enum`, `missing_field`, `timestamp_mismatch`.
 
+Refused values. A schema whose top-level `wardflow.refusal` is `value` (vitals.device.v1,
+vitals.observation.v1, labs.result.v1: records of several measurements taken apart;
+schemas.avro.Schema.refused_alone) refuses a measurement (a nullable numeric field with a range,
+but a qualifier such as a device's SpO2 signal quality, marked `"wardflow.refusal": "record"`)
+that is NaN or out of its range *alone*: the record is accepted with that field null, its other
+values kept (a temperature probe sending °F no longer hides the monitor's heart rate), and the
+accepted record carries the refusal (`Accepted.refused`, its code `value_out_of_range` or
+`value_not_a_number`, the first refused value's, and a reason naming every refused field, its
+value and its range), which the jobs dead-letter beside the accepted row, so no value vanishes
+silently. A record whose every measurement present was refused (nothing measured remains) is
+rejected as before, `out_of_range` / `not_a_number` with the first refused value's reason. The
+other checks, and ranges of other fields or of other schemas, reject the record. Counting: each
+received record is accepted or rejected (record-level codes), so received = accepted +
+record-level dead letters; a `value_*` dead letter is one more per accepted record that had
+values refused, not a record lost.
+
+`validate` is the strict check a producer applies before writing (every value valid, first
+failure); `check` is the reader's, with refused values; `decode_valid` / `decode_checked` read
+with it.
+
 A payload that does not decode with the current revision of its schema is tried with each
 earlier revision (schemas.avro, "Schema evolution") as the writer schema, newest first, and read
 into the current one (the fields added since are null): records written before a compatible
@@ -20,7 +40,7 @@ from typing import Any, NamedTuple
 
 import fastavro
 
-from schemas.avro import Schema, earlier_revisions
+from schemas.avro import AvroField, Schema, earlier_revisions
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -57,22 +77,73 @@ def _read(payload: bytes, writer: Any, reader: Any) -> dict[str, Any] | Rejectio
     return record
 
 
+# A refused value's code (an accepted record's) by the record-level code of the same check.
+VALUE_CODES = {"out_of_range": "value_out_of_range", "not_a_number": "value_not_a_number"}
+
+
+class Accepted(NamedTuple):
+    """An accepted record (its refused values null) and, where values were refused, the refusal
+    (code `value_out_of_range` / `value_not_a_number`, reason naming each refused field)."""
+
+    record: dict[str, Any]
+    refused: Rejection | None
+
+
+def _check_field(f: AvroField, v: Any) -> Rejection | None:
+    """The first failed check of non-null value `v` of field `f`, in the codec's order."""
+    if f.base == "string" and not f.nullable and v == "":
+        return Rejection("missing_field", f"{f.name} is empty")
+    if f.value_range is not None:
+        if isinstance(v, float) and math.isnan(v):
+            return Rejection("not_a_number", f"{f.name} is NaN")
+        if f.out_of_range(v):
+            lo, hi = f.value_range
+            return Rejection("out_of_range", f"{f.name}={v:g} outside [{lo:g}, {hi:g}]")
+    if f.allowed is not None and v not in f.allowed:
+        return Rejection("bad_enum", f"{f.name}={v!r} not in {list(f.allowed)}")
+    return None
+
+
 def validate(schema: Schema, record: dict[str, Any]) -> Rejection | None:
+    """The first failed check of any value (None: every value valid): what a producer must
+    write. A reader refuses some values alone instead (`check`)."""
+    for f in schema.fields:
+        v = record.get(f.name)
+        if v is not None and (bad := _check_field(f, v)) is not None:
+            return bad
+    return None
+
+
+def check(schema: Schema, record: dict[str, Any]) -> Accepted | Rejection:
+    """The record as a reader accepts it, or its rejection (the module docstring, "Refused
+    values"): a failed check of a field of `schema.refused_alone` refuses that value alone, any
+    other rejects the record (the first, in schema order); a record whose measurements present
+    were all refused is rejected with the first refusal."""
+    alone = {f.name for f in schema.refused_alone}
+    refused: list[tuple[str, Rejection]] = []
+    kept = False
     for f in schema.fields:
         v = record.get(f.name)
         if v is None:
             continue
-        if f.base == "string" and not f.nullable and v == "":
-            return Rejection("missing_field", f"{f.name} is empty")
-        if f.value_range is not None:
-            if isinstance(v, float) and math.isnan(v):
-                return Rejection("not_a_number", f"{f.name} is NaN")
-            if f.out_of_range(v):
-                lo, hi = f.value_range
-                return Rejection("out_of_range", f"{f.name}={v:g} outside [{lo:g}, {hi:g}]")
-        if f.allowed is not None and v not in f.allowed:
-            return Rejection("bad_enum", f"{f.name}={v!r} not in {list(f.allowed)}")
-    return None
+        bad = _check_field(f, v)
+        if f.name in alone:
+            if bad is None:
+                kept = True
+            else:
+                refused.append((f.name, bad))
+        elif bad is not None:
+            return bad
+    if not refused:
+        return Accepted(record, None)
+    first = refused[0][1]
+    if not kept:
+        return first
+    reason = "; ".join(r.reason for _, r in refused)
+    return Accepted(
+        {**record, **{name: None for name, _ in refused}},
+        Rejection(VALUE_CODES[first.reason_code], reason),
+    )
 
 
 def record_time(record: dict[str, Any]) -> datetime:
@@ -98,14 +169,23 @@ def epoch_ms(t: datetime) -> int:
 def decode_valid(
     schema: Schema, payload: bytes | None, record_timestamp_ms: int | None = None
 ) -> dict[str, Any] | Rejection:
-    """Decode and validate; when given, the record timestamp must equal the payload's
+    """`decode_checked`'s record (its refused values null), or its rejection."""
+    got = decode_checked(schema, payload, record_timestamp_ms)
+    return got if isinstance(got, Rejection) else got.record
+
+
+def decode_checked(
+    schema: Schema, payload: bytes | None, record_timestamp_ms: int | None = None
+) -> Accepted | Rejection:
+    """Decode and `check`; when given, the record timestamp must equal the payload's
     `record_time` (its event_time, or a later recorded_time)."""
     record = decode(schema, payload)
     if isinstance(record, Rejection):
         return record
-    bad = validate(schema, record)
-    if bad is not None:
-        return bad
+    got = check(schema, record)
+    if isinstance(got, Rejection):
+        return got
+    record = got.record
     if record_timestamp_ms is not None and isinstance(record.get("event_time"), datetime):
         ms = epoch_ms(record_time(record))
         if ms != record_timestamp_ms:
@@ -114,7 +194,7 @@ def decode_valid(
                 "timestamp_mismatch",
                 f"{which} {ms} != Kafka record timestamp {record_timestamp_ms}",
             )
-    return record
+    return got
 
 
 def encode(schema: Schema, record: dict[str, Any]) -> bytes:

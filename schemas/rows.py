@@ -221,14 +221,33 @@ def measured(schema: Schema) -> bool:
     return {"event_time", "recorded_time"} <= names
 
 
+REFUSED = (
+    Field(
+        "refused_code",
+        "string",
+        'Where an accepted record had values refused alone (schemas.codec, "Refused values"): '
+        "value_out_of_range or value_not_a_number (the first refused value's); else None.",
+    ),
+    Field(
+        "refused",
+        "string",
+        "The refused values in words (each field, its value, its range); their columns are "
+        "null. None where none was refused.",
+    ),
+)
+
+
 def decoded(schema: Schema, only: Iterable[str]) -> Row:
     """The result of a decode UDTF (udfs.flink.decode_udtf) for `schema`: REJECTION, then the
-    fields `only` names (udfs.vitals.decoded_fields), then MEASURED_TIME where `measured`;
-    None for a rejected record."""
+    fields `only` names (udfs.vitals.decoded_fields), then MEASURED_TIME where `measured`, then
+    REFUSED where the schema refuses values alone (`Schema.refused_alone`); None for a rejected
+    record."""
     fields = from_avro(schema, only=only).fields
+    when = (MEASURED_TIME,) if measured(schema) else ()
+    refused = REFUSED if schema.refused_alone else ()
     return Row(
         f"decoded.{schema.name}",
-        (*REJECTION, *fields, *((MEASURED_TIME,) if measured(schema) else ())),
+        (*REJECTION, *fields, *when, *refused),
         f"A raw {schema.name} Kafka value decoded and validated: accepted (reason_code None) "
         "with its fields, or rejected with the reason.",
     )

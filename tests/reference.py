@@ -81,17 +81,54 @@ def news2_frame(obs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def accepted(obs: pd.DataFrame) -> pd.Series:
+def _checks(obs: pd.DataFrame) -> tuple[pd.Series, dict[str, pd.Series]]:
+    """(which rows the decoder accepts, {field: which rows have its value refused alone}), as
+    schemas.codec.check decides (a missing value, None or NaN alike here, is absent: the
+    replayed records carry no NaN)."""
+    alone = {f.name for f in OBS.refused_alone}
     ok = pd.Series(True, index=obs.index)
+    kept = pd.Series(False, index=obs.index)
+    refused: dict[str, pd.Series] = {}
     for fld in OBS.fields:
         if fld.name not in obs:  # a field no record sets (one added since the records' writer)
             continue
         col = obs[fld.name]
         if fld.value_range is not None:
-            ok &= ~fld.out_of_range(col.astype("float64"))
+            bad = pd.Series(fld.out_of_range(col.astype("float64")), index=obs.index)
+            if fld.name in alone:
+                refused[fld.name] = bad
+                kept |= col.notna() & ~bad
+            else:
+                ok &= ~bad
         if fld.allowed is not None:
             ok &= col.isna() | col.isin(fld.allowed)
-    return ok
+    anything = pd.Series(False, index=obs.index)
+    for bad in refused.values():
+        anything |= bad
+    return ok & (kept | ~anything), refused
+
+
+def accepted(obs: pd.DataFrame) -> pd.Series:
+    """Which rows the decoder accepts (some maybe with values refused: `refused_values`)."""
+    return _checks(obs)[0]
+
+
+def refused_values(obs: pd.DataFrame) -> pd.Series:
+    """Which accepted rows had values refused alone (one `value_*` dead letter each)."""
+    ok, refused = _checks(obs)
+    anything = pd.Series(False, index=obs.index)
+    for bad in refused.values():
+        anything |= bad
+    return ok & anything
+
+
+def as_accepted(obs: pd.DataFrame) -> pd.DataFrame:
+    """The accepted rows, their refused values null."""
+    ok, refused = _checks(obs)
+    obs = obs.copy()
+    for name, bad in refused.items():
+        obs[name] = obs[name].astype("float64").mask(bad)
+    return obs[ok]
 
 
 def _iso_ms(t: pd.Timestamp) -> str:
@@ -149,7 +186,7 @@ def run(observations: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[dict[str
     """(scored accepted observations, alerts) for well-formed observation records."""
     obs = pd.DataFrame(observations)
     obs["event_time"] = pd.to_datetime(obs["event_time"], utc=True)
-    obs = obs[accepted(obs)].copy()
+    obs = as_accepted(obs)
     obs = obs.join(news2_frame(obs))
     return obs, alerts(obs)
 
@@ -164,13 +201,16 @@ def bad_observations(sample: dict[str, Any]) -> list[tuple[str, str, bytes | Non
             topics.VITALS_OBSERVATION.schema, {**sample, **changes, "observation_id": "bad"}
         )
 
+    nothing = {f.name: None for f in OBS.refused_alone}
     return [
         ("garbage", "undecodable", b"\x00\xffnot avro at all\x13", ts),
         ("truncated", "undecodable", good[: len(good) // 2], ts),
         ("trailing", "undecodable", good + b"\x00\x01", ts),
         ("empty", "undecodable", None, ts),
-        ("hr_900", "out_of_range", variant(heart_rate_bpm=900.0), ts),
-        ("spo2_nan", "not_a_number", variant(spo2_pct=float("nan")), ts),
+        # the record's only measurement impossible: rejected whole (beside a measurement in
+        # range it would be refused alone and the record screened: schemas.codec)
+        ("hr_900", "out_of_range", variant(**(nothing | {"heart_rate_bpm": 900.0})), ts),
+        ("spo2_nan", "not_a_number", variant(**(nothing | {"spo2_pct": float("nan")})), ts),
         ("acvpu_z", "bad_enum", variant(acvpu="Z"), ts),
         ("clock_skew", "timestamp_mismatch", variant(), ts + 3_600_000),
     ]

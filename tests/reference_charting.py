@@ -17,7 +17,10 @@ OBSERVATION = topics.VITALS_OBSERVATION.schema
 
 
 def accepted_device(device: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([r for r in device if codec.validate(DEVICE, r) is None])
+    """The device records the decoder accepts, their refused values null (schemas.codec)."""
+    return pd.DataFrame(
+        [got.record for r in device if isinstance(got := codec.check(DEVICE, r), codec.Accepted)]
+    )
 
 
 def charted(device: list[dict[str, Any]]) -> pd.DataFrame:

@@ -155,8 +155,10 @@ def accepted_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Row]:
     stays: dict[str, dict[str, Any]] = {}
     for topic, rec in items:
         schema = load_schema(topic)
-        if codec.validate(schema, rec) is not None:
+        got = codec.check(schema, rec)
+        if isinstance(got, codec.Rejection):
             continue
+        rec = got.record  # its refused values null (schemas.codec, "Refused values")
         kind = KIND[topic]
         another = kind == "adt" and another_visits(
             rec, stays.setdefault(rec["patient_token"], {}), REMEMBERED_MS

@@ -13,15 +13,26 @@ Each generated function `io.wardflow.udf.Decode<Schema>` has the contract of the
 reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYTES,
 record_time_ms BIGINT)`, or with the Kafka timestamp as read (`TIMESTAMP_LTZ(3)`, which spares a
 per-record conversion in SQL), yields one row, `schemas.rows.decoded(schema, decoded_fields)` — the
-rejection (reason_code, reason), then every field but the timestamps. A record is accepted when
-it decodes with the writer schema and consumes every byte, every value lies inside the field's
-`wardflow.range` / `wardflow.enum`, no required string is empty, and the Kafka record timestamp
-is its `schemas.codec.record_time` (the event time, or a later time it was recorded); otherwise
-the row carries the first reason, in the codec's order, with the codec's reason codes
-(schemas.codec). The checks are generated from the same schema fields
-as the codec's, so a range changes in one place. As the codec does, a payload that does not
-decode with the current revision is read with each earlier revision of the schema as the writer
-schema, newest first (schemas.avro, "Schema evolution"), resolved into the current one.
+rejection (reason_code, reason), then every field but the timestamps (then, for a schema that
+refuses values alone, `refused_code`, `refused`: schemas.rows.REFUSED). A record is accepted
+when it decodes with the writer schema and consumes every byte, every value lies inside the
+field's `wardflow.range` / `wardflow.enum`, no required string is empty, and the Kafka record
+timestamp is its `schemas.codec.record_time` (the event time, or a later time it was recorded);
+otherwise the row carries the first reason, in the codec's order, with the codec's reason codes
+(schemas.codec). Where the schema refuses values alone (`Schema.refused_alone`: vitals.device,
+vitals.observation, labs.result; schemas.codec, "Refused values"), a measurement that is NaN or
+out of its range is refused alone instead, as `schemas.codec.check` does: the accepted row has
+it null, and `refused_code` (`value_out_of_range` / `value_not_a_number`) and `refused` (every
+refused field, value and range) say so; a record with no measurement left in range is rejected
+(`out_of_range` / `not_a_number`, the first refused value's reason). A clean record costs what
+it did: the same comparisons per value, a flag set, and no allocation (the refusal stays null;
+the row is the same one `GenericRowData`); the refusal itself (its reason, nulling the value) is
+a helper method, so `decode()` stays about its size before (HotSpot compiles no method over 8000
+bytes of bytecode). The checks are generated from the same
+schema fields as the codec's, so a range changes in one place. As the codec does, a payload
+that does not decode with the current revision is read with each earlier revision of the schema
+as the writer schema, newest first (schemas.avro, "Schema evolution"), resolved into the
+current one.
 
 The jar is content-addressed (`wardflow-udfs-<hash>.jar` under `settings.udf_jar_dir`): a change
 of a schema or of this generator builds a new one; an existing one is reused.
@@ -48,7 +59,7 @@ from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"
 # The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
 INGESTED = (
     topics.VITALS_DEVICE,
@@ -103,12 +114,15 @@ def _value(i: int, f: AvroField) -> str:
     return f"({_JAVA_TYPES[f.base]}) {got}"
 
 
-def _checks(schema: Schema) -> str:
-    """The codec's validation (schemas.codec.validate), field by field in schema order."""
+def _checks(schema: Schema, alone: frozenset[str] = frozenset()) -> str:
+    """The codec's validation (schemas.codec.check), field by field in schema order: a failed
+    check of a field in `alone` (the schema's `refused_alone`, but for the lenient variant)
+    refuses that value (null in the row, named in `refused`), any other rejects the record."""
     out = []
     for i, f in enumerate(schema.fields):
         v = f"v{i}"
         lines = []
+        refused = f.name in alone
         if f.base == "string" and not f.nullable:
             lines.append(
                 f'if (((Utf8) {v}).getByteLength() == 0) return reject("missing_field", '
@@ -118,16 +132,24 @@ def _checks(schema: Schema) -> str:
             # a float field's value is a Float (float32) and its bounds as float32 (AvroField)
             lo, hi = f.accepted_range
             num = f"((Number) {v}).doubleValue()"
-            if f.base in ("float", "double"):
-                lines.append(
-                    f'if (Double.isNaN({num})) return reject("not_a_number", "{f.name} is NaN");'
-                )
+            nan = f'"{f.name} is NaN"'
             shown = f.value_range
-            lines.append(
-                f'if (!({lo!r} <= {num} && {num} <= {hi!r})) return reject("out_of_range", '
+            outside = (
                 f'"{f.name}=" + g({num}) + " outside [" + g({shown[0]!r}) + ", " '
-                f'+ g({shown[1]!r}) + "]");'
+                f'+ g({shown[1]!r}) + "]"'
             )
+            inside = f"{lo!r} <= {num} && {num} <= {hi!r}"
+            real = f.base in ("float", "double")
+            if refused:  # NaN fails the comparison too; `refuse` tells the two apart
+                lines.append(
+                    f"if (!({inside})) refusal = refuse(refusal, r, {i}, "
+                    f'"{f.name}", {num}, {shown[0]!r}, {shown[1]!r});\n'
+                    f"        else kept = true;"
+                )
+            else:
+                if real:
+                    lines.append(f'if (Double.isNaN({num})) return reject("not_a_number", {nan});')
+                lines.append(f'if (!({inside})) return reject("out_of_range", {outside});')
         if f.allowed is not None:
             allowed = ", ".join(_java_string(a) for a in f.allowed)
             lines.append(
@@ -144,10 +166,13 @@ def _checks(schema: Schema) -> str:
 
 def java_source(schema: Schema, *, lenient: bool = False) -> str:
     """The Java source of `schema`'s decode function. The `lenient` variant
-    (`Decode<Schema>Lenient`, for the data-quality monitors of jobs/data_quality.py) rejects
-    for the same reasons but keeps the values of a record that decoded and failed a check (a
-    temperature of 98.6 refused as out of range still carries 98.6 and its unit); a record that
-    does not decode has none."""
+    (`Decode<Schema>Lenient`, for the data-quality monitors of jobs/data_quality.py) refuses no
+    value alone: it rejects a record for every failed check, as the codec's `validate` does (a
+    value out of range or NaN rejects its record even where the strict variant refuses the
+    value alone; its `refused_code` and `refused` are always null), and keeps the values of a
+    record that decoded and failed a check (a temperature of 98.6 refused as out of range still
+    carries 98.6 and its unit, so the monitors see the unit conversion; the strict variant
+    would hand them null); a record that does not decode has none."""
     fields = decoded_fields(schema)
     row = decoded(schema, (f.name for f in fields))
     row_type = row.flink_sql()
@@ -188,6 +213,53 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
       }}"""
     )
     nulls = ", ".join("null" for _ in row.columns[len(REJECTION) :])
+    # schemas.codec, "Refused values": the values refused alone (none in the lenient variant)
+    alone = frozenset(() if lenient else (f.name for f in schema.refused_alone))
+    refusing, refusal = "", ""
+    if schema.refused_alone:  # the row ends with schemas.rows.REFUSED
+        values += (
+            ", null, null"
+            if lenient
+            else (
+                ', refusal == null ? null : StringData.fromString("value_" + refusal.code)'
+                ", refusal == null ? null : StringData.fromString(refusal.all.toString())"
+            )
+        )
+    refuse = ""
+    if alone:  # locals: nothing allocated for a record without a refused value
+        refusing = """Refusal refusal = null;  // the values refused alone, if any
+    boolean kept = false;  // a measurement in range remains
+    """
+        refusal = """
+      if (refusal != null && !kept) return reject(refusal.code, refusal.first);"""
+        # the slow path off decode(), whose bytecode HotSpot compiles only under 8000 bytes
+        refuse = """
+
+  /** Value `v` of field `i` refused alone (schemas.codec, "Refused values"): null in `r` and
+   * named in the refusal, which the first one allocates. Outside decode() to keep it small. */
+  private static Refusal refuse(
+      Refusal got, GenericRecord r, int i, String field, double v, double lo, double hi) {
+    boolean nan = Double.isNaN(v);
+    String why =
+        nan ? field + " is NaN" : field + "=" + g(v) + " outside [" + g(lo) + ", " + g(hi) + "]";
+    r.put(i, null);
+    if (got == null) return new Refusal(nan ? "not_a_number" : "out_of_range", why);
+    got.all.append("; ").append(why);
+    return got;
+  }
+
+  /** The refused values of a record: the first one's check's code and reason, and all. */
+  private static final class Refusal {
+    final String code;
+    final String first;
+    final StringBuilder all;
+
+    Refusal(String code, String first) {
+      this.code = code;
+      this.first = first;
+      this.all = new StringBuilder(first);
+    }
+  }"""
     name = class_name(schema) + ("Lenient" if lenient else "")
     # lenient: the record read last, whose values a failed check keeps
     held = "\n  private transient GenericRecord held;" if lenient else ""
@@ -277,7 +349,7 @@ public class {name} extends TableFunction<RowData> {{
     }}
     if (r == null) r = readEarlier(payload);
     if (r == null) return reject("undecodable", failure);
-    {hold}{_checks(schema)}{ts_check}
+    {hold}{refusing}{_checks(schema, alone)}{refusal}{ts_check}
     return GenericRowData.of(null, null, {values});
   }}
 
@@ -317,7 +389,7 @@ public class {name} extends TableFunction<RowData> {{
     if (Double.isInfinite(v)) return v > 0 ? "inf" : "-inf";
     String s = new BigDecimal(v).round(new MathContext(6)).stripTrailingZeros().toPlainString();
     return s.equals("-0") ? "-0" : s;
-  }}
+  }}{refuse}
 }}
 """
 

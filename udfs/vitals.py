@@ -24,16 +24,21 @@ DECODED_FIELDS = decoded_fields(OBSERVATION)
 def decode_record(
     schema: Schema, payload: bytes | None, record_time_ms: int | None
 ) -> tuple[Any, ...]:
-    """(reason_code, reason, *decoded_fields(schema)[, measured_time]) (schemas.rows.decoded):
-    reason_code is None for an accepted record and the fields are None for a rejected one."""
+    """(reason_code, reason, *decoded_fields(schema)[, measured_time][, refused_code, refused])
+    (schemas.rows.decoded): reason_code is None for an accepted record and the fields are None
+    for a rejected one; an accepted record's refused values are None, and refused_code/refused
+    say why (schemas.codec, "Refused values")."""
     fields = decoded_fields(schema)
     when = (rows.MEASURED_TIME.name,) if rows.measured(schema) else ()
-    rec = codec.decode_valid(schema, payload, record_time_ms)
-    if isinstance(rec, codec.Rejection):
-        return (rec.reason_code, rec.reason, *(None for _ in (*fields, *when)))
+    refusal = tuple(f.name for f in rows.REFUSED) if schema.refused_alone else ()
+    got = codec.decode_checked(schema, payload, record_time_ms)
+    if isinstance(got, codec.Rejection):
+        return (got.reason_code, got.reason, *(None for _ in (*fields, *when, *refusal)))
+    rec = got.record
     # a TIMESTAMP(3) column holds the UTC wall time, without its zone
     at = tuple(rec["event_time"].astimezone(UTC).replace(tzinfo=None) for _ in when)
-    return (None, None, *(rec[f.name] for f in fields), *at)
+    why = (got.refused or (None, None)) if refusal else ()
+    return (None, None, *(rec[f.name] for f in fields), *at, *why)
 
 
 def decode_observation(payload: bytes | None, record_time_ms: int | None) -> tuple[Any, ...]:

@@ -51,7 +51,9 @@ clinical acceptability of electrocardiograms. Physiol Meas 2012;33(9):1419-33 (n
 failures corrupt the ECG and what is derived from it).
 
 `corrupt_rate` gives that share of records one physically impossible value (`IMPOSSIBLE`, outside
-the schema's `wardflow.range`), so the job dead-letters them.
+the schema's `wardflow.range`). The job refuses that value alone (schemas.codec, "Refused
+values"): a record with another value in range is screened without it and the value
+dead-lettered (`value_out_of_range`); one with none left is dead-lettered whole (`out_of_range`).
 
 Lab results of the same patients' PhysioNet hours that fall inside the window go to
 `labs.result.v1` (shaped as the replay's). Generation is vectorised over beds with numpy, one step

@@ -8,6 +8,7 @@ from typing import Any
 
 from schemas import topic as registry_topic
 from schemas import topics
+from schemas.rows import REFUSED, Row, quote
 from schemas.settings import Settings
 
 # Epoch milliseconds of a TIMESTAMP_LTZ(3), exact past 2038: PyFlink hands Python UDFs timestamps
@@ -220,22 +221,42 @@ _MERGED_LATE_REASON = (
 )
 
 
+def rejected_sql(decoded: str, row: Row) -> str:
+    """The rows of view `decoded` (a decode function's `row`, with the raw source's `value`,
+    `kafka_partition`, `kafka_offset`, `kafka_ts`) to dead-letter, one per record, with those
+    columns and `reason_code`, `reason`: each rejected record (its record-level code), and each
+    accepted record that had values refused alone (schemas.codec, "Refused values"; where the
+    row has schemas.rows.REFUSED: `value_out_of_range` / `value_not_a_number`, naming every
+    refused field). The record-level ones count records not processed (received = accepted +
+    record-level dead letters); the value-level ones, records processed less a value."""
+    raw = "`value`, kafka_partition, kafka_offset, kafka_ts"
+    if REFUSED[0].name not in row.columns:
+        return f"SELECT reason_code, reason, {raw} FROM {decoded} WHERE reason_code IS NOT NULL"
+    code, why = (quote(f.name) for f in REFUSED)
+    return f"""SELECT COALESCE(reason_code, {code}) AS reason_code,
+               COALESCE(reason, {why}) AS reason, {raw}
+        FROM {decoded} WHERE reason_code IS NOT NULL OR {code} IS NOT NULL"""
+
+
 def dead_letters_insert_sql(
     sink: str,
     sources: Mapping[str, Any],
     stage: str,
-    refused: str = "reason_code IS NOT NULL",
+    refused: str | None = None,
     *,
     merged: str = "",
 ) -> str:
-    """INSERT of every source's refused (`refused`: a condition over `<name>_decoded`) and late
-    records (`<name>_late`) into the dead-letter sink: the views `decoded_views` made; with
-    `merged` (a view `merged_view` made), also the merged records behind the merged watermark
-    (reason `late`) and each later copy of a record (reason `duplicate`)."""
+    """INSERT of every source's refused records (`<name>_rejected`: rejected records, and the
+    refused values of accepted ones; or, given `refused`, a condition over `<name>_decoded`,
+    the rows it holds) and late records (`<name>_late`) into the dead-letter sink: the views
+    `decoded_views` made; with `merged` (a view `merged_view` made), also the merged records
+    behind the merged watermark (reason `late`) and each later copy of a record (reason
+    `duplicate`)."""
     dead = []
     for name, src in sources.items():
         rejected = dead_letter_sql(src.topic, stage, "reason_code", "reason")
-        dead.append(f"SELECT {rejected} AS d, kafka_ts FROM {name}_decoded WHERE {refused}")
+        which = f"{name}_rejected" if refused is None else f"{name}_decoded WHERE {refused}"
+        dead.append(f"SELECT {rejected} AS d, kafka_ts FROM {which}")
         late = late_dead_letter_sql(src.topic, stage)
         dead.append(f"SELECT {late} AS d, kafka_ts FROM {name}_late")
     if merged:
@@ -297,15 +318,18 @@ def create_sinks(t_env: Any, settings: Settings, sinks: dict[str, str], *, prefi
 def decoded_views(
     t_env: Any, name: str, schema_name: str, raw: str, *, lenient: bool = False
 ) -> None:
-    """Views `<name>_late` (records at or behind the watermark) and `<name>_decoded` (the rest,
+    """Views `<name>_late` (records at or behind the watermark), `<name>_decoded` (the rest,
     decoded and validated in the JVM by the function generated from the topic's schema,
-    udfs/java_decode.py, with `reason_code` set where a record was refused) over raw source
-    table `raw`. `lenient`: a refused record that decoded keeps its values (the data-quality
-    monitors count them); the other jobs must not use them."""
+    udfs/java_decode.py, with `reason_code` set where a record was refused, and `refused_code`
+    where an accepted record had values refused alone) and `<name>_rejected` (what of those to
+    dead-letter, `rejected_sql`) over raw source table `raw`. `lenient`: a refused record that
+    decoded keeps its values (the data-quality monitors count them); the other jobs must not
+    use them."""
     from udfs import java_decode
     from udfs.flink import decoded_row
 
-    cols = decoded_row(schema_name).column_list()
+    row = decoded_row(schema_name)
+    cols = row.column_list()
     function = f"wf_decode_{name}" + ("_lenient" if lenient else "")
     t_env.create_java_temporary_system_function(
         function, java_decode.function_class(schema_name, lenient=lenient)
@@ -319,6 +343,9 @@ def decoded_views(
         SELECT d.*, r.`value`, r.kafka_partition, r.kafka_offset, r.kafka_ts
         FROM (SELECT * FROM `{raw}` WHERE {ON_TIME}) AS r,
              LATERAL TABLE({function}(r.`value`, r.kafka_ts)) AS d({cols})"""),
+    )
+    t_env.create_temporary_view(
+        f"{name}_rejected", t_env.sql_query(rejected_sql(f"{name}_decoded", row))
     )
 
 

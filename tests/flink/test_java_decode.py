@@ -15,7 +15,7 @@ import pytest
 from pyflink.common import Types
 
 from jobs.runtime.flink_env import stream_table_env
-from schemas import codec, load_schema
+from schemas import codec, load_schema, topics
 from schemas.avro import Schema, earlier_revisions
 from schemas.settings import Settings
 from udfs import java_decode
@@ -111,23 +111,31 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def jvm_decoded(
+    settings: Settings, schema_name: str, rows: list[tuple[bytes, int]], *, lenient: bool = False
+) -> list[tuple[Any, ...]]:
+    """The rows the JVM decode function of `schema_name` gives for (value, record timestamp)
+    `rows`, in order."""
+    settings = dataclasses.replace(settings, job_name="java-decode-test")
+    env, t_env = stream_table_env(settings, connectors=False)
+    t_env.create_java_temporary_system_function(
+        "wf_decode", java_decode.function_class(schema_name, lenient=lenient)
+    )
+    t_env.create_temporary_view("incoming", t_env.from_data_stream(env.from_collection(rows, RAW)))
+    with t_env.execute_sql(
+        "SELECT d.* FROM incoming AS i, LATERAL TABLE(wf_decode(i.`value`, i.ts_ms)) AS d"
+    ).collect() as results:
+        return [tuple(r) for r in results]
+
+
 @pytest.mark.parametrize("topic", java_decode.INGESTED, ids=lambda t: t.name)
 def test_the_jvm_decoder_agrees_with_the_python_decoder_on_good_and_bad_records(
     topic: Any, settings: Settings, tmp_path: Path
 ) -> None:
     schema = load_schema(topic.schema_name)
     rows = cases(schema)
-    settings = dataclasses.replace(settings, job_name="java-decode-test")
-    env, t_env = stream_table_env(settings, connectors=False)
-    t_env.create_java_temporary_system_function(
-        "wf_decode", java_decode.function_class(topic.schema_name)
-    )
-    t_env.create_temporary_view("incoming", t_env.from_data_stream(env.from_collection(rows, RAW)))
+    got = jvm_decoded(settings, topic.schema_name, rows)
     cols = list(decoded_row(topic.schema_name).columns[2:])
-    with t_env.execute_sql(
-        "SELECT d.* FROM incoming AS i, LATERAL TABLE(wf_decode(i.`value`, i.ts_ms)) AS d"
-    ).collect() as results:
-        got = [tuple(r) for r in results]
     want = [decode_record(schema, value, ts) for value, ts in rows]
     assert len(got) == len(want) == len(rows)
     accepted = want[len(want) - len(at_bounds(schema)) :]
@@ -138,3 +146,64 @@ def test_the_jvm_decoder_agrees_with_the_python_decoder_on_good_and_bad_records(
             assert g[1] == w[1], (g, w)
         diff = [(c, x, y) for c, x, y in zip(cols, g[2:], w[2:], strict=True) if not same(x, y)]
         assert not diff, (value, diff)
+
+
+def test_the_jvm_decoder_refuses_a_fahrenheit_temperature_alone_as_the_python_decoder_does(
+    settings: Settings,
+) -> None:
+    """A device record with temp_c 98.6 (°F) and a heart rate of 120 is accepted with its heart
+    rate and the temperature null, its refusal naming temp_c; one whose only value is out of
+    range, or NaN, is rejected whole: the same rows from the JVM as from the codec. The lenient
+    variant (the data-quality job's) still rejects the record and keeps 98.6."""
+    schema = load_schema(topics.VITALS_DEVICE.name)
+    base: dict[str, Any] = {f.name: None for f in schema.fields if f.nullable}
+    base |= {
+        "device_id": "mon-1", "patient_token": "tok", "facility_id": "f", "unit_id": "u",
+        "bed_id": "b", "event_time": T0, "source": "test",
+    }  # fmt: skip
+    ms = codec.epoch_ms(T0)
+    records = [
+        base | {"heart_rate_bpm": 120.0, "temp_c": 98.6},
+        base | {"temp_c": 98.6},
+        base | {"heart_rate_bpm": 120.0, "spo2_pct": math.nan, "sbp_mmhg": 900.0},
+        base | {"spo2_pct": math.nan},
+        base | {"heart_rate_bpm": 120.0, "temp_c": 98.6, "bed_id": ""},  # record-level first
+        # a signal quality qualifies SpO2: an impossible one rejects its record, SpO2 72 with it
+        base | {"heart_rate_bpm": 120.0, "spo2_pct": 72.0, "spo2_signal_quality_pct": 250},
+        base | {"heart_rate_bpm": 120.0, "temp_c": 98.6, "spo2_signal_quality_pct": 250},
+        # and a quality in range beside a refused SpO2 is no measurement kept
+        base | {"spo2_pct": 250.0, "spo2_signal_quality_pct": 80},
+    ]
+    rows = [(codec.encode(schema, r), ms) for r in records]
+    got = jvm_decoded(settings, schema.name, rows)
+    want = [decode_record(schema, value, ts) for value, ts in rows]
+    cols = decoded_row(schema.name).columns
+    by_name = [dict(zip(cols, g, strict=True)) for g in got]
+    for g, w in zip(got, want, strict=True):
+        assert g[:2] == w[:2]
+        assert all(same(x, y) for x, y in zip(g[2:], w[2:], strict=True)), (g, w)
+    fahrenheit = by_name[0]
+    assert fahrenheit["reason_code"] is None and fahrenheit["heart_rate_bpm"] == 120.0
+    assert fahrenheit["temp_c"] is None
+    assert fahrenheit["refused_code"] == "value_out_of_range"
+    assert fahrenheit["refused"] == "temp_c=98.6 outside [14, 46]"
+    assert (by_name[1]["reason_code"], by_name[1]["reason"]) == (
+        "out_of_range", "temp_c=98.6 outside [14, 46]"
+    )  # fmt: skip
+    assert by_name[1]["heart_rate_bpm"] is None and by_name[1]["refused_code"] is None
+    assert by_name[2]["refused_code"] == "value_not_a_number"
+    assert by_name[2]["refused"] == "spo2_pct is NaN; sbp_mmhg=900 outside [0, 400]"
+    assert (by_name[2]["spo2_pct"], by_name[2]["sbp_mmhg"]) == (None, None)
+    assert by_name[3]["reason_code"] == "not_a_number"
+    assert by_name[4]["reason_code"] == "missing_field"
+    quality = "spo2_signal_quality_pct=250 outside [0, 100]"
+    assert (by_name[5]["reason_code"], by_name[5]["reason"]) == ("out_of_range", quality)
+    assert by_name[5]["spo2_pct"] is None and by_name[5]["refused_code"] is None
+    assert (by_name[6]["reason_code"], by_name[6]["reason"]) == ("out_of_range", quality)
+    assert (by_name[7]["reason_code"], by_name[7]["reason"]) == (
+        "out_of_range", "spo2_pct=250 outside [0, 100]"
+    )  # fmt: skip
+    (kept,) = jvm_decoded(settings, schema.name, rows[:1], lenient=True)
+    lenient = dict(zip(cols, kept, strict=True))
+    assert lenient["reason_code"] == "out_of_range" and same(lenient["temp_c"], 98.6)
+    assert lenient["heart_rate_bpm"] == 120.0 and lenient["refused_code"] is None

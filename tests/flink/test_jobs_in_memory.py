@@ -220,13 +220,17 @@ def test_a_discharge_of_another_visit_ends_no_screening_state_and_the_stays_own_
 def spine(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     plan = replay.ReplayPlan(patients=PATIENTS)
     chosen = replay.select_patients(pd.read_parquet(replay.SAMPLE), plan)
-    obs = replay.observations(chosen, plan, settings.require_phi_key(), "setA-sample")
+    obs = list(replay.observations(chosen, plan, settings.require_phi_key(), "setA-sample"))
+    # one reading with an impossible value beside valid ones, FiO2 charted in percent: refused
+    # alone, the reading scored without it (oxygen unknown) and the value dead-lettered
+    i = next(i for i in range(len(obs) // 3, len(obs)) if obs[i]["heart_rate_bpm"] is not None)
+    obs[i] = {**obs[i], "fio2_fraction": 40.0}
     bad = reference.bad_observations(obs[len(obs) // 2])
     inputs = {"vitals": [*obs, *((value, ts) for _, _, value, ts in bad)]}
     out = run_bounded(
         sepsis_news2.JOB, settings, inputs, Path(tmp_path_factory.mktemp("spine-memory"))
     )
-    return {"observations": obs, "bad": bad, **out}
+    return {"observations": obs, "bad": bad, "fio2_percent": obs[i]["observation_id"], **out}
 
 
 def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_its_reason(
@@ -234,9 +238,18 @@ def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_i
 ) -> None:
     scored, alerts = reference.run(spine["observations"])
     rejected = len(spine["observations"]) - len(scored)
+    # accepted readings with a value refused alone: screened, and one dead letter each
+    refused = int(reference.refused_values(pd.DataFrame(spine["observations"])).sum())
     codes = [d["reason_code"] for d in spine["dead_letters"]]
     assert len(spine["vitals_news2"]) == len(scored)
-    assert len(codes) == rejected + len(spine["bad"])
+    assert len(codes) == rejected + len(spine["bad"]) + refused
+    assert codes.count("value_out_of_range") == refused >= 1
+    # the reading with FiO2 40: scored (as the reference, with FiO2 null, below), one letter
+    fio2 = [d for d in spine["dead_letters"] if d["reason_code"] == "value_out_of_range"]
+    assert [d["reason"] for d in fio2 if d["reason"].startswith("fio2_fraction=")] == [
+        "fio2_fraction=40 outside [0.21, 1]"
+    ]
+    assert spine["fio2_percent"] in {r["observation_id"] for r in spine["vitals_news2"]}
     for code in {c for _, c, _, _ in spine["bad"]}:
         expected = sum(c == code for _, c, _, _ in spine["bad"])
         assert codes.count(code) == expected + (rejected if code == "out_of_range" else 0)

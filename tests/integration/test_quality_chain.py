@@ -3,10 +3,14 @@ two units go to the topics with a monitor firmware fault on one of them (tempera
 four hours); the data-quality job, reading and writing Kafka, raises the unit-conversion
 quarantine of temp_c and its clear on quality.event.v1; the quarantine actuator applies them
 from committed records to the registry; the screening job, reading the same topics with that
-registry, marks the unit's records in the quarantined interval that carried a temperature (one in
-°F is out of range: a dead letter) and no other, uses none of its temperatures but its other
-values (heart rates and the rest), and still accounts for every record (a screened state or a
-dead letter)."""
+registry, uses none of the unit's temperatures in the quarantined interval but its other values
+(heart rates and the rest), and still accounts for every record (a screened state or a
+record-level dead letter). A temperature in °F is out of range: the decoder refuses it alone
+(one `value_out_of_range` dead letter per record, schemas.codec "Refused values"), so it never
+entered the record and the quarantine marker, which names values the quarantine ignored, does
+not mark its record. The marking itself is checked on the other unit, whose temp_c an operator
+quarantines over the same interval: its records that carried an (in-range) temperature are
+marked."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import pytest
 from jobs import data_quality, sepsis_screen
 from jobs.feeds import replay
 from jobs.runtime import kafka_io
-from schemas import topics
+from schemas import codec, topics
 from schemas.settings import Settings
 from sinks.quarantine import Actuator
 from tests import quality_faults as qf
@@ -32,6 +36,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PER_UNIT, HOURS = 30, 12
 UNIT, FAULT_H = "MICU", (4.0, 8.0)
+OTHER = "SICU"  # no fault: an operator quarantines its temp_c over the same interval
+OPERATOR = "test-operator"
 VITALS = topics.VITALS_OBSERVATION.name
 
 
@@ -61,6 +67,15 @@ def chain(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             applied = actuator.drain().applied
         finally:
             actuator.close()
+        quarantines = registry.all()
+        for q in quarantines[:1]:  # the other unit's temp_c, over the data-quality interval
+            at = {"reason": "test: the marker of in-range values", "by": OPERATOR}
+            key = (q.source_topic, q.facility_id, OTHER)
+            since = pd.Timestamp(q.since).to_pydatetime()
+            registry.set(*key, since=since, parameter="temp_c", **at)
+            if q.until is not None:
+                until = pd.Timestamp(q.until).to_pydatetime()
+                registry.clear(*key, until=until, parameter="temp_c", **at)
         sepsis_screen.JOB.run(s, prefix=prefix, bounded=True)
 
         def read(t: topics.Topic) -> list[dict[str, Any]]:
@@ -71,7 +86,7 @@ def chain(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "items": items,
             "events": read(topics.QUALITY_EVENT),
             "applied": applied,
-            "quarantines": registry.all(),
+            "quarantines": quarantines,  # the data-quality job's, as the actuator applied them
             "states": read(topics.SEPSIS_SCREEN),
             "dead_letters": read(topics.DEAD_LETTER),
         }
@@ -109,40 +124,90 @@ def test_the_actuator_applies_the_committed_events_to_the_registry(chain: dict[s
     assert pd.Timestamp(q.until) == pd.Timestamp(cleared["window_start"])
 
 
+def _window(chain: dict[str, Any], unit: str) -> list[dict[str, Any]]:
+    (q,) = chain["quarantines"]
+    since, until = pd.Timestamp(q.since), pd.Timestamp(q.until)
+    return [
+        r
+        for t, r in chain["items"]
+        if t == VITALS and r["unit_id"] == unit and since <= pd.Timestamp(r["event_time"]) < until
+    ]
+
+
 def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_but_temp_c(
     chain: dict[str, Any],
 ) -> None:
     (q,) = chain["quarantines"]
-    since, until = pd.Timestamp(q.since), pd.Timestamp(q.until)
-    in_window = [
-        r
-        for t, r in chain["items"]
-        if t == VITALS and r["unit_id"] == UNIT and since <= pd.Timestamp(r["event_time"]) < until
-    ]
-    # a record is marked when it carried a value the quarantine ignores: a temperature
-    quarantined = {r["observation_id"] for r in in_window if r["temp_c"] is not None}
-    without_temp = {r["observation_id"] for r in in_window if r["temp_c"] is None}
+    until = pd.Timestamp(q.until)
+    temp = topics.VITALS_OBSERVATION.schema.field("temp_c")
+    alone = topics.VITALS_OBSERVATION.schema.refused_alone
     states = {s["record_id"]: s for s in chain["states"]}
     letters = [d for d in chain["dead_letters"] if d["stage"] != data_quality.STAGE]
-    assert len(states) + len(letters) == len(chain["items"])  # every record, once
-    # a temperature in °F is out of range: its record is a dead letter before the check
-    refused = [
-        d
-        for d in letters
-        if d["source_topic"].endswith(VITALS) and d["reason_code"] == "out_of_range"
+    # a value refused alone: its record was screened, the letter keeps the value
+    value_letters = [d for d in letters if d["reason_code"].startswith("value_")]
+    records = [d for d in letters if not d["reason_code"].startswith("value_")]
+    assert len(states) + len(records) == len(chain["items"])  # every record, once
+    # a temperature in °F is out of range: refused alone, one dead letter per record, which
+    # names it; the record is screened with its other values
+    fahrenheit = {
+        r["observation_id"]
+        for t, r in chain["items"]
+        if t == VITALS and r["temp_c"] is not None and temp.out_of_range(r["temp_c"])
+    }
+    assert len(fahrenheit) > 10
+    # (and the few impossible values of the data itself: a FiO2 of 0.04, refused alike)
+    impossible = {
+        r["observation_id"]
+        for t, r in chain["items"]
+        if t == VITALS
+        and any(r.get(f.name) is not None and f.out_of_range(r[f.name]) for f in alone)
+    }
+    by_record: dict[str, list[dict[str, Any]]] = {}
+    for d in value_letters:
+        assert d["source_topic"].endswith(VITALS), d
+        decoded = codec.decode(topics.VITALS_OBSERVATION.schema, d["payload"])
+        assert isinstance(decoded, dict), decoded
+        by_record.setdefault(decoded["observation_id"], []).append(d)
+    assert fahrenheit <= impossible and by_record.keys() == impossible
+    for rid in impossible:
+        [d] = by_record[rid]
+        assert d["reason_code"] == "value_out_of_range"
+        assert ("temp_c=" in d["reason"]) == (rid in fahrenheit), d["reason"]
+        assert rid in states
+    # the unit's records in the interval: one whose temperature was refused carried no value
+    # the quarantine ignored (the refused one never entered it, its dead letter says why), so
+    # it is not marked, and its temperature is not the state's
+    in_window = _window(chain, UNIT)
+    refused = {r["observation_id"] for r in in_window if r["observation_id"] in fahrenheit}
+    assert len(refused) > 10
+    for rid in refused:
+        assert states[rid]["quarantine_json"] is None
+        assert states[rid]["temp_c_measured_time"] != states[rid]["event_time"]
+    # a record of the interval that carried a temperature in range is marked (none of the
+    # unit's, all in °F; the other unit's, which an operator quarantined over the interval)
+    covered = [
+        r["observation_id"]
+        for unit in (UNIT, OTHER)
+        for r in _window(chain, unit)
+        if r["temp_c"] is not None and r["observation_id"] not in fahrenheit
     ]
-    assert len(quarantined - states.keys()) <= len(refused)
-    marked = [states[r] for r in quarantined if r in states]
-    for state in marked:
+    assert len(covered) > 10
+    for rid in covered:
+        state = states[rid]
+        assert state["quarantine_json"] is not None, rid
         marker = json.loads(state["quarantine_json"])
         assert marker["quarantine"]["parameters"] == ["temp_c"]
         [note] = marker["quarantine"]["quarantines"]
-        assert note["event_id"] == q.set_event_id
+        if note["unit_id"] == UNIT:
+            assert note["event_id"] == q.set_event_id
+        else:
+            assert (note["unit_id"], note["set_by"]) == (OTHER, OPERATOR)
         # its own temperature is not the state's
         assert state["temp_c_measured_time"] != state["event_time"]
-    # a record of the window without a temperature is not marked: the quarantine ignored none
+    # a record of the interval without a temperature is not marked: the quarantine ignored none
     # of its values, and its heart rates are the state's (before, the unit's every vital sign
     # was ignored)
+    without_temp = {r["observation_id"] for r in in_window if r["temp_c"] is None}
     unmarked = [states[r] for r in without_temp if r in states]
     assert len(unmarked) > 50
     assert all(s["quarantine_json"] is None for s in unmarked)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
 import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import fastavro
 import pytest
 
-from schemas import codec, topics
+from schemas import codec, load_schema, topics
+from schemas.avro import REFUSAL
 from udfs.vitals import DECODED_FIELDS, decode_observation
 
 OBS = topics.VITALS_OBSERVATION.schema
@@ -67,7 +70,9 @@ def test_trailing_bytes_after_a_record_are_rejected() -> None:
     ],
 )
 def test_impossible_values_are_rejected_with_a_reason(change: dict[str, Any], code: str) -> None:
-    r = codec.decode_valid(OBS, codec.encode(OBS, _rec(**change)))
+    """A record whose only measurement is impossible (nothing measured remains once it is
+    refused), or that fails a record-level check, is rejected whole."""
+    r = codec.decode_valid(OBS, codec.encode(OBS, _rec(**({"heart_rate_bpm": None} | change))))
     assert isinstance(r, codec.Rejection) and r.reason_code == code
 
 
@@ -91,7 +96,8 @@ def test_a_value_at_a_bound_of_its_range_is_accepted_before_and_after_it_is_writ
 def test_room_air_fio2_is_accepted_and_a_hair_below_it_is_not() -> None:
     ok = codec.decode_valid(OBS, codec.encode(OBS, _rec(fio2_fraction=0.21)))
     assert isinstance(ok, dict) and ok["fio2_fraction"] == pytest.approx(0.21)
-    low = codec.decode_valid(OBS, codec.encode(OBS, _rec(fio2_fraction=0.2099)))
+    alone = _rec(heart_rate_bpm=None, fio2_fraction=0.2099)
+    low = codec.decode_valid(OBS, codec.encode(OBS, alone))
     assert isinstance(low, codec.Rejection) and low.reason_code == "out_of_range"
     assert low.reason == "fio2_fraction=0.2099 outside [0.21, 1]"
 
@@ -134,8 +140,154 @@ def test_a_record_entered_after_it_happened_is_timed_by_when_it_was_entered() ->
 
 def test_decode_observation_returns_reason_or_fields_in_schema_order() -> None:
     ok = decode_observation(codec.encode(OBS, _rec()), codec.epoch_ms(T))
-    assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS) + 1
-    assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:-1], strict=True))["unit_id"] == "u"
-    assert ok[-1] == T.replace(tzinfo=None)  # measured_time: its own event time, in UTC
+    # then measured_time and the refusal (refused_code, refused: none here)
+    assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS) + 1 + 2
+    assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:-3], strict=True))["unit_id"] == "u"
+    assert ok[-3] == T.replace(tzinfo=None)  # measured_time: its own event time, in UTC
+    assert ok[-2:] == (None, None)
     bad = decode_observation(b"junk", codec.epoch_ms(T))
     assert bad[0] == "undecodable" and all(v is None for v in bad[2:])
+
+
+DEVICE = topics.VITALS_DEVICE.schema
+LABS = topics.LABS_RESULT.schema
+
+
+def _device(**kw: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {f: None for f in DEVICE.field_names}
+    r.update(
+        device_id="mon-1",
+        patient_token="tok",
+        facility_id="f",
+        unit_id="u",
+        bed_id="b",
+        event_time=T,
+        source="test",
+    )
+    return r | kw
+
+
+def test_a_device_record_with_a_fahrenheit_temperature_keeps_its_heart_rate_and_refuses_the_temperature_alone() -> (  # noqa: E501
+    None
+):
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=95.0, temp_c=98.6)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec), codec.epoch_ms(T))
+    assert isinstance(got, codec.Accepted)
+    assert got.record["heart_rate_bpm"] == 120.0 and got.record["spo2_pct"] == 95.0
+    assert got.record["temp_c"] is None
+    assert got.refused == codec.Rejection("value_out_of_range", "temp_c=98.6 outside [14, 46]")
+    # decode_valid gives the same record, its temperature null
+    assert codec.decode_valid(DEVICE, codec.encode(DEVICE, rec)) == got.record
+    # and the producer's check still refuses to write it
+    assert codec.validate(DEVICE, rec) == codec.Rejection(
+        "out_of_range", "temp_c=98.6 outside [14, 46]"
+    )
+
+
+def test_a_record_whose_only_measured_value_is_out_of_range_is_still_rejected_whole() -> None:
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, _device(temp_c=98.6)))
+    assert got == codec.Rejection("out_of_range", "temp_c=98.6 outside [14, 46]")
+    # two values, both impossible: nothing measured remains, the first one's reason
+    both = _device(temp_c=98.6, heart_rate_bpm=900.0)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, both))
+    assert got == codec.Rejection("out_of_range", "heart_rate_bpm=900 outside [0, 350]")
+
+
+def test_a_nan_value_is_refused_alone_and_a_record_whose_only_value_is_nan_is_rejected() -> None:
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=float("nan"), sbp_mmhg=900.0)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
+    assert isinstance(got, codec.Accepted) and got.record["heart_rate_bpm"] == 120.0
+    assert got.record["spo2_pct"] is None and got.record["sbp_mmhg"] is None
+    # one dead letter names every refused value; its code is the first one's
+    assert got.refused == codec.Rejection(
+        "value_not_a_number", "spo2_pct is NaN; sbp_mmhg=900 outside [0, 400]"
+    )
+    alone = codec.decode_checked(DEVICE, codec.encode(DEVICE, _device(spo2_pct=float("nan"))))
+    assert alone == codec.Rejection("not_a_number", "spo2_pct is NaN")
+
+
+def test_an_impossible_signal_quality_rejects_its_record_as_it_qualifies_the_spo2() -> None:
+    """Refused alone, a quality of 250 would leave SpO2 72 charted as valid (charting drops an
+    SpO2 second only on a poor quality it can see): the record is rejected, as before."""
+    quality = codec.Rejection("out_of_range", "spo2_signal_quality_pct=250 outside [0, 100]")
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=72.0, spo2_signal_quality_pct=250)
+    assert codec.decode_checked(DEVICE, codec.encode(DEVICE, rec)) == quality
+    # beside a value refused alone, too: the quality's check rejects the record
+    rec = _device(heart_rate_bpm=120.0, temp_c=98.6, spo2_signal_quality_pct=250)
+    assert codec.decode_checked(DEVICE, codec.encode(DEVICE, rec)) == quality
+    # a quality in range is no measurement kept: SpO2 refused, nothing measured remains
+    rec = _device(spo2_pct=250.0, spo2_signal_quality_pct=80)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
+    assert got == codec.Rejection("out_of_range", "spo2_pct=250 outside [0, 100]")
+    # with a measurement kept, the refused SpO2 goes and its quality stays
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=250.0, spo2_signal_quality_pct=80)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
+    assert isinstance(got, codec.Accepted) and got.record["spo2_pct"] is None
+    assert got.record["spo2_signal_quality_pct"] == 80
+
+
+def test_a_field_refusal_other_than_record_is_refused_when_loading(tmp_path: Any) -> None:
+    from schemas import avro
+
+    raw = json.loads((avro.SCHEMA_DIR / "vitals.device.v1.avsc").read_text())
+    raw["fields"][-1][REFUSAL] = "value"
+    path = tmp_path / "x.avsc"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="known: record"):
+        avro.check_refusals("x", avro._load("x", path))
+
+
+def test_a_lab_panel_with_one_impossible_analyte_keeps_its_lactate() -> None:
+    rec: dict[str, Any] = {f: None for f in LABS.field_names}
+    rec |= dict(result_id="r1", patient_token="tok", facility_id="f", unit_id="u", source="t")
+    rec |= dict(event_time=T, lactate_mmol_l=4.5, sodium_mmol_l=14.0)  # sodium: 140 mistyped
+    got = codec.decode_checked(LABS, codec.encode(LABS, rec))
+    assert isinstance(got, codec.Accepted)
+    assert got.record["lactate_mmol_l"] == 4.5 and got.record["sodium_mmol_l"] is None
+    assert got.refused is not None and got.refused.reason_code == "value_out_of_range"
+    assert got.refused.reason == "sodium_mmol_l=14 outside [90, 200]"
+
+
+def test_a_record_level_check_rejects_a_record_that_also_had_a_value_refused() -> None:
+    both = _rec(temp_c=98.6, acvpu="Z")
+    got = codec.decode_checked(OBS, codec.encode(OBS, both))
+    assert isinstance(got, codec.Rejection) and got.reason_code == "bad_enum"
+    skewed = codec.decode_checked(OBS, codec.encode(OBS, _rec(temp_c=98.6)), codec.epoch_ms(T) + 1)
+    assert isinstance(skewed, codec.Rejection) and skewed.reason_code == "timestamp_mismatch"
+
+
+def test_only_the_multi_measurement_topics_refuse_values_alone() -> None:
+    refusing = {t.name for t in topics.TOPICS.values() if t.schema.refused_alone}
+    assert refusing == {
+        topics.VITALS_DEVICE.name,
+        topics.VITALS_OBSERVATION.name,
+        topics.LABS_RESULT.name,
+    }
+    # the measurements: every nullable ranged number but a device's signal quality index,
+    # which qualifies its SpO2 ("wardflow.refusal": "record")
+    assert [f.name for f in DEVICE.refused_alone] == [
+        "heart_rate_bpm", "spo2_pct", "resp_rate_per_min", "sbp_mmhg", "dbp_mmhg", "map_mmhg",
+        "temp_c",
+    ]  # fmt: skip
+    # a ranged value of another topic (an ADT event's age) still rejects its record
+    adt = topics.ADT_EVENT.schema
+    old = {"age_years": 300, "unit_id": "u"}
+    assert (
+        codec.check(adt, old)
+        == codec.validate(adt, old)
+        == codec.Rejection("out_of_range", "age_years=300 outside [0, 90]")
+    )
+
+
+@pytest.mark.parametrize(
+    "name", [topics.VITALS_DEVICE.name, topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name]
+)
+def test_the_refusal_declaration_leaves_the_wire_schema_and_its_revision_alone(name: str) -> None:
+    """`wardflow.refusal` is a custom property: outside Avro's parsing canonical form, so the
+    schema's records, fingerprint and revision (schemas/history) are what they were."""
+    schema = load_schema(name)
+    without = {k: v for k, v in schema.raw.items() if k != REFUSAL}
+    without["fields"] = [{k: v for k, v in f.items() if k != REFUSAL} for f in schema.raw["fields"]]
+    assert schema.raw[REFUSAL] == "value"
+    canonical = fastavro.schema.to_parsing_canonical_form
+    assert canonical(schema.raw) == canonical(without)
