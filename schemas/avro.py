@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ class Schema:
         a data-quality monitor judges and a quarantine may ignore."""
         return tuple(f.name for f in self.fields if f.base in NUMERIC_BASES and f.logical is None)
 
-    @property
+    @cached_property
     def refused_alone(self) -> tuple[AvroField, ...]:
         """The measurements whose value a decoder refuses alone (schemas.codec, "Refused
         values"): in a schema whose top-level `wardflow.refusal` is `value`, every nullable
@@ -160,6 +160,11 @@ class Schema:
             and f.base in NUMERIC_BASES
             and f.name not in record
         )
+
+    @cached_property
+    def refused_alone_names(self) -> frozenset[str]:
+        """The names of `refused_alone` (computed once per schema, read per record)."""
+        return frozenset(f.name for f in self.refused_alone)
 
     def field(self, name: str) -> AvroField:
         for f in self.fields:

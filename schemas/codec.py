@@ -119,7 +119,7 @@ def check(schema: Schema, record: dict[str, Any]) -> Accepted | Rejection:
     values"): a failed check of a field of `schema.refused_alone` refuses that value alone, any
     other rejects the record (the first, in schema order); a record whose measurements present
     were all refused is rejected with the first refusal."""
-    alone = {f.name for f in schema.refused_alone}
+    alone = schema.refused_alone_names
     refused: list[tuple[str, Rejection]] = []
     kept = False
     for f in schema.fields:

@@ -214,7 +214,7 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     )
     nulls = ", ".join("null" for _ in row.columns[len(REJECTION) :])
     # schemas.codec, "Refused values": the values refused alone (none in the lenient variant)
-    alone = frozenset(() if lenient else (f.name for f in schema.refused_alone))
+    alone = frozenset() if lenient else schema.refused_alone_names
     refusing, refusal = "", ""
     if schema.refused_alone:  # the row ends with schemas.rows.REFUSED
         values += (
