@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, Literal
 
 from confluent_kafka import TopicPartition
@@ -229,7 +230,9 @@ class AlertFeed:
         committed = {tp.partition: tp.offset for tp in self.consumer.committed(tps, timeout=10)}
         read = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
         for tp in tps:
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            low, high = kafka_io.retrying(
+                partial(self.consumer.get_watermark_offsets, tp, timeout=10, cached=False)
+            )
             at = max(self._next.get(tp.partition, -1), committed[tp.partition], read[tp.partition])
             if max(at, low) < high:
                 return False

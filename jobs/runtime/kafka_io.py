@@ -7,14 +7,54 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import codec
 from schemas import topic as registry_topic
 from schemas.settings import Settings
+
+T = TypeVar("T")
+# How long a call that the broker answers with a retriable error (a partition whose leader is
+# being elected, e.g. just after the topic was created or while a broker restarts) is tried again.
+RETRIABLE_FOR_S = 30.0
+# Leadership errors: the partition is there, its leader is being elected or has moved, and the
+# metadata refresh that librdkafka starts on them answers the next try. The Python client marks
+# an error it raises from a synchronous call (get_watermark_offsets…) not retriable whatever
+# its code, so the codes are named here; an error marked retriable is retried too.
+LEADERSHIP_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+    }
+)
+
+
+def is_retriable(exc: KafkaException) -> bool:
+    """Whether the broker's answer says to ask again (`LEADERSHIP_ERRORS`, or marked retriable)."""
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError):
+        return False
+    return err.code() in LEADERSHIP_ERRORS or bool(err.retriable())
+
+
+def retrying(call: Callable[[], T], *, for_s: float = RETRIABLE_FOR_S, pause_s: float = 0.2) -> T:
+    """`call()`, tried again while it raises a retriable KafkaException (`is_retriable`) and
+    `for_s` seconds have not passed; any other error, or the last retriable one, is raised."""
+    deadline = time.monotonic() + for_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if not is_retriable(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause_s)
 
 
 def admin(settings: Settings) -> AdminClient:
@@ -61,6 +101,29 @@ def ensure_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    wait_for_leaders(a, [t.topic for t in new])
+
+
+def wait_for_leaders(a: AdminClient, names: list[str], timeout_s: float = RETRIABLE_FOR_S) -> None:
+    """Wait until every partition of the topics has a leader: a topic's creation returns
+    before its leaders are elected, and a read of its offsets meanwhile is refused
+    (NOT_LEADER_FOR_PARTITION)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        md = a.list_topics(timeout=10).topics
+        waiting = sorted(
+            n
+            for n in names
+            if n not in md
+            or md[n].error is not None
+            or not md[n].partitions
+            or any(p.leader < 0 or p.error is not None for p in md[n].partitions.values())
+        )
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"no leader within {timeout_s:.0f} s for topics {waiting}")
+        time.sleep(0.2)
 
 
 def delete_topics(settings: Settings, names: list[str], *, prefix: str) -> None:
@@ -110,6 +173,8 @@ def producer(settings: Settings, **extra: Any) -> CheckedProducer:
 
 
 def end_offsets(settings: Settings, topic_name: str) -> dict[int, int]:
+    """Each partition's end offset (its high watermark), asked again while its leader is being
+    elected (`retrying`)."""
     c = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -121,7 +186,8 @@ def end_offsets(settings: Settings, topic_name: str) -> dict[int, int]:
         md = c.list_topics(topic_name, timeout=10).topics[topic_name]
         out = {}
         for p in md.partitions:
-            _, high = c.get_watermark_offsets(TopicPartition(topic_name, p), timeout=10)
+            tp = TopicPartition(topic_name, p)
+            _, high = retrying(partial(c.get_watermark_offsets, tp, timeout=10))
             out[p] = high
         return out
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,21 @@ def test_status_reports_both_services(kafka: Settings) -> None:
     _run("start", "redis")
     out = _run("status")
     assert "kafka: up on 127.0.0.1:19092" in out and "redis: up on 127.0.0.1:16379" in out
+
+
+def test_a_topic_just_created_answers_its_end_offsets_at_once(kafka: Settings) -> None:
+    """Its creation returns before its leaders are elected; `ensure_topics` waits for them, so a
+    read of its offsets right after is answered (it was refused NOT_LEADER_FOR_PARTITION on a
+    loaded machine)."""
+    from jobs.runtime import kafka_io
+    from schemas import topics
+
+    prefix = f"it-leaders-{uuid.uuid4().hex[:8]}."
+    name = topics.ALERT_V2.name
+    try:
+        kafka_io.ensure_topics(kafka, [name], prefix=prefix)
+        md = kafka_io.admin(kafka).list_topics(prefix + name, timeout=10).topics[prefix + name]
+        assert md.partitions and all(p.leader >= 0 for p in md.partitions.values())
+        assert kafka_io.end_offsets(kafka, prefix + name) == dict.fromkeys(md.partitions, 0)
+    finally:
+        kafka_io.delete_topics(kafka, [name], prefix=prefix)
