@@ -21,7 +21,12 @@ Checks run in the order a receiver needs them: the header (MSH-9 message type, t
 wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
 
 Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
-`10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
+`10^9/L` and a unit `L\T\D` is `L&D`, each component once, after the field is split (OBX-5
+too: an escaped separator is text in its component, and a value that read before with it taken
+as a separator reads the same, `_first_read`). An identifier that becomes a token, an event id
+or a record's place (PID-3, MRG-1, PV1-19, MSH-10, the sender, PV1-3, PV1-6) holding a control
+character, a line break sent as `\X0D0A\`, refuses the message (`_no_control_character`); free
+text keeps its line breaks. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
 time of day is refused (it cannot be placed in a patient's timeline; an ADT event's EVN-6,
 EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives where that is
@@ -41,10 +46,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import VALIDATION_LEVEL
@@ -204,10 +211,10 @@ def _declared_as_known(text: str) -> str | Refused:
     """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version),
     and MSH-2 cut to the four encoding characters of a version before 2.7: v2.7 added a fifth,
     the truncation character (`^~\\&#`, v2.7 2.5.5.5), which engines set up for it send
-    whatever MSH-12 says; it means nothing before 2.7, and hl7apy refuses five there. Cut, it
-    is no delimiter and its escape (`\\P\\`, which such an engine writes for it) is the
-    character itself: left, the unescaping would drop it (`MRN\\P\\7` read as `MRN7`, a
-    token of no patient, while `MRN#7` is `MRN#7`)."""
+    whatever MSH-12 says, and hl7apy refuses five before 2.7. The text is otherwise as sent:
+    `parse` keeps the fifth beside the message (`_encoding`), so that its escape `\\P\\`
+    (which such an engine writes for it) is read as the character (`MRN\\P\\7` is `MRN#7`, as
+    `MRN#7` is) and a field the ACK copies is echoed as the sender wrote it."""
     sep = text[3:4]
     segment, _, rest = text.partition("\r")
     fields = segment.split(sep)
@@ -229,30 +236,23 @@ def _declared_as_known(text: str) -> str | Refused:
     fields += [""] * (12 - len(fields))
     fields[11] = component.join([known, *vid[1:]])
     if truncation:
-        escape, char = fields[1][2], fields[1][4]
         fields[1] = fields[1][:4]
-        fields[2:] = [_truncation_unescaped(f, escape, char, sep) for f in fields[2:]]
-        rest = _truncation_unescaped(rest, escape, char, sep)
     return sep.join(fields) + ("\r" + rest if rest else "")
 
 
-def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
-    """`text` with each escape sequence `<escape>P<escape>` (v2.7 2.7.1: the truncation
-    character) replaced by `char`. Sequences are read from the left as the unescaping reads
-    them (`_sequences_read`): `\\E\\P\\E\\` is an escaped escape, a `P` and another, no
-    `\\P\\`; none spans a field or a segment."""
+# The truncation character MSH-2 declares in a message of a version before 2.7 (`parse`), by
+# the parsed message: hl7apy reads four encoding characters there and keeps no fifth.
+_TRUNCATION: weakref.WeakKeyDictionary[Message, str] = weakref.WeakKeyDictionary()
 
-    delimiters = {name: escape for name in ("FIELD", "COMPONENT", "SUBCOMPONENT", "REPETITION")}
-    enc = {**delimiters, "ESCAPE": escape}  # which sequences there are, not what they give
 
-    def read(body: str) -> str | None:
-        if body == "P":
-            return char
-        if sep in body or "\r" in body or _sequence(body, enc) is None:
-            return None
-        return escape + body + escape
-
-    return _sequences_read(text, escape, read)
+def _encoding(msg: Message | _Part) -> dict[str, str]:
+    """A parsed message's delimiters and escape character (hl7apy's `encoding_chars`), with the
+    truncation character its MSH-2 declares in any version (v2.7 2.7.1: `\\P\\` is it)."""
+    enc: dict[str, str] = msg.encoding_chars
+    if isinstance(msg, _Part) or "TRUNCATION" in enc:
+        return enc
+    char = _TRUNCATION.get(msg)
+    return {**enc, "TRUNCATION": char} if char else enc
 
 
 def _trimmed(text: str) -> str:
@@ -289,13 +289,15 @@ def parse(text: str) -> Message | Refused:
     known = _declared_as_known(text)
     if isinstance(known, Refused):
         return known
+    declared = raw_encoding(text).get("TRUNCATION", "")
     text = known
     unknown: list[str] = []
     while True:
         try:
-            return parse_message(
-                text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT
-            )
+            msg = parse_message(text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
+            if declared and "TRUNCATION" not in msg.encoding_chars:
+                _TRUNCATION[msg] = declared  # cut for hl7apy before 2.7 (_declared_as_known)
+            return msg
         except InvalidName as exc:  # a segment the declared version does not define
             name = str(exc).rsplit(":", 1)[-1].strip()
             if (
@@ -303,12 +305,13 @@ def parse(text: str) -> Message | Refused:
                 or name in unknown
                 or not re.fullmatch(r"[A-Z][A-Z0-9]{2}", name)
             ):
-                return Refused("malformed", f"hl7apy: InvalidName: {exc}"[:500], hl7_error="100")
+                why = f"hl7apy: InvalidName: {printable(str(exc))}"
+                return Refused("malformed", why[:500], hl7_error="100")
             # vendors mix in newer segments (PRT in 2.5.1, SFT in 2.3): none of them is read
             unknown.append(name)
             text = "\r".join(seg for seg in text.split("\r") if seg[:3] != name)
         except Exception as exc:  # hl7apy raises a family of its own errors, plus ValueError
-            why = f"hl7apy: {type(exc).__name__}: {exc}"
+            why = f"hl7apy: {type(exc).__name__}: {printable(str(exc))}"
             return Refused("malformed", why[:500], hl7_error="100")
 
 
@@ -383,21 +386,27 @@ def _sequence(body: str, enc: dict[str, str], formatted: bool = False) -> str | 
     return None
 
 
-def _sequences_read(text: str, esc: str, read: Callable[[str], str | None]) -> str:
+def _sequences_read(
+    text: str,
+    esc: str,
+    read: Callable[[str], str | None],
+    plain: Callable[[str], str] = str,
+) -> str:
     """`text` with each escape sequence replaced by what `read` gives for what it holds, in one
-    pass from the left, what it gives never read again. Where `read` gives None the escape
-    character is no sequence's: kept as text, and the text after it read on (so `12\\34\\56`
-    stays itself, and in `a\\b\\F\\c` the `\\F\\` is still a field separator)."""
+    pass from the left, what it gives never read again, and the text between them by what
+    `plain` gives for it (itself, unless told). Where `read` gives None the escape character
+    is no sequence's: kept as text, and the text after it read on (so `12\\34\\56` stays
+    itself, and in `a\\b\\F\\c` the `\\F\\` is still a field separator)."""
     out, i = [], 0
     while (j := text.find(esc, i)) >= 0 and (k := text.find(esc, j + 1)) >= 0:
         value = read(text[j + 1 : k])
         if value is None:
-            out.append(text[i : j + 1])
+            out.append(plain(text[i : j + 1]))
             i = j + 1
         else:
-            out.append(text[i:j] + value)
+            out.append(plain(text[i:j]) + value)
             i = k + 1
-    out.append(text[i:])
+    out.append(plain(text[i:]))
     return "".join(out)
 
 
@@ -459,7 +468,7 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         return ""
     if fields is None or not len(fields):
         return ""
-    enc = msg.encoding_chars
+    enc = _encoding(msg)
     er7 = _er7(fields[0], enc)
     for depth, c in enumerate(components):
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
@@ -536,7 +545,7 @@ def _identifier(
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
-    enc = msg.encoding_chars
+    enc = _encoding(msg)
     try:
         reps = getattr(segs[0], f"{segment.lower()}_{field_no}", []) or []
     except Exception:  # a field the message's version does not define
@@ -606,7 +615,7 @@ def map_message(
     if code == "ADT" and trigger not in ADT_EVENTS and trigger not in MERGES:
         return Refused(
             "unsupported_event",
-            f"ADT^{trigger} is not a census event wardflow ingests "
+            f"ADT^{printable(trigger)} is not a census event wardflow ingests "
             f"({', '.join([*ADT_EVENTS, *MERGES])})",
             "AR",
             "201",
@@ -614,7 +623,7 @@ def map_message(
     if code not in ("ADT", "ORU") or (code == "ORU" and trigger not in ORU_EVENTS):
         return Refused(
             "unsupported_message",
-            f"{code}^{trigger} is not a message wardflow ingests "
+            f"{printable(code)}^{printable(trigger)} is not a message wardflow ingests "
             f"(ADT {', '.join([*ADT_EVENTS, *MERGES])}; "
             f"ORU^{', '.join(sorted(ORU_EVENTS - {''}))})",
             "AR",
@@ -623,6 +632,10 @@ def map_message(
     control_id = _field(msg, "MSH", 10)
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
+    try:
+        _no_control_character("MSH-10 (the message control id)", control_id)
+    except ValueError as exc:
+        return Refused("bad_value", str(exc), hl7_error="102")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
                    default_facility, codes, bed_units, preferred_authority)  # fmt: skip
     if code == "ADT" and trigger == "A17":
@@ -675,7 +688,7 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     records: list[tuple[str, dict[str, Any]]] = []
     rejected: list[Rejected] = []
     for i, group in enumerate(groups, 1):
-        mapped = _map_patient(_Part([*head, *group], msg.encoding_chars), ctx, f"{control_id}/{i}")
+        mapped = _map_patient(_Part([*head, *group], _encoding(msg)), ctx, f"{control_id}/{i}")
         if isinstance(mapped, Refused):
             return mapped
         records += mapped.records
@@ -703,7 +716,7 @@ def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     records: list[tuple[str, dict[str, Any]]] = []
     for i, group in enumerate(groups, 1):
-        part = _Part([*head, *group], msg.encoding_chars)
+        part = _Part([*head, *group], _encoding(msg))
         mapped = _map_patient(part, ctx, f"{control_id}/{i}" if len(groups) > 1 else control_id)
         if isinstance(mapped, Refused):
             if len(groups) == 1:
@@ -753,7 +766,6 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     def token(identifier: tuple[str, str]) -> str:
         return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
 
-    patient = token(pid)
     facility = _field(msg, "PV1", 3, 4, 1) or ctx.default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
@@ -766,6 +778,10 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
         else f"hl7:{sender}:{control_id}"
     )
     try:
+        _no_control_character("MSH-4 or MSH-3 (the sender)", sender, app)
+        _no_control_character("PID-3 (the patient identifier or its assigning authority)", *pid)
+        _no_control_character("PV1-3.4 (the facility)", facility)
+        patient = token(pid)
         if code == "ADT":
             visits = f"{sender or facility}/visit"
             mapped = _adt(
@@ -968,6 +984,10 @@ def _adt(
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
     occurred, recorded = _event_time(msg, tz, trigger)
     visit = _field(msg, "PV1", 19, 1)
+    bed, prior_unit, prior_bed = _bed(msg, 3), _field(msg, "PV1", 6, 1, 1), _bed(msg, 6)
+    _no_control_character("PV1-3 (the patient's location)", unit or "", bed or "")
+    _no_control_character("PV1-6 (the prior location)", prior_unit, prior_bed or "")
+    _no_control_character("PV1-19 (the visit number)", visit)
     record = {
         "event_id": f"{base_id}:{trigger}",
         "event_type": event_type,
@@ -977,9 +997,9 @@ def _adt(
         "encounter_token": tokenise(visits, visit) if visit and trigger != "A07" else None,
         "facility_id": facility,
         "unit_id": unit if located else None,
-        "bed_id": _bed(msg, 3) if located else None,
-        "prior_unit_id": _field(msg, "PV1", 6, 1, 1) or None,
-        "prior_bed_id": _bed(msg, 6),
+        "bed_id": bed if located else None,
+        "prior_unit_id": prior_unit or None,
+        "prior_bed_id": prior_bed,
         "event_time": occurred,
         "recorded_time": recorded,
         "source": source,
@@ -1084,6 +1104,7 @@ def _merged(
             "AE",
             "101",
         )
+    _no_control_character(f"{mrg} (the merged record's identifier)", *merged)
     [(topic, into)] = mapped.records
     if token(merged) == into["patient_token"]:
         return Refused(
@@ -1132,8 +1153,9 @@ def _oru(
     a monitor's SpO2. A vitals reading is completed with what
     its values imply (schemas.interop.derived: a GCS total from its three parts, each an OBX
     of its own; a MAP from the systolic and diastolic)."""
-    enc = msg.encoding_chars
+    enc = _encoding(msg)
     unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
+    _no_control_character("PV1-3.1 (the patient's unit)", unit)
     message_time = _field(msg, "MSH", 7, 1)
     try:  # when the system could know of the values (codec.record_time); unreadable: not known
         recorded = hl7_time(message_time, tz) if message_time else None
@@ -1157,7 +1179,7 @@ def _oru(
     notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
-    # OBX-3's second alternate (CWE 10-12) only where the version defines it (`_TRIPLET_STARTS`)
+    # a CWE's second alternate (10-12) only where the version defines it (`_TRIPLET_STARTS`)
     obx_3_triplets = 3 if _version_key(msg.version) >= (2, 7) else 2
     gases = _blood_gases(children, enc, codes, order_times, message_time, tz, obx_3_triplets)
     order = 0  # the OBR the OBX is under (0: none before it)
@@ -1170,9 +1192,11 @@ def _oru(
         identifier = _components(seg.obx_3, enc)
         coded = observation_code(identifier, codes, obx_3_triplets)
         panel = blood_pressure_panel(identifier, codes, obx_3_triplets) if coded is None else None
-        part = gcs_part(identifier, codes) if coded is None and panel is None else None
+        part = (
+            gcs_part(identifier, codes, obx_3_triplets) if (coded, panel) == (None, None) else None
+        )
         consciousness = (coded, panel, part) == (None, None, None) and names_acvpu(
-            identifier, codes
+            identifier, codes, obx_3_triplets
         )
         status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None and part is None and not consciousness:
@@ -1184,7 +1208,7 @@ def _oru(
             fields = []
         sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
         by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier, obx_3_triplets))
-        label = f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})"
+        label = printable(f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})")
         # when it was observed, read once (a time not read is refused after the value is read,
         # as its reason then says); the fields it sends: where its value is not read, none is
         # estimated at that time (derived), at any time where its own time is not read
@@ -1242,21 +1266,23 @@ def _oru(
             unkept.update(named)
             continue
         try:
-            if len(seg.obx_5) > 1:
-                raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
-            raw = unescape(_er7(seg.obx_5, enc), enc, formatted=True) if len(seg.obx_5) else ""
+            value = _obx_5(seg, enc)
+            comp = value.component
             read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
             if part is not None:
-                score = gcs_part_score(part, raw, enc["COMPONENT"], value_type)
+                scored = partial(gcs_part_score, part, value_type=value_type, component=comp)
+                score = _first_read(scored, value, obx_3_triplets)
             elif consciousness:  # its answer: a SNOMED CT code, or a letter or word
-                read = [(0, VITALS, "acvpu", acvpu_answer(raw, enc["COMPONENT"], value_type))]
+                answered = partial(acvpu_answer, value_type=value_type)
+                read = [(0, VITALS, "acvpu", _first_read(answered, value, obx_3_triplets))]
             else:
                 if coded is not None:
-                    number, bound = observation_number(raw, enc["COMPONENT"])
+                    number, bound = _first_read(partial(observation_number, component=comp), value)
                     numbers = [number]
                 else:
-                    numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), ""
+                    numbers = _first_read(partial(blood_pressure_numbers, component=comp), value)
+                    bound = ""
                 units = _components(seg.obx_6, enc)
                 read = [
                     (rank, *convert(code, n, observation_unit(code, units), of_gas))
@@ -1264,7 +1290,7 @@ def _oru(
                 ]
                 _, topic, name, _ = read[0]
                 if bound and (why_not := bound_refusal(topic, name, bound == "<")) is not None:
-                    raise ValueError(f"value {shown(raw)}: {why_not}")
+                    raise ValueError(f"value {shown(value.text)}: {why_not}")
             if time_error is not None or sent_at is None:
                 raise time_error or ValueError("no time")
             at = sent_at
@@ -1389,6 +1415,65 @@ def _oru(
     )
 
 
+class _Value(NamedTuple):
+    """An OBX-5 as read (`_obx_5`)."""
+
+    # its components, split where the sender's component separator stands and each decoded
+    # once (v2.5 §2.7): an escaped separator (`\S\`, `\X5E\`) is text in its component
+    components: list[str]
+    # where a component holds such an escaped separator: the value decoded whole and split at
+    # every separator, escaped or not (as it was read before `components`); else None
+    former: list[str] | None
+    component: str  # the message's component separator
+
+    @property
+    def text(self) -> str:
+        """The value's text as decoded, for a reason to quote (`shown`)."""
+        return self.component.join(self.components)
+
+
+def _obx_5(seg: Any, enc: dict[str, str]) -> _Value:
+    """OBX-5's value (`_Value`), its formatting commands read (§2.7.6, `unescape`); ValueError
+    for several (repetitions: not one value)."""
+    if len(seg.obx_5) > 1:
+        raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
+    er7 = _er7(seg.obx_5, enc) if len(seg.obx_5) else ""
+    component = enc["COMPONENT"]
+    components = [unescape(c, enc, formatted=True) for c in er7.split(component)]
+    former = unescape(er7, enc, formatted=True).split(component)
+    return _Value(components, None if former == components else former, component)
+
+
+_Read = TypeVar("_Read")
+
+
+def _first_read(read: Callable[..., _Read], value: _Value, triplets: int = 0) -> _Read:
+    r"""What `read` (a reader of an OBX-5's components; with `triplets`, one of a coded answer,
+    told how many of a CWE's triplets to read, `_triplets`) gives for `value`, from the first
+    of these that it reads (the first one's reason where none does). Where a component holds a
+    component separator sent escaped, first the value decoded whole and split at it, as every
+    value was read before (an engine that escapes a structured value it writes into one
+    component sends a bound `>\S\20`, an answer `V\S\Voice\S\L`): no value that read so reads
+    otherwise now. Then its components (of a coded answer, two triplets): the value as v2.5
+    §2.7 has it, the escaped separator text in its component (`V\S\2^Voice^L`, a local code
+    `V^2`, is Voice; read whole, `2` was its text). Last, with `triplets` 3 (a v2.7+ message's),
+    its components with the CWE's second alternate (10-12), where nothing before read (as
+    OBX-3's code, `observation_code`)."""
+    tries = [(value.components, 2)]
+    if value.former is not None:
+        tries.insert(0, (value.former, 2))
+    if triplets > 2:
+        tries.append((value.components, triplets))
+    first: ValueError | None = None
+    for components, count in tries:
+        try:
+            return read(components, triplets=count) if triplets else read(components)
+        except ValueError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
 def _obx_time(
     seg: Any, enc: dict[str, str], obr_time: str, message_time: str, tz: tzinfo
 ) -> datetime:
@@ -1431,6 +1516,24 @@ def printable(text: str) -> str:
     """`text` with each control character (C0, DEL, C1, line and paragraph separators) written
     as its Python escape, so that it cannot split a line or a tab-separated column."""
     return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def _no_control_character(field: str, *values: str) -> None:
+    r"""ValueError (the message refused, `bad_value`) where one of `values`, identifiers read
+    from `field` that become a token, an event id or a record's place (a patient's, a visit's,
+    a message's, a sender's, a unit's or bed's), holds a control character (`printable`'s:
+    C0, DEL, C1, the line and paragraph separators), which no identifier holds: a line break
+    sent as hexadecimal data (`MRN\X0D0A\1`) or raw. Left in, it names a patient, visit or
+    message no other feed names, and splits the log lines and check output it is printed in;
+    dropped, `MRN\X0A\1` would be `MRN1`, another patient. Around the value it is none of it:
+    stripped, as a space is (`_text`). Free text (a note, a value's text) may hold line breaks;
+    an OBX-3 code holding one names no code read (it is labelled `printable`)."""
+    for value in values:
+        if (found := _CONTROL.search(value)) is not None:
+            raise ValueError(
+                f"{field} holds a control character ({printable(found[0])}), which no "
+                "identifier holds (read without it, it could be another's)"
+            )
 
 
 _SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}
@@ -1478,16 +1581,16 @@ _LOWER_IS_WORSE = frozenset({"pao2_mmhg"})  # a lab whose lower bound would over
 _LOW_IS_ALARMING = frozenset({"pao2_mmhg", "platelets_10e9_l", "wbc_10e9_l"})
 
 
-def observation_number(raw: str, component: str) -> tuple[float, str]:
-    """OBX-5 as one number, and which bound it is (`>` or `<`; "" for none): an NM value, or a
-    structured numeric (SN: comparator ^ number, HL7 v2.5 section 2A.2.72) whose comparator is
-    none, `=`, a lower bound (`>`, `>=`: `LOWER_BOUNDS`) or an upper one (`<`, `<=`:
-    `UPPER_BOUNDS`; `bound_refusal` says which fields read which) and that has no second number;
-    a bound written as text (`>20`, `<0.1`) too. A range or a ratio is not one value:
-    ValueError, as for text."""
-    bound = ""
-    if component in raw:
-        comparator, number, *rest = [*raw.split(component), ""]
+def observation_number(components: list[str], component: str = "^") -> tuple[float, str]:
+    """OBX-5 (its `components`, `_obx_5`) as one number, and which bound it is (`>` or `<`; ""
+    for none): an NM value, or a structured numeric (SN: comparator ^ number, HL7 v2.5 section
+    2A.2.72) whose comparator is none, `=`, a lower bound (`>`, `>=`: `LOWER_BOUNDS`) or an
+    upper one (`<`, `<=`: `UPPER_BOUNDS`; `bound_refusal` says which fields read which) and
+    that has no second number; a bound written as text (`>20`, `<0.1`) too. A range or a ratio
+    is not one value: ValueError, as for text (quoted with `component` between its parts)."""
+    bound, raw = "", component.join(components)
+    if len(components) > 1:
+        comparator, number, *rest = [*components, ""]
         one = ("", "=", *LOWER_BOUNDS, *UPPER_BOUNDS)
         if comparator.strip() not in one or any(r.strip() for r in rest):
             raise ValueError(f"value {shown(raw)} is not one number (a range or ratio)")
@@ -1534,11 +1637,11 @@ def blood_pressure_panel(
     return next((code for code in named if code in BP_PANELS), None)
 
 
-def blood_pressure_numbers(raw: str, component: str) -> list[float]:
-    """A blood pressure panel's one value as [systolic, diastolic]: text `120/80` (ST, as
-    flowsheet exports send it) or a structured numeric ratio `^120^/^80` (SN); anything else is
-    a ValueError."""
-    parts = raw.split(component)
+def blood_pressure_numbers(parts: list[str], component: str = "^") -> list[float]:
+    """A blood pressure panel's one value (its components, `_obx_5`) as [systolic, diastolic]:
+    text `120/80` (ST, as flowsheet exports send it) or a structured numeric ratio `^120^/^80`
+    (SN); anything else is a ValueError."""
+    raw = component.join(parts)
     if len(parts) == 4 and parts[0].strip() in ("", "=") and parts[2].strip() in ("/", ":"):
         raw = f"{parts[1]}/{parts[3]}"
     m = _BP_VALUE.match(raw)
@@ -1706,8 +1809,10 @@ def _components(field: Any, enc: dict[str, str]) -> list[str]:
 # components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
 # the empty ones among them: where a sender of one sends more, 10-12 are not where it put them
 # (`X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN` in v2.5.1 gives `LN` as 10). So the second alternate
-# is read for OBX-3 alone (its code, a blood pressure panel, an unread label), in v2.7+ alone
-# (`_oru`); every other coded field (OBX-5 answers, OBX-6 units, OBR-4) is read by two.
+# is read in v2.7+ alone (`_oru`), and where the first two give nothing read: for OBX-3 (its
+# code, a blood pressure panel, a GCS part, the ACVPU observation, an unread label) and for an
+# OBX-5 coded answer (ACVPU, a GCS part's score: `_first_read`); OBX-6 units and OBR-4 are read
+# by two.
 _TRIPLET_STARTS = (0, 3, 9)
 
 
@@ -1769,25 +1874,31 @@ def _observation_code(
     return code, ranks[0] if ranks else 0, sent
 
 
-def names_acvpu(obx_3: list[str], codes: CodeMap = EMPTY) -> bool:
-    """Whether an OBX-3 (or its alternate) names consciousness on the ACVPU scale: its SNOMED
-    CT code (schemas.interop.acvpu), or a local code mapped to it where no LOINC code beside it
+def names_acvpu(obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2) -> bool:
+    """Whether an OBX-3 (or its alternate; with `triplets` 3, a v2.7+ message's, its second
+    alternate where those two do not) names consciousness on the ACVPU scale: its SNOMED CT
+    code (schemas.interop.acvpu), or a local code mapped to it where no LOINC code beside it
     says what the value is (as `observation_code` reads the map)."""
-    triplets = _triplets(obx_3)
-    mapped = EMPTY if _names_loinc(triplets) else codes
-    return acvpu.names_observation((mapped.loinc(s, i) or i, s) for i, _, s in triplets)
+
+    def names(read: list[tuple[str, str, str]]) -> bool:
+        mapped = EMPTY if _names_loinc(read) else codes
+        return acvpu.names_observation((mapped.loinc(s, i) or i, s) for i, _, s in read)
+
+    return names(_triplets(obx_3)) or (triplets > 2 and names(_triplets(obx_3, triplets)))
 
 
-def acvpu_answer(raw: str, component: str, value_type: str = "") -> str:
-    """An ACVPU answer's letter from its OBX-5 (acvpu.letter: every part must name the same
-    level): a coded answer's SNOMED CT code and its text, a local code's text (its identifier
-    only where it has none: `U^Unable to assess^L` is no Unresponsive), or a letter or word
-    (ST, TX). ValueError for none, parts that disagree, or a structured numeric (`>^V`)."""
+def acvpu_answer(components: list[str], value_type: str = "", triplets: int = 2) -> str:
+    """An ACVPU answer's letter from its OBX-5 (its `components`, `_obx_5`; acvpu.letter: every
+    part must name the same level): a coded answer's SNOMED CT code and its text, a local
+    code's text (its identifier only where it has none: `U^Unable to assess^L` is no
+    Unresponsive), or a letter or word (ST, TX); with `triplets` 3, its second alternate too
+    (CWE 10-12, `_TRIPLET_STARTS`). ValueError for none, parts that disagree, or a structured
+    numeric (`>^V`)."""
     if value_type == "SN":
         raise ValueError("a structured numeric (a bound or a ratio) is no ACVPU level")
     snomed: list[str] = []
     texts: list[str] = []
-    for identifier, text, _ in _triplets(raw.split(component)):
+    for identifier, text, _ in _triplets(components, triplets):
         if identifier in acvpu.ANSWERS:
             snomed.append(identifier)
             texts += [text] if text else []
@@ -1796,48 +1907,56 @@ def acvpu_answer(raw: str, component: str, value_type: str = "") -> str:
     return acvpu.letter(snomed, texts)
 
 
-def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
+def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2) -> str | None:
     """The LOINC code of the Glasgow coma scale part (schemas.interop.derived.PARTS) an OBX-3
-    or its alternate names, as LOINC or as a local code the deployment mapped, or None."""
-    triplets = _triplets(obx_3)
-    loinc_named = _names_loinc(triplets)  # a LOINC code says what the value is
-    for identifier, _, system in triplets:
-        local = None if loinc_named else codes.loinc(system, identifier)
-        if (local or identifier) in derived.PARTS:
-            return local or identifier
-    return None
+    or its alternate names (with `triplets` 3, a v2.7+ message's, its second alternate where
+    those two name none), as LOINC or as a local code the deployment mapped, or None."""
+
+    def named(read: list[tuple[str, str, str]]) -> str | None:
+        loinc_named = _names_loinc(read)  # a LOINC code says what the value is
+        for identifier, _, system in read:
+            local = None if loinc_named else codes.loinc(system, identifier)
+            if (local or identifier) in derived.PARTS:
+                return local or identifier
+        return None
+
+    first = named(_triplets(obx_3))
+    return first if first is not None or triplets < 3 else named(_triplets(obx_3, triplets))
 
 
-def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") -> int | None:
-    """A GCS part's score from its OBX-5 and OBX-2: a number (NM, SN or ST: `4`, `=^4`), or
-    of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier or alternate:
-    `LA6556-0^Eyes open spontaneously^LN`), else its identifier where it is the score: sent
-    without a coding system (`4^Opens eyes spontaneously`), or its text starts with it
-    (`4^4 - spontaneous^L`) (a local answer list numbered otherwise is not read as scores).
-    None for charting that has no score (`derived.NO_SCORE`: `T`, a verbal response not testable
-    through a tube); ValueError for anything else (no value, a text, a bound, a number not one
-    of the part's scores)."""
-    first = raw.split(component)[0].strip()
+def gcs_part_score(
+    part: str, components: list[str], value_type: str = "", triplets: int = 2, component: str = "^"
+) -> int | None:
+    """A GCS part's score from its OBX-5 (its `components`, `_obx_5`) and OBX-2: a number (NM,
+    SN or ST: `4`, `=^4`), or of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier
+    or alternate: `LA6556-0^Eyes open spontaneously^LN`; with `triplets` 3, the second
+    alternate too, CWE 10-12), else its identifier where it is the score: sent without a coding
+    system (`4^Opens eyes spontaneously`), or its text starts with it (`4^4 - spontaneous^L`)
+    (a local answer list numbered otherwise is not read as scores). None for charting that has
+    no score (`derived.NO_SCORE`: `T`, a verbal response not testable through a tube);
+    ValueError for anything else (no value, a text, a bound, a number not one of the part's
+    scores)."""
+    first = components[0].strip()
     if first.upper() in derived.NO_SCORE:
         return None
     if value_type in ("CWE", "CE", "CNE", "CF"):
-        triplets = _triplets(raw.split(component))
-        answers = [identifier for identifier, _, _ in triplets if identifier]
+        read = _triplets(components, triplets)
+        answers = [identifier for identifier, _, _ in read if identifier]
         number = None
-        if triplets:
-            identifier, text, system = triplets[0]
+        if read:
+            identifier, text, system = read[0]
             as_score = not system or text.split(" ")[0].split("-")[0].strip() == identifier
             if _DECIMAL.match(identifier) is not None and as_score:
                 number = float(identifier)
         score = derived.part_score(part, number, answers)
         if score is not None:
             return score
-        if any(t.upper() in derived.NO_SCORE for triplet in triplets for t in triplet[:2]):
+        if any(t.upper() in derived.NO_SCORE for triplet in read for t in triplet[:2]):
             return None  # `^Intubated^L`: charting of no score, coded
         raise ValueError(f"{part}: the coded answer is not a score nor a LOINC answer")
-    number, bound = observation_number(raw, component)  # ValueError: not one number
+    number, bound = observation_number(components, component)  # ValueError: not one number
     if bound:
-        raise ValueError(f"{part}: a bound ({shown(raw)}), not a score")
+        raise ValueError(f"{part}: a bound ({shown(component.join(components))}), not a score")
     return derived.part_score(part, number, ())
 
 
@@ -1890,8 +2009,8 @@ def raw_encoding(text: str) -> dict[str, str]:
 # and no truncation character (v2.7 2.5.5.2: it marks a value cut short, and wardflow cuts
 # none it echoes; declared, a `#` in an echoed control id would have to be written `\P\`, as
 # hl7apy's v2.7+ libraries write it `\L\`, which is no sequence of the standard: the sender
-# could not match MSA-2 to the MSH-10 it sent). Values copied from the message are decoded in
-# its delimiters and written again in these (`_reencoded`).
+# could not match MSA-2 to the MSH-10 it sent). Values copied from the message are as sent where
+# its delimiters are these, else written again in these (`_copied`).
 ACK_ENCODING = {
     "FIELD": "|",
     "COMPONENT": "^",
@@ -1929,11 +2048,33 @@ _DELIMITER_CODES = {
 }
 
 
-def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
-    """A field's ER7 text in `source`'s delimiters and escapes written in `target`'s: each of its
-    repetitions, components and subcomponents decoded (`unescape`) and escaped again. Copied as
-    it was, a value in a message with other delimiters (`MSH|*~\\&|`, whose `^` is text) says
-    something else in the ACK's, or breaks it."""
+def _rewritten(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
+    r"""A field's ER7 text in `source`'s delimiters and escape character written in `target`'s:
+    each of its repetitions, components and subcomponents in turn, its text escaped in
+    `target` (`_escaped`: its delimiters, escape character and control characters), and of its
+    escape sequences (v2.5 §2.7) those of a character (a delimiter's, `\F\ \S\ \T\ \R\ \E\`:
+    the character `source` names, which may be text in `target`; the truncation character's,
+    `\P\`, which the ACK declares none of) decoded and escaped again, the others (`\H\ \N\`,
+    hexadecimal data, formatting, character sets, `\Z..\`) written as they were with
+    `target`'s escape character. Copied as it was, a value in a message with other delimiters
+    (`MSH|*~!@|`, whose `^` is text) says something else in the ACK's, or breaks it; all of it
+    decoded and escaped again, `C!H!1!N!` was `C1` and `C!XC2B0!1` a `°` that an ASCII
+    message cannot carry: neither the control id the sender sent."""
+    esc, target_esc = source.get("ESCAPE", ""), target["ESCAPE"]
+    kept = {target[name] for name in _DELIMITER_CODES if target.get(name)}
+
+    def sequence(body: str) -> str | None:
+        value = _sequence(body, source)
+        if value is None:
+            return None  # no sequence: the escape character is text
+        if body in _ESCAPES or _CONTROL_CHARACTER.search(body) or kept & set(body):
+            return _escaped(value, target)  # (a \Z..\ that `target` cannot hold: dropped)
+        return f"{target_esc}{body}{target_esc}"
+
+    def subcomponent(text: str) -> str:
+        if not esc:
+            return _escaped(text, target)
+        return _sequences_read(text, esc, sequence, lambda plain: _escaped(plain, target))
 
     def split(text: str, name: str) -> list[str]:
         return text.split(source[name]) if source.get(name) else [text]
@@ -1941,7 +2082,7 @@ def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
     return target["REPETITION"].join(
         target["COMPONENT"].join(
             target["SUBCOMPONENT"].join(
-                _escaped(unescape(sub, source), target) for sub in split(component, "SUBCOMPONENT")
+                subcomponent(sub) for sub in split(component, "SUBCOMPONENT")
             )
             for component in split(repetition, "COMPONENT")
         )
@@ -1958,13 +2099,14 @@ def _copied(er7: str, source: dict[str, str]) -> str:
     character are the ACK's (`ACK_ENCODING`) and the text holds no control character, byte for
     byte as the sender wrote it, for engines match MSA-2 to the MSH-10 they sent byte for byte
     (`C\X41\1`, `C\H\1\N\`, `C\P\1` are echoed so, never decoded to `CA1`, `C1`); only where
-    they differ (or a control character could end a segment or the MLLP frame) decoded and
-    escaped again (`_reencoded`). A truncation character the message declares is none of
-    these: its `\P\` is copied as sent too."""
+    they differ (or a control character could end a segment or the MLLP frame) written again
+    in the ACK's (`_rewritten`). A truncation character the message declares is none of
+    these, in any version (before 2.7 `parse` keeps it beside the message): its `\P\` is
+    copied as sent too, never as the `#` it stands for."""
     same = all(source.get(name) == ACK_ENCODING[name] for name in _DELIMITER_CODES)
     if same and not _CONTROL_CHARACTER.search(er7):
         return er7
-    return _reencoded(er7, source, ACK_ENCODING)
+    return _rewritten(er7, source, ACK_ENCODING)
 
 
 def _set_fields(segment: str, values: dict[int, str]) -> str:
@@ -2008,7 +2150,7 @@ def ack(
     # hl7apy wrote it (which would write a `\X0D\` the ACK needs back as `\E\X0D\E\`)
     copied: dict[int, str] = {}
     if msg is not None:
-        enc = msg.encoding_chars
+        enc = _encoding(msg)
         for ours, theirs in ((5, 3), (6, 4)):
             value = getattr(msg.msh, f"msh_{theirs}")
             if len(value):
@@ -2026,14 +2168,18 @@ def ack(
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
     if msg is not None:  # answered in the message's character set (the gateway): declared so
         with contextlib.suppress(Exception):  # hl7apy: a version without MSH-18 (2.1)
-            sets = [_er7(r, msg.encoding_chars) for r in msg.msh.msh_18]
+            sets = [_er7(r, enc) for r in msg.msh.msh_18]
             if any(sets):  # as the message gave it, repetitions too (its default set first)
-                charsets = msg.encoding_chars["REPETITION"].join(sets)
-                copied[17] = _copied(charsets, msg.encoding_chars)
-    reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
+                copied[17] = _copied(enc["REPETITION"].join(sets), enc)
+    # MSH-11 as read (`processing_id`: decoded, so escaped again), set in its text as the
+    # copies are: a `P\X0D\T` set in hl7apy's ACK is a CR that cut it before its MSA
+    pid = processing_id(msg) if msg is not None else raw_processing_id(raw)
+    copied[10] = _escaped(pid, ACK_ENCODING)
     reply.msa.msa_1 = ack_code
-    if text:
-        reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
+    if text:  # the reason in words: a delimiter or a control character (a CR, the MLLP end
+        # byte FS, a line break in an hl7apy error or a field quoted) is a space, not the end
+        # of MSA or of the frame
+        reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", _CONTROL.sub(" ", text))[:80]
     head, msa, *_ = reply.to_er7().split("\r")
     out = _set_fields(head, copied) if copied else head
     out += "\r" + _set_fields(msa, {2: control})
@@ -2052,5 +2198,6 @@ def raw_processing_id(text: str) -> str:
     if not text.startswith("MSH") or len(text) < 4:
         return "P"
     fields = text.split("\r", 1)[0].split(text[3])
-    value = fields[10].split("^")[0].strip().upper() if len(fields) > 10 else ""
+    component = text[4:5] if text[4:5] not in ("", "\r", text[3]) else "^"
+    value = fields[10].split(component)[0].strip().upper() if len(fields) > 10 else ""
     return value if value in ("P", "T", "D") else "P"

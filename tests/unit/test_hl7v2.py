@@ -2059,10 +2059,16 @@ def test_before_v2_7_components_10_to_12_of_obx_3_are_not_read(
     assert o.records[0][1]["heart_rate_bpm"] == 88  # OBX 2's: OBX 1 read as no heart rate
 
 
-def test_other_coded_fields_read_no_second_alternate() -> None:
-    """Only OBX-3 reads CWE 10-12 (v2.7+): an ACVPU answer (OBX-5) whose components 10-12
-    hold something else is read by its first two triplets, as before."""
-    assert hl7v2.acvpu_answer("A^Alert^L^^^^^^^300202002^Voice^SCT", "^") == "A"
+def test_an_answer_its_first_two_triplets_give_is_not_read_again_with_its_second_alternate() -> (
+    None
+):
+    """An ACVPU answer (OBX-5) whose components 10-12 hold something else is read by its first
+    two triplets, as before, in any version: the second alternate (v2.7+) is read only where
+    those give nothing read (`test_a_v2_7_coded_answer_only_in_its_second_alternate_is_read`)."""
+    components = "A^Alert^L^^^^^^^300202002^Voice^SCT"
+    assert hl7v2.acvpu_answer(components.split("^")) == "A"
+    for version in ("2.5.1", "2.8"):
+        assert value_of(f"CWE|{ACVPU}||{components}", "acvpu", version) == "A"
 
 
 @pytest.mark.parametrize(
@@ -2082,3 +2088,203 @@ def test_identifiers_of_no_patient_identifier_type_are_still_read_first_as_sent(
     security number, CX.6 USSSA), with a preferred authority none of them names too."""
     assert patient_token(pid3) == expected
     assert patient_token(pid3, preferred_authority="EPI") == expected
+
+
+# --- OBX-5 read per component, identifiers without control characters, the ACK's copies ---
+
+
+ACVPU = "1104441000000107^ACVPU^SCT"
+GCS_EYE = "9267-6^GCS eye^LN"
+
+
+def value_of(obx: str, field: str, version: str = "2.5.1") -> Any:
+    """`field` of what OBX 1 (`obx`) gives beside a respiratory rate and a GCS verbal 4 and
+    motor 5 (so an eye's score is the total less 9), else the reason codes it is refused or
+    dead-lettered with."""
+    rest = ["OBX|2|NM|9279-1^RR^LN||18|/min|||||F"]
+    rest += ["OBX|3|NM|9270-0^GCS verbal^LN||4||||||F", "OBX|4|NM|9268-4^GCS motor^LN||5||||||F"]
+    o = outcome(oru("\r".join([f"OBX|1|{obx}|||||F", *rest])).replace("|P|2.5.1", f"|P|{version}"))
+    if isinstance(o, hl7v2.Refused):
+        return o.reason_code
+    values = {name: value for _, rec in o.records for name, value in rec.items()}
+    return values.get(field, [r.refusal.reason_code for r in o.rejected])
+
+
+def test_an_escaped_separator_is_text_in_its_component_and_what_read_before_reads_the_same() -> (
+    None
+):
+    """HL7 v2.5 §2.7: `\\S\\` is the component separator as text. OBX-5 was decoded whole and
+    split afterwards, so an escaped separator split its component: a local answer code `V^2`
+    (`V\\S\\2^Voice^L`) gave the text `2` and a score's text without a coding system (`4^Opens
+    eyes\\S\\spontaneously`) the coding system `spontaneously`, and neither answer was read.
+    Each component is now decoded once, after the split. A value that read with its escaped
+    separator taken as one (an engine that escapes a structured value it writes into one
+    component: `>\\S\\20`, `V\\S\\Voice\\S\\L`) still reads the same, as the brief requires."""
+    read_now = [
+        (f"CWE|{ACVPU}||V\\S\\2^Voice^L", "acvpu", "V"),  # a local code `V^2`
+        (f"CWE|{ACVPU}||L1\\S\\2^Responds^L^300202002^Responds to voice^SCT", "acvpu", "V"),
+        (f"CWE|{GCS_EYE}||4^Opens eyes\\S\\spontaneously", "gcs_total", 13),  # no system
+    ]
+    as_before = [
+        (f"CWE|{ACVPU}||A^Alert\\S\\oriented^L", "acvpu", "A"),
+        (f"ST|{ACVPU}||V\\S\\Voice\\S\\L", "acvpu", "V"),
+        (f"ST|{ACVPU}||Voice\\T\\Pain", "acvpu", ["bad_value"]),  # `Voice&Pain`: no level
+        (f"NM|{GCS_EYE}||=\\S\\4", "gcs_total", 13),
+        ("ST|2524-7^Lactate^LN||>\\S\\20|mmol/L", "lactate_mmol_l", 20.0),
+        ("SN|6690-2^WBC^LN||<^0\\X2E\\1|10*3/uL", "wbc_10e9_l", 0.1),
+        ("NM|8867-4^HR^LN||8\\X38\\|/min", "heart_rate_bpm", 88.0),
+        ("NM|8867-4^HR^LN||8\\S\\8|/min", "heart_rate_bpm", ["bad_value"]),
+        ("NM|8867-4^HR^LN||88\\E\\S\\E\\|/min", "heart_rate_bpm", ["bad_value"]),  # `88\S\`
+    ]
+    for obx, field, expected in [*read_now, *as_before]:
+        assert value_of(obx, field) == expected, obx
+
+
+@pytest.mark.parametrize(
+    ("obx", "field", "expected"),
+    [
+        (f"CWE|{ACVPU}||^^^^^^^^^300202002^Responds to voice^SCT", "acvpu", "V"),
+        (f"CWE|{GCS_EYE}||^^^^^^^^^LA6556-0^Eyes open spontaneously^LN", "gcs_total", 13),
+    ],
+)
+def test_a_v2_7_coded_answer_only_in_its_second_alternate_is_read(
+    obx: str, field: str, expected: Any
+) -> None:
+    """v2.7 2A CWE: components 10-12 are the second alternate identifier, text and coding
+    system. OBX-3 read them (v2.7+, where its first two triplets give no code); an ACVPU or
+    GCS answer coded only there was dead-lettered. Read now under the same rule; before v2.7
+    (no such components: hl7apy keeps no empty ones there) not; an answer its first two
+    triplets give is not read again with the third (`test_an_answer_its_first_two_…`)."""
+    assert value_of(obx, field, "2.8") == expected
+    assert value_of(obx, field, "2.5.1") == ["bad_value"]
+
+
+@pytest.mark.parametrize(
+    ("obx", "field", "expected"),
+    [
+        ("NM|X9^Eye^L^^^^^^^9267-6^GCS eye^LN||4", "gcs_total", 13),
+        ("ST|X8^Level^L^^^^^^^1104441000000107^ACVPU^SCT||Voice", "acvpu", "V"),
+    ],
+)
+def test_a_v2_7_obx_3_naming_a_gcs_part_or_acvpu_only_in_its_second_alternate_is_read(
+    obx: str, field: str, expected: Any
+) -> None:
+    """OBX-3's LOINC in CWE 10-12 was read for a vital sign's code, not for a GCS part or the
+    ACVPU observation: those were left unread. In v2.7+, where the first two triplets name
+    nothing, the second alternate names them too."""
+    assert value_of(obx, field, "2.8") == expected
+    assert value_of(obx, field, "2.5.1") == []  # not read: unread, no dead letter
+
+
+def control_sent(where: str) -> str:
+    """A message with a control character in one of its identifiers (`where`)."""
+    pv1 = "PV1|1|I|4E^12^A^H"
+    messages = {
+        "PID-3": adt_message("ADT^A01", pid3="MRN\\X0D0A\\1^^^H^MR"),
+        "PID-3 sent raw": adt_message("ADT^A01", pid3="MRN\t1^^^H^MR"),
+        "PID-3.4": adt_message("ADT^A01", pid3="MRN1^^^H\\X0A\\X^MR"),
+        "MSH-10": adt_message("ADT^A01").replace("|Q1|", "|Q\\X0D\\1|"),
+        "MSH-4": adt_message("ADT^A01").replace("|ADT|H|", "|ADT|H\\X09\\1|", 1),
+        "PV1-3": adt_message("ADT^A01", pv1="PV1|1|I|4\\X0B\\E^12^A^H"),
+        "PV1-3.3": adt_message("ADT^A01", pv1="PV1|1|I|4E^12^A\\X0A\\B^H"),
+        "PV1-6": adt_message("ADT^A02", pv1=f"{pv1}|||3\\X85\\W^1^A^H"),
+        "PV1-19": adt_message("ADT^A01", pv1=pv1 + "|" * 16 + "V\\X0A\\1"),
+        "MRG-1": merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9\\X0A\\1^^^H^MR", pv1),
+        "PV1-3 of an ORU": oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace(
+            "MICU^12", "MI\\X1C\\CU^12"
+        ),
+    }
+    return messages[where]
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["PID-3", "PID-3 sent raw", "PID-3.4", "MSH-10", "MSH-4", "PV1-3", "PV1-3.3", "PV1-6", "PV1-19",
+     "MRG-1", "PV1-3 of an ORU"],
+)  # fmt: skip
+def test_an_identifier_holding_a_control_character_refuses_the_message(where: str) -> None:
+    """A line break sent as hexadecimal data (`MRN\\X0D0A\\1`), or a tab sent raw, decoded
+    into the patient's identifier, the visit number, the control id, the sender or the place:
+    they were tokenised, made event ids and records' units and beds, and split the log lines
+    they were printed in. No identifier holds one, and without it `MRN\\X0A\\1` would be
+    `MRN1`, another patient: the message is refused (`bad_value`, 102), the reason naming the
+    field and the character escaped, never the value."""
+    o = outcome(control_sent(where))
+    assert isinstance(o, hl7v2.Refused), o
+    assert (o.reason_code, o.ack_code, o.hl7_error) == ("bad_value", "AE", "102")
+    assert where.split()[0].split(".")[0] in o.reason and "control character" in o.reason
+    assert hl7v2.printable(o.reason) == o.reason
+
+
+def test_a_reason_quoting_the_message_type_holds_no_control_character() -> None:
+    """MSH-9 `ADT^A0\\X0D\\9` decoded is a CR: the reason quoting it (dead letter, log, ACK)
+    quotes it escaped."""
+    o = outcome(adt_message("ADT^A0\\X0D\\9"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "unsupported_event"
+    assert "ADT^A0\\r9 is not" in o.reason
+
+
+@pytest.mark.parametrize("version", ["2.3.1", "2.4", "2.5.1", "2.6"])
+def test_a_pre_2_7_ack_echoes_a_control_id_with_the_truncation_character_as_sent(
+    version: str,
+) -> None:
+    """An engine set up for v2.7 declares the truncation character (`^~\\&#`) whatever
+    MSH-12 says, and writes a `#` as `\\P\\` (v2.7 2.7.1). Before 2.7 the fifth was cut and
+    `\\P\\` replaced by `#` in the text hl7apy parsed, so the ACK echoed `MSG#7` for the
+    `MSG\\P\\7` sent, which the sender could not match to its MSH-10 (v2.7+ echoed it as sent),
+    and MSH-3 `ADT\\P\\1` as MSH-5 `ADT#1`. The text is parsed as sent now, the fifth kept
+    beside the message: the ACK echoes either byte for byte, and the control id and sender (in
+    the event id) and the patient still read `#`."""
+    for control_id in ("MSG\\P\\7", "MSG#7"):
+        text = adt_message("ADT^A01", pid3="MRN\\P\\7^^^H^MR")
+        text = text.replace("|Q1|P|2.5.1", f"|{control_id}|P|{version}")
+        text = text.replace("^~\\&|ADT|", "^~\\&#|ADT\\P\\1|", 1)  # MSH-3 too
+        msg = hl7v2.parse(text)
+        assert not isinstance(msg, hl7v2.Refused)
+        msh, msa = ack_fields(hl7v2.ack(msg, "AA"))
+        assert (msh[1], msh[4], msa[:3]) == ("^~\\&", "ADT\\P\\1", ["MSA", "AA", control_id])
+        o = hl7v2.map_message(msg, tok, source="t")
+        assert isinstance(o, hl7v2.Mapped), o
+        [(_, rec)] = o.records
+        assert rec["event_id"] == "hl7:H/ADT#1:MSG#7:A01"
+        assert rec["patient_token"] == tok("H", "MRN#7")
+
+
+def test_an_acks_reason_with_a_line_break_or_the_mllp_end_byte_stays_in_msa_3() -> None:
+    """MSA-3 (the reason in words) was written with the reason's control characters: a CR
+    (a line break in an hl7apy error, a field quoted) ended MSA early and the rest of the
+    reason was lost, a FS would end the MLLP frame. Each is a space."""
+    msg = hl7v2.parse(adt_message("ADT^A01"))
+    assert not isinstance(msg, hl7v2.Refused)
+    ack = hl7v2.ack(msg, "AE", "line one\rline two\nthree\x1cfour", "207")
+    assert [s[:3] for s in ack.split("\r")[:-1]] == ["MSH", "MSA", "ERR"]
+    assert ack.split("\r")[1] == "MSA|AE|Q1|line one line two three four"
+
+
+def test_a_processing_id_holding_a_control_character_cannot_cut_the_ack() -> None:
+    """MSH-11 `P\\X0D\\T` decoded is `P`, a CR and `T`: set in the ACK, its CR ended MSH there
+    and the MSA (the code the sender waits for) was lost. It is echoed escaped."""
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|P|", "|Q1|P\\X0D\\T|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    msh, msa = ack_fields(hl7v2.ack(msg, "AR", "x", "202"))
+    assert (msh[10], msa[:3]) == ("P\\X0D\\T", ["MSA", "AR", "Q1"])
+
+
+def test_an_ack_in_other_delimiters_keeps_the_senders_escape_sequences() -> None:
+    """A sender with other encoding characters (`MSH|*~!@|`) gets what the ACK copies written
+    in the ACK's: its delimiters' escapes as the characters they stand for, but its other
+    sequences (highlighting, hexadecimal data) were decoded and dropped (`C!H!1!N!` echoed
+    `C1`, `!XC2B0!` a `°` an ASCII ACK cannot carry). They are written with the ACK's escape
+    character, as sent."""
+    raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C!H!1!N!!XC2B0!!F!|P|2.5.1"
+    msg = hl7v2.parse(raw + "\rEVN|A01|20260301075500\rPID|1||MRN1***H*MR\rPV1|1|I|4E*12*A*H")
+    assert not isinstance(msg, hl7v2.Refused)
+    for ack in (hl7v2.ack(msg, "AA"), hl7v2.ack(None, "AE", "x", "100", raw=raw + "\rP I|1")):
+        assert ack_fields(ack)[1][2] == "C\\H\\1\\N\\\\XC2B0\\\\F\\"
+
+
+def test_an_unparsed_message_in_other_delimiters_is_answered_with_its_processing_id() -> None:
+    """MSH-11 of a message hl7apy cannot read was split at `^` whatever its component
+    separator: `T*A` was no processing id, and a training message was answered as P."""
+    raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C1|T*A|2.5.1\rP I|1"
+    assert ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))[0][10] == "T"
