@@ -22,11 +22,13 @@ wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3
 
 Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
 `10^9/L` and a unit `L\T\D` is `L&D`, each component once, after the field is split (OBX-5
-too: an escaped separator is text in its component, and a value that read before with it taken
-as a separator reads the same, `_first_read`). An identifier that becomes a token, an event id
-or a record's place (PID-3, MRG-1, PV1-19, MSH-10, the sender, PV1-3, PV1-6) holding a control
-character, a line break sent as `\X0D0A\`, refuses the message (`_no_control_character`); free
-text keeps its line breaks. A time without an offset is in the sender's zone (HL7 v2
+too: an escaped separator is text in its component; a value read also with it taken as a
+separator, as before, is read where both readings agree, `_agreed`). A control character (a
+line break sent as `\X0D0A\`) in the identifier of a patient or a visit (PID-3 and its
+authority, MRG-1, PV1-19) refuses the message (`_no_control_character`); in a place (PV1-3,
+PV1-6) the place is read as absent, with a note; in the header's identifiers (MSH-3, MSH-4,
+MSH-10) they are read as sent (`_identity`); around any value it is stripped as a space is, and
+free text keeps its line breaks. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
 time of day is refused (it cannot be placed in a patient's timeline; an ADT event's EVN-6,
 EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives where that is
@@ -46,12 +48,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import VALIDATION_LEVEL
@@ -240,9 +241,10 @@ def _declared_as_known(text: str) -> str | Refused:
     return sep.join(fields) + ("\r" + rest if rest else "")
 
 
-# The truncation character MSH-2 declares in a message of a version before 2.7 (`parse`), by
-# the parsed message: hl7apy reads four encoding characters there and keeps no fifth.
-_TRUNCATION: weakref.WeakKeyDictionary[Message, str] = weakref.WeakKeyDictionary()
+# The attribute of a parsed message of a version before 2.7 that holds the truncation character
+# its MSH-2 declares (`parse`): hl7apy reads four encoding characters there and keeps no fifth.
+# Set past hl7apy's Element.__setattr__, which takes a name it does not know for a child's.
+_TRUNCATION = "_wardflow_truncation"
 
 
 def _encoding(msg: Message | _Part) -> dict[str, str]:
@@ -251,7 +253,7 @@ def _encoding(msg: Message | _Part) -> dict[str, str]:
     enc: dict[str, str] = msg.encoding_chars
     if isinstance(msg, _Part) or "TRUNCATION" in enc:
         return enc
-    char = _TRUNCATION.get(msg)
+    char = vars(msg).get(_TRUNCATION)
     return {**enc, "TRUNCATION": char} if char else enc
 
 
@@ -296,7 +298,7 @@ def parse(text: str) -> Message | Refused:
         try:
             msg = parse_message(text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
             if declared and "TRUNCATION" not in msg.encoding_chars:
-                _TRUNCATION[msg] = declared  # cut for hl7apy before 2.7 (_declared_as_known)
+                object.__setattr__(msg, _TRUNCATION, declared)  # cut before 2.7 for hl7apy
             return msg
         except InvalidName as exc:  # a segment the declared version does not define
             name = str(exc).rsplit(":", 1)[-1].strip()
@@ -456,9 +458,25 @@ def _er7(element: Any, enc: dict[str, str]) -> str:
     return fallback
 
 
+def element_text(element: Any, msg: Message) -> str:
+    r"""An element's (a field's, a repetition's) text, its delimiters standing as they do and
+    its escape sequences read once in the message's own encoding characters (`unescape`, as
+    formatted text: `\.br\` a line break), `\P\` the truncation character where MSH-2
+    declares one, in any version (`_encoding`): what schemas.interop.hl7_alerts reads of an
+    ACK."""
+    enc = _encoding(msg)
+    return unescape(_er7(element, enc), enc, formatted=True)
+
+
 def _field(msg: Message, segment: str, index: int, *components: int) -> str:
     """The text of SEG-index[.component[.subcomponent]] of the first `segment`, '' if absent.
     Components are read from the field's ER7 text, so that a local field type does not matter."""
+    return _text(_field_er7(msg, segment, index, *components), _encoding(msg))
+
+
+def _field_er7(msg: Message, segment: str, index: int, *components: int) -> str:
+    """SEG-index[.component[.subcomponent]] of the first `segment` as the sender wrote it (ER7,
+    its escape sequences not read: `_er7`), '' if absent."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return ""
@@ -474,7 +492,30 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
         er7 = parts[c - 1] if c - 1 < len(parts) else ""
-    return _text(er7, enc)
+    return er7
+
+
+def _identity(msg: Message, segment: str, index: int, *components: int) -> str:
+    r"""A header field that names a message or its sender (MSH-10, MSH-4, MSH-3) where it
+    stands for them: the event id, the namespace of tokens of identifiers sent without an
+    authority, the facility where PV1-3.4 names none. Its text (`_field`), or where that holds
+    a control character (`Q\X0D\1` decoded holds a CR, which would end the event id's log
+    line) the text the sender wrote, around it stripped, a control character sent raw written
+    as hexadecimal data (`Q\X09\1` for a tab, as the ACK echoes it: `_copied`). Refused, every
+    message of a sender whose MSH-4 holds one would be, for a field that names no patient; so
+    its messages are read, and a resend gets the event id it got before. (An id whose text is
+    such ER7, `Q\E\X09\E\1`, reads as the same: no sender sends both.)"""
+    value = _field(msg, segment, index, *components)
+    if _CONTROL.search(value) is None:
+        return value
+    esc = _encoding(msg).get("ESCAPE") or "\\"
+
+    def hexadecimal(found: re.Match[str]) -> str:
+        code = ord(found[0])
+        data = f"{code:02X}" if code < 0x100 else found[0].encode().hex().upper()
+        return f"{esc}X{data}{esc}"
+
+    return _CONTROL.sub(hexadecimal, _AROUND.sub("", _field_er7(msg, segment, index, *components)))
 
 
 # HL7 v2 2.5.3: `""` in a field is an explicit null (delete the value the receiver holds): no
@@ -482,9 +523,15 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
 DELETE = '""'
 
 
+# What is stripped around a value: white space, and control characters (`_CONTROL`), which no
+# identifier holds and which around one are none of it (`MRN1\X00\`, `\X0A\MRN1` are `MRN1`)
+_AROUND = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+|[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+$")
+
+
 def _text(er7: str, enc: dict[str, str]) -> str:
-    """A field's or component's value: unescaped and stripped, '' for the explicit null."""
-    value = unescape(er7, enc).strip()
+    """A field's or component's value: unescaped and stripped (`_AROUND`), '' for the explicit
+    null."""
+    value = _AROUND.sub("", unescape(er7, enc))
     return "" if value == DELETE else value
 
 
@@ -629,13 +676,9 @@ def map_message(
             "AR",
             "200" if code not in ("ADT", "ORU") else "201",
         )
-    control_id = _field(msg, "MSH", 10)
+    control_id = _identity(msg, "MSH", 10)  # as sent where it holds a control character
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
-    try:
-        _no_control_character("MSH-10 (the message control id)", control_id)
-    except ValueError as exc:
-        return Refused("bad_value", str(exc), hl7_error="102")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
                    default_facility, codes, bed_units, preferred_authority)  # fmt: skip
     if code == "ADT" and trigger == "A17":
@@ -687,12 +730,14 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
         )
     records: list[tuple[str, dict[str, Any]]] = []
     rejected: list[Rejected] = []
+    notes: list[str] = []
     for i, group in enumerate(groups, 1):
         mapped = _map_patient(_Part([*head, *group], _encoding(msg)), ctx, f"{control_id}/{i}")
         if isinstance(mapped, Refused):
             return mapped
         records += mapped.records
         rejected += mapped.rejected
+        notes += [f"patient {i}: {note}" for note in mapped.notes]
     (_, first), (_, second) = records
     if first["patient_token"] == second["patient_token"]:
         return Refused("bad_value", "ADT^A17 swaps two patients: both PIDs name one", "AE", "102")
@@ -704,7 +749,7 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
             "AE",
             "102",
         )
-    return Mapped(records, rejected)
+    return Mapped(records, rejected, notes=notes)
 
 
 def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
@@ -715,6 +760,7 @@ def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     if not groups:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     records: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
     for i, group in enumerate(groups, 1):
         part = _Part([*head, *group], _encoding(msg))
         mapped = _map_patient(part, ctx, f"{control_id}/{i}" if len(groups) > 1 else control_id)
@@ -723,7 +769,8 @@ def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
                 return mapped
             return replace(mapped, reason=f"merge {i} of {len(groups)}: {mapped.reason}"[:500])
         records += mapped.records
-    return Mapped(records)
+        notes += [f"merge {i}: {n}" if len(groups) > 1 else n for n in mapped.notes]
+    return Mapped(records, notes=notes)
 
 
 def _patient_groups(msg: Message) -> tuple[list[Any], list[list[Any]]]:
@@ -755,7 +802,8 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     code, trigger, tokenise, source = ctx.code, ctx.trigger, ctx.tokenise, ctx.source
     default_tz = ctx.default_tz
     sender = next(
-        (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
+        (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _identity(msg, "MSH", f, c))),
+        "",
     )
     fill = ctx.default_authority or sender  # the authority of an identifier sent without one
     pid = _patient_id(msg, ctx.preferred_authority, fill)
@@ -766,34 +814,41 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     def token(identifier: tuple[str, str]) -> str:
         return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
 
-    facility = _field(msg, "PV1", 3, 4, 1) or ctx.default_facility or sender
+    # what was read as absent, and why (Mapped.notes): a place holding a control character
+    notes: list[str] = []
+    facility = _field(msg, "PV1", 3, 4, 1)
+    if (found := _control_character(facility)) is not None:
+        notes.append(_absent("PV1-3.4 (the facility)", found))
+        facility = ""
+    facility = facility or ctx.default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
     # MSH-10 is unique per sending application (2.14.9.10): two at one facility (an ADT and a
     # bed-management system) may use the same control id, so the application names the id too
-    app = _field(msg, "MSH", 3, 1)
+    app = _identity(msg, "MSH", 3, 1)
     base_id = (
         f"hl7:{sender}/{app}:{control_id}"
         if app and app != sender
         else f"hl7:{sender}:{control_id}"
     )
     try:
-        _no_control_character("MSH-4 or MSH-3 (the sender)", sender, app)
-        _no_control_character("PID-3 (the patient identifier or its assigning authority)", *pid)
-        _no_control_character("PV1-3.4 (the facility)", facility)
+        _no_control_character("PID-3 (patient identifier or authority)", *pid)
         patient = token(pid)
         if code == "ADT":
             visits = f"{sender or facility}/visit"
             mapped = _adt(
                 msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz,
-                ctx.bed_units,
+                ctx.bed_units, notes,
             )  # fmt: skip
             if trigger in MERGES and isinstance(mapped, Mapped):
-                return _merged(msg, trigger, mapped, token, ctx.preferred_authority, fill)
-            return mapped
-        return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
+                mapped = _merged(msg, trigger, mapped, token, ctx.preferred_authority, fill)
+        else:
+            mapped = _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes, notes)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
+    if isinstance(mapped, Mapped) and notes:
+        return replace(mapped, notes=[*notes, *mapped.notes])
+    return mapped
 
 
 def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
@@ -955,25 +1010,42 @@ def _adt(
     source: str,
     tz: tzinfo,
     bed_units: frozenset[tuple[str, str]] | None = None,
+    notes: list[str] | None = None,
 ) -> Mapped | Refused:
     """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
     numbers them), so that a visit keeps one token whatever facility its locations name.
-    `bed_units`: see `map_message`."""
+    `bed_units`: see `map_message`. A place (PV1-3's unit, room and bed; PV1-6's) holding a
+    control character (`_control_character`) names no unit or bed of the census: it is read as
+    absent, and the rules for an absent one apply (an admission or transfer without a unit is
+    refused, a discharge is read by its PV1-6), said in `notes` where it was to be read; PV1-6
+    read as absent where the discharge is read by it refuses the message."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
         event_type = "register"  # another encounter of the patient's: a visit in no bed
-    unit = _field(msg, "PV1", 3, 1, 1) or None
+    unit, bed = _field(msg, "PV1", 3, 1, 1) or None, _bed(msg, 3)
+    if (unreadable := _control_character(unit or "", bed or "")) is not None:
+        unit, bed = None, None  # (PV1-3.4, the facility: `_map_patient`)
+    prior_unit, prior_bed = _field(msg, "PV1", 6, 1, 1) or None, _bed(msg, 6)
+    if (prior_unreadable := _control_character(prior_unit or "", prior_bed or "")) is not None:
+        prior_unit, prior_bed = None, None
     ended = bool(_field(msg, "PV1", 45, 1))  # the visit's discharge time: it is over
     located = unit is not None
     if trigger == "A08" and ended:
         # an update of a visit that is over (EHRs send A08 for coding and billing long after):
         # its PV1-3 is where that visit was, not where the patient is
         located = False
+    elif unreadable is not None:
+        absent = _absent("PV1-3 (the patient's location)", unreadable)
+        if event_type in ("admit", "transfer"):
+            why = f"ADT^{trigger} without a unit in PV1-3.1 ({absent})"
+            return Refused("missing_field", why, "AE", "101")
+        if notes is not None:
+            notes.append(absent)
     if (
         trigger == "A07"
         and unit is not None
         and not ended
-        and _stays_in_a_bed(msg, unit, facility, bed_units)
+        and _stays_in_a_bed(unit, prior_unit, facility, bed_units)
     ):
         # inpatient to outpatient (observation): HL7 v2.5 3.3.7, the patient "is still being
         # seen for this episode of care"; where PV1-3 is a unit of beds, the bed is kept (an
@@ -984,10 +1056,15 @@ def _adt(
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
     occurred, recorded = _event_time(msg, tz, trigger)
     visit = _field(msg, "PV1", 19, 1)
-    bed, prior_unit, prior_bed = _bed(msg, 3), _field(msg, "PV1", 6, 1, 1), _bed(msg, 6)
-    _no_control_character("PV1-3 (the patient's location)", unit or "", bed or "")
-    _no_control_character("PV1-6 (the prior location)", prior_unit, prior_bed or "")
     _no_control_character("PV1-19 (the visit number)", visit)
+    if prior_unreadable is not None:
+        if event_type == "discharge" and unit is None:  # read by its PV1-6 (census)
+            raise ValueError(
+                f"control character in PV1-6 (the prior location, which a discharge without a "
+                f"unit in PV1-3 is read by): {prior_unreadable}, no unit of the census"
+            )
+        if notes is not None:
+            notes.append(_absent("PV1-6 (the prior location)", prior_unreadable))
     record = {
         "event_id": f"{base_id}:{trigger}",
         "event_type": event_type,
@@ -998,7 +1075,7 @@ def _adt(
         "facility_id": facility,
         "unit_id": unit if located else None,
         "bed_id": bed if located else None,
-        "prior_unit_id": prior_unit or None,
+        "prior_unit_id": prior_unit,
         "prior_bed_id": prior_bed,
         "event_time": occurred,
         "recorded_time": recorded,
@@ -1028,15 +1105,18 @@ def _demographics(msg: Message, at: datetime) -> dict[str, Any]:
 
 
 def _stays_in_a_bed(
-    msg: Message, unit: str, facility: str, bed_units: frozenset[tuple[str, str]] | None
+    unit: str,
+    prior_unit: str | None,
+    facility: str,
+    bed_units: frozenset[tuple[str, str]] | None,
 ) -> bool:
     """Whether an A07's PV1-3 (`unit`) is where the patient keeps a bed: a unit of the census's
     beds (`bed_units`, the capacity file's: an inpatient converted to observation stays in the
     bed, and the A07 need not say where they were, PV1-6 being optional), or, where those are
-    not known, the unit of its PV1-6 (where they were)."""
+    not known, the unit of its PV1-6 (`prior_unit`, where they were)."""
     if bed_units is not None:
         return (facility, unit) in bed_units
-    return unit == _field(msg, "PV1", 6, 1, 1)
+    return unit == prior_unit
 
 
 def _bed(msg: Message, field_no: int) -> str | None:
@@ -1136,6 +1216,7 @@ def _oru(
     source: str,
     tz: tzinfo,
     codes: CodeMap = EMPTY,
+    said: list[str] | None = None,
 ) -> Mapped | Refused:
     """One record per topic and observation time: an ORU may carry the same vital at several
     times (OBX-14), each its own reading. An OBX without OBX-14 (or with only the date of its
@@ -1152,10 +1233,16 @@ def _oru(
     `LABORATORY_SECTIONS`), is the sample's SaO2, a lab result (loinc.IN_BLOOD_GAS); elsewhere
     a monitor's SpO2. A vitals reading is completed with what
     its values imply (schemas.interop.derived: a GCS total from its three parts, each an OBX
-    of its own; a MAP from the systolic and diastolic)."""
+    of its own; a MAP from the systolic and diastolic). A unit (PV1-3.1) holding a control
+    character is read as absent (`unknown`), said in `said`: the patient's values are still
+    theirs."""
     enc = _encoding(msg)
-    unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
-    _no_control_character("PV1-3.1 (the patient's unit)", unit)
+    unit = _field(msg, "PV1", 3, 1, 1)
+    if (found := _control_character(unit)) is not None:
+        unit = ""
+        if said is not None:
+            said.append(_absent("PV1-3.1 (the patient's unit)", found))
+    unit = unit or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
     try:  # when the system could know of the values (codec.record_time); unreadable: not known
         recorded = hl7_time(message_time, tz) if message_time else None
@@ -1270,18 +1357,28 @@ def _oru(
             comp = value.component
             read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
+            # a coded answer's triplets: all that the version defines, in one pass (a CWE's
+            # second alternate in v2.7+, `_TRIPLET_STARTS`); read whole, as before, two
             if part is not None:
                 scored = partial(gcs_part_score, part, value_type=value_type, component=comp)
-                score = _first_read(scored, value, obx_3_triplets)
+                score = _agreed(
+                    partial(scored, triplets=obx_3_triplets), value, partial(scored, triplets=2)
+                )
             elif consciousness:  # its answer: a SNOMED CT code, or a letter or word
-                answered = partial(acvpu_answer, value_type=value_type)
-                read = [(0, VITALS, "acvpu", _first_read(answered, value, obx_3_triplets))]
+                answer = partial(acvpu_answer, value_type=value_type)
+                letter = _agreed(
+                    partial(answer, triplets=obx_3_triplets),
+                    value,
+                    partial(answer, triplets=2, as_before=True),
+                    _acvpu_backed,
+                )
+                read = [(0, VITALS, "acvpu", letter)]
             else:
                 if coded is not None:
-                    number, bound = _first_read(partial(observation_number, component=comp), value)
+                    number, bound = _agreed(partial(observation_number, component=comp), value)
                     numbers = [number]
                 else:
-                    numbers = _first_read(partial(blood_pressure_numbers, component=comp), value)
+                    numbers = _agreed(partial(blood_pressure_numbers, component=comp), value)
                     bound = ""
                 units = _components(seg.obx_6, enc)
                 read = [
@@ -1447,31 +1544,58 @@ def _obx_5(seg: Any, enc: dict[str, str]) -> _Value:
 _Read = TypeVar("_Read")
 
 
-def _first_read(read: Callable[..., _Read], value: _Value, triplets: int = 0) -> _Read:
-    r"""What `read` (a reader of an OBX-5's components; with `triplets`, one of a coded answer,
-    told how many of a CWE's triplets to read, `_triplets`) gives for `value`, from the first
-    of these that it reads (the first one's reason where none does). Where a component holds a
-    component separator sent escaped, first the value decoded whole and split at it, as every
-    value was read before (an engine that escapes a structured value it writes into one
-    component sends a bound `>\S\20`, an answer `V\S\Voice\S\L`): no value that read so reads
-    otherwise now. Then its components (of a coded answer, two triplets): the value as v2.5
-    §2.7 has it, the escaped separator text in its component (`V\S\2^Voice^L`, a local code
-    `V^2`, is Voice; read whole, `2` was its text). Last, with `triplets` 3 (a v2.7+ message's),
-    its components with the CWE's second alternate (10-12), where nothing before read (as
-    OBX-3's code, `observation_code`)."""
-    tries = [(value.components, 2)]
-    if value.former is not None:
-        tries.insert(0, (value.former, 2))
-    if triplets > 2:
-        tries.append((value.components, triplets))
-    first: ValueError | None = None
-    for components, count in tries:
+def _agreed(
+    read: Callable[[list[str]], _Read],
+    value: _Value,
+    as_before: Callable[[list[str]], _Read] | None = None,
+    backed: Callable[[_Value, _Read], bool] | None = None,
+) -> _Read:
+    r"""What `read` (a reader of an OBX-5's components) gives for `value`, read per component
+    as HL7 v2.5 §2.7 has it: an escaped separator is text in its component (`V\S\2^Voice^L`
+    is a local code `V^2` with the text Voice). Where a component holds one, the value is read
+    also as it was before (`_Value.former`, by `as_before`, else `read`), for an engine that
+    escapes a structured value it writes into one component (a bound `>\S\20`, an answer
+    `V\S\Voice\S\L`):
+    - where both read and differ, neither is: ValueError (`C\S\Alert^Acute confusion^L` is
+      confusion per component and Alert read whole; the escaped separator makes the value
+      say two things, and a nurse's record is never read as the one it may not say);
+    - where only one reads, that, the reading before only where `backed` (given) says that
+      the value bears it out (`backed(value, read)`: `_acvpu_backed`): `Not\S\Alert` read
+      whole is an identifier `Not` beside a text `Alert`, no Alert;
+    - where neither reads, the reason per component."""
+
+    def attempt(reader: Callable[[list[str]], _Read], parts: list[str]) -> tuple[bool, Any]:
         try:
-            return read(components, triplets=count) if triplets else read(components)
+            return True, reader(parts)
         except ValueError as exc:
-            first = first or exc
-    assert first is not None
-    raise first
+            return False, exc
+
+    ok, per = attempt(read, value.components)
+    if value.former is None:
+        if not ok:
+            raise per
+        return cast(_Read, per)
+    ok_before, before = attempt(as_before or read, value.former)
+    if ok and ok_before and per != before:
+        raise ValueError(
+            f"read per component (v2.5 §2.7) it is {_said(per)}, with its escaped component "
+            f"separator taken as one {_said(before)}: neither is read"
+        )
+    if ok:
+        return cast(_Read, per)
+    if ok_before and (backed is None or backed(value, before)):
+        return cast(_Read, before)
+    if ok_before:
+        raise ValueError(
+            f"it reads {_said(before)} only with its escaped component separator taken as one, "
+            f"and nothing beside that says so (per component: {per})"
+        )
+    raise per
+
+
+def _said(read: Any) -> str:
+    """What a reading gave, as a reason says it (`_agreed`)."""
+    return "no score" if read is None else str(read)
 
 
 def _obx_time(
@@ -1518,22 +1642,37 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
 
 
-def _no_control_character(field: str, *values: str) -> None:
-    r"""ValueError (the message refused, `bad_value`) where one of `values`, identifiers read
-    from `field` that become a token, an event id or a record's place (a patient's, a visit's,
-    a message's, a sender's, a unit's or bed's), holds a control character (`printable`'s:
-    C0, DEL, C1, the line and paragraph separators), which no identifier holds: a line break
-    sent as hexadecimal data (`MRN\X0D0A\1`) or raw. Left in, it names a patient, visit or
-    message no other feed names, and splits the log lines and check output it is printed in;
-    dropped, `MRN\X0A\1` would be `MRN1`, another patient. Around the value it is none of it:
-    stripped, as a space is (`_text`). Free text (a note, a value's text) may hold line breaks;
-    an OBX-3 code holding one names no code read (it is labelled `printable`)."""
+def _control_character(*values: str) -> str | None:
+    """The first control character (`_CONTROL`: C0, DEL, C1, the line and paragraph separators)
+    that one of `values` holds, named as its code point (`U+000A`: a reason quoted in an ACK's
+    MSA-3 has its backslashes made spaces, and `\\x85` would read `x85`), or None."""
     for value in values:
         if (found := _CONTROL.search(value)) is not None:
-            raise ValueError(
-                f"{field} holds a control character ({printable(found[0])}), which no "
-                "identifier holds (read without it, it could be another's)"
-            )
+            return f"U+{ord(found[0]):04X}"
+    return None
+
+
+def _no_control_character(field: str, *values: str) -> None:
+    r"""ValueError (the message refused, `bad_value`) where one of `values`, the identifiers of
+    a patient or a visit read from `field` (PID-3 and its assigning authority, MRG-1, PV1-19),
+    which become tokens, holds a control character (`_control_character`), which no identifier
+    holds: a line break sent as hexadecimal data (`MRN\X0D0A\1`) or raw. Left in, it names a
+    patient or visit no other feed names, and splits the log lines it is printed in; dropped,
+    `MRN\X0A\1` would be `MRN1`, another patient. Around the value it is none of it: stripped,
+    as a space is (`_text`). The reason starts with the field (an ACK's MSA-3 keeps 80
+    characters). A place (PV1-3, PV1-6) is read as absent instead (`_adt`, `_oru`), the header's
+    identifiers as sent (`_identity`); free text (a note, a value's text) may hold line breaks,
+    and an OBX-3 code holding one names no code read (it is labelled `printable`)."""
+    if (found := _control_character(*values)) is not None:
+        raise ValueError(
+            f"control character in {field}: {found}, which no identifier holds (read without "
+            "it, it could be another's)"
+        )
+
+
+def _absent(field: str, found: str) -> str:
+    """The note of a place read as absent for a control character (`_control_character`)."""
+    return f"control character in {field}: {found}, read as absent"
 
 
 _SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}
@@ -1809,10 +1948,11 @@ def _components(field: Any, enc: dict[str, str]) -> list[str]:
 # components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
 # the empty ones among them: where a sender of one sends more, 10-12 are not where it put them
 # (`X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN` in v2.5.1 gives `LN` as 10). So the second alternate
-# is read in v2.7+ alone (`_oru`), and where the first two give nothing read: for OBX-3 (its
-# code, a blood pressure panel, a GCS part, the ACVPU observation, an unread label) and for an
-# OBX-5 coded answer (ACVPU, a GCS part's score: `_first_read`); OBX-6 units and OBR-4 are read
-# by two.
+# is read in v2.7+ alone (`_oru`): for OBX-3 (its code, a blood pressure panel, a GCS part, the
+# ACVPU observation, an unread label) where the first two name nothing read (a field's name is
+# found where it is); for an OBX-5 coded answer (ACVPU, a GCS part's score) with the first two,
+# in one pass, so that one naming another level or score than they do is refused, not passed
+# over (`acvpu_answer`, `gcs_part_score`); OBX-6 units and OBR-4 are read by two.
 _TRIPLET_STARTS = (0, 3, 9)
 
 
@@ -1887,24 +2027,70 @@ def names_acvpu(obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2) -> 
     return names(_triplets(obx_3)) or (triplets > 2 and names(_triplets(obx_3, triplets)))
 
 
-def acvpu_answer(components: list[str], value_type: str = "", triplets: int = 2) -> str:
-    """An ACVPU answer's letter from its OBX-5 (its `components`, `_obx_5`; acvpu.letter: every
-    part must name the same level): a coded answer's SNOMED CT code and its text, a local
-    code's text (its identifier only where it has none: `U^Unable to assess^L` is no
-    Unresponsive), or a letter or word (ST, TX); with `triplets` 3, its second alternate too
-    (CWE 10-12, `_TRIPLET_STARTS`). ValueError for none, parts that disagree, or a structured
-    numeric (`>^V`)."""
+def acvpu_answer(
+    components: list[str], value_type: str = "", triplets: int = 2, as_before: bool = False
+) -> str:
+    r"""An ACVPU answer's letter from its OBX-5 (its `components`, `_obx_5`), read from each
+    triplet (with `triplets` 3, a v2.7+ CWE's second alternate, 10-12, too: all in one pass):
+    its identifier where it is a SNOMED CT answer (acvpu.ANSWERS) or has no text (a letter or
+    word: `V`, `New confusion`, acvpu.level; an ST or TX is its first), and its text. Every
+    part that names a level must name the same one (acvpu.letter: a nurse's record is never
+    read as the milder of two), an identifier beside a text too, which never names the level
+    alone (`C^Alert^L` names two; `U^Unable to assess^L`, a local list's U, is no
+    Unresponsive). Alert, the one level NEWS2 scores 0 (RCP NEWS2 2017, chart 1: any other,
+    new confusion included, scores 3, and qSOFA reads it as altered mentation), only where
+    every part names a level, but a local code's identifier (one with a coding system:
+    `L1^Alert^L`) beside its text: `Not^Alert` (an ST whose `^` was sent unescaped) and
+    `248234008^Not alert^SCT` are refused, never read as Alert. ValueError for none, parts
+    that disagree, such an Alert, or a structured numeric (`>^V`). `as_before`: as it was read
+    before these rules (an identifier beside a text, and a part that names no level, passed
+    over), the reading of a value with an escaped separator taken as one (`_agreed`)."""
     if value_type == "SN":
         raise ValueError("a structured numeric (a bound or a ratio) is no ACVPU level")
     snomed: list[str] = []
     texts: list[str] = []
-    for identifier, text, _ in _triplets(components, triplets):
+    beside: list[tuple[str, str]] = []  # an identifier beside a text, and its coding system
+    for identifier, text, system in _triplets(components, triplets):
         if identifier in acvpu.ANSWERS:
             snomed.append(identifier)
-            texts += [text] if text else []
-        else:
-            texts.append(text or identifier)
-    return acvpu.letter(snomed, texts)
+        elif not text:
+            texts.append(identifier)
+        elif identifier and not as_before:
+            beside.append((identifier, system))
+        texts += [text] if text else []
+    letter = acvpu.letter(snomed, texts)
+    if as_before:
+        return letter
+    acvpu.letter(snomed, [*texts, *(identifier for identifier, _ in beside)])  # another level
+    unnamed = [t for t in texts if acvpu.level(t) is None]
+    unnamed += [i for i, system in beside if not system and acvpu.level(i) is None]
+    if letter == "A" and unnamed:
+        raise ValueError(
+            "the answer reads Alert only beside a part that names no level, which may say "
+            "otherwise (NEWS2 scores any other level 3): not read as Alert"
+        )
+    return letter
+
+
+def _acvpu_backed(value: _Value, letter: str) -> bool:
+    r"""Whether an ACVPU answer read as before (its escaped component separator taken as one,
+    `_Value.former`: `_agreed`), and not per component, is borne out by the value: the first
+    triplet's identifier and text both name that level (`V\S\Voice\S\L`,
+    `A^Alert\S\oriented^L`), or every part it holds does (`Alert\S\`), and none of its
+    components names another (`C\S\C^A`). Not where a part the reading passed over may say
+    something else (`Not\S\Alert`, `U\S\A`: an identifier beside a text)."""
+
+    def level(text: str) -> str | None:
+        return acvpu.ANSWERS.get(text.strip()) or acvpu.level(text)
+
+    former = value.former or []
+    identifier, text, _ = (_triplets(former) or [("", "", "")])[0]
+    parts = [part for part in former if part.strip()]
+    if any(level(c) not in (None, letter) for c in value.components):
+        return False
+    return (bool(identifier and text) and {level(identifier), level(text)} == {letter}) or (
+        bool(parts) and all(level(part) == letter for part in parts)
+    )
 
 
 def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2) -> str | None:
@@ -1941,16 +2127,21 @@ def gcs_part_score(
         return None
     if value_type in ("CWE", "CE", "CNE", "CF"):
         read = _triplets(components, triplets)
-        answers = [identifier for identifier, _, _ in read if identifier]
-        number = None
+        scores: dict[int, str] = {}  # each score the answer names, and what names it
         if read:
             identifier, text, system = read[0]
             as_score = not system or text.split(" ")[0].split("-")[0].strip() == identifier
-            if _DECIMAL.match(identifier) is not None and as_score:
-                number = float(identifier)
-        score = derived.part_score(part, number, answers)
-        if score is not None:
-            return score
+            number = float(identifier) if _DECIMAL.match(identifier) and as_score else None
+            if (scored := derived.part_score(part, number, ())) is not None:
+                scores[scored] = identifier  # (ValueError: not one of the part's scores)
+        for identifier, _, _ in read:  # its LOINC answers (ValueError: another part's)
+            if (scored := derived.part_score(part, None, [identifier])) is not None:
+                scores.setdefault(scored, identifier)
+        if len(scores) > 1:  # `4^^^LA6553-7^Eyes closed^LN`: 4, and LOINC's 1
+            named = " and ".join(f"{score} ({what})" for score, what in scores.items())
+            raise ValueError(f"{part}: the coded answer names two scores, {named}")
+        if scores:
+            return next(iter(scores))
         if any(t.upper() in derived.NO_SCORE for triplet in read for t in triplet[:2]):
             return None  # `^Intubated^L`: charting of no score, coded
         raise ValueError(f"{part}: the coded answer is not a score nor a LOINC answer")
@@ -2096,16 +2287,17 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 def _copied(er7: str, source: dict[str, str]) -> str:
     r"""A field's ER7 text in `source`'s delimiters as the ACK copies it: as sent where the
     message's field separator, component, repetition and subcomponent separators and escape
-    character are the ACK's (`ACK_ENCODING`) and the text holds no control character, byte for
-    byte as the sender wrote it, for engines match MSA-2 to the MSH-10 they sent byte for byte
-    (`C\X41\1`, `C\H\1\N\`, `C\P\1` are echoed so, never decoded to `CA1`, `C1`); only where
-    they differ (or a control character could end a segment or the MLLP frame) written again
+    character are the ACK's (`ACK_ENCODING`), byte for byte as the sender wrote it, for
+    engines match MSA-2 to the MSH-10 they sent byte for byte (`C\X41\1`, `C\H\1\N\`,
+    `C\P\1` are echoed so, never decoded to `CA1`, `C1`), but for a control character sent
+    raw, which could end a segment or the MLLP frame: that alone is written as hexadecimal
+    data (`M\P\7<TAB>` is echoed `M\P\7\X09\`). Only where they differ is it written again
     in the ACK's (`_rewritten`). A truncation character the message declares is none of
     these, in any version (before 2.7 `parse` keeps it beside the message): its `\P\` is
     copied as sent too, never as the `#` it stands for."""
     same = all(source.get(name) == ACK_ENCODING[name] for name in _DELIMITER_CODES)
-    if same and not _CONTROL_CHARACTER.search(er7):
-        return er7
+    if same:
+        return _CONTROL_CHARACTER.sub(lambda m: f"\\X{ord(m[0]):02X}\\", er7)
     return _rewritten(er7, source, ACK_ENCODING)
 
 

@@ -2059,18 +2059,6 @@ def test_before_v2_7_components_10_to_12_of_obx_3_are_not_read(
     assert o.records[0][1]["heart_rate_bpm"] == 88  # OBX 2's: OBX 1 read as no heart rate
 
 
-def test_an_answer_its_first_two_triplets_give_is_not_read_again_with_its_second_alternate() -> (
-    None
-):
-    """An ACVPU answer (OBX-5) whose components 10-12 hold something else is read by its first
-    two triplets, as before, in any version: the second alternate (v2.7+) is read only where
-    those give nothing read (`test_a_v2_7_coded_answer_only_in_its_second_alternate_is_read`)."""
-    components = "A^Alert^L^^^^^^^300202002^Voice^SCT"
-    assert hl7v2.acvpu_answer(components.split("^")) == "A"
-    for version in ("2.5.1", "2.8"):
-        assert value_of(f"CWE|{ACVPU}||{components}", "acvpu", version) == "A"
-
-
 @pytest.mark.parametrize(
     ("pid3", "expected"),
     [  # as real feeds send them (../shared/data/hl7v2: ADT-A06-01, ADT04-28)
@@ -2118,8 +2106,11 @@ def test_an_escaped_separator_is_text_in_its_component_and_what_read_before_read
     (`V\\S\\2^Voice^L`) gave the text `2` and a score's text without a coding system (`4^Opens
     eyes\\S\\spontaneously`) the coding system `spontaneously`, and neither answer was read.
     Each component is now decoded once, after the split. A value that read with its escaped
-    separator taken as one (an engine that escapes a structured value it writes into one
-    component: `>\\S\\20`, `V\\S\\Voice\\S\\L`) still reads the same, as the brief requires."""
+    separator taken as one still reads the same where nothing in it says otherwise: engines
+    escape a structured value they write into one component (`>\\S\\20`, `V\\S\\Voice\\S\\L`),
+    and their feeds were read so; refused, those readings would be lost without a change in
+    what the nurse charted (`test_an_answer_that_an_escaped_separator_makes_read_two_ways_…`
+    for one that says otherwise)."""
     read_now = [
         (f"CWE|{ACVPU}||V\\S\\2^Voice^L", "acvpu", "V"),  # a local code `V^2`
         (f"CWE|{ACVPU}||L1\\S\\2^Responds^L^300202002^Responds to voice^SCT", "acvpu", "V"),
@@ -2127,6 +2118,9 @@ def test_an_escaped_separator_is_text_in_its_component_and_what_read_before_read
     ]
     as_before = [
         (f"CWE|{ACVPU}||A^Alert\\S\\oriented^L", "acvpu", "A"),
+        (f"CWE|{ACVPU}||C^Confused\\S\\disoriented^L", "acvpu", "C"),
+        (f"ST|{ACVPU}||Alert\\S\\", "acvpu", "A"),
+        (f"CWE|{ACVPU}||130987000\\S\\Alert^Acute confusion^SCT", "acvpu", "C"),  # per component
         (f"ST|{ACVPU}||V\\S\\Voice\\S\\L", "acvpu", "V"),
         (f"ST|{ACVPU}||Voice\\T\\Pain", "acvpu", ["bad_value"]),  # `Voice&Pain`: no level
         (f"NM|{GCS_EYE}||=\\S\\4", "gcs_total", 13),
@@ -2152,9 +2146,9 @@ def test_a_v2_7_coded_answer_only_in_its_second_alternate_is_read(
 ) -> None:
     """v2.7 2A CWE: components 10-12 are the second alternate identifier, text and coding
     system. OBX-3 read them (v2.7+, where its first two triplets give no code); an ACVPU or
-    GCS answer coded only there was dead-lettered. Read now under the same rule; before v2.7
-    (no such components: hl7apy keeps no empty ones there) not; an answer its first two
-    triplets give is not read again with the third (`test_an_answer_its_first_two_…`)."""
+    GCS answer coded only there was dead-lettered. Read now with the first two, in one pass;
+    before v2.7 (no such components: hl7apy keeps no empty ones there) not; one that names
+    another level than the first two is refused (`test_a_v2_7_answers_second_alternate_…`)."""
     assert value_of(obx, field, "2.8") == expected
     assert value_of(obx, field, "2.5.1") == ["bad_value"]
 
@@ -2177,43 +2171,33 @@ def test_a_v2_7_obx_3_naming_a_gcs_part_or_acvpu_only_in_its_second_alternate_is
 
 
 def control_sent(where: str) -> str:
-    """A message with a control character in one of its identifiers (`where`)."""
+    """A message with a control character in one of its patient's or visit's identifiers."""
     pv1 = "PV1|1|I|4E^12^A^H"
     messages = {
         "PID-3": adt_message("ADT^A01", pid3="MRN\\X0D0A\\1^^^H^MR"),
         "PID-3 sent raw": adt_message("ADT^A01", pid3="MRN\t1^^^H^MR"),
         "PID-3.4": adt_message("ADT^A01", pid3="MRN1^^^H\\X0A\\X^MR"),
-        "MSH-10": adt_message("ADT^A01").replace("|Q1|", "|Q\\X0D\\1|"),
-        "MSH-4": adt_message("ADT^A01").replace("|ADT|H|", "|ADT|H\\X09\\1|", 1),
-        "PV1-3": adt_message("ADT^A01", pv1="PV1|1|I|4\\X0B\\E^12^A^H"),
-        "PV1-3.3": adt_message("ADT^A01", pv1="PV1|1|I|4E^12^A\\X0A\\B^H"),
-        "PV1-6": adt_message("ADT^A02", pv1=f"{pv1}|||3\\X85\\W^1^A^H"),
         "PV1-19": adt_message("ADT^A01", pv1=pv1 + "|" * 16 + "V\\X0A\\1"),
         "MRG-1": merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9\\X0A\\1^^^H^MR", pv1),
-        "PV1-3 of an ORU": oru("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace(
-            "MICU^12", "MI\\X1C\\CU^12"
-        ),
     }
     return messages[where]
 
 
-@pytest.mark.parametrize(
-    "where",
-    ["PID-3", "PID-3 sent raw", "PID-3.4", "MSH-10", "MSH-4", "PV1-3", "PV1-3.3", "PV1-6", "PV1-19",
-     "MRG-1", "PV1-3 of an ORU"],
-)  # fmt: skip
-def test_an_identifier_holding_a_control_character_refuses_the_message(where: str) -> None:
+@pytest.mark.parametrize("where", ["PID-3", "PID-3 sent raw", "PID-3.4", "PV1-19", "MRG-1"])
+def test_a_patients_or_visits_identifier_holding_a_control_character_refuses_the_message(
+    where: str,
+) -> None:
     """A line break sent as hexadecimal data (`MRN\\X0D0A\\1`), or a tab sent raw, decoded
-    into the patient's identifier, the visit number, the control id, the sender or the place:
-    they were tokenised, made event ids and records' units and beds, and split the log lines
-    they were printed in. No identifier holds one, and without it `MRN\\X0A\\1` would be
-    `MRN1`, another patient: the message is refused (`bad_value`, 102), the reason naming the
-    field and the character escaped, never the value."""
+    into the patient's identifier or its authority, the merged record's or the visit number:
+    tokenised, it names a patient or visit no other feed names, and without it `MRN\\X0A\\1`
+    would be `MRN1`, another patient. The message is refused (`bad_value`, 102), the reason
+    starting with the field (an ACK's MSA-3 keeps 80 characters) and naming the character by
+    its code point, never the value."""
     o = outcome(control_sent(where))
     assert isinstance(o, hl7v2.Refused), o
     assert (o.reason_code, o.ack_code, o.hl7_error) == ("bad_value", "AE", "102")
-    assert where.split()[0].split(".")[0] in o.reason and "control character" in o.reason
-    assert hl7v2.printable(o.reason) == o.reason
+    assert o.reason.startswith(f"control character in {where.split()[0].split('.')[0]} (")
+    assert "U+000" in o.reason and hl7v2.printable(o.reason) == o.reason
 
 
 def test_a_reason_quoting_the_message_type_holds_no_control_character() -> None:
@@ -2288,3 +2272,201 @@ def test_an_unparsed_message_in_other_delimiters_is_answered_with_its_processing
     separator: `T*A` was no processing id, and a training message was answered as P."""
     raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C1|T*A|2.5.1\rP I|1"
     assert ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))[0][10] == "T"
+
+
+@pytest.mark.parametrize(
+    "obx",
+    [
+        f"CWE|{ACVPU}||A^Alert^L^^^^^^^300202002^Voice^SCT",
+        f"CWE|{ACVPU}||248234008^Alert^SCT^^^^^^^130987000^Acute confusion^SCT",
+        f"CWE|{GCS_EYE}||4^^^^^^^^^LA6553-7^Eyes closed^LN",
+    ],
+)
+def test_a_v2_7_answers_second_alternate_naming_another_level_or_score_is_refused(
+    obx: str,
+) -> None:
+    """v2.7 2A CWE: components 10-12 are a second alternate coding of the same answer. An
+    ACVPU or GCS answer's were read only where its first two triplets gave nothing, so one
+    naming another level (Voice, acute confusion beside Alert) or score (LOINC's eyes closed,
+    1, beside a 4) was passed over, and the milder of two read, while the same disagreement in
+    components 4-6 was refused. All the triplets a version defines are read in one pass: it is
+    refused (before 2.7, which defines no 10-12, the first two are all there is)."""
+    assert value_of(obx, "acvpu" if ACVPU in obx else "gcs_total", "2.8") == ["bad_value"]
+    assert value_of(obx, "acvpu" if ACVPU in obx else "gcs_total", "2.5.1") in ("A", 13)
+
+
+def test_a_gcs_answers_score_and_its_loinc_answer_must_agree() -> None:
+    """A coded GCS part was read by its first LOINC answer, its identifier's score passed over:
+    `4^^^LA6553-7^Eyes closed^LN` was eyes closed, 1, where the nurse's 4 says spontaneously.
+    Where the two name different scores it is refused (dead-lettered, the reason naming
+    both); where they agree, or one is sent, it is read."""
+    assert value_of(f"CWE|{GCS_EYE}||4^^^LA6553-7^Eyes closed^LN", "gcs_total") == ["bad_value"]
+    assert value_of(f"CWE|{GCS_EYE}||4^^^LA6556-0^Eyes open^LN", "gcs_total") == 13
+    assert value_of(f"CWE|{GCS_EYE}||LA6553-7^Eyes closed^LN", "gcs_total") == 10
+
+
+@pytest.mark.parametrize(
+    "obx",
+    [
+        f"ST|{ACVPU}||Not\\S\\Alert",
+        f"ST|{ACVPU}||No\\S\\Alert",
+        f"ST|{ACVPU}||Confused\\S\\Alert",
+        f"ST|{ACVPU}||U\\S\\A",
+        f"CWE|{ACVPU}||C\\S\\Alert^Acute confusion^L",  # a local code `C^Alert`: confusion
+        f"CWE|{ACVPU}||P\\S\\Alert^Responds to pain^L",
+        f"CWE|{ACVPU}||Lx\\S\\A^^^130987000^Acute confusion^SCT",
+        f"CWE|{GCS_EYE}||4\\S\\4^T",  # a `4^4` beside T (no score): read whole, a 4
+    ],
+)
+def test_an_answer_that_an_escaped_separator_makes_read_two_ways_is_refused(obx: str) -> None:
+    """HL7 v2.5 §2.7: `\\S\\` is the component separator as text, in its component. An answer
+    was read first with it taken as a separator, as before: `Not\\S\\Alert` was an identifier
+    `Not` (passed over) beside a text `Alert`, and `C\\S\\Alert^Acute confusion^L` (a local
+    code `C^Alert` whose text is acute confusion) lost its text to the shift, both read as
+    Alert. NEWS2 (RCP 2017) scores any level but Alert 3 points: a missed red flag. Read per
+    component first; read whole too, the two must agree, and a reading only whole is kept only
+    where the value bears it out (`V\\S\\Voice\\S\\L`): else it is refused, dead-lettered."""
+    field = "acvpu" if ACVPU in obx else "gcs_total"
+    assert value_of(obx, field) == ["bad_value"]
+
+
+def test_alert_is_read_only_where_every_part_of_the_answer_names_it() -> None:
+    """An identifier beside a text was passed over, and a text naming no level too: an ST
+    `Not^Alert` (its `^` sent unescaped) was Alert, `248234008^Not alert^SCT` Alert, `C^Alert^L`
+    Alert, `A^Voice` Voice. Every part is read: one naming another level refuses the answer
+    (a nurse's record is never read as the milder of two), and Alert, which NEWS2 (RCP 2017)
+    scores 0 where any other level scores 3, is read only where every part names it, but a
+    local code's identifier beside its text (`L1^Alert^L`), which is its list's code."""
+    refused = [
+        f"ST|{ACVPU}||Not^Alert",
+        f"CWE|{ACVPU}||248234008^Not alert^SCT",
+        f"CWE|{ACVPU}||C^Alert^L",
+        f"CWE|{ACVPU}||A^Voice",
+    ]
+    for obx in refused:
+        assert value_of(obx, "acvpu") == ["bad_value"], obx
+    read = [
+        (f"CWE|{ACVPU}||L1^Alert^L", "A"),
+        (f"CWE|{ACVPU}||248234008^Mentally alert (finding)^SCT", "A"),  # its full name
+        (f"CWE|{ACVPU}||V^Voice^L", "V"),
+        (f"ST|{ACVPU}||Alert", "A"),
+    ]
+    for obx, letter in read:
+        assert value_of(obx, "acvpu") == letter, obx
+
+
+def test_an_oru_whose_place_holds_a_control_character_keeps_the_patients_values() -> None:
+    """A control character in PV1-3.1 (the unit) or PV1-3.4 (the facility) of an ORU refused
+    the message: the vitals of a patient PID-3 names were lost for a field that identifies no
+    one. Each is read as absent (the unit `unknown`, the facility the sender's, as for one not
+    sent), and the outcome says so (`Mapped.notes`)."""
+    obx = "OBX|1|NM|8867-4^HR^LN||88|/min|||||F"
+    for pv1, unit, facility, field in [
+        ("MI\\X1C\\CU^12^A^H", "unknown", "H", "PV1-3.1"),
+        ("MICU^12^A^H\\X0A\\X", "MICU", "ICU", "PV1-3.4"),
+    ]:
+        o = outcome(oru(obx).replace("MICU^12^A^H", pv1))
+        assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+        [(_, rec)] = o.records
+        assert (rec["heart_rate_bpm"], rec["unit_id"], rec["facility_id"]) == (88, unit, facility)
+        assert rec["patient_token"] == tok("H", "MRN9")
+        [note] = o.notes
+        assert note.startswith(f"control character in {field} (") and "read as absent" in note
+
+
+def test_an_adt_location_holding_a_control_character_is_read_as_absent() -> None:
+    """A control character in PV1-3 (`4\\X0B\\E`, a bed `A\\X0A\\B`) refused every ADT: no unit
+    or bed of the census holds one. It is read as absent, and the rules for an absent PV1-3
+    apply: an admission is refused for its missing unit (101, the reason saying why), a
+    discharge is read by its PV1-6, an update of a visit that is over never read it."""
+    admit = outcome(adt_message("ADT^A01", pv1="PV1|1|I|4E^12^A\\X0A\\B^H"))
+    assert isinstance(admit, hl7v2.Refused)
+    assert (admit.reason_code, admit.hl7_error) == ("missing_field", "101")
+    assert "control character in PV1-3" in admit.reason
+    discharge = outcome(adt_message("ADT^A03", pv1="PV1|1|I|4\\X0B\\E^12^A^H|||3W^1^A^H"))
+    assert isinstance(discharge, hl7v2.Mapped), discharge
+    [(_, rec)] = discharge.records
+    assert (rec["event_type"], rec["unit_id"], rec["prior_unit_id"]) == ("discharge", None, "3W")
+    assert census.discharged_from(rec) == "3W"
+    [note] = discharge.notes
+    assert note.startswith("control character in PV1-3 (") and "U+000B" in note
+    ended = "PV1|1|I|4\\X0B\\E^12^A^H" + "|" * 42 + "20260201080000"
+    update = outcome(adt_message("ADT^A08", pv1=ended))
+    assert isinstance(update, hl7v2.Mapped), update
+    assert update.records[0][1]["unit_id"] is None and update.notes == []
+
+
+def test_a_prior_location_with_a_control_character_is_absent_but_where_a_discharge_needs_it() -> (
+    None
+):
+    """PV1-6 holding a control character refused the message. It is read as absent (a
+    transfer's prior unit and bed None, said in the notes), but where a discharge names no unit
+    in PV1-3 it is the unit the discharge is read by (udfs.census.discharged_from), and the
+    message is refused (`bad_value`)."""
+    bad = "3\\X85\\W^1^A^H"
+    transfer = outcome(adt_message("ADT^A02", pv1=f"PV1|1|I|4E^12^A^H|||{bad}"))
+    assert isinstance(transfer, hl7v2.Mapped), transfer
+    [(_, rec)] = transfer.records
+    assert (rec["unit_id"], rec["prior_unit_id"], rec["prior_bed_id"]) == ("4E", None, None)
+    assert transfer.notes == [
+        "control character in PV1-6 (the prior location): U+0085, read as absent"
+    ]
+    unnamed = outcome(adt_message("ADT^A03", pv1=f"PV1|1|I||||{bad}"))
+    assert isinstance(unnamed, hl7v2.Refused) and unnamed.reason_code == "bad_value"
+    assert unnamed.reason.startswith("control character in PV1-6 (")
+
+
+def test_a_header_identifier_holding_a_control_character_is_read_as_sent() -> None:
+    """MSH-10 `Q\\X0D\\1` (or a tab sent raw), MSH-4 `H\\X09\\1`: the message was refused, and
+    so every message of a sender whose MSH-4 holds one, for fields that name no patient. They
+    are read as the sender wrote them, a raw control character as hexadecimal data: the event
+    id carries the control id the ACK echoes (MSA-2), the same for each resend."""
+    for control, sent in [("Q\\X0D\\1", "Q\\X0D\\1"), ("Q\t1", "Q\\X09\\1")]:
+        msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", f"|{control}|"))
+        assert not isinstance(msg, hl7v2.Refused)
+        o = hl7v2.map_message(msg, tok, source="t")
+        assert isinstance(o, hl7v2.Mapped), o
+        assert o.records[0][1]["event_id"] == f"hl7:H/ADT:{sent}:A01"
+        assert ack_fields(hl7v2.ack(msg, "AA"))[1][2] == sent
+    o = outcome(adt_message("ADT^A01").replace("|ADT|H|", "|ADT|H\\X09\\1|", 1))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["event_id"] == "hl7:H\\X09\\1/ADT:Q1:A01"
+
+
+@pytest.mark.parametrize("sent", ["\\X00\\", "\\X07\\", "\\X1B\\", "\\X7F\\", "\\XC29B\\"])
+def test_a_control_character_around_an_identifier_is_stripped_as_a_space_is(sent: str) -> None:
+    """Around an identifier a control character is none of it, as a space is: but only what
+    Python takes for white space was stripped, and `MRN1\\X00\\` (a NUL, BEL, ESC, DEL or C1
+    character after it) refused the message while `MRN1\\X0A\\` was `MRN1`. Every control
+    character is stripped around the value, inside it still refused."""
+    for pid3 in (f"MRN1{sent}^^^H^MR", f"{sent}MRN1^^^H^MR"):
+        o = outcome(adt_message("ADT^A01", pid3=pid3))
+        assert isinstance(o, hl7v2.Mapped), (pid3, o)
+        assert o.records[0][1]["patient_token"] == tok("H", "MRN1")
+
+
+def test_a_control_character_refusal_reads_whole_in_the_acks_msa_3() -> None:
+    """The ACK's MSA-3 makes a reason's backslashes spaces and keeps 80 characters: the
+    reason for a control character in PID-3 read `… holds a control character ( x85)`, its
+    field cut off. It starts with the field, and names the character by code point."""
+    msg = hl7v2.parse(adt_message("ADT^A01", pid3="MRN\\X85\\1^^^H^MR"))
+    assert not isinstance(msg, hl7v2.Refused)
+    o = hl7v2.map_message(msg, tok, source="t")
+    assert isinstance(o, hl7v2.Refused)
+    msa_3 = ack_fields(hl7v2.ack(msg, o.ack_code, o.reason, o.hl7_error))[1][3]
+    assert msa_3.startswith("control character in PID-3 (") and "U+0085" in msa_3
+
+
+def test_an_ack_echoing_a_control_id_with_a_raw_control_character_escapes_that_alone() -> None:
+    """A control id in the ACK's delimiters was echoed as sent, but where it held a raw control
+    character it was decoded whole and written again: `M\\P\\7<TAB>` (a pre-2.7 message that
+    declares the truncation character) came back `M#7\\X09\\`, `M\\X41\\7<TAB>` `MA7\\X09\\`:
+    not what the sender matches. Only the control character is written as hexadecimal data."""
+    for encoding, sent, echoed in [
+        ("^~\\&#", "M\\P\\7\t", "M\\P\\7\\X09\\"),
+        ("^~\\&", "M\\X41\\7\t", "M\\X41\\7\\X09\\"),
+    ]:
+        text = adt_message("ADT^A01").replace("|Q1|", f"|{sent}|")
+        msg = hl7v2.parse(text.replace("^~\\&", encoding, 1))
+        assert not isinstance(msg, hl7v2.Refused)
+        assert ack_fields(hl7v2.ack(msg, "AA"))[1][2] == echoed
