@@ -1370,7 +1370,7 @@ def _oru(
                     partial(answer, triplets=obx_3_triplets),
                     value,
                     partial(answer, triplets=2, as_before=True),
-                    _acvpu_backed,
+                    partial(_acvpu_backed, value_type=value_type),
                 )
                 read = [(0, VITALS, "acvpu", letter)]
             else:
@@ -2039,10 +2039,12 @@ def acvpu_answer(
     alone (`C^Alert^L` names two; `U^Unable to assess^L`, a local list's U, is no
     Unresponsive). Alert, the one level NEWS2 scores 0 (RCP NEWS2 2017, chart 1: any other,
     new confusion included, scores 3, and qSOFA reads it as altered mentation), only where
-    every part names a level, but a local code's identifier (one with a coding system:
-    `L1^Alert^L`) beside its text: `Not^Alert` (an ST whose `^` was sent unescaped) and
-    `248234008^Not alert^SCT` are refused, never read as Alert. ValueError for none, parts
-    that disagree, such an Alert, or a structured numeric (`>^V`). `as_before`: as it was read
+    every part names a level, but a local code's identifier beside its text (one with a coding
+    system, `L1^Alert^L`, or any in a coded type, CWE, CE, CNE or CF, whose first component is
+    always an identifier and its coding system optional in v2.5: `AL^Alert`): `Not^Alert` (an
+    ST whose `^` was sent unescaped) and `248234008^Not alert^SCT` are refused, never read as
+    Alert. ValueError for none, parts that disagree, such an Alert, or a structured numeric
+    (`>^V`). `as_before`: as it was read
     before these rules (an identifier beside a text, and a part that names no level, passed
     over), the reading of a value with an escaped separator taken as one (`_agreed`)."""
     if value_type == "SN":
@@ -2063,7 +2065,8 @@ def acvpu_answer(
         return letter
     acvpu.letter(snomed, [*texts, *(identifier for identifier, _ in beside)])  # another level
     unnamed = [t for t in texts if acvpu.level(t) is None]
-    unnamed += [i for i, system in beside if not system and acvpu.level(i) is None]
+    coded = value_type in ("CWE", "CE", "CNE", "CF")  # a raw `^` only in a text type
+    unnamed += [i for i, system in beside if not (system or coded) and acvpu.level(i) is None]
     if letter == "A" and unnamed:
         raise ValueError(
             "the answer reads Alert only beside a part that names no level, which may say "
@@ -2072,22 +2075,27 @@ def acvpu_answer(
     return letter
 
 
-def _acvpu_backed(value: _Value, letter: str) -> bool:
+def _acvpu_backed(value: _Value, letter: str, value_type: str = "") -> bool:
     r"""Whether an ACVPU answer read as before (its escaped component separator taken as one,
     `_Value.former`: `_agreed`), and not per component, is borne out by the value: the first
     triplet's identifier and text both name that level (`V\S\Voice\S\L`,
-    `A^Alert\S\oriented^L`), or every part it holds does (`Alert\S\`), and none of its
-    components names another (`C\S\C^A`). Not where a part the reading passed over may say
+    `A^Alert\S\oriented^L`), or every part it holds does (`Alert\S\`), or read whole by
+    today's rules (`acvpu_answer`, its OBX-2 `value_type`) it names that level (a local code an
+    engine escaped whole: `AVPU-C\S\New confusion\S\99LOCAL`), and none of its components
+    names another (`C\S\C^A`). Not where a part the reading passed over may say
     something else (`Not\S\Alert`, `U\S\A`: an identifier beside a text)."""
 
     def level(text: str) -> str | None:
         return acvpu.ANSWERS.get(text.strip()) or acvpu.level(text)
 
     former = value.former or []
-    identifier, text, _ = (_triplets(former) or [("", "", "")])[0]
-    parts = [part for part in former if part.strip()]
     if any(level(c) not in (None, letter) for c in value.components):
         return False
+    with contextlib.suppress(ValueError):  # read whole by today's rules, it says the same
+        if acvpu_answer(former, value_type) == letter:  # `AVPU-C\S\New confusion\S\99LOCAL`
+            return True
+    identifier, text, _ = (_triplets(former) or [("", "", "")])[0]
+    parts = [part for part in former if part.strip()]
     return (bool(identifier and text) and {level(identifier), level(text)} == {letter}) or (
         bool(parts) and all(level(part) == letter for part in parts)
     )
@@ -2132,8 +2140,12 @@ def gcs_part_score(
             identifier, text, system = read[0]
             as_score = not system or text.split(" ")[0].split("-")[0].strip() == identifier
             number = float(identifier) if _DECIMAL.match(identifier) and as_score else None
-            if (scored := derived.part_score(part, number, ())) is not None:
-                scores[scored] = identifier  # (ValueError: not one of the part's scores)
+            try:
+                if (scored := derived.part_score(part, number, ())) is not None:
+                    scores[scored] = identifier  # (ValueError: not one of the part's scores)
+            except ValueError:  # a local code past the scores, no system, beside LOINC's answer
+                if system or not any(i in derived.ANSWERS for i, _, _ in read):
+                    raise  # (`703512^Spontaneous^^LA6556-0^…^LN`: LOINC's answer says it)
         for identifier, _, _ in read:  # its LOINC answers (ValueError: another part's)
             if (scored := derived.part_score(part, None, [identifier])) is not None:
                 scores.setdefault(scored, identifier)

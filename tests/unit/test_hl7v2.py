@@ -2355,6 +2355,66 @@ def test_alert_is_read_only_where_every_part_of_the_answer_names_it() -> None:
         assert value_of(obx, "acvpu") == letter, obx
 
 
+def test_a_coded_alert_whose_local_code_names_no_coding_system_is_read_as_alert() -> None:
+    """In a coded type (CWE, CE, CNE, CF) the first component is always an identifier, and
+    v2.5 makes its coding system optional: `AL^Alert`, `1^Alert` are a local list's code beside
+    its text, read as Alert before, not a part that may say otherwise (as an ST's `Not^Alert`,
+    its `^` sent unescaped, may). Refused, a feed's Alert readings were lost."""
+    for obx, version in [
+        (f"CE|{ACVPU}||AL^Alert", "2.5.1"),
+        (f"CE|{ACVPU}||1^Alert", "2.5.1"),
+        (f"CE|{ACVPU}||1^Alert^", "2.5.1"),
+        (f"CE|{ACVPU}||AVPU-A^Alert", "2.5.1"),
+        (f"CE|{ACVPU}||12345^Alert^^248234008^Mentally alert^SCT", "2.5.1"),
+        (f"CWE|{ACVPU}||AL^Alert^^^^^^^^248234008^Mentally alert^SCT", "2.8"),
+    ]:
+        assert value_of(obx, "acvpu", version) == "A", obx
+    assert value_of(f"ST|{ACVPU}||Not^Alert", "acvpu") == ["bad_value"]
+
+
+def test_a_local_answer_an_engine_escaped_whole_reads_as_it_did() -> None:
+    """An engine that escapes a whole coded answer into one component (`AVPU-C\\S\\New
+    confusion\\S\\99LOCAL`) sends one component; read whole by today's rules it names the
+    same level, and none of it names another: it reads as before, not refused. One whose parts
+    may say otherwise still is."""
+    for obx, letter in [
+        (f"CWE|{ACVPU}||AVPU-C\\S\\New confusion\\S\\99LOCAL", "C"),
+        (f"CWE|{ACVPU}||AVPU-A\\S\\Alert\\S\\99LOCAL", "A"),
+        (f"CWE|{ACVPU}||AL\\S\\Alert\\S\\99EPIC", "A"),
+        (f"CWE|{ACVPU}||1\\S\\Alert\\S\\L", "A"),
+    ]:
+        assert value_of(obx, "acvpu") == letter, obx
+    for obx in [
+        f"ST|{ACVPU}||Not\\S\\Alert",
+        f"CWE|{ACVPU}||U\\S\\A",
+        f"CWE|{ACVPU}||C\\S\\Alert^Acute confusion^L",
+        f"CWE|{ACVPU}||Lx\\S\\A^^^130987000^Acute confusion^SCT",
+    ]:
+        assert value_of(obx, "acvpu") == ["bad_value"], obx
+
+
+def test_a_gcs_local_code_with_no_coding_system_beside_a_loinc_answer_reads_the_loinc_answer() -> (
+    None
+):
+    """A local answer code numbered past the part's scores and sent without a coding system
+    (`703512^Spontaneous^^LA6556-0^…^LN`) was refused as no score, where the LOINC answer
+    beside it says the score, as read before. A number that is a score and names another
+    than the LOINC answer is still refused."""
+    for obx in [
+        f"CE|{GCS_EYE}||703512^Spontaneous^^LA6556-0^Eyes open spontaneously^LN",
+        f"CE|{GCS_EYE}||10^Spontaneous^^LA6556-0^Eyes open spontaneously^LN",
+        f"CE|{GCS_EYE}||703512\\S\\Spontaneous\\S\\\\S\\LA6556-0\\S\\Eyes open\\S\\LN",
+    ]:
+        assert value_of(obx, "gcs_total") == 13, obx
+    assert value_of(f"CWE|{GCS_EYE}||4^^^LA6553-7^Eyes closed^LN", "gcs_total") == ["bad_value"]
+    assert value_of(
+        f"CWE|{GCS_EYE}||3^3 - To voice^L^^^^^^^LA6556-0^Eyes open spontaneously^LN",
+        "gcs_total",
+        "2.8",
+    ) == ["bad_value"]
+    assert value_of(f"CE|{GCS_EYE}||10^Spontaneous", "gcs_total") == ["bad_value"]
+
+
 def test_an_oru_whose_place_holds_a_control_character_keeps_the_patients_values() -> None:
     """A control character in PV1-3.1 (the unit) or PV1-3.4 (the facility) of an ORU refused
     the message: the vitals of a patient PID-3 names were lost for a field that identifies no
