@@ -2043,9 +2043,10 @@ def acvpu_answer(
     system, `L1^Alert^L`, or any in a coded type, CWE, CE, CNE or CF, whose first component is
     always an identifier and its coding system optional in v2.5: `AL^Alert`): `Not^Alert` (an
     ST whose `^` was sent unescaped) and `248234008^Not alert^SCT` are refused, never read as
-    Alert. ValueError for none, parts that disagree, such an Alert, or a structured numeric
-    (`>^V`). `as_before`: as it was read
-    before these rules (an identifier beside a text, and a part that names no level, passed
+    Alert; beside a SNOMED CT Alert, a text in other words read unless it may say otherwise
+    (`248234008^A - Alert^SCT`: `_says_otherwise`). ValueError for none, parts that disagree,
+    such an Alert, or a structured numeric (`>^V`). `as_before`: as it was read before these
+    rules (an identifier beside a text, and a part that names no level, passed
     over), the reading of a value with an escaped separator taken as one (`_agreed`)."""
     if value_type == "SN":
         raise ValueError("a structured numeric (a bound or a ratio) is no ACVPU level")
@@ -2067,12 +2068,24 @@ def acvpu_answer(
     unnamed = [t for t in texts if acvpu.level(t) is None]
     coded = value_type in ("CWE", "CE", "CNE", "CF")  # a raw `^` only in a text type
     unnamed += [i for i, system in beside if not (system or coded) and acvpu.level(i) is None]
-    if letter == "A" and unnamed:
+    if letter == "A" and unnamed and (not snomed or any(map(_says_otherwise, unnamed))):
         raise ValueError(
             "the answer reads Alert only beside a part that names no level, which may say "
             "otherwise (NEWS2 scores any other level 3): not read as Alert"
         )
     return letter
+
+
+def _says_otherwise(text: str) -> bool:
+    """Whether a text beside a SNOMED CT Alert (248234008), one naming no level itself, may
+    say otherwise: a negation (`not`, `no`, `non`, `un…`: `Not alert`, `Non-alert`, `Unalert`)
+    or another level's word (`Alert but confused`). A display of the code in other words
+    (`A - Alert`, `Alert and orientated`, `Alert/oriented`) says the same, read as Alert."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return any(
+        w in ("not", "no", "non") or w.startswith("un") or acvpu.WORDS.get(w, "A") != "A"
+        for w in words
+    )
 
 
 def _acvpu_backed(value: _Value, letter: str, value_type: str = "") -> bool:

@@ -2372,6 +2372,31 @@ def test_a_coded_alert_whose_local_code_names_no_coding_system_is_read_as_alert(
     assert value_of(f"ST|{ACVPU}||Not^Alert", "acvpu") == ["bad_value"]
 
 
+def test_a_snomed_alert_displayed_in_other_words_is_read_unless_its_text_may_say_otherwise() -> (
+    None
+):
+    """A SNOMED CT Alert (248234008) whose display is not one of wardflow's words (`A - Alert`,
+    `Alert and orientated`) was refused, where it was read as Alert before: the code says the
+    level, and its display in other words says the same. Refused only where that text may say
+    otherwise: a negation (`Not alert`, `Non-alert`, `Unalert`) or another level's word."""
+    for value in [
+        "248234008^A - Alert^SCT",
+        "248234008^Alert (A)^SCT",
+        "248234008^Alert and orientated^SCT",
+        "248234008^Alert/oriented^SCT",
+        "248234008^Mentally alert^SCT^AL^Alert - A^99EPIC",
+    ]:
+        assert value_of(f"CWE|{ACVPU}||{value}", "acvpu") == "A", value
+    for value in [
+        "248234008^Not alert^SCT",
+        "248234008^Non-alert^SCT",
+        "248234008^Unalert^SCT",
+        "248234008^No response^SCT",
+        "248234008^Alert but confused^SCT",
+    ]:
+        assert value_of(f"CWE|{ACVPU}||{value}", "acvpu") == ["bad_value"], value
+
+
 def test_a_local_answer_an_engine_escaped_whole_reads_as_it_did() -> None:
     """An engine that escapes a whole coded answer into one component (`AVPU-C\\S\\New
     confusion\\S\\99LOCAL`) sends one component; read whole by today's rules it names the
