@@ -1016,18 +1016,27 @@ def _adt(
     numbers them), so that a visit keeps one token whatever facility its locations name.
     `bed_units`: see `map_message`. A place (PV1-3's unit, room and bed; PV1-6's) holding a
     control character (`_control_character`) names no unit or bed of the census: it is read as
-    absent, and the rules for an absent one apply (an admission or transfer without a unit is
-    refused, a discharge is read by its PV1-6), said in `notes` where it was to be read; PV1-6
-    read as absent where the discharge is read by it refuses the message."""
+    absent (a unit with its bed; a room or bed alone, the unit kept), and the rules for an
+    absent one apply (an admission or transfer without a unit is refused, `bad_value` 102, a
+    discharge is read by its PV1-6), said in `notes` where it was to be read; PV1-6 read as
+    absent where the discharge is read by it refuses the message."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
         event_type = "register"  # another encounter of the patient's: a visit in no bed
     unit, bed = _field(msg, "PV1", 3, 1, 1) or None, _bed(msg, 3)
-    if (unreadable := _control_character(unit or "", bed or "")) is not None:
+    if (unreadable := _control_character(unit or "")) is not None:
         unit, bed = None, None  # (PV1-3.4, the facility: `_map_patient`)
+    elif (found := _control_character(bed or "")) is not None:  # the unit is still the unit
+        bed = None
+        if notes is not None:
+            notes.append(_absent("PV1-3.2-3 (the patient's room and bed)", found))
     prior_unit, prior_bed = _field(msg, "PV1", 6, 1, 1) or None, _bed(msg, 6)
-    if (prior_unreadable := _control_character(prior_unit or "", prior_bed or "")) is not None:
+    if (prior_unreadable := _control_character(prior_unit or "")) is not None:
         prior_unit, prior_bed = None, None
+    elif (found := _control_character(prior_bed or "")) is not None:
+        prior_bed = None
+        if notes is not None:
+            notes.append(_absent("PV1-6.2-3 (the prior room and bed)", found))
     ended = bool(_field(msg, "PV1", 45, 1))  # the visit's discharge time: it is over
     located = unit is not None
     if trigger == "A08" and ended:
@@ -1035,12 +1044,14 @@ def _adt(
         # its PV1-3 is where that visit was, not where the patient is
         located = False
     elif unreadable is not None:
-        absent = _absent("PV1-3 (the patient's location)", unreadable)
-        if event_type in ("admit", "transfer"):
-            why = f"ADT^{trigger} without a unit in PV1-3.1 ({absent})"
-            return Refused("missing_field", why, "AE", "101")
+        if event_type in ("admit", "transfer"):  # the key part first: MSA-3 keeps 80
+            why = (
+                f"control character in PV1-3: {unreadable} (read as absent), so ADT^{trigger} "
+                "has no unit in PV1-3.1"
+            )
+            return Refused("bad_value", why, "AE", "102")
         if notes is not None:
-            notes.append(absent)
+            notes.append(_absent("PV1-3 (the patient's location)", unreadable))
     if (
         trigger == "A07"
         and unit is not None

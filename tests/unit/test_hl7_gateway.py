@@ -555,6 +555,20 @@ def test_vitals_whose_unit_holds_a_control_character_are_stored_and_the_check_li
     assert row == ["unit.hl7", "AA", "1", d.notes[0]]
 
 
+def test_an_admission_whose_unit_holds_a_control_character_is_answered_with_why_first(
+    settings: Settings,
+) -> None:
+    """An A01 whose unit (PV1-3.1 `4\\X0A\\E`) is read as absent was answered ERR-3 101 (a
+    required field missing) with MSA-3 cut before it said why. It is a value the unit cannot
+    hold (102), and MSA-3 starts with the control character and where it is."""
+    d = gateway(settings).decide(admit(unit="4\\X0A\\E"))
+    assert not d.records and len(d.letters) == 1
+    [msa] = [seg for seg in d.ack.split("\r") if seg.startswith("MSA")]
+    [err] = [seg for seg in d.ack.split("\r") if seg.startswith("ERR")]
+    assert "control character in PV1-3: U+000A (read as absent)" in msa
+    assert err.split("|")[3].startswith("102^")
+
+
 def test_the_gateway_counts_at_most_its_limit_of_distinct_unread_codes_by_name(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

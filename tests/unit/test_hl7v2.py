@@ -2460,14 +2460,15 @@ def test_an_oru_whose_place_holds_a_control_character_keeps_the_patients_values(
 
 
 def test_an_adt_location_holding_a_control_character_is_read_as_absent() -> None:
-    """A control character in PV1-3 (`4\\X0B\\E`, a bed `A\\X0A\\B`) refused every ADT: no unit
-    or bed of the census holds one. It is read as absent, and the rules for an absent PV1-3
-    apply: an admission is refused for its missing unit (101, the reason saying why), a
-    discharge is read by its PV1-6, an update of a visit that is over never read it."""
-    admit = outcome(adt_message("ADT^A01", pv1="PV1|1|I|4E^12^A\\X0A\\B^H"))
+    """A control character in PV1-3 (`4\\X0B\\E`) refused every ADT: no unit of the census
+    holds one. It is read as absent, and the rules for an absent PV1-3 apply: an admission is
+    refused for its missing unit (102, the reason starting with why: an ACK's MSA-3 keeps 80
+    characters), a discharge is read by its PV1-6, an update of a visit that is over never
+    read it."""
+    admit = outcome(adt_message("ADT^A01", pv1="PV1|1|I|4\\X0A\\E^12^A^H"))
     assert isinstance(admit, hl7v2.Refused)
-    assert (admit.reason_code, admit.hl7_error) == ("missing_field", "101")
-    assert "control character in PV1-3" in admit.reason
+    assert (admit.reason_code, admit.hl7_error) == ("bad_value", "102")
+    assert admit.reason.startswith("control character in PV1-3: U+000A (read as absent)")
     discharge = outcome(adt_message("ADT^A03", pv1="PV1|1|I|4\\X0B\\E^12^A^H|||3W^1^A^H"))
     assert isinstance(discharge, hl7v2.Mapped), discharge
     [(_, rec)] = discharge.records
@@ -2479,6 +2480,23 @@ def test_an_adt_location_holding_a_control_character_is_read_as_absent() -> None
     update = outcome(adt_message("ADT^A08", pv1=ended))
     assert isinstance(update, hl7v2.Mapped), update
     assert update.records[0][1]["unit_id"] is None and update.notes == []
+
+
+def test_a_bed_holding_a_control_character_is_absent_and_its_unit_still_read() -> None:
+    """A control character in PV1-3's bed (`4E^12^A\\X0A\\B`) made the unit absent too: an
+    admission to 4E was refused for a missing unit, where the unit was read before. Only the
+    room and bed are read as absent, said in the notes; PV1-6's likewise."""
+    admit = outcome(adt_message("ADT^A01", pv1="PV1|1|I|4E^12^A\\X0A\\B^H"))
+    assert isinstance(admit, hl7v2.Mapped), admit
+    [(_, rec)] = admit.records
+    assert (rec["unit_id"], rec["bed_id"]) == ("4E", None)
+    assert admit.notes == [
+        "control character in PV1-3.2-3 (the patient's room and bed): U+000A, read as absent"
+    ]
+    moved = outcome(adt_message("ADT^A02", pv1="PV1|1|I|4E^12^A^H|||3W^1^A\\X0A\\B^H"))
+    assert isinstance(moved, hl7v2.Mapped), moved
+    [(_, rec)] = moved.records
+    assert (rec["prior_unit_id"], rec["prior_bed_id"]) == ("3W", None)
 
 
 def test_a_prior_location_with_a_control_character_is_absent_but_where_a_discharge_needs_it() -> (
