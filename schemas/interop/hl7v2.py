@@ -497,17 +497,15 @@ def _field_er7(msg: Message, segment: str, index: int, *components: int) -> str:
 
 def _identity(msg: Message, segment: str, index: int, *components: int) -> str:
     r"""A header field that names a message or its sender (MSH-10, MSH-4, MSH-3) where it
-    stands for them: the event id, the namespace of tokens of identifiers sent without an
-    authority, the facility where PV1-3.4 names none. Its text (`_field`), or where that holds
-    a control character (`Q\X0D\1` decoded holds a CR, which would end the event id's log
-    line) the text the sender wrote, around it stripped, a control character sent raw written
-    as hexadecimal data (`Q\X09\1` for a tab, as the ACK echoes it: `_copied`). Refused, every
-    message of a sender whose MSH-4 holds one would be, for a field that names no patient; so
-    its messages are read, and a resend gets the event id it got before. (An id whose text is
-    such ER7, `Q\E\X09\E\1`, reads as the same: no sender sends both.)"""
+    stands for them, printed: the event id, the facility where PV1-3.4 names none. Its text
+    (`_field`), each control character in it (`Q\X0D\1` decoded holds a CR, which would end
+    the event id's log line) written as hexadecimal data, one way whatever way it was sent
+    (`\X85\`, `\XC285\` and a raw U+0085 are all `\X85\`; `\X0A\` or a raw tab `\X09\`).
+    Refused, every message of a sender whose MSH-4 holds one would be, for a field that names
+    no patient; so its messages are read, and a resend gets the event id it got before. (An id
+    whose text is such hexadecimal data, `Q\E\X09\E\1`, reads as the same: no sender sends
+    both.) A token's namespace is made of the text itself (`_map_patient`)."""
     value = _field(msg, segment, index, *components)
-    if _CONTROL.search(value) is None:
-        return value
     esc = _encoding(msg).get("ESCAPE") or "\\"
 
     def hexadecimal(found: re.Match[str]) -> str:
@@ -515,7 +513,7 @@ def _identity(msg: Message, segment: str, index: int, *components: int) -> str:
         data = f"{code:02X}" if code < 0x100 else found[0].encode().hex().upper()
         return f"{esc}X{data}{esc}"
 
-    return _CONTROL.sub(hexadecimal, _AROUND.sub("", _field_er7(msg, segment, index, *components)))
+    return _CONTROL.sub(hexadecimal, value)
 
 
 # HL7 v2 2.5.3: `""` in a field is an explicit null (delete the value the receiver holds): no
@@ -801,18 +799,19 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     """The records of one patient's message (or part of an A17)."""
     code, trigger, tokenise, source = ctx.code, ctx.trigger, ctx.tokenise, ctx.source
     default_tz = ctx.default_tz
-    sender = next(
-        (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _identity(msg, "MSH", f, c))),
-        "",
-    )
-    fill = ctx.default_authority or sender  # the authority of an identifier sent without one
+    names = ((4, 1), (4, 2), (3, 1), (3, 2))
+    sender = next((v for f, c in names if (v := _identity(msg, "MSH", f, c))), "")
+    # its text, what a token's namespace is made of (a hash's input need not be printable): a
+    # sender whose MSH-4 holds a control character keeps its patients' tokens
+    sent = next((v for f, c in names if (v := _field(msg, "MSH", f, c))), "")
+    fill = ctx.default_authority or sent  # the authority of an identifier sent without one
     pid = _patient_id(msg, ctx.preferred_authority, fill)
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
 
     def token(identifier: tuple[str, str]) -> str:
-        return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
+        return tokenise(identifier[0] or ctx.default_authority or sent, identifier[1])
 
     # what was read as absent, and why (Mapped.notes): a place holding a control character
     notes: list[str] = []
@@ -835,7 +834,7 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
         _no_control_character("PID-3 (patient identifier or authority)", *pid)
         patient = token(pid)
         if code == "ADT":
-            visits = f"{sender or facility}/visit"
+            visits = f"{sent or facility}/visit"
             mapped = _adt(
                 msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz,
                 ctx.bed_units, notes,

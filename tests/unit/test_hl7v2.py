@@ -2536,6 +2536,24 @@ def test_a_header_identifier_holding_a_control_character_is_read_as_sent() -> No
     assert o.records[0][1]["event_id"] == "hl7:H\\X09\\1/ADT:Q1:A01"
 
 
+def test_a_sender_holding_a_control_character_keeps_its_patients_tokens_and_one_event_id() -> None:
+    """A sender whose MSH-4 holds a control character (`H\\X09\\1`) named the tokens of its
+    identifiers sent without an authority by the text it wrote, `H\\X09\\1`, where they were
+    made of its text before (a tab): its patients got new tokens, another patient's to every
+    feed. Tokens are made of the text (a hash's input need not be printable); the printed
+    event id writes each control character one way: `\\X85\\`, `\\XC285\\` and a raw
+    U+0085 are one message's id."""
+    o = outcome(adt_message("ADT^A01", pid3="MRN1^^^^MR").replace("|ADT|H|", "|ADT|H\\X09\\1|", 1))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["patient_token"] == tok("H\t1", "MRN1")
+    ids = set()
+    for control in ("Q\\X85\\1", "Q\\XC285\\1", "Q\x851"):
+        o = outcome(adt_message("ADT^A01").replace("|Q1|", f"|{control}|"))
+        assert isinstance(o, hl7v2.Mapped), o
+        ids.add(o.records[0][1]["event_id"])
+    assert ids == {"hl7:H/ADT:Q\\X85\\1:A01"}
+
+
 @pytest.mark.parametrize("sent", ["\\X00\\", "\\X07\\", "\\X1B\\", "\\X7F\\", "\\XC29B\\"])
 def test_a_control_character_around_an_identifier_is_stripped_as_a_space_is(sent: str) -> None:
     """Around an identifier a control character is none of it, as a space is: but only what
