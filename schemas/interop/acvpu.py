@@ -42,8 +42,10 @@ def names_observation(codes: Iterable[tuple[str, str]]) -> bool:
 
 
 def level(text: str) -> str | None:
-    """The letter a text names (`Alert`, `new confusion`, `V`…), or None."""
-    return WORDS.get(" ".join(text.strip().lower().replace("-", " ").split()))
+    """The letter a text names (`Alert`, `new confusion`, `V`…; an answer's SNOMED CT fully
+    specified name too, its semantic tag after it: `Mentally alert (finding)`), or None."""
+    words = " ".join(text.strip().lower().replace("-", " ").split())
+    return WORDS.get(words.removesuffix(" (finding)"))
 
 
 def letter(codes: Iterable[str], texts: Iterable[str] = ()) -> str:

@@ -252,13 +252,15 @@ class Ack:
         return self.code in REJECTED
 
 
-def _fields(segment: Any, *names: str) -> list[str]:
-    """The values of the fields `names` (repetitions included) that `segment` holds, unescaped.
-    A field the message's version does not define is absent, never an error (hl7apy raises
-    ChildNotFound for `segment.err_3` of a v2.3 ERR, which has ERR-1 only)."""
+def _fields(msg: Any, segment: Any, *names: str) -> list[str]:
+    """The values of the fields `names` (repetitions included) that `segment` holds, unescaped
+    in `msg`'s own encoding characters (hl7v2.element_text: a pre-2.7 ACK that declares the
+    truncation character, `^~\\&#`, writes it `\\P\\` and means `#`). A field the message's
+    version does not define is absent, never an error (hl7apy raises ChildNotFound for
+    `segment.err_3` of a v2.3 ERR, which has ERR-1 only)."""
     wanted = {n.upper() for n in names}
     return [
-        unescape(f.to_er7())
+        hl7v2.element_text(f, msg)
         for f in segment.children
         if f.name in wanted and f.to_er7().strip(" ^&~")
     ]
@@ -291,16 +293,16 @@ def parse_ack(text: str) -> Ack:
 
 def _read_ack(msg: Any) -> Ack:
     msa = next((s for s in msg.children if s.name == "MSA"), None)
-    code = next(iter(_fields(msa, "MSA_1")), "").strip() if msa is not None else ""
+    code = next(iter(_fields(msg, msa, "MSA_1")), "").strip() if msa is not None else ""
     if not code:
         raise ValueError("the reply has no MSA segment with an acknowledgment code")
-    control = next(iter(_fields(msa, "MSA_2")), "").strip()
+    control = next(iter(_fields(msg, msa, "MSA_2")), "").strip()
     before_25 = _version(msg) < (2, 5)
-    reasons = _fields(msa, "MSA_3")
+    reasons = _fields(msg, msa, "MSA_3")
     if before_25:
-        reasons += _fields(msa, "MSA_6")
+        reasons += _fields(msg, msa, "MSA_6")
     for seg in msg.children:
         if seg.name == "ERR":
-            errors = [] if before_25 else _fields(seg, "ERR_3", "ERR_7", "ERR_8")
-            reasons += errors or _fields(seg, "ERR_1")
+            errors = [] if before_25 else _fields(msg, seg, "ERR_3", "ERR_7", "ERR_8")
+            reasons += errors or _fields(msg, seg, "ERR_1")
     return Ack(code, control, "; ".join(r for r in reasons if r))

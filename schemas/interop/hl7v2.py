@@ -21,7 +21,14 @@ Checks run in the order a receiver needs them: the header (MSH-9 message type, t
 wardflow takes that type and trigger, then MSH-10), only then the patient (PID-3).
 
 Field text is unescaped (HL7 v2.5 §2.7: `\F\ \S\ \T\ \R\ \E\` and `\Xhh\`), so a unit `10\S\9/L` is
-`10^9/L` and a unit `L\T\D` is `L&D`. A time without an offset is in the sender's zone (HL7 v2
+`10^9/L` and a unit `L\T\D` is `L&D`, each component once, after the field is split (OBX-5
+too: an escaped separator is text in its component; a value read also with it taken as a
+separator, as before, is read where both readings agree, `_agreed`). A control character (a
+line break sent as `\X0D0A\`) in the identifier of a patient or a visit (PID-3 and its
+authority, MRG-1, PV1-19) refuses the message (`_no_control_character`); in a place (PV1-3,
+PV1-6) the place is read as absent, with a note; in the header's identifiers (MSH-3, MSH-4,
+MSH-10) they are read as sent (`_identity`); around any value it is stripped as a space is, and
+free text keeps its line breaks. A time without an offset is in the sender's zone (HL7 v2
 2A.3.22): MSH-7's offset where it has one, else the gateway's `hl7_timezone`; a date without a
 time of day is refused (it cannot be placed in a patient's timeline; an ADT event's EVN-6,
 EVN-2 or PV1-44/45 sent so is passed over for the next time the message gives where that is
@@ -44,7 +51,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, TypeVar, cast
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import VALIDATION_LEVEL
@@ -204,10 +212,10 @@ def _declared_as_known(text: str) -> str | Refused:
     """The message with MSH-12.1 replaced by the version hl7apy reads it in (parse_version),
     and MSH-2 cut to the four encoding characters of a version before 2.7: v2.7 added a fifth,
     the truncation character (`^~\\&#`, v2.7 2.5.5.5), which engines set up for it send
-    whatever MSH-12 says; it means nothing before 2.7, and hl7apy refuses five there. Cut, it
-    is no delimiter and its escape (`\\P\\`, which such an engine writes for it) is the
-    character itself: left, the unescaping would drop it (`MRN\\P\\7` read as `MRN7`, a
-    token of no patient, while `MRN#7` is `MRN#7`)."""
+    whatever MSH-12 says, and hl7apy refuses five before 2.7. The text is otherwise as sent:
+    `parse` keeps the fifth beside the message (`_encoding`), so that its escape `\\P\\`
+    (which such an engine writes for it) is read as the character (`MRN\\P\\7` is `MRN#7`, as
+    `MRN#7` is) and a field the ACK copies is echoed as the sender wrote it."""
     sep = text[3:4]
     segment, _, rest = text.partition("\r")
     fields = segment.split(sep)
@@ -229,30 +237,24 @@ def _declared_as_known(text: str) -> str | Refused:
     fields += [""] * (12 - len(fields))
     fields[11] = component.join([known, *vid[1:]])
     if truncation:
-        escape, char = fields[1][2], fields[1][4]
         fields[1] = fields[1][:4]
-        fields[2:] = [_truncation_unescaped(f, escape, char, sep) for f in fields[2:]]
-        rest = _truncation_unescaped(rest, escape, char, sep)
     return sep.join(fields) + ("\r" + rest if rest else "")
 
 
-def _truncation_unescaped(text: str, escape: str, char: str, sep: str) -> str:
-    """`text` with each escape sequence `<escape>P<escape>` (v2.7 2.7.1: the truncation
-    character) replaced by `char`. Sequences are read from the left as the unescaping reads
-    them (`_sequences_read`): `\\E\\P\\E\\` is an escaped escape, a `P` and another, no
-    `\\P\\`; none spans a field or a segment."""
+# The attribute of a parsed message of a version before 2.7 that holds the truncation character
+# its MSH-2 declares (`parse`): hl7apy reads four encoding characters there and keeps no fifth.
+# Set past hl7apy's Element.__setattr__, which takes a name it does not know for a child's.
+_TRUNCATION = "_wardflow_truncation"
 
-    delimiters = {name: escape for name in ("FIELD", "COMPONENT", "SUBCOMPONENT", "REPETITION")}
-    enc = {**delimiters, "ESCAPE": escape}  # which sequences there are, not what they give
 
-    def read(body: str) -> str | None:
-        if body == "P":
-            return char
-        if sep in body or "\r" in body or _sequence(body, enc) is None:
-            return None
-        return escape + body + escape
-
-    return _sequences_read(text, escape, read)
+def _encoding(msg: Message | _Part) -> dict[str, str]:
+    """A parsed message's delimiters and escape character (hl7apy's `encoding_chars`), with the
+    truncation character its MSH-2 declares in any version (v2.7 2.7.1: `\\P\\` is it)."""
+    enc: dict[str, str] = msg.encoding_chars
+    if isinstance(msg, _Part) or "TRUNCATION" in enc:
+        return enc
+    char = vars(msg).get(_TRUNCATION)
+    return {**enc, "TRUNCATION": char} if char else enc
 
 
 def _trimmed(text: str) -> str:
@@ -289,13 +291,15 @@ def parse(text: str) -> Message | Refused:
     known = _declared_as_known(text)
     if isinstance(known, Refused):
         return known
+    declared = raw_encoding(text).get("TRUNCATION", "")
     text = known
     unknown: list[str] = []
     while True:
         try:
-            return parse_message(
-                text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT
-            )
+            msg = parse_message(text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
+            if declared and "TRUNCATION" not in msg.encoding_chars:
+                object.__setattr__(msg, _TRUNCATION, declared)  # cut before 2.7 for hl7apy
+            return msg
         except InvalidName as exc:  # a segment the declared version does not define
             name = str(exc).rsplit(":", 1)[-1].strip()
             if (
@@ -303,12 +307,13 @@ def parse(text: str) -> Message | Refused:
                 or name in unknown
                 or not re.fullmatch(r"[A-Z][A-Z0-9]{2}", name)
             ):
-                return Refused("malformed", f"hl7apy: InvalidName: {exc}"[:500], hl7_error="100")
+                why = f"hl7apy: InvalidName: {printable(str(exc))}"
+                return Refused("malformed", why[:500], hl7_error="100")
             # vendors mix in newer segments (PRT in 2.5.1, SFT in 2.3): none of them is read
             unknown.append(name)
             text = "\r".join(seg for seg in text.split("\r") if seg[:3] != name)
         except Exception as exc:  # hl7apy raises a family of its own errors, plus ValueError
-            why = f"hl7apy: {type(exc).__name__}: {exc}"
+            why = f"hl7apy: {type(exc).__name__}: {printable(str(exc))}"
             return Refused("malformed", why[:500], hl7_error="100")
 
 
@@ -383,21 +388,27 @@ def _sequence(body: str, enc: dict[str, str], formatted: bool = False) -> str | 
     return None
 
 
-def _sequences_read(text: str, esc: str, read: Callable[[str], str | None]) -> str:
+def _sequences_read(
+    text: str,
+    esc: str,
+    read: Callable[[str], str | None],
+    plain: Callable[[str], str] = str,
+) -> str:
     """`text` with each escape sequence replaced by what `read` gives for what it holds, in one
-    pass from the left, what it gives never read again. Where `read` gives None the escape
-    character is no sequence's: kept as text, and the text after it read on (so `12\\34\\56`
-    stays itself, and in `a\\b\\F\\c` the `\\F\\` is still a field separator)."""
+    pass from the left, what it gives never read again, and the text between them by what
+    `plain` gives for it (itself, unless told). Where `read` gives None the escape character
+    is no sequence's: kept as text, and the text after it read on (so `12\\34\\56` stays
+    itself, and in `a\\b\\F\\c` the `\\F\\` is still a field separator)."""
     out, i = [], 0
     while (j := text.find(esc, i)) >= 0 and (k := text.find(esc, j + 1)) >= 0:
         value = read(text[j + 1 : k])
         if value is None:
-            out.append(text[i : j + 1])
+            out.append(plain(text[i : j + 1]))
             i = j + 1
         else:
-            out.append(text[i:j] + value)
+            out.append(plain(text[i:j]) + value)
             i = k + 1
-    out.append(text[i:])
+    out.append(plain(text[i:]))
     return "".join(out)
 
 
@@ -447,9 +458,25 @@ def _er7(element: Any, enc: dict[str, str]) -> str:
     return fallback
 
 
+def element_text(element: Any, msg: Message) -> str:
+    r"""An element's (a field's, a repetition's) text, its delimiters standing as they do and
+    its escape sequences read once in the message's own encoding characters (`unescape`, as
+    formatted text: `\.br\` a line break), `\P\` the truncation character where MSH-2
+    declares one, in any version (`_encoding`): what schemas.interop.hl7_alerts reads of an
+    ACK."""
+    enc = _encoding(msg)
+    return unescape(_er7(element, enc), enc, formatted=True)
+
+
 def _field(msg: Message, segment: str, index: int, *components: int) -> str:
     """The text of SEG-index[.component[.subcomponent]] of the first `segment`, '' if absent.
     Components are read from the field's ER7 text, so that a local field type does not matter."""
+    return _text(_field_er7(msg, segment, index, *components), _encoding(msg))
+
+
+def _field_er7(msg: Message, segment: str, index: int, *components: int) -> str:
+    """SEG-index[.component[.subcomponent]] of the first `segment` as the sender wrote it (ER7,
+    its escape sequences not read: `_er7`), '' if absent."""
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return ""
@@ -459,13 +486,34 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
         return ""
     if fields is None or not len(fields):
         return ""
-    enc = msg.encoding_chars
+    enc = _encoding(msg)
     er7 = _er7(fields[0], enc)
     for depth, c in enumerate(components):
         sep = enc["COMPONENT"] if depth == 0 else enc["SUBCOMPONENT"]
         parts = er7.split(sep)
         er7 = parts[c - 1] if c - 1 < len(parts) else ""
-    return _text(er7, enc)
+    return er7
+
+
+def _identity(msg: Message, segment: str, index: int, *components: int) -> str:
+    r"""A header field that names a message or its sender (MSH-10, MSH-4, MSH-3) where it
+    stands for them, printed: the event id, the facility where PV1-3.4 names none. Its text
+    (`_field`), each control character in it (`Q\X0D\1` decoded holds a CR, which would end
+    the event id's log line) written as hexadecimal data, one way whatever way it was sent
+    (`\X85\`, `\XC285\` and a raw U+0085 are all `\X85\`; `\X0A\` or a raw tab `\X09\`).
+    Refused, every message of a sender whose MSH-4 holds one would be, for a field that names
+    no patient; so its messages are read, and a resend gets the event id it got before. (An id
+    whose text is such hexadecimal data, `Q\E\X09\E\1`, reads as the same: no sender sends
+    both.) A token's namespace is made of the text itself (`_map_patient`)."""
+    value = _field(msg, segment, index, *components)
+    esc = _encoding(msg).get("ESCAPE") or "\\"
+
+    def hexadecimal(found: re.Match[str]) -> str:
+        code = ord(found[0])
+        data = f"{code:02X}" if code < 0x100 else found[0].encode().hex().upper()
+        return f"{esc}X{data}{esc}"
+
+    return _CONTROL.sub(hexadecimal, value)
 
 
 # HL7 v2 2.5.3: `""` in a field is an explicit null (delete the value the receiver holds): no
@@ -473,9 +521,15 @@ def _field(msg: Message, segment: str, index: int, *components: int) -> str:
 DELETE = '""'
 
 
+# What is stripped around a value: white space, and control characters (`_CONTROL`), which no
+# identifier holds and which around one are none of it (`MRN1\X00\`, `\X0A\MRN1` are `MRN1`)
+_AROUND = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+|[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+$")
+
+
 def _text(er7: str, enc: dict[str, str]) -> str:
-    """A field's or component's value: unescaped and stripped, '' for the explicit null."""
-    value = unescape(er7, enc).strip()
+    """A field's or component's value: unescaped and stripped (`_AROUND`), '' for the explicit
+    null."""
+    value = _AROUND.sub("", unescape(er7, enc))
     return "" if value == DELETE else value
 
 
@@ -536,7 +590,7 @@ def _identifier(
     segs = [s for s in msg.children if s.name == segment]
     if not segs:
         return None
-    enc = msg.encoding_chars
+    enc = _encoding(msg)
     try:
         reps = getattr(segs[0], f"{segment.lower()}_{field_no}", []) or []
     except Exception:  # a field the message's version does not define
@@ -606,7 +660,7 @@ def map_message(
     if code == "ADT" and trigger not in ADT_EVENTS and trigger not in MERGES:
         return Refused(
             "unsupported_event",
-            f"ADT^{trigger} is not a census event wardflow ingests "
+            f"ADT^{printable(trigger)} is not a census event wardflow ingests "
             f"({', '.join([*ADT_EVENTS, *MERGES])})",
             "AR",
             "201",
@@ -614,13 +668,13 @@ def map_message(
     if code not in ("ADT", "ORU") or (code == "ORU" and trigger not in ORU_EVENTS):
         return Refused(
             "unsupported_message",
-            f"{code}^{trigger} is not a message wardflow ingests "
+            f"{printable(code)}^{printable(trigger)} is not a message wardflow ingests "
             f"(ADT {', '.join([*ADT_EVENTS, *MERGES])}; "
             f"ORU^{', '.join(sorted(ORU_EVENTS - {''}))})",
             "AR",
             "200" if code not in ("ADT", "ORU") else "201",
         )
-    control_id = _field(msg, "MSH", 10)
+    control_id = _identity(msg, "MSH", 10)  # as sent where it holds a control character
     if not control_id:
         return Refused("missing_field", "MSH-10 (message control id) is empty", hl7_error="101")
     ctx = _Context(code, trigger, tokenise, source, default_tz, default_authority,
@@ -674,12 +728,14 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
         )
     records: list[tuple[str, dict[str, Any]]] = []
     rejected: list[Rejected] = []
+    notes: list[str] = []
     for i, group in enumerate(groups, 1):
-        mapped = _map_patient(_Part([*head, *group], msg.encoding_chars), ctx, f"{control_id}/{i}")
+        mapped = _map_patient(_Part([*head, *group], _encoding(msg)), ctx, f"{control_id}/{i}")
         if isinstance(mapped, Refused):
             return mapped
         records += mapped.records
         rejected += mapped.rejected
+        notes += [f"patient {i}: {note}" for note in mapped.notes]
     (_, first), (_, second) = records
     if first["patient_token"] == second["patient_token"]:
         return Refused("bad_value", "ADT^A17 swaps two patients: both PIDs name one", "AE", "102")
@@ -691,7 +747,7 @@ def _swap(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
             "AE",
             "102",
         )
-    return Mapped(records, rejected)
+    return Mapped(records, rejected, notes=notes)
 
 
 def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
@@ -702,15 +758,17 @@ def _merges(msg: Message, control_id: str, ctx: _Context) -> Mapped | Refused:
     if not groups:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     records: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
     for i, group in enumerate(groups, 1):
-        part = _Part([*head, *group], msg.encoding_chars)
+        part = _Part([*head, *group], _encoding(msg))
         mapped = _map_patient(part, ctx, f"{control_id}/{i}" if len(groups) > 1 else control_id)
         if isinstance(mapped, Refused):
             if len(groups) == 1:
                 return mapped
             return replace(mapped, reason=f"merge {i} of {len(groups)}: {mapped.reason}"[:500])
         records += mapped.records
-    return Mapped(records)
+        notes += [f"merge {i}: {n}" if len(groups) > 1 else n for n in mapped.notes]
+    return Mapped(records, notes=notes)
 
 
 def _patient_groups(msg: Message) -> tuple[list[Any], list[list[Any]]]:
@@ -741,43 +799,55 @@ def _map_patient(msg: Message, ctx: _Context, control_id: str) -> Mapped | Refus
     """The records of one patient's message (or part of an A17)."""
     code, trigger, tokenise, source = ctx.code, ctx.trigger, ctx.tokenise, ctx.source
     default_tz = ctx.default_tz
-    sender = next(
-        (v for f, c in ((4, 1), (4, 2), (3, 1), (3, 2)) if (v := _field(msg, "MSH", f, c))), ""
-    )
-    fill = ctx.default_authority or sender  # the authority of an identifier sent without one
+    names = ((4, 1), (4, 2), (3, 1), (3, 2))
+    sender = next((v for f, c in names if (v := _identity(msg, "MSH", f, c))), "")
+    # its text, what a token's namespace is made of (a hash's input need not be printable): a
+    # sender whose MSH-4 holds a control character keeps its patients' tokens
+    sent = next((v for f, c in names if (v := _field(msg, "MSH", f, c))), "")
+    fill = ctx.default_authority or sent  # the authority of an identifier sent without one
     pid = _patient_id(msg, ctx.preferred_authority, fill)
     if pid is None:
         return Refused("missing_field", "PID-3 (patient identifier list) is empty", "AE", "101")
     default_tz = sender_zone(_field(msg, "MSH", 7, 1), default_tz)
 
     def token(identifier: tuple[str, str]) -> str:
-        return tokenise(identifier[0] or ctx.default_authority or sender, identifier[1])
+        return tokenise(identifier[0] or ctx.default_authority or sent, identifier[1])
 
-    patient = token(pid)
-    facility = _field(msg, "PV1", 3, 4, 1) or ctx.default_facility or sender
+    # what was read as absent, and why (Mapped.notes): a place holding a control character
+    notes: list[str] = []
+    facility = _field(msg, "PV1", 3, 4, 1)
+    if (found := _control_character(facility)) is not None:
+        notes.append(_absent("PV1-3.4 (the facility)", found))
+        facility = ""
+    facility = facility or ctx.default_facility or sender
     if not facility:
         return Refused("missing_field", "no facility in PV1-3.4 or MSH-4", hl7_error="101")
     # MSH-10 is unique per sending application (2.14.9.10): two at one facility (an ADT and a
     # bed-management system) may use the same control id, so the application names the id too
-    app = _field(msg, "MSH", 3, 1)
+    app = _identity(msg, "MSH", 3, 1)
     base_id = (
         f"hl7:{sender}/{app}:{control_id}"
         if app and app != sender
         else f"hl7:{sender}:{control_id}"
     )
     try:
+        _no_control_character("PID-3 (patient identifier or authority)", *pid)
+        patient = token(pid)
         if code == "ADT":
-            visits = f"{sender or facility}/visit"
+            visits = f"{sent or facility}/visit"
             mapped = _adt(
                 msg, trigger, base_id, patient, facility, visits, tokenise, source, default_tz,
-                ctx.bed_units,
+                ctx.bed_units, notes,
             )  # fmt: skip
             if trigger in MERGES and isinstance(mapped, Mapped):
-                return _merged(msg, trigger, mapped, token, ctx.preferred_authority, fill)
-            return mapped
-        return _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes)
+                mapped = _merged(msg, trigger, mapped, token, ctx.preferred_authority, fill)
+        else:
+            mapped = _oru(msg, base_id, patient, facility, source, default_tz, ctx.codes, notes)
     except ValueError as exc:
         return Refused("bad_value", str(exc)[:500], hl7_error="102")
+    if isinstance(mapped, Mapped) and notes:
+        return replace(mapped, notes=[*notes, *mapped.notes])
+    return mapped
 
 
 def sender_zone(msh_7: str, default_tz: tzinfo) -> tzinfo:
@@ -939,25 +1009,53 @@ def _adt(
     source: str,
     tz: tzinfo,
     bed_units: frozenset[tuple[str, str]] | None = None,
+    notes: list[str] | None = None,
 ) -> Mapped | Refused:
     """`visits`: the namespace of PV1-19 visit numbers, the sender's (its registration system
     numbers them), so that a visit keeps one token whatever facility its locations name.
-    `bed_units`: see `map_message`."""
+    `bed_units`: see `map_message`. A place (PV1-3's unit, room and bed; PV1-6's) holding a
+    control character (`_control_character`) names no unit or bed of the census: it is read as
+    absent (a unit with its bed; a room or bed alone, the unit kept), and the rules for an
+    absent one apply (an admission or transfer without a unit is refused, `bad_value` 102, a
+    discharge is read by its PV1-6), said in `notes` where it was to be read; PV1-6 read as
+    absent where the discharge is read by it refuses the message."""
     event_type = "merged_in" if trigger in MERGES else ADT_EVENTS[trigger]
     if (trigger, _field(msg, "PV1", 2, 1).upper()) in _NO_BED_VISIT:
         event_type = "register"  # another encounter of the patient's: a visit in no bed
-    unit = _field(msg, "PV1", 3, 1, 1) or None
+    unit, bed = _field(msg, "PV1", 3, 1, 1) or None, _bed(msg, 3)
+    if (unreadable := _control_character(unit or "")) is not None:
+        unit, bed = None, None  # (PV1-3.4, the facility: `_map_patient`)
+    elif (found := _control_character(bed or "")) is not None:  # the unit is still the unit
+        bed = None
+        if notes is not None:
+            notes.append(_absent("PV1-3.2-3 (the patient's room and bed)", found))
+    prior_unit, prior_bed = _field(msg, "PV1", 6, 1, 1) or None, _bed(msg, 6)
+    if (prior_unreadable := _control_character(prior_unit or "")) is not None:
+        prior_unit, prior_bed = None, None
+    elif (found := _control_character(prior_bed or "")) is not None:
+        prior_bed = None
+        if notes is not None:
+            notes.append(_absent("PV1-6.2-3 (the prior room and bed)", found))
     ended = bool(_field(msg, "PV1", 45, 1))  # the visit's discharge time: it is over
     located = unit is not None
     if trigger == "A08" and ended:
         # an update of a visit that is over (EHRs send A08 for coding and billing long after):
         # its PV1-3 is where that visit was, not where the patient is
         located = False
+    elif unreadable is not None:
+        if event_type in ("admit", "transfer"):  # the key part first: MSA-3 keeps 80
+            why = (
+                f"control character in PV1-3: {unreadable} (read as absent), so ADT^{trigger} "
+                "has no unit in PV1-3.1"
+            )
+            return Refused("bad_value", why, "AE", "102")
+        if notes is not None:
+            notes.append(_absent("PV1-3 (the patient's location)", unreadable))
     if (
         trigger == "A07"
         and unit is not None
         and not ended
-        and _stays_in_a_bed(msg, unit, facility, bed_units)
+        and _stays_in_a_bed(unit, prior_unit, facility, bed_units)
     ):
         # inpatient to outpatient (observation): HL7 v2.5 3.3.7, the patient "is still being
         # seen for this episode of care"; where PV1-3 is a unit of beds, the bed is kept (an
@@ -968,6 +1066,15 @@ def _adt(
         return Refused("missing_field", f"ADT^{trigger} without a unit in PV1-3.1", "AE", "101")
     occurred, recorded = _event_time(msg, tz, trigger)
     visit = _field(msg, "PV1", 19, 1)
+    _no_control_character("PV1-19 (the visit number)", visit)
+    if prior_unreadable is not None:
+        if event_type == "discharge" and unit is None:  # read by its PV1-6 (census)
+            raise ValueError(
+                f"control character in PV1-6 (the prior location, which a discharge without a "
+                f"unit in PV1-3 is read by): {prior_unreadable}, no unit of the census"
+            )
+        if notes is not None:
+            notes.append(_absent("PV1-6 (the prior location)", prior_unreadable))
     record = {
         "event_id": f"{base_id}:{trigger}",
         "event_type": event_type,
@@ -977,9 +1084,9 @@ def _adt(
         "encounter_token": tokenise(visits, visit) if visit and trigger != "A07" else None,
         "facility_id": facility,
         "unit_id": unit if located else None,
-        "bed_id": _bed(msg, 3) if located else None,
-        "prior_unit_id": _field(msg, "PV1", 6, 1, 1) or None,
-        "prior_bed_id": _bed(msg, 6),
+        "bed_id": bed if located else None,
+        "prior_unit_id": prior_unit,
+        "prior_bed_id": prior_bed,
         "event_time": occurred,
         "recorded_time": recorded,
         "source": source,
@@ -1008,15 +1115,18 @@ def _demographics(msg: Message, at: datetime) -> dict[str, Any]:
 
 
 def _stays_in_a_bed(
-    msg: Message, unit: str, facility: str, bed_units: frozenset[tuple[str, str]] | None
+    unit: str,
+    prior_unit: str | None,
+    facility: str,
+    bed_units: frozenset[tuple[str, str]] | None,
 ) -> bool:
     """Whether an A07's PV1-3 (`unit`) is where the patient keeps a bed: a unit of the census's
     beds (`bed_units`, the capacity file's: an inpatient converted to observation stays in the
     bed, and the A07 need not say where they were, PV1-6 being optional), or, where those are
-    not known, the unit of its PV1-6 (where they were)."""
+    not known, the unit of its PV1-6 (`prior_unit`, where they were)."""
     if bed_units is not None:
         return (facility, unit) in bed_units
-    return unit == _field(msg, "PV1", 6, 1, 1)
+    return unit == prior_unit
 
 
 def _bed(msg: Message, field_no: int) -> str | None:
@@ -1084,6 +1194,7 @@ def _merged(
             "AE",
             "101",
         )
+    _no_control_character(f"{mrg} (the merged record's identifier)", *merged)
     [(topic, into)] = mapped.records
     if token(merged) == into["patient_token"]:
         return Refused(
@@ -1115,6 +1226,7 @@ def _oru(
     source: str,
     tz: tzinfo,
     codes: CodeMap = EMPTY,
+    said: list[str] | None = None,
 ) -> Mapped | Refused:
     """One record per topic and observation time: an ORU may carry the same vital at several
     times (OBX-14), each its own reading. An OBX without OBX-14 (or with only the date of its
@@ -1131,9 +1243,16 @@ def _oru(
     `LABORATORY_SECTIONS`), is the sample's SaO2, a lab result (loinc.IN_BLOOD_GAS); elsewhere
     a monitor's SpO2. A vitals reading is completed with what
     its values imply (schemas.interop.derived: a GCS total from its three parts, each an OBX
-    of its own; a MAP from the systolic and diastolic)."""
-    enc = msg.encoding_chars
-    unit = _field(msg, "PV1", 3, 1, 1) or "unknown"
+    of its own; a MAP from the systolic and diastolic). A unit (PV1-3.1) holding a control
+    character is read as absent (`unknown`), said in `said`: the patient's values are still
+    theirs."""
+    enc = _encoding(msg)
+    unit = _field(msg, "PV1", 3, 1, 1)
+    if (found := _control_character(unit)) is not None:
+        unit = ""
+        if said is not None:
+            said.append(_absent("PV1-3.1 (the patient's unit)", found))
+    unit = unit or "unknown"
     message_time = _field(msg, "MSH", 7, 1)
     try:  # when the system could know of the values (codec.record_time); unreadable: not known
         recorded = hl7_time(message_time, tz) if message_time else None
@@ -1157,7 +1276,7 @@ def _oru(
     notes: list[str] = []  # values read and not used, and why (Mapped.notes)
     children = list(msg.children)
     order_times = _order_times(children, enc, tz, recorded)
-    # OBX-3's second alternate (CWE 10-12) only where the version defines it (`_TRIPLET_STARTS`)
+    # a CWE's second alternate (10-12) only where the version defines it (`_TRIPLET_STARTS`)
     obx_3_triplets = 3 if _version_key(msg.version) >= (2, 7) else 2
     gases = _blood_gases(children, enc, codes, order_times, message_time, tz, obx_3_triplets)
     order = 0  # the OBR the OBX is under (0: none before it)
@@ -1170,9 +1289,11 @@ def _oru(
         identifier = _components(seg.obx_3, enc)
         coded = observation_code(identifier, codes, obx_3_triplets)
         panel = blood_pressure_panel(identifier, codes, obx_3_triplets) if coded is None else None
-        part = gcs_part(identifier, codes) if coded is None and panel is None else None
+        part = (
+            gcs_part(identifier, codes, obx_3_triplets) if (coded, panel) == (None, None) else None
+        )
         consciousness = (coded, panel, part) == (None, None, None) and names_acvpu(
-            identifier, codes
+            identifier, codes, obx_3_triplets
         )
         status = _er7(seg.obx_11, enc).strip().upper() if len(seg.obx_11) else ""
         if coded is None and panel is None and part is None and not consciousness:
@@ -1184,7 +1305,7 @@ def _oru(
             fields = []
         sent = coded[2] if coded is not None else str(panel or part or "ACVPU")
         by_mdc = any(_is_mdc(i, t, s) for i, t, s in _triplets(identifier, obx_3_triplets))
-        label = f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})"
+        label = printable(f"OBX {_er7(seg.obx_1, enc) if len(seg.obx_1) else n} ({sent})")
         # when it was observed, read once (a time not read is refused after the value is read,
         # as its reason then says); the fields it sends: where its value is not read, none is
         # estimated at that time (derived), at any time where its own time is not read
@@ -1242,21 +1363,33 @@ def _oru(
             unkept.update(named)
             continue
         try:
-            if len(seg.obx_5) > 1:
-                raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
-            raw = unescape(_er7(seg.obx_5, enc), enc, formatted=True) if len(seg.obx_5) else ""
+            value = _obx_5(seg, enc)
+            comp = value.component
             read: list[tuple[int, str, str, Any]] = []
             score: int | None = None
+            # a coded answer's triplets: all that the version defines, in one pass (a CWE's
+            # second alternate in v2.7+, `_TRIPLET_STARTS`); read whole, as before, two
             if part is not None:
-                score = gcs_part_score(part, raw, enc["COMPONENT"], value_type)
+                scored = partial(gcs_part_score, part, value_type=value_type, component=comp)
+                score = _agreed(
+                    partial(scored, triplets=obx_3_triplets), value, partial(scored, triplets=2)
+                )
             elif consciousness:  # its answer: a SNOMED CT code, or a letter or word
-                read = [(0, VITALS, "acvpu", acvpu_answer(raw, enc["COMPONENT"], value_type))]
+                answer = partial(acvpu_answer, value_type=value_type)
+                letter = _agreed(
+                    partial(answer, triplets=obx_3_triplets),
+                    value,
+                    partial(answer, triplets=2, as_before=True),
+                    partial(_acvpu_backed, value_type=value_type),
+                )
+                read = [(0, VITALS, "acvpu", letter)]
             else:
                 if coded is not None:
-                    number, bound = observation_number(raw, enc["COMPONENT"])
+                    number, bound = _agreed(partial(observation_number, component=comp), value)
                     numbers = [number]
                 else:
-                    numbers, bound = blood_pressure_numbers(raw, enc["COMPONENT"]), ""
+                    numbers = _agreed(partial(blood_pressure_numbers, component=comp), value)
+                    bound = ""
                 units = _components(seg.obx_6, enc)
                 read = [
                     (rank, *convert(code, n, observation_unit(code, units), of_gas))
@@ -1264,7 +1397,7 @@ def _oru(
                 ]
                 _, topic, name, _ = read[0]
                 if bound and (why_not := bound_refusal(topic, name, bound == "<")) is not None:
-                    raise ValueError(f"value {shown(raw)}: {why_not}")
+                    raise ValueError(f"value {shown(value.text)}: {why_not}")
             if time_error is not None or sent_at is None:
                 raise time_error or ValueError("no time")
             at = sent_at
@@ -1389,6 +1522,92 @@ def _oru(
     )
 
 
+class _Value(NamedTuple):
+    """An OBX-5 as read (`_obx_5`)."""
+
+    # its components, split where the sender's component separator stands and each decoded
+    # once (v2.5 §2.7): an escaped separator (`\S\`, `\X5E\`) is text in its component
+    components: list[str]
+    # where a component holds such an escaped separator: the value decoded whole and split at
+    # every separator, escaped or not (as it was read before `components`); else None
+    former: list[str] | None
+    component: str  # the message's component separator
+
+    @property
+    def text(self) -> str:
+        """The value's text as decoded, for a reason to quote (`shown`)."""
+        return self.component.join(self.components)
+
+
+def _obx_5(seg: Any, enc: dict[str, str]) -> _Value:
+    """OBX-5's value (`_Value`), its formatting commands read (§2.7.6, `unescape`); ValueError
+    for several (repetitions: not one value)."""
+    if len(seg.obx_5) > 1:
+        raise ValueError(f"{len(seg.obx_5)} values in OBX-5 (repetitions), not one")
+    er7 = _er7(seg.obx_5, enc) if len(seg.obx_5) else ""
+    component = enc["COMPONENT"]
+    components = [unescape(c, enc, formatted=True) for c in er7.split(component)]
+    former = unescape(er7, enc, formatted=True).split(component)
+    return _Value(components, None if former == components else former, component)
+
+
+_Read = TypeVar("_Read")
+
+
+def _agreed(
+    read: Callable[[list[str]], _Read],
+    value: _Value,
+    as_before: Callable[[list[str]], _Read] | None = None,
+    backed: Callable[[_Value, _Read], bool] | None = None,
+) -> _Read:
+    r"""What `read` (a reader of an OBX-5's components) gives for `value`, read per component
+    as HL7 v2.5 §2.7 has it: an escaped separator is text in its component (`V\S\2^Voice^L`
+    is a local code `V^2` with the text Voice). Where a component holds one, the value is read
+    also as it was before (`_Value.former`, by `as_before`, else `read`), for an engine that
+    escapes a structured value it writes into one component (a bound `>\S\20`, an answer
+    `V\S\Voice\S\L`):
+    - where both read and differ, neither is: ValueError (`C\S\Alert^Acute confusion^L` is
+      confusion per component and Alert read whole; the escaped separator makes the value
+      say two things, and a nurse's record is never read as the one it may not say);
+    - where only one reads, that, the reading before only where `backed` (given) says that
+      the value bears it out (`backed(value, read)`: `_acvpu_backed`): `Not\S\Alert` read
+      whole is an identifier `Not` beside a text `Alert`, no Alert;
+    - where neither reads, the reason per component."""
+
+    def attempt(reader: Callable[[list[str]], _Read], parts: list[str]) -> tuple[bool, Any]:
+        try:
+            return True, reader(parts)
+        except ValueError as exc:
+            return False, exc
+
+    ok, per = attempt(read, value.components)
+    if value.former is None:
+        if not ok:
+            raise per
+        return cast(_Read, per)
+    ok_before, before = attempt(as_before or read, value.former)
+    if ok and ok_before and per != before:
+        raise ValueError(
+            f"read per component (v2.5 §2.7) it is {_said(per)}, with its escaped component "
+            f"separator taken as one {_said(before)}: neither is read"
+        )
+    if ok:
+        return cast(_Read, per)
+    if ok_before and (backed is None or backed(value, before)):
+        return cast(_Read, before)
+    if ok_before:
+        raise ValueError(
+            f"it reads {_said(before)} only with its escaped component separator taken as one, "
+            f"and nothing beside that says so (per component: {per})"
+        )
+    raise per
+
+
+def _said(read: Any) -> str:
+    """What a reading gave, as a reason says it (`_agreed`)."""
+    return "no score" if read is None else str(read)
+
+
 def _obx_time(
     seg: Any, enc: dict[str, str], obr_time: str, message_time: str, tz: tzinfo
 ) -> datetime:
@@ -1431,6 +1650,39 @@ def printable(text: str) -> str:
     """`text` with each control character (C0, DEL, C1, line and paragraph separators) written
     as its Python escape, so that it cannot split a line or a tab-separated column."""
     return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def _control_character(*values: str) -> str | None:
+    """The first control character (`_CONTROL`: C0, DEL, C1, the line and paragraph separators)
+    that one of `values` holds, named as its code point (`U+000A`: a reason quoted in an ACK's
+    MSA-3 has its backslashes made spaces, and `\\x85` would read `x85`), or None."""
+    for value in values:
+        if (found := _CONTROL.search(value)) is not None:
+            return f"U+{ord(found[0]):04X}"
+    return None
+
+
+def _no_control_character(field: str, *values: str) -> None:
+    r"""ValueError (the message refused, `bad_value`) where one of `values`, the identifiers of
+    a patient or a visit read from `field` (PID-3 and its assigning authority, MRG-1, PV1-19),
+    which become tokens, holds a control character (`_control_character`), which no identifier
+    holds: a line break sent as hexadecimal data (`MRN\X0D0A\1`) or raw. Left in, it names a
+    patient or visit no other feed names, and splits the log lines it is printed in; dropped,
+    `MRN\X0A\1` would be `MRN1`, another patient. Around the value it is none of it: stripped,
+    as a space is (`_text`). The reason starts with the field (an ACK's MSA-3 keeps 80
+    characters). A place (PV1-3, PV1-6) is read as absent instead (`_adt`, `_oru`), the header's
+    identifiers as sent (`_identity`); free text (a note, a value's text) may hold line breaks,
+    and an OBX-3 code holding one names no code read (it is labelled `printable`)."""
+    if (found := _control_character(*values)) is not None:
+        raise ValueError(
+            f"control character in {field}: {found}, which no identifier holds (read without "
+            "it, it could be another's)"
+        )
+
+
+def _absent(field: str, found: str) -> str:
+    """The note of a place read as absent for a control character (`_control_character`)."""
+    return f"control character in {field}: {found}, read as absent"
 
 
 _SCHEMAS = {t.name: t.schema for t in (topics.VITALS_OBSERVATION, topics.LABS_RESULT)}
@@ -1478,16 +1730,16 @@ _LOWER_IS_WORSE = frozenset({"pao2_mmhg"})  # a lab whose lower bound would over
 _LOW_IS_ALARMING = frozenset({"pao2_mmhg", "platelets_10e9_l", "wbc_10e9_l"})
 
 
-def observation_number(raw: str, component: str) -> tuple[float, str]:
-    """OBX-5 as one number, and which bound it is (`>` or `<`; "" for none): an NM value, or a
-    structured numeric (SN: comparator ^ number, HL7 v2.5 section 2A.2.72) whose comparator is
-    none, `=`, a lower bound (`>`, `>=`: `LOWER_BOUNDS`) or an upper one (`<`, `<=`:
-    `UPPER_BOUNDS`; `bound_refusal` says which fields read which) and that has no second number;
-    a bound written as text (`>20`, `<0.1`) too. A range or a ratio is not one value:
-    ValueError, as for text."""
-    bound = ""
-    if component in raw:
-        comparator, number, *rest = [*raw.split(component), ""]
+def observation_number(components: list[str], component: str = "^") -> tuple[float, str]:
+    """OBX-5 (its `components`, `_obx_5`) as one number, and which bound it is (`>` or `<`; ""
+    for none): an NM value, or a structured numeric (SN: comparator ^ number, HL7 v2.5 section
+    2A.2.72) whose comparator is none, `=`, a lower bound (`>`, `>=`: `LOWER_BOUNDS`) or an
+    upper one (`<`, `<=`: `UPPER_BOUNDS`; `bound_refusal` says which fields read which) and
+    that has no second number; a bound written as text (`>20`, `<0.1`) too. A range or a ratio
+    is not one value: ValueError, as for text (quoted with `component` between its parts)."""
+    bound, raw = "", component.join(components)
+    if len(components) > 1:
+        comparator, number, *rest = [*components, ""]
         one = ("", "=", *LOWER_BOUNDS, *UPPER_BOUNDS)
         if comparator.strip() not in one or any(r.strip() for r in rest):
             raise ValueError(f"value {shown(raw)} is not one number (a range or ratio)")
@@ -1534,11 +1786,11 @@ def blood_pressure_panel(
     return next((code for code in named if code in BP_PANELS), None)
 
 
-def blood_pressure_numbers(raw: str, component: str) -> list[float]:
-    """A blood pressure panel's one value as [systolic, diastolic]: text `120/80` (ST, as
-    flowsheet exports send it) or a structured numeric ratio `^120^/^80` (SN); anything else is
-    a ValueError."""
-    parts = raw.split(component)
+def blood_pressure_numbers(parts: list[str], component: str = "^") -> list[float]:
+    """A blood pressure panel's one value (its components, `_obx_5`) as [systolic, diastolic]:
+    text `120/80` (ST, as flowsheet exports send it) or a structured numeric ratio `^120^/^80`
+    (SN); anything else is a ValueError."""
+    raw = component.join(parts)
     if len(parts) == 4 and parts[0].strip() in ("", "=") and parts[2].strip() in ("/", ":"):
         raw = f"{parts[1]}/{parts[3]}"
     m = _BP_VALUE.match(raw)
@@ -1706,8 +1958,11 @@ def _components(field: Any, enc: dict[str, str]) -> list[str]:
 # components, v2.5.1 CWE 9), and hl7apy writes back components past its version's last without
 # the empty ones among them: where a sender of one sends more, 10-12 are not where it put them
 # (`X1^Pulse^L^^^^^^Pulse^8867-4^HR^LN` in v2.5.1 gives `LN` as 10). So the second alternate
-# is read for OBX-3 alone (its code, a blood pressure panel, an unread label), in v2.7+ alone
-# (`_oru`); every other coded field (OBX-5 answers, OBX-6 units, OBR-4) is read by two.
+# is read in v2.7+ alone (`_oru`): for OBX-3 (its code, a blood pressure panel, a GCS part, the
+# ACVPU observation, an unread label) where the first two name nothing read (a field's name is
+# found where it is); for an OBX-5 coded answer (ACVPU, a GCS part's score) with the first two,
+# in one pass, so that one naming another level or score than they do is refused, not passed
+# over (`acvpu_answer`, `gcs_part_score`); OBX-6 units and OBR-4 are read by two.
 _TRIPLET_STARTS = (0, 3, 9)
 
 
@@ -1769,75 +2024,165 @@ def _observation_code(
     return code, ranks[0] if ranks else 0, sent
 
 
-def names_acvpu(obx_3: list[str], codes: CodeMap = EMPTY) -> bool:
-    """Whether an OBX-3 (or its alternate) names consciousness on the ACVPU scale: its SNOMED
-    CT code (schemas.interop.acvpu), or a local code mapped to it where no LOINC code beside it
+def names_acvpu(obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2) -> bool:
+    """Whether an OBX-3 (or its alternate; with `triplets` 3, a v2.7+ message's, its second
+    alternate where those two do not) names consciousness on the ACVPU scale: its SNOMED CT
+    code (schemas.interop.acvpu), or a local code mapped to it where no LOINC code beside it
     says what the value is (as `observation_code` reads the map)."""
-    triplets = _triplets(obx_3)
-    mapped = EMPTY if _names_loinc(triplets) else codes
-    return acvpu.names_observation((mapped.loinc(s, i) or i, s) for i, _, s in triplets)
+
+    def names(read: list[tuple[str, str, str]]) -> bool:
+        mapped = EMPTY if _names_loinc(read) else codes
+        return acvpu.names_observation((mapped.loinc(s, i) or i, s) for i, _, s in read)
+
+    return names(_triplets(obx_3)) or (triplets > 2 and names(_triplets(obx_3, triplets)))
 
 
-def acvpu_answer(raw: str, component: str, value_type: str = "") -> str:
-    """An ACVPU answer's letter from its OBX-5 (acvpu.letter: every part must name the same
-    level): a coded answer's SNOMED CT code and its text, a local code's text (its identifier
-    only where it has none: `U^Unable to assess^L` is no Unresponsive), or a letter or word
-    (ST, TX). ValueError for none, parts that disagree, or a structured numeric (`>^V`)."""
+def acvpu_answer(
+    components: list[str], value_type: str = "", triplets: int = 2, as_before: bool = False
+) -> str:
+    r"""An ACVPU answer's letter from its OBX-5 (its `components`, `_obx_5`), read from each
+    triplet (with `triplets` 3, a v2.7+ CWE's second alternate, 10-12, too: all in one pass):
+    its identifier where it is a SNOMED CT answer (acvpu.ANSWERS) or has no text (a letter or
+    word: `V`, `New confusion`, acvpu.level; an ST or TX is its first), and its text. Every
+    part that names a level must name the same one (acvpu.letter: a nurse's record is never
+    read as the milder of two), an identifier beside a text too, which never names the level
+    alone (`C^Alert^L` names two; `U^Unable to assess^L`, a local list's U, is no
+    Unresponsive). Alert, the one level NEWS2 scores 0 (RCP NEWS2 2017, chart 1: any other,
+    new confusion included, scores 3, and qSOFA reads it as altered mentation), only where
+    every part names a level, but a local code's identifier beside its text (one with a coding
+    system, `L1^Alert^L`, or any in a coded type, CWE, CE, CNE or CF, whose first component is
+    always an identifier and its coding system optional in v2.5: `AL^Alert`): `Not^Alert` (an
+    ST whose `^` was sent unescaped) and `248234008^Not alert^SCT` are refused, never read as
+    Alert; beside a SNOMED CT Alert, a text in other words read unless it may say otherwise
+    (`248234008^A - Alert^SCT`: `_says_otherwise`). ValueError for none, parts that disagree,
+    such an Alert, or a structured numeric (`>^V`). `as_before`: as it was read before these
+    rules (an identifier beside a text, and a part that names no level, passed
+    over), the reading of a value with an escaped separator taken as one (`_agreed`)."""
     if value_type == "SN":
         raise ValueError("a structured numeric (a bound or a ratio) is no ACVPU level")
     snomed: list[str] = []
     texts: list[str] = []
-    for identifier, text, _ in _triplets(raw.split(component)):
+    beside: list[tuple[str, str]] = []  # an identifier beside a text, and its coding system
+    for identifier, text, system in _triplets(components, triplets):
         if identifier in acvpu.ANSWERS:
             snomed.append(identifier)
-            texts += [text] if text else []
-        else:
-            texts.append(text or identifier)
-    return acvpu.letter(snomed, texts)
+        elif not text:
+            texts.append(identifier)
+        elif identifier and not as_before:
+            beside.append((identifier, system))
+        texts += [text] if text else []
+    letter = acvpu.letter(snomed, texts)
+    if as_before:
+        return letter
+    acvpu.letter(snomed, [*texts, *(identifier for identifier, _ in beside)])  # another level
+    unnamed = [t for t in texts if acvpu.level(t) is None]
+    coded = value_type in ("CWE", "CE", "CNE", "CF")  # a raw `^` only in a text type
+    unnamed += [i for i, system in beside if not (system or coded) and acvpu.level(i) is None]
+    if letter == "A" and unnamed and (not snomed or any(map(_says_otherwise, unnamed))):
+        raise ValueError(
+            "the answer reads Alert only beside a part that names no level, which may say "
+            "otherwise (NEWS2 scores any other level 3): not read as Alert"
+        )
+    return letter
 
 
-def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY) -> str | None:
+def _says_otherwise(text: str) -> bool:
+    """Whether a text beside a SNOMED CT Alert (248234008), one naming no level itself, may
+    say otherwise: a negation (`not`, `no`, `non`, `un…`: `Not alert`, `Non-alert`, `Unalert`)
+    or another level's word (`Alert but confused`). A display of the code in other words
+    (`A - Alert`, `Alert and orientated`, `Alert/oriented`) says the same, read as Alert."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return any(
+        w in ("not", "no", "non") or w.startswith("un") or acvpu.WORDS.get(w, "A") != "A"
+        for w in words
+    )
+
+
+def _acvpu_backed(value: _Value, letter: str, value_type: str = "") -> bool:
+    r"""Whether an ACVPU answer read as before (its escaped component separator taken as one,
+    `_Value.former`: `_agreed`), and not per component, is borne out by the value: the first
+    triplet's identifier and text both name that level (`V\S\Voice\S\L`,
+    `A^Alert\S\oriented^L`), or every part it holds does (`Alert\S\`), or read whole by
+    today's rules (`acvpu_answer`, its OBX-2 `value_type`) it names that level (a local code an
+    engine escaped whole: `AVPU-C\S\New confusion\S\99LOCAL`), and none of its components
+    names another (`C\S\C^A`). Not where a part the reading passed over may say
+    something else (`Not\S\Alert`, `U\S\A`: an identifier beside a text)."""
+
+    def level(text: str) -> str | None:
+        return acvpu.ANSWERS.get(text.strip()) or acvpu.level(text)
+
+    former = value.former or []
+    if any(level(c) not in (None, letter) for c in value.components):
+        return False
+    with contextlib.suppress(ValueError):  # read whole by today's rules, it says the same
+        if acvpu_answer(former, value_type) == letter:  # `AVPU-C\S\New confusion\S\99LOCAL`
+            return True
+    identifier, text, _ = (_triplets(former) or [("", "", "")])[0]
+    parts = [part for part in former if part.strip()]
+    return (bool(identifier and text) and {level(identifier), level(text)} == {letter}) or (
+        bool(parts) and all(level(part) == letter for part in parts)
+    )
+
+
+def gcs_part(obx_3: list[str], codes: CodeMap = EMPTY, triplets: int = 2) -> str | None:
     """The LOINC code of the Glasgow coma scale part (schemas.interop.derived.PARTS) an OBX-3
-    or its alternate names, as LOINC or as a local code the deployment mapped, or None."""
-    triplets = _triplets(obx_3)
-    loinc_named = _names_loinc(triplets)  # a LOINC code says what the value is
-    for identifier, _, system in triplets:
-        local = None if loinc_named else codes.loinc(system, identifier)
-        if (local or identifier) in derived.PARTS:
-            return local or identifier
-    return None
+    or its alternate names (with `triplets` 3, a v2.7+ message's, its second alternate where
+    those two name none), as LOINC or as a local code the deployment mapped, or None."""
+
+    def named(read: list[tuple[str, str, str]]) -> str | None:
+        loinc_named = _names_loinc(read)  # a LOINC code says what the value is
+        for identifier, _, system in read:
+            local = None if loinc_named else codes.loinc(system, identifier)
+            if (local or identifier) in derived.PARTS:
+                return local or identifier
+        return None
+
+    first = named(_triplets(obx_3))
+    return first if first is not None or triplets < 3 else named(_triplets(obx_3, triplets))
 
 
-def gcs_part_score(part: str, raw: str, component: str, value_type: str = "") -> int | None:
-    """A GCS part's score from its OBX-5 and OBX-2: a number (NM, SN or ST: `4`, `=^4`), or
-    of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier or alternate:
-    `LA6556-0^Eyes open spontaneously^LN`), else its identifier where it is the score: sent
-    without a coding system (`4^Opens eyes spontaneously`), or its text starts with it
-    (`4^4 - spontaneous^L`) (a local answer list numbered otherwise is not read as scores).
-    None for charting that has no score (`derived.NO_SCORE`: `T`, a verbal response not testable
-    through a tube); ValueError for anything else (no value, a text, a bound, a number not one
-    of the part's scores)."""
-    first = raw.split(component)[0].strip()
+def gcs_part_score(
+    part: str, components: list[str], value_type: str = "", triplets: int = 2, component: str = "^"
+) -> int | None:
+    """A GCS part's score from its OBX-5 (its `components`, `_obx_5`) and OBX-2: a number (NM,
+    SN or ST: `4`, `=^4`), or of a coded answer (CWE, CE, CNE) a LOINC answer code (identifier
+    or alternate: `LA6556-0^Eyes open spontaneously^LN`; with `triplets` 3, the second
+    alternate too, CWE 10-12), else its identifier where it is the score: sent without a coding
+    system (`4^Opens eyes spontaneously`), or its text starts with it (`4^4 - spontaneous^L`)
+    (a local answer list numbered otherwise is not read as scores). None for charting that has
+    no score (`derived.NO_SCORE`: `T`, a verbal response not testable through a tube);
+    ValueError for anything else (no value, a text, a bound, a number not one of the part's
+    scores)."""
+    first = components[0].strip()
     if first.upper() in derived.NO_SCORE:
         return None
     if value_type in ("CWE", "CE", "CNE", "CF"):
-        triplets = _triplets(raw.split(component))
-        answers = [identifier for identifier, _, _ in triplets if identifier]
-        number = None
-        if triplets:
-            identifier, text, system = triplets[0]
+        read = _triplets(components, triplets)
+        scores: dict[int, str] = {}  # each score the answer names, and what names it
+        if read:
+            identifier, text, system = read[0]
             as_score = not system or text.split(" ")[0].split("-")[0].strip() == identifier
-            if _DECIMAL.match(identifier) is not None and as_score:
-                number = float(identifier)
-        score = derived.part_score(part, number, answers)
-        if score is not None:
-            return score
-        if any(t.upper() in derived.NO_SCORE for triplet in triplets for t in triplet[:2]):
+            number = float(identifier) if _DECIMAL.match(identifier) and as_score else None
+            try:
+                if (scored := derived.part_score(part, number, ())) is not None:
+                    scores[scored] = identifier  # (ValueError: not one of the part's scores)
+            except ValueError:  # a local code past the scores, no system, beside LOINC's answer
+                if system or not any(i in derived.ANSWERS for i, _, _ in read):
+                    raise  # (`703512^Spontaneous^^LA6556-0^…^LN`: LOINC's answer says it)
+        for identifier, _, _ in read:  # its LOINC answers (ValueError: another part's)
+            if (scored := derived.part_score(part, None, [identifier])) is not None:
+                scores.setdefault(scored, identifier)
+        if len(scores) > 1:  # `4^^^LA6553-7^Eyes closed^LN`: 4, and LOINC's 1
+            named = " and ".join(f"{score} ({what})" for score, what in scores.items())
+            raise ValueError(f"{part}: the coded answer names two scores, {named}")
+        if scores:
+            return next(iter(scores))
+        if any(t.upper() in derived.NO_SCORE for triplet in read for t in triplet[:2]):
             return None  # `^Intubated^L`: charting of no score, coded
         raise ValueError(f"{part}: the coded answer is not a score nor a LOINC answer")
-    number, bound = observation_number(raw, component)  # ValueError: not one number
+    number, bound = observation_number(components, component)  # ValueError: not one number
     if bound:
-        raise ValueError(f"{part}: a bound ({shown(raw)}), not a score")
+        raise ValueError(f"{part}: a bound ({shown(component.join(components))}), not a score")
     return derived.part_score(part, number, ())
 
 
@@ -1890,8 +2235,8 @@ def raw_encoding(text: str) -> dict[str, str]:
 # and no truncation character (v2.7 2.5.5.2: it marks a value cut short, and wardflow cuts
 # none it echoes; declared, a `#` in an echoed control id would have to be written `\P\`, as
 # hl7apy's v2.7+ libraries write it `\L\`, which is no sequence of the standard: the sender
-# could not match MSA-2 to the MSH-10 it sent). Values copied from the message are decoded in
-# its delimiters and written again in these (`_reencoded`).
+# could not match MSA-2 to the MSH-10 it sent). Values copied from the message are as sent where
+# its delimiters are these, else written again in these (`_copied`).
 ACK_ENCODING = {
     "FIELD": "|",
     "COMPONENT": "^",
@@ -1929,11 +2274,33 @@ _DELIMITER_CODES = {
 }
 
 
-def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
-    """A field's ER7 text in `source`'s delimiters and escapes written in `target`'s: each of its
-    repetitions, components and subcomponents decoded (`unescape`) and escaped again. Copied as
-    it was, a value in a message with other delimiters (`MSH|*~\\&|`, whose `^` is text) says
-    something else in the ACK's, or breaks it."""
+def _rewritten(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
+    r"""A field's ER7 text in `source`'s delimiters and escape character written in `target`'s:
+    each of its repetitions, components and subcomponents in turn, its text escaped in
+    `target` (`_escaped`: its delimiters, escape character and control characters), and of its
+    escape sequences (v2.5 §2.7) those of a character (a delimiter's, `\F\ \S\ \T\ \R\ \E\`:
+    the character `source` names, which may be text in `target`; the truncation character's,
+    `\P\`, which the ACK declares none of) decoded and escaped again, the others (`\H\ \N\`,
+    hexadecimal data, formatting, character sets, `\Z..\`) written as they were with
+    `target`'s escape character. Copied as it was, a value in a message with other delimiters
+    (`MSH|*~!@|`, whose `^` is text) says something else in the ACK's, or breaks it; all of it
+    decoded and escaped again, `C!H!1!N!` was `C1` and `C!XC2B0!1` a `°` that an ASCII
+    message cannot carry: neither the control id the sender sent."""
+    esc, target_esc = source.get("ESCAPE", ""), target["ESCAPE"]
+    kept = {target[name] for name in _DELIMITER_CODES if target.get(name)}
+
+    def sequence(body: str) -> str | None:
+        value = _sequence(body, source)
+        if value is None:
+            return None  # no sequence: the escape character is text
+        if body in _ESCAPES or _CONTROL_CHARACTER.search(body) or kept & set(body):
+            return _escaped(value, target)  # (a \Z..\ that `target` cannot hold: dropped)
+        return f"{target_esc}{body}{target_esc}"
+
+    def subcomponent(text: str) -> str:
+        if not esc:
+            return _escaped(text, target)
+        return _sequences_read(text, esc, sequence, lambda plain: _escaped(plain, target))
 
     def split(text: str, name: str) -> list[str]:
         return text.split(source[name]) if source.get(name) else [text]
@@ -1941,7 +2308,7 @@ def _reencoded(er7: str, source: dict[str, str], target: dict[str, str]) -> str:
     return target["REPETITION"].join(
         target["COMPONENT"].join(
             target["SUBCOMPONENT"].join(
-                _escaped(unescape(sub, source), target) for sub in split(component, "SUBCOMPONENT")
+                subcomponent(sub) for sub in split(component, "SUBCOMPONENT")
             )
             for component in split(repetition, "COMPONENT")
         )
@@ -1955,16 +2322,18 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 def _copied(er7: str, source: dict[str, str]) -> str:
     r"""A field's ER7 text in `source`'s delimiters as the ACK copies it: as sent where the
     message's field separator, component, repetition and subcomponent separators and escape
-    character are the ACK's (`ACK_ENCODING`) and the text holds no control character, byte for
-    byte as the sender wrote it, for engines match MSA-2 to the MSH-10 they sent byte for byte
-    (`C\X41\1`, `C\H\1\N\`, `C\P\1` are echoed so, never decoded to `CA1`, `C1`); only where
-    they differ (or a control character could end a segment or the MLLP frame) decoded and
-    escaped again (`_reencoded`). A truncation character the message declares is none of
-    these: its `\P\` is copied as sent too."""
+    character are the ACK's (`ACK_ENCODING`), byte for byte as the sender wrote it, for
+    engines match MSA-2 to the MSH-10 they sent byte for byte (`C\X41\1`, `C\H\1\N\`,
+    `C\P\1` are echoed so, never decoded to `CA1`, `C1`), but for a control character sent
+    raw, which could end a segment or the MLLP frame: that alone is written as hexadecimal
+    data (`M\P\7<TAB>` is echoed `M\P\7\X09\`). Only where they differ is it written again
+    in the ACK's (`_rewritten`). A truncation character the message declares is none of
+    these, in any version (before 2.7 `parse` keeps it beside the message): its `\P\` is
+    copied as sent too, never as the `#` it stands for."""
     same = all(source.get(name) == ACK_ENCODING[name] for name in _DELIMITER_CODES)
-    if same and not _CONTROL_CHARACTER.search(er7):
-        return er7
-    return _reencoded(er7, source, ACK_ENCODING)
+    if same:
+        return _CONTROL_CHARACTER.sub(lambda m: f"\\X{ord(m[0]):02X}\\", er7)
+    return _rewritten(er7, source, ACK_ENCODING)
 
 
 def _set_fields(segment: str, values: dict[int, str]) -> str:
@@ -2008,7 +2377,7 @@ def ack(
     # hl7apy wrote it (which would write a `\X0D\` the ACK needs back as `\E\X0D\E\`)
     copied: dict[int, str] = {}
     if msg is not None:
-        enc = msg.encoding_chars
+        enc = _encoding(msg)
         for ours, theirs in ((5, 3), (6, 4)):
             value = getattr(msg.msh, f"msh_{theirs}")
             if len(value):
@@ -2026,14 +2395,18 @@ def ack(
     reply.msh.msh_10 = f"WF{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
     if msg is not None:  # answered in the message's character set (the gateway): declared so
         with contextlib.suppress(Exception):  # hl7apy: a version without MSH-18 (2.1)
-            sets = [_er7(r, msg.encoding_chars) for r in msg.msh.msh_18]
+            sets = [_er7(r, enc) for r in msg.msh.msh_18]
             if any(sets):  # as the message gave it, repetitions too (its default set first)
-                charsets = msg.encoding_chars["REPETITION"].join(sets)
-                copied[17] = _copied(charsets, msg.encoding_chars)
-    reply.msh.msh_11 = processing_id(msg) if msg is not None else raw_processing_id(raw)
+                copied[17] = _copied(enc["REPETITION"].join(sets), enc)
+    # MSH-11 as read (`processing_id`: decoded, so escaped again), set in its text as the
+    # copies are: a `P\X0D\T` set in hl7apy's ACK is a CR that cut it before its MSA
+    pid = processing_id(msg) if msg is not None else raw_processing_id(raw)
+    copied[10] = _escaped(pid, ACK_ENCODING)
     reply.msa.msa_1 = ack_code
-    if text:
-        reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", text)[:80]
+    if text:  # the reason in words: a delimiter or a control character (a CR, the MLLP end
+        # byte FS, a line break in an hl7apy error or a field quoted) is a space, not the end
+        # of MSA or of the frame
+        reply.msa.msa_3 = re.sub(r"[|^~\\&]", " ", _CONTROL.sub(" ", text))[:80]
     head, msa, *_ = reply.to_er7().split("\r")
     out = _set_fields(head, copied) if copied else head
     out += "\r" + _set_fields(msa, {2: control})
@@ -2052,5 +2425,6 @@ def raw_processing_id(text: str) -> str:
     if not text.startswith("MSH") or len(text) < 4:
         return "P"
     fields = text.split("\r", 1)[0].split(text[3])
-    value = fields[10].split("^")[0].strip().upper() if len(fields) > 10 else ""
+    component = text[4:5] if text[4:5] not in ("", "\r", text[3]) else "^"
+    value = fields[10].split(component)[0].strip().upper() if len(fields) > 10 else ""
     return value if value in ("P", "T", "D") else "P"

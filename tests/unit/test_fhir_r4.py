@@ -2176,3 +2176,29 @@ def test_every_refusal_reason_the_fhir_mapping_gives_is_listed_in_the_readme() -
     listed = readme[readme.index("Refusal reasons: `entered_in_error`") :]
     listed = listed[: listed.index("Not handled (from a review)")]
     assert sorted(r for r in given if f"`{r}`" not in listed) == []
+
+
+def test_an_acvpu_answer_named_by_its_snomed_full_name_is_read_and_a_conflicting_text_refused() -> (
+    None
+):
+    """An ACVPU answer's text in SNOMED CT's fully specified name, its semantic tag after it
+    (`Mentally alert (finding)`), named no level: a text-only answer was refused, and beside a
+    code (248234008, Mentally alert) a text naming another level (`Acute confusion (finding)`)
+    went unread, the code read alone as Alert. The name is read as its level (acvpu.level):
+    the first is read as A, the second refused, its two parts naming two levels."""
+    sct = "http://snomed.info/sct"
+    text_only = observation(
+        "1104441000000107", valueCodeableConcept={"text": "Mentally alert (finding)"}
+    )
+    [(_, o, _)] = run(text_only)
+    assert isinstance(o, Mapped), o
+    assert o.records[0][1]["acvpu"] == "A"
+    conflicting = observation(
+        "1104441000000107",
+        valueCodeableConcept={
+            "coding": [{"system": sct, "code": "248234008"}],
+            "text": "Acute confusion (finding)",
+        },
+    )
+    [(_, o, _)] = run(conflicting)
+    assert isinstance(o, Refused) and o.reason_code == "bad_value", o

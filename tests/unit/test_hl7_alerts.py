@@ -314,6 +314,22 @@ def test_an_ack_of_v2_5_on_with_only_its_err_1_filled_is_read_with_it() -> None:
     assert (ack.code, ack.text) == ("AE", "PID^1^3^204&Unknown key identifier&HL70357")
 
 
+@pytest.mark.parametrize("version", ["2.3", "2.5.1"])
+def test_an_ack_before_v2_7_that_declares_a_truncation_character_reads_its_escape_as_it(
+    version: str,
+) -> None:
+    """An engine set up for v2.7 declares the truncation character (`^~\\&#`) whatever version
+    it writes, and writes a `#` as `\\P\\` (v2.7 2.7.1). Its pre-2.7 ACK's reason and control
+    id were read with `\\P\\` left as text (`bad \\P\\ value`): the ACK is read in its own
+    encoding characters, the truncation character's escape as the character."""
+    text = (
+        f"MSH|^~\\&#|EHR|H|WF|H|20260301080000||ACK^R01^ACK|E1|P|{version}\r"
+        "MSA|AE|WF\\P\\1|bad \\P\\ value\r"
+    )
+    ack = parse_ack(text)
+    assert (ack.code, ack.control_id, ack.text) == ("AE", "WF#1", "bad # value")
+
+
 def test_a_reply_that_is_not_an_ack_is_an_error() -> None:
     with pytest.raises(ValueError, match="MSA"):
         parse_ack(er7(alert()))

@@ -537,6 +537,38 @@ def test_a_code_with_a_tab_or_line_feed_cannot_split_the_check_line_or_the_log(
     assert [len(code) for code in long.unread] == [hl7v2.UNREAD_LABEL_CHARS]
 
 
+def test_vitals_whose_unit_holds_a_control_character_are_stored_and_the_check_line_says_so(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """PV1-3.1 `4\\X0A\\E` (a line feed in the unit) refused the whole ORU (AE 102): a
+    correctly identified patient's vitals were lost for a field that names no one. They are
+    stored under the unit `unknown`, answered AA, nothing dead-lettered, and the check line
+    says why the unit is unknown."""
+    message = vitals("OBX|1|NM|8867-4^HR^LN||88|/min|||||F").replace(b"4E^^12", b"4\\X0A\\E^^12")
+    d = gateway(settings).decide(message)
+    assert (d.ack_code, d.letters, len(d.records)) == ("AA", [], 1)
+    [(_, rec, _)] = d.records
+    assert (rec["unit_id"], rec["heart_rate_bpm"]) == ("unknown", 88)
+    assert d.notes == ("control character in PV1-3.1 (the patient's unit): U+000A, read as absent",)
+    (tmp_path / "unit.hl7").write_bytes(message)
+    [row] = offline_check("jobs.feeds.hl7_gateway", tmp_path / "unit.hl7")
+    assert row == ["unit.hl7", "AA", "1", d.notes[0]]
+
+
+def test_an_admission_whose_unit_holds_a_control_character_is_answered_with_why_first(
+    settings: Settings,
+) -> None:
+    """An A01 whose unit (PV1-3.1 `4\\X0A\\E`) is read as absent was answered ERR-3 101 (a
+    required field missing) with MSA-3 cut before it said why. It is a value the unit cannot
+    hold (102), and MSA-3 starts with the control character and where it is."""
+    d = gateway(settings).decide(admit(unit="4\\X0A\\E"))
+    assert not d.records and len(d.letters) == 1
+    [msa] = [seg for seg in d.ack.split("\r") if seg.startswith("MSA")]
+    [err] = [seg for seg in d.ack.split("\r") if seg.startswith("ERR")]
+    assert "control character in PV1-3: U+000A (read as absent)" in msa
+    assert err.split("|")[3].startswith("102^")
+
+
 def test_the_gateway_counts_at_most_its_limit_of_distinct_unread_codes_by_name(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

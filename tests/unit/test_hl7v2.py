@@ -2059,12 +2059,6 @@ def test_before_v2_7_components_10_to_12_of_obx_3_are_not_read(
     assert o.records[0][1]["heart_rate_bpm"] == 88  # OBX 2's: OBX 1 read as no heart rate
 
 
-def test_other_coded_fields_read_no_second_alternate() -> None:
-    """Only OBX-3 reads CWE 10-12 (v2.7+): an ACVPU answer (OBX-5) whose components 10-12
-    hold something else is read by its first two triplets, as before."""
-    assert hl7v2.acvpu_answer("A^Alert^L^^^^^^^300202002^Voice^SCT", "^") == "A"
-
-
 @pytest.mark.parametrize(
     ("pid3", "expected"),
     [  # as real feeds send them (../shared/data/hl7v2: ADT-A06-01, ADT04-28)
@@ -2082,3 +2076,518 @@ def test_identifiers_of_no_patient_identifier_type_are_still_read_first_as_sent(
     security number, CX.6 USSSA), with a preferred authority none of them names too."""
     assert patient_token(pid3) == expected
     assert patient_token(pid3, preferred_authority="EPI") == expected
+
+
+# --- OBX-5 read per component, identifiers without control characters, the ACK's copies ---
+
+
+ACVPU = "1104441000000107^ACVPU^SCT"
+GCS_EYE = "9267-6^GCS eye^LN"
+
+
+def value_of(obx: str, field: str, version: str = "2.5.1") -> Any:
+    """`field` of what OBX 1 (`obx`) gives beside a respiratory rate and a GCS verbal 4 and
+    motor 5 (so an eye's score is the total less 9), else the reason codes it is refused or
+    dead-lettered with."""
+    rest = ["OBX|2|NM|9279-1^RR^LN||18|/min|||||F"]
+    rest += ["OBX|3|NM|9270-0^GCS verbal^LN||4||||||F", "OBX|4|NM|9268-4^GCS motor^LN||5||||||F"]
+    o = outcome(oru("\r".join([f"OBX|1|{obx}|||||F", *rest])).replace("|P|2.5.1", f"|P|{version}"))
+    if isinstance(o, hl7v2.Refused):
+        return o.reason_code
+    values = {name: value for _, rec in o.records for name, value in rec.items()}
+    return values.get(field, [r.refusal.reason_code for r in o.rejected])
+
+
+def test_an_escaped_separator_is_text_in_its_component_and_what_read_before_reads_the_same() -> (
+    None
+):
+    """HL7 v2.5 §2.7: `\\S\\` is the component separator as text. OBX-5 was decoded whole and
+    split afterwards, so an escaped separator split its component: a local answer code `V^2`
+    (`V\\S\\2^Voice^L`) gave the text `2` and a score's text without a coding system (`4^Opens
+    eyes\\S\\spontaneously`) the coding system `spontaneously`, and neither answer was read.
+    Each component is now decoded once, after the split. A value that read with its escaped
+    separator taken as one still reads the same where nothing in it says otherwise: engines
+    escape a structured value they write into one component (`>\\S\\20`, `V\\S\\Voice\\S\\L`),
+    and their feeds were read so; refused, those readings would be lost without a change in
+    what the nurse charted (`test_an_answer_that_an_escaped_separator_makes_read_two_ways_…`
+    for one that says otherwise)."""
+    read_now = [
+        (f"CWE|{ACVPU}||V\\S\\2^Voice^L", "acvpu", "V"),  # a local code `V^2`
+        (f"CWE|{ACVPU}||L1\\S\\2^Responds^L^300202002^Responds to voice^SCT", "acvpu", "V"),
+        (f"CWE|{GCS_EYE}||4^Opens eyes\\S\\spontaneously", "gcs_total", 13),  # no system
+    ]
+    as_before = [
+        (f"CWE|{ACVPU}||A^Alert\\S\\oriented^L", "acvpu", "A"),
+        (f"CWE|{ACVPU}||C^Confused\\S\\disoriented^L", "acvpu", "C"),
+        (f"ST|{ACVPU}||Alert\\S\\", "acvpu", "A"),
+        (f"CWE|{ACVPU}||130987000\\S\\Alert^Acute confusion^SCT", "acvpu", "C"),  # per component
+        (f"ST|{ACVPU}||V\\S\\Voice\\S\\L", "acvpu", "V"),
+        (f"ST|{ACVPU}||Voice\\T\\Pain", "acvpu", ["bad_value"]),  # `Voice&Pain`: no level
+        (f"NM|{GCS_EYE}||=\\S\\4", "gcs_total", 13),
+        ("ST|2524-7^Lactate^LN||>\\S\\20|mmol/L", "lactate_mmol_l", 20.0),
+        ("SN|6690-2^WBC^LN||<^0\\X2E\\1|10*3/uL", "wbc_10e9_l", 0.1),
+        ("NM|8867-4^HR^LN||8\\X38\\|/min", "heart_rate_bpm", 88.0),
+        ("NM|8867-4^HR^LN||8\\S\\8|/min", "heart_rate_bpm", ["bad_value"]),
+        ("NM|8867-4^HR^LN||88\\E\\S\\E\\|/min", "heart_rate_bpm", ["bad_value"]),  # `88\S\`
+    ]
+    for obx, field, expected in [*read_now, *as_before]:
+        assert value_of(obx, field) == expected, obx
+
+
+@pytest.mark.parametrize(
+    ("obx", "field", "expected"),
+    [
+        (f"CWE|{ACVPU}||^^^^^^^^^300202002^Responds to voice^SCT", "acvpu", "V"),
+        (f"CWE|{GCS_EYE}||^^^^^^^^^LA6556-0^Eyes open spontaneously^LN", "gcs_total", 13),
+    ],
+)
+def test_a_v2_7_coded_answer_only_in_its_second_alternate_is_read(
+    obx: str, field: str, expected: Any
+) -> None:
+    """v2.7 2A CWE: components 10-12 are the second alternate identifier, text and coding
+    system. OBX-3 read them (v2.7+, where its first two triplets give no code); an ACVPU or
+    GCS answer coded only there was dead-lettered. Read now with the first two, in one pass;
+    before v2.7 (no such components: hl7apy keeps no empty ones there) not; one that names
+    another level than the first two is refused (`test_a_v2_7_answers_second_alternate_…`)."""
+    assert value_of(obx, field, "2.8") == expected
+    assert value_of(obx, field, "2.5.1") == ["bad_value"]
+
+
+@pytest.mark.parametrize(
+    ("obx", "field", "expected"),
+    [
+        ("NM|X9^Eye^L^^^^^^^9267-6^GCS eye^LN||4", "gcs_total", 13),
+        ("ST|X8^Level^L^^^^^^^1104441000000107^ACVPU^SCT||Voice", "acvpu", "V"),
+    ],
+)
+def test_a_v2_7_obx_3_naming_a_gcs_part_or_acvpu_only_in_its_second_alternate_is_read(
+    obx: str, field: str, expected: Any
+) -> None:
+    """OBX-3's LOINC in CWE 10-12 was read for a vital sign's code, not for a GCS part or the
+    ACVPU observation: those were left unread. In v2.7+, where the first two triplets name
+    nothing, the second alternate names them too."""
+    assert value_of(obx, field, "2.8") == expected
+    assert value_of(obx, field, "2.5.1") == []  # not read: unread, no dead letter
+
+
+def control_sent(where: str) -> str:
+    """A message with a control character in one of its patient's or visit's identifiers."""
+    pv1 = "PV1|1|I|4E^12^A^H"
+    messages = {
+        "PID-3": adt_message("ADT^A01", pid3="MRN\\X0D0A\\1^^^H^MR"),
+        "PID-3 sent raw": adt_message("ADT^A01", pid3="MRN\t1^^^H^MR"),
+        "PID-3.4": adt_message("ADT^A01", pid3="MRN1^^^H\\X0A\\X^MR"),
+        "PV1-19": adt_message("ADT^A01", pv1=pv1 + "|" * 16 + "V\\X0A\\1"),
+        "MRG-1": merge_message("A40", "PID|1||MRN1^^^H^MR", "MRG|T9\\X0A\\1^^^H^MR", pv1),
+    }
+    return messages[where]
+
+
+@pytest.mark.parametrize("where", ["PID-3", "PID-3 sent raw", "PID-3.4", "PV1-19", "MRG-1"])
+def test_a_patients_or_visits_identifier_holding_a_control_character_refuses_the_message(
+    where: str,
+) -> None:
+    """A line break sent as hexadecimal data (`MRN\\X0D0A\\1`), or a tab sent raw, decoded
+    into the patient's identifier or its authority, the merged record's or the visit number:
+    tokenised, it names a patient or visit no other feed names, and without it `MRN\\X0A\\1`
+    would be `MRN1`, another patient. The message is refused (`bad_value`, 102), the reason
+    starting with the field (an ACK's MSA-3 keeps 80 characters) and naming the character by
+    its code point, never the value."""
+    o = outcome(control_sent(where))
+    assert isinstance(o, hl7v2.Refused), o
+    assert (o.reason_code, o.ack_code, o.hl7_error) == ("bad_value", "AE", "102")
+    assert o.reason.startswith(f"control character in {where.split()[0].split('.')[0]} (")
+    assert "U+000" in o.reason and hl7v2.printable(o.reason) == o.reason
+
+
+def test_a_reason_quoting_the_message_type_holds_no_control_character() -> None:
+    """MSH-9 `ADT^A0\\X0D\\9` decoded is a CR: the reason quoting it (dead letter, log, ACK)
+    quotes it escaped."""
+    o = outcome(adt_message("ADT^A0\\X0D\\9"))
+    assert isinstance(o, hl7v2.Refused) and o.reason_code == "unsupported_event"
+    assert "ADT^A0\\r9 is not" in o.reason
+
+
+@pytest.mark.parametrize("version", ["2.3.1", "2.4", "2.5.1", "2.6"])
+def test_a_pre_2_7_ack_echoes_a_control_id_with_the_truncation_character_as_sent(
+    version: str,
+) -> None:
+    """An engine set up for v2.7 declares the truncation character (`^~\\&#`) whatever
+    MSH-12 says, and writes a `#` as `\\P\\` (v2.7 2.7.1). Before 2.7 the fifth was cut and
+    `\\P\\` replaced by `#` in the text hl7apy parsed, so the ACK echoed `MSG#7` for the
+    `MSG\\P\\7` sent, which the sender could not match to its MSH-10 (v2.7+ echoed it as sent),
+    and MSH-3 `ADT\\P\\1` as MSH-5 `ADT#1`. The text is parsed as sent now, the fifth kept
+    beside the message: the ACK echoes either byte for byte, and the control id and sender (in
+    the event id) and the patient still read `#`."""
+    for control_id in ("MSG\\P\\7", "MSG#7"):
+        text = adt_message("ADT^A01", pid3="MRN\\P\\7^^^H^MR")
+        text = text.replace("|Q1|P|2.5.1", f"|{control_id}|P|{version}")
+        text = text.replace("^~\\&|ADT|", "^~\\&#|ADT\\P\\1|", 1)  # MSH-3 too
+        msg = hl7v2.parse(text)
+        assert not isinstance(msg, hl7v2.Refused)
+        msh, msa = ack_fields(hl7v2.ack(msg, "AA"))
+        assert (msh[1], msh[4], msa[:3]) == ("^~\\&", "ADT\\P\\1", ["MSA", "AA", control_id])
+        o = hl7v2.map_message(msg, tok, source="t")
+        assert isinstance(o, hl7v2.Mapped), o
+        [(_, rec)] = o.records
+        assert rec["event_id"] == "hl7:H/ADT#1:MSG#7:A01"
+        assert rec["patient_token"] == tok("H", "MRN#7")
+
+
+def test_an_acks_reason_with_a_line_break_or_the_mllp_end_byte_stays_in_msa_3() -> None:
+    """MSA-3 (the reason in words) was written with the reason's control characters: a CR
+    (a line break in an hl7apy error, a field quoted) ended MSA early and the rest of the
+    reason was lost, a FS would end the MLLP frame. Each is a space."""
+    msg = hl7v2.parse(adt_message("ADT^A01"))
+    assert not isinstance(msg, hl7v2.Refused)
+    ack = hl7v2.ack(msg, "AE", "line one\rline two\nthree\x1cfour", "207")
+    assert [s[:3] for s in ack.split("\r")[:-1]] == ["MSH", "MSA", "ERR"]
+    assert ack.split("\r")[1] == "MSA|AE|Q1|line one line two three four"
+
+
+def test_a_processing_id_holding_a_control_character_cannot_cut_the_ack() -> None:
+    """MSH-11 `P\\X0D\\T` decoded is `P`, a CR and `T`: set in the ACK, its CR ended MSH there
+    and the MSA (the code the sender waits for) was lost. It is echoed escaped."""
+    msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|P|", "|Q1|P\\X0D\\T|"))
+    assert not isinstance(msg, hl7v2.Refused)
+    msh, msa = ack_fields(hl7v2.ack(msg, "AR", "x", "202"))
+    assert (msh[10], msa[:3]) == ("P\\X0D\\T", ["MSA", "AR", "Q1"])
+
+
+def test_an_ack_in_other_delimiters_keeps_the_senders_escape_sequences() -> None:
+    """A sender with other encoding characters (`MSH|*~!@|`) gets what the ACK copies written
+    in the ACK's: its delimiters' escapes as the characters they stand for, but its other
+    sequences (highlighting, hexadecimal data) were decoded and dropped (`C!H!1!N!` echoed
+    `C1`, `!XC2B0!` a `°` an ASCII ACK cannot carry). They are written with the ACK's escape
+    character, as sent."""
+    raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C!H!1!N!!XC2B0!!F!|P|2.5.1"
+    msg = hl7v2.parse(raw + "\rEVN|A01|20260301075500\rPID|1||MRN1***H*MR\rPV1|1|I|4E*12*A*H")
+    assert not isinstance(msg, hl7v2.Refused)
+    for ack in (hl7v2.ack(msg, "AA"), hl7v2.ack(None, "AE", "x", "100", raw=raw + "\rP I|1")):
+        assert ack_fields(ack)[1][2] == "C\\H\\1\\N\\\\XC2B0\\\\F\\"
+
+
+def test_an_unparsed_message_in_other_delimiters_is_answered_with_its_processing_id() -> None:
+    """MSH-11 of a message hl7apy cannot read was split at `^` whatever its component
+    separator: `T*A` was no processing id, and a training message was answered as P."""
+    raw = "MSH|*~!@|LAB|GH|WF|H|20260301080000||ADT*A01|C1|T*A|2.5.1\rP I|1"
+    assert ack_fields(hl7v2.ack(None, "AE", "x", "100", raw=raw))[0][10] == "T"
+
+
+@pytest.mark.parametrize(
+    "obx",
+    [
+        f"CWE|{ACVPU}||A^Alert^L^^^^^^^300202002^Voice^SCT",
+        f"CWE|{ACVPU}||248234008^Alert^SCT^^^^^^^130987000^Acute confusion^SCT",
+        f"CWE|{GCS_EYE}||4^^^^^^^^^LA6553-7^Eyes closed^LN",
+    ],
+)
+def test_a_v2_7_answers_second_alternate_naming_another_level_or_score_is_refused(
+    obx: str,
+) -> None:
+    """v2.7 2A CWE: components 10-12 are a second alternate coding of the same answer. An
+    ACVPU or GCS answer's were read only where its first two triplets gave nothing, so one
+    naming another level (Voice, acute confusion beside Alert) or score (LOINC's eyes closed,
+    1, beside a 4) was passed over, and the milder of two read, while the same disagreement in
+    components 4-6 was refused. All the triplets a version defines are read in one pass: it is
+    refused (before 2.7, which defines no 10-12, the first two are all there is)."""
+    assert value_of(obx, "acvpu" if ACVPU in obx else "gcs_total", "2.8") == ["bad_value"]
+    assert value_of(obx, "acvpu" if ACVPU in obx else "gcs_total", "2.5.1") in ("A", 13)
+
+
+def test_a_gcs_answers_score_and_its_loinc_answer_must_agree() -> None:
+    """A coded GCS part was read by its first LOINC answer, its identifier's score passed over:
+    `4^^^LA6553-7^Eyes closed^LN` was eyes closed, 1, where the nurse's 4 says spontaneously.
+    Where the two name different scores it is refused (dead-lettered, the reason naming
+    both); where they agree, or one is sent, it is read."""
+    assert value_of(f"CWE|{GCS_EYE}||4^^^LA6553-7^Eyes closed^LN", "gcs_total") == ["bad_value"]
+    assert value_of(f"CWE|{GCS_EYE}||4^^^LA6556-0^Eyes open^LN", "gcs_total") == 13
+    assert value_of(f"CWE|{GCS_EYE}||LA6553-7^Eyes closed^LN", "gcs_total") == 10
+
+
+@pytest.mark.parametrize(
+    "obx",
+    [
+        f"ST|{ACVPU}||Not\\S\\Alert",
+        f"ST|{ACVPU}||No\\S\\Alert",
+        f"ST|{ACVPU}||Confused\\S\\Alert",
+        f"ST|{ACVPU}||U\\S\\A",
+        f"CWE|{ACVPU}||C\\S\\Alert^Acute confusion^L",  # a local code `C^Alert`: confusion
+        f"CWE|{ACVPU}||P\\S\\Alert^Responds to pain^L",
+        f"CWE|{ACVPU}||Lx\\S\\A^^^130987000^Acute confusion^SCT",
+        f"CWE|{GCS_EYE}||4\\S\\4^T",  # a `4^4` beside T (no score): read whole, a 4
+    ],
+)
+def test_an_answer_that_an_escaped_separator_makes_read_two_ways_is_refused(obx: str) -> None:
+    """HL7 v2.5 §2.7: `\\S\\` is the component separator as text, in its component. An answer
+    was read first with it taken as a separator, as before: `Not\\S\\Alert` was an identifier
+    `Not` (passed over) beside a text `Alert`, and `C\\S\\Alert^Acute confusion^L` (a local
+    code `C^Alert` whose text is acute confusion) lost its text to the shift, both read as
+    Alert. NEWS2 (RCP 2017) scores any level but Alert 3 points: a missed red flag. Read per
+    component first; read whole too, the two must agree, and a reading only whole is kept only
+    where the value bears it out (`V\\S\\Voice\\S\\L`): else it is refused, dead-lettered."""
+    field = "acvpu" if ACVPU in obx else "gcs_total"
+    assert value_of(obx, field) == ["bad_value"]
+
+
+def test_alert_is_read_only_where_every_part_of_the_answer_names_it() -> None:
+    """An identifier beside a text was passed over, and a text naming no level too: an ST
+    `Not^Alert` (its `^` sent unescaped) was Alert, `248234008^Not alert^SCT` Alert, `C^Alert^L`
+    Alert, `A^Voice` Voice. Every part is read: one naming another level refuses the answer
+    (a nurse's record is never read as the milder of two), and Alert, which NEWS2 (RCP 2017)
+    scores 0 where any other level scores 3, is read only where every part names it, but a
+    local code's identifier beside its text (`L1^Alert^L`), which is its list's code."""
+    refused = [
+        f"ST|{ACVPU}||Not^Alert",
+        f"CWE|{ACVPU}||248234008^Not alert^SCT",
+        f"CWE|{ACVPU}||C^Alert^L",
+        f"CWE|{ACVPU}||A^Voice",
+    ]
+    for obx in refused:
+        assert value_of(obx, "acvpu") == ["bad_value"], obx
+    read = [
+        (f"CWE|{ACVPU}||L1^Alert^L", "A"),
+        (f"CWE|{ACVPU}||248234008^Mentally alert (finding)^SCT", "A"),  # its full name
+        (f"CWE|{ACVPU}||V^Voice^L", "V"),
+        (f"ST|{ACVPU}||Alert", "A"),
+    ]
+    for obx, letter in read:
+        assert value_of(obx, "acvpu") == letter, obx
+
+
+def test_a_coded_alert_whose_local_code_names_no_coding_system_is_read_as_alert() -> None:
+    """In a coded type (CWE, CE, CNE, CF) the first component is always an identifier, and
+    v2.5 makes its coding system optional: `AL^Alert`, `1^Alert` are a local list's code beside
+    its text, read as Alert before, not a part that may say otherwise (as an ST's `Not^Alert`,
+    its `^` sent unescaped, may). Refused, a feed's Alert readings were lost."""
+    for obx, version in [
+        (f"CE|{ACVPU}||AL^Alert", "2.5.1"),
+        (f"CE|{ACVPU}||1^Alert", "2.5.1"),
+        (f"CE|{ACVPU}||1^Alert^", "2.5.1"),
+        (f"CE|{ACVPU}||AVPU-A^Alert", "2.5.1"),
+        (f"CE|{ACVPU}||12345^Alert^^248234008^Mentally alert^SCT", "2.5.1"),
+        (f"CWE|{ACVPU}||AL^Alert^^^^^^^^248234008^Mentally alert^SCT", "2.8"),
+    ]:
+        assert value_of(obx, "acvpu", version) == "A", obx
+    assert value_of(f"ST|{ACVPU}||Not^Alert", "acvpu") == ["bad_value"]
+
+
+def test_a_snomed_alert_displayed_in_other_words_is_read_unless_its_text_may_say_otherwise() -> (
+    None
+):
+    """A SNOMED CT Alert (248234008) whose display is not one of wardflow's words (`A - Alert`,
+    `Alert and orientated`) was refused, where it was read as Alert before: the code says the
+    level, and its display in other words says the same. Refused only where that text may say
+    otherwise: a negation (`Not alert`, `Non-alert`, `Unalert`) or another level's word."""
+    for value in [
+        "248234008^A - Alert^SCT",
+        "248234008^Alert (A)^SCT",
+        "248234008^Alert and orientated^SCT",
+        "248234008^Alert/oriented^SCT",
+        "248234008^Mentally alert^SCT^AL^Alert - A^99EPIC",
+    ]:
+        assert value_of(f"CWE|{ACVPU}||{value}", "acvpu") == "A", value
+    for value in [
+        "248234008^Not alert^SCT",
+        "248234008^Non-alert^SCT",
+        "248234008^Unalert^SCT",
+        "248234008^No response^SCT",
+        "248234008^Alert but confused^SCT",
+    ]:
+        assert value_of(f"CWE|{ACVPU}||{value}", "acvpu") == ["bad_value"], value
+
+
+def test_a_local_answer_an_engine_escaped_whole_reads_as_it_did() -> None:
+    """An engine that escapes a whole coded answer into one component (`AVPU-C\\S\\New
+    confusion\\S\\99LOCAL`) sends one component; read whole by today's rules it names the
+    same level, and none of it names another: it reads as before, not refused. One whose parts
+    may say otherwise still is."""
+    for obx, letter in [
+        (f"CWE|{ACVPU}||AVPU-C\\S\\New confusion\\S\\99LOCAL", "C"),
+        (f"CWE|{ACVPU}||AVPU-A\\S\\Alert\\S\\99LOCAL", "A"),
+        (f"CWE|{ACVPU}||AL\\S\\Alert\\S\\99EPIC", "A"),
+        (f"CWE|{ACVPU}||1\\S\\Alert\\S\\L", "A"),
+    ]:
+        assert value_of(obx, "acvpu") == letter, obx
+    for obx in [
+        f"ST|{ACVPU}||Not\\S\\Alert",
+        f"CWE|{ACVPU}||U\\S\\A",
+        f"CWE|{ACVPU}||C\\S\\Alert^Acute confusion^L",
+        f"CWE|{ACVPU}||Lx\\S\\A^^^130987000^Acute confusion^SCT",
+    ]:
+        assert value_of(obx, "acvpu") == ["bad_value"], obx
+
+
+def test_a_gcs_local_code_with_no_coding_system_beside_a_loinc_answer_reads_the_loinc_answer() -> (
+    None
+):
+    """A local answer code numbered past the part's scores and sent without a coding system
+    (`703512^Spontaneous^^LA6556-0^…^LN`) was refused as no score, where the LOINC answer
+    beside it says the score, as read before. A number that is a score and names another
+    than the LOINC answer is still refused."""
+    for obx in [
+        f"CE|{GCS_EYE}||703512^Spontaneous^^LA6556-0^Eyes open spontaneously^LN",
+        f"CE|{GCS_EYE}||10^Spontaneous^^LA6556-0^Eyes open spontaneously^LN",
+        f"CE|{GCS_EYE}||703512\\S\\Spontaneous\\S\\\\S\\LA6556-0\\S\\Eyes open\\S\\LN",
+    ]:
+        assert value_of(obx, "gcs_total") == 13, obx
+    assert value_of(f"CWE|{GCS_EYE}||4^^^LA6553-7^Eyes closed^LN", "gcs_total") == ["bad_value"]
+    assert value_of(
+        f"CWE|{GCS_EYE}||3^3 - To voice^L^^^^^^^LA6556-0^Eyes open spontaneously^LN",
+        "gcs_total",
+        "2.8",
+    ) == ["bad_value"]
+    assert value_of(f"CE|{GCS_EYE}||10^Spontaneous", "gcs_total") == ["bad_value"]
+
+
+def test_an_oru_whose_place_holds_a_control_character_keeps_the_patients_values() -> None:
+    """A control character in PV1-3.1 (the unit) or PV1-3.4 (the facility) of an ORU refused
+    the message: the vitals of a patient PID-3 names were lost for a field that identifies no
+    one. Each is read as absent (the unit `unknown`, the facility the sender's, as for one not
+    sent), and the outcome says so (`Mapped.notes`)."""
+    obx = "OBX|1|NM|8867-4^HR^LN||88|/min|||||F"
+    for pv1, unit, facility, field in [
+        ("MI\\X1C\\CU^12^A^H", "unknown", "H", "PV1-3.1"),
+        ("MICU^12^A^H\\X0A\\X", "MICU", "ICU", "PV1-3.4"),
+    ]:
+        o = outcome(oru(obx).replace("MICU^12^A^H", pv1))
+        assert isinstance(o, hl7v2.Mapped) and not o.rejected, o
+        [(_, rec)] = o.records
+        assert (rec["heart_rate_bpm"], rec["unit_id"], rec["facility_id"]) == (88, unit, facility)
+        assert rec["patient_token"] == tok("H", "MRN9")
+        [note] = o.notes
+        assert note.startswith(f"control character in {field} (") and "read as absent" in note
+
+
+def test_an_adt_location_holding_a_control_character_is_read_as_absent() -> None:
+    """A control character in PV1-3 (`4\\X0B\\E`) refused every ADT: no unit of the census
+    holds one. It is read as absent, and the rules for an absent PV1-3 apply: an admission is
+    refused for its missing unit (102, the reason starting with why: an ACK's MSA-3 keeps 80
+    characters), a discharge is read by its PV1-6, an update of a visit that is over never
+    read it."""
+    admit = outcome(adt_message("ADT^A01", pv1="PV1|1|I|4\\X0A\\E^12^A^H"))
+    assert isinstance(admit, hl7v2.Refused)
+    assert (admit.reason_code, admit.hl7_error) == ("bad_value", "102")
+    assert admit.reason.startswith("control character in PV1-3: U+000A (read as absent)")
+    discharge = outcome(adt_message("ADT^A03", pv1="PV1|1|I|4\\X0B\\E^12^A^H|||3W^1^A^H"))
+    assert isinstance(discharge, hl7v2.Mapped), discharge
+    [(_, rec)] = discharge.records
+    assert (rec["event_type"], rec["unit_id"], rec["prior_unit_id"]) == ("discharge", None, "3W")
+    assert census.discharged_from(rec) == "3W"
+    [note] = discharge.notes
+    assert note.startswith("control character in PV1-3 (") and "U+000B" in note
+    ended = "PV1|1|I|4\\X0B\\E^12^A^H" + "|" * 42 + "20260201080000"
+    update = outcome(adt_message("ADT^A08", pv1=ended))
+    assert isinstance(update, hl7v2.Mapped), update
+    assert update.records[0][1]["unit_id"] is None and update.notes == []
+
+
+def test_a_bed_holding_a_control_character_is_absent_and_its_unit_still_read() -> None:
+    """A control character in PV1-3's bed (`4E^12^A\\X0A\\B`) made the unit absent too: an
+    admission to 4E was refused for a missing unit, where the unit was read before. Only the
+    room and bed are read as absent, said in the notes; PV1-6's likewise."""
+    admit = outcome(adt_message("ADT^A01", pv1="PV1|1|I|4E^12^A\\X0A\\B^H"))
+    assert isinstance(admit, hl7v2.Mapped), admit
+    [(_, rec)] = admit.records
+    assert (rec["unit_id"], rec["bed_id"]) == ("4E", None)
+    assert admit.notes == [
+        "control character in PV1-3.2-3 (the patient's room and bed): U+000A, read as absent"
+    ]
+    moved = outcome(adt_message("ADT^A02", pv1="PV1|1|I|4E^12^A^H|||3W^1^A\\X0A\\B^H"))
+    assert isinstance(moved, hl7v2.Mapped), moved
+    [(_, rec)] = moved.records
+    assert (rec["prior_unit_id"], rec["prior_bed_id"]) == ("3W", None)
+
+
+def test_a_prior_location_with_a_control_character_is_absent_but_where_a_discharge_needs_it() -> (
+    None
+):
+    """PV1-6 holding a control character refused the message. It is read as absent (a
+    transfer's prior unit and bed None, said in the notes), but where a discharge names no unit
+    in PV1-3 it is the unit the discharge is read by (udfs.census.discharged_from), and the
+    message is refused (`bad_value`)."""
+    bad = "3\\X85\\W^1^A^H"
+    transfer = outcome(adt_message("ADT^A02", pv1=f"PV1|1|I|4E^12^A^H|||{bad}"))
+    assert isinstance(transfer, hl7v2.Mapped), transfer
+    [(_, rec)] = transfer.records
+    assert (rec["unit_id"], rec["prior_unit_id"], rec["prior_bed_id"]) == ("4E", None, None)
+    assert transfer.notes == [
+        "control character in PV1-6 (the prior location): U+0085, read as absent"
+    ]
+    unnamed = outcome(adt_message("ADT^A03", pv1=f"PV1|1|I||||{bad}"))
+    assert isinstance(unnamed, hl7v2.Refused) and unnamed.reason_code == "bad_value"
+    assert unnamed.reason.startswith("control character in PV1-6 (")
+
+
+def test_a_header_identifier_holding_a_control_character_is_read_as_sent() -> None:
+    """MSH-10 `Q\\X0D\\1` (or a tab sent raw), MSH-4 `H\\X09\\1`: the message was refused, and
+    so every message of a sender whose MSH-4 holds one, for fields that name no patient. They
+    are read as the sender wrote them, a raw control character as hexadecimal data: the event
+    id carries the control id the ACK echoes (MSA-2), the same for each resend."""
+    for control, sent in [("Q\\X0D\\1", "Q\\X0D\\1"), ("Q\t1", "Q\\X09\\1")]:
+        msg = hl7v2.parse(adt_message("ADT^A01").replace("|Q1|", f"|{control}|"))
+        assert not isinstance(msg, hl7v2.Refused)
+        o = hl7v2.map_message(msg, tok, source="t")
+        assert isinstance(o, hl7v2.Mapped), o
+        assert o.records[0][1]["event_id"] == f"hl7:H/ADT:{sent}:A01"
+        assert ack_fields(hl7v2.ack(msg, "AA"))[1][2] == sent
+    o = outcome(adt_message("ADT^A01").replace("|ADT|H|", "|ADT|H\\X09\\1|", 1))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["event_id"] == "hl7:H\\X09\\1/ADT:Q1:A01"
+
+
+def test_a_sender_holding_a_control_character_keeps_its_patients_tokens_and_one_event_id() -> None:
+    """A sender whose MSH-4 holds a control character (`H\\X09\\1`) named the tokens of its
+    identifiers sent without an authority by the text it wrote, `H\\X09\\1`, where they were
+    made of its text before (a tab): its patients got new tokens, another patient's to every
+    feed. Tokens are made of the text (a hash's input need not be printable); the printed
+    event id writes each control character one way: `\\X85\\`, `\\XC285\\` and a raw
+    U+0085 are one message's id."""
+    o = outcome(adt_message("ADT^A01", pid3="MRN1^^^^MR").replace("|ADT|H|", "|ADT|H\\X09\\1|", 1))
+    assert isinstance(o, hl7v2.Mapped), o
+    assert o.records[0][1]["patient_token"] == tok("H\t1", "MRN1")
+    ids = set()
+    for control in ("Q\\X85\\1", "Q\\XC285\\1", "Q\x851"):
+        o = outcome(adt_message("ADT^A01").replace("|Q1|", f"|{control}|"))
+        assert isinstance(o, hl7v2.Mapped), o
+        ids.add(o.records[0][1]["event_id"])
+    assert ids == {"hl7:H/ADT:Q\\X85\\1:A01"}
+
+
+@pytest.mark.parametrize("sent", ["\\X00\\", "\\X07\\", "\\X1B\\", "\\X7F\\", "\\XC29B\\"])
+def test_a_control_character_around_an_identifier_is_stripped_as_a_space_is(sent: str) -> None:
+    """Around an identifier a control character is none of it, as a space is: but only what
+    Python takes for white space was stripped, and `MRN1\\X00\\` (a NUL, BEL, ESC, DEL or C1
+    character after it) refused the message while `MRN1\\X0A\\` was `MRN1`. Every control
+    character is stripped around the value, inside it still refused."""
+    for pid3 in (f"MRN1{sent}^^^H^MR", f"{sent}MRN1^^^H^MR"):
+        o = outcome(adt_message("ADT^A01", pid3=pid3))
+        assert isinstance(o, hl7v2.Mapped), (pid3, o)
+        assert o.records[0][1]["patient_token"] == tok("H", "MRN1")
+
+
+def test_a_control_character_refusal_reads_whole_in_the_acks_msa_3() -> None:
+    """The ACK's MSA-3 makes a reason's backslashes spaces and keeps 80 characters: the
+    reason for a control character in PID-3 read `… holds a control character ( x85)`, its
+    field cut off. It starts with the field, and names the character by code point."""
+    msg = hl7v2.parse(adt_message("ADT^A01", pid3="MRN\\X85\\1^^^H^MR"))
+    assert not isinstance(msg, hl7v2.Refused)
+    o = hl7v2.map_message(msg, tok, source="t")
+    assert isinstance(o, hl7v2.Refused)
+    msa_3 = ack_fields(hl7v2.ack(msg, o.ack_code, o.reason, o.hl7_error))[1][3]
+    assert msa_3.startswith("control character in PID-3 (") and "U+0085" in msa_3
+
+
+def test_an_ack_echoing_a_control_id_with_a_raw_control_character_escapes_that_alone() -> None:
+    """A control id in the ACK's delimiters was echoed as sent, but where it held a raw control
+    character it was decoded whole and written again: `M\\P\\7<TAB>` (a pre-2.7 message that
+    declares the truncation character) came back `M#7\\X09\\`, `M\\X41\\7<TAB>` `MA7\\X09\\`:
+    not what the sender matches. Only the control character is written as hexadecimal data."""
+    for encoding, sent, echoed in [
+        ("^~\\&#", "M\\P\\7\t", "M\\P\\7\\X09\\"),
+        ("^~\\&", "M\\X41\\7\t", "M\\X41\\7\\X09\\"),
+    ]:
+        text = adt_message("ADT^A01").replace("|Q1|", f"|{sent}|")
+        msg = hl7v2.parse(text.replace("^~\\&", encoding, 1))
+        assert not isinstance(msg, hl7v2.Refused)
+        assert ack_fields(hl7v2.ack(msg, "AA"))[1][2] == echoed
