@@ -16,9 +16,12 @@ order: its own code, `value_out_of_range` or `value_not_a_number`, and its own r
 the field, its value and its range), which the jobs dead-letter beside the accepted row, one
 letter a value, so no value vanishes silently. This holds while a measurement remains
 (schemas.avro.Schema.measurements): a ranged value in range, or a present measurement without a
-range (`"wardflow.measurement": true`: an observation's ACVPU, supplemental oxygen or mechanical
-ventilation), so an observation of ACVPU 'V' beside a °F temperature keeps the 'V' (a NEWS2 red
-flag). A record with no measurement left (its values present all refused, beside context and
+range (`"wardflow.measurement": true`: an observation's ACVPU), so an observation of ACVPU 'V'
+beside a °F temperature keeps the 'V' (a NEWS2 red flag). A field refused with a partner
+(`"wardflow.refused_with"`: an observation's `on_supplemental_o2` with its `fio2_fraction`, one
+measurement) is refused too where its partner is, in a record kept: null, and its own refusal
+after the others (the partner's code, reason `on_supplemental_o2 refused with fio2_fraction`).
+A record with no measurement left (its values present all refused, beside context and
 qualifiers only) is rejected as before: `out_of_range` / `not_a_number`, the first refused
 value's code, and a reason naming every refused value (each with its code where there are
 several: `temp_c=98.6 outside [14, 46] (out_of_range); spo2_pct is NaN (not_a_number)`). The
@@ -135,7 +138,8 @@ def check(schema: Schema, record: dict[str, Any]) -> Accepted | Rejection:
     """The record as a reader accepts it, or its rejection (the module docstring, "Refused
     values"): a failed check of a field of `schema.refused_alone` refuses that value alone, any
     other rejects the record (the first, in schema order); a record with values refused and no
-    measurement left (`schema.measurements`) is rejected (`refused_whole`)."""
+    measurement left (`schema.measurements`) is rejected (`refused_whole`); in a record kept, a
+    field refused with a partner refused (`schema.refused_with`) is refused too, after them."""
     alone = schema.refused_alone_names
     measured = schema.measurement_names
     refused: list[tuple[str, Rejection]] = []
@@ -155,6 +159,13 @@ def check(schema: Schema, record: dict[str, Any]) -> Accepted | Rejection:
         return Accepted(record, ())
     if not kept:
         return refused_whole([r for _, r in refused])
+    # a field refused with its partner (Schema.refused_with): one measurement, one verdict
+    codes = dict(refused)
+    refused += [
+        (f.name, Rejection(codes[p.name].reason_code, f"{f.name} refused with {p.name}"))
+        for f, p in schema.refused_with
+        if p.name in codes and record.get(f.name) is not None
+    ]
     return Accepted(
         {**record, **{name: None for name, _ in refused}},
         tuple(Rejection(VALUE_CODES[r.reason_code], r.reason) for _, r in refused),

@@ -27,7 +27,9 @@ and `refused_reasons` (each one's field, value and range), arrays in schema orde
 measurement that remains keeps the record (`Schema.measurements`: a ranged value in range, or a
 present `"wardflow.measurement": true` field such as an observation's ACVPU); a record with none
 left is rejected (`out_of_range` / `not_a_number`, the first refused value's code, a reason
-naming each: `schemas.codec.refused_whole`). A clean record costs what it did: the same
+naming each: `schemas.codec.refused_whole`); in a record kept, a field refused with a partner
+refused (`Schema.refused_with`: an observation's `on_supplemental_o2` with its `fio2_fraction`)
+is null too, its refusal after the others. A clean record costs what it did: the same
 comparisons per value, a flag set (also by a measurement without a range), and no allocation
 (the refusal stays null; the row is the same one `GenericRowData`); the refusal itself (its
 reasons, nulling the value) is a helper method, so `decode()` stays about its size before
@@ -62,7 +64,7 @@ from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
-GENERATOR_VERSION = "7"
+GENERATOR_VERSION = "8"
 # The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
 INGESTED = (
     topics.VITALS_DEVICE,
@@ -242,6 +244,14 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     """
         refusal = """
       if (refusal != null && !kept) return reject(refusal.codes.get(0), refusal.whole());"""
+        # Schema.refused_with: a partner refused (present, now null) refuses the field present
+        for f, partner in schema.refused_with:
+            i, p = index[f.name], index[partner.name]
+            refusal += f"""
+      if (v{p} != null && r.get({p}) == null && r.get({i}) != null) {{
+        refusal = refuseWith(refusal, r, {i}, "{f.name}", "{partner.name}",
+            Double.isNaN(((Number) v{p}).doubleValue()));
+      }}"""
         # the slow path off decode(), whose bytecode HotSpot compiles only under 8000 bytes
         refuse = """
 
@@ -257,6 +267,16 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     out.codes.add(nan ? "not_a_number" : "out_of_range");
     out.reasons.add(why);
     return out;
+  }
+
+  /** Field `i` refused with its partner `with`, refused (schemas.avro.Schema.refused_with):
+   * null in `r`, its refusal the partner's code. */
+  private static Refusal refuseWith(
+      Refusal got, GenericRecord r, int i, String field, String with, boolean nan) {
+    r.put(i, null);
+    got.codes.add(nan ? "not_a_number" : "out_of_range");
+    got.reasons.add(field + " refused with " + with);
+    return got;
   }
 
   /** The refused values of a record, in schema order: each one's check's code and reason. */

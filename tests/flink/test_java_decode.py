@@ -89,7 +89,7 @@ def cases(schema: Schema) -> list[tuple[bytes, int]]:
             out.append((codec.encode(schema, good | {f.name: "nope"}), ms))
         if f.base == "string" and not f.nullable and f.logical is None:
             out.append((codec.encode(schema, good | {f.name: ""}), ms))
-    return out + refusals(schema) + at_bounds(schema)
+    return out + refused_with(schema) + refusals(schema) + at_bounds(schema)
 
 
 def refusals(schema: Schema) -> list[tuple[bytes, int]]:
@@ -109,6 +109,21 @@ def refusals(schema: Schema) -> list[tuple[bytes, int]]:
     others = [m for m in schema.measurements if m is not first]
     records = [bare | {m.name: good[m.name]} | high for m in others]
     records += [context | high, good | both, bare | both]
+    return [(codec.encode(schema, r), ms) for r in records]
+
+
+def refused_with(schema: Schema) -> list[tuple[bytes, int]]:
+    """A field refused with its partner (Schema.refused_with), its partner out of range or
+    NaN, beside a measurement kept and with none."""
+    good, ms = example(schema), codec.epoch_ms(T0)
+    bare = {k: (None if schema.field(k).nullable else v) for k, v in good.items()}
+    first = schema.refused_alone[0] if schema.refused_alone else None
+    records = []
+    for f, partner in schema.refused_with:
+        assert first is not None and first is not partner
+        for bad in (partner.value_range[1] * 2 + 1, math.nan):  # type: ignore[index]
+            pair = {partner.name: bad, f.name: not good[f.name]}
+            records += [bare | {first.name: good[first.name]} | pair, bare | pair]
     return [(codec.encode(schema, r), ms) for r in records]
 
 
@@ -167,6 +182,13 @@ def test_the_jvm_decoder_agrees_with_the_python_decoder_on_good_and_bad_records(
         assert (context[0], both[0], both[-2], none[0]) == (
             "out_of_range", None, ["value_not_a_number", "value_out_of_range"], "not_a_number"
         )  # fmt: skip
+    if schema.refused_with:  # the cases of `refused_with`: the pair refused in a record kept
+        start = len(want) - len(accepted) - len(schema.measurements) - 2
+        pairs = want[start - 4 * len(schema.refused_with) : start]
+        assert [(w[0], w[-2]) for w in pairs] == [
+            (None, ["value_out_of_range"] * 2), ("out_of_range", None),
+            (None, ["value_not_a_number"] * 2), ("not_a_number", None),
+        ] * len(schema.refused_with)  # fmt: skip
     for (value, _), g, w in zip(rows, got, want, strict=True):
         assert g[0] == w[0], (value, g, w)  # reason code
         if w[0] in (None, "out_of_range", "not_a_number", "bad_enum", "missing_field"):

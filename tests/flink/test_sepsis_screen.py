@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 DEVICE = topics.VITALS_DEVICE.name
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 MINUTES = 6
-PATIENT, OTHER, VOICE = "tok-fahrenheit", "tok-celsius", "tok-voice"
+PATIENT, OTHER, VOICE, OXYGEN = "tok-fahrenheit", "tok-celsius", "tok-voice", "tok-oxygen"
 NAN_EVERY = 45  # the °F monitor's SpO2 is NaN every 45th second, beside its other values
 
 
@@ -43,6 +43,19 @@ def _second(token: str, i: int, **values: float | None) -> dict[str, Any]:
         "unit_id": "MICU",
         "bed_id": f"MICU/{bed}",
         "event_time": T0 + timedelta(seconds=i),
+        "source": "test",
+        **values,
+    }
+
+
+def _observation(token: str, observation_id: str, second: int, **values: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {f.name: None for f in topics.VITALS_OBSERVATION.schema.fields}
+    return rec | {
+        "observation_id": observation_id,
+        "patient_token": token,
+        "facility_id": "hospital-a",
+        "unit_id": "MICU",
+        "event_time": T0 + timedelta(seconds=second),
         "source": "test",
         **values,
     }
@@ -63,14 +76,21 @@ def run(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
         # a monitor beside it reading in °C
         device.append(_second(OTHER, i, heart_rate_bpm=80.0, temp_c=37.0))
     # a charted observation, after the monitors' minutes: responds to voice, temperature in °F
-    voice: dict[str, Any] = {f.name: None for f in topics.VITALS_OBSERVATION.schema.fields}
-    voice |= {
-        "observation_id": "obs-voice", "patient_token": VOICE, "facility_id": "hospital-a",
-        "unit_id": "MICU", "event_time": T0 + timedelta(minutes=MINUTES, seconds=30),
-        "source": "test", "acvpu": "V", "temp_c": 98.6,
-    }  # fmt: skip
+    voice = _observation(VOICE, "obs-voice", MINUTES * 60 + 30, acvpu="V", temp_c=98.6)
+    # FiO2 0.40 charted; 20 minutes later an FiO2 of 40 (percent, refused) beside "not on
+    # oxygen" and ACVPU 'A', which keeps the record
+    oxygen = [
+        _observation(
+            OXYGEN, "obs-o2-1", MINUTES * 60 + 60, fio2_fraction=0.40, spo2_pct=93.0,
+            resp_rate_per_min=22.0, heart_rate_bpm=100.0,
+        ),
+        _observation(
+            OXYGEN, "obs-o2-2", MINUTES * 60 + 60 + 20 * 60, fio2_fraction=40.0,
+            on_supplemental_o2=False, acvpu="A",
+        ),
+    ]  # fmt: skip
     on = dataclasses.replace(settings, device_numerics=True)
-    inputs = {"device": device, "vitals": [voice]}
+    inputs = {"device": device, "vitals": [voice, *oxygen]}
     out = run_bounded(sepsis_screen.JOB, on, inputs, Path(tmp_path_factory.mktemp("fahrenheit")))
     return {"device": device, **out}
 
@@ -135,6 +155,30 @@ def test_an_observation_of_acvpu_v_beside_a_fahrenheit_temperature_is_screened_w
     assert state["news2_red_flag"] is True and state["news2_score"] == 3
     vitals = topics.VITALS_OBSERVATION.name
     letters = [d for d in run["dead_letters"] if d["source_topic"] == vitals]
-    assert [(d["reason_code"], d["reason"]) for d in letters] == [
-        ("value_out_of_range", "temp_c=98.6 outside [14, 46]")
+    assert ("value_out_of_range", "temp_c=98.6 outside [14, 46]") in [
+        (d["reason_code"], d["reason"]) for d in letters
+    ]
+
+
+def test_an_oxygen_flag_beside_a_refused_fio2_does_not_drop_the_older_fio2_from_the_state(
+    run: dict[str, Any],
+) -> None:
+    """FiO2 and the oxygen flag are one measurement (wardflow.refused_with): an observation kept
+    by its ACVPU whose FiO2 of 40 (percent) was refused has its "not on oxygen" refused with it,
+    so the state keeps the FiO2 0.40 charted 20 minutes before (udfs.sepsis OXYGEN_PAIR would
+    otherwise take the flag as newer than it and drop it) and NEWS2 stays 7, not 5."""
+    first, second = sorted(
+        (s for s in run["sepsis_screen"] if s["patient_token"] == OXYGEN),
+        key=lambda s: s["event_time"],
+    )
+    assert first["news2_score"] == 7
+    assert second["fio2_fraction"] == pytest.approx(0.40)
+    assert second["on_supplemental_o2"] is not False
+    assert (second["acvpu"], second["news2_score"]) == ("A", 7)
+    vitals = topics.VITALS_OBSERVATION.name
+    letters = [d for d in run["dead_letters"] if d["source_topic"] == vitals]
+    assert sorted((d["reason_code"], d["reason"]) for d in letters) == [
+        ("value_out_of_range", "fio2_fraction=40 outside [0.21, 1]"),
+        ("value_out_of_range", "on_supplemental_o2 refused with fio2_fraction"),
+        ("value_out_of_range", "temp_c=98.6 outside [14, 46]"),
     ]

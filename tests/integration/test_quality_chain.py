@@ -152,7 +152,7 @@ def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_b
     fahrenheit = {
         r["observation_id"]
         for t, r in chain["items"]
-        if t == VITALS and r["temp_c"] is not None and temp.out_of_range(r["temp_c"])
+        if t == VITALS and r.get("temp_c") is not None and temp.out_of_range(r["temp_c"])
     }
     assert len(fahrenheit) > 10
     # (and the few impossible values of the data itself: a FiO2 of 0.04, refused alike)
@@ -172,8 +172,14 @@ def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_b
     sent = {r["observation_id"]: r for t, r in chain["items"] if t == VITALS}
     for rid in impossible:
         rec = sent[rid]
-        out = [f.name for f in alone if rec[f.name] is not None and f.out_of_range(rec[f.name])]
-        assert [d["reason"].split("=")[0] for d in by_record[rid]] == out
+        out = [f.name for f in alone if rec.get(f.name) is not None and f.out_of_range(rec[f.name])]
+        pairs = topics.VITALS_OBSERVATION.schema.refused_with  # refused with their partner
+        with_ = [
+            f"{f.name} refused with {p.name}"
+            for f, p in pairs
+            if p.name in out and rec.get(f.name) is not None
+        ]
+        assert [d["reason"].split("=")[0] for d in by_record[rid]] == out + with_
         assert {d["reason_code"] for d in by_record[rid]} == {"value_out_of_range"}
         assert ("temp_c" in out) == (rid in fahrenheit)
         assert rid in states
@@ -192,7 +198,7 @@ def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_b
         r["observation_id"]
         for unit in (UNIT, OTHER)
         for r in _window(chain, unit)
-        if r["temp_c"] is not None and r["observation_id"] not in fahrenheit
+        if r.get("temp_c") is not None and r["observation_id"] not in fahrenheit
     ]
     assert len(covered) > 10
     for rid in covered:

@@ -10,7 +10,7 @@ import fastavro
 import pytest
 
 from schemas import codec, load_schema, topics
-from schemas.avro import MEASUREMENT, REFUSAL
+from schemas.avro import MEASUREMENT, REFUSAL, REFUSED_WITH
 from udfs.vitals import DECODED_FIELDS, decode_observation, news2_summary
 
 OBS = topics.VITALS_OBSERVATION.schema
@@ -294,7 +294,7 @@ def test_the_refusal_declaration_leaves_the_wire_schema_and_its_revision_alone(n
     parsing canonical form, so the schema's records, fingerprint and revision (schemas/history)
     are what they were."""
     schema = load_schema(name)
-    ours = (REFUSAL, MEASUREMENT)
+    ours = (REFUSAL, MEASUREMENT, REFUSED_WITH)
     without = {k: v for k, v in schema.raw.items() if k not in ours}
     fields = schema.raw["fields"]
     without["fields"] = [{k: v for k, v in f.items() if k not in ours} for f in fields]
@@ -324,17 +324,73 @@ def test_an_acvpu_beside_a_fahrenheit_temperature_keeps_the_observation_and_its_
     assert scored == (3, 1, True)  # score 3, one parameter scored, the red flag
 
 
-@pytest.mark.parametrize(
-    ("kept", "value"),
-    [("acvpu", "C"), ("on_supplemental_o2", False), ("mechanical_ventilation", True)],
-)
-def test_a_categorical_or_charted_boolean_measurement_keeps_a_record_whose_number_was_refused(
-    kept: str, value: Any
-) -> None:
-    got = codec.decode_checked(OBS, codec.encode(OBS, _only(spo2_pct=900.0, **{kept: value})))
-    assert isinstance(got, codec.Accepted) and got.record[kept] == value
+def test_an_acvpu_keeps_a_record_whose_number_was_refused() -> None:
+    got = codec.decode_checked(OBS, codec.encode(OBS, _only(spo2_pct=900.0, acvpu="C")))
+    assert isinstance(got, codec.Accepted) and got.record["acvpu"] == "C"
     assert got.record["spo2_pct"] is None
     assert [r.reason_code for r in got.refused] == ["value_out_of_range"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("on_supplemental_o2", False), ("mechanical_ventilation", True)]
+)
+def test_an_oxygen_or_ventilation_flag_alone_keeps_no_record_whose_number_was_refused(
+    flag: str, value: Any
+) -> None:
+    """A flag beside an impossible value is as suspect as it, and a record kept by a
+    ventilation flag alone would be a new reading for the two-reading NEWS2 rules."""
+    got = codec.decode_checked(OBS, codec.encode(OBS, _only(spo2_pct=900.0, **{flag: value})))
+    assert got == codec.Rejection("out_of_range", "spo2_pct=900 outside [0, 100]")
+
+
+@pytest.mark.parametrize(
+    ("fio2", "code"), [(40.0, "value_out_of_range"), (float("nan"), "value_not_a_number")]
+)
+def test_the_oxygen_flag_is_refused_with_a_refused_fio2_in_a_record_kept(
+    fio2: float, code: str
+) -> None:
+    """FiO2 and the oxygen flag are one measurement (wardflow.refused_with): a kept record
+    whose FiO2 was refused does not offer its flag as evidence against an older FiO2."""
+    for flag in (False, True):
+        rec = _only(fio2_fraction=fio2, on_supplemental_o2=flag, acvpu="A")
+        got = codec.decode_checked(OBS, codec.encode(OBS, rec))
+        assert isinstance(got, codec.Accepted) and got.record["acvpu"] == "A"
+        assert got.record["fio2_fraction"] is None and got.record["on_supplemental_o2"] is None
+        assert [r.reason_code for r in got.refused] == [code, code]
+        assert got.refused[1].reason == "on_supplemental_o2 refused with fio2_fraction"
+    # beside an FiO2 accepted, or none, the flag stays
+    for rec in (
+        _only(fio2_fraction=0.4, on_supplemental_o2=True),
+        _only(spo2_pct=900.0, acvpu="A", on_supplemental_o2=False),
+    ):
+        got = codec.decode_checked(OBS, codec.encode(OBS, rec))
+        assert isinstance(got, codec.Accepted)
+        assert got.record["on_supplemental_o2"] == rec["on_supplemental_o2"]
+    assert [(f.name, p.name) for f, p in OBS.refused_with] == [
+        ("on_supplemental_o2", "fio2_fraction")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "partner", "why"),
+    [
+        ("on_supplemental_o2", "acvpu", "not a field refused alone"),
+        ("on_supplemental_o2", "nothing", "not a field refused alone"),
+        ("acvpu", "fio2_fraction", "a measurement"),
+        ("source", "fio2_fraction", "a required field"),
+    ],
+)
+def test_a_refused_with_that_names_no_field_refused_alone_is_refused_when_loading(
+    tmp_path: Any, field: str, partner: str, why: str
+) -> None:
+    from schemas import avro
+
+    raw = json.loads((avro.SCHEMA_DIR / f"{topics.VITALS_OBSERVATION.name}.avsc").read_text())
+    next(s for s in raw["fields"] if s["name"] == field)[REFUSED_WITH] = partner
+    path = tmp_path / "x.avsc"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=why):
+        avro.check_refusals("x", avro._load("x", path))
 
 
 def test_the_measurements_are_declared_and_context_or_qualifiers_alone_keep_no_record() -> None:
@@ -344,8 +400,7 @@ def test_the_measurements_are_declared_and_context_or_qualifiers_alone_keep_no_r
     leads-off flags and its signal quality. A record left with only those is rejected."""
     assert [f.name for f in OBS.measurements] == [
         "heart_rate_bpm", "resp_rate_per_min", "spo2_pct", "temp_c", "sbp_mmhg", "dbp_mmhg",
-        "map_mmhg", "fio2_fraction", "on_supplemental_o2", "acvpu", "gcs_total",
-        "mechanical_ventilation", "urine_output_ml", "weight_kg",
+        "map_mmhg", "fio2_fraction", "acvpu", "gcs_total", "urine_output_ml", "weight_kg",
     ]  # fmt: skip
     assert DEVICE.measurements == DEVICE.refused_alone
     assert LABS.measurements == LABS.refused_alone
@@ -373,7 +428,8 @@ def test_a_measurement_declaration_that_means_nothing_is_refused_when_loading(
 ) -> None:
     from schemas import avro
 
-    name = "vitals.device.v1" if field == "spo2_signal_quality_pct" else "vitals.observation.v1"
+    device = field == "spo2_signal_quality_pct"
+    name = (topics.VITALS_DEVICE if device else topics.VITALS_OBSERVATION).name
     raw = json.loads((avro.SCHEMA_DIR / f"{name}.avsc").read_text())
     next(s for s in raw["fields"] if s["name"] == field)[MEASUREMENT] = value
     path = tmp_path / "x.avsc"
