@@ -924,6 +924,11 @@ ML_OPS = Dashboard(
             GROUP BY time, reason_code ORDER BY time""",
             ("time", "reason_code", "records"),
             width=24,
+            description="Dead letters per hour by reason code. A record-level code (out_of_range, "
+            "not_a_number, bad_enum, undecodable, …) counts records lost; a value_* code "
+            "(value_out_of_range, value_not_a_number) counts values refused alone in records "
+            "that were screened, one letter a value (a record can have several), so received = "
+            "screened + the record-level letters only.",
         ),
         Panel(
             "catalog_models",

@@ -7,11 +7,14 @@ source (raw Kafka records) → decode + validate (Python UDF) ─┬─ rejected
 
 Scores each reading alone (no value carried forward from an earlier one). A value refused alone
 by the decoder (schemas.codec, "Refused values": out of range or NaN, the reading accepted with
-it null and the value dead-lettered `value_out_of_range` / `value_not_a_number`) scores as a
+it null and each refused value dead-lettered `value_out_of_range` / `value_not_a_number`, one
+letter a value) scores as a
 parameter not charted: a FiO2 charted in percent (40 for 0.40) makes the oxygen status unknown
-(0 points instead of 2, unless the reading's own oxygen flag says), so the reading can score
-below 5 and break a two-in-a-row sustained-NEWS2 pattern that, with the whole reading rejected
-before, its neighbours would have made. Not deployed: the screening job carries values forward.
+(0 points instead of 2; the reading's own oxygen flag is refused with it, wardflow.refused_with),
+so the reading can score below 5 and break a two-in-a-row sustained-NEWS2 pattern that, with
+the whole reading rejected before, its neighbours would have made. So can a reading kept by its
+ACVPU alone (every other value refused; ACVPU is `"wardflow.measurement"`), scored on its ACVPU
+only. Not deployed: the screening job carries values forward.
 
 Kept because a benchmark needs it: `bench/spine.py` runs it against the same pipeline in Java-only
 Flink SQL (`bench/java_baseline.py`) to measure what the Python UDFs cost. The screening job is

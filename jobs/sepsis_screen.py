@@ -8,7 +8,7 @@ timestamp)
        ├─ rejected ────────────────────────────────── dead-letter topic (reason per record)
        ├─ accepted with values refused alone (one out of range or NaN: schemas.codec, "Refused
        │  values"; the record goes on with those values null) ── dead-letter topic, one per
-       │  record (value_out_of_range / value_not_a_number, naming the refused fields)
+       │  refused value (value_out_of_range / value_not_a_number, naming its field)
        ├─ device numerics → per patient-minute: median of the valid seconds (udfs/device.py,
        │  JVM process table function; each patient's minute in its own phase) ── vitals.charted
        │  topic, and a vitals record

@@ -37,6 +37,11 @@ SINCE = "wardflow.since"  # field property: the revision that added the field
 # top-level property: "value" where a value out of range is refused alone (Schema.refused_alone);
 # field property: "record" for a field of such a schema whose impossible value rejects its record
 REFUSAL = "wardflow.refusal"
+# field property: true for a measurement of such a schema that has no range (Schema.measurements)
+MEASUREMENT = "wardflow.measurement"
+# field property: the name of a field refused alone whose refusal refuses this one too
+# (Schema.refused_with): the two are one measurement
+REFUSED_WITH = "wardflow.refused_with"
 
 FLINK_TYPES = {  # Avro primitive -> Flink SQL type
     "string": "STRING",
@@ -166,6 +171,58 @@ class Schema:
         """The names of `refused_alone` (computed once per schema, read per record)."""
         return frozenset(f.name for f in self.refused_alone)
 
+    @cached_property
+    def measurements(self) -> tuple[AvroField, ...]:
+        """The fields whose value, present and accepted, keeps a record whose other values were
+        refused alone (schemas.codec, "Refused values"): `refused_alone`, and the fields marked
+        `"wardflow.measurement": true`, in schema order; none where no value is refused alone.
+
+        A record is kept while it still says something about the patient. The marked fields
+        measure or observe the patient but have no range, so are never refused alone (a bad
+        enum rejects its record): vitals.observation's `acvpu`, NEWS2's consciousness parameter.
+        An observation set of ACVPU 'V' and a temperature sent in °F keeps the 'V', a NEWS2 red
+        flag (RCP NEWS2 2017, chart 1: consciousness other than Alert scores 3). The other
+        fields are context or qualifiers, which alone keep no record: identifiers, times, the
+        source; a device's `spo2_signal_quality_pct`, `spo2_probe_off` and `ecg_leads_off`,
+        which say whether a second's SpO2 or heart rate is valid; vitals.observation's
+        `spo2_scale2`, the patient's prescribed SpO2 target, which chooses how SpO2 is scored
+        (a record rejected whole loses it, and later SpO2 is scored on Scale 1 until a kept
+        record carries it); its `on_supplemental_o2`, a flag beside an impossible FiO2 as
+        suspect as that FiO2 (and refused with it, `refused_with`); its
+        `mechanical_ventilation`, as a record kept by that flag alone would be a new reading
+        for the two-reading NEWS2 rules (jobs.screening.rules VITALS_SEQUENCE). A record whose
+        values present were all refused, or refused beside context and qualifiers only, is
+        rejected whole."""
+        if not self.refused_alone:
+            return ()
+        marked = {s["name"] for s in self.raw["fields"] if s.get(MEASUREMENT) is True}
+        return tuple(
+            f for f in self.fields if f.name in self.refused_alone_names or f.name in marked
+        )
+
+    @cached_property
+    def measurement_names(self) -> frozenset[str]:
+        """The names of `measurements` (computed once per schema, read per record)."""
+        return frozenset(f.name for f in self.measurements)
+
+    @cached_property
+    def refused_with(self) -> tuple[tuple[AvroField, AvroField], ...]:
+        """The pairs (field, partner) where a field is refused with its partner, a field of
+        `refused_alone` (`"wardflow.refused_with": "<partner>"`), in schema order: the two are
+        one measurement, and where the partner is refused alone from a record that is kept,
+        the field present is refused too (null, its own refusal; schemas.codec, "Refused
+        values"). vitals.observation's `on_supplemental_o2` is refused with `fio2_fraction`:
+        the flag beside an impossible FiO2 is as suspect as that FiO2, and the screening state
+        pairs the two (udfs.sepsis OXYGEN_PAIR), so a kept flag would be taken as evidence
+        against an older FiO2 (a FiO2 of 40, percent, beside "not on oxygen" would drop the
+        FiO2 0.40 charted 20 minutes before and score NEWS2 lower)."""
+        by_name = {f.name: f for f in self.fields}
+        return tuple(
+            (f, by_name[s[REFUSED_WITH]])
+            for s, f in zip(self.raw["fields"], self.fields, strict=True)
+            if REFUSED_WITH in s
+        )
+
     def field(self, name: str) -> AvroField:
         for f in self.fields:
             if f.name == name:
@@ -232,13 +289,39 @@ def load_schema(name: str) -> Schema:
 
 def check_refusals(name: str, schema: Schema) -> Schema:
     """`schema`, whose `wardflow.refusal` properties (Schema.refused_alone) are known ones: the
-    schema's `record` or `value`, a field's `record`; else a ValueError."""
+    schema's `record` or `value`, a field's `record`; and whose `wardflow.measurement` ones
+    (Schema.measurements) are `true`, each on a nullable field of a `value` schema that is
+    neither a measurement by its range already nor a qualifier (`wardflow.refusal` `record`);
+    and whose `wardflow.refused_with` ones (Schema.refused_with) each name a field refused
+    alone, on a nullable field that is no measurement; else a ValueError."""
     if schema.raw.get(REFUSAL, "record") not in ("record", "value"):
         raise ValueError(f"{name}: {REFUSAL} is {schema.raw[REFUSAL]!r}; known: record, value")
-    for spec in schema.raw["fields"]:
+    for spec, f in zip(schema.raw["fields"], schema.fields, strict=True):
         if spec.get(REFUSAL, "record") != "record":
             why = f"{REFUSAL} is {spec[REFUSAL]!r}; known: record"
             raise ValueError(f"{name}.{spec['name']}: {why}")
+        partner = spec.get(REFUSED_WITH)
+        if partner is not None and partner not in schema.refused_alone_names:
+            why = f"{REFUSED_WITH} is {partner!r}, not a field refused alone"
+            raise ValueError(f"{name}.{spec['name']}: {why}")
+        if partner is not None and (not f.nullable or f.name in schema.measurement_names):
+            why = f"{REFUSED_WITH} on a required field or a measurement"
+            raise ValueError(f"{name}.{spec['name']}: {why}")
+        if MEASUREMENT not in spec:
+            continue
+        if spec[MEASUREMENT] is not True:
+            why = f"{MEASUREMENT} is {spec[MEASUREMENT]!r}; known: true"
+        elif not schema.refused_alone:
+            why = f"{MEASUREMENT} where no value is refused alone ({REFUSAL} is not value)"
+        elif not f.nullable:
+            why = f"{MEASUREMENT} on a required field, which every record has"
+        elif f.name in schema.refused_alone_names:
+            why = f"{MEASUREMENT} on a ranged measurement, one already"
+        elif REFUSAL in spec:
+            why = f"{MEASUREMENT} on a qualifier ({REFUSAL} record)"
+        else:
+            continue
+        raise ValueError(f"{name}.{spec['name']}: {why}")
     return schema
 
 

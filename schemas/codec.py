@@ -7,19 +7,28 @@ Otherwise the caller gets a `Rejection` whose `reason_code` is one of `undecodab
 
 Refused values. A schema whose top-level `wardflow.refusal` is `value` (vitals.device.v1,
 vitals.observation.v1, labs.result.v1: records of several measurements taken apart;
-schemas.avro.Schema.refused_alone) refuses a measurement (a nullable numeric field with a range,
-but a qualifier such as a device's SpO2 signal quality, marked `"wardflow.refusal": "record"`)
-that is NaN or out of its range *alone*: the record is accepted with that field null, its other
-values kept (a temperature probe sending °F no longer hides the monitor's heart rate), and the
-accepted record carries the refusal (`Accepted.refused`, its code `value_out_of_range` or
-`value_not_a_number`, the first refused value's, and a reason naming every refused field, its
-value and its range), which the jobs dead-letter beside the accepted row, so no value vanishes
-silently. A record whose every measurement present was refused (nothing measured remains) is
-rejected as before, `out_of_range` / `not_a_number` with the first refused value's reason. The
+schemas.avro.Schema.refused_alone) refuses a ranged measurement (a nullable numeric field with a
+range, but a qualifier such as a device's SpO2 signal quality, marked `"wardflow.refusal":
+"record"`) that is NaN or out of its range *alone*: the record is accepted with that field null,
+its other values kept (a temperature probe sending °F no longer hides the monitor's heart rate),
+and the accepted record carries one refusal per refused value (`Accepted.refused`, in schema
+order: its own code, `value_out_of_range` or `value_not_a_number`, and its own reason, naming
+the field, its value and its range), which the jobs dead-letter beside the accepted row, one
+letter a value, so no value vanishes silently. This holds while a measurement remains
+(schemas.avro.Schema.measurements): a ranged value in range, or a present measurement without a
+range (`"wardflow.measurement": true`: an observation's ACVPU), so an observation of ACVPU 'V'
+beside a °F temperature keeps the 'V' (a NEWS2 red flag). A field refused with a partner
+(`"wardflow.refused_with"`: an observation's `on_supplemental_o2` with its `fio2_fraction`, one
+measurement) is refused too where its partner is, in a record kept: null, and its own refusal
+after the others (the partner's code, reason `on_supplemental_o2 refused with fio2_fraction`).
+A record with no measurement left (its values present all refused, beside context and
+qualifiers only) is rejected as before: `out_of_range` / `not_a_number`, the first refused
+value's code, and a reason naming every refused value (each with its code where there are
+several: `temp_c=98.6 outside [14, 46] (out_of_range); spo2_pct is NaN (not_a_number)`). The
 other checks, and ranges of other fields or of other schemas, reject the record. Counting: each
 received record is accepted or rejected (record-level codes), so received = accepted +
-record-level dead letters; a `value_*` dead letter is one more per accepted record that had
-values refused, not a record lost.
+record-level dead letters; each `value_*` dead letter is one refused value of an accepted
+record (a record with two refused values has two), not a record lost.
 
 `validate` is the strict check a producer applies before writing (every value valid, first
 failure); `check` is the reader's, with refused values; `decode_valid` / `decode_checked` read
@@ -82,11 +91,22 @@ VALUE_CODES = {"out_of_range": "value_out_of_range", "not_a_number": "value_not_
 
 
 class Accepted(NamedTuple):
-    """An accepted record (its refused values null) and, where values were refused, the refusal
-    (code `value_out_of_range` / `value_not_a_number`, reason naming each refused field)."""
+    """An accepted record (its refused values null) and its refused values, one refusal each in
+    schema order (code `value_out_of_range` / `value_not_a_number`, reason naming the field, its
+    value and its range); empty where none was refused."""
 
     record: dict[str, Any]
-    refused: Rejection | None
+    refused: tuple[Rejection, ...] = ()
+
+
+def refused_whole(refused: list[Rejection]) -> Rejection:
+    """The rejection of a record whose values `refused` (record-level codes, schema order) left
+    no measurement: the first one's code, and a reason naming each (with its code where there
+    are several, as the codes may differ)."""
+    if len(refused) == 1:
+        return refused[0]
+    why = "; ".join(f"{r.reason} ({r.reason_code})" for r in refused)
+    return Rejection(refused[0].reason_code, why)
 
 
 def _check_field(f: AvroField, v: Any) -> Rejection | None:
@@ -117,9 +137,11 @@ def validate(schema: Schema, record: dict[str, Any]) -> Rejection | None:
 def check(schema: Schema, record: dict[str, Any]) -> Accepted | Rejection:
     """The record as a reader accepts it, or its rejection (the module docstring, "Refused
     values"): a failed check of a field of `schema.refused_alone` refuses that value alone, any
-    other rejects the record (the first, in schema order); a record whose measurements present
-    were all refused is rejected with the first refusal."""
+    other rejects the record (the first, in schema order); a record with values refused and no
+    measurement left (`schema.measurements`) is rejected (`refused_whole`); in a record kept, a
+    field refused with a partner refused (`schema.refused_with`) is refused too, after them."""
     alone = schema.refused_alone_names
+    measured = schema.measurement_names
     refused: list[tuple[str, Rejection]] = []
     kept = False
     for f in schema.fields:
@@ -127,22 +149,26 @@ def check(schema: Schema, record: dict[str, Any]) -> Accepted | Rejection:
         if v is None:
             continue
         bad = _check_field(f, v)
-        if f.name in alone:
-            if bad is None:
-                kept = True
-            else:
-                refused.append((f.name, bad))
-        elif bad is not None:
+        if bad is None:
+            kept = kept or f.name in measured
+        elif f.name in alone:
+            refused.append((f.name, bad))
+        else:
             return bad
     if not refused:
-        return Accepted(record, None)
-    first = refused[0][1]
+        return Accepted(record, ())
     if not kept:
-        return first
-    reason = "; ".join(r.reason for _, r in refused)
+        return refused_whole([r for _, r in refused])
+    # a field refused with its partner (Schema.refused_with): one measurement, one verdict
+    codes = dict(refused)
+    refused += [
+        (f.name, Rejection(codes[p.name].reason_code, f"{f.name} refused with {p.name}"))
+        for f, p in schema.refused_with
+        if p.name in codes and record.get(f.name) is not None
+    ]
     return Accepted(
         {**record, **{name: None for name, _ in refused}},
-        Rejection(VALUE_CODES[first.reason_code], reason),
+        tuple(Rejection(VALUE_CODES[r.reason_code], r.reason) for _, r in refused),
     )
 
 

@@ -12,6 +12,7 @@ change here (and in udfs.flink_types), as a new Avro shape is in schemas.avro:
     string   STRING        int      INT      long     BIGINT    float   FLOAT
     double   DOUBLE        boolean  BOOLEAN  bytes    BYTES     timestamp  TIMESTAMP(3)
     doubles  ARRAY<DOUBLE> (a row of many doubles between SQL and a JVM function)
+    strings  ARRAY<STRING> (a few texts of one row, e.g. its refused values, unnested in SQL)
 """
 
 from __future__ import annotations
@@ -24,13 +25,23 @@ from schemas import topics
 from schemas.avro import FLINK_TYPES, AvroField, Schema
 
 Kind = Literal[
-    "string", "int", "long", "float", "double", "boolean", "bytes", "timestamp", "doubles"
+    "string",
+    "int",
+    "long",
+    "float",
+    "double",
+    "boolean",
+    "bytes",
+    "timestamp",
+    "doubles",
+    "strings",
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
 SQL_TYPES: dict[str, str] = {
     **FLINK_TYPES,
     "timestamp": "TIMESTAMP(3)",
     "doubles": "ARRAY<DOUBLE>",
+    "strings": "ARRAY<STRING>",
 }
 MS_SUFFIX = "_ms"
 
@@ -223,16 +234,17 @@ def measured(schema: Schema) -> bool:
 
 REFUSED = (
     Field(
-        "refused_code",
-        "string",
+        "refused_codes",
+        "strings",
         'Where an accepted record had values refused alone (schemas.codec, "Refused values"): '
-        "value_out_of_range or value_not_a_number (the first refused value's); else None.",
+        "each refused value's code, value_out_of_range or value_not_a_number, in schema order; "
+        "else None.",
     ),
     Field(
-        "refused",
-        "string",
-        "The refused values in words (each field, its value, its range); their columns are "
-        "null. None where none was refused.",
+        "refused_reasons",
+        "strings",
+        "Each refused value in words (its field, its value, its range), as refused_codes; their "
+        "columns are null. None where none was refused.",
     ),
 )
 

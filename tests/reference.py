@@ -100,6 +100,8 @@ def _checks(obs: pd.DataFrame) -> tuple[pd.Series, dict[str, pd.Series]]:
                 kept |= col.notna() & ~bad
             else:
                 ok &= ~bad
+        elif fld.name in OBS.measurement_names:  # a measurement without a range: present
+            kept |= col.notna()
         if fld.allowed is not None:
             ok &= col.isna() | col.isin(fld.allowed)
     anything = pd.Series(False, index=obs.index)
@@ -114,12 +116,12 @@ def accepted(obs: pd.DataFrame) -> pd.Series:
 
 
 def refused_values(obs: pd.DataFrame) -> pd.Series:
-    """Which accepted rows had values refused alone (one `value_*` dead letter each)."""
+    """How many values each accepted row had refused alone (one `value_*` dead letter each)."""
     ok, refused = _checks(obs)
-    anything = pd.Series(False, index=obs.index)
+    count = pd.Series(0, index=obs.index)
     for bad in refused.values():
-        anything |= bad
-    return ok & anything
+        count += bad.astype(int)
+    return count.where(ok, 0)
 
 
 def as_accepted(obs: pd.DataFrame) -> pd.DataFrame:
@@ -201,7 +203,7 @@ def bad_observations(sample: dict[str, Any]) -> list[tuple[str, str, bytes | Non
             topics.VITALS_OBSERVATION.schema, {**sample, **changes, "observation_id": "bad"}
         )
 
-    nothing = {f.name: None for f in OBS.refused_alone}
+    nothing = {f.name: None for f in OBS.measurements}
     return [
         ("garbage", "undecodable", b"\x00\xffnot avro at all\x13", ts),
         ("truncated", "undecodable", good[: len(good) // 2], ts),

@@ -16,8 +16,10 @@ computation (`chart_frame`) that tests hold it to.
   SPO2_MIN_QUALITY_PCT or a reading of 0 for SpO2 (what most oximeters send while the probe is
   off). Impossible values never get here: the decoder refuses a value outside its
   `wardflow.range` alone (schemas.codec, "Refused values"; it arrives null, dead-lettered
-  `value_out_of_range` beside the record), and rejects a record left with no value in range or
-  with an impossible signal quality (which qualifies SpO2, so it is never refused alone).
+  `value_out_of_range` beside the record, one letter per refused value), and rejects a record
+  left with no value in range (its probe-off and leads-off flags qualify values, they measure
+  nothing) or with an impossible signal quality (which qualifies SpO2, so it is never refused
+  alone).
 - The charted value is the median of the minute's valid seconds (linear interpolation between
   the middle two of an even count), so a short motion artefact that the device did not flag moves
   it little; it is charted only when at least `min_valid_s` seconds were valid. Intermittent

@@ -30,6 +30,7 @@ _TYPE_INFO: dict[str, Callable[[], TypeInformation]] = {
     "boolean": Types.BOOLEAN,
     "bytes": lambda: Types.PRIMITIVE_ARRAY(Types.BYTE()),
     "doubles": lambda: Types.BASIC_ARRAY(Types.DOUBLE()),
+    "strings": lambda: Types.BASIC_ARRAY(Types.STRING()),
 }
 _DATA_TYPE: dict[str, Callable[[], DataType]] = {
     "string": DataTypes.STRING,
@@ -41,6 +42,7 @@ _DATA_TYPE: dict[str, Callable[[], DataType]] = {
     "bytes": DataTypes.BYTES,
     "timestamp": lambda: DataTypes.TIMESTAMP(3),
     "doubles": lambda: DataTypes.ARRAY(DataTypes.DOUBLE()),
+    "strings": lambda: DataTypes.ARRAY(DataTypes.STRING()),
 }
 
 

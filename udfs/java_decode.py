@@ -14,21 +14,26 @@ reference `udfs.vitals.decode_record` (kept as the test oracle): `eval(value BYT
 record_time_ms BIGINT)`, or with the Kafka timestamp as read (`TIMESTAMP_LTZ(3)`, which spares a
 per-record conversion in SQL), yields one row, `schemas.rows.decoded(schema, decoded_fields)` — the
 rejection (reason_code, reason), then every field but the timestamps (then, for a schema that
-refuses values alone, `refused_code`, `refused`: schemas.rows.REFUSED). A record is accepted
-when it decodes with the writer schema and consumes every byte, every value lies inside the
-field's `wardflow.range` / `wardflow.enum`, no required string is empty, and the Kafka record
+refuses values alone, `refused_codes`, `refused_reasons`: schemas.rows.REFUSED). A record is
+accepted when it decodes with the writer schema and consumes every byte, every value lies inside
+the field's `wardflow.range` / `wardflow.enum`, no required string is empty, and the Kafka record
 timestamp is its `schemas.codec.record_time` (the event time, or a later time it was recorded);
 otherwise the row carries the first reason, in the codec's order, with the codec's reason codes
 (schemas.codec). Where the schema refuses values alone (`Schema.refused_alone`: vitals.device,
 vitals.observation, labs.result; schemas.codec, "Refused values"), a measurement that is NaN or
 out of its range is refused alone instead, as `schemas.codec.check` does: the accepted row has
-it null, and `refused_code` (`value_out_of_range` / `value_not_a_number`) and `refused` (every
-refused field, value and range) say so; a record with no measurement left in range is rejected
-(`out_of_range` / `not_a_number`, the first refused value's reason). A clean record costs what
-it did: the same comparisons per value, a flag set, and no allocation (the refusal stays null;
-the row is the same one `GenericRowData`); the refusal itself (its reason, nulling the value) is
-a helper method, so `decode()` stays about its size before (HotSpot compiles no method over 8000
-bytes of bytecode). The checks are generated from the same
+it null, and `refused_codes` (each refused value's `value_out_of_range` / `value_not_a_number`)
+and `refused_reasons` (each one's field, value and range), arrays in schema order, say so. A
+measurement that remains keeps the record (`Schema.measurements`: a ranged value in range, or a
+present `"wardflow.measurement": true` field such as an observation's ACVPU); a record with none
+left is rejected (`out_of_range` / `not_a_number`, the first refused value's code, a reason
+naming each: `schemas.codec.refused_whole`); in a record kept, a field refused with a partner
+refused (`Schema.refused_with`: an observation's `on_supplemental_o2` with its `fio2_fraction`)
+is null too, its refusal after the others. A clean record costs what it did: the same
+comparisons per value, a flag set (also by a measurement without a range), and no allocation
+(the refusal stays null; the row is the same one `GenericRowData`); the refusal itself (its
+reasons, nulling the value) is a helper method, so `decode()` stays about its size before
+(HotSpot compiles no method over 8000 bytes of bytecode). The checks are generated from the same
 schema fields as the codec's, so a range changes in one place. As the codec does, a payload
 that does not decode with the current revision is read with each earlier revision of the schema
 as the writer schema, newest first (schemas.avro, "Schema evolution"), resolved into the
@@ -59,7 +64,7 @@ from udfs.device import CHANNELS, CHART_INTERVAL_S, CHART_WINDOW
 from udfs.lifecycle import LIFECYCLE_OUT, QUIET_H, SEVERITY_RANK
 
 PACKAGE = "io.wardflow.udf"
-GENERATOR_VERSION = "6"
+GENERATOR_VERSION = "8"
 # The topics wardflow's jobs read from outside producers, whose records are decoded in the job.
 INGESTED = (
     topics.VITALS_DEVICE,
@@ -114,10 +119,14 @@ def _value(i: int, f: AvroField) -> str:
     return f"({_JAVA_TYPES[f.base]}) {got}"
 
 
-def _checks(schema: Schema, alone: frozenset[str] = frozenset()) -> str:
+def _checks(
+    schema: Schema, alone: frozenset[str] = frozenset(), measured: frozenset[str] = frozenset()
+) -> str:
     """The codec's validation (schemas.codec.check), field by field in schema order: a failed
     check of a field in `alone` (the schema's `refused_alone`, but for the lenient variant)
-    refuses that value (null in the row, named in `refused`), any other rejects the record."""
+    refuses that value (null in the row, named in the refusal), any other rejects the record;
+    a value of `measured` (the schema's `measurements`, none for the lenient variant) present
+    and passing its checks sets `kept`."""
     out = []
     for i, f in enumerate(schema.fields):
         v = f"v{i}"
@@ -156,6 +165,8 @@ def _checks(schema: Schema, alone: frozenset[str] = frozenset()) -> str:
                 f"if (!java.util.Arrays.asList({allowed}).contains({v}.toString())) "
                 f'return reject("bad_enum", "{f.name}=\'" + {v} + "\' not in {list(f.allowed)}");'
             )
+        if f.name in measured and not refused:  # a measurement without a range, present
+            lines.append("kept = true;")
         if lines:
             body = "\n        ".join(lines)
             out.append(
@@ -169,10 +180,10 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     (`Decode<Schema>Lenient`, for the data-quality monitors of jobs/data_quality.py) refuses no
     value alone: it rejects a record for every failed check, as the codec's `validate` does (a
     value out of range or NaN rejects its record even where the strict variant refuses the
-    value alone; its `refused_code` and `refused` are always null), and keeps the values of a
-    record that decoded and failed a check (a temperature of 98.6 refused as out of range still
-    carries 98.6 and its unit, so the monitors see the unit conversion; the strict variant
-    would hand them null); a record that does not decode has none."""
+    value alone; its `refused_codes` and `refused_reasons` are always null), and keeps the
+    values of a record that decoded and failed a check (a temperature of 98.6 refused as out of
+    range still carries 98.6 and its unit, so the monitors see the unit conversion; the strict
+    variant would hand them null); a record that does not decode has none."""
     fields = decoded_fields(schema)
     row = decoded(schema, (f.name for f in fields))
     row_type = row.flink_sql()
@@ -215,49 +226,80 @@ def java_source(schema: Schema, *, lenient: bool = False) -> str:
     nulls = ", ".join("null" for _ in row.columns[len(REJECTION) :])
     # schemas.codec, "Refused values": the values refused alone (none in the lenient variant)
     alone = frozenset() if lenient else schema.refused_alone_names
+    keeping = frozenset() if lenient else schema.measurement_names
     refusing, refusal = "", ""
     if schema.refused_alone:  # the row ends with schemas.rows.REFUSED
         values += (
             ", null, null"
             if lenient
             else (
-                ', refusal == null ? null : StringData.fromString("value_" + refusal.code)'
-                ", refusal == null ? null : StringData.fromString(refusal.all.toString())"
+                ', refusal == null ? null : refusal.list(refusal.codes, "value_")'
+                ', refusal == null ? null : refusal.list(refusal.reasons, "")'
             )
         )
     refuse = ""
     if alone:  # locals: nothing allocated for a record without a refused value
         refusing = """Refusal refusal = null;  // the values refused alone, if any
-    boolean kept = false;  // a measurement in range remains
+    boolean kept = false;  // a measurement remains (schemas.avro.Schema.measurements)
     """
         refusal = """
-      if (refusal != null && !kept) return reject(refusal.code, refusal.first);"""
+      if (refusal != null && !kept) return reject(refusal.codes.get(0), refusal.whole());"""
+        # Schema.refused_with: a partner refused (present, now null) refuses the field present
+        for f, partner in schema.refused_with:
+            i, p = index[f.name], index[partner.name]
+            refusal += f"""
+      if (v{p} != null && r.get({p}) == null && r.get({i}) != null) {{
+        refusal = refuseWith(refusal, r, {i}, "{f.name}", "{partner.name}",
+            Double.isNaN(((Number) v{p}).doubleValue()));
+      }}"""
         # the slow path off decode(), whose bytecode HotSpot compiles only under 8000 bytes
         refuse = """
 
   /** Value `v` of field `i` refused alone (schemas.codec, "Refused values"): null in `r` and
-   * named in the refusal, which the first one allocates. Outside decode() to keep it small. */
+   * added to the refusal, which the first one allocates. Outside decode() to keep it small. */
   private static Refusal refuse(
       Refusal got, GenericRecord r, int i, String field, double v, double lo, double hi) {
     boolean nan = Double.isNaN(v);
     String why =
         nan ? field + " is NaN" : field + "=" + g(v) + " outside [" + g(lo) + ", " + g(hi) + "]";
     r.put(i, null);
-    if (got == null) return new Refusal(nan ? "not_a_number" : "out_of_range", why);
-    got.all.append("; ").append(why);
+    Refusal out = got == null ? new Refusal() : got;
+    out.codes.add(nan ? "not_a_number" : "out_of_range");
+    out.reasons.add(why);
+    return out;
+  }
+
+  /** Field `i` refused with its partner `with`, refused (schemas.avro.Schema.refused_with):
+   * null in `r`, its refusal the partner's code. */
+  private static Refusal refuseWith(
+      Refusal got, GenericRecord r, int i, String field, String with, boolean nan) {
+    r.put(i, null);
+    got.codes.add(nan ? "not_a_number" : "out_of_range");
+    got.reasons.add(field + " refused with " + with);
     return got;
   }
 
-  /** The refused values of a record: the first one's check's code and reason, and all. */
+  /** The refused values of a record, in schema order: each one's check's code and reason. */
   private static final class Refusal {
-    final String code;
-    final String first;
-    final StringBuilder all;
+    final ArrayList<String> codes = new ArrayList<>(2);
+    final ArrayList<String> reasons = new ArrayList<>(2);
 
-    Refusal(String code, String first) {
-      this.code = code;
-      this.first = first;
-      this.all = new StringBuilder(first);
+    /** `texts`, each after `prefix`, as an ARRAY<STRING> (schemas.rows.REFUSED). */
+    ArrayData list(ArrayList<String> texts, String prefix) {
+      Object[] out = new Object[texts.size()];
+      for (int k = 0; k < out.length; k++) out[k] = StringData.fromString(prefix + texts.get(k));
+      return new GenericArrayData(out);
+    }
+
+    /** The reason of a record left with no measurement (schemas.codec.refused_whole). */
+    String whole() {
+      if (reasons.size() == 1) return reasons.get(0);
+      StringBuilder b = new StringBuilder();
+      for (int k = 0; k < reasons.size(); k++) {
+        if (k > 0) b.append("; ");
+        b.append(reasons.get(k)).append(" (").append(codes.get(k)).append(")");
+      }
+      return b.toString();
     }
   }"""
     name = class_name(schema) + ("Lenient" if lenient else "")
@@ -283,6 +325,7 @@ package {PACKAGE};
 import java.math.BigDecimal;
 import java.math.MathContext;
 import java.nio.ByteBuffer;
+import java.util.ArrayList;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericRecord;
@@ -291,6 +334,8 @@ import org.apache.avro.io.DecoderFactory;
 import org.apache.avro.util.Utf8;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.data.ArrayData;
+import org.apache.flink.table.data.GenericArrayData;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
@@ -349,7 +394,7 @@ public class {name} extends TableFunction<RowData> {{
     }}
     if (r == null) r = readEarlier(payload);
     if (r == null) return reject("undecodable", failure);
-    {hold}{refusing}{_checks(schema, alone)}{refusal}{ts_check}
+    {hold}{refusing}{_checks(schema, alone, keeping)}{refusal}{ts_check}
     return GenericRowData.of(null, null, {values});
   }}
 

@@ -24,10 +24,11 @@ DECODED_FIELDS = decoded_fields(OBSERVATION)
 def decode_record(
     schema: Schema, payload: bytes | None, record_time_ms: int | None
 ) -> tuple[Any, ...]:
-    """(reason_code, reason, *decoded_fields(schema)[, measured_time][, refused_code, refused])
-    (schemas.rows.decoded): reason_code is None for an accepted record and the fields are None
-    for a rejected one; an accepted record's refused values are None, and refused_code/refused
-    say why (schemas.codec, "Refused values")."""
+    """(reason_code, reason, *decoded_fields(schema)[, measured_time][, refused_codes,
+    refused_reasons]) (schemas.rows.decoded): reason_code is None for an accepted record and the
+    fields are None for a rejected one; an accepted record's refused values are None, and
+    refused_codes/refused_reasons list each one's code and reason (None where none was refused;
+    schemas.codec, "Refused values")."""
     fields = decoded_fields(schema)
     when = (rows.MEASURED_TIME.name,) if rows.measured(schema) else ()
     refusal = tuple(f.name for f in rows.REFUSED) if schema.refused_alone else ()
@@ -37,7 +38,9 @@ def decode_record(
     rec = got.record
     # a TIMESTAMP(3) column holds the UTC wall time, without its zone
     at = tuple(rec["event_time"].astimezone(UTC).replace(tzinfo=None) for _ in when)
-    why = (got.refused or (None, None)) if refusal else ()
+    codes = [r.reason_code for r in got.refused] or None
+    reasons = [r.reason for r in got.refused] or None
+    why = (codes, reasons) if refusal else ()
     return (None, None, *(rec[f.name] for f in fields), *at, *why)
 
 

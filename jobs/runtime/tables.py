@@ -223,19 +223,23 @@ _MERGED_LATE_REASON = (
 
 def rejected_sql(decoded: str, row: Row) -> str:
     """The rows of view `decoded` (a decode function's `row`, with the raw source's `value`,
-    `kafka_partition`, `kafka_offset`, `kafka_ts`) to dead-letter, one per record, with those
-    columns and `reason_code`, `reason`: each rejected record (its record-level code), and each
-    accepted record that had values refused alone (schemas.codec, "Refused values"; where the
-    row has schemas.rows.REFUSED: `value_out_of_range` / `value_not_a_number`, naming every
-    refused field). The record-level ones count records not processed (received = accepted +
-    record-level dead letters); the value-level ones, records processed less a value."""
+    `kafka_partition`, `kafka_offset`, `kafka_ts`) to dead-letter, with those columns and
+    `reason_code`, `reason`: each rejected record once (its record-level code), and, where the
+    row has schemas.rows.REFUSED, each value an accepted record had refused alone once
+    (schemas.codec, "Refused values": `value_out_of_range` / `value_not_a_number`, the reason
+    naming that field, its value and range; a record with two refused values gives two). The
+    record-level ones count records not processed (received = accepted + record-level dead
+    letters); the value-level ones, values refused in records processed."""
     raw = "`value`, kafka_partition, kafka_offset, kafka_ts"
     if REFUSED[0].name not in row.columns:
         return f"SELECT reason_code, reason, {raw} FROM {decoded} WHERE reason_code IS NOT NULL"
-    code, why = (quote(f.name) for f in REFUSED)
-    return f"""SELECT COALESCE(reason_code, {code}) AS reason_code,
-               COALESCE(reason, {why}) AS reason, {raw}
-        FROM {decoded} WHERE reason_code IS NOT NULL OR {code} IS NOT NULL"""
+    codes, reasons = (quote(f.name) for f in REFUSED)
+    # a record with no refused value (a null array) joins no row; its own, if rejected, stays
+    return f"""SELECT COALESCE(d.reason_code, v.code) AS reason_code,
+               COALESCE(d.reason, d.{reasons}[v.k]) AS reason, {raw}
+        FROM {decoded} AS d
+        LEFT JOIN UNNEST(d.{codes}) WITH ORDINALITY AS v(code, k) ON TRUE
+        WHERE d.reason_code IS NOT NULL OR v.code IS NOT NULL"""
 
 
 def dead_letters_insert_sql(
@@ -246,8 +250,8 @@ def dead_letters_insert_sql(
     *,
     merged: str = "",
 ) -> str:
-    """INSERT of every source's refused records (`<name>_rejected`: rejected records, and the
-    refused values of accepted ones; or, given `refused`, a condition over `<name>_decoded`,
+    """INSERT of every source's refused records (`<name>_rejected`: rejected records, and each
+    refused value of accepted ones; or, given `refused`, a condition over `<name>_decoded`,
     the rows it holds) and late records (`<name>_late`) into the dead-letter sink: the views
     `decoded_views` made; with `merged` (a view `merged_view` made), also the merged records
     behind the merged watermark (reason `late`) and each later copy of a record (reason
@@ -320,9 +324,10 @@ def decoded_views(
 ) -> None:
     """Views `<name>_late` (records at or behind the watermark), `<name>_decoded` (the rest,
     decoded and validated in the JVM by the function generated from the topic's schema,
-    udfs/java_decode.py, with `reason_code` set where a record was refused, and `refused_code`
-    where an accepted record had values refused alone) and `<name>_rejected` (what of those to
-    dead-letter, `rejected_sql`) over raw source table `raw`. `lenient`: a refused record that
+    udfs/java_decode.py, with `reason_code` set where a record was refused, and
+    `refused_codes` / `refused_reasons` where an accepted record had values refused alone) and
+    `<name>_rejected` (what of those to dead-letter, `rejected_sql`: one row per rejected record
+    and per refused value) over raw source table `raw`. `lenient`: a refused record that
     decoded keeps its values (the data-quality monitors count them); the other jobs must not
     use them."""
     from udfs import java_decode

@@ -89,7 +89,42 @@ def cases(schema: Schema) -> list[tuple[bytes, int]]:
             out.append((codec.encode(schema, good | {f.name: "nope"}), ms))
         if f.base == "string" and not f.nullable and f.logical is None:
             out.append((codec.encode(schema, good | {f.name: ""}), ms))
-    return out + at_bounds(schema)
+    return out + refused_with(schema) + refusals(schema) + at_bounds(schema)
+
+
+def refusals(schema: Schema) -> list[tuple[bytes, int]]:
+    """Where the schema refuses values alone (schemas.codec, "Refused values"): a refused value
+    beside each measurement alone (which keeps the record), beside the context and qualifiers
+    only (which do not), and a NaN with a value out of range, beside the other measurements and
+    with none."""
+    if not schema.refused_alone:
+        return []
+    good, ms = example(schema), codec.epoch_ms(T0)
+    bare = {k: (None if schema.field(k).nullable else v) for k, v in good.items()}
+    first, last = schema.refused_alone[0], schema.refused_alone[-1]
+    assert first.base == last.base == "float"  # so NaN is theirs
+    high = {first.name: first.value_range[1] * 2 + 1}  # type: ignore[index]
+    both = {first.name: math.nan, last.name: last.value_range[1] * 2 + 1}  # type: ignore[index]
+    context = {k: (None if k in schema.measurement_names else v) for k, v in good.items()}
+    others = [m for m in schema.measurements if m is not first]
+    records = [bare | {m.name: good[m.name]} | high for m in others]
+    records += [context | high, good | both, bare | both]
+    return [(codec.encode(schema, r), ms) for r in records]
+
+
+def refused_with(schema: Schema) -> list[tuple[bytes, int]]:
+    """A field refused with its partner (Schema.refused_with), its partner out of range or
+    NaN, beside a measurement kept and with none."""
+    good, ms = example(schema), codec.epoch_ms(T0)
+    bare = {k: (None if schema.field(k).nullable else v) for k, v in good.items()}
+    first = schema.refused_alone[0] if schema.refused_alone else None
+    records = []
+    for f, partner in schema.refused_with:
+        assert first is not None and first is not partner
+        for bad in (partner.value_range[1] * 2 + 1, math.nan):  # type: ignore[index]
+            pair = {partner.name: bad, f.name: not good[f.name]}
+            records += [bare | {first.name: good[first.name]} | pair, bare | pair]
+    return [(codec.encode(schema, r), ms) for r in records]
 
 
 def at_bounds(schema: Schema) -> list[tuple[bytes, int]]:
@@ -140,6 +175,20 @@ def test_the_jvm_decoder_agrees_with_the_python_decoder_on_good_and_bad_records(
     assert len(got) == len(want) == len(rows)
     accepted = want[len(want) - len(at_bounds(schema)) :]
     assert all(w[0] is None for w in accepted), accepted
+    if schema.refused_alone:  # the cases of `refusals`, as the codec decides them
+        n = len(schema.measurements) - 1
+        *each, context, both, none = want[-len(accepted) - n - 3 : -len(accepted)]
+        assert [(w[0], w[-2]) for w in each] == [(None, ["value_out_of_range"])] * n
+        assert (context[0], both[0], both[-2], none[0]) == (
+            "out_of_range", None, ["value_not_a_number", "value_out_of_range"], "not_a_number"
+        )  # fmt: skip
+    if schema.refused_with:  # the cases of `refused_with`: the pair refused in a record kept
+        start = len(want) - len(accepted) - len(schema.measurements) - 2
+        pairs = want[start - 4 * len(schema.refused_with) : start]
+        assert [(w[0], w[-2]) for w in pairs] == [
+            (None, ["value_out_of_range"] * 2), ("out_of_range", None),
+            (None, ["value_not_a_number"] * 2), ("not_a_number", None),
+        ] * len(schema.refused_with)  # fmt: skip
     for (value, _), g, w in zip(rows, got, want, strict=True):
         assert g[0] == w[0], (value, g, w)  # reason code
         if w[0] in (None, "out_of_range", "not_a_number", "bad_enum", "missing_field"):
@@ -185,20 +234,21 @@ def test_the_jvm_decoder_refuses_a_fahrenheit_temperature_alone_as_the_python_de
     fahrenheit = by_name[0]
     assert fahrenheit["reason_code"] is None and fahrenheit["heart_rate_bpm"] == 120.0
     assert fahrenheit["temp_c"] is None
-    assert fahrenheit["refused_code"] == "value_out_of_range"
-    assert fahrenheit["refused"] == "temp_c=98.6 outside [14, 46]"
+    assert fahrenheit["refused_codes"] == ["value_out_of_range"]
+    assert fahrenheit["refused_reasons"] == ["temp_c=98.6 outside [14, 46]"]
     assert (by_name[1]["reason_code"], by_name[1]["reason"]) == (
         "out_of_range", "temp_c=98.6 outside [14, 46]"
     )  # fmt: skip
-    assert by_name[1]["heart_rate_bpm"] is None and by_name[1]["refused_code"] is None
-    assert by_name[2]["refused_code"] == "value_not_a_number"
-    assert by_name[2]["refused"] == "spo2_pct is NaN; sbp_mmhg=900 outside [0, 400]"
+    assert by_name[1]["heart_rate_bpm"] is None and by_name[1]["refused_codes"] is None
+    # each refused value with its own code and reason
+    assert by_name[2]["refused_codes"] == ["value_not_a_number", "value_out_of_range"]
+    assert by_name[2]["refused_reasons"] == ["spo2_pct is NaN", "sbp_mmhg=900 outside [0, 400]"]
     assert (by_name[2]["spo2_pct"], by_name[2]["sbp_mmhg"]) == (None, None)
     assert by_name[3]["reason_code"] == "not_a_number"
     assert by_name[4]["reason_code"] == "missing_field"
     quality = "spo2_signal_quality_pct=250 outside [0, 100]"
     assert (by_name[5]["reason_code"], by_name[5]["reason"]) == ("out_of_range", quality)
-    assert by_name[5]["spo2_pct"] is None and by_name[5]["refused_code"] is None
+    assert by_name[5]["spo2_pct"] is None and by_name[5]["refused_codes"] is None
     assert (by_name[6]["reason_code"], by_name[6]["reason"]) == ("out_of_range", quality)
     assert (by_name[7]["reason_code"], by_name[7]["reason"]) == (
         "out_of_range", "spo2_pct=250 outside [0, 100]"
@@ -206,4 +256,40 @@ def test_the_jvm_decoder_refuses_a_fahrenheit_temperature_alone_as_the_python_de
     (kept,) = jvm_decoded(settings, schema.name, rows[:1], lenient=True)
     lenient = dict(zip(cols, kept, strict=True))
     assert lenient["reason_code"] == "out_of_range" and same(lenient["temp_c"], 98.6)
-    assert lenient["heart_rate_bpm"] == 120.0 and lenient["refused_code"] is None
+    assert lenient["heart_rate_bpm"] == 120.0 and lenient["refused_codes"] is None
+
+
+def test_the_jvm_decoder_keeps_an_observation_whose_acvpu_remains_beside_a_refused_temperature(
+    settings: Settings,
+) -> None:
+    """ACVPU 'V' beside a °F temperature: the JVM accepts the observation with its 'V' (a NEWS2
+    red flag) and the temperature refused alone, as the codec does; a prescribed SpO2 scale
+    beside it keeps nothing (not a measurement), and a NaN with a value out of range, both
+    beside the 'V', are each refused with their own code."""
+    schema = load_schema(topics.VITALS_OBSERVATION.name)
+    base: dict[str, Any] = {f.name: None for f in schema.fields if f.nullable}
+    base |= {
+        "observation_id": "o1", "patient_token": "tok", "facility_id": "f", "unit_id": "u",
+        "event_time": T0, "source": "test",
+    }  # fmt: skip
+    ms = codec.epoch_ms(T0)
+    records = [
+        base | {"acvpu": "V", "temp_c": 98.6},
+        base | {"spo2_scale2": True, "temp_c": 98.6},
+        base | {"acvpu": "V", "spo2_pct": math.nan, "temp_c": 98.6},
+    ]
+    rows = [(codec.encode(schema, r), ms) for r in records]
+    got = jvm_decoded(settings, schema.name, rows)
+    want = [decode_record(schema, value, ts) for value, ts in rows]
+    for g, w in zip(got, want, strict=True):
+        assert g[:2] == w[:2]
+        assert all(same(x, y) for x, y in zip(g[2:], w[2:], strict=True)), (g, w)
+    voice, scale, two = (dict(zip(decoded_row(schema.name).columns, g, strict=True)) for g in got)
+    assert (voice["reason_code"], voice["acvpu"], voice["temp_c"]) == (None, "V", None)
+    assert voice["refused_codes"] == ["value_out_of_range"]
+    assert (scale["reason_code"], scale["reason"]) == (
+        "out_of_range", "temp_c=98.6 outside [14, 46]"
+    )  # fmt: skip
+    assert (two["reason_code"], two["acvpu"]) == (None, "V")
+    assert two["refused_codes"] == ["value_not_a_number", "value_out_of_range"]
+    assert two["refused_reasons"] == ["spo2_pct is NaN", "temp_c=98.6 outside [14, 46]"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -225,12 +226,35 @@ def spine(settings: Settings, tmp_path_factory: Any) -> dict[str, Any]:
     # alone, the reading scored without it (oxygen unknown) and the value dead-lettered
     i = next(i for i in range(len(obs) // 3, len(obs)) if obs[i]["heart_rate_bpm"] is not None)
     obs[i] = {**obs[i], "fio2_fraction": 40.0}
+    # one whose only measurements are a °F temperature and ACVPU 'V': kept by its 'V' (a
+    # measurement without a range), scored with NEWS2's red flag, the temperature refused
+    v = i + 1 + next(k for k, r in enumerate(obs[i + 1 :]) if r["temp_c"] is not None)
+    measured = {f.name: None for f in topics.VITALS_OBSERVATION.schema.measurements}
+    obs[v] = {**obs[v], **measured, "acvpu": "V", "temp_c": 98.6}
     bad = reference.bad_observations(obs[len(obs) // 2])
-    inputs = {"vitals": [*obs, *((value, ts) for _, _, value, ts in bad)]}
+    # and, beyond the reference (whose frame holds no NaN), a reading of a patient of its own
+    # with a NaN SpO2 and a °F temperature beside its heart rate: each value dead-lettered
+    two = {**obs[0], **measured, "observation_id": "obs-two", "patient_token": "tok-two"}
+    two |= {"heart_rate_bpm": 120.0, "spo2_pct": math.nan, "temp_c": 98.6}
+    extra = (codec.encode(topics.VITALS_OBSERVATION.schema, two), codec.record_time(two))
+    raw = [*((value, ts) for _, _, value, ts in bad), (extra[0], codec.epoch_ms(extra[1]))]
+    inputs = {"vitals": [*obs, *raw]}
     out = run_bounded(
         sepsis_news2.JOB, settings, inputs, Path(tmp_path_factory.mktemp("spine-memory"))
     )
-    return {"observations": obs, "bad": bad, "fio2_percent": obs[i]["observation_id"], **out}
+    return {
+        "observations": obs,
+        "bad": bad,
+        "fio2_percent": obs[i]["observation_id"],
+        "voice": obs[v]["observation_id"],
+        **out,
+    }
+
+
+def _two(letter: dict[str, Any]) -> bool:
+    """Whether a dead letter is of the spine's reading "obs-two" (beyond the reference)."""
+    got = codec.decode(topics.VITALS_OBSERVATION.schema, letter["payload"])
+    return isinstance(got, dict) and got["observation_id"] == "obs-two"
 
 
 def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_its_reason(
@@ -238,10 +262,10 @@ def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_i
 ) -> None:
     scored, alerts = reference.run(spine["observations"])
     rejected = len(spine["observations"]) - len(scored)
-    # accepted readings with a value refused alone: screened, and one dead letter each
+    # accepted readings with values refused alone: screened, and one dead letter per value
     refused = int(reference.refused_values(pd.DataFrame(spine["observations"])).sum())
-    codes = [d["reason_code"] for d in spine["dead_letters"]]
-    assert len(spine["vitals_news2"]) == len(scored)
+    codes = [d["reason_code"] for d in spine["dead_letters"] if not _two(d)]
+    assert len(spine["vitals_news2"]) == len(scored) + 1  # and obs-two's
     assert len(codes) == rejected + len(spine["bad"]) + refused
     assert codes.count("value_out_of_range") == refused >= 1
     # the reading with FiO2 40: scored (as the reference, with FiO2 null, below), one letter
@@ -263,6 +287,26 @@ def test_the_news2_job_scores_every_reading_and_dead_letters_each_bad_one_with_i
     pd.testing.assert_frame_equal(
         reference.norm_alerts(spine["alerts"]), reference.norm_alerts(alerts)
     )
+
+
+def test_the_news2_job_scores_a_reading_whose_acvpu_remains_and_letters_each_refused_value(
+    spine: dict[str, Any],
+) -> None:
+    """Through the Python decode function: a reading of ACVPU 'V' and a °F temperature is
+    scored with NEWS2's red flag (consciousness other than Alert scores 3), not dead-lettered
+    whole; a reading with a NaN SpO2 and a °F temperature gets two dead letters, each its own
+    code and reason, for the one record scored."""
+    scored = {r["observation_id"]: r for r in spine["vitals_news2"]}
+    voice = scored[spine["voice"]]
+    assert (voice["news2_score"], voice["news2_params_scored"], voice["news2_red_flag"]) == (
+        3, 1, True
+    )  # fmt: skip
+    letters = [(d["reason_code"], d["reason"]) for d in spine["dead_letters"] if _two(d)]
+    assert sorted(letters) == [
+        ("value_not_a_number", "spo2_pct is NaN"),
+        ("value_out_of_range", "temp_c=98.6 outside [14, 46]"),
+    ]
+    assert "obs-two" in scored and scored["obs-two"]["news2_params_scored"] == 1
 
 
 @pytest.fixture(scope="module")

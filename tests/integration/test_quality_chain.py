@@ -6,9 +6,9 @@ from committed records to the registry; the screening job, reading the same topi
 registry, uses none of the unit's temperatures in the quarantined interval but its other values
 (heart rates and the rest), and still accounts for every record (a screened state or a
 record-level dead letter). A temperature in °F is out of range: the decoder refuses it alone
-(one `value_out_of_range` dead letter per record, schemas.codec "Refused values"), so it never
-entered the record and the quarantine marker, which names values the quarantine ignored, does
-not mark its record. The marking itself is checked on the other unit, whose temp_c an operator
+(a `value_out_of_range` dead letter per refused value, schemas.codec "Refused values"), so it
+never entered the record and the quarantine marker, which names values the quarantine ignored,
+does not mark its record. The marking itself is checked on the other unit, whose temp_c an operator
 quarantines over the same interval: its records that carried an (in-range) temperature are
 marked."""
 
@@ -147,12 +147,12 @@ def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_b
     value_letters = [d for d in letters if d["reason_code"].startswith("value_")]
     records = [d for d in letters if not d["reason_code"].startswith("value_")]
     assert len(states) + len(records) == len(chain["items"])  # every record, once
-    # a temperature in °F is out of range: refused alone, one dead letter per record, which
-    # names it; the record is screened with its other values
+    # a temperature in °F is out of range: refused alone, a dead letter per refused value,
+    # each naming its own; the record is screened with its other values
     fahrenheit = {
         r["observation_id"]
         for t, r in chain["items"]
-        if t == VITALS and r["temp_c"] is not None and temp.out_of_range(r["temp_c"])
+        if t == VITALS and r.get("temp_c") is not None and temp.out_of_range(r["temp_c"])
     }
     assert len(fahrenheit) > 10
     # (and the few impossible values of the data itself: a FiO2 of 0.04, refused alike)
@@ -169,10 +169,19 @@ def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_b
         assert isinstance(decoded, dict), decoded
         by_record.setdefault(decoded["observation_id"], []).append(d)
     assert fahrenheit <= impossible and by_record.keys() == impossible
+    sent = {r["observation_id"]: r for t, r in chain["items"] if t == VITALS}
     for rid in impossible:
-        [d] = by_record[rid]
-        assert d["reason_code"] == "value_out_of_range"
-        assert ("temp_c=" in d["reason"]) == (rid in fahrenheit), d["reason"]
+        rec = sent[rid]
+        out = [f.name for f in alone if rec.get(f.name) is not None and f.out_of_range(rec[f.name])]
+        pairs = topics.VITALS_OBSERVATION.schema.refused_with  # refused with their partner
+        with_ = [
+            f"{f.name} refused with {p.name}"
+            for f, p in pairs
+            if p.name in out and rec.get(f.name) is not None
+        ]
+        assert [d["reason"].split("=")[0] for d in by_record[rid]] == out + with_
+        assert {d["reason_code"] for d in by_record[rid]} == {"value_out_of_range"}
+        assert ("temp_c" in out) == (rid in fahrenheit)
         assert rid in states
     # the unit's records in the interval: one whose temperature was refused carried no value
     # the quarantine ignored (the refused one never entered it, its dead letter says why), so
@@ -189,7 +198,7 @@ def test_the_screening_job_marks_the_quarantined_records_and_uses_their_values_b
         r["observation_id"]
         for unit in (UNIT, OTHER)
         for r in _window(chain, unit)
-        if r["temp_c"] is not None and r["observation_id"] not in fahrenheit
+        if r.get("temp_c") is not None and r["observation_id"] not in fahrenheit
     ]
     assert len(covered) > 10
     for rid in covered:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import json
 import struct
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,8 @@ import fastavro
 import pytest
 
 from schemas import codec, load_schema, topics
-from schemas.avro import REFUSAL
-from udfs.vitals import DECODED_FIELDS, decode_observation
+from schemas.avro import MEASUREMENT, REFUSAL, REFUSED_WITH
+from udfs.vitals import DECODED_FIELDS, decode_observation, news2_summary
 
 OBS = topics.VITALS_OBSERVATION.schema
 T = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -140,7 +141,7 @@ def test_a_record_entered_after_it_happened_is_timed_by_when_it_was_entered() ->
 
 def test_decode_observation_returns_reason_or_fields_in_schema_order() -> None:
     ok = decode_observation(codec.encode(OBS, _rec()), codec.epoch_ms(T))
-    # then measured_time and the refusal (refused_code, refused: none here)
+    # then measured_time and the refusal (refused_codes, refused_reasons: none here)
     assert ok[:2] == (None, None) and len(ok) == 2 + len(DECODED_FIELDS) + 1 + 2
     assert dict(zip([f.name for f in DECODED_FIELDS], ok[2:-3], strict=True))["unit_id"] == "u"
     assert ok[-3] == T.replace(tzinfo=None)  # measured_time: its own event time, in UTC
@@ -175,7 +176,7 @@ def test_a_device_record_with_a_fahrenheit_temperature_keeps_its_heart_rate_and_
     assert isinstance(got, codec.Accepted)
     assert got.record["heart_rate_bpm"] == 120.0 and got.record["spo2_pct"] == 95.0
     assert got.record["temp_c"] is None
-    assert got.refused == codec.Rejection("value_out_of_range", "temp_c=98.6 outside [14, 46]")
+    assert got.refused == (codec.Rejection("value_out_of_range", "temp_c=98.6 outside [14, 46]"),)
     # decode_valid gives the same record, its temperature null
     assert codec.decode_valid(DEVICE, codec.encode(DEVICE, rec)) == got.record
     # and the producer's check still refuses to write it
@@ -187,10 +188,14 @@ def test_a_device_record_with_a_fahrenheit_temperature_keeps_its_heart_rate_and_
 def test_a_record_whose_only_measured_value_is_out_of_range_is_still_rejected_whole() -> None:
     got = codec.decode_checked(DEVICE, codec.encode(DEVICE, _device(temp_c=98.6)))
     assert got == codec.Rejection("out_of_range", "temp_c=98.6 outside [14, 46]")
-    # two values, both impossible: nothing measured remains, the first one's reason
+    # two values, both impossible: nothing measured remains, the first one's code, each named
     both = _device(temp_c=98.6, heart_rate_bpm=900.0)
     got = codec.decode_checked(DEVICE, codec.encode(DEVICE, both))
-    assert got == codec.Rejection("out_of_range", "heart_rate_bpm=900 outside [0, 350]")
+    assert got == codec.Rejection(
+        "out_of_range",
+        "heart_rate_bpm=900 outside [0, 350] (out_of_range); "
+        "temp_c=98.6 outside [14, 46] (out_of_range)",
+    )
 
 
 def test_a_nan_value_is_refused_alone_and_a_record_whose_only_value_is_nan_is_rejected() -> None:
@@ -198,9 +203,10 @@ def test_a_nan_value_is_refused_alone_and_a_record_whose_only_value_is_nan_is_re
     got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
     assert isinstance(got, codec.Accepted) and got.record["heart_rate_bpm"] == 120.0
     assert got.record["spo2_pct"] is None and got.record["sbp_mmhg"] is None
-    # one dead letter names every refused value; its code is the first one's
-    assert got.refused == codec.Rejection(
-        "value_not_a_number", "spo2_pct is NaN; sbp_mmhg=900 outside [0, 400]"
+    # each refused value with its own code and reason
+    assert got.refused == (
+        codec.Rejection("value_not_a_number", "spo2_pct is NaN"),
+        codec.Rejection("value_out_of_range", "sbp_mmhg=900 outside [0, 400]"),
     )
     alone = codec.decode_checked(DEVICE, codec.encode(DEVICE, _device(spo2_pct=float("nan"))))
     assert alone == codec.Rejection("not_a_number", "spo2_pct is NaN")
@@ -244,8 +250,9 @@ def test_a_lab_panel_with_one_impossible_analyte_keeps_its_lactate() -> None:
     got = codec.decode_checked(LABS, codec.encode(LABS, rec))
     assert isinstance(got, codec.Accepted)
     assert got.record["lactate_mmol_l"] == 4.5 and got.record["sodium_mmol_l"] is None
-    assert got.refused is not None and got.refused.reason_code == "value_out_of_range"
-    assert got.refused.reason == "sodium_mmol_l=14 outside [90, 200]"
+    assert got.refused == (
+        codec.Rejection("value_out_of_range", "sodium_mmol_l=14 outside [90, 200]"),
+    )
 
 
 def test_a_record_level_check_rejects_a_record_that_also_had_a_value_refused() -> None:
@@ -283,11 +290,173 @@ def test_only_the_multi_measurement_topics_refuse_values_alone() -> None:
     "name", [topics.VITALS_DEVICE.name, topics.VITALS_OBSERVATION.name, topics.LABS_RESULT.name]
 )
 def test_the_refusal_declaration_leaves_the_wire_schema_and_its_revision_alone(name: str) -> None:
-    """`wardflow.refusal` is a custom property: outside Avro's parsing canonical form, so the
-    schema's records, fingerprint and revision (schemas/history) are what they were."""
+    """`wardflow.refusal` and `wardflow.measurement` are custom properties: outside Avro's
+    parsing canonical form, so the schema's records, fingerprint and revision (schemas/history)
+    are what they were."""
     schema = load_schema(name)
-    without = {k: v for k, v in schema.raw.items() if k != REFUSAL}
-    without["fields"] = [{k: v for k, v in f.items() if k != REFUSAL} for f in schema.raw["fields"]]
+    ours = (REFUSAL, MEASUREMENT, REFUSED_WITH)
+    without = {k: v for k, v in schema.raw.items() if k not in ours}
+    fields = schema.raw["fields"]
+    without["fields"] = [{k: v for k, v in f.items() if k not in ours} for f in fields]
     assert schema.raw[REFUSAL] == "value"
     canonical = fastavro.schema.to_parsing_canonical_form
     assert canonical(schema.raw) == canonical(without)
+
+
+def _only(**kw: Any) -> dict[str, Any]:
+    """An observation of the given values and nothing else measured."""
+    return _rec(heart_rate_bpm=None) | kw
+
+
+def test_an_acvpu_beside_a_fahrenheit_temperature_keeps_the_observation_and_its_red_flag() -> None:
+    """ACVPU 'V' is a measurement without a range: it remains when the °F temperature is
+    refused, so the observation is accepted and scores NEWS2's red flag (consciousness other
+    than Alert scores 3, RCP NEWS2 2017 chart 1) instead of being dead-lettered whole."""
+    rec = _only(temp_c=98.6, acvpu="V")
+    got = codec.decode_checked(OBS, codec.encode(OBS, rec), codec.epoch_ms(T))
+    assert isinstance(got, codec.Accepted)
+    assert got.record["acvpu"] == "V" and got.record["temp_c"] is None
+    assert got.refused == (codec.Rejection("value_out_of_range", "temp_c=98.6 outside [14, 46]"),)
+    # as the NEWS2 job reads it: its decoded row, scored
+    decoded = decode_observation(codec.encode(OBS, rec), codec.epoch_ms(T))
+    row = dict(zip([f.name for f in DECODED_FIELDS], decoded[2:], strict=False))
+    scored = news2_summary(*(row[n] for n in inspect.signature(news2_summary).parameters))
+    assert scored == (3, 1, True)  # score 3, one parameter scored, the red flag
+
+
+def test_an_acvpu_keeps_a_record_whose_number_was_refused() -> None:
+    got = codec.decode_checked(OBS, codec.encode(OBS, _only(spo2_pct=900.0, acvpu="C")))
+    assert isinstance(got, codec.Accepted) and got.record["acvpu"] == "C"
+    assert got.record["spo2_pct"] is None
+    assert [r.reason_code for r in got.refused] == ["value_out_of_range"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("on_supplemental_o2", False), ("mechanical_ventilation", True)]
+)
+def test_an_oxygen_or_ventilation_flag_alone_keeps_no_record_whose_number_was_refused(
+    flag: str, value: Any
+) -> None:
+    """A flag beside an impossible value is as suspect as it, and a record kept by a
+    ventilation flag alone would be a new reading for the two-reading NEWS2 rules."""
+    got = codec.decode_checked(OBS, codec.encode(OBS, _only(spo2_pct=900.0, **{flag: value})))
+    assert got == codec.Rejection("out_of_range", "spo2_pct=900 outside [0, 100]")
+
+
+@pytest.mark.parametrize(
+    ("fio2", "code"), [(40.0, "value_out_of_range"), (float("nan"), "value_not_a_number")]
+)
+def test_the_oxygen_flag_is_refused_with_a_refused_fio2_in_a_record_kept(
+    fio2: float, code: str
+) -> None:
+    """FiO2 and the oxygen flag are one measurement (wardflow.refused_with): a kept record
+    whose FiO2 was refused does not offer its flag as evidence against an older FiO2."""
+    for flag in (False, True):
+        rec = _only(fio2_fraction=fio2, on_supplemental_o2=flag, acvpu="A")
+        got = codec.decode_checked(OBS, codec.encode(OBS, rec))
+        assert isinstance(got, codec.Accepted) and got.record["acvpu"] == "A"
+        assert got.record["fio2_fraction"] is None and got.record["on_supplemental_o2"] is None
+        assert [r.reason_code for r in got.refused] == [code, code]
+        assert got.refused[1].reason == "on_supplemental_o2 refused with fio2_fraction"
+    # beside an FiO2 accepted, or none, the flag stays
+    for rec in (
+        _only(fio2_fraction=0.4, on_supplemental_o2=True),
+        _only(spo2_pct=900.0, acvpu="A", on_supplemental_o2=False),
+    ):
+        got = codec.decode_checked(OBS, codec.encode(OBS, rec))
+        assert isinstance(got, codec.Accepted)
+        assert got.record["on_supplemental_o2"] == rec["on_supplemental_o2"]
+    assert [(f.name, p.name) for f, p in OBS.refused_with] == [
+        ("on_supplemental_o2", "fio2_fraction")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "partner", "why"),
+    [
+        ("on_supplemental_o2", "acvpu", "not a field refused alone"),
+        ("on_supplemental_o2", "nothing", "not a field refused alone"),
+        ("acvpu", "fio2_fraction", "a measurement"),
+        ("source", "fio2_fraction", "a required field"),
+    ],
+)
+def test_a_refused_with_that_names_no_field_refused_alone_is_refused_when_loading(
+    tmp_path: Any, field: str, partner: str, why: str
+) -> None:
+    from schemas import avro
+
+    raw = json.loads((avro.SCHEMA_DIR / f"{topics.VITALS_OBSERVATION.name}.avsc").read_text())
+    next(s for s in raw["fields"] if s["name"] == field)[REFUSED_WITH] = partner
+    path = tmp_path / "x.avsc"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=why):
+        avro.check_refusals("x", avro._load("x", path))
+
+
+def test_the_measurements_are_declared_and_context_or_qualifiers_alone_keep_no_record() -> None:
+    """The measurements: every ranged one, and those without a range the schema marks. The
+    other fields are context or qualifiers and say nothing measured: spo2_scale2 (a prescribed
+    SpO2 target, not one of NEWS2's parameters), the identifiers, a device's probe-off and
+    leads-off flags and its signal quality. A record left with only those is rejected."""
+    assert [f.name for f in OBS.measurements] == [
+        "heart_rate_bpm", "resp_rate_per_min", "spo2_pct", "temp_c", "sbp_mmhg", "dbp_mmhg",
+        "map_mmhg", "fio2_fraction", "acvpu", "gcs_total", "urine_output_ml", "weight_kg",
+    ]  # fmt: skip
+    assert DEVICE.measurements == DEVICE.refused_alone
+    assert LABS.measurements == LABS.refused_alone
+    assert topics.ADT_EVENT.schema.measurements == ()
+    context = _only(temp_c=98.6, spo2_scale2=True, bed_id="b1", device_id="d1")
+    got = codec.decode_checked(OBS, codec.encode(OBS, context))
+    assert got == codec.Rejection("out_of_range", "temp_c=98.6 outside [14, 46]")
+    flags = _device(temp_c=98.6, spo2_probe_off=True, ecg_leads_off=False)
+    flags |= {"spo2_signal_quality_pct": 80}
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, flags))
+    assert got == codec.Rejection("out_of_range", "temp_c=98.6 outside [14, 46]")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("acvpu", "yes", "known: true"),
+        ("temp_c", True, "a ranged measurement"),
+        ("spo2_signal_quality_pct", True, "a qualifier"),
+        ("source", True, "a required field"),
+    ],
+)
+def test_a_measurement_declaration_that_means_nothing_is_refused_when_loading(
+    tmp_path: Any, field: str, value: Any, why: str
+) -> None:
+    from schemas import avro
+
+    device = field == "spo2_signal_quality_pct"
+    name = (topics.VITALS_DEVICE if device else topics.VITALS_OBSERVATION).name
+    raw = json.loads((avro.SCHEMA_DIR / f"{name}.avsc").read_text())
+    next(s for s in raw["fields"] if s["name"] == field)[MEASUREMENT] = value
+    path = tmp_path / "x.avsc"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=why):
+        avro.check_refusals("x", avro._load("x", path))
+    # and on a schema that refuses no value alone
+    raw = json.loads((avro.SCHEMA_DIR / "adt.event.v1.avsc").read_text())
+    raw["fields"][-1][MEASUREMENT] = True
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="no value is refused alone"):
+        avro.check_refusals("x", avro._load("x", path))
+
+
+def test_a_nan_and_an_out_of_range_value_are_each_refused_with_their_own_code() -> None:
+    """Beside a heart rate kept: one refusal per value, each its own code and reason (the
+    jobs dead-letter each); with nothing kept, the record's one rejection names each value
+    with its code."""
+    rec = _device(heart_rate_bpm=120.0, spo2_pct=float("nan"), temp_c=98.6)
+    got = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec))
+    assert isinstance(got, codec.Accepted)
+    assert got.refused == (
+        codec.Rejection("value_not_a_number", "spo2_pct is NaN"),
+        codec.Rejection("value_out_of_range", "temp_c=98.6 outside [14, 46]"),
+    )
+    whole = codec.decode_checked(DEVICE, codec.encode(DEVICE, rec | {"heart_rate_bpm": None}))
+    assert whole == codec.Rejection(
+        "not_a_number",
+        "spo2_pct is NaN (not_a_number); temp_c=98.6 outside [14, 46] (out_of_range)",
+    )

@@ -267,9 +267,10 @@ def test_the_decode_udtf_result_is_the_old_one(topic: topics.Topic) -> None:
     # then the record's own event time (each of these has a recorded_time): rows.MEASURED_TIME
     measured = ("measured_time",)
     old_types += [DataTypes.TIMESTAMP(3) for _ in measured]
-    # then, where values are refused alone (vitals, labs: schemas.codec), the refusal
-    refused = ("refused_code", "refused") if topic is not topics.ADT_EVENT else ()
-    old_types += [DataTypes.STRING() for _ in refused]
+    # then, where values are refused alone (vitals, labs: schemas.codec), each refused value's
+    # code and reason
+    refused = ("refused_codes", "refused_reasons") if topic is not topics.ADT_EVENT else ()
+    old_types += [DataTypes.ARRAY(DataTypes.STRING()) for _ in refused]
     assert decoded_columns(topic.name) == (
         "reason_code", "reason", *(f.name for f in fields), *measured, *refused
     )  # fmt: skip
