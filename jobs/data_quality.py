@@ -60,6 +60,11 @@ from udfs.flink import decoded_columns
 from udfs.flink_quality import QUALITY_EVENT_TYPE, FrozenFeedMonitor, QualityMonitor
 
 STAGE = "data_quality"
+# udfs.flink_quality.QualityMonitor's operator id in the plan before `frozen_device` (Flink's
+# hash then; pinned so that a savepoint of that version restores its state) and the
+# FrozenFeedMonitor's uid.
+QUALITY_MONITOR_UID_HASH = "0e5353c8a341aca94444642d12ade674"
+FROZEN_MONITOR_UID = "frozen-feed-monitor"
 INPUTS = {
     "vitals": topics.VITALS_OBSERVATION,
     "labs": topics.LABS_RESULT,
@@ -160,20 +165,22 @@ def quality_view_sql(name: str) -> str:
 
 
 def device_windows_sql(name: str, topic: str, t: quality.Thresholds) -> str:
-    """One row per device and `t.frozen_window_min` window of input `name`'s records that name
-    their device (every record the windows count): its readings, their first and last time and
-    record id, and `values_json`, {parameter: value}, where every reading had the same
-    parameters with the same values (a parameter's least and greatest equal, present in all or
-    none), at least `t.frozen_min_varying` of them of udfs.quality.FROZEN_VARYING below its
+    """One row per device (of a facility: device ids are a facility's own) and
+    `t.frozen_window_min` window of input `name`'s records that name their device (every record
+    the windows count): its readings (distinct record ids: a record delivered twice is one
+    reading), their first and last time and record id, and `values_json`, {parameter: value},
+    where every reading had the same parameters with the same values (a parameter's least and
+    greatest equal, present in all or none), at least `t.frozen_min_varying` of them of
+    udfs.quality.FROZEN_VARYING above 0 (a probe off, an empty bed's zeros) and below its
     ceiling; else null."""
     params = parameters(name)
-    n = "COUNT(*)"
+    n = "COUNT(*)"  # every delivery: a parameter present in all of them or none
     same = " AND ".join(
         f"(COUNT({v}) = 0 OR (COUNT({v}) = {n} AND MIN({v}) = MAX({v})))"
         for v in map(quote, params)
     )
     varying = " + ".join(
-        f"CASE WHEN COUNT({quote(p)}) > 0"
+        f"CASE WHEN COUNT({quote(p)}) > 0 AND MIN({quote(p)}) > {_double(0.0)}"
         + ("" if ceiling is None else f" AND MIN({quote(p)}) < {_double(ceiling)}")
         + " THEN 1 ELSE 0 END"
         for p, ceiling in quality.FROZEN_VARYING.items()
@@ -183,10 +190,9 @@ def device_windows_sql(name: str, topic: str, t: quality.Thresholds) -> str:
     interval = f"INTERVAL '{t.frozen_window_min}' MINUTE"
     end = f"({EPOCH_MS.format('window_time')} + 1)"
     return f"""
-    SELECT '{topic}' AS source_topic, device_id, MAX(facility_id) AS facility_id,
-           MAX(unit_id) AS unit_id,
+    SELECT '{topic}' AS source_topic, device_id, facility_id, MAX(unit_id) AS unit_id,
            {end} - {t.frozen_window_min * quality.MS_PER_MIN} AS window_start_ms,
-           {end} AS window_end_ms, {n} AS records,
+           {end} AS window_end_ms, COUNT(DISTINCT record_id) AS records,
            {EPOCH_MS.format("MIN(kafka_ts)")} AS first_ms,
            {EPOCH_MS.format("MAX(kafka_ts)")} AS last_ms,
            CASE WHEN {same} AND {varying or "0"} >= {t.frozen_min_varying}
@@ -194,17 +200,26 @@ def device_windows_sql(name: str, topic: str, t: quality.Thresholds) -> str:
            MIN(record_id) AS first_id, MAX(record_id) AS last_id, window_time AS rowtime
     FROM TABLE(TUMBLE(TABLE {name}_quality, DESCRIPTOR(kafka_ts), {interval}))
     WHERE device_id IS NOT NULL
-    GROUP BY device_id, window_start, window_end, window_time"""
+    GROUP BY facility_id, device_id, window_start, window_end, window_time"""
 
 
 def frozen_sql(windows: list[str]) -> str:
     """schemas.rows.DEVICE_WINDOW (and `rowtime`) of the device windows `windows` (SQL of
-    `device_windows_sql`) that repeat the values of the device's previous window, and of the
-    window after such a one (where the run ends or goes on): per device, an OVER window of its
-    windows in event time compares each with the two before it (LAG), in the JVM, so that only
-    those reach the Python monitor (a 12-hospital system's 15,000 monitors send one a second;
-    a device whose readings move is never handed on)."""
-    over = "OVER (PARTITION BY source_topic, device_id ORDER BY rowtime)"
+    `device_windows_sql`, one per input) that repeat the values of the device's previous window,
+    and of the window after such a one (where the run ends or goes on): per device, an OVER
+    window of its windows in event time compares each with the two before it (LAG), in the JVM,
+    so that only those reach the Python monitor (a 12-hospital system's 15,000 monitors send one
+    a second; a device whose readings move is never handed on).
+
+    One OVER window per input, unioned after: a rowtime OVER window drops the rows at or behind
+    its input's watermark, and a union's watermark is its inputs' least only while none is idle
+    (after the idle timeout the 1 Hz device numerics would carry it past a quiet vitals
+    gateway's windows; jobs/runtime/tables.py)."""
+    return " UNION ALL ".join(_frozen_one_sql(w) for w in windows)
+
+
+def _frozen_one_sql(windows: str) -> str:
+    over = "OVER (PARTITION BY source_topic, facility_id, device_id ORDER BY rowtime)"
     lags = {
         "previous_values": "LAG(values_json, 1)",
         "values_before": "LAG(values_json, 2)",
@@ -219,7 +234,7 @@ def frozen_sql(windows: list[str]) -> str:
     )
     return f"""
     SELECT {select}, rowtime FROM (
-        SELECT *, {lagged} FROM ({" UNION ALL ".join(windows)}))
+        SELECT *, {lagged} FROM ({windows}))
     WHERE values_json = previous_values OR previous_values = values_before"""
 
 
@@ -275,9 +290,16 @@ def build(
     windows = t_env.to_data_stream(t_env.from_path("monitor_windows")).key_by(
         lambda r: r.facility_id, key_type=Types.STRING()
     )
-    events = windows.process(QualityMonitor(), output_type=QUALITY_EVENT_TYPE).union(
-        windows.process(FrozenFeedMonitor(), output_type=QUALITY_EVENT_TYPE)
+    # The source monitor keeps the operator id Flink hashed for it before the frozen-device
+    # monitor changed the plan (its open conditions and quarantine scopes restore from a
+    # savepoint of that version); the frozen-device monitor has a uid of its own.
+    monitors = windows.process(QualityMonitor(), output_type=QUALITY_EVENT_TYPE).set_uid_hash(
+        QUALITY_MONITOR_UID_HASH
     )
+    frozen = windows.process(FrozenFeedMonitor(), output_type=QUALITY_EVENT_TYPE).uid(
+        FROZEN_MONITOR_UID
+    )
+    events = monitors.union(frozen)
     t_env.create_temporary_view(
         "quality_event_rows", t_env.from_data_stream(events, rowtime_from_stream())
     )

@@ -127,7 +127,8 @@ def view(df: pd.DataFrame, name: str) -> pd.DataFrame:
 def repeats(df: pd.DataFrame, t: quality.Thresholds) -> np.ndarray[Any, Any]:
     """Per reading: whether it repeats the stay's reading before it, every parameter identical
     (the same carried, each the same value), with at least `t.frozen_min_varying` of
-    quality.FROZEN_VARYING below its ceiling (what makes the job's SQL hand a window on)."""
+    quality.FROZEN_VARYING above 0 and below its ceiling (what makes the job's SQL hand a window
+    on)."""
     fields = [c for c in df.columns if c in FIELDS]
     x = df[fields].to_numpy("float64")
     before = np.vstack([np.full((1, len(fields)), np.nan), x[:-1]])
@@ -138,8 +139,8 @@ def repeats(df: pd.DataFrame, t: quality.Thresholds) -> np.ndarray[Any, Any]:
     for j, f in enumerate(fields):
         if f in quality.FROZEN_VARYING:
             ceiling = quality.FROZEN_VARYING[f]
-            below = carried[:, j] if ceiling is None else carried[:, j] & (x[:, j] < ceiling)
-            varying += below
+            live = carried[:, j] & (np.nan_to_num(x[:, j]) > 0)  # not a probe off, no zero
+            varying += live if ceiling is None else live & (x[:, j] < ceiling)
     out: np.ndarray[Any, Any] = same_stay & identical & (varying >= t.frozen_min_varying)
     return out
 

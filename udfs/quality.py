@@ -44,8 +44,9 @@ The monitors, their thresholds and why (MONITORS):
   gateway charts with one) on the job's one-minute windows per device, in the JVM
   (`device_windows` is their reference): opens when every numeric parameter the device sends
   (the same ones, each bit-identical), with at least `frozen_min_varying` of FROZEN_VARYING
-  among them (SpO2 at 100 % not counting), has repeated over `frozen_min_readings` consecutive
-  readings spanning `frozen_min_identical_min`; resolves when the readings move again or the
+  among them (SpO2 at 100 %, and a value of 0, not counting), has repeated over
+  `frozen_min_readings` consecutive readings (distinct record ids: a record delivered twice is
+  one) spanning `frozen_min_identical_min`; resolves when the readings move again or the
   device falls silent (its topic's SILENCE_MIN, the facility's windows the clock). An event
   only: the quarantine registry scopes a unit's source or parameter, not a device. The evidence
   (`python -m training.frozen_evidence`: the real charted vital signs of the MIMIC-III and eICU
@@ -58,18 +59,29 @@ The monitors, their thresholds and why (MONITORS):
     paced and ventilated patients). K = 5 readings over T = 2 h (a charted vital sign's
     validity, udfs.sepsis.VALIDITY_H: a frozen feed is found before its values have stood
     longer than one charting is trusted) raises no event on any of them: at most 6.2e-5 a
-    device-day (none in 48,199, 95 %), under one a day over a 12-hospital system's 15,000;
+    device-day (none in 48,199, 95 %), under one a day over a 12-hospital system's 15,000.
+    That is the charted view, all seven parameters; a monitor that sends HR, SpO2 and RR only
+    raises 2.1e-3 a device-day (68 in 32,315; about 32 a day over 15,000; at 1 Hz at most
+    1.73e-2), below;
   - at 1 Hz the readings come at once and the span decides: with K = 2 the same data raise 4
     events (eICU's paced and ventilated runs, a set A stay charted unchanged for 2 h), 8.3e-5
     a device-day. A live monitor would have to hold every second, which hourly charts cannot
     show, so these bound it from above;
   - a monitor that sends HR, SpO2 and RR and nothing else (no pressure, temperature or signal
-    quality): those three alone repeat in 0.85-1.2 % of hourly readings and in runs of up to
-    14 h, nearly all at SpO2 100 with the heart and respiratory rates held (paced and fully
-    ventilated, or charted as round numbers): 1.7e-2 events a device-day with K = 2, again an
-    upper bound (a heart rate not paced moves between charted hours). A paced, fully
-    ventilated patient on SpO2 100 % whose monitor sends nothing else looks frozen to any rule
-    on its values: the condition says what to check, and quarantines nothing.
+    quality), the common bedside case: those three alone repeat in 0.85-1.2 % of hourly
+    readings and in runs of up to 14 h, nearly all at SpO2 100 with the heart and respiratory
+    rates held (paced and fully ventilated, or charted as round numbers). The shipped
+    thresholds (K = 5, T = 2 h) raise 68 events in 32,315 of its stay-days: 2.1e-3 a
+    device-day, about 32 a day over a 12-hospital system's 15,000 monitors, not the charted
+    view's none; at 1 Hz (K = 2) 1.73e-2 a device-day bounds it from above (a heart rate not
+    paced moves between charted hours). A paced, fully ventilated patient on SpO2 100 % whose
+    monitor sends nothing else looks frozen to any rule on its values: the condition says what
+    to check, and quarantines nothing;
+  - T = 2 h is the charted view's span; for the device topic (1 Hz numerics) it is a
+    placeholder until real 1 Hz numerics are available to set it (a shorter T is expected
+    there: a live patient's 1 Hz values cannot hold bit for bit for long);
+  - not found: a partial freeze, where some parameters repeat and others move (a gateway's
+    frozen cache charted beside a live blood-pressure cuff): the window is not identical.
 
 A condition quarantines what is faulty (`quarantine_scope`): a unit-conversion suspect or a severe
 shift its parameter of the source, a duplicate storm the source's records as a whole. An event's
@@ -1202,7 +1214,8 @@ def _order(w: Window) -> tuple[int, str]:
 
 # The parameters a live patient's physiology moves from reading to reading (beat to beat, breath
 # to breath), each with the value it can hold by itself, at which it does not count: SpO2
-# saturates at 100 % (a patient on oxygen reads 100 for hours). A paced heart rate and a
+# saturates at 100 % (a patient on oxygen reads 100 for hours); none counts at 0 or below (a
+# probe off reads SpO2 0, an empty bed's monitor zeros). A paced heart rate and a
 # ventilator's respiratory rate hold too, which no value shows: that is what the span is for
 # (see the module doc). Temperature is not among them (a probe's 0.1 °C holds for long
 # stretches: 22-24 % of consecutive hourly temperatures in the real data are identical, 3-6 % of
@@ -1225,8 +1238,8 @@ class DeviceWindow:
     on (jobs/data_quality.frozen_sql): only a window whose readings repeat the device's previous
     window's, and the window after such a one. `values`: every reading's values where all the
     window's readings were identical, parameter by parameter (the same parameters present, each
-    with the same value), with at least `frozen_min_varying` of FROZEN_VARYING among them below
-    their ceiling; else None. `repeats`: `values` equal the device's previous window's.
+    with the same value), with at least `frozen_min_varying` of FROZEN_VARYING among them above 0
+    and below their ceiling; else None. `repeats`: `values` equal the device's previous window's.
     `previous_*`: that previous window's (the run's first, where this window starts a run)."""
 
     source_topic: str
@@ -1462,7 +1475,7 @@ def device_windows(
         windows.append(
             DeviceWindow(
                 source_topic, device_id, facility_id, unit_id, k * window_ms, (k + 1) * window_ms,
-                len(g), min(times), max(times), _identical(g, t), False,
+                _readings(g), min(times), max(times), _identical(g, t), False,
                 min(ids) if ids else None, max(ids) if ids else None,
             )
         )  # fmt: skip
@@ -1484,6 +1497,12 @@ def device_windows(
                 )
             )
     return out
+
+
+def _readings(g: list[Reading]) -> int:
+    """How many readings: a record id delivered twice is one (the SQL's COUNT(DISTINCT
+    record_id)); a reading without an id (a data set's) is its own."""
+    return len({i for _, i, _ in g if i is not None}) + sum(1 for _, i, _ in g if i is None)
 
 
 def _identical(readings: list[Reading], t: Thresholds) -> dict[str, float] | None:
@@ -1580,8 +1599,10 @@ def _frozen_order(w: DeviceWindow | Tick) -> tuple[int, int, str]:
 
 
 def _below_ceiling(parameter: str, value: float) -> bool:
+    """A value a live patient's physiology moves: above 0 (SpO2 0 is a probe off, zeros an
+    empty bed's monitor) and below the parameter's ceiling (FROZEN_VARYING)."""
     ceiling = FROZEN_VARYING.get(parameter)
-    return ceiling is None or value < ceiling
+    return value > 0 and (ceiling is None or value < ceiling)
 
 
 def parse_device_window(r: Any) -> DeviceWindow:

@@ -40,6 +40,7 @@ FROZEN = {MOVES_AGAIN: (5, 130), GOES_SILENT: (2, None)}  # minutes: frozen from
 SILENT_FROM_MIN = 128
 GATEWAY, LIVE_GATEWAY = "gw-0005", "gw-0006"  # vitals charted by a device gateway
 CHARTED_EVERY_MIN = 15
+OTHER_FACILITY = "hospital-99"
 
 
 def _at(minutes: float) -> Any:
@@ -96,6 +97,16 @@ def run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     silenced = qf.silence_device(device, GOES_SILENT, _at(SILENT_FROM_MIN))
     _pace(device, PACED)
     vitals = _observations(device)
+    # each gateway record delivered twice (a resend after a lost ack): the same readings
+    vitals = [dict(r) for r in vitals for _ in range(2)]
+    # another facility's live monitor, whose device id is the frozen one's (ids are a facility's)
+    device += [
+        {**r, "facility_id": OTHER_FACILITY, "device_id": MOVES_AGAIN,
+         "bed_id": f"{OTHER_FACILITY}/{r['unit_id']}/bed-0001"}
+        for r in device
+        if r["device_id"] == LIVE
+    ]  # fmt: skip
+    device.sort(key=lambda r: r["event_time"])
     out = run_bounded(
         data_quality.JOB,
         settings,
@@ -176,6 +187,23 @@ def test_a_gateway_charting_the_same_set_opens_after_the_readings_and_span_and_s
     assert opened["sample_record_ids"] == f"{GATEWAY}:0 {GATEWAY}:8"
 
 
+def test_a_live_monitor_of_another_facility_with_the_frozen_ones_device_id_is_judged_apart(
+    run: dict[str, Any],
+) -> None:
+    other = [r for r in run["device"] if r["facility_id"] == OTHER_FACILITY]
+    assert other and {r["device_id"] for r in other} == {MOVES_AGAIN}
+    assert {e["facility_id"] for e in run["events"]} == {run["device"][0]["facility_id"]}
+    assert [e["state"] for e in _by_device(run["events"])[MOVES_AGAIN]] == ["open", "resolved"]
+
+
+def test_a_gateway_record_delivered_twice_is_one_reading(run: dict[str, Any]) -> None:
+    (opened,) = _by_device(run["events"])[GATEWAY]
+    sent = [r["observation_id"] for r in run["vitals"] if r["device_id"] == GATEWAY]
+    assert len(sent) == 2 * len(set(sent))
+    # the 9th distinct reading (0, 15, … 120 minutes) spans the 120 minutes
+    assert opened["records"] == json.loads(opened["evidence_json"])["readings"] == 9
+
+
 def test_only_the_frozen_feeds_raise_events_not_a_live_monitor_a_paced_patient_or_a_gateway(
     run: dict[str, Any],
 ) -> None:
@@ -195,7 +223,7 @@ def _f32(x: Any) -> Any:
 def test_the_jobs_events_equal_the_python_reference_of_its_sql_through_the_same_monitor(
     run: dict[str, Any], settings: Settings
 ) -> None:
-    feeds = quality.FrozenFeeds()
+    feeds: dict[str, quality.FrozenFeeds] = {}
     for topic, records, rid in (
         (DEVICE, run["device"], None),
         (VITALS, run["vitals"], "observation_id"),
@@ -203,24 +231,44 @@ def test_the_jobs_events_equal_the_python_reference_of_its_sql_through_the_same_
         params = data_quality.parameters(
             next(n for n, t in data_quality.INPUTS.items() if t.name == topic)
         )
-        by: dict[str, list[quality.Reading]] = {}
-        meta = {}
+        by: dict[tuple[str, str], list[quality.Reading]] = {}
+        units = {}
         for r in records:
             at = codec.epoch_ms(r["event_time"])
             ident = r[rid] if rid else f"{r['device_id']}@{at}"
             values = {p: _f32(r[p]) for p in params}
-            by.setdefault(r["device_id"], []).append((at, ident, values))
-            meta[r["device_id"]] = (r["facility_id"], r["unit_id"])
-        for d, readings in by.items():
-            for w in quality.device_windows(topic, d, *meta[d], readings, T):
-                feeds.add(w)
-    # the facility's clock: its whole device feed's windows
+            key = (r["facility_id"], r["device_id"])
+            by.setdefault(key, []).append((at, ident, values))
+            units[key] = r["unit_id"]
+        for (f, d), readings in by.items():
+            for w in quality.device_windows(topic, d, f, units[f, d], readings, T):
+                feeds.setdefault(f, quality.FrozenFeeds()).add(w)
+    # each facility's clock: its whole device feed's windows
     window_ms = settings.quality_window_min * quality.MS_PER_MIN
-    ends = {codec.epoch_ms(r["event_time"]) // window_ms for r in run["device"]}
-    for k in ends:
-        feeds.add(quality.Tick((k + 1) * window_ms))
-    want = feeds.advance(2**62, T, quality.SILENCE_MIN.__getitem__, watermark_clock=False)
+    ends = {(r["facility_id"], codec.epoch_ms(r["event_time"]) // window_ms) for r in run["device"]}
+    for f, k in ends:
+        feeds.setdefault(f, quality.FrozenFeeds()).add(quality.Tick((k + 1) * window_ms))
+    want = [
+        e
+        for f in sorted(feeds)
+        for e in feeds[f].advance(2**62, T, quality.SILENCE_MIN.__getitem__, watermark_clock=False)
+    ]
     assert want, "the reference finds the frozen feeds"
     key = ("event_id", "state", "reason", "evidence_json")
     got = sorted(tuple(e[k] for k in key) for e in run["events"])
     assert got == sorted(tuple(e[k] for k in key) for e in want)
+
+
+def test_each_inputs_device_windows_meet_their_own_over_window_before_the_union() -> None:
+    """A rowtime OVER window drops the rows behind its input's watermark: after a union, the
+    1 Hz device numerics (once the vitals input idles) would carry it past a quiet gateway's
+    windows. So each input's device windows have an OVER window of their own."""
+    inputs = [n for n in data_quality.INPUTS if n in data_quality.FROZEN_INPUTS]
+    assert len(inputs) == 2
+    windows = [data_quality.device_windows_sql(n, data_quality.INPUTS[n].name, T) for n in inputs]
+    parts = data_quality.frozen_sql(windows).split(" UNION ALL ")
+    assert len(parts) == len(inputs)
+    for part, w in zip(parts, windows, strict=True):
+        assert w in part and part.count("TUMBLE(") == 1
+        assert part.count("LAG(values_json, 1) OVER (PARTITION BY") == 1
+        assert "PARTITION BY source_topic, facility_id, device_id" in part

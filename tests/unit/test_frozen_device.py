@@ -163,6 +163,44 @@ def test_spo2_at_100_does_not_count_as_a_varying_parameter() -> None:
     assert [e["state"] for e in _run(both)] == ["open"]
 
 
+def test_a_probe_off_or_an_empty_beds_zeros_are_no_varying_parameter() -> None:
+    def probe_off(s: int) -> dict[str, float | None]:  # paced, SpO2 probe off, no RR
+        return {"heart_rate_bpm": 70.0, "spo2_pct": 0.0, "spo2_signal_quality_pct": 0.0}
+
+    def empty_bed(s: int) -> dict[str, float | None]:
+        return {"heart_rate_bpm": 0.0, "spo2_pct": 0.0, "resp_rate_per_min": 0.0}
+
+    # SpO2 0 and zeros could never move: one varying parameter or none, too few to judge
+    assert _windows(_seconds(150, probe_off)) == []
+    assert _windows(_seconds(150, empty_bed)) == []
+    # with the respiratory rate held at a value, two could move: judged
+    held = _windows(_seconds(150, lambda s: {**probe_off(s), "resp_rate_per_min": 14.0}))
+    assert [e["state"] for e in _run(held)] == ["open"]
+
+
+def test_a_record_delivered_twice_is_one_reading() -> None:
+    """A gateway charting hourly (3 readings over 2 h: fewer than K), each record delivered
+    twice: 3 readings, no event; 5 distinct ones over the same span open with 5."""
+    values = {"heart_rate_bpm": 60.0, "resp_rate_per_min": 12.0, "spo2_pct": 97.0}
+
+    def charted(every_min: int, n: int, copies: int) -> list[quality.Reading]:
+        return [
+            (T0 + k * every_min * MIN, f"gw:{k}", values) for k in range(n) for _ in range(copies)
+        ]
+
+    vitals = topics.VITALS_OBSERVATION.name
+
+    def run(readings: list[quality.Reading]) -> list[dict[str, Any]]:
+        feed = quality.FrozenFeed(vitals, "gw")
+        windows = quality.device_windows(vitals, "gw", "H", "GW", readings, T)
+        return [e for w in windows for e in feed.observe(w, T, quality.SILENCE_MIN[vitals])]
+
+    twice = quality.device_windows(vitals, "gw", "H", "GW", charted(60, 3, 2), T)
+    assert [w.records for w in twice] == [1, 1] and run(charted(60, 3, 2)) == []
+    (opened,) = run(charted(30, 5, 2))
+    assert opened["records"] == _evidence(opened)["readings"] == 5
+
+
 def test_a_parameter_that_comes_or_goes_is_no_repeat() -> None:
     def cuff(s: int) -> dict[str, float | None]:  # a cuff pressure every 15 minutes
         bp = 120.0 if s % 900 == 0 else None
@@ -228,6 +266,16 @@ def real(settings: Settings) -> Iterator[dict[str, pd.DataFrame]]:
     yield {name: frozen_evidence.view(df, "charted") for name, df in data.items()}
 
 
+@pytest.fixture(scope="module")
+def real_monitor(settings: Settings) -> Iterator[dict[str, pd.DataFrame]]:
+    """The same readings as a monitor that sends HR, SpO2 and RR only would send them."""
+    data = frozen_evidence.load(settings.data_dir)
+    if not data:
+        pytest.skip(f"no real vital signs under {settings.data_dir} (../shared/data)")
+    views = {name: frozen_evidence.view(df, "monitor") for name, df in data.items()}
+    yield {name: df for name, df in views.items() if not df.empty}
+
+
 def test_the_real_charted_vital_signs_raise_no_frozen_device_event(
     real: dict[str, pd.DataFrame],
 ) -> None:
@@ -256,3 +304,23 @@ def test_judged_more_loosely_the_same_readings_raise_events_the_thresholds_keep_
         runs.longest_min < T.frozen_min_identical_min
     )
     assert runs.identical / runs.pairs < 1e-3 and np.isfinite(runs.longest_min)
+
+
+def test_a_monitor_sending_only_hr_spo2_and_rr_raises_the_rate_the_docs_state(
+    real_monitor: dict[str, pd.DataFrame],
+) -> None:
+    """README and udfs/quality.py state it beside the charted view's: 68 opens in 32,315
+    stay-days (2.1e-3 a device-day, about 32 a day over 15,000 monitors), nearly all paced and
+    ventilated patients at SpO2 100 % charted unchanged."""
+    opens = sum(
+        e["state"] == "open"
+        for df in real_monitor.values()
+        for e in frozen_evidence.monitor_events(df, T)
+    )
+    days = sum(frozen_evidence.stay_days(df) for df in real_monitor.values())
+    assert (opens, round(days)) == (68, 32_315)
+    assert f"{opens / days:.1e}" == "2.1e-03" and round(15_000 * opens / days) == 32
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for doc in (" ".join(str(quality.__doc__).split()), readme):
+        assert "68 opens in 32,315 stay-days" in doc or "68 in 32,315" in doc
+        assert "2.1e-3 a device-day" in doc and "placeholder" in doc and "partial freeze" in doc
