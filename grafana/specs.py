@@ -1075,18 +1075,21 @@ DATA_QUALITY = Dashboard(
             "frozen",
             "Frozen devices now (every value repeated bit for bit)",
             "table",
-            f"""SELECT JSONExtractString(evidence_json, 'device_id') AS device,
-                   source_topic AS source, facility_id AS facility, unit_id AS unit,
-                   window_start AS identical_since,
-                   round(dateDiff('minute', window_start, $__toTime)) AS identical_min,
-                   JSONExtractRaw(evidence_json, 'values') AS repeated_values, reason
-            FROM ${{db}}.quality_events FINAL
-            WHERE monitor = 'frozen_device' AND state = 'open' AND {_QFAC}
-              AND event_time <= $__toTime
-              AND event_id NOT IN (
-                  SELECT opened_event_id FROM ${{db}}.quality_events FINAL
-                  WHERE monitor = 'frozen_device' AND state = 'resolved'
-                    AND opened_event_id IS NOT NULL AND event_time <= $__toTime)
+            f"""SELECT device, source, facility, unit, identical_since,
+                   round(dateDiff('minute', identical_since, $__toTime)) AS identical_min,
+                   JSONExtractRaw(evidence, 'values') AS repeated_values, reason
+            FROM (
+                SELECT JSONExtractString(evidence_json, 'device_id') AS device,
+                       source_topic AS source, facility_id AS facility,
+                       argMax(state, event_time) AS last_state,
+                       argMax(unit_id, event_time) AS unit,
+                       argMax(window_start, event_time) AS identical_since,
+                       argMax(evidence_json, event_time) AS evidence,
+                       argMax(reason, event_time) AS reason
+                FROM ${{db}}.quality_events FINAL
+                WHERE monitor = 'frozen_device' AND {_QFAC} AND event_time <= $__toTime
+                GROUP BY facility, source, device)
+            WHERE last_state = 'open'
             ORDER BY identical_since""",
             (
                 "device",

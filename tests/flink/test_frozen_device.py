@@ -75,7 +75,7 @@ def _observations(device: list[dict[str, Any]]) -> list[dict[str, Any]]:
             (LIVE_GATEWAY, {c: live[at][c] for c in ("heart_rate_bpm", "spo2_pct",
                                                     "resp_rate_per_min")}),
         ):  # fmt: skip
-            rec = {f: None for f in topics.VITALS_OBSERVATION.schema.field_names}
+            rec: dict[str, Any] = dict.fromkeys(topics.VITALS_OBSERVATION.schema.field_names)
             rec.update(
                 observation_id=f"{gw}:{k}", patient_token=f"patient-{gw}",
                 facility_id=device[0]["facility_id"], unit_id="GW", bed_id=f"GW/{gw}",
@@ -158,7 +158,9 @@ def test_each_frozen_feed_opens_once_its_readings_are_identical_for_the_span_and
     assert (moved["state"], json.loads(moved["evidence_json"])["ended"]) == (
         "resolved", "values_moved",
     )  # fmt: skip
-    assert codec.epoch_ms(moved["event_time"]) == _ms(FROZEN[MOVES_AGAIN][1] + 1)
+    moved_at = FROZEN[MOVES_AGAIN][1]
+    assert moved_at is not None
+    assert codec.epoch_ms(moved["event_time"]) == _ms(moved_at + 1)
     assert moved["opened_event_id"] == got[MOVES_AGAIN][0]["event_id"]
     silent = got[GOES_SILENT][1]
     assert (silent["state"], json.loads(silent["evidence_json"])["ended"]) == (
@@ -237,9 +239,9 @@ def test_the_jobs_events_equal_the_python_reference_of_its_sql_through_the_same_
             at = codec.epoch_ms(r["event_time"])
             ident = r[rid] if rid else f"{r['device_id']}@{at}"
             values = {p: _f32(r[p]) for p in params}
-            key = (r["facility_id"], r["device_id"])
-            by.setdefault(key, []).append((at, ident, values))
-            units[key] = r["unit_id"]
+            dev = (r["facility_id"], r["device_id"])
+            by.setdefault(dev, []).append((at, ident, values))
+            units[dev] = r["unit_id"]
         for (f, d), readings in by.items():
             for w in quality.device_windows(topic, d, f, units[f, d], readings, T):
                 feeds.setdefault(f, quality.FrozenFeeds()).add(w)

@@ -1126,3 +1126,27 @@ def test_the_frozen_devices_panel_shows_a_device_frozen_now_and_not_one_that_mov
     assert [r[0] for r in _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, earlier,
                                       facility="F")] == ["mon-1"]  # fmt: skip
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_the_frozen_devices_panel_shows_a_devices_latest_state_not_an_open_left_unresolved(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """A job started without its savepoint never resolves the condition the job before opened
+    (mon-3's first open); the device's later open and resolve say it moved again: the panel
+    takes each device's latest state, so mon-3 is not on the board."""
+    from grafana.specs import DATA_QUALITY
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_dqg")
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    t0 = int(day.timestamp() * 1000)
+    events = seed._frozen_device("F", "4E", "mon-3", t0, 3, moves=False)
+    events += seed._frozen_device("F", "4E", "mon-3", t0 + 5 * 3_600_000, 3, moves=True)
+    assert [e["state"] for e in events] == ["open", "open", "resolved"]
+    _insert(clickhouse, db, "quality_events", [_quality_row(e) for e in events])
+    tr = TimeRange(day, day + _DAY)
+    assert _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, tr, facility="F") == []
+    # before it moved again, it was frozen
+    earlier = TimeRange(day, day + timedelta(hours=7, minutes=30))
+    got = _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, earlier, facility="F")
+    assert [r[0] for r in got] == ["mon-3"]
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")

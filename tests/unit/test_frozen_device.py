@@ -37,10 +37,10 @@ LIVE_MIN = 10  # the monitor's readings move for this long before it freezes
 Values = Callable[[int], dict[str, float | None]]
 
 
-def _seconds(minutes: float, values: Values, start: int = 0) -> Iterator[quality.Reading]:
+def _seconds(minutes: float, values: Values, start: float = 0) -> Iterator[quality.Reading]:
     """1 Hz readings from `start` ms after T0 for `minutes`: (time, record id, values(second))."""
     for s in range(int(minutes * 60)):
-        at = T0 + start + s * 1000
+        at = T0 + int(start) + s * 1000
         yield at, f"mon-1@{at}", values(s)
 
 
