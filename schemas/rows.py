@@ -462,8 +462,13 @@ DEVICE_WINDOW = Row(
             "else null.",
         ),
         Field("repeats", "boolean", "values_json equals the device's previous window's."),
-        Field("first_id", "string", "The least record id of the window."),
-        Field("last_id", "string", "The greatest record id of the window."),
+        Field(
+            "first_id",
+            "string",
+            "The least record id of the window (a sample; the first by time only where ids sort "
+            "by time, as a device's `device@time` do, not an observation id).",
+        ),
+        Field("last_id", "string", "The greatest record id of the window (a sample, likewise)."),
         Field("previous_first_ms", "long", "first_ms of the device's previous window."),
         Field("previous_last_ms", "long", "last_ms of the device's previous window."),
         Field("previous_records", "long", "records of the device's previous window."),

@@ -1253,6 +1253,8 @@ class DeviceWindow:
     last_ms: int  # and its last
     values: Mapping[str, float] | None
     repeats: bool
+    # the window's least and greatest record id (samples for the evidence: in time order only
+    # where ids sort by time, as a device's `device@time` do, not a gateway's observation ids)
     first_id: str | None = None
     last_id: str | None = None
     previous_first_ms: int | None = None
