@@ -622,7 +622,8 @@ def quality_events(stays: pd.DataFrame, end_ms: int) -> pd.DataFrame:
     """Simulated data-quality faults run through the real monitors (udfs.quality), per
     facility: a °F firmware fault on the first unit's vitals (quarantined, still open), a lab
     feed of the second unit silent for six hours and back, and silent now, a burst of refused
-    vitals on the third unit, and a drop of the facility's lab volume."""
+    vitals on the third unit, a drop of the facility's lab volume, and a monitor of the first
+    unit frozen for three hours then moving again, and another frozen since five hours ago."""
     from udfs import quality
 
     ref, t = quality.load_reference(), quality.Thresholds()
@@ -664,10 +665,41 @@ def quality_events(stays: pd.DataFrame, end_ms: int) -> pd.DataFrame:
         for h in range(40, 32, -1):
             see(whole, h, 30)
         events += see(whole, 32, 3) + see(whole, 31, 28)
+        events += _frozen_device(f, u[0], "mon-0007", last - 40 * HOUR_MS, 3, moves=True)
+        events += _frozen_device(f, u[0], "mon-0008", last - 5 * HOUR_MS, 5, moves=False)
     df = pd.DataFrame(events)
     for c in ("event_time", "window_start", "window_end"):
         df[c] = _dt(df.pop(c + "_ms"))
     return df[topics.QUALITY_EVENT.schema.field_names]
+
+
+def _frozen_device(
+    facility: str, unit: str, device: str, start_ms: int, hours: int, *, moves: bool
+) -> list[dict[str, Any]]:
+    """A monitor whose gateway forwards a reading a minute, frozen from `start_ms` for `hours`
+    (then moving again where `moves`), through the real frozen-device monitor (udfs.quality:
+    the job's SQL's reference, then the state machine)."""
+    from udfs import quality
+
+    t = quality.Thresholds()
+    vitals = {"heart_rate_bpm": 88.0, "spo2_pct": 95.0, "resp_rate_per_min": 18.0}
+    readings: list[quality.Reading] = [
+        (start_ms + m * 60_000, f"{device}@{m}", vitals) for m in range(hours * 60)
+    ]
+    if moves:
+        end = start_ms + hours * HOUR_MS
+        readings += [
+            (end + m * 60_000, f"{device}@{hours * 60 + m}", {**vitals, "heart_rate_bpm": 90.0 + m})
+            for m in range(3)
+        ]
+    topic = topics.VITALS_DEVICE.name
+    feed = quality.FrozenFeed(topic, device)
+    silence = quality.SILENCE_MIN[topic]
+    return [
+        e
+        for w in quality.device_windows(topic, device, facility, unit, readings, t)
+        for e in feed.observe(w, t, silence)
+    ]
 
 
 # The sepsis model's bundled versions: their specs and training references (reference.json)

@@ -1029,7 +1029,7 @@ DATA_QUALITY = Dashboard(
     title="Data quality: feeds per source, unit and facility",
     description="The data-quality job's events (jobs/data_quality.py): feed silence, volume, "
     "dead-lettered share, missingness, distribution shift, unit-conversion suspects, duplicate "
-    "storms; the sources quarantined now.",
+    "storms, frozen devices; the sources quarantined now.",
     time_from="now-7d",
     refresh="1m",
     variables=(FACILITIES, TIME_ZONE),
@@ -1075,6 +1075,44 @@ DATA_QUALITY = Dashboard(
             width=24,
             height=6,
             description="Unit `*` is the facility's whole feed.",
+        ),
+        Panel(
+            "frozen",
+            "Frozen devices now (every value repeated bit for bit)",
+            "table",
+            f"""SELECT device, source, facility, unit, identical_since,
+                   round(dateDiff('minute', identical_since, $__toTime)) AS identical_min,
+                   JSONExtractRaw(evidence, 'values') AS repeated_values, reason
+            FROM (
+                SELECT JSONExtractString(evidence_json, 'device_id') AS device,
+                       source_topic AS source, facility_id AS facility,
+                       argMax(state, event_time) AS last_state,
+                       argMax(unit_id, event_time) AS unit,
+                       argMax(window_start, event_time) AS identical_since,
+                       argMax(evidence_json, event_time) AS evidence,
+                       argMax(reason, event_time) AS reason
+                FROM ${{db}}.quality_events FINAL
+                WHERE monitor = 'frozen_device' AND {_QFAC} AND event_time <= $__toTime
+                GROUP BY facility, source, device)
+            WHERE last_state = 'open'
+            ORDER BY identical_since""",
+            (
+                "device",
+                "source",
+                "facility",
+                "unit",
+                "identical_since",
+                "identical_min",
+                "repeated_values",
+            ),
+            width=24,
+            height=6,
+            description="A monitor or gateway re-sending its last numerics (lost patient "
+            "connection, hung driver): the screen sees a steady patient who is not there. "
+            "Found once every parameter has been identical for 2 h (udfs/quality.py, "
+            "`frozen_device`); not quarantined (the registry scopes units, not devices): check "
+            "the device. A paced, fully ventilated patient on SpO2 100 % with no other value "
+            "sent can look the same.",
         ),
         Panel(
             "events_by_monitor",

@@ -16,6 +16,13 @@ history and fails on a change that is not compatible. wardflow's records travel 
 id (schemaless Avro), so a reader must know the writer's revision: the codec tries the current
 revision first and then the earlier ones (schemas.codec.decode); deploy readers before the
 producers that write a new revision. An incompatible change is a new topic (`.v(N+1)`).
+
+Widening an enum (`"wardflow.enum"`, a string field's allowed values, e.g. quality.event.v1's
+`monitor` gaining `frozen_device`): the field's Avro type is unchanged, so no revision is
+raised and no history kept; a value may only be appended, never removed or renamed. Readers that
+validate the enum (the codec's strict decode: a value outside it is `bad_enum`) must be deployed
+before the producer that sends the new value, or they dead-letter its records; say so in the
+field's `doc`.
 """
 
 from __future__ import annotations

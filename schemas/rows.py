@@ -454,6 +454,56 @@ QUALITY_WINDOW = Row(
     "its event time (the window's last millisecond) is the record's timestamp.",
 )
 
+DEVICE_WINDOW = Row(
+    "device_window",
+    (
+        Field("source_topic", "string"),
+        Field("device_id", "string"),
+        Field("facility_id", "string", "Of the window's records (the greatest, if several)."),
+        Field("unit_id", "string", "Of the window's records (the greatest, if several)."),
+        Field("window_start_ms", "long"),
+        Field("window_end_ms", "long"),
+        Field("records", "long", "The device's readings in the window, accepted and refused."),
+        Field("first_ms", "long", "Event time of the window's first reading."),
+        Field("last_ms", "long", "Event time of the window's last reading."),
+        Field(
+            "values_json",
+            "string",
+            "{parameter: value} where every reading of the window had the same parameters "
+            "with the same values, enough of them varying (udfs.quality.FROZEN_VARYING); "
+            "else null.",
+        ),
+        Field("repeats", "boolean", "values_json equals the device's previous window's."),
+        Field(
+            "first_id",
+            "string",
+            "The least record id of the window (a sample; the first by time only where ids sort "
+            "by time, as a device's `device@time` do, not an observation id).",
+        ),
+        Field("last_id", "string", "The greatest record id of the window (a sample, likewise)."),
+        Field("previous_first_ms", "long", "first_ms of the device's previous window."),
+        Field("previous_last_ms", "long", "last_ms of the device's previous window."),
+        Field("previous_records", "long", "records of the device's previous window."),
+        Field("previous_first_id", "string", "first_id of the device's previous window."),
+    ),
+    "One device's tumbling window from the data-quality job's SQL (jobs/data_quality.py, "
+    "frozen_sql) on its way to the frozen-feed monitor (udfs.flink_quality.FrozenFeedMonitor, "
+    "udfs.quality.DeviceWindow): only a window that repeats the device's previous window's "
+    "values, and the one after such a window; its event time (the window's last millisecond) "
+    "is the record's timestamp.",
+)
+
+MONITOR_WINDOW = Row(
+    "monitor_window",
+    (
+        *QUALITY_WINDOW.fields,
+        *(f for f in DEVICE_WINDOW.fields if f.name not in QUALITY_WINDOW.columns),
+    ),
+    "The data-quality job's windows on their way to its monitors, in one stream: a source's "
+    "window (QUALITY_WINDOW, `device_id` null) or a device's (DEVICE_WINDOW, the other "
+    "columns null).",
+)
+
 QUALITY_EVENT = from_avro(
     topics.QUALITY_EVENT.schema,
     "quality_event",

@@ -70,3 +70,32 @@ def replay_with_faults(
 
 def _hit(fault: tuple[str, tuple[float, float]] | None, unit: str | None, h: float) -> bool:
     return fault is not None and unit == fault[0] and fault[1][0] <= h < fault[1][1]
+
+
+def freeze_device(
+    records: list[dict[str, Any]], device_id: str, start: datetime, end: datetime | None = None
+) -> int:
+    """A monitor, or its gateway, that lost the patient or whose driver hung from `start` (until
+    `end`): each of its records in between re-sends the content of its last record before
+    `start` (every value, flag and quality index), only the event time moving on. In place;
+    returns how many records were frozen."""
+    last: dict[str, Any] | None = None
+    frozen = 0
+    for i, r in enumerate(records):
+        if r["device_id"] != device_id:
+            continue
+        if r["event_time"] < start:
+            last = r
+        elif (end is None or r["event_time"] < end) and last is not None:
+            records[i] = {**last, "event_time": r["event_time"]}
+            frozen += 1
+    return frozen
+
+
+def silence_device(records: list[dict[str, Any]], device_id: str, start: datetime) -> int:
+    """The device sends nothing from `start` (unplugged). In place; returns the records
+    dropped."""
+    kept = [r for r in records if r["device_id"] != device_id or r["event_time"] < start]
+    dropped = len(records) - len(kept)
+    records[:] = kept
+    return dropped

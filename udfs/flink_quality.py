@@ -1,4 +1,4 @@
-"""The data-quality monitors in a Flink keyed process function, at window rate.
+"""The data-quality monitors in Flink keyed process functions, at window rate.
 
 Keyed by facility: one `udfs.quality.FacilityMonitor` in value state holds a
 `udfs.quality.SourceMonitor` per source (topic|facility|unit) of the facility. Each
@@ -13,8 +13,15 @@ version, which sets the attributes the old object had and no others: a field add
 dataclass needs a default (a class attribute) that means what the old state meant
 (udfs.quality.Open.scope: None, the whole source's quarantine, as every quarantine was before).
 
-In: schemas.rows.QUALITY_WINDOW rows (by name), their event time as the record timestamp.
+In: schemas.rows.MONITOR_WINDOW rows (by name), their event time as the record timestamp.
 Out: schemas.rows.QUALITY_EVENT rows (QUALITY_EVENT_TYPE).
+
+Both read the job's schemas.rows.MONITOR_WINDOW rows keyed by facility: a source's window, or a
+device's (`device_id` set), which QualityMonitor leaves to `FrozenFeedMonitor`. That one runs a
+`udfs.quality.FrozenFeed` per device of the facility (udfs.quality.FrozenFeeds) over the device
+windows the job's SQL hands on (only those that repeat a device's values and the one after
+them: window rate, for the few devices whose readings hold still), with the facility's whole
+sources' windows as the clock for a device falling silent.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
         return self.silence_min.get(topic, max(self.silence_min.values()))
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        if value.device_id is not None:  # a device's window: FrozenFeedMonitor's
+            return iter(())
         fac: quality.FacilityMonitor = self.state.value() or quality.FacilityMonitor()
         fac.add(window_of(value))
         self.state.update(fac)
@@ -99,5 +108,55 @@ class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
         if live and check is not None and check - 1 > timestamp:
             ctx.timer_service().register_event_time_timer(check - 1)
         self.state.update(fac)
+        for ev in events:
+            yield Row(*(ev[n] for n in rows.QUALITY_EVENT.columns))
+
+
+class FrozenFeedMonitor(KeyedProcessFunction):  # type: ignore[misc]
+    """Per facility: its devices' windows that repeat their values through their
+    udfs.quality.FrozenFeed, in event-time order (udfs.quality.FrozenFeeds), at timers on the
+    windows' times; the facility's windows of its whole sources (unit `*`) are the clock for a
+    device falling silent, and a timer where a device's run would end as silence lets the
+    watermark be the clock when the whole facility is quiet. Other windows are not its own."""
+
+    def __init__(
+        self,
+        silence_min: Mapping[str, float] | None = None,
+        thresholds: quality.Thresholds | None = None,
+    ) -> None:
+        self.silence_min = dict(silence_min or quality.SILENCE_MIN)
+        self.thresholds = thresholds or quality.Thresholds()
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("devices", Types.PICKLED_BYTE_ARRAY())
+        )
+
+    def _silence(self, topic: str) -> float:
+        return self.silence_min.get(topic, max(self.silence_min.values()))
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        if value.device_id is not None:
+            item: quality.DeviceWindow | quality.Tick = quality.parse_device_window(value)
+        elif value.unit_id == quality.WHOLE_FACILITY:
+            item = quality.Tick(int(value.window_end_ms))
+        else:
+            return iter(())
+        feeds: quality.FrozenFeeds = self.state.value() or quality.FrozenFeeds()
+        feeds.add(item)
+        self.state.update(feeds)
+        ctx.timer_service().register_event_time_timer(ctx.timestamp())
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        feeds: quality.FrozenFeeds | None = self.state.value()
+        if feeds is None:
+            return
+        live = ctx.timer_service().current_watermark() < END_OF_INPUT_MS
+        events = feeds.advance(timestamp + 1, self.thresholds, self._silence, watermark_clock=live)
+        check = feeds.silence_check_ms(self._silence)
+        if live and check is not None and check - 1 > timestamp:
+            ctx.timer_service().register_event_time_timer(check - 1)
+        self.state.update(feeds)
         for ev in events:
             yield Row(*(ev[n] for n in rows.QUALITY_EVENT.columns))

@@ -38,6 +38,50 @@ The monitors, their thresholds and why (MONITORS):
   wrong unit lies inside its 5th–95th: a temperature centred near 98 read as °F is 36.7 °C.
   Quarantines (weight in lb and pressures in kPa warn only: see UNIT_SUSPECTS).
 - duplicate storm: share of records repeating a record id already in the window. Quarantines.
+- frozen device (`FrozenFeed`, per device): a monitor or gateway that lost its patient, or whose
+  driver hung, keeps re-sending its last numerics, which the screen takes for a steady patient.
+  Judged per device (the `device_id` of vitals.device.v1, and of vitals.observation.v1 where a
+  gateway charts with one) on the job's one-minute windows per device, in the JVM
+  (`device_windows` is their reference): opens when every numeric parameter the device sends
+  (the same ones, each bit-identical), with at least `frozen_min_varying` of FROZEN_VARYING
+  among them (SpO2 at 100 %, and a value of 0, not counting), has repeated over
+  `frozen_min_readings` consecutive readings (distinct record ids: a record delivered twice is
+  one) spanning `frozen_min_identical_min`; resolves when the readings move again or the
+  device falls silent (its topic's SILENCE_MIN, the facility's windows the clock). An event
+  only: the quarantine registry scopes a unit's source or parameter, not a device. The evidence
+  (`python -m training.frozen_evidence`: the real charted vital signs of the MIMIC-III and eICU
+  demos, PhysioNet 2019 set A and PhysioNet 2012 sets A and B, 48,199 stay-days; none is 1 Hz):
+  - one parameter alone often repeats from one reading to the next (SpO2 30-38 %, temperature
+    22-33 %, respiratory rate 12-19 %, heart rate 9-14 %, pressures 3-8 %); every parameter of
+    the charted set does in 0.010-0.11 % of consecutive readings;
+  - the longest real runs of identical readings are 5 readings over 60 min (PhysioNet 2012) and
+    4 over 3 h (eICU: HR 70 with SpO2 98; 3 over 2 h with HR 60 and RR 12, HR 66 and RR 18,
+    paced and ventilated patients). K = 5 readings over T = 2 h (a charted vital sign's
+    validity, udfs.sepsis.VALIDITY_H: a frozen feed is found before its values have stood
+    longer than one charting is trusted) raises no event on any of them: at most 6.2e-5 a
+    device-day (none in 48,199, 95 %), under one a day over a 12-hospital system's 15,000.
+    That is the charted view, all seven parameters; a monitor that sends HR, SpO2 and RR only
+    raises 2.1e-3 a device-day (68 in 32,315; about 32 a day over 15,000; at 1 Hz at most
+    1.73e-2), below;
+  - at 1 Hz the readings come at once and the span decides: with K = 2 the same data raise 4
+    events (eICU's paced and ventilated runs, a set A stay charted unchanged for 2 h), 8.3e-5
+    a device-day. A live monitor would have to hold every second, which hourly charts cannot
+    show, so these bound it from above;
+  - a monitor that sends HR, SpO2 and RR and nothing else (no pressure, temperature or signal
+    quality), the common bedside case: those three alone repeat in 0.85-1.2 % of hourly
+    readings and in runs of up to 14 h, nearly all at SpO2 100 with the heart and respiratory
+    rates held (paced and fully ventilated, or charted as round numbers). The shipped
+    thresholds (K = 5, T = 2 h) raise 68 events in 32,315 of its stay-days: 2.1e-3 a
+    device-day, about 32 a day over a 12-hospital system's 15,000 monitors, not the charted
+    view's none; at 1 Hz (K = 2) 1.73e-2 a device-day bounds it from above (a heart rate not
+    paced moves between charted hours). A paced, fully ventilated patient on SpO2 100 % whose
+    monitor sends nothing else looks frozen to any rule on its values: the condition says what
+    to check, and quarantines nothing;
+  - T = 2 h is the charted view's span; for the device topic (1 Hz numerics) it is a
+    placeholder until real 1 Hz numerics are available to set it (a shorter T is expected
+    there: a live patient's 1 Hz values cannot hold bit for bit for long);
+  - not found: a partial freeze, where some parameters repeat and others move (a gateway's
+    frozen cache charted beside a live blood-pressure cuff): the window is not identical.
 
 A condition quarantines what is faulty (`quarantine_scope`): a unit-conversion suspect or a severe
 shift its parameter of the source, a duplicate storm the source's records as a whole. An event's
@@ -58,10 +102,11 @@ training data by `python -m training.quality_reference` (udfs/quality_reference.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -120,6 +165,15 @@ class Thresholds:
     min_suspect_values: int = 3  # values whose median may suggest a wrong unit
     duplicate_share: float = 0.2  # ≥ 20 % repeated ids: redelivery far beyond a retry's few %
     min_duplicate_records: int = 20
+    # A frozen device feed (the module doc, "frozen device", has the evidence): every parameter
+    # identical over at least this many consecutive readings, spanning at least this long
+    # (first to last reading): no real charted run reached both (5 over 60 min, 4 over 3 h)
+    frozen_min_readings: int = 5
+    frozen_min_identical_min: float = 120.0  # a charted vital sign's validity (VALIDITY_H)
+    # with at least this many of them parameters a live patient's physiology moves
+    # (FROZEN_VARYING): one alone can hold (a paced heart rate, SpO2 100 % on oxygen)
+    frozen_min_varying: int = 2
+    frozen_window_min: int = 1  # the job's windows per device, in which readings are compared
 
 
 MONITORS = (
@@ -131,6 +185,7 @@ MONITORS = (
     "distribution_shift",
     "unit_conversion",
     "duplicate_storm",
+    "frozen_device",
 )
 QUARANTINING = frozenset({"unit_conversion", "duplicate_storm", "distribution_shift"})
 # The quarantining conditions that make a source's records untrustworthy as a whole (the rest
@@ -396,6 +451,53 @@ def event_id(*parts: object) -> str:
     return hashlib.md5("|".join(str(p) for p in parts).encode()).hexdigest()
 
 
+def event_row(
+    *,
+    event_id: str,
+    at_ms: int,
+    monitor: str,
+    state: str,
+    action: str | None,
+    severity: str,
+    source: tuple[str, str, str],
+    parameter: str | None,
+    statistic: str,
+    observed: float | None,
+    expected: float | None,
+    threshold: float | None,
+    span: Span,
+    sample_ids: str | None,
+    opened: str | None,
+    reason: str,
+    evidence: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A quality.event.v1 event as a dict (schemas.rows.QUALITY_EVENT: its times as `_ms`);
+    `source` is (source topic, facility, unit)."""
+    return {
+        "event_id": event_id,
+        "event_time_ms": at_ms,
+        "monitor": monitor,
+        "state": state,
+        "action": action,
+        "severity": severity,
+        "source_topic": source[0],
+        "facility_id": source[1],
+        "unit_id": source[2],
+        "parameter": parameter,
+        "statistic": statistic,
+        "observed": _finite(observed),
+        "expected": _finite(expected),
+        "threshold": threshold,
+        "window_start_ms": span.start_ms,
+        "window_end_ms": span.end_ms,
+        "records": span.records,
+        "sample_record_ids": sample_ids,
+        "opened_event_id": opened,
+        "reason": reason,
+        "evidence_json": json.dumps(evidence, sort_keys=True, default=_finite),
+    }
+
+
 # --- the per-source state machine -------------------------------------------------------------
 
 
@@ -480,29 +582,25 @@ class SourceMonitor:
             severity = "info"
         if action is not None:
             evidence = {**evidence, QUARANTINE_SCOPE: scope or EVERY_PARAMETER}
-        return {
-            "event_id": eid,
-            "event_time_ms": at_ms,
-            "monitor": monitor,
-            "state": state,
-            "action": action,
-            "severity": severity,
-            "source_topic": self.source_topic,
-            "facility_id": self.facility_id,
-            "unit_id": self.unit_id,
-            "parameter": parameter,
-            "statistic": statistic,
-            "observed": _finite(observed),
-            "expected": _finite(expected),
-            "threshold": threshold,
-            "window_start_ms": span.start_ms,
-            "window_end_ms": span.end_ms,
-            "records": span.records,
-            "sample_record_ids": sample_ids,
-            "opened_event_id": opened,
-            "reason": reason,
-            "evidence_json": json.dumps(evidence, sort_keys=True, default=_finite),
-        }
+        return event_row(
+            event_id=eid,
+            at_ms=at_ms,
+            monitor=monitor,
+            state=state,
+            action=action,
+            severity=severity,
+            source=(self.source_topic, self.facility_id, self.unit_id),
+            parameter=parameter,
+            statistic=statistic,
+            observed=observed,
+            expected=expected,
+            threshold=threshold,
+            span=span,
+            sample_ids=sample_ids,
+            opened=opened,
+            reason=reason,
+            evidence=evidence,
+        )
 
     def is_open(self, monitor: str, parameter: str | None = None) -> bool:
         return (monitor, parameter) in self.open
@@ -1110,3 +1208,427 @@ class FacilityMonitor:
 
 def _order(w: Window) -> tuple[int, str]:
     return (w.end_ms, w.key)
+
+
+# --- frozen device feeds ----------------------------------------------------------------------
+
+# The parameters a live patient's physiology moves from reading to reading (beat to beat, breath
+# to breath), each with the value it can hold by itself, at which it does not count: SpO2
+# saturates at 100 % (a patient on oxygen reads 100 for hours); none counts at 0 or below (a
+# probe off reads SpO2 0, an empty bed's monitor zeros). A paced heart rate and a
+# ventilator's respiratory rate hold too, which no value shows: that is what the span is for
+# (see the module doc). Temperature is not among them (a probe's 0.1 °C holds for long
+# stretches: 22-24 % of consecutive hourly temperatures in the real data are identical, 3-6 % of
+# blood pressures), nor are FiO2, GCS, weight or a signal-quality index: they must repeat too,
+# but they do not make a feed look alive.
+FROZEN_VARYING: dict[str, float | None] = {
+    "heart_rate_bpm": None,
+    "resp_rate_per_min": None,
+    "spo2_pct": 100.0,
+    "sbp_mmhg": None,
+    "dbp_mmhg": None,
+    "map_mmhg": None,
+}
+FROZEN_ENDS = ("values_moved", "device_silent")  # why a frozen_device condition resolves
+
+
+@dataclass(frozen=True)
+class DeviceWindow:
+    """One device's tumbling window (`Thresholds.frozen_window_min`) as the job's SQL hands it
+    on (jobs/data_quality.frozen_sql): only a window whose readings repeat the device's previous
+    window's, and the window after such a one. `values`: every reading's values where all the
+    window's readings were identical, parameter by parameter (the same parameters present, each
+    with the same value), with at least `frozen_min_varying` of FROZEN_VARYING among them above 0
+    and below their ceiling; else None. `repeats`: `values` equal the device's previous window's.
+    `previous_*`: that previous window's (the run's first, where this window starts a run)."""
+
+    source_topic: str
+    device_id: str
+    facility_id: str
+    unit_id: str
+    start_ms: int
+    end_ms: int
+    records: int
+    first_ms: int  # the window's first reading (event time)
+    last_ms: int  # and its last
+    values: Mapping[str, float] | None
+    repeats: bool
+    # the window's least and greatest record id (samples for the evidence: in time order only
+    # where ids sort by time, as a device's `device@time` do, not a gateway's observation ids)
+    first_id: str | None = None
+    last_id: str | None = None
+    previous_first_ms: int | None = None
+    previous_last_ms: int | None = None
+    previous_records: int | None = None
+    previous_first_id: str | None = None
+
+
+@dataclass
+class FrozenFeed:
+    """One device's run of identical readings (every parameter bit-identical from reading to
+    reading) and its open `frozen_device` condition, between the windows the job hands on;
+    held by its facility's FrozenFeeds (udfs.flink_quality.FrozenFeedMonitor).
+
+    The condition opens when the run holds `frozen_min_readings` readings over at least
+    `frozen_min_identical_min` (first to last); it resolves when the values move (a window whose
+    readings differ from the run's, or from one another) or when the device falls silent (no
+    reading for `silence_min` after the run's last: the source's SILENCE_MIN). An event only:
+    the quarantine registry scopes a source (topic, facility, unit) and its parameters, not a
+    device, and quarantining the unit's device feed would blind the screen to every other
+    monitor of the unit."""
+
+    source_topic: str
+    device_id: str
+    facility_id: str = ""
+    unit_id: str = ""
+    values: dict[str, float] | None = None  # the run's values (None: no run)
+    first_ms: int = 0
+    last_ms: int = 0
+    readings: int = 0
+    first_id: str | None = None
+    last_id: str | None = None
+    opened: str | None = None  # the event that opened the condition (None: not open)
+
+    def observe(self, w: DeviceWindow, t: Thresholds, silence_min: float) -> list[dict[str, Any]]:
+        """The events a window of the device raises or resolves."""
+        out = self.check_silence(w.first_ms, silence_min)
+        if not (w.repeats and w.values is not None):
+            return out + self._end(w.end_ms, "values_moved", w)
+        if self.values is not None and dict(w.values) != self.values:  # a window not handed on
+            out += self._end(w.end_ms, "values_moved", w)
+        if self.values is None:
+            joined = (
+                w.previous_last_ms is not None
+                and w.previous_first_ms is not None
+                and w.first_ms - w.previous_last_ms < silence_min * MS_PER_MIN
+            )
+            self.values = dict(w.values)
+            self.first_ms = (
+                w.previous_first_ms if joined and w.previous_first_ms is not None else w.first_ms
+            )
+            self.readings = w.records + ((w.previous_records or 0) if joined else 0)
+            self.first_id = w.previous_first_id if joined else w.first_id
+        else:
+            self.readings += w.records
+        self.last_ms, self.last_id = w.last_ms, w.last_id
+        self.facility_id, self.unit_id = w.facility_id, w.unit_id
+        if self.opened is None and self.frozen(t):
+            out.append(self._opened(w.end_ms, t))
+        return out
+
+    def frozen(self, t: Thresholds) -> bool:
+        return (
+            self.values is not None
+            and self.readings >= t.frozen_min_readings
+            and self.last_ms - self.first_ms >= t.frozen_min_identical_min * MS_PER_MIN
+        )
+
+    def silence_due_ms(self, silence_min: float) -> int | None:
+        """When the run ends as the device's silence unless another reading comes (a timer)."""
+        if self.values is None:
+            return None
+        return self.last_ms + round(silence_min * MS_PER_MIN)
+
+    def check_silence(self, now_ms: int, silence_min: float) -> list[dict[str, Any]]:
+        """Ends the run where the device has sent nothing from its last reading until `now_ms`
+        for at least `silence_min`; an open condition resolves, stamped at the time the silence
+        reached `silence_min`."""
+        due = self.silence_due_ms(silence_min)
+        if due is None or now_ms < due:
+            return []
+        return self._end(due, "device_silent", None, silence_min)
+
+    # -- events --
+    @property
+    def identical_min(self) -> float:
+        return (self.last_ms - self.first_ms) / MS_PER_MIN
+
+    def _where(self) -> str:
+        return f"{self.source_topic} of unit {self.unit_id} at {self.facility_id}"
+
+    def _values_text(self) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in sorted((self.values or {}).items()))
+
+    def _evidence(self, t: Thresholds | None = None) -> dict[str, Any]:
+        values = self.values or {}
+        ev: dict[str, Any] = {
+            "device_id": self.device_id,
+            "parameters": sorted(values),
+            "values": values,
+            "varying_parameters": sorted(
+                p for p, v in values.items() if p in FROZEN_VARYING and _below_ceiling(p, v)
+            ),
+            "first_reading_ms": self.first_ms,
+            "last_reading_ms": self.last_ms,
+            "first_reading_time": _iso(self.first_ms),
+            "last_reading_time": _iso(self.last_ms),
+            "readings": self.readings,
+            "identical_min": self.identical_min,
+        }
+        if t is not None:
+            ev |= {
+                "min_readings": t.frozen_min_readings,
+                "min_identical_min": t.frozen_min_identical_min,
+                "min_varying": t.frozen_min_varying,
+            }
+        return ev
+
+    def _row(self, state: str, at_ms: int, **kw: Any) -> dict[str, Any]:
+        return event_row(
+            event_id=event_id(
+                self.source_topic,
+                self.facility_id,
+                self.unit_id,
+                "frozen_device",
+                self.device_id,
+                state,
+                at_ms,
+            ),
+            at_ms=at_ms,
+            monitor="frozen_device",
+            state=state,
+            action=None,
+            source=(self.source_topic, self.facility_id, self.unit_id),
+            parameter=None,
+            statistic="identical_min",
+            observed=self.identical_min,
+            expected=None,
+            span=Span(self.first_ms, self.last_ms, self.readings),
+            sample_ids=" ".join(i for i in (self.first_id, self.last_id) if i) or None,
+            **kw,
+        )
+
+    def _opened(self, at_ms: int, t: Thresholds) -> dict[str, Any]:
+        row = self._row(
+            "open",
+            at_ms,
+            severity="warning",
+            threshold=t.frozen_min_identical_min,
+            opened=None,
+            reason=f"device {self.device_id} of {self._where()} has sent {self.readings} "
+            f"readings with every parameter identical for {self.identical_min:.0f} min "
+            f"({self._values_text()}): the numerics are frozen (the device or its gateway "
+            "repeating its last values), not the patient's",
+            evidence=self._evidence(t),
+        )
+        self.opened = row["event_id"]
+        return row
+
+    def _end(
+        self, at_ms: int, why: str, w: DeviceWindow | None, silence_min: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Ends the run; the resolved event of an open condition, for `why` (FROZEN_ENDS)."""
+        out = []
+        if self.values is not None and self.opened is not None:
+            ended = (
+                f"its readings moved again (window from {_iso(w.start_ms)})"
+                if w is not None
+                else f"it fell silent (no reading for {silence_min:g} min)"
+            )
+            ev = self._evidence() | {"ended": why}
+            if w is not None:
+                ev["moved_window"] = {
+                    "start_ms": w.start_ms,
+                    "end_ms": w.end_ms,
+                    "records": w.records,
+                    "values": dict(w.values) if w.values is not None else None,
+                }
+            out.append(
+                self._row(
+                    "resolved",
+                    at_ms,
+                    severity="info",
+                    threshold=None,
+                    opened=self.opened,
+                    reason=f"device {self.device_id} of {self._where()}: {ended} after "
+                    f"{self.readings} identical readings over {self.identical_min:.0f} min",
+                    evidence=ev,
+                )
+            )
+        self.values, self.opened, self.readings = None, None, 0
+        self.first_id = self.last_id = None
+        return out
+
+
+Reading = tuple[int, str | None, Mapping[str, float | None]]  # (event time ms, record id, values)
+
+
+def device_windows(
+    source_topic: str,
+    device_id: str,
+    facility_id: str,
+    unit_id: str,
+    readings: Iterable[Reading],
+    t: Thresholds,
+) -> list[DeviceWindow]:
+    """The windows the job's SQL hands on (jobs/data_quality.device_windows_sql, frozen_sql) for
+    one device's readings, in event-time order: their reference, in Python. A value None (or
+    NaN: a data set's missing value) is a parameter not sent; the job's decoder refuses a NaN
+    a device sends, and the SQL finds no window with one identical."""
+    window_ms = t.frozen_window_min * MS_PER_MIN
+    groups: dict[int, list[Reading]] = {}
+    for r in readings:
+        groups.setdefault(r[0] // window_ms, []).append(r)
+    windows = []
+    for k in sorted(groups):
+        g = groups[k]
+        times = [at for at, _, _ in g]
+        ids = [i for _, i, _ in g if i is not None]
+        windows.append(
+            DeviceWindow(
+                source_topic, device_id, facility_id, unit_id, k * window_ms, (k + 1) * window_ms,
+                _readings(g), min(times), max(times), _identical(g, t), False,
+                min(ids) if ids else None, max(ids) if ids else None,
+            )
+        )  # fmt: skip
+    out = []
+    for i, w in enumerate(windows):
+        v1 = windows[i - 1].values if i >= 1 else None
+        v2 = windows[i - 2].values if i >= 2 else None
+        repeats = w.values is not None and w.values == v1
+        if repeats or (v1 is not None and v1 == v2):
+            p = windows[i - 1]
+            out.append(
+                dataclasses.replace(
+                    w,
+                    repeats=repeats,
+                    previous_first_ms=p.first_ms,
+                    previous_last_ms=p.last_ms,
+                    previous_records=p.records,
+                    previous_first_id=p.first_id,
+                )
+            )
+    return out
+
+
+def _readings(g: list[Reading]) -> int:
+    """How many readings: a record id delivered twice is one (the SQL's COUNT(DISTINCT
+    record_id)); a reading without an id (a data set's) is its own."""
+    return len({i for _, i, _ in g if i is not None}) + sum(1 for _, i, _ in g if i is None)
+
+
+def _identical(readings: list[Reading], t: Thresholds) -> dict[str, float] | None:
+    """The readings' values where all are identical, parameter by parameter, with enough of them
+    varying (`device_windows_sql`'s `values_json`); else None."""
+    names = sorted({n for _, _, v in readings for n in v})
+    values: dict[str, float] = {}
+    for n in names:
+        vs = [_sent(v.get(n)) for _, _, v in readings]
+        sent = [x for x in vs if x is not None]
+        if not sent:
+            continue
+        if len(sent) < len(vs) or any(x != sent[0] for x in sent):
+            return None
+        values[n] = sent[0]
+    varying = sum(1 for n, x in values.items() if n in FROZEN_VARYING and _below_ceiling(n, x))
+    return values if varying >= t.frozen_min_varying else None
+
+
+def _sent(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+class Tick(NamedTuple):
+    """A window of the facility's whole source (unit `*`) ended: the facility's records reached
+    `end_ms` (the clock for its devices' silence)."""
+
+    end_ms: int
+
+
+@dataclass
+class FrozenFeeds:
+    """The frozen-feed monitors of one facility's devices (those in a run of identical readings)
+    and the windows not yet applied. Windows are applied in event-time order once the watermark
+    has passed them (`advance`); the facility's own windows of its whole sources (unit `*`,
+    `Tick`) are the clock for a device's silence, as for a source's (FacilityMonitor), so the
+    end of a replay or a restart is no device falling silent. Where the whole facility goes
+    quiet, the watermark is the clock (`watermark_clock`), unless it has jumped to the end of
+    the input. Pickled into the job's state keyed by facility."""
+
+    feeds: dict[str, FrozenFeed] = field(default_factory=dict)
+    pending: list[DeviceWindow | Tick] = field(default_factory=list)
+
+    def add(self, item: DeviceWindow | Tick) -> None:
+        self.pending.append(item)
+
+    def advance(
+        self,
+        until_ms: int,
+        t: Thresholds,
+        silence_min: Callable[[str], float],
+        *,
+        watermark_clock: bool,
+    ) -> list[dict[str, Any]]:
+        """Apply the pending windows that end by `until_ms` in order (a device's window before
+        the clock's of the same end); at each tick, end the runs of the devices silent by then."""
+        due = sorted((w for w in self.pending if w.end_ms <= until_ms), key=_frozen_order)
+        self.pending = [w for w in self.pending if w.end_ms > until_ms]
+        out: list[dict[str, Any]] = []
+        for w in due:
+            if isinstance(w, DeviceWindow):
+                key = f"{w.source_topic}|{w.device_id}"
+                feed = self.feeds.setdefault(key, FrozenFeed(w.source_topic, w.device_id))
+                out += feed.observe(w, t, silence_min(w.source_topic))
+            else:
+                out += self._silence(w.end_ms, silence_min)
+        if watermark_clock:
+            out += self._silence(until_ms, silence_min)
+        self.feeds = {k: f for k, f in self.feeds.items() if f.values is not None}
+        return out
+
+    def _silence(self, now_ms: int, silence_min: Callable[[str], float]) -> list[dict[str, Any]]:
+        out = []
+        for key in sorted(self.feeds):
+            f = self.feeds[key]
+            out += f.check_silence(now_ms, silence_min(f.source_topic))
+        return out
+
+    def silence_check_ms(self, silence_min: Callable[[str], float]) -> int | None:
+        """The earliest time a device's run ends as silence unless it sends again (a timer, at
+        the watermark clock)."""
+        dues = [
+            d
+            for f in self.feeds.values()
+            if (d := f.silence_due_ms(silence_min(f.source_topic))) is not None
+        ]
+        return min(dues) if dues else None
+
+
+def _frozen_order(w: DeviceWindow | Tick) -> tuple[int, int, str]:
+    if isinstance(w, DeviceWindow):
+        return (w.end_ms, 0, f"{w.source_topic}|{w.device_id}")
+    return (w.end_ms, 1, "")
+
+
+def _below_ceiling(parameter: str, value: float) -> bool:
+    """A value a live patient's physiology moves: above 0 (SpO2 0 is a probe off, zeros an
+    empty bed's monitor) and below the parameter's ceiling (FROZEN_VARYING)."""
+    ceiling = FROZEN_VARYING.get(parameter)
+    return value > 0 and (ceiling is None or value < ceiling)
+
+
+def parse_device_window(r: Any) -> DeviceWindow:
+    """A schemas.rows.DEVICE_WINDOW row (by name) as a DeviceWindow."""
+
+    def ms(v: Any) -> int | None:
+        return None if v is None else int(v)
+
+    return DeviceWindow(
+        source_topic=r.source_topic,
+        device_id=r.device_id,
+        facility_id=r.facility_id,
+        unit_id=r.unit_id,
+        start_ms=int(r.window_start_ms),
+        end_ms=int(r.window_end_ms),
+        records=int(r.records),
+        first_ms=int(r.first_ms),
+        last_ms=int(r.last_ms),
+        values=None if r.values_json is None else json.loads(r.values_json),
+        repeats=bool(r.repeats),
+        first_id=r.first_id,
+        last_id=r.last_id,
+        previous_first_ms=ms(r.previous_first_ms),
+        previous_last_ms=ms(r.previous_last_ms),
+        previous_records=ms(r.previous_records),
+        previous_first_id=r.previous_first_id,
+    )

@@ -5,6 +5,7 @@ embedded ClickHouse) and returns what the panel reads; some panels are checked a
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -1092,4 +1093,60 @@ def test_per_day_panels_count_the_facilitys_own_days_not_utc_days(
         "UTC", "America/New_York", "Europe/London"
     ]  # fmt: skip
     assert run.resolve_variables(clickhouse, EXECUTIVE, db, tr)["tz"] == "UTC"
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_the_frozen_devices_panel_shows_a_device_frozen_now_and_not_one_that_moved_again(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """Two monitors of 4E whose readings stopped moving (udfs.quality `frozen_device`): one
+    moved again after three hours, the other has not: only it is on the board, with its id,
+    since when its readings have been identical and what it repeats."""
+    from grafana.specs import DATA_QUALITY
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_dqf")
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    t0 = int(day.timestamp() * 1000)
+    events = seed._frozen_device("F", "4E", "mon-1", t0, 3, moves=True)
+    events += seed._frozen_device("F", "4E", "mon-2", t0 + 10 * 3_600_000, 4, moves=False)
+    assert [(e["state"], json.loads(e["evidence_json"])["device_id"]) for e in events] == [
+        ("open", "mon-1"), ("resolved", "mon-1"), ("open", "mon-2"),
+    ]  # fmt: skip
+    _insert(clickhouse, db, "quality_events", [_quality_row(e) for e in events])
+    tr = TimeRange(day, day + _DAY)
+    got = _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, tr, facility="F")
+    assert [(r[0], r[3], r[4]) for r in got] == [
+        ("mon-2", "4E", datetime.fromtimestamp(t0 / 1000 + 10 * 3600, UTC).replace(tzinfo=None))
+    ]
+    assert json.loads(got[0][6]) == {
+        "heart_rate_bpm": 88.0, "resp_rate_per_min": 18.0, "spo2_pct": 95.0,
+    }  # fmt: skip
+    # before mon-1 moved again, both were frozen
+    earlier = TimeRange(day, day + timedelta(hours=2, minutes=30))
+    assert [r[0] for r in _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, earlier,
+                                      facility="F")] == ["mon-1"]  # fmt: skip
+    clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_the_frozen_devices_panel_shows_a_devices_latest_state_not_an_open_left_unresolved(
+    clickhouse: Any, settings: Settings
+) -> None:
+    """A job started without its savepoint never resolves the condition the job before opened
+    (mon-3's first open); the device's later open and resolve say it moved again: the panel
+    takes each device's latest state, so mon-3 is not on the board."""
+    from grafana.specs import DATA_QUALITY
+
+    db = _warehouse(clickhouse, settings.clickhouse_database + "_dqg")
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    t0 = int(day.timestamp() * 1000)
+    events = seed._frozen_device("F", "4E", "mon-3", t0, 3, moves=False)
+    events += seed._frozen_device("F", "4E", "mon-3", t0 + 5 * 3_600_000, 3, moves=True)
+    assert [e["state"] for e in events] == ["open", "open", "resolved"]
+    _insert(clickhouse, db, "quality_events", [_quality_row(e) for e in events])
+    tr = TimeRange(day, day + _DAY)
+    assert _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, tr, facility="F") == []
+    # before it moved again, it was frozen
+    earlier = TimeRange(day, day + timedelta(hours=7, minutes=30))
+    got = _panel_rows(clickhouse, DATA_QUALITY, "frozen", db, earlier, facility="F")
+    assert [r[0] for r in got] == ["mon-3"]
     clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
