@@ -33,20 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.feeds import device_sim
 from schemas import topics
 from schemas.settings import Settings
 from udfs import quality
 
 VITALS = topics.VITALS_OBSERVATION.name
-FIELDS = (
-    "heart_rate_bpm",
-    "spo2_pct",
-    "resp_rate_per_min",
-    "sbp_mmhg",
-    "dbp_mmhg",
-    "map_mmhg",
-    "temp_c",
-)
+# The bedside monitor's numerics (the device record's), the parameters a frozen feed repeats.
+FIELDS = device_sim.NUMERICS
 VIEWS: dict[str, tuple[str, ...]] = {
     "charted": FIELDS,
     "monitor": ("heart_rate_bpm", "spo2_pct", "resp_rate_per_min"),
