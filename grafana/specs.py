@@ -926,8 +926,9 @@ ML_OPS = Dashboard(
             width=24,
             description="Dead letters per hour by reason code. A record-level code (out_of_range, "
             "not_a_number, bad_enum, undecodable, …) counts records lost; a value_* code "
-            "(value_out_of_range, value_not_a_number) counts values refused alone in records "
-            "that were screened, one letter a value (a record can have several), so received = "
+            "(value_out_of_range, value_not_a_number) counts values refused in records that were "
+            "screened, one letter a value (a record can have several; an oxygen flag refused with "
+            "its impossible FiO2 has its own, with the FiO2's code), so received = "
             "screened + the record-level letters only.",
         ),
         Panel(

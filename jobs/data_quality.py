@@ -37,7 +37,7 @@ refuses its record here (`out_of_range` / `not_a_number`, counted in the dead-le
 by reason, `dead_letter_share`), also on the topics whose strict decoder refuses the value
 alone (schemas.codec, "Refused values"). So a share here counts records of which the screening
 job, for the same input, screens most (those with a measurement left: a value in range, or an
-observation's ACVPU, oxygen or ventilation flag) and dead-letters only the values
+observation's ACVPU) and dead-letters only the values
 (`value_out_of_range` / `value_not_a_number`, one letter per value, beside the screened record):
 the share measures a source's records with bad values, not the records the screening job lost.
 """

@@ -197,7 +197,9 @@ class Schema:
         record carries it); its `on_supplemental_o2`, a flag beside an impossible FiO2 as
         suspect as that FiO2 (and refused with it, `refused_with`); its
         `mechanical_ventilation`, as a record kept by that flag alone would be a new reading
-        for the two-reading NEWS2 rules (jobs.screening.rules VITALS_SEQUENCE). A record whose
+        for the two-reading NEWS2 rules (jobs.screening.rules VITALS_SEQUENCE; a record kept
+        by ACVPU alone is such a reading, as a valid ACVPU-only observation is: README,
+        "Refused values"). A record whose
         values present were all refused, or refused beside context and qualifiers only, is
         rejected whole."""
         if not self.refused_alone:

@@ -243,8 +243,9 @@ REFUSED = (
     Field(
         "refused_reasons",
         "strings",
-        "Each refused value in words (its field, its value, its range), as refused_codes; their "
-        "columns are null. None where none was refused.",
+        "Each refused value in words (its field, its value, its range; or, for a field refused "
+        "with another, `<field> refused with <other>`), as refused_codes; their columns are "
+        "null. None where none was refused.",
     ),
 )
 

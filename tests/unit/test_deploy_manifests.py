@@ -198,6 +198,15 @@ def test_every_flink_deployment_runs_a_wardflow_job_in_application_mode_with_ha_
     assert container["name"] == "flink-main-container"  # the operator merges by this name
 
 
+@pytest.mark.parametrize("d", FLINK_DEPLOYMENTS, ids=_id)
+def test_no_flink_deployment_lets_an_upgrade_drop_state_it_cannot_place(d: dict[str, Any]) -> None:
+    """`allowNonRestoredState` left on drops silently, at every later upgrade, the state of any
+    operator whose id the new plan moved (the sources' offsets, the quality monitor's open
+    quarantines): an upgrade that needs it patches it on for once (README)."""
+    assert d["spec"]["job"].get("allowNonRestoredState", False) is False
+    assert "execution.savepoint.ignore-unclaimed-state" not in _flink_conf(d)
+
+
 def test_each_job_keeps_its_own_checkpoints_savepoints_and_ha_metadata() -> None:
     for key in (
         "high-availability.storageDir",
