@@ -58,7 +58,22 @@ def window_of(r: Any) -> quality.Window:
     )
 
 
-class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
+class _FacilityMonitors(KeyedProcessFunction):  # type: ignore[misc]
+    """What both monitors keyed by facility share: the thresholds, and each topic's silence."""
+
+    def __init__(
+        self,
+        silence_min: Mapping[str, float] | None = None,
+        thresholds: quality.Thresholds | None = None,
+    ) -> None:
+        self.silence_min = dict(silence_min or quality.SILENCE_MIN)
+        self.thresholds = thresholds or quality.Thresholds()
+
+    def _silence(self, topic: str) -> float:
+        return self.silence_min.get(topic, max(self.silence_min.values()))
+
+
+class QualityMonitor(_FacilityMonitors):
     """Per facility: its sources' windows through their monitors, in event-time order
     (udfs.quality.FacilityMonitor), at timers on the windows' times; a timer where a source
     turns silent lets the watermark be the clock when the whole facility is quiet."""
@@ -69,8 +84,7 @@ class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
         thresholds: quality.Thresholds | None = None,
         reference_path: str | None = None,
     ) -> None:
-        self.silence_min = dict(silence_min or quality.SILENCE_MIN)
-        self.thresholds = thresholds or quality.Thresholds()
+        super().__init__(silence_min, thresholds)
         self.reference_path = reference_path
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -79,9 +93,6 @@ class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
         )
         path = Path(self.reference_path) if self.reference_path else quality.REFERENCE_FILE
         self.reference = quality.load_reference(path)
-
-    def _silence(self, topic: str) -> float:
-        return self.silence_min.get(topic, max(self.silence_min.values()))
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         if value.device_id is not None:  # a device's window: FrozenFeedMonitor's
@@ -112,28 +123,17 @@ class QualityMonitor(KeyedProcessFunction):  # type: ignore[misc]
             yield Row(*(ev[n] for n in rows.QUALITY_EVENT.columns))
 
 
-class FrozenFeedMonitor(KeyedProcessFunction):  # type: ignore[misc]
+class FrozenFeedMonitor(_FacilityMonitors):
     """Per facility: its devices' windows that repeat their values through their
     udfs.quality.FrozenFeed, in event-time order (udfs.quality.FrozenFeeds), at timers on the
     windows' times; the facility's windows of its whole sources (unit `*`) are the clock for a
     device falling silent, and a timer where a device's run would end as silence lets the
     watermark be the clock when the whole facility is quiet. Other windows are not its own."""
 
-    def __init__(
-        self,
-        silence_min: Mapping[str, float] | None = None,
-        thresholds: quality.Thresholds | None = None,
-    ) -> None:
-        self.silence_min = dict(silence_min or quality.SILENCE_MIN)
-        self.thresholds = thresholds or quality.Thresholds()
-
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(
             ValueStateDescriptor("devices", Types.PICKLED_BYTE_ARRAY())
         )
-
-    def _silence(self, topic: str) -> float:
-        return self.silence_min.get(topic, max(self.silence_min.values()))
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         if value.device_id is not None:
